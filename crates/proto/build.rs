@@ -1,0 +1,12 @@
+//! Generates the gRPC code from `proto/` with a vendored `protoc`, so a fresh machine builds with
+//! plain cargo and nothing installed.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    // SAFETY-free: build scripts are single-threaded; tonic-prost-build reads PROTOC from the env.
+    std::env::set_var("PROTOC", protoc);
+    tonic_prost_build::configure()
+        .bytes(".lockstep.v1")
+        .compile_protos(&["proto/lockstep/v1/lockstep.proto"], &["proto"])?;
+    println!("cargo:rerun-if-changed=proto");
+    Ok(())
+}
