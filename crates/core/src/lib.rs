@@ -1,1 +1,46 @@
+//! # lockstep-core
+//!
+//! The lockstep engine: every coordination rule of the product — registry and leases, interest
+//! routing with bounded queues, agent state as JSON merge patches, sync points — as plain,
+//! deterministic Rust. No tokio, no clock reads, no I/O: time is an argument, and the engine says
+//! when it next needs to be woken ([`Engine::next_deadline`]).
+//!
+//! ```
+//! use lockstep_core::{Config, ConnId, Engine, Frame, Input, Output, RegisterRequest};
+//!
+//! let mut engine = Engine::new(Config::default());
+//! let request = RegisterRequest { agent_id: "scanner".into(), role: "scanner".into(), ..Default::default() };
+//! engine.handle(0, Input::Register { conn: ConnId(1), request, new_token: "t".into() });
+//! assert_eq!(engine.poll_output(), Some(Output::Ready(ConnId(1))));
+//! assert!(matches!(engine.next_frame(ConnId(1), 64), Some(Frame::Registered(_))));
+//! // Nothing heard from the agent for 3 heartbeat intervals: it is lost.
+//! engine.handle_timeout(engine.next_deadline().unwrap());
+//! assert!(matches!(engine.poll_output(), Some(Output::Close(ConnId(1), Some(_)))));
+//! ```
+//!
+//! Modules, one concept each: [`name`] (valid names), [`topic`] (topics and patterns), [`state`]
+//! (merge patches and their composition), [`outbox`] (what waits to be sent to one agent),
+//! [`lease`], [`registry`], [`syncpoint`], [`engine`] (wiring them), [`io`] (inputs and outputs),
+//! [`config`] and [`error`].
 
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod io;
+pub mod lease;
+pub mod name;
+pub mod outbox;
+pub mod registry;
+pub mod state;
+pub mod syncpoint;
+pub mod topic;
+
+pub use config::{Config, Limits, OverflowPolicy};
+pub use engine::{Counters, Engine, EngineInfo};
+pub use error::{CoreError, ErrorCode};
+pub use io::{
+    ConnId, Delivery, Frame, Input, Message, Output, Registered, RegisterRequest, RegistryEvent, Reply, Request,
+    StateChange, Time, WatchTarget,
+};
+pub use registry::{AgentQuery, AgentStatus, AgentView, RegistryEventKind};
+pub use syncpoint::{Diagnosis, Participants, SyncOutcome, SyncState, SyncStatus};

@@ -1,0 +1,118 @@
+"""lockstep: a coordination server for multi-agent systems — the Python client.
+
+Agents connect to a ``lockstep serve`` process and use it to find each other (a registry with
+leases kept alive by heartbeats), receive only the messages they are interested in (topics with
+wildcard interests), share their state as JSON merge-patch deltas, and meet at barriers::
+
+    import asyncio, lockstep
+
+    async def main():
+        async with lockstep.connect("127.0.0.1:7600") as client:
+            async with client.register("scanner", role="scanner", interests=["market.>"]) as agent:
+                await agent.update_state({"status": "scanning"})
+                result = await agent.sync("ready", {"scanner"}, timeout=5)
+                print(result.arrival_order)
+
+    asyncio.run(main())
+
+See the package README for the full API and for the mapping from the seed APIs.
+"""
+
+from __future__ import annotations
+
+from ._util import DEFAULT_ADDRESS, default_address
+from .admin import Admin, CommandInterface, SystemStatus
+from .agent import Agent, StateWatch
+from .base import AgentBase, Command, SynchronizedAgent
+from .client import Client, RegistryWatch, connect
+from .errors import (
+    AlreadyRegistered,
+    BreakerOpen,
+    ConnectionLost,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    LockstepError,
+    NotFound,
+    NotSupported,
+    PermissionDenied,
+    ResourceExhausted,
+    SessionClosed,
+    SyncAborted,
+    SyncConflict,
+    SyncFailed,
+    SyncTimeout,
+    Unauthenticated,
+    Unavailable,
+)
+from .merge import apply_merge_patch
+from .models import (
+    AgentInfo,
+    AgentStatus,
+    Delivery,
+    Limits,
+    Registration,
+    RegistryEvent,
+    RegistryEventKind,
+    ServerInfo,
+    StateSnapshot,
+    StateView,
+    SyncDiagnosis,
+    SyncPointStatus,
+    SyncResult,
+    SyncState,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "DEFAULT_ADDRESS",
+    "default_address",
+    "connect",
+    "Client",
+    "Agent",
+    "StateWatch",
+    "RegistryWatch",
+    "SynchronizedAgent",
+    "AgentBase",
+    "Command",
+    "Admin",
+    "CommandInterface",
+    "SystemStatus",
+    "apply_merge_patch",
+    # data
+    "AgentInfo",
+    "AgentStatus",
+    "Delivery",
+    "Limits",
+    "Registration",
+    "RegistryEvent",
+    "RegistryEventKind",
+    "ServerInfo",
+    "StateSnapshot",
+    "StateView",
+    "SyncDiagnosis",
+    "SyncPointStatus",
+    "SyncResult",
+    "SyncState",
+    # errors
+    "LockstepError",
+    "AlreadyRegistered",
+    "BreakerOpen",
+    "ConnectionLost",
+    "DeadlineExceeded",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "NotFound",
+    "NotSupported",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "SessionClosed",
+    "SyncAborted",
+    "SyncConflict",
+    "SyncFailed",
+    "SyncTimeout",
+    "Unauthenticated",
+    "Unavailable",
+]

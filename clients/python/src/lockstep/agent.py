@@ -1,0 +1,1098 @@
+"""A registered agent: its session stream, deliveries, state, watches and barriers."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import copy
+import itertools
+import json
+import logging
+import time
+from dataclasses import replace
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    AsyncIterator,
+    Callable,
+    Deque,
+    Dict,
+    Iterable,
+    List,
+    Optional,
+    Set,
+    Tuple,
+    Union,
+)
+
+import grpc
+import grpc.aio
+
+from ._util import Opening, encode_payload, timeout_ms, to_json_text
+from .errors import (
+    ConnectionLost,
+    InvalidArgument,
+    LockstepError,
+    NotFound,
+    SessionClosed,
+    error_from_code,
+    error_from_rpc,
+    status_code,
+)
+from .merge import apply_merge_patch
+from .models import AgentStatus, Delivery, Registration, StateSnapshot, StateView, SyncResult
+from .v1 import lockstep_pb2 as pb
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .client import Client
+
+__all__ = ["Agent", "StateWatch", "Participants"]
+
+log = logging.getLogger("lockstep")
+
+#: What :meth:`Agent.sync` accepts as participants: a collection of agent ids or a count.
+Participants = Union[Iterable[str], int]
+
+_DEFAULT: Any = object()
+_RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
+
+Selector = Tuple[str, str]  # ("agent", id) | ("role", role) | ("all", "")
+
+
+def _selector_message(selector: Selector, cls: Any) -> Any:
+    kind, value = selector
+    if kind == "agent":
+        return cls(agent_id=value)
+    if kind == "role":
+        return cls(role=value)
+    return cls(all=True)
+
+
+class Agent:
+    """One registered agent and its session with the server.
+
+    Obtain one with :meth:`lockstep.Client.register`. While it is open the agent sends heartbeats on
+    its own, so the server keeps its lease; :meth:`close` (or leaving its ``async with`` block)
+    deregisters it. If the stream breaks, the agent resumes its session with its resume token
+    (``reconnect=True``, the default); requests outstanding at that moment fail with
+    :class:`~lockstep.ConnectionLost`.
+
+    Messages routed to the agent are read with :meth:`deliveries`; its own state is changed with
+    :meth:`update_state` and other agents' state followed with :meth:`watch_state`; barriers are
+    :meth:`sync` (also spelled :meth:`sync_with_agents`).
+    """
+
+    def __init__(
+        self,
+        client: "Client",
+        request: pb.Register,
+        *,
+        delivery_buffer: int = 65536,
+        reconnect: bool = True,
+        on_error: Optional[Callable[[LockstepError], Any]] = None,
+    ) -> None:
+        self._client = client
+        self._register_msg = request
+        self._reg: Optional[Registration] = None
+        self._call: Any = None
+        self._loop = asyncio.get_running_loop()
+        self._write_lock = asyncio.Lock()
+        self._ids = itertools.count(1)
+        self._pending: Dict[int, "asyncio.Future[pb.Reply]"] = {}
+        self._connected = asyncio.Event()
+        self._reconnect = reconnect
+        self._on_error = on_error
+        self._runner: Optional["asyncio.Task[None]"] = None
+        self._heartbeat: Optional["asyncio.Task[None]"] = None
+        self._heartbeats_suspended = False
+        self._background: Set["asyncio.Task[Any]"] = set()
+        self._closing = False
+        self._closed = False
+        self.close_reason: Optional[LockstepError] = None
+        """Why the session ended, when the server or the network ended it (``None`` after :meth:`close`)."""
+        self.async_errors: Deque[LockstepError] = collections.deque(maxlen=100)
+        """The latest errors the server reported for requests that wanted no reply."""
+        self.reconnects = 0
+        """How many times the session was resumed after its stream broke."""
+
+        # deliveries
+        self._deliveries: Deque[Delivery] = collections.deque()
+        self._delivery_event = asyncio.Event()
+        self._delivery_cap = max(1, delivery_buffer)
+        self._consumed_seq = 0
+        self._acked_seq = 0
+        self.locally_dropped = 0
+        """Deliveries dropped by this client because the application did not read them in time."""
+
+        # own state, as confirmed by the server
+        self._own_state: Dict[str, Any] = {}
+        self._own_version = 0
+
+        # watched state
+        self._watches: List[StateWatch] = []
+        self._states: Dict[str, Dict[str, Any]] = {}
+        self._versions: Dict[str, int] = {}
+        self._resyncing: Dict[str, List[pb.StateChange]] = {}
+        self._roles: Dict[str, str] = {}
+        self._roles_wanted: Set[str] = set()
+        self._role_task: Optional["asyncio.Task[None]"] = None
+        self.resyncs = 0
+        """How many times a watched agent's state was refetched after a gap in its versions."""
+
+    # ------------------------------------------------------------------------------------------
+    # opening and the session loop
+
+    @classmethod
+    async def _open(
+        cls,
+        client: "Client",
+        request: pb.Register,
+        *,
+        delivery_buffer: int,
+        reconnect: bool,
+        on_error: Optional[Callable[[LockstepError], Any]],
+    ) -> "Agent":
+        agent = cls(client, request, delivery_buffer=delivery_buffer, reconnect=reconnect, on_error=on_error)
+        agent._call, agent._reg = await agent._start_session(request)
+        agent._connected.set()
+        agent._runner = agent._loop.create_task(agent._run())
+        return agent
+
+    async def _start_session(self, request: pb.Register) -> Tuple[Any, Registration]:
+        call = self._client._stub.Session()
+        try:
+            await call.write(pb.ClientMessage(register=request))
+            first = await call.read()
+        except grpc.RpcError as exc:
+            call.cancel()
+            raise error_from_rpc(exc, what=f"lockstep server at {self._client.address}") from None
+        except asyncio.InvalidStateError:
+            call.cancel()
+            raise ConnectionLost("the server ended the session before it was registered") from None
+        except BaseException:
+            call.cancel()
+            raise
+        if first is grpc.aio.EOF or first.WhichOneof("kind") != "registered":
+            call.cancel()
+            raise LockstepError("the server ended the session without answering the registration")
+        return call, Registration.from_proto(first.registered)
+
+    async def _run(self) -> None:
+        error: Optional[LockstepError] = None
+        try:
+            while True:
+                self._heartbeat = self._loop.create_task(self._heartbeat_loop())
+                error, resumable = await self._read_loop(self._call)
+                self._heartbeat.cancel()
+                if self._closing:
+                    error = None
+                    break
+                self._connected.clear()
+                lost = ConnectionLost(
+                    f"the session of agent '{self.agent_id}' broke: {error or 'the server ended it'}"
+                )
+                self._fail_pending(lost)
+                if error is None:
+                    error = LockstepError(f"the server ended the session of agent '{self.agent_id}'")
+                if not (self._reconnect and resumable):
+                    break
+                if not await self._resume():
+                    break
+                error = None
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._finish(error)
+
+    async def _read_loop(self, call: Any) -> Tuple[Optional[LockstepError], bool]:
+        """Dispatch server messages until the stream ends: (error or None, whether to resume)."""
+        try:
+            while True:
+                msg = await call.read()
+                if msg is grpc.aio.EOF:
+                    return None, False
+                self._dispatch(msg)
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+            return error_from_rpc(exc), code in _RESUMABLE
+        except asyncio.InvalidStateError:
+            return ConnectionLost("the session stream ended"), True
+
+    async def _resume(self) -> bool:
+        reg = self._reg
+        assert reg is not None
+        window = max(2.0 * reg.lease_seconds, 10.0)
+        deadline = time.monotonic() + window
+        delay = 0.05
+        request = pb.Register()
+        request.CopyFrom(self._register_msg)
+        request.resume_token = reg.resume_token
+        while not self._closing and time.monotonic() < deadline:
+            try:
+                call, new_reg = await self._start_session(request)
+            except (ConnectionLost, LockstepError) as exc:
+                if exc.code not in _RESUMABLE:
+                    log.warning("lockstep: agent '%s' cannot resume its session: %s", self.agent_id, exc)
+                    return False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            if self._closing:
+                call.cancel()
+                return False
+            self._call = call
+            self._reg = new_reg
+            self.reconnects += 1
+            if not new_reg.resumed:
+                # A new session: the server starts this agent afresh.
+                self._consumed_seq = self._acked_seq = 0
+                self._own_state, self._own_version = {}, 0
+            self._connected.set()
+            for selector in self._distinct_selectors():
+                try:
+                    await self._send(pb.ClientMessage(watch_state=_selector_message(selector, pb.WatchState)))
+                except LockstepError:
+                    pass
+            log.info(
+                "lockstep: agent '%s' %s its session", self.agent_id, "resumed" if new_reg.resumed else "re-registered"
+            )
+            return True
+        return False
+
+    def _finish(self, error: Optional[LockstepError]) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        self.close_reason = error
+        self._fail_pending(error or SessionClosed(f"agent '{self.agent_id}' is closed"))
+        self._connected.set()
+        self._delivery_event.set()
+        for w in list(self._watches):
+            w._end()
+        for task in list(self._background):
+            task.cancel()
+        if self._role_task is not None:
+            self._role_task.cancel()
+        self._client._forget(self)
+        if error is not None:
+            log.warning("lockstep: session of agent '%s' ended: %s", self.agent_id, error)
+
+    def _fail_pending(self, error: LockstepError) -> None:
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(error)
+
+    async def _heartbeat_loop(self) -> None:
+        reg = self._reg
+        assert reg is not None
+        interval = (reg.heartbeat_interval_ms or 1000) / 1000.0
+        beat = pb.ClientMessage(heartbeat=pb.Heartbeat())
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                if self._heartbeats_suspended:
+                    return
+                await self._send(beat)
+                await self._flush_ack()
+        except LockstepError:
+            return
+
+    # ------------------------------------------------------------------------------------------
+    # sending and replies
+
+    async def _send(self, msg: pb.ClientMessage) -> None:
+        if not self._connected.is_set() and not self._closed:
+            await self._connected.wait()
+        if self._closed or (self._closing and msg.WhichOneof("kind") not in ("deregister", "ack")):
+            raise SessionClosed(f"agent '{self.agent_id}' is closed")
+        call = self._call
+        async with self._write_lock:
+            try:
+                await call.write(msg)
+            except grpc.RpcError as exc:
+                raise ConnectionLost(f"the session of agent '{self.agent_id}' broke: {exc.details() or exc.code()}") from None
+            except asyncio.InvalidStateError:
+                raise ConnectionLost(f"the session of agent '{self.agent_id}' has ended") from None
+
+    async def _request(self, msg: pb.ClientMessage, *, deadline: Optional[float] = None) -> pb.Reply:
+        request_id = next(self._ids)
+        msg.request_id = request_id
+        fut: "asyncio.Future[pb.Reply]" = self._loop.create_future()
+        self._pending[request_id] = fut
+        try:
+            await self._send(msg)
+            if deadline is None:
+                return await fut
+            return await asyncio.wait_for(fut, deadline)
+        finally:
+            self._pending.pop(request_id, None)
+
+    def _raise_if_error(self, reply: pb.Reply, *, sync: bool = False) -> None:
+        if reply.WhichOneof("outcome") == "error":
+            raise self._error(reply.error, sync=sync)
+
+    @staticmethod
+    def _error(err: pb.Error, *, sync: bool = False) -> LockstepError:
+        return error_from_code(
+            status_code(err.code),
+            err.message,
+            sync_id=err.sync_id,
+            missing=list(err.missing_agents),
+            sync=sync or bool(err.sync_id),
+        )
+
+    def _dispatch(self, msg: pb.ServerMessage) -> None:
+        kind = msg.WhichOneof("kind")
+        if kind == "deliveries":
+            self._on_deliveries(msg.deliveries.items)
+        elif kind == "reply":
+            reply = msg.reply
+            if reply.request_id == 0:
+                if reply.WhichOneof("outcome") == "error":
+                    self._report(self._error(reply.error))
+                return
+            fut = self._pending.pop(reply.request_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(reply)
+        elif kind == "state_changes":
+            for change in msg.state_changes.items:
+                self._on_change(change)
+        elif kind == "registered":
+            log.debug("lockstep: unexpected second 'registered' for agent '%s'", self.agent_id)
+
+    def _report(self, error: LockstepError) -> None:
+        self.async_errors.append(error)
+        if self._on_error is not None:
+            try:
+                result = self._on_error(error)
+                if asyncio.iscoroutine(result):
+                    self._spawn(result)
+            except Exception:  # pragma: no cover - user callback
+                log.exception("lockstep: on_error callback failed")
+        else:
+            log.warning("lockstep: agent '%s': server reported: %s", self.agent_id, error)
+
+    def _spawn(self, coro: Any) -> "asyncio.Task[Any]":
+        task = self._loop.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    # ------------------------------------------------------------------------------------------
+    # identity
+
+    @property
+    def client(self) -> "Client":
+        """The client this agent was registered through."""
+        return self._client
+
+    @property
+    def registration(self) -> Registration:
+        """What the server answered to the registration (ids, resume token, heartbeat settings)."""
+        assert self._reg is not None
+        return self._reg
+
+    @property
+    def agent_id(self) -> str:
+        """This agent's id."""
+        return self._reg.agent_id if self._reg is not None and self._reg.agent_id else self._register_msg.agent_id
+
+    @property
+    def name(self) -> str:
+        """This agent's id (the seed API called it ``name``)."""
+        return self.agent_id
+
+    @property
+    def namespace(self) -> str:
+        """The namespace this agent lives in."""
+        return self._reg.namespace if self._reg is not None else self._register_msg.namespace
+
+    @property
+    def role(self) -> str:
+        """The role this agent registered with."""
+        return self._register_msg.role
+
+    @property
+    def resume_token(self) -> str:
+        """Pass it as ``resume_token`` to :meth:`lockstep.Client.register` to take this session over."""
+        return self.registration.resume_token
+
+    @property
+    def closed(self) -> bool:
+        """True once the session has ended (closed here, or ended by the server)."""
+        return self._closed
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<lockstep.Agent {self.agent_id!r} namespace={self.namespace!r} {state}>"
+
+    # ------------------------------------------------------------------------------------------
+    # publishing and deliveries
+
+    async def publish(
+        self,
+        topic: str,
+        payload: Any = b"",
+        *,
+        content_type: Optional[str] = None,
+        confirm: bool = False,
+    ) -> None:
+        """Publish a message on ``topic`` to every agent whose interests match it.
+
+        ``payload`` may be ``bytes`` (sent as is), ``str`` (UTF-8 text) or any JSON-serialisable
+        value (sent as ``application/json``); ``content_type`` overrides the inferred type.
+
+        By default the message is sent without waiting for the server; if the server refuses it, the
+        error goes to the agent's ``on_error`` callback (and :attr:`async_errors`). With
+        ``confirm=True`` this waits for the server's answer and raises the error instead.
+
+        Raises:
+            InvalidArgument: an empty topic or one with wildcards (checked locally), or (with
+                ``confirm``) anything else the server refuses.
+        """
+        if not topic:
+            raise InvalidArgument("topic must not be empty")
+        if "*" in topic or ">" in topic:
+            raise InvalidArgument(
+                f"topic '{topic}' contains a wildcard; wildcards belong in interest patterns, not in published topics"
+            )
+        data, ctype = encode_payload(payload, content_type)
+        msg = pb.ClientMessage(publish=pb.Publish(topic=topic, payload=data, content_type=ctype))
+        if confirm:
+            self._raise_if_error(await self._request(msg))
+        else:
+            await self._send(msg)
+
+    def _on_deliveries(self, items: Iterable[pb.Delivery]) -> None:
+        queue = self._deliveries
+        for item in items:
+            queue.append(Delivery.from_proto(item))
+            if len(queue) > self._delivery_cap:
+                oldest = queue.popleft()
+                head = queue[0]
+                queue[0] = replace(head, missed_before=head.missed_before + oldest.missed_before + 1)
+                self.locally_dropped += 1
+                if oldest.seq > self._consumed_seq:
+                    self._consumed_seq = oldest.seq
+        self._delivery_event.set()
+
+    async def deliveries(self) -> AsyncIterator[Delivery]:
+        """Messages routed to this agent, in order, until the agent is closed::
+
+            async for delivery in agent.deliveries():
+                print(delivery.topic, delivery.data)
+
+        Deliveries read are acknowledged to the server in batches. A delivery whose
+        ``missed_before`` is non-zero follows that many messages that were dropped because the
+        agent did not keep up.
+        """
+        while True:
+            if self._deliveries:
+                delivery = self._deliveries.popleft()
+                if delivery.seq > self._consumed_seq:
+                    self._consumed_seq = delivery.seq
+                yield delivery
+                continue
+            await self._flush_ack()
+            if self._closed:
+                return
+            self._delivery_event.clear()
+            await self._delivery_event.wait()
+
+    async def next_delivery(self, timeout: Optional[float] = None) -> Delivery:
+        """The next delivery, waiting up to ``timeout`` seconds (``asyncio.TimeoutError`` after).
+
+        Raises:
+            SessionClosed: the agent was closed and nothing is left to read.
+        """
+
+        async def _next() -> Delivery:
+            while True:
+                if self._deliveries:
+                    delivery = self._deliveries.popleft()
+                    if delivery.seq > self._consumed_seq:
+                        self._consumed_seq = delivery.seq
+                    if not self._deliveries:
+                        self._spawn(self._flush_ack())
+                    return delivery
+                if self._closed:
+                    raise SessionClosed(f"agent '{self.agent_id}' is closed")
+                self._delivery_event.clear()
+                await self._delivery_event.wait()
+
+        return await asyncio.wait_for(_next(), timeout)
+
+    @property
+    def pending_deliveries(self) -> int:
+        """Deliveries received and not read yet."""
+        return len(self._deliveries)
+
+    async def _flush_ack(self) -> None:
+        upto = self._consumed_seq
+        if upto <= self._acked_seq or self._closed or not self._connected.is_set():
+            return
+        self._acked_seq = upto
+        try:
+            await self._send(pb.ClientMessage(ack=pb.Ack(up_to_seq=upto)))
+        except LockstepError:
+            pass
+
+    # ------------------------------------------------------------------------------------------
+    # own state and status
+
+    async def update_state(self, delta: Union[Dict[str, Any], str, bytes]) -> int:
+        """Change this agent's state with a JSON merge patch (RFC 7386) and return the new version.
+
+        Members of ``delta`` replace those of the state, nested objects merge, and ``None`` deletes::
+
+            await agent.update_state({"confidence": 0.85, "position": {"btc": 2}})
+            await agent.update_state({"position": None})
+
+        Raises:
+            InvalidArgument: ``delta`` is not a JSON object, or the server refused it.
+            ResourceExhausted: the state would exceed the server's size limit.
+        """
+        text = to_json_text(delta)
+        try:
+            parsed = json.loads(text)
+        except ValueError as exc:
+            raise InvalidArgument(f"state delta is not valid JSON: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise InvalidArgument("a state delta must be a JSON object (a merge patch)")
+        reply = await self._request(pb.ClientMessage(update_state=pb.UpdateState(delta_json=text)))
+        self._raise_if_error(reply)
+        if reply.WhichOneof("outcome") != "state_version":
+            raise LockstepError(f"unexpected answer to update_state: {reply.WhichOneof('outcome')}")
+        version = int(reply.state_version.version)
+        if version > self._own_version:
+            self._own_state = apply_merge_patch(self._own_state, parsed)
+            self._own_version = version
+        return version
+
+    # The seed SyncBus spelled it this way.
+    update_agent_state = update_state
+
+    @property
+    def state(self) -> Dict[str, Any]:
+        """This agent's own state as confirmed by the server (a copy)."""
+        return copy.deepcopy(self._own_state)
+
+    @property
+    def state_version(self) -> int:
+        """The version of :attr:`state`."""
+        return self._own_version
+
+    async def set_status(self, status: Union[AgentStatus, str]) -> None:
+        """Set this agent's status in the registry (``"active"``, ``"idle"``, ``"busy"``, ``"syncing"``, ``"paused"``)."""
+        value = AgentStatus.parse(status)
+        message = pb.ClientMessage(set_status=pb.SetStatus(status=value.value))  # type: ignore[arg-type]
+        reply = await self._request(message)
+        self._raise_if_error(reply)
+
+    async def get_state(self, agent_id: Optional[str] = None) -> StateSnapshot:
+        """Any agent's whole state and version (this agent's by default), fetched from the server."""
+        return await self._client.get_state(agent_id or self.agent_id)
+
+    # ------------------------------------------------------------------------------------------
+    # watching others' state
+
+    def watch_state(
+        self,
+        agent_id: Optional[str] = None,
+        *,
+        role: Optional[str] = None,
+        all: bool = False,
+    ) -> "Opening[StateWatch]":
+        """Follow the state of one agent, of every agent with a role, or of every agent.
+
+        Returns a :class:`StateWatch`: a local mirror that converges to the watched agents' state,
+        and an async iterator of :class:`~lockstep.StateView` as they change. The server first sends
+        each watched agent's current state. Gaps in the versions (deltas dropped or coalesced) are
+        healed by refetching a snapshot, so the mirror always converges::
+
+            async with agent.watch_state(role="trader") as traders:
+                async for view in traders:
+                    print(view.agent_id, view.version, view.state)
+
+        Give exactly one of ``agent_id``, ``role`` or ``all=True``.
+        """
+        given = [x for x in (agent_id, role) if x is not None] + ([True] if all else [])
+        if len(given) != 1:
+            raise TypeError("watch_state needs exactly one of agent_id=, role= or all=True")
+        selector: Selector
+        if agent_id is not None:
+            selector = ("agent", agent_id)
+        elif role is not None:
+            selector = ("role", role)
+        else:
+            selector = ("all", "")
+
+        async def _open() -> StateWatch:
+            if self._closed:
+                raise SessionClosed(f"agent '{self.agent_id}' is closed")
+            watch = StateWatch(self, selector)
+            if selector[0] == "role":
+                try:
+                    for info in await self._client.list_agents(role=selector[1]):
+                        self._roles[info.agent_id] = info.role
+                except LockstepError:
+                    pass
+            self._watches.append(watch)
+            for aid in list(self._states):
+                if self._matches(selector, aid) is True:
+                    watch._push(self._view(aid, delta=None))
+            try:
+                reply = await self._request(pb.ClientMessage(watch_state=_selector_message(selector, pb.WatchState)))
+                self._raise_if_error(reply)
+            except BaseException:
+                self._watches.remove(watch)
+                watch._end()
+                raise
+            return watch
+
+        return Opening(_open)
+
+    def _distinct_selectors(self) -> List[Selector]:
+        seen: List[Selector] = []
+        for w in self._watches:
+            if w.selector not in seen:
+                seen.append(w.selector)
+        return seen
+
+    async def _unwatch(self, watch: "StateWatch") -> None:
+        if watch in self._watches:
+            self._watches.remove(watch)
+        if self._closed or watch.selector in self._distinct_selectors():
+            return
+        try:
+            reply = await self._request(
+                pb.ClientMessage(unwatch_state=_selector_message(watch.selector, pb.UnwatchState))
+            )
+            self._raise_if_error(reply)
+        except (SessionClosed, ConnectionLost):
+            pass
+        if not self._watches:
+            self._states.clear()
+            self._versions.clear()
+
+    def _matches(self, selector: Selector, agent_id: str) -> Optional[bool]:
+        kind, value = selector
+        if kind == "all":
+            return True
+        if kind == "agent":
+            return value == agent_id
+        role = self._roles.get(agent_id)
+        if role is None:
+            return None
+        return role == value
+
+    def _view(self, agent_id: str, *, delta: Optional[Dict[str, Any]], resynced: bool = False) -> StateView:
+        return StateView(
+            agent_id=agent_id,
+            version=self._versions.get(agent_id, 0),
+            state=copy.deepcopy(self._states.get(agent_id, {})),
+            delta=delta,
+            resynced=resynced,
+        )
+
+    def _emit(self, view: StateView) -> None:
+        unknown_role = False
+        for w in self._watches:
+            match = self._matches(w.selector, view.agent_id)
+            if match is None:
+                unknown_role = True
+            elif match:
+                w._push(view)
+        if unknown_role and not view.removed:
+            self._roles_wanted.add(view.agent_id)
+            if self._role_task is None or self._role_task.done():
+                self._role_task = self._loop.create_task(self._resolve_roles())
+        if view.removed:
+            self._roles.pop(view.agent_id, None)
+
+    async def _resolve_roles(self) -> None:
+        attempts = 0
+        while self._roles_wanted and not self._closed:
+            wanted, self._roles_wanted = self._roles_wanted, set()
+            try:
+                agents = await self._client.list_agents()
+            except LockstepError as exc:
+                attempts += 1
+                if attempts > 5:
+                    log.warning("lockstep: cannot learn agents' roles for a role watch: %s", exc)
+                    return
+                self._roles_wanted |= wanted
+                await asyncio.sleep(0.1 * attempts)
+                continue
+            for info in agents:
+                self._roles[info.agent_id] = info.role
+            for aid in wanted:
+                role = self._roles.get(aid)
+                if role is None or aid not in self._versions:
+                    continue
+                view = self._view(aid, delta=None)
+                for w in self._watches:
+                    if w.selector == ("role", role):
+                        w._push(view)
+
+    def _on_change(self, change: pb.StateChange) -> None:
+        aid = change.agent_id
+        held = self._resyncing.get(aid)
+        if held is not None:
+            held.append(change)
+            return
+        known = self._versions.get(aid)
+        if change.removed:
+            if known is not None and change.version and change.version < known:
+                return
+            self._states.pop(aid, None)
+            self._versions.pop(aid, None)
+            self._emit(StateView(agent_id=aid, version=change.version, state={}, delta=None, removed=True))
+            return
+        try:
+            delta = json.loads(change.delta_json) if change.delta_json else {}
+        except ValueError:
+            log.warning("lockstep: undecodable state delta for '%s'; refetching its state", aid)
+            self._start_resync(aid, [])
+            return
+        if change.base_version == 0:
+            # A snapshot: replace the view with the delta applied to an empty object.
+            if known is not None and change.version < known:
+                return
+            self._states[aid] = apply_merge_patch({}, delta)
+            self._versions[aid] = change.version
+            self._emit(self._view(aid, delta=delta if isinstance(delta, dict) else None))
+            return
+        if known is not None and change.base_version == known:
+            self._states[aid] = apply_merge_patch(self._states.get(aid, {}), delta)
+            self._versions[aid] = change.version
+            self._emit(self._view(aid, delta=delta if isinstance(delta, dict) else None))
+            return
+        if known is not None and change.version <= known:
+            return  # already have it (or newer, from a snapshot)
+        self._start_resync(aid, [change])
+
+    def _start_resync(self, agent_id: str, held: List[pb.StateChange]) -> None:
+        self._resyncing[agent_id] = held
+        self._spawn(self._resync(agent_id))
+
+    async def _resync(self, agent_id: str) -> None:
+        self.resyncs += 1
+        snapshot: Optional[StateSnapshot] = None
+        gone = False
+        for attempt in range(5):
+            try:
+                snapshot = await self._client.get_state(agent_id)
+                break
+            except NotFound:
+                gone = True
+                break
+            except LockstepError as exc:
+                if attempt == 4:
+                    log.warning("lockstep: cannot refetch the state of '%s': %s", agent_id, exc)
+                await asyncio.sleep(0.05 * (attempt + 1))
+        held = self._resyncing.pop(agent_id, [])
+        if gone:
+            self._states.pop(agent_id, None)
+            self._versions.pop(agent_id, None)
+            self._emit(StateView(agent_id=agent_id, version=0, state={}, removed=True, resynced=True))
+        elif snapshot is not None and snapshot.version >= self._versions.get(agent_id, 0):
+            self._states[agent_id] = snapshot.state
+            self._versions[agent_id] = snapshot.version
+            self._emit(self._view(agent_id, delta=None, resynced=True))
+        for change in held:
+            self._on_change(change)
+
+    # ------------------------------------------------------------------------------------------
+    # barriers
+
+    async def sync(
+        self,
+        sync_id: str,
+        participants: Optional[Participants] = None,
+        *,
+        role: Optional[str] = None,
+        timeout: Optional[float] = _DEFAULT,
+        payload: Any = b"",
+    ) -> SyncResult:
+        """Wait at barrier ``sync_id`` until its participants have all arrived.
+
+        ``participants`` is a collection of agent ids (which must include this agent), or an ``int``
+        (any that many agents); or give ``role=`` to wait for every agent registered with that role
+        when the point is created. Every waiter gets the same :class:`~lockstep.SyncResult`, with the
+        arrival order and what each participant brought in ``payload`` (bytes, text, or JSON)::
+
+            result = await agent.sync("phase1_complete", {"a", "b", "c"}, timeout=30)
+            result = await agent.sync("quorum", 3)
+            result = await agent.sync("traders_ready", role="trader", payload={"pnl": 1.5})
+
+        Args:
+            timeout: seconds to wait; ``None`` for the server's default (the client's
+                ``sync_timeout`` when not given).
+
+        Raises:
+            SyncTimeout: the deadline passed; ``.missing`` names who never arrived.
+            SyncAborted: a required participant was lost or left; ``.missing`` names it.
+            SyncConflict: the point already exists with other participants.
+            InvalidArgument: bad input, e.g. duplicate ids, or this agent not among them.
+        """
+        if timeout is _DEFAULT:
+            timeout = self._client.sync_timeout
+        arrive = pb.SyncArrive(sync_id=sync_id, timeout_ms=timeout_ms(timeout))
+        data, _ = encode_payload(payload)
+        arrive.payload = data
+        if role is not None:
+            if participants is not None:
+                raise TypeError("give either participants or role=, not both")
+            arrive.role = role
+        elif participants is None:
+            raise TypeError("name the participants: a collection of agent ids, a count, or role=")
+        elif isinstance(participants, bool):
+            raise TypeError("participants must be agent ids or a count, not a bool")
+        elif isinstance(participants, int):
+            arrive.count = participants
+        elif isinstance(participants, (str, bytes)):
+            raise TypeError("participants must be a collection of agent ids (a set or list), not one string")
+        else:
+            arrive.agents.ids.extend(list(participants))
+        # The server answers at the deadline; the local guard only catches a server that never does.
+        guard = None if not timeout else timeout + 5.0 + 3.0 * self.registration.heartbeat_interval_ms / 1000.0
+        try:
+            reply = await self._request(pb.ClientMessage(sync=arrive), deadline=guard)
+        except asyncio.TimeoutError:
+            from .errors import SyncTimeout
+
+            raise SyncTimeout(
+                f"no answer from the server for sync point '{sync_id}' {guard:.1f}s after arriving",
+                sync_id=sync_id,
+            ) from None
+        self._raise_if_error(reply, sync=True)
+        if reply.WhichOneof("outcome") != "sync_result":
+            raise LockstepError(f"unexpected answer to sync: {reply.WhichOneof('outcome')}")
+        return SyncResult.from_proto(reply.sync_result)
+
+    async def sync_with_agents(
+        self,
+        sync_id: str,
+        agents: Iterable[str],
+        timeout: Optional[float] = _DEFAULT,
+        payload: Any = b"",
+    ) -> SyncResult:
+        """The seed API's barrier: wait at ``sync_id`` for every agent in ``agents``.
+
+        Like :meth:`sync` with an explicit set, except that this agent is added to the set if it is
+        not in it already. Returns a (truthy) :class:`~lockstep.SyncResult`; failures raise
+        :class:`~lockstep.SyncTimeout` / :class:`~lockstep.SyncFailed` rather than returning False.
+        """
+        ids = list(dict.fromkeys(agents))
+        if self.agent_id not in ids:
+            ids.append(self.agent_id)
+        return await self.sync(sync_id, ids, timeout=timeout, payload=payload)
+
+    # ------------------------------------------------------------------------------------------
+    # closing
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Deregister the agent and end its session. Idempotent.
+
+        Outstanding requests fail with :class:`~lockstep.SessionClosed`; delivery iterators and
+        state watches end.
+        """
+        if self._closed:
+            if self._runner is not None and not self._runner.done():
+                await asyncio.wait({self._runner}, timeout=timeout)
+            return
+        if self._closing:
+            if self._runner is not None:
+                await asyncio.wait({self._runner}, timeout=timeout)
+            return
+        self._closing = True
+        runner = self._runner
+        if self._connected.is_set():
+            await self._flush_ack_closing()
+            try:
+                await self._send(pb.ClientMessage(deregister=pb.Deregister()))
+                async with self._write_lock:
+                    await self._call.done_writing()
+            except (LockstepError, grpc.RpcError, asyncio.InvalidStateError):
+                pass
+        if runner is not None and not runner.done():
+            if not self._connected.is_set():
+                runner.cancel()
+            done, _ = await asyncio.wait({runner}, timeout=timeout)
+            if not done:
+                self._call.cancel()
+                runner.cancel()
+                await asyncio.wait({runner}, timeout=1.0)
+        self._finish(None)
+
+    # The seed registry's name for leaving.
+    deregister = close
+
+    async def _flush_ack_closing(self) -> None:
+        upto = self._consumed_seq
+        if upto > self._acked_seq:
+            self._acked_seq = upto
+            try:
+                await self._send(pb.ClientMessage(ack=pb.Ack(up_to_seq=upto)))
+            except LockstepError:
+                pass
+
+    async def __aenter__(self) -> "Agent":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------------------------------
+    # fault injection for tests and drills
+
+    def _suspend_heartbeats(self) -> None:
+        """Stop sending heartbeats but keep the stream open: the server will declare the agent lost.
+
+        Used to rehearse a hung agent. Also stops automatic resumption.
+        """
+        self._heartbeats_suspended = True
+        self._reconnect = False
+
+    def _abort(self) -> None:
+        """Break the stream without deregistering, as a crashed process would."""
+        self._reconnect = False
+        if self._call is not None:
+            self._call.cancel()
+
+
+class StateWatch:
+    """An open state watch: a converging local mirror of the watched agents' state.
+
+    Iterate it for :class:`~lockstep.StateView` objects as the state changes; when the reader falls
+    behind, consecutive changes of one agent are coalesced into its latest view (``delta`` is then
+    ``None``). Read the mirror any time with :attr:`states`, :meth:`get` and :meth:`version`, or wait
+    for a condition with :meth:`wait_until`. Close it (or leave its ``async with`` block) to stop
+    watching.
+    """
+
+    def __init__(self, agent: Agent, selector: Selector) -> None:
+        self._agent = agent
+        self.selector: Selector = selector
+        """What is watched: ``("agent", id)``, ``("role", role)`` or ``("all", "")``."""
+        self._views: Dict[str, StateView] = {}
+        self._unread: "collections.OrderedDict[str, StateView]" = collections.OrderedDict()
+        self._event = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._ended = False
+
+    def _push(self, view: StateView) -> None:
+        if view.removed:
+            self._views.pop(view.agent_id, None)
+        else:
+            self._views[view.agent_id] = view
+        previous = self._unread.pop(view.agent_id, None)
+        if previous is not None and not view.removed:
+            view = replace(view, delta=None)
+        self._unread[view.agent_id] = view
+        self._event.set()
+        self._changed.set()
+
+    def _end(self) -> None:
+        self._ended = True
+        self._event.set()
+        self._changed.set()
+
+    @property
+    def closed(self) -> bool:
+        """True once the watch (or its agent) was closed."""
+        return self._ended
+
+    def __aiter__(self) -> AsyncIterator[StateView]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[StateView]:
+        while True:
+            if self._unread:
+                _, view = self._unread.popitem(last=False)
+                yield view
+                continue
+            if self._ended:
+                return
+            self._event.clear()
+            await self._event.wait()
+
+    async def next(self, timeout: Optional[float] = None) -> StateView:
+        """The next view (``asyncio.TimeoutError`` after ``timeout`` seconds, ``SessionClosed`` once closed)."""
+
+        async def _next() -> StateView:
+            while True:
+                if self._unread:
+                    return self._unread.popitem(last=False)[1]
+                if self._ended:
+                    raise SessionClosed("the state watch is closed")
+                self._event.clear()
+                await self._event.wait()
+
+        return await asyncio.wait_for(_next(), timeout)
+
+    @property
+    def states(self) -> Dict[str, Dict[str, Any]]:
+        """``{agent_id: state}`` for every watched agent currently known (copies)."""
+        return {aid: copy.deepcopy(v.state) for aid, v in self._views.items()}
+
+    @property
+    def versions(self) -> Dict[str, int]:
+        """``{agent_id: version}`` for every watched agent currently known."""
+        return {aid: v.version for aid, v in self._views.items()}
+
+    def get(self, agent_id: str) -> Optional[Dict[str, Any]]:
+        """One watched agent's state (a copy), or ``None`` if unknown."""
+        view = self._views.get(agent_id)
+        return copy.deepcopy(view.state) if view is not None else None
+
+    def version(self, agent_id: str) -> int:
+        """One watched agent's state version (0 if unknown)."""
+        view = self._views.get(agent_id)
+        return view.version if view is not None else 0
+
+    async def wait_until(
+        self,
+        predicate: Callable[[Dict[str, Dict[str, Any]]], bool],
+        timeout: Optional[float] = None,
+    ) -> Dict[str, Dict[str, Any]]:
+        """Wait until ``predicate(states)`` is true and return those states.
+
+        Raises:
+            asyncio.TimeoutError: not true within ``timeout`` seconds.
+            SessionClosed: the watch was closed first.
+        """
+
+        async def _wait() -> Dict[str, Dict[str, Any]]:
+            while True:
+                states = self.states
+                if predicate(states):
+                    return states
+                if self._ended:
+                    raise SessionClosed("the state watch is closed")
+                self._changed.clear()
+                await self._changed.wait()
+
+        return await asyncio.wait_for(_wait(), timeout)
+
+    async def wait_for_version(self, agent_id: str, version: int, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """Wait until ``agent_id``'s state is at ``version`` or later, and return it."""
+        states = await self.wait_until(lambda _: self.version(agent_id) >= version, timeout)
+        return states.get(agent_id, {})
+
+    async def close(self) -> None:
+        """Stop watching (tells the server unless another open watch has the same target)."""
+        if self._ended and self not in self._agent._watches:
+            return
+        self._end()
+        await self._agent._unwatch(self)
+
+    async def __aenter__(self) -> "StateWatch":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()

@@ -1,0 +1,453 @@
+"""The connection to a lockstep server: registration, registry queries, state and sync diagnostics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    AsyncIterator,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
+
+import grpc
+import grpc.aio
+
+from ._util import Opening, default_address
+from .errors import LockstepError, Unavailable, error_from_rpc
+from .models import (
+    AgentInfo,
+    AgentStatus,
+    RegistryEvent,
+    ServerInfo,
+    StateSnapshot,
+    SyncDiagnosis,
+    SyncPointStatus,
+)
+from .v1 import lockstep_pb2 as pb
+from .v1 import lockstep_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .admin import Admin
+    from .agent import Agent
+
+__all__ = ["Client", "RegistryWatch", "connect"]
+
+log = logging.getLogger("lockstep")
+
+Metadata = Sequence[Tuple[str, str]]
+
+
+def _normalize_address(address: str) -> str:
+    for scheme in ("grpc://", "http://", "dns:///"):
+        if address.startswith(scheme):
+            address = address[len(scheme):]
+    return address.rstrip("/")
+
+
+def connect(
+    address: Optional[str] = None,
+    *,
+    namespace: str = "",
+    timeout: Optional[float] = 10.0,
+    connect_timeout: float = 5.0,
+    sync_timeout: Optional[float] = None,
+    options: Optional[Sequence[Tuple[str, Any]]] = None,
+) -> "Opening[Client]":
+    """Connect to a lockstep server.
+
+    ``address`` is ``host:port`` (default: ``$LOCKSTEP_ADDR`` or ``127.0.0.1:7600``). Use it either
+    way::
+
+        client = await lockstep.connect("127.0.0.1:7600")
+        ...
+        await client.close()
+
+        async with lockstep.connect("127.0.0.1:7600") as client:
+            ...
+
+    Args:
+        namespace: the namespace every call of this client works in (empty: the server's default).
+        timeout: deadline in seconds for each unary call (registry, state, diagnostics); ``None`` for none.
+        connect_timeout: how long to wait for the server to accept the connection; past it
+            :class:`~lockstep.Unavailable` is raised.
+        sync_timeout: the default barrier timeout in seconds for agents of this client (``None``: the
+            server's default).
+        options: extra gRPC channel options.
+
+    Raises:
+        Unavailable: the server could not be reached within ``connect_timeout``.
+    """
+
+    async def _open() -> Client:
+        addr = _normalize_address(address or default_address())
+        opts: List[Tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", -1),
+            ("grpc.max_send_message_length", -1),
+            ("grpc.enable_retries", 0),
+        ]
+        opts.extend(options or ())
+        channel = grpc.aio.insecure_channel(addr, options=opts)
+        try:
+            await asyncio.wait_for(channel.channel_ready(), connect_timeout)
+        except asyncio.TimeoutError:
+            await channel.close()
+            raise Unavailable(
+                f"cannot reach a lockstep server at {addr} within {connect_timeout:g}s "
+                "(is `lockstep serve` running there?)"
+            ) from None
+        except BaseException:
+            await channel.close()
+            raise
+        return Client(channel, addr, namespace=namespace, timeout=timeout, sync_timeout=sync_timeout)
+
+    return Opening(_open)
+
+
+class Client:
+    """A connection to one lockstep server, shared by any number of agents.
+
+    Create it with :func:`lockstep.connect`. Registering an agent (:meth:`register`) opens that
+    agent's session stream; the other methods are one-shot queries that need no session.
+    Closing the client closes (deregisters) every agent it registered.
+    """
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        address: str,
+        *,
+        namespace: str = "",
+        timeout: Optional[float] = 10.0,
+        sync_timeout: Optional[float] = None,
+    ) -> None:
+        self._channel = channel
+        self._stub = pb_grpc.LockstepStub(channel)  # type: ignore[no-untyped-call]
+        self.address = address
+        """The ``host:port`` this client is connected to."""
+        self.namespace = namespace
+        """The namespace this client works in (empty: the server's default)."""
+        self.timeout = timeout
+        """Deadline in seconds for unary calls."""
+        self.sync_timeout = sync_timeout
+        """Default barrier timeout in seconds for :meth:`lockstep.Agent.sync` (``None``: server default)."""
+        self._agents: "List[Agent]" = []
+        self._watches: "List[RegistryWatch]" = []
+        self._closed = False
+
+    # ------------------------------------------------------------------------------------------
+    # lifecycle
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    @property
+    def agents(self) -> "List[Agent]":
+        """The agents registered through this client that are still open."""
+        return [a for a in self._agents if not a.closed]
+
+    async def close(self) -> None:
+        """Deregister every agent of this client, end registry watches, and close the connection."""
+        if self._closed:
+            return
+        self._closed = True
+        agents = list(self._agents)
+        if agents:
+            await asyncio.gather(*(a.close() for a in agents), return_exceptions=True)
+        for w in list(self._watches):
+            w._cancel()
+        await self._channel.close()
+
+    async def __aenter__(self) -> "Client":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<lockstep.Client {self.address} namespace={self.namespace or 'default'!r}>"
+
+    # ------------------------------------------------------------------------------------------
+    # agents
+
+    def register(
+        self,
+        agent_id: str,
+        *,
+        role: str = "",
+        capabilities: Iterable[str] = (),
+        interests: Iterable[str] = (),
+        metadata: Optional[Mapping[str, str]] = None,
+        resume_token: str = "",
+        delivery_buffer: int = 65536,
+        reconnect: bool = True,
+        on_error: Optional[Callable[[LockstepError], Any]] = None,
+    ) -> "Opening[Agent]":
+        """Register an agent and open its session.
+
+        Use it either way::
+
+            agent = await client.register("scanner", interests=["market.>"])
+            ...
+            await agent.close()          # deregisters
+
+            async with client.register("scanner", interests=["market.>"]) as agent:
+                ...
+
+        Args:
+            agent_id: unique within the namespace while the agent is registered.
+            role: a free-form role (``"trader"``); barriers can wait for every agent of a role.
+            capabilities: what the agent can do; :meth:`agents_with_capability` finds agents by them.
+            interests: topic patterns this agent receives: ``a.b.c``, ``*`` for one token, ``>`` for
+                the rest, or ``all``.
+            metadata: free-form string pairs shown in the registry.
+            resume_token: take over a live session of the same id (after a reconnect or restart).
+            delivery_buffer: deliveries held locally while the application is not reading them;
+                beyond it the oldest are dropped and counted in the next delivery's ``missed_before``.
+            reconnect: resume the session with its resume token if the stream breaks.
+            on_error: called with errors the server reports for requests that wanted no reply
+                (``publish`` without ``confirm``). Default: logged as warnings.
+
+        Raises:
+            AlreadyRegistered: another live session holds ``agent_id``.
+            InvalidArgument: a bad id, role, pattern or metadata.
+            ResourceExhausted: a server limit (agents per namespace, interests) was hit.
+        """
+        from .agent import Agent
+
+        async def _open() -> Agent:
+            if self._closed:
+                raise LockstepError("the client is closed")
+            request = pb.Register(
+                namespace=self.namespace,
+                agent_id=agent_id,
+                role=role,
+                capabilities=list(capabilities),
+                interests=list(interests),
+                metadata=dict(metadata or {}),
+                resume_token=resume_token,
+            )
+            agent = await Agent._open(
+                self,
+                request,
+                delivery_buffer=delivery_buffer,
+                reconnect=reconnect,
+                on_error=on_error,
+            )
+            self._agents.append(agent)
+            return agent
+
+        return Opening(_open)
+
+    def _forget(self, agent: "Agent") -> None:
+        try:
+            self._agents.remove(agent)
+        except ValueError:
+            pass
+
+    # ------------------------------------------------------------------------------------------
+    # unary calls
+
+    async def _call(self, method: Any, request: Any, *, metadata: Optional[Metadata] = None) -> Any:
+        try:
+            return await method(request, timeout=self.timeout, metadata=metadata)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, what=f"lockstep server at {self.address}") from None
+
+    async def list_agents(
+        self,
+        *,
+        role: Optional[str] = None,
+        capability: Optional[str] = None,
+        status: Union[AgentStatus, str, None] = None,
+    ) -> List[AgentInfo]:
+        """The agents registered in this client's namespace, optionally filtered.
+
+        Args:
+            role: only agents with this role.
+            capability: only agents that declared this capability.
+            status: only agents in this status (an :class:`AgentStatus` or its name, e.g. ``"busy"``).
+        """
+        req = pb.ListAgentsRequest(
+            namespace=self.namespace,
+            role=role or "",
+            capability=capability or "",
+            status=int(AgentStatus.parse(status)) if status is not None else 0,  # type: ignore[arg-type]
+        )
+        resp = await self._call(self._stub.ListAgents, req)
+        return [AgentInfo.from_proto(a) for a in resp.agents]
+
+    async def agents_with_capability(self, capability: str) -> List[AgentInfo]:
+        """Agents that declared ``capability`` (the seed registry's ``get_agents_with_sync_capability``)."""
+        return await self.list_agents(capability=capability)
+
+    async def get_agent(self, agent_id: str) -> AgentInfo:
+        """One agent's registry entry.
+
+        Raises:
+            NotFound: no agent with this id is registered.
+        """
+        from .errors import NotFound
+
+        for info in await self.list_agents():
+            if info.agent_id == agent_id:
+                return info
+        raise NotFound(f"no agent '{agent_id}' is registered in namespace '{self.namespace or 'default'}'")
+
+    def watch_registry(self) -> "RegistryWatch":
+        """Follow registry changes as they happen.
+
+        The watch first yields a ``SNAPSHOT`` event per agent already registered, then ``JOINED``,
+        ``LEFT``, ``STATUS`` and ``LOST`` events::
+
+            async with client.watch_registry() as events:
+                async for event in events:
+                    print(event.kind, event.agent.agent_id, event.agent.status)
+        """
+        call = self._stub.WatchRegistry(pb.WatchRegistryRequest(namespace=self.namespace))
+        watch = RegistryWatch(self, call)
+        self._watches.append(watch)
+        return watch
+
+    async def get_state(self, agent_id: str) -> StateSnapshot:
+        """An agent's whole state and its version.
+
+        Raises:
+            NotFound: no agent with this id is registered.
+        """
+        import json
+
+        resp = await self._call(self._stub.GetState, pb.GetStateRequest(namespace=self.namespace, agent_id=agent_id))
+        state = json.loads(resp.state_json) if resp.state_json else {}
+        return StateSnapshot(agent_id=resp.agent_id or agent_id, version=resp.version, state=state)
+
+    async def server_info(self) -> ServerInfo:
+        """The server's version, clock, heartbeat settings, limits and counters."""
+        return ServerInfo.from_proto(await self._call(self._stub.ServerInfo, pb.ServerInfoRequest()))
+
+    async def sync_points(self, *, metadata: Optional[Metadata] = None) -> List[SyncPointStatus]:
+        """Every sync point the server still holds in this namespace (waiting or finished)."""
+        resp = await self._call(
+            self._stub.ListSyncPoints, pb.ListSyncPointsRequest(namespace=self.namespace), metadata=metadata
+        )
+        return [SyncPointStatus.from_proto(s) for s in resp.sync_points]
+
+    async def sync_status(self, sync_id: str, *, metadata: Optional[Metadata] = None) -> SyncPointStatus:
+        """One sync point's status (``get_sync_status`` in the seed API).
+
+        Raises:
+            NotFound: no such sync point.
+        """
+        resp = await self._call(
+            self._stub.SyncStatus, pb.SyncStatusRequest(namespace=self.namespace, sync_id=sync_id), metadata=metadata
+        )
+        return SyncPointStatus.from_proto(resp)
+
+    async def diagnose_sync(self, sync_id: str, *, metadata: Optional[Metadata] = None) -> SyncDiagnosis:
+        """What is wrong with a sync point and what to do (``diagnose_sync_issues`` in the seed API).
+
+        Raises:
+            NotFound: no such sync point.
+        """
+        resp = await self._call(
+            self._stub.DiagnoseSync, pb.SyncStatusRequest(namespace=self.namespace, sync_id=sync_id), metadata=metadata
+        )
+        return SyncDiagnosis.from_proto(resp)
+
+    async def force_complete_sync(self, sync_id: str, *, metadata: Optional[Metadata] = None) -> SyncPointStatus:
+        """Release everyone waiting at a stuck sync point now; their results say ``forced``.
+
+        Raises:
+            NotFound: no such sync point.
+            FailedPrecondition: the point is not waiting any more.
+        """
+        resp = await self._call(
+            self._stub.ForceCompleteSync,
+            pb.SyncStatusRequest(namespace=self.namespace, sync_id=sync_id),
+            metadata=metadata,
+        )
+        return SyncPointStatus.from_proto(resp)
+
+    async def cleanup_sync_points(self, *, metadata: Optional[Metadata] = None) -> int:
+        """Forget finished sync points; returns how many were removed."""
+        resp = await self._call(
+            self._stub.CleanupSyncPoints, pb.CleanupSyncPointsRequest(namespace=self.namespace), metadata=metadata
+        )
+        return int(resp.removed)
+
+    def admin(self, token: Optional[str] = None) -> "Admin":
+        """Operator operations: status, sync diagnostics, and the control plane (see :class:`lockstep.Admin`)."""
+        from .admin import Admin
+
+        return Admin(self, token=token)
+
+
+class RegistryWatch:
+    """An open registry watch: an async iterator of :class:`~lockstep.RegistryEvent`.
+
+    Also an async context manager; :meth:`close` ends it.
+    """
+
+    def __init__(self, client: Client, call: Any) -> None:
+        self._client = client
+        self._call = call
+        self._closed = False
+
+    def __aiter__(self) -> AsyncIterator[RegistryEvent]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[RegistryEvent]:
+        try:
+            while True:
+                msg = await self._call.read()
+                if msg is grpc.aio.EOF:
+                    return
+                yield RegistryEvent.from_proto(msg)
+        except asyncio.CancelledError:
+            if self._closed:
+                return
+            raise
+        except grpc.RpcError as exc:
+            if self._closed or exc.code() == grpc.StatusCode.CANCELLED:
+                return
+            raise error_from_rpc(exc, what=f"lockstep server at {self._client.address}") from None
+
+    async def next(self, timeout: Optional[float] = None) -> RegistryEvent:
+        """The next event (``asyncio.TimeoutError`` after ``timeout`` seconds)."""
+        try:
+            msg = await asyncio.wait_for(self._call.read(), timeout)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, what=f"lockstep server at {self._client.address}") from None
+        if msg is grpc.aio.EOF:
+            raise LockstepError("the registry watch ended")
+        return RegistryEvent.from_proto(msg)
+
+    def _cancel(self) -> None:
+        self._closed = True
+        self._call.cancel()
+
+    async def close(self) -> None:
+        """Stop watching."""
+        self._cancel()
+        try:
+            self._client._watches.remove(self)
+        except ValueError:
+            pass
+
+    async def __aenter__(self) -> "RegistryWatch":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+

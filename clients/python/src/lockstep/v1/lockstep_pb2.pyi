@@ -1,0 +1,509 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class AgentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AGENT_STATUS_UNSPECIFIED: _ClassVar[AgentStatus]
+    AGENT_STATUS_ACTIVE: _ClassVar[AgentStatus]
+    AGENT_STATUS_IDLE: _ClassVar[AgentStatus]
+    AGENT_STATUS_BUSY: _ClassVar[AgentStatus]
+    AGENT_STATUS_SYNCING: _ClassVar[AgentStatus]
+    AGENT_STATUS_PAUSED: _ClassVar[AgentStatus]
+    AGENT_STATUS_LOST: _ClassVar[AgentStatus]
+AGENT_STATUS_UNSPECIFIED: AgentStatus
+AGENT_STATUS_ACTIVE: AgentStatus
+AGENT_STATUS_IDLE: AgentStatus
+AGENT_STATUS_BUSY: AgentStatus
+AGENT_STATUS_SYNCING: AgentStatus
+AGENT_STATUS_PAUSED: AgentStatus
+AGENT_STATUS_LOST: AgentStatus
+
+class ClientMessage(_message.Message):
+    __slots__ = ("request_id", "register", "heartbeat", "publish", "update_state", "set_status", "watch_state", "unwatch_state", "sync", "ack", "deregister")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    REGISTER_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_STATE_FIELD_NUMBER: _ClassVar[int]
+    SET_STATUS_FIELD_NUMBER: _ClassVar[int]
+    WATCH_STATE_FIELD_NUMBER: _ClassVar[int]
+    UNWATCH_STATE_FIELD_NUMBER: _ClassVar[int]
+    SYNC_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    DEREGISTER_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    register: Register
+    heartbeat: Heartbeat
+    publish: Publish
+    update_state: UpdateState
+    set_status: SetStatus
+    watch_state: WatchState
+    unwatch_state: UnwatchState
+    sync: SyncArrive
+    ack: Ack
+    deregister: Deregister
+    def __init__(self, request_id: _Optional[int] = ..., register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., update_state: _Optional[_Union[UpdateState, _Mapping]] = ..., set_status: _Optional[_Union[SetStatus, _Mapping]] = ..., watch_state: _Optional[_Union[WatchState, _Mapping]] = ..., unwatch_state: _Optional[_Union[UnwatchState, _Mapping]] = ..., sync: _Optional[_Union[SyncArrive, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., deregister: _Optional[_Union[Deregister, _Mapping]] = ...) -> None: ...
+
+class Register(_message.Message):
+    __slots__ = ("namespace", "agent_id", "role", "capabilities", "interests", "metadata", "resume_token")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    INTERESTS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    agent_id: str
+    role: str
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    interests: _containers.RepeatedScalarFieldContainer[str]
+    metadata: _containers.ScalarMap[str, str]
+    resume_token: str
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., role: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., interests: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., resume_token: _Optional[str] = ...) -> None: ...
+
+class Heartbeat(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Publish(_message.Message):
+    __slots__ = ("topic", "payload", "content_type")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    payload: bytes
+    content_type: str
+    def __init__(self, topic: _Optional[str] = ..., payload: _Optional[bytes] = ..., content_type: _Optional[str] = ...) -> None: ...
+
+class UpdateState(_message.Message):
+    __slots__ = ("delta_json",)
+    DELTA_JSON_FIELD_NUMBER: _ClassVar[int]
+    delta_json: str
+    def __init__(self, delta_json: _Optional[str] = ...) -> None: ...
+
+class SetStatus(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: AgentStatus
+    def __init__(self, status: _Optional[_Union[AgentStatus, str]] = ...) -> None: ...
+
+class WatchState(_message.Message):
+    __slots__ = ("agent_id", "role", "all")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    role: str
+    all: bool
+    def __init__(self, agent_id: _Optional[str] = ..., role: _Optional[str] = ..., all: bool = ...) -> None: ...
+
+class UnwatchState(_message.Message):
+    __slots__ = ("agent_id", "role", "all")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    role: str
+    all: bool
+    def __init__(self, agent_id: _Optional[str] = ..., role: _Optional[str] = ..., all: bool = ...) -> None: ...
+
+class SyncArrive(_message.Message):
+    __slots__ = ("sync_id", "agents", "count", "role", "timeout_ms", "payload")
+    SYNC_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    sync_id: str
+    agents: AgentIds
+    count: int
+    role: str
+    timeout_ms: int
+    payload: bytes
+    def __init__(self, sync_id: _Optional[str] = ..., agents: _Optional[_Union[AgentIds, _Mapping]] = ..., count: _Optional[int] = ..., role: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., payload: _Optional[bytes] = ...) -> None: ...
+
+class AgentIds(_message.Message):
+    __slots__ = ("ids",)
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Ack(_message.Message):
+    __slots__ = ("up_to_seq",)
+    UP_TO_SEQ_FIELD_NUMBER: _ClassVar[int]
+    up_to_seq: int
+    def __init__(self, up_to_seq: _Optional[int] = ...) -> None: ...
+
+class Deregister(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServerMessage(_message.Message):
+    __slots__ = ("registered", "reply", "deliveries", "state_changes")
+    REGISTERED_FIELD_NUMBER: _ClassVar[int]
+    REPLY_FIELD_NUMBER: _ClassVar[int]
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    STATE_CHANGES_FIELD_NUMBER: _ClassVar[int]
+    registered: Registered
+    reply: Reply
+    deliveries: Deliveries
+    state_changes: StateChanges
+    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., reply: _Optional[_Union[Reply, _Mapping]] = ..., deliveries: _Optional[_Union[Deliveries, _Mapping]] = ..., state_changes: _Optional[_Union[StateChanges, _Mapping]] = ...) -> None: ...
+
+class Registered(_message.Message):
+    __slots__ = ("namespace", "agent_id", "resume_token", "heartbeat_interval_ms", "lease_intervals", "resumed")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_INTERVALS_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    agent_id: str
+    resume_token: str
+    heartbeat_interval_ms: int
+    lease_intervals: int
+    resumed: bool
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., lease_intervals: _Optional[int] = ..., resumed: bool = ...) -> None: ...
+
+class Reply(_message.Message):
+    __slots__ = ("request_id", "ok", "error", "state_version", "sync_result")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    STATE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SYNC_RESULT_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    ok: Ok
+    error: Error
+    state_version: StateVersion
+    sync_result: SyncResult
+    def __init__(self, request_id: _Optional[int] = ..., ok: _Optional[_Union[Ok, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., state_version: _Optional[_Union[StateVersion, _Mapping]] = ..., sync_result: _Optional[_Union[SyncResult, _Mapping]] = ...) -> None: ...
+
+class Ok(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Error(_message.Message):
+    __slots__ = ("code", "message", "missing_agents", "sync_id")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    MISSING_AGENTS_FIELD_NUMBER: _ClassVar[int]
+    SYNC_ID_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    missing_agents: _containers.RepeatedScalarFieldContainer[str]
+    sync_id: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., missing_agents: _Optional[_Iterable[str]] = ..., sync_id: _Optional[str] = ...) -> None: ...
+
+class StateVersion(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
+
+class SyncResult(_message.Message):
+    __slots__ = ("sync_id", "arrival_order", "payloads", "forced")
+    SYNC_ID_FIELD_NUMBER: _ClassVar[int]
+    ARRIVAL_ORDER_FIELD_NUMBER: _ClassVar[int]
+    PAYLOADS_FIELD_NUMBER: _ClassVar[int]
+    FORCED_FIELD_NUMBER: _ClassVar[int]
+    sync_id: str
+    arrival_order: _containers.RepeatedScalarFieldContainer[str]
+    payloads: _containers.RepeatedScalarFieldContainer[bytes]
+    forced: bool
+    def __init__(self, sync_id: _Optional[str] = ..., arrival_order: _Optional[_Iterable[str]] = ..., payloads: _Optional[_Iterable[bytes]] = ..., forced: bool = ...) -> None: ...
+
+class Deliveries(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[Delivery]
+    def __init__(self, items: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ...) -> None: ...
+
+class Delivery(_message.Message):
+    __slots__ = ("seq", "topic", "payload", "content_type", "publisher", "missed_before")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHER_FIELD_NUMBER: _ClassVar[int]
+    MISSED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    topic: str
+    payload: bytes
+    content_type: str
+    publisher: str
+    missed_before: int
+    def __init__(self, seq: _Optional[int] = ..., topic: _Optional[str] = ..., payload: _Optional[bytes] = ..., content_type: _Optional[str] = ..., publisher: _Optional[str] = ..., missed_before: _Optional[int] = ...) -> None: ...
+
+class StateChanges(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[StateChange]
+    def __init__(self, items: _Optional[_Iterable[_Union[StateChange, _Mapping]]] = ...) -> None: ...
+
+class StateChange(_message.Message):
+    __slots__ = ("agent_id", "base_version", "version", "delta_json", "removed")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DELTA_JSON_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    base_version: int
+    version: int
+    delta_json: str
+    removed: bool
+    def __init__(self, agent_id: _Optional[str] = ..., base_version: _Optional[int] = ..., version: _Optional[int] = ..., delta_json: _Optional[str] = ..., removed: bool = ...) -> None: ...
+
+class AgentInfo(_message.Message):
+    __slots__ = ("namespace", "agent_id", "role", "capabilities", "interests", "metadata", "status", "registered_at_ms", "last_heartbeat_ms", "state_version", "queue_depth", "dropped", "delivered")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    INTERESTS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_MS_FIELD_NUMBER: _ClassVar[int]
+    STATE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    agent_id: str
+    role: str
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    interests: _containers.RepeatedScalarFieldContainer[str]
+    metadata: _containers.ScalarMap[str, str]
+    status: AgentStatus
+    registered_at_ms: int
+    last_heartbeat_ms: int
+    state_version: int
+    queue_depth: int
+    dropped: int
+    delivered: int
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., role: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., interests: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., status: _Optional[_Union[AgentStatus, str]] = ..., registered_at_ms: _Optional[int] = ..., last_heartbeat_ms: _Optional[int] = ..., state_version: _Optional[int] = ..., queue_depth: _Optional[int] = ..., dropped: _Optional[int] = ..., delivered: _Optional[int] = ...) -> None: ...
+
+class ListAgentsRequest(_message.Message):
+    __slots__ = ("namespace", "role", "capability", "status")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITY_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    role: str
+    capability: str
+    status: AgentStatus
+    def __init__(self, namespace: _Optional[str] = ..., role: _Optional[str] = ..., capability: _Optional[str] = ..., status: _Optional[_Union[AgentStatus, str]] = ...) -> None: ...
+
+class ListAgentsResponse(_message.Message):
+    __slots__ = ("agents",)
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    agents: _containers.RepeatedCompositeFieldContainer[AgentInfo]
+    def __init__(self, agents: _Optional[_Iterable[_Union[AgentInfo, _Mapping]]] = ...) -> None: ...
+
+class WatchRegistryRequest(_message.Message):
+    __slots__ = ("namespace",)
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    def __init__(self, namespace: _Optional[str] = ...) -> None: ...
+
+class RegistryEvent(_message.Message):
+    __slots__ = ("kind", "agent", "previous_status")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[RegistryEvent.Kind]
+        KIND_SNAPSHOT: _ClassVar[RegistryEvent.Kind]
+        KIND_JOINED: _ClassVar[RegistryEvent.Kind]
+        KIND_LEFT: _ClassVar[RegistryEvent.Kind]
+        KIND_STATUS: _ClassVar[RegistryEvent.Kind]
+        KIND_LOST: _ClassVar[RegistryEvent.Kind]
+    KIND_UNSPECIFIED: RegistryEvent.Kind
+    KIND_SNAPSHOT: RegistryEvent.Kind
+    KIND_JOINED: RegistryEvent.Kind
+    KIND_LEFT: RegistryEvent.Kind
+    KIND_STATUS: RegistryEvent.Kind
+    KIND_LOST: RegistryEvent.Kind
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_STATUS_FIELD_NUMBER: _ClassVar[int]
+    kind: RegistryEvent.Kind
+    agent: AgentInfo
+    previous_status: AgentStatus
+    def __init__(self, kind: _Optional[_Union[RegistryEvent.Kind, str]] = ..., agent: _Optional[_Union[AgentInfo, _Mapping]] = ..., previous_status: _Optional[_Union[AgentStatus, str]] = ...) -> None: ...
+
+class GetStateRequest(_message.Message):
+    __slots__ = ("namespace", "agent_id")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    agent_id: str
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ...) -> None: ...
+
+class GetStateResponse(_message.Message):
+    __slots__ = ("agent_id", "version", "state_json")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_JSON_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    version: int
+    state_json: str
+    def __init__(self, agent_id: _Optional[str] = ..., version: _Optional[int] = ..., state_json: _Optional[str] = ...) -> None: ...
+
+class ListSyncPointsRequest(_message.Message):
+    __slots__ = ("namespace",)
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    def __init__(self, namespace: _Optional[str] = ...) -> None: ...
+
+class ListSyncPointsResponse(_message.Message):
+    __slots__ = ("sync_points",)
+    SYNC_POINTS_FIELD_NUMBER: _ClassVar[int]
+    sync_points: _containers.RepeatedCompositeFieldContainer[SyncPointStatus]
+    def __init__(self, sync_points: _Optional[_Iterable[_Union[SyncPointStatus, _Mapping]]] = ...) -> None: ...
+
+class SyncStatusRequest(_message.Message):
+    __slots__ = ("namespace", "sync_id")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    SYNC_ID_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    sync_id: str
+    def __init__(self, namespace: _Optional[str] = ..., sync_id: _Optional[str] = ...) -> None: ...
+
+class SyncPointStatus(_message.Message):
+    __slots__ = ("sync_id", "state", "participants", "required", "required_count", "arrived", "missing", "created_at_ms", "waiting_since_ms", "deadline_ms", "finished_at_ms", "failure", "now_ms")
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATE_UNSPECIFIED: _ClassVar[SyncPointStatus.State]
+        STATE_WAITING: _ClassVar[SyncPointStatus.State]
+        STATE_COMPLETED: _ClassVar[SyncPointStatus.State]
+        STATE_FORCED: _ClassVar[SyncPointStatus.State]
+        STATE_TIMED_OUT: _ClassVar[SyncPointStatus.State]
+        STATE_FAILED: _ClassVar[SyncPointStatus.State]
+    STATE_UNSPECIFIED: SyncPointStatus.State
+    STATE_WAITING: SyncPointStatus.State
+    STATE_COMPLETED: SyncPointStatus.State
+    STATE_FORCED: SyncPointStatus.State
+    STATE_TIMED_OUT: SyncPointStatus.State
+    STATE_FAILED: SyncPointStatus.State
+    SYNC_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ARRIVED_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    WAITING_SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    NOW_MS_FIELD_NUMBER: _ClassVar[int]
+    sync_id: str
+    state: SyncPointStatus.State
+    participants: str
+    required: _containers.RepeatedScalarFieldContainer[str]
+    required_count: int
+    arrived: _containers.RepeatedScalarFieldContainer[str]
+    missing: _containers.RepeatedScalarFieldContainer[str]
+    created_at_ms: int
+    waiting_since_ms: int
+    deadline_ms: int
+    finished_at_ms: int
+    failure: str
+    now_ms: int
+    def __init__(self, sync_id: _Optional[str] = ..., state: _Optional[_Union[SyncPointStatus.State, str]] = ..., participants: _Optional[str] = ..., required: _Optional[_Iterable[str]] = ..., required_count: _Optional[int] = ..., arrived: _Optional[_Iterable[str]] = ..., missing: _Optional[_Iterable[str]] = ..., created_at_ms: _Optional[int] = ..., waiting_since_ms: _Optional[int] = ..., deadline_ms: _Optional[int] = ..., finished_at_ms: _Optional[int] = ..., failure: _Optional[str] = ..., now_ms: _Optional[int] = ...) -> None: ...
+
+class SyncDiagnosis(_message.Message):
+    __slots__ = ("status", "issues", "recommendations")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ISSUES_FIELD_NUMBER: _ClassVar[int]
+    RECOMMENDATIONS_FIELD_NUMBER: _ClassVar[int]
+    status: SyncPointStatus
+    issues: _containers.RepeatedScalarFieldContainer[str]
+    recommendations: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, status: _Optional[_Union[SyncPointStatus, _Mapping]] = ..., issues: _Optional[_Iterable[str]] = ..., recommendations: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CleanupSyncPointsRequest(_message.Message):
+    __slots__ = ("namespace",)
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    def __init__(self, namespace: _Optional[str] = ...) -> None: ...
+
+class CleanupSyncPointsResponse(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: int
+    def __init__(self, removed: _Optional[int] = ...) -> None: ...
+
+class ServerInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServerInfoResponse(_message.Message):
+    __slots__ = ("version", "now_ms", "heartbeat_interval_ms", "lease_intervals", "limits", "agents", "published", "delivered", "dropped")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    NOW_MS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_INTERVALS_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    now_ms: int
+    heartbeat_interval_ms: int
+    lease_intervals: int
+    limits: Limits
+    agents: int
+    published: int
+    delivered: int
+    dropped: int
+    def __init__(self, version: _Optional[str] = ..., now_ms: _Optional[int] = ..., heartbeat_interval_ms: _Optional[int] = ..., lease_intervals: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., agents: _Optional[int] = ..., published: _Optional[int] = ..., delivered: _Optional[int] = ..., dropped: _Optional[int] = ...) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("max_message_bytes", "max_topic_len", "max_interests", "max_agents_per_namespace", "max_open_sync_points", "queue_capacity", "max_state_bytes", "max_sync_participants", "max_sync_timeout_ms")
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOPIC_LEN_FIELD_NUMBER: _ClassVar[int]
+    MAX_INTERESTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_AGENTS_PER_NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    MAX_OPEN_SYNC_POINTS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    MAX_STATE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_SYNC_PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SYNC_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    max_message_bytes: int
+    max_topic_len: int
+    max_interests: int
+    max_agents_per_namespace: int
+    max_open_sync_points: int
+    queue_capacity: int
+    max_state_bytes: int
+    max_sync_participants: int
+    max_sync_timeout_ms: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_topic_len: _Optional[int] = ..., max_interests: _Optional[int] = ..., max_agents_per_namespace: _Optional[int] = ..., max_open_sync_points: _Optional[int] = ..., queue_capacity: _Optional[int] = ..., max_state_bytes: _Optional[int] = ..., max_sync_participants: _Optional[int] = ..., max_sync_timeout_ms: _Optional[int] = ...) -> None: ...

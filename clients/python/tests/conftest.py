@@ -1,0 +1,169 @@
+"""Fixtures: a real ``lockstep serve`` on a free loopback port, and clients connected to it.
+
+The server binary is ``$LOCKSTEP_BIN``, or ``<repo>/target/debug/lockstep`` (``cargo build`` makes it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import AsyncIterator, Callable, Iterator, List, Optional
+
+import pytest
+
+import lockstep
+
+PYTHON_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = PYTHON_ROOT.parent.parent
+LISTENING = re.compile(r"^lockstep listening on (\S+:\d+)\s*$")
+
+
+def lockstep_bin() -> Path:
+    """The server binary the tests run."""
+    return Path(os.environ.get("LOCKSTEP_BIN") or REPO_ROOT / "target" / "debug" / "lockstep")
+
+
+class ServerProcess:
+    """One running ``lockstep serve``."""
+
+    def __init__(self, proc: "subprocess.Popen[str]", address: str, log_path: Path, args: List[str]) -> None:
+        self.proc = proc
+        self.address = address
+        self.log_path = log_path
+        self.args = args
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rsplit(":", 1)[1])
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def terminate(self, timeout: float = 10.0) -> int:
+        """SIGTERM, wait for a graceful exit; returns the exit code (kills after ``timeout``)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"lockstep serve did not exit within {timeout}s of SIGTERM\n{self.log()[-4000:]}")
+        return int(self.proc.returncode)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_server(log_dir: Path, *extra: str, startup_timeout: float = 20.0) -> ServerProcess:
+    """Start ``lockstep serve --listen 127.0.0.1:0 EXTRA...`` and wait for its listening line."""
+    binary = lockstep_bin()
+    if not binary.exists():
+        pytest.fail(
+            f"the lockstep server binary is missing: {binary}. Build it (cargo build) or set LOCKSTEP_BIN.",
+            pytrace=False,
+        )
+    log_path = log_dir / f"lockstep-{uuid.uuid4().hex[:8]}.log"
+    args = [str(binary), "serve", "--listen", "127.0.0.1:0", *extra]
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=log_file, stdin=subprocess.DEVNULL, text=True, bufsize=1
+        )
+    line_holder: List[str] = []
+
+    def read_first_line() -> None:
+        assert proc.stdout is not None
+        line_holder.append(proc.stdout.readline())
+
+    reader = threading.Thread(target=read_first_line, daemon=True)
+    reader.start()
+    reader.join(startup_timeout)
+    line = line_holder[0] if line_holder else ""
+    match = LISTENING.match(line)
+    if not match:
+        proc.kill()
+        proc.wait()
+        pytest.fail(
+            f"lockstep serve did not print its listening line within {startup_timeout}s (got {line!r})\n"
+            + log_path.read_text(errors="replace")[-4000:],
+            pytrace=False,
+        )
+    return ServerProcess(proc, match.group(1), log_path, args)
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Start servers with extra flags (``server_factory("--heartbeat-interval-ms", "100")``); all stop at the end."""
+    started: List[ServerProcess] = []
+
+    def factory(*extra: str) -> ServerProcess:
+        srv = start_server(tmp_path, *extra)
+        started.append(srv)
+        return srv
+
+    yield factory
+    for srv in started:
+        try:
+            srv.terminate()
+        except AssertionError:
+            pass
+
+
+@pytest.fixture
+def server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+    """A server with default settings."""
+    return server_factory()
+
+
+@pytest.fixture
+def fast_server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+    """A server with a 100 ms heartbeat interval and a 3-interval lease (agents are lost in ~0.3 s)."""
+    return server_factory("--heartbeat-interval-ms", "100", "--lease-intervals", "3")
+
+
+@pytest.fixture
+async def client(server: ServerProcess) -> AsyncIterator[lockstep.Client]:
+    async with lockstep.connect(server.address) as c:
+        yield c
+
+
+async def eventually(
+    check: Callable[[], "asyncio.Future[bool] | bool"], timeout: float = 5.0, interval: float = 0.02, what: str = ""
+) -> None:
+    """Poll ``check`` (sync or async) until true, failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout}s: {what or check}")
+        await asyncio.sleep(interval)
+
+
+def python_env(address: Optional[str] = None) -> dict:
+    """An environment for Python subprocesses that import this package from the source tree."""
+    env = dict(os.environ)
+    src = str(PYTHON_ROOT / "src")
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if address:
+        env["LOCKSTEP_ADDR"] = address
+    return env
+
+
+PYTHON = sys.executable

@@ -1,0 +1,123 @@
+"""Client-side rules that need no server: merge patches, payload encoding, error mapping, syntax floor."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import grpc
+import pytest
+
+import lockstep
+from lockstep._util import encode_payload, timeout_ms
+from lockstep.errors import error_from_code
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "lockstep"
+
+# RFC 7386, appendix A: (target, patch, result).
+RFC7386_EXAMPLES = [
+    ({"a": "b"}, {"a": "c"}, {"a": "c"}),
+    ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
+    ({"a": "b"}, {"a": None}, {}),
+    ({"a": "b", "b": "c"}, {"a": None}, {"b": "c"}),
+    ({"a": ["b"]}, {"a": "c"}, {"a": "c"}),
+    ({"a": "c"}, {"a": ["b"]}, {"a": ["b"]}),
+    ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
+    ({"a": [{"b": "c"}]}, {"a": [1]}, {"a": [1]}),
+    (["a", "b"], ["c", "d"], ["c", "d"]),
+    ({"a": "b"}, ["c"], ["c"]),
+    ({"a": "foo"}, None, None),
+    ({"a": "foo"}, "bar", "bar"),
+    ({"e": None}, {"a": 1}, {"e": None, "a": 1}),
+    ([1, 2], {"a": "b", "c": None}, {"a": "b"}),
+    ({}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}}),
+]
+
+
+@pytest.mark.parametrize("target,patch,expected", RFC7386_EXAMPLES)
+def test_merge_patch_follows_rfc7386(target: object, patch: object, expected: object) -> None:
+    before = json.dumps(target)
+    assert lockstep.apply_merge_patch(target, patch) == expected
+    assert json.dumps(target) == before, "the target must not be modified"
+
+
+def test_payloads_are_encoded_by_type() -> None:
+    assert encode_payload(b"\x00\x01") == (b"\x00\x01", "application/octet-stream")
+    assert encode_payload("héllo") == ("héllo".encode(), "text/plain; charset=utf-8")
+    assert encode_payload({"a": [1, 2]}) == (b'{"a":[1,2]}', "application/json")
+    assert encode_payload({"a": 1}, "application/x-custom") == (b'{"a":1}', "application/x-custom")
+    assert encode_payload(None) == (b"", "")
+
+
+def test_deliveries_decode_by_content_type() -> None:
+    as_json = lockstep.Delivery(seq=1, topic="t", payload=b'{"x":1}', content_type="application/json")
+    as_text = lockstep.Delivery(seq=2, topic="t", payload=b"hi", content_type="text/plain; charset=utf-8")
+    raw = lockstep.Delivery(seq=3, topic="t", payload=b"\xff", content_type="application/octet-stream")
+    assert as_json.data == {"x": 1} and as_text.data == "hi" and raw.data == b"\xff"
+
+
+def test_timeouts_become_whole_milliseconds() -> None:
+    assert timeout_ms(None) == 0
+    assert timeout_ms(1.5) == 1500
+    assert timeout_ms(0.0001) == 1
+    with pytest.raises(ValueError):
+        timeout_ms(-1)
+
+
+def test_status_codes_map_to_typed_errors() -> None:
+    cases = {
+        grpc.StatusCode.ALREADY_EXISTS: lockstep.AlreadyRegistered,
+        grpc.StatusCode.INVALID_ARGUMENT: lockstep.InvalidArgument,
+        grpc.StatusCode.NOT_FOUND: lockstep.NotFound,
+        grpc.StatusCode.UNAUTHENTICATED: lockstep.Unauthenticated,
+        grpc.StatusCode.PERMISSION_DENIED: lockstep.PermissionDenied,
+        grpc.StatusCode.RESOURCE_EXHAUSTED: lockstep.ResourceExhausted,
+        grpc.StatusCode.UNIMPLEMENTED: lockstep.NotSupported,
+        grpc.StatusCode.UNAVAILABLE: lockstep.Unavailable,
+        grpc.StatusCode.FAILED_PRECONDITION: lockstep.FailedPrecondition,
+    }
+    for code, cls in cases.items():
+        err = error_from_code(code, "why")
+        assert type(err) is cls and err.message == "why" and err.code == code
+        assert isinstance(err, lockstep.LockstepError)
+    breaker = error_from_code(grpc.StatusCode.RESOURCE_EXHAUSTED, "circuit breaker open for 'x'")
+    assert isinstance(breaker, lockstep.BreakerOpen)
+    timeout = error_from_code(grpc.StatusCode.DEADLINE_EXCEEDED, "late", sync=True, missing=["b"], sync_id="s")
+    assert isinstance(timeout, lockstep.SyncTimeout) and isinstance(timeout, lockstep.SyncFailed)
+    assert timeout.missing == ("b",) and timeout.sync_id == "s"
+    assert isinstance(error_from_code(grpc.StatusCode.ABORTED, "lost", sync=True), lockstep.SyncAborted)
+    assert isinstance(error_from_code(grpc.StatusCode.FAILED_PRECONDITION, "x", sync=True), lockstep.SyncConflict)
+    assert isinstance(lockstep.InvalidArgument("x"), ValueError)
+
+
+def test_agent_status_parses_names() -> None:
+    assert lockstep.AgentStatus.parse("busy") is lockstep.AgentStatus.BUSY
+    assert lockstep.AgentStatus.parse("AGENT_STATUS_SYNCING") is lockstep.AgentStatus.SYNCING
+    assert lockstep.AgentStatus.parse(5) is lockstep.AgentStatus.PAUSED
+    with pytest.raises(ValueError):
+        lockstep.AgentStatus.parse("sleepy")
+
+
+def test_sync_results_are_truthy_and_index_payloads() -> None:
+    result = lockstep.SyncResult(sync_id="s", arrival_order=("b", "a"), payloads=(b"2", b"1"))
+    assert result and result.success
+    assert result.payload_of("a") == b"1" and result.payload_map() == {"b": b"2", "a": b"1"}
+    with pytest.raises(KeyError):
+        result.payload_of("c")
+
+
+def test_sources_parse_as_python_3_9() -> None:
+    """The package promises Python 3.9: no 3.10+ syntax anywhere (match, X | Y at runtime, ...)."""
+    files = sorted(SRC.rglob("*.py"))
+    assert files
+    for path in files:
+        ast.parse(path.read_text(), filename=str(path), feature_version=(3, 9))
+        text = path.read_text()
+        if path.parent.name != "v1":
+            assert "from __future__ import annotations" in text, f"{path} needs postponed annotations"
+
+
+def test_package_is_typed() -> None:
+    assert (SRC / "py.typed").exists()
+    assert (SRC / "v1" / "lockstep_pb2.pyi").exists()

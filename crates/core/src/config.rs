@@ -1,0 +1,142 @@
+//! Engine settings and limits. Every table and queue in the engine is bounded by one of these; the
+//! defaults are documented in docs/PROTOCOL.md and can be changed in the server's TOML file.
+
+/// What happens when an agent's outbound message queue is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OverflowPolicy {
+    /// Drop the oldest queued message, count it, and tell the agent how many it missed.
+    #[default]
+    DropOldest,
+    /// End the agent's session: it is too slow to be served.
+    Disconnect,
+}
+
+/// Size and count limits. A request that would exceed one is refused with `ResourceExhausted`
+/// (counts) or `InvalidArgument` (sizes), never truncated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest published payload, in bytes.
+    pub max_payload_bytes: usize,
+    /// Longest topic or pattern, in bytes.
+    pub max_topic_len: usize,
+    /// Most interest patterns one agent may hold.
+    pub max_interests: usize,
+    /// Most capabilities one agent may declare.
+    pub max_capabilities: usize,
+    /// Most metadata entries one agent may carry.
+    pub max_metadata_entries: usize,
+    /// Longest metadata key or value, in bytes.
+    pub max_metadata_len: usize,
+    /// Most agents (live or lost) in one namespace.
+    pub max_agents_per_namespace: usize,
+    /// Most namespaces.
+    pub max_namespaces: usize,
+    /// Most sync points waiting at once in one namespace.
+    pub max_open_sync_points: usize,
+    /// Most finished sync points retained for diagnosis in one namespace (oldest evicted first).
+    pub max_retained_sync_points: usize,
+    /// Most participants in one sync point.
+    pub max_sync_participants: usize,
+    /// Largest payload an agent may bring to a sync point, in bytes.
+    pub max_sync_payload_bytes: usize,
+    /// Longest timeout a sync point may ask for, in milliseconds.
+    pub max_sync_timeout_ms: u64,
+    /// Largest agent state (serialized JSON), in bytes.
+    pub max_state_bytes: usize,
+    /// Largest state delta (JSON text), in bytes.
+    pub max_delta_bytes: usize,
+    /// Most state watches one agent may hold.
+    pub max_watches: usize,
+    /// Most registry events queued for one registry watcher before it is disconnected.
+    pub max_registry_backlog: usize,
+    /// Most replies and control frames queued for one agent before it is disconnected.
+    pub max_control_backlog: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_payload_bytes: 1024 * 1024,
+            max_topic_len: 256,
+            max_interests: 64,
+            max_capabilities: 64,
+            max_metadata_entries: 64,
+            max_metadata_len: 1024,
+            max_agents_per_namespace: 100_000,
+            max_namespaces: 1024,
+            max_open_sync_points: 10_000,
+            max_retained_sync_points: 10_000,
+            max_sync_participants: 10_000,
+            max_sync_payload_bytes: 64 * 1024,
+            max_sync_timeout_ms: 24 * 3600 * 1000,
+            max_state_bytes: 1024 * 1024,
+            max_delta_bytes: 256 * 1024,
+            max_watches: 1024,
+            max_registry_backlog: 65_536,
+            max_control_backlog: 65_536,
+        }
+    }
+}
+
+/// Everything that shapes the engine's behaviour.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// How often clients must heartbeat, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// How many heartbeat intervals may pass without a sign of life before an agent is `lost`.
+    pub lease_intervals: u32,
+    /// How long a lost agent stays listed (status `lost`) before it is forgotten, in milliseconds.
+    pub lost_retention_ms: u64,
+    /// Capacity of each agent's outbound message queue.
+    pub queue_capacity: usize,
+    /// What happens when that queue is full.
+    pub overflow_policy: OverflowPolicy,
+    /// Timeout of a sync point whose creator asked for none, in milliseconds.
+    pub default_sync_timeout_ms: u64,
+    /// How long a finished sync point is kept for diagnosis, in milliseconds.
+    pub sync_retention_ms: u64,
+    /// Size and count limits.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            heartbeat_interval_ms: 1000,
+            lease_intervals: 3,
+            lost_retention_ms: 5 * 60 * 1000,
+            queue_capacity: 1024,
+            overflow_policy: OverflowPolicy::DropOldest,
+            default_sync_timeout_ms: 30_000,
+            sync_retention_ms: 10 * 60 * 1000,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Config {
+    /// How long an agent may stay silent before it is lost.
+    pub fn lease_ms(&self) -> u64 {
+        self.heartbeat_interval_ms.saturating_mul(u64::from(self.lease_intervals))
+    }
+
+    /// Checks the settings make sense together; the server refuses to start otherwise.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.heartbeat_interval_ms == 0 {
+            return Err("heartbeat_interval_ms must be at least 1".into());
+        }
+        if self.lease_intervals == 0 {
+            return Err("lease_intervals must be at least 1".into());
+        }
+        if self.queue_capacity == 0 {
+            return Err("queue_capacity must be at least 1".into());
+        }
+        if self.default_sync_timeout_ms == 0 || self.default_sync_timeout_ms > self.limits.max_sync_timeout_ms {
+            return Err(format!(
+                "default_sync_timeout_ms must be between 1 and max_sync_timeout_ms ({})",
+                self.limits.max_sync_timeout_ms
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,372 @@
+//! Everything waiting to be sent to one agent, under the rules that keep it bounded and honest.
+//!
+//! * Control frames (registration, replies) are never dropped; if more than
+//!   `max_control_backlog` pile up the agent is too slow to serve and is disconnected.
+//! * Routed messages go through a queue of `capacity`. When it is full the overflow policy decides:
+//!   drop the oldest (counted, and the next message sent carries `missed_before`), or disconnect.
+//!   Sequence numbers are assigned on entry, so a receiver also sees a gap in `seq`.
+//! * State changes of watched agents are coalesced per watched agent: one pending entry each, the
+//!   patches composed, or replaced by a snapshot where composition cannot be exact. Their number is
+//!   bounded by the number of agents watched.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::config::OverflowPolicy;
+use crate::io::{Delivery, Frame, Message, Reply, StateChange};
+use crate::state;
+
+/// What happened when a message was offered to a full queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Queued; nothing lost.
+    Queued,
+    /// Queued after dropping the oldest queued message.
+    DroppedOldest,
+    /// The queue is full and the policy is `disconnect`: the message was not queued.
+    Overflow,
+}
+
+/// A pending state change for one watched agent.
+#[derive(Clone, Debug, PartialEq)]
+enum Pending {
+    /// Apply `delta` on top of `base_version` to reach `version`.
+    Delta { base_version: u64, version: u64, delta: Value },
+    /// Send the owner's full state at the time of flushing (composition was not exact).
+    Snapshot,
+    /// The owner left.
+    Removed { version: u64 },
+}
+
+/// Counters a health view reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutboxStats {
+    pub queued: usize,
+    pub high_water: usize,
+    pub delivered: u64,
+    pub dropped: u64,
+    pub acked: u64,
+}
+
+/// One agent's outbound side.
+#[derive(Debug)]
+pub struct Outbox {
+    capacity: usize,
+    policy: OverflowPolicy,
+    control: VecDeque<Frame>,
+    messages: VecDeque<Delivery>,
+    next_seq: u64,
+    missed: u64,
+    states: HashMap<Arc<str>, Pending>,
+    state_order: VecDeque<Arc<str>>,
+    stats: OutboxStats,
+    /// The engine announced `Ready` for this outbox and the shell has not drained it since.
+    pub(crate) notified: bool,
+}
+
+impl Outbox {
+    pub fn new(capacity: usize, policy: OverflowPolicy) -> Self {
+        Outbox {
+            capacity,
+            policy,
+            control: VecDeque::new(),
+            messages: VecDeque::new(),
+            next_seq: 1,
+            missed: 0,
+            states: HashMap::new(),
+            state_order: VecDeque::new(),
+            stats: OutboxStats::default(),
+            notified: false,
+        }
+    }
+
+    /// Whether anything waits to be sent.
+    pub fn has_frames(&self) -> bool {
+        !self.control.is_empty() || !self.messages.is_empty() || !self.state_order.is_empty()
+    }
+
+    /// Number of control frames waiting.
+    pub fn control_backlog(&self) -> usize {
+        self.control.len()
+    }
+
+    pub fn stats(&self) -> OutboxStats {
+        OutboxStats { queued: self.messages.len(), ..self.stats }
+    }
+
+    /// Queues a control frame (never dropped).
+    pub fn push_control(&mut self, frame: Frame) {
+        self.control.push_back(frame);
+    }
+
+    /// Queues a control frame ahead of everything else.
+    pub fn push_control_front(&mut self, frame: Frame) {
+        self.control.push_front(frame);
+    }
+
+    /// The session ended for good (lease lost): pending replies and state changes are moot, and
+    /// queued messages are dropped (counted, and reported as a gap if the agent comes back).
+    pub fn end_session(&mut self) {
+        self.control.clear();
+        self.states.clear();
+        self.state_order.clear();
+        self.discard_messages();
+    }
+
+    /// Queues a reply.
+    pub fn push_reply(&mut self, request_id: u64, reply: Reply) {
+        self.push_control(Frame::Reply { request_id, reply });
+    }
+
+    /// Offers a routed message.
+    pub fn push_message(&mut self, message: Arc<Message>) -> Enqueued {
+        let mut outcome = Enqueued::Queued;
+        if self.messages.len() >= self.capacity {
+            if self.policy == OverflowPolicy::Disconnect {
+                return Enqueued::Overflow;
+            }
+            let dropped = self.messages.pop_front().expect("a full queue has a front");
+            // Everything missed before the dropped message, and the message itself, is now missed
+            // before whatever follows it.
+            let gap = dropped.missed_before + 1;
+            match self.messages.front_mut() {
+                Some(next) => next.missed_before += gap,
+                None => self.missed += gap,
+            }
+            self.stats.dropped += 1;
+            outcome = Enqueued::DroppedOldest;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let missed_before = std::mem::take(&mut self.missed);
+        self.messages.push_back(Delivery { seq, message, missed_before });
+        self.stats.high_water = self.stats.high_water.max(self.messages.len());
+        outcome
+    }
+
+    /// Drops every queued message (the session ended), counting them as dropped and remembering the
+    /// gap so that a resumed session is told.
+    pub fn discard_messages(&mut self) {
+        let n = self.messages.len() as u64;
+        let carried: u64 = self.messages.iter().map(|d| d.missed_before).sum();
+        self.messages.clear();
+        self.missed += n + carried;
+        self.stats.dropped += n;
+    }
+
+    /// Records that the owner `agent` changed its state from `version - 1` to `version` by `delta`.
+    pub fn push_state_delta(&mut self, agent: &Arc<str>, version: u64, delta: &Value) {
+        let next = match self.states.remove(agent) {
+            None => Pending::Delta { base_version: version - 1, version, delta: delta.clone() },
+            Some(Pending::Delta { base_version, delta: earlier, .. }) => match state::compose(&earlier, delta) {
+                Some(delta) => Pending::Delta { base_version, version, delta },
+                None => Pending::Snapshot,
+            },
+            Some(Pending::Snapshot) => Pending::Snapshot,
+            // The owner came back after leaving: the watcher needs its full state again.
+            Some(Pending::Removed { .. }) => Pending::Snapshot,
+        };
+        self.put_state(agent, next);
+    }
+
+    /// Asks for the owner's full state to be sent (a new watch, or a resync).
+    pub fn push_state_snapshot(&mut self, agent: &Arc<str>) {
+        self.states.remove(agent);
+        self.put_state(agent, Pending::Snapshot);
+    }
+
+    /// Records that the owner left; anything pending for it is moot.
+    pub fn push_state_removed(&mut self, agent: &Arc<str>, version: u64) {
+        self.states.remove(agent);
+        self.put_state(agent, Pending::Removed { version });
+    }
+
+    /// Forgets pending changes of `agent` (the watch ended).
+    pub fn forget_state(&mut self, agent: &str) {
+        if self.states.remove(agent).is_some() {
+            self.state_order.retain(|a| &**a != agent);
+        }
+    }
+
+    fn put_state(&mut self, agent: &Arc<str>, pending: Pending) {
+        if self.states.insert(agent.clone(), pending).is_none() {
+            self.state_order.push_back(agent.clone());
+        }
+    }
+
+    /// Acknowledges deliveries up to `seq` (counted for health).
+    pub fn ack(&mut self, up_to: u64) {
+        let up_to = up_to.min(self.next_seq.saturating_sub(1));
+        if up_to > self.stats.acked {
+            self.stats.acked = up_to;
+        }
+    }
+
+    /// The next frame to send, control frames first, then state, then messages (at most
+    /// `max_items` per batch). `snapshot` gives an owner's (version, state) for snapshot entries.
+    pub fn next_frame(
+        &mut self,
+        max_items: usize,
+        mut snapshot: impl FnMut(&str) -> Option<(u64, Value)>,
+    ) -> Option<Frame> {
+        if let Some(frame) = self.control.pop_front() {
+            return Some(frame);
+        }
+        if !self.state_order.is_empty() {
+            let mut changes = Vec::with_capacity(self.state_order.len().min(max_items));
+            while changes.len() < max_items {
+                let Some(agent) = self.state_order.pop_front() else { break };
+                let Some(pending) = self.states.remove(&agent) else { continue };
+                let change = match pending {
+                    Pending::Delta { base_version, version, delta } => {
+                        StateChange { agent_id: agent, base_version, version, delta, removed: false }
+                    }
+                    Pending::Snapshot => match snapshot(&agent) {
+                        Some((version, full)) => {
+                            StateChange { agent_id: agent, base_version: 0, version, delta: full, removed: false }
+                        }
+                        None => continue,
+                    },
+                    Pending::Removed { version } => {
+                        StateChange { agent_id: agent, base_version: 0, version, delta: Value::Null, removed: true }
+                    }
+                };
+                changes.push(change);
+            }
+            if !changes.is_empty() {
+                return Some(Frame::StateChanges(changes));
+            }
+        }
+        if !self.messages.is_empty() {
+            let n = self.messages.len().min(max_items);
+            let batch: Vec<Delivery> = self.messages.drain(..n).collect();
+            self.stats.delivered += n as u64;
+            return Some(Frame::Deliveries(batch));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use serde_json::json;
+
+    fn msg(i: u32) -> Arc<Message> {
+        Arc::new(Message {
+            topic: "t".into(),
+            payload: Bytes::from(i.to_be_bytes().to_vec()),
+            content_type: "".into(),
+            publisher: "p".into(),
+        })
+    }
+
+    fn drain(o: &mut Outbox) -> Vec<Delivery> {
+        let mut out = vec![];
+        while let Some(f) = o.next_frame(100, |_| None) {
+            match f {
+                Frame::Deliveries(d) => out.extend(d),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn drop_oldest_counts_and_reports_the_gap() {
+        let mut o = Outbox::new(3, OverflowPolicy::DropOldest);
+        for i in 0..5 {
+            o.push_message(msg(i));
+        }
+        let got = drain(&mut o);
+        assert_eq!(got.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![3, 4, 5]);
+        assert_eq!(got[0].missed_before, 2, "the first message after the gap tells how many were lost");
+        assert_eq!(got[1].missed_before + got[2].missed_before, 0);
+        assert_eq!(o.stats().dropped, 2);
+        assert_eq!(o.stats().delivered, 3);
+        assert_eq!(o.stats().high_water, 3);
+    }
+
+    #[test]
+    fn reported_gaps_always_add_up_to_dropped() {
+        let mut o = Outbox::new(2, OverflowPolicy::DropOldest);
+        let mut received = vec![];
+        for i in 0..50 {
+            o.push_message(msg(i));
+            if i % 7 == 0 {
+                received.extend(drain(&mut o));
+            }
+        }
+        received.extend(drain(&mut o));
+        let missed: u64 = received.iter().map(|d| d.missed_before).sum();
+        assert_eq!(missed + received.len() as u64, 50);
+        assert_eq!(missed, o.stats().dropped);
+        // seq gaps agree with missed_before
+        let mut expected = 1;
+        for d in &received {
+            assert_eq!(d.seq, expected + d.missed_before);
+            expected = d.seq + 1;
+        }
+    }
+
+    #[test]
+    fn disconnect_policy_refuses_at_the_limit() {
+        let mut o = Outbox::new(2, OverflowPolicy::Disconnect);
+        assert_eq!(o.push_message(msg(0)), Enqueued::Queued);
+        assert_eq!(o.push_message(msg(1)), Enqueued::Queued);
+        assert_eq!(o.push_message(msg(2)), Enqueued::Overflow);
+    }
+
+    #[test]
+    fn discarded_messages_are_reported_on_the_next_delivery() {
+        let mut o = Outbox::new(4, OverflowPolicy::DropOldest);
+        o.push_message(msg(0));
+        o.push_message(msg(1));
+        o.discard_messages();
+        o.push_message(msg(2));
+        let got = drain(&mut o);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].seq, got[0].missed_before), (3, 2));
+    }
+
+    #[test]
+    fn state_deltas_coalesce_per_agent() {
+        let mut o = Outbox::new(4, OverflowPolicy::DropOldest);
+        let a: Arc<str> = "a".into();
+        o.push_state_delta(&a, 1, &json!({"x": 1}));
+        o.push_state_delta(&a, 2, &json!({"y": 2}));
+        o.push_state_delta(&a, 3, &json!({"x": null}));
+        let Some(Frame::StateChanges(changes)) = o.next_frame(10, |_| None) else { panic!() };
+        assert_eq!(changes.len(), 1);
+        assert_eq!((changes[0].base_version, changes[0].version), (0, 3));
+        assert_eq!(changes[0].delta, json!({"x": null, "y": 2}));
+    }
+
+    #[test]
+    fn inexpressible_composition_becomes_a_snapshot() {
+        let mut o = Outbox::new(4, OverflowPolicy::DropOldest);
+        let a: Arc<str> = "a".into();
+        o.push_state_delta(&a, 5, &json!({"n": 1}));
+        o.push_state_delta(&a, 6, &json!({"n": {"k": 1}}));
+        let Some(Frame::StateChanges(changes)) = o.next_frame(10, |_| Some((6, json!({"n": {"k": 1}, "z": 0}))))
+        else {
+            panic!()
+        };
+        assert_eq!((changes[0].base_version, changes[0].version), (0, 6));
+        assert_eq!(changes[0].delta, json!({"n": {"k": 1}, "z": 0}));
+    }
+
+    #[test]
+    fn control_frames_come_first() {
+        let mut o = Outbox::new(4, OverflowPolicy::DropOldest);
+        o.push_message(msg(0));
+        o.push_reply(7, Reply::Ok);
+        assert!(matches!(o.next_frame(10, |_| None), Some(Frame::Reply { request_id: 7, .. })));
+        assert!(matches!(o.next_frame(10, |_| None), Some(Frame::Deliveries(_))));
+        assert!(o.next_frame(10, |_| None).is_none());
+        assert!(!o.has_frames());
+    }
+}

@@ -1,0 +1,607 @@
+//! Sync points: barriers where agents meet before going on.
+//!
+//! A sync point is created by its first arrival, which also defines who must come: an explicit set
+//! of agents, any N agents, or every agent holding a role when the point is created. Later arrivals
+//! must describe it the same way. When the last required participant arrives, every waiter is
+//! released at once with the same [`SyncOutcome`] (arrival order and what each one brought). On the
+//! deadline every waiter gets `DeadlineExceeded` naming who never arrived; a required participant
+//! that is lost or leaves fails the point at once with `Aborted`. A finished point answers late or
+//! repeated arrivals with its recorded outcome until it is cleaned up.
+//!
+//! This module holds the rules of one point; the engine wires points to the registry and clock.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::config::Limits;
+use crate::error::CoreError;
+use crate::io::Time;
+use crate::name;
+use crate::registry::AgentStatus;
+
+/// Who must arrive at a sync point.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Participants {
+    /// Exactly these agents (subset sync). The arriving agent must be one of them.
+    Agents(Vec<String>),
+    /// Any N distinct agents.
+    Count(u32),
+    /// Every live agent with this role when the point is created.
+    Role(String),
+}
+
+impl Participants {
+    /// Checks names, duplicates and sizes.
+    pub fn validate(&self, limits: &Limits) -> Result<(), CoreError> {
+        let max = limits.max_sync_participants;
+        match self {
+            Participants::Agents(ids) => {
+                if ids.is_empty() {
+                    return Err(CoreError::invalid("participants", "the agent set is empty"));
+                }
+                if ids.len() > max {
+                    return Err(CoreError::invalid("participants", format!("{} agents; the limit is {max}", ids.len())));
+                }
+                let mut seen = BTreeSet::new();
+                for id in ids {
+                    name::validate("participant agent id", id)?;
+                    if !seen.insert(id.as_str()) {
+                        return Err(CoreError::invalid("participants", format!("agent '{id}' is listed twice")));
+                    }
+                }
+                Ok(())
+            }
+            Participants::Count(n) => {
+                if *n == 0 || *n as usize > max {
+                    return Err(CoreError::invalid("participants", format!("count must be between 1 and {max}, got {n}")));
+                }
+                Ok(())
+            }
+            Participants::Role(role) => name::validate("participant role", role),
+        }
+    }
+
+    /// A short description for messages: `{a, b}`, `any 3`, `role trader`.
+    pub fn describe(&self) -> String {
+        match self {
+            Participants::Agents(ids) => {
+                let mut sorted: Vec<&str> = ids.iter().map(String::as_str).collect();
+                sorted.sort_unstable();
+                format!("{{{}}}", sorted.join(", "))
+            }
+            Participants::Count(n) => format!("any {n}"),
+            Participants::Role(role) => format!("role {role}"),
+        }
+    }
+
+    fn same_as(&self, other: &Participants) -> bool {
+        match (self, other) {
+            (Participants::Agents(a), Participants::Agents(b)) => {
+                a.iter().collect::<BTreeSet<_>>() == b.iter().collect::<BTreeSet<_>>()
+            }
+            _ => self == other,
+        }
+    }
+}
+
+/// What every waiter of a completed point receives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncOutcome {
+    pub sync_id: String,
+    /// Who arrived, in order.
+    pub arrival_order: Vec<Arc<str>>,
+    /// `payloads[i]` is what `arrival_order[i]` brought.
+    pub payloads: Vec<Bytes>,
+    /// Released by an operator's force-complete rather than by every participant arriving.
+    pub forced: bool,
+}
+
+/// Where a sync point is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncState {
+    Waiting,
+    Completed,
+    Forced,
+    TimedOut,
+    Failed,
+}
+
+impl SyncState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncState::Waiting => "waiting",
+            SyncState::Completed => "completed",
+            SyncState::Forced => "forced",
+            SyncState::TimedOut => "timed_out",
+            SyncState::Failed => "failed",
+        }
+    }
+}
+
+/// An agent waiting at a point, and the request to answer when it is released.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Waiter {
+    pub agent: Arc<str>,
+    pub request_id: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Arrival {
+    agent: Arc<str>,
+    payload: Bytes,
+    request_id: u64,
+    at: Time,
+}
+
+/// What an arrival led to.
+#[derive(Debug, PartialEq)]
+pub enum Arrived {
+    /// Recorded; wait for the others.
+    Waiting,
+    /// This arrival completed the point: answer every waiter with the outcome.
+    Released { waiters: Vec<Waiter>, outcome: Arc<SyncOutcome> },
+    /// The point had already finished: answer this arrival with the recorded result.
+    AlreadyFinished(Result<Arc<SyncOutcome>, CoreError>),
+}
+
+/// Every waiter and the one answer they all get.
+pub type Release = (Vec<Waiter>, Result<Arc<SyncOutcome>, CoreError>);
+
+/// A snapshot of a point for status and diagnosis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncStatus {
+    pub sync_id: String,
+    pub state: SyncState,
+    pub participants: String,
+    pub required: Vec<String>,
+    pub required_count: u32,
+    pub arrived: Vec<String>,
+    pub missing: Vec<String>,
+    pub created_at: Time,
+    pub waiting_since: Time,
+    pub deadline: Time,
+    pub finished_at: Option<Time>,
+    pub failure: Option<String>,
+}
+
+/// A plain-language reading of a point's status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnosis {
+    pub status: SyncStatus,
+    pub issues: Vec<String>,
+    pub recommendations: Vec<String>,
+}
+
+/// One barrier.
+#[derive(Clone, Debug)]
+pub struct SyncPoint {
+    id: String,
+    participants: Participants,
+    /// The resolved set for explicit and role points; empty for counts.
+    required: BTreeSet<Arc<str>>,
+    required_count: usize,
+    arrivals: Vec<Arrival>,
+    state: SyncState,
+    created_at: Time,
+    deadline: Time,
+    finished_at: Option<Time>,
+    result: Option<Result<Arc<SyncOutcome>, CoreError>>,
+}
+
+impl SyncPoint {
+    /// A new, empty point. `required` is the resolved participant set (empty for a count).
+    pub fn new(id: String, participants: Participants, required: BTreeSet<Arc<str>>, now: Time, timeout_ms: u64) -> Self {
+        let required_count = match &participants {
+            Participants::Count(n) => *n as usize,
+            _ => required.len(),
+        };
+        SyncPoint {
+            id,
+            participants,
+            required,
+            required_count,
+            arrivals: Vec::new(),
+            state: SyncState::Waiting,
+            created_at: now,
+            deadline: now.saturating_add(timeout_ms),
+            finished_at: None,
+            result: None,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn state(&self) -> SyncState {
+        self.state
+    }
+
+    pub fn is_waiting(&self) -> bool {
+        self.state == SyncState::Waiting
+    }
+
+    /// When the point times out (if still waiting).
+    pub fn deadline(&self) -> Time {
+        self.deadline
+    }
+
+    /// When the point finished, if it has.
+    pub fn finished_at(&self) -> Option<Time> {
+        self.finished_at
+    }
+
+    /// Whether `agent` must arrive for the point to complete and has not yet.
+    pub fn awaits(&self, agent: &str) -> bool {
+        self.is_waiting() && self.required.contains(agent) && !self.has_arrived(agent)
+    }
+
+    fn has_arrived(&self, agent: &str) -> bool {
+        self.arrivals.iter().any(|a| &*a.agent == agent)
+    }
+
+    /// Records `agent` arriving with `payload`; `request_id` is answered on release.
+    pub fn arrive(
+        &mut self,
+        now: Time,
+        agent: &Arc<str>,
+        request_id: u64,
+        payload: Bytes,
+        requested: &Participants,
+    ) -> Result<Arrived, CoreError> {
+        if let Some(result) = &self.result {
+            let already_in = matches!(result, Ok(o) if o.arrival_order.iter().any(|a| a == agent));
+            return match result {
+                Ok(_) if already_in => Ok(Arrived::AlreadyFinished(result.clone())),
+                Err(e) => Ok(Arrived::AlreadyFinished(Err(e.clone()))),
+                Ok(_) => Err(CoreError::SyncFinished { sync_id: self.id.clone(), outcome: self.state.as_str().into() }),
+            };
+        }
+        if !self.participants.same_as(requested) {
+            return Err(CoreError::SyncMismatch {
+                sync_id: self.id.clone(),
+                existing: self.participants.describe(),
+                requested: requested.describe(),
+            });
+        }
+        if !matches!(self.participants, Participants::Count(_)) && !self.required.contains(agent) {
+            return Err(CoreError::NotAParticipant {
+                sync_id: self.id.clone(),
+                agent: agent.to_string(),
+                participants: self.describe_required(),
+            });
+        }
+        if let Some(earlier) = self.arrivals.iter_mut().find(|a| a.agent == *agent) {
+            // A repeated arrival (a client resending after a reconnect) re-attaches the waiter; the
+            // first arrival's place and payload stand.
+            earlier.request_id = request_id;
+            return Ok(Arrived::Waiting);
+        }
+        self.arrivals.push(Arrival { agent: agent.clone(), payload, request_id, at: now });
+        if self.arrivals.len() >= self.required_count {
+            let (waiters, outcome) = self.finish(now, SyncState::Completed);
+            return Ok(Arrived::Released { waiters, outcome });
+        }
+        Ok(Arrived::Waiting)
+    }
+
+    fn finish(&mut self, now: Time, state: SyncState) -> (Vec<Waiter>, Arc<SyncOutcome>) {
+        let outcome = Arc::new(SyncOutcome {
+            sync_id: self.id.clone(),
+            arrival_order: self.arrivals.iter().map(|a| a.agent.clone()).collect(),
+            payloads: self.arrivals.iter().map(|a| a.payload.clone()).collect(),
+            forced: state == SyncState::Forced,
+        });
+        self.close(now, state, Ok(outcome.clone()));
+        (self.waiters(), outcome)
+    }
+
+    fn close(&mut self, now: Time, state: SyncState, result: Result<Arc<SyncOutcome>, CoreError>) {
+        self.state = state;
+        self.finished_at = Some(now);
+        self.result = Some(result);
+    }
+
+    fn waiters(&self) -> Vec<Waiter> {
+        self.arrivals.iter().map(|a| Waiter { agent: a.agent.clone(), request_id: a.request_id }).collect()
+    }
+
+    /// Required participants that have not arrived, sorted.
+    pub fn missing(&self) -> Vec<String> {
+        self.required.iter().filter(|r| !self.has_arrived(r)).map(|r| r.to_string()).collect()
+    }
+
+    fn describe_required(&self) -> String {
+        match &self.participants {
+            Participants::Role(role) => {
+                let names: Vec<&str> = self.required.iter().map(|r| &**r).collect();
+                format!("role {role}: {{{}}}", names.join(", "))
+            }
+            other => other.describe(),
+        }
+    }
+
+    /// Times the point out if it is still waiting at `now`.
+    pub fn expire(&mut self, now: Time) -> Option<Release> {
+        if !self.is_waiting() || now < self.deadline {
+            return None;
+        }
+        let error = CoreError::SyncTimeout {
+            sync_id: self.id.clone(),
+            waited_ms: now.saturating_sub(self.created_at),
+            missing: self.missing(),
+            missing_count: (self.required_count.saturating_sub(self.arrivals.len())) as u32,
+        };
+        self.close(now, SyncState::TimedOut, Err(error.clone()));
+        Some((self.waiters(), Err(error)))
+    }
+
+    /// Fails the point because required participant `agent` is gone (`why`: "lost its lease"...).
+    pub fn participant_gone(&mut self, now: Time, agent: &str, why: &str) -> Option<Release> {
+        if !self.awaits(agent) {
+            return None;
+        }
+        let error = CoreError::SyncAborted {
+            sync_id: self.id.clone(),
+            reason: format!("required participant '{agent}' {why} before arriving"),
+            missing: vec![agent.to_owned()],
+        };
+        self.close(now, SyncState::Failed, Err(error.clone()));
+        Some((self.waiters(), Err(error)))
+    }
+
+    /// An operator releases every current waiter now, with what has arrived so far.
+    pub fn force_complete(&mut self, now: Time) -> Result<(Vec<Waiter>, Arc<SyncOutcome>), CoreError> {
+        if !self.is_waiting() {
+            return Err(CoreError::SyncFinished { sync_id: self.id.clone(), outcome: self.state.as_str().into() });
+        }
+        Ok(self.finish(now, SyncState::Forced))
+    }
+
+    /// A snapshot of the point.
+    pub fn status(&self) -> SyncStatus {
+        SyncStatus {
+            sync_id: self.id.clone(),
+            state: self.state,
+            participants: self.describe_required(),
+            required: self.required.iter().map(|r| r.to_string()).collect(),
+            required_count: self.required_count as u32,
+            arrived: self.arrivals.iter().map(|a| a.agent.to_string()).collect(),
+            missing: self.missing(),
+            created_at: self.created_at,
+            waiting_since: self.arrivals.first().map_or(self.created_at, |a| a.at),
+            deadline: self.deadline,
+            finished_at: self.finished_at,
+            failure: match &self.result {
+                Some(Err(e)) => Some(e.to_string()),
+                _ => None,
+            },
+        }
+    }
+
+    /// Reads the status in plain language. `agent_status` tells what the registry knows of an agent
+    /// (`None`: not registered); `live_agents` is how many live agents the namespace has.
+    pub fn diagnose(&self, now: Time, agent_status: impl Fn(&str) -> Option<AgentStatus>, live_agents: usize) -> Diagnosis {
+        let status = self.status();
+        let mut issues = Vec::new();
+        let mut recs = Vec::new();
+        match self.state {
+            SyncState::Completed => {
+                issues.push("none: every participant arrived".to_owned());
+                recs.push("nothing to do; `cleanup` removes finished sync points before their retention ends".into());
+            }
+            SyncState::Forced => {
+                issues.push(format!("released by force with {} of {} participants", self.arrivals.len(), self.required_count));
+                if !status.missing.is_empty() {
+                    recs.push(format!("find out why {} never arrived before relying on this round's results", status.missing.join(", ")));
+                }
+            }
+            SyncState::TimedOut | SyncState::Failed => {
+                issues.push(status.failure.clone().unwrap_or_default());
+                recs.push("start a new round under a new sync id once the missing agents are running (or `cleanup` and reuse this id)".into());
+            }
+            SyncState::Waiting => {
+                let waited = now.saturating_sub(status.waiting_since);
+                let budget = self.deadline.saturating_sub(self.created_at).max(1);
+                issues.push(format!(
+                    "waiting for {} of {} participants for {waited} ms ({}% of the {budget} ms timeout)",
+                    self.required_count.saturating_sub(self.arrivals.len()),
+                    self.required_count,
+                    waited * 100 / budget
+                ));
+                if waited * 2 > budget {
+                    recs.push("more than half the timeout has passed: consider a longer timeout if the participants are known to be slow".into());
+                }
+            }
+        }
+        if self.is_waiting() {
+            for agent in &status.missing {
+                match agent_status(agent) {
+                    None => {
+                        issues.push(format!("'{agent}' is not registered"));
+                        recs.push(format!("start agent '{agent}', or check the sync point names it correctly (same namespace, same spelling)"));
+                    }
+                    Some(AgentStatus::Lost) => {
+                        issues.push(format!("'{agent}' lost its lease"));
+                        recs.push(format!("check the process and network of '{agent}'"));
+                    }
+                    Some(AgentStatus::Paused) => {
+                        issues.push(format!("'{agent}' is paused"));
+                        recs.push(format!("resume '{agent}' so it can arrive"));
+                    }
+                    Some(other) => {
+                        issues.push(format!("'{agent}' is registered ({}) but has not arrived", other.as_str()));
+                        recs.push(format!("check the logs of '{agent}': it may still be working, or waiting at another sync id"));
+                    }
+                }
+            }
+            if let Participants::Count(n) = self.participants {
+                if live_agents < n as usize {
+                    issues.push(format!("the namespace has {live_agents} live agents but this point needs {n}"));
+                    recs.push("start more agents, or force-complete the point if fewer are enough".into());
+                }
+            }
+            if !self.arrivals.is_empty() && !status.missing.is_empty() {
+                recs.push("`force-complete` releases the agents already waiting, if the round can go on without the others".into());
+            }
+        }
+        Diagnosis { status, issues, recommendations: recs }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arc(s: &str) -> Arc<str> {
+        s.into()
+    }
+
+    fn explicit(ids: &[&str]) -> (Participants, BTreeSet<Arc<str>>) {
+        (Participants::Agents(ids.iter().map(|s| s.to_string()).collect()), ids.iter().map(|s| arc(s)).collect())
+    }
+
+    #[test]
+    fn releases_everyone_with_the_same_outcome_when_the_last_arrives() {
+        let (p, req) = explicit(&["a", "b", "c"]);
+        let mut sp = SyncPoint::new("s".into(), p.clone(), req, 0, 1000);
+        assert_eq!(sp.arrive(1, &arc("b"), 10, Bytes::from_static(b"B"), &p).unwrap(), Arrived::Waiting);
+        assert_eq!(sp.arrive(2, &arc("a"), 11, Bytes::new(), &p).unwrap(), Arrived::Waiting);
+        assert_eq!(sp.missing(), vec!["c"]);
+        let Arrived::Released { waiters, outcome } = sp.arrive(3, &arc("c"), 12, Bytes::from_static(b"C"), &p).unwrap() else {
+            panic!("should release")
+        };
+        assert_eq!(waiters.iter().map(|w| w.request_id).collect::<Vec<_>>(), vec![10, 11, 12]);
+        assert_eq!(outcome.arrival_order, vec![arc("b"), arc("a"), arc("c")]);
+        assert_eq!(outcome.payloads[0], Bytes::from_static(b"B"));
+        assert_eq!(sp.state(), SyncState::Completed);
+    }
+
+    #[test]
+    fn timeout_names_who_never_arrived() {
+        let (p, req) = explicit(&["a", "b", "c"]);
+        let mut sp = SyncPoint::new("s".into(), p.clone(), req, 0, 1000);
+        sp.arrive(1, &arc("a"), 1, Bytes::new(), &p).unwrap();
+        assert!(sp.expire(999).is_none());
+        let (waiters, result) = sp.expire(1000).unwrap();
+        assert_eq!(waiters.len(), 1);
+        let err = result.unwrap_err();
+        assert_eq!(err.missing_agents(), ["b", "c"]);
+        assert_eq!(sp.state(), SyncState::TimedOut);
+        // A late arrival learns the same failure.
+        assert_eq!(sp.arrive(1500, &arc("b"), 2, Bytes::new(), &p).unwrap(), Arrived::AlreadyFinished(Err(err)));
+    }
+
+    #[test]
+    fn lost_participant_fails_the_point_at_once() {
+        let (p, req) = explicit(&["a", "b"]);
+        let mut sp = SyncPoint::new("s".into(), p.clone(), req, 0, 60_000);
+        sp.arrive(1, &arc("a"), 1, Bytes::new(), &p).unwrap();
+        assert!(sp.participant_gone(5, "a", "lost its lease").is_none(), "an arrived agent does not fail the point");
+        let (_, result) = sp.participant_gone(5, "b", "lost its lease").unwrap();
+        let err = result.unwrap_err();
+        assert_eq!(err.code(), crate::ErrorCode::Aborted);
+        assert!(err.to_string().contains("'b' lost its lease"), "{err}");
+    }
+
+    #[test]
+    fn arrivals_must_agree_on_the_definition() {
+        let (p, req) = explicit(&["a", "b"]);
+        let mut sp = SyncPoint::new("s".into(), p.clone(), req, 0, 1000);
+        let other = Participants::Count(2);
+        assert!(matches!(sp.arrive(1, &arc("a"), 1, Bytes::new(), &other), Err(CoreError::SyncMismatch { .. })));
+        // Same set in another order is the same definition.
+        let reordered = Participants::Agents(vec!["b".into(), "a".into()]);
+        assert_eq!(sp.arrive(1, &arc("a"), 1, Bytes::new(), &reordered).unwrap(), Arrived::Waiting);
+        assert!(matches!(sp.arrive(1, &arc("z"), 1, Bytes::new(), &p), Err(CoreError::NotAParticipant { .. })));
+    }
+
+    #[test]
+    fn count_points_take_any_distinct_agents() {
+        let p = Participants::Count(2);
+        let mut sp = SyncPoint::new("s".into(), p.clone(), BTreeSet::new(), 0, 1000);
+        assert_eq!(sp.arrive(1, &arc("x"), 1, Bytes::new(), &p).unwrap(), Arrived::Waiting);
+        assert_eq!(sp.arrive(1, &arc("x"), 2, Bytes::new(), &p).unwrap(), Arrived::Waiting, "a repeat does not count twice");
+        assert!(matches!(sp.arrive(2, &arc("y"), 3, Bytes::new(), &p).unwrap(), Arrived::Released { .. }));
+    }
+
+    #[test]
+    fn force_complete_releases_current_waiters() {
+        let (p, req) = explicit(&["a", "b"]);
+        let mut sp = SyncPoint::new("s".into(), p.clone(), req, 0, 1000);
+        sp.arrive(1, &arc("a"), 1, Bytes::new(), &p).unwrap();
+        let (waiters, outcome) = sp.force_complete(2).unwrap();
+        assert_eq!(waiters.len(), 1);
+        assert!(outcome.forced);
+        assert!(sp.force_complete(3).is_err());
+    }
+
+    #[test]
+    fn participants_are_validated() {
+        let l = Limits::default();
+        assert!(Participants::Agents(vec!["a".into(), "a".into()]).validate(&l).unwrap_err().to_string().contains("twice"));
+        assert!(Participants::Agents(vec![]).validate(&l).is_err());
+        assert!(Participants::Count(0).validate(&l).is_err());
+        assert!(Participants::Role("bad role".into()).validate(&l).is_err());
+        Participants::Count(3).validate(&l).unwrap();
+    }
+
+    #[test]
+    fn diagnosis_explains_missing_agents() {
+        let (p, req) = explicit(&["a", "b", "c"]);
+        let mut sp = SyncPoint::new("s".into(), p.clone(), req, 0, 1000);
+        sp.arrive(1, &arc("a"), 1, Bytes::new(), &p).unwrap();
+        let d = sp.diagnose(800, |id| if id == "b" { Some(AgentStatus::Lost) } else { None }, 2);
+        let text = d.issues.join("\n");
+        assert!(text.contains("'b' lost its lease"), "{text}");
+        assert!(text.contains("'c' is not registered"), "{text}");
+        assert!(d.recommendations.iter().any(|r| r.contains("longer timeout")));
+        assert!(d.recommendations.iter().any(|r| r.contains("force-complete")));
+    }
+
+    proptest! {
+        /// Whatever the order and repetition of arrivals, a barrier never releases before every
+        /// required participant arrived, and releases each waiter exactly once with the same result.
+        #[test]
+        fn barrier_releases_once_and_only_when_complete(
+            n in 1usize..8,
+            arrivals in prop::collection::vec(0usize..10, 0..40),
+        ) {
+            let names: Vec<String> = (0..n).map(|i| format!("a{i}")).collect();
+            let p = Participants::Agents(names.clone());
+            let req = names.iter().map(|s| arc(s)).collect();
+            let mut sp = SyncPoint::new("s".into(), p.clone(), req, 0, 1000);
+            let mut arrived = BTreeSet::new();
+            let mut released: Vec<(Vec<Waiter>, Arc<SyncOutcome>)> = vec![];
+            for (t, i) in arrivals.iter().enumerate() {
+                let agent = arc(&format!("a{i}"));
+                match sp.arrive(t as u64, &agent, t as u64 + 1, Bytes::new(), &p) {
+                    Ok(Arrived::Released { waiters, outcome }) => {
+                        arrived.insert(agent.clone());
+                        prop_assert_eq!(arrived.len(), n, "released before everyone arrived");
+                        released.push((waiters, outcome));
+                    }
+                    Ok(Arrived::Waiting) => { arrived.insert(agent); }
+                    Ok(Arrived::AlreadyFinished(r)) => prop_assert!(r.is_ok()),
+                    Err(CoreError::NotAParticipant { .. }) => prop_assert!(*i >= n),
+                    Err(CoreError::SyncFinished { .. }) => prop_assert!(*i >= n || !released.is_empty()),
+                    Err(e) => prop_assert!(false, "unexpected error {e}"),
+                }
+            }
+            prop_assert!(released.len() <= 1, "released twice");
+            if let Some((waiters, outcome)) = released.first() {
+                let mut agents: Vec<&str> = waiters.iter().map(|w| &*w.agent).collect();
+                agents.sort_unstable();
+                agents.dedup();
+                prop_assert_eq!(agents.len(), n, "each waiter exactly once");
+                prop_assert_eq!(waiters.len(), n);
+                prop_assert_eq!(outcome.arrival_order.len(), n);
+            } else {
+                prop_assert!(arrived.len() < n);
+            }
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Conversions between the wire types (`v1`) and the engine's types, in one place so that the core
+//! never depends on gRPC and the server and clients agree on every mapping.
+
+use lockstep_core as core;
+use lockstep_core::{AgentStatus, CoreError, ErrorCode, Frame, Participants, Reply, WatchTarget};
+
+use crate::v1;
+
+/// The gRPC status code of an engine error class.
+pub fn grpc_code(code: ErrorCode) -> tonic::Code {
+    match code {
+        ErrorCode::InvalidArgument => tonic::Code::InvalidArgument,
+        ErrorCode::NotFound => tonic::Code::NotFound,
+        ErrorCode::AlreadyExists => tonic::Code::AlreadyExists,
+        ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
+        ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
+        ErrorCode::DeadlineExceeded => tonic::Code::DeadlineExceeded,
+        ErrorCode::Aborted => tonic::Code::Aborted,
+        ErrorCode::Unavailable => tonic::Code::Unavailable,
+    }
+}
+
+/// An engine error as a gRPC status.
+pub fn status(e: &CoreError) -> tonic::Status {
+    tonic::Status::new(grpc_code(e.code()), e.to_string())
+}
+
+/// An engine error as the `Error` of a `Reply`.
+pub fn error(e: &CoreError) -> v1::Error {
+    v1::Error {
+        code: grpc_code(e.code()) as i32,
+        message: e.to_string(),
+        missing_agents: e.missing_agents().to_vec(),
+        sync_id: e.sync_id().unwrap_or_default().to_owned(),
+    }
+}
+
+/// A malformed client message.
+fn malformed(reason: &str) -> CoreError {
+    CoreError::Invalid { what: "message", reason: reason.to_owned() }
+}
+
+pub fn status_from_wire(status: i32) -> Result<AgentStatus, CoreError> {
+    match v1::AgentStatus::try_from(status) {
+        Ok(v1::AgentStatus::Active) => Ok(AgentStatus::Active),
+        Ok(v1::AgentStatus::Idle) => Ok(AgentStatus::Idle),
+        Ok(v1::AgentStatus::Busy) => Ok(AgentStatus::Busy),
+        Ok(v1::AgentStatus::Syncing) => Ok(AgentStatus::Syncing),
+        Ok(v1::AgentStatus::Paused) => Ok(AgentStatus::Paused),
+        Ok(v1::AgentStatus::Lost) => Ok(AgentStatus::Lost),
+        Ok(v1::AgentStatus::Unspecified) | Err(_) => Err(malformed("status must be one of active, idle, busy, syncing, paused")),
+    }
+}
+
+pub fn status_to_wire(status: AgentStatus) -> v1::AgentStatus {
+    match status {
+        AgentStatus::Active => v1::AgentStatus::Active,
+        AgentStatus::Idle => v1::AgentStatus::Idle,
+        AgentStatus::Busy => v1::AgentStatus::Busy,
+        AgentStatus::Syncing => v1::AgentStatus::Syncing,
+        AgentStatus::Paused => v1::AgentStatus::Paused,
+        AgentStatus::Lost => v1::AgentStatus::Lost,
+    }
+}
+
+impl From<v1::Register> for core::RegisterRequest {
+    fn from(r: v1::Register) -> Self {
+        core::RegisterRequest {
+            namespace: r.namespace,
+            agent_id: r.agent_id,
+            role: r.role,
+            capabilities: r.capabilities,
+            interests: r.interests,
+            metadata: r.metadata.into_iter().collect(),
+            resume_token: r.resume_token,
+        }
+    }
+}
+
+fn watch_target(agent: Option<String>, role: Option<String>, all: Option<bool>) -> Result<WatchTarget, CoreError> {
+    match (agent, role, all) {
+        (Some(a), None, None) => Ok(WatchTarget::Agent(a)),
+        (None, Some(r), None) => Ok(WatchTarget::Role(r)),
+        (None, None, Some(true)) => Ok(WatchTarget::All),
+        _ => Err(malformed("a watch needs exactly one of agent_id, role or all=true")),
+    }
+}
+
+/// What a session message asks for, once registered.
+pub enum SessionMessage {
+    Register(core::RegisterRequest),
+    Request(core::Request),
+}
+
+/// Decodes one client message. Errors name what is missing or malformed.
+pub fn session_message(kind: Option<v1::client_message::Kind>) -> Result<SessionMessage, CoreError> {
+    use v1::client_message::Kind;
+    let request = match kind.ok_or_else(|| malformed("empty ClientMessage: set one of its kinds"))? {
+        Kind::Register(r) => return Ok(SessionMessage::Register(r.into())),
+        Kind::Heartbeat(_) => core::Request::Heartbeat,
+        Kind::Publish(p) => core::Request::Publish { topic: p.topic, payload: p.payload, content_type: p.content_type },
+        Kind::UpdateState(u) => core::Request::UpdateState { delta_json: u.delta_json },
+        Kind::SetStatus(s) => core::Request::SetStatus(status_from_wire(s.status)?),
+        Kind::WatchState(w) => {
+            use v1::watch_state::Target;
+            let t = w.target.ok_or_else(|| malformed("watch_state needs a target"))?;
+            core::Request::Watch(match t {
+                Target::AgentId(a) => watch_target(Some(a), None, None)?,
+                Target::Role(r) => watch_target(None, Some(r), None)?,
+                Target::All(all) => watch_target(None, None, Some(all))?,
+            })
+        }
+        Kind::UnwatchState(w) => {
+            use v1::unwatch_state::Target;
+            let t = w.target.ok_or_else(|| malformed("unwatch_state needs a target"))?;
+            core::Request::Unwatch(match t {
+                Target::AgentId(a) => watch_target(Some(a), None, None)?,
+                Target::Role(r) => watch_target(None, Some(r), None)?,
+                Target::All(all) => watch_target(None, None, Some(all))?,
+            })
+        }
+        Kind::Sync(s) => {
+            use v1::sync_arrive::Participants as P;
+            let participants = match s.participants.ok_or_else(|| malformed("sync needs participants: agents, count or role"))? {
+                P::Agents(ids) => Participants::Agents(ids.ids),
+                P::Count(n) => Participants::Count(n),
+                P::Role(r) => Participants::Role(r),
+            };
+            core::Request::Sync { sync_id: s.sync_id, participants, timeout_ms: s.timeout_ms, payload: s.payload }
+        }
+        Kind::Ack(a) => core::Request::Ack { up_to: a.up_to_seq },
+        Kind::Deregister(_) => core::Request::Deregister,
+    };
+    Ok(SessionMessage::Request(request))
+}
+
+fn reply(request_id: u64, reply: Reply) -> v1::Reply {
+    use v1::reply::Outcome;
+    let outcome = match reply {
+        Reply::Ok => Outcome::Ok(v1::Ok {}),
+        Reply::StateVersion(version) => Outcome::StateVersion(v1::StateVersion { version }),
+        Reply::Sync(o) => Outcome::SyncResult(v1::SyncResult {
+            sync_id: o.sync_id.clone(),
+            arrival_order: o.arrival_order.iter().map(|a| a.to_string()).collect(),
+            payloads: o.payloads.clone(),
+            forced: o.forced,
+        }),
+        Reply::Error(e) => Outcome::Error(error(&e)),
+    };
+    v1::Reply { request_id, outcome: Some(outcome) }
+}
+
+/// A session frame as the server message that carries it; `None` for registry events, which travel
+/// on the `WatchRegistry` stream instead (see [`registry_event`]).
+pub fn server_message(frame: Frame) -> Option<v1::ServerMessage> {
+    use v1::server_message::Kind;
+    let kind = match frame {
+        Frame::Registered(r) => Kind::Registered(v1::Registered {
+            namespace: r.namespace,
+            agent_id: r.agent_id,
+            resume_token: r.resume_token,
+            heartbeat_interval_ms: r.heartbeat_interval_ms,
+            lease_intervals: r.lease_intervals,
+            resumed: r.resumed,
+        }),
+        Frame::Reply { request_id, reply: r } => Kind::Reply(reply(request_id, r)),
+        Frame::Deliveries(items) => Kind::Deliveries(v1::Deliveries {
+            items: items
+                .into_iter()
+                .map(|d| v1::Delivery {
+                    seq: d.seq,
+                    topic: d.message.topic.to_string(),
+                    payload: d.message.payload.clone(),
+                    content_type: d.message.content_type.to_string(),
+                    publisher: d.message.publisher.to_string(),
+                    missed_before: d.missed_before,
+                })
+                .collect(),
+        }),
+        Frame::StateChanges(items) => Kind::StateChanges(v1::StateChanges {
+            items: items
+                .into_iter()
+                .map(|c| v1::StateChange {
+                    agent_id: c.agent_id.to_string(),
+                    base_version: c.base_version,
+                    version: c.version,
+                    delta_json: if c.removed { String::new() } else { c.delta.to_string() },
+                    removed: c.removed,
+                })
+                .collect(),
+        }),
+        Frame::Registry(_) => return None,
+    };
+    Some(v1::ServerMessage { kind: Some(kind) })
+}
+
+pub fn agent_info(a: &core::AgentView) -> v1::AgentInfo {
+    v1::AgentInfo {
+        namespace: a.namespace.clone(),
+        agent_id: a.agent_id.clone(),
+        role: a.role.clone(),
+        capabilities: a.capabilities.clone(),
+        interests: a.interests.clone(),
+        metadata: a.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        status: status_to_wire(a.status) as i32,
+        registered_at_ms: a.registered_at,
+        last_heartbeat_ms: a.last_heartbeat,
+        state_version: a.state_version,
+        queue_depth: a.queue_depth,
+        dropped: a.dropped,
+        delivered: a.delivered,
+    }
+}
+
+pub fn registry_event(e: &core::RegistryEvent) -> v1::RegistryEvent {
+    use v1::registry_event::Kind;
+    let kind = match e.kind {
+        core::RegistryEventKind::Snapshot => Kind::Snapshot,
+        core::RegistryEventKind::Joined => Kind::Joined,
+        core::RegistryEventKind::Left => Kind::Left,
+        core::RegistryEventKind::Status => Kind::Status,
+        core::RegistryEventKind::Lost => Kind::Lost,
+    };
+    v1::RegistryEvent {
+        kind: kind as i32,
+        agent: Some(agent_info(&e.agent)),
+        previous_status: e.previous_status.map_or(v1::AgentStatus::Unspecified, status_to_wire) as i32,
+    }
+}
+
+pub fn sync_status(s: &core::SyncStatus, now: core::Time) -> v1::SyncPointStatus {
+    use v1::sync_point_status::State;
+    let state = match s.state {
+        core::SyncState::Waiting => State::Waiting,
+        core::SyncState::Completed => State::Completed,
+        core::SyncState::Forced => State::Forced,
+        core::SyncState::TimedOut => State::TimedOut,
+        core::SyncState::Failed => State::Failed,
+    };
+    v1::SyncPointStatus {
+        sync_id: s.sync_id.clone(),
+        state: state as i32,
+        participants: s.participants.clone(),
+        required: s.required.clone(),
+        required_count: s.required_count,
+        arrived: s.arrived.clone(),
+        missing: s.missing.clone(),
+        created_at_ms: s.created_at,
+        waiting_since_ms: s.waiting_since,
+        deadline_ms: s.deadline,
+        finished_at_ms: s.finished_at.unwrap_or(0),
+        failure: s.failure.clone().unwrap_or_default(),
+        now_ms: now,
+    }
+}
+
+pub fn diagnosis(d: &core::Diagnosis, now: core::Time) -> v1::SyncDiagnosis {
+    v1::SyncDiagnosis {
+        status: Some(sync_status(&d.status, now)),
+        issues: d.issues.clone(),
+        recommendations: d.recommendations.clone(),
+    }
+}
+
+pub fn limits(config: &core::Config) -> v1::Limits {
+    let l = &config.limits;
+    v1::Limits {
+        max_message_bytes: l.max_payload_bytes as u64,
+        max_topic_len: l.max_topic_len as u32,
+        max_interests: l.max_interests as u32,
+        max_agents_per_namespace: l.max_agents_per_namespace as u32,
+        max_open_sync_points: l.max_open_sync_points as u32,
+        queue_capacity: config.queue_capacity as u32,
+        max_state_bytes: l.max_state_bytes as u64,
+        max_sync_participants: l.max_sync_participants as u32,
+        max_sync_timeout_ms: l.max_sync_timeout_ms,
+    }
+}

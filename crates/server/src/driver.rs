@@ -1,0 +1,256 @@
+//! The driver: the one task that owns the engine.
+//!
+//! gRPC handlers never touch product state; they send [`Command`]s here over one channel. The driver
+//! applies them to the engine with the current time, fires the engine's timers at its deadline, and
+//! moves the frames the engine has for each connection into that connection's small outbound
+//! channel, as fast as the connection takes them (credit-based: a full channel marks the connection
+//! blocked, and the connection's stream tells the driver when it has room again). The engine's own
+//! bounded queues, with their overflow policies, absorb everything a slow connection cannot take.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lockstep_core::{ConnId, Engine, Frame, Input, Output, Time};
+use lockstep_proto::{convert, v1};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tonic::Status;
+
+/// Most deliveries or state changes put in one outbound frame.
+pub const MAX_BATCH: usize = 256;
+
+/// Frames buffered per connection between the driver and the connection's stream.
+pub const CONN_CHANNEL_FRAMES: usize = 16;
+
+/// Inputs the driver takes before looking at outputs again (keeps latency bounded under load).
+const MAX_INPUTS_PER_TURN: usize = 1024;
+
+/// A query or admin operation run on the engine task; it sends its own answer.
+pub type Job = Box<dyn FnOnce(&mut Engine, Time) + Send>;
+
+/// What a connection's stream carries.
+pub enum ConnSink {
+    Session(mpsc::Sender<Result<v1::ServerMessage, Status>>),
+    Registry(mpsc::Sender<Result<v1::RegistryEvent, Status>>),
+}
+
+/// Everything the driver can be asked to do.
+pub enum Command {
+    /// A new stream: where its frames go, and the flag its consumer checks to say it has room.
+    Open { conn: ConnId, sink: ConnSink, blocked: Arc<AtomicBool> },
+    /// An engine input.
+    Input(Input),
+    /// A request that could not be decoded: answer it with this error.
+    Reject { conn: ConnId, request_id: u64, error: lockstep_core::CoreError },
+    /// A blocked connection's stream consumed a frame.
+    Writable(ConnId),
+    /// A connection's outbound stream was dropped by the transport.
+    Gone(ConnId),
+    /// Run a job on the engine.
+    Job(Job),
+}
+
+struct Conn {
+    sink: ConnSink,
+    blocked: Arc<AtomicBool>,
+}
+
+/// The engine's clock: milliseconds since the driver started.
+#[derive(Clone, Copy)]
+pub struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        Clock { start: Instant::now() }
+    }
+
+    pub fn now(&self) -> Time {
+        self.start.elapsed().as_millis() as Time
+    }
+
+    fn instant(&self, t: Time) -> Instant {
+        self.start + Duration::from_millis(t)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Runs the engine until every command sender is gone or `shutdown` resolves.
+pub async fn run(mut engine: Engine, mut commands: mpsc::UnboundedReceiver<Command>, shutdown: impl std::future::Future<Output = ()>) {
+    let clock = Clock::new();
+    let mut conns: HashMap<ConnId, Conn> = HashMap::new();
+    let mut ready: Vec<ConnId> = Vec::new();
+    tokio::pin!(shutdown);
+    loop {
+        let deadline = engine.next_deadline();
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            cmd = commands.recv() => {
+                let Some(cmd) = cmd else { break };
+                let now = clock.now();
+                apply(&mut engine, &mut conns, &mut ready, now, cmd);
+                for _ in 0..MAX_INPUTS_PER_TURN {
+                    match commands.try_recv() {
+                        Ok(cmd) => apply(&mut engine, &mut conns, &mut ready, now, cmd),
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = sleep_until(&clock, deadline) => engine.handle_timeout(clock.now()),
+        }
+        // Timers may be due after a long turn, too.
+        if engine.next_deadline().is_some_and(|d| d <= clock.now()) {
+            engine.handle_timeout(clock.now());
+        }
+        drain_outputs(&mut engine, &mut conns, &mut ready);
+        flush(&mut engine, &mut conns, &mut ready);
+    }
+    for (_, c) in conns.drain() {
+        let status = Status::unavailable("the server is shutting down; reconnect to another or the restarted server");
+        match c.sink {
+            ConnSink::Session(tx) => send_final(tx, status),
+            ConnSink::Registry(tx) => send_final(tx, status),
+        }
+    }
+}
+
+async fn sleep_until(clock: &Clock, deadline: Option<Time>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(clock.instant(t)).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn apply(engine: &mut Engine, conns: &mut HashMap<ConnId, Conn>, ready: &mut Vec<ConnId>, now: Time, cmd: Command) {
+    match cmd {
+        Command::Open { conn, sink, blocked } => {
+            conns.insert(conn, Conn { sink, blocked });
+        }
+        Command::Input(input) => engine.handle(now, input),
+        Command::Reject { conn, request_id, error } => engine.reject(conn, request_id, error),
+        Command::Writable(conn) => ready.push(conn),
+        Command::Gone(conn) => {
+            if let Some(c) = conns.remove(&conn) {
+                // A session's reader reports how its stream ended (clean or not); a registry watch
+                // has no reader, so its stream going away ends it.
+                if matches!(c.sink, ConnSink::Registry(_)) {
+                    engine.handle(now, Input::Disconnected { conn, clean: true });
+                }
+            }
+        }
+        Command::Job(job) => job(engine, now),
+    }
+}
+
+fn drain_outputs(engine: &mut Engine, conns: &mut HashMap<ConnId, Conn>, ready: &mut Vec<ConnId>) {
+    while let Some(output) = engine.poll_output() {
+        match output {
+            Output::Ready(conn) => ready.push(conn),
+            Output::Close(conn, error) => {
+                let Some(c) = conns.remove(&conn) else { continue };
+                let Some(error) = error else { continue }; // dropping the sink ends the stream normally
+                let status = convert::status(&error);
+                match c.sink {
+                    ConnSink::Session(tx) => send_final(tx, status),
+                    ConnSink::Registry(tx) => send_final(tx, status),
+                }
+            }
+        }
+    }
+}
+
+/// Ends a stream with `status`, waiting for room if its channel is full.
+fn send_final<T: Send + 'static>(tx: mpsc::Sender<Result<T, Status>>, status: Status) {
+    if let Err(mpsc::error::TrySendError::Full(item)) = tx.try_send(Err(status)) {
+        tokio::spawn(async move {
+            let _ = tx.send(item).await;
+        });
+    }
+}
+
+/// Moves frames from the engine to every ready connection that has room.
+fn flush(engine: &mut Engine, conns: &mut HashMap<ConnId, Conn>, ready: &mut Vec<ConnId>) {
+    let mut gone = Vec::new();
+    for conn in ready.drain(..) {
+        let Some(c) = conns.get(&conn) else {
+            // No stream (yet, or any more): drop what is queued for it from the engine's view.
+            continue;
+        };
+        loop {
+            let has_room = match &c.sink {
+                ConnSink::Session(tx) => tx.capacity() > 0,
+                ConnSink::Registry(tx) => tx.capacity() > 0,
+            };
+            if !has_room {
+                c.blocked.store(true, Ordering::SeqCst);
+                // The consumer may have made room between the check and the flag: look again.
+                let room_now = match &c.sink {
+                    ConnSink::Session(tx) => tx.capacity() > 0,
+                    ConnSink::Registry(tx) => tx.capacity() > 0,
+                };
+                if !(room_now && c.blocked.swap(false, Ordering::SeqCst)) {
+                    break;
+                }
+            }
+            let Some(frame) = engine.next_frame(conn, MAX_BATCH) else { break };
+            let sent = match (&c.sink, frame) {
+                (ConnSink::Registry(tx), Frame::Registry(e)) => tx.try_send(Ok(convert::registry_event(&e))).is_ok(),
+                (ConnSink::Session(tx), frame) => match convert::server_message(frame) {
+                    Some(msg) => tx.try_send(Ok(msg)).is_ok(),
+                    None => true,
+                },
+                (ConnSink::Registry(_), _) => true,
+            };
+            if !sent {
+                // Only a closed channel refuses after the room check: the stream is gone.
+                gone.push(conn);
+                break;
+            }
+        }
+    }
+    for conn in gone {
+        conns.remove(&conn);
+    }
+}
+
+/// The stream handed to tonic for a connection: forwards the driver's frames and tells the driver
+/// when a blocked connection has room again, and when the transport drops it.
+pub struct ConnStream<T> {
+    rx: mpsc::Receiver<Result<T, Status>>,
+    conn: ConnId,
+    blocked: Arc<AtomicBool>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl<T> ConnStream<T> {
+    pub fn new(rx: mpsc::Receiver<Result<T, Status>>, conn: ConnId, blocked: Arc<AtomicBool>, commands: mpsc::UnboundedSender<Command>) -> Self {
+        ConnStream { rx, conn, blocked, commands }
+    }
+}
+
+impl<T> futures::Stream for ConnStream<T> {
+    type Item = Result<T, Status>;
+
+    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        let item = self.rx.poll_recv(cx);
+        if matches!(item, std::task::Poll::Ready(Some(_))) && self.blocked.swap(false, Ordering::SeqCst) {
+            let _ = self.commands.send(Command::Writable(self.conn));
+        }
+        item
+    }
+}
+
+impl<T> Drop for ConnStream<T> {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Gone(self.conn));
+    }
+}
