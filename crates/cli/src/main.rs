@@ -1,1 +1,145 @@
-fn main() {}
+//! `lockstep`: run a server, watch and steer it, demonstrate it, measure it.
+
+mod admin;
+mod bench;
+mod config;
+mod demo;
+mod table;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "lockstep",
+    version,
+    about = "A coordination server for multi-agent and multi-engine systems"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a server (stops gracefully on SIGINT or SIGTERM).
+    Serve(ServeArgs),
+    /// Start an embedded server and a simulated trading swarm, print what happens, then stop.
+    Demo(demo::DemoArgs),
+    /// List registered agents.
+    Agents(admin::AgentsArgs),
+    /// Inspect and manage sync points (barriers).
+    Sync(admin::SyncArgs),
+    /// Measure fan-out, interest routing, barriers and delta sizes on a loopback server.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "LOCKSTEP_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// TOML configuration file (see docs/PROTOCOL.md for every key).
+    #[arg(long, env = "LOCKSTEP_CONFIG")]
+    config: Option<PathBuf>,
+    /// How often clients heartbeat, in milliseconds.
+    #[arg(long, env = "LOCKSTEP_HEARTBEAT_INTERVAL_MS")]
+    heartbeat_interval_ms: Option<u64>,
+    /// Heartbeat intervals without a sign of life before an agent is lost.
+    #[arg(long, env = "LOCKSTEP_LEASE_INTERVALS")]
+    lease_intervals: Option<u32>,
+    /// Capacity of each agent's outbound message queue.
+    #[arg(long, env = "LOCKSTEP_QUEUE_CAPACITY")]
+    queue_capacity: Option<usize>,
+    /// What happens when that queue is full: drop_oldest or disconnect.
+    #[arg(long, env = "LOCKSTEP_OVERFLOW_POLICY")]
+    overflow_policy: Option<String>,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LOCKSTEP_LOG")
+        .unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => config::FileConfig::load(path)?,
+        None => config::FileConfig::default(),
+    };
+    let mut engine = file.engine_config()?;
+    if let Some(v) = args.heartbeat_interval_ms {
+        engine.heartbeat_interval_ms = v;
+    }
+    if let Some(v) = args.lease_intervals {
+        engine.lease_intervals = v;
+    }
+    if let Some(v) = args.queue_capacity {
+        engine.queue_capacity = v;
+    }
+    if let Some(p) = &args.overflow_policy {
+        engine.overflow_policy = config::overflow_policy(p)?;
+    }
+    let listen = match args.listen.or(file.listen) {
+        Some(addr) => addr,
+        None => config::DEFAULT_LISTEN.parse().expect("valid default"),
+    };
+    let server = lockstep_server::start(listen, engine).await?;
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "lockstep listening on {}", server.local_addr())?;
+        out.flush()?;
+    }
+    tracing::info!(addr = %server.local_addr(), "serving");
+    shutdown_signal().await?;
+    tracing::info!("shutting down");
+    server
+        .shutdown()
+        .await
+        .context("server stopped with an error")?;
+    Ok(())
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One readable line (with its causes), not a backtrace: these are users' errors.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(a) => serve(a).await,
+            Command::Demo(a) => demo::run(a).await,
+            Command::Agents(a) => admin::agents(a).await,
+            Command::Sync(a) => admin::sync(a).await,
+            Command::Bench(a) => bench::run(a).await,
+        }
+    })
+}

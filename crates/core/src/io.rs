@@ -44,15 +44,28 @@ pub enum WatchTarget {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Request {
     Heartbeat,
-    Publish { topic: String, payload: Bytes, content_type: String },
+    Publish {
+        topic: String,
+        payload: Bytes,
+        content_type: String,
+    },
     /// JSON merge patch text.
-    UpdateState { delta_json: String },
+    UpdateState {
+        delta_json: String,
+    },
     SetStatus(AgentStatus),
     Watch(WatchTarget),
     Unwatch(WatchTarget),
-    Sync { sync_id: String, participants: Participants, timeout_ms: u64, payload: Bytes },
+    Sync {
+        sync_id: String,
+        participants: Participants,
+        timeout_ms: u64,
+        payload: Bytes,
+    },
     /// Every delivery with `seq <= up_to` has been received.
-    Ack { up_to: u64 },
+    Ack {
+        up_to: u64,
+    },
     Deregister,
 }
 
@@ -61,9 +74,17 @@ pub enum Request {
 pub enum Input {
     /// The first message of a new session stream. `new_token` is a fresh random resume token chosen by
     /// the shell (the engine has no randomness); it is used if the session is new.
-    Register { conn: ConnId, request: RegisterRequest, new_token: String },
+    Register {
+        conn: ConnId,
+        request: RegisterRequest,
+        new_token: String,
+    },
     /// A request on a registered session. `request_id == 0` means no reply is wanted unless it fails.
-    Request { conn: ConnId, request_id: u64, request: Request },
+    Request {
+        conn: ConnId,
+        request_id: u64,
+        request: Request,
+    },
     /// A client opened a registry watch stream.
     WatchRegistry { conn: ConnId, namespace: String },
     /// The stream ended: `clean` when the client closed it deliberately (deregistering the agent),

@@ -17,13 +17,19 @@ pub fn validate(what: &'static str, value: &str) -> Result<(), CoreError> {
         return Err(CoreError::invalid(what, "must not be empty"));
     }
     if value.len() > MAX_NAME_LEN {
-        return Err(CoreError::invalid(what, format!(
+        return Err(CoreError::invalid(
+            what,
+            format!(
                 "'{}…' is {} bytes; the limit is {MAX_NAME_LEN}",
                 value.chars().take(16).collect::<String>(),
                 value.len()
-            )));
+            ),
+        ));
     }
-    if let Some(bad) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || "_-.:@/".contains(*c))) {
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_-.:@/".contains(*c)))
+    {
         return Err(CoreError::invalid(
             what,
             format!("'{value}' contains {bad:?}; use letters, digits and _ - . : @ /"),

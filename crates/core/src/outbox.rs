@@ -33,7 +33,11 @@ pub enum Enqueued {
 #[derive(Clone, Debug, PartialEq)]
 enum Pending {
     /// Apply `delta` on top of `base_version` to reach `version`.
-    Delta { base_version: u64, version: u64, delta: Value },
+    Delta {
+        base_version: u64,
+        version: u64,
+        delta: Value,
+    },
     /// Send the owner's full state at the time of flushing (composition was not exact).
     Snapshot,
     /// The owner left.
@@ -93,7 +97,10 @@ impl Outbox {
     }
 
     pub fn stats(&self) -> OutboxStats {
-        OutboxStats { queued: self.messages.len(), ..self.stats }
+        OutboxStats {
+            queued: self.messages.len(),
+            ..self.stats
+        }
     }
 
     /// Queues a control frame (never dropped).
@@ -125,6 +132,11 @@ impl Outbox {
         let mut outcome = Enqueued::Queued;
         if self.messages.len() >= self.capacity {
             if self.policy == OverflowPolicy::Disconnect {
+                // Not queued, so lost to this agent: like any dropped message it takes a sequence
+                // number and is reported before the next message, so nothing is dropped silently.
+                self.next_seq += 1;
+                self.missed += 1;
+                self.stats.dropped += 1;
                 return Enqueued::Overflow;
             }
             let dropped = self.messages.pop_front().expect("a full queue has a front");
@@ -141,7 +153,11 @@ impl Outbox {
         let seq = self.next_seq;
         self.next_seq += 1;
         let missed_before = std::mem::take(&mut self.missed);
-        self.messages.push_back(Delivery { seq, message, missed_before });
+        self.messages.push_back(Delivery {
+            seq,
+            message,
+            missed_before,
+        });
         self.stats.high_water = self.stats.high_water.max(self.messages.len());
         outcome
     }
@@ -158,10 +174,22 @@ impl Outbox {
 
     /// Records that the owner `agent` changed its state from `version - 1` to `version` by `delta`.
     pub fn push_state_delta(&mut self, agent: &Arc<str>, version: u64, delta: &Value) {
-        let next = match self.states.remove(agent) {
-            None => Pending::Delta { base_version: version - 1, version, delta: delta.clone() },
-            Some(Pending::Delta { base_version, delta: earlier, .. }) => match state::compose(&earlier, delta) {
-                Some(delta) => Pending::Delta { base_version, version, delta },
+        let next = match self.states.get(agent) {
+            None => Pending::Delta {
+                base_version: version - 1,
+                version,
+                delta: delta.clone(),
+            },
+            Some(Pending::Delta {
+                base_version,
+                delta: earlier,
+                ..
+            }) => match state::compose(earlier, delta) {
+                Some(delta) => Pending::Delta {
+                    base_version: *base_version,
+                    version,
+                    delta,
+                },
                 None => Pending::Snapshot,
             },
             Some(Pending::Snapshot) => Pending::Snapshot,
@@ -173,13 +201,11 @@ impl Outbox {
 
     /// Asks for the owner's full state to be sent (a new watch, or a resync).
     pub fn push_state_snapshot(&mut self, agent: &Arc<str>) {
-        self.states.remove(agent);
         self.put_state(agent, Pending::Snapshot);
     }
 
     /// Records that the owner left; anything pending for it is moot.
     pub fn push_state_removed(&mut self, agent: &Arc<str>, version: u64) {
-        self.states.remove(agent);
         self.put_state(agent, Pending::Removed { version });
     }
 
@@ -190,6 +216,8 @@ impl Outbox {
         }
     }
 
+    /// Sets the one pending entry of `agent`; it keeps its place in line if it already had one
+    /// (so the line never holds an agent twice and stays bounded by the agents watched).
     fn put_state(&mut self, agent: &Arc<str>, pending: Pending) {
         if self.states.insert(agent.clone(), pending).is_none() {
             self.state_order.push_back(agent.clone());
@@ -217,21 +245,41 @@ impl Outbox {
         if !self.state_order.is_empty() {
             let mut changes = Vec::with_capacity(self.state_order.len().min(max_items));
             while changes.len() < max_items {
-                let Some(agent) = self.state_order.pop_front() else { break };
-                let Some(pending) = self.states.remove(&agent) else { continue };
+                let Some(agent) = self.state_order.pop_front() else {
+                    break;
+                };
+                let Some(pending) = self.states.remove(&agent) else {
+                    continue;
+                };
                 let change = match pending {
-                    Pending::Delta { base_version, version, delta } => {
-                        StateChange { agent_id: agent, base_version, version, delta, removed: false }
-                    }
+                    Pending::Delta {
+                        base_version,
+                        version,
+                        delta,
+                    } => StateChange {
+                        agent_id: agent,
+                        base_version,
+                        version,
+                        delta,
+                        removed: false,
+                    },
                     Pending::Snapshot => match snapshot(&agent) {
-                        Some((version, full)) => {
-                            StateChange { agent_id: agent, base_version: 0, version, delta: full, removed: false }
-                        }
+                        Some((version, full)) => StateChange {
+                            agent_id: agent,
+                            base_version: 0,
+                            version,
+                            delta: full,
+                            removed: false,
+                        },
                         None => continue,
                     },
-                    Pending::Removed { version } => {
-                        StateChange { agent_id: agent, base_version: 0, version, delta: Value::Null, removed: true }
-                    }
+                    Pending::Removed { version } => StateChange {
+                        agent_id: agent,
+                        base_version: 0,
+                        version,
+                        delta: Value::Null,
+                        removed: true,
+                    },
                 };
                 changes.push(change);
             }
@@ -283,7 +331,10 @@ mod tests {
         }
         let got = drain(&mut o);
         assert_eq!(got.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![3, 4, 5]);
-        assert_eq!(got[0].missed_before, 2, "the first message after the gap tells how many were lost");
+        assert_eq!(
+            got[0].missed_before, 2,
+            "the first message after the gap tells how many were lost"
+        );
         assert_eq!(got[1].missed_before + got[2].missed_before, 0);
         assert_eq!(o.stats().dropped, 2);
         assert_eq!(o.stats().delivered, 3);
@@ -339,7 +390,9 @@ mod tests {
         o.push_state_delta(&a, 1, &json!({"x": 1}));
         o.push_state_delta(&a, 2, &json!({"y": 2}));
         o.push_state_delta(&a, 3, &json!({"x": null}));
-        let Some(Frame::StateChanges(changes)) = o.next_frame(10, |_| None) else { panic!() };
+        let Some(Frame::StateChanges(changes)) = o.next_frame(10, |_| None) else {
+            panic!()
+        };
         assert_eq!(changes.len(), 1);
         assert_eq!((changes[0].base_version, changes[0].version), (0, 3));
         assert_eq!(changes[0].delta, json!({"x": null, "y": 2}));
@@ -351,7 +404,8 @@ mod tests {
         let a: Arc<str> = "a".into();
         o.push_state_delta(&a, 5, &json!({"n": 1}));
         o.push_state_delta(&a, 6, &json!({"n": {"k": 1}}));
-        let Some(Frame::StateChanges(changes)) = o.next_frame(10, |_| Some((6, json!({"n": {"k": 1}, "z": 0}))))
+        let Some(Frame::StateChanges(changes)) =
+            o.next_frame(10, |_| Some((6, json!({"n": {"k": 1}, "z": 0}))))
         else {
             panic!()
         };
@@ -364,8 +418,14 @@ mod tests {
         let mut o = Outbox::new(4, OverflowPolicy::DropOldest);
         o.push_message(msg(0));
         o.push_reply(7, Reply::Ok);
-        assert!(matches!(o.next_frame(10, |_| None), Some(Frame::Reply { request_id: 7, .. })));
-        assert!(matches!(o.next_frame(10, |_| None), Some(Frame::Deliveries(_))));
+        assert!(matches!(
+            o.next_frame(10, |_| None),
+            Some(Frame::Reply { request_id: 7, .. })
+        ));
+        assert!(matches!(
+            o.next_frame(10, |_| None),
+            Some(Frame::Deliveries(_))
+        ));
         assert!(o.next_frame(10, |_| None).is_none());
         assert!(!o.has_frames());
     }

@@ -22,10 +22,20 @@ enum PatternToken {
 
 fn check_token(what: &'static str, whole: &str, token: &str) -> Result<(), CoreError> {
     if token.is_empty() {
-        return Err(CoreError::invalid(what, format!("'{whole}' has an empty token (two dots in a row, or a leading or trailing dot)")));
+        return Err(CoreError::invalid(
+            what,
+            format!(
+                "'{whole}' has an empty token (two dots in a row, or a leading or trailing dot)"
+            ),
+        ));
     }
     if let Some(c) = token.chars().find(|c| c.is_whitespace() || c.is_control()) {
-        return Err(CoreError::invalid(what, format!("'{whole}' contains {c:?}; tokens may not contain spaces or control characters")));
+        return Err(CoreError::invalid(
+            what,
+            format!(
+                "'{whole}' contains {c:?}; tokens may not contain spaces or control characters"
+            ),
+        ));
     }
     Ok(())
 }
@@ -35,7 +45,10 @@ fn check_len(what: &'static str, text: &str, max_len: usize) -> Result<(), CoreE
         return Err(CoreError::invalid(what, "must not be empty"));
     }
     if text.len() > max_len {
-        return Err(CoreError::invalid(what, format!("is {} bytes; the limit is {max_len}", text.len())));
+        return Err(CoreError::invalid(
+            what,
+            format!("is {} bytes; the limit is {max_len}", text.len()),
+        ));
     }
     Ok(())
 }
@@ -57,7 +70,10 @@ impl Pattern {
     pub fn parse(text: &str, max_len: usize) -> Result<Pattern, CoreError> {
         check_len("interest pattern", text, max_len)?;
         if text == "all" {
-            return Ok(Pattern { text: text.to_owned(), tokens: vec![PatternToken::Rest] });
+            return Ok(Pattern {
+                text: text.to_owned(),
+                tokens: vec![PatternToken::Rest],
+            });
         }
         let parts: Vec<&str> = text.split('.').collect();
         let mut tokens = Vec::with_capacity(parts.len());
@@ -67,7 +83,10 @@ impl Pattern {
                 "*" => PatternToken::One,
                 ">" if i + 1 == parts.len() => PatternToken::Rest,
                 ">" => {
-                    return Err(CoreError::invalid("interest pattern", format!("'{text}': `>` may only be the last token")));
+                    return Err(CoreError::invalid(
+                        "interest pattern",
+                        format!("'{text}': `>` may only be the last token"),
+                    ));
                 }
                 p if p.contains(['*', '>']) => {
                     return Err(CoreError::invalid(
@@ -79,7 +98,10 @@ impl Pattern {
             };
             tokens.push(token);
         }
-        Ok(Pattern { text: text.to_owned(), tokens })
+        Ok(Pattern {
+            text: text.to_owned(),
+            tokens,
+        })
     }
 
     /// The pattern as written.
@@ -146,7 +168,10 @@ mod tests {
     #[test]
     fn invalid_patterns_are_refused_with_reasons() {
         for bad in ["", "a..b", ".a", "a.", "a.>.b", "a.b*", "a b", "x>"] {
-            assert!(Pattern::parse(bad, 256).is_err(), "{bad:?} should be refused");
+            assert!(
+                Pattern::parse(bad, 256).is_err(),
+                "{bad:?} should be refused"
+            );
         }
         assert!(Pattern::parse(&"a".repeat(300), 256).is_err());
     }
@@ -155,7 +180,10 @@ mod tests {
     fn topics_are_validated() {
         validate_topic("market.btc.trades", 256).unwrap();
         for bad in ["", "a..b", "a.*", "a.>", "a b", ".a"] {
-            assert!(validate_topic(bad, 256).is_err(), "{bad:?} should be refused");
+            assert!(
+                validate_topic(bad, 256).is_err(),
+                "{bad:?} should be refused"
+            );
         }
         assert!(validate_topic(&"a".repeat(257), 256).is_err());
     }

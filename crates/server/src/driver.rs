@@ -39,11 +39,19 @@ pub enum ConnSink {
 /// Everything the driver can be asked to do.
 pub enum Command {
     /// A new stream: where its frames go, and the flag its consumer checks to say it has room.
-    Open { conn: ConnId, sink: ConnSink, blocked: Arc<AtomicBool> },
+    Open {
+        conn: ConnId,
+        sink: ConnSink,
+        blocked: Arc<AtomicBool>,
+    },
     /// An engine input.
     Input(Input),
     /// A request that could not be decoded: answer it with this error.
-    Reject { conn: ConnId, request_id: u64, error: lockstep_core::CoreError },
+    Reject {
+        conn: ConnId,
+        request_id: u64,
+        error: lockstep_core::CoreError,
+    },
     /// A blocked connection's stream consumed a frame.
     Writable(ConnId),
     /// A connection's outbound stream was dropped by the transport.
@@ -65,7 +73,9 @@ pub struct Clock {
 
 impl Clock {
     pub fn new() -> Self {
-        Clock { start: Instant::now() }
+        Clock {
+            start: Instant::now(),
+        }
     }
 
     pub fn now(&self) -> Time {
@@ -84,7 +94,11 @@ impl Default for Clock {
 }
 
 /// Runs the engine until every command sender is gone or `shutdown` resolves.
-pub async fn run(mut engine: Engine, mut commands: mpsc::UnboundedReceiver<Command>, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn run(
+    mut engine: Engine,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let clock = Clock::new();
     let mut conns: HashMap<ConnId, Conn> = HashMap::new();
     let mut ready: Vec<ConnId> = Vec::new();
@@ -115,7 +129,9 @@ pub async fn run(mut engine: Engine, mut commands: mpsc::UnboundedReceiver<Comma
         flush(&mut engine, &mut conns, &mut ready);
     }
     for (_, c) in conns.drain() {
-        let status = Status::unavailable("the server is shutting down; reconnect to another or the restarted server");
+        let status = Status::unavailable(
+            "the server is shutting down; reconnect to another or the restarted server",
+        );
         match c.sink {
             ConnSink::Session(tx) => send_final(tx, status),
             ConnSink::Registry(tx) => send_final(tx, status),
@@ -130,13 +146,27 @@ async fn sleep_until(clock: &Clock, deadline: Option<Time>) {
     }
 }
 
-fn apply(engine: &mut Engine, conns: &mut HashMap<ConnId, Conn>, ready: &mut Vec<ConnId>, now: Time, cmd: Command) {
+fn apply(
+    engine: &mut Engine,
+    conns: &mut HashMap<ConnId, Conn>,
+    ready: &mut Vec<ConnId>,
+    now: Time,
+    cmd: Command,
+) {
     match cmd {
-        Command::Open { conn, sink, blocked } => {
+        Command::Open {
+            conn,
+            sink,
+            blocked,
+        } => {
             conns.insert(conn, Conn { sink, blocked });
         }
         Command::Input(input) => engine.handle(now, input),
-        Command::Reject { conn, request_id, error } => engine.reject(conn, request_id, error),
+        Command::Reject {
+            conn,
+            request_id,
+            error,
+        } => engine.reject(conn, request_id, error),
         Command::Writable(conn) => ready.push(conn),
         Command::Gone(conn) => {
             if let Some(c) = conns.remove(&conn) {
@@ -156,7 +186,9 @@ fn drain_outputs(engine: &mut Engine, conns: &mut HashMap<ConnId, Conn>, ready: 
         match output {
             Output::Ready(conn) => ready.push(conn),
             Output::Close(conn, error) => {
-                let Some(c) = conns.remove(&conn) else { continue };
+                let Some(c) = conns.remove(&conn) else {
+                    continue;
+                };
                 let Some(error) = error else { continue }; // dropping the sink ends the stream normally
                 let status = convert::status(&error);
                 match c.sink {
@@ -201,9 +233,13 @@ fn flush(engine: &mut Engine, conns: &mut HashMap<ConnId, Conn>, ready: &mut Vec
                     break;
                 }
             }
-            let Some(frame) = engine.next_frame(conn, MAX_BATCH) else { break };
+            let Some(frame) = engine.next_frame(conn, MAX_BATCH) else {
+                break;
+            };
             let sent = match (&c.sink, frame) {
-                (ConnSink::Registry(tx), Frame::Registry(e)) => tx.try_send(Ok(convert::registry_event(&e))).is_ok(),
+                (ConnSink::Registry(tx), Frame::Registry(e)) => {
+                    tx.try_send(Ok(convert::registry_event(&e))).is_ok()
+                }
                 (ConnSink::Session(tx), frame) => match convert::server_message(frame) {
                     Some(msg) => tx.try_send(Ok(msg)).is_ok(),
                     None => true,
@@ -232,17 +268,32 @@ pub struct ConnStream<T> {
 }
 
 impl<T> ConnStream<T> {
-    pub fn new(rx: mpsc::Receiver<Result<T, Status>>, conn: ConnId, blocked: Arc<AtomicBool>, commands: mpsc::UnboundedSender<Command>) -> Self {
-        ConnStream { rx, conn, blocked, commands }
+    pub fn new(
+        rx: mpsc::Receiver<Result<T, Status>>,
+        conn: ConnId,
+        blocked: Arc<AtomicBool>,
+        commands: mpsc::UnboundedSender<Command>,
+    ) -> Self {
+        ConnStream {
+            rx,
+            conn,
+            blocked,
+            commands,
+        }
     }
 }
 
 impl<T> futures::Stream for ConnStream<T> {
     type Item = Result<T, Status>;
 
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
         let item = self.rx.poll_recv(cx);
-        if matches!(item, std::task::Poll::Ready(Some(_))) && self.blocked.swap(false, Ordering::SeqCst) {
+        if matches!(item, std::task::Poll::Ready(Some(_)))
+            && self.blocked.swap(false, Ordering::SeqCst)
+        {
             let _ = self.commands.send(Command::Writable(self.conn));
         }
         item

@@ -31,7 +31,10 @@ fn driver_gone() -> Status {
 
 impl Service {
     pub fn new(commands: mpsc::UnboundedSender<Command>) -> Self {
-        Service { commands, next_conn: Arc::new(AtomicU64::new(1)) }
+        Service {
+            commands,
+            next_conn: Arc::new(AtomicU64::new(1)),
+        }
     }
 
     fn send(&self, cmd: Command) -> Result<(), Status> {
@@ -39,20 +42,35 @@ impl Service {
     }
 
     /// Runs `f` on the engine task and returns its answer.
-    async fn job<T: Send + 'static>(&self, f: impl FnOnce(&mut Engine, Time) -> Result<T, CoreError> + Send + 'static) -> Result<T, Status> {
+    async fn job<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Engine, Time) -> Result<T, CoreError> + Send + 'static,
+    ) -> Result<T, Status> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Job(Box::new(move |engine, now| {
             let _ = tx.send(f(engine, now));
         })))?;
-        rx.await.map_err(|_| driver_gone())?.map_err(|e| convert::status(&e))
+        rx.await
+            .map_err(|_| driver_gone())?
+            .map_err(|e| convert::status(&e))
     }
 
-    fn open<T>(&self, sink: impl FnOnce(mpsc::Sender<Result<T, Status>>) -> ConnSink) -> Result<(ConnId, ConnStream<T>), Status> {
+    fn open<T>(
+        &self,
+        sink: impl FnOnce(mpsc::Sender<Result<T, Status>>) -> ConnSink,
+    ) -> Result<(ConnId, ConnStream<T>), Status> {
         let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = mpsc::channel(CONN_CHANNEL_FRAMES);
         let blocked = Arc::new(AtomicBool::new(false));
-        self.send(Command::Open { conn, sink: sink(tx), blocked: blocked.clone() })?;
-        Ok((conn, ConnStream::new(rx, conn, blocked, self.commands.clone())))
+        self.send(Command::Open {
+            conn,
+            sink: sink(tx),
+            blocked: blocked.clone(),
+        })?;
+        Ok((
+            conn,
+            ConnStream::new(rx, conn, blocked, self.commands.clone()),
+        ))
     }
 }
 
@@ -63,13 +81,20 @@ fn new_token() -> String {
 }
 
 /// Reads a session's client messages and feeds them to the driver until the stream ends.
-async fn read_session(conn: ConnId, mut inbound: Streaming<v1::ClientMessage>, commands: mpsc::UnboundedSender<Command>, first_error: mpsc::Sender<Result<v1::ServerMessage, Status>>) {
+async fn read_session(
+    conn: ConnId,
+    mut inbound: Streaming<v1::ClientMessage>,
+    commands: mpsc::UnboundedSender<Command>,
+    first_error: mpsc::Sender<Result<v1::ServerMessage, Status>>,
+) {
     // The first message must register the agent.
     let request = match inbound.message().await {
         Ok(Some(msg)) => match convert::session_message(msg.kind) {
             Ok(SessionMessage::Register(r)) => r,
             Ok(SessionMessage::Request(_)) => {
-                let _ = first_error.send(Err(convert::status(&CoreError::NotRegistered))).await;
+                let _ = first_error
+                    .send(Err(convert::status(&CoreError::NotRegistered)))
+                    .await;
                 let _ = commands.send(Command::Gone(conn));
                 return;
             }
@@ -85,7 +110,14 @@ async fn read_session(conn: ConnId, mut inbound: Streaming<v1::ClientMessage>, c
         }
     };
     drop(first_error);
-    if commands.send(Command::Input(Input::Register { conn, request, new_token: new_token() })).is_err() {
+    if commands
+        .send(Command::Input(Input::Register {
+            conn,
+            request,
+            new_token: new_token(),
+        }))
+        .is_err()
+    {
         return;
     }
     let clean = loop {
@@ -93,11 +125,21 @@ async fn read_session(conn: ConnId, mut inbound: Streaming<v1::ClientMessage>, c
             Ok(Some(msg)) => {
                 let request_id = msg.request_id;
                 let cmd = match convert::session_message(msg.kind) {
-                    Ok(SessionMessage::Request(request)) => Command::Input(Input::Request { conn, request_id, request }),
-                    Ok(SessionMessage::Register(r)) => {
-                        Command::Input(Input::Register { conn, request: r, new_token: String::new() })
-                    }
-                    Err(error) => Command::Reject { conn, request_id, error },
+                    Ok(SessionMessage::Request(request)) => Command::Input(Input::Request {
+                        conn,
+                        request_id,
+                        request,
+                    }),
+                    Ok(SessionMessage::Register(r)) => Command::Input(Input::Register {
+                        conn,
+                        request: r,
+                        new_token: String::new(),
+                    }),
+                    Err(error) => Command::Reject {
+                        conn,
+                        request_id,
+                        error,
+                    },
                 };
                 if commands.send(cmd).is_err() {
                     return;
@@ -110,13 +152,25 @@ async fn read_session(conn: ConnId, mut inbound: Streaming<v1::ClientMessage>, c
     let _ = commands.send(Command::Input(Input::Disconnected { conn, clean }));
 }
 
-fn query(namespace: &str, role: String, capability: String, status: i32) -> Result<(String, AgentQuery), Status> {
+fn query(
+    namespace: &str,
+    role: String,
+    capability: String,
+    status: i32,
+) -> Result<(String, AgentQuery), Status> {
     let status = match status {
         0 => None,
         s => Some(convert::status_from_wire(s).map_err(|e| convert::status(&e))?),
     };
     let some = |s: String| (!s.is_empty()).then_some(s);
-    Ok((namespace.to_owned(), AgentQuery { role: some(role), capability: some(capability), status }))
+    Ok((
+        namespace.to_owned(),
+        AgentQuery {
+            role: some(role),
+            capability: some(capability),
+            status,
+        },
+    ))
 }
 
 #[tonic::async_trait]
@@ -124,73 +178,136 @@ impl Lockstep for Service {
     type SessionStream = BoxStream<v1::ServerMessage>;
     type WatchRegistryStream = BoxStream<v1::RegistryEvent>;
 
-    async fn session(&self, request: Request<Streaming<v1::ClientMessage>>) -> Result<Response<Self::SessionStream>, Status> {
+    async fn session(
+        &self,
+        request: Request<Streaming<v1::ClientMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
         let mut first_error = None;
         let (conn, stream) = self.open(|tx| {
             first_error = Some(tx.clone());
             ConnSink::Session(tx)
         })?;
         let first_error = first_error.expect("set by open");
-        tokio::spawn(read_session(conn, request.into_inner(), self.commands.clone(), first_error));
+        tokio::spawn(read_session(
+            conn,
+            request.into_inner(),
+            self.commands.clone(),
+            first_error,
+        ));
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn list_agents(&self, request: Request<v1::ListAgentsRequest>) -> Result<Response<v1::ListAgentsResponse>, Status> {
+    async fn list_agents(
+        &self,
+        request: Request<v1::ListAgentsRequest>,
+    ) -> Result<Response<v1::ListAgentsResponse>, Status> {
         let r = request.into_inner();
         let (ns, q) = query(&r.namespace, r.role, r.capability, r.status)?;
         let agents = self.job(move |e, _| e.list_agents(&ns, &q)).await?;
-        Ok(Response::new(v1::ListAgentsResponse { agents: agents.iter().map(convert::agent_info).collect() }))
+        Ok(Response::new(v1::ListAgentsResponse {
+            agents: agents.iter().map(convert::agent_info).collect(),
+        }))
     }
 
-    async fn watch_registry(&self, request: Request<v1::WatchRegistryRequest>) -> Result<Response<Self::WatchRegistryStream>, Status> {
+    async fn watch_registry(
+        &self,
+        request: Request<v1::WatchRegistryRequest>,
+    ) -> Result<Response<Self::WatchRegistryStream>, Status> {
         let namespace = request.into_inner().namespace;
         let (conn, stream) = self.open(ConnSink::Registry)?;
         self.send(Command::Input(Input::WatchRegistry { conn, namespace }))?;
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn get_state(&self, request: Request<v1::GetStateRequest>) -> Result<Response<v1::GetStateResponse>, Status> {
+    async fn get_state(
+        &self,
+        request: Request<v1::GetStateRequest>,
+    ) -> Result<Response<v1::GetStateResponse>, Status> {
         let r = request.into_inner();
         let agent_id = r.agent_id.clone();
-        let (version, state) = self.job(move |e, _| e.get_state(&r.namespace, &r.agent_id)).await?;
-        Ok(Response::new(v1::GetStateResponse { agent_id, version, state_json: state.to_string() }))
+        let (version, state) = self
+            .job(move |e, _| e.get_state(&r.namespace, &r.agent_id))
+            .await?;
+        Ok(Response::new(v1::GetStateResponse {
+            agent_id,
+            version,
+            state_json: state.to_string(),
+        }))
     }
 
-    async fn list_sync_points(&self, request: Request<v1::ListSyncPointsRequest>) -> Result<Response<v1::ListSyncPointsResponse>, Status> {
+    async fn list_sync_points(
+        &self,
+        request: Request<v1::ListSyncPointsRequest>,
+    ) -> Result<Response<v1::ListSyncPointsResponse>, Status> {
         let ns = request.into_inner().namespace;
         let points = self
-            .job(move |e, now| e.list_sync_points(&ns).map(|ps| ps.iter().map(|p| convert::sync_status(p, now)).collect()))
+            .job(move |e, now| {
+                e.list_sync_points(&ns)
+                    .map(|ps| ps.iter().map(|p| convert::sync_status(p, now)).collect())
+            })
             .await?;
-        Ok(Response::new(v1::ListSyncPointsResponse { sync_points: points }))
+        Ok(Response::new(v1::ListSyncPointsResponse {
+            sync_points: points,
+        }))
     }
 
-    async fn sync_status(&self, request: Request<v1::SyncStatusRequest>) -> Result<Response<v1::SyncPointStatus>, Status> {
+    async fn sync_status(
+        &self,
+        request: Request<v1::SyncStatusRequest>,
+    ) -> Result<Response<v1::SyncPointStatus>, Status> {
         let r = request.into_inner();
-        let status = self.job(move |e, now| e.sync_status(&r.namespace, &r.sync_id).map(|s| convert::sync_status(&s, now))).await?;
+        let status = self
+            .job(move |e, now| {
+                e.sync_status(&r.namespace, &r.sync_id)
+                    .map(|s| convert::sync_status(&s, now))
+            })
+            .await?;
         Ok(Response::new(status))
     }
 
-    async fn diagnose_sync(&self, request: Request<v1::SyncStatusRequest>) -> Result<Response<v1::SyncDiagnosis>, Status> {
+    async fn diagnose_sync(
+        &self,
+        request: Request<v1::SyncStatusRequest>,
+    ) -> Result<Response<v1::SyncDiagnosis>, Status> {
         let r = request.into_inner();
-        let d = self.job(move |e, now| e.diagnose_sync(now, &r.namespace, &r.sync_id).map(|d| convert::diagnosis(&d, now))).await?;
+        let d = self
+            .job(move |e, now| {
+                e.diagnose_sync(now, &r.namespace, &r.sync_id)
+                    .map(|d| convert::diagnosis(&d, now))
+            })
+            .await?;
         Ok(Response::new(d))
     }
 
-    async fn force_complete_sync(&self, request: Request<v1::SyncStatusRequest>) -> Result<Response<v1::SyncPointStatus>, Status> {
+    async fn force_complete_sync(
+        &self,
+        request: Request<v1::SyncStatusRequest>,
+    ) -> Result<Response<v1::SyncPointStatus>, Status> {
         let r = request.into_inner();
         let s = self
-            .job(move |e, now| e.force_complete(now, &r.namespace, &r.sync_id).map(|s| convert::sync_status(&s, now)))
+            .job(move |e, now| {
+                e.force_complete(now, &r.namespace, &r.sync_id)
+                    .map(|s| convert::sync_status(&s, now))
+            })
             .await?;
         Ok(Response::new(s))
     }
 
-    async fn cleanup_sync_points(&self, request: Request<v1::CleanupSyncPointsRequest>) -> Result<Response<v1::CleanupSyncPointsResponse>, Status> {
+    async fn cleanup_sync_points(
+        &self,
+        request: Request<v1::CleanupSyncPointsRequest>,
+    ) -> Result<Response<v1::CleanupSyncPointsResponse>, Status> {
         let ns = request.into_inner().namespace;
         let removed = self.job(move |e, _| e.cleanup_sync_points(&ns)).await?;
-        Ok(Response::new(v1::CleanupSyncPointsResponse { removed: removed as u32 }))
+        Ok(Response::new(v1::CleanupSyncPointsResponse {
+            removed: removed as u32,
+        }))
     }
 
-    async fn server_info(&self, _request: Request<v1::ServerInfoRequest>) -> Result<Response<v1::ServerInfoResponse>, Status> {
+    async fn server_info(
+        &self,
+        _request: Request<v1::ServerInfoRequest>,
+    ) -> Result<Response<v1::ServerInfoResponse>, Status> {
         let info = self
             .job(|e, now| {
                 let info = e.info();

@@ -17,6 +17,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+/// How long shutdown waits for clients to close their connections after their streams ended.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Bytes allowed in one gRPC message beyond the largest payload (topic, headers, framing).
 const MESSAGE_OVERHEAD: usize = 64 * 1024;
 
@@ -26,7 +29,10 @@ pub enum StartError {
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A running server.
@@ -42,12 +48,20 @@ impl RunningServer {
         self.addr
     }
 
-    /// Stops accepting, ends every stream, and waits for the server to finish.
+    /// Stops accepting, ends every stream with `Unavailable`, and waits for the server to finish:
+    /// at most [`SHUTDOWN_GRACE`] for clients to close their connections, then it closes them.
     pub async fn shutdown(mut self) -> Result<(), tonic::transport::Error> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        (&mut self.task).await.unwrap_or(Ok(()))
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut self.task).await {
+            Ok(joined) => joined.unwrap_or(Ok(())),
+            Err(_) => {
+                // Every stream was already told the server is going; only idle connections remain.
+                self.task.abort();
+                Ok(())
+            }
+        }
     }
 }
 
@@ -62,9 +76,17 @@ impl Drop for RunningServer {
 /// Binds `addr` (port 0 picks a free port) and starts serving with `config`.
 pub async fn start(addr: SocketAddr, config: Config) -> Result<RunningServer, StartError> {
     config.validate().map_err(StartError::Config)?;
-    let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
-    let max_message = config.limits.max_payload_bytes.max(config.limits.max_delta_bytes) + MESSAGE_OVERHEAD;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let max_message = config
+        .limits
+        .max_payload_bytes
+        .max(config.limits.max_delta_bytes)
+        + MESSAGE_OVERHEAD;
 
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
@@ -94,5 +116,9 @@ pub async fn start(addr: SocketAddr, config: Config) -> Result<RunningServer, St
             .await;
         result
     });
-    Ok(RunningServer { addr, shutdown: Some(shutdown_tx), task })
+    Ok(RunningServer {
+        addr,
+        shutdown: Some(shutdown_tx),
+        task,
+    })
 }

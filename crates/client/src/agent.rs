@@ -1,0 +1,717 @@
+//! An agent's session: one bidirectional stream, a reader task that dispatches what the server
+//! sends, and a heartbeat task. Requests carry ids and await their replies; deliveries and state
+//! changes flow to their own streams.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use lockstep_proto::v1;
+use lockstep_proto::v1::lockstep_client::LockstepClient;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, watch};
+use tonic::transport::Channel;
+
+use crate::Error;
+
+/// Deliveries buffered in the client before the reader waits for the application (the server's
+/// bounded queue, with its overflow policy, takes over beyond that).
+const DELIVERY_BUFFER: usize = 4096;
+/// State updates buffered for the application; beyond that notifications are skipped, never
+/// state: the view of every watched agent is always current.
+const STATE_UPDATE_BUFFER: usize = 1024;
+/// Client messages buffered before sending waits.
+const OUTBOUND_BUFFER: usize = 1024;
+
+/// What an agent registers as.
+#[derive(Clone, Debug, Default)]
+pub struct AgentOptions {
+    pub agent_id: String,
+    pub role: String,
+    pub capabilities: Vec<String>,
+    pub interests: Vec<String>,
+    pub metadata: BTreeMap<String, String>,
+    /// Take over a live session of the same agent (after a reconnect).
+    pub resume_token: Option<String>,
+}
+
+impl AgentOptions {
+    pub fn new(agent_id: impl Into<String>, role: impl Into<String>) -> Self {
+        AgentOptions {
+            agent_id: agent_id.into(),
+            role: role.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn capabilities<I: IntoIterator<Item = S>, S: Into<String>>(mut self, caps: I) -> Self {
+        self.capabilities = caps.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Topic patterns: `a.b`, `a.*.c` (one token), `a.>` (the rest), `all`.
+    pub fn interests<I: IntoIterator<Item = S>, S: Into<String>>(mut self, patterns: I) -> Self {
+        self.interests = patterns.into_iter().map(Into::into).collect();
+        self
+    }
+
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    pub fn resume_token(mut self, token: impl Into<String>) -> Self {
+        self.resume_token = Some(token.into());
+        self
+    }
+}
+
+/// Who must arrive at a sync point.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Participants {
+    /// Exactly these agents.
+    Agents(Vec<String>),
+    /// Any N agents.
+    Count(u32),
+    /// Every live agent with this role when the point is created.
+    Role(String),
+}
+
+/// Whose state to watch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchTarget {
+    Agent(String),
+    Role(String),
+    All,
+}
+
+/// A message routed to this agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub seq: u64,
+    pub topic: String,
+    pub payload: Bytes,
+    pub content_type: String,
+    pub publisher: String,
+    /// Messages dropped right before this one because this agent's queue overflowed.
+    pub missed_before: u64,
+}
+
+/// What every participant of a completed sync point receives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncResult {
+    pub sync_id: String,
+    pub arrival_order: Vec<String>,
+    /// `payloads[i]` is what `arrival_order[i]` brought.
+    pub payloads: Vec<Bytes>,
+    pub forced: bool,
+}
+
+/// A watched agent's state changed; `state` is the full current view.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateUpdate {
+    pub agent_id: String,
+    pub version: u64,
+    pub state: Value,
+    /// The agent left; its state is gone.
+    pub removed: bool,
+}
+
+/// The stream of deliveries of one agent.
+pub struct Deliveries(mpsc::Receiver<Delivery>);
+
+impl Deliveries {
+    /// The next delivery; `None` once the session ended.
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        self.0.recv().await
+    }
+}
+
+impl futures::Stream for Deliveries {
+    type Item = Delivery;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Delivery>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+/// The stream of state updates of the agents this agent watches.
+pub struct StateUpdates(mpsc::Receiver<StateUpdate>);
+
+impl StateUpdates {
+    /// The next update; `None` once the session ended.
+    pub async fn recv(&mut self) -> Option<StateUpdate> {
+        self.0.recv().await
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<v1::reply::Outcome, Error>>>>>;
+type Views = Arc<Mutex<HashMap<String, (u64, Value)>>>;
+
+struct Inner {
+    grpc: LockstepClient<Channel>,
+    agent_id: String,
+    namespace: String,
+    resume_token: String,
+    heartbeat_interval: Duration,
+    outbound: mpsc::Sender<v1::ClientMessage>,
+    next_id: AtomicU64,
+    pending: Pending,
+    views: Views,
+    deliveries: Mutex<Option<Deliveries>>,
+    state_updates: Mutex<Option<StateUpdates>>,
+    async_errors: Arc<Mutex<Vec<Error>>>,
+    ended: watch::Receiver<Option<Error>>,
+}
+
+/// A registered agent. Cheap to clone; dropping the last clone ends the session cleanly.
+#[derive(Clone)]
+pub struct Agent {
+    inner: Arc<Inner>,
+}
+
+fn msg(request_id: u64, kind: v1::client_message::Kind) -> v1::ClientMessage {
+    v1::ClientMessage {
+        request_id,
+        kind: Some(kind),
+    }
+}
+
+pub(crate) async fn fetch_state(
+    grpc: &mut LockstepClient<Channel>,
+    namespace: &str,
+    agent_id: &str,
+) -> Result<(u64, Value), Error> {
+    let r = grpc
+        .get_state(v1::GetStateRequest {
+            namespace: namespace.to_owned(),
+            agent_id: agent_id.to_owned(),
+        })
+        .await?
+        .into_inner();
+    let state = serde_json::from_str(&r.state_json).map_err(|e| Error::Other {
+        code: tonic::Code::Internal,
+        message: format!("server sent invalid state JSON: {e}"),
+    })?;
+    Ok((r.version, state))
+}
+
+impl Agent {
+    pub(crate) async fn open(
+        mut grpc: LockstepClient<Channel>,
+        namespace: &str,
+        o: AgentOptions,
+    ) -> Result<Agent, Error> {
+        let (out_tx, out_rx) = mpsc::channel(OUTBOUND_BUFFER);
+        let register = v1::Register {
+            namespace: namespace.to_owned(),
+            agent_id: o.agent_id.clone(),
+            role: o.role,
+            capabilities: o.capabilities,
+            interests: o.interests,
+            metadata: o.metadata.into_iter().collect(),
+            resume_token: o.resume_token.unwrap_or_default(),
+        };
+        out_tx
+            .send(msg(0, v1::client_message::Kind::Register(register)))
+            .await
+            .map_err(|_| Error::SessionEnded("could not queue the registration".into()))?;
+        let mut inbound = grpc
+            .session(tokio_stream::wrappers::ReceiverStream::new(out_rx))
+            .await?
+            .into_inner();
+        let registered = match inbound.message().await? {
+            Some(v1::ServerMessage {
+                kind: Some(v1::server_message::Kind::Registered(r)),
+            }) => r,
+            Some(other) => {
+                return Err(Error::Other {
+                    code: tonic::Code::Internal,
+                    message: format!("expected `registered`, got {other:?}"),
+                })
+            }
+            None => {
+                return Err(Error::SessionEnded(
+                    "the server closed the session during registration".into(),
+                ))
+            }
+        };
+        let (del_tx, del_rx) = mpsc::channel(DELIVERY_BUFFER);
+        let (state_tx, state_rx) = mpsc::channel(STATE_UPDATE_BUFFER);
+        let (ended_tx, ended_rx) = watch::channel(None);
+        let pending: Pending = Default::default();
+        let views: Views = Default::default();
+        let async_errors = Arc::new(Mutex::new(Vec::new()));
+        let heartbeat_interval = Duration::from_millis(registered.heartbeat_interval_ms.max(1));
+        let reader = Reader {
+            grpc: grpc.clone(),
+            namespace: registered.namespace.clone(),
+            pending: pending.clone(),
+            views: views.clone(),
+            deliveries: del_tx,
+            state_updates: state_tx,
+            outbound: out_tx.downgrade(),
+            async_errors: async_errors.clone(),
+        };
+        tokio::spawn(async move {
+            let reason = reader.run(inbound).await;
+            let _ = ended_tx.send(Some(reason));
+        });
+        tokio::spawn(heartbeat(out_tx.downgrade(), heartbeat_interval));
+        Ok(Agent {
+            inner: Arc::new(Inner {
+                grpc,
+                agent_id: registered.agent_id,
+                namespace: registered.namespace,
+                resume_token: registered.resume_token,
+                heartbeat_interval,
+                outbound: out_tx,
+                next_id: AtomicU64::new(1),
+                pending,
+                views,
+                deliveries: Mutex::new(Some(Deliveries(del_rx))),
+                state_updates: Mutex::new(Some(StateUpdates(state_rx))),
+                async_errors,
+                ended: ended_rx,
+            }),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.inner.agent_id
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.inner.namespace
+    }
+
+    /// Presented by a new connection to take this session over.
+    pub fn resume_token(&self) -> &str {
+        &self.inner.resume_token
+    }
+
+    /// The heartbeat interval the server asked for (heartbeats are sent automatically).
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.inner.heartbeat_interval
+    }
+
+    /// The stream of messages routed to this agent. Taken once; `None` afterwards. An agent with
+    /// interests must read it: while it does not, the server queues and then drops the oldest
+    /// messages (reported in `missed_before`).
+    pub fn deliveries(&self) -> Option<Deliveries> {
+        self.inner.deliveries.lock().expect("not poisoned").take()
+    }
+
+    /// The stream of state updates of watched agents. Taken once; `None` afterwards.
+    pub fn state_updates(&self) -> Option<StateUpdates> {
+        self.inner
+            .state_updates
+            .lock()
+            .expect("not poisoned")
+            .take()
+    }
+
+    /// Errors the server reported for fire-and-forget requests (such as [`Agent::publish`]) since the
+    /// last call.
+    pub fn take_errors(&self) -> Vec<Error> {
+        std::mem::take(&mut *self.inner.async_errors.lock().expect("not poisoned"))
+    }
+
+    /// Why the session ended, once it has.
+    pub fn ended(&self) -> Option<Error> {
+        self.inner.ended.borrow().clone()
+    }
+
+    async fn send(&self, request_id: u64, kind: v1::client_message::Kind) -> Result<(), Error> {
+        self.inner
+            .outbound
+            .send(msg(request_id, kind))
+            .await
+            .map_err(|_| self.ended_error())
+    }
+
+    fn ended_error(&self) -> Error {
+        self.ended()
+            .unwrap_or_else(|| Error::SessionEnded("the session is closed".into()))
+    }
+
+    async fn request(&self, kind: v1::client_message::Kind) -> Result<v1::reply::Outcome, Error> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .pending
+            .lock()
+            .expect("not poisoned")
+            .insert(id, tx);
+        if let Err(e) = self.send(id, kind).await {
+            self.inner.pending.lock().expect("not poisoned").remove(&id);
+            return Err(e);
+        }
+        match rx.await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(self.ended_error()),
+        }
+    }
+
+    async fn request_ok(&self, kind: v1::client_message::Kind) -> Result<(), Error> {
+        match self.request(kind).await? {
+            v1::reply::Outcome::Error(e) => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Publishes without waiting for the server: the fastest way. Malformed topics are refused here;
+    /// anything the server refuses later shows up in [`Agent::take_errors`].
+    pub async fn publish(&self, topic: &str, payload: impl Into<Bytes>) -> Result<(), Error> {
+        self.publish_as(topic, payload, "").await
+    }
+
+    /// [`Agent::publish`] with a content type (e.g. `application/json`).
+    pub async fn publish_as(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        content_type: &str,
+    ) -> Result<(), Error> {
+        lockstep_core::topic::validate_topic(topic, usize::MAX)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let p = v1::Publish {
+            topic: topic.to_owned(),
+            payload: payload.into(),
+            content_type: content_type.to_owned(),
+        };
+        self.send(0, v1::client_message::Kind::Publish(p)).await
+    }
+
+    /// Publishes and waits until the server has routed the message (or refused it).
+    pub async fn publish_confirmed(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), Error> {
+        let p = v1::Publish {
+            topic: topic.to_owned(),
+            payload: payload.into(),
+            content_type: String::new(),
+        };
+        self.request_ok(v1::client_message::Kind::Publish(p)).await
+    }
+
+    /// Applies a JSON merge patch (RFC 7386) to this agent's state; returns the new version.
+    pub async fn update_state(&self, delta: &Value) -> Result<u64, Error> {
+        self.update_state_json(delta.to_string()).await
+    }
+
+    /// [`Agent::update_state`] with the patch as JSON text.
+    pub async fn update_state_json(&self, delta_json: String) -> Result<u64, Error> {
+        match self
+            .request(v1::client_message::Kind::UpdateState(v1::UpdateState {
+                delta_json,
+            }))
+            .await?
+        {
+            v1::reply::Outcome::StateVersion(v) => Ok(v.version),
+            v1::reply::Outcome::Error(e) => Err(e.into()),
+            other => Err(Error::Other {
+                code: tonic::Code::Internal,
+                message: format!("unexpected reply {other:?}"),
+            }),
+        }
+    }
+
+    /// Sets this agent's status (anything but `lost`).
+    pub async fn set_status(&self, status: v1::AgentStatus) -> Result<(), Error> {
+        self.request_ok(v1::client_message::Kind::SetStatus(v1::SetStatus {
+            status: status as i32,
+        }))
+        .await
+    }
+
+    /// Starts watching state. The current state of every covered agent arrives first, then changes;
+    /// read them from [`Agent::state_updates`] or look them up with [`Agent::view`].
+    pub async fn watch_state(&self, target: WatchTarget) -> Result<(), Error> {
+        use v1::watch_state::Target;
+        let target = match target {
+            WatchTarget::Agent(a) => Target::AgentId(a),
+            WatchTarget::Role(r) => Target::Role(r),
+            WatchTarget::All => Target::All(true),
+        };
+        self.request_ok(v1::client_message::Kind::WatchState(v1::WatchState {
+            target: Some(target),
+        }))
+        .await
+    }
+
+    /// Stops a watch started with [`Agent::watch_state`].
+    pub async fn unwatch_state(&self, target: WatchTarget) -> Result<(), Error> {
+        use v1::unwatch_state::Target;
+        let target = match target {
+            WatchTarget::Agent(a) => Target::AgentId(a),
+            WatchTarget::Role(r) => Target::Role(r),
+            WatchTarget::All => Target::All(true),
+        };
+        self.request_ok(v1::client_message::Kind::UnwatchState(v1::UnwatchState {
+            target: Some(target),
+        }))
+        .await
+    }
+
+    /// This agent's current view of a watched agent's state: (version, state).
+    pub fn view(&self, agent_id: &str) -> Option<(u64, Value)> {
+        self.inner
+            .views
+            .lock()
+            .expect("not poisoned")
+            .get(agent_id)
+            .cloned()
+    }
+
+    /// Any agent's state in this agent's namespace, fetched from the server now.
+    pub async fn get_state(&self, agent_id: &str) -> Result<(u64, Value), Error> {
+        fetch_state(
+            &mut self.inner.grpc.clone(),
+            &self.inner.namespace,
+            agent_id,
+        )
+        .await
+    }
+
+    /// Arrives at a sync point and waits until it is released (or fails).
+    pub async fn sync(
+        &self,
+        sync_id: &str,
+        participants: Participants,
+        timeout: Duration,
+        payload: impl Into<Bytes>,
+    ) -> Result<SyncResult, Error> {
+        use v1::sync_arrive::Participants as P;
+        let participants = match participants {
+            Participants::Agents(ids) => P::Agents(v1::AgentIds { ids }),
+            Participants::Count(n) => P::Count(n),
+            Participants::Role(r) => P::Role(r),
+        };
+        let arrive = v1::SyncArrive {
+            sync_id: sync_id.to_owned(),
+            participants: Some(participants),
+            timeout_ms: timeout.as_millis().min(u64::MAX as u128) as u64,
+            payload: payload.into(),
+        };
+        match self.request(v1::client_message::Kind::Sync(arrive)).await? {
+            v1::reply::Outcome::SyncResult(r) => Ok(SyncResult {
+                sync_id: r.sync_id,
+                arrival_order: r.arrival_order,
+                payloads: r.payloads,
+                forced: r.forced,
+            }),
+            v1::reply::Outcome::Error(e) => Err(e.into()),
+            other => Err(Error::Other {
+                code: tonic::Code::Internal,
+                message: format!("unexpected reply {other:?}"),
+            }),
+        }
+    }
+
+    /// Phase sync: meets the same participants at each id in turn; stops at the first failure.
+    pub async fn sync_phases(
+        &self,
+        sync_ids: &[&str],
+        participants: Participants,
+        timeout: Duration,
+    ) -> Result<Vec<SyncResult>, Error> {
+        let mut results = Vec::with_capacity(sync_ids.len());
+        for id in sync_ids {
+            results.push(
+                self.sync(id, participants.clone(), timeout, Bytes::new())
+                    .await?,
+            );
+        }
+        Ok(results)
+    }
+
+    /// Deregisters and ends the session.
+    pub async fn close(self) -> Result<(), Error> {
+        self.send(0, v1::client_message::Kind::Deregister(v1::Deregister {}))
+            .await?;
+        let mut ended = self.inner.ended.clone();
+        let _ = ended.wait_for(Option::is_some).await;
+        Ok(())
+    }
+}
+
+async fn heartbeat(outbound: mpsc::WeakSender<v1::ClientMessage>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(tx) = outbound.upgrade() else { return };
+        if tx
+            .send(msg(
+                0,
+                v1::client_message::Kind::Heartbeat(v1::Heartbeat {}),
+            ))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+struct Reader {
+    grpc: LockstepClient<Channel>,
+    namespace: String,
+    pending: Pending,
+    views: Views,
+    deliveries: mpsc::Sender<Delivery>,
+    state_updates: mpsc::Sender<StateUpdate>,
+    outbound: mpsc::WeakSender<v1::ClientMessage>,
+    async_errors: Arc<Mutex<Vec<Error>>>,
+}
+
+/// Fire-and-forget errors kept for [`Agent::take_errors`].
+const MAX_ASYNC_ERRORS: usize = 256;
+
+impl Reader {
+    async fn run(mut self, mut inbound: tonic::Streaming<v1::ServerMessage>) -> Error {
+        let reason = loop {
+            match inbound.message().await {
+                Ok(Some(m)) => match m.kind {
+                    Some(v1::server_message::Kind::Reply(r)) => self.reply(r),
+                    Some(v1::server_message::Kind::Deliveries(d)) => self.deliver(d).await,
+                    Some(v1::server_message::Kind::StateChanges(c)) => self.state(c).await,
+                    Some(v1::server_message::Kind::Registered(_)) | None => {}
+                },
+                Ok(None) => break Error::SessionEnded("the server closed the session".into()),
+                Err(status) => break Error::from(status),
+            }
+        };
+        for (_, tx) in self.pending.lock().expect("not poisoned").drain() {
+            let _ = tx.send(Err(reason.clone()));
+        }
+        reason
+    }
+
+    fn reply(&mut self, r: v1::Reply) {
+        let Some(outcome) = r.outcome else { return };
+        if r.request_id == 0 {
+            if let v1::reply::Outcome::Error(e) = outcome {
+                let e = Error::from(e);
+                tracing::warn!(error = %e, "lockstep refused a fire-and-forget request");
+                let mut errors = self.async_errors.lock().expect("not poisoned");
+                if errors.len() >= MAX_ASYNC_ERRORS {
+                    errors.remove(0);
+                }
+                errors.push(e);
+            }
+            return;
+        }
+        if let Some(tx) = self
+            .pending
+            .lock()
+            .expect("not poisoned")
+            .remove(&r.request_id)
+        {
+            let _ = tx.send(Ok(outcome));
+        }
+    }
+
+    async fn deliver(&mut self, batch: v1::Deliveries) {
+        let Some(last) = batch.items.last().map(|d| d.seq) else {
+            return;
+        };
+        for d in batch.items {
+            let d = Delivery {
+                seq: d.seq,
+                topic: d.topic,
+                payload: d.payload,
+                content_type: d.content_type,
+                publisher: d.publisher,
+                missed_before: d.missed_before,
+            };
+            // A dropped receiver means the application does not read deliveries: discard.
+            let _ = self.deliveries.send(d).await;
+        }
+        if let Some(tx) = self.outbound.upgrade() {
+            let _ = tx.try_send(msg(
+                0,
+                v1::client_message::Kind::Ack(v1::Ack { up_to_seq: last }),
+            ));
+        }
+    }
+
+    async fn state(&mut self, changes: v1::StateChanges) {
+        for c in changes.items {
+            let update = if c.removed {
+                self.views.lock().expect("not poisoned").remove(&c.agent_id);
+                StateUpdate {
+                    agent_id: c.agent_id,
+                    version: c.version,
+                    state: Value::Null,
+                    removed: true,
+                }
+            } else {
+                match self.apply(&c).await {
+                    Some((version, state)) => StateUpdate {
+                        agent_id: c.agent_id,
+                        version,
+                        state,
+                        removed: false,
+                    },
+                    None => continue,
+                }
+            };
+            // Skipped notifications lose nothing: the view stays current and the next update
+            // carries the whole state.
+            let _ = self.state_updates.try_send(update);
+        }
+    }
+
+    /// Applies one change to the view, resyncing from a snapshot when a version is missing.
+    async fn apply(&mut self, c: &v1::StateChange) -> Option<(u64, Value)> {
+        let delta: Value = match serde_json::from_str(&c.delta_json) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(agent = %c.agent_id, error = %e, "invalid state delta from server; resyncing");
+                Value::Null
+            }
+        };
+        let known = self
+            .views
+            .lock()
+            .expect("not poisoned")
+            .get(&c.agent_id)
+            .map(|(v, _)| *v);
+        let next = if c.base_version == 0 && delta.is_object() {
+            let mut fresh = Value::Object(Default::default());
+            lockstep_core::state::apply(&mut fresh, &delta);
+            Some((c.version, fresh))
+        } else if known == Some(c.base_version) && delta.is_object() {
+            let mut views = self.views.lock().expect("not poisoned");
+            let (v, state) = views.get_mut(&c.agent_id).expect("known");
+            lockstep_core::state::apply(state, &delta);
+            *v = c.version;
+            return Some((c.version, state.clone()));
+        } else {
+            // A gap (or an unreadable delta): fetch the whole state and go on from there.
+            match fetch_state(&mut self.grpc, &self.namespace, &c.agent_id).await {
+                Ok((version, state)) if known.is_none_or(|k| version > k) => Some((version, state)),
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::warn!(agent = %c.agent_id, error = %e, "state resync failed");
+                    None
+                }
+            }
+        };
+        let (version, state) = next?;
+        self.views
+            .lock()
+            .expect("not poisoned")
+            .insert(c.agent_id.clone(), (version, state.clone()));
+        Some((version, state))
+    }
+}
