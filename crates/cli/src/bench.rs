@@ -1,5 +1,537 @@
-pub async fn run(_a: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("bench not built yet")
+//! `lockstep bench`: starts a server on loopback and drives it with real gRPC clients in this
+//! process, then prints a table (and writes JSON with `--json`).
+//!
+//! Scenarios:
+//! * fan-out, 1 publisher → N subscribers, 256-byte payloads: at saturation (the publisher keeps at
+//!   most `window` messages ahead of the slowest subscriber, so nothing needs to be dropped) and at a
+//!   fixed offered rate;
+//! * interest routing: N subscribers spread over 10 topics, a fixed rate over those topics;
+//! * barrier rounds of N participants: from the last arrival to the last release;
+//! * state: wire bytes of deltas versus broadcasting the full state.
+//!
+//! Latency is measured from the publisher's send to the subscriber's receive, with one clock (the
+//! payload carries the send time), so it includes both clients' gRPC work and the server.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Args;
+use hdrhistogram::Histogram;
+use lockstep_client::{proto as v1, AgentOptions, Client, Participants};
+use prost::Message as _;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::table;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Small sizes and short runs (a smoke test of the benchmark itself).
+    #[arg(long)]
+    quick: bool,
+    /// Only scenarios whose name contains this (fanout, rate, routing, barrier, delta).
+    #[arg(long)]
+    only: Option<String>,
+    /// Seconds each fixed-rate scenario runs.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
 }
-#[derive(clap::Args)]
-pub struct BenchArgs {}
+
+const PAYLOAD: usize = 256;
+
+/// One measured scenario.
+#[derive(Debug, Serialize)]
+struct Row {
+    scenario: String,
+    n: usize,
+    /// Deliveries (or rounds) per second actually achieved.
+    rate: f64,
+    offered_rate: Option<f64>,
+    p50_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+    lost: u64,
+    count: u64,
+    note: String,
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+/// Connections shared by the agents of a scenario (several agents per HTTP/2 connection).
+async fn pool(addr: &str, size: usize, namespace: &str) -> anyhow::Result<Vec<Client>> {
+    let mut clients = Vec::with_capacity(size);
+    for _ in 0..size {
+        clients.push(Client::connect(addr).await?.with_namespace(namespace));
+    }
+    Ok(clients)
+}
+
+fn stamp(epoch: Instant) -> Bytes {
+    let mut p = vec![0u8; PAYLOAD];
+    p[..8].copy_from_slice(&(epoch.elapsed().as_nanos() as u64).to_le_bytes());
+    Bytes::from(p)
+}
+
+fn age_us(epoch: Instant, payload: &[u8]) -> u64 {
+    let sent = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
+    (epoch.elapsed().as_nanos() as u64).saturating_sub(sent) / 1000
+}
+
+enum Pace {
+    /// As fast as the slowest subscriber allows, at most `window` messages ahead of it.
+    Saturate { messages: u64, window: u64 },
+    /// `rate` messages per second for `seconds`.
+    Rate { rate: u64, seconds: u64 },
+}
+
+struct SubResult {
+    received: u64,
+    missed: u64,
+    last: Instant,
+    hist: Histogram<u64>,
+}
+
+/// 1 publisher; `n` subscribers; message i goes to topic `topics[i % topics.len()]`; subscriber j
+/// listens on `topics[j % topics.len()]`.
+async fn fanout(
+    addr: &str,
+    scenario: &str,
+    n: usize,
+    topics: usize,
+    pace: Pace,
+) -> anyhow::Result<Row> {
+    let ns = format!("bench-{scenario}-{n}");
+    let clients = pool(addr, n.clamp(1, 50), &ns).await?;
+    let topic_names: Vec<String> = (0..topics).map(|t| format!("bench.t{t}")).collect();
+    let total = match pace {
+        Pace::Saturate { messages, .. } => messages,
+        Pace::Rate { rate, seconds } => rate * seconds,
+    };
+    // How many messages each subscriber should get.
+    let per_topic =
+        |t: usize| (total / topics as u64) + u64::from((t as u64) < total % topics as u64);
+    let epoch = Instant::now();
+    let progress: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    let ready = Arc::new(tokio::sync::Barrier::new(n + 1));
+    let mut subs = Vec::with_capacity(n);
+    for j in 0..n {
+        let client = clients[j % clients.len()].clone();
+        let topic = topic_names[j % topics].clone();
+        let expected = per_topic(j % topics);
+        let (progress, ready) = (progress.clone(), ready.clone());
+        subs.push(tokio::spawn(async move {
+            let agent = client
+                .register(AgentOptions::new(format!("sub-{j}"), "subscriber").interests([topic]))
+                .await?;
+            let mut deliveries = agent.deliveries().context("deliveries")?;
+            ready.wait().await;
+            let mut r = SubResult {
+                received: 0,
+                missed: 0,
+                last: Instant::now(),
+                hist: hist(),
+            };
+            while r.received + r.missed < expected {
+                let Ok(Some(d)) =
+                    tokio::time::timeout(Duration::from_secs(10), deliveries.recv()).await
+                else {
+                    break;
+                };
+                r.hist.record(age_us(epoch, &d.payload).max(1))?;
+                r.received += 1;
+                r.missed += d.missed_before;
+                r.last = Instant::now();
+                progress[j].store(r.received + r.missed, Ordering::Relaxed);
+            }
+            drop(agent);
+            anyhow::Ok(r)
+        }));
+    }
+    let publisher = clients[0]
+        .register(AgentOptions::new("publisher", "publisher"))
+        .await?;
+    ready.wait().await;
+    let start = Instant::now();
+    match pace {
+        Pace::Saturate { messages, window } => {
+            for i in 0..messages {
+                if i % 32 == 0 {
+                    loop {
+                        let slowest = progress
+                            .iter()
+                            .map(|p| p.load(Ordering::Relaxed))
+                            .min()
+                            .unwrap_or(i);
+                        // Subscribers count only their own topic's messages; scale to the whole stream.
+                        if i.saturating_sub(slowest * topics as u64) <= window {
+                            break;
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                }
+                publisher
+                    .publish(&topic_names[(i % topics as u64) as usize], stamp(epoch))
+                    .await?;
+            }
+        }
+        Pace::Rate { rate, seconds } => {
+            let per_ms = rate / 1000;
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut i = 0u64;
+            for _ in 0..seconds * 1000 {
+                tick.tick().await;
+                for _ in 0..per_ms {
+                    publisher
+                        .publish(&topic_names[(i % topics as u64) as usize], stamp(epoch))
+                        .await?;
+                    i += 1;
+                }
+            }
+        }
+    }
+    let publish_secs = start.elapsed().as_secs_f64();
+    let mut h = hist();
+    let (mut received, mut missed, mut last) = (0u64, 0u64, start);
+    for s in subs {
+        let r = s.await??;
+        received += r.received;
+        missed += r.missed;
+        last = last.max(r.last);
+        h.add(&r.hist)?;
+    }
+    let expected: u64 = (0..n).map(|j| per_topic(j % topics)).sum();
+    let secs = (last - start).as_secs_f64().max(1e-9);
+    drop(publisher);
+    Ok(Row {
+        scenario: scenario.to_owned(),
+        n,
+        rate: received as f64 / secs,
+        offered_rate: match pace {
+            Pace::Rate { rate, .. } => Some((rate as f64) * (expected as f64 / total as f64)),
+            Pace::Saturate { .. } => None,
+        },
+        p50_us: h.value_at_quantile(0.5),
+        p99_us: h.value_at_quantile(0.99),
+        p999_us: h.value_at_quantile(0.999),
+        lost: expected - received,
+        count: received,
+        note: format!("{total} msgs published in {publish_secs:.2} s; {missed} reported missed"),
+    })
+}
+
+/// `rounds` barrier rounds of `n` agents; per round, from the last arrival to the last release.
+async fn barrier(addr: &str, n: usize, rounds: usize) -> anyhow::Result<Row> {
+    let ns = format!("bench-barrier-{n}");
+    let clients = pool(addr, n.clamp(1, 50), &ns).await?;
+    let epoch = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    let ready = Arc::new(tokio::sync::Barrier::new(n));
+    for j in 0..n {
+        let client = clients[j % clients.len()].clone();
+        let ready = ready.clone();
+        tasks.push(tokio::spawn(async move {
+            let agent = client
+                .register(AgentOptions::new(format!("p-{j}"), "participant"))
+                .await?;
+            ready.wait().await;
+            let mut times = Vec::with_capacity(rounds);
+            for r in 0..rounds {
+                let arrived = epoch.elapsed();
+                agent
+                    .sync(
+                        &format!("round-{r}"),
+                        Participants::Count(n as u32),
+                        Duration::from_secs(60),
+                        Bytes::new(),
+                    )
+                    .await?;
+                times.push((arrived, epoch.elapsed()));
+            }
+            drop(agent);
+            anyhow::Ok(times)
+        }));
+    }
+    let mut per_agent = Vec::with_capacity(n);
+    for t in tasks {
+        per_agent.push(t.await??);
+    }
+    let mut h = hist();
+    for r in 0..rounds {
+        let last_arrival = per_agent.iter().map(|t| t[r].0).max().expect("n > 0");
+        let last_release = per_agent.iter().map(|t| t[r].1).max().expect("n > 0");
+        h.record((last_release.saturating_sub(last_arrival).as_micros() as u64).max(1))?;
+    }
+    let total: Duration = per_agent
+        .iter()
+        .map(|t| t[rounds - 1].1)
+        .max()
+        .expect("n > 0")
+        - per_agent.iter().map(|t| t[0].0).min().expect("n > 0");
+    Ok(Row {
+        scenario: "barrier".into(),
+        n,
+        rate: rounds as f64 / total.as_secs_f64().max(1e-9),
+        offered_rate: None,
+        p50_us: h.value_at_quantile(0.5),
+        p99_us: h.value_at_quantile(0.99),
+        p999_us: h.value_at_quantile(0.999),
+        lost: 0,
+        count: rounds as u64,
+        note: "rate = rounds/s; latency = last arrival → last release".into(),
+    })
+}
+
+/// Wire bytes a watcher receives for deltas versus full states: a 50-field state, 2 fields changed
+/// per update.
+async fn delta_bytes(addr: &str, updates: usize) -> anyhow::Result<(Row, Value)> {
+    let client = Client::connect(addr).await?.with_namespace("bench-delta");
+    let owner = client.register(AgentOptions::new("owner", "owner")).await?;
+    let initial: serde_json::Map<String, Value> = (0..50)
+        .map(|i| (format!("field_{i:02}"), json!(format!("initial-value-{i}"))))
+        .collect();
+    owner.update_state(&Value::Object(initial.clone())).await?;
+    // A raw session so the exact server messages can be measured.
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let reg = v1::Register {
+        namespace: "bench-delta".into(),
+        agent_id: "watcher".into(),
+        role: "watcher".into(),
+        ..Default::default()
+    };
+    tx.send(v1::ClientMessage {
+        request_id: 0,
+        kind: Some(v1::client_message::Kind::Register(reg)),
+    })
+    .await?;
+    let watch = v1::WatchState {
+        target: Some(v1::watch_state::Target::AgentId("owner".into())),
+    };
+    tx.send(v1::ClientMessage {
+        request_id: 1,
+        kind: Some(v1::client_message::Kind::WatchState(watch)),
+    })
+    .await?;
+    let mut raw = v1::lockstep_client::LockstepClient::connect(format!("http://{addr}")).await?;
+    let mut inbound = raw
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let mut state = Value::Object(initial);
+    let (mut delta_bytes, mut full_bytes, mut seen) = (0usize, 0usize, 0u64);
+    let mut snapshot_seen = false;
+    let reader = async {
+        while seen < updates as u64 {
+            let Some(msg) = inbound.message().await? else {
+                anyhow::bail!("session ended")
+            };
+            if let Some(v1::server_message::Kind::StateChanges(c)) = &msg.kind {
+                if !snapshot_seen {
+                    snapshot_seen = true;
+                    continue;
+                }
+                delta_bytes += msg.encoded_len();
+                seen = c.items.last().map_or(seen, |i| i.version - 1);
+            }
+        }
+        anyhow::Ok(())
+    };
+    let writer = async {
+        let mut rng = rand::rng();
+        for u in 0..updates {
+            let delta = json!({
+                format!("field_{:02}", rand::Rng::random_range(&mut rng, 0..50)): u,
+                format!("field_{:02}", rand::Rng::random_range(&mut rng, 0..50)): format!("v{u}"),
+            });
+            lockstep_core::state::apply(&mut state, &delta);
+            owner.update_state(&delta).await?;
+            let full = v1::ServerMessage {
+                kind: Some(v1::server_message::Kind::StateChanges(v1::StateChanges {
+                    items: vec![v1::StateChange {
+                        agent_id: "owner".into(),
+                        base_version: 0,
+                        version: u as u64 + 2,
+                        delta_json: state.to_string(),
+                        removed: false,
+                    }],
+                })),
+            };
+            full_bytes += full.encoded_len();
+        }
+        anyhow::Ok(())
+    };
+    let (r, w) = tokio::join!(reader, writer);
+    r?;
+    w?;
+    let ratio = delta_bytes as f64 / full_bytes as f64;
+    let row = Row {
+        scenario: "state-delta-bytes".into(),
+        n: updates,
+        rate: ratio * 100.0,
+        offered_rate: None,
+        p50_us: 0,
+        p99_us: 0,
+        p999_us: 0,
+        lost: 0,
+        count: updates as u64,
+        note: format!(
+            "delta {delta_bytes} B vs full-state {full_bytes} B on the wire = {:.1} %",
+            ratio * 100.0
+        ),
+    };
+    drop(tx);
+    Ok((
+        row,
+        json!({"delta_bytes": delta_bytes, "full_state_bytes": full_bytes, "ratio": ratio}),
+    ))
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let server =
+        lockstep_server::start("127.0.0.1:0".parse()?, lockstep_core::Config::default()).await?;
+    let addr = server.local_addr().to_string();
+    let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
+    let sizes: &[usize] = if args.quick {
+        &[10, 100]
+    } else {
+        &[10, 100, 1000]
+    };
+    let seconds = if args.quick { 1 } else { args.seconds };
+    let mut rows = Vec::new();
+    let mut extra = serde_json::Map::new();
+    eprintln!(
+        "lockstep bench: server on {addr}; {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    for &n in sizes {
+        if wanted("fanout-saturation") {
+            let messages = if args.quick {
+                2_000
+            } else {
+                (4_000_000 / n as u64).clamp(20_000, 200_000)
+            };
+            rows.push(
+                fanout(
+                    &addr,
+                    "fanout-saturation",
+                    n,
+                    1,
+                    Pace::Saturate {
+                        messages,
+                        window: 512,
+                    },
+                )
+                .await?,
+            );
+            eprintln!("{:?}", rows.last().expect("pushed"));
+        }
+    }
+    for &n in sizes {
+        if wanted("fanout-rate") {
+            rows.push(
+                fanout(
+                    &addr,
+                    "fanout-rate",
+                    n,
+                    1,
+                    Pace::Rate {
+                        rate: 10_000,
+                        seconds,
+                    },
+                )
+                .await?,
+            );
+            eprintln!("{:?}", rows.last().expect("pushed"));
+        }
+    }
+    if wanted("routing") {
+        rows.push(
+            fanout(
+                &addr,
+                "interest-routing",
+                100,
+                10,
+                Pace::Rate {
+                    rate: 10_000,
+                    seconds,
+                },
+            )
+            .await?,
+        );
+        eprintln!("{:?}", rows.last().expect("pushed"));
+    }
+    for &n in sizes {
+        if wanted("barrier") {
+            let rounds = if args.quick {
+                20
+            } else if n >= 1000 {
+                100
+            } else {
+                300
+            };
+            rows.push(barrier(&addr, n, rounds).await?);
+            eprintln!("{:?}", rows.last().expect("pushed"));
+        }
+    }
+    if wanted("delta") {
+        let (row, v) = delta_bytes(&addr, if args.quick { 50 } else { 1000 }).await?;
+        rows.push(row);
+        extra.insert("delta".into(), v);
+    }
+    let table_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.scenario.clone(),
+                r.n.to_string(),
+                if r.scenario == "state-delta-bytes" {
+                    format!("{:.1} %", r.rate)
+                } else {
+                    format!("{:.0}", r.rate)
+                },
+                r.offered_rate.map_or("-".into(), |o| format!("{o:.0}")),
+                format!("{:.3}", r.p50_us as f64 / 1000.0),
+                format!("{:.3}", r.p99_us as f64 / 1000.0),
+                format!("{:.3}", r.p999_us as f64 / 1000.0),
+                r.lost.to_string(),
+                r.note.clone(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table::render(
+            &[
+                "SCENARIO",
+                "N",
+                "RATE/s",
+                "OFFERED/s",
+                "P50_MS",
+                "P99_MS",
+                "P999_MS",
+                "LOST",
+                "NOTE"
+            ],
+            &table_rows
+        )
+    );
+    if let Some(path) = &args.json {
+        let doc = json!({
+            "machine": {"cores": std::thread::available_parallelism().map_or(0, |n| n.get()), "os": std::env::consts::OS, "arch": std::env::consts::ARCH},
+            "rows": rows,
+            "extra": extra,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    server.shutdown().await?;
+    Ok(())
+}
