@@ -2,10 +2,12 @@
 //! plain cargo and nothing installed.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
-    // SAFETY-free: build scripts are single-threaded; tonic-prost-build reads PROTOC from the env.
+    // Build scripts are single-threaded; tonic-prost-build reads PROTOC from the environment.
     std::env::set_var("PROTOC", protoc);
     tonic_prost_build::configure()
         .bytes(".lockstep.v1")
+        // Hand-encoded so a routed message is encoded once for all its receivers (see wire.rs).
+        .extern_path(".lockstep.v1.Deliveries", "crate::wire::Deliveries")
         .compile_protos(&["proto/lockstep/v1/lockstep.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())

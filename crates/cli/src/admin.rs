@@ -23,9 +23,7 @@ pub struct Target {
 
 impl Target {
     async fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::connect(&self.addr)
-            .await?
-            .with_namespace(self.namespace.clone()))
+        Ok(Client::connect(&self.addr).await?.with_namespace(self.namespace.clone()))
     }
 }
 
@@ -47,29 +45,19 @@ pub struct AgentsArgs {
 fn parse_status(s: &str) -> anyhow::Result<v1::AgentStatus> {
     v1::AgentStatus::from_str_name(&format!("AGENT_STATUS_{}", s.to_ascii_uppercase()))
         .filter(|s| *s != v1::AgentStatus::Unspecified)
-        .with_context(|| {
-            format!("unknown status '{s}': use active, idle, busy, syncing, paused or lost")
-        })
+        .with_context(|| format!("unknown status '{s}': use active, idle, busy, syncing, paused or lost"))
 }
 
 /// An agent status as lower-case text.
 pub fn status_name(status: i32) -> String {
     v1::AgentStatus::try_from(status)
-        .map(|s| {
-            s.as_str_name()
-                .trim_start_matches("AGENT_STATUS_")
-                .to_ascii_lowercase()
-        })
+        .map(|s| s.as_str_name().trim_start_matches("AGENT_STATUS_").to_ascii_lowercase())
         .unwrap_or_else(|_| "unknown".into())
 }
 
 fn sync_state_name(state: i32) -> String {
     v1::sync_point_status::State::try_from(state)
-        .map(|s| {
-            s.as_str_name()
-                .trim_start_matches("STATE_")
-                .to_ascii_lowercase()
-        })
+        .map(|s| s.as_str_name().trim_start_matches("STATE_").to_ascii_lowercase())
         .unwrap_or_else(|_| "unknown".into())
 }
 
@@ -92,10 +80,7 @@ pub async fn agents(args: AgentsArgs) -> anyhow::Result<()> {
     };
     let agents = client.list_agents(filter).await?;
     if args.target.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&agents.iter().map(agent_json).collect::<Vec<_>>())?
-        );
+        println!("{}", serde_json::to_string_pretty(&agents.iter().map(agent_json).collect::<Vec<_>>())?);
         return Ok(());
     }
     let rows: Vec<Vec<String>> = agents
@@ -117,17 +102,7 @@ pub async fn agents(args: AgentsArgs) -> anyhow::Result<()> {
     print!(
         "{}",
         table::render(
-            &[
-                "AGENT",
-                "ROLE",
-                "STATUS",
-                "CAPABILITIES",
-                "INTERESTS",
-                "STATE_V",
-                "QUEUE",
-                "DELIVERED",
-                "DROPPED"
-            ],
+            &["AGENT", "ROLE", "STATUS", "CAPABILITIES", "INTERESTS", "STATE_V", "QUEUE", "DELIVERED", "DROPPED"],
             &rows
         )
     );
@@ -179,29 +154,15 @@ fn print_status(s: &v1::SyncPointStatus) {
     println!("sync point    {}", s.sync_id);
     println!("state         {}", sync_state_name(s.state));
     println!("participants  {}", s.participants);
-    println!(
-        "arrived       {} of {}: {}",
-        s.arrived.len(),
-        s.required_count,
-        s.arrived.join(", ")
-    );
+    println!("arrived       {} of {}: {}", s.arrived.len(), s.required_count, s.arrived.join(", "));
     if !s.missing.is_empty() {
         println!("missing       {}", s.missing.join(", "));
     }
-    println!(
-        "waiting since {} ms ago",
-        s.now_ms.saturating_sub(s.waiting_since_ms)
-    );
+    println!("waiting since {} ms ago", s.now_ms.saturating_sub(s.waiting_since_ms));
     if s.finished_at_ms == 0 {
-        println!(
-            "deadline in   {} ms",
-            s.deadline_ms.saturating_sub(s.now_ms)
-        );
+        println!("deadline in   {} ms", s.deadline_ms.saturating_sub(s.now_ms));
     } else {
-        println!(
-            "finished      {} ms ago",
-            s.now_ms.saturating_sub(s.finished_at_ms)
-        );
+        println!("finished      {} ms ago", s.now_ms.saturating_sub(s.finished_at_ms));
     }
     if !s.failure.is_empty() {
         println!("failure       {}", s.failure);
@@ -213,12 +174,7 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
         SyncCommand::List(t) => {
             let points = t.client().await?.list_sync_points().await?;
             if t.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &points.iter().map(sync_json).collect::<Vec<_>>()
-                    )?
-                );
+                println!("{}", serde_json::to_string_pretty(&points.iter().map(sync_json).collect::<Vec<_>>())?);
                 return Ok(());
             }
             let rows: Vec<Vec<String>> = points
@@ -233,10 +189,7 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
                     ]
                 })
                 .collect();
-            print!(
-                "{}",
-                table::render(&["SYNC_ID", "STATE", "ARRIVED", "MISSING", "AGE_MS"], &rows)
-            );
+            print!("{}", table::render(&["SYNC_ID", "STATE", "ARRIVED", "MISSING", "AGE_MS"], &rows));
             println!("{} sync point(s)", points.len());
         }
         SyncCommand::Stats(t) => {
@@ -246,17 +199,9 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
                 *counts.entry(sync_state_name(p.state)).or_default() += 1;
             }
             if t.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &json!({"total": points.len(), "by_state": counts})
-                    )?
-                );
+                println!("{}", serde_json::to_string_pretty(&json!({"total": points.len(), "by_state": counts}))?);
             } else {
-                let rows: Vec<Vec<String>> = counts
-                    .iter()
-                    .map(|(k, v)| vec![k.clone(), v.to_string()])
-                    .collect();
+                let rows: Vec<Vec<String>> = counts.iter().map(|(k, v)| vec![k.clone(), v.to_string()]).collect();
                 print!("{}", table::render(&["STATE", "COUNT"], &rows));
                 println!("{} sync point(s)", points.len());
             }
@@ -292,11 +237,7 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
             if a.target.json {
                 println!("{}", serde_json::to_string_pretty(&sync_json(&s))?);
             } else {
-                println!(
-                    "released {} waiting agent(s) at '{}'",
-                    s.arrived.len(),
-                    s.sync_id
-                );
+                println!("released {} waiting agent(s) at '{}'", s.arrived.len(), s.sync_id);
             }
         }
         SyncCommand::Cleanup(t) => {

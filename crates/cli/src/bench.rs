@@ -38,6 +38,9 @@ pub struct BenchArgs {
     /// Only scenarios whose name contains this (fanout, rate, routing, barrier, delta).
     #[arg(long)]
     only: Option<String>,
+    /// Agent counts to run (default 10,100,1000; with --quick 10,100).
+    #[arg(long, value_delimiter = ',')]
+    sizes: Option<Vec<usize>>,
     /// Seconds each fixed-rate scenario runs.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
@@ -101,13 +104,7 @@ struct SubResult {
 
 /// 1 publisher; `n` subscribers; message i goes to topic `topics[i % topics.len()]`; subscriber j
 /// listens on `topics[j % topics.len()]`.
-async fn fanout(
-    addr: &str,
-    scenario: &str,
-    n: usize,
-    topics: usize,
-    pace: Pace,
-) -> anyhow::Result<Row> {
+async fn fanout(addr: &str, scenario: &str, n: usize, topics: usize, pace: Pace) -> anyhow::Result<Row> {
     let ns = format!("bench-{scenario}-{n}");
     let clients = pool(addr, n.clamp(1, 50), &ns).await?;
     let topic_names: Vec<String> = (0..topics).map(|t| format!("bench.t{t}")).collect();
@@ -116,48 +113,42 @@ async fn fanout(
         Pace::Rate { rate, seconds } => rate * seconds,
     };
     // How many messages each subscriber should get.
-    let per_topic =
-        |t: usize| (total / topics as u64) + u64::from((t as u64) < total % topics as u64);
+    let per_topic = |t: usize| (total / topics as u64) + u64::from((t as u64) < total % topics as u64);
     let epoch = Instant::now();
     let progress: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    // Subscribers wake a blocked publisher now and then instead of it spinning on the counters.
+    let moved = Arc::new(tokio::sync::Notify::new());
     let ready = Arc::new(tokio::sync::Barrier::new(n + 1));
     let mut subs = Vec::with_capacity(n);
     for j in 0..n {
         let client = clients[j % clients.len()].clone();
         let topic = topic_names[j % topics].clone();
         let expected = per_topic(j % topics);
-        let (progress, ready) = (progress.clone(), ready.clone());
+        let (progress, ready, moved) = (progress.clone(), ready.clone(), moved.clone());
         subs.push(tokio::spawn(async move {
-            let agent = client
-                .register(AgentOptions::new(format!("sub-{j}"), "subscriber").interests([topic]))
-                .await?;
+            let agent = client.register(AgentOptions::new(format!("sub-{j}"), "subscriber").interests([topic])).await?;
             let mut deliveries = agent.deliveries().context("deliveries")?;
             ready.wait().await;
-            let mut r = SubResult {
-                received: 0,
-                missed: 0,
-                last: Instant::now(),
-                hist: hist(),
-            };
+            let mut r = SubResult { received: 0, missed: 0, last: Instant::now(), hist: hist() };
             while r.received + r.missed < expected {
-                let Ok(Some(d)) =
-                    tokio::time::timeout(Duration::from_secs(10), deliveries.recv()).await
-                else {
+                let Ok(Some(d)) = tokio::time::timeout(Duration::from_secs(10), deliveries.recv()).await else {
                     break;
                 };
                 r.hist.record(age_us(epoch, &d.payload).max(1))?;
                 r.received += 1;
                 r.missed += d.missed_before;
-                r.last = Instant::now();
                 progress[j].store(r.received + r.missed, Ordering::Relaxed);
+                if r.received % 64 == 0 {
+                    moved.notify_one();
+                }
             }
+            r.last = Instant::now();
+            moved.notify_one();
             drop(agent);
             anyhow::Ok(r)
         }));
     }
-    let publisher = clients[0]
-        .register(AgentOptions::new("publisher", "publisher"))
-        .await?;
+    let publisher = clients[0].register(AgentOptions::new("publisher", "publisher")).await?;
     ready.wait().await;
     let start = Instant::now();
     match pace {
@@ -165,21 +156,15 @@ async fn fanout(
             for i in 0..messages {
                 if i % 32 == 0 {
                     loop {
-                        let slowest = progress
-                            .iter()
-                            .map(|p| p.load(Ordering::Relaxed))
-                            .min()
-                            .unwrap_or(i);
+                        let slowest = progress.iter().map(|p| p.load(Ordering::Relaxed)).min().unwrap_or(i);
                         // Subscribers count only their own topic's messages; scale to the whole stream.
                         if i.saturating_sub(slowest * topics as u64) <= window {
                             break;
                         }
-                        tokio::task::yield_now().await;
+                        let _ = tokio::time::timeout(Duration::from_millis(5), moved.notified()).await;
                     }
                 }
-                publisher
-                    .publish(&topic_names[(i % topics as u64) as usize], stamp(epoch))
-                    .await?;
+                publisher.publish(&topic_names[(i % topics as u64) as usize], stamp(epoch)).await?;
             }
         }
         Pace::Rate { rate, seconds } => {
@@ -190,9 +175,7 @@ async fn fanout(
             for _ in 0..seconds * 1000 {
                 tick.tick().await;
                 for _ in 0..per_ms {
-                    publisher
-                        .publish(&topic_names[(i % topics as u64) as usize], stamp(epoch))
-                        .await?;
+                    publisher.publish(&topic_names[(i % topics as u64) as usize], stamp(epoch)).await?;
                     i += 1;
                 }
             }
@@ -239,20 +222,13 @@ async fn barrier(addr: &str, n: usize, rounds: usize) -> anyhow::Result<Row> {
         let client = clients[j % clients.len()].clone();
         let ready = ready.clone();
         tasks.push(tokio::spawn(async move {
-            let agent = client
-                .register(AgentOptions::new(format!("p-{j}"), "participant"))
-                .await?;
+            let agent = client.register(AgentOptions::new(format!("p-{j}"), "participant")).await?;
             ready.wait().await;
             let mut times = Vec::with_capacity(rounds);
             for r in 0..rounds {
                 let arrived = epoch.elapsed();
                 agent
-                    .sync(
-                        &format!("round-{r}"),
-                        Participants::Count(n as u32),
-                        Duration::from_secs(60),
-                        Bytes::new(),
-                    )
+                    .sync(&format!("round-{r}"), Participants::Count(n as u32), Duration::from_secs(60), Bytes::new())
                     .await?;
                 times.push((arrived, epoch.elapsed()));
             }
@@ -270,11 +246,7 @@ async fn barrier(addr: &str, n: usize, rounds: usize) -> anyhow::Result<Row> {
         let last_release = per_agent.iter().map(|t| t[r].1).max().expect("n > 0");
         h.record((last_release.saturating_sub(last_arrival).as_micros() as u64).max(1))?;
     }
-    let total: Duration = per_agent
-        .iter()
-        .map(|t| t[rounds - 1].1)
-        .max()
-        .expect("n > 0")
+    let total: Duration = per_agent.iter().map(|t| t[rounds - 1].1).max().expect("n > 0")
         - per_agent.iter().map(|t| t[0].0).min().expect("n > 0");
     Ok(Row {
         scenario: "barrier".into(),
@@ -295,9 +267,8 @@ async fn barrier(addr: &str, n: usize, rounds: usize) -> anyhow::Result<Row> {
 async fn delta_bytes(addr: &str, updates: usize) -> anyhow::Result<(Row, Value)> {
     let client = Client::connect(addr).await?.with_namespace("bench-delta");
     let owner = client.register(AgentOptions::new("owner", "owner")).await?;
-    let initial: serde_json::Map<String, Value> = (0..50)
-        .map(|i| (format!("field_{i:02}"), json!(format!("initial-value-{i}"))))
-        .collect();
+    let initial: serde_json::Map<String, Value> =
+        (0..50).map(|i| (format!("field_{i:02}"), json!(format!("initial-value-{i}")))).collect();
     owner.update_state(&Value::Object(initial.clone())).await?;
     // A raw session so the exact server messages can be measured.
     let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -307,32 +278,17 @@ async fn delta_bytes(addr: &str, updates: usize) -> anyhow::Result<(Row, Value)>
         role: "watcher".into(),
         ..Default::default()
     };
-    tx.send(v1::ClientMessage {
-        request_id: 0,
-        kind: Some(v1::client_message::Kind::Register(reg)),
-    })
-    .await?;
-    let watch = v1::WatchState {
-        target: Some(v1::watch_state::Target::AgentId("owner".into())),
-    };
-    tx.send(v1::ClientMessage {
-        request_id: 1,
-        kind: Some(v1::client_message::Kind::WatchState(watch)),
-    })
-    .await?;
+    tx.send(v1::ClientMessage { request_id: 0, kind: Some(v1::client_message::Kind::Register(reg)) }).await?;
+    let watch = v1::WatchState { target: Some(v1::watch_state::Target::AgentId("owner".into())) };
+    tx.send(v1::ClientMessage { request_id: 1, kind: Some(v1::client_message::Kind::WatchState(watch)) }).await?;
     let mut raw = v1::lockstep_client::LockstepClient::connect(format!("http://{addr}")).await?;
-    let mut inbound = raw
-        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await?
-        .into_inner();
+    let mut inbound = raw.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
     let mut state = Value::Object(initial);
     let (mut delta_bytes, mut full_bytes, mut seen) = (0usize, 0usize, 0u64);
     let mut snapshot_seen = false;
     let reader = async {
         while seen < updates as u64 {
-            let Some(msg) = inbound.message().await? else {
-                anyhow::bail!("session ended")
-            };
+            let Some(msg) = inbound.message().await? else { anyhow::bail!("session ended") };
             if let Some(v1::server_message::Kind::StateChanges(c)) = &msg.kind {
                 if !snapshot_seen {
                     snapshot_seen = true;
@@ -345,11 +301,10 @@ async fn delta_bytes(addr: &str, updates: usize) -> anyhow::Result<(Row, Value)>
         anyhow::Ok(())
     };
     let writer = async {
-        let mut rng = rand::rng();
         for u in 0..updates {
             let delta = json!({
-                format!("field_{:02}", rand::Rng::random_range(&mut rng, 0..50)): u,
-                format!("field_{:02}", rand::Rng::random_range(&mut rng, 0..50)): format!("v{u}"),
+                format!("field_{:02}", rand::random_range(0..50)): u,
+                format!("field_{:02}", rand::random_range(0..50)): format!("v{u}"),
             });
             lockstep_core::state::apply(&mut state, &delta);
             owner.update_state(&delta).await?;
@@ -382,28 +337,18 @@ async fn delta_bytes(addr: &str, updates: usize) -> anyhow::Result<(Row, Value)>
         p999_us: 0,
         lost: 0,
         count: updates as u64,
-        note: format!(
-            "delta {delta_bytes} B vs full-state {full_bytes} B on the wire = {:.1} %",
-            ratio * 100.0
-        ),
+        note: format!("delta {delta_bytes} B vs full-state {full_bytes} B on the wire = {:.1} %", ratio * 100.0),
     };
     drop(tx);
-    Ok((
-        row,
-        json!({"delta_bytes": delta_bytes, "full_state_bytes": full_bytes, "ratio": ratio}),
-    ))
+    Ok((row, json!({"delta_bytes": delta_bytes, "full_state_bytes": full_bytes, "ratio": ratio})))
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let server =
-        lockstep_server::start("127.0.0.1:0".parse()?, lockstep_core::Config::default()).await?;
+    let server = lockstep_server::start("127.0.0.1:0".parse()?, lockstep_core::Config::default()).await?;
     let addr = server.local_addr().to_string();
     let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
-    let sizes: &[usize] = if args.quick {
-        &[10, 100]
-    } else {
-        &[10, 100, 1000]
-    };
+    let default_sizes: &[usize] = if args.quick { &[10, 100] } else { &[10, 100, 1000] };
+    let sizes = args.sizes.as_deref().unwrap_or(default_sizes);
     let seconds = if args.quick { 1 } else { args.seconds };
     let mut rows = Vec::new();
     let mut extra = serde_json::Map::new();
@@ -413,59 +358,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     for &n in sizes {
         if wanted("fanout-saturation") {
-            let messages = if args.quick {
-                2_000
-            } else {
-                (4_000_000 / n as u64).clamp(20_000, 200_000)
-            };
-            rows.push(
-                fanout(
-                    &addr,
-                    "fanout-saturation",
-                    n,
-                    1,
-                    Pace::Saturate {
-                        messages,
-                        window: 512,
-                    },
-                )
-                .await?,
-            );
+            let messages = if args.quick { 2_000 } else { (4_000_000 / n as u64).clamp(20_000, 200_000) };
+            rows.push(fanout(&addr, "fanout-saturation", n, 1, Pace::Saturate { messages, window: 512 }).await?);
             eprintln!("{:?}", rows.last().expect("pushed"));
         }
     }
     for &n in sizes {
         if wanted("fanout-rate") {
-            rows.push(
-                fanout(
-                    &addr,
-                    "fanout-rate",
-                    n,
-                    1,
-                    Pace::Rate {
-                        rate: 10_000,
-                        seconds,
-                    },
-                )
-                .await?,
-            );
+            rows.push(fanout(&addr, "fanout-rate", n, 1, Pace::Rate { rate: 10_000, seconds }).await?);
             eprintln!("{:?}", rows.last().expect("pushed"));
         }
     }
     if wanted("routing") {
-        rows.push(
-            fanout(
-                &addr,
-                "interest-routing",
-                100,
-                10,
-                Pace::Rate {
-                    rate: 10_000,
-                    seconds,
-                },
-            )
-            .await?,
-        );
+        rows.push(fanout(&addr, "interest-routing", 100, 10, Pace::Rate { rate: 10_000, seconds }).await?);
         eprintln!("{:?}", rows.last().expect("pushed"));
     }
     for &n in sizes {
@@ -492,11 +397,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             vec![
                 r.scenario.clone(),
                 r.n.to_string(),
-                if r.scenario == "state-delta-bytes" {
-                    format!("{:.1} %", r.rate)
-                } else {
-                    format!("{:.0}", r.rate)
-                },
+                if r.scenario == "state-delta-bytes" { format!("{:.1} %", r.rate) } else { format!("{:.0}", r.rate) },
                 r.offered_rate.map_or("-".into(), |o| format!("{o:.0}")),
                 format!("{:.3}", r.p50_us as f64 / 1000.0),
                 format!("{:.3}", r.p99_us as f64 / 1000.0),
@@ -509,17 +410,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     print!(
         "{}",
         table::render(
-            &[
-                "SCENARIO",
-                "N",
-                "RATE/s",
-                "OFFERED/s",
-                "P50_MS",
-                "P99_MS",
-                "P999_MS",
-                "LOST",
-                "NOTE"
-            ],
+            &["SCENARIO", "N", "RATE/s", "OFFERED/s", "P50_MS", "P99_MS", "P999_MS", "LOST", "NOTE"],
             &table_rows
         )
     );

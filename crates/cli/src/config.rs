@@ -65,8 +65,8 @@ pub fn overflow_policy(name: &str) -> anyhow::Result<OverflowPolicy> {
 
 impl FileConfig {
     pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 
@@ -133,10 +133,6 @@ mod tests {
     fn unknown_keys_and_policies_are_refused() {
         assert!(toml::from_str::<FileConfig>("[engine]\nheartbeat = 5\n").is_err());
         let f: FileConfig = toml::from_str("[engine]\noverflow_policy = \"lose\"\n").unwrap();
-        assert!(f
-            .engine_config()
-            .unwrap_err()
-            .to_string()
-            .contains("unknown overflow policy"));
+        assert!(f.engine_config().unwrap_err().to_string().contains("unknown overflow policy"));
     }
 }

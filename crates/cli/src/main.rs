@@ -13,11 +13,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "lockstep",
-    version,
-    about = "A coordination server for multi-agent and multi-engine systems"
-)]
+#[command(name = "lockstep", version, about = "A coordination server for multi-agent and multi-engine systems")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,12 +56,8 @@ struct ServeArgs {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LOCKSTEP_LOG")
-        .unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LOCKSTEP_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -100,10 +92,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(addr = %server.local_addr(), "serving");
     shutdown_signal().await?;
     tracing::info!("shutting down");
-    server
-        .shutdown()
-        .await
-        .context("server stopped with an error")?;
+    server.shutdown().await.context("server stopped with an error")?;
     Ok(())
 }
 
@@ -130,10 +119,9 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // The command runs as a task on the worker threads, not on a third thread of its own.
+    let command = runtime.spawn(async move {
         match cli.command {
             Command::Serve(a) => serve(a).await,
             Command::Demo(a) => demo::run(a).await,
@@ -141,5 +129,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Sync(a) => admin::sync(a).await,
             Command::Bench(a) => bench::run(a).await,
         }
-    })
+    });
+    runtime.block_on(command)?
 }

@@ -32,13 +32,8 @@ pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
 mod tests {
     #[test]
     fn columns_align() {
-        let t = super::render(
-            &["id", "role"],
-            &[
-                vec!["a".into(), "trader".into()],
-                vec!["long-id".into(), "x".into()],
-            ],
-        );
+        let t =
+            super::render(&["id", "role"], &[vec!["a".into(), "trader".into()], vec!["long-id".into(), "x".into()]]);
         assert_eq!(t, "id       role\na        trader\nlong-id  x\n");
     }
 }

@@ -17,91 +17,41 @@ async fn duplicate_ids_are_refused_unless_the_resume_token_is_presented() {
     let server = Server::start(&[]);
     let client = server.client().await;
     let first = client.register(opts("worker-1", "worker")).await.unwrap();
-    let err = client
-        .register(opts("worker-1", "worker"))
-        .await
-        .err()
-        .expect("second registration refused");
-    assert!(
-        matches!(err, Error::AlreadyRegistered(ref m) if m.contains("worker-1")),
-        "{err:?}"
-    );
-    let wrong = client
-        .register(opts("worker-1", "worker").resume_token("not-the-token"))
-        .await
-        .err()
-        .unwrap();
+    let err = client.register(opts("worker-1", "worker")).await.err().expect("second registration refused");
+    assert!(matches!(err, Error::AlreadyRegistered(ref m) if m.contains("worker-1")), "{err:?}");
+    let wrong = client.register(opts("worker-1", "worker").resume_token("not-the-token")).await.err().unwrap();
     assert!(matches!(wrong, Error::AlreadyRegistered(_)));
 
     let v = first.update_state(&json!({"step": 1})).await.unwrap();
-    let second = client
-        .register(opts("worker-1", "worker").resume_token(first.resume_token()))
-        .await
-        .unwrap();
+    let second = client.register(opts("worker-1", "worker").resume_token(first.resume_token())).await.unwrap();
     // The old session is closed; the new one carries on with the same state.
     assert!(eventually(T, || async { first.ended().is_some() }).await);
-    assert_eq!(
-        second.update_state(&json!({"step": 2})).await.unwrap(),
-        v + 1
-    );
-    assert_eq!(
-        client.get_state("worker-1").await.unwrap(),
-        (v + 1, json!({"step": 2}))
-    );
+    assert_eq!(second.update_state(&json!({"step": 2})).await.unwrap(), v + 1);
+    assert_eq!(client.get_state("worker-1").await.unwrap(), (v + 1, json!({"step": 2})));
 }
 
 #[tokio::test]
 async fn messages_go_only_to_matching_interests_in_publisher_order() {
     let server = Server::start(&[]);
     let client = server.client().await;
-    let btc = client
-        .register(opts("btc", "strategy").interests(["market.btc.>"]))
-        .await
-        .unwrap();
-    let trades = client
-        .register(opts("trades", "strategy").interests(["market.*.trades"]))
-        .await
-        .unwrap();
-    let all = client
-        .register(opts("all", "recorder").interests(["all"]))
-        .await
-        .unwrap();
-    let none = client
-        .register(opts("risk", "risk").interests(["risk.metrics"]))
-        .await
-        .unwrap();
+    let btc = client.register(opts("btc", "strategy").interests(["market.btc.>"])).await.unwrap();
+    let trades = client.register(opts("trades", "strategy").interests(["market.*.trades"])).await.unwrap();
+    let all = client.register(opts("all", "recorder").interests(["all"])).await.unwrap();
+    let none = client.register(opts("risk", "risk").interests(["risk.metrics"])).await.unwrap();
     let scanner = client.register(opts("scanner", "scanner")).await.unwrap();
 
     for i in 0..50u32 {
-        let topic = if i % 2 == 0 {
-            "market.btc.trades"
-        } else {
-            "market.eth.trades"
-        };
-        scanner
-            .publish(topic, i.to_be_bytes().to_vec())
-            .await
-            .unwrap();
+        let topic = if i % 2 == 0 { "market.btc.trades" } else { "market.eth.trades" };
+        scanner.publish(topic, i.to_be_bytes().to_vec()).await.unwrap();
     }
-    scanner
-        .publish("market.btc.book.l2", &b"book"[..])
-        .await
-        .unwrap();
-    scanner
-        .publish_confirmed("done.marker", &b""[..])
-        .await
-        .unwrap();
+    scanner.publish("market.btc.book.l2", &b"book"[..]).await.unwrap();
+    scanner.publish_confirmed("done.marker", &b""[..]).await.unwrap();
 
     async fn collect(agent: &lockstep_client::Agent, n: usize) -> Vec<lockstep_client::Delivery> {
         let mut d = agent.deliveries().unwrap();
         let mut out = Vec::new();
         while out.len() < n {
-            out.push(
-                tokio::time::timeout(T, d.recv())
-                    .await
-                    .expect("delivery in time")
-                    .expect("open"),
-            );
+            out.push(tokio::time::timeout(T, d.recv()).await.expect("delivery in time").expect("open"));
         }
         out
     }
@@ -109,22 +59,10 @@ async fn messages_go_only_to_matching_interests_in_publisher_order() {
     assert!(btc_got.iter().all(|d| d.topic.starts_with("market.btc.")));
     assert_eq!(btc_got.last().unwrap().topic, "market.btc.book.l2");
     let trades_got = collect(&trades, 50).await;
-    let order: Vec<u32> = trades_got
-        .iter()
-        .map(|d| u32::from_be_bytes(d.payload[..].try_into().unwrap()))
-        .collect();
-    assert_eq!(
-        order,
-        (0..50).collect::<Vec<_>>(),
-        "publisher order is preserved"
-    );
-    assert!(
-        trades_got.windows(2).all(|w| w[1].seq == w[0].seq + 1),
-        "consecutive sequence numbers"
-    );
-    assert!(trades_got
-        .iter()
-        .all(|d| d.publisher == "scanner" && d.missed_before == 0));
+    let order: Vec<u32> = trades_got.iter().map(|d| u32::from_be_bytes(d.payload[..].try_into().unwrap())).collect();
+    assert_eq!(order, (0..50).collect::<Vec<_>>(), "publisher order is preserved");
+    assert!(trades_got.windows(2).all(|w| w[1].seq == w[0].seq + 1), "consecutive sequence numbers");
+    assert!(trades_got.iter().all(|d| d.publisher == "scanner" && d.missed_before == 0));
     let all_got = collect(&all, 52).await;
     assert_eq!(all_got.last().unwrap().topic, "done.marker");
     // The risk agent got nothing: a later message on its own topic is the first it sees.
@@ -138,10 +76,7 @@ async fn messages_go_only_to_matching_interests_in_publisher_order() {
 async fn a_reader_that_falls_behind_is_told_exactly_how_many_it_missed() {
     let server = Server::start(&["--queue-capacity", "16"]);
     let client = server.client().await;
-    let slow = client
-        .register(opts("slow", "consumer").interests(["feed"]))
-        .await
-        .unwrap();
+    let slow = client.register(opts("slow", "consumer").interests(["feed"])).await.unwrap();
     let producer = client.register(opts("producer", "producer")).await.unwrap();
     let total = 20_000u32;
     let payload = vec![7u8; 1024];
@@ -153,15 +88,8 @@ async fn a_reader_that_falls_behind_is_told_exactly_how_many_it_missed() {
     let mut d = slow.deliveries().unwrap();
     let (mut received, mut missed, mut last_seq) = (0u64, 0u64, 0u64);
     while received + missed < u64::from(total) {
-        let item = tokio::time::timeout(T, d.recv())
-            .await
-            .expect("in time")
-            .unwrap();
-        assert_eq!(
-            item.seq,
-            last_seq + 1 + item.missed_before,
-            "seq gaps match the reported misses"
-        );
+        let item = tokio::time::timeout(T, d.recv()).await.expect("in time").unwrap();
+        assert_eq!(item.seq, last_seq + 1 + item.missed_before, "seq gaps match the reported misses");
         last_seq = item.seq;
         received += 1;
         missed += item.missed_before;
@@ -178,21 +106,12 @@ async fn watchers_converge_on_the_owners_state() {
     let server = Server::start(&[]);
     let client = server.client().await;
     let owner = client.register(opts("trader-1", "trader")).await.unwrap();
-    owner
-        .update_state(&json!({"pnl": 0, "positions": {"btc": 1}}))
-        .await
-        .unwrap();
+    owner.update_state(&json!({"pnl": 0, "positions": {"btc": 1}})).await.unwrap();
     let by_id = client.register(opts("w1", "monitor")).await.unwrap();
     let by_role = client.register(opts("w2", "monitor")).await.unwrap();
     let by_all = client.register(opts("w3", "monitor")).await.unwrap();
-    by_id
-        .watch_state(WatchTarget::Agent("trader-1".into()))
-        .await
-        .unwrap();
-    by_role
-        .watch_state(WatchTarget::Role("trader".into()))
-        .await
-        .unwrap();
+    by_id.watch_state(WatchTarget::Agent("trader-1".into())).await.unwrap();
+    by_role.watch_state(WatchTarget::Role("trader".into())).await.unwrap();
     by_all.watch_state(WatchTarget::All).await.unwrap();
     let mut updates = by_id.state_updates().unwrap();
     for i in 1..=200 {
@@ -207,10 +126,7 @@ async fn watchers_converge_on_the_owners_state() {
     assert_eq!(version, 201);
     for w in [&by_id, &by_role, &by_all] {
         assert!(
-            eventually(T, || async {
-                w.view("trader-1") == Some((version, state.clone()))
-            })
-            .await,
+            eventually(T, || async { w.view("trader-1") == Some((version, state.clone())) }).await,
             "{} did not converge: {:?}",
             w.id(),
             w.view("trader-1")
@@ -225,14 +141,8 @@ async fn watchers_converge_on_the_owners_state() {
     assert_eq!((last.version, last.state), (version, state));
     // Deltas that are not JSON objects are refused and change nothing.
     let err = owner.update_state(&json!([1, 2])).await.unwrap_err();
-    assert!(
-        matches!(err, Error::InvalidArgument(ref m) if m.contains("JSON object")),
-        "{err:?}"
-    );
-    let err = owner
-        .update_state_json("{not json".into())
-        .await
-        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(ref m) if m.contains("JSON object")), "{err:?}");
+    let err = owner.update_state_json("{not json".into()).await.unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)));
     assert_eq!(client.get_state("trader-1").await.unwrap().0, version);
 }
@@ -248,24 +158,14 @@ async fn barrier_releases_everyone_with_the_same_result_and_payloads() {
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50 * i as u64)).await;
             let set = Participants::Agents(vec!["a".into(), "b".into(), "c".into()]);
-            agent
-                .sync(
-                    "work_complete",
-                    set,
-                    T,
-                    Bytes::from(format!("from-{}", agent.id())),
-                )
-                .await
+            agent.sync("work_complete", set, T, Bytes::from(format!("from-{}", agent.id()))).await
         }));
     }
     let mut results = Vec::new();
     for t in tasks {
         results.push(t.await.unwrap().unwrap());
     }
-    assert!(
-        results.windows(2).all(|w| w[0] == w[1]),
-        "every waiter gets the same result"
-    );
+    assert!(results.windows(2).all(|w| w[0] == w[1]), "every waiter gets the same result");
     let r = &results[0];
     assert_eq!(r.arrival_order, vec!["a", "b", "c"]);
     assert_eq!(r.payloads[1], Bytes::from("from-b"));
@@ -279,16 +179,9 @@ async fn barrier_timeout_names_the_agents_that_never_arrived() {
     let client = server.client().await;
     let a = client.register(opts("a", "worker")).await.unwrap();
     let set = Participants::Agents(vec!["a".into(), "ghost".into(), "late".into()]);
-    let err = a
-        .sync("phase1", set, Duration::from_millis(300), Bytes::new())
-        .await
-        .unwrap_err();
+    let err = a.sync("phase1", set, Duration::from_millis(300), Bytes::new()).await.unwrap_err();
     match err {
-        Error::SyncTimeout {
-            sync_id,
-            missing,
-            message,
-        } => {
+        Error::SyncTimeout { sync_id, missing, message } => {
             assert_eq!(sync_id, "phase1");
             assert_eq!(missing, vec!["ghost", "late"]);
             assert!(message.contains("ghost, late"), "{message}");
@@ -296,11 +189,7 @@ async fn barrier_timeout_names_the_agents_that_never_arrived() {
         other => panic!("expected a timeout, got {other:?}"),
     }
     let d = client.diagnose_sync("phase1").await.unwrap();
-    assert!(
-        d.issues.iter().any(|i| i.contains("timed out")),
-        "{:?}",
-        d.issues
-    );
+    assert!(d.issues.iter().any(|i| i.contains("timed out")), "{:?}", d.issues);
     // The CLI shows the same.
     let (ok, out, _) = server.cli(&["sync", "diagnose", "phase1", "--json"]);
     assert!(ok);
@@ -317,56 +206,31 @@ async fn a_lost_participant_fails_the_barrier_promptly() {
     let alive = client.register(opts("alive", "worker")).await.unwrap();
     // A raw session that registers and then goes silent (no heartbeats), like a hung process.
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let register = v1::Register {
-        agent_id: "hung".into(),
-        role: "worker".into(),
-        ..Default::default()
-    };
-    tx.send(v1::ClientMessage {
-        request_id: 0,
-        kind: Some(v1::client_message::Kind::Register(register)),
-    })
-    .await
-    .unwrap();
-    let mut raw = v1::lockstep_client::LockstepClient::connect(format!("http://{}", server.addr))
+    let register = v1::Register { agent_id: "hung".into(), role: "worker".into(), ..Default::default() };
+    tx.send(v1::ClientMessage { request_id: 0, kind: Some(v1::client_message::Kind::Register(register)) })
         .await
         .unwrap();
-    let _stream = raw
-        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap();
+    let mut raw = v1::lockstep_client::LockstepClient::connect(format!("http://{}", server.addr)).await.unwrap();
+    let _stream = raw.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap();
 
     let started = std::time::Instant::now();
     let set = Participants::Agents(vec!["alive".into(), "hung".into()]);
-    let err = alive
-        .sync("checkpoint", set, Duration::from_secs(30), Bytes::new())
-        .await
-        .unwrap_err();
+    let err = alive.sync("checkpoint", set, Duration::from_secs(30), Bytes::new()).await.unwrap_err();
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "failed at the lease, not the timeout: {:?}",
         started.elapsed()
     );
     match err {
-        Error::SyncAborted {
-            missing, message, ..
-        } => {
+        Error::SyncAborted { missing, message, .. } => {
             assert_eq!(missing, vec!["hung"]);
             assert!(message.contains("lost its lease"), "{message}");
         }
         other => panic!("expected an abort, got {other:?}"),
     }
-    let lost = client
-        .list_agents(AgentFilter {
-            status: Some(v1::AgentStatus::Lost),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        lost.iter().map(|a| a.agent_id.as_str()).collect::<Vec<_>>(),
-        vec!["hung"]
-    );
+    let lost =
+        client.list_agents(AgentFilter { status: Some(v1::AgentStatus::Lost), ..Default::default() }).await.unwrap();
+    assert_eq!(lost.iter().map(|a| a.agent_id.as_str()).collect::<Vec<_>>(), vec!["hung"]);
     drop(tx);
 }
 
@@ -374,65 +238,27 @@ async fn a_lost_participant_fails_the_barrier_promptly() {
 async fn registry_watch_sees_joins_status_changes_and_leaves() {
     let server = Server::start(&[]);
     let client = server.client().await;
-    let early = client
-        .register(opts("early", "scanner").capabilities(["data_sync"]))
-        .await
-        .unwrap();
+    let early = client.register(opts("early", "scanner").capabilities(["data_sync"])).await.unwrap();
     let mut events = client.watch_registry().await.unwrap();
     async fn next_event(events: &mut tonic::Streaming<v1::RegistryEvent>) -> v1::RegistryEvent {
-        tokio::time::timeout(T, events.message())
-            .await
-            .expect("event in time")
-            .unwrap()
-            .expect("open")
+        tokio::time::timeout(T, events.message()).await.expect("event in time").unwrap().expect("open")
     }
     let e = next_event(&mut events).await;
-    assert_eq!(
-        (e.kind, e.agent.unwrap().agent_id),
-        (
-            v1::registry_event::Kind::Snapshot as i32,
-            "early".to_owned()
-        )
-    );
-    let late = client
-        .register(opts("late", "trader").capabilities(["data_sync", "checkpoint_sync"]))
-        .await
-        .unwrap();
+    assert_eq!((e.kind, e.agent.unwrap().agent_id), (v1::registry_event::Kind::Snapshot as i32, "early".to_owned()));
+    let late = client.register(opts("late", "trader").capabilities(["data_sync", "checkpoint_sync"])).await.unwrap();
     let e = next_event(&mut events).await;
-    assert_eq!(
-        (e.kind, e.agent.unwrap().agent_id),
-        (v1::registry_event::Kind::Joined as i32, "late".to_owned())
-    );
+    assert_eq!((e.kind, e.agent.unwrap().agent_id), (v1::registry_event::Kind::Joined as i32, "late".to_owned()));
     late.set_status(v1::AgentStatus::Syncing).await.unwrap();
     let e = next_event(&mut events).await;
     assert_eq!(e.kind, v1::registry_event::Kind::Status as i32);
     assert_eq!(e.previous_status, v1::AgentStatus::Active as i32);
     assert_eq!(e.agent.unwrap().status, v1::AgentStatus::Syncing as i32);
-    let with_cap = client
-        .agents_with_capability("checkpoint_sync")
-        .await
-        .unwrap();
-    assert_eq!(
-        with_cap
-            .iter()
-            .map(|a| a.agent_id.as_str())
-            .collect::<Vec<_>>(),
-        vec!["late"]
-    );
-    assert_eq!(
-        client
-            .agents_with_capability("data_sync")
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
+    let with_cap = client.agents_with_capability("checkpoint_sync").await.unwrap();
+    assert_eq!(with_cap.iter().map(|a| a.agent_id.as_str()).collect::<Vec<_>>(), vec!["late"]);
+    assert_eq!(client.agents_with_capability("data_sync").await.unwrap().len(), 2);
     late.close().await.unwrap();
     let e = next_event(&mut events).await;
-    assert_eq!(
-        (e.kind, e.agent.unwrap().agent_id),
-        (v1::registry_event::Kind::Left as i32, "late".to_owned())
-    );
+    assert_eq!((e.kind, e.agent.unwrap().agent_id), (v1::registry_event::Kind::Left as i32, "late".to_owned()));
     drop(early);
 }
 
@@ -440,77 +266,24 @@ async fn registry_watch_sees_joins_status_changes_and_leaves() {
 async fn bad_input_gets_precise_errors() {
     let server = Server::start(&[]);
     let client = server.client().await;
-    let bad_id = client
-        .register(opts("has space", "worker"))
-        .await
-        .err()
-        .unwrap();
-    assert!(
-        matches!(bad_id, Error::InvalidArgument(ref m) if m.contains("agent id")),
-        "{bad_id:?}"
-    );
-    let bad_pattern = client
-        .register(opts("p", "worker").interests(["a.>.b"]))
-        .await
-        .err()
-        .unwrap();
-    assert!(
-        matches!(bad_pattern, Error::InvalidArgument(ref m) if m.contains("last token")),
-        "{bad_pattern:?}"
-    );
+    let bad_id = client.register(opts("has space", "worker")).await.err().unwrap();
+    assert!(matches!(bad_id, Error::InvalidArgument(ref m) if m.contains("agent id")), "{bad_id:?}");
+    let bad_pattern = client.register(opts("p", "worker").interests(["a.>.b"])).await.err().unwrap();
+    assert!(matches!(bad_pattern, Error::InvalidArgument(ref m) if m.contains("last token")), "{bad_pattern:?}");
     let agent = client.register(opts("ok", "worker")).await.unwrap();
-    assert!(matches!(
-        agent.publish("", &b""[..]).await,
-        Err(Error::InvalidArgument(_))
-    ));
-    assert!(matches!(
-        agent.publish_confirmed("a..b", &b""[..]).await,
-        Err(Error::InvalidArgument(_))
-    ));
+    assert!(matches!(agent.publish("", &b""[..]).await, Err(Error::InvalidArgument(_))));
+    assert!(matches!(agent.publish_confirmed("a..b", &b""[..]).await, Err(Error::InvalidArgument(_))));
     let huge = vec![0u8; 1024 * 1024 + 1];
     let err = agent.publish_confirmed("big", huge).await.unwrap_err();
-    assert!(
-        matches!(err, Error::InvalidArgument(ref m) if m.contains("limit")),
-        "{err:?}"
-    );
-    let dup = agent
-        .sync(
-            "s",
-            Participants::Agents(vec!["ok".into(), "ok".into()]),
-            T,
-            Bytes::new(),
-        )
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(dup, Error::InvalidArgument(ref m) if m.contains("twice")),
-        "{dup:?}"
-    );
-    let not_in = agent
-        .sync(
-            "s2",
-            Participants::Agents(vec!["x".into(), "y".into()]),
-            T,
-            Bytes::new(),
-        )
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(not_in, Error::FailedPrecondition(ref m) if m.contains("not a participant")),
-        "{not_in:?}"
-    );
-    assert!(matches!(
-        client.get_state("nobody").await,
-        Err(Error::NotFound(_))
-    ));
-    assert!(matches!(
-        client.sync_status("nothing").await,
-        Err(Error::NotFound(_))
-    ));
-    assert!(matches!(
-        agent.set_status(v1::AgentStatus::Lost).await,
-        Err(Error::InvalidArgument(_))
-    ));
+    assert!(matches!(err, Error::InvalidArgument(ref m) if m.contains("limit")), "{err:?}");
+    let dup = agent.sync("s", Participants::Agents(vec!["ok".into(), "ok".into()]), T, Bytes::new()).await.unwrap_err();
+    assert!(matches!(dup, Error::InvalidArgument(ref m) if m.contains("twice")), "{dup:?}");
+    let not_in =
+        agent.sync("s2", Participants::Agents(vec!["x".into(), "y".into()]), T, Bytes::new()).await.unwrap_err();
+    assert!(matches!(not_in, Error::FailedPrecondition(ref m) if m.contains("not a participant")), "{not_in:?}");
+    assert!(matches!(client.get_state("nobody").await, Err(Error::NotFound(_))));
+    assert!(matches!(client.sync_status("nothing").await, Err(Error::NotFound(_))));
+    assert!(matches!(agent.set_status(v1::AgentStatus::Lost).await, Err(Error::InvalidArgument(_))));
     // After all that the session still works.
     assert_eq!(agent.update_state(&json!({"ok": true})).await.unwrap(), 1);
 }
@@ -524,24 +297,15 @@ async fn a_hundred_agents_route_sync_and_list() {
         let role = if i % 2 == 0 { "even" } else { "odd" };
         agents.push(
             client
-                .register(
-                    opts(&format!("agent-{i:03}"), role)
-                        .interests([format!("tick.{role}"), "tick.all".into()]),
-                )
+                .register(opts(&format!("agent-{i:03}"), role).interests([format!("tick.{role}"), "tick.all".into()]))
                 .await
                 .unwrap(),
         );
     }
     let publisher = client.register(opts("clock", "clock")).await.unwrap();
     for i in 0..20u32 {
-        publisher
-            .publish("tick.all", i.to_be_bytes().to_vec())
-            .await
-            .unwrap();
-        publisher
-            .publish("tick.even", i.to_be_bytes().to_vec())
-            .await
-            .unwrap();
+        publisher.publish("tick.all", i.to_be_bytes().to_vec()).await.unwrap();
+        publisher.publish("tick.even", i.to_be_bytes().to_vec()).await.unwrap();
     }
     let mut tasks = Vec::new();
     for (i, agent) in agents.iter().enumerate() {
@@ -551,17 +315,11 @@ async fn a_hundred_agents_route_sync_and_list() {
             let mut d = agent.deliveries().unwrap();
             let mut n = 0;
             while n < expected {
-                let item = tokio::time::timeout(T, d.recv())
-                    .await
-                    .expect("in time")
-                    .unwrap();
+                let item = tokio::time::timeout(T, d.recv()).await.expect("in time").unwrap();
                 assert_eq!(item.missed_before, 0);
                 n += 1;
             }
-            let result = agent
-                .sync("all-ticks-seen", Participants::Count(100), T, Bytes::new())
-                .await
-                .unwrap();
+            let result = agent.sync("all-ticks-seen", Participants::Count(100), T, Bytes::new()).await.unwrap();
             (n, result)
         }));
     }
@@ -571,18 +329,13 @@ async fn a_hundred_agents_route_sync_and_list() {
     }
     let first = &results[0].1;
     assert_eq!(first.arrival_order.len(), 100);
-    assert_eq!(
-        first.arrival_order.iter().collect::<HashSet<_>>().len(),
-        100
-    );
+    assert_eq!(first.arrival_order.iter().collect::<HashSet<_>>().len(), 100);
     assert!(results.iter().all(|(_, r)| r == first));
     let (ok, out, _) = server.cli(&["agents", "--json", "--role", "even"]);
     assert!(ok);
     let listed: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(listed.len(), 50);
-    assert!(listed
-        .iter()
-        .all(|a| a["role"] == "even" && a["delivered"] == 40));
+    assert!(listed.iter().all(|a| a["role"] == "even" && a["delivered"] == 40));
 }
 
 #[tokio::test]
@@ -590,14 +343,7 @@ async fn sigterm_shuts_down_gracefully_with_agents_connected() {
     let mut server = Server::start(&[]);
     let client = server.client().await;
     let agent = client.register(opts("a", "worker")).await.unwrap();
-    assert!(
-        server.terminate(Duration::from_secs(5)),
-        "exit status is success"
-    );
+    assert!(server.terminate(Duration::from_secs(5)), "exit status is success");
     assert!(eventually(T, || async { agent.ended().is_some() }).await);
-    assert!(
-        matches!(agent.ended(), Some(Error::SessionEnded(_))),
-        "{:?}",
-        agent.ended()
-    );
+    assert!(matches!(agent.ended(), Some(Error::SessionEnded(_))), "{:?}", agent.ended());
 }

@@ -16,9 +16,10 @@ use tonic::transport::Channel;
 
 use crate::Error;
 
-/// Deliveries buffered in the client before the reader waits for the application (the server's
-/// bounded queue, with its overflow policy, takes over beyond that).
-const DELIVERY_BUFFER: usize = 4096;
+/// Delivery batches (as the server sent them, up to 256 deliveries each) buffered in the client
+/// before the reader waits for the application; the server's bounded queue, with its overflow
+/// policy, takes over beyond that.
+const DELIVERY_BATCHES: usize = 16;
 /// State updates buffered for the application; beyond that notifications are skipped, never
 /// state: the view of every watched agent is always current.
 const STATE_UPDATE_BUFFER: usize = 1024;
@@ -39,11 +40,7 @@ pub struct AgentOptions {
 
 impl AgentOptions {
     pub fn new(agent_id: impl Into<String>, role: impl Into<String>) -> Self {
-        AgentOptions {
-            agent_id: agent_id.into(),
-            role: role.into(),
-            ..Default::default()
-        }
+        AgentOptions { agent_id: agent_id.into(), role: role.into(), ..Default::default() }
     }
 
     pub fn capabilities<I: IntoIterator<Item = S>, S: Into<String>>(mut self, caps: I) -> Self {
@@ -120,22 +117,34 @@ pub struct StateUpdate {
 }
 
 /// The stream of deliveries of one agent.
-pub struct Deliveries(mpsc::Receiver<Delivery>);
+pub struct Deliveries {
+    batches: mpsc::Receiver<Vec<Delivery>>,
+    current: std::vec::IntoIter<Delivery>,
+}
 
 impl Deliveries {
     /// The next delivery; `None` once the session ended.
     pub async fn recv(&mut self) -> Option<Delivery> {
-        self.0.recv().await
+        std::future::poll_fn(|cx| self.poll_delivery(cx)).await
+    }
+
+    fn poll_delivery(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Delivery>> {
+        loop {
+            if let Some(d) = self.current.next() {
+                return std::task::Poll::Ready(Some(d));
+            }
+            match self.batches.poll_recv(cx) {
+                std::task::Poll::Ready(Some(batch)) => self.current = batch.into_iter(),
+                other => return other.map(|_| None),
+            }
+        }
     }
 }
 
 impl futures::Stream for Deliveries {
     type Item = Delivery;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Delivery>> {
-        self.0.poll_recv(cx)
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Delivery>> {
+        self.get_mut().poll_delivery(cx)
     }
 }
 
@@ -175,10 +184,7 @@ pub struct Agent {
 }
 
 fn msg(request_id: u64, kind: v1::client_message::Kind) -> v1::ClientMessage {
-    v1::ClientMessage {
-        request_id,
-        kind: Some(kind),
-    }
+    v1::ClientMessage { request_id, kind: Some(kind) }
 }
 
 pub(crate) async fn fetch_state(
@@ -187,10 +193,7 @@ pub(crate) async fn fetch_state(
     agent_id: &str,
 ) -> Result<(u64, Value), Error> {
     let r = grpc
-        .get_state(v1::GetStateRequest {
-            namespace: namespace.to_owned(),
-            agent_id: agent_id.to_owned(),
-        })
+        .get_state(v1::GetStateRequest { namespace: namespace.to_owned(), agent_id: agent_id.to_owned() })
         .await?
         .into_inner();
     let state = serde_json::from_str(&r.state_json).map_err(|e| Error::Other {
@@ -220,27 +223,18 @@ impl Agent {
             .send(msg(0, v1::client_message::Kind::Register(register)))
             .await
             .map_err(|_| Error::SessionEnded("could not queue the registration".into()))?;
-        let mut inbound = grpc
-            .session(tokio_stream::wrappers::ReceiverStream::new(out_rx))
-            .await?
-            .into_inner();
+        let mut inbound = grpc.session(tokio_stream::wrappers::ReceiverStream::new(out_rx)).await?.into_inner();
         let registered = match inbound.message().await? {
-            Some(v1::ServerMessage {
-                kind: Some(v1::server_message::Kind::Registered(r)),
-            }) => r,
+            Some(v1::ServerMessage { kind: Some(v1::server_message::Kind::Registered(r)) }) => r,
             Some(other) => {
                 return Err(Error::Other {
                     code: tonic::Code::Internal,
                     message: format!("expected `registered`, got {other:?}"),
                 })
             }
-            None => {
-                return Err(Error::SessionEnded(
-                    "the server closed the session during registration".into(),
-                ))
-            }
+            None => return Err(Error::SessionEnded("the server closed the session during registration".into())),
         };
-        let (del_tx, del_rx) = mpsc::channel(DELIVERY_BUFFER);
+        let (del_tx, del_rx) = mpsc::channel(DELIVERY_BATCHES);
         let (state_tx, state_rx) = mpsc::channel(STATE_UPDATE_BUFFER);
         let (ended_tx, ended_rx) = watch::channel(None);
         let pending: Pending = Default::default();
@@ -273,7 +267,7 @@ impl Agent {
                 next_id: AtomicU64::new(1),
                 pending,
                 views,
-                deliveries: Mutex::new(Some(Deliveries(del_rx))),
+                deliveries: Mutex::new(Some(Deliveries { batches: del_rx, current: Vec::new().into_iter() })),
                 state_updates: Mutex::new(Some(StateUpdates(state_rx))),
                 async_errors,
                 ended: ended_rx,
@@ -308,11 +302,7 @@ impl Agent {
 
     /// The stream of state updates of watched agents. Taken once; `None` afterwards.
     pub fn state_updates(&self) -> Option<StateUpdates> {
-        self.inner
-            .state_updates
-            .lock()
-            .expect("not poisoned")
-            .take()
+        self.inner.state_updates.lock().expect("not poisoned").take()
     }
 
     /// Errors the server reported for fire-and-forget requests (such as [`Agent::publish`]) since the
@@ -327,26 +317,17 @@ impl Agent {
     }
 
     async fn send(&self, request_id: u64, kind: v1::client_message::Kind) -> Result<(), Error> {
-        self.inner
-            .outbound
-            .send(msg(request_id, kind))
-            .await
-            .map_err(|_| self.ended_error())
+        self.inner.outbound.send(msg(request_id, kind)).await.map_err(|_| self.ended_error())
     }
 
     fn ended_error(&self) -> Error {
-        self.ended()
-            .unwrap_or_else(|| Error::SessionEnded("the session is closed".into()))
+        self.ended().unwrap_or_else(|| Error::SessionEnded("the session is closed".into()))
     }
 
     async fn request(&self, kind: v1::client_message::Kind) -> Result<v1::reply::Outcome, Error> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.inner
-            .pending
-            .lock()
-            .expect("not poisoned")
-            .insert(id, tx);
+        self.inner.pending.lock().expect("not poisoned").insert(id, tx);
         if let Err(e) = self.send(id, kind).await {
             self.inner.pending.lock().expect("not poisoned").remove(&id);
             return Err(e);
@@ -371,33 +352,15 @@ impl Agent {
     }
 
     /// [`Agent::publish`] with a content type (e.g. `application/json`).
-    pub async fn publish_as(
-        &self,
-        topic: &str,
-        payload: impl Into<Bytes>,
-        content_type: &str,
-    ) -> Result<(), Error> {
-        lockstep_core::topic::validate_topic(topic, usize::MAX)
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        let p = v1::Publish {
-            topic: topic.to_owned(),
-            payload: payload.into(),
-            content_type: content_type.to_owned(),
-        };
+    pub async fn publish_as(&self, topic: &str, payload: impl Into<Bytes>, content_type: &str) -> Result<(), Error> {
+        lockstep_core::topic::validate_topic(topic, usize::MAX).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let p = v1::Publish { topic: topic.to_owned(), payload: payload.into(), content_type: content_type.to_owned() };
         self.send(0, v1::client_message::Kind::Publish(p)).await
     }
 
     /// Publishes and waits until the server has routed the message (or refused it).
-    pub async fn publish_confirmed(
-        &self,
-        topic: &str,
-        payload: impl Into<Bytes>,
-    ) -> Result<(), Error> {
-        let p = v1::Publish {
-            topic: topic.to_owned(),
-            payload: payload.into(),
-            content_type: String::new(),
-        };
+    pub async fn publish_confirmed(&self, topic: &str, payload: impl Into<Bytes>) -> Result<(), Error> {
+        let p = v1::Publish { topic: topic.to_owned(), payload: payload.into(), content_type: String::new() };
         self.request_ok(v1::client_message::Kind::Publish(p)).await
     }
 
@@ -408,27 +371,16 @@ impl Agent {
 
     /// [`Agent::update_state`] with the patch as JSON text.
     pub async fn update_state_json(&self, delta_json: String) -> Result<u64, Error> {
-        match self
-            .request(v1::client_message::Kind::UpdateState(v1::UpdateState {
-                delta_json,
-            }))
-            .await?
-        {
+        match self.request(v1::client_message::Kind::UpdateState(v1::UpdateState { delta_json })).await? {
             v1::reply::Outcome::StateVersion(v) => Ok(v.version),
             v1::reply::Outcome::Error(e) => Err(e.into()),
-            other => Err(Error::Other {
-                code: tonic::Code::Internal,
-                message: format!("unexpected reply {other:?}"),
-            }),
+            other => Err(Error::Other { code: tonic::Code::Internal, message: format!("unexpected reply {other:?}") }),
         }
     }
 
     /// Sets this agent's status (anything but `lost`).
     pub async fn set_status(&self, status: v1::AgentStatus) -> Result<(), Error> {
-        self.request_ok(v1::client_message::Kind::SetStatus(v1::SetStatus {
-            status: status as i32,
-        }))
-        .await
+        self.request_ok(v1::client_message::Kind::SetStatus(v1::SetStatus { status: status as i32 })).await
     }
 
     /// Starts watching state. The current state of every covered agent arrives first, then changes;
@@ -440,10 +392,7 @@ impl Agent {
             WatchTarget::Role(r) => Target::Role(r),
             WatchTarget::All => Target::All(true),
         };
-        self.request_ok(v1::client_message::Kind::WatchState(v1::WatchState {
-            target: Some(target),
-        }))
-        .await
+        self.request_ok(v1::client_message::Kind::WatchState(v1::WatchState { target: Some(target) })).await
     }
 
     /// Stops a watch started with [`Agent::watch_state`].
@@ -454,30 +403,17 @@ impl Agent {
             WatchTarget::Role(r) => Target::Role(r),
             WatchTarget::All => Target::All(true),
         };
-        self.request_ok(v1::client_message::Kind::UnwatchState(v1::UnwatchState {
-            target: Some(target),
-        }))
-        .await
+        self.request_ok(v1::client_message::Kind::UnwatchState(v1::UnwatchState { target: Some(target) })).await
     }
 
     /// This agent's current view of a watched agent's state: (version, state).
     pub fn view(&self, agent_id: &str) -> Option<(u64, Value)> {
-        self.inner
-            .views
-            .lock()
-            .expect("not poisoned")
-            .get(agent_id)
-            .cloned()
+        self.inner.views.lock().expect("not poisoned").get(agent_id).cloned()
     }
 
     /// Any agent's state in this agent's namespace, fetched from the server now.
     pub async fn get_state(&self, agent_id: &str) -> Result<(u64, Value), Error> {
-        fetch_state(
-            &mut self.inner.grpc.clone(),
-            &self.inner.namespace,
-            agent_id,
-        )
-        .await
+        fetch_state(&mut self.inner.grpc.clone(), &self.inner.namespace, agent_id).await
     }
 
     /// Arrives at a sync point and waits until it is released (or fails).
@@ -508,10 +444,7 @@ impl Agent {
                 forced: r.forced,
             }),
             v1::reply::Outcome::Error(e) => Err(e.into()),
-            other => Err(Error::Other {
-                code: tonic::Code::Internal,
-                message: format!("unexpected reply {other:?}"),
-            }),
+            other => Err(Error::Other { code: tonic::Code::Internal, message: format!("unexpected reply {other:?}") }),
         }
     }
 
@@ -524,18 +457,14 @@ impl Agent {
     ) -> Result<Vec<SyncResult>, Error> {
         let mut results = Vec::with_capacity(sync_ids.len());
         for id in sync_ids {
-            results.push(
-                self.sync(id, participants.clone(), timeout, Bytes::new())
-                    .await?,
-            );
+            results.push(self.sync(id, participants.clone(), timeout, Bytes::new()).await?);
         }
         Ok(results)
     }
 
     /// Deregisters and ends the session.
     pub async fn close(self) -> Result<(), Error> {
-        self.send(0, v1::client_message::Kind::Deregister(v1::Deregister {}))
-            .await?;
+        self.send(0, v1::client_message::Kind::Deregister(v1::Deregister {})).await?;
         let mut ended = self.inner.ended.clone();
         let _ = ended.wait_for(Option::is_some).await;
         Ok(())
@@ -549,14 +478,7 @@ async fn heartbeat(outbound: mpsc::WeakSender<v1::ClientMessage>, interval: Dura
     loop {
         tick.tick().await;
         let Some(tx) = outbound.upgrade() else { return };
-        if tx
-            .send(msg(
-                0,
-                v1::client_message::Kind::Heartbeat(v1::Heartbeat {}),
-            ))
-            .await
-            .is_err()
-        {
+        if tx.send(msg(0, v1::client_message::Kind::Heartbeat(v1::Heartbeat {}))).await.is_err() {
             return;
         }
     }
@@ -567,7 +489,7 @@ struct Reader {
     namespace: String,
     pending: Pending,
     views: Views,
-    deliveries: mpsc::Sender<Delivery>,
+    deliveries: mpsc::Sender<Vec<Delivery>>,
     state_updates: mpsc::Sender<StateUpdate>,
     outbound: mpsc::WeakSender<v1::ClientMessage>,
     async_errors: Arc<Mutex<Vec<Error>>>,
@@ -610,37 +532,46 @@ impl Reader {
             }
             return;
         }
-        if let Some(tx) = self
-            .pending
-            .lock()
-            .expect("not poisoned")
-            .remove(&r.request_id)
-        {
+        if let Some(tx) = self.pending.lock().expect("not poisoned").remove(&r.request_id) {
             let _ = tx.send(Ok(outcome));
         }
     }
 
-    async fn deliver(&mut self, batch: v1::Deliveries) {
-        let Some(last) = batch.items.last().map(|d| d.seq) else {
+    async fn deliver(&mut self, batch: lockstep_proto::wire::Deliveries) {
+        use prost::Message as _;
+        let Some(last) =
+            (batch.first_seq + batch.items.len() as u64).checked_sub(1).filter(|_| !batch.items.is_empty())
+        else {
             return;
         };
-        for d in batch.items {
-            let d = Delivery {
-                seq: d.seq,
+        let mut out = Vec::with_capacity(batch.items.len());
+        for (i, raw) in batch.items.into_iter().enumerate() {
+            let d = match v1::Delivery::decode(raw) {
+                Ok(d) => d,
+                Err(e) => {
+                    // Counted as missed by the next good item: nothing disappears unannounced.
+                    tracing::warn!(error = %e, "undecodable delivery from the server");
+                    continue;
+                }
+            };
+            let seq = batch.first_seq + i as u64;
+            let missed_before = match out.last() {
+                None => seq - batch.first_seq + batch.missed_before,
+                Some(prev @ Delivery { .. }) => seq - prev.seq - 1,
+            };
+            out.push(Delivery {
+                seq,
                 topic: d.topic,
                 payload: d.payload,
                 content_type: d.content_type,
                 publisher: d.publisher,
-                missed_before: d.missed_before,
-            };
-            // A dropped receiver means the application does not read deliveries: discard.
-            let _ = self.deliveries.send(d).await;
+                missed_before,
+            });
         }
+        // A dropped receiver means the application does not read deliveries: discard.
+        let _ = self.deliveries.send(out).await;
         if let Some(tx) = self.outbound.upgrade() {
-            let _ = tx.try_send(msg(
-                0,
-                v1::client_message::Kind::Ack(v1::Ack { up_to_seq: last }),
-            ));
+            let _ = tx.try_send(msg(0, v1::client_message::Kind::Ack(v1::Ack { up_to_seq: last })));
         }
     }
 
@@ -648,20 +579,10 @@ impl Reader {
         for c in changes.items {
             let update = if c.removed {
                 self.views.lock().expect("not poisoned").remove(&c.agent_id);
-                StateUpdate {
-                    agent_id: c.agent_id,
-                    version: c.version,
-                    state: Value::Null,
-                    removed: true,
-                }
+                StateUpdate { agent_id: c.agent_id, version: c.version, state: Value::Null, removed: true }
             } else {
                 match self.apply(&c).await {
-                    Some((version, state)) => StateUpdate {
-                        agent_id: c.agent_id,
-                        version,
-                        state,
-                        removed: false,
-                    },
+                    Some((version, state)) => StateUpdate { agent_id: c.agent_id, version, state, removed: false },
                     None => continue,
                 }
             };
@@ -680,12 +601,7 @@ impl Reader {
                 Value::Null
             }
         };
-        let known = self
-            .views
-            .lock()
-            .expect("not poisoned")
-            .get(&c.agent_id)
-            .map(|(v, _)| *v);
+        let known = self.views.lock().expect("not poisoned").get(&c.agent_id).map(|(v, _)| *v);
         let next = if c.base_version == 0 && delta.is_object() {
             let mut fresh = Value::Object(Default::default());
             lockstep_core::state::apply(&mut fresh, &delta);
@@ -708,10 +624,7 @@ impl Reader {
             }
         };
         let (version, state) = next?;
-        self.views
-            .lock()
-            .expect("not poisoned")
-            .insert(c.agent_id.clone(), (version, state.clone()));
+        self.views.lock().expect("not poisoned").insert(c.agent_id.clone(), (version, state.clone()));
         Some((version, state))
     }
 }

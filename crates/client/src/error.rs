@@ -27,18 +27,10 @@ pub enum Error {
     FailedPrecondition(String),
     /// A barrier timed out; `missing` never arrived.
     #[error("{message}")]
-    SyncTimeout {
-        sync_id: String,
-        missing: Vec<String>,
-        message: String,
-    },
+    SyncTimeout { sync_id: String, missing: Vec<String>, message: String },
     /// A barrier failed because a required participant was lost or left.
     #[error("{message}")]
-    SyncAborted {
-        sync_id: String,
-        missing: Vec<String>,
-        message: String,
-    },
+    SyncAborted { sync_id: String, missing: Vec<String>, message: String },
     /// The session ended (lease lost, taken over, server shut down, connection broken).
     #[error("session ended: {0}")]
     SessionEnded(String),
@@ -58,16 +50,8 @@ impl Error {
             Code::NotFound => Error::NotFound(message),
             Code::ResourceExhausted => Error::ResourceExhausted(message),
             Code::FailedPrecondition => Error::FailedPrecondition(message),
-            Code::DeadlineExceeded => Error::SyncTimeout {
-                sync_id,
-                missing,
-                message,
-            },
-            Code::Aborted => Error::SyncAborted {
-                sync_id,
-                missing,
-                message,
-            },
+            Code::DeadlineExceeded => Error::SyncTimeout { sync_id, missing, message },
+            Code::Aborted => Error::SyncAborted { sync_id, missing, message },
             Code::Unavailable | Code::Cancelled => Error::SessionEnded(message),
             code => Error::Other { code, message },
         }
@@ -97,12 +81,7 @@ impl From<tonic::Status> for Error {
 
 impl From<v1::Error> for Error {
     fn from(e: v1::Error) -> Self {
-        Error::from_parts(
-            Code::from_i32(e.code),
-            e.message,
-            e.sync_id,
-            e.missing_agents,
-        )
+        Error::from_parts(Code::from_i32(e.code), e.message, e.sync_id, e.missing_agents)
     }
 }
 
@@ -119,14 +98,7 @@ mod tests {
             sync_id: "s".into(),
         }
         .into();
-        assert_eq!(
-            e,
-            Error::SyncTimeout {
-                sync_id: "s".into(),
-                missing: vec!["b".into()],
-                message: "m".into()
-            }
-        );
+        assert_eq!(e, Error::SyncTimeout { sync_id: "s".into(), missing: vec!["b".into()], message: "m".into() });
         let e: Error = tonic::Status::already_exists("taken").into();
         assert_eq!(e, Error::AlreadyRegistered("taken".into()));
         assert_eq!(e.code(), Code::AlreadyExists);

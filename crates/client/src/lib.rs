@@ -33,14 +33,17 @@ mod error;
 use std::time::Duration;
 
 pub use agent::{
-    Agent, AgentOptions, Deliveries, Delivery, Participants, StateUpdate, StateUpdates, SyncResult,
-    WatchTarget,
+    Agent, AgentOptions, Deliveries, Delivery, Participants, StateUpdate, StateUpdates, SyncResult, WatchTarget,
 };
 pub use error::Error;
 pub use lockstep_proto::v1 as proto;
 use lockstep_proto::v1;
 use lockstep_proto::v1::lockstep_client::LockstepClient;
 use tonic::transport::{Channel, Endpoint};
+
+/// HTTP/2 flow-control windows, large so that a busy session never waits for window updates.
+const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 
 /// Largest message the client accepts from the server.
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
@@ -64,39 +67,25 @@ impl Client {
     /// Connects to `addr` (`host:port` or `http://host:port`).
     pub async fn connect(addr: impl AsRef<str>) -> Result<Client, Error> {
         let addr = addr.as_ref();
-        let uri = if addr.contains("://") {
-            addr.to_owned()
-        } else {
-            format!("http://{addr}")
-        };
-        let connect_err = |reason: String| Error::Connect {
-            addr: addr.to_owned(),
-            reason,
-        };
+        let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
+        let connect_err = |reason: String| Error::Connect { addr: addr.to_owned(), reason };
         let endpoint = Endpoint::from_shared(uri)
             .map_err(|e| connect_err(e.to_string()))?
             .tcp_nodelay(true)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
             .connect_timeout(Duration::from_secs(5))
             .http2_keep_alive_interval(Duration::from_secs(10));
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| connect_err(format!("{e}: is `lockstep serve` running there?")))?;
-        let grpc = LockstepClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
-        Ok(Client {
-            grpc,
-            namespace: String::new(),
-        })
+        let channel =
+            endpoint.connect().await.map_err(|e| connect_err(format!("{e}: is `lockstep serve` running there?")))?;
+        let grpc =
+            LockstepClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE);
+        Ok(Client { grpc, namespace: String::new() })
     }
 
     /// The same connection, addressing another namespace (empty: `default`).
     pub fn with_namespace(&self, namespace: impl Into<String>) -> Client {
-        Client {
-            grpc: self.grpc.clone(),
-            namespace: namespace.into(),
-        }
+        Client { grpc: self.grpc.clone(), namespace: namespace.into() }
     }
 
     /// Registers an agent and opens its session.
@@ -112,33 +101,18 @@ impl Client {
             capability: filter.capability.unwrap_or_default(),
             status: filter.status.map_or(0, |s| s as i32),
         };
-        Ok(self
-            .grpc
-            .clone()
-            .list_agents(req)
-            .await?
-            .into_inner()
-            .agents)
+        Ok(self.grpc.clone().list_agents(req).await?.into_inner().agents)
     }
 
     /// Agents that declared `capability`.
-    pub async fn agents_with_capability(
-        &self,
-        capability: &str,
-    ) -> Result<Vec<v1::AgentInfo>, Error> {
-        self.list_agents(AgentFilter {
-            capability: Some(capability.to_owned()),
-            ..Default::default()
-        })
-        .await
+    pub async fn agents_with_capability(&self, capability: &str) -> Result<Vec<v1::AgentInfo>, Error> {
+        self.list_agents(AgentFilter { capability: Some(capability.to_owned()), ..Default::default() }).await
     }
 
     /// Registry changes: first one `Snapshot` event per agent already registered, then joins,
     /// leaves, status changes and lost leases as they happen.
     pub async fn watch_registry(&self) -> Result<tonic::Streaming<v1::RegistryEvent>, Error> {
-        let req = v1::WatchRegistryRequest {
-            namespace: self.namespace.clone(),
-        };
+        let req = v1::WatchRegistryRequest { namespace: self.namespace.clone() };
         Ok(self.grpc.clone().watch_registry(req).await?.into_inner())
     }
 
@@ -149,76 +123,37 @@ impl Client {
 
     /// Every sync point, waiting or retained.
     pub async fn list_sync_points(&self) -> Result<Vec<v1::SyncPointStatus>, Error> {
-        let req = v1::ListSyncPointsRequest {
-            namespace: self.namespace.clone(),
-        };
-        Ok(self
-            .grpc
-            .clone()
-            .list_sync_points(req)
-            .await?
-            .into_inner()
-            .sync_points)
+        let req = v1::ListSyncPointsRequest { namespace: self.namespace.clone() };
+        Ok(self.grpc.clone().list_sync_points(req).await?.into_inner().sync_points)
     }
 
     fn sync_request(&self, sync_id: &str) -> v1::SyncStatusRequest {
-        v1::SyncStatusRequest {
-            namespace: self.namespace.clone(),
-            sync_id: sync_id.to_owned(),
-        }
+        v1::SyncStatusRequest { namespace: self.namespace.clone(), sync_id: sync_id.to_owned() }
     }
 
     /// One sync point's status.
     pub async fn sync_status(&self, sync_id: &str) -> Result<v1::SyncPointStatus, Error> {
-        Ok(self
-            .grpc
-            .clone()
-            .sync_status(self.sync_request(sync_id))
-            .await?
-            .into_inner())
+        Ok(self.grpc.clone().sync_status(self.sync_request(sync_id)).await?.into_inner())
     }
 
     /// One sync point's status in plain language, with recommendations.
     pub async fn diagnose_sync(&self, sync_id: &str) -> Result<v1::SyncDiagnosis, Error> {
-        Ok(self
-            .grpc
-            .clone()
-            .diagnose_sync(self.sync_request(sync_id))
-            .await?
-            .into_inner())
+        Ok(self.grpc.clone().diagnose_sync(self.sync_request(sync_id)).await?.into_inner())
     }
 
     /// Releases the agents waiting at a sync point now, with what has arrived.
     pub async fn force_complete_sync(&self, sync_id: &str) -> Result<v1::SyncPointStatus, Error> {
-        Ok(self
-            .grpc
-            .clone()
-            .force_complete_sync(self.sync_request(sync_id))
-            .await?
-            .into_inner())
+        Ok(self.grpc.clone().force_complete_sync(self.sync_request(sync_id)).await?.into_inner())
     }
 
     /// Removes every finished sync point; returns how many.
     pub async fn cleanup_sync_points(&self) -> Result<u32, Error> {
-        let req = v1::CleanupSyncPointsRequest {
-            namespace: self.namespace.clone(),
-        };
-        Ok(self
-            .grpc
-            .clone()
-            .cleanup_sync_points(req)
-            .await?
-            .into_inner()
-            .removed)
+        let req = v1::CleanupSyncPointsRequest { namespace: self.namespace.clone() };
+        Ok(self.grpc.clone().cleanup_sync_points(req).await?.into_inner().removed)
     }
 
     /// Server version, clock, limits and counters.
     pub async fn server_info(&self) -> Result<v1::ServerInfoResponse, Error> {
-        Ok(self
-            .grpc
-            .clone()
-            .server_info(v1::ServerInfoRequest {})
-            .await?
-            .into_inner())
+        Ok(self.grpc.clone().server_info(v1::ServerInfoRequest {}).await?.into_inner())
     }
 }

@@ -117,8 +117,7 @@ impl Default for Config {
 impl Config {
     /// How long an agent may stay silent before it is lost.
     pub fn lease_ms(&self) -> u64 {
-        self.heartbeat_interval_ms
-            .saturating_mul(u64::from(self.lease_intervals))
+        self.heartbeat_interval_ms.saturating_mul(u64::from(self.lease_intervals))
     }
 
     /// Checks the settings make sense together; the server refuses to start otherwise.
@@ -132,9 +131,7 @@ impl Config {
         if self.queue_capacity == 0 {
             return Err("queue_capacity must be at least 1".into());
         }
-        if self.default_sync_timeout_ms == 0
-            || self.default_sync_timeout_ms > self.limits.max_sync_timeout_ms
-        {
+        if self.default_sync_timeout_ms == 0 || self.default_sync_timeout_ms > self.limits.max_sync_timeout_ms {
             return Err(format!(
                 "default_sync_timeout_ms must be between 1 and max_sync_timeout_ms ({})",
                 self.limits.max_sync_timeout_ms

@@ -22,15 +22,13 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::error::CoreError;
 use crate::io::{
-    ConnId, Frame, Input, Message, Output, RegisterRequest, Registered, RegistryEvent, Reply,
-    Request, Time, WatchTarget,
+    ConnId, Frame, Input, Message, Output, RegisterRequest, Registered, RegistryEvent, Reply, Request, Time,
+    WatchTarget,
 };
 use crate::lease::Lease;
 use crate::name;
 use crate::outbox::{Enqueued, Outbox};
-use crate::registry::{
-    Agent, AgentQuery, AgentStatus, AgentView, Profile, RegistryEventKind, Session,
-};
+use crate::registry::{Agent, AgentQuery, AgentStatus, AgentView, Profile, RegistryEventKind, Session};
 use crate::state;
 use crate::syncpoint::{Arrived, Diagnosis, Participants, Release, SyncPoint, SyncStatus};
 use crate::topic;
@@ -65,15 +63,8 @@ enum Timer {
 }
 
 enum ConnRole {
-    Agent {
-        ns: Arc<str>,
-        agent: Arc<str>,
-    },
-    RegistryWatcher {
-        ns: Arc<str>,
-        frames: VecDeque<Frame>,
-        notified: bool,
-    },
+    Agent { ns: Arc<str>, agent: Arc<str> },
+    RegistryWatcher { ns: Arc<str>, frames: VecDeque<Frame>, notified: bool },
 }
 
 #[derive(Default)]
@@ -98,12 +89,8 @@ impl Namespace {
         if let Some(r) = self.routes.get(topic) {
             return r.clone();
         }
-        let mut subs: Vec<Arc<str>> = self
-            .agents
-            .values()
-            .filter(|a| a.interested_in(topic))
-            .map(|a| a.id.clone())
-            .collect();
+        let mut subs: Vec<Arc<str>> =
+            self.agents.values().filter(|a| a.interested_in(topic)).map(|a| a.id.clone()).collect();
         subs.sort_unstable();
         let subs: Arc<[Arc<str>]> = subs.into();
         if self.routes.len() >= ROUTE_CACHE_MAX {
@@ -129,14 +116,8 @@ impl Namespace {
 
     fn index_watch(&mut self, watcher: &Arc<str>, target: &WatchTarget, add: bool) {
         let set = match target {
-            WatchTarget::Agent(id) => self
-                .watchers_by_agent
-                .entry(id.as_str().into())
-                .or_default(),
-            WatchTarget::Role(role) => self
-                .watchers_by_role
-                .entry(role.as_str().into())
-                .or_default(),
+            WatchTarget::Agent(id) => self.watchers_by_agent.entry(id.as_str().into()).or_default(),
+            WatchTarget::Role(role) => self.watchers_by_role.entry(role.as_str().into()).or_default(),
             WatchTarget::All => &mut self.watchers_of_all,
         };
         if add {
@@ -181,20 +162,12 @@ impl Engine {
     /// Applies one input at time `now`.
     pub fn handle(&mut self, now: Time, input: Input) {
         match input {
-            Input::Register {
-                conn,
-                request,
-                new_token,
-            } => {
+            Input::Register { conn, request, new_token } => {
                 if let Err(e) = self.register(now, conn, request, new_token) {
                     self.outputs.push_back(Output::Close(conn, Some(e)));
                 }
             }
-            Input::Request {
-                conn,
-                request_id,
-                request,
-            } => self.request(now, conn, request_id, request),
+            Input::Request { conn, request_id, request } => self.request(now, conn, request_id, request),
             Input::WatchRegistry { conn, namespace } => {
                 if let Err(e) = self.watch_registry(conn, &namespace) {
                     self.outputs.push_back(Output::Close(conn, Some(e)));
@@ -237,9 +210,7 @@ impl Engine {
     /// or `None` when nothing is pending; a later `Ready(conn)` says when there is more.
     pub fn next_frame(&mut self, conn: ConnId, max_items: usize) -> Option<Frame> {
         let (ns_key, agent_key) = match self.conns.get_mut(&conn)? {
-            ConnRole::RegistryWatcher {
-                frames, notified, ..
-            } => {
+            ConnRole::RegistryWatcher { frames, notified, .. } => {
                 let frame = frames.pop_front();
                 *notified = frame.is_some();
                 return frame;
@@ -248,16 +219,9 @@ impl Engine {
         };
         let ns = self.namespaces.get_mut(&ns_key)?;
         let agent = ns.agents.get_mut(&agent_key)?;
-        let mut outbox = std::mem::replace(
-            &mut agent.outbox,
-            Outbox::new(1, self.config.overflow_policy),
-        );
+        let mut outbox = std::mem::replace(&mut agent.outbox, Outbox::new(1, self.config.overflow_policy));
         let agents = &ns.agents;
-        let frame = outbox.next_frame(max_items, |owner| {
-            agents
-                .get(owner)
-                .map(|a| (a.state_version, a.state.clone()))
-        });
+        let frame = outbox.next_frame(max_items, |owner| agents.get(owner).map(|a| (a.state_version, a.state.clone())));
         outbox.notified = frame.is_some();
         let agent = ns.agents.get_mut(&agent_key).expect("still there");
         agent.outbox = outbox;
@@ -267,25 +231,16 @@ impl Engine {
     // ---------------------------------------------------------------------------------------------
     // Sessions
 
-    fn register(
-        &mut self,
-        now: Time,
-        conn: ConnId,
-        req: RegisterRequest,
-        new_token: String,
-    ) -> Result<(), CoreError> {
+    fn register(&mut self, now: Time, conn: ConnId, req: RegisterRequest, new_token: String) -> Result<(), CoreError> {
         if let Some(ConnRole::Agent { ns, agent }) = self.conns.get(&conn) {
             let (ns, agent) = (ns.clone(), agent.clone());
-            let err = CoreError::AlreadyRegisteredHere {
-                agent: agent.to_string(),
-            };
+            let err = CoreError::AlreadyRegisteredHere { agent: agent.to_string() };
             self.reply(&ns, &agent, 0, Reply::Error(err));
             return Ok(());
         }
         let ns_name = name::namespace_or_default(&req.namespace)?.to_owned();
         let profile = Profile::from_request(&req, &self.config.limits)?;
-        if !self.namespaces.contains_key(ns_name.as_str())
-            && self.namespaces.len() >= self.config.limits.max_namespaces
+        if !self.namespaces.contains_key(ns_name.as_str()) && self.namespaces.len() >= self.config.limits.max_namespaces
         {
             return Err(CoreError::Limit {
                 what: "namespaces",
@@ -302,10 +257,7 @@ impl Engine {
             Some(agent) => {
                 let token_ok = agent.token_matches(&req.resume_token);
                 if agent.is_live() && !token_ok {
-                    return Err(CoreError::AlreadyRegistered {
-                        namespace: ns_name,
-                        agent: req.agent_id,
-                    });
+                    return Err(CoreError::AlreadyRegistered { namespace: ns_name, agent: req.agent_id });
                 }
                 let was_lost = !agent.is_live();
                 if !token_ok {
@@ -314,10 +266,7 @@ impl Engine {
                 if let Some(old) = agent.session.as_mut().and_then(|s| s.conn.take()) {
                     closed_old = Some(old);
                 }
-                agent.session = Some(Session {
-                    conn: Some(conn),
-                    lease,
-                });
+                agent.session = Some(Session { conn: Some(conn), lease });
                 agent.apply_profile(profile);
                 agent.last_heartbeat = now;
                 if was_lost {
@@ -335,14 +284,8 @@ impl Engine {
                     });
                 }
                 let id: Arc<str> = req.agent_id.as_str().into();
-                let session = Session {
-                    conn: Some(conn),
-                    lease,
-                };
-                ns.agents.insert(
-                    id.clone(),
-                    Agent::new(id.clone(), profile, now, session, new_token, config),
-                );
+                let session = Session { conn: Some(conn), lease };
+                ns.agents.insert(id.clone(), Agent::new(id.clone(), profile, now, session, new_token, config));
                 (id, false, true)
             }
         };
@@ -357,32 +300,17 @@ impl Engine {
             resumed,
         };
         // Registration goes ahead of anything queued while the session was away.
-        agent
-            .outbox
-            .push_control_front(Frame::Registered(registered));
+        agent.outbox.push_control_front(Frame::Registered(registered));
         // The new connection has been told nothing yet: a `Ready` given to an earlier connection
         // that never drained it (stuck, broken, too slow) must not keep this one waiting.
         agent.outbox.notified = false;
         if let Some(old) = closed_old {
             self.conns.remove(&old);
-            let reason =
-                "the session was taken over by a new connection presenting its resume token"
-                    .to_owned();
-            self.outputs.push_back(Output::Close(
-                old,
-                Some(CoreError::SessionEnded {
-                    agent: agent_key.to_string(),
-                    reason,
-                }),
-            ));
+            let reason = "the session was taken over by a new connection presenting its resume token".to_owned();
+            self.outputs
+                .push_back(Output::Close(old, Some(CoreError::SessionEnded { agent: agent_key.to_string(), reason })));
         }
-        self.conns.insert(
-            conn,
-            ConnRole::Agent {
-                ns: ns_key.clone(),
-                agent: agent_key.clone(),
-            },
-        );
+        self.conns.insert(conn, ConnRole::Agent { ns: ns_key.clone(), agent: agent_key.clone() });
         self.arm_lease(&ns_key, &agent_key);
         if joined {
             self.registry_event(&ns_key, &agent_key, RegistryEventKind::Joined, None);
@@ -406,35 +334,15 @@ impl Engine {
         }
         let result = match request {
             Request::Heartbeat => Ok(Reply::Ok),
-            Request::Publish {
-                topic,
-                payload,
-                content_type,
-            } => self
-                .publish(&ns, &agent, &topic, payload, &content_type)
-                .map(|()| Reply::Ok),
-            Request::UpdateState { delta_json } => self
-                .update_state(&ns, &agent, &delta_json)
-                .map(Reply::StateVersion),
+            Request::Publish { topic, payload, content_type } => {
+                self.publish(&ns, &agent, &topic, payload, &content_type).map(|()| Reply::Ok)
+            }
+            Request::UpdateState { delta_json } => self.update_state(&ns, &agent, &delta_json).map(Reply::StateVersion),
             Request::SetStatus(status) => self.set_status(&ns, &agent, status).map(|()| Reply::Ok),
             Request::Watch(target) => self.watch(&ns, &agent, target).map(|()| Reply::Ok),
             Request::Unwatch(target) => self.unwatch(&ns, &agent, &target).map(|()| Reply::Ok),
-            Request::Sync {
-                sync_id,
-                participants,
-                timeout_ms,
-                payload,
-            } => {
-                match self.sync(
-                    now,
-                    &ns,
-                    &agent,
-                    request_id,
-                    sync_id,
-                    participants,
-                    timeout_ms,
-                    payload,
-                ) {
+            Request::Sync { sync_id, participants, timeout_ms, payload } => {
+                match self.sync(now, &ns, &agent, request_id, sync_id, participants, timeout_ms, payload) {
                     // The reply comes when the point is released.
                     Ok(()) => return,
                     Err(e) => Err(e),
@@ -465,8 +373,7 @@ impl Engine {
             Some(ConnRole::Agent { ns, agent }) => {
                 if clean {
                     self.remove_agent(now, &ns, &agent, "left");
-                } else if let Some(s) = self.agent_mut(&ns, &agent).and_then(|a| a.session.as_mut())
-                {
+                } else if let Some(s) = self.agent_mut(&ns, &agent).and_then(|a| a.session.as_mut()) {
                     // The lease keeps running: the agent may come back with its resume token.
                     s.conn = None;
                 }
@@ -484,22 +391,11 @@ impl Engine {
         let Some(n) = self.namespaces.get_mut(ns) else {
             return;
         };
-        let Some(expires) = n
-            .agents
-            .get(agent)
-            .and_then(|a| a.session.as_ref())
-            .map(|s| s.lease.expires_at())
-        else {
+        let Some(expires) = n.agents.get(agent).and_then(|a| a.session.as_ref()).map(|s| s.lease.expires_at()) else {
             return;
         };
         if n.lease_armed.insert(agent.clone()) {
-            self.timers.push(Reverse((
-                expires,
-                Timer::Lease {
-                    ns: ns.clone(),
-                    agent: agent.clone(),
-                },
-            )));
+            self.timers.push(Reverse((expires, Timer::Lease { ns: ns.clone(), agent: agent.clone() })));
         }
     }
 
@@ -510,12 +406,7 @@ impl Engine {
                     return;
                 };
                 n.lease_armed.remove(&agent);
-                let Some(lease) = n
-                    .agents
-                    .get(&agent)
-                    .and_then(|a| a.session.as_ref())
-                    .map(|s| s.lease)
-                else {
+                let Some(lease) = n.agents.get(&agent).and_then(|a| a.session.as_ref()).map(|s| s.lease) else {
                     return;
                 };
                 if lease.expired(now) {
@@ -534,11 +425,8 @@ impl Engine {
                 }
             }
             Timer::SyncDeadline { ns, id } => {
-                let release = self
-                    .namespaces
-                    .get_mut(&ns)
-                    .and_then(|n| n.sync_points.get_mut(&id))
-                    .and_then(|p| p.expire(now));
+                let release =
+                    self.namespaces.get_mut(&ns).and_then(|n| n.sync_points.get_mut(&id)).and_then(|p| p.expire(now));
                 if let Some(release) = release {
                     self.release(now, &ns, &id, release);
                 }
@@ -581,24 +469,13 @@ impl Engine {
         n.routes.clear();
         if let Some(conn) = conn {
             self.conns.remove(&conn);
-            let reason = format!(
-                "no sign of life for {} ms (lease lost)",
-                self.config.lease_ms()
-            );
-            self.outputs.push_back(Output::Close(
-                conn,
-                Some(CoreError::SessionEnded {
-                    agent: agent.to_string(),
-                    reason,
-                }),
-            ));
+            let reason = format!("no sign of life for {} ms (lease lost)", self.config.lease_ms());
+            self.outputs
+                .push_back(Output::Close(conn, Some(CoreError::SessionEnded { agent: agent.to_string(), reason })));
         }
         self.timers.push(Reverse((
             now.saturating_add(self.config.lost_retention_ms),
-            Timer::LostRetention {
-                ns: ns.clone(),
-                agent: agent.clone(),
-            },
+            Timer::LostRetention { ns: ns.clone(), agent: agent.clone() },
         )));
         self.registry_event(ns, agent, RegistryEventKind::Lost, Some(previous));
         self.participant_gone(now, ns, agent, "lost its lease");
@@ -621,9 +498,7 @@ impl Engine {
         // when it fires. Clearing it here let a re-registration arm a second timer, and each
         // deregister/register cycle left one more timer re-arming for the agent's whole life.
         let watchers = n.watchers_of(&a);
-        self.push_to_watchers(ns, watchers, |outbox| {
-            outbox.push_state_removed(agent, a.state_version)
-        });
+        self.push_to_watchers(ns, watchers, |outbox| outbox.push_state_removed(agent, a.state_version));
         self.participant_gone(now, ns, agent, why);
     }
 
@@ -668,24 +543,12 @@ impl Engine {
         if content_type.len() > limits.max_topic_len {
             return Err(CoreError::invalid(
                 "content type",
-                format!(
-                    "is {} bytes; the limit is {}",
-                    content_type.len(),
-                    limits.max_topic_len
-                ),
+                format!("is {} bytes; the limit is {}", content_type.len(), limits.max_topic_len),
             ));
         }
-        let n = self
-            .namespaces
-            .get_mut(ns)
-            .expect("a session's namespace exists");
+        let n = self.namespaces.get_mut(ns).expect("a session's namespace exists");
         let subscribers = n.route(topic_name);
-        let message = Arc::new(Message {
-            topic: topic_name.into(),
-            payload,
-            content_type: content_type.into(),
-            publisher: publisher.clone(),
-        });
+        let message = Arc::new(Message::new(topic_name, payload, content_type, publisher.clone()));
         self.counters.published += 1;
         for sub in subscribers.iter() {
             let Some(agent) = n.agents.get_mut(sub) else {
@@ -703,10 +566,7 @@ impl Engine {
                     if let Some(conn) = agent.session.as_mut().and_then(|s| s.conn.take()) {
                         agent.outbox.discard_messages();
                         self.conns.remove(&conn);
-                        let err = CoreError::SlowConsumer {
-                            agent: sub.to_string(),
-                            capacity,
-                        };
+                        let err = CoreError::SlowConsumer { agent: sub.to_string(), capacity };
                         self.outputs.push_back(Output::Close(conn, Some(err)));
                     }
                     continue;
@@ -725,21 +585,12 @@ impl Engine {
     // ---------------------------------------------------------------------------------------------
     // State
 
-    fn update_state(
-        &mut self,
-        ns: &Arc<str>,
-        owner: &Arc<str>,
-        delta_json: &str,
-    ) -> Result<u64, CoreError> {
+    fn update_state(&mut self, ns: &Arc<str>, owner: &Arc<str>, delta_json: &str) -> Result<u64, CoreError> {
         let limits = &self.config.limits;
         if delta_json.len() > limits.max_delta_bytes {
             return Err(CoreError::invalid(
                 "state delta",
-                format!(
-                    "{} bytes; the limit is {}",
-                    delta_json.len(),
-                    limits.max_delta_bytes
-                ),
+                format!("{} bytes; the limit is {}", delta_json.len(), limits.max_delta_bytes),
             ));
         }
         let delta: Value = serde_json::from_str(delta_json)
@@ -751,36 +602,27 @@ impl Engine {
             ));
         }
         let max_state = limits.max_state_bytes;
-        let n = self
-            .namespaces
-            .get_mut(ns)
-            .expect("a session's namespace exists");
+        let n = self.namespaces.get_mut(ns).expect("a session's namespace exists");
         let a = n.agents.get_mut(owner).expect("a session's agent exists");
         let mut next = a.state.clone();
         state::apply(&mut next, &delta);
-        let size = serde_json::to_vec(&next)
-            .map(|v| v.len())
-            .unwrap_or(usize::MAX);
+        let size = serde_json::to_vec(&next).map(|v| v.len()).unwrap_or(usize::MAX);
         if size > max_state {
-            return Err(CoreError::invalid("state delta", format!("the state would be {size} bytes; the limit is {max_state} (limits.max_state_bytes)")));
+            return Err(CoreError::invalid(
+                "state delta",
+                format!("the state would be {size} bytes; the limit is {max_state} (limits.max_state_bytes)"),
+            ));
         }
         a.state = next;
         a.state_version += 1;
         let version = a.state_version;
         self.counters.state_updates += 1;
         let watchers = n.watchers_of(&n.agents[owner]);
-        self.push_to_watchers(ns, watchers, |outbox| {
-            outbox.push_state_delta(owner, version, &delta)
-        });
+        self.push_to_watchers(ns, watchers, |outbox| outbox.push_state_delta(owner, version, &delta));
         Ok(version)
     }
 
-    fn set_status(
-        &mut self,
-        ns: &Arc<str>,
-        agent: &Arc<str>,
-        status: AgentStatus,
-    ) -> Result<(), CoreError> {
+    fn set_status(&mut self, ns: &Arc<str>, agent: &Arc<str>, status: AgentStatus) -> Result<(), CoreError> {
         if status == AgentStatus::Lost {
             return Err(CoreError::invalid(
                 "status",
@@ -796,22 +638,14 @@ impl Engine {
         Ok(())
     }
 
-    fn watch(
-        &mut self,
-        ns: &Arc<str>,
-        watcher: &Arc<str>,
-        target: WatchTarget,
-    ) -> Result<(), CoreError> {
+    fn watch(&mut self, ns: &Arc<str>, watcher: &Arc<str>, target: WatchTarget) -> Result<(), CoreError> {
         match &target {
             WatchTarget::Agent(id) => name::validate("watched agent id", id)?,
             WatchTarget::Role(role) => name::validate("watched role", role)?,
             WatchTarget::All => {}
         }
         let max = self.config.limits.max_watches;
-        let n = self
-            .namespaces
-            .get_mut(ns)
-            .expect("a session's namespace exists");
+        let n = self.namespaces.get_mut(ns).expect("a session's namespace exists");
         let w = n.agents.get_mut(watcher).expect("a session's agent exists");
         if w.watches.contains(&target) {
             return Ok(());
@@ -825,12 +659,8 @@ impl Engine {
         }
         w.watches.push(target.clone());
         n.index_watch(watcher, &target, true);
-        let covered: Vec<Arc<str>> = n
-            .agents
-            .values()
-            .filter(|a| a.watched_by(&target))
-            .map(|a| a.id.clone())
-            .collect();
+        let covered: Vec<Arc<str>> =
+            n.agents.values().filter(|a| a.watched_by(&target)).map(|a| a.id.clone()).collect();
         let w = n.agents.get_mut(watcher).expect("present");
         for owner in &covered {
             w.outbox.push_state_snapshot(owner);
@@ -839,22 +669,11 @@ impl Engine {
         Ok(())
     }
 
-    fn unwatch(
-        &mut self,
-        ns: &Arc<str>,
-        watcher: &Arc<str>,
-        target: &WatchTarget,
-    ) -> Result<(), CoreError> {
-        let n = self
-            .namespaces
-            .get_mut(ns)
-            .expect("a session's namespace exists");
+    fn unwatch(&mut self, ns: &Arc<str>, watcher: &Arc<str>, target: &WatchTarget) -> Result<(), CoreError> {
+        let n = self.namespaces.get_mut(ns).expect("a session's namespace exists");
         let w = n.agents.get_mut(watcher).expect("a session's agent exists");
         let Some(pos) = w.watches.iter().position(|t| t == target) else {
-            return Err(CoreError::invalid(
-                "unwatch",
-                format!("no such watch: {target:?}"),
-            ));
+            return Err(CoreError::invalid("unwatch", format!("no such watch: {target:?}")));
         };
         w.watches.remove(pos);
         n.index_watch(watcher, target, false);
@@ -883,12 +702,7 @@ impl Engine {
     }
 
     /// Queues something for each of `watchers` and tells the shell they have frames.
-    fn push_to_watchers(
-        &mut self,
-        ns: &Arc<str>,
-        watchers: Vec<Arc<str>>,
-        push: impl Fn(&mut Outbox),
-    ) {
+    fn push_to_watchers(&mut self, ns: &Arc<str>, watchers: Vec<Arc<str>>, push: impl Fn(&mut Outbox)) {
         for watcher in watchers {
             if let Some(w) = self.agent_mut(ns, &watcher) {
                 push(&mut w.outbox);
@@ -918,11 +732,7 @@ impl Engine {
         if payload.len() > limits.max_sync_payload_bytes {
             return Err(CoreError::invalid(
                 "sync payload",
-                format!(
-                    "{} bytes; the limit is {}",
-                    payload.len(),
-                    limits.max_sync_payload_bytes
-                ),
+                format!("{} bytes; the limit is {}", payload.len(), limits.max_sync_payload_bytes),
             ));
         }
         let timeout_ms = match timeout_ms {
@@ -936,39 +746,28 @@ impl Engine {
             t => t,
         };
         let max_open = limits.max_open_sync_points;
-        let n = self
-            .namespaces
-            .get_mut(ns)
-            .expect("a session's namespace exists");
+        let n = self.namespaces.get_mut(ns).expect("a session's namespace exists");
         let id: Arc<str> = sync_id.as_str().into();
         let created = !n.sync_points.contains_key(&id);
         if created {
             if n.open_sync_points >= max_open {
-                return Err(CoreError::Limit { what: "open sync points", limit: max_open as u64, hint: "let waiting points complete or time out, or raise limits.max_open_sync_points" });
+                return Err(CoreError::Limit {
+                    what: "open sync points",
+                    limit: max_open as u64,
+                    hint: "let waiting points complete or time out, or raise limits.max_open_sync_points",
+                });
             }
             let required = match &participants {
                 Participants::Agents(ids) => ids.iter().map(|s| Arc::from(s.as_str())).collect(),
                 Participants::Count(_) => Default::default(),
-                Participants::Role(role) => n
-                    .agents
-                    .values()
-                    .filter(|a| a.is_live() && *a.role == **role)
-                    .map(|a| a.id.clone())
-                    .collect(),
+                Participants::Role(role) => {
+                    n.agents.values().filter(|a| a.is_live() && *a.role == **role).map(|a| a.id.clone()).collect()
+                }
             };
-            n.sync_points.insert(
-                id.clone(),
-                SyncPoint::new(sync_id, participants.clone(), required, now, timeout_ms),
-            );
+            n.sync_points.insert(id.clone(), SyncPoint::new(sync_id, participants.clone(), required, now, timeout_ms));
             n.open_sync_points += 1;
             let deadline = now.saturating_add(timeout_ms);
-            self.timers.push(Reverse((
-                deadline,
-                Timer::SyncDeadline {
-                    ns: ns.clone(),
-                    id: id.clone(),
-                },
-            )));
+            self.timers.push(Reverse((deadline, Timer::SyncDeadline { ns: ns.clone(), id: id.clone() })));
         }
         let n = self.namespaces.get_mut(ns).expect("present");
         let point = n.sync_points.get_mut(&id).expect("present");
@@ -987,9 +786,7 @@ impl Engine {
         };
         match arrived {
             Arrived::Waiting => {}
-            Arrived::Released { waiters, outcome } => {
-                self.release(now, ns, &id, (waiters, Ok(outcome)))
-            }
+            Arrived::Released { waiters, outcome } => self.release(now, ns, &id, (waiters, Ok(outcome))),
             Arrived::AlreadyFinished(result) => {
                 let reply = match result {
                     Ok(outcome) => Reply::Sync(outcome),
@@ -1019,10 +816,7 @@ impl Engine {
         }
         self.timers.push(Reverse((
             now.saturating_add(self.config.sync_retention_ms),
-            Timer::SyncRetention {
-                ns: ns.clone(),
-                id: id.clone(),
-            },
+            Timer::SyncRetention { ns: ns.clone(), id: id.clone() },
         )));
         for w in waiters {
             let reply = match &result {
@@ -1034,18 +828,9 @@ impl Engine {
     }
 
     /// Releases every agent waiting at a point now, with what has arrived so far.
-    pub fn force_complete(
-        &mut self,
-        now: Time,
-        namespace: &str,
-        sync_id: &str,
-    ) -> Result<SyncStatus, CoreError> {
+    pub fn force_complete(&mut self, now: Time, namespace: &str, sync_id: &str) -> Result<SyncStatus, CoreError> {
         let (ns, id) = self.sync_key(namespace, sync_id)?;
-        let point = self
-            .namespaces
-            .get_mut(&ns)
-            .and_then(|n| n.sync_points.get_mut(&id))
-            .expect("checked");
+        let point = self.namespaces.get_mut(&ns).and_then(|n| n.sync_points.get_mut(&id)).expect("checked");
         let (waiters, outcome) = point.force_complete(now)?;
         let status = point.status();
         self.release(now, &ns, &id, (waiters, Ok(outcome)));
@@ -1067,10 +852,7 @@ impl Engine {
     fn sync_key(&self, namespace: &str, sync_id: &str) -> Result<(Arc<str>, Arc<str>), CoreError> {
         let ns = name::namespace_or_default(namespace)?;
         name::validate("sync id", sync_id)?;
-        let unknown = || CoreError::UnknownSyncPoint {
-            namespace: ns.to_owned(),
-            sync_id: sync_id.to_owned(),
-        };
+        let unknown = || CoreError::UnknownSyncPoint { namespace: ns.to_owned(), sync_id: sync_id.to_owned() };
         let (ns_key, n) = self.namespaces.get_key_value(ns).ok_or_else(unknown)?;
         let (id, _) = n.sync_points.get_key_value(sync_id).ok_or_else(unknown)?;
         Ok((ns_key.clone(), id.clone()))
@@ -1086,9 +868,7 @@ impl Engine {
 
     fn watch_registry(&mut self, conn: ConnId, namespace: &str) -> Result<(), CoreError> {
         let ns = name::namespace_or_default(namespace)?;
-        if !self.namespaces.contains_key(ns)
-            && self.namespaces.len() >= self.config.limits.max_namespaces
-        {
+        if !self.namespaces.contains_key(ns) && self.namespaces.len() >= self.config.limits.max_namespaces {
             return Err(CoreError::Limit {
                 what: "namespaces",
                 limit: self.config.limits.max_namespaces as u64,
@@ -1111,14 +891,7 @@ impl Engine {
             .collect();
         n.registry_watchers.push(conn);
         let notified = !frames.is_empty();
-        self.conns.insert(
-            conn,
-            ConnRole::RegistryWatcher {
-                ns: ns_key,
-                frames,
-                notified,
-            },
-        );
+        self.conns.insert(conn, ConnRole::RegistryWatcher { ns: ns_key, frames, notified });
         if notified {
             self.outputs.push_back(Output::Ready(conn));
         }
@@ -1139,18 +912,11 @@ impl Engine {
             return;
         }
         let Some(a) = n.agents.get(agent) else { return };
-        let event = RegistryEvent {
-            kind,
-            agent: a.view(ns),
-            previous_status: previous,
-        };
+        let event = RegistryEvent { kind, agent: a.view(ns), previous_status: previous };
         let max = self.config.limits.max_registry_backlog;
         let mut too_slow = Vec::new();
         for conn in &n.registry_watchers {
-            let Some(ConnRole::RegistryWatcher {
-                frames, notified, ..
-            }) = self.conns.get_mut(conn)
-            else {
+            let Some(ConnRole::RegistryWatcher { frames, notified, .. }) = self.conns.get_mut(conn) else {
                 continue;
             };
             if frames.len() >= max {
@@ -1199,11 +965,7 @@ impl Engine {
     }
 
     fn notify(&mut self, ns: &Arc<str>, agent: &Arc<str>) {
-        let Some(a) = self
-            .namespaces
-            .get_mut(ns)
-            .and_then(|n| n.agents.get_mut(agent))
-        else {
+        let Some(a) = self.namespaces.get_mut(ns).and_then(|n| n.agents.get_mut(agent)) else {
             return;
         };
         if a.outbox.notified || !a.outbox.has_frames() {
@@ -1227,21 +989,12 @@ impl Engine {
     // Queries
 
     /// Agents of a namespace matching `query`, sorted by id.
-    pub fn list_agents(
-        &self,
-        namespace: &str,
-        query: &AgentQuery,
-    ) -> Result<Vec<AgentView>, CoreError> {
+    pub fn list_agents(&self, namespace: &str, query: &AgentQuery) -> Result<Vec<AgentView>, CoreError> {
         let ns = name::namespace_or_default(namespace)?;
         let Some(n) = self.namespaces.get(ns) else {
             return Ok(Vec::new());
         };
-        let mut out: Vec<AgentView> = n
-            .agents
-            .values()
-            .filter(|a| query.matches(a))
-            .map(|a| a.view(ns))
-            .collect();
+        let mut out: Vec<AgentView> = n.agents.values().filter(|a| query.matches(a)).map(|a| a.view(ns)).collect();
         out.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
         Ok(out)
     }
@@ -1252,10 +1005,7 @@ impl Engine {
         name::validate("agent id", agent_id)?;
         let a = self
             .agent(ns, agent_id)
-            .ok_or_else(|| CoreError::UnknownAgent {
-                namespace: ns.to_owned(),
-                agent: agent_id.to_owned(),
-            })?;
+            .ok_or_else(|| CoreError::UnknownAgent { namespace: ns.to_owned(), agent: agent_id.to_owned() })?;
         Ok((a.state_version, a.state.clone()))
     }
 
@@ -1276,27 +1026,15 @@ impl Engine {
     }
 
     /// One sync point's status read in plain language, with recommendations.
-    pub fn diagnose_sync(
-        &self,
-        now: Time,
-        namespace: &str,
-        sync_id: &str,
-    ) -> Result<Diagnosis, CoreError> {
+    pub fn diagnose_sync(&self, now: Time, namespace: &str, sync_id: &str) -> Result<Diagnosis, CoreError> {
         let point = self.sync_point(namespace, sync_id)?;
         let ns = name::namespace_or_default(namespace)?;
         let n = &self.namespaces[ns];
-        Ok(point.diagnose(
-            now,
-            |id| n.agents.get(id).map(|a| a.status),
-            n.live_agents(),
-        ))
+        Ok(point.diagnose(now, |id| n.agents.get(id).map(|a| a.status), n.live_agents()))
     }
 
     /// Counters and sizes.
     pub fn info(&self) -> EngineInfo {
-        EngineInfo {
-            agents: self.namespaces.values().map(|n| n.agents.len()).sum(),
-            counters: self.counters,
-        }
+        EngineInfo { agents: self.namespaces.values().map(|n| n.agents.len()).sum(), counters: self.counters }
     }
 }

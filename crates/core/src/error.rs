@@ -40,11 +40,7 @@ pub enum CoreError {
     AlreadyRegistered { namespace: String, agent: String },
 
     #[error("limit reached: {what} (limit {limit}); {hint}")]
-    Limit {
-        what: &'static str,
-        limit: u64,
-        hint: &'static str,
-    },
+    Limit { what: &'static str, limit: u64, hint: &'static str },
 
     #[error("the first message of a session must be `register`")]
     NotRegistered,
@@ -53,36 +49,19 @@ pub enum CoreError {
     AlreadyRegisteredHere { agent: String },
 
     #[error("sync point '{sync_id}' was created with participants {existing}, but this arrival names {requested}; every participant must describe the point the same way")]
-    SyncMismatch {
-        sync_id: String,
-        existing: String,
-        requested: String,
-    },
+    SyncMismatch { sync_id: String, existing: String, requested: String },
 
     #[error("agent '{agent}' is not a participant of sync point '{sync_id}' (participants: {participants})")]
-    NotAParticipant {
-        sync_id: String,
-        agent: String,
-        participants: String,
-    },
+    NotAParticipant { sync_id: String, agent: String, participants: String },
 
     #[error("sync point '{sync_id}' already finished ({outcome}); use a new id for a new round, or clean it up first")]
     SyncFinished { sync_id: String, outcome: String },
 
     #[error("sync point '{sync_id}' timed out after {waited_ms} ms; never arrived: {}", list_or_count(.missing, *.missing_count))]
-    SyncTimeout {
-        sync_id: String,
-        waited_ms: u64,
-        missing: Vec<String>,
-        missing_count: u32,
-    },
+    SyncTimeout { sync_id: String, waited_ms: u64, missing: Vec<String>, missing_count: u32 },
 
     #[error("sync point '{sync_id}' failed: {reason}")]
-    SyncAborted {
-        sync_id: String,
-        reason: String,
-        missing: Vec<String>,
-    },
+    SyncAborted { sync_id: String, reason: String, missing: Vec<String> },
 
     #[error("session for agent '{agent}' ended: {reason}")]
     SessionEnded { agent: String, reason: String },
@@ -103,19 +82,15 @@ impl CoreError {
     /// The class of this failure.
     pub fn code(&self) -> ErrorCode {
         match self {
-            CoreError::Invalid { .. }
-            | CoreError::NotRegistered
-            | CoreError::AlreadyRegisteredHere { .. } => ErrorCode::InvalidArgument,
-            CoreError::UnknownAgent { .. } | CoreError::UnknownSyncPoint { .. } => {
-                ErrorCode::NotFound
+            CoreError::Invalid { .. } | CoreError::NotRegistered | CoreError::AlreadyRegisteredHere { .. } => {
+                ErrorCode::InvalidArgument
             }
+            CoreError::UnknownAgent { .. } | CoreError::UnknownSyncPoint { .. } => ErrorCode::NotFound,
             CoreError::AlreadyRegistered { .. } => ErrorCode::AlreadyExists,
-            CoreError::Limit { .. } | CoreError::SlowConsumer { .. } => {
-                ErrorCode::ResourceExhausted
+            CoreError::Limit { .. } | CoreError::SlowConsumer { .. } => ErrorCode::ResourceExhausted,
+            CoreError::SyncMismatch { .. } | CoreError::NotAParticipant { .. } | CoreError::SyncFinished { .. } => {
+                ErrorCode::FailedPrecondition
             }
-            CoreError::SyncMismatch { .. }
-            | CoreError::NotAParticipant { .. }
-            | CoreError::SyncFinished { .. } => ErrorCode::FailedPrecondition,
             CoreError::SyncTimeout { .. } => ErrorCode::DeadlineExceeded,
             CoreError::SyncAborted { .. } => ErrorCode::Aborted,
             CoreError::SessionEnded { .. } => ErrorCode::Unavailable,
@@ -125,9 +100,7 @@ impl CoreError {
     /// For barrier failures: the agents that never arrived (or were lost).
     pub fn missing_agents(&self) -> &[String] {
         match self {
-            CoreError::SyncTimeout { missing, .. } | CoreError::SyncAborted { missing, .. } => {
-                missing
-            }
+            CoreError::SyncTimeout { missing, .. } | CoreError::SyncAborted { missing, .. } => missing,
             _ => &[],
         }
     }
@@ -145,10 +118,7 @@ impl CoreError {
     }
 
     pub(crate) fn invalid(what: &'static str, reason: impl Into<String>) -> Self {
-        CoreError::Invalid {
-            what,
-            reason: reason.into(),
-        }
+        CoreError::Invalid { what, reason: reason.into() }
     }
 }
 
@@ -167,12 +137,7 @@ mod tests {
         assert_eq!(e.code(), ErrorCode::DeadlineExceeded);
         assert!(e.to_string().contains("never arrived: a, b"), "{e}");
         assert_eq!(e.missing_agents(), ["a", "b"]);
-        let e = CoreError::SyncTimeout {
-            sync_id: "s".into(),
-            waited_ms: 5,
-            missing: vec![],
-            missing_count: 3,
-        };
+        let e = CoreError::SyncTimeout { sync_id: "s".into(), waited_ms: 5, missing: vec![], missing_count: 3 };
         assert!(e.to_string().contains("3 more agent(s)"), "{e}");
     }
 }

@@ -74,17 +74,9 @@ pub enum Request {
 pub enum Input {
     /// The first message of a new session stream. `new_token` is a fresh random resume token chosen by
     /// the shell (the engine has no randomness); it is used if the session is new.
-    Register {
-        conn: ConnId,
-        request: RegisterRequest,
-        new_token: String,
-    },
+    Register { conn: ConnId, request: RegisterRequest, new_token: String },
     /// A request on a registered session. `request_id == 0` means no reply is wanted unless it fails.
-    Request {
-        conn: ConnId,
-        request_id: u64,
-        request: Request,
-    },
+    Request { conn: ConnId, request_id: u64, request: Request },
     /// A client opened a registry watch stream.
     WatchRegistry { conn: ConnId, namespace: String },
     /// The stream ended: `clean` when the client closed it deliberately (deregistering the agent),
@@ -110,6 +102,21 @@ pub struct Message {
     pub payload: Bytes,
     pub content_type: Arc<str>,
     pub publisher: Arc<str>,
+    /// The protocol layer's encoding of this message, made once by whichever connection sends it
+    /// first and shared by all the others (the engine never reads it).
+    pub wire: std::sync::OnceLock<Bytes>,
+}
+
+impl Message {
+    pub fn new(topic: &str, payload: Bytes, content_type: &str, publisher: Arc<str>) -> Self {
+        Message {
+            topic: topic.into(),
+            payload,
+            content_type: content_type.into(),
+            publisher,
+            wire: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 /// One message routed to one agent.
@@ -163,7 +170,8 @@ pub struct Registered {
     pub resumed: bool,
 }
 
-/// One unit the shell sends on a connection.
+/// One unit the shell sends on a connection. A `Deliveries` batch is consecutive: only its first
+/// item may have `missed_before > 0`, and each later item's `seq` is one more than the previous.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Frame {
     Registered(Registered),

@@ -16,10 +16,7 @@ pub struct Lease {
 impl Lease {
     /// A lease granted at `now` for `duration_ms`.
     pub fn new(now: Time, duration_ms: u64) -> Self {
-        Lease {
-            expires_at: now.saturating_add(duration_ms),
-            duration_ms,
-        }
+        Lease { expires_at: now.saturating_add(duration_ms), duration_ms }
     }
 
     /// A sign of life at `now`.

@@ -39,8 +39,8 @@ pub use config::{Config, Limits, OverflowPolicy};
 pub use engine::{Counters, Engine, EngineInfo};
 pub use error::{CoreError, ErrorCode};
 pub use io::{
-    ConnId, Delivery, Frame, Input, Message, Output, RegisterRequest, Registered, RegistryEvent,
-    Reply, Request, StateChange, Time, WatchTarget,
+    ConnId, Delivery, Frame, Input, Message, Output, RegisterRequest, Registered, RegistryEvent, Reply, Request,
+    StateChange, Time, WatchTarget,
 };
 pub use registry::{AgentQuery, AgentStatus, AgentView, RegistryEventKind};
 pub use syncpoint::{Diagnosis, Participants, SyncOutcome, SyncState, SyncStatus};

@@ -26,10 +26,7 @@ pub fn validate(what: &'static str, value: &str) -> Result<(), CoreError> {
             ),
         ));
     }
-    if let Some(bad) = value
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "_-.:@/".contains(*c)))
-    {
+    if let Some(bad) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || "_-.:@/".contains(*c))) {
         return Err(CoreError::invalid(
             what,
             format!("'{value}' contains {bad:?}; use letters, digits and _ - . : @ /"),

@@ -33,11 +33,7 @@ pub enum Enqueued {
 #[derive(Clone, Debug, PartialEq)]
 enum Pending {
     /// Apply `delta` on top of `base_version` to reach `version`.
-    Delta {
-        base_version: u64,
-        version: u64,
-        delta: Value,
-    },
+    Delta { base_version: u64, version: u64, delta: Value },
     /// Send the owner's full state at the time of flushing (composition was not exact).
     Snapshot,
     /// The owner left.
@@ -97,10 +93,7 @@ impl Outbox {
     }
 
     pub fn stats(&self) -> OutboxStats {
-        OutboxStats {
-            queued: self.messages.len(),
-            ..self.stats
-        }
+        OutboxStats { queued: self.messages.len(), ..self.stats }
     }
 
     /// Queues a control frame (never dropped).
@@ -153,11 +146,7 @@ impl Outbox {
         let seq = self.next_seq;
         self.next_seq += 1;
         let missed_before = std::mem::take(&mut self.missed);
-        self.messages.push_back(Delivery {
-            seq,
-            message,
-            missed_before,
-        });
+        self.messages.push_back(Delivery { seq, message, missed_before });
         self.stats.high_water = self.stats.high_water.max(self.messages.len());
         outcome
     }
@@ -175,21 +164,9 @@ impl Outbox {
     /// Records that the owner `agent` changed its state from `version - 1` to `version` by `delta`.
     pub fn push_state_delta(&mut self, agent: &Arc<str>, version: u64, delta: &Value) {
         let next = match self.states.get(agent) {
-            None => Pending::Delta {
-                base_version: version - 1,
-                version,
-                delta: delta.clone(),
-            },
-            Some(Pending::Delta {
-                base_version,
-                delta: earlier,
-                ..
-            }) => match state::compose(earlier, delta) {
-                Some(delta) => Pending::Delta {
-                    base_version: *base_version,
-                    version,
-                    delta,
-                },
+            None => Pending::Delta { base_version: version - 1, version, delta: delta.clone() },
+            Some(Pending::Delta { base_version, delta: earlier, .. }) => match state::compose(earlier, delta) {
+                Some(delta) => Pending::Delta { base_version: *base_version, version, delta },
                 None => Pending::Snapshot,
             },
             Some(Pending::Snapshot) => Pending::Snapshot,
@@ -252,34 +229,18 @@ impl Outbox {
                     continue;
                 };
                 let change = match pending {
-                    Pending::Delta {
-                        base_version,
-                        version,
-                        delta,
-                    } => StateChange {
-                        agent_id: agent,
-                        base_version,
-                        version,
-                        delta,
-                        removed: false,
-                    },
+                    Pending::Delta { base_version, version, delta } => {
+                        StateChange { agent_id: agent, base_version, version, delta, removed: false }
+                    }
                     Pending::Snapshot => match snapshot(&agent) {
-                        Some((version, full)) => StateChange {
-                            agent_id: agent,
-                            base_version: 0,
-                            version,
-                            delta: full,
-                            removed: false,
-                        },
+                        Some((version, full)) => {
+                            StateChange { agent_id: agent, base_version: 0, version, delta: full, removed: false }
+                        }
                         None => continue,
                     },
-                    Pending::Removed { version } => StateChange {
-                        agent_id: agent,
-                        base_version: 0,
-                        version,
-                        delta: Value::Null,
-                        removed: true,
-                    },
+                    Pending::Removed { version } => {
+                        StateChange { agent_id: agent, base_version: 0, version, delta: Value::Null, removed: true }
+                    }
                 };
                 changes.push(change);
             }
@@ -288,7 +249,9 @@ impl Outbox {
             }
         }
         if !self.messages.is_empty() {
-            let n = self.messages.len().min(max_items);
+            // A batch ends before the next gap, so its sequence numbers are consecutive.
+            let gap = self.messages.iter().skip(1).take(max_items - 1).position(|d| d.missed_before > 0);
+            let n = gap.map_or(self.messages.len().min(max_items), |g| g + 1);
             let batch: Vec<Delivery> = self.messages.drain(..n).collect();
             self.stats.delivered += n as u64;
             return Some(Frame::Deliveries(batch));
@@ -304,12 +267,7 @@ mod tests {
     use serde_json::json;
 
     fn msg(i: u32) -> Arc<Message> {
-        Arc::new(Message {
-            topic: "t".into(),
-            payload: Bytes::from(i.to_be_bytes().to_vec()),
-            content_type: "".into(),
-            publisher: "p".into(),
-        })
+        Arc::new(Message::new("t", Bytes::from(i.to_be_bytes().to_vec()), "", "p".into()))
     }
 
     fn drain(o: &mut Outbox) -> Vec<Delivery> {
@@ -331,10 +289,7 @@ mod tests {
         }
         let got = drain(&mut o);
         assert_eq!(got.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![3, 4, 5]);
-        assert_eq!(
-            got[0].missed_before, 2,
-            "the first message after the gap tells how many were lost"
-        );
+        assert_eq!(got[0].missed_before, 2, "the first message after the gap tells how many were lost");
         assert_eq!(got[1].missed_before + got[2].missed_before, 0);
         assert_eq!(o.stats().dropped, 2);
         assert_eq!(o.stats().delivered, 3);
@@ -364,6 +319,23 @@ mod tests {
     }
 
     #[test]
+    fn batches_never_span_a_gap() {
+        // Under the disconnect policy a refused message leaves a gap in the middle of the queue.
+        let mut o = Outbox::new(2, OverflowPolicy::Disconnect);
+        o.push_message(msg(0)); // seq 1
+        o.push_message(msg(1)); // seq 2
+        assert_eq!(o.push_message(msg(2)), Enqueued::Overflow); // seq 3, missed
+        o.push_message(msg(3)); // still full: seq 4 missed too
+        let Some(Frame::Deliveries(first)) = o.next_frame(1, |_| None) else { panic!() };
+        assert_eq!(first.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![1]);
+        o.push_message(msg(4)); // seq 5, after a gap of 2
+        let Some(Frame::Deliveries(second)) = o.next_frame(100, |_| None) else { panic!() };
+        assert_eq!(second.iter().map(|d| (d.seq, d.missed_before)).collect::<Vec<_>>(), vec![(2, 0)]);
+        let Some(Frame::Deliveries(third)) = o.next_frame(100, |_| None) else { panic!() };
+        assert_eq!(third.iter().map(|d| (d.seq, d.missed_before)).collect::<Vec<_>>(), vec![(5, 2)]);
+    }
+
+    #[test]
     fn disconnect_policy_refuses_at_the_limit() {
         let mut o = Outbox::new(2, OverflowPolicy::Disconnect);
         assert_eq!(o.push_message(msg(0)), Enqueued::Queued);
@@ -390,9 +362,7 @@ mod tests {
         o.push_state_delta(&a, 1, &json!({"x": 1}));
         o.push_state_delta(&a, 2, &json!({"y": 2}));
         o.push_state_delta(&a, 3, &json!({"x": null}));
-        let Some(Frame::StateChanges(changes)) = o.next_frame(10, |_| None) else {
-            panic!()
-        };
+        let Some(Frame::StateChanges(changes)) = o.next_frame(10, |_| None) else { panic!() };
         assert_eq!(changes.len(), 1);
         assert_eq!((changes[0].base_version, changes[0].version), (0, 3));
         assert_eq!(changes[0].delta, json!({"x": null, "y": 2}));
@@ -404,9 +374,7 @@ mod tests {
         let a: Arc<str> = "a".into();
         o.push_state_delta(&a, 5, &json!({"n": 1}));
         o.push_state_delta(&a, 6, &json!({"n": {"k": 1}}));
-        let Some(Frame::StateChanges(changes)) =
-            o.next_frame(10, |_| Some((6, json!({"n": {"k": 1}, "z": 0}))))
-        else {
+        let Some(Frame::StateChanges(changes)) = o.next_frame(10, |_| Some((6, json!({"n": {"k": 1}, "z": 0})))) else {
             panic!()
         };
         assert_eq!((changes[0].base_version, changes[0].version), (0, 6));
@@ -418,14 +386,8 @@ mod tests {
         let mut o = Outbox::new(4, OverflowPolicy::DropOldest);
         o.push_message(msg(0));
         o.push_reply(7, Reply::Ok);
-        assert!(matches!(
-            o.next_frame(10, |_| None),
-            Some(Frame::Reply { request_id: 7, .. })
-        ));
-        assert!(matches!(
-            o.next_frame(10, |_| None),
-            Some(Frame::Deliveries(_))
-        ));
+        assert!(matches!(o.next_frame(10, |_| None), Some(Frame::Reply { request_id: 7, .. })));
+        assert!(matches!(o.next_frame(10, |_| None), Some(Frame::Deliveries(_))));
         assert!(o.next_frame(10, |_| None).is_none());
         assert!(!o.has_frames());
     }

@@ -82,10 +82,7 @@ pub struct AgentQuery {
 impl AgentQuery {
     pub(crate) fn matches(&self, agent: &Agent) -> bool {
         self.role.as_deref().is_none_or(|r| *agent.role == *r)
-            && self
-                .capability
-                .as_deref()
-                .is_none_or(|c| agent.capabilities.iter().any(|x| x == c))
+            && self.capability.as_deref().is_none_or(|c| agent.capabilities.iter().any(|x| x == c))
             && self.status.is_none_or(|s| agent.status == s)
     }
 }
@@ -138,11 +135,7 @@ impl Profile {
         if req.capabilities.len() > limits.max_capabilities {
             return Err(CoreError::invalid(
                 "capabilities",
-                format!(
-                    "{} given; the limit is {}",
-                    req.capabilities.len(),
-                    limits.max_capabilities
-                ),
+                format!("{} given; the limit is {}", req.capabilities.len(), limits.max_capabilities),
             ));
         }
         for c in &req.capabilities {
@@ -151,34 +144,20 @@ impl Profile {
         if req.interests.len() > limits.max_interests {
             return Err(CoreError::invalid(
                 "interests",
-                format!(
-                    "{} patterns given; the limit is {}",
-                    req.interests.len(),
-                    limits.max_interests
-                ),
+                format!("{} patterns given; the limit is {}", req.interests.len(), limits.max_interests),
             ));
         }
-        let interests = req
-            .interests
-            .iter()
-            .map(|p| Pattern::parse(p, limits.max_topic_len))
-            .collect::<Result<Vec<_>, _>>()?;
+        let interests =
+            req.interests.iter().map(|p| Pattern::parse(p, limits.max_topic_len)).collect::<Result<Vec<_>, _>>()?;
         if req.metadata.len() > limits.max_metadata_entries {
             return Err(CoreError::invalid(
                 "metadata",
-                format!(
-                    "{} entries; the limit is {}",
-                    req.metadata.len(),
-                    limits.max_metadata_entries
-                ),
+                format!("{} entries; the limit is {}", req.metadata.len(), limits.max_metadata_entries),
             ));
         }
         let mut metadata = BTreeMap::new();
         for (k, v) in &req.metadata {
-            if k.is_empty()
-                || k.len() > limits.max_metadata_len
-                || v.len() > limits.max_metadata_len
-            {
+            if k.is_empty() || k.len() > limits.max_metadata_len || v.len() > limits.max_metadata_len {
                 return Err(CoreError::invalid(
                     "metadata",
                     format!(
@@ -190,21 +169,13 @@ impl Profile {
                 ));
             }
             if metadata.insert(k.clone(), v.clone()).is_some() {
-                return Err(CoreError::invalid(
-                    "metadata",
-                    format!("key '{k}' appears twice"),
-                ));
+                return Err(CoreError::invalid("metadata", format!("key '{k}' appears twice")));
             }
         }
         let mut capabilities = req.capabilities.clone();
         capabilities.sort();
         capabilities.dedup();
-        Ok(Profile {
-            role: req.role.as_str().into(),
-            capabilities,
-            interests,
-            metadata,
-        })
+        Ok(Profile { role: req.role.as_str().into(), capabilities, interests, metadata })
     }
 }
 
@@ -278,11 +249,7 @@ impl Agent {
             agent_id: self.id.to_string(),
             role: self.role.to_string(),
             capabilities: self.capabilities.clone(),
-            interests: self
-                .interests
-                .iter()
-                .map(|p| p.as_str().to_owned())
-                .collect(),
+            interests: self.interests.iter().map(|p| p.as_str().to_owned()).collect(),
             metadata: self.metadata.clone(),
             status: self.status,
             registered_at: self.registered_at,
@@ -319,54 +286,26 @@ mod tests {
         assert!(Profile::from_request(&r, &l).is_err());
         let mut r = req();
         r.role = String::new();
-        assert!(Profile::from_request(&r, &l)
-            .unwrap_err()
-            .to_string()
-            .contains("role"));
+        assert!(Profile::from_request(&r, &l).unwrap_err().to_string().contains("role"));
         let mut r = req();
         r.interests = (0..65).map(|i| format!("t{i}")).collect();
-        assert!(Profile::from_request(&r, &l)
-            .unwrap_err()
-            .to_string()
-            .contains("limit is 64"));
+        assert!(Profile::from_request(&r, &l).unwrap_err().to_string().contains("limit is 64"));
         let mut r = req();
         r.metadata = vec![("k".into(), "1".into()), ("k".into(), "2".into())];
-        assert!(Profile::from_request(&r, &l)
-            .unwrap_err()
-            .to_string()
-            .contains("twice"));
+        assert!(Profile::from_request(&r, &l).unwrap_err().to_string().contains("twice"));
     }
 
     #[test]
     fn queries_filter_by_role_capability_and_status() {
         let config = Config::default();
-        let session = Session {
-            conn: None,
-            lease: Lease::new(0, 10),
-        };
+        let session = Session { conn: None, lease: Lease::new(0, 10) };
         let profile = Profile::from_request(&req(), &config.limits).unwrap();
         let agent = Agent::new("a1".into(), profile, 0, session, "token".into(), &config);
         assert!(AgentQuery::default().matches(&agent));
-        assert!(AgentQuery {
-            role: Some("trader".into()),
-            ..Default::default()
-        }
-        .matches(&agent));
-        assert!(!AgentQuery {
-            role: Some("risk".into()),
-            ..Default::default()
-        }
-        .matches(&agent));
-        assert!(AgentQuery {
-            capability: Some("x".into()),
-            ..Default::default()
-        }
-        .matches(&agent));
-        assert!(!AgentQuery {
-            status: Some(AgentStatus::Busy),
-            ..Default::default()
-        }
-        .matches(&agent));
+        assert!(AgentQuery { role: Some("trader".into()), ..Default::default() }.matches(&agent));
+        assert!(!AgentQuery { role: Some("risk".into()), ..Default::default() }.matches(&agent));
+        assert!(AgentQuery { capability: Some("x".into()), ..Default::default() }.matches(&agent));
+        assert!(!AgentQuery { status: Some(AgentStatus::Busy), ..Default::default() }.matches(&agent));
         assert!(agent.interested_in("market.btc"));
         assert!(!agent.interested_in("risk"));
     }

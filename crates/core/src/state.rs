@@ -17,9 +17,7 @@ pub fn apply(target: &mut Value, patch: &Value) {
     if !target.is_object() {
         *target = Value::Object(Map::new());
     }
-    let Value::Object(map) = target else {
-        unreachable!("target was just made an object")
-    };
+    let Value::Object(map) = target else { unreachable!("target was just made an object") };
     for (key, value) in patch {
         if value.is_null() {
             map.remove(key);
@@ -66,18 +64,10 @@ mod tests {
             (json!({"a":"b"}), json!({"a":"c"}), json!({"a":"c"})),
             (json!({"a":"b"}), json!({"b":"c"}), json!({"a":"b","b":"c"})),
             (json!({"a":"b"}), json!({"a":null}), json!({})),
-            (
-                json!({"a":"b","b":"c"}),
-                json!({"a":null}),
-                json!({"b":"c"}),
-            ),
+            (json!({"a":"b","b":"c"}), json!({"a":null}), json!({"b":"c"})),
             (json!({"a":["b"]}), json!({"a":"c"}), json!({"a":"c"})),
             (json!({"a":"c"}), json!({"a":["b"]}), json!({"a":["b"]})),
-            (
-                json!({"a":{"b":"c"}}),
-                json!({"a":{"b":"d","c":null}}),
-                json!({"a":{"b":"d"}}),
-            ),
+            (json!({"a":{"b":"c"}}), json!({"a":{"b":"d","c":null}}), json!({"a":{"b":"d"}})),
             (json!({"a":[{"b":"c"}]}), json!({"a":[1]}), json!({"a":[1]})),
             (json!(["a", "b"]), json!(["c", "d"]), json!(["c", "d"])),
             (json!({"a":"b"}), json!(["c"]), json!(["c"])),
@@ -85,11 +75,7 @@ mod tests {
             (json!({"a":"foo"}), json!("bar"), json!("bar")),
             (json!({"e":null}), json!({"a":1}), json!({"e":null,"a":1})),
             (json!([1, 2]), json!({"a":"b","c":null}), json!({"a":"b"})),
-            (
-                json!({}),
-                json!({"a":{"bb":{"ccc":null}}}),
-                json!({"a":{"bb":{}}}),
-            ),
+            (json!({}), json!({"a":{"bb":{"ccc":null}}}), json!({"a":{"bb":{}}})),
         ];
         for (mut target, patch, expected) in cases {
             apply(&mut target, &patch);
@@ -117,21 +103,15 @@ mod tests {
     }
 
     fn leaf() -> impl Strategy<Value = Value> {
-        prop_oneof![
-            Just(Value::Null),
-            any::<i8>().prop_map(|i| json!(i)),
-            "[a-c]".prop_map(Value::String)
-        ]
+        prop_oneof![Just(Value::Null), any::<i8>().prop_map(|i| json!(i)), "[a-c]".prop_map(Value::String)]
     }
 
     /// Patches over a small key space so that keys collide often.
     fn patch() -> impl Strategy<Value = Value> {
         let value = leaf().prop_recursive(3, 16, 3, |inner| {
-            prop::collection::btree_map("[a-d]", inner, 0..3)
-                .prop_map(|m| Value::Object(m.into_iter().collect()))
+            prop::collection::btree_map("[a-d]", inner, 0..3).prop_map(|m| Value::Object(m.into_iter().collect()))
         });
-        prop::collection::btree_map("[a-d]", value, 0..4)
-            .prop_map(|m| Value::Object(m.into_iter().collect()))
+        prop::collection::btree_map("[a-d]", value, 0..4).prop_map(|m| Value::Object(m.into_iter().collect()))
     }
 
     fn document() -> impl Strategy<Value = Value> {

@@ -51,10 +51,7 @@ impl Participants {
                 for id in ids {
                     name::validate("participant agent id", id)?;
                     if !seen.insert(id.as_str()) {
-                        return Err(CoreError::invalid(
-                            "participants",
-                            format!("agent '{id}' is listed twice"),
-                        ));
+                        return Err(CoreError::invalid("participants", format!("agent '{id}' is listed twice")));
                     }
                 }
                 Ok(())
@@ -150,10 +147,7 @@ pub enum Arrived {
     /// Recorded; wait for the others.
     Waiting,
     /// This arrival completed the point: answer every waiter with the outcome.
-    Released {
-        waiters: Vec<Waiter>,
-        outcome: Arc<SyncOutcome>,
-    },
+    Released { waiters: Vec<Waiter>, outcome: Arc<SyncOutcome> },
     /// The point had already finished: answer this arrival with the recorded result.
     AlreadyFinished(Result<Arc<SyncOutcome>, CoreError>),
 }
@@ -274,10 +268,7 @@ impl SyncPoint {
             return match result {
                 Ok(_) if already_in => Ok(Arrived::AlreadyFinished(result.clone())),
                 Err(e) => Ok(Arrived::AlreadyFinished(Err(e.clone()))),
-                Ok(_) => Err(CoreError::SyncFinished {
-                    sync_id: self.id.clone(),
-                    outcome: self.state.as_str().into(),
-                }),
+                Ok(_) => Err(CoreError::SyncFinished { sync_id: self.id.clone(), outcome: self.state.as_str().into() }),
             };
         }
         if !self.participants.same_as(requested) {
@@ -300,12 +291,7 @@ impl SyncPoint {
             earlier.request_id = request_id;
             return Ok(Arrived::Waiting);
         }
-        self.arrivals.push(Arrival {
-            agent: agent.clone(),
-            payload,
-            request_id,
-            at: now,
-        });
+        self.arrivals.push(Arrival { agent: agent.clone(), payload, request_id, at: now });
         if self.arrivals.len() >= self.required_count {
             let (waiters, outcome) = self.finish(now, SyncState::Completed);
             return Ok(Arrived::Released { waiters, outcome });
@@ -331,22 +317,12 @@ impl SyncPoint {
     }
 
     fn waiters(&self) -> Vec<Waiter> {
-        self.arrivals
-            .iter()
-            .map(|a| Waiter {
-                agent: a.agent.clone(),
-                request_id: a.request_id,
-            })
-            .collect()
+        self.arrivals.iter().map(|a| Waiter { agent: a.agent.clone(), request_id: a.request_id }).collect()
     }
 
     /// Required participants that have not arrived, sorted.
     pub fn missing(&self) -> Vec<String> {
-        self.required
-            .iter()
-            .filter(|r| !self.has_arrived(r))
-            .map(|r| r.to_string())
-            .collect()
+        self.required.iter().filter(|r| !self.has_arrived(r)).map(|r| r.to_string()).collect()
     }
 
     fn describe_required(&self) -> String {
@@ -389,15 +365,9 @@ impl SyncPoint {
     }
 
     /// An operator releases every current waiter now, with what has arrived so far.
-    pub fn force_complete(
-        &mut self,
-        now: Time,
-    ) -> Result<(Vec<Waiter>, Arc<SyncOutcome>), CoreError> {
+    pub fn force_complete(&mut self, now: Time) -> Result<(Vec<Waiter>, Arc<SyncOutcome>), CoreError> {
         if !self.is_waiting() {
-            return Err(CoreError::SyncFinished {
-                sync_id: self.id.clone(),
-                outcome: self.state.as_str().into(),
-            });
+            return Err(CoreError::SyncFinished { sync_id: self.id.clone(), outcome: self.state.as_str().into() });
         }
         Ok(self.finish(now, SyncState::Forced))
     }
@@ -486,33 +456,27 @@ impl SyncPoint {
                         recs.push(format!("resume '{agent}' so it can arrive"));
                     }
                     Some(other) => {
-                        issues.push(format!(
-                            "'{agent}' is registered ({}) but has not arrived",
-                            other.as_str()
+                        issues.push(format!("'{agent}' is registered ({}) but has not arrived", other.as_str()));
+                        recs.push(format!(
+                            "check the logs of '{agent}': it may still be working, or waiting at another sync id"
                         ));
-                        recs.push(format!("check the logs of '{agent}': it may still be working, or waiting at another sync id"));
                     }
                 }
             }
             if let Participants::Count(n) = self.participants {
                 if live_agents < n as usize {
-                    issues.push(format!(
-                        "the namespace has {live_agents} live agents but this point needs {n}"
-                    ));
-                    recs.push(
-                        "start more agents, or force-complete the point if fewer are enough".into(),
-                    );
+                    issues.push(format!("the namespace has {live_agents} live agents but this point needs {n}"));
+                    recs.push("start more agents, or force-complete the point if fewer are enough".into());
                 }
             }
             if !self.arrivals.is_empty() && !status.missing.is_empty() {
-                recs.push("`force-complete` releases the agents already waiting, if the round can go on without the others".into());
+                recs.push(
+                    "`force-complete` releases the agents already waiting, if the round can go on without the others"
+                        .into(),
+                );
             }
         }
-        Diagnosis {
-            status,
-            issues,
-            recommendations: recs,
-        }
+        Diagnosis { status, issues, recommendations: recs }
     }
 }
 
@@ -526,36 +490,21 @@ mod tests {
     }
 
     fn explicit(ids: &[&str]) -> (Participants, BTreeSet<Arc<str>>) {
-        (
-            Participants::Agents(ids.iter().map(|s| s.to_string()).collect()),
-            ids.iter().map(|s| arc(s)).collect(),
-        )
+        (Participants::Agents(ids.iter().map(|s| s.to_string()).collect()), ids.iter().map(|s| arc(s)).collect())
     }
 
     #[test]
     fn releases_everyone_with_the_same_outcome_when_the_last_arrives() {
         let (p, req) = explicit(&["a", "b", "c"]);
         let mut sp = SyncPoint::new("s".into(), p.clone(), req, 0, 1000);
-        assert_eq!(
-            sp.arrive(1, &arc("b"), 10, Bytes::from_static(b"B"), &p)
-                .unwrap(),
-            Arrived::Waiting
-        );
-        assert_eq!(
-            sp.arrive(2, &arc("a"), 11, Bytes::new(), &p).unwrap(),
-            Arrived::Waiting
-        );
+        assert_eq!(sp.arrive(1, &arc("b"), 10, Bytes::from_static(b"B"), &p).unwrap(), Arrived::Waiting);
+        assert_eq!(sp.arrive(2, &arc("a"), 11, Bytes::new(), &p).unwrap(), Arrived::Waiting);
         assert_eq!(sp.missing(), vec!["c"]);
-        let Arrived::Released { waiters, outcome } = sp
-            .arrive(3, &arc("c"), 12, Bytes::from_static(b"C"), &p)
-            .unwrap()
+        let Arrived::Released { waiters, outcome } = sp.arrive(3, &arc("c"), 12, Bytes::from_static(b"C"), &p).unwrap()
         else {
             panic!("should release")
         };
-        assert_eq!(
-            waiters.iter().map(|w| w.request_id).collect::<Vec<_>>(),
-            vec![10, 11, 12]
-        );
+        assert_eq!(waiters.iter().map(|w| w.request_id).collect::<Vec<_>>(), vec![10, 11, 12]);
         assert_eq!(outcome.arrival_order, vec![arc("b"), arc("a"), arc("c")]);
         assert_eq!(outcome.payloads[0], Bytes::from_static(b"B"));
         assert_eq!(sp.state(), SyncState::Completed);
@@ -573,10 +522,7 @@ mod tests {
         assert_eq!(err.missing_agents(), ["b", "c"]);
         assert_eq!(sp.state(), SyncState::TimedOut);
         // A late arrival learns the same failure.
-        assert_eq!(
-            sp.arrive(1500, &arc("b"), 2, Bytes::new(), &p).unwrap(),
-            Arrived::AlreadyFinished(Err(err))
-        );
+        assert_eq!(sp.arrive(1500, &arc("b"), 2, Bytes::new(), &p).unwrap(), Arrived::AlreadyFinished(Err(err)));
     }
 
     #[test]
@@ -584,10 +530,7 @@ mod tests {
         let (p, req) = explicit(&["a", "b"]);
         let mut sp = SyncPoint::new("s".into(), p.clone(), req, 0, 60_000);
         sp.arrive(1, &arc("a"), 1, Bytes::new(), &p).unwrap();
-        assert!(
-            sp.participant_gone(5, "a", "lost its lease").is_none(),
-            "an arrived agent does not fail the point"
-        );
+        assert!(sp.participant_gone(5, "a", "lost its lease").is_none(), "an arrived agent does not fail the point");
         let (_, result) = sp.participant_gone(5, "b", "lost its lease").unwrap();
         let err = result.unwrap_err();
         assert_eq!(err.code(), crate::ErrorCode::Aborted);
@@ -599,40 +542,24 @@ mod tests {
         let (p, req) = explicit(&["a", "b"]);
         let mut sp = SyncPoint::new("s".into(), p.clone(), req, 0, 1000);
         let other = Participants::Count(2);
-        assert!(matches!(
-            sp.arrive(1, &arc("a"), 1, Bytes::new(), &other),
-            Err(CoreError::SyncMismatch { .. })
-        ));
+        assert!(matches!(sp.arrive(1, &arc("a"), 1, Bytes::new(), &other), Err(CoreError::SyncMismatch { .. })));
         // Same set in another order is the same definition.
         let reordered = Participants::Agents(vec!["b".into(), "a".into()]);
-        assert_eq!(
-            sp.arrive(1, &arc("a"), 1, Bytes::new(), &reordered)
-                .unwrap(),
-            Arrived::Waiting
-        );
-        assert!(matches!(
-            sp.arrive(1, &arc("z"), 1, Bytes::new(), &p),
-            Err(CoreError::NotAParticipant { .. })
-        ));
+        assert_eq!(sp.arrive(1, &arc("a"), 1, Bytes::new(), &reordered).unwrap(), Arrived::Waiting);
+        assert!(matches!(sp.arrive(1, &arc("z"), 1, Bytes::new(), &p), Err(CoreError::NotAParticipant { .. })));
     }
 
     #[test]
     fn count_points_take_any_distinct_agents() {
         let p = Participants::Count(2);
         let mut sp = SyncPoint::new("s".into(), p.clone(), BTreeSet::new(), 0, 1000);
-        assert_eq!(
-            sp.arrive(1, &arc("x"), 1, Bytes::new(), &p).unwrap(),
-            Arrived::Waiting
-        );
+        assert_eq!(sp.arrive(1, &arc("x"), 1, Bytes::new(), &p).unwrap(), Arrived::Waiting);
         assert_eq!(
             sp.arrive(1, &arc("x"), 2, Bytes::new(), &p).unwrap(),
             Arrived::Waiting,
             "a repeat does not count twice"
         );
-        assert!(matches!(
-            sp.arrive(2, &arc("y"), 3, Bytes::new(), &p).unwrap(),
-            Arrived::Released { .. }
-        ));
+        assert!(matches!(sp.arrive(2, &arc("y"), 3, Bytes::new(), &p).unwrap(), Arrived::Released { .. }));
     }
 
     #[test]
@@ -679,14 +606,8 @@ mod tests {
         let text = d.issues.join("\n");
         assert!(text.contains("'b' lost its lease"), "{text}");
         assert!(text.contains("'c' is not registered"), "{text}");
-        assert!(d
-            .recommendations
-            .iter()
-            .any(|r| r.contains("longer timeout")));
-        assert!(d
-            .recommendations
-            .iter()
-            .any(|r| r.contains("force-complete")));
+        assert!(d.recommendations.iter().any(|r| r.contains("longer timeout")));
+        assert!(d.recommendations.iter().any(|r| r.contains("force-complete")));
     }
 
     proptest! {

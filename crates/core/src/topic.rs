@@ -24,17 +24,13 @@ fn check_token(what: &'static str, whole: &str, token: &str) -> Result<(), CoreE
     if token.is_empty() {
         return Err(CoreError::invalid(
             what,
-            format!(
-                "'{whole}' has an empty token (two dots in a row, or a leading or trailing dot)"
-            ),
+            format!("'{whole}' has an empty token (two dots in a row, or a leading or trailing dot)"),
         ));
     }
     if let Some(c) = token.chars().find(|c| c.is_whitespace() || c.is_control()) {
         return Err(CoreError::invalid(
             what,
-            format!(
-                "'{whole}' contains {c:?}; tokens may not contain spaces or control characters"
-            ),
+            format!("'{whole}' contains {c:?}; tokens may not contain spaces or control characters"),
         ));
     }
     Ok(())
@@ -45,10 +41,7 @@ fn check_len(what: &'static str, text: &str, max_len: usize) -> Result<(), CoreE
         return Err(CoreError::invalid(what, "must not be empty"));
     }
     if text.len() > max_len {
-        return Err(CoreError::invalid(
-            what,
-            format!("is {} bytes; the limit is {max_len}", text.len()),
-        ));
+        return Err(CoreError::invalid(what, format!("is {} bytes; the limit is {max_len}", text.len())));
     }
     Ok(())
 }
@@ -59,7 +52,12 @@ pub fn validate_topic(topic: &str, max_len: usize) -> Result<(), CoreError> {
     for token in topic.split('.') {
         check_token("topic", topic, token)?;
         if token.contains(['*', '>']) {
-            return Err(CoreError::invalid("topic", format!("'{topic}' contains a wildcard; wildcards belong in interest patterns, not in published topics")));
+            return Err(CoreError::invalid(
+                "topic",
+                format!(
+                    "'{topic}' contains a wildcard; wildcards belong in interest patterns, not in published topics"
+                ),
+            ));
         }
     }
     Ok(())
@@ -70,10 +68,7 @@ impl Pattern {
     pub fn parse(text: &str, max_len: usize) -> Result<Pattern, CoreError> {
         check_len("interest pattern", text, max_len)?;
         if text == "all" {
-            return Ok(Pattern {
-                text: text.to_owned(),
-                tokens: vec![PatternToken::Rest],
-            });
+            return Ok(Pattern { text: text.to_owned(), tokens: vec![PatternToken::Rest] });
         }
         let parts: Vec<&str> = text.split('.').collect();
         let mut tokens = Vec::with_capacity(parts.len());
@@ -98,10 +93,7 @@ impl Pattern {
             };
             tokens.push(token);
         }
-        Ok(Pattern {
-            text: text.to_owned(),
-            tokens,
-        })
+        Ok(Pattern { text: text.to_owned(), tokens })
     }
 
     /// The pattern as written.
@@ -168,10 +160,7 @@ mod tests {
     #[test]
     fn invalid_patterns_are_refused_with_reasons() {
         for bad in ["", "a..b", ".a", "a.", "a.>.b", "a.b*", "a b", "x>"] {
-            assert!(
-                Pattern::parse(bad, 256).is_err(),
-                "{bad:?} should be refused"
-            );
+            assert!(Pattern::parse(bad, 256).is_err(), "{bad:?} should be refused");
         }
         assert!(Pattern::parse(&"a".repeat(300), 256).is_err());
     }
@@ -180,10 +169,7 @@ mod tests {
     fn topics_are_validated() {
         validate_topic("market.btc.trades", 256).unwrap();
         for bad in ["", "a..b", "a.*", "a.>", "a b", ".a"] {
-            assert!(
-                validate_topic(bad, 256).is_err(),
-                "{bad:?} should be refused"
-            );
+            assert!(validate_topic(bad, 256).is_err(), "{bad:?} should be refused");
         }
         assert!(validate_topic(&"a".repeat(257), 256).is_err());
     }

@@ -13,8 +13,8 @@ use bytes::Bytes;
 use harness::{agent, agents, publish, sync_outcome, update, Harness, WatcherView};
 use lockstep_core::outbox::Outbox;
 use lockstep_core::{
-    AgentQuery, AgentStatus, Config, CoreError, ErrorCode, Frame, Limits, OverflowPolicy,
-    Participants, RegisterRequest, RegistryEventKind, Reply, Request, SyncState, WatchTarget,
+    AgentQuery, AgentStatus, Config, CoreError, ErrorCode, Frame, Limits, OverflowPolicy, Participants,
+    RegisterRequest, RegistryEventKind, Reply, Request, SyncState, WatchTarget,
 };
 use serde_json::json;
 
@@ -23,10 +23,7 @@ fn harness() -> Harness {
 }
 
 fn with_limits(limits: Limits) -> Harness {
-    Harness::new(Config {
-        limits,
-        ..Config::default()
-    })
+    Harness::new(Config { limits, ..Config::default() })
 }
 
 // =================================================================================================
@@ -49,16 +46,9 @@ mod registration {
         });
 
         let registered = h.registered(conn);
-        assert_eq!(
-            registered.namespace, "default",
-            "an empty namespace means the default one"
-        );
+        assert_eq!(registered.namespace, "default", "an empty namespace means the default one");
         assert_eq!(registered.agent_id, "scanner-1");
-        assert_eq!(
-            registered.resume_token,
-            format!("token-{}", conn.0),
-            "the shell's fresh token is used"
-        );
+        assert_eq!(registered.resume_token, format!("token-{}", conn.0), "the shell's fresh token is used");
         assert_eq!(registered.heartbeat_interval_ms, 1000);
         assert_eq!(registered.lease_intervals, 3);
         assert!(!registered.resumed);
@@ -80,15 +70,9 @@ mod registration {
 
         let second = h.try_register(agent("a", "worker", &[]));
         assert_eq!(h.close_error(second).code(), ErrorCode::AlreadyExists);
-        assert!(
-            h.frames(second).is_empty(),
-            "a refused registration gets no frames"
-        );
+        assert!(h.frames(second).is_empty(), "a refused registration gets no frames");
 
-        let wrong_token = h.try_register(RegisterRequest {
-            resume_token: "guess".into(),
-            ..agent("a", "worker", &[])
-        });
+        let wrong_token = h.try_register(RegisterRequest { resume_token: "guess".into(), ..agent("a", "worker", &[]) });
         assert_eq!(h.close_error(wrong_token).code(), ErrorCode::AlreadyExists);
 
         assert!(!h.is_closed(first), "the live session is untouched");
@@ -102,10 +86,7 @@ mod registration {
         h.call(old, update(json!({"progress": 1})));
         let token = h.token(old);
 
-        let new = h.try_register(RegisterRequest {
-            resume_token: token.clone(),
-            ..agent("a", "worker", &["jobs"])
-        });
+        let new = h.try_register(RegisterRequest { resume_token: token.clone(), ..agent("a", "worker", &["jobs"]) });
 
         let err = h.close_error(old);
         assert!(matches!(err, CoreError::SessionEnded { .. }), "{err:?}");
@@ -113,22 +94,14 @@ mod registration {
         let registered = h.registered(new);
         assert!(registered.resumed);
         assert_eq!(registered.resume_token, token, "the token stays the same");
-        assert_eq!(
-            h.engine.get_state("", "a").unwrap(),
-            (1, json!({"progress": 1})),
-            "state survives a takeover"
-        );
+        assert_eq!(h.engine.get_state("", "a").unwrap(), (1, json!({"progress": 1})), "state survives a takeover");
 
         // The old stream ending afterwards (as the shell reports it) does not touch the new session.
         h.disconnect(old, true);
         assert_eq!(h.status("a"), AgentStatus::Active);
         let publisher = h.join("p", "publisher", &[]);
         h.call_ok(publisher, publish("jobs", "j1"));
-        assert_eq!(
-            h.delivered_payloads(new),
-            ["j1"],
-            "messages go to the new connection"
-        );
+        assert_eq!(h.delivered_payloads(new), ["j1"], "messages go to the new connection");
     }
 
     #[test]
@@ -141,18 +114,11 @@ mod registration {
         h.pause(old);
         h.call_ok(publisher, publish("jobs", "j1"));
 
-        let new = h.try_register(RegisterRequest {
-            resume_token: h.token(old),
-            ..agent("a", "worker", &["jobs"])
-        });
+        let new = h.try_register(RegisterRequest { resume_token: h.token(old), ..agent("a", "worker", &["jobs"]) });
 
         assert!(h.is_closed(old));
         assert!(h.registered(new).resumed);
-        assert_eq!(
-            h.delivered_payloads(new),
-            ["j1"],
-            "what the old connection never read goes to the new one"
-        );
+        assert_eq!(h.delivered_payloads(new), ["j1"], "what the old connection never read goes to the new one");
         h.call_ok(publisher, publish("jobs", "j2"));
         assert_eq!(h.delivered_payloads(new), ["j1", "j2"]);
     }
@@ -170,14 +136,8 @@ mod registration {
             agent("a", "worker", &["a.>.b"]),
             agent("a", "worker", &["a.b*"]),
             agent("a", "worker", &[""]),
-            RegisterRequest {
-                namespace: "no spaces".into(),
-                ..agent("a", "worker", &[])
-            },
-            RegisterRequest {
-                capabilities: vec!["bad cap".into()],
-                ..agent("a", "worker", &[])
-            },
+            RegisterRequest { namespace: "no spaces".into(), ..agent("a", "worker", &[]) },
+            RegisterRequest { capabilities: vec!["bad cap".into()], ..agent("a", "worker", &[]) },
             RegisterRequest {
                 metadata: vec![("k".into(), "1".into()), ("k".into(), "2".into())],
                 ..agent("a", "w", &[])
@@ -186,21 +146,14 @@ mod registration {
         for request in bad {
             let conn = h.try_register(request.clone());
             let err = h.close_error(conn);
-            assert_eq!(
-                err.code(),
-                ErrorCode::InvalidArgument,
-                "{request:?} -> {err}"
-            );
+            assert_eq!(err.code(), ErrorCode::InvalidArgument, "{request:?} -> {err}");
         }
         assert!(h.agents().is_empty(), "nothing refused was registered");
     }
 
     #[test]
     fn the_agents_per_namespace_limit_gives_resource_exhausted() {
-        let mut h = with_limits(Limits {
-            max_agents_per_namespace: 2,
-            ..Limits::default()
-        });
+        let mut h = with_limits(Limits { max_agents_per_namespace: 2, ..Limits::default() });
         h.join("a", "w", &[]);
         h.join("b", "w", &[]);
 
@@ -210,10 +163,7 @@ mod registration {
         assert!(err.to_string().contains("agents per namespace"), "{err}");
 
         // The limit is per namespace.
-        let elsewhere = h.try_register(RegisterRequest {
-            namespace: "other".into(),
-            ..agent("c", "w", &[])
-        });
+        let elsewhere = h.try_register(RegisterRequest { namespace: "other".into(), ..agent("c", "w", &[]) });
         assert_eq!(h.registered(elsewhere).namespace, "other");
     }
 
@@ -223,9 +173,7 @@ mod registration {
         let conn = h.join("a", "w", &[]);
         h.register_on(conn, agent("b", "w", &[]));
         assert_eq!(h.replies(conn, 0).len(), 1);
-        let Reply::Error(err) = &h.replies(conn, 0)[0] else {
-            panic!("expected an error reply")
-        };
+        let Reply::Error(err) = &h.replies(conn, 0)[0] else { panic!("expected an error reply") };
         assert_eq!(err.code(), ErrorCode::InvalidArgument);
         assert!(!h.is_closed(conn), "the first registration stands");
         assert!(h.agent_view("b").is_none());
@@ -266,11 +214,7 @@ mod leases {
         h.advance_to(2_500);
         h.call(conn, update(json!({"k": 1})));
         h.advance_to(5_499);
-        assert_eq!(
-            h.status("a"),
-            AgentStatus::Active,
-            "renewed at 2 500 until 5 500"
-        );
+        assert_eq!(h.status("a"), AgentStatus::Active, "renewed at 2 500 until 5 500");
         h.advance_to(5_500);
         assert_eq!(h.status("a"), AgentStatus::Lost);
     }
@@ -283,38 +227,22 @@ mod leases {
         h.call_ok(conn, Request::SetStatus(AgentStatus::Busy));
 
         h.advance_to(2_999);
-        assert_eq!(
-            h.status("a"),
-            AgentStatus::Busy,
-            "3 000 ms of silence are allowed"
-        );
+        assert_eq!(h.status("a"), AgentStatus::Busy, "3 000 ms of silence are allowed");
         assert!(!h.is_closed(conn));
 
         h.advance_to(3_000);
         assert_eq!(h.status("a"), AgentStatus::Lost);
         let err = h.close_error(conn);
-        assert!(
-            matches!(&err, CoreError::SessionEnded { agent, .. } if agent == "a"),
-            "{err:?}"
-        );
+        assert!(matches!(&err, CoreError::SessionEnded { agent, .. } if agent == "a"), "{err:?}");
         assert_eq!(err.code(), ErrorCode::Unavailable);
-        let lost = h
-            .registry_events(watcher)
-            .into_iter()
-            .find(|e| e.kind == RegistryEventKind::Lost)
-            .expect("a Lost event");
+        let lost =
+            h.registry_events(watcher).into_iter().find(|e| e.kind == RegistryEventKind::Lost).expect("a Lost event");
         assert_eq!(lost.agent.agent_id, "a");
         assert_eq!(lost.agent.status, AgentStatus::Lost);
         assert_eq!(lost.previous_status, Some(AgentStatus::Busy));
         assert_eq!(
             h.engine
-                .list_agents(
-                    "",
-                    &AgentQuery {
-                        status: Some(AgentStatus::Lost),
-                        ..Default::default()
-                    }
-                )
+                .list_agents("", &AgentQuery { status: Some(AgentStatus::Lost), ..Default::default() })
                 .unwrap()
                 .len(),
             1
@@ -332,21 +260,14 @@ mod leases {
 
         let routed_before = h.engine.info().counters.routed;
         h.call_ok(publisher, publish("jobs", "j1"));
-        assert_eq!(
-            h.engine.info().counters.routed,
-            routed_before,
-            "nothing is routed to a lost agent"
-        );
+        assert_eq!(h.engine.info().counters.routed, routed_before, "nothing is routed to a lost agent");
         assert!(h.deliveries(receiver).is_empty());
         assert_eq!(h.agent_view("r").unwrap().queue_depth, 0);
     }
 
     #[test]
     fn a_lost_agent_is_forgotten_after_the_lost_retention() {
-        let mut h = Harness::new(Config {
-            lost_retention_ms: 10_000,
-            ..Config::default()
-        });
+        let mut h = Harness::new(Config { lost_retention_ms: 10_000, ..Config::default() });
         let watcher = h.watch_registry("");
         h.join("a", "w", &[]);
         h.advance_to(3_000);
@@ -357,18 +278,8 @@ mod leases {
         h.advance_to(13_000);
         assert!(h.agent_view("a").is_none(), "forgotten");
         let kinds: Vec<_> = h.registry_events(watcher).iter().map(|e| e.kind).collect();
-        assert_eq!(
-            kinds,
-            [
-                RegistryEventKind::Joined,
-                RegistryEventKind::Lost,
-                RegistryEventKind::Left
-            ]
-        );
-        assert!(
-            h.engine.get_state("", "a").is_err(),
-            "its state is gone too"
-        );
+        assert_eq!(kinds, [RegistryEventKind::Joined, RegistryEventKind::Lost, RegistryEventKind::Left]);
+        assert!(h.engine.get_state("", "a").is_err(), "its state is gone too");
     }
 
     #[test]
@@ -379,10 +290,7 @@ mod leases {
         h.disconnect(conn, true);
         assert!(h.agent_view("a").is_none());
         let last = h.registry_events(watcher).pop().unwrap();
-        assert_eq!(
-            (last.kind, last.agent.agent_id.as_str()),
-            (RegistryEventKind::Left, "a")
-        );
+        assert_eq!((last.kind, last.agent.agent_id.as_str()), (RegistryEventKind::Left, "a"));
         // The id is free again, for anyone.
         let again = h.join("a", "w", &[]);
         assert!(!h.registered(again).resumed);
@@ -396,10 +304,7 @@ mod leases {
         h.send(conn, Request::Deregister);
         assert_eq!(h.log(conn).closed, Some(None), "closed without an error");
         assert!(h.agent_view("a").is_none());
-        assert_eq!(
-            h.registry_events(watcher).pop().unwrap().kind,
-            RegistryEventKind::Left
-        );
+        assert_eq!(h.registry_events(watcher).pop().unwrap().kind, RegistryEventKind::Left);
     }
 
     #[test]
@@ -409,19 +314,11 @@ mod leases {
         let conn = h.join("a", "w", &[]);
         h.advance_to(1_000);
         h.disconnect(conn, false);
-        assert_eq!(
-            h.status("a"),
-            AgentStatus::Active,
-            "a broken stream is not a departure"
-        );
+        assert_eq!(h.status("a"), AgentStatus::Active, "a broken stream is not a departure");
         h.advance_to(2_999);
         assert_eq!(h.status("a"), AgentStatus::Active);
         h.advance_to(3_000);
-        assert_eq!(
-            h.status("a"),
-            AgentStatus::Lost,
-            "the lease ran from the last sign of life"
-        );
+        assert_eq!(h.status("a"), AgentStatus::Lost, "the lease ran from the last sign of life");
         let kinds: Vec<_> = h.registry_events(watcher).iter().map(|e| e.kind).collect();
         assert_eq!(kinds, [RegistryEventKind::Joined, RegistryEventKind::Lost]);
     }
@@ -431,42 +328,19 @@ mod leases {
         let mut h = harness();
         let conn = h.join("a", "w", &["jobs"]);
         let publisher = h.join("p", "w", &[]);
-        assert_eq!(
-            h.call(conn, update(json!({"step": 1}))),
-            Reply::StateVersion(1)
-        );
-        assert_eq!(
-            h.call(conn, update(json!({"step": 2}))),
-            Reply::StateVersion(2)
-        );
+        assert_eq!(h.call(conn, update(json!({"step": 1}))), Reply::StateVersion(1));
+        assert_eq!(h.call(conn, update(json!({"step": 2}))), Reply::StateVersion(2));
         h.advance_to(1_000);
         h.disconnect(conn, false);
         h.call_ok(publisher, publish("jobs", "while-away"));
 
         h.advance_to(2_500);
-        let back = h.try_register(RegisterRequest {
-            resume_token: h.token(conn),
-            ..agent("a", "w", &["jobs"])
-        });
+        let back = h.try_register(RegisterRequest { resume_token: h.token(conn), ..agent("a", "w", &["jobs"]) });
 
-        assert!(
-            matches!(h.frames(back).first(), Some(Frame::Registered(r)) if r.resumed),
-            "Registered comes first"
-        );
-        assert_eq!(
-            h.delivered_payloads(back),
-            ["while-away"],
-            "messages queued while away are delivered"
-        );
-        assert_eq!(
-            h.engine.get_state("", "a").unwrap(),
-            (2, json!({"step": 2}))
-        );
-        assert_eq!(
-            h.call(back, update(json!({"step": 3}))),
-            Reply::StateVersion(3),
-            "versions go on"
-        );
+        assert!(matches!(h.frames(back).first(), Some(Frame::Registered(r)) if r.resumed), "Registered comes first");
+        assert_eq!(h.delivered_payloads(back), ["while-away"], "messages queued while away are delivered");
+        assert_eq!(h.engine.get_state("", "a").unwrap(), (2, json!({"step": 2})));
+        assert_eq!(h.call(back, update(json!({"step": 3}))), Reply::StateVersion(3), "versions go on");
         // The lease restarted at the resumption.
         h.advance_heartbeating(5_000, &[publisher]);
         assert_eq!(h.status("a"), AgentStatus::Active);
@@ -484,18 +358,10 @@ mod leases {
         let second = h.join("a", "w", &[]);
 
         h.advance_to(4_999);
-        assert_eq!(
-            h.status("a"),
-            AgentStatus::Active,
-            "the first session's lease (to 3 000) is gone"
-        );
+        assert_eq!(h.status("a"), AgentStatus::Active, "the first session's lease (to 3 000) is gone");
         assert!(!h.is_closed(second));
         h.advance_to(5_000);
-        assert_eq!(
-            h.status("a"),
-            AgentStatus::Lost,
-            "the second session's lease ran 2 000 to 5 000"
-        );
+        assert_eq!(h.status("a"), AgentStatus::Lost, "the second session's lease ran 2 000 to 5 000");
         assert!(h.is_closed(second));
     }
 
@@ -508,19 +374,13 @@ mod leases {
         assert_eq!(h.status("a"), AgentStatus::Lost);
         let watcher = h.watch_registry("");
 
-        let back = h.try_register(RegisterRequest {
-            resume_token: h.token(conn),
-            ..agent("a", "w", &[])
-        });
+        let back = h.try_register(RegisterRequest { resume_token: h.token(conn), ..agent("a", "w", &[]) });
 
         assert!(h.registered(back).resumed);
         assert_eq!(h.status("a"), AgentStatus::Active);
         assert_eq!(h.engine.get_state("", "a").unwrap(), (1, json!({"k": "v"})));
         let kinds: Vec<_> = h.registry_events(watcher).iter().map(|e| e.kind).collect();
-        assert_eq!(
-            kinds,
-            [RegistryEventKind::Snapshot, RegistryEventKind::Joined]
-        );
+        assert_eq!(kinds, [RegistryEventKind::Snapshot, RegistryEventKind::Joined]);
     }
 }
 
@@ -550,10 +410,7 @@ mod status {
             .collect();
         assert_eq!(
             changes,
-            [
-                (Some(AgentStatus::Active), AgentStatus::Busy),
-                (Some(AgentStatus::Busy), AgentStatus::Paused)
-            ],
+            [(Some(AgentStatus::Active), AgentStatus::Busy), (Some(AgentStatus::Busy), AgentStatus::Paused)],
             "setting the same status again is not a change"
         );
     }
@@ -566,10 +423,7 @@ mod status {
         let err = h.call_err(conn, Request::SetStatus(AgentStatus::Lost));
         assert_eq!(err.code(), ErrorCode::InvalidArgument);
         assert_eq!(h.status("a"), AgentStatus::Active);
-        assert!(h
-            .registry_events(watcher)
-            .iter()
-            .all(|e| e.kind == RegistryEventKind::Snapshot));
+        assert!(h.registry_events(watcher).iter().all(|e| e.kind == RegistryEventKind::Snapshot));
     }
 }
 
@@ -595,42 +449,22 @@ mod registry {
         h.join_with(with_caps("t2", "trader", &["spot"]));
         h.join_with(with_caps("r1", "risk", &["futures"]));
         h.call_ok(t1, Request::SetStatus(AgentStatus::Busy));
-        let query = |role: Option<&str>, capability: Option<&str>, status: Option<AgentStatus>| {
-            AgentQuery {
-                role: role.map(Into::into),
-                capability: capability.map(Into::into),
-                status,
-            }
+        let query = |role: Option<&str>, capability: Option<&str>, status: Option<AgentStatus>| AgentQuery {
+            role: role.map(Into::into),
+            capability: capability.map(Into::into),
+            status,
         };
         let list = |q: AgentQuery| ids(h.engine.list_agents("", &q).unwrap());
 
-        assert_eq!(
-            list(query(None, None, None)),
-            ["r1", "t1", "t2"],
-            "sorted by id"
-        );
+        assert_eq!(list(query(None, None, None)), ["r1", "t1", "t2"], "sorted by id");
         assert_eq!(list(query(Some("trader"), None, None)), ["t1", "t2"]);
         assert_eq!(list(query(None, Some("futures"), None)), ["r1", "t1"]);
         assert_eq!(list(query(None, None, Some(AgentStatus::Busy))), ["t1"]);
-        assert_eq!(
-            list(query(
-                Some("trader"),
-                Some("spot"),
-                Some(AgentStatus::Active)
-            )),
-            ["t2"]
-        );
+        assert_eq!(list(query(Some("trader"), Some("spot"), Some(AgentStatus::Active))), ["t2"]);
         assert!(list(query(Some("nobody"), None, None)).is_empty());
-        assert!(h
-            .engine
-            .list_agents("elsewhere", &AgentQuery::default())
-            .unwrap()
-            .is_empty());
+        assert!(h.engine.list_agents("elsewhere", &AgentQuery::default()).unwrap().is_empty());
         assert_eq!(
-            h.engine
-                .list_agents("bad ns", &AgentQuery::default())
-                .unwrap_err()
-                .code(),
+            h.engine.list_agents("bad ns", &AgentQuery::default()).unwrap_err().code(),
             ErrorCode::InvalidArgument
         );
     }
@@ -643,18 +477,8 @@ mod registry {
         h.advance_heartbeating(1_000, &[a, b]);
 
         let watcher = h.watch_registry("");
-        let snapshot: Vec<_> = h
-            .registry_events(watcher)
-            .iter()
-            .map(|e| (e.kind, e.agent.agent_id.clone()))
-            .collect();
-        assert_eq!(
-            snapshot,
-            [
-                (RegistryEventKind::Snapshot, "a".into()),
-                (RegistryEventKind::Snapshot, "b".into())
-            ]
-        );
+        let snapshot: Vec<_> = h.registry_events(watcher).iter().map(|e| (e.kind, e.agent.agent_id.clone())).collect();
+        assert_eq!(snapshot, [(RegistryEventKind::Snapshot, "a".into()), (RegistryEventKind::Snapshot, "b".into())]);
 
         h.join("c", "w", &[]);
         h.call_ok(a, Request::SetStatus(AgentStatus::Idle));
@@ -669,17 +493,9 @@ mod registry {
             events,
             [
                 (RegistryEventKind::Joined, "c".into(), None),
-                (
-                    RegistryEventKind::Status,
-                    "a".into(),
-                    Some(AgentStatus::Active)
-                ),
+                (RegistryEventKind::Status, "a".into(), Some(AgentStatus::Active)),
                 (RegistryEventKind::Left, "b".into(), None),
-                (
-                    RegistryEventKind::Lost,
-                    "c".into(),
-                    Some(AgentStatus::Active)
-                ),
+                (RegistryEventKind::Lost, "c".into(), Some(AgentStatus::Active)),
             ]
         );
     }
@@ -689,23 +505,13 @@ mod registry {
         let mut h = harness();
         let watcher = h.watch_registry("team-a");
         h.join("x", "w", &[]);
-        assert!(
-            h.registry_events(watcher).is_empty(),
-            "the default namespace is not team-a"
-        );
-        let y = h.join_with(RegisterRequest {
-            namespace: "team-a".into(),
-            ..agent("y", "w", &[])
-        });
+        assert!(h.registry_events(watcher).is_empty(), "the default namespace is not team-a");
+        let y = h.join_with(RegisterRequest { namespace: "team-a".into(), ..agent("y", "w", &[]) });
         assert_eq!(h.registry_events(watcher).len(), 1);
 
         h.disconnect(watcher, true);
         h.call_ok(y, Request::SetStatus(AgentStatus::Busy));
-        assert_eq!(
-            h.registry_events(watcher).len(),
-            1,
-            "nothing after the watch ended"
-        );
+        assert_eq!(h.registry_events(watcher).len(), 1, "nothing after the watch ended");
 
         let bad = h.watch_registry("bad namespace");
         assert_eq!(h.close_error(bad).code(), ErrorCode::InvalidArgument);
@@ -730,52 +536,20 @@ mod routing {
         let other = h.join("other", "w", &["risk.>", "market.eth"]);
         let none = h.join("none", "w", &[]);
 
-        for topic in [
-            "market.btc.trades",
-            "market.eth.trades",
-            "market.btc",
-            "market",
-            "risk.limits",
-            "market.eth",
-        ] {
+        for topic in ["market.btc.trades", "market.eth.trades", "market.btc", "market", "risk.limits", "market.eth"] {
             h.call_ok(publisher, publish(topic, topic));
         }
 
         assert_eq!(h.delivered_payloads(exact), ["market.btc.trades"]);
-        assert_eq!(
-            h.delivered_payloads(star),
-            ["market.btc.trades", "market.eth.trades"]
-        );
-        assert_eq!(
-            h.delivered_payloads(rest),
-            [
-                "market.btc.trades",
-                "market.eth.trades",
-                "market.btc",
-                "market.eth"
-            ]
-        );
+        assert_eq!(h.delivered_payloads(star), ["market.btc.trades", "market.eth.trades"]);
+        assert_eq!(h.delivered_payloads(rest), ["market.btc.trades", "market.eth.trades", "market.btc", "market.eth"]);
         assert_eq!(
             h.delivered_payloads(all),
-            [
-                "market.btc.trades",
-                "market.eth.trades",
-                "market.btc",
-                "market",
-                "risk.limits",
-                "market.eth"
-            ]
+            ["market.btc.trades", "market.eth.trades", "market.btc", "market", "risk.limits", "market.eth"]
         );
-        assert_eq!(
-            h.delivered_payloads(other),
-            ["risk.limits", "market.eth"],
-            "any of an agent's patterns"
-        );
+        assert_eq!(h.delivered_payloads(other), ["risk.limits", "market.eth"], "any of an agent's patterns");
         assert!(h.deliveries(none).is_empty());
-        assert!(
-            h.deliveries(publisher).is_empty(),
-            "a publisher not interested gets nothing back"
-        );
+        assert!(h.deliveries(publisher).is_empty(), "a publisher not interested gets nothing back");
 
         let d = &h.deliveries(exact)[0];
         assert_eq!(&*d.message.topic, "market.btc.trades");
@@ -788,10 +562,7 @@ mod routing {
         let mut h = harness();
         let publisher = h.join("pub", "feed", &[]);
         let here = h.join("here", "w", &["t"]);
-        let there = h.join_with(RegisterRequest {
-            namespace: "other".into(),
-            ..agent("there", "w", &["t"])
-        });
+        let there = h.join_with(RegisterRequest { namespace: "other".into(), ..agent("there", "w", &["t"]) });
         h.call_ok(publisher, publish("t", "m"));
         assert_eq!(h.delivered_payloads(here), ["m"]);
         assert!(h.deliveries(there).is_empty());
@@ -812,32 +583,20 @@ mod routing {
 
         let got = h.deliveries(receiver);
         let seqs: Vec<u64> = got.iter().map(|d| d.seq).collect();
-        assert_eq!(
-            seqs,
-            (1..=got.len() as u64).collect::<Vec<_>>(),
-            "seq starts at 1 and has no gap"
-        );
+        assert_eq!(seqs, (1..=got.len() as u64).collect::<Vec<_>>(), "seq starts at 1 and has no gap");
         assert!(got.iter().all(|d| d.missed_before == 0));
         for publisher in ["p1", "p2"] {
-            let mine: Vec<String> = got
-                .iter()
-                .filter(|d| &*d.message.publisher == publisher)
-                .map(harness::payload_text)
-                .collect();
-            let expected: Vec<String> = (0..50)
-                .filter(|i| publisher == "p1" || i % 3 == 0)
-                .map(|i| format!("{publisher}-{i}"))
-                .collect();
+            let mine: Vec<String> =
+                got.iter().filter(|d| &*d.message.publisher == publisher).map(harness::payload_text).collect();
+            let expected: Vec<String> =
+                (0..50).filter(|i| publisher == "p1" || i % 3 == 0).map(|i| format!("{publisher}-{i}")).collect();
             assert_eq!(mine, expected);
         }
     }
 
     #[test]
     fn a_full_queue_drops_the_oldest_and_reports_every_gap() {
-        let mut h = Harness::new(Config {
-            queue_capacity: 4,
-            ..Config::default()
-        });
+        let mut h = Harness::new(Config { queue_capacity: 4, ..Config::default() });
         let publisher = h.join("pub", "feed", &[]);
         let slow = h.join("slow", "w", &["t"]);
         let fast = h.join("fast", "w", &["t"]);
@@ -850,31 +609,17 @@ mod routing {
         h.unpause(slow);
 
         let got = h.deliveries(slow);
-        assert_eq!(
-            h.delivered_payloads(slow),
-            ["7", "8", "9", "10"],
-            "exactly the newest 4"
-        );
+        assert_eq!(h.delivered_payloads(slow), ["7", "8", "9", "10"], "exactly the newest 4");
         assert_eq!(got.iter().map(|d| d.seq).collect::<Vec<_>>(), [7, 8, 9, 10]);
-        assert_eq!(
-            got[0].missed_before, 6,
-            "the first after the gap says how many were lost"
-        );
-        assert_eq!(
-            h.deliveries(fast).len(),
-            10,
-            "a fast receiver loses nothing"
-        );
+        assert_eq!(got[0].missed_before, 6, "the first after the gap says how many were lost");
+        assert_eq!(h.deliveries(fast).len(), 10, "a fast receiver loses nothing");
         assert!(!h.is_closed(slow), "drop-oldest never disconnects");
         assert_eq!(h.engine.info().counters.dropped, 6);
     }
 
     #[test]
     fn gaps_and_seq_numbers_account_for_every_dropped_message() {
-        let mut h = Harness::new(Config {
-            queue_capacity: 3,
-            ..Config::default()
-        });
+        let mut h = Harness::new(Config { queue_capacity: 3, ..Config::default() });
         let publisher = h.join("pub", "feed", &[]);
         let slow = h.join("slow", "w", &["t"]);
         h.pause(slow);
@@ -890,40 +635,20 @@ mod routing {
 
         let got = h.deliveries(slow);
         let missed: u64 = got.iter().map(|d| d.missed_before).sum();
-        assert_eq!(
-            got.len() as u64 + missed,
-            total,
-            "received + reported missing = published"
-        );
+        assert_eq!(got.len() as u64 + missed, total, "received + reported missing = published");
         assert_eq!(missed, h.agent_view("slow").unwrap().dropped);
         let mut expected_seq = 1;
         for d in &got {
-            assert_eq!(
-                d.seq,
-                expected_seq + d.missed_before,
-                "the seq gap equals missed_before"
-            );
-            assert_eq!(
-                harness::payload_text(d),
-                (d.seq - 1).to_string(),
-                "seq n is the n-th message"
-            );
+            assert_eq!(d.seq, expected_seq + d.missed_before, "the seq gap equals missed_before");
+            assert_eq!(harness::payload_text(d), (d.seq - 1).to_string(), "seq n is the n-th message");
             expected_seq = d.seq + 1;
         }
-        assert_eq!(
-            got.last().unwrap().seq,
-            total,
-            "the newest message always arrives"
-        );
+        assert_eq!(got.last().unwrap().seq, total, "the newest message always arrives");
     }
 
     #[test]
     fn the_disconnect_policy_closes_a_slow_consumer() {
-        let config = Config {
-            queue_capacity: 2,
-            overflow_policy: OverflowPolicy::Disconnect,
-            ..Config::default()
-        };
+        let config = Config { queue_capacity: 2, overflow_policy: OverflowPolicy::Disconnect, ..Config::default() };
         let mut h = Harness::new(config);
         let publisher = h.join("pub", "feed", &[]);
         let slow = h.join("slow", "w", &["t"]);
@@ -935,26 +660,15 @@ mod routing {
         h.call_ok(publisher, publish("t", "3"));
 
         let err = h.close_error(slow);
-        assert!(
-            matches!(&err, CoreError::SlowConsumer { agent, capacity: 2 } if agent == "slow"),
-            "{err:?}"
-        );
+        assert!(matches!(&err, CoreError::SlowConsumer { agent, capacity: 2 } if agent == "slow"), "{err:?}");
         assert_eq!(err.code(), ErrorCode::ResourceExhausted);
-        assert_eq!(
-            h.delivered_payloads(fast),
-            ["1", "2", "3"],
-            "other receivers are unaffected"
-        );
+        assert_eq!(h.delivered_payloads(fast), ["1", "2", "3"], "other receivers are unaffected");
         assert!(!h.is_closed(publisher));
     }
 
     #[test]
     fn a_slow_consumer_that_resumes_is_told_of_everything_it_missed() {
-        let config = Config {
-            queue_capacity: 2,
-            overflow_policy: OverflowPolicy::Disconnect,
-            ..Config::default()
-        };
+        let config = Config { queue_capacity: 2, overflow_policy: OverflowPolicy::Disconnect, ..Config::default() };
         let mut h = Harness::new(config);
         let publisher = h.join("pub", "feed", &[]);
         let slow = h.join("slow", "w", &["t"]);
@@ -968,21 +682,14 @@ mod routing {
             h.call_ok(publisher, publish("t", &i.to_string()));
         }
 
-        let back = h.try_register(RegisterRequest {
-            resume_token: h.token(slow),
-            ..agent("slow", "w", &["t"])
-        });
+        let back = h.try_register(RegisterRequest { resume_token: h.token(slow), ..agent("slow", "w", &["t"]) });
         h.call_ok(publisher, publish("t", "8"));
 
         let got = h.deliveries(back);
         let received: Vec<String> = got.iter().map(harness::payload_text).collect();
         assert_eq!(received, ["4", "5", "8"]);
         let missed: u64 = got.iter().map(|d| d.missed_before).sum();
-        assert_eq!(
-            got.len() as u64 + missed,
-            8,
-            "received + reported missing = published"
-        );
+        assert_eq!(got.len() as u64 + missed, 8, "received + reported missing = published");
         let mut expected_seq = 1;
         for d in &got {
             assert_eq!(d.seq, expected_seq + d.missed_before, "{got:?}");
@@ -993,19 +700,13 @@ mod routing {
 
     #[test]
     fn an_agent_that_stops_reading_its_replies_is_disconnected_at_the_control_backlog() {
-        let mut h = with_limits(Limits {
-            max_control_backlog: 3,
-            ..Limits::default()
-        });
+        let mut h = with_limits(Limits { max_control_backlog: 3, ..Limits::default() });
         let conn = h.join("a", "w", &[]);
         h.pause(conn);
         for _ in 0..3 {
             h.send(conn, Request::Heartbeat);
         }
-        assert!(
-            !h.is_closed(conn),
-            "three unread replies are within the limit"
-        );
+        assert!(!h.is_closed(conn), "three unread replies are within the limit");
         h.send(conn, Request::Heartbeat);
         let err = h.close_error(conn);
         assert_eq!(err.code(), ErrorCode::ResourceExhausted);
@@ -1014,10 +715,7 @@ mod routing {
 
     #[test]
     fn a_registry_watcher_that_stops_reading_is_disconnected_at_its_backlog() {
-        let mut h = with_limits(Limits {
-            max_registry_backlog: 2,
-            ..Limits::default()
-        });
+        let mut h = with_limits(Limits { max_registry_backlog: 2, ..Limits::default() });
         let watcher = h.watch_registry("");
         h.pause(watcher);
         h.join("a", "w", &[]);
@@ -1026,24 +724,14 @@ mod routing {
         h.join("c", "w", &[]);
         assert_eq!(h.close_error(watcher).code(), ErrorCode::ResourceExhausted);
         h.unpause(watcher);
-        assert!(
-            h.frames(watcher).is_empty(),
-            "nothing is sent on a closed watch"
-        );
+        assert!(h.frames(watcher).is_empty(), "nothing is sent on a closed watch");
         h.join("d", "w", &[]);
-        assert_eq!(
-            h.agents().len(),
-            4,
-            "agents are unaffected by a slow watcher"
-        );
+        assert_eq!(h.agents().len(), 4, "agents are unaffected by a slow watcher");
     }
 
     #[test]
     fn invalid_topics_and_oversized_payloads_are_refused_with_the_request_id() {
-        let mut h = with_limits(Limits {
-            max_payload_bytes: 8,
-            ..Limits::default()
-        });
+        let mut h = with_limits(Limits { max_payload_bytes: 8, ..Limits::default() });
         let publisher = h.join("pub", "feed", &[]);
         let receiver = h.join("r", "w", &["all"]);
         let bad = [
@@ -1064,20 +752,10 @@ mod routing {
                 other => panic!("{request:?} should be refused, got {other:?}"),
             }
         }
-        assert!(
-            h.deliveries(receiver).is_empty(),
-            "nothing refused was routed"
-        );
-        assert!(
-            !h.is_closed(publisher),
-            "a refused request does not end the session"
-        );
+        assert!(h.deliveries(receiver).is_empty(), "nothing refused was routed");
+        assert!(!h.is_closed(publisher), "a refused request does not end the session");
         h.call_ok(publisher, publish("ok", "12345678"));
-        assert_eq!(
-            h.delivered_payloads(receiver),
-            ["12345678"],
-            "exactly the limit is fine"
-        );
+        assert_eq!(h.delivered_payloads(receiver), ["12345678"], "exactly the limit is fine");
     }
 
     #[test]
@@ -1088,10 +766,7 @@ mod routing {
         h.take_frames(publisher);
 
         h.send_with_id(publisher, 0, publish("t", "fine"));
-        assert!(
-            h.frames(publisher).is_empty(),
-            "success, and no reply wanted"
-        );
+        assert!(h.frames(publisher).is_empty(), "success, and no reply wanted");
         assert_eq!(h.delivered_payloads(receiver), ["fine"]);
 
         h.send_with_id(publisher, 0, publish("t..", "bad"));
@@ -1114,46 +789,20 @@ mod state {
     fn updates_apply_merge_patches_and_number_versions_from_one() {
         let mut h = harness();
         let conn = h.join("a", "w", &[]);
-        assert_eq!(
-            h.engine.get_state("", "a").unwrap(),
-            (0, json!({})),
-            "a new agent's state is {{}} at version 0"
-        );
+        assert_eq!(h.engine.get_state("", "a").unwrap(), (0, json!({})), "a new agent's state is {{}} at version 0");
 
-        assert_eq!(
-            h.call(
-                conn,
-                update(json!({"pos": {"x": 1, "y": 2}, "mode": "scan"}))
-            ),
-            Reply::StateVersion(1)
-        );
-        assert_eq!(
-            h.call(conn, update(json!({"pos": {"y": null, "z": 3}}))),
-            Reply::StateVersion(2)
-        );
-        assert_eq!(
-            h.call(conn, update(json!({"mode": null, "tags": ["a", "b"]}))),
-            Reply::StateVersion(3)
-        );
+        assert_eq!(h.call(conn, update(json!({"pos": {"x": 1, "y": 2}, "mode": "scan"}))), Reply::StateVersion(1));
+        assert_eq!(h.call(conn, update(json!({"pos": {"y": null, "z": 3}}))), Reply::StateVersion(2));
+        assert_eq!(h.call(conn, update(json!({"mode": null, "tags": ["a", "b"]}))), Reply::StateVersion(3));
 
-        assert_eq!(
-            h.engine.get_state("", "a").unwrap(),
-            (3, json!({"pos": {"x": 1, "z": 3}, "tags": ["a", "b"]}))
-        );
+        assert_eq!(h.engine.get_state("", "a").unwrap(), (3, json!({"pos": {"x": 1, "z": 3}, "tags": ["a", "b"]})));
         assert_eq!(h.agent_view("a").unwrap().state_version, 3);
-        assert_eq!(
-            h.engine.get_state("", "nobody").unwrap_err().code(),
-            ErrorCode::NotFound
-        );
+        assert_eq!(h.engine.get_state("", "nobody").unwrap_err().code(), ErrorCode::NotFound);
     }
 
     #[test]
     fn deltas_that_are_not_json_objects_are_refused() {
-        let mut h = with_limits(Limits {
-            max_delta_bytes: 64,
-            max_state_bytes: 100,
-            ..Limits::default()
-        });
+        let mut h = with_limits(Limits { max_delta_bytes: 64, max_state_bytes: 100, ..Limits::default() });
         let conn = h.join("a", "w", &[]);
         h.call(conn, update(json!({"k": 1})));
         let refused = [
@@ -1166,12 +815,7 @@ mod state {
             format!("{{\"big\": \"{}\"}}", "x".repeat(64)),
         ];
         for delta in refused {
-            let err = h.call_err(
-                conn,
-                Request::UpdateState {
-                    delta_json: delta.clone(),
-                },
-            );
+            let err = h.call_err(conn, Request::UpdateState { delta_json: delta.clone() });
             assert_eq!(err.code(), ErrorCode::InvalidArgument, "{delta}: {err}");
         }
         // Each delta is small, but together they would outgrow the state limit.
@@ -1194,23 +838,13 @@ mod state {
         let by_agent = h.join("by-agent", "obs", &[]);
         let by_role = h.join("by-role", "obs", &[]);
         let of_all = h.join("of-all", "obs", &[]);
-        h.call_ok(
-            by_agent,
-            Request::Watch(WatchTarget::Agent("scanner".into())),
-        );
+        h.call_ok(by_agent, Request::Watch(WatchTarget::Agent("scanner".into())));
         h.call_ok(by_role, Request::Watch(WatchTarget::Role("trade".into())));
         h.call_ok(of_all, Request::Watch(WatchTarget::All));
 
         let first = h.state_changes(by_agent);
-        assert_eq!(
-            first.len(),
-            1,
-            "a new watch starts with a snapshot of what it covers"
-        );
-        assert_eq!(
-            (first[0].base_version, first[0].version, &first[0].delta),
-            (0, 1, &json!({"found": 1}))
-        );
+        assert_eq!(first.len(), 1, "a new watch starts with a snapshot of what it covers");
+        assert_eq!((first[0].base_version, first[0].version, &first[0].delta), (0, 1, &json!({"found": 1})));
 
         h.call(scanner, update(json!({"found": 2})));
         h.call(trader, update(json!({"cash": 10})));
@@ -1222,27 +856,16 @@ mod state {
             views.push(view);
         }
         assert_eq!(views[0].of("scanner"), Some((2, json!({"found": 2}))));
-        assert_eq!(
-            views[0].of("trader"),
-            None,
-            "not covered by a watch of scanner"
-        );
+        assert_eq!(views[0].of("trader"), None, "not covered by a watch of scanner");
         assert_eq!(views[1].of("trader"), Some((1, json!({"cash": 10}))));
         assert_eq!(views[1].of("scanner"), None, "not of role trade");
         assert_eq!(views[2].of("scanner"), Some((2, json!({"found": 2}))));
         assert_eq!(views[2].of("trader"), Some((1, json!({"cash": 10}))));
-        assert!(
-            views[2].of("of-all").is_some(),
-            "all includes observers, and the watcher itself"
-        );
+        assert!(views[2].of("of-all").is_some(), "all includes observers, and the watcher itself");
 
         let by_agent_changes = h.state_changes(by_agent);
         let second = &by_agent_changes[1];
-        assert_eq!(
-            (second.base_version, second.version, &second.delta),
-            (1, 2, &json!({"found": 2})),
-            "a plain delta"
-        );
+        assert_eq!((second.base_version, second.version, &second.delta), (1, 2, &json!({"found": 2})), "a plain delta");
     }
 
     #[test]
@@ -1257,10 +880,7 @@ mod state {
         h.send(worker, Request::Deregister);
 
         let changes = h.state_changes(watcher);
-        let summary: Vec<_> = changes
-            .iter()
-            .map(|c| (c.base_version, c.version, c.removed))
-            .collect();
+        let summary: Vec<_> = changes.iter().map(|c| (c.base_version, c.version, c.removed)).collect();
         // (base_version, version, removed): its snapshot on joining, its update, its departure.
         assert_eq!(summary, [(0, 0, false), (0, 1, false), (0, 1, true)]);
         let mut view = WatcherView::default();
@@ -1287,10 +907,7 @@ mod state {
 
     #[test]
     fn the_watch_limit_is_enforced() {
-        let mut h = with_limits(Limits {
-            max_watches: 2,
-            ..Limits::default()
-        });
+        let mut h = with_limits(Limits { max_watches: 2, ..Limits::default() });
         let watcher = h.join("w", "obs", &[]);
         h.call_ok(watcher, Request::Watch(WatchTarget::Agent("a".into())));
         h.call_ok(watcher, Request::Watch(WatchTarget::Agent("b".into())));
@@ -1324,16 +941,8 @@ mod state {
         h.unpause(watcher);
 
         let new_changes = &h.state_changes(watcher)[seen..];
-        assert_eq!(
-            new_changes.len(),
-            1,
-            "200 updates coalesce into one change: {new_changes:?}"
-        );
-        assert_eq!(
-            (new_changes[0].base_version, new_changes[0].version),
-            (1, 201),
-            "one delta, from 1 to 201"
-        );
+        assert_eq!(new_changes.len(), 1, "200 updates coalesce into one change: {new_changes:?}");
+        assert_eq!((new_changes[0].base_version, new_changes[0].version), (1, 201), "one delta, from 1 to 201");
         view.apply_all(new_changes);
         assert_eq!(view.of("o"), Some(h.engine.get_state("", "o").unwrap()));
     }
@@ -1359,10 +968,7 @@ mod state {
         assert_eq!(new_changes[0].base_version, 0, "a snapshot");
         assert_eq!(new_changes[0].delta, json!({"keep": true, "n": {"k": 1}}));
         view.apply_all(new_changes);
-        assert_eq!(
-            view.of("o"),
-            Some((3, json!({"keep": true, "n": {"k": 1}})))
-        );
+        assert_eq!(view.of("o"), Some((3, json!({"keep": true, "n": {"k": 1}}))));
     }
 
     #[test]
@@ -1375,34 +981,23 @@ mod state {
             outbox.push_state_delta(&owner, version, &json!({"v": version}));
         }
         let frame = outbox.next_frame(1, |_| None);
-        let Some(Frame::StateChanges(changes)) = frame else {
-            panic!("expected state changes, got {frame:?}")
-        };
+        let Some(Frame::StateChanges(changes)) = frame else { panic!("expected state changes, got {frame:?}") };
         assert_eq!(changes.len(), 1);
         assert_eq!((changes[0].base_version, changes[0].version), (0, 1000));
-        assert!(
-            !outbox.has_frames(),
-            "nothing is left after the one coalesced change"
-        );
+        assert!(!outbox.has_frames(), "nothing is left after the one coalesced change");
         assert_eq!(outbox.next_frame(1, |_| None), None);
     }
 
     fn leaf() -> impl Strategy<Value = Value> {
-        prop_oneof![
-            Just(Value::Null),
-            any::<i8>().prop_map(|i| json!(i)),
-            "[a-c]".prop_map(Value::String)
-        ]
+        prop_oneof![Just(Value::Null), any::<i8>().prop_map(|i| json!(i)), "[a-c]".prop_map(Value::String)]
     }
 
     /// Object deltas over a small key space (so keys collide), nested, with nulls (deletions).
     fn delta() -> impl Strategy<Value = Value> {
         let value = leaf().prop_recursive(3, 16, 3, |inner| {
-            prop::collection::btree_map("[a-d]", inner, 0..3)
-                .prop_map(|m| Value::Object(m.into_iter().collect()))
+            prop::collection::btree_map("[a-d]", inner, 0..3).prop_map(|m| Value::Object(m.into_iter().collect()))
         });
-        prop::collection::btree_map("[a-d]", value, 0..4)
-            .prop_map(|m| Value::Object(m.into_iter().collect()))
+        prop::collection::btree_map("[a-d]", value, 0..4).prop_map(|m| Value::Object(m.into_iter().collect()))
     }
 
     fn target() -> impl Strategy<Value = WatchTarget> {
@@ -1463,10 +1058,7 @@ mod sync {
 
     /// A harness whose leases outlast every sync timeout used below unless a test says otherwise.
     fn long_leases() -> Harness {
-        Harness::new(Config {
-            heartbeat_interval_ms: 60_000,
-            ..Config::default()
-        })
+        Harness::new(Config { heartbeat_interval_ms: 60_000, ..Config::default() })
     }
 
     #[test]
@@ -1480,21 +1072,13 @@ mod sync {
         let ra = h.arrive(a, "round-1", set(), 5_000, "from-a");
         h.advance_to(10);
         let rc = h.arrive(c, "round-1", set(), 5_000, "from-c");
-        assert_eq!(
-            h.reply(a, ra),
-            None,
-            "nobody is released before the last arrives"
-        );
+        assert_eq!(h.reply(a, ra), None, "nobody is released before the last arrives");
         assert_eq!(h.reply(c, rc), None);
         let status = h.engine.sync_status("", "round-1").unwrap();
         assert_eq!(status.state, SyncState::Waiting);
         assert_eq!(status.arrived, ["a", "c"]);
         assert_eq!(status.missing, ["b"]);
-        assert_eq!(
-            (status.created_at, status.deadline),
-            (0, 5_000),
-            "created by the first arrival"
-        );
+        assert_eq!((status.created_at, status.deadline), (0, 5_000), "created by the first arrival");
 
         h.advance_to(20);
         let rb = h.arrive(b, "round-1", agents(&["c", "b", "a"]), 5_000, "from-b");
@@ -1511,64 +1095,33 @@ mod sync {
         assert_eq!(outcome.sync_id, "round-1");
         let order: Vec<&str> = outcome.arrival_order.iter().map(|a| &**a).collect();
         assert_eq!(order, ["a", "c", "b"]);
-        assert_eq!(
-            outcome.payloads,
-            [
-                Bytes::from("from-a"),
-                Bytes::from("from-c"),
-                Bytes::from("from-b")
-            ]
-        );
+        assert_eq!(outcome.payloads, [Bytes::from("from-a"), Bytes::from("from-c"), Bytes::from("from-b")]);
         assert!(!outcome.forced);
-        assert_eq!(
-            h.engine.sync_status("", "round-1").unwrap().state,
-            SyncState::Completed
-        );
+        assert_eq!(h.engine.sync_status("", "round-1").unwrap().state, SyncState::Completed);
         assert_eq!(h.engine.info().counters.syncs_completed, 1);
     }
 
     #[test]
     fn a_count_point_releases_when_that_many_distinct_agents_arrived() {
         let mut h = long_leases();
-        let conns: Vec<_> = ["a", "b", "c", "d"]
-            .iter()
-            .map(|id| h.join(id, "w", &[]))
-            .collect();
+        let conns: Vec<_> = ["a", "b", "c", "d"].iter().map(|id| h.join(id, "w", &[])).collect();
         let r0 = h.arrive(conns[0], "any3", Participants::Count(3), 0, "");
         let again = h.arrive(conns[0], "any3", Participants::Count(3), 0, "");
-        assert_eq!(
-            h.engine.sync_status("", "any3").unwrap().arrived,
-            ["a"],
-            "arriving twice counts once"
-        );
+        assert_eq!(h.engine.sync_status("", "any3").unwrap().arrived, ["a"], "arriving twice counts once");
         let r1 = h.arrive(conns[1], "any3", Participants::Count(3), 0, "");
         assert_eq!(h.reply(conns[1], r1), None);
         let r2 = h.arrive(conns[2], "any3", Participants::Count(3), 0, "");
 
         for (conn, id) in [(conns[1], r1), (conns[2], r2)] {
-            assert_eq!(
-                sync_outcome(&h.reply(conn, id).unwrap())
-                    .arrival_order
-                    .len(),
-                3
-            );
+            assert_eq!(sync_outcome(&h.reply(conn, id).unwrap()).arrival_order.len(), 3);
         }
-        assert_eq!(
-            h.reply(conns[0], r0),
-            None,
-            "a repeated arrival re-attaches the waiter to its new request"
-        );
+        assert_eq!(h.reply(conns[0], r0), None, "a repeated arrival re-attaches the waiter to its new request");
         assert!(h.reply(conns[0], again).is_some());
 
         let late = h.arrive(conns[3], "any3", Participants::Count(3), 0, "");
-        let Some(Reply::Error(err)) = h.reply(conns[3], late) else {
-            panic!("a late arrival is refused")
-        };
+        let Some(Reply::Error(err)) = h.reply(conns[3], late) else { panic!("a late arrival is refused") };
         assert_eq!(err.code(), ErrorCode::FailedPrecondition);
-        assert_eq!(
-            h.engine.sync_status("", "any3").unwrap().state,
-            SyncState::Completed
-        );
+        assert_eq!(h.engine.sync_status("", "any3").unwrap().state, SyncState::Completed);
     }
 
     #[test]
@@ -1579,26 +1132,16 @@ mod sync {
         let boss = h.join("boss", "lead", &[]);
         let r1 = h.arrive(w1, "shift", Participants::Role("worker".into()), 0, "");
         let w3 = h.join("w3", "worker", &[]); // joins after the point was created: not required
-        assert_eq!(
-            h.engine.sync_status("", "shift").unwrap().required,
-            ["w1", "w2"]
-        );
+        assert_eq!(h.engine.sync_status("", "shift").unwrap().required, ["w1", "w2"]);
 
         let refused = h.arrive(boss, "shift", Participants::Role("worker".into()), 0, "");
-        let Some(Reply::Error(err)) = h.reply(boss, refused) else {
-            panic!("not of the role")
-        };
+        let Some(Reply::Error(err)) = h.reply(boss, refused) else { panic!("not of the role") };
         assert_eq!(err.code(), ErrorCode::FailedPrecondition);
         let late = h.arrive(w3, "shift", Participants::Role("worker".into()), 0, "");
-        assert!(
-            matches!(h.reply(w3, late), Some(Reply::Error(e)) if e.code() == ErrorCode::FailedPrecondition)
-        );
+        assert!(matches!(h.reply(w3, late), Some(Reply::Error(e)) if e.code() == ErrorCode::FailedPrecondition));
 
         let r2 = h.arrive(w2, "shift", Participants::Role("worker".into()), 0, "");
-        assert_eq!(
-            sync_outcome(&h.reply(w1, r1).unwrap()),
-            sync_outcome(&h.reply(w2, r2).unwrap())
-        );
+        assert_eq!(sync_outcome(&h.reply(w1, r1).unwrap()), sync_outcome(&h.reply(w2, r2).unwrap()));
     }
 
     #[test]
@@ -1610,39 +1153,28 @@ mod sync {
         let rb = h.arrive(b, "s", agents(&["a", "b", "c", "d"]), 1_000, "");
 
         let deadline = h.engine.next_deadline().unwrap();
-        assert_eq!(
-            deadline, 1_000,
-            "the sync deadline is the engine's next deadline"
-        );
+        assert_eq!(deadline, 1_000, "the sync deadline is the engine's next deadline");
         h.engine.handle_timeout(deadline - 1);
         h.pump();
         assert_eq!(h.reply(a, ra), None, "not before the deadline");
         h.advance_to(deadline);
 
         for (conn, id) in [(a, ra), (b, rb)] {
-            let Some(Reply::Error(err)) = h.reply(conn, id) else {
-                panic!("expected a timeout")
-            };
+            let Some(Reply::Error(err)) = h.reply(conn, id) else { panic!("expected a timeout") };
             assert_eq!(err.code(), ErrorCode::DeadlineExceeded);
             assert_eq!(err.missing_agents(), ["c", "d"]);
             assert_eq!(err.sync_id(), Some("s"));
             assert!(err.to_string().contains("c, d"), "{err}");
         }
         let status = h.engine.sync_status("", "s").unwrap();
-        assert_eq!(
-            (status.state, status.finished_at),
-            (SyncState::TimedOut, Some(1_000))
-        );
+        assert_eq!((status.state, status.finished_at), (SyncState::TimedOut, Some(1_000)));
         assert_eq!(h.engine.info().counters.syncs_failed, 1);
     }
 
     #[test]
     fn a_point_with_no_timeout_uses_the_configured_default() {
-        let mut h = Harness::new(Config {
-            heartbeat_interval_ms: 60_000,
-            default_sync_timeout_ms: 7_000,
-            ..Config::default()
-        });
+        let mut h =
+            Harness::new(Config { heartbeat_interval_ms: 60_000, default_sync_timeout_ms: 7_000, ..Config::default() });
         let a = h.join("a", "w", &[]);
         h.arrive(a, "s", Participants::Count(2), 0, "");
         assert_eq!(h.engine.sync_status("", "s").unwrap().deadline, 7_000);
@@ -1655,11 +1187,7 @@ mod sync {
                 payload: Bytes::new(),
             },
         );
-        assert_eq!(
-            err.code(),
-            ErrorCode::InvalidArgument,
-            "longer than max_sync_timeout_ms"
-        );
+        assert_eq!(err.code(), ErrorCode::InvalidArgument, "longer than max_sync_timeout_ms");
     }
 
     #[test]
@@ -1677,9 +1205,7 @@ mod sync {
 
         assert_eq!(h.status("c"), AgentStatus::Lost);
         for (conn, id) in [(a, ra), (b, rb)] {
-            let Some(Reply::Error(err)) = h.reply(conn, id) else {
-                panic!("expected the point to fail at 3 000")
-            };
+            let Some(Reply::Error(err)) = h.reply(conn, id) else { panic!("expected the point to fail at 3 000") };
             assert_eq!(err.code(), ErrorCode::Aborted);
             assert_eq!(err.missing_agents(), ["c"]);
             assert!(err.to_string().contains("'c' lost its lease"), "{err}");
@@ -1699,9 +1225,7 @@ mod sync {
         let b = h.join("b", "w", &[]);
         let ra = h.arrive(a, "s", agents(&["a", "b"]), 0, "");
         h.send(b, Request::Deregister);
-        let Some(Reply::Error(err)) = h.reply(a, ra) else {
-            panic!("expected the point to fail")
-        };
+        let Some(Reply::Error(err)) = h.reply(a, ra) else { panic!("expected the point to fail") };
         assert_eq!(err.code(), ErrorCode::Aborted);
         assert_eq!(err.missing_agents(), ["b"]);
     }
@@ -1713,37 +1237,21 @@ mod sync {
         let b = h.join("b", "w", &[]);
         let first = h.arrive(a, "s", agents(&["a", "b"]), 0, "payload-1");
         h.disconnect(a, false);
-        let a2 = h.try_register(RegisterRequest {
-            resume_token: h.token(a),
-            ..agent("a", "w", &[])
-        });
+        let a2 = h.try_register(RegisterRequest { resume_token: h.token(a), ..agent("a", "w", &[]) });
         let again = h.arrive(a2, "s", agents(&["a", "b"]), 0, "payload-2");
         let rb = h.arrive(b, "s", agents(&["a", "b"]), 0, "");
 
         let outcome = sync_outcome(&h.reply(a2, again).expect("released on the new connection"));
         assert_eq!(outcome, sync_outcome(&h.reply(b, rb).unwrap()));
-        assert_eq!(
-            h.reply(a2, first),
-            None,
-            "the waiter was re-attached to the repeated request"
-        );
-        assert_eq!(
-            outcome.payloads[0],
-            Bytes::from("payload-1"),
-            "the first arrival's place and payload stand"
-        );
+        assert_eq!(h.reply(a2, first), None, "the waiter was re-attached to the repeated request");
+        assert_eq!(outcome.payloads[0], Bytes::from("payload-1"), "the first arrival's place and payload stand");
     }
 
     #[test]
     fn duplicate_or_empty_participant_lists_are_refused() {
         let mut h = long_leases();
         let a = h.join("a", "w", &[]);
-        for participants in [
-            agents(&["a", "b", "a"]),
-            agents(&[]),
-            agents(&["a", "bad id"]),
-            Participants::Count(0),
-        ] {
+        for participants in [agents(&["a", "b", "a"]), agents(&[]), agents(&["a", "bad id"]), Participants::Count(0)] {
             let err = h.call_err(
                 a,
                 Request::Sync {
@@ -1765,10 +1273,7 @@ mod sync {
             },
         );
         assert_eq!(err.code(), ErrorCode::InvalidArgument);
-        assert!(
-            h.engine.list_sync_points("").unwrap().is_empty(),
-            "no point was created"
-        );
+        assert!(h.engine.list_sync_points("").unwrap().is_empty(), "no point was created");
     }
 
     #[test]
@@ -1777,23 +1282,13 @@ mod sync {
         let a = h.join("a", "w", &[]);
         let b = h.join("b", "w", &[]);
         h.arrive(a, "s", agents(&["a", "b"]), 0, "");
-        for different in [
-            agents(&["a", "b", "c"]),
-            Participants::Count(2),
-            Participants::Role("w".into()),
-        ] {
+        for different in [agents(&["a", "b", "c"]), Participants::Count(2), Participants::Role("w".into())] {
             let id = h.arrive(b, "s", different.clone(), 0, "");
-            let Some(Reply::Error(err)) = h.reply(b, id) else {
-                panic!("{different:?} should be refused")
-            };
+            let Some(Reply::Error(err)) = h.reply(b, id) else { panic!("{different:?} should be refused") };
             assert_eq!(err.code(), ErrorCode::FailedPrecondition, "{different:?}");
             assert!(matches!(err, CoreError::SyncMismatch { .. }), "{err:?}");
         }
-        assert_eq!(
-            h.engine.sync_status("", "s").unwrap().arrived,
-            ["a"],
-            "refused arrivals are not recorded"
-        );
+        assert_eq!(h.engine.sync_status("", "s").unwrap().arrived, ["a"], "refused arrivals are not recorded");
     }
 
     #[test]
@@ -1815,21 +1310,13 @@ mod sync {
         );
         assert_eq!(err.code(), ErrorCode::FailedPrecondition);
         assert!(matches!(err, CoreError::NotAParticipant { .. }));
-        assert!(
-            h.engine.sync_status("", "s").is_err(),
-            "the refused arrival left nothing behind"
-        );
+        assert!(h.engine.sync_status("", "s").is_err(), "the refused arrival left nothing behind");
 
         let ra = h.arrive(a, "s", agents(&["a", "b", "x"]), 0, "");
         let rx = h.arrive(outsider, "s", agents(&["a", "b", "x"]), 0, "");
         let rb = h.arrive(b, "s", agents(&["a", "b", "x"]), 0, "");
         for (conn, id) in [(a, ra), (outsider, rx), (b, rb)] {
-            assert_eq!(
-                sync_outcome(&h.reply(conn, id).unwrap())
-                    .arrival_order
-                    .len(),
-                3
-            );
+            assert_eq!(sync_outcome(&h.reply(conn, id).unwrap()).arrival_order.len(), 3);
         }
     }
 
@@ -1844,10 +1331,7 @@ mod sync {
 
         let status = h.engine.force_complete(h.now, "", "s").unwrap();
         h.pump();
-        assert_eq!(
-            (status.state, status.finished_at),
-            (SyncState::Forced, Some(500))
-        );
+        assert_eq!((status.state, status.finished_at), (SyncState::Forced, Some(500)));
         assert_eq!(status.missing, ["c"]);
         let outcome = sync_outcome(&h.reply(a, ra).unwrap());
         assert_eq!(outcome, sync_outcome(&h.reply(b, rb).unwrap()));
@@ -1855,18 +1339,8 @@ mod sync {
         assert_eq!(outcome.payloads, [Bytes::from("pa"), Bytes::from("pb")]);
 
         let again = h.engine.force_complete(h.now, "", "s").unwrap_err();
-        assert_eq!(
-            again.code(),
-            ErrorCode::FailedPrecondition,
-            "only a waiting point can be forced"
-        );
-        assert_eq!(
-            h.engine
-                .force_complete(h.now, "", "nope")
-                .unwrap_err()
-                .code(),
-            ErrorCode::NotFound
-        );
+        assert_eq!(again.code(), ErrorCode::FailedPrecondition, "only a waiting point can be forced");
+        assert_eq!(h.engine.force_complete(h.now, "", "nope").unwrap_err().code(), ErrorCode::NotFound);
     }
 
     #[test]
@@ -1878,29 +1352,17 @@ mod sync {
         assert_eq!(h.engine.list_sync_points("").unwrap().len(), 2);
 
         assert_eq!(h.engine.cleanup_sync_points("").unwrap(), 1);
-        let left: Vec<_> = h
-            .engine
-            .list_sync_points("")
-            .unwrap()
-            .into_iter()
-            .map(|s| s.sync_id)
-            .collect();
+        let left: Vec<_> = h.engine.list_sync_points("").unwrap().into_iter().map(|s| s.sync_id).collect();
         assert_eq!(left, ["waiting"], "waiting points stay");
         // The id can be used for a new round.
         let again = h.arrive(a, "done", Participants::Count(1), 0, "second");
-        assert_eq!(
-            sync_outcome(&h.reply(a, again).unwrap()).payloads,
-            [Bytes::from("second")]
-        );
+        assert_eq!(sync_outcome(&h.reply(a, again).unwrap()).payloads, [Bytes::from("second")]);
     }
 
     #[test]
     fn finished_points_are_removed_after_their_retention() {
-        let mut h = Harness::new(Config {
-            heartbeat_interval_ms: 60_000,
-            sync_retention_ms: 5_000,
-            ..Config::default()
-        });
+        let mut h =
+            Harness::new(Config { heartbeat_interval_ms: 60_000, sync_retention_ms: 5_000, ..Config::default() });
         let a = h.join("a", "w", &[]);
         h.advance_to(1_000);
         let first = h.arrive(a, "s", Participants::Count(1), 0, "");
@@ -1915,20 +1377,14 @@ mod sync {
         h.advance_to(5_999);
         assert!(h.engine.sync_status("", "s").is_ok(), "kept for diagnosis");
         h.advance_to(6_000);
-        assert_eq!(
-            h.engine.sync_status("", "s").unwrap_err().code(),
-            ErrorCode::NotFound
-        );
+        assert_eq!(h.engine.sync_status("", "s").unwrap_err().code(), ErrorCode::NotFound);
     }
 
     #[test]
     fn the_open_sync_point_limit_is_enforced() {
         let mut h = Harness::new(Config {
             heartbeat_interval_ms: 60_000,
-            limits: Limits {
-                max_open_sync_points: 2,
-                ..Limits::default()
-            },
+            limits: Limits { max_open_sync_points: 2, ..Limits::default() },
             ..Config::default()
         });
         let a = h.join("a", "w", &[]);
@@ -1975,27 +1431,11 @@ mod sync {
         assert!(recs.contains("start agent 'ghost'"), "{recs}");
         assert!(recs.contains("resume 'b'"), "{recs}");
         assert!(recs.contains("force-complete"), "{recs}");
-        assert!(
-            recs.contains("longer timeout"),
-            "60% of the timeout has passed: {recs}"
-        );
+        assert!(recs.contains("longer timeout"), "60% of the timeout has passed: {recs}");
 
         let failed = h.engine.diagnose_sync(h.now, "", "s").unwrap();
-        assert!(
-            failed
-                .issues
-                .join("\n")
-                .contains("'lost-one' lost its lease"),
-            "{:?}",
-            failed.issues
-        );
-        assert_eq!(
-            h.engine
-                .diagnose_sync(h.now, "", "none")
-                .unwrap_err()
-                .code(),
-            ErrorCode::NotFound
-        );
+        assert!(failed.issues.join("\n").contains("'lost-one' lost its lease"), "{:?}", failed.issues);
+        assert_eq!(h.engine.diagnose_sync(h.now, "", "none").unwrap_err().code(), ErrorCode::NotFound);
     }
 }
 
@@ -2010,10 +1450,7 @@ mod scale {
     fn a_thousand_agents_receive_every_message_and_meet_at_one_barrier() {
         const N: usize = 1_000;
         const MESSAGES: usize = 20;
-        let mut h = Harness::new(Config {
-            heartbeat_interval_ms: 60_000,
-            ..Config::default()
-        });
+        let mut h = Harness::new(Config { heartbeat_interval_ms: 60_000, ..Config::default() });
         let publisher = h.join("publisher", "feed", &[]);
         let ids: Vec<String> = (0..N).map(|i| format!("agent-{i:04}")).collect();
         let conns: Vec<_> = ids
@@ -2033,14 +1470,8 @@ mod scale {
         let expected: Vec<String> = (0..MESSAGES).map(|m| m.to_string()).collect();
         for &conn in &conns {
             let got = h.deliveries(conn);
-            assert_eq!(
-                got.iter().map(harness::payload_text).collect::<Vec<_>>(),
-                expected
-            );
-            assert!(got
-                .iter()
-                .enumerate()
-                .all(|(i, d)| d.seq == i as u64 + 1 && d.missed_before == 0));
+            assert_eq!(got.iter().map(harness::payload_text).collect::<Vec<_>>(), expected);
+            assert!(got.iter().enumerate().all(|(i, d)| d.seq == i as u64 + 1 && d.missed_before == 0));
         }
         assert_eq!(h.engine.info().counters.routed, (N * MESSAGES) as u64);
 
@@ -2049,29 +1480,16 @@ mod scale {
         for (i, &conn) in conns.iter().enumerate().rev() {
             requests.push(h.arrive(conn, "all-hands", agents(&everyone), 0, &i.to_string()));
             if i > 0 {
-                assert!(
-                    h.reply(conn, *requests.last().unwrap()).is_none(),
-                    "released early"
-                );
+                assert!(h.reply(conn, *requests.last().unwrap()).is_none(), "released early");
             }
         }
         requests.reverse();
         let outcome = sync_outcome(&h.reply(conns[0], requests[0]).expect("released"));
         assert_eq!(outcome.arrival_order.len(), N);
-        assert_eq!(
-            &*outcome.arrival_order[0], "agent-0999",
-            "arrival order is kept"
-        );
+        assert_eq!(&*outcome.arrival_order[0], "agent-0999", "arrival order is kept");
         for (&conn, &request) in conns.iter().zip(&requests) {
-            assert_eq!(
-                h.replies(conn, request).len(),
-                1,
-                "exactly one release each"
-            );
-            assert!(
-                Arc::ptr_eq(&sync_outcome(&h.reply(conn, request).unwrap()), &outcome),
-                "the same outcome, shared"
-            );
+            assert_eq!(h.replies(conn, request).len(), 1, "exactly one release each");
+            assert!(Arc::ptr_eq(&sync_outcome(&h.reply(conn, request).unwrap()), &outcome), "the same outcome, shared");
         }
         assert_eq!(h.engine.info().counters.syncs_completed, 1);
     }

@@ -37,10 +37,7 @@ pub fn error(e: &CoreError) -> v1::Error {
 
 /// A malformed client message.
 fn malformed(reason: &str) -> CoreError {
-    CoreError::Invalid {
-        what: "message",
-        reason: reason.to_owned(),
-    }
+    CoreError::Invalid { what: "message", reason: reason.to_owned() }
 }
 
 pub fn status_from_wire(status: i32) -> Result<AgentStatus, CoreError> {
@@ -51,9 +48,9 @@ pub fn status_from_wire(status: i32) -> Result<AgentStatus, CoreError> {
         Ok(v1::AgentStatus::Syncing) => Ok(AgentStatus::Syncing),
         Ok(v1::AgentStatus::Paused) => Ok(AgentStatus::Paused),
         Ok(v1::AgentStatus::Lost) => Ok(AgentStatus::Lost),
-        Ok(v1::AgentStatus::Unspecified) | Err(_) => Err(malformed(
-            "status must be one of active, idle, busy, syncing, paused",
-        )),
+        Ok(v1::AgentStatus::Unspecified) | Err(_) => {
+            Err(malformed("status must be one of active, idle, busy, syncing, paused"))
+        }
     }
 }
 
@@ -82,18 +79,12 @@ impl From<v1::Register> for core::RegisterRequest {
     }
 }
 
-fn watch_target(
-    agent: Option<String>,
-    role: Option<String>,
-    all: Option<bool>,
-) -> Result<WatchTarget, CoreError> {
+fn watch_target(agent: Option<String>, role: Option<String>, all: Option<bool>) -> Result<WatchTarget, CoreError> {
     match (agent, role, all) {
         (Some(a), None, None) => Ok(WatchTarget::Agent(a)),
         (None, Some(r), None) => Ok(WatchTarget::Role(r)),
         (None, None, Some(true)) => Ok(WatchTarget::All),
-        _ => Err(malformed(
-            "a watch needs exactly one of agent_id, role or all=true",
-        )),
+        _ => Err(malformed("a watch needs exactly one of agent_id, role or all=true")),
     }
 }
 
@@ -104,65 +95,45 @@ pub enum SessionMessage {
 }
 
 /// Decodes one client message. Errors name what is missing or malformed.
-pub fn session_message(
-    kind: Option<v1::client_message::Kind>,
-) -> Result<SessionMessage, CoreError> {
+pub fn session_message(kind: Option<v1::client_message::Kind>) -> Result<SessionMessage, CoreError> {
     use v1::client_message::Kind;
-    let request =
-        match kind.ok_or_else(|| malformed("empty ClientMessage: set one of its kinds"))? {
-            Kind::Register(r) => return Ok(SessionMessage::Register(r.into())),
-            Kind::Heartbeat(_) => core::Request::Heartbeat,
-            Kind::Publish(p) => core::Request::Publish {
-                topic: p.topic,
-                payload: p.payload,
-                content_type: p.content_type,
-            },
-            Kind::UpdateState(u) => core::Request::UpdateState {
-                delta_json: u.delta_json,
-            },
-            Kind::SetStatus(s) => core::Request::SetStatus(status_from_wire(s.status)?),
-            Kind::WatchState(w) => {
-                use v1::watch_state::Target;
-                let t = w
-                    .target
-                    .ok_or_else(|| malformed("watch_state needs a target"))?;
-                core::Request::Watch(match t {
-                    Target::AgentId(a) => watch_target(Some(a), None, None)?,
-                    Target::Role(r) => watch_target(None, Some(r), None)?,
-                    Target::All(all) => watch_target(None, None, Some(all))?,
-                })
-            }
-            Kind::UnwatchState(w) => {
-                use v1::unwatch_state::Target;
-                let t = w
-                    .target
-                    .ok_or_else(|| malformed("unwatch_state needs a target"))?;
-                core::Request::Unwatch(match t {
-                    Target::AgentId(a) => watch_target(Some(a), None, None)?,
-                    Target::Role(r) => watch_target(None, Some(r), None)?,
-                    Target::All(all) => watch_target(None, None, Some(all))?,
-                })
-            }
-            Kind::Sync(s) => {
-                use v1::sync_arrive::Participants as P;
-                let participants = match s
-                    .participants
-                    .ok_or_else(|| malformed("sync needs participants: agents, count or role"))?
-                {
+    let request = match kind.ok_or_else(|| malformed("empty ClientMessage: set one of its kinds"))? {
+        Kind::Register(r) => return Ok(SessionMessage::Register(r.into())),
+        Kind::Heartbeat(_) => core::Request::Heartbeat,
+        Kind::Publish(p) => core::Request::Publish { topic: p.topic, payload: p.payload, content_type: p.content_type },
+        Kind::UpdateState(u) => core::Request::UpdateState { delta_json: u.delta_json },
+        Kind::SetStatus(s) => core::Request::SetStatus(status_from_wire(s.status)?),
+        Kind::WatchState(w) => {
+            use v1::watch_state::Target;
+            let t = w.target.ok_or_else(|| malformed("watch_state needs a target"))?;
+            core::Request::Watch(match t {
+                Target::AgentId(a) => watch_target(Some(a), None, None)?,
+                Target::Role(r) => watch_target(None, Some(r), None)?,
+                Target::All(all) => watch_target(None, None, Some(all))?,
+            })
+        }
+        Kind::UnwatchState(w) => {
+            use v1::unwatch_state::Target;
+            let t = w.target.ok_or_else(|| malformed("unwatch_state needs a target"))?;
+            core::Request::Unwatch(match t {
+                Target::AgentId(a) => watch_target(Some(a), None, None)?,
+                Target::Role(r) => watch_target(None, Some(r), None)?,
+                Target::All(all) => watch_target(None, None, Some(all))?,
+            })
+        }
+        Kind::Sync(s) => {
+            use v1::sync_arrive::Participants as P;
+            let participants =
+                match s.participants.ok_or_else(|| malformed("sync needs participants: agents, count or role"))? {
                     P::Agents(ids) => Participants::Agents(ids.ids),
                     P::Count(n) => Participants::Count(n),
                     P::Role(r) => Participants::Role(r),
                 };
-                core::Request::Sync {
-                    sync_id: s.sync_id,
-                    participants,
-                    timeout_ms: s.timeout_ms,
-                    payload: s.payload,
-                }
-            }
-            Kind::Ack(a) => core::Request::Ack { up_to: a.up_to_seq },
-            Kind::Deregister(_) => core::Request::Deregister,
-        };
+            core::Request::Sync { sync_id: s.sync_id, participants, timeout_ms: s.timeout_ms, payload: s.payload }
+        }
+        Kind::Ack(a) => core::Request::Ack { up_to: a.up_to_seq },
+        Kind::Deregister(_) => core::Request::Deregister,
+    };
     Ok(SessionMessage::Request(request))
 }
 
@@ -179,10 +150,7 @@ fn reply(request_id: u64, reply: Reply) -> v1::Reply {
         }),
         Reply::Error(e) => Outcome::Error(error(&e)),
     };
-    v1::Reply {
-        request_id,
-        outcome: Some(outcome),
-    }
+    v1::Reply { request_id, outcome: Some(outcome) }
 }
 
 /// A session frame as the server message that carries it; `None` for registry events, which travel
@@ -198,22 +166,11 @@ pub fn server_message(frame: Frame) -> Option<v1::ServerMessage> {
             lease_intervals: r.lease_intervals,
             resumed: r.resumed,
         }),
-        Frame::Reply {
-            request_id,
-            reply: r,
-        } => Kind::Reply(reply(request_id, r)),
-        Frame::Deliveries(items) => Kind::Deliveries(v1::Deliveries {
-            items: items
-                .into_iter()
-                .map(|d| v1::Delivery {
-                    seq: d.seq,
-                    topic: d.message.topic.to_string(),
-                    payload: d.message.payload.clone(),
-                    content_type: d.message.content_type.to_string(),
-                    publisher: d.message.publisher.to_string(),
-                    missed_before: d.missed_before,
-                })
-                .collect(),
+        Frame::Reply { request_id, reply: r } => Kind::Reply(reply(request_id, r)),
+        Frame::Deliveries(items) => Kind::Deliveries(crate::wire::Deliveries {
+            first_seq: items.first().map_or(0, |d| d.seq),
+            missed_before: items.first().map_or(0, |d| d.missed_before),
+            items: items.iter().map(|d| encoded(&d.message)).collect(),
         }),
         Frame::StateChanges(items) => Kind::StateChanges(v1::StateChanges {
             items: items
@@ -222,11 +179,7 @@ pub fn server_message(frame: Frame) -> Option<v1::ServerMessage> {
                     agent_id: c.agent_id.to_string(),
                     base_version: c.base_version,
                     version: c.version,
-                    delta_json: if c.removed {
-                        String::new()
-                    } else {
-                        c.delta.to_string()
-                    },
+                    delta_json: if c.removed { String::new() } else { c.delta.to_string() },
                     removed: c.removed,
                 })
                 .collect(),
@@ -236,6 +189,22 @@ pub fn server_message(frame: Frame) -> Option<v1::ServerMessage> {
     Some(v1::ServerMessage { kind: Some(kind) })
 }
 
+/// A routed message's `Delivery` encoding, made once and shared by all its receivers.
+fn encoded(m: &core::Message) -> bytes::Bytes {
+    use prost::Message as _;
+    m.wire
+        .get_or_init(|| {
+            let d = v1::Delivery {
+                topic: m.topic.to_string(),
+                payload: m.payload.clone(),
+                content_type: m.content_type.to_string(),
+                publisher: m.publisher.to_string(),
+            };
+            d.encode_to_vec().into()
+        })
+        .clone()
+}
+
 pub fn agent_info(a: &core::AgentView) -> v1::AgentInfo {
     v1::AgentInfo {
         namespace: a.namespace.clone(),
@@ -243,11 +212,7 @@ pub fn agent_info(a: &core::AgentView) -> v1::AgentInfo {
         role: a.role.clone(),
         capabilities: a.capabilities.clone(),
         interests: a.interests.clone(),
-        metadata: a
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        metadata: a.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         status: status_to_wire(a.status) as i32,
         registered_at_ms: a.registered_at,
         last_heartbeat_ms: a.last_heartbeat,
@@ -270,9 +235,7 @@ pub fn registry_event(e: &core::RegistryEvent) -> v1::RegistryEvent {
     v1::RegistryEvent {
         kind: kind as i32,
         agent: Some(agent_info(&e.agent)),
-        previous_status: e
-            .previous_status
-            .map_or(v1::AgentStatus::Unspecified, status_to_wire) as i32,
+        previous_status: e.previous_status.map_or(v1::AgentStatus::Unspecified, status_to_wire) as i32,
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lockstep_core::{ConnId, Engine, Frame, Input, Output, Time};
-use lockstep_proto::{convert, v1};
+use lockstep_proto::convert;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::Status;
@@ -30,28 +30,29 @@ const MAX_INPUTS_PER_TURN: usize = 1024;
 /// A query or admin operation run on the engine task; it sends its own answer.
 pub type Job = Box<dyn FnOnce(&mut Engine, Time) + Send>;
 
-/// What a connection's stream carries.
+/// Where a connection's frames go. Frames cross the channel as engine types and are converted to
+/// protobuf by the connection's own stream, so that work runs beside the driver, not on it.
 pub enum ConnSink {
-    Session(mpsc::Sender<Result<v1::ServerMessage, Status>>),
-    Registry(mpsc::Sender<Result<v1::RegistryEvent, Status>>),
+    Session(mpsc::Sender<Result<Frame, Status>>),
+    Registry(mpsc::Sender<Result<Frame, Status>>),
+}
+
+impl ConnSink {
+    fn sender(&self) -> &mpsc::Sender<Result<Frame, Status>> {
+        match self {
+            ConnSink::Session(tx) | ConnSink::Registry(tx) => tx,
+        }
+    }
 }
 
 /// Everything the driver can be asked to do.
 pub enum Command {
     /// A new stream: where its frames go, and the flag its consumer checks to say it has room.
-    Open {
-        conn: ConnId,
-        sink: ConnSink,
-        blocked: Arc<AtomicBool>,
-    },
+    Open { conn: ConnId, sink: ConnSink, blocked: Arc<AtomicBool> },
     /// An engine input.
     Input(Input),
     /// A request that could not be decoded: answer it with this error.
-    Reject {
-        conn: ConnId,
-        request_id: u64,
-        error: lockstep_core::CoreError,
-    },
+    Reject { conn: ConnId, request_id: u64, error: lockstep_core::CoreError },
     /// A blocked connection's stream consumed a frame.
     Writable(ConnId),
     /// A connection's outbound stream was dropped by the transport.
@@ -73,9 +74,7 @@ pub struct Clock {
 
 impl Clock {
     pub fn new() -> Self {
-        Clock {
-            start: Instant::now(),
-        }
+        Clock { start: Instant::now() }
     }
 
     pub fn now(&self) -> Time {
@@ -129,9 +128,7 @@ pub async fn run(
         flush(&mut engine, &mut conns, &mut ready);
     }
     for (_, c) in conns.drain() {
-        let status = Status::unavailable(
-            "the server is shutting down; reconnect to another or the restarted server",
-        );
+        let status = Status::unavailable("the server is shutting down; reconnect to another or the restarted server");
         match c.sink {
             ConnSink::Session(tx) => send_final(tx, status),
             ConnSink::Registry(tx) => send_final(tx, status),
@@ -146,27 +143,13 @@ async fn sleep_until(clock: &Clock, deadline: Option<Time>) {
     }
 }
 
-fn apply(
-    engine: &mut Engine,
-    conns: &mut HashMap<ConnId, Conn>,
-    ready: &mut Vec<ConnId>,
-    now: Time,
-    cmd: Command,
-) {
+fn apply(engine: &mut Engine, conns: &mut HashMap<ConnId, Conn>, ready: &mut Vec<ConnId>, now: Time, cmd: Command) {
     match cmd {
-        Command::Open {
-            conn,
-            sink,
-            blocked,
-        } => {
+        Command::Open { conn, sink, blocked } => {
             conns.insert(conn, Conn { sink, blocked });
         }
         Command::Input(input) => engine.handle(now, input),
-        Command::Reject {
-            conn,
-            request_id,
-            error,
-        } => engine.reject(conn, request_id, error),
+        Command::Reject { conn, request_id, error } => engine.reject(conn, request_id, error),
         Command::Writable(conn) => ready.push(conn),
         Command::Gone(conn) => {
             if let Some(c) = conns.remove(&conn) {
@@ -190,18 +173,14 @@ fn drain_outputs(engine: &mut Engine, conns: &mut HashMap<ConnId, Conn>, ready: 
                     continue;
                 };
                 let Some(error) = error else { continue }; // dropping the sink ends the stream normally
-                let status = convert::status(&error);
-                match c.sink {
-                    ConnSink::Session(tx) => send_final(tx, status),
-                    ConnSink::Registry(tx) => send_final(tx, status),
-                }
+                send_final(c.sink.sender().clone(), convert::status(&error));
             }
         }
     }
 }
 
 /// Ends a stream with `status`, waiting for room if its channel is full.
-fn send_final<T: Send + 'static>(tx: mpsc::Sender<Result<T, Status>>, status: Status) {
+fn send_final(tx: mpsc::Sender<Result<Frame, Status>>, status: Status) {
     if let Err(mpsc::error::TrySendError::Full(item)) = tx.try_send(Err(status)) {
         tokio::spawn(async move {
             let _ = tx.send(item).await;
@@ -217,36 +196,17 @@ fn flush(engine: &mut Engine, conns: &mut HashMap<ConnId, Conn>, ready: &mut Vec
             // No stream (yet, or any more): drop what is queued for it from the engine's view.
             continue;
         };
+        let tx = c.sink.sender();
         loop {
-            let has_room = match &c.sink {
-                ConnSink::Session(tx) => tx.capacity() > 0,
-                ConnSink::Registry(tx) => tx.capacity() > 0,
-            };
-            if !has_room {
+            if tx.capacity() == 0 {
                 c.blocked.store(true, Ordering::SeqCst);
                 // The consumer may have made room between the check and the flag: look again.
-                let room_now = match &c.sink {
-                    ConnSink::Session(tx) => tx.capacity() > 0,
-                    ConnSink::Registry(tx) => tx.capacity() > 0,
-                };
-                if !(room_now && c.blocked.swap(false, Ordering::SeqCst)) {
+                if !(tx.capacity() > 0 && c.blocked.swap(false, Ordering::SeqCst)) {
                     break;
                 }
             }
-            let Some(frame) = engine.next_frame(conn, MAX_BATCH) else {
-                break;
-            };
-            let sent = match (&c.sink, frame) {
-                (ConnSink::Registry(tx), Frame::Registry(e)) => {
-                    tx.try_send(Ok(convert::registry_event(&e))).is_ok()
-                }
-                (ConnSink::Session(tx), frame) => match convert::server_message(frame) {
-                    Some(msg) => tx.try_send(Ok(msg)).is_ok(),
-                    None => true,
-                },
-                (ConnSink::Registry(_), _) => true,
-            };
-            if !sent {
+            let Some(frame) = engine.next_frame(conn, MAX_BATCH) else { break };
+            if tx.try_send(Ok(frame)).is_err() {
                 // Only a closed channel refuses after the room check: the stream is gone.
                 gone.push(conn);
                 break;
@@ -258,28 +218,25 @@ fn flush(engine: &mut Engine, conns: &mut HashMap<ConnId, Conn>, ready: &mut Vec
     }
 }
 
-/// The stream handed to tonic for a connection: forwards the driver's frames and tells the driver
-/// when a blocked connection has room again, and when the transport drops it.
+/// The stream handed to tonic for a connection: converts the driver's frames to `T`, tells the
+/// driver when a blocked connection has room again, and when the transport drops it.
 pub struct ConnStream<T> {
-    rx: mpsc::Receiver<Result<T, Status>>,
+    rx: mpsc::Receiver<Result<Frame, Status>>,
     conn: ConnId,
     blocked: Arc<AtomicBool>,
     commands: mpsc::UnboundedSender<Command>,
+    convert: fn(Frame) -> Option<T>,
 }
 
 impl<T> ConnStream<T> {
     pub fn new(
-        rx: mpsc::Receiver<Result<T, Status>>,
+        rx: mpsc::Receiver<Result<Frame, Status>>,
         conn: ConnId,
         blocked: Arc<AtomicBool>,
         commands: mpsc::UnboundedSender<Command>,
+        convert: fn(Frame) -> Option<T>,
     ) -> Self {
-        ConnStream {
-            rx,
-            conn,
-            blocked,
-            commands,
-        }
+        ConnStream { rx, conn, blocked, commands, convert }
     }
 }
 
@@ -290,13 +247,21 @@ impl<T> futures::Stream for ConnStream<T> {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        let item = self.rx.poll_recv(cx);
-        if matches!(item, std::task::Poll::Ready(Some(_)))
-            && self.blocked.swap(false, Ordering::SeqCst)
-        {
-            let _ = self.commands.send(Command::Writable(self.conn));
+        use std::task::Poll;
+        loop {
+            let item = match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(item)) => item,
+                other => return other.map(|_| None),
+            };
+            if self.blocked.swap(false, Ordering::SeqCst) {
+                let _ = self.commands.send(Command::Writable(self.conn));
+            }
+            match item.map(self.convert) {
+                Ok(Some(msg)) => return Poll::Ready(Some(Ok(msg))),
+                Ok(None) => continue, // a frame this kind of stream does not carry
+                Err(status) => return Poll::Ready(Some(Err(status))),
+            }
         }
-        item
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures::Stream;
-use lockstep_core::{AgentQuery, ConnId, CoreError, Engine, Input, Time};
+use lockstep_core::{AgentQuery, ConnId, CoreError, Engine, Frame, Input, Time};
 use lockstep_proto::convert::{self, SessionMessage};
 use lockstep_proto::v1;
 use lockstep_proto::v1::lockstep_server::Lockstep;
@@ -31,10 +31,7 @@ fn driver_gone() -> Status {
 
 impl Service {
     pub fn new(commands: mpsc::UnboundedSender<Command>) -> Self {
-        Service {
-            commands,
-            next_conn: Arc::new(AtomicU64::new(1)),
-        }
+        Service { commands, next_conn: Arc::new(AtomicU64::new(1)) }
     }
 
     fn send(&self, cmd: Command) -> Result<(), Status> {
@@ -50,27 +47,26 @@ impl Service {
         self.send(Command::Job(Box::new(move |engine, now| {
             let _ = tx.send(f(engine, now));
         })))?;
-        rx.await
-            .map_err(|_| driver_gone())?
-            .map_err(|e| convert::status(&e))
+        rx.await.map_err(|_| driver_gone())?.map_err(|e| convert::status(&e))
     }
 
     fn open<T>(
         &self,
-        sink: impl FnOnce(mpsc::Sender<Result<T, Status>>) -> ConnSink,
+        sink: impl FnOnce(mpsc::Sender<Result<Frame, Status>>) -> ConnSink,
+        convert: fn(Frame) -> Option<T>,
     ) -> Result<(ConnId, ConnStream<T>), Status> {
         let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = mpsc::channel(CONN_CHANNEL_FRAMES);
         let blocked = Arc::new(AtomicBool::new(false));
-        self.send(Command::Open {
-            conn,
-            sink: sink(tx),
-            blocked: blocked.clone(),
-        })?;
-        Ok((
-            conn,
-            ConnStream::new(rx, conn, blocked, self.commands.clone()),
-        ))
+        self.send(Command::Open { conn, sink: sink(tx), blocked: blocked.clone() })?;
+        Ok((conn, ConnStream::new(rx, conn, blocked, self.commands.clone(), convert)))
+    }
+}
+
+fn registry_frame(frame: Frame) -> Option<v1::RegistryEvent> {
+    match frame {
+        Frame::Registry(e) => Some(convert::registry_event(&e)),
+        _ => None,
     }
 }
 
@@ -85,16 +81,14 @@ async fn read_session(
     conn: ConnId,
     mut inbound: Streaming<v1::ClientMessage>,
     commands: mpsc::UnboundedSender<Command>,
-    first_error: mpsc::Sender<Result<v1::ServerMessage, Status>>,
+    first_error: mpsc::Sender<Result<Frame, Status>>,
 ) {
     // The first message must register the agent.
     let request = match inbound.message().await {
         Ok(Some(msg)) => match convert::session_message(msg.kind) {
             Ok(SessionMessage::Register(r)) => r,
             Ok(SessionMessage::Request(_)) => {
-                let _ = first_error
-                    .send(Err(convert::status(&CoreError::NotRegistered)))
-                    .await;
+                let _ = first_error.send(Err(convert::status(&CoreError::NotRegistered))).await;
                 let _ = commands.send(Command::Gone(conn));
                 return;
             }
@@ -110,14 +104,7 @@ async fn read_session(
         }
     };
     drop(first_error);
-    if commands
-        .send(Command::Input(Input::Register {
-            conn,
-            request,
-            new_token: new_token(),
-        }))
-        .is_err()
-    {
+    if commands.send(Command::Input(Input::Register { conn, request, new_token: new_token() })).is_err() {
         return;
     }
     let clean = loop {
@@ -125,21 +112,13 @@ async fn read_session(
             Ok(Some(msg)) => {
                 let request_id = msg.request_id;
                 let cmd = match convert::session_message(msg.kind) {
-                    Ok(SessionMessage::Request(request)) => Command::Input(Input::Request {
-                        conn,
-                        request_id,
-                        request,
-                    }),
-                    Ok(SessionMessage::Register(r)) => Command::Input(Input::Register {
-                        conn,
-                        request: r,
-                        new_token: String::new(),
-                    }),
-                    Err(error) => Command::Reject {
-                        conn,
-                        request_id,
-                        error,
-                    },
+                    Ok(SessionMessage::Request(request)) => {
+                        Command::Input(Input::Request { conn, request_id, request })
+                    }
+                    Ok(SessionMessage::Register(r)) => {
+                        Command::Input(Input::Register { conn, request: r, new_token: String::new() })
+                    }
+                    Err(error) => Command::Reject { conn, request_id, error },
                 };
                 if commands.send(cmd).is_err() {
                     return;
@@ -152,25 +131,13 @@ async fn read_session(
     let _ = commands.send(Command::Input(Input::Disconnected { conn, clean }));
 }
 
-fn query(
-    namespace: &str,
-    role: String,
-    capability: String,
-    status: i32,
-) -> Result<(String, AgentQuery), Status> {
+fn query(namespace: &str, role: String, capability: String, status: i32) -> Result<(String, AgentQuery), Status> {
     let status = match status {
         0 => None,
         s => Some(convert::status_from_wire(s).map_err(|e| convert::status(&e))?),
     };
     let some = |s: String| (!s.is_empty()).then_some(s);
-    Ok((
-        namespace.to_owned(),
-        AgentQuery {
-            role: some(role),
-            capability: some(capability),
-            status,
-        },
-    ))
+    Ok((namespace.to_owned(), AgentQuery { role: some(role), capability: some(capability), status }))
 }
 
 #[tonic::async_trait]
@@ -183,17 +150,15 @@ impl Lockstep for Service {
         request: Request<Streaming<v1::ClientMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let mut first_error = None;
-        let (conn, stream) = self.open(|tx| {
-            first_error = Some(tx.clone());
-            ConnSink::Session(tx)
-        })?;
+        let (conn, stream) = self.open(
+            |tx| {
+                first_error = Some(tx.clone());
+                ConnSink::Session(tx)
+            },
+            convert::server_message,
+        )?;
         let first_error = first_error.expect("set by open");
-        tokio::spawn(read_session(
-            conn,
-            request.into_inner(),
-            self.commands.clone(),
-            first_error,
-        ));
+        tokio::spawn(read_session(conn, request.into_inner(), self.commands.clone(), first_error));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -204,9 +169,7 @@ impl Lockstep for Service {
         let r = request.into_inner();
         let (ns, q) = query(&r.namespace, r.role, r.capability, r.status)?;
         let agents = self.job(move |e, _| e.list_agents(&ns, &q)).await?;
-        Ok(Response::new(v1::ListAgentsResponse {
-            agents: agents.iter().map(convert::agent_info).collect(),
-        }))
+        Ok(Response::new(v1::ListAgentsResponse { agents: agents.iter().map(convert::agent_info).collect() }))
     }
 
     async fn watch_registry(
@@ -214,25 +177,16 @@ impl Lockstep for Service {
         request: Request<v1::WatchRegistryRequest>,
     ) -> Result<Response<Self::WatchRegistryStream>, Status> {
         let namespace = request.into_inner().namespace;
-        let (conn, stream) = self.open(ConnSink::Registry)?;
+        let (conn, stream) = self.open(ConnSink::Registry, registry_frame)?;
         self.send(Command::Input(Input::WatchRegistry { conn, namespace }))?;
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn get_state(
-        &self,
-        request: Request<v1::GetStateRequest>,
-    ) -> Result<Response<v1::GetStateResponse>, Status> {
+    async fn get_state(&self, request: Request<v1::GetStateRequest>) -> Result<Response<v1::GetStateResponse>, Status> {
         let r = request.into_inner();
         let agent_id = r.agent_id.clone();
-        let (version, state) = self
-            .job(move |e, _| e.get_state(&r.namespace, &r.agent_id))
-            .await?;
-        Ok(Response::new(v1::GetStateResponse {
-            agent_id,
-            version,
-            state_json: state.to_string(),
-        }))
+        let (version, state) = self.job(move |e, _| e.get_state(&r.namespace, &r.agent_id)).await?;
+        Ok(Response::new(v1::GetStateResponse { agent_id, version, state_json: state.to_string() }))
     }
 
     async fn list_sync_points(
@@ -242,13 +196,10 @@ impl Lockstep for Service {
         let ns = request.into_inner().namespace;
         let points = self
             .job(move |e, now| {
-                e.list_sync_points(&ns)
-                    .map(|ps| ps.iter().map(|p| convert::sync_status(p, now)).collect())
+                e.list_sync_points(&ns).map(|ps| ps.iter().map(|p| convert::sync_status(p, now)).collect())
             })
             .await?;
-        Ok(Response::new(v1::ListSyncPointsResponse {
-            sync_points: points,
-        }))
+        Ok(Response::new(v1::ListSyncPointsResponse { sync_points: points }))
     }
 
     async fn sync_status(
@@ -257,10 +208,7 @@ impl Lockstep for Service {
     ) -> Result<Response<v1::SyncPointStatus>, Status> {
         let r = request.into_inner();
         let status = self
-            .job(move |e, now| {
-                e.sync_status(&r.namespace, &r.sync_id)
-                    .map(|s| convert::sync_status(&s, now))
-            })
+            .job(move |e, now| e.sync_status(&r.namespace, &r.sync_id).map(|s| convert::sync_status(&s, now)))
             .await?;
         Ok(Response::new(status))
     }
@@ -271,10 +219,7 @@ impl Lockstep for Service {
     ) -> Result<Response<v1::SyncDiagnosis>, Status> {
         let r = request.into_inner();
         let d = self
-            .job(move |e, now| {
-                e.diagnose_sync(now, &r.namespace, &r.sync_id)
-                    .map(|d| convert::diagnosis(&d, now))
-            })
+            .job(move |e, now| e.diagnose_sync(now, &r.namespace, &r.sync_id).map(|d| convert::diagnosis(&d, now)))
             .await?;
         Ok(Response::new(d))
     }
@@ -285,10 +230,7 @@ impl Lockstep for Service {
     ) -> Result<Response<v1::SyncPointStatus>, Status> {
         let r = request.into_inner();
         let s = self
-            .job(move |e, now| {
-                e.force_complete(now, &r.namespace, &r.sync_id)
-                    .map(|s| convert::sync_status(&s, now))
-            })
+            .job(move |e, now| e.force_complete(now, &r.namespace, &r.sync_id).map(|s| convert::sync_status(&s, now)))
             .await?;
         Ok(Response::new(s))
     }
@@ -299,9 +241,7 @@ impl Lockstep for Service {
     ) -> Result<Response<v1::CleanupSyncPointsResponse>, Status> {
         let ns = request.into_inner().namespace;
         let removed = self.job(move |e, _| e.cleanup_sync_points(&ns)).await?;
-        Ok(Response::new(v1::CleanupSyncPointsResponse {
-            removed: removed as u32,
-        }))
+        Ok(Response::new(v1::CleanupSyncPointsResponse { removed: removed as u32 }))
     }
 
     async fn server_info(

@@ -20,6 +20,11 @@ use tokio::task::JoinHandle;
 /// How long shutdown waits for clients to close their connections after their streams ended.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// HTTP/2 flow-control windows: large enough that a busy stream is never paused waiting for a
+/// window update (the engine's queues, not the transport, decide what happens to a slow reader).
+pub const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
+pub const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+
 /// Bytes allowed in one gRPC message beyond the largest payload (topic, headers, framing).
 const MESSAGE_OVERHEAD: usize = 64 * 1024;
 
@@ -29,10 +34,7 @@ pub enum StartError {
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
 }
 
 /// A running server.
@@ -76,17 +78,9 @@ impl Drop for RunningServer {
 /// Binds `addr` (port 0 picks a free port) and starts serving with `config`.
 pub async fn start(addr: SocketAddr, config: Config) -> Result<RunningServer, StartError> {
     config.validate().map_err(StartError::Config)?;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { addr, source })?;
-    let max_message = config
-        .limits
-        .max_payload_bytes
-        .max(config.limits.max_delta_bytes)
-        + MESSAGE_OVERHEAD;
+    let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+    let max_message = config.limits.max_payload_bytes.max(config.limits.max_delta_bytes) + MESSAGE_OVERHEAD;
 
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
@@ -108,6 +102,8 @@ pub async fn start(addr: SocketAddr, config: Config) -> Result<RunningServer, St
     let task = tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async {
@@ -116,9 +112,5 @@ pub async fn start(addr: SocketAddr, config: Config) -> Result<RunningServer, St
             .await;
         result
     });
-    Ok(RunningServer {
-        addr,
-        shutdown: Some(shutdown_tx),
-        task,
-    })
+    Ok(RunningServer { addr, shutdown: Some(shutdown_tx), task })
 }

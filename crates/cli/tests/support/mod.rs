@@ -24,9 +24,7 @@ impl Server {
             .spawn()
             .expect("lockstep binary runs");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped"))
-            .read_line(&mut line)
-            .expect("reads the first line");
+        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line).expect("reads the first line");
         let addr = line
             .trim()
             .strip_prefix("lockstep listening on ")
@@ -55,10 +53,7 @@ impl Server {
 
     /// Sends SIGTERM and waits for the process to exit; returns whether it exited successfully.
     pub fn terminate(&mut self, within: Duration) -> bool {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill runs");
         let deadline = std::time::Instant::now() + within;
         while std::time::Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().expect("waits") {

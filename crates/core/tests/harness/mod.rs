@@ -16,9 +16,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use lockstep_core::state;
 use lockstep_core::{
-    AgentQuery, AgentStatus, AgentView, Config, ConnId, CoreError, Delivery, Engine, Frame, Input,
-    Output, Participants, RegisterRequest, Registered, RegistryEvent, Reply, Request, StateChange,
-    Time,
+    AgentQuery, AgentStatus, AgentView, Config, ConnId, CoreError, Delivery, Engine, Frame, Input, Output,
+    Participants, RegisterRequest, Registered, RegistryEvent, Reply, Request, StateChange, Time,
 };
 use serde_json::{json, Value};
 
@@ -82,14 +81,7 @@ impl Harness {
     /// Sends a registration on `conn`. The shell's fresh token is `token-<conn>`.
     pub fn register_on(&mut self, conn: ConnId, request: RegisterRequest) {
         let new_token = format!("token-{}", conn.0);
-        self.engine.handle(
-            self.now,
-            Input::Register {
-                conn,
-                request,
-                new_token,
-            },
-        );
+        self.engine.handle(self.now, Input::Register { conn, request, new_token });
         self.pump();
     }
 
@@ -126,21 +118,14 @@ impl Harness {
 
     /// The stream ended at the shell.
     pub fn disconnect(&mut self, conn: ConnId, clean: bool) {
-        self.engine
-            .handle(self.now, Input::Disconnected { conn, clean });
+        self.engine.handle(self.now, Input::Disconnected { conn, clean });
         self.pump();
     }
 
     /// Opens a registry watch stream on a new connection.
     pub fn watch_registry(&mut self, namespace: &str) -> ConnId {
         let conn = self.open_conn();
-        self.engine.handle(
-            self.now,
-            Input::WatchRegistry {
-                conn,
-                namespace: namespace.into(),
-            },
-        );
+        self.engine.handle(self.now, Input::WatchRegistry { conn, namespace: namespace.into() });
         self.pump();
         conn
     }
@@ -157,22 +142,14 @@ impl Harness {
     }
 
     pub fn send_with_id(&mut self, conn: ConnId, request_id: u64, request: Request) {
-        self.engine.handle(
-            self.now,
-            Input::Request {
-                conn,
-                request_id,
-                request,
-            },
-        );
+        self.engine.handle(self.now, Input::Request { conn, request_id, request });
         self.pump();
     }
 
     /// Sends `request` and returns its (single) reply, which must have arrived.
     pub fn call(&mut self, conn: ConnId, request: Request) -> Reply {
         let id = self.send(conn, request);
-        self.reply(conn, id)
-            .unwrap_or_else(|| panic!("no reply to request {id} on {conn:?}: {:?}", self.log(conn)))
+        self.reply(conn, id).unwrap_or_else(|| panic!("no reply to request {id} on {conn:?}: {:?}", self.log(conn)))
     }
 
     /// Sends `request`, expecting an error reply; returns the error.
@@ -218,10 +195,7 @@ impl Harness {
         self.frames(conn)
             .iter()
             .filter_map(|f| match f {
-                Frame::Reply {
-                    request_id: id,
-                    reply,
-                } if *id == request_id => Some(reply.clone()),
+                Frame::Reply { request_id: id, reply } if *id == request_id => Some(reply.clone()),
                 _ => None,
             })
             .collect()
@@ -252,11 +226,7 @@ impl Harness {
                 }
                 Output::Close(conn, reason) => {
                     let log = self.logs.entry(conn).or_default();
-                    assert!(
-                        log.closed.is_none(),
-                        "{conn:?} closed twice: {:?} then {reason:?}",
-                        log.closed
-                    );
+                    assert!(log.closed.is_none(), "{conn:?} closed twice: {:?} then {reason:?}", log.closed);
                     log.closed = Some(reason);
                 }
             }
@@ -267,10 +237,7 @@ impl Harness {
     pub fn drain(&mut self, conn: ConnId) {
         while let Some(frame) = self.engine.next_frame(conn, MAX_ITEMS) {
             let log = self.logs.entry(conn).or_default();
-            assert!(
-                log.closed.is_none(),
-                "a frame came for {conn:?} after it was closed: {frame:?}"
-            );
+            assert!(log.closed.is_none(), "a frame came for {conn:?} after it was closed: {frame:?}");
             log.frames.push(frame);
         }
     }
@@ -320,9 +287,7 @@ impl Harness {
     // What the connections received
 
     pub fn log(&self, conn: ConnId) -> &ConnLog {
-        self.logs
-            .get(&conn)
-            .unwrap_or_else(|| panic!("unknown {conn:?}"))
+        self.logs.get(&conn).unwrap_or_else(|| panic!("unknown {conn:?}"))
     }
 
     pub fn frames(&self, conn: ConnId) -> &[Frame] {
@@ -389,9 +354,7 @@ impl Harness {
 
     /// Every agent of the default namespace.
     pub fn agents(&self) -> Vec<AgentView> {
-        self.engine
-            .list_agents("", &AgentQuery::default())
-            .expect("valid namespace")
+        self.engine.list_agents("", &AgentQuery::default()).expect("valid namespace")
     }
 
     /// An agent of the default namespace, if listed.
@@ -401,9 +364,7 @@ impl Harness {
 
     /// An agent's status (panics if it is not listed).
     pub fn status(&self, id: &str) -> AgentStatus {
-        self.agent_view(id)
-            .unwrap_or_else(|| panic!("{id} is not listed"))
-            .status
+        self.agent_view(id).unwrap_or_else(|| panic!("{id} is not listed")).status
     }
 }
 
@@ -428,9 +389,7 @@ pub fn publish(topic: &str, payload: &str) -> Request {
 
 /// A state update request.
 pub fn update(delta: Value) -> Request {
-    Request::UpdateState {
-        delta_json: delta.to_string(),
-    }
+    Request::UpdateState { delta_json: delta.to_string() }
 }
 
 pub fn payload_text(d: &Delivery) -> String {
@@ -464,15 +423,9 @@ impl WatcherView {
             return;
         }
         let (version, view) = self.states.get_mut(&id).unwrap_or_else(|| {
-            panic!(
-                "a delta on base {} for {id}, of which the view has nothing",
-                change.base_version
-            )
+            panic!("a delta on base {} for {id}, of which the view has nothing", change.base_version)
         });
-        assert_eq!(
-            *version, change.base_version,
-            "gap in {id}'s changes: view at {version}, change {change:?}"
-        );
+        assert_eq!(*version, change.base_version, "gap in {id}'s changes: view at {version}, change {change:?}");
         state::apply(view, &change.delta);
         *version = change.version;
     }
