@@ -174,6 +174,36 @@ async fn barrier_releases_everyone_with_the_same_result_and_payloads() {
 }
 
 #[tokio::test]
+async fn a_barrier_release_comes_after_the_data_shared_before_it() {
+    let server = Server::start(&[]);
+    let client = server.client().await;
+    let producer = client.register(opts("producer", "producer")).await.unwrap();
+    let consumer = client.register(opts("consumer", "consumer").interests(["data.>"])).await.unwrap();
+    consumer.watch_state(WatchTarget::Agent("producer".into())).await.unwrap();
+    let mut deliveries = consumer.deliveries().unwrap();
+    let set = || Participants::Agents(vec!["producer".into(), "consumer".into()]);
+    for round in 0..20u32 {
+        let waiting = {
+            let consumer = consumer.clone();
+            let set = set();
+            tokio::spawn(async move { consumer.sync(&format!("r{round}"), set, T, Bytes::new()).await })
+        };
+        for i in 0..50u32 {
+            producer.publish("data.chunk", (round * 100 + i).to_be_bytes().to_vec()).await.unwrap();
+        }
+        let version = producer.update_state(&json!({"round": round})).await.unwrap();
+        producer.sync(&format!("r{round}"), set(), T, Bytes::new()).await.unwrap();
+        waiting.await.unwrap().unwrap();
+        // Released: everything published and every state change made before it is already here.
+        let got: Vec<u32> = std::iter::from_fn(|| deliveries.try_recv())
+            .map(|d| u32::from_be_bytes(d.payload[..].try_into().unwrap()))
+            .collect();
+        assert_eq!(got, (0..50).map(|i| round * 100 + i).collect::<Vec<_>>(), "round {round}");
+        assert_eq!(consumer.view("producer"), Some((version, json!({"round": round}))));
+    }
+}
+
+#[tokio::test]
 async fn barrier_timeout_names_the_agents_that_never_arrived() {
     let server = Server::start(&[]);
     let client = server.client().await;

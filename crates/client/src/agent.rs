@@ -128,6 +128,16 @@ impl Deliveries {
         std::future::poll_fn(|cx| self.poll_delivery(cx)).await
     }
 
+    /// The next delivery if one has already arrived, without waiting.
+    pub fn try_recv(&mut self) -> Option<Delivery> {
+        loop {
+            if let Some(d) = self.current.next() {
+                return Some(d);
+            }
+            self.current = self.batches.try_recv().ok()?.into_iter();
+        }
+    }
+
     fn poll_delivery(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Delivery>> {
         loop {
             if let Some(d) = self.current.next() {

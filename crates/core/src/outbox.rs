@@ -2,6 +2,9 @@
 //!
 //! * Control frames (registration, replies) are never dropped; if more than
 //!   `max_control_backlog` pile up the agent is too slow to serve and is disconnected.
+//! * A reply is a fence: it is sent only after every message and state change queued before it.
+//!   So a barrier's release reaches each participant after the messages published, and the state
+//!   changes made, before the barrier's last arrival.
 //! * Routed messages go through a queue of `capacity`. When it is full the overflow policy decides:
 //!   drop the oldest (counted, and the next message sent carries `missed_before`), or disconnect.
 //!   Sequence numbers are assigned on entry, so a receiver also sees a gap in `seq`.
@@ -55,7 +58,8 @@ pub struct OutboxStats {
 pub struct Outbox {
     capacity: usize,
     policy: OverflowPolicy,
-    control: VecDeque<Frame>,
+    /// Frames with their fence: `Some(seq)` waits for messages up to `seq` and pending state.
+    control: VecDeque<(Frame, Option<u64>)>,
     messages: VecDeque<Delivery>,
     next_seq: u64,
     missed: u64,
@@ -96,14 +100,9 @@ impl Outbox {
         OutboxStats { queued: self.messages.len(), ..self.stats }
     }
 
-    /// Queues a control frame (never dropped).
-    pub fn push_control(&mut self, frame: Frame) {
-        self.control.push_back(frame);
-    }
-
-    /// Queues a control frame ahead of everything else.
+    /// Queues a control frame ahead of everything else, fenced by nothing (a registration).
     pub fn push_control_front(&mut self, frame: Frame) {
-        self.control.push_front(frame);
+        self.control.push_front((frame, None));
     }
 
     /// The session ended for good (lease lost): pending replies and state changes are moot, and
@@ -115,9 +114,19 @@ impl Outbox {
         self.discard_messages();
     }
 
-    /// Queues a reply.
+    /// Queues a reply, to be sent after everything queued before it (never dropped).
     pub fn push_reply(&mut self, request_id: u64, reply: Reply) {
-        self.push_control(Frame::Reply { request_id, reply });
+        let fence = self.next_seq - 1;
+        self.control.push_back((Frame::Reply { request_id, reply }, Some(fence)));
+    }
+
+    /// Whether the first control frame may go now, and otherwise how many queued messages must go
+    /// before it.
+    fn control_waits_for(&self) -> Option<usize> {
+        let (_, fence) = self.control.front()?;
+        let Some(fence) = *fence else { return Some(0) };
+        let messages = self.messages.iter().take_while(|d| d.seq <= fence).count();
+        Some(if messages == 0 && !self.state_order.is_empty() { usize::MAX } else { messages })
     }
 
     /// Offers a routed message.
@@ -209,15 +218,17 @@ impl Outbox {
         }
     }
 
-    /// The next frame to send, control frames first, then state, then messages (at most
-    /// `max_items` per batch). `snapshot` gives an owner's (version, state) for snapshot entries.
+    /// The next frame to send: a control frame whose fence is passed, else pending state changes,
+    /// else messages (at most `max_items` per batch; only those ahead of a waiting control frame).
+    /// `snapshot` gives an owner's (version, state) for snapshot entries.
     pub fn next_frame(
         &mut self,
         max_items: usize,
         mut snapshot: impl FnMut(&str) -> Option<(u64, Value)>,
     ) -> Option<Frame> {
-        if let Some(frame) = self.control.pop_front() {
-            return Some(frame);
+        let waits_for = self.control_waits_for();
+        if waits_for == Some(0) {
+            return self.control.pop_front().map(|(frame, _)| frame);
         }
         if !self.state_order.is_empty() {
             let mut changes = Vec::with_capacity(self.state_order.len().min(max_items));
@@ -249,6 +260,7 @@ impl Outbox {
             }
         }
         if !self.messages.is_empty() {
+            let max_items = max_items.min(waits_for.unwrap_or(usize::MAX)).max(1);
             // A batch ends before the next gap, so its sequence numbers are consecutive.
             let gap = self.messages.iter().skip(1).take(max_items - 1).position(|d| d.missed_before > 0);
             let n = gap.map_or(self.messages.len().min(max_items), |g| g + 1);
@@ -382,13 +394,30 @@ mod tests {
     }
 
     #[test]
-    fn control_frames_come_first() {
-        let mut o = Outbox::new(4, OverflowPolicy::DropOldest);
+    fn a_reply_waits_for_what_was_queued_before_it() {
+        let mut o = Outbox::new(8, OverflowPolicy::DropOldest);
+        let a: Arc<str> = "a".into();
         o.push_message(msg(0));
+        o.push_message(msg(1));
+        o.push_state_delta(&a, 1, &json!({"x": 1}));
         o.push_reply(7, Reply::Ok);
+        o.push_message(msg(2)); // after the reply
+        assert!(matches!(o.next_frame(10, |_| None), Some(Frame::StateChanges(_))));
+        let Some(Frame::Deliveries(before)) = o.next_frame(10, |_| None) else { panic!() };
+        assert_eq!(before.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![1, 2], "only what came before the reply");
         assert!(matches!(o.next_frame(10, |_| None), Some(Frame::Reply { request_id: 7, .. })));
-        assert!(matches!(o.next_frame(10, |_| None), Some(Frame::Deliveries(_))));
+        let Some(Frame::Deliveries(after)) = o.next_frame(10, |_| None) else { panic!() };
+        assert_eq!(after[0].seq, 3);
         assert!(o.next_frame(10, |_| None).is_none());
         assert!(!o.has_frames());
+    }
+
+    #[test]
+    fn registration_goes_before_everything() {
+        let mut o = Outbox::new(8, OverflowPolicy::DropOldest);
+        o.push_message(msg(0));
+        o.push_reply(1, Reply::Ok);
+        o.push_control_front(Frame::Reply { request_id: 99, reply: Reply::Ok });
+        assert!(matches!(o.next_frame(10, |_| None), Some(Frame::Reply { request_id: 99, .. })));
     }
 }
