@@ -55,7 +55,7 @@ pub fn status_name(status: i32) -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-fn sync_state_name(state: i32) -> String {
+pub fn sync_state_name(state: i32) -> String {
     v1::sync_point_status::State::try_from(state)
         .map(|s| s.as_str_name().trim_start_matches("STATE_").to_ascii_lowercase())
         .unwrap_or_else(|_| "unknown".into())

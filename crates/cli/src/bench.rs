@@ -138,7 +138,7 @@ async fn fanout(addr: &str, scenario: &str, n: usize, topics: usize, pace: Pace)
                 r.received += 1;
                 r.missed += d.missed_before;
                 progress[j].store(r.received + r.missed, Ordering::Relaxed);
-                if r.received % 64 == 0 {
+                if r.received.is_multiple_of(64) {
                     moved.notify_one();
                 }
             }
@@ -154,7 +154,7 @@ async fn fanout(addr: &str, scenario: &str, n: usize, topics: usize, pace: Pace)
     match pace {
         Pace::Saturate { messages, window } => {
             for i in 0..messages {
-                if i % 32 == 0 {
+                if i.is_multiple_of(32) {
                     loop {
                         let slowest = progress.iter().map(|p| p.load(Ordering::Relaxed)).min().unwrap_or(i);
                         // Subscribers count only their own topic's messages; scale to the whole stream.

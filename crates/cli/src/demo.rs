@@ -1,5 +1,294 @@
-pub async fn run(_a: DemoArgs) -> anyhow::Result<()> {
-    anyhow::bail!("demo not built yet")
+//! `lockstep demo`: an embedded server and a simulated trading swarm, narrated round by round.
+//!
+//! Each round has two phases, each closed by a barrier of the whole swarm:
+//! 1. *data*: the scanner publishes market data; on release every agent has what was published
+//!    before it (a release is a fence);
+//! 2. *decide*: strategies read the data they are interested in, update their state with deltas and
+//!    publish orders; the risk sentinel watches the strategies' state and publishes limits; each
+//!    brings its decision to the barrier as a payload, and everyone receives all of them.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Args;
+use lockstep_client::{Agent, AgentOptions, Client, Participants, WatchTarget};
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::table;
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Rounds to run.
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
+    /// Pause between rounds, in milliseconds, so a person can follow.
+    #[arg(long, default_value_t = 250)]
+    pause_ms: u64,
+    /// Seed of the simulated market.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
 }
-#[derive(clap::Args)]
-pub struct DemoArgs {}
+
+const SYMBOLS: [&str; 3] = ["btc", "eth", "sol"];
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A strategy: its name and the topics it cares about.
+const STRATEGIES: [(&str, &[&str]); 3] = [
+    ("momentum", &["market.*.trades", "risk.limits"]),
+    ("mean-revert", &["market.btc.>", "risk.limits"]),
+    ("pairs", &["market.eth.trades", "market.sol.trades", "risk.limits"]),
+];
+
+/// A line of narration: (round, agent, text).
+type Say = mpsc::UnboundedSender<(u32, String, String)>;
+
+fn everyone() -> Participants {
+    let mut ids = vec!["scanner".to_owned(), "risk_sentinel".to_owned()];
+    ids.extend(STRATEGIES.iter().map(|(name, _)| format!("strategy-{name}")));
+    Participants::Agents(ids)
+}
+
+async fn phase(
+    agent: &Agent,
+    round: u32,
+    name: &str,
+    payload: impl Into<Bytes>,
+) -> anyhow::Result<lockstep_client::SyncResult> {
+    Ok(agent.sync(&format!("round-{round}/{name}"), everyone(), BARRIER_TIMEOUT, payload).await?)
+}
+
+async fn scanner(client: Client, rounds: u32, seed: u64, pause: Duration, say: Say) -> anyhow::Result<()> {
+    let agent = client.register(AgentOptions::new("scanner", "scanner").capabilities(["market_data"])).await?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut prices: BTreeMap<&str, f64> = [("btc", 64_000.0), ("eth", 3_000.0), ("sol", 140.0)].into();
+    for round in 1..=rounds {
+        let mut published = 0;
+        for sym in SYMBOLS {
+            let p = prices.get_mut(sym).expect("known symbol");
+            *p *= 1.0 + rng.random_range(-0.01..0.01);
+            let tick = json!({"symbol": sym, "price": (*p * 100.0).round() / 100.0, "round": round});
+            agent.publish_as(&format!("market.{sym}.trades"), tick.to_string(), "application/json").await?;
+            published += 1;
+        }
+        if !round.is_multiple_of(2) {
+            agent.publish_as("market.btc.book", json!({"bids": 12, "asks": 9}).to_string(), "application/json").await?;
+            published += 1;
+        }
+        agent.update_state(&json!({"tick_id": round})).await?;
+        let shown: Vec<String> = prices.iter().map(|(s, p)| format!("{s} {p:.2}")).collect();
+        say.send((round, "scanner".into(), format!("published {published} messages: {}", shown.join("  "))))?;
+        let started = Instant::now();
+        let data = phase(&agent, round, "data", Bytes::new()).await?;
+        say.send((
+            round,
+            "barrier".into(),
+            format!(
+                "round-{round}/data released {} agents after {:.1} ms",
+                data.arrival_order.len(),
+                started.elapsed().as_secs_f64() * 1000.0
+            ),
+        ))?;
+        phase(&agent, round, "decide", Bytes::new()).await?;
+        tokio::time::sleep(pause).await;
+    }
+    agent.close().await?;
+    Ok(())
+}
+
+/// Returns the bytes of the deltas it sent and of the full states they stand for.
+async fn strategy(
+    client: Client,
+    name: &'static str,
+    interests: &'static [&'static str],
+    rounds: u32,
+    say: Say,
+) -> anyhow::Result<(usize, usize)> {
+    let id = format!("strategy-{name}");
+    let agent = client
+        .register(AgentOptions::new(&id, "strategy").interests(interests.iter().copied()).capabilities(["trading"]))
+        .await?;
+    let mut deliveries = agent.deliveries().expect("taken once");
+    let (mut pnl, mut position, mut limit) = (0.0f64, 0i64, 5i64);
+    let mut last: BTreeMap<String, f64> = BTreeMap::new();
+    let (mut state, mut delta_bytes, mut full_bytes) = (json!({"strategy": name, "symbols": interests}), 0, 0);
+    agent.update_state(&state).await?;
+    for round in 1..=rounds {
+        phase(&agent, round, "data", Bytes::new()).await?;
+        let (mut seen, mut topics) = (0, Vec::new());
+        let mut signal = ("HOLD", 0.5f64);
+        while let Some(d) = deliveries.try_recv() {
+            seen += 1;
+            topics.push(d.topic.clone());
+            let v: Value = serde_json::from_slice(&d.payload).unwrap_or(Value::Null);
+            if d.topic == "risk.limits" {
+                limit = v["max_position"].as_i64().unwrap_or(limit);
+                continue;
+            }
+            let (Some(sym), Some(price)) = (v["symbol"].as_str(), v["price"].as_f64()) else { continue };
+            if let Some(prev) = last.insert(sym.to_owned(), price) {
+                let change = (price - prev) / prev;
+                let follows = name != "mean-revert";
+                let buy = (change > 0.0) == follows;
+                signal = (if buy { "BUY" } else { "SELL" }, (0.5 + change.abs() * 40.0).min(0.99));
+                pnl += change * position as f64 * 100.0;
+            }
+        }
+        match signal.0 {
+            "BUY" if position < limit => position += 1,
+            "SELL" if position > -limit => position -= 1,
+            _ => {}
+        }
+        let delta = json!({"confidence": (signal.1 * 100.0).round() / 100.0, "last_signal": signal.0, "pnl": (pnl * 100.0).round() / 100.0, "position": position});
+        let version = agent.update_state(&delta).await?;
+        lockstep_core::state::apply(&mut state, &delta);
+        delta_bytes += delta.to_string().len();
+        full_bytes += state.to_string().len();
+        if signal.0 != "HOLD" {
+            agent.publish(&format!("execution.orders.{id}"), json!({"side": signal.0, "qty": 1}).to_string()).await?;
+        }
+        topics.dedup();
+        say.send((
+            round,
+            id.clone(),
+            format!(
+                "saw {seen} msgs on {}  → {} conf {:.2} pos {position:+} pnl {pnl:+.2} (state v{version})",
+                if topics.is_empty() { "-".into() } else { topics.join(",") },
+                signal.0,
+                signal.1
+            ),
+        ))?;
+        let decided = phase(&agent, round, "decide", format!("{} {position:+}", signal.0)).await?;
+        if name == "momentum" {
+            let decisions: Vec<String> = decided
+                .arrival_order
+                .iter()
+                .zip(&decided.payloads)
+                .filter(|(_, p)| !p.is_empty())
+                .map(|(a, p)| format!("{a}={}", String::from_utf8_lossy(p)))
+                .collect();
+            say.send((
+                round,
+                "barrier".into(),
+                format!("round-{round}/decide released; payloads exchanged: {}", decisions.join(", ")),
+            ))?;
+        }
+    }
+    agent.close().await?;
+    Ok((delta_bytes, full_bytes))
+}
+
+async fn sentinel(client: Client, rounds: u32, say: Say) -> anyhow::Result<()> {
+    let agent = client
+        .register(
+            AgentOptions::new("risk_sentinel", "risk").interests(["execution.>", "risk.>"]).capabilities(["risk"]),
+        )
+        .await?;
+    agent.watch_state(WatchTarget::Role("strategy".into())).await?;
+    let mut deliveries = agent.deliveries().expect("taken once");
+    for round in 1..=rounds {
+        phase(&agent, round, "data", Bytes::new()).await?;
+        let decided = phase(&agent, round, "decide", Bytes::new()).await?;
+        let mut orders = 0;
+        while let Some(d) = deliveries.try_recv() {
+            orders += usize::from(d.topic.starts_with("execution.orders."));
+        }
+        // After the release the views hold every strategy's state as of its arrival.
+        let mut exposure = 0i64;
+        for id in decided.arrival_order.iter().filter(|a| a.starts_with("strategy-")) {
+            if let Some((_, state)) = agent.view(id) {
+                exposure += state["position"].as_i64().unwrap_or(0).abs();
+            }
+        }
+        let max_position = if exposure > 6 { 2 } else { 5 };
+        agent.publish_as("risk.limits", json!({"max_position": max_position}).to_string(), "application/json").await?;
+        agent.update_state(&json!({"exposure": exposure, "max_position": max_position})).await?;
+        say.send((
+            round,
+            "risk_sentinel".into(),
+            format!("saw {orders} orders; total exposure {exposure} → risk.limits max_position {max_position}"),
+        ))?;
+    }
+    agent.close().await?;
+    Ok(())
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let server = lockstep_server::start("127.0.0.1:0".parse()?, lockstep_core::Config::default()).await?;
+    let addr = server.local_addr().to_string();
+    println!(
+        "lockstep demo: embedded server on {addr}; {} rounds, each closed by a two-phase barrier of the whole swarm\n",
+        args.rounds
+    );
+    let client = Client::connect(&addr).await?;
+    let (say, mut heard) = mpsc::unbounded_channel();
+    let mut strategies = Vec::new();
+    for (name, interests) in STRATEGIES {
+        strategies.push(tokio::spawn(strategy(client.clone(), name, interests, args.rounds, say.clone())));
+    }
+    let risk = tokio::spawn(sentinel(client.clone(), args.rounds, say.clone()));
+    // Everyone else is registered before the market opens, so the first barrier's set is known.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let agents = client.list_agents(Default::default()).await?;
+    for a in &agents {
+        println!(
+            "joined  {:<22} role {:<9} interests {}",
+            a.agent_id,
+            a.role,
+            if a.interests.is_empty() { "-".into() } else { a.interests.join(" ") }
+        );
+    }
+    let market = tokio::spawn(scanner(
+        client.clone(),
+        args.rounds,
+        args.seed,
+        Duration::from_millis(args.pause_ms),
+        say.clone(),
+    ));
+    drop(say);
+    let mut current = 0;
+    while let Some((round, who, text)) = heard.recv().await {
+        if round != current {
+            current = round;
+            println!("\n── round {round} ──────────────────────────────────────────────");
+        }
+        println!("  {who:<22} {text}");
+    }
+    market.await??;
+    risk.await??;
+    let (mut delta_bytes, mut full_bytes) = (0, 0);
+    for t in strategies {
+        let (d, f) = t.await??;
+        delta_bytes += d;
+        full_bytes += f;
+    }
+    println!("\nsync points:");
+    let points = client.list_sync_points().await?;
+    let rows: Vec<Vec<String>> = points
+        .iter()
+        .rev()
+        .take(4)
+        .map(|p| {
+            vec![
+                p.sync_id.clone(),
+                crate::admin::sync_state_name(p.state),
+                format!("{}/{}", p.arrived.len(), p.required_count),
+            ]
+        })
+        .collect();
+    print!("{}", table::render(&["SYNC_ID", "STATE", "ARRIVED"], &rows));
+    println!("({} in all, kept for diagnosis: try `lockstep sync list` against a `lockstep serve`)", points.len());
+    let info = client.server_info().await?;
+    println!(
+        "\nserver: {} messages published, {} routed, {} dropped\nstate: the strategies sent {delta_bytes} B of deltas where full states would have been {full_bytes} B ({:.0} %)",
+        info.published,
+        info.delivered,
+        info.dropped,
+        delta_bytes as f64 * 100.0 / full_bytes.max(1) as f64
+    );
+    server.shutdown().await?;
+    println!("demo finished");
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! The `lockstep` command itself: help, configuration errors, the demo and the benchmark.
+
+use std::process::Command;
+
+fn lockstep(args: &[&str]) -> (bool, String, String) {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_lockstep")).args(args).env("LOCKSTEP_LOG", "warn").output().expect("runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help_lists_every_command() {
+    let (ok, out, _) = lockstep(&["--help"]);
+    assert!(ok);
+    for cmd in ["serve", "demo", "agents", "sync", "bench"] {
+        assert!(out.contains(cmd), "--help lacks {cmd}: {out}");
+    }
+    let (ok, out, _) = lockstep(&["sync", "--help"]);
+    assert!(ok);
+    for cmd in ["list", "stats", "status", "diagnose", "force-complete", "cleanup"] {
+        assert!(out.contains(cmd), "sync --help lacks {cmd}: {out}");
+    }
+}
+
+#[test]
+fn bad_configuration_is_refused_with_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("lockstep-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "[engine]\nheartbeat = 5\n").unwrap();
+    let (ok, _, err) = lockstep(&["serve", "--listen", "127.0.0.1:0", "--config", file.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("invalid config file") && err.contains("heartbeat"), "{err}");
+    let (ok, _, err) = lockstep(&["serve", "--listen", "127.0.0.1:0", "--heartbeat-interval-ms", "0"]);
+    assert!(!ok);
+    assert!(err.contains("heartbeat_interval_ms must be at least 1"), "{err}");
+    let (ok, _, err) = lockstep(&["agents", "--addr", "127.0.0.1:1"]);
+    assert!(!ok);
+    assert!(err.contains("cannot connect to lockstep at 127.0.0.1:1"), "{err}");
+    assert!(!err.contains("backtrace"), "users get one line, not a backtrace: {err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_demo_runs_a_swarm_through_phase_barriers_and_ends() {
+    let (ok, out, err) = lockstep(&["demo", "--rounds", "2", "--pause-ms", "0"]);
+    assert!(ok, "demo failed: {err}");
+    for expected in [
+        "joined  strategy-momentum",
+        "── round 2",
+        "round-2/data released 5 agents",
+        "round-2/decide released; payloads exchanged: ",
+        "risk_sentinel",
+        "demo finished",
+    ] {
+        assert!(out.contains(expected), "demo output lacks {expected:?}:\n{out}");
+    }
+    assert!(out.contains(", 0 dropped"), "{out}");
+}
+
+#[test]
+fn the_benchmark_runs_and_writes_json() {
+    let file = std::env::temp_dir().join(format!("lockstep-bench-{}.json", std::process::id()));
+    let (ok, out, err) =
+        lockstep(&["bench", "--quick", "--only", "barrier", "--sizes", "10", "--json", file.to_str().unwrap()]);
+    assert!(ok, "bench failed: {err}");
+    assert!(out.contains("barrier"), "{out}");
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let rows = doc["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["scenario"], "barrier");
+    assert_eq!(rows[0]["count"], 20);
+    assert!(rows[0]["p99_us"].as_u64().unwrap() > 0);
+    std::fs::remove_file(&file).unwrap();
+}
