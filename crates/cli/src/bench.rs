@@ -41,6 +41,15 @@ pub struct BenchArgs {
     /// Agent counts to run (default 10,100,1000; with --quick 10,100).
     #[arg(long, value_delimiter = ',')]
     sizes: Option<Vec<usize>>,
+    /// Run the server inside this process instead of as a separate `lockstep serve` process.
+    #[arg(long)]
+    in_process: bool,
+    /// HTTP/2 connections the benchmark's agents share (agents are spread over them).
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Messages per second the publisher offers in the fixed-rate scenarios.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
     /// Seconds each fixed-rate scenario runs.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
@@ -104,9 +113,9 @@ struct SubResult {
 
 /// 1 publisher; `n` subscribers; message i goes to topic `topics[i % topics.len()]`; subscriber j
 /// listens on `topics[j % topics.len()]`.
-async fn fanout(addr: &str, scenario: &str, n: usize, topics: usize, pace: Pace) -> anyhow::Result<Row> {
+async fn fanout(addr: &str, conns: usize, scenario: &str, n: usize, topics: usize, pace: Pace) -> anyhow::Result<Row> {
     let ns = format!("bench-{scenario}-{n}");
-    let clients = pool(addr, n.clamp(1, 50), &ns).await?;
+    let clients = pool(addr, n.min(conns).max(1), &ns).await?;
     let topic_names: Vec<String> = (0..topics).map(|t| format!("bench.t{t}")).collect();
     let total = match pace {
         Pace::Saturate { messages, .. } => messages,
@@ -212,9 +221,9 @@ async fn fanout(addr: &str, scenario: &str, n: usize, topics: usize, pace: Pace)
 }
 
 /// `rounds` barrier rounds of `n` agents; per round, from the last arrival to the last release.
-async fn barrier(addr: &str, n: usize, rounds: usize) -> anyhow::Result<Row> {
+async fn barrier(addr: &str, conns: usize, n: usize, rounds: usize) -> anyhow::Result<Row> {
     let ns = format!("bench-barrier-{n}");
-    let clients = pool(addr, n.clamp(1, 50), &ns).await?;
+    let clients = pool(addr, n.min(conns).max(1), &ns).await?;
     let epoch = Instant::now();
     let mut tasks = Vec::with_capacity(n);
     let ready = Arc::new(tokio::sync::Barrier::new(n));
@@ -343,34 +352,84 @@ async fn delta_bytes(addr: &str, updates: usize) -> anyhow::Result<(Row, Value)>
     Ok((row, json!({"delta_bytes": delta_bytes, "full_state_bytes": full_bytes, "ratio": ratio})))
 }
 
+/// The server under test: a separate `lockstep serve` process (the default, so the server's tasks
+/// do not queue behind the benchmark's clients), or one inside this process.
+enum UnderTest {
+    Process(std::process::Child),
+    InProcess(lockstep_server::RunningServer),
+}
+
+impl UnderTest {
+    async fn start(in_process: bool) -> anyhow::Result<(UnderTest, String)> {
+        if in_process {
+            let server = lockstep_server::start("127.0.0.1:0".parse()?, lockstep_core::Config::default()).await?;
+            let addr = server.local_addr().to_string();
+            return Ok((UnderTest::InProcess(server), addr));
+        }
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("LOCKSTEP_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("cannot start `lockstep serve`")?;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("lockstep listening on ")
+            .with_context(|| format!("unexpected output from lockstep serve: {line:?}"))?;
+        Ok((UnderTest::Process(child), addr.to_owned()))
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        match self {
+            UnderTest::InProcess(server) => server.shutdown().await?,
+            UnderTest::Process(mut child) => {
+                child.kill()?;
+                child.wait()?;
+            }
+        }
+        Ok(())
+    }
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let server = lockstep_server::start("127.0.0.1:0".parse()?, lockstep_core::Config::default()).await?;
-    let addr = server.local_addr().to_string();
+    let (server, addr) = UnderTest::start(args.in_process).await?;
     let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
     let default_sizes: &[usize] = if args.quick { &[10, 100] } else { &[10, 100, 1000] };
     let sizes = args.sizes.as_deref().unwrap_or(default_sizes);
     let seconds = if args.quick { 1 } else { args.seconds };
     let mut rows = Vec::new();
     let mut extra = serde_json::Map::new();
+    let placement = if args.in_process { "in the benchmark's process" } else { "in its own process" };
     eprintln!(
-        "lockstep bench: server on {addr}; {} cores",
+        "lockstep bench: server {placement} on {addr}; {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     for &n in sizes {
         if wanted("fanout-saturation") {
             let messages = if args.quick { 2_000 } else { (4_000_000 / n as u64).clamp(20_000, 200_000) };
-            rows.push(fanout(&addr, "fanout-saturation", n, 1, Pace::Saturate { messages, window: 512 }).await?);
+            rows.push(
+                fanout(&addr, args.connections, "fanout-saturation", n, 1, Pace::Saturate { messages, window: 512 })
+                    .await?,
+            );
             eprintln!("{:?}", rows.last().expect("pushed"));
         }
     }
     for &n in sizes {
         if wanted("fanout-rate") {
-            rows.push(fanout(&addr, "fanout-rate", n, 1, Pace::Rate { rate: 10_000, seconds }).await?);
+            rows.push(
+                fanout(&addr, args.connections, "fanout-rate", n, 1, Pace::Rate { rate: args.rate, seconds }).await?,
+            );
             eprintln!("{:?}", rows.last().expect("pushed"));
         }
     }
     if wanted("routing") {
-        rows.push(fanout(&addr, "interest-routing", 100, 10, Pace::Rate { rate: 10_000, seconds }).await?);
+        rows.push(
+            fanout(&addr, args.connections, "interest-routing", 100, 10, Pace::Rate { rate: args.rate, seconds })
+                .await?,
+        );
         eprintln!("{:?}", rows.last().expect("pushed"));
     }
     for &n in sizes {
@@ -382,7 +441,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             } else {
                 300
             };
-            rows.push(barrier(&addr, n, rounds).await?);
+            rows.push(barrier(&addr, args.connections, n, rounds).await?);
             eprintln!("{:?}", rows.last().expect("pushed"));
         }
     }
@@ -417,12 +476,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         let doc = json!({
             "machine": {"cores": std::thread::available_parallelism().map_or(0, |n| n.get()), "os": std::env::consts::OS, "arch": std::env::consts::ARCH},
+            "server": placement,
             "rows": rows,
             "extra": extra,
         });
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    server.shutdown().await?;
+    server.stop().await?;
     Ok(())
 }

@@ -157,3 +157,8 @@ impl Client {
         Ok(self.grpc.clone().server_info(v1::ServerInfoRequest {}).await?.into_inner())
     }
 }
+
+/// The README's Rust quick start, compiled as a doctest so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeQuickStart;
