@@ -1,0 +1,193 @@
+//! Whatever clients send, in whatever order, the engine neither panics nor loses its footing:
+//! random sessions of valid and invalid requests, disconnects and clock jumps, on a manual clock.
+
+use bytes::Bytes;
+use lockstep_core::{
+    AgentQuery, Config, ConnId, Engine, Frame, Input, Limits, Output, Participants, RegisterRequest, Request,
+    WatchTarget,
+};
+use proptest::prelude::*;
+
+/// Names drawn from a small pool so that requests collide, with some invalid ones mixed in.
+fn name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        8 => prop::sample::select(vec!["a", "b", "c", "d", "risk", "trader"]).prop_map(String::from),
+        1 => Just(String::new()),
+        1 => Just("bad name".to_owned()),
+        1 => Just("é".repeat(70)),
+    ]
+}
+
+fn topic() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop::sample::select(vec!["m.btc", "m.eth.t", "risk", "a.b.c", "", "a..b", "x.*", "x.>", " "])
+            .prop_map(String::from),
+        "[a-c.*>]{0,8}",
+    ]
+}
+
+fn participants() -> impl Strategy<Value = Participants> {
+    prop_oneof![
+        prop::collection::vec(name(), 0..5).prop_map(Participants::Agents),
+        (0u32..6).prop_map(Participants::Count),
+        name().prop_map(Participants::Role),
+    ]
+}
+
+fn target() -> impl Strategy<Value = WatchTarget> {
+    prop_oneof![name().prop_map(WatchTarget::Agent), name().prop_map(WatchTarget::Role), Just(WatchTarget::All)]
+}
+
+fn request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        Just(Request::Heartbeat),
+        (topic(), prop::collection::vec(any::<u8>(), 0..64)).prop_map(|(topic, p)| Request::Publish {
+            topic,
+            payload: Bytes::from(p),
+            content_type: String::new()
+        }),
+        prop_oneof![
+            Just("{}".to_owned()),
+            Just("{\"x\":1}".to_owned()),
+            Just("{\"x\":{\"y\":null}}".to_owned()),
+            Just("{\"x\":{\"z\":[1,2]}}".to_owned()),
+            Just("[1]".to_owned()),
+            Just("null".to_owned()),
+            Just("{not json".to_owned()),
+            Just(String::new()),
+        ]
+        .prop_map(|delta_json| Request::UpdateState { delta_json }),
+        prop::sample::select(vec![
+            lockstep_core::AgentStatus::Active,
+            lockstep_core::AgentStatus::Busy,
+            lockstep_core::AgentStatus::Paused,
+            lockstep_core::AgentStatus::Lost,
+        ])
+        .prop_map(Request::SetStatus),
+        target().prop_map(Request::Watch),
+        target().prop_map(Request::Unwatch),
+        (name(), participants(), prop_oneof![Just(0u64), 1u64..5_000, Just(u64::MAX)]).prop_map(
+            |(sync_id, participants, timeout_ms)| Request::Sync {
+                sync_id,
+                participants,
+                timeout_ms,
+                payload: Bytes::new()
+            }
+        ),
+        any::<u64>().prop_map(|up_to| Request::Ack { up_to }),
+        Just(Request::Deregister),
+    ]
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Register { conn: u64, agent: String, role: String, interests: Vec<String>, token: bool },
+    Request { conn: u64, id: u64, request: Request },
+    Disconnect { conn: u64, clean: bool },
+    WatchRegistry { conn: u64, ns: String },
+    Advance(u64),
+    Drain { conn: u64, max: usize },
+    Admin { sync_id: String, which: u8 },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let conn = 1u64..8;
+    prop_oneof![
+        3 => (conn.clone(), name(), name(), prop::collection::vec(topic(), 0..3), any::<bool>())
+            .prop_map(|(conn, agent, role, interests, token)| Step::Register { conn, agent, role, interests, token }),
+        8 => (conn.clone(), 0u64..4, request()).prop_map(|(conn, id, request)| Step::Request { conn, id, request }),
+        1 => (conn.clone(), any::<bool>()).prop_map(|(conn, clean)| Step::Disconnect { conn, clean }),
+        1 => (conn.clone(), prop_oneof![Just(String::new()), name()]).prop_map(|(conn, ns)| Step::WatchRegistry { conn, ns }),
+        2 => prop_oneof![0u64..50, 1_000u64..10_000, Just(400_000u64)].prop_map(Step::Advance),
+        3 => (conn, 1usize..8).prop_map(|(conn, max)| Step::Drain { conn, max }),
+        1 => (name(), 0u8..4).prop_map(|(sync_id, which)| Step::Admin { sync_id, which }),
+    ]
+}
+
+fn small_config() -> Config {
+    Config {
+        queue_capacity: 4,
+        lost_retention_ms: 20_000,
+        sync_retention_ms: 30_000,
+        limits: Limits {
+            max_agents_per_namespace: 5,
+            max_namespaces: 3,
+            max_open_sync_points: 3,
+            max_retained_sync_points: 2,
+            max_watches: 2,
+            max_registry_backlog: 8,
+            max_control_backlog: 8,
+            max_sync_timeout_ms: 10_000,
+            ..Limits::default()
+        },
+        ..Config::default()
+    }
+}
+
+proptest! {
+    // 300 cases by default; PROPTEST_CASES=N runs more.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(300),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn no_input_sequence_panics_the_engine(steps in prop::collection::vec(step(), 1..120)) {
+        let mut engine = Engine::new(small_config());
+        let mut now = 0u64;
+        let mut closed = std::collections::HashSet::new();
+        for s in steps {
+            match s {
+                Step::Register { conn, agent, role, interests, token } => {
+                    let request = RegisterRequest {
+                        agent_id: agent,
+                        role,
+                        interests,
+                        resume_token: if token { format!("t{conn}") } else { String::new() },
+                        ..Default::default()
+                    };
+                    engine.handle(now, Input::Register { conn: ConnId(conn), request, new_token: format!("t{conn}") });
+                }
+                Step::Request { conn, id, request } => engine.handle(now, Input::Request { conn: ConnId(conn), request_id: id, request }),
+                Step::Disconnect { conn, clean } => engine.handle(now, Input::Disconnected { conn: ConnId(conn), clean }),
+                Step::WatchRegistry { conn, ns } => engine.handle(now, Input::WatchRegistry { conn: ConnId(conn + 100), namespace: ns }),
+                Step::Advance(ms) => {
+                    now += ms;
+                    while let Some(d) = engine.next_deadline().filter(|d| *d <= now) {
+                        engine.handle_timeout(d);
+                    }
+                }
+                Step::Drain { conn, max } => {
+                    while let Some(frame) = engine.next_frame(ConnId(conn), max) {
+                        if let Frame::Deliveries(batch) = frame {
+                            prop_assert!(batch.len() <= max);
+                            for w in batch.windows(2) {
+                                prop_assert_eq!(w[1].seq, w[0].seq + 1, "a batch is consecutive");
+                            }
+                        }
+                    }
+                }
+                Step::Admin { sync_id, which } => {
+                    let _ = match which {
+                        0 => engine.force_complete(now, "", &sync_id).map(|_| ()),
+                        1 => engine.cleanup_sync_points("").map(|_| ()),
+                        2 => engine.diagnose_sync(now, "", &sync_id).map(|_| ()),
+                        _ => engine.sync_status("default", &sync_id).map(|_| ()),
+                    };
+                }
+            }
+            while let Some(out) = engine.poll_output() {
+                if let Output::Close(conn, _) = out {
+                    closed.insert(conn);
+                }
+            }
+            // The engine's own bookkeeping stays within its limits.
+            let agents = engine.list_agents("", &AgentQuery::default()).unwrap();
+            prop_assert!(agents.len() <= 5);
+            for a in &agents {
+                prop_assert!(a.queue_depth <= 4);
+            }
+            prop_assert!(engine.list_sync_points("").unwrap().len() <= 3 + 2);
+        }
+    }
+}
