@@ -60,15 +60,23 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait()
                 raise AssertionError(f"lockstep serve did not exit within {timeout}s of SIGTERM\n{self.log()[-4000:]}")
+            finally:
+                self._close_pipe()
+        self._close_pipe()
         return int(self.proc.returncode)
+
+    def _close_pipe(self) -> None:
+        if self.proc.stdout is not None and not self.proc.stdout.closed:
+            self.proc.stdout.close()
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._close_pipe()
 
 
-def start_server(log_dir: Path, *extra: str, startup_timeout: float = 20.0) -> ServerProcess:
+def start_server(log_dir: Path, *extra: str, startup_timeout: float = 30.0) -> ServerProcess:
     """Start ``lockstep serve --listen 127.0.0.1:0 EXTRA...`` and wait for its listening line."""
     binary = lockstep_bin()
     if not binary.exists():
@@ -96,8 +104,11 @@ def start_server(log_dir: Path, *extra: str, startup_timeout: float = 20.0) -> S
     if not match:
         proc.kill()
         proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
         pytest.fail(
-            f"lockstep serve did not print its listening line within {startup_timeout}s (got {line!r})\n"
+            f"lockstep serve did not print its listening line within {startup_timeout}s "
+            f"(got {line!r}, exit status {proc.returncode})\n"
             + log_path.read_text(errors="replace")[-4000:],
             pytrace=False,
         )

@@ -121,6 +121,7 @@ class Agent:
         self._delivery_cap = max(1, delivery_buffer)
         self._consumed_seq = 0
         self._acked_seq = 0
+        self._acked_at = 0.0
         self.locally_dropped = 0
         """Deliveries dropped by this client because the application did not read them in time."""
 
@@ -202,7 +203,7 @@ class Agent:
         except asyncio.CancelledError:
             pass
         finally:
-            self._finish(error)
+            self._finish(None if self._closing else error)
 
     async def _read_loop(self, call: Any) -> Tuple[Optional[LockstepError], bool]:
         """Dispatch server messages until the stream ends: (error or None, whether to resume)."""
@@ -214,7 +215,11 @@ class Agent:
                 self._dispatch(msg)
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-            return error_from_rpc(exc), code in _RESUMABLE
+            error = error_from_rpc(exc)
+            # A session taken over by another connection (with our resume token) must stay ended,
+            # or the two would take it from each other in turn.
+            taken_over = "taken over" in error.message
+            return error, code in _RESUMABLE and not taken_over
         except asyncio.InvalidStateError:
             return ConnectionLost("the session stream ended"), True
 
@@ -306,6 +311,8 @@ class Agent:
     async def _send(self, msg: pb.ClientMessage) -> None:
         if not self._connected.is_set() and not self._closed:
             await self._connected.wait()
+        if self._closed and self.close_reason is not None:
+            raise ConnectionLost(f"the session of agent '{self.agent_id}' has ended: {self.close_reason}")
         if self._closed or (self._closing and msg.WhichOneof("kind") not in ("deregister", "ack")):
             raise SessionClosed(f"agent '{self.agent_id}' is closed")
         call = self._call
@@ -347,7 +354,7 @@ class Agent:
     def _dispatch(self, msg: pb.ServerMessage) -> None:
         kind = msg.WhichOneof("kind")
         if kind == "deliveries":
-            self._on_deliveries(msg.deliveries.items)
+            self._on_deliveries(msg.deliveries)
         elif kind == "reply":
             reply = msg.reply
             if reply.request_id == 0:
@@ -466,10 +473,11 @@ class Agent:
         else:
             await self._send(msg)
 
-    def _on_deliveries(self, items: Iterable[pb.Delivery]) -> None:
+    def _on_deliveries(self, batch: pb.Deliveries) -> None:
         queue = self._deliveries
-        for item in items:
-            queue.append(Delivery.from_proto(item))
+        for i, item in enumerate(batch.items):
+            missed = batch.missed_before if i == 0 else 0
+            queue.append(Delivery.from_proto(item, seq=batch.first_seq + i, missed_before=missed))
             if len(queue) > self._delivery_cap:
                 oldest = queue.popleft()
                 head = queue[0]
@@ -496,7 +504,9 @@ class Agent:
                     self._consumed_seq = delivery.seq
                 yield delivery
                 continue
-            await self._flush_ack()
+            await self._maybe_ack()
+            if self._deliveries:
+                continue  # more arrived while the ack was being sent
             if self._closed:
                 return
             self._delivery_event.clear()
@@ -516,7 +526,7 @@ class Agent:
                     if delivery.seq > self._consumed_seq:
                         self._consumed_seq = delivery.seq
                     if not self._deliveries:
-                        self._spawn(self._flush_ack())
+                        self._spawn(self._maybe_ack())
                     return delivery
                 if self._closed:
                     raise SessionClosed(f"agent '{self.agent_id}' is closed")
@@ -530,11 +540,19 @@ class Agent:
         """Deliveries received and not read yet."""
         return len(self._deliveries)
 
+    async def _maybe_ack(self) -> None:
+        """Acknowledge what was read, but not more often than every 256 deliveries or 100 ms
+        (the heartbeat flushes the rest): acknowledgements are for the server's accounting."""
+        pending = self._consumed_seq - self._acked_seq
+        if pending >= 256 or (pending > 0 and time.monotonic() - self._acked_at >= 0.1):
+            await self._flush_ack()
+
     async def _flush_ack(self) -> None:
         upto = self._consumed_seq
         if upto <= self._acked_seq or self._closed or not self._connected.is_set():
             return
         self._acked_seq = upto
+        self._acked_at = time.monotonic()
         try:
             await self._send(pb.ClientMessage(ack=pb.Ack(up_to_seq=upto)))
         except LockstepError:
@@ -738,7 +756,7 @@ class Agent:
                     if w.selector == ("role", role):
                         w._push(view)
 
-    def _on_change(self, change: pb.StateChange) -> None:
+    def _on_change(self, change: pb.StateChange, *, may_resync: bool = True) -> None:
         aid = change.agent_id
         held = self._resyncing.get(aid)
         if held is not None:
@@ -773,6 +791,15 @@ class Agent:
             return
         if known is not None and change.version <= known:
             return  # already have it (or newer, from a snapshot)
+        if not may_resync:
+            log.warning(
+                "lockstep: dropping a state change of '%s' (%d->%d) that does not follow its snapshot (version %d)",
+                aid,
+                change.base_version,
+                change.version,
+                known if known is not None else 0,
+            )
+            return
         self._start_resync(aid, [change])
 
     def _start_resync(self, agent_id: str, held: List[pb.StateChange]) -> None:
@@ -781,6 +808,9 @@ class Agent:
 
     async def _resync(self, agent_id: str) -> None:
         self.resyncs += 1
+        # Changes held before the snapshot is asked for are older than it: they may only apply on top of
+        # it, never trigger another refetch (which would loop if the server kept sending them).
+        triggers = len(self._resyncing.get(agent_id, []))
         snapshot: Optional[StateSnapshot] = None
         gone = False
         for attempt in range(5):
@@ -803,8 +833,8 @@ class Agent:
             self._states[agent_id] = snapshot.state
             self._versions[agent_id] = snapshot.version
             self._emit(self._view(agent_id, delta=None, resynced=True))
-        for change in held:
-            self._on_change(change)
+        for i, change in enumerate(held):
+            self._on_change(change, may_resync=i >= triggers)
 
     # ------------------------------------------------------------------------------------------
     # barriers

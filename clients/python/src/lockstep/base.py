@@ -9,7 +9,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from ._util import Opening, default_address
 from .agent import Agent, Participants, StateWatch
-from .client import Client, connect
+from .client import DEFAULT_ROLE, Client, connect
 from .errors import LockstepError
 from .models import AgentStatus, Delivery, StateSnapshot, StateView, SyncResult
 
@@ -153,7 +153,7 @@ class SynchronizedAgent:
         try:
             self.agent = await self.client.register(
                 self.agent_id,
-                role=self.role,
+                role=self.role or DEFAULT_ROLE,
                 capabilities=list(self.capabilities),
                 interests=list(self.interests),
                 metadata=dict(self.metadata),

@@ -46,6 +46,9 @@ log = logging.getLogger("lockstep")
 
 Metadata = Sequence[Tuple[str, str]]
 
+#: The role an agent registers with when none is given (the server requires one).
+DEFAULT_ROLE = "agent"
+
 
 def _normalize_address(address: str) -> str:
     for scheme in ("grpc://", "http://", "dns:///"):
@@ -185,7 +188,7 @@ class Client:
         self,
         agent_id: str,
         *,
-        role: str = "",
+        role: str = DEFAULT_ROLE,
         capabilities: Iterable[str] = (),
         interests: Iterable[str] = (),
         metadata: Optional[Mapping[str, str]] = None,
@@ -207,7 +210,8 @@ class Client:
 
         Args:
             agent_id: unique within the namespace while the agent is registered.
-            role: a free-form role (``"trader"``); barriers can wait for every agent of a role.
+            role: what kind of agent this is (``"trader"``); barriers and watches can address every
+                agent of a role. The server requires one; it defaults to ``"agent"``.
             capabilities: what the agent can do; :meth:`agents_with_capability` finds agents by them.
             interests: topic patterns this agent receives: ``a.b.c``, ``*`` for one token, ``>`` for
                 the rest, or ``all``.
@@ -309,7 +313,8 @@ class Client:
         """Follow registry changes as they happen.
 
         The watch first yields a ``SNAPSHOT`` event per agent already registered, then ``JOINED``,
-        ``LEFT``, ``STATUS`` and ``LOST`` events::
+        ``LEFT``, ``STATUS`` and ``LOST`` events. With ``async with`` the watch is live on entering
+        the block (see :meth:`RegistryWatch.started`)::
 
             async with client.watch_registry() as events:
                 async for event in events:
@@ -445,7 +450,20 @@ class RegistryWatch:
         except ValueError:
             pass
 
+    async def started(self) -> None:
+        """Wait until the server has accepted the watch.
+
+        Registry changes the server handles after this are reported as they happen (``JOINED``,
+        ...); agents registered before it appear in the initial ``SNAPSHOT`` events. Entering the
+        watch with ``async with`` waits for this.
+        """
+        try:
+            await self._call.initial_metadata()
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, what=f"lockstep server at {self._client.address}") from None
+
     async def __aenter__(self) -> "RegistryWatch":
+        await self.started()
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

@@ -184,8 +184,9 @@ class SyncAborted(SyncFailed):
     default_code = grpc.StatusCode.ABORTED
 
 
-class SyncConflict(SyncFailed):
-    """This arrival disagrees with how the sync point was first defined (other participants/kind)."""
+class SyncConflict(SyncFailed, FailedPrecondition):
+    """The arrival does not fit the sync point: it was defined with other participants, this agent is
+    not one of them, or the point already finished (use a new id for a new round)."""
 
     default_code = grpc.StatusCode.FAILED_PRECONDITION
 

@@ -184,14 +184,15 @@ class Delivery:
     missed_before: int = 0
 
     @classmethod
-    def from_proto(cls, msg: pb.Delivery) -> "Delivery":
+    def from_proto(cls, msg: pb.Delivery, *, seq: int, missed_before: int = 0) -> "Delivery":
+        """Build one delivery of a batch: ``seq`` and ``missed_before`` come from the batch."""
         return cls(
-            seq=msg.seq,
+            seq=seq,
             topic=msg.topic,
             payload=bytes(msg.payload),
             content_type=msg.content_type,
             publisher=msg.publisher,
-            missed_before=msg.missed_before,
+            missed_before=missed_before,
         )
 
     def text(self, encoding: str = "utf-8") -> str:

@@ -230,26 +230,26 @@ class SyncResult(_message.Message):
     def __init__(self, sync_id: _Optional[str] = ..., arrival_order: _Optional[_Iterable[str]] = ..., payloads: _Optional[_Iterable[bytes]] = ..., forced: bool = ...) -> None: ...
 
 class Deliveries(_message.Message):
-    __slots__ = ("items",)
+    __slots__ = ("first_seq", "missed_before", "items")
+    FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    MISSED_BEFORE_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    first_seq: int
+    missed_before: int
     items: _containers.RepeatedCompositeFieldContainer[Delivery]
-    def __init__(self, items: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ...) -> None: ...
+    def __init__(self, first_seq: _Optional[int] = ..., missed_before: _Optional[int] = ..., items: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ...) -> None: ...
 
 class Delivery(_message.Message):
-    __slots__ = ("seq", "topic", "payload", "content_type", "publisher", "missed_before")
-    SEQ_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("topic", "payload", "content_type", "publisher")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     PUBLISHER_FIELD_NUMBER: _ClassVar[int]
-    MISSED_BEFORE_FIELD_NUMBER: _ClassVar[int]
-    seq: int
     topic: str
     payload: bytes
     content_type: str
     publisher: str
-    missed_before: int
-    def __init__(self, seq: _Optional[int] = ..., topic: _Optional[str] = ..., payload: _Optional[bytes] = ..., content_type: _Optional[str] = ..., publisher: _Optional[str] = ..., missed_before: _Optional[int] = ...) -> None: ...
+    def __init__(self, topic: _Optional[str] = ..., payload: _Optional[bytes] = ..., content_type: _Optional[str] = ..., publisher: _Optional[str] = ...) -> None: ...
 
 class StateChanges(_message.Message):
     __slots__ = ("items",)

@@ -1,0 +1,113 @@
+"""Every example runs to completion against a real server and prints what it promises."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from conftest import PYTHON, ServerProcess, python_env
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(name: str, address: str, via_env: bool = False) -> str:
+    args = [PYTHON, str(EXAMPLES / f"{name}.py")] + ([] if via_env else [address])
+    proc = subprocess.run(
+        args,
+        env=python_env(address if via_env else None),
+        cwd=str(EXAMPLES),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, f"{name} failed ({proc.returncode})\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc.stdout
+
+
+def lines_with(output: str, text: str) -> List[str]:
+    return [line for line in output.splitlines() if text in line]
+
+
+def test_quick_start(server: ServerProcess) -> None:
+    out = run_example("quick_start", server.address, via_env=True)
+    assert len(lines_with(out, "Working...")) == 3
+    results = lines_with(out, "Sync result: True")
+    assert len(results) == 3
+    assert len({line.split("arrival order")[1] for line in results}) == 1, "all three saw the same order"
+    assert out.strip().endswith("All agents completed: True")
+
+
+def test_barrier(server: ServerProcess) -> None:
+    out = run_example("barrier", server.address)
+    assert "arrival order: barrier-a, barrier-b, barrier-c" in out
+    assert "barrier-c brought {'ready_at': 0.4}" in out
+    released = [float(line.rsplit(" ", 1)[1].rstrip("s")) for line in lines_with(out, "released at")]
+    assert len(released) == 3 and min(released) >= 0.3, "nobody is released before the last arrival"
+    assert "timed out as expected; missing: barrier-c" in out
+
+
+def test_phases(server: ServerProcess) -> None:
+    out = run_example("phases", server.address)
+    for phase in ("phase1_complete", "phase2_complete", "phase3_complete"):
+        assert f"{phase}: all 4 workers done" in out
+    assert "phases completed per worker: [3, 3, 3, 3]" in out
+    # a second run reuses the same sync ids: the example cleans up after itself
+    assert "phases completed per worker: [3, 3, 3, 3]" in run_example("phases", server.address)
+
+
+def test_subset(server: ServerProcess) -> None:
+    out = run_example("subset", server.address)
+    assert "processing_done: processor1, processor2" in out
+    assert "storage_ready: storage1, storage2" in out
+    assert "all_storage_flushed (role storage): storage1, storage2" in out
+    assert "any_two (count 2): processor1, storage2" in out
+
+
+def test_registry(server: ServerProcess) -> None:
+    out = run_example("registry", server.address)
+    assert "agents with data_sync: archiver_1, worker_1" in out
+    assert "data processors: worker_1 [syncing]" in out
+    assert "registry: joined worker_1 (data_processor)" in out
+    assert "registry: status worker_1 (data_processor) status=syncing" in out
+    assert "registry: left archiver_1" in out
+    assert "registered after leaving: 0" in out
+
+
+def test_commands(server: ServerProcess) -> None:
+    out = run_example("commands", server.address)
+    assert '"total_agents": 2' in out
+    assert "agents: risk_sentinel, scanner" in out
+    assert "scanner" in lines_with(out, "issues:")[0]
+    assert "force_complete: state=forced, waiter released (forced=True)" in out
+    assert "cleanup: {'removed': 1}" in out
+    for name in ("pause_agent", "health", "send_command"):
+        assert lines_with(out, f"{name}: not supported yet"), name
+    assert "'command': 'pause', 'paused': True" in out
+    assert "'command': 'resume', 'paused': False" in out
+
+
+def test_syncbus(server: ServerProcess) -> None:
+    out = run_example("syncbus", server.address)
+    assert "risk_sentinel     received risk_metrics.var, execution_result" in out
+    assert "scanner           received market_data.btc, market_data.eth" in out
+    assert "strategy_trainer  received trades, performance.daily" in out
+    assert "sentiment" not in out, "nobody is interested in sentiment"
+    scanner = lines_with(out, "monitor sees scanner")[0]
+    assert "'confidence': 0.85" in scanner and "last_topic" not in scanner
+
+
+@pytest.mark.parametrize("name", ["quick_start", "barrier"])
+def test_examples_fail_cleanly_without_a_server(name: str) -> None:
+    proc = subprocess.run(
+        [PYTHON, str(EXAMPLES / f"{name}.py"), "127.0.0.1:1"],
+        env=python_env(),
+        cwd=str(EXAMPLES),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "cannot reach a lockstep server at 127.0.0.1:1" in proc.stderr

@@ -1,0 +1,176 @@
+"""Connecting, clean shutdown on both sides, and resuming a broken session."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import List, Optional, Set
+
+import pytest
+
+import lockstep
+from conftest import ServerProcess, eventually
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_connecting_to_nothing_fails_fast() -> None:
+    started = time.monotonic()
+    with pytest.raises(lockstep.Unavailable) as info:
+        await lockstep.connect(f"127.0.0.1:{_free_port()}", connect_timeout=1.0)
+    assert time.monotonic() - started < 5
+    assert "lockstep" in info.value.message
+
+
+async def test_awaitable_and_context_manager_forms(server: ServerProcess) -> None:
+    client = await lockstep.connect(server.address)
+    agent = await client.register("plain")
+    assert [a.agent_id for a in await client.list_agents()] == ["plain"]
+    assert client.agents == [agent]
+    await agent.close()
+    await agent.close()  # idempotent
+    assert agent.closed and client.agents == []
+    with pytest.raises(lockstep.SessionClosed):
+        await agent.publish("t", "x")
+    with pytest.raises(lockstep.SessionClosed):
+        await agent.update_state({"x": 1})
+    await client.close()
+    assert client.closed
+    async with await lockstep.connect(server.address) as again:
+        assert await again.list_agents() == []
+
+
+async def test_closing_the_client_deregisters_its_agents(server: ServerProcess) -> None:
+    async with lockstep.connect(server.address) as observer:
+        client = await lockstep.connect(server.address)
+        agents = [await client.register(f"a{i}") for i in range(5)]
+        async with observer.watch_registry() as events:
+            for _ in range(5):
+                assert (await events.next(timeout=5)).kind == lockstep.RegistryEventKind.SNAPSHOT
+            await client.close()
+            left = {(await events.next(timeout=5)).agent.agent_id for _ in range(5)}
+            assert left == {f"a{i}" for i in range(5)}
+        assert all(a.closed and a.close_reason is None for a in agents)
+        assert await observer.list_agents() == []
+
+
+async def test_pending_requests_fail_when_the_agent_closes(client: lockstep.Client) -> None:
+    async with client.register("other"):
+        agent = await client.register("closer")
+        waiting = asyncio.ensure_future(agent.sync("never", ["closer", "other"], timeout=30))
+        await asyncio.sleep(0.2)
+        await agent.close()
+        with pytest.raises(lockstep.SessionClosed):
+            await asyncio.wait_for(waiting, 5)
+
+
+async def test_server_shutdown_ends_sessions_cleanly(server_factory) -> None:  # type: ignore[no-untyped-def]
+    srv = server_factory()
+    client = await lockstep.connect(srv.address)
+    try:
+        agent = await client.register("bystander", reconnect=False)
+        other = await client.register("other", reconnect=False)
+        waiting = asyncio.ensure_future(agent.sync("never", ["bystander", "other", "x"], timeout=60))
+        await asyncio.sleep(0.2)
+        loop = asyncio.get_running_loop()
+        code = await loop.run_in_executor(None, srv.terminate)
+        assert code == 0, f"lockstep serve exited with {code} on SIGTERM\n{srv.log()[-2000:]}"
+        with pytest.raises(lockstep.LockstepError):
+            await asyncio.wait_for(waiting, 10)
+        await eventually(lambda: agent.closed and other.closed, what="sessions end when the server stops")
+        assert agent.close_reason is not None
+        with pytest.raises(lockstep.LockstepError):
+            await agent.publish("t", "x")
+    finally:
+        await client.close()
+
+
+class Proxy:
+    """A loopback TCP proxy whose connections can be cut, to break sessions from the outside."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.server: Optional[asyncio.AbstractServer] = None
+        self.transports: Set[asyncio.StreamWriter] = set()
+        self.handlers: Set["asyncio.Task[None]"] = set()
+        self.port = 0
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.handlers.add(task)
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self.transports.update({writer, up_writer})
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while True:
+                    data = await src.read(65536)
+                    if not data:
+                        break
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def cut(self) -> None:
+        for w in list(self.transports):
+            w.transport.abort()
+        self.transports.clear()
+
+    async def close(self) -> None:
+        self.cut()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+        for task in self.handlers:
+            task.cancel()
+        await asyncio.gather(*self.handlers, return_exceptions=True)
+
+
+async def test_a_broken_stream_is_resumed(server: ServerProcess) -> None:
+    proxy = Proxy(server.port)
+    await proxy.start()
+    try:
+        async with lockstep.connect(server.address) as direct, lockstep.connect(f"127.0.0.1:{proxy.port}") as client:
+            agent = await client.register("resilient", interests=["news"])
+            watch = await agent.watch_state(agent_id="source")
+            async with direct.register("source") as source:
+                await source.update_state({"v": 1})
+                await watch.wait_for_version("source", 1, timeout=5)
+                token = agent.resume_token
+
+                proxy.cut()
+                await eventually(lambda: agent.reconnects == 1, timeout=15, what="the session is resumed")
+                assert not agent.closed
+                assert agent.registration.resumed and agent.resume_token == token
+                assert {a.agent_id for a in await direct.list_agents()} == {"resilient", "source"}
+
+                # it still receives messages and state after the resume
+                await source.publish("news", "after the break", confirm=True)
+                got: List[str] = []
+                while "after the break" not in got:
+                    got.append((await agent.next_delivery(timeout=5)).data)
+                await source.update_state({"v": 2})
+                assert (await watch.wait_for_version("source", 2, timeout=5)) == {"v": 2}
+            await agent.close()
+            assert agent.close_reason is None
+    finally:
+        await proxy.close()
