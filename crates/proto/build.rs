@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".lockstep.v1")
         // Hand-encoded so a routed message is encoded once for all its receivers (see wire.rs).
         .extern_path(".lockstep.v1.Deliveries", "crate::wire::Deliveries")
+        .extern_path(".lockstep.v1.SyncResult", "crate::wire::SyncResult")
         .compile_protos(&["proto/lockstep/v1/lockstep.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())

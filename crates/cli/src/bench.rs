@@ -44,9 +44,12 @@ pub struct BenchArgs {
     /// Run the server inside this process instead of as a separate `lockstep serve` process.
     #[arg(long)]
     in_process: bool,
-    /// HTTP/2 connections the benchmark's agents share (agents are spread over them).
-    #[arg(long, default_value_t = 8)]
-    connections: usize,
+    /// Measure an already running server at this address instead of starting one.
+    #[arg(long, conflicts_with = "in_process")]
+    addr: Option<String>,
+    /// Milliseconds each barrier participant works between rounds (0: back to back).
+    #[arg(long, default_value_t = 0)]
+    barrier_work_ms: u64,
     /// Messages per second the publisher offers in the fixed-rate scenarios.
     #[arg(long, default_value_t = 10_000)]
     rate: u64,
@@ -77,15 +80,6 @@ fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
 }
 
-/// Connections shared by the agents of a scenario (several agents per HTTP/2 connection).
-async fn pool(addr: &str, size: usize, namespace: &str) -> anyhow::Result<Vec<Client>> {
-    let mut clients = Vec::with_capacity(size);
-    for _ in 0..size {
-        clients.push(Client::connect(addr).await?.with_namespace(namespace));
-    }
-    Ok(clients)
-}
-
 fn stamp(epoch: Instant) -> Bytes {
     let mut p = vec![0u8; PAYLOAD];
     p[..8].copy_from_slice(&(epoch.elapsed().as_nanos() as u64).to_le_bytes());
@@ -113,9 +107,10 @@ struct SubResult {
 
 /// 1 publisher; `n` subscribers; message i goes to topic `topics[i % topics.len()]`; subscriber j
 /// listens on `topics[j % topics.len()]`.
-async fn fanout(addr: &str, conns: usize, scenario: &str, n: usize, topics: usize, pace: Pace) -> anyhow::Result<Row> {
+async fn fanout(addr: &str, scenario: &str, n: usize, topics: usize, pace: Pace) -> anyhow::Result<Row> {
     let ns = format!("bench-{scenario}-{n}");
-    let clients = pool(addr, n.min(conns).max(1), &ns).await?;
+    // Each agent gets its own HTTP/2 connection from the client library.
+    let client = Client::connect(addr).await?.with_namespace(&ns);
     let topic_names: Vec<String> = (0..topics).map(|t| format!("bench.t{t}")).collect();
     let total = match pace {
         Pace::Saturate { messages, .. } => messages,
@@ -130,7 +125,7 @@ async fn fanout(addr: &str, conns: usize, scenario: &str, n: usize, topics: usiz
     let ready = Arc::new(tokio::sync::Barrier::new(n + 1));
     let mut subs = Vec::with_capacity(n);
     for j in 0..n {
-        let client = clients[j % clients.len()].clone();
+        let client = client.clone();
         let topic = topic_names[j % topics].clone();
         let expected = per_topic(j % topics);
         let (progress, ready, moved) = (progress.clone(), ready.clone(), moved.clone());
@@ -157,7 +152,7 @@ async fn fanout(addr: &str, conns: usize, scenario: &str, n: usize, topics: usiz
             anyhow::Ok(r)
         }));
     }
-    let publisher = clients[0].register(AgentOptions::new("publisher", "publisher")).await?;
+    let publisher = client.register(AgentOptions::new("publisher", "publisher")).await?;
     ready.wait().await;
     let start = Instant::now();
     match pace {
@@ -221,14 +216,14 @@ async fn fanout(addr: &str, conns: usize, scenario: &str, n: usize, topics: usiz
 }
 
 /// `rounds` barrier rounds of `n` agents; per round, from the last arrival to the last release.
-async fn barrier(addr: &str, conns: usize, n: usize, rounds: usize) -> anyhow::Result<Row> {
+async fn barrier(addr: &str, n: usize, rounds: usize, work: Duration) -> anyhow::Result<Row> {
     let ns = format!("bench-barrier-{n}");
-    let clients = pool(addr, n.min(conns).max(1), &ns).await?;
+    let client = Client::connect(addr).await?.with_namespace(&ns);
     let epoch = Instant::now();
     let mut tasks = Vec::with_capacity(n);
     let ready = Arc::new(tokio::sync::Barrier::new(n));
     for j in 0..n {
-        let client = clients[j % clients.len()].clone();
+        let client = client.clone();
         let ready = ready.clone();
         tasks.push(tokio::spawn(async move {
             let agent = client.register(AgentOptions::new(format!("p-{j}"), "participant")).await?;
@@ -240,6 +235,9 @@ async fn barrier(addr: &str, conns: usize, n: usize, rounds: usize) -> anyhow::R
                     .sync(&format!("round-{r}"), Participants::Count(n as u32), Duration::from_secs(60), Bytes::new())
                     .await?;
                 times.push((arrived, epoch.elapsed()));
+                if !work.is_zero() {
+                    tokio::time::sleep(work).await;
+                }
             }
             drop(agent);
             anyhow::Ok(times)
@@ -357,10 +355,14 @@ async fn delta_bytes(addr: &str, updates: usize) -> anyhow::Result<(Row, Value)>
 enum UnderTest {
     Process(std::process::Child),
     InProcess(lockstep_server::RunningServer),
+    Elsewhere,
 }
 
 impl UnderTest {
-    async fn start(in_process: bool) -> anyhow::Result<(UnderTest, String)> {
+    async fn start(in_process: bool, addr: Option<String>) -> anyhow::Result<(UnderTest, String)> {
+        if let Some(addr) = addr {
+            return Ok((UnderTest::Elsewhere, addr));
+        }
         if in_process {
             let server = lockstep_server::start("127.0.0.1:0".parse()?, lockstep_core::Config::default()).await?;
             let addr = server.local_addr().to_string();
@@ -389,20 +391,25 @@ impl UnderTest {
                 child.kill()?;
                 child.wait()?;
             }
+            UnderTest::Elsewhere => {}
         }
         Ok(())
     }
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let (server, addr) = UnderTest::start(args.in_process).await?;
+    let (server, addr) = UnderTest::start(args.in_process, args.addr.clone()).await?;
     let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
     let default_sizes: &[usize] = if args.quick { &[10, 100] } else { &[10, 100, 1000] };
     let sizes = args.sizes.as_deref().unwrap_or(default_sizes);
     let seconds = if args.quick { 1 } else { args.seconds };
     let mut rows = Vec::new();
     let mut extra = serde_json::Map::new();
-    let placement = if args.in_process { "in the benchmark's process" } else { "in its own process" };
+    let placement = match (&args.addr, args.in_process) {
+        (Some(_), _) => "already running",
+        (None, true) => "in the benchmark's process",
+        (None, false) => "in its own process",
+    };
     eprintln!(
         "lockstep bench: server {placement} on {addr}; {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
@@ -410,26 +417,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for &n in sizes {
         if wanted("fanout-saturation") {
             let messages = if args.quick { 2_000 } else { (4_000_000 / n as u64).clamp(20_000, 200_000) };
-            rows.push(
-                fanout(&addr, args.connections, "fanout-saturation", n, 1, Pace::Saturate { messages, window: 512 })
-                    .await?,
-            );
+            rows.push(fanout(&addr, "fanout-saturation", n, 1, Pace::Saturate { messages, window: 512 }).await?);
             eprintln!("{:?}", rows.last().expect("pushed"));
         }
     }
     for &n in sizes {
         if wanted("fanout-rate") {
-            rows.push(
-                fanout(&addr, args.connections, "fanout-rate", n, 1, Pace::Rate { rate: args.rate, seconds }).await?,
-            );
+            rows.push(fanout(&addr, "fanout-rate", n, 1, Pace::Rate { rate: args.rate, seconds }).await?);
             eprintln!("{:?}", rows.last().expect("pushed"));
         }
     }
     if wanted("routing") {
-        rows.push(
-            fanout(&addr, args.connections, "interest-routing", 100, 10, Pace::Rate { rate: args.rate, seconds })
-                .await?,
-        );
+        rows.push(fanout(&addr, "interest-routing", 100, 10, Pace::Rate { rate: args.rate, seconds }).await?);
         eprintln!("{:?}", rows.last().expect("pushed"));
     }
     for &n in sizes {
@@ -441,7 +440,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             } else {
                 300
             };
-            rows.push(barrier(&addr, args.connections, n, rounds).await?);
+            rows.push(barrier(&addr, n, rounds, Duration::from_millis(args.barrier_work_ms)).await?);
             eprintln!("{:?}", rows.last().expect("pushed"));
         }
     }

@@ -448,8 +448,8 @@ impl Agent {
         };
         match self.request(v1::client_message::Kind::Sync(arrive)).await? {
             v1::reply::Outcome::SyncResult(r) => Ok(SyncResult {
+                arrival_order: r.arrival_order_strings(),
                 sync_id: r.sync_id,
-                arrival_order: r.arrival_order,
                 payloads: r.payloads,
                 forced: r.forced,
             }),

@@ -48,11 +48,22 @@ const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 /// Largest message the client accepts from the server.
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
-/// A connection to a lockstep server. Cheap to clone; clones share the connection.
+/// A connection to a lockstep server. Cheap to clone; clones share the connection used for
+/// queries. Each registered agent gets an HTTP/2 connection of its own (see [`Client::register`]).
 #[derive(Clone)]
 pub struct Client {
+    endpoint: Endpoint,
+    addr: String,
     grpc: LockstepClient<Channel>,
     namespace: String,
+}
+
+fn grpc_client(channel: Channel) -> LockstepClient<Channel> {
+    LockstepClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE)
+}
+
+fn connect_error(addr: &str, e: impl std::fmt::Display) -> Error {
+    Error::Connect { addr: addr.to_owned(), reason: format!("{e}: is `lockstep serve` running there?") }
 }
 
 /// Filters for [`Client::list_agents`]; empty fields match anything.
@@ -68,29 +79,29 @@ impl Client {
     pub async fn connect(addr: impl AsRef<str>) -> Result<Client, Error> {
         let addr = addr.as_ref();
         let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
-        let connect_err = |reason: String| Error::Connect { addr: addr.to_owned(), reason };
         let endpoint = Endpoint::from_shared(uri)
-            .map_err(|e| connect_err(e.to_string()))?
+            .map_err(|e| Error::Connect { addr: addr.to_owned(), reason: e.to_string() })?
             .tcp_nodelay(true)
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .connect_timeout(Duration::from_secs(5))
             .http2_keep_alive_interval(Duration::from_secs(10));
-        let channel =
-            endpoint.connect().await.map_err(|e| connect_err(format!("{e}: is `lockstep serve` running there?")))?;
-        let grpc =
-            LockstepClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE);
-        Ok(Client { grpc, namespace: String::new() })
+        let channel = endpoint.connect().await.map_err(|e| connect_error(addr, e))?;
+        Ok(Client { endpoint, addr: addr.to_owned(), grpc: grpc_client(channel), namespace: String::new() })
     }
 
     /// The same connection, addressing another namespace (empty: `default`).
     pub fn with_namespace(&self, namespace: impl Into<String>) -> Client {
-        Client { grpc: self.grpc.clone(), namespace: namespace.into() }
+        Client { namespace: namespace.into(), ..self.clone() }
     }
 
-    /// Registers an agent and opens its session.
+    /// Registers an agent and opens its session, on an HTTP/2 connection of its own: one agent's
+    /// traffic never waits behind another's. (Sessions multiplexed on one connection were measured
+    /// to stall: a reply to one stream could wait until another stream on the connection sent
+    /// something — up to the other agents' idle time.)
     pub async fn register(&self, options: AgentOptions) -> Result<Agent, Error> {
-        Agent::open(self.grpc.clone(), &self.namespace, options).await
+        let channel = self.endpoint.connect().await.map_err(|e| connect_error(&self.addr, e))?;
+        Agent::open(grpc_client(channel), &self.namespace, options).await
     }
 
     /// Agents matching `filter`, sorted by id.

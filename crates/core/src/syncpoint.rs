@@ -102,6 +102,9 @@ pub struct SyncOutcome {
     pub payloads: Vec<Bytes>,
     /// Released by an operator's force-complete rather than by every participant arriving.
     pub forced: bool,
+    /// The protocol layer's encoding of this outcome, made once and shared by every waiter's reply
+    /// (the engine never reads it).
+    pub wire: std::sync::OnceLock<Bytes>,
 }
 
 /// Where a sync point is in its life.
@@ -305,6 +308,7 @@ impl SyncPoint {
             arrival_order: self.arrivals.iter().map(|a| a.agent.clone()).collect(),
             payloads: self.arrivals.iter().map(|a| a.payload.clone()).collect(),
             forced: state == SyncState::Forced,
+            wire: std::sync::OnceLock::new(),
         });
         self.close(now, state, Ok(outcome.clone()));
         (self.waiters(), outcome)

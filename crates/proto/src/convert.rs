@@ -142,12 +142,13 @@ fn reply(request_id: u64, reply: Reply) -> v1::Reply {
     let outcome = match reply {
         Reply::Ok => Outcome::Ok(v1::Ok {}),
         Reply::StateVersion(version) => Outcome::StateVersion(v1::StateVersion { version }),
-        Reply::Sync(o) => Outcome::SyncResult(v1::SyncResult {
-            sync_id: o.sync_id.clone(),
-            arrival_order: o.arrival_order.iter().map(|a| a.to_string()).collect(),
-            payloads: o.payloads.clone(),
-            forced: o.forced,
-        }),
+        Reply::Sync(o) => {
+            let encoded = o.wire.get_or_init(|| {
+                let names: Vec<&str> = o.arrival_order.iter().map(|a| &**a).collect();
+                crate::wire::SyncResult::encode_once(&o.sync_id, &names, &o.payloads, o.forced)
+            });
+            Outcome::SyncResult(crate::wire::SyncResult { encoded: Some(encoded.clone()), ..Default::default() })
+        }
         Reply::Error(e) => Outcome::Error(error(&e)),
     };
     v1::Reply { request_id, outcome: Some(outcome) }

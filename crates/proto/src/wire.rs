@@ -1,9 +1,12 @@
-//! `Deliveries`, encoded by hand so that fan-out copies no more than it must.
+//! Messages encoded by hand so that fan-out copies no more than it must.
 //!
-//! On the wire this is exactly the `Deliveries` message of the .proto file (a length-delimited
-//! `Delivery` and a `bytes` field are the same bytes), but its items are kept as already-encoded
-//! `Delivery` messages. The server encodes each routed message once and every receiver's batch
-//! shares those bytes; the Rust client decodes items without copying payloads.
+//! On the wire these are exactly the messages of the .proto file (a length-delimited submessage, a
+//! `string` and a `bytes` field are the same bytes), but they keep parts as shared bytes:
+//! * [`Deliveries`] keeps its items as already-encoded `Delivery` messages: the server encodes each
+//!   routed message once and every receiver's batch shares those bytes;
+//! * [`SyncResult`] is encoded once per released barrier and shared by every waiter's reply, and
+//!   the client keeps the arrival order as byte slices of the received buffer (a barrier of N
+//!   agents sends N names to each of N waiters).
 
 use bytes::{Buf, BufMut, Bytes};
 use prost::encoding::{self, DecodeContext, WireType};
@@ -64,6 +67,87 @@ impl Message for Deliveries {
     }
 }
 
+/// A barrier's outcome (the `SyncResult` message). On the server, `encoded` carries the whole
+/// message, encoded once; decoding fills the fields, keeping names as UTF-8 byte slices.
+#[derive(Clone, PartialEq, Eq, Hash, Default, Debug)]
+pub struct SyncResult {
+    pub encoded: Option<Bytes>,
+    pub sync_id: String,
+    /// UTF-8 agent ids, in arrival order.
+    pub arrival_order: Vec<Bytes>,
+    pub payloads: Vec<Bytes>,
+    pub forced: bool,
+}
+
+impl SyncResult {
+    /// The outcome, encoded once from its fields.
+    pub fn encode_once(sync_id: &str, arrival_order: &[&str], payloads: &[Bytes], forced: bool) -> Bytes {
+        let names: Vec<Bytes> = arrival_order.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
+        let r = SyncResult {
+            encoded: None,
+            sync_id: sync_id.to_owned(),
+            arrival_order: names,
+            payloads: payloads.to_vec(),
+            forced,
+        };
+        r.encode_to_vec().into()
+    }
+
+    /// The arrival order as text (ids that are not UTF-8, which the server never sends, are
+    /// replaced lossily).
+    pub fn arrival_order_strings(&self) -> Vec<String> {
+        self.arrival_order.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect()
+    }
+}
+
+impl Message for SyncResult {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        if let Some(encoded) = &self.encoded {
+            buf.put_slice(encoded);
+            return;
+        }
+        if !self.sync_id.is_empty() {
+            encoding::string::encode(1, &self.sync_id, buf);
+        }
+        encoding::bytes::encode_repeated(2, &self.arrival_order, buf);
+        encoding::bytes::encode_repeated(3, &self.payloads, buf);
+        if self.forced {
+            encoding::bool::encode(4, &self.forced, buf);
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        match tag {
+            1 => encoding::string::merge(wire_type, &mut self.sync_id, buf, ctx),
+            2 => encoding::bytes::merge_repeated(wire_type, &mut self.arrival_order, buf, ctx),
+            3 => encoding::bytes::merge_repeated(wire_type, &mut self.payloads, buf, ctx),
+            4 => encoding::bool::merge(wire_type, &mut self.forced, buf, ctx),
+            _ => encoding::skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        if let Some(encoded) = &self.encoded {
+            return encoded.len();
+        }
+        let id = if self.sync_id.is_empty() { 0 } else { encoding::string::encoded_len(1, &self.sync_id) };
+        let forced = if self.forced { encoding::bool::encoded_len(4, &self.forced) } else { 0 };
+        id + encoding::bytes::encoded_len_repeated(2, &self.arrival_order)
+            + encoding::bytes::encoded_len_repeated(3, &self.payloads)
+            + forced
+    }
+
+    fn clear(&mut self) {
+        *self = SyncResult::default();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,5 +182,35 @@ mod tests {
         let back = Deliveries::decode(&bytes[..]).unwrap();
         assert_eq!(back, ours);
         assert_eq!(back.decode_items().unwrap().len(), 2);
+    }
+
+    /// The SyncResult of the .proto file, field for field.
+    #[derive(Clone, PartialEq, ::prost::Message)]
+    struct ProtoSyncResult {
+        #[prost(string, tag = "1")]
+        sync_id: String,
+        #[prost(string, repeated, tag = "2")]
+        arrival_order: Vec<String>,
+        #[prost(bytes = "vec", repeated, tag = "3")]
+        payloads: Vec<Vec<u8>>,
+        #[prost(bool, tag = "4")]
+        forced: bool,
+    }
+
+    #[test]
+    fn sync_result_matches_the_proto_definition_on_the_wire() {
+        let payloads = vec![Bytes::from_static(b"x"), Bytes::new()];
+        let encoded = SyncResult::encode_once("round-1", &["a", "b"], &payloads, true);
+        let standard = ProtoSyncResult::decode(encoded.clone()).unwrap();
+        assert_eq!(standard.sync_id, "round-1");
+        assert_eq!(standard.arrival_order, vec!["a", "b"]);
+        assert_eq!(standard.payloads, vec![b"x".to_vec(), vec![]]);
+        assert!(standard.forced);
+        let shared = SyncResult { encoded: Some(encoded.clone()), ..Default::default() };
+        assert_eq!(shared.encode_to_vec(), encoded.to_vec(), "the cached encoding is sent as is");
+        let ours = SyncResult::decode(encoded).unwrap();
+        assert_eq!(ours.arrival_order_strings(), vec!["a", "b"]);
+        assert_eq!(ours.payloads, payloads);
+        assert_eq!(ours.encoded_len(), standard.encoded_len());
     }
 }
