@@ -22,10 +22,17 @@
 //! (merge patches and their composition), [`outbox`] (what waits to be sent to one agent),
 //! [`lease`], [`registry`], [`syncpoint`], [`engine`] (wiring them), [`io`] (inputs and outputs),
 //! [`config`] and [`error`].
+//!
+//! [`breaker`], [`health`] and [`command`] hold the rules of fault isolation and the control plane
+//! (circuit breakers, health assessment, pause / emergency stop, operator commands and their audit
+//! log), each tested on its own; the engine does not use them yet.
 
+pub mod breaker;
+pub mod command;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod health;
 pub mod io;
 pub mod lease;
 pub mod name;
@@ -35,9 +42,15 @@ pub mod state;
 pub mod syncpoint;
 pub mod topic;
 
+pub use breaker::{Breaker, BreakerOverrides, BreakerSettings, BreakerState, FailureKind, Transition};
+pub use command::{
+    AuditEntry, AuditLog, AuditOutcome, CommandId, CommandOutcome, CommandReply, CommandRequest, CommandSettings,
+    ControlPlane, Gated, Refusal,
+};
 pub use config::{Config, Limits, OverflowPolicy};
 pub use engine::{Counters, Engine, EngineInfo};
 pub use error::{CoreError, ErrorCode};
+pub use health::{AgentHealth, HealthHistory, HealthIssue, HealthReport, HealthSettings, HealthStatus};
 pub use io::{
     ConnId, Delivery, Frame, Input, Message, Output, RegisterRequest, Registered, RegistryEvent, Reply, Request,
     StateChange, Time, WatchTarget,
