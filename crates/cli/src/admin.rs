@@ -68,6 +68,7 @@ pub fn agent_json(a: &v1::AgentInfo) -> Value {
         "status": status_name(a.status), "registered_at_ms": a.registered_at_ms,
         "last_heartbeat_ms": a.last_heartbeat_ms, "state_version": a.state_version,
         "queue_depth": a.queue_depth, "delivered": a.delivered, "dropped": a.dropped,
+        "breaker": a.breaker_state, "breaker_opened": a.breaker_opened,
     })
 }
 
@@ -96,13 +97,25 @@ pub async fn agents(args: AgentsArgs) -> anyhow::Result<()> {
                 a.queue_depth.to_string(),
                 a.delivered.to_string(),
                 a.dropped.to_string(),
+                a.breaker_state.clone(),
             ]
         })
         .collect();
     print!(
         "{}",
         table::render(
-            &["AGENT", "ROLE", "STATUS", "CAPABILITIES", "INTERESTS", "STATE_V", "QUEUE", "DELIVERED", "DROPPED"],
+            &[
+                "AGENT",
+                "ROLE",
+                "STATUS",
+                "CAPABILITIES",
+                "INTERESTS",
+                "STATE_V",
+                "QUEUE",
+                "DELIVERED",
+                "DROPPED",
+                "BREAKER"
+            ],
             &rows
         )
     );
@@ -249,5 +262,256 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// Where the Admin API is and how to authenticate.
+#[derive(Args, Clone)]
+pub struct AdminTarget {
+    #[command(flatten)]
+    target: Target,
+    /// The server's admin token.
+    #[arg(long, env = "LOCKSTEP_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The Admin API's address, when the server serves it apart (`serve --admin-listen`).
+    #[arg(long, env = "LOCKSTEP_ADMIN_ADDR")]
+    admin_addr: Option<String>,
+}
+
+impl AdminTarget {
+    async fn admin(&self) -> anyhow::Result<lockstep_client::AdminClient> {
+        let addr = self.admin_addr.as_deref().unwrap_or(&self.target.addr);
+        let actor = std::env::var("USER").ok().filter(|u| lockstep_core::name::validate("actor", u).is_ok());
+        let client = Client::connect(addr).await?.with_namespace(self.target.namespace.clone());
+        Ok(client.admin(self.token.as_deref(), Some(actor.as_deref().unwrap_or("cli")))?)
+    }
+}
+
+#[derive(Args)]
+pub struct CommandArgs {
+    #[command(subcommand)]
+    command: CommandCommand,
+}
+
+#[derive(Subcommand)]
+enum CommandCommand {
+    /// Pause an agent: hold its deliveries, refuse its publishes, state updates and sync arrivals.
+    Pause(AgentArg),
+    /// Resume a paused agent; its held deliveries follow.
+    Resume(AgentArg),
+    /// Close an agent's circuit breaker and forget its failures.
+    Restart(AgentArg),
+    /// Emergency stop: pause every agent at once.
+    StopAll {
+        /// Why, for the agents and the audit log.
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        admin: AdminTarget,
+    },
+    /// Lift the emergency stop and every pause.
+    ResumeAll(AdminTarget),
+    /// Send a command to an agent and print its answer.
+    Send {
+        agent: String,
+        command: String,
+        /// Parameters, a JSON object.
+        #[arg(long, default_value = "null")]
+        params: String,
+        /// How long to wait for the agent's answer, in milliseconds.
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: u64,
+        #[command(flatten)]
+        admin: AdminTarget,
+    },
+}
+
+#[derive(Args)]
+struct AgentArg {
+    agent: String,
+    #[command(flatten)]
+    admin: AdminTarget,
+}
+
+fn print_detail(json: bool, detail: &str) -> anyhow::Result<()> {
+    if json {
+        println!("{}", json!({ "detail": detail }));
+    } else {
+        println!("{detail}");
+    }
+    Ok(())
+}
+
+pub async fn command(args: CommandArgs) -> anyhow::Result<()> {
+    match args.command {
+        CommandCommand::Pause(a) => {
+            print_detail(a.admin.target.json, &a.admin.admin().await?.pause_agent(&a.agent).await?)
+        }
+        CommandCommand::Restart(a) => {
+            print_detail(a.admin.target.json, &a.admin.admin().await?.restart_agent(&a.agent).await?)
+        }
+        CommandCommand::Resume(a) => {
+            print_detail(a.admin.target.json, &a.admin.admin().await?.resume_agent(&a.agent).await?)
+        }
+        CommandCommand::StopAll { reason, admin } => {
+            print_detail(admin.target.json, &admin.admin().await?.emergency_stop(&reason).await?)
+        }
+        CommandCommand::ResumeAll(admin) => print_detail(admin.target.json, &admin.admin().await?.resume_all().await?),
+        CommandCommand::Send { agent, command, params, timeout_ms, admin } => {
+            let params: Value = serde_json::from_str(&params).context("--params must be JSON (an object, or null)")?;
+            let timeout = std::time::Duration::from_millis(timeout_ms);
+            let result = admin.admin().await?.send_command(&agent, &command, &params, timeout).await?;
+            if admin.target.json {
+                println!("{}", json!({ "agent": agent, "command": command, "result": result }));
+            } else {
+                println!("{agent} answered {command}: {result}");
+            }
+            Ok(())
+        }
+    }
+}
+
+pub async fn status(args: AdminTarget) -> anyhow::Result<()> {
+    let s = args.admin().await?.status().await?;
+    if args.target.json {
+        let paused: Vec<Value> =
+            s.paused.iter().map(|p| json!({"namespace": p.namespace, "agent_id": p.agent_id})).collect();
+        let v = json!({
+            "agents": s.agents, "agents_by_status": s.agents_by_status, "paused": paused,
+            "emergency_stop": s.emergency_stop, "emergency_actor": s.emergency_actor,
+            "emergency_reason": s.emergency_reason, "emergency_since_ms": s.emergency_since_ms,
+            "pending_commands": s.pending_commands, "published": s.published, "delivered": s.delivered,
+            "dropped": s.dropped, "now_ms": s.now_ms,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let by_status: Vec<String> = s.agents_by_status.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    println!(
+        "agents            {} ({})",
+        s.agents,
+        if by_status.is_empty() { "none".into() } else { by_status.join(", ") }
+    );
+    if s.emergency_stop {
+        println!(
+            "EMERGENCY STOP    by {} {} ms ago: {}",
+            s.emergency_actor,
+            s.now_ms.saturating_sub(s.emergency_since_ms),
+            s.emergency_reason
+        );
+    }
+    if !s.paused.is_empty() {
+        let paused: Vec<&str> = s.paused.iter().map(|p| p.agent_id.as_str()).collect();
+        println!("paused            {}", paused.join(", "));
+    }
+    println!("pending commands  {}", s.pending_commands);
+    println!("messages          {} published, {} delivered, {} dropped", s.published, s.delivered, s.dropped);
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct AuditArgs {
+    /// How many of the most recent entries.
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+    #[command(flatten)]
+    admin: AdminTarget,
+}
+
+pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
+    let log = args.admin.admin().await?.audit_log(args.limit).await?;
+    if args.admin.target.json {
+        let entries: Vec<Value> = log
+            .entries
+            .iter()
+            .map(|e| {
+                json!({"seq": e.seq, "at_ms": e.at_ms, "actor": e.actor, "command": e.command,
+                       "command_id": e.command_id, "namespace": e.namespace, "target": e.target,
+                       "params": e.params, "outcome": e.outcome, "detail": e.detail})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&json!({"entries": entries, "dropped": log.dropped}))?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = log
+        .entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.seq.to_string(),
+                e.at_ms.to_string(),
+                e.actor.clone(),
+                e.command.clone(),
+                e.target.clone(),
+                e.outcome.clone(),
+                e.detail.clone(),
+            ]
+        })
+        .collect();
+    print!("{}", table::render(&["SEQ", "AT_MS", "ACTOR", "COMMAND", "TARGET", "OUTCOME", "DETAIL"], &rows));
+    if log.dropped > 0 {
+        println!("({} older entries no longer kept)", log.dropped);
+    }
+    Ok(())
+}
+
+pub async fn health(args: AdminTarget) -> anyhow::Result<()> {
+    let h = args.admin().await?.health().await?;
+    if args.target.json {
+        let agents: Vec<Value> = h
+            .agents
+            .iter()
+            .map(|a| {
+                json!({"namespace": a.namespace, "agent_id": a.agent_id, "role": a.role, "status": a.status,
+                       "issues": a.issues, "deliveries_succeeded": a.deliveries_succeeded,
+                       "deliveries_failed": a.deliveries_failed, "success_ratio": a.success_ratio,
+                       "ack_p50_ms": a.ack_p50_ms, "ack_p99_ms": a.ack_p99_ms, "queue_depth": a.queue_depth,
+                       "queue_high_water": a.queue_high_water, "dropped": a.dropped, "breaker": a.breaker_state,
+                       "breaker_since_ms": a.breaker_since_ms, "last_heartbeat_ms": a.last_heartbeat_ms,
+                       "last_progress_ms": a.last_progress_ms})
+            })
+            .collect();
+        let history: Vec<Value> = h.history.iter().map(|s| json!({"at_ms": s.at_ms, "score": s.score})).collect();
+        let v = json!({"score": h.score, "healthy": h.healthy, "degraded": h.degraded, "stuck": h.stuck,
+                       "unhealthy": h.unhealthy, "agents": agents, "history": history});
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = h
+        .agents
+        .iter()
+        .map(|a| {
+            vec![
+                a.agent_id.clone(),
+                a.status.clone(),
+                format!("{:.1}", a.success_ratio * 100.0),
+                a.ack_p50_ms.to_string(),
+                a.ack_p99_ms.to_string(),
+                format!("{}/{}", a.queue_depth, a.queue_high_water),
+                a.dropped.to_string(),
+                a.breaker_state.clone(),
+                format!("{}", h.now_ms.saturating_sub(a.last_progress_ms)),
+                a.issues.join("; "),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table::render(
+            &["AGENT", "HEALTH", "OK_%", "ACK_P50", "ACK_P99", "QUEUE/HIGH", "DROPPED", "BREAKER", "IDLE_MS", "ISSUES"],
+            &rows
+        )
+    );
+    let trend: Vec<String> =
+        h.history.iter().rev().take(10).rev().map(|s| format!("{:.0}%", s.score * 100.0)).collect();
+    println!(
+        "system health {:.0}% ({} healthy, {} degraded, {} stuck, {} unhealthy); recent: {}",
+        h.score * 100.0,
+        h.healthy,
+        h.degraded,
+        h.stuck,
+        h.unhealthy,
+        if trend.is_empty() { "-".into() } else { trend.join(" ") }
+    );
     Ok(())
 }

@@ -108,9 +108,27 @@ struct SubResult {
 /// 1 publisher; `n` subscribers; message i goes to topic `topics[i % topics.len()]`; subscriber j
 /// listens on `topics[j % topics.len()]`.
 async fn fanout(addr: &str, scenario: &str, n: usize, topics: usize, pace: Pace) -> anyhow::Result<Row> {
+    fanout_with_hung(addr, scenario, n, 0, topics, pace).await
+}
+
+/// [`fanout`] with `hung` more subscribers on the first topic that never read what they are sent
+/// (they are not measured; the `n` others are).
+async fn fanout_with_hung(
+    addr: &str,
+    scenario: &str,
+    n: usize,
+    hung: usize,
+    topics: usize,
+    pace: Pace,
+) -> anyhow::Result<Row> {
     let ns = format!("bench-{scenario}-{n}");
     // Each agent gets its own HTTP/2 connection from the client library.
     let client = Client::connect(addr).await?.with_namespace(&ns);
+    let mut stuck = Vec::with_capacity(hung);
+    for k in 0..hung {
+        stuck
+            .push(client.register(AgentOptions::new(format!("hung-{k}"), "subscriber").interests(["bench.t0"])).await?);
+    }
     let topic_names: Vec<String> = (0..topics).map(|t| format!("bench.t{t}")).collect();
     let total = match pace {
         Pace::Saturate { messages, .. } => messages,
@@ -198,6 +216,7 @@ async fn fanout(addr: &str, scenario: &str, n: usize, topics: usize, pace: Pace)
     let expected: u64 = (0..n).map(|j| per_topic(j % topics)).sum();
     let secs = (last - start).as_secs_f64().max(1e-9);
     drop(publisher);
+    drop(stuck);
     Ok(Row {
         scenario: scenario.to_owned(),
         n,
@@ -364,7 +383,7 @@ impl UnderTest {
             return Ok((UnderTest::Elsewhere, addr));
         }
         if in_process {
-            let server = lockstep_server::start("127.0.0.1:0".parse()?, lockstep_core::Config::default()).await?;
+            let server = lockstep_server::start(lockstep_server::Options::new("127.0.0.1:0".parse()?)).await?;
             let addr = server.local_addr().to_string();
             return Ok((UnderTest::InProcess(server), addr));
         }
@@ -426,6 +445,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             rows.push(fanout(&addr, "fanout-rate", n, 1, Pace::Rate { rate: args.rate, seconds }).await?);
             eprintln!("{:?}", rows.last().expect("pushed"));
         }
+    }
+    if wanted("hung") {
+        // The same load measured on the healthy subscribers, without and then with a hung one.
+        let pace = || Pace::Rate { rate: 2_000, seconds };
+        rows.push(fanout_with_hung(&addr, "healthy-with-none-hung", 100, 0, 1, pace()).await?);
+        eprintln!("{:?}", rows.last().expect("pushed"));
+        rows.push(fanout_with_hung(&addr, "healthy-with-1-hung", 99, 1, 1, pace()).await?);
+        eprintln!("{:?}", rows.last().expect("pushed"));
     }
     if wanted("routing") {
         rows.push(fanout(&addr, "interest-routing", 100, 10, Pace::Rate { rate: args.rate, seconds }).await?);

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{bail, Context};
+use lockstep_core::breaker::BreakerOverrides;
 use lockstep_core::{Config, OverflowPolicy};
 use serde::Deserialize;
 
@@ -16,10 +17,21 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7600";
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+    pub admin_token: Option<String>,
     #[serde(default)]
     pub engine: EngineSection,
     #[serde(default)]
     pub limits: LimitsSection,
+    /// Circuit breaker settings for every agent...
+    #[serde(default)]
+    pub breaker: BreakerOverrides,
+    /// ...changed per role (`[breaker_roles.trader]`)...
+    #[serde(default)]
+    pub breaker_roles: std::collections::BTreeMap<String, BreakerOverrides>,
+    /// ...and per agent id (`[breaker_agents.scanner]`).
+    #[serde(default)]
+    pub breaker_agents: std::collections::BTreeMap<String, BreakerOverrides>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -107,6 +119,9 @@ impl FileConfig {
         set!(t.max_state_bytes, l.max_state_bytes);
         set!(t.max_delta_bytes, l.max_delta_bytes);
         set!(t.max_watches, l.max_watches);
+        c.breaker = self.breaker.apply_to(&c.breaker);
+        c.breaker_roles = self.breaker_roles.clone();
+        c.breaker_agents = self.breaker_agents.clone();
         Ok(c)
     }
 }
@@ -127,6 +142,20 @@ mod tests {
         assert_eq!(c.overflow_policy, OverflowPolicy::Disconnect);
         assert_eq!(c.limits.max_interests, 8);
         assert_eq!(c.queue_capacity, Config::default().queue_capacity);
+    }
+
+    #[test]
+    fn breaker_settings_layer_global_role_and_agent() {
+        let f: FileConfig = toml::from_str(
+            "[breaker]\nfailure_threshold = 3\n[breaker_roles.trader]\nrecovery_delay_ms = 7\n[breaker_agents.scanner]\nfailure_threshold = 9\n",
+        )
+        .unwrap();
+        let c = f.engine_config().unwrap();
+        assert_eq!(c.breaker.failure_threshold, 3);
+        assert_eq!(c.breaker_for("trader", "t1").recovery_delay_ms, 7);
+        assert_eq!(c.breaker_for("trader", "t1").failure_threshold, 3);
+        assert_eq!(c.breaker_for("scanner", "scanner").failure_threshold, 9);
+        assert!(toml::from_str::<FileConfig>("[breaker]\nthreshold = 3\n").is_err());
     }
 
     #[test]

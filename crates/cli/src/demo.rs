@@ -15,7 +15,7 @@ use clap::Args;
 use lockstep_client::{Agent, AgentOptions, Client, Participants, WatchTarget};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::table;
 
@@ -188,6 +188,8 @@ async fn sentinel(client: Client, rounds: u32, say: Say) -> anyhow::Result<()> {
         .await?;
     agent.watch_state(WatchTarget::Role("strategy".into())).await?;
     let mut deliveries = agent.deliveries().expect("taken once");
+    let mut commands = agent.commands().expect("taken once");
+    let mut last_exposure = 0;
     for round in 1..=rounds {
         phase(&agent, round, "data", Bytes::new()).await?;
         let decided = phase(&agent, round, "decide", Bytes::new()).await?;
@@ -202,6 +204,7 @@ async fn sentinel(client: Client, rounds: u32, say: Say) -> anyhow::Result<()> {
                 exposure += state["position"].as_i64().unwrap_or(0).abs();
             }
         }
+        last_exposure = exposure;
         let max_position = if exposure > 6 { 2 } else { 5 };
         agent.publish_as("risk.limits", json!({"max_position": max_position}).to_string(), "application/json").await?;
         agent.update_state(&json!({"exposure": exposure, "max_position": max_position})).await?;
@@ -211,19 +214,103 @@ async fn sentinel(client: Client, rounds: u32, say: Say) -> anyhow::Result<()> {
             format!("saw {orders} orders; total exposure {exposure} → risk.limits max_position {max_position}"),
         ))?;
     }
+    // Before leaving, answer the operator's report request (the narration is over for us).
+    drop(say);
+    if let Ok(Some(cmd)) = tokio::time::timeout(BARRIER_TIMEOUT, commands.recv()).await {
+        let answer = match cmd.command.as_str() {
+            "report" => Ok(json!({"exposure": last_exposure, "rounds": rounds})),
+            other => Err(format!("unknown command '{other}'")),
+        };
+        cmd.reply(answer).await?;
+    }
     agent.close().await?;
     Ok(())
 }
 
+/// A recorder whose disk is full during the first rounds: it reports every delivery it cannot
+/// store, its circuit breaker opens, and closes again once it copes.
+async fn recorder(client: Client, failing_rounds: u64, mut done: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let agent = client.register(AgentOptions::new("recorder", "recorder").interests(["market.>"])).await?;
+    let mut deliveries = agent.deliveries().expect("taken once");
+    loop {
+        tokio::select! {
+            d = deliveries.recv() => {
+                let Some(d) = d else { break };
+                let round = serde_json::from_slice::<Value>(&d.payload).ok().and_then(|v| v["round"].as_u64()).unwrap_or(0);
+                if round <= failing_rounds {
+                    agent.report_delivery_error(d.seq, "disk full").await?;
+                }
+            }
+            _ = done.changed() => break,
+        }
+    }
+    agent.close().await?;
+    Ok(())
+}
+
+/// Narrates every circuit breaker transition, until `done`.
+async fn watch_breakers(client: Client, say: Say, mut done: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let mut events = client.watch_registry().await?;
+    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            e = events.message() => {
+                let Some(e) = e? else { break };
+                if e.kind != lockstep_client::proto::registry_event::Kind::Breaker as i32 {
+                    continue;
+                }
+                let Some(a) = e.agent else { continue };
+                let before = last.insert(a.agent_id.clone(), a.breaker_state.clone()).unwrap_or_else(|| "closed".into());
+                say.send((0, "breaker".into(), format!("{}: {before} → {}", a.agent_id, a.breaker_state)))?;
+            }
+            _ = done.changed() => break,
+        }
+    }
+    Ok(())
+}
+
+/// Prints the narration, a header per round; round 0 lines belong to no round.
+async fn narrate(mut heard: mpsc::UnboundedReceiver<(u32, String, String)>) {
+    let mut current = 0;
+    while let Some((round, who, text)) = heard.recv().await {
+        if round != current && round != 0 {
+            current = round;
+            println!("\n── round {round} ──────────────────────────────────────────────");
+        }
+        println!("  {who:<22} {text}");
+    }
+}
+
+/// Breakers tuned so that a person sees one open and close within the demo.
+fn demo_config() -> lockstep_core::Config {
+    lockstep_core::Config {
+        breaker: lockstep_core::breaker::BreakerSettings {
+            failure_threshold: 3,
+            recovery_delay_ms: 500,
+            max_recovery_delay_ms: 2_000,
+            probe_successes: 1,
+            probe_timeout_ms: 1_500,
+            timeout_per_agent_ms: 1_000,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let server = lockstep_server::start("127.0.0.1:0".parse()?, lockstep_core::Config::default()).await?;
+    let options =
+        lockstep_server::Options { engine: demo_config(), ..lockstep_server::Options::new("127.0.0.1:0".parse()?) };
+    let server = lockstep_server::start(options).await?;
     let addr = server.local_addr().to_string();
     println!(
         "lockstep demo: embedded server on {addr}; {} rounds, each closed by a two-phase barrier of the whole swarm\n",
         args.rounds
     );
     let client = Client::connect(&addr).await?;
-    let (say, mut heard) = mpsc::unbounded_channel();
+    let (say, heard) = mpsc::unbounded_channel();
+    let (finish, done) = watch::channel(false);
+    let breakers = tokio::spawn(watch_breakers(client.clone(), say.clone(), done.clone()));
+    let recording = tokio::spawn(recorder(client.clone(), 2, done));
     let mut strategies = Vec::new();
     for (name, interests) in STRATEGIES {
         strategies.push(tokio::spawn(strategy(client.clone(), name, interests, args.rounds, say.clone())));
@@ -247,16 +334,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         Duration::from_millis(args.pause_ms),
         say.clone(),
     ));
-    drop(say);
-    let mut current = 0;
-    while let Some((round, who, text)) = heard.recv().await {
-        if round != current {
-            current = round;
-            println!("\n── round {round} ──────────────────────────────────────────────");
-        }
-        println!("  {who:<22} {text}");
-    }
+    let narrator = tokio::spawn(narrate(heard));
     market.await??;
+    let admin = client.admin(None, Some("demo-operator"))?;
+    let report = admin.send_command("risk_sentinel", "report", &json!({}), BARRIER_TIMEOUT).await?;
+    say.send((0, "operator".into(), format!("→ risk_sentinel: command 'report' answered {report}")))?;
     risk.await??;
     let (mut delta_bytes, mut full_bytes) = (0, 0);
     for t in strategies {
@@ -264,6 +346,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         delta_bytes += d;
         full_bytes += f;
     }
+    // The recorder copes again: wait (bounded) for its breaker to close.
+    let deadline = tokio::time::Instant::now() + BARRIER_TIMEOUT;
+    while tokio::time::Instant::now() < deadline {
+        let agents = client.list_agents(Default::default()).await?;
+        if agents.iter().any(|a| a.agent_id == "recorder" && a.breaker_state == "closed" && a.breaker_opened > 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = finish.send(true);
+    breakers.await??;
+    recording.await??;
+    drop(say);
+    narrator.await?;
     println!("\nsync points:");
     let points = client.list_sync_points().await?;
     let rows: Vec<Vec<String>> = points

@@ -4,6 +4,7 @@ mod admin;
 mod bench;
 mod config;
 mod demo;
+mod monitor;
 mod table;
 
 use std::net::SocketAddr;
@@ -16,11 +17,11 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "lockstep", version, about = "A coordination server for multi-agent and multi-engine systems")]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Action,
 }
 
 #[derive(Subcommand)]
-enum Command {
+enum Action {
     /// Run a server (stops gracefully on SIGINT or SIGTERM).
     Serve(ServeArgs),
     /// Start an embedded server and a simulated trading swarm, print what happens, then stop.
@@ -29,6 +30,16 @@ enum Command {
     Agents(admin::AgentsArgs),
     /// Inspect and manage sync points (barriers).
     Sync(admin::SyncArgs),
+    /// Steer agents: pause, resume, stop everyone, send commands.
+    Command(admin::CommandArgs),
+    /// Server status: agents by status, paused agents, emergency stop, counters.
+    Status(admin::AdminTarget),
+    /// Health of every agent and of the system.
+    Health(admin::AdminTarget),
+    /// The audit log of operators' actions.
+    Audit(admin::AuditArgs),
+    /// A live full-screen view of agents, sync points and health; pause, resume, restart agents.
+    Monitor(monitor::MonitorArgs),
     /// Measure fan-out, interest routing, barriers and delta sizes on a loopback server.
     Bench(bench::BenchArgs),
 }
@@ -38,6 +49,12 @@ struct ServeArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "LOCKSTEP_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Serve the Admin (operators') API here only, instead of on --listen.
+    #[arg(long, env = "LOCKSTEP_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
+    /// Require this token on every Admin call (`authorization: Bearer <token>`).
+    #[arg(long, env = "LOCKSTEP_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
     /// TOML configuration file (see docs/PROTOCOL.md for every key).
     #[arg(long, env = "LOCKSTEP_CONFIG")]
     config: Option<PathBuf>,
@@ -82,11 +99,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(addr) => addr,
         None => config::DEFAULT_LISTEN.parse().expect("valid default"),
     };
-    let server = lockstep_server::start(listen, engine).await?;
+    let options = lockstep_server::Options {
+        listen,
+        admin_listen: args.admin_listen.or(file.admin_listen),
+        admin_token: args.admin_token.or(file.admin_token.clone()),
+        engine,
+    };
+    if options.admin_token.is_none() && !listen.ip().is_loopback() {
+        tracing::warn!(
+            "the Admin API is open to anyone who can reach {listen}: set --admin-token or --admin-listen on loopback"
+        );
+    }
+    let server = lockstep_server::start(options).await?;
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
         writeln!(out, "lockstep listening on {}", server.local_addr())?;
+        if server.admin_addr() != server.local_addr() {
+            writeln!(out, "lockstep admin listening on {}", server.admin_addr())?;
+        }
         out.flush()?;
     }
     tracing::info!(addr = %server.local_addr(), "serving");
@@ -123,11 +154,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // The command runs as a task on the worker threads, not on a third thread of its own.
     let command = runtime.spawn(async move {
         match cli.command {
-            Command::Serve(a) => serve(a).await,
-            Command::Demo(a) => demo::run(a).await,
-            Command::Agents(a) => admin::agents(a).await,
-            Command::Sync(a) => admin::sync(a).await,
-            Command::Bench(a) => bench::run(a).await,
+            Action::Serve(a) => serve(a).await,
+            Action::Demo(a) => demo::run(a).await,
+            Action::Agents(a) => admin::agents(a).await,
+            Action::Sync(a) => admin::sync(a).await,
+            Action::Command(a) => admin::command(a).await,
+            Action::Status(a) => admin::status(a).await,
+            Action::Audit(a) => admin::audit(a).await,
+            Action::Health(a) => admin::health(a).await,
+            Action::Monitor(a) => monitor::run(a).await,
+            Action::Bench(a) => bench::run(a).await,
         }
     });
     runtime.block_on(command)?

@@ -55,11 +55,15 @@ fn the_demo_runs_a_swarm_through_phase_barriers_and_ends() {
         "round-2/data released 5 agents",
         "round-2/decide released; payloads exchanged: ",
         "risk_sentinel",
+        "→ risk_sentinel: command 'report' answered {\"exposure\":",
+        "recorder: closed → open",
+        "recorder: half_open → closed",
         "demo finished",
     ] {
         assert!(out.contains(expected), "demo output lacks {expected:?}:\n{out}");
     }
-    assert!(out.contains(", 0 dropped"), "{out}");
+    // Messages routed to the recorder while its breaker was open are counted, not lost silently.
+    assert!(out.contains("messages published") && out.contains("dropped"), "{out}");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! changes flow to their own streams.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -158,6 +158,64 @@ impl futures::Stream for Deliveries {
     }
 }
 
+/// An operator's command for this agent. Answer it with [`IncomingCommand::reply`].
+#[derive(Debug)]
+pub struct IncomingCommand {
+    pub id: u64,
+    pub command: String,
+    /// A JSON object, or null.
+    pub params: Value,
+    /// Server clock (ms) at which the operator stops waiting.
+    pub deadline_ms: u64,
+    outbound: mpsc::WeakSender<v1::ClientMessage>,
+}
+
+impl IncomingCommand {
+    /// Answers the command: `Ok(result)` or `Err(why it failed)`.
+    pub async fn reply(self, outcome: Result<Value, String>) -> Result<(), Error> {
+        command_reply(&self.outbound, self.id, outcome).await
+    }
+}
+
+async fn command_reply(
+    outbound: &mpsc::WeakSender<v1::ClientMessage>,
+    id: u64,
+    outcome: Result<Value, String>,
+) -> Result<(), Error> {
+    use v1::command_result::Outcome;
+    let outcome = match outcome {
+        Ok(value) => Outcome::ResultJson(value.to_string()),
+        Err(message) => Outcome::Error(message),
+    };
+    let closed = || Error::SessionEnded("the session is closed".into());
+    let tx = outbound.upgrade().ok_or_else(closed)?;
+    let result = v1::CommandResult { command_id: id, outcome: Some(outcome) };
+    tx.send(msg(0, v1::client_message::Kind::CommandResult(result))).await.map_err(|_| closed())
+}
+
+/// Operators' commands for this agent.
+pub struct IncomingCommands(mpsc::Receiver<IncomingCommand>);
+
+impl IncomingCommands {
+    /// The next command; `None` once the session ended.
+    pub async fn recv(&mut self) -> Option<IncomingCommand> {
+        self.0.recv().await
+    }
+}
+
+/// Operators' control notices for this agent: paused, resumed, emergency stop, resumed all.
+pub struct ControlNotices(mpsc::Receiver<v1::Control>);
+
+impl ControlNotices {
+    /// The next notice; `None` once the session ended.
+    pub async fn recv(&mut self) -> Option<v1::Control> {
+        self.0.recv().await
+    }
+}
+
+/// Commands and notices buffered for the application.
+const CONTROL_BUFFER: usize = 64;
+
 /// The stream of state updates of the agents this agent watches.
 pub struct StateUpdates(mpsc::Receiver<StateUpdate>);
 
@@ -185,6 +243,10 @@ struct Inner {
     state_updates: Mutex<Option<StateUpdates>>,
     async_errors: Arc<Mutex<Vec<Error>>>,
     ended: watch::Receiver<Option<Error>>,
+    paused: Arc<AtomicBool>,
+    commands: Mutex<Option<IncomingCommands>>,
+    commands_taken: Arc<AtomicBool>,
+    notices: Mutex<Option<ControlNotices>>,
 }
 
 /// A registered agent. Cheap to clone; dropping the last clone ends the session cleanly.
@@ -251,7 +313,15 @@ impl Agent {
         let views: Views = Default::default();
         let async_errors = Arc::new(Mutex::new(Vec::new()));
         let heartbeat_interval = Duration::from_millis(registered.heartbeat_interval_ms.max(1));
+        let (commands_tx, commands_rx) = mpsc::channel(CONTROL_BUFFER);
+        let (notices_tx, notices_rx) = mpsc::channel(CONTROL_BUFFER);
+        let paused = Arc::new(AtomicBool::new(false));
+        let commands_taken = Arc::new(AtomicBool::new(false));
         let reader = Reader {
+            commands: commands_tx,
+            commands_taken: commands_taken.clone(),
+            notices: notices_tx,
+            paused: paused.clone(),
             grpc: grpc.clone(),
             namespace: registered.namespace.clone(),
             pending: pending.clone(),
@@ -281,6 +351,10 @@ impl Agent {
                 state_updates: Mutex::new(Some(StateUpdates(state_rx))),
                 async_errors,
                 ended: ended_rx,
+                paused,
+                commands: Mutex::new(Some(IncomingCommands(commands_rx))),
+                commands_taken,
+                notices: Mutex::new(Some(ControlNotices(notices_rx))),
             }),
         })
     }
@@ -313,6 +387,25 @@ impl Agent {
     /// The stream of state updates of watched agents. Taken once; `None` afterwards.
     pub fn state_updates(&self) -> Option<StateUpdates> {
         self.inner.state_updates.lock().expect("not poisoned").take()
+    }
+
+    /// Operators' commands for this agent. Taken once; `None` afterwards. Until it is taken, the
+    /// agent answers every command with an error saying it does not handle commands.
+    pub fn commands(&self) -> Option<IncomingCommands> {
+        let taken = self.inner.commands.lock().expect("not poisoned").take();
+        self.inner.commands_taken.store(true, Ordering::SeqCst);
+        taken
+    }
+
+    /// Operators' control notices (paused, resumed, emergency stop, resumed all). Taken once.
+    pub fn control_notices(&self) -> Option<ControlNotices> {
+        self.inner.notices.lock().expect("not poisoned").take()
+    }
+
+    /// Whether an operator paused this agent (or stopped everyone): its deliveries are held and
+    /// its publishes, state updates and sync arrivals refused until it is resumed.
+    pub fn is_paused(&self) -> bool {
+        self.inner.paused.load(Ordering::SeqCst)
     }
 
     /// Errors the server reported for fire-and-forget requests (such as [`Agent::publish`]) since the
@@ -386,6 +479,13 @@ impl Agent {
             v1::reply::Outcome::Error(e) => Err(e.into()),
             other => Err(Error::Other { code: tonic::Code::Internal, message: format!("unexpected reply {other:?}") }),
         }
+    }
+
+    /// Reports that this agent could not process the delivery `seq`: it counts as a failure for the
+    /// agent's circuit breaker (enough of them isolate the agent until it recovers).
+    pub async fn report_delivery_error(&self, seq: u64, reason: &str) -> Result<(), Error> {
+        let e = v1::DeliveryError { seq, reason: reason.to_owned() };
+        self.request_ok(v1::client_message::Kind::DeliveryError(e)).await
     }
 
     /// Sets this agent's status (anything but `lost`).
@@ -503,6 +603,10 @@ struct Reader {
     state_updates: mpsc::Sender<StateUpdate>,
     outbound: mpsc::WeakSender<v1::ClientMessage>,
     async_errors: Arc<Mutex<Vec<Error>>>,
+    commands: mpsc::Sender<IncomingCommand>,
+    commands_taken: Arc<AtomicBool>,
+    notices: mpsc::Sender<v1::Control>,
+    paused: Arc<AtomicBool>,
 }
 
 /// Fire-and-forget errors kept for [`Agent::take_errors`].
@@ -516,6 +620,8 @@ impl Reader {
                     Some(v1::server_message::Kind::Reply(r)) => self.reply(r),
                     Some(v1::server_message::Kind::Deliveries(d)) => self.deliver(d).await,
                     Some(v1::server_message::Kind::StateChanges(c)) => self.state(c).await,
+                    Some(v1::server_message::Kind::Control(c)) => self.control(c),
+                    Some(v1::server_message::Kind::Command(c)) => self.command(c).await,
                     Some(v1::server_message::Kind::Registered(_)) | None => {}
                 },
                 Ok(None) => break Error::SessionEnded("the server closed the session".into()),
@@ -580,8 +686,44 @@ impl Reader {
         }
         // A dropped receiver means the application does not read deliveries: discard.
         let _ = self.deliveries.send(out).await;
+        // Acknowledged once handed to the application: an agent that stops reading stops
+        // acknowledging, which is how its breaker learns it is stuck.
         if let Some(tx) = self.outbound.upgrade() {
-            let _ = tx.try_send(msg(0, v1::client_message::Kind::Ack(v1::Ack { up_to_seq: last })));
+            let _ = tx.send(msg(0, v1::client_message::Kind::Ack(v1::Ack { up_to_seq: last }))).await;
+        }
+    }
+
+    fn control(&mut self, c: v1::Control) {
+        use v1::control::Kind;
+        match Kind::try_from(c.kind) {
+            Ok(Kind::Paused | Kind::EmergencyStop) => self.paused.store(true, Ordering::SeqCst),
+            Ok(Kind::Resumed | Kind::ResumedAll) => self.paused.store(false, Ordering::SeqCst),
+            _ => {}
+        }
+        // Notices nobody reads are dropped; `is_paused` stays current either way.
+        let _ = self.notices.try_send(c);
+    }
+
+    async fn command(&mut self, c: v1::Command) {
+        let id = c.command_id;
+        let refusal = if self.commands_taken.load(Ordering::SeqCst) {
+            let incoming = IncomingCommand {
+                id,
+                command: c.command,
+                params: serde_json::from_str(&c.params_json).unwrap_or(Value::Null),
+                deadline_ms: c.deadline_ms,
+                outbound: self.outbound.clone(),
+            };
+            match self.commands.try_send(incoming) {
+                Ok(()) => None,
+                Err(mpsc::error::TrySendError::Full(_)) => Some("this agent has too many commands waiting"),
+                Err(mpsc::error::TrySendError::Closed(_)) => Some("this agent stopped handling commands"),
+            }
+        } else {
+            Some("this agent does not handle commands (it never asked for them)")
+        };
+        if let Some(why) = refusal {
+            let _ = command_reply(&self.outbound, id, Err(why.to_owned())).await;
         }
     }
 

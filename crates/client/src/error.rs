@@ -34,6 +34,21 @@ pub enum Error {
     /// The session ended (lease lost, taken over, server shut down, connection broken).
     #[error("session ended: {0}")]
     SessionEnded(String),
+    /// An admin call without the server's admin token.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// An admin call with a wrong token.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// The agent did not answer an operator's command in time.
+    #[error("command timed out: {0}")]
+    CommandTimedOut(String),
+    /// The agent answered an operator's command with an error.
+    #[error("the agent reported an error: {0}")]
+    CommandFailed(String),
+    /// The agent went away before answering an operator's command.
+    #[error("command aborted: {0}")]
+    CommandAborted(String),
     /// The client's own input could not be encoded (e.g. a state delta that is not valid JSON).
     #[error("invalid input: {0}")]
     Input(String),
@@ -53,6 +68,8 @@ impl Error {
             Code::DeadlineExceeded => Error::SyncTimeout { sync_id, missing, message },
             Code::Aborted => Error::SyncAborted { sync_id, missing, message },
             Code::Unavailable | Code::Cancelled => Error::SessionEnded(message),
+            Code::Unauthenticated => Error::Unauthenticated(message),
+            Code::PermissionDenied => Error::PermissionDenied(message),
             code => Error::Other { code, message },
         }
     }
@@ -68,6 +85,11 @@ impl Error {
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::SyncTimeout { .. } => Code::DeadlineExceeded,
             Error::SyncAborted { .. } => Code::Aborted,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::CommandTimedOut(_) => Code::DeadlineExceeded,
+            Error::CommandFailed(_) => Code::Unknown,
+            Error::CommandAborted(_) => Code::Aborted,
             Error::Other { code, .. } => *code,
         }
     }

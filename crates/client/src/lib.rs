@@ -27,13 +27,16 @@
 //! Heartbeats, delivery acknowledgements and state resynchronisation after a version gap happen
 //! by themselves. Dropping every handle of an [`Agent`] ends its session cleanly (it deregisters).
 
+mod admin;
 mod agent;
 mod error;
 
 use std::time::Duration;
 
+pub use admin::AdminClient;
 pub use agent::{
-    Agent, AgentOptions, Deliveries, Delivery, Participants, StateUpdate, StateUpdates, SyncResult, WatchTarget,
+    Agent, AgentOptions, ControlNotices, Deliveries, Delivery, IncomingCommand, IncomingCommands, Participants,
+    StateUpdate, StateUpdates, SyncResult, WatchTarget,
 };
 pub use error::Error;
 pub use lockstep_proto::v1 as proto;
@@ -54,6 +57,7 @@ const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 pub struct Client {
     endpoint: Endpoint,
     addr: String,
+    channel: Channel,
     grpc: LockstepClient<Channel>,
     namespace: String,
 }
@@ -87,7 +91,13 @@ impl Client {
             .connect_timeout(Duration::from_secs(5))
             .http2_keep_alive_interval(Duration::from_secs(10));
         let channel = endpoint.connect().await.map_err(|e| connect_error(addr, e))?;
-        Ok(Client { endpoint, addr: addr.to_owned(), grpc: grpc_client(channel), namespace: String::new() })
+        Ok(Client {
+            endpoint,
+            addr: addr.to_owned(),
+            grpc: grpc_client(channel.clone()),
+            channel,
+            namespace: String::new(),
+        })
     }
 
     /// The same connection, addressing another namespace (empty: `default`).
@@ -102,6 +112,17 @@ impl Client {
     pub async fn register(&self, options: AgentOptions) -> Result<Agent, Error> {
         let channel = self.endpoint.connect().await.map_err(|e| connect_error(&self.addr, e))?;
         Agent::open(grpc_client(channel), &self.namespace, options).await
+    }
+
+    /// The operators' API on this connection, presenting `token` if the server requires one and
+    /// naming the operator `actor` in the audit log.
+    pub fn admin(&self, token: Option<&str>, actor: Option<&str>) -> Result<AdminClient, Error> {
+        AdminClient::new(self.channel.clone(), self.namespace.clone(), token, actor)
+    }
+
+    /// The operators' API of a server whose `Admin` service listens on its own address.
+    pub async fn connect_admin(addr: &str, token: Option<&str>, actor: Option<&str>) -> Result<AdminClient, Error> {
+        Client::connect(addr).await?.admin(token, actor)
     }
 
     /// Agents matching `filter`, sorted by id.

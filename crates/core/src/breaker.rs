@@ -112,7 +112,9 @@ impl BreakerSettings {
 }
 
 /// Changes to [`BreakerSettings`] for a role or one agent; `None` keeps the value underneath.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Read from the server's configuration file (`[breaker]`, `[breaker_roles.NAME]`...).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BreakerOverrides {
     pub failure_threshold: Option<u32>,
     pub failure_window_ms: Option<u64>,

@@ -97,6 +97,16 @@ pub struct Config {
     pub sync_retention_ms: u64,
     /// Size and count limits.
     pub limits: Limits,
+    /// Operator commands: in flight, timeouts, sizes, audit log.
+    pub commands: crate::command::CommandSettings,
+    /// How agent health is assessed, and how often system health is sampled.
+    pub health: crate::health::HealthSettings,
+    /// Circuit breakers: the global settings...
+    pub breaker: crate::breaker::BreakerSettings,
+    /// ...changed for every agent of a role...
+    pub breaker_roles: std::collections::BTreeMap<String, crate::breaker::BreakerOverrides>,
+    /// ...and for single agents (by id, in any namespace).
+    pub breaker_agents: std::collections::BTreeMap<String, crate::breaker::BreakerOverrides>,
 }
 
 impl Default for Config {
@@ -110,11 +120,21 @@ impl Default for Config {
             default_sync_timeout_ms: 30_000,
             sync_retention_ms: 10 * 60 * 1000,
             limits: Limits::default(),
+            commands: crate::command::CommandSettings::default(),
+            health: crate::health::HealthSettings::default(),
+            breaker: crate::breaker::BreakerSettings::default(),
+            breaker_roles: Default::default(),
+            breaker_agents: Default::default(),
         }
     }
 }
 
 impl Config {
+    /// The breaker settings of an agent: global, then its role's, then its own overrides.
+    pub fn breaker_for(&self, role: &str, agent: &str) -> crate::breaker::BreakerSettings {
+        crate::breaker::resolve(&self.breaker, self.breaker_roles.get(role), self.breaker_agents.get(agent))
+    }
+
     /// How long an agent may stay silent before it is lost.
     pub fn lease_ms(&self) -> u64 {
         self.heartbeat_interval_ms.saturating_mul(u64::from(self.lease_intervals))
@@ -130,6 +150,17 @@ impl Config {
         }
         if self.queue_capacity == 0 {
             return Err("queue_capacity must be at least 1".into());
+        }
+        self.commands.validate()?;
+        self.breaker.validate().map_err(|e| format!("breaker: {e}"))?;
+        self.health.validate().map_err(|e| format!("health: {e}"))?;
+        for (kind, map) in [("role", &self.breaker_roles), ("agent", &self.breaker_agents)] {
+            for (name, overrides) in map {
+                overrides
+                    .apply_to(&self.breaker)
+                    .validate()
+                    .map_err(|e| format!("breaker for {kind} '{name}': {e}"))?;
+            }
         }
         if self.default_sync_timeout_ms == 0 || self.default_sync_timeout_ms > self.limits.max_sync_timeout_ms {
             return Err(format!(

@@ -19,11 +19,16 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::breaker::{BreakerState, FailureKind, Transition};
+use crate::command::{
+    AuditEntry, AuditOutcome, CommandId, CommandRequest, ControlPlane, Finished, Gated, PauseCause, Refusal, Resumed,
+};
 use crate::config::Config;
 use crate::error::CoreError;
+use crate::health::{HealthCounts, HealthHistory, HealthReport, HealthSample, QueueObservation};
 use crate::io::{
-    ConnId, Frame, Input, Message, Output, RegisterRequest, Registered, RegistryEvent, Reply, Request, Time,
-    WatchTarget,
+    ConnId, ControlKind, ControlNotice, Frame, Input, Message, Output, RegisterRequest, Registered, RegistryEvent,
+    Reply, Request, Time, WatchTarget,
 };
 use crate::lease::Lease;
 use crate::name;
@@ -32,6 +37,20 @@ use crate::registry::{Agent, AgentQuery, AgentStatus, AgentView, Profile, Regist
 use crate::state;
 use crate::syncpoint::{Arrived, Diagnosis, Participants, Release, SyncPoint, SyncStatus};
 use crate::topic;
+
+/// Asks whether an agent is registered, for the control plane's checks.
+fn registry_lookup(namespaces: &HashMap<Arc<str>, Namespace>) -> impl Fn(&str, &str) -> bool + '_ {
+    |ns, agent| namespaces.get(ns).is_some_and(|n| n.agents.contains_key(agent))
+}
+
+/// The frame telling an agent why it is held.
+fn control_frame(kind: ControlKind, refusal: &Refusal) -> Frame {
+    let (actor, reason) = match &refusal.cause {
+        PauseCause::Paused { actor, .. } => (actor.clone(), String::new()),
+        PauseCause::EmergencyStop(stop) => (stop.actor.clone(), stop.reason.clone()),
+    };
+    Frame::Control(ControlNotice { kind, actor, reason })
+}
 
 /// Route cache entries per namespace before the cache is cleared (it refills on demand).
 const ROUTE_CACHE_MAX: usize = 4096;
@@ -45,6 +64,8 @@ pub struct Counters {
     pub state_updates: u64,
     pub syncs_completed: u64,
     pub syncs_failed: u64,
+    pub breaker_transitions: u64,
+    pub breakers_opened: u64,
 }
 
 /// A summary of the engine for `ServerInfo`.
@@ -56,10 +77,36 @@ pub struct EngineInfo {
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
-    Lease { ns: Arc<str>, agent: Arc<str> },
-    LostRetention { ns: Arc<str>, agent: Arc<str> },
-    SyncDeadline { ns: Arc<str>, id: Arc<str> },
-    SyncRetention { ns: Arc<str>, id: Arc<str> },
+    Lease {
+        ns: Arc<str>,
+        agent: Arc<str>,
+    },
+    LostRetention {
+        ns: Arc<str>,
+        agent: Arc<str>,
+    },
+    SyncDeadline {
+        ns: Arc<str>,
+        id: Arc<str>,
+    },
+    SyncRetention {
+        ns: Arc<str>,
+        id: Arc<str>,
+    },
+    /// An operator's command may have timed out.
+    Commands,
+    /// Time to sample system health.
+    HealthSample,
+    /// A delivery batch sent to the agent may be past its acknowledgement deadline.
+    AckDeadline {
+        ns: Arc<str>,
+        agent: Arc<str>,
+    },
+    /// The agent's circuit breaker may have a time-driven transition due.
+    Breaker {
+        ns: Arc<str>,
+        agent: Arc<str>,
+    },
 }
 
 enum ConnRole {
@@ -140,19 +187,44 @@ pub struct Engine {
     outputs: VecDeque<Output>,
     timers: BinaryHeap<Reverse<(Time, Timer)>>,
     counters: Counters,
+    control: ControlPlane,
+    /// The time of the input being handled (frames are stamped with it when they go out).
+    now: Time,
+    /// Registrations so far: seeds each breaker's jitter differently.
+    registrations: u64,
+    /// System health over time (the share of healthy agents).
+    history: HealthHistory,
+}
+
+/// Every agent's health and the system's, for the `health` command.
+#[derive(Clone, Debug)]
+pub struct HealthOverview {
+    /// (namespace, agent id, role, report), sorted.
+    pub agents: Vec<(String, String, String, HealthReport)>,
+    pub counts: HealthCounts,
+    /// Recent samples of system health, oldest first.
+    pub history: Vec<HealthSample>,
 }
 
 impl Engine {
     /// A new, empty engine. `config` must have passed [`Config::validate`].
     pub fn new(config: Config) -> Self {
-        Engine {
-            config,
+        let mut engine = Engine {
             namespaces: HashMap::new(),
             conns: HashMap::new(),
             outputs: VecDeque::new(),
             timers: BinaryHeap::new(),
             counters: Counters::default(),
-        }
+            control: ControlPlane::new(config.commands.clone()),
+            now: 0,
+            registrations: 0,
+            history: HealthHistory::new(0, &config.health),
+            config,
+        };
+        // The first sample of system health is taken one interval in, when agents may have come.
+        let first = engine.config.health.sample_interval_ms;
+        engine.timers.push(Reverse((first, Timer::HealthSample)));
+        engine
     }
 
     pub fn config(&self) -> &Config {
@@ -161,6 +233,7 @@ impl Engine {
 
     /// Applies one input at time `now`.
     pub fn handle(&mut self, now: Time, input: Input) {
+        self.now = self.now.max(now);
         match input {
             Input::Register { conn, request, new_token } => {
                 if let Err(e) = self.register(now, conn, request, new_token) {
@@ -177,11 +250,19 @@ impl Engine {
         }
     }
 
-    /// Answers a request the shell could not decode with `error` (on the session of `conn`).
+    /// Answers a request the shell could not decode with `error` (on the session of `conn`). A
+    /// protocol violation counts as a failure for the agent's circuit breaker: an agent that keeps
+    /// sending garbage is isolated like one that keeps failing its deliveries.
     pub fn reject(&mut self, conn: ConnId, request_id: u64, error: CoreError) {
         if let Some(ConnRole::Agent { ns, agent }) = self.conns.get(&conn) {
             let (ns, agent) = (ns.clone(), agent.clone());
             self.reply(&ns, &agent, request_id, Reply::Error(error));
+            let now = self.now;
+            let transition =
+                self.agent_mut(&ns, &agent).and_then(|a| a.breaker.record_failure(now, FailureKind::AgentError));
+            if let Some(t) = transition {
+                self.breaker_moved(&ns, &agent, t);
+            }
         }
     }
 
@@ -192,6 +273,7 @@ impl Engine {
 
     /// Fires every timer due at `now`: lost leases, barrier deadlines, retention ends.
     pub fn handle_timeout(&mut self, now: Time) {
+        self.now = self.now.max(now);
         while let Some(Reverse((at, _))) = self.timers.peek() {
             if *at > now {
                 break;
@@ -225,6 +307,16 @@ impl Engine {
         outbox.notified = frame.is_some();
         let agent = ns.agents.get_mut(&agent_key).expect("still there");
         agent.outbox = outbox;
+        if let Some(Frame::Deliveries(batch)) = &frame {
+            // The acknowledgement deadline of this batch feeds the agent's breaker.
+            let last = batch.last().map_or(0, |d| d.seq);
+            agent.unacked.push_back((last, self.now));
+            if !agent.ack_timer {
+                agent.ack_timer = true;
+                let at = self.now.saturating_add(agent.breaker.settings().timeout_per_agent_ms);
+                self.timers.push(Reverse((at, Timer::AckDeadline { ns: ns_key, agent: agent_key })));
+            }
+        }
         frame
     }
 
@@ -267,6 +359,7 @@ impl Engine {
                     closed_old = Some(old);
                 }
                 agent.session = Some(Session { conn: Some(conn), lease });
+                agent.breaker.set_settings(config.breaker_for(&profile.role, &agent.id));
                 agent.apply_profile(profile);
                 agent.last_heartbeat = now;
                 if was_lost {
@@ -285,7 +378,10 @@ impl Engine {
                 }
                 let id: Arc<str> = req.agent_id.as_str().into();
                 let session = Session { conn: Some(conn), lease };
-                ns.agents.insert(id.clone(), Agent::new(id.clone(), profile, now, session, new_token, config));
+                let seed = self.registrations
+                    ^ id.bytes()
+                        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+                ns.agents.insert(id.clone(), Agent::new(id.clone(), profile, now, session, new_token, config, seed));
                 (id, false, true)
             }
         };
@@ -301,6 +397,17 @@ impl Engine {
         };
         // Registration goes ahead of anything queued while the session was away.
         agent.outbox.push_control_front(Frame::Registered(registered));
+        // An agent paused by an operator (or an emergency stop) comes back paused, and is told.
+        if let Err(refusal) = self.control.check(&ns_key, &agent_key, Gated::Publish) {
+            agent.outbox.set_held(true);
+            agent.status_when_resumed = Some(agent.status).filter(|s| *s != AgentStatus::Paused);
+            agent.status = AgentStatus::Paused;
+            let kind = match refusal.cause {
+                PauseCause::EmergencyStop(_) => ControlKind::EmergencyStop,
+                PauseCause::Paused { .. } => ControlKind::Paused,
+            };
+            agent.outbox.push_urgent(control_frame(kind, &refusal));
+        }
         // The new connection has been told nothing yet: a `Ready` given to an earlier connection
         // that never drained it (stuck, broken, too slow) must not keep this one waiting.
         agent.outbox.notified = false;
@@ -326,10 +433,36 @@ impl Engine {
             return;
         };
         let (ns, agent) = (ns.clone(), agent.clone());
+        let progress = matches!(request, Request::Publish { .. } | Request::UpdateState { .. });
         if let Some(a) = self.agent_mut(&ns, &agent) {
             a.last_heartbeat = now;
+            a.health.heartbeat(now);
+            if progress {
+                a.health.progress(now);
+            }
             if let Some(s) = a.session.as_mut() {
                 s.lease.renew(now);
+            }
+        }
+        let gated = match &request {
+            Request::Publish { .. } => Some(Gated::Publish),
+            Request::UpdateState { .. } => Some(Gated::UpdateState),
+            Request::Sync { .. } => Some(Gated::SyncArrive),
+            _ => None,
+        };
+        if let Some(Err(refusal)) = gated.map(|action| self.control.check(&ns, &agent, action)) {
+            self.reply(&ns, &agent, request_id, Reply::Error(refusal.into()));
+            return;
+        }
+        if matches!(request, Request::Publish { .. } | Request::UpdateState { .. }) {
+            if let Some(b) = self.agent(&ns, &agent).map(|a| &a.breaker).filter(|b| b.is_open()) {
+                let err = CoreError::BreakerOpen {
+                    agent: agent.to_string(),
+                    probe_at_ms: b.probe_at().unwrap_or(now),
+                    reason: b.open_reason().map(|r| r.to_string()).unwrap_or_default(),
+                };
+                self.reply(&ns, &agent, request_id, Reply::Error(err));
+                return;
             }
         }
         let result = match request {
@@ -349,10 +482,21 @@ impl Engine {
                 }
             }
             Request::Ack { up_to } => {
-                if let Some(a) = self.agent_mut(&ns, &agent) {
-                    a.outbox.ack(up_to);
-                }
+                self.acknowledged(now, &ns, &agent, up_to, None);
                 return;
+            }
+            Request::DeliveryError { seq, reason } => {
+                self.acknowledged(now, &ns, &agent, seq, Some(reason));
+                Ok(Reply::Ok)
+            }
+            Request::CommandResult { command_id, reply } => {
+                match self.control.reply(now, &ns, &agent, CommandId(command_id), reply) {
+                    Ok(finished) => {
+                        self.command_done(finished);
+                        Ok(Reply::Ok)
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Request::Deregister => {
                 self.remove_agent(now, &ns, &agent, "left");
@@ -431,6 +575,34 @@ impl Engine {
                     self.release(now, &ns, &id, release);
                 }
             }
+            Timer::AckDeadline { ns, agent } => self.ack_deadline(now, &ns, &agent),
+            Timer::Breaker { ns, agent } => {
+                let quiet_trial = self.agent(&ns, &agent).is_some_and(|a| {
+                    a.breaker.state() == BreakerState::HalfOpen && a.unacked.is_empty() && a.outbox.stats().queued == 0
+                });
+                let transition = self.agent_mut(&ns, &agent).and_then(|a| {
+                    if quiet_trial && a.breaker.next_deadline().is_some_and(|d| d <= now) {
+                        // Nothing was there to probe it with: give it the benefit of the doubt
+                        // rather than reopening an idle agent forever.
+                        a.breaker.reset(now)
+                    } else {
+                        a.breaker.poll(now)
+                    }
+                });
+                if let Some(t) = transition {
+                    self.breaker_moved(&ns, &agent, t);
+                }
+            }
+            Timer::HealthSample => {
+                let counts = self.health(now).counts;
+                self.history.sample(now, counts);
+                self.arm_health_sample();
+            }
+            Timer::Commands => {
+                for finished in self.control.expire(now) {
+                    self.command_done(finished);
+                }
+            }
             Timer::SyncRetention { ns, id } => {
                 let Some(n) = self.namespaces.get_mut(&ns) else {
                     return;
@@ -462,6 +634,7 @@ impl Engine {
         a.status = AgentStatus::Lost;
         a.lost_at = Some(now);
         a.outbox.end_session();
+        a.unacked.clear();
         let watches = std::mem::take(&mut a.watches);
         for w in &watches {
             n.index_watch(agent, w, false);
@@ -479,6 +652,9 @@ impl Engine {
         )));
         self.registry_event(ns, agent, RegistryEventKind::Lost, Some(previous));
         self.participant_gone(now, ns, agent, "lost its lease");
+        for finished in self.control.agent_gone(now, ns, agent, "its lease was lost") {
+            self.command_done(finished);
+        }
     }
 
     /// The agent leaves the registry for good (deregistered, disconnected cleanly, or forgotten).
@@ -500,6 +676,10 @@ impl Engine {
         let watchers = n.watchers_of(&a);
         self.push_to_watchers(ns, watchers, |outbox| outbox.push_state_removed(agent, a.state_version));
         self.participant_gone(now, ns, agent, why);
+        self.control.forget_agent(ns, agent);
+        for finished in self.control.agent_gone(now, ns, agent, why) {
+            self.command_done(finished);
+        }
     }
 
     fn participant_gone(&mut self, now: Time, ns: &Arc<str>, agent: &Arc<str>, why: &str) {
@@ -554,6 +734,12 @@ impl Engine {
             let Some(agent) = n.agents.get_mut(sub) else {
                 continue;
             };
+            if agent.breaker.is_open() {
+                // Isolated: counted as missed, and reported as a gap once it recovers.
+                agent.outbox.drop_routed();
+                self.counters.dropped += 1;
+                continue;
+            }
             match agent.outbox.push_message(message.clone()) {
                 Enqueued::Queued => self.counters.routed += 1,
                 Enqueued::DroppedOldest => {
@@ -629,7 +815,13 @@ impl Engine {
                 "`lost` is set by the server when a lease runs out, not by agents",
             ));
         }
+        let held = self.control.is_paused(ns, agent);
         let a = self.agent_mut(ns, agent).expect("a session's agent exists");
+        if held {
+            // It stays `paused` until an operator resumes it; then it has what it asked for.
+            a.status_when_resumed = Some(status);
+            return Ok(());
+        }
         let previous = a.status;
         if previous != status {
             a.status = status;
@@ -983,6 +1175,285 @@ impl Engine {
 
     fn agent_mut(&mut self, ns: &str, agent: &str) -> Option<&mut Agent> {
         self.namespaces.get_mut(ns)?.agents.get_mut(agent)
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Circuit breakers: deliveries not acknowledged in time, or reported as failed, isolate an agent.
+
+    /// The agent acknowledged every delivery up to `seq` (or, with `error`, failed the one at `seq`).
+    fn acknowledged(&mut self, now: Time, ns: &Arc<str>, agent: &Arc<str>, seq: u64, error: Option<String>) {
+        let Some(a) = self.agent_mut(ns, agent) else { return };
+        a.outbox.ack(seq);
+        a.health.progress(now);
+        let mut transitions = Vec::new();
+        while let Some((_, sent)) = a.unacked.front().copied().filter(|(last, _)| *last <= seq) {
+            a.unacked.pop_front();
+            if error.is_none() {
+                a.health.delivery_succeeded(now, now.saturating_sub(sent));
+                transitions.extend(a.breaker.record_success(now));
+            }
+        }
+        if error.is_some() {
+            a.health.delivery_failed(now);
+            transitions.extend(a.breaker.record_failure(now, FailureKind::AgentError));
+        }
+        for t in transitions {
+            self.breaker_moved(ns, agent, t);
+        }
+    }
+
+    /// Batches past their deadline count as failures; the timer moves to the next one.
+    fn ack_deadline(&mut self, now: Time, ns: &Arc<str>, agent: &Arc<str>) {
+        let Some(a) = self.agent_mut(ns, agent) else { return };
+        a.ack_timer = false;
+        let timeout = a.breaker.settings().timeout_per_agent_ms;
+        let mut transitions = Vec::new();
+        while a.unacked.front().is_some_and(|(_, sent)| sent.saturating_add(timeout) <= now) {
+            a.unacked.pop_front();
+            a.health.delivery_failed(now);
+            transitions.extend(a.breaker.record_failure(now, FailureKind::AckTimeout));
+        }
+        if let Some((_, sent)) = a.unacked.front() {
+            a.ack_timer = true;
+            let at = sent.saturating_add(timeout);
+            self.timers.push(Reverse((at, Timer::AckDeadline { ns: ns.clone(), agent: agent.clone() })));
+        }
+        for t in transitions {
+            self.breaker_moved(ns, agent, t);
+        }
+    }
+
+    /// A breaker changed state: hold or release the agent's deliveries, arm its next deadline, and
+    /// tell registry watchers.
+    fn breaker_moved(&mut self, ns: &Arc<str>, agent: &Arc<str>, t: Transition) {
+        self.counters.breaker_transitions += 1;
+        if t.to == BreakerState::Open {
+            self.counters.breakers_opened += 1;
+        }
+        let paused = self.control.is_paused(ns, agent);
+        let Some(a) = self.agent_mut(ns, agent) else { return };
+        a.outbox.set_held(paused || t.to == BreakerState::Open);
+        let deadline = a.breaker.next_deadline();
+        if let Some(at) = deadline {
+            self.timers.push(Reverse((at, Timer::Breaker { ns: ns.clone(), agent: agent.clone() })));
+        }
+        self.registry_event(ns, agent, RegistryEventKind::Breaker, None);
+        self.notify(ns, agent);
+    }
+
+    /// Closes an agent's breaker and forgets its failures (an operator's `restart`).
+    pub fn restart_agent(&mut self, now: Time, actor: &str, namespace: &str, agent: &str) -> Result<String, CoreError> {
+        let ns = self.key(name::namespace_or_default(namespace)?);
+        let id: Arc<str> = agent.into();
+        let Some(a) = self.agent_mut(&ns, &id) else {
+            return Err(CoreError::UnknownAgent { namespace: ns.to_string(), agent: agent.to_owned() });
+        };
+        a.unacked.clear();
+        let before = a.breaker.state();
+        let transition = a.breaker.reset(now);
+        if let Some(t) = transition {
+            self.breaker_moved(&ns, &id, t);
+        }
+        let detail = format!("agent '{agent}' restarted: breaker {} → closed, failures forgotten", before.as_str());
+        self.control
+            .record(AuditEntry::new(now, actor, "restart_agent", AuditOutcome::Ok).target(&ns, agent).detail(&detail));
+        Ok(detail)
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Health: per agent, and the share of healthy agents over time.
+
+    fn arm_health_sample(&mut self) {
+        self.timers.push(Reverse((self.history.next_deadline(), Timer::HealthSample)));
+    }
+
+    /// Every agent's health, and the system's, at `now`.
+    pub fn health(&mut self, now: Time) -> HealthOverview {
+        let settings = self.config.health.clone();
+        let capacity = self.config.queue_capacity as u64;
+        let mut counts = HealthCounts::default();
+        let mut agents = Vec::new();
+        for (ns, n) in &mut self.namespaces {
+            for a in n.agents.values_mut() {
+                let stats = a.outbox.stats();
+                a.health.observe_queue(
+                    now,
+                    QueueObservation {
+                        depth: stats.queued as u64,
+                        capacity,
+                        high_water: stats.high_water as u64,
+                        dropped: stats.dropped,
+                        pending: stats.queued as u64 + a.unacked.len() as u64,
+                    },
+                );
+                a.health.observe_breaker(a.breaker.state(), a.breaker.since());
+                let report = a.health.report(now, &settings);
+                counts.add(report.status);
+                agents.push((ns.to_string(), a.id.to_string(), a.role.to_string(), report));
+            }
+        }
+        agents.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
+        HealthOverview { agents, counts, history: self.history.samples().cloned().collect() }
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Control plane: operators pause, resume, stop everyone, and command agents.
+
+    fn command_done(&mut self, finished: Finished) {
+        self.outputs.push_back(Output::CommandDone {
+            origin: finished.command.origin,
+            command_id: finished.command.id.0,
+            outcome: finished.outcome,
+        });
+    }
+
+    /// Holds or releases one agent's deliveries, sets its status and tells it.
+    fn set_paused(&mut self, ns: &str, agent: &str, paused: bool, notice: Frame) {
+        let Some(a) = self.agent_mut(ns, agent) else { return };
+        a.outbox.set_held(paused);
+        a.outbox.push_urgent(notice);
+        let previous = a.status;
+        // The agent's own status is kept aside while it is held, and comes back on resume.
+        let status = if paused {
+            if previous != AgentStatus::Paused {
+                a.status_when_resumed = Some(previous);
+            }
+            AgentStatus::Paused
+        } else {
+            a.status_when_resumed.take().unwrap_or(AgentStatus::Active)
+        };
+        let changed = previous != status && previous != AgentStatus::Lost;
+        if changed {
+            a.status = status;
+        }
+        let (ns, agent) = (self.key(ns), Arc::<str>::from(agent));
+        if changed {
+            self.registry_event(&ns, &agent, RegistryEventKind::Status, Some(previous));
+        }
+        self.notify(&ns, &agent);
+    }
+
+    fn key(&self, ns: &str) -> Arc<str> {
+        self.namespaces.get_key_value(ns).map_or_else(|| ns.into(), |(k, _)| k.clone())
+    }
+
+    fn all_agents(&self) -> Vec<(Arc<str>, Arc<str>)> {
+        self.namespaces.iter().flat_map(|(ns, n)| n.agents.keys().map(move |a| (ns.clone(), a.clone()))).collect()
+    }
+
+    /// Pauses one agent: its deliveries are held (state changes coalesce) and its publishes, state
+    /// updates and sync arrivals refused until it is resumed. Returns what happened, in words.
+    pub fn pause_agent(&mut self, now: Time, actor: &str, namespace: &str, agent: &str) -> Result<String, CoreError> {
+        let ns = name::namespace_or_default(namespace)?.to_owned();
+        let registered = registry_lookup(&self.namespaces);
+        if !self.control.pause(now, actor, &ns, agent, registered)? {
+            return Ok(format!("agent '{agent}' was already paused"));
+        }
+        let notice = ControlNotice { kind: ControlKind::Paused, actor: actor.to_owned(), reason: String::new() };
+        self.set_paused(&ns, agent, true, Frame::Control(notice));
+        Ok(format!("agent '{agent}' paused; its deliveries are held until it is resumed"))
+    }
+
+    /// Lifts one agent's pause; its held deliveries follow.
+    pub fn resume_agent(&mut self, now: Time, actor: &str, namespace: &str, agent: &str) -> Result<String, CoreError> {
+        let ns = name::namespace_or_default(namespace)?.to_owned();
+        let registered = registry_lookup(&self.namespaces);
+        match self.control.resume(now, actor, &ns, agent, registered)? {
+            Resumed::Resumed => {
+                let notice =
+                    ControlNotice { kind: ControlKind::Resumed, actor: actor.to_owned(), reason: String::new() };
+                self.set_paused(&ns, agent, false, Frame::Control(notice));
+                Ok(format!("agent '{agent}' resumed; its held deliveries follow"))
+            }
+            Resumed::WasNotPaused => Ok(format!("agent '{agent}' was not paused")),
+            Resumed::StillStopped => Ok(format!(
+                "agent '{agent}' is no longer paused on its own, but the emergency stop still holds it: run resume_all"
+            )),
+        }
+    }
+
+    /// Pauses every agent of every namespace at once and tells them.
+    pub fn emergency_stop(&mut self, now: Time, actor: &str, reason: &str) -> String {
+        if !self.control.emergency_stop(now, actor, reason) {
+            return "an emergency stop was already in force".into();
+        }
+        let reason = self.control.emergency().map(|e| e.reason.clone()).unwrap_or_default();
+        let agents = self.all_agents();
+        for (ns, agent) in &agents {
+            let notice =
+                ControlNotice { kind: ControlKind::EmergencyStop, actor: actor.to_owned(), reason: reason.clone() };
+            self.set_paused(ns, agent, true, Frame::Control(notice));
+        }
+        format!("emergency stop: {} agent(s) paused; publishes, state updates and sync arrivals are refused until resume_all", agents.len())
+    }
+
+    /// Lifts the emergency stop and every pause; held deliveries follow.
+    pub fn resume_all(&mut self, now: Time, actor: &str) -> String {
+        let lifted = self.control.resume_all(now, actor);
+        let agents = if lifted.emergency_lifted { self.all_agents() } else { lifted.agents.clone() };
+        for (ns, agent) in &agents {
+            let notice =
+                ControlNotice { kind: ControlKind::ResumedAll, actor: actor.to_owned(), reason: String::new() };
+            self.set_paused(ns, agent, false, Frame::Control(notice));
+        }
+        let stop = if lifted.emergency_lifted { "emergency stop lifted; " } else { "" };
+        format!("{stop}{} agent(s) resumed", agents.len())
+    }
+
+    /// Sends a command to an agent; its outcome comes out as [`Output::CommandDone`] with `origin`.
+    /// Returns the command's id.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_command(
+        &mut self,
+        now: Time,
+        origin: u64,
+        actor: &str,
+        namespace: &str,
+        agent: &str,
+        command: &str,
+        params_json: &str,
+        timeout_ms: u64,
+    ) -> Result<u64, CoreError> {
+        let ns = name::namespace_or_default(namespace)?.to_owned();
+        let registered = registry_lookup(&self.namespaces);
+        let request = CommandRequest {
+            origin,
+            actor: actor.to_owned(),
+            namespace: ns.clone(),
+            agent: agent.to_owned(),
+            command: command.to_owned(),
+            params_json: params_json.to_owned(),
+            timeout_ms,
+        };
+        let pending = self.control.send_command(now, request, registered)?;
+        let (id, deadline) = (pending.id.0, pending.deadline);
+        let frame = Frame::Command {
+            command_id: id,
+            command: pending.command.clone(),
+            params: pending.params.clone(),
+            deadline,
+        };
+        if let Some(a) = self.agent_mut(&ns, agent) {
+            a.outbox.push_urgent(frame);
+        }
+        let (ns, agent) = (self.key(&ns), Arc::<str>::from(agent));
+        self.notify(&ns, &agent);
+        self.timers.push(Reverse((deadline, Timer::Commands)));
+        Ok(id)
+    }
+
+    /// The control plane: pauses, emergency stop, pending commands, audit log.
+    pub fn control(&self) -> &ControlPlane {
+        &self.control
+    }
+
+    /// How many agents are in each status, over every namespace.
+    pub fn agents_by_status(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        let mut counts = std::collections::BTreeMap::new();
+        for a in self.namespaces.values().flat_map(|n| n.agents.values()) {
+            *counts.entry(a.status.as_str()).or_default() += 1;
+        }
+        counts
     }
 
     // ---------------------------------------------------------------------------------------------

@@ -66,6 +66,12 @@ pub enum CoreError {
     #[error("session for agent '{agent}' ended: {reason}")]
     SessionEnded { agent: String, reason: String },
 
+    #[error(transparent)]
+    Paused(#[from] crate::command::Refusal),
+
+    #[error("{}", crate::breaker::open_message(.agent, *.probe_at_ms, .reason))]
+    BreakerOpen { agent: String, probe_at_ms: u64, reason: String },
+
     #[error("slow consumer: agent '{agent}' let its outbound queue of {capacity} messages fill up; the server disconnected it (overflow policy `disconnect`)")]
     SlowConsumer { agent: String, capacity: usize },
 }
@@ -88,9 +94,11 @@ impl CoreError {
             CoreError::UnknownAgent { .. } | CoreError::UnknownSyncPoint { .. } => ErrorCode::NotFound,
             CoreError::AlreadyRegistered { .. } => ErrorCode::AlreadyExists,
             CoreError::Limit { .. } | CoreError::SlowConsumer { .. } => ErrorCode::ResourceExhausted,
-            CoreError::SyncMismatch { .. } | CoreError::NotAParticipant { .. } | CoreError::SyncFinished { .. } => {
-                ErrorCode::FailedPrecondition
-            }
+            CoreError::SyncMismatch { .. }
+            | CoreError::NotAParticipant { .. }
+            | CoreError::SyncFinished { .. }
+            | CoreError::Paused(_)
+            | CoreError::BreakerOpen { .. } => ErrorCode::FailedPrecondition,
             CoreError::SyncTimeout { .. } => ErrorCode::DeadlineExceeded,
             CoreError::SyncAborted { .. } => ErrorCode::Aborted,
             CoreError::SessionEnded { .. } => ErrorCode::Unavailable,

@@ -67,6 +67,17 @@ pub enum Request {
         up_to: u64,
     },
     Deregister,
+    /// The agent could not process the delivery with sequence number `seq` (a failure for its
+    /// circuit breaker).
+    DeliveryError {
+        seq: u64,
+        reason: String,
+    },
+    /// The agent's answer to an operator's command.
+    CommandResult {
+        command_id: u64,
+        reply: crate::command::CommandReply,
+    },
 }
 
 /// Something that happened at the shell.
@@ -90,6 +101,8 @@ pub enum Output {
     /// The connection has frames to send: call [`Engine::next_frame`](crate::Engine::next_frame)
     /// until it returns `None`. Emitted once until the connection's frames are drained.
     Ready(ConnId),
+    /// An operator's command (sent with `origin`) ended: answer the operator.
+    CommandDone { origin: u64, command_id: u64, outcome: crate::command::CommandOutcome },
     /// End the connection: with this error, or normally (`None`, after a deregistration). Send
     /// nothing more on it.
     Close(ConnId, Option<CoreError>),
@@ -175,8 +188,37 @@ pub struct Registered {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Frame {
     Registered(Registered),
-    Reply { request_id: u64, reply: Reply },
+    Reply {
+        request_id: u64,
+        reply: Reply,
+    },
     Deliveries(Vec<Delivery>),
     StateChanges(Vec<StateChange>),
     Registry(RegistryEvent),
+    /// An operator paused or resumed this agent, or stopped or resumed everyone.
+    Control(ControlNotice),
+    /// An operator's command for this agent.
+    Command {
+        command_id: u64,
+        command: String,
+        params: Value,
+        deadline: Time,
+    },
+}
+
+/// What an operator did to an agent's right to act.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControlKind {
+    Paused,
+    Resumed,
+    EmergencyStop,
+    ResumedAll,
+}
+
+/// A control notice for an agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlNotice {
+    pub kind: ControlKind,
+    pub actor: String,
+    pub reason: String,
 }

@@ -23,9 +23,9 @@
 //! [`lease`], [`registry`], [`syncpoint`], [`engine`] (wiring them), [`io`] (inputs and outputs),
 //! [`config`] and [`error`].
 //!
-//! [`breaker`], [`health`] and [`command`] hold the rules of fault isolation and the control plane
-//! (circuit breakers, health assessment, pause / emergency stop, operator commands and their audit
-//! log), each tested on its own; the engine does not use them yet.
+//! [`breaker`] (circuit breakers) and [`command`] (pause, emergency stop, operators' commands and
+//! their audit log) hold the rules of fault isolation and of the control plane, which the engine
+//! applies; [`health`] holds the rules of health assessment, which the engine feeds.
 
 pub mod breaker;
 pub mod command;
@@ -48,12 +48,12 @@ pub use command::{
     ControlPlane, Gated, Refusal,
 };
 pub use config::{Config, Limits, OverflowPolicy};
-pub use engine::{Counters, Engine, EngineInfo};
+pub use engine::{Counters, Engine, EngineInfo, HealthOverview};
 pub use error::{CoreError, ErrorCode};
 pub use health::{AgentHealth, HealthHistory, HealthIssue, HealthReport, HealthSettings, HealthStatus};
 pub use io::{
-    ConnId, Delivery, Frame, Input, Message, Output, RegisterRequest, Registered, RegistryEvent, Reply, Request,
-    StateChange, Time, WatchTarget,
+    ConnId, ControlKind, ControlNotice, Delivery, Frame, Input, Message, Output, RegisterRequest, Registered,
+    RegistryEvent, Reply, Request, StateChange, Time, WatchTarget,
 };
 pub use registry::{AgentQuery, AgentStatus, AgentView, RegistryEventKind};
 pub use syncpoint::{Diagnosis, Participants, SyncOutcome, SyncState, SyncStatus};

@@ -2,6 +2,8 @@
 //!
 //! * Control frames (registration, replies) are never dropped; if more than
 //!   `max_control_backlog` pile up the agent is too slow to serve and is disconnected.
+//! * While the agent is paused (held), only control frames go out; messages queue under the usual
+//!   policy and state changes keep coalescing, so it catches up on resume with state converged.
 //! * A reply is a fence: it is sent only after every message and state change queued before it.
 //!   So a barrier's release reaches each participant after the messages published, and the state
 //!   changes made, before the barrier's last arrival.
@@ -68,6 +70,8 @@ pub struct Outbox {
     stats: OutboxStats,
     /// The engine announced `Ready` for this outbox and the shell has not drained it since.
     pub(crate) notified: bool,
+    /// Paused: hold everything but control frames.
+    held: bool,
 }
 
 impl Outbox {
@@ -83,12 +87,23 @@ impl Outbox {
             state_order: VecDeque::new(),
             stats: OutboxStats::default(),
             notified: false,
+            held: false,
         }
     }
 
-    /// Whether anything waits to be sent.
+    /// Whether anything waits to be sent now.
     pub fn has_frames(&self) -> bool {
-        !self.control.is_empty() || !self.messages.is_empty() || !self.state_order.is_empty()
+        !self.control.is_empty() || (!self.held && (!self.messages.is_empty() || !self.state_order.is_empty()))
+    }
+
+    /// Holds (paused) or releases deliveries and state changes.
+    pub fn set_held(&mut self, held: bool) {
+        self.held = held;
+    }
+
+    /// Queues a control frame that goes ahead of queued deliveries (a notice, a command).
+    pub fn push_urgent(&mut self, frame: Frame) {
+        self.control.push_back((frame, None));
     }
 
     /// Number of control frames waiting.
@@ -124,7 +139,8 @@ impl Outbox {
     /// before it.
     fn control_waits_for(&self) -> Option<usize> {
         let (_, fence) = self.control.front()?;
-        let Some(fence) = *fence else { return Some(0) };
+        // While held nothing moves, so fences cannot be waited for (the replies are refusals).
+        let Some(fence) = fence.filter(|_| !self.held) else { return Some(0) };
         let messages = self.messages.iter().take_while(|d| d.seq <= fence).count();
         Some(if messages == 0 && !self.state_order.is_empty() { usize::MAX } else { messages })
     }
@@ -158,6 +174,14 @@ impl Outbox {
         self.messages.push_back(Delivery { seq, message, missed_before });
         self.stats.high_water = self.stats.high_water.max(self.messages.len());
         outcome
+    }
+
+    /// Counts a message routed to this agent while nothing may be sent to it (its breaker is
+    /// open) as dropped: it takes a sequence number and is reported before the next message.
+    pub fn drop_routed(&mut self) {
+        self.next_seq += 1;
+        self.missed += 1;
+        self.stats.dropped += 1;
     }
 
     /// Drops every queued message (the session ended), counting them as dropped and remembering the
@@ -229,6 +253,9 @@ impl Outbox {
         let waits_for = self.control_waits_for();
         if waits_for == Some(0) {
             return self.control.pop_front().map(|(frame, _)| frame);
+        }
+        if self.held {
+            return None;
         }
         if !self.state_order.is_empty() {
             let mut changes = Vec::with_capacity(self.state_order.len().min(max_items));
@@ -410,6 +437,32 @@ mod tests {
         assert_eq!(after[0].seq, 3);
         assert!(o.next_frame(10, |_| None).is_none());
         assert!(!o.has_frames());
+    }
+
+    #[test]
+    fn a_held_outbox_sends_only_control_frames_and_catches_up_on_release() {
+        let mut o = Outbox::new(8, OverflowPolicy::DropOldest);
+        let a: Arc<str> = "a".into();
+        o.set_held(true);
+        o.push_message(msg(0));
+        o.push_state_delta(&a, 1, &json!({"x": 1}));
+        o.push_reply(1, Reply::Ok);
+        o.push_state_delta(&a, 2, &json!({"y": 2}));
+        assert!(
+            matches!(o.next_frame(10, |_| None), Some(Frame::Reply { request_id: 1, .. })),
+            "replies are not fenced while held"
+        );
+        assert!(o.next_frame(10, |_| None).is_none());
+        assert!(!o.has_frames());
+        o.set_held(false);
+        assert!(o.has_frames());
+        let Some(Frame::StateChanges(c)) = o.next_frame(10, |_| None) else { panic!() };
+        assert_eq!(
+            (c[0].base_version, c[0].version, &c[0].delta),
+            (0, 2, &json!({"x": 1, "y": 2})),
+            "coalesced while held"
+        );
+        assert!(matches!(o.next_frame(10, |_| None), Some(Frame::Deliveries(_))));
     }
 
     #[test]

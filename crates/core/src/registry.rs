@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::breaker::Breaker;
 use crate::config::{Config, Limits};
 use crate::error::CoreError;
 use crate::io::{ConnId, RegisterRequest, Time, WatchTarget};
@@ -51,6 +52,8 @@ pub enum RegistryEventKind {
     Left,
     Status,
     Lost,
+    /// The agent's circuit breaker changed state (see `AgentView::breaker`).
+    Breaker,
 }
 
 /// A read-only view of an agent, for listings and events.
@@ -69,6 +72,9 @@ pub struct AgentView {
     pub queue_depth: u64,
     pub dropped: u64,
     pub delivered: u64,
+    pub breaker: crate::breaker::BreakerState,
+    /// How many times its breaker has opened.
+    pub breaker_opened: u64,
 }
 
 /// Filters for listing agents; `None` matches anything.
@@ -116,6 +122,17 @@ pub(crate) struct Agent {
     pub state_version: u64,
     pub watches: Vec<WatchTarget>,
     pub outbox: Outbox,
+    /// Isolates the agent when deliveries to it keep failing.
+    pub breaker: Breaker,
+    /// Delivery batches handed to the connection and not yet acknowledged: (last seq, sent at).
+    pub unacked: std::collections::VecDeque<(u64, Time)>,
+    /// An acknowledgement-deadline timer is pending for this agent.
+    pub ack_timer: bool,
+    /// Deliveries, acknowledgement latency, signs of life and of progress.
+    pub health: crate::health::AgentHealth,
+    /// While an operator holds the agent (status `paused`): the status it had chosen, restored on
+    /// resume.
+    pub status_when_resumed: Option<AgentStatus>,
 }
 
 /// The validated parts of a registration.
@@ -187,7 +204,9 @@ impl Agent {
         session: Session,
         resume_token: String,
         config: &Config,
+        jitter_seed: u64,
     ) -> Self {
+        let breaker = Breaker::new(now, config.breaker_for(&profile.role, &id), jitter_seed);
         Agent {
             id,
             role: profile.role,
@@ -204,6 +223,11 @@ impl Agent {
             state_version: 0,
             watches: Vec::new(),
             outbox: Outbox::new(config.queue_capacity, config.overflow_policy),
+            breaker,
+            unacked: Default::default(),
+            ack_timer: false,
+            health: crate::health::AgentHealth::new(now, &config.health),
+            status_when_resumed: None,
         }
     }
 
@@ -258,6 +282,8 @@ impl Agent {
             queue_depth: stats.queued as u64,
             dropped: stats.dropped,
             delivered: stats.delivered,
+            breaker: self.breaker.state(),
+            breaker_opened: self.breaker.opened_count(),
         }
     }
 }
@@ -300,7 +326,7 @@ mod tests {
         let config = Config::default();
         let session = Session { conn: None, lease: Lease::new(0, 10) };
         let profile = Profile::from_request(&req(), &config.limits).unwrap();
-        let agent = Agent::new("a1".into(), profile, 0, session, "token".into(), &config);
+        let agent = Agent::new("a1".into(), profile, 0, session, "token".into(), &config, 1);
         assert!(AgentQuery::default().matches(&agent));
         assert!(AgentQuery { role: Some("trader".into()), ..Default::default() }.matches(&agent));
         assert!(!AgentQuery { role: Some("risk".into()), ..Default::default() }.matches(&agent));

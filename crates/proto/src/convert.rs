@@ -133,6 +133,16 @@ pub fn session_message(kind: Option<v1::client_message::Kind>) -> Result<Session
         }
         Kind::Ack(a) => core::Request::Ack { up_to: a.up_to_seq },
         Kind::Deregister(_) => core::Request::Deregister,
+        Kind::DeliveryError(e) => core::Request::DeliveryError { seq: e.seq, reason: e.reason },
+        Kind::CommandResult(r) => {
+            use lockstep_core::command::CommandReply;
+            use v1::command_result::Outcome;
+            let reply = match r.outcome.ok_or_else(|| malformed("command_result needs result_json or error"))? {
+                Outcome::ResultJson(json) => CommandReply::Result(json),
+                Outcome::Error(message) => CommandReply::Error(message),
+            };
+            core::Request::CommandResult { command_id: r.command_id, reply }
+        }
     };
     Ok(SessionMessage::Request(request))
 }
@@ -186,6 +196,19 @@ pub fn server_message(frame: Frame) -> Option<v1::ServerMessage> {
                 .collect(),
         }),
         Frame::Registry(_) => return None,
+        Frame::Control(n) => {
+            use v1::control::Kind as K;
+            let kind = match n.kind {
+                core::ControlKind::Paused => K::Paused,
+                core::ControlKind::Resumed => K::Resumed,
+                core::ControlKind::EmergencyStop => K::EmergencyStop,
+                core::ControlKind::ResumedAll => K::ResumedAll,
+            };
+            Kind::Control(v1::Control { kind: kind as i32, actor: n.actor, reason: n.reason })
+        }
+        Frame::Command { command_id, command, params, deadline } => {
+            Kind::Command(v1::Command { command_id, command, params_json: params.to_string(), deadline_ms: deadline })
+        }
     };
     Some(v1::ServerMessage { kind: Some(kind) })
 }
@@ -221,6 +244,8 @@ pub fn agent_info(a: &core::AgentView) -> v1::AgentInfo {
         queue_depth: a.queue_depth,
         dropped: a.dropped,
         delivered: a.delivered,
+        breaker_state: a.breaker.as_str().to_owned(),
+        breaker_opened: a.breaker_opened,
     }
 }
 
@@ -232,6 +257,7 @@ pub fn registry_event(e: &core::RegistryEvent) -> v1::RegistryEvent {
         core::RegistryEventKind::Left => Kind::Left,
         core::RegistryEventKind::Status => Kind::Status,
         core::RegistryEventKind::Lost => Kind::Lost,
+        core::RegistryEventKind::Breaker => Kind::Breaker,
     };
     v1::RegistryEvent {
         kind: kind as i32,
@@ -286,5 +312,61 @@ pub fn limits(config: &core::Config) -> v1::Limits {
         max_state_bytes: l.max_state_bytes as u64,
         max_sync_participants: l.max_sync_participants as u32,
         max_sync_timeout_ms: l.max_sync_timeout_ms,
+    }
+}
+
+pub fn health(h: &core::HealthOverview, now: core::Time) -> v1::HealthResponse {
+    let sample = |s: &lockstep_core::health::HealthSample| v1::HealthSample {
+        at_ms: s.at,
+        score: s.score(),
+        healthy: s.counts.healthy,
+        total: s.counts.total(),
+    };
+    v1::HealthResponse {
+        agents: h
+            .agents
+            .iter()
+            .map(|(ns, id, role, r)| v1::AgentHealth {
+                namespace: ns.clone(),
+                agent_id: id.clone(),
+                role: role.clone(),
+                status: r.status.as_str().to_owned(),
+                issues: r.issues.iter().map(|i| i.to_string()).collect(),
+                deliveries_succeeded: r.deliveries_succeeded,
+                deliveries_failed: r.deliveries_failed,
+                success_ratio: r.success_ratio,
+                ack_p50_ms: r.ack_p50_ms.unwrap_or(0),
+                ack_p99_ms: r.ack_p99_ms.unwrap_or(0),
+                queue_depth: r.queue.depth,
+                queue_high_water: r.queue.high_water,
+                dropped: r.queue.dropped,
+                breaker_state: r.breaker.as_str().to_owned(),
+                breaker_since_ms: r.breaker_since,
+                last_heartbeat_ms: r.last_heartbeat,
+                last_progress_ms: r.last_progress,
+            })
+            .collect(),
+        score: h.counts.score(),
+        healthy: h.counts.healthy,
+        degraded: h.counts.degraded,
+        stuck: h.counts.stuck,
+        unhealthy: h.counts.unhealthy,
+        history: h.history.iter().map(sample).collect(),
+        now_ms: now,
+    }
+}
+
+pub fn audit_entry(e: &lockstep_core::command::AuditEntry) -> v1::AuditEntry {
+    v1::AuditEntry {
+        seq: e.seq,
+        at_ms: e.at,
+        actor: e.actor.clone(),
+        command: e.command.clone(),
+        command_id: e.command_id.map_or(0, |c| c.0),
+        namespace: e.namespace.clone(),
+        target: e.target.clone(),
+        params: e.params.clone(),
+        outcome: e.outcome.as_str().to_owned(),
+        detail: e.detail.clone(),
     }
 }

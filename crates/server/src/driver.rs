@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lockstep_core::{ConnId, Engine, Frame, Input, Output, Time};
+use lockstep_core::command::CommandOutcome;
+use lockstep_core::{ConnId, CoreError, Engine, Frame, Input, Output, Time};
 use lockstep_proto::convert;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::Status;
 
@@ -59,6 +60,54 @@ pub enum Command {
     Gone(ConnId),
     /// Run a job on the engine.
     Job(Job),
+    /// Send an operator's command (`start` asks the engine to send it and returns its id); its
+    /// outcome, or the refusal to send it, goes to `done`.
+    SendCommand { origin: u64, start: StartCommand, done: oneshot::Sender<CommandAnswer> },
+}
+
+/// Starts an operator's command on the engine; returns the command's id.
+pub type StartCommand = Box<dyn FnOnce(&mut Engine, Time) -> Result<u64, CoreError> + Send>;
+
+/// How an operator's command ended: (command id, outcome), or why it was not sent.
+pub type CommandAnswer = Result<(u64, CommandOutcome), CoreError>;
+
+/// What the gRPC services hold to reach the engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl EngineHandle {
+    pub fn new(commands: mpsc::UnboundedSender<Command>) -> Self {
+        EngineHandle { commands }
+    }
+
+    /// Hands a command to the driver.
+    pub fn send(&self, cmd: Command) -> Result<(), Status> {
+        self.commands.send(cmd).map_err(|_| shutting_down())
+    }
+
+    /// The raw channel, for connection streams to report on themselves.
+    pub fn sender(&self) -> mpsc::UnboundedSender<Command> {
+        self.commands.clone()
+    }
+
+    /// Runs `f` on the engine task and returns its answer.
+    pub async fn job<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Engine, Time) -> Result<T, CoreError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Job(Box::new(move |engine, now| {
+            let _ = tx.send(f(engine, now));
+        })))?;
+        rx.await.map_err(|_| shutting_down())?.map_err(|e| convert::status(&e))
+    }
+}
+
+/// What a call gets when the driver has stopped.
+pub fn shutting_down() -> Status {
+    Status::unavailable("the server is shutting down")
 }
 
 struct Conn {
@@ -101,6 +150,7 @@ pub async fn run(
     let clock = Clock::new();
     let mut conns: HashMap<ConnId, Conn> = HashMap::new();
     let mut ready: Vec<ConnId> = Vec::new();
+    let mut waiting = Waiting::new();
     tokio::pin!(shutdown);
     loop {
         let deadline = engine.next_deadline();
@@ -110,10 +160,10 @@ pub async fn run(
             cmd = commands.recv() => {
                 let Some(cmd) = cmd else { break };
                 let now = clock.now();
-                apply(&mut engine, &mut conns, &mut ready, now, cmd);
+                apply(&mut engine, &mut conns, &mut ready, &mut waiting, now, cmd);
                 for _ in 0..MAX_INPUTS_PER_TURN {
                     match commands.try_recv() {
-                        Ok(cmd) => apply(&mut engine, &mut conns, &mut ready, now, cmd),
+                        Ok(cmd) => apply(&mut engine, &mut conns, &mut ready, &mut waiting, now, cmd),
                         Err(_) => break,
                     }
                 }
@@ -124,7 +174,7 @@ pub async fn run(
         if engine.next_deadline().is_some_and(|d| d <= clock.now()) {
             engine.handle_timeout(clock.now());
         }
-        drain_outputs(&mut engine, &mut conns, &mut ready);
+        drain_outputs(&mut engine, &mut conns, &mut ready, &mut waiting);
         flush(&mut engine, &mut conns, &mut ready);
     }
     for (_, c) in conns.drain() {
@@ -143,7 +193,17 @@ async fn sleep_until(clock: &Clock, deadline: Option<Time>) {
     }
 }
 
-fn apply(engine: &mut Engine, conns: &mut HashMap<ConnId, Conn>, ready: &mut Vec<ConnId>, now: Time, cmd: Command) {
+/// Operators waiting for their commands' outcomes, by origin.
+type Waiting = HashMap<u64, oneshot::Sender<CommandAnswer>>;
+
+fn apply(
+    engine: &mut Engine,
+    conns: &mut HashMap<ConnId, Conn>,
+    ready: &mut Vec<ConnId>,
+    waiting: &mut Waiting,
+    now: Time,
+    cmd: Command,
+) {
     match cmd {
         Command::Open { conn, sink, blocked } => {
             conns.insert(conn, Conn { sink, blocked });
@@ -161,13 +221,32 @@ fn apply(engine: &mut Engine, conns: &mut HashMap<ConnId, Conn>, ready: &mut Vec
             }
         }
         Command::Job(job) => job(engine, now),
+        Command::SendCommand { origin, start, done } => match start(engine, now) {
+            // The outcome comes out of the engine later, as `Output::CommandDone` with `origin`.
+            Ok(_) => {
+                waiting.insert(origin, done);
+            }
+            Err(e) => {
+                let _ = done.send(Err(e));
+            }
+        },
     }
 }
 
-fn drain_outputs(engine: &mut Engine, conns: &mut HashMap<ConnId, Conn>, ready: &mut Vec<ConnId>) {
+fn drain_outputs(
+    engine: &mut Engine,
+    conns: &mut HashMap<ConnId, Conn>,
+    ready: &mut Vec<ConnId>,
+    waiting: &mut Waiting,
+) {
     while let Some(output) = engine.poll_output() {
         match output {
             Output::Ready(conn) => ready.push(conn),
+            Output::CommandDone { origin, command_id, outcome } => {
+                if let Some(done) = waiting.remove(&origin) {
+                    let _ = done.send(Ok((command_id, outcome)));
+                }
+            }
             Output::Close(conn, error) => {
                 let Some(c) = conns.remove(&conn) else {
                     continue;

@@ -11,43 +11,34 @@ use lockstep_proto::convert::{self, SessionMessage};
 use lockstep_proto::v1;
 use lockstep_proto::v1::lockstep_server::Lockstep;
 use rand::Rng;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::driver::{Command, ConnSink, ConnStream, CONN_CHANNEL_FRAMES};
+use crate::driver::{Command, ConnSink, ConnStream, EngineHandle, CONN_CHANNEL_FRAMES};
 
 /// The lockstep gRPC service.
 #[derive(Clone)]
 pub struct Service {
-    commands: mpsc::UnboundedSender<Command>,
+    engine: EngineHandle,
     next_conn: Arc<AtomicU64>,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-fn driver_gone() -> Status {
-    Status::unavailable("the server is shutting down")
-}
-
 impl Service {
-    pub fn new(commands: mpsc::UnboundedSender<Command>) -> Self {
-        Service { commands, next_conn: Arc::new(AtomicU64::new(1)) }
+    pub fn new(engine: EngineHandle) -> Self {
+        Service { engine, next_conn: Arc::new(AtomicU64::new(1)) }
     }
 
     fn send(&self, cmd: Command) -> Result<(), Status> {
-        self.commands.send(cmd).map_err(|_| driver_gone())
+        self.engine.send(cmd)
     }
 
-    /// Runs `f` on the engine task and returns its answer.
     async fn job<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Engine, Time) -> Result<T, CoreError> + Send + 'static,
     ) -> Result<T, Status> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Command::Job(Box::new(move |engine, now| {
-            let _ = tx.send(f(engine, now));
-        })))?;
-        rx.await.map_err(|_| driver_gone())?.map_err(|e| convert::status(&e))
+        self.engine.job(f).await
     }
 
     fn open<T>(
@@ -59,7 +50,7 @@ impl Service {
         let (tx, rx) = mpsc::channel(CONN_CHANNEL_FRAMES);
         let blocked = Arc::new(AtomicBool::new(false));
         self.send(Command::Open { conn, sink: sink(tx), blocked: blocked.clone() })?;
-        Ok((conn, ConnStream::new(rx, conn, blocked, self.commands.clone(), convert)))
+        Ok((conn, ConnStream::new(rx, conn, blocked, self.engine.sender(), convert)))
     }
 }
 
@@ -158,7 +149,7 @@ impl Lockstep for Service {
             convert::server_message,
         )?;
         let first_error = first_error.expect("set by open");
-        tokio::spawn(read_session(conn, request.into_inner(), self.commands.clone(), first_error));
+        tokio::spawn(read_session(conn, request.into_inner(), self.engine.sender(), first_error));
         Ok(Response::new(Box::pin(stream)))
     }
 

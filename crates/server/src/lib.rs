@@ -6,12 +6,14 @@
 //! and a shutdown handle; the `lockstep serve` command, the demo, the benchmark and the end-to-end
 //! tests all run the server through it.
 
+pub mod admin;
 pub mod driver;
 pub mod grpc;
 
 use std::net::SocketAddr;
 
 use lockstep_core::{Config, Engine};
+use lockstep_proto::v1::admin_server::AdminServer;
 use lockstep_proto::v1::lockstep_server::LockstepServer;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -40,6 +42,7 @@ pub enum StartError {
 /// A running server.
 pub struct RunningServer {
     addr: SocketAddr,
+    admin_addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -48,6 +51,12 @@ impl RunningServer {
     /// The address the server accepts connections on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the `Admin` service (the same as [`RunningServer::local_addr`] unless the
+    /// server was given a separate admin address).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
     }
 
     /// Stops accepting, ends every stream with `Unavailable`, and waits for the server to finish:
@@ -75,42 +84,99 @@ impl Drop for RunningServer {
     }
 }
 
-/// Binds `addr` (port 0 picks a free port) and starts serving with `config`.
-pub async fn start(addr: SocketAddr, config: Config) -> Result<RunningServer, StartError> {
-    config.validate().map_err(StartError::Config)?;
+/// How to run a server.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Where agents (and, unless `admin_listen` is set, operators) connect; port 0 picks one.
+    pub listen: SocketAddr,
+    /// Serve the `Admin` service here, and only here, when set.
+    pub admin_listen: Option<SocketAddr>,
+    /// When set, every `Admin` call must present it (`authorization: Bearer <token>`).
+    pub admin_token: Option<String>,
+    /// The engine's settings and limits.
+    pub engine: Config,
+}
+
+impl Options {
+    /// Everything on `listen`, no admin token, default engine settings.
+    pub fn new(listen: SocketAddr) -> Self {
+        Options { listen, admin_listen: None, admin_token: None, engine: Config::default() }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
     let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+    let local = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+    Ok((listener, local))
+}
+
+fn transport() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+}
+
+/// Binds the listeners and starts serving.
+pub async fn start(options: Options) -> Result<RunningServer, StartError> {
+    let config = options.engine;
+    config.validate().map_err(StartError::Config)?;
+    let (listener, addr) = bind(options.listen).await?;
+    let admin_listener = match options.admin_listen {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
     let max_message = config.limits.max_payload_bytes.max(config.limits.max_delta_bytes) + MESSAGE_OVERHEAD;
 
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-    let (transport_stop_tx, transport_stop_rx) = oneshot::channel::<()>();
-    // Shutdown order: the driver stops first and ends every open stream, then the transport,
-    // which waits for open streams, can finish.
+    let (transport_stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let stop = transport_stop_tx.clone();
+    // Shutdown order: the driver stops first and ends every open stream, then the transports,
+    // which wait for open streams, can finish.
     tokio::spawn(async move {
         driver::run(Engine::new(config), commands_rx, async {
             let _ = shutdown_rx.await;
         })
         .await;
-        let _ = transport_stop_tx.send(());
+        let _ = stop.send(());
     });
 
-    let service = LockstepServer::new(grpc::Service::new(commands_tx))
+    let engine = driver::EngineHandle::new(commands_tx);
+    let agents = LockstepServer::new(grpc::Service::new(engine.clone()))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
+    let admin =
+        AdminServer::with_interceptor(admin::AdminService::new(engine), admin::token_check(options.admin_token));
+    let stopped = |tx: &tokio::sync::broadcast::Sender<()>| {
+        let mut rx = tx.subscribe();
+        async move {
+            let _ = rx.recv().await;
+        }
+    };
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let task = tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
-            .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
-            .add_service(service)
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = transport_stop_rx.await;
+    let admin_addr = admin_listener.as_ref().map(|(_, a)| *a);
+    let task = match admin_listener {
+        None => {
+            let router = transport().add_service(agents).add_service(admin);
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(&transport_stop_tx)))
+        }
+        Some((admin_listener, _)) => {
+            let admin_incoming = tokio_stream::wrappers::TcpListenerStream::new(admin_listener);
+            let admin_task = tokio::spawn(
+                transport()
+                    .add_service(admin)
+                    .serve_with_incoming_shutdown(admin_incoming, stopped(&transport_stop_tx)),
+            );
+            let agents_task =
+                transport().add_service(agents).serve_with_incoming_shutdown(incoming, stopped(&transport_stop_tx));
+            tokio::spawn(async move {
+                let result = agents_task.await;
+                let _ = admin_task.await;
+                result
             })
-            .await;
-        result
-    });
-    Ok(RunningServer { addr, shutdown: Some(shutdown_tx), task })
+        }
+    };
+    Ok(RunningServer { addr, admin_addr: admin_addr.unwrap_or(addr), shutdown: Some(shutdown_tx), task })
 }

@@ -9,6 +9,8 @@ use lockstep_client::{AgentOptions, Client};
 
 pub struct Server {
     pub addr: String,
+    /// The Admin API's address: `addr` unless started with `--admin-listen`.
+    pub admin_addr: String,
     child: Child,
 }
 
@@ -23,14 +25,16 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("lockstep binary runs");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line).expect("reads the first line");
-        let addr = line
-            .trim()
-            .strip_prefix("lockstep listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Server { addr, child }
+        let mut out = BufReader::new(child.stdout.take().expect("piped"));
+        let mut read = |prefix: &str| {
+            let mut line = String::new();
+            out.read_line(&mut line).expect("reads a line");
+            line.trim().strip_prefix(prefix).unwrap_or_else(|| panic!("expected {prefix:?}, got {line:?}")).to_owned()
+        };
+        let addr = read("lockstep listening on ");
+        let admin_addr =
+            if extra.contains(&"--admin-listen") { read("lockstep admin listening on ") } else { addr.clone() };
+        Server { addr, admin_addr, child }
     }
 
     pub async fn client(&self) -> Client {
@@ -49,6 +53,25 @@ impl Server {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// [`Server::cli`] off the async runtime, so the test's own agents keep running meanwhile.
+    pub async fn cli_async(&self, args: &[&str]) -> (bool, String, String) {
+        let (bin_args, addr): (Vec<String>, String) = (args.iter().map(|a| a.to_string()).collect(), self.addr.clone());
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+                .args(&bin_args)
+                .args(["--addr", &addr])
+                .output()
+                .expect("runs");
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+        .await
+        .expect("the CLI ran")
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns whether it exited successfully.

@@ -41,6 +41,8 @@ pub struct Harness {
     next_request: u64,
     logs: BTreeMap<ConnId, ConnLog>,
     paused: BTreeSet<ConnId>,
+    /// Operators' commands that ended: (origin, command id, outcome).
+    pub commands_done: Vec<(u64, u64, lockstep_core::command::CommandOutcome)>,
 }
 
 impl Harness {
@@ -52,6 +54,7 @@ impl Harness {
             next_conn: 1,
             next_request: 1,
             logs: BTreeMap::new(),
+            commands_done: Vec::new(),
             paused: BTreeSet::new(),
         }
     }
@@ -223,6 +226,9 @@ impl Harness {
                     if !self.paused.contains(&conn) {
                         self.drain(conn);
                     }
+                }
+                Output::CommandDone { origin, command_id, outcome } => {
+                    self.commands_done.push((origin, command_id, outcome));
                 }
                 Output::Close(conn, reason) => {
                     let log = self.logs.entry(conn).or_default();

@@ -1,0 +1,167 @@
+//! End-to-end: the operators' command interface against a real `lockstep serve`.
+
+mod support;
+
+use std::time::Duration;
+
+use lockstep_client::{proto as v1, Client, Error, WatchTarget};
+use serde_json::json;
+use support::{eventually, opts, Server};
+
+const T: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn a_paused_agent_is_held_and_catches_up_converged_on_resume() {
+    let server = Server::start(&[]);
+    let client = server.client().await;
+    let admin = client.admin(None, Some("alice")).unwrap();
+    let owner = client.register(opts("owner", "trader")).await.unwrap();
+    let watcher = client.register(opts("watcher", "risk").interests(["feed"])).await.unwrap();
+    watcher.watch_state(WatchTarget::Agent("owner".into())).await.unwrap();
+    let mut deliveries = watcher.deliveries().unwrap();
+    let mut notices = watcher.control_notices().unwrap();
+
+    assert!(admin.pause_agent("watcher").await.unwrap().contains("paused"));
+    let notice = tokio::time::timeout(T, notices.recv()).await.unwrap().unwrap();
+    assert_eq!(notice.kind, v1::control::Kind::Paused as i32);
+    assert_eq!(notice.actor, "alice");
+    assert!(watcher.is_paused());
+    let err = watcher.publish_confirmed("feed", &b"x"[..]).await.unwrap_err();
+    assert!(matches!(err, Error::FailedPrecondition(ref m) if m.contains("paused it")), "{err:?}");
+
+    for i in 0..20u32 {
+        owner.publish("feed", i.to_be_bytes().to_vec()).await.unwrap();
+        owner.update_state(&json!({"i": i, format!("k{}", i % 4): i})).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(deliveries.try_recv().is_none(), "nothing reaches a paused agent");
+
+    assert!(admin.resume_agent("watcher").await.unwrap().contains("resumed"));
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        let d = tokio::time::timeout(T, deliveries.recv()).await.expect("held deliveries follow").unwrap();
+        got.push(u32::from_be_bytes(d.payload[..].try_into().unwrap()));
+    }
+    assert_eq!(got, (0..20).collect::<Vec<_>>());
+    let (version, state) = client.get_state("owner").await.unwrap();
+    assert!(eventually(T, || async { watcher.view("owner") == Some((version, state.clone())) }).await);
+    assert!(!watcher.is_paused());
+    let audit = admin.audit_log(10).await.unwrap();
+    let actions: Vec<&str> = audit.entries.iter().map(|e| e.command.as_str()).collect();
+    assert_eq!(actions, vec!["pause_agent", "resume_agent"]);
+    assert!(audit.entries.iter().all(|e| e.actor == "alice" && e.target == "watcher"));
+}
+
+#[tokio::test]
+async fn emergency_stop_and_resume_all_from_the_cli() {
+    let server = Server::start(&[]);
+    let client = server.client().await;
+    let a = client.register(opts("a", "worker")).await.unwrap();
+    let b = client.register(opts("b", "worker").interests(["t"])).await.unwrap();
+    let (ok, out, err) = server.cli(&["command", "stop-all", "--reason", "bad market data"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("2 agent(s) paused"), "{out}");
+    assert!(eventually(T, || async { a.is_paused() && b.is_paused() }).await);
+    let err = a.publish_confirmed("t", &b""[..]).await.unwrap_err();
+    assert!(
+        matches!(err, Error::FailedPrecondition(ref m) if m.contains("emergency stop") && m.contains("bad market data")),
+        "{err:?}"
+    );
+    let (ok, out, _) = server.cli(&["status", "--json"]);
+    assert!(ok);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["emergency_stop"], true);
+    assert_eq!(status["agents_by_status"]["paused"], 2);
+    let (ok, out, _) = server.cli(&["command", "resume-all"]);
+    assert!(ok && out.contains("emergency stop lifted"), "{out}");
+    assert!(eventually(T, || async { !a.is_paused() }).await);
+    a.publish_confirmed("t", &b"again"[..]).await.unwrap();
+    let mut d = b.deliveries().unwrap();
+    assert_eq!(tokio::time::timeout(T, d.recv()).await.unwrap().unwrap().payload, &b"again"[..]);
+}
+
+#[tokio::test]
+async fn commands_round_trip_and_each_failure_is_distinct() {
+    let server = Server::start(&[]);
+    let client = server.client().await;
+    let admin = client.admin(None, None).unwrap();
+    let trainer = client.register(opts("trainer", "strategy")).await.unwrap();
+    let mut commands = trainer.commands().unwrap();
+    tokio::spawn(async move {
+        while let Some(cmd) = commands.recv().await {
+            let outcome = match cmd.command.as_str() {
+                "rebalance_weights" => Ok(json!({"rebalanced": cmd.params["min_weight"]})),
+                "explode" => Err("cannot explode right now".to_owned()),
+                _ => continue, // never answered
+            };
+            cmd.reply(outcome).await.unwrap();
+        }
+    });
+    let result = admin.send_command("trainer", "rebalance_weights", &json!({"min_weight": 0.1}), T).await.unwrap();
+    assert_eq!(result, json!({"rebalanced": 0.1}));
+    let err = admin.send_command("trainer", "explode", &json!(null), T).await.unwrap_err();
+    assert_eq!(err, Error::CommandFailed("cannot explode right now".into()));
+    let err = admin.send_command("trainer", "ignore_me", &json!(null), Duration::from_millis(300)).await.unwrap_err();
+    assert!(matches!(err, Error::CommandTimedOut(ref m) if m.contains("did not answer")), "{err:?}");
+    let err = admin.send_command("nobody", "x", &json!(null), T).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+
+    // An agent that never asked for commands answers at once that it does not handle them.
+    let _plain = client.register(opts("plain", "worker")).await.unwrap();
+    let started = std::time::Instant::now();
+    let err = admin.send_command("plain", "x", &json!(null), T).await.unwrap_err();
+    assert!(matches!(err, Error::CommandFailed(ref m) if m.contains("does not handle commands")), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // The CLI does the same round trip.
+    let (ok, out, err) = server
+        .cli_async(&["command", "send", "trainer", "rebalance_weights", "--params", r#"{"min_weight":0.5}"#, "--json"])
+        .await;
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["result"], json!({"rebalanced": 0.5}));
+}
+
+#[tokio::test]
+async fn a_command_to_an_agent_that_leaves_is_aborted() {
+    let server = Server::start(&[]);
+    let client = server.client().await;
+    let admin = client.admin(None, None).unwrap();
+    let agent = client.register(opts("leaver", "worker")).await.unwrap();
+    let mut commands = agent.commands().unwrap();
+    let pending = tokio::spawn(async move { admin.send_command("leaver", "wait", &json!(null), T).await });
+    let cmd = tokio::time::timeout(T, commands.recv()).await.unwrap().unwrap();
+    assert_eq!(cmd.command, "wait");
+    agent.close().await.unwrap();
+    let err = pending.await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::CommandAborted(ref m) if m.contains("went away")), "{err:?}");
+}
+
+#[tokio::test]
+async fn admin_calls_need_the_token_when_the_server_has_one() {
+    let server = Server::start(&["--admin-token", "s3cret"]);
+    let client = server.client().await;
+    // Agents need no token.
+    let _agent = client.register(opts("a", "worker")).await.unwrap();
+    let err = client.admin(None, None).unwrap().status().await.unwrap_err();
+    assert!(matches!(err, Error::Unauthenticated(_)), "{err:?}");
+    let err = client.admin(Some("wrong"), None).unwrap().status().await.unwrap_err();
+    assert!(matches!(err, Error::PermissionDenied(_)), "{err:?}");
+    let status = client.admin(Some("s3cret"), None).unwrap().status().await.unwrap();
+    assert_eq!(status.agents, 1);
+    let (ok, _, err) = server.cli(&["status"]);
+    assert!(!ok && err.contains("unauthenticated"), "{err}");
+    let (ok, out, _) = server.cli(&["status", "--token", "s3cret"]);
+    assert!(ok && out.contains("agents            1"), "{out}");
+}
+
+#[tokio::test]
+async fn the_admin_api_can_listen_apart() {
+    let server = Server::start(&["--admin-listen", "127.0.0.1:0"]);
+    assert_ne!(server.addr, server.admin_addr);
+    let on_agents_port = server.client().await.admin(None, None).unwrap();
+    let err = on_agents_port.status().await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
+    let admin = Client::connect_admin(&server.admin_addr, None, None).await.unwrap();
+    assert_eq!(admin.status().await.unwrap().agents, 0);
+}

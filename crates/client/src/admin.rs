@@ -1,0 +1,138 @@
+//! The operators' client: pause and resume agents, stop and resume everyone, send commands to
+//! agents and wait for their answers, read status and the audit log.
+
+use std::time::Duration;
+
+use lockstep_proto::v1;
+use lockstep_proto::v1::admin_client::AdminClient as Grpc;
+use serde_json::Value;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::Error;
+
+/// Adds the admin token and the operator's name to every call.
+#[derive(Clone)]
+pub struct Credentials {
+    token: Option<MetadataValue<Ascii>>,
+    actor: Option<MetadataValue<Ascii>>,
+}
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(t) = &self.token {
+            request.metadata_mut().insert("authorization", t.clone());
+        }
+        if let Some(a) = &self.actor {
+            request.metadata_mut().insert("x-lockstep-actor", a.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// An operator's handle on a server's `Admin` service.
+#[derive(Clone)]
+pub struct AdminClient {
+    grpc: Grpc<InterceptedService<Channel, Credentials>>,
+    namespace: String,
+}
+
+impl AdminClient {
+    pub(crate) fn new(
+        channel: Channel,
+        namespace: String,
+        token: Option<&str>,
+        actor: Option<&str>,
+    ) -> Result<Self, Error> {
+        let header = |what: &str, v: String| {
+            v.parse::<MetadataValue<Ascii>>().map_err(|_| Error::Input(format!("the {what} must be printable ASCII")))
+        };
+        let token =
+            token.filter(|t| !t.is_empty()).map(|t| header("admin token", format!("Bearer {t}"))).transpose()?;
+        let actor = actor.map(|a| header("actor name", a.to_owned())).transpose()?;
+        let grpc = Grpc::with_interceptor(channel, Credentials { token, actor });
+        Ok(AdminClient { grpc, namespace })
+    }
+
+    fn agent(&self, agent_id: &str) -> v1::AgentRef {
+        v1::AgentRef { namespace: self.namespace.clone(), agent_id: agent_id.to_owned() }
+    }
+
+    /// Agents by status, paused agents, emergency stop, pending commands, counters.
+    pub async fn status(&self) -> Result<v1::StatusResponse, Error> {
+        Ok(self.grpc.clone().status(v1::StatusRequest {}).await?.into_inner())
+    }
+
+    /// Every agent's health, and the system's with its recent history.
+    pub async fn health(&self) -> Result<v1::HealthResponse, Error> {
+        Ok(self.grpc.clone().health(v1::HealthRequest {}).await?.into_inner())
+    }
+
+    /// Holds the agent's deliveries and refuses its publishes, state updates and sync arrivals
+    /// until it is resumed; it is told. Returns what happened, in words.
+    pub async fn pause_agent(&self, agent_id: &str) -> Result<String, Error> {
+        Ok(self.grpc.clone().pause_agent(self.agent(agent_id)).await?.into_inner().detail)
+    }
+
+    /// Lifts an agent's pause; its held deliveries follow.
+    pub async fn resume_agent(&self, agent_id: &str) -> Result<String, Error> {
+        Ok(self.grpc.clone().resume_agent(self.agent(agent_id)).await?.into_inner().detail)
+    }
+
+    /// Closes the agent's circuit breaker and forgets its failures.
+    pub async fn restart_agent(&self, agent_id: &str) -> Result<String, Error> {
+        Ok(self.grpc.clone().restart_agent(self.agent(agent_id)).await?.into_inner().detail)
+    }
+
+    /// Pauses every agent at once, in every namespace.
+    pub async fn emergency_stop(&self, reason: &str) -> Result<String, Error> {
+        let r = v1::EmergencyStopRequest { reason: reason.to_owned() };
+        Ok(self.grpc.clone().emergency_stop(r).await?.into_inner().detail)
+    }
+
+    /// Lifts the emergency stop and every pause.
+    pub async fn resume_all(&self) -> Result<String, Error> {
+        Ok(self.grpc.clone().resume_all(v1::ResumeAllRequest {}).await?.into_inner().detail)
+    }
+
+    /// Sends `command` with `params` (a JSON object, or null) to an agent and waits at most
+    /// `timeout` for its answer. Errors: [`Error::NotFound`] (unknown agent),
+    /// [`Error::CommandTimedOut`], [`Error::CommandFailed`] (the agent answered with an error),
+    /// [`Error::CommandAborted`] (the agent went away).
+    pub async fn send_command(
+        &self,
+        agent_id: &str,
+        command: &str,
+        params: &Value,
+        timeout: Duration,
+    ) -> Result<Value, Error> {
+        let r = v1::SendCommandRequest {
+            namespace: self.namespace.clone(),
+            agent_id: agent_id.to_owned(),
+            command: command.to_owned(),
+            params_json: if params.is_null() { String::new() } else { params.to_string() },
+            timeout_ms: timeout.as_millis().clamp(1, u64::MAX as u128) as u64,
+        };
+        let response = match self.grpc.clone().send_command(r).await {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == tonic::Code::DeadlineExceeded => {
+                return Err(Error::CommandTimedOut(s.message().to_owned()))
+            }
+            Err(s) if s.code() == tonic::Code::Aborted => return Err(Error::CommandAborted(s.message().to_owned())),
+            Err(s) => return Err(s.into()),
+        };
+        match response.outcome {
+            Some(v1::send_command_response::Outcome::ResultJson(json)) => serde_json::from_str(&json).map_err(|e| {
+                Error::Other { code: tonic::Code::Internal, message: format!("invalid result JSON: {e}") }
+            }),
+            Some(v1::send_command_response::Outcome::AgentError(message)) => Err(Error::CommandFailed(message)),
+            None => Ok(Value::Null),
+        }
+    }
+
+    /// The most recent `limit` audit entries, oldest first, and how many older ones were dropped.
+    pub async fn audit_log(&self, limit: u32) -> Result<v1::AuditLogResponse, Error> {
+        Ok(self.grpc.clone().audit_log(v1::AuditLogRequest { limit }).await?.into_inner())
+    }
+}

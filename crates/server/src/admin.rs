@@ -1,0 +1,223 @@
+//! The operators' gRPC service (`Admin`): pause and resume agents, stop and resume everyone, send
+//! commands to agents and wait for their answers, read status and the audit log. Like the agents'
+//! service it holds no state: every call is a job on the engine. Access is checked by
+//! [`token_check`] before any call reaches it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use lockstep_core::command::CommandOutcome;
+use lockstep_proto::convert;
+use lockstep_proto::v1;
+use lockstep_proto::v1::admin_server::Admin;
+use subtle::ConstantTimeEq;
+use tokio::sync::oneshot;
+use tonic::{Request, Response, Status};
+
+use crate::driver::{shutting_down, Command, EngineHandle};
+
+/// Metadata key naming the operator, recorded in the audit log.
+pub const ACTOR_HEADER: &str = "x-lockstep-actor";
+
+/// The actor recorded when a call names none.
+const DEFAULT_ACTOR: &str = "operator";
+
+/// Audit entries returned when a request asks for none in particular.
+const DEFAULT_AUDIT_LIMIT: usize = 100;
+
+/// The `Admin` service.
+#[derive(Clone)]
+pub struct AdminService {
+    engine: EngineHandle,
+    next_origin: Arc<AtomicU64>,
+}
+
+impl AdminService {
+    pub fn new(engine: EngineHandle) -> Self {
+        AdminService { engine, next_origin: Arc::new(AtomicU64::new(1)) }
+    }
+}
+
+/// Who is calling, as the caller says (a valid name), for the audit log.
+fn actor<T>(request: &Request<T>) -> String {
+    request
+        .metadata()
+        .get(ACTOR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|a| lockstep_core::name::validate("actor", a).is_ok())
+        .unwrap_or(DEFAULT_ACTOR)
+        .to_owned()
+}
+
+/// An interceptor that admits a call only with `authorization: Bearer <token>` when the server
+/// has a token (compared in constant time); every call when it has none.
+pub fn token_check(token: Option<String>) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+    let token: Option<Arc<[u8]>> = token.filter(|t| !t.is_empty()).map(|t| t.into_bytes().into());
+    move |request: Request<()>| {
+        let Some(expected) = &token else { return Ok(request) };
+        let Some(value) = request.metadata().get("authorization") else {
+            return Err(Status::unauthenticated(
+                "this server requires an admin token: send `authorization: Bearer <token>` (`lockstep <command> --token T`, or LOCKSTEP_ADMIN_TOKEN)",
+            ));
+        };
+        let presented = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default();
+        if bool::from(presented.as_bytes().ct_eq(expected)) {
+            Ok(request)
+        } else {
+            Err(Status::permission_denied("the admin token presented is not this server's"))
+        }
+    }
+}
+
+fn ack(detail: String) -> Response<v1::AdminAck> {
+    Response::new(v1::AdminAck { detail })
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn status(&self, _request: Request<v1::StatusRequest>) -> Result<Response<v1::StatusResponse>, Status> {
+        let status = self
+            .engine
+            .job(|e, now| {
+                let info = e.info();
+                let control = e.control();
+                let stop = control.emergency();
+                Ok(v1::StatusResponse {
+                    agents: info.agents as u64,
+                    agents_by_status: e.agents_by_status().into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                    paused: control
+                        .paused_agents()
+                        .map(|(ns, a)| v1::AgentRef { namespace: ns.to_owned(), agent_id: a.to_owned() })
+                        .collect(),
+                    emergency_stop: stop.is_some(),
+                    emergency_actor: stop.map(|s| s.actor.clone()).unwrap_or_default(),
+                    emergency_reason: stop.map(|s| s.reason.clone()).unwrap_or_default(),
+                    emergency_since_ms: stop.map_or(0, |s| s.since),
+                    pending_commands: control.pending().count() as u64,
+                    published: info.counters.published,
+                    delivered: info.counters.routed,
+                    dropped: info.counters.dropped,
+                    now_ms: now,
+                })
+            })
+            .await?;
+        Ok(Response::new(status))
+    }
+
+    async fn health(&self, _request: Request<v1::HealthRequest>) -> Result<Response<v1::HealthResponse>, Status> {
+        let health = self.engine.job(|e, now| Ok(convert::health(&e.health(now), now))).await?;
+        Ok(Response::new(health))
+    }
+
+    async fn pause_agent(&self, request: Request<v1::AgentRef>) -> Result<Response<v1::AdminAck>, Status> {
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let detail = self.engine.job(move |e, now| e.pause_agent(now, &actor, &r.namespace, &r.agent_id)).await?;
+        Ok(ack(detail))
+    }
+
+    async fn resume_agent(&self, request: Request<v1::AgentRef>) -> Result<Response<v1::AdminAck>, Status> {
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let detail = self.engine.job(move |e, now| e.resume_agent(now, &actor, &r.namespace, &r.agent_id)).await?;
+        Ok(ack(detail))
+    }
+
+    async fn restart_agent(&self, request: Request<v1::AgentRef>) -> Result<Response<v1::AdminAck>, Status> {
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let detail = self.engine.job(move |e, now| e.restart_agent(now, &actor, &r.namespace, &r.agent_id)).await?;
+        Ok(ack(detail))
+    }
+
+    async fn emergency_stop(
+        &self,
+        request: Request<v1::EmergencyStopRequest>,
+    ) -> Result<Response<v1::AdminAck>, Status> {
+        let actor = actor(&request);
+        let reason = request.into_inner().reason;
+        let detail = self.engine.job(move |e, now| Ok(e.emergency_stop(now, &actor, &reason))).await?;
+        Ok(ack(detail))
+    }
+
+    async fn resume_all(&self, request: Request<v1::ResumeAllRequest>) -> Result<Response<v1::AdminAck>, Status> {
+        let actor = actor(&request);
+        let detail = self.engine.job(move |e, now| Ok(e.resume_all(now, &actor))).await?;
+        Ok(ack(detail))
+    }
+
+    async fn send_command(
+        &self,
+        request: Request<v1::SendCommandRequest>,
+    ) -> Result<Response<v1::SendCommandResponse>, Status> {
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let origin = self.next_origin.fetch_add(1, Ordering::Relaxed);
+        let (done, answer) = oneshot::channel();
+        let (agent, command) = (r.agent_id.clone(), r.command.clone());
+        let start = Box::new(move |e: &mut lockstep_core::Engine, now| {
+            e.send_command(now, origin, &actor, &r.namespace, &r.agent_id, &r.command, &r.params_json, r.timeout_ms)
+        });
+        self.engine.send(Command::SendCommand { origin, start, done })?;
+        let (command_id, outcome) = answer.await.map_err(|_| shutting_down())?.map_err(|e| convert::status(&e))?;
+        use v1::send_command_response::Outcome;
+        let outcome = match outcome {
+            CommandOutcome::Completed(value) => Outcome::ResultJson(value.to_string()),
+            CommandOutcome::AgentError(message) => Outcome::AgentError(message),
+            CommandOutcome::TimedOut { waited_ms } => {
+                return Err(Status::deadline_exceeded(format!(
+                    "agent '{agent}' did not answer command '{command}' (id {command_id}) within {waited_ms} ms"
+                )));
+            }
+            CommandOutcome::AgentGone { reason } => {
+                return Err(Status::aborted(format!(
+                    "agent '{agent}' went away before answering command '{command}' (id {command_id}): {reason}"
+                )));
+            }
+        };
+        Ok(Response::new(v1::SendCommandResponse { command_id, outcome: Some(outcome) }))
+    }
+
+    async fn audit_log(&self, request: Request<v1::AuditLogRequest>) -> Result<Response<v1::AuditLogResponse>, Status> {
+        let limit = match request.into_inner().limit {
+            0 => DEFAULT_AUDIT_LIMIT,
+            n => n as usize,
+        };
+        let response = self
+            .engine
+            .job(move |e, _| {
+                let audit = e.control().audit();
+                let mut entries: Vec<v1::AuditEntry> =
+                    audit.entries().rev().take(limit).map(convert::audit_entry).collect();
+                entries.reverse();
+                Ok(v1::AuditLogResponse { entries, dropped: audit.dropped() })
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_auth(value: Option<&str>) -> Request<()> {
+        let mut r = Request::new(());
+        if let Some(v) = value {
+            r.metadata_mut().insert("authorization", v.parse().unwrap());
+        }
+        r
+    }
+
+    #[test]
+    fn the_token_is_required_and_checked() {
+        let check = token_check(Some("s3cret".into()));
+        assert_eq!(check(with_auth(None)).unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert_eq!(check(with_auth(Some("Bearer nope"))).unwrap_err().code(), tonic::Code::PermissionDenied);
+        assert_eq!(check(with_auth(Some("s3cret"))).unwrap_err().code(), tonic::Code::PermissionDenied);
+        assert!(check(with_auth(Some("Bearer s3cret"))).is_ok());
+        let open = token_check(None);
+        assert!(open(with_auth(None)).is_ok());
+        assert!(token_check(Some(String::new()))(with_auth(None)).is_ok(), "an empty token means no token");
+    }
+}
