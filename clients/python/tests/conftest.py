@@ -1,6 +1,9 @@
 """Fixtures: a real ``lockstep serve`` on a free loopback port, and clients connected to it.
 
 The server binary is ``$LOCKSTEP_BIN``, or ``<repo>/target/debug/lockstep`` (``cargo build`` makes it).
+The operator settings a developer may have in the environment (``LOCKSTEP_ADMIN_TOKEN``,
+``LOCKSTEP_ADMIN_LISTEN``, ``LOCKSTEP_ADMIN_ADDR``) are kept away from the servers and clients the
+tests start: a test asks for them explicitly (``server_factory(admin_token=..., admin_listen=...)``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ import lockstep
 PYTHON_ROOT = Path(__file__).resolve().parent.parent
 REPO_ROOT = PYTHON_ROOT.parent.parent
 LISTENING = re.compile(r"^lockstep listening on (\S+:\d+)\s*$")
+ADMIN_LISTENING = re.compile(r"^lockstep admin listening on (\S+:\d+)\s*$")
+
+#: Environment variables that change how servers and admins authenticate or where Admin is served.
+ADMIN_ENV = ("LOCKSTEP_ADMIN_TOKEN", "LOCKSTEP_ADMIN_LISTEN", "LOCKSTEP_ADMIN_ADDR")
 
 
 def lockstep_bin() -> Path:
@@ -34,9 +41,22 @@ def lockstep_bin() -> Path:
 class ServerProcess:
     """One running ``lockstep serve``."""
 
-    def __init__(self, proc: "subprocess.Popen[str]", address: str, log_path: Path, args: List[str]) -> None:
+    def __init__(
+        self,
+        proc: "subprocess.Popen[str]",
+        address: str,
+        log_path: Path,
+        args: List[str],
+        *,
+        admin_address: Optional[str] = None,
+        admin_token: Optional[str] = None,
+    ) -> None:
         self.proc = proc
         self.address = address
+        self.admin_address = admin_address or address
+        """Where the server serves ``Admin``: ``address`` unless started with ``admin_listen``."""
+        self.admin_token = admin_token
+        """The token ``Admin`` calls need, if the server was given one."""
         self.log_path = log_path
         self.args = args
 
@@ -76,8 +96,18 @@ class ServerProcess:
         self._close_pipe()
 
 
-def start_server(log_dir: Path, *extra: str, startup_timeout: float = 30.0) -> ServerProcess:
-    """Start ``lockstep serve --listen 127.0.0.1:0 EXTRA...`` and wait for its listening line."""
+def start_server(
+    log_dir: Path,
+    *extra: str,
+    admin_token: Optional[str] = None,
+    admin_listen: Optional[str] = None,
+    startup_timeout: float = 30.0,
+) -> ServerProcess:
+    """Start ``lockstep serve --listen 127.0.0.1:0 EXTRA...`` and wait for its listening line.
+
+    ``admin_token`` adds ``--admin-token``; ``admin_listen`` (e.g. ``"127.0.0.1:0"``) adds
+    ``--admin-listen`` and waits for the second line, ``lockstep admin listening on ADDR``.
+    """
     binary = lockstep_bin()
     if not binary.exists():
         pytest.fail(
@@ -86,42 +116,68 @@ def start_server(log_dir: Path, *extra: str, startup_timeout: float = 30.0) -> S
         )
     log_path = log_dir / f"lockstep-{uuid.uuid4().hex[:8]}.log"
     args = [str(binary), "serve", "--listen", "127.0.0.1:0", *extra]
+    if admin_token is not None:
+        args += ["--admin-token", admin_token]
+    if admin_listen is not None:
+        args += ["--admin-listen", admin_listen]
+    env = {k: v for k, v in os.environ.items() if k not in ADMIN_ENV}
     with open(log_path, "w") as log_file:
         proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=log_file, stdin=subprocess.DEVNULL, text=True, bufsize=1
+            args, stdout=subprocess.PIPE, stderr=log_file, stdin=subprocess.DEVNULL, text=True, bufsize=1, env=env
         )
-    line_holder: List[str] = []
+    wanted = 2 if admin_listen is not None else 1
+    lines: List[str] = []
 
-    def read_first_line() -> None:
+    def read_lines() -> None:
         assert proc.stdout is not None
-        line_holder.append(proc.stdout.readline())
+        for _ in range(wanted):
+            line = proc.stdout.readline()
+            lines.append(line)
+            if not line:
+                return
 
-    reader = threading.Thread(target=read_first_line, daemon=True)
+    reader = threading.Thread(target=read_lines, daemon=True)
     reader.start()
     reader.join(startup_timeout)
-    line = line_holder[0] if line_holder else ""
-    match = LISTENING.match(line)
-    if not match:
+    got = list(lines)
+    match = LISTENING.match(got[0]) if got else None
+    admin_match = ADMIN_LISTENING.match(got[1]) if len(got) > 1 else None
+    if not match or (admin_listen is not None and not admin_match):
         proc.kill()
         proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
         pytest.fail(
-            f"lockstep serve did not print its listening line within {startup_timeout}s "
-            f"(got {line!r}, exit status {proc.returncode})\n"
+            f"lockstep serve did not print its listening line(s) within {startup_timeout}s "
+            f"(got {got!r}, exit status {proc.returncode})\n"
             + log_path.read_text(errors="replace")[-4000:],
             pytrace=False,
         )
-    return ServerProcess(proc, match.group(1), log_path, args)
+    return ServerProcess(
+        proc,
+        match.group(1),
+        log_path,
+        args,
+        admin_address=admin_match.group(1) if admin_match else None,
+        admin_token=admin_token,
+    )
+
+
+@pytest.fixture(autouse=True)
+def _no_admin_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Admins in the tests get their token and address from the test, not from the environment."""
+    for name in ADMIN_ENV:
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
 def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    """Start servers with extra flags (``server_factory("--heartbeat-interval-ms", "100")``); all stop at the end."""
+    """Start servers with extra flags (``server_factory("--heartbeat-interval-ms", "100")``) and
+    admin options (``server_factory(admin_token="s3cret", admin_listen="127.0.0.1:0")``); all stop at the end."""
     started: List[ServerProcess] = []
 
-    def factory(*extra: str) -> ServerProcess:
-        srv = start_server(tmp_path, *extra)
+    def factory(*extra: str, admin_token: Optional[str] = None, admin_listen: Optional[str] = None) -> ServerProcess:
+        srv = start_server(tmp_path, *extra, admin_token=admin_token, admin_listen=admin_listen)
         started.append(srv)
         return srv
 
@@ -169,7 +225,7 @@ async def eventually(
 
 def python_env(address: Optional[str] = None) -> dict:
     """An environment for Python subprocesses that import this package from the source tree."""
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in ADMIN_ENV}
     src = str(PYTHON_ROOT / "src")
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     if address:

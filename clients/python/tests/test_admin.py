@@ -1,4 +1,4 @@
-"""The admin object and the seed's command interface."""
+"""The admin object and the seed's command interface: status, diagnostics, and the seed's command names."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ async def test_status_summarises_server_and_registry(client: lockstep.Client) ->
         assert status.by_role == {"trader": 2, "risk": 1}
         assert status.by_status == {"busy": 1, "active": 2}
         assert status.published >= 1
+        assert status.paused == () and status.emergency_stop is None and status.pending_commands == 0
+        assert status.by_status_on_server == {"busy": 1, "active": 2}
         as_dict = await admin.handle_command("status")
         assert as_dict["total_agents"] == 3 and as_dict["agents_by_role"] == {"trader": 2, "risk": 1}
 
@@ -54,41 +56,89 @@ async def test_admin_lists_agents_and_runs_sync_diagnostics(client: lockstep.Cli
             await admin.diagnose("stuck")
 
 
-async def test_control_plane_operations_say_they_are_not_supported(client: lockstep.Client) -> None:
-    admin = client.admin(token="t")
-    async with client.register("risk_sentinel"):
-        calls = [
-            admin.health(),
-            admin.pause_agent("risk_sentinel"),
-            admin.resume_agent("risk_sentinel"),
-            admin.restart_agent("risk_sentinel"),
-            admin.emergency_stop(),
-            admin.resume_all(),
-            admin.send_command("risk_sentinel", "rebalance_weights", {"min_weight": 0.1}),
-        ]
-        for call in calls:
-            with pytest.raises(lockstep.NotSupported) as info:
-                await call
-            assert "control-plane" in info.value.message
-        # the agent was left alone
-        assert (await client.get_agent("risk_sentinel")).status == lockstep.AgentStatus.ACTIVE
+async def test_health_reports_every_agent(client: lockstep.Client) -> None:
+    admin = client.admin()
+    async with client.register("risk_sentinel", role="risk", interests=["risk.>"]) as sentinel, client.register(
+        "scanner"
+    ) as scanner:
+        await scanner.publish("risk.var", {"var": 0.02}, confirm=True)
+        await sentinel.next_delivery(timeout=5)
+        report = await admin.health()
+        assert {a.agent_id for a in report.agents} == {"risk_sentinel", "scanner"}
+        assert report.healthy + report.degraded + report.stuck + report.unhealthy == 2
+        assert 0.0 <= report.score <= 1.0 and report.now_ms > 0
+        sentinel_health = report.get("risk_sentinel")
+        assert sentinel_health is not None and sentinel_health.role == "risk"
+        assert sentinel_health.breaker_state == "closed" and sentinel_health.namespace == "default"
+        assert report.get("nobody") is None
+        as_dict = await admin.handle_command("health")
+        assert {a["agent_id"] for a in as_dict["agents"]} == {"risk_sentinel", "scanner"}
+        assert isinstance(as_dict["agents"][0]["issues"], list)
 
 
-async def test_command_interface_accepts_the_seed_command_names(client: lockstep.Client) -> None:
-    commands = lockstep.CommandInterface(client)
+async def test_restart_agent_closes_its_breaker(client: lockstep.Client) -> None:
+    admin = client.admin()
+    async with client.register("worker"):
+        assert (await client.get_agent("worker")).breaker_state == "closed"
+        detail = await admin.restart_agent("worker")
+        assert "restarted" in detail and "closed" in detail
+        assert (await admin.handle_command("restart_agent", {"agent_id": "worker"}))["agent_id"] == "worker"
+
+
+async def test_command_interface_runs_the_seed_command_names(client: lockstep.Client) -> None:
+    commands = lockstep.CommandInterface(client, actor="seed")
     for name in ("status", "pause_agent", "resume_agent", "emergency_stop", "health", "restart_agent",
-                 "list_agents", "send_command", "sync_points", "diagnose", "force_complete", "cleanup"):
+                 "list_agents", "send_command", "sync_points", "diagnose", "force_complete", "cleanup",
+                 "resume_all", "audit_log"):
+        assert name in commands.commands
+    for name in CONTROL_PLANE_COMMANDS:
         assert name in commands.commands
     assert (await commands.handle_command("list_agents"))["agents"] == []
-    for name in CONTROL_PLANE_COMMANDS:
-        params = {"agent_id": "x", "command": "c"}
-        with pytest.raises(lockstep.NotSupported):
-            await commands.handle_command(name, params)
+
+    async with client.register("risk_sentinel", role="risk") as agent:
+        async def answer() -> None:
+            async for cmd in agent.commands():
+                await cmd.reply({"rebalanced": cmd.params["min_weight"]})
+
+        task = asyncio.ensure_future(answer())
+        try:
+            paused = await commands.handle_command("pause_agent", {"agent_id": "risk_sentinel"})
+            assert paused["agent_id"] == "risk_sentinel" and "paused" in paused["detail"]
+            status = await commands.handle_command("status")
+            assert status["paused_agents"] == [{"namespace": "default", "agent_id": "risk_sentinel"}]
+            assert status["agents_by_status"] == {"paused": 1}
+            resumed = await commands.handle_command("resume_agent", {"agent_id": "risk_sentinel"})
+            assert "resumed" in resumed["detail"]
+
+            sent = await commands.handle_command(
+                "send_command",
+                {"agent_id": "risk_sentinel", "command": "rebalance_weights", "command_params": {"min_weight": 0.1},
+                 "timeout": 5},
+            )
+            assert sent == {"agent_id": "risk_sentinel", "command": "rebalance_weights", "result": {"rebalanced": 0.1}}
+
+            stopped = await commands.handle_command("emergency_stop", {"reason": "drill"})
+            assert "emergency stop" in stopped["detail"]
+            assert (await commands.handle_command("status"))["emergency_stop"]["reason"] == "drill"
+            assert "lifted" in (await commands.handle_command("resume_all"))["detail"]
+
+            log = await commands.handle_command("audit_log")
+            assert {e["actor"] for e in log["entries"]} == {"seed"}
+            assert [e["command"] for e in log["entries"]] == [
+                "pause_agent", "resume_agent", "rebalance_weights", "emergency_stop", "resume_all"
+            ]
+        finally:
+            task.cancel()
+
+    with pytest.raises(lockstep.NotFound):
+        await commands.handle_command("pause_agent", {"agent_id": "ghost"})
     with pytest.raises(lockstep.InvalidArgument) as info:
         await commands.handle_command("self_destruct")
     assert "known commands" in info.value.message
     with pytest.raises(lockstep.InvalidArgument):
         await commands.handle_command("pause_agent")  # no agent_id
+    with pytest.raises(lockstep.InvalidArgument):
+        await commands.handle_command("send_command", {"agent_id": "x"})  # no command
     with pytest.raises(lockstep.InvalidArgument):
         await commands.handle_command("diagnose")  # no sync_id
     info_dict = await commands.handle_command("server_info")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, List
+import time
+from typing import Any, List, Mapping
+
+import pytest
 
 import lockstep
 from conftest import ServerProcess, eventually
@@ -18,6 +21,7 @@ class Collector(lockstep.SynchronizedAgent):
         self.got: List[Any] = []
         self.views: List[lockstep.StateView] = []
         self.commands: List[str] = []
+        self.notices: List[lockstep.ControlNotice] = []
         self.started = False
         self.stopped_hook = False
 
@@ -32,9 +36,19 @@ class Collector(lockstep.SynchronizedAgent):
     async def on_state(self, view: lockstep.StateView) -> None:
         self.views.append(view)
 
-    async def on_command(self, command: lockstep.Command) -> Any:
-        self.commands.append(command.name)
-        return {"ok": command.name}
+    async def on_command(self, name: str, params: Mapping[str, Any]) -> Any:
+        self.commands.append(name)
+        if name == "explode":
+            raise ValueError(f"cannot explode with {dict(params)}")
+        if name == "unserialisable":
+            return {1, 2}
+        return {"ok": name, "paused": self.is_paused, **params}
+
+    async def on_pause(self, notice: lockstep.ControlNotice) -> None:
+        self.notices.append(notice)
+
+    async def on_resume(self, notice: lockstep.ControlNotice) -> None:
+        self.notices.append(notice)
 
     async def on_stop(self) -> None:
         self.stopped_hook = True
@@ -59,7 +73,7 @@ async def test_hooks_pause_resume_and_emergency_stop(server: ServerProcess) -> N
             await feeder.update_state({"load": 0.5})
             await eventually(lambda: any(v.state == {"load": 0.5} for v in agent.views), what="on_state")
 
-            assert await agent.handle_command("pause") == {"ok": "pause"}
+            assert await agent.handle_command("pause") == {"ok": "pause", "paused": True}
             assert agent.paused
             assert (await client.get_agent("collector-1")).status == lockstep.AgentStatus.PAUSED
             await feeder.publish("jobs.4", {"n": 4})
@@ -99,3 +113,80 @@ async def test_async_context_manager_form(client: lockstep.Client) -> None:
         await agent.set_status("idle")
         assert (await client.get_agent("plain")).status == lockstep.AgentStatus.IDLE
     assert await client.list_agents() == []
+
+
+async def test_operators_reach_the_agent_through_the_server(server: ServerProcess) -> None:
+    async with lockstep.connect(server.address) as client:
+        admin = client.admin(actor="ops")
+        agent = Collector("collector-2", client)
+        runner = asyncio.ensure_future(agent.run())
+        await eventually(lambda: agent.started, what="on_start")
+        async with client.register("feeder", role="feeder") as feeder:
+            # commands go to on_command; its return value is the result
+            result = await admin.send_command("collector-2", "rebalance", {"min_weight": 0.1}, timeout=5)
+            assert result == {"ok": "rebalance", "paused": False, "min_weight": 0.1}
+            # its exception is the operator's CommandFailed, quickly
+            started = time.monotonic()
+            with pytest.raises(lockstep.CommandFailed) as failed:
+                await admin.send_command("collector-2", "explode", {"n": 1}, timeout=20)
+            assert failed.value.agent_error == "cannot explode with {'n': 1}"
+            assert time.monotonic() - started < 2
+            with pytest.raises(lockstep.CommandFailed) as bad_result:
+                await admin.send_command("collector-2", "unserialisable", timeout=5)
+            assert "not JSON-serialisable" in bad_result.value.agent_error
+
+            # the server pauses it: is_paused, on_pause, deliveries wait
+            await admin.pause_agent("collector-2")
+            await eventually(lambda: agent.is_paused and len(agent.notices) == 1, what="paused by the server")
+            assert agent.notices[0].kind == lockstep.ControlKind.PAUSED and agent.notices[0].actor == "ops"
+            await feeder.publish("jobs.held", {"n": 10}, confirm=True)
+            await asyncio.sleep(0.3)
+            assert agent.got == []
+            # still commandable while paused
+            assert (await admin.send_command("collector-2", "status", timeout=5))["paused"] is True
+            with pytest.raises(lockstep.AgentPaused):
+                await agent.update_state({"x": 1})
+
+            await admin.resume_agent("collector-2")
+            await eventually(lambda: agent.got == [{"n": 10}], what="held delivery handled after resume")
+            assert not agent.is_paused and agent.notices[-1].kind == lockstep.ControlKind.RESUMED
+
+            await admin.emergency_stop("drill")
+            await eventually(lambda: agent.is_paused and agent.notices[-1].kind == lockstep.ControlKind.EMERGENCY_STOP)
+            assert agent.notices[-1].reason == "drill"
+            await admin.resume_all()
+            await eventually(lambda: not agent.is_paused and agent.notices[-1].kind == lockstep.ControlKind.RESUMED_ALL)
+
+            # the built-in emergency_stop, sent as a command, is answered before the agent stops
+            assert await admin.send_command("collector-2", "emergency_stop", timeout=5) == {
+                "ok": "emergency_stop",
+                "paused": True,
+            }
+            assert await asyncio.wait_for(runner, 5) is None
+            assert agent.stopped and agent.stopped_hook
+            assert agent.handler_errors == 0
+            assert agent.commands == ["rebalance", "explode", "unserialisable", "status", "emergency_stop"]
+        assert await client.list_agents() == []
+
+
+class Plain(lockstep.SynchronizedAgent):
+    pass
+
+
+class OldStyle(lockstep.SynchronizedAgent):
+    """Written for lockstep 0.1: on_command takes one Command."""
+
+    async def on_command(self, command: lockstep.Command) -> Any:  # type: ignore[override]
+        return {"name": command.name, "params": dict(command.params), "id": command.command_id}
+
+
+async def test_default_and_old_style_command_handlers(client: lockstep.Client) -> None:
+    admin = client.admin()
+    async with Plain("plain", client), OldStyle("old", client):
+        with pytest.raises(lockstep.CommandFailed) as info:
+            await admin.send_command("plain", "rebalance", timeout=5)
+        assert info.value.agent_error == "agent 'plain' does not handle the command 'rebalance'"
+        assert await admin.send_command("plain", "resume", timeout=5) is None  # built in
+
+        result = await admin.send_command("old", "rebalance", {"w": 1}, timeout=5)
+        assert result["name"] == "rebalance" and result["params"] == {"w": 1} and result["id"] > 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import List
+from typing import Any, List
 
 import pytest
 
@@ -83,10 +83,48 @@ def test_commands(server: ServerProcess) -> None:
     assert "scanner" in lines_with(out, "issues:")[0]
     assert "force_complete: state=forced, waiter released (forced=True)" in out
     assert "cleanup: {'removed': 1}" in out
-    for name in ("pause_agent", "health", "send_command"):
-        assert lines_with(out, f"{name}: not supported yet"), name
-    assert "'command': 'pause', 'paused': True" in out
-    assert "'command': 'resume', 'paused': False" in out
+    # pause and resume reach the agent; its publish is refused meanwhile
+    assert "scanner told: paused by 'example-operator'" in out
+    assert "scanner publish refused: agent 'scanner' may not publish: operator 'example-operator' paused it" in out
+    assert "scanner told: resumed by 'example-operator'" in out
+    # the command round trip, an agent's error, and an agent that takes no commands
+    assert "send_command rebalance_weights -> {'dropped': ['sol'], 'kept': ['btc', 'eth']}" in out
+    assert "send_command set_limit to risk_sentinel failed: limit 5000000 is above the desk's maximum" in out
+    assert "send_command rebalance_weights to scanner failed: agent 'scanner' does not handle commands" in out
+    # the emergency stop reaches the SynchronizedAgent's hooks and the plain agent alike
+    assert "risk_sentinel told: emergency_stop by 'example-operator' (drill)" in out
+    assert "scanner told: emergency_stop by 'example-operator' (drill)" in out
+    assert "risk_sentinel told: resumed_all by 'example-operator'" in out
+    assert "resume_all: emergency stop lifted" in out
+    health = lines_with(out, "health: score")[0]
+    assert "risk_sentinel" in health and "scanner" in health and "(breaker closed)" in health
+    # (an agent's hook may print after the heading: keep the entries only)
+    audit = [line.split(": ", 1)[1] for line in out.split("audit log:")[1].splitlines() if line.startswith("  #")]
+    assert audit == [
+        "pause_agent scanner -> ok",
+        "resume_agent scanner -> ok",
+        "rebalance_weights risk_sentinel -> ok",
+        "set_limit risk_sentinel -> agent_error",
+        "rebalance_weights scanner -> agent_error",
+        "emergency_stop -> ok",
+        "resume_all -> ok",
+    ]
+
+
+def test_commands_with_an_admin_token_and_address(server_factory: Any) -> None:
+    server = server_factory(admin_token="s3cret", admin_listen="127.0.0.1:0")
+    env = python_env()
+    env.update(LOCKSTEP_ADMIN_TOKEN="s3cret", LOCKSTEP_ADMIN_ADDR=server.admin_address)
+    proc = subprocess.run(
+        [PYTHON, str(EXAMPLES / "commands.py"), server.address],
+        env=env,
+        cwd=str(EXAMPLES),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "send_command rebalance_weights -> {'dropped': ['sol'], 'kept': ['btc', 'eth']}" in proc.stdout
 
 
 def test_syncbus(server: ServerProcess) -> None:

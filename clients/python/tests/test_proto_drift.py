@@ -51,8 +51,11 @@ def test_stubs_cover_every_rpc_in_the_proto() -> None:
     proto = (PYTHON_ROOT.parent.parent / "crates" / "proto" / "proto" / "lockstep" / "v1" / "lockstep.proto").read_text()
     import re
 
-    rpcs = re.findall(r"^\s*rpc\s+(\w+)\s*\(", proto, flags=re.M)
-    assert rpcs, "no rpc found in the proto"
-    service = lockstep_pb2.DESCRIPTOR.services_by_name["Lockstep"]
-    assert sorted(m.name for m in service.methods) == sorted(rpcs)
-    assert hasattr(lockstep_pb2_grpc, "LockstepStub")
+    services = dict(re.findall(r"^service\s+(\w+)\s*\{(.*?)^\}", proto, flags=re.M | re.S))
+    assert {"Lockstep", "Admin"} <= set(services), f"services in the proto: {sorted(services)}"
+    for name, body in services.items():
+        rpcs = re.findall(r"^\s*rpc\s+(\w+)\s*\(", body, flags=re.M)
+        assert rpcs, f"no rpc found in service {name}"
+        service = lockstep_pb2.DESCRIPTOR.services_by_name[name]
+        assert sorted(m.name for m in service.methods) == sorted(rpcs), name
+        assert hasattr(lockstep_pb2_grpc, f"{name}Stub"), name

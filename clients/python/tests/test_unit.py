@@ -91,6 +91,38 @@ def test_status_codes_map_to_typed_errors() -> None:
     assert isinstance(lockstep.InvalidArgument("x"), ValueError)
 
 
+def test_pause_refusals_and_command_errors_are_typed() -> None:
+    paused = "agent 'w' may not publish: operator 'alice' paused it at 5 ms; messages for it are held"
+    stopped = "agent 'w' may not arrive at a sync point: operator 'ops' ordered an emergency stop at 9 ms (drill)"
+    for sync in (False, True):  # a paused agent's barrier arrival is refused, not a SyncConflict
+        err = error_from_code(grpc.StatusCode.FAILED_PRECONDITION, paused, sync=sync)
+        assert type(err) is lockstep.AgentPaused and isinstance(err, lockstep.FailedPrecondition)
+        assert not err.emergency_stop
+    assert error_from_code(grpc.StatusCode.FAILED_PRECONDITION, stopped, sync=True).emergency_stop  # type: ignore[attr-defined]
+    conflict = error_from_code(grpc.StatusCode.FAILED_PRECONDITION, "sync point 's' already completed", sync=True)
+    assert type(conflict) is lockstep.SyncConflict
+
+    failed = lockstep.CommandFailed("agent 'a' failed", agent_error="why", agent_id="a", command="c", command_id=7)
+    assert failed.agent_error == "why" and failed.command_id == 7 and failed.code == grpc.StatusCode.UNKNOWN
+    timeout = lockstep.CommandTimeout("late", agent_id="a", command="c")
+    assert isinstance(timeout, lockstep.CommandError) and isinstance(timeout, lockstep.DeadlineExceeded)
+    assert isinstance(timeout, TimeoutError) and timeout.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    aborted = lockstep.CommandAborted("gone")
+    assert isinstance(aborted, lockstep.CommandError) and aborted.code == grpc.StatusCode.ABORTED
+
+
+def test_control_notices_and_commands_decode() -> None:
+    from lockstep.v1 import lockstep_pb2 as pb
+
+    notice = lockstep.ControlNotice.from_proto(pb.Control(kind=pb.Control.KIND_EMERGENCY_STOP, actor="ops", reason="r"))
+    assert notice.kind == lockstep.ControlKind.EMERGENCY_STOP and notice.pauses and str(notice) == "emergency_stop by 'ops' (r)"
+    assert not lockstep.ControlNotice(lockstep.ControlKind.RESUMED_ALL).pauses
+    command = lockstep.Command.from_proto(pb.Command(command_id=3, command="go", params_json="null", deadline_ms=9))
+    assert command.params == {} and command.command_id == 3 and command.deadline_ms == 9 and not command.answered
+    command = lockstep.Command.from_proto(pb.Command(command_id=4, command="go", params_json='{"a":[1]}'))
+    assert command.params == {"a": [1]}
+
+
 def test_agent_status_parses_names() -> None:
     assert lockstep.AgentStatus.parse("busy") is lockstep.AgentStatus.BUSY
     assert lockstep.AgentStatus.parse("AGENT_STATUS_SYNCING") is lockstep.AgentStatus.SYNCING

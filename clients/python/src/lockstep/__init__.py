@@ -22,12 +22,17 @@ from __future__ import annotations
 
 from ._util import DEFAULT_ADDRESS, default_address
 from .admin import Admin, CommandInterface, SystemStatus
-from .agent import Agent, StateWatch
+from .agent import Agent, Feed, StateWatch
 from .base import AgentBase, Command, SynchronizedAgent
 from .client import Client, RegistryWatch, connect
 from .errors import (
+    AgentPaused,
     AlreadyRegistered,
     BreakerOpen,
+    CommandAborted,
+    CommandError,
+    CommandFailed,
+    CommandTimeout,
     ConnectionLost,
     DeadlineExceeded,
     FailedPrecondition,
@@ -47,9 +52,18 @@ from .errors import (
 )
 from .merge import apply_merge_patch
 from .models import (
+    AgentHealth,
     AgentInfo,
+    AgentRef,
     AgentStatus,
+    AuditEntry,
+    AuditLog,
+    ControlKind,
+    ControlNotice,
     Delivery,
+    EmergencyStopInfo,
+    HealthReport,
+    HealthSample,
     Limits,
     Registration,
     RegistryEvent,
@@ -73,6 +87,7 @@ __all__ = [
     "Client",
     "Agent",
     "StateWatch",
+    "Feed",
     "RegistryWatch",
     "SynchronizedAgent",
     "AgentBase",
@@ -82,9 +97,18 @@ __all__ = [
     "SystemStatus",
     "apply_merge_patch",
     # data
+    "AgentHealth",
     "AgentInfo",
+    "AgentRef",
     "AgentStatus",
+    "AuditEntry",
+    "AuditLog",
+    "ControlKind",
+    "ControlNotice",
     "Delivery",
+    "EmergencyStopInfo",
+    "HealthReport",
+    "HealthSample",
     "Limits",
     "Registration",
     "RegistryEvent",
@@ -98,8 +122,13 @@ __all__ = [
     "SyncState",
     # errors
     "LockstepError",
+    "AgentPaused",
     "AlreadyRegistered",
     "BreakerOpen",
+    "CommandAborted",
+    "CommandError",
+    "CommandFailed",
+    "CommandTimeout",
     "ConnectionLost",
     "DeadlineExceeded",
     "FailedPrecondition",

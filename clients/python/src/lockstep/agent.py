@@ -1,4 +1,5 @@
-"""A registered agent: its session stream, deliveries, state, watches and barriers."""
+"""A registered agent: its session stream, deliveries, state, watches, barriers, and what operators
+tell it (pauses, commands)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ from typing import (
     Callable,
     Deque,
     Dict,
+    Generic,
     Iterable,
     List,
     Optional,
     Set,
     Tuple,
+    TypeVar,
     Union,
 )
 
@@ -40,13 +43,24 @@ from .errors import (
     status_code,
 )
 from .merge import apply_merge_patch
-from .models import AgentStatus, Delivery, Registration, StateSnapshot, StateView, SyncResult
+from .models import (
+    AgentStatus,
+    Command,
+    ControlKind,
+    ControlNotice,
+    Delivery,
+    Registration,
+    StateSnapshot,
+    StateView,
+    SyncResult,
+    _Responder,
+)
 from .v1 import lockstep_pb2 as pb
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import Client
 
-__all__ = ["Agent", "StateWatch", "Participants"]
+__all__ = ["Agent", "StateWatch", "Feed", "Participants"]
 
 log = logging.getLogger("lockstep")
 
@@ -57,6 +71,14 @@ _DEFAULT: Any = object()
 _RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
 
 Selector = Tuple[str, str]  # ("agent", id) | ("role", role) | ("all", "")
+
+T = TypeVar("T")
+
+#: Control notices kept for a reader of :meth:`Agent.control_notices` that falls behind.
+_NOTICE_BUFFER = 1000
+
+#: The longest error text an agent sends for a command (the server's default limit is 4096 bytes).
+_MAX_COMMAND_ERROR_BYTES = 4000
 
 
 def _selector_message(selector: Selector, cls: Any) -> Any:
@@ -80,6 +102,9 @@ class Agent:
     Messages routed to the agent are read with :meth:`deliveries`; its own state is changed with
     :meth:`update_state` and other agents' state followed with :meth:`watch_state`; barriers are
     :meth:`sync` (also spelled :meth:`sync_with_agents`).
+
+    Operators reach the agent through the server: :attr:`paused` and :meth:`control_notices` follow
+    their pauses and emergency stops, and :meth:`commands` yields the commands they send.
     """
 
     def __init__(
@@ -139,6 +164,16 @@ class Agent:
         self._role_task: Optional["asyncio.Task[None]"] = None
         self.resyncs = 0
         """How many times a watched agent's state was refetched after a gap in its versions."""
+
+        # what operators said
+        self._own_pause: Optional[ControlNotice] = None
+        self._emergency: Optional[ControlNotice] = None
+        self._running = asyncio.Event()
+        self._running.set()
+        self._notice_feeds: List[Feed[ControlNotice]] = []
+        self._command_feed: Optional[Feed[Command]] = None
+        self.commands_refused = 0
+        """Commands answered with an error because the application was not taking commands."""
 
     # ------------------------------------------------------------------------------------------
     # opening and the session loop
@@ -249,9 +284,11 @@ class Agent:
             self._reg = new_reg
             self.reconnects += 1
             if not new_reg.resumed:
-                # A new session: the server starts this agent afresh.
+                # A new session: the server starts this agent afresh, and tells it first if it is paused.
                 self._consumed_seq = self._acked_seq = 0
                 self._own_state, self._own_version = {}, 0
+                self._own_pause = self._emergency = None
+                self._running.set()
             self._connected.set()
             for selector in self._distinct_selectors():
                 try:
@@ -274,8 +311,13 @@ class Agent:
         self._fail_pending(error or SessionClosed(f"agent '{self.agent_id}' is closed"))
         self._connected.set()
         self._delivery_event.set()
+        self._running.set()
         for w in list(self._watches):
             w._end()
+        for feed in list(self._notice_feeds):
+            feed._end()
+        if self._command_feed is not None:
+            self._command_feed._end()
         for task in list(self._background):
             task.cancel()
         if self._role_task is not None:
@@ -367,6 +409,10 @@ class Agent:
         elif kind == "state_changes":
             for change in msg.state_changes.items:
                 self._on_change(change)
+        elif kind == "control":
+            self._on_control(ControlNotice.from_proto(msg.control))
+        elif kind == "command":
+            self._on_command(msg.command)
         elif kind == "registered":
             log.debug("lockstep: unexpected second 'registered' for agent '%s'", self.agent_id)
 
@@ -613,6 +659,146 @@ class Agent:
     async def get_state(self, agent_id: Optional[str] = None) -> StateSnapshot:
         """Any agent's whole state and version (this agent's by default), fetched from the server."""
         return await self._client.get_state(agent_id or self.agent_id)
+
+    # ------------------------------------------------------------------------------------------
+    # pauses and emergency stops
+
+    def _on_control(self, notice: ControlNotice) -> None:
+        kind = notice.kind
+        if kind == ControlKind.PAUSED:
+            self._own_pause = notice
+        elif kind == ControlKind.RESUMED:
+            self._own_pause = None
+        elif kind == ControlKind.EMERGENCY_STOP:
+            self._emergency = notice
+        elif kind == ControlKind.RESUMED_ALL:
+            self._own_pause = self._emergency = None
+        if self.paused:
+            self._running.clear()
+        else:
+            self._running.set()
+        log.info("lockstep: agent '%s': %s", self.agent_id, notice)
+        for feed in list(self._notice_feeds):
+            feed._push(notice)
+
+    @property
+    def paused(self) -> bool:
+        """True while an operator holds this agent: paused on its own, or by an emergency stop.
+
+        While paused its deliveries and the state changes it watches are held by the server (and
+        follow on resume), and :meth:`publish`, :meth:`update_state` and :meth:`sync` are refused with
+        :class:`~lockstep.AgentPaused`. It may still read, watch, heartbeat, answer commands and
+        leave. The server tells the agent right after registering if it is paused already; this
+        property follows its notices, so it may lag the server by the time a message takes.
+        """
+        return self._own_pause is not None or self._emergency is not None
+
+    @property
+    def pause_notice(self) -> Optional[ControlNotice]:
+        """The notice that holds this agent (the emergency stop's if there is one), or ``None``."""
+        return self._emergency or self._own_pause
+
+    @property
+    def emergency_stopped(self) -> bool:
+        """True while an emergency stop holds every agent (lifted only by ``resume_all``)."""
+        return self._emergency is not None
+
+    async def wait_resumed(self, timeout: Optional[float] = None) -> None:
+        """Return at once unless :attr:`paused`; then wait until an operator resumes this agent.
+
+        Raises:
+            asyncio.TimeoutError: still paused after ``timeout`` seconds.
+            SessionClosed: the agent was closed while paused.
+        """
+
+        async def _wait() -> None:
+            while self.paused:
+                if self._closed:
+                    raise SessionClosed(f"agent '{self.agent_id}' was closed while paused")
+                await self._running.wait()
+
+        await asyncio.wait_for(_wait(), timeout)
+
+    def control_notices(self) -> "Feed[ControlNotice]":
+        """Every :class:`~lockstep.ControlNotice` the server sends this agent from now on::
+
+            async for notice in agent.control_notices():
+                print(notice.kind, notice.actor, notice.reason)   # paused, resumed, emergency_stop...
+
+        Each call opens its own feed (close it with ``close()`` or ``async with``), which ends when the
+        agent closes. A reader that falls behind keeps the latest 1,000 notices.
+        """
+        feed: Feed[ControlNotice] = Feed("control notices", maxlen=_NOTICE_BUFFER, on_close=self._drop_notice_feed)
+        if self._closed:
+            feed._end()
+        else:
+            self._notice_feeds.append(feed)
+        return feed
+
+    def _drop_notice_feed(self, feed: "Feed[Any]") -> None:
+        try:
+            self._notice_feeds.remove(feed)
+        except ValueError:
+            pass
+
+    # ------------------------------------------------------------------------------------------
+    # commands from operators
+
+    def commands(self) -> "Feed[Command]":
+        """The commands operators send this agent (:meth:`lockstep.Admin.send_command`)::
+
+            async for cmd in agent.commands():
+                if cmd.name == "rebalance":
+                    await cmd.reply({"moved": 3})
+                else:
+                    await cmd.fail(f"unknown command {cmd.name!r}")
+
+        Answer each :class:`~lockstep.Command` once, with ``reply(result)`` or ``fail(why)``; the
+        operator waits until then or until the command's timeout. Until the application calls this,
+        the agent answers every command with an error ("does not handle commands"), so that operators
+        learn it at once instead of at their timeout; calling it makes the agent take commands from
+        then on. Every call returns the same feed while it is open; closing it stops taking commands
+        (those not yet read are answered with an error).
+        """
+        feed = self._command_feed
+        if feed is None or feed.closed:
+            feed = Feed("commands", on_close=self._commands_closed)
+            if self._closed:
+                feed._end()
+            self._command_feed = feed
+        return feed
+
+    def _on_command(self, msg: Any) -> None:
+        command = Command.from_proto(msg, _Responder(self._answer_command))
+        feed = self._command_feed
+        if feed is not None and not feed.closed:
+            feed._push(command)
+        else:
+            self._spawn(self._refuse_command(command, f"agent '{self.agent_id}' does not handle commands"))
+
+    def _commands_closed(self, feed: "Feed[Any]") -> None:
+        if self._closed:
+            return  # the server ends the agent's pending commands itself
+        for command in feed._take_all():
+            self._spawn(self._refuse_command(command, f"agent '{self.agent_id}' stopped taking commands"))
+
+    async def _refuse_command(self, command: Command, why: str) -> None:
+        self.commands_refused += 1
+        try:
+            await command.fail(why)
+        except LockstepError as exc:
+            log.debug("lockstep: agent '%s' could not refuse command %d: %s", self.agent_id, command.command_id, exc)
+
+    async def _answer_command(self, command_id: int, result_json: Optional[str], error: Optional[str]) -> None:
+        result = pb.CommandResult(command_id=command_id)
+        if error is not None:
+            data = error.encode("utf-8")
+            if len(data) > _MAX_COMMAND_ERROR_BYTES:
+                error = data[: _MAX_COMMAND_ERROR_BYTES - 3].decode("utf-8", "ignore") + "…"
+            result.error = error
+        else:
+            result.result_json = result_json or "null"
+        self._raise_if_error(await self._request(pb.ClientMessage(command_result=result)))
 
     # ------------------------------------------------------------------------------------------
     # watching others' state
@@ -993,6 +1179,88 @@ class Agent:
         self._reconnect = False
         if self._call is not None:
             self._call.cancel()
+
+
+class Feed(Generic[T]):
+    """Items the server sends an agent, in order: an async iterator (also an async context manager
+    that closes it). :meth:`lockstep.Agent.commands` and :meth:`lockstep.Agent.control_notices`
+    return one. Iteration ends when the feed or its agent is closed.
+    """
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        maxlen: Optional[int] = None,
+        on_close: Optional[Callable[["Feed[Any]"], None]] = None,
+    ) -> None:
+        self._what = what
+        self._items: Deque[T] = collections.deque(maxlen=maxlen)
+        self._event = asyncio.Event()
+        self._ended = False
+        self._on_close = on_close
+
+    def _push(self, item: T) -> None:
+        self._items.append(item)
+        self._event.set()
+
+    def _end(self) -> None:
+        self._ended = True
+        self._event.set()
+
+    def _take_all(self) -> List[T]:
+        items = list(self._items)
+        self._items.clear()
+        return items
+
+    @property
+    def closed(self) -> bool:
+        """True once the feed (or its agent) was closed."""
+        return self._ended
+
+    @property
+    def pending(self) -> int:
+        """Items received and not read yet."""
+        return len(self._items)
+
+    def __aiter__(self) -> "Feed[T]":
+        return self
+
+    async def __anext__(self) -> T:
+        while True:
+            if self._items:
+                return self._items.popleft()
+            if self._ended:
+                raise StopAsyncIteration
+            self._event.clear()
+            await self._event.wait()
+
+    async def next(self, timeout: Optional[float] = None) -> T:
+        """The next item (``asyncio.TimeoutError`` after ``timeout`` seconds; ``SessionClosed`` once
+        closed and empty)."""
+
+        async def _next() -> T:
+            try:
+                return await self.__anext__()
+            except StopAsyncIteration:
+                raise SessionClosed(f"the {self._what} feed is closed") from None
+
+        return await asyncio.wait_for(_next(), timeout)
+
+    def close(self) -> None:
+        """Stop receiving: the iteration ends."""
+        if self._ended and self._on_close is None:
+            return
+        self._end()
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close(self)
+
+    async def __aenter__(self) -> "Feed[T]":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.close()
 
 
 class StateWatch:

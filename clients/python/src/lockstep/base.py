@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from ._util import Opening, default_address
-from .agent import Agent, Participants, StateWatch
+from .agent import Agent, Feed, Participants, StateWatch
 from .client import DEFAULT_ROLE, Client, connect
-from .errors import LockstepError
-from .models import AgentStatus, Delivery, StateSnapshot, StateView, SyncResult
+from .errors import InvalidArgument, LockstepError, SessionClosed
+from .models import AgentStatus, Command, ControlKind, ControlNotice, Delivery, StateSnapshot, StateView, SyncResult
 
 __all__ = ["SynchronizedAgent", "AgentBase", "Command"]
 
@@ -19,14 +19,11 @@ log = logging.getLogger("lockstep")
 
 _DEFAULT: Any = object()
 
+#: Commands :meth:`SynchronizedAgent.handle_command` carries out itself before :meth:`on_command`.
+BUILT_IN_COMMANDS = ("pause", "pause_agent", "resume", "resume_agent", "emergency_stop")
 
-@dataclass(frozen=True)
-class Command:
-    """A command for an agent: its name, parameters, and who sent it (if known)."""
-
-    name: str
-    params: Mapping[str, Any] = field(default_factory=dict)
-    sender: str = ""
+#: How long :meth:`SynchronizedAgent.stop` lets a command being handled finish and be answered.
+_COMMAND_DRAIN_SECONDS = 5.0
 
 
 class SynchronizedAgent:
@@ -47,15 +44,18 @@ class SynchronizedAgent:
         result = await Scanner("scanner", "127.0.0.1:7600").run()
 
     ``run()`` connects (when given an address rather than a :class:`~lockstep.Client`), registers,
-    starts feeding :meth:`on_delivery` and :meth:`on_state`, calls :meth:`on_start`, then
-    :meth:`work`; when ``work`` returns (or :meth:`stop` is called) it calls :meth:`on_stop`,
-    deregisters, and returns what ``work`` returned. The default ``work`` just waits for
-    :meth:`stop`, so an agent that only reacts to deliveries needs no ``work`` at all.
+    starts feeding :meth:`on_delivery`, :meth:`on_state` and :meth:`on_command`, calls
+    :meth:`on_start`, then :meth:`work`; when ``work`` returns (or :meth:`stop` is called) it calls
+    :meth:`on_stop`, deregisters, and returns what ``work`` returned. The default ``work`` just waits
+    for :meth:`stop`, so an agent that only reacts needs no ``work`` at all.
 
-    Commands: :meth:`handle_command` handles ``pause`` (deliveries wait, status ``paused``),
-    ``resume`` and ``emergency_stop`` (pause and stop) itself, then passes every command to
-    :meth:`on_command`. lockstep's v1 protocol carries no commands from the server yet; until it
-    does, commands reach an agent through :meth:`handle_command` in its own process.
+    Operators: when the server pauses the agent (on its own or by an emergency stop),
+    :attr:`is_paused` turns true, :meth:`on_pause` is called and deliveries wait; on resume,
+    :meth:`on_resume`, and they go on. Commands sent with :meth:`lockstep.Admin.send_command` go to
+    :meth:`handle_command`: ``pause`` (deliveries wait, status ``paused``), ``resume`` and
+    ``emergency_stop`` (pause and stop) are built in; every command then goes to
+    :meth:`on_command`, whose return value is the operator's result and whose exception is the
+    operator's :class:`~lockstep.CommandFailed`. Commands are handled one at a time, in order.
 
     Class attributes ``role``, ``capabilities``, ``interests``, ``metadata`` and ``watch`` give
     defaults that the constructor's keywords override. ``watch`` is ``"all"``,
@@ -91,8 +91,7 @@ class SynchronizedAgent:
             self.metadata = dict(metadata)
         if watch is not _DEFAULT:
             self.watch = watch
-        self.paused = False
-        """True while paused (``pause`` or ``emergency_stop``): :meth:`on_delivery` is not called."""
+        self._local_pause = False
         self.stopped = False
         """True once :meth:`stop` was called (or ``emergency_stop`` received)."""
         self.handler_errors = 0
@@ -102,8 +101,22 @@ class SynchronizedAgent:
         self.state_watch: Optional[StateWatch] = None
         self._own_client = False
         self._tasks: List["asyncio.Task[None]"] = []
+        self._command_task: Optional["asyncio.Task[None]"] = None
+        self._handling_command = False
         self._stop_event: Optional[asyncio.Event] = None
         self._resume_event: Optional[asyncio.Event] = None
+        self._on_command_form: Optional[str] = None
+
+    @property
+    def paused(self) -> bool:
+        """True while paused: by an operator through the server (on its own or by an emergency
+        stop), or by a ``pause`` command. :meth:`on_delivery` is not called meanwhile."""
+        return self._local_pause or (self.agent is not None and self.agent.paused)
+
+    @property
+    def is_paused(self) -> bool:
+        """Same as :attr:`paused`."""
+        return self.paused
 
     @property
     def name(self) -> str:
@@ -128,9 +141,24 @@ class SynchronizedAgent:
     async def on_state(self, view: StateView) -> None:
         """Called for each change of a watched agent's state (see the ``watch`` attribute)."""
 
-    async def on_command(self, command: Command) -> Any:
-        """Called for every command after the built-in handling; its return value is the command's result."""
-        return None
+    async def on_command(self, name: str, params: Mapping[str, Any]) -> Any:
+        """Called for every command after the built-in handling. Its return value (any JSON value) is
+        the command's result; an exception fails the command, its text being what the operator gets.
+
+        The default accepts the built-in commands (result ``None``) and fails every other. A subclass
+        written for lockstep 0.1, whose ``on_command(self, command)`` takes one :class:`~lockstep.Command`,
+        is called that way.
+        """
+        if name in BUILT_IN_COMMANDS:
+            return None
+        raise NotImplementedError(f"agent '{self.agent_id}' does not handle the command '{name}'")
+
+    async def on_pause(self, notice: ControlNotice) -> None:
+        """Called when an operator pauses this agent or stops every agent (``notice.kind`` is
+        ``PAUSED`` or ``EMERGENCY_STOP``; ``notice.reason`` says why). Deliveries wait until resumed."""
+
+    async def on_resume(self, notice: ControlNotice) -> None:
+        """Called when an operator resumes this agent (``RESUMED``) or every agent (``RESUMED_ALL``)."""
 
     async def on_stop(self) -> None:
         """Called when the agent stops, before it deregisters."""
@@ -158,6 +186,9 @@ class SynchronizedAgent:
                 interests=list(self.interests),
                 metadata=dict(self.metadata),
             )
+            # Taken before anything else can run: no command or notice is missed (or refused).
+            commands = self.agent.commands()
+            notices = self.agent.control_notices()
             if self.watch is not None:
                 self.state_watch = await self._open_watch(self.watch)
         except BaseException:
@@ -167,6 +198,9 @@ class SynchronizedAgent:
         self._tasks.append(loop.create_task(self._delivery_loop()))
         if self.state_watch is not None:
             self._tasks.append(loop.create_task(self._state_loop(self.state_watch)))
+        self._tasks.append(loop.create_task(self._control_loop(notices)))
+        self._command_task = loop.create_task(self._command_loop(commands))
+        self._tasks.append(self._command_task)
         await self.on_start()
 
     def _open_watch(self, spec: Union[str, Mapping[str, str]]) -> "Opening[StateWatch]":
@@ -198,6 +232,10 @@ class SynchronizedAgent:
         if self._resume_event is not None:
             self._resume_event.set()
         current = asyncio.current_task()
+        command_task = self._command_task
+        if self._handling_command and command_task is not None and command_task is not current:
+            # Let the command being handled be answered (e.g. the `emergency_stop` that stops us).
+            await asyncio.wait({command_task}, timeout=_COMMAND_DRAIN_SECONDS)
         for task in self._tasks:
             if task is not current:
                 task.cancel()
@@ -235,9 +273,19 @@ class SynchronizedAgent:
         await self._stop_event.wait()
 
     async def wait_if_paused(self) -> None:
-        """Return at once unless paused; then wait until resumed (or stopped)."""
-        if self._resume_event is not None:
-            await self._resume_event.wait()
+        """Return at once unless :attr:`paused`; then wait until resumed (or stopped)."""
+        while self.paused and not self.stopped:
+            if self._local_pause:
+                if self._resume_event is None:
+                    return
+                await self._resume_event.wait()
+            elif self.agent is not None:
+                try:
+                    await self.agent.wait_resumed()
+                except SessionClosed:
+                    return
+            else:
+                return
 
     async def _delivery_loop(self) -> None:
         assert self.agent is not None
@@ -250,6 +298,50 @@ class SynchronizedAgent:
             except Exception:
                 self.handler_errors += 1
                 log.exception("lockstep: %s.on_delivery failed on %s #%d", self.agent_id, delivery.topic, delivery.seq)
+
+    async def _control_loop(self, notices: "Feed[ControlNotice]") -> None:
+        async for notice in notices:
+            if self.stopped:
+                return
+            hook = self.on_pause if notice.pauses else self.on_resume
+            if notice.kind in (ControlKind.RESUMED, ControlKind.RESUMED_ALL) and self._local_pause:
+                # The server set the registry status to active; this agent is still paused by a command.
+                await self._try_status(AgentStatus.PAUSED)
+            try:
+                await hook(notice)
+            except Exception:
+                self.handler_errors += 1
+                log.exception("lockstep: %s.%s failed", self.agent_id, hook.__name__)
+
+    async def _command_loop(self, commands: "Feed[Command]") -> None:
+        async for command in commands:
+            self._handling_command = True
+            try:
+                await self._serve(command)
+            finally:
+                self._handling_command = False
+            if self.stopped:
+                return
+
+    async def _serve(self, command: Command) -> None:
+        """Handle one command from the server and answer it."""
+        try:
+            try:
+                result = await self._handle(command)
+            except Exception as exc:
+                text = str(exc) or type(exc).__name__
+                log.info("lockstep: %s: command '%s' failed: %s", self.agent_id, command.name, text)
+                await command.fail(text)
+                return
+            try:
+                await command.reply(result)
+            except InvalidArgument as exc:
+                if command.answered:
+                    raise
+                await command.fail(str(exc))
+        except LockstepError as exc:
+            log.warning("lockstep: %s could not answer command '%s' (id %d): %s", self.agent_id, command.name,
+                        command.command_id, exc)
 
     async def _state_loop(self, watch: StateWatch) -> None:
         async for view in watch:
@@ -265,25 +357,51 @@ class SynchronizedAgent:
     # commands
 
     async def handle_command(self, name: str, params: Optional[Mapping[str, Any]] = None, *, sender: str = "") -> Any:
-        """Apply a command: ``pause``, ``resume`` and ``emergency_stop`` are built in; every command
-        (built-in or not) then goes to :meth:`on_command`, whose result is returned."""
-        command = Command(name=name, params=dict(params or {}), sender=sender)
+        """Apply a command in this process, as commands from the server are applied: ``pause`` (and
+        ``pause_agent``: deliveries wait, status ``paused``), ``resume`` (``resume_agent``) and
+        ``emergency_stop`` (pause, then stop the agent) are built in; every command (built-in or not)
+        then goes to :meth:`on_command`, whose result is returned and whose exceptions propagate.
+
+        These pauses are the agent's own, not the server's: the server does not hold its deliveries
+        or refuse its actions. Operators pause agents with :meth:`lockstep.Admin.pause_agent`.
+        """
+        return await self._handle(Command(name=name, params=dict(params or {}), sender=sender))
+
+    async def _handle(self, command: Command) -> Any:
+        name = command.name
         if name in ("pause", "pause_agent"):
             await self._pause()
         elif name in ("resume", "resume_agent"):
-            self.paused = False
+            self._local_pause = False
             if self._resume_event is not None:
                 self._resume_event.set()
-            await self._try_status(AgentStatus.ACTIVE)
+            if not self.paused:
+                await self._try_status(AgentStatus.ACTIVE)
         elif name == "emergency_stop":
             await self._pause()
             self.stopped = True
             if self._stop_event is not None:
                 self._stop_event.set()
-        return await self.on_command(command)
+        if self._takes_command_object():
+            return await self.on_command(command)  # type: ignore[call-arg,arg-type]
+        return await self.on_command(name, command.params)
+
+    def _takes_command_object(self) -> bool:
+        """Whether ``on_command`` is the 0.1 form, ``on_command(self, command)``."""
+        if self._on_command_form is None:
+            form = "name_params"
+            try:
+                params = list(inspect.signature(self.on_command).parameters.values())
+            except (TypeError, ValueError):  # pragma: no cover - builtins, odd callables
+                params = []
+            positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+            if len(positional) == 1 and not any(p.kind == p.VAR_POSITIONAL for p in params):
+                form = "command"
+            self._on_command_form = form
+        return self._on_command_form == "command"
 
     async def _pause(self) -> None:
-        self.paused = True
+        self._local_pause = True
         if self._resume_event is not None:
             self._resume_event.clear()
         await self._try_status(AgentStatus.PAUSED)

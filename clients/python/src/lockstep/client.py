@@ -57,6 +57,17 @@ def _normalize_address(address: str) -> str:
     return address.rstrip("/")
 
 
+def channel_options(extra: Optional[Sequence[Tuple[str, Any]]] = None) -> List[Tuple[str, Any]]:
+    """The gRPC channel options every lockstep connection uses, then ``extra``."""
+    opts: List[Tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", -1),
+        ("grpc.max_send_message_length", -1),
+        ("grpc.enable_retries", 0),
+    ]
+    opts.extend(extra or ())
+    return opts
+
+
 def connect(
     address: Optional[str] = None,
     *,
@@ -93,13 +104,7 @@ def connect(
 
     async def _open() -> Client:
         addr = _normalize_address(address or default_address())
-        opts: List[Tuple[str, Any]] = [
-            ("grpc.max_receive_message_length", -1),
-            ("grpc.max_send_message_length", -1),
-            ("grpc.enable_retries", 0),
-        ]
-        opts.extend(options or ())
-        channel = grpc.aio.insecure_channel(addr, options=opts)
+        channel = grpc.aio.insecure_channel(addr, options=channel_options(options))
         try:
             await asyncio.wait_for(channel.channel_ready(), connect_timeout)
         except asyncio.TimeoutError:
@@ -145,6 +150,7 @@ class Client:
         """Default barrier timeout in seconds for :meth:`lockstep.Agent.sync` (``None``: server default)."""
         self._agents: "List[Agent]" = []
         self._watches: "List[RegistryWatch]" = []
+        self._admins: "List[Admin]" = []
         self._closed = False
 
     # ------------------------------------------------------------------------------------------
@@ -161,7 +167,8 @@ class Client:
         return [a for a in self._agents if not a.closed]
 
     async def close(self) -> None:
-        """Deregister every agent of this client, end registry watches, and close the connection."""
+        """Deregister every agent of this client, end registry watches, close admins' own
+        connections, and close the connection."""
         if self._closed:
             return
         self._closed = True
@@ -170,6 +177,8 @@ class Client:
             await asyncio.gather(*(a.close() for a in agents), return_exceptions=True)
         for w in list(self._watches):
             w._cancel()
+        for admin in list(self._admins):
+            await admin.close()
         await self._channel.close()
 
     async def __aenter__(self) -> "Client":
@@ -391,11 +400,38 @@ class Client:
         )
         return int(resp.removed)
 
-    def admin(self, token: Optional[str] = None) -> "Admin":
-        """Operator operations: status, sync diagnostics, and the control plane (see :class:`lockstep.Admin`)."""
+    def admin(
+        self,
+        token: Optional[str] = None,
+        *,
+        actor: Optional[str] = None,
+        address: Optional[str] = None,
+    ) -> "Admin":
+        """Operator operations: status, pausing and commanding agents, the audit log, sync diagnostics
+        (see :class:`lockstep.Admin`).
+
+        Args:
+            token: the server's admin token (``--admin-token``), sent with every call; default
+                ``$LOCKSTEP_ADMIN_TOKEN``.
+            actor: the operator's name in the server's audit log (letters, digits, ``_-.:@/``).
+            address: where the server serves its ``Admin`` API when started with ``--admin-listen``;
+                default ``$LOCKSTEP_ADMIN_ADDR``, else this client's connection.
+
+        Raises:
+            InvalidArgument: ``actor`` is not a valid name.
+        """
         from .admin import Admin
 
-        return Admin(self, token=token)
+        admin = Admin(self, token=token, actor=actor, address=address)
+        if admin._own_channel is not None:
+            self._admins.append(admin)
+        return admin
+
+    def _forget_admin(self, admin: "Admin") -> None:
+        try:
+            self._admins.remove(admin)
+        except ValueError:
+            pass
 
 
 class RegistryWatch:

@@ -31,8 +31,13 @@ __all__ = [
     "ResourceExhausted",
     "BreakerOpen",
     "FailedPrecondition",
+    "AgentPaused",
     "DeadlineExceeded",
     "NotSupported",
+    "CommandError",
+    "CommandFailed",
+    "CommandTimeout",
+    "CommandAborted",
     "SyncFailed",
     "SyncTimeout",
     "SyncAborted",
@@ -123,13 +128,15 @@ class NotFound(LockstepError, LookupError):
 
 
 class Unauthenticated(LockstepError):
-    """The server wants credentials that were missing or wrong."""
+    """The server wants credentials and none were sent (an ``Admin`` call without the server's admin
+    token: pass ``token=`` to :meth:`lockstep.Client.admin`, or set ``$LOCKSTEP_ADMIN_TOKEN``)."""
 
     default_code = grpc.StatusCode.UNAUTHENTICATED
 
 
 class PermissionDenied(LockstepError):
-    """The credentials are valid but do not allow this operation."""
+    """The credentials sent do not allow this operation (an ``Admin`` call with a token that is not the
+    server's)."""
 
     default_code = grpc.StatusCode.PERMISSION_DENIED
 
@@ -150,6 +157,17 @@ class FailedPrecondition(LockstepError):
     default_code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class AgentPaused(FailedPrecondition):
+    """An operator paused this agent, or ordered an emergency stop: until it is resumed the server
+    refuses its publishes, state updates and sync arrivals. The message names who paused it and how
+    to lift it; :attr:`emergency_stop` tells the two causes apart."""
+
+    @property
+    def emergency_stop(self) -> bool:
+        """True when an emergency stop (every agent paused) is the cause, rather than this agent's own pause."""
+        return "emergency stop" in self.message
+
+
 class DeadlineExceeded(LockstepError, TimeoutError):
     """A call ran out of time."""
 
@@ -157,13 +175,79 @@ class DeadlineExceeded(LockstepError, TimeoutError):
 
 
 class NotSupported(LockstepError):
-    """The server does not offer this operation (yet).
+    """The server does not offer this operation.
 
-    Raised for the control-plane operations (pause, resume, restart, emergency stop, health, custom
-    commands): lockstep's v1 protocol has no control-plane API, so these cannot reach the server.
+    Raised by every ``Admin`` call to a server without the ``Admin`` service or that call (an older
+    one, or one that serves ``Admin`` on a separate address: ``lockstep serve --admin-listen``), and for
+    any call a server answers with ``UNIMPLEMENTED``.
     """
 
     default_code = grpc.StatusCode.UNIMPLEMENTED
+
+
+class CommandError(LockstepError):
+    """A command sent with :meth:`lockstep.Admin.send_command` did not produce a result.
+
+    Base class of :class:`CommandFailed`, :class:`CommandTimeout` and :class:`CommandAborted`.
+
+    Attributes:
+        agent_id: the agent the command was sent to.
+        command: the command's name.
+        command_id: the server's id for the command (as in the audit log), when the server said it.
+    """
+
+    default_code = grpc.StatusCode.ABORTED
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: Optional[grpc.StatusCode] = None,
+        agent_id: str = "",
+        command: str = "",
+        command_id: int = 0,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.agent_id = agent_id
+        self.command = command
+        self.command_id = command_id
+
+
+class CommandFailed(CommandError):
+    """The agent answered the command with an error; :attr:`agent_error` is its text.
+
+    The call itself succeeded (the server delivered the command and the agent replied), so
+    :attr:`code` is ``UNKNOWN``: the failure is the agent's, not the server's.
+    """
+
+    default_code = grpc.StatusCode.UNKNOWN
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        agent_error: str = "",
+        code: Optional[grpc.StatusCode] = None,
+        agent_id: str = "",
+        command: str = "",
+        command_id: int = 0,
+    ) -> None:
+        super().__init__(message, code=code, agent_id=agent_id, command=command, command_id=command_id)
+        self.agent_error = agent_error
+        """What the agent said went wrong."""
+
+
+class CommandTimeout(CommandError, DeadlineExceeded):
+    """The agent did not answer the command within its timeout. The server has stopped waiting: a late
+    answer from the agent is refused."""
+
+    default_code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class CommandAborted(CommandError):
+    """The agent went away (deregistered, or lost its lease) before answering the command."""
+
+    default_code = grpc.StatusCode.ABORTED
 
 
 class SyncFailed(LockstepError):
@@ -229,7 +313,10 @@ def error_from_code(
     """
     missing = tuple(missing)
     cls: Optional[Type[LockstepError]] = None
-    if sync:
+    if code == grpc.StatusCode.FAILED_PRECONDITION and _is_pause_refusal(message):
+        # Checked before the barrier errors: a paused agent's arrival is refused, not in conflict.
+        cls = AgentPaused
+    if cls is None and sync:
         cls = _SYNC_BY_CODE.get(code)
     if cls is None and code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE):
         if "breaker" in message.lower():
@@ -241,6 +328,12 @@ def error_from_code(
     return cls(message, code=code, sync_id=sync_id, missing=missing)
 
 
+def _is_pause_refusal(message: str) -> bool:
+    """Whether a FAILED_PRECONDITION message is the server refusing a paused agent's action
+    ("agent 'x' may not publish: operator 'y' paused it ..." or "... ordered an emergency stop ...")."""
+    return " may not " in message and (" paused it" in message or "emergency stop" in message)
+
+
 def error_from_rpc(exc: grpc.RpcError, *, what: str = "") -> LockstepError:
     """Convert a failed gRPC call into the matching :class:`LockstepError`."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
@@ -249,7 +342,10 @@ def error_from_rpc(exc: grpc.RpcError, *, what: str = "") -> LockstepError:
     if code == grpc.StatusCode.UNAVAILABLE and what:
         message = f"{what}: {message}" if message else what
     if code == grpc.StatusCode.UNIMPLEMENTED and not message:
-        message = "this lockstep server does not implement the call"
+        message = (
+            f"{what or 'the lockstep server'} does not implement this call "
+            "(an older server, or an address that serves only the Admin API: `lockstep serve --admin-listen`)"
+        )
     err = error_from_code(code, message)
     err.__cause__ = exc
     return err

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Awaitable, Callable, Dict, Iterator, Mapping, Optional, Tuple, Union
 
 from .v1 import lockstep_pb2 as pb
 
@@ -28,6 +28,16 @@ __all__ = [
     "Limits",
     "ServerInfo",
     "Registration",
+    "ControlKind",
+    "ControlNotice",
+    "Command",
+    "AgentRef",
+    "EmergencyStopInfo",
+    "AuditEntry",
+    "AuditLog",
+    "AgentHealth",
+    "HealthSample",
+    "HealthReport",
 ]
 
 
@@ -70,6 +80,7 @@ class RegistryEventKind(enum.IntEnum):
     LEFT = 3  #: deregistered or disconnected cleanly
     STATUS = 4  #: status changed
     LOST = 5  #: lease expired
+    BREAKER = 6  #: the agent's circuit breaker changed state (see ``agent.breaker_state``)
 
     def __str__(self) -> str:
         return self.name.lower()
@@ -84,6 +95,19 @@ class SyncState(enum.IntEnum):
     FORCED = 3
     TIMED_OUT = 4
     FAILED = 5
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+class ControlKind(enum.IntEnum):
+    """What an operator did to an agent, as told by a :class:`ControlNotice`."""
+
+    UNSPECIFIED = 0
+    PAUSED = 1  #: this agent was paused: deliveries held; publish, update_state and sync refused
+    RESUMED = 2  #: this agent was resumed; its held deliveries follow
+    EMERGENCY_STOP = 3  #: every agent was paused at once
+    RESUMED_ALL = 4  #: the emergency stop and every pause were lifted
 
     def __str__(self) -> str:
         return self.name.lower()
@@ -113,6 +137,10 @@ class AgentInfo:
     queue_depth: int = 0
     dropped: int = 0
     delivered: int = 0
+    breaker_state: str = ""
+    """The server's circuit breaker for this agent: ``closed``, ``open`` or ``half_open``."""
+    breaker_opened: int = 0
+    """How many times that breaker opened."""
 
     @classmethod
     def from_proto(cls, msg: pb.AgentInfo) -> "AgentInfo":
@@ -130,6 +158,8 @@ class AgentInfo:
             queue_depth=msg.queue_depth,
             dropped=msg.dropped,
             delivered=msg.delivered,
+            breaker_state=msg.breaker_state,
+            breaker_opened=msg.breaker_opened,
         )
 
     def to_dict(self) -> Dict[str, Any]:
@@ -148,12 +178,15 @@ class AgentInfo:
             "queue_depth": self.queue_depth,
             "dropped": self.dropped,
             "delivered": self.delivered,
+            "breaker_state": self.breaker_state,
+            "breaker_opened": self.breaker_opened,
         }
 
 
 @dataclass(frozen=True)
 class RegistryEvent:
-    """A change in the registry: an agent joined, left, was lost, or changed status."""
+    """A change in the registry: an agent joined, left, was lost, changed status, or its circuit
+    breaker changed state."""
 
     kind: RegistryEventKind
     agent: AgentInfo
@@ -212,6 +245,120 @@ class Delivery:
         if ctype.startswith("text/"):
             return self.text()
         return self.payload
+
+
+@dataclass(frozen=True)
+class ControlNotice:
+    """An operator paused or resumed this agent, or stopped or resumed every agent.
+
+    Read them with :meth:`lockstep.Agent.control_notices`; :attr:`lockstep.Agent.paused` follows them.
+    """
+
+    kind: ControlKind
+    actor: str = ""
+    """The operator who did it, as named in the audit log."""
+    reason: str = ""
+    """Why, for an emergency stop."""
+
+    @classmethod
+    def from_proto(cls, msg: pb.Control) -> "ControlNotice":
+        return cls(kind=_enum(ControlKind, msg.kind), actor=msg.actor, reason=msg.reason)
+
+    @property
+    def pauses(self) -> bool:
+        """True for a notice that holds the agent (``PAUSED``, ``EMERGENCY_STOP``)."""
+        return self.kind in (ControlKind.PAUSED, ControlKind.EMERGENCY_STOP)
+
+    def __str__(self) -> str:
+        text = f"{self.kind} by '{self.actor}'" if self.actor else str(self.kind)
+        return f"{text} ({self.reason})" if self.reason else text
+
+
+class _Responder:
+    """How a :class:`Command` from the server is answered: the agent's send function, and whether it was."""
+
+    __slots__ = ("send", "answered")
+
+    def __init__(self, send: Callable[[int, Optional[str], Optional[str]], Awaitable[None]]) -> None:
+        self.send = send
+        self.answered = False
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command for an agent: its name, parameters and, for commands an operator sent through the
+    server, their id and deadline.
+
+    Commands from the server come from :meth:`lockstep.Agent.commands`; answer each exactly once,
+    with :meth:`reply` or :meth:`fail`. Commands given to
+    :meth:`lockstep.SynchronizedAgent.handle_command` in the agent's own process have no id and are
+    answered by returning.
+    """
+
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    sender: str = ""
+    """Who sent it, when known (the protocol does not carry the operator's name to the agent)."""
+    command_id: int = 0
+    """The server's id for the command (0 for a local command)."""
+    deadline_ms: int = 0
+    """When the operator stops waiting, on the server's clock (milliseconds; 0 for a local command)."""
+    _responder: Optional[_Responder] = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, msg: pb.Command, responder: Optional[_Responder] = None) -> "Command":
+        try:
+            params = json.loads(msg.params_json) if msg.params_json else None
+        except ValueError:
+            params = None
+        return cls(
+            name=msg.command,
+            params=params if isinstance(params, dict) else {},
+            command_id=msg.command_id,
+            deadline_ms=msg.deadline_ms,
+            _responder=responder,
+        )
+
+    @property
+    def answered(self) -> bool:
+        """True once :meth:`reply` or :meth:`fail` succeeded."""
+        return self._responder is not None and self._responder.answered
+
+    async def reply(self, result: Any = None) -> None:
+        """Answer the command with ``result``, any JSON-serialisable value (a ``str`` is a JSON string).
+
+        Raises:
+            InvalidArgument: ``result`` is not JSON-serialisable, or the server refused the answer:
+                the command is no longer pending (it timed out, or the operator's call ended), or the
+                result is larger than the server allows. Except for a late answer, the command is still
+                pending and can be answered again.
+            LockstepError: the command did not come from the server, or was already answered.
+        """
+        from .errors import InvalidArgument
+
+        try:
+            text = json.dumps(result, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgument(f"the result of command '{self.name}' is not JSON-serialisable: {exc}") from None
+        await self._answer(text, None)
+
+    async def fail(self, error: str) -> None:
+        """Answer the command with an error: the operator's ``send_command`` raises
+        :class:`~lockstep.CommandFailed` carrying ``error``. Raises as :meth:`reply` does."""
+        await self._answer(None, str(error) or "the command failed")
+
+    async def _answer(self, result_json: Optional[str], error: Optional[str]) -> None:
+        from .errors import LockstepError
+
+        responder = self._responder
+        if responder is None:
+            raise LockstepError(
+                f"command '{self.name}' did not come from the server; a local command's result is what its handler returns"
+            )
+        if responder.answered:
+            raise LockstepError(f"command '{self.name}' (id {self.command_id}) was already answered")
+        await responder.send(self.command_id, result_json, error)
+        responder.answered = True
 
 
 @dataclass(frozen=True)
@@ -420,6 +567,218 @@ class ServerInfo:
             delivered=msg.delivered,
             dropped=msg.dropped,
         )
+
+
+@dataclass(frozen=True)
+class AgentRef:
+    """An agent named by its namespace and id."""
+
+    namespace: str
+    agent_id: str
+
+    @classmethod
+    def from_proto(cls, msg: pb.AgentRef) -> "AgentRef":
+        return cls(namespace=msg.namespace, agent_id=msg.agent_id)
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.agent_id}" if self.namespace else self.agent_id
+
+
+@dataclass(frozen=True)
+class EmergencyStopInfo:
+    """The emergency stop in force: who ordered it, why, and since when (server clock, ms)."""
+
+    actor: str
+    reason: str
+    since_ms: int
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"actor": self.actor, "reason": self.reason, "since_ms": self.since_ms}
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One line of the server's audit log: an operator's action or a command's outcome.
+
+    ``outcome`` is ``ok``, ``refused``, ``unknown_agent``, ``agent_error``, ``timed_out`` or
+    ``agent_gone``; ``detail`` says what happened (the result, the error...). ``command`` is the
+    operation (``pause_agent``, ``emergency_stop``...) or the name of a command sent to an agent, in
+    which case ``command_id`` is set. Texts are cut by the server to a bounded length.
+    """
+
+    seq: int
+    at_ms: int
+    actor: str
+    command: str
+    command_id: int = 0
+    namespace: str = ""
+    target: str = ""
+    params: str = ""
+    outcome: str = ""
+    detail: str = ""
+
+    @classmethod
+    def from_proto(cls, msg: pb.AuditEntry) -> "AuditEntry":
+        return cls(
+            seq=msg.seq,
+            at_ms=msg.at_ms,
+            actor=msg.actor,
+            command=msg.command,
+            command_id=msg.command_id,
+            namespace=msg.namespace,
+            target=msg.target,
+            params=msg.params,
+            outcome=msg.outcome,
+            detail=msg.detail,
+        )
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class AuditLog:
+    """The most recent audit entries, oldest first; ``dropped`` counts older ones the server no longer
+    keeps. Iterable and indexable like its ``entries``."""
+
+    entries: Tuple[AuditEntry, ...]
+    dropped: int = 0
+
+    @classmethod
+    def from_proto(cls, msg: pb.AuditLogResponse) -> "AuditLog":
+        return cls(entries=tuple(AuditEntry.from_proto(e) for e in msg.entries), dropped=msg.dropped)
+
+    def __iter__(self) -> Iterator[AuditEntry]:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> AuditEntry:
+        return self.entries[index]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"entries": [e.to_dict() for e in self.entries], "dropped": self.dropped}
+
+
+@dataclass(frozen=True)
+class AgentHealth:
+    """One agent's health as the server judges it.
+
+    ``status`` is ``healthy``, ``degraded``, ``stuck`` or ``unhealthy``, and ``issues`` say why in
+    words. Times are on the server's clock (ms); ``last_progress_ms`` is the last acknowledgement,
+    publish or state update.
+    """
+
+    namespace: str
+    agent_id: str
+    role: str = ""
+    status: str = ""
+    issues: Tuple[str, ...] = ()
+    deliveries_succeeded: int = 0
+    deliveries_failed: int = 0
+    success_ratio: float = 1.0
+    ack_p50_ms: int = 0
+    ack_p99_ms: int = 0
+    queue_depth: int = 0
+    queue_high_water: int = 0
+    dropped: int = 0
+    breaker_state: str = ""
+    breaker_since_ms: int = 0
+    last_heartbeat_ms: int = 0
+    last_progress_ms: int = 0
+
+    @classmethod
+    def from_proto(cls, msg: pb.AgentHealth) -> "AgentHealth":
+        return cls(
+            namespace=msg.namespace,
+            agent_id=msg.agent_id,
+            role=msg.role,
+            status=msg.status,
+            issues=tuple(msg.issues),
+            deliveries_succeeded=msg.deliveries_succeeded,
+            deliveries_failed=msg.deliveries_failed,
+            success_ratio=msg.success_ratio,
+            ack_p50_ms=msg.ack_p50_ms,
+            ack_p99_ms=msg.ack_p99_ms,
+            queue_depth=msg.queue_depth,
+            queue_high_water=msg.queue_high_water,
+            dropped=msg.dropped,
+            breaker_state=msg.breaker_state,
+            breaker_since_ms=msg.breaker_since_ms,
+            last_heartbeat_ms=msg.last_heartbeat_ms,
+            last_progress_ms=msg.last_progress_ms,
+        )
+
+    @property
+    def healthy(self) -> bool:
+        return self.status == "healthy"
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = dict(self.__dict__)
+        out["issues"] = list(self.issues)
+        return out
+
+
+@dataclass(frozen=True)
+class HealthSample:
+    """The system's health at one moment: ``healthy`` of ``total`` agents (``score`` = the ratio)."""
+
+    at_ms: int
+    score: float
+    healthy: int
+    total: int
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """Every agent's health (all namespaces) and the system's: ``score`` is healthy agents / all
+    agents (1.0 with none), with counts by health and recent ``history``, oldest first."""
+
+    agents: Tuple[AgentHealth, ...]
+    score: float = 1.0
+    healthy: int = 0
+    degraded: int = 0
+    stuck: int = 0
+    unhealthy: int = 0
+    history: Tuple[HealthSample, ...] = ()
+    now_ms: int = 0
+
+    @classmethod
+    def from_proto(cls, msg: pb.HealthResponse) -> "HealthReport":
+        return cls(
+            agents=tuple(AgentHealth.from_proto(a) for a in msg.agents),
+            score=msg.score,
+            healthy=msg.healthy,
+            degraded=msg.degraded,
+            stuck=msg.stuck,
+            unhealthy=msg.unhealthy,
+            history=tuple(HealthSample(at_ms=h.at_ms, score=h.score, healthy=h.healthy, total=h.total) for h in msg.history),
+            now_ms=msg.now_ms,
+        )
+
+    def get(self, agent_id: str, namespace: Optional[str] = None) -> Optional[AgentHealth]:
+        """One agent's health (in ``namespace``, if given), or ``None``."""
+        for a in self.agents:
+            if a.agent_id == agent_id and (namespace is None or a.namespace == namespace):
+                return a
+        return None
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-friendly dict (what ``handle_command('health')`` returns)."""
+        return {
+            "score": self.score,
+            "healthy": self.healthy,
+            "degraded": self.degraded,
+            "stuck": self.stuck,
+            "unhealthy": self.unhealthy,
+            "agents": [a.to_dict() for a in self.agents],
+            "history": [h.to_dict() for h in self.history],
+            "now_ms": self.now_ms,
+        }
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ AGENT_STATUS_PAUSED: AgentStatus
 AGENT_STATUS_LOST: AgentStatus
 
 class ClientMessage(_message.Message):
-    __slots__ = ("request_id", "register", "heartbeat", "publish", "update_state", "set_status", "watch_state", "unwatch_state", "sync", "ack", "deregister")
+    __slots__ = ("request_id", "register", "heartbeat", "publish", "update_state", "set_status", "watch_state", "unwatch_state", "sync", "ack", "deregister", "command_result", "delivery_error")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     REGISTER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,8 @@ class ClientMessage(_message.Message):
     SYNC_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     DEREGISTER_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_RESULT_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_ERROR_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     register: Register
     heartbeat: Heartbeat
@@ -48,7 +50,17 @@ class ClientMessage(_message.Message):
     sync: SyncArrive
     ack: Ack
     deregister: Deregister
-    def __init__(self, request_id: _Optional[int] = ..., register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., update_state: _Optional[_Union[UpdateState, _Mapping]] = ..., set_status: _Optional[_Union[SetStatus, _Mapping]] = ..., watch_state: _Optional[_Union[WatchState, _Mapping]] = ..., unwatch_state: _Optional[_Union[UnwatchState, _Mapping]] = ..., sync: _Optional[_Union[SyncArrive, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., deregister: _Optional[_Union[Deregister, _Mapping]] = ...) -> None: ...
+    command_result: CommandResult
+    delivery_error: DeliveryError
+    def __init__(self, request_id: _Optional[int] = ..., register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., update_state: _Optional[_Union[UpdateState, _Mapping]] = ..., set_status: _Optional[_Union[SetStatus, _Mapping]] = ..., watch_state: _Optional[_Union[WatchState, _Mapping]] = ..., unwatch_state: _Optional[_Union[UnwatchState, _Mapping]] = ..., sync: _Optional[_Union[SyncArrive, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., deregister: _Optional[_Union[Deregister, _Mapping]] = ..., command_result: _Optional[_Union[CommandResult, _Mapping]] = ..., delivery_error: _Optional[_Union[DeliveryError, _Mapping]] = ...) -> None: ...
+
+class DeliveryError(_message.Message):
+    __slots__ = ("seq", "reason")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    reason: str
+    def __init__(self, seq: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Register(_message.Message):
     __slots__ = ("namespace", "agent_id", "role", "capabilities", "interests", "metadata", "resume_token")
@@ -153,17 +165,65 @@ class Deregister(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class CommandResult(_message.Message):
+    __slots__ = ("command_id", "result_json", "error")
+    COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    command_id: int
+    result_json: str
+    error: str
+    def __init__(self, command_id: _Optional[int] = ..., result_json: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
 class ServerMessage(_message.Message):
-    __slots__ = ("registered", "reply", "deliveries", "state_changes")
+    __slots__ = ("registered", "reply", "deliveries", "state_changes", "control", "command")
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     REPLY_FIELD_NUMBER: _ClassVar[int]
     DELIVERIES_FIELD_NUMBER: _ClassVar[int]
     STATE_CHANGES_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
     registered: Registered
     reply: Reply
     deliveries: Deliveries
     state_changes: StateChanges
-    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., reply: _Optional[_Union[Reply, _Mapping]] = ..., deliveries: _Optional[_Union[Deliveries, _Mapping]] = ..., state_changes: _Optional[_Union[StateChanges, _Mapping]] = ...) -> None: ...
+    control: Control
+    command: Command
+    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., reply: _Optional[_Union[Reply, _Mapping]] = ..., deliveries: _Optional[_Union[Deliveries, _Mapping]] = ..., state_changes: _Optional[_Union[StateChanges, _Mapping]] = ..., control: _Optional[_Union[Control, _Mapping]] = ..., command: _Optional[_Union[Command, _Mapping]] = ...) -> None: ...
+
+class Control(_message.Message):
+    __slots__ = ("kind", "actor", "reason")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[Control.Kind]
+        KIND_PAUSED: _ClassVar[Control.Kind]
+        KIND_RESUMED: _ClassVar[Control.Kind]
+        KIND_EMERGENCY_STOP: _ClassVar[Control.Kind]
+        KIND_RESUMED_ALL: _ClassVar[Control.Kind]
+    KIND_UNSPECIFIED: Control.Kind
+    KIND_PAUSED: Control.Kind
+    KIND_RESUMED: Control.Kind
+    KIND_EMERGENCY_STOP: Control.Kind
+    KIND_RESUMED_ALL: Control.Kind
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    kind: Control.Kind
+    actor: str
+    reason: str
+    def __init__(self, kind: _Optional[_Union[Control.Kind, str]] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class Command(_message.Message):
+    __slots__ = ("command_id", "command", "params_json", "deadline_ms")
+    COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    command_id: int
+    command: str
+    params_json: str
+    deadline_ms: int
+    def __init__(self, command_id: _Optional[int] = ..., command: _Optional[str] = ..., params_json: _Optional[str] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
 
 class Registered(_message.Message):
     __slots__ = ("namespace", "agent_id", "resume_token", "heartbeat_interval_ms", "lease_intervals", "resumed")
@@ -272,7 +332,7 @@ class StateChange(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., base_version: _Optional[int] = ..., version: _Optional[int] = ..., delta_json: _Optional[str] = ..., removed: bool = ...) -> None: ...
 
 class AgentInfo(_message.Message):
-    __slots__ = ("namespace", "agent_id", "role", "capabilities", "interests", "metadata", "status", "registered_at_ms", "last_heartbeat_ms", "state_version", "queue_depth", "dropped", "delivered")
+    __slots__ = ("namespace", "agent_id", "role", "capabilities", "interests", "metadata", "status", "registered_at_ms", "last_heartbeat_ms", "state_version", "queue_depth", "dropped", "delivered", "breaker_state", "breaker_opened")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -293,6 +353,8 @@ class AgentInfo(_message.Message):
     QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    BREAKER_STATE_FIELD_NUMBER: _ClassVar[int]
+    BREAKER_OPENED_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     agent_id: str
     role: str
@@ -306,7 +368,9 @@ class AgentInfo(_message.Message):
     queue_depth: int
     dropped: int
     delivered: int
-    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., role: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., interests: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., status: _Optional[_Union[AgentStatus, str]] = ..., registered_at_ms: _Optional[int] = ..., last_heartbeat_ms: _Optional[int] = ..., state_version: _Optional[int] = ..., queue_depth: _Optional[int] = ..., dropped: _Optional[int] = ..., delivered: _Optional[int] = ...) -> None: ...
+    breaker_state: str
+    breaker_opened: int
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., role: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., interests: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., status: _Optional[_Union[AgentStatus, str]] = ..., registered_at_ms: _Optional[int] = ..., last_heartbeat_ms: _Optional[int] = ..., state_version: _Optional[int] = ..., queue_depth: _Optional[int] = ..., dropped: _Optional[int] = ..., delivered: _Optional[int] = ..., breaker_state: _Optional[str] = ..., breaker_opened: _Optional[int] = ...) -> None: ...
 
 class ListAgentsRequest(_message.Message):
     __slots__ = ("namespace", "role", "capability", "status")
@@ -342,12 +406,14 @@ class RegistryEvent(_message.Message):
         KIND_LEFT: _ClassVar[RegistryEvent.Kind]
         KIND_STATUS: _ClassVar[RegistryEvent.Kind]
         KIND_LOST: _ClassVar[RegistryEvent.Kind]
+        KIND_BREAKER: _ClassVar[RegistryEvent.Kind]
     KIND_UNSPECIFIED: RegistryEvent.Kind
     KIND_SNAPSHOT: RegistryEvent.Kind
     KIND_JOINED: RegistryEvent.Kind
     KIND_LEFT: RegistryEvent.Kind
     KIND_STATUS: RegistryEvent.Kind
     KIND_LOST: RegistryEvent.Kind
+    KIND_BREAKER: RegistryEvent.Kind
     KIND_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -485,6 +551,205 @@ class ServerInfoResponse(_message.Message):
     delivered: int
     dropped: int
     def __init__(self, version: _Optional[str] = ..., now_ms: _Optional[int] = ..., heartbeat_interval_ms: _Optional[int] = ..., lease_intervals: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., agents: _Optional[int] = ..., published: _Optional[int] = ..., delivered: _Optional[int] = ..., dropped: _Optional[int] = ...) -> None: ...
+
+class AgentRef(_message.Message):
+    __slots__ = ("namespace", "agent_id")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    agent_id: str
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ...) -> None: ...
+
+class AdminAck(_message.Message):
+    __slots__ = ("detail",)
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    detail: str
+    def __init__(self, detail: _Optional[str] = ...) -> None: ...
+
+class EmergencyStopRequest(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+
+class ResumeAllRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatusResponse(_message.Message):
+    __slots__ = ("agents", "agents_by_status", "paused", "emergency_stop", "emergency_actor", "emergency_reason", "emergency_since_ms", "pending_commands", "published", "delivered", "dropped", "now_ms")
+    class AgentsByStatusEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_BY_STATUS_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    EMERGENCY_STOP_FIELD_NUMBER: _ClassVar[int]
+    EMERGENCY_ACTOR_FIELD_NUMBER: _ClassVar[int]
+    EMERGENCY_REASON_FIELD_NUMBER: _ClassVar[int]
+    EMERGENCY_SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_COMMANDS_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    NOW_MS_FIELD_NUMBER: _ClassVar[int]
+    agents: int
+    agents_by_status: _containers.ScalarMap[str, int]
+    paused: _containers.RepeatedCompositeFieldContainer[AgentRef]
+    emergency_stop: bool
+    emergency_actor: str
+    emergency_reason: str
+    emergency_since_ms: int
+    pending_commands: int
+    published: int
+    delivered: int
+    dropped: int
+    now_ms: int
+    def __init__(self, agents: _Optional[int] = ..., agents_by_status: _Optional[_Mapping[str, int]] = ..., paused: _Optional[_Iterable[_Union[AgentRef, _Mapping]]] = ..., emergency_stop: bool = ..., emergency_actor: _Optional[str] = ..., emergency_reason: _Optional[str] = ..., emergency_since_ms: _Optional[int] = ..., pending_commands: _Optional[int] = ..., published: _Optional[int] = ..., delivered: _Optional[int] = ..., dropped: _Optional[int] = ..., now_ms: _Optional[int] = ...) -> None: ...
+
+class HealthRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AgentHealth(_message.Message):
+    __slots__ = ("namespace", "agent_id", "role", "status", "issues", "deliveries_succeeded", "deliveries_failed", "success_ratio", "ack_p50_ms", "ack_p99_ms", "queue_depth", "queue_high_water", "dropped", "breaker_state", "breaker_since_ms", "last_heartbeat_ms", "last_progress_ms")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ISSUES_FIELD_NUMBER: _ClassVar[int]
+    DELIVERIES_SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    DELIVERIES_FAILED_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_RATIO_FIELD_NUMBER: _ClassVar[int]
+    ACK_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    ACK_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_HIGH_WATER_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    BREAKER_STATE_FIELD_NUMBER: _ClassVar[int]
+    BREAKER_SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_PROGRESS_MS_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    agent_id: str
+    role: str
+    status: str
+    issues: _containers.RepeatedScalarFieldContainer[str]
+    deliveries_succeeded: int
+    deliveries_failed: int
+    success_ratio: float
+    ack_p50_ms: int
+    ack_p99_ms: int
+    queue_depth: int
+    queue_high_water: int
+    dropped: int
+    breaker_state: str
+    breaker_since_ms: int
+    last_heartbeat_ms: int
+    last_progress_ms: int
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., role: _Optional[str] = ..., status: _Optional[str] = ..., issues: _Optional[_Iterable[str]] = ..., deliveries_succeeded: _Optional[int] = ..., deliveries_failed: _Optional[int] = ..., success_ratio: _Optional[float] = ..., ack_p50_ms: _Optional[int] = ..., ack_p99_ms: _Optional[int] = ..., queue_depth: _Optional[int] = ..., queue_high_water: _Optional[int] = ..., dropped: _Optional[int] = ..., breaker_state: _Optional[str] = ..., breaker_since_ms: _Optional[int] = ..., last_heartbeat_ms: _Optional[int] = ..., last_progress_ms: _Optional[int] = ...) -> None: ...
+
+class HealthSample(_message.Message):
+    __slots__ = ("at_ms", "score", "healthy", "total")
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    at_ms: int
+    score: float
+    healthy: int
+    total: int
+    def __init__(self, at_ms: _Optional[int] = ..., score: _Optional[float] = ..., healthy: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
+
+class HealthResponse(_message.Message):
+    __slots__ = ("agents", "score", "healthy", "degraded", "stuck", "unhealthy", "history", "now_ms")
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    STUCK_FIELD_NUMBER: _ClassVar[int]
+    UNHEALTHY_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    NOW_MS_FIELD_NUMBER: _ClassVar[int]
+    agents: _containers.RepeatedCompositeFieldContainer[AgentHealth]
+    score: float
+    healthy: int
+    degraded: int
+    stuck: int
+    unhealthy: int
+    history: _containers.RepeatedCompositeFieldContainer[HealthSample]
+    now_ms: int
+    def __init__(self, agents: _Optional[_Iterable[_Union[AgentHealth, _Mapping]]] = ..., score: _Optional[float] = ..., healthy: _Optional[int] = ..., degraded: _Optional[int] = ..., stuck: _Optional[int] = ..., unhealthy: _Optional[int] = ..., history: _Optional[_Iterable[_Union[HealthSample, _Mapping]]] = ..., now_ms: _Optional[int] = ...) -> None: ...
+
+class SendCommandRequest(_message.Message):
+    __slots__ = ("namespace", "agent_id", "command", "params_json", "timeout_ms")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    agent_id: str
+    command: str
+    params_json: str
+    timeout_ms: int
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., command: _Optional[str] = ..., params_json: _Optional[str] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class SendCommandResponse(_message.Message):
+    __slots__ = ("command_id", "result_json", "agent_error")
+    COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ERROR_FIELD_NUMBER: _ClassVar[int]
+    command_id: int
+    result_json: str
+    agent_error: str
+    def __init__(self, command_id: _Optional[int] = ..., result_json: _Optional[str] = ..., agent_error: _Optional[str] = ...) -> None: ...
+
+class AuditLogRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class AuditEntry(_message.Message):
+    __slots__ = ("seq", "at_ms", "actor", "command", "command_id", "namespace", "target", "params", "outcome", "detail")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    at_ms: int
+    actor: str
+    command: str
+    command_id: int
+    namespace: str
+    target: str
+    params: str
+    outcome: str
+    detail: str
+    def __init__(self, seq: _Optional[int] = ..., at_ms: _Optional[int] = ..., actor: _Optional[str] = ..., command: _Optional[str] = ..., command_id: _Optional[int] = ..., namespace: _Optional[str] = ..., target: _Optional[str] = ..., params: _Optional[str] = ..., outcome: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class AuditLogResponse(_message.Message):
+    __slots__ = ("entries", "dropped")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[AuditEntry]
+    dropped: int
+    def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ..., dropped: _Optional[int] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ("max_message_bytes", "max_topic_len", "max_interests", "max_agents_per_namespace", "max_open_sync_points", "queue_capacity", "max_state_bytes", "max_sync_participants", "max_sync_timeout_ms")

@@ -489,3 +489,439 @@ class Lockstep(object):
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AdminStub(object):
+    """The command interface for operators. When the server has an admin token, every call must carry
+    the metadata `authorization: Bearer <token>` (UNAUTHENTICATED without it, PERMISSION_DENIED with a
+    wrong one). Every call and its outcome is recorded in the audit log.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Status = channel.unary_unary(
+                '/lockstep.v1.Admin/Status',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.StatusRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.StatusResponse.FromString,
+                _registered_method=True)
+        self.Health = channel.unary_unary(
+                '/lockstep.v1.Admin/Health',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.HealthRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.HealthResponse.FromString,
+                _registered_method=True)
+        self.PauseAgent = channel.unary_unary(
+                '/lockstep.v1.Admin/PauseAgent',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.AgentRef.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.AdminAck.FromString,
+                _registered_method=True)
+        self.ResumeAgent = channel.unary_unary(
+                '/lockstep.v1.Admin/ResumeAgent',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.AgentRef.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.AdminAck.FromString,
+                _registered_method=True)
+        self.RestartAgent = channel.unary_unary(
+                '/lockstep.v1.Admin/RestartAgent',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.AgentRef.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.AdminAck.FromString,
+                _registered_method=True)
+        self.EmergencyStop = channel.unary_unary(
+                '/lockstep.v1.Admin/EmergencyStop',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.EmergencyStopRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.AdminAck.FromString,
+                _registered_method=True)
+        self.ResumeAll = channel.unary_unary(
+                '/lockstep.v1.Admin/ResumeAll',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.ResumeAllRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.AdminAck.FromString,
+                _registered_method=True)
+        self.SendCommand = channel.unary_unary(
+                '/lockstep.v1.Admin/SendCommand',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.SendCommandRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.SendCommandResponse.FromString,
+                _registered_method=True)
+        self.AuditLog = channel.unary_unary(
+                '/lockstep.v1.Admin/AuditLog',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.AuditLogRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.AuditLogResponse.FromString,
+                _registered_method=True)
+
+
+class AdminServicer(object):
+    """The command interface for operators. When the server has an admin token, every call must carry
+    the metadata `authorization: Bearer <token>` (UNAUTHENTICATED without it, PERMISSION_DENIED with a
+    wrong one). Every call and its outcome is recorded in the audit log.
+    """
+
+    def Status(self, request, context):
+        """Agents by status, paused agents, emergency stop, pending commands, counters.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Health(self, request, context):
+        """Every agent's health and the system's: healthy agents / all agents, with recent history.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseAgent(self, request, context):
+        """Holds the agent's deliveries (state changes coalesce) and refuses its publishes, state updates
+        and sync arrivals until it is resumed. The agent is told.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeAgent(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestartAgent(self, request, context):
+        """Closes the agent's circuit breaker and forgets its failures.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EmergencyStop(self, request, context):
+        """Pauses every agent at once, in every namespace, and tells them; until ResumeAll, publishes,
+        state updates and sync arrivals are refused with FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeAll(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendCommand(self, request, context):
+        """Delivers a command to an agent and waits for its reply: the result, or a distinct status —
+        NOT_FOUND (unknown agent), DEADLINE_EXCEEDED (no reply in time), ABORTED (the agent left),
+        and an `agent_error` in the response when the agent answered with an error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AuditLog(self, request, context):
+        """The most recent audit entries (bounded; `dropped` counts older ones no longer kept).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AdminServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.StatusRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.StatusResponse.SerializeToString,
+            ),
+            'Health': grpc.unary_unary_rpc_method_handler(
+                    servicer.Health,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.HealthRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.HealthResponse.SerializeToString,
+            ),
+            'PauseAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseAgent,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.AgentRef.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.AdminAck.SerializeToString,
+            ),
+            'ResumeAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeAgent,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.AgentRef.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.AdminAck.SerializeToString,
+            ),
+            'RestartAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestartAgent,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.AgentRef.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.AdminAck.SerializeToString,
+            ),
+            'EmergencyStop': grpc.unary_unary_rpc_method_handler(
+                    servicer.EmergencyStop,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.EmergencyStopRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.AdminAck.SerializeToString,
+            ),
+            'ResumeAll': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeAll,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.ResumeAllRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.AdminAck.SerializeToString,
+            ),
+            'SendCommand': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendCommand,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.SendCommandRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.SendCommandResponse.SerializeToString,
+            ),
+            'AuditLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuditLog,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.AuditLogRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.AuditLogResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'lockstep.v1.Admin', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('lockstep.v1.Admin', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Admin(object):
+    """The command interface for operators. When the server has an admin token, every call must carry
+    the metadata `authorization: Bearer <token>` (UNAUTHENTICATED without it, PERMISSION_DENIED with a
+    wrong one). Every call and its outcome is recorded in the audit log.
+    """
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Admin/Status',
+            lockstep_dot_v1_dot_lockstep__pb2.StatusRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Health(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Admin/Health',
+            lockstep_dot_v1_dot_lockstep__pb2.HealthRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.HealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Admin/PauseAgent',
+            lockstep_dot_v1_dot_lockstep__pb2.AgentRef.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.AdminAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Admin/ResumeAgent',
+            lockstep_dot_v1_dot_lockstep__pb2.AgentRef.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.AdminAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestartAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Admin/RestartAgent',
+            lockstep_dot_v1_dot_lockstep__pb2.AgentRef.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.AdminAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EmergencyStop(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Admin/EmergencyStop',
+            lockstep_dot_v1_dot_lockstep__pb2.EmergencyStopRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.AdminAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeAll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Admin/ResumeAll',
+            lockstep_dot_v1_dot_lockstep__pb2.ResumeAllRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.AdminAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendCommand(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Admin/SendCommand',
+            lockstep_dot_v1_dot_lockstep__pb2.SendCommandRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.SendCommandResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuditLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Admin/AuditLog',
+            lockstep_dot_v1_dot_lockstep__pb2.AuditLogRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.AuditLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
