@@ -271,7 +271,8 @@ impl Engine {
         self.timers.peek().map(|Reverse((t, _))| *t)
     }
 
-    /// Fires every timer due at `now`: lost leases, barrier deadlines, retention ends.
+    /// Fires every timer due at `now`: lost leases, barrier deadlines, retention ends, delivery
+    /// acknowledgement deadlines, breaker probes, command timeouts, health samples.
     pub fn handle_timeout(&mut self, now: Time) {
         self.now = self.now.max(now);
         while let Some(Reverse((at, _))) = self.timers.peek() {
@@ -633,7 +634,7 @@ impl Engine {
         a.session = None;
         a.status = AgentStatus::Lost;
         a.lost_at = Some(now);
-        a.outbox.end_session();
+        self.counters.dropped += a.outbox.end_session();
         a.unacked.clear();
         let watches = std::mem::take(&mut a.watches);
         for w in &watches {
@@ -750,7 +751,7 @@ impl Engine {
                     self.counters.dropped += 1;
                     let capacity = self.config.queue_capacity;
                     if let Some(conn) = agent.session.as_mut().and_then(|s| s.conn.take()) {
-                        agent.outbox.discard_messages();
+                        self.counters.dropped += agent.outbox.discard_messages();
                         self.conns.remove(&conn);
                         let err = CoreError::SlowConsumer { agent: sub.to_string(), capacity };
                         self.outputs.push_back(Output::Close(conn, Some(err)));

@@ -122,11 +122,12 @@ impl Outbox {
 
     /// The session ended for good (lease lost): pending replies and state changes are moot, and
     /// queued messages are dropped (counted, and reported as a gap if the agent comes back).
-    pub fn end_session(&mut self) {
+    /// Returns how many messages were dropped.
+    pub fn end_session(&mut self) -> u64 {
         self.control.clear();
         self.states.clear();
         self.state_order.clear();
-        self.discard_messages();
+        self.discard_messages()
     }
 
     /// Queues a reply, to be sent after everything queued before it (never dropped).
@@ -186,12 +187,14 @@ impl Outbox {
 
     /// Drops every queued message (the session ended), counting them as dropped and remembering the
     /// gap so that a resumed session is told.
-    pub fn discard_messages(&mut self) {
+    /// Returns how many were dropped.
+    pub fn discard_messages(&mut self) -> u64 {
         let n = self.messages.len() as u64;
         let carried: u64 = self.messages.iter().map(|d| d.missed_before).sum();
         self.messages.clear();
         self.missed += n + carried;
         self.stats.dropped += n;
+        n
     }
 
     /// Records that the owner `agent` changed its state from `version - 1` to `version` by `delta`.
