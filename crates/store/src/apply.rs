@@ -1,0 +1,456 @@
+//! Writing: a batch of [`Change`]s in one transaction.
+//!
+//! [`Store::apply`] is the unit of acknowledgement: when it returns `Ok`, every change of the batch
+//! is committed (and durable as the store's [`Durability`](crate::Durability) says); when it
+//! returns an error, none of them is. Statements are compiled once and kept (`prepare_cached`), so
+//! the hot path — a state update — costs one indexed `UPDATE` plus the batch's single commit.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rusqlite::{params, Transaction, TransactionBehavior};
+use serde_json::Value;
+
+use crate::error::{classify, StoreError};
+use crate::records::{AgentRecord, ArrivalRecord, AuditRecord, Change, ConfigRecord, SyncPointRecord};
+use crate::store::Store;
+
+const UPSERT_AGENT: &str = "
+    INSERT INTO agents (namespace, agent_id, role, capabilities_json, interests_json, metadata_json, status,
+                        resume_token, registered_at_ms, state_json, state_version, watches_json, paused)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+    ON CONFLICT (namespace, agent_id) DO UPDATE SET
+        role = excluded.role, capabilities_json = excluded.capabilities_json,
+        interests_json = excluded.interests_json, metadata_json = excluded.metadata_json,
+        status = excluded.status, resume_token = excluded.resume_token,
+        registered_at_ms = excluded.registered_at_ms, state_json = excluded.state_json,
+        state_version = excluded.state_version, watches_json = excluded.watches_json, paused = excluded.paused";
+const UPDATE_STATE: &str =
+    "UPDATE agents SET state_json = ?3, state_version = ?4 WHERE namespace = ?1 AND agent_id = ?2";
+const SET_AGENT_STATUS: &str = "UPDATE agents SET status = ?3, paused = ?4 WHERE namespace = ?1 AND agent_id = ?2";
+const DELETE_AGENT: &str = "DELETE FROM agents WHERE namespace = ?1 AND agent_id = ?2";
+// An upsert, not INSERT OR REPLACE: REPLACE deletes the old row first, which would cascade to the
+// point's arrivals.
+const UPSERT_SYNC_POINT: &str = "
+    INSERT INTO sync_points (namespace, sync_id, participants_json, required_json, created_at_ms, deadline_ms,
+                             state, finished_at_ms, result_json)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+    ON CONFLICT (namespace, sync_id) DO UPDATE SET
+        participants_json = excluded.participants_json, required_json = excluded.required_json,
+        created_at_ms = excluded.created_at_ms, deadline_ms = excluded.deadline_ms, state = excluded.state,
+        finished_at_ms = excluded.finished_at_ms, result_json = excluded.result_json";
+const ADD_ARRIVAL: &str =
+    "INSERT INTO sync_arrivals (namespace, sync_id, agent_id, position, payload, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const DELETE_SYNC_POINT: &str = "DELETE FROM sync_points WHERE namespace = ?1 AND sync_id = ?2";
+const APPEND_AUDIT: &str = "
+    INSERT INTO audit_log (seq, at_ms, actor, command, command_id, namespace, target, params, outcome, detail)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+// Keeps the newest `?1 + 1` entries by sequence number (no assumption that numbers are contiguous).
+const TRIM_AUDIT: &str =
+    "DELETE FROM audit_log WHERE seq < (SELECT seq FROM audit_log ORDER BY seq DESC LIMIT 1 OFFSET ?1)";
+const SET_CONFIG: &str = "
+    INSERT INTO config (key, value_json) VALUES (?1, ?2)
+    ON CONFLICT (key) DO UPDATE SET value_json = excluded.value_json";
+const DELETE_CONFIG: &str = "DELETE FROM config WHERE key = ?1";
+
+impl Store {
+    /// Applies `batch` in order, in one transaction: all of it is committed, or none of it.
+    ///
+    /// Acknowledge what the batch stands for only after this returns `Ok`. On an error the
+    /// database is as it was before the call and the store stays usable (a full disk or a lock may
+    /// clear); the error says which change failed and why.
+    pub fn apply(&mut self, batch: &[Change]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let path = &self.path;
+        let write_error = |what: &str| {
+            let what = what.to_owned();
+            move |e| classify(path, e, |path, source| StoreError::Write { path, what, source })
+        };
+        // IMMEDIATE takes the write lock at the start, so a lock held elsewhere fails the batch
+        // before any work rather than at the commit.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(write_error("the batch (starting its transaction)"))?;
+        let mut audited = false;
+        for change in batch {
+            write(&tx, path, change)?;
+            audited |= matches!(change, Change::AppendAudit(_));
+        }
+        if audited {
+            // A capacity beyond SQLite's integers means "keep all" (a negative OFFSET would mean 0).
+            let keep_beyond_newest = i64::try_from(self.audit_capacity.saturating_sub(1)).unwrap_or(i64::MAX);
+            tx.prepare_cached(TRIM_AUDIT)
+                .and_then(|mut stmt| stmt.execute([keep_beyond_newest]))
+                .map_err(write_error("the audit log (dropping its oldest entries)"))?;
+        }
+        tx.commit().map_err(write_error("the batch (committing it)"))
+    }
+}
+
+/// Writes one change inside the batch's transaction.
+fn write(tx: &Transaction<'_>, path: &Path, change: &Change) -> Result<(), StoreError> {
+    // Messages are built only on failure: the hot path formats nothing.
+    let fail = |e, what: String| classify(path, e, |path, source| StoreError::Write { path, what, source });
+    match change {
+        Change::UpsertAgent(a) => {
+            upsert_agent(tx, a).map_err(|e| e.into_store_error(path, || agent_name(&a.namespace, &a.agent_id)))
+        }
+        Change::UpdateState { namespace, agent_id, state_json, state_version } => {
+            let what = || format!("the state of {}", agent_name(namespace, agent_id));
+            let version = int(*state_version, || format!("the state version of {}", agent_name(namespace, agent_id)))?;
+            let changed = tx
+                .prepare_cached(UPDATE_STATE)
+                .and_then(|mut stmt| stmt.execute(params![namespace, agent_id, state_json, version]))
+                .map_err(|e| fail(e, what()))?;
+            found(changed, path, what)
+        }
+        Change::SetAgentStatus { namespace, agent_id, status, paused } => {
+            let what = || format!("the status of {}", agent_name(namespace, agent_id));
+            let changed = tx
+                .prepare_cached(SET_AGENT_STATUS)
+                .and_then(|mut stmt| stmt.execute(params![namespace, agent_id, status, paused]))
+                .map_err(|e| fail(e, what()))?;
+            found(changed, path, what)
+        }
+        Change::DeleteAgent { namespace, agent_id } => tx
+            .prepare_cached(DELETE_AGENT)
+            .and_then(|mut stmt| stmt.execute(params![namespace, agent_id]))
+            .map(drop)
+            .map_err(|e| fail(e, format!("the removal of {}", agent_name(namespace, agent_id)))),
+        Change::UpsertSyncPoint(p) => {
+            upsert_sync_point(tx, p).map_err(|e| e.into_store_error(path, || point_name(&p.namespace, &p.sync_id)))
+        }
+        Change::AddArrival(a) => add_arrival(tx, a).map_err(|e| {
+            e.into_store_error(path, || {
+                format!("the arrival of agent '{}' at {}", a.agent_id, point_name(&a.namespace, &a.sync_id))
+            })
+        }),
+        Change::DeleteSyncPoint { namespace, sync_id } => tx
+            .prepare_cached(DELETE_SYNC_POINT)
+            .and_then(|mut stmt| stmt.execute(params![namespace, sync_id]))
+            .map(drop)
+            .map_err(|e| fail(e, format!("the removal of {}", point_name(namespace, sync_id)))),
+        Change::AppendAudit(a) => {
+            append_audit(tx, a).map_err(|e| e.into_store_error(path, || format!("audit entry {}", a.seq)))
+        }
+        Change::SetConfig(ConfigRecord { key, value_json }) => tx
+            .prepare_cached(SET_CONFIG)
+            .and_then(|mut stmt| stmt.execute(params![key, value_json]))
+            .map(drop)
+            .map_err(|e| fail(e, format!("setting '{key}'"))),
+        Change::DeleteConfig { key } => tx
+            .prepare_cached(DELETE_CONFIG)
+            .and_then(|mut stmt| stmt.execute(params![key]))
+            .map(drop)
+            .map_err(|e| fail(e, format!("the removal of setting '{key}'"))),
+    }
+}
+
+fn upsert_agent(tx: &Transaction<'_>, a: &AgentRecord) -> Result<(), RecordError> {
+    let registered_at = int(a.registered_at_ms, || format!("registered_at_ms of agent '{}'", a.agent_id))?;
+    let version = int(a.state_version, || format!("state_version of agent '{}'", a.agent_id))?;
+    tx.prepare_cached(UPSERT_AGENT)?.execute(params![
+        a.namespace,
+        a.agent_id,
+        a.role,
+        list_json(&a.capabilities),
+        list_json(&a.interests),
+        map_json(&a.metadata),
+        a.status,
+        a.resume_token,
+        registered_at,
+        a.state_json,
+        version,
+        list_json(&a.watches),
+        a.paused,
+    ])?;
+    Ok(())
+}
+
+fn upsert_sync_point(tx: &Transaction<'_>, p: &SyncPointRecord) -> Result<(), RecordError> {
+    let created = int(p.created_at_ms, || format!("created_at_ms of sync point '{}'", p.sync_id))?;
+    let deadline = int(p.deadline_ms, || format!("deadline_ms of sync point '{}'", p.sync_id))?;
+    let finished =
+        p.finished_at_ms.map(|t| int(t, || format!("finished_at_ms of sync point '{}'", p.sync_id))).transpose()?;
+    tx.prepare_cached(UPSERT_SYNC_POINT)?.execute(params![
+        p.namespace,
+        p.sync_id,
+        p.participants_json,
+        list_json(&p.required),
+        created,
+        deadline,
+        p.state,
+        finished,
+        p.result_json,
+    ])?;
+    Ok(())
+}
+
+fn add_arrival(tx: &Transaction<'_>, a: &ArrivalRecord) -> Result<(), RecordError> {
+    let at = int(a.at_ms, || format!("at_ms of the arrival of agent '{}'", a.agent_id))?;
+    tx.prepare_cached(ADD_ARRIVAL)?.execute(params![a.namespace, a.sync_id, a.agent_id, a.position, a.payload, at])?;
+    Ok(())
+}
+
+fn append_audit(tx: &Transaction<'_>, a: &AuditRecord) -> Result<(), RecordError> {
+    let seq = int(a.seq, || "the seq of an audit entry".into())?;
+    let at = int(a.at_ms, || format!("at_ms of audit entry {}", a.seq))?;
+    let command_id = a.command_id.map(|id| int(id, || format!("command_id of audit entry {}", a.seq))).transpose()?;
+    tx.prepare_cached(APPEND_AUDIT)?.execute(params![
+        seq,
+        at,
+        a.actor,
+        a.command,
+        command_id,
+        a.namespace,
+        a.target,
+        a.params,
+        a.outcome,
+        a.detail,
+    ])?;
+    Ok(())
+}
+
+/// Why writing one record failed: a value SQLite cannot hold, or SQLite itself.
+enum RecordError {
+    Range(StoreError),
+    Sqlite(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for RecordError {
+    fn from(e: rusqlite::Error) -> Self {
+        RecordError::Sqlite(e)
+    }
+}
+
+impl From<StoreError> for RecordError {
+    fn from(e: StoreError) -> Self {
+        RecordError::Range(e)
+    }
+}
+
+impl RecordError {
+    fn into_store_error(self, path: &Path, what: impl FnOnce() -> String) -> StoreError {
+        match self {
+            RecordError::Range(e) => e,
+            RecordError::Sqlite(e) => {
+                classify(path, e, |path, source| StoreError::Write { path, what: what(), source })
+            }
+        }
+    }
+}
+
+/// `Missing` when an update matched no row: the engine updated something it never stored, and
+/// acknowledging it would lose it.
+fn found(changed: usize, path: &Path, what: impl FnOnce() -> String) -> Result<(), StoreError> {
+    if changed == 0 {
+        Err(StoreError::Missing { path: path.to_path_buf(), what: what() })
+    } else {
+        Ok(())
+    }
+}
+
+/// SQLite integers are signed 64-bit; a larger `u64` is refused rather than wrapped.
+fn int(value: u64, what: impl FnOnce() -> String) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::OutOfRange { what: what(), value })
+}
+
+fn list_json(items: &[String]) -> String {
+    Value::Array(items.iter().cloned().map(Value::String).collect()).to_string()
+}
+
+fn map_json(map: &BTreeMap<String, String>) -> String {
+    Value::Object(map.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect()).to_string()
+}
+
+pub(crate) fn agent_name(namespace: &str, agent_id: &str) -> String {
+    format!("agent '{agent_id}' of namespace '{namespace}'")
+}
+
+pub(crate) fn point_name(namespace: &str, sync_id: &str) -> String {
+    format!("sync point '{sync_id}' of namespace '{namespace}'")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::*;
+
+    fn store() -> Store {
+        Store::open_in_memory().unwrap()
+    }
+
+    #[test]
+    fn an_empty_batch_commits_nothing() {
+        let mut store = store();
+        store.apply(&[]).unwrap();
+        assert_eq!(store.load().unwrap(), crate::Snapshot::default());
+    }
+
+    #[test]
+    fn agents_are_inserted_replaced_updated_and_deleted() {
+        let mut store = store();
+        store.apply(&[Change::UpsertAgent(agent("ns", "a")), Change::UpsertAgent(agent("ns", "b"))]).unwrap();
+
+        let mut changed = agent("ns", "a");
+        changed.role = "planner".into();
+        changed.capabilities = vec!["plan".into(), "route".into()];
+        changed.metadata.insert("zone".into(), "2".into());
+        changed.watches = vec!["all".into()];
+        store
+            .apply(&[
+                Change::UpsertAgent(changed.clone()),
+                Change::UpdateState {
+                    namespace: "ns".into(),
+                    agent_id: "a".into(),
+                    state_json: r#"{"x":1}"#.into(),
+                    state_version: 7,
+                },
+                Change::SetAgentStatus {
+                    namespace: "ns".into(),
+                    agent_id: "a".into(),
+                    status: "paused".into(),
+                    paused: true,
+                },
+                Change::DeleteAgent { namespace: "ns".into(), agent_id: "b".into() },
+                // Deleting what is not stored is not an error (the engine may forget twice).
+                Change::DeleteAgent { namespace: "ns".into(), agent_id: "never".into() },
+            ])
+            .unwrap();
+        changed.state_json = r#"{"x":1}"#.into();
+        changed.state_version = 7;
+        changed.status = "paused".into();
+        changed.paused = true;
+        assert_eq!(store.load().unwrap().agents, vec![changed]);
+    }
+
+    #[test]
+    fn a_batch_is_all_or_nothing() {
+        let mut store = store();
+        store.apply(&[Change::UpsertAgent(agent("ns", "a"))]).unwrap();
+        let before = store.load().unwrap();
+        let err = store
+            .apply(&[
+                Change::UpsertAgent(agent("ns", "b")),
+                Change::SetConfig(ConfigRecord { key: "k".into(), value_json: "1".into() }),
+                // The engine updates an agent it never stored: the batch must not be acknowledged.
+                Change::UpdateState {
+                    namespace: "ns".into(),
+                    agent_id: "ghost".into(),
+                    state_json: "{}".into(),
+                    state_version: 1,
+                },
+            ])
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Missing { .. }), "{err}");
+        assert!(err.to_string().contains("agent 'ghost' of namespace 'ns'"), "{err}");
+        assert_eq!(store.load().unwrap(), before);
+
+        let err = store
+            .apply(&[
+                Change::UpsertAgent(agent("ns", "c")),
+                Change::SetAgentStatus {
+                    namespace: "other".into(),
+                    agent_id: "a".into(),
+                    status: "idle".into(),
+                    paused: false,
+                },
+            ])
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Missing { .. }), "{err}");
+        assert_eq!(store.load().unwrap(), before);
+    }
+
+    #[test]
+    fn numbers_beyond_sqlite_integers_are_refused() {
+        let mut store = store();
+        let mut a = agent("ns", "a");
+        a.state_version = u64::MAX;
+        let err = store.apply(&[Change::UpsertAgent(a)]).unwrap_err();
+        assert!(matches!(err, StoreError::OutOfRange { value: u64::MAX, .. }), "{err}");
+        assert!(store.load().unwrap().agents.is_empty());
+    }
+
+    #[test]
+    fn sync_points_keep_their_arrivals_when_updated_and_drop_them_when_deleted() {
+        let mut store = store();
+        store
+            .apply(&[
+                Change::UpsertSyncPoint(point("ns", "s")),
+                // Recorded out of order: loading returns arrival order.
+                Change::AddArrival(arrival("ns", "s", "b", 1)),
+                Change::AddArrival(arrival("ns", "s", "a", 0)),
+            ])
+            .unwrap();
+        let mut finished = point("ns", "s");
+        finished.state = "completed".into();
+        finished.finished_at_ms = Some(900);
+        finished.result_json = Some(r#"{"order":["a","b"]}"#.into());
+        store.apply(&[Change::UpsertSyncPoint(finished.clone())]).unwrap();
+
+        let points = store.load().unwrap().sync_points;
+        assert_eq!(points.len(), 1);
+        assert_eq!(points[0].point, finished);
+        let order: Vec<&str> = points[0].arrivals.iter().map(|a| a.agent_id.as_str()).collect();
+        assert_eq!(order, ["a", "b"], "an upsert must not drop the arrivals");
+
+        store.apply(&[Change::DeleteSyncPoint { namespace: "ns".into(), sync_id: "s".into() }]).unwrap();
+        assert!(store.load().unwrap().sync_points.is_empty());
+        let left: i64 = store.conn.query_row("SELECT COUNT(*) FROM sync_arrivals", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 0, "arrivals go with their point");
+    }
+
+    #[test]
+    fn arrivals_must_belong_to_a_stored_point_and_come_once() {
+        let mut store = store();
+        let err = store.apply(&[Change::AddArrival(arrival("ns", "nowhere", "a", 0))]).unwrap_err();
+        assert!(matches!(err, StoreError::Write { .. }), "{err}");
+        assert!(err.to_string().contains("sync point 'nowhere'"), "{err}");
+
+        store
+            .apply(&[Change::UpsertSyncPoint(point("ns", "s")), Change::AddArrival(arrival("ns", "s", "a", 0))])
+            .unwrap();
+        let err = store.apply(&[Change::AddArrival(arrival("ns", "s", "a", 1))]).unwrap_err();
+        assert!(err.to_string().contains("arrival of agent 'a'"), "{err}");
+        assert_eq!(store.load().unwrap().sync_points[0].arrivals.len(), 1);
+    }
+
+    #[test]
+    fn the_audit_log_keeps_the_newest_entries_up_to_its_capacity() {
+        let mut store = store();
+        store.audit_capacity = 3;
+        store.apply(&[Change::AppendAudit(audit(1)), Change::AppendAudit(audit(2))]).unwrap();
+        assert_eq!(store.load().unwrap().audit.len(), 2);
+        store
+            .apply(&[Change::AppendAudit(audit(3)), Change::AppendAudit(audit(4)), Change::AppendAudit(audit(6))])
+            .unwrap();
+        let seqs: Vec<u64> = store.load().unwrap().audit.iter().map(|a| a.seq).collect();
+        assert_eq!(seqs, [3, 4, 6]);
+
+        // A sequence number used twice is an engine bug, refused with the batch.
+        let err = store.apply(&[Change::AppendAudit(audit(6))]).unwrap_err();
+        assert!(err.to_string().contains("audit entry 6"), "{err}");
+        assert_eq!(store.load().unwrap().audit, vec![audit(3), audit(4), audit(6)]);
+
+        // A capacity beyond what SQLite counts keeps everything.
+        store.audit_capacity = usize::MAX;
+        store.apply(&[Change::AppendAudit(audit(7))]).unwrap();
+        assert_eq!(store.load().unwrap().audit.len(), 4);
+    }
+
+    #[test]
+    fn settings_are_set_replaced_and_removed() {
+        let mut store = store();
+        let set =
+            |key: &str, value: &str| Change::SetConfig(ConfigRecord { key: key.into(), value_json: value.into() });
+        store.apply(&[set("breaker", r#"{"failures":3}"#), set("ns.alpha", "{}")]).unwrap();
+        store.apply(&[set("breaker", r#"{"failures":5}"#), Change::DeleteConfig { key: "ns.alpha".into() }]).unwrap();
+        assert_eq!(
+            store.load().unwrap().config,
+            vec![ConfigRecord { key: "breaker".into(), value_json: r#"{"failures":5}"#.into() }]
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! The rows the store keeps, the changes that write them, and the snapshot that reads them all.
+//!
+//! These are plain data, independent of the engine's types: the engine (or the server between
+//! them) converts its registry, sync points, audit log and settings into records when it persists
+//! them and back when it starts. Fields named `*_json` hold JSON text that the store keeps as it
+//! is given; list and map fields are stored as JSON by the store itself. Times are milliseconds on
+//! the server's clock, as the engine counts them.
+
+use std::collections::BTreeMap;
+
+/// One registered agent: its profile, status, resume token, state and watches.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentRecord {
+    pub namespace: String,
+    pub agent_id: String,
+    pub role: String,
+    pub capabilities: Vec<String>,
+    /// Interest patterns, as the agent registered them.
+    pub interests: Vec<String>,
+    pub metadata: BTreeMap<String, String>,
+    /// `active`, `idle`, `busy`, `syncing`, `paused` or `lost`.
+    pub status: String,
+    /// Lets the agent take its session back after a restart.
+    pub resume_token: String,
+    pub registered_at_ms: u64,
+    /// The agent's JSON state document.
+    pub state_json: String,
+    pub state_version: u64,
+    /// The agent's state watches, each serialized by the engine (e.g. `agent:x`, `role:y`, `all`).
+    pub watches: Vec<String>,
+    /// Held by an operator (schema v2; agents stored by v1 read as not paused).
+    pub paused: bool,
+}
+
+/// One sync point, without its arrivals (see [`ArrivalRecord`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncPointRecord {
+    pub namespace: String,
+    pub sync_id: String,
+    /// Who must arrive, as the engine serializes it.
+    pub participants_json: String,
+    /// The resolved set of required agents (empty for count points).
+    pub required: Vec<String>,
+    pub created_at_ms: u64,
+    pub deadline_ms: u64,
+    /// `waiting`, `completed`, `forced`, `timed_out` or `failed`.
+    pub state: String,
+    pub finished_at_ms: Option<u64>,
+    /// The recorded outcome or failure of a finished point.
+    pub result_json: Option<String>,
+}
+
+/// One agent's arrival at a sync point. `position` is its place in the arrival order (0 first);
+/// an agent arrives at a point at most once.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArrivalRecord {
+    pub namespace: String,
+    pub sync_id: String,
+    pub agent_id: String,
+    pub position: u32,
+    pub payload: Vec<u8>,
+    pub at_ms: u64,
+}
+
+/// One entry of the operators' audit log (schema v2). `seq` is the engine's audit sequence number;
+/// it must grow with every entry and never repeat.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub seq: u64,
+    pub at_ms: u64,
+    pub actor: String,
+    pub command: String,
+    pub command_id: Option<u64>,
+    /// Empty for server-wide actions.
+    pub namespace: String,
+    /// The target agent; empty for server-wide actions.
+    pub target: String,
+    pub params: String,
+    pub outcome: String,
+    pub detail: String,
+}
+
+/// One setting (circuit breaker settings, per-namespace configuration, an emergency stop...): a key
+/// and its JSON value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfigRecord {
+    pub key: String,
+    pub value_json: String,
+}
+
+/// One change to durable state. A batch of changes is applied in one transaction by
+/// [`Store::apply`](crate::Store::apply), in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Inserts the agent or replaces every field of it.
+    UpsertAgent(AgentRecord),
+    /// The hot path: a new state document and version for a stored agent. Fails with
+    /// [`StoreError::Missing`](crate::StoreError::Missing) if the agent is not stored.
+    UpdateState { namespace: String, agent_id: String, state_json: String, state_version: u64 },
+    /// A stored agent's status and pause flag. Fails with `Missing` if the agent is not stored.
+    SetAgentStatus { namespace: String, agent_id: String, status: String, paused: bool },
+    /// Forgets the agent; nothing happens if it is not stored.
+    DeleteAgent { namespace: String, agent_id: String },
+    /// Inserts the sync point or replaces its fields, keeping its arrivals.
+    UpsertSyncPoint(SyncPointRecord),
+    /// Records an arrival at a stored sync point.
+    AddArrival(ArrivalRecord),
+    /// Forgets the sync point and its arrivals; nothing happens if it is not stored.
+    DeleteSyncPoint { namespace: String, sync_id: String },
+    /// Appends to the audit log; the oldest entries beyond the store's audit capacity are dropped in
+    /// the same transaction.
+    AppendAudit(AuditRecord),
+    /// Sets a setting.
+    SetConfig(ConfigRecord),
+    /// Removes a setting; nothing happens if it is not stored.
+    DeleteConfig { key: String },
+}
+
+/// A sync point as loaded, with its arrivals in arrival order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadedSyncPoint {
+    pub point: SyncPointRecord,
+    pub arrivals: Vec<ArrivalRecord>,
+}
+
+/// Everything the store holds, read in one transaction: what the engine rebuilds itself from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Ordered by namespace, then agent id.
+    pub agents: Vec<AgentRecord>,
+    /// Ordered by namespace, then sync id.
+    pub sync_points: Vec<LoadedSyncPoint>,
+    /// The newest entries kept, oldest first. The engine continues numbering after the last `seq`.
+    pub audit: Vec<AuditRecord>,
+    /// Ordered by key.
+    pub config: Vec<ConfigRecord>,
+}

@@ -1,0 +1,179 @@
+//! The schema and its migrations.
+//!
+//! The schema version lives in SQLite's `PRAGMA user_version` (0 = no lockstep schema). Migration
+//! `i` (1-based) takes a database from version `i - 1` to `i`; each runs in its own transaction
+//! together with the version bump, so a crash or error mid-upgrade leaves the database at the
+//! previous version, never in between. Migrations are append-only: a released one is never edited,
+//! a change is a new migration. A database newer than [`SCHEMA_VERSION`] is refused untouched.
+//! Migrations run with foreign keys enforced: one that rebuilds a table (SQLite's copy-and-rename
+//! procedure) must keep `sync_arrivals` pointing at existing points.
+//!
+//! * **v1** — the registry, agent state and sync points: `agents`, `sync_points`, `sync_arrivals`
+//!   (cascading from their point), `config`.
+//! * **v2** — the control plane: operators' pauses survive a restart (`agents.paused`, 0 for every
+//!   existing agent) and the audit log of operator actions is kept (`audit_log`, keyed by the
+//!   engine's audit sequence number).
+
+use std::path::Path;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::error::{classify, StoreError};
+
+/// One schema step: the SQL that takes the database from `version - 1` to `version`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Migration {
+    pub version: u32,
+    pub sql: &'static str,
+}
+
+/// Every migration, in order. `MIGRATIONS[i].version == i + 1`.
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        // Agents are rowid tables keyed by a unique (namespace, agent_id): state documents can be
+        // kilobytes, and SQLite advises against WITHOUT ROWID for rows that large.
+        sql: "
+            CREATE TABLE agents (
+                namespace         TEXT NOT NULL,
+                agent_id          TEXT NOT NULL,
+                role              TEXT NOT NULL,
+                capabilities_json TEXT NOT NULL,   -- JSON array of strings
+                interests_json    TEXT NOT NULL,   -- JSON array of topic patterns
+                metadata_json     TEXT NOT NULL,   -- JSON object of strings
+                status            TEXT NOT NULL,
+                resume_token      TEXT NOT NULL,
+                registered_at_ms  INTEGER NOT NULL,
+                state_json        TEXT NOT NULL,
+                state_version     INTEGER NOT NULL,
+                watches_json      TEXT NOT NULL,   -- JSON array of serialized watch targets
+                PRIMARY KEY (namespace, agent_id)
+            );
+            CREATE TABLE sync_points (
+                namespace         TEXT NOT NULL,
+                sync_id           TEXT NOT NULL,
+                participants_json TEXT NOT NULL,
+                required_json     TEXT NOT NULL,   -- JSON array of agent ids
+                created_at_ms     INTEGER NOT NULL,
+                deadline_ms       INTEGER NOT NULL,
+                state             TEXT NOT NULL,
+                finished_at_ms    INTEGER,
+                result_json       TEXT,
+                PRIMARY KEY (namespace, sync_id)
+            );
+            -- An agent arrives at a point once; `position` is its place in the arrival order.
+            CREATE TABLE sync_arrivals (
+                namespace TEXT NOT NULL,
+                sync_id   TEXT NOT NULL,
+                agent_id  TEXT NOT NULL,
+                position  INTEGER NOT NULL,
+                payload   BLOB NOT NULL,
+                at_ms     INTEGER NOT NULL,
+                PRIMARY KEY (namespace, sync_id, position),
+                UNIQUE (namespace, sync_id, agent_id),
+                FOREIGN KEY (namespace, sync_id) REFERENCES sync_points (namespace, sync_id) ON DELETE CASCADE
+            );
+            CREATE TABLE config (
+                key        TEXT PRIMARY KEY NOT NULL,
+                value_json TEXT NOT NULL
+            );
+        ",
+    },
+    Migration {
+        version: 2,
+        sql: "
+            ALTER TABLE agents ADD COLUMN paused INTEGER NOT NULL DEFAULT 0 CHECK (paused IN (0, 1));
+            -- `seq` is the engine's audit sequence number (it aliases the rowid: appends are cheap
+            -- and trimming the oldest is a range delete).
+            CREATE TABLE audit_log (
+                seq        INTEGER PRIMARY KEY,
+                at_ms      INTEGER NOT NULL,
+                actor      TEXT NOT NULL,
+                command    TEXT NOT NULL,
+                command_id INTEGER,
+                namespace  TEXT NOT NULL,
+                target     TEXT NOT NULL,
+                params     TEXT NOT NULL,
+                outcome    TEXT NOT NULL,
+                detail     TEXT NOT NULL
+            );
+        ",
+    },
+];
+
+/// The schema version this code writes and understands.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// The database's schema version (`PRAGMA user_version`).
+pub(crate) fn version(conn: &Connection) -> rusqlite::Result<u32> {
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+}
+
+/// Applies every migration of `migrations` above the database's version, each in its own
+/// transaction. The caller has already refused databases newer than `migrations`.
+pub(crate) fn migrate(conn: &mut Connection, path: &Path, migrations: &[Migration]) -> Result<(), StoreError> {
+    let current = version(conn).map_err(|e| classify(path, e, |path, source| StoreError::Open { path, source }))?;
+    for migration in migrations.iter().filter(|m| m.version > current) {
+        let from = migration.version - 1;
+        let fail = |e: rusqlite::Error| {
+            classify(path, e, |path, source| StoreError::Migration { path, from, version: migration.version, source })
+        };
+        // IMMEDIATE takes the write lock up front, so a concurrent opener waits instead of both
+        // reading version N and then racing to upgrade.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(fail)?;
+        tx.execute_batch(migration.sql).map_err(fail)?;
+        tx.pragma_update(None, "user_version", migration.version).map_err(fail)?;
+        tx.commit().map_err(fail)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_in_order() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version as usize, i + 1);
+        }
+        assert_eq!(SCHEMA_VERSION, 2);
+    }
+
+    #[test]
+    fn migrating_step_by_step_reaches_the_latest_version() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let path = Path::new(":memory:");
+        migrate(&mut conn, path, &MIGRATIONS[..1]).unwrap();
+        assert_eq!(version(&conn).unwrap(), 1);
+        // v1 has no audit log and no pause column yet.
+        assert!(conn.prepare("SELECT seq FROM audit_log").is_err());
+        migrate(&mut conn, path, MIGRATIONS).unwrap();
+        assert_eq!(version(&conn).unwrap(), 2);
+        conn.prepare("SELECT seq FROM audit_log").unwrap();
+        conn.prepare("SELECT paused FROM agents").unwrap();
+        // Running again is a no-op.
+        migrate(&mut conn, path, MIGRATIONS).unwrap();
+        assert_eq!(version(&conn).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_failing_migration_is_rolled_back_whole() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let path = Path::new(":memory:");
+        migrate(&mut conn, path, &MIGRATIONS[..1]).unwrap();
+        conn.execute("INSERT INTO config (key, value_json) VALUES ('k', '1')", []).unwrap();
+        // The first statement of this step succeeds, the second fails: neither may remain.
+        let broken = [
+            MIGRATIONS[0],
+            Migration { version: 2, sql: "CREATE TABLE extra (x INTEGER); INSERT INTO no_such_table VALUES (1);" },
+        ];
+        let err = migrate(&mut conn, path, &broken).unwrap_err();
+        assert!(matches!(err, StoreError::Migration { from: 1, version: 2, .. }), "{err}");
+        assert!(err.to_string().contains("still at version 1"), "{err}");
+        assert_eq!(version(&conn).unwrap(), 1);
+        assert!(conn.prepare("SELECT x FROM extra").is_err(), "the half-done step must be rolled back");
+        let value: String = conn.query_row("SELECT value_json FROM config WHERE key = 'k'", [], |r| r.get(0)).unwrap();
+        assert_eq!(value, "1");
+    }
+}
