@@ -159,6 +159,16 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_is_a_valid_configuration() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("```toml\nlisten").expect("the README has an example file") + "```toml\n".len();
+        let end = start + readme[start..].find("```").expect("closed");
+        let f: FileConfig = toml::from_str(&readme[start..end]).expect("the README's example parses");
+        f.engine_config().unwrap().validate().unwrap();
+        assert_eq!(f.breaker.failure_threshold, Some(5));
+    }
+
+    #[test]
     fn unknown_keys_and_policies_are_refused() {
         assert!(toml::from_str::<FileConfig>("[engine]\nheartbeat = 5\n").is_err());
         let f: FileConfig = toml::from_str("[engine]\noverflow_policy = \"lose\"\n").unwrap();
