@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
-use lockstep_client::{proto as v1, AgentFilter, Error, Participants, WatchTarget};
+use lockstep_client::{proto as v1, AgentFilter, Client, Error, Participants, WatchTarget};
 use serde_json::json;
 use support::{eventually, opts, Server};
 
@@ -372,8 +372,44 @@ async fn a_hundred_agents_route_sync_and_list() {
 async fn sigterm_shuts_down_gracefully_with_agents_connected() {
     let mut server = Server::start(&[]);
     let client = server.client().await;
-    let agent = client.register(opts("a", "worker")).await.unwrap();
+    let agent = client.register(opts("a", "worker").reconnect_for(None)).await.unwrap();
     assert!(server.terminate(Duration::from_secs(5)), "exit status is success");
     assert!(eventually(T, || async { agent.ended().is_some() }).await);
     assert!(matches!(agent.ended(), Some(Error::SessionEnded(_))), "{:?}", agent.ended());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_reconnects_by_itself_when_its_server_comes_back() {
+    // A free port, so that the restarted server can listen where the first one did.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut first = Server::start_on(&listen, &[]);
+    let client = Client::connect(&first.addr).await.unwrap();
+    let watcher = client.register(opts("watcher", "risk").interests(["feed"])).await.unwrap();
+    watcher.watch_state(WatchTarget::Agent("owner".into())).await.unwrap();
+    let mut deliveries = watcher.deliveries().unwrap();
+    let token = watcher.resume_token();
+
+    // The server dies and another starts on the same address (this version keeps no state).
+    first.kill();
+    let second = Server::start_on(&listen, &[]);
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            let listed = client.list_agents(AgentFilter::default()).await;
+            // Registered again, and the client has the new server's token.
+            listed.is_ok_and(|a| a.iter().any(|a| a.agent_id == "watcher")) && watcher.resume_token() != token
+        })
+        .await,
+        "the agent registered again by itself"
+    );
+    assert!(watcher.ended().is_none(), "{:?}", watcher.ended());
+
+    // Its interests and its watch came back with it.
+    let owner = client.register(opts("owner", "trader")).await.unwrap();
+    owner.update_state(&json!({"pnl": 3})).await.unwrap();
+    owner.publish_confirmed("feed", &b"after"[..]).await.unwrap();
+    let d = tokio::time::timeout(T, deliveries.recv()).await.expect("delivery after reconnecting").unwrap();
+    assert_eq!(d.payload, &b"after"[..]);
+    assert!(eventually(T, || async { watcher.view("owner") == Some((1, json!({"pnl": 3}))) }).await);
+    drop(second);
 }

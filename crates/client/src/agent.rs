@@ -36,11 +36,25 @@ pub struct AgentOptions {
     pub metadata: BTreeMap<String, String>,
     /// Take over a live session of the same agent (after a reconnect).
     pub resume_token: Option<String>,
+    /// How long to keep trying to reconnect after the connection breaks (`None`: never
+    /// reconnect). Default: one minute.
+    pub reconnect_for: Option<Duration>,
 }
 
 impl AgentOptions {
     pub fn new(agent_id: impl Into<String>, role: impl Into<String>) -> Self {
-        AgentOptions { agent_id: agent_id.into(), role: role.into(), ..Default::default() }
+        AgentOptions {
+            agent_id: agent_id.into(),
+            role: role.into(),
+            reconnect_for: Some(DEFAULT_RECONNECT_FOR),
+            ..Default::default()
+        }
+    }
+
+    /// How long to keep reconnecting after the connection breaks; `None` turns reconnection off.
+    pub fn reconnect_for(mut self, limit: Option<Duration>) -> Self {
+        self.reconnect_for = limit;
+        self
     }
 
     pub fn capabilities<I: IntoIterator<Item = S>, S: Into<String>>(mut self, caps: I) -> Self {
@@ -213,6 +227,12 @@ impl ControlNotices {
     }
 }
 
+/// How long an agent keeps trying to reconnect by default.
+pub const DEFAULT_RECONNECT_FOR: Duration = Duration::from_secs(60);
+/// First and longest pause between reconnection attempts (doubling, with ±25 % jitter).
+const RECONNECT_FIRST_DELAY: Duration = Duration::from_millis(50);
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
+
 /// Commands and notices buffered for the application.
 const CONTROL_BUFFER: usize = 64;
 
@@ -233,7 +253,7 @@ struct Inner {
     grpc: LockstepClient<Channel>,
     agent_id: String,
     namespace: String,
-    resume_token: String,
+    resume_token: Arc<Mutex<String>>,
     heartbeat_interval: Duration,
     outbound: mpsc::Sender<v1::ClientMessage>,
     next_id: AtomicU64,
@@ -242,6 +262,7 @@ struct Inner {
     deliveries: Mutex<Option<Deliveries>>,
     state_updates: Mutex<Option<StateUpdates>>,
     async_errors: Arc<Mutex<Vec<Error>>>,
+    watches: Watches,
     ended: watch::Receiver<Option<Error>>,
     paused: Arc<AtomicBool>,
     commands: Mutex<Option<IncomingCommands>>,
@@ -278,11 +299,12 @@ pub(crate) async fn fetch_state(
 impl Agent {
     pub(crate) async fn open(
         mut grpc: LockstepClient<Channel>,
+        endpoint: tonic::transport::Endpoint,
         namespace: &str,
         o: AgentOptions,
     ) -> Result<Agent, Error> {
         let (out_tx, out_rx) = mpsc::channel(OUTBOUND_BUFFER);
-        let register = v1::Register {
+        let mut register = v1::Register {
             namespace: namespace.to_owned(),
             agent_id: o.agent_id.clone(),
             role: o.role,
@@ -291,21 +313,12 @@ impl Agent {
             metadata: o.metadata.into_iter().collect(),
             resume_token: o.resume_token.unwrap_or_default(),
         };
-        out_tx
-            .send(msg(0, v1::client_message::Kind::Register(register)))
-            .await
-            .map_err(|_| Error::SessionEnded("could not queue the registration".into()))?;
-        let mut inbound = grpc.session(tokio_stream::wrappers::ReceiverStream::new(out_rx)).await?.into_inner();
-        let registered = match inbound.message().await? {
-            Some(v1::ServerMessage { kind: Some(v1::server_message::Kind::Registered(r)) }) => r,
-            Some(other) => {
-                return Err(Error::Other {
-                    code: tonic::Code::Internal,
-                    message: format!("expected `registered`, got {other:?}"),
-                })
-            }
-            None => return Err(Error::SessionEnded("the server closed the session during registration".into())),
-        };
+        let (inbound, registered, conn) = open_session(&mut grpc, &register).await?;
+        register.resume_token = registered.resume_token.clone();
+        let resume_token = Arc::new(Mutex::new(registered.resume_token.clone()));
+        let (new_conn_tx, new_conn_rx) = mpsc::unbounded_channel();
+        tokio::spawn(pump(out_rx, conn, new_conn_rx));
+        let watches: Watches = Default::default();
         let (del_tx, del_rx) = mpsc::channel(DELIVERY_BATCHES);
         let (state_tx, state_rx) = mpsc::channel(STATE_UPDATE_BUFFER);
         let (ended_tx, ended_rx) = watch::channel(None);
@@ -330,6 +343,14 @@ impl Agent {
             state_updates: state_tx,
             outbound: out_tx.downgrade(),
             async_errors: async_errors.clone(),
+            reconnect: o.reconnect_for.map(|limit| Reconnect {
+                endpoint,
+                register,
+                resume_token: resume_token.clone(),
+                watches: watches.clone(),
+                new_conn: new_conn_tx,
+                limit,
+            }),
         };
         tokio::spawn(async move {
             let reason = reader.run(inbound).await;
@@ -341,7 +362,8 @@ impl Agent {
                 grpc,
                 agent_id: registered.agent_id,
                 namespace: registered.namespace,
-                resume_token: registered.resume_token,
+                resume_token,
+                watches,
                 heartbeat_interval,
                 outbound: out_tx,
                 next_id: AtomicU64::new(1),
@@ -368,8 +390,8 @@ impl Agent {
     }
 
     /// Presented by a new connection to take this session over.
-    pub fn resume_token(&self) -> &str {
-        &self.inner.resume_token
+    pub fn resume_token(&self) -> String {
+        self.inner.resume_token.lock().expect("not poisoned").clone()
     }
 
     /// The heartbeat interval the server asked for (heartbeats are sent automatically).
@@ -502,7 +524,13 @@ impl Agent {
             WatchTarget::Role(r) => Target::Role(r),
             WatchTarget::All => Target::All(true),
         };
-        self.request_ok(v1::client_message::Kind::WatchState(v1::WatchState { target: Some(target) })).await
+        self.request_ok(v1::client_message::Kind::WatchState(v1::WatchState { target: Some(target.clone()) })).await?;
+        // Remembered, to watch again if a reconnection finds the session gone.
+        let mut watches = self.inner.watches.lock().expect("not poisoned");
+        if !watches.contains(&target) {
+            watches.push(target);
+        }
+        Ok(())
     }
 
     /// Stops a watch started with [`Agent::watch_state`].
@@ -607,14 +635,171 @@ struct Reader {
     commands_taken: Arc<AtomicBool>,
     notices: mpsc::Sender<v1::Control>,
     paused: Arc<AtomicBool>,
+    reconnect: Option<Reconnect>,
 }
+
+/// What the reader needs to reconnect a broken session by itself.
+struct Reconnect {
+    endpoint: tonic::transport::Endpoint,
+    /// The registration, with the current resume token.
+    register: v1::Register,
+    resume_token: Arc<Mutex<String>>,
+    watches: Watches,
+    /// Hands each new connection to the pump.
+    new_conn: mpsc::UnboundedSender<mpsc::Sender<v1::ClientMessage>>,
+    limit: Duration,
+}
+
+type Watches = Arc<Mutex<Vec<v1::watch_state::Target>>>;
+
+/// Registers on a new session stream: the stream, the server's answer, and where to send.
+async fn open_session(
+    grpc: &mut LockstepClient<Channel>,
+    register: &v1::Register,
+) -> Result<(tonic::Streaming<v1::ServerMessage>, v1::Registered, mpsc::Sender<v1::ClientMessage>), Error> {
+    let (conn_tx, conn_rx) = mpsc::channel(OUTBOUND_BUFFER);
+    conn_tx
+        .send(msg(0, v1::client_message::Kind::Register(register.clone())))
+        .await
+        .map_err(|_| Error::SessionEnded("could not queue the registration".into()))?;
+    let mut inbound = grpc.session(tokio_stream::wrappers::ReceiverStream::new(conn_rx)).await?.into_inner();
+    match inbound.message().await? {
+        Some(v1::ServerMessage { kind: Some(v1::server_message::Kind::Registered(r)) }) => Ok((inbound, r, conn_tx)),
+        Some(other) => {
+            Err(Error::Other { code: tonic::Code::Internal, message: format!("expected `registered`, got {other:?}") })
+        }
+        None => Err(Error::SessionEnded("the server closed the session during registration".into())),
+    }
+}
+
+/// Forwards what the application sends to the current connection, and to the next one after a
+/// reconnection. When the application drops every handle, the connection's stream ends, which the
+/// server takes as a clean goodbye.
+async fn pump(
+    mut app: mpsc::Receiver<v1::ClientMessage>,
+    first: mpsc::Sender<v1::ClientMessage>,
+    mut next: mpsc::UnboundedReceiver<mpsc::Sender<v1::ClientMessage>>,
+) {
+    let mut conn = Some(first);
+    loop {
+        tokio::select! {
+            biased;
+            c = next.recv() => match c {
+                Some(c) => conn = Some(c),
+                None => return,
+            },
+            m = app.recv() => {
+                let Some(m) = m else { return };
+                loop {
+                    if let Some(c) = &conn {
+                        if c.send(m.clone()).await.is_ok() {
+                            break;
+                        }
+                    }
+                    // No connection, or it is gone: wait for the next.
+                    match next.recv().await {
+                        Some(c) => conn = Some(c),
+                        None => return,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether a session that ended this way is worth reconnecting.
+fn worth_reconnecting(reason: &Error) -> bool {
+    match reason {
+        // Another connection took the session over with the token: it is theirs now.
+        Error::SessionEnded(m) => !m.contains("taken over") && m != CLOSED_BY_SERVER,
+        Error::ResourceExhausted(m) => m.contains("slow consumer"),
+        Error::Other { code, .. } => {
+            matches!(code, tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Cancelled)
+        }
+        _ => false,
+    }
+}
+
+/// How a session ends when the server closes it normally (after a deregistration).
+const CLOSED_BY_SERVER: &str = "the server closed the session";
 
 /// Fire-and-forget errors kept for [`Agent::take_errors`].
 const MAX_ASYNC_ERRORS: usize = 256;
 
 impl Reader {
+    /// Serves sessions until one ends for good; reconnects in between when allowed.
     async fn run(mut self, mut inbound: tonic::Streaming<v1::ServerMessage>) -> Error {
-        let reason = loop {
+        loop {
+            let reason = self.serve(inbound).await;
+            // Requests in flight on the lost connection may or may not have been carried out.
+            for (_, tx) in self.pending.lock().expect("not poisoned").drain() {
+                let _ = tx.send(Err(reason.clone()));
+            }
+            if !worth_reconnecting(&reason) || self.outbound.upgrade().is_none() {
+                return reason;
+            }
+            match self.reconnect(&reason).await {
+                Ok(next) => inbound = next,
+                Err(e) => return e,
+            }
+        }
+    }
+
+    /// Opens a new session with the resume token, with exponential backoff and jitter, for at most
+    /// the configured time.
+    async fn reconnect(&mut self, reason: &Error) -> Result<tonic::Streaming<v1::ServerMessage>, Error> {
+        let Some(r) = self.reconnect.as_mut() else { return Err(reason.clone()) };
+        let deadline = tokio::time::Instant::now() + r.limit;
+        let mut delay = RECONNECT_FIRST_DELAY;
+        loop {
+            let jitter = rand::random_range(0.75..1.25);
+            tokio::time::sleep(delay.mul_f64(jitter)).await;
+            delay = (delay * 2).min(RECONNECT_MAX_DELAY);
+            let attempt = async {
+                let channel =
+                    r.endpoint.connect().await.map_err(|e| Error::SessionEnded(format!("reconnecting: {e}")))?;
+                let mut grpc = crate::grpc_client(channel);
+                let opened = open_session(&mut grpc, &r.register).await?;
+                Ok::<_, Error>((grpc, opened))
+            };
+            match attempt.await {
+                Ok((grpc, (inbound, registered, conn))) => {
+                    r.register.resume_token = registered.resume_token.clone();
+                    *r.resume_token.lock().expect("not poisoned") = registered.resume_token;
+                    let _ = r.new_conn.send(conn);
+                    self.grpc = grpc;
+                    if !registered.resumed {
+                        // A new session: the server no longer knows this agent's watches.
+                        let watches = r.watches.lock().expect("not poisoned").clone();
+                        if let Some(tx) = self.outbound.upgrade() {
+                            for target in watches {
+                                let w = v1::WatchState { target: Some(target) };
+                                let _ = tx.send(msg(0, v1::client_message::Kind::WatchState(w))).await;
+                            }
+                        }
+                    }
+                    tracing::info!(resumed = registered.resumed, "lockstep session reconnected");
+                    return Ok(inbound);
+                }
+                // Someone else holds the id, or the registration itself is refused: stop.
+                Err(e @ (Error::AlreadyRegistered(_) | Error::InvalidArgument(_))) => return Err(e),
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(Error::SessionEnded(format!(
+                        "{reason}; could not reconnect within {:?}: {e}",
+                        r.limit
+                    )));
+                }
+                Err(e) => tracing::debug!(error = %e, "lockstep reconnection attempt failed"),
+            }
+            if self.outbound.upgrade().is_none() {
+                return Err(reason.clone());
+            }
+        }
+    }
+
+    /// Reads one session until it ends; returns why.
+    async fn serve(&mut self, mut inbound: tonic::Streaming<v1::ServerMessage>) -> Error {
+        loop {
             match inbound.message().await {
                 Ok(Some(m)) => match m.kind {
                     Some(v1::server_message::Kind::Reply(r)) => self.reply(r),
@@ -624,14 +809,10 @@ impl Reader {
                     Some(v1::server_message::Kind::Command(c)) => self.command(c).await,
                     Some(v1::server_message::Kind::Registered(_)) | None => {}
                 },
-                Ok(None) => break Error::SessionEnded("the server closed the session".into()),
-                Err(status) => break Error::from(status),
+                Ok(None) => return Error::SessionEnded(CLOSED_BY_SERVER.into()),
+                Err(status) => return Error::from(status),
             }
-        };
-        for (_, tx) in self.pending.lock().expect("not poisoned").drain() {
-            let _ = tx.send(Err(reason.clone()));
         }
-        reason
     }
 
     fn reply(&mut self, r: v1::Reply) {

@@ -25,7 +25,12 @@
 //! ```
 //!
 //! Heartbeats, delivery acknowledgements and state resynchronisation after a version gap happen
-//! by themselves. Dropping every handle of an [`Agent`] ends its session cleanly (it deregisters).
+//! by themselves. When the connection breaks (or the server restarts), an agent reconnects by
+//! itself — exponential backoff with jitter, for up to [`AgentOptions::reconnect_for`] — and
+//! resumes its session with its resume token; if the server no longer knows it, it registers
+//! again and renews its state watches. Requests in flight when the connection broke fail with
+//! [`Error::SessionEnded`] (they may or may not have been carried out). Dropping every handle of an
+//! [`Agent`] ends its session cleanly (it deregisters).
 
 mod admin;
 mod agent;
@@ -62,7 +67,7 @@ pub struct Client {
     namespace: String,
 }
 
-fn grpc_client(channel: Channel) -> LockstepClient<Channel> {
+pub(crate) fn grpc_client(channel: Channel) -> LockstepClient<Channel> {
     LockstepClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE)
 }
 
@@ -111,7 +116,7 @@ impl Client {
     /// something — up to the other agents' idle time.)
     pub async fn register(&self, options: AgentOptions) -> Result<Agent, Error> {
         let channel = self.endpoint.connect().await.map_err(|e| connect_error(&self.addr, e))?;
-        Agent::open(grpc_client(channel), &self.namespace, options).await
+        Agent::open(grpc_client(channel), self.endpoint.clone(), &self.namespace, options).await
     }
 
     /// The operators' API on this connection, presenting `token` if the server requires one and

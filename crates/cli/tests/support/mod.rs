@@ -17,8 +17,13 @@ pub struct Server {
 impl Server {
     /// Starts `lockstep serve --listen 127.0.0.1:0 <extra>` and waits until it listens.
     pub fn start(extra: &[&str]) -> Server {
+        Server::start_on("127.0.0.1:0", extra)
+    }
+
+    /// Starts `lockstep serve --listen <listen> <extra>` and waits until it listens.
+    pub fn start_on(listen: &str, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .args(extra)
             .env("LOCKSTEP_LOG", "warn")
             .stdout(Stdio::piped())
@@ -72,6 +77,12 @@ impl Server {
         })
         .await
         .expect("the CLI ran")
+    }
+
+    /// Kills the server at once (SIGKILL), like a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns whether it exited successfully.
