@@ -759,11 +759,8 @@ impl Engine {
                     continue;
                 }
             }
-            if !agent.outbox.notified {
-                if let Some(conn) = agent.conn() {
-                    agent.outbox.notified = true;
-                    self.outputs.push_back(Output::Ready(conn));
-                }
+            if let Some(conn) = agent.announce() {
+                self.outputs.push_back(Output::Ready(conn));
             }
         }
         Ok(())
@@ -1158,14 +1155,7 @@ impl Engine {
     }
 
     fn notify(&mut self, ns: &Arc<str>, agent: &Arc<str>) {
-        let Some(a) = self.namespaces.get_mut(ns).and_then(|n| n.agents.get_mut(agent)) else {
-            return;
-        };
-        if a.outbox.notified || !a.outbox.has_frames() {
-            return;
-        }
-        if let Some(conn) = a.conn() {
-            a.outbox.notified = true;
+        if let Some(conn) = self.agent_mut(ns, agent).and_then(Agent::announce) {
             self.outputs.push_back(Output::Ready(conn));
         }
     }

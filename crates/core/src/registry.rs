@@ -243,6 +243,17 @@ impl Agent {
         self.session.as_ref().and_then(|s| s.conn)
     }
 
+    /// The connection to tell that this agent has frames to send, if it must be told now: once,
+    /// until the shell has drained them, and never while nothing can go out.
+    pub fn announce(&mut self) -> Option<ConnId> {
+        if self.outbox.notified || !self.outbox.has_frames() {
+            return None;
+        }
+        let conn = self.conn()?;
+        self.outbox.notified = true;
+        Some(conn)
+    }
+
     pub fn is_live(&self) -> bool {
         self.session.is_some()
     }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures::Stream;
-use lockstep_core::{AgentQuery, ConnId, CoreError, Engine, Frame, Input, Time};
+use lockstep_core::{AgentQuery, ConnId, CoreError, Frame, Input};
 use lockstep_proto::convert::{self, SessionMessage};
 use lockstep_proto::v1;
 use lockstep_proto::v1::lockstep_server::Lockstep;
@@ -30,17 +30,6 @@ impl Service {
         Service { engine, next_conn: Arc::new(AtomicU64::new(1)) }
     }
 
-    fn send(&self, cmd: Command) -> Result<(), Status> {
-        self.engine.send(cmd)
-    }
-
-    async fn job<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Engine, Time) -> Result<T, CoreError> + Send + 'static,
-    ) -> Result<T, Status> {
-        self.engine.job(f).await
-    }
-
     fn open<T>(
         &self,
         sink: impl FnOnce(mpsc::Sender<Result<Frame, Status>>) -> ConnSink,
@@ -49,7 +38,7 @@ impl Service {
         let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = mpsc::channel(CONN_CHANNEL_FRAMES);
         let blocked = Arc::new(AtomicBool::new(false));
-        self.send(Command::Open { conn, sink: sink(tx), blocked: blocked.clone() })?;
+        self.engine.send(Command::Open { conn, sink: sink(tx), blocked: blocked.clone() })?;
         Ok((conn, ConnStream::new(rx, conn, blocked, self.engine.sender(), convert)))
     }
 }
@@ -159,7 +148,7 @@ impl Lockstep for Service {
     ) -> Result<Response<v1::ListAgentsResponse>, Status> {
         let r = request.into_inner();
         let (ns, q) = query(&r.namespace, r.role, r.capability, r.status)?;
-        let agents = self.job(move |e, _| e.list_agents(&ns, &q)).await?;
+        let agents = self.engine.job(move |e, _| e.list_agents(&ns, &q)).await?;
         Ok(Response::new(v1::ListAgentsResponse { agents: agents.iter().map(convert::agent_info).collect() }))
     }
 
@@ -169,14 +158,14 @@ impl Lockstep for Service {
     ) -> Result<Response<Self::WatchRegistryStream>, Status> {
         let namespace = request.into_inner().namespace;
         let (conn, stream) = self.open(ConnSink::Registry, registry_frame)?;
-        self.send(Command::Input(Input::WatchRegistry { conn, namespace }))?;
+        self.engine.send(Command::Input(Input::WatchRegistry { conn, namespace }))?;
         Ok(Response::new(Box::pin(stream)))
     }
 
     async fn get_state(&self, request: Request<v1::GetStateRequest>) -> Result<Response<v1::GetStateResponse>, Status> {
         let r = request.into_inner();
         let agent_id = r.agent_id.clone();
-        let (version, state) = self.job(move |e, _| e.get_state(&r.namespace, &r.agent_id)).await?;
+        let (version, state) = self.engine.job(move |e, _| e.get_state(&r.namespace, &r.agent_id)).await?;
         Ok(Response::new(v1::GetStateResponse { agent_id, version, state_json: state.to_string() }))
     }
 
@@ -186,6 +175,7 @@ impl Lockstep for Service {
     ) -> Result<Response<v1::ListSyncPointsResponse>, Status> {
         let ns = request.into_inner().namespace;
         let points = self
+            .engine
             .job(move |e, now| {
                 e.list_sync_points(&ns).map(|ps| ps.iter().map(|p| convert::sync_status(p, now)).collect())
             })
@@ -199,6 +189,7 @@ impl Lockstep for Service {
     ) -> Result<Response<v1::SyncPointStatus>, Status> {
         let r = request.into_inner();
         let status = self
+            .engine
             .job(move |e, now| e.sync_status(&r.namespace, &r.sync_id).map(|s| convert::sync_status(&s, now)))
             .await?;
         Ok(Response::new(status))
@@ -210,6 +201,7 @@ impl Lockstep for Service {
     ) -> Result<Response<v1::SyncDiagnosis>, Status> {
         let r = request.into_inner();
         let d = self
+            .engine
             .job(move |e, now| e.diagnose_sync(now, &r.namespace, &r.sync_id).map(|d| convert::diagnosis(&d, now)))
             .await?;
         Ok(Response::new(d))
@@ -221,6 +213,7 @@ impl Lockstep for Service {
     ) -> Result<Response<v1::SyncPointStatus>, Status> {
         let r = request.into_inner();
         let s = self
+            .engine
             .job(move |e, now| e.force_complete(now, &r.namespace, &r.sync_id).map(|s| convert::sync_status(&s, now)))
             .await?;
         Ok(Response::new(s))
@@ -231,7 +224,7 @@ impl Lockstep for Service {
         request: Request<v1::CleanupSyncPointsRequest>,
     ) -> Result<Response<v1::CleanupSyncPointsResponse>, Status> {
         let ns = request.into_inner().namespace;
-        let removed = self.job(move |e, _| e.cleanup_sync_points(&ns)).await?;
+        let removed = self.engine.job(move |e, _| e.cleanup_sync_points(&ns)).await?;
         Ok(Response::new(v1::CleanupSyncPointsResponse { removed: removed as u32 }))
     }
 
@@ -240,6 +233,7 @@ impl Lockstep for Service {
         _request: Request<v1::ServerInfoRequest>,
     ) -> Result<Response<v1::ServerInfoResponse>, Status> {
         let info = self
+            .engine
             .job(|e, now| {
                 let info = e.info();
                 let c = e.config();
