@@ -53,7 +53,7 @@ def percentile(values: List[float], p: float) -> float:
 
 def start_server(binary: str, extra: List[str]) -> Tuple["subprocess.Popen[str]", str]:
     proc = subprocess.Popen(
-        [binary, "serve", "--listen", "127.0.0.1:0", *extra],
+        [binary, "serve", "--listen", "127.0.0.1:0", "--in-memory", *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,

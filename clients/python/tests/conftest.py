@@ -116,6 +116,8 @@ def start_server(
         )
     log_path = log_dir / f"lockstep-{uuid.uuid4().hex[:8]}.log"
     args = [str(binary), "serve", "--listen", "127.0.0.1:0", *extra]
+    if "--data-dir" not in extra:
+        args.append("--in-memory")  # nothing written to the working directory
     if admin_token is not None:
         args += ["--admin-token", admin_token]
     if admin_listen is not None:

@@ -371,6 +371,29 @@ pub async fn command(args: CommandArgs) -> anyhow::Result<()> {
     }
 }
 
+#[derive(Args)]
+pub struct BackupArgs {
+    /// Where to write the copy, on the server's machine (a relative path is taken from the
+    /// current directory). Nothing may exist there yet.
+    #[arg(long)]
+    to: std::path::PathBuf,
+    #[command(flatten)]
+    admin: AdminTarget,
+}
+
+/// Has the server write a consistent copy of its data while it runs.
+pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    let path = std::path::absolute(&args.to).with_context(|| format!("cannot resolve {}", args.to.display()))?;
+    let path = path.to_str().with_context(|| format!("{} is not valid UTF-8", path.display()))?.to_owned();
+    let bytes = args.admin.admin().await?.backup(&path).await?;
+    if args.admin.target.json {
+        println!("{}", serde_json::to_string_pretty(&json!({"path": path, "bytes": bytes}))?);
+    } else {
+        println!("backup written to {path} ({bytes} bytes); to restore, start a server on a data directory holding it as lockstep.db");
+    }
+    Ok(())
+}
+
 pub async fn status(args: AdminTarget) -> anyhow::Result<()> {
     let s = args.admin().await?.status().await?;
     if args.target.json {

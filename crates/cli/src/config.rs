@@ -12,6 +12,18 @@ use serde::Deserialize;
 /// The default address: loopback only, so nothing is exposed by accident.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7600";
 
+/// The default data directory, relative to where the server is started.
+pub const DEFAULT_DATA_DIR: &str = "lockstep-data";
+
+/// The durability named by `synchronous` (`normal` when not given).
+pub fn durability(name: Option<&str>) -> anyhow::Result<lockstep_server::Durability> {
+    match name.unwrap_or("normal") {
+        "normal" | "NORMAL" => Ok(lockstep_server::Durability::Normal),
+        "full" | "FULL" => Ok(lockstep_server::Durability::Full),
+        other => bail!("synchronous must be `normal` or `full`, not `{other}`"),
+    }
+}
+
 /// The TOML file. Every field is optional; see docs/PROTOCOL.md for what each one bounds.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,6 +31,12 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub admin_listen: Option<SocketAddr>,
     pub admin_token: Option<String>,
+    /// Where durable state is kept (see `serve --data-dir`).
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Keep nothing on disk.
+    pub in_memory: Option<bool>,
+    /// `normal` or `full` (see `serve --synchronous`).
+    pub synchronous: Option<String>,
     #[serde(default)]
     pub engine: EngineSection,
     #[serde(default)]

@@ -38,6 +38,8 @@ enum Action {
     Health(admin::AdminTarget),
     /// The audit log of operators' actions.
     Audit(admin::AuditArgs),
+    /// Copy a running server's data to a file (consistent, online); start on the copy to restore.
+    Backup(admin::BackupArgs),
     /// A live full-screen view of agents, sync points and health; pause, resume, restart agents.
     Monitor(monitor::MonitorArgs),
     /// Measure fan-out, interest routing, barriers and delta sizes on a loopback server.
@@ -58,6 +60,17 @@ struct ServeArgs {
     /// TOML configuration file (see docs/PROTOCOL.md for every key).
     #[arg(long, env = "LOCKSTEP_CONFIG")]
     config: Option<PathBuf>,
+    /// Keep durable state (registry, agent state, sync points, audit log) in DIR/lockstep.db
+    /// [default: ./lockstep-data].
+    #[arg(long, env = "LOCKSTEP_DATA_DIR", conflicts_with = "in_memory")]
+    data_dir: Option<PathBuf>,
+    /// Keep nothing on disk: everything is lost when the server stops (tests, demos).
+    #[arg(long, env = "LOCKSTEP_IN_MEMORY")]
+    in_memory: bool,
+    /// When a commit is durable: `normal` (survives a crash of lockstep) or `full` (also survives a
+    /// power loss, at the cost of an fsync per commit) [default: normal].
+    #[arg(long, env = "LOCKSTEP_SYNCHRONOUS")]
+    synchronous: Option<String>,
     /// How often clients heartbeat, in milliseconds.
     #[arg(long, env = "LOCKSTEP_HEARTBEAT_INTERVAL_MS")]
     heartbeat_interval_ms: Option<u64>,
@@ -99,18 +112,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(addr) => addr,
         None => config::DEFAULT_LISTEN.parse().expect("valid default"),
     };
+    let storage = if args.in_memory || file.in_memory == Some(true) && args.data_dir.is_none() {
+        lockstep_server::Storage::InMemory
+    } else {
+        let dir = args.data_dir.or(file.data_dir.clone()).unwrap_or_else(|| config::DEFAULT_DATA_DIR.into());
+        let durability = config::durability(args.synchronous.as_deref().or(file.synchronous.as_deref()))?;
+        lockstep_server::Storage::DataDir { dir, durability }
+    };
+    if let lockstep_server::Storage::DataDir { dir, durability } = &storage {
+        tracing::info!(data_dir = %dir.display(), ?durability, "keeping durable state on disk");
+    }
     let options = lockstep_server::Options {
         listen,
         admin_listen: args.admin_listen.or(file.admin_listen),
         admin_token: args.admin_token.or(file.admin_token.clone()),
         engine,
+        storage,
     };
     if options.admin_token.is_none() && !listen.ip().is_loopback() {
         tracing::warn!(
             "the Admin API is open to anyone who can reach {listen}: set --admin-token or --admin-listen on loopback"
         );
     }
-    let server = lockstep_server::start(options).await?;
+    let mut server = lockstep_server::start(options).await?;
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
@@ -121,7 +145,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         out.flush()?;
     }
     tracing::info!(addr = %server.local_addr(), "serving");
-    shutdown_signal().await?;
+    tokio::select! {
+        signal = shutdown_signal() => signal?,
+        failure = server.failure() => {
+            return Err(anyhow::Error::new(failure).context("the server stopped: it could not store a change"));
+        }
+    }
     tracing::info!("shutting down");
     server.shutdown().await.context("server stopped with an error")?;
     Ok(())
@@ -161,6 +190,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Action::Command(a) => admin::command(a).await,
             Action::Status(a) => admin::status(a).await,
             Action::Audit(a) => admin::audit(a).await,
+            Action::Backup(a) => admin::backup(a).await,
             Action::Health(a) => admin::health(a).await,
             Action::Monitor(a) => monitor::run(a).await,
             Action::Bench(a) => bench::run(a).await,

@@ -164,7 +164,7 @@ impl ServeOn {
     fn start(addr: &str) -> ServeOn {
         use std::io::BufRead;
         let mut child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
-            .args(["serve", "--listen", addr])
+            .args(["serve", "--in-memory", "--listen", addr])
             .env("LOCKSTEP_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .spawn()

@@ -135,4 +135,10 @@ impl AdminClient {
     pub async fn audit_log(&self, limit: u32) -> Result<v1::AuditLogResponse, Error> {
         Ok(self.grpc.clone().audit_log(v1::AuditLogRequest { limit }).await?.into_inner())
     }
+
+    /// Has the server write a consistent copy of its data to `path` (absolute, on the server's
+    /// machine; nothing there yet) while it keeps running. Returns the copy's size in bytes.
+    pub async fn backup(&self, path: &str) -> Result<u64, Error> {
+        Ok(self.grpc.clone().backup(v1::BackupRequest { path: path.to_owned() }).await?.into_inner().bytes)
+    }
 }

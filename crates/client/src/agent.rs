@@ -258,6 +258,7 @@ struct Inner {
     outbound: mpsc::Sender<v1::ClientMessage>,
     next_id: AtomicU64,
     pending: Pending,
+    resend: Resend,
     views: Views,
     deliveries: Mutex<Option<Deliveries>>,
     state_updates: Mutex<Option<StateUpdates>>,
@@ -323,6 +324,7 @@ impl Agent {
         let (state_tx, state_rx) = mpsc::channel(STATE_UPDATE_BUFFER);
         let (ended_tx, ended_rx) = watch::channel(None);
         let pending: Pending = Default::default();
+        let resend: Resend = Default::default();
         let views: Views = Default::default();
         let async_errors = Arc::new(Mutex::new(Vec::new()));
         let heartbeat_interval = Duration::from_millis(registered.heartbeat_interval_ms.max(1));
@@ -338,6 +340,7 @@ impl Agent {
             grpc: grpc.clone(),
             namespace: registered.namespace.clone(),
             pending: pending.clone(),
+            resend: resend.clone(),
             views: views.clone(),
             deliveries: del_tx,
             state_updates: state_tx,
@@ -368,6 +371,7 @@ impl Agent {
                 outbound: out_tx,
                 next_id: AtomicU64::new(1),
                 pending,
+                resend,
                 views,
                 deliveries: Mutex::new(Some(Deliveries { batches: del_rx, current: Vec::new().into_iter() })),
                 state_updates: Mutex::new(Some(StateUpdates(state_rx))),
@@ -450,17 +454,31 @@ impl Agent {
     }
 
     async fn request(&self, kind: v1::client_message::Kind) -> Result<v1::reply::Outcome, Error> {
+        self.request_with(kind, false).await
+    }
+
+    /// Sends a request and waits for its reply. With `resend`, a broken connection does not fail
+    /// it: it is sent again, with the same id, on the reconnected session (for requests the server
+    /// takes again without doing them twice, like a sync arrival).
+    async fn request_with(&self, kind: v1::client_message::Kind, resend: bool) -> Result<v1::reply::Outcome, Error> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.inner.pending.lock().expect("not poisoned").insert(id, tx);
-        if let Err(e) = self.send(id, kind).await {
-            self.inner.pending.lock().expect("not poisoned").remove(&id);
-            return Err(e);
+        if resend {
+            self.inner.resend.lock().expect("not poisoned").insert(id, msg(id, kind.clone()));
         }
-        match rx.await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(self.ended_error()),
+        let sent = self.send(id, kind).await;
+        let outcome = match sent {
+            Err(e) => {
+                self.inner.pending.lock().expect("not poisoned").remove(&id);
+                Err(e)
+            }
+            Ok(()) => rx.await.unwrap_or_else(|_| Err(self.ended_error())),
+        };
+        if resend {
+            self.inner.resend.lock().expect("not poisoned").remove(&id);
         }
+        outcome
     }
 
     async fn request_ok(&self, kind: v1::client_message::Kind) -> Result<(), Error> {
@@ -574,7 +592,9 @@ impl Agent {
             timeout_ms: timeout.as_millis().min(u64::MAX as u128) as u64,
             payload: payload.into(),
         };
-        match self.request(v1::client_message::Kind::Sync(arrive)).await? {
+        // A connection lost while waiting does not fail the arrival: it is sent again on the
+        // reconnected session, where the server re-attaches it (or answers with the outcome).
+        match self.request_with(v1::client_message::Kind::Sync(arrive), true).await? {
             v1::reply::Outcome::SyncResult(r) => Ok(SyncResult {
                 arrival_order: r.arrival_order_strings(),
                 sync_id: r.sync_id,
@@ -626,6 +646,7 @@ struct Reader {
     grpc: LockstepClient<Channel>,
     namespace: String,
     pending: Pending,
+    resend: Resend,
     views: Views,
     deliveries: mpsc::Sender<Vec<Delivery>>,
     state_updates: mpsc::Sender<StateUpdate>,
@@ -651,6 +672,9 @@ struct Reconnect {
 }
 
 type Watches = Arc<Mutex<Vec<v1::watch_state::Target>>>;
+
+/// Requests in flight to send again after a reconnection, by id.
+type Resend = Arc<Mutex<HashMap<u64, v1::ClientMessage>>>;
 
 /// Registers on a new session stream: the stream, the server's answer, and where to send.
 async fn open_session(
@@ -731,16 +755,41 @@ impl Reader {
     async fn run(mut self, mut inbound: tonic::Streaming<v1::ServerMessage>) -> Error {
         loop {
             let reason = self.serve(inbound).await;
-            // Requests in flight on the lost connection may or may not have been carried out.
-            for (_, tx) in self.pending.lock().expect("not poisoned").drain() {
-                let _ = tx.send(Err(reason.clone()));
-            }
-            if !worth_reconnecting(&reason) || self.outbound.upgrade().is_none() {
+            let reconnecting =
+                self.reconnect.is_some() && worth_reconnecting(&reason) && self.outbound.upgrade().is_some();
+            self.fail_pending(&reason, reconnecting);
+            if !reconnecting {
                 return reason;
             }
             match self.reconnect(&reason).await {
-                Ok(next) => inbound = next,
-                Err(e) => return e,
+                Ok(next) => {
+                    inbound = next;
+                    let again: Vec<v1::ClientMessage> =
+                        self.resend.lock().expect("not poisoned").values().cloned().collect();
+                    if let Some(tx) = self.outbound.upgrade() {
+                        for m in again {
+                            let _ = tx.send(m).await;
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.fail_pending(&e, false);
+                    return e;
+                }
+            }
+        }
+    }
+
+    /// Fails the requests in flight on a lost connection: they may or may not have been carried
+    /// out. With `keep_resendable`, those that will be sent again stay pending.
+    fn fail_pending(&self, reason: &Error, keep_resendable: bool) {
+        let resend = self.resend.lock().expect("not poisoned");
+        let mut pending = self.pending.lock().expect("not poisoned");
+        let failed: Vec<u64> =
+            pending.keys().copied().filter(|id| !(keep_resendable && resend.contains_key(id))).collect();
+        for id in failed {
+            if let Some(tx) = pending.remove(&id) {
+                let _ = tx.send(Err(reason.clone()));
             }
         }
     }

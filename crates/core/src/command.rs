@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::durable::PauseImage;
 use crate::error::CoreError;
 use crate::io::Time;
 use crate::name;
@@ -262,6 +263,12 @@ impl AuditOutcome {
             AuditOutcome::AgentGone => "agent_gone",
         }
     }
+
+    /// The outcome named by [`AuditOutcome::as_str`].
+    pub fn parse(name: &str) -> Option<AuditOutcome> {
+        use AuditOutcome::*;
+        [Ok, Refused, UnknownAgent, AgentError, TimedOut, AgentGone].into_iter().find(|o| o.as_str() == name)
+    }
 }
 
 /// One line of the audit log. Texts are cut to `audit_summary_chars` (ending in `…`).
@@ -361,6 +368,23 @@ impl AuditLog {
             self.dropped += 1;
         }
         self.entries.push_back(entry);
+        self.next_seq - 1
+    }
+
+    /// Takes back entries kept from an earlier run (oldest first, their numbers unchanged);
+    /// numbering continues after the last of them.
+    pub fn restore(&mut self, entries: Vec<AuditEntry>) {
+        for entry in entries {
+            self.next_seq = self.next_seq.max(entry.seq + 1);
+            if self.entries.len() == self.capacity {
+                self.entries.pop_front();
+            }
+            self.entries.push_back(entry);
+        }
+    }
+
+    /// The sequence number of the newest entry (0 when none was ever recorded).
+    pub fn last_seq(&self) -> u64 {
         self.next_seq - 1
     }
 
@@ -575,6 +599,31 @@ impl ControlPlane {
             return Ok(());
         };
         Err(Refusal { namespace: namespace.to_owned(), agent: agent.to_owned(), action, cause })
+    }
+
+    /// Every agent's own pause, sorted by namespace and agent (what is kept across a restart).
+    pub fn pauses(&self) -> Vec<PauseImage> {
+        self.paused
+            .iter()
+            .flat_map(|(ns, agents)| {
+                agents.iter().map(move |(agent, p)| PauseImage {
+                    namespace: ns.to_string(),
+                    agent_id: agent.to_string(),
+                    actor: p.actor.clone(),
+                    since: p.since,
+                })
+            })
+            .collect()
+    }
+
+    /// Takes back what was kept from an earlier run: the audit log, pauses and emergency stop.
+    pub fn restore(&mut self, audit: Vec<AuditEntry>, pauses: Vec<PauseImage>, emergency: Option<EmergencyStop>) {
+        self.audit.restore(audit);
+        for p in pauses {
+            let pause = Pause { actor: p.actor, since: p.since };
+            self.paused.entry(p.namespace.as_str().into()).or_default().insert(p.agent_id.as_str().into(), pause);
+        }
+        self.emergency = emergency;
     }
 
     /// Agents paused by their own pause, as (namespace, agent).

@@ -21,9 +21,11 @@ use serde_json::Value;
 
 use crate::breaker::{BreakerState, FailureKind, Transition};
 use crate::command::{
-    AuditEntry, AuditOutcome, CommandId, CommandRequest, ControlPlane, Finished, Gated, PauseCause, Refusal, Resumed,
+    AuditEntry, AuditOutcome, CommandId, CommandRequest, ControlPlane, EmergencyStop, Finished, Gated, PauseCause,
+    Refusal, Resumed,
 };
 use crate::config::Config;
+use crate::durable::{Change, PauseImage, Restored};
 use crate::error::CoreError;
 use crate::health::{HealthCounts, HealthHistory, HealthReport, HealthSample, QueueObservation};
 use crate::io::{
@@ -107,6 +109,30 @@ enum Timer {
         ns: Arc<str>,
         agent: Arc<str>,
     },
+}
+
+/// Something durable an input touched; turned into a [`Change`] with the current value when the
+/// shell takes the changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Touched {
+    Agent(Arc<str>, Arc<str>),
+    State(Arc<str>, Arc<str>),
+    AgentRemoved(Arc<str>, Arc<str>),
+    SyncPoint(Arc<str>, Arc<str>),
+    Arrival(Arc<str>, Arc<str>, Arc<str>),
+    SyncPointRemoved(Arc<str>, Arc<str>),
+}
+
+/// What changed durably since the shell last took the changes.
+struct ChangeLog {
+    touched: Vec<Touched>,
+    /// Agents with a `Touched::State` in `touched`: however many updates, the state is written once.
+    state: HashSet<(Arc<str>, Arc<str>)>,
+    /// The audit entries up to this number were handed over.
+    audit_seq: u64,
+    /// The pauses and emergency stop as last handed over.
+    pauses: Vec<PauseImage>,
+    emergency: Option<EmergencyStop>,
 }
 
 enum ConnRole {
@@ -194,6 +220,8 @@ pub struct Engine {
     registrations: u64,
     /// System health over time (the share of healthy agents).
     history: HealthHistory,
+    /// Durable changes not yet taken by the shell; `None` unless [`Engine::track_changes`].
+    changes: Option<ChangeLog>,
 }
 
 /// Every agent's health and the system's, for the `health` command.
@@ -220,6 +248,7 @@ impl Engine {
             registrations: 0,
             history: HealthHistory::new(0, &config.health),
             config,
+            changes: None,
         };
         // The first sample of system health is taken one interval in, when agents may have come.
         let first = engine.config.health.sample_interval_ms;
@@ -322,6 +351,170 @@ impl Engine {
     }
 
     // ---------------------------------------------------------------------------------------------
+    // Durability: what changed, for the shell to commit; what was kept, to start from.
+
+    /// From now on, record the durable changes every input makes, for [`Engine::take_changes`].
+    pub fn track_changes(&mut self) {
+        self.changes = Some(ChangeLog {
+            touched: Vec::new(),
+            state: HashSet::new(),
+            audit_seq: self.control.audit().last_seq(),
+            pauses: self.control.pauses(),
+            emergency: self.control.emergency().cloned(),
+        });
+    }
+
+    fn touch(&mut self, touched: Touched) {
+        let Some(log) = self.changes.as_mut() else { return };
+        if let Touched::State(ns, agent) = &touched {
+            if !log.state.insert((ns.clone(), agent.clone())) {
+                return;
+            }
+        } else if log.touched.last() == Some(&touched) {
+            return;
+        }
+        log.touched.push(touched);
+    }
+
+    /// The durable changes since the last call, in the order they happened, each with the value to
+    /// keep. The shell commits them before it sends any frame produced meanwhile. Empty unless
+    /// [`Engine::track_changes`] was called.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        let Some(mut log) = self.changes.take() else { return Vec::new() };
+        let mut out = Vec::with_capacity(log.touched.len());
+        for touched in log.touched.drain(..) {
+            let change = match touched {
+                Touched::Agent(ns, id) => self.agent(&ns, &id).map(|a| Change::Agent(a.image(&ns))),
+                Touched::State(ns, id) => self.agent(&ns, &id).map(|a| Change::State {
+                    namespace: ns.to_string(),
+                    agent_id: id.to_string(),
+                    state: a.state.clone(),
+                    version: a.state_version,
+                }),
+                Touched::AgentRemoved(ns, id) => {
+                    Some(Change::AgentRemoved { namespace: ns.to_string(), agent_id: id.to_string() })
+                }
+                Touched::SyncPoint(ns, id) => self.sync_point(&ns, &id).ok().map(|p| Change::SyncPoint(p.image(&ns))),
+                Touched::Arrival(ns, id, agent) => {
+                    self.sync_point(&ns, &id).ok().and_then(|p| p.arrival_image(&agent)).map(|(position, arrival)| {
+                        Change::Arrival { namespace: ns.to_string(), sync_id: id.to_string(), position, arrival }
+                    })
+                }
+                Touched::SyncPointRemoved(ns, id) => {
+                    Some(Change::SyncPointRemoved { namespace: ns.to_string(), sync_id: id.to_string() })
+                }
+            };
+            out.extend(change);
+        }
+        log.state.clear();
+        let audit = self.control.audit();
+        out.extend(audit.since(log.audit_seq).cloned().map(Change::Audit));
+        log.audit_seq = audit.last_seq();
+        let emergency = self.control.emergency();
+        if log.emergency.as_ref() != emergency {
+            log.emergency = emergency.cloned();
+            out.push(Change::EmergencyStop(log.emergency.clone()));
+        }
+        if !log.pauses.is_empty() || self.control.paused_agents().next().is_some() {
+            let pauses = self.control.pauses();
+            let key = |p: &PauseImage| (p.namespace.clone(), p.agent_id.clone());
+            for old in log.pauses.iter().filter(|o| !pauses.iter().any(|p| key(p) == key(o))) {
+                out.push(Change::Unpaused { namespace: old.namespace.clone(), agent_id: old.agent_id.clone() });
+            }
+            out.extend(pauses.iter().filter(|p| !log.pauses.contains(p)).cloned().map(Change::Paused));
+            log.pauses = pauses;
+        }
+        self.changes = Some(log);
+        out
+    }
+
+    /// Rebuilds the registry, sync points and control plane from what was kept, at `now` (the
+    /// engine must be new). Agents that were live get a session without a connection and a fresh
+    /// lease, to reconnect and resume with their token; if they do not, they are lost as usual.
+    /// Watchers get the current state of what they watch when they come back. Open sync points
+    /// keep their arrivals and deadlines; finished ones keep their outcome until their retention
+    /// ends. Fails, naming the record, if something kept is not valid any more (a limit lowered,
+    /// a name now refused).
+    pub fn restore(&mut self, now: Time, restored: Restored) -> Result<(), CoreError> {
+        self.now = self.now.max(now);
+        let Restored { agents, sync_points, audit, pauses, emergency } = restored;
+        let bad = |what: String, e: &dyn std::fmt::Display| CoreError::invalid("stored data", format!("{what}: {e}"));
+        for image in &agents {
+            let ns_name = name::namespace_or_default(&image.namespace)?;
+            let ns_key: Arc<str> = ns_name.into();
+            let lease = (image.status != AgentStatus::Lost).then(|| Lease::new(now, self.config.lease_ms()));
+            self.registrations += 1;
+            let agent = Agent::restore(image, now, lease, &self.config, self.registrations)
+                .map_err(|e| bad(format!("agent '{}' of namespace '{ns_key}'", image.agent_id), &e))?;
+            let id = agent.id.clone();
+            let n = self.namespaces.entry(ns_key.clone()).or_default();
+            for w in &agent.watches {
+                n.index_watch(&id, w, true);
+            }
+            let lost = agent.lost_at.is_some();
+            n.agents.insert(id.clone(), agent);
+            if lost {
+                let at = now.saturating_add(self.config.lost_retention_ms);
+                self.timers.push(Reverse((at, Timer::LostRetention { ns: ns_key, agent: id })));
+            } else {
+                self.arm_lease(&ns_key, &id);
+            }
+        }
+        // Watchers hear the current state of everything they watch: whatever they missed while
+        // the server was down is healed by these snapshots.
+        for n in self.namespaces.values_mut() {
+            let mut snapshots = Vec::new();
+            for w in n.agents.values().filter(|w| w.is_live()) {
+                for owner in n.agents.values().filter(|o| w.watches.iter().any(|t| o.watched_by(t))) {
+                    snapshots.push((w.id.clone(), owner.id.clone()));
+                }
+            }
+            for (watcher, owner) in snapshots {
+                n.agents.get_mut(&watcher).expect("listed").outbox.push_state_snapshot(&owner);
+            }
+        }
+        let mut finished = Vec::new();
+        for image in sync_points {
+            let ns_key: Arc<str> = name::namespace_or_default(&image.namespace)?.into();
+            let label = format!("sync point '{}' of namespace '{ns_key}'", image.sync_id);
+            let point = SyncPoint::restore(image).map_err(|e| bad(label, &e))?;
+            let id: Arc<str> = point.id().into();
+            let n = self.namespaces.entry(ns_key.clone()).or_default();
+            match point.finished_at() {
+                None => {
+                    n.open_sync_points += 1;
+                    let at = point.deadline();
+                    self.timers.push(Reverse((at, Timer::SyncDeadline { ns: ns_key.clone(), id: id.clone() })));
+                }
+                Some(at) => finished.push((at, ns_key.clone(), id.clone())),
+            }
+            n.sync_points.insert(id, point);
+        }
+        finished.sort();
+        for (at, ns, id) in finished {
+            let retention_ends = at.saturating_add(self.config.sync_retention_ms);
+            self.timers.push(Reverse((retention_ends, Timer::SyncRetention { ns: ns.clone(), id: id.clone() })));
+            self.namespaces.get_mut(&ns).expect("inserted").finished.push_back(id);
+        }
+        self.control.restore(audit, pauses, emergency);
+        for (ns, agent) in self.all_agents() {
+            if self.control.is_paused(&ns, &agent) {
+                let a = self.agent_mut(&ns, &agent).expect("listed");
+                a.outbox.set_held(true);
+                if a.status != AgentStatus::Lost {
+                    a.status = AgentStatus::Paused;
+                }
+            }
+        }
+        if let Some(log) = self.changes.as_mut() {
+            log.audit_seq = self.control.audit().last_seq();
+            log.pauses = self.control.pauses();
+            log.emergency = self.control.emergency().cloned();
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------------------------------------
     // Sessions
 
     fn register(&mut self, now: Time, conn: ConnId, req: RegisterRequest, new_token: String) -> Result<(), CoreError> {
@@ -419,6 +612,7 @@ impl Engine {
                 .push_back(Output::Close(old, Some(CoreError::SessionEnded { agent: agent_key.to_string(), reason })));
         }
         self.conns.insert(conn, ConnRole::Agent { ns: ns_key.clone(), agent: agent_key.clone() });
+        self.touch(Touched::Agent(ns_key.clone(), agent_key.clone()));
         self.arm_lease(&ns_key, &agent_key);
         if joined {
             self.registry_event(&ns_key, &agent_key, RegistryEventKind::Joined, None);
@@ -616,6 +810,7 @@ impl Engine {
                 if due {
                     n.sync_points.remove(&id);
                     n.finished.retain(|f| *f != id);
+                    self.touch(Touched::SyncPointRemoved(ns, id));
                 }
             }
         }
@@ -651,6 +846,7 @@ impl Engine {
             now.saturating_add(self.config.lost_retention_ms),
             Timer::LostRetention { ns: ns.clone(), agent: agent.clone() },
         )));
+        self.touch(Touched::Agent(ns.clone(), agent.clone()));
         self.registry_event(ns, agent, RegistryEventKind::Lost, Some(previous));
         self.participant_gone(now, ns, agent, "lost its lease");
         for finished in self.control.agent_gone(now, ns, agent, "its lease was lost") {
@@ -667,6 +863,8 @@ impl Engine {
         let Some(a) = n.agents.remove(agent) else {
             return;
         };
+        self.touch(Touched::AgentRemoved(ns.clone(), agent.clone()));
+        let n = self.namespaces.get_mut(ns).expect("present");
         for w in &a.watches {
             n.index_watch(agent, w, false);
         }
@@ -802,6 +1000,7 @@ impl Engine {
         let version = a.state_version;
         self.counters.state_updates += 1;
         let watchers = n.watchers_of(&n.agents[owner]);
+        self.touch(Touched::State(ns.clone(), owner.clone()));
         self.push_to_watchers(ns, watchers, |outbox| outbox.push_state_delta(owner, version, &delta));
         Ok(version)
     }
@@ -823,6 +1022,7 @@ impl Engine {
         let previous = a.status;
         if previous != status {
             a.status = status;
+            self.touch(Touched::Agent(ns.clone(), agent.clone()));
             self.registry_event(ns, agent, RegistryEventKind::Status, Some(previous));
         }
         Ok(())
@@ -855,6 +1055,7 @@ impl Engine {
         for owner in &covered {
             w.outbox.push_state_snapshot(owner);
         }
+        self.touch(Touched::Agent(ns.clone(), watcher.clone()));
         self.notify(ns, watcher);
         Ok(())
     }
@@ -878,6 +1079,7 @@ impl Engine {
         for owner in dropped {
             w.outbox.forget_state(&owner);
         }
+        self.touch(Touched::Agent(ns.clone(), watcher.clone()));
         Ok(())
     }
 
@@ -961,6 +1163,7 @@ impl Engine {
         }
         let n = self.namespaces.get_mut(ns).expect("present");
         let point = n.sync_points.get_mut(&id).expect("present");
+        let before = point.arrival_count();
         let arrived = match point.arrive(now, agent, request_id, payload, &participants) {
             Ok(arrived) => arrived,
             Err(e) => {
@@ -974,6 +1177,13 @@ impl Engine {
                 return Err(e);
             }
         };
+        let new_arrival = point.arrival_count() > before;
+        if created {
+            self.touch(Touched::SyncPoint(ns.clone(), id.clone()));
+        }
+        if new_arrival {
+            self.touch(Touched::Arrival(ns.clone(), id.clone(), agent.clone()));
+        }
         match arrived {
             Arrived::Waiting => {}
             Arrived::Released { waiters, outcome } => self.release(now, ns, &id, (waiters, Ok(outcome))),
@@ -995,20 +1205,27 @@ impl Engine {
             Err(_) => self.counters.syncs_failed += 1,
         }
         let max_retained = self.config.limits.max_retained_sync_points;
+        self.touch(Touched::SyncPoint(ns.clone(), id.clone()));
+        let mut forgotten = Vec::new();
         if let Some(n) = self.namespaces.get_mut(ns) {
             n.open_sync_points = n.open_sync_points.saturating_sub(1);
             n.finished.push_back(id.clone());
             while n.finished.len() > max_retained {
                 if let Some(old) = n.finished.pop_front() {
                     n.sync_points.remove(&old);
+                    forgotten.push(old);
                 }
             }
+        }
+        for old in forgotten {
+            self.touch(Touched::SyncPointRemoved(ns.clone(), old));
         }
         self.timers.push(Reverse((
             now.saturating_add(self.config.sync_retention_ms),
             Timer::SyncRetention { ns: ns.clone(), id: id.clone() },
         )));
-        for w in waiters {
+        // A waiter restored from storage has no request to answer until it arrives again.
+        for w in waiters.into_iter().filter(|w| w.request_id != 0) {
             let reply = match &result {
                 Ok(outcome) => Reply::Sync(outcome.clone()),
                 Err(e) => Reply::Error(e.clone()),
@@ -1033,10 +1250,15 @@ impl Engine {
         let Some(n) = self.namespaces.get_mut(ns) else {
             return Ok(0);
         };
-        let before = n.sync_points.len();
+        let removed: Vec<Arc<str>> =
+            n.sync_points.iter().filter(|(_, p)| !p.is_waiting()).map(|(id, _)| id.clone()).collect();
         n.sync_points.retain(|_, p| p.is_waiting());
         n.finished.clear();
-        Ok(before - n.sync_points.len())
+        let ns = self.key(ns);
+        for id in &removed {
+            self.touch(Touched::SyncPointRemoved(ns.clone(), id.clone()));
+        }
+        Ok(removed.len())
     }
 
     fn sync_key(&self, namespace: &str, sync_id: &str) -> Result<(Arc<str>, Arc<str>), CoreError> {
@@ -1319,6 +1541,7 @@ impl Engine {
         }
         let (ns, agent) = (self.key(ns), Arc::<str>::from(agent));
         if changed {
+            self.touch(Touched::Agent(ns.clone(), agent.clone()));
             self.registry_event(&ns, &agent, RegistryEventKind::Status, Some(previous));
         }
         self.notify(&ns, &agent);

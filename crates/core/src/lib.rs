@@ -30,6 +30,7 @@
 pub mod breaker;
 pub mod command;
 pub mod config;
+pub mod durable;
 pub mod engine;
 pub mod error;
 pub mod health;

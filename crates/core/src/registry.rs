@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::breaker::Breaker;
 use crate::config::{Config, Limits};
+use crate::durable::AgentImage;
 use crate::error::CoreError;
 use crate::io::{ConnId, RegisterRequest, Time, WatchTarget};
 use crate::lease::Lease;
@@ -40,6 +41,12 @@ impl AgentStatus {
             AgentStatus::Paused => "paused",
             AgentStatus::Lost => "lost",
         }
+    }
+
+    /// The status named by [`AgentStatus::as_str`].
+    pub fn parse(name: &str) -> Option<AgentStatus> {
+        use AgentStatus::*;
+        [Active, Idle, Busy, Syncing, Paused, Lost].into_iter().find(|s| s.as_str() == name)
     }
 }
 
@@ -228,6 +235,66 @@ impl Agent {
             ack_timer: false,
             health: crate::health::AgentHealth::new(now, &config.health),
             status_when_resumed: None,
+        }
+    }
+
+    /// Rebuilds a kept agent, its profile validated again as at registration. A live agent gets a
+    /// session without a connection and a fresh lease (`lease`): time to reconnect and resume. A
+    /// lost one counts its retention from `now`.
+    pub fn restore(
+        image: &AgentImage,
+        now: Time,
+        lease: Option<Lease>,
+        config: &Config,
+        jitter_seed: u64,
+    ) -> Result<Agent, CoreError> {
+        let request = RegisterRequest {
+            agent_id: image.agent_id.clone(),
+            role: image.role.clone(),
+            capabilities: image.capabilities.clone(),
+            interests: image.interests.clone(),
+            metadata: image.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            ..Default::default()
+        };
+        let profile = Profile::from_request(&request, &config.limits)?;
+        let session = Session { conn: None, lease: lease.unwrap_or_else(|| Lease::new(now, 0)) };
+        let mut agent = Agent::new(
+            image.agent_id.as_str().into(),
+            profile,
+            now,
+            session,
+            image.resume_token.clone(),
+            config,
+            jitter_seed,
+        );
+        agent.registered_at = image.registered_at;
+        agent.state = image.state.clone();
+        agent.state_version = image.state_version;
+        agent.watches = image.watches.clone();
+        agent.status = image.status;
+        if lease.is_none() || image.status == AgentStatus::Lost {
+            agent.session = None;
+            agent.status = AgentStatus::Lost;
+            agent.lost_at = Some(now);
+        }
+        Ok(agent)
+    }
+
+    /// The agent as it is kept.
+    pub fn image(&self, namespace: &str) -> AgentImage {
+        AgentImage {
+            namespace: namespace.to_owned(),
+            agent_id: self.id.to_string(),
+            role: self.role.to_string(),
+            capabilities: self.capabilities.clone(),
+            interests: self.interests.iter().map(|p| p.as_str().to_owned()).collect(),
+            metadata: self.metadata.clone(),
+            status: self.status,
+            resume_token: self.resume_token.clone(),
+            registered_at: self.registered_at,
+            state: self.state.clone(),
+            state_version: self.state_version,
+            watches: self.watches.clone(),
         }
     }
 

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::config::Limits;
+use crate::durable::{ArrivalImage, SyncPointImage};
 use crate::error::CoreError;
 use crate::io::Time;
 use crate::name;
@@ -126,6 +127,13 @@ impl SyncState {
             SyncState::TimedOut => "timed_out",
             SyncState::Failed => "failed",
         }
+    }
+
+    /// The state named by [`SyncState::as_str`].
+    pub fn parse(name: &str) -> Option<SyncState> {
+        [SyncState::Waiting, SyncState::Completed, SyncState::Forced, SyncState::TimedOut, SyncState::Failed]
+            .into_iter()
+            .find(|s| s.as_str() == name)
     }
 }
 
@@ -395,6 +403,63 @@ impl SyncPoint {
                 _ => None,
             },
         }
+    }
+
+    /// The point as it is kept (without its arrivals, which are kept one by one).
+    pub fn image(&self, namespace: &str) -> SyncPointImage {
+        SyncPointImage {
+            namespace: namespace.to_owned(),
+            sync_id: self.id.clone(),
+            participants: self.participants.clone(),
+            required: self.required.iter().map(|r| r.to_string()).collect(),
+            created_at: self.created_at,
+            deadline: self.deadline,
+            state: self.state,
+            finished_at: self.finished_at,
+            failure: match &self.result {
+                Some(Err(e)) => Some(e.clone()),
+                _ => None,
+            },
+            arrivals: Vec::new(),
+        }
+    }
+
+    /// The arrival of `agent` as it is kept, with its place in the arrival order.
+    pub fn arrival_image(&self, agent: &str) -> Option<(u32, ArrivalImage)> {
+        let (position, a) = self.arrivals.iter().enumerate().find(|(_, a)| &*a.agent == agent)?;
+        let image = ArrivalImage { agent_id: a.agent.to_string(), payload: a.payload.clone(), at: a.at };
+        Some((position as u32, image))
+    }
+
+    /// How many agents have arrived.
+    pub fn arrival_count(&self) -> usize {
+        self.arrivals.len()
+    }
+
+    /// Rebuilds a kept point. Restored arrivals have no request to answer (request id 0): their
+    /// agents send their arrival again when they reconnect, which re-attaches them. A finished
+    /// point gets back the outcome its waiters got.
+    pub fn restore(image: SyncPointImage) -> Result<SyncPoint, String> {
+        let required: BTreeSet<Arc<str>> = image.required.iter().map(|r| Arc::from(r.as_str())).collect();
+        let mut point = SyncPoint::new(image.sync_id, image.participants, required, image.created_at, 0);
+        point.deadline = image.deadline;
+        point.arrivals = image
+            .arrivals
+            .into_iter()
+            .map(|a| Arrival { agent: a.agent_id.as_str().into(), payload: a.payload, request_id: 0, at: a.at })
+            .collect();
+        if image.state == SyncState::Waiting {
+            return Ok(point);
+        }
+        let at = image.finished_at.ok_or_else(|| format!("sync point '{}' finished at no time", point.id))?;
+        match (image.state, image.failure) {
+            (SyncState::Completed | SyncState::Forced, _) => {
+                point.finish(at, image.state);
+            }
+            (state, Some(failure)) => point.close(at, state, Err(failure)),
+            (state, None) => return Err(format!("sync point '{}' is {} but has no failure", point.id, state.as_str())),
+        }
+        Ok(point)
     }
 
     /// Reads the status in plain language. `agent_status` tells what the registry knows of an agent

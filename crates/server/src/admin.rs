@@ -195,6 +195,20 @@ impl Admin for AdminService {
             .await?;
         Ok(Response::new(response))
     }
+
+    async fn backup(&self, request: Request<v1::BackupRequest>) -> Result<Response<v1::BackupResponse>, Status> {
+        let path = std::path::PathBuf::from(request.into_inner().path);
+        if !path.is_absolute() {
+            return Err(Status::invalid_argument(format!(
+                "backup path '{}' is relative; give an absolute path on the server's machine",
+                path.display()
+            )));
+        }
+        let (done, answer) = oneshot::channel();
+        self.engine.send(Command::Backup { path: path.clone(), done })?;
+        let bytes = answer.await.map_err(|_| shutting_down())??;
+        Ok(Response::new(v1::BackupResponse { path: path.display().to_string(), bytes }))
+    }
 }
 
 #[cfg(test)]

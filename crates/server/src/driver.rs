@@ -6,6 +6,12 @@
 //! channel, as fast as the connection takes them (credit-based: a full channel marks the connection
 //! blocked, and the connection's stream tells the driver when it has room again). The engine's own
 //! bounded queues, with their overflow policies, absorb everything a slow connection cannot take.
+//!
+//! With a store, every turn ends with one commit: the durable changes of every input the turn
+//! applied go to SQLite in one transaction, and only then do the turn's frames and answers leave
+//! (acknowledge after commit; grouping a turn's inputs keeps the commits few under load). If a
+//! commit fails, nothing of the turn is acknowledged: the driver ends every stream and stops, and
+//! the server reports why.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +21,7 @@ use std::time::Duration;
 use lockstep_core::command::CommandOutcome;
 use lockstep_core::{ConnId, CoreError, Engine, Frame, Input, Output, Time};
 use lockstep_proto::convert;
+use lockstep_store::{Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::Status;
@@ -28,8 +35,12 @@ pub const CONN_CHANNEL_FRAMES: usize = 16;
 /// Inputs the driver takes before looking at outputs again (keeps latency bounded under load).
 const MAX_INPUTS_PER_TURN: usize = 1024;
 
-/// A query or admin operation run on the engine task; it sends its own answer.
-pub type Job = Box<dyn FnOnce(&mut Engine, Time) + Send>;
+/// A query or admin operation run on the engine task. It returns how to send its answer, which
+/// the driver does once the turn's changes are committed.
+pub type Job = Box<dyn FnOnce(&mut Engine, Time) -> Answer + Send>;
+
+/// Sends one answer (run after the commit; dropped unsent if the commit failed).
+pub type Answer = Box<dyn FnOnce() + Send>;
 
 /// Where a connection's frames go. Frames cross the channel as engine types and are converted to
 /// protobuf by the connection's own stream, so that work runs beside the driver, not on it.
@@ -63,6 +74,8 @@ pub enum Command {
     /// Send an operator's command (`start` asks the engine to send it and returns its id); its
     /// outcome, or the refusal to send it, goes to `done`.
     SendCommand { origin: u64, start: StartCommand, done: oneshot::Sender<CommandAnswer> },
+    /// Copy the committed data to `path` (the store's online backup); its size goes to `done`.
+    Backup { path: std::path::PathBuf, done: oneshot::Sender<Result<u64, Status>> },
 }
 
 /// Starts an operator's command on the engine; returns the command's id.
@@ -99,7 +112,10 @@ impl EngineHandle {
     ) -> Result<T, Status> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Job(Box::new(move |engine, now| {
-            let _ = tx.send(f(engine, now));
+            let answer = f(engine, now);
+            Box::new(move || {
+                let _ = tx.send(answer);
+            })
         })))?;
         rx.await.map_err(|_| shutting_down())?.map_err(|e| convert::status(&e))
     }
@@ -115,23 +131,32 @@ struct Conn {
     blocked: Arc<AtomicBool>,
 }
 
-/// The engine's clock: milliseconds since the driver started.
+/// The engine's clock: milliseconds since the data directory's origin (or since the driver
+/// started, without a store), monotonic within a run.
 #[derive(Clone, Copy)]
 pub struct Clock {
     start: Instant,
+    /// What the clock reads at `start`.
+    at_start: Time,
 }
 
 impl Clock {
+    /// A clock reading 0 now.
     pub fn new() -> Self {
-        Clock { start: Instant::now() }
+        Clock::reading(0)
+    }
+
+    /// A clock reading `at_start` now: a restarted server continues the time of its data.
+    pub fn reading(at_start: Time) -> Self {
+        Clock { start: Instant::now(), at_start }
     }
 
     pub fn now(&self) -> Time {
-        self.start.elapsed().as_millis() as Time
+        self.at_start + self.start.elapsed().as_millis() as Time
     }
 
     fn instant(&self, t: Time) -> Instant {
-        self.start + Duration::from_millis(t)
+        self.start + Duration::from_millis(t.saturating_sub(self.at_start))
     }
 }
 
@@ -141,16 +166,19 @@ impl Default for Clock {
     }
 }
 
-/// Runs the engine until every command sender is gone or `shutdown` resolves.
+/// Runs the engine until every command sender is gone or `shutdown` resolves; with a `store`,
+/// commits each turn's changes before anything of the turn is sent. Returns the store's error if a
+/// commit failed (the driver then stops: nothing uncommitted was acknowledged).
 pub async fn run(
     mut engine: Engine,
     mut commands: mpsc::UnboundedReceiver<Command>,
     shutdown: impl std::future::Future<Output = ()>,
-) {
-    let clock = Clock::new();
+    clock: Clock,
+    mut store: Option<Store>,
+) -> Result<(), StoreError> {
     let mut conns: HashMap<ConnId, Conn> = HashMap::new();
-    let mut ready: Vec<ConnId> = Vec::new();
-    let mut waiting = Waiting::new();
+    let mut turn = Turn { ready: Vec::new(), waiting: Waiting::new(), answers: Vec::new() };
+    let mut failure = None;
     tokio::pin!(shutdown);
     loop {
         let deadline = engine.next_deadline();
@@ -160,10 +188,10 @@ pub async fn run(
             cmd = commands.recv() => {
                 let Some(cmd) = cmd else { break };
                 let now = clock.now();
-                apply(&mut engine, &mut conns, &mut ready, &mut waiting, now, cmd);
+                apply(&mut engine, &mut conns, &mut turn, store.as_ref(), now, cmd);
                 for _ in 0..MAX_INPUTS_PER_TURN {
                     match commands.try_recv() {
-                        Ok(cmd) => apply(&mut engine, &mut conns, &mut ready, &mut waiting, now, cmd),
+                        Ok(cmd) => apply(&mut engine, &mut conns, &mut turn, store.as_ref(), now, cmd),
                         Err(_) => break,
                     }
                 }
@@ -174,15 +202,57 @@ pub async fn run(
         if engine.next_deadline().is_some_and(|d| d <= clock.now()) {
             engine.handle_timeout(clock.now());
         }
-        drain_outputs(&mut engine, &mut conns, &mut ready, &mut waiting);
-        flush(&mut engine, &mut conns, &mut ready);
-    }
-    for (_, c) in conns.drain() {
-        let status = Status::unavailable("the server is shutting down; reconnect to another or the restarted server");
-        match c.sink {
-            ConnSink::Session(tx) => send_final(tx, status),
-            ConnSink::Registry(tx) => send_final(tx, status),
+        if let Some(store) = store.as_mut() {
+            if let Err(e) = commit(&mut engine, store) {
+                tracing::error!(error = %e, "a commit failed; stopping without acknowledging the uncommitted changes");
+                failure = Some(e);
+                break;
+            }
         }
+        for answer in turn.answers.drain(..) {
+            answer();
+        }
+        drain_outputs(&mut engine, &mut conns, &mut turn.ready, &mut turn.waiting);
+        flush(&mut engine, &mut conns, &mut turn.ready);
+    }
+    let status = match &failure {
+        None => Status::unavailable("the server is shutting down; reconnect to another or the restarted server"),
+        Some(e) => Status::unavailable(format!(
+            "the server could not store a change and is stopping (nothing uncommitted was acknowledged): {e}"
+        )),
+    };
+    for (_, c) in conns.drain() {
+        match c.sink {
+            ConnSink::Session(tx) => send_final(tx, status.clone()),
+            ConnSink::Registry(tx) => send_final(tx, status.clone()),
+        }
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+/// What a turn collects until its changes are committed.
+struct Turn {
+    ready: Vec<ConnId>,
+    waiting: Waiting,
+    answers: Vec<Answer>,
+}
+
+/// Commits the engine's changes since the last commit, in one transaction.
+fn commit(engine: &mut Engine, store: &mut Store) -> Result<(), StoreError> {
+    let changes = engine.take_changes();
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let batch = crate::persist::to_store(changes);
+    blocking(|| store.apply(&batch))
+}
+
+/// Runs SQLite work that may block on the disk, telling a multi-threaded runtime so that it moves
+/// other tasks off this worker meanwhile.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
@@ -199,11 +269,12 @@ type Waiting = HashMap<u64, oneshot::Sender<CommandAnswer>>;
 fn apply(
     engine: &mut Engine,
     conns: &mut HashMap<ConnId, Conn>,
-    ready: &mut Vec<ConnId>,
-    waiting: &mut Waiting,
+    turn: &mut Turn,
+    store: Option<&Store>,
     now: Time,
     cmd: Command,
 ) {
+    let Turn { ready, waiting, answers } = turn;
     match cmd {
         Command::Open { conn, sink, blocked } => {
             conns.insert(conn, Conn { sink, blocked });
@@ -220,17 +291,33 @@ fn apply(
                 }
             }
         }
-        Command::Job(job) => job(engine, now),
+        Command::Job(job) => answers.push(job(engine, now)),
         Command::SendCommand { origin, start, done } => match start(engine, now) {
             // The outcome comes out of the engine later, as `Output::CommandDone` with `origin`.
             Ok(_) => {
                 waiting.insert(origin, done);
             }
-            Err(e) => {
+            Err(e) => answers.push(Box::new(move || {
                 let _ = done.send(Err(e));
-            }
+            })),
         },
+        Command::Backup { path, done } => {
+            let result = match store {
+                None => Err(Status::failed_precondition(
+                    "this server keeps its data in memory only (--in-memory): there is nothing to back up",
+                )),
+                Some(store) => blocking(|| store.backup_to(&path)).map_err(|e| backup_status(&e)).and_then(|()| {
+                    std::fs::metadata(&path).map(|m| m.len()).map_err(|e| Status::internal(e.to_string()))
+                }),
+            };
+            let _ = done.send(result);
+        }
     }
+}
+
+/// The status for a failed backup: the operator has to change something (the path, the disk).
+fn backup_status(e: &StoreError) -> Status {
+    Status::failed_precondition(e.to_string())
 }
 
 fn drain_outputs(

@@ -5,16 +5,25 @@
 //! connection's outbound channel. [`start`] runs a server on a listener and hands back its address
 //! and a shutdown handle; the `lockstep serve` command, the demo, the benchmark and the end-to-end
 //! tests all run the server through it.
+//!
+//! With [`Storage::DataDir`] the server keeps its durable state in SQLite ([`lockstep_store`]):
+//! it starts from what the data directory holds ([`persist`] converts between the engine and the
+//! store), and the driver commits every turn before acknowledging anything of it.
 
 pub mod admin;
 pub mod driver;
 pub mod grpc;
+pub mod persist;
 
+use std::fs::File;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use lockstep_core::{Config, Engine};
 use lockstep_proto::v1::admin_server::AdminServer;
 use lockstep_proto::v1::lockstep_server::LockstepServer;
+pub use lockstep_store::Durability;
+use lockstep_store::{Store, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -37,6 +46,16 @@ pub enum StartError {
     Config(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+    #[error(transparent)]
+    BadRecord(#[from] persist::BadRecord),
+    #[error("the data directory {} is in use by another lockstep server (lock file {}); stop it first, or use another --data-dir", dir.display(), lock.display())]
+    InUse { dir: PathBuf, lock: PathBuf },
+    #[error("cannot lock the data directory {}: {source}", dir.display())]
+    Lock { dir: PathBuf, source: std::io::Error },
+    #[error("the data directory {} cannot be restored: {source}", dir.display())]
+    Restore { dir: PathBuf, source: Box<lockstep_core::CoreError> },
 }
 
 /// A running server.
@@ -45,6 +64,8 @@ pub struct RunningServer {
     admin_addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Resolves with the store's error if the driver stopped because a commit failed.
+    failed: Option<oneshot::Receiver<StoreError>>,
 }
 
 impl RunningServer {
@@ -57,6 +78,18 @@ impl RunningServer {
     /// server was given a separate admin address).
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// Waits until the server stops by itself because it could not store a change, and says why;
+    /// never resolves while it runs normally (or once [`RunningServer::shutdown`] was asked).
+    pub async fn failure(&mut self) -> StoreError {
+        match self.failed.as_mut() {
+            Some(rx) => match rx.await {
+                Ok(e) => e,
+                Err(_) => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
     }
 
     /// Stops accepting, ends every stream with `Unavailable`, and waits for the server to finish:
@@ -95,13 +128,71 @@ pub struct Options {
     pub admin_token: Option<String>,
     /// The engine's settings and limits.
     pub engine: Config,
+    /// Where durable state lives.
+    pub storage: Storage,
 }
 
 impl Options {
-    /// Everything on `listen`, no admin token, default engine settings.
+    /// Everything on `listen`, no admin token, default engine settings, nothing kept on disk.
     pub fn new(listen: SocketAddr) -> Self {
-        Options { listen, admin_listen: None, admin_token: None, engine: Config::default() }
+        Options { listen, admin_listen: None, admin_token: None, engine: Config::default(), storage: Storage::InMemory }
     }
+}
+
+/// Where a server keeps its durable state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// Nowhere: everything is lost when the process ends (tests, demos, benchmarks).
+    InMemory,
+    /// `dir/lockstep.db` (SQLite, WAL), locked by `dir/lockstep.lock` while the server runs.
+    DataDir { dir: PathBuf, durability: Durability },
+}
+
+/// The lock file's name inside the data directory.
+pub const LOCK_FILE_NAME: &str = "lockstep.lock";
+
+/// An opened data directory: the store, the engine rebuilt from it, and the clock continuing its
+/// time. The lock file stays locked while the returned `File` lives.
+struct Opened {
+    store: Store,
+    engine: Engine,
+    clock: driver::Clock,
+    _lock: File,
+}
+
+/// Locks and opens the data directory, and rebuilds the engine from it.
+fn open_data_dir(dir: &std::path::Path, durability: Durability, config: Config) -> Result<Opened, StartError> {
+    let lock_error = |source| StartError::Lock { dir: dir.to_path_buf(), source };
+    std::fs::create_dir_all(dir)
+        .map_err(|source| StoreError::Create { dir: dir.to_path_buf(), source: Box::new(source) })?;
+    let lock_path = dir.join(LOCK_FILE_NAME);
+    let lock = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(lock_error)?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(StartError::InUse { dir: dir.to_path_buf(), lock: lock_path });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(lock_error(e)),
+    }
+    let mut store = Store::open(dir, durability)?;
+    let loaded = persist::from_store(store.load()?)?;
+    let unix_now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let origin = match loaded.clock_origin {
+        Some(origin) => origin,
+        None => {
+            store.apply(&[persist::number_setting(persist::CLOCK_ORIGIN, unix_now)])?;
+            unix_now
+        }
+    };
+    // The clock goes on from where the data left it, even if the machine's clock went back.
+    let clock = driver::Clock::reading(unix_now.saturating_sub(origin).max(loaded.latest + 1));
+    let mut engine = Engine::new(config);
+    engine
+        .restore(clock.now(), loaded.restored)
+        .map_err(|source| StartError::Restore { dir: dir.to_path_buf(), source: Box::new(source) })?;
+    engine.track_changes();
+    Ok(Opened { store, engine, clock, _lock: lock })
 }
 
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
@@ -122,6 +213,10 @@ fn transport() -> tonic::transport::Server {
 pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     let config = options.engine;
     config.validate().map_err(StartError::Config)?;
+    let opened = match &options.storage {
+        Storage::InMemory => None,
+        Storage::DataDir { dir, durability } => Some(open_data_dir(dir, *durability, config.clone())?),
+    };
     let (listener, addr) = bind(options.listen).await?;
     let admin_listener = match options.admin_listen {
         Some(a) => Some(bind(a).await?),
@@ -133,13 +228,28 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let (transport_stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let stop = transport_stop_tx.clone();
+    let (failed_tx, failed_rx) = oneshot::channel();
     // Shutdown order: the driver stops first and ends every open stream, then the transports,
     // which wait for open streams, can finish.
     tokio::spawn(async move {
-        driver::run(Engine::new(config), commands_rx, async {
-            let _ = shutdown_rx.await;
-        })
+        let (engine, clock, store, lock) = match opened {
+            None => (Engine::new(config), driver::Clock::new(), None, None),
+            Some(o) => (o.engine, o.clock, Some(o.store), Some(o._lock)),
+        };
+        let result = driver::run(
+            engine,
+            commands_rx,
+            async {
+                let _ = shutdown_rx.await;
+            },
+            clock,
+            store,
+        )
         .await;
+        drop(lock);
+        if let Err(e) = result {
+            let _ = failed_tx.send(e);
+        }
         let _ = stop.send(());
     });
 
@@ -178,5 +288,11 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
             })
         }
     };
-    Ok(RunningServer { addr, admin_addr: admin_addr.unwrap_or(addr), shutdown: Some(shutdown_tx), task })
+    Ok(RunningServer {
+        addr,
+        admin_addr: admin_addr.unwrap_or(addr),
+        shutdown: Some(shutdown_tx),
+        task,
+        failed: Some(failed_rx),
+    })
 }

@@ -1,9 +1,11 @@
 //! A real `lockstep serve` process on a free loopback port, for end-to-end tests.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use lockstep_client::{AgentOptions, Client};
 
@@ -20,10 +22,14 @@ impl Server {
         Server::start_on("127.0.0.1:0", extra)
     }
 
-    /// Starts `lockstep serve --listen <listen> <extra>` and waits until it listens.
+    /// Starts `lockstep serve --listen <listen> <extra>` and waits until it listens. Unless `extra`
+    /// names a `--data-dir`, the server keeps nothing (`--in-memory`), so that tests never write
+    /// into the working directory.
     pub fn start_on(listen: &str, extra: &[&str]) -> Server {
+        let storage: &[&str] = if extra.contains(&"--data-dir") { &[] } else { &["--in-memory"] };
         let mut child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
             .args(["serve", "--listen", listen])
+            .args(storage)
             .args(extra)
             .env("LOCKSTEP_LOG", "warn")
             .stdout(Stdio::piped())
@@ -40,6 +46,13 @@ impl Server {
         let admin_addr =
             if extra.contains(&"--admin-listen") { read("lockstep admin listening on ") } else { addr.clone() };
         Server { addr, admin_addr, child }
+    }
+
+    /// Starts `lockstep serve --listen <listen> --data-dir <dir> <extra>`: durable state in `dir`.
+    pub fn start_durable(listen: &str, dir: &Path, extra: &[&str]) -> Server {
+        let mut args = vec!["--data-dir", dir.to_str().expect("a UTF-8 path")];
+        args.extend_from_slice(extra);
+        Server::start_on(listen, &args)
     }
 
     pub async fn client(&self) -> Client {
@@ -103,6 +116,84 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// How long [`serve_fails`] waits for a server to give up.
+const REFUSAL_WITHIN: Duration = Duration::from_secs(10);
+
+/// Runs `lockstep serve --listen 127.0.0.1:0 <args>`, expecting it to refuse to start. Returns
+/// whether it exited by itself with a failure status (within 10 s), and its stderr. A server that
+/// starts instead is killed, and the returned text says so.
+pub fn serve_fails(args: &[&str]) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("LOCKSTEP_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("lockstep binary runs");
+    let deadline = Instant::now() + REFUSAL_WITHIN;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waits") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = child.stdout.take().map(read_all).unwrap_or_default();
+    let stderr = child.stderr.take().map(read_all).unwrap_or_default();
+    match status {
+        Some(status) => (!status.success(), stderr),
+        None => (false, format!("still running after {REFUSAL_WITHIN:?}; stdout: {stdout:?}; stderr: {stderr:?}")),
+    }
+}
+
+fn read_all(mut pipe: impl Read) -> String {
+    let mut text = String::new();
+    let _ = pipe.read_to_string(&mut text);
+    text
+}
+
+/// A loopback address with a port that is free now, so that a server restarted on it is found
+/// again by the clients of the previous one.
+pub fn free_listen_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    format!("127.0.0.1:{port}")
+}
+
+static SCRATCH_DIRS: AtomicUsize = AtomicUsize::new(0);
+
+/// A new empty directory under the system's temporary directory, removed with its contents when
+/// dropped.
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    pub fn new(label: &str) -> ScratchDir {
+        let n = SCRATCH_DIRS.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("lockstep-test-{label}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("creates a scratch directory");
+        ScratchDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -24,6 +24,20 @@ AGENT_STATUS_SYNCING: AgentStatus
 AGENT_STATUS_PAUSED: AgentStatus
 AGENT_STATUS_LOST: AgentStatus
 
+class BackupRequest(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    def __init__(self, path: _Optional[str] = ...) -> None: ...
+
+class BackupResponse(_message.Message):
+    __slots__ = ("path", "bytes")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    bytes: int
+    def __init__(self, path: _Optional[str] = ..., bytes: _Optional[int] = ...) -> None: ...
+
 class ClientMessage(_message.Message):
     __slots__ = ("request_id", "register", "heartbeat", "publish", "update_state", "set_status", "watch_state", "unwatch_state", "sync", "ack", "deregister", "command_result", "delivery_error")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]

@@ -548,6 +548,11 @@ class AdminStub(object):
                 request_serializer=lockstep_dot_v1_dot_lockstep__pb2.AuditLogRequest.SerializeToString,
                 response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.AuditLogResponse.FromString,
                 _registered_method=True)
+        self.Backup = channel.unary_unary(
+                '/lockstep.v1.Admin/Backup',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.BackupRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.BackupResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer(object):
@@ -621,6 +626,17 @@ class AdminServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Backup(self, request, context):
+        """Writes a consistent copy of the server's data (everything committed so far) to `path` on the
+        server's machine, with SQLite's online backup API, while the server keeps running. Starting a
+        server on a data directory holding that file as `lockstep.db` restores it. FAILED_PRECONDITION
+        when the server keeps nothing (--in-memory), when `path` exists (nothing is overwritten) or
+        cannot be written; INVALID_ARGUMENT for a relative path.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -668,6 +684,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.AuditLog,
                     request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.AuditLogRequest.FromString,
                     response_serializer=lockstep_dot_v1_dot_lockstep__pb2.AuditLogResponse.SerializeToString,
+            ),
+            'Backup': grpc.unary_unary_rpc_method_handler(
+                    servicer.Backup,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.BackupRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.BackupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -916,6 +937,33 @@ class Admin(object):
             '/lockstep.v1.Admin/AuditLog',
             lockstep_dot_v1_dot_lockstep__pb2.AuditLogRequest.SerializeToString,
             lockstep_dot_v1_dot_lockstep__pb2.AuditLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Backup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Admin/Backup',
+            lockstep_dot_v1_dot_lockstep__pb2.BackupRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.BackupResponse.FromString,
             options,
             channel_credentials,
             insecure,
