@@ -32,7 +32,8 @@ fn bad_configuration_is_refused_with_a_clear_error() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("bad.toml");
     std::fs::write(&file, "[engine]\nheartbeat = 5\n").unwrap();
-    let (ok, _, err) = lockstep(&["serve", "--in-memory", "--listen", "127.0.0.1:0", "--config", file.to_str().unwrap()]);
+    let (ok, _, err) =
+        lockstep(&["serve", "--in-memory", "--listen", "127.0.0.1:0", "--config", file.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("invalid config file") && err.contains("heartbeat"), "{err}");
     let (ok, _, err) = lockstep(&["serve", "--in-memory", "--listen", "127.0.0.1:0", "--heartbeat-interval-ms", "0"]);
