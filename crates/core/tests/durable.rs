@@ -1,0 +1,244 @@
+//! Durability at the engine's level: the changes an engine hands over, kept as a store keeps them,
+//! rebuild an engine that goes on where the first stopped — agents resume with their tokens and
+//! find their state, watchers are healed with snapshots, barriers keep their arrivals and release
+//! once, pauses and the emergency stop hold, and what is not resumed is lost as usual.
+
+mod harness;
+
+use std::collections::BTreeMap;
+
+use harness::*;
+use lockstep_core::command::{AuditEntry, EmergencyStop};
+use lockstep_core::durable::{AgentImage, Change, PauseImage, Restored, SyncPointImage};
+use lockstep_core::{AgentStatus, Config, CoreError, Engine, Reply, Request, SyncState, WatchTarget};
+use serde_json::json;
+
+/// What a store would hold after applying the changes, in the engine's terms.
+#[derive(Default)]
+struct Kept {
+    agents: BTreeMap<(String, String), AgentImage>,
+    points: BTreeMap<(String, String), SyncPointImage>,
+    audit: Vec<AuditEntry>,
+    pauses: BTreeMap<(String, String), PauseImage>,
+    emergency: Option<EmergencyStop>,
+}
+
+impl Kept {
+    fn apply(&mut self, changes: Vec<Change>) {
+        for change in changes {
+            match change {
+                Change::Agent(a) => {
+                    self.agents.insert((a.namespace.clone(), a.agent_id.clone()), a);
+                }
+                Change::State { namespace, agent_id, state, version } => {
+                    let a = self.agents.get_mut(&(namespace, agent_id)).expect("the agent was kept before its state");
+                    // Values are taken when the changes are handed over, so an earlier change of the
+                    // same batch may already carry this version; it never goes back.
+                    assert!(
+                        version >= a.state_version,
+                        "versions never go back: {} after {}",
+                        version,
+                        a.state_version
+                    );
+                    a.state = state;
+                    a.state_version = version;
+                }
+                Change::AgentRemoved { namespace, agent_id } => {
+                    self.agents.remove(&(namespace, agent_id));
+                }
+                Change::SyncPoint(p) => {
+                    let key = (p.namespace.clone(), p.sync_id.clone());
+                    let arrivals = self.points.remove(&key).map(|old| old.arrivals).unwrap_or_default();
+                    self.points.insert(key, SyncPointImage { arrivals, ..p });
+                }
+                Change::Arrival { namespace, sync_id, position, arrival } => {
+                    let p = self.points.get_mut(&(namespace, sync_id)).expect("the point was kept before arrivals");
+                    assert_eq!(position as usize, p.arrivals.len(), "arrivals are kept in order");
+                    p.arrivals.push(arrival);
+                }
+                Change::SyncPointRemoved { namespace, sync_id } => {
+                    self.points.remove(&(namespace, sync_id));
+                }
+                Change::Audit(e) => self.audit.push(e),
+                Change::Paused(p) => {
+                    self.pauses.insert((p.namespace.clone(), p.agent_id.clone()), p);
+                }
+                Change::Unpaused { namespace, agent_id } => {
+                    self.pauses.remove(&(namespace, agent_id));
+                }
+                Change::EmergencyStop(stop) => self.emergency = stop,
+            }
+        }
+    }
+
+    fn restored(&self) -> Restored {
+        Restored {
+            agents: self.agents.values().cloned().collect(),
+            sync_points: self.points.values().cloned().collect(),
+            audit: self.audit.clone(),
+            pauses: self.pauses.values().cloned().collect(),
+            emergency: self.emergency.clone(),
+        }
+    }
+}
+
+fn tracked() -> Harness {
+    let mut h = Harness::new(Config::default());
+    h.engine.track_changes();
+    h
+}
+
+/// Takes the changes of `h` and starts a new engine from them `gap_ms` later (the crash and the
+/// restart in between).
+fn restart(h: &mut Harness, kept: &mut Kept, gap_ms: u64) -> Harness {
+    kept.apply(h.engine.take_changes());
+    let mut next = Harness::new(h.config().clone());
+    next.now = h.now + gap_ms;
+    next.engine.restore(next.now, kept.restored()).expect("restores");
+    next.engine.track_changes();
+    next
+}
+
+/// Registers again on a new connection with the resume token.
+fn resume(h: &mut Harness, id: &str, role: &str, token: &str) -> lockstep_core::ConnId {
+    let mut request = agent(id, role, &[]);
+    request.resume_token = token.to_owned();
+    let conn = h.try_register(request);
+    assert!(h.registered(conn).resumed, "{id} resumes its session: {:?}", h.log(conn));
+    conn
+}
+
+#[test]
+fn agents_resume_with_their_state_versions_and_status_and_watchers_get_snapshots() {
+    let mut a = tracked();
+    let (w1, w2) = (a.join("w1", "worker", &[]), a.join("w2", "watcher", &[]));
+    a.call_ok(w2, Request::Watch(WatchTarget::Agent("w1".into())));
+    for epoch in 1..=3 {
+        assert_eq!(a.call(w1, update(json!({ "epoch": epoch }))), Reply::StateVersion(epoch));
+    }
+    a.call_ok(w1, Request::SetStatus(AgentStatus::Busy));
+    let (t1, t2) = (a.token(w1), a.token(w2));
+    let mut kept = Kept::default();
+    let mut b = restart(&mut a, &mut kept, 500);
+
+    let view = b.agent_view("w1").expect("w1 is known after the restart");
+    assert_eq!((view.state_version, view.status), (3, AgentStatus::Busy));
+    assert_eq!(b.engine.get_state("", "w1").unwrap(), (3, json!({ "epoch": 3 })));
+    let w2 = resume(&mut b, "w2", "watcher", &t2);
+    let snapshot = b.state_changes(w2);
+    assert_eq!(snapshot.len(), 1, "one snapshot of what w2 watches: {snapshot:?}");
+    assert_eq!((snapshot[0].base_version, snapshot[0].version), (0, 3));
+    assert_eq!(snapshot[0].delta, json!({ "epoch": 3 }));
+    let w1 = resume(&mut b, "w1", "worker", &t1);
+    assert_eq!(b.call(w1, update(json!({ "epoch": 4 }))), Reply::StateVersion(4), "versions go on");
+    let delta = b.state_changes(w2).pop().expect("the watch survived the restart");
+    assert_eq!((delta.base_version, delta.version), (3, 4));
+}
+
+#[test]
+fn many_updates_in_one_turn_are_kept_as_one_state_change_in_order_with_the_rest() {
+    let mut a = tracked();
+    let w1 = a.join("w1", "worker", &[]);
+    a.engine.take_changes();
+    for epoch in 1..=100 {
+        a.call(w1, update(json!({ "epoch": epoch })));
+    }
+    let w2 = a.join("w2", "worker", &[]);
+    a.disconnect(w2, true);
+    let changes = a.engine.take_changes();
+    // w2 came and went within the batch: only its removal is handed over (nothing of it to keep).
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert!(matches!(&changes[0], Change::State { version: 100, state, .. } if *state == json!({ "epoch": 100 })));
+    assert!(matches!(&changes[1], Change::AgentRemoved { agent_id, .. } if agent_id == "w2"));
+    assert!(a.engine.take_changes().is_empty(), "changes are handed over once");
+    let mut untracked = Engine::new(Config::default());
+    assert!(untracked.take_changes().is_empty(), "nothing is recorded unless asked");
+}
+
+#[test]
+fn a_barrier_in_progress_keeps_its_arrivals_and_releases_everyone_once_after_a_restart() {
+    let mut a = tracked();
+    let conns: Vec<_> = ["w1", "w2", "w3"].iter().map(|id| a.join(id, "worker", &[])).collect();
+    let tokens: Vec<String> = conns.iter().map(|c| a.token(*c)).collect();
+    let everyone = agents(&["w1", "w2", "w3"]);
+    a.arrive(conns[1], "round-1", everyone.clone(), 10_000, "from w2");
+    a.arrive(conns[0], "round-1", everyone.clone(), 10_000, "from w1");
+    let mut kept = Kept::default();
+    let mut b = restart(&mut a, &mut kept, 1_000);
+
+    let status = b.engine.sync_status("", "round-1").unwrap();
+    assert_eq!((status.state, status.arrived.clone()), (SyncState::Waiting, vec!["w2".to_owned(), "w1".to_owned()]));
+    let c: Vec<_> = ["w1", "w2", "w3"].iter().zip(&tokens).map(|(id, t)| resume(&mut b, id, "worker", t)).collect();
+    // w1 and w2 send their arrival again (the client does so after reconnecting), w3 arrives.
+    let again = [b.arrive(c[0], "round-1", everyone.clone(), 10_000, "ignored"), 0];
+    let again = [again[0], b.arrive(c[1], "round-1", everyone.clone(), 10_000, "ignored")];
+    assert!(again.iter().zip(&c).all(|(id, conn)| b.reply(*conn, *id).is_none()), "still waiting for w3");
+    let last = b.arrive(c[2], "round-1", everyone, 10_000, "from w3");
+    for (conn, id) in [(c[0], again[0]), (c[1], again[1]), (c[2], last)] {
+        let outcome = sync_outcome(&b.reply(conn, id).expect("released"));
+        let order: Vec<&str> = outcome.arrival_order.iter().map(|a| &**a).collect();
+        assert_eq!(order, ["w2", "w1", "w3"], "the first arrivals' places stand");
+        assert_eq!(&outcome.payloads[0][..], b"from w2", "and their payloads");
+    }
+    let kept_state = {
+        kept.apply(b.engine.take_changes());
+        kept.points[&("default".to_owned(), "round-1".to_owned())].state
+    };
+    assert_eq!(kept_state, SyncState::Completed);
+}
+
+#[test]
+fn finished_points_answer_late_arrivals_with_their_outcome_after_a_restart() {
+    let mut a = tracked();
+    let w1 = a.join("w1", "worker", &[]);
+    let t1 = a.token(w1);
+    a.arrive(w1, "r", agents(&["w1", "ghost"]), 100, "");
+    a.advance_heartbeating(200, &[w1]);
+    let mut kept = Kept::default();
+    let mut b = restart(&mut a, &mut kept, 50);
+    let w1 = resume(&mut b, "w1", "worker", &t1);
+    let id = b.arrive(w1, "r", agents(&["w1", "ghost"]), 100, "");
+    match b.reply(w1, id) {
+        Some(Reply::Error(CoreError::SyncTimeout { missing, .. })) => assert_eq!(missing, vec!["ghost"]),
+        other => panic!("the recorded timeout, got {other:?}"),
+    }
+}
+
+#[test]
+fn agents_that_do_not_come_back_are_lost_when_their_fresh_lease_ends_and_their_barriers_fail() {
+    let mut a = tracked();
+    let (w1, _w2) = (a.join("w1", "worker", &[]), a.join("w2", "worker", &[]));
+    let t1 = a.token(w1);
+    a.arrive(w1, "r", agents(&["w1", "w2"]), 60_000, "");
+    let mut kept = Kept::default();
+    let mut b = restart(&mut a, &mut kept, 100);
+    let w1 = resume(&mut b, "w1", "worker", &t1);
+    let again = b.arrive(w1, "r", agents(&["w1", "w2"]), 60_000, "");
+    let lease = b.config().lease_ms();
+    let until = b.now + lease + 1;
+    b.advance_heartbeating(until, &[w1]);
+    assert_eq!(b.status("w2"), AgentStatus::Lost);
+    assert_eq!(b.status("w1"), AgentStatus::Active);
+    assert!(matches!(b.reply(w1, again), Some(Reply::Error(CoreError::SyncAborted { .. }))));
+}
+
+#[test]
+fn pauses_the_emergency_stop_and_the_audit_log_survive_a_restart() {
+    let mut a = tracked();
+    let (w1, _w2) = (a.join("w1", "worker", &[]), a.join("w2", "worker", &[]));
+    let t1 = a.token(w1);
+    a.engine.pause_agent(a.now, "ops", "", "w1").unwrap();
+    a.engine.emergency_stop(a.now, "ops", "drill");
+    let mut kept = Kept::default();
+    let mut b = restart(&mut a, &mut kept, 100);
+    assert_eq!(b.engine.control().audit().entries().count(), 2);
+    assert_eq!(b.engine.control().emergency().map(|e| e.reason.as_str()), Some("drill"));
+    let w1 = resume(&mut b, "w1", "worker", &t1);
+    assert!(matches!(b.call_err(w1, update(json!({ "x": 1 }))), CoreError::Paused(_)));
+    b.engine.resume_all(b.now, "ops");
+    assert_eq!(b.engine.control().audit().entries().last().map(|e| e.seq), Some(3), "numbering goes on");
+    let mut c = restart(&mut b, &mut kept, 100);
+    assert!(c.engine.control().emergency().is_none() && c.engine.control().paused_agents().next().is_none());
+    let w1 = resume(&mut c, "w1", "worker", &t1);
+    assert_eq!(c.call(w1, update(json!({ "x": 1 }))), Reply::StateVersion(1));
+}
