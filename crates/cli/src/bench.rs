@@ -7,7 +7,13 @@
 //!   fixed offered rate;
 //! * interest routing: N subscribers spread over 10 topics, a fixed rate over those topics;
 //! * barrier rounds of N participants: from the last arrival to the last release;
-//! * state: wire bytes of deltas versus broadcasting the full state.
+//! * state: wire bytes of deltas versus broadcasting the full state;
+//! * durable state updates: acknowledged state updates per second of 100 writers on servers without
+//!   a store and with a data dir (SQLite, `synchronous=NORMAL` and `FULL`), each started fresh in
+//!   this process.
+//!
+//! The server for every other scenario runs `--in-memory`: messages are never stored, and the cost
+//! of storage is what the durable scenario measures, side by side.
 //!
 //! Latency is measured from the publisher's send to the subscriber's receive, with one clock (the
 //! payload carries the send time), so it includes both clients' gRPC work and the server.
@@ -35,7 +41,7 @@ pub struct BenchArgs {
     /// Small sizes and short runs (a smoke test of the benchmark itself).
     #[arg(long)]
     quick: bool,
-    /// Only scenarios whose name contains this (fanout, rate, routing, barrier, delta).
+    /// Only scenarios whose name contains this (fanout, rate, routing, barrier, delta, durable).
     #[arg(long)]
     only: Option<String>,
     /// Agent counts to run (default 10,100,1000; with --quick 10,100).
@@ -53,7 +59,7 @@ pub struct BenchArgs {
     /// Messages per second the publisher offers in the fixed-rate scenarios.
     #[arg(long, default_value_t = 10_000)]
     rate: u64,
-    /// Seconds each fixed-rate scenario runs.
+    /// Seconds each fixed-rate scenario (and each run of durable-state-updates) runs.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
 }
@@ -379,6 +385,168 @@ async fn delta_bytes(addr: &str, updates: usize) -> anyhow::Result<(Row, Value)>
     Ok((row, json!({"delta_bytes": delta_bytes, "full_state_bytes": full_bytes, "ratio": ratio})))
 }
 
+/// `n` writers, each its own agent, each updating its own state and awaiting every acknowledgement,
+/// for `seconds`. Rate = acknowledged updates/s of all writers; latency = update sent → ack received.
+async fn state_writers(addr: &str, scenario: &str, n: usize, seconds: u64) -> anyhow::Result<Row> {
+    let client = Client::connect(addr).await?.with_namespace(format!("bench-{scenario}"));
+    let ready = Arc::new(tokio::sync::Barrier::new(n + 1));
+    let mut writers = Vec::with_capacity(n);
+    for j in 0..n {
+        let client = client.clone();
+        let ready = ready.clone();
+        writers.push(tokio::spawn(async move {
+            let agent = client.register(AgentOptions::new(format!("writer-{j}"), "writer")).await?;
+            let pad = "x".repeat(32);
+            ready.wait().await;
+            let deadline = Instant::now() + Duration::from_secs(seconds);
+            let (mut h, mut acked) = (hist(), 0u64);
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                agent.update_state(&json!({"n": acked, "pad": pad})).await?;
+                h.record((sent.elapsed().as_micros() as u64).max(1))?;
+                acked += 1;
+            }
+            let last = Instant::now();
+            drop(agent);
+            anyhow::Ok((acked, last, h))
+        }));
+    }
+    ready.wait().await;
+    let start = Instant::now();
+    let (mut h, mut acked, mut last) = (hist(), 0u64, start);
+    for w in writers {
+        let (a, l, wh) = w.await??;
+        acked += a;
+        last = last.max(l);
+        h.add(&wh)?;
+    }
+    let secs = (last - start).as_secs_f64().max(1e-9);
+    Ok(Row {
+        scenario: scenario.to_owned(),
+        n,
+        rate: acked as f64 / secs,
+        offered_rate: None,
+        p50_us: h.value_at_quantile(0.5),
+        p99_us: h.value_at_quantile(0.99),
+        p999_us: h.value_at_quantile(0.999),
+        lost: 0,
+        count: acked,
+        note: format!("{acked} updates acknowledged in {secs:.2} s"),
+    })
+}
+
+/// The median (of an even count, the mean of the middle two).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len().is_multiple_of(2) {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    }
+}
+
+/// Several runs of one configuration as one row: the median of each figure, every run's rate noted.
+fn median_rate(scenario: &str, runs: &[Row]) -> Row {
+    let of = |f: fn(&Row) -> f64| median(runs.iter().map(f).collect());
+    let all: Vec<String> = runs.iter().map(|r| format!("{:.0}", r.rate)).collect();
+    Row {
+        scenario: scenario.to_owned(),
+        n: runs[0].n,
+        rate: of(|r| r.rate),
+        offered_rate: None,
+        p50_us: of(|r| r.p50_us as f64).round() as u64,
+        p99_us: of(|r| r.p99_us as f64).round() as u64,
+        p999_us: of(|r| r.p999_us as f64).round() as u64,
+        lost: 0,
+        count: runs.iter().map(|r| r.count).sum(),
+        note: match runs.len() {
+            1 => format!("1 run: {} updates/s", all[0]),
+            k => format!("median of {k} runs; updates/s of each: {}", all.join(", ")),
+        },
+    }
+}
+
+/// A fresh data directory under the system's temporary directory, removed when dropped.
+struct DataDir(std::path::PathBuf);
+
+impl DataDir {
+    fn new(label: &str) -> anyhow::Result<DataDir> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("lockstep-bench-{}-{label}-{k}", std::process::id()));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(DataDir(dir))
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The target: with a data dir at NORMAL, at least this share of the in-memory throughput.
+const NORMAL_TARGET: f64 = 0.5;
+
+/// [`state_writers`] on a fresh in-process server per run: in-memory, a data dir at NORMAL and one at
+/// FULL. In-memory and NORMAL alternate twice, in the order memory, NORMAL, NORMAL, memory, so that
+/// drift on the shared machine weighs on both alike; FULL (a documented figure, no target) runs once.
+/// Each configuration reports the median of its runs and its rate as a share of in-memory's.
+async fn durable_state_updates(n: usize, seconds: u64) -> anyhow::Result<(Vec<Row>, Value)> {
+    use lockstep_server::{Durability, Storage};
+    let configs = [("memory", None), ("normal", Some(Durability::Normal)), ("full", Some(Durability::Full))];
+    let order = [0, 1, 1, 0, 2];
+    eprintln!(
+        "durable-state-updates: {n} writers, {seconds} s per run, on fresh in-process servers: {}",
+        order.map(|c| configs[c].0).join(", ")
+    );
+    let mut runs: [Vec<Row>; 3] = Default::default();
+    let mut each = Vec::with_capacity(order.len());
+    for (i, c) in order.into_iter().enumerate() {
+        let (name, durability) = configs[c];
+        let data_dir = durability.map(|_| DataDir::new(name)).transpose()?;
+        let storage = match (&data_dir, durability) {
+            (Some(data_dir), Some(durability)) => Storage::DataDir { dir: data_dir.0.clone(), durability },
+            _ => Storage::InMemory,
+        };
+        let options = lockstep_server::Options { storage, ..lockstep_server::Options::new("127.0.0.1:0".parse()?) };
+        let server = lockstep_server::start(options).await?;
+        let row =
+            state_writers(&server.local_addr().to_string(), &format!("durable-state-updates-{name}-{i}"), n, seconds)
+                .await;
+        server.shutdown().await?;
+        drop(data_dir);
+        let row = row?;
+        eprintln!("{row:?}");
+        each.push(json!({"storage": name, "rate": row.rate, "p50_us": row.p50_us, "p99_us": row.p99_us}));
+        runs[c].push(row);
+    }
+    let [memory, normal, full] = runs;
+    let mut baseline = median_rate("durable-state-updates-memory", &memory);
+    baseline.note = format!("in-memory baseline; {}", baseline.note);
+    let mut extra = json!({"writers": n, "seconds_per_run": seconds, "runs": each});
+    let mut rows = vec![];
+    for (&(name, durability), runs) in configs[1..].iter().zip([normal, full]) {
+        let mut row = median_rate(&format!("durable-state-updates-{name}"), &runs);
+        let share = row.rate / baseline.rate;
+        let verdict = if durability == Some(Durability::Normal) {
+            let met = if share >= NORMAL_TARGET { "met" } else { "NOT met" };
+            format!("target >= {:.0} %: {met}", NORMAL_TARGET * 100.0)
+        } else {
+            "no target".to_owned()
+        };
+        row.note = format!("{:.1} % of in-memory ({verdict}); {}", share * 100.0, row.note);
+        extra[format!("{name}_vs_memory")] = json!(share);
+        rows.push(row);
+    }
+    rows.insert(0, baseline);
+    Ok((rows, extra))
+}
+
 /// The server under test: a separate `lockstep serve` process (the default, so the server's tasks
 /// do not queue behind the benchmark's clients), or one inside this process.
 enum UnderTest {
@@ -399,7 +567,7 @@ impl UnderTest {
         }
         use std::io::BufRead;
         let mut child = std::process::Command::new(std::env::current_exe()?)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--in-memory"])
             .env("LOCKSTEP_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -492,6 +660,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let (row, v) = delta_bytes(&addr, if args.quick { 50 } else { 1000 }).await?;
         rows.push(row);
         extra.insert("delta".into(), v);
+    }
+    if wanted("durable-state-updates") {
+        const WRITERS: usize = 100;
+        if args.addr.is_some() {
+            // Only the storage that server was started with can be measured, and it is not known here.
+            let mut row = state_writers(&addr, "durable-state-updates", WRITERS, seconds).await?;
+            row.note = format!("the server at {addr} with its own storage; {}", row.note);
+            rows.push(row);
+        } else {
+            let (durable, v) = durable_state_updates(WRITERS, seconds).await?;
+            rows.extend(durable);
+            extra.insert("durable".into(), v);
+        }
     }
     let table_rows: Vec<Vec<String>> = rows
         .iter()

@@ -705,12 +705,14 @@ async fn pump(
     mut next: mpsc::UnboundedReceiver<mpsc::Sender<v1::ClientMessage>>,
 ) {
     let mut conn = Some(first);
+    // Without reconnection there is never a next connection: the first one serves to the end.
+    let mut more = true;
     loop {
         tokio::select! {
             biased;
-            c = next.recv() => match c {
+            c = next.recv(), if more => match c {
                 Some(c) => conn = Some(c),
-                None => return,
+                None => more = false,
             },
             m = app.recv() => {
                 let Some(m) = m else { return };
