@@ -43,7 +43,7 @@ pub const MAX_FAILURE_THRESHOLD: u32 = 10_000;
 
 /// How a breaker behaves. The engine resolves one per agent from the global settings and the
 /// overrides of the agent's role and of the agent itself ([`resolve`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct BreakerSettings {
     /// Failures within `failure_window_ms` that open the breaker.
     pub failure_threshold: u32,
@@ -113,7 +113,7 @@ impl BreakerSettings {
 
 /// Changes to [`BreakerSettings`] for a role or one agent; `None` keeps the value underneath.
 /// Read from the server's configuration file (`[breaker]`, `[breaker_roles.NAME]`...).
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerOverrides {
     pub failure_threshold: Option<u32>,

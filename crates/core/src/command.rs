@@ -31,7 +31,7 @@ use crate::io::Time;
 use crate::name;
 
 /// Limits of the command interface.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct CommandSettings {
     /// Most commands waiting for a reply at once, over all agents.
     pub max_in_flight: usize,

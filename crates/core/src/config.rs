@@ -2,7 +2,8 @@
 //! defaults are documented in docs/PROTOCOL.md and can be changed in the server's TOML file.
 
 /// What happens when an agent's outbound message queue is full.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OverflowPolicy {
     /// Drop the oldest queued message, count it, and tell the agent how many it missed.
     #[default]
@@ -13,7 +14,7 @@ pub enum OverflowPolicy {
 
 /// Size and count limits. A request that would exceed one is refused with `ResourceExhausted`
 /// (counts) or `InvalidArgument` (sizes), never truncated.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Limits {
     /// Largest published payload, in bytes.
     pub max_payload_bytes: usize,
@@ -79,7 +80,7 @@ impl Default for Limits {
 }
 
 /// Everything that shapes the engine's behaviour.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Config {
     /// How often clients must heartbeat, in milliseconds.
     pub heartbeat_interval_ms: u64,

@@ -33,7 +33,7 @@ use crate::breaker::BreakerState;
 use crate::io::Time;
 
 /// The thresholds of the health rules (see the module table).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct HealthSettings {
     /// An agent with deliveries pending and no progress for longer than this is stuck.
     pub stuck_after_ms: u64,

@@ -178,13 +178,20 @@ fn open_data_dir(dir: &std::path::Path, durability: Durability, config: Config) 
     let loaded = persist::from_store(store.load()?)?;
     let unix_now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    let origin = match loaded.clock_origin {
-        Some(origin) => origin,
-        None => {
-            store.apply(&[persist::number_setting(persist::CLOCK_ORIGIN, unix_now)])?;
-            unix_now
+    let mut settings = Vec::new();
+    let origin = loaded.clock_origin.unwrap_or_else(|| {
+        settings.push(persist::setting(persist::CLOCK_ORIGIN, &unix_now));
+        unix_now
+    });
+    // The settings this server runs with are recorded beside the data they govern.
+    let current = serde_json::to_value(&config).expect("settings serialize to JSON");
+    if loaded.engine_settings.as_ref() != Some(&current) {
+        if loaded.engine_settings.is_some() {
+            tracing::info!("the engine settings differ from those of the last start; recording the new ones");
         }
-    };
+        settings.push(persist::setting(persist::ENGINE_SETTINGS, &current));
+    }
+    store.apply(&settings)?;
     // The clock goes on from where the data left it, even if the machine's clock went back.
     let clock = driver::Clock::reading(unix_now.saturating_sub(origin).max(loaded.latest + 1));
     let mut engine = Engine::new(config);

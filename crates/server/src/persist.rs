@@ -4,7 +4,8 @@
 //! The formats of the columns the store keeps as text are decided here, in one place: watch
 //! targets `agent:<id>`, `role:<role>` or `all`; participants `{"agents":[..]}`, `{"count":n}` or
 //! `{"role":".."}`; a failed point's error `{"timeout":{..}}` or `{"aborted":{..}}`; settings
-//! `emergency_stop`, `pause:<namespace>/<agent>` and `clock_origin_unix_ms`, each JSON. Anything
+//! `emergency_stop`, `pause:<namespace>/<agent>`, `clock_origin_unix_ms` and `engine_settings`,
+//! each JSON. Anything
 //! stored that does not decode is refused with the record named, never skipped.
 
 use lockstep_core::command::{AuditEntry, AuditOutcome, CommandId, EmergencyStop};
@@ -15,6 +16,9 @@ use serde_json::{json, Value};
 
 /// The setting holding the Unix time (ms) at which this data directory's clock reads zero.
 pub const CLOCK_ORIGIN: &str = "clock_origin_unix_ms";
+/// The setting holding the engine settings (breakers, limits, leases...) the server last started
+/// with: a record for operators and backups; the configuration file stays their source.
+pub const ENGINE_SETTINGS: &str = "engine_settings";
 /// The setting holding the emergency stop in force.
 const EMERGENCY_STOP: &str = "emergency_stop";
 /// Settings `pause:<namespace>/<agent>` hold operators' pauses of single agents.
@@ -81,9 +85,10 @@ fn change(c: Change) -> store::Change {
     }
 }
 
-/// A setting holding one number.
-pub fn number_setting(key: &str, value: u64) -> store::Change {
-    store::Change::SetConfig(store::ConfigRecord { key: key.into(), value_json: value.to_string() })
+/// A setting holding `value`.
+pub fn setting(key: &str, value: &impl serde::Serialize) -> store::Change {
+    let value_json = serde_json::to_string(value).expect("settings serialize to JSON");
+    store::Change::SetConfig(store::ConfigRecord { key: key.into(), value_json })
 }
 
 fn pause_key(namespace: &str, agent: &str) -> String {
@@ -159,6 +164,8 @@ pub struct Loaded {
     pub restored: Restored,
     pub clock_origin: Option<u64>,
     pub latest: Time,
+    /// The engine settings recorded at the last start, as JSON.
+    pub engine_settings: Option<Value>,
 }
 
 /// Decodes everything the store loaded.
@@ -191,13 +198,15 @@ pub fn from_store(snapshot: store::Snapshot) -> Result<Loaded, BadRecord> {
             detail: e.detail,
         });
     }
-    let mut clock_origin = None;
+    let (mut clock_origin, mut engine_settings) = (None, None);
     for c in snapshot.config {
         let record = || format!("setting '{}'", c.key);
         let value: Value = serde_json::from_str(&c.value_json).map_err(|e| bad(record(), e.to_string()))?;
         let text = |field: &str| value.get(field).and_then(Value::as_str).map(str::to_owned);
         let time = |field: &str| value.get(field).and_then(Value::as_u64);
-        if c.key == CLOCK_ORIGIN {
+        if c.key == ENGINE_SETTINGS {
+            engine_settings = Some(value);
+        } else if c.key == CLOCK_ORIGIN {
             clock_origin = Some(value.as_u64().ok_or_else(|| bad(record(), "not a number of milliseconds"))?);
         } else if c.key == EMERGENCY_STOP {
             let (Some(actor), Some(since), Some(reason)) = (text("actor"), time("since"), text("reason")) else {
@@ -212,9 +221,8 @@ pub fn from_store(snapshot: store::Snapshot) -> Result<Loaded, BadRecord> {
             };
             restored.pauses.push(PauseImage { namespace: namespace.into(), agent_id: agent.into(), actor, since });
         }
-        // Other settings (the engine settings a server last ran with) are kept for operators only.
     }
-    Ok(Loaded { restored, clock_origin, latest })
+    Ok(Loaded { restored, clock_origin, latest, engine_settings })
 }
 
 fn agent_image(a: store::AgentRecord) -> Result<AgentImage, BadRecord> {
@@ -407,6 +415,17 @@ mod tests {
             CoreError::SyncAborted { sync_id: "round-1".into(), reason: "w2 left".into(), missing: vec!["w2".into()] };
         let loaded = round_trip(vec![Change::SyncPoint(point(SyncState::Failed, Some(aborted.clone())))]);
         assert_eq!(loaded.restored.sync_points[0].failure, Some(aborted));
+    }
+
+    #[test]
+    fn the_engine_settings_and_clock_origin_are_read_back() {
+        let mut s = store::Store::open_in_memory().unwrap();
+        let settings = lockstep_core::Config::default();
+        s.apply(&[setting(ENGINE_SETTINGS, &settings), setting(CLOCK_ORIGIN, &1_700_000_000_000u64)]).unwrap();
+        let loaded = from_store(s.load().unwrap()).unwrap();
+        assert_eq!(loaded.engine_settings, Some(serde_json::to_value(&settings).unwrap()));
+        assert_eq!(loaded.engine_settings.unwrap()["breaker"]["failure_threshold"], json!(5));
+        assert_eq!(loaded.clock_origin, Some(1_700_000_000_000));
     }
 
     #[test]
