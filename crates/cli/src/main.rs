@@ -171,8 +171,15 @@ fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // One readable line (with its causes), not a backtrace: these are users' errors.
-            eprintln!("error: {e:#}");
+            // One readable line (with its causes), not a backtrace: these are users' errors. A
+            // cause already spelled out in the message before it is not repeated.
+            let mut line = String::new();
+            for cause in e.chain().map(|c| c.to_string()) {
+                if !line.contains(&cause) {
+                    line = if line.is_empty() { cause } else { format!("{line}: {cause}") };
+                }
+            }
+            eprintln!("error: {line}");
             std::process::ExitCode::FAILURE
         }
     }

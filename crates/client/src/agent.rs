@@ -666,8 +666,8 @@ struct Reconnect {
     register: v1::Register,
     resume_token: Arc<Mutex<String>>,
     watches: Watches,
-    /// Hands each new connection to the pump.
-    new_conn: mpsc::UnboundedSender<mpsc::Sender<v1::ClientMessage>>,
+    /// Tells the pump that its connection broke (`None`) and hands it each new one.
+    new_conn: mpsc::UnboundedSender<Option<mpsc::Sender<v1::ClientMessage>>>,
     limit: Duration,
 }
 
@@ -702,7 +702,7 @@ async fn open_session(
 async fn pump(
     mut app: mpsc::Receiver<v1::ClientMessage>,
     first: mpsc::Sender<v1::ClientMessage>,
-    mut next: mpsc::UnboundedReceiver<mpsc::Sender<v1::ClientMessage>>,
+    mut next: mpsc::UnboundedReceiver<Option<mpsc::Sender<v1::ClientMessage>>>,
 ) {
     let mut conn = Some(first);
     // Without reconnection there is never a next connection: the first one serves to the end.
@@ -710,8 +710,11 @@ async fn pump(
     loop {
         tokio::select! {
             biased;
+            // `None` inside: the connection broke. What the application sends from then on waits
+            // for the next connection rather than going into a stream that is already dead
+            // (where it would be lost without an answer or an error).
             c = next.recv(), if more => match c {
-                Some(c) => conn = Some(c),
+                Some(c) => conn = c,
                 None => more = false,
             },
             m = app.recv() => {
@@ -724,7 +727,7 @@ async fn pump(
                     }
                     // No connection, or it is gone: wait for the next.
                     match next.recv().await {
-                        Some(c) => conn = Some(c),
+                        Some(c) => conn = c,
                         None => return,
                     }
                 }
@@ -757,6 +760,10 @@ impl Reader {
     async fn run(mut self, mut inbound: tonic::Streaming<v1::ServerMessage>) -> Error {
         loop {
             let reason = self.serve(inbound).await;
+            if let Some(r) = &self.reconnect {
+                // First stop sending into the dead stream, then fail what was sent into it.
+                let _ = r.new_conn.send(None);
+            }
             let reconnecting =
                 self.reconnect.is_some() && worth_reconnecting(&reason) && self.outbound.upgrade().is_some();
             self.fail_pending(&reason, reconnecting);
@@ -789,6 +796,13 @@ impl Reader {
         let mut pending = self.pending.lock().expect("not poisoned");
         let failed: Vec<u64> =
             pending.keys().copied().filter(|id| !(keep_resendable && resend.contains_key(id))).collect();
+        // A transport failure is reported as what it means to the caller: the session broke.
+        let reason = match reason {
+            Error::Other { message, .. } => Error::SessionEnded(format!(
+                "the connection broke while the request was in flight (it may or may not have been carried out): {message}"
+            )),
+            other => other.clone(),
+        };
         for id in failed {
             if let Some(tx) = pending.remove(&id) {
                 let _ = tx.send(Err(reason.clone()));
@@ -817,7 +831,7 @@ impl Reader {
                 Ok((grpc, (inbound, registered, conn))) => {
                     r.register.resume_token = registered.resume_token.clone();
                     *r.resume_token.lock().expect("not poisoned") = registered.resume_token;
-                    let _ = r.new_conn.send(conn);
+                    let _ = r.new_conn.send(Some(conn));
                     self.grpc = grpc;
                     if !registered.resumed {
                         // A new session: the server no longer knows this agent's watches.

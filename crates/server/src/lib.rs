@@ -52,8 +52,10 @@ pub enum StartError {
     BadRecord(#[from] persist::BadRecord),
     #[error("the data directory {} is in use by another lockstep server (lock file {}); stop it first, or use another --data-dir", dir.display(), lock.display())]
     InUse { dir: PathBuf, lock: PathBuf },
-    #[error("cannot lock the data directory {}: {source}", dir.display())]
+    #[error("cannot lock the data directory {}", dir.display())]
     Lock { dir: PathBuf, source: std::io::Error },
+    #[error("the data directory {} is a file, not a directory; give --data-dir a directory (it is created if missing)", dir.display())]
+    NotADirectory { dir: PathBuf },
     #[error("the data directory {} cannot be restored: {source}", dir.display())]
     Restore { dir: PathBuf, source: Box<lockstep_core::CoreError> },
 }
@@ -163,6 +165,9 @@ struct Opened {
 /// Locks and opens the data directory, and rebuilds the engine from it.
 fn open_data_dir(dir: &std::path::Path, durability: Durability, config: Config) -> Result<Opened, StartError> {
     let lock_error = |source| StartError::Lock { dir: dir.to_path_buf(), source };
+    if dir.exists() && !dir.is_dir() {
+        return Err(StartError::NotADirectory { dir: dir.to_path_buf() });
+    }
     std::fs::create_dir_all(dir)
         .map_err(|source| StoreError::Create { dir: dir.to_path_buf(), source: Box::new(source) })?;
     let lock_path = dir.join(LOCK_FILE_NAME);

@@ -1,0 +1,528 @@
+//! End-to-end durability: a real `lockstep serve` on a data directory, killed with SIGKILL and
+//! started again on the same directory and address, with real agents that reconnect by themselves.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use lockstep_client::{proto as v1, Agent, AgentFilter, Client, Participants, SyncResult, WatchTarget};
+use lockstep_store::{Durability, Snapshot, Store, DB_FILE_NAME};
+use serde_json::{json, Value};
+use support::{eventually, free_listen_addr, opts, serve_fails, ScratchDir, Server};
+use tokio::sync::watch;
+
+const T: Duration = Duration::from_secs(10);
+/// Long enough for a restarted server and the agents' reconnection backoff.
+const BACK_WITHIN: Duration = Duration::from_secs(15);
+
+/// Whether the agent's session works again: a confirmed publish (which changes no state) went
+/// through the session stream.
+async fn session_is_back(agent: &Agent) -> bool {
+    let probe = agent.publish_confirmed("probe.alive", Bytes::new());
+    matches!(tokio::time::timeout(Duration::from_secs(2), probe).await, Ok(Ok(())))
+}
+
+/// Waits until every agent's session works again, naming those that did not come back.
+async fn all_sessions_back(agents: &[Agent]) {
+    for agent in agents {
+        assert!(
+            eventually(BACK_WITHIN, || session_is_back(agent)).await,
+            "{} did not come back by itself: ended = {:?}",
+            agent.id(),
+            agent.ended()
+        );
+    }
+}
+
+/// Registry entries by agent id.
+async fn registry(client: &Client) -> BTreeMap<String, v1::AgentInfo> {
+    let agents = client.list_agents(AgentFilter::default()).await.expect("lists agents");
+    agents.into_iter().map(|a| (a.agent_id.clone(), a)).collect()
+}
+
+/// Everything in the data directory's database, read with the store itself (server stopped).
+fn load_db(dir: &Path) -> Snapshot {
+    let store = Store::open(dir, Durability::Normal).expect("the database opens");
+    store.integrity_check().expect("the database passes PRAGMA integrity_check");
+    store.load().expect("the database loads")
+}
+
+/// State, version, registration (role, metadata, registration time) and a watch survive a SIGKILL;
+/// the agents come back by themselves on the same sessions, and versions carry on from where they
+/// were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_and_versions_survive_sigkill_and_agents_resume() {
+    let dir = ScratchDir::new("resume");
+    let listen = free_listen_addr();
+    let mut server = Server::start_durable(&listen, dir.path(), &[]);
+    let client = server.client().await;
+    let owner = client.register(opts("owner", "trader").metadata("desk", "fx")).await.unwrap();
+    let worker = client.register(opts("worker", "worker").capabilities(["gpu"])).await.unwrap();
+    let watcher = client.register(opts("watcher", "risk")).await.unwrap();
+    watcher.watch_state(WatchTarget::Agent("owner".into())).await.unwrap();
+
+    let mut owner_versions = Vec::new();
+    for i in 1..=5 {
+        owner_versions.push(owner.update_state(&json!({"step": i, "book": {format!("k{i}"): i}})).await.unwrap());
+    }
+    assert_eq!(owner_versions, vec![1, 2, 3, 4, 5]);
+    let worker_deltas =
+        [json!({"a": 1, "b": {"c": 2}}), json!({"b": {"c": null, "d": 3}}), json!({"a": null, "e": [1, 2]})];
+    let mut worker_version = 0;
+    for delta in &worker_deltas {
+        worker_version = worker.update_state(delta).await.unwrap();
+    }
+    let owner_state = json!({"step": 5, "book": {"k1": 1, "k2": 2, "k3": 3, "k4": 4, "k5": 5}});
+    assert_eq!(client.get_state("owner").await.unwrap(), (5, owner_state.clone()));
+    assert_eq!(client.get_state("worker").await.unwrap(), (3, json!({"b": {"d": 3}, "e": [1, 2]})));
+    assert!(eventually(T, || async { watcher.view("owner") == Some((5, owner_state.clone())) }).await);
+    let before = registry(&client).await;
+
+    server.kill();
+    let server = Server::start_durable(&listen, dir.path(), &[]);
+    let client = server.client().await;
+    // Restored from the data directory with a fresh lease, before any agent reconnected.
+    let restored = registry(&client).await;
+    assert_eq!(restored.keys().collect::<Vec<_>>(), vec!["owner", "watcher", "worker"]);
+    assert!(restored.values().all(|a| a.status != v1::AgentStatus::Lost as i32), "{restored:?}");
+    assert_eq!(client.get_state("owner").await.unwrap(), (5, owner_state.clone()));
+    assert_eq!(client.get_state("worker").await.unwrap(), (worker_version, json!({"b": {"d": 3}, "e": [1, 2]})));
+
+    let agents = [owner.clone(), worker.clone(), watcher.clone()];
+    all_sessions_back(&agents).await;
+    let after = registry(&client).await;
+    for (id, was) in &before {
+        let now = &after[id];
+        // Resumed, not registered anew: the registration itself is the one from before the crash.
+        assert_eq!(
+            (&now.role, &now.capabilities, &now.metadata, now.registered_at_ms, now.state_version, now.status),
+            (&was.role, &was.capabilities, &was.metadata, was.registered_at_ms, was.state_version, was.status),
+            "{id}"
+        );
+    }
+    assert!(agents.iter().all(|a| a.ended().is_none()));
+
+    // Versions carry on; the watch was restored with the session (a resumed client does not
+    // watch again), so the watcher follows the owner's next change.
+    assert_eq!(owner.update_state(&json!({"step": 6})).await.unwrap(), 6);
+    assert_eq!(worker.update_state(&json!({"e": null})).await.unwrap(), worker_version + 1);
+    assert_eq!(watcher.update_state(&json!({"seen": true})).await.unwrap(), 1);
+    let owner_state = json!({"step": 6, "book": {"k1": 1, "k2": 2, "k3": 3, "k4": 4, "k5": 5}});
+    assert_eq!(client.get_state("owner").await.unwrap(), (6, owner_state.clone()));
+    assert!(
+        eventually(T, || async { watcher.view("owner") == Some((6, owner_state.clone())) }).await,
+        "the watcher's view stays at {:?}",
+        watcher.view("owner")
+    );
+    assert_eq!(client.get_state("worker").await.unwrap(), (worker_version + 1, json!({"b": {"d": 3}})));
+}
+
+/// A barrier two of three agents were waiting at when the server was killed completes after the
+/// restart when the third arrives: the waiting calls are carried over, the arrivals (and their
+/// payloads) were kept, and nobody is counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn barrier_in_progress_completes_after_restart() {
+    let dir = ScratchDir::new("barrier");
+    let listen = free_listen_addr();
+    let mut server = Server::start_durable(&listen, dir.path(), &["--synchronous", "full"]);
+    let client = server.client().await;
+    let ids = ["a", "b", "c"];
+    let mut agents = Vec::new();
+    for id in ids {
+        agents.push(client.register(opts(id, "worker")).await.unwrap());
+    }
+    let arrive = |agent: &Agent| {
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            let set = Participants::Agents(ids.iter().map(|s| s.to_string()).collect());
+            let payload = Bytes::from(format!("from-{}", agent.id()));
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                agent.sync("checkpoint", set, Duration::from_secs(60), payload),
+            )
+            .await
+        })
+    };
+    let arrived = |client: Client, expected: &'static [&'static str]| async move {
+        eventually(T, || async { client.sync_status("checkpoint").await.is_ok_and(|s| s.arrived == expected) }).await
+    };
+    let first = arrive(&agents[0]);
+    assert!(arrived(client.clone(), &["a"]).await, "a arrived");
+    let second = arrive(&agents[1]);
+    assert!(arrived(client.clone(), &["a", "b"]).await, "b arrived");
+
+    server.kill();
+    let server = Server::start_durable(&listen, dir.path(), &["--synchronous", "full"]);
+    let client = server.client().await;
+    let status = client.sync_status("checkpoint").await.expect("the sync point was kept");
+    assert_eq!(status.state, v1::sync_point_status::State::Waiting as i32);
+    assert_eq!((status.arrived, status.missing), (vec!["a".to_owned(), "b".to_owned()], vec!["c".to_owned()]));
+    assert!(!first.is_finished() && !second.is_finished(), "released before everyone arrived");
+
+    let third = arrive(&agents[2]);
+    let mut results: Vec<SyncResult> = Vec::new();
+    for (id, task) in ids.iter().zip([first, second, third]) {
+        let result = task.await.unwrap().unwrap_or_else(|_| panic!("{id} was not released in time"));
+        results.push(result.unwrap_or_else(|e| panic!("{id}: {e:?}")));
+    }
+    let r = &results[0];
+    assert!(results.iter().all(|x| x == r), "every waiter gets the same result: {results:?}");
+    assert_eq!(r.arrival_order, ids);
+    assert_eq!(r.payloads, ids.map(|id| Bytes::from(format!("from-{id}"))));
+    assert!(!r.forced);
+    let status = client.sync_status("checkpoint").await.unwrap();
+    assert_eq!(status.state, v1::sync_point_status::State::Completed as i32);
+    assert_eq!(status.arrived, ids);
+}
+
+/// What one agent's update loop saw: every acknowledged (version, n) in order, how many updates it
+/// attempted (n counts attempts), the errors (`Debug`) of the attempts that failed, and the n of
+/// those that got no answer at all.
+#[derive(Default)]
+struct UpdateLog {
+    acked: Vec<(u64, u64)>,
+    attempts: u64,
+    errors: Vec<String>,
+    unanswered: Vec<u64>,
+}
+
+/// How long a state update may go neither acknowledged nor failed before the harness gives up on it.
+const UNANSWERED_AFTER: Duration = Duration::from_secs(5);
+
+/// What one agent's barrier loop saw: each released round with its result, and failed arrivals.
+#[derive(Default)]
+struct BarrierLog {
+    released: Vec<(u32, SyncResult)>,
+    errors: Vec<String>,
+}
+
+/// What an update loop has done so far, for the harness to watch while it runs.
+#[derive(Debug, Default)]
+struct Progress {
+    attempts: AtomicU64,
+    acked: AtomicU64,
+    last_acked_version: AtomicU64,
+}
+
+/// `work`'s output, or `None` if told to stop first (`work` is then abandoned).
+async fn unless_stopped<F: std::future::Future>(stop: &mut watch::Receiver<bool>, work: F) -> Option<F::Output> {
+    tokio::select! {
+        _ = stop.wait_for(|stopped| *stopped) => None,
+        out = work => Some(out),
+    }
+}
+
+/// Updates the agent's state with `{"n": attempt}` until told to stop; counts acknowledgements.
+async fn update_loop(agent: Agent, progress: Arc<Progress>, mut stop: watch::Receiver<bool>) -> UpdateLog {
+    let mut log = UpdateLog::default();
+    loop {
+        log.attempts += 1;
+        let n = log.attempts;
+        progress.attempts.store(n, Ordering::Relaxed);
+        let delta = json!({"n": n});
+        let update = tokio::time::timeout(UNANSWERED_AFTER, agent.update_state(&delta));
+        match unless_stopped(&mut stop, update).await {
+            None => return log,
+            Some(Ok(Ok(version))) => {
+                log.acked.push((version, n));
+                progress.last_acked_version.store(version, Ordering::Relaxed);
+                progress.acked.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(Ok(Err(e))) => {
+                log.errors.push(format!("{e:?}"));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Some(Err(_)) => log.unanswered.push(n),
+        }
+    }
+}
+
+/// Meets `peers` at `round-0`, `round-1`... until told to stop; a failed round is tried again.
+async fn barrier_loop(agent: Agent, peers: Vec<String>, mut stop: watch::Receiver<bool>) -> BarrierLog {
+    let mut log = BarrierLog::default();
+    let mut round = 0u32;
+    loop {
+        let sync_id = format!("round-{round}");
+        let payload = Bytes::from(format!("{}:{round}", agent.id()));
+        let arrival = agent.sync(&sync_id, Participants::Agents(peers.clone()), Duration::from_secs(60), payload);
+        match unless_stopped(&mut stop, arrival).await {
+            None => return log,
+            Some(Ok(result)) => {
+                log.released.push((round, result));
+                round += 1;
+            }
+            Some(Err(e)) => {
+                log.errors.push(format!("{}: {sync_id}: {e}", agent.id()));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Checks one agent's acknowledged updates against its final stored (version, n): versions and n
+/// strictly increase across restarts, no acknowledged update is lost, and no update was applied
+/// twice (the version never advances by more than the number of attempts in between).
+fn check_updates(id: &str, log: &UpdateLog, (version, n): (u64, u64)) {
+    let mut previous = (0, 0);
+    for &(v, m) in &log.acked {
+        assert!(v > previous.0 && m > previous.1, "{id}: acknowledged {v} (n {m}) after {previous:?}");
+        assert!(v - previous.0 <= m - previous.1, "{id}: version {v} (n {m}) after {previous:?}: applied twice?");
+        previous = (v, m);
+    }
+    let (max_version, max_n) = previous;
+    assert!(version >= max_version, "{id}: stored version {version} < acknowledged {max_version}");
+    assert!(n >= max_n && n <= log.attempts, "{id}: stored n {n}, acknowledged {max_n}, attempted {}", log.attempts);
+    assert!(version - max_version <= log.attempts - max_n, "{id}: stored version {version} after {previous:?}");
+}
+
+/// Checks the barrier rounds: every release names all participants once with their own payloads,
+/// and every agent released at a round got the same result.
+fn check_rounds(logs: &[BarrierLog], peers: &[String]) -> BTreeMap<u32, SyncResult> {
+    let everyone: BTreeSet<&String> = peers.iter().collect();
+    let mut by_round: BTreeMap<u32, SyncResult> = BTreeMap::new();
+    for (round, result) in logs.iter().flat_map(|l| &l.released) {
+        let order = &result.arrival_order;
+        assert_eq!(result.sync_id, format!("round-{round}"));
+        assert!(
+            order.len() == peers.len() && order.iter().collect::<BTreeSet<_>>() == everyone,
+            "round {round}: {order:?}"
+        );
+        let expected: Vec<Bytes> = order.iter().map(|id| Bytes::from(format!("{id}:{round}"))).collect();
+        assert_eq!(result.payloads, expected, "round {round}");
+        assert!(!result.forced, "round {round}");
+        let first = by_round.entry(*round).or_insert_with(|| result.clone());
+        assert_eq!(first, result, "round {round}: two different results");
+    }
+    by_round
+}
+
+/// What the client and the server say about these agents, for a failure message.
+async fn describe(agents: &[(&Agent, &Progress)], client: &Client) -> String {
+    let listed = registry(client).await;
+    let mut out = String::new();
+    for (agent, progress) in agents {
+        let info = listed.get(agent.id()).map(|a| (a.status, a.last_heartbeat_ms, a.state_version));
+        out += &format!(
+            "  {}: {progress:?}; ended {:?}; a confirmed publish goes through: {}; server (status, last \
+             heartbeat ms, version): {info:?}\n",
+            agent.id(),
+            agent.ended(),
+            session_is_back(agent).await,
+        );
+    }
+    out
+}
+
+/// N times (`LOCKSTEP_CRASH_KILLS`, default 20) the server is SIGKILLed at a random moment under
+/// load and started again on the same data directory: no acknowledged state update is lost or
+/// applied twice, versions never go back, every barrier round is released with all of its
+/// participants and the same result for each, the database passes an integrity check, every
+/// update in flight at a crash is answered (acknowledged or failed) and no arrival fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_harness() {
+    const AGENTS: usize = 10;
+    const BARRIER_AGENTS: usize = 3;
+    let kills: u32 = std::env::var("LOCKSTEP_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let dir = ScratchDir::new("crash");
+    let listen = free_listen_addr();
+    let mut server = Server::start_durable(&listen, dir.path(), &[]);
+    let client = server.client().await;
+    let mut agents = Vec::new();
+    for i in 0..AGENTS {
+        agents.push(client.register(opts(&format!("w-{i}"), "worker")).await.unwrap());
+    }
+    let peers: Vec<String> = agents[..BARRIER_AGENTS].iter().map(|a| a.id().to_owned()).collect();
+    let (stop_tx, stop) = watch::channel(false);
+    let progress: Vec<Arc<Progress>> = (0..AGENTS).map(|_| Arc::default()).collect();
+    let updaters: Vec<_> = agents
+        .iter()
+        .zip(&progress)
+        .map(|(a, p)| tokio::spawn(update_loop(a.clone(), p.clone(), stop.clone())))
+        .collect();
+    let barriers: Vec<_> = agents[..BARRIER_AGENTS]
+        .iter()
+        .map(|a| tokio::spawn(barrier_loop(a.clone(), peers.clone(), stop.clone())))
+        .collect();
+
+    // Every agent gets an update acknowledged by the current server, then it dies at a random moment.
+    let ack_counts = || progress.iter().map(|p| p.acked.load(Ordering::Relaxed)).collect::<Vec<_>>();
+    let mut since = ack_counts();
+    for kill in 0..=kills {
+        let progressed = eventually(BACK_WITHIN, || async { ack_counts().iter().zip(&since).all(|(n, s)| n > s) });
+        if !progressed.await {
+            let now = ack_counts();
+            let stuck: Vec<_> =
+                (0..AGENTS).filter(|&i| now[i] <= since[i]).map(|i| (&agents[i], &*progress[i])).collect();
+            let why = describe(&stuck, &server.client().await).await;
+            panic!("after {kill} kills, no update acknowledged within {BACK_WITHIN:?} for {}:\n{why}", stuck.len());
+        }
+        if kill == kills {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(rand::random_range(50..=400))).await;
+        server.kill();
+        server = Server::start_durable(&listen, dir.path(), &[]);
+        since = ack_counts();
+    }
+    stop_tx.send(true).unwrap();
+    let mut updates = Vec::new();
+    for task in updaters {
+        updates.push(task.await.unwrap());
+    }
+    let mut rounds = Vec::new();
+    for task in barriers {
+        rounds.push(task.await.unwrap());
+    }
+    // Requests abandoned at the stop may still be applied: let them land before reading.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reader = server.client().await;
+    let mut served = BTreeMap::new();
+    for agent in &agents {
+        served.insert(agent.id().to_owned(), reader.get_state(agent.id()).await.unwrap());
+    }
+    server.kill();
+    let db = load_db(dir.path());
+
+    let n_of = |state: &Value| state["n"].as_u64().unwrap_or_else(|| panic!("state without n: {state}"));
+    for (agent, log) in agents.iter().zip(&updates) {
+        let (version, state) = &served[agent.id()];
+        check_updates(agent.id(), log, (*version, n_of(state)));
+        let stored = db.agents.iter().find(|a| a.agent_id == agent.id()).expect("the agent is stored");
+        let stored_state: Value = serde_json::from_str(&stored.state_json).unwrap();
+        assert_eq!((stored.state_version, &stored_state), (*version, state), "{}: stored vs served", agent.id());
+    }
+    let released = check_rounds(&rounds, &peers);
+    for point in db.sync_points.iter().filter(|p| p.point.state == "completed") {
+        let arrived: BTreeSet<&String> = point.arrivals.iter().map(|a| &a.agent_id).collect();
+        assert_eq!(arrived, point.point.required.iter().collect(), "{} stored as completed", point.point.sync_id);
+    }
+    assert!(!released.is_empty(), "no barrier round was released");
+
+    let acked: usize = updates.iter().map(|l| l.acked.len()).sum();
+    let failed: BTreeSet<&String> = updates.iter().flat_map(|l| &l.errors).collect();
+    let failed_count: usize = updates.iter().map(|l| l.errors.len()).sum();
+    let unanswered: Vec<(&str, u64)> =
+        agents.iter().zip(&updates).flat_map(|(a, l)| l.unanswered.iter().map(|&n| (a.id(), n))).collect();
+    let sync_errors: Vec<&String> = rounds.iter().flat_map(|l| &l.errors).collect();
+    println!(
+        "crash harness: {kills} kills, {acked} acknowledged updates by {AGENTS} agents, {} barrier rounds released \
+         to {BARRIER_AGENTS} agents, integrity check ok; {failed_count} updates failed in flight ({:?}), {} never \
+         answered, {} arrivals failed",
+        released.len(),
+        failed.iter().take(3).collect::<Vec<_>>(),
+        unanswered.len(),
+        sync_errors.len(),
+    );
+    assert!(sync_errors.is_empty(), "arrivals failed instead of being carried over: {sync_errors:?}");
+    assert!(
+        unanswered.is_empty(),
+        "state updates neither acknowledged nor failed within {UNANSWERED_AFTER:?}, as (agent, n): {unanswered:?}"
+    );
+}
+
+/// Bad storage is refused at start with a non-zero exit and a message naming the problem, and is
+/// left as it was: a newer schema, a damaged file, an empty file, a data directory that is a file
+/// or lies under one, a read-only directory, and a data directory another server is using.
+#[test]
+fn bad_storage_refuses_to_start() {
+    let valid = ScratchDir::new("valid");
+    Store::open(valid.path(), Durability::Normal).unwrap().close().unwrap();
+    let valid_db = std::fs::read(valid.join(DB_FILE_NAME)).unwrap();
+    let refused = |dir: &Path| {
+        let (failed, stderr) = serve_fails(&["--data-dir", dir.to_str().unwrap()]);
+        assert!(failed, "started on {}: {stderr}", dir.display());
+        stderr
+    };
+    // A data directory holding a database file with these bytes.
+    let with_db = |label: &str, bytes: &[u8]| {
+        let dir = ScratchDir::new(label);
+        std::fs::write(dir.join(DB_FILE_NAME), bytes).unwrap();
+        dir
+    };
+
+    let newer = with_db("newer", &valid_db);
+    let db = newer.join(DB_FILE_NAME);
+    rusqlite::Connection::open(&db).unwrap().pragma_update(None, "user_version", 999).unwrap();
+    let err = refused(newer.path());
+    assert!(err.contains("newer") && err.contains("999") && err.contains(db.to_str().unwrap()), "{err}");
+    let version: u32 =
+        rusqlite::Connection::open(&db).unwrap().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(version, 999, "the newer database was left untouched");
+
+    let garbage: Vec<u8> = b"garbage, no SQLite header\n".iter().copied().cycle().take(8192).collect();
+    for (label, bytes) in [("garbage", &garbage[..]), ("empty", &[][..])] {
+        let dir = with_db(label, bytes);
+        let db = dir.join(DB_FILE_NAME);
+        let err = refused(dir.path());
+        assert!(err.contains("damaged or is not a lockstep database") && err.contains(db.to_str().unwrap()), "{err}");
+        assert_eq!(std::fs::read(&db).unwrap(), bytes, "the {label} file was left as it was");
+    }
+
+    let file = ScratchDir::new("file");
+    let not_a_dir = file.join("data");
+    std::fs::write(&not_a_dir, b"a file").unwrap();
+    for dir in [not_a_dir.clone(), not_a_dir.join("below")] {
+        let err = refused(&dir);
+        assert!(err.contains(dir.to_str().unwrap()) && err.to_lowercase().contains("director"), "{err}");
+    }
+
+    let read_only = with_db("read-only", &valid_db);
+    set_mode(read_only.path(), 0o555);
+    if std::fs::write(read_only.join("probe"), b"").is_ok() {
+        println!("note: running with write access to a mode 0555 directory (root?): read-only check skipped");
+    } else {
+        let err = refused(read_only.path());
+        assert!(err.contains(read_only.path().to_str().unwrap()), "{err}");
+        assert!(["read-only", "permission denied"].iter().any(|w| err.to_lowercase().contains(w)), "{err}");
+    }
+    set_mode(read_only.path(), 0o755);
+
+    let shared = with_db("shared", &valid_db);
+    let first = Server::start_durable("127.0.0.1:0", shared.path(), &[]);
+    let err = refused(shared.path());
+    assert!(err.contains("in use"), "{err}");
+    let (ok, out, err) = first.cli(&["status", "--json"]);
+    assert!(ok, "the first server still serves: {out} {err}");
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// `lockstep backup` writes a consistent copy of a running server's database; a new server started
+/// on that copy has the state as of the backup, not what changed afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_then_restore() {
+    let original = ScratchDir::new("backup-from");
+    let mut server = Server::start_durable(&free_listen_addr(), original.path(), &[]);
+    let client = server.client().await;
+    let keeper = client.register(opts("keeper", "trainer").metadata("run", "r7")).await.unwrap();
+    for epoch in 1..=3 {
+        keeper.update_state(&json!({"epoch": epoch, "loss": {format!("e{epoch}"): epoch * 10}})).await.unwrap();
+    }
+    let backed_up = client.get_state("keeper").await.unwrap();
+    assert_eq!(backed_up.0, 3);
+
+    let files = ScratchDir::new("backup-files");
+    let file = files.join("copy.db");
+    let (ok, out, err) = server.cli_async(&["backup", "--to", file.to_str().unwrap()]).await;
+    assert!(ok, "backup failed: {out} {err}");
+    assert!(std::fs::metadata(&file).is_ok_and(|m| m.len() > 0), "no backup at {}", file.display());
+    // Changed after the backup: not in the copy.
+    assert_eq!(keeper.update_state(&json!({"epoch": 4})).await.unwrap(), 4);
+    server.kill();
+
+    let restored = ScratchDir::new("backup-to");
+    std::fs::copy(&file, restored.join(DB_FILE_NAME)).unwrap();
+    let server = Server::start_durable(&free_listen_addr(), restored.path(), &[]);
+    let client = server.client().await;
+    assert_eq!(client.get_state("keeper").await.unwrap(), backed_up);
+    let info = &registry(&client).await["keeper"];
+    assert_eq!((info.role.as_str(), info.metadata.get("run").map(String::as_str)), ("trainer", Some("r7")));
+}
