@@ -115,7 +115,8 @@ def start_server(
             pytrace=False,
         )
     log_path = log_dir / f"lockstep-{uuid.uuid4().hex[:8]}.log"
-    args = [str(binary), "serve", "--listen", "127.0.0.1:0", *extra]
+    listen = [] if "--listen" in extra else ["--listen", "127.0.0.1:0"]
+    args = [str(binary), "serve", *listen, *extra]
     if "--data-dir" not in extra:
         args.append("--in-memory")  # nothing written to the working directory
     if admin_token is not None:

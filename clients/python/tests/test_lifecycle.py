@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from pathlib import Path
 from typing import List, Optional, Set
 
 import pytest
 
 import lockstep
-from conftest import ServerProcess, eventually
+from conftest import ServerProcess, eventually, start_server
 
 
 def _free_port() -> int:
@@ -174,3 +175,47 @@ async def test_a_broken_stream_is_resumed(server: ServerProcess) -> None:
             assert agent.close_reason is None
     finally:
         await proxy.close()
+
+
+async def test_an_agent_resumes_after_the_server_is_killed_and_restarted_on_its_data(tmp_path: Path) -> None:
+    """SIGKILL the server, start another on the same address and data directory: the agent comes
+    back by itself with its token, its state and version, and its barrier arrival still counts."""
+    data, address = tmp_path / "data", f"127.0.0.1:{_free_port()}"
+    args = ("--listen", address, "--data-dir", str(data))
+    first = start_server(tmp_path, *args)
+    second: Optional[ServerProcess] = None
+    try:
+        async with lockstep.connect(address) as client:
+            agent = await client.register("keeper", role="trainer")
+            peer = await client.register("peer", role="trainer")
+            version = await agent.update_state({"epoch": 3})
+            token = agent.resume_token
+            waiting = asyncio.ensure_future(agent.sync_with_agents("checkpoint", ["keeper", "peer"], timeout=30))
+            await eventually(
+                lambda: _arrived(client, "checkpoint", ["keeper"]), timeout=10, what="keeper waits at the barrier"
+            )
+
+            first.kill()
+            second = start_server(tmp_path, *args)
+            await eventually(lambda: agent.reconnects == 1 and peer.reconnects == 1, timeout=20, what="both resumed")
+            assert agent.registration.resumed and agent.resume_token == token
+            snapshot = await client.get_state("keeper")
+            assert (snapshot.version, snapshot.state) == (version, {"epoch": 3})
+            assert await agent.update_state({"epoch": 4}) == version + 1
+
+            await peer.sync_with_agents("checkpoint", ["keeper", "peer"], timeout=30)
+            result = await asyncio.wait_for(waiting, 30)
+            assert result.arrival_order == ("keeper", "peer")
+            await agent.close()
+            await peer.close()
+    finally:
+        first.kill()
+        if second is not None:
+            second.terminate()
+
+
+async def _arrived(client: lockstep.Client, sync_id: str, agents: List[str]) -> bool:
+    try:
+        return list((await client.sync_status(sync_id)).arrived) == agents
+    except lockstep.NotFound:
+        return False

@@ -124,6 +124,9 @@ class Agent:
         self._write_lock = asyncio.Lock()
         self._ids = itertools.count(1)
         self._pending: Dict[int, "asyncio.Future[pb.Reply]"] = {}
+        # Requests sent again, with the same id, on a resumed session (sync arrivals, which the server
+        # re-attaches rather than doing twice) instead of failing when the connection breaks.
+        self._resend: Dict[int, pb.ClientMessage] = {}
         self._connected = asyncio.Event()
         self._reconnect = reconnect
         self._on_error = on_error
@@ -227,14 +230,20 @@ class Agent:
                 lost = ConnectionLost(
                     f"the session of agent '{self.agent_id}' broke: {error or 'the server ended it'}"
                 )
-                self._fail_pending(lost)
+                resuming = bool(self._reconnect and resumable)
+                self._fail_pending(lost, keep=self._resend if resuming else ())
                 if error is None:
                     error = LockstepError(f"the server ended the session of agent '{self.agent_id}'")
-                if not (self._reconnect and resumable):
+                if not resuming:
                     break
                 if not await self._resume():
                     break
                 error = None
+                for msg in list(self._resend.values()):
+                    try:
+                        await self._send(msg)
+                    except LockstepError:
+                        break  # the new session broke too: the read loop finds out
         except asyncio.CancelledError:
             pass
         finally:
@@ -326,10 +335,13 @@ class Agent:
         if error is not None:
             log.warning("lockstep: session of agent '%s' ended: %s", self.agent_id, error)
 
-    def _fail_pending(self, error: LockstepError) -> None:
-        pending, self._pending = self._pending, {}
-        for fut in pending.values():
-            if not fut.done():
+    def _fail_pending(self, error: LockstepError, keep: Iterable[int] = ()) -> None:
+        """Fails the requests in flight (they may or may not have been carried out), except ``keep``."""
+        kept = set(keep)
+        pending = self._pending
+        self._pending = {rid: fut for rid, fut in pending.items() if rid in kept}
+        for rid, fut in pending.items():
+            if rid not in kept and not fut.done():
                 fut.set_exception(error)
 
     async def _heartbeat_loop(self) -> None:
@@ -366,11 +378,15 @@ class Agent:
             except asyncio.InvalidStateError:
                 raise ConnectionLost(f"the session of agent '{self.agent_id}' has ended") from None
 
-    async def _request(self, msg: pb.ClientMessage, *, deadline: Optional[float] = None) -> pb.Reply:
+    async def _request(
+        self, msg: pb.ClientMessage, *, deadline: Optional[float] = None, resend: bool = False
+    ) -> pb.Reply:
         request_id = next(self._ids)
         msg.request_id = request_id
         fut: "asyncio.Future[pb.Reply]" = self._loop.create_future()
         self._pending[request_id] = fut
+        if resend:
+            self._resend[request_id] = msg
         try:
             await self._send(msg)
             if deadline is None:
@@ -378,6 +394,7 @@ class Agent:
             return await asyncio.wait_for(fut, deadline)
         finally:
             self._pending.pop(request_id, None)
+            self._resend.pop(request_id, None)
 
     def _raise_if_error(self, reply: pb.Reply, *, sync: bool = False) -> None:
         if reply.WhichOneof("outcome") == "error":
@@ -1077,7 +1094,9 @@ class Agent:
         # The server answers at the deadline; the local guard only catches a server that never does.
         guard = None if not timeout else timeout + 5.0 + 3.0 * self.registration.heartbeat_interval_ms / 1000.0
         try:
-            reply = await self._request(pb.ClientMessage(sync=arrive), deadline=guard)
+            # A connection lost while waiting does not fail the arrival: it is sent again on the
+            # resumed session, where the server re-attaches it (or answers with the outcome).
+            reply = await self._request(pb.ClientMessage(sync=arrive), deadline=guard, resend=True)
         except asyncio.TimeoutError:
             from .errors import SyncTimeout
 
