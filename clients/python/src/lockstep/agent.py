@@ -9,6 +9,7 @@ import copy
 import itertools
 import json
 import logging
+import random
 import time
 from dataclasses import replace
 from typing import (
@@ -270,7 +271,8 @@ class Agent:
     async def _resume(self) -> bool:
         reg = self._reg
         assert reg is not None
-        window = max(2.0 * reg.lease_seconds, 10.0)
+        # Long enough for a server to be restarted (the Rust client's default is the same minute).
+        window = max(2.0 * reg.lease_seconds, 60.0)
         deadline = time.monotonic() + window
         delay = 0.05
         request = pb.Register()
@@ -283,8 +285,9 @@ class Agent:
                 if exc.code not in _RESUMABLE:
                     log.warning("lockstep: agent '%s' cannot resume its session: %s", self.agent_id, exc)
                     return False
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                # Exponential backoff with ±25 % jitter, so that many agents do not retry in step.
+                await asyncio.sleep(delay * random.uniform(0.75, 1.25))
+                delay = min(delay * 2, 2.0)
                 continue
             if self._closing:
                 call.cancel()
