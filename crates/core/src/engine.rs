@@ -119,7 +119,8 @@ enum Touched {
     State(Arc<str>, Arc<str>),
     AgentRemoved(Arc<str>, Arc<str>),
     SyncPoint(Arc<str>, Arc<str>),
-    Arrival(Arc<str>, Arc<str>, Arc<str>),
+    /// (namespace, sync id, agent, its place in the arrival order: arrivals are only appended).
+    Arrival(Arc<str>, Arc<str>, Arc<str>, u32),
     SyncPointRemoved(Arc<str>, Arc<str>),
 }
 
@@ -394,9 +395,9 @@ impl Engine {
                 Touched::AgentRemoved(ns, id) => {
                     Some(Change::AgentRemoved { namespace: ns.to_string(), agent_id: id.to_string() })
                 }
-                Touched::SyncPoint(ns, id) => self.sync_point(&ns, &id).ok().map(|p| Change::SyncPoint(p.image(&ns))),
-                Touched::Arrival(ns, id, agent) => {
-                    self.sync_point(&ns, &id).ok().and_then(|p| p.arrival_image(&agent)).map(|(position, arrival)| {
+                Touched::SyncPoint(ns, id) => self.point(&ns, &id).map(|p| Change::SyncPoint(p.image(&ns))),
+                Touched::Arrival(ns, id, agent, position) => {
+                    self.point(&ns, &id).and_then(|p| p.arrival_image(position, &agent)).map(|arrival| {
                         Change::Arrival { namespace: ns.to_string(), sync_id: id.to_string(), position, arrival }
                     })
                 }
@@ -464,7 +465,7 @@ impl Engine {
         // the server was down is healed by these snapshots.
         for n in self.namespaces.values_mut() {
             let mut snapshots = Vec::new();
-            for w in n.agents.values().filter(|w| w.is_live()) {
+            for w in n.agents.values().filter(|w| w.is_live() && !w.watches.is_empty()) {
                 for owner in n.agents.values().filter(|o| w.watches.iter().any(|t| o.watched_by(t))) {
                     snapshots.push((w.id.clone(), owner.id.clone()));
                 }
@@ -1182,7 +1183,7 @@ impl Engine {
             self.touch(Touched::SyncPoint(ns.clone(), id.clone()));
         }
         if new_arrival {
-            self.touch(Touched::Arrival(ns.clone(), id.clone(), agent.clone()));
+            self.touch(Touched::Arrival(ns.clone(), id.clone(), agent.clone(), before as u32));
         }
         match arrived {
             Arrived::Waiting => {}
@@ -1250,9 +1251,13 @@ impl Engine {
         let Some(n) = self.namespaces.get_mut(ns) else {
             return Ok(0);
         };
-        let removed: Vec<Arc<str>> =
-            n.sync_points.iter().filter(|(_, p)| !p.is_waiting()).map(|(id, _)| id.clone()).collect();
-        n.sync_points.retain(|_, p| p.is_waiting());
+        let mut removed = Vec::new();
+        n.sync_points.retain(|id, p| {
+            if !p.is_waiting() {
+                removed.push(id.clone());
+            }
+            p.is_waiting()
+        });
         n.finished.clear();
         let ns = self.key(ns);
         for id in &removed {
@@ -1268,6 +1273,11 @@ impl Engine {
         let (ns_key, n) = self.namespaces.get_key_value(ns).ok_or_else(unknown)?;
         let (id, _) = n.sync_points.get_key_value(sync_id).ok_or_else(unknown)?;
         Ok((ns_key.clone(), id.clone()))
+    }
+
+    /// The point, looked up by keys the engine already holds (no name checks).
+    fn point(&self, ns: &str, id: &str) -> Option<&SyncPoint> {
+        self.namespaces.get(ns)?.sync_points.get(id)
     }
 
     fn sync_point(&self, namespace: &str, sync_id: &str) -> Result<&SyncPoint, CoreError> {

@@ -287,7 +287,7 @@ impl Agent {
             agent_id: self.id.to_string(),
             role: self.role.to_string(),
             capabilities: self.capabilities.clone(),
-            interests: self.interests.iter().map(|p| p.as_str().to_owned()).collect(),
+            interests: self.interest_texts(),
             metadata: self.metadata.clone(),
             status: self.status,
             resume_token: self.resume_token.clone(),
@@ -304,6 +304,11 @@ impl Agent {
         self.capabilities = profile.capabilities;
         self.interests = profile.interests;
         self.metadata = profile.metadata;
+    }
+
+    /// The interest patterns as the agent wrote them.
+    fn interest_texts(&self) -> Vec<String> {
+        self.interests.iter().map(|p| p.as_str().to_owned()).collect()
     }
 
     pub fn conn(&self) -> Option<ConnId> {
@@ -351,7 +356,7 @@ impl Agent {
             agent_id: self.id.to_string(),
             role: self.role.to_string(),
             capabilities: self.capabilities.clone(),
-            interests: self.interests.iter().map(|p| p.as_str().to_owned()).collect(),
+            interests: self.interest_texts(),
             metadata: self.metadata.clone(),
             status: self.status,
             registered_at: self.registered_at,

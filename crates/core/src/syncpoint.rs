@@ -424,11 +424,10 @@ impl SyncPoint {
         }
     }
 
-    /// The arrival of `agent` as it is kept, with its place in the arrival order.
-    pub fn arrival_image(&self, agent: &str) -> Option<(u32, ArrivalImage)> {
-        let (position, a) = self.arrivals.iter().enumerate().find(|(_, a)| &*a.agent == agent)?;
-        let image = ArrivalImage { agent_id: a.agent.to_string(), payload: a.payload.clone(), at: a.at };
-        Some((position as u32, image))
+    /// The arrival at `position` in the arrival order, as it is kept, if it is `agent`'s.
+    pub fn arrival_image(&self, position: u32, agent: &str) -> Option<ArrivalImage> {
+        let a = self.arrivals.get(position as usize).filter(|a| &*a.agent == agent)?;
+        Some(ArrivalImage { agent_id: a.agent.to_string(), payload: a.payload.clone(), at: a.at })
     }
 
     /// How many agents have arrived.

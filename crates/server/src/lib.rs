@@ -159,7 +159,7 @@ struct Opened {
     store: Store,
     engine: Engine,
     clock: driver::Clock,
-    _lock: File,
+    lock: File,
 }
 
 /// Locks and opens the data directory, and rebuilds the engine from it.
@@ -204,7 +204,7 @@ fn open_data_dir(dir: &std::path::Path, durability: Durability, config: Config) 
         .restore(clock.now(), loaded.restored)
         .map_err(|source| StartError::Restore { dir: dir.to_path_buf(), source: Box::new(source) })?;
     engine.track_changes();
-    Ok(Opened { store, engine, clock, _lock: lock })
+    Ok(Opened { store, engine, clock, lock })
 }
 
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
@@ -246,7 +246,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     tokio::spawn(async move {
         let (engine, clock, store, lock) = match opened {
             None => (Engine::new(config), driver::Clock::new(), None, None),
-            Some(o) => (o.engine, o.clock, Some(o.store), Some(o._lock)),
+            Some(o) => (o.engine, o.clock, Some(o.store), Some(o.lock)),
         };
         let result = driver::run(
             engine,
