@@ -83,6 +83,10 @@ struct ServeArgs {
     /// What happens when that queue is full: drop_oldest or disconnect.
     #[arg(long, env = "LOCKSTEP_OVERFLOW_POLICY")]
     overflow_policy: Option<String>,
+    /// Write every engine input, timer and frame pull to FILE (JSON lines) so that the run can be
+    /// replayed into a fresh engine (debugging; needs --in-memory).
+    #[arg(long, value_name = "FILE")]
+    record_inputs: Option<PathBuf>,
 }
 
 fn init_logging() {
@@ -128,6 +132,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admin_token: args.admin_token.or(file.admin_token.clone()),
         engine,
         storage,
+        record_inputs: args.record_inputs,
     };
     if options.admin_token.is_none() && !listen.ip().is_loopback() {
         tracing::warn!(

@@ -209,7 +209,7 @@ pub struct PendingCommand {
 }
 
 /// An agent's answer to a command.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CommandReply {
     /// The command succeeded with this result (JSON text; empty means `null`).
     Result(String),

@@ -1,16 +1,19 @@
 //! The engine: one value that owns every piece of product state and applies every rule.
 //!
-//! Drive it like this (the server's driver task does exactly this):
+//! Drive it in turns (the server's driver task does exactly this):
 //!
-//! 1. feed each event with [`Engine::handle`]`(now, input)`;
+//! 1. feed each event with [`Engine::handle`]`(now, input)` — agents' requests and operators'
+//!    actions ([`Input::Admin`]) alike;
 //! 2. when the clock reaches [`Engine::next_deadline`], call [`Engine::handle_timeout`]`(now)`;
-//! 3. drain [`Engine::poll_output`]: `Ready(conn)` means call [`Engine::next_frame`] for that
-//!    connection until it returns `None` (as fast as the connection can take frames), `Close` means
-//!    end that stream.
+//! 3. end the turn with [`Engine::ready`]: commit [`Ready::changes`](crate::Ready::changes), then
+//!    [`Ready::committed`](crate::Ready::committed) and drain the [`Sendable`](crate::Sendable):
+//!    `Ready(conn)` means pull [`next_frame`](crate::Sendable::next_frame) for that connection until
+//!    it returns `None` (as fast as the connection can take frames), `AdminDone` answers an
+//!    operator, `Close` means end that stream.
 //!
-//! Queries ([`Engine::list_agents`], [`Engine::get_state`], sync status and diagnosis) read the
-//! state directly. Nothing here reads a clock, sleeps, allocates threads or does I/O, so every rule
-//! can be tested by a plain function call with a chosen `now`.
+//! Queries ([`Engine::list_agents`], [`Engine::get_state`], [`Engine::health`], sync status and
+//! diagnosis) are read-only methods. Nothing here reads a clock, sleeps, allocates threads or does
+//! I/O, so every rule can be tested by a plain function call with a chosen `now`.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
@@ -29,8 +32,8 @@ use crate::durable::{Change, PauseImage, Restored};
 use crate::error::CoreError;
 use crate::health::{HealthCounts, HealthHistory, HealthReport, HealthSample, QueueObservation};
 use crate::io::{
-    ConnId, ControlKind, ControlNotice, Frame, Input, Message, Output, RegisterRequest, Registered, RegistryEvent,
-    Reply, Request, Time, WatchTarget,
+    AdminAction, AdminOutcome, ConnId, ControlKind, ControlNotice, Frame, Input, Message, Output, RegisterRequest,
+    Registered, RegistryEvent, Reply, Request, Time, WatchTarget,
 };
 use crate::lease::Lease;
 use crate::name;
@@ -39,6 +42,7 @@ use crate::registry::{Agent, AgentQuery, AgentStatus, AgentView, Profile, Regist
 use crate::state;
 use crate::syncpoint::{Arrived, Diagnosis, Participants, Release, SyncPoint, SyncStatus};
 use crate::topic;
+use crate::turn::Ready;
 
 /// Asks whether an agent is registered, for the control plane's checks.
 fn registry_lookup(namespaces: &HashMap<Arc<str>, Namespace>) -> impl Fn(&str, &str) -> bool + '_ {
@@ -223,6 +227,8 @@ pub struct Engine {
     history: HealthHistory,
     /// Durable changes not yet taken by the shell; `None` unless [`Engine::track_changes`].
     changes: Option<ChangeLog>,
+    /// Changes of a [`Ready`] dropped uncommitted: they go out again first.
+    given_back: Vec<Change>,
 }
 
 /// Every agent's health and the system's, for the `health` command.
@@ -250,6 +256,7 @@ impl Engine {
             history: HealthHistory::new(0, &config.health),
             config,
             changes: None,
+            given_back: Vec::new(),
         };
         // The first sample of system health is taken one interval in, when agents may have come.
         let first = engine.config.health.sample_interval_ms;
@@ -277,16 +284,39 @@ impl Engine {
                 }
             }
             Input::Disconnected { conn, clean } => self.disconnected(now, conn, clean),
+            Input::Malformed { conn, request_id, reason } => self.malformed(conn, request_id, reason),
+            Input::Admin { origin, actor, action } => {
+                let result = self.admin(now, origin, &actor, action);
+                // A command that went out answers later, when the agent does (`command_done`).
+                if let Some(result) = result {
+                    self.outputs.push_back(Output::AdminDone { origin, result });
+                }
+            }
         }
     }
 
-    /// Answers a request the shell could not decode with `error` (on the session of `conn`). A
-    /// protocol violation counts as a failure for the agent's circuit breaker: an agent that keeps
-    /// sending garbage is isolated like one that keeps failing its deliveries.
-    pub fn reject(&mut self, conn: ConnId, request_id: u64, error: CoreError) {
+    /// Ends the turn: hands over its durable changes, behind which its outputs and frames wait
+    /// until the shell says the changes are committed (see [`crate::turn`]).
+    pub fn ready(&mut self) -> Ready<'_> {
+        let changes = self.take_changes();
+        Ready::new(self, changes)
+    }
+
+    /// Takes back the changes of a [`Ready`] that was dropped before its commit.
+    pub(crate) fn give_back(&mut self, changes: Vec<Change>) {
+        if !changes.is_empty() {
+            let newer = std::mem::replace(&mut self.given_back, changes);
+            self.given_back.extend(newer);
+        }
+    }
+
+    /// Answers a message the shell could not decode (on the session of `conn`). A protocol
+    /// violation counts as a failure for the agent's circuit breaker: an agent that keeps sending
+    /// garbage is isolated like one that keeps failing its deliveries.
+    fn malformed(&mut self, conn: ConnId, request_id: u64, reason: String) {
         if let Some(ConnRole::Agent { ns, agent }) = self.conns.get(&conn) {
             let (ns, agent) = (ns.clone(), agent.clone());
-            self.reply(&ns, &agent, request_id, Reply::Error(error));
+            self.reply(&ns, &agent, request_id, Reply::Error(CoreError::invalid("message", reason)));
             let now = self.now;
             let transition =
                 self.agent_mut(&ns, &agent).and_then(|a| a.breaker.record_failure(now, FailureKind::AgentError));
@@ -314,14 +344,14 @@ impl Engine {
         }
     }
 
-    /// The next thing the shell must do, if any.
-    pub fn poll_output(&mut self) -> Option<Output> {
+    /// The next thing the shell must do, if any (through [`Sendable`](crate::Sendable)).
+    pub(crate) fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
     }
 
     /// The next frame to send on `conn` (at most `max_items` deliveries or state changes in it),
     /// or `None` when nothing is pending; a later `Ready(conn)` says when there is more.
-    pub fn next_frame(&mut self, conn: ConnId, max_items: usize) -> Option<Frame> {
+    pub(crate) fn next_frame(&mut self, conn: ConnId, max_items: usize) -> Option<Frame> {
         let (ns_key, agent_key) = match self.conns.get_mut(&conn)? {
             ConnRole::RegistryWatcher { frames, notified, .. } => {
                 let frame = frames.pop_front();
@@ -378,11 +408,11 @@ impl Engine {
     }
 
     /// The durable changes since the last call, in the order they happened, each with the value to
-    /// keep. The shell commits them before it sends any frame produced meanwhile. Empty unless
-    /// [`Engine::track_changes`] was called.
-    pub fn take_changes(&mut self) -> Vec<Change> {
-        let Some(mut log) = self.changes.take() else { return Vec::new() };
-        let mut out = Vec::with_capacity(log.touched.len());
+    /// keep (for [`Engine::ready`]). Empty unless [`Engine::track_changes`] was called.
+    fn take_changes(&mut self) -> Vec<Change> {
+        let mut out = std::mem::take(&mut self.given_back);
+        let Some(mut log) = self.changes.take() else { return out };
+        out.reserve(log.touched.len());
         for touched in log.touched.drain(..) {
             let change = match touched {
                 Touched::Agent(ns, id) => self.agent(&ns, &id).map(|a| Change::Agent(a.image(&ns))),
@@ -470,6 +500,8 @@ impl Engine {
                     snapshots.push((w.id.clone(), owner.id.clone()));
                 }
             }
+            // In a stable order: the same data restores to the same queues.
+            snapshots.sort_unstable();
             for (watcher, owner) in snapshots {
                 n.agents.get_mut(&watcher).expect("listed").outbox.push_state_snapshot(&owner);
             }
@@ -790,7 +822,7 @@ impl Engine {
                 }
             }
             Timer::HealthSample => {
-                let counts = self.health(now).counts;
+                let counts = self.observe_health(now);
                 self.history.sample(now, counts);
                 self.arm_health_sample();
             }
@@ -892,6 +924,8 @@ impl Engine {
                 releases.push((id.clone(), release));
             }
         }
+        // Released in id order, not the table's: the same inputs give the same frames.
+        releases.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (id, release) in releases {
             self.release(now, ns, &id, release);
         }
@@ -1050,8 +1084,9 @@ impl Engine {
         }
         w.watches.push(target.clone());
         n.index_watch(watcher, &target, true);
-        let covered: Vec<Arc<str>> =
+        let mut covered: Vec<Arc<str>> =
             n.agents.values().filter(|a| a.watched_by(&target)).map(|a| a.id.clone()).collect();
+        covered.sort_unstable();
         let w = n.agents.get_mut(watcher).expect("present");
         for owner in &covered {
             w.outbox.push_state_snapshot(owner);
@@ -1236,7 +1271,7 @@ impl Engine {
     }
 
     /// Releases every agent waiting at a point now, with what has arrived so far.
-    pub fn force_complete(&mut self, now: Time, namespace: &str, sync_id: &str) -> Result<SyncStatus, CoreError> {
+    fn force_complete(&mut self, now: Time, namespace: &str, sync_id: &str) -> Result<SyncStatus, CoreError> {
         let (ns, id) = self.sync_key(namespace, sync_id)?;
         let point = self.namespaces.get_mut(&ns).and_then(|n| n.sync_points.get_mut(&id)).expect("checked");
         let (waiters, outcome) = point.force_complete(now)?;
@@ -1246,7 +1281,7 @@ impl Engine {
     }
 
     /// Removes every finished sync point of a namespace now; returns how many.
-    pub fn cleanup_sync_points(&mut self, namespace: &str) -> Result<usize, CoreError> {
+    fn cleanup_sync_points(&mut self, namespace: &str) -> Result<usize, CoreError> {
         let ns = name::namespace_or_default(namespace)?;
         let Some(n) = self.namespaces.get_mut(ns) else {
             return Ok(0);
@@ -1259,6 +1294,7 @@ impl Engine {
             p.is_waiting()
         });
         n.finished.clear();
+        removed.sort_unstable();
         let ns = self.key(ns);
         for id in &removed {
             self.touch(Touched::SyncPointRemoved(ns.clone(), id.clone()));
@@ -1465,7 +1501,7 @@ impl Engine {
     }
 
     /// Closes an agent's breaker and forgets its failures (an operator's `restart`).
-    pub fn restart_agent(&mut self, now: Time, actor: &str, namespace: &str, agent: &str) -> Result<String, CoreError> {
+    fn restart_agent(&mut self, now: Time, actor: &str, namespace: &str, agent: &str) -> Result<String, CoreError> {
         let ns = self.key(name::namespace_or_default(namespace)?);
         let id: Arc<str> = agent.into();
         let Some(a) = self.agent_mut(&ns, &id) else {
@@ -1490,27 +1526,16 @@ impl Engine {
         self.timers.push(Reverse((self.history.next_deadline(), Timer::HealthSample)));
     }
 
-    /// Every agent's health, and the system's, at `now`.
-    pub fn health(&mut self, now: Time) -> HealthOverview {
-        let settings = self.config.health.clone();
-        let capacity = self.config.queue_capacity as u64;
+    /// Every agent's health, and the system's, at `now` (a read: what the agents' queues and
+    /// breakers look like now is weighed in without being recorded).
+    pub fn health(&self, now: Time) -> HealthOverview {
         let mut counts = HealthCounts::default();
         let mut agents = Vec::new();
-        for (ns, n) in &mut self.namespaces {
-            for a in n.agents.values_mut() {
-                let stats = a.outbox.stats();
-                a.health.observe_queue(
-                    now,
-                    QueueObservation {
-                        depth: stats.queued as u64,
-                        capacity,
-                        high_water: stats.high_water as u64,
-                        dropped: stats.dropped,
-                        pending: stats.queued as u64 + a.unacked.len() as u64,
-                    },
-                );
-                a.health.observe_breaker(a.breaker.state(), a.breaker.since());
-                let report = a.health.report(now, &settings);
+        for (ns, n) in &self.namespaces {
+            for a in n.agents.values() {
+                let mut health = a.health.clone();
+                self.observe(now, a, &mut health);
+                let report = health.report(now, &self.config.health);
                 counts.add(report.status);
                 agents.push((ns.to_string(), a.id.to_string(), a.role.to_string(), report));
             }
@@ -1519,15 +1544,106 @@ impl Engine {
         HealthOverview { agents, counts, history: self.history.samples().cloned().collect() }
     }
 
+    /// Records what every agent's queue and breaker look like at `now` in its health figures, and
+    /// returns how many agents are in each health status (the periodic health sample).
+    fn observe_health(&mut self, now: Time) -> HealthCounts {
+        let mut counts = HealthCounts::default();
+        for (ns, id) in self.all_agents() {
+            let Some(a) = self.agent(&ns, &id) else { continue };
+            let mut health = a.health.clone();
+            self.observe(now, a, &mut health);
+            counts.add(health.report(now, &self.config.health).status);
+            self.agent_mut(&ns, &id).expect("listed").health = health;
+        }
+        counts
+    }
+
+    /// Feeds an agent's queue and breaker, as they are at `now`, into `health`.
+    fn observe(&self, now: Time, a: &Agent, health: &mut crate::health::AgentHealth) {
+        let stats = a.outbox.stats();
+        health.observe_queue(
+            now,
+            QueueObservation {
+                depth: stats.queued as u64,
+                capacity: self.config.queue_capacity as u64,
+                high_water: stats.high_water as u64,
+                dropped: stats.dropped,
+                pending: stats.queued as u64 + a.unacked.len() as u64,
+            },
+        );
+        health.observe_breaker(a.breaker.state(), a.breaker.since());
+    }
+
     // ---------------------------------------------------------------------------------------------
     // Control plane: operators pause, resume, stop everyone, and command agents.
 
     fn command_done(&mut self, finished: Finished) {
-        self.outputs.push_back(Output::CommandDone {
-            origin: finished.command.origin,
-            command_id: finished.command.id.0,
-            outcome: finished.outcome,
-        });
+        let outcome = AdminOutcome::Command { command_id: finished.command.id.0, outcome: finished.outcome };
+        self.outputs.push_back(Output::AdminDone { origin: finished.command.origin, result: Ok(outcome) });
+    }
+
+    /// Carries out an operator's action; `None` when its answer comes later (a command sent).
+    fn admin(
+        &mut self,
+        now: Time,
+        origin: u64,
+        actor: &str,
+        action: AdminAction,
+    ) -> Option<Result<AdminOutcome, CoreError>> {
+        use AdminAction as A;
+        Some(match action {
+            A::PauseAgent { namespace, agent_id } => {
+                self.pause_agent(now, actor, &namespace, &agent_id).map(AdminOutcome::Done)
+            }
+            A::ResumeAgent { namespace, agent_id } => {
+                self.resume_agent(now, actor, &namespace, &agent_id).map(AdminOutcome::Done)
+            }
+            A::RestartAgent { namespace, agent_id } => {
+                self.restart_agent(now, actor, &namespace, &agent_id).map(AdminOutcome::Done)
+            }
+            A::EmergencyStop { reason } => Ok(AdminOutcome::Done(self.emergency_stop(now, actor, &reason))),
+            A::ResumeAll => Ok(AdminOutcome::Done(self.resume_all(now, actor))),
+            A::SendCommand { namespace, agent_id, command, params_json, timeout_ms } => {
+                match self.send_command(now, origin, actor, &namespace, &agent_id, &command, &params_json, timeout_ms) {
+                    Ok(_) => return None,
+                    Err(e) => Err(e),
+                }
+            }
+            A::ForceCompleteSync { namespace, sync_id } => {
+                let result = self.force_complete(now, &namespace, &sync_id);
+                let detail = match &result {
+                    Ok(s) => format!("released {} waiting agent(s)", s.arrived.len()),
+                    Err(e) => e.to_string(),
+                };
+                self.audit_sync_action(now, actor, "force_complete_sync", &namespace, &sync_id, result.is_ok(), detail);
+                result.map(AdminOutcome::SyncForced)
+            }
+            A::CleanupSyncPoints { namespace } => {
+                let result = self.cleanup_sync_points(&namespace);
+                let detail = match &result {
+                    Ok(n) => format!("removed {n} finished sync point(s)"),
+                    Err(e) => e.to_string(),
+                };
+                self.audit_sync_action(now, actor, "cleanup_sync_points", &namespace, "", result.is_ok(), detail);
+                result.map(AdminOutcome::Cleaned)
+            }
+        })
+    }
+
+    /// Writes an operator's action on sync points to the audit log.
+    #[allow(clippy::too_many_arguments)]
+    fn audit_sync_action(
+        &mut self,
+        now: Time,
+        actor: &str,
+        command: &str,
+        namespace: &str,
+        sync_id: &str,
+        ok: bool,
+        detail: String,
+    ) {
+        let outcome = if ok { AuditOutcome::Ok } else { AuditOutcome::Refused };
+        self.control.record(AuditEntry::new(now, actor, command, outcome).target(namespace, sync_id).detail(detail));
     }
 
     /// Holds or releases one agent's deliveries, sets its status and tells it.
@@ -1562,12 +1678,16 @@ impl Engine {
     }
 
     fn all_agents(&self) -> Vec<(Arc<str>, Arc<str>)> {
-        self.namespaces.iter().flat_map(|(ns, n)| n.agents.keys().map(move |a| (ns.clone(), a.clone()))).collect()
+        let mut all: Vec<_> =
+            self.namespaces.iter().flat_map(|(ns, n)| n.agents.keys().map(move |a| (ns.clone(), a.clone()))).collect();
+        // Sorted: operators' actions on everyone reach agents in the same order in every run.
+        all.sort_unstable();
+        all
     }
 
     /// Pauses one agent: its deliveries are held (state changes coalesce) and its publishes, state
     /// updates and sync arrivals refused until it is resumed. Returns what happened, in words.
-    pub fn pause_agent(&mut self, now: Time, actor: &str, namespace: &str, agent: &str) -> Result<String, CoreError> {
+    fn pause_agent(&mut self, now: Time, actor: &str, namespace: &str, agent: &str) -> Result<String, CoreError> {
         let ns = name::namespace_or_default(namespace)?.to_owned();
         let registered = registry_lookup(&self.namespaces);
         if !self.control.pause(now, actor, &ns, agent, registered)? {
@@ -1579,7 +1699,7 @@ impl Engine {
     }
 
     /// Lifts one agent's pause; its held deliveries follow.
-    pub fn resume_agent(&mut self, now: Time, actor: &str, namespace: &str, agent: &str) -> Result<String, CoreError> {
+    fn resume_agent(&mut self, now: Time, actor: &str, namespace: &str, agent: &str) -> Result<String, CoreError> {
         let ns = name::namespace_or_default(namespace)?.to_owned();
         let registered = registry_lookup(&self.namespaces);
         match self.control.resume(now, actor, &ns, agent, registered)? {
@@ -1597,7 +1717,7 @@ impl Engine {
     }
 
     /// Pauses every agent of every namespace at once and tells them.
-    pub fn emergency_stop(&mut self, now: Time, actor: &str, reason: &str) -> String {
+    fn emergency_stop(&mut self, now: Time, actor: &str, reason: &str) -> String {
         if !self.control.emergency_stop(now, actor, reason) {
             return "an emergency stop was already in force".into();
         }
@@ -1612,7 +1732,7 @@ impl Engine {
     }
 
     /// Lifts the emergency stop and every pause; held deliveries follow.
-    pub fn resume_all(&mut self, now: Time, actor: &str) -> String {
+    fn resume_all(&mut self, now: Time, actor: &str) -> String {
         let lifted = self.control.resume_all(now, actor);
         let agents = if lifted.emergency_lifted { self.all_agents() } else { lifted.agents.clone() };
         for (ns, agent) in &agents {
@@ -1627,7 +1747,7 @@ impl Engine {
     /// Sends a command to an agent; its outcome comes out as [`Output::CommandDone`] with `origin`.
     /// Returns the command's id.
     #[allow(clippy::too_many_arguments)]
-    pub fn send_command(
+    fn send_command(
         &mut self,
         now: Time,
         origin: u64,

@@ -1,27 +1,31 @@
 //! What goes into the engine and what comes out.
 //!
-//! The shell feeds [`Input`]s with the current time, then drains [`Output`]s with
-//! [`Engine::poll_output`](crate::Engine::poll_output) and pulls [`Frame`]s for each connection the
-//! engine said is ready. Nothing here does I/O.
+//! Every change of product state enters as an [`Input`] with the current time — agents' requests
+//! and operators' actions alike — so a run can be recorded and replayed (inputs are serde types).
+//! The shell ends each turn with [`Engine::ready`](crate::Engine::ready), commits the turn's durable
+//! changes, and only then drains [`Output`]s and pulls [`Frame`]s through the
+//! [`Sendable`](crate::Sendable) the commit unlocks. Nothing here does I/O.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::command::{CommandOutcome, CommandReply};
 use crate::error::CoreError;
 use crate::registry::{AgentStatus, AgentView, RegistryEventKind};
-use crate::syncpoint::{Participants, SyncOutcome};
+use crate::syncpoint::{Participants, SyncOutcome, SyncStatus};
 
 /// Milliseconds on the server's clock. The engine never reads a clock: the shell passes `now`.
 pub type Time = u64;
 
 /// One connection (gRPC stream) between the server and a client, named by the shell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ConnId(pub u64);
 
 /// What a client asks to register as.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterRequest {
     pub namespace: String,
     pub agent_id: String,
@@ -33,7 +37,7 @@ pub struct RegisterRequest {
 }
 
 /// Which agents' state a watch covers.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum WatchTarget {
     Agent(String),
     Role(String),
@@ -41,7 +45,7 @@ pub enum WatchTarget {
 }
 
 /// A request on a registered session.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Request {
     Heartbeat,
     Publish {
@@ -76,40 +80,81 @@ pub enum Request {
     /// The agent's answer to an operator's command.
     CommandResult {
         command_id: u64,
-        reply: crate::command::CommandReply,
+        reply: CommandReply,
     },
 }
 
 /// Something that happened at the shell.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Input {
     /// The first message of a new session stream. `new_token` is a fresh random resume token chosen by
     /// the shell (the engine has no randomness); it is used if the session is new.
     Register { conn: ConnId, request: RegisterRequest, new_token: String },
     /// A request on a registered session. `request_id == 0` means no reply is wanted unless it fails.
     Request { conn: ConnId, request_id: u64, request: Request },
+    /// A message on a registered session that the shell could not decode, and why: it is answered
+    /// with `InvalidArgument` and counts as a failure for the agent's circuit breaker.
+    Malformed { conn: ConnId, request_id: u64, reason: String },
     /// A client opened a registry watch stream.
     WatchRegistry { conn: ConnId, namespace: String },
     /// The stream ended: `clean` when the client closed it deliberately (deregistering the agent),
     /// not clean when it broke (the lease keeps running so the agent can resume).
     Disconnected { conn: ConnId, clean: bool },
+    /// An operator's action. `origin` is the shell's name for the caller: the answer comes back as
+    /// [`Output::AdminDone`] with it. `actor` is who acted, for the audit log.
+    Admin { origin: u64, actor: String, action: AdminAction },
+}
+
+/// What an operator can do to the running system. Reads (status, health, listings) are not
+/// actions: they are read-only methods on the engine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminAction {
+    /// Hold the agent's deliveries and refuse its publishes, state updates and sync arrivals.
+    PauseAgent { namespace: String, agent_id: String },
+    /// Lift the agent's own pause; what was held follows.
+    ResumeAgent { namespace: String, agent_id: String },
+    /// Close the agent's circuit breaker and forget its failures.
+    RestartAgent { namespace: String, agent_id: String },
+    /// Pause every agent of every namespace at once.
+    EmergencyStop { reason: String },
+    /// Lift the emergency stop and every pause.
+    ResumeAll,
+    /// Send a command to an agent and wait for its answer (or `timeout_ms`; 0 means the default).
+    SendCommand { namespace: String, agent_id: String, command: String, params_json: String, timeout_ms: u64 },
+    /// Release the agents waiting at a sync point now, with what has arrived.
+    ForceCompleteSync { namespace: String, sync_id: String },
+    /// Remove the finished sync points of a namespace.
+    CleanupSyncPoints { namespace: String },
+}
+
+/// What an operator's action did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AdminOutcome {
+    /// Done (pause, resume, restart, emergency stop, resume all): what happened, in words.
+    Done(String),
+    /// The sync point was released; its status afterwards.
+    SyncForced(SyncStatus),
+    /// This many finished sync points were removed.
+    Cleaned(usize),
+    /// The command (with this id) ended so.
+    Command { command_id: u64, outcome: CommandOutcome },
 }
 
 /// What the shell must do.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Output {
-    /// The connection has frames to send: call [`Engine::next_frame`](crate::Engine::next_frame)
+    /// The connection has frames to send: call [`Sendable::next_frame`](crate::Sendable::next_frame)
     /// until it returns `None`. Emitted once until the connection's frames are drained.
     Ready(ConnId),
-    /// An operator's command (sent with `origin`) ended: answer the operator.
-    CommandDone { origin: u64, command_id: u64, outcome: crate::command::CommandOutcome },
+    /// An operator's action (sent with `origin`) is finished: answer the operator.
+    AdminDone { origin: u64, result: Result<AdminOutcome, CoreError> },
     /// End the connection: with this error, or normally (`None`, after a deregistration). Send
     /// nothing more on it.
     Close(ConnId, Option<CoreError>),
 }
 
 /// A message published on a topic, shared by every queue it is routed to.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub struct Message {
     pub topic: Arc<str>,
     pub payload: Bytes,
@@ -129,6 +174,19 @@ impl Message {
             publisher,
             wire: std::sync::OnceLock::new(),
         }
+    }
+}
+
+impl std::fmt::Debug for Message {
+    // The wire cache is the shell's business (filled by whichever connection encodes it first), so
+    // it stays out of the description: two runs of the same inputs describe the same messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("topic", &self.topic)
+            .field("payload", &self.payload)
+            .field("content_type", &self.content_type)
+            .field("publisher", &self.publisher)
+            .finish()
     }
 }
 

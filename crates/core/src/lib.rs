@@ -9,19 +9,26 @@
 //! use lockstep_core::{Config, ConnId, Engine, Frame, Input, Output, RegisterRequest};
 //!
 //! let mut engine = Engine::new(Config::default());
+//! engine.track_changes();
 //! let request = RegisterRequest { agent_id: "scanner".into(), role: "scanner".into(), ..Default::default() };
 //! engine.handle(0, Input::Register { conn: ConnId(1), request, new_token: "t".into() });
-//! assert_eq!(engine.poll_output(), Some(Output::Ready(ConnId(1))));
-//! assert!(matches!(engine.next_frame(ConnId(1), 64), Some(Frame::Registered(_))));
+//! // The turn ends: its durable changes (the new agent) are committed before anything is sent.
+//! let ready = engine.ready();
+//! assert_eq!(ready.changes().len(), 1);
+//! let mut out = ready.committed();
+//! assert_eq!(out.poll_output(), Some(Output::Ready(ConnId(1))));
+//! assert!(matches!(out.next_frame(ConnId(1), 64), Some(Frame::Registered(_))));
 //! // Nothing heard from the agent for 3 heartbeat intervals: it is lost.
 //! engine.handle_timeout(engine.next_deadline().unwrap());
-//! assert!(matches!(engine.poll_output(), Some(Output::Close(ConnId(1), Some(_)))));
+//! let mut out = engine.ready().committed();
+//! assert!(matches!(out.poll_output(), Some(Output::Close(ConnId(1), Some(_)))));
 //! ```
 //!
 //! Modules, one concept each: [`name`] (valid names), [`topic`] (topics and patterns), [`state`]
 //! (merge patches and their composition), [`outbox`] (what waits to be sent to one agent),
 //! [`lease`], [`registry`], [`syncpoint`], [`engine`] (wiring them), [`io`] (inputs and outputs),
-//! [`config`] and [`error`].
+//! [`turn`] (persist before send, in the types), [`durable`] (what is kept), [`config`] and
+//! [`error`].
 //!
 //! [`breaker`] (circuit breakers) and [`command`] (pause, emergency stop, operators' commands and
 //! their audit log) hold the rules of fault isolation and of the control plane, which the engine
@@ -38,10 +45,12 @@ pub mod io;
 pub mod lease;
 pub mod name;
 pub mod outbox;
+pub mod record;
 pub mod registry;
 pub mod state;
 pub mod syncpoint;
 pub mod topic;
+pub mod turn;
 
 pub use breaker::{Breaker, BreakerOverrides, BreakerSettings, BreakerState, FailureKind, Transition};
 pub use command::{
@@ -53,8 +62,9 @@ pub use engine::{Counters, Engine, EngineInfo, HealthOverview};
 pub use error::{CoreError, ErrorCode};
 pub use health::{AgentHealth, HealthHistory, HealthIssue, HealthReport, HealthSettings, HealthStatus};
 pub use io::{
-    ConnId, ControlKind, ControlNotice, Delivery, Frame, Input, Message, Output, RegisterRequest, Registered,
-    RegistryEvent, Reply, Request, StateChange, Time, WatchTarget,
+    AdminAction, AdminOutcome, ConnId, ControlKind, ControlNotice, Delivery, Frame, Input, Message, Output,
+    RegisterRequest, Registered, RegistryEvent, Reply, Request, StateChange, Time, WatchTarget,
 };
 pub use registry::{AgentQuery, AgentStatus, AgentView, RegistryEventKind};
 pub use syncpoint::{Diagnosis, Participants, SyncOutcome, SyncState, SyncStatus};
+pub use turn::{Ready, Sendable};

@@ -21,7 +21,7 @@ use crate::outbox::Outbox;
 use crate::topic::Pattern;
 
 /// What an agent is doing. Agents set every status but `lost`, which only the server sets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum AgentStatus {
     Active,
     Idle,

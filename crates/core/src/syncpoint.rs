@@ -23,7 +23,7 @@ use crate::name;
 use crate::registry::AgentStatus;
 
 /// Who must arrive at a sync point.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Participants {
     /// Exactly these agents (subset sync). The arriving agent must be one of them.
     Agents(Vec<String>),

@@ -4,7 +4,7 @@
 
 mod harness;
 
-use harness::{publish, update, Harness};
+use harness::{publish, restart, update, Harness};
 use lockstep_core::breaker::{BreakerSettings, BreakerState};
 use lockstep_core::{Config, ConnId, ErrorCode, RegistryEventKind, Request};
 use serde_json::json;
@@ -113,12 +113,12 @@ fn reported_delivery_errors_open_the_breaker_and_restart_closes_it() {
         h.call_ok(failing, Request::DeliveryError { seq, reason: "cannot parse".into() });
     }
     assert_eq!(breaker(&h, "failing"), BreakerState::Open);
-    let detail = h.engine.restart_agent(h.now, "ops", "", "failing").unwrap();
+    let detail = h.admin_done(restart("failing"));
     assert!(detail.contains("open → closed"), "{detail}");
     assert_eq!(breaker(&h, "failing"), BreakerState::Closed);
     h.call_ok(failing, publish("feed", "ok again"));
     assert!(h.engine.control().audit().entries().any(|e| e.command == "restart_agent"));
-    assert_eq!(h.engine.restart_agent(h.now, "ops", "", "nobody").unwrap_err().code(), ErrorCode::NotFound);
+    assert_eq!(h.admin_err(restart("nobody")).code(), ErrorCode::NotFound);
 }
 
 #[test]
@@ -143,7 +143,7 @@ fn repeated_protocol_violations_open_the_breaker() {
     let mut h = Harness::new(config());
     let bad = h.join("bad", "worker", &[]);
     for id in 1..=3 {
-        h.engine.reject(bad, id, lockstep_core::CoreError::Invalid { what: "message", reason: "garbage".into() });
+        h.engine.handle(h.now, lockstep_core::Input::Malformed { conn: bad, request_id: id, reason: "garbage".into() });
         h.pump();
     }
     assert_eq!(breaker(&h, "bad"), BreakerState::Open);

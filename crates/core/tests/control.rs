@@ -2,7 +2,7 @@
 
 mod harness;
 
-use harness::{agents, publish, update, Harness, WatcherView};
+use harness::{agents, emergency_stop, pause, publish, resume, update, Harness, WatcherView};
 use lockstep_core::command::{CommandOutcome, CommandReply};
 use lockstep_core::{AgentStatus, Config, ControlKind, ErrorCode, Frame, Request, WatchTarget};
 use serde_json::json;
@@ -25,7 +25,7 @@ fn a_paused_agent_is_told_refused_and_held_then_catches_up_converged() {
     h.call_ok(w, Request::Watch(WatchTarget::Agent("owner".into())));
     h.call(owner, update(json!({"pnl": 0})));
 
-    let detail = h.engine.pause_agent(h.now, "ops", "", "watcher").unwrap();
+    let detail = h.admin_done(pause("watcher"));
     assert!(detail.contains("paused"), "{detail}");
     h.pump();
     assert_eq!(controls(&h, w), vec![ControlKind::Paused]);
@@ -45,7 +45,7 @@ fn a_paused_agent_is_told_refused_and_held_then_catches_up_converged() {
     assert_eq!(h.deliveries(w).len(), before, "deliveries are held while paused");
 
     // ...and on resume it gets everything, its view of the owner converged.
-    let detail = h.engine.resume_agent(h.now, "ops", "", "watcher").unwrap();
+    let detail = h.admin_done(resume("watcher"));
     assert!(detail.contains("resumed"), "{detail}");
     h.pump();
     assert_eq!(controls(&h, w), vec![ControlKind::Paused, ControlKind::Resumed]);
@@ -60,7 +60,7 @@ fn a_paused_agent_is_told_refused_and_held_then_catches_up_converged() {
 #[test]
 fn pausing_an_unknown_agent_is_not_found() {
     let mut h = Harness::new(Config::default());
-    assert_eq!(h.engine.pause_agent(h.now, "ops", "", "ghost").unwrap_err().code(), ErrorCode::NotFound);
+    assert_eq!(h.admin_err(pause("ghost")).code(), ErrorCode::NotFound);
 }
 
 #[test]
@@ -68,7 +68,7 @@ fn emergency_stop_pauses_everyone_until_resume_all() {
     let mut h = Harness::new(Config::default());
     let a = h.join("a", "worker", &["t"]);
     let b = h.join("b", "worker", &["t"]);
-    let detail = h.engine.emergency_stop(h.now, "ops", "bad market data");
+    let detail = h.admin_done(emergency_stop("bad market data"));
     assert!(detail.contains("2 agent(s) paused"), "{detail}");
     h.pump();
     for conn in [a, b] {
@@ -91,7 +91,7 @@ fn emergency_stop_pauses_everyone_until_resume_all() {
     assert_eq!(controls(&h, c), vec![ControlKind::EmergencyStop]);
     assert_eq!(h.status("c"), AgentStatus::Paused);
 
-    let detail = h.engine.resume_all(h.now, "ops");
+    let detail = h.admin_done(lockstep_core::AdminAction::ResumeAll);
     assert!(detail.contains("emergency stop lifted"), "{detail}");
     h.pump();
     assert_eq!(controls(&h, a), vec![ControlKind::EmergencyStop, ControlKind::ResumedAll]);
@@ -103,11 +103,7 @@ fn emergency_stop_pauses_everyone_until_resume_all() {
 fn a_command_reaches_its_agent_and_its_reply_reaches_the_operator() {
     let mut h = Harness::new(Config::default());
     let a = h.join("trainer", "strategy", &[]);
-    let id = h
-        .engine
-        .send_command(h.now, 77, "ops", "", "trainer", "rebalance_weights", r#"{"min_weight":0.1}"#, 5_000)
-        .unwrap();
-    h.pump();
+    let id = h.send_command(77, "trainer", "rebalance_weights", r#"{"min_weight":0.1}"#, 5_000).unwrap();
     let sent = h.frames(a).iter().find_map(|f| match f {
         Frame::Command { command_id, command, params, .. } => Some((*command_id, command.clone(), params.clone())),
         _ => None,
@@ -117,8 +113,7 @@ fn a_command_reaches_its_agent_and_its_reply_reaches_the_operator() {
     assert_eq!(h.commands_done, vec![(77, id, CommandOutcome::Completed(json!({"ok": true})))]);
 
     // An agent error is its own outcome.
-    let id2 = h.engine.send_command(h.now, 78, "ops", "", "trainer", "explode", "", 5_000).unwrap();
-    h.pump();
+    let id2 = h.send_command(78, "trainer", "explode", "", 5_000).unwrap();
     h.call_ok(a, Request::CommandResult { command_id: id2, reply: CommandReply::Error("cannot".into()) });
     assert_eq!(h.commands_done[1], (78, id2, CommandOutcome::AgentError("cannot".into())));
 }
@@ -127,7 +122,7 @@ fn a_command_reaches_its_agent_and_its_reply_reaches_the_operator() {
 fn a_command_without_reply_times_out_and_one_for_a_departed_agent_is_aborted() {
     let mut h = Harness::new(Config::default());
     let a = h.join("slow", "worker", &[]);
-    let id = h.engine.send_command(h.now, 1, "ops", "", "slow", "ping", "", 1_000).unwrap();
+    let id = h.send_command(1, "slow", "ping", "", 1_000).unwrap();
     h.advance_heartbeating(999, &[a]);
     assert!(h.commands_done.is_empty());
     h.advance_heartbeating(1_000, &[a]);
@@ -140,7 +135,7 @@ fn a_command_without_reply_times_out_and_one_for_a_departed_agent_is_aborted() {
     let err = h.call_err(a, Request::CommandResult { command_id: id, reply: CommandReply::Result("1".into()) });
     assert!(err.to_string().contains("timed out, was already answered"), "{err}");
 
-    let id = h.engine.send_command(h.now, 2, "ops", "", "slow", "ping", "", 60_000).unwrap();
+    let id = h.send_command(2, "slow", "ping", "", 60_000).unwrap();
     h.send(a, Request::Deregister);
     h.pump();
     assert!(
@@ -148,10 +143,7 @@ fn a_command_without_reply_times_out_and_one_for_a_departed_agent_is_aborted() {
         "{:?}",
         h.commands_done
     );
-    assert_eq!(
-        h.engine.send_command(h.now, 3, "ops", "", "slow", "ping", "", 1_000).unwrap_err().code(),
-        ErrorCode::NotFound
-    );
+    assert_eq!(h.send_command(3, "slow", "ping", "", 1_000).unwrap_err().code(), ErrorCode::NotFound);
 }
 
 #[test]
@@ -159,13 +151,11 @@ fn an_agents_own_status_survives_a_pause() {
     let mut h = Harness::new(Config::default());
     let a = h.join("a", "worker", &[]);
     h.call_ok(a, Request::SetStatus(AgentStatus::Busy));
-    h.engine.pause_agent(h.now, "ops", "", "a").unwrap();
-    h.pump();
+    h.admin_done(pause("a"));
     assert_eq!(h.status("a"), AgentStatus::Paused);
     // While held it stays `paused`; what it asks for now is what it gets on resume.
     h.call_ok(a, Request::SetStatus(AgentStatus::Idle));
     assert_eq!(h.status("a"), AgentStatus::Paused);
-    h.engine.resume_agent(h.now, "ops", "", "a").unwrap();
-    h.pump();
+    h.admin_done(resume("a"));
     assert_eq!(h.status("a"), AgentStatus::Idle);
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use harness::*;
 use lockstep_core::command::{AuditEntry, EmergencyStop};
 use lockstep_core::durable::{AgentImage, Change, PauseImage, Restored, SyncPointImage};
-use lockstep_core::{AgentStatus, Config, CoreError, Engine, Reply, Request, SyncState, WatchTarget};
+use lockstep_core::{AgentStatus, Config, ConnId, CoreError, Engine, Input, Reply, Request, SyncState, WatchTarget};
 use serde_json::json;
 
 /// What a store would hold after applying the changes, in the engine's terms.
@@ -91,7 +91,7 @@ fn tracked() -> Harness {
 /// Takes the changes of `h` and starts a new engine from them `gap_ms` later (the crash and the
 /// restart in between).
 fn restart(h: &mut Harness, kept: &mut Kept, gap_ms: u64) -> Harness {
-    kept.apply(h.engine.take_changes());
+    kept.apply(h.take_changes());
     let mut next = Harness::new(h.config().clone());
     next.now = h.now + gap_ms;
     next.engine.restore(next.now, kept.restored()).expect("restores");
@@ -139,20 +139,31 @@ fn agents_resume_with_their_state_versions_and_status_and_watchers_get_snapshots
 fn many_updates_in_one_turn_are_kept_as_one_state_change_in_order_with_the_rest() {
     let mut a = tracked();
     let w1 = a.join("w1", "worker", &[]);
-    a.engine.take_changes();
+    a.take_changes();
+    // One turn, as the driver applies a batch of inputs before it commits.
+    let now = a.now;
     for epoch in 1..=100 {
-        a.call(w1, update(json!({ "epoch": epoch })));
+        let request = update(json!({ "epoch": epoch }));
+        a.engine.handle(now, Input::Request { conn: w1, request_id: epoch, request });
     }
-    let w2 = a.join("w2", "worker", &[]);
-    a.disconnect(w2, true);
-    let changes = a.engine.take_changes();
-    // w2 came and went within the batch: only its removal is handed over (nothing of it to keep).
+    let w2 = ConnId(99);
+    let request = agent("w2", "worker", &[]);
+    a.engine.handle(now, Input::Register { conn: w2, request, new_token: "t".into() });
+    a.engine.handle(now, Input::Disconnected { conn: w2, clean: true });
+    let ready = a.engine.ready();
+    let changes = ready.changes().to_vec();
+    // w2 came and went within the turn: only its removal is handed over (nothing of it to keep).
     assert_eq!(changes.len(), 2, "{changes:?}");
     assert!(matches!(&changes[0], Change::State { version: 100, state, .. } if *state == json!({ "epoch": 100 })));
     assert!(matches!(&changes[1], Change::AgentRemoved { agent_id, .. } if agent_id == "w2"));
-    assert!(a.engine.take_changes().is_empty(), "changes are handed over once");
+    // Nothing of the turn can be sent before the commit; dropped uncommitted, it comes again.
+    drop(ready);
+    let ready = a.engine.ready();
+    assert_eq!(ready.changes(), &changes[..], "changes not committed are handed over again");
+    assert!(ready.committed().poll_output().is_some(), "the replies leave once committed");
+    assert!(a.engine.ready().changes().is_empty(), "committed changes are handed over once");
     let mut untracked = Engine::new(Config::default());
-    assert!(untracked.take_changes().is_empty(), "nothing is recorded unless asked");
+    assert!(untracked.ready().changes().is_empty(), "nothing is recorded unless asked");
 }
 
 #[test]
@@ -181,7 +192,7 @@ fn a_barrier_in_progress_keeps_its_arrivals_and_releases_everyone_once_after_a_r
         assert_eq!(&outcome.payloads[0][..], b"from w2", "and their payloads");
     }
     let kept_state = {
-        kept.apply(b.engine.take_changes());
+        kept.apply(b.take_changes());
         kept.points[&("default".to_owned(), "round-1".to_owned())].state
     };
     assert_eq!(kept_state, SyncState::Completed);
@@ -227,15 +238,15 @@ fn pauses_the_emergency_stop_and_the_audit_log_survive_a_restart() {
     let mut a = tracked();
     let (w1, _w2) = (a.join("w1", "worker", &[]), a.join("w2", "worker", &[]));
     let t1 = a.token(w1);
-    a.engine.pause_agent(a.now, "ops", "", "w1").unwrap();
-    a.engine.emergency_stop(a.now, "ops", "drill");
+    a.admin_done(pause("w1"));
+    a.admin_done(emergency_stop("drill"));
     let mut kept = Kept::default();
     let mut b = restart(&mut a, &mut kept, 100);
     assert_eq!(b.engine.control().audit().entries().count(), 2);
     assert_eq!(b.engine.control().emergency().map(|e| e.reason.as_str()), Some("drill"));
     let w1 = resume(&mut b, "w1", "worker", &t1);
     assert!(matches!(b.call_err(w1, update(json!({ "x": 1 }))), CoreError::Paused(_)));
-    b.engine.resume_all(b.now, "ops");
+    b.admin_done(lockstep_core::AdminAction::ResumeAll);
     assert_eq!(b.engine.control().audit().entries().last().map(|e| e.seq), Some(3), "numbering goes on");
     let mut c = restart(&mut b, &mut kept, 100);
     assert!(c.engine.control().emergency().is_none() && c.engine.control().paused_agents().next().is_none());

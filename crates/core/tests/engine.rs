@@ -10,11 +10,11 @@ mod harness;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use harness::{agent, agents, publish, sync_outcome, update, Harness, WatcherView};
+use harness::{agent, agents, force, publish, sync_outcome, update, Harness, WatcherView};
 use lockstep_core::outbox::Outbox;
 use lockstep_core::{
-    AgentQuery, AgentStatus, Config, CoreError, ErrorCode, Frame, Limits, OverflowPolicy, Participants,
-    RegisterRequest, RegistryEventKind, Reply, Request, SyncState, WatchTarget,
+    AdminAction, AdminOutcome, AgentQuery, AgentStatus, Config, CoreError, ErrorCode, Frame, Limits, OverflowPolicy,
+    Participants, RegisterRequest, RegistryEventKind, Reply, Request, SyncState, WatchTarget,
 };
 use serde_json::json;
 
@@ -1329,8 +1329,7 @@ mod sync {
         let rb = h.arrive(b, "s", agents(&["a", "b", "c"]), 0, "pb");
         h.advance_to(500);
 
-        let status = h.engine.force_complete(h.now, "", "s").unwrap();
-        h.pump();
+        let AdminOutcome::SyncForced(status) = h.admin_ok(force("s")) else { panic!("a forced point's status") };
         assert_eq!((status.state, status.finished_at), (SyncState::Forced, Some(500)));
         assert_eq!(status.missing, ["c"]);
         let outcome = sync_outcome(&h.reply(a, ra).unwrap());
@@ -1338,9 +1337,12 @@ mod sync {
         assert!(outcome.forced);
         assert_eq!(outcome.payloads, [Bytes::from("pa"), Bytes::from("pb")]);
 
-        let again = h.engine.force_complete(h.now, "", "s").unwrap_err();
+        let again = h.admin_err(force("s"));
         assert_eq!(again.code(), ErrorCode::FailedPrecondition, "only a waiting point can be forced");
-        assert_eq!(h.engine.force_complete(h.now, "", "nope").unwrap_err().code(), ErrorCode::NotFound);
+        assert_eq!(h.admin_err(force("nope")).code(), ErrorCode::NotFound);
+        let audited: Vec<_> = h.engine.control().audit().entries().map(|e| (e.command.clone(), e.outcome)).collect();
+        assert_eq!(audited.len(), 3, "every operator action on a sync point is audited: {audited:?}");
+        assert_eq!(audited[0], ("force_complete_sync".to_owned(), lockstep_core::AuditOutcome::Ok));
     }
 
     #[test]
@@ -1351,7 +1353,8 @@ mod sync {
         h.arrive(a, "waiting", Participants::Count(2), 0, "");
         assert_eq!(h.engine.list_sync_points("").unwrap().len(), 2);
 
-        assert_eq!(h.engine.cleanup_sync_points("").unwrap(), 1);
+        let cleanup = AdminAction::CleanupSyncPoints { namespace: String::new() };
+        assert_eq!(h.admin_ok(cleanup), AdminOutcome::Cleaned(1));
         let left: Vec<_> = h.engine.list_sync_points("").unwrap().into_iter().map(|s| s.sync_id).collect();
         assert_eq!(left, ["waiting"], "waiting points stay");
         // The id can be used for a new round.

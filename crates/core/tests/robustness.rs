@@ -1,10 +1,13 @@
-//! Whatever clients send, in whatever order, the engine neither panics nor loses its footing:
-//! random sessions of valid and invalid requests, disconnects and clock jumps, on a manual clock.
+//! Whatever clients and operators send, in whatever order, the engine neither panics nor loses its
+//! footing: random sessions of valid and invalid requests, undecodable messages, operators'
+//! actions, disconnects and clock jumps, on a manual clock, through the same turns as the server
+//! (every turn ends with `ready`, and outputs and frames come only from the committed turn).
 
 use bytes::Bytes;
+use lockstep_core::command::CommandReply;
 use lockstep_core::{
-    AgentQuery, Config, ConnId, Engine, Frame, Input, Limits, Output, Participants, RegisterRequest, Request,
-    WatchTarget,
+    AdminAction, AgentQuery, Config, ConnId, Engine, Frame, Input, Limits, Output, Participants, RegisterRequest,
+    Request, WatchTarget,
 };
 use proptest::prelude::*;
 
@@ -76,6 +79,42 @@ fn request() -> impl Strategy<Value = Request> {
         ),
         any::<u64>().prop_map(|up_to| Request::Ack { up_to }),
         Just(Request::Deregister),
+        (0u64..20, prop::sample::select(vec!["", "x"]))
+            .prop_map(|(seq, reason)| Request::DeliveryError { seq, reason: reason.into() }),
+        (0u64..4, any::<bool>(), prop::sample::select(vec!["", "1", "{\"ok\":true}", "{bad"])).prop_map(
+            |(command_id, ok, text)| Request::CommandResult {
+                command_id,
+                reply: if ok { CommandReply::Result(text.into()) } else { CommandReply::Error(text.into()) },
+            }
+        ),
+    ]
+}
+
+/// Every operator action, aimed at names that collide with the agents' and sync points'.
+fn admin_action() -> impl Strategy<Value = AdminAction> {
+    let ns = || prop_oneof![4 => Just(String::new()), 1 => name()];
+    prop_oneof![
+        (ns(), name()).prop_map(|(namespace, agent_id)| AdminAction::PauseAgent { namespace, agent_id }),
+        (ns(), name()).prop_map(|(namespace, agent_id)| AdminAction::ResumeAgent { namespace, agent_id }),
+        (ns(), name()).prop_map(|(namespace, agent_id)| AdminAction::RestartAgent { namespace, agent_id }),
+        name().prop_map(|reason| AdminAction::EmergencyStop { reason }),
+        Just(AdminAction::ResumeAll),
+        (
+            ns(),
+            name(),
+            name(),
+            prop::sample::select(vec!["", "{}", "[1]", "{bad", "null"]),
+            prop_oneof![Just(0u64), 1u64..5_000, Just(u64::MAX)]
+        )
+            .prop_map(|(namespace, agent_id, command, params, timeout_ms)| AdminAction::SendCommand {
+                namespace,
+                agent_id,
+                command,
+                params_json: params.into(),
+                timeout_ms
+            }),
+        (ns(), name()).prop_map(|(namespace, sync_id)| AdminAction::ForceCompleteSync { namespace, sync_id }),
+        ns().prop_map(|namespace| AdminAction::CleanupSyncPoints { namespace }),
     ]
 }
 
@@ -87,7 +126,9 @@ enum Step {
     WatchRegistry { conn: u64, ns: String },
     Advance(u64),
     Drain { conn: u64, max: usize },
-    Admin { sync_id: String, which: u8 },
+    Malformed { conn: u64, id: u64 },
+    Admin(AdminAction),
+    Query { sync_id: String, which: u8 },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -99,8 +140,10 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (conn.clone(), any::<bool>()).prop_map(|(conn, clean)| Step::Disconnect { conn, clean }),
         1 => (conn.clone(), prop_oneof![Just(String::new()), name()]).prop_map(|(conn, ns)| Step::WatchRegistry { conn, ns }),
         2 => prop_oneof![0u64..50, 1_000u64..10_000, Just(400_000u64)].prop_map(Step::Advance),
-        3 => (conn, 1usize..8).prop_map(|(conn, max)| Step::Drain { conn, max }),
-        1 => (name(), 0u8..4).prop_map(|(sync_id, which)| Step::Admin { sync_id, which }),
+        3 => (conn.clone(), 1usize..8).prop_map(|(conn, max)| Step::Drain { conn, max }),
+        1 => (conn.clone(), 0u64..4).prop_map(|(conn, id)| Step::Malformed { conn, id }),
+        2 => admin_action().prop_map(Step::Admin),
+        1 => (name(), 0u8..4).prop_map(|(sync_id, which)| Step::Query { sync_id, which }),
     ]
 }
 
@@ -134,8 +177,12 @@ proptest! {
     #[test]
     fn no_input_sequence_panics_the_engine(steps in prop::collection::vec(step(), 1..120)) {
         let mut engine = Engine::new(small_config());
+        engine.track_changes();
         let mut now = 0u64;
         let mut closed = std::collections::HashSet::new();
+        // Operators' actions asked (by origin) and the answers each got.
+        let mut asked = 0u64;
+        let mut answers: std::collections::BTreeMap<u64, usize> = Default::default();
         for s in steps {
             match s {
                 Step::Register { conn, agent, role, interests, token } => {
@@ -158,8 +205,9 @@ proptest! {
                     }
                 }
                 Step::Drain { conn, max } => {
-                    while let Some(frame) = engine.next_frame(ConnId(conn), max) {
-                        if let Frame::Deliveries(batch) = frame {
+                    let mut out = engine.ready().committed();
+                    while let Some(frame) = out.next_frame(ConnId(conn), max) {
+                        if let Frame::Deliveries(batch) = &frame {
                             prop_assert!(batch.len() <= max);
                             for w in batch.windows(2) {
                                 prop_assert_eq!(w[1].seq, w[0].seq + 1, "a batch is consecutive");
@@ -167,18 +215,30 @@ proptest! {
                         }
                     }
                 }
-                Step::Admin { sync_id, which } => {
+                Step::Malformed { conn, id } => {
+                    engine.handle(now, Input::Malformed { conn: ConnId(conn), request_id: id, reason: "garbage".into() });
+                }
+                Step::Admin(action) => {
+                    asked += 1;
+                    engine.handle(now, Input::Admin { origin: asked, actor: "ops".into(), action });
+                }
+                Step::Query { sync_id, which } => {
                     let _ = match which {
-                        0 => engine.force_complete(now, "", &sync_id).map(|_| ()),
-                        1 => engine.cleanup_sync_points("").map(|_| ()),
-                        2 => engine.diagnose_sync(now, "", &sync_id).map(|_| ()),
-                        _ => engine.sync_status("default", &sync_id).map(|_| ()),
+                        0 => engine.diagnose_sync(now, "", &sync_id).map(|_| ()),
+                        1 => engine.sync_status("default", &sync_id).map(|_| ()),
+                        2 => engine.get_state("", &sync_id).map(|_| ()),
+                        _ => Ok(engine.health(now)).map(|_| ()),
                     };
                 }
             }
-            while let Some(out) = engine.poll_output() {
-                if let Output::Close(conn, _) = out {
-                    closed.insert(conn);
+            let mut out = engine.ready().committed();
+            while let Some(output) = out.poll_output() {
+                match output {
+                    Output::Close(conn, _) => {
+                        closed.insert(conn);
+                    }
+                    Output::AdminDone { origin, .. } => *answers.entry(origin).or_default() += 1,
+                    Output::Ready(_) => {}
                 }
             }
             // The engine's own bookkeeping stays within its limits.
@@ -189,5 +249,19 @@ proptest! {
             }
             prop_assert!(engine.list_sync_points("").unwrap().len() <= 3 + 2);
         }
+        // However the run went, every operator is answered exactly once: commands still waiting end
+        // by their timeout or their agent's lease.
+        now += 2 * 24 * 3600 * 1000;
+        while let Some(d) = engine.next_deadline().filter(|d| *d <= now) {
+            engine.handle_timeout(d);
+        }
+        let mut out = engine.ready().committed();
+        while let Some(output) = out.poll_output() {
+            if let Output::AdminDone { origin, .. } = output {
+                *answers.entry(origin).or_default() += 1;
+            }
+        }
+        let expected: std::collections::BTreeMap<u64, usize> = (1..=asked).map(|o| (o, 1)).collect();
+        prop_assert_eq!(answers, expected, "each operator action is answered once");
     }
 }

@@ -1,12 +1,13 @@
 //! The operators' gRPC service (`Admin`): pause and resume agents, stop and resume everyone, send
 //! commands to agents and wait for their answers, read status and the audit log. Like the agents'
-//! service it holds no state: every call is a job on the engine. Access is checked by
-//! [`token_check`] before any call reaches it.
+//! service it holds no state: every action is an engine input ([`AdminAction`]) answered once its
+//! turn is committed, every read a query on the engine. Access is checked by [`token_check`]
+//! before any call reaches it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use lockstep_core::command::CommandOutcome;
+use lockstep_core::{AdminAction, AdminOutcome};
 use lockstep_proto::convert;
 use lockstep_proto::v1;
 use lockstep_proto::v1::admin_server::Admin;
@@ -29,17 +30,24 @@ const DEFAULT_AUDIT_LIMIT: usize = 100;
 #[derive(Clone)]
 pub struct AdminService {
     engine: EngineHandle,
-    next_origin: Arc<AtomicU64>,
 }
 
 impl AdminService {
     pub fn new(engine: EngineHandle) -> Self {
-        AdminService { engine, next_origin: Arc::new(AtomicU64::new(1)) }
+        AdminService { engine }
+    }
+
+    /// Carries out an action that answers in words.
+    async fn words(&self, actor: String, action: AdminAction) -> Result<Response<v1::AdminAck>, Status> {
+        match self.engine.admin(actor, action).await? {
+            AdminOutcome::Done(detail) => Ok(ack(detail)),
+            other => Err(Status::internal(format!("unexpected answer to an operator's action: {other:?}"))),
+        }
     }
 }
 
 /// Who is calling, as the caller says (a valid name), for the audit log.
-fn actor<T>(request: &Request<T>) -> String {
+pub fn actor<T>(request: &Request<T>) -> String {
     request
         .metadata()
         .get(ACTOR_HEADER)
@@ -78,7 +86,7 @@ impl Admin for AdminService {
     async fn status(&self, _request: Request<v1::StatusRequest>) -> Result<Response<v1::StatusResponse>, Status> {
         let status = self
             .engine
-            .job(|e, now| {
+            .query(|e, now| {
                 let info = e.info();
                 let control = e.control();
                 let stop = control.emergency();
@@ -105,29 +113,26 @@ impl Admin for AdminService {
     }
 
     async fn health(&self, _request: Request<v1::HealthRequest>) -> Result<Response<v1::HealthResponse>, Status> {
-        let health = self.engine.job(|e, now| Ok(convert::health(&e.health(now), now))).await?;
+        let health = self.engine.query(|e, now| Ok(convert::health(&e.health(now), now))).await?;
         Ok(Response::new(health))
     }
 
     async fn pause_agent(&self, request: Request<v1::AgentRef>) -> Result<Response<v1::AdminAck>, Status> {
         let actor = actor(&request);
         let r = request.into_inner();
-        let detail = self.engine.job(move |e, now| e.pause_agent(now, &actor, &r.namespace, &r.agent_id)).await?;
-        Ok(ack(detail))
+        self.words(actor, AdminAction::PauseAgent { namespace: r.namespace, agent_id: r.agent_id }).await
     }
 
     async fn resume_agent(&self, request: Request<v1::AgentRef>) -> Result<Response<v1::AdminAck>, Status> {
         let actor = actor(&request);
         let r = request.into_inner();
-        let detail = self.engine.job(move |e, now| e.resume_agent(now, &actor, &r.namespace, &r.agent_id)).await?;
-        Ok(ack(detail))
+        self.words(actor, AdminAction::ResumeAgent { namespace: r.namespace, agent_id: r.agent_id }).await
     }
 
     async fn restart_agent(&self, request: Request<v1::AgentRef>) -> Result<Response<v1::AdminAck>, Status> {
         let actor = actor(&request);
         let r = request.into_inner();
-        let detail = self.engine.job(move |e, now| e.restart_agent(now, &actor, &r.namespace, &r.agent_id)).await?;
-        Ok(ack(detail))
+        self.words(actor, AdminAction::RestartAgent { namespace: r.namespace, agent_id: r.agent_id }).await
     }
 
     async fn emergency_stop(
@@ -136,14 +141,12 @@ impl Admin for AdminService {
     ) -> Result<Response<v1::AdminAck>, Status> {
         let actor = actor(&request);
         let reason = request.into_inner().reason;
-        let detail = self.engine.job(move |e, now| Ok(e.emergency_stop(now, &actor, &reason))).await?;
-        Ok(ack(detail))
+        self.words(actor, AdminAction::EmergencyStop { reason }).await
     }
 
     async fn resume_all(&self, request: Request<v1::ResumeAllRequest>) -> Result<Response<v1::AdminAck>, Status> {
         let actor = actor(&request);
-        let detail = self.engine.job(move |e, now| Ok(e.resume_all(now, &actor))).await?;
-        Ok(ack(detail))
+        self.words(actor, AdminAction::ResumeAll).await
     }
 
     async fn send_command(
@@ -152,14 +155,17 @@ impl Admin for AdminService {
     ) -> Result<Response<v1::SendCommandResponse>, Status> {
         let actor = actor(&request);
         let r = request.into_inner();
-        let origin = self.next_origin.fetch_add(1, Ordering::Relaxed);
-        let (done, answer) = oneshot::channel();
         let (agent, command) = (r.agent_id.clone(), r.command.clone());
-        let start = Box::new(move |e: &mut lockstep_core::Engine, now| {
-            e.send_command(now, origin, &actor, &r.namespace, &r.agent_id, &r.command, &r.params_json, r.timeout_ms)
-        });
-        self.engine.send(Command::SendCommand { origin, start, done })?;
-        let (command_id, outcome) = answer.await.map_err(|_| shutting_down())?.map_err(|e| convert::status(&e))?;
+        let action = AdminAction::SendCommand {
+            namespace: r.namespace,
+            agent_id: r.agent_id,
+            command: r.command,
+            params_json: r.params_json,
+            timeout_ms: r.timeout_ms,
+        };
+        let AdminOutcome::Command { command_id, outcome } = self.engine.admin(actor, action).await? else {
+            return Err(Status::internal("a command was answered with something else than its outcome"));
+        };
         use v1::send_command_response::Outcome;
         let outcome = match outcome {
             CommandOutcome::Completed(value) => Outcome::ResultJson(value.to_string()),
@@ -185,7 +191,7 @@ impl Admin for AdminService {
         };
         let response = self
             .engine
-            .job(move |e, _| {
+            .query(move |e, _| {
                 let audit = e.control().audit();
                 let mut entries: Vec<v1::AuditEntry> =
                     audit.entries().rev().take(limit).map(convert::audit_entry).collect();
@@ -205,7 +211,7 @@ impl Admin for AdminService {
             )));
         }
         let (done, answer) = oneshot::channel();
-        self.engine.send(Command::Backup { path: path.clone(), done })?;
+        self.engine.send(Command::Backup { path: path.clone(), done }).await?;
         let bytes = answer.await.map_err(|_| shutting_down())??;
         Ok(Response::new(v1::BackupResponse { path: path.display().to_string(), bytes }))
     }

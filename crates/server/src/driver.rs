@@ -1,25 +1,34 @@
 //! The driver: the one task that owns the engine.
 //!
-//! gRPC handlers never touch product state; they send [`Command`]s here over one channel. The driver
-//! applies them to the engine with the current time, fires the engine's timers at its deadline, and
-//! moves the frames the engine has for each connection into that connection's small outbound
-//! channel, as fast as the connection takes them (credit-based: a full channel marks the connection
-//! blocked, and the connection's stream tells the driver when it has room again). The engine's own
-//! bounded queues, with their overflow policies, absorb everything a slow connection cannot take.
+//! gRPC handlers never touch product state; they send [`Command`]s here over one **bounded** intake
+//! channel, and wait for room when it is full: a client that floods the server is held back by
+//! its own connection's HTTP/2 flow control, and since the channel hands out room in the order it
+//! was asked for, one busy connection cannot starve the others. The driver applies commands to the
+//! engine in turns (up to [`MAX_INPUTS_PER_TURN`] inputs, plus timers that fell due), and every turn
+//! ends the same way, as the engine's types demand (see [`lockstep_core::turn`]):
 //!
-//! With a store, every turn ends with one commit: the durable changes of every input the turn
-//! applied go to SQLite in one transaction, and only then do the turn's frames and answers leave
-//! (acknowledge after commit; grouping a turn's inputs keeps the commits few under load). If a
-//! commit fails, nothing of the turn is acknowledged: the driver ends every stream and stops, and
-//! the server reports why.
+//! 1. [`Engine::ready`] hands over the turn's durable changes;
+//! 2. the [`Journal`] commits them (SQLite in one transaction, or nothing with `--in-memory`);
+//! 3. only then does the committed turn release its outputs: operators' answers, closed streams,
+//!    and frames moved into each ready connection's small outbound channel, as fast as the
+//!    connection takes them (credit-based: a full channel marks the connection blocked, and its
+//!    stream sends [`Signal::Writable`] when it has room again). The engine's own bounded queues,
+//!    with their overflow policies, absorb what a slow connection cannot take.
+//!
+//! Queries run on the engine task too, read-only, and are answered after the turn's commit. If a
+//! commit fails nothing of the turn is acknowledged: the driver ends every stream and stops, and
+//! the server reports why. With a [`Recorder`] the driver writes down every input, timer and
+//! pull, so that the run can be replayed into a fresh engine ([`lockstep_core::record`]).
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lockstep_core::command::CommandOutcome;
-use lockstep_core::{ConnId, CoreError, Engine, Frame, Input, Output, Time};
+use lockstep_core::durable::Change;
+use lockstep_core::record::Step;
+use lockstep_core::{AdminAction, AdminOutcome, ConnId, CoreError, Engine, Frame, Input, Output, Sendable, Time};
 use lockstep_proto::convert;
 use lockstep_store::{Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
@@ -32,15 +41,22 @@ pub const MAX_BATCH: usize = 256;
 /// Frames buffered per connection between the driver and the connection's stream.
 pub const CONN_CHANNEL_FRAMES: usize = 16;
 
-/// Inputs the driver takes before looking at outputs again (keeps latency bounded under load).
-const MAX_INPUTS_PER_TURN: usize = 1024;
+/// Commands waiting for the driver before senders must wait for room (bounds the memory a flood
+/// can take, and the time a quiet agent's message waits behind it).
+pub const INTAKE_CAPACITY: usize = 1024;
 
-/// A query or admin operation run on the engine task. It returns how to send its answer, which
-/// the driver does once the turn's changes are committed.
-pub type Job = Box<dyn FnOnce(&mut Engine, Time) -> Answer + Send>;
+/// Inputs the driver takes before it commits and sends (keeps latency bounded under load).
+pub const MAX_INPUTS_PER_TURN: usize = 1024;
+
+/// A read-only query run on the engine task. It returns how to send its answer, which the driver
+/// does once the turn's changes are committed.
+pub type Query = Box<dyn FnOnce(&Engine, Time) -> Answer + Send>;
 
 /// Sends one answer (run after the commit; dropped unsent if the commit failed).
 pub type Answer = Box<dyn FnOnce() + Send>;
+
+/// What an operator's action came to: its outcome, or why it was refused.
+pub type AdminAnswer = Result<AdminOutcome, CoreError>;
 
 /// Where a connection's frames go. Frames cross the channel as engine types and are converted to
 /// protobuf by the connection's own stream, so that work runs beside the driver, not on it.
@@ -57,67 +73,162 @@ impl ConnSink {
     }
 }
 
-/// Everything the driver can be asked to do.
+/// Everything the driver can be asked to do through the intake channel.
 pub enum Command {
     /// A new stream: where its frames go, and the flag its consumer checks to say it has room.
     Open { conn: ConnId, sink: ConnSink, blocked: Arc<AtomicBool> },
-    /// An engine input.
+    /// An engine input from a client.
     Input(Input),
-    /// A request that could not be decoded: answer it with this error.
-    Reject { conn: ConnId, request_id: u64, error: lockstep_core::CoreError },
-    /// A blocked connection's stream consumed a frame.
-    Writable(ConnId),
-    /// A connection's outbound stream was dropped by the transport.
-    Gone(ConnId),
-    /// Run a job on the engine.
-    Job(Job),
-    /// Send an operator's command (`start` asks the engine to send it and returns its id); its
-    /// outcome, or the refusal to send it, goes to `done`.
-    SendCommand { origin: u64, start: StartCommand, done: oneshot::Sender<CommandAnswer> },
+    /// An operator's action: the driver names its origin, and its answer goes to `done`.
+    Admin { actor: String, action: AdminAction, done: oneshot::Sender<AdminAnswer> },
+    /// Read the engine.
+    Query(Query),
     /// Copy the committed data to `path` (the store's online backup); its size goes to `done`.
     Backup { path: std::path::PathBuf, done: oneshot::Sender<Result<u64, Status>> },
 }
 
-/// Starts an operator's command on the engine; returns the command's id.
-pub type StartCommand = Box<dyn FnOnce(&mut Engine, Time) -> Result<u64, CoreError> + Send>;
+/// What connection streams tell the driver from places that cannot wait (a stream's poll, its
+/// drop). At most one `Writable` per blocked episode and one `Gone` per connection: bounded by the
+/// number of connections, so this channel needs no capacity of its own.
+pub enum Signal {
+    /// A blocked connection's stream consumed a frame.
+    Writable(ConnId),
+    /// A connection's outbound stream was dropped by the transport.
+    Gone(ConnId),
+}
 
-/// How an operator's command ended: (command id, outcome), or why it was not sent.
-pub type CommandAnswer = Result<(u64, CommandOutcome), CoreError>;
+/// Where the driver commits each turn's durable changes.
+pub trait Journal: Send {
+    /// Stores `changes` durably, all or nothing, before anything of their turn is sent.
+    fn commit(&mut self, changes: &[Change]) -> Result<(), StoreError>;
+
+    /// Copies what is committed to `path`; `None` when nothing is kept (in memory).
+    fn backup(&self, path: &std::path::Path) -> Option<Result<(), StoreError>>;
+}
+
+/// The SQLite store commits each turn in one transaction.
+impl Journal for Store {
+    fn commit(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+        let batch = crate::persist::to_store(changes.to_vec());
+        blocking(|| self.apply(&batch))
+    }
+
+    fn backup(&self, path: &std::path::Path) -> Option<Result<(), StoreError>> {
+        Some(blocking(|| self.backup_to(path)))
+    }
+}
+
+/// Keeps nothing (`--in-memory`): every commit is confirmed at once.
+pub struct InMemory;
+
+impl Journal for InMemory {
+    fn commit(&mut self, _changes: &[Change]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn backup(&self, _path: &std::path::Path) -> Option<Result<(), StoreError>> {
+        None
+    }
+}
+
+/// Writes down what the driver does to the engine, for replay.
+pub trait Recorder: Send {
+    fn record(&mut self, step: &Step);
+}
+
+/// A recorder writing one JSON line per step (flushed at the end of every turn).
+pub struct JsonLines<W: std::io::Write + Send> {
+    out: std::io::BufWriter<W>,
+    /// Set once a write failed: recording stops (and says so once) rather than stopping the server.
+    failed: bool,
+}
+
+impl<W: std::io::Write + Send> JsonLines<W> {
+    pub fn new(out: W) -> Self {
+        JsonLines { out: std::io::BufWriter::new(out), failed: false }
+    }
+
+    fn write(&mut self, step: &Step) -> std::io::Result<()> {
+        serde_json::to_writer(&mut self.out, step)?;
+        self.out.write_all(b"\n")?;
+        if matches!(step, Step::Outputs(_)) {
+            self.out.flush()?;
+        }
+        Ok(())
+    }
+}
+
+impl<W: std::io::Write + Send> Recorder for JsonLines<W> {
+    fn record(&mut self, step: &Step) {
+        if self.failed {
+            return;
+        }
+        if let Err(e) = self.write(step) {
+            self.failed = true;
+            tracing::error!(error = %e, "cannot write the input recording; recording stops");
+        }
+    }
+}
 
 /// What the gRPC services hold to reach the engine.
 #[derive(Clone)]
 pub struct EngineHandle {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
+    signals: mpsc::UnboundedSender<Signal>,
+}
+
+/// The driver's ends of the channels an [`EngineHandle`] sends on.
+pub struct Intake {
+    commands: mpsc::Receiver<Command>,
+    signals: mpsc::UnboundedReceiver<Signal>,
 }
 
 impl EngineHandle {
-    pub fn new(commands: mpsc::UnboundedSender<Command>) -> Self {
-        EngineHandle { commands }
+    /// A handle and the driver's ends of its channels (intake bounded by [`INTAKE_CAPACITY`]).
+    pub fn new() -> (EngineHandle, Intake) {
+        Self::with_capacity(INTAKE_CAPACITY)
     }
 
-    /// Hands a command to the driver.
-    pub fn send(&self, cmd: Command) -> Result<(), Status> {
-        self.commands.send(cmd).map_err(|_| shutting_down())
+    /// As [`EngineHandle::new`], with `capacity` commands in the intake.
+    pub fn with_capacity(capacity: usize) -> (EngineHandle, Intake) {
+        let (commands, commands_rx) = mpsc::channel(capacity);
+        let (signals, signals_rx) = mpsc::unbounded_channel();
+        (EngineHandle { commands, signals }, Intake { commands: commands_rx, signals: signals_rx })
     }
 
-    /// The raw channel, for connection streams to report on themselves.
-    pub fn sender(&self) -> mpsc::UnboundedSender<Command> {
-        self.commands.clone()
+    /// Hands a command to the driver, waiting for room in the intake.
+    pub async fn send(&self, cmd: Command) -> Result<(), Status> {
+        self.commands.send(cmd).await.map_err(|_| shutting_down())
     }
 
-    /// Runs `f` on the engine task and returns its answer.
-    pub async fn job<T: Send + 'static>(
+    /// Where connection streams report on themselves.
+    pub fn signals(&self) -> mpsc::UnboundedSender<Signal> {
+        self.signals.clone()
+    }
+
+    /// Runs `f` on the engine task, read-only, and returns its answer (sent after the turn's
+    /// commit).
+    pub async fn query<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Engine, Time) -> Result<T, CoreError> + Send + 'static,
+        f: impl FnOnce(&Engine, Time) -> Result<T, CoreError> + Send + 'static,
     ) -> Result<T, Status> {
         let (tx, rx) = oneshot::channel();
-        self.send(Command::Job(Box::new(move |engine, now| {
+        self.send(Command::Query(Box::new(move |engine, now| {
             let answer = f(engine, now);
             Box::new(move || {
                 let _ = tx.send(answer);
             })
-        })))?;
+        })))
+        .await?;
         rx.await.map_err(|_| shutting_down())?.map_err(|e| convert::status(&e))
+    }
+
+    /// Carries out an operator's action as `actor`; its outcome once committed (a command's when
+    /// its agent answered).
+    pub async fn admin(&self, actor: String, action: AdminAction) -> Result<AdminOutcome, Status> {
+        let (done, answer) = oneshot::channel();
+        self.send(Command::Admin { actor, action, done }).await?;
+        answer.await.map_err(|_| shutting_down())?.map_err(|e| convert::status(&e))
     }
 }
 
@@ -166,54 +277,80 @@ impl Default for Clock {
     }
 }
 
-/// Runs the engine until every command sender is gone or `shutdown` resolves; with a `store`,
-/// commits each turn's changes before anything of the turn is sent. Returns the store's error if a
+/// The driver's state between turns.
+struct Driver<J> {
+    engine: Engine,
+    journal: J,
+    recorder: Option<Box<dyn Recorder>>,
+    conns: HashMap<ConnId, Conn>,
+    /// Connections with frames to pull, once the turn is committed.
+    ready: Vec<ConnId>,
+    /// Answers to queries, sent once the turn is committed.
+    answers: Vec<Answer>,
+    /// Operators waiting for their actions' answers, by origin.
+    waiting: HashMap<u64, oneshot::Sender<AdminAnswer>>,
+    next_origin: u64,
+}
+
+/// Runs the engine until every handle is gone or `shutdown` resolves, committing each turn's
+/// changes to `journal` before anything of the turn is sent. Returns the journal's error if a
 /// commit failed (the driver then stops: nothing uncommitted was acknowledged).
-pub async fn run(
-    mut engine: Engine,
-    mut commands: mpsc::UnboundedReceiver<Command>,
+pub async fn run<J: Journal>(
+    engine: Engine,
+    intake: Intake,
     shutdown: impl std::future::Future<Output = ()>,
     clock: Clock,
-    mut store: Option<Store>,
+    journal: J,
+    recorder: Option<Box<dyn Recorder>>,
 ) -> Result<(), StoreError> {
-    let mut conns: HashMap<ConnId, Conn> = HashMap::new();
-    let mut turn = Turn { ready: Vec::new(), waiting: Waiting::new(), answers: Vec::new() };
+    let Intake { mut commands, mut signals } = intake;
+    let mut d = Driver {
+        engine,
+        journal,
+        recorder,
+        conns: HashMap::new(),
+        ready: Vec::new(),
+        answers: Vec::new(),
+        waiting: HashMap::new(),
+        next_origin: 1,
+    };
     let mut failure = None;
     tokio::pin!(shutdown);
     loop {
-        let deadline = engine.next_deadline();
+        let deadline = d.engine.next_deadline();
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
+            signal = signals.recv() => {
+                if let Some(signal) = signal {
+                    d.signal(clock.now(), signal);
+                }
+            }
             cmd = commands.recv() => {
                 let Some(cmd) = cmd else { break };
                 let now = clock.now();
-                apply(&mut engine, &mut conns, &mut turn, store.as_ref(), now, cmd);
-                for _ in 0..MAX_INPUTS_PER_TURN {
+                d.apply(now, cmd);
+                for _ in 1..MAX_INPUTS_PER_TURN {
                     match commands.try_recv() {
-                        Ok(cmd) => apply(&mut engine, &mut conns, &mut turn, store.as_ref(), now, cmd),
+                        Ok(cmd) => d.apply(now, cmd),
                         Err(_) => break,
                     }
                 }
             }
-            _ = sleep_until(&clock, deadline) => engine.handle_timeout(clock.now()),
+            _ = sleep_until(&clock, deadline) => d.timeout(clock.now()),
+        }
+        while let Ok(signal) = signals.try_recv() {
+            d.signal(clock.now(), signal);
         }
         // Timers may be due after a long turn, too.
-        if engine.next_deadline().is_some_and(|d| d <= clock.now()) {
-            engine.handle_timeout(clock.now());
+        if d.engine.next_deadline().is_some_and(|t| t <= clock.now()) {
+            d.timeout(clock.now());
         }
-        if let Some(store) = store.as_mut() {
-            if let Err(e) = commit(&mut engine, store) {
-                tracing::error!(error = %e, "a commit failed; stopping without acknowledging the uncommitted changes");
-                failure = Some(e);
-                break;
-            }
+        if let Err(e) = d.end_turn() {
+            tracing::error!(error = %e, "a commit failed; stopping without acknowledging the uncommitted changes");
+            failure = Some(e);
+            break;
         }
-        for answer in turn.answers.drain(..) {
-            answer();
-        }
-        drain_outputs(&mut engine, &mut conns, &mut turn.ready, &mut turn.waiting);
-        flush(&mut engine, &mut conns, &mut turn.ready);
     }
     let status = match &failure {
         None => Status::unavailable("the server is shutting down; reconnect to another or the restarted server"),
@@ -221,30 +358,109 @@ pub async fn run(
             "the server could not store a change and is stopping (nothing uncommitted was acknowledged): {e}"
         )),
     };
-    for (_, c) in conns.drain() {
-        match c.sink {
-            ConnSink::Session(tx) => send_final(tx, status.clone()),
-            ConnSink::Registry(tx) => send_final(tx, status.clone()),
-        }
+    for (_, c) in d.conns.drain() {
+        send_final(c.sink.sender().clone(), status.clone());
     }
     failure.map_or(Ok(()), Err)
 }
 
-/// What a turn collects until its changes are committed.
-struct Turn {
-    ready: Vec<ConnId>,
-    waiting: Waiting,
-    answers: Vec<Answer>,
-}
-
-/// Commits the engine's changes since the last commit, in one transaction.
-fn commit(engine: &mut Engine, store: &mut Store) -> Result<(), StoreError> {
-    let changes = engine.take_changes();
-    if changes.is_empty() {
-        return Ok(());
+impl<J: Journal> Driver<J> {
+    fn record(&mut self, step: impl FnOnce() -> Step) {
+        if let Some(r) = self.recorder.as_mut() {
+            r.record(&step());
+        }
     }
-    let batch = crate::persist::to_store(changes);
-    blocking(|| store.apply(&batch))
+
+    fn handle(&mut self, now: Time, input: Input) {
+        self.record(|| Step::Input { now, input: input.clone() });
+        self.engine.handle(now, input);
+    }
+
+    fn timeout(&mut self, now: Time) {
+        self.record(|| Step::Timeout { now });
+        self.engine.handle_timeout(now);
+    }
+
+    fn signal(&mut self, now: Time, signal: Signal) {
+        match signal {
+            Signal::Writable(conn) => self.ready.push(conn),
+            Signal::Gone(conn) => {
+                if let Some(c) = self.conns.remove(&conn) {
+                    // A session's reader reports how its stream ended (clean or not); a registry
+                    // watch has no reader, so its stream going away ends it.
+                    if matches!(c.sink, ConnSink::Registry(_)) {
+                        self.handle(now, Input::Disconnected { conn, clean: true });
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, now: Time, cmd: Command) {
+        match cmd {
+            Command::Open { conn, sink, blocked } => {
+                self.conns.insert(conn, Conn { sink, blocked });
+            }
+            Command::Input(input) => self.handle(now, input),
+            Command::Admin { actor, action, done } => {
+                let origin = self.next_origin;
+                self.next_origin += 1;
+                self.waiting.insert(origin, done);
+                self.handle(now, Input::Admin { origin, actor, action });
+            }
+            Command::Query(query) => self.answers.push(query(&self.engine, now)),
+            Command::Backup { path, done } => {
+                let result = match self.journal.backup(&path) {
+                    None => Err(Status::failed_precondition(
+                        "this server keeps its data in memory only (--in-memory): there is nothing to back up",
+                    )),
+                    Some(result) => result.map_err(|e| backup_status(&e)).and_then(|()| {
+                        std::fs::metadata(&path).map(|m| m.len()).map_err(|e| Status::internal(e.to_string()))
+                    }),
+                };
+                let _ = done.send(result);
+            }
+        }
+    }
+
+    /// Commits the turn, then sends what it produced.
+    fn end_turn(&mut self) -> Result<(), StoreError> {
+        let Driver { engine, journal, recorder, conns, ready, answers, waiting, .. } = self;
+        let turn = engine.ready();
+        if !turn.changes().is_empty() {
+            journal.commit(turn.changes())?;
+        }
+        let mut out = turn.committed();
+        for answer in answers.drain(..) {
+            answer();
+        }
+        let mut outputs = Vec::new();
+        while let Some(output) = out.poll_output() {
+            if recorder.is_some() {
+                outputs.push(format!("{output:?}"));
+            }
+            match output {
+                Output::Ready(conn) => ready.push(conn),
+                Output::AdminDone { origin, result } => {
+                    if let Some(done) = waiting.remove(&origin) {
+                        let _ = done.send(result);
+                    }
+                }
+                Output::Close(conn, error) => {
+                    let Some(c) = conns.remove(&conn) else { continue };
+                    // Dropping the sink ends the stream normally.
+                    if let Some(error) = error {
+                        send_final(c.sink.sender().clone(), convert::status(&error));
+                    }
+                }
+            }
+        }
+        if let Some(r) = recorder.as_mut() {
+            r.record(&Step::Outputs(outputs));
+        }
+        flush(&mut out, conns, ready, recorder);
+        Ok(())
+    }
 }
 
 /// Runs SQLite work that may block on the disk, telling a multi-threaded runtime so that it moves
@@ -263,86 +479,9 @@ async fn sleep_until(clock: &Clock, deadline: Option<Time>) {
     }
 }
 
-/// Operators waiting for their commands' outcomes, by origin.
-type Waiting = HashMap<u64, oneshot::Sender<CommandAnswer>>;
-
-fn apply(
-    engine: &mut Engine,
-    conns: &mut HashMap<ConnId, Conn>,
-    turn: &mut Turn,
-    store: Option<&Store>,
-    now: Time,
-    cmd: Command,
-) {
-    let Turn { ready, waiting, answers } = turn;
-    match cmd {
-        Command::Open { conn, sink, blocked } => {
-            conns.insert(conn, Conn { sink, blocked });
-        }
-        Command::Input(input) => engine.handle(now, input),
-        Command::Reject { conn, request_id, error } => engine.reject(conn, request_id, error),
-        Command::Writable(conn) => ready.push(conn),
-        Command::Gone(conn) => {
-            if let Some(c) = conns.remove(&conn) {
-                // A session's reader reports how its stream ended (clean or not); a registry watch
-                // has no reader, so its stream going away ends it.
-                if matches!(c.sink, ConnSink::Registry(_)) {
-                    engine.handle(now, Input::Disconnected { conn, clean: true });
-                }
-            }
-        }
-        Command::Job(job) => answers.push(job(engine, now)),
-        Command::SendCommand { origin, start, done } => match start(engine, now) {
-            // The outcome comes out of the engine later, as `Output::CommandDone` with `origin`.
-            Ok(_) => {
-                waiting.insert(origin, done);
-            }
-            Err(e) => answers.push(Box::new(move || {
-                let _ = done.send(Err(e));
-            })),
-        },
-        Command::Backup { path, done } => {
-            let result = match store {
-                None => Err(Status::failed_precondition(
-                    "this server keeps its data in memory only (--in-memory): there is nothing to back up",
-                )),
-                Some(store) => blocking(|| store.backup_to(&path)).map_err(|e| backup_status(&e)).and_then(|()| {
-                    std::fs::metadata(&path).map(|m| m.len()).map_err(|e| Status::internal(e.to_string()))
-                }),
-            };
-            let _ = done.send(result);
-        }
-    }
-}
-
 /// The status for a failed backup: the operator has to change something (the path, the disk).
 fn backup_status(e: &StoreError) -> Status {
     Status::failed_precondition(e.to_string())
-}
-
-fn drain_outputs(
-    engine: &mut Engine,
-    conns: &mut HashMap<ConnId, Conn>,
-    ready: &mut Vec<ConnId>,
-    waiting: &mut Waiting,
-) {
-    while let Some(output) = engine.poll_output() {
-        match output {
-            Output::Ready(conn) => ready.push(conn),
-            Output::CommandDone { origin, command_id, outcome } => {
-                if let Some(done) = waiting.remove(&origin) {
-                    let _ = done.send(Ok((command_id, outcome)));
-                }
-            }
-            Output::Close(conn, error) => {
-                let Some(c) = conns.remove(&conn) else {
-                    continue;
-                };
-                let Some(error) = error else { continue }; // dropping the sink ends the stream normally
-                send_final(c.sink.sender().clone(), convert::status(&error));
-            }
-        }
-    }
 }
 
 /// Ends a stream with `status`, waiting for room if its channel is full.
@@ -354,12 +493,17 @@ fn send_final(tx: mpsc::Sender<Result<Frame, Status>>, status: Status) {
     }
 }
 
-/// Moves frames from the engine to every ready connection that has room.
-fn flush(engine: &mut Engine, conns: &mut HashMap<ConnId, Conn>, ready: &mut Vec<ConnId>) {
+/// Moves frames from the committed turn to every ready connection that has room.
+fn flush(
+    out: &mut Sendable<'_>,
+    conns: &mut HashMap<ConnId, Conn>,
+    ready: &mut Vec<ConnId>,
+    recorder: &mut Option<Box<dyn Recorder>>,
+) {
     let mut gone = Vec::new();
     for conn in ready.drain(..) {
         let Some(c) = conns.get(&conn) else {
-            // No stream (yet, or any more): drop what is queued for it from the engine's view.
+            // No stream (yet, or any more): what is queued for it stays in the engine's view.
             continue;
         };
         let tx = c.sink.sender();
@@ -371,7 +515,11 @@ fn flush(engine: &mut Engine, conns: &mut HashMap<ConnId, Conn>, ready: &mut Vec
                     break;
                 }
             }
-            let Some(frame) = engine.next_frame(conn, MAX_BATCH) else { break };
+            let frame = out.next_frame(conn, MAX_BATCH);
+            if let Some(r) = recorder.as_mut() {
+                r.record(&Step::Frame { conn, max_items: MAX_BATCH, frame: frame.as_ref().map(|f| format!("{f:?}")) });
+            }
+            let Some(frame) = frame else { break };
             if tx.try_send(Ok(frame)).is_err() {
                 // Only a closed channel refuses after the room check: the stream is gone.
                 gone.push(conn);
@@ -390,7 +538,7 @@ pub struct ConnStream<T> {
     rx: mpsc::Receiver<Result<Frame, Status>>,
     conn: ConnId,
     blocked: Arc<AtomicBool>,
-    commands: mpsc::UnboundedSender<Command>,
+    signals: mpsc::UnboundedSender<Signal>,
     convert: fn(Frame) -> Option<T>,
 }
 
@@ -399,10 +547,10 @@ impl<T> ConnStream<T> {
         rx: mpsc::Receiver<Result<Frame, Status>>,
         conn: ConnId,
         blocked: Arc<AtomicBool>,
-        commands: mpsc::UnboundedSender<Command>,
+        signals: mpsc::UnboundedSender<Signal>,
         convert: fn(Frame) -> Option<T>,
     ) -> Self {
-        ConnStream { rx, conn, blocked, commands, convert }
+        ConnStream { rx, conn, blocked, signals, convert }
     }
 }
 
@@ -420,7 +568,7 @@ impl<T> futures::Stream for ConnStream<T> {
                 other => return other.map(|_| None),
             };
             if self.blocked.swap(false, Ordering::SeqCst) {
-                let _ = self.commands.send(Command::Writable(self.conn));
+                let _ = self.signals.send(Signal::Writable(self.conn));
             }
             match item.map(self.convert) {
                 Ok(Some(msg)) => return Poll::Ready(Some(Ok(msg))),
@@ -433,6 +581,212 @@ impl<T> futures::Stream for ConnStream<T> {
 
 impl<T> Drop for ConnStream<T> {
     fn drop(&mut self) {
-        let _ = self.commands.send(Command::Gone(self.conn));
+        let _ = self.signals.send(Signal::Gone(self.conn));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The driver without a network: channels stand in for connections, a fake journal for the
+    //! store.
+
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+    use futures::StreamExt;
+    use lockstep_core::{Config, RegisterRequest, Reply, Request};
+
+    use super::*;
+
+    /// Records every commit; refuses the commit numbered `fail_at` (from 1) and every later one.
+    #[derive(Clone, Default)]
+    struct FakeJournal {
+        commits: Arc<Mutex<Vec<Vec<Change>>>>,
+        fail_at: Option<usize>,
+    }
+
+    impl Journal for FakeJournal {
+        fn commit(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+            let mut commits = self.commits.lock().unwrap();
+            if self.fail_at.is_some_and(|n| commits.len() + 1 >= n) {
+                return Err(StoreError::Full { path: "fake.db".into() });
+            }
+            commits.push(changes.to_vec());
+            Ok(())
+        }
+
+        fn backup(&self, _path: &std::path::Path) -> Option<Result<(), StoreError>> {
+            None
+        }
+    }
+
+    impl FakeJournal {
+        fn committed(&self) -> Vec<Change> {
+            self.commits.lock().unwrap().iter().flatten().cloned().collect()
+        }
+    }
+
+    struct Running {
+        handle: EngineHandle,
+        stop: Option<oneshot::Sender<()>>,
+        task: tokio::task::JoinHandle<Result<(), StoreError>>,
+    }
+
+    fn start(journal: FakeJournal, capacity: usize) -> Running {
+        let (handle, intake) = EngineHandle::with_capacity(capacity);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let mut engine = Engine::new(Config::default());
+        engine.track_changes();
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        let task = tokio::spawn(run(engine, intake, shutdown, Clock::new(), journal, None));
+        Running { handle, stop: Some(stop), task }
+    }
+
+    /// A session connection: its frames arrive on the returned receiver.
+    struct Session {
+        conn: ConnId,
+        rx: mpsc::Receiver<Result<Frame, Status>>,
+        blocked: Arc<AtomicBool>,
+    }
+
+    async fn open(r: &Running, id: u64, agent: &str, interests: &[&str]) -> Session {
+        let conn = ConnId(id);
+        let (tx, rx) = mpsc::channel(CONN_CHANNEL_FRAMES);
+        let blocked = Arc::new(AtomicBool::new(false));
+        r.handle.send(Command::Open { conn, sink: ConnSink::Session(tx), blocked: blocked.clone() }).await.unwrap();
+        let request = RegisterRequest {
+            agent_id: agent.into(),
+            role: "worker".into(),
+            interests: interests.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        r.handle.send(Command::Input(Input::Register { conn, request, new_token: format!("t{id}") })).await.unwrap();
+        Session { conn, rx, blocked }
+    }
+
+    async fn request(r: &Running, s: &Session, request_id: u64, request: Request) {
+        r.handle.send(Command::Input(Input::Request { conn: s.conn, request_id, request })).await.unwrap();
+    }
+
+    /// Waits until the driver has gone through every command sent so far (queries are answered in
+    /// order, at the end of a turn).
+    async fn settle(r: &Running) {
+        r.handle.query(|_, _| Ok(())).await.unwrap();
+    }
+
+    fn reply_id(frame: &Frame) -> Option<u64> {
+        match frame {
+            Frame::Reply { request_id, .. } => Some(*request_id),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_blocked_connection_gets_its_frames_in_order_once_it_has_room() {
+        let r = start(FakeJournal::default(), 64);
+        let s = open(&r, 1, "a", &[]).await;
+        // 40 replies: more frames than the connection's channel holds.
+        for id in 1..=40 {
+            request(&r, &s, id, Request::Heartbeat).await;
+        }
+        settle(&r).await;
+        assert_eq!(s.rx.len(), CONN_CHANNEL_FRAMES, "the driver sends no more than the channel's credit");
+        assert!(s.blocked.load(Ordering::SeqCst), "the connection is marked blocked");
+        // The stream reads: each frame it takes gives credit back (Writable), until all are through.
+        let mut stream = ConnStream::new(s.rx, s.conn, s.blocked, r.handle.signals(), Some);
+        let mut ids = Vec::new();
+        while ids.len() < 40 {
+            let frame = tokio::time::timeout(Duration::from_secs(10), stream.next())
+                .await
+                .expect("frames keep coming")
+                .expect("open")
+                .expect("not an error");
+            ids.extend(reply_id(&frame));
+        }
+        assert_eq!(ids, (1..=40).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn answers_and_frames_leave_only_after_their_turn_is_committed() {
+        let journal = FakeJournal::default();
+        let r = start(journal.clone(), 64);
+        let mut s = open(&r, 1, "a", &[]).await;
+        assert!(matches!(s.rx.recv().await, Some(Ok(Frame::Registered(_)))));
+        assert!(
+            journal.committed().iter().any(|c| matches!(c, Change::Agent(a) if a.agent_id == "a")),
+            "the registration was committed before it was acknowledged"
+        );
+        request(&r, &s, 7, Request::UpdateState { delta_json: r#"{"x":1}"#.into() }).await;
+        let frame = s.rx.recv().await.unwrap().unwrap();
+        assert_eq!(reply_id(&frame), Some(7));
+        assert!(journal.committed().iter().any(|c| matches!(c, Change::State { version: 1, .. })));
+        // An operator's answer too.
+        let action = AdminAction::PauseAgent { namespace: String::new(), agent_id: "a".into() };
+        let outcome = r.handle.admin("ops".into(), action).await.unwrap();
+        assert!(matches!(outcome, AdminOutcome::Done(ref words) if words.contains("paused")), "{outcome:?}");
+        assert!(journal.committed().iter().any(|c| matches!(c, Change::Paused(p) if p.agent_id == "a")));
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_acknowledges_nothing_of_its_turn_and_ends_every_stream() {
+        // The registration commits (1); the state update's commit (2) fails.
+        let journal = FakeJournal { fail_at: Some(2), ..Default::default() };
+        let r = start(journal.clone(), 64);
+        let mut s = open(&r, 1, "a", &[]).await;
+        assert!(matches!(s.rx.recv().await, Some(Ok(Frame::Registered(_)))));
+        request(&r, &s, 7, Request::UpdateState { delta_json: r#"{"x":1}"#.into() }).await;
+        let ended = s.rx.recv().await.expect("the stream is told").expect_err("with an error, not the reply");
+        assert_eq!(ended.code(), tonic::Code::Unavailable);
+        assert!(ended.message().contains("could not store"), "{}", ended.message());
+        assert!(s.rx.recv().await.is_none(), "nothing follows, the reply least of all");
+        let result = r.task.await.unwrap();
+        assert!(matches!(result, Err(StoreError::Full { .. })), "{result:?}");
+        assert!(!journal.committed().iter().any(|c| matches!(c, Change::State { .. })));
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_every_stream_with_unavailable() {
+        let mut r = start(FakeJournal::default(), 64);
+        let mut a = open(&r, 1, "a", &["t"]).await;
+        let mut b = open(&r, 2, "b", &[]).await;
+        settle(&r).await;
+        r.stop.take().unwrap().send(()).unwrap();
+        assert!(r.task.await.unwrap().is_ok());
+        for s in [&mut a, &mut b] {
+            let mut last = None;
+            while let Some(item) = s.rx.recv().await {
+                last = Some(item);
+            }
+            let status = last.expect("something was sent").expect_err("the stream ends with a status");
+            assert_eq!(status.code(), tonic::Code::Unavailable);
+            assert!(status.message().contains("shutting down"), "{}", status.message());
+        }
+        assert!(r.handle.query(|_, _| Ok(())).await.is_err(), "a stopped driver answers nothing");
+    }
+
+    #[tokio::test]
+    async fn the_intake_is_bounded_and_senders_wait_for_room() {
+        let (handle, intake) = EngineHandle::with_capacity(4);
+        let publish = |i: u64| {
+            let request =
+                Request::Publish { topic: "t".into(), payload: Bytes::from(vec![0; 8]), content_type: "".into() };
+            Command::Input(Input::Request { conn: ConnId(1), request_id: i, request })
+        };
+        for i in 0..4 {
+            handle.send(publish(i)).await.unwrap();
+        }
+        let waiting = tokio::time::timeout(Duration::from_millis(50), handle.send(publish(5))).await;
+        assert!(waiting.is_err(), "a fifth command waits while the driver has not taken any");
+        // Once the driver runs, the waiting sender gets through.
+        let (_stop, stopped) = oneshot::channel::<()>();
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        tokio::spawn(run(Engine::new(Config::default()), intake, shutdown, Clock::new(), InMemory, None));
+        handle.send(publish(5)).await.unwrap();
+        let replied: Result<Reply, Status> = handle.query(|_, _| Ok(Reply::Ok)).await;
+        assert_eq!(replied.unwrap(), Reply::Ok);
     }
 }

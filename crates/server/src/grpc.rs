@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures::Stream;
-use lockstep_core::{AgentQuery, ConnId, CoreError, Frame, Input};
+use lockstep_core::{AdminAction, AdminOutcome, AgentQuery, ConnId, CoreError, Frame, Input};
 use lockstep_proto::convert::{self, SessionMessage};
 use lockstep_proto::v1;
 use lockstep_proto::v1::lockstep_server::Lockstep;
@@ -14,7 +14,8 @@ use rand::Rng;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::driver::{Command, ConnSink, ConnStream, EngineHandle, CONN_CHANNEL_FRAMES};
+use crate::admin::actor;
+use crate::driver::{Command, ConnSink, ConnStream, EngineHandle, Signal, CONN_CHANNEL_FRAMES};
 
 /// The lockstep gRPC service.
 #[derive(Clone)]
@@ -30,7 +31,7 @@ impl Service {
         Service { engine, next_conn: Arc::new(AtomicU64::new(1)) }
     }
 
-    fn open<T>(
+    async fn open<T>(
         &self,
         sink: impl FnOnce(mpsc::Sender<Result<Frame, Status>>) -> ConnSink,
         convert: fn(Frame) -> Option<T>,
@@ -38,8 +39,8 @@ impl Service {
         let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = mpsc::channel(CONN_CHANNEL_FRAMES);
         let blocked = Arc::new(AtomicBool::new(false));
-        self.engine.send(Command::Open { conn, sink: sink(tx), blocked: blocked.clone() })?;
-        Ok((conn, ConnStream::new(rx, conn, blocked, self.engine.sender(), convert)))
+        self.engine.send(Command::Open { conn, sink: sink(tx), blocked: blocked.clone() }).await?;
+        Ok((conn, ConnStream::new(rx, conn, blocked, self.engine.signals(), convert)))
     }
 }
 
@@ -56,51 +57,47 @@ fn new_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Reads a session's client messages and feeds them to the driver until the stream ends.
+/// Reads a session's client messages and feeds them to the driver until the stream ends. Each
+/// message waits for room in the driver's intake before the next is read, so a client sending
+/// faster than the engine applies is slowed by its own connection's flow control.
 async fn read_session(
     conn: ConnId,
     mut inbound: Streaming<v1::ClientMessage>,
-    commands: mpsc::UnboundedSender<Command>,
+    engine: EngineHandle,
     first_error: mpsc::Sender<Result<Frame, Status>>,
 ) {
+    let gone = || {
+        let _ = engine.signals().send(Signal::Gone(conn));
+    };
     // The first message must register the agent.
     let request = match inbound.message().await {
         Ok(Some(msg)) => match convert::session_message(msg.kind) {
             Ok(SessionMessage::Register(r)) => r,
             Ok(SessionMessage::Request(_)) => {
                 let _ = first_error.send(Err(convert::status(&CoreError::NotRegistered))).await;
-                let _ = commands.send(Command::Gone(conn));
-                return;
+                return gone();
             }
             Err(e) => {
                 let _ = first_error.send(Err(convert::status(&e))).await;
-                let _ = commands.send(Command::Gone(conn));
-                return;
+                return gone();
             }
         },
-        _ => {
-            let _ = commands.send(Command::Gone(conn));
-            return;
-        }
+        _ => return gone(),
     };
     drop(first_error);
-    if commands.send(Command::Input(Input::Register { conn, request, new_token: new_token() })).is_err() {
+    if engine.send(Command::Input(Input::Register { conn, request, new_token: new_token() })).await.is_err() {
         return;
     }
     let clean = loop {
         match inbound.message().await {
             Ok(Some(msg)) => {
                 let request_id = msg.request_id;
-                let cmd = match convert::session_message(msg.kind) {
-                    Ok(SessionMessage::Request(request)) => {
-                        Command::Input(Input::Request { conn, request_id, request })
-                    }
-                    Ok(SessionMessage::Register(r)) => {
-                        Command::Input(Input::Register { conn, request: r, new_token: String::new() })
-                    }
-                    Err(error) => Command::Reject { conn, request_id, error },
+                let input = match convert::session_message(msg.kind) {
+                    Ok(SessionMessage::Request(request)) => Input::Request { conn, request_id, request },
+                    Ok(SessionMessage::Register(r)) => Input::Register { conn, request: r, new_token: String::new() },
+                    Err(error) => Input::Malformed { conn, request_id, reason: malformed_reason(error) },
                 };
-                if commands.send(cmd).is_err() {
+                if engine.send(Command::Input(input)).await.is_err() {
                     return;
                 }
             }
@@ -108,7 +105,15 @@ async fn read_session(
             Err(_) => break false,
         }
     };
-    let _ = commands.send(Command::Input(Input::Disconnected { conn, clean }));
+    let _ = engine.send(Command::Input(Input::Disconnected { conn, clean })).await;
+}
+
+/// Why a message could not be decoded, in the words the engine will answer with.
+fn malformed_reason(error: CoreError) -> String {
+    match error {
+        CoreError::Invalid { reason, .. } => reason,
+        other => other.to_string(),
+    }
 }
 
 fn query(namespace: &str, role: String, capability: String, status: i32) -> Result<(String, AgentQuery), Status> {
@@ -130,15 +135,17 @@ impl Lockstep for Service {
         request: Request<Streaming<v1::ClientMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let mut first_error = None;
-        let (conn, stream) = self.open(
-            |tx| {
-                first_error = Some(tx.clone());
-                ConnSink::Session(tx)
-            },
-            convert::server_message,
-        )?;
+        let (conn, stream) = self
+            .open(
+                |tx| {
+                    first_error = Some(tx.clone());
+                    ConnSink::Session(tx)
+                },
+                convert::server_message,
+            )
+            .await?;
         let first_error = first_error.expect("set by open");
-        tokio::spawn(read_session(conn, request.into_inner(), self.engine.sender(), first_error));
+        tokio::spawn(read_session(conn, request.into_inner(), self.engine.clone(), first_error));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -148,7 +155,7 @@ impl Lockstep for Service {
     ) -> Result<Response<v1::ListAgentsResponse>, Status> {
         let r = request.into_inner();
         let (ns, q) = query(&r.namespace, r.role, r.capability, r.status)?;
-        let agents = self.engine.job(move |e, _| e.list_agents(&ns, &q)).await?;
+        let agents = self.engine.query(move |e, _| e.list_agents(&ns, &q)).await?;
         Ok(Response::new(v1::ListAgentsResponse { agents: agents.iter().map(convert::agent_info).collect() }))
     }
 
@@ -157,15 +164,15 @@ impl Lockstep for Service {
         request: Request<v1::WatchRegistryRequest>,
     ) -> Result<Response<Self::WatchRegistryStream>, Status> {
         let namespace = request.into_inner().namespace;
-        let (conn, stream) = self.open(ConnSink::Registry, registry_frame)?;
-        self.engine.send(Command::Input(Input::WatchRegistry { conn, namespace }))?;
+        let (conn, stream) = self.open(ConnSink::Registry, registry_frame).await?;
+        self.engine.send(Command::Input(Input::WatchRegistry { conn, namespace })).await?;
         Ok(Response::new(Box::pin(stream)))
     }
 
     async fn get_state(&self, request: Request<v1::GetStateRequest>) -> Result<Response<v1::GetStateResponse>, Status> {
         let r = request.into_inner();
         let agent_id = r.agent_id.clone();
-        let (version, state) = self.engine.job(move |e, _| e.get_state(&r.namespace, &r.agent_id)).await?;
+        let (version, state) = self.engine.query(move |e, _| e.get_state(&r.namespace, &r.agent_id)).await?;
         Ok(Response::new(v1::GetStateResponse { agent_id, version, state_json: state.to_string() }))
     }
 
@@ -176,7 +183,7 @@ impl Lockstep for Service {
         let ns = request.into_inner().namespace;
         let points = self
             .engine
-            .job(move |e, now| {
+            .query(move |e, now| {
                 e.list_sync_points(&ns).map(|ps| ps.iter().map(|p| convert::sync_status(p, now)).collect())
             })
             .await?;
@@ -190,7 +197,7 @@ impl Lockstep for Service {
         let r = request.into_inner();
         let status = self
             .engine
-            .job(move |e, now| e.sync_status(&r.namespace, &r.sync_id).map(|s| convert::sync_status(&s, now)))
+            .query(move |e, now| e.sync_status(&r.namespace, &r.sync_id).map(|s| convert::sync_status(&s, now)))
             .await?;
         Ok(Response::new(status))
     }
@@ -202,7 +209,7 @@ impl Lockstep for Service {
         let r = request.into_inner();
         let d = self
             .engine
-            .job(move |e, now| e.diagnose_sync(now, &r.namespace, &r.sync_id).map(|d| convert::diagnosis(&d, now)))
+            .query(move |e, now| e.diagnose_sync(now, &r.namespace, &r.sync_id).map(|d| convert::diagnosis(&d, now)))
             .await?;
         Ok(Response::new(d))
     }
@@ -211,20 +218,28 @@ impl Lockstep for Service {
         &self,
         request: Request<v1::SyncStatusRequest>,
     ) -> Result<Response<v1::SyncPointStatus>, Status> {
+        let actor = actor(&request);
         let r = request.into_inner();
-        let s = self
-            .engine
-            .job(move |e, now| e.force_complete(now, &r.namespace, &r.sync_id).map(|s| convert::sync_status(&s, now)))
-            .await?;
-        Ok(Response::new(s))
+        let action = AdminAction::ForceCompleteSync { namespace: r.namespace, sync_id: r.sync_id };
+        let AdminOutcome::SyncForced(status) = self.engine.admin(actor, action).await? else {
+            return Err(Status::internal("force-complete answered with something else than a status"));
+        };
+        // Forced now: its finishing time is the engine's clock at the moment it was released.
+        let now = status.finished_at.unwrap_or(status.waiting_since);
+        Ok(Response::new(convert::sync_status(&status, now)))
     }
 
     async fn cleanup_sync_points(
         &self,
         request: Request<v1::CleanupSyncPointsRequest>,
     ) -> Result<Response<v1::CleanupSyncPointsResponse>, Status> {
-        let ns = request.into_inner().namespace;
-        let removed = self.engine.job(move |e, _| e.cleanup_sync_points(&ns)).await?;
+        let actor = actor(&request);
+        let namespace = request.into_inner().namespace;
+        let AdminOutcome::Cleaned(removed) =
+            self.engine.admin(actor, AdminAction::CleanupSyncPoints { namespace }).await?
+        else {
+            return Err(Status::internal("cleanup answered with something else than a count"));
+        };
         Ok(Response::new(v1::CleanupSyncPointsResponse { removed: removed as u32 }))
     }
 
@@ -234,7 +249,7 @@ impl Lockstep for Service {
     ) -> Result<Response<v1::ServerInfoResponse>, Status> {
         let info = self
             .engine
-            .job(|e, now| {
+            .query(|e, now| {
                 let info = e.info();
                 let c = e.config();
                 Ok(v1::ServerInfoResponse {

@@ -25,7 +25,7 @@ use lockstep_proto::v1::lockstep_server::LockstepServer;
 pub use lockstep_store::Durability;
 use lockstep_store::{Store, StoreError};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// How long shutdown waits for clients to close their connections after their streams ended.
@@ -58,6 +58,8 @@ pub enum StartError {
     NotADirectory { dir: PathBuf },
     #[error("the data directory {} cannot be restored: {source}", dir.display())]
     Restore { dir: PathBuf, source: Box<lockstep_core::CoreError> },
+    #[error("cannot create the input recording {}: {source}", path.display())]
+    Record { path: PathBuf, source: std::io::Error },
 }
 
 /// A running server.
@@ -132,12 +134,22 @@ pub struct Options {
     pub engine: Config,
     /// Where durable state lives.
     pub storage: Storage,
+    /// Write every engine input, timer and pull to this file (JSON lines), for replay with
+    /// [`lockstep_core::record::Replay`]. Only for a server that starts empty (`InMemory`).
+    pub record_inputs: Option<PathBuf>,
 }
 
 impl Options {
     /// Everything on `listen`, no admin token, default engine settings, nothing kept on disk.
     pub fn new(listen: SocketAddr) -> Self {
-        Options { listen, admin_listen: None, admin_token: None, engine: Config::default(), storage: Storage::InMemory }
+        Options {
+            listen,
+            admin_listen: None,
+            admin_token: None,
+            engine: Config::default(),
+            storage: Storage::InMemory,
+            record_inputs: None,
+        }
     }
 }
 
@@ -225,6 +237,18 @@ fn transport() -> tonic::transport::Server {
 pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     let config = options.engine;
     config.validate().map_err(StartError::Config)?;
+    let recorder: Option<Box<dyn driver::Recorder>> = match (&options.record_inputs, &options.storage) {
+        (None, _) => None,
+        (Some(path), Storage::InMemory) => {
+            let file = File::create(path).map_err(|source| StartError::Record { path: path.clone(), source })?;
+            Some(Box::new(driver::JsonLines::new(file)))
+        }
+        (Some(_), Storage::DataDir { .. }) => {
+            return Err(StartError::Config(
+                "recording inputs needs a server that starts empty (--in-memory): a replay starts from nothing".into(),
+            ))
+        }
+    };
     let opened = match &options.storage {
         Storage::InMemory => None,
         Storage::DataDir { dir, durability } => Some(open_data_dir(dir, *durability, config.clone())?),
@@ -236,7 +260,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     };
     let max_message = config.limits.max_payload_bytes.max(config.limits.max_delta_bytes) + MESSAGE_OVERHEAD;
 
-    let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+    let (engine_handle, intake) = driver::EngineHandle::new();
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let (transport_stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let stop = transport_stop_tx.clone();
@@ -244,20 +268,16 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     // Shutdown order: the driver stops first and ends every open stream, then the transports,
     // which wait for open streams, can finish.
     tokio::spawn(async move {
-        let (engine, clock, store, lock) = match opened {
-            None => (Engine::new(config), driver::Clock::new(), None, None),
-            Some(o) => (o.engine, o.clock, Some(o.store), Some(o.lock)),
+        let shutdown = async {
+            let _ = shutdown_rx.await;
         };
-        let result = driver::run(
-            engine,
-            commands_rx,
-            async {
-                let _ = shutdown_rx.await;
-            },
-            clock,
-            store,
-        )
-        .await;
+        let (result, lock) = match opened {
+            None => {
+                let engine = Engine::new(config);
+                (driver::run(engine, intake, shutdown, driver::Clock::new(), driver::InMemory, recorder).await, None)
+            }
+            Some(o) => (driver::run(o.engine, intake, shutdown, o.clock, o.store, recorder).await, Some(o.lock)),
+        };
         drop(lock);
         if let Err(e) = result {
             let _ = failed_tx.send(e);
@@ -265,7 +285,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
         let _ = stop.send(());
     });
 
-    let engine = driver::EngineHandle::new(commands_tx);
+    let engine = engine_handle;
     let agents = LockstepServer::new(grpc::Service::new(engine.clone()))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);

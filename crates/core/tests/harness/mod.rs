@@ -1,10 +1,11 @@
 //! A test harness that plays the server shell around a [`Engine`] on a manual clock.
 //!
 //! It owns the engine and the time, opens connections, and after every step does what the real
-//! driver does: drains [`Engine::poll_output`], and for every `Ready(conn)` pulls frames with
-//! [`Engine::next_frame`] until there are none, recording them per connection. A connection can be
-//! *paused* to play a slow client: its `Ready` is then ignored and nothing is pulled until it is
-//! drained explicitly.
+//! driver does: ends the turn with [`Engine::ready`], keeps its durable changes (as a store would),
+//! and through the committed turn drains the outputs and, for every `Ready(conn)`, pulls frames
+//! until there are none, recording them per connection. A connection can be *paused* to play a
+//! slow client: its `Ready` is then ignored and nothing is pulled until it is drained explicitly.
+//! Operators act through [`Input::Admin`], as the server's admin service does.
 //!
 //! Requests get fresh request ids, so replies can be found by id afterwards.
 
@@ -14,10 +15,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use lockstep_core::durable::Change;
 use lockstep_core::state;
 use lockstep_core::{
-    AgentQuery, AgentStatus, AgentView, Config, ConnId, CoreError, Delivery, Engine, Frame, Input, Output,
-    Participants, RegisterRequest, Registered, RegistryEvent, Reply, Request, StateChange, Time,
+    AdminAction, AdminOutcome, AgentQuery, AgentStatus, AgentView, Config, ConnId, CoreError, Delivery, Engine, Frame,
+    Input, Output, Participants, RegisterRequest, Registered, RegistryEvent, Reply, Request, Sendable, StateChange,
+    Time,
 };
 use serde_json::{json, Value};
 
@@ -43,6 +46,11 @@ pub struct Harness {
     paused: BTreeSet<ConnId>,
     /// Operators' commands that ended: (origin, command id, outcome).
     pub commands_done: Vec<(u64, u64, lockstep_core::command::CommandOutcome)>,
+    /// Answers to other operators' actions not yet looked at: (origin, result).
+    admin_done: Vec<(u64, Result<AdminOutcome, CoreError>)>,
+    next_origin: u64,
+    /// The durable changes of every turn so far (what a store would have committed), until taken.
+    changes: Vec<Change>,
 }
 
 impl Harness {
@@ -55,6 +63,9 @@ impl Harness {
             next_request: 1,
             logs: BTreeMap::new(),
             commands_done: Vec::new(),
+            admin_done: Vec::new(),
+            next_origin: 1_000,
+            changes: Vec::new(),
             paused: BTreeSet::new(),
         }
     }
@@ -218,18 +229,22 @@ impl Harness {
     // ---------------------------------------------------------------------------------------------
     // The shell's loop
 
-    /// Drains the engine's outputs like the server driver does.
+    /// Ends the turn like the server driver does: keeps its changes, then drains its outputs.
     pub fn pump(&mut self) {
-        while let Some(output) = self.engine.poll_output() {
+        let ready = self.engine.ready();
+        self.changes.extend(ready.changes().iter().cloned());
+        let mut out = ready.committed();
+        while let Some(output) = out.poll_output() {
             match output {
                 Output::Ready(conn) => {
                     if !self.paused.contains(&conn) {
-                        self.drain(conn);
+                        pull(&mut out, &mut self.logs, conn);
                     }
                 }
-                Output::CommandDone { origin, command_id, outcome } => {
+                Output::AdminDone { origin, result: Ok(AdminOutcome::Command { command_id, outcome }) } => {
                     self.commands_done.push((origin, command_id, outcome));
                 }
+                Output::AdminDone { origin, result } => self.admin_done.push((origin, result)),
                 Output::Close(conn, reason) => {
                     let log = self.logs.entry(conn).or_default();
                     assert!(log.closed.is_none(), "{conn:?} closed twice: {:?} then {reason:?}", log.closed);
@@ -241,11 +256,87 @@ impl Harness {
 
     /// Pulls every pending frame of `conn` into its log.
     pub fn drain(&mut self, conn: ConnId) {
-        while let Some(frame) = self.engine.next_frame(conn, MAX_ITEMS) {
-            let log = self.logs.entry(conn).or_default();
-            assert!(log.closed.is_none(), "a frame came for {conn:?} after it was closed: {frame:?}");
-            log.frames.push(frame);
+        let ready = self.engine.ready();
+        self.changes.extend(ready.changes().iter().cloned());
+        pull(&mut ready.committed(), &mut self.logs, conn);
+    }
+
+    /// The durable changes committed since the last call (see [`Engine::track_changes`]).
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        self.pump();
+        std::mem::take(&mut self.changes)
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Operators
+
+    /// An operator ("ops") acts with a fresh origin; returns the answer if it came at once (a
+    /// command sent answers later, in [`Harness::commands_done`]).
+    pub fn admin(&mut self, action: AdminAction) -> Option<Result<AdminOutcome, CoreError>> {
+        let origin = self.next_origin;
+        self.next_origin += 1;
+        self.admin_as(origin, action)
+    }
+
+    /// An operator acts with `origin`; returns the answer if it came at once.
+    pub fn admin_as(&mut self, origin: u64, action: AdminAction) -> Option<Result<AdminOutcome, CoreError>> {
+        self.engine.handle(self.now, Input::Admin { origin, actor: "ops".into(), action });
+        self.pump();
+        let at = self.admin_done.iter().position(|(o, _)| *o == origin)?;
+        Some(self.admin_done.remove(at).1)
+    }
+
+    /// An operator's action that must succeed at once; what it did.
+    pub fn admin_ok(&mut self, action: AdminAction) -> AdminOutcome {
+        let described = format!("{action:?}");
+        match self.admin(action) {
+            Some(Ok(outcome)) => outcome,
+            other => panic!("{described} should succeed at once, got {other:?}"),
         }
+    }
+
+    /// An operator's action that must fail at once; the error.
+    pub fn admin_err(&mut self, action: AdminAction) -> CoreError {
+        let described = format!("{action:?}");
+        match self.admin(action) {
+            Some(Err(e)) => e,
+            other => panic!("{described} should fail at once, got {other:?}"),
+        }
+    }
+
+    /// An operator's action that must succeed with words (pause, resume, restart, stop); the words.
+    pub fn admin_done(&mut self, action: AdminAction) -> String {
+        match self.admin_ok(action) {
+            AdminOutcome::Done(words) => words,
+            other => panic!("expected words, got {other:?}"),
+        }
+    }
+
+    /// Sends a command to an agent of the default namespace as `origin`: its id (from the frame the
+    /// agent got), or the refusal.
+    pub fn send_command(
+        &mut self,
+        origin: u64,
+        agent: &str,
+        command: &str,
+        params_json: &str,
+        timeout_ms: u64,
+    ) -> Result<u64, CoreError> {
+        let action = AdminAction::SendCommand {
+            namespace: String::new(),
+            agent_id: agent.into(),
+            command: command.into(),
+            params_json: params_json.into(),
+            timeout_ms,
+        };
+        if let Some(answer) = self.admin_as(origin, action) {
+            return Err(answer.expect_err("a command sent is answered when the agent answers"));
+        }
+        let ids = self.logs.values().flat_map(|l| &l.frames).filter_map(|f| match f {
+            Frame::Command { command_id, .. } => Some(*command_id),
+            _ => None,
+        });
+        Ok(ids.max().expect("the command reached its agent"))
     }
 
     /// From now on `conn` is a slow client: nothing is pulled for it until [`Harness::unpause`].
@@ -454,4 +545,38 @@ pub fn sync_outcome(reply: &Reply) -> Arc<lockstep_core::SyncOutcome> {
         Reply::Sync(outcome) => outcome.clone(),
         other => panic!("expected a sync release, got {other:?}"),
     }
+}
+
+/// Pulls every pending frame of `conn` into its log.
+fn pull(out: &mut Sendable<'_>, logs: &mut BTreeMap<ConnId, ConnLog>, conn: ConnId) {
+    while let Some(frame) = out.next_frame(conn, MAX_ITEMS) {
+        let log = logs.entry(conn).or_default();
+        assert!(log.closed.is_none(), "a frame came for {conn:?} after it was closed: {frame:?}");
+        log.frames.push(frame);
+    }
+}
+
+/// An operator's pause of an agent of the default namespace.
+pub fn pause(agent: &str) -> AdminAction {
+    AdminAction::PauseAgent { namespace: String::new(), agent_id: agent.into() }
+}
+
+/// An operator's resume of an agent of the default namespace.
+pub fn resume(agent: &str) -> AdminAction {
+    AdminAction::ResumeAgent { namespace: String::new(), agent_id: agent.into() }
+}
+
+/// An operator's restart of an agent of the default namespace.
+pub fn restart(agent: &str) -> AdminAction {
+    AdminAction::RestartAgent { namespace: String::new(), agent_id: agent.into() }
+}
+
+/// An operator's emergency stop.
+pub fn emergency_stop(reason: &str) -> AdminAction {
+    AdminAction::EmergencyStop { reason: reason.into() }
+}
+
+/// An operator forcing a sync point of the default namespace to complete.
+pub fn force(sync_id: &str) -> AdminAction {
+    AdminAction::ForceCompleteSync { namespace: String::new(), sync_id: sync_id.into() }
 }
