@@ -225,3 +225,59 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     });
     runtime.block_on(command)?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(flags: &[&str]) -> ServeArgs {
+        let argv = ["lockstep", "serve"].iter().chain(flags);
+        match Cli::try_parse_from(argv).expect("valid flags").command {
+            Action::Serve(args) => args,
+            _ => unreachable!("a serve command"),
+        }
+    }
+
+    fn with_flags(file: &str, flags: &[&str]) -> config::ServerConfig {
+        let mut document: toml::Table = file.parse().unwrap();
+        serve_args(flags).apply_to(&mut document).unwrap();
+        config::ServerConfig::from_document(document).unwrap()
+    }
+
+    #[test]
+    fn flags_override_the_file_key_by_key() {
+        let file =
+            "listen = \"127.0.0.1:9000\"\nsynchronous = \"full\"\n[engine]\nqueue_capacity = 10\nlease_intervals = 4\n";
+        let c = with_flags(
+            file,
+            &[
+                "--queue-capacity",
+                "30",
+                "--overflow-policy",
+                "disconnect",
+                "--admin-token",
+                "t",
+                "--listen",
+                "0.0.0.0:1",
+            ],
+        );
+        assert_eq!(c.engine.queue_capacity, 30);
+        assert_eq!(c.engine.overflow_policy, lockstep_core::OverflowPolicy::Disconnect);
+        assert_eq!(c.engine.lease_intervals, 4, "what no flag names keeps the file's value");
+        assert_eq!(c.synchronous, config::Synchronous::Full);
+        assert_eq!(c.admin_token.as_deref(), Some("t"));
+        assert_eq!(c.listen.port(), 1);
+    }
+
+    #[test]
+    fn a_data_dir_flag_keeps_state_even_if_the_file_said_in_memory() {
+        let c = with_flags("in_memory = true\n", &["--data-dir", "/tmp/somewhere"]);
+        assert!(matches!(c.storage(), lockstep_server::Storage::DataDir { ref dir, .. } if dir.ends_with("somewhere")));
+        let c = with_flags("data_dir = \"/tmp/somewhere\"\n", &["--in-memory"]);
+        assert!(matches!(c.storage(), lockstep_server::Storage::InMemory));
+        let c = with_flags("", &[]);
+        assert!(
+            matches!(c.storage(), lockstep_server::Storage::DataDir { ref dir, .. } if dir.ends_with(config::DEFAULT_DATA_DIR))
+        );
+    }
+}
