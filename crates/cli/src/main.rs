@@ -57,7 +57,8 @@ struct ServeArgs {
     /// Require this token on every Admin call (`authorization: Bearer <token>`).
     #[arg(long, env = "LOCKSTEP_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
-    /// TOML configuration file (see docs/PROTOCOL.md for every key).
+    /// TOML configuration file (see docs/PROTOCOL.md for every key; `LOCKSTEP_<SECTION>__<KEY>`
+    /// variables and these flags override it).
     #[arg(long, env = "LOCKSTEP_CONFIG")]
     config: Option<PathBuf>,
     /// Keep durable state (registry, agent state, sync points, audit log) in DIR/lockstep.db
@@ -94,45 +95,65 @@ fn init_logging() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let file = match &args.config {
-        Some(path) => config::FileConfig::load(path)?,
-        None => config::FileConfig::default(),
-    };
-    let mut engine = file.engine_config()?;
-    if let Some(v) = args.heartbeat_interval_ms {
-        engine.heartbeat_interval_ms = v;
+impl ServeArgs {
+    /// Writes the settings given as flags (or as their environment variables, which clap reads)
+    /// into the configuration document, over what the file and the general `LOCKSTEP_X__Y`
+    /// variables said.
+    fn apply_to(self, document: &mut toml::Table) -> anyhow::Result<()> {
+        fn given(value: Option<impl serde::Serialize>) -> anyhow::Result<Option<toml::Value>> {
+            value.map(config::toml_value).transpose()
+        }
+        // A directory named here keeps state there, even if the file said `in_memory`.
+        let in_memory = self.in_memory.then_some(true).or(self.data_dir.is_some().then_some(false));
+        let flags = [
+            ("listen", given(self.listen)?),
+            ("admin_listen", given(self.admin_listen)?),
+            ("admin_token", given(self.admin_token)?),
+            ("data_dir", given(self.data_dir)?),
+            ("in_memory", given(in_memory)?),
+            ("synchronous", given(self.synchronous)?),
+            ("engine.heartbeat_interval_ms", given(self.heartbeat_interval_ms)?),
+            ("engine.lease_intervals", given(self.lease_intervals)?),
+            ("engine.queue_capacity", given(self.queue_capacity)?),
+            ("engine.overflow_policy", given(self.overflow_policy)?),
+        ];
+        for (key, value) in flags {
+            if let Some(value) = value {
+                config::set(document, key, value)?;
+            }
+        }
+        Ok(())
     }
-    if let Some(v) = args.lease_intervals {
-        engine.lease_intervals = v;
+
+    /// The settings in force: defaults, the file, `LOCKSTEP_X__Y` variables, then flags.
+    fn settings(mut self) -> anyhow::Result<config::ServerConfig> {
+        let (mut document, source) = match self.config.take() {
+            Some(path) => {
+                (config::read_file(&path)?, format!(" (config file {}, LOCKSTEP_ variables, flags)", path.display()))
+            }
+            None => (toml::Table::new(), " (LOCKSTEP_ variables, flags)".to_owned()),
+        };
+        config::apply_env(&mut document, std::env::vars())?;
+        self.apply_to(&mut document)?;
+        config::ServerConfig::from_document(document).with_context(|| format!("invalid configuration{source}"))
     }
-    if let Some(v) = args.queue_capacity {
-        engine.queue_capacity = v;
-    }
-    if let Some(p) = &args.overflow_policy {
-        engine.overflow_policy = config::overflow_policy(p)?;
-    }
-    let listen = match args.listen.or(file.listen) {
-        Some(addr) => addr,
-        None => config::DEFAULT_LISTEN.parse().expect("valid default"),
-    };
-    let storage = if args.in_memory || file.in_memory == Some(true) && args.data_dir.is_none() {
-        lockstep_server::Storage::InMemory
-    } else {
-        let dir = args.data_dir.or(file.data_dir.clone()).unwrap_or_else(|| config::DEFAULT_DATA_DIR.into());
-        let durability = config::durability(args.synchronous.as_deref().or(file.synchronous.as_deref()))?;
-        lockstep_server::Storage::DataDir { dir, durability }
-    };
+}
+
+async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
+    let record_inputs = args.record_inputs.take();
+    let settings = args.settings()?;
+    let storage = settings.storage();
     if let lockstep_server::Storage::DataDir { dir, durability } = &storage {
         tracing::info!(data_dir = %dir.display(), ?durability, "keeping durable state on disk");
     }
+    let listen = settings.listen;
     let options = lockstep_server::Options {
         listen,
-        admin_listen: args.admin_listen.or(file.admin_listen),
-        admin_token: args.admin_token.or(file.admin_token.clone()),
-        engine,
+        admin_listen: settings.admin_listen,
+        admin_token: settings.admin_token,
+        engine: settings.engine,
         storage,
-        record_inputs: args.record_inputs,
+        record_inputs,
     };
     if options.admin_token.is_none() && !listen.ip().is_loopback() {
         tracing::warn!(
@@ -209,4 +230,60 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     });
     runtime.block_on(command)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(flags: &[&str]) -> ServeArgs {
+        let argv = ["lockstep", "serve"].iter().chain(flags);
+        match Cli::try_parse_from(argv).expect("valid flags").command {
+            Action::Serve(args) => args,
+            _ => unreachable!("a serve command"),
+        }
+    }
+
+    fn with_flags(file: &str, flags: &[&str]) -> config::ServerConfig {
+        let mut document: toml::Table = file.parse().unwrap();
+        serve_args(flags).apply_to(&mut document).unwrap();
+        config::ServerConfig::from_document(document).unwrap()
+    }
+
+    #[test]
+    fn flags_override_the_file_key_by_key() {
+        let file =
+            "listen = \"127.0.0.1:9000\"\nsynchronous = \"full\"\n[engine]\nqueue_capacity = 10\nlease_intervals = 4\n";
+        let c = with_flags(
+            file,
+            &[
+                "--queue-capacity",
+                "30",
+                "--overflow-policy",
+                "disconnect",
+                "--admin-token",
+                "t",
+                "--listen",
+                "0.0.0.0:1",
+            ],
+        );
+        assert_eq!(c.engine.queue_capacity, 30);
+        assert_eq!(c.engine.overflow_policy, lockstep_core::OverflowPolicy::Disconnect);
+        assert_eq!(c.engine.lease_intervals, 4, "what no flag names keeps the file's value");
+        assert_eq!(c.synchronous, config::Synchronous::Full);
+        assert_eq!(c.admin_token.as_deref(), Some("t"));
+        assert_eq!(c.listen.port(), 1);
+    }
+
+    #[test]
+    fn a_data_dir_flag_keeps_state_even_if_the_file_said_in_memory() {
+        let c = with_flags("in_memory = true\n", &["--data-dir", "/tmp/somewhere"]);
+        assert!(matches!(c.storage(), lockstep_server::Storage::DataDir { ref dir, .. } if dir.ends_with("somewhere")));
+        let c = with_flags("data_dir = \"/tmp/somewhere\"\n", &["--in-memory"]);
+        assert!(matches!(c.storage(), lockstep_server::Storage::InMemory));
+        let c = with_flags("", &[]);
+        assert!(
+            matches!(c.storage(), lockstep_server::Storage::DataDir { ref dir, .. } if dir.ends_with(config::DEFAULT_DATA_DIR))
+        );
+    }
 }

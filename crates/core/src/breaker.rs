@@ -43,7 +43,8 @@ pub const MAX_FAILURE_THRESHOLD: u32 = 10_000;
 
 /// How a breaker behaves. The engine resolves one per agent from the global settings and the
 /// overrides of the agent's role and of the agent itself ([`resolve`]).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct BreakerSettings {
     /// Failures within `failure_window_ms` that open the breaker.
     pub failure_threshold: u32,

@@ -31,7 +31,8 @@ use crate::io::Time;
 use crate::name;
 
 /// Limits of the command interface.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CommandSettings {
     /// Most commands waiting for a reply at once, over all agents.
     pub max_in_flight: usize,
@@ -98,7 +99,7 @@ impl Gated {
 }
 
 /// Who stopped everything, when and why.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EmergencyStop {
     pub actor: String,
     pub since: Time,
@@ -166,7 +167,8 @@ pub struct ResumedAll {
 }
 
 /// The id the table gives a command, unique for the life of the server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct CommandId(pub u64);
 
 impl fmt::Display for CommandId {
@@ -238,8 +240,9 @@ pub struct Finished {
     pub at: Time,
 }
 
-/// How an audited action ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// How an audited action ended (serialized as its [`AuditOutcome::as_str`] name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AuditOutcome {
     /// Done (an operator action), or completed by the agent (a command).
     Ok,
@@ -272,7 +275,7 @@ impl AuditOutcome {
 }
 
 /// One line of the audit log. Texts are cut to `audit_summary_chars` (ending in `…`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuditEntry {
     /// Position in the log since the server started; a gap means entries were dropped.
     pub seq: u64,

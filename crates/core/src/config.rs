@@ -1,12 +1,18 @@
 //! Engine settings and limits. Every table and queue in the engine is bounded by one of these; the
-//! defaults are documented in docs/PROTOCOL.md and can be changed in the server's TOML file.
+//! defaults are documented in docs/PROTOCOL.md.
+//!
+//! [`Config`] is the one description of these settings: it deserializes straight from the server's
+//! TOML file (every field is optional, a missing one keeps its default, an unknown one is refused),
+//! and it serializes to the JSON the server records in its data directory. Adding a setting means
+//! adding a field here (with its default and doc comment) and nothing else.
 
 /// What happens when an agent's outbound message queue is full.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OverflowPolicy {
     /// Drop the oldest queued message, count it, and tell the agent how many it missed.
     #[default]
+    #[serde(alias = "drop-oldest")]
     DropOldest,
     /// End the agent's session: it is too slow to be served.
     Disconnect,
@@ -14,7 +20,8 @@ pub enum OverflowPolicy {
 
 /// Size and count limits. A request that would exceed one is refused with `ResourceExhausted`
 /// (counts) or `InvalidArgument` (sizes), never truncated.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Largest published payload, in bytes.
     pub max_payload_bytes: usize,
@@ -80,7 +87,11 @@ impl Default for Limits {
 }
 
 /// Everything that shapes the engine's behaviour.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+///
+/// Deserializing fills every missing field (at any depth) from [`Config::default`]; unknown fields
+/// are refused. [`Config::validate`] then checks the values make sense together.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// How often clients must heartbeat, in milliseconds.
     pub heartbeat_interval_ms: u64,

@@ -12,10 +12,18 @@
 //! open and finished with their arrivals, the audit log, operators' pauses and the emergency stop.
 //! Ephemeral by design: messages in flight and queued deliveries (at-most-once), sessions'
 //! connections, breaker states, health figures and operators' commands awaiting a reply.
+//!
+//! Every image, and every value it holds, serializes with serde: the shell stores them without
+//! a format of its own. The serialized forms are what data directories hold, so they only ever
+//! change compatibly (a new field needs a default): watch targets are texts `agent:<id>`,
+//! `role:<role>` or `all`; participants `{"agents":[..]}`, `{"count":n}` or `{"role":".."}`; a
+//! failed point's failure `{"timeout":{..}}` or `{"aborted":{..}}`; statuses, states and outcomes
+//! their snake_case names (the same as their `as_str`).
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::command::{AuditEntry, EmergencyStop};
@@ -25,7 +33,7 @@ use crate::registry::AgentStatus;
 use crate::syncpoint::{Participants, SyncState};
 
 /// One agent as it is kept.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AgentImage {
     pub namespace: String,
     pub agent_id: String,
@@ -44,16 +52,17 @@ pub struct AgentImage {
 }
 
 /// One arrival at a sync point.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArrivalImage {
     pub agent_id: String,
+    #[serde(with = "payload_bytes")]
     pub payload: Bytes,
     pub at: Time,
 }
 
 /// One sync point as it is kept. In a [`Change::SyncPoint`] `arrivals` is empty (arrivals are
 /// kept one by one, [`Change::Arrival`]); in a [`Restored`] it holds them all in arrival order.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SyncPointImage {
     pub namespace: String,
     pub sync_id: String,
@@ -65,21 +74,26 @@ pub struct SyncPointImage {
     pub state: SyncState,
     pub finished_at: Option<Time>,
     /// Why a timed-out or failed point failed (the error every waiter got).
-    pub failure: Option<CoreError>,
+    pub failure: Option<SyncFailure>,
     pub arrivals: Vec<ArrivalImage>,
 }
 
 /// An operator's pause of one agent.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PauseImage {
+    /// Defaults to empty: pauses stored before the image was kept whole held only `actor` and
+    /// `since`, and the store's key names the agent.
+    #[serde(default)]
     pub namespace: String,
+    #[serde(default)]
     pub agent_id: String,
     pub actor: String,
     pub since: Time,
 }
 
 /// One change to durable state, with the value to keep.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Change {
     /// The agent was registered, or its profile, status or watches changed: keep all of it.
     Agent(AgentImage),
@@ -104,7 +118,7 @@ pub enum Change {
 }
 
 /// Everything the engine is rebuilt from at start.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Restored {
     pub agents: Vec<AgentImage>,
     pub sync_points: Vec<SyncPointImage>,
@@ -112,4 +126,164 @@ pub struct Restored {
     pub audit: Vec<AuditEntry>,
     pub pauses: Vec<PauseImage>,
     pub emergency: Option<EmergencyStop>,
+}
+
+/// Why a sync point failed, as it is kept: the [`CoreError`] its waiters got, without the point's
+/// id (the point carries it). [`SyncFailure::into_error`] gives the same error back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncFailure {
+    /// The deadline passed ([`CoreError::SyncTimeout`]).
+    Timeout { waited_ms: u64, missing: Vec<String>, missing_count: u32 },
+    /// The point was abandoned ([`CoreError::SyncAborted`], or any other error, kept by its text).
+    Aborted { reason: String, missing: Vec<String> },
+}
+
+impl SyncFailure {
+    /// The kept form of the error a point failed with.
+    pub fn of(error: &CoreError) -> SyncFailure {
+        match error {
+            CoreError::SyncTimeout { waited_ms, missing, missing_count, .. } => {
+                SyncFailure::Timeout { waited_ms: *waited_ms, missing: missing.clone(), missing_count: *missing_count }
+            }
+            CoreError::SyncAborted { reason, missing, .. } => {
+                SyncFailure::Aborted { reason: reason.clone(), missing: missing.clone() }
+            }
+            other => SyncFailure::Aborted { reason: other.to_string(), missing: Vec::new() },
+        }
+    }
+
+    /// The error the waiters of point `sync_id` got.
+    pub fn into_error(self, sync_id: &str) -> CoreError {
+        let sync_id = sync_id.to_owned();
+        match self {
+            SyncFailure::Timeout { waited_ms, missing, missing_count } => {
+                CoreError::SyncTimeout { sync_id, waited_ms, missing, missing_count }
+            }
+            SyncFailure::Aborted { reason, missing } => CoreError::SyncAborted { sync_id, reason, missing },
+        }
+    }
+}
+
+/// A watch target's kept text: `agent:<id>`, `role:<role>` or `all` (its serde form).
+impl From<WatchTarget> for String {
+    fn from(target: WatchTarget) -> String {
+        match target {
+            WatchTarget::Agent(id) => format!("agent:{id}"),
+            WatchTarget::Role(role) => format!("role:{role}"),
+            WatchTarget::All => "all".into(),
+        }
+    }
+}
+
+/// Reads a watch target's kept text.
+impl TryFrom<String> for WatchTarget {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<WatchTarget, String> {
+        match text.split_once(':') {
+            Some(("agent", id)) => Ok(WatchTarget::Agent(id.into())),
+            Some(("role", role)) => Ok(WatchTarget::Role(role.into())),
+            None if text == "all" => Ok(WatchTarget::All),
+            _ => Err(format!("unknown watch '{text}': expected agent:<id>, role:<role> or all")),
+        }
+    }
+}
+
+/// Serde for [`Bytes`] as a byte string (the `bytes` crate's own serde support is a feature this
+/// workspace does not turn on for one field).
+mod payload_bytes {
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(payload: &Bytes, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(payload)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Bytes, D::Error> {
+        Vec::<u8>::deserialize(deserializer).map(Bytes::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::AuditOutcome;
+    use serde_json::json;
+
+    #[test]
+    fn names_serialize_as_their_kept_texts() {
+        let statuses = [
+            AgentStatus::Active,
+            AgentStatus::Idle,
+            AgentStatus::Busy,
+            AgentStatus::Syncing,
+            AgentStatus::Paused,
+            AgentStatus::Lost,
+        ];
+        for status in statuses {
+            assert_eq!(serde_json::to_value(status).unwrap(), json!(status.as_str()));
+        }
+        let states =
+            [SyncState::Waiting, SyncState::Completed, SyncState::Forced, SyncState::TimedOut, SyncState::Failed];
+        for state in states {
+            assert_eq!(serde_json::to_value(state).unwrap(), json!(state.as_str()));
+        }
+        let outcomes = [
+            AuditOutcome::Ok,
+            AuditOutcome::Refused,
+            AuditOutcome::UnknownAgent,
+            AuditOutcome::AgentError,
+            AuditOutcome::TimedOut,
+            AuditOutcome::AgentGone,
+        ];
+        for outcome in outcomes {
+            assert_eq!(serde_json::to_value(outcome).unwrap(), json!(outcome.as_str()));
+        }
+    }
+
+    #[test]
+    fn watch_targets_and_participants_keep_their_stored_shapes() {
+        for (target, text) in [
+            (WatchTarget::Agent("w2".into()), "agent:w2"),
+            (WatchTarget::Role("r".into()), "role:r"),
+            (WatchTarget::All, "all"),
+        ] {
+            assert_eq!(serde_json::to_value(&target).unwrap(), json!(text));
+            assert_eq!(serde_json::from_value::<WatchTarget>(json!(text)).unwrap(), target);
+        }
+        assert!(serde_json::from_value::<WatchTarget>(json!("team:x")).is_err());
+        for (participants, shape) in [
+            (Participants::Agents(vec!["a".into()]), json!({"agents": ["a"]})),
+            (Participants::Count(3), json!({"count": 3})),
+            (Participants::Role("trader".into()), json!({"role": "trader"})),
+        ] {
+            assert_eq!(serde_json::to_value(&participants).unwrap(), shape);
+            assert_eq!(serde_json::from_value::<Participants>(shape).unwrap(), participants);
+        }
+    }
+
+    #[test]
+    fn a_failure_gives_back_the_error_its_waiters_got() {
+        let timeout =
+            CoreError::SyncTimeout { sync_id: "s".into(), waited_ms: 9, missing: vec!["b".into()], missing_count: 1 };
+        let kept = SyncFailure::of(&timeout);
+        assert_eq!(
+            serde_json::to_value(&kept).unwrap(),
+            json!({"timeout": {"waited_ms": 9, "missing": ["b"], "missing_count": 1}})
+        );
+        assert_eq!(kept.into_error("s"), timeout);
+        let other = CoreError::NotRegistered;
+        assert_eq!(
+            SyncFailure::of(&other).into_error("s"),
+            CoreError::SyncAborted { sync_id: "s".into(), reason: other.to_string(), missing: vec![] }
+        );
+    }
+
+    #[test]
+    fn an_arrival_round_trips_with_its_payload() {
+        let arrival = ArrivalImage { agent_id: "a".into(), payload: Bytes::from_static(b"\x00\xffp"), at: 4 };
+        let text = serde_json::to_string(&arrival).unwrap();
+        assert_eq!(serde_json::from_str::<ArrivalImage>(&text).unwrap(), arrival);
+    }
 }

@@ -33,7 +33,8 @@ use crate::breaker::BreakerState;
 use crate::io::Time;
 
 /// The thresholds of the health rules (see the module table).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct HealthSettings {
     /// An agent with deliveries pending and no progress for longer than this is stuck.
     pub stuck_after_ms: u64,

@@ -36,8 +36,9 @@ pub struct RegisterRequest {
     pub resume_token: String,
 }
 
-/// Which agents' state a watch covers.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Which agents' state a watch covers (serialized as `agent:<id>`, `role:<role>` or `all`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub enum WatchTarget {
     Agent(String),
     Role(String),

@@ -21,7 +21,9 @@ use crate::outbox::Outbox;
 use crate::topic::Pattern;
 
 /// What an agent is doing. Agents set every status but `lost`, which only the server sets.
+/// Serialized as its [`AgentStatus::as_str`] name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AgentStatus {
     Active,
     Idle,

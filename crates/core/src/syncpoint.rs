@@ -16,14 +16,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::config::Limits;
-use crate::durable::{ArrivalImage, SyncPointImage};
+use crate::durable::{ArrivalImage, SyncFailure, SyncPointImage};
 use crate::error::CoreError;
 use crate::io::Time;
 use crate::name;
 use crate::registry::AgentStatus;
 
-/// Who must arrive at a sync point.
+/// Who must arrive at a sync point. Kept as `{"agents":[..]}`, `{"count":n}` or `{"role":".."}`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Participants {
     /// Exactly these agents (subset sync). The arriving agent must be one of them.
     Agents(Vec<String>),
@@ -108,8 +109,9 @@ pub struct SyncOutcome {
     pub wire: std::sync::OnceLock<Bytes>,
 }
 
-/// Where a sync point is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where a sync point is in its life (serialized as its [`SyncState::as_str`] name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SyncState {
     Waiting,
     Completed,
@@ -417,7 +419,7 @@ impl SyncPoint {
             state: self.state,
             finished_at: self.finished_at,
             failure: match &self.result {
-                Some(Err(e)) => Some(e.clone()),
+                Some(Err(e)) => Some(SyncFailure::of(e)),
                 _ => None,
             },
             arrivals: Vec::new(),
@@ -455,7 +457,10 @@ impl SyncPoint {
             (SyncState::Completed | SyncState::Forced, _) => {
                 point.finish(at, image.state);
             }
-            (state, Some(failure)) => point.close(at, state, Err(failure)),
+            (state, Some(failure)) => {
+                let error = failure.into_error(&point.id);
+                point.close(at, state, Err(error))
+            }
             (state, None) => return Err(format!("sync point '{}' is {} but has no failure", point.id, state.as_str())),
         }
         Ok(point)

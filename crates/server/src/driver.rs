@@ -109,7 +109,7 @@ pub trait Journal: Send {
 /// The SQLite store commits each turn in one transaction.
 impl Journal for Store {
     fn commit(&mut self, changes: &[Change]) -> Result<(), StoreError> {
-        let batch = crate::persist::to_store(changes.to_vec());
+        let batch = crate::persist::to_store(changes);
         blocking(|| self.apply(&batch))
     }
 

@@ -1,18 +1,20 @@
 //! Between the engine and the store: the engine's durable [`Change`]s become store records, and a
-//! loaded [`Snapshot`] becomes what the engine is [`Restored`] from.
+//! loaded [`Snapshot`](store::Snapshot) becomes what the engine is [`Restored`] from.
 //!
-//! The formats of the columns the store keeps as text are decided here, in one place: watch
-//! targets `agent:<id>`, `role:<role>` or `all`; participants `{"agents":[..]}`, `{"count":n}` or
-//! `{"role":".."}`; a failed point's error `{"timeout":{..}}` or `{"aborted":{..}}`; settings
-//! `emergency_stop`, `pause:<namespace>/<agent>`, `clock_origin_unix_ms` and `engine_settings`,
-//! each JSON. Anything
-//! stored that does not decode is refused with the record named, never skipped.
+//! The store keeps rows with columns; the values it keeps as JSON text are the core's images and
+//! values serialized with serde (their stored shapes are described in `lockstep_core::durable`),
+//! so this module only decides which value goes in which column. Settings: `emergency_stop` (an
+//! [`EmergencyStop`]), `pause:<namespace>/<agent>` (a [`PauseImage`]), `clock_origin_unix_ms` and
+//! `engine_settings`. Anything stored that does not decode is refused with the record named, never
+//! skipped.
 
 use lockstep_core::command::{AuditEntry, AuditOutcome, CommandId, EmergencyStop};
 use lockstep_core::durable::{AgentImage, ArrivalImage, Change, PauseImage, Restored, SyncPointImage};
-use lockstep_core::{AgentStatus, CoreError, Participants, SyncState, Time, WatchTarget};
+use lockstep_core::{AgentStatus, SyncState, Time, WatchTarget};
 use lockstep_store as store;
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
 
 /// The setting holding the Unix time (ms) at which this data directory's clock reads zero.
 pub const CLOCK_ORIGIN: &str = "clock_origin_unix_ms";
@@ -36,16 +38,40 @@ fn bad(record: impl Into<String>, reason: impl Into<String>) -> BadRecord {
     BadRecord { record: record.into(), reason: reason.into() }
 }
 
-/// The store changes that keep `changes`, in order.
-pub fn to_store(changes: Vec<Change>) -> Vec<store::Change> {
-    changes.into_iter().map(change).collect()
+/// `value` as the JSON text the store keeps. The core's images hold nothing JSON cannot express
+/// (string keys, finite numbers), so this cannot fail.
+fn json_text(value: &impl Serialize) -> String {
+    serde_json::to_string(value).expect("durable values serialize to JSON")
 }
 
-fn change(c: Change) -> store::Change {
+/// Reads the JSON text of `record`'s column `what`.
+fn decode<T: DeserializeOwned>(record: &dyn Fn() -> String, what: &str, text: &str) -> Result<T, BadRecord> {
+    serde_json::from_str(text).map_err(|e| bad(record(), format!("its {what} '{text}': {e}")))
+}
+
+/// The store changes that keep `changes`, in order.
+pub fn to_store(changes: &[Change]) -> Vec<store::Change> {
+    changes.iter().map(change).collect()
+}
+
+fn change(c: &Change) -> store::Change {
+    match c {
+        // The frequent change: written from the engine's document without copying it first.
+        Change::State { namespace, agent_id, state, version } => store::Change::UpdateState {
+            namespace: namespace.clone(),
+            agent_id: agent_id.clone(),
+            state_json: json_text(state),
+            state_version: *version,
+        },
+        other => owned_change(other.clone()),
+    }
+}
+
+fn owned_change(c: Change) -> store::Change {
     match c {
         Change::Agent(a) => store::Change::UpsertAgent(agent_record(a)),
         Change::State { namespace, agent_id, state, version } => {
-            store::Change::UpdateState { namespace, agent_id, state_json: state.to_string(), state_version: version }
+            store::Change::UpdateState { namespace, agent_id, state_json: json_text(&state), state_version: version }
         }
         Change::AgentRemoved { namespace, agent_id } => store::Change::DeleteAgent { namespace, agent_id },
         Change::SyncPoint(p) => store::Change::UpsertSyncPoint(sync_point_record(p)),
@@ -70,25 +96,18 @@ fn change(c: Change) -> store::Change {
             outcome: e.outcome.as_str().to_owned(),
             detail: e.detail,
         }),
-        Change::Paused(p) => store::Change::SetConfig(store::ConfigRecord {
-            key: pause_key(&p.namespace, &p.agent_id),
-            value_json: json!({ "actor": p.actor, "since": p.since }).to_string(),
-        }),
+        Change::Paused(p) => setting(&pause_key(&p.namespace, &p.agent_id), &p),
         Change::Unpaused { namespace, agent_id } => {
             store::Change::DeleteConfig { key: pause_key(&namespace, &agent_id) }
         }
         Change::EmergencyStop(None) => store::Change::DeleteConfig { key: EMERGENCY_STOP.into() },
-        Change::EmergencyStop(Some(stop)) => store::Change::SetConfig(store::ConfigRecord {
-            key: EMERGENCY_STOP.into(),
-            value_json: json!({ "actor": stop.actor, "since": stop.since, "reason": stop.reason }).to_string(),
-        }),
+        Change::EmergencyStop(Some(stop)) => setting(EMERGENCY_STOP, &stop),
     }
 }
 
 /// A setting holding `value`.
-pub fn setting(key: &str, value: &impl serde::Serialize) -> store::Change {
-    let value_json = serde_json::to_string(value).expect("settings serialize to JSON");
-    store::Change::SetConfig(store::ConfigRecord { key: key.into(), value_json })
+pub fn setting(key: &str, value: &impl Serialize) -> store::Change {
+    store::Change::SetConfig(store::ConfigRecord { key: key.into(), value_json: json_text(value) })
 }
 
 fn pause_key(namespace: &str, agent: &str) -> String {
@@ -98,6 +117,7 @@ fn pause_key(namespace: &str, agent: &str) -> String {
 fn agent_record(a: AgentImage) -> store::AgentRecord {
     store::AgentRecord {
         paused: a.status == AgentStatus::Paused,
+        state_json: json_text(&a.state),
         namespace: a.namespace,
         agent_id: a.agent_id,
         role: a.role,
@@ -107,54 +127,22 @@ fn agent_record(a: AgentImage) -> store::AgentRecord {
         status: a.status.as_str().to_owned(),
         resume_token: a.resume_token,
         registered_at_ms: a.registered_at,
-        state_json: a.state.to_string(),
         state_version: a.state_version,
-        watches: a.watches.iter().map(watch_text).collect(),
-    }
-}
-
-fn watch_text(w: &WatchTarget) -> String {
-    match w {
-        WatchTarget::Agent(id) => format!("agent:{id}"),
-        WatchTarget::Role(role) => format!("role:{role}"),
-        WatchTarget::All => "all".into(),
-    }
-}
-
-fn parse_watch(text: &str) -> Option<WatchTarget> {
-    match text.split_once(':') {
-        Some(("agent", id)) => Some(WatchTarget::Agent(id.into())),
-        Some(("role", role)) => Some(WatchTarget::Role(role.into())),
-        None if text == "all" => Some(WatchTarget::All),
-        _ => None,
+        watches: a.watches.into_iter().map(String::from).collect(),
     }
 }
 
 fn sync_point_record(p: SyncPointImage) -> store::SyncPointRecord {
-    let participants = match &p.participants {
-        Participants::Agents(ids) => json!({ "agents": ids }),
-        Participants::Count(n) => json!({ "count": n }),
-        Participants::Role(role) => json!({ "role": role }),
-    };
-    let result = p.failure.as_ref().map(|e| match e {
-        CoreError::SyncTimeout { waited_ms, missing, missing_count, .. } => {
-            json!({ "timeout": { "waited_ms": waited_ms, "missing": missing, "missing_count": missing_count } })
-        }
-        CoreError::SyncAborted { reason, missing, .. } => {
-            json!({ "aborted": { "reason": reason, "missing": missing } })
-        }
-        other => json!({ "aborted": { "reason": other.to_string(), "missing": [] } }),
-    });
     store::SyncPointRecord {
+        participants_json: json_text(&p.participants),
+        result_json: p.failure.as_ref().map(json_text),
         namespace: p.namespace,
         sync_id: p.sync_id,
-        participants_json: participants.to_string(),
         required: p.required,
         created_at_ms: p.created_at,
         deadline_ms: p.deadline,
         state: p.state.as_str().to_owned(),
         finished_at_ms: p.finished_at,
-        result_json: result.map(|r| r.to_string()),
     }
 }
 
@@ -201,25 +189,18 @@ pub fn from_store(snapshot: store::Snapshot) -> Result<Loaded, BadRecord> {
     let (mut clock_origin, mut engine_settings) = (None, None);
     for c in snapshot.config {
         let record = || format!("setting '{}'", c.key);
-        let value: Value = serde_json::from_str(&c.value_json).map_err(|e| bad(record(), e.to_string()))?;
-        let text = |field: &str| value.get(field).and_then(Value::as_str).map(str::to_owned);
-        let time = |field: &str| value.get(field).and_then(Value::as_u64);
         if c.key == ENGINE_SETTINGS {
-            engine_settings = Some(value);
+            engine_settings = Some(decode(&record, "value", &c.value_json)?);
         } else if c.key == CLOCK_ORIGIN {
-            clock_origin = Some(value.as_u64().ok_or_else(|| bad(record(), "not a number of milliseconds"))?);
+            clock_origin = Some(decode(&record, "number of milliseconds", &c.value_json)?);
         } else if c.key == EMERGENCY_STOP {
-            let (Some(actor), Some(since), Some(reason)) = (text("actor"), time("since"), text("reason")) else {
-                return Err(bad(record(), "needs actor, since and reason"));
-            };
-            restored.emergency = Some(EmergencyStop { actor, since, reason });
+            restored.emergency = Some(decode::<EmergencyStop>(&record, "value", &c.value_json)?);
         } else if let Some(target) = c.key.strip_prefix(PAUSE_PREFIX) {
-            let (Some((namespace, agent)), Some(actor), Some(since)) =
-                (target.split_once('/'), text("actor"), time("since"))
-            else {
-                return Err(bad(record(), "needs namespace/agent, actor and since"));
-            };
-            restored.pauses.push(PauseImage { namespace: namespace.into(), agent_id: agent.into(), actor, since });
+            let (namespace, agent) = target.split_once('/').ok_or_else(|| bad(record(), "needs namespace/agent"))?;
+            let mut pause: PauseImage = decode(&record, "value", &c.value_json)?;
+            // The key names the agent (older records hold only `actor` and `since`).
+            (pause.namespace, pause.agent_id) = (namespace.into(), agent.into());
+            restored.pauses.push(pause);
         }
     }
     Ok(Loaded { restored, clock_origin, latest, engine_settings })
@@ -229,11 +210,11 @@ fn agent_image(a: store::AgentRecord) -> Result<AgentImage, BadRecord> {
     let record = || format!("agent '{}' of namespace '{}'", a.agent_id, a.namespace);
     let status =
         AgentStatus::parse(&a.status).ok_or_else(|| bad(record(), format!("unknown status '{}'", a.status)))?;
-    let state: Value = serde_json::from_str(&a.state_json).map_err(|e| bad(record(), format!("its state: {e}")))?;
+    let state = decode(&record, "state", &a.state_json)?;
     let watches = a
         .watches
         .iter()
-        .map(|w| parse_watch(w).ok_or_else(|| bad(record(), format!("unknown watch '{w}'"))))
+        .map(|w| WatchTarget::try_from(w.clone()).map_err(|e| bad(record(), e)))
         .collect::<Result<_, _>>()?;
     Ok(AgentImage {
         namespace: a.namespace,
@@ -254,23 +235,9 @@ fn agent_image(a: store::AgentRecord) -> Result<AgentImage, BadRecord> {
 fn sync_point_image(loaded: store::LoadedSyncPoint) -> Result<SyncPointImage, BadRecord> {
     let p = loaded.point;
     let record = || format!("sync point '{}' of namespace '{}'", p.sync_id, p.namespace);
-    let participants: Value =
-        serde_json::from_str(&p.participants_json).map_err(|e| bad(record(), format!("its participants: {e}")))?;
-    let participants = if let Some(ids) = participants.get("agents").and_then(Value::as_array) {
-        let ids = ids.iter().map(|v| v.as_str().map(str::to_owned)).collect::<Option<Vec<_>>>();
-        Participants::Agents(ids.ok_or_else(|| bad(record(), "participant ids must be strings"))?)
-    } else if let Some(n) = participants.get("count").and_then(Value::as_u64) {
-        Participants::Count(u32::try_from(n).map_err(|_| bad(record(), "participant count too large"))?)
-    } else if let Some(role) = participants.get("role").and_then(Value::as_str) {
-        Participants::Role(role.to_owned())
-    } else {
-        return Err(bad(record(), format!("participants '{}' name no agents, count or role", p.participants_json)));
-    };
+    let participants = decode(&record, "participants", &p.participants_json)?;
     let state = SyncState::parse(&p.state).ok_or_else(|| bad(record(), format!("unknown state '{}'", p.state)))?;
-    let failure = match &p.result_json {
-        None => None,
-        Some(text) => Some(failure(&p.sync_id, text).ok_or_else(|| bad(record(), format!("its failure '{text}'")))?),
-    };
+    let failure = p.result_json.as_deref().map(|text| decode(&record, "failure", text)).transpose()?;
     Ok(SyncPointImage {
         namespace: p.namespace,
         sync_id: p.sync_id,
@@ -289,28 +256,13 @@ fn sync_point_image(loaded: store::LoadedSyncPoint) -> Result<SyncPointImage, Ba
     })
 }
 
-fn failure(sync_id: &str, text: &str) -> Option<CoreError> {
-    let value: Value = serde_json::from_str(text).ok()?;
-    let strings = |v: &Value| -> Option<Vec<String>> {
-        v.get("missing")?.as_array()?.iter().map(|m| m.as_str().map(str::to_owned)).collect()
-    };
-    let sync_id = sync_id.to_owned();
-    if let Some(t) = value.get("timeout") {
-        return Some(CoreError::SyncTimeout {
-            sync_id,
-            waited_ms: t.get("waited_ms")?.as_u64()?,
-            missing: strings(t)?,
-            missing_count: u32::try_from(t.get("missing_count")?.as_u64()?).ok()?,
-        });
-    }
-    let a = value.get("aborted")?;
-    Some(CoreError::SyncAborted { sync_id, reason: a.get("reason")?.as_str()?.to_owned(), missing: strings(a)? })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use lockstep_core::durable::SyncFailure;
+    use lockstep_core::{CoreError, Participants};
+    use serde_json::json;
 
     fn agent() -> AgentImage {
         AgentImage {
@@ -339,7 +291,7 @@ mod tests {
             deadline: 1010,
             state,
             finished_at: (state != SyncState::Waiting).then_some(20),
-            failure,
+            failure: failure.as_ref().map(SyncFailure::of),
             arrivals: Vec::new(),
         }
     }
@@ -347,7 +299,7 @@ mod tests {
     /// Applies `changes` to a real in-memory store and loads it back.
     fn round_trip(changes: Vec<Change>) -> Loaded {
         let mut s = store::Store::open_in_memory().unwrap();
-        s.apply(&to_store(changes)).unwrap();
+        s.apply(&to_store(&changes)).unwrap();
         from_store(s.load().unwrap()).unwrap()
     }
 
@@ -414,7 +366,8 @@ mod tests {
         let aborted =
             CoreError::SyncAborted { sync_id: "round-1".into(), reason: "w2 left".into(), missing: vec!["w2".into()] };
         let loaded = round_trip(vec![Change::SyncPoint(point(SyncState::Failed, Some(aborted.clone())))]);
-        assert_eq!(loaded.restored.sync_points[0].failure, Some(aborted));
+        let kept = loaded.restored.sync_points[0].failure.clone().expect("a failure");
+        assert_eq!(kept.into_error("round-1"), aborted);
     }
 
     #[test]
@@ -437,5 +390,89 @@ mod tests {
         let err = from_store(s.load().unwrap()).err().expect("refused");
         assert!(err.to_string().contains("agent 'w1' of namespace 'lab'"), "{err}");
         assert!(err.to_string().contains("sleeping"), "{err}");
+    }
+
+    /// Records exactly as earlier releases wrote them (their JSON texts were built by hand) still
+    /// load, and what is written now for them is the same text.
+    #[test]
+    fn records_in_the_stored_shapes_load_and_are_written_the_same() {
+        let participants = [
+            (r#"{"agents":["w1","w2"]}"#, Participants::Agents(vec!["w1".into(), "w2".into()])),
+            (r#"{"count":3}"#, Participants::Count(3)),
+            (r#"{"role":"r"}"#, Participants::Role("r".into())),
+        ];
+        let failures = [
+            (
+                r#"{"timeout":{"waited_ms":1000,"missing":["w2"],"missing_count":1}}"#,
+                CoreError::SyncTimeout {
+                    sync_id: "p0".into(),
+                    waited_ms: 1000,
+                    missing: vec!["w2".into()],
+                    missing_count: 1,
+                },
+            ),
+            (
+                r#"{"aborted":{"reason":"w2 left","missing":["w2"]}}"#,
+                CoreError::SyncAborted { sync_id: "p1".into(), reason: "w2 left".into(), missing: vec!["w2".into()] },
+            ),
+        ];
+        let mut record = agent_record(agent());
+        record.watches = vec!["agent:w2".into(), "role:r".into(), "all".into()];
+        record.state_json = r#"{"epoch":3}"#.into();
+        let mut changes = vec![store::Change::UpsertAgent(record.clone())];
+        for (i, (text, _)) in participants.iter().enumerate() {
+            let result_json = failures.get(i).map(|(f, _)| f.to_string());
+            changes.push(store::Change::UpsertSyncPoint(store::SyncPointRecord {
+                namespace: "lab".into(),
+                sync_id: format!("p{i}"),
+                participants_json: text.to_string(),
+                state: if result_json.is_some() { "failed" } else { "waiting" }.into(),
+                finished_at_ms: result_json.is_some().then_some(20),
+                result_json,
+                ..Default::default()
+            }));
+        }
+        let stop = r#"{"actor":"ops","since":30,"reason":"drill"}"#;
+        let pause = r#"{"actor":"ops","since":25}"#;
+        for (key, value) in [(EMERGENCY_STOP, stop), ("pause:lab/w1", pause), (CLOCK_ORIGIN, "1700000000000")] {
+            changes.push(store::Change::SetConfig(store::ConfigRecord { key: key.into(), value_json: value.into() }));
+        }
+        let mut s = store::Store::open_in_memory().unwrap();
+        s.apply(&changes).unwrap();
+        let loaded = from_store(s.load().unwrap()).unwrap();
+
+        let r = &loaded.restored;
+        assert_eq!(r.agents, vec![agent()]);
+        assert_eq!(agent_record(agent()), record, "an agent is written as it was");
+        for (i, (text, expected)) in participants.iter().enumerate() {
+            let point = &r.sync_points[i];
+            assert_eq!(&point.participants, expected);
+            let failure = point.failure.clone().map(|f| f.into_error(&point.sync_id));
+            assert_eq!(failure.as_ref(), failures.get(i).map(|(_, e)| e));
+            let written = sync_point_record(point.clone());
+            assert_eq!(written.participants_json, *text, "participants are written as they were");
+            assert_eq!(written.result_json.as_deref(), failures.get(i).map(|(f, _)| *f));
+        }
+        let expected_stop = EmergencyStop { actor: "ops".into(), since: 30, reason: "drill".into() };
+        assert_eq!(r.emergency.as_ref(), Some(&expected_stop));
+        let store::Change::SetConfig(written) = change(&Change::EmergencyStop(Some(expected_stop))) else {
+            panic!("a setting")
+        };
+        assert_eq!(
+            serde_json::from_str::<Value>(&written.value_json).unwrap(),
+            serde_json::from_str::<Value>(stop).unwrap()
+        );
+        let expected_pause =
+            PauseImage { namespace: "lab".into(), agent_id: "w1".into(), actor: "ops".into(), since: 25 };
+        assert_eq!(r.pauses, vec![expected_pause]);
+        assert_eq!(loaded.clock_origin, Some(1_700_000_000_000));
+    }
+
+    #[test]
+    fn a_pause_is_kept_whole_and_named_by_its_key() {
+        let pause = PauseImage { namespace: "lab".into(), agent_id: "w1".into(), actor: "ops".into(), since: 25 };
+        let store::Change::SetConfig(record) = change(&Change::Paused(pause.clone())) else { panic!("a setting") };
+        assert_eq!(record.key, "pause:lab/w1");
+        assert_eq!(serde_json::from_str::<PauseImage>(&record.value_json).unwrap(), pause);
     }
 }
