@@ -19,11 +19,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lockstep_core::command::CommandOutcome;
+use lockstep_core::Reason;
 use lockstep_core::{ConnId, CoreError, Engine, Frame, Input, Output, Time};
 use lockstep_proto::convert;
+use lockstep_proto::reason;
 use lockstep_store::{Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tonic::Code;
 use tonic::Status;
 
 /// Most deliveries or state changes put in one outbound frame.
@@ -123,7 +126,7 @@ impl EngineHandle {
 
 /// What a call gets when the driver has stopped.
 pub fn shutting_down() -> Status {
-    Status::unavailable("the server is shutting down")
+    reason::status(Code::Unavailable, Reason::ServerShuttingDown, "the server is shutting down", [])
 }
 
 struct Conn {
@@ -216,10 +219,18 @@ pub async fn run(
         flush(&mut engine, &mut conns, &mut turn.ready);
     }
     let status = match &failure {
-        None => Status::unavailable("the server is shutting down; reconnect to another or the restarted server"),
-        Some(e) => Status::unavailable(format!(
-            "the server could not store a change and is stopping (nothing uncommitted was acknowledged): {e}"
-        )),
+        None => reason::status(
+            Code::Unavailable,
+            Reason::ServerShuttingDown,
+            "the server is shutting down; reconnect to another or the restarted server",
+            [],
+        ),
+        Some(e) => reason::status(
+            Code::Unavailable,
+            Reason::StoreFailed,
+            format!("the server could not store a change and is stopping (nothing uncommitted was acknowledged): {e}"),
+            [],
+        ),
     };
     for (_, c) in conns.drain() {
         match c.sink {
@@ -303,11 +314,16 @@ fn apply(
         },
         Command::Backup { path, done } => {
             let result = match store {
-                None => Err(Status::failed_precondition(
+                None => Err(reason::status(
+                    Code::FailedPrecondition,
+                    Reason::BackupFailed,
                     "this server keeps its data in memory only (--in-memory): there is nothing to back up",
+                    [],
                 )),
                 Some(store) => blocking(|| store.backup_to(&path)).map_err(|e| backup_status(&e)).and_then(|()| {
-                    std::fs::metadata(&path).map(|m| m.len()).map_err(|e| Status::internal(e.to_string()))
+                    std::fs::metadata(&path)
+                        .map(|m| m.len())
+                        .map_err(|e| reason::status(Code::Internal, Reason::BackupFailed, e.to_string(), []))
                 }),
             };
             let _ = done.send(result);
@@ -317,7 +333,7 @@ fn apply(
 
 /// The status for a failed backup: the operator has to change something (the path, the disk).
 fn backup_status(e: &StoreError) -> Status {
-    Status::failed_precondition(e.to_string())
+    reason::status(Code::FailedPrecondition, Reason::BackupFailed, e.to_string(), [])
 }
 
 fn drain_outputs(
