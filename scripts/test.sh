@@ -17,8 +17,16 @@ echo "== cargo test"
 command -v tmux >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y tmux)
 cargo test --workspace --locked
 
+echo "== cargo test: client behaviour against a server that rewords every error message"
+# Clients must decide by error reasons alone (docs/PROTOCOL.md, "Error reasons"): with
+# LOCKSTEP_REWORD_ERRORS=1 the servers these tests start scramble every message and keep the reasons.
+LOCKSTEP_REWORD_ERRORS=1 cargo test -p lockstep --locked --test e2e --test control --test breakers
+
 if [ -f clients/python/scripts/test.sh ]; then
   echo "== python client"
   cargo build -p lockstep --locked
   LOCKSTEP_BIN="$PWD/target/debug/lockstep" bash clients/python/scripts/test.sh
+  echo "== python client behaviour against a server that rewords every error message"
+  LOCKSTEP_REWORD_ERRORS=1 LOCKSTEP_BIN="$PWD/target/debug/lockstep" bash clients/python/scripts/test.sh \
+    tests/test_lifecycle.py tests/test_control.py tests/test_sync.py
 fi

@@ -28,6 +28,9 @@ PYTHON_ROOT = Path(__file__).resolve().parent.parent
 REPO_ROOT = PYTHON_ROOT.parent.parent
 LISTENING = re.compile(r"^lockstep listening on (\S+:\d+)\s*$")
 ADMIN_LISTENING = re.compile(r"^lockstep admin listening on (\S+:\d+)\s*$")
+#: Whether the servers started here reword every error message (``LOCKSTEP_REWORD_ERRORS=1``, which
+#: they inherit): tests then skip assertions on a message's words; those on reasons and behaviour hold.
+REWORDED = os.environ.get("LOCKSTEP_REWORD_ERRORS") == "1"
 
 #: Environment variables that change how servers and admins authenticate or where Admin is served.
 ADMIN_ENV = ("LOCKSTEP_ADMIN_TOKEN", "LOCKSTEP_ADMIN_LISTEN", "LOCKSTEP_ADMIN_ADDR")

@@ -146,6 +146,19 @@ class Proxy:
         await asyncio.gather(*self.handlers, return_exceptions=True)
 
 
+async def test_a_session_taken_over_stays_ended(server: ServerProcess) -> None:
+    async with lockstep.connect(server.address) as client:
+        first = await client.register("twin")
+        second = await client.register("twin", resume_token=first.resume_token)
+        await eventually(lambda: first.closed, timeout=5, what="the first session ends")
+        assert first.close_reason is not None and first.close_reason.reason is lockstep.Reason.SESSION_TAKEN_OVER
+        # It never reconnects: that would take the session back from the second connection.
+        await asyncio.sleep(0.5)  # ten times the first reconnection delay
+        assert first.reconnects == 0
+        assert await second.update_state({"still": "mine"}) == 1
+        await second.close()
+
+
 async def test_a_broken_stream_is_resumed(server: ServerProcess) -> None:
     proxy = Proxy(server.port)
     await proxy.start()

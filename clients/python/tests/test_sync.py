@@ -11,7 +11,7 @@ from typing import List
 import pytest
 
 import lockstep
-from conftest import PYTHON, ServerProcess, eventually, python_env
+from conftest import PYTHON, REWORDED, ServerProcess, eventually, python_env
 
 
 async def test_three_agents_meet_at_a_barrier(client: lockstep.Client) -> None:
@@ -151,7 +151,8 @@ async def test_bad_barrier_input_is_refused(client: lockstep.Client) -> None:
     async with client.register("me") as me, client.register("you") as you:
         with pytest.raises(lockstep.FailedPrecondition) as not_mine:
             await me.sync("not-mine", ["you", "them"], timeout=1)
-        assert "not a participant" in not_mine.value.message and not_mine.value.sync_id == "not-mine"
+        assert REWORDED or "not a participant" in not_mine.value.message
+        assert not_mine.value.sync_id == "not-mine" and not_mine.value.reason is lockstep.Reason.NOT_A_PARTICIPANT
         with pytest.raises(lockstep.InvalidArgument):
             await me.sync("dups", ["me", "me", "you"], timeout=1)
         # the first arrival defines the point; a different definition is a conflict

@@ -81,8 +81,11 @@ def test_status_codes_map_to_typed_errors() -> None:
         err = error_from_code(code, "why")
         assert type(err) is cls and err.message == "why" and err.code == code
         assert isinstance(err, lockstep.LockstepError)
-    breaker = error_from_code(grpc.StatusCode.RESOURCE_EXHAUSTED, "circuit breaker open for 'x'")
-    assert isinstance(breaker, lockstep.BreakerOpen)
+    # The reason chooses the class, whatever the message says.
+    breaker = error_from_code(grpc.StatusCode.FAILED_PRECONDITION, "x", reason=lockstep.Reason.BREAKER_OPEN)
+    assert isinstance(breaker, lockstep.BreakerOpen) and isinstance(breaker, lockstep.FailedPrecondition)
+    assert breaker.reason is lockstep.Reason.BREAKER_OPEN
+    assert type(error_from_code(grpc.StatusCode.FAILED_PRECONDITION, "circuit breaker open")) is lockstep.FailedPrecondition
     timeout = error_from_code(grpc.StatusCode.DEADLINE_EXCEEDED, "late", sync=True, missing=["b"], sync_id="s")
     assert isinstance(timeout, lockstep.SyncTimeout) and isinstance(timeout, lockstep.SyncFailed)
     assert timeout.missing == ("b",) and timeout.sync_id == "s"
@@ -92,15 +95,22 @@ def test_status_codes_map_to_typed_errors() -> None:
 
 
 def test_pause_refusals_and_command_errors_are_typed() -> None:
-    paused = "agent 'w' may not publish: operator 'alice' paused it at 5 ms; messages for it are held"
-    stopped = "agent 'w' may not arrive at a sync point: operator 'ops' ordered an emergency stop at 9 ms (drill)"
+    code = grpc.StatusCode.FAILED_PRECONDITION
     for sync in (False, True):  # a paused agent's barrier arrival is refused, not a SyncConflict
-        err = error_from_code(grpc.StatusCode.FAILED_PRECONDITION, paused, sync=sync)
+        err = error_from_code(code, "words", sync=sync, reason=lockstep.Reason.PAUSED)
         assert type(err) is lockstep.AgentPaused and isinstance(err, lockstep.FailedPrecondition)
         assert not err.emergency_stop
-    assert error_from_code(grpc.StatusCode.FAILED_PRECONDITION, stopped, sync=True).emergency_stop  # type: ignore[attr-defined]
-    conflict = error_from_code(grpc.StatusCode.FAILED_PRECONDITION, "sync point 's' already completed", sync=True)
+    stopped = error_from_code(code, "words", sync=True, reason=lockstep.Reason.EMERGENCY_STOP)
+    assert stopped.emergency_stop  # type: ignore[attr-defined]
+    # A message that reads like a pause is not one: only the reason counts.
+    assert type(error_from_code(code, "operator 'alice' paused it", sync=True)) is lockstep.SyncConflict
+    conflict = error_from_code(code, "words", sync=True, reason=lockstep.Reason.SYNC_FINISHED)
     assert type(conflict) is lockstep.SyncConflict
+    late = error_from_code(grpc.StatusCode.DEADLINE_EXCEEDED, "words", reason=lockstep.Reason.COMMAND_TIMEOUT)
+    assert type(late) is lockstep.CommandTimeout and late.reason is lockstep.Reason.COMMAND_TIMEOUT
+    gone = error_from_code(grpc.StatusCode.UNAVAILABLE, "words", reason=lockstep.Reason.SESSION_TAKEN_OVER)
+    assert type(gone) is lockstep.Unavailable and gone.reason is lockstep.Reason.SESSION_TAKEN_OVER
+    assert lockstep.Reason.parse("SOMETHING_NEWER") is None and lockstep.Reason.parse("") is None
 
     failed = lockstep.CommandFailed("agent 'a' failed", agent_error="why", agent_id="a", command="c", command_id=7)
     assert failed.agent_error == "why" and failed.command_id == 7 and failed.code == grpc.StatusCode.UNKNOWN
@@ -153,3 +163,46 @@ def test_sources_parse_as_python_3_9() -> None:
 def test_package_is_typed() -> None:
     assert (SRC / "py.typed").exists()
     assert (SRC / "v1" / "lockstep_pb2.pyi").exists()
+
+
+def test_recovery_follows_the_reconnection_table() -> None:
+    """The reconnection table of docs/PROTOCOL.md, row by row (the Rust client has the same test)."""
+    resume = {None, lockstep.Reason.LEASE_EXPIRED, lockstep.Reason.SLOW_CONSUMER,
+              lockstep.Reason.SERVER_SHUTTING_DOWN, lockstep.Reason.STORE_FAILED}
+    for reason in resume:
+        assert lockstep.recovery(reason) is lockstep.Recovery.RESUME, reason
+    for reason in lockstep.Reason:
+        if reason not in resume:
+            assert lockstep.recovery(reason) is lockstep.Recovery.GIVE_UP, reason
+    assert lockstep.recovery(lockstep.Reason.SESSION_TAKEN_OVER) is lockstep.Recovery.GIVE_UP
+
+
+def test_the_reason_of_a_status_is_read_from_its_error_info() -> None:
+    from google.rpc import error_details_pb2, status_pb2
+
+    from lockstep.errors import error_from_rpc
+
+    info = error_details_pb2.ErrorInfo(reason="SLOW_CONSUMER", domain="lockstep", metadata={"agent": "a"})
+    status = status_pb2.Status(code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], message="words")
+    status.details.add().Pack(info)
+
+    class Failed(grpc.RpcError):
+        def __init__(self, trailers: tuple) -> None:
+            self.trailers = trailers
+
+        def code(self) -> grpc.StatusCode:
+            return grpc.StatusCode.RESOURCE_EXHAUSTED
+
+        def details(self) -> str:
+            return "words"
+
+        def trailing_metadata(self) -> tuple:
+            return self.trailers
+
+    err = error_from_rpc(Failed((("grpc-status-details-bin", status.SerializeToString()),)))
+    assert type(err) is lockstep.ResourceExhausted and err.reason is lockstep.Reason.SLOW_CONSUMER
+    assert error_from_rpc(Failed(())).reason is None
+    other = error_details_pb2.ErrorInfo(reason="SLOW_CONSUMER", domain="elsewhere")
+    status.ClearField("details")
+    status.details.add().Pack(other)
+    assert error_from_rpc(Failed((("grpc-status-details-bin", status.SerializeToString()),))).reason is None

@@ -116,17 +116,14 @@ impl AdminClient {
         };
         let response = match self.grpc.clone().send_command(r).await {
             Ok(r) => r.into_inner(),
-            Err(s) if s.code() == tonic::Code::DeadlineExceeded => {
-                return Err(Error::CommandTimedOut(s.message().to_owned()))
-            }
-            Err(s) if s.code() == tonic::Code::Aborted => return Err(Error::CommandAborted(s.message().to_owned())),
+            // The reason tells a command's timeout or abort from other failures.
             Err(s) => return Err(s.into()),
         };
         match response.outcome {
             Some(v1::send_command_response::Outcome::ResultJson(json)) => serde_json::from_str(&json).map_err(|e| {
-                Error::Other { code: tonic::Code::Internal, message: format!("invalid result JSON: {e}") }
+                Error::Other { code: tonic::Code::Internal, message: format!("invalid result JSON: {e}").into() }
             }),
-            Some(v1::send_command_response::Outcome::AgentError(message)) => Err(Error::CommandFailed(message)),
+            Some(v1::send_command_response::Outcome::AgentError(message)) => Err(Error::CommandFailed(message.into())),
             None => Ok(Value::Null),
         }
     }

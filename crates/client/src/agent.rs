@@ -14,6 +14,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::transport::Channel;
 
+use crate::error::{recovery, Recovery};
 use crate::Error;
 
 /// Delivery batches (as the server sent them, up to 256 deliveries each) buffered in the client
@@ -292,7 +293,7 @@ pub(crate) async fn fetch_state(
         .into_inner();
     let state = serde_json::from_str(&r.state_json).map_err(|e| Error::Other {
         code: tonic::Code::Internal,
-        message: format!("server sent invalid state JSON: {e}"),
+        message: format!("server sent invalid state JSON: {e}").into(),
     })?;
     Ok((r.version, state))
 }
@@ -496,7 +497,8 @@ impl Agent {
 
     /// [`Agent::publish`] with a content type (e.g. `application/json`).
     pub async fn publish_as(&self, topic: &str, payload: impl Into<Bytes>, content_type: &str) -> Result<(), Error> {
-        lockstep_core::topic::validate_topic(topic, usize::MAX).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        lockstep_core::topic::validate_topic(topic, usize::MAX)
+            .map_err(|e| Error::InvalidArgument(e.to_string().into()))?;
         let p = v1::Publish { topic: topic.to_owned(), payload: payload.into(), content_type: content_type.to_owned() };
         self.send(0, v1::client_message::Kind::Publish(p)).await
     }
@@ -517,7 +519,9 @@ impl Agent {
         match self.request(v1::client_message::Kind::UpdateState(v1::UpdateState { delta_json })).await? {
             v1::reply::Outcome::StateVersion(v) => Ok(v.version),
             v1::reply::Outcome::Error(e) => Err(e.into()),
-            other => Err(Error::Other { code: tonic::Code::Internal, message: format!("unexpected reply {other:?}") }),
+            other => {
+                Err(Error::Other { code: tonic::Code::Internal, message: format!("unexpected reply {other:?}").into() })
+            }
         }
     }
 
@@ -602,7 +606,9 @@ impl Agent {
                 forced: r.forced,
             }),
             v1::reply::Outcome::Error(e) => Err(e.into()),
-            other => Err(Error::Other { code: tonic::Code::Internal, message: format!("unexpected reply {other:?}") }),
+            other => {
+                Err(Error::Other { code: tonic::Code::Internal, message: format!("unexpected reply {other:?}").into() })
+            }
         }
     }
 
@@ -689,9 +695,10 @@ async fn open_session(
     let mut inbound = grpc.session(tokio_stream::wrappers::ReceiverStream::new(conn_rx)).await?.into_inner();
     match inbound.message().await? {
         Some(v1::ServerMessage { kind: Some(v1::server_message::Kind::Registered(r)) }) => Ok((inbound, r, conn_tx)),
-        Some(other) => {
-            Err(Error::Other { code: tonic::Code::Internal, message: format!("expected `registered`, got {other:?}") })
-        }
+        Some(other) => Err(Error::Other {
+            code: tonic::Code::Internal,
+            message: format!("expected `registered`, got {other:?}").into(),
+        }),
         None => Err(Error::SessionEnded("the server closed the session during registration".into())),
     }
 }
@@ -736,19 +743,6 @@ async fn pump(
     }
 }
 
-/// Whether a session that ended this way is worth reconnecting.
-fn worth_reconnecting(reason: &Error) -> bool {
-    match reason {
-        // Another connection took the session over with the token: it is theirs now.
-        Error::SessionEnded(m) => !m.contains("taken over") && m != CLOSED_BY_SERVER,
-        Error::ResourceExhausted(m) => m.contains("slow consumer"),
-        Error::Other { code, .. } => {
-            matches!(code, tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Cancelled)
-        }
-        _ => false,
-    }
-}
-
 /// How a session ends when the server closes it normally (after a deregistration).
 const CLOSED_BY_SERVER: &str = "the server closed the session";
 
@@ -759,13 +753,15 @@ impl Reader {
     /// Serves sessions until one ends for good; reconnects in between when allowed.
     async fn run(mut self, mut inbound: tonic::Streaming<v1::ServerMessage>) -> Error {
         loop {
-            let reason = self.serve(inbound).await;
+            // `None`: the server ended the stream normally (after a deregistration): nothing to resume.
+            let ended = self.serve(inbound).await;
             if let Some(r) = &self.reconnect {
                 // First stop sending into the dead stream, then fail what was sent into it.
                 let _ = r.new_conn.send(None);
             }
-            let reconnecting =
-                self.reconnect.is_some() && worth_reconnecting(&reason) && self.outbound.upgrade().is_some();
+            let worth_it = ended.as_ref().is_some_and(|e| recovery(e.reason()) == Recovery::Resume);
+            let reason = ended.unwrap_or_else(|| Error::SessionEnded(CLOSED_BY_SERVER.into()));
+            let reconnecting = self.reconnect.is_some() && worth_it && self.outbound.upgrade().is_some();
             self.fail_pending(&reason, reconnecting);
             if !reconnecting {
                 return reason;
@@ -798,9 +794,12 @@ impl Reader {
             pending.keys().copied().filter(|id| !(keep_resendable && resend.contains_key(id))).collect();
         // A transport failure is reported as what it means to the caller: the session broke.
         let reason = match reason {
-            Error::Other { message, .. } => Error::SessionEnded(format!(
-                "the connection broke while the request was in flight (it may or may not have been carried out): {message}"
-            )),
+            Error::Other { message, .. } => Error::SessionEnded(
+                format!(
+                    "the connection broke while the request was in flight (it may or may not have been carried out): {message}"
+                )
+                .into(),
+            ),
             other => other.clone(),
         };
         for id in failed {
@@ -822,7 +821,7 @@ impl Reader {
             delay = (delay * 2).min(RECONNECT_MAX_DELAY);
             let attempt = async {
                 let channel =
-                    r.endpoint.connect().await.map_err(|e| Error::SessionEnded(format!("reconnecting: {e}")))?;
+                    r.endpoint.connect().await.map_err(|e| Error::SessionEnded(format!("reconnecting: {e}").into()))?;
                 let mut grpc = crate::grpc_client(channel);
                 let opened = open_session(&mut grpc, &r.register).await?;
                 Ok::<_, Error>((grpc, opened))
@@ -846,13 +845,13 @@ impl Reader {
                     tracing::info!(resumed = registered.resumed, "lockstep session reconnected");
                     return Ok(inbound);
                 }
-                // Someone else holds the id, or the registration itself is refused: stop.
-                Err(e @ (Error::AlreadyRegistered(_) | Error::InvalidArgument(_))) => return Err(e),
+                // The attempt's failure is judged by the same policy: a refusal (someone else holds
+                // the id, the registration is invalid...) stops; an unreachable server is retried.
+                Err(e) if recovery(e.reason()) == Recovery::GiveUp => return Err(e),
                 Err(e) if tokio::time::Instant::now() >= deadline => {
-                    return Err(Error::SessionEnded(format!(
-                        "{reason}; could not reconnect within {:?}: {e}",
-                        r.limit
-                    )));
+                    return Err(Error::SessionEnded(
+                        format!("{reason}; could not reconnect within {:?}: {e}", r.limit).into(),
+                    ));
                 }
                 Err(e) => tracing::debug!(error = %e, "lockstep reconnection attempt failed"),
             }
@@ -862,8 +861,8 @@ impl Reader {
         }
     }
 
-    /// Reads one session until it ends; returns why.
-    async fn serve(&mut self, mut inbound: tonic::Streaming<v1::ServerMessage>) -> Error {
+    /// Reads one session until it ends; returns why (`None` when the server ended it normally).
+    async fn serve(&mut self, mut inbound: tonic::Streaming<v1::ServerMessage>) -> Option<Error> {
         loop {
             match inbound.message().await {
                 Ok(Some(m)) => match m.kind {
@@ -874,8 +873,8 @@ impl Reader {
                     Some(v1::server_message::Kind::Command(c)) => self.command(c).await,
                     Some(v1::server_message::Kind::Registered(_)) | None => {}
                 },
-                Ok(None) => return Error::SessionEnded(CLOSED_BY_SERVER.into()),
-                Err(status) => return Error::from(status),
+                Ok(None) => return None,
+                Err(status) => return Some(Error::from(status)),
             }
         }
     }

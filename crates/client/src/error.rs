@@ -1,8 +1,54 @@
 //! The client's errors: one variant per failure a caller may handle differently, each carrying the
-//! server's message.
+//! server's message and its [`Reason`]. Which variant an error becomes, and whether a broken
+//! session is resumed ([`recovery`]), is decided by the reason alone, never by the message.
 
-use lockstep_proto::v1;
+use std::ops::Deref;
+
+pub use lockstep_core::Reason;
+use lockstep_proto::{reason, v1};
 use tonic::Code;
+
+/// What the server said about a failure: its message, for people, and its reason, for programs
+/// (`None` for failures the client observed itself, such as a broken connection).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detail {
+    pub message: String,
+    pub reason: Option<Reason>,
+}
+
+impl Detail {
+    /// A server's message with its reason.
+    pub fn new(message: impl Into<String>, reason: Option<Reason>) -> Self {
+        Detail { message: message.into(), reason }
+    }
+}
+
+impl std::fmt::Display for Detail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A detail reads as its message.
+impl Deref for Detail {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.message
+    }
+}
+
+/// A message the client writes itself: it has no reason.
+impl From<String> for Detail {
+    fn from(message: String) -> Self {
+        Detail { message, reason: None }
+    }
+}
+
+impl From<&str> for Detail {
+    fn from(message: &str) -> Self {
+        message.to_owned().into()
+    }
+}
 
 /// A failed lockstep call.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -12,65 +58,146 @@ pub enum Error {
     Connect { addr: String, reason: String },
     /// The request was malformed (bad id, pattern, delta, size...).
     #[error("invalid argument: {0}")]
-    InvalidArgument(String),
+    InvalidArgument(Detail),
     /// The agent id has a live session elsewhere.
     #[error("already registered: {0}")]
-    AlreadyRegistered(String),
+    AlreadyRegistered(Detail),
     /// The agent or sync point named does not exist.
     #[error("not found: {0}")]
-    NotFound(String),
-    /// A server limit was reached.
+    NotFound(Detail),
+    /// A server limit was reached, or the agent was disconnected as a slow consumer.
     #[error("limit reached: {0}")]
-    ResourceExhausted(String),
-    /// The request conflicts with the current state (e.g. a sync point defined differently).
+    ResourceExhausted(Detail),
+    /// The request conflicts with the current state (a sync point defined differently, the agent
+    /// paused, its breaker open...).
     #[error("failed precondition: {0}")]
-    FailedPrecondition(String),
+    FailedPrecondition(Detail),
     /// A barrier timed out; `missing` never arrived.
     #[error("{message}")]
-    SyncTimeout { sync_id: String, missing: Vec<String>, message: String },
+    SyncTimeout { sync_id: String, missing: Vec<String>, message: Detail },
     /// A barrier failed because a required participant was lost or left.
     #[error("{message}")]
-    SyncAborted { sync_id: String, missing: Vec<String>, message: String },
+    SyncAborted { sync_id: String, missing: Vec<String>, message: Detail },
     /// The session ended (lease lost, taken over, server shut down, connection broken).
     #[error("session ended: {0}")]
-    SessionEnded(String),
+    SessionEnded(Detail),
     /// An admin call without the server's admin token.
     #[error("unauthenticated: {0}")]
-    Unauthenticated(String),
+    Unauthenticated(Detail),
     /// An admin call with a wrong token.
     #[error("permission denied: {0}")]
-    PermissionDenied(String),
+    PermissionDenied(Detail),
     /// The agent did not answer an operator's command in time.
     #[error("command timed out: {0}")]
-    CommandTimedOut(String),
-    /// The agent answered an operator's command with an error.
+    CommandTimedOut(Detail),
+    /// The agent answered an operator's command with an error (the agent's text; no reason).
     #[error("the agent reported an error: {0}")]
-    CommandFailed(String),
+    CommandFailed(Detail),
     /// The agent went away before answering an operator's command.
     #[error("command aborted: {0}")]
-    CommandAborted(String),
+    CommandAborted(Detail),
     /// The client's own input could not be encoded (e.g. a state delta that is not valid JSON).
     #[error("invalid input: {0}")]
     Input(String),
     /// Any other status from the server.
     #[error("{code:?}: {message}")]
-    Other { code: Code, message: String },
+    Other { code: Code, message: Detail },
+}
+
+/// What a client does after its session ended: the reconnection policy of docs/PROTOCOL.md
+/// ("Reconnection"), which the Python client follows too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recovery {
+    /// Open a new session presenting the resume token, backing off between attempts (exponential,
+    /// with jitter) for at most the reconnection limit.
+    Resume,
+    /// The session stays ended: report the error.
+    GiveUp,
+}
+
+/// The policy: what to do when a session ends, or an attempt to resume it fails, with `reason`
+/// (`None`: no reason came, i.e. the connection broke or the server could not be reached).
+pub fn recovery(reason: Option<Reason>) -> Recovery {
+    match reason {
+        // The server or the network went away, or the server let go of a session that may come
+        // back: the resume token brings it back with its state, watches and pending arrivals.
+        None
+        | Some(Reason::LeaseExpired)
+        | Some(Reason::SlowConsumer)
+        | Some(Reason::ServerShuttingDown)
+        | Some(Reason::StoreFailed) => Recovery::Resume,
+        // Another connection holds the session now; reconnecting would take it back from them.
+        Some(Reason::SessionTakenOver) => Recovery::GiveUp,
+        // Anything else is a refusal that another attempt would meet again.
+        Some(_) => Recovery::GiveUp,
+    }
 }
 
 impl Error {
-    fn from_parts(code: Code, message: String, sync_id: String, missing: Vec<String>) -> Self {
-        match code {
-            Code::InvalidArgument => Error::InvalidArgument(message),
-            Code::AlreadyExists => Error::AlreadyRegistered(message),
-            Code::NotFound => Error::NotFound(message),
-            Code::ResourceExhausted => Error::ResourceExhausted(message),
-            Code::FailedPrecondition => Error::FailedPrecondition(message),
-            Code::DeadlineExceeded => Error::SyncTimeout { sync_id, missing, message },
-            Code::Aborted => Error::SyncAborted { sync_id, missing, message },
-            Code::Unavailable | Code::Cancelled => Error::SessionEnded(message),
-            Code::Unauthenticated => Error::Unauthenticated(message),
-            Code::PermissionDenied => Error::PermissionDenied(message),
-            code => Error::Other { code, message },
+    /// The typed error for a server's failure: chosen by its reason; by its gRPC code only when
+    /// it has none (a status made by the transport, or a server that predates reasons).
+    fn from_parts(code: Code, detail: Detail, sync_id: String, missing: Vec<String>) -> Self {
+        use Reason as R;
+        match (detail.reason, code) {
+            (Some(R::InvalidArgument | R::NotRegistered | R::AlreadyRegisteredHere), _) => {
+                Error::InvalidArgument(detail)
+            }
+            (Some(R::UnknownAgent | R::UnknownSyncPoint), _) => Error::NotFound(detail),
+            (Some(R::AlreadyRegistered), _) => Error::AlreadyRegistered(detail),
+            (Some(R::Limit | R::SlowConsumer), _) => Error::ResourceExhausted(detail),
+            (
+                Some(
+                    R::SyncMismatch
+                    | R::NotAParticipant
+                    | R::SyncFinished
+                    | R::Paused
+                    | R::EmergencyStop
+                    | R::BreakerOpen,
+                ),
+                _,
+            ) => Error::FailedPrecondition(detail),
+            (Some(R::SyncTimeout), _) => Error::SyncTimeout { sync_id, missing, message: detail },
+            (Some(R::SyncAborted), _) => Error::SyncAborted { sync_id, missing, message: detail },
+            (Some(R::SessionTakenOver | R::LeaseExpired | R::ServerShuttingDown | R::StoreFailed), _) => {
+                Error::SessionEnded(detail)
+            }
+            (Some(R::AdminTokenMissing), _) => Error::Unauthenticated(detail),
+            (Some(R::AdminTokenWrong), _) => Error::PermissionDenied(detail),
+            (Some(R::CommandTimeout), _) => Error::CommandTimedOut(detail),
+            (Some(R::CommandAborted), _) => Error::CommandAborted(detail),
+            (Some(R::BackupFailed) | None, Code::InvalidArgument) => Error::InvalidArgument(detail),
+            (Some(R::BackupFailed) | None, Code::FailedPrecondition) => Error::FailedPrecondition(detail),
+            (None, Code::AlreadyExists) => Error::AlreadyRegistered(detail),
+            (None, Code::NotFound) => Error::NotFound(detail),
+            (None, Code::ResourceExhausted) => Error::ResourceExhausted(detail),
+            (None, Code::DeadlineExceeded) => Error::SyncTimeout { sync_id, missing, message: detail },
+            (None, Code::Aborted) => Error::SyncAborted { sync_id, missing, message: detail },
+            (None, Code::Unavailable | Code::Cancelled) => Error::SessionEnded(detail),
+            (None, Code::Unauthenticated) => Error::Unauthenticated(detail),
+            (None, Code::PermissionDenied) => Error::PermissionDenied(detail),
+            (_, code) => Error::Other { code, message: detail },
+        }
+    }
+
+    /// Which failure this is, as the server named it; `None` for failures without a reason (the
+    /// connection, the client's own input, a server that predates reasons).
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            Error::Connect { .. } | Error::Input(_) => None,
+            Error::InvalidArgument(d)
+            | Error::AlreadyRegistered(d)
+            | Error::NotFound(d)
+            | Error::ResourceExhausted(d)
+            | Error::FailedPrecondition(d)
+            | Error::SyncTimeout { message: d, .. }
+            | Error::SyncAborted { message: d, .. }
+            | Error::SessionEnded(d)
+            | Error::Unauthenticated(d)
+            | Error::PermissionDenied(d)
+            | Error::CommandTimedOut(d)
+            | Error::CommandFailed(d)
+            | Error::CommandAborted(d)
+            | Error::Other { message: d, .. } => d.reason,
         }
     }
 
@@ -97,13 +224,15 @@ impl Error {
 
 impl From<tonic::Status> for Error {
     fn from(s: tonic::Status) -> Self {
-        Error::from_parts(s.code(), s.message().to_owned(), String::new(), Vec::new())
+        let detail = Detail::new(s.message(), reason::of_status(&s));
+        Error::from_parts(s.code(), detail, String::new(), Vec::new())
     }
 }
 
 impl From<v1::Error> for Error {
     fn from(e: v1::Error) -> Self {
-        Error::from_parts(Code::from_i32(e.code), e.message, e.sync_id, e.missing_agents)
+        let detail = Detail::new(e.message.clone(), reason::of_error(&e));
+        Error::from_parts(Code::from_i32(e.code), detail, e.sync_id, e.missing_agents)
     }
 }
 
@@ -112,17 +241,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reply_errors_map_to_typed_variants() {
+    fn reply_errors_map_to_typed_variants_by_reason() {
         let e: Error = v1::Error {
             code: Code::DeadlineExceeded as i32,
             message: "m".into(),
             missing_agents: vec!["b".into()],
             sync_id: "s".into(),
+            reason: "SYNC_TIMEOUT".into(),
         }
         .into();
-        assert_eq!(e, Error::SyncTimeout { sync_id: "s".into(), missing: vec!["b".into()], message: "m".into() });
+        let message = Detail::new("m", Some(Reason::SyncTimeout));
+        assert_eq!(e, Error::SyncTimeout { sync_id: "s".into(), missing: vec!["b".into()], message });
+        // The reason decides, whatever the code: a command's timeout is not a barrier's.
+        let s = reason::status(Code::DeadlineExceeded, Reason::CommandTimeout, "late", []);
+        assert!(matches!(Error::from(s), Error::CommandTimedOut(_)));
+        let s = reason::status(Code::FailedPrecondition, Reason::EmergencyStop, "x", []);
+        assert_eq!(Error::from(s).reason(), Some(Reason::EmergencyStop));
+        // Without a reason (a transport's status), the code still gives the class.
         let e: Error = tonic::Status::already_exists("taken").into();
         assert_eq!(e, Error::AlreadyRegistered("taken".into()));
-        assert_eq!(e.code(), Code::AlreadyExists);
+        assert_eq!((e.code(), e.reason()), (Code::AlreadyExists, None));
+    }
+
+    /// The reconnection table of docs/PROTOCOL.md, row by row.
+    #[test]
+    fn recovery_follows_the_reconnection_table() {
+        let resume = [
+            None,
+            Some(Reason::LeaseExpired),
+            Some(Reason::SlowConsumer),
+            Some(Reason::ServerShuttingDown),
+            Some(Reason::StoreFailed),
+        ];
+        for r in resume {
+            assert_eq!(recovery(r), Recovery::Resume, "{r:?}");
+        }
+        for r in Reason::ALL.into_iter().filter(|r| !resume.contains(&Some(*r))) {
+            assert_eq!(recovery(Some(r)), Recovery::GiveUp, "{r}");
+        }
+        assert_eq!(recovery(Some(Reason::SessionTakenOver)), Recovery::GiveUp);
     }
 }

@@ -31,6 +31,12 @@
 //! again and renews its state watches. Requests in flight when the connection broke fail with
 //! [`Error::SessionEnded`] (they may or may not have been carried out). Dropping every handle of an
 //! [`Agent`] ends its session cleanly (it deregisters).
+//!
+//! Every error the server reports carries a [`Reason`] ([`Error::reason`]): a stable name that
+//! programs match on, since messages may be reworded. The [`Error`] variant is chosen by it, and so
+//! is reconnection: [`recovery`] resumes after a broken connection, a lost lease, a slow-consumer
+//! disconnect or a server going away, and gives up when another connection took the session over
+//! or the server refused (the table is in docs/PROTOCOL.md, "Reconnection").
 
 mod admin;
 mod agent;
@@ -43,7 +49,7 @@ pub use agent::{
     Agent, AgentOptions, ControlNotices, Deliveries, Delivery, IncomingCommand, IncomingCommands, Participants,
     StateUpdate, StateUpdates, SyncResult, WatchTarget,
 };
-pub use error::Error;
+pub use error::{recovery, Detail, Error, Reason, Recovery};
 pub use lockstep_proto::v1 as proto;
 use lockstep_proto::v1;
 use lockstep_proto::v1::lockstep_client::LockstepClient;

@@ -29,7 +29,7 @@ use crate::command::{
 };
 use crate::config::Config;
 use crate::durable::{Change, PauseImage, Restored};
-use crate::error::CoreError;
+use crate::error::{CoreError, SessionEnd};
 use crate::health::{HealthCounts, HealthHistory, HealthReport, HealthSample, QueueObservation};
 use crate::io::{
     AdminAction, AdminOutcome, ConnId, ControlKind, ControlNotice, Frame, Input, Message, Output, RegisterRequest,
@@ -640,9 +640,9 @@ impl Engine {
         agent.outbox.notified = false;
         if let Some(old) = closed_old {
             self.conns.remove(&old);
-            let reason = "the session was taken over by a new connection presenting its resume token".to_owned();
+            let cause = SessionEnd::TakenOver;
             self.outputs
-                .push_back(Output::Close(old, Some(CoreError::SessionEnded { agent: agent_key.to_string(), reason })));
+                .push_back(Output::Close(old, Some(CoreError::SessionEnded { agent: agent_key.to_string(), cause })));
         }
         self.conns.insert(conn, ConnRole::Agent { ns: ns_key.clone(), agent: agent_key.clone() });
         self.touch(Touched::Agent(ns_key.clone(), agent_key.clone()));
@@ -871,9 +871,9 @@ impl Engine {
         n.routes.clear();
         if let Some(conn) = conn {
             self.conns.remove(&conn);
-            let reason = format!("no sign of life for {} ms (lease lost)", self.config.lease_ms());
+            let cause = SessionEnd::LeaseExpired { lease_ms: self.config.lease_ms() };
             self.outputs
-                .push_back(Output::Close(conn, Some(CoreError::SessionEnded { agent: agent.to_string(), reason })));
+                .push_back(Output::Close(conn, Some(CoreError::SessionEnded { agent: agent.to_string(), cause })));
         }
         self.timers.push(Reverse((
             now.saturating_add(self.config.lost_retention_ms),

@@ -1,5 +1,7 @@
 //! Every way a request to the engine can fail, typed. The server maps [`ErrorCode`] onto a gRPC
-//! status code one to one, so the code and the message together tell a person what to do.
+//! status code one to one, so the code and the message together tell a person what to do, and
+//! sends each error's [`Reason`] with it, so that a program decides by a stable name rather than by
+//! the message, whose wording may change.
 
 use thiserror::Error;
 
@@ -63,8 +65,8 @@ pub enum CoreError {
     #[error("sync point '{sync_id}' failed: {reason}")]
     SyncAborted { sync_id: String, reason: String, missing: Vec<String> },
 
-    #[error("session for agent '{agent}' ended: {reason}")]
-    SessionEnded { agent: String, reason: String },
+    #[error("session for agent '{agent}' ended: {cause}")]
+    SessionEnded { agent: String, cause: SessionEnd },
 
     #[error(transparent)]
     Paused(#[from] crate::command::Refusal),
@@ -74,6 +76,159 @@ pub enum CoreError {
 
     #[error("slow consumer: agent '{agent}' let its outbound queue of {capacity} messages fill up; the server disconnected it (overflow policy `disconnect`)")]
     SlowConsumer { agent: String, capacity: usize },
+}
+
+/// Why the engine ended a session; each cause has its own [`Reason`], because clients must treat
+/// them differently (a session taken over stays ended, one whose lease ran out may come back).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// A new connection presented the session's resume token and took it over.
+    TakenOver,
+    /// The agent showed no sign of life for a whole lease of `lease_ms` and is now lost.
+    LeaseExpired { lease_ms: u64 },
+}
+
+impl std::fmt::Display for SessionEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SessionEnd::TakenOver => {
+                f.write_str("the session was taken over by a new connection presenting its resume token")
+            }
+            SessionEnd::LeaseExpired { lease_ms } => write!(f, "no sign of life for {lease_ms} ms (lease lost)"),
+        }
+    }
+}
+
+/// The machine-readable reason of an error: a stable name sent with every error the server reports
+/// (in a status's `google.rpc.ErrorInfo` and in a reply's `Error.reason`). Clients decide by it,
+/// never by the message. [`ErrorCode`] (the gRPC code) says the class; the reason says which
+/// failure of that class it is. The last group is made by the server around the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// [`CoreError::Invalid`]: a malformed id, pattern, topic, delta, size, message...
+    InvalidArgument,
+    /// [`CoreError::UnknownAgent`].
+    UnknownAgent,
+    /// [`CoreError::UnknownSyncPoint`].
+    UnknownSyncPoint,
+    /// [`CoreError::AlreadyRegistered`]: the id has a live session and no matching resume token came.
+    AlreadyRegistered,
+    /// [`CoreError::AlreadyRegisteredHere`]: this connection already registered an agent.
+    AlreadyRegisteredHere,
+    /// [`CoreError::NotRegistered`]: the first message of a session was not `register`.
+    NotRegistered,
+    /// [`CoreError::Limit`]: a configured limit was reached.
+    Limit,
+    /// [`CoreError::SyncMismatch`]: a sync point described differently from its creation.
+    SyncMismatch,
+    /// [`CoreError::NotAParticipant`].
+    NotAParticipant,
+    /// [`CoreError::SyncFinished`]: the sync point finished; use a new id.
+    SyncFinished,
+    /// [`CoreError::SyncTimeout`].
+    SyncTimeout,
+    /// [`CoreError::SyncAborted`]: a required participant was lost or left.
+    SyncAborted,
+    /// [`SessionEnd::TakenOver`].
+    SessionTakenOver,
+    /// [`SessionEnd::LeaseExpired`].
+    LeaseExpired,
+    /// [`CoreError::Paused`] by an operator's pause of this agent.
+    Paused,
+    /// [`CoreError::Paused`] by an emergency stop.
+    EmergencyStop,
+    /// [`CoreError::BreakerOpen`].
+    BreakerOpen,
+    /// [`CoreError::SlowConsumer`].
+    SlowConsumer,
+    /// The server is shutting down (or its engine has stopped).
+    ServerShuttingDown,
+    /// The server could not store a change and is stopping.
+    StoreFailed,
+    /// An `Admin` call without the server's admin token.
+    AdminTokenMissing,
+    /// An `Admin` call with another token than the server's.
+    AdminTokenWrong,
+    /// An operator's command got no answer from the agent within its timeout.
+    CommandTimeout,
+    /// The agent went away before answering an operator's command.
+    CommandAborted,
+    /// A backup could not be made (in-memory server, existing file, unwritable place).
+    BackupFailed,
+}
+
+impl Reason {
+    /// Every reason, in the order of the documentation.
+    pub const ALL: [Reason; 25] = [
+        Reason::InvalidArgument,
+        Reason::UnknownAgent,
+        Reason::UnknownSyncPoint,
+        Reason::AlreadyRegistered,
+        Reason::AlreadyRegisteredHere,
+        Reason::NotRegistered,
+        Reason::Limit,
+        Reason::SyncMismatch,
+        Reason::NotAParticipant,
+        Reason::SyncFinished,
+        Reason::SyncTimeout,
+        Reason::SyncAborted,
+        Reason::SessionTakenOver,
+        Reason::LeaseExpired,
+        Reason::Paused,
+        Reason::EmergencyStop,
+        Reason::BreakerOpen,
+        Reason::SlowConsumer,
+        Reason::ServerShuttingDown,
+        Reason::StoreFailed,
+        Reason::AdminTokenMissing,
+        Reason::AdminTokenWrong,
+        Reason::CommandTimeout,
+        Reason::CommandAborted,
+        Reason::BackupFailed,
+    ];
+
+    /// The stable name on the wire (`SCREAMING_SNAKE_CASE`); it never changes once published.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidArgument => "INVALID_ARGUMENT",
+            Reason::UnknownAgent => "UNKNOWN_AGENT",
+            Reason::UnknownSyncPoint => "UNKNOWN_SYNC_POINT",
+            Reason::AlreadyRegistered => "ALREADY_REGISTERED",
+            Reason::AlreadyRegisteredHere => "ALREADY_REGISTERED_HERE",
+            Reason::NotRegistered => "NOT_REGISTERED",
+            Reason::Limit => "LIMIT",
+            Reason::SyncMismatch => "SYNC_MISMATCH",
+            Reason::NotAParticipant => "NOT_A_PARTICIPANT",
+            Reason::SyncFinished => "SYNC_FINISHED",
+            Reason::SyncTimeout => "SYNC_TIMEOUT",
+            Reason::SyncAborted => "SYNC_ABORTED",
+            Reason::SessionTakenOver => "SESSION_TAKEN_OVER",
+            Reason::LeaseExpired => "LEASE_EXPIRED",
+            Reason::Paused => "PAUSED",
+            Reason::EmergencyStop => "EMERGENCY_STOP",
+            Reason::BreakerOpen => "BREAKER_OPEN",
+            Reason::SlowConsumer => "SLOW_CONSUMER",
+            Reason::ServerShuttingDown => "SERVER_SHUTTING_DOWN",
+            Reason::StoreFailed => "STORE_FAILED",
+            Reason::AdminTokenMissing => "ADMIN_TOKEN_MISSING",
+            Reason::AdminTokenWrong => "ADMIN_TOKEN_WRONG",
+            Reason::CommandTimeout => "COMMAND_TIMEOUT",
+            Reason::CommandAborted => "COMMAND_ABORTED",
+            Reason::BackupFailed => "BACKUP_FAILED",
+        }
+    }
+
+    /// The reason with this wire name; `None` for a name this version does not know (a newer
+    /// server's), which a client treats like an error without a reason.
+    pub fn parse(name: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 fn list_or_count(missing: &[String], count: u32) -> String {
@@ -105,6 +260,48 @@ impl CoreError {
         }
     }
 
+    /// Which failure this is, as a stable name for programs.
+    pub fn reason(&self) -> Reason {
+        use crate::command::PauseCause;
+        match self {
+            CoreError::Invalid { .. } => Reason::InvalidArgument,
+            CoreError::UnknownAgent { .. } => Reason::UnknownAgent,
+            CoreError::UnknownSyncPoint { .. } => Reason::UnknownSyncPoint,
+            CoreError::AlreadyRegistered { .. } => Reason::AlreadyRegistered,
+            CoreError::Limit { .. } => Reason::Limit,
+            CoreError::NotRegistered => Reason::NotRegistered,
+            CoreError::AlreadyRegisteredHere { .. } => Reason::AlreadyRegisteredHere,
+            CoreError::SyncMismatch { .. } => Reason::SyncMismatch,
+            CoreError::NotAParticipant { .. } => Reason::NotAParticipant,
+            CoreError::SyncFinished { .. } => Reason::SyncFinished,
+            CoreError::SyncTimeout { .. } => Reason::SyncTimeout,
+            CoreError::SyncAborted { .. } => Reason::SyncAborted,
+            CoreError::SessionEnded { cause: SessionEnd::TakenOver, .. } => Reason::SessionTakenOver,
+            CoreError::SessionEnded { cause: SessionEnd::LeaseExpired { .. }, .. } => Reason::LeaseExpired,
+            CoreError::Paused(refusal) => match refusal.cause {
+                PauseCause::Paused { .. } => Reason::Paused,
+                PauseCause::EmergencyStop(_) => Reason::EmergencyStop,
+            },
+            CoreError::BreakerOpen { .. } => Reason::BreakerOpen,
+            CoreError::SlowConsumer { .. } => Reason::SlowConsumer,
+        }
+    }
+
+    /// The agent the error is about, when it names one (sent as `agent` in the error's metadata).
+    pub fn agent(&self) -> Option<&str> {
+        match self {
+            CoreError::UnknownAgent { agent, .. }
+            | CoreError::AlreadyRegistered { agent, .. }
+            | CoreError::AlreadyRegisteredHere { agent }
+            | CoreError::NotAParticipant { agent, .. }
+            | CoreError::SessionEnded { agent, .. }
+            | CoreError::BreakerOpen { agent, .. }
+            | CoreError::SlowConsumer { agent, .. } => Some(agent),
+            CoreError::Paused(refusal) => Some(&refusal.agent),
+            _ => None,
+        }
+    }
+
     /// For barrier failures: the agents that never arrived (or were lost).
     pub fn missing_agents(&self) -> &[String] {
         match self {
@@ -133,6 +330,27 @@ impl CoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_have_distinct_stable_names_that_parse_back() {
+        let names: std::collections::HashSet<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), Reason::ALL.len());
+        for r in Reason::ALL {
+            assert_eq!(Reason::parse(r.as_str()), Some(r));
+            assert!(r.as_str().chars().all(|c| c.is_ascii_uppercase() || c == '_'), "{r}");
+        }
+        assert_eq!(Reason::parse("SOMETHING_NEWER"), None);
+    }
+
+    #[test]
+    fn session_end_causes_have_their_own_reasons() {
+        let taken = CoreError::SessionEnded { agent: "a".into(), cause: SessionEnd::TakenOver };
+        let lost = CoreError::SessionEnded { agent: "a".into(), cause: SessionEnd::LeaseExpired { lease_ms: 3000 } };
+        assert_eq!((taken.reason(), lost.reason()), (Reason::SessionTakenOver, Reason::LeaseExpired));
+        assert_eq!((taken.code(), lost.code()), (ErrorCode::Unavailable, ErrorCode::Unavailable));
+        assert!(lost.to_string().contains("3000 ms (lease lost)"), "{lost}");
+        assert_eq!(taken.agent(), Some("a"));
+    }
 
     #[test]
     fn timeout_message_names_missing_agents() {

@@ -59,7 +59,7 @@ pub use command::{
 };
 pub use config::{Config, Limits, OverflowPolicy};
 pub use engine::{Counters, Engine, EngineInfo, HealthOverview};
-pub use error::{CoreError, ErrorCode};
+pub use error::{CoreError, ErrorCode, Reason, SessionEnd};
 pub use health::{AgentHealth, HealthHistory, HealthIssue, HealthReport, HealthSettings, HealthStatus};
 pub use io::{
     AdminAction, AdminOutcome, ConnId, ControlKind, ControlNotice, Delivery, Frame, Input, Message, Output,

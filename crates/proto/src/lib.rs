@@ -10,4 +10,5 @@ pub mod v1 {
 }
 
 pub mod convert;
+pub mod reason;
 pub mod wire;

@@ -7,12 +7,14 @@
 use std::sync::Arc;
 
 use lockstep_core::command::CommandOutcome;
-use lockstep_core::{AdminAction, AdminOutcome};
+use lockstep_core::{AdminAction, AdminOutcome, Reason};
 use lockstep_proto::convert;
+use lockstep_proto::reason;
 use lockstep_proto::v1;
 use lockstep_proto::v1::admin_server::Admin;
 use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
+use tonic::Code;
 use tonic::{Request, Response, Status};
 
 use crate::driver::{shutting_down, Command, EngineHandle};
@@ -64,15 +66,23 @@ pub fn token_check(token: Option<String>) -> impl Fn(Request<()>) -> Result<Requ
     move |request: Request<()>| {
         let Some(expected) = &token else { return Ok(request) };
         let Some(value) = request.metadata().get("authorization") else {
-            return Err(Status::unauthenticated(
+            return Err(reason::status(
+                Code::Unauthenticated,
+                Reason::AdminTokenMissing,
                 "this server requires an admin token: send `authorization: Bearer <token>` (`lockstep <command> --token T`, or LOCKSTEP_ADMIN_TOKEN)",
+                [],
             ));
         };
         let presented = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default();
         if bool::from(presented.as_bytes().ct_eq(expected)) {
             Ok(request)
         } else {
-            Err(Status::permission_denied("the admin token presented is not this server's"))
+            Err(reason::status(
+                Code::PermissionDenied,
+                Reason::AdminTokenWrong,
+                "the admin token presented is not this server's",
+                [],
+            ))
         }
     }
 }
@@ -171,14 +181,24 @@ impl Admin for AdminService {
             CommandOutcome::Completed(value) => Outcome::ResultJson(value.to_string()),
             CommandOutcome::AgentError(message) => Outcome::AgentError(message),
             CommandOutcome::TimedOut { waited_ms } => {
-                return Err(Status::deadline_exceeded(format!(
-                    "agent '{agent}' did not answer command '{command}' (id {command_id}) within {waited_ms} ms"
-                )));
+                return Err(reason::status(
+                    Code::DeadlineExceeded,
+                    Reason::CommandTimeout,
+                    format!(
+                        "agent '{agent}' did not answer command '{command}' (id {command_id}) within {waited_ms} ms"
+                    ),
+                    [("agent", agent)],
+                ));
             }
             CommandOutcome::AgentGone { reason } => {
-                return Err(Status::aborted(format!(
-                    "agent '{agent}' went away before answering command '{command}' (id {command_id}): {reason}"
-                )));
+                return Err(reason::status(
+                    Code::Aborted,
+                    Reason::CommandAborted,
+                    format!(
+                        "agent '{agent}' went away before answering command '{command}' (id {command_id}): {reason}"
+                    ),
+                    [("agent", agent)],
+                ));
             }
         };
         Ok(Response::new(v1::SendCommandResponse { command_id, outcome: Some(outcome) }))
@@ -205,10 +225,12 @@ impl Admin for AdminService {
     async fn backup(&self, request: Request<v1::BackupRequest>) -> Result<Response<v1::BackupResponse>, Status> {
         let path = std::path::PathBuf::from(request.into_inner().path);
         if !path.is_absolute() {
-            return Err(Status::invalid_argument(format!(
-                "backup path '{}' is relative; give an absolute path on the server's machine",
-                path.display()
-            )));
+            return Err(reason::status(
+                Code::InvalidArgument,
+                Reason::InvalidArgument,
+                format!("backup path '{}' is relative; give an absolute path on the server's machine", path.display()),
+                [],
+            ));
         }
         let (done, answer) = oneshot::channel();
         self.engine.send(Command::Backup { path: path.clone(), done }).await?;

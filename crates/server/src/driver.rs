@@ -28,11 +28,15 @@ use std::time::Duration;
 
 use lockstep_core::durable::Change;
 use lockstep_core::record::Step;
-use lockstep_core::{AdminAction, AdminOutcome, ConnId, CoreError, Engine, Frame, Input, Output, Sendable, Time};
+use lockstep_core::{
+    AdminAction, AdminOutcome, ConnId, CoreError, Engine, Frame, Input, Output, Reason, Sendable, Time,
+};
 use lockstep_proto::convert;
+use lockstep_proto::reason;
 use lockstep_store::{Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tonic::Code;
 use tonic::Status;
 
 /// Most deliveries or state changes put in one outbound frame.
@@ -234,7 +238,7 @@ impl EngineHandle {
 
 /// What a call gets when the driver has stopped.
 pub fn shutting_down() -> Status {
-    Status::unavailable("the server is shutting down")
+    reason::status(Code::Unavailable, Reason::ServerShuttingDown, "the server is shutting down", [])
 }
 
 struct Conn {
@@ -353,10 +357,18 @@ pub async fn run<J: Journal>(
         }
     }
     let status = match &failure {
-        None => Status::unavailable("the server is shutting down; reconnect to another or the restarted server"),
-        Some(e) => Status::unavailable(format!(
-            "the server could not store a change and is stopping (nothing uncommitted was acknowledged): {e}"
-        )),
+        None => reason::status(
+            Code::Unavailable,
+            Reason::ServerShuttingDown,
+            "the server is shutting down; reconnect to another or the restarted server",
+            [],
+        ),
+        Some(e) => reason::status(
+            Code::Unavailable,
+            Reason::StoreFailed,
+            format!("the server could not store a change and is stopping (nothing uncommitted was acknowledged): {e}"),
+            [],
+        ),
     };
     for (_, c) in d.conns.drain() {
         send_final(c.sink.sender().clone(), status.clone());
@@ -411,11 +423,16 @@ impl<J: Journal> Driver<J> {
             Command::Query(query) => self.answers.push(query(&self.engine, now)),
             Command::Backup { path, done } => {
                 let result = match self.journal.backup(&path) {
-                    None => Err(Status::failed_precondition(
+                    None => Err(reason::status(
+                        Code::FailedPrecondition,
+                        Reason::BackupFailed,
                         "this server keeps its data in memory only (--in-memory): there is nothing to back up",
+                        [],
                     )),
                     Some(result) => result.map_err(|e| backup_status(&e)).and_then(|()| {
-                        std::fs::metadata(&path).map(|m| m.len()).map_err(|e| Status::internal(e.to_string()))
+                        std::fs::metadata(&path)
+                            .map(|m| m.len())
+                            .map_err(|e| reason::status(Code::Internal, Reason::BackupFailed, e.to_string(), []))
                     }),
                 };
                 let _ = done.send(result);
@@ -481,7 +498,7 @@ async fn sleep_until(clock: &Clock, deadline: Option<Time>) {
 
 /// The status for a failed backup: the operator has to change something (the path, the disk).
 fn backup_status(e: &StoreError) -> Status {
-    Status::failed_precondition(e.to_string())
+    reason::status(Code::FailedPrecondition, Reason::BackupFailed, e.to_string(), [])
 }
 
 /// Ends a stream with `status`, waiting for room if its channel is full.

@@ -41,6 +41,8 @@ from .errors import (
     NotFound,
     NotSupported,
     PermissionDenied,
+    Reason,
+    Recovery,
     ResourceExhausted,
     SessionClosed,
     SyncAborted,
@@ -49,6 +51,7 @@ from .errors import (
     SyncTimeout,
     Unauthenticated,
     Unavailable,
+    recovery,
 )
 from .merge import apply_merge_patch
 from .models import (
@@ -142,6 +145,9 @@ __all__ = [
     "SyncConflict",
     "SyncFailed",
     "SyncTimeout",
+    "Reason",
+    "Recovery",
+    "recovery",
     "Unauthenticated",
     "Unavailable",
 ]

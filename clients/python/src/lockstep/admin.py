@@ -17,7 +17,7 @@ import collections
 import json
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Mapping, Optional, Tuple, Type, Union
 
 import grpc
 import grpc.aio
@@ -25,12 +25,14 @@ import grpc.aio
 from ._util import timeout_ms
 from .errors import (
     CommandAborted,
+    CommandError,
     CommandFailed,
     CommandTimeout,
     DeadlineExceeded,
     InvalidArgument,
     LockstepError,
     NotSupported,
+    Reason,
     error_from_rpc,
 )
 from .models import (
@@ -369,12 +371,16 @@ class Admin:
         guard = None if not timeout else timeout + _COMMAND_GRACE
         try:
             resp = await self._call("send_command", "SendCommand", request, timeout=guard)
-        except DeadlineExceeded as exc:
-            raise CommandTimeout(exc.message, code=exc.code, agent_id=agent_id, command=command) from None
         except LockstepError as exc:
-            if exc.code == grpc.StatusCode.ABORTED:
-                raise CommandAborted(exc.message, code=exc.code, agent_id=agent_id, command=command) from None
-            raise
+            # The server's COMMAND_TIMEOUT, or this call's own guard expiring (no reason: the server
+            # never answered), is a timeout; COMMAND_ABORTED an abort. Anything else is raised as is.
+            if exc.reason is Reason.COMMAND_TIMEOUT or (exc.reason is None and isinstance(exc, DeadlineExceeded)):
+                cls: Type[CommandError] = CommandTimeout
+            elif exc.reason is Reason.COMMAND_ABORTED:
+                cls = CommandAborted
+            else:
+                raise
+            raise cls(exc.message, code=exc.code, agent_id=agent_id, command=command, reason=exc.reason) from None
         if resp.WhichOneof("outcome") == "agent_error":
             raise CommandFailed(
                 f"agent '{agent_id}' failed command '{command}' (id {resp.command_id}): {resp.agent_error}",

@@ -38,9 +38,12 @@ from .errors import (
     InvalidArgument,
     LockstepError,
     NotFound,
+    Reason,
+    Recovery,
     SessionClosed,
     error_from_code,
     error_from_rpc,
+    recovery,
     status_code,
 )
 from .merge import apply_merge_patch
@@ -69,8 +72,6 @@ log = logging.getLogger("lockstep")
 Participants = Union[Iterable[str], int]
 
 _DEFAULT: Any = object()
-_RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
-
 Selector = Tuple[str, str]  # ("agent", id) | ("role", role) | ("all", "")
 
 T = TypeVar("T")
@@ -259,12 +260,11 @@ class Agent:
                     return None, False
                 self._dispatch(msg)
         except grpc.RpcError as exc:
-            code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
             error = error_from_rpc(exc)
-            # A session taken over by another connection (with our resume token) must stay ended,
-            # or the two would take it from each other in turn.
-            taken_over = "taken over" in error.message
-            return error, code in _RESUMABLE and not taken_over
+            # The reconnection policy decides by the reason alone: a session taken over by another
+            # connection stays ended (or the two would take it from each other in turn), a broken
+            # connection or a server going away is resumed.
+            return error, recovery(error.reason) is Recovery.RESUME
         except asyncio.InvalidStateError:
             return ConnectionLost("the session stream ended"), True
 
@@ -282,7 +282,8 @@ class Agent:
             try:
                 call, new_reg = await self._start_session(request)
             except (ConnectionLost, LockstepError) as exc:
-                if exc.code not in _RESUMABLE:
+                # The same policy judges a failed attempt: a refusal stops, an unreachable server is retried.
+                if recovery(exc.reason) is Recovery.GIVE_UP:
                     log.warning("lockstep: agent '%s' cannot resume its session: %s", self.agent_id, exc)
                     return False
                 # Exponential backoff with ±25 % jitter, so that many agents do not retry in step.
@@ -411,6 +412,7 @@ class Agent:
             sync_id=err.sync_id,
             missing=list(err.missing_agents),
             sync=sync or bool(err.sync_id),
+            reason=Reason.parse(err.reason),
         )
 
     def _dispatch(self, msg: pb.ServerMessage) -> None:

@@ -9,16 +9,24 @@ client turns each into one exception class, so callers catch what they can handl
         print("never arrived:", exc.missing)
 
 All classes derive from :class:`LockstepError`, which carries the server's ``message``, the gRPC
-``code`` (a :class:`grpc.StatusCode`) and, for barrier failures, ``sync_id`` and ``missing``.
+``code`` (a :class:`grpc.StatusCode`), the ``reason`` (a :class:`Reason`: which failure it is, by a
+stable name) and, for barrier failures, ``sync_id`` and ``missing``. The class of an error and
+whether a broken session is resumed (:func:`recovery`) are decided by the reason, never by the
+message, whose wording may change.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional, Sequence, Tuple, Type
+import enum
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, Type
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 
 __all__ = [
+    "Reason",
+    "Recovery",
+    "recovery",
     "LockstepError",
     "ConnectionLost",
     "SessionClosed",
@@ -46,6 +54,73 @@ __all__ = [
     "error_from_rpc",
 ]
 
+class Reason(str, enum.Enum):
+    """Which failure an error is: the stable names the server sends with every error (the
+    ``reason`` of a reply's ``Error`` and of the ``google.rpc.ErrorInfo`` in a status's details,
+    domain ``lockstep``). See "Error reasons" in docs/PROTOCOL.md."""
+
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    UNKNOWN_AGENT = "UNKNOWN_AGENT"
+    UNKNOWN_SYNC_POINT = "UNKNOWN_SYNC_POINT"
+    ALREADY_REGISTERED = "ALREADY_REGISTERED"
+    ALREADY_REGISTERED_HERE = "ALREADY_REGISTERED_HERE"
+    NOT_REGISTERED = "NOT_REGISTERED"
+    LIMIT = "LIMIT"
+    SYNC_MISMATCH = "SYNC_MISMATCH"
+    NOT_A_PARTICIPANT = "NOT_A_PARTICIPANT"
+    SYNC_FINISHED = "SYNC_FINISHED"
+    SYNC_TIMEOUT = "SYNC_TIMEOUT"
+    SYNC_ABORTED = "SYNC_ABORTED"
+    SESSION_TAKEN_OVER = "SESSION_TAKEN_OVER"
+    LEASE_EXPIRED = "LEASE_EXPIRED"
+    PAUSED = "PAUSED"
+    EMERGENCY_STOP = "EMERGENCY_STOP"
+    BREAKER_OPEN = "BREAKER_OPEN"
+    SLOW_CONSUMER = "SLOW_CONSUMER"
+    SERVER_SHUTTING_DOWN = "SERVER_SHUTTING_DOWN"
+    STORE_FAILED = "STORE_FAILED"
+    ADMIN_TOKEN_MISSING = "ADMIN_TOKEN_MISSING"
+    ADMIN_TOKEN_WRONG = "ADMIN_TOKEN_WRONG"
+    COMMAND_TIMEOUT = "COMMAND_TIMEOUT"
+    COMMAND_ABORTED = "COMMAND_ABORTED"
+    BACKUP_FAILED = "BACKUP_FAILED"
+
+    @classmethod
+    def parse(cls, name: str) -> Optional["Reason"]:
+        """The reason with this wire name; ``None`` for an empty or unknown one (a newer server's)."""
+        try:
+            return cls(name)
+        except ValueError:
+            return None
+
+
+class Recovery(enum.Enum):
+    """What a client does after its session ended (the reconnection policy of docs/PROTOCOL.md)."""
+
+    RESUME = "resume"
+    """Open a new session presenting the resume token, backing off between attempts."""
+    GIVE_UP = "give_up"
+    """The session stays ended: report the error."""
+
+
+#: Reasons after which a session is resumed; every other reason gives up.
+_RESUME_AFTER = frozenset(
+    {Reason.LEASE_EXPIRED, Reason.SLOW_CONSUMER, Reason.SERVER_SHUTTING_DOWN, Reason.STORE_FAILED}
+)
+
+
+def recovery(reason: Optional[Reason]) -> Recovery:
+    """The policy: what to do when a session ends, or an attempt to resume it fails, with ``reason``
+    (``None``: no reason came, i.e. the connection broke or the server could not be reached).
+
+    A session taken over by another connection gives up (resuming would take it back from them);
+    so does every refusal another attempt would meet again.
+    """
+    if reason is None or reason in _RESUME_AFTER:
+        return Recovery.RESUME
+    return Recovery.GIVE_UP
+
+
 _CODES_BY_NUMBER: Dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -60,6 +135,8 @@ class LockstepError(Exception):
     Attributes:
         message: the server's explanation (or the client's, for local failures).
         code: the gRPC status code the server answered with, if any.
+        reason: which failure it is (a :class:`Reason`), or ``None`` for failures without one (a
+            broken connection, the client's own checks, a server that predates reasons).
         sync_id: the sync point concerned, for barrier failures.
         missing: agents that never arrived at (or were lost from) a barrier; empty otherwise.
     """
@@ -74,10 +151,12 @@ class LockstepError(Exception):
         code: Optional[grpc.StatusCode] = None,
         sync_id: str = "",
         missing: Sequence[str] = (),
+        reason: Optional[Reason] = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code if code is not None else self.default_code
+        self.reason = reason
         self.sync_id = sync_id
         self.missing: Tuple[str, ...] = tuple(missing)
 
@@ -86,6 +165,8 @@ class LockstepError(Exception):
 
     def __repr__(self) -> str:
         extra = ""
+        if self.reason is not None:
+            extra += f", reason={self.reason.value}"
         if self.sync_id:
             extra += f", sync_id={self.sync_id!r}"
         if self.missing:
@@ -147,12 +228,15 @@ class ResourceExhausted(LockstepError):
     default_code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-class BreakerOpen(ResourceExhausted):
-    """The server's circuit breaker for this agent is open: it refuses work until it recovers."""
-
-
 class FailedPrecondition(LockstepError):
     """The request is valid but the system is not in a state that allows it."""
+
+    default_code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class BreakerOpen(ResourceExhausted, FailedPrecondition):
+    """The server's circuit breaker for this agent is open: it refuses work until it recovers (the
+    server answers ``FAILED_PRECONDITION``, reason ``BREAKER_OPEN``)."""
 
     default_code = grpc.StatusCode.FAILED_PRECONDITION
 
@@ -165,7 +249,7 @@ class AgentPaused(FailedPrecondition):
     @property
     def emergency_stop(self) -> bool:
         """True when an emergency stop (every agent paused) is the cause, rather than this agent's own pause."""
-        return "emergency stop" in self.message
+        return self.reason is Reason.EMERGENCY_STOP
 
 
 class DeadlineExceeded(LockstepError, TimeoutError):
@@ -206,8 +290,9 @@ class CommandError(LockstepError):
         agent_id: str = "",
         command: str = "",
         command_id: int = 0,
+        reason: Optional[Reason] = None,
     ) -> None:
-        super().__init__(message, code=code)
+        super().__init__(message, code=code, reason=reason)
         self.agent_id = agent_id
         self.command = command
         self.command_id = command_id
@@ -297,6 +382,34 @@ _SYNC_BY_CODE: Dict[grpc.StatusCode, Type[LockstepError]] = {
     grpc.StatusCode.CANCELLED: SyncAborted,
 }
 
+#: The exception of each reason; a reason not listed (BACKUP_FAILED) takes its code's class.
+_BY_REASON: Dict[Reason, Type[LockstepError]] = {
+    Reason.INVALID_ARGUMENT: InvalidArgument,
+    Reason.NOT_REGISTERED: InvalidArgument,
+    Reason.ALREADY_REGISTERED_HERE: InvalidArgument,
+    Reason.UNKNOWN_AGENT: NotFound,
+    Reason.UNKNOWN_SYNC_POINT: NotFound,
+    Reason.ALREADY_REGISTERED: AlreadyRegistered,
+    Reason.LIMIT: ResourceExhausted,
+    Reason.SLOW_CONSUMER: ResourceExhausted,
+    Reason.SYNC_MISMATCH: SyncConflict,
+    Reason.NOT_A_PARTICIPANT: SyncConflict,
+    Reason.SYNC_FINISHED: SyncConflict,
+    Reason.SYNC_TIMEOUT: SyncTimeout,
+    Reason.SYNC_ABORTED: SyncAborted,
+    Reason.SESSION_TAKEN_OVER: Unavailable,
+    Reason.LEASE_EXPIRED: Unavailable,
+    Reason.SERVER_SHUTTING_DOWN: Unavailable,
+    Reason.STORE_FAILED: Unavailable,
+    Reason.PAUSED: AgentPaused,
+    Reason.EMERGENCY_STOP: AgentPaused,
+    Reason.BREAKER_OPEN: BreakerOpen,
+    Reason.ADMIN_TOKEN_MISSING: Unauthenticated,
+    Reason.ADMIN_TOKEN_WRONG: PermissionDenied,
+    Reason.COMMAND_TIMEOUT: CommandTimeout,
+    Reason.COMMAND_ABORTED: CommandAborted,
+}
+
 
 def error_from_code(
     code: grpc.StatusCode,
@@ -305,33 +418,46 @@ def error_from_code(
     sync_id: str = "",
     missing: Iterable[str] = (),
     sync: bool = False,
+    reason: Optional[Reason] = None,
 ) -> LockstepError:
-    """Build the exception for a status ``code`` and the server's ``message``.
+    """Build the exception for a status ``code``, the server's ``message`` and its ``reason``.
 
-    ``sync=True`` selects the barrier errors (:class:`SyncTimeout`, :class:`SyncAborted`,
-    :class:`SyncConflict`) for codes that mean a barrier failed.
+    The reason chooses the class. Without one (a broken connection, a server that predates
+    reasons) the code does, and ``sync=True`` selects the barrier errors (:class:`SyncTimeout`,
+    :class:`SyncAborted`, :class:`SyncConflict`) for codes that mean a barrier failed.
     """
     missing = tuple(missing)
-    cls: Optional[Type[LockstepError]] = None
-    if code == grpc.StatusCode.FAILED_PRECONDITION and _is_pause_refusal(message):
-        # Checked before the barrier errors: a paused agent's arrival is refused, not in conflict.
-        cls = AgentPaused
-    if cls is None and sync:
+    cls: Optional[Type[LockstepError]] = _BY_REASON.get(reason) if reason is not None else None
+    if cls is None and sync and reason is None:
         cls = _SYNC_BY_CODE.get(code)
-    if cls is None and code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE):
-        if "breaker" in message.lower():
-            cls = BreakerOpen
     if cls is None:
         cls = _BY_CODE.get(code, LockstepError)
     if not message:
         message = f"lockstep server answered {code.name}"
-    return cls(message, code=code, sync_id=sync_id, missing=missing)
+    if issubclass(cls, CommandError):
+        return cls(message, code=code, reason=reason)
+    return cls(message, code=code, sync_id=sync_id, missing=missing, reason=reason)
 
 
-def _is_pause_refusal(message: str) -> bool:
-    """Whether a FAILED_PRECONDITION message is the server refusing a paused agent's action
-    ("agent 'x' may not publish: operator 'y' paused it ..." or "... ordered an emergency stop ...")."""
-    return " may not " in message and (" paused it" in message or "emergency stop" in message)
+#: The trailing metadata key of a status's details (a serialized ``google.rpc.Status``).
+_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def reason_from_rpc(exc: Any) -> Optional[Reason]:
+    """The reason in a failed call's ``google.rpc.ErrorInfo`` (domain ``lockstep``), if any."""
+    try:
+        metadata = exc.trailing_metadata() or ()
+    except Exception:  # a call that never reached the server has no trailers
+        return None
+    for key, value in metadata:
+        if key != _DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            info = error_details_pb2.ErrorInfo()
+            if detail.Unpack(info) and info.domain == "lockstep":
+                return Reason.parse(info.reason)
+    return None
 
 
 def error_from_rpc(exc: grpc.RpcError, *, what: str = "") -> LockstepError:
@@ -346,6 +472,6 @@ def error_from_rpc(exc: grpc.RpcError, *, what: str = "") -> LockstepError:
             f"{what or 'the lockstep server'} does not implement this call "
             "(an older server, or an address that serves only the Admin API: `lockstep serve --admin-listen`)"
         )
-    err = error_from_code(code, message)
+    err = error_from_code(code, message, reason=reason_from_rpc(exc))
     err.__cause__ = exc
     return err

@@ -9,6 +9,13 @@ use std::time::{Duration, Instant};
 
 use lockstep_client::{AgentOptions, Client};
 
+/// Whether the servers started here reword every error message (`LOCKSTEP_REWORD_ERRORS=1`, passed
+/// on through the environment): assertions on a message's words are skipped then, while those on
+/// reasons, codes and behaviour still hold.
+pub fn reworded() -> bool {
+    std::env::var("LOCKSTEP_REWORD_ERRORS").is_ok_and(|v| v == "1")
+}
+
 pub struct Server {
     pub addr: String,
     /// The Admin API's address: `addr` unless started with `--admin-listen`.

@@ -274,16 +274,18 @@ class Ok(_message.Message):
     def __init__(self) -> None: ...
 
 class Error(_message.Message):
-    __slots__ = ("code", "message", "missing_agents", "sync_id")
+    __slots__ = ("code", "message", "missing_agents", "sync_id", "reason")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     MISSING_AGENTS_FIELD_NUMBER: _ClassVar[int]
     SYNC_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     code: int
     message: str
     missing_agents: _containers.RepeatedScalarFieldContainer[str]
     sync_id: str
-    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., missing_agents: _Optional[_Iterable[str]] = ..., sync_id: _Optional[str] = ...) -> None: ...
+    reason: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., missing_agents: _Optional[_Iterable[str]] = ..., sync_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class StateVersion(_message.Message):
     __slots__ = ("version",)
