@@ -14,6 +14,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
+use crate::backup::Backups;
 use crate::driver::{shutting_down, Command, EngineHandle};
 
 /// Metadata key naming the operator, recorded in the audit log.
@@ -30,11 +31,13 @@ const DEFAULT_AUDIT_LIMIT: usize = 100;
 pub struct AdminService {
     engine: EngineHandle,
     next_origin: Arc<AtomicU64>,
+    /// This server's backups (one at a time).
+    backups: Backups,
 }
 
 impl AdminService {
     pub fn new(engine: EngineHandle) -> Self {
-        AdminService { engine, next_origin: Arc::new(AtomicU64::new(1)) }
+        AdminService { engine, next_origin: Arc::new(AtomicU64::new(1)), backups: Backups::default() }
     }
 }
 
@@ -204,8 +207,9 @@ impl Admin for AdminService {
                 path.display()
             )));
         }
-        let (done, answer) = oneshot::channel();
-        self.engine.send(Command::Backup { path: path.clone(), done })?;
+        // Refused here at once while another backup runs; see `crate::backup`.
+        let (request, answer) = self.backups.request(path.clone())?;
+        self.engine.send(Command::Backup(request))?;
         let bytes = answer.await.map_err(|_| shutting_down())??;
         Ok(Response::new(v1::BackupResponse { path: path.display().to_string(), bytes }))
     }

@@ -74,8 +74,9 @@ pub enum Command {
     /// Send an operator's command (`start` asks the engine to send it and returns its id); its
     /// outcome, or the refusal to send it, goes to `done`.
     SendCommand { origin: u64, start: StartCommand, done: oneshot::Sender<CommandAnswer> },
-    /// Copy the committed data to `path` (the store's online backup); its size goes to `done`.
-    Backup { path: std::path::PathBuf, done: oneshot::Sender<Result<u64, Status>> },
+    /// Copy the committed data (see [`crate::backup`]): the driver only tells the request where
+    /// the database is; the copy runs beside the engine.
+    Backup(crate::backup::BackupRequest),
 }
 
 /// Starts an operator's command on the engine; returns the command's id.
@@ -301,23 +302,8 @@ fn apply(
                 let _ = done.send(Err(e));
             })),
         },
-        Command::Backup { path, done } => {
-            let result = match store {
-                None => Err(Status::failed_precondition(
-                    "this server keeps its data in memory only (--in-memory): there is nothing to back up",
-                )),
-                Some(store) => blocking(|| store.backup_to(&path)).map_err(|e| backup_status(&e)).and_then(|()| {
-                    std::fs::metadata(&path).map(|m| m.len()).map_err(|e| Status::internal(e.to_string()))
-                }),
-            };
-            let _ = done.send(result);
-        }
+        Command::Backup(request) => request.start(store.map(Store::path)),
     }
-}
-
-/// The status for a failed backup: the operator has to change something (the path, the disk).
-fn backup_status(e: &StoreError) -> Status {
-    Status::failed_precondition(e.to_string())
 }
 
 fn drain_outputs(
