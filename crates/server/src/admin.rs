@@ -13,10 +13,10 @@ use lockstep_proto::reason;
 use lockstep_proto::v1;
 use lockstep_proto::v1::admin_server::Admin;
 use subtle::ConstantTimeEq;
-use tokio::sync::oneshot;
 use tonic::Code;
 use tonic::{Request, Response, Status};
 
+use crate::backup::Backups;
 use crate::driver::{shutting_down, Command, EngineHandle};
 
 /// Metadata key naming the operator, recorded in the audit log.
@@ -32,11 +32,13 @@ const DEFAULT_AUDIT_LIMIT: usize = 100;
 #[derive(Clone)]
 pub struct AdminService {
     engine: EngineHandle,
+    /// This server's backups (one at a time).
+    backups: Backups,
 }
 
 impl AdminService {
     pub fn new(engine: EngineHandle) -> Self {
-        AdminService { engine }
+        AdminService { engine, backups: Backups::default() }
     }
 
     /// Carries out an action that answers in words.
@@ -232,8 +234,9 @@ impl Admin for AdminService {
                 [],
             ));
         }
-        let (done, answer) = oneshot::channel();
-        self.engine.send(Command::Backup { path: path.clone(), done }).await?;
+        // Refused here at once while another backup runs; see `crate::backup`.
+        let (request, answer) = self.backups.request(path.clone())?;
+        self.engine.send(Command::Backup(request)).await?;
         let bytes = answer.await.map_err(|_| shutting_down())??;
         Ok(Response::new(v1::BackupResponse { path: path.display().to_string(), bytes }))
     }

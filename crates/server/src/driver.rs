@@ -87,8 +87,9 @@ pub enum Command {
     Admin { actor: String, action: AdminAction, done: oneshot::Sender<AdminAnswer> },
     /// Read the engine.
     Query(Query),
-    /// Copy the committed data to `path` (the store's online backup); its size goes to `done`.
-    Backup { path: std::path::PathBuf, done: oneshot::Sender<Result<u64, Status>> },
+    /// Copy the committed data (see [`crate::backup`]): the driver only tells the request where
+    /// the database is; the copy runs beside the engine.
+    Backup(crate::backup::BackupRequest),
 }
 
 /// What connection streams tell the driver from places that cannot wait (a stream's poll, its
@@ -106,8 +107,8 @@ pub trait Journal: Send {
     /// Stores `changes` durably, all or nothing, before anything of their turn is sent.
     fn commit(&mut self, changes: &[Change]) -> Result<(), StoreError>;
 
-    /// Copies what is committed to `path`; `None` when nothing is kept (in memory).
-    fn backup(&self, path: &std::path::Path) -> Option<Result<(), StoreError>>;
+    /// The database file a backup copies from; `None` when nothing is kept (in memory).
+    fn database(&self) -> Option<&std::path::Path>;
 }
 
 /// The SQLite store commits each turn in one transaction.
@@ -117,8 +118,8 @@ impl Journal for Store {
         blocking(|| self.apply(&batch))
     }
 
-    fn backup(&self, path: &std::path::Path) -> Option<Result<(), StoreError>> {
-        Some(blocking(|| self.backup_to(path)))
+    fn database(&self) -> Option<&std::path::Path> {
+        Some(self.path())
     }
 }
 
@@ -130,7 +131,7 @@ impl Journal for InMemory {
         Ok(())
     }
 
-    fn backup(&self, _path: &std::path::Path) -> Option<Result<(), StoreError>> {
+    fn database(&self) -> Option<&std::path::Path> {
         None
     }
 }
@@ -421,22 +422,7 @@ impl<J: Journal> Driver<J> {
                 self.handle(now, Input::Admin { origin, actor, action });
             }
             Command::Query(query) => self.answers.push(query(&self.engine, now)),
-            Command::Backup { path, done } => {
-                let result = match self.journal.backup(&path) {
-                    None => Err(reason::status(
-                        Code::FailedPrecondition,
-                        Reason::BackupFailed,
-                        "this server keeps its data in memory only (--in-memory): there is nothing to back up",
-                        [],
-                    )),
-                    Some(result) => result.map_err(|e| backup_status(&e)).and_then(|()| {
-                        std::fs::metadata(&path)
-                            .map(|m| m.len())
-                            .map_err(|e| reason::status(Code::Internal, Reason::BackupFailed, e.to_string(), []))
-                    }),
-                };
-                let _ = done.send(result);
-            }
+            Command::Backup(request) => request.start(self.journal.database()),
         }
     }
 
@@ -494,11 +480,6 @@ async fn sleep_until(clock: &Clock, deadline: Option<Time>) {
         Some(t) => tokio::time::sleep_until(clock.instant(t)).await,
         None => std::future::pending().await,
     }
-}
-
-/// The status for a failed backup: the operator has to change something (the path, the disk).
-fn backup_status(e: &StoreError) -> Status {
-    reason::status(Code::FailedPrecondition, Reason::BackupFailed, e.to_string(), [])
 }
 
 /// Ends a stream with `status`, waiting for room if its channel is full.
@@ -632,7 +613,7 @@ mod tests {
             Ok(())
         }
 
-        fn backup(&self, _path: &std::path::Path) -> Option<Result<(), StoreError>> {
+        fn database(&self) -> Option<&std::path::Path> {
             None
         }
     }

@@ -11,6 +11,7 @@
 //! store), and the driver commits every turn before acknowledging anything of it.
 
 pub mod admin;
+pub mod backup;
 pub mod driver;
 pub mod grpc;
 pub mod persist;

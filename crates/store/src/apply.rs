@@ -86,7 +86,11 @@ impl Store {
                 .and_then(|mut stmt| stmt.execute([keep_beyond_newest]))
                 .map_err(write_error("the audit log (dropping its oldest entries)"))?;
         }
-        tx.commit().map_err(write_error("the batch (committing it)"))
+        tx.commit().map_err(write_error("the batch (committing it)"))?;
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.committed();
+        }
+        Ok(())
     }
 }
 

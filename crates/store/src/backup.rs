@@ -1,87 +1,117 @@
 //! Online backups: a consistent copy of the live database in one self-contained file.
 //!
-//! The copy is taken with SQLite's online backup API, all pages in one step, so it is the state
-//! after one commit (and the store's `apply` needs `&mut self`, so no batch can run meanwhile). It
-//! is written beside the target as `NAME.partial`, checked with `quick_check`, switched out of WAL
-//! mode (one file, nothing beside it), synced, and only then renamed to the target: a failed backup
-//! never leaves a half-written file under the target's name nor damages an older backup there.
-//! Restore by stopping the server and putting the copy in the data directory as `lockstep.db`.
+//! Two ways to take one:
+//!
+//! * [`Store::backup_file`] copies a database file that a [`Store`] elsewhere (another thread, the
+//!   server's engine task) keeps writing, from a **read-only connection of its own**. In WAL mode a
+//!   reader sees one committed state for as long as its read transaction lasts while the writer
+//!   goes on committing, so the copy never holds up the writer, nor the writer the copy. This is
+//!   what the server uses: the engine keeps applying and committing inputs during a backup.
+//! * [`Store::backup_to`] copies through the store's own connection (its `apply` needs `&mut
+//!   self`, so nothing is written meanwhile); for tests and in-memory stores.
+//!
+//! Either way the pages are copied with SQLite's online backup API **in one step** (`step(-1)`):
+//! one read transaction, hence the state after exactly one commit. (A backup stepped a few pages
+//! at a time would start over whenever another connection commits, and might never finish under
+//! load.) The copy is written beside the target as `NAME.partial`, checked with `quick_check`,
+//! switched out of WAL mode (one file, nothing beside it), synced, and only then renamed to the
+//! target: a failed backup never leaves a half-written file under the target's name nor damages an
+//! older backup there, and an existing file is never overwritten unless asked
+//! ([`Store::backup_replacing`]). Restore by stopping the server and putting the copy in the data
+//! directory as `lockstep.db`.
 
 use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use rusqlite::backup::{Backup, StepResult};
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 
-use crate::error::StoreError;
-use crate::store::{check, sync_dir, Store};
+use crate::error::{classify, StoreError};
+use crate::store::{check, sync_dir, Store, DEFAULT_BUSY_TIMEOUT};
 
 impl Store {
     /// Copies the database to a new file at `path`; refuses if a file is already there
     /// ([`StoreError::BackupExists`]).
     pub fn backup_to(&self, path: &Path) -> Result<(), StoreError> {
-        self.backup(path, false)
+        write_backup(&self.conn, &self.path, path, false)
     }
 
     /// Copies the database to `path`, replacing a file already there (only once the new copy is
     /// complete and checked).
     pub fn backup_replacing(&self, path: &Path) -> Result<(), StoreError> {
-        self.backup(path, true)
+        write_backup(&self.conn, &self.path, path, true)
     }
 
-    fn backup(&self, path: &Path, replace: bool) -> Result<(), StoreError> {
-        let exists = || fs::symlink_metadata(path).is_ok();
+    /// Copies the lockstep database file `database` (such as the [`Store::path`] of a store that
+    /// keeps committing meanwhile) to a new file at `path`, reading it through a read-only
+    /// connection of its own: the copy is the state of one commit, and the writer is never
+    /// blocked. Refuses if a file is already at `path` ([`StoreError::BackupExists`]).
+    pub fn backup_file(database: &Path, path: &Path) -> Result<(), StoreError> {
+        let open_error = |path, source| StoreError::Open { path, source };
+        // Without SQLITE_OPEN_CREATE: a missing database is an error, never an empty copy.
+        let source =
+            Connection::open_with_flags(database, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(|e| classify(database, e, open_error))?;
+        // A WAL reader waits only in rare moments (the log being reset, recovered); bounded.
+        source.busy_timeout(DEFAULT_BUSY_TIMEOUT).map_err(|e| classify(database, e, open_error))?;
+        write_backup(&source, database, path, false)
+    }
+}
+
+/// Writes a copy of `source` (the database at `source_path`, for messages) to `path`: beside it
+/// first, checked and synced, then renamed into place.
+fn write_backup(source: &Connection, source_path: &Path, path: &Path, replace: bool) -> Result<(), StoreError> {
+    let exists = || fs::symlink_metadata(path).is_ok();
+    if !replace && exists() {
+        return Err(StoreError::BackupExists { path: path.to_path_buf() });
+    }
+    let fail =
+        |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Backup { path: path.to_path_buf(), source };
+    let partial = partial_path(path).ok_or_else(|| {
+        fail(std::io::Error::new(std::io::ErrorKind::InvalidInput, "the backup path must name a file").into())
+    })?;
+    // A leftover of an interrupted backup is worthless.
+    match fs::remove_file(&partial) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e.into())),
+        _ => {}
+    }
+    let result = copy_to(source, source_path, &partial).and_then(|()| {
+        fs::File::open(&partial).and_then(|f| f.sync_all()).map_err(|e| fail(e.into()))?;
+        // Checked again just before the rename: a file may have appeared while copying.
         if !replace && exists() {
             return Err(StoreError::BackupExists { path: path.to_path_buf() });
         }
-        let fail =
-            |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Backup { path: path.to_path_buf(), source };
-        let partial = partial_path(path).ok_or_else(|| {
-            fail(std::io::Error::new(std::io::ErrorKind::InvalidInput, "the backup path must name a file").into())
-        })?;
-        // A leftover of an interrupted backup is worthless.
-        match fs::remove_file(&partial) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e.into())),
-            _ => {}
-        }
-        let result = self.copy_to(&partial).and_then(|()| {
-            fs::File::open(&partial).and_then(|f| f.sync_all()).map_err(|e| fail(e.into()))?;
-            // Checked again just before the rename: a file may have appeared while copying.
-            if !replace && exists() {
-                return Err(StoreError::BackupExists { path: path.to_path_buf() });
-            }
-            fs::rename(&partial, path).map_err(|e| fail(e.into()))?;
-            sync_dir(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
-                .map_err(|e| fail(e.into()))
-        });
-        if result.is_err() {
-            let _ = fs::remove_file(&partial);
-        }
-        result
+        fs::rename(&partial, path).map_err(|e| fail(e.into()))?;
+        sync_dir(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+            .map_err(|e| fail(e.into()))
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(&partial);
     }
+    result
+}
 
-    /// Writes the whole database into a new file at `partial` and checks it.
-    fn copy_to(&self, partial: &Path) -> Result<(), StoreError> {
-        let fail = |source: rusqlite::Error| StoreError::Backup { path: partial.to_path_buf(), source: source.into() };
-        let mut dst = Connection::open(partial).map_err(fail)?;
-        {
-            let backup = Backup::new(&self.conn, &mut dst).map_err(fail)?;
-            // -1: every page in one step, under one read lock: a single commit's state.
-            loop {
-                match backup.step(-1).map_err(fail)? {
-                    StepResult::Done => break,
-                    StepResult::More => continue,
-                    _ => return Err(StoreError::Busy { path: self.path.clone() }),
-                }
+/// Writes the whole database into a new file at `partial` and checks it.
+fn copy_to(source: &Connection, source_path: &Path, partial: &Path) -> Result<(), StoreError> {
+    let fail = |source: rusqlite::Error| StoreError::Backup { path: partial.to_path_buf(), source: source.into() };
+    let mut dst = Connection::open(partial).map_err(fail)?;
+    {
+        let backup = Backup::new(source, &mut dst).map_err(fail)?;
+        // -1: every page in one step, under one read transaction: a single commit's state.
+        loop {
+            match backup.step(-1).map_err(fail)? {
+                StepResult::Done => break,
+                StepResult::More => continue,
+                _ => return Err(StoreError::Busy { path: source_path.to_path_buf() }),
             }
         }
-        // The copy carries the source's WAL flag; a backup is better as one file with nothing
-        // beside it. `Store::open` switches it back to WAL when it is restored.
-        dst.pragma_update_and_check(None, "journal_mode", "DELETE", |_| Ok(())).map_err(fail)?;
-        check(&dst, partial, "quick_check")?;
-        dst.close().map_err(|(_, e)| fail(e))
     }
+    // The copy carries the source's WAL flag; a backup is better as one file with nothing
+    // beside it. `Store::open` switches it back to WAL when it is restored.
+    dst.pragma_update_and_check(None, "journal_mode", "DELETE", |_| Ok(())).map_err(fail)?;
+    check(&dst, partial, "quick_check")?;
+    dst.close().map_err(|(_, e)| fail(e))
 }
 
 /// `DIR/NAME.partial` for `DIR/NAME`.
@@ -156,6 +186,111 @@ mod tests {
         let err = store.backup_to(&target).unwrap_err();
         assert!(matches!(err, StoreError::Backup { .. }), "{err}");
         assert!(!tmp.path().join("missing-dir").exists());
+    }
+
+    /// Two agents whose states a writer always changes together, in one transaction.
+    fn pair_update(version: u64) -> Vec<Change> {
+        ["a", "b"]
+            .iter()
+            .map(|id| Change::UpdateState {
+                namespace: "ns".into(),
+                agent_id: (*id).into(),
+                state_json: format!(r#"{{"version":{version}}}"#),
+                state_version: version,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_backup_beside_a_committing_writer_completes_with_one_commits_state() {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::Arc;
+
+        let tmp = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&tmp.path().join("live"), Durability::Normal).unwrap();
+        // Bulk, so that the copy takes a while: 24 MB of states.
+        let bulk = "x".repeat(1_000_000);
+        let mut changes: Vec<Change> = (0..24)
+            .map(|i| {
+                Change::UpsertAgent(crate::AgentRecord {
+                    state_json: format!(r#"{{"bulk":"{bulk}"}}"#),
+                    ..agent("bulk", &format!("b{i}"))
+                })
+            })
+            .collect();
+        changes.extend(["a", "b"].map(|id| Change::UpsertAgent(agent("ns", id))));
+        store.apply(&changes).unwrap();
+        let database = store.path().to_path_buf();
+
+        // The writer commits both agents' next version in one transaction, as fast as it can.
+        let (stop, committed) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(1)));
+        let writer = std::thread::spawn({
+            let (stop, committed) = (stop.clone(), committed.clone());
+            move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let next = committed.load(Ordering::SeqCst) + 1;
+                    store.apply(&pair_update(next)).unwrap();
+                    committed.store(next, Ordering::SeqCst);
+                }
+                store
+            }
+        });
+        while committed.load(Ordering::SeqCst) < 10 {
+            std::thread::yield_now();
+        }
+        let target = tmp.path().join("copy.db");
+        let before = committed.load(Ordering::SeqCst);
+        Store::backup_file(&database, &target).unwrap();
+        let after = committed.load(Ordering::SeqCst);
+        stop.store(true, Ordering::SeqCst);
+        let store = writer.join().unwrap();
+        assert!(after > before, "the writer was held up during the backup ({before} commits before, {after} after)");
+
+        let restore_dir = tmp.path().join("restored");
+        fs::create_dir(&restore_dir).unwrap();
+        fs::rename(&target, restore_dir.join(DB_FILE_NAME)).unwrap();
+        let restored = Store::open(&restore_dir, Durability::Normal).unwrap();
+        restored.integrity_check().unwrap();
+        let snapshot = restored.load().unwrap();
+        let version = |id: &str| {
+            let a = snapshot.agents.iter().find(|a| a.namespace == "ns" && a.agent_id == id).unwrap();
+            assert_eq!(a.state_json, format!(r#"{{"version":{}}}"#, a.state_version));
+            a.state_version
+        };
+        // One commit's state: both agents at the same version, one committed during the backup.
+        assert_eq!(version("a"), version("b"));
+        assert!((before..=after).contains(&version("a")), "{} not in {before}..={after}", version("a"));
+        assert_eq!(snapshot.agents.len(), 26);
+        assert!(snapshot.agents.iter().filter(|a| a.namespace == "bulk").all(|a| a.state_json.len() > 1_000_000));
+        // The live database goes on, unharmed.
+        let live = store.load().unwrap().agents.iter().find(|a| a.agent_id == "a").unwrap().state_version;
+        assert!(live >= after, "{live} < {after}");
+    }
+
+    #[test]
+    fn a_backup_from_the_file_keeps_the_guarantees() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = populated(&tmp.path().join("live"));
+        let target = tmp.path().join("backup.db");
+        fs::write(&target, b"an older backup").unwrap();
+        let err = Store::backup_file(store.path(), &target).unwrap_err();
+        assert!(matches!(err, StoreError::BackupExists { .. }), "{err}");
+        assert_eq!(fs::read(&target).unwrap(), b"an older backup");
+
+        let missing = tmp.path().join("nowhere").join(DB_FILE_NAME);
+        let err = Store::backup_file(&missing, &tmp.path().join("other.db")).unwrap_err();
+        assert!(err.to_string().contains("nowhere"), "{err}");
+        assert!(!tmp.path().join("other.db").exists() && !tmp.path().join("other.db.partial").exists());
+        assert!(!missing.exists(), "a backup never creates its source");
+
+        let copy = tmp.path().join("copy.db");
+        Store::backup_file(store.path(), &copy).unwrap();
+        assert!(!tmp.path().join("copy.db.partial").exists());
+        let copy = Connection::open(&copy).unwrap();
+        let mode: String = copy.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+        assert_eq!(mode, "delete", "a backup is one self-contained file");
+        let agents: i64 = copy.query_row("SELECT COUNT(*) FROM agents", [], |r| r.get(0)).unwrap();
+        assert_eq!(agents, 1);
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //!    call [`Store::apply`] once: one transaction, one commit for the whole turn. Acknowledge
 //!    what the turn did (replies, registrations, barrier releases) only after it returns `Ok`; on
 //!    an error nothing of the batch is stored, so nothing of it may be acknowledged.
-//! 3. **For operators**, [`Store::backup_to`] writes a consistent copy while the server runs, and
+//! 3. **For operators**, [`Store::backup_file`] writes a consistent copy of the database file
+//!    through a read-only connection of its own, while the store keeps committing, and
 //!    [`Store::integrity_check`] verifies the file.
 //!
 //! ```
@@ -42,6 +43,7 @@
 
 mod apply;
 mod backup;
+mod checkpoint;
 pub mod error;
 mod load;
 pub mod records;

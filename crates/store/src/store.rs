@@ -89,6 +89,8 @@ pub struct Store {
     /// The database file (`:memory:` for an in-memory store), for messages.
     pub(crate) path: PathBuf,
     pub(crate) audit_capacity: usize,
+    /// Checkpoints the write-ahead log beside the writer (`None` in memory).
+    pub(crate) checkpointer: Option<crate::checkpoint::Checkpointer>,
 }
 
 impl Store {
@@ -111,7 +113,7 @@ impl Store {
         configure(&conn, &path, Durability::Normal)?;
         schema::migrate(&mut conn, &path, MIGRATIONS)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        Ok(Store { conn, path, audit_capacity: DEFAULT_AUDIT_CAPACITY })
+        Ok(Store { conn, path, audit_capacity: DEFAULT_AUDIT_CAPACITY, checkpointer: None })
     }
 
     /// Opens with only `migrations` known (tests open at an older version this way) and SQLite
@@ -176,7 +178,11 @@ impl Store {
         conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").map_err(|e| classify(&path, e, open_error))?;
         schema::migrate(&mut conn, &path, migrations)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        Ok(Store { conn, path, audit_capacity: options.audit_capacity.max(1) })
+        // Commits never checkpoint; the store's own thread does (see `crate::checkpoint`).
+        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(|e| classify(&path, e, open_error))?;
+        let checkpointer = crate::checkpoint::Checkpointer::start(&path, options.busy_timeout)
+            .map_err(|e| classify(&path, e, open_error))?;
+        Ok(Store { conn, path, audit_capacity: options.audit_capacity.max(1), checkpointer: Some(checkpointer) })
     }
 
     /// The database file (`:memory:` for an in-memory store).

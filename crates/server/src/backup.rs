@@ -1,0 +1,168 @@
+//! Backups beside the engine.
+//!
+//! Copying, checking and syncing a large database takes seconds; on the engine task that would stop
+//! every input meanwhile (heartbeats unanswered, leases running out). So a backup runs on a blocking
+//! thread of its own, reading the database file through its own read-only connection
+//! ([`Store::backup_file`]): SQLite's WAL gives that reader one committed state while the driver
+//! keeps committing its turns.
+//!
+//! The way through:
+//!
+//! 1. The `Admin.Backup` handler asks this server's [`Backups`] for a [`BackupRequest`]; while
+//!    another backup runs it is refused at once (`FAILED_PRECONDITION`): at most one backup at a
+//!    time, so that operators cannot stack copies of a large database onto the disk.
+//! 2. It hands the request to the driver (`Command::Backup`), which owns the store and so knows
+//!    the database file, or knows there is none (`--in-memory`); the driver only calls
+//!    [`BackupRequest::start`] with it.
+//! 3. The copy runs on a blocking thread; the handler's call is answered when it ends, with the
+//!    copy's size or why it failed. The request holds its place (the "one at a time" permit) until
+//!    then, even if the operator's call was abandoned.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use lockstep_core::Reason;
+use lockstep_proto::reason;
+use lockstep_store::{Store, StoreError};
+use tokio::sync::oneshot;
+use tonic::{Code, Status};
+
+/// What a backup answers: the copy's size in bytes, or why there is none.
+pub type BackupAnswer = Result<u64, Status>;
+
+/// A server's backups: lets one run at a time.
+#[derive(Clone, Debug, Default)]
+pub struct Backups {
+    running: Arc<AtomicBool>,
+}
+
+impl Backups {
+    /// A request to copy the database to `path`, and where its answer will come; refused with
+    /// `FAILED_PRECONDITION` while another backup of this server runs.
+    pub fn request(&self, path: PathBuf) -> Result<(BackupRequest, oneshot::Receiver<BackupAnswer>), Status> {
+        if self.running.swap(true, Ordering::SeqCst) {
+            return Err(reason::status(
+                Code::FailedPrecondition,
+                Reason::BackupFailed,
+                "a backup is already running on this server (one at a time); try again once it has finished",
+                [],
+            ));
+        }
+        let permit = Permit(self.running.clone());
+        let (done, answer) = oneshot::channel();
+        Ok((BackupRequest { path, permit, done }, answer))
+    }
+}
+
+/// Marks a backup as running until dropped.
+#[derive(Debug)]
+struct Permit(Arc<AtomicBool>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// A backup asked for and allowed, on its way to the driver. Dropped unstarted, it frees its place
+/// and its caller is told the server is shutting down.
+#[derive(Debug)]
+pub struct BackupRequest {
+    path: PathBuf,
+    permit: Permit,
+    done: oneshot::Sender<BackupAnswer>,
+}
+
+impl BackupRequest {
+    /// Copies `database` (the store's file; `None` when the server keeps nothing on disk) to the
+    /// requested path on a blocking thread, beside the caller, and answers when it is done.
+    /// Returns at once; must be called within a tokio runtime.
+    pub fn start(self, database: Option<&Path>) {
+        let BackupRequest { path, permit, done } = self;
+        let Some(database) = database.map(Path::to_path_buf) else {
+            drop(permit);
+            let _ = done.send(Err(reason::status(
+                Code::FailedPrecondition,
+                Reason::BackupFailed,
+                "this server keeps its data in memory only (--in-memory): there is nothing to back up",
+                [],
+            )));
+            return;
+        };
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let result = copy(&database, &path);
+            match &result {
+                Ok(bytes) => tracing::info!(path = %path.display(), bytes, took = ?started.elapsed(), "backup written"),
+                Err(e) => tracing::warn!(path = %path.display(), error = %e.message(), "backup failed"),
+            }
+            // Free the place before answering: an operator who starts the next backup as soon as
+            // this one is answered is not refused.
+            drop(permit);
+            let _ = done.send(result);
+        });
+    }
+}
+
+/// Writes the copy and returns its size.
+fn copy(database: &Path, path: &Path) -> BackupAnswer {
+    Store::backup_file(database, path).map_err(|e| backup_status(&e))?;
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| reason::status(Code::Internal, Reason::BackupFailed, e.to_string(), []))
+}
+
+/// The status for a failed backup: the operator has to change something (the path, the disk).
+fn backup_status(e: &StoreError) -> Status {
+    reason::status(Code::FailedPrecondition, Reason::BackupFailed, e.to_string(), [])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_backup_at_a_time() {
+        let backups = Backups::default();
+        let (first, _answer) = backups.request("/tmp/a.db".into()).unwrap();
+        let refused = backups.request("/tmp/b.db".into()).unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition);
+        assert!(refused.message().contains("already running"), "{}", refused.message());
+        drop(first);
+        assert!(backups.request("/tmp/b.db".into()).is_ok(), "a request dropped unstarted frees its place");
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_server_has_nothing_to_back_up() {
+        let backups = Backups::default();
+        let (request, answer) = backups.request("/tmp/never.db".into()).unwrap();
+        request.start(None);
+        let refused = answer.await.unwrap().unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition);
+        assert!(refused.message().contains("--in-memory"), "{}", refused.message());
+        assert!(backups.request("/tmp/never.db".into()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_backup_is_answered_with_its_size_and_frees_its_place() {
+        let dir = std::env::temp_dir().join(format!("lockstep-server-backup-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir.join("data"), lockstep_store::Durability::Normal).unwrap();
+        let backups = Backups::default();
+        let target = dir.join("copy.db");
+
+        let (request, answer) = backups.request(target.clone()).unwrap();
+        request.start(Some(store.path()));
+        let bytes = answer.await.unwrap().unwrap();
+        assert_eq!(bytes, std::fs::metadata(&target).unwrap().len());
+
+        // The place is free again; the existing copy is not overwritten.
+        let (request, answer) = backups.request(target.clone()).unwrap();
+        request.start(Some(store.path()));
+        let refused = answer.await.unwrap().unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition);
+        assert!(refused.message().contains("already exists"), "{}", refused.message());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
