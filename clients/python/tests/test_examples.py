@@ -101,6 +101,9 @@ def test_commands(server: ServerProcess) -> None:
     # (an agent's hook may print after the heading: keep the entries only)
     audit = [line.split(": ", 1)[1] for line in out.split("audit log:")[1].splitlines() if line.startswith("  #")]
     assert audit == [
+        # releasing a stuck point and cleaning up are operators' actions too
+        "force_complete_sync stuck_sync -> ok",
+        "cleanup_sync_points -> ok",
         "pause_agent scanner -> ok",
         "resume_agent scanner -> ok",
         "rebalance_weights risk_sentinel -> ok",
