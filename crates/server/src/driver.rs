@@ -46,8 +46,10 @@ pub const MAX_BATCH: usize = 256;
 pub const CONN_CHANNEL_FRAMES: usize = 16;
 
 /// Commands waiting for the driver before senders must wait for room (bounds the memory a flood
-/// can take, and the time a quiet agent's message waits behind it).
-pub const INTAKE_CAPACITY: usize = 1024;
+/// can take, and the time a quiet agent's message waits behind it). Room for a barrier of a
+/// thousand arrivals with their acknowledgements in one burst: at 1,024 such bursts made readers
+/// wait and cost barriers of 1,000 about 15 % (measured; docs/BENCHMARKS.md).
+pub const INTAKE_CAPACITY: usize = 4096;
 
 /// Inputs the driver takes before it commits and sends (keeps latency bounded under load).
 pub const MAX_INPUTS_PER_TURN: usize = 1024;
@@ -326,26 +328,25 @@ pub async fn run<J: Journal>(
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
-            signal = signals.recv() => {
-                if let Some(signal) = signal {
-                    d.signal(clock.now(), signal);
-                }
-            }
+            // (A closed signal channel disables this branch; the intake's closing ends the loop.)
+            Some(signal) = signals.recv() => d.signal(clock.now(), signal),
             cmd = commands.recv() => {
                 let Some(cmd) = cmd else { break };
-                let now = clock.now();
-                d.apply(now, cmd);
-                for _ in 1..MAX_INPUTS_PER_TURN {
-                    match commands.try_recv() {
-                        Ok(cmd) => d.apply(now, cmd),
-                        Err(_) => break,
-                    }
-                }
+                d.apply(clock.now(), cmd);
             }
             _ = sleep_until(&clock, deadline) => d.timeout(clock.now()),
         }
+        // Whatever woke the driver, the turn takes everything else that is waiting (up to a
+        // turn's worth of commands): fewer, fuller turns batch more per frame and per commit.
+        let now = clock.now();
+        for _ in 1..MAX_INPUTS_PER_TURN {
+            match commands.try_recv() {
+                Ok(cmd) => d.apply(now, cmd),
+                Err(_) => break,
+            }
+        }
         while let Ok(signal) = signals.try_recv() {
-            d.signal(clock.now(), signal);
+            d.signal(now, signal);
         }
         // Timers may be due after a long turn, too.
         if d.engine.next_deadline().is_some_and(|t| t <= clock.now()) {
