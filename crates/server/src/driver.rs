@@ -1,9 +1,9 @@
 //! The driver: the one task that owns the engine.
 //!
 //! gRPC handlers never touch product state; they send [`Command`]s here over one **bounded** intake
-//! channel, and wait for room when it is full: a client that floods the server is held back by
-//! its own connection's HTTP/2 flow control, and since the channel hands out room in the order it
-//! was asked for, one busy connection cannot starve the others. The driver applies commands to the
+//! ([`INTAKE_CAPACITY`] commands, see [`EngineHandle`]), and wait for room when it is full: a client
+//! that floods the server is held back by its own connection's HTTP/2 flow control, and since room
+//! is handed out in the order it was asked for, one busy connection cannot starve the others. The driver applies commands to the
 //! engine in turns (up to [`MAX_INPUTS_PER_TURN`] inputs, plus timers that fell due), and every turn
 //! ends the same way, as the engine's types demand (see [`lockstep_core::turn`]):
 //!
