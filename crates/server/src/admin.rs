@@ -17,7 +17,7 @@ use tonic::Code;
 use tonic::{Request, Response, Status};
 
 use crate::backup::Backups;
-use crate::driver::{shutting_down, Command, EngineHandle};
+use crate::driver::{shutting_down, unexpected, Command, EngineHandle};
 
 /// Metadata key naming the operator, recorded in the audit log.
 pub const ACTOR_HEADER: &str = "x-lockstep-actor";
@@ -45,7 +45,7 @@ impl AdminService {
     async fn words(&self, actor: String, action: AdminAction) -> Result<Response<v1::AdminAck>, Status> {
         match self.engine.admin(actor, action).await? {
             AdminOutcome::Done(detail) => Ok(ack(detail)),
-            other => Err(Status::internal(format!("unexpected answer to an operator's action: {other:?}"))),
+            other => Err(unexpected(&other)),
         }
     }
 }
@@ -175,8 +175,9 @@ impl Admin for AdminService {
             params_json: r.params_json,
             timeout_ms: r.timeout_ms,
         };
-        let AdminOutcome::Command { command_id, outcome } = self.engine.admin(actor, action).await? else {
-            return Err(Status::internal("a command was answered with something else than its outcome"));
+        let (command_id, outcome) = match self.engine.admin(actor, action).await? {
+            AdminOutcome::Command { command_id, outcome } => (command_id, outcome),
+            other => return Err(unexpected(&other)),
         };
         use v1::send_command_response::Outcome;
         let outcome = match outcome {

@@ -239,6 +239,12 @@ impl EngineHandle {
     }
 }
 
+/// What a call gets when the engine answered an operator's action with an outcome of another
+/// kind (a bug: each action has one kind of outcome).
+pub fn unexpected(outcome: &AdminOutcome) -> Status {
+    Status::internal(format!("unexpected answer to an operator's action: {outcome:?}"))
+}
+
 /// What a call gets when the driver has stopped.
 pub fn shutting_down() -> Status {
     reason::status(Code::Unavailable, Reason::ServerShuttingDown, "the server is shutting down", [])

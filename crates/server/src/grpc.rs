@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::admin::actor;
-use crate::driver::{Command, ConnSink, ConnStream, EngineHandle, Signal, CONN_CHANNEL_FRAMES};
+use crate::driver::{unexpected, Command, ConnSink, ConnStream, EngineHandle, Signal, CONN_CHANNEL_FRAMES};
 
 /// The lockstep gRPC service.
 #[derive(Clone)]
@@ -221,8 +221,9 @@ impl Lockstep for Service {
         let actor = actor(&request);
         let r = request.into_inner();
         let action = AdminAction::ForceCompleteSync { namespace: r.namespace, sync_id: r.sync_id };
-        let AdminOutcome::SyncForced(status) = self.engine.admin(actor, action).await? else {
-            return Err(Status::internal("force-complete answered with something else than a status"));
+        let status = match self.engine.admin(actor, action).await? {
+            AdminOutcome::SyncForced(status) => status,
+            other => return Err(unexpected(&other)),
         };
         // Forced now: its finishing time is the engine's clock at the moment it was released.
         let now = status.finished_at.unwrap_or(status.waiting_since);
@@ -235,10 +236,9 @@ impl Lockstep for Service {
     ) -> Result<Response<v1::CleanupSyncPointsResponse>, Status> {
         let actor = actor(&request);
         let namespace = request.into_inner().namespace;
-        let AdminOutcome::Cleaned(removed) =
-            self.engine.admin(actor, AdminAction::CleanupSyncPoints { namespace }).await?
-        else {
-            return Err(Status::internal("cleanup answered with something else than a count"));
+        let removed = match self.engine.admin(actor, AdminAction::CleanupSyncPoints { namespace }).await? {
+            AdminOutcome::Cleaned(removed) => removed,
+            other => return Err(unexpected(&other)),
         };
         Ok(Response::new(v1::CleanupSyncPointsResponse { removed: removed as u32 }))
     }
