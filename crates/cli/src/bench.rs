@@ -26,7 +26,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
 use hdrhistogram::Histogram;
-use lockstep_client::{proto as v1, AgentOptions, Client, Participants};
+use lockstep_client::{proto as v1, Agent, AgentOptions, Client, Participants};
 use prost::Message as _;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -97,6 +97,48 @@ fn age_us(epoch: Instant, payload: &[u8]) -> u64 {
     (epoch.elapsed().as_nanos() as u64).saturating_sub(sent) / 1000
 }
 
+/// How long the bench waits for all of a scenario's agents to register before it fails.
+const REGISTER_WAIT: Duration = Duration::from_secs(60);
+/// How long a subscriber waits for its next delivery before it counts the rest as lost.
+const DELIVERY_WAIT: Duration = Duration::from_secs(10);
+/// How long the saturating publisher waits for the slowest subscriber to move before it fails.
+const PROGRESS_WAIT: Duration = Duration::from_secs(30);
+
+/// Registers `n` agents concurrently, agent `j` with `options(j)`, and returns them in order. Fails
+/// with the first agent that could not register, or when they are not all registered within
+/// [`REGISTER_WAIT`]: a scenario never starts (or waits to start) with fewer agents than it counts.
+async fn register_all(
+    client: &Client,
+    n: usize,
+    options: impl Fn(usize) -> AgentOptions,
+) -> anyhow::Result<Vec<Agent>> {
+    let mut pending = tokio::task::JoinSet::new();
+    for j in 0..n {
+        let (client, options) = (client.clone(), options(j));
+        pending.spawn(async move {
+            let id = options.agent_id.clone();
+            (j, client.register(options).await.with_context(|| format!("agent {id} could not register")))
+        });
+    }
+    let mut agents: Vec<Option<Agent>> = (0..n).map(|_| None).collect();
+    let all = async {
+        while let Some(joined) = pending.join_next().await {
+            let (j, agent) = joined?;
+            agents[j] = Some(agent?);
+        }
+        anyhow::Ok(())
+    };
+    match tokio::time::timeout(REGISTER_WAIT, all).await {
+        Ok(result) => result?,
+        Err(_) => anyhow::bail!(
+            "only {} of {n} agents registered within {} s",
+            agents.iter().flatten().count(),
+            REGISTER_WAIT.as_secs()
+        ),
+    }
+    Ok(agents.into_iter().flatten().collect())
+}
+
 enum Pace {
     /// As fast as the slowest subscriber allows, at most `window` messages ahead of it.
     Saturate { messages: u64, window: u64 },
@@ -146,20 +188,19 @@ async fn fanout_with_hung(
     let progress: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
     // Subscribers wake a blocked publisher now and then instead of it spinning on the counters.
     let moved = Arc::new(tokio::sync::Notify::new());
-    let ready = Arc::new(tokio::sync::Barrier::new(n + 1));
+    let subscribers = register_all(&client, n, |j| {
+        AgentOptions::new(format!("sub-{j}"), "subscriber").interests([topic_names[j % topics].clone()])
+    })
+    .await?;
     let mut subs = Vec::with_capacity(n);
-    for j in 0..n {
-        let client = client.clone();
-        let topic = topic_names[j % topics].clone();
+    for (j, agent) in subscribers.into_iter().enumerate() {
         let expected = per_topic(j % topics);
-        let (progress, ready, moved) = (progress.clone(), ready.clone(), moved.clone());
+        let (progress, moved) = (progress.clone(), moved.clone());
+        let mut deliveries = agent.deliveries().context("deliveries")?;
         subs.push(tokio::spawn(async move {
-            let agent = client.register(AgentOptions::new(format!("sub-{j}"), "subscriber").interests([topic])).await?;
-            let mut deliveries = agent.deliveries().context("deliveries")?;
-            ready.wait().await;
             let mut r = SubResult { received: 0, missed: 0, last: Instant::now(), hist: hist() };
             while r.received + r.missed < expected {
-                let Ok(Some(d)) = tokio::time::timeout(Duration::from_secs(10), deliveries.recv()).await else {
+                let Ok(Some(d)) = tokio::time::timeout(DELIVERY_WAIT, deliveries.recv()).await else {
                     break;
                 };
                 r.hist.record(age_us(epoch, &d.payload).max(1))?;
@@ -171,23 +212,33 @@ async fn fanout_with_hung(
                 }
             }
             r.last = Instant::now();
+            // Counted as done, so that a subscriber that gave up does not hold the publisher back.
+            progress[j].store(u64::MAX, Ordering::Relaxed);
             moved.notify_one();
             drop(agent);
             anyhow::Ok(r)
         }));
     }
     let publisher = client.register(AgentOptions::new("publisher", "publisher")).await?;
-    ready.wait().await;
     let start = Instant::now();
     match pace {
         Pace::Saturate { messages, window } => {
+            let mut moved_at = (0, Instant::now());
             for i in 0..messages {
                 if i.is_multiple_of(32) {
                     loop {
                         let slowest = progress.iter().map(|p| p.load(Ordering::Relaxed)).min().unwrap_or(i);
                         // Subscribers count only their own topic's messages; scale to the whole stream.
-                        if i.saturating_sub(slowest * topics as u64) <= window {
+                        if i.saturating_sub(slowest.saturating_mul(topics as u64)) <= window {
                             break;
+                        }
+                        if slowest != moved_at.0 {
+                            moved_at = (slowest, Instant::now());
+                        } else if moved_at.1.elapsed() > PROGRESS_WAIT {
+                            anyhow::bail!(
+                                "the slowest subscriber stayed at {slowest} messages for {} s",
+                                PROGRESS_WAIT.as_secs()
+                            );
                         }
                         let _ = tokio::time::timeout(Duration::from_millis(5), moved.notified()).await;
                     }
@@ -255,14 +306,10 @@ async fn barrier(addr: &str, n: usize, rounds: usize, work: Duration) -> anyhow:
     let ns = format!("bench-barrier-{n}");
     let client = Client::connect(addr).await?.with_namespace(&ns);
     let epoch = Instant::now();
+    let agents = register_all(&client, n, |j| AgentOptions::new(format!("p-{j}"), "participant")).await?;
     let mut tasks = Vec::with_capacity(n);
-    let ready = Arc::new(tokio::sync::Barrier::new(n));
-    for j in 0..n {
-        let client = client.clone();
-        let ready = ready.clone();
+    for agent in agents {
         tasks.push(tokio::spawn(async move {
-            let agent = client.register(AgentOptions::new(format!("p-{j}"), "participant")).await?;
-            ready.wait().await;
             let mut times = Vec::with_capacity(rounds);
             for r in 0..rounds {
                 let arrived = epoch.elapsed();
@@ -330,7 +377,10 @@ async fn delta_bytes(addr: &str, updates: usize) -> anyhow::Result<(Row, Value)>
     let mut snapshot_seen = false;
     let reader = async {
         while seen < updates as u64 {
-            let Some(msg) = inbound.message().await? else { anyhow::bail!("session ended") };
+            let Ok(msg) = tokio::time::timeout(DELIVERY_WAIT, inbound.message()).await else {
+                anyhow::bail!("the watcher saw no change for {} s", DELIVERY_WAIT.as_secs())
+            };
+            let Some(msg) = msg? else { anyhow::bail!("session ended") };
             if let Some(v1::server_message::Kind::StateChanges(c)) = &msg.kind {
                 if !snapshot_seen {
                     snapshot_seen = true;
@@ -389,15 +439,12 @@ async fn delta_bytes(addr: &str, updates: usize) -> anyhow::Result<(Row, Value)>
 /// for `seconds`. Rate = acknowledged updates/s of all writers; latency = update sent → ack received.
 async fn state_writers(addr: &str, scenario: &str, n: usize, seconds: u64) -> anyhow::Result<Row> {
     let client = Client::connect(addr).await?.with_namespace(format!("bench-{scenario}"));
-    let ready = Arc::new(tokio::sync::Barrier::new(n + 1));
+    let agents = register_all(&client, n, |j| AgentOptions::new(format!("writer-{j}"), "writer")).await?;
+    let start = Instant::now();
     let mut writers = Vec::with_capacity(n);
-    for j in 0..n {
-        let client = client.clone();
-        let ready = ready.clone();
+    for agent in agents {
         writers.push(tokio::spawn(async move {
-            let agent = client.register(AgentOptions::new(format!("writer-{j}"), "writer")).await?;
             let pad = "x".repeat(32);
-            ready.wait().await;
             let deadline = Instant::now() + Duration::from_secs(seconds);
             let (mut h, mut acked) = (hist(), 0u64);
             while Instant::now() < deadline {
@@ -411,8 +458,6 @@ async fn state_writers(addr: &str, scenario: &str, n: usize, seconds: u64) -> an
             anyhow::Ok((acked, last, h))
         }));
     }
-    ready.wait().await;
-    let start = Instant::now();
     let (mut h, mut acked, mut last) = (hist(), 0u64, start);
     for w in writers {
         let (a, l, wh) = w.await??;

@@ -220,15 +220,40 @@ fn open_data_dir(dir: &std::path::Path, durability: Durability, config: Config) 
     Ok(Opened { store, engine, clock, lock })
 }
 
-async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
-    let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+/// Connections that may wait to be accepted (the kernel caps it at `net.core.somaxconn`): enough
+/// for a thousand agents connecting at once, each on its own connection.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let listen = || {
+        let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        // As `TcpListener::bind` does: a restarted server can take its port back at once.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    let listener = listen().map_err(|source| StartError::Bind { addr, source })?;
     let local = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
     Ok((listener, local))
 }
 
+/// The connections a listener accepts, each with Nagle's algorithm off. Small frames (an
+/// acknowledgement, a command, a barrier release) are sent at once instead of waiting for the
+/// peer's delayed ACK of the previous segment (~40 ms on Linux). tonic's `tcp_nodelay` setting
+/// applies only to the listeners it binds itself, not to an incoming stream like this one.
+fn accepted(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt as _;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::warn!(error = %e, "cannot set TCP_NODELAY on an accepted connection");
+            }
+        })
+    })
+}
+
 fn transport() -> tonic::transport::Server {
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
@@ -254,9 +279,9 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
         Storage::InMemory => None,
         Storage::DataDir { dir, durability } => Some(open_data_dir(dir, *durability, config.clone())?),
     };
-    let (listener, addr) = bind(options.listen).await?;
+    let (listener, addr) = bind(options.listen)?;
     let admin_listener = match options.admin_listen {
-        Some(a) => Some(bind(a).await?),
+        Some(a) => Some(bind(a)?),
         None => None,
     };
     let max_message = config.limits.max_payload_bytes.max(config.limits.max_delta_bytes) + MESSAGE_OVERHEAD;
@@ -298,7 +323,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
             let _ = rx.recv().await;
         }
     };
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = accepted(listener);
     let admin_addr = admin_listener.as_ref().map(|(_, a)| *a);
     let task = match admin_listener {
         None => {
@@ -306,7 +331,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(&transport_stop_tx)))
         }
         Some((admin_listener, _)) => {
-            let admin_incoming = tokio_stream::wrappers::TcpListenerStream::new(admin_listener);
+            let admin_incoming = accepted(admin_listener);
             let admin_task = tokio::spawn(
                 transport()
                     .add_service(admin)
@@ -328,4 +353,26 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
         task,
         failed: Some(failed_rx),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_stream::StreamExt as _;
+
+    #[tokio::test]
+    async fn accepted_connections_have_nagle_off() {
+        let (listener, addr) = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut incoming = Box::pin(accepted(listener));
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let server_side = incoming.next().await.expect("a connection").expect("accepted");
+        assert!(server_side.nodelay().unwrap(), "TCP_NODELAY must be set on the server's side");
+        assert_eq!(server_side.peer_addr().unwrap(), client.local_addr().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_port_in_use_is_a_bind_error() {
+        let (_listener, addr) = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert!(matches!(bind(addr), Err(StartError::Bind { addr: a, .. }) if a == addr));
+    }
 }
