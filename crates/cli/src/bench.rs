@@ -7,6 +7,8 @@
 //!   fixed offered rate;
 //! * interest routing: N subscribers spread over 10 topics, a fixed rate over those topics;
 //! * barrier rounds of N participants: from the last arrival to the last release;
+//! * round trips one at a time: an agent's publish with confirmation, and an operator's command to
+//!   an agent that answers at once;
 //! * state: wire bytes of deltas versus broadcasting the full state;
 //! * durable state updates: acknowledged state updates per second of 100 writers on servers without
 //!   a store and with a data dir (SQLite, `synchronous=NORMAL` and `FULL`), each started fresh in
@@ -41,7 +43,8 @@ pub struct BenchArgs {
     /// Small sizes and short runs (a smoke test of the benchmark itself).
     #[arg(long)]
     quick: bool,
-    /// Only scenarios whose name contains this (fanout, rate, routing, barrier, delta, durable).
+    /// Only scenarios whose name contains this (fanout, rate, routing, barrier, publish-confirm,
+    /// command, delta, durable).
     #[arg(long)]
     only: Option<String>,
     /// Agent counts to run (default 10,100,1000; with --quick 10,100).
@@ -349,6 +352,68 @@ async fn barrier(addr: &str, n: usize, rounds: usize, work: Duration) -> anyhow:
         count: rounds as u64,
         note: "rate = rounds/s; latency = last arrival → last release".into(),
     })
+}
+
+/// Sequential round trips for `seconds`, each timed from its start to its end, as a row.
+async fn round_trips<F, Fut>(scenario: &str, seconds: u64, note: &str, mut once: F) -> anyhow::Result<Row>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut h = hist();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(seconds);
+    while Instant::now() < deadline {
+        let sent = Instant::now();
+        once().await?;
+        h.record((sent.elapsed().as_micros() as u64).max(1))?;
+    }
+    let count = h.len();
+    Ok(Row {
+        scenario: scenario.to_owned(),
+        n: 1,
+        rate: count as f64 / start.elapsed().as_secs_f64().max(1e-9),
+        offered_rate: None,
+        p50_us: h.value_at_quantile(0.5),
+        p99_us: h.value_at_quantile(0.99),
+        p999_us: h.value_at_quantile(0.999),
+        lost: 0,
+        count,
+        note: format!("{count} round trips, one at a time; {note}"),
+    })
+}
+
+/// One agent publishing with confirmation (the server's acknowledgement that the message was
+/// routed), one publish at a time.
+async fn publish_confirm(addr: &str, seconds: u64) -> anyhow::Result<Row> {
+    let client = Client::connect(addr).await?.with_namespace("bench-publish-confirm");
+    let agent = client.register(AgentOptions::new("publisher", "publisher")).await?;
+    let payload = Bytes::from(vec![0u8; PAYLOAD]);
+    round_trips("publish-confirm", seconds, "publish → routed acknowledgement", || async {
+        Ok(agent.publish_confirmed("bench.confirm", payload.clone()).await?)
+    })
+    .await
+}
+
+/// An operator's command to an agent that answers at once: admin → server → agent → server → admin.
+async fn command_round_trip(addr: &str, seconds: u64) -> anyhow::Result<Row> {
+    let client = Client::connect(addr).await?.with_namespace("bench-command");
+    let agent = client.register(AgentOptions::new("responder", "responder")).await?;
+    let mut commands = agent.commands().context("commands")?;
+    let responder = tokio::spawn(async move {
+        while let Some(command) = commands.recv().await {
+            let _ = command.reply(Ok(json!("ok"))).await;
+        }
+    });
+    let admin = client.admin(None, Some("bench"))?;
+    let row = round_trips("command-roundtrip", seconds, "send_command → agent's answer", || async {
+        admin.send_command("responder", "ping", &Value::Null, DELIVERY_WAIT).await?;
+        Ok(())
+    })
+    .await;
+    drop(agent);
+    responder.abort();
+    row
 }
 
 /// Wire bytes a watcher receives for deltas versus full states: a 50-field state, 2 fields changed
@@ -700,6 +765,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             rows.push(barrier(&addr, n, rounds, Duration::from_millis(args.barrier_work_ms)).await?);
             eprintln!("{:?}", rows.last().expect("pushed"));
         }
+    }
+    if wanted("publish-confirm") {
+        rows.push(publish_confirm(&addr, seconds).await?);
+        eprintln!("{:?}", rows.last().expect("pushed"));
+    }
+    if wanted("command") {
+        rows.push(command_round_trip(&addr, seconds).await?);
+        eprintln!("{:?}", rows.last().expect("pushed"));
     }
     if wanted("delta") {
         let (row, v) = delta_bytes(&addr, if args.quick { 50 } else { 1000 }).await?;

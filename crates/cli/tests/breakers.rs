@@ -11,9 +11,13 @@ use std::time::Duration;
 use lockstep_client::{proto as v1, AgentFilter};
 use support::{eventually, opts, Server};
 
+// The acknowledgement timeout leaves room for a busy machine: the healthy agents share two cores
+// with the server and 99 other agents, and a healthy agent isolated by a slow test process would
+// miss messages. (When a whole namespace seems to fail at once, `breaker_max_isolated_percent` caps
+// the damage; here exactly the two faulty agents must be isolated.)
 const BREAKER_CONFIG: &str = "
 [breaker]
-timeout_per_agent_ms = 400
+timeout_per_agent_ms = 1500
 failure_threshold = 3
 recovery_delay_ms = 1500
 max_recovery_delay_ms = 3000
@@ -67,9 +71,9 @@ async fn one_hung_and_one_failing_agent_of_a_hundred_are_isolated_and_recover() 
     }
     let publisher = client.register(opts("scanner", "scanner")).await.unwrap();
 
-    // Faults on: publish for a while.
+    // Faults on: publish for a while (several acknowledgement timeouts).
     let mut published = 0u64;
-    for _ in 0..60 {
+    for _ in 0..100 {
         for _ in 0..5 {
             publisher.publish("feed", vec![0u8; 256]).await.unwrap();
             published += 1;

@@ -92,3 +92,20 @@ fn the_benchmark_runs_and_writes_json() {
     assert!(rows[0]["p99_us"].as_u64().unwrap() > 0);
     std::fs::remove_file(&file).unwrap();
 }
+
+#[test]
+fn the_round_trip_benchmarks_time_real_round_trips() {
+    for (only, scenario) in [("publish-confirm", "publish-confirm"), ("command", "command-roundtrip")] {
+        let file = std::env::temp_dir().join(format!("lockstep-bench-{only}-{}.json", std::process::id()));
+        let (ok, _, err) = lockstep(&["bench", "--quick", "--only", only, "--json", file.to_str().unwrap()]);
+        assert!(ok, "bench --only {only} failed: {err}");
+        let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let rows = doc["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0]["scenario"], scenario);
+        assert!(rows[0]["count"].as_u64().unwrap() > 0, "{rows:?}");
+        let (p50, p99) = (rows[0]["p50_us"].as_u64().unwrap(), rows[0]["p99_us"].as_u64().unwrap());
+        assert!(p50 > 0 && p99 >= p50, "{rows:?}");
+        std::fs::remove_file(&file).unwrap();
+    }
+}

@@ -271,6 +271,47 @@ async fn a_lost_participant_fails_the_barrier_promptly() {
     drop(tx);
 }
 
+/// Leases measure the clients' silence, not the server's: a server stopped (SIGSTOP) for many
+/// leases and then continued loses no agent and fails no barrier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_server_does_not_blame_its_clients_for_its_silence() {
+    // Leases of 3 × 100 ms; the server is stopped for 2 s, about seven of them.
+    let server = Server::start(&["--heartbeat-interval-ms", "100"]);
+    let client = server.client().await;
+    let mut registry = client.watch_registry().await.unwrap();
+    let a = client.register(opts("a", "worker")).await.unwrap();
+    let b = client.register(opts("b", "worker")).await.unwrap();
+    let set = Participants::Agents(vec!["a".into(), "b".into()]);
+    let waiting = {
+        let set = set.clone();
+        tokio::spawn(async move { b.sync("after-the-stop", set, Duration::from_secs(60), Bytes::new()).await })
+    };
+    let b_arrived = eventually(T, || async {
+        client.sync_status("after-the-stop").await.is_ok_and(|s| s.arrived.iter().any(|x| x == "b"))
+    })
+    .await;
+    assert!(b_arrived, "b waits at the barrier");
+
+    server.signal("STOP");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    server.signal("CONT");
+
+    let released = a.sync("after-the-stop", set, Duration::from_secs(60), Bytes::new()).await;
+    assert!(released.is_ok(), "the barrier completes after the stop: {released:?}");
+    assert!(waiting.await.unwrap().is_ok(), "and releases the agent that waited through it");
+    let agents = client.list_agents(AgentFilter::default()).await.unwrap();
+    let statuses: Vec<(String, i32)> = agents.iter().map(|x| (x.agent_id.clone(), x.status)).collect();
+    assert!(agents.iter().all(|x| x.status != v1::AgentStatus::Lost as i32), "nobody was declared lost: {statuses:?}");
+    // The watcher saw the two joins and no loss.
+    let mut kinds = Vec::new();
+    while let Ok(Some(Ok(e))) =
+        tokio::time::timeout(Duration::from_millis(300), futures::StreamExt::next(&mut registry)).await
+    {
+        kinds.push((e.kind, e.agent.map(|x| x.agent_id).unwrap_or_default()));
+    }
+    assert!(!kinds.iter().any(|(k, _)| *k == v1::registry_event::Kind::Lost as i32), "{kinds:?}");
+}
+
 #[tokio::test]
 async fn registry_watch_sees_joins_status_changes_and_leaves() {
     let server = Server::start(&[]);

@@ -449,6 +449,20 @@ impl Breaker {
 
     /// A delivery to the agent failed.
     pub fn record_failure(&mut self, now: Time, kind: FailureKind) -> Option<Transition> {
+        self.record_failure_unless_capped(now, kind, false)
+    }
+
+    /// Whether one more failure at `now` would open this (closed) breaker.
+    pub fn would_open(&self, now: Time) -> bool {
+        let window = self.settings.failure_window_ms;
+        let recent = self.failures.iter().filter(|&&t| now.saturating_sub(t) < window).count() as u32;
+        matches!(self.phase, Phase::Closed) && recent + 1 >= self.settings.failure_threshold
+    }
+
+    /// A delivery to the agent failed, at a moment when `capped` may forbid isolating one more
+    /// agent: a closed breaker then remembers the failure but stays closed (the next failure asks
+    /// again). A half-open breaker reopens regardless: its agent is isolated already.
+    pub fn record_failure_unless_capped(&mut self, now: Time, kind: FailureKind, capped: bool) -> Option<Transition> {
         self.failures_total += 1;
         match self.phase {
             Phase::Closed => {
@@ -457,8 +471,12 @@ impl Breaker {
                     self.failures.pop_front();
                 }
                 self.failures.push_back(now);
+                if capped && self.failures.len() > self.settings.failure_threshold as usize {
+                    // Held closed by the cap: the threshold's worth of latest failures says enough.
+                    self.failures.pop_front();
+                }
                 let failures = self.failures.len() as u32;
-                (failures >= self.settings.failure_threshold)
+                (failures >= self.settings.failure_threshold && !capped)
                     .then(|| self.open(now, Reason::TooManyFailures { failures, window_ms: window, last: kind }))
             }
             Phase::Open { .. } => None,

@@ -119,6 +119,10 @@ pub struct Config {
     pub breaker_roles: std::collections::BTreeMap<String, crate::breaker::BreakerOverrides>,
     /// ...and for single agents (by id, in any namespace).
     pub breaker_agents: std::collections::BTreeMap<String, crate::breaker::BreakerOverrides>,
+    /// The largest share of a namespace's live agents whose breakers may be open or half-open at
+    /// once, in percent (at least one agent may always be isolated). A failure that would isolate
+    /// one more is counted but does not open the breaker.
+    pub breaker_max_isolated_percent: u32,
 }
 
 impl Default for Config {
@@ -137,6 +141,7 @@ impl Default for Config {
             breaker: crate::breaker::BreakerSettings::default(),
             breaker_roles: Default::default(),
             breaker_agents: Default::default(),
+            breaker_max_isolated_percent: 10,
         }
     }
 }
@@ -152,6 +157,18 @@ impl Config {
         self.heartbeat_interval_ms.saturating_mul(u64::from(self.lease_intervals))
     }
 
+    /// How far behind the server must fall before the shell reports it as stalled
+    /// ([`Input::ServerStalled`](crate::Input::ServerStalled)): half the shortest time a client is
+    /// given, the heartbeat interval or any acknowledgement timeout. Below that, the server's lag
+    /// alone cannot make a client miss either; the report costs a pass over every agent, so it is
+    /// not made for every late turn.
+    pub fn stall_threshold_ms(&self) -> u64 {
+        let ack_timeouts = std::iter::once(self.breaker.timeout_per_agent_ms).chain(
+            self.breaker_roles.values().chain(self.breaker_agents.values()).filter_map(|o| o.timeout_per_agent_ms),
+        );
+        (ack_timeouts.fold(self.heartbeat_interval_ms, u64::min) / 2).max(1)
+    }
+
     /// Checks the settings make sense together; the server refuses to start otherwise.
     pub fn validate(&self) -> Result<(), String> {
         if self.heartbeat_interval_ms == 0 {
@@ -159,6 +176,9 @@ impl Config {
         }
         if self.lease_intervals == 0 {
             return Err("lease_intervals must be at least 1".into());
+        }
+        if !(1..=100).contains(&self.breaker_max_isolated_percent) {
+            return Err("breaker_max_isolated_percent must be between 1 and 100".into());
         }
         if self.queue_capacity == 0 {
             return Err("queue_capacity must be at least 1".into());

@@ -285,6 +285,7 @@ impl Engine {
             }
             Input::Disconnected { conn, clean } => self.disconnected(now, conn, clean),
             Input::Malformed { conn, request_id, reason } => self.malformed(conn, request_id, reason),
+            Input::ServerStalled { since } => self.server_stalled(now, since),
             Input::Admin { origin, actor, action } => {
                 let result = self.admin(now, origin, &actor, action);
                 // A command that went out answers later, when the agent does (`command_done`).
@@ -318,8 +319,10 @@ impl Engine {
             let (ns, agent) = (ns.clone(), agent.clone());
             self.reply(&ns, &agent, request_id, Reply::Error(CoreError::invalid("message", reason)));
             let now = self.now;
-            let transition =
-                self.agent_mut(&ns, &agent).and_then(|a| a.breaker.record_failure(now, FailureKind::AgentError));
+            let capped = self.isolation_capped(now, &ns, &agent);
+            let transition = self
+                .agent_mut(&ns, &agent)
+                .and_then(|a| a.breaker.record_failure_unless_capped(now, FailureKind::AgentError, capped));
             if let Some(t) = transition {
                 self.breaker_moved(&ns, &agent, t);
             }
@@ -756,6 +759,27 @@ impl Engine {
                 }
             }
             None => {}
+        }
+    }
+
+    /// The server could not run from `since` until `now` (see [`Input::ServerStalled`]). Leases
+    /// measure a client's silence, not the server's: every live agent's lease is moved by the
+    /// stall and runs at least a heartbeat interval past `now` (what the agent sent meanwhile may
+    /// still be waiting to be read), and deliveries awaiting an acknowledgement get their deadline
+    /// moved by the stall, since their acknowledgements could not be read either. Barrier and
+    /// command deadlines are the users' own and stand.
+    fn server_stalled(&mut self, now: Time, since: Time) {
+        let stall = now.saturating_sub(since);
+        let grace = self.config.heartbeat_interval_ms;
+        for n in self.namespaces.values_mut() {
+            for a in n.agents.values_mut() {
+                if let Some(session) = a.session.as_mut() {
+                    session.lease.extend_after_stall(now, stall, grace);
+                }
+                for (_, sent) in a.unacked.iter_mut() {
+                    *sent = sent.saturating_add(stall).min(now);
+                }
+            }
         }
     }
 
@@ -1441,6 +1465,7 @@ impl Engine {
 
     /// The agent acknowledged every delivery up to `seq` (or, with `error`, failed the one at `seq`).
     fn acknowledged(&mut self, now: Time, ns: &Arc<str>, agent: &Arc<str>, seq: u64, error: Option<String>) {
+        let capped = error.is_some() && self.isolation_capped(now, ns, agent);
         let Some(a) = self.agent_mut(ns, agent) else { return };
         a.outbox.ack(seq);
         a.health.progress(now);
@@ -1454,15 +1479,36 @@ impl Engine {
         }
         if error.is_some() {
             a.health.delivery_failed(now);
-            transitions.extend(a.breaker.record_failure(now, FailureKind::AgentError));
+            transitions.extend(a.breaker.record_failure_unless_capped(now, FailureKind::AgentError, capped));
         }
         for t in transitions {
             self.breaker_moved(ns, agent, t);
         }
     }
 
+    /// Whether a failure of `agent` must not open its breaker now: it would, but the namespace
+    /// already has as many live agents isolated (breakers open or half-open) as
+    /// `breaker_max_isolated_percent` allows (at least one). When most agents seem to fail at once,
+    /// the likelier cause is a slow machine or network rather than that many faulty agents, and
+    /// isolating them all would stop the whole namespace (the rule of Envoy's maximum ejection
+    /// percentage). The failures are still counted, in the agent's health too.
+    fn isolation_capped(&self, now: Time, ns: &Arc<str>, agent: &Arc<str>) -> bool {
+        let Some(n) = self.namespaces.get(ns) else { return false };
+        if !n.agents.get(agent).is_some_and(|a| a.breaker.would_open(now)) {
+            return false;
+        }
+        let (mut live, mut isolated) = (0usize, 0usize);
+        for a in n.agents.values().filter(|a| a.session.is_some()) {
+            live += 1;
+            isolated += usize::from(a.breaker.state() != BreakerState::Closed);
+        }
+        let allowed = (live * self.config.breaker_max_isolated_percent as usize / 100).max(1);
+        isolated >= allowed
+    }
+
     /// Batches past their deadline count as failures; the timer moves to the next one.
     fn ack_deadline(&mut self, now: Time, ns: &Arc<str>, agent: &Arc<str>) {
+        let capped = self.isolation_capped(now, ns, agent);
         let Some(a) = self.agent_mut(ns, agent) else { return };
         a.ack_timer = false;
         let timeout = a.breaker.settings().timeout_per_agent_ms;
@@ -1470,7 +1516,7 @@ impl Engine {
         while a.unacked.front().is_some_and(|(_, sent)| sent.saturating_add(timeout) <= now) {
             a.unacked.pop_front();
             a.health.delivery_failed(now);
-            transitions.extend(a.breaker.record_failure(now, FailureKind::AckTimeout));
+            transitions.extend(a.breaker.record_failure_unless_capped(now, FailureKind::AckTimeout, capped));
         }
         if let Some((_, sent)) = a.unacked.front() {
             a.ack_timer = true;

@@ -101,6 +101,13 @@ pub enum Input {
     /// The stream ended: `clean` when the client closed it deliberately (deregistering the agent),
     /// not clean when it broke (the lease keeps running so the agent can resume).
     Disconnected { conn: ConnId, clean: bool },
+    /// The shell could not drive the engine on time from `since` until now: a stalled process
+    /// (stopped, swapped out, starved of CPU) or a backlog of inputs that waited to be applied. The
+    /// agents' silence over that time is the server's, not theirs: leases and acknowledgement
+    /// deadlines are extended by it (see `Engine::server_stalled`). The shell reports a stall once it
+    /// reaches [`Config::stall_threshold_ms`](crate::Config::stall_threshold_ms), before the first
+    /// input it applies after one.
+    ServerStalled { since: Time },
     /// An operator's action. `origin` is the shell's name for the caller: the answer comes back as
     /// [`Output::AdminDone`] with it. `actor` is who acted, for the audit log.
     Admin { origin: u64, actor: String, action: AdminAction },

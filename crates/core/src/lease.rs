@@ -24,6 +24,13 @@ impl Lease {
         self.expires_at = self.expires_at.max(now.saturating_add(self.duration_ms));
     }
 
+    /// The server could not run for `stall_ms` until `now`: the lease is moved by that time, so
+    /// that only the client's silence counts, and runs at least `grace_ms` past `now`, time for
+    /// what the client sent meanwhile to be read.
+    pub fn extend_after_stall(&mut self, now: Time, stall_ms: u64, grace_ms: u64) {
+        self.expires_at = self.expires_at.saturating_add(stall_ms).max(now.saturating_add(grace_ms));
+    }
+
     /// When the lease runs out unless renewed.
     pub fn expires_at(&self) -> Time {
         self.expires_at
@@ -48,6 +55,16 @@ mod tests {
         assert_eq!(l.expires_at(), 5000);
         assert!(!l.expired(4500));
         assert!(l.expired(5000));
+    }
+
+    #[test]
+    fn a_stall_moves_expiry_by_its_length_and_leaves_a_grace() {
+        let mut l = Lease::new(1000, 3000);
+        l.extend_after_stall(10_000, 8_000, 500);
+        assert_eq!(l.expires_at(), 12_000, "4 000 + 8 000: the time left before the stall");
+        let mut l = Lease::new(1000, 3000);
+        l.extend_after_stall(10_000, 5_000, 500);
+        assert_eq!(l.expires_at(), 10_500, "4 000 + 5 000 is past: the grace from the end of the stall");
     }
 
     #[test]

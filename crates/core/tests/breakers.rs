@@ -173,3 +173,66 @@ fn health_tells_the_hung_agent_from_the_healthy_one() {
     h.advance_to(t);
     assert!(!h.engine.health(h.now).history.is_empty());
 }
+
+#[test]
+fn when_most_of_a_namespace_fails_at_once_only_the_configured_share_is_isolated() {
+    let mut h = Harness::new(Config { breaker_max_isolated_percent: 20, ..config() });
+    let publisher = h.join("pub", "scanner", &[]);
+    let slow: Vec<ConnId> = (0..9).map(|i| h.join(&format!("slow-{i}"), "strategy", &["feed"])).collect();
+    // Every subscriber takes its batches and acknowledges none, as on a machine too busy to answer.
+    for i in 0..5 {
+        round(&mut h, publisher, &[], &format!("m{i}"));
+        for &s in &slow {
+            h.drain(s);
+        }
+        let t = h.now + 600;
+        h.advance_to(t);
+    }
+    let isolated: Vec<String> =
+        (0..9).map(|i| format!("slow-{i}")).filter(|id| breaker(&h, id) != BreakerState::Closed).collect();
+    // 20 % of the 10 live agents: 2 isolated, the other 7 held closed although they failed as much.
+    assert_eq!(isolated.len(), 2, "{isolated:?}");
+    assert!(h.agent_view("slow-8").unwrap().breaker_opened == 0 || isolated.contains(&"slow-8".to_owned()));
+    // An operator restarts one of them: its breaker closes, and the room it leaves is taken by the
+    // next failure that would open a breaker — never more than the share.
+    h.admin_done(restart(&isolated[0]));
+    let count = |h: &Harness| (0..9).filter(|i| breaker(h, &format!("slow-{i}")) != BreakerState::Closed).count();
+    assert_eq!(count(&h), 1);
+    round(&mut h, publisher, &[], "m5");
+    for &s in &slow {
+        h.drain(s);
+    }
+    let t = h.now + 600;
+    h.advance_to(t);
+    assert_eq!(count(&h), 2, "the room went to a failing agent, and no more");
+}
+
+/// Three times: a delivery goes out, the server stalls for 2 s (four acknowledgement timeouts),
+/// and when it runs again its timers are due at once, before the reader's acknowledgement is read.
+/// Whether the shell reported each stall decides the reader's breaker.
+fn three_stalls(reported: bool) -> BreakerState {
+    let mut h = Harness::new(config());
+    let publisher = h.join("pub", "scanner", &[]);
+    let reader = h.join("reader", "strategy", &["feed"]);
+    for i in 0..3 {
+        h.call_ok(publisher, publish("feed", &format!("m{i}")));
+        h.pump();
+        h.drain(reader);
+        let since = h.now + 1;
+        h.now += 2_000;
+        if reported {
+            h.engine.handle(h.now, lockstep_core::Input::ServerStalled { since });
+        }
+        let t = h.now;
+        h.advance_to(t);
+        let last = h.deliveries(reader).last().map_or(0, |d| d.seq);
+        h.send_with_id(reader, 0, Request::Ack { up_to: last });
+    }
+    breaker(&h, "reader")
+}
+
+#[test]
+fn acknowledgements_the_server_could_not_read_during_a_stall_are_not_failures() {
+    assert_eq!(three_stalls(true), BreakerState::Closed);
+    assert_eq!(three_stalls(false), BreakerState::Open, "unreported, the stalls read as three timeouts");
+}

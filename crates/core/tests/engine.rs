@@ -220,6 +220,48 @@ mod leases {
     }
 
     #[test]
+    fn a_server_stall_is_not_counted_as_the_agents_silence() {
+        let mut h = harness();
+        let a = h.join("a", "w", &[]);
+        h.advance_heartbeating(2_000, &[a]);
+        // The server could not run from 2 500 (its next timer) until 12 000: a's lease (to 5 000)
+        // ran out meanwhile, through no fault of a's.
+        h.now = 12_000;
+        h.engine.handle(h.now, lockstep_core::Input::ServerStalled { since: 2_500 });
+        h.advance_to(12_000);
+        assert_eq!(h.status("a"), AgentStatus::Active, "the stall moved the lease");
+        assert!(!h.is_closed(a));
+        // The lease keeps the 2 500 ms it had left when the stall began (5 000 + 9 500).
+        h.advance_to(14_499);
+        assert_eq!(h.status("a"), AgentStatus::Active);
+        h.advance_to(14_500);
+        assert_eq!(h.status("a"), AgentStatus::Lost);
+    }
+
+    #[test]
+    fn without_a_reported_stall_a_late_timer_still_loses_the_agent() {
+        let mut h = harness();
+        let a = h.join("a", "w", &[]);
+        h.advance_heartbeating(2_000, &[a]);
+        h.now = 12_000;
+        h.engine.handle_timeout(h.now);
+        h.pump();
+        assert_eq!(h.status("a"), AgentStatus::Lost);
+    }
+
+    #[test]
+    fn the_stall_threshold_is_half_the_shortest_time_a_client_is_given() {
+        let config = Config::default();
+        assert_eq!(config.stall_threshold_ms(), 500, "half the 1 000 ms heartbeat interval");
+        let mut config = Config::default();
+        config.breaker_agents.insert(
+            "fast".into(),
+            lockstep_core::breaker::BreakerOverrides { timeout_per_agent_ms: Some(300), ..Default::default() },
+        );
+        assert_eq!(config.stall_threshold_ms(), 150, "half the shortest acknowledgement timeout");
+    }
+
+    #[test]
     fn silence_for_the_whole_lease_makes_an_agent_lost() {
         let mut h = harness();
         let watcher = h.watch_registry("");

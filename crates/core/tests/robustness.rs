@@ -120,15 +120,42 @@ fn admin_action() -> impl Strategy<Value = AdminAction> {
 
 #[derive(Clone, Debug)]
 enum Step {
-    Register { conn: u64, agent: String, role: String, interests: Vec<String>, token: bool },
-    Request { conn: u64, id: u64, request: Request },
-    Disconnect { conn: u64, clean: bool },
-    WatchRegistry { conn: u64, ns: String },
+    Register {
+        conn: u64,
+        agent: String,
+        role: String,
+        interests: Vec<String>,
+        token: bool,
+    },
+    Request {
+        conn: u64,
+        id: u64,
+        request: Request,
+    },
+    Disconnect {
+        conn: u64,
+        clean: bool,
+    },
+    WatchRegistry {
+        conn: u64,
+        ns: String,
+    },
     Advance(u64),
-    Drain { conn: u64, max: usize },
-    Malformed { conn: u64, id: u64 },
+    /// The server could not run for this long: time passes without timers firing, then it says so.
+    Stall(u64),
+    Drain {
+        conn: u64,
+        max: usize,
+    },
+    Malformed {
+        conn: u64,
+        id: u64,
+    },
     Admin(AdminAction),
-    Query { sync_id: String, which: u8 },
+    Query {
+        sync_id: String,
+        which: u8,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -140,6 +167,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (conn.clone(), any::<bool>()).prop_map(|(conn, clean)| Step::Disconnect { conn, clean }),
         1 => (conn.clone(), prop_oneof![Just(String::new()), name()]).prop_map(|(conn, ns)| Step::WatchRegistry { conn, ns }),
         2 => prop_oneof![0u64..50, 1_000u64..10_000, Just(400_000u64)].prop_map(Step::Advance),
+        1 => prop_oneof![1u64..1_000, 1_000u64..20_000].prop_map(Step::Stall),
         3 => (conn.clone(), 1usize..8).prop_map(|(conn, max)| Step::Drain { conn, max }),
         1 => (conn.clone(), 0u64..4).prop_map(|(conn, id)| Step::Malformed { conn, id }),
         2 => admin_action().prop_map(Step::Admin),
@@ -203,6 +231,11 @@ proptest! {
                     while let Some(d) = engine.next_deadline().filter(|d| *d <= now) {
                         engine.handle_timeout(d);
                     }
+                }
+                Step::Stall(ms) => {
+                    let since = engine.next_deadline().unwrap_or(now).min(now);
+                    now += ms;
+                    engine.handle(now, Input::ServerStalled { since });
                 }
                 Step::Drain { conn, max } => {
                     let mut out = engine.ready().committed();

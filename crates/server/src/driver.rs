@@ -177,6 +177,13 @@ impl<W: std::io::Write + Send> Recorder for JsonLines<W> {
     }
 }
 
+/// What woke the driver.
+enum Woke {
+    Signal(Signal),
+    Command(Command, Instant),
+    Timer,
+}
+
 /// What the gRPC services hold to reach the engine.
 ///
 /// The intake is a channel plus a count of room (a semaphore of [`INTAKE_CAPACITY`] permits): a
@@ -186,14 +193,15 @@ impl<W: std::io::Write + Send> Recorder for JsonLines<W> {
 /// fan-out at saturation about 10 %).
 #[derive(Clone)]
 pub struct EngineHandle {
-    commands: mpsc::UnboundedSender<Command>,
+    /// Each command with the moment it was handed over, to tell how long it waited.
+    commands: mpsc::UnboundedSender<(Command, Instant)>,
     room: Arc<tokio::sync::Semaphore>,
     signals: mpsc::UnboundedSender<Signal>,
 }
 
 /// The driver's ends of the channels an [`EngineHandle`] sends on.
 pub struct Intake {
-    commands: mpsc::UnboundedReceiver<Command>,
+    commands: mpsc::UnboundedReceiver<(Command, Instant)>,
     room: Arc<tokio::sync::Semaphore>,
     signals: mpsc::UnboundedReceiver<Signal>,
 }
@@ -223,7 +231,7 @@ impl EngineHandle {
         };
         // The driver gives the room back when it has taken the command.
         permit.forget();
-        self.commands.send(cmd).map_err(|_| shutting_down())
+        self.commands.send((cmd, Instant::now())).map_err(|_| shutting_down())
     }
 
     /// Where connection streams report on themselves.
@@ -297,6 +305,11 @@ impl Clock {
         self.at_start + self.start.elapsed().as_millis() as Time
     }
 
+    /// What the clock read at `instant` (its start, for an instant before it).
+    fn time_of(&self, instant: Instant) -> Time {
+        self.at_start + instant.saturating_duration_since(self.start).as_millis() as Time
+    }
+
     fn instant(&self, t: Time) -> Instant {
         self.start + Duration::from_millis(t.saturating_sub(self.at_start))
     }
@@ -351,24 +364,51 @@ pub async fn run<J: Journal>(
     tokio::pin!(shutdown);
     loop {
         let deadline = d.engine.next_deadline();
-        tokio::select! {
+        let woke = tokio::select! {
             biased;
             _ = &mut shutdown => break,
             // (A closed signal channel disables this branch; the intake's closing ends the loop.)
-            Some(signal) = signals.recv() => d.signal(clock.now(), signal),
-            cmd = commands.recv() => {
-                let Some(cmd) = cmd else { break };
-                d.apply(clock.now(), cmd);
+            Some(signal) = signals.recv() => Woke::Signal(signal),
+            cmd = commands.recv() => match cmd {
+                Some((cmd, handed_over)) => Woke::Command(cmd, handed_over),
+                None => break,
+            },
+            _ = sleep_until(&clock, deadline) => Woke::Timer,
+        };
+        let now = clock.now();
+        // Before anything else, the engine learns if it could not run on time: a timer that should
+        // have woken it long ago, or a command that waited long to be taken.
+        let behind_since = match &woke {
+            Woke::Command(_, handed_over) => Some(clock.time_of(*handed_over)),
+            _ => None,
+        };
+        if let Some(since) = deadline.into_iter().chain(behind_since).min() {
+            let behind_ms = now.saturating_sub(since);
+            if behind_ms >= d.engine.config().stall_threshold_ms() {
+                if behind_ms >= d.engine.config().lease_ms() {
+                    tracing::warn!(behind_ms, "the server fell behind by a lease or more; leases and acknowledgement deadlines were moved by that time");
+                } else {
+                    tracing::debug!(
+                        behind_ms,
+                        "the server fell behind; leases and acknowledgement deadlines were moved by that time"
+                    );
+                }
+                d.handle(now, Input::ServerStalled { since });
+            }
+        }
+        match woke {
+            Woke::Signal(signal) => d.signal(now, signal),
+            Woke::Command(cmd, _) => {
+                d.apply(now, cmd);
                 taken += 1;
             }
-            _ = sleep_until(&clock, deadline) => d.timeout(clock.now()),
+            Woke::Timer => d.timeout(now),
         }
         // Whatever woke the driver, the turn takes everything else that is waiting (up to a
         // turn's worth of commands): fewer, fuller turns batch more per frame and per commit.
-        let now = clock.now();
         while taken < MAX_INPUTS_PER_TURN {
             match commands.try_recv() {
-                Ok(cmd) => d.apply(now, cmd),
+                Ok((cmd, _)) => d.apply(now, cmd),
                 Err(_) => break,
             }
             taken += 1;

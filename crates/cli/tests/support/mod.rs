@@ -100,6 +100,12 @@ impl Server {
     }
 
     /// Kills the server at once (SIGKILL), like a crash.
+    /// Sends the server process a signal by name (`STOP`, `CONT`, `TERM`...).
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status();
+        assert!(sent.expect("kill runs").success(), "SIG{name} could not be sent");
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
