@@ -56,6 +56,8 @@ pub struct ServerConfig {
     pub in_memory: bool,
     /// When a commit is durable.
     pub synchronous: Synchronous,
+    /// How many connections are kept open, and for how long an unused one (`[connections]`).
+    pub connections: lockstep_server::listener::ConnectionLimits,
     /// The engine's settings.
     pub engine: Config,
 }
@@ -69,6 +71,7 @@ impl Default for ServerConfig {
             data_dir: DEFAULT_DATA_DIR.into(),
             in_memory: false,
             synchronous: Synchronous::Normal,
+            connections: Default::default(),
             engine: Config::default(),
         }
     }

@@ -154,6 +154,7 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         engine: settings.engine,
         storage,
         record_inputs,
+        connections: settings.connections,
     };
     if options.admin_token.is_none() && !listen.ip().is_loopback() {
         tracing::warn!(

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use futures::Stream;
 use lockstep_core::{AdminAction, AdminOutcome, AgentQuery, ConnId, CoreError, Frame, Input};
 use lockstep_proto::convert::{self, SessionMessage};
+use lockstep_proto::reason;
 use lockstep_proto::v1;
 use lockstep_proto::v1::lockstep_server::Lockstep;
 use rand::Rng;
@@ -22,13 +23,17 @@ use crate::driver::{unexpected, Command, ConnSink, ConnStream, EngineHandle, Sig
 pub struct Service {
     engine: EngineHandle,
     next_conn: Arc<AtomicU64>,
+    /// How long a new session stream may take to send its `register`.
+    register_within: std::time::Duration,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 impl Service {
-    pub fn new(engine: EngineHandle) -> Self {
-        Service { engine, next_conn: Arc::new(AtomicU64::new(1)) }
+    /// The agents' service; a session stream that sends no `register` within `register_within`
+    /// is ended with `DEADLINE_EXCEEDED` (reason `NOT_REGISTERED`).
+    pub fn new(engine: EngineHandle, register_within: std::time::Duration) -> Self {
+        Service { engine, next_conn: Arc::new(AtomicU64::new(1)), register_within }
     }
 
     async fn open<T>(
@@ -65,12 +70,25 @@ async fn read_session(
     mut inbound: Streaming<v1::ClientMessage>,
     engine: EngineHandle,
     first_error: mpsc::Sender<Result<Frame, Status>>,
+    register_within: std::time::Duration,
 ) {
     let gone = || {
         let _ = engine.signals().send(Signal::Gone(conn));
     };
-    // The first message must register the agent.
-    let request = match inbound.message().await {
+    // The first message must register the agent, and soon: a stream that never registers would
+    // hold its connection open for nothing.
+    let Ok(first) = tokio::time::timeout(register_within, inbound.message()).await else {
+        let ms = register_within.as_millis();
+        let status = reason::status(
+            tonic::Code::DeadlineExceeded,
+            lockstep_core::Reason::NotRegistered,
+            format!("the session sent no register message within {ms} ms of opening (connections.register_within_ms)"),
+            [],
+        );
+        let _ = first_error.send(Err(status)).await;
+        return gone();
+    };
+    let request = match first {
         Ok(Some(msg)) => match convert::session_message(msg.kind) {
             Ok(SessionMessage::Register(r)) => r,
             Ok(SessionMessage::Request(_)) => {
@@ -145,7 +163,7 @@ impl Lockstep for Service {
             )
             .await?;
         let first_error = first_error.expect("set by open");
-        tokio::spawn(read_session(conn, request.into_inner(), self.engine.clone(), first_error));
+        tokio::spawn(read_session(conn, request.into_inner(), self.engine.clone(), first_error, self.register_within));
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -14,11 +14,13 @@ pub mod admin;
 pub mod backup;
 pub mod driver;
 pub mod grpc;
+pub mod listener;
 pub mod persist;
 
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use lockstep_core::{Config, Engine};
 use lockstep_proto::v1::admin_server::AdminServer;
@@ -138,6 +140,8 @@ pub struct Options {
     /// Write every engine input, timer and pull to this file (JSON lines), for replay with
     /// [`lockstep_core::record::Replay`]. Only for a server that starts empty (`InMemory`).
     pub record_inputs: Option<PathBuf>,
+    /// How many connections are kept open, and for how long an unused one.
+    pub connections: listener::ConnectionLimits,
 }
 
 impl Options {
@@ -150,6 +154,7 @@ impl Options {
             engine: Config::default(),
             storage: Storage::InMemory,
             record_inputs: None,
+            connections: listener::ConnectionLimits::default(),
         }
     }
 }
@@ -220,36 +225,10 @@ fn open_data_dir(dir: &std::path::Path, durability: Durability, config: Config) 
     Ok(Opened { store, engine, clock, lock })
 }
 
-/// Connections that may wait to be accepted (the kernel caps it at `net.core.somaxconn`): enough
-/// for a thousand agents connecting at once, each on its own connection.
-const LISTEN_BACKLOG: u32 = 4096;
-
 fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
-    let listen = || {
-        let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-        // As `TcpListener::bind` does: a restarted server can take its port back at once.
-        socket.set_reuseaddr(true)?;
-        socket.bind(addr)?;
-        socket.listen(LISTEN_BACKLOG)
-    };
-    let listener = listen().map_err(|source| StartError::Bind { addr, source })?;
+    let listener = listener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
     let local = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
     Ok((listener, local))
-}
-
-/// The connections a listener accepts, each with Nagle's algorithm off. Small frames (an
-/// acknowledgement, a command, a barrier release) are sent at once instead of waiting for the
-/// peer's delayed ACK of the previous segment (~40 ms on Linux). tonic's `tcp_nodelay` setting
-/// applies only to the listeners it binds itself, not to an incoming stream like this one.
-fn accepted(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt as _;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
-        accepted.inspect(|stream| {
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::warn!(error = %e, "cannot set TCP_NODELAY on an accepted connection");
-            }
-        })
-    })
 }
 
 fn transport() -> tonic::transport::Server {
@@ -263,6 +242,7 @@ fn transport() -> tonic::transport::Server {
 pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     let config = options.engine;
     config.validate().map_err(StartError::Config)?;
+    options.connections.validate().map_err(StartError::Config)?;
     let recorder: Option<Box<dyn driver::Recorder>> = match (&options.record_inputs, &options.storage) {
         (None, _) => None,
         (Some(path), Storage::InMemory) => {
@@ -312,18 +292,29 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     });
 
     let engine = engine_handle;
-    let agents = LockstepServer::new(grpc::Service::new(engine.clone()))
+    // Every call marks its connection as used (see `listener`), then the operators' calls are
+    // checked for the token.
+    let agents = tonic::service::interceptor::InterceptedService::new(
+        LockstepServer::new(grpc::Service::new(
+            engine.clone(),
+            std::time::Duration::from_millis(options.connections.register_within_ms),
+        ))
         .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message);
-    let admin =
-        AdminServer::with_interceptor(admin::AdminService::new(engine), admin::token_check(options.admin_token));
+        .max_encoding_message_size(max_message),
+        listener::mark_used,
+    );
+    let token_check = admin::token_check(options.admin_token);
+    let admin = AdminServer::with_interceptor(admin::AdminService::new(engine), move |request| {
+        token_check(listener::mark_used(request)?)
+    });
     let stopped = |tx: &tokio::sync::broadcast::Sender<()>| {
         let mut rx = tx.subscribe();
         async move {
             let _ = rx.recv().await;
         }
     };
-    let incoming = accepted(listener);
+    let counts = Arc::new(listener::Counts::default());
+    let incoming = listener::accepted(listener, options.connections.clone(), counts.clone());
     let admin_addr = admin_listener.as_ref().map(|(_, a)| *a);
     let task = match admin_listener {
         None => {
@@ -331,7 +322,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(&transport_stop_tx)))
         }
         Some((admin_listener, _)) => {
-            let admin_incoming = accepted(admin_listener);
+            let admin_incoming = listener::accepted(admin_listener, options.connections.clone(), counts);
             let admin_task = tokio::spawn(
                 transport()
                     .add_service(admin)
@@ -353,26 +344,4 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
         task,
         failed: Some(failed_rx),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio_stream::StreamExt as _;
-
-    #[tokio::test]
-    async fn accepted_connections_have_nagle_off() {
-        let (listener, addr) = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let mut incoming = Box::pin(accepted(listener));
-        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let server_side = incoming.next().await.expect("a connection").expect("accepted");
-        assert!(server_side.nodelay().unwrap(), "TCP_NODELAY must be set on the server's side");
-        assert_eq!(server_side.peer_addr().unwrap(), client.local_addr().unwrap());
-    }
-
-    #[tokio::test]
-    async fn a_port_in_use_is_a_bind_error() {
-        let (_listener, addr) = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        assert!(matches!(bind(addr), Err(StartError::Bind { addr: a, .. }) if a == addr));
-    }
 }

@@ -33,8 +33,24 @@ impl Server {
     /// names a `--data-dir`, the server keeps nothing (`--in-memory`), so that tests never write
     /// into the working directory.
     pub fn start_on(listen: &str, extra: &[&str]) -> Server {
+        Server::start_command(Command::new(env!("CARGO_BIN_EXE_lockstep")), listen, extra)
+    }
+
+    /// As [`Server::start`], with the process allowed at most `max_open_files` file descriptors.
+    pub fn start_with_fd_limit(max_open_files: u32, extra: &[&str]) -> Server {
+        let mut sh = Command::new("sh");
+        sh.args(["-c", "ulimit -n \"$0\" && exec \"$@\"", &max_open_files.to_string(), env!("CARGO_BIN_EXE_lockstep")]);
+        Server::start_command(sh, "127.0.0.1:0", extra)
+    }
+
+    /// The process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn start_command(mut command: Command, listen: &str, extra: &[&str]) -> Server {
         let storage: &[&str] = if extra.contains(&"--data-dir") { &[] } else { &["--in-memory"] };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        let mut child = command
             .args(["serve", "--listen", listen])
             .args(storage)
             .args(extra)
