@@ -56,6 +56,10 @@ pub struct BenchArgs {
     /// Measure an already running server at this address instead of starting one.
     #[arg(long, conflicts_with = "in_process")]
     addr: Option<String>,
+    /// Barrier participants share one HTTP/2 connection (`Client::register_shared`) instead of
+    /// each having its own.
+    #[arg(long)]
+    shared_connections: bool,
     /// Milliseconds each barrier participant works between rounds (0: back to back).
     #[arg(long, default_value_t = 0)]
     barrier_work_ms: u64,
@@ -113,6 +117,7 @@ const PROGRESS_WAIT: Duration = Duration::from_secs(30);
 async fn register_all(
     client: &Client,
     n: usize,
+    shared: bool,
     options: impl Fn(usize) -> AgentOptions,
 ) -> anyhow::Result<Vec<Agent>> {
     let mut pending = tokio::task::JoinSet::new();
@@ -120,7 +125,8 @@ async fn register_all(
         let (client, options) = (client.clone(), options(j));
         pending.spawn(async move {
             let id = options.agent_id.clone();
-            (j, client.register(options).await.with_context(|| format!("agent {id} could not register")))
+            let agent = if shared { client.register_shared(options).await } else { client.register(options).await };
+            (j, agent.with_context(|| format!("agent {id} could not register")))
         });
     }
     let mut agents: Vec<Option<Agent>> = (0..n).map(|_| None).collect();
@@ -191,7 +197,7 @@ async fn fanout_with_hung(
     let progress: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
     // Subscribers wake a blocked publisher now and then instead of it spinning on the counters.
     let moved = Arc::new(tokio::sync::Notify::new());
-    let subscribers = register_all(&client, n, |j| {
+    let subscribers = register_all(&client, n, false, |j| {
         AgentOptions::new(format!("sub-{j}"), "subscriber").interests([topic_names[j % topics].clone()])
     })
     .await?;
@@ -305,11 +311,11 @@ fn median_p99(scenario: &str, mut runs: Vec<Row>) -> Row {
 }
 
 /// `rounds` barrier rounds of `n` agents; per round, from the last arrival to the last release.
-async fn barrier(addr: &str, n: usize, rounds: usize, work: Duration) -> anyhow::Result<Row> {
+async fn barrier(addr: &str, n: usize, rounds: usize, work: Duration, shared: bool) -> anyhow::Result<Row> {
     let ns = format!("bench-barrier-{n}");
     let client = Client::connect(addr).await?.with_namespace(&ns);
     let epoch = Instant::now();
-    let agents = register_all(&client, n, |j| AgentOptions::new(format!("p-{j}"), "participant")).await?;
+    let agents = register_all(&client, n, shared, |j| AgentOptions::new(format!("p-{j}"), "participant")).await?;
     let mut tasks = Vec::with_capacity(n);
     for agent in agents {
         tasks.push(tokio::spawn(async move {
@@ -350,7 +356,10 @@ async fn barrier(addr: &str, n: usize, rounds: usize, work: Duration) -> anyhow:
         p999_us: h.value_at_quantile(0.999),
         lost: 0,
         count: rounds as u64,
-        note: "rate = rounds/s; latency = last arrival → last release".into(),
+        note: format!(
+            "rate = rounds/s; latency = last arrival → last release; {}",
+            if shared { "one shared connection" } else { "a connection per agent" }
+        ),
     })
 }
 
@@ -504,7 +513,7 @@ async fn delta_bytes(addr: &str, updates: usize) -> anyhow::Result<(Row, Value)>
 /// for `seconds`. Rate = acknowledged updates/s of all writers; latency = update sent → ack received.
 async fn state_writers(addr: &str, scenario: &str, n: usize, seconds: u64) -> anyhow::Result<Row> {
     let client = Client::connect(addr).await?.with_namespace(format!("bench-{scenario}"));
-    let agents = register_all(&client, n, |j| AgentOptions::new(format!("writer-{j}"), "writer")).await?;
+    let agents = register_all(&client, n, false, |j| AgentOptions::new(format!("writer-{j}"), "writer")).await?;
     let start = Instant::now();
     let mut writers = Vec::with_capacity(n);
     for agent in agents {
@@ -762,7 +771,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             } else {
                 300
             };
-            rows.push(barrier(&addr, n, rounds, Duration::from_millis(args.barrier_work_ms)).await?);
+            rows.push(
+                barrier(&addr, n, rounds, Duration::from_millis(args.barrier_work_ms), args.shared_connections).await?,
+            );
             eprintln!("{:?}", rows.last().expect("pushed"));
         }
     }

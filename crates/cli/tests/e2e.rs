@@ -271,6 +271,37 @@ async fn a_lost_participant_fails_the_barrier_promptly() {
     drop(tx);
 }
 
+/// Agents registered on one shared connection route, meet at barriers and leave like any others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_sharing_one_connection_route_and_meet() {
+    let server = Server::start(&[]);
+    let client = server.client().await;
+    let mut agents = Vec::new();
+    for i in 0..20 {
+        agents
+            .push(client.register_shared(opts(&format!("shared-{i:02}"), "worker").interests(["news"])).await.unwrap());
+    }
+    let mut deliveries: Vec<_> = agents.iter().map(|a| a.deliveries().unwrap()).collect();
+    agents[0].publish("news", "hello").await.unwrap();
+    for (i, d) in deliveries.iter_mut().enumerate().skip(1) {
+        let got = tokio::time::timeout(T, d.recv()).await.expect("delivered").expect("open");
+        assert_eq!(&got.payload[..], b"hello", "agent {i}");
+    }
+    for round in 0..3 {
+        let id = format!("shared-round-{round}");
+        let waits = agents.iter().map(|a| a.sync(&id, Participants::Count(20), T, Bytes::new()));
+        let results = futures::future::join_all(waits).await;
+        assert!(results.iter().all(Result::is_ok), "round {round}: {results:?}");
+    }
+    let listed = client.list_agents(AgentFilter::default()).await.unwrap();
+    assert_eq!(listed.len(), 20);
+    for a in agents {
+        a.close().await.unwrap();
+    }
+    let gone = eventually(T, || async { client.list_agents(AgentFilter::default()).await.unwrap().is_empty() }).await;
+    assert!(gone, "each closed session left");
+}
+
 /// Leases measure the clients' silence, not the server's: a server stopped (SIGSTOP) for many
 /// leases and then continued loses no agent and fails no barrier.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

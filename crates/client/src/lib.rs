@@ -63,7 +63,8 @@ const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// A connection to a lockstep server. Cheap to clone; clones share the connection used for
-/// queries. Each registered agent gets an HTTP/2 connection of its own (see [`Client::register`]).
+/// queries. Each agent registered with [`Client::register`] gets an HTTP/2 connection of its own;
+/// agents registered with [`Client::register_shared`] share this one.
 #[derive(Clone)]
 pub struct Client {
     endpoint: Endpoint,
@@ -117,12 +118,18 @@ impl Client {
     }
 
     /// Registers an agent and opens its session, on an HTTP/2 connection of its own: one agent's
-    /// traffic never waits behind another's. (Sessions multiplexed on one connection were measured
-    /// to stall: a reply to one stream could wait until another stream on the connection sent
-    /// something — up to the other agents' idle time.)
+    /// traffic never shares a connection's flow-control window or socket with another's. For many
+    /// co-located agents, [`Client::register_shared`] uses one connection for all of them.
     pub async fn register(&self, options: AgentOptions) -> Result<Agent, Error> {
         let channel = self.endpoint.connect().await.map_err(|e| connect_error(&self.addr, e))?;
         Agent::open(grpc_client(channel), self.endpoint.clone(), &self.namespace, options).await
+    }
+
+    /// Registers an agent whose session shares this client's connection with its queries and with
+    /// every other agent registered this way: one HTTP/2 connection (and one server-side socket)
+    /// for many co-located agents. After a reconnect, the session gets a connection of its own.
+    pub async fn register_shared(&self, options: AgentOptions) -> Result<Agent, Error> {
+        Agent::open(self.grpc.clone(), self.endpoint.clone(), &self.namespace, options).await
     }
 
     /// The operators' API on this connection, presenting `token` if the server requires one and
