@@ -232,3 +232,26 @@ async def _arrived(client: lockstep.Client, sync_id: str, agents: List[str]) -> 
         return list((await client.sync_status(sync_id)).arrived) == agents
     except lockstep.NotFound:
         return False
+
+
+async def test_over_limit_requests_are_refused_before_sending(client: lockstep.Client) -> None:
+    agent = await client.register("big")
+    limits = agent.registration.limits
+    assert limits.max_message_bytes == 1024 * 1024
+    assert limits.max_grpc_message_bytes == 1024 * 1024 + 64 * 1024, "announced at registration"
+    # A 1.2 MB publish, once enough to silence the session: refused here, naming the limit.
+    with pytest.raises(lockstep.PayloadTooLarge) as info:
+        await agent.publish("t", b"x" * 1_200_000)
+    err = info.value
+    assert (err.size, err.limit, err.setting) == (1_200_000, limits.max_message_bytes, "limits.max_payload_bytes")
+    assert isinstance(err, lockstep.InvalidArgument) and str(limits.max_message_bytes) in str(err)
+    with pytest.raises(lockstep.PayloadTooLarge) as info:
+        await agent.update_state({"k": "x" * limits.max_delta_bytes})
+    assert info.value.setting == "limits.max_delta_bytes"
+    with pytest.raises(lockstep.PayloadTooLarge) as info:
+        await agent.sync("s", 1, payload=b"x" * (limits.max_sync_payload_bytes + 1))
+    assert info.value.limit == limits.max_sync_payload_bytes
+    # Nothing was sent, and the session goes on.
+    assert await agent.update_state({"k": "small"}) == 1
+    await agent.publish("t", b"x" * limits.max_message_bytes, confirm=True)
+    assert not agent.async_errors

@@ -168,7 +168,8 @@ def test_package_is_typed() -> None:
 def test_recovery_follows_the_reconnection_table() -> None:
     """The reconnection table of docs/PROTOCOL.md, row by row (the Rust client has the same test)."""
     resume = {None, lockstep.Reason.LEASE_EXPIRED, lockstep.Reason.SLOW_CONSUMER,
-              lockstep.Reason.SERVER_SHUTTING_DOWN, lockstep.Reason.STORE_FAILED}
+              lockstep.Reason.SERVER_SHUTTING_DOWN, lockstep.Reason.STORE_FAILED,
+              lockstep.Reason.MESSAGE_TOO_LARGE}
     for reason in resume:
         assert lockstep.recovery(reason) is lockstep.Recovery.RESUME, reason
     for reason in lockstep.Reason:

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tonic::transport::Channel;
 
 use crate::error::{recovery, Recovery};
+use crate::limits::SessionLimits;
 use crate::Error;
 
 /// Delivery batches (as the server sent them, up to 256 deliveries each) buffered in the client
@@ -183,17 +184,20 @@ pub struct IncomingCommand {
     /// Server clock (ms) at which the operator stops waiting.
     pub deadline_ms: u64,
     outbound: mpsc::WeakSender<v1::ClientMessage>,
+    limits: SessionLimits,
 }
 
 impl IncomingCommand {
-    /// Answers the command: `Ok(result)` or `Err(why it failed)`.
+    /// Answers the command: `Ok(result)` or `Err(why it failed)`. A result over the server's
+    /// message cap is refused here ([`Error::TooLarge`]).
     pub async fn reply(self, outcome: Result<Value, String>) -> Result<(), Error> {
-        command_reply(&self.outbound, self.id, outcome).await
+        command_reply(&self.outbound, &self.limits, self.id, outcome).await
     }
 }
 
 async fn command_reply(
     outbound: &mpsc::WeakSender<v1::ClientMessage>,
+    limits: &SessionLimits,
     id: u64,
     outcome: Result<Value, String>,
 ) -> Result<(), Error> {
@@ -205,7 +209,9 @@ async fn command_reply(
     let closed = || Error::SessionEnded("the session is closed".into());
     let tx = outbound.upgrade().ok_or_else(closed)?;
     let result = v1::CommandResult { command_id: id, outcome: Some(outcome) };
-    tx.send(msg(0, v1::client_message::Kind::CommandResult(result))).await.map_err(|_| closed())
+    let m = msg(0, v1::client_message::Kind::CommandResult(result));
+    limits.check(&m)?;
+    tx.send(m).await.map_err(|_| closed())
 }
 
 /// Operators' commands for this agent.
@@ -270,9 +276,13 @@ struct Inner {
     commands: Mutex<Option<IncomingCommands>>,
     commands_taken: Arc<AtomicBool>,
     notices: Mutex<Option<ControlNotices>>,
+    limits: SessionLimits,
 }
 
-/// A registered agent. Cheap to clone; dropping the last clone ends the session cleanly.
+/// A registered agent. Cheap to clone; dropping the last clone ends the session cleanly: the agent
+/// says goodbye (`deregister`) and leaves at once, as with [`Agent::close`] (which also waits for
+/// the server to end the session). A session whose stream merely breaks is kept by the server for
+/// its lease, and resumed.
 #[derive(Clone)]
 pub struct Agent {
     inner: Arc<Inner>,
@@ -317,6 +327,8 @@ impl Agent {
         };
         let (inbound, registered, conn) = open_session(&mut grpc, &register).await?;
         register.resume_token = registered.resume_token.clone();
+        let limits = SessionLimits::default();
+        limits.set(registered.limits);
         let resume_token = Arc::new(Mutex::new(registered.resume_token.clone()));
         let (new_conn_tx, new_conn_rx) = mpsc::unbounded_channel();
         tokio::spawn(pump(out_rx, conn, new_conn_rx));
@@ -347,6 +359,7 @@ impl Agent {
             state_updates: state_tx,
             outbound: out_tx.downgrade(),
             async_errors: async_errors.clone(),
+            limits: limits.clone(),
             reconnect: o.reconnect_for.map(|limit| Reconnect {
                 endpoint,
                 register,
@@ -382,6 +395,7 @@ impl Agent {
                 commands: Mutex::new(Some(IncomingCommands(commands_rx))),
                 commands_taken,
                 notices: Mutex::new(Some(ControlNotices(notices_rx))),
+                limits,
             }),
         })
     }
@@ -397,6 +411,13 @@ impl Agent {
     /// Presented by a new connection to take this session over.
     pub fn resume_token(&self) -> String {
         self.inner.resume_token.lock().expect("not poisoned").clone()
+    }
+
+    /// The limits the server announced when this session registered (or last resumed); `None`
+    /// from a server that predates the announcement. Requests over them are refused before they
+    /// are sent ([`Error::TooLarge`]).
+    pub fn limits(&self) -> Option<v1::Limits> {
+        self.inner.limits.get()
     }
 
     /// The heartbeat interval the server asked for (heartbeats are sent automatically).
@@ -447,7 +468,9 @@ impl Agent {
     }
 
     async fn send(&self, request_id: u64, kind: v1::client_message::Kind) -> Result<(), Error> {
-        self.inner.outbound.send(msg(request_id, kind)).await.map_err(|_| self.ended_error())
+        let m = msg(request_id, kind);
+        self.inner.limits.check(&m)?;
+        self.inner.outbound.send(m).await.map_err(|_| self.ended_error())
     }
 
     fn ended_error(&self) -> Error {
@@ -662,6 +685,7 @@ struct Reader {
     commands_taken: Arc<AtomicBool>,
     notices: mpsc::Sender<v1::Control>,
     paused: Arc<AtomicBool>,
+    limits: SessionLimits,
     reconnect: Option<Reconnect>,
 }
 
@@ -704,8 +728,9 @@ async fn open_session(
 }
 
 /// Forwards what the application sends to the current connection, and to the next one after a
-/// reconnection. When the application drops every handle, the connection's stream ends, which the
-/// server takes as a clean goodbye.
+/// reconnection. When the application drops every handle, it says goodbye (`deregister`) unless
+/// the application did: a stream that merely ends is taken by the server for a broken one, and
+/// the agent would stay registered for its lease.
 async fn pump(
     mut app: mpsc::Receiver<v1::ClientMessage>,
     first: mpsc::Sender<v1::ClientMessage>,
@@ -714,6 +739,7 @@ async fn pump(
     let mut conn = Some(first);
     // Without reconnection there is never a next connection: the first one serves to the end.
     let mut more = true;
+    let mut said_goodbye = false;
     loop {
         tokio::select! {
             biased;
@@ -725,7 +751,13 @@ async fn pump(
                 None => more = false,
             },
             m = app.recv() => {
-                let Some(m) = m else { return };
+                let Some(m) = m else {
+                    if let (Some(c), false) = (&conn, said_goodbye) {
+                        let _ = c.send(msg(0, v1::client_message::Kind::Deregister(v1::Deregister {}))).await;
+                    }
+                    return;
+                };
+                said_goodbye |= matches!(m.kind, Some(v1::client_message::Kind::Deregister(_)));
                 loop {
                     if let Some(c) = &conn {
                         if c.send(m.clone()).await.is_ok() {
@@ -829,6 +861,8 @@ impl Reader {
             match attempt.await {
                 Ok((grpc, (inbound, registered, conn))) => {
                     r.register.resume_token = registered.resume_token.clone();
+                    // A restarted server may run with other limits.
+                    self.limits.set(registered.limits);
                     *r.resume_token.lock().expect("not poisoned") = registered.resume_token;
                     let _ = r.new_conn.send(Some(conn));
                     self.grpc = grpc;
@@ -958,6 +992,7 @@ impl Reader {
                 params: serde_json::from_str(&c.params_json).unwrap_or(Value::Null),
                 deadline_ms: c.deadline_ms,
                 outbound: self.outbound.clone(),
+                limits: self.limits.clone(),
             };
             match self.commands.try_send(incoming) {
                 Ok(()) => None,
@@ -968,7 +1003,7 @@ impl Reader {
             Some("this agent does not handle commands (it never asked for them)")
         };
         if let Some(why) = refusal {
-            let _ = command_reply(&self.outbound, id, Err(why.to_owned())).await;
+            let _ = command_reply(&self.outbound, &self.limits, id, Err(why.to_owned())).await;
         }
     }
 

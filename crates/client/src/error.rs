@@ -99,6 +99,10 @@ pub enum Error {
     /// The client's own input could not be encoded (e.g. a state delta that is not valid JSON).
     #[error("invalid input: {0}")]
     Input(String),
+    /// Refused before sending: `what` is `size` bytes, over the server's `limit` (its setting named
+    /// by `setting`, as the server announced it at registration). Nothing was sent.
+    #[error("{what} of {size} bytes is over the server's limit of {limit} bytes ({setting}); nothing was sent")]
+    TooLarge { what: &'static str, size: u64, limit: u64, setting: &'static str },
     /// Any other status from the server.
     #[error("{code:?}: {message}")]
     Other { code: Code, message: Detail },
@@ -125,7 +129,9 @@ pub fn recovery(reason: Option<Reason>) -> Recovery {
         | Some(Reason::LeaseExpired)
         | Some(Reason::SlowConsumer)
         | Some(Reason::ServerShuttingDown)
-        | Some(Reason::StoreFailed) => Recovery::Resume,
+        | Some(Reason::StoreFailed)
+        // The stream could not read past an oversized message; the session itself was kept.
+        | Some(Reason::MessageTooLarge) => Recovery::Resume,
         // Another connection holds the session now; reconnecting would take it back from them.
         Some(Reason::SessionTakenOver) => Recovery::GiveUp,
         // Anything else is a refusal that another attempt would meet again.
@@ -144,7 +150,7 @@ impl Error {
             }
             (Some(R::UnknownAgent | R::UnknownSyncPoint), _) => Error::NotFound(detail),
             (Some(R::AlreadyRegistered), _) => Error::AlreadyRegistered(detail),
-            (Some(R::Limit | R::SlowConsumer), _) => Error::ResourceExhausted(detail),
+            (Some(R::Limit | R::SlowConsumer | R::MessageTooLarge), _) => Error::ResourceExhausted(detail),
             (
                 Some(
                     R::SyncMismatch
@@ -183,7 +189,7 @@ impl Error {
     /// connection, the client's own input, a server that predates reasons).
     pub fn reason(&self) -> Option<Reason> {
         match self {
-            Error::Connect { .. } | Error::Input(_) => None,
+            Error::Connect { .. } | Error::Input(_) | Error::TooLarge { .. } => None,
             Error::InvalidArgument(d)
             | Error::AlreadyRegistered(d)
             | Error::NotFound(d)
@@ -205,7 +211,7 @@ impl Error {
     pub fn code(&self) -> Code {
         match self {
             Error::Connect { .. } | Error::SessionEnded(_) => Code::Unavailable,
-            Error::InvalidArgument(_) | Error::Input(_) => Code::InvalidArgument,
+            Error::InvalidArgument(_) | Error::Input(_) | Error::TooLarge { .. } => Code::InvalidArgument,
             Error::AlreadyRegistered(_) => Code::AlreadyExists,
             Error::NotFound(_) => Code::NotFound,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
@@ -272,6 +278,7 @@ mod tests {
             Some(Reason::SlowConsumer),
             Some(Reason::ServerShuttingDown),
             Some(Reason::StoreFailed),
+            Some(Reason::MessageTooLarge),
         ];
         for r in resume {
             assert_eq!(recovery(r), Recovery::Resume, "{r:?}");

@@ -30,7 +30,9 @@
 //! resumes its session with its resume token; if the server no longer knows it, it registers
 //! again and renews its state watches. Requests in flight when the connection broke fail with
 //! [`Error::SessionEnded`] (they may or may not have been carried out). Dropping every handle of an
-//! [`Agent`] ends its session cleanly (it deregisters).
+//! [`Agent`] ends its session cleanly: it says goodbye (`deregister`), as [`Agent::close`] does. A
+//! request over a limit the server announced at registration is refused before it is sent
+//! ([`Error::TooLarge`], naming the limit).
 //!
 //! Every error the server reports carries a [`Reason`] ([`Error::reason`]): a stable name that
 //! programs match on, since messages may be reworded. The [`Error`] variant is chosen by it, and so
@@ -41,6 +43,7 @@
 mod admin;
 mod agent;
 mod error;
+mod limits;
 
 use std::time::Duration;
 

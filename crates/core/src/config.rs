@@ -61,6 +61,19 @@ pub struct Limits {
     pub max_control_backlog: usize,
 }
 
+/// Bytes one gRPC message may take beyond its largest payload or delta (ids, topic, metadata,
+/// field tags, framing).
+pub const MESSAGE_OVERHEAD: usize = 64 * 1024;
+
+impl Limits {
+    /// The largest gRPC message the server accepts or sends on a session: the largest payload or
+    /// state delta plus [`MESSAGE_OVERHEAD`]. The transport cannot skip a larger client message, so
+    /// one ends its stream (as a broken stream: the agent keeps its lease).
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_payload_bytes.max(self.max_delta_bytes).saturating_add(MESSAGE_OVERHEAD)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -201,5 +214,18 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_cap_follows_the_largest_payload_or_delta() {
+        let mut limits = Limits::default();
+        assert_eq!(limits.max_message_bytes(), 1024 * 1024 + MESSAGE_OVERHEAD);
+        limits.max_payload_bytes = 10;
+        assert_eq!(limits.max_message_bytes(), limits.max_delta_bytes + MESSAGE_OVERHEAD);
     }
 }

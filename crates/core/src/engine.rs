@@ -283,7 +283,7 @@ impl Engine {
                     self.outputs.push_back(Output::Close(conn, Some(e)));
                 }
             }
-            Input::Disconnected { conn, clean } => self.disconnected(now, conn, clean),
+            Input::Disconnected { conn } => self.disconnected(conn),
             Input::Malformed { conn, request_id, reason } => self.malformed(conn, request_id, reason),
             Input::ServerStalled { since } => self.server_stalled(now, since),
             Input::Admin { origin, actor, action } => {
@@ -624,6 +624,8 @@ impl Engine {
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             lease_intervals: config.lease_intervals,
             resumed,
+            limits: Box::new(config.limits.clone()),
+            queue_capacity: config.queue_capacity,
         };
         // Registration goes ahead of anything queued while the session was away.
         agent.outbox.push_control_front(Frame::Registered(registered));
@@ -743,13 +745,13 @@ impl Engine {
         }
     }
 
-    fn disconnected(&mut self, now: Time, conn: ConnId, clean: bool) {
+    /// A stream ended without a goodbye. A reset, a cancelled call, a dropped channel and a
+    /// half-close all look alike at the transport, and none of them says the agent is done: only
+    /// `deregister` does. So the agent keeps its lease and may resume with its token.
+    fn disconnected(&mut self, conn: ConnId) {
         match self.conns.remove(&conn) {
             Some(ConnRole::Agent { ns, agent }) => {
-                if clean {
-                    self.remove_agent(now, &ns, &agent, "left");
-                } else if let Some(s) = self.agent_mut(&ns, &agent).and_then(|a| a.session.as_mut()) {
-                    // The lease keeps running: the agent may come back with its resume token.
+                if let Some(s) = self.agent_mut(&ns, &agent).and_then(|a| a.session.as_mut()) {
                     s.conn = None;
                 }
             }
@@ -911,7 +913,7 @@ impl Engine {
         }
     }
 
-    /// The agent leaves the registry for good (deregistered, disconnected cleanly, or forgotten).
+    /// The agent leaves the registry for good (deregistered, or forgotten after being lost).
     fn remove_agent(&mut self, now: Time, ns: &Arc<str>, agent: &Arc<str>, why: &str) {
         self.registry_event(ns, agent, RegistryEventKind::Left, None);
         let Some(n) = self.namespaces.get_mut(ns) else {
@@ -1412,7 +1414,7 @@ impl Engine {
             }
         }
         for conn in too_slow {
-            self.disconnected(0, conn, true);
+            self.disconnected(conn);
             let err = CoreError::Limit {
                 what: "registry events queued for one watcher",
                 limit: max as u64,

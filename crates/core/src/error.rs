@@ -155,11 +155,14 @@ pub enum Reason {
     CommandAborted,
     /// A backup could not be made (in-memory server, existing file, unwritable place).
     BackupFailed,
+    /// A client message over the server's message cap ended its session stream; the agent keeps
+    /// its lease and may resume.
+    MessageTooLarge,
 }
 
 impl Reason {
     /// Every reason, in the order of the documentation.
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 26] = [
         Reason::InvalidArgument,
         Reason::UnknownAgent,
         Reason::UnknownSyncPoint,
@@ -185,6 +188,7 @@ impl Reason {
         Reason::CommandTimeout,
         Reason::CommandAborted,
         Reason::BackupFailed,
+        Reason::MessageTooLarge,
     ];
 
     /// The stable name on the wire (`SCREAMING_SNAKE_CASE`); it never changes once published.
@@ -215,6 +219,7 @@ impl Reason {
             Reason::CommandTimeout => "COMMAND_TIMEOUT",
             Reason::CommandAborted => "COMMAND_ABORTED",
             Reason::BackupFailed => "BACKUP_FAILED",
+            Reason::MessageTooLarge => "MESSAGE_TOO_LARGE",
         }
     }
 

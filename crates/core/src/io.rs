@@ -98,9 +98,10 @@ pub enum Input {
     Malformed { conn: ConnId, request_id: u64, reason: String },
     /// A client opened a registry watch stream.
     WatchRegistry { conn: ConnId, namespace: String },
-    /// The stream ended: `clean` when the client closed it deliberately (deregistering the agent),
-    /// not clean when it broke (the lease keeps running so the agent can resume).
-    Disconnected { conn: ConnId, clean: bool },
+    /// The stream ended without a goodbye: reset, cancelled, broken, or half-closed without
+    /// [`Request::Deregister`] (which is the only way an agent leaves at once). An agent's session
+    /// keeps its lease, so that the agent can resume with its token; a registry watch ends.
+    Disconnected { conn: ConnId },
     /// The shell could not drive the engine on time from `since` until now: a stalled process
     /// (stopped, swapped out, starved of CPU) or a backlog of inputs that waited to be applied. The
     /// agents' silence over that time is the server's, not theirs: leases and acknowledgement
@@ -247,6 +248,11 @@ pub struct Registered {
     pub heartbeat_interval_ms: u64,
     pub lease_intervals: u32,
     pub resumed: bool,
+    /// The limits in force, told to the client so that it can refuse an over-limit request
+    /// before sending it (one over the message cap would end its stream).
+    pub limits: Box<crate::config::Limits>,
+    /// Capacity of the agent's outbound message queue.
+    pub queue_capacity: usize,
 }
 
 /// One unit the shell sends on a connection. A `Deliveries` batch is consecutive: only its first

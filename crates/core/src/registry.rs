@@ -1,9 +1,9 @@
 //! The registry: who is connected, as what, in what status.
 //!
 //! An agent is known by (namespace, agent id). It carries its role, capabilities, interest patterns,
-//! metadata and status, a lease while it has a session, its JSON state and its outbox. A clean
-//! disconnect removes it at once; a lost lease leaves it listed as `lost` (state kept, so it can
-//! come back) until `lost_retention` passes.
+//! metadata and status, a lease while it has a session, its JSON state and its outbox. Its goodbye
+//! (`deregister`) removes it at once; a stream that ends otherwise leaves it its lease, and a lost
+//! lease leaves it listed as `lost` (state kept, so it can come back) until `lost_retention` passes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -58,6 +58,7 @@ pub enum RegistryEventKind {
     /// Already registered when the watch began.
     Snapshot,
     Joined,
+    /// Deregistered (its goodbye), or forgotten after being lost.
     Left,
     Status,
     Lost,

@@ -97,7 +97,7 @@ mod registration {
         assert_eq!(h.engine.get_state("", "a").unwrap(), (1, json!({"progress": 1})), "state survives a takeover");
 
         // The old stream ending afterwards (as the shell reports it) does not touch the new session.
-        h.disconnect(old, true);
+        h.disconnect(old);
         assert_eq!(h.status("a"), AgentStatus::Active);
         let publisher = h.join("p", "publisher", &[]);
         h.call_ok(publisher, publish("jobs", "j1"));
@@ -325,17 +325,15 @@ mod leases {
     }
 
     #[test]
-    fn a_clean_disconnect_removes_the_agent_at_once() {
-        let mut h = harness();
-        let watcher = h.watch_registry("");
+    fn the_registration_tells_the_limits_in_force() {
+        let mut config = Config::default();
+        config.limits.max_payload_bytes = 1000;
+        config.limits.max_delta_bytes = 300;
+        let mut h = Harness::new(config.clone());
         let conn = h.join("a", "w", &[]);
-        h.disconnect(conn, true);
-        assert!(h.agent_view("a").is_none());
-        let last = h.registry_events(watcher).pop().unwrap();
-        assert_eq!((last.kind, last.agent.agent_id.as_str()), (RegistryEventKind::Left, "a"));
-        // The id is free again, for anyone.
-        let again = h.join("a", "w", &[]);
-        assert!(!h.registered(again).resumed);
+        let registered = h.registered(conn);
+        assert_eq!(*registered.limits, config.limits);
+        assert_eq!(registered.queue_capacity, config.queue_capacity);
     }
 
     #[test]
@@ -350,12 +348,12 @@ mod leases {
     }
 
     #[test]
-    fn an_unclean_disconnect_keeps_the_agent_until_its_lease_runs_out() {
+    fn a_stream_ending_without_goodbye_keeps_the_agent_until_its_lease_runs_out() {
         let mut h = harness();
         let watcher = h.watch_registry("");
         let conn = h.join("a", "w", &[]);
         h.advance_to(1_000);
-        h.disconnect(conn, false);
+        h.disconnect(conn);
         assert_eq!(h.status("a"), AgentStatus::Active, "a broken stream is not a departure");
         h.advance_to(2_999);
         assert_eq!(h.status("a"), AgentStatus::Active);
@@ -366,14 +364,14 @@ mod leases {
     }
 
     #[test]
-    fn an_agent_resumes_after_an_unclean_disconnect_with_state_and_queue_intact() {
+    fn an_agent_resumes_after_its_stream_ended_without_goodbye_with_state_and_queue_intact() {
         let mut h = harness();
         let conn = h.join("a", "w", &["jobs"]);
         let publisher = h.join("p", "w", &[]);
         assert_eq!(h.call(conn, update(json!({"step": 1}))), Reply::StateVersion(1));
         assert_eq!(h.call(conn, update(json!({"step": 2}))), Reply::StateVersion(2));
         h.advance_to(1_000);
-        h.disconnect(conn, false);
+        h.disconnect(conn);
         h.call_ok(publisher, publish("jobs", "while-away"));
 
         h.advance_to(2_500);
@@ -524,7 +522,7 @@ mod registry {
 
         h.join("c", "w", &[]);
         h.call_ok(a, Request::SetStatus(AgentStatus::Idle));
-        h.disconnect(b, true);
+        h.send(b, Request::Deregister);
         h.advance_heartbeating(4_000, &[a]); // c never heartbeats: lost at 4 000
 
         let events: Vec<_> = h.registry_events(watcher)[2..]
@@ -551,7 +549,7 @@ mod registry {
         let y = h.join_with(RegisterRequest { namespace: "team-a".into(), ..agent("y", "w", &[]) });
         assert_eq!(h.registry_events(watcher).len(), 1);
 
-        h.disconnect(watcher, true);
+        h.disconnect(watcher);
         h.call_ok(y, Request::SetStatus(AgentStatus::Busy));
         assert_eq!(h.registry_events(watcher).len(), 1, "nothing after the watch ended");
 
@@ -1278,7 +1276,7 @@ mod sync {
         let a = h.join("a", "w", &[]);
         let b = h.join("b", "w", &[]);
         let first = h.arrive(a, "s", agents(&["a", "b"]), 0, "payload-1");
-        h.disconnect(a, false);
+        h.disconnect(a);
         let a2 = h.try_register(RegisterRequest { resume_token: h.token(a), ..agent("a", "w", &[]) });
         let again = h.arrive(a2, "s", agents(&["a", "b"]), 0, "payload-2");
         let rb = h.arrive(b, "s", agents(&["a", "b"]), 0, "");

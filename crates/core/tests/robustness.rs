@@ -132,9 +132,10 @@ enum Step {
         id: u64,
         request: Request,
     },
+    /// The stream ends, after a goodbye (`deregister`) or without one.
     Disconnect {
         conn: u64,
-        clean: bool,
+        goodbye: bool,
     },
     WatchRegistry {
         conn: u64,
@@ -164,7 +165,7 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (conn.clone(), name(), name(), prop::collection::vec(topic(), 0..3), any::<bool>())
             .prop_map(|(conn, agent, role, interests, token)| Step::Register { conn, agent, role, interests, token }),
         8 => (conn.clone(), 0u64..4, request()).prop_map(|(conn, id, request)| Step::Request { conn, id, request }),
-        1 => (conn.clone(), any::<bool>()).prop_map(|(conn, clean)| Step::Disconnect { conn, clean }),
+        1 => (conn.clone(), any::<bool>()).prop_map(|(conn, goodbye)| Step::Disconnect { conn, goodbye }),
         1 => (conn.clone(), prop_oneof![Just(String::new()), name()]).prop_map(|(conn, ns)| Step::WatchRegistry { conn, ns }),
         2 => prop_oneof![0u64..50, 1_000u64..10_000, Just(400_000u64)].prop_map(Step::Advance),
         1 => prop_oneof![1u64..1_000, 1_000u64..20_000].prop_map(Step::Stall),
@@ -224,7 +225,13 @@ proptest! {
                     engine.handle(now, Input::Register { conn: ConnId(conn), request, new_token: format!("t{conn}") });
                 }
                 Step::Request { conn, id, request } => engine.handle(now, Input::Request { conn: ConnId(conn), request_id: id, request }),
-                Step::Disconnect { conn, clean } => engine.handle(now, Input::Disconnected { conn: ConnId(conn), clean }),
+                Step::Disconnect { conn, goodbye } => {
+                    if goodbye {
+                        let request = Request::Deregister;
+                        engine.handle(now, Input::Request { conn: ConnId(conn), request_id: 0, request });
+                    }
+                    engine.handle(now, Input::Disconnected { conn: ConnId(conn) });
+                }
                 Step::WatchRegistry { conn, ns } => engine.handle(now, Input::WatchRegistry { conn: ConnId(conn + 100), namespace: ns }),
                 Step::Advance(ms) => {
                     now += ms;

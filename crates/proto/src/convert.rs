@@ -182,6 +182,7 @@ pub fn server_message(frame: Frame) -> Option<v1::ServerMessage> {
             heartbeat_interval_ms: r.heartbeat_interval_ms,
             lease_intervals: r.lease_intervals,
             resumed: r.resumed,
+            limits: Some(limits(&r.limits, r.queue_capacity)),
         }),
         Frame::Reply { request_id, reply: r } => Kind::Reply(reply(request_id, r)),
         Frame::Deliveries(items) => Kind::Deliveries(crate::wire::Deliveries {
@@ -306,18 +307,21 @@ pub fn diagnosis(d: &core::Diagnosis, now: core::Time) -> v1::SyncDiagnosis {
     }
 }
 
-pub fn limits(config: &core::Config) -> v1::Limits {
-    let l = &config.limits;
+/// The limits clients are told (by `ServerInfo` and at registration).
+pub fn limits(l: &core::Limits, queue_capacity: usize) -> v1::Limits {
     v1::Limits {
         max_message_bytes: l.max_payload_bytes as u64,
         max_topic_len: l.max_topic_len as u32,
         max_interests: l.max_interests as u32,
         max_agents_per_namespace: l.max_agents_per_namespace as u32,
         max_open_sync_points: l.max_open_sync_points as u32,
-        queue_capacity: config.queue_capacity as u32,
+        queue_capacity: queue_capacity as u32,
         max_state_bytes: l.max_state_bytes as u64,
         max_sync_participants: l.max_sync_participants as u32,
         max_sync_timeout_ms: l.max_sync_timeout_ms,
+        max_delta_bytes: l.max_delta_bytes as u64,
+        max_sync_payload_bytes: l.max_sync_payload_bytes as u64,
+        max_grpc_message_bytes: l.max_message_bytes() as u64,
     }
 }
 
@@ -414,9 +418,10 @@ mod tests {
         let errors = every_core_error();
         let engine_reasons: std::collections::HashSet<Reason> = errors.iter().map(CoreError::reason).collect();
         // The rest are made by the server around the engine (shutting down, store, admin token,
-        // commands, backups); a new engine reason without a sample here would raise the count.
+        // commands, backups, oversized messages); a new engine reason without a sample here would
+        // raise the count.
         let shell_made = Reason::ALL.iter().filter(|r| !engine_reasons.contains(r)).count();
-        assert_eq!(shell_made, 7, "every engine reason needs a sample above");
+        assert_eq!(shell_made, 8, "every engine reason needs a sample above");
         for e in &errors {
             let s = status(e);
             assert_eq!(crate::reason::of_status(&s), Some(e.reason()), "{e}");

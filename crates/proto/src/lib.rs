@@ -1,5 +1,6 @@
-//! lockstep's wire protocol: the generated gRPC types and services ([`v1`]) and their conversions
-//! to and from the engine's types ([`convert`]).
+//! lockstep's wire protocol: the generated gRPC types and clients ([`v1`]), the generated services
+//! ([`server`], reading session streams through [`session`]), and the conversions to and from the
+//! engine's types ([`convert`]).
 //!
 //! The code is generated at build time from `proto/lockstep/v1/lockstep.proto` with a vendored
 //! `protoc`, so a fresh machine needs nothing but cargo.
@@ -9,6 +10,14 @@ pub mod v1 {
     tonic::include_proto!("lockstep.v1");
 }
 
+/// The gRPC services, as the server implements them: the messages of [`v1`], except a session's
+/// client messages, which arrive undecoded ([`session::RawClientMessage`]).
+pub mod server {
+    #![allow(clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/server/lockstep.v1.rs"));
+}
+
 pub mod convert;
 pub mod reason;
+pub mod session;
 pub mod wire;

@@ -85,6 +85,9 @@ pub enum Command {
     Open { conn: ConnId, sink: ConnSink, blocked: Arc<AtomicBool> },
     /// An engine input from a client.
     Input(Input),
+    /// A session's stream ended without a goodbye (its reader says so, and why): the stream is
+    /// ended with `status` if it is still open, and the engine told (the agent keeps its lease).
+    Ended { conn: ConnId, status: Status },
     /// An operator's action: the driver names its origin, and its answer goes to `done`.
     Admin { actor: String, action: AdminAction, done: oneshot::Sender<AdminAnswer> },
     /// Read the engine.
@@ -471,10 +474,10 @@ impl<J: Journal> Driver<J> {
             Signal::Writable(conn) => self.ready.push(conn),
             Signal::Gone(conn) => {
                 if let Some(c) = self.conns.remove(&conn) {
-                    // A session's reader reports how its stream ended (clean or not); a registry
-                    // watch has no reader, so its stream going away ends it.
+                    // A session's reader reports the end of its stream (`Command::Ended`); a
+                    // registry watch has no reader, so its stream going away ends it.
                     if matches!(c.sink, ConnSink::Registry(_)) {
-                        self.handle(now, Input::Disconnected { conn, clean: true });
+                        self.handle(now, Input::Disconnected { conn });
                     }
                 }
             }
@@ -487,6 +490,12 @@ impl<J: Journal> Driver<J> {
                 self.conns.insert(conn, Conn { sink, blocked });
             }
             Command::Input(input) => self.handle(now, input),
+            Command::Ended { conn, status } => {
+                if let Some(c) = self.conns.remove(&conn) {
+                    send_final(c.sink.sender().clone(), status);
+                }
+                self.handle(now, Input::Disconnected { conn });
+            }
             Command::Admin { actor, action, done } => {
                 let origin = self.next_origin;
                 self.next_origin += 1;

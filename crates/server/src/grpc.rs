@@ -6,14 +6,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures::Stream;
-use lockstep_core::{AdminAction, AdminOutcome, AgentQuery, ConnId, CoreError, Frame, Input};
+use lockstep_core::{AdminAction, AdminOutcome, AgentQuery, ConnId, CoreError, Frame, Input, Reason};
 use lockstep_proto::convert::{self, SessionMessage};
 use lockstep_proto::reason;
+use lockstep_proto::server::lockstep_server::Lockstep;
+use lockstep_proto::session::RawClientMessage;
 use lockstep_proto::v1;
-use lockstep_proto::v1::lockstep_server::Lockstep;
 use rand::Rng;
 use tokio::sync::mpsc;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::admin::actor;
 use crate::driver::{unexpected, Command, ConnSink, ConnStream, EngineHandle, Signal, CONN_CHANNEL_FRAMES};
@@ -23,6 +24,8 @@ use crate::driver::{unexpected, Command, ConnSink, ConnStream, EngineHandle, Sig
 pub struct Service {
     engine: EngineHandle,
     next_conn: Arc<AtomicU64>,
+    /// The transport's cap on one gRPC message (named when a client goes over it).
+    max_message_bytes: usize,
     /// How long a new session stream may take to send its `register`.
     register_within: std::time::Duration,
 }
@@ -30,10 +33,11 @@ pub struct Service {
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 impl Service {
-    /// The agents' service; a session stream that sends no `register` within `register_within`
-    /// is ended with `DEADLINE_EXCEEDED` (reason `NOT_REGISTERED`).
-    pub fn new(engine: EngineHandle, register_within: std::time::Duration) -> Self {
-        Service { engine, next_conn: Arc::new(AtomicU64::new(1)), register_within }
+    /// The service, for a transport that reads gRPC messages of at most `max_message_bytes`; a
+    /// session stream that sends no `register` within `register_within` is ended with
+    /// `DEADLINE_EXCEEDED` (reason `NOT_REGISTERED`).
+    pub fn new(engine: EngineHandle, max_message_bytes: usize, register_within: std::time::Duration) -> Self {
+        Service { engine, next_conn: Arc::new(AtomicU64::new(1)), max_message_bytes, register_within }
     }
 
     async fn open<T>(
@@ -65,65 +69,123 @@ fn new_token() -> String {
 /// Reads a session's client messages and feeds them to the driver until the stream ends. Each
 /// message waits for room in the driver's intake before the next is read, so a client sending
 /// faster than the engine applies is slowed by its own connection's flow control.
+///
+/// Messages are decoded here ([`RawClientMessage`]): one that is not a valid `ClientMessage` is
+/// answered with `INVALID_ARGUMENT` and the stream goes on. However the stream ends — reset,
+/// cancelled, broken, half-closed — the agent is not removed (only `deregister` does that): it
+/// keeps its lease and may resume, and the driver ends the response with a status that says why.
 async fn read_session(
     conn: ConnId,
-    mut inbound: Streaming<v1::ClientMessage>,
+    mut inbound: Streaming<RawClientMessage>,
     engine: EngineHandle,
     first_error: mpsc::Sender<Result<Frame, Status>>,
+    max_message_bytes: usize,
     register_within: std::time::Duration,
 ) {
     let gone = || {
         let _ = engine.signals().send(Signal::Gone(conn));
     };
+    // Ends the stream with `status` before anything was registered.
+    let refuse = |status: Status| {
+        let (tx, signals) = (first_error.clone(), engine.signals());
+        async move {
+            let _ = tx.send(Err(status)).await;
+            let _ = signals.send(Signal::Gone(conn));
+        }
+    };
     // The first message must register the agent, and soon: a stream that never registers would
     // hold its connection open for nothing.
     let Ok(first) = tokio::time::timeout(register_within, inbound.message()).await else {
         let ms = register_within.as_millis();
-        let status = reason::status(
-            tonic::Code::DeadlineExceeded,
-            lockstep_core::Reason::NotRegistered,
-            format!("the session sent no register message within {ms} ms of opening (connections.register_within_ms)"),
-            [],
-        );
-        let _ = first_error.send(Err(status)).await;
-        return gone();
+        let message =
+            format!("the session sent no register message within {ms} ms of opening (connections.register_within_ms)");
+        return refuse(reason::status(Code::DeadlineExceeded, Reason::NotRegistered, message, [])).await;
     };
     let request = match first {
-        Ok(Some(msg)) => match convert::session_message(msg.kind) {
-            Ok(SessionMessage::Register(r)) => r,
-            Ok(SessionMessage::Request(_)) => {
-                let _ = first_error.send(Err(convert::status(&CoreError::NotRegistered))).await;
-                return gone();
-            }
-            Err(e) => {
-                let _ = first_error.send(Err(convert::status(&e))).await;
-                return gone();
-            }
+        Ok(Some(raw)) => match raw.decode().map_err(|u| CoreError::Invalid { what: "message", reason: u.reason }) {
+            Ok(msg) => match convert::session_message(msg.kind) {
+                Ok(SessionMessage::Register(r)) => r,
+                Ok(SessionMessage::Request(_)) => return refuse(convert::status(&CoreError::NotRegistered)).await,
+                Err(e) => return refuse(convert::status(&e)).await,
+            },
+            Err(e) => return refuse(convert::status(&e)).await,
         },
-        _ => return gone(),
+        Ok(None) => return gone(),
+        Err(broken) => return refuse(stream_broke(&broken, max_message_bytes, NOTHING_REGISTERED)).await,
     };
     drop(first_error);
     if engine.send(Command::Input(Input::Register { conn, request, new_token: new_token() })).await.is_err() {
         return;
     }
-    let clean = loop {
+    let status = loop {
         match inbound.message().await {
-            Ok(Some(msg)) => {
-                let request_id = msg.request_id;
-                let input = match convert::session_message(msg.kind) {
-                    Ok(SessionMessage::Request(request)) => Input::Request { conn, request_id, request },
-                    Ok(SessionMessage::Register(r)) => Input::Register { conn, request: r, new_token: String::new() },
-                    Err(error) => Input::Malformed { conn, request_id, reason: malformed_reason(error) },
+            Ok(Some(raw)) => {
+                let input = match raw.decode() {
+                    Ok(msg) => {
+                        let request_id = msg.request_id;
+                        match convert::session_message(msg.kind) {
+                            Ok(SessionMessage::Request(request)) => Input::Request { conn, request_id, request },
+                            Ok(SessionMessage::Register(r)) => {
+                                Input::Register { conn, request: r, new_token: String::new() }
+                            }
+                            Err(error) => Input::Malformed { conn, request_id, reason: malformed_reason(error) },
+                        }
+                    }
+                    Err(u) => Input::Malformed { conn, request_id: u.request_id, reason: u.reason },
                 };
                 if engine.send(Command::Input(input)).await.is_err() {
                     return;
                 }
             }
-            Ok(None) => break true,
-            Err(_) => break false,
+            Ok(None) => {
+                // A half-close, and also a reset: tonic reports a cancelled request stream as
+                // its normal end (so does hyper for RST_STREAM(NO_ERROR)).
+                tracing::debug!(conn = conn.0, "a session stream ended without deregister");
+                break ended_without_goodbye();
+            }
+            Err(broken) => {
+                tracing::debug!(conn = conn.0, status = %broken, "a session stream broke");
+                break stream_broke(&broken, max_message_bytes, LEASE_KEPT);
+            }
         }
     };
-    let _ = engine.send(Command::Input(Input::Disconnected { conn, clean })).await;
+    let _ = engine.send(Command::Ended { conn, status }).await;
+}
+
+/// What becomes of a session whose stream broke after it registered.
+const LEASE_KEPT: &str = "the agent keeps its lease and may resume with its resume token on a new stream";
+/// ... and before.
+const NOTHING_REGISTERED: &str = "nothing was registered";
+
+/// What a session's stream is ended with when the client's side ended without `deregister`: a
+/// half-close, or a reset (gRPC reports a cancelled call as an end of the stream, too). The agent
+/// keeps its lease; a client that is still reading learns how to leave or come back.
+fn ended_without_goodbye() -> Status {
+    let message = format!(
+        "the session's stream ended without `deregister`: {LEASE_KEPT}; send `deregister` before closing to leave at once"
+    );
+    reason::status(Code::InvalidArgument, Reason::InvalidArgument, message, [])
+}
+
+/// What a session's stream is ended with when the transport could not read the client's next
+/// message: one over the message cap (the transport cannot skip it), or a broken frame. What
+/// becomes of the session (`consequence`) is as for any broken stream.
+fn stream_broke(broken: &Status, max_message_bytes: usize, consequence: &str) -> Status {
+    if broken.code() == Code::OutOfRange {
+        // tonic's own refusal of a message over `max_decoding_message_size`.
+        let message = format!(
+            "a message was over the server's limit of {max_message_bytes} bytes per gRPC message ({}), and the \
+             stream cannot go on past it: {consequence}. Send smaller messages (the limits are in `registered`)",
+            broken.message()
+        );
+        return reason::status(Code::ResourceExhausted, Reason::MessageTooLarge, message, []);
+    }
+    let message = format!(
+        "the session's stream broke and cannot be read further ({}: {}): {consequence}",
+        broken.code(),
+        broken.message()
+    );
+    reason::status(Code::InvalidArgument, Reason::InvalidArgument, message, [])
 }
 
 /// Why a message could not be decoded, in the words the engine will answer with.
@@ -150,7 +212,7 @@ impl Lockstep for Service {
 
     async fn session(
         &self,
-        request: Request<Streaming<v1::ClientMessage>>,
+        request: Request<Streaming<RawClientMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let mut first_error = None;
         let (conn, stream) = self
@@ -163,7 +225,15 @@ impl Lockstep for Service {
             )
             .await?;
         let first_error = first_error.expect("set by open");
-        tokio::spawn(read_session(conn, request.into_inner(), self.engine.clone(), first_error, self.register_within));
+        let reader = read_session(
+            conn,
+            request.into_inner(),
+            self.engine.clone(),
+            first_error,
+            self.max_message_bytes,
+            self.register_within,
+        );
+        tokio::spawn(reader);
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -275,7 +345,7 @@ impl Lockstep for Service {
                     now_ms: now,
                     heartbeat_interval_ms: c.heartbeat_interval_ms,
                     lease_intervals: c.lease_intervals,
-                    limits: Some(convert::limits(c)),
+                    limits: Some(convert::limits(&c.limits, c.queue_capacity)),
                     agents: info.agents as u64,
                     published: info.counters.published,
                     delivered: info.counters.routed,

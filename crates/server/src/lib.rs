@@ -23,8 +23,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use lockstep_core::{Config, Engine};
-use lockstep_proto::v1::admin_server::AdminServer;
-use lockstep_proto::v1::lockstep_server::LockstepServer;
+use lockstep_proto::server::admin_server::AdminServer;
+use lockstep_proto::server::lockstep_server::LockstepServer;
 pub use lockstep_store::Durability;
 use lockstep_store::{Store, StoreError};
 use tokio::net::TcpListener;
@@ -38,9 +38,6 @@ pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2
 /// window update (the engine's queues, not the transport, decide what happens to a slow reader).
 pub const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
 pub const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
-
-/// Bytes allowed in one gRPC message beyond the largest payload (topic, headers, framing).
-const MESSAGE_OVERHEAD: usize = 64 * 1024;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -264,7 +261,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
         Some(a) => Some(bind(a)?),
         None => None,
     };
-    let max_message = config.limits.max_payload_bytes.max(config.limits.max_delta_bytes) + MESSAGE_OVERHEAD;
+    let max_message = config.limits.max_message_bytes();
 
     let (engine_handle, intake) = driver::EngineHandle::new();
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
@@ -297,6 +294,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     let agents = tonic::service::interceptor::InterceptedService::new(
         LockstepServer::new(grpc::Service::new(
             engine.clone(),
+            max_message,
             std::time::Duration::from_millis(options.connections.register_within_ms),
         ))
         .max_decoding_message_size(max_message)

@@ -367,6 +367,10 @@ class Agent:
     # sending and replies
 
     async def _send(self, msg: pb.ClientMessage) -> None:
+        if self._reg is not None:
+            # Over a limit the server announced: refused here, naming it (PayloadTooLarge), rather
+            # than refused by the server — or, over the message cap, ending the session's stream.
+            self._reg.limits.check(msg)
         if not self._connected.is_set() and not self._closed:
             await self._connected.wait()
         if self._closed and self.close_reason is not None:
@@ -527,6 +531,8 @@ class Agent:
         Raises:
             InvalidArgument: an empty topic or one with wildcards (checked locally), or (with
                 ``confirm``) anything else the server refuses.
+            PayloadTooLarge: the payload is over the server's announced limit (checked locally;
+                nothing is sent).
         """
         if not topic:
             raise InvalidArgument("topic must not be empty")

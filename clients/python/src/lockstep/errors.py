@@ -84,6 +84,7 @@ class Reason(str, enum.Enum):
     COMMAND_TIMEOUT = "COMMAND_TIMEOUT"
     COMMAND_ABORTED = "COMMAND_ABORTED"
     BACKUP_FAILED = "BACKUP_FAILED"
+    MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
 
     @classmethod
     def parse(cls, name: str) -> Optional["Reason"]:
@@ -105,7 +106,14 @@ class Recovery(enum.Enum):
 
 #: Reasons after which a session is resumed; every other reason gives up.
 _RESUME_AFTER = frozenset(
-    {Reason.LEASE_EXPIRED, Reason.SLOW_CONSUMER, Reason.SERVER_SHUTTING_DOWN, Reason.STORE_FAILED}
+    {
+        Reason.LEASE_EXPIRED,
+        Reason.SLOW_CONSUMER,
+        Reason.SERVER_SHUTTING_DOWN,
+        Reason.STORE_FAILED,
+        # The stream could not read past an oversized message; the session itself was kept.
+        Reason.MESSAGE_TOO_LARGE,
+    }
 )
 
 
@@ -200,6 +208,27 @@ class InvalidArgument(LockstepError, ValueError):
     """The server refused the request's content (bad id, pattern, topic, JSON, participants...)."""
 
     default_code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class PayloadTooLarge(InvalidArgument):
+    """Refused before sending: a request over a limit the server announced at registration.
+    Nothing was sent and the session goes on.
+
+    Attributes:
+        what: what is too large (``"the payload"``, ``"the state delta"``, ...).
+        size: its size, in bytes.
+        limit: the server's limit, in bytes.
+        setting: the server's setting that sets the limit (``limits.max_payload_bytes``...).
+    """
+
+    def __init__(self, what: str, size: int, limit: int, setting: str) -> None:
+        super().__init__(
+            f"{what} of {size} bytes is over the server's limit of {limit} bytes ({setting}); nothing was sent"
+        )
+        self.what = what
+        self.size = size
+        self.limit = limit
+        self.setting = setting
 
 
 class NotFound(LockstepError, LookupError):
@@ -392,6 +421,7 @@ _BY_REASON: Dict[Reason, Type[LockstepError]] = {
     Reason.ALREADY_REGISTERED: AlreadyRegistered,
     Reason.LIMIT: ResourceExhausted,
     Reason.SLOW_CONSUMER: ResourceExhausted,
+    Reason.MESSAGE_TOO_LARGE: ResourceExhausted,
     Reason.SYNC_MISMATCH: SyncConflict,
     Reason.NOT_A_PARTICIPANT: SyncConflict,
     Reason.SYNC_FINISHED: SyncConflict,

@@ -9,8 +9,9 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Dict, Iterator, Mapping, Optional, Tuple, Union
+from typing import Any, Awaitable, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
+from .errors import PayloadTooLarge
 from .v1 import lockstep_pb2 as pb
 
 __all__ = [
@@ -77,7 +78,7 @@ class RegistryEventKind(enum.IntEnum):
     UNSPECIFIED = 0
     SNAPSHOT = 1  #: already registered when the watch began
     JOINED = 2
-    LEFT = 3  #: deregistered or disconnected cleanly
+    LEFT = 3  #: deregistered (said goodbye), or forgotten after being lost
     STATUS = 4  #: status changed
     LOST = 5  #: lease expired
     BREAKER = 6  #: the agent's circuit breaker changed state (see ``agent.breaker_state``)
@@ -513,8 +514,9 @@ class SyncDiagnosis:
 
 @dataclass(frozen=True)
 class Limits:
-    """The server's configured limits."""
+    """The server's configured limits (0: not announced by this server's version)."""
 
+    #: The largest ``publish`` payload (the server's ``limits.max_payload_bytes``).
     max_message_bytes: int = 0
     max_topic_len: int = 0
     max_interests: int = 0
@@ -524,6 +526,12 @@ class Limits:
     max_state_bytes: int = 0
     max_sync_participants: int = 0
     max_sync_timeout_ms: int = 0
+    #: The largest ``update_state`` delta, in bytes of JSON text.
+    max_delta_bytes: int = 0
+    #: The largest payload a ``sync`` arrival may bring.
+    max_sync_payload_bytes: int = 0
+    #: The largest encoded gRPC message; a larger one would end the session's stream.
+    max_grpc_message_bytes: int = 0
 
     @classmethod
     def from_proto(cls, msg: pb.Limits) -> "Limits":
@@ -537,7 +545,31 @@ class Limits:
             max_state_bytes=msg.max_state_bytes,
             max_sync_participants=msg.max_sync_participants,
             max_sync_timeout_ms=msg.max_sync_timeout_ms,
+            max_delta_bytes=msg.max_delta_bytes,
+            max_sync_payload_bytes=msg.max_sync_payload_bytes,
+            max_grpc_message_bytes=msg.max_grpc_message_bytes,
         )
+
+    def check(self, msg: pb.ClientMessage) -> None:
+        """Raise :class:`~lockstep.PayloadTooLarge` if ``msg`` is over a limit (a limit of 0 is not
+        checked): the payload it carries against its own limit, then the whole encoded message
+        against the gRPC message cap."""
+        kind = msg.WhichOneof("kind")
+        checks: List[Tuple[str, int, int, str]] = []
+        if kind == "publish":
+            checks.append(("the payload", len(msg.publish.payload), self.max_message_bytes, "limits.max_payload_bytes"))
+        elif kind == "update_state":
+            size = len(msg.update_state.delta_json.encode("utf-8"))
+            checks.append(("the state delta", size, self.max_delta_bytes, "limits.max_delta_bytes"))
+        elif kind == "sync":
+            checks.append(
+                ("the sync payload", len(msg.sync.payload), self.max_sync_payload_bytes, "limits.max_sync_payload_bytes")
+            )
+        if self.max_grpc_message_bytes:
+            checks.append(("the encoded message", msg.ByteSize(), self.max_grpc_message_bytes, "max_grpc_message_bytes"))
+        for what, size, limit, setting in checks:
+            if limit and size > limit:
+                raise PayloadTooLarge(what, size, limit, setting)
 
 
 @dataclass(frozen=True)
@@ -791,6 +823,8 @@ class Registration:
     heartbeat_interval_ms: int
     lease_intervals: int
     resumed: bool = False
+    #: The limits in force (all 0 from a server that predates announcing them).
+    limits: Limits = Limits()
 
     @classmethod
     def from_proto(cls, msg: pb.Registered) -> "Registration":
@@ -801,6 +835,7 @@ class Registration:
             heartbeat_interval_ms=msg.heartbeat_interval_ms,
             lease_intervals=msg.lease_intervals,
             resumed=msg.resumed,
+            limits=Limits.from_proto(msg.limits),
         )
 
     @property

@@ -130,9 +130,9 @@ impl Harness {
         self.registered(conn).resume_token
     }
 
-    /// The stream ended at the shell.
-    pub fn disconnect(&mut self, conn: ConnId, clean: bool) {
-        self.engine.handle(self.now, Input::Disconnected { conn, clean });
+    /// The stream ended at the shell without a goodbye (reset, broken or half-closed).
+    pub fn disconnect(&mut self, conn: ConnId) {
+        self.engine.handle(self.now, Input::Disconnected { conn });
         self.pump();
     }
 

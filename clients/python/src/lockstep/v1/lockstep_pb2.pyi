@@ -240,20 +240,22 @@ class Command(_message.Message):
     def __init__(self, command_id: _Optional[int] = ..., command: _Optional[str] = ..., params_json: _Optional[str] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
 
 class Registered(_message.Message):
-    __slots__ = ("namespace", "agent_id", "resume_token", "heartbeat_interval_ms", "lease_intervals", "resumed")
+    __slots__ = ("namespace", "agent_id", "resume_token", "heartbeat_interval_ms", "lease_intervals", "resumed", "limits")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     LEASE_INTERVALS_FIELD_NUMBER: _ClassVar[int]
     RESUMED_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     agent_id: str
     resume_token: str
     heartbeat_interval_ms: int
     lease_intervals: int
     resumed: bool
-    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., lease_intervals: _Optional[int] = ..., resumed: bool = ...) -> None: ...
+    limits: Limits
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., lease_intervals: _Optional[int] = ..., resumed: bool = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
 
 class Reply(_message.Message):
     __slots__ = ("request_id", "ok", "error", "state_version", "sync_result")
@@ -768,7 +770,7 @@ class AuditLogResponse(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ..., dropped: _Optional[int] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_topic_len", "max_interests", "max_agents_per_namespace", "max_open_sync_points", "queue_capacity", "max_state_bytes", "max_sync_participants", "max_sync_timeout_ms")
+    __slots__ = ("max_message_bytes", "max_topic_len", "max_interests", "max_agents_per_namespace", "max_open_sync_points", "queue_capacity", "max_state_bytes", "max_sync_participants", "max_sync_timeout_ms", "max_delta_bytes", "max_sync_payload_bytes", "max_grpc_message_bytes")
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_TOPIC_LEN_FIELD_NUMBER: _ClassVar[int]
     MAX_INTERESTS_FIELD_NUMBER: _ClassVar[int]
@@ -778,6 +780,9 @@ class Limits(_message.Message):
     MAX_STATE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_SYNC_PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
     MAX_SYNC_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_DELTA_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_SYNC_PAYLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_GRPC_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_topic_len: int
     max_interests: int
@@ -787,4 +792,7 @@ class Limits(_message.Message):
     max_state_bytes: int
     max_sync_participants: int
     max_sync_timeout_ms: int
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_topic_len: _Optional[int] = ..., max_interests: _Optional[int] = ..., max_agents_per_namespace: _Optional[int] = ..., max_open_sync_points: _Optional[int] = ..., queue_capacity: _Optional[int] = ..., max_state_bytes: _Optional[int] = ..., max_sync_participants: _Optional[int] = ..., max_sync_timeout_ms: _Optional[int] = ...) -> None: ...
+    max_delta_bytes: int
+    max_sync_payload_bytes: int
+    max_grpc_message_bytes: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_topic_len: _Optional[int] = ..., max_interests: _Optional[int] = ..., max_agents_per_namespace: _Optional[int] = ..., max_open_sync_points: _Optional[int] = ..., queue_capacity: _Optional[int] = ..., max_state_bytes: _Optional[int] = ..., max_sync_participants: _Optional[int] = ..., max_sync_timeout_ms: _Optional[int] = ..., max_delta_bytes: _Optional[int] = ..., max_sync_payload_bytes: _Optional[int] = ..., max_grpc_message_bytes: _Optional[int] = ...) -> None: ...
