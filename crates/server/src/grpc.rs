@@ -14,7 +14,7 @@ use rand::Rng;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::admin::actor;
+use crate::admin::{actor, AdminToken};
 use crate::driver::{unexpected, Command, ConnSink, ConnStream, EngineHandle, Signal, CONN_CHANNEL_FRAMES};
 
 /// The lockstep gRPC service.
@@ -22,13 +22,16 @@ use crate::driver::{unexpected, Command, ConnSink, ConnStream, EngineHandle, Sig
 pub struct Service {
     engine: EngineHandle,
     next_conn: Arc<AtomicU64>,
+    /// Checked on the operators' actions this service serves (`ForceCompleteSync`,
+    /// `CleanupSyncPoints`): agents' own calls never need it.
+    admin_token: AdminToken,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 impl Service {
-    pub fn new(engine: EngineHandle) -> Self {
-        Service { engine, next_conn: Arc::new(AtomicU64::new(1)) }
+    pub fn new(engine: EngineHandle, admin_token: AdminToken) -> Self {
+        Service { engine, next_conn: Arc::new(AtomicU64::new(1)), admin_token }
     }
 
     async fn open<T>(
@@ -218,6 +221,7 @@ impl Lockstep for Service {
         &self,
         request: Request<v1::SyncStatusRequest>,
     ) -> Result<Response<v1::SyncPointStatus>, Status> {
+        self.admin_token.check(request.metadata())?;
         let actor = actor(&request);
         let r = request.into_inner();
         let action = AdminAction::ForceCompleteSync { namespace: r.namespace, sync_id: r.sync_id };
@@ -234,6 +238,7 @@ impl Lockstep for Service {
         &self,
         request: Request<v1::CleanupSyncPointsRequest>,
     ) -> Result<Response<v1::CleanupSyncPointsResponse>, Status> {
+        self.admin_token.check(request.metadata())?;
         let actor = actor(&request);
         let namespace = request.into_inner().namespace;
         let removed = match self.engine.admin(actor, AdminAction::CleanupSyncPoints { namespace }).await? {

@@ -61,6 +61,8 @@ pub enum StartError {
     Restore { dir: PathBuf, source: Box<lockstep_core::CoreError> },
     #[error("cannot create the input recording {}: {source}", path.display())]
     Record { path: PathBuf, source: std::io::Error },
+    #[error("cannot use the backup directory {}: {source}", dir.display())]
+    BackupDir { dir: PathBuf, source: std::io::Error },
 }
 
 /// A running server.
@@ -138,6 +140,9 @@ pub struct Options {
     /// Write every engine input, timer and pull to this file (JSON lines), for replay with
     /// [`lockstep_core::record::Replay`]. Only for a server that starts empty (`InMemory`).
     pub record_inputs: Option<PathBuf>,
+    /// Where `Admin.Backup` may write (inside this directory, created if missing); `None`: the
+    /// data directory.
+    pub backup_dir: Option<PathBuf>,
 }
 
 impl Options {
@@ -150,6 +155,7 @@ impl Options {
             engine: Config::default(),
             storage: Storage::InMemory,
             record_inputs: None,
+            backup_dir: None,
         }
     }
 }
@@ -263,6 +269,15 @@ fn transport() -> tonic::transport::Server {
 pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     let config = options.engine;
     config.validate().map_err(StartError::Config)?;
+    if options.admin_token.as_deref().is_some_and(str::is_empty) {
+        // Taken for "no token", it would leave the operators' API open while its owner believes
+        // it closed.
+        return Err(StartError::Config(
+            "the admin token is empty (LOCKSTEP_ADMIN_TOKEN=\"\", --admin-token \"\" or admin_token = \"\"): \
+             give a non-empty token, or none at all to leave the Admin API open"
+                .into(),
+        ));
+    }
     let recorder: Option<Box<dyn driver::Recorder>> = match (&options.record_inputs, &options.storage) {
         (None, _) => None,
         (Some(path), Storage::InMemory) => {
@@ -278,6 +293,13 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     let opened = match &options.storage {
         Storage::InMemory => None,
         Storage::DataDir { dir, durability } => Some(open_data_dir(dir, *durability, config.clone())?),
+    };
+    // After the data directory is opened (it is the default place for backups, and now exists).
+    let backup_dir = match (&options.backup_dir, &options.storage) {
+        (Some(dir), _) | (None, Storage::DataDir { dir, .. }) => {
+            backup::BackupDir::new(dir).map_err(|source| StartError::BackupDir { dir: dir.clone(), source })?
+        }
+        (None, Storage::InMemory) => backup::BackupDir::none(),
     };
     let (listener, addr) = bind(options.listen)?;
     let admin_listener = match options.admin_listen {
@@ -312,11 +334,13 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     });
 
     let engine = engine_handle;
-    let agents = LockstepServer::new(grpc::Service::new(engine.clone()))
+    let token_set = options.admin_token.is_some();
+    let admin_token = admin::AdminToken::new(options.admin_token);
+    let agents = LockstepServer::new(grpc::Service::new(engine.clone(), admin_token.clone()))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
     let admin =
-        AdminServer::with_interceptor(admin::AdminService::new(engine), admin::token_check(options.admin_token));
+        AdminServer::with_interceptor(admin::AdminService::new(engine, backup_dir), admin::token_check(admin_token));
     let stopped = |tx: &tokio::sync::broadcast::Sender<()>| {
         let mut rx = tx.subscribe();
         async move {
@@ -325,6 +349,14 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     };
     let incoming = accepted(listener);
     let admin_addr = admin_listener.as_ref().map(|(_, a)| *a);
+    let exposed = admin_addr.unwrap_or(addr);
+    if !token_set && !exposed.ip().is_loopback() {
+        tracing::warn!(
+            admin = %exposed,
+            "the Admin API (pause, stop, commands, backups, forcing sync points) is open to anyone who can reach \
+             {exposed}: set an admin token (--admin-token, LOCKSTEP_ADMIN_TOKEN) or serve it on loopback (--admin-listen)"
+        );
+    }
     let task = match admin_listener {
         None => {
             let router = transport().add_service(agents).add_service(admin);
