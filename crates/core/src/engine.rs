@@ -1381,6 +1381,10 @@ impl Engine {
     // Registry watching
 
     fn watch_registry(&mut self, conn: ConnId, namespace: &str) -> Result<(), CoreError> {
+        if self.conns.contains_key(&conn) {
+            // The shell names each stream once; a second role would lose the first's accounting.
+            return Err(CoreError::invalid("registry watch", "this stream already carries a session or a watch"));
+        }
         let ns = name::namespace_or_default(namespace)?;
         let limits = &self.config.limits;
         if self.registry_watchers >= limits.max_registry_watchers {
