@@ -266,6 +266,14 @@ async def test_admin_token_is_required_and_checked(server_factory: Any) -> None:
             assert "resumed" in await admin.resume_agent("a")
             # sync diagnostics belong to the agents' service: no token needed there
             assert await client.admin().sync_points() == []
+            # ... but forcing and cleaning up sync points are operators' actions: they need it
+            with pytest.raises(lockstep.Unauthenticated):
+                await client.cleanup_sync_points()
+            with pytest.raises(lockstep.Unauthenticated):
+                await client.admin().force_complete("stuck")
+            with pytest.raises(lockstep.PermissionDenied):
+                await client.admin(token="guess").cleanup()
+            assert await admin.cleanup() == 0
 
 
 async def test_admin_token_from_the_environment(server_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:

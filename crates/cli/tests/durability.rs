@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use lockstep_client::{proto as v1, Agent, AgentFilter, Client, Participants, SyncResult, WatchTarget};
+use lockstep_client::{proto as v1, Agent, AgentFilter, Client, Participants, Reason, SyncResult, WatchTarget};
 use lockstep_store::{Durability, Snapshot, Store, DB_FILE_NAME};
 use serde_json::{json, Value};
-use support::{eventually, free_listen_addr, opts, serve_fails, ScratchDir, Server};
+use support::{eventually, free_listen_addr, opts, reworded, serve_fails, ScratchDir, Server};
 use tokio::sync::watch;
 
 const T: Duration = Duration::from_secs(10);
@@ -509,8 +509,8 @@ async fn backup_then_restore() {
     let backed_up = client.get_state("keeper").await.unwrap();
     assert_eq!(backed_up.0, 3);
 
-    let files = ScratchDir::new("backup-files");
-    let file = files.join("copy.db");
+    // Into the data directory: where backups go unless the server names another place.
+    let file = original.join("copy.db");
     let (ok, out, err) = server.cli_async(&["backup", "--to", file.to_str().unwrap()]).await;
     assert!(ok, "backup failed: {out} {err}");
     assert!(std::fs::metadata(&file).is_ok_and(|m| m.len() > 0), "no backup at {}", file.display());
@@ -525,4 +525,44 @@ async fn backup_then_restore() {
     assert_eq!(client.get_state("keeper").await.unwrap(), backed_up);
     let info = &registry(&client).await["keeper"];
     assert_eq!((info.role.as_str(), info.metadata.get("run").map(String::as_str)), ("trainer", Some("r7")));
+}
+
+/// A backup is written only inside the server's backup directory (the data directory unless
+/// `--backup-dir` names another), never over an existing file or `.partial` file, and is readable
+/// by its owner only.
+#[tokio::test]
+async fn backups_stay_in_their_directory_private_and_never_overwrite() {
+    use std::os::unix::fs::PermissionsExt;
+    let data = ScratchDir::new("backup-rules");
+    let elsewhere = ScratchDir::new("backup-rules-elsewhere");
+    let server = Server::start_durable("127.0.0.1:0", data.path(), &[]);
+    let admin = server.client().await.admin(None, Some("ops")).unwrap();
+
+    let outside = elsewhere.join("copy.db");
+    let err = admin.backup(outside.to_str().unwrap()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(reworded() || err.to_string().contains("backup directory"), "{err}");
+    let sneaky = data.join("..").join(elsewhere.path().file_name().unwrap()).join("copy.db");
+    assert_eq!(admin.backup(sneaky.to_str().unwrap()).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    assert!(!outside.exists(), "nothing written outside");
+
+    let partial = data.join("taken.db.partial");
+    std::fs::write(&partial, b"another backup being written").unwrap();
+    let err = admin.backup(data.join("taken.db").to_str().unwrap()).await.unwrap_err();
+    assert_eq!((err.code(), err.reason()), (tonic::Code::FailedPrecondition, Some(Reason::BackupFailed)));
+    assert_eq!(std::fs::read(&partial).unwrap(), b"another backup being written", "left alone");
+
+    let copy = data.join("copy.db");
+    assert!(admin.backup(copy.to_str().unwrap()).await.unwrap() > 0);
+    assert_eq!(std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777, 0o600);
+    let err = admin.backup(copy.to_str().unwrap()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "an existing file is never overwritten");
+    drop(server);
+
+    let other = ScratchDir::new("backup-rules-dir");
+    let server = Server::start_durable("127.0.0.1:0", data.path(), &["--backup-dir", other.path().to_str().unwrap()]);
+    let admin = server.client().await.admin(None, Some("ops")).unwrap();
+    assert!(admin.backup(other.join("copy.db").to_str().unwrap()).await.unwrap() > 0);
+    let err = admin.backup(data.join("again.db").to_str().unwrap()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "only the named directory: {err:?}");
 }

@@ -59,9 +59,9 @@ async fn a_recorded_run_replays_to_the_same_outputs_and_state() {
         )
     };
     support::eventually(T, || async { client.sync_status("never").await.is_ok() }).await;
-    client.force_complete_sync("never").await.unwrap();
+    admin.force_complete_sync("never").await.unwrap();
     assert!(waiting.await.unwrap().unwrap().forced);
-    assert_eq!(client.cleanup_sync_points().await.unwrap(), 2);
+    assert_eq!(admin.cleanup_sync_points().await.unwrap(), 2);
     assert!(registry.message().await.unwrap().is_some());
     b.close().await.unwrap();
 

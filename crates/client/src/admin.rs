@@ -1,10 +1,12 @@
 //! The operators' client: pause and resume agents, stop and resume everyone, send commands to
-//! agents and wait for their answers, read status and the audit log.
+//! agents and wait for their answers, read status and the audit log, force and clean up sync
+//! points.
 
 use std::time::Duration;
 
 use lockstep_proto::v1;
 use lockstep_proto::v1::admin_client::AdminClient as Grpc;
+use lockstep_proto::v1::lockstep_client::LockstepClient;
 use serde_json::Value;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
@@ -35,6 +37,9 @@ impl tonic::service::Interceptor for Credentials {
 #[derive(Clone)]
 pub struct AdminClient {
     grpc: Grpc<InterceptedService<Channel, Credentials>>,
+    /// The operators' actions served by the agents' service (sync points), with the same
+    /// credentials.
+    agents: LockstepClient<InterceptedService<Channel, Credentials>>,
     namespace: String,
 }
 
@@ -51,8 +56,10 @@ impl AdminClient {
         let token =
             token.filter(|t| !t.is_empty()).map(|t| header("admin token", format!("Bearer {t}"))).transpose()?;
         let actor = actor.map(|a| header("actor name", a.to_owned())).transpose()?;
-        let grpc = Grpc::with_interceptor(channel, Credentials { token, actor });
-        Ok(AdminClient { grpc, namespace })
+        let credentials = Credentials { token, actor };
+        let agents = LockstepClient::with_interceptor(channel.clone(), credentials.clone());
+        let grpc = Grpc::with_interceptor(channel, credentials);
+        Ok(AdminClient { grpc, agents, namespace })
     }
 
     fn agent(&self, agent_id: &str) -> v1::AgentRef {
@@ -131,6 +138,20 @@ impl AdminClient {
     /// The most recent `limit` audit entries, oldest first, and how many older ones were dropped.
     pub async fn audit_log(&self, limit: u32) -> Result<v1::AuditLogResponse, Error> {
         Ok(self.grpc.clone().audit_log(v1::AuditLogRequest { limit }).await?.into_inner())
+    }
+
+    /// Releases the agents waiting at a sync point now, with what has arrived (audited). Served
+    /// by the agents' service: make this client with [`Client::admin`](crate::Client::admin) on a
+    /// connection to the agents' address.
+    pub async fn force_complete_sync(&self, sync_id: &str) -> Result<v1::SyncPointStatus, Error> {
+        Ok(self.agents.clone().force_complete_sync(crate::sync_request(&self.namespace, sync_id)).await?.into_inner())
+    }
+
+    /// Removes every finished sync point of the namespace; returns how many (audited). Served by
+    /// the agents' service, like [`AdminClient::force_complete_sync`].
+    pub async fn cleanup_sync_points(&self) -> Result<u32, Error> {
+        let req = v1::CleanupSyncPointsRequest { namespace: self.namespace.clone() };
+        Ok(self.agents.clone().cleanup_sync_points(req).await?.into_inner().removed)
     }
 
     /// Has the server write a consistent copy of its data to `path` (absolute, on the server's

@@ -85,6 +85,11 @@ fn connect_error(addr: &str, e: impl std::fmt::Display) -> Error {
     Error::Connect { addr: addr.to_owned(), reason: format!("{e}: is `lockstep serve` running there?") }
 }
 
+/// The request naming one sync point of `namespace`.
+pub(crate) fn sync_request(namespace: &str, sync_id: &str) -> v1::SyncStatusRequest {
+    v1::SyncStatusRequest { namespace: namespace.to_owned(), sync_id: sync_id.to_owned() }
+}
+
 /// Filters for [`Client::list_agents`]; empty fields match anything.
 #[derive(Clone, Debug, Default)]
 pub struct AgentFilter {
@@ -136,7 +141,9 @@ impl Client {
     }
 
     /// The operators' API on this connection, presenting `token` if the server requires one and
-    /// naming the operator `actor` in the audit log.
+    /// naming the operator `actor` in the audit log. Forcing and cleaning up sync points
+    /// ([`AdminClient::force_complete_sync`], [`AdminClient::cleanup_sync_points`]) are operators'
+    /// actions too, served beside the agents' calls: they need the token as well.
     pub fn admin(&self, token: Option<&str>, actor: Option<&str>) -> Result<AdminClient, Error> {
         AdminClient::new(self.channel.clone(), self.namespace.clone(), token, actor)
     }
@@ -181,7 +188,7 @@ impl Client {
     }
 
     fn sync_request(&self, sync_id: &str) -> v1::SyncStatusRequest {
-        v1::SyncStatusRequest { namespace: self.namespace.clone(), sync_id: sync_id.to_owned() }
+        sync_request(&self.namespace, sync_id)
     }
 
     /// One sync point's status.
@@ -192,17 +199,6 @@ impl Client {
     /// One sync point's status in plain language, with recommendations.
     pub async fn diagnose_sync(&self, sync_id: &str) -> Result<v1::SyncDiagnosis, Error> {
         Ok(self.grpc.clone().diagnose_sync(self.sync_request(sync_id)).await?.into_inner())
-    }
-
-    /// Releases the agents waiting at a sync point now, with what has arrived.
-    pub async fn force_complete_sync(&self, sync_id: &str) -> Result<v1::SyncPointStatus, Error> {
-        Ok(self.grpc.clone().force_complete_sync(self.sync_request(sync_id)).await?.into_inner())
-    }
-
-    /// Removes every finished sync point; returns how many.
-    pub async fn cleanup_sync_points(&self) -> Result<u32, Error> {
-        let req = v1::CleanupSyncPointsRequest { namespace: self.namespace.clone() };
-        Ok(self.grpc.clone().cleanup_sync_points(req).await?.into_inner().removed)
     }
 
     /// Server version, clock, limits and counters.

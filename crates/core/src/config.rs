@@ -37,7 +37,8 @@ pub struct Limits {
     pub max_metadata_len: usize,
     /// Most agents (live or lost) in one namespace.
     pub max_agents_per_namespace: usize,
-    /// Most namespaces.
+    /// Most namespaces in use (holding agents, live or lost, or sync points). A namespace that
+    /// holds nothing any more is forgotten and stops counting.
     pub max_namespaces: usize,
     /// Most sync points waiting at once in one namespace.
     pub max_open_sync_points: usize,
@@ -55,8 +56,17 @@ pub struct Limits {
     pub max_delta_bytes: usize,
     /// Most state watches one agent may hold.
     pub max_watches: usize,
-    /// Most registry events queued for one registry watcher before it is disconnected.
+    /// Most registry events queued for one registry watcher (behind its snapshot) before it is
+    /// disconnected.
     pub max_registry_backlog: usize,
+    /// Most bytes of registry events (their approximate encoded size) queued for one registry
+    /// watcher (behind its snapshot) before it is disconnected. Events are shared by all watchers,
+    /// but each watcher's queue counts them in full.
+    pub max_registry_backlog_bytes: usize,
+    /// Most registry watchers (`WatchRegistry` streams) over every namespace.
+    pub max_registry_watchers: usize,
+    /// Most registry watchers of one namespace.
+    pub max_registry_watchers_per_namespace: usize,
     /// Most replies and control frames queued for one agent before it is disconnected.
     pub max_control_backlog: usize,
 }
@@ -94,6 +104,9 @@ impl Default for Limits {
             max_delta_bytes: 256 * 1024,
             max_watches: 1024,
             max_registry_backlog: 65_536,
+            max_registry_backlog_bytes: 16 * 1024 * 1024,
+            max_registry_watchers: 1024,
+            max_registry_watchers_per_namespace: 256,
             max_control_backlog: 65_536,
         }
     }

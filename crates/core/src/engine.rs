@@ -15,8 +15,7 @@
 //! diagnosis) are read-only methods. Nothing here reads a clock, sleeps, allocates threads or does
 //! I/O, so every rule can be tested by a plain function call with a chosen `now`.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -30,6 +29,7 @@ use crate::command::{
 use crate::config::Config;
 use crate::durable::{Change, PauseImage, Restored};
 use crate::error::{CoreError, SessionEnd};
+use crate::feed::{self, Overflow, RegistryFeed};
 use crate::health::{HealthCounts, HealthHistory, HealthReport, HealthSample, QueueObservation};
 use crate::io::{
     AdminAction, AdminOutcome, ConnId, ControlKind, ControlNotice, Frame, Input, Message, Output, RegisterRequest,
@@ -41,6 +41,7 @@ use crate::outbox::{Enqueued, Outbox};
 use crate::registry::{Agent, AgentQuery, AgentStatus, AgentView, Profile, RegistryEventKind, Session};
 use crate::state;
 use crate::syncpoint::{Arrived, Diagnosis, Participants, Release, SyncPoint, SyncStatus};
+use crate::timer::Timers;
 use crate::topic;
 use crate::turn::Ready;
 
@@ -78,10 +79,14 @@ pub struct Counters {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EngineInfo {
     pub agents: usize,
+    /// Namespaces the engine holds (with agents, sync points or registry watchers).
+    pub namespaces: usize,
+    /// Timers armed: one per thing timed (leases, barrier deadlines, retentions...).
+    pub timers: usize,
     pub counters: Counters,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Timer {
     Lease {
         ns: Arc<str>,
@@ -142,7 +147,7 @@ struct ChangeLog {
 
 enum ConnRole {
     Agent { ns: Arc<str>, agent: Arc<str> },
-    RegistryWatcher { ns: Arc<str>, frames: VecDeque<Frame>, notified: bool },
+    RegistryWatcher(RegistryFeed),
 }
 
 #[derive(Default)]
@@ -158,8 +163,6 @@ struct Namespace {
     watchers_by_agent: HashMap<Arc<str>, HashSet<Arc<str>>>,
     watchers_by_role: HashMap<Arc<str>, HashSet<Arc<str>>>,
     watchers_of_all: HashSet<Arc<str>>,
-    /// Agents whose lease timer is armed.
-    lease_armed: HashSet<Arc<str>>,
 }
 
 impl Namespace {
@@ -193,16 +196,39 @@ impl Namespace {
     }
 
     fn index_watch(&mut self, watcher: &Arc<str>, target: &WatchTarget, add: bool) {
-        let set = match target {
-            WatchTarget::Agent(id) => self.watchers_by_agent.entry(id.as_str().into()).or_default(),
-            WatchTarget::Role(role) => self.watchers_by_role.entry(role.as_str().into()).or_default(),
-            WatchTarget::All => &mut self.watchers_of_all,
+        let (map, key) = match target {
+            WatchTarget::Agent(id) => (&mut self.watchers_by_agent, id),
+            WatchTarget::Role(role) => (&mut self.watchers_by_role, role),
+            WatchTarget::All => {
+                if add {
+                    self.watchers_of_all.insert(watcher.clone());
+                } else {
+                    self.watchers_of_all.remove(watcher);
+                }
+                return;
+            }
         };
         if add {
-            set.insert(watcher.clone());
-        } else {
+            map.entry(key.as_str().into()).or_default().insert(watcher.clone());
+        } else if let Some(set) = map.get_mut(key.as_str()) {
             set.remove(watcher);
+            // An id nobody watches any more is not kept as an empty entry.
+            if set.is_empty() {
+                map.remove(key.as_str());
+            }
         }
+    }
+
+    /// Holds nothing (no agents, live or lost; no sync points, open or retained; no registry
+    /// watchers): the engine forgets it.
+    fn is_empty(&self) -> bool {
+        self.agents.is_empty() && self.sync_points.is_empty() && self.registry_watchers.is_empty()
+    }
+
+    /// Holds agents or sync points: counts towards `limits.max_namespaces`. (Registry watchers of
+    /// a namespace nobody uses are bounded by their own limits.)
+    fn in_use(&self) -> bool {
+        !self.agents.is_empty() || !self.sync_points.is_empty()
     }
 
     fn live_agents(&self) -> usize {
@@ -215,8 +241,11 @@ pub struct Engine {
     config: Config,
     namespaces: HashMap<Arc<str>, Namespace>,
     conns: HashMap<ConnId, ConnRole>,
+    /// Registry watchers over every namespace (`limits.max_registry_watchers`).
+    registry_watchers: usize,
     outputs: VecDeque<Output>,
-    timers: BinaryHeap<Reverse<(Time, Timer)>>,
+    /// One timer per thing timed, removed with it.
+    timers: Timers<Timer>,
     counters: Counters,
     control: ControlPlane,
     /// The time of the input being handled (frames are stamped with it when they go out).
@@ -247,8 +276,9 @@ impl Engine {
         let mut engine = Engine {
             namespaces: HashMap::new(),
             conns: HashMap::new(),
+            registry_watchers: 0,
             outputs: VecDeque::new(),
-            timers: BinaryHeap::new(),
+            timers: Timers::default(),
             counters: Counters::default(),
             control: ControlPlane::new(config.commands.clone()),
             now: 0,
@@ -260,7 +290,7 @@ impl Engine {
         };
         // The first sample of system health is taken one interval in, when agents may have come.
         let first = engine.config.health.sample_interval_ms;
-        engine.timers.push(Reverse((first, Timer::HealthSample)));
+        engine.timers.set(Timer::HealthSample, first);
         engine
     }
 
@@ -331,18 +361,14 @@ impl Engine {
 
     /// The earliest time at which [`Engine::handle_timeout`] has work to do.
     pub fn next_deadline(&self) -> Option<Time> {
-        self.timers.peek().map(|Reverse((t, _))| *t)
+        self.timers.next_deadline()
     }
 
     /// Fires every timer due at `now`: lost leases, barrier deadlines, retention ends, delivery
     /// acknowledgement deadlines, breaker probes, command timeouts, health samples.
     pub fn handle_timeout(&mut self, now: Time) {
         self.now = self.now.max(now);
-        while let Some(Reverse((at, _))) = self.timers.peek() {
-            if *at > now {
-                break;
-            }
-            let Reverse((_, timer)) = self.timers.pop().expect("peeked");
+        while let Some(timer) = self.timers.pop_due(now) {
             self.fire(now, timer);
         }
     }
@@ -356,9 +382,9 @@ impl Engine {
     /// or `None` when nothing is pending; a later `Ready(conn)` says when there is more.
     pub(crate) fn next_frame(&mut self, conn: ConnId, max_items: usize) -> Option<Frame> {
         let (ns_key, agent_key) = match self.conns.get_mut(&conn)? {
-            ConnRole::RegistryWatcher { frames, notified, .. } => {
-                let frame = frames.pop_front();
-                *notified = frame.is_some();
+            ConnRole::RegistryWatcher(feed) => {
+                let frame = feed.pop();
+                feed.notified = frame.is_some();
                 return frame;
             }
             ConnRole::Agent { ns, agent } => (ns.clone(), agent.clone()),
@@ -378,7 +404,7 @@ impl Engine {
             if !agent.ack_timer {
                 agent.ack_timer = true;
                 let at = self.now.saturating_add(agent.breaker.settings().timeout_per_agent_ms);
-                self.timers.push(Reverse((at, Timer::AckDeadline { ns: ns_key, agent: agent_key })));
+                self.timers.set(Timer::AckDeadline { ns: ns_key, agent: agent_key }, at);
             }
         }
         frame
@@ -489,7 +515,7 @@ impl Engine {
             n.agents.insert(id.clone(), agent);
             if lost {
                 let at = now.saturating_add(self.config.lost_retention_ms);
-                self.timers.push(Reverse((at, Timer::LostRetention { ns: ns_key, agent: id })));
+                self.timers.set(Timer::LostRetention { ns: ns_key, agent: id }, at);
             } else {
                 self.arm_lease(&ns_key, &id);
             }
@@ -520,7 +546,7 @@ impl Engine {
                 None => {
                     n.open_sync_points += 1;
                     let at = point.deadline();
-                    self.timers.push(Reverse((at, Timer::SyncDeadline { ns: ns_key.clone(), id: id.clone() })));
+                    self.timers.set(Timer::SyncDeadline { ns: ns_key.clone(), id: id.clone() }, at);
                 }
                 Some(at) => finished.push((at, ns_key.clone(), id.clone())),
             }
@@ -529,7 +555,7 @@ impl Engine {
         finished.sort();
         for (at, ns, id) in finished {
             let retention_ends = at.saturating_add(self.config.sync_retention_ms);
-            self.timers.push(Reverse((retention_ends, Timer::SyncRetention { ns: ns.clone(), id: id.clone() })));
+            self.timers.set(Timer::SyncRetention { ns: ns.clone(), id: id.clone() }, retention_ends);
             self.namespaces.get_mut(&ns).expect("inserted").finished.push_back(id);
         }
         self.control.restore(audit, pauses, emergency);
@@ -562,8 +588,9 @@ impl Engine {
         }
         let ns_name = name::namespace_or_default(&req.namespace)?.to_owned();
         let profile = Profile::from_request(&req, &self.config.limits)?;
-        if !self.namespaces.contains_key(ns_name.as_str()) && self.namespaces.len() >= self.config.limits.max_namespaces
-        {
+        let max_namespaces = self.config.limits.max_namespaces;
+        let in_use = self.namespaces.get(ns_name.as_str()).is_some_and(Namespace::in_use);
+        if !in_use && self.namespaces.values().filter(|n| n.in_use()).count() >= max_namespaces {
             return Err(CoreError::Limit {
                 what: "namespaces",
                 limit: self.config.limits.max_namespaces as u64,
@@ -651,6 +678,8 @@ impl Engine {
         }
         self.conns.insert(conn, ConnRole::Agent { ns: ns_key.clone(), agent: agent_key.clone() });
         self.touch(Touched::Agent(ns_key.clone(), agent_key.clone()));
+        // A lost agent back in time is no longer due to be forgotten.
+        self.timers.cancel(&Timer::LostRetention { ns: ns_key.clone(), agent: agent_key.clone() });
         self.arm_lease(&ns_key, &agent_key);
         if joined {
             self.registry_event(&ns_key, &agent_key, RegistryEventKind::Joined, None);
@@ -755,10 +784,12 @@ impl Engine {
                     s.conn = None;
                 }
             }
-            Some(ConnRole::RegistryWatcher { ns, .. }) => {
-                if let Some(n) = self.namespaces.get_mut(&ns) {
+            Some(ConnRole::RegistryWatcher(feed)) => {
+                self.registry_watchers -= 1;
+                if let Some(n) = self.namespaces.get_mut(&feed.ns) {
                     n.registry_watchers.retain(|c| *c != conn);
                 }
+                self.reclaim_if_empty(&feed.ns);
             }
             None => {}
         }
@@ -792,9 +823,7 @@ impl Engine {
         let Some(expires) = n.agents.get(agent).and_then(|a| a.session.as_ref()).map(|s| s.lease.expires_at()) else {
             return;
         };
-        if n.lease_armed.insert(agent.clone()) {
-            self.timers.push(Reverse((expires, Timer::Lease { ns: ns.clone(), agent: agent.clone() })));
-        }
+        self.timers.set(Timer::Lease { ns: ns.clone(), agent: agent.clone() }, expires);
     }
 
     fn fire(&mut self, now: Time, timer: Timer) {
@@ -803,7 +832,6 @@ impl Engine {
                 let Some(n) = self.namespaces.get_mut(&ns) else {
                     return;
                 };
-                n.lease_armed.remove(&agent);
                 let Some(lease) = n.agents.get(&agent).and_then(|a| a.session.as_ref()).map(|s| s.lease) else {
                     return;
                 };
@@ -828,6 +856,7 @@ impl Engine {
                 if let Some(release) = release {
                     self.release(now, &ns, &id, release);
                 }
+                self.reclaim_if_empty(&ns);
             }
             Timer::AckDeadline { ns, agent } => self.ack_deadline(now, &ns, &agent),
             Timer::Breaker { ns, agent } => {
@@ -856,6 +885,7 @@ impl Engine {
                 for finished in self.control.expire(now) {
                     self.command_done(finished);
                 }
+                self.arm_commands();
             }
             Timer::SyncRetention { ns, id } => {
                 let Some(n) = self.namespaces.get_mut(&ns) else {
@@ -869,7 +899,8 @@ impl Engine {
                 if due {
                     n.sync_points.remove(&id);
                     n.finished.retain(|f| *f != id);
-                    self.touch(Touched::SyncPointRemoved(ns, id));
+                    self.touch(Touched::SyncPointRemoved(ns.clone(), id));
+                    self.reclaim_if_empty(&ns);
                 }
             }
         }
@@ -901,10 +932,8 @@ impl Engine {
             self.outputs
                 .push_back(Output::Close(conn, Some(CoreError::SessionEnded { agent: agent.to_string(), cause })));
         }
-        self.timers.push(Reverse((
-            now.saturating_add(self.config.lost_retention_ms),
-            Timer::LostRetention { ns: ns.clone(), agent: agent.clone() },
-        )));
+        let retention_ends = now.saturating_add(self.config.lost_retention_ms);
+        self.timers.set(Timer::LostRetention { ns: ns.clone(), agent: agent.clone() }, retention_ends);
         self.touch(Touched::Agent(ns.clone(), agent.clone()));
         self.registry_event(ns, agent, RegistryEventKind::Lost, Some(previous));
         self.participant_gone(now, ns, agent, "lost its lease");
@@ -923,20 +952,41 @@ impl Engine {
             return;
         };
         self.touch(Touched::AgentRemoved(ns.clone(), agent.clone()));
+        self.cancel_agent_timers(ns, agent);
         let n = self.namespaces.get_mut(ns).expect("present");
         for w in &a.watches {
             n.index_watch(agent, w, false);
         }
         n.routes.clear();
-        // `lease_armed` is left alone: the agent's lease timer is still pending and clears the mark
-        // when it fires. Clearing it here let a re-registration arm a second timer, and each
-        // deregister/register cycle left one more timer re-arming for the agent's whole life.
         let watchers = n.watchers_of(&a);
         self.push_to_watchers(ns, watchers, |outbox| outbox.push_state_removed(agent, a.state_version));
         self.participant_gone(now, ns, agent, why);
         self.control.forget_agent(ns, agent);
         for finished in self.control.agent_gone(now, ns, agent, why) {
             self.command_done(finished);
+        }
+        self.reclaim_if_empty(ns);
+    }
+
+    /// Forgets every timer of an agent that is gone: none keeps its ids alive.
+    fn cancel_agent_timers(&mut self, ns: &Arc<str>, agent: &Arc<str>) {
+        let (ns, agent) = (ns.clone(), agent.clone());
+        for timer in [
+            Timer::Lease { ns: ns.clone(), agent: agent.clone() },
+            Timer::LostRetention { ns: ns.clone(), agent: agent.clone() },
+            Timer::AckDeadline { ns: ns.clone(), agent: agent.clone() },
+            Timer::Breaker { ns, agent },
+        ] {
+            self.timers.cancel(&timer);
+        }
+    }
+
+    /// Forgets a namespace that holds nothing any more: no agents (live or lost), no sync points
+    /// (open or retained), no registry watchers. What made it is gone, so it no longer counts
+    /// towards `limits.max_namespaces`; using its name again creates it afresh.
+    fn reclaim_if_empty(&mut self, ns: &str) {
+        if self.namespaces.get(ns).is_some_and(Namespace::is_empty) {
+            self.namespaces.remove(ns);
         }
     }
 
@@ -1220,8 +1270,6 @@ impl Engine {
             };
             n.sync_points.insert(id.clone(), SyncPoint::new(sync_id, participants.clone(), required, now, timeout_ms));
             n.open_sync_points += 1;
-            let deadline = now.saturating_add(timeout_ms);
-            self.timers.push(Reverse((deadline, Timer::SyncDeadline { ns: ns.clone(), id: id.clone() })));
         }
         let n = self.namespaces.get_mut(ns).expect("present");
         let point = n.sync_points.get_mut(&id).expect("present");
@@ -1230,8 +1278,8 @@ impl Engine {
             Ok(arrived) => arrived,
             Err(e) => {
                 // A refused first arrival (not a participant of the point it names) leaves nothing
-                // behind: otherwise its definition would bind the real participants. Its deadline
-                // timer finds no point (or a newer one with its own deadline) and does nothing.
+                // behind, not even a timer: otherwise its definition would bind the real
+                // participants.
                 if created {
                     n.sync_points.remove(&id);
                     n.open_sync_points -= 1;
@@ -1241,6 +1289,8 @@ impl Engine {
         };
         let new_arrival = point.arrival_count() > before;
         if created {
+            let deadline = now.saturating_add(timeout_ms);
+            self.timers.set(Timer::SyncDeadline { ns: ns.clone(), id: id.clone() }, deadline);
             self.touch(Touched::SyncPoint(ns.clone(), id.clone()));
         }
         if new_arrival {
@@ -1279,13 +1329,17 @@ impl Engine {
                 }
             }
         }
+        // Finished: its deadline is of no use any more; its retention starts, unless it was
+        // evicted at once (`max_retained_sync_points` of 0).
+        self.timers.cancel(&Timer::SyncDeadline { ns: ns.clone(), id: id.clone() });
+        if self.point(ns, id).is_some() {
+            let retention_ends = now.saturating_add(self.config.sync_retention_ms);
+            self.timers.set(Timer::SyncRetention { ns: ns.clone(), id: id.clone() }, retention_ends);
+        }
         for old in forgotten {
+            self.timers.cancel(&Timer::SyncRetention { ns: ns.clone(), id: old.clone() });
             self.touch(Touched::SyncPointRemoved(ns.clone(), old));
         }
-        self.timers.push(Reverse((
-            now.saturating_add(self.config.sync_retention_ms),
-            Timer::SyncRetention { ns: ns.clone(), id: id.clone() },
-        )));
         // A waiter restored from storage has no request to answer until it arrives again.
         for w in waiters.into_iter().filter(|w| w.request_id != 0) {
             let reply = match &result {
@@ -1323,8 +1377,10 @@ impl Engine {
         removed.sort_unstable();
         let ns = self.key(ns);
         for id in &removed {
+            self.timers.cancel(&Timer::SyncRetention { ns: ns.clone(), id: id.clone() });
             self.touch(Touched::SyncPointRemoved(ns.clone(), id.clone()));
         }
+        self.reclaim_if_empty(&ns);
         Ok(removed.len())
     }
 
@@ -1351,34 +1407,45 @@ impl Engine {
     // Registry watching
 
     fn watch_registry(&mut self, conn: ConnId, namespace: &str) -> Result<(), CoreError> {
+        if self.conns.contains_key(&conn) {
+            // The shell names each stream once; a second role would lose the first's accounting.
+            return Err(CoreError::invalid("registry watch", "this stream already carries a session or a watch"));
+        }
         let ns = name::namespace_or_default(namespace)?;
-        if !self.namespaces.contains_key(ns) && self.namespaces.len() >= self.config.limits.max_namespaces {
+        let limits = &self.config.limits;
+        if self.registry_watchers >= limits.max_registry_watchers {
             return Err(CoreError::Limit {
-                what: "namespaces",
-                limit: self.config.limits.max_namespaces as u64,
-                hint: "watch an existing namespace",
+                what: "registry watchers",
+                limit: limits.max_registry_watchers as u64,
+                hint: "close registry watches that are no longer read, or raise limits.max_registry_watchers",
             });
         }
-        let ns_key: Arc<str> = ns.into();
+        let watching = self.namespaces.get(ns).map_or(0, |n| n.registry_watchers.len());
+        if watching >= limits.max_registry_watchers_per_namespace {
+            return Err(CoreError::Limit {
+                what: "registry watchers per namespace",
+                limit: limits.max_registry_watchers_per_namespace as u64,
+                hint: "share one registry watch, or raise limits.max_registry_watchers_per_namespace",
+            });
+        }
+        // A namespace nobody uses yet is held for the watcher (and forgotten when it goes); it
+        // does not count towards `limits.max_namespaces`.
+        let ns_key: Arc<str> = self.key(ns);
         let n = self.namespaces.entry(ns_key.clone()).or_default();
         let mut agents: Vec<&Agent> = n.agents.values().collect();
         agents.sort_by(|a, b| a.id.cmp(&b.id));
-        let frames: VecDeque<Frame> = agents
+        let snapshot = agents
             .into_iter()
-            .map(|a| {
-                Frame::Registry(RegistryEvent {
-                    kind: RegistryEventKind::Snapshot,
-                    agent: a.view(ns),
-                    previous_status: None,
-                })
-            })
+            .map(|a| RegistryEvent { kind: RegistryEventKind::Snapshot, agent: a.view(ns), previous_status: None })
             .collect();
         n.registry_watchers.push(conn);
-        let notified = !frames.is_empty();
-        self.conns.insert(conn, ConnRole::RegistryWatcher { ns: ns_key, frames, notified });
-        if notified {
+        self.registry_watchers += 1;
+        let mut feed = RegistryFeed::new(ns_key, snapshot);
+        feed.notified = !feed.is_empty();
+        if feed.notified {
             self.outputs.push_back(Output::Ready(conn));
         }
+        self.conns.insert(conn, ConnRole::RegistryWatcher(feed));
         Ok(())
     }
 
@@ -1396,31 +1463,31 @@ impl Engine {
             return;
         }
         let Some(a) = n.agents.get(agent) else { return };
-        let event = RegistryEvent { kind, agent: a.view(ns), previous_status: previous };
-        let max = self.config.limits.max_registry_backlog;
+        // Built once, shared by every watcher's queue.
+        let event = Arc::new(RegistryEvent { kind, agent: a.view(ns), previous_status: previous });
+        let bytes = feed::event_bytes(&event);
         let mut too_slow = Vec::new();
         for conn in &n.registry_watchers {
-            let Some(ConnRole::RegistryWatcher { frames, notified, .. }) = self.conns.get_mut(conn) else {
+            let Some(ConnRole::RegistryWatcher(feed)) = self.conns.get_mut(conn) else {
                 continue;
             };
-            if frames.len() >= max {
-                too_slow.push(*conn);
+            if let Err(overflow) = feed.push(&event, bytes, &self.config.limits) {
+                too_slow.push((*conn, overflow));
                 continue;
             }
-            frames.push_back(Frame::Registry(event.clone()));
-            if !*notified {
-                *notified = true;
+            if !feed.notified {
+                feed.notified = true;
                 self.outputs.push_back(Output::Ready(*conn));
             }
         }
-        for conn in too_slow {
+        for (conn, overflow) in too_slow {
             self.disconnected(conn);
-            let err = CoreError::Limit {
-                what: "registry events queued for one watcher",
-                limit: max as u64,
-                hint: "the watcher was too slow; watch again for a fresh snapshot",
+            let (what, limit) = match overflow {
+                Overflow::Events(limit) => ("registry events queued for one watcher", limit),
+                Overflow::Bytes(limit) => ("bytes of registry events queued for one watcher", limit),
             };
-            self.outputs.push_back(Output::Close(conn, Some(err)));
+            let hint = "the watcher was too slow; watch again for a fresh snapshot";
+            self.outputs.push_back(Output::Close(conn, Some(CoreError::Limit { what, limit: limit as u64, hint })));
         }
     }
 
@@ -1523,7 +1590,7 @@ impl Engine {
         if let Some((_, sent)) = a.unacked.front() {
             a.ack_timer = true;
             let at = sent.saturating_add(timeout);
-            self.timers.push(Reverse((at, Timer::AckDeadline { ns: ns.clone(), agent: agent.clone() })));
+            self.timers.set(Timer::AckDeadline { ns: ns.clone(), agent: agent.clone() }, at);
         }
         for t in transitions {
             self.breaker_moved(ns, agent, t);
@@ -1540,9 +1607,10 @@ impl Engine {
         let paused = self.control.is_paused(ns, agent);
         let Some(a) = self.agent_mut(ns, agent) else { return };
         a.outbox.set_held(paused || t.to == BreakerState::Open);
-        let deadline = a.breaker.next_deadline();
-        if let Some(at) = deadline {
-            self.timers.push(Reverse((at, Timer::Breaker { ns: ns.clone(), agent: agent.clone() })));
+        let timer = Timer::Breaker { ns: ns.clone(), agent: agent.clone() };
+        match a.breaker.next_deadline() {
+            Some(at) => self.timers.set(timer, at),
+            None => self.timers.cancel(&timer),
         }
         self.registry_event(ns, agent, RegistryEventKind::Breaker, None);
         self.notify(ns, agent);
@@ -1571,7 +1639,7 @@ impl Engine {
     // Health: per agent, and the share of healthy agents over time.
 
     fn arm_health_sample(&mut self) {
-        self.timers.push(Reverse((self.history.next_deadline(), Timer::HealthSample)));
+        self.timers.set(Timer::HealthSample, self.history.next_deadline());
     }
 
     /// Every agent's health, and the system's, at `now` (a read: what the agents' queues and
@@ -1628,6 +1696,15 @@ impl Engine {
     fn command_done(&mut self, finished: Finished) {
         let outcome = AdminOutcome::Command { command_id: finished.command.id.0, outcome: finished.outcome };
         self.outputs.push_back(Output::AdminDone { origin: finished.command.origin, result: Ok(outcome) });
+        self.arm_commands();
+    }
+
+    /// One timer for every pending command: at the earliest deadline, or none when nothing waits.
+    fn arm_commands(&mut self) {
+        match self.control.next_deadline() {
+            Some(at) => self.timers.set(Timer::Commands, at),
+            None => self.timers.cancel(&Timer::Commands),
+        }
     }
 
     /// Carries out an operator's action; `None` when its answer comes later (a command sent).
@@ -1830,7 +1907,7 @@ impl Engine {
         }
         let (ns, agent) = (self.key(&ns), Arc::<str>::from(agent));
         self.notify(&ns, &agent);
-        self.timers.push(Reverse((deadline, Timer::Commands)));
+        self.arm_commands();
         Ok(id)
     }
 
@@ -1898,6 +1975,11 @@ impl Engine {
 
     /// Counters and sizes.
     pub fn info(&self) -> EngineInfo {
-        EngineInfo { agents: self.namespaces.values().map(|n| n.agents.len()).sum(), counters: self.counters }
+        EngineInfo {
+            agents: self.namespaces.values().map(|n| n.agents.len()).sum(),
+            namespaces: self.namespaces.len(),
+            timers: self.timers.len(),
+            counters: self.counters,
+        }
     }
 }

@@ -266,7 +266,8 @@ pub enum Frame {
     },
     Deliveries(Vec<Delivery>),
     StateChanges(Vec<StateChange>),
-    Registry(RegistryEvent),
+    /// One registry event, shared by every watcher of its namespace.
+    Registry(Arc<RegistryEvent>),
     /// An operator paused or resumed this agent, or stopped or resumed everyone.
     Control(ControlNotice),
     /// An operator's command for this agent.

@@ -26,7 +26,9 @@
 //!
 //! Modules, one concept each: [`name`] (valid names), [`topic`] (topics and patterns), [`state`]
 //! (merge patches and their composition), [`outbox`] (what waits to be sent to one agent),
-//! [`lease`], [`registry`], [`syncpoint`], [`engine`] (wiring them), [`io`] (inputs and outputs),
+//! [`feed`] (what waits to be sent to one registry watcher),
+//! [`lease`], [`registry`], [`syncpoint`], [`timer`] (timers removed with what they time),
+//! [`engine`] (wiring them), [`io`] (inputs and outputs),
 //! [`turn`] (persist before send, in the types), [`durable`] (what is kept), [`config`] and
 //! [`error`].
 //!
@@ -40,6 +42,7 @@ pub mod config;
 pub mod durable;
 pub mod engine;
 pub mod error;
+pub mod feed;
 pub mod health;
 pub mod io;
 pub mod lease;
@@ -49,6 +52,7 @@ pub mod record;
 pub mod registry;
 pub mod state;
 pub mod syncpoint;
+pub mod timer;
 pub mod topic;
 pub mod turn;
 

@@ -1537,3 +1537,145 @@ mod scale {
         assert_eq!(h.engine.info().counters.syncs_completed, 1);
     }
 }
+
+// =================================================================================================
+// 10. Bounded tables: what is gone leaves nothing behind
+// =================================================================================================
+
+mod bounds {
+    use super::*;
+
+    fn in_ns(ns: &str, id: &str) -> RegisterRequest {
+        RegisterRequest { namespace: ns.into(), ..agent(id, "w", &[]) }
+    }
+
+    #[test]
+    fn namespaces_that_hold_nothing_are_forgotten_and_free_their_place() {
+        let mut h = with_limits(Limits { max_namespaces: 2, ..Limits::default() });
+        // Watches of made-up namespaces neither count towards the limit nor outlive themselves.
+        let watchers: Vec<_> = (0..10).map(|i| h.watch_registry(&format!("made-up-{i}"))).collect();
+        assert!(watchers.iter().all(|w| !h.is_closed(*w)));
+        assert_eq!(h.engine.info().namespaces, 10);
+        for w in watchers {
+            h.disconnect(w);
+        }
+        assert_eq!(h.engine.info().namespaces, 0, "watches gone, their namespaces are forgotten");
+
+        let a = h.join_with(in_ns("a", "x"));
+        h.join_with(in_ns("b", "x"));
+        let refused = h.try_register(in_ns("c", "x"));
+        assert_eq!(h.close_error(refused).code(), ErrorCode::ResourceExhausted);
+        h.send(a, Request::Deregister);
+        h.disconnect(a);
+        h.join_with(in_ns("c", "x"));
+    }
+
+    #[test]
+    fn a_namespace_stays_while_a_lost_agent_or_a_retained_sync_point_is_in_it() {
+        let mut h = with_limits(Limits { max_namespaces: 1, ..Limits::default() });
+        h.join_with(in_ns("a", "lost"));
+        h.advance_to(h.config().lease_ms() + 1);
+        let listed = h.engine.list_agents("a", &AgentQuery::default()).unwrap();
+        assert_eq!(listed[0].status, AgentStatus::Lost);
+        let refused = h.try_register(in_ns("b", "x"));
+        assert_eq!(h.close_error(refused).code(), ErrorCode::ResourceExhausted, "a lost agent holds its namespace");
+        h.advance_to(h.now + h.config().lost_retention_ms);
+        assert_eq!(h.engine.info().namespaces, 0, "forgotten with its last agent");
+
+        let x = h.join_with(in_ns("b", "x"));
+        h.arrive(x, "done", agents(&["x"]), 0, "");
+        h.send(x, Request::Deregister);
+        h.disconnect(x);
+        let refused = h.try_register(in_ns("c", "y"));
+        assert_eq!(h.close_error(refused).code(), ErrorCode::ResourceExhausted, "a retained point holds it");
+        h.advance_to(h.now + h.config().sync_retention_ms);
+        assert_eq!(h.engine.info().namespaces, 0);
+        h.join_with(in_ns("c", "y"));
+    }
+
+    #[test]
+    fn registry_watchers_are_capped_per_namespace_and_in_total() {
+        let mut h = with_limits(Limits {
+            max_registry_watchers: 3,
+            max_registry_watchers_per_namespace: 2,
+            ..Limits::default()
+        });
+        let first = h.watch_registry("a");
+        h.watch_registry("a");
+        let third = h.watch_registry("a");
+        let err = h.close_error(third);
+        assert_eq!((err.code(), err.reason()), (ErrorCode::ResourceExhausted, lockstep_core::Reason::Limit));
+        assert!(err.to_string().contains("registry watchers per namespace"), "{err}");
+        h.watch_registry("b");
+        let over = h.watch_registry("c");
+        let err = h.close_error(over);
+        assert!(err.to_string().contains("registry watchers"), "{err}");
+        h.disconnect(first);
+        let again = h.watch_registry("c");
+        assert!(!h.is_closed(again), "a watcher gone frees its place");
+    }
+
+    #[test]
+    fn registry_events_are_shared_and_a_watchers_queue_is_bounded_in_bytes() {
+        let mut h = with_limits(Limits { max_registry_backlog_bytes: 8 * 1024, ..Limits::default() });
+        let reader = h.watch_registry("");
+        let slow = h.watch_registry("");
+        h.pause(slow);
+        let big = RegisterRequest {
+            metadata: vec![("blob".into(), "x".repeat(1000)), ("more".into(), "y".repeat(1000))],
+            ..agent("big", "w", &[])
+        };
+        let conn = h.join_with(big);
+        let shared = |h: &Harness, c| {
+            h.frames(c)
+                .iter()
+                .find_map(|f| match f {
+                    Frame::Registry(e) if e.kind == RegistryEventKind::Joined => Some(e.clone()),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        h.unpause(slow);
+        assert!(Arc::ptr_eq(&shared(&h, reader), &shared(&h, slow)), "one event body for every watcher");
+        h.pause(slow);
+        // Each status event counts ~2 KB: the slow watcher's 8 KiB fill after a few.
+        for i in 0..4 {
+            let status = if i % 2 == 0 { AgentStatus::Busy } else { AgentStatus::Idle };
+            h.call_ok(conn, Request::SetStatus(status));
+        }
+        let err = h.close_error(slow);
+        assert_eq!(err.code(), ErrorCode::ResourceExhausted);
+        assert!(err.to_string().contains("bytes of registry events"), "{err}");
+        assert!(!h.is_closed(reader), "a watcher that reads is not affected");
+        assert_eq!(h.registry_events(reader).len(), 5);
+    }
+
+    #[test]
+    fn timers_go_with_what_they_time() {
+        let mut h = with_limits(Limits { max_retained_sync_points: 10, ..Limits::default() });
+        let idle = h.engine.info().timers;
+        let a = h.join("a", "w", &[]);
+        let baseline = h.engine.info().timers;
+        assert_eq!(baseline, idle + 1, "an agent: its lease");
+        for i in 0..300 {
+            let request = h.arrive(a, &format!("p{i}"), agents(&["a"]), 0, "");
+            assert!(matches!(h.reply(a, request), Some(Reply::Sync(_))));
+            // Refused arrivals leave nothing either.
+            h.arrive(a, &format!("q{i}"), agents(&["b", "c"]), 0, "");
+        }
+        assert_eq!(h.engine.info().timers, baseline + 10, "only the retained points' retention");
+        let waiting = h.arrive(a, "waiting", agents(&["a", "b"]), 60_000, "");
+        assert_eq!(h.engine.info().timers, baseline + 11, "a waiting point's deadline");
+        h.admin_ok(force("waiting"));
+        assert!(h.reply(a, waiting).is_some());
+        assert_eq!(h.engine.info().timers, baseline + 10, "finished: its retention replaced its deadline");
+        h.admin_ok(AdminAction::CleanupSyncPoints { namespace: String::new() });
+        assert_eq!(h.engine.info().timers, baseline, "cleaned up with their points");
+
+        h.send(a, update(json!({"k": 1})));
+        h.send(a, Request::Deregister);
+        h.disconnect(a);
+        assert_eq!(h.engine.info().timers, idle, "an agent gone takes its timers along");
+        assert_eq!(h.engine.info().namespaces, 0);
+    }
+}

@@ -212,6 +212,7 @@ proptest! {
         // Operators' actions asked (by origin) and the answers each got.
         let mut asked = 0u64;
         let mut answers: std::collections::BTreeMap<u64, usize> = Default::default();
+        let mut watches = 0;
         for s in steps {
             match s {
                 Step::Register { conn, agent, role, interests, token } => {
@@ -232,7 +233,10 @@ proptest! {
                     }
                     engine.handle(now, Input::Disconnected { conn: ConnId(conn) });
                 }
-                Step::WatchRegistry { conn, ns } => engine.handle(now, Input::WatchRegistry { conn: ConnId(conn + 100), namespace: ns }),
+                Step::WatchRegistry { conn, ns } => {
+                    watches += 1;
+                    engine.handle(now, Input::WatchRegistry { conn: ConnId(conn + 100), namespace: ns });
+                }
                 Step::Advance(ms) => {
                     now += ms;
                     while let Some(d) = engine.next_deadline().filter(|d| *d <= now) {
@@ -303,5 +307,12 @@ proptest! {
         }
         let expected: std::collections::BTreeMap<u64, usize> = (1..=asked).map(|o| (o, 1)).collect();
         prop_assert_eq!(answers, expected, "each operator action is answered once");
+        // Everything is gone by now (agents lost and forgotten, points past their retention): so
+        // are their timers and namespaces. Only the health sample's timer remains, and only
+        // namespaces a registry watch still holds.
+        let info = engine.info();
+        prop_assert_eq!(info.agents, 0);
+        prop_assert_eq!(info.timers, 1, "timers left behind");
+        prop_assert!(info.namespaces <= watches, "{} namespaces, {} watches", info.namespaces, watches);
     }
 }

@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 use tonic::Code;
 use tonic::{Request, Response, Status};
 
-use crate::backup::Backups;
+use crate::backup::{BackupDir, Backups};
 use crate::driver::{shutting_down, unexpected, Command, EngineHandle};
 
 /// Metadata key naming the operator, recorded in the audit log.
@@ -34,11 +34,13 @@ pub struct AdminService {
     engine: EngineHandle,
     /// This server's backups (one at a time).
     backups: Backups,
+    /// Where backups may be written.
+    backup_dir: BackupDir,
 }
 
 impl AdminService {
-    pub fn new(engine: EngineHandle) -> Self {
-        AdminService { engine, backups: Backups::default() }
+    pub fn new(engine: EngineHandle, backup_dir: BackupDir) -> Self {
+        AdminService { engine, backups: Backups::default(), backup_dir }
     }
 
     /// Carries out an action that answers in words.
@@ -61,13 +63,23 @@ pub fn actor<T>(request: &Request<T>) -> String {
         .to_owned()
 }
 
-/// An interceptor that admits a call only with `authorization: Bearer <token>` when the server
-/// has a token (compared in constant time); every call when it has none.
-pub fn token_check(token: Option<String>) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
-    let token: Option<Arc<[u8]>> = token.filter(|t| !t.is_empty()).map(|t| t.into_bytes().into());
-    move |request: Request<()>| {
-        let Some(expected) = &token else { return Ok(request) };
-        let Some(value) = request.metadata().get("authorization") else {
+/// The server's admin token, if it has one: operators' calls must present it as
+/// `authorization: Bearer <token>` (compared in constant time). Checked on every `Admin` call by
+/// [`token_check`], and by the agents' service on the operators' actions it serves
+/// (`ForceCompleteSync`, `CleanupSyncPoints`).
+#[derive(Clone, Default)]
+pub struct AdminToken(Option<Arc<[u8]>>);
+
+impl AdminToken {
+    /// `None` admits every call. (An empty token is refused when the server starts.)
+    pub fn new(token: Option<String>) -> Self {
+        AdminToken(token.map(|t| t.into_bytes().into()))
+    }
+
+    /// Admits a call with these headers, or says why not.
+    pub fn check(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        let Some(expected) = &self.0 else { return Ok(()) };
+        let Some(value) = metadata.get("authorization") else {
             return Err(reason::status(
                 Code::Unauthenticated,
                 Reason::AdminTokenMissing,
@@ -77,7 +89,7 @@ pub fn token_check(token: Option<String>) -> impl Fn(Request<()>) -> Result<Requ
         };
         let presented = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default();
         if bool::from(presented.as_bytes().ct_eq(expected)) {
-            Ok(request)
+            Ok(())
         } else {
             Err(reason::status(
                 Code::PermissionDenied,
@@ -87,6 +99,12 @@ pub fn token_check(token: Option<String>) -> impl Fn(Request<()>) -> Result<Requ
             ))
         }
     }
+}
+
+/// An interceptor that admits a call only with the server's admin token (every call when it has
+/// none).
+pub fn token_check(token: AdminToken) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |request: Request<()>| token.check(request.metadata()).map(|()| request)
 }
 
 fn ack(detail: String) -> Response<v1::AdminAck> {
@@ -226,20 +244,13 @@ impl Admin for AdminService {
     }
 
     async fn backup(&self, request: Request<v1::BackupRequest>) -> Result<Response<v1::BackupResponse>, Status> {
-        let path = std::path::PathBuf::from(request.into_inner().path);
-        if !path.is_absolute() {
-            return Err(reason::status(
-                Code::InvalidArgument,
-                Reason::InvalidArgument,
-                format!("backup path '{}' is relative; give an absolute path on the server's machine", path.display()),
-                [],
-            ));
-        }
+        let asked = std::path::PathBuf::from(request.into_inner().path);
+        let path = self.backup_dir.target(&asked)?;
         // Refused here at once while another backup runs; see `crate::backup`.
-        let (request, answer) = self.backups.request(path.clone())?;
+        let (request, answer) = self.backups.request(path)?;
         self.engine.send(Command::Backup(request)).await?;
         let bytes = answer.await.map_err(|_| shutting_down())??;
-        Ok(Response::new(v1::BackupResponse { path: path.display().to_string(), bytes }))
+        Ok(Response::new(v1::BackupResponse { path: asked.display().to_string(), bytes }))
     }
 }
 
@@ -257,13 +268,13 @@ mod tests {
 
     #[test]
     fn the_token_is_required_and_checked() {
-        let check = token_check(Some("s3cret".into()));
+        let check = token_check(AdminToken::new(Some("s3cret".into())));
         assert_eq!(check(with_auth(None)).unwrap_err().code(), tonic::Code::Unauthenticated);
         assert_eq!(check(with_auth(Some("Bearer nope"))).unwrap_err().code(), tonic::Code::PermissionDenied);
         assert_eq!(check(with_auth(Some("s3cret"))).unwrap_err().code(), tonic::Code::PermissionDenied);
+        assert_eq!(check(with_auth(Some("Bearer "))).unwrap_err().code(), tonic::Code::PermissionDenied);
         assert!(check(with_auth(Some("Bearer s3cret"))).is_ok());
-        let open = token_check(None);
+        let open = token_check(AdminToken::new(None));
         assert!(open(with_auth(None)).is_ok());
-        assert!(token_check(Some(String::new()))(with_auth(None)).is_ok(), "an empty token means no token");
     }
 }

@@ -8,13 +8,16 @@
 //!
 //! The way through:
 //!
-//! 1. The `Admin.Backup` handler asks this server's [`Backups`] for a [`BackupRequest`]; while
+//! 1. The `Admin.Backup` handler checks the path against the [`BackupDir`]: backups are written
+//!    only inside one directory (`serve --backup-dir`, by default the data directory), so that
+//!    an operator's call cannot make the server write wherever its own permissions reach.
+//! 2. It asks this server's [`Backups`] for a [`BackupRequest`]; while
 //!    another backup runs it is refused at once (`FAILED_PRECONDITION`): at most one backup at a
 //!    time, so that operators cannot stack copies of a large database onto the disk.
-//! 2. It hands the request to the driver (`Command::Backup`), which owns the store and so knows
+//! 3. It hands the request to the driver (`Command::Backup`), which owns the store and so knows
 //!    the database file, or knows there is none (`--in-memory`); the driver only calls
 //!    [`BackupRequest::start`] with it.
-//! 3. The copy runs on a blocking thread; the handler's call is answered when it ends, with the
+//! 4. The copy runs on a blocking thread; the handler's call is answered when it ends, with the
 //!    copy's size or why it failed. The request holds its place (the "one at a time" permit) until
 //!    then, even if the operator's call was abandoned.
 
@@ -30,6 +33,58 @@ use tonic::{Code, Status};
 
 /// What a backup answers: the copy's size in bytes, or why there is none.
 pub type BackupAnswer = Result<u64, Status>;
+
+/// Where backups may be written: inside one directory (or below it), named by its canonical path
+/// so that neither `..` nor a symbolic link leads out of it.
+#[derive(Clone, Debug, Default)]
+pub struct BackupDir(Option<PathBuf>);
+
+impl BackupDir {
+    /// Backups go inside `dir` (created if missing).
+    pub fn new(dir: &Path) -> std::io::Result<BackupDir> {
+        std::fs::create_dir_all(dir)?;
+        Ok(BackupDir(Some(dir.canonicalize()?)))
+    }
+
+    /// No directory: the server keeps nothing on disk, and refuses every backup.
+    pub fn none() -> BackupDir {
+        BackupDir(None)
+    }
+
+    /// The file to write for a backup asked to `path`: the same file, through the backup
+    /// directory's canonical path. Refused (`INVALID_ARGUMENT`) when `path` is relative, names no
+    /// file, or lies outside the directory; `FAILED_PRECONDITION` when its directory is missing.
+    pub fn target(&self, path: &Path) -> Result<PathBuf, Status> {
+        let invalid = |message: String| reason::status(Code::InvalidArgument, Reason::InvalidArgument, message, []);
+        if !path.is_absolute() {
+            return Err(invalid(format!(
+                "backup path '{}' is relative; give an absolute path on the server's machine",
+                path.display()
+            )));
+        }
+        let Some(dir) = &self.0 else { return Ok(path.to_path_buf()) };
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(invalid(format!("backup path '{}' must name a file", path.display())));
+        };
+        let parent = parent.canonicalize().map_err(|e| {
+            reason::status(
+                Code::FailedPrecondition,
+                Reason::BackupFailed,
+                format!("cannot write a backup in {}: {e}", parent.display()),
+                [],
+            )
+        })?;
+        if !parent.starts_with(dir) {
+            return Err(invalid(format!(
+                "backups are written only inside the backup directory {} (serve --backup-dir; by default the data \
+                 directory): '{}' is outside it",
+                dir.display(),
+                path.display()
+            )));
+        }
+        Ok(parent.join(name))
+    }
+}
 
 /// A server's backups: lets one run at a time.
 #[derive(Clone, Debug, Default)]
@@ -121,6 +176,32 @@ fn backup_status(e: &StoreError) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backups_stay_inside_the_backup_directory() {
+        let tmp = std::env::temp_dir().join(format!("lockstep-backup-dir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let dir = BackupDir::new(&tmp.join("backups")).unwrap();
+        let canonical = tmp.join("backups").canonicalize().unwrap();
+        assert_eq!(dir.target(&tmp.join("backups").join("copy.db")).unwrap(), canonical.join("copy.db"));
+        std::fs::create_dir(tmp.join("backups").join("daily")).unwrap();
+        assert!(dir.target(&tmp.join("backups/daily/1.db")).is_ok(), "below it too");
+        for outside in [tmp.join("copy.db"), tmp.join("backups/../copy.db"), "/etc/lockstep.db".into()] {
+            let refused = dir.target(&outside).unwrap_err();
+            assert_eq!(refused.code(), Code::InvalidArgument, "{}", outside.display());
+            assert!(refused.message().contains("backup directory"), "{}", refused.message());
+        }
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(&tmp, tmp.join("backups/escape")).unwrap();
+            let refused = dir.target(&tmp.join("backups/escape/copy.db")).unwrap_err();
+            assert_eq!(refused.code(), Code::InvalidArgument, "a symbolic link does not lead out");
+        }
+        assert_eq!(dir.target(Path::new("copy.db")).unwrap_err().code(), Code::InvalidArgument);
+        let missing = dir.target(&tmp.join("backups/missing/copy.db")).unwrap_err();
+        assert_eq!(missing.code(), Code::FailedPrecondition);
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
 
     #[test]
     fn one_backup_at_a_time() {

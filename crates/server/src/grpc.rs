@@ -16,7 +16,7 @@ use rand::Rng;
 use tokio::sync::mpsc;
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use crate::admin::actor;
+use crate::admin::{actor, AdminToken};
 use crate::driver::{unexpected, Command, ConnSink, ConnStream, EngineHandle, Signal, CONN_CHANNEL_FRAMES};
 
 /// The lockstep gRPC service.
@@ -28,6 +28,9 @@ pub struct Service {
     max_message_bytes: usize,
     /// How long a new session stream may take to send its `register`.
     register_within: std::time::Duration,
+    /// Checked on the operators' actions this service serves (`ForceCompleteSync`,
+    /// `CleanupSyncPoints`): agents' own calls never need it.
+    admin_token: AdminToken,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -35,9 +38,15 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 impl Service {
     /// The service, for a transport that reads gRPC messages of at most `max_message_bytes`; a
     /// session stream that sends no `register` within `register_within` is ended with
-    /// `DEADLINE_EXCEEDED` (reason `NOT_REGISTERED`).
-    pub fn new(engine: EngineHandle, max_message_bytes: usize, register_within: std::time::Duration) -> Self {
-        Service { engine, next_conn: Arc::new(AtomicU64::new(1)), max_message_bytes, register_within }
+    /// `DEADLINE_EXCEEDED` (reason `NOT_REGISTERED`); the operators' actions it serves check
+    /// `admin_token`.
+    pub fn new(
+        engine: EngineHandle,
+        max_message_bytes: usize,
+        register_within: std::time::Duration,
+        admin_token: AdminToken,
+    ) -> Self {
+        Service { engine, next_conn: Arc::new(AtomicU64::new(1)), max_message_bytes, register_within, admin_token }
     }
 
     async fn open<T>(
@@ -306,6 +315,7 @@ impl Lockstep for Service {
         &self,
         request: Request<v1::SyncStatusRequest>,
     ) -> Result<Response<v1::SyncPointStatus>, Status> {
+        self.admin_token.check(request.metadata())?;
         let actor = actor(&request);
         let r = request.into_inner();
         let action = AdminAction::ForceCompleteSync { namespace: r.namespace, sync_id: r.sync_id };
@@ -322,6 +332,7 @@ impl Lockstep for Service {
         &self,
         request: Request<v1::CleanupSyncPointsRequest>,
     ) -> Result<Response<v1::CleanupSyncPointsResponse>, Status> {
+        self.admin_token.check(request.metadata())?;
         let actor = actor(&request);
         let namespace = request.into_inner().namespace;
         let removed = match self.engine.admin(actor, AdminAction::CleanupSyncPoints { namespace }).await? {

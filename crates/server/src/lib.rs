@@ -60,6 +60,8 @@ pub enum StartError {
     Restore { dir: PathBuf, source: Box<lockstep_core::CoreError> },
     #[error("cannot create the input recording {}: {source}", path.display())]
     Record { path: PathBuf, source: std::io::Error },
+    #[error("cannot use the backup directory {}: {source}", dir.display())]
+    BackupDir { dir: PathBuf, source: std::io::Error },
 }
 
 /// A running server.
@@ -139,6 +141,9 @@ pub struct Options {
     pub record_inputs: Option<PathBuf>,
     /// How many connections are kept open, and for how long an unused one.
     pub connections: listener::ConnectionLimits,
+    /// Where `Admin.Backup` may write (inside this directory, created if missing); `None`: the
+    /// data directory.
+    pub backup_dir: Option<PathBuf>,
 }
 
 impl Options {
@@ -152,6 +157,7 @@ impl Options {
             storage: Storage::InMemory,
             record_inputs: None,
             connections: listener::ConnectionLimits::default(),
+            backup_dir: None,
         }
     }
 }
@@ -240,6 +246,15 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     let config = options.engine;
     config.validate().map_err(StartError::Config)?;
     options.connections.validate().map_err(StartError::Config)?;
+    if options.admin_token.as_deref().is_some_and(str::is_empty) {
+        // Taken for "no token", it would leave the operators' API open while its owner believes
+        // it closed.
+        return Err(StartError::Config(
+            "the admin token is empty (LOCKSTEP_ADMIN_TOKEN=\"\", --admin-token \"\" or admin_token = \"\"): \
+             give a non-empty token, or none at all to leave the Admin API open"
+                .into(),
+        ));
+    }
     let recorder: Option<Box<dyn driver::Recorder>> = match (&options.record_inputs, &options.storage) {
         (None, _) => None,
         (Some(path), Storage::InMemory) => {
@@ -255,6 +270,13 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     let opened = match &options.storage {
         Storage::InMemory => None,
         Storage::DataDir { dir, durability } => Some(open_data_dir(dir, *durability, config.clone())?),
+    };
+    // After the data directory is opened (it is the default place for backups, and now exists).
+    let backup_dir = match (&options.backup_dir, &options.storage) {
+        (Some(dir), _) | (None, Storage::DataDir { dir, .. }) => {
+            backup::BackupDir::new(dir).map_err(|source| StartError::BackupDir { dir: dir.clone(), source })?
+        }
+        (None, Storage::InMemory) => backup::BackupDir::none(),
     };
     let (listener, addr) = bind(options.listen)?;
     let admin_listener = match options.admin_listen {
@@ -289,6 +311,8 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     });
 
     let engine = engine_handle;
+    let token_set = options.admin_token.is_some();
+    let admin_token = admin::AdminToken::new(options.admin_token);
     // Every call marks its connection as used (see `listener`), then the operators' calls are
     // checked for the token.
     let agents = tonic::service::interceptor::InterceptedService::new(
@@ -296,13 +320,14 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
             engine.clone(),
             max_message,
             std::time::Duration::from_millis(options.connections.register_within_ms),
+            admin_token.clone(),
         ))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message),
         listener::mark_used,
     );
-    let token_check = admin::token_check(options.admin_token);
-    let admin = AdminServer::with_interceptor(admin::AdminService::new(engine), move |request| {
+    let token_check = admin::token_check(admin_token);
+    let admin = AdminServer::with_interceptor(admin::AdminService::new(engine, backup_dir), move |request| {
         token_check(listener::mark_used(request)?)
     });
     let stopped = |tx: &tokio::sync::broadcast::Sender<()>| {
@@ -314,6 +339,14 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     let counts = Arc::new(listener::Counts::default());
     let incoming = listener::accepted(listener, options.connections.clone(), counts.clone());
     let admin_addr = admin_listener.as_ref().map(|(_, a)| *a);
+    let exposed = admin_addr.unwrap_or(addr);
+    if !token_set && !exposed.ip().is_loopback() {
+        tracing::warn!(
+            admin = %exposed,
+            "the Admin API (pause, stop, commands, backups, forcing sync points) is open to anyone who can reach \
+             {exposed}: set an admin token (--admin-token, LOCKSTEP_ADMIN_TOKEN) or serve it on loopback (--admin-listen)"
+        );
+    }
     let task = match admin_listener {
         None => {
             let router = transport().add_service(agents).add_service(admin);

@@ -17,8 +17,10 @@
 //! switched out of WAL mode (one file, nothing beside it), synced, and only then renamed to the
 //! target: a failed backup never leaves a half-written file under the target's name nor damages an
 //! older backup there, and an existing file is never overwritten unless asked
-//! ([`Store::backup_replacing`]). Restore by stopping the server and putting the copy in the data
-//! directory as `lockstep.db`.
+//! ([`Store::backup_replacing`]). `NAME.partial` is created new, readable and writable by its owner
+//! only (mode 0600: a backup holds every agent's state and resume token), and a file already there
+//! is refused, never deleted: it may be another backup being written. Restore by stopping the
+//! server and putting the copy in the data directory as `lockstep.db`.
 
 use std::ffi::OsString;
 use std::fs;
@@ -71,11 +73,10 @@ fn write_backup(source: &Connection, source_path: &Path, path: &Path, replace: b
     let partial = partial_path(path).ok_or_else(|| {
         fail(std::io::Error::new(std::io::ErrorKind::InvalidInput, "the backup path must name a file").into())
     })?;
-    // A leftover of an interrupted backup is worthless.
-    match fs::remove_file(&partial) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e.into())),
-        _ => {}
-    }
+    create_private(&partial).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => StoreError::BackupPartialExists { path: partial.clone() },
+        _ => fail(e.into()),
+    })?;
     let result = copy_to(source, source_path, &partial).and_then(|()| {
         fs::File::open(&partial).and_then(|f| f.sync_all()).map_err(|e| fail(e.into()))?;
         // Checked again just before the rename: a file may have appeared while copying.
@@ -112,6 +113,16 @@ fn copy_to(source: &Connection, source_path: &Path, partial: &Path) -> Result<()
     dst.pragma_update_and_check(None, "journal_mode", "DELETE", |_| Ok(())).map_err(fail)?;
     check(&dst, partial, "quick_check")?;
     dst.close().map_err(|(_, e)| fail(e))
+}
+
+/// Creates a new, empty file at `path` that only its owner may read and write; fails if anything is
+/// there already. SQLite then writes the copy into it (an empty file is an empty database).
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop)
 }
 
 /// `DIR/NAME.partial` for `DIR/NAME`.
@@ -291,6 +302,29 @@ mod tests {
         assert_eq!(mode, "delete", "a backup is one self-contained file");
         let agents: i64 = copy.query_row("SELECT COUNT(*) FROM agents", [], |r| r.get(0)).unwrap();
         assert_eq!(agents, 1);
+    }
+
+    #[test]
+    fn a_backup_is_private_and_never_deletes_a_partial_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = populated(&tmp.path().join("live"));
+        let target = tmp.path().join("copy.db");
+        let partial = tmp.path().join("copy.db.partial");
+        fs::write(&partial, b"another backup being written").unwrap();
+        let err = Store::backup_file(store.path(), &target).unwrap_err();
+        assert!(matches!(err, StoreError::BackupPartialExists { .. }), "{err}");
+        assert!(err.to_string().contains("copy.db.partial"), "{err}");
+        assert_eq!(fs::read(&partial).unwrap(), b"another backup being written", "left as it was");
+        assert!(!target.exists());
+
+        fs::remove_file(&partial).unwrap();
+        Store::backup_file(store.path(), &target).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "a backup is readable by its owner only, not {mode:o}");
+        }
     }
 
     #[test]

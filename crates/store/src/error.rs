@@ -159,6 +159,15 @@ pub enum StoreError {
     #[error("a file already exists at {}; choose another backup path, or ask to replace it", path.display())]
     BackupExists { path: PathBuf },
 
+    /// The file a backup is first written to (`NAME.partial`, beside the target) already exists:
+    /// another backup to the same path is being written, or one was interrupted. It is left alone.
+    #[error(
+        "{} already exists: another backup to this path is being written, or one was interrupted (then remove it); \
+         it was left as it was",
+        path.display()
+    )]
+    BackupPartialExists { path: PathBuf },
+
     /// Taking a backup failed; an existing file at `path` was left as it was.
     #[error("backing up to {} failed: {source}; any file already at that path was left as it was", path.display())]
     Backup {

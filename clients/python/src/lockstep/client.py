@@ -382,9 +382,13 @@ class Client:
     async def force_complete_sync(self, sync_id: str, *, metadata: Optional[Metadata] = None) -> SyncPointStatus:
         """Release everyone waiting at a stuck sync point now; their results say ``forced``.
 
+        An operator's action (audited): on a server with an admin token, call it through
+        :meth:`admin` (or pass ``metadata=[("authorization", "Bearer <token>")]``).
+
         Raises:
             NotFound: no such sync point.
             FailedPrecondition: the point is not waiting any more.
+            Unauthenticated / PermissionDenied: the server's admin token is missing / wrong.
         """
         resp = await self._call(
             self._stub.ForceCompleteSync,
@@ -394,7 +398,11 @@ class Client:
         return SyncPointStatus.from_proto(resp)
 
     async def cleanup_sync_points(self, *, metadata: Optional[Metadata] = None) -> int:
-        """Forget finished sync points; returns how many were removed."""
+        """Forget finished sync points; returns how many were removed.
+
+        An operator's action (audited), like :meth:`force_complete_sync`: it needs the server's
+        admin token when it has one.
+        """
         resp = await self._call(
             self._stub.CleanupSyncPoints, pb.CleanupSyncPointsRequest(namespace=self.namespace), metadata=metadata
         )

@@ -155,10 +155,16 @@ const REFUSAL_WITHIN: Duration = Duration::from_secs(10);
 /// whether it exited by itself with a failure status (within 10 s), and its stderr. A server that
 /// starts instead is killed, and the returned text says so.
 pub fn serve_fails(args: &[&str]) -> (bool, String) {
+    serve_fails_with_env(args, &[])
+}
+
+/// [`serve_fails`] with these environment variables set for the server.
+pub fn serve_fails_with_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
         .env("LOCKSTEP_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

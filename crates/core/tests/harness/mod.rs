@@ -440,7 +440,7 @@ impl Harness {
         self.frames(conn)
             .iter()
             .filter_map(|f| match f {
-                Frame::Registry(e) => Some(e.clone()),
+                Frame::Registry(e) => Some(RegistryEvent::clone(e)),
                 _ => None,
             })
             .collect()
