@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+import struct
 import time
 from typing import List
 
@@ -32,6 +33,48 @@ async def test_three_agents_meet_at_a_barrier(client: lockstep.Client) -> None:
         assert [p for p in first.payloads] == [b'{"from":"agent1"}', b'{"from":"agent2"}', b'{"from":"agent3"}']
         assert first.payload_of("agent2") == b'{"from":"agent2"}'
         assert not first.forced
+    finally:
+        for a in agents:
+            await a.close()
+
+
+def fnv1a64_digest(order, payloads) -> int:
+    """The outcome digest as PROTOCOL.md defines it, computed independently of the server."""
+    data = struct.pack("<Q", len(order))
+    for agent_id, payload in zip(order, payloads):
+        for part in (agent_id.encode(), payload):
+            data += struct.pack("<Q", len(part)) + part
+    h = 0xCBF29CE484222325
+    for byte in data:
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+async def test_summary_arrivals_get_their_place_and_the_digest_of_the_whole_outcome(client: lockstep.Client) -> None:
+    names = ["s0", "s1", "s2"]
+    agents = [await client.register(n) for n in names]
+    try:
+        async def arrive(i: int, agent: lockstep.Agent) -> lockstep.SyncResult:
+            # Arrive in the order of `names`: wait until the ones before are recorded.
+            async def arrived() -> int:
+                try:
+                    return len((await client.sync_status("summed")).arrived)
+                except lockstep.NotFound:
+                    return 0
+
+            while await arrived() < i:
+                await asyncio.sleep(0.01)
+            return await agent.sync("summed", 3, timeout=10, payload=f"p{i}", summary=i != 1)
+
+        results = await asyncio.gather(*(arrive(i, a) for i, a in enumerate(agents)))
+        full = results[1]
+        assert not full.summary and list(full.arrival_order) == names and full.position == 1
+        for i, r in enumerate(results):
+            assert (r.count, r.digest, r.position) == (3, full.digest, i)
+            if i != 1:
+                assert r.summary and r.arrival_order == () and r.payloads == ()
+        assert full.digest == fnv1a64_digest(full.arrival_order, full.payloads)
+        assert results[0] == results[2], "summaries of one outcome compare equal whatever the position"
     finally:
         for a in agents:
             await a.close()

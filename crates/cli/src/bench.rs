@@ -6,7 +6,8 @@
 //!   most `window` messages ahead of the slowest subscriber, so nothing needs to be dropped) and at a
 //!   fixed offered rate;
 //! * interest routing: N subscribers spread over 10 topics, a fixed rate over those topics;
-//! * barrier rounds of N participants: from the last arrival to the last release;
+//! * barrier rounds of N participants: from the last arrival to the last release, released with
+//!   the whole outcome (`barrier`) or with summaries (`barrier-summary`);
 //! * round trips one at a time: an agent's publish with confirmation, and an operator's command to
 //!   an agent that answers at once;
 //! * state: wire bytes of deltas versus broadcasting the full state;
@@ -310,9 +311,31 @@ fn median_p99(scenario: &str, mut runs: Vec<Row>) -> Row {
     median
 }
 
+/// How the agents of the barrier scenario meet.
+#[derive(Clone, Copy)]
+struct BarrierMode {
+    /// Work between rounds.
+    work: Duration,
+    /// One HTTP/2 connection for every agent.
+    shared: bool,
+    /// Released with summaries (`Agent::sync_summary`) rather than the whole outcome.
+    summary: bool,
+}
+
+impl BarrierMode {
+    fn scenario(self) -> &'static str {
+        if self.summary {
+            "barrier-summary"
+        } else {
+            "barrier"
+        }
+    }
+}
+
 /// `rounds` barrier rounds of `n` agents; per round, from the last arrival to the last release.
-async fn barrier(addr: &str, n: usize, rounds: usize, work: Duration, shared: bool) -> anyhow::Result<Row> {
-    let ns = format!("bench-barrier-{n}");
+async fn barrier(addr: &str, n: usize, rounds: usize, mode: BarrierMode) -> anyhow::Result<Row> {
+    let BarrierMode { work, shared, summary } = mode;
+    let ns = format!("bench-{}-{n}", mode.scenario());
     let client = Client::connect(addr).await?.with_namespace(&ns);
     let epoch = Instant::now();
     let agents = register_all(&client, n, shared, |j| AgentOptions::new(format!("p-{j}"), "participant")).await?;
@@ -322,9 +345,13 @@ async fn barrier(addr: &str, n: usize, rounds: usize, work: Duration, shared: bo
             let mut times = Vec::with_capacity(rounds);
             for r in 0..rounds {
                 let arrived = epoch.elapsed();
-                agent
-                    .sync(&format!("round-{r}"), Participants::Count(n as u32), Duration::from_secs(60), Bytes::new())
-                    .await?;
+                let (id, everyone, timeout) =
+                    (format!("round-{r}"), Participants::Count(n as u32), Duration::from_secs(60));
+                let result = match summary {
+                    true => agent.sync_summary(&id, everyone, timeout, Bytes::new()).await?,
+                    false => agent.sync(&id, everyone, timeout, Bytes::new()).await?,
+                };
+                anyhow::ensure!(result.count as usize == n, "round {r} released {} of {n}", result.count);
                 times.push((arrived, epoch.elapsed()));
                 if !work.is_zero() {
                     tokio::time::sleep(work).await;
@@ -347,7 +374,7 @@ async fn barrier(addr: &str, n: usize, rounds: usize, work: Duration, shared: bo
     let total: Duration = per_agent.iter().map(|t| t[rounds - 1].1).max().expect("n > 0")
         - per_agent.iter().map(|t| t[0].0).min().expect("n > 0");
     Ok(Row {
-        scenario: "barrier".into(),
+        scenario: mode.scenario().into(),
         n,
         rate: rounds as f64 / total.as_secs_f64().max(1e-9),
         offered_rate: None,
@@ -357,8 +384,9 @@ async fn barrier(addr: &str, n: usize, rounds: usize, work: Duration, shared: bo
         lost: 0,
         count: rounds as u64,
         note: format!(
-            "rate = rounds/s; latency = last arrival → last release; {}",
-            if shared { "one shared connection" } else { "a connection per agent" }
+            "rate = rounds/s; latency = last arrival → last release; {}; {}",
+            if shared { "one shared connection" } else { "a connection per agent" },
+            if summary { "released with summaries" } else { "released with the whole outcome" }
         ),
     })
 }
@@ -771,10 +799,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             } else {
                 300
             };
-            rows.push(
-                barrier(&addr, n, rounds, Duration::from_millis(args.barrier_work_ms), args.shared_connections).await?,
-            );
-            eprintln!("{:?}", rows.last().expect("pushed"));
+            for summary in [false, true] {
+                let mode = BarrierMode {
+                    work: Duration::from_millis(args.barrier_work_ms),
+                    shared: args.shared_connections,
+                    summary,
+                };
+                rows.push(barrier(&addr, n, rounds, mode).await?);
+                eprintln!("{:?}", rows.last().expect("pushed"));
+            }
         }
     }
     if wanted("publish-confirm") {

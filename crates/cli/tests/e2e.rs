@@ -170,12 +170,62 @@ async fn barrier_releases_everyone_with_the_same_result_and_payloads() {
     for t in tasks {
         results.push(t.await.unwrap().unwrap());
     }
+    let positions: Vec<u32> = results.iter().map(|r| r.position).collect();
+    assert_eq!(positions, [0, 1, 2], "each waiter learns its own place");
     assert!(results.windows(2).all(|w| w[0] == w[1]), "every waiter gets the same result");
     let r = &results[0];
     assert_eq!(r.arrival_order, vec!["a", "b", "c"]);
     assert_eq!(r.payloads[1], Bytes::from("from-b"));
+    assert_eq!((r.count, r.summary), (3, false));
     let status = client.sync_status("work_complete").await.unwrap();
     assert_eq!(status.state, v1::sync_point_status::State::Completed as i32);
+}
+
+#[tokio::test]
+async fn summary_waiters_get_their_place_and_the_digest_of_the_whole_outcome() {
+    let server = Server::start(&[]);
+    let client = server.client().await;
+    let ids = ["a", "b", "c", "d"];
+    let mut tasks = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let agent = client.register(opts(id, "worker")).await.unwrap();
+        let observer = client.clone();
+        tasks.push(tokio::spawn(async move {
+            // Arrive in the order of `ids`: each waits until the one before it is recorded.
+            let id = agent.id().to_owned();
+            while arrivals(&observer).await < i {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let payload = Bytes::from(format!("from-{id}"));
+            match id.as_str() {
+                "c" => agent.sync("round", Participants::Count(4), T, payload).await,
+                _ => agent.sync_summary("round", Participants::Count(4), T, payload).await,
+            }
+        }));
+    }
+    async fn arrivals(client: &lockstep_client::Client) -> usize {
+        match client.sync_status("round").await {
+            Ok(status) => status.arrived.len(),
+            Err(_) => 0,
+        }
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap().unwrap());
+    }
+    let full = &results[2];
+    assert!(!full.summary);
+    assert_eq!(full.arrival_order, ids);
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!((r.count, r.digest, r.position), (4, full.digest, i as u32), "{r:?}");
+        if i != 2 {
+            assert!(r.summary && r.arrival_order.is_empty() && r.payloads.is_empty(), "{r:?}");
+        }
+    }
+    // The digest is the documented function of the order and payloads, as any client can check.
+    let order: Vec<(&str, &[u8])> =
+        full.arrival_order.iter().zip(&full.payloads).map(|(a, p)| (a.as_str(), &p[..])).collect();
+    assert_eq!(full.digest, lockstep_core::SyncOutcome::digest_of(order.into_iter()));
 }
 
 #[tokio::test]

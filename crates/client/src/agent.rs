@@ -112,14 +112,43 @@ pub struct Delivery {
     pub missed_before: u64,
 }
 
-/// What every participant of a completed sync point receives.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What a participant of a completed sync point receives: the whole outcome from
+/// [`Agent::sync`], its summary from [`Agent::sync_summary`]. Results compare equal when they
+/// describe the same outcome the same way: `position`, which differs from one participant to the
+/// next, is left out of the comparison.
+#[derive(Clone, Debug, Eq)]
 pub struct SyncResult {
     pub sync_id: String,
+    /// Who arrived, in order (empty in a summary).
     pub arrival_order: Vec<String>,
-    /// `payloads[i]` is what `arrival_order[i]` brought.
+    /// `payloads[i]` is what `arrival_order[i]` brought (empty in a summary).
     pub payloads: Vec<Bytes>,
     pub forced: bool,
+    /// How many agents arrived.
+    pub count: u32,
+    /// The outcome's digest, the same for every participant of the point whichever way it was
+    /// answered: equal digests mean the same arrival order and payloads.
+    pub digest: u64,
+    /// This agent's place in the arrival order, from 0.
+    pub position: u32,
+    /// Only the count, digest and position were sent.
+    pub summary: bool,
+}
+
+impl PartialEq for SyncResult {
+    fn eq(&self, other: &Self) -> bool {
+        let Self { sync_id, arrival_order, payloads, forced, count, digest, position: _, summary } = self;
+        (sync_id, arrival_order, payloads, forced, count, digest, summary)
+            == (
+                &other.sync_id,
+                &other.arrival_order,
+                &other.payloads,
+                &other.forced,
+                &other.count,
+                &other.digest,
+                &other.summary,
+            )
+    }
 }
 
 /// A watched agent's state changed; `state` is the full current view.
@@ -599,13 +628,38 @@ impl Agent {
         fetch_state(&mut self.inner.grpc.clone(), &self.inner.namespace, agent_id).await
     }
 
-    /// Arrives at a sync point and waits until it is released (or fails).
+    /// Arrives at a sync point and waits until it is released (or fails), with the whole outcome:
+    /// every arrival and payload, in order.
     pub async fn sync(
         &self,
         sync_id: &str,
         participants: Participants,
         timeout: Duration,
         payload: impl Into<Bytes>,
+    ) -> Result<SyncResult, Error> {
+        self.arrive(sync_id, participants, timeout, payload.into(), false).await
+    }
+
+    /// As [`Agent::sync`], released with a summary: the count, the digest and this agent's place,
+    /// without the other arrivals and payloads. The release of a point of N such waiters sends
+    /// O(N) bytes instead of O(N²); use it when the payloads are not needed.
+    pub async fn sync_summary(
+        &self,
+        sync_id: &str,
+        participants: Participants,
+        timeout: Duration,
+        payload: impl Into<Bytes>,
+    ) -> Result<SyncResult, Error> {
+        self.arrive(sync_id, participants, timeout, payload.into(), true).await
+    }
+
+    async fn arrive(
+        &self,
+        sync_id: &str,
+        participants: Participants,
+        timeout: Duration,
+        payload: Bytes,
+        summary: bool,
     ) -> Result<SyncResult, Error> {
         use v1::sync_arrive::Participants as P;
         let participants = match participants {
@@ -617,17 +671,29 @@ impl Agent {
             sync_id: sync_id.to_owned(),
             participants: Some(participants),
             timeout_ms: timeout.as_millis().min(u64::MAX as u128) as u64,
-            payload: payload.into(),
+            payload,
+            summary,
         };
         // A connection lost while waiting does not fail the arrival: it is sent again on the
         // reconnected session, where the server re-attaches it (or answers with the outcome).
         match self.request_with(v1::client_message::Kind::Sync(arrive), true).await? {
-            v1::reply::Outcome::SyncResult(r) => Ok(SyncResult {
-                arrival_order: r.arrival_order_strings(),
-                sync_id: r.sync_id,
-                payloads: r.payloads,
-                forced: r.forced,
-            }),
+            v1::reply::Outcome::SyncResult(r) => {
+                let arrival_order = r.arrival_order_strings();
+                let position = match r.summary {
+                    true => r.position,
+                    false => arrival_order.iter().position(|a| a == self.id()).unwrap_or_default() as u32,
+                };
+                Ok(SyncResult {
+                    sync_id: r.sync_id,
+                    arrival_order,
+                    payloads: r.payloads,
+                    forced: r.forced,
+                    count: r.count,
+                    digest: r.digest,
+                    position,
+                    summary: r.summary,
+                })
+            }
             v1::reply::Outcome::Error(e) => Err(e.into()),
             other => {
                 Err(Error::Other { code: tonic::Code::Internal, message: format!("unexpected reply {other:?}").into() })

@@ -40,7 +40,7 @@ use crate::name;
 use crate::outbox::{Enqueued, Outbox};
 use crate::registry::{Agent, AgentQuery, AgentStatus, AgentView, Profile, RegistryEventKind, Session};
 use crate::state;
-use crate::syncpoint::{Arrived, Diagnosis, Participants, Release, SyncPoint, SyncStatus};
+use crate::syncpoint::{Arrived, Diagnosis, Participants, Release, SyncPoint, SyncStatus, Waiter};
 use crate::timer::Timers;
 use crate::topic;
 use crate::turn::Ready;
@@ -736,8 +736,9 @@ impl Engine {
             Request::SetStatus(status) => self.set_status(&ns, &agent, status).map(|()| Reply::Ok),
             Request::Watch(target) => self.watch(&ns, &agent, target).map(|()| Reply::Ok),
             Request::Unwatch(target) => self.unwatch(&ns, &agent, &target).map(|()| Reply::Ok),
-            Request::Sync { sync_id, participants, timeout_ms, payload } => {
-                match self.sync(now, &ns, &agent, request_id, sync_id, participants, timeout_ms, payload) {
+            Request::Sync { sync_id, participants, timeout_ms, payload, summary } => {
+                let waiter = Waiter { agent: agent.clone(), request_id, position: 0, summary };
+                match self.sync(now, &ns, waiter, sync_id, participants, timeout_ms, payload) {
                     // The reply comes when the point is released.
                     Ok(()) => return,
                     Err(e) => Err(e),
@@ -1223,8 +1224,7 @@ impl Engine {
         &mut self,
         now: Time,
         ns: &Arc<str>,
-        agent: &Arc<str>,
-        request_id: u64,
+        waiter: Waiter,
         sync_id: String,
         participants: Participants,
         timeout_ms: u64,
@@ -1274,7 +1274,9 @@ impl Engine {
         let n = self.namespaces.get_mut(ns).expect("present");
         let point = n.sync_points.get_mut(&id).expect("present");
         let before = point.arrival_count();
-        let arrived = match point.arrive(now, agent, request_id, payload, &participants) {
+        let (agent, request_id) = (waiter.agent.clone(), waiter.request_id);
+        let agent = &agent;
+        let arrived = match point.arrive(now, waiter, payload, &participants) {
             Ok(arrived) => arrived,
             Err(e) => {
                 // A refused first arrival (not a participant of the point it names) leaves nothing
@@ -1299,13 +1301,7 @@ impl Engine {
         match arrived {
             Arrived::Waiting => {}
             Arrived::Released { waiters, outcome } => self.release(now, ns, &id, (waiters, Ok(outcome))),
-            Arrived::AlreadyFinished(result) => {
-                let reply = match result {
-                    Ok(outcome) => Reply::Sync(outcome),
-                    Err(e) => Reply::Error(e),
-                };
-                self.reply(ns, agent, request_id, reply);
-            }
+            Arrived::AlreadyFinished(reply) => self.reply(ns, agent, request_id, reply),
         }
         Ok(())
     }
@@ -1343,7 +1339,7 @@ impl Engine {
         // A waiter restored from storage has no request to answer until it arrives again.
         for w in waiters.into_iter().filter(|w| w.request_id != 0) {
             let reply = match &result {
-                Ok(outcome) => Reply::Sync(outcome.clone()),
+                Ok(outcome) => w.reply(outcome),
                 Err(e) => Reply::Error(e.clone()),
             };
             self.reply(ns, &w.agent, w.request_id, reply);

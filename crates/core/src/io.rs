@@ -66,6 +66,9 @@ pub enum Request {
         participants: Participants,
         timeout_ms: u64,
         payload: Bytes,
+        /// Answer with [`Reply::SyncSummary`] rather than the whole outcome.
+        #[serde(default)]
+        summary: bool,
     },
     /// Every delivery with `seq <= up_to` has been received.
     Ack {
@@ -235,7 +238,13 @@ pub struct RegistryEvent {
 pub enum Reply {
     Ok,
     StateVersion(u64),
+    /// A released sync point's whole outcome.
     Sync(Arc<SyncOutcome>),
+    /// A released sync point's summary: its count and digest, and where this agent arrived.
+    SyncSummary {
+        outcome: Arc<SyncOutcome>,
+        position: u32,
+    },
     Error(CoreError),
 }
 

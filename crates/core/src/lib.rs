@@ -70,5 +70,5 @@ pub use io::{
     RegisterRequest, Registered, RegistryEvent, Reply, Request, StateChange, Time, WatchTarget,
 };
 pub use registry::{AgentQuery, AgentStatus, AgentView, RegistryEventKind};
-pub use syncpoint::{Diagnosis, Participants, SyncOutcome, SyncState, SyncStatus};
+pub use syncpoint::{Diagnosis, Participants, SyncOutcome, SyncState, SyncStatus, Waiter};
 pub use turn::{Ready, Sendable};

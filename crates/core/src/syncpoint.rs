@@ -3,7 +3,9 @@
 //! A sync point is created by its first arrival, which also defines who must come: an explicit set
 //! of agents, any N agents, or every agent holding a role when the point is created. Later arrivals
 //! must describe it the same way. When the last required participant arrives, every waiter is
-//! released at once with the same [`SyncOutcome`] (arrival order and what each one brought). On the
+//! released at once with the same [`SyncOutcome`] (arrival order and what each one brought, and a
+//! digest of both); a waiter that asked for a summary is answered with the count, the digest and its
+//! own place instead, so a round of N summary waiters costs O(N) bytes rather than O(N²). On the
 //! deadline every waiter gets `DeadlineExceeded` naming who never arrived; a required participant
 //! that is lost or leaves fails the point at once with `Aborted`. A finished point answers late or
 //! repeated arrivals with its recorded outcome until it is cleaned up.
@@ -18,7 +20,7 @@ use bytes::Bytes;
 use crate::config::Limits;
 use crate::durable::{ArrivalImage, SyncFailure, SyncPointImage};
 use crate::error::CoreError;
-use crate::io::Time;
+use crate::io::{Reply, Time};
 use crate::name;
 use crate::registry::AgentStatus;
 
@@ -104,6 +106,9 @@ pub struct SyncOutcome {
     pub payloads: Vec<Bytes>,
     /// Released by an operator's force-complete rather than by every participant arriving.
     pub forced: bool,
+    /// [`SyncOutcome::digest_of`] the arrival order and payloads: waiters that were answered with a
+    /// summary compare it to know they saw the same outcome.
+    pub digest: u64,
     /// The protocol layer's encoding of this outcome, made once and shared by every waiter's reply
     /// (the engine never reads it).
     pub wire: std::sync::OnceLock<Bytes>,
@@ -139,11 +144,49 @@ impl SyncState {
     }
 }
 
-/// An agent waiting at a point, and the request to answer when it is released.
+impl SyncOutcome {
+    /// A stable 64-bit digest (FNV-1a) of an outcome's arrival order and payloads, each
+    /// length-prefixed so that no two different outcomes are one byte string. Not a cryptographic
+    /// hash: it tells honest participants whether they saw the same outcome.
+    pub fn digest_of<'a>(arrivals: impl ExactSizeIterator<Item = (&'a str, &'a [u8])>) -> u64 {
+        use std::hash::Hasher;
+        let mut h = fnv::FnvHasher::default();
+        h.write(&(arrivals.len() as u64).to_le_bytes());
+        for (agent, payload) in arrivals {
+            for part in [agent.as_bytes(), payload] {
+                h.write(&(part.len() as u64).to_le_bytes());
+                h.write(part);
+            }
+        }
+        h.finish()
+    }
+
+    /// How many agents arrived.
+    pub fn count(&self) -> u32 {
+        self.arrival_order.len() as u32
+    }
+}
+
+/// An agent waiting at a point, the request to answer when it is released, and how.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Waiter {
     pub agent: Arc<str>,
     pub request_id: u64,
+    /// Where it arrived, from 0.
+    pub position: u32,
+    /// It asked for a summary rather than the whole outcome.
+    pub summary: bool,
+}
+
+impl Waiter {
+    /// The reply this waiter gets for `outcome`: the whole of it, or its summary.
+    pub fn reply(&self, outcome: &Arc<SyncOutcome>) -> Reply {
+        if self.summary {
+            Reply::SyncSummary { outcome: outcome.clone(), position: self.position }
+        } else {
+            Reply::Sync(outcome.clone())
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -151,6 +194,7 @@ struct Arrival {
     agent: Arc<str>,
     payload: Bytes,
     request_id: u64,
+    summary: bool,
     at: Time,
 }
 
@@ -162,7 +206,7 @@ pub enum Arrived {
     /// This arrival completed the point: answer every waiter with the outcome.
     Released { waiters: Vec<Waiter>, outcome: Arc<SyncOutcome> },
     /// The point had already finished: answer this arrival with the recorded result.
-    AlreadyFinished(Result<Arc<SyncOutcome>, CoreError>),
+    AlreadyFinished(Reply),
 }
 
 /// Every waiter and the one answer they all get.
@@ -267,21 +311,31 @@ impl SyncPoint {
         self.arrivals.iter().any(|a| &*a.agent == agent)
     }
 
-    /// Records `agent` arriving with `payload`; `request_id` is answered on release.
+    /// Records `waiter.agent` arriving with `payload`; `waiter.request_id` is answered on release,
+    /// with a summary if `waiter.summary` (its `position` is ignored: the point assigns it).
     pub fn arrive(
         &mut self,
         now: Time,
-        agent: &Arc<str>,
-        request_id: u64,
+        waiter: Waiter,
         payload: Bytes,
         requested: &Participants,
     ) -> Result<Arrived, CoreError> {
+        let Waiter { agent, request_id, summary, .. } = waiter;
+        let agent = &agent;
         if let Some(result) = &self.result {
-            let already_in = matches!(result, Ok(o) if o.arrival_order.iter().any(|a| a == agent));
-            return match result {
-                Ok(_) if already_in => Ok(Arrived::AlreadyFinished(result.clone())),
-                Err(e) => Ok(Arrived::AlreadyFinished(Err(e.clone()))),
-                Ok(_) => Err(CoreError::SyncFinished { sync_id: self.id.clone(), outcome: self.state.as_str().into() }),
+            let place = match result {
+                Ok(o) => o.arrival_order.iter().position(|a| a == agent),
+                Err(_) => None,
+            };
+            return match (result, place) {
+                (Ok(outcome), Some(position)) => {
+                    let waiter = Waiter { agent: agent.clone(), request_id, position: position as u32, summary };
+                    Ok(Arrived::AlreadyFinished(waiter.reply(outcome)))
+                }
+                (Err(e), _) => Ok(Arrived::AlreadyFinished(Reply::Error(e.clone()))),
+                (Ok(_), None) => {
+                    Err(CoreError::SyncFinished { sync_id: self.id.clone(), outcome: self.state.as_str().into() })
+                }
             };
         }
         if !self.participants.same_as(requested) {
@@ -302,9 +356,10 @@ impl SyncPoint {
             // A repeated arrival (a client resending after a reconnect) re-attaches the waiter; the
             // first arrival's place and payload stand.
             earlier.request_id = request_id;
+            earlier.summary = summary;
             return Ok(Arrived::Waiting);
         }
-        self.arrivals.push(Arrival { agent: agent.clone(), payload, request_id, at: now });
+        self.arrivals.push(Arrival { agent: agent.clone(), payload, request_id, summary, at: now });
         if self.arrivals.len() >= self.required_count {
             let (waiters, outcome) = self.finish(now, SyncState::Completed);
             return Ok(Arrived::Released { waiters, outcome });
@@ -318,6 +373,7 @@ impl SyncPoint {
             arrival_order: self.arrivals.iter().map(|a| a.agent.clone()).collect(),
             payloads: self.arrivals.iter().map(|a| a.payload.clone()).collect(),
             forced: state == SyncState::Forced,
+            digest: SyncOutcome::digest_of(self.arrivals.iter().map(|a| (&*a.agent, &a.payload[..]))),
             wire: std::sync::OnceLock::new(),
         });
         self.close(now, state, Ok(outcome.clone()));
@@ -331,7 +387,13 @@ impl SyncPoint {
     }
 
     fn waiters(&self) -> Vec<Waiter> {
-        self.arrivals.iter().map(|a| Waiter { agent: a.agent.clone(), request_id: a.request_id }).collect()
+        let waiter = |(i, a): (usize, &Arrival)| Waiter {
+            agent: a.agent.clone(),
+            request_id: a.request_id,
+            position: i as u32,
+            summary: a.summary,
+        };
+        self.arrivals.iter().enumerate().map(waiter).collect()
     }
 
     /// Required participants that have not arrived, sorted.
@@ -447,7 +509,13 @@ impl SyncPoint {
         point.arrivals = image
             .arrivals
             .into_iter()
-            .map(|a| Arrival { agent: a.agent_id.as_str().into(), payload: a.payload, request_id: 0, at: a.at })
+            .map(|a| Arrival {
+                agent: a.agent_id.as_str().into(),
+                payload: a.payload,
+                request_id: 0,
+                summary: false,
+                at: a.at,
+            })
             .collect();
         if image.state == SyncState::Waiting {
             return Ok(point);
@@ -562,6 +630,16 @@ mod tests {
         s.into()
     }
 
+    /// `agent` arriving with request `request_id`, wanting the whole outcome.
+    fn w(agent: &str, request_id: u64) -> Waiter {
+        Waiter { agent: arc(agent), request_id, position: 0, summary: false }
+    }
+
+    /// `agent` arriving with request `request_id`, wanting a summary.
+    fn summary(agent: &str, request_id: u64) -> Waiter {
+        Waiter { summary: true, ..w(agent, request_id) }
+    }
+
     fn explicit(ids: &[&str]) -> (Participants, BTreeSet<Arc<str>>) {
         (Participants::Agents(ids.iter().map(|s| s.to_string()).collect()), ids.iter().map(|s| arc(s)).collect())
     }
@@ -570,10 +648,10 @@ mod tests {
     fn releases_everyone_with_the_same_outcome_when_the_last_arrives() {
         let (p, req) = explicit(&["a", "b", "c"]);
         let mut sp = SyncPoint::new("s".into(), p.clone(), req, 0, 1000);
-        assert_eq!(sp.arrive(1, &arc("b"), 10, Bytes::from_static(b"B"), &p).unwrap(), Arrived::Waiting);
-        assert_eq!(sp.arrive(2, &arc("a"), 11, Bytes::new(), &p).unwrap(), Arrived::Waiting);
+        assert_eq!(sp.arrive(1, w("b", 10), Bytes::from_static(b"B"), &p).unwrap(), Arrived::Waiting);
+        assert_eq!(sp.arrive(2, w("a", 11), Bytes::new(), &p).unwrap(), Arrived::Waiting);
         assert_eq!(sp.missing(), vec!["c"]);
-        let Arrived::Released { waiters, outcome } = sp.arrive(3, &arc("c"), 12, Bytes::from_static(b"C"), &p).unwrap()
+        let Arrived::Released { waiters, outcome } = sp.arrive(3, w("c", 12), Bytes::from_static(b"C"), &p).unwrap()
         else {
             panic!("should release")
         };
@@ -584,10 +662,51 @@ mod tests {
     }
 
     #[test]
+    fn a_summary_waiter_gets_its_place_and_the_digest_everyone_shares() {
+        let (p, req) = explicit(&["a", "b", "c"]);
+        let mut sp = SyncPoint::new("s".into(), p.clone(), req, 0, 1000);
+        sp.arrive(1, summary("b", 10), Bytes::from_static(b"B"), &p).unwrap();
+        sp.arrive(2, w("a", 11), Bytes::new(), &p).unwrap();
+        let Arrived::Released { waiters, outcome } = sp.arrive(3, summary("c", 12), Bytes::new(), &p).unwrap() else {
+            panic!("should release")
+        };
+        let replies: Vec<Reply> = waiters.iter().map(|w| w.reply(&outcome)).collect();
+        assert_eq!(
+            replies,
+            vec![
+                Reply::SyncSummary { outcome: outcome.clone(), position: 0 },
+                Reply::Sync(outcome.clone()),
+                Reply::SyncSummary { outcome: outcome.clone(), position: 2 },
+            ]
+        );
+        assert_eq!(outcome.count(), 3);
+        // A repeated arrival after the release is answered the way it asks now, at its own place.
+        assert_eq!(
+            sp.arrive(9, summary("a", 13), Bytes::new(), &p).unwrap(),
+            Arrived::AlreadyFinished(Reply::SyncSummary { outcome: outcome.clone(), position: 1 })
+        );
+        assert_eq!(sp.arrive(9, w("c", 14), Bytes::new(), &p).unwrap(), Arrived::AlreadyFinished(Reply::Sync(outcome)));
+    }
+
+    #[test]
+    fn the_digest_depends_on_order_names_and_payloads_only() {
+        let digest = |arrivals: &[(&str, &[u8])]| SyncOutcome::digest_of(arrivals.iter().copied());
+        let base = digest(&[("a", b"1"), ("b", b"")]);
+        assert_eq!(base, digest(&[("a", b"1"), ("b", b"")]), "the same outcome has the same digest");
+        assert_ne!(base, digest(&[("b", b""), ("a", b"1")]), "order counts");
+        assert_ne!(base, digest(&[("a", b""), ("b", b"1")]), "who brought what counts");
+        // Length prefixes: moving a byte across the boundary of a name and a payload is a change.
+        assert_ne!(digest(&[("ab", b"")]), digest(&[("a", b"b")]));
+        assert_ne!(digest(&[]), digest(&[("", b"")]));
+        // Fixed, so that a digest means the same thing across releases of the server.
+        assert_eq!(digest(&[("a", b"1")]), 0x2d31_ddcd_27d7_de34, "{:#x}", digest(&[("a", b"1")]));
+    }
+
+    #[test]
     fn timeout_names_who_never_arrived() {
         let (p, req) = explicit(&["a", "b", "c"]);
         let mut sp = SyncPoint::new("s".into(), p.clone(), req, 0, 1000);
-        sp.arrive(1, &arc("a"), 1, Bytes::new(), &p).unwrap();
+        sp.arrive(1, w("a", 1), Bytes::new(), &p).unwrap();
         assert!(sp.expire(999).is_none());
         let (waiters, result) = sp.expire(1000).unwrap();
         assert_eq!(waiters.len(), 1);
@@ -595,14 +714,14 @@ mod tests {
         assert_eq!(err.missing_agents(), ["b", "c"]);
         assert_eq!(sp.state(), SyncState::TimedOut);
         // A late arrival learns the same failure.
-        assert_eq!(sp.arrive(1500, &arc("b"), 2, Bytes::new(), &p).unwrap(), Arrived::AlreadyFinished(Err(err)));
+        assert_eq!(sp.arrive(1500, w("b", 2), Bytes::new(), &p).unwrap(), Arrived::AlreadyFinished(Reply::Error(err)));
     }
 
     #[test]
     fn lost_participant_fails_the_point_at_once() {
         let (p, req) = explicit(&["a", "b"]);
         let mut sp = SyncPoint::new("s".into(), p.clone(), req, 0, 60_000);
-        sp.arrive(1, &arc("a"), 1, Bytes::new(), &p).unwrap();
+        sp.arrive(1, w("a", 1), Bytes::new(), &p).unwrap();
         assert!(sp.participant_gone(5, "a", "lost its lease").is_none(), "an arrived agent does not fail the point");
         let (_, result) = sp.participant_gone(5, "b", "lost its lease").unwrap();
         let err = result.unwrap_err();
@@ -615,31 +734,31 @@ mod tests {
         let (p, req) = explicit(&["a", "b"]);
         let mut sp = SyncPoint::new("s".into(), p.clone(), req, 0, 1000);
         let other = Participants::Count(2);
-        assert!(matches!(sp.arrive(1, &arc("a"), 1, Bytes::new(), &other), Err(CoreError::SyncMismatch { .. })));
+        assert!(matches!(sp.arrive(1, w("a", 1), Bytes::new(), &other), Err(CoreError::SyncMismatch { .. })));
         // Same set in another order is the same definition.
         let reordered = Participants::Agents(vec!["b".into(), "a".into()]);
-        assert_eq!(sp.arrive(1, &arc("a"), 1, Bytes::new(), &reordered).unwrap(), Arrived::Waiting);
-        assert!(matches!(sp.arrive(1, &arc("z"), 1, Bytes::new(), &p), Err(CoreError::NotAParticipant { .. })));
+        assert_eq!(sp.arrive(1, w("a", 1), Bytes::new(), &reordered).unwrap(), Arrived::Waiting);
+        assert!(matches!(sp.arrive(1, w("z", 1), Bytes::new(), &p), Err(CoreError::NotAParticipant { .. })));
     }
 
     #[test]
     fn count_points_take_any_distinct_agents() {
         let p = Participants::Count(2);
         let mut sp = SyncPoint::new("s".into(), p.clone(), BTreeSet::new(), 0, 1000);
-        assert_eq!(sp.arrive(1, &arc("x"), 1, Bytes::new(), &p).unwrap(), Arrived::Waiting);
+        assert_eq!(sp.arrive(1, w("x", 1), Bytes::new(), &p).unwrap(), Arrived::Waiting);
         assert_eq!(
-            sp.arrive(1, &arc("x"), 2, Bytes::new(), &p).unwrap(),
+            sp.arrive(1, w("x", 2), Bytes::new(), &p).unwrap(),
             Arrived::Waiting,
             "a repeat does not count twice"
         );
-        assert!(matches!(sp.arrive(2, &arc("y"), 3, Bytes::new(), &p).unwrap(), Arrived::Released { .. }));
+        assert!(matches!(sp.arrive(2, w("y", 3), Bytes::new(), &p).unwrap(), Arrived::Released { .. }));
     }
 
     #[test]
     fn force_complete_releases_current_waiters() {
         let (p, req) = explicit(&["a", "b"]);
         let mut sp = SyncPoint::new("s".into(), p.clone(), req, 0, 1000);
-        sp.arrive(1, &arc("a"), 1, Bytes::new(), &p).unwrap();
+        sp.arrive(1, w("a", 1), Bytes::new(), &p).unwrap();
         let (waiters, outcome) = sp.force_complete(2).unwrap();
         assert_eq!(waiters.len(), 1);
         assert!(outcome.forced);
@@ -664,7 +783,7 @@ mod tests {
     fn diagnosis_explains_missing_agents() {
         let (p, req) = explicit(&["a", "b", "c"]);
         let mut sp = SyncPoint::new("s".into(), p.clone(), req, 0, 1000);
-        sp.arrive(1, &arc("a"), 1, Bytes::new(), &p).unwrap();
+        sp.arrive(1, w("a", 1), Bytes::new(), &p).unwrap();
         let d = sp.diagnose(
             800,
             |id| {
@@ -699,14 +818,14 @@ mod tests {
             let mut released: Vec<(Vec<Waiter>, Arc<SyncOutcome>)> = vec![];
             for (t, i) in arrivals.iter().enumerate() {
                 let agent = arc(&format!("a{i}"));
-                match sp.arrive(t as u64, &agent, t as u64 + 1, Bytes::new(), &p) {
+                match sp.arrive(t as u64, Waiter { agent: agent.clone(), request_id: t as u64 + 1, position: 0, summary: false }, Bytes::new(), &p) {
                     Ok(Arrived::Released { waiters, outcome }) => {
                         arrived.insert(agent.clone());
                         prop_assert_eq!(arrived.len(), n, "released before everyone arrived");
                         released.push((waiters, outcome));
                     }
                     Ok(Arrived::Waiting) => { arrived.insert(agent); }
-                    Ok(Arrived::AlreadyFinished(r)) => prop_assert!(r.is_ok()),
+                    Ok(Arrived::AlreadyFinished(r)) => prop_assert!(matches!(r, Reply::Sync(_))),
                     Err(CoreError::NotAParticipant { .. }) => prop_assert!(*i >= n),
                     Err(CoreError::SyncFinished { .. }) => prop_assert!(*i >= n || !released.is_empty()),
                     Err(e) => prop_assert!(false, "unexpected error {e}"),

@@ -83,6 +83,7 @@ fn emergency_stop_pauses_everyone_until_resume_all() {
             participants: agents(&["a", "b"]),
             timeout_ms: 0,
             payload: Default::default(),
+            summary: false,
         },
     );
     assert_eq!(err.code(), ErrorCode::FailedPrecondition);

@@ -13,8 +13,9 @@ use bytes::Bytes;
 use harness::{agent, agents, force, publish, sync_outcome, update, Harness, WatcherView};
 use lockstep_core::outbox::Outbox;
 use lockstep_core::{
-    AdminAction, AdminOutcome, AgentQuery, AgentStatus, Config, CoreError, ErrorCode, Frame, Limits, OverflowPolicy,
-    Participants, RegisterRequest, RegistryEventKind, Reply, Request, SyncState, WatchTarget,
+    AdminAction, AdminOutcome, AgentQuery, AgentStatus, Config, ConnId, CoreError, ErrorCode, Frame, Limits,
+    OverflowPolicy, Participants, RegisterRequest, RegistryEventKind, Reply, Request, SyncOutcome, SyncState,
+    WatchTarget,
 };
 use serde_json::json;
 
@@ -1102,6 +1103,39 @@ mod sync {
     }
 
     #[test]
+    fn waiters_that_ask_for_a_summary_get_their_place_and_the_shared_digest() {
+        let mut h = long_leases();
+        let conns: Vec<ConnId> = ["a", "b", "c"].iter().map(|id| h.join(id, "w", &[])).collect();
+        let arrive = |h: &mut Harness, conn: ConnId, summary: bool| {
+            let sync = Request::Sync {
+                sync_id: "round".into(),
+                participants: Participants::Count(3),
+                timeout_ms: 5_000,
+                payload: Bytes::new(),
+                summary,
+            };
+            h.send(conn, sync)
+        };
+        let ra = arrive(&mut h, conns[0], true);
+        let rb = arrive(&mut h, conns[1], false);
+        let rc = arrive(&mut h, conns[2], true);
+        let full = sync_outcome(&h.reply(conns[1], rb).expect("released"));
+        assert!(matches!(h.reply(conns[1], rb), Some(Reply::Sync(_))), "b asked for the whole outcome");
+        for (conn, request, position) in [(conns[0], ra, 0), (conns[2], rc, 2)] {
+            match h.reply(conn, request) {
+                Some(Reply::SyncSummary { outcome, position: p }) => {
+                    assert_eq!(p, position);
+                    assert!(Arc::ptr_eq(&outcome, &full), "one outcome, answered two ways");
+                }
+                other => panic!("expected a summary, got {other:?}"),
+            }
+        }
+        assert_eq!(full.count(), 3);
+        let order: Vec<(&str, &[u8])> = full.arrival_order.iter().map(|a| (&**a, &b""[..])).collect();
+        assert_eq!(full.digest, SyncOutcome::digest_of(order.into_iter()));
+    }
+
+    #[test]
     fn an_explicit_set_releases_everyone_at_once_with_the_same_outcome() {
         let mut h = long_leases();
         let a = h.join("a", "w", &[]);
@@ -1225,6 +1259,7 @@ mod sync {
                 participants: Participants::Count(2),
                 timeout_ms: u64::MAX,
                 payload: Bytes::new(),
+                summary: false,
             },
         );
         assert_eq!(err.code(), ErrorCode::InvalidArgument, "longer than max_sync_timeout_ms");
@@ -1299,6 +1334,7 @@ mod sync {
                     participants: participants.clone(),
                     timeout_ms: 0,
                     payload: Bytes::new(),
+                    summary: false,
                 },
             );
             assert_eq!(err.code(), ErrorCode::InvalidArgument, "{participants:?}");
@@ -1310,6 +1346,7 @@ mod sync {
                 participants: Participants::Count(1),
                 timeout_ms: 0,
                 payload: Bytes::new(),
+                summary: false,
             },
         );
         assert_eq!(err.code(), ErrorCode::InvalidArgument);
@@ -1346,6 +1383,7 @@ mod sync {
                 participants: agents(&["a", "b"]),
                 timeout_ms: 0,
                 payload: Bytes::new(),
+                summary: false,
             },
         );
         assert_eq!(err.code(), ErrorCode::FailedPrecondition);
@@ -1440,6 +1478,7 @@ mod sync {
                 participants: Participants::Count(2),
                 timeout_ms: 0,
                 payload: Bytes::new(),
+                summary: false,
             },
         );
         assert_eq!(err.code(), ErrorCode::ResourceExhausted);

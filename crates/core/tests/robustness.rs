@@ -69,12 +69,13 @@ fn request() -> impl Strategy<Value = Request> {
         .prop_map(Request::SetStatus),
         target().prop_map(Request::Watch),
         target().prop_map(Request::Unwatch),
-        (name(), participants(), prop_oneof![Just(0u64), 1u64..5_000, Just(u64::MAX)]).prop_map(
-            |(sync_id, participants, timeout_ms)| Request::Sync {
+        (name(), participants(), prop_oneof![Just(0u64), 1u64..5_000, Just(u64::MAX)], any::<bool>()).prop_map(
+            |(sync_id, participants, timeout_ms, summary)| Request::Sync {
                 sync_id,
                 participants,
                 timeout_ms,
-                payload: Bytes::new()
+                payload: Bytes::new(),
+                summary,
             }
         ),
         any::<u64>().prop_map(|up_to| Request::Ack { up_to }),

@@ -1,6 +1,7 @@
 //! Conversions between the wire types (`v1`) and the engine's types, in one place so that the core
 //! never depends on gRPC and the server and clients agree on every mapping.
 
+use bytes::Bytes;
 use lockstep_core as core;
 use lockstep_core::{AgentStatus, CoreError, ErrorCode, Frame, Participants, Reply, WatchTarget};
 
@@ -135,7 +136,13 @@ pub fn session_message(kind: Option<v1::client_message::Kind>) -> Result<Session
                     P::Count(n) => Participants::Count(n),
                     P::Role(r) => Participants::Role(r),
                 };
-            core::Request::Sync { sync_id: s.sync_id, participants, timeout_ms: s.timeout_ms, payload: s.payload }
+            core::Request::Sync {
+                sync_id: s.sync_id,
+                participants,
+                timeout_ms: s.timeout_ms,
+                payload: s.payload,
+                summary: s.summary,
+            }
         }
         Kind::Ack(a) => core::Request::Ack { up_to: a.up_to_seq },
         Kind::Deregister(_) => core::Request::Deregister,
@@ -153,6 +160,19 @@ pub fn session_message(kind: Option<v1::client_message::Kind>) -> Result<Session
     Ok(SessionMessage::Request(request))
 }
 
+/// The fields a summary and a whole outcome share (the whole one leaves `position` at 0: the
+/// receiver finds itself in the arrival order).
+fn sync_summary(o: &core::SyncOutcome, position: u32) -> crate::wire::SyncResult {
+    crate::wire::SyncResult {
+        sync_id: o.sync_id.clone(),
+        forced: o.forced,
+        count: o.count(),
+        digest: o.digest,
+        position,
+        ..Default::default()
+    }
+}
+
 fn reply(request_id: u64, reply: Reply) -> v1::Reply {
     use v1::reply::Outcome;
     let outcome = match reply {
@@ -160,10 +180,18 @@ fn reply(request_id: u64, reply: Reply) -> v1::Reply {
         Reply::StateVersion(version) => Outcome::StateVersion(v1::StateVersion { version }),
         Reply::Sync(o) => {
             let encoded = o.wire.get_or_init(|| {
-                let names: Vec<&str> = o.arrival_order.iter().map(|a| &**a).collect();
-                crate::wire::SyncResult::encode_once(&o.sync_id, &names, &o.payloads, o.forced)
+                crate::wire::SyncResult {
+                    sync_id: o.sync_id.clone(),
+                    arrival_order: o.arrival_order.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect(),
+                    payloads: o.payloads.clone(),
+                    ..sync_summary(&o, 0)
+                }
+                .encode_once()
             });
             Outcome::SyncResult(crate::wire::SyncResult { encoded: Some(encoded.clone()), ..Default::default() })
+        }
+        Reply::SyncSummary { outcome, position } => {
+            Outcome::SyncResult(crate::wire::SyncResult { summary: true, ..sync_summary(&outcome, position) })
         }
         Reply::Error(e) => Outcome::Error(error(&e)),
     };

@@ -73,24 +73,24 @@ impl Message for Deliveries {
 pub struct SyncResult {
     pub encoded: Option<Bytes>,
     pub sync_id: String,
-    /// UTF-8 agent ids, in arrival order.
+    /// UTF-8 agent ids, in arrival order (empty in a summary).
     pub arrival_order: Vec<Bytes>,
     pub payloads: Vec<Bytes>,
     pub forced: bool,
+    /// How many agents arrived.
+    pub count: u32,
+    /// The outcome's digest (see `SyncOutcome::digest_of` in the core).
+    pub digest: u64,
+    /// Only the count, digest and position: `arrival_order` and `payloads` are left out.
+    pub summary: bool,
+    /// The receiving agent's place in the arrival order, from 0 (set in a summary only).
+    pub position: u32,
 }
 
 impl SyncResult {
-    /// The outcome, encoded once from its fields.
-    pub fn encode_once(sync_id: &str, arrival_order: &[&str], payloads: &[Bytes], forced: bool) -> Bytes {
-        let names: Vec<Bytes> = arrival_order.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect();
-        let r = SyncResult {
-            encoded: None,
-            sync_id: sync_id.to_owned(),
-            arrival_order: names,
-            payloads: payloads.to_vec(),
-            forced,
-        };
-        r.encode_to_vec().into()
+    /// This message's encoding, made once to be shared by every reply that carries it.
+    pub fn encode_once(&self) -> Bytes {
+        self.encode_to_vec().into()
     }
 
     /// The arrival order as text (ids that are not UTF-8, which the server never sends, are
@@ -114,6 +114,18 @@ impl Message for SyncResult {
         if self.forced {
             encoding::bool::encode(4, &self.forced, buf);
         }
+        if self.count != 0 {
+            encoding::uint32::encode(5, &self.count, buf);
+        }
+        if self.digest != 0 {
+            encoding::fixed64::encode(6, &self.digest, buf);
+        }
+        if self.summary {
+            encoding::bool::encode(7, &self.summary, buf);
+        }
+        if self.position != 0 {
+            encoding::uint32::encode(8, &self.position, buf);
+        }
     }
 
     fn merge_field(
@@ -128,6 +140,10 @@ impl Message for SyncResult {
             2 => encoding::bytes::merge_repeated(wire_type, &mut self.arrival_order, buf, ctx),
             3 => encoding::bytes::merge_repeated(wire_type, &mut self.payloads, buf, ctx),
             4 => encoding::bool::merge(wire_type, &mut self.forced, buf, ctx),
+            5 => encoding::uint32::merge(wire_type, &mut self.count, buf, ctx),
+            6 => encoding::fixed64::merge(wire_type, &mut self.digest, buf, ctx),
+            7 => encoding::bool::merge(wire_type, &mut self.summary, buf, ctx),
+            8 => encoding::uint32::merge(wire_type, &mut self.position, buf, ctx),
             _ => encoding::skip_field(wire_type, tag, buf, ctx),
         }
     }
@@ -138,9 +154,17 @@ impl Message for SyncResult {
         }
         let id = if self.sync_id.is_empty() { 0 } else { encoding::string::encoded_len(1, &self.sync_id) };
         let forced = if self.forced { encoding::bool::encoded_len(4, &self.forced) } else { 0 };
+        let count = if self.count != 0 { encoding::uint32::encoded_len(5, &self.count) } else { 0 };
+        let digest = if self.digest != 0 { encoding::fixed64::encoded_len(6, &self.digest) } else { 0 };
+        let summary = if self.summary { encoding::bool::encoded_len(7, &self.summary) } else { 0 };
+        let position = if self.position != 0 { encoding::uint32::encoded_len(8, &self.position) } else { 0 };
         id + encoding::bytes::encoded_len_repeated(2, &self.arrival_order)
             + encoding::bytes::encoded_len_repeated(3, &self.payloads)
             + forced
+            + count
+            + digest
+            + summary
+            + position
     }
 
     fn clear(&mut self) {
@@ -195,22 +219,56 @@ mod tests {
         payloads: Vec<Vec<u8>>,
         #[prost(bool, tag = "4")]
         forced: bool,
+        #[prost(uint32, tag = "5")]
+        count: u32,
+        #[prost(fixed64, tag = "6")]
+        digest: u64,
+        #[prost(bool, tag = "7")]
+        summary: bool,
+        #[prost(uint32, tag = "8")]
+        position: u32,
     }
 
     #[test]
     fn sync_result_matches_the_proto_definition_on_the_wire() {
         let payloads = vec![Bytes::from_static(b"x"), Bytes::new()];
-        let encoded = SyncResult::encode_once("round-1", &["a", "b"], &payloads, true);
+        let full = SyncResult {
+            sync_id: "round-1".into(),
+            arrival_order: vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")],
+            payloads: payloads.clone(),
+            forced: true,
+            count: 2,
+            digest: u64::MAX - 1,
+            ..Default::default()
+        };
+        let encoded = full.encode_once();
         let standard = ProtoSyncResult::decode(encoded.clone()).unwrap();
         assert_eq!(standard.sync_id, "round-1");
         assert_eq!(standard.arrival_order, vec!["a", "b"]);
         assert_eq!(standard.payloads, vec![b"x".to_vec(), vec![]]);
         assert!(standard.forced);
+        assert_eq!((standard.count, standard.digest, standard.summary, standard.position), (2, u64::MAX - 1, false, 0));
         let shared = SyncResult { encoded: Some(encoded.clone()), ..Default::default() };
         assert_eq!(shared.encode_to_vec(), encoded.to_vec(), "the cached encoding is sent as is");
         let ours = SyncResult::decode(encoded).unwrap();
         assert_eq!(ours.arrival_order_strings(), vec!["a", "b"]);
         assert_eq!(ours.payloads, payloads);
         assert_eq!(ours.encoded_len(), standard.encoded_len());
+        assert_eq!(SyncResult { encoded: None, ..ours }, full);
+
+        let summary = SyncResult {
+            sync_id: "r".into(),
+            count: 1000,
+            digest: 7,
+            summary: true,
+            position: 999,
+            ..Default::default()
+        };
+        let bytes = summary.encode_to_vec();
+        assert_eq!(bytes.len(), summary.encoded_len());
+        let standard = ProtoSyncResult::decode(&bytes[..]).unwrap();
+        assert_eq!((standard.count, standard.digest, standard.summary, standard.position), (1000, 7, true, 999));
+        assert!(standard.arrival_order.is_empty());
+        assert_eq!(SyncResult::decode(&bytes[..]).unwrap(), summary);
     }
 }

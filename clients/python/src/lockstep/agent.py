@@ -1061,6 +1061,7 @@ class Agent:
         role: Optional[str] = None,
         timeout: Optional[float] = _DEFAULT,
         payload: Any = b"",
+        summary: bool = False,
     ) -> SyncResult:
         """Wait at barrier ``sync_id`` until its participants have all arrived.
 
@@ -1076,6 +1077,9 @@ class Agent:
         Args:
             timeout: seconds to wait; ``None`` for the server's default (the client's
                 ``sync_timeout`` when not given).
+            summary: be released with a summary (``count``, ``digest`` and this agent's
+                ``position``) instead of every arrival and payload; a release of N such waiters
+                costs the server O(N) bytes instead of O(N²).
 
         Raises:
             SyncTimeout: the deadline passed; ``.missing`` names who never arrived.
@@ -1085,7 +1089,7 @@ class Agent:
         """
         if timeout is _DEFAULT:
             timeout = self._client.sync_timeout
-        arrive = pb.SyncArrive(sync_id=sync_id, timeout_ms=timeout_ms(timeout))
+        arrive = pb.SyncArrive(sync_id=sync_id, timeout_ms=timeout_ms(timeout), summary=summary)
         data, _ = encode_payload(payload)
         arrive.payload = data
         if role is not None:
@@ -1118,7 +1122,7 @@ class Agent:
         self._raise_if_error(reply, sync=True)
         if reply.WhichOneof("outcome") != "sync_result":
             raise LockstepError(f"unexpected answer to sync: {reply.WhichOneof('outcome')}")
-        return SyncResult.from_proto(reply.sync_result)
+        return SyncResult.from_proto(reply.sync_result, self.agent_id)
 
     async def sync_with_agents(
         self,

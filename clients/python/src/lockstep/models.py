@@ -393,20 +393,35 @@ class SyncResult:
 
     ``payloads[i]`` is what ``arrival_order[i]`` sent. The object is truthy, so code written for
     ``success = await agent.sync_with_agents(...)`` keeps working.
+
+    An arrival made with ``summary=True`` gets only ``count``, ``digest`` and its own ``position``
+    (``summary`` is true and ``arrival_order`` and ``payloads`` are empty). ``digest`` is the same
+    for every participant of the point, however it was answered. ``position`` differs from one
+    participant to the next and is left out of equality: every participant's result compares equal.
     """
 
     sync_id: str
     arrival_order: Tuple[str, ...]
     payloads: Tuple[bytes, ...]
     forced: bool = False
+    count: int = 0
+    digest: int = 0
+    summary: bool = False
+    position: int = field(default=0, compare=False)
 
     @classmethod
-    def from_proto(cls, msg: pb.SyncResult) -> "SyncResult":
+    def from_proto(cls, msg: pb.SyncResult, agent_id: str = "") -> "SyncResult":
+        order = tuple(msg.arrival_order)
+        position = msg.position if msg.summary or agent_id not in order else order.index(agent_id)
         return cls(
             sync_id=msg.sync_id,
-            arrival_order=tuple(msg.arrival_order),
+            arrival_order=order,
             payloads=tuple(bytes(p) for p in msg.payloads),
             forced=msg.forced,
+            count=msg.count,
+            digest=msg.digest,
+            summary=msg.summary,
+            position=position,
         )
 
     @property

@@ -200,6 +200,7 @@ impl Harness {
                 participants,
                 timeout_ms,
                 payload: Bytes::from(payload.to_owned()),
+                summary: false,
             },
         )
     }
@@ -542,7 +543,7 @@ impl WatcherView {
 /// The outcome all waiters of a released sync point share, from a reply.
 pub fn sync_outcome(reply: &Reply) -> Arc<lockstep_core::SyncOutcome> {
     match reply {
-        Reply::Sync(outcome) => outcome.clone(),
+        Reply::Sync(outcome) | Reply::SyncSummary { outcome, .. } => outcome.clone(),
         other => panic!("expected a sync release, got {other:?}"),
     }
 }

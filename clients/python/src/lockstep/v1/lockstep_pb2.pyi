@@ -148,20 +148,22 @@ class UnwatchState(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., role: _Optional[str] = ..., all: bool = ...) -> None: ...
 
 class SyncArrive(_message.Message):
-    __slots__ = ("sync_id", "agents", "count", "role", "timeout_ms", "payload")
+    __slots__ = ("sync_id", "agents", "count", "role", "timeout_ms", "payload", "summary")
     SYNC_ID_FIELD_NUMBER: _ClassVar[int]
     AGENTS_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
     sync_id: str
     agents: AgentIds
     count: int
     role: str
     timeout_ms: int
     payload: bytes
-    def __init__(self, sync_id: _Optional[str] = ..., agents: _Optional[_Union[AgentIds, _Mapping]] = ..., count: _Optional[int] = ..., role: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., payload: _Optional[bytes] = ...) -> None: ...
+    summary: bool
+    def __init__(self, sync_id: _Optional[str] = ..., agents: _Optional[_Union[AgentIds, _Mapping]] = ..., count: _Optional[int] = ..., role: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., payload: _Optional[bytes] = ..., summary: bool = ...) -> None: ...
 
 class AgentIds(_message.Message):
     __slots__ = ("ids",)
@@ -296,16 +298,24 @@ class StateVersion(_message.Message):
     def __init__(self, version: _Optional[int] = ...) -> None: ...
 
 class SyncResult(_message.Message):
-    __slots__ = ("sync_id", "arrival_order", "payloads", "forced")
+    __slots__ = ("sync_id", "arrival_order", "payloads", "forced", "count", "digest", "summary", "position")
     SYNC_ID_FIELD_NUMBER: _ClassVar[int]
     ARRIVAL_ORDER_FIELD_NUMBER: _ClassVar[int]
     PAYLOADS_FIELD_NUMBER: _ClassVar[int]
     FORCED_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
     sync_id: str
     arrival_order: _containers.RepeatedScalarFieldContainer[str]
     payloads: _containers.RepeatedScalarFieldContainer[bytes]
     forced: bool
-    def __init__(self, sync_id: _Optional[str] = ..., arrival_order: _Optional[_Iterable[str]] = ..., payloads: _Optional[_Iterable[bytes]] = ..., forced: bool = ...) -> None: ...
+    count: int
+    digest: int
+    summary: bool
+    position: int
+    def __init__(self, sync_id: _Optional[str] = ..., arrival_order: _Optional[_Iterable[str]] = ..., payloads: _Optional[_Iterable[bytes]] = ..., forced: bool = ..., count: _Optional[int] = ..., digest: _Optional[int] = ..., summary: bool = ..., position: _Optional[int] = ...) -> None: ...
 
 class Deliveries(_message.Message):
     __slots__ = ("first_seq", "missed_before", "items")
