@@ -11,6 +11,9 @@
 //! * round trips one at a time: an agent's publish with confirmation, and an operator's command to
 //!   an agent that answers at once;
 //! * state: wire bytes of deltas versus broadcasting the full state;
+//! * a backup of a 300 MB database under load: state update acknowledgements and barrier
+//!   releases of 100 agents while the copy runs (a server with a data directory in its own
+//!   process; not with `--quick`);
 //! * durable state updates: acknowledged state updates per second of 100 writers on servers without
 //!   a store and with a data dir (SQLite, `synchronous=NORMAL` and `FULL`), each started fresh in
 //!   this process.
@@ -45,7 +48,7 @@ pub struct BenchArgs {
     #[arg(long)]
     quick: bool,
     /// Only scenarios whose name contains this (fanout, rate, routing, barrier, publish-confirm,
-    /// command, delta, durable).
+    /// command, delta, backup, durable).
     #[arg(long)]
     only: Option<String>,
     /// Agent counts to run (default 10,100,1000; with --quick 10,100).
@@ -694,6 +697,165 @@ async fn durable_state_updates(n: usize, seconds: u64) -> anyhow::Result<(Vec<Ro
     Ok((rows, extra))
 }
 
+/// The backup scenario: agents in an archive namespace, lost long ago, each keeping a large state
+/// (about 300 MB in all, so that a copy, check and sync outlast a lease), written with the store's
+/// API before the server starts, which is much faster than sending it through the server.
+const BACKUP_ARCHIVE_AGENTS: usize = 300;
+const BACKUP_ARCHIVE_STATE_BYTES: usize = 1_000_000;
+/// Live agents of the backup scenario, and the pause between two of an agent's rounds.
+const BACKUP_AGENTS: usize = 100;
+const BACKUP_ROUND_PAUSE: Duration = Duration::from_millis(500);
+/// Leases of the backup scenario (interval × intervals = 600 ms), short enough that the copy
+/// outlasts a lease several times over.
+const BACKUP_HEARTBEAT: Duration = Duration::from_millis(200);
+const BACKUP_LEASE_INTERVALS: u32 = 3;
+/// How long the agents run before the backup starts.
+const BACKUP_SETTLE: Duration = Duration::from_millis(1500);
+
+/// Writes the archive of the backup scenario into a new data directory.
+fn write_backup_archive(dir: &std::path::Path) -> anyhow::Result<()> {
+    use lockstep_store::{AgentRecord, Change, Durability, Store};
+    let mut store = Store::open(dir, Durability::Normal)?;
+    let blob = "x".repeat(BACKUP_ARCHIVE_STATE_BYTES - 32);
+    for batch in (0..BACKUP_ARCHIVE_AGENTS).collect::<Vec<_>>().chunks(20) {
+        let record = |i: &usize| {
+            Change::UpsertAgent(AgentRecord {
+                namespace: "archive".into(),
+                agent_id: format!("archive-{i}"),
+                role: "archived".into(),
+                status: "lost".into(),
+                resume_token: format!("token-{i}"),
+                state_json: format!(r#"{{"n":{i},"blob":"{blob}"}}"#),
+                state_version: 1,
+                ..Default::default()
+            })
+        };
+        store.apply(&batch.iter().map(record).collect::<Vec<_>>())?;
+    }
+    store.close()?;
+    Ok(())
+}
+
+/// One round of a backup-scenario agent: its state update (sent, acknowledged) and its barrier
+/// (arrival sent, release received).
+struct BackupRound {
+    round: u64,
+    update: (Instant, Instant),
+    sync: (Instant, Instant),
+}
+
+/// Heartbeat acknowledgements and barrier releases while `Admin.Backup` copies a large database:
+/// a server in its own process with leases of 600 ms, [`BACKUP_AGENTS`] agents each running
+/// rounds of a small state update and a barrier of all of them (spread over
+/// [`BACKUP_ROUND_PAUSE`]), and a backup in the middle. Two rows: the state updates' round trips
+/// and the barriers' releases (from the round's last arrival) that overlapped the copy.
+async fn backup_under_load() -> anyhow::Result<Vec<Row>> {
+    let data = DataDir::new("backup")?;
+    let written = Instant::now();
+    write_backup_archive(&data.0)?;
+    let db_bytes = std::fs::metadata(data.0.join(lockstep_store::DB_FILE_NAME))?.len();
+    eprintln!("backup-under-load: {} MB archive written in {:.1?}", db_bytes / 1_000_000, written.elapsed());
+    let dir = data.0.to_str().context("a UTF-8 path")?;
+    let lease = BACKUP_HEARTBEAT * BACKUP_LEASE_INTERVALS;
+    let heartbeat = BACKUP_HEARTBEAT.as_millis().to_string();
+    let intervals = BACKUP_LEASE_INTERVALS.to_string();
+    let settings = ["--data-dir", dir, "--heartbeat-interval-ms", &heartbeat, "--lease-intervals", &intervals];
+    let (server, addr) = UnderTest::spawn(&settings).await?;
+    let client = Client::connect(&addr).await?.with_namespace("bench-backup");
+    let agents = register_all(&client, BACKUP_AGENTS, false, |j| AgentOptions::new(format!("w-{j}"), "worker")).await?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::with_capacity(BACKUP_AGENTS);
+    for (j, agent) in agents.into_iter().enumerate() {
+        let (stop, offset) = (stop.clone(), BACKUP_ROUND_PAUSE * j as u32 / BACKUP_AGENTS as u32);
+        tasks.push(tokio::spawn(async move {
+            let mut rounds = Vec::new();
+            for round in 0.. {
+                tokio::time::sleep(offset).await;
+                let sent = Instant::now();
+                agent.update_state(&json!({ "round": round })).await?;
+                let update = (sent, Instant::now());
+                // Agent 0 ends the run: every agent stops after the round whose barrier it closes.
+                let last = j == 0 && stop.load(Ordering::SeqCst);
+                let arrived = Instant::now();
+                let everyone = Participants::Count(BACKUP_AGENTS as u32);
+                let released = agent
+                    .sync(
+                        &format!("round-{round}"),
+                        everyone,
+                        Duration::from_secs(60),
+                        Bytes::from(vec![u8::from(last)]),
+                    )
+                    .await?;
+                rounds.push(BackupRound { round, update, sync: (arrived, Instant::now()) });
+                if released.payloads.iter().any(|p| p[..] == [1]) {
+                    break;
+                }
+                tokio::time::sleep(BACKUP_ROUND_PAUSE - offset).await;
+            }
+            drop(agent);
+            anyhow::Ok(rounds)
+        }));
+    }
+    tokio::time::sleep(BACKUP_SETTLE).await;
+    let admin = client.admin(None, Some("bench"))?;
+    let from = Instant::now();
+    let bytes = admin.backup(data.0.join("copy.db").to_str().context("a UTF-8 path")?).await?;
+    let to = Instant::now();
+    tokio::time::sleep(BACKUP_SETTLE).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut rounds = Vec::new();
+    for t in tasks {
+        rounds.extend(t.await??);
+    }
+    server.stop().await?;
+    let mut last_arrival = std::collections::HashMap::new();
+    for r in &rounds {
+        let at = last_arrival.entry(r.round).or_insert(r.sync.0);
+        *at = (*at).max(r.sync.0);
+    }
+    let overlapping = |spans: Vec<(Instant, Instant)>| -> anyhow::Result<(Histogram<u64>, u64)> {
+        let mut h = hist();
+        let mut inside = 0;
+        for (start, end) in spans.into_iter().filter(|&(start, end)| start <= to && end >= from) {
+            h.record((end - start).as_micros().max(1) as u64)?;
+            inside += u64::from((from..=to).contains(&end));
+        }
+        Ok((h, inside))
+    };
+    let took = to - from;
+    let mut rows = Vec::new();
+    for (scenario, spans, what) in [
+        ("backup-state-acks", rounds.iter().map(|r| r.update).collect::<Vec<_>>(), "state update → acknowledgement"),
+        (
+            "backup-sync-releases",
+            rounds.iter().map(|r| (last_arrival[&r.round], r.sync.1)).collect(),
+            "last arrival → release",
+        ),
+    ] {
+        let (h, inside) = overlapping(spans)?;
+        rows.push(Row {
+            scenario: scenario.into(),
+            n: BACKUP_AGENTS,
+            rate: h.len() as f64 / took.as_secs_f64().max(1e-9),
+            offered_rate: None,
+            p50_us: h.value_at_quantile(0.5),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            lost: 0,
+            count: h.len(),
+            note: format!(
+                "{what}, the {} round trips that overlapped a backup of {} MB taking {:.1?} ({inside} ended inside \
+                 it; lease {lease:?})",
+                h.len(),
+                bytes / 1_000_000,
+                took
+            ),
+        });
+        eprintln!("{:?}", rows.last().expect("pushed"));
+    }
+    Ok(rows)
+}
+
 /// The server under test: a separate `lockstep serve` process (the default, so the server's tasks
 /// do not queue behind the benchmark's clients), or one inside this process.
 enum UnderTest {
@@ -712,9 +874,15 @@ impl UnderTest {
             let addr = server.local_addr().to_string();
             return Ok((UnderTest::InProcess(server), addr));
         }
+        UnderTest::spawn(&["--in-memory"]).await
+    }
+
+    /// `lockstep serve --listen 127.0.0.1:0` with `args`, in its own process.
+    async fn spawn(args: &[&str]) -> anyhow::Result<(UnderTest, String)> {
         use std::io::BufRead;
         let mut child = std::process::Command::new(std::env::current_exe()?)
-            .args(["serve", "--listen", "127.0.0.1:0", "--in-memory"])
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
             .env("LOCKSTEP_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -822,6 +990,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let (row, v) = delta_bytes(&addr, if args.quick { 50 } else { 1000 }).await?;
         rows.push(row);
         extra.insert("delta".into(), v);
+    }
+    // A server of its own with a data directory of about 300 MB: not with --quick (a smoke test)
+    // nor against a server started elsewhere.
+    if wanted("backup") && !args.quick && args.addr.is_none() {
+        rows.extend(backup_under_load().await?);
     }
     if wanted("durable-state-updates") {
         const WRITERS: usize = 100;
