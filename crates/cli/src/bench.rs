@@ -712,30 +712,6 @@ const BACKUP_LEASE_INTERVALS: u32 = 3;
 /// How long the agents run before the backup starts.
 const BACKUP_SETTLE: Duration = Duration::from_millis(1500);
 
-/// Writes the archive of the backup scenario into a new data directory.
-fn write_backup_archive(dir: &std::path::Path) -> anyhow::Result<()> {
-    use lockstep_store::{AgentRecord, Change, Durability, Store};
-    let mut store = Store::open(dir, Durability::Normal)?;
-    let blob = "x".repeat(BACKUP_ARCHIVE_STATE_BYTES - 32);
-    for batch in (0..BACKUP_ARCHIVE_AGENTS).collect::<Vec<_>>().chunks(20) {
-        let record = |i: &usize| {
-            Change::UpsertAgent(AgentRecord {
-                namespace: "archive".into(),
-                agent_id: format!("archive-{i}"),
-                role: "archived".into(),
-                status: "lost".into(),
-                resume_token: format!("token-{i}"),
-                state_json: format!(r#"{{"n":{i},"blob":"{blob}"}}"#),
-                state_version: 1,
-                ..Default::default()
-            })
-        };
-        store.apply(&batch.iter().map(record).collect::<Vec<_>>())?;
-    }
-    store.close()?;
-    Ok(())
-}
-
 /// One round of a backup-scenario agent: its state update (sent, acknowledged) and its barrier
 /// (arrival sent, release received).
 struct BackupRound {
@@ -752,7 +728,7 @@ struct BackupRound {
 async fn backup_under_load() -> anyhow::Result<Vec<Row>> {
     let data = DataDir::new("backup")?;
     let written = Instant::now();
-    write_backup_archive(&data.0)?;
+    lockstep_store::archive::write_archive(&data.0, BACKUP_ARCHIVE_AGENTS, BACKUP_ARCHIVE_STATE_BYTES)?;
     let db_bytes = std::fs::metadata(data.0.join(lockstep_store::DB_FILE_NAME))?.len();
     eprintln!("backup-under-load: {} MB archive written in {:.1?}", db_bytes / 1_000_000, written.elapsed());
     let dir = data.0.to_str().context("a UTF-8 path")?;

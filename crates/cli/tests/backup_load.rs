@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use lockstep_client::{proto as v1, Agent, AgentFilter, Client, Participants};
-use lockstep_store::{AgentRecord, Change, Durability, Store, DB_FILE_NAME};
+use lockstep_store::DB_FILE_NAME;
 use serde_json::json;
 use support::{opts, ScratchDir, Server};
 use tonic::Code;
@@ -29,8 +29,6 @@ use tonic::Code;
 /// enough for a copy, check and sync to outlast a lease by far.
 const ARCHIVE_AGENTS: usize = 300;
 const ARCHIVE_STATE_BYTES: usize = 1_000_000;
-/// Archive agents written per commit while building the database.
-const ARCHIVE_BATCH: usize = 20;
 
 /// Live agents, and the server's lease settings (lease = interval × intervals).
 const AGENTS: usize = 100;
@@ -58,31 +56,6 @@ struct Round {
     /// The barrier: arrival sent, release received.
     sync: (Instant, Instant),
     round: u64,
-}
-
-/// Writes the archive into `dir/lockstep.db`.
-fn write_archive(dir: &std::path::Path) {
-    let mut store = Store::open(dir, Durability::Normal).expect("opens the new data directory");
-    let blob = "x".repeat(ARCHIVE_STATE_BYTES - 32);
-    for batch in (0..ARCHIVE_AGENTS).collect::<Vec<_>>().chunks(ARCHIVE_BATCH) {
-        let changes: Vec<Change> = batch
-            .iter()
-            .map(|i| {
-                Change::UpsertAgent(AgentRecord {
-                    namespace: "archive".into(),
-                    agent_id: format!("archive-{i}"),
-                    role: "archived".into(),
-                    status: "lost".into(),
-                    resume_token: format!("token-{i}"),
-                    state_json: format!(r#"{{"n":{i},"blob":"{blob}"}}"#),
-                    state_version: 1,
-                    ..Default::default()
-                })
-            })
-            .collect();
-        store.apply(&changes).expect("stores a batch of the archive");
-    }
-    store.close().expect("closes the archive");
 }
 
 /// Runs rounds until some agent brings [`LAST_ROUND`] to a barrier; agent 0 does so once `stop`
@@ -155,7 +128,8 @@ impl Window {
 async fn a_backup_of_a_large_database_does_not_hold_up_the_agents() {
     let data = ScratchDir::new("backup-load");
     let generated = Instant::now();
-    write_archive(data.path());
+    lockstep_store::archive::write_archive(data.path(), ARCHIVE_AGENTS, ARCHIVE_STATE_BYTES)
+        .expect("writes the archive");
     let db_bytes = std::fs::metadata(data.join(DB_FILE_NAME)).unwrap().len();
     eprintln!("database: {} MB written in {:?}", db_bytes / 1_000_000, generated.elapsed());
 

@@ -42,6 +42,7 @@
 //! configuration), `apply` (batched writes), `load` (reading back), `backup`, [`error`].
 
 mod apply;
+pub mod archive;
 mod backup;
 mod checkpoint;
 pub mod error;
