@@ -11,6 +11,8 @@
 //! * round trips one at a time: an agent's publish with confirmation, and an operator's command to
 //!   an agent that answers at once;
 //! * state: wire bytes of deltas versus broadcasting the full state;
+//! * idle agents: a fresh server's resident memory per agent and CPU with 100, 1,000 and 10,000
+//!   connected agents doing nothing but heartbeats (a server in its own process);
 //! * a backup of a 300 MB database under load: state update acknowledgements and barrier
 //!   releases of 100 agents while the copy runs (a server with a data directory in its own
 //!   process; not with `--quick`);
@@ -32,7 +34,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
 use hdrhistogram::Histogram;
-use lockstep_client::{proto as v1, Agent, AgentOptions, Client, Participants};
+use lockstep_client::{proto as v1, Agent, AgentFilter, AgentOptions, Client, Participants};
 use prost::Message as _;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -48,7 +50,7 @@ pub struct BenchArgs {
     #[arg(long)]
     quick: bool,
     /// Only scenarios whose name contains this (fanout, rate, routing, barrier, publish-confirm,
-    /// command, delta, backup, durable).
+    /// command, delta, idle, backup, durable).
     #[arg(long)]
     only: Option<String>,
     /// Agent counts to run (default 10,100,1000; with --quick 10,100).
@@ -832,6 +834,87 @@ async fn backup_under_load() -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// Agents of the idle scenario that share one connection, as co-located agents of one process
+/// would (`Client::register_shared`).
+const IDLE_AGENTS_PER_CONNECTION: usize = 100;
+
+/// What the kernel says of a process: resident memory (bytes) and CPU time used so far.
+fn process_usage(pid: u32) -> anyhow::Result<(u64, Duration)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS in /proc/PID/status")?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at the state, field 3; utime and
+    // stime are fields 14 and 15, in USER_HZ ticks (100 per second on Linux).
+    let fields: Vec<&str> = stat.rsplit_once(')').context("unexpected /proc/PID/stat")?.1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok((rss_kb * 1024, Duration::from_millis(ticks * 10)))
+}
+
+/// `n` agents registered and then idle (only their heartbeats) on a fresh server in its own process
+/// with the default settings: the server's resident memory per agent (against the same server
+/// before any agent) and its CPU over `seconds` of idleness. Agents share connections by
+/// [`IDLE_AGENTS_PER_CONNECTION`]. The row's rate is the server's CPU in percent of one core.
+async fn idle_agents(n: usize, seconds: u64) -> anyhow::Result<(Row, Value)> {
+    let (server, addr) = UnderTest::spawn(&["--in-memory"]).await?;
+    let UnderTest::Process(child) = &server else { unreachable!("spawned") };
+    let pid = child.id();
+    // Settled: the server is listening and has answered one call.
+    let probe = Client::connect(&addr).await?.with_namespace("bench-idle");
+    probe.list_agents(AgentFilter::default()).await?;
+    let (rss_before, _) = process_usage(pid)?;
+    let mut agents = Vec::with_capacity(n);
+    for group in 0..n.div_ceil(IDLE_AGENTS_PER_CONNECTION) {
+        let client = Client::connect(&addr).await?.with_namespace("bench-idle");
+        let size = IDLE_AGENTS_PER_CONNECTION.min(n - group * IDLE_AGENTS_PER_CONNECTION);
+        let first = group * IDLE_AGENTS_PER_CONNECTION;
+        agents.extend(
+            register_all(&client, size, true, |j| AgentOptions::new(format!("idle-{}", first + j), "idle")).await?,
+        );
+    }
+    let heartbeat = agents.first().map(|a| a.heartbeat_interval()).unwrap_or_default();
+    // Let the registrations' work pass before measuring idleness.
+    tokio::time::sleep(heartbeat * 2).await;
+    let (_, cpu_start) = process_usage(pid)?;
+    let idle_from = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let (rss_after, cpu_end) = process_usage(pid)?;
+    let wall = idle_from.elapsed();
+    let live = probe.list_agents(AgentFilter::default()).await?.len();
+    let ended = agents.iter().filter(|a| a.ended().is_some()).count();
+    drop(agents);
+    server.stop().await?;
+    anyhow::ensure!(live >= n && ended == 0, "{live} agents listed of {n}, {ended} sessions ended while idle");
+    let cpu_percent = (cpu_end - cpu_start).as_secs_f64() / wall.as_secs_f64() * 100.0;
+    let per_agent = rss_after.saturating_sub(rss_before) / n.max(1) as u64;
+    let row = Row {
+        scenario: "idle-agents".into(),
+        n,
+        rate: cpu_percent,
+        offered_rate: None,
+        p50_us: 0,
+        p99_us: 0,
+        p999_us: 0,
+        lost: 0,
+        count: n as u64,
+        note: format!(
+            "rate = server CPU, % of one core, over {:.1?} idle (heartbeat {heartbeat:?}); server RSS {} MiB \
+             ({} MiB before any agent), {:.1} KiB per agent; {} agents per connection",
+            wall,
+            rss_after >> 20,
+            rss_before >> 20,
+            per_agent as f64 / 1024.0,
+            IDLE_AGENTS_PER_CONNECTION
+        ),
+    };
+    let extra = json!({"n": n, "rss_bytes": rss_after, "rss_before_bytes": rss_before, "rss_per_agent_bytes": per_agent,
+        "cpu_percent_of_one_core": cpu_percent, "idle_seconds": wall.as_secs_f64(), "heartbeat_ms": heartbeat.as_millis() as u64});
+    Ok((row, extra))
+}
+
 /// The server under test: a separate `lockstep serve` process (the default, so the server's tasks
 /// do not queue behind the benchmark's clients), or one inside this process.
 enum UnderTest {
@@ -966,6 +1049,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let (row, v) = delta_bytes(&addr, if args.quick { 50 } else { 1000 }).await?;
         rows.push(row);
         extra.insert("delta".into(), v);
+    }
+    // Fresh servers of their own, measured from outside by the kernel's figures.
+    if wanted("idle") && args.addr.is_none() && !args.in_process {
+        let idle_sizes: &[usize] = if args.quick { &[100] } else { &[100, 1000, 10_000] };
+        let mut each = Vec::new();
+        for &n in idle_sizes {
+            let (row, v) = idle_agents(n, seconds).await?;
+            eprintln!("{row:?}");
+            rows.push(row);
+            each.push(v);
+        }
+        extra.insert("idle".into(), Value::Array(each));
     }
     // A server of its own with a data directory of about 300 MB: not with --quick (a smoke test)
     // nor against a server started elsewhere.

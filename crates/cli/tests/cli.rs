@@ -111,3 +111,26 @@ fn the_round_trip_benchmarks_time_real_round_trips() {
         std::fs::remove_file(&file).unwrap();
     }
 }
+
+#[test]
+fn the_idle_benchmark_reports_the_servers_memory_and_cpu() {
+    let file = std::env::temp_dir().join(format!("lockstep-bench-idle-{}.json", std::process::id()));
+    let (ok, _, err) = lockstep(&["bench", "--quick", "--only", "idle", "--json", file.to_str().unwrap()]);
+    assert!(ok, "bench --only idle failed: {err}");
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let rows = doc["rows"].as_array().unwrap();
+    let scenarios: Vec<&str> = rows.iter().map(|r| r["scenario"].as_str().unwrap()).collect();
+    assert_eq!(scenarios, ["idle-agents"]);
+    let idle = &doc["extra"]["idle"][0];
+    assert_eq!(idle["n"], 100);
+    // A hundred sessions take memory: the server grew, and by less than a MiB per agent.
+    let (before, after) = (idle["rss_before_bytes"].as_u64().unwrap(), idle["rss_bytes"].as_u64().unwrap());
+    assert!(before > 0 && after > before, "{idle}");
+    let per_agent = idle["rss_per_agent_bytes"].as_u64().unwrap();
+    assert!(per_agent > 0 && per_agent < 1 << 20, "{idle}");
+    // CPU time over wall time: no process uses more than all the machine's cores.
+    let cores = doc["machine"]["cores"].as_f64().unwrap();
+    let cpu = idle["cpu_percent_of_one_core"].as_f64().unwrap();
+    assert!((0.0..=100.0 * cores).contains(&cpu), "{idle}");
+    std::fs::remove_file(&file).unwrap();
+}
