@@ -59,7 +59,23 @@ async fn a_thousand_subscribers_at_saturation_lose_no_session_and_every_drop_is_
         .filter(|&(_, n)| n != MESSAGES)
         .take(10)
         .collect();
-    assert!(all_accounted, "subscribers short of {MESSAGES} received + missed (first ten): {short:?}");
+    if !all_accounted {
+        let agents = client.list_agents(AgentFilter::default()).await.unwrap();
+        let statuses: Vec<(String, i32)> = agents
+            .iter()
+            .filter(|a| a.status != v1::AgentStatus::Active as i32)
+            .map(|a| (a.agent_id.clone(), a.status))
+            .take(10)
+            .collect();
+        let confirmed =
+            tokio::time::timeout(Duration::from_secs(10), publisher.publish_confirmed("feed", b"probe".to_vec())).await;
+        let status = client.admin(None, None).unwrap().status().await;
+        panic!(
+            "subscribers short of {MESSAGES} received + missed (first ten): {short:?}; publisher ended: {:?}; \
+             agents not active (first ten): {statuses:?}; a confirmed publish now: {confirmed:?}; status: {status:?}",
+            publisher.ended()
+        );
+    }
     assert!(missed_total.load(Ordering::Relaxed) > 0, "the slow subscribers overflowed their queues (by policy)");
 
     // No session ended: every subscriber is still live, and nobody was declared lost.
