@@ -18,7 +18,7 @@
 //! * **Late answers.** An answer for a token nobody waits on any more (answered, timed out) is
 //!   refused with [`CoreError::UnknownRequest`]; the responder's session goes on.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::config::Limits;
@@ -43,14 +43,35 @@ pub struct PendingRequest {
     pub orphaned: bool,
 }
 
-/// Every request waiting for an answer, with the counts its limits need.
+/// An agent: (namespace, id).
+type AgentKey = (Arc<str>, Arc<str>);
+
+/// Every request waiting for an answer, indexed by requester and by responder so that an agent's
+/// departure costs what it holds, not what everyone holds.
 #[derive(Debug, Default)]
 pub struct Requests {
     last_token: Token,
     /// By token: token order is arrival order, which keeps every scan deterministic.
     pending: BTreeMap<Token, PendingRequest>,
-    /// How many requests each requester (namespace, agent) has waiting.
-    by_requester: HashMap<(Arc<str>, Arc<str>), usize>,
+    /// The requests each requester has waiting (their number is what its limit counts).
+    by_requester: HashMap<AgentKey, BTreeSet<Token>>,
+    /// The requests each responder holds.
+    by_responder: HashMap<AgentKey, BTreeSet<Token>>,
+}
+
+/// Files `token` under `key`.
+fn index(map: &mut HashMap<AgentKey, BTreeSet<Token>>, key: AgentKey, token: Token) {
+    map.entry(key).or_default().insert(token);
+}
+
+/// Takes `token` out from under `key`; an agent with nothing left is not kept.
+fn unindex(map: &mut HashMap<AgentKey, BTreeSet<Token>>, key: AgentKey, token: Token) {
+    if let Some(tokens) = map.get_mut(&key) {
+        tokens.remove(&token);
+        if tokens.is_empty() {
+            map.remove(&key);
+        }
+    }
 }
 
 impl Requests {
@@ -77,7 +98,7 @@ impl Requests {
                 hint: "wait for answers, shorten request timeouts, or raise limits.max_pending_requests",
             });
         }
-        let mine = self.by_requester.get(&(ns.clone(), requester.clone())).copied().unwrap_or(0);
+        let mine = self.by_requester.get(&(ns.clone(), requester.clone())).map_or(0, BTreeSet::len);
         if mine >= limits.max_pending_requests_per_agent {
             return Err(CoreError::Limit {
                 what: "agent requests waiting for an answer per agent",
@@ -92,7 +113,8 @@ impl Requests {
     pub fn open(&mut self, request: PendingRequest) -> Token {
         self.last_token += 1;
         let token = self.last_token;
-        *self.by_requester.entry((request.ns.clone(), request.requester.clone())).or_default() += 1;
+        index(&mut self.by_requester, (request.ns.clone(), request.requester.clone()), token);
+        index(&mut self.by_responder, (request.ns.clone(), request.responder.clone()), token);
         self.pending.insert(token, request);
         token
     }
@@ -113,28 +135,25 @@ impl Requests {
     }
 
     /// Takes every request `responder` holds, in token order.
-    pub fn responder_gone(&mut self, ns: &str, responder: &str) -> Vec<(Token, PendingRequest)> {
-        let tokens: Vec<Token> =
-            self.pending.iter().filter(|(_, p)| &*p.ns == ns && &*p.responder == responder).map(|(t, _)| *t).collect();
+    pub fn responder_gone(&mut self, ns: &Arc<str>, responder: &Arc<str>) -> Vec<(Token, PendingRequest)> {
+        let tokens = self.by_responder.get(&(ns.clone(), responder.clone())).cloned().unwrap_or_default();
         tokens.into_iter().filter_map(|t| self.remove(t).map(|p| (t, p))).collect()
     }
 
     /// Marks every request of `requester` orphaned: it is not answered any more.
-    pub fn requester_gone(&mut self, ns: &str, requester: &str) {
-        for p in self.pending.values_mut().filter(|p| &*p.ns == ns && &*p.requester == requester) {
-            p.orphaned = true;
+    pub fn requester_gone(&mut self, ns: &Arc<str>, requester: &Arc<str>) {
+        let Some(tokens) = self.by_requester.get(&(ns.clone(), requester.clone())) else { return };
+        for t in tokens {
+            if let Some(p) = self.pending.get_mut(t) {
+                p.orphaned = true;
+            }
         }
     }
 
     fn remove(&mut self, token: Token) -> Option<PendingRequest> {
         let p = self.pending.remove(&token)?;
-        let key = (p.ns.clone(), p.requester.clone());
-        if let Some(n) = self.by_requester.get_mut(&key) {
-            *n -= 1;
-            if *n == 0 {
-                self.by_requester.remove(&key);
-            }
-        }
+        unindex(&mut self.by_requester, (p.ns.clone(), p.requester.clone()), token);
+        unindex(&mut self.by_responder, (p.ns.clone(), p.responder.clone()), token);
         Some(p)
     }
 }
@@ -219,7 +238,7 @@ mod tests {
         assert_eq!(r.answer("other", "x", t), Err(CoreError::UnknownRequest { token: t }));
         assert_eq!(r.answer("ns", "x", t).unwrap().requester.as_ref(), "a");
         assert_eq!(r.answer("ns", "x", t), Err(CoreError::UnknownRequest { token: t }));
-        assert!(r.is_empty() && r.by_requester.is_empty(), "nothing stays behind");
+        assert!(r.is_empty() && r.by_requester.is_empty() && r.by_responder.is_empty(), "nothing stays behind");
     }
 
     #[test]
@@ -237,9 +256,10 @@ mod tests {
         let t1 = r.open(pending("a", "x"));
         let t2 = r.open(pending("b", "y"));
         let t3 = r.open(pending("b", "x"));
-        let gone: Vec<Token> = r.responder_gone("ns", "x").into_iter().map(|(t, _)| t).collect();
+        let (ns, x, b) = (Arc::from("ns"), Arc::from("x"), Arc::from("b"));
+        let gone: Vec<Token> = r.responder_gone(&ns, &x).into_iter().map(|(t, _)| t).collect();
         assert_eq!(gone, [t1, t3]);
-        r.requester_gone("ns", "b");
+        r.requester_gone(&ns, &b);
         assert!(r.get(t2).unwrap().orphaned);
         assert_eq!(r.len(), 1);
     }
