@@ -50,7 +50,7 @@ pub struct BenchArgs {
     #[arg(long)]
     quick: bool,
     /// Only scenarios whose name contains this (fanout, rate, routing, barrier, publish-confirm,
-    /// command, delta, idle, backup, durable).
+    /// command, request, delta, idle, backup, durable).
     #[arg(long)]
     only: Option<String>,
     /// Agent counts to run (default 10,100,1000; with --quick 10,100).
@@ -450,6 +450,30 @@ async fn command_round_trip(addr: &str, seconds: u64) -> anyhow::Result<Row> {
     let admin = client.admin(None, Some("bench"))?;
     let row = round_trips("command-roundtrip", seconds, "send_command → agent's answer", || async {
         admin.send_command("responder", "ping", &Value::Null, DELIVERY_WAIT).await?;
+        Ok(())
+    })
+    .await;
+    drop(agent);
+    responder.abort();
+    row
+}
+
+/// One agent's request answered at once by another: requester → server → responder → server →
+/// requester.
+async fn request_reply(addr: &str, seconds: u64) -> anyhow::Result<Row> {
+    let client = Client::connect(addr).await?.with_namespace("bench-request");
+    let agent = client.register(AgentOptions::new("responder", "responder").interests(["bench.ask"])).await?;
+    let mut requests = agent.requests().context("requests")?;
+    let responder = tokio::spawn(async move {
+        while let Some(request) = requests.recv().await {
+            let payload = request.payload.clone();
+            let _ = request.respond(payload).await;
+        }
+    });
+    let requester = client.register(AgentOptions::new("requester", "requester")).await?;
+    let payload = Bytes::from(vec![0u8; PAYLOAD]);
+    let row = round_trips("request-reply", seconds, "request → responder's answer", || async {
+        requester.request("bench.ask", payload.clone(), DELIVERY_WAIT).await?;
         Ok(())
     })
     .await;
@@ -1043,6 +1067,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if wanted("command") {
         rows.push(command_round_trip(&addr, seconds).await?);
+        eprintln!("{:?}", rows.last().expect("pushed"));
+    }
+    if wanted("request") {
+        rows.push(request_reply(&addr, seconds).await?);
         eprintln!("{:?}", rows.last().expect("pushed"));
     }
     if wanted("delta") {

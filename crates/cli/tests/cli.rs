@@ -97,7 +97,9 @@ fn the_benchmark_runs_and_writes_json() {
 
 #[test]
 fn the_round_trip_benchmarks_time_real_round_trips() {
-    for (only, scenario) in [("publish-confirm", "publish-confirm"), ("command", "command-roundtrip")] {
+    for (only, scenario) in
+        [("publish-confirm", "publish-confirm"), ("command", "command-roundtrip"), ("request", "request-reply")]
+    {
         let file = std::env::temp_dir().join(format!("lockstep-bench-{only}-{}.json", std::process::id()));
         let (ok, _, err) = lockstep(&["bench", "--quick", "--only", only, "--json", file.to_str().unwrap()]);
         assert!(ok, "bench --only {only} failed: {err}");

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -263,6 +263,74 @@ impl ControlNotices {
     }
 }
 
+/// The answer to [`Agent::request`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    pub payload: Bytes,
+    pub content_type: String,
+    /// The agent that answered.
+    pub responder: String,
+}
+
+/// Another agent's request for this one to answer: answer it with [`IncomingRequest::respond`]
+/// (or refuse it with [`IncomingRequest::refuse`]) before `deadline_ms`, when the requester stops
+/// waiting. One dropped unanswered leaves its requester waiting until then.
+#[derive(Debug)]
+pub struct IncomingRequest {
+    /// The server's name for the request.
+    pub token: u64,
+    pub topic: String,
+    pub payload: Bytes,
+    pub content_type: String,
+    pub requester: String,
+    /// Server clock (ms) at which the requester stops waiting.
+    pub deadline_ms: u64,
+    agent: Weak<Inner>,
+}
+
+impl IncomingRequest {
+    /// Answers the request with `payload`; returns once the server took the answer. An answer the
+    /// server no longer waits for (the request timed out) is refused: [`Error::NotFound`] with
+    /// reason [`Reason::UnknownRequest`](crate::Reason::UnknownRequest); the session goes on.
+    pub async fn respond(self, payload: impl Into<Bytes>) -> Result<(), Error> {
+        self.respond_as(payload, "").await
+    }
+
+    /// [`IncomingRequest::respond`] with a content type.
+    pub async fn respond_as(self, payload: impl Into<Bytes>, content_type: &str) -> Result<(), Error> {
+        self.answer(payload.into(), content_type, String::new()).await
+    }
+
+    /// Refuses the request: the requester gets [`Error::RequestRefused`] with `why`.
+    pub async fn refuse(self, why: &str) -> Result<(), Error> {
+        self.answer(Bytes::new(), "", why.to_owned()).await
+    }
+
+    async fn answer(self, payload: Bytes, content_type: &str, error: String) -> Result<(), Error> {
+        let inner = self.agent.upgrade().ok_or_else(|| Error::SessionEnded("the session is closed".into()))?;
+        let r = v1::Respond { token: self.token, payload, content_type: content_type.to_owned(), error };
+        Agent { inner }.call_ok(v1::client_message::Kind::Respond(r)).await
+    }
+}
+
+/// Other agents' requests for this one to answer.
+pub struct IncomingRequests(mpsc::Receiver<IncomingRequest>);
+
+impl IncomingRequests {
+    /// The next request; `None` once the session ended.
+    pub async fn recv(&mut self) -> Option<IncomingRequest> {
+        self.0.recv().await
+    }
+
+    /// The next request if one has already arrived, without waiting.
+    pub fn try_recv(&mut self) -> Option<IncomingRequest> {
+        self.0.try_recv().ok()
+    }
+}
+
+/// Requests from other agents buffered for the application; beyond that they are refused.
+const REQUEST_BUFFER: usize = 1024;
+
 /// How long an agent keeps trying to reconnect by default.
 pub const DEFAULT_RECONNECT_FOR: Duration = Duration::from_secs(60);
 /// First and longest pause between reconnection attempts (doubling, with ±25 % jitter).
@@ -305,6 +373,8 @@ struct Inner {
     commands: Mutex<Option<IncomingCommands>>,
     commands_taken: Arc<AtomicBool>,
     notices: Mutex<Option<ControlNotices>>,
+    requests: Mutex<Option<IncomingRequests>>,
+    requests_taken: Arc<AtomicBool>,
     limits: SessionLimits,
 }
 
@@ -374,7 +444,13 @@ impl Agent {
         let (notices_tx, notices_rx) = mpsc::channel(CONTROL_BUFFER);
         let paused = Arc::new(AtomicBool::new(false));
         let commands_taken = Arc::new(AtomicBool::new(false));
+        let (requests_tx, requests_rx) = mpsc::channel(REQUEST_BUFFER);
+        let requests_taken = Arc::new(AtomicBool::new(false));
+        let this: Arc<OnceLock<Weak<Inner>>> = Default::default();
         let reader = Reader {
+            requests: requests_tx,
+            requests_taken: requests_taken.clone(),
+            agent: this.clone(),
             commands: commands_tx,
             commands_taken: commands_taken.clone(),
             notices: notices_tx,
@@ -403,7 +479,7 @@ impl Agent {
             let _ = ended_tx.send(Some(reason));
         });
         tokio::spawn(heartbeat(out_tx.downgrade(), heartbeat_interval));
-        Ok(Agent {
+        let agent = Agent {
             inner: Arc::new(Inner {
                 grpc,
                 agent_id: registered.agent_id,
@@ -424,9 +500,14 @@ impl Agent {
                 commands: Mutex::new(Some(IncomingCommands(commands_rx))),
                 commands_taken,
                 notices: Mutex::new(Some(ControlNotices(notices_rx))),
+                requests: Mutex::new(Some(IncomingRequests(requests_rx))),
+                requests_taken,
                 limits,
             }),
-        })
+        };
+        // Requests handed to the application answer through the agent (set before any is taken).
+        let _ = this.set(Arc::downgrade(&agent.inner));
+        Ok(agent)
     }
 
     pub fn id(&self) -> &str {
@@ -474,6 +555,16 @@ impl Agent {
         taken
     }
 
+    /// Other agents' requests for this agent to answer (see [`Agent::request`]). Taken once;
+    /// `None` afterwards. Until it is taken, the agent refuses every request it is given
+    /// ([`Error::RequestRefused`] for the requester), so that an agent that only listens to a
+    /// topic does not leave requesters waiting.
+    pub fn requests(&self) -> Option<IncomingRequests> {
+        let taken = self.inner.requests.lock().expect("not poisoned").take();
+        self.inner.requests_taken.store(true, Ordering::SeqCst);
+        taken
+    }
+
     /// Operators' control notices (paused, resumed, emergency stop, resumed all). Taken once.
     pub fn control_notices(&self) -> Option<ControlNotices> {
         self.inner.notices.lock().expect("not poisoned").take()
@@ -506,14 +597,14 @@ impl Agent {
         self.ended().unwrap_or_else(|| Error::SessionEnded("the session is closed".into()))
     }
 
-    async fn request(&self, kind: v1::client_message::Kind) -> Result<v1::reply::Outcome, Error> {
-        self.request_with(kind, false).await
+    async fn call(&self, kind: v1::client_message::Kind) -> Result<v1::reply::Outcome, Error> {
+        self.call_with(kind, false).await
     }
 
     /// Sends a request and waits for its reply. With `resend`, a broken connection does not fail
     /// it: it is sent again, with the same id, on the reconnected session (for requests the server
     /// takes again without doing them twice, like a sync arrival).
-    async fn request_with(&self, kind: v1::client_message::Kind, resend: bool) -> Result<v1::reply::Outcome, Error> {
+    async fn call_with(&self, kind: v1::client_message::Kind, resend: bool) -> Result<v1::reply::Outcome, Error> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.inner.pending.lock().expect("not poisoned").insert(id, tx);
@@ -534,8 +625,8 @@ impl Agent {
         outcome
     }
 
-    async fn request_ok(&self, kind: v1::client_message::Kind) -> Result<(), Error> {
-        match self.request(kind).await? {
+    async fn call_ok(&self, kind: v1::client_message::Kind) -> Result<(), Error> {
+        match self.call(kind).await? {
             v1::reply::Outcome::Error(e) => Err(e.into()),
             _ => Ok(()),
         }
@@ -558,7 +649,41 @@ impl Agent {
     /// Publishes and waits until the server has routed the message (or refused it).
     pub async fn publish_confirmed(&self, topic: &str, payload: impl Into<Bytes>) -> Result<(), Error> {
         let p = v1::Publish { topic: topic.to_owned(), payload: payload.into(), content_type: String::new() };
-        self.request_ok(v1::client_message::Kind::Publish(p)).await
+        self.call_ok(v1::client_message::Kind::Publish(p)).await
+    }
+
+    /// Asks the agents interested in `topic` for an answer: exactly one of them (the next in turn)
+    /// gets the request, and its answer comes back. Fails with [`Error::NoResponders`] at once
+    /// when no other agent can take it, [`Error::RequestTimedOut`] when the responder does not
+    /// answer within `timeout` (zero: the server's default), [`Error::RequestAborted`] when it
+    /// goes away first, and [`Error::RequestRefused`] when it refuses.
+    pub async fn request(&self, topic: &str, payload: impl Into<Bytes>, timeout: Duration) -> Result<Response, Error> {
+        self.request_as(topic, payload, "", timeout).await
+    }
+
+    /// [`Agent::request`] with a content type.
+    pub async fn request_as(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        content_type: &str,
+        timeout: Duration,
+    ) -> Result<Response, Error> {
+        lockstep_core::topic::validate_topic(topic, usize::MAX)
+            .map_err(|e| Error::InvalidArgument(e.to_string().into()))?;
+        let r = v1::AgentRequest {
+            topic: topic.to_owned(),
+            payload: payload.into(),
+            content_type: content_type.to_owned(),
+            timeout_ms: timeout.as_millis().min(u64::MAX as u128) as u64,
+        };
+        match self.call(v1::client_message::Kind::AgentRequest(r)).await? {
+            v1::reply::Outcome::AgentResponse(r) => {
+                Ok(Response { payload: r.payload, content_type: r.content_type, responder: r.responder })
+            }
+            v1::reply::Outcome::Error(e) => Err(e.into()),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Applies a JSON merge patch (RFC 7386) to this agent's state; returns the new version.
@@ -568,12 +693,10 @@ impl Agent {
 
     /// [`Agent::update_state`] with the patch as JSON text.
     pub async fn update_state_json(&self, delta_json: String) -> Result<u64, Error> {
-        match self.request(v1::client_message::Kind::UpdateState(v1::UpdateState { delta_json })).await? {
+        match self.call(v1::client_message::Kind::UpdateState(v1::UpdateState { delta_json })).await? {
             v1::reply::Outcome::StateVersion(v) => Ok(v.version),
             v1::reply::Outcome::Error(e) => Err(e.into()),
-            other => {
-                Err(Error::Other { code: tonic::Code::Internal, message: format!("unexpected reply {other:?}").into() })
-            }
+            other => Err(unexpected(other)),
         }
     }
 
@@ -581,12 +704,12 @@ impl Agent {
     /// agent's circuit breaker (enough of them isolate the agent until it recovers).
     pub async fn report_delivery_error(&self, seq: u64, reason: &str) -> Result<(), Error> {
         let e = v1::DeliveryError { seq, reason: reason.to_owned() };
-        self.request_ok(v1::client_message::Kind::DeliveryError(e)).await
+        self.call_ok(v1::client_message::Kind::DeliveryError(e)).await
     }
 
     /// Sets this agent's status (anything but `lost`).
     pub async fn set_status(&self, status: v1::AgentStatus) -> Result<(), Error> {
-        self.request_ok(v1::client_message::Kind::SetStatus(v1::SetStatus { status: status as i32 })).await
+        self.call_ok(v1::client_message::Kind::SetStatus(v1::SetStatus { status: status as i32 })).await
     }
 
     /// Starts watching state. The current state of every covered agent arrives first, then changes;
@@ -598,7 +721,7 @@ impl Agent {
             WatchTarget::Role(r) => Target::Role(r),
             WatchTarget::All => Target::All(true),
         };
-        self.request_ok(v1::client_message::Kind::WatchState(v1::WatchState { target: Some(target.clone()) })).await?;
+        self.call_ok(v1::client_message::Kind::WatchState(v1::WatchState { target: Some(target.clone()) })).await?;
         // Remembered, to watch again if a reconnection finds the session gone.
         let mut watches = self.inner.watches.lock().expect("not poisoned");
         if !watches.contains(&target) {
@@ -615,7 +738,7 @@ impl Agent {
             WatchTarget::Role(r) => Target::Role(r),
             WatchTarget::All => Target::All(true),
         };
-        self.request_ok(v1::client_message::Kind::UnwatchState(v1::UnwatchState { target: Some(target) })).await
+        self.call_ok(v1::client_message::Kind::UnwatchState(v1::UnwatchState { target: Some(target) })).await
     }
 
     /// This agent's current view of a watched agent's state: (version, state).
@@ -676,7 +799,7 @@ impl Agent {
         };
         // A connection lost while waiting does not fail the arrival: it is sent again on the
         // reconnected session, where the server re-attaches it (or answers with the outcome).
-        match self.request_with(v1::client_message::Kind::Sync(arrive), true).await? {
+        match self.call_with(v1::client_message::Kind::Sync(arrive), true).await? {
             v1::reply::Outcome::SyncResult(r) => {
                 let arrival_order = r.arrival_order_strings();
                 let position = match r.summary {
@@ -695,9 +818,7 @@ impl Agent {
                 })
             }
             v1::reply::Outcome::Error(e) => Err(e.into()),
-            other => {
-                Err(Error::Other { code: tonic::Code::Internal, message: format!("unexpected reply {other:?}").into() })
-            }
+            other => Err(unexpected(other)),
         }
     }
 
@@ -722,6 +843,11 @@ impl Agent {
         let _ = ended.wait_for(Option::is_some).await;
         Ok(())
     }
+}
+
+/// A reply of another kind than the request asked for.
+fn unexpected(outcome: v1::reply::Outcome) -> Error {
+    Error::Other { code: tonic::Code::Internal, message: format!("unexpected reply {outcome:?}").into() }
 }
 
 async fn heartbeat(outbound: mpsc::WeakSender<v1::ClientMessage>, interval: Duration) {
@@ -751,6 +877,10 @@ struct Reader {
     commands_taken: Arc<AtomicBool>,
     notices: mpsc::Sender<v1::Control>,
     paused: Arc<AtomicBool>,
+    requests: mpsc::Sender<IncomingRequest>,
+    requests_taken: Arc<AtomicBool>,
+    /// The agent, for the requests handed to the application to answer through.
+    agent: Arc<OnceLock<Weak<Inner>>>,
     limits: SessionLimits,
     reconnect: Option<Reconnect>,
 }
@@ -971,6 +1101,7 @@ impl Reader {
                     Some(v1::server_message::Kind::StateChanges(c)) => self.state(c).await,
                     Some(v1::server_message::Kind::Control(c)) => self.control(c),
                     Some(v1::server_message::Kind::Command(c)) => self.command(c).await,
+                    Some(v1::server_message::Kind::IncomingRequest(r)) => self.incoming_request(r).await,
                     Some(v1::server_message::Kind::Registered(_)) | None => {}
                 },
                 Ok(None) => return None,
@@ -1070,6 +1201,32 @@ impl Reader {
         };
         if let Some(why) = refusal {
             let _ = command_reply(&self.outbound, &self.limits, id, Err(why.to_owned())).await;
+        }
+    }
+
+    async fn incoming_request(&mut self, r: v1::IncomingRequest) {
+        let token = r.token;
+        let refusal = if self.requests_taken.load(Ordering::SeqCst) {
+            let incoming = IncomingRequest {
+                token,
+                topic: r.topic,
+                payload: r.payload,
+                content_type: r.content_type,
+                requester: r.requester,
+                deadline_ms: r.deadline_ms,
+                agent: self.agent.get().cloned().unwrap_or_default(),
+            };
+            match self.requests.try_send(incoming) {
+                Ok(()) => None,
+                Err(mpsc::error::TrySendError::Full(_)) => Some("this agent has too many requests waiting"),
+                Err(mpsc::error::TrySendError::Closed(_)) => Some("this agent stopped answering requests"),
+            }
+        } else {
+            Some("this agent does not answer requests (it never asked for them)")
+        };
+        if let (Some(why), Some(tx)) = (refusal, self.outbound.upgrade()) {
+            let r = v1::Respond { token, error: why.to_owned(), ..Default::default() };
+            let _ = tx.send(msg(0, v1::client_message::Kind::Respond(r))).await;
         }
     }
 

@@ -96,6 +96,19 @@ pub enum Error {
     /// The agent went away before answering an operator's command.
     #[error("command aborted: {0}")]
     CommandAborted(Detail),
+    /// No other agent can take a request on the topic now (none interested, or all paused or
+    /// isolated): try again later, when a responder has joined.
+    #[error("no responders: {0}")]
+    NoResponders(Detail),
+    /// The responder did not answer a request in time (the message names it).
+    #[error("request timed out: {0}")]
+    RequestTimedOut(Detail),
+    /// The responder went away before answering a request.
+    #[error("request aborted: {0}")]
+    RequestAborted(Detail),
+    /// The responder refused a request (its text is in the message).
+    #[error("request refused: {0}")]
+    RequestRefused(Detail),
     /// The client's own input could not be encoded (e.g. a state delta that is not valid JSON).
     #[error("invalid input: {0}")]
     Input(String),
@@ -148,7 +161,11 @@ impl Error {
             (Some(R::InvalidArgument | R::NotRegistered | R::AlreadyRegisteredHere), _) => {
                 Error::InvalidArgument(detail)
             }
-            (Some(R::UnknownAgent | R::UnknownSyncPoint), _) => Error::NotFound(detail),
+            (Some(R::UnknownAgent | R::UnknownSyncPoint | R::UnknownRequest), _) => Error::NotFound(detail),
+            (Some(R::NoResponders), _) => Error::NoResponders(detail),
+            (Some(R::RequestTimeout), _) => Error::RequestTimedOut(detail),
+            (Some(R::RequestAborted), _) => Error::RequestAborted(detail),
+            (Some(R::RequestRefused), _) => Error::RequestRefused(detail),
             (Some(R::AlreadyRegistered), _) => Error::AlreadyRegistered(detail),
             (Some(R::Limit | R::SlowConsumer | R::MessageTooLarge), _) => Error::ResourceExhausted(detail),
             (
@@ -203,6 +220,10 @@ impl Error {
             | Error::CommandTimedOut(d)
             | Error::CommandFailed(d)
             | Error::CommandAborted(d)
+            | Error::NoResponders(d)
+            | Error::RequestTimedOut(d)
+            | Error::RequestAborted(d)
+            | Error::RequestRefused(d)
             | Error::Other { message: d, .. } => d.reason,
         }
     }
@@ -223,6 +244,9 @@ impl Error {
             Error::CommandTimedOut(_) => Code::DeadlineExceeded,
             Error::CommandFailed(_) => Code::Unknown,
             Error::CommandAborted(_) => Code::Aborted,
+            Error::NoResponders(_) => Code::Unavailable,
+            Error::RequestTimedOut(_) => Code::DeadlineExceeded,
+            Error::RequestAborted(_) | Error::RequestRefused(_) => Code::Aborted,
             Error::Other { code, .. } => *code,
         }
     }

@@ -49,8 +49,8 @@ use std::time::Duration;
 
 pub use admin::AdminClient;
 pub use agent::{
-    Agent, AgentOptions, ControlNotices, Deliveries, Delivery, IncomingCommand, IncomingCommands, Participants,
-    StateUpdate, StateUpdates, SyncResult, WatchTarget,
+    Agent, AgentOptions, ControlNotices, Deliveries, Delivery, IncomingCommand, IncomingCommands, IncomingRequest,
+    IncomingRequests, Participants, Response, StateUpdate, StateUpdates, SyncResult, WatchTarget,
 };
 pub use error::{recovery, Detail, Error, Reason, Recovery};
 pub use lockstep_proto::v1 as proto;

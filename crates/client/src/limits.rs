@@ -45,6 +45,12 @@ fn check(l: &v1::Limits, m: &v1::ClientMessage) -> Result<(), Error> {
         Some(Kind::UpdateState(u)) => {
             Some(("the state delta", u.delta_json.len(), l.max_delta_bytes, "limits.max_delta_bytes"))
         }
+        Some(Kind::AgentRequest(r)) => {
+            Some(("the request payload", r.payload.len(), l.max_message_bytes, "limits.max_payload_bytes"))
+        }
+        Some(Kind::Respond(r)) => {
+            Some(("the response payload", r.payload.len(), l.max_message_bytes, "limits.max_payload_bytes"))
+        }
         Some(Kind::Sync(s)) => {
             Some(("the sync payload", s.payload.len(), l.max_sync_payload_bytes, "limits.max_sync_payload_bytes"))
         }

@@ -86,6 +86,8 @@ pub enum Gated {
     Publish,
     UpdateState,
     SyncArrive,
+    /// Ask another agent for an answer (request/reply).
+    Request,
 }
 
 impl Gated {
@@ -94,6 +96,7 @@ impl Gated {
             Gated::Publish => "publish",
             Gated::UpdateState => "update its state",
             Gated::SyncArrive => "arrive at a sync point",
+            Gated::Request => "send requests",
         }
     }
 }

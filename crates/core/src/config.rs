@@ -69,6 +69,12 @@ pub struct Limits {
     pub max_registry_watchers_per_namespace: usize,
     /// Most replies and control frames queued for one agent before it is disconnected.
     pub max_control_backlog: usize,
+    /// Longest timeout an agent request (request/reply) may ask for, in milliseconds.
+    pub max_request_timeout_ms: u64,
+    /// Most agent requests one agent may have waiting for an answer at once.
+    pub max_pending_requests_per_agent: usize,
+    /// Most agent requests waiting for an answer at once, over every namespace.
+    pub max_pending_requests: usize,
 }
 
 /// Bytes one gRPC message may take beyond its largest payload or delta (ids, topic, metadata,
@@ -108,6 +114,9 @@ impl Default for Limits {
             max_registry_watchers: 1024,
             max_registry_watchers_per_namespace: 256,
             max_control_backlog: 65_536,
+            max_request_timeout_ms: 10 * 60 * 1000,
+            max_pending_requests_per_agent: 1024,
+            max_pending_requests: 65_536,
         }
     }
 }
@@ -133,6 +142,8 @@ pub struct Config {
     pub default_sync_timeout_ms: u64,
     /// How long a finished sync point is kept for diagnosis, in milliseconds.
     pub sync_retention_ms: u64,
+    /// Timeout of an agent request whose requester asked for none, in milliseconds.
+    pub default_request_timeout_ms: u64,
     /// Size and count limits.
     pub limits: Limits,
     /// Operator commands: in flight, timeouts, sizes, audit log.
@@ -161,6 +172,7 @@ impl Default for Config {
             overflow_policy: OverflowPolicy::DropOldest,
             default_sync_timeout_ms: 30_000,
             sync_retention_ms: 10 * 60 * 1000,
+            default_request_timeout_ms: 30_000,
             limits: Limits::default(),
             commands: crate::command::CommandSettings::default(),
             health: crate::health::HealthSettings::default(),
@@ -224,6 +236,13 @@ impl Config {
             return Err(format!(
                 "default_sync_timeout_ms must be between 1 and max_sync_timeout_ms ({})",
                 self.limits.max_sync_timeout_ms
+            ));
+        }
+        if self.default_request_timeout_ms == 0 || self.default_request_timeout_ms > self.limits.max_request_timeout_ms
+        {
+            return Err(format!(
+                "default_request_timeout_ms must be between 1 and max_request_timeout_ms ({})",
+                self.limits.max_request_timeout_ms
             ));
         }
         Ok(())

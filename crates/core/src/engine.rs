@@ -39,6 +39,7 @@ use crate::lease::Lease;
 use crate::name;
 use crate::outbox::{Enqueued, Outbox};
 use crate::registry::{Agent, AgentQuery, AgentStatus, AgentView, Profile, RegistryEventKind, Session};
+use crate::request::{self, PendingRequest, Requests, Token};
 use crate::state;
 use crate::syncpoint::{Arrived, Diagnosis, Participants, Release, SyncPoint, SyncStatus, Waiter};
 use crate::timer::Timers;
@@ -57,6 +58,24 @@ fn control_frame(kind: ControlKind, refusal: &Refusal) -> Frame {
         PauseCause::EmergencyStop(stop) => (stop.actor.clone(), stop.reason.clone()),
     };
     Frame::Control(ControlNotice { kind, actor, reason })
+}
+
+/// Refuses a payload (or an answer's error text) over `limits.max_payload_bytes`, or a content
+/// type longer than a topic may be.
+fn check_payload(limits: &crate::config::Limits, len: usize, content_type: &str) -> Result<(), CoreError> {
+    if len > limits.max_payload_bytes {
+        return Err(CoreError::invalid(
+            "payload",
+            format!("{len} bytes; the limit is {} (limits.max_payload_bytes)", limits.max_payload_bytes),
+        ));
+    }
+    if content_type.len() > limits.max_topic_len {
+        return Err(CoreError::invalid(
+            "content type",
+            format!("is {} bytes; the limit is {}", content_type.len(), limits.max_topic_len),
+        ));
+    }
+    Ok(())
 }
 
 /// Route cache entries per namespace before the cache is cleared (it refills on demand).
@@ -83,6 +102,8 @@ pub struct EngineInfo {
     pub namespaces: usize,
     /// Timers armed: one per thing timed (leases, barrier deadlines, retentions...).
     pub timers: usize,
+    /// Agent requests waiting for their answer.
+    pub pending_requests: usize,
     pub counters: Counters,
 }
 
@@ -118,6 +139,8 @@ enum Timer {
         ns: Arc<str>,
         agent: Arc<str>,
     },
+    /// An agent request's deadline.
+    Request(Token),
 }
 
 /// Something durable an input touched; turned into a [`Change`] with the current value when the
@@ -163,6 +186,8 @@ struct Namespace {
     watchers_by_agent: HashMap<Arc<str>, HashSet<Arc<str>>>,
     watchers_by_role: HashMap<Arc<str>, HashSet<Arc<str>>>,
     watchers_of_all: HashSet<Arc<str>>,
+    /// The agent chosen last to answer a request here: the next request goes to the one after.
+    last_responder: Option<Arc<str>>,
 }
 
 impl Namespace {
@@ -258,6 +283,8 @@ pub struct Engine {
     changes: Option<ChangeLog>,
     /// Changes of a [`Ready`] dropped uncommitted: they go out again first.
     given_back: Vec<Change>,
+    /// Agent requests waiting for their answer.
+    requests: Requests,
 }
 
 /// Every agent's health and the system's, for the `health` command.
@@ -287,6 +314,7 @@ impl Engine {
             config,
             changes: None,
             given_back: Vec::new(),
+            requests: Requests::default(),
         };
         // The first sample of system health is taken one interval in, when agents may have come.
         let first = engine.config.health.sample_interval_ms;
@@ -710,6 +738,7 @@ impl Engine {
             Request::Publish { .. } => Some(Gated::Publish),
             Request::UpdateState { .. } => Some(Gated::UpdateState),
             Request::Sync { .. } => Some(Gated::SyncArrive),
+            Request::AgentRequest { .. } => Some(Gated::Request),
             _ => None,
         };
         if let Some(Err(refusal)) = gated.map(|action| self.control.check(&ns, &agent, action)) {
@@ -760,6 +789,17 @@ impl Engine {
                     }
                     Err(e) => Err(e),
                 }
+            }
+            Request::AgentRequest { topic, payload, content_type, timeout_ms } => {
+                let asked = Message::new(&topic, payload, &content_type, agent.clone());
+                match self.agent_request(now, &ns, request_id, asked, timeout_ms) {
+                    // The reply is the responder's answer, or how the request failed.
+                    Ok(()) => return,
+                    Err(e) => Err(e),
+                }
+            }
+            Request::Respond { token, payload, content_type, error } => {
+                self.respond(&ns, &agent, token, payload, &content_type, error).map(|()| Reply::Ok)
             }
             Request::Deregister => {
                 self.remove_agent(now, &ns, &agent, "left");
@@ -860,6 +900,17 @@ impl Engine {
                 self.reclaim_if_empty(&ns);
             }
             Timer::AckDeadline { ns, agent } => self.ack_deadline(now, &ns, &agent),
+            Timer::Request(token) => {
+                if let Some(p) = self.requests.expire(token, now) {
+                    let waited_ms = now.saturating_sub(p.sent_at);
+                    let e = CoreError::RequestTimeout {
+                        topic: p.topic.to_string(),
+                        responder: p.responder.to_string(),
+                        waited_ms,
+                    };
+                    self.answer_requester(&p, Reply::Error(e));
+                }
+            }
             Timer::Breaker { ns, agent } => {
                 let quiet_trial = self.agent(&ns, &agent).is_some_and(|a| {
                     a.breaker.state() == BreakerState::HalfOpen && a.unacked.is_empty() && a.outbox.stats().queued == 0
@@ -938,6 +989,7 @@ impl Engine {
         self.touch(Touched::Agent(ns.clone(), agent.clone()));
         self.registry_event(ns, agent, RegistryEventKind::Lost, Some(previous));
         self.participant_gone(now, ns, agent, "lost its lease");
+        self.requests_gone(ns, agent, "lost its lease");
         for finished in self.control.agent_gone(now, ns, agent, "its lease was lost") {
             self.command_done(finished);
         }
@@ -962,6 +1014,7 @@ impl Engine {
         let watchers = n.watchers_of(&a);
         self.push_to_watchers(ns, watchers, |outbox| outbox.push_state_removed(agent, a.state_version));
         self.participant_gone(now, ns, agent, why);
+        self.requests_gone(ns, agent, why);
         self.control.forget_agent(ns, agent);
         for finished in self.control.agent_gone(now, ns, agent, why) {
             self.command_done(finished);
@@ -1021,22 +1074,7 @@ impl Engine {
     ) -> Result<(), CoreError> {
         let limits = &self.config.limits;
         topic::validate_topic(topic_name, limits.max_topic_len)?;
-        if payload.len() > limits.max_payload_bytes {
-            return Err(CoreError::invalid(
-                "payload",
-                format!(
-                    "{} bytes; the limit is {} (limits.max_payload_bytes)",
-                    payload.len(),
-                    limits.max_payload_bytes
-                ),
-            ));
-        }
-        if content_type.len() > limits.max_topic_len {
-            return Err(CoreError::invalid(
-                "content type",
-                format!("is {} bytes; the limit is {}", content_type.len(), limits.max_topic_len),
-            ));
-        }
+        check_payload(limits, payload.len(), content_type)?;
         let n = self.namespaces.get_mut(ns).expect("a session's namespace exists");
         let subscribers = n.route(topic_name);
         let message = Arc::new(Message::new(topic_name, payload, content_type, publisher.clone()));
@@ -1074,6 +1112,110 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Request/reply (the rules are in crate::request)
+
+    /// Hands `asked` (from its publisher) to the responder whose turn it is; the requester's reply
+    /// (`request_id`) comes when it answers, or when the request fails.
+    fn agent_request(
+        &mut self,
+        now: Time,
+        ns: &Arc<str>,
+        request_id: u64,
+        asked: Message,
+        timeout_ms: u64,
+    ) -> Result<(), CoreError> {
+        let limits = &self.config.limits;
+        if request_id == 0 {
+            return Err(CoreError::invalid("agent request", "needs a request_id: the answer comes back as its reply"));
+        }
+        topic::validate_topic(&asked.topic, limits.max_topic_len)?;
+        check_payload(limits, asked.payload.len(), &asked.content_type)?;
+        let timeout_ms =
+            request::timeout(timeout_ms, self.config.default_request_timeout_ms, limits.max_request_timeout_ms)?;
+        let requester = &asked.publisher;
+        self.requests.check_room(ns, requester, limits)?;
+        let control = &self.control;
+        let n = self.namespaces.get_mut(ns).expect("a session's namespace exists");
+        let interested = n.route(&asked.topic);
+        let free = interested.iter().filter(|id| {
+            *id != requester
+                && n.agents.get(*id).is_some_and(|a| a.is_live() && !a.breaker.is_open())
+                && !control.is_paused(ns, id)
+        });
+        let responder = request::choose(free, n.last_responder.as_deref())
+            .ok_or_else(|| CoreError::NoResponders { topic: asked.topic.to_string() })?;
+        n.last_responder = Some(responder.clone());
+        let deadline = now.saturating_add(timeout_ms);
+        let token = self.requests.open(PendingRequest {
+            ns: ns.clone(),
+            requester: requester.clone(),
+            request_id,
+            responder: responder.clone(),
+            topic: asked.topic.clone(),
+            sent_at: now,
+            deadline,
+            orphaned: false,
+        });
+        self.timers.set(Timer::Request(token), deadline);
+        let frame = Frame::IncomingRequest {
+            token,
+            topic: asked.topic.to_string(),
+            payload: asked.payload,
+            content_type: asked.content_type.to_string(),
+            requester: requester.to_string(),
+            deadline,
+        };
+        self.send_fenced(ns, &responder, frame);
+        Ok(())
+    }
+
+    /// `responder`'s answer to the request `token` (an error text refuses it).
+    fn respond(
+        &mut self,
+        ns: &Arc<str>,
+        responder: &Arc<str>,
+        token: Token,
+        payload: Bytes,
+        content_type: &str,
+        error: String,
+    ) -> Result<(), CoreError> {
+        // Checked before the request is taken: an answer too large can be sent again, smaller.
+        check_payload(&self.config.limits, payload.len().max(error.len()), content_type)?;
+        let p = self.requests.answer(ns, responder, token)?;
+        self.timers.cancel(&Timer::Request(token));
+        let reply = if error.is_empty() {
+            Reply::Response { payload, content_type: content_type.to_owned(), responder: responder.to_string() }
+        } else {
+            let (topic, responder) = (p.topic.to_string(), responder.to_string());
+            Reply::Error(CoreError::RequestRefused { topic, responder, message: error })
+        };
+        self.answer_requester(&p, reply);
+        Ok(())
+    }
+
+    /// Ends a request for its requester, unless the requester went away (then nobody is told).
+    fn answer_requester(&mut self, p: &PendingRequest, reply: Reply) {
+        if !p.orphaned {
+            self.reply(&p.ns, &p.requester, p.request_id, reply);
+        }
+    }
+
+    /// `agent` left or was lost (`why`): the requests it was to answer fail at once, and nobody
+    /// waits for the answers to its own any more.
+    fn requests_gone(&mut self, ns: &Arc<str>, agent: &Arc<str>, why: &str) {
+        self.requests.requester_gone(ns, agent);
+        for (token, p) in self.requests.responder_gone(ns, agent) {
+            self.timers.cancel(&Timer::Request(token));
+            let e = CoreError::RequestAborted {
+                topic: p.topic.to_string(),
+                responder: agent.to_string(),
+                why: why.to_owned(),
+            };
+            self.answer_requester(&p, Reply::Error(e));
+        }
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -1491,6 +1633,12 @@ impl Engine {
     // Replies and readiness
 
     fn reply(&mut self, ns: &Arc<str>, agent: &Arc<str>, request_id: u64, reply: Reply) {
+        self.send_fenced(ns, agent, Frame::Reply { request_id, reply });
+    }
+
+    /// Queues a frame for `agent` behind what is queued for it already (see [`Outbox::push_fenced`]);
+    /// an agent with too many such frames waiting is disconnected instead.
+    fn send_fenced(&mut self, ns: &Arc<str>, agent: &Arc<str>, frame: Frame) {
         let max = self.config.limits.max_control_backlog;
         let Some(a) = self.agent_mut(ns, agent) else {
             return;
@@ -1507,7 +1655,7 @@ impl Engine {
             }
             return;
         }
-        a.outbox.push_reply(request_id, reply);
+        a.outbox.push_fenced(frame);
         self.notify(ns, agent);
     }
 
@@ -1975,6 +2123,7 @@ impl Engine {
             agents: self.namespaces.values().map(|n| n.agents.len()).sum(),
             namespaces: self.namespaces.len(),
             timers: self.timers.len(),
+            pending_requests: self.requests.len(),
             counters: self.counters,
         }
     }

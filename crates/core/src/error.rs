@@ -22,7 +22,8 @@ pub enum ErrorCode {
     DeadlineExceeded,
     /// A barrier was abandoned because a required participant was lost or left.
     Aborted,
-    /// The session is no longer usable (lease lost, taken over).
+    /// The session is no longer usable (lease lost, taken over), or no agent can answer a request
+    /// now.
     Unavailable,
 }
 
@@ -76,6 +77,21 @@ pub enum CoreError {
 
     #[error("slow consumer: agent '{agent}' let its outbound queue of {capacity} messages fill up; the server disconnected it (overflow policy `disconnect`)")]
     SlowConsumer { agent: String, capacity: usize },
+
+    #[error("no responders for topic '{topic}': no other live agent whose interests match it can take a request now (none registered, or all paused or isolated); try again later")]
+    NoResponders { topic: String },
+
+    #[error("agent '{responder}' did not answer the request on topic '{topic}' within {waited_ms} ms")]
+    RequestTimeout { topic: String, responder: String, waited_ms: u64 },
+
+    #[error("agent '{responder}' went away before answering the request on topic '{topic}' (it {why})")]
+    RequestAborted { topic: String, responder: String, why: String },
+
+    #[error("agent '{responder}' refused the request on topic '{topic}': {message}")]
+    RequestRefused { topic: String, responder: String, message: String },
+
+    #[error("no request with token {token} waits for this agent's answer (it was answered already, or timed out)")]
+    UnknownRequest { token: u64 },
 }
 
 /// Why the engine ended a session; each cause has its own [`Reason`], because clients must treat
@@ -141,6 +157,16 @@ pub enum Reason {
     BreakerOpen,
     /// [`CoreError::SlowConsumer`].
     SlowConsumer,
+    /// [`CoreError::NoResponders`]: no agent can take a request on the topic now.
+    NoResponders,
+    /// [`CoreError::RequestTimeout`]: the responder did not answer in time.
+    RequestTimeout,
+    /// [`CoreError::RequestAborted`]: the responder went away before answering.
+    RequestAborted,
+    /// [`CoreError::RequestRefused`]: the responder answered with an error.
+    RequestRefused,
+    /// [`CoreError::UnknownRequest`]: an answer for a request nobody waits on any more.
+    UnknownRequest,
     /// The server is shutting down (or its engine has stopped).
     ServerShuttingDown,
     /// The server could not store a change and is stopping.
@@ -162,7 +188,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in the order of the documentation.
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 31] = [
         Reason::InvalidArgument,
         Reason::UnknownAgent,
         Reason::UnknownSyncPoint,
@@ -181,6 +207,11 @@ impl Reason {
         Reason::EmergencyStop,
         Reason::BreakerOpen,
         Reason::SlowConsumer,
+        Reason::NoResponders,
+        Reason::RequestTimeout,
+        Reason::RequestAborted,
+        Reason::RequestRefused,
+        Reason::UnknownRequest,
         Reason::ServerShuttingDown,
         Reason::StoreFailed,
         Reason::AdminTokenMissing,
@@ -212,6 +243,11 @@ impl Reason {
             Reason::EmergencyStop => "EMERGENCY_STOP",
             Reason::BreakerOpen => "BREAKER_OPEN",
             Reason::SlowConsumer => "SLOW_CONSUMER",
+            Reason::NoResponders => "NO_RESPONDERS",
+            Reason::RequestTimeout => "REQUEST_TIMEOUT",
+            Reason::RequestAborted => "REQUEST_ABORTED",
+            Reason::RequestRefused => "REQUEST_REFUSED",
+            Reason::UnknownRequest => "UNKNOWN_REQUEST",
             Reason::ServerShuttingDown => "SERVER_SHUTTING_DOWN",
             Reason::StoreFailed => "STORE_FAILED",
             Reason::AdminTokenMissing => "ADMIN_TOKEN_MISSING",
@@ -251,7 +287,9 @@ impl CoreError {
             CoreError::Invalid { .. } | CoreError::NotRegistered | CoreError::AlreadyRegisteredHere { .. } => {
                 ErrorCode::InvalidArgument
             }
-            CoreError::UnknownAgent { .. } | CoreError::UnknownSyncPoint { .. } => ErrorCode::NotFound,
+            CoreError::UnknownAgent { .. } | CoreError::UnknownSyncPoint { .. } | CoreError::UnknownRequest { .. } => {
+                ErrorCode::NotFound
+            }
             CoreError::AlreadyRegistered { .. } => ErrorCode::AlreadyExists,
             CoreError::Limit { .. } | CoreError::SlowConsumer { .. } => ErrorCode::ResourceExhausted,
             CoreError::SyncMismatch { .. }
@@ -259,9 +297,11 @@ impl CoreError {
             | CoreError::SyncFinished { .. }
             | CoreError::Paused(_)
             | CoreError::BreakerOpen { .. } => ErrorCode::FailedPrecondition,
-            CoreError::SyncTimeout { .. } => ErrorCode::DeadlineExceeded,
-            CoreError::SyncAborted { .. } => ErrorCode::Aborted,
-            CoreError::SessionEnded { .. } => ErrorCode::Unavailable,
+            CoreError::SyncTimeout { .. } | CoreError::RequestTimeout { .. } => ErrorCode::DeadlineExceeded,
+            CoreError::SyncAborted { .. } | CoreError::RequestAborted { .. } | CoreError::RequestRefused { .. } => {
+                ErrorCode::Aborted
+            }
+            CoreError::SessionEnded { .. } | CoreError::NoResponders { .. } => ErrorCode::Unavailable,
         }
     }
 
@@ -289,6 +329,11 @@ impl CoreError {
             },
             CoreError::BreakerOpen { .. } => Reason::BreakerOpen,
             CoreError::SlowConsumer { .. } => Reason::SlowConsumer,
+            CoreError::NoResponders { .. } => Reason::NoResponders,
+            CoreError::RequestTimeout { .. } => Reason::RequestTimeout,
+            CoreError::RequestAborted { .. } => Reason::RequestAborted,
+            CoreError::RequestRefused { .. } => Reason::RequestRefused,
+            CoreError::UnknownRequest { .. } => Reason::UnknownRequest,
         }
     }
 
@@ -302,6 +347,9 @@ impl CoreError {
             | CoreError::SessionEnded { agent, .. }
             | CoreError::BreakerOpen { agent, .. }
             | CoreError::SlowConsumer { agent, .. } => Some(agent),
+            CoreError::RequestTimeout { responder, .. }
+            | CoreError::RequestAborted { responder, .. }
+            | CoreError::RequestRefused { responder, .. } => Some(responder),
             CoreError::Paused(refusal) => Some(&refusal.agent),
             _ => None,
         }

@@ -86,6 +86,26 @@ pub enum Request {
         command_id: u64,
         reply: CommandReply,
     },
+    /// Ask one of the agents interested in `topic` for an answer (see [`crate::request`]).
+    AgentRequest {
+        topic: String,
+        payload: Bytes,
+        #[serde(default)]
+        content_type: String,
+        /// 0 means the configured default.
+        #[serde(default)]
+        timeout_ms: u64,
+    },
+    /// A responder's answer to the request with `token`; a non-empty `error` refuses it.
+    Respond {
+        token: u64,
+        #[serde(default)]
+        payload: Bytes,
+        #[serde(default)]
+        content_type: String,
+        #[serde(default)]
+        error: String,
+    },
 }
 
 /// Something that happened at the shell.
@@ -245,6 +265,12 @@ pub enum Reply {
         outcome: Arc<SyncOutcome>,
         position: u32,
     },
+    /// The answer to an agent request, from `responder`.
+    Response {
+        payload: Bytes,
+        content_type: String,
+        responder: String,
+    },
     Error(CoreError),
 }
 
@@ -284,6 +310,15 @@ pub enum Frame {
         command_id: u64,
         command: String,
         params: Value,
+        deadline: Time,
+    },
+    /// Another agent's request for this one to answer (see [`crate::request`]).
+    IncomingRequest {
+        token: u64,
+        topic: String,
+        payload: Bytes,
+        content_type: String,
+        requester: String,
         deadline: Time,
     },
 }

@@ -32,6 +32,8 @@
 //! [`turn`] (persist before send, in the types), [`durable`] (what is kept), [`config`] and
 //! [`error`].
 //!
+//! [`request`] holds the rules of request/reply between agents (who answers, deadlines, limits).
+//!
 //! [`breaker`] (circuit breakers) and [`command`] (pause, emergency stop, operators' commands and
 //! their audit log) hold the rules of fault isolation and of the control plane, which the engine
 //! applies; [`health`] holds the rules of health assessment, which the engine feeds.
@@ -50,6 +52,7 @@ pub mod name;
 pub mod outbox;
 pub mod record;
 pub mod registry;
+pub mod request;
 pub mod state;
 pub mod syncpoint;
 pub mod timer;

@@ -6,7 +6,8 @@
 //!   policy and state changes keep coalescing, so it catches up on resume with state converged.
 //! * A reply is a fence: it is sent only after every message and state change queued before it.
 //!   So a barrier's release reaches each participant after the messages published, and the state
-//!   changes made, before the barrier's last arrival.
+//!   changes made, before the barrier's last arrival. So is another agent's request: it reaches
+//!   its responder after the messages routed to it before the request.
 //! * Routed messages go through a queue of `capacity`. When it is full the overflow policy decides:
 //!   drop the oldest (counted, and the next message sent carries `missed_before`), or disconnect.
 //!   Sequence numbers are assigned on entry, so a receiver also sees a gap in `seq`.
@@ -132,8 +133,14 @@ impl Outbox {
 
     /// Queues a reply, to be sent after everything queued before it (never dropped).
     pub fn push_reply(&mut self, request_id: u64, reply: Reply) {
+        self.push_fenced(Frame::Reply { request_id, reply });
+    }
+
+    /// Queues a control frame (a reply, an agent request) to be sent after everything queued
+    /// before it (never dropped).
+    pub fn push_fenced(&mut self, frame: Frame) {
         let fence = self.next_seq - 1;
-        self.control.push_back((Frame::Reply { request_id, reply }, Some(fence)));
+        self.control.push_back((frame, Some(fence)));
     }
 
     /// Whether the first control frame may go now, and otherwise how many queued messages must go

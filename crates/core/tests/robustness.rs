@@ -88,6 +88,21 @@ fn request() -> impl Strategy<Value = Request> {
                 reply: if ok { CommandReply::Result(text.into()) } else { CommandReply::Error(text.into()) },
             }
         ),
+        (topic(), prop::collection::vec(any::<u8>(), 0..16), prop_oneof![Just(0u64), 1u64..5_000, Just(u64::MAX)])
+            .prop_map(|(topic, p, timeout_ms)| Request::AgentRequest {
+                topic,
+                payload: Bytes::from(p),
+                content_type: String::new(),
+                timeout_ms,
+            }),
+        (0u64..6, prop::collection::vec(any::<u8>(), 0..16), prop::sample::select(vec!["", "cannot"])).prop_map(
+            |(token, p, error)| Request::Respond {
+                token,
+                payload: Bytes::from(p),
+                content_type: String::new(),
+                error: error.into(),
+            }
+        ),
     ]
 }
 
@@ -182,6 +197,7 @@ fn small_config() -> Config {
         queue_capacity: 4,
         lost_retention_ms: 20_000,
         sync_retention_ms: 30_000,
+        default_request_timeout_ms: 5_000,
         limits: Limits {
             max_agents_per_namespace: 5,
             max_namespaces: 3,
@@ -191,6 +207,9 @@ fn small_config() -> Config {
             max_registry_backlog: 8,
             max_control_backlog: 8,
             max_sync_timeout_ms: 10_000,
+            max_request_timeout_ms: 10_000,
+            max_pending_requests_per_agent: 2,
+            max_pending_requests: 4,
             ..Limits::default()
         },
         ..Config::default()
@@ -293,6 +312,7 @@ proptest! {
                 prop_assert!(a.queue_depth <= 4);
             }
             prop_assert!(engine.list_sync_points("").unwrap().len() <= 3 + 2);
+            prop_assert!(engine.info().pending_requests <= 4);
         }
         // However the run went, every operator is answered exactly once: commands still waiting end
         // by their timeout or their agent's lease.
@@ -314,6 +334,7 @@ proptest! {
         let info = engine.info();
         prop_assert_eq!(info.agents, 0);
         prop_assert_eq!(info.timers, 1, "timers left behind");
+        prop_assert_eq!(info.pending_requests, 0, "requests left behind");
         prop_assert!(info.namespaces <= watches, "{} namespaces, {} watches", info.namespaces, watches);
     }
 }

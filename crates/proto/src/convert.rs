@@ -156,6 +156,15 @@ pub fn session_message(kind: Option<v1::client_message::Kind>) -> Result<Session
             };
             core::Request::CommandResult { command_id: r.command_id, reply }
         }
+        Kind::AgentRequest(r) => core::Request::AgentRequest {
+            topic: r.topic,
+            payload: r.payload,
+            content_type: r.content_type,
+            timeout_ms: r.timeout_ms,
+        },
+        Kind::Respond(r) => {
+            core::Request::Respond { token: r.token, payload: r.payload, content_type: r.content_type, error: r.error }
+        }
     };
     Ok(SessionMessage::Request(request))
 }
@@ -192,6 +201,9 @@ fn reply(request_id: u64, reply: Reply) -> v1::Reply {
         }
         Reply::SyncSummary { outcome, position } => {
             Outcome::SyncResult(crate::wire::SyncResult { summary: true, ..sync_summary(&outcome, position) })
+        }
+        Reply::Response { payload, content_type, responder } => {
+            Outcome::AgentResponse(v1::AgentResponse { payload, content_type, responder })
         }
         Reply::Error(e) => Outcome::Error(error(&e)),
     };
@@ -243,6 +255,16 @@ pub fn server_message(frame: Frame) -> Option<v1::ServerMessage> {
         }
         Frame::Command { command_id, command, params, deadline } => {
             Kind::Command(v1::Command { command_id, command, params_json: params.to_string(), deadline_ms: deadline })
+        }
+        Frame::IncomingRequest { token, topic, payload, content_type, requester, deadline } => {
+            Kind::IncomingRequest(v1::IncomingRequest {
+                token,
+                topic,
+                payload,
+                content_type,
+                requester,
+                deadline_ms: deadline,
+            })
         }
     };
     Some(v1::ServerMessage { kind: Some(kind) })
@@ -350,6 +372,8 @@ pub fn limits(l: &core::Limits, queue_capacity: usize) -> v1::Limits {
         max_delta_bytes: l.max_delta_bytes as u64,
         max_sync_payload_bytes: l.max_sync_payload_bytes as u64,
         max_grpc_message_bytes: l.max_message_bytes() as u64,
+        max_request_timeout_ms: l.max_request_timeout_ms,
+        max_pending_requests_per_agent: l.max_pending_requests_per_agent.min(u32::MAX as usize) as u32,
     }
 }
 
@@ -438,6 +462,11 @@ mod tests {
             CoreError::Paused(refusal(PauseCause::EmergencyStop(stop))),
             CoreError::BreakerOpen { agent: "a".into(), probe_at_ms: 30_000, reason: "5 failures".into() },
             CoreError::SlowConsumer { agent: "a".into(), capacity: 16 },
+            CoreError::NoResponders { topic: "quotes.get".into() },
+            CoreError::RequestTimeout { topic: "quotes.get".into(), responder: "b".into(), waited_ms: 5 },
+            CoreError::RequestAborted { topic: "quotes.get".into(), responder: "b".into(), why: "left".into() },
+            CoreError::RequestRefused { topic: "quotes.get".into(), responder: "b".into(), message: "no".into() },
+            CoreError::UnknownRequest { token: 7 },
         ]
     }
 

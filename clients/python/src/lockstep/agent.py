@@ -53,7 +53,9 @@ from .models import (
     ControlKind,
     ControlNotice,
     Delivery,
+    IncomingRequest,
     Registration,
+    Response,
     StateSnapshot,
     StateView,
     SyncResult,
@@ -179,6 +181,9 @@ class Agent:
         self._command_feed: Optional[Feed[Command]] = None
         self.commands_refused = 0
         """Commands answered with an error because the application was not taking commands."""
+        self._request_feed: Optional[Feed[IncomingRequest]] = None
+        self.requests_refused = 0
+        """Other agents' requests refused because the application was not taking requests."""
 
     # ------------------------------------------------------------------------------------------
     # opening and the session loop
@@ -331,6 +336,8 @@ class Agent:
             feed._end()
         if self._command_feed is not None:
             self._command_feed._end()
+        if self._request_feed is not None:
+            self._request_feed._end()
         for task in list(self._background):
             task.cancel()
         if self._role_task is not None:
@@ -439,6 +446,8 @@ class Agent:
             self._on_control(ControlNotice.from_proto(msg.control))
         elif kind == "command":
             self._on_command(msg.command)
+        elif kind == "incoming_request":
+            self._on_incoming_request(msg.incoming_request)
         elif kind == "registered":
             log.debug("lockstep: unexpected second 'registered' for agent '%s'", self.agent_id)
 
@@ -534,12 +543,7 @@ class Agent:
             PayloadTooLarge: the payload is over the server's announced limit (checked locally;
                 nothing is sent).
         """
-        if not topic:
-            raise InvalidArgument("topic must not be empty")
-        if "*" in topic or ">" in topic:
-            raise InvalidArgument(
-                f"topic '{topic}' contains a wildcard; wildcards belong in interest patterns, not in published topics"
-            )
+        _check_topic(topic)
         data, ctype = encode_payload(payload, content_type)
         msg = pb.ClientMessage(publish=pb.Publish(topic=topic, payload=data, content_type=ctype))
         if confirm:
@@ -768,6 +772,86 @@ class Agent:
             self._notice_feeds.remove(feed)
         except ValueError:
             pass
+
+    # ------------------------------------------------------------------------------------------
+    # request/reply between agents
+
+    async def request(
+        self,
+        topic: str,
+        payload: Any = b"",
+        *,
+        timeout: Optional[float] = None,
+        content_type: Optional[str] = None,
+    ) -> Response:
+        """Ask the agents interested in ``topic`` for an answer: exactly one of them (the next in
+        turn, never this agent) gets the request, and its answer is returned as a
+        :class:`~lockstep.Response` (``payload`` encoded as for :meth:`publish`).
+
+        ``timeout`` is in seconds (``None``: the server's default, 30 s).
+
+        Raises:
+            NoResponders: at once, when no other agent can take it (retry later).
+            RequestTimeout: the responder did not answer in time (the message names it).
+            RequestAborted: the responder left or lost its lease before answering.
+            RequestRefused: the responder refused the request.
+            InvalidArgument: an empty topic or one with wildcards (checked locally), or a timeout
+                over the server's limit.
+            PayloadTooLarge: the payload is over the server's announced limit (nothing is sent).
+        """
+        _check_topic(topic)
+        data, ctype = encode_payload(payload, content_type)
+        ask = pb.AgentRequest(topic=topic, payload=data, content_type=ctype, timeout_ms=timeout_ms(timeout))
+        reply = await self._request(pb.ClientMessage(agent_request=ask))
+        self._raise_if_error(reply)
+        if reply.WhichOneof("outcome") != "agent_response":
+            raise LockstepError(f"unexpected answer to request: {reply.WhichOneof('outcome')}")
+        return Response.from_proto(reply.agent_response)
+
+    def requests(self) -> "Feed[IncomingRequest]":
+        """Other agents' requests for this one to answer (:meth:`request`)::
+
+            async for req in agent.requests():
+                await req.respond({"price": 42})
+
+        Answer each :class:`~lockstep.IncomingRequest` once, with ``respond(payload)`` or
+        ``refuse(why)``. Until the application calls this, the agent refuses every request it is
+        given, so that requesters learn it at once instead of at their timeout. Every call returns
+        the same feed while it is open; closing it stops taking requests (those not yet read are
+        refused).
+        """
+        feed = self._request_feed
+        if feed is None or feed.closed:
+            feed = Feed("requests", on_close=self._requests_closed)
+            if self._closed:
+                feed._end()
+            self._request_feed = feed
+        return feed
+
+    def _on_incoming_request(self, msg: Any) -> None:
+        request = IncomingRequest.from_proto(msg, _Responder(self._answer_request))
+        feed = self._request_feed
+        if feed is not None and not feed.closed:
+            feed._push(request)
+        else:
+            self._spawn(self._refuse_request(request, f"agent '{self.agent_id}' does not answer requests"))
+
+    def _requests_closed(self, feed: "Feed[Any]") -> None:
+        if self._closed:
+            return  # the server fails the requests a departed responder held
+        for request in feed._take_all():
+            self._spawn(self._refuse_request(request, f"agent '{self.agent_id}' stopped answering requests"))
+
+    async def _refuse_request(self, request: IncomingRequest, why: str) -> None:
+        self.requests_refused += 1
+        try:
+            await request.refuse(why)
+        except LockstepError as exc:
+            log.debug("lockstep: agent '%s' could not refuse request %d: %s", self.agent_id, request.token, exc)
+
+    async def _answer_request(self, token: int, payload: bytes, content_type: str, error: str) -> None:
+        answer = pb.Respond(token=token, payload=payload, content_type=content_type, error=error)
+        self._raise_if_error(await self._request(pb.ClientMessage(respond=answer)))
 
     # ------------------------------------------------------------------------------------------
     # commands from operators
@@ -1213,6 +1297,16 @@ class Agent:
         self._reconnect = False
         if self._call is not None:
             self._call.cancel()
+
+
+def _check_topic(topic: str) -> None:
+    """Refuses an empty topic or one with wildcards (which belong in interest patterns)."""
+    if not topic:
+        raise InvalidArgument("topic must not be empty")
+    if "*" in topic or ">" in topic:
+        raise InvalidArgument(
+            f"topic '{topic}' contains a wildcard; wildcards belong in interest patterns, not in published topics"
+        )
 
 
 class Feed(Generic[T]):

@@ -50,6 +50,11 @@ __all__ = [
     "SyncTimeout",
     "SyncAborted",
     "SyncConflict",
+    "RequestFailed",
+    "NoResponders",
+    "RequestTimeout",
+    "RequestAborted",
+    "RequestRefused",
     "error_from_code",
     "error_from_rpc",
 ]
@@ -85,6 +90,11 @@ class Reason(str, enum.Enum):
     COMMAND_ABORTED = "COMMAND_ABORTED"
     BACKUP_FAILED = "BACKUP_FAILED"
     MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
+    NO_RESPONDERS = "NO_RESPONDERS"
+    REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
+    REQUEST_ABORTED = "REQUEST_ABORTED"
+    REQUEST_REFUSED = "REQUEST_REFUSED"
+    UNKNOWN_REQUEST = "UNKNOWN_REQUEST"
 
     @classmethod
     def parse(cls, name: str) -> Optional["Reason"]:
@@ -389,6 +399,39 @@ class SyncConflict(SyncFailed, FailedPrecondition):
     default_code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class RequestFailed(LockstepError):
+    """A request to other agents (:meth:`lockstep.Agent.request`) got no answer. Base class of
+    :class:`NoResponders`, :class:`RequestTimeout`, :class:`RequestAborted` and
+    :class:`RequestRefused`; the responder concerned, when there was one, is named in the message."""
+
+    default_code = grpc.StatusCode.ABORTED
+
+
+class NoResponders(RequestFailed):
+    """No other live agent interested in the topic could take the request (none registered, or all
+    paused or isolated). Raised at once; retry later, once a responder has joined."""
+
+    default_code = grpc.StatusCode.UNAVAILABLE
+
+
+class RequestTimeout(RequestFailed, DeadlineExceeded):
+    """The responder did not answer within the request's timeout (the message names it)."""
+
+    default_code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class RequestAborted(RequestFailed):
+    """The responder left, or lost its lease, before answering."""
+
+    default_code = grpc.StatusCode.ABORTED
+
+
+class RequestRefused(RequestFailed):
+    """The responder refused the request (its text is in the message)."""
+
+    default_code = grpc.StatusCode.ABORTED
+
+
 _BY_CODE: Dict[grpc.StatusCode, Type[LockstepError]] = {
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.CANCELLED: SessionClosed,
@@ -438,6 +481,11 @@ _BY_REASON: Dict[Reason, Type[LockstepError]] = {
     Reason.ADMIN_TOKEN_WRONG: PermissionDenied,
     Reason.COMMAND_TIMEOUT: CommandTimeout,
     Reason.COMMAND_ABORTED: CommandAborted,
+    Reason.NO_RESPONDERS: NoResponders,
+    Reason.REQUEST_TIMEOUT: RequestTimeout,
+    Reason.REQUEST_ABORTED: RequestAborted,
+    Reason.REQUEST_REFUSED: RequestRefused,
+    Reason.UNKNOWN_REQUEST: NotFound,
 }
 
 

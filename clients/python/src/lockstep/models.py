@@ -21,6 +21,8 @@ __all__ = [
     "AgentInfo",
     "RegistryEvent",
     "Delivery",
+    "Response",
+    "IncomingRequest",
     "StateSnapshot",
     "StateView",
     "SyncResult",
@@ -202,8 +204,33 @@ class RegistryEvent:
         )
 
 
+class _Payload:
+    """Reading a ``payload`` by its ``content_type`` (deliveries, requests and responses)."""
+
+    payload: bytes
+    content_type: str
+
+    def text(self, encoding: str = "utf-8") -> str:
+        """The payload decoded as text."""
+        return self.payload.decode(encoding)
+
+    def json(self) -> Any:
+        """The payload parsed as JSON."""
+        return json.loads(self.payload)
+
+    @property
+    def data(self) -> Any:
+        """The payload decoded by its content type: JSON values, text, or the raw bytes."""
+        ctype = self.content_type.split(";")[0].strip().lower()
+        if ctype == "application/json" or ctype.endswith("+json"):
+            return self.json()
+        if ctype.startswith("text/"):
+            return self.text()
+        return self.payload
+
+
 @dataclass(frozen=True)
-class Delivery:
+class Delivery(_Payload):
     """A message routed to this agent because one of its interests matched the topic.
 
     ``seq`` increases by one per message routed to this agent; ``missed_before`` > 0 says that many
@@ -229,23 +256,19 @@ class Delivery:
             missed_before=missed_before,
         )
 
-    def text(self, encoding: str = "utf-8") -> str:
-        """The payload decoded as text."""
-        return self.payload.decode(encoding)
 
-    def json(self) -> Any:
-        """The payload parsed as JSON."""
-        return json.loads(self.payload)
+@dataclass(frozen=True)
+class Response(_Payload):
+    """The answer to :meth:`lockstep.Agent.request`; read it with ``.data``, ``.json()``, ``.text()``."""
 
-    @property
-    def data(self) -> Any:
-        """The payload decoded by its content type: JSON values, text, or the raw bytes."""
-        ctype = self.content_type.split(";")[0].strip().lower()
-        if ctype == "application/json" or ctype.endswith("+json"):
-            return self.json()
-        if ctype.startswith("text/"):
-            return self.text()
-        return self.payload
+    payload: bytes
+    content_type: str = ""
+    responder: str = ""
+    """The agent that answered."""
+
+    @classmethod
+    def from_proto(cls, msg: pb.AgentResponse) -> "Response":
+        return cls(payload=bytes(msg.payload), content_type=msg.content_type, responder=msg.responder)
 
 
 @dataclass(frozen=True)
@@ -276,11 +299,12 @@ class ControlNotice:
 
 
 class _Responder:
-    """How a :class:`Command` from the server is answered: the agent's send function, and whether it was."""
+    """How a :class:`Command` or :class:`IncomingRequest` from the server is answered: the agent's send
+    function, and whether it was."""
 
     __slots__ = ("send", "answered")
 
-    def __init__(self, send: Callable[[int, Optional[str], Optional[str]], Awaitable[None]]) -> None:
+    def __init__(self, send: Callable[..., Awaitable[None]]) -> None:
         self.send = send
         self.answered = False
 
@@ -359,6 +383,59 @@ class Command:
         if responder.answered:
             raise LockstepError(f"command '{self.name}' (id {self.command_id}) was already answered")
         await responder.send(self.command_id, result_json, error)
+        responder.answered = True
+
+
+@dataclass(frozen=True)
+class IncomingRequest(_Payload):
+    """Another agent's request for this one to answer, from :meth:`lockstep.Agent.requests`. Answer
+    it once, with :meth:`respond` (or :meth:`refuse`), before ``deadline_ms``."""
+
+    token: int
+    topic: str
+    payload: bytes
+    content_type: str = ""
+    requester: str = ""
+    deadline_ms: int = 0
+    """When the requester stops waiting, on the server's clock (milliseconds)."""
+    _responder: Optional[_Responder] = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, msg: pb.IncomingRequest, responder: _Responder) -> "IncomingRequest":
+        return cls(
+            token=msg.token,
+            topic=msg.topic,
+            payload=bytes(msg.payload),
+            content_type=msg.content_type,
+            requester=msg.requester,
+            deadline_ms=msg.deadline_ms,
+            _responder=responder,
+        )
+
+    async def respond(self, payload: Any = b"", *, content_type: Optional[str] = None) -> None:
+        """Answer with ``payload`` (``bytes`` as they are, ``str`` as text, anything else as JSON).
+
+        Raises:
+            NotFound: the server no longer waits for this answer (reason ``UNKNOWN_REQUEST``: the
+                request timed out); nothing else happens.
+            PayloadTooLarge: the answer is over the server's limit; the request still waits.
+        """
+        from ._util import encode_payload
+
+        data, ctype = encode_payload(payload, content_type)
+        await self._answer(data, ctype, "")
+
+    async def refuse(self, why: str) -> None:
+        """Refuse the request: the requester gets :class:`~lockstep.RequestRefused` with ``why``."""
+        await self._answer(b"", "", str(why) or "refused")
+
+    async def _answer(self, payload: bytes, content_type: str, error: str) -> None:
+        from .errors import LockstepError
+
+        responder = self._responder
+        if responder is None or responder.answered:
+            raise LockstepError(f"request {self.token} on '{self.topic}' was already answered")
+        await responder.send(self.token, payload, content_type, error)
         responder.answered = True
 
 
@@ -547,6 +624,10 @@ class Limits:
     max_sync_payload_bytes: int = 0
     #: The largest encoded gRPC message; a larger one would end the session's stream.
     max_grpc_message_bytes: int = 0
+    #: The longest timeout an agent request may ask for.
+    max_request_timeout_ms: int = 0
+    #: Most agent requests one agent may have waiting for an answer at once.
+    max_pending_requests_per_agent: int = 0
 
     @classmethod
     def from_proto(cls, msg: pb.Limits) -> "Limits":
@@ -563,6 +644,8 @@ class Limits:
             max_delta_bytes=msg.max_delta_bytes,
             max_sync_payload_bytes=msg.max_sync_payload_bytes,
             max_grpc_message_bytes=msg.max_grpc_message_bytes,
+            max_request_timeout_ms=msg.max_request_timeout_ms,
+            max_pending_requests_per_agent=msg.max_pending_requests_per_agent,
         )
 
     def check(self, msg: pb.ClientMessage) -> None:
@@ -573,6 +656,10 @@ class Limits:
         checks: List[Tuple[str, int, int, str]] = []
         if kind == "publish":
             checks.append(("the payload", len(msg.publish.payload), self.max_message_bytes, "limits.max_payload_bytes"))
+        elif kind in ("agent_request", "respond"):
+            what = "the request payload" if kind == "agent_request" else "the response payload"
+            size = len(getattr(msg, kind).payload)
+            checks.append((what, size, self.max_message_bytes, "limits.max_payload_bytes"))
         elif kind == "update_state":
             size = len(msg.update_state.delta_json.encode("utf-8"))
             checks.append(("the state delta", size, self.max_delta_bytes, "limits.max_delta_bytes"))

@@ -39,7 +39,7 @@ class BackupResponse(_message.Message):
     def __init__(self, path: _Optional[str] = ..., bytes: _Optional[int] = ...) -> None: ...
 
 class ClientMessage(_message.Message):
-    __slots__ = ("request_id", "register", "heartbeat", "publish", "update_state", "set_status", "watch_state", "unwatch_state", "sync", "ack", "deregister", "command_result", "delivery_error")
+    __slots__ = ("request_id", "register", "heartbeat", "publish", "update_state", "set_status", "watch_state", "unwatch_state", "sync", "ack", "deregister", "command_result", "delivery_error", "agent_request", "respond")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     REGISTER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,8 @@ class ClientMessage(_message.Message):
     DEREGISTER_FIELD_NUMBER: _ClassVar[int]
     COMMAND_RESULT_FIELD_NUMBER: _ClassVar[int]
     DELIVERY_ERROR_FIELD_NUMBER: _ClassVar[int]
+    AGENT_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    RESPOND_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     register: Register
     heartbeat: Heartbeat
@@ -66,7 +68,33 @@ class ClientMessage(_message.Message):
     deregister: Deregister
     command_result: CommandResult
     delivery_error: DeliveryError
-    def __init__(self, request_id: _Optional[int] = ..., register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., update_state: _Optional[_Union[UpdateState, _Mapping]] = ..., set_status: _Optional[_Union[SetStatus, _Mapping]] = ..., watch_state: _Optional[_Union[WatchState, _Mapping]] = ..., unwatch_state: _Optional[_Union[UnwatchState, _Mapping]] = ..., sync: _Optional[_Union[SyncArrive, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., deregister: _Optional[_Union[Deregister, _Mapping]] = ..., command_result: _Optional[_Union[CommandResult, _Mapping]] = ..., delivery_error: _Optional[_Union[DeliveryError, _Mapping]] = ...) -> None: ...
+    agent_request: AgentRequest
+    respond: Respond
+    def __init__(self, request_id: _Optional[int] = ..., register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., update_state: _Optional[_Union[UpdateState, _Mapping]] = ..., set_status: _Optional[_Union[SetStatus, _Mapping]] = ..., watch_state: _Optional[_Union[WatchState, _Mapping]] = ..., unwatch_state: _Optional[_Union[UnwatchState, _Mapping]] = ..., sync: _Optional[_Union[SyncArrive, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., deregister: _Optional[_Union[Deregister, _Mapping]] = ..., command_result: _Optional[_Union[CommandResult, _Mapping]] = ..., delivery_error: _Optional[_Union[DeliveryError, _Mapping]] = ..., agent_request: _Optional[_Union[AgentRequest, _Mapping]] = ..., respond: _Optional[_Union[Respond, _Mapping]] = ...) -> None: ...
+
+class AgentRequest(_message.Message):
+    __slots__ = ("topic", "payload", "content_type", "timeout_ms")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    payload: bytes
+    content_type: str
+    timeout_ms: int
+    def __init__(self, topic: _Optional[str] = ..., payload: _Optional[bytes] = ..., content_type: _Optional[str] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class Respond(_message.Message):
+    __slots__ = ("token", "payload", "content_type", "error")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    token: int
+    payload: bytes
+    content_type: str
+    error: str
+    def __init__(self, token: _Optional[int] = ..., payload: _Optional[bytes] = ..., content_type: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class DeliveryError(_message.Message):
     __slots__ = ("seq", "reason")
@@ -192,20 +220,38 @@ class CommandResult(_message.Message):
     def __init__(self, command_id: _Optional[int] = ..., result_json: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ServerMessage(_message.Message):
-    __slots__ = ("registered", "reply", "deliveries", "state_changes", "control", "command")
+    __slots__ = ("registered", "reply", "deliveries", "state_changes", "control", "command", "incoming_request")
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     REPLY_FIELD_NUMBER: _ClassVar[int]
     DELIVERIES_FIELD_NUMBER: _ClassVar[int]
     STATE_CHANGES_FIELD_NUMBER: _ClassVar[int]
     CONTROL_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
+    INCOMING_REQUEST_FIELD_NUMBER: _ClassVar[int]
     registered: Registered
     reply: Reply
     deliveries: Deliveries
     state_changes: StateChanges
     control: Control
     command: Command
-    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., reply: _Optional[_Union[Reply, _Mapping]] = ..., deliveries: _Optional[_Union[Deliveries, _Mapping]] = ..., state_changes: _Optional[_Union[StateChanges, _Mapping]] = ..., control: _Optional[_Union[Control, _Mapping]] = ..., command: _Optional[_Union[Command, _Mapping]] = ...) -> None: ...
+    incoming_request: IncomingRequest
+    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., reply: _Optional[_Union[Reply, _Mapping]] = ..., deliveries: _Optional[_Union[Deliveries, _Mapping]] = ..., state_changes: _Optional[_Union[StateChanges, _Mapping]] = ..., control: _Optional[_Union[Control, _Mapping]] = ..., command: _Optional[_Union[Command, _Mapping]] = ..., incoming_request: _Optional[_Union[IncomingRequest, _Mapping]] = ...) -> None: ...
+
+class IncomingRequest(_message.Message):
+    __slots__ = ("token", "topic", "payload", "content_type", "requester", "deadline_ms")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    REQUESTER_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    token: int
+    topic: str
+    payload: bytes
+    content_type: str
+    requester: str
+    deadline_ms: int
+    def __init__(self, token: _Optional[int] = ..., topic: _Optional[str] = ..., payload: _Optional[bytes] = ..., content_type: _Optional[str] = ..., requester: _Optional[str] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
 
 class Control(_message.Message):
     __slots__ = ("kind", "actor", "reason")
@@ -260,18 +306,30 @@ class Registered(_message.Message):
     def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., lease_intervals: _Optional[int] = ..., resumed: bool = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
 
 class Reply(_message.Message):
-    __slots__ = ("request_id", "ok", "error", "state_version", "sync_result")
+    __slots__ = ("request_id", "ok", "error", "state_version", "sync_result", "agent_response")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     STATE_VERSION_FIELD_NUMBER: _ClassVar[int]
     SYNC_RESULT_FIELD_NUMBER: _ClassVar[int]
+    AGENT_RESPONSE_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     ok: Ok
     error: Error
     state_version: StateVersion
     sync_result: SyncResult
-    def __init__(self, request_id: _Optional[int] = ..., ok: _Optional[_Union[Ok, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., state_version: _Optional[_Union[StateVersion, _Mapping]] = ..., sync_result: _Optional[_Union[SyncResult, _Mapping]] = ...) -> None: ...
+    agent_response: AgentResponse
+    def __init__(self, request_id: _Optional[int] = ..., ok: _Optional[_Union[Ok, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., state_version: _Optional[_Union[StateVersion, _Mapping]] = ..., sync_result: _Optional[_Union[SyncResult, _Mapping]] = ..., agent_response: _Optional[_Union[AgentResponse, _Mapping]] = ...) -> None: ...
+
+class AgentResponse(_message.Message):
+    __slots__ = ("payload", "content_type", "responder")
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    RESPONDER_FIELD_NUMBER: _ClassVar[int]
+    payload: bytes
+    content_type: str
+    responder: str
+    def __init__(self, payload: _Optional[bytes] = ..., content_type: _Optional[str] = ..., responder: _Optional[str] = ...) -> None: ...
 
 class Ok(_message.Message):
     __slots__ = ()
@@ -780,7 +838,7 @@ class AuditLogResponse(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ..., dropped: _Optional[int] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_topic_len", "max_interests", "max_agents_per_namespace", "max_open_sync_points", "queue_capacity", "max_state_bytes", "max_sync_participants", "max_sync_timeout_ms", "max_delta_bytes", "max_sync_payload_bytes", "max_grpc_message_bytes")
+    __slots__ = ("max_message_bytes", "max_topic_len", "max_interests", "max_agents_per_namespace", "max_open_sync_points", "queue_capacity", "max_state_bytes", "max_sync_participants", "max_sync_timeout_ms", "max_delta_bytes", "max_sync_payload_bytes", "max_grpc_message_bytes", "max_request_timeout_ms", "max_pending_requests_per_agent")
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_TOPIC_LEN_FIELD_NUMBER: _ClassVar[int]
     MAX_INTERESTS_FIELD_NUMBER: _ClassVar[int]
@@ -793,6 +851,8 @@ class Limits(_message.Message):
     MAX_DELTA_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_SYNC_PAYLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_GRPC_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_REQUEST_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_PENDING_REQUESTS_PER_AGENT_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_topic_len: int
     max_interests: int
@@ -805,4 +865,6 @@ class Limits(_message.Message):
     max_delta_bytes: int
     max_sync_payload_bytes: int
     max_grpc_message_bytes: int
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_topic_len: _Optional[int] = ..., max_interests: _Optional[int] = ..., max_agents_per_namespace: _Optional[int] = ..., max_open_sync_points: _Optional[int] = ..., queue_capacity: _Optional[int] = ..., max_state_bytes: _Optional[int] = ..., max_sync_participants: _Optional[int] = ..., max_sync_timeout_ms: _Optional[int] = ..., max_delta_bytes: _Optional[int] = ..., max_sync_payload_bytes: _Optional[int] = ..., max_grpc_message_bytes: _Optional[int] = ...) -> None: ...
+    max_request_timeout_ms: int
+    max_pending_requests_per_agent: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_topic_len: _Optional[int] = ..., max_interests: _Optional[int] = ..., max_agents_per_namespace: _Optional[int] = ..., max_open_sync_points: _Optional[int] = ..., queue_capacity: _Optional[int] = ..., max_state_bytes: _Optional[int] = ..., max_sync_participants: _Optional[int] = ..., max_sync_timeout_ms: _Optional[int] = ..., max_delta_bytes: _Optional[int] = ..., max_sync_payload_bytes: _Optional[int] = ..., max_grpc_message_bytes: _Optional[int] = ..., max_request_timeout_ms: _Optional[int] = ..., max_pending_requests_per_agent: _Optional[int] = ...) -> None: ...
