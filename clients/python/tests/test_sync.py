@@ -38,6 +38,30 @@ async def test_three_agents_meet_at_a_barrier(client: lockstep.Client) -> None:
             await a.close()
 
 
+async def test_a_quorum_barrier_releases_at_k_and_answers_the_late_at_once(client: lockstep.Client) -> None:
+    names = ["q1", "q2", "q3"]
+    agents = [await client.register(n, role="scanner") for n in names]
+    try:
+        with pytest.raises(lockstep.InvalidArgument):
+            await agents[0].sync("scan", role="scanner", quorum=4, timeout=10)
+        with pytest.raises(lockstep.InvalidArgument):
+            await agents[0].sync("scan", role="scanner", quorum=0, timeout=10)
+        results = await asyncio.gather(
+            *(a.sync("scan", role="scanner", quorum=2, timeout=10, payload=a.agent_id) for a in agents[:2])
+        )
+        assert results[0] == results[1]
+        assert sorted(results[0].arrival_order) == ["q1", "q2"]
+        assert (results[0].late, results[0].late_count, results[0].count) == (("q3",), 1, 2)
+        late = await agents[2].sync("scan", role="scanner", quorum=2, timeout=10)
+        assert late == results[0], "the late participant gets the recorded outcome at once"
+        assert late.position == 2
+        status = await client.sync_status("scan")
+        assert status.quorum == 2 and list(status.missing) == ["q3"]
+    finally:
+        for a in agents:
+            await a.close()
+
+
 def fnv1a64_digest(order, payloads) -> int:
     """The outcome digest as PROTOCOL.md defines it, computed independently of the server."""
     data = struct.pack("<Q", len(order))

@@ -170,6 +170,7 @@ fn sync_json(s: &v1::SyncPointStatus) -> Value {
         "missing": s.missing, "created_at_ms": s.created_at_ms, "waiting_since_ms": s.waiting_since_ms,
         "deadline_ms": s.deadline_ms, "finished_at_ms": (s.finished_at_ms > 0).then_some(s.finished_at_ms),
         "failure": (!s.failure.is_empty()).then_some(&s.failure), "now_ms": s.now_ms,
+        "quorum": (s.quorum > 0).then_some(s.quorum),
     })
 }
 
@@ -179,7 +180,9 @@ fn print_status(s: &v1::SyncPointStatus) {
     println!("participants  {}", s.participants);
     println!("arrived       {} of {}: {}", s.arrived.len(), s.required_count, s.arrived.join(", "));
     if !s.missing.is_empty() {
-        println!("missing       {}", s.missing.join(", "));
+        // Once a quorum point is released, those it did not wait for are late, not missing.
+        let label = if s.quorum > 0 && s.finished_at_ms > 0 { "late         " } else { "missing      " };
+        println!("{label} {}", s.missing.join(", "));
     }
     println!("waiting since {} ms ago", s.now_ms.saturating_sub(s.waiting_since_ms));
     if s.finished_at_ms == 0 {

@@ -129,16 +129,24 @@ pub struct SyncResult {
     /// The outcome's digest, the same for every participant of the point whichever way it was
     /// answered: equal digests mean the same arrival order and payloads.
     pub digest: u64,
-    /// This agent's place in the arrival order, from 0.
+    /// This agent's place in the arrival order, from 0; `count` if it is not in the arrival order
+    /// (a late participant of a quorum point).
     pub position: u32,
-    /// Only the count, digest and position were sent.
+    /// Only the count, digest, position and late count were sent.
     pub summary: bool,
+    /// Required participants that had not arrived when the point was released (the rest of a
+    /// quorum point's set or role, or those a force-complete went without), sorted; empty in a
+    /// summary.
+    pub late: Vec<String>,
+    /// How many were late (given in a summary too).
+    pub late_count: u32,
 }
 
 impl PartialEq for SyncResult {
     fn eq(&self, other: &Self) -> bool {
-        let Self { sync_id, arrival_order, payloads, forced, count, digest, position: _, summary } = self;
-        (sync_id, arrival_order, payloads, forced, count, digest, summary)
+        let Self { sync_id, arrival_order, payloads, forced, count, digest, position: _, summary, late, late_count } =
+            self;
+        (sync_id, arrival_order, payloads, forced, count, digest, summary, late, late_count)
             == (
                 &other.sync_id,
                 &other.arrival_order,
@@ -147,6 +155,8 @@ impl PartialEq for SyncResult {
                 &other.count,
                 &other.digest,
                 &other.summary,
+                &other.late,
+                &other.late_count,
             )
     }
 }
@@ -760,7 +770,25 @@ impl Agent {
         timeout: Duration,
         payload: impl Into<Bytes>,
     ) -> Result<SyncResult, Error> {
-        self.arrive(sync_id, participants, timeout, payload.into(), false).await
+        self.arrive(sync_id, participants, timeout, payload.into(), false, 0).await
+    }
+
+    /// A k-of-n barrier: as [`Agent::sync`] over an explicit set or a role, released as soon as
+    /// `quorum` of them have arrived. The result names the others in `late`; a late participant
+    /// that arrives afterwards gets the same result at once (with `position` equal to `count`).
+    /// Every arrival must give the same participants and quorum.
+    pub async fn sync_quorum(
+        &self,
+        sync_id: &str,
+        participants: Participants,
+        quorum: u32,
+        timeout: Duration,
+        payload: impl Into<Bytes>,
+    ) -> Result<SyncResult, Error> {
+        if quorum == 0 {
+            return Err(Error::InvalidArgument("a quorum must be at least 1".into()));
+        }
+        self.arrive(sync_id, participants, timeout, payload.into(), false, quorum).await
     }
 
     /// As [`Agent::sync`], released with a summary: the count, the digest and this agent's place,
@@ -773,7 +801,7 @@ impl Agent {
         timeout: Duration,
         payload: impl Into<Bytes>,
     ) -> Result<SyncResult, Error> {
-        self.arrive(sync_id, participants, timeout, payload.into(), true).await
+        self.arrive(sync_id, participants, timeout, payload.into(), true, 0).await
     }
 
     async fn arrive(
@@ -783,6 +811,7 @@ impl Agent {
         timeout: Duration,
         payload: Bytes,
         summary: bool,
+        quorum: u32,
     ) -> Result<SyncResult, Error> {
         use v1::sync_arrive::Participants as P;
         let participants = match participants {
@@ -796,15 +825,17 @@ impl Agent {
             timeout_ms: timeout.as_millis().min(u64::MAX as u128) as u64,
             payload,
             summary,
+            quorum,
         };
         // A connection lost while waiting does not fail the arrival: it is sent again on the
         // reconnected session, where the server re-attaches it (or answers with the outcome).
         match self.call_with(v1::client_message::Kind::Sync(arrive), true).await? {
             v1::reply::Outcome::SyncResult(r) => {
                 let arrival_order = r.arrival_order_strings();
+                let late = r.late_strings();
                 let position = match r.summary {
                     true => r.position,
-                    false => arrival_order.iter().position(|a| a == self.id()).unwrap_or_default() as u32,
+                    false => arrival_order.iter().position(|a| a == self.id()).unwrap_or(arrival_order.len()) as u32,
                 };
                 Ok(SyncResult {
                     sync_id: r.sync_id,
@@ -815,6 +846,8 @@ impl Agent {
                     digest: r.digest,
                     position,
                     summary: r.summary,
+                    late,
+                    late_count: r.late_count,
                 })
             }
             v1::reply::Outcome::Error(e) => Err(e.into()),

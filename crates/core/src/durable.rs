@@ -67,6 +67,9 @@ pub struct SyncPointImage {
     pub namespace: String,
     pub sync_id: String,
     pub participants: Participants,
+    /// k of a k-of-n point (absent in images kept before quorums existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<u32>,
     /// The resolved participant set (empty for a count).
     pub required: Vec<String>,
     pub created_at: Time,

@@ -765,9 +765,9 @@ impl Engine {
             Request::SetStatus(status) => self.set_status(&ns, &agent, status).map(|()| Reply::Ok),
             Request::Watch(target) => self.watch(&ns, &agent, target).map(|()| Reply::Ok),
             Request::Unwatch(target) => self.unwatch(&ns, &agent, &target).map(|()| Reply::Ok),
-            Request::Sync { sync_id, participants, timeout_ms, payload, summary } => {
+            Request::Sync { sync_id, participants, timeout_ms, payload, summary, quorum } => {
                 let waiter = Waiter { agent: agent.clone(), request_id, position: 0, summary };
-                match self.sync(now, &ns, waiter, sync_id, participants, timeout_ms, payload) {
+                match self.sync(now, &ns, waiter, sync_id, (participants, quorum), timeout_ms, payload) {
                     // The reply comes when the point is released.
                     Ok(()) => return,
                     Err(e) => Err(e),
@@ -1368,7 +1368,7 @@ impl Engine {
         ns: &Arc<str>,
         waiter: Waiter,
         sync_id: String,
-        participants: Participants,
+        (participants, quorum): (Participants, Option<u32>),
         timeout_ms: u64,
         payload: Bytes,
     ) -> Result<(), CoreError> {
@@ -1403,14 +1403,16 @@ impl Engine {
                     hint: "let waiting points complete or time out, or raise limits.max_open_sync_points",
                 });
             }
-            let required = match &participants {
+            let required: std::collections::BTreeSet<Arc<str>> = match &participants {
                 Participants::Agents(ids) => ids.iter().map(|s| Arc::from(s.as_str())).collect(),
                 Participants::Count(_) => Default::default(),
                 Participants::Role(role) => {
                     n.agents.values().filter(|a| a.is_live() && *a.role == **role).map(|a| a.id.clone()).collect()
                 }
             };
-            n.sync_points.insert(id.clone(), SyncPoint::new(sync_id, participants.clone(), required, now, timeout_ms));
+            participants.validate_quorum(quorum, required.len())?;
+            let point = SyncPoint::new(sync_id, participants.clone(), quorum, required, now, timeout_ms);
+            n.sync_points.insert(id.clone(), point);
             n.open_sync_points += 1;
         }
         let n = self.namespaces.get_mut(ns).expect("present");
@@ -1418,7 +1420,7 @@ impl Engine {
         let before = point.arrival_count();
         let (agent, request_id) = (waiter.agent.clone(), waiter.request_id);
         let agent = &agent;
-        let arrived = match point.arrive(now, waiter, payload, &participants) {
+        let arrived = match point.arrive(now, waiter, payload, &participants, quorum) {
             Ok(arrived) => arrived,
             Err(e) => {
                 // A refused first arrival (not a participant of the point it names) leaves nothing

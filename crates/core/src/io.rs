@@ -69,6 +69,9 @@ pub enum Request {
         /// Answer with [`Reply::SyncSummary`] rather than the whole outcome.
         #[serde(default)]
         summary: bool,
+        /// Release when this many of the set or role have arrived (k of n); `None`: all of them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        quorum: Option<u32>,
     },
     /// Every delivery with `seq <= up_to` has been received.
     Ack {

@@ -1,14 +1,17 @@
 //! Sync points: barriers where agents meet before going on.
 //!
 //! A sync point is created by its first arrival, which also defines who must come: an explicit set
-//! of agents, any N agents, or every agent holding a role when the point is created. Later arrivals
-//! must describe it the same way. When the last required participant arrives, every waiter is
+//! of agents, any N agents, or every agent holding a role when the point is created, optionally with
+//! a quorum k (k of the set or role suffice). Later arrivals must describe it the same way. When the
+//! last required participant (or the k-th, with a quorum) arrives, every waiter is
 //! released at once with the same [`SyncOutcome`] (arrival order and what each one brought, and a
 //! digest of both); a waiter that asked for a summary is answered with the count, the digest and its
 //! own place instead, so a round of N summary waiters costs O(N) bytes rather than O(N²). On the
 //! deadline every waiter gets `DeadlineExceeded` naming who never arrived; a required participant
-//! that is lost or leaves fails the point at once with `Aborted`. A finished point answers late or
-//! repeated arrivals with its recorded outcome until it is cleaned up.
+//! that is lost or leaves fails the point at once with `Aborted` (with a quorum: once fewer than k
+//! can still arrive). A finished point answers repeated arrivals with its recorded outcome until it
+//! is cleaned up; the outcome of a quorum point names the participants that had not arrived as late,
+//! and a late participant that arrives afterwards gets that outcome at once.
 //!
 //! This module holds the rules of one point; the engine wires points to the registry and clock.
 
@@ -86,6 +89,34 @@ impl Participants {
         }
     }
 
+    /// [`Participants::describe`] with a quorum: `2 of {a, b, c}`.
+    pub fn describe_quorum(&self, quorum: Option<u32>) -> String {
+        match quorum {
+            Some(k) => format!("{k} of {}", self.describe()),
+            None => self.describe(),
+        }
+    }
+
+    /// Checks a quorum against the participants it applies to: a set or a role (resolved, at the
+    /// point's creation, to `resolved` agents), at least 1 and at most their number.
+    pub fn validate_quorum(&self, quorum: Option<u32>, resolved: usize) -> Result<(), CoreError> {
+        let Some(k) = quorum else { return Ok(()) };
+        let of = match self {
+            Participants::Count(_) => {
+                return Err(CoreError::invalid(
+                    "quorum",
+                    "a quorum applies to a set of agents or a role; a count point is already released by any N",
+                ))
+            }
+            Participants::Agents(ids) => format!("the {} agents of the set", ids.len()),
+            Participants::Role(role) => format!("the {resolved} live agents of role {role}"),
+        };
+        if k == 0 || k as usize > resolved {
+            return Err(CoreError::invalid("quorum", format!("{k} must be between 1 and {of}")));
+        }
+        Ok(())
+    }
+
     fn same_as(&self, other: &Participants) -> bool {
         match (self, other) {
             (Participants::Agents(a), Participants::Agents(b)) => {
@@ -104,6 +135,9 @@ pub struct SyncOutcome {
     pub arrival_order: Vec<Arc<str>>,
     /// `payloads[i]` is what `arrival_order[i]` brought.
     pub payloads: Vec<Bytes>,
+    /// Required participants that had not arrived when the point was released (the rest of a
+    /// quorum point's set or role, or those a force-complete went without), sorted.
+    pub late: Vec<Arc<str>>,
     /// Released by an operator's force-complete rather than by every participant arriving.
     pub forced: bool,
     /// [`SyncOutcome::digest_of`] the arrival order and payloads: waiters that were answered with a
@@ -172,7 +206,8 @@ impl SyncOutcome {
 pub struct Waiter {
     pub agent: Arc<str>,
     pub request_id: u64,
-    /// Where it arrived, from 0.
+    /// Where it arrived, from 0; the outcome's count for a late arrival at a quorum point, which is
+    /// not in the arrival order.
     pub position: u32,
     /// It asked for a summary rather than the whole outcome.
     pub summary: bool,
@@ -218,6 +253,8 @@ pub struct SyncStatus {
     pub sync_id: String,
     pub state: SyncState,
     pub participants: String,
+    /// k of a k-of-n point.
+    pub quorum: Option<u32>,
     pub required: Vec<String>,
     pub required_count: u32,
     pub arrived: Vec<String>,
@@ -242,9 +279,15 @@ pub struct Diagnosis {
 pub struct SyncPoint {
     id: String,
     participants: Participants,
+    /// With a quorum k, the point is released when k of `required` have arrived.
+    quorum: Option<u32>,
     /// The resolved set for explicit and role points; empty for counts.
     required: BTreeSet<Arc<str>>,
+    /// How many arrivals release the point: the count, the quorum, or the whole set.
     required_count: usize,
+    /// Participants of a quorum point that were lost or left before arriving, while enough others
+    /// could still arrive (kept in memory only: after a restart they count as able to arrive).
+    gone: BTreeSet<Arc<str>>,
     arrivals: Vec<Arrival>,
     state: SyncState,
     created_at: Time,
@@ -254,23 +297,28 @@ pub struct SyncPoint {
 }
 
 impl SyncPoint {
-    /// A new, empty point. `required` is the resolved participant set (empty for a count).
+    /// A new, empty point. `required` is the resolved participant set (empty for a count);
+    /// `quorum` has been checked with [`Participants::validate_quorum`].
     pub fn new(
         id: String,
         participants: Participants,
+        quorum: Option<u32>,
         required: BTreeSet<Arc<str>>,
         now: Time,
         timeout_ms: u64,
     ) -> Self {
-        let required_count = match &participants {
-            Participants::Count(n) => *n as usize,
+        let required_count = match (&participants, quorum) {
+            (Participants::Count(n), _) => *n as usize,
+            (_, Some(k)) => k as usize,
             _ => required.len(),
         };
         SyncPoint {
             id,
             participants,
+            quorum,
             required,
             required_count,
+            gone: BTreeSet::new(),
             arrivals: Vec::new(),
             state: SyncState::Waiting,
             created_at: now,
@@ -319,6 +367,7 @@ impl SyncPoint {
         waiter: Waiter,
         payload: Bytes,
         requested: &Participants,
+        requested_quorum: Option<u32>,
     ) -> Result<Arrived, CoreError> {
         let Waiter { agent, request_id, summary, .. } = waiter;
         let agent = &agent;
@@ -326,6 +375,11 @@ impl SyncPoint {
             let place = match result {
                 Ok(o) => o.arrival_order.iter().position(|a| a == agent),
                 Err(_) => None,
+            };
+            // A late participant of a quorum point is answered with the outcome it missed.
+            let place = match (result, place) {
+                (Ok(o), None) if self.quorum.is_some() && self.required.contains(agent) => Some(o.arrival_order.len()),
+                _ => place,
             };
             return match (result, place) {
                 (Ok(outcome), Some(position)) => {
@@ -338,11 +392,11 @@ impl SyncPoint {
                 }
             };
         }
-        if !self.participants.same_as(requested) {
+        if !self.participants.same_as(requested) || self.quorum != requested_quorum {
             return Err(CoreError::SyncMismatch {
                 sync_id: self.id.clone(),
-                existing: self.participants.describe(),
-                requested: requested.describe(),
+                existing: self.participants.describe_quorum(self.quorum),
+                requested: requested.describe_quorum(requested_quorum),
             });
         }
         if !matches!(self.participants, Participants::Count(_)) && !self.required.contains(agent) {
@@ -372,6 +426,7 @@ impl SyncPoint {
             sync_id: self.id.clone(),
             arrival_order: self.arrivals.iter().map(|a| a.agent.clone()).collect(),
             payloads: self.arrivals.iter().map(|a| a.payload.clone()).collect(),
+            late: self.required.iter().filter(|r| !self.has_arrived(r)).cloned().collect(),
             forced: state == SyncState::Forced,
             digest: SyncOutcome::digest_of(self.arrivals.iter().map(|a| (&*a.agent, &a.payload[..]))),
             wire: std::sync::OnceLock::new(),
@@ -402,12 +457,16 @@ impl SyncPoint {
     }
 
     fn describe_required(&self) -> String {
-        match &self.participants {
+        let of = match &self.participants {
             Participants::Role(role) => {
                 let names: Vec<&str> = self.required.iter().map(|r| &**r).collect();
                 format!("role {role}: {{{}}}", names.join(", "))
             }
             other => other.describe(),
+        };
+        match self.quorum {
+            Some(k) => format!("{k} of {of}"),
+            None => of,
         }
     }
 
@@ -431,11 +490,19 @@ impl SyncPoint {
         if !self.awaits(agent) {
             return None;
         }
-        let error = CoreError::SyncAborted {
-            sync_id: self.id.clone(),
-            reason: format!("required participant '{agent}' {why} before arriving"),
-            missing: vec![agent.to_owned()],
-        };
+        let mut reason = format!("required participant '{agent}' {why} before arriving");
+        let mut missing = vec![agent.to_owned()];
+        if let Some(k) = self.quorum {
+            self.gone.insert(agent.into());
+            let can_arrive = self.arrivals.len()
+                + self.required.iter().filter(|r| self.awaits(r) && !self.gone.contains(*r)).count();
+            if can_arrive >= k as usize {
+                return None;
+            }
+            reason.push_str(&format!(": only {can_arrive} of the {k} the quorum needs can still arrive"));
+            missing = self.gone.iter().filter(|g| self.awaits(g)).map(|g| g.to_string()).collect();
+        }
+        let error = CoreError::SyncAborted { sync_id: self.id.clone(), reason, missing };
         self.close(now, SyncState::Failed, Err(error.clone()));
         Some((self.waiters(), Err(error)))
     }
@@ -454,6 +521,7 @@ impl SyncPoint {
             sync_id: self.id.clone(),
             state: self.state,
             participants: self.describe_required(),
+            quorum: self.quorum,
             required: self.required.iter().map(|r| r.to_string()).collect(),
             required_count: self.required_count as u32,
             arrived: self.arrivals.iter().map(|a| a.agent.to_string()).collect(),
@@ -475,6 +543,7 @@ impl SyncPoint {
             namespace: namespace.to_owned(),
             sync_id: self.id.clone(),
             participants: self.participants.clone(),
+            quorum: self.quorum,
             required: self.required.iter().map(|r| r.to_string()).collect(),
             created_at: self.created_at,
             deadline: self.deadline,
@@ -504,7 +573,7 @@ impl SyncPoint {
     /// point gets back the outcome its waiters got.
     pub fn restore(image: SyncPointImage) -> Result<SyncPoint, String> {
         let required: BTreeSet<Arc<str>> = image.required.iter().map(|r| Arc::from(r.as_str())).collect();
-        let mut point = SyncPoint::new(image.sync_id, image.participants, required, image.created_at, 0);
+        let mut point = SyncPoint::new(image.sync_id, image.participants, image.quorum, required, image.created_at, 0);
         point.deadline = image.deadline;
         point.arrivals = image
             .arrivals
@@ -647,11 +716,12 @@ mod tests {
     #[test]
     fn releases_everyone_with_the_same_outcome_when_the_last_arrives() {
         let (p, req) = explicit(&["a", "b", "c"]);
-        let mut sp = SyncPoint::new("s".into(), p.clone(), req, 0, 1000);
-        assert_eq!(sp.arrive(1, w("b", 10), Bytes::from_static(b"B"), &p).unwrap(), Arrived::Waiting);
-        assert_eq!(sp.arrive(2, w("a", 11), Bytes::new(), &p).unwrap(), Arrived::Waiting);
+        let mut sp = SyncPoint::new("s".into(), p.clone(), None, req, 0, 1000);
+        assert_eq!(sp.arrive(1, w("b", 10), Bytes::from_static(b"B"), &p, None).unwrap(), Arrived::Waiting);
+        assert_eq!(sp.arrive(2, w("a", 11), Bytes::new(), &p, None).unwrap(), Arrived::Waiting);
         assert_eq!(sp.missing(), vec!["c"]);
-        let Arrived::Released { waiters, outcome } = sp.arrive(3, w("c", 12), Bytes::from_static(b"C"), &p).unwrap()
+        let Arrived::Released { waiters, outcome } =
+            sp.arrive(3, w("c", 12), Bytes::from_static(b"C"), &p, None).unwrap()
         else {
             panic!("should release")
         };
@@ -664,10 +734,11 @@ mod tests {
     #[test]
     fn a_summary_waiter_gets_its_place_and_the_digest_everyone_shares() {
         let (p, req) = explicit(&["a", "b", "c"]);
-        let mut sp = SyncPoint::new("s".into(), p.clone(), req, 0, 1000);
-        sp.arrive(1, summary("b", 10), Bytes::from_static(b"B"), &p).unwrap();
-        sp.arrive(2, w("a", 11), Bytes::new(), &p).unwrap();
-        let Arrived::Released { waiters, outcome } = sp.arrive(3, summary("c", 12), Bytes::new(), &p).unwrap() else {
+        let mut sp = SyncPoint::new("s".into(), p.clone(), None, req, 0, 1000);
+        sp.arrive(1, summary("b", 10), Bytes::from_static(b"B"), &p, None).unwrap();
+        sp.arrive(2, w("a", 11), Bytes::new(), &p, None).unwrap();
+        let Arrived::Released { waiters, outcome } = sp.arrive(3, summary("c", 12), Bytes::new(), &p, None).unwrap()
+        else {
             panic!("should release")
         };
         let replies: Vec<Reply> = waiters.iter().map(|w| w.reply(&outcome)).collect();
@@ -682,10 +753,13 @@ mod tests {
         assert_eq!(outcome.count(), 3);
         // A repeated arrival after the release is answered the way it asks now, at its own place.
         assert_eq!(
-            sp.arrive(9, summary("a", 13), Bytes::new(), &p).unwrap(),
+            sp.arrive(9, summary("a", 13), Bytes::new(), &p, None).unwrap(),
             Arrived::AlreadyFinished(Reply::SyncSummary { outcome: outcome.clone(), position: 1 })
         );
-        assert_eq!(sp.arrive(9, w("c", 14), Bytes::new(), &p).unwrap(), Arrived::AlreadyFinished(Reply::Sync(outcome)));
+        assert_eq!(
+            sp.arrive(9, w("c", 14), Bytes::new(), &p, None).unwrap(),
+            Arrived::AlreadyFinished(Reply::Sync(outcome))
+        );
     }
 
     #[test]
@@ -705,8 +779,8 @@ mod tests {
     #[test]
     fn timeout_names_who_never_arrived() {
         let (p, req) = explicit(&["a", "b", "c"]);
-        let mut sp = SyncPoint::new("s".into(), p.clone(), req, 0, 1000);
-        sp.arrive(1, w("a", 1), Bytes::new(), &p).unwrap();
+        let mut sp = SyncPoint::new("s".into(), p.clone(), None, req, 0, 1000);
+        sp.arrive(1, w("a", 1), Bytes::new(), &p, None).unwrap();
         assert!(sp.expire(999).is_none());
         let (waiters, result) = sp.expire(1000).unwrap();
         assert_eq!(waiters.len(), 1);
@@ -714,14 +788,17 @@ mod tests {
         assert_eq!(err.missing_agents(), ["b", "c"]);
         assert_eq!(sp.state(), SyncState::TimedOut);
         // A late arrival learns the same failure.
-        assert_eq!(sp.arrive(1500, w("b", 2), Bytes::new(), &p).unwrap(), Arrived::AlreadyFinished(Reply::Error(err)));
+        assert_eq!(
+            sp.arrive(1500, w("b", 2), Bytes::new(), &p, None).unwrap(),
+            Arrived::AlreadyFinished(Reply::Error(err))
+        );
     }
 
     #[test]
     fn lost_participant_fails_the_point_at_once() {
         let (p, req) = explicit(&["a", "b"]);
-        let mut sp = SyncPoint::new("s".into(), p.clone(), req, 0, 60_000);
-        sp.arrive(1, w("a", 1), Bytes::new(), &p).unwrap();
+        let mut sp = SyncPoint::new("s".into(), p.clone(), None, req, 0, 60_000);
+        sp.arrive(1, w("a", 1), Bytes::new(), &p, None).unwrap();
         assert!(sp.participant_gone(5, "a", "lost its lease").is_none(), "an arrived agent does not fail the point");
         let (_, result) = sp.participant_gone(5, "b", "lost its lease").unwrap();
         let err = result.unwrap_err();
@@ -732,33 +809,137 @@ mod tests {
     #[test]
     fn arrivals_must_agree_on_the_definition() {
         let (p, req) = explicit(&["a", "b"]);
-        let mut sp = SyncPoint::new("s".into(), p.clone(), req, 0, 1000);
+        let mut sp = SyncPoint::new("s".into(), p.clone(), None, req, 0, 1000);
         let other = Participants::Count(2);
-        assert!(matches!(sp.arrive(1, w("a", 1), Bytes::new(), &other), Err(CoreError::SyncMismatch { .. })));
+        assert!(matches!(sp.arrive(1, w("a", 1), Bytes::new(), &other, None), Err(CoreError::SyncMismatch { .. })));
         // Same set in another order is the same definition.
         let reordered = Participants::Agents(vec!["b".into(), "a".into()]);
-        assert_eq!(sp.arrive(1, w("a", 1), Bytes::new(), &reordered).unwrap(), Arrived::Waiting);
-        assert!(matches!(sp.arrive(1, w("z", 1), Bytes::new(), &p), Err(CoreError::NotAParticipant { .. })));
+        assert_eq!(sp.arrive(1, w("a", 1), Bytes::new(), &reordered, None).unwrap(), Arrived::Waiting);
+        assert!(matches!(sp.arrive(1, w("z", 1), Bytes::new(), &p, None), Err(CoreError::NotAParticipant { .. })));
+    }
+
+    #[test]
+    fn a_quorum_point_releases_at_k_names_the_rest_late_and_answers_them_at_once() {
+        let (p, req) = explicit(&["a", "b", "c", "d"]);
+        let mut sp = SyncPoint::new("s".into(), p.clone(), Some(2), req, 0, 1000);
+        assert_eq!(sp.arrive(1, w("c", 1), Bytes::from_static(b"C"), &p, Some(2)).unwrap(), Arrived::Waiting);
+        let Arrived::Released { waiters, outcome } = sp.arrive(2, w("a", 2), Bytes::new(), &p, Some(2)).unwrap() else {
+            panic!("the second of a 2-of-4 point releases it")
+        };
+        assert_eq!(waiters.len(), 2);
+        assert_eq!(outcome.arrival_order, vec![arc("c"), arc("a")]);
+        assert_eq!(outcome.late, vec![arc("b"), arc("d")]);
+        assert_eq!(sp.state(), SyncState::Completed);
+        // A late participant gets the outcome at once, placed after the arrival order.
+        assert_eq!(
+            sp.arrive(3, summary("d", 3), Bytes::new(), &p, Some(2)).unwrap(),
+            Arrived::AlreadyFinished(Reply::SyncSummary { outcome: outcome.clone(), position: 2 })
+        );
+        assert_eq!(
+            sp.arrive(3, w("b", 4), Bytes::new(), &p, Some(2)).unwrap(),
+            Arrived::AlreadyFinished(Reply::Sync(outcome.clone()))
+        );
+        // An agent outside the set is still refused.
+        assert!(matches!(sp.arrive(4, w("z", 5), Bytes::new(), &p, Some(2)), Err(CoreError::SyncFinished { .. })));
+        assert_eq!(sp.status().participants, "2 of {a, b, c, d}");
+        assert_eq!(sp.status().required_count, 2);
+    }
+
+    #[test]
+    fn a_quorum_is_part_of_the_definition_and_must_fit_its_set() {
+        let (p, req) = explicit(&["a", "b", "c"]);
+        let mut sp = SyncPoint::new("s".into(), p.clone(), Some(2), req, 0, 1000);
+        let Err(CoreError::SyncMismatch { existing, requested, .. }) = sp.arrive(1, w("a", 1), Bytes::new(), &p, None)
+        else {
+            panic!("a point without the quorum is another definition")
+        };
+        assert_eq!((existing.as_str(), requested.as_str()), ("2 of {a, b, c}", "{a, b, c}"));
+        assert!(matches!(sp.arrive(1, w("a", 1), Bytes::new(), &p, Some(3)), Err(CoreError::SyncMismatch { .. })));
+
+        assert!(p.validate_quorum(Some(3), 3).is_ok());
+        for bad in [0, 4] {
+            let err = p.validate_quorum(Some(bad), 3).unwrap_err();
+            assert_eq!(err.code(), crate::ErrorCode::InvalidArgument);
+            assert!(err.to_string().contains("between 1 and the 3 agents of the set"), "{err}");
+        }
+        let role = Participants::Role("trader".into());
+        let err = role.validate_quorum(Some(3), 2).unwrap_err();
+        assert!(err.to_string().contains("the 2 live agents of role trader"), "{err}");
+        let err = Participants::Count(3).validate_quorum(Some(2), 0).unwrap_err();
+        assert!(err.to_string().contains("a count point is already released by any N"), "{err}");
+        assert!(Participants::Count(3).validate_quorum(None, 0).is_ok());
+    }
+
+    #[test]
+    fn a_quorum_point_outlives_lost_participants_while_k_can_still_arrive() {
+        let (p, req) = explicit(&["a", "b", "c", "d"]);
+        let mut sp = SyncPoint::new("s".into(), p.clone(), Some(3), req, 0, 60_000);
+        sp.arrive(1, w("a", 1), Bytes::new(), &p, Some(3)).unwrap();
+        assert!(sp.participant_gone(2, "b", "lost its lease").is_none(), "a, c and d can still make 3");
+        assert!(sp.is_waiting());
+        let (waiters, result) = sp.participant_gone(3, "c", "left").expect("only a and d can arrive now");
+        assert_eq!(waiters.len(), 1);
+        let err = result.unwrap_err();
+        assert_eq!(err.code(), crate::ErrorCode::Aborted);
+        assert!(err.to_string().contains("only 2 of the 3 the quorum needs can still arrive"), "{err}");
+        assert_eq!(err.missing_agents(), ["b", "c"]);
+    }
+
+    #[test]
+    fn a_quorum_point_that_a_lost_participant_did_not_fail_releases_without_it() {
+        let (p, req) = explicit(&["a", "b", "c"]);
+        let mut sp = SyncPoint::new("s".into(), p.clone(), Some(2), req, 0, 60_000);
+        assert!(sp.participant_gone(1, "b", "lost its lease").is_none());
+        sp.arrive(2, w("a", 1), Bytes::new(), &p, Some(2)).unwrap();
+        let Arrived::Released { outcome, .. } = sp.arrive(3, w("c", 2), Bytes::new(), &p, Some(2)).unwrap() else {
+            panic!("a and c are the quorum")
+        };
+        assert_eq!(outcome.late, vec![arc("b")]);
+    }
+
+    #[test]
+    fn a_restored_quorum_point_keeps_its_quorum_and_outcome() {
+        let (p, req) = explicit(&["a", "b", "c"]);
+        let mut sp = SyncPoint::new("s".into(), p.clone(), Some(2), req, 0, 1000);
+        sp.arrive(1, w("a", 1), Bytes::new(), &p, Some(2)).unwrap();
+        let waiting =
+            SyncPoint::restore(SyncPointImage { arrivals: vec![sp.arrival_image(0, "a").unwrap()], ..sp.image("ns") })
+                .unwrap();
+        assert_eq!(waiting.status(), sp.status());
+        let Arrived::Released { outcome, .. } = sp.arrive(2, w("b", 2), Bytes::new(), &p, Some(2)).unwrap() else {
+            panic!("released")
+        };
+        let image = SyncPointImage {
+            arrivals: (0..2).map(|i| sp.arrival_image(i, ["a", "b"][i as usize]).unwrap()).collect(),
+            ..sp.image("ns")
+        };
+        assert_eq!(image.quorum, Some(2));
+        let mut restored = SyncPoint::restore(image).unwrap();
+        assert_eq!(
+            restored.arrive(5, w("c", 3), Bytes::new(), &p, Some(2)).unwrap(),
+            Arrived::AlreadyFinished(Reply::Sync(outcome)),
+            "the late participant gets the outcome the others got"
+        );
     }
 
     #[test]
     fn count_points_take_any_distinct_agents() {
         let p = Participants::Count(2);
-        let mut sp = SyncPoint::new("s".into(), p.clone(), BTreeSet::new(), 0, 1000);
-        assert_eq!(sp.arrive(1, w("x", 1), Bytes::new(), &p).unwrap(), Arrived::Waiting);
+        let mut sp = SyncPoint::new("s".into(), p.clone(), None, BTreeSet::new(), 0, 1000);
+        assert_eq!(sp.arrive(1, w("x", 1), Bytes::new(), &p, None).unwrap(), Arrived::Waiting);
         assert_eq!(
-            sp.arrive(1, w("x", 2), Bytes::new(), &p).unwrap(),
+            sp.arrive(1, w("x", 2), Bytes::new(), &p, None).unwrap(),
             Arrived::Waiting,
             "a repeat does not count twice"
         );
-        assert!(matches!(sp.arrive(2, w("y", 3), Bytes::new(), &p).unwrap(), Arrived::Released { .. }));
+        assert!(matches!(sp.arrive(2, w("y", 3), Bytes::new(), &p, None).unwrap(), Arrived::Released { .. }));
     }
 
     #[test]
     fn force_complete_releases_current_waiters() {
         let (p, req) = explicit(&["a", "b"]);
-        let mut sp = SyncPoint::new("s".into(), p.clone(), req, 0, 1000);
-        sp.arrive(1, w("a", 1), Bytes::new(), &p).unwrap();
+        let mut sp = SyncPoint::new("s".into(), p.clone(), None, req, 0, 1000);
+        sp.arrive(1, w("a", 1), Bytes::new(), &p, None).unwrap();
         let (waiters, outcome) = sp.force_complete(2).unwrap();
         assert_eq!(waiters.len(), 1);
         assert!(outcome.forced);
@@ -782,8 +963,8 @@ mod tests {
     #[test]
     fn diagnosis_explains_missing_agents() {
         let (p, req) = explicit(&["a", "b", "c"]);
-        let mut sp = SyncPoint::new("s".into(), p.clone(), req, 0, 1000);
-        sp.arrive(1, w("a", 1), Bytes::new(), &p).unwrap();
+        let mut sp = SyncPoint::new("s".into(), p.clone(), None, req, 0, 1000);
+        sp.arrive(1, w("a", 1), Bytes::new(), &p, None).unwrap();
         let d = sp.diagnose(
             800,
             |id| {
@@ -813,12 +994,12 @@ mod tests {
             let names: Vec<String> = (0..n).map(|i| format!("a{i}")).collect();
             let p = Participants::Agents(names.clone());
             let req = names.iter().map(|s| arc(s)).collect();
-            let mut sp = SyncPoint::new("s".into(), p.clone(), req, 0, 1000);
+            let mut sp = SyncPoint::new("s".into(), p.clone(), None, req, 0, 1000);
             let mut arrived = BTreeSet::new();
             let mut released: Vec<(Vec<Waiter>, Arc<SyncOutcome>)> = vec![];
             for (t, i) in arrivals.iter().enumerate() {
                 let agent = arc(&format!("a{i}"));
-                match sp.arrive(t as u64, Waiter { agent: agent.clone(), request_id: t as u64 + 1, position: 0, summary: false }, Bytes::new(), &p) {
+                match sp.arrive(t as u64, Waiter { agent: agent.clone(), request_id: t as u64 + 1, position: 0, summary: false }, Bytes::new(), &p, None) {
                     Ok(Arrived::Released { waiters, outcome }) => {
                         arrived.insert(agent.clone());
                         prop_assert_eq!(arrived.len(), n, "released before everyone arrived");

@@ -84,6 +84,7 @@ fn emergency_stop_pauses_everyone_until_resume_all() {
             timeout_ms: 0,
             payload: Default::default(),
             summary: false,
+            quorum: None,
         },
     );
     assert_eq!(err.code(), ErrorCode::FailedPrecondition);

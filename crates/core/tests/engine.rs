@@ -1113,6 +1113,7 @@ mod sync {
                 timeout_ms: 5_000,
                 payload: Bytes::new(),
                 summary,
+                quorum: None,
             };
             h.send(conn, sync)
         };
@@ -1219,6 +1220,51 @@ mod sync {
     }
 
     #[test]
+    fn a_role_quorum_point_releases_at_k_and_answers_a_late_worker_at_once() {
+        let mut h = long_leases();
+        let workers: Vec<ConnId> = ["w1", "w2", "w3"].iter().map(|id| h.join(id, "worker", &[])).collect();
+        let role = || Participants::Role("worker".into());
+        let too_many = h.arrive_quorum(workers[0], "shift", role(), Some(4), 0, "");
+        let Some(Reply::Error(err)) = h.reply(workers[0], too_many) else { panic!("4 of 3 workers is refused") };
+        assert_eq!(err.code(), ErrorCode::InvalidArgument);
+        assert!(h.engine.sync_status("", "shift").is_err(), "a refused definition leaves no point behind");
+
+        let r1 = h.arrive_quorum(workers[0], "shift", role(), Some(2), 0, "one");
+        assert_eq!(h.reply(workers[0], r1), None);
+        let r2 = h.arrive_quorum(workers[1], "shift", role(), Some(2), 0, "two");
+        let outcome = sync_outcome(&h.reply(workers[1], r2).unwrap());
+        assert_eq!(sync_outcome(&h.reply(workers[0], r1).unwrap()), outcome);
+        assert_eq!(outcome.late, vec![Arc::<str>::from("w3")]);
+        let status = h.engine.sync_status("", "shift").unwrap();
+        assert_eq!((status.state, status.quorum, status.missing), (SyncState::Completed, Some(2), vec!["w3".into()]));
+
+        let r3 = h.arrive_quorum(workers[2], "shift", role(), Some(2), 0, "three");
+        assert_eq!(
+            sync_outcome(&h.reply(workers[2], r3).unwrap()),
+            outcome,
+            "the late worker gets the outcome at once"
+        );
+    }
+
+    #[test]
+    fn a_quorum_point_fails_once_too_few_participants_are_left_to_reach_it() {
+        let mut h = harness();
+        let lease = h.config().lease_ms();
+        let conns: Vec<ConnId> = ["a", "b", "c", "d"].iter().map(|id| h.join(id, "w", &[])).collect();
+        let ra = h.arrive_quorum(conns[0], "s", agents(&["a", "b", "c", "d"]), Some(3), 60_000, "");
+        // b goes silent: a, c and d can still make 3.
+        h.advance_heartbeating(lease, &[conns[0], conns[2], conns[3]]);
+        assert_eq!(h.status("b"), AgentStatus::Lost);
+        assert_eq!(h.reply(conns[0], ra), None, "the point waits: three can still arrive");
+        // Then c goes silent too: only a and d are left.
+        let t = h.now + lease;
+        h.advance_heartbeating(t, &[conns[0], conns[3]]);
+        let Some(Reply::Error(err)) = h.reply(conns[0], ra) else { panic!("the point fails") };
+        assert_eq!(err.code(), ErrorCode::Aborted);
+        assert_eq!(err.missing_agents(), ["b", "c"]);
+    }
+
+    #[test]
     fn on_timeout_every_waiter_gets_deadline_exceeded_naming_who_never_came() {
         let mut h = long_leases();
         let a = h.join("a", "w", &[]);
@@ -1260,6 +1306,7 @@ mod sync {
                 timeout_ms: u64::MAX,
                 payload: Bytes::new(),
                 summary: false,
+                quorum: None,
             },
         );
         assert_eq!(err.code(), ErrorCode::InvalidArgument, "longer than max_sync_timeout_ms");
@@ -1335,6 +1382,7 @@ mod sync {
                     timeout_ms: 0,
                     payload: Bytes::new(),
                     summary: false,
+                    quorum: None,
                 },
             );
             assert_eq!(err.code(), ErrorCode::InvalidArgument, "{participants:?}");
@@ -1347,6 +1395,7 @@ mod sync {
                 timeout_ms: 0,
                 payload: Bytes::new(),
                 summary: false,
+                quorum: None,
             },
         );
         assert_eq!(err.code(), ErrorCode::InvalidArgument);
@@ -1384,6 +1433,7 @@ mod sync {
                 timeout_ms: 0,
                 payload: Bytes::new(),
                 summary: false,
+                quorum: None,
             },
         );
         assert_eq!(err.code(), ErrorCode::FailedPrecondition);
@@ -1479,6 +1529,7 @@ mod sync {
                 timeout_ms: 0,
                 payload: Bytes::new(),
                 summary: false,
+                quorum: None,
             },
         );
         assert_eq!(err.code(), ErrorCode::ResourceExhausted);

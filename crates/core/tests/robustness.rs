@@ -69,15 +69,21 @@ fn request() -> impl Strategy<Value = Request> {
         .prop_map(Request::SetStatus),
         target().prop_map(Request::Watch),
         target().prop_map(Request::Unwatch),
-        (name(), participants(), prop_oneof![Just(0u64), 1u64..5_000, Just(u64::MAX)], any::<bool>()).prop_map(
-            |(sync_id, participants, timeout_ms, summary)| Request::Sync {
+        (
+            name(),
+            participants(),
+            prop_oneof![Just(0u64), 1u64..5_000, Just(u64::MAX)],
+            any::<bool>(),
+            prop::option::of(prop_oneof![Just(0u32), 1u32..4, Just(u32::MAX)])
+        )
+            .prop_map(|(sync_id, participants, timeout_ms, summary, quorum)| Request::Sync {
                 sync_id,
                 participants,
                 timeout_ms,
                 payload: Bytes::new(),
                 summary,
-            }
-        ),
+                quorum,
+            }),
         any::<u64>().prop_map(|up_to| Request::Ack { up_to }),
         Just(Request::Deregister),
         (0u64..20, prop::sample::select(vec!["", "x"]))

@@ -142,6 +142,7 @@ pub fn session_message(kind: Option<v1::client_message::Kind>) -> Result<Session
                 timeout_ms: s.timeout_ms,
                 payload: s.payload,
                 summary: s.summary,
+                quorum: (s.quorum != 0).then_some(s.quorum),
             }
         }
         Kind::Ack(a) => core::Request::Ack { up_to: a.up_to_seq },
@@ -178,6 +179,7 @@ fn sync_summary(o: &core::SyncOutcome, position: u32) -> crate::wire::SyncResult
         count: o.count(),
         digest: o.digest,
         position,
+        late_count: o.late.len() as u32,
         ..Default::default()
     }
 }
@@ -193,6 +195,7 @@ fn reply(request_id: u64, reply: Reply) -> v1::Reply {
                     sync_id: o.sync_id.clone(),
                     arrival_order: o.arrival_order.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect(),
                     payloads: o.payloads.clone(),
+                    late: o.late.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect(),
                     ..sync_summary(&o, 0)
                 }
                 .encode_once()
@@ -346,6 +349,7 @@ pub fn sync_status(s: &core::SyncStatus, now: core::Time) -> v1::SyncPointStatus
         finished_at_ms: s.finished_at.unwrap_or(0),
         failure: s.failure.clone().unwrap_or_default(),
         now_ms: now,
+        quorum: s.quorum.unwrap_or(0),
     }
 }
 

@@ -85,6 +85,11 @@ pub struct SyncResult {
     pub summary: bool,
     /// The receiving agent's place in the arrival order, from 0 (set in a summary only).
     pub position: u32,
+    /// UTF-8 ids of the required participants that had not arrived at the release (empty in a
+    /// summary).
+    pub late: Vec<Bytes>,
+    /// How many were late.
+    pub late_count: u32,
 }
 
 impl SyncResult {
@@ -96,8 +101,17 @@ impl SyncResult {
     /// The arrival order as text (ids that are not UTF-8, which the server never sends, are
     /// replaced lossily).
     pub fn arrival_order_strings(&self) -> Vec<String> {
-        self.arrival_order.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect()
+        strings(&self.arrival_order)
     }
+
+    /// The late participants as text.
+    pub fn late_strings(&self) -> Vec<String> {
+        strings(&self.late)
+    }
+}
+
+fn strings(ids: &[Bytes]) -> Vec<String> {
+    ids.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect()
 }
 
 impl Message for SyncResult {
@@ -126,6 +140,10 @@ impl Message for SyncResult {
         if self.position != 0 {
             encoding::uint32::encode(8, &self.position, buf);
         }
+        encoding::bytes::encode_repeated(9, &self.late, buf);
+        if self.late_count != 0 {
+            encoding::uint32::encode(10, &self.late_count, buf);
+        }
     }
 
     fn merge_field(
@@ -144,6 +162,8 @@ impl Message for SyncResult {
             6 => encoding::fixed64::merge(wire_type, &mut self.digest, buf, ctx),
             7 => encoding::bool::merge(wire_type, &mut self.summary, buf, ctx),
             8 => encoding::uint32::merge(wire_type, &mut self.position, buf, ctx),
+            9 => encoding::bytes::merge_repeated(wire_type, &mut self.late, buf, ctx),
+            10 => encoding::uint32::merge(wire_type, &mut self.late_count, buf, ctx),
             _ => encoding::skip_field(wire_type, tag, buf, ctx),
         }
     }
@@ -158,6 +178,7 @@ impl Message for SyncResult {
         let digest = if self.digest != 0 { encoding::fixed64::encoded_len(6, &self.digest) } else { 0 };
         let summary = if self.summary { encoding::bool::encoded_len(7, &self.summary) } else { 0 };
         let position = if self.position != 0 { encoding::uint32::encoded_len(8, &self.position) } else { 0 };
+        let late_count = if self.late_count != 0 { encoding::uint32::encoded_len(10, &self.late_count) } else { 0 };
         id + encoding::bytes::encoded_len_repeated(2, &self.arrival_order)
             + encoding::bytes::encoded_len_repeated(3, &self.payloads)
             + forced
@@ -165,6 +186,8 @@ impl Message for SyncResult {
             + digest
             + summary
             + position
+            + encoding::bytes::encoded_len_repeated(9, &self.late)
+            + late_count
     }
 
     fn clear(&mut self) {
@@ -227,6 +250,10 @@ mod tests {
         summary: bool,
         #[prost(uint32, tag = "8")]
         position: u32,
+        #[prost(string, repeated, tag = "9")]
+        late: Vec<String>,
+        #[prost(uint32, tag = "10")]
+        late_count: u32,
     }
 
     #[test]
@@ -239,6 +266,8 @@ mod tests {
             forced: true,
             count: 2,
             digest: u64::MAX - 1,
+            late: vec![Bytes::from_static(b"c")],
+            late_count: 1,
             ..Default::default()
         };
         let encoded = full.encode_once();
@@ -248,10 +277,12 @@ mod tests {
         assert_eq!(standard.payloads, vec![b"x".to_vec(), vec![]]);
         assert!(standard.forced);
         assert_eq!((standard.count, standard.digest, standard.summary, standard.position), (2, u64::MAX - 1, false, 0));
+        assert_eq!((&standard.late[..], standard.late_count), (&["c".to_owned()][..], 1));
         let shared = SyncResult { encoded: Some(encoded.clone()), ..Default::default() };
         assert_eq!(shared.encode_to_vec(), encoded.to_vec(), "the cached encoding is sent as is");
         let ours = SyncResult::decode(encoded).unwrap();
         assert_eq!(ours.arrival_order_strings(), vec!["a", "b"]);
+        assert_eq!(ours.late_strings(), vec!["c"]);
         assert_eq!(ours.payloads, payloads);
         assert_eq!(ours.encoded_len(), standard.encoded_len());
         assert_eq!(SyncResult { encoded: None, ..ours }, full);

@@ -132,9 +132,20 @@ fn agent_record(a: AgentImage) -> store::AgentRecord {
     }
 }
 
+/// A sync point's participants as the store keeps them: `{"agents":[..]}`, `{"count":n}` or
+/// `{"role":".."}`, with `"quorum":k` beside for a k-of-n point (so rows written before quorums
+/// existed read as they are, and are written back the same).
+#[derive(Serialize, serde::Deserialize)]
+struct StoredParticipants {
+    #[serde(flatten)]
+    participants: lockstep_core::Participants,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    quorum: Option<u32>,
+}
+
 fn sync_point_record(p: SyncPointImage) -> store::SyncPointRecord {
     store::SyncPointRecord {
-        participants_json: json_text(&p.participants),
+        participants_json: json_text(&StoredParticipants { participants: p.participants, quorum: p.quorum }),
         result_json: p.failure.as_ref().map(json_text),
         namespace: p.namespace,
         sync_id: p.sync_id,
@@ -235,13 +246,14 @@ fn agent_image(a: store::AgentRecord) -> Result<AgentImage, BadRecord> {
 fn sync_point_image(loaded: store::LoadedSyncPoint) -> Result<SyncPointImage, BadRecord> {
     let p = loaded.point;
     let record = || format!("sync point '{}' of namespace '{}'", p.sync_id, p.namespace);
-    let participants = decode(&record, "participants", &p.participants_json)?;
+    let StoredParticipants { participants, quorum } = decode(&record, "participants", &p.participants_json)?;
     let state = SyncState::parse(&p.state).ok_or_else(|| bad(record(), format!("unknown state '{}'", p.state)))?;
     let failure = p.result_json.as_deref().map(|text| decode(&record, "failure", text)).transpose()?;
     Ok(SyncPointImage {
         namespace: p.namespace,
         sync_id: p.sync_id,
         participants,
+        quorum,
         required: p.required,
         created_at: p.created_at_ms,
         deadline: p.deadline_ms,
@@ -286,6 +298,7 @@ mod tests {
             namespace: "lab".into(),
             sync_id: "round-1".into(),
             participants: Participants::Agents(vec!["w1".into(), "w2".into()]),
+            quorum: None,
             required: vec!["w1".into(), "w2".into()],
             created_at: 10,
             deadline: 1010,
@@ -401,6 +414,16 @@ mod tests {
             (r#"{"count":3}"#, Participants::Count(3)),
             (r#"{"role":"r"}"#, Participants::Role("r".into())),
         ];
+        let quorums = [None, None, None, Some(2)];
+        let participants = [
+            participants[0].clone(),
+            participants[1].clone(),
+            participants[2].clone(),
+            (
+                r#"{"agents":["w1","w2","w3"],"quorum":2}"#,
+                Participants::Agents(vec!["w1".into(), "w2".into(), "w3".into()]),
+            ),
+        ];
         let failures = [
             (
                 r#"{"timeout":{"waited_ms":1000,"missing":["w2"],"missing_count":1}}"#,
@@ -447,6 +470,7 @@ mod tests {
         for (i, (text, expected)) in participants.iter().enumerate() {
             let point = &r.sync_points[i];
             assert_eq!(&point.participants, expected);
+            assert_eq!(point.quorum, quorums[i]);
             let failure = point.failure.clone().map(|f| f.into_error(&point.sync_id));
             assert_eq!(failure.as_ref(), failures.get(i).map(|(_, e)| e));
             let written = sync_point_record(point.clone());

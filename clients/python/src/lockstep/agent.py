@@ -1146,6 +1146,7 @@ class Agent:
         timeout: Optional[float] = _DEFAULT,
         payload: Any = b"",
         summary: bool = False,
+        quorum: Optional[int] = None,
     ) -> SyncResult:
         """Wait at barrier ``sync_id`` until its participants have all arrived.
 
@@ -1157,6 +1158,7 @@ class Agent:
             result = await agent.sync("phase1_complete", {"a", "b", "c"}, timeout=30)
             result = await agent.sync("quorum", 3)
             result = await agent.sync("traders_ready", role="trader", payload={"pnl": 1.5})
+            result = await agent.sync("scan", role="scanner", quorum=2)   # 2 of the role suffice
 
         Args:
             timeout: seconds to wait; ``None`` for the server's default (the client's
@@ -1164,6 +1166,10 @@ class Agent:
             summary: be released with a summary (``count``, ``digest`` and this agent's
                 ``position``) instead of every arrival and payload; a release of N such waiters
                 costs the server O(N) bytes instead of O(N²).
+            quorum: k of n over a set or a role: the point is released once ``quorum`` of them
+                have arrived, and the result's ``late`` names the others; a late participant that
+                arrives afterwards gets the same result at once (its ``position`` is ``count``).
+                Every arrival must give the same quorum.
 
         Raises:
             SyncTimeout: the deadline passed; ``.missing`` names who never arrived.
@@ -1174,6 +1180,10 @@ class Agent:
         if timeout is _DEFAULT:
             timeout = self._client.sync_timeout
         arrive = pb.SyncArrive(sync_id=sync_id, timeout_ms=timeout_ms(timeout), summary=summary)
+        if quorum is not None:
+            if isinstance(quorum, bool) or not isinstance(quorum, int) or quorum < 1:
+                raise InvalidArgument(f"quorum must be a whole number of at least 1, got {quorum!r}")
+            arrive.quorum = quorum
         data, _ = encode_payload(payload)
         arrive.payload = data
         if role is not None:

@@ -475,6 +475,10 @@ class SyncResult:
     (``summary`` is true and ``arrival_order`` and ``payloads`` are empty). ``digest`` is the same
     for every participant of the point, however it was answered. ``position`` differs from one
     participant to the next and is left out of equality: every participant's result compares equal.
+
+    ``late`` names the required participants that had not arrived when the point was released (the
+    rest of a quorum point's set or role, or those a force-complete went without); a summary gives
+    only ``late_count``.
     """
 
     sync_id: str
@@ -485,11 +489,17 @@ class SyncResult:
     digest: int = 0
     summary: bool = False
     position: int = field(default=0, compare=False)
+    late: Tuple[str, ...] = ()
+    late_count: int = 0
 
     @classmethod
     def from_proto(cls, msg: pb.SyncResult, agent_id: str = "") -> "SyncResult":
         order = tuple(msg.arrival_order)
-        position = msg.position if msg.summary or agent_id not in order else order.index(agent_id)
+        if msg.summary:
+            position = msg.position
+        else:
+            # A late participant of a quorum point is not in the order: it comes after it.
+            position = order.index(agent_id) if agent_id in order else len(order)
         return cls(
             sync_id=msg.sync_id,
             arrival_order=order,
@@ -499,6 +509,8 @@ class SyncResult:
             digest=msg.digest,
             summary=msg.summary,
             position=position,
+            late=tuple(msg.late),
+            late_count=msg.late_count,
         )
 
     @property
@@ -538,6 +550,8 @@ class SyncPointStatus:
     finished_at_ms: int = 0
     failure: str = ""
     now_ms: int = 0
+    #: k of a k-of-n point (``required_count`` is k); 0 if it has none.
+    quorum: int = 0
 
     @classmethod
     def from_proto(cls, msg: pb.SyncPointStatus) -> "SyncPointStatus":
@@ -555,6 +569,7 @@ class SyncPointStatus:
             finished_at_ms=msg.finished_at_ms,
             failure=msg.failure,
             now_ms=msg.now_ms,
+            quorum=msg.quorum,
         )
 
     @property
@@ -577,6 +592,7 @@ class SyncPointStatus:
             "finished_at_ms": self.finished_at_ms,
             "failure": self.failure,
             "now_ms": self.now_ms,
+            "quorum": self.quorum,
         }
 
 

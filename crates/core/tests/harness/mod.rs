@@ -193,6 +193,19 @@ impl Harness {
         timeout_ms: u64,
         payload: &str,
     ) -> u64 {
+        self.arrive_quorum(conn, sync_id, participants, None, timeout_ms, payload)
+    }
+
+    /// Arrives at a sync point, k of n with `quorum`; returns the request id the release will answer.
+    pub fn arrive_quorum(
+        &mut self,
+        conn: ConnId,
+        sync_id: &str,
+        participants: Participants,
+        quorum: Option<u32>,
+        timeout_ms: u64,
+        payload: &str,
+    ) -> u64 {
         self.send(
             conn,
             Request::Sync {
@@ -201,6 +214,7 @@ impl Harness {
                 timeout_ms,
                 payload: Bytes::from(payload.to_owned()),
                 summary: false,
+                quorum,
             },
         )
     }

@@ -176,7 +176,7 @@ class UnwatchState(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., role: _Optional[str] = ..., all: bool = ...) -> None: ...
 
 class SyncArrive(_message.Message):
-    __slots__ = ("sync_id", "agents", "count", "role", "timeout_ms", "payload", "summary")
+    __slots__ = ("sync_id", "agents", "count", "role", "timeout_ms", "payload", "summary", "quorum")
     SYNC_ID_FIELD_NUMBER: _ClassVar[int]
     AGENTS_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +184,7 @@ class SyncArrive(_message.Message):
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    QUORUM_FIELD_NUMBER: _ClassVar[int]
     sync_id: str
     agents: AgentIds
     count: int
@@ -191,7 +192,8 @@ class SyncArrive(_message.Message):
     timeout_ms: int
     payload: bytes
     summary: bool
-    def __init__(self, sync_id: _Optional[str] = ..., agents: _Optional[_Union[AgentIds, _Mapping]] = ..., count: _Optional[int] = ..., role: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., payload: _Optional[bytes] = ..., summary: bool = ...) -> None: ...
+    quorum: int
+    def __init__(self, sync_id: _Optional[str] = ..., agents: _Optional[_Union[AgentIds, _Mapping]] = ..., count: _Optional[int] = ..., role: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., payload: _Optional[bytes] = ..., summary: bool = ..., quorum: _Optional[int] = ...) -> None: ...
 
 class AgentIds(_message.Message):
     __slots__ = ("ids",)
@@ -356,7 +358,7 @@ class StateVersion(_message.Message):
     def __init__(self, version: _Optional[int] = ...) -> None: ...
 
 class SyncResult(_message.Message):
-    __slots__ = ("sync_id", "arrival_order", "payloads", "forced", "count", "digest", "summary", "position")
+    __slots__ = ("sync_id", "arrival_order", "payloads", "forced", "count", "digest", "summary", "position", "late", "late_count")
     SYNC_ID_FIELD_NUMBER: _ClassVar[int]
     ARRIVAL_ORDER_FIELD_NUMBER: _ClassVar[int]
     PAYLOADS_FIELD_NUMBER: _ClassVar[int]
@@ -365,6 +367,8 @@ class SyncResult(_message.Message):
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
+    LATE_FIELD_NUMBER: _ClassVar[int]
+    LATE_COUNT_FIELD_NUMBER: _ClassVar[int]
     sync_id: str
     arrival_order: _containers.RepeatedScalarFieldContainer[str]
     payloads: _containers.RepeatedScalarFieldContainer[bytes]
@@ -373,7 +377,9 @@ class SyncResult(_message.Message):
     digest: int
     summary: bool
     position: int
-    def __init__(self, sync_id: _Optional[str] = ..., arrival_order: _Optional[_Iterable[str]] = ..., payloads: _Optional[_Iterable[bytes]] = ..., forced: bool = ..., count: _Optional[int] = ..., digest: _Optional[int] = ..., summary: bool = ..., position: _Optional[int] = ...) -> None: ...
+    late: _containers.RepeatedScalarFieldContainer[str]
+    late_count: int
+    def __init__(self, sync_id: _Optional[str] = ..., arrival_order: _Optional[_Iterable[str]] = ..., payloads: _Optional[_Iterable[bytes]] = ..., forced: bool = ..., count: _Optional[int] = ..., digest: _Optional[int] = ..., summary: bool = ..., position: _Optional[int] = ..., late: _Optional[_Iterable[str]] = ..., late_count: _Optional[int] = ...) -> None: ...
 
 class Deliveries(_message.Message):
     __slots__ = ("first_seq", "missed_before", "items")
@@ -547,7 +553,7 @@ class SyncStatusRequest(_message.Message):
     def __init__(self, namespace: _Optional[str] = ..., sync_id: _Optional[str] = ...) -> None: ...
 
 class SyncPointStatus(_message.Message):
-    __slots__ = ("sync_id", "state", "participants", "required", "required_count", "arrived", "missing", "created_at_ms", "waiting_since_ms", "deadline_ms", "finished_at_ms", "failure", "now_ms")
+    __slots__ = ("sync_id", "state", "participants", "required", "required_count", "arrived", "missing", "created_at_ms", "waiting_since_ms", "deadline_ms", "finished_at_ms", "failure", "now_ms", "quorum")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[SyncPointStatus.State]
@@ -575,6 +581,7 @@ class SyncPointStatus(_message.Message):
     FINISHED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
     NOW_MS_FIELD_NUMBER: _ClassVar[int]
+    QUORUM_FIELD_NUMBER: _ClassVar[int]
     sync_id: str
     state: SyncPointStatus.State
     participants: str
@@ -588,7 +595,8 @@ class SyncPointStatus(_message.Message):
     finished_at_ms: int
     failure: str
     now_ms: int
-    def __init__(self, sync_id: _Optional[str] = ..., state: _Optional[_Union[SyncPointStatus.State, str]] = ..., participants: _Optional[str] = ..., required: _Optional[_Iterable[str]] = ..., required_count: _Optional[int] = ..., arrived: _Optional[_Iterable[str]] = ..., missing: _Optional[_Iterable[str]] = ..., created_at_ms: _Optional[int] = ..., waiting_since_ms: _Optional[int] = ..., deadline_ms: _Optional[int] = ..., finished_at_ms: _Optional[int] = ..., failure: _Optional[str] = ..., now_ms: _Optional[int] = ...) -> None: ...
+    quorum: int
+    def __init__(self, sync_id: _Optional[str] = ..., state: _Optional[_Union[SyncPointStatus.State, str]] = ..., participants: _Optional[str] = ..., required: _Optional[_Iterable[str]] = ..., required_count: _Optional[int] = ..., arrived: _Optional[_Iterable[str]] = ..., missing: _Optional[_Iterable[str]] = ..., created_at_ms: _Optional[int] = ..., waiting_since_ms: _Optional[int] = ..., deadline_ms: _Optional[int] = ..., finished_at_ms: _Optional[int] = ..., failure: _Optional[str] = ..., now_ms: _Optional[int] = ..., quorum: _Optional[int] = ...) -> None: ...
 
 class SyncDiagnosis(_message.Message):
     __slots__ = ("status", "issues", "recommendations")
