@@ -331,6 +331,61 @@ async fn barrier_timeout_names_the_agents_that_never_arrived() {
     assert_eq!(v["status"]["missing"], json!(["ghost", "late"]));
 }
 
+/// A raw session on `grpc`'s connection that registers `id` and then sends only what `tx` is given.
+async fn raw_session(
+    grpc: &mut v1::lockstep_client::LockstepClient<tonic::transport::Channel>,
+    id: &str,
+) -> (tokio::sync::mpsc::Sender<v1::ClientMessage>, tonic::Streaming<v1::ServerMessage>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let register = v1::Register { agent_id: id.into(), role: "worker".into(), ..Default::default() };
+    tx.send(v1::ClientMessage { request_id: 0, kind: Some(v1::client_message::Kind::Register(register)) })
+        .await
+        .unwrap();
+    let stream = grpc.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    (tx, stream)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_heartbeat_keeps_every_session_of_its_connection_alive() {
+    // Leases of 3 × 300 ms: the test lasts more than three of them.
+    let server = Server::start(&["--heartbeat-interval-ms", "300"]);
+    let client = server.client().await;
+    let url = format!("http://{}", server.addr);
+    let mut shared = v1::lockstep_client::LockstepClient::connect(url.clone()).await.unwrap();
+    let mut elsewhere = v1::lockstep_client::LockstepClient::connect(url).await.unwrap();
+    let (beating, _s1) = raw_session(&mut shared, "beating").await;
+    let (_quiet_tx, _s2) = raw_session(&mut shared, "quiet").await;
+    let (_alone_tx, _s3) = raw_session(&mut elsewhere, "alone").await;
+    // Agents of the Rust client on one shared connection, which take turns to heartbeat.
+    let mut turns = Vec::new();
+    for i in 0..5 {
+        turns.push(client.register_shared(opts(&format!("turn-{i}"), "worker")).await.unwrap());
+    }
+    let status = |id: &'static str| {
+        let client = client.clone();
+        async move {
+            let agents = client.list_agents(AgentFilter::default()).await.unwrap();
+            agents.into_iter().find(|a| a.agent_id == id).map(|a| a.status)
+        }
+    };
+    let heartbeat =
+        v1::ClientMessage { request_id: 0, kind: Some(v1::client_message::Kind::Heartbeat(v1::Heartbeat {})) };
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        beating.send(heartbeat.clone()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(status("alone").await, Some(v1::AgentStatus::Lost as i32), "silent on its own connection");
+    assert_eq!(status("beating").await, Some(v1::AgentStatus::Active as i32));
+    assert_eq!(status("quiet").await, Some(v1::AgentStatus::Active as i32), "renewed by its connection's heartbeats");
+    let agents = client.list_agents(AgentFilter::default()).await.unwrap();
+    for agent in &turns {
+        let info = agents.iter().find(|a| a.agent_id == agent.id()).unwrap();
+        assert_eq!(info.status, v1::AgentStatus::Active as i32, "{}", agent.id());
+        assert!(agent.ended().is_none(), "{:?}", agent.ended());
+    }
+}
+
 #[tokio::test]
 async fn a_lost_participant_fails_the_barrier_promptly() {
     // Leases of 3 × 100 ms; the barrier's own timeout is 30 s.

@@ -418,11 +418,14 @@ pub(crate) async fn fetch_state(
 }
 
 impl Agent {
+    /// Opens a session on `grpc`'s connection; `shared` is that connection's heartbeat when other
+    /// sessions may share it.
     pub(crate) async fn open(
         mut grpc: LockstepClient<Channel>,
         endpoint: tonic::transport::Endpoint,
         namespace: &str,
         o: AgentOptions,
+        shared: Option<Arc<ConnectionBeat>>,
     ) -> Result<Agent, Error> {
         let (out_tx, out_rx) = mpsc::channel(OUTBOUND_BUFFER);
         let mut register = v1::Register {
@@ -457,7 +460,13 @@ impl Agent {
         let (requests_tx, requests_rx) = mpsc::channel(REQUEST_BUFFER);
         let requests_taken = Arc::new(AtomicBool::new(false));
         let this: Arc<OnceLock<Weak<Inner>>> = Default::default();
+        // Only a server that renews every session of a connection on one heartbeat lets the
+        // sessions of a shared connection take turns.
+        let beat = shared
+            .filter(|_| registered.connection_heartbeats)
+            .map(|beat| SharedBeat { beat, still_shared: Arc::new(AtomicBool::new(true)) });
         let reader = Reader {
+            left_shared: beat.as_ref().map(|b| b.still_shared.clone()),
             requests: requests_tx,
             requests_taken: requests_taken.clone(),
             agent: this.clone(),
@@ -488,7 +497,7 @@ impl Agent {
             let reason = reader.run(inbound).await;
             let _ = ended_tx.send(Some(reason));
         });
-        tokio::spawn(heartbeat(out_tx.downgrade(), heartbeat_interval));
+        tokio::spawn(heartbeat(out_tx.downgrade(), heartbeat_interval, beat));
         let agent = Agent {
             inner: Arc::new(Inner {
                 grpc,
@@ -883,13 +892,53 @@ fn unexpected(outcome: v1::reply::Outcome) -> Error {
     Error::Other { code: tonic::Code::Internal, message: format!("unexpected reply {outcome:?}").into() }
 }
 
-async fn heartbeat(outbound: mpsc::WeakSender<v1::ClientMessage>, interval: Duration) {
+/// When a heartbeat last went out on a client connection that several sessions share: the server
+/// renews every session of a connection on one heartbeat, so they take turns (one heartbeat per
+/// connection and interval, whichever session's timer comes first).
+#[derive(Debug)]
+pub(crate) struct ConnectionBeat {
+    start: tokio::time::Instant,
+    /// Milliseconds from `start` to the last heartbeat sent (`u64::MAX`: none yet).
+    last_ms: AtomicU64,
+}
+
+impl ConnectionBeat {
+    pub(crate) fn new() -> Self {
+        ConnectionBeat { start: tokio::time::Instant::now(), last_ms: AtomicU64::new(u64::MAX) }
+    }
+
+    /// Claims the next heartbeat if none went out in the last three quarters of `interval`.
+    fn claim(&self, interval: Duration) -> bool {
+        let now = self.start.elapsed().as_millis() as u64;
+        let gap = (interval.as_millis() as u64) * 3 / 4;
+        self.last_ms
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+                (last == u64::MAX || now.saturating_sub(last) >= gap).then_some(now)
+            })
+            .is_ok()
+    }
+}
+
+/// A session's part in its connection's heartbeat.
+struct SharedBeat {
+    beat: Arc<ConnectionBeat>,
+    /// Cleared when the session breaks: it resumes on a connection of its own and heartbeats for
+    /// itself from then on.
+    still_shared: Arc<AtomicBool>,
+}
+
+async fn heartbeat(outbound: mpsc::WeakSender<v1::ClientMessage>, interval: Duration, shared: Option<SharedBeat>) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tick.tick().await;
         let Some(tx) = outbound.upgrade() else { return };
+        if let Some(s) = &shared {
+            if s.still_shared.load(Ordering::Relaxed) && !s.beat.claim(interval) {
+                continue;
+            }
+        }
         if tx.send(msg(0, v1::client_message::Kind::Heartbeat(v1::Heartbeat {}))).await.is_err() {
             return;
         }
@@ -916,6 +965,8 @@ struct Reader {
     agent: Arc<OnceLock<Weak<Inner>>>,
     limits: SessionLimits,
     reconnect: Option<Reconnect>,
+    /// Cleared when the session breaks (see [`SharedBeat`]).
+    left_shared: Option<Arc<AtomicBool>>,
 }
 
 /// What the reader needs to reconnect a broken session by itself.
@@ -1016,6 +1067,9 @@ impl Reader {
         loop {
             // `None`: the server ended the stream normally (after a deregistration): nothing to resume.
             let ended = self.serve(inbound).await;
+            if let Some(shared) = &self.left_shared {
+                shared.store(false, Ordering::Relaxed);
+            }
             if let Some(r) = &self.reconnect {
                 // First stop sending into the dead stream, then fail what was sent into it.
                 let _ = r.new_conn.send(None);

@@ -75,6 +75,8 @@ pub struct Client {
     channel: Channel,
     grpc: LockstepClient<Channel>,
     namespace: String,
+    /// The heartbeat of the agents sharing `channel`'s connection.
+    beat: std::sync::Arc<agent::ConnectionBeat>,
 }
 
 pub(crate) fn grpc_client(channel: Channel) -> LockstepClient<Channel> {
@@ -117,6 +119,7 @@ impl Client {
             grpc: grpc_client(channel.clone()),
             channel,
             namespace: String::new(),
+            beat: std::sync::Arc::new(agent::ConnectionBeat::new()),
         })
     }
 
@@ -130,14 +133,17 @@ impl Client {
     /// co-located agents, [`Client::register_shared`] uses one connection for all of them.
     pub async fn register(&self, options: AgentOptions) -> Result<Agent, Error> {
         let channel = self.endpoint.connect().await.map_err(|e| connect_error(&self.addr, e))?;
-        Agent::open(grpc_client(channel), self.endpoint.clone(), &self.namespace, options).await
+        Agent::open(grpc_client(channel), self.endpoint.clone(), &self.namespace, options, None).await
     }
 
     /// Registers an agent whose session shares this client's connection with its queries and with
     /// every other agent registered this way: one HTTP/2 connection (and one server-side socket)
-    /// for many co-located agents. After a reconnect, the session gets a connection of its own.
+    /// for many co-located agents. The agents sharing it take turns to heartbeat: the server renews
+    /// every session of a connection on one heartbeat, so a thousand idle agents cost one heartbeat
+    /// per interval. After a reconnect, the session gets a connection of its own.
     pub async fn register_shared(&self, options: AgentOptions) -> Result<Agent, Error> {
-        Agent::open(self.grpc.clone(), self.endpoint.clone(), &self.namespace, options).await
+        let beat = Some(self.beat.clone());
+        Agent::open(self.grpc.clone(), self.endpoint.clone(), &self.namespace, options, beat).await
     }
 
     /// The operators' API on this connection, presenting `token` if the server requires one and

@@ -35,7 +35,7 @@ use crate::io::{
     AdminAction, AdminOutcome, ConnId, ControlKind, ControlNotice, Frame, Input, Message, Output, RegisterRequest,
     Registered, RegistryEvent, Reply, Request, Time, WatchTarget,
 };
-use crate::lease::Lease;
+use crate::lease::{Lease, SharedConnections};
 use crate::name;
 use crate::outbox::{Enqueued, Outbox};
 use crate::registry::{Agent, AgentQuery, AgentStatus, AgentView, Profile, RegistryEventKind, Session};
@@ -266,6 +266,8 @@ pub struct Engine {
     config: Config,
     namespaces: HashMap<Arc<str>, Namespace>,
     conns: HashMap<ConnId, ConnRole>,
+    /// Which agent sessions share a client connection.
+    shared: SharedConnections,
     /// Registry watchers over every namespace (`limits.max_registry_watchers`).
     registry_watchers: usize,
     outputs: VecDeque<Output>,
@@ -303,6 +305,7 @@ impl Engine {
         let mut engine = Engine {
             namespaces: HashMap::new(),
             conns: HashMap::new(),
+            shared: SharedConnections::default(),
             registry_watchers: 0,
             outputs: VecDeque::new(),
             timers: Timers::default(),
@@ -330,8 +333,8 @@ impl Engine {
     pub fn handle(&mut self, now: Time, input: Input) {
         self.now = self.now.max(now);
         match input {
-            Input::Register { conn, request, new_token } => {
-                if let Err(e) = self.register(now, conn, request, new_token) {
+            Input::Register { conn, request, new_token, connection } => {
+                if let Err(e) = self.register(now, conn, request, new_token, connection) {
                     self.outputs.push_back(Output::Close(conn, Some(e)));
                 }
             }
@@ -607,7 +610,14 @@ impl Engine {
     // ---------------------------------------------------------------------------------------------
     // Sessions
 
-    fn register(&mut self, now: Time, conn: ConnId, req: RegisterRequest, new_token: String) -> Result<(), CoreError> {
+    fn register(
+        &mut self,
+        now: Time,
+        conn: ConnId,
+        req: RegisterRequest,
+        new_token: String,
+        connection: u64,
+    ) -> Result<(), CoreError> {
         if let Some(ConnRole::Agent { ns, agent }) = self.conns.get(&conn) {
             let (ns, agent) = (ns.clone(), agent.clone());
             let err = CoreError::AlreadyRegisteredHere { agent: agent.to_string() };
@@ -681,6 +691,7 @@ impl Engine {
             resumed,
             limits: Box::new(config.limits.clone()),
             queue_capacity: config.queue_capacity,
+            connection_heartbeats: true,
         };
         // Registration goes ahead of anything queued while the session was away.
         agent.outbox.push_control_front(Frame::Registered(registered));
@@ -699,12 +710,13 @@ impl Engine {
         // that never drained it (stuck, broken, too slow) must not keep this one waiting.
         agent.outbox.notified = false;
         if let Some(old) = closed_old {
-            self.conns.remove(&old);
+            self.forget_conn(old);
             let cause = SessionEnd::TakenOver;
             self.outputs
                 .push_back(Output::Close(old, Some(CoreError::SessionEnded { agent: agent_key.to_string(), cause })));
         }
         self.conns.insert(conn, ConnRole::Agent { ns: ns_key.clone(), agent: agent_key.clone() });
+        self.shared.join(conn, connection);
         self.touch(Touched::Agent(ns_key.clone(), agent_key.clone()));
         // A lost agent back in time is no longer due to be forgotten.
         self.timers.cancel(&Timer::LostRetention { ns: ns_key.clone(), agent: agent_key.clone() });
@@ -717,14 +729,9 @@ impl Engine {
         Ok(())
     }
 
-    fn request(&mut self, now: Time, conn: ConnId, request_id: u64, request: Request) {
-        let Some(ConnRole::Agent { ns, agent }) = self.conns.get(&conn) else {
-            // A request racing the end of its connection: the connection is already closed.
-            return;
-        };
-        let (ns, agent) = (ns.clone(), agent.clone());
-        let progress = matches!(request, Request::Publish { .. } | Request::UpdateState { .. });
-        if let Some(a) = self.agent_mut(&ns, &agent) {
+    /// A sign of life from `agent` at `now` (`progress`: it did work, not only a heartbeat).
+    fn heard_from(&mut self, now: Time, ns: &Arc<str>, agent: &Arc<str>, progress: bool) {
+        if let Some(a) = self.agent_mut(ns, agent) {
             a.last_heartbeat = now;
             a.health.heartbeat(now);
             if progress {
@@ -732,6 +739,32 @@ impl Engine {
             }
             if let Some(s) = a.session.as_mut() {
                 s.lease.renew(now);
+            }
+        }
+    }
+
+    /// Forgets a connection that is over.
+    fn forget_conn(&mut self, conn: ConnId) -> Option<ConnRole> {
+        self.shared.leave(conn);
+        self.conns.remove(&conn)
+    }
+
+    fn request(&mut self, now: Time, conn: ConnId, request_id: u64, request: Request) {
+        let Some(ConnRole::Agent { ns, agent }) = self.conns.get(&conn) else {
+            // A request racing the end of its connection: the connection is already closed.
+            return;
+        };
+        let (ns, agent) = (ns.clone(), agent.clone());
+        let progress = matches!(request, Request::Publish { .. } | Request::UpdateState { .. });
+        self.heard_from(now, &ns, &agent, progress);
+        if matches!(request, Request::Heartbeat) {
+            // The sessions sharing this one's client connection are as alive as it is.
+            let peers: Vec<ConnId> = self.shared.peers(conn).collect();
+            for peer in peers {
+                if let Some(ConnRole::Agent { ns, agent }) = self.conns.get(&peer) {
+                    let (ns, agent) = (ns.clone(), agent.clone());
+                    self.heard_from(now, &ns, &agent, false);
+                }
             }
         }
         let gated = match &request {
@@ -803,7 +836,7 @@ impl Engine {
             }
             Request::Deregister => {
                 self.remove_agent(now, &ns, &agent, "left");
-                self.conns.remove(&conn);
+                self.forget_conn(conn);
                 self.outputs.push_back(Output::Close(conn, None));
                 return;
             }
@@ -819,7 +852,7 @@ impl Engine {
     /// half-close all look alike at the transport, and none of them says the agent is done: only
     /// `deregister` does. So the agent keeps its lease and may resume with its token.
     fn disconnected(&mut self, conn: ConnId) {
-        match self.conns.remove(&conn) {
+        match self.forget_conn(conn) {
             Some(ConnRole::Agent { ns, agent }) => {
                 if let Some(s) = self.agent_mut(&ns, &agent).and_then(|a| a.session.as_mut()) {
                     s.conn = None;
@@ -979,7 +1012,7 @@ impl Engine {
         }
         n.routes.clear();
         if let Some(conn) = conn {
-            self.conns.remove(&conn);
+            self.forget_conn(conn);
             let cause = SessionEnd::LeaseExpired { lease_ms: self.config.lease_ms() };
             self.outputs
                 .push_back(Output::Close(conn, Some(CoreError::SessionEnded { agent: agent.to_string(), cause })));
@@ -1100,6 +1133,8 @@ impl Engine {
                     let capacity = self.config.queue_capacity;
                     if let Some(conn) = agent.session.as_mut().and_then(|s| s.conn.take()) {
                         self.counters.dropped += agent.outbox.discard_messages();
+                        // Not `forget_conn`: `n` borrows the namespaces.
+                        self.shared.leave(conn);
                         self.conns.remove(&conn);
                         let err = CoreError::SlowConsumer { agent: sub.to_string(), capacity };
                         self.outputs.push_back(Output::Close(conn, Some(err)));
@@ -1647,7 +1682,7 @@ impl Engine {
         };
         if a.outbox.control_backlog() >= max {
             if let Some(conn) = a.session.as_mut().and_then(|s| s.conn.take()) {
-                self.conns.remove(&conn);
+                self.forget_conn(conn);
                 let err = CoreError::Limit {
                     what: "replies queued for one agent",
                     limit: max as u64,

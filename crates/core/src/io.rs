@@ -115,8 +115,16 @@ pub enum Request {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Input {
     /// The first message of a new session stream. `new_token` is a fresh random resume token chosen by
-    /// the shell (the engine has no randomness); it is used if the session is new.
-    Register { conn: ConnId, request: RegisterRequest, new_token: String },
+    /// the shell (the engine has no randomness); it is used if the session is new. `connection` names
+    /// the client connection the stream runs on (0: unknown), so that a heartbeat on any session of
+    /// a connection renews them all (see [`crate::lease::SharedConnections`]).
+    Register {
+        conn: ConnId,
+        request: RegisterRequest,
+        new_token: String,
+        #[serde(default)]
+        connection: u64,
+    },
     /// A request on a registered session. `request_id == 0` means no reply is wanted unless it fails.
     Request { conn: ConnId, request_id: u64, request: Request },
     /// A message on a registered session that the shell could not decode, and why: it is answered
@@ -291,6 +299,9 @@ pub struct Registered {
     pub limits: Box<crate::config::Limits>,
     /// Capacity of the agent's outbound message queue.
     pub queue_capacity: usize,
+    /// A heartbeat on any session of a client connection renews every session on it: a client
+    /// need send only one per connection and interval.
+    pub connection_heartbeats: bool,
 }
 
 /// One unit the shell sends on a connection. A `Deliveries` batch is consecutive: only its first

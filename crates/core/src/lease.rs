@@ -3,8 +3,16 @@
 //! Every message from the agent renews its lease to `now + heartbeat_interval × lease_intervals`.
 //! Renewal is O(1) and schedules nothing: the engine keeps one timer per agent and, when it fires
 //! early because the lease was renewed meanwhile, re-arms it at the new expiry.
+//!
+//! Sessions that share one client connection (one process's agents multiplexed on one HTTP/2
+//! connection) live and die together, so a heartbeat on any of them renews every one:
+//! [`SharedConnections`] knows which sessions share a connection. A client that knows this sends one
+//! heartbeat per connection and interval instead of one per agent, which is what keeps thousands of
+//! idle agents cheap.
 
-use crate::io::Time;
+use std::collections::HashMap;
+
+use crate::io::{ConnId, Time};
 
 /// When an agent's lease runs out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,9 +50,73 @@ impl Lease {
     }
 }
 
+/// A client connection as the shell names it (0: not known to be shared with anything).
+pub type ConnectionId = u64;
+
+/// Which sessions share which client connection.
+#[derive(Debug, Default)]
+pub struct SharedConnections {
+    connection_of: HashMap<ConnId, ConnectionId>,
+    sessions: HashMap<ConnectionId, Vec<ConnId>>,
+}
+
+impl SharedConnections {
+    /// Session `conn` runs on client connection `connection` (nothing is recorded for 0).
+    pub fn join(&mut self, conn: ConnId, connection: ConnectionId) {
+        if connection == 0 || self.connection_of.insert(conn, connection).is_some() {
+            return;
+        }
+        self.sessions.entry(connection).or_default().push(conn);
+    }
+
+    /// Session `conn` is over.
+    pub fn leave(&mut self, conn: ConnId) {
+        let Some(connection) = self.connection_of.remove(&conn) else { return };
+        if let Some(sessions) = self.sessions.get_mut(&connection) {
+            sessions.retain(|c| *c != conn);
+            if sessions.is_empty() {
+                self.sessions.remove(&connection);
+            }
+        }
+    }
+
+    /// The other sessions on `conn`'s client connection.
+    pub fn peers(&self, conn: ConnId) -> impl Iterator<Item = ConnId> + '_ {
+        let sessions = self.connection_of.get(&conn).and_then(|c| self.sessions.get(c));
+        sessions.into_iter().flatten().copied().filter(move |c| *c != conn)
+    }
+
+    /// How many client connections carry sessions.
+    pub fn connections(&self) -> usize {
+        self.sessions.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sessions_on_one_connection_are_peers_until_they_leave() {
+        let mut shared = SharedConnections::default();
+        shared.join(ConnId(1), 7);
+        shared.join(ConnId(2), 7);
+        shared.join(ConnId(3), 7);
+        shared.join(ConnId(4), 8);
+        shared.join(ConnId(5), 0);
+        assert_eq!(shared.peers(ConnId(1)).collect::<Vec<_>>(), [ConnId(2), ConnId(3)]);
+        assert_eq!(shared.peers(ConnId(4)).count(), 0);
+        assert_eq!(shared.peers(ConnId(5)).count(), 0, "connection 0 is shared with nothing");
+        shared.leave(ConnId(2));
+        assert_eq!(shared.peers(ConnId(3)).collect::<Vec<_>>(), [ConnId(1)]);
+        shared.leave(ConnId(1));
+        shared.leave(ConnId(3));
+        shared.leave(ConnId(3));
+        shared.leave(ConnId(4));
+        shared.leave(ConnId(5));
+        assert_eq!(shared.connections(), 0, "nothing is kept for connections without sessions");
+        assert!(shared.connection_of.is_empty());
+    }
 
     #[test]
     fn renewal_pushes_expiry_forward() {

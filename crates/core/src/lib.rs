@@ -11,7 +11,7 @@
 //! let mut engine = Engine::new(Config::default());
 //! engine.track_changes();
 //! let request = RegisterRequest { agent_id: "scanner".into(), role: "scanner".into(), ..Default::default() };
-//! engine.handle(0, Input::Register { conn: ConnId(1), request, new_token: "t".into() });
+//! engine.handle(0, Input::Register { conn: ConnId(1), request, new_token: "t".into(), connection: 0 });
 //! // The turn ends: its durable changes (the new agent) are committed before anything is sent.
 //! let ready = engine.ready();
 //! assert_eq!(ready.changes().len(), 1);

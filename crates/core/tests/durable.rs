@@ -148,7 +148,7 @@ fn many_updates_in_one_turn_are_kept_as_one_state_change_in_order_with_the_rest(
     }
     let w2 = ConnId(99);
     let request = agent("w2", "worker", &[]);
-    a.engine.handle(now, Input::Register { conn: w2, request, new_token: "t".into() });
+    a.engine.handle(now, Input::Register { conn: w2, request, new_token: "t".into(), connection: 0 });
     a.engine.handle(now, Input::Request { conn: w2, request_id: 0, request: Request::Deregister });
     let ready = a.engine.ready();
     let changes = ready.changes().to_vec();

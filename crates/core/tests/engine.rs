@@ -293,6 +293,40 @@ mod leases {
     }
 
     #[test]
+    fn a_heartbeat_renews_every_session_of_its_client_connection_and_no_other() {
+        let mut h = harness();
+        let lease = h.config().lease_ms();
+        let on = |h: &mut Harness, id: &str, connection: u64| {
+            let conn = h.open_conn();
+            h.register_on_connection(conn, agent(id, "w", &[]), connection);
+            assert_eq!(h.registered(conn).agent_id, id);
+            assert!(h.registered(conn).connection_heartbeats);
+            conn
+        };
+        let a = on(&mut h, "a", 7);
+        let b = on(&mut h, "b", 7);
+        let c = on(&mut h, "c", 7);
+        let other = on(&mut h, "other", 8);
+        let alone = on(&mut h, "alone", 0);
+        // Only `a` heartbeats, for three leases.
+        h.advance_heartbeating(3 * lease, &[a]);
+        for id in ["a", "b", "c"] {
+            assert_eq!(h.status(id), AgentStatus::Active, "{id} shares a's connection");
+        }
+        for id in ["other", "alone"] {
+            assert_eq!(h.status(id), AgentStatus::Lost, "{id} is on another connection");
+        }
+        assert!(h.is_closed(other) && h.is_closed(alone));
+        // Once `b`'s session is over, a's heartbeats no longer keep b alive.
+        h.disconnect(b);
+        let t = h.now + lease;
+        h.advance_heartbeating(t, &[a]);
+        assert_eq!(h.status("b"), AgentStatus::Lost);
+        assert_eq!(h.status("c"), AgentStatus::Active);
+        assert!(!h.is_closed(c));
+    }
+
+    #[test]
     fn a_lost_agent_receives_nothing_more() {
         let mut h = harness();
         let receiver = h.join("r", "w", &["jobs"]);

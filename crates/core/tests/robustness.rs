@@ -249,7 +249,9 @@ proptest! {
                         resume_token: if token { format!("t{conn}") } else { String::new() },
                         ..Default::default()
                     };
-                    engine.handle(now, Input::Register { conn: ConnId(conn), request, new_token: format!("t{conn}") });
+                    // Sessions 0-1, 2-3, ... share a client connection (0 is shared with nothing).
+                    let (conn, new_token, connection) = (ConnId(conn), format!("t{conn}"), conn / 2);
+                    engine.handle(now, Input::Register { conn, request, new_token, connection });
                 }
                 Step::Request { conn, id, request } => engine.handle(now, Input::Request { conn: ConnId(conn), request_id: id, request }),
                 Step::Disconnect { conn, goodbye } => {

@@ -226,6 +226,7 @@ pub fn server_message(frame: Frame) -> Option<v1::ServerMessage> {
             lease_intervals: r.lease_intervals,
             resumed: r.resumed,
             limits: Some(limits(&r.limits, r.queue_capacity)),
+            connection_heartbeats: r.connection_heartbeats,
         }),
         Frame::Reply { request_id, reply: r } => Kind::Reply(reply(request_id, r)),
         Frame::Deliveries(items) => Kind::Deliveries(crate::wire::Deliveries {

@@ -180,7 +180,9 @@ impl<W: std::io::Write + Send> Recorder for JsonLines<W> {
     }
 }
 
-/// What woke the driver.
+/// What woke the driver. A short-lived value on the driver's stack: the size of its largest
+/// variant (a command carrying a registration) costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 enum Woke {
     Signal(Signal),
     Command(Command, Instant),
@@ -741,7 +743,10 @@ mod tests {
             interests: interests.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         };
-        r.handle.send(Command::Input(Input::Register { conn, request, new_token: format!("t{id}") })).await.unwrap();
+        r.handle
+            .send(Command::Input(Input::Register { conn, request, new_token: format!("t{id}"), connection: 0 }))
+            .await
+            .unwrap();
         Session { conn, rx, blocked }
     }
 

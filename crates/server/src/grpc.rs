@@ -90,6 +90,7 @@ async fn read_session(
     first_error: mpsc::Sender<Result<Frame, Status>>,
     max_message_bytes: usize,
     register_within: std::time::Duration,
+    connection: u64,
 ) {
     let gone = || {
         let _ = engine.signals().send(Signal::Gone(conn));
@@ -123,7 +124,8 @@ async fn read_session(
         Err(broken) => return refuse(stream_broke(&broken, max_message_bytes, NOTHING_REGISTERED)).await,
     };
     drop(first_error);
-    if engine.send(Command::Input(Input::Register { conn, request, new_token: new_token() })).await.is_err() {
+    let register = Input::Register { conn, request, new_token: new_token(), connection };
+    if engine.send(Command::Input(register)).await.is_err() {
         return;
     }
     let status = loop {
@@ -135,7 +137,7 @@ async fn read_session(
                         match convert::session_message(msg.kind) {
                             Ok(SessionMessage::Request(request)) => Input::Request { conn, request_id, request },
                             Ok(SessionMessage::Register(r)) => {
-                                Input::Register { conn, request: r, new_token: String::new() }
+                                Input::Register { conn, request: r, new_token: String::new(), connection }
                             }
                             Err(error) => Input::Malformed { conn, request_id, reason: malformed_reason(error) },
                         }
@@ -234,6 +236,8 @@ impl Lockstep for Service {
             )
             .await?;
         let first_error = first_error.expect("set by open");
+        // Sessions of one client connection renew one another's leases (0: not known).
+        let connection = request.extensions().get::<crate::listener::ConnInfo>().map_or(0, |c| c.id());
         let reader = read_session(
             conn,
             request.into_inner(),
@@ -241,6 +245,7 @@ impl Lockstep for Service {
             first_error,
             self.max_message_bytes,
             self.register_within,
+            connection,
         );
         tokio::spawn(reader);
         Ok(Response::new(Box::pin(stream)))

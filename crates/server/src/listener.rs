@@ -136,6 +136,8 @@ pub struct ConnInfo(Arc<Shared>);
 
 #[derive(Debug)]
 struct Shared {
+    /// Unique among the connections this process accepts (from 1).
+    id: u64,
     peer: SocketAddr,
     used: AtomicBool,
     counts: Arc<Counts>,
@@ -156,6 +158,11 @@ impl ConnInfo {
     /// The peer's address.
     pub fn peer(&self) -> SocketAddr {
         self.0.peer
+    }
+
+    /// The connection's id, unique in this process: sessions with the same id share a connection.
+    pub fn id(&self) -> u64 {
+        self.0.id
     }
 }
 
@@ -297,7 +304,10 @@ pub fn accepted(
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::warn!(error = %e, "cannot set TCP_NODELAY on an accepted connection");
             }
-            let info = ConnInfo(Arc::new(Shared { peer, used: AtomicBool::new(false), counts: s.counts.clone() }));
+            static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+            let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+            let shared = Shared { id, peer, used: AtomicBool::new(false), counts: s.counts.clone() };
+            let info = ConnInfo(Arc::new(shared));
             let within = Duration::from_millis(s.limits.first_request_within_ms);
             let first_request = Some(Box::pin(tokio::time::sleep(within)));
             return Some((Ok(Connection { stream, info, first_request }), s));

@@ -94,8 +94,13 @@ impl Harness {
 
     /// Sends a registration on `conn`. The shell's fresh token is `token-<conn>`.
     pub fn register_on(&mut self, conn: ConnId, request: RegisterRequest) {
+        self.register_on_connection(conn, request, 0);
+    }
+
+    /// Sends a registration on session `conn`, which runs on client connection `connection`.
+    pub fn register_on_connection(&mut self, conn: ConnId, request: RegisterRequest, connection: u64) {
         let new_token = format!("token-{}", conn.0);
-        self.engine.handle(self.now, Input::Register { conn, request, new_token });
+        self.engine.handle(self.now, Input::Register { conn, request, new_token, connection });
         self.pump();
     }
 
