@@ -226,9 +226,6 @@ pub struct VoteOutcome {
     /// The weight of every choice ballot.
     pub total_weight: f64,
     pub decided_at: Time,
-    /// The protocol layer's encoding, made once and shared by every voter's reply.
-    #[serde(skip)]
-    pub wire: std::sync::OnceLock<bytes::Bytes>,
 }
 
 impl VoteOutcome {
@@ -644,8 +641,12 @@ impl Vote {
     ) -> Result<Result<Option<u32>, Arc<VoteOutcome>>, CoreError> {
         let agent = watcher.agent.clone();
         let vote_id = self.spec.vote_id.clone();
+        let earlier = self.ballot_of(&agent).map(|i| &self.ballots[i]);
+        if earlier.is_some_and(|b| !self.repeats(b, req)) {
+            return Err(CoreError::DoubleBallot { vote_id, agent: agent.to_string() });
+        }
         if let Some(outcome) = &self.outcome {
-            if self.ballot_of(&agent).is_some() {
+            if earlier.is_some() {
                 return Ok(Err(outcome.clone()));
             }
             return Err(CoreError::VoteClosed { vote_id, why: format!("it was decided ({})", self.state.as_str()) });
@@ -657,19 +658,11 @@ impl Vote {
                 participants: self.describe_required(),
             });
         }
-        let ballot = self.make_ballot(now, &agent, req, voter, limits)?;
-        if let Some(i) = self.ballot_of(&agent) {
-            let earlier = &self.ballots[i];
-            let same = earlier.key == ballot.key
-                && earlier.abstain_reason == ballot.abstain_reason
-                && earlier.veto == ballot.veto
-                && earlier.confidence == ballot.confidence;
-            if !same {
-                return Err(CoreError::DoubleBallot { vote_id, agent: agent.to_string() });
-            }
+        if earlier.is_some() {
             self.watch(watcher);
             return Ok(Ok(None));
         }
+        let ballot = self.make_ballot(now, &agent, req, voter, limits)?;
         if now >= self.deadline {
             return Err(CoreError::VoteClosed { vote_id, why: "its deadline passed".into() });
         }
@@ -677,6 +670,21 @@ impl Vote {
         self.gone.remove(&agent);
         self.watch(watcher);
         Ok(Ok(Some(self.ballots.len() as u32 - 1)))
+    }
+
+    /// Whether `req` says what the recorded ballot `b` says (a resend, not a second ballot).
+    fn repeats(&self, b: &Ballot, req: &BallotRequest) -> bool {
+        let same_choice = match (&req.choice, &self.spec.choices) {
+            (BallotChoice::Abstain(reason), _) => b.abstain_reason.as_ref() == Some(reason),
+            (BallotChoice::Option(o), _) => !b.is_abstention() && b.key == *o,
+            (BallotChoice::Recommendation(text), Choices::Recommendations { key_field }) => {
+                let value: Option<Value> = serde_json::from_str(text).ok();
+                !b.is_abstention()
+                    && value.and_then(|v| v.get(key_field).map(Value::to_string)).as_ref() == Some(&b.key)
+            }
+            (BallotChoice::Recommendation(_), Choices::Options(_)) => false,
+        };
+        same_choice && b.veto == req.veto && b.confidence == req.confidence
     }
 
     fn watch(&mut self, watcher: Watcher) {
@@ -766,7 +774,6 @@ impl Vote {
             missing: self.missing_count(),
             total_weight: total,
             decided_at: now,
-            wire: std::sync::OnceLock::new(),
         }
     }
 
