@@ -22,7 +22,7 @@ pub struct Target {
 }
 
 impl Target {
-    async fn client(&self) -> anyhow::Result<Client> {
+    pub(crate) async fn client(&self) -> anyhow::Result<Client> {
         Ok(Client::connect(&self.addr).await?.with_namespace(self.namespace.clone()))
     }
 }
