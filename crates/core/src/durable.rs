@@ -117,7 +117,7 @@ pub enum Change {
     /// The emergency stop started (`Some`) or was lifted (`None`).
     EmergencyStop(Option<EmergencyStop>),
     /// A vote opened or decided (its ballots apart).
-    Vote(VoteImage),
+    Vote(Box<VoteImage>),
     /// A ballot cast; `position` is its place among the vote's ballots (they are only appended).
     Ballot { namespace: String, vote_id: String, position: u32, ballot: Ballot },
     /// A finished vote forgotten (its retention ended, or it was evicted).

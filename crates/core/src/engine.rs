@@ -509,7 +509,7 @@ impl Engine {
                 Touched::SyncPointRemoved(ns, id) => {
                     Some(Change::SyncPointRemoved { namespace: ns.to_string(), sync_id: id.to_string() })
                 }
-                Touched::Vote(ns, id) => self.votes.get(&ns, &id).map(|v| Change::Vote(v.image(&ns))),
+                Touched::Vote(ns, id) => self.votes.get(&ns, &id).map(|v| Change::Vote(Box::new(v.image(&ns)))),
                 Touched::Ballot(ns, id, position) => {
                     self.votes.get(&ns, &id).and_then(|v| v.ballot(position)).map(|b| Change::Ballot {
                         namespace: ns.to_string(),
@@ -839,7 +839,7 @@ impl Engine {
             Request::Respond { token, payload, content_type, error } => {
                 self.respond(&ns, &agent, token, payload, &content_type, error).map(|()| Reply::Ok)
             }
-            Request::OpenVote { spec, wait } => match self.open_vote(now, &ns, &agent, request_id, spec, wait) {
+            Request::OpenVote { spec, wait } => match self.open_vote(now, &ns, &agent, request_id, *spec, wait) {
                 // A waiting opener is answered with the outcome.
                 Ok(None) => return,
                 Ok(Some(reply)) => Ok(reply),

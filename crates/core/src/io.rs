@@ -110,7 +110,7 @@ pub enum Request {
     /// Open a vote (see [`crate::vote`]); with `wait`, the reply is the vote's outcome, else `Ok`
     /// at once.
     OpenVote {
-        spec: VoteSpec,
+        spec: Box<VoteSpec>,
         #[serde(default)]
         wait: bool,
     },

@@ -72,7 +72,7 @@ impl Kept {
                 Change::Vote(v) => {
                     let key = (v.namespace.clone(), v.spec.vote_id.clone());
                     let ballots = self.votes.remove(&key).map(|old| old.ballots).unwrap_or_default();
-                    self.votes.insert(key, VoteImage { ballots, ..v });
+                    self.votes.insert(key, VoteImage { ballots, ..*v });
                 }
                 Change::Ballot { namespace, vote_id, position, ballot } => {
                     let v = self.votes.get_mut(&(namespace, vote_id)).expect("the vote was kept before its ballots");

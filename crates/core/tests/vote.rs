@@ -67,7 +67,10 @@ fn every_voter_and_the_executor_get_the_one_outcome() {
     let voters: Vec<ConnId> = names(3).iter().map(|n| h.join(n, "strategy", &[])).collect();
     let open = h.send(
         opener,
-        Request::OpenVote { spec: spec("t1", Participants::Role("strategy".into()), &["buy", "sell"]), wait: true },
+        Request::OpenVote {
+            spec: Box::new(spec("t1", Participants::Role("strategy".into()), &["buy", "sell"])),
+            wait: true,
+        },
     );
     assert_eq!(h.reply(opener, open), None, "a waiting opener is answered with the outcome");
     let ids: Vec<u64> = ["buy", "sell", "buy"].iter().zip(&voters).map(|(o, c)| h.send(*c, ballot("t1", o))).collect();
@@ -106,7 +109,7 @@ fn a_lost_voter_is_missing_and_the_vote_decides_without_it() {
     let conns: Vec<ConnId> = names(3).iter().map(|n| h.join(n, "strategy", &[])).collect();
     let mut s = spec("t2", Participants::Agents(names(3)), &["buy", "sell"]);
     s.timeout_ms = 600_000;
-    h.call_ok(conns[0], Request::OpenVote { spec: s, wait: false });
+    h.call_ok(conns[0], Request::OpenVote { spec: Box::new(s), wait: false });
     let a = h.send(conns[0], ballot("t2", "sell"));
     let b = h.send(conns[1], ballot("t2", "sell"));
     // v2 goes silent: once its lease runs out it is lost, and nobody else is left to vote.
@@ -128,7 +131,7 @@ fn the_deadline_decides_with_the_ballots_in_and_later_ballots_are_refused() {
     s.policy = Policy::Majority;
     s.quorum_ballots = 2;
     s.timeout_ms = 1_000;
-    h.call_ok(conns[0], Request::OpenVote { spec: s, wait: false });
+    h.call_ok(conns[0], Request::OpenVote { spec: Box::new(s), wait: false });
     let a = h.send(conns[0], ballot("t3", "x"));
     h.advance_heartbeating(h.now + 1_000, &conns);
     let o = outcome(h.reply(conns[0], a));
@@ -151,9 +154,10 @@ fn bad_ballots_get_their_reasons_and_change_nothing() {
     let outsider = h.join("z", "other", &[]);
     let mut s = spec("t4", Participants::Agents(names(2)), &["x"]);
     s.weight = WeightSource::Metadata("stake".into());
-    h.call_ok(v0, Request::OpenVote { spec: s.clone(), wait: false });
+    h.call_ok(v0, Request::OpenVote { spec: Box::new(s.clone()), wait: false });
     assert_eq!(
-        h.call_err(v1, Request::OpenVote { spec: spec("t4", Participants::Count(2), &["x"]), wait: false }).reason(),
+        h.call_err(v1, Request::OpenVote { spec: Box::new(spec("t4", Participants::Count(2), &["x"])), wait: false })
+            .reason(),
         Reason::VoteExists
     );
     assert_eq!(h.call_err(outsider, ballot("t4", "x")).reason(), Reason::NotAVoter);
@@ -169,7 +173,10 @@ fn bad_ballots_get_their_reasons_and_change_nothing() {
     assert!(h.engine.vote_status("", "t4").unwrap().ballots.is_empty(), "refused ballots leave nothing");
     let mut big = spec("t5", Participants::Count(2), &["x"]);
     big.choices = Choices::Options((0..=h.config().limits.max_vote_options).map(|i| format!("o{i}")).collect());
-    assert_eq!(h.call_err(v1, Request::OpenVote { spec: big, wait: false }).reason(), Reason::InvalidArgument);
+    assert_eq!(
+        h.call_err(v1, Request::OpenVote { spec: Box::new(big), wait: false }).reason(),
+        Reason::InvalidArgument
+    );
 }
 
 #[test]
@@ -179,7 +186,7 @@ fn a_restart_keeps_ballots_and_decides_once() {
     let conns: Vec<ConnId> = names(2).iter().map(|n| h.join(n, "strategy", &[])).collect();
     h.call_ok(
         conns[0],
-        Request::OpenVote { spec: spec("t6", Participants::Agents(names(2)), &["x", "y"]), wait: false },
+        Request::OpenVote { spec: Box::new(spec("t6", Participants::Agents(names(2)), &["x", "y"])), wait: false },
     );
     h.send(conns[0], ballot("t6", "y"));
     let changes = h.take_changes();
@@ -187,7 +194,7 @@ fn a_restart_keeps_ballots_and_decides_once() {
     for c in changes {
         match c {
             lockstep_core::durable::Change::Agent(a) => restored.agents.push(a),
-            lockstep_core::durable::Change::Vote(v) => restored.votes.push(v),
+            lockstep_core::durable::Change::Vote(v) => restored.votes.push(*v),
             lockstep_core::durable::Change::Ballot { ballot, .. } => restored.votes[0].ballots.push(ballot),
             _ => {}
         }
@@ -234,7 +241,7 @@ proptest! {
         let mut s = spec("p", participants, &["a", "b", "c"]);
         s.policy = policy;
         s.timeout_ms = 50_000;
-        let open = h.send(opener, Request::OpenVote { spec: s, wait: true });
+        let open = h.send(opener, Request::OpenVote { spec: Box::new(s), wait: true });
         let mut waiting: Vec<(ConnId, u64)> = vec![(opener, open)];
         let mut silent = vec![false; n];
         for (who, what) in steps {

@@ -213,7 +213,7 @@ fn open_vote(v: v1::OpenVote) -> Result<core::Request, CoreError> {
         tie,
         topic: v.topic,
     };
-    Ok(core::Request::OpenVote { spec, wait: v.wait })
+    Ok(core::Request::OpenVote { spec: Box::new(spec), wait: v.wait })
 }
 
 fn cast_ballot(b: v1::CastBallot) -> Result<core::BallotRequest, CoreError> {

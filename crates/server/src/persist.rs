@@ -108,7 +108,7 @@ fn owned_change(c: Change) -> store::Change {
             vote_id: v.spec.vote_id.clone(),
             created_at_ms: v.created_at,
             finished_at_ms: v.finished_at,
-            vote_json: json_text(&v),
+            vote_json: json_text(&*v),
         }),
         Change::Ballot { namespace, vote_id, position, ballot } => store::Change::AddBallot(store::BallotRecord {
             namespace,
