@@ -369,20 +369,40 @@ async fn barrier(addr: &str, n: usize, rounds: usize, mode: BarrierMode) -> anyh
             anyhow::Ok(times)
         }));
     }
+    let note = format!(
+        "rate = rounds/s; latency = last arrival → last release; {}; {}",
+        if shared { "one shared connection" } else { "a connection per agent" },
+        if summary { "released with summaries" } else { "released with the whole outcome" }
+    );
+    rounds_row(mode.scenario(), n, rounds, tasks, note).await
+}
+
+/// Each agent's (went in, came out) times per round.
+type RoundTimes = tokio::task::JoinHandle<anyhow::Result<Vec<(Duration, Duration)>>>;
+
+/// The row of `rounds` rounds of `n` agents: per round, from the last agent in to the last agent
+/// out (the barrier's and the vote's measure).
+async fn rounds_row(
+    scenario: &str,
+    n: usize,
+    rounds: usize,
+    tasks: Vec<RoundTimes>,
+    note: String,
+) -> anyhow::Result<Row> {
     let mut per_agent = Vec::with_capacity(n);
     for t in tasks {
         per_agent.push(t.await??);
     }
     let mut h = hist();
     for r in 0..rounds {
-        let last_arrival = per_agent.iter().map(|t| t[r].0).max().expect("n > 0");
-        let last_release = per_agent.iter().map(|t| t[r].1).max().expect("n > 0");
-        h.record((last_release.saturating_sub(last_arrival).as_micros() as u64).max(1))?;
+        let last_in = per_agent.iter().map(|t| t[r].0).max().expect("n > 0");
+        let last_out = per_agent.iter().map(|t| t[r].1).max().expect("n > 0");
+        h.record((last_out.saturating_sub(last_in).as_micros() as u64).max(1))?;
     }
     let total: Duration = per_agent.iter().map(|t| t[rounds - 1].1).max().expect("n > 0")
         - per_agent.iter().map(|t| t[0].0).min().expect("n > 0");
     Ok(Row {
-        scenario: mode.scenario().into(),
+        scenario: scenario.into(),
         n,
         rate: rounds as f64 / total.as_secs_f64().max(1e-9),
         offered_rate: None,
@@ -391,11 +411,7 @@ async fn barrier(addr: &str, n: usize, rounds: usize, mode: BarrierMode) -> anyh
         p999_us: h.value_at_quantile(0.999),
         lost: 0,
         count: rounds as u64,
-        note: format!(
-            "rate = rounds/s; latency = last arrival → last release; {}; {}",
-            if shared { "one shared connection" } else { "a connection per agent" },
-            if summary { "released with summaries" } else { "released with the whole outcome" }
-        ),
+        note,
     })
 }
 
@@ -431,33 +447,11 @@ async fn vote_rounds(addr: &str, n: usize, rounds: usize, shared: bool) -> anyho
             anyhow::Ok(times)
         }));
     }
-    let mut per_agent = Vec::with_capacity(n);
-    for t in tasks {
-        per_agent.push(t.await??);
-    }
-    let mut h = hist();
-    for r in 0..rounds {
-        let last_ballot = per_agent.iter().map(|t| t[r].0).max().expect("n > 0");
-        let last_outcome = per_agent.iter().map(|t| t[r].1).max().expect("n > 0");
-        h.record((last_outcome.saturating_sub(last_ballot).as_micros() as u64).max(1))?;
-    }
-    let total: Duration = per_agent.iter().map(|t| t[rounds - 1].1).max().expect("n > 0")
-        - per_agent.iter().map(|t| t[0].0).min().expect("n > 0");
-    Ok(Row {
-        scenario: "vote".into(),
-        n,
-        rate: rounds as f64 / total.as_secs_f64().max(1e-9),
-        offered_rate: None,
-        p50_us: h.value_at_quantile(0.5),
-        p99_us: h.value_at_quantile(0.99),
-        p999_us: h.value_at_quantile(0.999),
-        lost: 0,
-        count: rounds as u64,
-        note: format!(
-            "rate = votes/s; latency = last ballot → last voter holding the outcome; {}",
-            if shared { "one shared connection" } else { "a connection per agent" }
-        ),
-    })
+    let note = format!(
+        "rate = votes/s; latency = last ballot → last voter holding the outcome; {}",
+        if shared { "one shared connection" } else { "a connection per agent" }
+    );
+    rounds_row("vote", n, rounds, tasks, note).await
 }
 
 /// Sequential round trips for `seconds`, each timed from its start to its end, as a row.

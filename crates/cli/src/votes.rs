@@ -158,14 +158,7 @@ pub async fn run(args: VotesArgs) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print_record(&status);
-                println!("\nissues:");
-                for i in &d.issues {
-                    println!("  - {i}");
-                }
-                println!("recommendations:");
-                for r in &d.recommendations {
-                    println!("  - {r}");
-                }
+                crate::admin::print_diagnosis(&d.issues, &d.recommendations);
             }
         }
     }

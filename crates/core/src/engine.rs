@@ -776,7 +776,7 @@ impl Engine {
             Request::UpdateState { .. } => Some(Gated::UpdateState),
             Request::Sync { .. } => Some(Gated::SyncArrive),
             Request::AgentRequest { .. } => Some(Gated::Request),
-            Request::OpenVote { .. } | Request::CastBallot(_) => Some(Gated::SyncArrive),
+            Request::OpenVote { .. } | Request::CastBallot(_) => Some(Gated::Vote),
             _ => None,
         };
         if let Some(Err(refusal)) = gated.map(|action| self.control.check(&ns, &agent, action)) {

@@ -171,6 +171,12 @@ fn bad_ballots_get_their_reasons_and_change_nothing() {
     });
     assert_eq!(h.call_err(v1, bad_conf).reason(), Reason::BadConfidence);
     assert!(h.engine.vote_status("", "t4").unwrap().ballots.is_empty(), "refused ballots leave nothing");
+    // A paused agent may not vote until it is resumed.
+    h.pause(v1);
+    let paused = h.call_err(v1, ballot("t4", "x"));
+    assert_eq!(paused.reason(), Reason::Paused);
+    assert!(paused.to_string().contains("cast ballots"), "{paused}");
+    h.unpause(v1);
     let mut big = spec("t5", Participants::Count(2), &["x"]);
     big.choices = Choices::Options((0..=h.config().limits.max_vote_options).map(|i| format!("o{i}")).collect());
     assert_eq!(
