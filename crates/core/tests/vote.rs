@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use harness::{agent, Harness};
 use lockstep_core::vote::{BallotChoice, BallotRequest, Choices, Policy, TieRule, VoteSpec, WeightSource};
-use lockstep_core::{Config, ConnId, Participants, Reason, Reply, Request, VoteOutcome, VoteState};
+use lockstep_core::{AdminAction, Config, ConnId, Participants, Reason, Reply, Request, VoteOutcome, VoteState};
 use proptest::prelude::*;
 
 fn spec(id: &str, participants: Participants, options: &[&str]) -> VoteSpec {
@@ -172,11 +172,12 @@ fn bad_ballots_get_their_reasons_and_change_nothing() {
     assert_eq!(h.call_err(v1, bad_conf).reason(), Reason::BadConfidence);
     assert!(h.engine.vote_status("", "t4").unwrap().ballots.is_empty(), "refused ballots leave nothing");
     // A paused agent may not vote until it is resumed.
-    h.pause(v1);
+    let (namespace, agent_id) = (String::new(), "v1".to_owned());
+    h.admin_ok(AdminAction::PauseAgent { namespace: namespace.clone(), agent_id: agent_id.clone() });
     let paused = h.call_err(v1, ballot("t4", "x"));
     assert_eq!(paused.reason(), Reason::Paused);
     assert!(paused.to_string().contains("cast ballots"), "{paused}");
-    h.unpause(v1);
+    h.admin_ok(AdminAction::ResumeAgent { namespace, agent_id });
     let mut big = spec("t5", Participants::Count(2), &["x"]);
     big.choices = Choices::Options((0..=h.config().limits.max_vote_options).map(|i| format!("o{i}")).collect());
     assert_eq!(

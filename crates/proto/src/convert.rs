@@ -598,6 +598,16 @@ mod tests {
             CoreError::RequestAborted { topic: "quotes.get".into(), responder: "b".into(), why: "left".into() },
             CoreError::RequestRefused { topic: "quotes.get".into(), responder: "b".into(), message: "no".into() },
             CoreError::UnknownRequest { token: 7 },
+            CoreError::UnknownVote { namespace: "ns".into(), vote_id: "v".into() },
+            CoreError::VoteExists { vote_id: "v".into() },
+            CoreError::NotAVoter { vote_id: "v".into(), agent: "z".into(), participants: "{a, b}".into() },
+            CoreError::DoubleBallot { vote_id: "v".into(), agent: "a".into() },
+            CoreError::VoteClosed { vote_id: "v".into(), why: "its deadline passed".into() },
+            CoreError::UnknownOption { vote_id: "v".into(), option: "short".into(), options: "buy, sell".into() },
+            CoreError::BadWeight { vote_id: "v".into(), agent: "a".into(), reason: "not a number".into() },
+            CoreError::BadConfidence { vote_id: "v".into(), value: "1.5".into() },
+            CoreError::BadBallot { vote_id: "v".into(), reason: "no key field".into() },
+            CoreError::VetoNotAllowed { vote_id: "v".into(), agent: "a".into(), role: "trader".into() },
         ]
     }
 
