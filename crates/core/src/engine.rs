@@ -203,6 +203,9 @@ struct Namespace {
     watchers_of_all: HashSet<Arc<str>>,
     /// The agent chosen last to answer a request here: the next request goes to the one after.
     last_responder: Option<Arc<str>>,
+    /// Votes of this namespace, open and retained (they live in `Engine::votes`): a namespace
+    /// holding votes is in use and is not forgotten.
+    votes: usize,
 }
 
 impl Namespace {
@@ -259,16 +262,16 @@ impl Namespace {
         }
     }
 
-    /// Holds nothing (no agents, live or lost; no sync points, open or retained; no registry
-    /// watchers): the engine forgets it.
+    /// Holds nothing (no agents, live or lost; no sync points or votes, open or retained; no
+    /// registry watchers): the engine forgets it.
     fn is_empty(&self) -> bool {
-        self.agents.is_empty() && self.sync_points.is_empty() && self.registry_watchers.is_empty()
+        self.agents.is_empty() && self.sync_points.is_empty() && self.registry_watchers.is_empty() && self.votes == 0
     }
 
-    /// Holds agents or sync points: counts towards `limits.max_namespaces`. (Registry watchers of
+    /// Holds agents, sync points or votes: counts towards `limits.max_namespaces`. (Registry watchers of
     /// a namespace nobody uses are bounded by their own limits.)
     fn in_use(&self) -> bool {
-        !self.agents.is_empty() || !self.sync_points.is_empty()
+        !self.agents.is_empty() || !self.sync_points.is_empty() || self.votes > 0
     }
 
     fn live_agents(&self) -> usize {
@@ -618,9 +621,11 @@ impl Engine {
         }
         let (open_votes, finished_votes) = self.votes.restore(votes)?;
         for (ns, id, deadline) in open_votes {
+            self.namespaces.entry(ns.clone()).or_default().votes += 1;
             self.timers.set(Timer::VoteDeadline { ns, id }, deadline);
         }
         for (ns, id, at) in finished_votes {
+            self.namespaces.entry(ns.clone()).or_default().votes += 1;
             self.timers.set(Timer::VoteRetention { ns, id }, at.saturating_add(self.config.sync_retention_ms));
         }
         self.control.restore(audit, pauses, emergency);
@@ -957,7 +962,7 @@ impl Engine {
             }
             Timer::VoteRetention { ns, id } => {
                 if self.votes.retire(now, &ns, &id, self.config.sync_retention_ms) {
-                    self.touch(Touched::VoteRemoved(ns, id));
+                    self.vote_removed(&ns, id);
                 }
             }
             Timer::Request(token) => {
@@ -1634,6 +1639,9 @@ impl Engine {
             Opened::Answer(reply) => return Ok(Some(reply)),
             Opened::Reattached => return Ok(None),
             Opened::New => {
+                if let Some(n) = self.namespaces.get_mut(ns) {
+                    n.votes += 1;
+                }
                 self.timers.set(Timer::VoteDeadline { ns: ns.clone(), id: id.clone() }, now.saturating_add(timeout_ms));
                 self.touch(Touched::Vote(ns.clone(), id.clone()));
                 let detail = format!("question: {question}; outcome on '{topic}'");
@@ -1681,6 +1689,15 @@ impl Engine {
         }
     }
 
+    /// A finished vote was forgotten: kept no more, and its namespace may hold nothing now.
+    fn vote_removed(&mut self, ns: &Arc<str>, id: Arc<str>) {
+        self.touch(Touched::VoteRemoved(ns.clone(), id));
+        if let Some(n) = self.namespaces.get_mut(ns) {
+            n.votes = n.votes.saturating_sub(1);
+        }
+        self.reclaim_if_empty(ns);
+    }
+
     /// `agent` was lost or left: it is missing from the votes it did not vote in.
     fn voter_gone(&mut self, now: Time, ns: &Arc<str>, agent: &Arc<str>) {
         for decision in self.votes.voter_gone(now, ns, agent, &self.config.limits) {
@@ -1696,7 +1713,7 @@ impl Engine {
         self.touch(Touched::Vote(ns.clone(), id.clone()));
         for old in evicted {
             self.timers.cancel(&Timer::VoteRetention { ns: ns.clone(), id: old.clone() });
-            self.touch(Touched::VoteRemoved(ns.clone(), old));
+            self.vote_removed(&ns, old);
         }
         if self.votes.get(&ns, &id).is_some() {
             let retention_ends = now.saturating_add(self.config.sync_retention_ms);

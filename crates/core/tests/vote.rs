@@ -223,6 +223,26 @@ fn a_restart_keeps_ballots_and_decides_once() {
     assert_eq!((o.ballots, o.groups), (2, 2), "two ballots, each counted once");
 }
 
+#[test]
+fn a_namespace_holding_only_votes_is_kept_until_their_retention_ends() {
+    let mut h = Harness::new(Config::default());
+    let conns: Vec<ConnId> = names(2).iter().map(|n| h.join(n, "strategy", &[])).collect();
+    h.call_ok(conns[0], Request::OpenVote { spec: Box::new(spec("t7", Participants::Count(2), &["x"])), wait: false });
+    let a = h.send(conns[0], ballot("t7", "x"));
+    h.send(conns[1], ballot("t7", "x"));
+    assert!(outcome(h.reply(conns[0], a)).decided);
+    for c in conns {
+        h.send_with_id(c, 0, Request::Deregister);
+    }
+    assert_eq!(h.engine.info().namespaces, 1, "the decided vote keeps its namespace");
+    assert!(h.engine.vote_status("", "t7").is_ok());
+    let retention = h.config().sync_retention_ms;
+    h.advance_to(h.now + retention);
+    assert_eq!(h.engine.vote_status("", "t7").unwrap_err().reason(), Reason::UnknownVote);
+    assert_eq!(h.engine.info().namespaces, 0, "forgotten with its last vote");
+    assert_eq!(h.engine.info().timers, 1, "only the health sample's timer is left");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
