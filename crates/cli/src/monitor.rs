@@ -1,5 +1,5 @@
 //! `lockstep monitor`: a live full-screen view of a running server — its agents with chosen state
-//! fields, health, breaker and queue; the sync points still waiting and who they wait for; system
+//! fields, health, breaker and queue; the sync points and votes still waiting and who they wait for; system
 //! health and message rates — from which an operator pauses, resumes or restarts an agent.
 //!
 //! Three layers, so that all but the first can be tested without a server or a terminal:
