@@ -1,6 +1,7 @@
 //! `lockstep monitor`: a live full-screen view of a running server — its agents with chosen state
-//! fields, health, breaker and queue; the sync points and votes still waiting and who they wait for; system
-//! health and message rates — from which an operator pauses, resumes or restarts an agent.
+//! fields, health, breaker and queue; the sync points and votes still waiting and who they wait
+//! for; system health and message rates — from which an operator pauses, resumes or restarts an
+//! agent.
 //!
 //! Three layers, so that all but the first can be tested without a server or a terminal:
 //! * [`Server::snapshot`] reads a [`Snapshot`] (the only I/O besides the operator's actions);
