@@ -22,7 +22,7 @@ pub struct Target {
 }
 
 impl Target {
-    async fn client(&self) -> anyhow::Result<Client> {
+    pub(crate) async fn client(&self) -> anyhow::Result<Client> {
         Ok(Client::connect(&self.addr).await?.with_namespace(self.namespace.clone()))
     }
 }
@@ -195,6 +195,18 @@ fn print_status(s: &v1::SyncPointStatus) {
     }
 }
 
+/// A diagnosis's issues and recommendations, as lists.
+pub fn print_diagnosis(issues: &[String], recommendations: &[String]) {
+    println!("\nissues:");
+    for i in issues {
+        println!("  - {i}");
+    }
+    println!("recommendations:");
+    for r in recommendations {
+        println!("  - {r}");
+    }
+}
+
 pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
     match args.command {
         SyncCommand::List(t) => {
@@ -248,14 +260,7 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print_status(&status);
-                println!("\nissues:");
-                for i in &d.issues {
-                    println!("  - {i}");
-                }
-                println!("recommendations:");
-                for r in &d.recommendations {
-                    println!("  - {r}");
-                }
+                print_diagnosis(&d.issues, &d.recommendations);
             }
         }
         SyncCommand::ForceComplete(a) => {

@@ -8,6 +8,8 @@
 //! * interest routing: N subscribers spread over 10 topics, a fixed rate over those topics;
 //! * barrier rounds of N participants: from the last arrival to the last release, released with
 //!   the whole outcome (`barrier`) or with summaries (`barrier-summary`);
+//! * vote rounds of N voters (`vote`): from the last ballot to the last voter holding the outcome,
+//!   to set beside the barrier of the same N;
 //! * round trips one at a time: an agent's publish with confirmation, and an operator's command to
 //!   an agent that answers at once;
 //! * state: wire bytes of deltas versus broadcasting the full state;
@@ -49,8 +51,9 @@ pub struct BenchArgs {
     /// Small sizes and short runs (a smoke test of the benchmark itself).
     #[arg(long)]
     quick: bool,
-    /// Only scenarios whose name contains this (fanout, rate, routing, barrier, publish-confirm,
-    /// command, request, delta, idle, backup, durable).
+    /// Only scenarios whose name contains this, or one of these comma-separated words (fanout,
+    /// rate, routing, barrier, vote, publish-confirm, command, request, delta, idle, backup,
+    /// durable).
     #[arg(long)]
     only: Option<String>,
     /// Agent counts to run (default 10,100,1000; with --quick 10,100).
@@ -366,20 +369,40 @@ async fn barrier(addr: &str, n: usize, rounds: usize, mode: BarrierMode) -> anyh
             anyhow::Ok(times)
         }));
     }
+    let note = format!(
+        "rate = rounds/s; latency = last arrival → last release; {}; {}",
+        if shared { "one shared connection" } else { "a connection per agent" },
+        if summary { "released with summaries" } else { "released with the whole outcome" }
+    );
+    rounds_row(mode.scenario(), n, rounds, tasks, note).await
+}
+
+/// Each agent's (went in, came out) times per round.
+type RoundTimes = tokio::task::JoinHandle<anyhow::Result<Vec<(Duration, Duration)>>>;
+
+/// The row of `rounds` rounds of `n` agents: per round, from the last agent in to the last agent
+/// out (the barrier's and the vote's measure).
+async fn rounds_row(
+    scenario: &str,
+    n: usize,
+    rounds: usize,
+    tasks: Vec<RoundTimes>,
+    note: String,
+) -> anyhow::Result<Row> {
     let mut per_agent = Vec::with_capacity(n);
     for t in tasks {
         per_agent.push(t.await??);
     }
     let mut h = hist();
     for r in 0..rounds {
-        let last_arrival = per_agent.iter().map(|t| t[r].0).max().expect("n > 0");
-        let last_release = per_agent.iter().map(|t| t[r].1).max().expect("n > 0");
-        h.record((last_release.saturating_sub(last_arrival).as_micros() as u64).max(1))?;
+        let last_in = per_agent.iter().map(|t| t[r].0).max().expect("n > 0");
+        let last_out = per_agent.iter().map(|t| t[r].1).max().expect("n > 0");
+        h.record((last_out.saturating_sub(last_in).as_micros() as u64).max(1))?;
     }
     let total: Duration = per_agent.iter().map(|t| t[rounds - 1].1).max().expect("n > 0")
         - per_agent.iter().map(|t| t[0].0).min().expect("n > 0");
     Ok(Row {
-        scenario: mode.scenario().into(),
+        scenario: scenario.into(),
         n,
         rate: rounds as f64 / total.as_secs_f64().max(1e-9),
         offered_rate: None,
@@ -388,12 +411,47 @@ async fn barrier(addr: &str, n: usize, rounds: usize, mode: BarrierMode) -> anyh
         p999_us: h.value_at_quantile(0.999),
         lost: 0,
         count: rounds as u64,
-        note: format!(
-            "rate = rounds/s; latency = last arrival → last release; {}; {}",
-            if shared { "one shared connection" } else { "a connection per agent" },
-            if summary { "released with summaries" } else { "released with the whole outcome" }
-        ),
+        note,
     })
+}
+
+/// `rounds` votes of `n` voters (any `n` agents, equal weights, plurality); per round, from the
+/// last ballot sent to the last voter holding the outcome — the barrier's measure, for votes.
+/// Voter 0 opens the next round's vote before it casts in this one, so no ballot finds its vote
+/// unopened.
+async fn vote_rounds(addr: &str, n: usize, rounds: usize, shared: bool) -> anyhow::Result<Row> {
+    use lockstep_client::{Ballot, Vote};
+    let ns = format!("bench-vote-{n}");
+    let client = Client::connect(addr).await?.with_namespace(&ns);
+    let epoch = Instant::now();
+    let agents = register_all(&client, n, shared, |j| AgentOptions::new(format!("v-{j}"), "voter")).await?;
+    let vote = move |r: usize| {
+        Vote::new(&format!("round-{r}"), "bench", Participants::Count(n as u32), ["a", "b"])
+            .timeout(Duration::from_secs(60))
+    };
+    agents[0].open_vote(&vote(0)).await?;
+    let mut tasks = Vec::with_capacity(n);
+    for (j, agent) in agents.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let mut times = Vec::with_capacity(rounds);
+            for r in 0..rounds {
+                if j == 0 && r + 1 < rounds {
+                    agent.open_vote(&vote(r + 1)).await?;
+                }
+                let cast = epoch.elapsed();
+                let outcome = agent.cast(&format!("round-{r}"), Ballot::option("a")).await?;
+                anyhow::ensure!(outcome.ballots as usize == n, "round {r} decided with {} of {n}", outcome.ballots);
+                times.push((cast, epoch.elapsed()));
+            }
+            drop(agent);
+            anyhow::Ok(times)
+        }));
+    }
+    let note = format!(
+        "rate = votes/s; latency = last ballot → last voter holding the outcome; {}",
+        if shared { "one shared connection" } else { "a connection per agent" }
+    );
+    rounds_row("vote", n, rounds, tasks, note).await
 }
 
 /// Sequential round trips for `seconds`, each timed from its start to its end, as a row.
@@ -994,7 +1052,7 @@ impl UnderTest {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (server, addr) = UnderTest::start(args.in_process, args.addr.clone()).await?;
-    let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
+    let wanted = |name: &str| args.only.as_deref().is_none_or(|o| o.split(',').any(|o| name.contains(o)));
     let default_sizes: &[usize] = if args.quick { &[10, 100] } else { &[10, 100, 1000] };
     let sizes = args.sizes.as_deref().unwrap_or(default_sizes);
     let seconds = if args.quick { 1 } else { args.seconds };
@@ -1059,6 +1117,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 rows.push(barrier(&addr, n, rounds, mode).await?);
                 eprintln!("{:?}", rows.last().expect("pushed"));
             }
+        }
+    }
+    for &n in sizes {
+        if wanted("vote") {
+            let rounds = if args.quick { 20 } else { 300 };
+            rows.push(vote_rounds(&addr, n, rounds, args.shared_connections).await?);
+            eprintln!("{:?}", rows.last().expect("pushed"));
         }
     }
     if wanted("publish-confirm") {

@@ -6,6 +6,7 @@ mod config;
 mod demo;
 mod monitor;
 mod table;
+mod votes;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +31,8 @@ enum Action {
     Agents(admin::AgentsArgs),
     /// Inspect and manage sync points (barriers).
     Sync(admin::SyncArgs),
+    /// Inspect votes: open and decided, who voted what, who is missing.
+    Votes(votes::VotesArgs),
     /// Steer agents: pause, resume, stop everyone, send commands.
     Command(admin::CommandArgs),
     /// Server status: agents by status, paused agents, emergency stop, counters.
@@ -222,6 +225,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Action::Demo(a) => demo::run(a).await,
             Action::Agents(a) => admin::agents(a).await,
             Action::Sync(a) => admin::sync(a).await,
+            Action::Votes(a) => votes::run(a).await,
             Action::Command(a) => admin::command(a).await,
             Action::Status(a) => admin::status(a).await,
             Action::Audit(a) => admin::audit(a).await,

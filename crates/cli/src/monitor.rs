@@ -1,6 +1,7 @@
 //! `lockstep monitor`: a live full-screen view of a running server — its agents with chosen state
-//! fields, health, breaker and queue; the sync points still waiting and who they wait for; system
-//! health and message rates — from which an operator pauses, resumes or restarts an agent.
+//! fields, health, breaker and queue; the sync points and votes still waiting and who they wait
+//! for; system health and message rates — from which an operator pauses, resumes or restarts an
+//! agent.
 //!
 //! Three layers, so that all but the first can be tested without a server or a terminal:
 //! * [`Server::snapshot`] reads a [`Snapshot`] (the only I/O besides the operator's actions);
@@ -71,6 +72,8 @@ pub struct Snapshot {
     pub states: HashMap<String, Value>,
     /// Sync points, waiting and retained.
     pub sync_points: Vec<v1::SyncPointStatus>,
+    /// Votes, open and retained (only open ones are shown, beside the waiting sync points).
+    pub votes: Vec<v1::VoteRecord>,
     /// The Admin `Health` answer, or why there is none (in words, with what to do).
     pub health: Result<v1::HealthResponse, String>,
     /// The server's version, clock and message counters.
@@ -316,7 +319,7 @@ impl Model {
 
     /// Replaces what is shown with a fresh snapshot of the server.
     pub fn apply(&mut self, snapshot: Snapshot) {
-        let Snapshot { agents, states, sync_points, health, info } = snapshot;
+        let Snapshot { agents, states, sync_points, votes, health, info } = snapshot;
         let health_of: HashMap<(&str, &str), Health> = match &health {
             Ok(h) => h
                 .agents
@@ -350,6 +353,16 @@ impl Model {
                 waiting_ms: s.now_ms.saturating_sub(s.created_at_ms),
             })
             .collect();
+        // Open votes wait for ballots as barriers wait for arrivals: shown after them, by age.
+        let mut open: Vec<&v1::VoteRecord> = votes.iter().filter(|v| v.state == "open").collect();
+        open.sort_by_key(|v| (v.created_at_ms, v.vote_id.clone()));
+        self.sync_points.extend(open.into_iter().map(|v| SyncRow {
+            id: format!("vote {}", v.vote_id),
+            arrived: v.ballots.len(),
+            required: v.required_count,
+            missing: v.missing.clone(),
+            waiting_ms: info.now_ms.saturating_sub(v.created_at_ms),
+        }));
         self.health = health.map(|h| SystemHealth {
             score: h.score,
             healthy: h.healthy,
@@ -581,7 +594,7 @@ fn draw_sync_points(frame: &mut Frame, area: Rect, model: &Model) {
     let widths = [Constraint::Length(id_width), Constraint::Length(7), Constraint::Fill(1), Constraint::Length(7)];
     let table = Table::new(rows, widths)
         .header(Row::new(["SYNC POINT", "ARRIVED", "MISSING", "WAITING"]).bold())
-        .block(Block::bordered().title(format!(" Sync points waiting ({}) ", model.sync_points.len())));
+        .block(Block::bordered().title(format!(" Sync points and votes waiting ({}) ", model.sync_points.len())));
     frame.render_widget(table, area);
 }
 
@@ -669,9 +682,10 @@ impl Server {
 
     /// Reads everything shown, at once where the calls are independent.
     async fn snapshot(&self) -> Result<Snapshot, Error> {
-        let (agents, sync_points, info, health) = tokio::join!(
+        let (agents, sync_points, votes, info, health) = tokio::join!(
             self.client.list_agents(AgentFilter::default()),
             self.client.list_sync_points(),
+            self.client.list_votes(),
             self.client.server_info(),
             self.admin.health(),
         );
@@ -703,6 +717,7 @@ impl Server {
             agents,
             states,
             sync_points: sync_points?,
+            votes: votes?,
             health: health.map_err(|e| admin_error(&e)),
             info: info?,
         })
@@ -858,6 +873,18 @@ mod tests {
                 json!({"confidence": 0.8, "last_signal": "BUY", "pnl": 1.5, "other": 1}),
             )]),
             sync_points: vec![waiting, finished],
+            votes: vec![
+                v1::VoteRecord {
+                    vote_id: "trade-9".into(),
+                    state: "open".into(),
+                    required_count: 3,
+                    ballots: vec![v1::BallotRecord { agent_id: "strategy-1".into(), ..Default::default() }],
+                    missing: vec!["risk-1".into(), "absent-voter".into()],
+                    missing_count: 2,
+                    ..Default::default()
+                },
+                v1::VoteRecord { vote_id: "trade-8".into(), state: "decided".into(), ..Default::default() },
+            ],
             health: Ok(v1::HealthResponse {
                 agents: vec![
                     health("recorder", "unhealthy"),
@@ -938,6 +965,9 @@ mod tests {
         let line = text.lines().find(|l| l.contains("round-7")).unwrap_or_else(|| panic!("{text}"));
         assert!(line.contains("1/2") && line.contains("risk-1") && line.contains("4.2s"), "{line}");
         assert!(!text.contains("round-6") && !text.contains("ghost"), "{text}");
+        let vote = text.lines().find(|l| l.contains("vote trade-9")).unwrap_or_else(|| panic!("{text}"));
+        assert!(vote.contains("1/3") && vote.contains("risk-1, absent-voter"), "{vote}");
+        assert!(!text.contains("trade-8"), "a decided vote waits for nobody:\n{text}");
     }
 
     #[test]

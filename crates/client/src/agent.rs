@@ -623,7 +623,11 @@ impl Agent {
     /// Sends a request and waits for its reply. With `resend`, a broken connection does not fail
     /// it: it is sent again, with the same id, on the reconnected session (for requests the server
     /// takes again without doing them twice, like a sync arrival).
-    async fn call_with(&self, kind: v1::client_message::Kind, resend: bool) -> Result<v1::reply::Outcome, Error> {
+    pub(crate) async fn call_with(
+        &self,
+        kind: v1::client_message::Kind,
+        resend: bool,
+    ) -> Result<v1::reply::Outcome, Error> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.inner.pending.lock().expect("not poisoned").insert(id, tx);
@@ -888,7 +892,7 @@ impl Agent {
 }
 
 /// A reply of another kind than the request asked for.
-fn unexpected(outcome: v1::reply::Outcome) -> Error {
+pub(crate) fn unexpected(outcome: v1::reply::Outcome) -> Error {
     Error::Other { code: tonic::Code::Internal, message: format!("unexpected reply {outcome:?}").into() }
 }
 

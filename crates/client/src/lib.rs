@@ -44,6 +44,7 @@ mod admin;
 mod agent;
 mod error;
 mod limits;
+mod vote;
 
 use std::time::Duration;
 
@@ -57,6 +58,7 @@ pub use lockstep_proto::v1 as proto;
 use lockstep_proto::v1;
 use lockstep_proto::v1::lockstep_client::LockstepClient;
 use tonic::transport::{Channel, Endpoint};
+pub use vote::{Ballot, Vote, VotePolicy, VoteWeight};
 
 /// HTTP/2 flow-control windows, large so that a busy session never waits for window updates.
 const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
@@ -205,6 +207,26 @@ impl Client {
     /// One sync point's status in plain language, with recommendations.
     pub async fn diagnose_sync(&self, sync_id: &str) -> Result<v1::SyncDiagnosis, Error> {
         Ok(self.grpc.clone().diagnose_sync(self.sync_request(sync_id)).await?.into_inner())
+    }
+
+    /// Every vote of the namespace, open or retained, with its full record.
+    pub async fn list_votes(&self) -> Result<Vec<v1::VoteRecord>, Error> {
+        let req = v1::ListVotesRequest { namespace: self.namespace.clone() };
+        Ok(self.grpc.clone().list_votes(req).await?.into_inner().votes)
+    }
+
+    fn vote_request(&self, vote_id: &str) -> v1::VoteStatusRequest {
+        v1::VoteStatusRequest { namespace: self.namespace.clone(), vote_id: vote_id.to_owned() }
+    }
+
+    /// One vote's full record: who voted what, who abstained, who never voted, the outcome.
+    pub async fn vote_status(&self, vote_id: &str) -> Result<v1::VoteRecord, Error> {
+        Ok(self.grpc.clone().vote_status(self.vote_request(vote_id)).await?.into_inner())
+    }
+
+    /// One vote in plain language, with recommendations.
+    pub async fn diagnose_vote(&self, vote_id: &str) -> Result<v1::VoteDiagnosis, Error> {
+        Ok(self.grpc.clone().diagnose_vote(self.vote_request(vote_id)).await?.into_inner())
     }
 
     /// Server version, clock, limits and counters.

@@ -88,6 +88,8 @@ pub enum Gated {
     SyncArrive,
     /// Ask another agent for an answer (request/reply).
     Request,
+    /// Open a vote or cast a ballot.
+    Vote,
 }
 
 impl Gated {
@@ -97,6 +99,7 @@ impl Gated {
             Gated::UpdateState => "update its state",
             Gated::SyncArrive => "arrive at a sync point",
             Gated::Request => "send requests",
+            Gated::Vote => "open votes or cast ballots",
         }
     }
 }

@@ -75,6 +75,18 @@ pub struct Limits {
     pub max_pending_requests_per_agent: usize,
     /// Most agent requests waiting for an answer at once, over every namespace.
     pub max_pending_requests: usize,
+    /// Most votes open at once in one namespace.
+    pub max_open_votes: usize,
+    /// Most finished votes retained for status and diagnosis in one namespace (oldest evicted
+    /// first; each is kept `sync_retention_ms` at most).
+    pub max_retained_votes: usize,
+    /// Most options one vote may list; also the most groups an outcome's tally carries, and the
+    /// most veto roles.
+    pub max_vote_options: usize,
+    /// Longest vote option or key field name, in bytes.
+    pub max_vote_option_bytes: usize,
+    /// Largest recommendation, abstention reason or question, in bytes.
+    pub max_vote_ballot_bytes: usize,
 }
 
 /// Bytes one gRPC message may take beyond its largest payload or delta (ids, topic, metadata,
@@ -117,6 +129,11 @@ impl Default for Limits {
             max_request_timeout_ms: 10 * 60 * 1000,
             max_pending_requests_per_agent: 1024,
             max_pending_requests: 65_536,
+            max_open_votes: 256,
+            max_retained_votes: 256,
+            max_vote_options: 32,
+            max_vote_option_bytes: 128,
+            max_vote_ballot_bytes: 4096,
         }
     }
 }

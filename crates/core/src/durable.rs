@@ -31,6 +31,7 @@ use crate::error::CoreError;
 use crate::io::{Time, WatchTarget};
 use crate::registry::AgentStatus;
 use crate::syncpoint::{Participants, SyncState};
+use crate::vote::{Ballot, VoteImage};
 
 /// One agent as it is kept.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -118,6 +119,12 @@ pub enum Change {
     Unpaused { namespace: String, agent_id: String },
     /// The emergency stop started (`Some`) or was lifted (`None`).
     EmergencyStop(Option<EmergencyStop>),
+    /// A vote opened or decided (its ballots apart).
+    Vote(Box<VoteImage>),
+    /// A ballot cast; `position` is its place among the vote's ballots (they are only appended).
+    Ballot { namespace: String, vote_id: String, position: u32, ballot: Ballot },
+    /// A finished vote forgotten (its retention ended, or it was evicted).
+    VoteRemoved { namespace: String, vote_id: String },
 }
 
 /// Everything the engine is rebuilt from at start.
@@ -129,6 +136,9 @@ pub struct Restored {
     pub audit: Vec<AuditEntry>,
     pub pauses: Vec<PauseImage>,
     pub emergency: Option<EmergencyStop>,
+    /// Votes, open and finished, each with its ballots in order.
+    #[serde(default)]
+    pub votes: Vec<VoteImage>,
 }
 
 /// Why a sync point failed, as it is kept: the [`CoreError`] its waiters got, without the point's

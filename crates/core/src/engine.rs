@@ -45,6 +45,7 @@ use crate::syncpoint::{Arrived, Diagnosis, Participants, Release, SyncPoint, Syn
 use crate::timer::Timers;
 use crate::topic;
 use crate::turn::Ready;
+use crate::vote::{self, Cast, Decision, Opened, VoterFacts, Votes, Watcher};
 
 /// Asks whether an agent is registered, for the control plane's checks.
 fn registry_lookup(namespaces: &HashMap<Arc<str>, Namespace>) -> impl Fn(&str, &str) -> bool + '_ {
@@ -141,6 +142,16 @@ enum Timer {
     },
     /// An agent request's deadline.
     Request(Token),
+    /// A vote's deadline.
+    VoteDeadline {
+        ns: Arc<str>,
+        id: Arc<str>,
+    },
+    /// A finished vote's retention ends.
+    VoteRetention {
+        ns: Arc<str>,
+        id: Arc<str>,
+    },
 }
 
 /// Something durable an input touched; turned into a [`Change`] with the current value when the
@@ -154,6 +165,10 @@ enum Touched {
     /// (namespace, sync id, agent, its place in the arrival order: arrivals are only appended).
     Arrival(Arc<str>, Arc<str>, Arc<str>, u32),
     SyncPointRemoved(Arc<str>, Arc<str>),
+    Vote(Arc<str>, Arc<str>),
+    /// (namespace, vote id, the ballot's place: ballots are only appended).
+    Ballot(Arc<str>, Arc<str>, u32),
+    VoteRemoved(Arc<str>, Arc<str>),
 }
 
 /// What changed durably since the shell last took the changes.
@@ -188,6 +203,9 @@ struct Namespace {
     watchers_of_all: HashSet<Arc<str>>,
     /// The agent chosen last to answer a request here: the next request goes to the one after.
     last_responder: Option<Arc<str>>,
+    /// Votes of this namespace, open and retained (they live in `Engine::votes`): a namespace
+    /// holding votes is in use and is not forgotten.
+    votes: usize,
 }
 
 impl Namespace {
@@ -244,16 +262,16 @@ impl Namespace {
         }
     }
 
-    /// Holds nothing (no agents, live or lost; no sync points, open or retained; no registry
-    /// watchers): the engine forgets it.
+    /// Holds nothing (no agents, live or lost; no sync points or votes, open or retained; no
+    /// registry watchers): the engine forgets it.
     fn is_empty(&self) -> bool {
-        self.agents.is_empty() && self.sync_points.is_empty() && self.registry_watchers.is_empty()
+        self.agents.is_empty() && self.sync_points.is_empty() && self.registry_watchers.is_empty() && self.votes == 0
     }
 
-    /// Holds agents or sync points: counts towards `limits.max_namespaces`. (Registry watchers of
+    /// Holds agents, sync points or votes: counts towards `limits.max_namespaces`. (Registry watchers of
     /// a namespace nobody uses are bounded by their own limits.)
     fn in_use(&self) -> bool {
-        !self.agents.is_empty() || !self.sync_points.is_empty()
+        !self.agents.is_empty() || !self.sync_points.is_empty() || self.votes > 0
     }
 
     fn live_agents(&self) -> usize {
@@ -287,6 +305,8 @@ pub struct Engine {
     given_back: Vec<Change>,
     /// Agent requests waiting for their answer.
     requests: Requests,
+    /// Votes, open and retained (see [`crate::vote`]).
+    votes: Votes,
 }
 
 /// Every agent's health and the system's, for the `health` command.
@@ -318,6 +338,7 @@ impl Engine {
             changes: None,
             given_back: Vec::new(),
             requests: Requests::default(),
+            votes: Votes::default(),
         };
         // The first sample of system health is taken one interval in, when agents may have come.
         let first = engine.config.health.sample_interval_ms;
@@ -494,6 +515,18 @@ impl Engine {
                 Touched::SyncPointRemoved(ns, id) => {
                     Some(Change::SyncPointRemoved { namespace: ns.to_string(), sync_id: id.to_string() })
                 }
+                Touched::Vote(ns, id) => self.votes.get(&ns, &id).map(|v| Change::Vote(Box::new(v.image(&ns)))),
+                Touched::Ballot(ns, id, position) => {
+                    self.votes.get(&ns, &id).and_then(|v| v.ballot(position)).map(|b| Change::Ballot {
+                        namespace: ns.to_string(),
+                        vote_id: id.to_string(),
+                        position,
+                        ballot: b.clone(),
+                    })
+                }
+                Touched::VoteRemoved(ns, id) => {
+                    Some(Change::VoteRemoved { namespace: ns.to_string(), vote_id: id.to_string() })
+                }
             };
             out.extend(change);
         }
@@ -528,7 +561,7 @@ impl Engine {
     /// a name now refused).
     pub fn restore(&mut self, now: Time, restored: Restored) -> Result<(), CoreError> {
         self.now = self.now.max(now);
-        let Restored { agents, sync_points, audit, pauses, emergency } = restored;
+        let Restored { agents, sync_points, audit, pauses, emergency, votes } = restored;
         let bad = |what: String, e: &dyn std::fmt::Display| CoreError::invalid("stored data", format!("{what}: {e}"));
         for image in &agents {
             let ns_name = name::namespace_or_default(&image.namespace)?;
@@ -588,6 +621,15 @@ impl Engine {
             let retention_ends = at.saturating_add(self.config.sync_retention_ms);
             self.timers.set(Timer::SyncRetention { ns: ns.clone(), id: id.clone() }, retention_ends);
             self.namespaces.get_mut(&ns).expect("inserted").finished.push_back(id);
+        }
+        let (open_votes, finished_votes) = self.votes.restore(votes)?;
+        for (ns, id, deadline) in open_votes {
+            self.namespaces.entry(ns.clone()).or_default().votes += 1;
+            self.timers.set(Timer::VoteDeadline { ns, id }, deadline);
+        }
+        for (ns, id, at) in finished_votes {
+            self.namespaces.entry(ns.clone()).or_default().votes += 1;
+            self.timers.set(Timer::VoteRetention { ns, id }, at.saturating_add(self.config.sync_retention_ms));
         }
         self.control.restore(audit, pauses, emergency);
         for (ns, agent) in self.all_agents() {
@@ -772,6 +814,7 @@ impl Engine {
             Request::UpdateState { .. } => Some(Gated::UpdateState),
             Request::Sync { .. } => Some(Gated::SyncArrive),
             Request::AgentRequest { .. } => Some(Gated::Request),
+            Request::OpenVote { .. } | Request::CastBallot(_) => Some(Gated::Vote),
             _ => None,
         };
         if let Some(Err(refusal)) = gated.map(|action| self.control.check(&ns, &agent, action)) {
@@ -834,6 +877,18 @@ impl Engine {
             Request::Respond { token, payload, content_type, error } => {
                 self.respond(&ns, &agent, token, payload, &content_type, error).map(|()| Reply::Ok)
             }
+            Request::OpenVote { spec, wait } => match self.open_vote(now, &ns, &agent, request_id, *spec, wait) {
+                // A waiting opener is answered with the outcome.
+                Ok(None) => return,
+                Ok(Some(reply)) => Ok(reply),
+                Err(e) => Err(e),
+            },
+            Request::CastBallot(ballot) => match self.cast_ballot(now, &ns, &agent, request_id, &ballot) {
+                // The reply is the outcome, once decided.
+                Ok(None) => return,
+                Ok(Some(reply)) => Ok(reply),
+                Err(e) => Err(e),
+            },
             Request::Deregister => {
                 self.remove_agent(now, &ns, &agent, "left");
                 self.forget_conn(conn);
@@ -933,6 +988,16 @@ impl Engine {
                 self.reclaim_if_empty(&ns);
             }
             Timer::AckDeadline { ns, agent } => self.ack_deadline(now, &ns, &agent),
+            Timer::VoteDeadline { ns, id } => {
+                if let Some(decision) = self.votes.expire(now, &ns, &id, &self.config.limits) {
+                    self.vote_decided(now, decision);
+                }
+            }
+            Timer::VoteRetention { ns, id } => {
+                if self.votes.retire(now, &ns, &id, self.config.sync_retention_ms) {
+                    self.vote_removed(&ns, id);
+                }
+            }
             Timer::Request(token) => {
                 if let Some(p) = self.requests.expire(token, now) {
                     let waited_ms = now.saturating_sub(p.sent_at);
@@ -1022,6 +1087,7 @@ impl Engine {
         self.touch(Touched::Agent(ns.clone(), agent.clone()));
         self.registry_event(ns, agent, RegistryEventKind::Lost, Some(previous));
         self.participant_gone(now, ns, agent, "lost its lease");
+        self.voter_gone(now, ns, agent);
         self.requests_gone(ns, agent, "lost its lease");
         for finished in self.control.agent_gone(now, ns, agent, "its lease was lost") {
             self.command_done(finished);
@@ -1047,6 +1113,7 @@ impl Engine {
         let watchers = n.watchers_of(&a);
         self.push_to_watchers(ns, watchers, |outbox| outbox.push_state_removed(agent, a.state_version));
         self.participant_gone(now, ns, agent, why);
+        self.voter_gone(now, ns, agent);
         self.requests_gone(ns, agent, why);
         self.control.forget_agent(ns, agent);
         for finished in self.control.agent_gone(now, ns, agent, why) {
@@ -1576,6 +1643,136 @@ impl Engine {
     fn sync_point(&self, namespace: &str, sync_id: &str) -> Result<&SyncPoint, CoreError> {
         let (ns, id) = self.sync_key(namespace, sync_id)?;
         Ok(&self.namespaces[&ns].sync_points[&id])
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Votes: the rules are in `vote.rs`; here, the registry's facts, timers, replies and the topic.
+
+    /// Opens a vote. `Ok(None)`: the opener waits for the outcome.
+    fn open_vote(
+        &mut self,
+        now: Time,
+        ns: &Arc<str>,
+        opener: &Arc<str>,
+        request_id: u64,
+        spec: vote::VoteSpec,
+        wait: bool,
+    ) -> Result<Option<Reply>, CoreError> {
+        let limits = &self.config.limits;
+        spec.validate(limits)?;
+        let timeout_ms = if spec.timeout_ms == 0 { self.config.default_sync_timeout_ms } else { spec.timeout_ms };
+        let n = self.namespaces.get(ns).expect("a session's namespace exists");
+        let required = match &spec.participants {
+            Participants::Agents(ids) => ids.iter().map(|s| Arc::from(s.as_str())).collect(),
+            Participants::Count(_) => Default::default(),
+            Participants::Role(role) => {
+                n.agents.values().filter(|a| a.is_live() && *a.role == **role).map(|a| a.id.clone()).collect()
+            }
+        };
+        let (id, question, topic): (Arc<str>, String, String) =
+            (spec.vote_id.as_str().into(), spec.question.clone(), spec.topic.clone());
+        let wait = wait.then_some(request_id);
+        match self.votes.open(now, ns, opener, spec, timeout_ms, required, wait, limits)? {
+            Opened::Answer(reply) => return Ok(Some(reply)),
+            Opened::Reattached => return Ok(None),
+            Opened::New => {
+                if let Some(n) = self.namespaces.get_mut(ns) {
+                    n.votes += 1;
+                }
+                self.timers.set(Timer::VoteDeadline { ns: ns.clone(), id: id.clone() }, now.saturating_add(timeout_ms));
+                self.touch(Touched::Vote(ns.clone(), id.clone()));
+                let detail = format!("question: {question}; outcome on '{topic}'");
+                self.control.record(
+                    AuditEntry::new(now, opener, "vote_opened", AuditOutcome::Ok).target(ns, &id).detail(detail),
+                );
+                // Nobody can vote (a role nobody holds): decided at once, with no decision.
+                if let Some(decision) = self.votes.decide_if_complete(now, ns, &id, &self.config.limits) {
+                    self.vote_decided(now, decision);
+                }
+            }
+        }
+        Ok(if wait.is_some() { None } else { Some(Reply::Ok) })
+    }
+
+    /// Casts a ballot. `Ok(None)`: the voter waits for the outcome.
+    fn cast_ballot(
+        &mut self,
+        now: Time,
+        ns: &Arc<str>,
+        agent: &Arc<str>,
+        request_id: u64,
+        ballot: &vote::BallotRequest,
+    ) -> Result<Option<Reply>, CoreError> {
+        name::validate("vote id", &ballot.vote_id)?;
+        let a = self.namespaces.get(ns).and_then(|n| n.agents.get(agent)).expect("a session's agent exists");
+        let health = vote::health_weight(a.health.status(now, &self.config.health));
+        let voter = VoterFacts { role: &a.role, metadata: &a.metadata, health };
+        let watcher = Watcher { agent: agent.clone(), request_id };
+        let cast = self.votes.cast(now, ns, watcher, ballot, voter, &self.config.limits)?;
+        let id: Arc<str> = ballot.vote_id.as_str().into();
+        match cast {
+            Cast::Waiting { new_ballot } => {
+                if let Some(position) = new_ballot {
+                    self.touch(Touched::Ballot(ns.clone(), id, position));
+                }
+                Ok(None)
+            }
+            Cast::Decided { position, decision } => {
+                self.touch(Touched::Ballot(ns.clone(), id, position));
+                self.vote_decided(now, decision);
+                Ok(None)
+            }
+            Cast::Finished(reply) => Ok(Some(reply)),
+        }
+    }
+
+    /// A finished vote was forgotten: kept no more, and its namespace may hold nothing now.
+    fn vote_removed(&mut self, ns: &Arc<str>, id: Arc<str>) {
+        self.touch(Touched::VoteRemoved(ns.clone(), id));
+        if let Some(n) = self.namespaces.get_mut(ns) {
+            n.votes = n.votes.saturating_sub(1);
+        }
+        self.reclaim_if_empty(ns);
+    }
+
+    /// `agent` was lost or left: it is missing from the votes it did not vote in.
+    fn voter_gone(&mut self, now: Time, ns: &Arc<str>, agent: &Arc<str>) {
+        for decision in self.votes.voter_gone(now, ns, agent, &self.config.limits) {
+            self.vote_decided(now, decision);
+        }
+    }
+
+    /// A vote was decided: answer everyone waiting with the one outcome, publish it once on its
+    /// topic, keep it, audit it, and time its retention.
+    fn vote_decided(&mut self, now: Time, d: Decision) {
+        let Decision { namespace: ns, vote_id: id, watchers, outcome, topic, opener, evicted } = d;
+        self.timers.cancel(&Timer::VoteDeadline { ns: ns.clone(), id: id.clone() });
+        self.touch(Touched::Vote(ns.clone(), id.clone()));
+        for old in evicted {
+            self.timers.cancel(&Timer::VoteRetention { ns: ns.clone(), id: old.clone() });
+            self.vote_removed(&ns, old);
+        }
+        if self.votes.get(&ns, &id).is_some() {
+            let retention_ends = now.saturating_add(self.config.sync_retention_ms);
+            self.timers.set(Timer::VoteRetention { ns: ns.clone(), id: id.clone() }, retention_ends);
+        }
+        let summary = if outcome.decided {
+            format!("decided '{}' ({} ballot(s), {} missing)", outcome.choice, outcome.ballots, outcome.missing)
+        } else {
+            format!("no decision: {}", outcome.reason)
+        };
+        self.control.record(
+            AuditEntry::new(now, "lockstep", "vote_decided", AuditOutcome::Ok).target(&ns, &id).detail(summary),
+        );
+        for w in watchers.into_iter().filter(|w| w.request_id != 0) {
+            self.reply(&ns, &w.agent, w.request_id, Reply::Vote(outcome.clone()));
+        }
+        if !topic.is_empty() && self.namespaces.contains_key(&ns) {
+            let payload = Bytes::from(outcome.as_json().to_string());
+            // Within the limits by construction (bounded tally and ballots); a refusal is no
+            // reason to undo a decision, and every voter has the outcome already.
+            let _ = self.publish(&ns, &opener, &topic, payload, "application/json");
+        }
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -2152,6 +2349,23 @@ impl Engine {
         let ns = name::namespace_or_default(namespace)?;
         let n = &self.namespaces[ns];
         Ok(point.diagnose(now, |id| n.agents.get(id).map(|a| a.status), n.live_agents()))
+    }
+
+    /// Every vote of a namespace (open and retained), by id.
+    pub fn list_votes(&self, namespace: &str) -> Result<Vec<vote::VoteStatus>, CoreError> {
+        Ok(self.votes.list(name::namespace_or_default(namespace)?))
+    }
+
+    /// One vote's full record: who voted what, who abstained, who never voted.
+    pub fn vote_status(&self, namespace: &str, vote_id: &str) -> Result<vote::VoteStatus, CoreError> {
+        Ok(self.votes.find(name::namespace_or_default(namespace)?, vote_id)?.status())
+    }
+
+    /// One vote read in plain language, with recommendations.
+    pub fn diagnose_vote(&self, now: Time, namespace: &str, vote_id: &str) -> Result<vote::VoteDiagnosis, CoreError> {
+        let ns = name::namespace_or_default(namespace)?;
+        let v = self.votes.find(ns, vote_id)?;
+        Ok(v.diagnose(now, |id| self.agent(ns, id).map(|a| a.status)))
     }
 
     /// Counters and sizes.

@@ -92,6 +92,38 @@ pub enum CoreError {
 
     #[error("no request with token {token} waits for this agent's answer (it was answered already, or timed out)")]
     UnknownRequest { token: u64 },
+
+    #[error(
+        "vote '{vote_id}' does not exist in namespace '{namespace}' (never opened, or forgotten after its retention)"
+    )]
+    UnknownVote { namespace: String, vote_id: String },
+
+    #[error("vote '{vote_id}' already exists with another opener or description; use a new id")]
+    VoteExists { vote_id: String },
+
+    #[error("agent '{agent}' is not a voter of vote '{vote_id}' (participants: {participants})")]
+    NotAVoter { vote_id: String, agent: String, participants: String },
+
+    #[error("agent '{agent}' already cast another ballot in vote '{vote_id}'; a ballot cannot be changed")]
+    DoubleBallot { vote_id: String, agent: String },
+
+    #[error("vote '{vote_id}' takes no more ballots: {why}")]
+    VoteClosed { vote_id: String, why: String },
+
+    #[error("'{option}' is not an option of vote '{vote_id}' (options: {options})")]
+    UnknownOption { vote_id: String, option: String, options: String },
+
+    #[error("bad weight for agent '{agent}' in vote '{vote_id}': {reason}")]
+    BadWeight { vote_id: String, agent: String, reason: String },
+
+    #[error("bad confidence in vote '{vote_id}': {value}; a confidence is a number in [0, 1]")]
+    BadConfidence { vote_id: String, value: String },
+
+    #[error("bad ballot for vote '{vote_id}': {reason}")]
+    BadBallot { vote_id: String, reason: String },
+
+    #[error("agent '{agent}' (role '{role}') may not veto in vote '{vote_id}': only its veto roles may")]
+    VetoNotAllowed { vote_id: String, agent: String, role: String },
 }
 
 /// Why the engine ended a session; each cause has its own [`Reason`], because clients must treat
@@ -171,6 +203,27 @@ pub enum Reason {
     ServerShuttingDown,
     /// The server could not store a change and is stopping.
     StoreFailed,
+    /// [`CoreError::UnknownVote`].
+    UnknownVote,
+    /// [`CoreError::VoteExists`]: the vote id is taken by another vote.
+    VoteExists,
+    /// [`CoreError::NotAVoter`]: a ballot from an agent that is not a participant.
+    NotAVoter,
+    /// [`CoreError::DoubleBallot`]: a second, different ballot from the same voter.
+    DoubleBallot,
+    /// [`CoreError::VoteClosed`]: a ballot after the vote's decision or deadline.
+    VoteClosed,
+    /// [`CoreError::UnknownOption`]: a choice that is not one of the vote's options.
+    UnknownOption,
+    /// [`CoreError::BadWeight`]: the voter's weight is missing, not a number, or negative.
+    BadWeight,
+    /// [`CoreError::BadConfidence`]: a confidence outside [0, 1], or none where one is needed.
+    BadConfidence,
+    /// [`CoreError::BadBallot`]: a recommendation that is not JSON or lacks the key field, or a
+    /// ballot of the wrong kind.
+    BadBallot,
+    /// [`CoreError::VetoNotAllowed`]: a veto from a voter outside the vote's veto roles.
+    VetoNotAllowed,
     /// An `Admin` call without the server's admin token.
     AdminTokenMissing,
     /// An `Admin` call with another token than the server's.
@@ -188,7 +241,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in the order of the documentation.
-    pub const ALL: [Reason; 31] = [
+    pub const ALL: [Reason; 41] = [
         Reason::InvalidArgument,
         Reason::UnknownAgent,
         Reason::UnknownSyncPoint,
@@ -212,6 +265,16 @@ impl Reason {
         Reason::RequestAborted,
         Reason::RequestRefused,
         Reason::UnknownRequest,
+        Reason::UnknownVote,
+        Reason::VoteExists,
+        Reason::NotAVoter,
+        Reason::DoubleBallot,
+        Reason::VoteClosed,
+        Reason::UnknownOption,
+        Reason::BadWeight,
+        Reason::BadConfidence,
+        Reason::BadBallot,
+        Reason::VetoNotAllowed,
         Reason::ServerShuttingDown,
         Reason::StoreFailed,
         Reason::AdminTokenMissing,
@@ -248,6 +311,16 @@ impl Reason {
             Reason::RequestAborted => "REQUEST_ABORTED",
             Reason::RequestRefused => "REQUEST_REFUSED",
             Reason::UnknownRequest => "UNKNOWN_REQUEST",
+            Reason::UnknownVote => "UNKNOWN_VOTE",
+            Reason::VoteExists => "VOTE_EXISTS",
+            Reason::NotAVoter => "NOT_A_VOTER",
+            Reason::DoubleBallot => "DOUBLE_BALLOT",
+            Reason::VoteClosed => "VOTE_CLOSED",
+            Reason::UnknownOption => "UNKNOWN_OPTION",
+            Reason::BadWeight => "BAD_WEIGHT",
+            Reason::BadConfidence => "BAD_CONFIDENCE",
+            Reason::BadBallot => "BAD_BALLOT",
+            Reason::VetoNotAllowed => "VETO_NOT_ALLOWED",
             Reason::ServerShuttingDown => "SERVER_SHUTTING_DOWN",
             Reason::StoreFailed => "STORE_FAILED",
             Reason::AdminTokenMissing => "ADMIN_TOKEN_MISSING",
@@ -284,9 +357,19 @@ impl CoreError {
     /// The class of this failure.
     pub fn code(&self) -> ErrorCode {
         match self {
-            CoreError::Invalid { .. } | CoreError::NotRegistered | CoreError::AlreadyRegisteredHere { .. } => {
-                ErrorCode::InvalidArgument
-            }
+            CoreError::Invalid { .. }
+            | CoreError::NotRegistered
+            | CoreError::AlreadyRegisteredHere { .. }
+            | CoreError::UnknownOption { .. }
+            | CoreError::BadWeight { .. }
+            | CoreError::BadConfidence { .. }
+            | CoreError::BadBallot { .. } => ErrorCode::InvalidArgument,
+            CoreError::UnknownVote { .. } => ErrorCode::NotFound,
+            CoreError::VoteExists { .. } => ErrorCode::AlreadyExists,
+            CoreError::NotAVoter { .. }
+            | CoreError::DoubleBallot { .. }
+            | CoreError::VoteClosed { .. }
+            | CoreError::VetoNotAllowed { .. } => ErrorCode::FailedPrecondition,
             CoreError::UnknownAgent { .. } | CoreError::UnknownSyncPoint { .. } | CoreError::UnknownRequest { .. } => {
                 ErrorCode::NotFound
             }
@@ -334,6 +417,16 @@ impl CoreError {
             CoreError::RequestAborted { .. } => Reason::RequestAborted,
             CoreError::RequestRefused { .. } => Reason::RequestRefused,
             CoreError::UnknownRequest { .. } => Reason::UnknownRequest,
+            CoreError::UnknownVote { .. } => Reason::UnknownVote,
+            CoreError::VoteExists { .. } => Reason::VoteExists,
+            CoreError::NotAVoter { .. } => Reason::NotAVoter,
+            CoreError::DoubleBallot { .. } => Reason::DoubleBallot,
+            CoreError::VoteClosed { .. } => Reason::VoteClosed,
+            CoreError::UnknownOption { .. } => Reason::UnknownOption,
+            CoreError::BadWeight { .. } => Reason::BadWeight,
+            CoreError::BadConfidence { .. } => Reason::BadConfidence,
+            CoreError::BadBallot { .. } => Reason::BadBallot,
+            CoreError::VetoNotAllowed { .. } => Reason::VetoNotAllowed,
         }
     }
 
@@ -346,7 +439,11 @@ impl CoreError {
             | CoreError::NotAParticipant { agent, .. }
             | CoreError::SessionEnded { agent, .. }
             | CoreError::BreakerOpen { agent, .. }
-            | CoreError::SlowConsumer { agent, .. } => Some(agent),
+            | CoreError::SlowConsumer { agent, .. }
+            | CoreError::NotAVoter { agent, .. }
+            | CoreError::DoubleBallot { agent, .. }
+            | CoreError::BadWeight { agent, .. }
+            | CoreError::VetoNotAllowed { agent, .. } => Some(agent),
             CoreError::RequestTimeout { responder, .. }
             | CoreError::RequestAborted { responder, .. }
             | CoreError::RequestRefused { responder, .. } => Some(responder),

@@ -16,6 +16,7 @@ use crate::command::{CommandOutcome, CommandReply};
 use crate::error::CoreError;
 use crate::registry::{AgentStatus, AgentView, RegistryEventKind};
 use crate::syncpoint::{Participants, SyncOutcome, SyncStatus};
+use crate::vote::{BallotRequest, VoteOutcome, VoteSpec};
 
 /// Milliseconds on the server's clock. The engine never reads a clock: the shell passes `now`.
 pub type Time = u64;
@@ -109,6 +110,15 @@ pub enum Request {
         #[serde(default)]
         error: String,
     },
+    /// Open a vote (see [`crate::vote`]); with `wait`, the reply is the vote's outcome, else `Ok`
+    /// at once.
+    OpenVote {
+        spec: Box<VoteSpec>,
+        #[serde(default)]
+        wait: bool,
+    },
+    /// Cast a ballot; the reply is the vote's outcome, once decided.
+    CastBallot(BallotRequest),
 }
 
 /// Something that happened at the shell.
@@ -282,6 +292,8 @@ pub enum Reply {
         content_type: String,
         responder: String,
     },
+    /// A decided vote's outcome (the same for every voter).
+    Vote(Arc<VoteOutcome>),
     Error(CoreError),
 }
 

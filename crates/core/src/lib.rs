@@ -58,6 +58,7 @@ pub mod syncpoint;
 pub mod timer;
 pub mod topic;
 pub mod turn;
+pub mod vote;
 
 pub use breaker::{Breaker, BreakerOverrides, BreakerSettings, BreakerState, FailureKind, Transition};
 pub use command::{
@@ -75,3 +76,7 @@ pub use io::{
 pub use registry::{AgentQuery, AgentStatus, AgentView, RegistryEventKind};
 pub use syncpoint::{Diagnosis, Participants, SyncOutcome, SyncState, SyncStatus, Waiter};
 pub use turn::{Ready, Sendable};
+pub use vote::{
+    BallotChoice, BallotRequest, Choices, Policy, TieRule, VoteDiagnosis, VoteOutcome, VoteSpec, VoteState, VoteStatus,
+    WeightSource,
+};

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use harness::*;
 use lockstep_core::command::{AuditEntry, EmergencyStop};
 use lockstep_core::durable::{AgentImage, Change, PauseImage, Restored, SyncPointImage};
+use lockstep_core::vote::VoteImage;
 use lockstep_core::{AgentStatus, Config, ConnId, CoreError, Engine, Input, Reply, Request, SyncState, WatchTarget};
 use serde_json::json;
 
@@ -21,6 +22,7 @@ struct Kept {
     audit: Vec<AuditEntry>,
     pauses: BTreeMap<(String, String), PauseImage>,
     emergency: Option<EmergencyStop>,
+    votes: BTreeMap<(String, String), VoteImage>,
 }
 
 impl Kept {
@@ -67,6 +69,19 @@ impl Kept {
                     self.pauses.remove(&(namespace, agent_id));
                 }
                 Change::EmergencyStop(stop) => self.emergency = stop,
+                Change::Vote(v) => {
+                    let key = (v.namespace.clone(), v.spec.vote_id.clone());
+                    let ballots = self.votes.remove(&key).map(|old| old.ballots).unwrap_or_default();
+                    self.votes.insert(key, VoteImage { ballots, ..*v });
+                }
+                Change::Ballot { namespace, vote_id, position, ballot } => {
+                    let v = self.votes.get_mut(&(namespace, vote_id)).expect("the vote was kept before its ballots");
+                    assert_eq!(position as usize, v.ballots.len(), "ballots are kept in order");
+                    v.ballots.push(ballot);
+                }
+                Change::VoteRemoved { namespace, vote_id } => {
+                    self.votes.remove(&(namespace, vote_id));
+                }
             }
         }
     }
@@ -78,6 +93,7 @@ impl Kept {
             audit: self.audit.clone(),
             pauses: self.pauses.values().cloned().collect(),
             emergency: self.emergency.clone(),
+            votes: self.votes.values().cloned().collect(),
         }
     }
 }

@@ -166,8 +166,138 @@ pub fn session_message(kind: Option<v1::client_message::Kind>) -> Result<Session
         Kind::Respond(r) => {
             core::Request::Respond { token: r.token, payload: r.payload, content_type: r.content_type, error: r.error }
         }
+        Kind::OpenVote(v) => open_vote(v)?,
+        Kind::CastBallot(b) => core::Request::CastBallot(cast_ballot(b)?),
     };
     Ok(SessionMessage::Request(request))
+}
+
+/// An `OpenVote` as the engine's request.
+fn open_vote(v: v1::OpenVote) -> Result<core::Request, CoreError> {
+    use lockstep_core::vote::{Choices, Policy, TieRule, VoteSpec, WeightSource};
+    use v1::open_vote::{Participants as P, Policy as WP, Weight as WW};
+    let participants =
+        match v.participants.ok_or_else(|| malformed("open_vote needs participants: agents, count or role"))? {
+            P::Agents(ids) => Participants::Agents(ids.ids),
+            P::Count(n) => Participants::Count(n),
+            P::Role(r) => Participants::Role(r),
+        };
+    let policy = match WP::try_from(v.policy).map_err(|_| malformed("unknown vote policy"))? {
+        WP::Plurality => Policy::Plurality,
+        WP::Majority => Policy::Majority,
+        WP::Supermajority => Policy::Supermajority { num: v.supermajority_num, den: v.supermajority_den },
+        WP::Unanimity => Policy::Unanimity,
+    };
+    let weight = match WW::try_from(v.weight).map_err(|_| malformed("unknown vote weight"))? {
+        WW::Equal => WeightSource::Equal,
+        WW::Metadata => WeightSource::Metadata(v.weight_field),
+        WW::Confidence => WeightSource::Confidence,
+        WW::Health => WeightSource::Health,
+    };
+    let choices = if v.options.is_empty() {
+        Choices::Recommendations { key_field: v.key_field }
+    } else {
+        Choices::Options(v.options)
+    };
+    let tie = if v.tie_breaker_role.is_empty() { TieRule::NoDecision } else { TieRule::Breaker(v.tie_breaker_role) };
+    let spec = VoteSpec {
+        vote_id: v.vote_id,
+        question: v.question,
+        participants,
+        timeout_ms: v.timeout_ms,
+        policy,
+        choices,
+        weight,
+        quorum_ballots: v.quorum_ballots,
+        quorum_weight: v.quorum_weight,
+        veto_roles: v.veto_roles,
+        tie,
+        topic: v.topic,
+    };
+    Ok(core::Request::OpenVote { spec: Box::new(spec), wait: v.wait })
+}
+
+fn cast_ballot(b: v1::CastBallot) -> Result<core::BallotRequest, CoreError> {
+    use v1::cast_ballot::Choice;
+    let choice = match b
+        .choice
+        .ok_or_else(|| malformed("cast_ballot needs a choice: option, recommendation_json or abstain_reason"))?
+    {
+        Choice::Option(o) => core::BallotChoice::Option(o),
+        Choice::RecommendationJson(r) => core::BallotChoice::Recommendation(r),
+        Choice::AbstainReason(r) => core::BallotChoice::Abstain(r),
+    };
+    Ok(core::BallotRequest { vote_id: b.vote_id, choice, confidence: b.confidence, veto: b.veto })
+}
+
+/// A vote's outcome on the wire.
+pub fn vote_outcome(o: &core::VoteOutcome) -> v1::VoteOutcome {
+    v1::VoteOutcome {
+        vote_id: o.vote_id.clone(),
+        question: o.question.clone(),
+        decided: o.decided,
+        choice: o.choice.clone(),
+        directive_json: o.directive_json.clone(),
+        reason: o.reason.clone(),
+        tally: o
+            .tally
+            .iter()
+            .map(|t| v1::VoteTally { choice: t.choice.clone(), weight: t.weight, ballots: t.ballots })
+            .collect(),
+        groups: o.groups,
+        ballots: o.ballots,
+        abstentions: o.abstentions,
+        missing: o.missing,
+        total_weight: o.total_weight,
+        decided_at_ms: o.decided_at,
+    }
+}
+
+/// A vote's full record on the wire.
+pub fn vote_record(s: &core::VoteStatus) -> v1::VoteRecord {
+    v1::VoteRecord {
+        vote_id: s.vote_id.clone(),
+        question: s.question.clone(),
+        state: s.state.as_str().to_owned(),
+        opener: s.opener.clone(),
+        participants: s.participants.clone(),
+        policy: s.policy.clone(),
+        weight: s.weight.clone(),
+        topic: s.topic.clone(),
+        required_count: s.required_count,
+        ballots: s
+            .ballots
+            .iter()
+            .map(|b| v1::BallotRecord {
+                agent_id: b.agent_id.clone(),
+                role: b.role.clone(),
+                choice: b.key.clone(),
+                directive_json: b.directive_json.clone(),
+                abstain_reason: b.abstain_reason.clone().unwrap_or_default(),
+                abstained: b.is_abstention(),
+                confidence: b.confidence,
+                weight: b.weight,
+                veto: b.veto,
+                at_ms: b.at,
+            })
+            .collect(),
+        missing: s.missing.clone(),
+        missing_count: s.missing_count,
+        gone: s.gone.clone(),
+        created_at_ms: s.created_at,
+        deadline_ms: s.deadline,
+        finished_at_ms: s.finished_at.unwrap_or(0),
+        outcome: s.outcome.as_deref().map(vote_outcome),
+    }
+}
+
+/// A vote's diagnosis on the wire.
+pub fn vote_diagnosis(d: &core::VoteDiagnosis) -> v1::VoteDiagnosis {
+    v1::VoteDiagnosis {
+        status: Some(vote_record(&d.status)),
+        issues: d.issues.clone(),
+        recommendations: d.recommendations.clone(),
+    }
 }
 
 /// The fields a summary and a whole outcome share (the whole one leaves `position` at 0: the
@@ -208,6 +338,7 @@ fn reply(request_id: u64, reply: Reply) -> v1::Reply {
         Reply::Response { payload, content_type, responder } => {
             Outcome::AgentResponse(v1::AgentResponse { payload, content_type, responder })
         }
+        Reply::Vote(o) => Outcome::VoteOutcome(vote_outcome(&o)),
         Reply::Error(e) => Outcome::Error(error(&e)),
     };
     v1::Reply { request_id, outcome: Some(outcome) }
@@ -472,6 +603,16 @@ mod tests {
             CoreError::RequestAborted { topic: "quotes.get".into(), responder: "b".into(), why: "left".into() },
             CoreError::RequestRefused { topic: "quotes.get".into(), responder: "b".into(), message: "no".into() },
             CoreError::UnknownRequest { token: 7 },
+            CoreError::UnknownVote { namespace: "ns".into(), vote_id: "v".into() },
+            CoreError::VoteExists { vote_id: "v".into() },
+            CoreError::NotAVoter { vote_id: "v".into(), agent: "z".into(), participants: "{a, b}".into() },
+            CoreError::DoubleBallot { vote_id: "v".into(), agent: "a".into() },
+            CoreError::VoteClosed { vote_id: "v".into(), why: "its deadline passed".into() },
+            CoreError::UnknownOption { vote_id: "v".into(), option: "short".into(), options: "buy, sell".into() },
+            CoreError::BadWeight { vote_id: "v".into(), agent: "a".into(), reason: "not a number".into() },
+            CoreError::BadConfidence { vote_id: "v".into(), value: "1.5".into() },
+            CoreError::BadBallot { vote_id: "v".into(), reason: "no key field".into() },
+            CoreError::VetoNotAllowed { vote_id: "v".into(), agent: "a".into(), role: "trader".into() },
         ]
     }
 

@@ -316,6 +316,39 @@ impl Lockstep for Service {
         Ok(Response::new(d))
     }
 
+    async fn list_votes(
+        &self,
+        request: Request<v1::ListVotesRequest>,
+    ) -> Result<Response<v1::ListVotesResponse>, Status> {
+        let ns = request.into_inner().namespace;
+        let votes = self
+            .engine
+            .query(move |e, _| e.list_votes(&ns).map(|vs| vs.iter().map(convert::vote_record).collect()))
+            .await?;
+        Ok(Response::new(v1::ListVotesResponse { votes }))
+    }
+
+    async fn vote_status(&self, request: Request<v1::VoteStatusRequest>) -> Result<Response<v1::VoteRecord>, Status> {
+        let r = request.into_inner();
+        let record = self
+            .engine
+            .query(move |e, _| e.vote_status(&r.namespace, &r.vote_id).map(|s| convert::vote_record(&s)))
+            .await?;
+        Ok(Response::new(record))
+    }
+
+    async fn diagnose_vote(
+        &self,
+        request: Request<v1::VoteStatusRequest>,
+    ) -> Result<Response<v1::VoteDiagnosis>, Status> {
+        let r = request.into_inner();
+        let d = self
+            .engine
+            .query(move |e, now| e.diagnose_vote(now, &r.namespace, &r.vote_id).map(|d| convert::vote_diagnosis(&d)))
+            .await?;
+        Ok(Response::new(d))
+    }
+
     async fn force_complete_sync(
         &self,
         request: Request<v1::SyncStatusRequest>,

@@ -10,6 +10,7 @@
 
 use lockstep_core::command::{AuditEntry, AuditOutcome, CommandId, EmergencyStop};
 use lockstep_core::durable::{AgentImage, ArrivalImage, Change, PauseImage, Restored, SyncPointImage};
+use lockstep_core::vote::VoteImage;
 use lockstep_core::{AgentStatus, SyncState, Time, WatchTarget};
 use lockstep_store as store;
 use serde::de::DeserializeOwned;
@@ -102,6 +103,22 @@ fn owned_change(c: Change) -> store::Change {
         }
         Change::EmergencyStop(None) => store::Change::DeleteConfig { key: EMERGENCY_STOP.into() },
         Change::EmergencyStop(Some(stop)) => setting(EMERGENCY_STOP, &stop),
+        Change::Vote(v) => store::Change::UpsertVote(store::VoteRecord {
+            namespace: v.namespace.clone(),
+            vote_id: v.spec.vote_id.clone(),
+            created_at_ms: v.created_at,
+            finished_at_ms: v.finished_at,
+            vote_json: json_text(&*v),
+        }),
+        Change::Ballot { namespace, vote_id, position, ballot } => store::Change::AddBallot(store::BallotRecord {
+            namespace,
+            vote_id,
+            agent_id: ballot.agent_id.clone(),
+            position,
+            at_ms: ballot.at,
+            ballot_json: json_text(&ballot),
+        }),
+        Change::VoteRemoved { namespace, vote_id } => store::Change::DeleteVote { namespace, vote_id },
     }
 }
 
@@ -179,6 +196,16 @@ pub fn from_store(snapshot: store::Snapshot) -> Result<Loaded, BadRecord> {
         latest = latest.max(p.point.created_at_ms).max(p.point.finished_at_ms.unwrap_or(0));
         latest = p.arrivals.iter().fold(latest, |l, a| l.max(a.at_ms));
         restored.sync_points.push(sync_point_image(p)?);
+    }
+    for v in snapshot.votes {
+        let record = || format!("vote '{}' of namespace '{}'", v.vote.vote_id, v.vote.namespace);
+        let mut image: VoteImage = decode(&record, "vote_json", &v.vote.vote_json)?;
+        latest = latest.max(v.vote.created_at_ms).max(v.vote.finished_at_ms.unwrap_or(0));
+        for b in v.ballots {
+            latest = latest.max(b.at_ms);
+            image.ballots.push(decode(&record, "ballot_json", &b.ballot_json)?);
+        }
+        restored.votes.push(image);
     }
     for e in snapshot.audit {
         latest = latest.max(e.at_ms);

@@ -12,7 +12,9 @@ use rusqlite::{params, Transaction, TransactionBehavior};
 use serde_json::Value;
 
 use crate::error::{classify, StoreError};
-use crate::records::{AgentRecord, ArrivalRecord, AuditRecord, Change, ConfigRecord, SyncPointRecord};
+use crate::records::{
+    AgentRecord, ArrivalRecord, AuditRecord, BallotRecord, Change, ConfigRecord, SyncPointRecord, VoteRecord,
+};
 use crate::store::Store;
 
 const UPSERT_AGENT: &str = "
@@ -52,6 +54,14 @@ const SET_CONFIG: &str = "
     INSERT INTO config (key, value_json) VALUES (?1, ?2)
     ON CONFLICT (key) DO UPDATE SET value_json = excluded.value_json";
 const DELETE_CONFIG: &str = "DELETE FROM config WHERE key = ?1";
+// An upsert (not REPLACE, which would cascade to the ballots).
+const UPSERT_VOTE: &str = "
+    INSERT INTO votes (namespace, vote_id, vote_json, created_at_ms, finished_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+    ON CONFLICT (namespace, vote_id) DO UPDATE SET
+        vote_json = excluded.vote_json, created_at_ms = excluded.created_at_ms, finished_at_ms = excluded.finished_at_ms";
+const ADD_BALLOT: &str = "
+    INSERT INTO vote_ballots (namespace, vote_id, agent_id, position, ballot_json, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const DELETE_VOTE: &str = "DELETE FROM votes WHERE namespace = ?1 AND vote_id = ?2";
 
 impl Store {
     /// Applies `batch` in order, in one transaction: all of it is committed, or none of it.
@@ -145,6 +155,19 @@ fn write(tx: &Transaction<'_>, path: &Path, change: &Change) -> Result<(), Store
             .and_then(|mut stmt| stmt.execute(params![key, value_json]))
             .map(drop)
             .map_err(|e| fail(e, format!("setting '{key}'"))),
+        Change::UpsertVote(v) => {
+            upsert_vote(tx, v).map_err(|e| e.into_store_error(path, || vote_name(&v.namespace, &v.vote_id)))
+        }
+        Change::AddBallot(b) => add_ballot(tx, b).map_err(|e| {
+            e.into_store_error(path, || {
+                format!("the ballot of agent '{}' in {}", b.agent_id, vote_name(&b.namespace, &b.vote_id))
+            })
+        }),
+        Change::DeleteVote { namespace, vote_id } => tx
+            .prepare_cached(DELETE_VOTE)
+            .and_then(|mut stmt| stmt.execute(params![namespace, vote_id]))
+            .map(drop)
+            .map_err(|e| fail(e, format!("the removal of {}", vote_name(namespace, vote_id)))),
         Change::DeleteConfig { key } => tx
             .prepare_cached(DELETE_CONFIG)
             .and_then(|mut stmt| stmt.execute(params![key]))
@@ -189,6 +212,27 @@ fn upsert_sync_point(tx: &Transaction<'_>, p: &SyncPointRecord) -> Result<(), Re
         p.state,
         finished,
         p.result_json,
+    ])?;
+    Ok(())
+}
+
+fn upsert_vote(tx: &Transaction<'_>, v: &VoteRecord) -> Result<(), RecordError> {
+    let created = int(v.created_at_ms, || format!("created_at_ms of vote '{}'", v.vote_id))?;
+    let finished =
+        v.finished_at_ms.map(|t| int(t, || format!("finished_at_ms of vote '{}'", v.vote_id))).transpose()?;
+    tx.prepare_cached(UPSERT_VOTE)?.execute(params![v.namespace, v.vote_id, v.vote_json, created, finished])?;
+    Ok(())
+}
+
+fn add_ballot(tx: &Transaction<'_>, b: &BallotRecord) -> Result<(), RecordError> {
+    let at = int(b.at_ms, || format!("at_ms of the ballot of agent '{}'", b.agent_id))?;
+    tx.prepare_cached(ADD_BALLOT)?.execute(params![
+        b.namespace,
+        b.vote_id,
+        b.agent_id,
+        b.position,
+        b.ballot_json,
+        at
     ])?;
     Ok(())
 }
@@ -272,6 +316,10 @@ fn map_json(map: &BTreeMap<String, String>) -> String {
 
 pub(crate) fn agent_name(namespace: &str, agent_id: &str) -> String {
     format!("agent '{agent_id}' of namespace '{namespace}'")
+}
+
+pub(crate) fn vote_name(namespace: &str, vote_id: &str) -> String {
+    format!("vote '{vote_id}' of namespace '{namespace}'")
 }
 
 pub(crate) fn point_name(namespace: &str, sync_id: &str) -> String {

@@ -9,10 +9,11 @@ use std::path::Path;
 
 use rusqlite::{Connection, Row};
 
-use crate::apply::{agent_name, point_name};
+use crate::apply::{agent_name, point_name, vote_name};
 use crate::error::{classify, StoreError};
 use crate::records::{
-    AgentRecord, ArrivalRecord, AuditRecord, ConfigRecord, LoadedSyncPoint, Snapshot, SyncPointRecord,
+    AgentRecord, ArrivalRecord, AuditRecord, BallotRecord, ConfigRecord, LoadedSyncPoint, LoadedVote, Snapshot,
+    SyncPointRecord, VoteRecord,
 };
 use crate::store::Store;
 
@@ -27,6 +28,7 @@ impl Store {
             sync_points: read_sync_points(&tx, path)?,
             audit: read_audit(&tx, path)?,
             config: read_config(&tx, path)?,
+            votes: read_votes(&tx, path)?,
         };
         // Read-only: ending the transaction by rollback is the same as by commit.
         drop(tx);
@@ -172,6 +174,58 @@ fn read_sync_points(conn: &Connection, path: &Path) -> Result<Vec<LoadedSyncPoin
             detail: format!("arrivals for {}, which is not stored", point_name(&namespace, &sync_id)),
         });
     }
+    Ok(loaded)
+}
+
+fn read_votes(conn: &Connection, path: &Path) -> Result<Vec<LoadedVote>, StoreError> {
+    let votes = query(
+        conn,
+        path,
+        "the votes",
+        "SELECT namespace, vote_id, vote_json, created_at_ms, finished_at_ms FROM votes ORDER BY namespace, vote_id",
+        |row| {
+            let (namespace, vote_id): (String, String) = (row.get(0)?, row.get(1)?);
+            let name = vote_name(&namespace, &vote_id);
+            let finished: Option<i64> = row.get(4)?;
+            Ok(VoteRecord {
+                vote_json: row.get(2)?,
+                created_at_ms: uint(path, &name, "created_at_ms", row.get(3)?)?,
+                finished_at_ms: finished.map(|t| uint(path, &name, "finished_at_ms", t)).transpose()?,
+                namespace,
+                vote_id,
+            })
+        },
+    )?;
+    let ballots = query(
+        conn,
+        path,
+        "the vote ballots",
+        "SELECT namespace, vote_id, agent_id, position, ballot_json, at_ms
+         FROM vote_ballots ORDER BY namespace, vote_id, position",
+        |row| {
+            let (namespace, vote_id, agent_id): (String, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+            let name = format!("the ballot of agent '{agent_id}' in {}", vote_name(&namespace, &vote_id));
+            Ok(BallotRecord {
+                position: row.get(3)?,
+                ballot_json: row.get(4)?,
+                at_ms: uint(path, &name, "at_ms", row.get(5)?)?,
+                namespace,
+                vote_id,
+                agent_id,
+            })
+        },
+    )?;
+    let mut by_vote: HashMap<(String, String), Vec<BallotRecord>> = HashMap::new();
+    for b in ballots {
+        by_vote.entry((b.namespace.clone(), b.vote_id.clone())).or_default().push(b);
+    }
+    let loaded = votes
+        .into_iter()
+        .map(|vote| {
+            let ballots = by_vote.remove(&(vote.namespace.clone(), vote.vote_id.clone())).unwrap_or_default();
+            LoadedVote { vote, ballots }
+        })
+        .collect();
     Ok(loaded)
 }
 

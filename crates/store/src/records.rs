@@ -88,6 +88,29 @@ pub struct ConfigRecord {
     pub value_json: String,
 }
 
+/// One vote (schema v3), without its ballots (see [`BallotRecord`]). The vote's description,
+/// state and outcome are the engine's JSON, kept as it is given.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VoteRecord {
+    pub namespace: String,
+    pub vote_id: String,
+    pub vote_json: String,
+    pub created_at_ms: u64,
+    pub finished_at_ms: Option<u64>,
+}
+
+/// One ballot of a vote (schema v3). `position` is its place among the vote's ballots (0 first);
+/// an agent casts at most one ballot per vote.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BallotRecord {
+    pub namespace: String,
+    pub vote_id: String,
+    pub agent_id: String,
+    pub position: u32,
+    pub ballot_json: String,
+    pub at_ms: u64,
+}
+
 /// One change to durable state. A batch of changes is applied in one transaction by
 /// [`Store::apply`](crate::Store::apply), in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,6 +137,19 @@ pub enum Change {
     SetConfig(ConfigRecord),
     /// Removes a setting; nothing happens if it is not stored.
     DeleteConfig { key: String },
+    /// Inserts the vote or replaces its fields, keeping its ballots.
+    UpsertVote(VoteRecord),
+    /// Records a ballot of a stored vote.
+    AddBallot(BallotRecord),
+    /// Forgets the vote and its ballots; nothing happens if it is not stored.
+    DeleteVote { namespace: String, vote_id: String },
+}
+
+/// A vote as loaded, with its ballots in the order cast.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadedVote {
+    pub vote: VoteRecord,
+    pub ballots: Vec<BallotRecord>,
 }
 
 /// A sync point as loaded, with its arrivals in arrival order.
@@ -134,4 +170,6 @@ pub struct Snapshot {
     pub audit: Vec<AuditRecord>,
     /// Ordered by key.
     pub config: Vec<ConfigRecord>,
+    /// Ordered by namespace, then vote id (schema v3).
+    pub votes: Vec<LoadedVote>,
 }

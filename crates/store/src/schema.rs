@@ -13,6 +13,7 @@
 //! * **v2** — the control plane: operators' pauses survive a restart (`agents.paused`, 0 for every
 //!   existing agent) and the audit log of operator actions is kept (`audit_log`, keyed by the
 //!   engine's audit sequence number).
+//! * **v3** — votes: `votes` and `vote_ballots` (cascading from their vote).
 
 use std::path::Path;
 
@@ -99,6 +100,31 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             );
         ",
     },
+    Migration {
+        version: 3,
+        sql: "
+            CREATE TABLE votes (
+                namespace      TEXT NOT NULL,
+                vote_id        TEXT NOT NULL,
+                vote_json      TEXT NOT NULL,   -- description, state and outcome, as the engine keeps them
+                created_at_ms  INTEGER NOT NULL,
+                finished_at_ms INTEGER,
+                PRIMARY KEY (namespace, vote_id)
+            );
+            -- A voter casts one ballot per vote; `position` is its place in the order cast.
+            CREATE TABLE vote_ballots (
+                namespace   TEXT NOT NULL,
+                vote_id     TEXT NOT NULL,
+                agent_id    TEXT NOT NULL,
+                position    INTEGER NOT NULL,
+                ballot_json TEXT NOT NULL,
+                at_ms       INTEGER NOT NULL,
+                PRIMARY KEY (namespace, vote_id, position),
+                UNIQUE (namespace, vote_id, agent_id),
+                FOREIGN KEY (namespace, vote_id) REFERENCES votes (namespace, vote_id) ON DELETE CASCADE
+            );
+        ",
+    },
 ];
 
 /// The schema version this code writes and understands.
@@ -137,7 +163,7 @@ mod tests {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version as usize, i + 1);
         }
-        assert_eq!(SCHEMA_VERSION, 2);
+        assert_eq!(SCHEMA_VERSION, 3);
     }
 
     #[test]
@@ -149,12 +175,13 @@ mod tests {
         // v1 has no audit log and no pause column yet.
         assert!(conn.prepare("SELECT seq FROM audit_log").is_err());
         migrate(&mut conn, path, MIGRATIONS).unwrap();
-        assert_eq!(version(&conn).unwrap(), 2);
+        assert_eq!(version(&conn).unwrap(), 3);
         conn.prepare("SELECT seq FROM audit_log").unwrap();
         conn.prepare("SELECT paused FROM agents").unwrap();
+        conn.prepare("SELECT ballot_json FROM vote_ballots").unwrap();
         // Running again is a no-op.
         migrate(&mut conn, path, MIGRATIONS).unwrap();
-        assert_eq!(version(&conn).unwrap(), 2);
+        assert_eq!(version(&conn).unwrap(), 3);
     }
 
     #[test]

@@ -412,7 +412,7 @@ mod tests {
         store.close().unwrap();
 
         let mut store = Store::open(tmp.path(), Durability::Normal).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 2);
+        assert_eq!(store.schema_version().unwrap(), 3);
         let snapshot = store.load().unwrap();
         let expected_agent = AgentRecord {
             namespace: "ns".into(),
@@ -438,8 +438,9 @@ mod tests {
             vec![ConfigRecord { key: "breaker".into(), value_json: r#"{"failures":5}"#.into() }]
         );
         assert!(snapshot.audit.is_empty());
+        assert!(snapshot.votes.is_empty());
 
-        // What v2 adds works on the upgraded file.
+        // What v2 and v3 add works on the upgraded file.
         store
             .apply(&[
                 Change::SetAgentStatus {
@@ -449,11 +450,32 @@ mod tests {
                     paused: true,
                 },
                 Change::AppendAudit(audit(1)),
+                Change::UpsertVote(crate::VoteRecord {
+                    namespace: "ns".into(),
+                    vote_id: "v".into(),
+                    vote_json: "{}".into(),
+                    created_at_ms: 30,
+                    finished_at_ms: None,
+                }),
+                Change::AddBallot(crate::BallotRecord {
+                    namespace: "ns".into(),
+                    vote_id: "v".into(),
+                    agent_id: "a".into(),
+                    position: 0,
+                    ballot_json: "{}".into(),
+                    at_ms: 31,
+                }),
             ])
             .unwrap();
         let snapshot = store.load().unwrap();
         assert!(snapshot.agents[0].paused);
         assert_eq!(snapshot.audit, vec![audit(1)]);
+        assert_eq!(snapshot.votes.len(), 1);
+        assert_eq!(snapshot.votes[0].ballots[0].at_ms, 31);
+        // A ballot goes with its vote.
+        store.apply(&[Change::DeleteVote { namespace: "ns".into(), vote_id: "v".into() }]).unwrap();
+        let left: i64 = store.conn.query_row("SELECT COUNT(*) FROM vote_ballots", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 0);
     }
 
     #[test]
@@ -467,7 +489,7 @@ mod tests {
         let before = fs::read(&file).unwrap();
 
         let err = Store::open(tmp.path(), Durability::Normal).unwrap_err();
-        assert!(matches!(err, StoreError::NewerSchema { found: 99, supported: 2, .. }), "{err}");
+        assert!(matches!(err, StoreError::NewerSchema { found: 99, supported: 3, .. }), "{err}");
         assert!(err.to_string().contains("Upgrade lockstep"), "{err}");
         assert_eq!(fs::read(&file).unwrap(), before, "the file must not be touched");
     }

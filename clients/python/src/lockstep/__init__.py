@@ -86,6 +86,11 @@ from .models import (
     SyncPointStatus,
     SyncResult,
     SyncState,
+    BallotRecord,
+    VoteDiagnosis,
+    VoteOutcome,
+    VoteRecord,
+    VoteTally,
 )
 
 __version__ = "0.1.0"
@@ -132,6 +137,11 @@ __all__ = [
     "SyncDiagnosis",
     "SyncPointStatus",
     "SyncResult",
+    "VoteOutcome",
+    "VoteTally",
+    "VoteRecord",
+    "BallotRecord",
+    "VoteDiagnosis",
     "SyncState",
     # errors
     "LockstepError",

@@ -59,6 +59,7 @@ from .models import (
     StateSnapshot,
     StateView,
     SyncResult,
+    VoteOutcome,
     _Responder,
 )
 from .v1 import lockstep_pb2 as pb
@@ -1217,6 +1218,142 @@ class Agent:
         if reply.WhichOneof("outcome") != "sync_result":
             raise LockstepError(f"unexpected answer to sync: {reply.WhichOneof('outcome')}")
         return SyncResult.from_proto(reply.sync_result, self.agent_id)
+
+    async def vote(
+        self,
+        vote_id: str,
+        question: str,
+        participants: Optional[Participants] = None,
+        *,
+        role: Optional[str] = None,
+        options: Optional[Iterable[str]] = None,
+        key_field: str = "",
+        policy: str = "plurality",
+        supermajority: Tuple[int, int] = (2, 3),
+        weight: str = "equal",
+        weight_field: str = "",
+        quorum_ballots: int = 0,
+        quorum_weight: float = 0.0,
+        veto_roles: Iterable[str] = (),
+        tie_breaker_role: str = "",
+        topic: str = "",
+        timeout: Optional[float] = _DEFAULT,
+        wait: bool = True,
+    ) -> Optional[VoteOutcome]:
+        """Open vote ``vote_id`` and (with ``wait``) wait for its :class:`~lockstep.VoteOutcome`.
+
+        ``participants`` (agent ids or a count) or ``role=`` name who votes, as for :meth:`sync`.
+        Ballots choose one of ``options``, or, with no options, are JSON objects grouped by their
+        field ``key_field``. ``policy`` is ``plurality``, ``majority``, ``supermajority`` (at least
+        ``supermajority = (k, n)`` of the weight cast) or ``unanimity``; ``weight`` is ``equal``,
+        ``metadata`` (the voter's metadata field ``weight_field``), ``confidence`` or ``health``.
+        Below ``quorum_ballots`` ballots or ``quorum_weight`` weight, a veto from one of
+        ``veto_roles``, or a tie (settled by the first voter of ``tie_breaker_role`` if given):
+        no decision. The outcome is published once on ``topic`` when given::
+
+            outcome = await desk.vote("trade-1", "what now?", role="strategy",
+                                      options=["buy", "sell"], weight="metadata",
+                                      weight_field="stake", topic="trades.directive")
+
+        With ``wait=False`` it returns ``None`` once the vote is open.
+
+        Raises:
+            InvalidArgument: a bad description (no options and no key field, a bad policy...).
+            FailedPrecondition: ``VOTE_EXISTS``, the id is taken by another vote.
+        """
+        if timeout is _DEFAULT:
+            timeout = self._client.sync_timeout
+        policies = {"plurality": 0, "majority": 1, "supermajority": 2, "unanimity": 3}
+        weights = {"equal": 0, "metadata": 1, "confidence": 2, "health": 3}
+        if policy not in policies:
+            raise InvalidArgument(f"unknown policy '{policy}': use one of {', '.join(policies)}")
+        if weight not in weights:
+            raise InvalidArgument(f"unknown weight '{weight}': use one of {', '.join(weights)}")
+        msg = pb.OpenVote(
+            vote_id=vote_id,
+            question=question,
+            timeout_ms=timeout_ms(timeout),
+            policy=policies[policy],
+            supermajority_num=supermajority[0],
+            supermajority_den=supermajority[1],
+            options=list(options or ()),
+            key_field=key_field,
+            weight=weights[weight],
+            weight_field=weight_field,
+            quorum_ballots=quorum_ballots,
+            quorum_weight=quorum_weight,
+            veto_roles=list(veto_roles),
+            tie_breaker_role=tie_breaker_role,
+            topic=topic,
+            wait=wait,
+        )
+        if role is not None:
+            if participants is not None:
+                raise TypeError("give either participants or role=, not both")
+            msg.role = role
+        elif participants is None:
+            raise TypeError("name the voters: a collection of agent ids, a count, or role=")
+        elif isinstance(participants, bool) or isinstance(participants, (str, bytes)):
+            raise TypeError("participants must be a collection of agent ids or a count")
+        elif isinstance(participants, int):
+            msg.count = participants
+        else:
+            msg.agents.ids.extend(list(participants))
+        # Resent after a reconnect: the server re-attaches the same opening (or answers with the
+        # outcome).
+        reply = await self._request(pb.ClientMessage(open_vote=msg), deadline=self._vote_guard(timeout), resend=True)
+        self._raise_if_error(reply)
+        if reply.WhichOneof("outcome") == "vote_outcome":
+            return VoteOutcome.from_proto(reply.vote_outcome)
+        return None
+
+    async def cast(
+        self,
+        vote_id: str,
+        option: Optional[str] = None,
+        *,
+        recommendation: Any = None,
+        confidence: Optional[float] = None,
+        veto: bool = False,
+        timeout: Optional[float] = _DEFAULT,
+    ) -> VoteOutcome:
+        """Cast a ballot in ``vote_id`` — one of its options, or a ``recommendation`` (a dict
+        carrying the vote's key field) — and wait for the outcome, the same for every voter.
+
+        Raises:
+            FailedPrecondition: ``NOT_A_VOTER``, ``DOUBLE_BALLOT``, ``VOTE_CLOSED``, ``VETO_NOT_ALLOWED``
+                (see ``.reason``).
+            InvalidArgument: ``UNKNOWN_OPTION``, ``BAD_WEIGHT``, ``BAD_CONFIDENCE``, ``BAD_BALLOT``.
+            NotFound: ``UNKNOWN_VOTE``.
+        """
+        if (option is None) == (recommendation is None):
+            raise TypeError("give exactly one of option or recommendation=")
+        ballot = pb.CastBallot(vote_id=vote_id, veto=veto)
+        if option is not None:
+            ballot.option = option
+        else:
+            ballot.recommendation_json = to_json_text(recommendation)
+        if confidence is not None:
+            ballot.confidence = confidence
+        return await self._cast(ballot, timeout)
+
+    async def abstain(self, vote_id: str, reason: str, *, veto: bool = False, timeout: Optional[float] = _DEFAULT) -> VoteOutcome:
+        """Abstain in ``vote_id``, saying why, and wait for the outcome."""
+        return await self._cast(pb.CastBallot(vote_id=vote_id, abstain_reason=reason, veto=veto), timeout)
+
+    def _vote_guard(self, timeout: Optional[float]) -> Optional[float]:
+        # The server decides at the deadline; the local guard only catches a server that never does.
+        return None if not timeout else timeout + 5.0 + 3.0 * self.registration.heartbeat_interval_ms / 1000.0
+
+    async def _cast(self, ballot: pb.CastBallot, timeout: Optional[float]) -> VoteOutcome:
+        if timeout is _DEFAULT:
+            timeout = self._client.sync_timeout
+        # Resent after a reconnect: the server takes the same ballot again without counting it twice.
+        reply = await self._request(pb.ClientMessage(cast_ballot=ballot), deadline=self._vote_guard(timeout), resend=True)
+        self._raise_if_error(reply)
+        if reply.WhichOneof("outcome") != "vote_outcome":
+            raise LockstepError(f"unexpected answer to a ballot: {reply.WhichOneof('outcome')}")
+        return VoteOutcome.from_proto(reply.vote_outcome)
 
     async def sync_with_agents(
         self,

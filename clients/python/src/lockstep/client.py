@@ -32,6 +32,8 @@ from .models import (
     StateSnapshot,
     SyncDiagnosis,
     SyncPointStatus,
+    VoteDiagnosis,
+    VoteRecord,
 )
 from .v1 import lockstep_pb2 as pb
 from .v1 import lockstep_pb2_grpc as pb_grpc
@@ -367,6 +369,29 @@ class Client:
             self._stub.SyncStatus, pb.SyncStatusRequest(namespace=self.namespace, sync_id=sync_id), metadata=metadata
         )
         return SyncPointStatus.from_proto(resp)
+
+    async def list_votes(self, *, metadata: Optional[Metadata] = None) -> List[VoteRecord]:
+        """Every vote of the namespace, open or retained, with its full record."""
+        resp = await self._call(self._stub.ListVotes, pb.ListVotesRequest(namespace=self.namespace), metadata=metadata)
+        return [VoteRecord.from_proto(v) for v in resp.votes]
+
+    async def vote_status(self, vote_id: str, *, metadata: Optional[Metadata] = None) -> VoteRecord:
+        """One vote's full record: who voted what, who abstained, who never voted, the outcome.
+
+        Raises:
+            NotFound: no such vote (``UNKNOWN_VOTE``).
+        """
+        resp = await self._call(
+            self._stub.VoteStatus, pb.VoteStatusRequest(namespace=self.namespace, vote_id=vote_id), metadata=metadata
+        )
+        return VoteRecord.from_proto(resp)
+
+    async def diagnose_vote(self, vote_id: str, *, metadata: Optional[Metadata] = None) -> VoteDiagnosis:
+        """What is wrong with a vote and what to do."""
+        resp = await self._call(
+            self._stub.DiagnoseVote, pb.VoteStatusRequest(namespace=self.namespace, vote_id=vote_id), metadata=metadata
+        )
+        return VoteDiagnosis.from_proto(resp)
 
     async def diagnose_sync(self, sync_id: str, *, metadata: Optional[Metadata] = None) -> SyncDiagnosis:
         """What is wrong with a sync point and what to do (``diagnose_sync_issues`` in the seed API).

@@ -95,6 +95,16 @@ class Reason(str, enum.Enum):
     REQUEST_ABORTED = "REQUEST_ABORTED"
     REQUEST_REFUSED = "REQUEST_REFUSED"
     UNKNOWN_REQUEST = "UNKNOWN_REQUEST"
+    UNKNOWN_VOTE = "UNKNOWN_VOTE"
+    VOTE_EXISTS = "VOTE_EXISTS"
+    NOT_A_VOTER = "NOT_A_VOTER"
+    DOUBLE_BALLOT = "DOUBLE_BALLOT"
+    VOTE_CLOSED = "VOTE_CLOSED"
+    UNKNOWN_OPTION = "UNKNOWN_OPTION"
+    BAD_WEIGHT = "BAD_WEIGHT"
+    BAD_CONFIDENCE = "BAD_CONFIDENCE"
+    BAD_BALLOT = "BAD_BALLOT"
+    VETO_NOT_ALLOWED = "VETO_NOT_ALLOWED"
 
     @classmethod
     def parse(cls, name: str) -> Optional["Reason"]:
@@ -486,6 +496,17 @@ _BY_REASON: Dict[Reason, Type[LockstepError]] = {
     Reason.REQUEST_ABORTED: RequestAborted,
     Reason.REQUEST_REFUSED: RequestRefused,
     Reason.UNKNOWN_REQUEST: NotFound,
+    # Votes: the class says what kind of failure, `.reason` which one.
+    Reason.UNKNOWN_VOTE: NotFound,
+    Reason.VOTE_EXISTS: FailedPrecondition,
+    Reason.NOT_A_VOTER: FailedPrecondition,
+    Reason.DOUBLE_BALLOT: FailedPrecondition,
+    Reason.VOTE_CLOSED: FailedPrecondition,
+    Reason.VETO_NOT_ALLOWED: FailedPrecondition,
+    Reason.UNKNOWN_OPTION: InvalidArgument,
+    Reason.BAD_WEIGHT: InvalidArgument,
+    Reason.BAD_CONFIDENCE: InvalidArgument,
+    Reason.BAD_BALLOT: InvalidArgument,
 }
 
 

@@ -41,6 +41,11 @@ __all__ = [
     "AgentHealth",
     "HealthSample",
     "HealthReport",
+    "VoteTally",
+    "VoteOutcome",
+    "BallotRecord",
+    "VoteRecord",
+    "VoteDiagnosis",
 ]
 
 
@@ -618,6 +623,150 @@ class SyncDiagnosis:
             "issues": list(self.issues),
             "recommendations": list(self.recommendations),
         }
+
+
+@dataclass(frozen=True)
+class VoteTally:
+    """One choice's share of a vote: its total weight and how many ballots chose it."""
+
+    choice: str
+    weight: float
+    ballots: int
+
+
+@dataclass(frozen=True)
+class VoteOutcome:
+    """A decided vote (or "no decision" with ``reason``), the same for every voter.
+
+    ``directive`` is what to do: the winning option, or the first recommendation (a dict) of the
+    winning group; ``None`` without a decision. ``tally`` lists the heaviest groups first.
+    """
+
+    vote_id: str
+    question: str
+    decided: bool
+    choice: str = ""
+    directive: Any = None
+    reason: str = ""
+    tally: Tuple[VoteTally, ...] = ()
+    groups: int = 0
+    ballots: int = 0
+    abstentions: int = 0
+    missing: int = 0
+    total_weight: float = 0.0
+    decided_at_ms: int = 0
+
+    @classmethod
+    def from_proto(cls, msg: pb.VoteOutcome) -> "VoteOutcome":
+        return cls(
+            vote_id=msg.vote_id,
+            question=msg.question,
+            decided=msg.decided,
+            choice=msg.choice,
+            directive=json.loads(msg.directive_json) if msg.directive_json else None,
+            reason=msg.reason,
+            tally=tuple(VoteTally(t.choice, t.weight, t.ballots) for t in msg.tally),
+            groups=msg.groups,
+            ballots=msg.ballots,
+            abstentions=msg.abstentions,
+            missing=msg.missing,
+            total_weight=msg.total_weight,
+            decided_at_ms=msg.decided_at_ms,
+        )
+
+    def __bool__(self) -> bool:
+        return self.decided
+
+
+@dataclass(frozen=True)
+class BallotRecord:
+    """One ballot in a vote's full record."""
+
+    agent_id: str
+    role: str
+    choice: str
+    abstained: bool
+    abstain_reason: str
+    confidence: Optional[float]
+    weight: float
+    veto: bool
+    at_ms: int
+
+    @classmethod
+    def from_proto(cls, msg: pb.BallotRecord) -> "BallotRecord":
+        return cls(
+            agent_id=msg.agent_id,
+            role=msg.role,
+            choice=msg.choice,
+            abstained=msg.abstained,
+            abstain_reason=msg.abstain_reason,
+            confidence=msg.confidence if msg.HasField("confidence") else None,
+            weight=msg.weight,
+            veto=msg.veto,
+            at_ms=msg.at_ms,
+        )
+
+
+@dataclass(frozen=True)
+class VoteRecord:
+    """A vote's full record: every ballot, who is missing, who was lost, and the outcome."""
+
+    vote_id: str
+    question: str
+    state: str
+    opener: str
+    participants: str
+    policy: str
+    weight: str
+    topic: str
+    required_count: int
+    ballots: Tuple[BallotRecord, ...]
+    missing: Tuple[str, ...]
+    missing_count: int
+    gone: Tuple[str, ...]
+    created_at_ms: int
+    deadline_ms: int
+    finished_at_ms: int
+    outcome: Optional[VoteOutcome]
+
+    @classmethod
+    def from_proto(cls, msg: pb.VoteRecord) -> "VoteRecord":
+        return cls(
+            vote_id=msg.vote_id,
+            question=msg.question,
+            state=msg.state,
+            opener=msg.opener,
+            participants=msg.participants,
+            policy=msg.policy,
+            weight=msg.weight,
+            topic=msg.topic,
+            required_count=msg.required_count,
+            ballots=tuple(BallotRecord.from_proto(b) for b in msg.ballots),
+            missing=tuple(msg.missing),
+            missing_count=msg.missing_count,
+            gone=tuple(msg.gone),
+            created_at_ms=msg.created_at_ms,
+            deadline_ms=msg.deadline_ms,
+            finished_at_ms=msg.finished_at_ms,
+            outcome=VoteOutcome.from_proto(msg.outcome) if msg.HasField("outcome") else None,
+        )
+
+
+@dataclass(frozen=True)
+class VoteDiagnosis:
+    """What the server thinks of a vote, and what to do about it."""
+
+    status: VoteRecord
+    issues: Tuple[str, ...] = ()
+    recommendations: Tuple[str, ...] = ()
+
+    @classmethod
+    def from_proto(cls, msg: pb.VoteDiagnosis) -> "VoteDiagnosis":
+        return cls(
+            status=VoteRecord.from_proto(msg.status),
+            issues=tuple(msg.issues),
+            recommendations=tuple(msg.recommendations),
+        )
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ class BackupResponse(_message.Message):
     def __init__(self, path: _Optional[str] = ..., bytes: _Optional[int] = ...) -> None: ...
 
 class ClientMessage(_message.Message):
-    __slots__ = ("request_id", "register", "heartbeat", "publish", "update_state", "set_status", "watch_state", "unwatch_state", "sync", "ack", "deregister", "command_result", "delivery_error", "agent_request", "respond")
+    __slots__ = ("request_id", "register", "heartbeat", "publish", "update_state", "set_status", "watch_state", "unwatch_state", "sync", "ack", "deregister", "command_result", "delivery_error", "agent_request", "respond", "open_vote", "cast_ballot")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     REGISTER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,8 @@ class ClientMessage(_message.Message):
     DELIVERY_ERROR_FIELD_NUMBER: _ClassVar[int]
     AGENT_REQUEST_FIELD_NUMBER: _ClassVar[int]
     RESPOND_FIELD_NUMBER: _ClassVar[int]
+    OPEN_VOTE_FIELD_NUMBER: _ClassVar[int]
+    CAST_BALLOT_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     register: Register
     heartbeat: Heartbeat
@@ -70,7 +72,9 @@ class ClientMessage(_message.Message):
     delivery_error: DeliveryError
     agent_request: AgentRequest
     respond: Respond
-    def __init__(self, request_id: _Optional[int] = ..., register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., update_state: _Optional[_Union[UpdateState, _Mapping]] = ..., set_status: _Optional[_Union[SetStatus, _Mapping]] = ..., watch_state: _Optional[_Union[WatchState, _Mapping]] = ..., unwatch_state: _Optional[_Union[UnwatchState, _Mapping]] = ..., sync: _Optional[_Union[SyncArrive, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., deregister: _Optional[_Union[Deregister, _Mapping]] = ..., command_result: _Optional[_Union[CommandResult, _Mapping]] = ..., delivery_error: _Optional[_Union[DeliveryError, _Mapping]] = ..., agent_request: _Optional[_Union[AgentRequest, _Mapping]] = ..., respond: _Optional[_Union[Respond, _Mapping]] = ...) -> None: ...
+    open_vote: OpenVote
+    cast_ballot: CastBallot
+    def __init__(self, request_id: _Optional[int] = ..., register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., update_state: _Optional[_Union[UpdateState, _Mapping]] = ..., set_status: _Optional[_Union[SetStatus, _Mapping]] = ..., watch_state: _Optional[_Union[WatchState, _Mapping]] = ..., unwatch_state: _Optional[_Union[UnwatchState, _Mapping]] = ..., sync: _Optional[_Union[SyncArrive, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., deregister: _Optional[_Union[Deregister, _Mapping]] = ..., command_result: _Optional[_Union[CommandResult, _Mapping]] = ..., delivery_error: _Optional[_Union[DeliveryError, _Mapping]] = ..., agent_request: _Optional[_Union[AgentRequest, _Mapping]] = ..., respond: _Optional[_Union[Respond, _Mapping]] = ..., open_vote: _Optional[_Union[OpenVote, _Mapping]] = ..., cast_ballot: _Optional[_Union[CastBallot, _Mapping]] = ...) -> None: ...
 
 class AgentRequest(_message.Message):
     __slots__ = ("topic", "payload", "content_type", "timeout_ms")
@@ -290,7 +294,7 @@ class Command(_message.Message):
     def __init__(self, command_id: _Optional[int] = ..., command: _Optional[str] = ..., params_json: _Optional[str] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
 
 class Registered(_message.Message):
-    __slots__ = ("namespace", "agent_id", "resume_token", "heartbeat_interval_ms", "lease_intervals", "resumed", "limits")
+    __slots__ = ("namespace", "agent_id", "resume_token", "heartbeat_interval_ms", "lease_intervals", "resumed", "limits", "connection_heartbeats")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -298,6 +302,7 @@ class Registered(_message.Message):
     LEASE_INTERVALS_FIELD_NUMBER: _ClassVar[int]
     RESUMED_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
+    CONNECTION_HEARTBEATS_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     agent_id: str
     resume_token: str
@@ -305,23 +310,26 @@ class Registered(_message.Message):
     lease_intervals: int
     resumed: bool
     limits: Limits
-    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., lease_intervals: _Optional[int] = ..., resumed: bool = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
+    connection_heartbeats: bool
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., lease_intervals: _Optional[int] = ..., resumed: bool = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., connection_heartbeats: bool = ...) -> None: ...
 
 class Reply(_message.Message):
-    __slots__ = ("request_id", "ok", "error", "state_version", "sync_result", "agent_response")
+    __slots__ = ("request_id", "ok", "error", "state_version", "sync_result", "agent_response", "vote_outcome")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     STATE_VERSION_FIELD_NUMBER: _ClassVar[int]
     SYNC_RESULT_FIELD_NUMBER: _ClassVar[int]
     AGENT_RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    VOTE_OUTCOME_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     ok: Ok
     error: Error
     state_version: StateVersion
     sync_result: SyncResult
     agent_response: AgentResponse
-    def __init__(self, request_id: _Optional[int] = ..., ok: _Optional[_Union[Ok, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., state_version: _Optional[_Union[StateVersion, _Mapping]] = ..., sync_result: _Optional[_Union[SyncResult, _Mapping]] = ..., agent_response: _Optional[_Union[AgentResponse, _Mapping]] = ...) -> None: ...
+    vote_outcome: VoteOutcome
+    def __init__(self, request_id: _Optional[int] = ..., ok: _Optional[_Union[Ok, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., state_version: _Optional[_Union[StateVersion, _Mapping]] = ..., sync_result: _Optional[_Union[SyncResult, _Mapping]] = ..., agent_response: _Optional[_Union[AgentResponse, _Mapping]] = ..., vote_outcome: _Optional[_Union[VoteOutcome, _Mapping]] = ...) -> None: ...
 
 class AgentResponse(_message.Message):
     __slots__ = ("payload", "content_type", "responder")
@@ -876,3 +884,213 @@ class Limits(_message.Message):
     max_request_timeout_ms: int
     max_pending_requests_per_agent: int
     def __init__(self, max_message_bytes: _Optional[int] = ..., max_topic_len: _Optional[int] = ..., max_interests: _Optional[int] = ..., max_agents_per_namespace: _Optional[int] = ..., max_open_sync_points: _Optional[int] = ..., queue_capacity: _Optional[int] = ..., max_state_bytes: _Optional[int] = ..., max_sync_participants: _Optional[int] = ..., max_sync_timeout_ms: _Optional[int] = ..., max_delta_bytes: _Optional[int] = ..., max_sync_payload_bytes: _Optional[int] = ..., max_grpc_message_bytes: _Optional[int] = ..., max_request_timeout_ms: _Optional[int] = ..., max_pending_requests_per_agent: _Optional[int] = ...) -> None: ...
+
+class OpenVote(_message.Message):
+    __slots__ = ("vote_id", "question", "agents", "count", "role", "timeout_ms", "policy", "supermajority_num", "supermajority_den", "options", "key_field", "weight", "weight_field", "quorum_ballots", "quorum_weight", "veto_roles", "tie_breaker_role", "topic", "wait")
+    class Policy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        POLICY_PLURALITY: _ClassVar[OpenVote.Policy]
+        POLICY_MAJORITY: _ClassVar[OpenVote.Policy]
+        POLICY_SUPERMAJORITY: _ClassVar[OpenVote.Policy]
+        POLICY_UNANIMITY: _ClassVar[OpenVote.Policy]
+    POLICY_PLURALITY: OpenVote.Policy
+    POLICY_MAJORITY: OpenVote.Policy
+    POLICY_SUPERMAJORITY: OpenVote.Policy
+    POLICY_UNANIMITY: OpenVote.Policy
+    class Weight(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        WEIGHT_EQUAL: _ClassVar[OpenVote.Weight]
+        WEIGHT_METADATA: _ClassVar[OpenVote.Weight]
+        WEIGHT_CONFIDENCE: _ClassVar[OpenVote.Weight]
+        WEIGHT_HEALTH: _ClassVar[OpenVote.Weight]
+    WEIGHT_EQUAL: OpenVote.Weight
+    WEIGHT_METADATA: OpenVote.Weight
+    WEIGHT_CONFIDENCE: OpenVote.Weight
+    WEIGHT_HEALTH: OpenVote.Weight
+    VOTE_ID_FIELD_NUMBER: _ClassVar[int]
+    QUESTION_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    SUPERMAJORITY_NUM_FIELD_NUMBER: _ClassVar[int]
+    SUPERMAJORITY_DEN_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_FIELD_NUMBER: _ClassVar[int]
+    QUORUM_BALLOTS_FIELD_NUMBER: _ClassVar[int]
+    QUORUM_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    VETO_ROLES_FIELD_NUMBER: _ClassVar[int]
+    TIE_BREAKER_ROLE_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
+    vote_id: str
+    question: str
+    agents: AgentIds
+    count: int
+    role: str
+    timeout_ms: int
+    policy: OpenVote.Policy
+    supermajority_num: int
+    supermajority_den: int
+    options: _containers.RepeatedScalarFieldContainer[str]
+    key_field: str
+    weight: OpenVote.Weight
+    weight_field: str
+    quorum_ballots: int
+    quorum_weight: float
+    veto_roles: _containers.RepeatedScalarFieldContainer[str]
+    tie_breaker_role: str
+    topic: str
+    wait: bool
+    def __init__(self, vote_id: _Optional[str] = ..., question: _Optional[str] = ..., agents: _Optional[_Union[AgentIds, _Mapping]] = ..., count: _Optional[int] = ..., role: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., policy: _Optional[_Union[OpenVote.Policy, str]] = ..., supermajority_num: _Optional[int] = ..., supermajority_den: _Optional[int] = ..., options: _Optional[_Iterable[str]] = ..., key_field: _Optional[str] = ..., weight: _Optional[_Union[OpenVote.Weight, str]] = ..., weight_field: _Optional[str] = ..., quorum_ballots: _Optional[int] = ..., quorum_weight: _Optional[float] = ..., veto_roles: _Optional[_Iterable[str]] = ..., tie_breaker_role: _Optional[str] = ..., topic: _Optional[str] = ..., wait: bool = ...) -> None: ...
+
+class CastBallot(_message.Message):
+    __slots__ = ("vote_id", "option", "recommendation_json", "abstain_reason", "confidence", "veto")
+    VOTE_ID_FIELD_NUMBER: _ClassVar[int]
+    OPTION_FIELD_NUMBER: _ClassVar[int]
+    RECOMMENDATION_JSON_FIELD_NUMBER: _ClassVar[int]
+    ABSTAIN_REASON_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    VETO_FIELD_NUMBER: _ClassVar[int]
+    vote_id: str
+    option: str
+    recommendation_json: str
+    abstain_reason: str
+    confidence: float
+    veto: bool
+    def __init__(self, vote_id: _Optional[str] = ..., option: _Optional[str] = ..., recommendation_json: _Optional[str] = ..., abstain_reason: _Optional[str] = ..., confidence: _Optional[float] = ..., veto: bool = ...) -> None: ...
+
+class VoteTally(_message.Message):
+    __slots__ = ("choice", "weight", "ballots")
+    CHOICE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    BALLOTS_FIELD_NUMBER: _ClassVar[int]
+    choice: str
+    weight: float
+    ballots: int
+    def __init__(self, choice: _Optional[str] = ..., weight: _Optional[float] = ..., ballots: _Optional[int] = ...) -> None: ...
+
+class VoteOutcome(_message.Message):
+    __slots__ = ("vote_id", "question", "decided", "choice", "directive_json", "reason", "tally", "groups", "ballots", "abstentions", "missing", "total_weight", "decided_at_ms")
+    VOTE_ID_FIELD_NUMBER: _ClassVar[int]
+    QUESTION_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_FIELD_NUMBER: _ClassVar[int]
+    CHOICE_FIELD_NUMBER: _ClassVar[int]
+    DIRECTIVE_JSON_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TALLY_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    BALLOTS_FIELD_NUMBER: _ClassVar[int]
+    ABSTENTIONS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    vote_id: str
+    question: str
+    decided: bool
+    choice: str
+    directive_json: str
+    reason: str
+    tally: _containers.RepeatedCompositeFieldContainer[VoteTally]
+    groups: int
+    ballots: int
+    abstentions: int
+    missing: int
+    total_weight: float
+    decided_at_ms: int
+    def __init__(self, vote_id: _Optional[str] = ..., question: _Optional[str] = ..., decided: bool = ..., choice: _Optional[str] = ..., directive_json: _Optional[str] = ..., reason: _Optional[str] = ..., tally: _Optional[_Iterable[_Union[VoteTally, _Mapping]]] = ..., groups: _Optional[int] = ..., ballots: _Optional[int] = ..., abstentions: _Optional[int] = ..., missing: _Optional[int] = ..., total_weight: _Optional[float] = ..., decided_at_ms: _Optional[int] = ...) -> None: ...
+
+class ListVotesRequest(_message.Message):
+    __slots__ = ("namespace",)
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    def __init__(self, namespace: _Optional[str] = ...) -> None: ...
+
+class ListVotesResponse(_message.Message):
+    __slots__ = ("votes",)
+    VOTES_FIELD_NUMBER: _ClassVar[int]
+    votes: _containers.RepeatedCompositeFieldContainer[VoteRecord]
+    def __init__(self, votes: _Optional[_Iterable[_Union[VoteRecord, _Mapping]]] = ...) -> None: ...
+
+class VoteStatusRequest(_message.Message):
+    __slots__ = ("namespace", "vote_id")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    VOTE_ID_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    vote_id: str
+    def __init__(self, namespace: _Optional[str] = ..., vote_id: _Optional[str] = ...) -> None: ...
+
+class BallotRecord(_message.Message):
+    __slots__ = ("agent_id", "role", "choice", "directive_json", "abstain_reason", "abstained", "confidence", "weight", "veto", "at_ms")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CHOICE_FIELD_NUMBER: _ClassVar[int]
+    DIRECTIVE_JSON_FIELD_NUMBER: _ClassVar[int]
+    ABSTAIN_REASON_FIELD_NUMBER: _ClassVar[int]
+    ABSTAINED_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    VETO_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    role: str
+    choice: str
+    directive_json: str
+    abstain_reason: str
+    abstained: bool
+    confidence: float
+    weight: float
+    veto: bool
+    at_ms: int
+    def __init__(self, agent_id: _Optional[str] = ..., role: _Optional[str] = ..., choice: _Optional[str] = ..., directive_json: _Optional[str] = ..., abstain_reason: _Optional[str] = ..., abstained: bool = ..., confidence: _Optional[float] = ..., weight: _Optional[float] = ..., veto: bool = ..., at_ms: _Optional[int] = ...) -> None: ...
+
+class VoteRecord(_message.Message):
+    __slots__ = ("vote_id", "question", "state", "opener", "participants", "policy", "weight", "topic", "required_count", "ballots", "missing", "missing_count", "gone", "created_at_ms", "deadline_ms", "finished_at_ms", "outcome")
+    VOTE_ID_FIELD_NUMBER: _ClassVar[int]
+    QUESTION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    OPENER_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    BALLOTS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    MISSING_COUNT_FIELD_NUMBER: _ClassVar[int]
+    GONE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    vote_id: str
+    question: str
+    state: str
+    opener: str
+    participants: str
+    policy: str
+    weight: str
+    topic: str
+    required_count: int
+    ballots: _containers.RepeatedCompositeFieldContainer[BallotRecord]
+    missing: _containers.RepeatedScalarFieldContainer[str]
+    missing_count: int
+    gone: _containers.RepeatedScalarFieldContainer[str]
+    created_at_ms: int
+    deadline_ms: int
+    finished_at_ms: int
+    outcome: VoteOutcome
+    def __init__(self, vote_id: _Optional[str] = ..., question: _Optional[str] = ..., state: _Optional[str] = ..., opener: _Optional[str] = ..., participants: _Optional[str] = ..., policy: _Optional[str] = ..., weight: _Optional[str] = ..., topic: _Optional[str] = ..., required_count: _Optional[int] = ..., ballots: _Optional[_Iterable[_Union[BallotRecord, _Mapping]]] = ..., missing: _Optional[_Iterable[str]] = ..., missing_count: _Optional[int] = ..., gone: _Optional[_Iterable[str]] = ..., created_at_ms: _Optional[int] = ..., deadline_ms: _Optional[int] = ..., finished_at_ms: _Optional[int] = ..., outcome: _Optional[_Union[VoteOutcome, _Mapping]] = ...) -> None: ...
+
+class VoteDiagnosis(_message.Message):
+    __slots__ = ("status", "issues", "recommendations")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ISSUES_FIELD_NUMBER: _ClassVar[int]
+    RECOMMENDATIONS_FIELD_NUMBER: _ClassVar[int]
+    status: VoteRecord
+    issues: _containers.RepeatedScalarFieldContainer[str]
+    recommendations: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, status: _Optional[_Union[VoteRecord, _Mapping]] = ..., issues: _Optional[_Iterable[str]] = ..., recommendations: _Optional[_Iterable[str]] = ...) -> None: ...

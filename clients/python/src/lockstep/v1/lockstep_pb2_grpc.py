@@ -84,6 +84,21 @@ class LockstepStub(object):
                 request_serializer=lockstep_dot_v1_dot_lockstep__pb2.ServerInfoRequest.SerializeToString,
                 response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.ServerInfoResponse.FromString,
                 _registered_method=True)
+        self.ListVotes = channel.unary_unary(
+                '/lockstep.v1.Lockstep/ListVotes',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.ListVotesRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.ListVotesResponse.FromString,
+                _registered_method=True)
+        self.VoteStatus = channel.unary_unary(
+                '/lockstep.v1.Lockstep/VoteStatus',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.VoteStatusRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.VoteRecord.FromString,
+                _registered_method=True)
+        self.DiagnoseVote = channel.unary_unary(
+                '/lockstep.v1.Lockstep/DiagnoseVote',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.VoteStatusRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.VoteDiagnosis.FromString,
+                _registered_method=True)
 
 
 class LockstepServicer(object):
@@ -156,6 +171,26 @@ class LockstepServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListVotes(self, request, context):
+        """Votes: every vote of a namespace, one vote's full record (who voted what, who abstained, who
+        never voted), and its diagnosis. NOT_FOUND (UNKNOWN_VOTE) for a vote the server does not know.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VoteStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DiagnoseVote(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LockstepServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -208,6 +243,21 @@ def add_LockstepServicer_to_server(servicer, server):
                     servicer.ServerInfo,
                     request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.ServerInfoRequest.FromString,
                     response_serializer=lockstep_dot_v1_dot_lockstep__pb2.ServerInfoResponse.SerializeToString,
+            ),
+            'ListVotes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListVotes,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.ListVotesRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.ListVotesResponse.SerializeToString,
+            ),
+            'VoteStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.VoteStatus,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.VoteStatusRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.VoteRecord.SerializeToString,
+            ),
+            'DiagnoseVote': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiagnoseVote,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.VoteStatusRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.VoteDiagnosis.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -480,6 +530,87 @@ class Lockstep(object):
             '/lockstep.v1.Lockstep/ServerInfo',
             lockstep_dot_v1_dot_lockstep__pb2.ServerInfoRequest.SerializeToString,
             lockstep_dot_v1_dot_lockstep__pb2.ServerInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListVotes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Lockstep/ListVotes',
+            lockstep_dot_v1_dot_lockstep__pb2.ListVotesRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.ListVotesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VoteStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Lockstep/VoteStatus',
+            lockstep_dot_v1_dot_lockstep__pb2.VoteStatusRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.VoteRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiagnoseVote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Lockstep/DiagnoseVote',
+            lockstep_dot_v1_dot_lockstep__pb2.VoteStatusRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.VoteDiagnosis.FromString,
             options,
             channel_credentials,
             insecure,
