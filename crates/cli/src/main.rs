@@ -30,6 +30,8 @@ enum Action {
     Agents(admin::AgentsArgs),
     /// Inspect and manage sync points (barriers).
     Sync(admin::SyncArgs),
+    /// Collectives in progress (allreduce, broadcast, ...), with who is missing.
+    Collectives(admin::CollectivesArgs),
     /// Steer agents: pause, resume, stop everyone, send commands.
     Command(admin::CommandArgs),
     /// Server status: agents by status, paused agents, emergency stop, counters.
@@ -222,6 +224,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Action::Demo(a) => demo::run(a).await,
             Action::Agents(a) => admin::agents(a).await,
             Action::Sync(a) => admin::sync(a).await,
+            Action::Collectives(a) => admin::collectives(a).await,
             Action::Command(a) => admin::command(a).await,
             Action::Status(a) => admin::status(a).await,
             Action::Audit(a) => admin::audit(a).await,

@@ -42,6 +42,7 @@
 
 mod admin;
 mod agent;
+mod collective;
 mod error;
 mod limits;
 
@@ -52,6 +53,7 @@ pub use agent::{
     Agent, AgentOptions, ControlNotices, Deliveries, Delivery, IncomingCommand, IncomingCommands, IncomingRequest,
     IncomingRequests, Participants, Response, StateUpdate, StateUpdates, SyncResult, WatchTarget,
 };
+pub use collective::{Collective, DType, Element, Group, ReduceOp};
 pub use error::{recovery, Detail, Error, Reason, Recovery};
 pub use lockstep_proto::v1 as proto;
 use lockstep_proto::v1;
@@ -185,6 +187,12 @@ impl Client {
     pub async fn list_sync_points(&self) -> Result<Vec<v1::SyncPointStatus>, Error> {
         let req = v1::ListSyncPointsRequest { namespace: self.namespace.clone() };
         Ok(self.grpc.clone().list_sync_points(req).await?.into_inner().sync_points)
+    }
+
+    /// Collectives gathering or transferring in the namespace, with who is missing.
+    pub async fn list_collectives(&self) -> Result<Vec<v1::CollectiveStatus>, Error> {
+        let req = v1::ListCollectivesRequest { namespace: self.namespace.clone() };
+        Ok(self.grpc.clone().list_collectives(req).await?.into_inner().collectives)
     }
 
     fn sync_request(&self, sync_id: &str) -> v1::SyncStatusRequest {

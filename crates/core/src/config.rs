@@ -75,6 +75,10 @@ pub struct Limits {
     pub max_pending_requests_per_agent: usize,
     /// Most agent requests waiting for an answer at once, over every namespace.
     pub max_pending_requests: usize,
+    /// Largest array one member may bring to a collective, in bytes (elements × element size).
+    pub max_collective_bytes: u64,
+    /// Most collectives gathering or transferring at once in one namespace.
+    pub max_open_collectives: usize,
 }
 
 /// Bytes one gRPC message may take beyond its largest payload or delta (ids, topic, metadata,
@@ -117,6 +121,8 @@ impl Default for Limits {
             max_request_timeout_ms: 10 * 60 * 1000,
             max_pending_requests_per_agent: 1024,
             max_pending_requests: 65_536,
+            max_collective_bytes: 1024 * 1024 * 1024,
+            max_open_collectives: 1024,
         }
     }
 }

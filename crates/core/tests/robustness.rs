@@ -302,7 +302,7 @@ proptest! {
                         closed.insert(conn);
                     }
                     Output::AdminDone { origin, .. } => *answers.entry(origin).or_default() += 1,
-                    Output::Ready(_) => {}
+                    Output::Ready(_) | Output::Collective(_) => {}
                 }
             }
             // The engine's own bookkeeping stays within its limits.

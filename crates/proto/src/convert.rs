@@ -467,6 +467,15 @@ mod tests {
             CoreError::RequestAborted { topic: "quotes.get".into(), responder: "b".into(), why: "left".into() },
             CoreError::RequestRefused { topic: "quotes.get".into(), responder: "b".into(), message: "no".into() },
             CoreError::UnknownRequest { token: 7 },
+            CoreError::CollectiveMismatch { collective_id: "c".into(), agent: "b".into(), what: "called f64".into() },
+            CoreError::NotCollectiveMember { collective_id: "c".into(), agent: "x".into(), members: "a, b".into() },
+            CoreError::CollectiveTimeout {
+                collective_id: "c".into(),
+                waited_ms: 5,
+                missing: vec!["b".into()],
+                joined_all: false,
+            },
+            CoreError::CollectiveAborted { collective_id: "c".into(), agent: "b".into(), why: "left".into() },
         ]
     }
 

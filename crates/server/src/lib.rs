@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod backup;
+pub mod collective;
 pub mod driver;
 pub mod grpc;
 pub mod listener;
