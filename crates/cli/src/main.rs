@@ -2,6 +2,7 @@
 
 mod admin;
 mod bench;
+mod bench_collective;
 mod config;
 mod demo;
 mod monitor;
@@ -46,6 +47,9 @@ enum Action {
     Monitor(monitor::MonitorArgs),
     /// Measure fan-out, interest routing, barriers and delta sizes on a loopback server.
     Bench(bench::BenchArgs),
+    /// One participant process of the collectives benchmark (started by `lockstep bench`).
+    #[command(hide = true)]
+    BenchWorker(bench_collective::WorkerArgs),
 }
 
 #[derive(Args)]
@@ -232,6 +236,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Action::Health(a) => admin::health(a).await,
             Action::Monitor(a) => monitor::run(a).await,
             Action::Bench(a) => bench::run(a).await,
+            Action::BenchWorker(a) => bench_collective::worker(a).await,
         }
     });
     runtime.block_on(command)?

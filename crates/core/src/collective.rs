@@ -533,7 +533,8 @@ impl Collectives {
         for o in &origins {
             self.by_origin.remove(o);
         }
-        Some(CollectiveEvent::Finished { serial: c.serial, origins, result })
+        // One that nobody joined (its creator was refused) has nobody to tell.
+        (!origins.is_empty()).then_some(CollectiveEvent::Finished { serial: c.serial, origins, result })
     }
 
     /// The collectives of `ns` that `agent` is a member of, and the failure each gets as it goes
