@@ -25,8 +25,8 @@ pub trait Element: Copy + Default + Send + Sync + 'static + sealed::Sealed {
     const DTYPE: DType;
     /// Appends `values` to `out`, little-endian.
     fn encode(values: &[Self], out: &mut Vec<u8>);
-    /// Reads little-endian values.
-    fn decode(bytes: &[u8]) -> Vec<Self>;
+    /// Reads little-endian values into `out` (as many as `bytes` holds).
+    fn decode_into(bytes: &[u8], out: &mut [Self]);
 }
 
 mod sealed {
@@ -44,11 +44,10 @@ macro_rules! element {
                     out.extend_from_slice(&v.to_le_bytes());
                 }
             }
-            fn decode(bytes: &[u8]) -> Vec<Self> {
-                bytes
-                    .chunks_exact(std::mem::size_of::<$t>())
-                    .map(|b| <$t>::from_le_bytes(b.try_into().expect("element size")))
-                    .collect()
+            fn decode_into(bytes: &[u8], out: &mut [Self]) {
+                for (v, b) in out.iter_mut().zip(bytes.chunks_exact(std::mem::size_of::<$t>())) {
+                    *v = <$t>::from_le_bytes(b.try_into().expect("element size"));
+                }
             }
         }
     };
@@ -193,7 +192,7 @@ async fn receive<T: Element>(results: &mut tonic::Streaming<v1::CollectiveDownlo
                 let at = at.ok_or_else(|| protocol("a result chunk not aligned to elements"))? / size;
                 let end = at.checked_add(piece.data.len() / size).filter(|e| *e <= out.len());
                 let end = end.ok_or_else(|| protocol("a result chunk beyond the result"))?;
-                out[at..end].copy_from_slice(&T::decode(&piece.data));
+                T::decode_into(&piece.data, &mut out[at..end]);
                 received += piece.data.len() / size;
             }
             Some(Down::Done(_)) => {
