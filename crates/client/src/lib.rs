@@ -110,6 +110,8 @@ impl Client {
             .tcp_nodelay(true)
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
+            // Collectives' result chunks (256 KiB) arrive in one frame rather than sixteen.
+            .max_frame_size(1024 * 1024)
             .connect_timeout(Duration::from_secs(5))
             .http2_keep_alive_interval(Duration::from_secs(10));
         let channel = endpoint.connect().await.map_err(|e| connect_error(addr, e))?;
