@@ -113,8 +113,9 @@ impl Measured {
             self.bytes as f64 / (self.memcpy_us.max(0.001) / 1e6) / 1e6
         );
         if let Some((before, peak)) = self.rss {
+            // The exchange's arrays plus, per member, one HTTP/2 stream window each way.
             let budget = lockstep_server::collective::budget_bytes(self.members)
-                + self.members as u64 * lockstep_server::STREAM_WINDOW as u64;
+                + 2 * self.members as u64 * lockstep_server::STREAM_WINDOW as u64;
             note.push_str(&format!(
                 "; server RSS {:.1} MiB before, peak {:.1} MiB during (+{:.1} MiB; budget {:.0} MiB per collective)",
                 before as f64 / 1048576.0,

@@ -16,9 +16,10 @@
 //! **Memory budget.** A member may put chunk *i* only while *i* < (chunks fully reduced so far) +
 //! [`WINDOW_CHUNKS`], and its result stream buffers at most [`RESULT_QUEUE`] messages; until it
 //! has room, nothing more is read from its stream, so HTTP/2 flow control holds the sender back
-//! (at most the stream window, 4 MiB, waits in the transport). So a collective of n members holds
-//! at most about n × ([`WINDOW_CHUNKS`] + [`RESULT_QUEUE`]) × 256 KiB of arrays here (n × 4 MiB),
-//! plus n × 4 MiB of transport windows, whatever the array size: see [`budget_bytes`].
+//! (at most the stream window, 4 MiB, waits in the transport each way). So a collective of n
+//! members holds at most about n × ([`WINDOW_CHUNKS`] + [`RESULT_QUEUE`]) × 256 KiB of arrays here
+//! (n × 4 MiB), plus n × 2 × 4 MiB of transport windows (received and not yet read, sent and not yet
+//! acknowledged), whatever the array size: n × 12 MiB in all (see [`budget_bytes`]).
 //!
 //! **One outcome.** A stream that breaks, ends early or sends a chunk of the wrong size is
 //! reported to the engine ([`Input::CollectiveFault`]); when every result chunk has been handed to
