@@ -1082,9 +1082,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         eprintln!("{:?}", rows.last().expect("pushed"));
     }
     if wanted("collective") {
-        // Eight participant processes per configuration (see bench_collective.rs).
-        for (kind, bytes, rounds) in crate::bench_collective::plan(args.quick) {
-            let m = crate::bench_collective::measure(&addr, server.pid(), kind, 8, bytes, rounds).await?;
+        // A participant process per member (see bench_collective.rs).
+        for p in crate::bench_collective::plan(args.quick) {
+            let m =
+                crate::bench_collective::measure(&addr, server.pid(), p.kind, p.members, p.bytes, p.rounds, p.warmup)
+                    .await?;
             let row = Row {
                 scenario: m.scenario.clone(),
                 n: m.members,

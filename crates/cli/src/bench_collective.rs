@@ -159,6 +159,7 @@ pub async fn measure(
     members: usize,
     bytes: usize,
     rounds: usize,
+    warmup: usize,
 ) -> anyhow::Result<Measured> {
     let run = format!("{kind}-{bytes}-{}", std::process::id());
     let exe = std::env::current_exe()?;
@@ -168,6 +169,7 @@ pub async fn measure(
             .args(["bench-worker", "--addr", addr, "--kind", kind, "--run", &run])
             .args(["--rank", &rank.to_string(), "--members", &members.to_string()])
             .args(["--bytes", &bytes.to_string(), "--rounds", &rounds.to_string()])
+            .args(["--warmup", &warmup.to_string()])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .context("cannot start `lockstep bench-worker`")?;
@@ -209,13 +211,28 @@ fn human(bytes: usize) -> String {
     }
 }
 
-/// The configurations of the benchmark: (kind, bytes, rounds).
-pub fn plan(quick: bool) -> Vec<(&'static str, usize, usize)> {
+/// One configuration of the benchmark.
+pub struct Plan {
+    pub kind: &'static str,
+    pub members: usize,
+    pub bytes: usize,
+    pub rounds: usize,
+    pub warmup: usize,
+}
+
+/// The configurations of the benchmark: 8 members at 1 KiB, 1 MiB and 16 MiB, and (not with
+/// `--quick`) two members at 256 MiB each, the largest array the issue asks to stream.
+pub fn plan(quick: bool) -> Vec<Plan> {
     let r = |full: usize| if quick { (full / 10).max(3) } else { full };
-    vec![
-        ("allreduce", 1 << 10, r(300)),
-        ("allreduce", 1 << 20, r(100)),
-        ("allreduce", 16 << 20, r(20)),
-        ("broadcast", 16 << 20, r(20)),
-    ]
+    let p = |kind, members, bytes, rounds, warmup| Plan { kind, members, bytes, rounds, warmup };
+    let mut plan = vec![
+        p("allreduce", 8, 1 << 10, r(300), 3),
+        p("allreduce", 8, 1 << 20, r(100), 3),
+        p("allreduce", 8, 16 << 20, r(20), 3),
+        p("broadcast", 8, 16 << 20, r(20), 3),
+    ];
+    if !quick {
+        plan.push(p("allreduce", 2, 256 << 20, 3, 1));
+    }
+    plan
 }
