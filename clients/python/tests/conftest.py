@@ -32,6 +32,11 @@ ADMIN_LISTENING = re.compile(r"^lockstep admin listening on (\S+:\d+)\s*$")
 #: they inherit): tests then skip assertions on a message's words; those on reasons and behaviour hold.
 REWORDED = os.environ.get("LOCKSTEP_REWORD_ERRORS") == "1"
 
+# gRPC shares one TCP connection among a process's channels to the same server, and the server
+# renews every session of a connection on one heartbeat: a test that needs an agent to go silent on
+# its own gives it a connection of its own with this channel option.
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+
 #: Environment variables that change how servers and admins authenticate or where Admin is served.
 ADMIN_ENV = ("LOCKSTEP_ADMIN_TOKEN", "LOCKSTEP_ADMIN_LISTEN", "LOCKSTEP_ADMIN_ADDR")
 

@@ -140,6 +140,16 @@ def test_syncbus(server: ServerProcess) -> None:
     assert "'confidence': 0.85" in scanner and "last_topic" not in scanner
 
 
+def test_train(server: ServerProcess) -> None:
+    out = run_example("train", server.address)
+    assert "workers: 4, steps: 60" in out
+    assert "identical parameters on every worker: True" in out
+    assert "loss fell: True" in out
+    # the model it fits: y = 2·x0 - 3·x1 + 0.5·x2 + 1
+    fitted = [float(v) for v in lines_with(out, "parameters:")[0].split(":", 1)[1].split(",")]
+    assert fitted == pytest.approx([2.0, -3.0, 0.5, 1.0], abs=0.1)
+
+
 @pytest.mark.parametrize("name", ["quick_start", "barrier"])
 def test_examples_fail_cleanly_without_a_server(name: str) -> None:
     proc = subprocess.run(

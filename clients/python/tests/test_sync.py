@@ -12,7 +12,7 @@ from typing import List
 import pytest
 
 import lockstep
-from conftest import PYTHON, REWORDED, ServerProcess, eventually, python_env
+from conftest import OWN_CONNECTION, PYTHON, REWORDED, ServerProcess, eventually, python_env
 
 
 async def test_three_agents_meet_at_a_barrier(client: lockstep.Client) -> None:
@@ -146,10 +146,14 @@ async def test_timeout_names_the_missing_agents(client: lockstep.Client) -> None
 
 
 async def test_a_hung_participant_aborts_the_barrier(fast_server: ServerProcess) -> None:
-    """A participant that stops heartbeating (but keeps its connection) is lost; waiters learn who."""
-    async with lockstep.connect(fast_server.address) as client:
+    """A participant that stops heartbeating (but keeps its connection) is lost; waiters learn who.
+
+    The hung agent has a connection of its own: a heartbeat renews every session of its connection,
+    so agents sharing one (one process's) live and die together.
+    """
+    async with lockstep.connect(fast_server.address) as client, lockstep.connect(fast_server.address, options=OWN_CONNECTION) as other:
         waiter = await client.register("waiter")
-        hung = await client.register("hung")
+        hung = await other.register("hung")
         try:
             waiting = asyncio.ensure_future(waiter.sync("meet", ["waiter", "hung"], timeout=30))
             await asyncio.sleep(0.2)

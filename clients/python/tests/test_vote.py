@@ -10,7 +10,7 @@ import time
 import pytest
 
 import lockstep
-from conftest import ServerProcess
+from conftest import OWN_CONNECTION, ServerProcess
 from test_examples import run_example
 
 
@@ -88,9 +88,10 @@ async def test_recommendations_are_grouped_by_their_key_field(client: lockstep.C
 
 
 async def test_a_lost_voter_is_missing_not_a_no(fast_server: ServerProcess) -> None:
-    async with lockstep.connect(fast_server.address) as client:
+    # s3 has a connection of its own: a heartbeat renews every session of its connection.
+    async with lockstep.connect(fast_server.address) as client, lockstep.connect(fast_server.address, options=OWN_CONNECTION) as other:
         async with client.register("s1", role="strategy") as s1, client.register("s2", role="strategy") as s2:
-            s3 = await client.register("s3", role="strategy")
+            s3 = await other.register("s3", role="strategy")
             await s1.vote("t", "go?", ["s1", "s2", "s3"], options=["go", "stop"], policy="majority", wait=False, timeout=60)
             started = time.monotonic()
             casting = asyncio.gather(s1.cast("t", "go"), s2.cast("t", "go"))

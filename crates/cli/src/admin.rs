@@ -124,6 +124,59 @@ pub async fn agents(args: AgentsArgs) -> anyhow::Result<()> {
 }
 
 #[derive(Args)]
+pub struct CollectivesArgs {
+    #[command(subcommand)]
+    command: CollectivesCommand,
+}
+
+#[derive(Subcommand)]
+enum CollectivesCommand {
+    /// Every collective gathering or transferring, with who has not joined yet.
+    List(Target),
+}
+
+/// `lockstep collectives list`.
+pub async fn collectives(args: CollectivesArgs) -> anyhow::Result<()> {
+    let CollectivesCommand::List(t) = args.command;
+    let collectives = t.client().await?.list_collectives().await?;
+    if t.json {
+        let items: Vec<_> = collectives
+            .iter()
+            .map(|c| {
+                json!({
+                    "collective_id": c.collective_id,
+                    "description": c.description,
+                    "group": c.group,
+                    "members": c.members,
+                    "missing": c.missing,
+                    "phase": c.phase,
+                    "waiting_ms": c.waiting_ms,
+                    "deadline_in_ms": c.deadline_in_ms,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&items)?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = collectives
+        .iter()
+        .map(|c| {
+            vec![
+                c.collective_id.clone(),
+                c.description.clone(),
+                c.phase.clone(),
+                format!("{}/{}", c.members.len() - c.missing.len(), c.members.len()),
+                c.missing.join(","),
+                c.waiting_ms.to_string(),
+            ]
+        })
+        .collect();
+    print!("{}", table::render(&["COLLECTIVE_ID", "CALL", "PHASE", "JOINED", "MISSING", "AGE_MS"], &rows));
+    println!("{} collective(s)", collectives.len());
+    Ok(())
+}
+
+#[derive(Args)]
 pub struct SyncArgs {
     #[command(subcommand)]
     command: SyncCommand,

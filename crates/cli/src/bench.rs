@@ -53,7 +53,7 @@ pub struct BenchArgs {
     quick: bool,
     /// Only scenarios whose name contains this, or one of these comma-separated words (fanout,
     /// rate, routing, barrier, vote, publish-confirm, command, request, delta, idle, backup,
-    /// durable).
+    /// durable, collective).
     #[arg(long)]
     only: Option<String>,
     /// Agent counts to run (default 10,100,1000; with --quick 10,100).
@@ -1037,6 +1037,14 @@ impl UnderTest {
         Ok((UnderTest::Process(child), addr.to_owned()))
     }
 
+    /// The server's process id, when it runs in a process of its own.
+    fn pid(&self) -> Option<u32> {
+        match self {
+            UnderTest::Process(child) => Some(child.id()),
+            _ => None,
+        }
+    }
+
     async fn stop(self) -> anyhow::Result<()> {
         match self {
             UnderTest::InProcess(server) => server.shutdown().await?,
@@ -1137,6 +1145,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if wanted("request") {
         rows.push(request_reply(&addr, seconds).await?);
         eprintln!("{:?}", rows.last().expect("pushed"));
+    }
+    if wanted("collective") {
+        // A participant process per member (see bench_collective.rs).
+        for p in crate::bench_collective::plan(args.quick) {
+            let m =
+                crate::bench_collective::measure(&addr, server.pid(), p.kind, p.members, p.bytes, p.rounds, p.warmup)
+                    .await?;
+            let row = Row {
+                scenario: m.scenario.clone(),
+                n: m.members,
+                rate: 1e6 / m.p(0.5) as f64,
+                offered_rate: None,
+                p50_us: m.p(0.5),
+                p99_us: m.p(0.99),
+                p999_us: m.p(0.999),
+                lost: 0,
+                count: m.rounds_us.len() as u64,
+                note: m.note(),
+            };
+            eprintln!("{row:?}");
+            rows.push(row);
+        }
     }
     if wanted("delta") {
         let (row, v) = delta_bytes(&addr, if args.quick { 50 } else { 1000 }).await?;

@@ -2,6 +2,7 @@
 
 mod admin;
 mod bench;
+mod bench_collective;
 mod config;
 mod demo;
 mod monitor;
@@ -33,6 +34,8 @@ enum Action {
     Sync(admin::SyncArgs),
     /// Inspect votes: open and decided, who voted what, who is missing.
     Votes(votes::VotesArgs),
+    /// Collectives in progress (allreduce, broadcast, ...), with who is missing.
+    Collectives(admin::CollectivesArgs),
     /// Steer agents: pause, resume, stop everyone, send commands.
     Command(admin::CommandArgs),
     /// Server status: agents by status, paused agents, emergency stop, counters.
@@ -47,6 +50,9 @@ enum Action {
     Monitor(monitor::MonitorArgs),
     /// Measure fan-out, interest routing, barriers and delta sizes on a loopback server.
     Bench(bench::BenchArgs),
+    /// One participant process of the collectives benchmark (started by `lockstep bench`).
+    #[command(hide = true)]
+    BenchWorker(bench_collective::WorkerArgs),
 }
 
 #[derive(Args)]
@@ -226,6 +232,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Action::Agents(a) => admin::agents(a).await,
             Action::Sync(a) => admin::sync(a).await,
             Action::Votes(a) => votes::run(a).await,
+            Action::Collectives(a) => admin::collectives(a).await,
             Action::Command(a) => admin::command(a).await,
             Action::Status(a) => admin::status(a).await,
             Action::Audit(a) => admin::audit(a).await,
@@ -233,6 +240,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Action::Health(a) => admin::health(a).await,
             Action::Monitor(a) => monitor::run(a).await,
             Action::Bench(a) => bench::run(a).await,
+            Action::BenchWorker(a) => bench_collective::worker(a).await,
         }
     });
     runtime.block_on(command)?

@@ -538,6 +538,13 @@ impl Agent {
     }
 
     /// Presented by a new connection to take this session over.
+    /// What a collective call needs: the service, the namespace, the agent and its current
+    /// resume token (which proves the call comes from the agent's live session).
+    pub(crate) fn collective_parts(&self) -> (LockstepClient<Channel>, String, String, String) {
+        let i = &self.inner;
+        (i.grpc.clone(), i.namespace.clone(), i.agent_id.clone(), self.resume_token())
+    }
+
     pub fn resume_token(&self) -> String {
         self.inner.resume_token.lock().expect("not poisoned").clone()
     }

@@ -109,6 +109,13 @@ pub enum Error {
     /// The responder refused a request (its text is in the message).
     #[error("request refused: {0}")]
     RequestRefused(Detail),
+    /// A collective was refused or failed, the same way for every member: a member called it
+    /// differently (`COLLECTIVE_MISMATCH`), the caller is not in its group
+    /// (`NOT_COLLECTIVE_MEMBER`), members were missing at its deadline (`COLLECTIVE_TIMEOUT`), or a
+    /// member was lost, left or broke off its transfer (`COLLECTIVE_ABORTED`). `agent` is the
+    /// member the error names (if any), `missing` who never joined or finished sending.
+    #[error("{message}")]
+    CollectiveFailed { agent: String, missing: Vec<String>, message: Detail },
     /// The client's own input could not be encoded (e.g. a state delta that is not valid JSON).
     #[error("invalid input: {0}")]
     Input(String),
@@ -180,6 +187,9 @@ impl Error {
                 _,
             ) => Error::FailedPrecondition(detail),
             (Some(R::SyncTimeout), _) => Error::SyncTimeout { sync_id, missing, message: detail },
+            (Some(R::CollectiveMismatch | R::NotCollectiveMember | R::CollectiveTimeout | R::CollectiveAborted), _) => {
+                Error::CollectiveFailed { agent: sync_id, missing, message: detail }
+            }
             (Some(R::SyncAborted), _) => Error::SyncAborted { sync_id, missing, message: detail },
             (Some(R::SessionTakenOver | R::LeaseExpired | R::ServerShuttingDown | R::StoreFailed), _) => {
                 Error::SessionEnded(detail)
@@ -224,6 +234,7 @@ impl Error {
             | Error::RequestTimedOut(d)
             | Error::RequestAborted(d)
             | Error::RequestRefused(d)
+            | Error::CollectiveFailed { message: d, .. }
             | Error::Other { message: d, .. } => d.reason,
         }
     }
@@ -247,6 +258,11 @@ impl Error {
             Error::NoResponders(_) => Code::Unavailable,
             Error::RequestTimedOut(_) => Code::DeadlineExceeded,
             Error::RequestAborted(_) | Error::RequestRefused(_) => Code::Aborted,
+            Error::CollectiveFailed { message, .. } => match message.reason {
+                Some(Reason::CollectiveTimeout) => Code::DeadlineExceeded,
+                Some(Reason::CollectiveAborted) => Code::Aborted,
+                _ => Code::FailedPrecondition,
+            },
             Error::Other { code, .. } => *code,
         }
     }
@@ -255,7 +271,15 @@ impl Error {
 impl From<tonic::Status> for Error {
     fn from(s: tonic::Status) -> Self {
         let detail = Detail::new(s.message(), reason::of_status(&s));
-        Error::from_parts(s.code(), detail, String::new(), Vec::new())
+        // What the status names, for the errors that carry it (a collective's member and missing).
+        let named = |key: &str| reason::named(&s, key);
+        let missing: Vec<String> = named("missing").split(',').filter(|m| !m.is_empty()).map(str::to_owned).collect();
+        match Error::from_parts(s.code(), detail, String::new(), Vec::new()) {
+            Error::CollectiveFailed { message, .. } => {
+                Error::CollectiveFailed { agent: named("agent"), missing, message }
+            }
+            other => other,
+        }
     }
 }
 

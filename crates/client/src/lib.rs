@@ -42,6 +42,7 @@
 
 mod admin;
 mod agent;
+mod collective;
 mod error;
 mod limits;
 mod vote;
@@ -53,6 +54,7 @@ pub use agent::{
     Agent, AgentOptions, ControlNotices, Deliveries, Delivery, IncomingCommand, IncomingCommands, IncomingRequest,
     IncomingRequests, Participants, Response, StateUpdate, StateUpdates, SyncResult, WatchTarget,
 };
+pub use collective::{Collective, DType, Element, Group, ReduceOp};
 pub use error::{recovery, Detail, Error, Reason, Recovery};
 pub use lockstep_proto::v1 as proto;
 use lockstep_proto::v1;
@@ -112,6 +114,8 @@ impl Client {
             .tcp_nodelay(true)
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
+            // Collectives' result chunks (256 KiB) arrive in one frame rather than sixteen.
+            .max_frame_size(1024 * 1024)
             .connect_timeout(Duration::from_secs(5))
             .http2_keep_alive_interval(Duration::from_secs(10));
         let channel = endpoint.connect().await.map_err(|e| connect_error(addr, e))?;
@@ -193,6 +197,12 @@ impl Client {
     pub async fn list_sync_points(&self) -> Result<Vec<v1::SyncPointStatus>, Error> {
         let req = v1::ListSyncPointsRequest { namespace: self.namespace.clone() };
         Ok(self.grpc.clone().list_sync_points(req).await?.into_inner().sync_points)
+    }
+
+    /// Collectives gathering or transferring in the namespace, with who is missing.
+    pub async fn list_collectives(&self) -> Result<Vec<v1::CollectiveStatus>, Error> {
+        let req = v1::ListCollectivesRequest { namespace: self.namespace.clone() };
+        Ok(self.grpc.clone().list_collectives(req).await?.into_inner().collectives)
     }
 
     fn sync_request(&self, sync_id: &str) -> v1::SyncStatusRequest {

@@ -87,6 +87,10 @@ pub struct Limits {
     pub max_vote_option_bytes: usize,
     /// Largest recommendation, abstention reason or question, in bytes.
     pub max_vote_ballot_bytes: usize,
+    /// Largest array one member may bring to a collective, in bytes (elements × element size).
+    pub max_collective_bytes: u64,
+    /// Most collectives gathering or transferring at once in one namespace.
+    pub max_open_collectives: usize,
 }
 
 /// Bytes one gRPC message may take beyond its largest payload or delta (ids, topic, metadata,
@@ -134,6 +138,8 @@ impl Default for Limits {
             max_vote_options: 32,
             max_vote_option_bytes: 128,
             max_vote_ballot_bytes: 4096,
+            max_collective_bytes: 1024 * 1024 * 1024,
+            max_open_collectives: 1024,
         }
     }
 }

@@ -22,6 +22,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::breaker::{BreakerState, FailureKind, Transition};
+use crate::collective::{Collective, CollectiveEvent, CollectiveJoin, CollectiveStatus, Collectives, Joined};
 use crate::command::{
     AuditEntry, AuditOutcome, CommandId, CommandRequest, ControlPlane, EmergencyStop, Finished, Gated, PauseCause,
     Refusal, Resumed,
@@ -149,6 +150,11 @@ enum Timer {
     },
     /// A finished vote's retention ends.
     VoteRetention {
+        ns: Arc<str>,
+        id: Arc<str>,
+    },
+    /// A collective's deadline.
+    Collective {
         ns: Arc<str>,
         id: Arc<str>,
     },
@@ -307,6 +313,8 @@ pub struct Engine {
     requests: Requests,
     /// Votes, open and retained (see [`crate::vote`]).
     votes: Votes,
+    /// Collectives gathering or transferring.
+    collectives: Collectives,
 }
 
 /// Every agent's health and the system's, for the `health` command.
@@ -339,6 +347,7 @@ impl Engine {
             given_back: Vec::new(),
             requests: Requests::default(),
             votes: Votes::default(),
+            collectives: Collectives::default(),
         };
         // The first sample of system health is taken one interval in, when agents may have come.
         let first = engine.config.health.sample_interval_ms;
@@ -373,6 +382,18 @@ impl Engine {
                 // A command that went out answers later, when the agent does (`command_done`).
                 if let Some(result) = result {
                     self.outputs.push_back(Output::AdminDone { origin, result });
+                }
+            }
+            Input::CollectiveJoin { origin, join } => {
+                if let Err(error) = self.collective_join(now, origin, &join) {
+                    self.outputs.push_back(Output::Collective(CollectiveEvent::Refused { origin, error }));
+                }
+            }
+            Input::CollectiveFault { origin, reason } => self.collective_fault(origin, reason),
+            Input::CollectiveTransferred { namespace, collective_id, serial } => {
+                let key = (Arc::from(namespace.as_str()), Arc::from(collective_id.as_str()));
+                if self.collectives.get_mut(&key).is_some_and(|c| c.serial == serial) {
+                    self.collective_finish(&key, Ok(()));
                 }
             }
         }
@@ -998,6 +1019,12 @@ impl Engine {
                     self.vote_removed(&ns, id);
                 }
             }
+            Timer::Collective { ns, id } => {
+                let key = (ns, id);
+                if let Some(e) = self.collectives.get_mut(&key).map(|c| c.timed_out(now, Vec::new())) {
+                    self.collective_finish(&key, Err(e));
+                }
+            }
             Timer::Request(token) => {
                 if let Some(p) = self.requests.expire(token, now) {
                     let waited_ms = now.saturating_sub(p.sent_at);
@@ -1089,6 +1116,7 @@ impl Engine {
         self.participant_gone(now, ns, agent, "lost its lease");
         self.voter_gone(now, ns, agent);
         self.requests_gone(ns, agent, "lost its lease");
+        self.collectives_gone(ns, agent, "lost its lease");
         for finished in self.control.agent_gone(now, ns, agent, "its lease was lost") {
             self.command_done(finished);
         }
@@ -1115,6 +1143,7 @@ impl Engine {
         self.participant_gone(now, ns, agent, why);
         self.voter_gone(now, ns, agent);
         self.requests_gone(ns, agent, why);
+        self.collectives_gone(ns, agent, why);
         self.control.forget_agent(ns, agent);
         for finished in self.control.agent_gone(now, ns, agent, why) {
             self.command_done(finished);
@@ -1317,6 +1346,99 @@ impl Engine {
                 why: why.to_owned(),
             };
             self.answer_requester(&p, Reply::Error(e));
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Collectives (the rules are in crate::collective; the arrays move in the shell)
+
+    /// Call `origin` joins a collective; an error refuses the call alone.
+    fn collective_join(&mut self, now: Time, origin: u64, join: &CollectiveJoin) -> Result<(), CoreError> {
+        let limits = &self.config.limits;
+        join.validate(limits)?;
+        let unknown = || CoreError::UnknownAgent { namespace: join.namespace.clone(), agent: join.agent_id.clone() };
+        let ns = name::namespace_or_default(&join.namespace)?;
+        let (ns, n) = self.namespaces.get_key_value(ns).ok_or_else(unknown)?;
+        let (agent, a) = n.agents.get_key_value(join.agent_id.as_str()).ok_or_else(unknown)?;
+        if !a.is_live() || !a.token_matches(&join.resume_token) {
+            return Err(CoreError::invalid(
+                "collective call",
+                format!(
+                    "agent '{}' has no live session with this resume token; call collectives with the token of the agent's current session",
+                    join.agent_id
+                ),
+            ));
+        }
+        let (ns, agent) = (ns.clone(), agent.clone());
+        let key = (ns.clone(), Arc::from(join.collective_id.as_str()));
+        if self.collectives.get_mut(&key).is_none() {
+            if self.collectives.count_in(&ns) >= limits.max_open_collectives {
+                return Err(CoreError::Limit {
+                    what: "open collectives in the namespace",
+                    limit: limits.max_open_collectives as u64,
+                    hint: "finish or fail some first (limits.max_open_collectives)",
+                });
+            }
+            let members = Collective::resolve(&join.group, |role| {
+                n.agents.values().filter(|a| a.is_live() && &*a.role == role).map(|a| a.id.clone()).collect()
+            });
+            let timeout = match join.timeout_ms {
+                0 => self.config.default_sync_timeout_ms,
+                t => t,
+            };
+            let deadline = now.saturating_add(timeout);
+            let serial = self.collectives.next_serial();
+            self.collectives.insert(key.clone(), Collective::new(join, serial, members, agent.clone(), now, deadline));
+            self.timers.set(Timer::Collective { ns: key.0.clone(), id: key.1.clone() }, deadline);
+        }
+        let c = self.collectives.get_mut(&key).expect("inserted above");
+        match c.join(&agent, origin, join) {
+            Joined::Waiting => self.collectives.joined(origin, key),
+            Joined::Start(members) => {
+                let (serial, spec) = (c.serial, c.spec);
+                self.collectives.joined(origin, key.clone());
+                let start = CollectiveEvent::Start { namespace: ns, collective_id: key.1, serial, spec, members };
+                self.outputs.push_back(Output::Collective(start));
+            }
+            Joined::Refused(e) => {
+                // A collective this call created and nobody joined is not kept for it.
+                if c.origins().is_empty() {
+                    self.collective_finish(&key, Err(e.clone()));
+                }
+                return Err(e);
+            }
+            Joined::Failed(e) => {
+                self.collective_finish(&key, Err(e.clone()));
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// The exchange could not carry on with call `origin`: its collective fails for everyone.
+    fn collective_fault(&mut self, origin: u64, reason: String) {
+        let Some(key) = self.collectives.key_of(origin).cloned() else {
+            return; // finished already: the outcome was given
+        };
+        let c = self.collectives.get_mut(&key).expect("indexed calls belong to open collectives");
+        let Some(e) = c.member_of(origin).cloned().and_then(|agent| c.member_gone(&agent, &reason)) else {
+            return;
+        };
+        self.collective_finish(&key, Err(e));
+    }
+
+    /// Ends a collective the same way for every call that joined it.
+    fn collective_finish(&mut self, key: &crate::collective::Key, result: Result<(), CoreError>) {
+        self.timers.cancel(&Timer::Collective { ns: key.0.clone(), id: key.1.clone() });
+        if let Some(event) = self.collectives.finish(key, result) {
+            self.outputs.push_back(Output::Collective(event));
+        }
+    }
+
+    /// `agent` left or was lost (`why`): the collectives it is a member of fail at once.
+    fn collectives_gone(&mut self, ns: &Arc<str>, agent: &Arc<str>, why: &str) {
+        for (key, e) in self.collectives.member_gone(ns, agent, why) {
+            self.collective_finish(&key, Err(e));
         }
     }
 
@@ -2328,6 +2450,12 @@ impl Engine {
     }
 
     /// Every sync point of a namespace (waiting and retained), sorted by id.
+    /// The collectives gathering or transferring in `namespace`, in id order, with who is missing.
+    pub fn list_collectives(&self, namespace: &str) -> Result<Vec<CollectiveStatus>, CoreError> {
+        let ns = name::namespace_or_default(namespace)?;
+        Ok(self.collectives.in_namespace(ns).map(Collective::status).collect())
+    }
+
     pub fn list_sync_points(&self, namespace: &str) -> Result<Vec<SyncStatus>, CoreError> {
         let ns = name::namespace_or_default(namespace)?;
         let Some(n) = self.namespaces.get(ns) else {

@@ -124,6 +124,17 @@ pub enum CoreError {
 
     #[error("agent '{agent}' (role '{role}') may not veto in vote '{vote_id}': only its veto roles may")]
     VetoNotAllowed { vote_id: String, agent: String, role: String },
+    #[error("collective '{collective_id}': agent '{agent}' {what}; every member must call it the same way")]
+    CollectiveMismatch { collective_id: String, agent: String, what: String },
+
+    #[error("agent '{agent}' is not a member of collective '{collective_id}' (members: {members})")]
+    NotCollectiveMember { collective_id: String, agent: String, members: String },
+
+    #[error("collective '{collective_id}' timed out after {waited_ms} ms; {}: {}", if *.joined_all { "did not finish sending" } else { "never joined" }, .missing.join(", "))]
+    CollectiveTimeout { collective_id: String, waited_ms: u64, missing: Vec<String>, joined_all: bool },
+
+    #[error("collective '{collective_id}' failed: member '{agent}' {why}")]
+    CollectiveAborted { collective_id: String, agent: String, why: String },
 }
 
 /// Why the engine ended a session; each cause has its own [`Reason`], because clients must treat
@@ -199,6 +210,15 @@ pub enum Reason {
     RequestRefused,
     /// [`CoreError::UnknownRequest`]: an answer for a request nobody waits on any more.
     UnknownRequest,
+    /// [`CoreError::CollectiveMismatch`]: a member called a collective differently (dtype,
+    /// length, operation, root, group); names the member.
+    CollectiveMismatch,
+    /// [`CoreError::NotCollectiveMember`]: the caller is not in the collective's group.
+    NotCollectiveMember,
+    /// [`CoreError::CollectiveTimeout`]: members missing at the deadline (named).
+    CollectiveTimeout,
+    /// [`CoreError::CollectiveAborted`]: a member was lost, left or broke off its transfer.
+    CollectiveAborted,
     /// The server is shutting down (or its engine has stopped).
     ServerShuttingDown,
     /// The server could not store a change and is stopping.
@@ -241,7 +261,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in the order of the documentation.
-    pub const ALL: [Reason; 41] = [
+    pub const ALL: [Reason; 45] = [
         Reason::InvalidArgument,
         Reason::UnknownAgent,
         Reason::UnknownSyncPoint,
@@ -275,6 +295,10 @@ impl Reason {
         Reason::BadConfidence,
         Reason::BadBallot,
         Reason::VetoNotAllowed,
+        Reason::CollectiveMismatch,
+        Reason::NotCollectiveMember,
+        Reason::CollectiveTimeout,
+        Reason::CollectiveAborted,
         Reason::ServerShuttingDown,
         Reason::StoreFailed,
         Reason::AdminTokenMissing,
@@ -321,6 +345,10 @@ impl Reason {
             Reason::BadConfidence => "BAD_CONFIDENCE",
             Reason::BadBallot => "BAD_BALLOT",
             Reason::VetoNotAllowed => "VETO_NOT_ALLOWED",
+            Reason::CollectiveMismatch => "COLLECTIVE_MISMATCH",
+            Reason::NotCollectiveMember => "NOT_COLLECTIVE_MEMBER",
+            Reason::CollectiveTimeout => "COLLECTIVE_TIMEOUT",
+            Reason::CollectiveAborted => "COLLECTIVE_ABORTED",
             Reason::ServerShuttingDown => "SERVER_SHUTTING_DOWN",
             Reason::StoreFailed => "STORE_FAILED",
             Reason::AdminTokenMissing => "ADMIN_TOKEN_MISSING",
@@ -379,11 +407,16 @@ impl CoreError {
             | CoreError::NotAParticipant { .. }
             | CoreError::SyncFinished { .. }
             | CoreError::Paused(_)
-            | CoreError::BreakerOpen { .. } => ErrorCode::FailedPrecondition,
-            CoreError::SyncTimeout { .. } | CoreError::RequestTimeout { .. } => ErrorCode::DeadlineExceeded,
-            CoreError::SyncAborted { .. } | CoreError::RequestAborted { .. } | CoreError::RequestRefused { .. } => {
-                ErrorCode::Aborted
+            | CoreError::BreakerOpen { .. }
+            | CoreError::CollectiveMismatch { .. }
+            | CoreError::NotCollectiveMember { .. } => ErrorCode::FailedPrecondition,
+            CoreError::SyncTimeout { .. } | CoreError::RequestTimeout { .. } | CoreError::CollectiveTimeout { .. } => {
+                ErrorCode::DeadlineExceeded
             }
+            CoreError::SyncAborted { .. }
+            | CoreError::RequestAborted { .. }
+            | CoreError::RequestRefused { .. }
+            | CoreError::CollectiveAborted { .. } => ErrorCode::Aborted,
             CoreError::SessionEnded { .. } | CoreError::NoResponders { .. } => ErrorCode::Unavailable,
         }
     }
@@ -427,6 +460,10 @@ impl CoreError {
             CoreError::BadConfidence { .. } => Reason::BadConfidence,
             CoreError::BadBallot { .. } => Reason::BadBallot,
             CoreError::VetoNotAllowed { .. } => Reason::VetoNotAllowed,
+            CoreError::CollectiveMismatch { .. } => Reason::CollectiveMismatch,
+            CoreError::NotCollectiveMember { .. } => Reason::NotCollectiveMember,
+            CoreError::CollectiveTimeout { .. } => Reason::CollectiveTimeout,
+            CoreError::CollectiveAborted { .. } => Reason::CollectiveAborted,
         }
     }
 
@@ -443,7 +480,10 @@ impl CoreError {
             | CoreError::NotAVoter { agent, .. }
             | CoreError::DoubleBallot { agent, .. }
             | CoreError::BadWeight { agent, .. }
-            | CoreError::VetoNotAllowed { agent, .. } => Some(agent),
+            | CoreError::VetoNotAllowed { agent, .. }
+            | CoreError::CollectiveMismatch { agent, .. }
+            | CoreError::NotCollectiveMember { agent, .. }
+            | CoreError::CollectiveAborted { agent, .. } => Some(agent),
             CoreError::RequestTimeout { responder, .. }
             | CoreError::RequestAborted { responder, .. }
             | CoreError::RequestRefused { responder, .. } => Some(responder),
@@ -455,7 +495,9 @@ impl CoreError {
     /// For barrier failures: the agents that never arrived (or were lost).
     pub fn missing_agents(&self) -> &[String] {
         match self {
-            CoreError::SyncTimeout { missing, .. } | CoreError::SyncAborted { missing, .. } => missing,
+            CoreError::SyncTimeout { missing, .. }
+            | CoreError::SyncAborted { missing, .. }
+            | CoreError::CollectiveTimeout { missing, .. } => missing,
             _ => &[],
         }
     }

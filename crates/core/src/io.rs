@@ -156,6 +156,15 @@ pub enum Input {
     /// An operator's action. `origin` is the shell's name for the caller: the answer comes back as
     /// [`Output::AdminDone`] with it. `actor` is who acted, for the audit log.
     Admin { origin: u64, actor: String, action: AdminAction },
+    /// A member's call to a collective (see [`crate::collective`]); `origin` is the shell's name
+    /// for the call, unique per call. Answered by [`Output::Collective`] events.
+    CollectiveJoin { origin: u64, join: crate::collective::CollectiveJoin },
+    /// The shell's exchange could not carry on with call `origin` (its stream broke, it sent a
+    /// chunk of the wrong size, it went away): the collective fails for every member.
+    CollectiveFault { origin: u64, reason: String },
+    /// Every array of the collective `serial` moved and every result was handed to every member's
+    /// stream: it completed.
+    CollectiveTransferred { namespace: String, collective_id: String, serial: u64 },
 }
 
 /// What an operator can do to the running system. Reads (status, health, listings) are not
@@ -204,6 +213,8 @@ pub enum Output {
     /// End the connection: with this error, or normally (`None`, after a deregistration). Send
     /// nothing more on it.
     Close(ConnId, Option<CoreError>),
+    /// Tell the exchange how a collective goes: a call refused, a transfer to start, an outcome.
+    Collective(crate::collective::CollectiveEvent),
 }
 
 /// A message published on a topic, shared by every queue it is routed to.

@@ -34,11 +34,16 @@
 //!
 //! [`request`] holds the rules of request/reply between agents (who answers, deadlines, limits).
 //!
+//! [`collective`] holds the rules of collectives on numeric arrays (membership, ranks, one call for
+//! all, deadlines, lost members, one outcome) and the documented reduction order; the arrays move in
+//! the shell.
+//!
 //! [`breaker`] (circuit breakers) and [`command`] (pause, emergency stop, operators' commands and
 //! their audit log) hold the rules of fault isolation and of the control plane, which the engine
 //! applies; [`health`] holds the rules of health assessment, which the engine feeds.
 
 pub mod breaker;
+pub mod collective;
 pub mod command;
 pub mod config;
 pub mod durable;

@@ -4,6 +4,9 @@
 //! (every turn ends with `ready`, and outputs and frames come only from the committed turn).
 
 use bytes::Bytes;
+use lockstep_core::collective::{
+    CollectiveEvent, CollectiveJoin, CollectiveKind, CollectiveSpec, DType, Group, ReduceOp,
+};
 use lockstep_core::command::CommandReply;
 use lockstep_core::{
     AdminAction, AgentQuery, Config, ConnId, Engine, Frame, Input, Limits, Output, Participants, RegisterRequest,
@@ -179,6 +182,48 @@ enum Step {
         sync_id: String,
         which: u8,
     },
+    /// A collective call from the agent `agent`, presenting the token of the session on `conn`.
+    Collective {
+        conn: u64,
+        agent: String,
+        id: String,
+        group: Group,
+        spec: CollectiveSpec,
+        timeout_ms: u64,
+    },
+    /// The exchange reports a call's fault (by origin), or a collective's transfer done.
+    CollectiveFault(u64),
+    CollectiveTransferred {
+        id: String,
+        serial: u64,
+    },
+}
+
+fn collective_spec() -> impl Strategy<Value = CollectiveSpec> {
+    let op = prop_oneof![Just(ReduceOp::Sum), Just(ReduceOp::Mean), Just(ReduceOp::Max)];
+    let kind = prop_oneof![
+        op.clone().prop_map(CollectiveKind::Allreduce),
+        (0u32..4).prop_map(|root| CollectiveKind::Broadcast { root }),
+        Just(CollectiveKind::Allgather),
+        op.prop_map(CollectiveKind::ReduceScatter),
+    ];
+    let dtype = prop_oneof![Just(DType::F32), Just(DType::I64)];
+    (kind, dtype, prop_oneof![Just(0u64), 1u64..4, Just(u64::MAX)]).prop_map(|(kind, dtype, length)| CollectiveSpec {
+        kind,
+        dtype,
+        length,
+    })
+}
+
+fn collective_step() -> impl Strategy<Value = Step> {
+    let group = prop_oneof![prop::collection::vec(name(), 0..4).prop_map(Group::Agents), name().prop_map(Group::Role),];
+    let timeout = prop_oneof![Just(0u64), 1u64..5_000, Just(u64::MAX)];
+    prop_oneof![
+        4 => (1u64..8, name(), prop_oneof![Just("x".to_owned()), name()], group, collective_spec(), timeout)
+            .prop_map(|(conn, agent, id, group, spec, timeout_ms)| Step::Collective { conn, agent, id, group, spec, timeout_ms }),
+        1 => (1u64..20).prop_map(Step::CollectiveFault),
+        1 => (prop_oneof![Just("x".to_owned()), name()], 0u64..6).prop_map(|(id, serial)| Step::CollectiveTransferred { id, serial }),
+    ]
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -195,6 +240,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (conn.clone(), 0u64..4).prop_map(|(conn, id)| Step::Malformed { conn, id }),
         2 => admin_action().prop_map(Step::Admin),
         1 => (name(), 0u8..4).prop_map(|(sync_id, which)| Step::Query { sync_id, which }),
+        3 => collective_step(),
     ]
 }
 
@@ -239,6 +285,9 @@ proptest! {
         let mut asked = 0u64;
         let mut answers: std::collections::BTreeMap<u64, usize> = Default::default();
         let mut watches = 0;
+        // Collective calls made (their origins are 1..=calls) and how many outcomes each got.
+        let mut calls = 0u64;
+        let mut told: std::collections::BTreeMap<u64, usize> = Default::default();
         for s in steps {
             match s {
                 Step::Register { conn, agent, role, interests, token } => {
@@ -290,6 +339,26 @@ proptest! {
                 Step::Malformed { conn, id } => {
                     engine.handle(now, Input::Malformed { conn: ConnId(conn), request_id: id, reason: "garbage".into() });
                 }
+                Step::Collective { conn, agent, id, group, spec, timeout_ms } => {
+                    calls += 1;
+                    let join = CollectiveJoin {
+                        namespace: String::new(),
+                        agent_id: agent,
+                        resume_token: format!("t{conn}"),
+                        collective_id: id,
+                        group,
+                        spec,
+                        timeout_ms,
+                    };
+                    engine.handle(now, Input::CollectiveJoin { origin: calls, join });
+                }
+                Step::CollectiveFault(origin) => {
+                    engine.handle(now, Input::CollectiveFault { origin, reason: "broke".into() });
+                }
+                Step::CollectiveTransferred { id, serial } => {
+                    let input = Input::CollectiveTransferred { namespace: "default".into(), collective_id: id, serial };
+                    engine.handle(now, input);
+                }
                 Step::Admin(action) => {
                     asked += 1;
                     engine.handle(now, Input::Admin { origin: asked, actor: "ops".into(), action });
@@ -310,7 +379,13 @@ proptest! {
                         closed.insert(conn);
                     }
                     Output::AdminDone { origin, .. } => *answers.entry(origin).or_default() += 1,
-                    Output::Ready(_) => {}
+                    Output::Collective(CollectiveEvent::Refused { origin, .. }) => *told.entry(origin).or_default() += 1,
+                    Output::Collective(CollectiveEvent::Finished { origins, .. }) => {
+                        for o in origins {
+                            *told.entry(o).or_default() += 1;
+                        }
+                    }
+                    Output::Ready(_) | Output::Collective(CollectiveEvent::Start { .. }) => {}
                 }
             }
             // The engine's own bookkeeping stays within its limits.
@@ -330,12 +405,21 @@ proptest! {
         }
         let mut out = engine.ready().committed();
         while let Some(output) = out.poll_output() {
-            if let Output::AdminDone { origin, .. } = output {
-                *answers.entry(origin).or_default() += 1;
+            match output {
+                Output::AdminDone { origin, .. } => *answers.entry(origin).or_default() += 1,
+                Output::Collective(CollectiveEvent::Refused { origin, .. }) => *told.entry(origin).or_default() += 1,
+                Output::Collective(CollectiveEvent::Finished { origins, .. }) => {
+                    for o in origins {
+                        *told.entry(o).or_default() += 1;
+                    }
+                }
+                _ => {}
             }
         }
         let expected: std::collections::BTreeMap<u64, usize> = (1..=asked).map(|o| (o, 1)).collect();
         prop_assert_eq!(answers, expected, "each operator action is answered once");
+        let expected: std::collections::BTreeMap<u64, usize> = (1..=calls).map(|o| (o, 1)).collect();
+        prop_assert_eq!(told, expected, "each collective call is told its outcome once");
         // Everything is gone by now (agents lost and forgotten, points past their retention): so
         // are their timers and namespaces. Only the health sample's timer remains, and only
         // namespaces a registry watch still holds.

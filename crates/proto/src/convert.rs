@@ -613,6 +613,15 @@ mod tests {
             CoreError::BadConfidence { vote_id: "v".into(), value: "1.5".into() },
             CoreError::BadBallot { vote_id: "v".into(), reason: "no key field".into() },
             CoreError::VetoNotAllowed { vote_id: "v".into(), agent: "a".into(), role: "trader".into() },
+            CoreError::CollectiveMismatch { collective_id: "c".into(), agent: "b".into(), what: "called f64".into() },
+            CoreError::NotCollectiveMember { collective_id: "c".into(), agent: "x".into(), members: "a, b".into() },
+            CoreError::CollectiveTimeout {
+                collective_id: "c".into(),
+                waited_ms: 5,
+                missing: vec!["b".into()],
+                joined_all: false,
+            },
+            CoreError::CollectiveAborted { collective_id: "c".into(), agent: "b".into(), why: "left".into() },
         ]
     }
 

@@ -17,6 +17,7 @@ pub mod server {
     include!(concat!(env!("OUT_DIR"), "/server/lockstep.v1.rs"));
 }
 
+pub mod collective;
 pub mod convert;
 pub mod reason;
 pub mod session;

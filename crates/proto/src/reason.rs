@@ -42,6 +42,11 @@ pub fn of_status(status: &tonic::Status) -> Option<Reason> {
     (info.domain == DOMAIN).then(|| Reason::parse(&info.reason)).flatten()
 }
 
+/// What a status names under `key` in its `ErrorInfo` (`agent`, `missing`...), empty when nothing.
+pub fn named(status: &tonic::Status, key: &str) -> String {
+    status.get_details_error_info().and_then(|i| i.metadata.get(key).cloned()).unwrap_or_default()
+}
+
 /// The reason an in-stream `Error` carries; `None` when it has none.
 pub fn of_error(error: &v1::Error) -> Option<Reason> {
     Reason::parse(&error.reason)

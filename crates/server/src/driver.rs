@@ -202,6 +202,8 @@ pub struct EngineHandle {
     commands: mpsc::UnboundedSender<(Command, Instant)>,
     room: Arc<tokio::sync::Semaphore>,
     signals: mpsc::UnboundedSender<Signal>,
+    /// Where collectives' arrays move (beside the engine; see [`crate::collective`]).
+    exchange: Arc<crate::collective::Exchange>,
 }
 
 /// The driver's ends of the channels an [`EngineHandle`] sends on.
@@ -209,6 +211,7 @@ pub struct Intake {
     commands: mpsc::UnboundedReceiver<(Command, Instant)>,
     room: Arc<tokio::sync::Semaphore>,
     signals: mpsc::UnboundedReceiver<Signal>,
+    exchange: Arc<crate::collective::Exchange>,
 }
 
 impl EngineHandle {
@@ -222,8 +225,9 @@ impl EngineHandle {
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let room = Arc::new(tokio::sync::Semaphore::new(capacity));
         let (signals, signals_rx) = mpsc::unbounded_channel();
-        let handle = EngineHandle { commands, room: room.clone(), signals };
-        (handle, Intake { commands: commands_rx, room, signals: signals_rx })
+        let exchange = Arc::new(crate::collective::Exchange::default());
+        let handle = EngineHandle { commands, room: room.clone(), signals, exchange: exchange.clone() };
+        (handle, Intake { commands: commands_rx, room, signals: signals_rx, exchange })
     }
 
     /// Hands a command to the driver, waiting for room in the intake (in the order room was
@@ -237,6 +241,11 @@ impl EngineHandle {
         // The driver gives the room back when it has taken the command.
         permit.forget();
         self.commands.send((cmd, Instant::now())).map_err(|_| shutting_down())
+    }
+
+    /// Where collectives' arrays move.
+    pub fn exchange(&self) -> &Arc<crate::collective::Exchange> {
+        &self.exchange
     }
 
     /// Where connection streams report on themselves.
@@ -339,6 +348,8 @@ struct Driver<J> {
     /// Operators waiting for their actions' answers, by origin.
     waiting: HashMap<u64, oneshot::Sender<AdminAnswer>>,
     next_origin: u64,
+    /// Where the engine's decisions on collectives go.
+    exchange: Arc<crate::collective::Exchange>,
 }
 
 /// Runs the engine until every handle is gone or `shutdown` resolves, committing each turn's
@@ -352,7 +363,7 @@ pub async fn run<J: Journal>(
     journal: J,
     recorder: Option<Box<dyn Recorder>>,
 ) -> Result<(), StoreError> {
-    let Intake { mut commands, room, mut signals } = intake;
+    let Intake { mut commands, room, mut signals, exchange } = intake;
     let mut d = Driver {
         engine,
         journal,
@@ -362,6 +373,7 @@ pub async fn run<J: Journal>(
         answers: Vec::new(),
         waiting: HashMap::new(),
         next_origin: 1,
+        exchange,
     };
     let mut failure = None;
     // Commands taken this turn, whose room goes back at its end.
@@ -511,7 +523,7 @@ impl<J: Journal> Driver<J> {
 
     /// Commits the turn, then sends what it produced.
     fn end_turn(&mut self) -> Result<(), StoreError> {
-        let Driver { engine, journal, recorder, conns, ready, answers, waiting, .. } = self;
+        let Driver { engine, journal, recorder, conns, ready, answers, waiting, exchange, .. } = self;
         let turn = engine.ready();
         if !turn.changes().is_empty() {
             journal.commit(turn.changes())?;
@@ -539,6 +551,7 @@ impl<J: Journal> Driver<J> {
                         send_final(c.sink.sender().clone(), convert::status(&error));
                     }
                 }
+                Output::Collective(event) => exchange.apply(event),
             }
         }
         if let Some(r) = recorder.as_mut() {

@@ -220,6 +220,32 @@ fn query(namespace: &str, role: String, capability: String, status: i32) -> Resu
 impl Lockstep for Service {
     type SessionStream = BoxStream<v1::ServerMessage>;
     type WatchRegistryStream = BoxStream<v1::RegistryEvent>;
+    type CollectiveStream = BoxStream<v1::CollectiveDownload>;
+
+    async fn collective(
+        &self,
+        request: Request<Streaming<v1::CollectiveUpload>>,
+    ) -> Result<Response<Self::CollectiveStream>, Status> {
+        let (out, results) = mpsc::channel(crate::collective::RESULT_QUEUE);
+        let member =
+            crate::collective::serve_member(self.engine.clone(), request.into_inner(), out, self.register_within);
+        tokio::spawn(member);
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(results))))
+    }
+
+    async fn list_collectives(
+        &self,
+        request: Request<v1::ListCollectivesRequest>,
+    ) -> Result<Response<v1::ListCollectivesResponse>, Status> {
+        let ns = request.into_inner().namespace;
+        let collectives = self
+            .engine
+            .query(move |e, now| {
+                Ok(e.list_collectives(&ns)?.iter().map(|c| lockstep_proto::collective::status(c, now)).collect())
+            })
+            .await?;
+        Ok(Response::new(v1::ListCollectivesResponse { collectives }))
+    }
 
     async fn session(
         &self,

@@ -11,6 +11,7 @@ import json
 import logging
 import random
 import time
+import zlib
 from dataclasses import replace
 from typing import (
     TYPE_CHECKING,
@@ -23,6 +24,7 @@ from typing import (
     Iterable,
     List,
     Optional,
+    Sequence,
     Set,
     Tuple,
     TypeVar,
@@ -32,6 +34,7 @@ from typing import (
 import grpc
 import grpc.aio
 
+from . import collective as _collective
 from ._util import Opening, encode_payload, timeout_ms, to_json_text
 from .errors import (
     ConnectionLost,
@@ -139,6 +142,8 @@ class Agent:
         self._heartbeat: Optional["asyncio.Task[None]"] = None
         self._heartbeats_suspended = False
         self._background: Set["asyncio.Task[Any]"] = set()
+        # Rounds of collectives called without an id, per group: the next id of each.
+        self._collective_rounds: Dict[str, int] = {}
         self._closing = False
         self._closed = False
         self.close_reason: Optional[LockstepError] = None
@@ -776,6 +781,107 @@ class Agent:
 
     # ------------------------------------------------------------------------------------------
     # request/reply between agents
+
+    # ------------------------------------------------------------------------------------------
+    # Collectives (see lockstep.collective)
+
+    async def allreduce(
+        self,
+        array: Any,
+        op: str = "sum",
+        *,
+        group: Optional[Sequence[str]] = None,
+        role: Optional[str] = None,
+        collective_id: Optional[str] = None,
+        timeout: Optional[float] = None,
+        dtype: Optional[str] = None,
+    ) -> Any:
+        """The element-wise reduction (``op``: sum, mean, min, max, product) of every member's
+        ``array``, in rank order; every member gets the same result, of its input's kind (list,
+        :class:`array.array` or numpy array). Members are ``group`` (ranks in its order) or every
+        live agent with ``role`` (ranked by id). ``collective_id`` defaults to the next round of
+        this group (every member must make the same sequence of calls). Raises
+        :class:`~lockstep.CollectiveFailed` subclasses naming the member or who is missing."""
+        return await self._collective(pb.COLLECTIVE_KIND_ALLREDUCE, array, op, 0, group, role, collective_id, timeout, dtype)
+
+    async def broadcast(
+        self,
+        array: Any,
+        root: int = 0,
+        *,
+        group: Optional[Sequence[str]] = None,
+        role: Optional[str] = None,
+        collective_id: Optional[str] = None,
+        timeout: Optional[float] = None,
+        dtype: Optional[str] = None,
+    ) -> Any:
+        """Rank ``root``'s array for every member. Every member passes an array of the same length
+        and type; only the root's contents are sent."""
+        return await self._collective(pb.COLLECTIVE_KIND_BROADCAST, array, "sum", root, group, role, collective_id, timeout, dtype)
+
+    async def allgather(
+        self,
+        array: Any,
+        *,
+        group: Optional[Sequence[str]] = None,
+        role: Optional[str] = None,
+        collective_id: Optional[str] = None,
+        timeout: Optional[float] = None,
+        dtype: Optional[str] = None,
+    ) -> Any:
+        """Every member's array, concatenated in rank order."""
+        return await self._collective(pb.COLLECTIVE_KIND_ALLGATHER, array, "sum", 0, group, role, collective_id, timeout, dtype)
+
+    async def reduce_scatter(
+        self,
+        array: Any,
+        op: str = "sum",
+        *,
+        group: Optional[Sequence[str]] = None,
+        role: Optional[str] = None,
+        collective_id: Optional[str] = None,
+        timeout: Optional[float] = None,
+        dtype: Optional[str] = None,
+    ) -> Any:
+        """This member's block of the reduction: rank r of n gets elements ``[r*L//n, (r+1)*L//n)``."""
+        return await self._collective(pb.COLLECTIVE_KIND_REDUCE_SCATTER, array, op, 0, group, role, collective_id, timeout, dtype)
+
+    async def _collective(
+        self,
+        kind: int,
+        data: Any,
+        op: str,
+        root: int,
+        group: Optional[Sequence[str]],
+        role: Optional[str],
+        collective_id: Optional[str],
+        timeout: Optional[float],
+        dtype: Optional[str],
+    ) -> Any:
+        name, payload, length, shape = _collective.encode(data, dtype)
+        if collective_id is None:
+            key = f"{kind}:{','.join(group) if group is not None else 'role ' + str(role)}"
+            n = self._collective_rounds.get(key, 0) + 1
+            self._collective_rounds[key] = n
+            # A digest stable across processes (str hashes are salted per process).
+            collective_id = f"auto-{zlib.crc32(key.encode()):08x}-{n}"
+        h = _collective.header(
+            namespace=self.namespace,
+            agent_id=self.agent_id,
+            resume_token=self.resume_token,
+            collective_id=collective_id,
+            group=group,
+            role=role,
+            kind=kind,
+            dtype=name,
+            op=op,
+            root=root,
+            length=length,
+            timeout=timeout,
+        )
+        send = kind != pb.COLLECTIVE_KIND_BROADCAST or group is None or (root < len(group) and group[root] == self.agent_id)
+        raw = await _collective.run(self._client._stub, h, payload, send, _collective.itemsize(name))
+        return _collective.decode(name, raw, shape)
 
     async def request(
         self,

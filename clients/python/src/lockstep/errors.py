@@ -105,6 +105,10 @@ class Reason(str, enum.Enum):
     BAD_CONFIDENCE = "BAD_CONFIDENCE"
     BAD_BALLOT = "BAD_BALLOT"
     VETO_NOT_ALLOWED = "VETO_NOT_ALLOWED"
+    COLLECTIVE_MISMATCH = "COLLECTIVE_MISMATCH"
+    NOT_COLLECTIVE_MEMBER = "NOT_COLLECTIVE_MEMBER"
+    COLLECTIVE_TIMEOUT = "COLLECTIVE_TIMEOUT"
+    COLLECTIVE_ABORTED = "COLLECTIVE_ABORTED"
 
     @classmethod
     def parse(cls, name: str) -> Optional["Reason"]:
@@ -442,6 +446,43 @@ class RequestRefused(RequestFailed):
     default_code = grpc.StatusCode.ABORTED
 
 
+class CollectiveFailed(LockstepError):
+    """A collective (:meth:`lockstep.Agent.allreduce` and the others) was refused or failed, the
+    same way for every member. Base class of :class:`CollectiveMismatch`,
+    :class:`NotCollectiveMember`, :class:`CollectiveTimeout` and :class:`CollectiveAborted`.
+
+    Attributes:
+        agent: the member the error names (the mismatched, outside, lost or broken one), if any.
+        missing: who never joined (or had not finished sending) at the deadline.
+    """
+
+    agent: str = ""
+
+
+class CollectiveMismatch(CollectiveFailed, FailedPrecondition):
+    """A member (``agent``) called the collective with another group, kind, type, op, root or length."""
+
+    default_code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class NotCollectiveMember(CollectiveFailed, FailedPrecondition):
+    """The caller is not in the collective's group."""
+
+    default_code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class CollectiveTimeout(CollectiveFailed, DeadlineExceeded):
+    """The collective's deadline passed; ``missing`` never joined (or had not finished sending)."""
+
+    default_code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class CollectiveAborted(CollectiveFailed):
+    """A member (``agent``) was lost, left, or broke off its transfer."""
+
+    default_code = grpc.StatusCode.ABORTED
+
+
 _BY_CODE: Dict[grpc.StatusCode, Type[LockstepError]] = {
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.CANCELLED: SessionClosed,
@@ -507,6 +548,10 @@ _BY_REASON: Dict[Reason, Type[LockstepError]] = {
     Reason.BAD_WEIGHT: InvalidArgument,
     Reason.BAD_CONFIDENCE: InvalidArgument,
     Reason.BAD_BALLOT: InvalidArgument,
+    Reason.COLLECTIVE_MISMATCH: CollectiveMismatch,
+    Reason.NOT_COLLECTIVE_MEMBER: NotCollectiveMember,
+    Reason.COLLECTIVE_TIMEOUT: CollectiveTimeout,
+    Reason.COLLECTIVE_ABORTED: CollectiveAborted,
 }
 
 
@@ -542,8 +587,8 @@ def error_from_code(
 _DETAILS_KEY = "grpc-status-details-bin"
 
 
-def reason_from_rpc(exc: Any) -> Optional[Reason]:
-    """The reason in a failed call's ``google.rpc.ErrorInfo`` (domain ``lockstep``), if any."""
+def error_info_from_rpc(exc: Any) -> Optional[Any]:
+    """A failed call's ``google.rpc.ErrorInfo`` of domain ``lockstep`` (reason and metadata), if any."""
     try:
         metadata = exc.trailing_metadata() or ()
     except Exception:  # a call that never reached the server has no trailers
@@ -555,8 +600,14 @@ def reason_from_rpc(exc: Any) -> Optional[Reason]:
         for detail in status.details:
             info = error_details_pb2.ErrorInfo()
             if detail.Unpack(info) and info.domain == "lockstep":
-                return Reason.parse(info.reason)
+                return info
     return None
+
+
+def reason_from_rpc(exc: Any) -> Optional[Reason]:
+    """The reason in a failed call's ``google.rpc.ErrorInfo`` (domain ``lockstep``), if any."""
+    info = error_info_from_rpc(exc)
+    return Reason.parse(info.reason) if info is not None else None
 
 
 def error_from_rpc(exc: grpc.RpcError, *, what: str = "") -> LockstepError:
@@ -571,6 +622,12 @@ def error_from_rpc(exc: grpc.RpcError, *, what: str = "") -> LockstepError:
             f"{what or 'the lockstep server'} does not implement this call "
             "(an older server, or an address that serves only the Admin API: `lockstep serve --admin-listen`)"
         )
-    err = error_from_code(code, message, reason=reason_from_rpc(exc))
+    info = error_info_from_rpc(exc)
+    reason = Reason.parse(info.reason) if info is not None else None
+    err = error_from_code(code, message, reason=reason)
+    if isinstance(err, CollectiveFailed) and info is not None:
+        # A collective's failure names its member and who is missing in the ErrorInfo.
+        err.agent = info.metadata.get("agent", "")
+        err.missing = tuple(m for m in info.metadata.get("missing", "").split(",") if m)
     err.__cause__ = exc
     return err

@@ -48,6 +48,8 @@ pub struct Harness {
     pub commands_done: Vec<(u64, u64, lockstep_core::command::CommandOutcome)>,
     /// Answers to other operators' actions not yet looked at: (origin, result).
     admin_done: Vec<(u64, Result<AdminOutcome, CoreError>)>,
+    /// What the engine told the exchange about collectives, in order.
+    pub collective_events: Vec<lockstep_core::collective::CollectiveEvent>,
     next_origin: u64,
     /// The durable changes of every turn so far (what a store would have committed), until taken.
     changes: Vec<Change>,
@@ -64,6 +66,7 @@ impl Harness {
             logs: BTreeMap::new(),
             commands_done: Vec::new(),
             admin_done: Vec::new(),
+            collective_events: Vec::new(),
             next_origin: 1_000,
             changes: Vec::new(),
             paused: BTreeSet::new(),
@@ -265,6 +268,7 @@ impl Harness {
                     self.commands_done.push((origin, command_id, outcome));
                 }
                 Output::AdminDone { origin, result } => self.admin_done.push((origin, result)),
+                Output::Collective(event) => self.collective_events.push(event),
                 Output::Close(conn, reason) => {
                     let log = self.logs.entry(conn).or_default();
                     assert!(log.closed.is_none(), "{conn:?} closed twice: {:?} then {reason:?}", log.closed);

@@ -16,6 +16,31 @@ class AgentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AGENT_STATUS_SYNCING: _ClassVar[AgentStatus]
     AGENT_STATUS_PAUSED: _ClassVar[AgentStatus]
     AGENT_STATUS_LOST: _ClassVar[AgentStatus]
+
+class CollectiveKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COLLECTIVE_KIND_UNSPECIFIED: _ClassVar[CollectiveKind]
+    COLLECTIVE_KIND_ALLREDUCE: _ClassVar[CollectiveKind]
+    COLLECTIVE_KIND_BROADCAST: _ClassVar[CollectiveKind]
+    COLLECTIVE_KIND_ALLGATHER: _ClassVar[CollectiveKind]
+    COLLECTIVE_KIND_REDUCE_SCATTER: _ClassVar[CollectiveKind]
+
+class ElementType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ELEMENT_TYPE_UNSPECIFIED: _ClassVar[ElementType]
+    ELEMENT_TYPE_F32: _ClassVar[ElementType]
+    ELEMENT_TYPE_F64: _ClassVar[ElementType]
+    ELEMENT_TYPE_I32: _ClassVar[ElementType]
+    ELEMENT_TYPE_I64: _ClassVar[ElementType]
+
+class ReduceOp(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REDUCE_OP_UNSPECIFIED: _ClassVar[ReduceOp]
+    REDUCE_OP_SUM: _ClassVar[ReduceOp]
+    REDUCE_OP_MEAN: _ClassVar[ReduceOp]
+    REDUCE_OP_MIN: _ClassVar[ReduceOp]
+    REDUCE_OP_MAX: _ClassVar[ReduceOp]
+    REDUCE_OP_PRODUCT: _ClassVar[ReduceOp]
 AGENT_STATUS_UNSPECIFIED: AgentStatus
 AGENT_STATUS_ACTIVE: AgentStatus
 AGENT_STATUS_IDLE: AgentStatus
@@ -23,6 +48,22 @@ AGENT_STATUS_BUSY: AgentStatus
 AGENT_STATUS_SYNCING: AgentStatus
 AGENT_STATUS_PAUSED: AgentStatus
 AGENT_STATUS_LOST: AgentStatus
+COLLECTIVE_KIND_UNSPECIFIED: CollectiveKind
+COLLECTIVE_KIND_ALLREDUCE: CollectiveKind
+COLLECTIVE_KIND_BROADCAST: CollectiveKind
+COLLECTIVE_KIND_ALLGATHER: CollectiveKind
+COLLECTIVE_KIND_REDUCE_SCATTER: CollectiveKind
+ELEMENT_TYPE_UNSPECIFIED: ElementType
+ELEMENT_TYPE_F32: ElementType
+ELEMENT_TYPE_F64: ElementType
+ELEMENT_TYPE_I32: ElementType
+ELEMENT_TYPE_I64: ElementType
+REDUCE_OP_UNSPECIFIED: ReduceOp
+REDUCE_OP_SUM: ReduceOp
+REDUCE_OP_MEAN: ReduceOp
+REDUCE_OP_MIN: ReduceOp
+REDUCE_OP_MAX: ReduceOp
+REDUCE_OP_PRODUCT: ReduceOp
 
 class BackupRequest(_message.Message):
     __slots__ = ("path",)
@@ -1094,3 +1135,115 @@ class VoteDiagnosis(_message.Message):
     issues: _containers.RepeatedScalarFieldContainer[str]
     recommendations: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, status: _Optional[_Union[VoteRecord, _Mapping]] = ..., issues: _Optional[_Iterable[str]] = ..., recommendations: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CollectiveGroup(_message.Message):
+    __slots__ = ("agents", "role")
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    agents: _containers.RepeatedScalarFieldContainer[str]
+    role: str
+    def __init__(self, agents: _Optional[_Iterable[str]] = ..., role: _Optional[str] = ...) -> None: ...
+
+class CollectiveHeader(_message.Message):
+    __slots__ = ("namespace", "agent_id", "resume_token", "collective_id", "group", "kind", "dtype", "op", "root", "length", "timeout_ms")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    COLLECTIVE_ID_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    ROOT_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    agent_id: str
+    resume_token: str
+    collective_id: str
+    group: CollectiveGroup
+    kind: CollectiveKind
+    dtype: ElementType
+    op: ReduceOp
+    root: int
+    length: int
+    timeout_ms: int
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., collective_id: _Optional[str] = ..., group: _Optional[_Union[CollectiveGroup, _Mapping]] = ..., kind: _Optional[_Union[CollectiveKind, str]] = ..., dtype: _Optional[_Union[ElementType, str]] = ..., op: _Optional[_Union[ReduceOp, str]] = ..., root: _Optional[int] = ..., length: _Optional[int] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class CollectiveChunk(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class CollectiveUpload(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: CollectiveHeader
+    chunk: CollectiveChunk
+    def __init__(self, header: _Optional[_Union[CollectiveHeader, _Mapping]] = ..., chunk: _Optional[_Union[CollectiveChunk, _Mapping]] = ...) -> None: ...
+
+class CollectiveStarted(_message.Message):
+    __slots__ = ("rank", "members", "result_length")
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    rank: int
+    members: _containers.RepeatedScalarFieldContainer[str]
+    result_length: int
+    def __init__(self, rank: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ..., result_length: _Optional[int] = ...) -> None: ...
+
+class CollectiveResultChunk(_message.Message):
+    __slots__ = ("offset", "data")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    data: bytes
+    def __init__(self, offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class CollectiveDone(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CollectiveDownload(_message.Message):
+    __slots__ = ("started", "chunk", "done")
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    started: CollectiveStarted
+    chunk: CollectiveResultChunk
+    done: CollectiveDone
+    def __init__(self, started: _Optional[_Union[CollectiveStarted, _Mapping]] = ..., chunk: _Optional[_Union[CollectiveResultChunk, _Mapping]] = ..., done: _Optional[_Union[CollectiveDone, _Mapping]] = ...) -> None: ...
+
+class ListCollectivesRequest(_message.Message):
+    __slots__ = ("namespace",)
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    def __init__(self, namespace: _Optional[str] = ...) -> None: ...
+
+class CollectiveStatus(_message.Message):
+    __slots__ = ("collective_id", "description", "group", "members", "missing", "phase", "waiting_ms", "deadline_in_ms")
+    COLLECTIVE_ID_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    WAITING_MS_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_IN_MS_FIELD_NUMBER: _ClassVar[int]
+    collective_id: str
+    description: str
+    group: str
+    members: _containers.RepeatedScalarFieldContainer[str]
+    missing: _containers.RepeatedScalarFieldContainer[str]
+    phase: str
+    waiting_ms: int
+    deadline_in_ms: int
+    def __init__(self, collective_id: _Optional[str] = ..., description: _Optional[str] = ..., group: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., missing: _Optional[_Iterable[str]] = ..., phase: _Optional[str] = ..., waiting_ms: _Optional[int] = ..., deadline_in_ms: _Optional[int] = ...) -> None: ...
+
+class ListCollectivesResponse(_message.Message):
+    __slots__ = ("collectives",)
+    COLLECTIVES_FIELD_NUMBER: _ClassVar[int]
+    collectives: _containers.RepeatedCompositeFieldContainer[CollectiveStatus]
+    def __init__(self, collectives: _Optional[_Iterable[_Union[CollectiveStatus, _Mapping]]] = ...) -> None: ...

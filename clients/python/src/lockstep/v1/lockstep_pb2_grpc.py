@@ -99,6 +99,16 @@ class LockstepStub(object):
                 request_serializer=lockstep_dot_v1_dot_lockstep__pb2.VoteStatusRequest.SerializeToString,
                 response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.VoteDiagnosis.FromString,
                 _registered_method=True)
+        self.Collective = channel.stream_stream(
+                '/lockstep.v1.Lockstep/Collective',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.CollectiveUpload.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.CollectiveDownload.FromString,
+                _registered_method=True)
+        self.ListCollectives = channel.unary_unary(
+                '/lockstep.v1.Lockstep/ListCollectives',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.ListCollectivesRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.ListCollectivesResponse.FromString,
+                _registered_method=True)
 
 
 class LockstepServicer(object):
@@ -191,6 +201,25 @@ class LockstepServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Collective(self, request_iterator, context):
+        """One member's call to a collective (allreduce, broadcast, allgather, reduce_scatter): the
+        member sends a CollectiveHeader, then its array in CollectiveChunks of exactly
+        COLLECTIVE_CHUNK_BYTES (262,144 bytes; the last one shorter); the server answers
+        CollectiveStarted once every member joined, the result in CollectiveResultChunks, then
+        CollectiveDone — or ends the stream with a status whose reason says why the collective failed
+        (the same for every member). See PROTOCOL.md, "Collectives".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCollectives(self, request, context):
+        """Collectives gathering or transferring in a namespace, with who is missing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LockstepServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -258,6 +287,16 @@ def add_LockstepServicer_to_server(servicer, server):
                     servicer.DiagnoseVote,
                     request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.VoteStatusRequest.FromString,
                     response_serializer=lockstep_dot_v1_dot_lockstep__pb2.VoteDiagnosis.SerializeToString,
+            ),
+            'Collective': grpc.stream_stream_rpc_method_handler(
+                    servicer.Collective,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.CollectiveUpload.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.CollectiveDownload.SerializeToString,
+            ),
+            'ListCollectives': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCollectives,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.ListCollectivesRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.ListCollectivesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -611,6 +650,60 @@ class Lockstep(object):
             '/lockstep.v1.Lockstep/DiagnoseVote',
             lockstep_dot_v1_dot_lockstep__pb2.VoteStatusRequest.SerializeToString,
             lockstep_dot_v1_dot_lockstep__pb2.VoteDiagnosis.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Collective(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/lockstep.v1.Lockstep/Collective',
+            lockstep_dot_v1_dot_lockstep__pb2.CollectiveUpload.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.CollectiveDownload.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCollectives(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Lockstep/ListCollectives',
+            lockstep_dot_v1_dot_lockstep__pb2.ListCollectivesRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.ListCollectivesResponse.FromString,
             options,
             channel_credentials,
             insecure,
