@@ -314,6 +314,7 @@ const SMALL_LIMITS: &str = "
 [limits]
 max_payload_bytes = 1024
 max_delta_bytes = 512
+max_state_bytes = 1024
 max_sync_payload_bytes = 100
 ";
 

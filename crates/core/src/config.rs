@@ -98,11 +98,20 @@ pub struct Limits {
 pub const MESSAGE_OVERHEAD: usize = 64 * 1024;
 
 impl Limits {
-    /// The largest gRPC message the server accepts or sends on a session: the largest payload or
-    /// state delta plus [`MESSAGE_OVERHEAD`]. The transport cannot skip a larger client message, so
-    /// one ends its stream (as a broken stream: the agent keeps its lease).
+    /// The largest gRPC message the server accepts or sends on a session: the largest payload,
+    /// state delta or state (a watcher may be sent a whole state) plus [`MESSAGE_OVERHEAD`]. The
+    /// transport cannot skip a larger client message, so one ends its stream (as a broken stream:
+    /// the agent keeps its lease).
     pub fn max_message_bytes(&self) -> usize {
-        self.max_payload_bytes.max(self.max_delta_bytes).saturating_add(MESSAGE_OVERHEAD)
+        self.frame_bytes().saturating_add(MESSAGE_OVERHEAD)
+    }
+
+    /// The bytes of items (deliveries with their topic and names, state changes with their JSON)
+    /// one frame to an agent may carry: its largest single item, so that whatever is queued within
+    /// the limits goes out in frames under [`Limits::max_message_bytes`] (the rest of the message
+    /// cap is left for the frame's own fields).
+    pub fn frame_bytes(&self) -> usize {
+        self.max_payload_bytes.max(self.max_delta_bytes).max(self.max_state_bytes)
     }
 }
 
@@ -277,10 +286,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_message_cap_follows_the_largest_payload_or_delta() {
+    fn the_message_cap_follows_the_largest_payload_delta_or_state() {
         let mut limits = Limits::default();
         assert_eq!(limits.max_message_bytes(), 1024 * 1024 + MESSAGE_OVERHEAD);
         limits.max_payload_bytes = 10;
+        assert_eq!(limits.max_message_bytes(), limits.max_state_bytes + MESSAGE_OVERHEAD);
+        limits.max_state_bytes = 20;
         assert_eq!(limits.max_message_bytes(), limits.max_delta_bytes + MESSAGE_OVERHEAD);
+        limits.max_payload_bytes = 4 << 20;
+        assert_eq!(limits.frame_bytes(), 4 << 20);
     }
 }

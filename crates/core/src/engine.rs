@@ -466,7 +466,9 @@ impl Engine {
         let agent = ns.agents.get_mut(&agent_key)?;
         let mut outbox = std::mem::replace(&mut agent.outbox, Outbox::new(1, self.config.overflow_policy));
         let agents = &ns.agents;
-        let frame = outbox.next_frame(max_items, |owner| agents.get(owner).map(|a| (a.state_version, a.state.clone())));
+        let max_bytes = self.config.limits.frame_bytes();
+        let frame = outbox
+            .next_frame(max_items, max_bytes, |owner| agents.get(owner).map(|a| (a.state_version, a.state.clone())));
         outbox.notified = frame.is_some();
         let agent = ns.agents.get_mut(&agent_key).expect("still there");
         agent.outbox = outbox;
@@ -1466,7 +1468,7 @@ impl Engine {
         let a = n.agents.get_mut(owner).expect("a session's agent exists");
         let mut next = a.state.clone();
         state::apply(&mut next, &delta);
-        let size = serde_json::to_vec(&next).map(|v| v.len()).unwrap_or(usize::MAX);
+        let size = state::json_len(&next);
         if size > max_state {
             return Err(CoreError::invalid(
                 "state delta",

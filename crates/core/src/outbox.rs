@@ -253,11 +253,15 @@ impl Outbox {
     }
 
     /// The next frame to send: a control frame whose fence is passed, else pending state changes,
-    /// else messages (at most `max_items` per batch; only those ahead of a waiting control frame).
-    /// `snapshot` gives an owner's (version, state) for snapshot entries.
+    /// else messages (only those ahead of a waiting control frame). A batch holds at most
+    /// `max_items`, and at most `max_bytes` of items as [`item_bytes`] and [`change_bytes`] count
+    /// them, but always one: so every frame stays under the transport's message cap whatever is
+    /// queued (see `Limits::frame_bytes`). `snapshot` gives an owner's (version, state) for snapshot
+    /// entries.
     pub fn next_frame(
         &mut self,
         max_items: usize,
+        max_bytes: usize,
         mut snapshot: impl FnMut(&str) -> Option<(u64, Value)>,
     ) -> Option<Frame> {
         let waits_for = self.control_waits_for();
@@ -269,6 +273,7 @@ impl Outbox {
         }
         if !self.state_order.is_empty() {
             let mut changes = Vec::with_capacity(self.state_order.len().min(max_items));
+            let mut bytes = 0usize;
             while changes.len() < max_items {
                 let Some(agent) = self.state_order.pop_front() else {
                     break;
@@ -276,20 +281,54 @@ impl Outbox {
                 let Some(pending) = self.states.remove(&agent) else {
                     continue;
                 };
-                let change = match pending {
-                    Pending::Delta { base_version, version, delta } => {
-                        StateChange { agent_id: agent, base_version, version, delta, removed: false }
-                    }
+                let mut change = match &pending {
+                    Pending::Delta { base_version, version, delta } => StateChange {
+                        agent_id: agent.clone(),
+                        base_version: *base_version,
+                        version: *version,
+                        delta: delta.clone(),
+                        removed: false,
+                    },
                     Pending::Snapshot => match snapshot(&agent) {
-                        Some((version, full)) => {
-                            StateChange { agent_id: agent, base_version: 0, version, delta: full, removed: false }
-                        }
+                        Some((version, full)) => StateChange {
+                            agent_id: agent.clone(),
+                            base_version: 0,
+                            version,
+                            delta: full,
+                            removed: false,
+                        },
                         None => continue,
                     },
-                    Pending::Removed { version } => {
-                        StateChange { agent_id: agent, base_version: 0, version, delta: Value::Null, removed: true }
-                    }
+                    Pending::Removed { version } => StateChange {
+                        agent_id: agent.clone(),
+                        base_version: 0,
+                        version: *version,
+                        delta: Value::Null,
+                        removed: true,
+                    },
                 };
+                let mut size = change_bytes(&change);
+                if size > max_bytes && matches!(pending, Pending::Delta { .. }) {
+                    // A composed delta can outgrow the state it leads to (keys set and deleted
+                    // again leave their nulls): the state itself is within its limit.
+                    if let Some((version, full)) = snapshot(&agent) {
+                        change = StateChange {
+                            agent_id: agent.clone(),
+                            base_version: 0,
+                            version,
+                            delta: full,
+                            removed: false,
+                        };
+                        size = change_bytes(&change);
+                    }
+                }
+                if !changes.is_empty() && bytes.saturating_add(size) > max_bytes {
+                    // Next frame's first: put back as it was (a snapshot is taken again then).
+                    self.states.insert(agent.clone(), pending);
+                    self.state_order.push_front(agent);
+                    break;
+                }
+                bytes = bytes.saturating_add(size);
                 changes.push(change);
             }
             if !changes.is_empty() {
@@ -298,15 +337,40 @@ impl Outbox {
         }
         if !self.messages.is_empty() {
             let max_items = max_items.min(waits_for.unwrap_or(usize::MAX)).max(1);
-            // A batch ends before the next gap, so its sequence numbers are consecutive.
-            let gap = self.messages.iter().skip(1).take(max_items - 1).position(|d| d.missed_before > 0);
-            let n = gap.map_or(self.messages.len().min(max_items), |g| g + 1);
+            // A batch ends before the next gap, so its sequence numbers are consecutive, and before
+            // the item that would take it over `max_bytes`.
+            let mut bytes = 0usize;
+            let mut n = 0;
+            for (i, d) in self.messages.iter().take(max_items).enumerate() {
+                let size = item_bytes(d);
+                if i > 0 && (d.missed_before > 0 || bytes.saturating_add(size) > max_bytes) {
+                    break;
+                }
+                bytes = bytes.saturating_add(size);
+                n = i + 1;
+            }
             let batch: Vec<Delivery> = self.messages.drain(..n).collect();
             self.stats.delivered += n as u64;
             return Some(Frame::Deliveries(batch));
         }
         None
     }
+}
+
+/// What a frame's field tags and numbers add per item, beyond the bytes [`item_bytes`] and
+/// [`change_bytes`] name: a generous bound (a protobuf tag and length prefix are at most a few
+/// bytes each, sequence numbers and versions at most ten).
+const ITEM_FRAMING: usize = 64;
+
+/// The bytes a delivery takes in a frame, framing included.
+pub fn item_bytes(d: &Delivery) -> usize {
+    let m = &d.message;
+    m.payload.len() + m.topic.len() + m.content_type.len() + m.publisher.len() + ITEM_FRAMING
+}
+
+/// The bytes a state change takes in a frame, framing included.
+pub fn change_bytes(c: &StateChange) -> usize {
+    c.agent_id.len() + if c.removed { 0 } else { state::json_len(&c.delta) } + ITEM_FRAMING
 }
 
 #[cfg(test)]
@@ -319,9 +383,47 @@ mod tests {
         Arc::new(Message::new("t", Bytes::from(i.to_be_bytes().to_vec()), "", "p".into()))
     }
 
+    #[test]
+    fn a_batch_is_bounded_by_bytes_as_well_as_by_count_and_always_carries_one() {
+        let mut o = Outbox::new(100, OverflowPolicy::DropOldest);
+        let big = |i: u8| Arc::new(Message::new("t", Bytes::from(vec![i; 600]), "", "p".into()));
+        for i in 0..3 {
+            o.push_message(big(i));
+        }
+        let one = item_bytes(&Delivery { seq: 0, message: big(0), missed_before: 0 });
+        // Room for two items: a batch of two, then the third alone.
+        let Some(Frame::Deliveries(first)) = o.next_frame(100, 2 * one, |_| None) else { panic!() };
+        assert_eq!(first.len(), 2);
+        // A budget below one item still sends it: an item within the limits always goes out.
+        let Some(Frame::Deliveries(second)) = o.next_frame(100, 10, |_| None) else { panic!() };
+        assert_eq!((second.len(), second[0].seq), (1, 3));
+
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        o.push_state_delta(&a, 1, &json!({"x": "1".repeat(500)}));
+        o.push_state_delta(&b, 1, &json!({"y": "2".repeat(500)}));
+        let Some(Frame::StateChanges(changes)) = o.next_frame(100, 700, |_| None) else { panic!() };
+        assert_eq!(changes.len(), 1, "the second change waits for the next frame");
+        let Some(Frame::StateChanges(changes)) = o.next_frame(100, 700, |_| None) else { panic!() };
+        assert_eq!((changes.len(), &*changes[0].agent_id), (1, "b"));
+    }
+
+    #[test]
+    fn a_composed_delta_larger_than_a_frame_is_sent_as_the_state_itself() {
+        let mut o = Outbox::new(100, OverflowPolicy::DropOldest);
+        let a: Arc<str> = "a".into();
+        // Keys set and deleted again leave their nulls in the composed delta.
+        for v in 1..=50u64 {
+            o.push_state_delta(&a, v, &json!({ format!("key-{v}"): null }));
+        }
+        let Some(Frame::StateChanges(changes)) = o.next_frame(100, 200, |_| Some((50, json!({"kept": 1})))) else {
+            panic!()
+        };
+        assert_eq!((changes[0].base_version, changes[0].version, &changes[0].delta), (0, 50, &json!({"kept": 1})));
+    }
+
     fn drain(o: &mut Outbox) -> Vec<Delivery> {
         let mut out = vec![];
-        while let Some(f) = o.next_frame(100, |_| None) {
+        while let Some(f) = o.next_frame(100, usize::MAX, |_| None) {
             match f {
                 Frame::Deliveries(d) => out.extend(d),
                 other => panic!("unexpected {other:?}"),
@@ -375,12 +477,12 @@ mod tests {
         o.push_message(msg(1)); // seq 2
         assert_eq!(o.push_message(msg(2)), Enqueued::Overflow); // seq 3, missed
         o.push_message(msg(3)); // still full: seq 4 missed too
-        let Some(Frame::Deliveries(first)) = o.next_frame(1, |_| None) else { panic!() };
+        let Some(Frame::Deliveries(first)) = o.next_frame(1, usize::MAX, |_| None) else { panic!() };
         assert_eq!(first.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![1]);
         o.push_message(msg(4)); // seq 5, after a gap of 2
-        let Some(Frame::Deliveries(second)) = o.next_frame(100, |_| None) else { panic!() };
+        let Some(Frame::Deliveries(second)) = o.next_frame(100, usize::MAX, |_| None) else { panic!() };
         assert_eq!(second.iter().map(|d| (d.seq, d.missed_before)).collect::<Vec<_>>(), vec![(2, 0)]);
-        let Some(Frame::Deliveries(third)) = o.next_frame(100, |_| None) else { panic!() };
+        let Some(Frame::Deliveries(third)) = o.next_frame(100, usize::MAX, |_| None) else { panic!() };
         assert_eq!(third.iter().map(|d| (d.seq, d.missed_before)).collect::<Vec<_>>(), vec![(5, 2)]);
     }
 
@@ -411,7 +513,7 @@ mod tests {
         o.push_state_delta(&a, 1, &json!({"x": 1}));
         o.push_state_delta(&a, 2, &json!({"y": 2}));
         o.push_state_delta(&a, 3, &json!({"x": null}));
-        let Some(Frame::StateChanges(changes)) = o.next_frame(10, |_| None) else { panic!() };
+        let Some(Frame::StateChanges(changes)) = o.next_frame(10, usize::MAX, |_| None) else { panic!() };
         assert_eq!(changes.len(), 1);
         assert_eq!((changes[0].base_version, changes[0].version), (0, 3));
         assert_eq!(changes[0].delta, json!({"x": null, "y": 2}));
@@ -423,7 +525,9 @@ mod tests {
         let a: Arc<str> = "a".into();
         o.push_state_delta(&a, 5, &json!({"n": 1}));
         o.push_state_delta(&a, 6, &json!({"n": {"k": 1}}));
-        let Some(Frame::StateChanges(changes)) = o.next_frame(10, |_| Some((6, json!({"n": {"k": 1}, "z": 0})))) else {
+        let Some(Frame::StateChanges(changes)) =
+            o.next_frame(10, usize::MAX, |_| Some((6, json!({"n": {"k": 1}, "z": 0}))))
+        else {
             panic!()
         };
         assert_eq!((changes[0].base_version, changes[0].version), (0, 6));
@@ -439,13 +543,13 @@ mod tests {
         o.push_state_delta(&a, 1, &json!({"x": 1}));
         o.push_reply(7, Reply::Ok);
         o.push_message(msg(2)); // after the reply
-        assert!(matches!(o.next_frame(10, |_| None), Some(Frame::StateChanges(_))));
-        let Some(Frame::Deliveries(before)) = o.next_frame(10, |_| None) else { panic!() };
+        assert!(matches!(o.next_frame(10, usize::MAX, |_| None), Some(Frame::StateChanges(_))));
+        let Some(Frame::Deliveries(before)) = o.next_frame(10, usize::MAX, |_| None) else { panic!() };
         assert_eq!(before.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![1, 2], "only what came before the reply");
-        assert!(matches!(o.next_frame(10, |_| None), Some(Frame::Reply { request_id: 7, .. })));
-        let Some(Frame::Deliveries(after)) = o.next_frame(10, |_| None) else { panic!() };
+        assert!(matches!(o.next_frame(10, usize::MAX, |_| None), Some(Frame::Reply { request_id: 7, .. })));
+        let Some(Frame::Deliveries(after)) = o.next_frame(10, usize::MAX, |_| None) else { panic!() };
         assert_eq!(after[0].seq, 3);
-        assert!(o.next_frame(10, |_| None).is_none());
+        assert!(o.next_frame(10, usize::MAX, |_| None).is_none());
         assert!(!o.has_frames());
     }
 
@@ -459,20 +563,20 @@ mod tests {
         o.push_reply(1, Reply::Ok);
         o.push_state_delta(&a, 2, &json!({"y": 2}));
         assert!(
-            matches!(o.next_frame(10, |_| None), Some(Frame::Reply { request_id: 1, .. })),
+            matches!(o.next_frame(10, usize::MAX, |_| None), Some(Frame::Reply { request_id: 1, .. })),
             "replies are not fenced while held"
         );
-        assert!(o.next_frame(10, |_| None).is_none());
+        assert!(o.next_frame(10, usize::MAX, |_| None).is_none());
         assert!(!o.has_frames());
         o.set_held(false);
         assert!(o.has_frames());
-        let Some(Frame::StateChanges(c)) = o.next_frame(10, |_| None) else { panic!() };
+        let Some(Frame::StateChanges(c)) = o.next_frame(10, usize::MAX, |_| None) else { panic!() };
         assert_eq!(
             (c[0].base_version, c[0].version, &c[0].delta),
             (0, 2, &json!({"x": 1, "y": 2})),
             "coalesced while held"
         );
-        assert!(matches!(o.next_frame(10, |_| None), Some(Frame::Deliveries(_))));
+        assert!(matches!(o.next_frame(10, usize::MAX, |_| None), Some(Frame::Deliveries(_))));
     }
 
     #[test]
@@ -481,6 +585,6 @@ mod tests {
         o.push_message(msg(0));
         o.push_reply(1, Reply::Ok);
         o.push_control_front(Frame::Reply { request_id: 99, reply: Reply::Ok });
-        assert!(matches!(o.next_frame(10, |_| None), Some(Frame::Reply { request_id: 99, .. })));
+        assert!(matches!(o.next_frame(10, usize::MAX, |_| None), Some(Frame::Reply { request_id: 99, .. })));
     }
 }

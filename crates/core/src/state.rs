@@ -27,6 +27,22 @@ pub fn apply(target: &mut Value, patch: &Value) {
     }
 }
 
+/// The length of `value` written as compact JSON (as it travels), counted without building the text.
+pub fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).map_or(usize::MAX, |()| count.0)
+}
+
 /// One patch equivalent to applying `first` then `second`, or `None` when no merge patch can say it.
 ///
 /// For every target `t`: `apply(apply(t, first), second) == apply(t, compose(first, second))`.

@@ -1055,12 +1055,12 @@ mod state {
         for version in 1..=1000 {
             outbox.push_state_delta(&owner, version, &json!({"v": version}));
         }
-        let frame = outbox.next_frame(1, |_| None);
+        let frame = outbox.next_frame(1, usize::MAX, |_| None);
         let Some(Frame::StateChanges(changes)) = frame else { panic!("expected state changes, got {frame:?}") };
         assert_eq!(changes.len(), 1);
         assert_eq!((changes[0].base_version, changes[0].version), (0, 1000));
         assert!(!outbox.has_frames(), "nothing is left after the one coalesced change");
-        assert_eq!(outbox.next_frame(1, |_| None), None);
+        assert_eq!(outbox.next_frame(1, usize::MAX, |_| None), None);
     }
 
     fn leaf() -> impl Strategy<Value = Value> {
