@@ -1,13 +1,15 @@
 //! End-to-end: traffic within the documented limits always fits the transport's message cap
 //! (`max_payload_bytes` + 64 KiB). What is queued for an agent goes out in frames bounded by bytes,
 //! not only by count, so two large messages or two large states never travel as one
-//! over-the-cap frame that would end the session (issue: a subscriber removed with OUT_OF_RANGE).
+//! over-the-cap frame that would end the session (issue: a subscriber removed with OUT_OF_RANGE);
+//! and a barrier whose outcome could not fit one message refuses the arrival that would take it
+//! over, rather than releasing an outcome nobody can receive.
 
 mod support;
 
 use std::time::Duration;
 
-use lockstep_client::WatchTarget;
+use lockstep_client::{Participants, Reason, WatchTarget};
 use serde_json::json;
 use support::{eventually, opts, Server};
 
@@ -77,4 +79,40 @@ async fn large_states_of_two_watched_agents_reach_their_watcher_in_frames_under_
     assert_eq!(watcher.view("a").unwrap().1, big('a'));
     assert!(watcher.ended().is_none(), "{:?}", watcher.ended());
     watcher.publish_confirmed("other", &b""[..]).await.expect("the session goes on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_barrier_refuses_the_arrival_that_would_take_its_outcome_over_the_cap_and_the_rest_meet() {
+    let server = Server::start(&[]);
+    let client = server.client().await;
+    let ids: Vec<String> = (0..18).map(|i| format!("p{i:02}")).collect();
+    let mut agents = Vec::new();
+    for id in &ids {
+        agents.push(client.register(opts(id, "worker")).await.unwrap());
+    }
+    let set = Participants::Agents(ids.clone());
+    // 18 payloads of 64 KiB (the per-arrival limit) would make an outcome of 1.1 MiB.
+    let payload = vec![9u8; 64 * 1024];
+    let meeting = futures::future::join_all(agents.iter().map(|agent| {
+        let (set, payload) = (set.clone(), payload.clone());
+        async move {
+            match agent.sync("big", set.clone(), T, payload).await {
+                Err(e) => {
+                    assert_eq!(e.reason(), Some(Reason::Limit), "{e:?}");
+                    // Refused, it is still a participant: it meets the others with a smaller payload.
+                    (true, agent.sync("big", set, T, &b"ref"[..]).await)
+                }
+                ok => (false, ok),
+            }
+        }
+    }));
+    // Each sync waits at most T; twice that and the meeting has hung.
+    let results = tokio::time::timeout(3 * T, meeting).await.expect("the barrier meets or fails in time");
+    let refused = results.iter().filter(|(refused, _)| *refused).count();
+    assert!((1..18).contains(&refused), "{refused} arrivals refused");
+    let outcomes: Vec<_> = results.into_iter().map(|(_, r)| r.expect("released")).collect();
+    assert!(outcomes.iter().all(|o| o.arrival_order.len() == 18 && o.arrival_order == outcomes[0].arrival_order));
+    for agent in &agents {
+        assert!(agent.ended().is_none(), "{:?}", agent.ended());
+    }
 }

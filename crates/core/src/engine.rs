@@ -1646,6 +1646,7 @@ impl Engine {
         let before = point.arrival_count();
         let (agent, request_id) = (waiter.agent.clone(), waiter.request_id);
         let agent = &agent;
+        point.limit_outcome(self.config.limits.frame_bytes());
         let arrived = match point.arrive(now, waiter, payload, &participants, quorum) {
             Ok(arrived) => arrived,
             Err(e) => {

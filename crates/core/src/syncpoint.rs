@@ -294,7 +294,15 @@ pub struct SyncPoint {
     deadline: Time,
     finished_at: Option<Time>,
     result: Option<Result<Arc<SyncOutcome>, CoreError>>,
+    /// The most bytes of ids and payloads the outcome may carry (see [`SyncPoint::limit_outcome`]).
+    max_outcome_bytes: usize,
+    /// The outcome's bytes known so far, framing included: the required ids, and what each
+    /// arrival brought (with its id, for a count).
+    outcome_bytes: usize,
 }
+
+/// What each id or payload adds to an outcome beyond its bytes: field tags and length prefixes.
+const OUTCOME_ITEM_FRAMING: usize = 16;
 
 impl SyncPoint {
     /// A new, empty point. `required` is the resolved participant set (empty for a count);
@@ -307,6 +315,7 @@ impl SyncPoint {
         now: Time,
         timeout_ms: u64,
     ) -> Self {
+        let outcome_bytes = required.iter().map(|r| r.len() + OUTCOME_ITEM_FRAMING).sum();
         let required_count = match (&participants, quorum) {
             (Participants::Count(n), _) => *n as usize,
             (_, Some(k)) => k as usize,
@@ -325,7 +334,26 @@ impl SyncPoint {
             deadline: now.saturating_add(timeout_ms),
             finished_at: None,
             result: None,
+            max_outcome_bytes: usize::MAX,
+            outcome_bytes,
         }
+    }
+
+    /// Bounds the bytes of ids and payloads the outcome may carry: every participant receives the
+    /// whole outcome in one message, so an arrival that could take it over `bytes` is refused
+    /// (set by the engine from `Limits::frame_bytes` before each arrival).
+    pub fn limit_outcome(&mut self, bytes: usize) {
+        self.max_outcome_bytes = bytes;
+    }
+
+    /// What an arrival of `agent` with `payload_len` bytes adds to the outcome's bytes (its id
+    /// too for a count, whose ids are not known beforehand).
+    fn outcome_share(&self, agent: &str, payload_len: usize) -> usize {
+        let id = match self.participants {
+            Participants::Count(_) => agent.len() + OUTCOME_ITEM_FRAMING,
+            _ => 0,
+        };
+        id + payload_len + OUTCOME_ITEM_FRAMING
     }
 
     pub fn id(&self) -> &str {
@@ -413,6 +441,16 @@ impl SyncPoint {
             earlier.summary = summary;
             return Ok(Arrived::Waiting);
         }
+        let share = self.outcome_share(agent, payload.len());
+        if self.outcome_bytes.saturating_add(share) > self.max_outcome_bytes {
+            return Err(CoreError::Limit {
+                what:
+                    "bytes of a sync point's outcome (the ids and payloads every participant receives in one message)",
+                limit: self.max_outcome_bytes as u64,
+                hint: "bring smaller payloads (or references to data kept elsewhere), or meet in smaller groups",
+            });
+        }
+        self.outcome_bytes += share;
         self.arrivals.push(Arrival { agent: agent.clone(), payload, request_id, summary, at: now });
         if self.arrivals.len() >= self.required_count {
             let (waiters, outcome) = self.finish(now, SyncState::Completed);
@@ -586,6 +624,8 @@ impl SyncPoint {
                 at: a.at,
             })
             .collect();
+        point.outcome_bytes +=
+            point.arrivals.iter().map(|a| point.outcome_share(&a.agent, a.payload.len())).sum::<usize>();
         if image.state == SyncState::Waiting {
             return Ok(point);
         }
@@ -693,6 +733,7 @@ impl SyncPoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Reason;
     use proptest::prelude::*;
 
     fn arc(s: &str) -> Arc<str> {
@@ -729,6 +770,29 @@ mod tests {
         assert_eq!(outcome.arrival_order, vec![arc("b"), arc("a"), arc("c")]);
         assert_eq!(outcome.payloads[0], Bytes::from_static(b"B"));
         assert_eq!(sp.state(), SyncState::Completed);
+    }
+
+    #[test]
+    fn an_arrival_that_could_take_the_outcome_over_its_limit_is_refused_and_changes_nothing() {
+        let (p, req) = explicit(&["a", "b", "c"]);
+        let mut sp = SyncPoint::new("s".into(), p.clone(), None, req, 0, 1000);
+        // Three one-byte ids and their framing, and room for 100 bytes of payloads.
+        let ids = 3 * (1 + OUTCOME_ITEM_FRAMING);
+        sp.limit_outcome(ids + 100 + 3 * OUTCOME_ITEM_FRAMING);
+        assert_eq!(sp.arrive(1, w("a", 10), Bytes::from(vec![1; 60]), &p, None).unwrap(), Arrived::Waiting);
+        let err = sp.arrive(2, w("b", 11), Bytes::from(vec![2; 60]), &p, None).unwrap_err();
+        assert_eq!(err.reason(), Reason::Limit, "{err}");
+        assert_eq!((sp.arrival_count(), sp.missing()), (1, vec!["b".to_string(), "c".to_string()]));
+        // Smaller, it fits; and a repeated arrival is never refused.
+        assert_eq!(sp.arrive(3, w("b", 12), Bytes::from(vec![2; 20]), &p, None).unwrap(), Arrived::Waiting);
+        assert_eq!(sp.arrive(4, w("a", 13), Bytes::from(vec![1; 60]), &p, None).unwrap(), Arrived::Waiting);
+        assert!(matches!(sp.arrive(5, w("c", 14), Bytes::new(), &p, None).unwrap(), Arrived::Released { .. }));
+
+        // A set whose ids alone could not fit is refused at its first arrival.
+        let (p, req) = explicit(&["a", "b", "c"]);
+        let mut sp = SyncPoint::new("t".into(), p.clone(), None, req, 0, 1000);
+        sp.limit_outcome(ids - 1);
+        assert_eq!(sp.arrive(1, w("a", 1), Bytes::new(), &p, None).unwrap_err().reason(), Reason::Limit);
     }
 
     #[test]
