@@ -40,6 +40,19 @@ async def _no_agents(client: lockstep.Client) -> bool:
     return not await client.list_agents()
 
 
+async def test_a_listing_larger_than_one_message_comes_in_pages(client: lockstep.Client) -> None:
+    # Twelve agents with the most metadata allowed take about 1.5 MiB to list: several pages.
+    metadata = {f"{k:02}" + "k" * 1022: "v" * 1024 for k in range(64)}
+    agents = [await client.register(f"big-{i:02}", role="worker", metadata=metadata) for i in range(12)]
+    try:
+        listed = await client.list_agents(role="worker")
+        assert [a.agent_id for a in listed] == [f"big-{i:02}" for i in range(12)]
+        assert all(len(a.metadata) == 64 for a in listed)
+    finally:
+        for agent in agents:
+            await agent.close()
+
+
 async def test_duplicate_id_is_refused(client: lockstep.Client) -> None:
     async with client.register("dup"):
         with pytest.raises(lockstep.AlreadyRegistered) as info:

@@ -116,3 +116,34 @@ async fn a_barrier_refuses_the_arrival_that_would_take_its_outcome_over_the_cap_
         assert!(agent.ended().is_none(), "{:?}", agent.ended());
     }
 }
+
+#[tokio::test]
+async fn listings_larger_than_one_message_come_in_pages() {
+    let server = Server::start(&[]);
+    let client = server.client().await;
+    // Twelve agents with the most metadata allowed (64 entries of 1 KiB keys and values) take
+    // 1.5 MiB to list: more than one message.
+    let mut agents = Vec::new();
+    for i in 0..12 {
+        let mut options = opts(&format!("agent-{i:02}"), "worker");
+        for k in 0..64 {
+            options = options.metadata(format!("{k:02}{}", "k".repeat(1022)), "v".repeat(1024));
+        }
+        agents.push(client.register(options).await.unwrap());
+    }
+    let listed = client.list_agents(Default::default()).await.expect("listed in pages");
+    assert_eq!(
+        listed.iter().map(|a| a.agent_id.as_str()).collect::<Vec<_>>(),
+        (0..12).map(|i| format!("agent-{i:02}")).collect::<Vec<_>>()
+    );
+    assert!(listed.iter().all(|a| a.metadata.len() == 64));
+
+    // 2,500 retained sync points: three pages of the default 1,000.
+    let agent = &agents[0];
+    for i in 0..2_500 {
+        agent.sync(&format!("point-{i:04}"), Participants::Count(1), T, &b""[..]).await.unwrap();
+    }
+    let points = client.list_sync_points().await.expect("listed in pages");
+    assert_eq!(points.len(), 2_500);
+    assert!(points.windows(2).all(|w| w[0].sync_id < w[1].sync_id), "in id order, each once");
+}

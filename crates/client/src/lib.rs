@@ -165,15 +165,23 @@ impl Client {
         Client::connect(addr).await?.admin(token, actor)
     }
 
-    /// Agents matching `filter`, sorted by id.
+    /// Agents matching `filter`, sorted by id (every page of the listing).
     pub async fn list_agents(&self, filter: AgentFilter) -> Result<Vec<v1::AgentInfo>, Error> {
         let req = v1::ListAgentsRequest {
             namespace: self.namespace.clone(),
             role: filter.role.unwrap_or_default(),
             capability: filter.capability.unwrap_or_default(),
             status: filter.status.map_or(0, |s| s as i32),
+            ..Default::default()
         };
-        Ok(self.grpc.clone().list_agents(req).await?.into_inner().agents)
+        every_page(|page_token| {
+            let (mut grpc, req) = (self.grpc.clone(), v1::ListAgentsRequest { page_token, ..req.clone() });
+            async move {
+                let page = grpc.list_agents(req).await?.into_inner();
+                Ok((page.agents, page.next_page_token))
+            }
+        })
+        .await
     }
 
     /// Agents that declared `capability`.
@@ -193,10 +201,17 @@ impl Client {
         agent::fetch_state(&mut self.grpc.clone(), &self.namespace, agent_id).await
     }
 
-    /// Every sync point, waiting or retained.
+    /// Every sync point, waiting or retained, sorted by id (every page of the listing).
     pub async fn list_sync_points(&self) -> Result<Vec<v1::SyncPointStatus>, Error> {
-        let req = v1::ListSyncPointsRequest { namespace: self.namespace.clone() };
-        Ok(self.grpc.clone().list_sync_points(req).await?.into_inner().sync_points)
+        every_page(|page_token| {
+            let mut grpc = self.grpc.clone();
+            let req = v1::ListSyncPointsRequest { namespace: self.namespace.clone(), page_token, page_size: 0 };
+            async move {
+                let page = grpc.list_sync_points(req).await?.into_inner();
+                Ok((page.sync_points, page.next_page_token))
+            }
+        })
+        .await
     }
 
     /// Collectives gathering or transferring in the namespace, with who is missing.
@@ -242,6 +257,24 @@ impl Client {
     /// Server version, clock, limits and counters.
     pub async fn server_info(&self) -> Result<v1::ServerInfoResponse, Error> {
         Ok(self.grpc.clone().server_info(v1::ServerInfoRequest {}).await?.into_inner())
+    }
+}
+
+/// Follows a listing's pages: `fetch(token)` answers one page and the next page's token (empty
+/// after the last), starting from the empty token.
+async fn every_page<T, F, Fut>(mut fetch: F) -> Result<Vec<T>, Error>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, String), Error>>,
+{
+    let (mut all, mut token) = (Vec::new(), String::new());
+    loop {
+        let (items, next) = fetch(token).await?;
+        all.extend(items);
+        if next.is_empty() {
+            return Ok(all);
+        }
+        token = next;
     }
 }
 

@@ -2452,13 +2452,13 @@ impl Engine {
         Ok((a.state_version, a.state.clone()))
     }
 
-    /// Every sync point of a namespace (waiting and retained), sorted by id.
     /// The collectives gathering or transferring in `namespace`, in id order, with who is missing.
     pub fn list_collectives(&self, namespace: &str) -> Result<Vec<CollectiveStatus>, CoreError> {
         let ns = name::namespace_or_default(namespace)?;
         Ok(self.collectives.in_namespace(ns).map(Collective::status).collect())
     }
 
+    /// Every sync point of a namespace (waiting and retained), sorted by id.
     pub fn list_sync_points(&self, namespace: &str) -> Result<Vec<SyncStatus>, CoreError> {
         let ns = name::namespace_or_default(namespace)?;
         let Some(n) = self.namespaces.get(ns) else {

@@ -18,6 +18,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::admin::{actor, AdminToken};
 use crate::driver::{unexpected, Command, ConnSink, ConnStream, EngineHandle, Signal, CONN_CHANNEL_FRAMES};
+use crate::page::page;
 
 /// The lockstep gRPC service.
 #[derive(Clone)]
@@ -47,6 +48,12 @@ impl Service {
         admin_token: AdminToken,
     ) -> Self {
         Service { engine, next_conn: Arc::new(AtomicU64::new(1)), max_message_bytes, register_within, admin_token }
+    }
+
+    /// The bytes of items one page of a listing may carry: the message cap less what it leaves
+    /// for everything but the items.
+    fn page_bytes(&self) -> usize {
+        self.max_message_bytes.saturating_sub(lockstep_core::config::MESSAGE_OVERHEAD).max(1)
     }
 
     async fn open<T>(
@@ -284,7 +291,9 @@ impl Lockstep for Service {
         let r = request.into_inner();
         let (ns, q) = query(&r.namespace, r.role, r.capability, r.status)?;
         let agents = self.engine.query(move |e, _| e.list_agents(&ns, &q)).await?;
-        Ok(Response::new(v1::ListAgentsResponse { agents: agents.iter().map(convert::agent_info).collect() }))
+        let (agents, next_page_token) =
+            page(&agents, |a| &a.agent_id, &r.page_token, r.page_size, self.page_bytes(), convert::agent_info);
+        Ok(Response::new(v1::ListAgentsResponse { agents, next_page_token }))
     }
 
     async fn watch_registry(
@@ -308,14 +317,18 @@ impl Lockstep for Service {
         &self,
         request: Request<v1::ListSyncPointsRequest>,
     ) -> Result<Response<v1::ListSyncPointsResponse>, Status> {
-        let ns = request.into_inner().namespace;
-        let points = self
-            .engine
-            .query(move |e, now| {
-                e.list_sync_points(&ns).map(|ps| ps.iter().map(|p| convert::sync_status(p, now)).collect())
-            })
-            .await?;
-        Ok(Response::new(v1::ListSyncPointsResponse { sync_points: points }))
+        let r = request.into_inner();
+        let ns = r.namespace.clone();
+        let (points, now) = self.engine.query(move |e, now| e.list_sync_points(&ns).map(|ps| (ps, now))).await?;
+        let (sync_points, next_page_token) = page(
+            &points,
+            |p| &p.sync_id,
+            &r.page_token,
+            r.page_size,
+            self.page_bytes(),
+            |p| convert::sync_status(p, now),
+        );
+        Ok(Response::new(v1::ListSyncPointsResponse { sync_points, next_page_token }))
     }
 
     async fn sync_status(

@@ -16,7 +16,14 @@ pub mod collective;
 pub mod driver;
 pub mod grpc;
 pub mod listener;
+pub mod page;
 pub mod persist;
+
+/// The largest message the agents' service sends. Session frames and listing pages are bounded
+/// by the engine and by [`page`] to the message cap; what may exceed it is one item described on
+/// its own (the status of a sync point of ten thousand participants), which the clients read
+/// (the Rust client up to 64 MiB, the Python client without a limit).
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 use std::fs::File;
 use std::net::SocketAddr;
@@ -328,7 +335,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
             admin_token.clone(),
         ))
         .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message),
+        .max_encoding_message_size(MAX_RESPONSE_BYTES),
         listener::mark_used,
     );
     let token_check = admin::token_check(admin_token);

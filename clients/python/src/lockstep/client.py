@@ -300,8 +300,13 @@ class Client:
             capability=capability or "",
             status=int(AgentStatus.parse(status)) if status is not None else 0,  # type: ignore[arg-type]
         )
-        resp = await self._call(self._stub.ListAgents, req)
-        return [AgentInfo.from_proto(a) for a in resp.agents]
+        agents: List[AgentInfo] = []
+        while True:  # every page of the listing
+            resp = await self._call(self._stub.ListAgents, req)
+            agents.extend(AgentInfo.from_proto(a) for a in resp.agents)
+            if not resp.next_page_token:
+                return agents
+            req.page_token = resp.next_page_token
 
     async def agents_with_capability(self, capability: str) -> List[AgentInfo]:
         """Agents that declared ``capability`` (the seed registry's ``get_agents_with_sync_capability``)."""
@@ -354,10 +359,14 @@ class Client:
 
     async def sync_points(self, *, metadata: Optional[Metadata] = None) -> List[SyncPointStatus]:
         """Every sync point the server still holds in this namespace (waiting or finished)."""
-        resp = await self._call(
-            self._stub.ListSyncPoints, pb.ListSyncPointsRequest(namespace=self.namespace), metadata=metadata
-        )
-        return [SyncPointStatus.from_proto(s) for s in resp.sync_points]
+        req = pb.ListSyncPointsRequest(namespace=self.namespace)
+        points: List[SyncPointStatus] = []
+        while True:  # every page of the listing
+            resp = await self._call(self._stub.ListSyncPoints, req, metadata=metadata)
+            points.extend(SyncPointStatus.from_proto(s) for s in resp.sync_points)
+            if not resp.next_page_token:
+                return points
+            req.page_token = resp.next_page_token
 
     async def sync_status(self, sync_id: str, *, metadata: Optional[Metadata] = None) -> SyncPointStatus:
         """One sync point's status (``get_sync_status`` in the seed API).

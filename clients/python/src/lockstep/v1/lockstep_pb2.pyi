@@ -514,22 +514,28 @@ class AgentInfo(_message.Message):
     def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., role: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., interests: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., status: _Optional[_Union[AgentStatus, str]] = ..., registered_at_ms: _Optional[int] = ..., last_heartbeat_ms: _Optional[int] = ..., state_version: _Optional[int] = ..., queue_depth: _Optional[int] = ..., dropped: _Optional[int] = ..., delivered: _Optional[int] = ..., breaker_state: _Optional[str] = ..., breaker_opened: _Optional[int] = ...) -> None: ...
 
 class ListAgentsRequest(_message.Message):
-    __slots__ = ("namespace", "role", "capability", "status")
+    __slots__ = ("namespace", "role", "capability", "status", "page_token", "page_size")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     CAPABILITY_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     role: str
     capability: str
     status: AgentStatus
-    def __init__(self, namespace: _Optional[str] = ..., role: _Optional[str] = ..., capability: _Optional[str] = ..., status: _Optional[_Union[AgentStatus, str]] = ...) -> None: ...
+    page_token: str
+    page_size: int
+    def __init__(self, namespace: _Optional[str] = ..., role: _Optional[str] = ..., capability: _Optional[str] = ..., status: _Optional[_Union[AgentStatus, str]] = ..., page_token: _Optional[str] = ..., page_size: _Optional[int] = ...) -> None: ...
 
 class ListAgentsResponse(_message.Message):
-    __slots__ = ("agents",)
+    __slots__ = ("agents", "next_page_token")
     AGENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     agents: _containers.RepeatedCompositeFieldContainer[AgentInfo]
-    def __init__(self, agents: _Optional[_Iterable[_Union[AgentInfo, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, agents: _Optional[_Iterable[_Union[AgentInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class WatchRegistryRequest(_message.Message):
     __slots__ = ("namespace",)
@@ -582,16 +588,22 @@ class GetStateResponse(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., version: _Optional[int] = ..., state_json: _Optional[str] = ...) -> None: ...
 
 class ListSyncPointsRequest(_message.Message):
-    __slots__ = ("namespace",)
+    __slots__ = ("namespace", "page_token", "page_size")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     namespace: str
-    def __init__(self, namespace: _Optional[str] = ...) -> None: ...
+    page_token: str
+    page_size: int
+    def __init__(self, namespace: _Optional[str] = ..., page_token: _Optional[str] = ..., page_size: _Optional[int] = ...) -> None: ...
 
 class ListSyncPointsResponse(_message.Message):
-    __slots__ = ("sync_points",)
+    __slots__ = ("sync_points", "next_page_token")
     SYNC_POINTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     sync_points: _containers.RepeatedCompositeFieldContainer[SyncPointStatus]
-    def __init__(self, sync_points: _Optional[_Iterable[_Union[SyncPointStatus, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, sync_points: _Optional[_Iterable[_Union[SyncPointStatus, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class SyncStatusRequest(_message.Message):
     __slots__ = ("namespace", "sync_id")
