@@ -44,6 +44,7 @@ mod admin;
 mod agent;
 mod collective;
 mod error;
+mod group;
 mod limits;
 mod vote;
 
@@ -54,8 +55,9 @@ pub use agent::{
     Agent, AgentOptions, ControlNotices, Deliveries, Delivery, IncomingCommand, IncomingCommands, IncomingRequest,
     IncomingRequests, Participants, Response, StateUpdate, StateUpdates, SyncResult, WatchTarget,
 };
-pub use collective::{Collective, DType, Element, Group, ReduceOp};
+pub use collective::{Collective, CollectiveOutcome, DType, Element, Group, ReduceOp};
 pub use error::{recovery, Detail, Error, Reason, Recovery};
+pub use group::{state_checksum, GroupEvent, GroupMembership, GroupState, GroupStateBlob, GROUP_EVENT_PREFIX};
 pub use lockstep_proto::v1 as proto;
 use lockstep_proto::v1;
 use lockstep_proto::v1::lockstep_client::LockstepClient;

@@ -349,6 +349,7 @@ proptest! {
                         group,
                         spec,
                         timeout_ms,
+                        state_checksum: None,
                     };
                     engine.handle(now, Input::CollectiveJoin { origin: calls, join });
                 }
@@ -385,7 +386,7 @@ proptest! {
                             *told.entry(o).or_default() += 1;
                         }
                     }
-                    Output::Ready(_) | Output::Collective(CollectiveEvent::Start { .. }) => {}
+                    Output::Ready(_) | Output::Collective(CollectiveEvent::Start { .. }) | Output::Group(_) => {}
                 }
             }
             // The engine's own bookkeeping stays within its limits.
