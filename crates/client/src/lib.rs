@@ -207,6 +207,12 @@ impl Client {
         Ok(self.grpc.clone().list_collectives(req).await?.into_inner().collectives)
     }
 
+    /// Replica groups of the namespace: members in rank order, current state version.
+    pub async fn list_groups(&self) -> Result<Vec<v1::GroupInfo>, Error> {
+        let req = v1::ListGroupsRequest { namespace: self.namespace.clone() };
+        Ok(self.grpc.clone().list_groups(req).await?.into_inner().groups)
+    }
+
     fn sync_request(&self, sync_id: &str) -> v1::SyncStatusRequest {
         sync_request(&self.namespace, sync_id)
     }
