@@ -25,7 +25,9 @@ async fn agents(server: &Server, ids: &[&str]) -> Vec<Agent> {
     let client = server.client().await;
     let mut out = Vec::new();
     for id in ids {
-        out.push(client.register(opts(id, "worker")).await.expect("registers"));
+        // The first hears of every group's changes.
+        let interests: &[&str] = if out.is_empty() { &["lockstep.groups.>"] } else { &[] };
+        out.push(client.register(opts(id, "worker").interests(interests.iter().copied())).await.expect("registers"));
     }
     out
 }
@@ -172,6 +174,7 @@ async fn bad_publishes_and_fetches_are_refused_and_leave_the_current_version() {
 
 #[tokio::test]
 async fn an_allreduce_over_the_group_names_the_member_whose_state_diverged() {
+    // r0 and r1 agree with the published version; r2 does not.
     let server = Server::start(&[]);
     let a = agents(&server, &["r0", "r1", "r2"]).await;
     for x in &a {

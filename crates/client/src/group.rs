@@ -33,8 +33,8 @@ pub struct GroupStateBlob {
     pub bytes: Bytes,
 }
 
-/// A change of a group, as published on its topic `lockstep.groups.<group_id>` (every member
-/// receives them among its deliveries, whatever its interests).
+/// A change of a group, as published on its topic `lockstep.groups.<group_id>`: agents interested
+/// in it (members or not) receive it among their deliveries.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct GroupEvent {
     pub group: String,

@@ -1236,31 +1236,11 @@ impl Engine {
         payload: Bytes,
         content_type: &str,
     ) -> Result<(), CoreError> {
-        self.route_message(ns, publisher, topic_name, payload, content_type, &[])
-    }
-
-    /// Publishes a message to the agents interested in its topic and to `also` (whatever their
-    /// interests; each gets it once).
-    fn route_message(
-        &mut self,
-        ns: &Arc<str>,
-        publisher: &Arc<str>,
-        topic_name: &str,
-        payload: Bytes,
-        content_type: &str,
-        also: &[Arc<str>],
-    ) -> Result<(), CoreError> {
         let limits = &self.config.limits;
         topic::validate_topic(topic_name, limits.max_topic_len)?;
         check_payload(limits, payload.len(), content_type)?;
         let n = self.namespaces.get_mut(ns).expect("a session's namespace exists");
-        let mut subscribers = n.route(topic_name);
-        if !also.is_empty() {
-            let mut all: Vec<Arc<str>> = subscribers.iter().chain(also).cloned().collect();
-            all.sort_unstable();
-            all.dedup();
-            subscribers = all.into();
-        }
+        let subscribers = n.route(topic_name);
         let message = Arc::new(Message::new(topic_name, payload, content_type, publisher.clone()));
         self.counters.published += 1;
         for sub in subscribers.iter() {
@@ -1525,18 +1505,19 @@ impl Engine {
         self.reclaim_if_empty(ns);
     }
 
-    /// Publishes a group's event on its topic, to its members and to the agents interested.
+    /// Publishes a group's event on its topic, as an ordinary message: the agents interested in
+    /// it get it (members that want the events subscribe; those that do not are not made to read
+    /// and acknowledge them).
     fn group_event(&mut self, ns: &Arc<str>, e: replica_group::GroupEvent) {
         self.group_counted(ns);
         if !self.namespaces.contains_key(ns) {
             return;
         }
         let topic = replica_group::event_topic(&e.group);
-        let members = self.groups.members(&(ns.clone(), e.group.as_str().into()));
         let publisher: Arc<str> = e.agent.as_str().into();
         let payload = Bytes::from(serde_json::to_vec(&e).expect("serializable"));
         // Small by construction (bounded members); a refusal is no reason to undo the change.
-        let _ = self.route_message(ns, &publisher, &topic, payload, "application/json", &members);
+        let _ = self.publish(ns, &publisher, &topic, payload, "application/json");
     }
 
     /// `agent` left or was lost: it leaves its groups (and its publish in progress is abandoned).

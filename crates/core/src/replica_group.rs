@@ -5,9 +5,9 @@
 //!   **join order**: rank *i* is the *i*-th member still in the group by the time it joined; when
 //!   a member leaves (or is lost with its lease, or deregisters) the members after it move down one
 //!   rank, so ranks are always `0..n` with no gap. Joining again is harmless (the member keeps its
-//!   rank). Every change of membership is an [`GroupEvent`] the engine publishes as a message on
-//!   [`event_topic`], delivered to every member (whatever its interests) and to any other agent
-//!   interested in that topic.
+//!   rank). Every change of membership (and every new version) is a [`GroupEvent`] the engine
+//!   publishes as an ordinary message on [`event_topic`]: members and observers that want the
+//!   events subscribe to it (an interest in `lockstep.groups.<id>` or `lockstep.groups.>`).
 //! * **The state.** One member at a time publishes a blob (parameters, optimiser state, anything
 //!   up to `limits.max_group_state_bytes`). The bytes move beside the engine (the server's group
 //!   store reads them, hashes them with SHA-256 and keeps them); this module gives the publish its
@@ -17,7 +17,8 @@
 //!   lost first, changes nothing: the previous version stays current and nothing half-written
 //!   is ever visible.
 //! * **Fetching** the current version is for members (a late joiner joins, then fetches).
-//! * **Divergence** at a collective over a replica group: see [`diverged`].
+//! * **Divergence** at a collective: see [`diverged`] (the majority of the checksums presented,
+//!   else the group's published version).
 //! * **Bounds.** `limits.max_groups` per namespace, `limits.max_group_members` per group,
 //!   `limits.max_group_state_bytes` per blob and `limits.max_group_state_total_bytes` for every
 //!   group's current blob and every publish in progress together (the server holds them in memory).
@@ -367,22 +368,22 @@ impl ReplicaGroups {
 }
 
 /// Which members presented a state checksum that diverges. `presented[rank]` is what rank `rank`
-/// presented (`None`: nothing). The reference is `published` (the replica group's current version)
-/// when there is one; otherwise the checksum presented by more than half of the members that
-/// presented one. Members whose checksum differs from the reference are named, in rank order;
-/// with no reference (no published version and no strict majority), every member that presented
-/// a checksum is named as soon as two differ. Members that presented nothing are never named.
-/// Returns (the reference, if any; the diverged members).
+/// presented (`None`: nothing). The reference is the checksum presented by more than half of the
+/// members that presented one (replicas that stepped together agree, whatever version was last
+/// published); without such a majority, `published` (the replica group's current version) when
+/// some member presented it. Members whose checksum differs from the reference are named, in rank
+/// order; with no reference, every member that presented a checksum is named as soon as two
+/// differ. Members that presented nothing are never named. Returns (the reference, empty when
+/// none; the diverged members).
 pub fn diverged(members: &[Arc<str>], presented: &[Option<String>], published: Option<&str>) -> (String, Vec<String>) {
     let given: Vec<(&Arc<str>, &str)> =
         members.iter().zip(presented).filter_map(|(m, c)| c.as_deref().map(|c| (m, c))).collect();
-    let reference = published.map(str::to_owned).or_else(|| {
-        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-        for (_, c) in &given {
-            *counts.entry(c).or_default() += 1;
-        }
-        counts.into_iter().find(|(_, n)| *n * 2 > given.len()).map(|(c, _)| c.to_owned())
-    });
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, c) in &given {
+        *counts.entry(c).or_default() += 1;
+    }
+    let majority = counts.into_iter().find(|(_, n)| *n * 2 > given.len()).map(|(c, _)| c.to_owned());
+    let reference = majority.or_else(|| published.filter(|p| given.iter().any(|(_, c)| c == p)).map(str::to_owned));
     let named = match &reference {
         Some(r) => given.iter().filter(|(_, c)| c != r).map(|(m, _)| m.to_string()).collect(),
         None if given.windows(2).any(|w| w[0].1 != w[1].1) => given.iter().map(|(m, _)| m.to_string()).collect(),
@@ -474,14 +475,20 @@ mod tests {
     }
 
     #[test]
-    fn divergence_is_against_the_published_version_else_the_majority() {
+    fn divergence_is_against_the_majority_else_the_published_version() {
         let m: Vec<Arc<str>> = ["a", "b", "c", "d"].into_iter().map(Arc::from).collect();
         let p = |v: &[Option<&str>]| v.iter().map(|c| c.map(str::to_owned)).collect::<Vec<_>>();
         let given = p(&[Some("x"), Some("x"), Some("y"), None]);
         assert_eq!(diverged(&m, &given, None), ("x".into(), vec!["c".into()]));
-        assert_eq!(diverged(&m, &given, Some("y")), ("y".into(), vec!["a".into(), "b".into()]));
+        assert_eq!(diverged(&m, &given, Some("y")), ("x".into(), vec!["c".into()]), "the majority first");
         let split = p(&[Some("x"), Some("y"), None, None]);
         assert_eq!(diverged(&m, &split, None), (String::new(), vec!["a".into(), "b".into()]));
+        assert_eq!(
+            diverged(&m, &split, Some("y")),
+            ("y".into(), vec!["a".into()]),
+            "the published version breaks a tie"
+        );
+        assert_eq!(diverged(&m, &split, Some("z")), (String::new(), vec!["a".into(), "b".into()]));
         let same = p(&[Some("x"), None, Some("x"), None]);
         assert_eq!(diverged(&m, &same, None), ("x".into(), vec![]));
         assert_eq!(diverged(&m, &p(&[None, None, None, None]), None), (String::new(), vec![]));

@@ -82,8 +82,8 @@ fn ranks_are_join_order_and_every_change_is_an_event_for_members_and_observers()
     let mut h = Harness::new(Config::default());
     let observer = h.join("observer", "ops", &["lockstep.groups.>"]);
     let a = h.join("a", "w", &[]);
-    let b = h.join("b", "w", &[]);
-    let c = h.join("c", "w", &[]);
+    let b = h.join("b", "w", &["lockstep.groups.g"]);
+    let c = h.join("c", "w", &["lockstep.groups.g"]);
     assert_eq!(join(&mut h, b, "g").rank, 0);
     assert_eq!(join(&mut h, a, "g").rank, 1);
     let v = join(&mut h, c, "g");
@@ -97,10 +97,10 @@ fn ranks_are_join_order_and_every_change_is_an_event_for_members_and_observers()
     let kinds: Vec<(&str, &str)> = seen.iter().map(|(e, a, _)| (e.as_str(), a.as_str())).collect();
     assert_eq!(kinds, vec![("joined", "b"), ("joined", "a"), ("joined", "c"), ("left", "b")]);
     assert_eq!(seen[3].2, vec!["a", "c"]);
-    // Members get the events without any interest in the topic; the one who left got those
-    // of its membership.
-    assert_eq!(events(&h, c).len(), 2, "c joined, then b left");
-    assert_eq!(events(&h, b).len(), 3, "b, a, c joined while b was a member");
+    // Agents interested in the group's topic get every event; the others none.
+    assert_eq!(events(&h, c).len(), 4);
+    assert_eq!(events(&h, b).len(), 4, "a member that left still hears of the group");
+    assert!(events(&h, a).is_empty(), "a has no interest in the topic");
     let e = h.call_err(b, Request::LeaveGroup { group_id: "g".into() });
     assert_eq!(e.reason(), Reason::NotGroupMember);
     let e = h.call_err(b, Request::LeaveGroup { group_id: "nope".into() });
@@ -114,7 +114,7 @@ fn ranks_are_join_order_and_every_change_is_an_event_for_members_and_observers()
 #[test]
 fn a_member_lost_with_its_lease_leaves_and_its_publish_in_progress_changes_nothing() {
     let mut h = Harness::new(Config::default());
-    let a = h.join("a", "w", &[]);
+    let a = h.join("a", "w", &["lockstep.groups.>"]);
     let b = h.join("b", "w", &[]);
     join(&mut h, a, "g");
     join(&mut h, b, "g");
@@ -221,7 +221,7 @@ fn started(h: &mut Harness) -> (Vec<String>, Vec<String>, String) {
 }
 
 #[test]
-fn a_collective_over_the_group_names_who_diverged_from_its_published_version() {
+fn a_collective_over_the_group_names_who_diverged_from_the_majority_or_the_published_version() {
     let mut h = Harness::new(Config::default());
     let conns: Vec<ConnId> = ["c", "a", "b"].iter().map(|id| h.join(id, "w", &[])).collect();
     for &c in &conns {
@@ -243,7 +243,7 @@ fn a_collective_over_the_group_names_who_diverged_from_its_published_version() {
     );
     h.pump();
     h.collective_events.clear();
-    // Version 1 has checksum "y": now a is right and the others diverge; b presents nothing.
+    // No majority (b presents nothing): version 1's checksum "y" breaks the tie.
     publish(&mut h, 10, conns[1], "g", 4);
     published(&mut h, 10, Ok("y".into()));
     let sums = [Some("x"), Some("y"), None];
