@@ -277,7 +277,7 @@ impl Error {
                 _ => Code::FailedPrecondition,
             },
             Error::GroupStateFailed(d) => match d.reason {
-                Some(Reason::ChecksumMismatch) => Code::DataLoss,
+                Some(Reason::ChecksumMismatch) => Code::InvalidArgument,
                 _ => Code::Aborted,
             },
             Error::Other { code, .. } => *code,

@@ -162,5 +162,6 @@ def verify(state: GroupState, data: bytes) -> None:
         raise GroupStateFailed(
             f"checksum mismatch for replica group {state.group_id!r}: version {state.version} should be "
             f"{state.size} bytes hashing to {state.checksum}, but {len(data)} bytes hashing to {got} arrived",
+            code=grpc.StatusCode.INVALID_ARGUMENT,
             reason=Reason.CHECKSUM_MISMATCH,
         )
