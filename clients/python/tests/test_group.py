@@ -49,6 +49,11 @@ async def test_a_late_joiner_fetches_the_current_version_with_its_checksum(clien
         assert events == [("joined", "w1", 0), ("joined", "w2", 0), ("published", "w1", 1), ("published", "w2", 2), ("joined", "late", 2)]
         await w1.leave_group("model")
         assert (await late.join_group("model")).rank == 1
+        with pytest.raises(lockstep.InvalidArgument):
+            await late.leave_group("model", forget_state=True)  # w2 remains
+        await w2.leave_group("model")
+        await late.leave_group("model", forget_state=True)
+        assert (await w1.join_group("model")).state is None, "forgotten with its state"
     finally:
         for a in (observer, w1, w2, late):
             await a.close()

@@ -210,10 +210,22 @@ async fn the_current_version_survives_a_restart() {
     let s = a[0].publish_group_state("g", kept.clone()).await.unwrap();
     drop(a);
     server.kill();
-    let server = Server::start_durable(&listen, dir.path(), &[]);
-    let b = agents(&server, &["b"]).await;
+    let mut server = Server::start_durable(&listen, dir.path(), &[]);
+    let b = agents(&server, &["b", "c"]).await;
     let m = b[0].join_group("g").await.unwrap();
     assert_eq!((m.rank, m.members, m.state.map(|s| s.version)), (0, vec!["b".to_owned()], Some(2)));
     let got = b[0].fetch_group_state("g").await.unwrap();
     assert_eq!((got.state.checksum, got.bytes), (s.checksum, kept));
+    // The last member forgets the group: its state goes, on disk too.
+    b[1].join_group("g").await.unwrap();
+    assert_eq!(b[0].forget_group("g").await.unwrap_err().reason(), Some(Reason::InvalidArgument), "c remains");
+    b[1].leave_group("g").await.unwrap();
+    b[0].forget_group("g").await.unwrap();
+    let (ok, out, _) = server.cli_async(&["groups", "--json"]).await;
+    assert!(ok && out.trim() == "[]", "{out}");
+    drop(b);
+    server.kill();
+    let server = Server::start_durable(&listen, dir.path(), &[]);
+    let d = agents(&server, &["d"]).await;
+    assert_eq!(d[0].join_group("g").await.unwrap().state, None, "forgotten for good");
 }

@@ -80,8 +80,20 @@ impl Agent {
 
     /// Leaves replica group `group_id`.
     pub async fn leave_group(&self, group_id: &str) -> Result<(), Error> {
-        let kind = v1::client_message::Kind::LeaveGroup(v1::LeaveGroup { group_id: group_id.to_owned() });
+        let leave = v1::LeaveGroup { group_id: group_id.to_owned(), forget_state: false };
+        let kind = v1::client_message::Kind::LeaveGroup(leave);
         match self.call_with(kind, false).await? {
+            v1::reply::Outcome::Error(e) => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Leaves replica group `group_id` as its last member, forgetting the group and its state
+    /// (refused with [`Error::InvalidArgument`] while other members remain). Without it, a group's
+    /// state outlives its members.
+    pub async fn forget_group(&self, group_id: &str) -> Result<(), Error> {
+        let leave = v1::LeaveGroup { group_id: group_id.to_owned(), forget_state: true };
+        match self.call_with(v1::client_message::Kind::LeaveGroup(leave), false).await? {
             v1::reply::Outcome::Error(e) => Err(e.into()),
             _ => Ok(()),
         }

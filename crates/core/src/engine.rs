@@ -936,9 +936,17 @@ impl Engine {
                 Err(e) => Err(e),
             },
             Request::JoinGroup { group_id } => self.join_group(&ns, &agent, group_id).map(Reply::Group),
-            Request::LeaveGroup { group_id } => {
+            Request::LeaveGroup { group_id, forget_state } => {
                 let key = (ns.clone(), Arc::from(group_id.as_str()));
-                self.groups.leave(&key, &agent, "left").map(|e| {
+                let left = if forget_state {
+                    self.groups.forget(&key, &agent).inspect(|_| {
+                        let (namespace, group_id) = key.clone();
+                        self.outputs.push_back(Output::Group(GroupOutput::Forgotten { namespace, group_id }));
+                    })
+                } else {
+                    self.groups.leave(&key, &agent, "left")
+                };
+                left.map(|e| {
                     self.group_event(&ns, e);
                     Reply::Ok
                 })

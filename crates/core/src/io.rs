@@ -123,9 +123,12 @@ pub enum Request {
     JoinGroup {
         group_id: String,
     },
-    /// Leave a replica group.
+    /// Leave a replica group; with `forget_state`, the last member forgets the group and its
+    /// state (refused while other members remain).
     LeaveGroup {
         group_id: String,
+        #[serde(default)]
+        forget_state: bool,
     },
 }
 
@@ -202,6 +205,8 @@ pub enum GroupOutput {
     PublishGo { origin: u64 },
     /// Publish `origin`'s bytes are the group's current version now.
     Published { origin: u64, namespace: Arc<str>, group_id: Arc<str>, state: crate::replica_group::StateVersion },
+    /// The group and its state are forgotten: drop its bytes (and its file).
+    Forgotten { namespace: Arc<str>, group_id: Arc<str> },
     /// Fetch `origin` may read the group's current version (`state`, or a newer one).
     FetchGo { origin: u64, namespace: Arc<str>, group_id: Arc<str>, state: crate::replica_group::StateVersion },
 }

@@ -241,6 +241,29 @@ impl ReplicaGroups {
         Ok(e)
     }
 
+    /// The last member, `agent`, leaves group `key` and the group is forgotten with its state.
+    /// Refused while other members remain (or another member's publish is in progress).
+    pub fn forget(&mut self, key: &Key, agent: &str) -> Result<GroupEvent, CoreError> {
+        let g = self.group(key)?;
+        g.rank_of(agent).ok_or_else(|| not_member(&key.1, agent, g))?;
+        if g.members.len() > 1 {
+            let others: Vec<&str> = g.members.iter().map(|m| &**m).filter(|m| *m != agent).collect();
+            return Err(CoreError::invalid(
+                "forget_state",
+                format!(
+                    "other members remain in replica group '{}' ({}); only the last member may forget its state",
+                    key.1,
+                    others.join(", ")
+                ),
+            ));
+        }
+        let e = self.leave(key, agent, "left")?;
+        if let Some(g) = self.groups.remove(key) {
+            self.bytes -= g.state.as_ref().map_or(0, |s| s.size);
+        }
+        Ok(e)
+    }
+
     /// `agent` of `ns` went away (`event`: `left` or `lost`): it leaves every group it is in.
     pub fn member_gone(&mut self, ns: &str, agent: &str, event: &'static str) -> Vec<GroupEvent> {
         let keys: Vec<Key> = self
@@ -469,9 +492,17 @@ mod tests {
             gs.end_publish(8, 4, Ok("c4".into())).unwrap()
         };
         assert_eq!((s.version, gs.bytes()), (2, 30));
-        // The state outlives its members.
+        // The state outlives its members, unless the last one forgets it.
+        gs.join(key("g"), &"c".into(), &l).unwrap();
+        assert!(matches!(gs.forget(&key("g"), "a"), Err(CoreError::Invalid { .. })), "c remains");
         gs.member_gone("ns", "a", "left");
+        assert!(gs.get(&key("g")).is_some_and(|g| g.members.len() == 1 && g.state.is_some()));
+        gs.member_gone("ns", "c", "left");
         assert!(gs.get(&key("g")).is_some_and(|g| g.members.is_empty() && g.state.is_some()));
+        gs.join(key("g"), &"c".into(), &l).unwrap();
+        assert_eq!(gs.forget(&key("g"), "c").unwrap().event, "left");
+        assert!(gs.get(&key("g")).is_none());
+        assert_eq!(gs.bytes(), 0);
     }
 
     #[test]

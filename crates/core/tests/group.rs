@@ -90,7 +90,7 @@ fn ranks_are_join_order_and_every_change_is_an_event_for_members_and_observers()
     assert_eq!((v.rank, v.members.clone()), (2, vec!["b".to_owned(), "a".into(), "c".into()]));
     // Joining again keeps the rank and is no event.
     assert_eq!(join(&mut h, a, "g").rank, 1);
-    h.call_ok(b, Request::LeaveGroup { group_id: "g".into() });
+    h.call_ok(b, Request::LeaveGroup { group_id: "g".into(), forget_state: false });
     let v = join(&mut h, c, "g");
     assert_eq!((v.rank, v.members), (1, vec!["a".to_owned(), "c".into()]), "ranks close up");
     let seen = events(&h, observer);
@@ -101,9 +101,9 @@ fn ranks_are_join_order_and_every_change_is_an_event_for_members_and_observers()
     assert_eq!(events(&h, c).len(), 4);
     assert_eq!(events(&h, b).len(), 4, "a member that left still hears of the group");
     assert!(events(&h, a).is_empty(), "a has no interest in the topic");
-    let e = h.call_err(b, Request::LeaveGroup { group_id: "g".into() });
+    let e = h.call_err(b, Request::LeaveGroup { group_id: "g".into(), forget_state: false });
     assert_eq!(e.reason(), Reason::NotGroupMember);
-    let e = h.call_err(b, Request::LeaveGroup { group_id: "nope".into() });
+    let e = h.call_err(b, Request::LeaveGroup { group_id: "nope".into(), forget_state: false });
     assert_eq!(e.reason(), Reason::UnknownGroup);
     let e = h.call_err(b, Request::JoinGroup { group_id: "bad id".into() });
     assert_eq!(e.reason(), Reason::InvalidArgument);
@@ -177,10 +177,15 @@ fn publishes_and_fetches_are_for_members_within_the_limits() {
     let s = fetched(fetch(&mut h, 11, a, "g"));
     assert_eq!((s.version, s.checksum.as_str()), (2, "c10"));
     // The state outlives its members: a late joiner finds it.
-    h.call_ok(a, Request::LeaveGroup { group_id: "g".into() });
-    h.call_ok(b, Request::LeaveGroup { group_id: "g".into() });
+    h.call_ok(a, Request::LeaveGroup { group_id: "g".into(), forget_state: false });
+    h.call_ok(b, Request::LeaveGroup { group_id: "g".into(), forget_state: false });
     let v = join(&mut h, x, "g");
     assert_eq!((v.rank, v.state.map(|s| s.version)), (0, Some(2)));
+    // Until the last member forgets it: the store is told to drop the bytes.
+    h.call_ok(x, Request::LeaveGroup { group_id: "g".into(), forget_state: true });
+    assert!(matches!(told(&mut h).as_slice(), [GroupOutput::Forgotten { group_id, .. }] if &**group_id == "g"));
+    assert!(h.engine.list_groups("").unwrap().is_empty());
+    assert_eq!(refused(publish(&mut h, 12, x, "g", 1)).reason(), Reason::UnknownGroup);
 }
 
 #[test]

@@ -169,7 +169,7 @@ pub fn session_message(kind: Option<v1::client_message::Kind>) -> Result<Session
         Kind::OpenVote(v) => open_vote(v)?,
         Kind::CastBallot(b) => core::Request::CastBallot(cast_ballot(b)?),
         Kind::JoinGroup(g) => core::Request::JoinGroup { group_id: g.group_id },
-        Kind::LeaveGroup(g) => core::Request::LeaveGroup { group_id: g.group_id },
+        Kind::LeaveGroup(g) => core::Request::LeaveGroup { group_id: g.group_id, forget_state: g.forget_state },
     };
     Ok(SessionMessage::Request(request))
 }

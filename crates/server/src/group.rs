@@ -69,6 +69,7 @@ impl GroupStore {
             GroupOutput::Refused { origin, .. }
             | GroupOutput::PublishGo { origin }
             | GroupOutput::FetchGo { origin, .. } => *origin,
+            GroupOutput::Forgotten { namespace, group_id } => return self.forget(namespace, group_id),
             GroupOutput::Published { origin, namespace, group_id, state } => {
                 let chunks = self.received.lock().expect("not poisoned").remove(origin).unwrap_or_default();
                 let blob = Arc::new(Blob { state: state.clone(), chunks });
@@ -82,6 +83,22 @@ impl GroupStore {
         }
         if let Some(tx) = self.waiting.lock().expect("not poisoned").remove(&origin) {
             let _ = tx.send(out);
+        }
+    }
+
+    /// Drops a forgotten group's bytes, and its file off the driver's thread (removing a large
+    /// file may take a while).
+    fn forget(&self, namespace: &str, group_id: &str) {
+        self.current.lock().expect("not poisoned").remove(&(namespace.to_owned(), group_id.to_owned()));
+        if let Some(dir) = self.dir() {
+            let path = dir.join(format!("{}.state", file_name(namespace, group_id)));
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(file = %path.display(), error = %e, "could not remove a forgotten group's state");
+                    }
+                }
+            });
         }
     }
 

@@ -932,9 +932,12 @@ class Agent:
             raise LockstepError(f"join_group: unexpected reply {reply.WhichOneof('outcome')}")
         return _group.GroupMembership.from_proto(reply.group_membership)
 
-    async def leave_group(self, group_id: str) -> None:
-        """Leaves replica group ``group_id`` (the members after it move down one rank)."""
-        self._raise_if_error(await self._request(pb.ClientMessage(leave_group=pb.LeaveGroup(group_id=group_id))))
+    async def leave_group(self, group_id: str, *, forget_state: bool = False) -> None:
+        """Leaves replica group ``group_id`` (the members after it move down one rank). A group's
+        state outlives its members; with ``forget_state=True`` the last member forgets the group
+        and its state (``InvalidArgument`` while other members remain)."""
+        leave = pb.LeaveGroup(group_id=group_id, forget_state=forget_state)
+        self._raise_if_error(await self._request(pb.ClientMessage(leave_group=leave)))
 
     async def publish_group_state(self, group_id: str, data: Any) -> "_group.GroupState":
         """Publishes ``data`` (``bytes``, ``bytearray`` or ``memoryview``) as the group's next state

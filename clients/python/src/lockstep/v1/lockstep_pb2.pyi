@@ -1269,10 +1269,12 @@ class JoinGroup(_message.Message):
     def __init__(self, group_id: _Optional[str] = ...) -> None: ...
 
 class LeaveGroup(_message.Message):
-    __slots__ = ("group_id",)
+    __slots__ = ("group_id", "forget_state")
     GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    FORGET_STATE_FIELD_NUMBER: _ClassVar[int]
     group_id: str
-    def __init__(self, group_id: _Optional[str] = ...) -> None: ...
+    forget_state: bool
+    def __init__(self, group_id: _Optional[str] = ..., forget_state: bool = ...) -> None: ...
 
 class GroupState(_message.Message):
     __slots__ = ("group_id", "version", "checksum", "size", "published_by", "published_at_ms")
