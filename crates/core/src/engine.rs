@@ -1565,12 +1565,19 @@ impl Engine {
     }
 
     fn group_published(&mut self, now: Time, origin: u64, result: Result<String, String>) {
+        let ns = self.groups.publishing_in(origin).cloned();
         let out = match self.groups.end_publish(now, origin, result) {
             Ok(((namespace, group_id), state, event)) => {
                 self.group_event(&namespace, event);
                 GroupOutput::Published { origin, namespace, group_id, state }
             }
-            Err(error) => GroupOutput::Refused { origin, error },
+            Err(error) => {
+                // A failed publish may leave a group with nothing in it, which is forgotten.
+                if let Some(ns) = ns {
+                    self.group_counted(&ns);
+                }
+                GroupOutput::Refused { origin, error }
+            }
         };
         self.outputs.push_back(Output::Group(out));
     }

@@ -309,6 +309,11 @@ impl ReplicaGroups {
         Ok(())
     }
 
+    /// The namespace of publish `origin`'s group, while it is in progress.
+    pub fn publishing_in(&self, origin: u64) -> Option<&Arc<str>> {
+        self.publishes.get(&origin).map(|(ns, _)| ns)
+    }
+
     /// The shell reports the bytes of publish `origin` complete (`Ok(checksum)`) or broken off
     /// (`Err(why)`): the new version and its event, or why nothing changed.
     pub fn end_publish(
