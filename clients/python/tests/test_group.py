@@ -40,6 +40,8 @@ async def test_a_late_joiner_fetches_the_current_version_with_its_checksum(clien
         assert m.rank == 2 and m.state is not None and m.state.version == 2
         got = await late.fetch_group_state("model")
         assert (got.state.version, got.state.checksum, got.data) == (2, s2.checksum, newer)
+        [info] = await client.list_groups()
+        assert (info.group_id, info.members, info.state, info.publishing) == ("model", ("w1", "w2", "late"), s2, "")
         events = []
         while len(events) < 5:
             d = await observer.next_delivery(timeout=10)

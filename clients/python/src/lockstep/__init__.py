@@ -28,6 +28,7 @@ from .client import Client, RegistryWatch, connect
 from .group import (
     CollectiveOutcome,
     GroupEvent,
+    GroupInfo,
     GroupMembership,
     GroupState,
     GroupStateBlob,
@@ -185,6 +186,7 @@ __all__ = [
     "GroupStateFailed",
     "CollectiveOutcome",
     "GroupEvent",
+    "GroupInfo",
     "GroupMembership",
     "GroupState",
     "GroupStateBlob",

@@ -69,6 +69,22 @@ class GroupMembership:
 
 
 @dataclass(frozen=True)
+class GroupInfo:
+    """A replica group as :meth:`lockstep.Client.list_groups` lists it: members in rank order, the
+    current state version (``None`` while nothing is published), and who is publishing now."""
+
+    group_id: str
+    members: Tuple[str, ...]
+    state: Optional[GroupState]
+    publishing: str = ""
+
+    @classmethod
+    def from_proto(cls, g: pb.GroupInfo) -> "GroupInfo":
+        state = GroupState.from_proto(g.state) if g.HasField("state") else None
+        return cls(g.group_id, tuple(g.members), state, g.publishing)
+
+
+@dataclass(frozen=True)
 class GroupStateBlob:
     """A fetched version of a group's state: its description and its bytes (checksum verified)."""
 
