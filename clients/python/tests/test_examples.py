@@ -142,8 +142,9 @@ def test_syncbus(server: ServerProcess) -> None:
 
 def test_train(server: ServerProcess) -> None:
     out = run_example("train", server.address)
-    assert "workers: 4, steps: 60" in out
-    assert "identical parameters on every worker: True" in out
+    assert "workers: 4 + 1 late (joined after step 30), steps: 60" in out
+    assert "identical parameters on every worker: True (5 workers)" in out
+    assert "diverged: nobody" in out
     assert "loss fell: True" in out
     # the model it fits: y = 2·x0 - 3·x1 + 0.5·x2 + 1
     fitted = [float(v) for v in lines_with(out, "parameters:")[0].split(":", 1)[1].split(",")]

@@ -176,6 +176,49 @@ pub async fn collectives(args: CollectivesArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `lockstep groups`.
+pub async fn groups(t: Target) -> anyhow::Result<()> {
+    let groups = t.client().await?.list_groups().await?;
+    if t.json {
+        let items: Vec<_> = groups
+            .iter()
+            .map(|g| {
+                let s = g.state.as_ref();
+                json!({
+                    "group_id": g.group_id,
+                    "members": g.members,
+                    "version": s.map_or(0, |s| s.version),
+                    "checksum": s.map(|s| s.checksum.clone()).unwrap_or_default(),
+                    "size": s.map_or(0, |s| s.size),
+                    "published_by": s.map(|s| s.published_by.clone()).unwrap_or_default(),
+                    "publishing": g.publishing,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&items)?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = groups
+        .iter()
+        .map(|g| {
+            let s = g.state.as_ref();
+            let ranked: Vec<String> = g.members.iter().enumerate().map(|(r, m)| format!("{r}:{m}")).collect();
+            vec![
+                g.group_id.clone(),
+                ranked.join(","),
+                s.map_or("-".to_owned(), |s| s.version.to_string()),
+                // The first 16 hex digits tell versions apart at a glance; --json has all 64.
+                s.map_or("-".to_owned(), |s| s.checksum.chars().take(16).collect()),
+                s.map_or("-".to_owned(), |s| s.size.to_string()),
+                g.publishing.clone(),
+            ]
+        })
+        .collect();
+    print!("{}", table::render(&["GROUP_ID", "MEMBERS(RANK:ID)", "VERSION", "CHECKSUM", "BYTES", "PUBLISHING"], &rows));
+    println!("{} group(s)", groups.len());
+    Ok(())
+}
+
 #[derive(Args)]
 pub struct SyncArgs {
     #[command(subcommand)]

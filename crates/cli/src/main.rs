@@ -36,6 +36,8 @@ enum Action {
     Votes(votes::VotesArgs),
     /// Collectives in progress (allreduce, broadcast, ...), with who is missing.
     Collectives(admin::CollectivesArgs),
+    /// Replica groups: members with their ranks, the current state version, checksum and size.
+    Groups(admin::Target),
     /// Steer agents: pause, resume, stop everyone, send commands.
     Command(admin::CommandArgs),
     /// Server status: agents by status, paused agents, emergency stop, counters.
@@ -233,6 +235,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Action::Sync(a) => admin::sync(a).await,
             Action::Votes(a) => votes::run(a).await,
             Action::Collectives(a) => admin::collectives(a).await,
+            Action::Groups(t) => admin::groups(t).await,
             Action::Command(a) => admin::command(a).await,
             Action::Status(a) => admin::status(a).await,
             Action::Audit(a) => admin::audit(a).await,

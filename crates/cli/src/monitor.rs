@@ -1,6 +1,6 @@
 //! `lockstep monitor`: a live full-screen view of a running server — its agents with chosen state
-//! fields, health, breaker and queue; the sync points and votes still waiting and who they wait
-//! for; system health and message rates — from which an operator pauses, resumes or restarts an
+//! fields, health, breaker and queue; the sync points, votes and collectives still waiting and who
+//! they wait for; system health and message rates — from which an operator pauses, resumes or restarts an
 //! agent.
 //!
 //! Three layers, so that all but the first can be tested without a server or a terminal:
@@ -74,6 +74,8 @@ pub struct Snapshot {
     pub sync_points: Vec<v1::SyncPointStatus>,
     /// Votes, open and retained (only open ones are shown, beside the waiting sync points).
     pub votes: Vec<v1::VoteRecord>,
+    /// Collectives gathering or transferring (shown beside the waiting sync points).
+    pub collectives: Vec<v1::CollectiveStatus>,
     /// The Admin `Health` answer, or why there is none (in words, with what to do).
     pub health: Result<v1::HealthResponse, String>,
     /// The server's version, clock and message counters.
@@ -319,7 +321,7 @@ impl Model {
 
     /// Replaces what is shown with a fresh snapshot of the server.
     pub fn apply(&mut self, snapshot: Snapshot) {
-        let Snapshot { agents, states, sync_points, votes, health, info } = snapshot;
+        let Snapshot { agents, states, sync_points, votes, collectives, health, info } = snapshot;
         let health_of: HashMap<(&str, &str), Health> = match &health {
             Ok(h) => h
                 .agents
@@ -362,6 +364,16 @@ impl Model {
             required: v.required_count,
             missing: v.missing.clone(),
             waiting_ms: info.now_ms.saturating_sub(v.created_at_ms),
+        }));
+        // So do collectives for their members (until every member joined, then for the transfer).
+        let mut running: Vec<&v1::CollectiveStatus> = collectives.iter().collect();
+        running.sort_by_key(|c| (std::cmp::Reverse(c.waiting_ms), c.collective_id.clone()));
+        self.sync_points.extend(running.into_iter().map(|c| SyncRow {
+            id: format!("collective {}", c.collective_id),
+            arrived: c.members.len() - c.missing.len().min(c.members.len()),
+            required: c.members.len() as u32,
+            missing: c.missing.clone(),
+            waiting_ms: c.waiting_ms,
         }));
         self.health = health.map(|h| SystemHealth {
             score: h.score,
@@ -592,9 +604,11 @@ fn draw_sync_points(frame: &mut Frame, area: Rect, model: &Model) {
     let widest_id = model.sync_points.iter().map(|s| s.id.chars().count()).chain(["SYNC POINT".len()]).max();
     let id_width = widest_id.unwrap_or(0).min(MAX_COLUMN_WIDTH) as u16;
     let widths = [Constraint::Length(id_width), Constraint::Length(7), Constraint::Fill(1), Constraint::Length(7)];
-    let table = Table::new(rows, widths)
-        .header(Row::new(["SYNC POINT", "ARRIVED", "MISSING", "WAITING"]).bold())
-        .block(Block::bordered().title(format!(" Sync points and votes waiting ({}) ", model.sync_points.len())));
+    let table =
+        Table::new(rows, widths).header(Row::new(["SYNC POINT", "ARRIVED", "MISSING", "WAITING"]).bold()).block(
+            Block::bordered()
+                .title(format!(" Sync points, votes and collectives waiting ({}) ", model.sync_points.len())),
+        );
     frame.render_widget(table, area);
 }
 
@@ -682,10 +696,11 @@ impl Server {
 
     /// Reads everything shown, at once where the calls are independent.
     async fn snapshot(&self) -> Result<Snapshot, Error> {
-        let (agents, sync_points, votes, info, health) = tokio::join!(
+        let (agents, sync_points, votes, collectives, info, health) = tokio::join!(
             self.client.list_agents(AgentFilter::default()),
             self.client.list_sync_points(),
             self.client.list_votes(),
+            self.client.list_collectives(),
             self.client.server_info(),
             self.admin.health(),
         );
@@ -718,6 +733,7 @@ impl Server {
             states,
             sync_points: sync_points?,
             votes: votes?,
+            collectives: collectives?,
             health: health.map_err(|e| admin_error(&e)),
             info: info?,
         })
@@ -885,6 +901,13 @@ mod tests {
                 },
                 v1::VoteRecord { vote_id: "trade-8".into(), state: "decided".into(), ..Default::default() },
             ],
+            collectives: vec![v1::CollectiveStatus {
+                collective_id: "grad-12".into(),
+                members: vec!["w0".into(), "w1".into(), "w2".into()],
+                missing: vec!["w2".into()],
+                waiting_ms: 1500,
+                ..Default::default()
+            }],
             health: Ok(v1::HealthResponse {
                 agents: vec![
                     health("recorder", "unhealthy"),
@@ -968,6 +991,8 @@ mod tests {
         let vote = text.lines().find(|l| l.contains("vote trade-9")).unwrap_or_else(|| panic!("{text}"));
         assert!(vote.contains("1/3") && vote.contains("risk-1, absent-voter"), "{vote}");
         assert!(!text.contains("trade-8"), "a decided vote waits for nobody:\n{text}");
+        let c = text.lines().find(|l| l.contains("collective grad-12")).unwrap_or_else(|| panic!("{text}"));
+        assert!(c.contains("2/3") && c.contains("w2") && c.contains("1.5s"), "{c}");
     }
 
     #[test]

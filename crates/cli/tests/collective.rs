@@ -272,7 +272,7 @@ async fn a_member_breaking_off_mid_transfer_fails_everyone_with_the_same_reason(
         collective_id: "broken".into(),
         group: Some(v1::CollectiveGroup {
             agents: vec!["a".into(), "b".into(), "quitter".into()],
-            role: String::new(),
+            ..Default::default()
         }),
         kind: v1::CollectiveKind::Allreduce as i32,
         dtype: v1::ElementType::F32 as i32,
@@ -280,6 +280,7 @@ async fn a_member_breaking_off_mid_transfer_fails_everyone_with_the_same_reason(
         root: 0,
         length: len,
         timeout_ms: 0,
+        state_checksum: String::new(),
     };
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let up = |kind| v1::CollectiveUpload { kind: Some(kind) };

@@ -65,6 +65,8 @@ pub struct Collective {
     pub id: String,
     pub group: Group,
     pub timeout: Duration,
+    /// A checksum of this member's state, presented to the others (see [`Collective::checksum`]).
+    pub state_checksum: Option<String>,
 }
 
 impl Collective {
@@ -74,12 +76,30 @@ impl Collective {
             id: id.into(),
             group: Group::Agents(agents.into_iter().map(Into::into).collect()),
             timeout: Duration::ZERO,
+            state_checksum: None,
         }
+    }
+
+    /// The collective `id` of the members of replica group `group_id`, in the group's ranks.
+    pub fn replica(id: impl Into<String>, group_id: impl Into<String>) -> Self {
+        Collective {
+            id: id.into(),
+            group: Group::Replica(group_id.into()),
+            timeout: Duration::ZERO,
+            state_checksum: None,
+        }
+    }
+
+    /// Presents a checksum of this member's state (e.g. [`crate::state_checksum`] of its
+    /// parameters): members whose checksum diverges are named in [`CollectiveOutcome::diverged`].
+    pub fn checksum(mut self, checksum: impl Into<String>) -> Self {
+        self.state_checksum = Some(checksum.into());
+        self
     }
 
     /// The collective `id` of every live agent with `role`, ranked by agent id.
     pub fn role(id: impl Into<String>, role: impl Into<String>) -> Self {
-        Collective { id: id.into(), group: Group::Role(role.into()), timeout: Duration::ZERO }
+        Collective { id: id.into(), group: Group::Role(role.into()), timeout: Duration::ZERO, state_checksum: None }
     }
 
     /// With a deadline for joining and transfer.
@@ -93,6 +113,16 @@ impl Agent {
     /// The element-wise reduction (`op`) of every member's `data`, in rank order; every member
     /// gets the same result. Every member must pass arrays of the same length and type.
     pub async fn allreduce<T: Element>(&self, c: &Collective, data: &[T], op: ReduceOp) -> Result<Vec<T>, Error> {
+        Ok(self.allreduce_outcome(c, data, op).await?.result)
+    }
+
+    /// As [`Agent::allreduce`], with who diverged (see [`Collective::checksum`]).
+    pub async fn allreduce_outcome<T: Element>(
+        &self,
+        c: &Collective,
+        data: &[T],
+        op: ReduceOp,
+    ) -> Result<CollectiveOutcome<T>, Error> {
         self.collective(c, CollectiveKind::Allreduce(op), data, true).await
     }
 
@@ -102,20 +132,20 @@ impl Agent {
         let (.., agent, _) = self.collective_parts();
         let is_root = match &c.group {
             Group::Agents(ids) => ids.get(root as usize).is_some_and(|id| *id == agent),
-            // A role's ranks are its members' ids sorted; the server sends the root's array only.
-            Group::Role(_) => true,
+            // A role's or replica group's ranks are the server's; it sends the root's array only.
+            Group::Role(_) | Group::Replica(_) => true,
         };
-        self.collective(c, CollectiveKind::Broadcast { root }, data, is_root).await
+        Ok(self.collective(c, CollectiveKind::Broadcast { root }, data, is_root).await?.result)
     }
 
     /// Every member's array, concatenated in rank order.
     pub async fn allgather<T: Element>(&self, c: &Collective, data: &[T]) -> Result<Vec<T>, Error> {
-        self.collective(c, CollectiveKind::Allgather, data, true).await
+        Ok(self.collective(c, CollectiveKind::Allgather, data, true).await?.result)
     }
 
     /// This member's block of the reduction: rank r of n gets elements `[r·L/n, (r+1)·L/n)`.
     pub async fn reduce_scatter<T: Element>(&self, c: &Collective, data: &[T], op: ReduceOp) -> Result<Vec<T>, Error> {
-        self.collective(c, CollectiveKind::ReduceScatter(op), data, true).await
+        Ok(self.collective(c, CollectiveKind::ReduceScatter(op), data, true).await?.result)
     }
 
     async fn collective<T: Element>(
@@ -124,7 +154,7 @@ impl Agent {
         kind: CollectiveKind,
         data: &[T],
         send: bool,
-    ) -> Result<Vec<T>, Error> {
+    ) -> Result<CollectiveOutcome<T>, Error> {
         let (mut grpc, namespace, agent_id, resume_token) = self.collective_parts();
         let join = CollectiveJoin {
             namespace,
@@ -134,6 +164,7 @@ impl Agent {
             group: c.group.clone(),
             spec: CollectiveSpec { kind, dtype: T::DTYPE, length: data.len() as u64 },
             timeout_ms: c.timeout.as_millis().min(u64::MAX as u128) as u64,
+            state_checksum: c.state_checksum.clone(),
         };
         let header = v1::CollectiveUpload { kind: Some(Up::Header(join_to_wire(&join))) };
         // The array is encoded a chunk at a time as the transport takes it (flow control paces
@@ -171,10 +202,24 @@ impl Agent {
     }
 }
 
+/// A collective's result, and the members whose state checksum diverged (see
+/// [`Collective::checksum`]; the rule is in docs/PROTOCOL.md, "Replica groups").
+#[derive(Clone, Debug, PartialEq)]
+pub struct CollectiveOutcome<T> {
+    pub result: Vec<T>,
+    /// Members whose presented checksum differs from `reference_checksum`, in rank order.
+    pub diverged: Vec<String>,
+    /// What the checksums were compared with (empty: nothing to compare).
+    pub reference_checksum: String,
+}
+
 /// Reads a collective's result and outcome from its stream.
-async fn receive<T: Element>(results: &mut tonic::Streaming<v1::CollectiveDownload>) -> Result<Vec<T>, Error> {
+async fn receive<T: Element>(
+    results: &mut tonic::Streaming<v1::CollectiveDownload>,
+) -> Result<CollectiveOutcome<T>, Error> {
     let size = T::DTYPE.size();
     let mut result: Option<Vec<T>> = None;
+    let mut diverged = (Vec::new(), String::new());
     let mut received = 0usize;
     loop {
         let Some(msg) = results.message().await? else {
@@ -185,6 +230,7 @@ async fn receive<T: Element>(results: &mut tonic::Streaming<v1::CollectiveDownlo
                 let len = usize::try_from(s.result_length)
                     .map_err(|_| Error::Input("the result does not fit in memory".into()))?;
                 result = Some(vec![T::default(); len]);
+                diverged = (s.diverged, s.reference_checksum);
             }
             Some(Down::Chunk(piece)) => {
                 let out = result.as_mut().ok_or_else(|| protocol("a result chunk came before the start"))?;
@@ -200,7 +246,7 @@ async fn receive<T: Element>(results: &mut tonic::Streaming<v1::CollectiveDownlo
                 if received != out.len() {
                     return Err(protocol("the result came incomplete"));
                 }
-                return Ok(out);
+                return Ok(CollectiveOutcome { result: out, diverged: diverged.0, reference_checksum: diverged.1 });
             }
             None => return Err(protocol("an empty message")),
         }

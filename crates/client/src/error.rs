@@ -116,6 +116,12 @@ pub enum Error {
     /// member the error names (if any), `missing` who never joined or finished sending.
     #[error("{message}")]
     CollectiveFailed { agent: String, missing: Vec<String>, message: Detail },
+    /// A replica group's state did not move: a publish broke off (`GROUP_PUBLISH_ABORTED`: the
+    /// previous version stays current), or bytes did not match their checksum
+    /// (`CHECKSUM_MISMATCH`: refused by the server on a publish, or found by this client on a
+    /// fetch).
+    #[error("{0}")]
+    GroupStateFailed(Detail),
     /// The client's own input could not be encoded (e.g. a state delta that is not valid JSON).
     #[error("invalid input: {0}")]
     Input(String),
@@ -168,7 +174,11 @@ impl Error {
             (Some(R::InvalidArgument | R::NotRegistered | R::AlreadyRegisteredHere), _) => {
                 Error::InvalidArgument(detail)
             }
-            (Some(R::UnknownAgent | R::UnknownSyncPoint | R::UnknownRequest), _) => Error::NotFound(detail),
+            (
+                Some(R::UnknownAgent | R::UnknownSyncPoint | R::UnknownRequest | R::UnknownGroup | R::NoGroupState),
+                _,
+            ) => Error::NotFound(detail),
+            (Some(R::GroupPublishAborted | R::ChecksumMismatch), _) => Error::GroupStateFailed(detail),
             (Some(R::NoResponders), _) => Error::NoResponders(detail),
             (Some(R::RequestTimeout), _) => Error::RequestTimedOut(detail),
             (Some(R::RequestAborted), _) => Error::RequestAborted(detail),
@@ -182,7 +192,9 @@ impl Error {
                     | R::SyncFinished
                     | R::Paused
                     | R::EmergencyStop
-                    | R::BreakerOpen,
+                    | R::BreakerOpen
+                    | R::NotGroupMember
+                    | R::GroupBusy,
                 ),
                 _,
             ) => Error::FailedPrecondition(detail),
@@ -235,6 +247,7 @@ impl Error {
             | Error::RequestAborted(d)
             | Error::RequestRefused(d)
             | Error::CollectiveFailed { message: d, .. }
+            | Error::GroupStateFailed(d)
             | Error::Other { message: d, .. } => d.reason,
         }
     }
@@ -262,6 +275,10 @@ impl Error {
                 Some(Reason::CollectiveTimeout) => Code::DeadlineExceeded,
                 Some(Reason::CollectiveAborted) => Code::Aborted,
                 _ => Code::FailedPrecondition,
+            },
+            Error::GroupStateFailed(d) => match d.reason {
+                Some(Reason::ChecksumMismatch) => Code::InvalidArgument,
+                _ => Code::Aborted,
             },
             Error::Other { code, .. } => *code,
         }

@@ -44,6 +44,7 @@ mod admin;
 mod agent;
 mod collective;
 mod error;
+mod group;
 mod limits;
 mod vote;
 
@@ -54,8 +55,9 @@ pub use agent::{
     Agent, AgentOptions, ControlNotices, Deliveries, Delivery, IncomingCommand, IncomingCommands, IncomingRequest,
     IncomingRequests, Participants, Response, StateUpdate, StateUpdates, SyncResult, WatchTarget,
 };
-pub use collective::{Collective, DType, Element, Group, ReduceOp};
+pub use collective::{Collective, CollectiveOutcome, DType, Element, Group, ReduceOp};
 pub use error::{recovery, Detail, Error, Reason, Recovery};
+pub use group::{state_checksum, GroupEvent, GroupMembership, GroupState, GroupStateBlob, GROUP_EVENT_PREFIX};
 pub use lockstep_proto::v1 as proto;
 use lockstep_proto::v1;
 use lockstep_proto::v1::lockstep_client::LockstepClient;
@@ -218,6 +220,12 @@ impl Client {
     pub async fn list_collectives(&self) -> Result<Vec<v1::CollectiveStatus>, Error> {
         let req = v1::ListCollectivesRequest { namespace: self.namespace.clone() };
         Ok(self.grpc.clone().list_collectives(req).await?.into_inner().collectives)
+    }
+
+    /// Replica groups of the namespace: members in rank order, current state version.
+    pub async fn list_groups(&self) -> Result<Vec<v1::GroupInfo>, Error> {
+        let req = v1::ListGroupsRequest { namespace: self.namespace.clone() };
+        Ok(self.grpc.clone().list_groups(req).await?.into_inner().groups)
     }
 
     fn sync_request(&self, sync_id: &str) -> v1::SyncStatusRequest {

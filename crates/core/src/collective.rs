@@ -9,8 +9,12 @@
 //!
 //! The rules kept here:
 //! * **Group and ranks.** A collective is created by its first join, which names the group: an
-//!   explicit list of agents (ranks are the list's order) or a role (every live agent holding the
-//!   role at that moment, ranks in agent-id order). Later joins must name the same group.
+//!   explicit list of agents (ranks are the list's order), a role (every live agent holding the
+//!   role at that moment, ranks in agent-id order) or a replica group (its members at that moment,
+//!   in the group's ranks; see [`crate::replica_group`]). Later joins must name the same group.
+//! * **Divergence.** A member may present a checksum of its state with its join; when the
+//!   collective starts, the members whose checksum diverges are named to every member
+//!   ([`crate::replica_group::diverged`] has the rule). It is a warning, not a failure.
 //! * **Same call everywhere.** Kind, element type, reduction, root and length must match the first
 //!   join's; a member that differs fails the collective for every member with
 //!   [`CoreError::CollectiveMismatch`] naming it (nobody waits for a timeout). An agent outside the
@@ -171,6 +175,8 @@ pub enum Group {
     Agents(Vec<String>),
     /// Every live agent with this role when the collective is created, ranked by agent id.
     Role(String),
+    /// The members of this replica group when the collective is created, in the group's ranks.
+    Replica(String),
 }
 
 impl Group {
@@ -195,6 +201,7 @@ impl Group {
                 Ok(())
             }
             Group::Role(role) => name::validate("group role", role),
+            Group::Replica(id) => name::validate("replica group id", id),
         }
     }
 
@@ -203,6 +210,7 @@ impl Group {
         match self {
             Group::Agents(ids) => format!("[{}]", ids.join(", ")),
             Group::Role(role) => format!("role {role}"),
+            Group::Replica(id) => format!("replica group {id}"),
         }
     }
 }
@@ -220,12 +228,22 @@ pub struct CollectiveJoin {
     pub spec: CollectiveSpec,
     /// 0 means the configured default (`default_sync_timeout_ms`).
     pub timeout_ms: u64,
+    /// A checksum of the member's state, to be compared with the others' (see
+    /// [`crate::replica_group::diverged`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_checksum: Option<String>,
 }
 
 impl CollectiveJoin {
     /// Checks what can be checked without the engine's tables.
     pub fn validate(&self, limits: &Limits) -> Result<(), CoreError> {
         name::validate("collective id", &self.collective_id)?;
+        if self.state_checksum.as_ref().is_some_and(|c| c.is_empty() || c.len() > MAX_CHECKSUM_LEN) {
+            return Err(CoreError::invalid(
+                "state checksum",
+                format!("must be 1 to {MAX_CHECKSUM_LEN} bytes (a SHA-256 in hex is 64)"),
+            ));
+        }
         self.group.validate(limits)?;
         if self.spec.length == 0 {
             return Err(CoreError::invalid("collective array", "is empty; bring at least one element"));
@@ -252,6 +270,9 @@ impl CollectiveJoin {
         Ok(())
     }
 }
+
+/// Longest state checksum a member may present.
+pub const MAX_CHECKSUM_LEN: usize = 128;
 
 /// One member of a started collective.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -300,6 +321,8 @@ pub struct Collective {
     pub first: Arc<str>,
     /// `joined[rank]` is the member's call, once it joined.
     pub joined: Vec<Option<u64>>,
+    /// `checksums[rank]`: the state checksum the member presented, if any.
+    pub checksums: Vec<Option<String>>,
     pub created_at: Time,
     pub deadline: Time,
     pub phase: Phase,
@@ -331,6 +354,7 @@ impl Collective {
     ) -> Self {
         let joined = vec![None; members.len()];
         Collective {
+            checksums: vec![None; members.len()],
             id: join.collective_id.as_str().into(),
             serial,
             group: join.group.clone(),
@@ -344,9 +368,14 @@ impl Collective {
         }
     }
 
-    /// Ranks members in the order the rules give: the list's order, or agent ids sorted for a role
-    /// (`live_with_role` is every live agent holding it).
-    pub fn resolve(group: &Group, live_with_role: impl FnOnce(&str) -> Vec<Arc<str>>) -> Vec<Arc<str>> {
+    /// Ranks members in the order the rules give: the list's order, agent ids sorted for a role
+    /// (`live_with_role` is every live agent holding it), or a replica group's ranks
+    /// (`replica_members`).
+    pub fn resolve(
+        group: &Group,
+        live_with_role: impl FnOnce(&str) -> Vec<Arc<str>>,
+        replica_members: impl FnOnce(&str) -> Vec<Arc<str>>,
+    ) -> Vec<Arc<str>> {
         match group {
             Group::Agents(ids) => ids.iter().map(|id| Arc::from(id.as_str())).collect(),
             Group::Role(role) => {
@@ -354,6 +383,7 @@ impl Collective {
                 ids.sort_unstable();
                 ids
             }
+            Group::Replica(id) => replica_members(id),
         }
     }
 
@@ -397,6 +427,7 @@ impl Collective {
             ));
         }
         self.joined[rank] = Some(origin);
+        self.checksums[rank] = join.state_checksum.clone();
         if self.joined.iter().all(Option::is_some) {
             self.phase = Phase::Transferring;
             return Joined::Start(self.started_members());
@@ -471,8 +502,18 @@ impl Collective {
 pub enum CollectiveEvent {
     /// The call `origin` is refused; nothing else changes.
     Refused { origin: u64, error: CoreError },
-    /// Every member joined: move the arrays between these members (rank order).
-    Start { namespace: Arc<str>, collective_id: Arc<str>, serial: u64, spec: CollectiveSpec, members: Vec<Member> },
+    /// Every member joined: move the arrays between these members (rank order). `diverged` names
+    /// the members whose state checksum differs from `reference` (see
+    /// [`crate::replica_group::diverged`]).
+    Start {
+        namespace: Arc<str>,
+        collective_id: Arc<str>,
+        serial: u64,
+        spec: CollectiveSpec,
+        members: Vec<Member>,
+        diverged: Vec<String>,
+        reference: String,
+    },
     /// The collective `serial` ended, the same way for every call in `origins` (which includes
     /// calls not yet started): completed, or failed with this error.
     Finished { serial: u64, origins: Vec<u64>, result: Result<(), CoreError> },
@@ -666,6 +707,7 @@ mod tests {
             group,
             spec,
             timeout_ms: 0,
+            state_checksum: None,
         }
     }
 
@@ -676,7 +718,7 @@ mod tests {
     fn abc() -> (Group, Collective) {
         let group = Group::Agents(vec!["b".into(), "a".into(), "c".into()]);
         let j = join("b", group.clone(), spec());
-        let members = Collective::resolve(&group, |_| unreachable!());
+        let members = Collective::resolve(&group, |_| unreachable!(), |_| unreachable!());
         (group, Collective::new(&j, 1, members, "b".into(), 0, 1000))
     }
 
@@ -684,7 +726,11 @@ mod tests {
     fn ranks_follow_the_list_or_sorted_ids_for_a_role() {
         let (_, c) = abc();
         assert_eq!(c.members, vec![Arc::from("b"), "a".into(), "c".into()]);
-        let by_role = Collective::resolve(&Group::Role("w".into()), |_| vec!["z".into(), "m".into(), "a".into()]);
+        let by_role = Collective::resolve(
+            &Group::Role("w".into()),
+            |_| vec!["z".into(), "m".into(), "a".into()],
+            |_| unreachable!(),
+        );
         assert_eq!(by_role, vec![Arc::from("a"), "m".into(), "z".into()]);
     }
 

@@ -91,6 +91,15 @@ pub struct Limits {
     pub max_collective_bytes: u64,
     /// Most collectives gathering or transferring at once in one namespace.
     pub max_open_collectives: usize,
+    /// Most replica groups in one namespace.
+    pub max_groups: usize,
+    /// Most members of one replica group.
+    pub max_group_members: usize,
+    /// Largest state blob one replica group may publish, in bytes.
+    pub max_group_state_bytes: u64,
+    /// Bytes of replica group state the server holds at once: every group's current version and
+    /// every publish in progress, over every namespace (the server keeps them in memory).
+    pub max_group_state_total_bytes: u64,
 }
 
 /// Bytes one gRPC message may take beyond its largest payload or delta (ids, topic, metadata,
@@ -149,6 +158,10 @@ impl Default for Limits {
             max_vote_ballot_bytes: 4096,
             max_collective_bytes: 1024 * 1024 * 1024,
             max_open_collectives: 1024,
+            max_groups: 64,
+            max_group_members: 1024,
+            max_group_state_bytes: 256 * 1024 * 1024,
+            max_group_state_total_bytes: 1024 * 1024 * 1024,
         }
     }
 }

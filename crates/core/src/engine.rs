@@ -33,13 +33,14 @@ use crate::error::{CoreError, SessionEnd};
 use crate::feed::{self, Overflow, RegistryFeed};
 use crate::health::{HealthCounts, HealthHistory, HealthReport, HealthSample, QueueObservation};
 use crate::io::{
-    AdminAction, AdminOutcome, ConnId, ControlKind, ControlNotice, Frame, Input, Message, Output, RegisterRequest,
-    Registered, RegistryEvent, Reply, Request, Time, WatchTarget,
+    AdminAction, AdminOutcome, ConnId, ControlKind, ControlNotice, Frame, GroupOutput, Input, Message, Output,
+    RegisterRequest, Registered, RegistryEvent, Reply, Request, Time, WatchTarget,
 };
 use crate::lease::{Lease, SharedConnections};
 use crate::name;
 use crate::outbox::{Enqueued, Outbox};
 use crate::registry::{Agent, AgentQuery, AgentStatus, AgentView, Profile, RegistryEventKind, Session};
+use crate::replica_group::{self, GroupStatus, GroupView, ReplicaGroups};
 use crate::request::{self, PendingRequest, Requests, Token};
 use crate::state;
 use crate::syncpoint::{Arrived, Diagnosis, Participants, Release, SyncPoint, SyncStatus, Waiter};
@@ -212,6 +213,8 @@ struct Namespace {
     /// Votes of this namespace, open and retained (they live in `Engine::votes`): a namespace
     /// holding votes is in use and is not forgotten.
     votes: usize,
+    /// Replica groups of this namespace (they live in `Engine::groups`): likewise.
+    groups: usize,
 }
 
 impl Namespace {
@@ -271,13 +274,17 @@ impl Namespace {
     /// Holds nothing (no agents, live or lost; no sync points or votes, open or retained; no
     /// registry watchers): the engine forgets it.
     fn is_empty(&self) -> bool {
-        self.agents.is_empty() && self.sync_points.is_empty() && self.registry_watchers.is_empty() && self.votes == 0
+        self.agents.is_empty()
+            && self.sync_points.is_empty()
+            && self.registry_watchers.is_empty()
+            && self.votes == 0
+            && self.groups == 0
     }
 
     /// Holds agents, sync points or votes: counts towards `limits.max_namespaces`. (Registry watchers of
     /// a namespace nobody uses are bounded by their own limits.)
     fn in_use(&self) -> bool {
-        !self.agents.is_empty() || !self.sync_points.is_empty() || self.votes > 0
+        !self.agents.is_empty() || !self.sync_points.is_empty() || self.votes > 0 || self.groups > 0
     }
 
     fn live_agents(&self) -> usize {
@@ -315,6 +322,8 @@ pub struct Engine {
     votes: Votes,
     /// Collectives gathering or transferring.
     collectives: Collectives,
+    /// Replica groups (see [`crate::replica_group`]).
+    groups: ReplicaGroups,
 }
 
 /// Every agent's health and the system's, for the `health` command.
@@ -348,6 +357,7 @@ impl Engine {
             requests: Requests::default(),
             votes: Votes::default(),
             collectives: Collectives::default(),
+            groups: ReplicaGroups::default(),
         };
         // The first sample of system health is taken one interval in, when agents may have come.
         let first = engine.config.health.sample_interval_ms;
@@ -395,6 +405,21 @@ impl Engine {
                 if self.collectives.get_mut(&key).is_some_and(|c| c.serial == serial) {
                     self.collective_finish(&key, Ok(()));
                 }
+            }
+            Input::GroupPublish { origin, call, size } => {
+                let out = match self.group_publish(origin, &call, size) {
+                    Ok(()) => GroupOutput::PublishGo { origin },
+                    Err(error) => GroupOutput::Refused { origin, error },
+                };
+                self.outputs.push_back(Output::Group(out));
+            }
+            Input::GroupPublished { origin, result } => self.group_published(now, origin, result),
+            Input::GroupFetch { origin, call } => {
+                let out = match self.group_fetch(&call) {
+                    Ok((namespace, group_id, state)) => GroupOutput::FetchGo { origin, namespace, group_id, state },
+                    Err(error) => GroupOutput::Refused { origin, error },
+                };
+                self.outputs.push_back(Output::Group(out));
             }
         }
     }
@@ -912,6 +937,22 @@ impl Engine {
                 Ok(Some(reply)) => Ok(reply),
                 Err(e) => Err(e),
             },
+            Request::JoinGroup { group_id } => self.join_group(&ns, &agent, group_id).map(Reply::Group),
+            Request::LeaveGroup { group_id, forget_state } => {
+                let key = (ns.clone(), Arc::from(group_id.as_str()));
+                let left = if forget_state {
+                    self.groups.forget(&key, &agent).inspect(|_| {
+                        let (namespace, group_id) = key.clone();
+                        self.outputs.push_back(Output::Group(GroupOutput::Forgotten { namespace, group_id }));
+                    })
+                } else {
+                    self.groups.leave(&key, &agent, "left")
+                };
+                left.map(|e| {
+                    self.group_event(&ns, e);
+                    Reply::Ok
+                })
+            }
             Request::Deregister => {
                 self.remove_agent(now, &ns, &agent, "left");
                 self.forget_conn(conn);
@@ -1119,6 +1160,7 @@ impl Engine {
         self.voter_gone(now, ns, agent);
         self.requests_gone(ns, agent, "lost its lease");
         self.collectives_gone(ns, agent, "lost its lease");
+        self.groups_gone(ns, agent, "lost");
         for finished in self.control.agent_gone(now, ns, agent, "its lease was lost") {
             self.command_done(finished);
         }
@@ -1146,6 +1188,7 @@ impl Engine {
         self.voter_gone(now, ns, agent);
         self.requests_gone(ns, agent, why);
         self.collectives_gone(ns, agent, why);
+        self.groups_gone(ns, agent, "left");
         self.control.forget_agent(ns, agent);
         for finished in self.control.agent_gone(now, ns, agent, why) {
             self.command_done(finished);
@@ -1358,20 +1401,9 @@ impl Engine {
     fn collective_join(&mut self, now: Time, origin: u64, join: &CollectiveJoin) -> Result<(), CoreError> {
         let limits = &self.config.limits;
         join.validate(limits)?;
-        let unknown = || CoreError::UnknownAgent { namespace: join.namespace.clone(), agent: join.agent_id.clone() };
-        let ns = name::namespace_or_default(&join.namespace)?;
-        let (ns, n) = self.namespaces.get_key_value(ns).ok_or_else(unknown)?;
-        let (agent, a) = n.agents.get_key_value(join.agent_id.as_str()).ok_or_else(unknown)?;
-        if !a.is_live() || !a.token_matches(&join.resume_token) {
-            return Err(CoreError::invalid(
-                "collective call",
-                format!(
-                    "agent '{}' has no live session with this resume token; call collectives with the token of the agent's current session",
-                    join.agent_id
-                ),
-            ));
-        }
-        let (ns, agent) = (ns.clone(), agent.clone());
+        let (ns, agent) = self.live_caller(&join.namespace, &join.agent_id, &join.resume_token, "collective call")?;
+        let n = self.namespaces.get(&ns).expect("the caller's namespace");
+        let limits = &self.config.limits;
         let key = (ns.clone(), Arc::from(join.collective_id.as_str()));
         if self.collectives.get_mut(&key).is_none() {
             if self.collectives.count_in(&ns) >= limits.max_open_collectives {
@@ -1381,9 +1413,12 @@ impl Engine {
                     hint: "finish or fail some first (limits.max_open_collectives)",
                 });
             }
-            let members = Collective::resolve(&join.group, |role| {
-                n.agents.values().filter(|a| a.is_live() && &*a.role == role).map(|a| a.id.clone()).collect()
-            });
+            let groups = &self.groups;
+            let members = Collective::resolve(
+                &join.group,
+                |role| n.agents.values().filter(|a| a.is_live() && &*a.role == role).map(|a| a.id.clone()).collect(),
+                |id| groups.members(&(ns.clone(), id.into())),
+            );
             let timeout = match join.timeout_ms {
                 0 => self.config.default_sync_timeout_ms,
                 t => t,
@@ -1398,8 +1433,21 @@ impl Engine {
             Joined::Waiting => self.collectives.joined(origin, key),
             Joined::Start(members) => {
                 let (serial, spec) = (c.serial, c.spec);
+                let published = match &c.group {
+                    crate::collective::Group::Replica(id) => self.groups.checksum(&(ns.clone(), id.as_str().into())),
+                    _ => None,
+                };
+                let (reference, diverged) = replica_group::diverged(&c.members, &c.checksums, published);
                 self.collectives.joined(origin, key.clone());
-                let start = CollectiveEvent::Start { namespace: ns, collective_id: key.1, serial, spec, members };
+                let start = CollectiveEvent::Start {
+                    namespace: ns,
+                    collective_id: key.1,
+                    serial,
+                    spec,
+                    members,
+                    diverged,
+                    reference,
+                };
                 self.outputs.push_back(Output::Collective(start));
             }
             Joined::Refused(e) => {
@@ -1442,6 +1490,129 @@ impl Engine {
         for (key, e) in self.collectives.member_gone(ns, agent, why) {
             self.collective_finish(&key, Err(e));
         }
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Replica groups (the rules are in crate::replica_group; the blobs move in the shell)
+
+    /// `agent` joins a group; the group's event goes out if it is new to it.
+    fn join_group(&mut self, ns: &Arc<str>, agent: &Arc<str>, group_id: String) -> Result<GroupView, CoreError> {
+        let (view, event) = self.groups.join((ns.clone(), group_id.as_str().into()), agent, &self.config.limits)?;
+        self.group_counted(ns);
+        if let Some(e) = event {
+            self.group_event(ns, e);
+        }
+        Ok(view)
+    }
+
+    /// Keeps a namespace's count of groups (it holds the namespace in use) and forgets the
+    /// namespace once it holds nothing.
+    fn group_counted(&mut self, ns: &Arc<str>) {
+        let count = self.groups.count_in(ns);
+        if let Some(n) = self.namespaces.get_mut(ns) {
+            n.groups = count;
+        }
+        self.reclaim_if_empty(ns);
+    }
+
+    /// Publishes a group's event on its topic, as an ordinary message: the agents interested in
+    /// it get it (members that want the events subscribe; those that do not are not made to read
+    /// and acknowledge them).
+    fn group_event(&mut self, ns: &Arc<str>, e: replica_group::GroupEvent) {
+        self.group_counted(ns);
+        if !self.namespaces.contains_key(ns) {
+            return;
+        }
+        let topic = replica_group::event_topic(&e.group);
+        let publisher: Arc<str> = e.agent.as_str().into();
+        let payload = Bytes::from(serde_json::to_vec(&e).expect("serializable"));
+        // Small by construction (bounded members); a refusal is no reason to undo the change.
+        let _ = self.publish(ns, &publisher, &topic, payload, "application/json");
+    }
+
+    /// `agent` left or was lost: it leaves its groups (and its publish in progress is abandoned).
+    fn groups_gone(&mut self, ns: &Arc<str>, agent: &Arc<str>, event: &'static str) {
+        for e in self.groups.member_gone(ns, agent, event) {
+            self.group_event(ns, e);
+        }
+    }
+
+    /// The live session `call` names (checked by its resume token), for calls beside the session.
+    fn live_caller(
+        &self,
+        namespace: &str,
+        agent_id: &str,
+        token: &str,
+        what: &'static str,
+    ) -> Result<(Arc<str>, Arc<str>), CoreError> {
+        let unknown = || CoreError::UnknownAgent { namespace: namespace.to_owned(), agent: agent_id.to_owned() };
+        let ns = name::namespace_or_default(namespace)?;
+        let (ns, n) = self.namespaces.get_key_value(ns).ok_or_else(unknown)?;
+        let (agent, a) = n.agents.get_key_value(agent_id).ok_or_else(unknown)?;
+        if !a.is_live() || !a.token_matches(token) {
+            return Err(CoreError::invalid(
+                what,
+                format!(
+                    "agent '{agent_id}' has no live session with this resume token; call with the token of the agent's current session"
+                ),
+            ));
+        }
+        Ok((ns.clone(), agent.clone()))
+    }
+
+    fn group_publish(&mut self, origin: u64, call: &crate::io::GroupCall, size: u64) -> Result<(), CoreError> {
+        let (ns, agent) = self.live_caller(&call.namespace, &call.agent_id, &call.resume_token, "group state call")?;
+        let key = (ns, Arc::from(call.group_id.as_str()));
+        self.groups.begin_publish(&key, &agent, origin, size, &self.config.limits)
+    }
+
+    fn group_published(&mut self, now: Time, origin: u64, result: Result<String, String>) {
+        let ns = self.groups.publishing_in(origin).cloned();
+        let out = match self.groups.end_publish(now, origin, result) {
+            Ok(((namespace, group_id), state, event)) => {
+                self.group_event(&namespace, event);
+                GroupOutput::Published { origin, namespace, group_id, state }
+            }
+            Err(error) => {
+                // A failed publish may leave a group with nothing in it, which is forgotten.
+                if let Some(ns) = ns {
+                    self.group_counted(&ns);
+                }
+                GroupOutput::Refused { origin, error }
+            }
+        };
+        self.outputs.push_back(Output::Group(out));
+    }
+
+    fn group_fetch(
+        &self,
+        call: &crate::io::GroupCall,
+    ) -> Result<(Arc<str>, Arc<str>, replica_group::StateVersion), CoreError> {
+        let (ns, agent) = self.live_caller(&call.namespace, &call.agent_id, &call.resume_token, "group state call")?;
+        let key = (ns, Arc::from(call.group_id.as_str()));
+        let state = self.groups.fetch(&key, &agent)?;
+        Ok((key.0, key.1, state))
+    }
+
+    /// At start, before any input: group `group_id` of `namespace` has `state` as its current
+    /// version (the shell keeps the bytes; members join again).
+    pub fn restore_group(
+        &mut self,
+        namespace: &str,
+        group_id: &str,
+        state: replica_group::StateVersion,
+    ) -> Result<(), CoreError> {
+        let ns: Arc<str> = name::namespace_or_default(namespace)?.into();
+        ReplicaGroups::validate_id(group_id, &self.config.limits)?;
+        self.groups.restore((ns.clone(), group_id.into()), state);
+        self.namespaces.entry(ns.clone()).or_default().groups = self.groups.count_in(&ns);
+        Ok(())
+    }
+
+    /// The replica groups of `namespace`, in id order.
+    pub fn list_groups(&self, namespace: &str) -> Result<Vec<GroupStatus>, CoreError> {
+        let ns = name::namespace_or_default(namespace)?;
+        Ok(self.groups.in_namespace(ns).map(|(id, g)| ReplicaGroups::status(id, g)).collect())
     }
 
     // ---------------------------------------------------------------------------------------------

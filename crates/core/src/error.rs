@@ -135,6 +135,24 @@ pub enum CoreError {
 
     #[error("collective '{collective_id}' failed: member '{agent}' {why}")]
     CollectiveAborted { collective_id: String, agent: String, why: String },
+
+    #[error("replica group '{group_id}' does not exist in namespace '{namespace}' (join it first)")]
+    UnknownGroup { namespace: String, group_id: String },
+
+    #[error("agent '{agent}' is not a member of replica group '{group_id}' (members: {members}); join it first")]
+    NotGroupMember { group_id: String, agent: String, members: String },
+
+    #[error("replica group '{group_id}' has a publish in progress by '{publisher}'; publish again once it is done")]
+    GroupBusy { group_id: String, publisher: String },
+
+    #[error("publish to replica group '{group_id}' abandoned: {why}; the previous version stays current")]
+    GroupPublishAborted { group_id: String, why: String },
+
+    #[error("replica group '{group_id}' has no state yet: no member has published one")]
+    NoGroupState { group_id: String },
+
+    #[error("checksum mismatch for replica group '{group_id}': {what}")]
+    ChecksumMismatch { group_id: String, what: String },
 }
 
 /// Why the engine ended a session; each cause has its own [`Reason`], because clients must treat
@@ -219,6 +237,18 @@ pub enum Reason {
     CollectiveTimeout,
     /// [`CoreError::CollectiveAborted`]: a member was lost, left or broke off its transfer.
     CollectiveAborted,
+    /// [`CoreError::UnknownGroup`].
+    UnknownGroup,
+    /// [`CoreError::NotGroupMember`]: the caller has not joined the replica group.
+    NotGroupMember,
+    /// [`CoreError::GroupBusy`]: another member's publish is in progress.
+    GroupBusy,
+    /// [`CoreError::GroupPublishAborted`]: a publish broke off; the previous version stays.
+    GroupPublishAborted,
+    /// [`CoreError::NoGroupState`]: nothing published yet.
+    NoGroupState,
+    /// [`CoreError::ChecksumMismatch`]: a group state's bytes do not hash to the checksum given.
+    ChecksumMismatch,
     /// The server is shutting down (or its engine has stopped).
     ServerShuttingDown,
     /// The server could not store a change and is stopping.
@@ -261,7 +291,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in the order of the documentation.
-    pub const ALL: [Reason; 45] = [
+    pub const ALL: [Reason; 51] = [
         Reason::InvalidArgument,
         Reason::UnknownAgent,
         Reason::UnknownSyncPoint,
@@ -299,6 +329,12 @@ impl Reason {
         Reason::NotCollectiveMember,
         Reason::CollectiveTimeout,
         Reason::CollectiveAborted,
+        Reason::UnknownGroup,
+        Reason::NotGroupMember,
+        Reason::GroupBusy,
+        Reason::GroupPublishAborted,
+        Reason::NoGroupState,
+        Reason::ChecksumMismatch,
         Reason::ServerShuttingDown,
         Reason::StoreFailed,
         Reason::AdminTokenMissing,
@@ -349,6 +385,12 @@ impl Reason {
             Reason::NotCollectiveMember => "NOT_COLLECTIVE_MEMBER",
             Reason::CollectiveTimeout => "COLLECTIVE_TIMEOUT",
             Reason::CollectiveAborted => "COLLECTIVE_ABORTED",
+            Reason::UnknownGroup => "UNKNOWN_GROUP",
+            Reason::NotGroupMember => "NOT_GROUP_MEMBER",
+            Reason::GroupBusy => "GROUP_BUSY",
+            Reason::GroupPublishAborted => "GROUP_PUBLISH_ABORTED",
+            Reason::NoGroupState => "NO_GROUP_STATE",
+            Reason::ChecksumMismatch => "CHECKSUM_MISMATCH",
             Reason::ServerShuttingDown => "SERVER_SHUTTING_DOWN",
             Reason::StoreFailed => "STORE_FAILED",
             Reason::AdminTokenMissing => "ADMIN_TOKEN_MISSING",
@@ -392,7 +434,12 @@ impl CoreError {
             | CoreError::BadWeight { .. }
             | CoreError::BadConfidence { .. }
             | CoreError::BadBallot { .. } => ErrorCode::InvalidArgument,
-            CoreError::UnknownVote { .. } => ErrorCode::NotFound,
+            CoreError::UnknownVote { .. } | CoreError::UnknownGroup { .. } | CoreError::NoGroupState { .. } => {
+                ErrorCode::NotFound
+            }
+            CoreError::NotGroupMember { .. } | CoreError::GroupBusy { .. } => ErrorCode::FailedPrecondition,
+            CoreError::GroupPublishAborted { .. } => ErrorCode::Aborted,
+            CoreError::ChecksumMismatch { .. } => ErrorCode::InvalidArgument,
             CoreError::VoteExists { .. } => ErrorCode::AlreadyExists,
             CoreError::NotAVoter { .. }
             | CoreError::DoubleBallot { .. }
@@ -464,6 +511,12 @@ impl CoreError {
             CoreError::NotCollectiveMember { .. } => Reason::NotCollectiveMember,
             CoreError::CollectiveTimeout { .. } => Reason::CollectiveTimeout,
             CoreError::CollectiveAborted { .. } => Reason::CollectiveAborted,
+            CoreError::UnknownGroup { .. } => Reason::UnknownGroup,
+            CoreError::NotGroupMember { .. } => Reason::NotGroupMember,
+            CoreError::GroupBusy { .. } => Reason::GroupBusy,
+            CoreError::GroupPublishAborted { .. } => Reason::GroupPublishAborted,
+            CoreError::NoGroupState { .. } => Reason::NoGroupState,
+            CoreError::ChecksumMismatch { .. } => Reason::ChecksumMismatch,
         }
     }
 
@@ -483,7 +536,8 @@ impl CoreError {
             | CoreError::VetoNotAllowed { agent, .. }
             | CoreError::CollectiveMismatch { agent, .. }
             | CoreError::NotCollectiveMember { agent, .. }
-            | CoreError::CollectiveAborted { agent, .. } => Some(agent),
+            | CoreError::CollectiveAborted { agent, .. }
+            | CoreError::NotGroupMember { agent, .. } => Some(agent),
             CoreError::RequestTimeout { responder, .. }
             | CoreError::RequestAborted { responder, .. }
             | CoreError::RequestRefused { responder, .. } => Some(responder),

@@ -119,6 +119,17 @@ pub enum Request {
     },
     /// Cast a ballot; the reply is the vote's outcome, once decided.
     CastBallot(BallotRequest),
+    /// Join a replica group (created if new); the reply is [`Reply::Group`] with the caller's rank.
+    JoinGroup {
+        group_id: String,
+    },
+    /// Leave a replica group; with `forget_state`, the last member forgets the group and its
+    /// state (refused while other members remain).
+    LeaveGroup {
+        group_id: String,
+        #[serde(default)]
+        forget_state: bool,
+    },
 }
 
 /// Something that happened at the shell.
@@ -165,6 +176,39 @@ pub enum Input {
     /// Every array of the collective `serial` moved and every result was handed to every member's
     /// stream: it completed.
     CollectiveTransferred { namespace: String, collective_id: String, serial: u64 },
+    /// A member's call to publish `size` bytes as its replica group's next state version
+    /// (`origin`: the shell's name for the call). Answered by [`Output::Group`].
+    GroupPublish { origin: u64, call: GroupCall, size: u64 },
+    /// The shell has the bytes of publish `origin` (`Ok`: their SHA-256, lowercase hex), or the
+    /// upload broke off (`Err`: why). Answered by [`Output::Group`].
+    GroupPublished { origin: u64, result: Result<String, String> },
+    /// A member's call to fetch its replica group's current state. Answered by [`Output::Group`].
+    GroupFetch { origin: u64, call: GroupCall },
+}
+
+/// Who calls on a replica group's state from beside the session (as collectives do): the agent,
+/// proving it is the live session with its resume token, and the group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupCall {
+    pub namespace: String,
+    pub agent_id: String,
+    pub resume_token: String,
+    pub group_id: String,
+}
+
+/// What the engine tells the shell's group store.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GroupOutput {
+    /// Call `origin` is refused (or its publish failed); nothing changed.
+    Refused { origin: u64, error: CoreError },
+    /// Publish `origin` may send its bytes.
+    PublishGo { origin: u64 },
+    /// Publish `origin`'s bytes are the group's current version now.
+    Published { origin: u64, namespace: Arc<str>, group_id: Arc<str>, state: crate::replica_group::StateVersion },
+    /// The group and its state are forgotten: drop its bytes (and its file).
+    Forgotten { namespace: Arc<str>, group_id: Arc<str> },
+    /// Fetch `origin` may read the group's current version (`state`, or a newer one).
+    FetchGo { origin: u64, namespace: Arc<str>, group_id: Arc<str>, state: crate::replica_group::StateVersion },
 }
 
 /// What an operator can do to the running system. Reads (status, health, listings) are not
@@ -215,6 +259,8 @@ pub enum Output {
     Close(ConnId, Option<CoreError>),
     /// Tell the exchange how a collective goes: a call refused, a transfer to start, an outcome.
     Collective(crate::collective::CollectiveEvent),
+    /// Tell the group store how a publish or fetch of a replica group's state goes.
+    Group(GroupOutput),
 }
 
 /// A message published on a topic, shared by every queue it is routed to.
@@ -305,6 +351,8 @@ pub enum Reply {
     },
     /// A decided vote's outcome (the same for every voter).
     Vote(Arc<VoteOutcome>),
+    /// The caller's view of a replica group it joined.
+    Group(crate::replica_group::GroupView),
     Error(CoreError),
 }
 

@@ -38,6 +38,10 @@
 //! all, deadlines, lost members, one outcome) and the documented reduction order; the arrays move in
 //! the shell.
 //!
+//! [`replica_group`] holds the rules of replica groups (members ranked in join order, membership
+//! events, one versioned state blob per group published by one member at a time, divergence at
+//! collectives); the blobs move in the shell.
+//!
 //! [`breaker`] (circuit breakers) and [`command`] (pause, emergency stop, operators' commands and
 //! their audit log) hold the rules of fault isolation and of the control plane, which the engine
 //! applies; [`health`] holds the rules of health assessment, which the engine feeds.
@@ -57,6 +61,7 @@ pub mod name;
 pub mod outbox;
 pub mod record;
 pub mod registry;
+pub mod replica_group;
 pub mod request;
 pub mod state;
 pub mod syncpoint;
@@ -75,8 +80,8 @@ pub use engine::{Counters, Engine, EngineInfo, HealthOverview};
 pub use error::{CoreError, ErrorCode, Reason, SessionEnd};
 pub use health::{AgentHealth, HealthHistory, HealthIssue, HealthReport, HealthSettings, HealthStatus};
 pub use io::{
-    AdminAction, AdminOutcome, ConnId, ControlKind, ControlNotice, Delivery, Frame, Input, Message, Output,
-    RegisterRequest, Registered, RegistryEvent, Reply, Request, StateChange, Time, WatchTarget,
+    AdminAction, AdminOutcome, ConnId, ControlKind, ControlNotice, Delivery, Frame, GroupCall, GroupOutput, Input,
+    Message, Output, RegisterRequest, Registered, RegistryEvent, Reply, Request, StateChange, Time, WatchTarget,
 };
 pub use registry::{AgentQuery, AgentStatus, AgentView, RegistryEventKind};
 pub use syncpoint::{Diagnosis, Participants, SyncOutcome, SyncState, SyncStatus, Waiter};

@@ -26,6 +26,7 @@ fn call(h: &Harness, conn: ConnId, id: &str, group: Group, timeout_ms: u64) -> C
         group,
         spec: spec(),
         timeout_ms,
+        state_checksum: None,
     }
 }
 

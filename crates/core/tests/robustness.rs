@@ -1,6 +1,6 @@
 //! Whatever clients and operators send, in whatever order, the engine neither panics nor loses its
 //! footing: random sessions of valid and invalid requests, undecodable messages, operators'
-//! actions, disconnects and clock jumps, on a manual clock, through the same turns as the server
+//! actions, disconnects and clock jumps, collectives and replica groups, on a manual clock, through the same turns as the server
 //! (every turn ends with `ready`, and outputs and frames come only from the committed turn).
 
 use bytes::Bytes;
@@ -26,8 +26,19 @@ fn name() -> impl Strategy<Value = String> {
 
 fn topic() -> impl Strategy<Value = String> {
     prop_oneof![
-        prop::sample::select(vec!["m.btc", "m.eth.t", "risk", "a.b.c", "", "a..b", "x.*", "x.>", " "])
-            .prop_map(String::from),
+        prop::sample::select(vec![
+            "m.btc",
+            "m.eth.t",
+            "risk",
+            "a.b.c",
+            "",
+            "a..b",
+            "x.*",
+            "x.>",
+            " ",
+            "lockstep.groups.>"
+        ])
+        .prop_map(String::from),
         "[a-c.*>]{0,8}",
     ]
 }
@@ -104,6 +115,8 @@ fn request() -> impl Strategy<Value = Request> {
                 content_type: String::new(),
                 timeout_ms,
             }),
+        name().prop_map(|group_id| Request::JoinGroup { group_id }),
+        (name(), any::<bool>()).prop_map(|(group_id, forget_state)| Request::LeaveGroup { group_id, forget_state }),
         (0u64..6, prop::collection::vec(any::<u8>(), 0..16), prop::sample::select(vec!["", "cannot"])).prop_map(
             |(token, p, error)| Request::Respond {
                 token,
@@ -197,6 +210,27 @@ enum Step {
         id: String,
         serial: u64,
     },
+    /// A replica group call from the agent `agent`, presenting the token of the session on
+    /// `conn`: a publish of `size` bytes, or (`size` None) a fetch.
+    GroupCall {
+        conn: u64,
+        agent: String,
+        group: String,
+        size: Option<u64>,
+    },
+    /// The group store reports publish `origin`'s bytes complete (`ok`) or broken off.
+    GroupPublished {
+        origin: u64,
+        ok: bool,
+    },
+}
+
+fn group_step() -> impl Strategy<Value = Step> {
+    let size = prop::option::of(prop_oneof![Just(0u64), 1u64..200, Just(u64::MAX)]);
+    prop_oneof![
+        3 => (1u64..8, name(), name(), size).prop_map(|(conn, agent, group, size)| Step::GroupCall { conn, agent, group, size }),
+        2 => (1u64..20, any::<bool>()).prop_map(|(origin, ok)| Step::GroupPublished { origin, ok }),
+    ]
 }
 
 fn collective_spec() -> impl Strategy<Value = CollectiveSpec> {
@@ -241,6 +275,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => admin_action().prop_map(Step::Admin),
         1 => (name(), 0u8..4).prop_map(|(sync_id, which)| Step::Query { sync_id, which }),
         3 => collective_step(),
+        2 => group_step(),
     ]
 }
 
@@ -262,6 +297,10 @@ fn small_config() -> Config {
             max_request_timeout_ms: 10_000,
             max_pending_requests_per_agent: 2,
             max_pending_requests: 4,
+            max_groups: 2,
+            max_group_members: 3,
+            max_group_state_bytes: 100,
+            max_group_state_total_bytes: 150,
             ..Limits::default()
         },
         ..Config::default()
@@ -288,6 +327,8 @@ proptest! {
         // Collective calls made (their origins are 1..=calls) and how many outcomes each got.
         let mut calls = 0u64;
         let mut told: std::collections::BTreeMap<u64, usize> = Default::default();
+        // Replica group calls and reports made, and the group store's answers (one each, at once).
+        let (mut group_calls, mut group_inputs, mut group_answers) = (0u64, 0usize, 0usize);
         for s in steps {
             match s {
                 Step::Register { conn, agent, role, interests, token } => {
@@ -349,8 +390,29 @@ proptest! {
                         group,
                         spec,
                         timeout_ms,
+                        state_checksum: None,
                     };
                     engine.handle(now, Input::CollectiveJoin { origin: calls, join });
+                }
+                Step::GroupCall { conn, agent, group, size } => {
+                    group_calls += 1;
+                    group_inputs += 1;
+                    let call = lockstep_core::GroupCall {
+                        namespace: String::new(),
+                        agent_id: agent,
+                        resume_token: format!("t{conn}"),
+                        group_id: group,
+                    };
+                    let origin = group_calls;
+                    engine.handle(now, match size {
+                        Some(size) => Input::GroupPublish { origin, call, size },
+                        None => Input::GroupFetch { origin, call },
+                    });
+                }
+                Step::GroupPublished { origin, ok } => {
+                    group_inputs += 1;
+                    let result = if ok { Ok("c".to_owned()) } else { Err("broke".to_owned()) };
+                    engine.handle(now, Input::GroupPublished { origin, result });
                 }
                 Step::CollectiveFault(origin) => {
                     engine.handle(now, Input::CollectiveFault { origin, reason: "broke".into() });
@@ -385,6 +447,7 @@ proptest! {
                             *told.entry(o).or_default() += 1;
                         }
                     }
+                    Output::Group(_) => group_answers += 1,
                     Output::Ready(_) | Output::Collective(CollectiveEvent::Start { .. }) => {}
                 }
             }
@@ -396,6 +459,12 @@ proptest! {
             }
             prop_assert!(engine.list_sync_points("").unwrap().len() <= 3 + 2);
             prop_assert!(engine.info().pending_requests <= 4);
+            prop_assert_eq!(group_answers, group_inputs, "every group call and report is answered at once");
+            let groups = engine.list_groups("").unwrap();
+            prop_assert!(groups.len() <= 2);
+            prop_assert!(groups.iter().all(|g| g.members.len() <= 3));
+            let held: u64 = groups.iter().filter_map(|g| g.state.as_ref()).map(|s| s.size).sum();
+            prop_assert!(held <= 150, "{} bytes of group state held", held);
         }
         // However the run went, every operator is answered exactly once: commands still waiting end
         // by their timeout or their agent's lease.
@@ -427,6 +496,8 @@ proptest! {
         prop_assert_eq!(info.agents, 0);
         prop_assert_eq!(info.timers, 1, "timers left behind");
         prop_assert_eq!(info.pending_requests, 0, "requests left behind");
-        prop_assert!(info.namespaces <= watches, "{} namespaces, {} watches", info.namespaces, watches);
+        // A replica group's state outlives its members, and keeps its namespace.
+        let held = usize::from(!engine.list_groups("").unwrap().is_empty());
+        prop_assert!(info.namespaces <= watches + held, "{} namespaces, {} watches", info.namespaces, watches);
     }
 }

@@ -81,8 +81,14 @@ pub fn join_from_wire(h: v1::CollectiveHeader) -> Result<CollectiveJoin, CoreErr
             }
             Group::Agents(g.agents)
         }
-        Some(g) if !g.role.is_empty() => Group::Role(g.role),
-        _ => return Err(invalid("no group: name the member agents or a role")),
+        Some(g) if !g.role.is_empty() => {
+            if !g.replica_group.is_empty() {
+                return Err(invalid("the group names both a role and a replica group; name one"));
+            }
+            Group::Role(g.role)
+        }
+        Some(g) if !g.replica_group.is_empty() => Group::Replica(g.replica_group),
+        _ => return Err(invalid("no group: name the member agents, a role or a replica group")),
     };
     if let (CollectiveKind::Broadcast { root }, Group::Agents(ids)) = (kind, &group) {
         if root as usize >= ids.len() {
@@ -97,6 +103,7 @@ pub fn join_from_wire(h: v1::CollectiveHeader) -> Result<CollectiveJoin, CoreErr
         group,
         spec: CollectiveSpec { kind, dtype: dtype_from_wire(h.dtype)?, length: h.length },
         timeout_ms: h.timeout_ms,
+        state_checksum: (!h.state_checksum.is_empty()).then_some(h.state_checksum),
     })
 }
 
@@ -109,8 +116,9 @@ pub fn join_to_wire(j: &CollectiveJoin) -> v1::CollectiveHeader {
         CollectiveKind::ReduceScatter(op) => (v1::CollectiveKind::ReduceScatter, op_to_wire(op), 0),
     };
     let group = match &j.group {
-        Group::Agents(ids) => v1::CollectiveGroup { agents: ids.clone(), role: String::new() },
-        Group::Role(role) => v1::CollectiveGroup { agents: Vec::new(), role: role.clone() },
+        Group::Agents(ids) => v1::CollectiveGroup { agents: ids.clone(), ..Default::default() },
+        Group::Role(role) => v1::CollectiveGroup { role: role.clone(), ..Default::default() },
+        Group::Replica(id) => v1::CollectiveGroup { replica_group: id.clone(), ..Default::default() },
     };
     v1::CollectiveHeader {
         namespace: j.namespace.clone(),
@@ -124,6 +132,7 @@ pub fn join_to_wire(j: &CollectiveJoin) -> v1::CollectiveHeader {
         root,
         length: j.spec.length,
         timeout_ms: j.timeout_ms,
+        state_checksum: j.state_checksum.clone().unwrap_or_default(),
     }
 }
 
@@ -159,6 +168,7 @@ mod tests {
             group: Group::Agents(vec!["a".into(), "b".into()]),
             spec: CollectiveSpec { kind: CollectiveKind::ReduceScatter(ReduceOp::Max), dtype: DType::I64, length: 9 },
             timeout_ms: 5,
+            state_checksum: Some("abc".into()),
         };
         assert_eq!(join_from_wire(join_to_wire(&j)).expect("valid"), j);
         let mut h = join_to_wire(&j);

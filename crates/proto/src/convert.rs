@@ -168,6 +168,8 @@ pub fn session_message(kind: Option<v1::client_message::Kind>) -> Result<Session
         }
         Kind::OpenVote(v) => open_vote(v)?,
         Kind::CastBallot(b) => core::Request::CastBallot(cast_ballot(b)?),
+        Kind::JoinGroup(g) => core::Request::JoinGroup { group_id: g.group_id },
+        Kind::LeaveGroup(g) => core::Request::LeaveGroup { group_id: g.group_id, forget_state: g.forget_state },
     };
     Ok(SessionMessage::Request(request))
 }
@@ -339,6 +341,7 @@ fn reply(request_id: u64, reply: Reply) -> v1::Reply {
             Outcome::AgentResponse(v1::AgentResponse { payload, content_type, responder })
         }
         Reply::Vote(o) => Outcome::VoteOutcome(vote_outcome(&o)),
+        Reply::Group(v) => Outcome::GroupMembership(crate::group::membership(&v)),
         Reply::Error(e) => Outcome::Error(error(&e)),
     };
     v1::Reply { request_id, outcome: Some(outcome) }
@@ -622,6 +625,12 @@ mod tests {
                 joined_all: false,
             },
             CoreError::CollectiveAborted { collective_id: "c".into(), agent: "b".into(), why: "left".into() },
+            CoreError::UnknownGroup { namespace: "ns".into(), group_id: "g".into() },
+            CoreError::NotGroupMember { group_id: "g".into(), agent: "x".into(), members: "a, b".into() },
+            CoreError::GroupBusy { group_id: "g".into(), publisher: "a".into() },
+            CoreError::GroupPublishAborted { group_id: "g".into(), why: "the stream broke".into() },
+            CoreError::NoGroupState { group_id: "g".into() },
+            CoreError::ChecksumMismatch { group_id: "g".into(), what: "the bytes hash to 00, not 11".into() },
         ]
     }
 

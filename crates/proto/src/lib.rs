@@ -19,6 +19,7 @@ pub mod server {
 
 pub mod collective;
 pub mod convert;
+pub mod group;
 pub mod reason;
 pub mod session;
 pub mod wire;

@@ -78,7 +78,7 @@ impl Exchange {
                     let _ = tx.send(Err(convert::status(&error)));
                 }
             }
-            CollectiveEvent::Start { namespace, collective_id, serial, spec, members } => {
+            CollectiveEvent::Start { namespace, collective_id, serial, spec, members, diverged, reference } => {
                 let mut waiting = self.waiting.lock().expect("not poisoned");
                 let calls: Vec<_> = members.iter().map(|m| waiting.remove(&m.origin)).collect();
                 drop(waiting);
@@ -104,6 +104,8 @@ impl Exchange {
                         rank: rank as u32,
                         members: transfer.members.iter().map(|m| m.agent.to_string()).collect(),
                         result_length: spec.result_length(rank as u32, n),
+                        diverged: diverged.clone(),
+                        reference_checksum: reference.clone(),
                     };
                     // A fresh channel: there is room for this first message.
                     let _ = out.try_send(Ok(down(Down::Started(started))));

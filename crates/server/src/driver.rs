@@ -204,6 +204,8 @@ pub struct EngineHandle {
     signals: mpsc::UnboundedSender<Signal>,
     /// Where collectives' arrays move (beside the engine; see [`crate::collective`]).
     exchange: Arc<crate::collective::Exchange>,
+    /// Where replica groups' state blobs move and are kept (see [`crate::group`]).
+    groups: Arc<crate::group::GroupStore>,
 }
 
 /// The driver's ends of the channels an [`EngineHandle`] sends on.
@@ -212,6 +214,7 @@ pub struct Intake {
     room: Arc<tokio::sync::Semaphore>,
     signals: mpsc::UnboundedReceiver<Signal>,
     exchange: Arc<crate::collective::Exchange>,
+    groups: Arc<crate::group::GroupStore>,
 }
 
 impl EngineHandle {
@@ -226,8 +229,10 @@ impl EngineHandle {
         let room = Arc::new(tokio::sync::Semaphore::new(capacity));
         let (signals, signals_rx) = mpsc::unbounded_channel();
         let exchange = Arc::new(crate::collective::Exchange::default());
-        let handle = EngineHandle { commands, room: room.clone(), signals, exchange: exchange.clone() };
-        (handle, Intake { commands: commands_rx, room, signals: signals_rx, exchange })
+        let groups = Arc::new(crate::group::GroupStore::default());
+        let handle =
+            EngineHandle { commands, room: room.clone(), signals, exchange: exchange.clone(), groups: groups.clone() };
+        (handle, Intake { commands: commands_rx, room, signals: signals_rx, exchange, groups })
     }
 
     /// Hands a command to the driver, waiting for room in the intake (in the order room was
@@ -246,6 +251,11 @@ impl EngineHandle {
     /// Where collectives' arrays move.
     pub fn exchange(&self) -> &Arc<crate::collective::Exchange> {
         &self.exchange
+    }
+
+    /// Where replica groups' state blobs move and are kept.
+    pub fn groups(&self) -> &Arc<crate::group::GroupStore> {
+        &self.groups
     }
 
     /// Where connection streams report on themselves.
@@ -350,6 +360,8 @@ struct Driver<J> {
     next_origin: u64,
     /// Where the engine's decisions on collectives go.
     exchange: Arc<crate::collective::Exchange>,
+    /// Where the engine's decisions on replica groups' state go.
+    groups: Arc<crate::group::GroupStore>,
 }
 
 /// Runs the engine until every handle is gone or `shutdown` resolves, committing each turn's
@@ -363,7 +375,7 @@ pub async fn run<J: Journal>(
     journal: J,
     recorder: Option<Box<dyn Recorder>>,
 ) -> Result<(), StoreError> {
-    let Intake { mut commands, room, mut signals, exchange } = intake;
+    let Intake { mut commands, room, mut signals, exchange, groups } = intake;
     let mut d = Driver {
         engine,
         journal,
@@ -374,6 +386,7 @@ pub async fn run<J: Journal>(
         waiting: HashMap::new(),
         next_origin: 1,
         exchange,
+        groups,
     };
     let mut failure = None;
     // Commands taken this turn, whose room goes back at its end.
@@ -523,7 +536,7 @@ impl<J: Journal> Driver<J> {
 
     /// Commits the turn, then sends what it produced.
     fn end_turn(&mut self) -> Result<(), StoreError> {
-        let Driver { engine, journal, recorder, conns, ready, answers, waiting, exchange, .. } = self;
+        let Driver { engine, journal, recorder, conns, ready, answers, waiting, exchange, groups, .. } = self;
         let turn = engine.ready();
         if !turn.changes().is_empty() {
             journal.commit(turn.changes())?;
@@ -552,6 +565,7 @@ impl<J: Journal> Driver<J> {
                     }
                 }
                 Output::Collective(event) => exchange.apply(event),
+                Output::Group(out) => groups.apply(out),
             }
         }
         if let Some(r) = recorder.as_mut() {

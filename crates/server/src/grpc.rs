@@ -240,6 +240,38 @@ impl Lockstep for Service {
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(results))))
     }
 
+    async fn publish_group_state(
+        &self,
+        request: Request<Streaming<v1::GroupStateUpload>>,
+    ) -> Result<Response<v1::GroupState>, Status> {
+        // In a task of its own: a caller that goes away midway still has its publish ended.
+        let call = crate::group::publish(self.engine.clone(), request.into_inner(), self.register_within);
+        let state = tokio::spawn(call).await.map_err(|_| Status::internal("the publish task failed"))??;
+        Ok(Response::new(state))
+    }
+
+    type FetchGroupStateStream = BoxStream<v1::GroupStateDownload>;
+
+    async fn fetch_group_state(
+        &self,
+        request: Request<v1::FetchGroupStateRequest>,
+    ) -> Result<Response<Self::FetchGroupStateStream>, Status> {
+        let messages = crate::group::fetch(self.engine.clone(), request.into_inner()).await?;
+        Ok(Response::new(Box::pin(tokio_stream::iter(messages.into_iter().map(Ok)))))
+    }
+
+    async fn list_groups(
+        &self,
+        request: Request<v1::ListGroupsRequest>,
+    ) -> Result<Response<v1::ListGroupsResponse>, Status> {
+        let ns = request.into_inner().namespace;
+        let groups = self
+            .engine
+            .query(move |e, _| Ok(e.list_groups(&ns)?.iter().map(lockstep_proto::group::info).collect()))
+            .await?;
+        Ok(Response::new(v1::ListGroupsResponse { groups }))
+    }
+
     async fn list_collectives(
         &self,
         request: Request<v1::ListCollectivesRequest>,

@@ -14,6 +14,7 @@ pub mod admin;
 pub mod backup;
 pub mod collective;
 pub mod driver;
+pub mod group;
 pub mod grpc;
 pub mod listener;
 pub mod page;
@@ -71,6 +72,8 @@ pub enum StartError {
     Restore { dir: PathBuf, source: Box<lockstep_core::CoreError> },
     #[error("cannot create the input recording {}: {source}", path.display())]
     Record { path: PathBuf, source: std::io::Error },
+    #[error("cannot use the replica groups' directory {}: {source}", dir.display())]
+    GroupsDir { dir: PathBuf, source: std::io::Error },
     #[error("cannot use the backup directory {}: {source}", dir.display())]
     BackupDir { dir: PathBuf, source: std::io::Error },
 }
@@ -181,6 +184,9 @@ pub enum Storage {
     /// `dir/lockstep.db` (SQLite, WAL), locked by `dir/lockstep.lock` while the server runs.
     DataDir { dir: PathBuf, durability: Durability },
 }
+
+/// The directory inside the data directory where replica groups' state is kept.
+pub const GROUPS_DIR_NAME: &str = "groups";
 
 /// The lock file's name inside the data directory.
 pub const LOCK_FILE_NAME: &str = "lockstep.lock";
@@ -298,6 +304,20 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     let max_message = config.limits.max_message_bytes();
 
     let (engine_handle, intake) = driver::EngineHandle::new();
+    let mut opened = opened;
+    if let (Some(o), Storage::DataDir { dir, .. }) = (opened.as_mut(), &options.storage) {
+        // Replica groups' state is kept in files beside the database (see `group`).
+        let groups_dir = dir.join(GROUPS_DIR_NAME);
+        let restored = engine_handle
+            .groups()
+            .open_dir(groups_dir.clone())
+            .map_err(|source| StartError::GroupsDir { dir: groups_dir, source })?;
+        for (namespace, group_id, state) in restored {
+            o.engine
+                .restore_group(&namespace, &group_id, state)
+                .map_err(|source| StartError::Restore { dir: dir.clone(), source: Box::new(source) })?;
+        }
+    }
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let (transport_stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let stop = transport_stop_tx.clone();

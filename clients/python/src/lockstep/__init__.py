@@ -25,6 +25,15 @@ from .admin import Admin, CommandInterface, SystemStatus
 from .agent import Agent, Feed, StateWatch
 from .base import AgentBase, Command, SynchronizedAgent
 from .client import Client, RegistryWatch, connect
+from .group import (
+    CollectiveOutcome,
+    GroupEvent,
+    GroupInfo,
+    GroupMembership,
+    GroupState,
+    GroupStateBlob,
+)
+from .group import checksum as state_checksum
 from .errors import (
     AgentPaused,
     AlreadyRegistered,
@@ -53,6 +62,7 @@ from .errors import (
     NotCollectiveMember,
     CollectiveTimeout,
     CollectiveAborted,
+    GroupStateFailed,
     RequestTimeout,
     ResourceExhausted,
     SessionClosed,
@@ -173,6 +183,14 @@ __all__ = [
     "NotCollectiveMember",
     "CollectiveTimeout",
     "CollectiveAborted",
+    "GroupStateFailed",
+    "CollectiveOutcome",
+    "GroupEvent",
+    "GroupInfo",
+    "GroupMembership",
+    "GroupState",
+    "GroupStateBlob",
+    "state_checksum",
     "RequestTimeout",
     "PermissionDenied",
     "ResourceExhausted",

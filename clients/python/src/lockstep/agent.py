@@ -35,6 +35,7 @@ import grpc
 import grpc.aio
 
 from . import collective as _collective
+from . import group as _group
 from ._util import Opening, encode_payload, timeout_ms, to_json_text
 from .errors import (
     ConnectionLost,
@@ -792,17 +793,39 @@ class Agent:
         *,
         group: Optional[Sequence[str]] = None,
         role: Optional[str] = None,
+        replica_group: Optional[str] = None,
         collective_id: Optional[str] = None,
         timeout: Optional[float] = None,
         dtype: Optional[str] = None,
+        checksum: Optional[str] = None,
+        with_outcome: bool = False,
     ) -> Any:
         """The element-wise reduction (``op``: sum, mean, min, max, product) of every member's
         ``array``, in rank order; every member gets the same result, of its input's kind (list,
         :class:`array.array` or numpy array). Members are ``group`` (ranks in its order) or every
         live agent with ``role`` (ranked by id). ``collective_id`` defaults to the next round of
         this group (every member must make the same sequence of calls). Raises
-        :class:`~lockstep.CollectiveFailed` subclasses naming the member or who is missing."""
-        return await self._collective(pb.COLLECTIVE_KIND_ALLREDUCE, array, op, 0, group, role, collective_id, timeout, dtype)
+        :class:`~lockstep.CollectiveFailed` subclasses naming the member or who is missing.
+
+        ``replica_group`` instead names a replica group: its members, in its ranks. ``checksum``
+        presents a checksum of this member's state (:func:`lockstep.state_checksum` of its
+        parameters, for example); with ``with_outcome=True`` the answer is a
+        :class:`~lockstep.CollectiveOutcome` whose ``diverged`` names the members whose checksum
+        differs from the group's published version (or from the majority's)."""
+        return await self._collective(
+            pb.COLLECTIVE_KIND_ALLREDUCE,
+            array,
+            op,
+            0,
+            group,
+            role,
+            collective_id,
+            timeout,
+            dtype,
+            replica_group=replica_group,
+            checksum=checksum,
+            with_outcome=with_outcome,
+        )
 
     async def broadcast(
         self,
@@ -857,10 +880,18 @@ class Agent:
         collective_id: Optional[str],
         timeout: Optional[float],
         dtype: Optional[str],
+        *,
+        replica_group: Optional[str] = None,
+        checksum: Optional[str] = None,
+        with_outcome: bool = False,
     ) -> Any:
         name, payload, length, shape = _collective.encode(data, dtype)
         if collective_id is None:
-            key = f"{kind}:{','.join(group) if group is not None else 'role ' + str(role)}"
+            if replica_group is not None:
+                members = "replica " + replica_group
+            else:
+                members = ",".join(group) if group is not None else "role " + str(role)
+            key = f"{kind}:{members}"
             n = self._collective_rounds.get(key, 0) + 1
             self._collective_rounds[key] = n
             # A digest stable across processes (str hashes are salted per process).
@@ -872,6 +903,8 @@ class Agent:
             collective_id=collective_id,
             group=group,
             role=role,
+            replica_group=replica_group,
+            state_checksum=checksum,
             kind=kind,
             dtype=name,
             op=op,
@@ -880,8 +913,56 @@ class Agent:
             timeout=timeout,
         )
         send = kind != pb.COLLECTIVE_KIND_BROADCAST or group is None or (root < len(group) and group[root] == self.agent_id)
-        raw = await _collective.run(self._client._stub, h, payload, send, _collective.itemsize(name))
-        return _collective.decode(name, raw, shape)
+        raw, diverged, reference = await _collective.run(self._client._stub, h, payload, send, _collective.itemsize(name))
+        result = _collective.decode(name, raw, shape)
+        return _group.CollectiveOutcome(result, diverged, reference) if with_outcome else result
+
+    # ------------------------------------------------------------------------------------------
+    # Replica groups (see lockstep.group)
+
+    async def join_group(self, group_id: str) -> "_group.GroupMembership":
+        """Joins replica group ``group_id`` (created by its first join). Ranks are join order;
+        joining again keeps the rank. The answer says the members and the current state version
+        (``state`` is ``None`` while nothing is published): a late joiner then calls
+        :meth:`fetch_group_state`. The group's events are published on
+        ``lockstep.groups.<group_id>``: register with that interest to receive them."""
+        reply = await self._request(pb.ClientMessage(join_group=pb.JoinGroup(group_id=group_id)))
+        self._raise_if_error(reply)
+        if reply.WhichOneof("outcome") != "group_membership":
+            raise LockstepError(f"join_group: unexpected reply {reply.WhichOneof('outcome')}")
+        return _group.GroupMembership.from_proto(reply.group_membership)
+
+    async def leave_group(self, group_id: str, *, forget_state: bool = False) -> None:
+        """Leaves replica group ``group_id`` (the members after it move down one rank). A group's
+        state outlives its members; with ``forget_state=True`` the last member forgets the group
+        and its state (``InvalidArgument`` while other members remain)."""
+        leave = pb.LeaveGroup(group_id=group_id, forget_state=forget_state)
+        self._raise_if_error(await self._request(pb.ClientMessage(leave_group=leave)))
+
+    async def publish_group_state(self, group_id: str, data: Any) -> "_group.GroupState":
+        """Publishes ``data`` (``bytes``, ``bytearray`` or ``memoryview``) as the group's next state
+        version; this agent must be a member. Returns that version once it is the current one. The
+        bytes go in chunks of 256 KiB beside the session, with their SHA-256, which the server
+        checks. A publish that breaks off leaves the previous version current."""
+        view = _group.as_view(data)
+        header = pb.GroupStateHeader(
+            namespace=self.namespace,
+            agent_id=self.agent_id,
+            resume_token=self.resume_token,
+            group_id=group_id,
+            size=len(view),
+            checksum=_group.checksum(view),
+        )
+        return await _group.publish(self._client._stub, header, view)
+
+    async def fetch_group_state(self, group_id: str) -> "_group.GroupStateBlob":
+        """The group's current state version and its bytes (this agent must be a member), after
+        checking they hash to the version's checksum (:class:`~lockstep.GroupStateFailed` with
+        reason ``CHECKSUM_MISMATCH`` if not)."""
+        request = pb.FetchGroupStateRequest(
+            namespace=self.namespace, agent_id=self.agent_id, resume_token=self.resume_token, group_id=group_id
+        )
+        return await _group.fetch(self._client._stub, request)
 
     async def request(
         self,

@@ -35,6 +35,7 @@ from .models import (
     VoteDiagnosis,
     VoteRecord,
 )
+from .group import GroupInfo
 from .v1 import lockstep_pb2 as pb
 from .v1 import lockstep_pb2_grpc as pb_grpc
 
@@ -383,6 +384,11 @@ class Client:
         """Every vote of the namespace, open or retained, with its full record."""
         resp = await self._call(self._stub.ListVotes, pb.ListVotesRequest(namespace=self.namespace), metadata=metadata)
         return [VoteRecord.from_proto(v) for v in resp.votes]
+
+    async def list_groups(self, *, metadata: Optional[Metadata] = None) -> List[GroupInfo]:
+        """The namespace's replica groups: members in rank order, current state version."""
+        resp = await self._call(self._stub.ListGroups, pb.ListGroupsRequest(namespace=self.namespace), metadata=metadata)
+        return [GroupInfo.from_proto(g) for g in resp.groups]
 
     async def vote_status(self, vote_id: str, *, metadata: Optional[Metadata] = None) -> VoteRecord:
         """One vote's full record: who voted what, who abstained, who never voted, the outcome.

@@ -92,8 +92,9 @@ async def run(
     payload: bytes,
     send: bool,
     itemsize: int,
-) -> bytes:
-    """Sends ``header`` and (if ``send``) ``payload`` in chunks; returns the result's bytes."""
+) -> Tuple[bytes, Tuple[str, ...], str]:
+    """Sends ``header`` and (if ``send``) ``payload`` in chunks; returns the result's bytes, the
+    members whose state checksum diverged, and the checksum they were compared with."""
 
     async def upload() -> AsyncIterator[pb.CollectiveUpload]:
         yield pb.CollectiveUpload(header=header)
@@ -105,11 +106,13 @@ async def run(
     call = stub.Collective(upload())
     result: Optional[bytearray] = None
     received = 0
+    diverged: Tuple[Tuple[str, ...], str] = ((), "")
     try:
         async for msg in call:
             which = msg.WhichOneof("kind")
             if which == "started":
                 result = bytearray(msg.started.result_length * itemsize)
+                diverged = (tuple(msg.started.diverged), msg.started.reference_checksum)
             elif which == "chunk":
                 if result is None or msg.chunk.offset + len(msg.chunk.data) > len(result):
                     raise LockstepError("collective: a result chunk outside the result")
@@ -118,7 +121,7 @@ async def run(
             elif which == "done":
                 if result is None or received != len(result):
                     raise LockstepError("collective: the result came incomplete")
-                return bytes(result)
+                return bytes(result), diverged[0], diverged[1]
     except grpc.aio.AioRpcError as exc:
         raise error_from_rpc(exc, what="collective") from None
     raise LockstepError("collective: the server ended the stream without an outcome")
@@ -132,6 +135,8 @@ def header(
     collective_id: str,
     group: Optional[Sequence[str]],
     role: Optional[str],
+    replica_group: Optional[str] = None,
+    state_checksum: Optional[str] = None,
     kind: int,
     dtype: str,
     op: str,
@@ -140,11 +145,13 @@ def header(
     timeout: Optional[float],
 ) -> pb.CollectiveHeader:
     """The header of a collective call."""
-    if (group is None) == (role is None):
-        raise InvalidArgument("name the collective's members: group=[agent ids] or role='...'")
+    if sum(x is not None for x in (group, role, replica_group)) != 1:
+        raise InvalidArgument(
+            "name the collective's members: group=[agent ids], role='...' or replica_group='...'"
+        )
     if op not in _OPS:
         raise InvalidArgument(f"op must be one of sum, mean, min, max, product, not {op!r}")
-    members = pb.CollectiveGroup(agents=list(group or ()), role=role or "")
+    members = pb.CollectiveGroup(agents=list(group or ()), role=role or "", replica_group=replica_group or "")
     return pb.CollectiveHeader(
         namespace=namespace,
         agent_id=agent_id,
@@ -157,6 +164,7 @@ def header(
         root=root,
         length=length,
         timeout_ms=int((timeout or 0) * 1000),
+        state_checksum=state_checksum or "",
     )
 
 

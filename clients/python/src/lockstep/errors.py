@@ -109,6 +109,12 @@ class Reason(str, enum.Enum):
     NOT_COLLECTIVE_MEMBER = "NOT_COLLECTIVE_MEMBER"
     COLLECTIVE_TIMEOUT = "COLLECTIVE_TIMEOUT"
     COLLECTIVE_ABORTED = "COLLECTIVE_ABORTED"
+    UNKNOWN_GROUP = "UNKNOWN_GROUP"
+    NOT_GROUP_MEMBER = "NOT_GROUP_MEMBER"
+    GROUP_BUSY = "GROUP_BUSY"
+    GROUP_PUBLISH_ABORTED = "GROUP_PUBLISH_ABORTED"
+    NO_GROUP_STATE = "NO_GROUP_STATE"
+    CHECKSUM_MISMATCH = "CHECKSUM_MISMATCH"
 
     @classmethod
     def parse(cls, name: str) -> Optional["Reason"]:
@@ -483,6 +489,14 @@ class CollectiveAborted(CollectiveFailed):
     default_code = grpc.StatusCode.ABORTED
 
 
+class GroupStateFailed(LockstepError):
+    """A replica group's state did not move: a publish broke off (``GROUP_PUBLISH_ABORTED``; the
+    previous version stays current), or bytes did not match their checksum (``CHECKSUM_MISMATCH``:
+    refused by the server on a publish, or found by this client on a fetch)."""
+
+    default_code = grpc.StatusCode.ABORTED
+
+
 _BY_CODE: Dict[grpc.StatusCode, Type[LockstepError]] = {
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.CANCELLED: SessionClosed,
@@ -552,6 +566,13 @@ _BY_REASON: Dict[Reason, Type[LockstepError]] = {
     Reason.NOT_COLLECTIVE_MEMBER: NotCollectiveMember,
     Reason.COLLECTIVE_TIMEOUT: CollectiveTimeout,
     Reason.COLLECTIVE_ABORTED: CollectiveAborted,
+    # Replica groups.
+    Reason.UNKNOWN_GROUP: NotFound,
+    Reason.NO_GROUP_STATE: NotFound,
+    Reason.NOT_GROUP_MEMBER: FailedPrecondition,
+    Reason.GROUP_BUSY: FailedPrecondition,
+    Reason.GROUP_PUBLISH_ABORTED: GroupStateFailed,
+    Reason.CHECKSUM_MISMATCH: GroupStateFailed,
 }
 
 

@@ -80,7 +80,7 @@ class BackupResponse(_message.Message):
     def __init__(self, path: _Optional[str] = ..., bytes: _Optional[int] = ...) -> None: ...
 
 class ClientMessage(_message.Message):
-    __slots__ = ("request_id", "register", "heartbeat", "publish", "update_state", "set_status", "watch_state", "unwatch_state", "sync", "ack", "deregister", "command_result", "delivery_error", "agent_request", "respond", "open_vote", "cast_ballot")
+    __slots__ = ("request_id", "register", "heartbeat", "publish", "update_state", "set_status", "watch_state", "unwatch_state", "sync", "ack", "deregister", "command_result", "delivery_error", "agent_request", "respond", "open_vote", "cast_ballot", "join_group", "leave_group")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     REGISTER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +98,8 @@ class ClientMessage(_message.Message):
     RESPOND_FIELD_NUMBER: _ClassVar[int]
     OPEN_VOTE_FIELD_NUMBER: _ClassVar[int]
     CAST_BALLOT_FIELD_NUMBER: _ClassVar[int]
+    JOIN_GROUP_FIELD_NUMBER: _ClassVar[int]
+    LEAVE_GROUP_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     register: Register
     heartbeat: Heartbeat
@@ -115,7 +117,9 @@ class ClientMessage(_message.Message):
     respond: Respond
     open_vote: OpenVote
     cast_ballot: CastBallot
-    def __init__(self, request_id: _Optional[int] = ..., register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., update_state: _Optional[_Union[UpdateState, _Mapping]] = ..., set_status: _Optional[_Union[SetStatus, _Mapping]] = ..., watch_state: _Optional[_Union[WatchState, _Mapping]] = ..., unwatch_state: _Optional[_Union[UnwatchState, _Mapping]] = ..., sync: _Optional[_Union[SyncArrive, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., deregister: _Optional[_Union[Deregister, _Mapping]] = ..., command_result: _Optional[_Union[CommandResult, _Mapping]] = ..., delivery_error: _Optional[_Union[DeliveryError, _Mapping]] = ..., agent_request: _Optional[_Union[AgentRequest, _Mapping]] = ..., respond: _Optional[_Union[Respond, _Mapping]] = ..., open_vote: _Optional[_Union[OpenVote, _Mapping]] = ..., cast_ballot: _Optional[_Union[CastBallot, _Mapping]] = ...) -> None: ...
+    join_group: JoinGroup
+    leave_group: LeaveGroup
+    def __init__(self, request_id: _Optional[int] = ..., register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., update_state: _Optional[_Union[UpdateState, _Mapping]] = ..., set_status: _Optional[_Union[SetStatus, _Mapping]] = ..., watch_state: _Optional[_Union[WatchState, _Mapping]] = ..., unwatch_state: _Optional[_Union[UnwatchState, _Mapping]] = ..., sync: _Optional[_Union[SyncArrive, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., deregister: _Optional[_Union[Deregister, _Mapping]] = ..., command_result: _Optional[_Union[CommandResult, _Mapping]] = ..., delivery_error: _Optional[_Union[DeliveryError, _Mapping]] = ..., agent_request: _Optional[_Union[AgentRequest, _Mapping]] = ..., respond: _Optional[_Union[Respond, _Mapping]] = ..., open_vote: _Optional[_Union[OpenVote, _Mapping]] = ..., cast_ballot: _Optional[_Union[CastBallot, _Mapping]] = ..., join_group: _Optional[_Union[JoinGroup, _Mapping]] = ..., leave_group: _Optional[_Union[LeaveGroup, _Mapping]] = ...) -> None: ...
 
 class AgentRequest(_message.Message):
     __slots__ = ("topic", "payload", "content_type", "timeout_ms")
@@ -355,7 +359,7 @@ class Registered(_message.Message):
     def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., lease_intervals: _Optional[int] = ..., resumed: bool = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., connection_heartbeats: bool = ...) -> None: ...
 
 class Reply(_message.Message):
-    __slots__ = ("request_id", "ok", "error", "state_version", "sync_result", "agent_response", "vote_outcome")
+    __slots__ = ("request_id", "ok", "error", "state_version", "sync_result", "agent_response", "vote_outcome", "group_membership")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -363,6 +367,7 @@ class Reply(_message.Message):
     SYNC_RESULT_FIELD_NUMBER: _ClassVar[int]
     AGENT_RESPONSE_FIELD_NUMBER: _ClassVar[int]
     VOTE_OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    GROUP_MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     ok: Ok
     error: Error
@@ -370,7 +375,8 @@ class Reply(_message.Message):
     sync_result: SyncResult
     agent_response: AgentResponse
     vote_outcome: VoteOutcome
-    def __init__(self, request_id: _Optional[int] = ..., ok: _Optional[_Union[Ok, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., state_version: _Optional[_Union[StateVersion, _Mapping]] = ..., sync_result: _Optional[_Union[SyncResult, _Mapping]] = ..., agent_response: _Optional[_Union[AgentResponse, _Mapping]] = ..., vote_outcome: _Optional[_Union[VoteOutcome, _Mapping]] = ...) -> None: ...
+    group_membership: GroupMembership
+    def __init__(self, request_id: _Optional[int] = ..., ok: _Optional[_Union[Ok, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., state_version: _Optional[_Union[StateVersion, _Mapping]] = ..., sync_result: _Optional[_Union[SyncResult, _Mapping]] = ..., agent_response: _Optional[_Union[AgentResponse, _Mapping]] = ..., vote_outcome: _Optional[_Union[VoteOutcome, _Mapping]] = ..., group_membership: _Optional[_Union[GroupMembership, _Mapping]] = ...) -> None: ...
 
 class AgentResponse(_message.Message):
     __slots__ = ("payload", "content_type", "responder")
@@ -1149,15 +1155,17 @@ class VoteDiagnosis(_message.Message):
     def __init__(self, status: _Optional[_Union[VoteRecord, _Mapping]] = ..., issues: _Optional[_Iterable[str]] = ..., recommendations: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CollectiveGroup(_message.Message):
-    __slots__ = ("agents", "role")
+    __slots__ = ("agents", "role", "replica_group")
     AGENTS_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_GROUP_FIELD_NUMBER: _ClassVar[int]
     agents: _containers.RepeatedScalarFieldContainer[str]
     role: str
-    def __init__(self, agents: _Optional[_Iterable[str]] = ..., role: _Optional[str] = ...) -> None: ...
+    replica_group: str
+    def __init__(self, agents: _Optional[_Iterable[str]] = ..., role: _Optional[str] = ..., replica_group: _Optional[str] = ...) -> None: ...
 
 class CollectiveHeader(_message.Message):
-    __slots__ = ("namespace", "agent_id", "resume_token", "collective_id", "group", "kind", "dtype", "op", "root", "length", "timeout_ms")
+    __slots__ = ("namespace", "agent_id", "resume_token", "collective_id", "group", "kind", "dtype", "op", "root", "length", "timeout_ms", "state_checksum")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -1169,6 +1177,7 @@ class CollectiveHeader(_message.Message):
     ROOT_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    STATE_CHECKSUM_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     agent_id: str
     resume_token: str
@@ -1180,7 +1189,8 @@ class CollectiveHeader(_message.Message):
     root: int
     length: int
     timeout_ms: int
-    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., collective_id: _Optional[str] = ..., group: _Optional[_Union[CollectiveGroup, _Mapping]] = ..., kind: _Optional[_Union[CollectiveKind, str]] = ..., dtype: _Optional[_Union[ElementType, str]] = ..., op: _Optional[_Union[ReduceOp, str]] = ..., root: _Optional[int] = ..., length: _Optional[int] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+    state_checksum: str
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., collective_id: _Optional[str] = ..., group: _Optional[_Union[CollectiveGroup, _Mapping]] = ..., kind: _Optional[_Union[CollectiveKind, str]] = ..., dtype: _Optional[_Union[ElementType, str]] = ..., op: _Optional[_Union[ReduceOp, str]] = ..., root: _Optional[int] = ..., length: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., state_checksum: _Optional[str] = ...) -> None: ...
 
 class CollectiveChunk(_message.Message):
     __slots__ = ("data",)
@@ -1197,14 +1207,18 @@ class CollectiveUpload(_message.Message):
     def __init__(self, header: _Optional[_Union[CollectiveHeader, _Mapping]] = ..., chunk: _Optional[_Union[CollectiveChunk, _Mapping]] = ...) -> None: ...
 
 class CollectiveStarted(_message.Message):
-    __slots__ = ("rank", "members", "result_length")
+    __slots__ = ("rank", "members", "result_length", "diverged", "reference_checksum")
     RANK_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     RESULT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    DIVERGED_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_CHECKSUM_FIELD_NUMBER: _ClassVar[int]
     rank: int
     members: _containers.RepeatedScalarFieldContainer[str]
     result_length: int
-    def __init__(self, rank: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ..., result_length: _Optional[int] = ...) -> None: ...
+    diverged: _containers.RepeatedScalarFieldContainer[str]
+    reference_checksum: str
+    def __init__(self, rank: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ..., result_length: _Optional[int] = ..., diverged: _Optional[_Iterable[str]] = ..., reference_checksum: _Optional[str] = ...) -> None: ...
 
 class CollectiveResultChunk(_message.Message):
     __slots__ = ("offset", "data")
@@ -1259,3 +1273,113 @@ class ListCollectivesResponse(_message.Message):
     COLLECTIVES_FIELD_NUMBER: _ClassVar[int]
     collectives: _containers.RepeatedCompositeFieldContainer[CollectiveStatus]
     def __init__(self, collectives: _Optional[_Iterable[_Union[CollectiveStatus, _Mapping]]] = ...) -> None: ...
+
+class JoinGroup(_message.Message):
+    __slots__ = ("group_id",)
+    GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    group_id: str
+    def __init__(self, group_id: _Optional[str] = ...) -> None: ...
+
+class LeaveGroup(_message.Message):
+    __slots__ = ("group_id", "forget_state")
+    GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    FORGET_STATE_FIELD_NUMBER: _ClassVar[int]
+    group_id: str
+    forget_state: bool
+    def __init__(self, group_id: _Optional[str] = ..., forget_state: bool = ...) -> None: ...
+
+class GroupState(_message.Message):
+    __slots__ = ("group_id", "version", "checksum", "size", "published_by", "published_at_ms")
+    GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_BY_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    group_id: str
+    version: int
+    checksum: str
+    size: int
+    published_by: str
+    published_at_ms: int
+    def __init__(self, group_id: _Optional[str] = ..., version: _Optional[int] = ..., checksum: _Optional[str] = ..., size: _Optional[int] = ..., published_by: _Optional[str] = ..., published_at_ms: _Optional[int] = ...) -> None: ...
+
+class GroupMembership(_message.Message):
+    __slots__ = ("group_id", "rank", "members", "state")
+    GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    group_id: str
+    rank: int
+    members: _containers.RepeatedScalarFieldContainer[str]
+    state: GroupState
+    def __init__(self, group_id: _Optional[str] = ..., rank: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ..., state: _Optional[_Union[GroupState, _Mapping]] = ...) -> None: ...
+
+class GroupStateHeader(_message.Message):
+    __slots__ = ("namespace", "agent_id", "resume_token", "group_id", "size", "checksum")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    agent_id: str
+    resume_token: str
+    group_id: str
+    size: int
+    checksum: str
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., group_id: _Optional[str] = ..., size: _Optional[int] = ..., checksum: _Optional[str] = ...) -> None: ...
+
+class GroupStateUpload(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: GroupStateHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[GroupStateHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class FetchGroupStateRequest(_message.Message):
+    __slots__ = ("namespace", "agent_id", "resume_token", "group_id")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    agent_id: str
+    resume_token: str
+    group_id: str
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., group_id: _Optional[str] = ...) -> None: ...
+
+class GroupStateDownload(_message.Message):
+    __slots__ = ("state", "chunk")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    state: GroupState
+    chunk: bytes
+    def __init__(self, state: _Optional[_Union[GroupState, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class ListGroupsRequest(_message.Message):
+    __slots__ = ("namespace",)
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    def __init__(self, namespace: _Optional[str] = ...) -> None: ...
+
+class GroupInfo(_message.Message):
+    __slots__ = ("group_id", "members", "state", "publishing")
+    GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHING_FIELD_NUMBER: _ClassVar[int]
+    group_id: str
+    members: _containers.RepeatedScalarFieldContainer[str]
+    state: GroupState
+    publishing: str
+    def __init__(self, group_id: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., state: _Optional[_Union[GroupState, _Mapping]] = ..., publishing: _Optional[str] = ...) -> None: ...
+
+class ListGroupsResponse(_message.Message):
+    __slots__ = ("groups",)
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[GroupInfo]
+    def __init__(self, groups: _Optional[_Iterable[_Union[GroupInfo, _Mapping]]] = ...) -> None: ...

@@ -109,6 +109,21 @@ class LockstepStub(object):
                 request_serializer=lockstep_dot_v1_dot_lockstep__pb2.ListCollectivesRequest.SerializeToString,
                 response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.ListCollectivesResponse.FromString,
                 _registered_method=True)
+        self.PublishGroupState = channel.stream_unary(
+                '/lockstep.v1.Lockstep/PublishGroupState',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.GroupStateUpload.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.GroupState.FromString,
+                _registered_method=True)
+        self.FetchGroupState = channel.unary_stream(
+                '/lockstep.v1.Lockstep/FetchGroupState',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.FetchGroupStateRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.GroupStateDownload.FromString,
+                _registered_method=True)
+        self.ListGroups = channel.unary_unary(
+                '/lockstep.v1.Lockstep/ListGroups',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.ListGroupsRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.ListGroupsResponse.FromString,
+                _registered_method=True)
 
 
 class LockstepServicer(object):
@@ -220,6 +235,29 @@ class LockstepServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishGroupState(self, request_iterator, context):
+        """Replica groups (see PROTOCOL.md, "Replica groups"). A member publishes its group's next state
+        version: a GroupStateHeader, then the bytes in GroupStateChunks of at most 256 KiB; the answer
+        is the new version, once it is the group's current one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FetchGroupState(self, request, context):
+        """A member fetches its group's current state: a GroupState first, then its bytes in chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGroups(self, request, context):
+        """Replica groups of a namespace: members in rank order, current state version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LockstepServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -297,6 +335,21 @@ def add_LockstepServicer_to_server(servicer, server):
                     servicer.ListCollectives,
                     request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.ListCollectivesRequest.FromString,
                     response_serializer=lockstep_dot_v1_dot_lockstep__pb2.ListCollectivesResponse.SerializeToString,
+            ),
+            'PublishGroupState': grpc.stream_unary_rpc_method_handler(
+                    servicer.PublishGroupState,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.GroupStateUpload.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.GroupState.SerializeToString,
+            ),
+            'FetchGroupState': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchGroupState,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.FetchGroupStateRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.GroupStateDownload.SerializeToString,
+            ),
+            'ListGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGroups,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.ListGroupsRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.ListGroupsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -704,6 +757,87 @@ class Lockstep(object):
             '/lockstep.v1.Lockstep/ListCollectives',
             lockstep_dot_v1_dot_lockstep__pb2.ListCollectivesRequest.SerializeToString,
             lockstep_dot_v1_dot_lockstep__pb2.ListCollectivesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishGroupState(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/lockstep.v1.Lockstep/PublishGroupState',
+            lockstep_dot_v1_dot_lockstep__pb2.GroupStateUpload.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.GroupState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchGroupState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/lockstep.v1.Lockstep/FetchGroupState',
+            lockstep_dot_v1_dot_lockstep__pb2.FetchGroupStateRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.GroupStateDownload.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Lockstep/ListGroups',
+            lockstep_dot_v1_dot_lockstep__pb2.ListGroupsRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.ListGroupsResponse.FromString,
             options,
             channel_credentials,
             insecure,
