@@ -124,6 +124,8 @@ pub fn join_to_wire(j: &CollectiveJoin) -> v1::CollectiveHeader {
         root,
         length: j.spec.length,
         timeout_ms: j.timeout_ms,
+        shared_memory: false,
+        shm_region: 0,
     }
 }
 

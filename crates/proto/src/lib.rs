@@ -21,4 +21,5 @@ pub mod collective;
 pub mod convert;
 pub mod reason;
 pub mod session;
+pub mod shm;
 pub mod wire;
