@@ -202,6 +202,8 @@ impl Agent {
                         if tx.send(up(Up::ShmWritten(signal))).await.is_err() {
                             return;
                         }
+                        // The channel may take every signal at once: let the heartbeats run.
+                        tokio::task::yield_now().await;
                     }
                     // Nothing to write (a broadcast's non-root): say the region is mapped.
                     if written == 0 && tx.send(up(Up::ShmWritten(v1::CollectiveShmWritten { written }))).await.is_err()
@@ -317,8 +319,15 @@ async fn receive<T: Element>(
             Some(Down::Done(_)) => {
                 let mut out = result.ok_or_else(|| protocol("the collective ended before it started"))?;
                 if let Some((r, offer)) = &region {
-                    r.with(offer.result_offset, offer.result_bytes, |bytes| T::decode_into(bytes, &mut out))
-                        .map_err(|_| protocol("a shared-memory result region beyond the file"))?;
+                    // A step at a time, yielding between steps: a large result is not decoded in one
+                    // stretch that would hold up the agent's heartbeats on this thread.
+                    let per_step = SHM_STEP_BYTES / size;
+                    for (k, part) in out.chunks_mut(per_step).enumerate() {
+                        let at = offer.result_offset + (k * SHM_STEP_BYTES) as u64;
+                        r.with(at, (part.len() * size) as u64, |bytes| T::decode_into(bytes, part))
+                            .map_err(|_| protocol("a shared-memory result region beyond the file"))?;
+                        tokio::task::yield_now().await;
+                    }
                     received = out.len();
                 }
                 if received != out.len() {
