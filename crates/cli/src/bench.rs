@@ -1149,9 +1149,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if wanted("collective") {
         // A participant process per member (see bench_collective.rs).
         for p in crate::bench_collective::plan(args.quick) {
-            let m =
-                crate::bench_collective::measure(&addr, server.pid(), p.kind, p.members, p.bytes, p.rounds, p.warmup)
-                    .await?;
+            let m = crate::bench_collective::measure(&addr, server.pid(), &p).await?;
             let row = Row {
                 scenario: m.scenario.clone(),
                 n: m.members,

@@ -2,6 +2,10 @@
 //! participants, each in its own `lockstep bench-worker` process (as torch.distributed runs its
 //! ranks), against the server in its own process.
 //!
+//! Each configuration runs twice: over the network path (every array and result through the
+//! member's gRPC stream) and over the same-host shared-memory path (`--shm`: arrays and results in
+//! /dev/shm files the server hands over, the stream carrying signals only).
+//!
 //! Each worker registers, then runs rounds back to back and times each call from its start to the
 //! result in hand; a round's time is the slowest member's (until the last one holds the result).
 //! Beside it: a plain memory copy of the same bytes in this process, and the server's resident
@@ -37,6 +41,9 @@ pub struct WorkerArgs {
     /// A prefix making this run's collective ids unique.
     #[arg(long)]
     run: String,
+    /// Ask for the shared-memory path.
+    #[arg(long)]
+    shm: bool,
 }
 
 /// What a worker prints: its time per round, in microseconds.
@@ -53,7 +60,9 @@ pub async fn worker(a: WorkerArgs) -> anyhow::Result<()> {
     let data: Vec<f32> = (0..a.bytes / 4).map(|k| (k % 1024) as f32 * (a.rank as f32 + 1.0)).collect();
     let mut us = Vec::with_capacity(a.rounds);
     for round in 0..a.warmup + a.rounds {
-        let c = Collective::agents(format!("{}-{round}", a.run), ids.clone()).timeout(Duration::from_secs(120));
+        let c = Collective::agents(format!("{}-{round}", a.run), ids.clone())
+            .timeout(Duration::from_secs(120))
+            .shared_memory(a.shm);
         let start = Instant::now();
         let result = match a.kind.as_str() {
             "allreduce" => agent.allreduce(&c, &data, ReduceOp::Sum).await?,
@@ -80,8 +89,11 @@ pub struct Measured {
     pub rounds_us: Vec<u64>,
     /// The same bytes copied in memory here, median microseconds.
     pub memcpy_us: f64,
-    /// Server resident memory: before, peak during.
+    /// Server resident memory (VmRSS): before, peak during.
     pub rss: Option<(u64, u64)>,
+    /// The anonymous part of it (RssAnon: the server's own heap, without shared-memory pages it
+    /// maps): before, peak during.
+    pub anon: Option<(u64, u64)>,
 }
 
 fn quantile(sorted: &[u64], q: f64) -> u64 {
@@ -124,6 +136,14 @@ impl Measured {
                 budget as f64 / 1048576.0
             ));
         }
+        if let Some((before, peak)) = self.anon {
+            note.push_str(&format!(
+                "; of it anonymous (heap) {:.1} MiB before, peak {:.1} MiB (+{:.1} MiB)",
+                before as f64 / 1048576.0,
+                peak as f64 / 1048576.0,
+                peak.saturating_sub(before) as f64 / 1048576.0
+            ));
+        }
         note
     }
 }
@@ -145,23 +165,20 @@ fn memcpy_us(bytes: usize) -> f64 {
     times[times.len() / 2]
 }
 
-fn rss_of(pid: u32) -> Option<u64> {
+/// The process's resident memory in all (VmRSS) and its anonymous part (RssAnon), bytes.
+fn rss_of(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
-    Some(kb * 1024)
+    let field = |name: &str| -> Option<u64> {
+        let kb: u64 = status.lines().find_map(|l| l.strip_prefix(name))?.split_whitespace().next()?.parse().ok()?;
+        Some(kb * 1024)
+    };
+    Some((field("VmRSS:")?, field("RssAnon:")?))
 }
 
 /// Runs `members` worker processes for one configuration and gathers their times.
-pub async fn measure(
-    addr: &str,
-    server_pid: Option<u32>,
-    kind: &str,
-    members: usize,
-    bytes: usize,
-    rounds: usize,
-    warmup: usize,
-) -> anyhow::Result<Measured> {
-    let run = format!("{kind}-{bytes}-{}", std::process::id());
+pub async fn measure(addr: &str, server_pid: Option<u32>, p: &Plan) -> anyhow::Result<Measured> {
+    let Plan { kind, members, bytes, rounds, warmup, shm } = *p;
+    let run = format!("{kind}-{bytes}-{}-{}", if shm { "shm" } else { "net" }, std::process::id());
     let exe = std::env::current_exe()?;
     let mut children = Vec::new();
     for rank in 0..members {
@@ -170,13 +187,14 @@ pub async fn measure(
             .args(["--rank", &rank.to_string(), "--members", &members.to_string()])
             .args(["--bytes", &bytes.to_string(), "--rounds", &rounds.to_string()])
             .args(["--warmup", &warmup.to_string()])
+            .args(shm.then_some("--shm"))
             .stdout(std::process::Stdio::piped())
             .spawn()
             .context("cannot start `lockstep bench-worker`")?;
         children.push(child);
     }
     let before = server_pid.and_then(rss_of);
-    let mut peak = before.unwrap_or(0);
+    let (mut peak, mut peak_anon) = before.unwrap_or((0, 0));
     let waiting = tokio::task::spawn_blocking(move || {
         children.into_iter().map(std::process::Child::wait_with_output).collect::<Vec<_>>()
     });
@@ -185,8 +203,9 @@ pub async fn measure(
         tokio::select! {
             outputs = &mut waiting => break outputs?,
             () = tokio::time::sleep(Duration::from_millis(5)) => {
-                if let Some(rss) = server_pid.and_then(rss_of) {
+                if let Some((rss, anon)) = server_pid.and_then(rss_of) {
                     peak = peak.max(rss);
+                    peak_anon = peak_anon.max(anon);
                 }
             }
         }
@@ -199,8 +218,16 @@ pub async fn measure(
         per_worker.push(report.us);
     }
     let rounds_us = (0..rounds).map(|r| per_worker.iter().map(|w| w[r]).max().unwrap_or(0)).collect();
-    let scenario = format!("{kind}-f32-{}", human(bytes));
-    Ok(Measured { scenario, members, bytes, rounds_us, memcpy_us: memcpy_us(bytes), rss: before.map(|b| (b, peak)) })
+    let scenario = format!("{kind}-f32-{}-{}", human(bytes), if shm { "shm" } else { "net" });
+    Ok(Measured {
+        scenario,
+        members,
+        bytes,
+        rounds_us,
+        memcpy_us: memcpy_us(bytes),
+        rss: before.map(|(b, _)| (b, peak)),
+        anon: before.map(|(_, a)| (a, peak_anon)),
+    })
 }
 
 fn human(bytes: usize) -> String {
@@ -212,27 +239,35 @@ fn human(bytes: usize) -> String {
 }
 
 /// One configuration of the benchmark.
+#[derive(Clone, Copy)]
 pub struct Plan {
     pub kind: &'static str,
     pub members: usize,
     pub bytes: usize,
     pub rounds: usize,
     pub warmup: usize,
+    /// Over the shared-memory path.
+    pub shm: bool,
 }
 
-/// The configurations of the benchmark: 8 members at 1 KiB, 1 MiB and 16 MiB, and (not with
-/// `--quick`) two members at 256 MiB each, the largest array the issue asks to stream.
+/// The configurations of the benchmark: 8 members at 1 KiB, 1 MiB and 16 MiB, each over the
+/// network path and over shared memory, and (not with `--quick`) two members at 256 MiB each, the
+/// largest array the issue asks to stream.
 pub fn plan(quick: bool) -> Vec<Plan> {
     let r = |full: usize| if quick { (full / 10).max(3) } else { full };
-    let p = |kind, members, bytes, rounds, warmup| Plan { kind, members, bytes, rounds, warmup };
-    let mut plan = vec![
-        p("allreduce", 8, 1 << 10, r(300), 3),
-        p("allreduce", 8, 1 << 20, r(100), 3),
-        p("allreduce", 8, 16 << 20, r(20), 3),
-        p("broadcast", 8, 16 << 20, r(20), 3),
-    ];
+    let p = |kind, members, bytes, rounds, warmup, shm| Plan { kind, members, bytes, rounds, warmup, shm };
+    let mut plan = Vec::new();
+    for shm in [false, true] {
+        plan.extend([
+            p("allreduce", 8, 1 << 10, r(300), 3, shm),
+            p("allreduce", 8, 1 << 20, r(100), 3, shm),
+            p("allreduce", 8, 16 << 20, r(20), 3, shm),
+            p("broadcast", 8, 16 << 20, r(20), 3, shm),
+        ]);
+    }
     if !quick {
-        plan.push(p("allreduce", 2, 256 << 20, 3, 1));
+        plan.push(p("allreduce", 2, 256 << 20, 3, 1, false));
+        plan.push(p("allreduce", 2, 256 << 20, 3, 1, true));
     }
     plan
 }

@@ -15,111 +15,18 @@ use std::time::{Duration, Instant};
 
 use lockstep_client::proto::lockstep_client::LockstepClient;
 use lockstep_client::proto::{self as v1};
-use lockstep_client::{Agent, Collective, Element, Error, ReduceOp};
-use lockstep_core::collective::reduce;
-use support::{eventually, opts, reworded, Server};
-
-const T: Duration = Duration::from_secs(20);
-
-async fn members(server: &Server, ids: &[&str], role: &str) -> Vec<Agent> {
-    let client = server.client().await;
-    let mut agents = Vec::new();
-    for id in ids {
-        agents.push(client.register(opts(id, role)).await.expect("registers"));
-    }
-    agents
-}
-
-/// Runs `f` on every agent at once and returns their results in order.
-async fn all<T, F, Fut>(agents: &[Agent], f: F) -> Vec<Result<T, Error>>
-where
-    T: Send + 'static,
-    F: Fn(usize, Agent) -> Fut,
-    Fut: std::future::Future<Output = Result<T, Error>> + Send + 'static,
-{
-    let tasks: Vec<_> = agents.iter().enumerate().map(|(i, a)| tokio::spawn(f(i, a.clone()))).collect();
-    let mut out = Vec::new();
-    for t in tasks {
-        out.push(tokio::time::timeout(T, t).await.expect("finishes in time").expect("no panic"));
-    }
-    out
-}
-
-fn bytes_of<E: Element>(v: &[E]) -> Vec<u8> {
-    let mut out = Vec::new();
-    E::encode(v, &mut out);
-    out
-}
-
-/// Member i's array: values that make the order of a float sum visible.
-fn data<E: Element>(i: usize, len: usize, make: fn(f64) -> E) -> Vec<E> {
-    (0..len)
-        .map(|k| make(((k * 7 + i * 13) % 23) as f64 * if (k + i).is_multiple_of(3) { -1e3 } else { 0.37 }))
-        .collect()
-}
-
-async fn every_op_for<E: Element + PartialEq + std::fmt::Debug>(agents: &[Agent], tag: &str, make: fn(f64) -> E) {
-    let n = agents.len();
-    let len = 1001;
-    let ids: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
-    let inputs: Vec<Vec<E>> = (0..n).map(|i| data(i, len, make)).collect();
-    let encoded: Vec<Vec<u8>> = inputs.iter().map(|v| bytes_of(v)).collect();
-    let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-    for op in [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Min, ReduceOp::Max, ReduceOp::Product] {
-        let c = Collective::agents(format!("{tag}-{op:?}"), ids.clone());
-        let results = all(agents, |i, a| {
-            let (c, x) = (c.clone(), inputs[i].clone());
-            async move { a.allreduce(&c, &x, op).await }
-        })
-        .await;
-        let expected = reduce(E::DTYPE, op, &refs);
-        for r in results {
-            assert_eq!(bytes_of(&r.expect("allreduce completes")), expected, "{tag} {op:?}");
-        }
-        let c = Collective::agents(format!("{tag}-rs-{op:?}"), ids.clone());
-        let results = all(agents, |i, a| {
-            let (c, x) = (c.clone(), inputs[i].clone());
-            async move { a.reduce_scatter(&c, &x, op).await }
-        })
-        .await;
-        let size = E::DTYPE.size();
-        for (r, result) in results.into_iter().enumerate() {
-            let (a, b) = lockstep_core::collective::CollectiveSpec::block(len as u64, r as u32, n as u32);
-            assert_eq!(
-                bytes_of(&result.expect("reduce_scatter completes")),
-                expected[a as usize * size..b as usize * size]
-            );
-        }
-    }
-    let c = Collective::agents(format!("{tag}-bcast"), ids.clone());
-    let results = all(agents, |i, a| {
-        let (c, x) = (c.clone(), inputs[i].clone());
-        async move { a.broadcast(&c, 1, &x).await }
-    })
-    .await;
-    for r in results {
-        assert_eq!(r.expect("broadcast completes"), inputs[1]);
-    }
-    let c = Collective::agents(format!("{tag}-gather"), ids);
-    let results = all(agents, |i, a| {
-        let (c, x) = (c.clone(), inputs[i].clone());
-        async move { a.allgather(&c, &x).await }
-    })
-    .await;
-    let concatenated: Vec<E> = inputs.concat();
-    for r in results {
-        assert_eq!(r.expect("allgather completes"), concatenated);
-    }
-}
+use lockstep_client::{Collective, Error, ReduceOp};
+use support::collective::{all, every_op_for, members, T};
+use support::{eventually, reworded, Server};
 
 #[tokio::test]
 async fn every_collective_gives_everyone_the_reference_result_for_every_type() {
     let server = Server::start(&[]);
     let agents = members(&server, &["m0", "m1", "m2"], "worker").await;
-    every_op_for::<f32>(&agents, "f32", |x| x as f32).await;
-    every_op_for::<f64>(&agents, "f64", |x| x).await;
-    every_op_for::<i32>(&agents, "i32", |x| x as i32).await;
-    every_op_for::<i64>(&agents, "i64", |x| (x * 1e6) as i64).await;
+    every_op_for::<f32>(&agents, "f32", 1001, |_| false, |x| x as f32).await;
+    every_op_for::<f64>(&agents, "f64", 1001, |_| false, |x| x).await;
+    every_op_for::<i32>(&agents, "i32", 1001, |_| false, |x| x as i32).await;
+    every_op_for::<i64>(&agents, "i64", 1001, |_| false, |x| (x * 1e6) as i64).await;
     // A role's ranks are its members' ids in order, whatever order they call in.
     let c = Collective::role("by-role", "worker");
     let results = all(&agents, |i, a| {
@@ -281,6 +188,8 @@ async fn a_member_breaking_off_mid_transfer_fails_everyone_with_the_same_reason(
         length: len,
         timeout_ms: 0,
         state_checksum: String::new(),
+        shared_memory: false,
+        shm_region: 0,
     };
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let up = |kind| v1::CollectiveUpload { kind: Some(kind) };

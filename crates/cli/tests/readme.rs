@@ -103,6 +103,9 @@ fn the_readme_examples_run_against_a_real_server() {
         assert!(out.contains(&format!("step {step}: mean gradient [2.0, 4.0, {last}]")), "step {step}:\n{out}");
     }
     assert!(out.contains("published version 1"), "{out}");
-    assert!(out.contains("rank 2 of [\"worker-0\", \"worker-1\", \"worker-2\"]"), "the late worker joins third:\n{out}");
+    assert!(
+        out.contains("rank 2 of [\"worker-0\", \"worker-1\", \"worker-2\"]"),
+        "the late worker joins third:\n{out}"
+    );
     assert!(out.contains("late worker caught up: 12 bytes"), "{out}");
 }

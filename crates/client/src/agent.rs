@@ -386,6 +386,9 @@ struct Inner {
     requests: Mutex<Option<IncomingRequests>>,
     requests_taken: Arc<AtomicBool>,
     limits: SessionLimits,
+    /// The shared-memory region of this agent's last collective over shared memory, still mapped:
+    /// the server hands it over again instead of a new one (see collective.rs).
+    shm_region: Mutex<Option<(u64, Arc<lockstep_proto::shm::SharedRegion>)>>,
 }
 
 /// A registered agent. Cheap to clone; dropping the last clone ends the session cleanly: the agent
@@ -522,6 +525,7 @@ impl Agent {
                 requests: Mutex::new(Some(IncomingRequests(requests_rx))),
                 requests_taken,
                 limits,
+                shm_region: Mutex::new(None),
             }),
         };
         // Requests handed to the application answer through the agent (set before any is taken).
@@ -543,6 +547,16 @@ impl Agent {
     pub(crate) fn collective_parts(&self) -> (LockstepClient<Channel>, String, String, String) {
         let i = &self.inner;
         (i.grpc.clone(), i.namespace.clone(), i.agent_id.clone(), self.resume_token())
+    }
+
+    /// The shared-memory region kept from this agent's last collective over shared memory.
+    pub(crate) fn kept_region(&self) -> Option<(u64, Arc<lockstep_proto::shm::SharedRegion>)> {
+        self.inner.shm_region.lock().expect("not poisoned").clone()
+    }
+
+    /// Keeps region `id` for the next collective over shared memory.
+    pub(crate) fn keep_region(&self, id: u64, region: Arc<lockstep_proto::shm::SharedRegion>) {
+        *self.inner.shm_region.lock().expect("not poisoned") = Some((id, region));
     }
 
     pub fn resume_token(&self) -> String {

@@ -6,6 +6,15 @@
 //! the result once. The result is the same bytes for every member (the server reduces in rank
 //! order, left to right; see docs/PROTOCOL.md, "Collectives"); a failure is the same error for
 //! every member ([`Error::CollectiveFailed`] naming the member concerned, or who is missing).
+//!
+//! **Shared memory.** A call made with [`Collective::shared_memory`] asks the server for the
+//! same-host path: when the server offers it (the agent is connected over loopback), the array is
+//! written into a file the server created in /dev/shm and mapped by both, the stream carries only
+//! small signals, and the result is read from the same file once the collective is done
+//! (docs/PROTOCOL.md, "Shared memory"). When the server does not offer it, the call uses the
+//! stream as usual. The results are the same bytes either way. Ask for it only when this process
+//! can open the server's /dev/shm files (same host, same user, same /dev/shm): a member that cannot
+//! map the offered file fails the collective.
 
 use std::time::Duration;
 
@@ -13,6 +22,7 @@ use bytes::Bytes;
 use lockstep_core::collective::{CollectiveJoin, CollectiveKind, CollectiveSpec};
 pub use lockstep_core::collective::{DType, Group, ReduceOp};
 use lockstep_proto::collective::{join_to_wire, COLLECTIVE_CHUNK_BYTES};
+use lockstep_proto::shm::SharedRegion;
 use lockstep_proto::v1;
 use lockstep_proto::v1::collective_download::Kind as Down;
 use lockstep_proto::v1::collective_upload::Kind as Up;
@@ -39,9 +49,13 @@ macro_rules! element {
         impl Element for $t {
             const DTYPE: DType = $d;
             fn encode(values: &[Self], out: &mut Vec<u8>) {
-                out.reserve(values.len() * std::mem::size_of::<$t>());
-                for v in values {
-                    out.extend_from_slice(&v.to_le_bytes());
+                // Sized first, then filled in fixed-size pieces: the loop compiles to a plain
+                // copy on little-endian machines (no capacity check per element).
+                const N: usize = std::mem::size_of::<$t>();
+                let start = out.len();
+                out.resize(start + values.len() * N, 0);
+                for (o, v) in out[start..].chunks_exact_mut(N).zip(values) {
+                    o.copy_from_slice(&v.to_le_bytes());
                 }
             }
             fn decode_into(bytes: &[u8], out: &mut [Self]) {
@@ -67,6 +81,8 @@ pub struct Collective {
     pub timeout: Duration,
     /// A checksum of this member's state, presented to the others (see [`Collective::checksum`]).
     pub state_checksum: Option<String>,
+    /// Ask for the same-host shared-memory path (see the module's notes).
+    pub shared_memory: bool,
 }
 
 impl Collective {
@@ -77,6 +93,7 @@ impl Collective {
             group: Group::Agents(agents.into_iter().map(Into::into).collect()),
             timeout: Duration::ZERO,
             state_checksum: None,
+            shared_memory: false,
         }
     }
 
@@ -87,6 +104,7 @@ impl Collective {
             group: Group::Replica(group_id.into()),
             timeout: Duration::ZERO,
             state_checksum: None,
+            shared_memory: false,
         }
     }
 
@@ -99,12 +117,24 @@ impl Collective {
 
     /// The collective `id` of every live agent with `role`, ranked by agent id.
     pub fn role(id: impl Into<String>, role: impl Into<String>) -> Self {
-        Collective { id: id.into(), group: Group::Role(role.into()), timeout: Duration::ZERO, state_checksum: None }
+        Collective {
+            id: id.into(),
+            group: Group::Role(role.into()),
+            timeout: Duration::ZERO,
+            state_checksum: None,
+            shared_memory: false,
+        }
     }
 
     /// With a deadline for joining and transfer.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Asking (or not) for the same-host shared-memory path.
+    pub fn shared_memory(mut self, yes: bool) -> Self {
+        self.shared_memory = yes;
         self
     }
 }
@@ -166,31 +196,81 @@ impl Agent {
             timeout_ms: c.timeout.as_millis().min(u64::MAX as u128) as u64,
             state_checksum: c.state_checksum.clone(),
         };
-        let header = v1::CollectiveUpload { kind: Some(Up::Header(join_to_wire(&join))) };
+        let mut header = join_to_wire(&join);
+        header.shared_memory = c.shared_memory;
+        let kept = if c.shared_memory { self.kept_region() } else { None };
+        header.shm_region = kept.as_ref().map_or(0, |(id, _)| *id);
+        let header = v1::CollectiveUpload { kind: Some(Up::Header(header)) };
         // The array is encoded a chunk at a time as the transport takes it (flow control paces
         // it), so a large array is neither copied whole nor encoded in one long stretch that
         // would hold up the agent's heartbeats. A broadcast member that is not the root sends its
-        // header alone.
+        // header alone. A call that asked for shared memory waits for the start to learn which
+        // path it has.
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         tx.send(header).await.map_err(|_| protocol("the upload closed"))?;
-        let per_chunk = COLLECTIVE_CHUNK_BYTES / T::DTYPE.size();
+        let (path_tx, path_rx) = tokio::sync::oneshot::channel::<Path>();
+        let asked = c.shared_memory;
         let produce = async move {
-            if send {
-                for part in data.chunks(per_chunk) {
-                    let mut bytes = Vec::with_capacity(COLLECTIVE_CHUNK_BYTES);
-                    T::encode(part, &mut bytes);
-                    let chunk = v1::CollectiveChunk { data: Bytes::from(bytes) };
-                    if tx.send(v1::CollectiveUpload { kind: Some(Up::Chunk(chunk)) }).await.is_err() {
-                        return; // the call ended: its outcome says why
+            let shared = match asked {
+                true => match path_rx.await {
+                    Ok(Path::Shared(shared)) => Some(shared),
+                    Ok(Path::Stream) | Err(_) => None,
+                    // Ending the upload fails the collective; the outcome comes on the results.
+                    Ok(Path::Unusable) => return,
+                },
+                false => None,
+            };
+            let up = |kind| v1::CollectiveUpload { kind: Some(kind) };
+            match shared {
+                Some(shared) => {
+                    // Written a step at a time, each step signalled: the server reduces what is
+                    // written while the rest is being written.
+                    let offer = &shared.offer;
+                    let array = if send { data } else { &[] };
+                    let mut written = 0u64;
+                    let mut buf = Vec::with_capacity(SHM_STEP_BYTES);
+                    for part in array.chunks(SHM_STEP_BYTES / T::DTYPE.size()) {
+                        buf.clear();
+                        T::encode(part, &mut buf);
+                        if shared.region.write(offer.array_offset + written, &buf).is_err() {
+                            return; // an offer that does not hold the array: the receiver says so
+                        }
+                        written += buf.len() as u64;
+                        let signal = v1::CollectiveShmWritten { written };
+                        if tx.send(up(Up::ShmWritten(signal))).await.is_err() {
+                            return;
+                        }
+                        // The channel may take every signal at once: let the heartbeats run.
+                        tokio::task::yield_now().await;
+                    }
+                    // Nothing to write (a broadcast's non-root): say the region is mapped.
+                    if written == 0 && tx.send(up(Up::ShmWritten(v1::CollectiveShmWritten { written }))).await.is_err()
+                    {
+                        return;
                     }
                 }
+                None if send => {
+                    for part in data.chunks(COLLECTIVE_CHUNK_BYTES / T::DTYPE.size()) {
+                        let mut bytes = Vec::with_capacity(COLLECTIVE_CHUNK_BYTES);
+                        T::encode(part, &mut bytes);
+                        let chunk = v1::CollectiveChunk { data: Bytes::from(bytes) };
+                        if tx.send(up(Up::Chunk(chunk))).await.is_err() {
+                            return; // the call ended: its outcome says why
+                        }
+                    }
+                }
+                None => {}
             }
             // Held open until the outcome: ending the upload early is not leaving.
             tx.closed().await;
         };
         let consume = async move {
             let mut results = grpc.collective(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
-            receive::<T>(&mut results).await
+            let (outcome, used) = receive::<T>(&mut results, path_tx, kept).await?;
+            if let Some((id, region)) = used {
+                self.keep_region(id, region);
+            }
+            Ok(outcome)
         };
         tokio::pin!(consume);
         tokio::select! {
@@ -213,17 +293,47 @@ pub struct CollectiveOutcome<T> {
     pub reference_checksum: String,
 }
 
-/// Reads a collective's result and outcome from its stream.
+/// Bytes of the array written into shared memory between two signals.
+const SHM_STEP_BYTES: usize = 1 << 20;
+
+/// The path a call's array takes, once the collective started.
+enum Path {
+    Shared(Shared),
+    Stream,
+    /// Offered a region this process cannot map.
+    Unusable,
+}
+
+/// A shared-memory member's region, as the server offered it.
+struct Shared {
+    region: std::sync::Arc<SharedRegion>,
+    offer: v1::CollectiveSharedMemory,
+}
+
+type Kept = Option<(u64, std::sync::Arc<SharedRegion>)>;
+
+/// Reads a collective's result and outcome from its stream; tells the producer (`path`) whether
+/// it has a shared-memory region, once the collective started. `kept`: the region this agent
+/// holds from before. Returns the result and the region used (to keep).
 async fn receive<T: Element>(
     results: &mut tonic::Streaming<v1::CollectiveDownload>,
-) -> Result<CollectiveOutcome<T>, Error> {
+    path: tokio::sync::oneshot::Sender<Path>,
+    kept: Kept,
+) -> Result<(CollectiveOutcome<T>, Kept), Error> {
     let size = T::DTYPE.size();
     let mut result: Option<Vec<T>> = None;
     let mut diverged = (Vec::new(), String::new());
     let mut received = 0usize;
+    let mut path = Some(path);
+    let mut region: Option<(std::sync::Arc<SharedRegion>, v1::CollectiveSharedMemory)> = None;
+    // Why an offered region could not be used: the upload ends, which fails the collective for
+    // everyone; the collective's outcome (that failure, or an earlier one) is what this call says.
+    let mut unusable: Option<Error> = None;
     loop {
         let Some(msg) = results.message().await? else {
-            return Err(Error::SessionEnded("the server ended the collective's stream without an outcome".into()));
+            return Err(unusable.unwrap_or_else(|| {
+                Error::SessionEnded("the server ended the collective's stream without an outcome".into())
+            }));
         };
         match msg.kind {
             Some(Down::Started(s)) => {
@@ -231,6 +341,22 @@ async fn receive<T: Element>(
                     .map_err(|_| Error::Input("the result does not fit in memory".into()))?;
                 result = Some(vec![T::default(); len]);
                 diverged = (s.diverged, s.reference_checksum);
+                let mut chosen = Path::Stream;
+                if let Some(offer) = s.shared_memory {
+                    match map_offer(&offer, &kept, s.result_length.saturating_mul(size as u64)) {
+                        Ok(mapped) => {
+                            chosen = Path::Shared(Shared { region: mapped.clone(), offer: offer.clone() });
+                            region = Some((mapped, offer));
+                        }
+                        Err(e) => {
+                            unusable = Some(e);
+                            chosen = Path::Unusable;
+                        }
+                    }
+                }
+                if let Some(p) = path.take() {
+                    let _ = p.send(chosen);
+                }
             }
             Some(Down::Chunk(piece)) => {
                 let out = result.as_mut().ok_or_else(|| protocol("a result chunk came before the start"))?;
@@ -242,14 +368,46 @@ async fn receive<T: Element>(
                 received += piece.data.len() / size;
             }
             Some(Down::Done(_)) => {
-                let out = result.ok_or_else(|| protocol("the collective ended before it started"))?;
+                let mut out = result.ok_or_else(|| protocol("the collective ended before it started"))?;
+                if let Some((r, offer)) = &region {
+                    // A step at a time, yielding between steps: a large result is not decoded in one
+                    // stretch that would hold up the agent's heartbeats on this thread.
+                    let per_step = SHM_STEP_BYTES / size;
+                    for (k, part) in out.chunks_mut(per_step).enumerate() {
+                        let at = offer.result_offset + (k * SHM_STEP_BYTES) as u64;
+                        r.with(at, (part.len() * size) as u64, |bytes| T::decode_into(bytes, part))
+                            .map_err(|_| protocol("a shared-memory result region beyond the file"))?;
+                        tokio::task::yield_now().await;
+                    }
+                    received = out.len();
+                }
                 if received != out.len() {
                     return Err(protocol("the result came incomplete"));
                 }
-                return Ok(CollectiveOutcome { result: out, diverged: diverged.0, reference_checksum: diverged.1 });
+                let outcome = CollectiveOutcome { result: out, diverged: diverged.0, reference_checksum: diverged.1 };
+                return Ok((outcome, region.map(|(r, offer)| (offer.region, r))));
             }
             None => return Err(protocol("an empty message")),
         }
+    }
+}
+
+/// The region an offer names, mapped: the one this agent kept (an offer without a path), or the
+/// offered file.
+fn map_offer(
+    offer: &v1::CollectiveSharedMemory,
+    kept: &Kept,
+    result_bytes: u64,
+) -> Result<std::sync::Arc<SharedRegion>, Error> {
+    if offer.result_bytes != result_bytes {
+        return Err(protocol("a shared-memory result region of another size than the result"));
+    }
+    match kept {
+        Some((id, r)) if offer.path.is_empty() && *id == offer.region && r.len() == offer.size => Ok(r.clone()),
+        _ if offer.path.is_empty() => Err(protocol("offered a region this agent does not hold")),
+        _ => SharedRegion::open(std::path::Path::new(&offer.path), offer.size)
+            .map(std::sync::Arc::new)
+            .map_err(|e| Error::Input(format!("cannot map the collective's shared memory {}: {e}", offer.path))),
     }
 }
 

@@ -133,6 +133,8 @@ pub fn join_to_wire(j: &CollectiveJoin) -> v1::CollectiveHeader {
         length: j.spec.length,
         timeout_ms: j.timeout_ms,
         state_checksum: j.state_checksum.clone().unwrap_or_default(),
+        shared_memory: false,
+        shm_region: 0,
     }
 }
 

@@ -22,4 +22,5 @@ pub mod convert;
 pub mod group;
 pub mod reason;
 pub mod session;
+pub mod shm;
 pub mod wire;

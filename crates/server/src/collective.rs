@@ -21,6 +21,15 @@
 //! (n × 4 MiB), plus n × 2 × 4 MiB of transport windows (received and not yet read, sent and not yet
 //! acknowledged), whatever the array size: n × 12 MiB in all (see [`budget_bytes`]).
 //!
+//! **Shared memory.** A member that asks for it and connected over loopback gets a region
+//! ([`lockstep_proto::shm::SharedRegion`]: a 0600 file in /dev/shm, or its agent's region kept from
+//! its last collective, see [`Pool`]) holding its array and then its result. Its signals
+//! (`CollectiveShmWritten`) take the place of chunks: each chunk they complete is `put` as a view of
+//! the region, through the same reduction as streamed chunks. Its results go through a queue of its
+//! own, which [`forward`] drains into the region, passing on only `CollectiveDone`. The file is
+//! removed at the member's first signal, and in any case when its call ends. Signals are checked
+//! (never beyond the array, never going back), and every read and write is bounds-checked.
+//!
 //! **One outcome.** A stream that breaks, ends early or sends a chunk of the wrong size is
 //! reported to the engine ([`Input::CollectiveFault`]); when every result chunk has been handed to
 //! every member's stream the exchange reports [`Input::CollectiveTransferred`]. The engine decides
@@ -36,6 +45,7 @@ use lockstep_core::collective::{combine, finish, CollectiveEvent, CollectiveKind
 use lockstep_core::{CoreError, Input};
 use lockstep_proto::collective::{join_from_wire, COLLECTIVE_CHUNK_BYTES};
 use lockstep_proto::convert;
+use lockstep_proto::shm::{has_room, SharedRegion, FILE_PREFIX, SHM_DIR};
 use lockstep_proto::v1;
 use lockstep_proto::v1::collective_download::Kind as Down;
 use lockstep_proto::v1::collective_upload::Kind as Up;
@@ -58,15 +68,82 @@ pub fn budget_bytes(members: usize) -> u64 {
 
 type Out = mpsc::Sender<Result<v1::CollectiveDownload, Status>>;
 
-/// What a member's call learns from the engine before its transfer starts.
-type Assigned = Result<(Arc<Transfer>, u32), Status>;
+/// What a member's call learns from the engine before its transfer starts: the transfer, its
+/// rank, and (when it asked for shared memory from loopback) the queue its result pieces come
+/// through, to be written into its region rather than sent.
+type Assigned = Result<(Arc<Transfer>, u32, Option<Queue>), Status>;
+
+type Queue = mpsc::Receiver<Result<v1::CollectiveDownload, Status>>;
+
+/// A call waiting for its collective to start: where to say so, its result stream, and whether it
+/// may have the shared-memory path.
+type Waiting = (oneshot::Sender<Assigned>, Out, bool);
 
 /// Calls waiting for their collective to start, and transfers in progress.
 #[derive(Default)]
 pub struct Exchange {
     next_origin: AtomicU64,
-    waiting: Mutex<HashMap<u64, (oneshot::Sender<Assigned>, Out)>>,
+    waiting: Mutex<HashMap<u64, Waiting>>,
     transfers: Mutex<HashMap<u64, Arc<Transfer>>>,
+    /// Shared-memory regions kept for their agents' next collectives.
+    pool: Mutex<Pool>,
+    next_region: AtomicU64,
+}
+
+/// Shared-memory regions between collectives: at most one per agent (the last one it used, mapped
+/// by it and by the server, its file already removed), at most [`POOL_MAX_BYTES`] in all, none
+/// unused for more than [`POOL_IDLE`]. Reusing one saves the fresh pages a new file costs (the
+/// kernel clears every page of it: more time than the collective's copies).
+#[derive(Default)]
+struct Pool {
+    by_agent: HashMap<(String, String), Pooled>,
+    bytes: u64,
+}
+
+struct Pooled {
+    id: u64,
+    region: Arc<SharedRegion>,
+    since: std::time::Instant,
+}
+
+/// Most bytes of shared-memory regions kept between collectives.
+pub const POOL_MAX_BYTES: u64 = 1 << 30;
+
+/// A kept region unused this long is let go (at the next return to the pool).
+pub const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Pool {
+    /// Agent `key`'s region `id` if it is kept and holds at least `size` bytes (taken out: one
+    /// collective at a time uses it).
+    fn take(&mut self, key: &(String, String), id: u64, size: u64) -> Option<(u64, Arc<SharedRegion>)> {
+        let fits = self.by_agent.get(key).is_some_and(|p| p.id == id && p.region.len() >= size);
+        if !fits {
+            return None;
+        }
+        let p = self.by_agent.remove(key)?;
+        self.bytes -= p.region.len();
+        Some((p.id, p.region))
+    }
+
+    /// Keeps `region` as agent `key`'s (replacing the one it had), then lets go of idle regions
+    /// and of the oldest while over [`POOL_MAX_BYTES`].
+    fn give(&mut self, key: (String, String), id: u64, region: Arc<SharedRegion>) {
+        let now = std::time::Instant::now();
+        self.bytes += region.len();
+        if let Some(old) = self.by_agent.insert(key, Pooled { id, region, since: now }) {
+            self.bytes -= old.region.len();
+        }
+        self.by_agent.retain(|_, p| now.duration_since(p.since) < POOL_IDLE);
+        self.bytes = self.by_agent.values().map(|p| p.region.len()).sum();
+        while self.bytes > POOL_MAX_BYTES {
+            let Some(oldest) = self.by_agent.iter().min_by_key(|(_, p)| p.since).map(|(k, _)| k.clone()) else {
+                break;
+            };
+            if let Some(p) = self.by_agent.remove(&oldest) {
+                self.bytes -= p.region.len();
+            }
+        }
+    }
 }
 
 impl Exchange {
@@ -74,7 +151,7 @@ impl Exchange {
     pub fn apply(&self, event: CollectiveEvent) {
         match event {
             CollectiveEvent::Refused { origin, error } => {
-                if let Some((tx, _)) = self.waiting.lock().expect("not poisoned").remove(&origin) {
+                if let Some((tx, ..)) = self.waiting.lock().expect("not poisoned").remove(&origin) {
                     let _ = tx.send(Err(convert::status(&error)));
                 }
             }
@@ -82,13 +159,26 @@ impl Exchange {
                 let mut waiting = self.waiting.lock().expect("not poisoned");
                 let calls: Vec<_> = members.iter().map(|m| waiting.remove(&m.origin)).collect();
                 drop(waiting);
-                let n = members.len() as u32;
+                // A shared-memory member's results go through a queue of its own (as deep as a
+                // stream's), drained into its region by its call (see `forward`).
+                let mut queues: Vec<Option<Queue>> = Vec::with_capacity(calls.len());
                 let outs: Vec<Out> = calls
                     .iter()
                     .map(|c| match c {
-                        Some((_, out)) => out.clone(),
+                        Some((_, _, true)) => {
+                            let (tx, rx) = mpsc::channel(RESULT_QUEUE);
+                            queues.push(Some(rx));
+                            tx
+                        }
+                        Some((_, out, false)) => {
+                            queues.push(None);
+                            out.clone()
+                        }
                         // The call went away meanwhile; its fault is on its way to the engine.
-                        None => mpsc::channel(1).0,
+                        None => {
+                            queues.push(None);
+                            mpsc::channel(1).0
+                        }
                     })
                     .collect();
                 let transfer = Arc::new(Transfer::new(
@@ -98,22 +188,19 @@ impl Exchange {
                     spec,
                     members,
                     outs,
+                    (diverged, reference),
                 ));
                 for (rank, out) in transfer.outs.iter().enumerate() {
-                    let started = v1::CollectiveStarted {
-                        rank: rank as u32,
-                        members: transfer.members.iter().map(|m| m.agent.to_string()).collect(),
-                        result_length: spec.result_length(rank as u32, n),
-                        diverged: diverged.clone(),
-                        reference_checksum: reference.clone(),
-                    };
+                    if queues[rank].is_some() {
+                        continue; // its call says it started, with its region
+                    }
                     // A fresh channel: there is room for this first message.
-                    let _ = out.try_send(Ok(down(Down::Started(started))));
+                    let _ = out.try_send(Ok(down(Down::Started(transfer.started(rank as u32, None)))));
                 }
                 self.transfers.lock().expect("not poisoned").insert(serial, transfer.clone());
-                for (rank, call) in calls.into_iter().enumerate() {
-                    if let Some((tx, _)) = call {
-                        let _ = tx.send(Ok((transfer.clone(), rank as u32)));
+                for ((rank, call), queue) in calls.into_iter().enumerate().zip(queues) {
+                    if let Some((tx, ..)) = call {
+                        let _ = tx.send(Ok((transfer.clone(), rank as u32, queue)));
                     }
                 }
             }
@@ -122,7 +209,7 @@ impl Exchange {
                 {
                     let mut waiting = self.waiting.lock().expect("not poisoned");
                     for o in &origins {
-                        if let Some((tx, _)) = waiting.remove(o) {
+                        if let Some((tx, ..)) = waiting.remove(o) {
                             let _ = tx.send(Err(result.clone().err().unwrap_or_else(|| Status::internal("ended"))));
                         }
                     }
@@ -185,6 +272,10 @@ pub struct Transfer {
     sent_all: Vec<AtomicBool>,
     /// The engine's decision: done, or failed with a status.
     outcome: watch::Sender<Option<Result<(), Status>>>,
+    /// Members whose presented state checksum diverged, and what they were compared with (told
+    /// to every member at the start).
+    diverged: Vec<String>,
+    reference: String,
 }
 
 impl Transfer {
@@ -195,6 +286,7 @@ impl Transfer {
         spec: CollectiveSpec,
         members: Vec<Member>,
         outs: Vec<Out>,
+        (diverged, reference): (Vec<String>, String),
     ) -> Self {
         let n = members.len() as u64;
         let chunks = chunks(spec.bytes());
@@ -214,11 +306,33 @@ impl Transfer {
             prefix: watch::Sender::new(0),
             remaining: AtomicU64::new(remaining),
             outcome: watch::Sender::new(None),
+            diverged,
+            reference,
         }
     }
 
     fn n(&self) -> usize {
         self.members.len()
+    }
+
+    /// The message telling rank `rank` the collective started (and, for a shared-memory member,
+    /// where its region is).
+    fn started(&self, rank: u32, shared_memory: Option<v1::CollectiveSharedMemory>) -> v1::CollectiveStarted {
+        v1::CollectiveStarted {
+            rank,
+            members: self.members.iter().map(|m| m.agent.to_string()).collect(),
+            result_length: self.spec.result_length(rank, self.n() as u32),
+            diverged: self.diverged.clone(),
+            reference_checksum: self.reference.clone(),
+            shared_memory,
+        }
+    }
+
+    /// Bytes rank `rank` sends and receives.
+    fn array_and_result_bytes(&self, rank: u32) -> (u64, u64) {
+        let array = if self.spec.sends(rank) { self.spec.bytes() } else { 0 };
+        let result = self.spec.result_length(rank, self.n() as u32).saturating_mul(self.spec.dtype.size() as u64);
+        (array, result)
     }
 
     /// Waits until the engine decided; `Err` with the status when the collective failed.
@@ -341,12 +455,14 @@ fn chunks(bytes: u64) -> u64 {
 }
 
 /// Serves one member's `Collective` call: its header joins, its chunks go into the transfer, and
-/// `out` gets the result and the outcome. Returns when the call is over.
+/// `out` gets the result and the outcome. `local`: the caller connected over loopback (only then
+/// may it have the shared-memory path). Returns when the call is over.
 pub async fn serve_member(
     engine: EngineHandle,
     mut inbound: Streaming<v1::CollectiveUpload>,
     out: Out,
     header_within: std::time::Duration,
+    local: bool,
 ) {
     let refuse = |s: Status| {
         let out = out.clone();
@@ -364,14 +480,17 @@ pub async fn serve_member(
         }
         Ok(Ok(None)) | Ok(Err(_)) => return,
     };
+    let wants_shm = header.shared_memory && local;
+    let claimed_region = header.shm_region;
     let join = match join_from_wire(header) {
         Ok(j) => j,
         Err(e) => return refuse(convert::status(&e)).await,
     };
+    let agent_key = (join.namespace.clone(), join.agent_id.clone());
     let exchange = engine.exchange();
     let origin = exchange.next_origin.fetch_add(1, Ordering::Relaxed) + 1;
     let (tx, rx) = oneshot::channel();
-    exchange.waiting.lock().expect("not poisoned").insert(origin, (tx, out.clone()));
+    exchange.waiting.lock().expect("not poisoned").insert(origin, (tx, out.clone(), wants_shm));
     if engine.send(Command::Input(Input::CollectiveJoin { origin, join })).await.is_err() {
         return;
     }
@@ -389,16 +508,37 @@ pub async fn serve_member(
             return fault("went away before the collective started".into()).await;
         }
     };
-    let (transfer, rank) = match assigned {
+    let (transfer, rank, queue) = match assigned {
         Ok(Ok(a)) => a,
         Ok(Err(status)) => return refuse(status).await,
         Err(_) => return,
     };
-    let upload = upload(&engine, &transfer, rank, &mut inbound);
+    // A shared-memory member: its region (or none, if it cannot be made: then the stream), the
+    // message saying it started, and its results drained from the queue into the region. The file
+    // is removed when this call ends, whatever the outcome (the mappings stay until unused).
+    let mut region = None;
+    if let Some(queue) = queue {
+        region = offer_region(exchange, &transfer, rank, &agent_key, claimed_region);
+        let offer = region.as_ref().map(|(r, offer)| (r.clone(), offer.clone()));
+        let started = transfer.started(rank, offer.as_ref().map(|(_, o)| o.clone()));
+        if out.send(Ok(down(Down::Started(started)))).await.is_err() {
+            drop(queue);
+            return fault("went away before the collective started".into()).await;
+        }
+        tokio::spawn(forward(queue, offer.map(|(r, o)| (r, o.result_offset, o.result_bytes)), out.clone()));
+    }
+    let _remove = region.as_ref().map(|(r, _)| RemoveOnDrop(r.clone()));
+    let upload = async {
+        match &region {
+            Some((r, offer)) => upload_shm(&engine, &transfer, rank, &mut inbound, r, offer.array_bytes).await,
+            None => upload(&engine, &transfer, rank, &mut inbound).await,
+        }
+    };
     let failure = tokio::select! {
         r = upload => r.err(),
         s = transfer.failed() => return refuse(s).await,
     };
+    let uploaded = failure.is_none();
     if let Some(reason) = failure {
         fault(reason).await;
     } else {
@@ -421,7 +561,14 @@ pub async fn serve_member(
     };
     match decided {
         Ok(()) => {
-            let _ = out.send(Ok(down(Down::Done(v1::CollectiveDone {})))).await;
+            // Through the member's result queue: a shared-memory member's pieces are all in its
+            // region before it learns it is done.
+            let _ = transfer.outs[rank as usize].send(Ok(down(Down::Done(v1::CollectiveDone {})))).await;
+            // Done and mapped by the member (its signals said so): kept for its next collective.
+            // (A failed one is not: pieces may still be on their way into it.)
+            if let (Some((r, offer)), true) = (&region, uploaded) {
+                exchange.pool.lock().expect("not poisoned").give(agent_key, offer.region, r.clone());
+            }
         }
         Err(s) => refuse(s).await,
     }
@@ -442,6 +589,9 @@ async fn upload(
     for i in 0..total {
         let chunk = match inbound.message().await {
             Ok(Some(v1::CollectiveUpload { kind: Some(Up::Chunk(c)) })) => c.data,
+            Ok(Some(v1::CollectiveUpload { kind: Some(Up::ShmWritten(_)) })) => {
+                return Err(format!("signalled shared memory it was not given, where chunk {i} of its array was due"))
+            }
             Ok(Some(_)) => return Err(format!("sent something other than chunk {i} of its array")),
             Ok(None) => return Err(format!("ended its stream after {i} of {total} chunks of its array")),
             Err(s) => return Err(format!("broke off its transfer after {i} of {total} chunks ({})", s.message())),
@@ -456,6 +606,160 @@ async fn upload(
         transfer.put(engine, rank, i, chunk).await;
     }
     Ok(())
+}
+
+/// Most bytes of one member's region (its array and its result): beyond it, the member uses the
+/// stream. 2 GiB: a 1 GiB array (`limits.max_collective_bytes`' default) and its allreduce.
+pub const MAX_REGION_BYTES: u64 = 2 << 30;
+
+/// Creates rank `rank`'s region (array, then result) in [`SHM_DIR`], or `None` when there is
+/// nothing to share, it would be too large, the file system is short of room or the file cannot
+/// be made (the member then uses its stream).
+fn offer_region(
+    exchange: &Exchange,
+    transfer: &Transfer,
+    rank: u32,
+    agent: &(String, String),
+    claimed: u64,
+) -> Option<(Arc<SharedRegion>, v1::CollectiveSharedMemory)> {
+    let (array_bytes, result_bytes) = transfer.array_and_result_bytes(rank);
+    let size = array_bytes.checked_add(result_bytes)?;
+    let offer = |path: String, size: u64, region: u64| v1::CollectiveSharedMemory {
+        path,
+        size,
+        array_offset: 0,
+        array_bytes,
+        result_offset: array_bytes,
+        result_bytes,
+        region,
+    };
+    if size == 0 || size > MAX_REGION_BYTES {
+        return None;
+    }
+    if claimed != 0 {
+        if let Some((id, r)) = exchange.pool.lock().expect("not poisoned").take(agent, claimed, size) {
+            let len = r.len();
+            return Some((r, offer(String::new(), len, id)));
+        }
+    }
+    let dir = std::path::Path::new(SHM_DIR);
+    if !has_room(dir, size) {
+        return None;
+    }
+    let id = exchange.next_region.fetch_add(1, Ordering::Relaxed) + 1;
+    let name = format!("{FILE_PREFIX}{}-{}-{rank}-{:016x}", std::process::id(), transfer.serial, rand::random::<u64>());
+    match SharedRegion::create(dir, &name, size) {
+        Ok(r) => {
+            let o = offer(r.path().to_string_lossy().into_owned(), size, id);
+            Some((Arc::new(r), o))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot create a shared-memory region; the member uses its stream");
+            None
+        }
+    }
+}
+
+/// Removes a region's file when the call that offered it ends.
+struct RemoveOnDrop(Arc<SharedRegion>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        self.0.remove();
+    }
+}
+
+/// Drains a shared-memory member's result queue: result pieces are written into its region
+/// (`[result_offset, result_offset + result_bytes)`), everything else goes on to its stream.
+/// Without a region (none could be made) everything goes on to the stream. Keeps draining after
+/// the stream closed, so that nobody waits on a member that went away.
+async fn forward(mut queue: Queue, region: Option<(Arc<SharedRegion>, u64, u64)>, out: Out) {
+    let mut open = true;
+    while let Some(msg) = queue.recv().await {
+        let msg = match (&region, msg) {
+            (Some((r, at, len)), Ok(v1::CollectiveDownload { kind: Some(Down::Chunk(piece)) })) => {
+                let fits = piece.offset.checked_add(piece.data.len() as u64).is_some_and(|end| end <= *len);
+                match fits.then(|| r.write(at + piece.offset, &piece.data)) {
+                    Some(Ok(())) => continue,
+                    _ => Err(Status::internal("a result piece beyond the member's result region")),
+                }
+            }
+            (_, msg) => msg,
+        };
+        if open && out.send(msg).await.is_err() {
+            open = false;
+        }
+    }
+}
+
+/// Reads a shared-memory member's signals: each says how much of its array (`array_bytes`, from
+/// the region's start) is written, and the chunks it completes go into the transfer straight from
+/// the region. A member with no array (a broadcast's non-root) signals 0 once: it has mapped the
+/// region. `Err` says why it broke off.
+async fn upload_shm(
+    engine: &EngineHandle,
+    transfer: &Transfer,
+    rank: u32,
+    inbound: &mut Streaming<v1::CollectiveUpload>,
+    region: &Arc<SharedRegion>,
+    array_bytes: u64,
+) -> Result<(), String> {
+    let total = chunks(array_bytes);
+    let chunk = COLLECTIVE_CHUNK_BYTES as u64;
+    let (mut written, mut next) = (0u64, 0u64);
+    loop {
+        let signalled = match inbound.message().await {
+            Ok(Some(v1::CollectiveUpload { kind: Some(Up::ShmWritten(w)) })) => w.written,
+            Ok(Some(_)) => {
+                return Err(format!(
+                    "sent something other than a shared-memory signal after {written} of {array_bytes} bytes of its array"
+                ))
+            }
+            Ok(None) => {
+                return Err(format!(
+                    "ended its stream after signalling {written} of {array_bytes} bytes of its array in shared memory"
+                ))
+            }
+            Err(s) => {
+                return Err(format!(
+                    "broke off its transfer after signalling {written} of {array_bytes} bytes of its array in shared memory ({})",
+                    s.message()
+                ))
+            }
+        };
+        if signalled > array_bytes {
+            return Err(format!(
+                "signalled {signalled} bytes of its array written in shared memory, beyond its array of {array_bytes} bytes"
+            ));
+        }
+        if signalled < written {
+            return Err(format!(
+                "signalled {signalled} bytes of its array written in shared memory after signalling {written}"
+            ));
+        }
+        // Mapped by the member now: the file is no longer needed (the mappings keep the memory).
+        region.remove();
+        written = signalled;
+        // A broadcast or allgather piece goes on to other members' queues, which may drain after
+        // this member's next collective reuses the region: those get a copy.
+        let forwarded = matches!(transfer.spec.kind, CollectiveKind::Broadcast { .. } | CollectiveKind::Allgather);
+        while next < total {
+            let at = next * chunk;
+            let due = (array_bytes - at).min(chunk);
+            if at + due > written {
+                break;
+            }
+            let mut data = region.bytes(at, due).map_err(|e| e.to_string())?;
+            if forwarded {
+                data = Bytes::copy_from_slice(&data);
+            }
+            transfer.put(engine, rank, next, data).await;
+            next += 1;
+        }
+        if written == array_bytes {
+            return Ok(());
+        }
+    }
 }
 
 #[cfg(test)]

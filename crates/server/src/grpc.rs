@@ -234,8 +234,18 @@ impl Lockstep for Service {
         request: Request<Streaming<v1::CollectiveUpload>>,
     ) -> Result<Response<Self::CollectiveStream>, Status> {
         let (out, results) = mpsc::channel(crate::collective::RESULT_QUEUE);
-        let member =
-            crate::collective::serve_member(self.engine.clone(), request.into_inner(), out, self.register_within);
+        // Only a caller on this host may be offered shared memory.
+        let local = request
+            .extensions()
+            .get::<crate::listener::ConnInfo>()
+            .is_some_and(|c| c.peer().ip().to_canonical().is_loopback());
+        let member = crate::collective::serve_member(
+            self.engine.clone(),
+            request.into_inner(),
+            out,
+            self.register_within,
+            local,
+        );
         tokio::spawn(member);
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(results))))
     }

@@ -297,6 +297,11 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
         (None, Storage::InMemory) => backup::BackupDir::none(),
     };
     let (listener, addr) = bind(options.listen)?;
+    // Shared-memory files of collectives left behind by a server that crashed (see collective.rs).
+    let stale = lockstep_proto::shm::remove_stale(std::path::Path::new(lockstep_proto::shm::SHM_DIR));
+    if stale > 0 {
+        tracing::info!(files = stale, "removed shared-memory files of server processes no longer running");
+    }
     let admin_listener = match options.admin_listen {
         Some(a) => Some(bind(a)?),
         None => None,

@@ -6,6 +6,9 @@ once (little-endian, in chunks of 256 KiB, as fast as flow control lets it) and 
 once. Arrays may be Python lists, :class:`array.array` or numpy arrays (numpy is optional: it is
 used only when the caller passes a numpy array); the result has the input's kind. Every member gets
 the same bytes (the server reduces in rank order, left to right; see docs/PROTOCOL.md).
+
+This client always uses the stream: it never asks for the same-host shared-memory path (the Rust
+client does, with ``Collective::shared_memory``); both kinds of member mix in one collective.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use lockstep_client::{AgentOptions, Client};
 
+pub mod collective;
+
 /// Whether the servers started here reword every error message (`LOCKSTEP_REWORD_ERRORS=1`, passed
 /// on through the environment): assertions on a message's words are skipped then, while those on
 /// reasons, codes and behaviour still hold.

@@ -1165,7 +1165,7 @@ class CollectiveGroup(_message.Message):
     def __init__(self, agents: _Optional[_Iterable[str]] = ..., role: _Optional[str] = ..., replica_group: _Optional[str] = ...) -> None: ...
 
 class CollectiveHeader(_message.Message):
-    __slots__ = ("namespace", "agent_id", "resume_token", "collective_id", "group", "kind", "dtype", "op", "root", "length", "timeout_ms", "state_checksum")
+    __slots__ = ("namespace", "agent_id", "resume_token", "collective_id", "group", "kind", "dtype", "op", "root", "length", "timeout_ms", "state_checksum", "shared_memory", "shm_region")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -1178,6 +1178,8 @@ class CollectiveHeader(_message.Message):
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     STATE_CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    SHARED_MEMORY_FIELD_NUMBER: _ClassVar[int]
+    SHM_REGION_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     agent_id: str
     resume_token: str
@@ -1190,7 +1192,9 @@ class CollectiveHeader(_message.Message):
     length: int
     timeout_ms: int
     state_checksum: str
-    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., collective_id: _Optional[str] = ..., group: _Optional[_Union[CollectiveGroup, _Mapping]] = ..., kind: _Optional[_Union[CollectiveKind, str]] = ..., dtype: _Optional[_Union[ElementType, str]] = ..., op: _Optional[_Union[ReduceOp, str]] = ..., root: _Optional[int] = ..., length: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., state_checksum: _Optional[str] = ...) -> None: ...
+    shared_memory: bool
+    shm_region: int
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., collective_id: _Optional[str] = ..., group: _Optional[_Union[CollectiveGroup, _Mapping]] = ..., kind: _Optional[_Union[CollectiveKind, str]] = ..., dtype: _Optional[_Union[ElementType, str]] = ..., op: _Optional[_Union[ReduceOp, str]] = ..., root: _Optional[int] = ..., length: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., state_checksum: _Optional[str] = ..., shared_memory: bool = ..., shm_region: _Optional[int] = ...) -> None: ...
 
 class CollectiveChunk(_message.Message):
     __slots__ = ("data",)
@@ -1198,27 +1202,55 @@ class CollectiveChunk(_message.Message):
     data: bytes
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
+class CollectiveShmWritten(_message.Message):
+    __slots__ = ("written",)
+    WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    written: int
+    def __init__(self, written: _Optional[int] = ...) -> None: ...
+
 class CollectiveUpload(_message.Message):
-    __slots__ = ("header", "chunk")
+    __slots__ = ("header", "chunk", "shm_written")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    SHM_WRITTEN_FIELD_NUMBER: _ClassVar[int]
     header: CollectiveHeader
     chunk: CollectiveChunk
-    def __init__(self, header: _Optional[_Union[CollectiveHeader, _Mapping]] = ..., chunk: _Optional[_Union[CollectiveChunk, _Mapping]] = ...) -> None: ...
+    shm_written: CollectiveShmWritten
+    def __init__(self, header: _Optional[_Union[CollectiveHeader, _Mapping]] = ..., chunk: _Optional[_Union[CollectiveChunk, _Mapping]] = ..., shm_written: _Optional[_Union[CollectiveShmWritten, _Mapping]] = ...) -> None: ...
+
+class CollectiveSharedMemory(_message.Message):
+    __slots__ = ("path", "size", "array_offset", "array_bytes", "result_offset", "result_bytes", "region")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    ARRAY_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    ARRAY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RESULT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    RESULT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    size: int
+    array_offset: int
+    array_bytes: int
+    result_offset: int
+    result_bytes: int
+    region: int
+    def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ..., array_offset: _Optional[int] = ..., array_bytes: _Optional[int] = ..., result_offset: _Optional[int] = ..., result_bytes: _Optional[int] = ..., region: _Optional[int] = ...) -> None: ...
 
 class CollectiveStarted(_message.Message):
-    __slots__ = ("rank", "members", "result_length", "diverged", "reference_checksum")
+    __slots__ = ("rank", "members", "result_length", "diverged", "reference_checksum", "shared_memory")
     RANK_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     RESULT_LENGTH_FIELD_NUMBER: _ClassVar[int]
     DIVERGED_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    SHARED_MEMORY_FIELD_NUMBER: _ClassVar[int]
     rank: int
     members: _containers.RepeatedScalarFieldContainer[str]
     result_length: int
     diverged: _containers.RepeatedScalarFieldContainer[str]
     reference_checksum: str
-    def __init__(self, rank: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ..., result_length: _Optional[int] = ..., diverged: _Optional[_Iterable[str]] = ..., reference_checksum: _Optional[str] = ...) -> None: ...
+    shared_memory: CollectiveSharedMemory
+    def __init__(self, rank: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ..., result_length: _Optional[int] = ..., diverged: _Optional[_Iterable[str]] = ..., reference_checksum: _Optional[str] = ..., shared_memory: _Optional[_Union[CollectiveSharedMemory, _Mapping]] = ...) -> None: ...
 
 class CollectiveResultChunk(_message.Message):
     __slots__ = ("offset", "data")
