@@ -12,6 +12,8 @@ from typing import Any, List
 import pytest
 
 import lockstep
+from conftest import eventually
+from lockstep.v1 import lockstep_pb2 as pb
 
 IDS = ["w0", "w1", "w2"]
 
@@ -91,7 +93,13 @@ async def test_another_length_is_named_and_a_missing_member_is_named_at_the_dead
     agents = await members(client)
     try:
         first = asyncio.ensure_future(agents[0].allreduce([1.0, 2.0], group=IDS, collective_id="odd"))
-        await asyncio.sleep(0.3)
+
+        async def w0_joined() -> bool:
+            # The first call defines the collective: w1's call, with another length, is the odd one.
+            resp = await client._stub.ListCollectives(pb.ListCollectivesRequest(namespace=client.namespace))
+            return any(c.collective_id == "odd" and "w0" not in c.missing for c in resp.collectives)
+
+        await eventually(w0_joined, what="w0 joined collective 'odd'")
         with pytest.raises(lockstep.CollectiveMismatch) as second:
             await agents[1].allreduce([1.0, 2.0, 3.0], group=IDS, collective_id="odd")
         with pytest.raises(lockstep.CollectiveMismatch) as other:
