@@ -943,7 +943,7 @@ fn process_usage(pid: u32) -> anyhow::Result<(u64, Duration)> {
 async fn idle_agents(n: usize, seconds: u64) -> anyhow::Result<(Row, Value)> {
     let (server, addr) = UnderTest::spawn(&["--in-memory"]).await?;
     let UnderTest::Process(child) = &server else { unreachable!("spawned") };
-    let pid = child.id();
+    let pid = child.0.id();
     // Settled: the server is listening and has answered one call.
     let probe = Client::connect(&addr).await?.with_namespace("bench-idle");
     probe.list_agents(AgentFilter::default()).await?;
@@ -1000,9 +1000,20 @@ async fn idle_agents(n: usize, seconds: u64) -> anyhow::Result<(Row, Value)> {
 /// The server under test: a separate `lockstep serve` process (the default, so the server's tasks
 /// do not queue behind the benchmark's clients), or one inside this process.
 enum UnderTest {
-    Process(std::process::Child),
+    Process(ServerProcess),
     InProcess(lockstep_server::RunningServer),
     Elsewhere,
+}
+
+/// A `lockstep serve` child process, killed when dropped: a benchmark that fails half-way (a
+/// worker lost, a wait timed out) does not leave its server running.
+struct ServerProcess(std::process::Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 impl UnderTest {
@@ -1034,13 +1045,13 @@ impl UnderTest {
             .trim()
             .strip_prefix("lockstep listening on ")
             .with_context(|| format!("unexpected output from lockstep serve: {line:?}"))?;
-        Ok((UnderTest::Process(child), addr.to_owned()))
+        Ok((UnderTest::Process(ServerProcess(child)), addr.to_owned()))
     }
 
     /// The server's process id, when it runs in a process of its own.
     fn pid(&self) -> Option<u32> {
         match self {
-            UnderTest::Process(child) => Some(child.id()),
+            UnderTest::Process(child) => Some(child.0.id()),
             _ => None,
         }
     }
@@ -1049,8 +1060,8 @@ impl UnderTest {
         match self {
             UnderTest::InProcess(server) => server.shutdown().await?,
             UnderTest::Process(mut child) => {
-                child.kill()?;
-                child.wait()?;
+                child.0.kill()?;
+                child.0.wait()?;
             }
             UnderTest::Elsewhere => {}
         }
