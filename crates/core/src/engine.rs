@@ -48,6 +48,8 @@ use crate::topic;
 use crate::turn::Ready;
 use crate::vote::{self, Cast, Decision, Opened, VoterFacts, Votes, Watcher};
 
+mod context;
+
 /// Asks whether an agent is registered, for the control plane's checks.
 fn registry_lookup(namespaces: &HashMap<Arc<str>, Namespace>) -> impl Fn(&str, &str) -> bool + '_ {
     |ns, agent| namespaces.get(ns).is_some_and(|n| n.agents.contains_key(agent))
@@ -158,6 +160,13 @@ enum Timer {
         ns: Arc<str>,
         id: Arc<str>,
     },
+    /// A context key's time to live may have run out.
+    ContextExpiry {
+        ns: Arc<str>,
+        key: Arc<str>,
+    },
+    /// Time to publish the system's facts (`system.*` context keys).
+    SystemFacts,
 }
 
 /// Something durable an input touched; turned into a [`Change`] with the current value when the
@@ -175,6 +184,10 @@ enum Touched {
     /// (namespace, vote id, the ballot's place: ballots are only appended).
     Ballot(Arc<str>, Arc<str>, u32),
     VoteRemoved(Arc<str>, Arc<str>),
+    /// (namespace, context key, the version it took).
+    ContextRevision(Arc<str>, Arc<str>, u64),
+    /// (namespace, context key, the version its deletion took).
+    ContextRemoved(Arc<str>, Arc<str>, u64),
 }
 
 /// What changed durably since the shell last took the changes.
@@ -190,8 +203,13 @@ struct ChangeLog {
 }
 
 enum ConnRole {
-    Agent { ns: Arc<str>, agent: Arc<str> },
+    Agent {
+        ns: Arc<str>,
+        agent: Arc<str>,
+    },
     RegistryWatcher(RegistryFeed),
+    /// A context watch stream, and whether its first batch is still to go.
+    ContextWatcher(Box<crate::context::ContextFeed>, bool),
 }
 
 #[derive(Default)]
@@ -315,6 +333,11 @@ pub struct Engine {
     votes: Votes,
     /// Collectives gathering or transferring.
     collectives: Collectives,
+    /// Shared context (see [`crate::context`]).
+    context: crate::context::Context,
+    /// Context watch streams by namespace.
+    context_watchers: HashMap<Arc<str>, Vec<ConnId>>,
+    context_watcher_count: usize,
 }
 
 /// Every agent's health and the system's, for the `health` command.
@@ -348,10 +371,15 @@ impl Engine {
             requests: Requests::default(),
             votes: Votes::default(),
             collectives: Collectives::default(),
+            context: crate::context::Context::default(),
+            context_watchers: HashMap::new(),
+            context_watcher_count: 0,
         };
         // The first sample of system health is taken one interval in, when agents may have come.
         let first = engine.config.health.sample_interval_ms;
         engine.timers.set(Timer::HealthSample, first);
+        // `system.health` exists from the start, for every namespace to read.
+        engine.refresh_system_facts(0);
         engine
     }
 
@@ -394,6 +422,16 @@ impl Engine {
                 let key = (Arc::from(namespace.as_str()), Arc::from(collective_id.as_str()));
                 if self.collectives.get_mut(&key).is_some_and(|c| c.serial == serial) {
                     self.collective_finish(&key, Ok(()));
+                }
+            }
+            Input::ContextWrite { origin, writer, write } => {
+                let writer = crate::context::Writer { name: writer.as_str().into(), agent: None };
+                let result = self.context_write(now, &write.namespace.clone(), &writer, &write);
+                self.outputs.push_back(Output::ContextDone { origin, result });
+            }
+            Input::WatchContext { conn, namespace, selector, from } => {
+                if let Err(e) = self.watch_context(conn, &namespace, selector, from) {
+                    self.outputs.push_back(Output::Close(conn, Some(e)));
                 }
             }
         }
@@ -460,6 +498,7 @@ impl Engine {
                 feed.notified = frame.is_some();
                 return frame;
             }
+            ConnRole::ContextWatcher(..) => return self.context_frame(conn, max_items),
             ConnRole::Agent { ns, agent } => (ns.clone(), agent.clone()),
         };
         let ns = self.namespaces.get_mut(&ns_key)?;
@@ -548,6 +587,10 @@ impl Engine {
                 Touched::VoteRemoved(ns, id) => {
                     Some(Change::VoteRemoved { namespace: ns.to_string(), vote_id: id.to_string() })
                 }
+                Touched::ContextRevision(ns, key, version) => self.context_change(&ns, &key, version),
+                Touched::ContextRemoved(ns, key, version) => {
+                    Some(Change::ContextRemoved { namespace: ns.to_string(), key: key.to_string(), version })
+                }
             };
             out.extend(change);
         }
@@ -582,7 +625,7 @@ impl Engine {
     /// a name now refused).
     pub fn restore(&mut self, now: Time, restored: Restored) -> Result<(), CoreError> {
         self.now = self.now.max(now);
-        let Restored { agents, sync_points, audit, pauses, emergency, votes } = restored;
+        let Restored { agents, sync_points, audit, pauses, emergency, votes, context, context_revisions } = restored;
         let bad = |what: String, e: &dyn std::fmt::Display| CoreError::invalid("stored data", format!("{what}: {e}"));
         for image in &agents {
             let ns_name = name::namespace_or_default(&image.namespace)?;
@@ -652,6 +695,7 @@ impl Engine {
             self.namespaces.entry(ns.clone()).or_default().votes += 1;
             self.timers.set(Timer::VoteRetention { ns, id }, at.saturating_add(self.config.sync_retention_ms));
         }
+        self.restore_context(context, context_revisions)?;
         self.control.restore(audit, pauses, emergency);
         for (ns, agent) in self.all_agents() {
             if self.control.is_paused(&ns, &agent) {
@@ -836,6 +880,7 @@ impl Engine {
             Request::Sync { .. } => Some(Gated::SyncArrive),
             Request::AgentRequest { .. } => Some(Gated::Request),
             Request::OpenVote { .. } | Request::CastBallot(_) => Some(Gated::Vote),
+            Request::ContextWrite(_) => Some(Gated::Context),
             _ => None,
         };
         if let Some(Err(refusal)) = gated.map(|action| self.control.check(&ns, &agent, action)) {
@@ -910,6 +955,10 @@ impl Engine {
                 Ok(Some(reply)) => Ok(reply),
                 Err(e) => Err(e),
             },
+            Request::ContextWrite(write) => {
+                let writer = crate::context::Writer { name: agent.clone(), agent: Some(agent.clone()) };
+                self.context_write(now, &ns, &writer, &write).map(Reply::ContextWritten)
+            }
             Request::Deregister => {
                 self.remove_agent(now, &ns, &agent, "left");
                 self.forget_conn(conn);
@@ -941,6 +990,7 @@ impl Engine {
                 }
                 self.reclaim_if_empty(&feed.ns);
             }
+            Some(ConnRole::ContextWatcher(feed, _)) => self.context_watch_ended(conn, &feed),
             None => {}
         }
     }
@@ -1057,7 +1107,11 @@ impl Engine {
                 let counts = self.observe_health(now);
                 self.history.sample(now, counts);
                 self.arm_health_sample();
+                // Health moves with time too (a silent agent turns stuck): look at the facts.
+                self.system_facts_changed();
             }
+            Timer::ContextExpiry { ns, key } => self.context_expired(now, &ns, &key),
+            Timer::SystemFacts => self.refresh_system_facts(now),
             Timer::Commands => {
                 for finished in self.control.expire(now) {
                     self.command_done(finished);
@@ -1117,6 +1171,7 @@ impl Engine {
         self.voter_gone(now, ns, agent);
         self.requests_gone(ns, agent, "lost its lease");
         self.collectives_gone(ns, agent, "lost its lease");
+        self.context_agent_gone(ns, agent);
         for finished in self.control.agent_gone(now, ns, agent, "its lease was lost") {
             self.command_done(finished);
         }
@@ -1144,6 +1199,7 @@ impl Engine {
         self.voter_gone(now, ns, agent);
         self.requests_gone(ns, agent, why);
         self.collectives_gone(ns, agent, why);
+        self.context_agent_gone(ns, agent);
         self.control.forget_agent(ns, agent);
         for finished in self.control.agent_gone(now, ns, agent, why) {
             self.command_done(finished);
@@ -1950,6 +2006,8 @@ impl Engine {
         kind: RegistryEventKind,
         previous: Option<AgentStatus>,
     ) {
+        // Every registry event is a change of the facts `system.health` counts.
+        self.system_facts_changed();
         let Some(n) = self.namespaces.get(ns) else {
             return;
         };

@@ -119,6 +119,10 @@ pub enum Request {
     },
     /// Cast a ballot; the reply is the vote's outcome, once decided.
     CastBallot(BallotRequest),
+    /// Write a shared context key of the agent's namespace (see [`crate::context`]); the agent is
+    /// the writer (its namespace is used, whatever the write names). Answered with
+    /// [`Reply::ContextWritten`].
+    ContextWrite(crate::context::Write),
 }
 
 /// Something that happened at the shell.
@@ -165,6 +169,13 @@ pub enum Input {
     /// Every array of the collective `serial` moved and every result was handed to every member's
     /// stream: it completed.
     CollectiveTransferred { namespace: String, collective_id: String, serial: u64 },
+    /// A write to shared context from a client outside a session (see [`crate::context`]);
+    /// `writer` is the client's name for itself (kept in the key's history). Answered by
+    /// [`Output::ContextDone`] with `origin`.
+    ContextWrite { origin: u64, writer: String, write: crate::context::Write },
+    /// A client opened a context watch stream on `selector` of `namespace`, resuming from version
+    /// `from` (0: from nothing, a snapshot of every key covered).
+    WatchContext { conn: ConnId, namespace: String, selector: crate::context::Selector, from: u64 },
 }
 
 /// What an operator can do to the running system. Reads (status, health, listings) are not
@@ -215,6 +226,8 @@ pub enum Output {
     Close(ConnId, Option<CoreError>),
     /// Tell the exchange how a collective goes: a call refused, a transfer to start, an outcome.
     Collective(crate::collective::CollectiveEvent),
+    /// A context write (sent with `origin`) is done, or was refused: answer the client.
+    ContextDone { origin: u64, result: Result<crate::context::Written, CoreError> },
 }
 
 /// A message published on a topic, shared by every queue it is routed to.
@@ -305,6 +318,8 @@ pub enum Reply {
     },
     /// A decided vote's outcome (the same for every voter).
     Vote(Arc<VoteOutcome>),
+    /// A context write was applied.
+    ContextWritten(crate::context::Written),
     Error(CoreError),
 }
 
@@ -349,6 +364,8 @@ pub enum Frame {
         params: Value,
         deadline: Time,
     },
+    /// Changes of watched context keys, for a context watch stream.
+    Context(crate::context::ContextBatch),
     /// Another agent's request for this one to answer (see [`crate::request`]).
     IncomingRequest {
         token: u64,

@@ -385,7 +385,7 @@ proptest! {
                             *told.entry(o).or_default() += 1;
                         }
                     }
-                    Output::Ready(_) | Output::Collective(CollectiveEvent::Start { .. }) => {}
+                    Output::Ready(_) | Output::Collective(CollectiveEvent::Start { .. }) | Output::ContextDone { .. } => {}
                 }
             }
             // The engine's own bookkeeping stays within its limits.

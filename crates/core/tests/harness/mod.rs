@@ -50,6 +50,8 @@ pub struct Harness {
     admin_done: Vec<(u64, Result<AdminOutcome, CoreError>)>,
     /// What the engine told the exchange about collectives, in order.
     pub collective_events: Vec<lockstep_core::collective::CollectiveEvent>,
+    /// Answers to context writes made outside a session, by origin.
+    pub context_done: Vec<(u64, Result<lockstep_core::context::Written, CoreError>)>,
     next_origin: u64,
     /// The durable changes of every turn so far (what a store would have committed), until taken.
     changes: Vec<Change>,
@@ -67,6 +69,7 @@ impl Harness {
             commands_done: Vec::new(),
             admin_done: Vec::new(),
             collective_events: Vec::new(),
+            context_done: Vec::new(),
             next_origin: 1_000,
             changes: Vec::new(),
             paused: BTreeSet::new(),
@@ -269,6 +272,7 @@ impl Harness {
                 }
                 Output::AdminDone { origin, result } => self.admin_done.push((origin, result)),
                 Output::Collective(event) => self.collective_events.push(event),
+                Output::ContextDone { origin, result } => self.context_done.push((origin, result)),
                 Output::Close(conn, reason) => {
                     let log = self.logs.entry(conn).or_default();
                     assert!(log.closed.is_none(), "{conn:?} closed twice: {:?} then {reason:?}", log.closed);
