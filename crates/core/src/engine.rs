@@ -165,8 +165,6 @@ enum Timer {
         ns: Arc<str>,
         key: Arc<str>,
     },
-    /// Time to publish the system's facts (`system.*` context keys).
-    SystemFacts,
 }
 
 /// Something durable an input touched; turned into a [`Change`] with the current value when the
@@ -338,6 +336,9 @@ pub struct Engine {
     /// Context watch streams by namespace.
     context_watchers: HashMap<Arc<str>, Vec<ConnId>>,
     context_watcher_count: usize,
+    /// The facts behind `system.*` changed since they were last published, and when that was.
+    system_dirty: bool,
+    system_published: Option<Time>,
 }
 
 /// Every agent's health and the system's, for the `health` command.
@@ -374,6 +375,8 @@ impl Engine {
             context: crate::context::Context::default(),
             context_watchers: HashMap::new(),
             context_watcher_count: 0,
+            system_dirty: false,
+            system_published: None,
         };
         // The first sample of system health is taken one interval in, when agents may have come.
         let first = engine.config.health.sample_interval_ms;
@@ -440,6 +443,7 @@ impl Engine {
     /// Ends the turn: hands over its durable changes, behind which its outputs and frames wait
     /// until the shell says the changes are committed (see [`crate::turn`]).
     pub fn ready(&mut self) -> Ready<'_> {
+        self.publish_system_facts(self.now, false);
         let changes = self.take_changes();
         Ready::new(self, changes)
     }
@@ -1109,9 +1113,10 @@ impl Engine {
                 self.arm_health_sample();
                 // Health moves with time too (a silent agent turns stuck): look at the facts.
                 self.system_facts_changed();
+                self.publish_system_facts(now, true);
             }
             Timer::ContextExpiry { ns, key } => self.context_expired(now, &ns, &key),
-            Timer::SystemFacts => self.refresh_system_facts(now),
+
             Timer::Commands => {
                 for finished in self.control.expire(now) {
                     self.command_done(finished);

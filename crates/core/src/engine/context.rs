@@ -157,12 +157,21 @@ impl Engine {
         }
     }
 
-    /// The facts behind `system.*` may have changed: refresh them soon (changes closer together
-    /// than `context.system_refresh_ms` are published together).
+    /// The facts behind `system.*` may have changed: they are published at the end of the turn,
+    /// at most once per `context.system_refresh_ms` (a change within that window waits for the
+    /// next change or health sample), so that a burst of registrations costs one pass.
     pub(super) fn system_facts_changed(&mut self) {
-        if self.timers.get(&Timer::SystemFacts).is_none() {
-            let at = self.now.saturating_add(self.config.context.system_refresh_ms);
-            self.timers.set(Timer::SystemFacts, at);
+        self.system_dirty = true;
+    }
+
+    /// At the end of a turn: publishes the facts if they changed and it is time.
+    pub(super) fn publish_system_facts(&mut self, now: Time, force: bool) {
+        let due =
+            self.system_published.is_none_or(|at| now >= at.saturating_add(self.config.context.system_refresh_ms));
+        if self.system_dirty && (due || force) {
+            self.system_dirty = false;
+            self.system_published = Some(now);
+            self.refresh_system_facts(now);
         }
     }
 
