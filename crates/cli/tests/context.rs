@@ -168,3 +168,32 @@ async fn acknowledged_writes_survive_a_sigkill() {
     let next = ctx.set("after", &json!(1)).await.unwrap();
     assert!(next.version > deleted.version + 1, "numbering goes on after the restart");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_gets_sets_watches_and_lists_history() {
+    let server = Server::start(&[]);
+    let (ok, out, err) =
+        server.cli_async(&["context", "set", "plan.step", r#"{"n":1}"#, "--expect", "0", "--json"]).await;
+    assert!(ok, "{err}");
+    let first: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let v1 = first["version"].as_u64().unwrap();
+    let (ok, _, err) = server.cli_async(&["context", "set", "plan.step", r#"{"n":2}"#, "--expect", "0"]).await;
+    assert!(!ok && err.contains(&v1.to_string()), "a conflict names the current version: {err}");
+    let (ok, _, err) = server.cli_async(&["context", "set", "plan.step", r#"{"done":true}"#, "--patch"]).await;
+    assert!(ok, "{err}");
+    let (ok, out, _) = server.cli_async(&["context", "get", "plan.step", "--json"]).await;
+    let now: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(ok && now["value"] == json!({"n": 1, "done": true}) && now["writer"] == "cli", "{now}");
+    let (ok, out, _) = server.cli_async(&["context", "get", "plan.step", "--version", &v1.to_string(), "--json"]).await;
+    assert!(ok && serde_json::from_str::<serde_json::Value>(&out).unwrap()["value"] == json!({"n": 1}), "{out}");
+    let (ok, out, _) = server.cli_async(&["context", "history", "plan.step", "--json"]).await;
+    let history: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert!(ok && history.len() == 2 && history[1]["patch"] == json!({"done": true}), "{out}");
+    let (ok, out, _) = server.cli_async(&["context", "watch", "plan", "--prefix", "--count", "1", "--json"]).await;
+    let batch: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(ok && batch["changes"][0]["key"] == "plan.step", "{out}");
+    let (ok, out, _) = server.cli_async(&["context", "list"]).await;
+    assert!(ok && out.contains("plan.step") && out.contains("system.health"), "{out}");
+    let (ok, _, err) = server.cli_async(&["context", "set", "system.health", "1"]).await;
+    assert!(!ok, "the server's keys are read-only: {err}");
+}

@@ -25,6 +25,7 @@ from .admin import Admin, CommandInterface, SystemStatus
 from .agent import Agent, Feed, StateWatch
 from .base import AgentBase, Command, SynchronizedAgent
 from .client import Client, RegistryWatch, connect
+from .context import Context, ContextBatch, ContextChange, ContextEntry, ContextWatch, ContextWritten
 from .errors import (
     AgentPaused,
     AlreadyRegistered,
@@ -53,6 +54,7 @@ from .errors import (
     NotCollectiveMember,
     CollectiveTimeout,
     CollectiveAborted,
+    ContextConflict,
     RequestTimeout,
     ResourceExhausted,
     SessionClosed,
@@ -110,6 +112,13 @@ __all__ = [
     "StateWatch",
     "Feed",
     "RegistryWatch",
+    "Context",
+    "ContextBatch",
+    "ContextChange",
+    "ContextEntry",
+    "ContextWatch",
+    "ContextWritten",
+    "ContextConflict",
     "SynchronizedAgent",
     "AgentBase",
     "Command",

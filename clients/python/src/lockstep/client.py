@@ -41,6 +41,7 @@ from .v1 import lockstep_pb2_grpc as pb_grpc
 if TYPE_CHECKING:  # pragma: no cover
     from .admin import Admin
     from .agent import Agent
+    from .context import Context
 
 __all__ = ["Client", "RegistryWatch", "connect"]
 
@@ -142,6 +143,7 @@ class Client:
     ) -> None:
         self._channel = channel
         self._stub = pb_grpc.LockstepStub(channel)  # type: ignore[no-untyped-call]
+        self._context: "Optional[Context]" = None
         self.address = address
         """The ``host:port`` this client is connected to."""
         self.namespace = namespace
@@ -319,6 +321,15 @@ class Client:
             if info.agent_id == agent_id:
                 return info
         raise NotFound(f"no agent '{agent_id}' is registered in namespace '{self.namespace or 'default'}'")
+
+    @property
+    def context(self) -> "Context":
+        """Shared context of this client's namespace (see :class:`lockstep.Context`)."""
+        from .context import Context
+
+        if self._context is None:
+            self._context = Context(self)
+        return self._context
 
     def watch_registry(self) -> "RegistryWatch":
         """Follow registry changes as they happen.

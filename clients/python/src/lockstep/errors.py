@@ -487,6 +487,16 @@ class CollectiveAborted(CollectiveFailed):
     default_code = grpc.StatusCode.ABORTED
 
 
+class ContextConflict(FailedPrecondition):
+    """A context compare-and-set found the key at another version.
+
+    Attributes:
+        current_version: the key's current version (0: it does not exist). Read it again and retry.
+    """
+
+    current_version: int = 0
+
+
 _BY_CODE: Dict[grpc.StatusCode, Type[LockstepError]] = {
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.CANCELLED: SessionClosed,
@@ -556,6 +566,10 @@ _BY_REASON: Dict[Reason, Type[LockstepError]] = {
     Reason.NOT_COLLECTIVE_MEMBER: NotCollectiveMember,
     Reason.COLLECTIVE_TIMEOUT: CollectiveTimeout,
     Reason.COLLECTIVE_ABORTED: CollectiveAborted,
+    Reason.CONTEXT_CONFLICT: ContextConflict,
+    Reason.UNKNOWN_CONTEXT_KEY: NotFound,
+    Reason.UNKNOWN_CONTEXT_VERSION: NotFound,
+    Reason.CONTEXT_READ_ONLY: FailedPrecondition,
 }
 
 
@@ -633,5 +647,7 @@ def error_from_rpc(exc: grpc.RpcError, *, what: str = "") -> LockstepError:
         # A collective's failure names its member and who is missing in the ErrorInfo.
         err.agent = info.metadata.get("agent", "")
         err.missing = tuple(m for m in info.metadata.get("missing", "").split(",") if m)
+    if isinstance(err, ContextConflict) and info is not None:
+        err.current_version = int(info.metadata.get("current_version", "0") or 0)
     err.__cause__ = exc
     return err
