@@ -478,16 +478,32 @@ class Client:
             pass
 
 
-class RegistryWatch:
-    """An open registry watch: an async iterator of :class:`~lockstep.RegistryEvent`.
-
-    Also an async context manager; :meth:`close` ends it.
-    """
+class _StreamWatch:
+    """An open server stream the client ends when it closes (registry and context watches)."""
 
     def __init__(self, client: Client, call: Any) -> None:
         self._client = client
         self._call = call
         self._closed = False
+
+    def _cancel(self) -> None:
+        self._closed = True
+        self._call.cancel()
+
+    async def close(self) -> None:
+        """Stop watching."""
+        self._cancel()
+        try:
+            self._client._watches.remove(self)
+        except ValueError:
+            pass
+
+
+class RegistryWatch(_StreamWatch):
+    """An open registry watch: an async iterator of :class:`~lockstep.RegistryEvent`.
+
+    Also an async context manager; :meth:`close` ends it.
+    """
 
     def __aiter__(self) -> AsyncIterator[RegistryEvent]:
         return self._events()
@@ -518,17 +534,6 @@ class RegistryWatch:
             raise LockstepError("the registry watch ended")
         return RegistryEvent.from_proto(msg)
 
-    def _cancel(self) -> None:
-        self._closed = True
-        self._call.cancel()
-
-    async def close(self) -> None:
-        """Stop watching."""
-        self._cancel()
-        try:
-            self._client._watches.remove(self)
-        except ValueError:
-            pass
 
     async def started(self) -> None:
         """Wait until the server has accepted the watch.

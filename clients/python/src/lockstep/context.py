@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Dict, List, Optional, Tupl
 import grpc
 import grpc.aio
 
+from .client import _StreamWatch
 from .errors import LockstepError, error_from_rpc
 from .merge import apply_merge_patch
 from .v1 import lockstep_pb2 as pb
@@ -176,14 +177,12 @@ class Context:
         return watch
 
 
-class ContextWatch:
+class ContextWatch(_StreamWatch):
     """An open context watch: an async iterator of :class:`ContextBatch`, each applied to
     :attr:`view` before it is yielded. Also an async context manager; :meth:`close` ends it."""
 
     def __init__(self, client: "Client", call: Any, from_version: int) -> None:
-        self._client = client
-        self._call = call
-        self._closed = False
+        super().__init__(client, call)
         self.view: Dict[str, Tuple[int, Any]] = {}
         """The keys as this watch has them: ``key -> (version, value)``."""
         self.resume_from = from_version
@@ -243,18 +242,6 @@ class ContextWatch:
                 _, old = self.view.get(c.key, (0, None))
                 self.view[c.key] = (c.version, apply_merge_patch(old, c.value))
         self.resume_from = batch.resume_from
-
-    def _cancel(self) -> None:
-        self._closed = True
-        self._call.cancel()
-
-    async def close(self) -> None:
-        """Stop watching."""
-        self._cancel()
-        try:
-            self._client._watches.remove(self)
-        except ValueError:
-            pass
 
     async def __aenter__(self) -> "ContextWatch":
         return self
