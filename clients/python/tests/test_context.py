@@ -103,3 +103,6 @@ async def test_system_health_counts_the_agents(client: lockstep.Client) -> None:
             await asyncio.sleep(0.05)
         assert health["healthy_agents"] == 2 and health["health_score"] == 1.0, json.dumps(health)
         assert "breakers_open" in health
+        # The seed's spelling: syncbus.get_state('system_health').
+        seed = await client.context.get_state("system_health")
+        assert seed["total_agents"] == 2 and seed["health_score"] >= 0.8

@@ -94,6 +94,10 @@ class ContextBatch:
     resume_from: int
 
 
+#: The seed's global-state names that lockstep spells as keys of its own.
+_SEED_NAMES = {"system_health": "system.health"}
+
+
 class Context:
     """Shared context of a client's namespace (``client.context``)."""
 
@@ -117,6 +121,16 @@ class Context:
         if version is not None:
             req.version = version
         return ContextEntry.from_proto(await self._client._call(self._stub.Get, req))
+
+    async def get_state(self, name: str) -> Any:
+        """The seed's ``syncbus.get_state(name)``: the current value of a global-state entry (the
+        key ``name``); ``"system_health"`` reads the server's ``system.health``.
+
+        Raises:
+            NotFound: no such entry.
+        """
+        key = _SEED_NAMES.get(name, name)
+        return (await self.get(key)).value
 
     async def list(self, prefix: str = "") -> List[ContextEntry]:
         """Every key under ``prefix`` (empty: all, the server's ``system.*`` keys included)."""
