@@ -847,8 +847,9 @@ async fn durable_state_updates(n: usize, seconds: u64) -> anyhow::Result<(Vec<Ro
 }
 
 /// Shared context against agent state, on the same fresh in-process servers: per server, agent
-/// state updates of `n` writers (the baseline), then CAS on `n` distinct keys, then CAS on one hot
-/// key, in memory and on a data dir at NORMAL, in the order memory, NORMAL, NORMAL, memory (so that
+/// state updates of `n` writers (the baseline) and CAS on `n` distinct keys (which goes first
+/// alternates from one server to the next), then CAS on one hot key, in memory and on a data dir
+/// at NORMAL, in the order memory, NORMAL, NORMAL, memory (so that
 /// drift on the shared machine weighs on both alike). Each configuration reports the median of its
 /// runs; the distinct-keys row says its rate as a share of the state updates of the same servers.
 async fn context_cas(n: usize, seconds: u64) -> anyhow::Result<(Vec<Row>, Value)> {
@@ -869,8 +870,18 @@ async fn context_cas(n: usize, seconds: u64) -> anyhow::Result<(Vec<Row>, Value)
         let server = lockstep_server::start(options).await?;
         let addr = server.local_addr().to_string();
         let measured = async {
-            let state = state_writers(&addr, &format!("context-state-{name}-{i}"), n, seconds).await?;
-            let distinct = cas_writers(&addr, &format!("context-cas-distinct-{name}-{i}"), n, seconds, false).await?;
+            let (state_name, distinct_name) =
+                (format!("context-state-{name}-{i}"), format!("context-cas-distinct-{name}-{i}"));
+            let state = || state_writers(&addr, &state_name, n, seconds);
+            let distinct = || cas_writers(&addr, &distinct_name, n, seconds, false);
+            // Which of the two compared measures goes first alternates from one server to the next.
+            let (state, distinct) = if i % 2 == 0 {
+                let s = state().await?;
+                (s, distinct().await?)
+            } else {
+                let d = distinct().await?;
+                (state().await?, d)
+            };
             let hot = cas_writers(&addr, &format!("context-cas-hot-{name}-{i}"), n, seconds, true).await?;
             anyhow::Ok([state, distinct, hot])
         }
