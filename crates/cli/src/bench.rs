@@ -849,14 +849,18 @@ async fn durable_state_updates(n: usize, seconds: u64) -> anyhow::Result<(Vec<Ro
 /// Shared context against agent state, on the same fresh in-process servers: per server, agent
 /// state updates of `n` writers (the baseline) and CAS on `n` distinct keys (which goes first
 /// alternates from one server to the next), then CAS on one hot key, in memory and on a data dir
-/// at NORMAL, in the order memory, NORMAL, NORMAL, memory (so that
-/// drift on the shared machine weighs on both alike). Each configuration reports the median of its
+/// at NORMAL, in the order memory, memory, NORMAL, NORMAL, memory, memory (so that drift on the
+/// shared machine weighs on both alike). Each configuration reports the median of its
 /// runs; the distinct-keys row says its rate as a share of the state updates of the same servers.
 async fn context_cas(n: usize, seconds: u64) -> anyhow::Result<(Vec<Row>, Value)> {
     use lockstep_server::{Durability, Storage};
     let configs = [("memory", None), ("normal", Some(Durability::Normal))];
-    let order = [0, 1, 1, 0];
-    eprintln!("context-cas: {n} writers, {seconds} s per measure, on fresh in-process servers: memory, normal, normal, memory");
+    // Memory, where the target is, four times; state first on even runs, CAS first on odd ones.
+    let order = [0, 0, 1, 1, 0, 0];
+    eprintln!(
+        "context-cas: {n} writers, {seconds} s per measure, on fresh in-process servers: {}",
+        order.map(|c| configs[c].0).join(", ")
+    );
     let mut runs: [[Vec<Row>; 3]; 2] = Default::default();
     let mut each = Vec::new();
     for (i, c) in order.into_iter().enumerate() {
