@@ -20,7 +20,10 @@
 //!   process; not with `--quick`);
 //! * durable state updates: acknowledged state updates per second of 100 writers on servers without
 //!   a store and with a data dir (SQLite, `synchronous=NORMAL` and `FULL`), each started fresh in
-//!   this process.
+//!   this process;
+//! * shared context (`context-cas`): compare-and-set writes per second of 100 writers on 100
+//!   distinct keys and on one hot key, beside agent state updates on the same fresh servers, in
+//!   memory and on a data dir at NORMAL.
 //!
 //! The server for every other scenario runs `--in-memory`: messages are never stored, and the cost
 //! of storage is what the durable scenario measures, side by side.
@@ -53,7 +56,7 @@ pub struct BenchArgs {
     quick: bool,
     /// Only scenarios whose name contains this, or one of these comma-separated words (fanout,
     /// rate, routing, barrier, vote, publish-confirm, command, request, delta, idle, backup,
-    /// durable, collective).
+    /// durable, collective, context-cas).
     #[arg(long)]
     only: Option<String>,
     /// Agent counts to run (default 10,100,1000; with --quick 10,100).
@@ -629,44 +632,106 @@ async fn delta_bytes(addr: &str, updates: usize) -> anyhow::Result<(Row, Value)>
 async fn state_writers(addr: &str, scenario: &str, n: usize, seconds: u64) -> anyhow::Result<Row> {
     let client = Client::connect(addr).await?.with_namespace(format!("bench-{scenario}"));
     let agents = register_all(&client, n, false, |j| AgentOptions::new(format!("writer-{j}"), "writer")).await?;
+    let pad = Arc::new("x".repeat(32));
+    let (row, _) = timed_writers(scenario, agents, seconds, move |agent, _, done| {
+        let pad = pad.clone();
+        async move {
+            agent.update_state(&json!({"n": done, "pad": *pad})).await?;
+            Ok(true)
+        }
+    })
+    .await?;
+    Ok(row)
+}
+
+/// Runs `write(agent, j, done)` in a loop on each agent (writer `j`, `done` writes counted so far)
+/// for `seconds`, awaiting each; a write answering `true` counts, `false` (a CAS conflict) is
+/// retried and counted apart. Rate = counted writes/s of all writers; latency = sent → answered,
+/// for counted writes. Returns the row and the number of writes that did not count.
+async fn timed_writers<F, Fut>(scenario: &str, agents: Vec<Agent>, seconds: u64, write: F) -> anyhow::Result<(Row, u64)>
+where
+    F: Fn(Agent, usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<bool>> + Send,
+{
+    let n = agents.len();
     let start = Instant::now();
     let mut writers = Vec::with_capacity(n);
-    for agent in agents {
+    for (j, agent) in agents.into_iter().enumerate() {
+        let write = write.clone();
         writers.push(tokio::spawn(async move {
-            let pad = "x".repeat(32);
             let deadline = Instant::now() + Duration::from_secs(seconds);
-            let (mut h, mut acked) = (hist(), 0u64);
+            let (mut h, mut done, mut missed) = (hist(), 0u64, 0u64);
             while Instant::now() < deadline {
                 let sent = Instant::now();
-                agent.update_state(&json!({"n": acked, "pad": pad})).await?;
-                h.record((sent.elapsed().as_micros() as u64).max(1))?;
-                acked += 1;
+                if write(agent.clone(), j, done).await? {
+                    h.record((sent.elapsed().as_micros() as u64).max(1))?;
+                    done += 1;
+                } else {
+                    missed += 1;
+                }
             }
             let last = Instant::now();
             drop(agent);
-            anyhow::Ok((acked, last, h))
+            anyhow::Ok((done, missed, last, h))
         }));
     }
-    let (mut h, mut acked, mut last) = (hist(), 0u64, start);
+    let (mut h, mut done, mut missed, mut last) = (hist(), 0u64, 0u64, start);
     for w in writers {
-        let (a, l, wh) = w.await??;
-        acked += a;
+        let (d, m, l, wh) = w.await??;
+        done += d;
+        missed += m;
         last = last.max(l);
         h.add(&wh)?;
     }
     let secs = (last - start).as_secs_f64().max(1e-9);
-    Ok(Row {
+    let row = Row {
         scenario: scenario.to_owned(),
         n,
-        rate: acked as f64 / secs,
+        rate: done as f64 / secs,
         offered_rate: None,
         p50_us: h.value_at_quantile(0.5),
         p99_us: h.value_at_quantile(0.99),
         p999_us: h.value_at_quantile(0.999),
         lost: 0,
-        count: acked,
-        note: format!("{acked} updates acknowledged in {secs:.2} s"),
+        count: done,
+        note: format!("{done} updates acknowledged in {secs:.2} s"),
+    };
+    Ok((row, missed))
+}
+
+/// `n` writers, each its own agent, compare-and-setting shared context on their sessions for
+/// `seconds`: each on a key of its own (`hot`: false) or all on one key (`hot`: true), each write
+/// expecting the version the writer last saw (a conflict tells the current one, and the writer
+/// tries again with it). Rate = successful CAS writes/s.
+async fn cas_writers(addr: &str, scenario: &str, n: usize, seconds: u64, hot: bool) -> anyhow::Result<Row> {
+    use lockstep_client::{ContextWrites, Error};
+    let client = Client::connect(addr).await?.with_namespace(format!("bench-{scenario}"));
+    let agents = register_all(&client, n, false, |j| AgentOptions::new(format!("cas-{j}"), "writer")).await?;
+    // The version each writer expects next (0: the key does not exist yet).
+    let seen: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    let pad = Arc::new("x".repeat(32));
+    let (mut row, conflicts) = timed_writers(scenario, agents, seconds, move |agent, j, done| {
+        let (seen, pad) = (seen.clone(), pad.clone());
+        async move {
+            let key = if hot { "bench.hot".to_owned() } else { format!("bench.key-{j}") };
+            let expected = seen[j].load(Ordering::Relaxed);
+            let (writes, value) = (agent.context(), json!({"n": done, "pad": *pad}));
+            match writes.cas(&key, expected, &value).await {
+                Ok(w) => {
+                    seen[j].store(w.version, Ordering::Relaxed);
+                    Ok(true)
+                }
+                Err(Error::Conflict { current_version, .. }) => {
+                    seen[j].store(current_version, Ordering::Relaxed);
+                    Ok(false)
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
     })
+    .await?;
+    row.note = format!("{} CAS writes acknowledged, {conflicts} conflicts", row.count);
+    Ok(row)
 }
 
 /// The median (of an even count, the mean of the middle two).
@@ -778,6 +843,81 @@ async fn durable_state_updates(n: usize, seconds: u64) -> anyhow::Result<(Vec<Ro
         rows.push(row);
     }
     rows.insert(0, baseline);
+    Ok((rows, extra))
+}
+
+/// Shared context against agent state, on the same fresh in-process servers: per server, agent
+/// state updates of `n` writers (the baseline) and CAS on `n` distinct keys (which goes first
+/// alternates from one server to the next), then CAS on one hot key, in memory and on a data dir
+/// at NORMAL, in the order memory, memory, NORMAL, NORMAL, memory, memory (so that drift on the
+/// shared machine weighs on both alike). Each configuration reports the median of its
+/// runs; the distinct-keys row says its rate as a share of the state updates of the same servers.
+async fn context_cas(n: usize, seconds: u64) -> anyhow::Result<(Vec<Row>, Value)> {
+    use lockstep_server::{Durability, Storage};
+    let configs = [("memory", None), ("normal", Some(Durability::Normal))];
+    // Memory, where the target is, four times; state first on even runs, CAS first on odd ones.
+    let order = [0, 0, 1, 1, 0, 0];
+    eprintln!(
+        "context-cas: {n} writers, {seconds} s per measure, on fresh in-process servers: {}",
+        order.map(|c| configs[c].0).join(", ")
+    );
+    let mut runs: [[Vec<Row>; 3]; 2] = Default::default();
+    let mut each = Vec::new();
+    for (i, c) in order.into_iter().enumerate() {
+        let (name, durability) = configs[c];
+        let data_dir = durability.map(|_| DataDir::new(name)).transpose()?;
+        let storage = match (&data_dir, durability) {
+            (Some(data_dir), Some(durability)) => Storage::DataDir { dir: data_dir.0.clone(), durability },
+            _ => Storage::InMemory,
+        };
+        let options = lockstep_server::Options { storage, ..lockstep_server::Options::new("127.0.0.1:0".parse()?) };
+        let server = lockstep_server::start(options).await?;
+        let addr = server.local_addr().to_string();
+        let measured = async {
+            let (state_name, distinct_name) =
+                (format!("context-state-{name}-{i}"), format!("context-cas-distinct-{name}-{i}"));
+            let state = || state_writers(&addr, &state_name, n, seconds);
+            let distinct = || cas_writers(&addr, &distinct_name, n, seconds, false);
+            // Which of the two compared measures goes first alternates from one server to the next.
+            let (state, distinct) = if i % 2 == 0 {
+                let s = state().await?;
+                (s, distinct().await?)
+            } else {
+                let d = distinct().await?;
+                (state().await?, d)
+            };
+            let hot = cas_writers(&addr, &format!("context-cas-hot-{name}-{i}"), n, seconds, true).await?;
+            anyhow::Ok([state, distinct, hot])
+        }
+        .await;
+        server.shutdown().await?;
+        drop(data_dir);
+        let measured = measured?;
+        for (k, row) in measured.into_iter().enumerate() {
+            eprintln!("{row:?}");
+            each.push(json!({"storage": name, "scenario": row.scenario, "rate": row.rate, "p99_us": row.p99_us}));
+            runs[c][k].push(row);
+        }
+    }
+    let mut rows = Vec::new();
+    let mut extra = json!({"writers": n, "seconds_per_measure": seconds, "runs": each});
+    for (c, (name, _)) in configs.iter().enumerate() {
+        let [state, distinct, hot] = &runs[c];
+        let baseline = median_rate(&format!("context-state-updates-{name}"), state);
+        let mut distinct = median_rate(&format!("context-cas-distinct-{name}"), distinct);
+        let share = distinct.rate / baseline.rate;
+        let met = if share >= 1.0 { "met" } else { "NOT met" };
+        distinct.note = format!(
+            "{:.1} % of the state updates of the same servers (target >= 100 % in memory: {}); {}",
+            share * 100.0,
+            if *name == "memory" { met } else { "no target" },
+            distinct.note
+        );
+        extra[format!("cas_distinct_vs_state_{name}")] = json!(share);
+        rows.push(baseline);
+        rows.push(distinct);
+        rows.push(median_rate(&format!("context-cas-hot-{name}"), hot));
+    }
     Ok((rows, extra))
 }
 
@@ -1198,6 +1338,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // nor against a server started elsewhere.
     if wanted("backup") && !args.quick && args.addr.is_none() {
         rows.extend(backup_under_load().await?);
+    }
+    if wanted("context-cas") && args.addr.is_none() {
+        let (context, v) = context_cas(100, seconds).await?;
+        rows.extend(context);
+        extra.insert("context_cas".into(), v);
     }
     if wanted("durable-state-updates") {
         const WRITERS: usize = 100;

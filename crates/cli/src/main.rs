@@ -6,6 +6,7 @@ mod bench_collective;
 mod config;
 mod demo;
 mod monitor;
+mod shared_context;
 mod table;
 mod votes;
 
@@ -34,6 +35,8 @@ enum Action {
     Sync(admin::SyncArgs),
     /// Inspect votes: open and decided, who voted what, who is missing.
     Votes(votes::VotesArgs),
+    /// Shared context: read, write, list and watch keys, and their version history.
+    Context(shared_context::ContextArgs),
     /// Collectives in progress (allreduce, broadcast, ...), with who is missing.
     Collectives(admin::CollectivesArgs),
     /// Replica groups: members with their ranks, the current state version, checksum and size.
@@ -234,6 +237,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Action::Agents(a) => admin::agents(a).await,
             Action::Sync(a) => admin::sync(a).await,
             Action::Votes(a) => votes::run(a).await,
+            Action::Context(a) => shared_context::run(a).await,
             Action::Collectives(a) => admin::collectives(a).await,
             Action::Groups(t) => admin::groups(t).await,
             Action::Command(a) => admin::command(a).await,

@@ -10,7 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use lockstep_client::{proto as v1, Agent, AgentFilter, Client, Participants, Reason, SyncResult, WatchTarget};
+use lockstep_client::{
+    proto as v1, Agent, AgentFilter, Client, ContextClient, ContextWrites, Participants, Reason, SyncResult,
+    WatchTarget,
+};
 use lockstep_store::{Durability, Snapshot, Store, DB_FILE_NAME};
 use serde_json::{json, Value};
 use support::{eventually, free_listen_addr, opts, reworded, serve_fails, ScratchDir, Server};
@@ -264,6 +267,63 @@ async fn barrier_loop(agent: Agent, peers: Vec<String>, mut stop: watch::Receive
     }
 }
 
+/// What a context writer saw: each acknowledged compare-and-set as (version, n), and how many it
+/// attempted (a CAS whose answer was lost may still have been applied).
+#[derive(Default)]
+struct ContextLog {
+    acked: Vec<(u64, u64)>,
+    attempts: u64,
+    unanswered: u64,
+}
+
+/// Increments `harness.counter` by compare-and-set until told to stop: reads the key, then writes
+/// `{"n": n + 1}` expecting the version read (on the agent's session, which comes back by itself).
+async fn context_loop(agent: Agent, ctx: ContextClient, mut stop: watch::Receiver<bool>) -> ContextLog {
+    let mut log = ContextLog::default();
+    loop {
+        let read = match unless_stopped(&mut stop, tokio::time::timeout(UNANSWERED_AFTER, ctx.get(COUNTER))).await {
+            None => return log,
+            Some(Ok(Ok(e))) => (e.version, e.value["n"].as_u64().unwrap_or(0)),
+            Some(Ok(Err(e))) if e.reason() == Some(Reason::UnknownContextKey) => (0, 0),
+            Some(_) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        log.attempts += 1;
+        let (writes, value) = (agent.context(), json!({"n": read.1 + 1}));
+        let write = writes.cas(COUNTER, read.0, &value);
+        match unless_stopped(&mut stop, tokio::time::timeout(UNANSWERED_AFTER, write)).await {
+            None => return log,
+            Some(Ok(Ok(w))) => log.acked.push((w.version, read.1 + 1)),
+            Some(Ok(Err(_))) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Some(Err(_)) => log.unanswered += 1,
+        }
+    }
+}
+
+/// The key the harness's context writers increment.
+const COUNTER: &str = "harness.counter";
+
+/// Checks the context writers: acknowledged CASes never go back, none is lost (each built on the
+/// last, so the final count is at least their number), none is applied twice, and the store holds
+/// what the server serves.
+fn check_context(logs: &[ContextLog], (version, n): (u64, u64), stored: Option<(u64, u64)>) {
+    let acked: u64 = logs.iter().map(|l| l.acked.len() as u64).sum();
+    let attempts: u64 = logs.iter().map(|l| l.attempts).sum();
+    for log in logs {
+        for pair in log.acked.windows(2) {
+            assert!(pair[1].0 > pair[0].0 && pair[1].1 > pair[0].1, "a writer's CASes went back: {pair:?}");
+        }
+        if let Some(&(v, m)) = log.acked.last() {
+            assert!(version >= v && n >= m, "served ({version}, {n}) is behind an acknowledged CAS ({v}, {m})");
+        }
+    }
+    assert!(n >= acked, "{acked} CASes acknowledged but the counter is {n}: one was lost");
+    assert!(n <= attempts, "the counter is {n} after {attempts} attempts: one was applied twice");
+    assert_eq!(stored, Some((version, n)), "stored vs served");
+}
+
 /// Checks one agent's acknowledged updates against its final stored (version, n): versions and n
 /// strictly increase across restarts, no acknowledged update is lost, and no update was applied
 /// twice (the version never advances by more than the number of attempts in between).
@@ -322,11 +382,14 @@ async fn describe(agents: &[(&Agent, &Progress)], client: &Client) -> String {
 /// load and started again on the same data directory: no acknowledged state update is lost or
 /// applied twice, versions never go back, every barrier round is released with all of its
 /// participants and the same result for each, the database passes an integrity check, every
-/// update in flight at a crash is answered (acknowledged or failed) and no arrival fails.
+/// update in flight at a crash is answered (acknowledged or failed) and no arrival fails; two
+/// writers racing on one context key by compare-and-set lose no acknowledged write and apply none
+/// twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_harness() {
     const AGENTS: usize = 10;
     const BARRIER_AGENTS: usize = 3;
+    const CONTEXT_WRITERS: usize = 2;
     let kills: u32 = std::env::var("LOCKSTEP_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let dir = ScratchDir::new("crash");
     let listen = free_listen_addr();
@@ -347,6 +410,11 @@ async fn crash_harness() {
     let barriers: Vec<_> = agents[..BARRIER_AGENTS]
         .iter()
         .map(|a| tokio::spawn(barrier_loop(a.clone(), peers.clone(), stop.clone())))
+        .collect();
+    // Two writers of shared context, racing on one key by compare-and-set.
+    let context_writers: Vec<_> = agents[AGENTS - CONTEXT_WRITERS..]
+        .iter()
+        .map(|a| tokio::spawn(context_loop(a.clone(), client.context(), stop.clone())))
         .collect();
 
     // Every agent gets an update acknowledged by the current server, then it dies at a random moment.
@@ -378,6 +446,10 @@ async fn crash_harness() {
     for task in barriers {
         rounds.push(task.await.unwrap());
     }
+    let mut context_logs = Vec::new();
+    for task in context_writers {
+        context_logs.push(task.await.unwrap());
+    }
     // Requests abandoned at the stop may still be applied: let them land before reading.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let reader = server.client().await;
@@ -385,8 +457,16 @@ async fn crash_harness() {
     for agent in &agents {
         served.insert(agent.id().to_owned(), reader.get_state(agent.id()).await.unwrap());
     }
+    let counter = reader.context().get(COUNTER).await.expect("the counter was written");
+    let served_counter = (counter.version, counter.value["n"].as_u64().unwrap());
     server.kill();
     let db = load_db(dir.path());
+    let stored_counter = db.context.iter().find(|k| k.key.key == COUNTER).and_then(|k| {
+        let last = k.versions.last()?;
+        let revision: Value = serde_json::from_str(&last.revision_json).ok()?;
+        Some((last.version, revision["value"]["n"].as_u64()?))
+    });
+    check_context(&context_logs, served_counter, stored_counter);
 
     let n_of = |state: &Value| state["n"].as_u64().unwrap_or_else(|| panic!("state without n: {state}"));
     for (agent, log) in agents.iter().zip(&updates) {
@@ -409,11 +489,14 @@ async fn crash_harness() {
     let unanswered: Vec<(&str, u64)> =
         agents.iter().zip(&updates).flat_map(|(a, l)| l.unanswered.iter().map(|&n| (a.id(), n))).collect();
     let sync_errors: Vec<&String> = rounds.iter().flat_map(|l| &l.errors).collect();
+    let context_acked: usize = context_logs.iter().map(|l| l.acked.len()).sum();
+    let context_unanswered: u64 = context_logs.iter().map(|l| l.unanswered).sum();
     println!(
         "crash harness: {kills} kills, {acked} acknowledged updates by {AGENTS} agents, {} barrier rounds released \
-         to {BARRIER_AGENTS} agents, integrity check ok; {failed_count} updates failed in flight ({:?}), {} never \
-         answered, {} arrivals failed",
+         to {BARRIER_AGENTS} agents, {context_acked} context CASes acknowledged (counter at {}), integrity check \
+         ok; {failed_count} updates failed in flight ({:?}), {} never answered, {} arrivals failed",
         released.len(),
+        served_counter.1,
         failed.iter().take(3).collect::<Vec<_>>(),
         unanswered.len(),
         sync_errors.len(),
@@ -423,6 +506,8 @@ async fn crash_harness() {
         unanswered.is_empty(),
         "state updates neither acknowledged nor failed within {UNANSWERED_AFTER:?}, as (agent, n): {unanswered:?}"
     );
+    assert_eq!(context_unanswered, 0, "context writes neither acknowledged nor failed within {UNANSWERED_AFTER:?}");
+    assert!(context_acked > 0, "no context write was acknowledged");
 }
 
 /// Bad storage is refused at start with a non-zero exit and a message naming the problem, and is

@@ -735,6 +735,19 @@ impl Agent {
         self.update_state_json(delta.to_string()).await
     }
 
+    /// Shared context written as this agent (see [`crate::AgentContext`]).
+    pub fn context(&self) -> crate::AgentContext<'_> {
+        crate::AgentContext { agent: self }
+    }
+
+    pub(crate) async fn context_write(&self, write: v1::ContextWrite) -> Result<v1::ContextWritten, Error> {
+        match self.call(v1::client_message::Kind::ContextWrite(write)).await? {
+            v1::reply::Outcome::ContextWritten(w) => Ok(w),
+            v1::reply::Outcome::Error(e) => Err(e.into()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// [`Agent::update_state`] with the patch as JSON text.
     pub async fn update_state_json(&self, delta_json: String) -> Result<u64, Error> {
         match self.call(v1::client_message::Kind::UpdateState(v1::UpdateState { delta_json })).await? {

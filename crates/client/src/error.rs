@@ -129,6 +129,10 @@ pub enum Error {
     /// by `setting`, as the server announced it at registration). Nothing was sent.
     #[error("{what} of {size} bytes is over the server's limit of {limit} bytes ({setting}); nothing was sent")]
     TooLarge { what: &'static str, size: u64, limit: u64, setting: &'static str },
+    /// A context compare-and-set found the key at another version: `current_version` (0: the
+    /// key does not exist). Read it again and retry.
+    #[error("conflict: {message}")]
+    Conflict { current_version: u64, message: Detail },
     /// Any other status from the server.
     #[error("{code:?}: {message}")]
     Other { code: Code, message: Detail },
@@ -175,10 +179,19 @@ impl Error {
                 Error::InvalidArgument(detail)
             }
             (
-                Some(R::UnknownAgent | R::UnknownSyncPoint | R::UnknownRequest | R::UnknownGroup | R::NoGroupState),
+                Some(
+                    R::UnknownAgent
+                    | R::UnknownSyncPoint
+                    | R::UnknownRequest
+                    | R::UnknownGroup
+                    | R::NoGroupState
+                    | R::UnknownContextKey
+                    | R::UnknownContextVersion,
+                ),
                 _,
             ) => Error::NotFound(detail),
             (Some(R::GroupPublishAborted | R::ChecksumMismatch), _) => Error::GroupStateFailed(detail),
+            (Some(R::ContextConflict), _) => Error::Conflict { current_version: 0, message: detail },
             (Some(R::NoResponders), _) => Error::NoResponders(detail),
             (Some(R::RequestTimeout), _) => Error::RequestTimedOut(detail),
             (Some(R::RequestAborted), _) => Error::RequestAborted(detail),
@@ -194,7 +207,8 @@ impl Error {
                     | R::EmergencyStop
                     | R::BreakerOpen
                     | R::NotGroupMember
-                    | R::GroupBusy,
+                    | R::GroupBusy
+                    | R::ContextReadOnly,
                 ),
                 _,
             ) => Error::FailedPrecondition(detail),
@@ -248,6 +262,7 @@ impl Error {
             | Error::RequestRefused(d)
             | Error::CollectiveFailed { message: d, .. }
             | Error::GroupStateFailed(d)
+            | Error::Conflict { message: d, .. }
             | Error::Other { message: d, .. } => d.reason,
         }
     }
@@ -260,7 +275,7 @@ impl Error {
             Error::AlreadyRegistered(_) => Code::AlreadyExists,
             Error::NotFound(_) => Code::NotFound,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
-            Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::FailedPrecondition(_) | Error::Conflict { .. } => Code::FailedPrecondition,
             Error::SyncTimeout { .. } => Code::DeadlineExceeded,
             Error::SyncAborted { .. } => Code::Aborted,
             Error::Unauthenticated(_) => Code::Unauthenticated,
@@ -295,6 +310,9 @@ impl From<tonic::Status> for Error {
             Error::CollectiveFailed { message, .. } => {
                 Error::CollectiveFailed { agent: named("agent"), missing, message }
             }
+            Error::Conflict { message, .. } => {
+                Error::Conflict { current_version: named("current_version").parse().unwrap_or(0), message }
+            }
             other => other,
         }
     }
@@ -303,7 +321,10 @@ impl From<tonic::Status> for Error {
 impl From<v1::Error> for Error {
     fn from(e: v1::Error) -> Self {
         let detail = Detail::new(e.message.clone(), reason::of_error(&e));
-        Error::from_parts(Code::from_i32(e.code), detail, e.sync_id, e.missing_agents)
+        match Error::from_parts(Code::from_i32(e.code), detail, e.sync_id, e.missing_agents) {
+            Error::Conflict { message, .. } => Error::Conflict { current_version: e.current_version, message },
+            other => other,
+        }
     }
 }
 
@@ -319,6 +340,7 @@ mod tests {
             missing_agents: vec!["b".into()],
             sync_id: "s".into(),
             reason: "SYNC_TIMEOUT".into(),
+            current_version: 0,
         }
         .into();
         let message = Detail::new("m", Some(Reason::SyncTimeout));

@@ -43,6 +43,7 @@
 mod admin;
 mod agent;
 mod collective;
+mod context;
 mod error;
 mod group;
 mod limits;
@@ -56,6 +57,10 @@ pub use agent::{
     IncomingRequests, Participants, Response, StateUpdate, StateUpdates, SyncResult, WatchTarget,
 };
 pub use collective::{Collective, CollectiveOutcome, DType, Element, Group, ReduceOp};
+pub use context::{
+    write_message as context_write_message, AgentContext, ContextClient, ContextWatch, ContextWrites,
+    Entry as ContextEntry, Op as ContextOp, WriteOptions, Written,
+};
 pub use error::{recovery, Detail, Error, Reason, Recovery};
 pub use group::{state_checksum, GroupEvent, GroupMembership, GroupState, GroupStateBlob, GROUP_EVENT_PREFIX};
 pub use lockstep_proto::v1 as proto;
@@ -196,6 +201,17 @@ impl Client {
     pub async fn watch_registry(&self) -> Result<tonic::Streaming<v1::RegistryEvent>, Error> {
         let req = v1::WatchRegistryRequest { namespace: self.namespace.clone() };
         Ok(self.grpc.clone().watch_registry(req).await?.into_inner())
+    }
+
+    /// Shared context of this namespace (see [`ContextClient`]).
+    pub fn context(&self) -> ContextClient {
+        ContextClient {
+            grpc: lockstep_proto::v1::shared_context_client::SharedContextClient::new(self.channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+            namespace: self.namespace.clone(),
+            writer: "client".into(),
+        }
     }
 
     /// An agent's state and version.

@@ -90,6 +90,8 @@ pub enum Gated {
     Request,
     /// Open a vote or cast a ballot.
     Vote,
+    /// Write shared context.
+    Context,
 }
 
 impl Gated {
@@ -100,6 +102,7 @@ impl Gated {
             Gated::SyncArrive => "arrive at a sync point",
             Gated::Request => "send requests",
             Gated::Vote => "open votes or cast ballots",
+            Gated::Context => "write shared context",
         }
     }
 }

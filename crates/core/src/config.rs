@@ -205,6 +205,8 @@ pub struct Config {
     /// once, in percent (at least one agent may always be isolated). A failure that would isolate
     /// one more is counted but does not open the breaker.
     pub breaker_max_isolated_percent: u32,
+    /// Shared context: key, value and history limits.
+    pub context: crate::context::ContextSettings,
 }
 
 impl Default for Config {
@@ -225,6 +227,7 @@ impl Default for Config {
             breaker_roles: Default::default(),
             breaker_agents: Default::default(),
             breaker_max_isolated_percent: 10,
+            context: crate::context::ContextSettings::default(),
         }
     }
 }
@@ -267,6 +270,7 @@ impl Config {
             return Err("queue_capacity must be at least 1".into());
         }
         self.commands.validate()?;
+        self.context.validate().map_err(|e| format!("context: {e}"))?;
         self.breaker.validate().map_err(|e| format!("breaker: {e}"))?;
         self.health.validate().map_err(|e| format!("health: {e}"))?;
         for (kind, map) in [("role", &self.breaker_roles), ("agent", &self.breaker_agents)] {

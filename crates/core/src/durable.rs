@@ -9,7 +9,9 @@
 //! [`Restored`] ([`Engine::restore`](crate::Engine::restore)).
 //!
 //! Durable: agents (profile, last status, resume token, state and version, watches), sync points
-//! open and finished with their arrivals, the audit log, operators' pauses and the emergency stop.
+//! open and finished with their arrivals, the audit log, operators' pauses and the emergency stop,
+//! votes, context keys with their retained versions and lifetimes. The server-maintained
+//! `system.*` context keys are not kept: they are facts of the running server.
 //! Ephemeral by design: messages in flight and queued deliveries (at-most-once), sessions'
 //! connections, breaker states, health figures and operators' commands awaiting a reply.
 //!
@@ -125,6 +127,41 @@ pub enum Change {
     Ballot { namespace: String, vote_id: String, position: u32, ballot: Ballot },
     /// A finished vote forgotten (its retention ended, or it was evicted).
     VoteRemoved { namespace: String, vote_id: String },
+    /// A context key took a new version: keep the version (in `revisions`, alone) and the key's
+    /// lifetime, and forget its versions older than `oldest_retained`.
+    ContextRevision(Box<ContextKeyImage>),
+    /// A context key was deleted at `version` (the namespace's numbering goes on from there).
+    ContextRemoved { namespace: String, key: String, version: u64 },
+}
+
+/// One retained version of a context key as it is kept.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContextRevisionImage {
+    pub version: u64,
+    pub value: Value,
+    /// The merge patch from the previous version, when one says it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<Value>,
+    pub at: Time,
+    pub writer: String,
+    /// This version created the key.
+    #[serde(default)]
+    pub created: bool,
+}
+
+/// One context key as it is kept. In a [`Change::ContextRevision`] `revisions` holds the new
+/// version alone; in a [`Restored`] every retained one, oldest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContextKeyImage {
+    pub namespace: String,
+    pub key: String,
+    /// The agent whose lease the key is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    pub oldest_retained: u64,
+    pub revisions: Vec<ContextRevisionImage>,
 }
 
 /// Everything the engine is rebuilt from at start.
@@ -139,6 +176,12 @@ pub struct Restored {
     /// Votes, open and finished, each with its ballots in order.
     #[serde(default)]
     pub votes: Vec<VoteImage>,
+    /// Context keys with their retained versions.
+    #[serde(default)]
+    pub context: Vec<ContextKeyImage>,
+    /// Each namespace's last context version given out (it may be a deletion's).
+    #[serde(default)]
+    pub context_revisions: Vec<(String, u64)>,
 }
 
 /// Why a sync point failed, as it is kept: the [`CoreError`] its waiters got, without the point's

@@ -49,6 +49,8 @@ use crate::topic;
 use crate::turn::Ready;
 use crate::vote::{self, Cast, Decision, Opened, VoterFacts, Votes, Watcher};
 
+mod context;
+
 /// Asks whether an agent is registered, for the control plane's checks.
 fn registry_lookup(namespaces: &HashMap<Arc<str>, Namespace>) -> impl Fn(&str, &str) -> bool + '_ {
     |ns, agent| namespaces.get(ns).is_some_and(|n| n.agents.contains_key(agent))
@@ -159,6 +161,11 @@ enum Timer {
         ns: Arc<str>,
         id: Arc<str>,
     },
+    /// A context key's time to live may have run out.
+    ContextExpiry {
+        ns: Arc<str>,
+        key: Arc<str>,
+    },
 }
 
 /// Something durable an input touched; turned into a [`Change`] with the current value when the
@@ -176,6 +183,10 @@ enum Touched {
     /// (namespace, vote id, the ballot's place: ballots are only appended).
     Ballot(Arc<str>, Arc<str>, u32),
     VoteRemoved(Arc<str>, Arc<str>),
+    /// (namespace, context key, the version it took).
+    ContextRevision(Arc<str>, Arc<str>, u64),
+    /// (namespace, context key, the version its deletion took).
+    ContextRemoved(Arc<str>, Arc<str>, u64),
 }
 
 /// What changed durably since the shell last took the changes.
@@ -191,8 +202,13 @@ struct ChangeLog {
 }
 
 enum ConnRole {
-    Agent { ns: Arc<str>, agent: Arc<str> },
+    Agent {
+        ns: Arc<str>,
+        agent: Arc<str>,
+    },
     RegistryWatcher(RegistryFeed),
+    /// A context watch stream, and whether its first batch is still to go.
+    ContextWatcher(Box<crate::context::ContextFeed>, bool),
 }
 
 #[derive(Default)]
@@ -324,6 +340,14 @@ pub struct Engine {
     collectives: Collectives,
     /// Replica groups (see [`crate::replica_group`]).
     groups: ReplicaGroups,
+    /// Shared context (see [`crate::context`]).
+    context: crate::context::Context,
+    /// Context watch streams by namespace.
+    context_watchers: HashMap<Arc<str>, Vec<ConnId>>,
+    context_watcher_count: usize,
+    /// The facts behind `system.*` changed since they were last published, and when that was.
+    system_dirty: bool,
+    system_published: Option<Time>,
 }
 
 /// Every agent's health and the system's, for the `health` command.
@@ -358,10 +382,17 @@ impl Engine {
             votes: Votes::default(),
             collectives: Collectives::default(),
             groups: ReplicaGroups::default(),
+            context: crate::context::Context::default(),
+            context_watchers: HashMap::new(),
+            context_watcher_count: 0,
+            system_dirty: false,
+            system_published: None,
         };
         // The first sample of system health is taken one interval in, when agents may have come.
         let first = engine.config.health.sample_interval_ms;
         engine.timers.set(Timer::HealthSample, first);
+        // `system.health` exists from the start, for every namespace to read.
+        engine.refresh_system_facts(0);
         engine
     }
 
@@ -421,12 +452,23 @@ impl Engine {
                 };
                 self.outputs.push_back(Output::Group(out));
             }
+            Input::ContextWrite { origin, writer, write } => {
+                let writer = crate::context::Writer { name: writer.as_str().into(), agent: None };
+                let result = self.context_write(now, &write.namespace.clone(), &writer, &write);
+                self.outputs.push_back(Output::ContextDone { origin, result });
+            }
+            Input::WatchContext { conn, namespace, selector, from } => {
+                if let Err(e) = self.watch_context(conn, &namespace, selector, from) {
+                    self.outputs.push_back(Output::Close(conn, Some(e)));
+                }
+            }
         }
     }
 
     /// Ends the turn: hands over its durable changes, behind which its outputs and frames wait
     /// until the shell says the changes are committed (see [`crate::turn`]).
     pub fn ready(&mut self) -> Ready<'_> {
+        self.publish_system_facts(self.now, false);
         let changes = self.take_changes();
         Ready::new(self, changes)
     }
@@ -485,6 +527,7 @@ impl Engine {
                 feed.notified = frame.is_some();
                 return frame;
             }
+            ConnRole::ContextWatcher(..) => return self.context_frame(conn, max_items),
             ConnRole::Agent { ns, agent } => (ns.clone(), agent.clone()),
         };
         let ns = self.namespaces.get_mut(&ns_key)?;
@@ -575,6 +618,10 @@ impl Engine {
                 Touched::VoteRemoved(ns, id) => {
                     Some(Change::VoteRemoved { namespace: ns.to_string(), vote_id: id.to_string() })
                 }
+                Touched::ContextRevision(ns, key, version) => self.context_change(&ns, &key, version),
+                Touched::ContextRemoved(ns, key, version) => {
+                    Some(Change::ContextRemoved { namespace: ns.to_string(), key: key.to_string(), version })
+                }
             };
             out.extend(change);
         }
@@ -609,7 +656,7 @@ impl Engine {
     /// a name now refused).
     pub fn restore(&mut self, now: Time, restored: Restored) -> Result<(), CoreError> {
         self.now = self.now.max(now);
-        let Restored { agents, sync_points, audit, pauses, emergency, votes } = restored;
+        let Restored { agents, sync_points, audit, pauses, emergency, votes, context, context_revisions } = restored;
         let bad = |what: String, e: &dyn std::fmt::Display| CoreError::invalid("stored data", format!("{what}: {e}"));
         for image in &agents {
             let ns_name = name::namespace_or_default(&image.namespace)?;
@@ -679,6 +726,7 @@ impl Engine {
             self.namespaces.entry(ns.clone()).or_default().votes += 1;
             self.timers.set(Timer::VoteRetention { ns, id }, at.saturating_add(self.config.sync_retention_ms));
         }
+        self.restore_context(context, context_revisions)?;
         self.control.restore(audit, pauses, emergency);
         for (ns, agent) in self.all_agents() {
             if self.control.is_paused(&ns, &agent) {
@@ -863,6 +911,7 @@ impl Engine {
             Request::Sync { .. } => Some(Gated::SyncArrive),
             Request::AgentRequest { .. } => Some(Gated::Request),
             Request::OpenVote { .. } | Request::CastBallot(_) => Some(Gated::Vote),
+            Request::ContextWrite(_) => Some(Gated::Context),
             _ => None,
         };
         if let Some(Err(refusal)) = gated.map(|action| self.control.check(&ns, &agent, action)) {
@@ -953,6 +1002,10 @@ impl Engine {
                     Reply::Ok
                 })
             }
+            Request::ContextWrite(write) => {
+                let writer = crate::context::Writer { name: agent.clone(), agent: Some(agent.clone()) };
+                self.context_write(now, &ns, &writer, &write).map(Reply::ContextWritten)
+            }
             Request::Deregister => {
                 self.remove_agent(now, &ns, &agent, "left");
                 self.forget_conn(conn);
@@ -984,6 +1037,7 @@ impl Engine {
                 }
                 self.reclaim_if_empty(&feed.ns);
             }
+            Some(ConnRole::ContextWatcher(feed, _)) => self.context_watch_ended(conn, &feed),
             None => {}
         }
     }
@@ -1100,7 +1154,12 @@ impl Engine {
                 let counts = self.observe_health(now);
                 self.history.sample(now, counts);
                 self.arm_health_sample();
+                // Health moves with time too (a silent agent turns stuck): look at the facts.
+                self.system_facts_changed();
+                self.publish_system_facts(now, true);
             }
+            Timer::ContextExpiry { ns, key } => self.context_expired(now, &ns, &key),
+
             Timer::Commands => {
                 for finished in self.control.expire(now) {
                     self.command_done(finished);
@@ -1161,6 +1220,7 @@ impl Engine {
         self.requests_gone(ns, agent, "lost its lease");
         self.collectives_gone(ns, agent, "lost its lease");
         self.groups_gone(ns, agent, "lost");
+        self.context_agent_gone(ns, agent);
         for finished in self.control.agent_gone(now, ns, agent, "its lease was lost") {
             self.command_done(finished);
         }
@@ -1189,6 +1249,7 @@ impl Engine {
         self.requests_gone(ns, agent, why);
         self.collectives_gone(ns, agent, why);
         self.groups_gone(ns, agent, "left");
+        self.context_agent_gone(ns, agent);
         self.control.forget_agent(ns, agent);
         for finished in self.control.agent_gone(now, ns, agent, why) {
             self.command_done(finished);
@@ -2124,6 +2185,8 @@ impl Engine {
         kind: RegistryEventKind,
         previous: Option<AgentStatus>,
     ) {
+        // Every registry event is a change of the facts `system.health` counts.
+        self.system_facts_changed();
         let Some(n) = self.namespaces.get(ns) else {
             return;
         };

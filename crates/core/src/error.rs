@@ -153,6 +153,21 @@ pub enum CoreError {
 
     #[error("checksum mismatch for replica group '{group_id}': {what}")]
     ChecksumMismatch { group_id: String, what: String },
+    #[error("context key '{key}' is at version {current}{}, not {}; read it again and retry", if *.current == 0 { " (it does not exist)" } else { "" }, if *.expected == 0 { "absent".to_owned() } else { format!("version {}", .expected) })]
+    ContextConflict { key: String, expected: u64, current: u64 },
+
+    #[error("context key '{key}' does not exist in namespace '{namespace}'")]
+    UnknownContextKey { namespace: String, key: String },
+
+    #[error("context key '{key}' does not retain version {version} (retained: {})", list_versions(.retained))]
+    UnknownContextVersion { key: String, version: u64, retained: Vec<u64> },
+
+    #[error("context key '{key}' is kept by the server (keys under `system.` are read-only)")]
+    ContextReadOnly { key: String },
+}
+
+fn list_versions(versions: &[u64]) -> String {
+    versions.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// Why the engine ended a session; each cause has its own [`Reason`], because clients must treat
@@ -287,11 +302,20 @@ pub enum Reason {
     /// A client message over the server's message cap ended its session stream; the agent keeps
     /// its lease and may resume.
     MessageTooLarge,
+    /// [`CoreError::ContextConflict`]: a compare-and-set found another version (the current one
+    /// travels with the error).
+    ContextConflict,
+    /// [`CoreError::UnknownContextKey`].
+    UnknownContextKey,
+    /// [`CoreError::UnknownContextVersion`]: the key does not retain the version asked for.
+    UnknownContextVersion,
+    /// [`CoreError::ContextReadOnly`]: a write to a server-maintained `system.*` key.
+    ContextReadOnly,
 }
 
 impl Reason {
     /// Every reason, in the order of the documentation.
-    pub const ALL: [Reason; 51] = [
+    pub const ALL: [Reason; 55] = [
         Reason::InvalidArgument,
         Reason::UnknownAgent,
         Reason::UnknownSyncPoint,
@@ -343,6 +367,10 @@ impl Reason {
         Reason::CommandAborted,
         Reason::BackupFailed,
         Reason::MessageTooLarge,
+        Reason::ContextConflict,
+        Reason::UnknownContextKey,
+        Reason::UnknownContextVersion,
+        Reason::ContextReadOnly,
     ];
 
     /// The stable name on the wire (`SCREAMING_SNAKE_CASE`); it never changes once published.
@@ -399,6 +427,10 @@ impl Reason {
             Reason::CommandAborted => "COMMAND_ABORTED",
             Reason::BackupFailed => "BACKUP_FAILED",
             Reason::MessageTooLarge => "MESSAGE_TOO_LARGE",
+            Reason::ContextConflict => "CONTEXT_CONFLICT",
+            Reason::UnknownContextKey => "UNKNOWN_CONTEXT_KEY",
+            Reason::UnknownContextVersion => "UNKNOWN_CONTEXT_VERSION",
+            Reason::ContextReadOnly => "CONTEXT_READ_ONLY",
         }
     }
 
@@ -465,6 +497,8 @@ impl CoreError {
             | CoreError::RequestRefused { .. }
             | CoreError::CollectiveAborted { .. } => ErrorCode::Aborted,
             CoreError::SessionEnded { .. } | CoreError::NoResponders { .. } => ErrorCode::Unavailable,
+            CoreError::ContextConflict { .. } | CoreError::ContextReadOnly { .. } => ErrorCode::FailedPrecondition,
+            CoreError::UnknownContextKey { .. } | CoreError::UnknownContextVersion { .. } => ErrorCode::NotFound,
         }
     }
 
@@ -517,6 +551,10 @@ impl CoreError {
             CoreError::GroupPublishAborted { .. } => Reason::GroupPublishAborted,
             CoreError::NoGroupState { .. } => Reason::NoGroupState,
             CoreError::ChecksumMismatch { .. } => Reason::ChecksumMismatch,
+            CoreError::ContextConflict { .. } => Reason::ContextConflict,
+            CoreError::UnknownContextKey { .. } => Reason::UnknownContextKey,
+            CoreError::UnknownContextVersion { .. } => Reason::UnknownContextVersion,
+            CoreError::ContextReadOnly { .. } => Reason::ContextReadOnly,
         }
     }
 
@@ -564,6 +602,14 @@ impl CoreError {
             | CoreError::SyncMismatch { sync_id, .. }
             | CoreError::NotAParticipant { sync_id, .. }
             | CoreError::SyncFinished { sync_id, .. } => Some(sync_id),
+            _ => None,
+        }
+    }
+
+    /// For context conflicts: the key's current version (0: it does not exist).
+    pub fn current_version(&self) -> Option<u64> {
+        match self {
+            CoreError::ContextConflict { current, .. } => Some(*current),
             _ => None,
         }
     }

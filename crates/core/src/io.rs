@@ -130,6 +130,10 @@ pub enum Request {
         #[serde(default)]
         forget_state: bool,
     },
+    /// Write a shared context key of the agent's namespace (see [`crate::context`]); the agent is
+    /// the writer (its namespace is used, whatever the write names). Answered with
+    /// [`Reply::ContextWritten`].
+    ContextWrite(crate::context::Write),
 }
 
 /// Something that happened at the shell.
@@ -184,6 +188,13 @@ pub enum Input {
     GroupPublished { origin: u64, result: Result<String, String> },
     /// A member's call to fetch its replica group's current state. Answered by [`Output::Group`].
     GroupFetch { origin: u64, call: GroupCall },
+    /// A write to shared context from a client outside a session (see [`crate::context`]);
+    /// `writer` is the client's name for itself (kept in the key's history). Answered by
+    /// [`Output::ContextDone`] with `origin`.
+    ContextWrite { origin: u64, writer: String, write: crate::context::Write },
+    /// A client opened a context watch stream on `selector` of `namespace`, resuming from version
+    /// `from` (0: from nothing, a snapshot of every key covered).
+    WatchContext { conn: ConnId, namespace: String, selector: crate::context::Selector, from: u64 },
 }
 
 /// Who calls on a replica group's state from beside the session (as collectives do): the agent,
@@ -261,6 +272,8 @@ pub enum Output {
     Collective(crate::collective::CollectiveEvent),
     /// Tell the group store how a publish or fetch of a replica group's state goes.
     Group(GroupOutput),
+    /// A context write (sent with `origin`) is done, or was refused: answer the client.
+    ContextDone { origin: u64, result: Result<crate::context::Written, CoreError> },
 }
 
 /// A message published on a topic, shared by every queue it is routed to.
@@ -353,6 +366,8 @@ pub enum Reply {
     Vote(Arc<VoteOutcome>),
     /// The caller's view of a replica group it joined.
     Group(crate::replica_group::GroupView),
+    /// A context write was applied.
+    ContextWritten(crate::context::Written),
     Error(CoreError),
 }
 
@@ -397,6 +412,8 @@ pub enum Frame {
         params: Value,
         deadline: Time,
     },
+    /// Changes of watched context keys, for a context watch stream.
+    Context(crate::context::ContextBatch),
     /// Another agent's request for this one to answer (see [`crate::request`]).
     IncomingRequest {
         token: u64,

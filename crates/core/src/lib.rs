@@ -32,6 +32,10 @@
 //! [`turn`] (persist before send, in the types), [`durable`] (what is kept), [`config`] and
 //! [`error`].
 //!
+//! [`context`] holds the rules of shared context: versioned keys per namespace, compare-and-set,
+//! history, lifetimes (lease, TTL), watches coalesced per key and resumable from a version, and the
+//! server-maintained `system.*` keys.
+//!
 //! [`request`] holds the rules of request/reply between agents (who answers, deadlines, limits).
 //!
 //! [`collective`] holds the rules of collectives on numeric arrays (membership, ranks, one call for
@@ -50,6 +54,7 @@ pub mod breaker;
 pub mod collective;
 pub mod command;
 pub mod config;
+pub mod context;
 pub mod durable;
 pub mod engine;
 pub mod error;
@@ -76,6 +81,9 @@ pub use command::{
     ControlPlane, Gated, Refusal,
 };
 pub use config::{Config, Limits, OverflowPolicy};
+pub use context::{
+    ContextBatch, ContextChange, ContextSettings, Expect, Lifetime, Op as ContextOp, Selector, Write as ContextWrite,
+};
 pub use engine::{Counters, Engine, EngineInfo, HealthOverview};
 pub use error::{CoreError, ErrorCode, Reason, SessionEnd};
 pub use health::{AgentHealth, HealthHistory, HealthIssue, HealthReport, HealthSettings, HealthStatus};

@@ -23,6 +23,8 @@ struct Kept {
     pauses: BTreeMap<(String, String), PauseImage>,
     emergency: Option<EmergencyStop>,
     votes: BTreeMap<(String, String), VoteImage>,
+    context: BTreeMap<(String, String), lockstep_core::durable::ContextKeyImage>,
+    context_revisions: BTreeMap<String, u64>,
 }
 
 impl Kept {
@@ -82,6 +84,20 @@ impl Kept {
                 Change::VoteRemoved { namespace, vote_id } => {
                     self.votes.remove(&(namespace, vote_id));
                 }
+                // As the store keeps them: one row per version, older ones than retained dropped.
+                Change::ContextRevision(image) => {
+                    let image = *image;
+                    let key = (image.namespace.clone(), image.key.clone());
+                    let mut revisions = self.context.remove(&key).map(|k| k.revisions).unwrap_or_default();
+                    revisions.retain(|r| r.version >= image.oldest_retained);
+                    revisions.extend(image.revisions.iter().cloned());
+                    self.context.insert(key, lockstep_core::durable::ContextKeyImage { revisions, ..image });
+                }
+                Change::ContextRemoved { namespace, key, version } => {
+                    self.context.remove(&(namespace.clone(), key));
+                    let kept = self.context_revisions.entry(namespace).or_default();
+                    *kept = (*kept).max(version);
+                }
             }
         }
     }
@@ -94,6 +110,8 @@ impl Kept {
             pauses: self.pauses.values().cloned().collect(),
             emergency: self.emergency.clone(),
             votes: self.votes.values().cloned().collect(),
+            context: self.context.values().cloned().collect(),
+            context_revisions: self.context_revisions.iter().map(|(ns, v)| (ns.clone(), *v)).collect(),
         }
     }
 }
@@ -268,4 +286,37 @@ fn pauses_the_emergency_stop_and_the_audit_log_survive_a_restart() {
     assert!(c.engine.control().emergency().is_none() && c.engine.control().paused_agents().next().is_none());
     let w1 = resume(&mut c, "w1", "worker", &t1);
     assert_eq!(c.call(w1, update(json!({ "x": 1 }))), Reply::StateVersion(1));
+}
+
+#[test]
+fn context_keys_come_back_with_their_versions_history_and_lifetimes() {
+    use lockstep_core::context::{Expect, Lifetime, Op, Write};
+    let write = |key: &str, op: Op, lifetime: Lifetime| {
+        Request::ContextWrite(Write { namespace: String::new(), key: key.into(), op, expect: Expect::Any, lifetime })
+    };
+    let mut h = tracked();
+    let mut kept = Kept::default();
+    let a = h.join("a", "r", &[]);
+    for n in 0..20 {
+        h.call(a, write("k", Op::Patch(json!({ "n": n }).to_string()), Lifetime::Permanent));
+    }
+    h.call(a, write("bound", Op::Set("1".into()), Lifetime::Lease));
+    h.call(a, write("ttl", Op::Set("1".into()), Lifetime::TtlMs(60_000)));
+    h.call(a, write("gone", Op::Set("1".into()), Lifetime::Permanent));
+    let Reply::ContextWritten(deleted) = h.call(a, write("gone", Op::Delete, Lifetime::Permanent)) else { panic!() };
+    let history = h.engine.context_history("", "k").unwrap();
+    let mut h2 = restart(&mut h, &mut kept, 10);
+    assert_eq!(h2.engine.context_history("", "k").unwrap(), history, "every retained version, as it was");
+    assert_eq!(h2.engine.context_get("", "bound", None).unwrap().owner.as_deref(), Some("a"));
+    assert!(h2.engine.context_get("", "gone", None).is_err());
+    // The numbering goes on after the deletion, not from the highest key left.
+    let b = h2.join("b", "r", &[]);
+    let Reply::ContextWritten(next) = h2.call(b, write("new", Op::Set("1".into()), Lifetime::Permanent)) else {
+        panic!()
+    };
+    assert!(next.version > deleted.version);
+    // The TTL still runs, and the lease-bound key goes with its writer, who never came back.
+    h2.advance_heartbeating(h2.now + 60_000, &[b]);
+    assert!(h2.engine.context_get("", "ttl", None).is_err());
+    assert!(h2.engine.context_get("", "bound", None).is_err());
 }

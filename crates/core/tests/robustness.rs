@@ -55,9 +55,47 @@ fn target() -> impl Strategy<Value = WatchTarget> {
     prop_oneof![name().prop_map(WatchTarget::Agent), name().prop_map(WatchTarget::Role), Just(WatchTarget::All)]
 }
 
+/// A context write of any kind, good or bad: keys that collide, values and patches that are not
+/// JSON or too deep, CAS on any version, every lifetime, the server's own keys.
+fn context_write() -> impl Strategy<Value = lockstep_core::ContextWrite> {
+    use lockstep_core::context::{Expect, Lifetime, Op};
+    let key = prop::sample::select(vec!["k", "k.a", "k.b", "j", "system.health", "bad key", "", "a..b"]);
+    let json = prop::sample::select(vec![
+        "{}",
+        "{\"x\":1}",
+        "{\"x\":{\"y\":null}}",
+        "[1]",
+        "null",
+        "3",
+        "{nope",
+        "[[[[[[1]]]]]]",
+    ]);
+    let op = prop_oneof![
+        json.clone().prop_map(|j| Op::Set(j.to_owned())),
+        json.prop_map(|j| Op::Patch(j.to_owned())),
+        Just(Op::Delete),
+    ];
+    let expect = prop_oneof![Just(Expect::Any), Just(Expect::Absent), (1u64..12).prop_map(Expect::Version)];
+    let lifetime = prop_oneof![
+        Just(Lifetime::Permanent),
+        Just(Lifetime::Lease),
+        prop_oneof![Just(0u64), 1u64..3_000, Just(1u64 << 40)].prop_map(Lifetime::TtlMs),
+    ];
+    (key, op, expect, lifetime, prop_oneof![Just(String::new()), name()]).prop_map(
+        |(key, op, expect, lifetime, namespace)| lockstep_core::ContextWrite {
+            namespace,
+            key: key.to_owned(),
+            op,
+            expect,
+            lifetime,
+        },
+    )
+}
+
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         Just(Request::Heartbeat),
+        context_write().prop_map(Request::ContextWrite),
         (topic(), prop::collection::vec(any::<u8>(), 0..64)).prop_map(|(topic, p)| Request::Publish {
             topic,
             payload: Bytes::from(p),
@@ -191,6 +229,19 @@ enum Step {
         id: u64,
     },
     Admin(AdminAction),
+    /// A context write from a client outside any session.
+    ContextWrite(lockstep_core::ContextWrite),
+    /// A context watch on a stream of its own (`conn` + 200), resuming from `from`.
+    WatchContext {
+        conn: u64,
+        selector: lockstep_core::Selector,
+        from: u64,
+    },
+    /// Pull what waits for a context watch stream.
+    DrainContext {
+        conn: u64,
+        max: usize,
+    },
     Query {
         sync_id: String,
         which: u8,
@@ -276,6 +327,17 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (name(), 0u8..4).prop_map(|(sync_id, which)| Step::Query { sync_id, which }),
         3 => collective_step(),
         2 => group_step(),
+        2 => context_write().prop_map(Step::ContextWrite),
+        1 => (
+            conn.clone(),
+            prop_oneof![
+                prop::sample::select(vec!["k", "k.a", "system.health", "bad key"]).prop_map(|k| lockstep_core::Selector::Key(k.into())),
+                prop::sample::select(vec!["", "k", "system", "a..b"]).prop_map(|p| lockstep_core::Selector::Prefix(p.into())),
+            ],
+            prop_oneof![Just(0u64), 1u64..20, Just(1u64 << 40)],
+        )
+            .prop_map(|(conn, selector, from)| Step::WatchContext { conn, selector, from }),
+        2 => (conn.clone(), 1usize..4).prop_map(|(conn, max)| Step::DrainContext { conn, max }),
     ]
 }
 
@@ -285,6 +347,15 @@ fn small_config() -> Config {
         lost_retention_ms: 20_000,
         sync_retention_ms: 30_000,
         default_request_timeout_ms: 5_000,
+        context: lockstep_core::ContextSettings {
+            max_keys_per_namespace: 3,
+            history_depth: 2,
+            max_tombstones: 2,
+            max_depth: 4,
+            max_ttl_ms: 10_000,
+            max_watchers: 3,
+            ..Default::default()
+        },
         limits: Limits {
             max_agents_per_namespace: 5,
             max_namespaces: 3,
@@ -329,6 +400,10 @@ proptest! {
         let mut told: std::collections::BTreeMap<u64, usize> = Default::default();
         // Replica group calls and reports made, and the group store's answers (one each, at once).
         let (mut group_calls, mut group_inputs, mut group_answers) = (0u64, 0usize, 0usize);
+        // Context writes from clients (origins 1..=writes) and the answers each got.
+        let mut writes = 0u64;
+        let mut written: std::collections::BTreeMap<u64, usize> = Default::default();
+        let mut context_watches = std::collections::HashSet::new();
         for s in steps {
             match s {
                 Step::Register { conn, agent, role, interests, token } => {
@@ -421,6 +496,23 @@ proptest! {
                     let input = Input::CollectiveTransferred { namespace: "default".into(), collective_id: id, serial };
                     engine.handle(now, input);
                 }
+                Step::ContextWrite(write) => {
+                    writes += 1;
+                    engine.handle(now, Input::ContextWrite { origin: writes, writer: "cli".into(), write });
+                }
+                Step::WatchContext { conn, selector, from } => {
+                    if context_watches.insert(conn) {
+                        let input = Input::WatchContext { conn: ConnId(conn + 200), namespace: String::new(), selector, from };
+                        engine.handle(now, input);
+                    }
+                }
+                Step::DrainContext { conn, max } => {
+                    let mut out = engine.ready().committed();
+                    while let Some(frame) = out.next_frame(ConnId(conn + 200), max) {
+                        let Frame::Context(batch) = frame else { panic!("a context watch got {frame:?}") };
+                        prop_assert!(batch.changes.len() <= max);
+                    }
+                }
                 Step::Admin(action) => {
                     asked += 1;
                     engine.handle(now, Input::Admin { origin: asked, actor: "ops".into(), action });
@@ -448,6 +540,7 @@ proptest! {
                         }
                     }
                     Output::Group(_) => group_answers += 1,
+                    Output::ContextDone { origin, .. } => *written.entry(origin).or_default() += 1,
                     Output::Ready(_) | Output::Collective(CollectiveEvent::Start { .. }) => {}
                 }
             }
@@ -489,6 +582,12 @@ proptest! {
         prop_assert_eq!(answers, expected, "each operator action is answered once");
         let expected: std::collections::BTreeMap<u64, usize> = (1..=calls).map(|o| (o, 1)).collect();
         prop_assert_eq!(told, expected, "each collective call is told its outcome once");
+        let expected: std::collections::BTreeMap<u64, usize> = (1..=writes).map(|o| (o, 1)).collect();
+        prop_assert_eq!(written, expected, "each context write is answered once");
+        // Every writer is gone: no key is bound to a lease any more, and every TTL has run out.
+        for key in engine.context_list("", "").unwrap() {
+            prop_assert!(key.owner.is_none() && key.expires_at.is_none(), "{key:?} outlived its lifetime");
+        }
         // Everything is gone by now (agents lost and forgotten, points past their retention): so
         // are their timers and namespaces. Only the health sample's timer remains, and only
         // namespaces a registry watch still holds.

@@ -27,6 +27,7 @@ pub fn status(e: &CoreError) -> tonic::Status {
         ("agent", e.agent().unwrap_or_default().to_owned()),
         ("sync_id", e.sync_id().unwrap_or_default().to_owned()),
         ("missing", e.missing_agents().join(",")),
+        ("current_version", e.current_version().map(|v| v.to_string()).unwrap_or_default()),
     ];
     crate::reason::status(grpc_code(e.code()), e.reason(), e.to_string(), metadata)
 }
@@ -39,6 +40,7 @@ pub fn error(e: &CoreError) -> v1::Error {
         missing_agents: e.missing_agents().to_vec(),
         sync_id: e.sync_id().unwrap_or_default().to_owned(),
         reason: e.reason().as_str().to_owned(),
+        current_version: e.current_version().unwrap_or(0),
     }
 }
 
@@ -170,6 +172,7 @@ pub fn session_message(kind: Option<v1::client_message::Kind>) -> Result<Session
         Kind::CastBallot(b) => core::Request::CastBallot(cast_ballot(b)?),
         Kind::JoinGroup(g) => core::Request::JoinGroup { group_id: g.group_id },
         Kind::LeaveGroup(g) => core::Request::LeaveGroup { group_id: g.group_id, forget_state: g.forget_state },
+        Kind::ContextWrite(w) => core::Request::ContextWrite(context_write(String::new(), w)?),
     };
     Ok(SessionMessage::Request(request))
 }
@@ -342,6 +345,7 @@ fn reply(request_id: u64, reply: Reply) -> v1::Reply {
         }
         Reply::Vote(o) => Outcome::VoteOutcome(vote_outcome(&o)),
         Reply::Group(v) => Outcome::GroupMembership(crate::group::membership(&v)),
+        Reply::ContextWritten(w) => Outcome::ContextWritten(context_written(&w)),
         Reply::Error(e) => Outcome::Error(error(&e)),
     };
     v1::Reply { request_id, outcome: Some(outcome) }
@@ -380,7 +384,7 @@ pub fn server_message(frame: Frame) -> Option<v1::ServerMessage> {
                 })
                 .collect(),
         }),
-        Frame::Registry(_) => return None,
+        Frame::Registry(_) | Frame::Context(_) => return None,
         Frame::Control(n) => {
             use v1::control::Kind as K;
             let kind = match n.kind {
@@ -572,6 +576,65 @@ pub fn audit_entry(e: &lockstep_core::command::AuditEntry) -> v1::AuditEntry {
     }
 }
 
+/// A `ContextWrite` as the engine's write to `namespace`.
+pub fn context_write(namespace: String, w: v1::ContextWrite) -> Result<core::ContextWrite, CoreError> {
+    use lockstep_core::context::{Expect, Lifetime, Op};
+    use v1::context_write::{Lifetime as L, Op as O};
+    let op = match w.op.ok_or_else(|| malformed("context_write needs an op: set_json, patch_json or delete"))? {
+        O::SetJson(json) => Op::Set(json),
+        O::PatchJson(json) => Op::Patch(json),
+        O::Delete(true) => Op::Delete,
+        O::Delete(false) => return Err(malformed("context_write delete must be true")),
+    };
+    let lifetime = match w.lifetime {
+        None | Some(L::Lease(false)) => Lifetime::Permanent,
+        Some(L::Lease(true)) => Lifetime::Lease,
+        Some(L::TtlMs(ms)) => Lifetime::TtlMs(ms),
+    };
+    Ok(core::ContextWrite { namespace, key: w.key, op, expect: Expect::from_wire(w.expected_version), lifetime })
+}
+
+/// A context write's answer.
+pub fn context_written(w: &lockstep_core::context::Written) -> v1::ContextWritten {
+    v1::ContextWritten { version: w.version, previous_version: w.previous, expires_at_ms: w.expires_at.unwrap_or(0) }
+}
+
+/// A read of a context key.
+pub fn context_value(r: &lockstep_core::context::Read) -> v1::ContextValue {
+    v1::ContextValue {
+        key: r.key.clone(),
+        version: r.version,
+        value_json: r.value.to_string(),
+        at_ms: r.at,
+        writer: r.writer.clone(),
+        current_version: r.current,
+        expires_at_ms: r.expires_at.unwrap_or(0),
+        owner: r.owner.clone().unwrap_or_default(),
+        patch_json: String::new(),
+    }
+}
+
+/// A context watch's batch; `None` for any other frame.
+pub fn context_batch(frame: Frame) -> Option<v1::ContextBatch> {
+    let Frame::Context(b) = frame else { return None };
+    Some(v1::ContextBatch {
+        reset: b.reset,
+        resume_from: b.resume_from,
+        changes: b
+            .changes
+            .into_iter()
+            .map(|c| v1::ContextChange {
+                key: c.key.to_string(),
+                base_version: c.base_version,
+                version: c.version,
+                value_json: if c.deleted { String::new() } else { c.value.to_string() },
+                deleted: c.deleted,
+                gap: c.gap,
+            })
+            .collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -631,7 +694,18 @@ mod tests {
             CoreError::GroupPublishAborted { group_id: "g".into(), why: "the stream broke".into() },
             CoreError::NoGroupState { group_id: "g".into() },
             CoreError::ChecksumMismatch { group_id: "g".into(), what: "the bytes hash to 00, not 11".into() },
+            CoreError::ContextConflict { key: "k".into(), expected: 3, current: 4 },
+            CoreError::UnknownContextKey { namespace: "ns".into(), key: "k".into() },
+            CoreError::UnknownContextVersion { key: "k".into(), version: 1, retained: vec![3, 4] },
+            CoreError::ContextReadOnly { key: "system.health".into() },
         ]
+    }
+
+    #[test]
+    fn a_conflict_tells_the_current_version() {
+        let e = CoreError::ContextConflict { key: "k".into(), expected: 3, current: 4 };
+        assert_eq!(error(&e).current_version, 4);
+        assert_eq!(crate::reason::named(&status(&e), "current_version"), "4");
     }
 
     #[test]

@@ -69,12 +69,14 @@ pub type AdminAnswer = Result<AdminOutcome, CoreError>;
 pub enum ConnSink {
     Session(mpsc::Sender<Result<Frame, Status>>),
     Registry(mpsc::Sender<Result<Frame, Status>>),
+    /// A context watch stream: like a registry watch, it has no reader.
+    Context(mpsc::Sender<Result<Frame, Status>>),
 }
 
 impl ConnSink {
     fn sender(&self) -> &mpsc::Sender<Result<Frame, Status>> {
         match self {
-            ConnSink::Session(tx) | ConnSink::Registry(tx) => tx,
+            ConnSink::Session(tx) | ConnSink::Registry(tx) | ConnSink::Context(tx) => tx,
         }
     }
 }
@@ -90,6 +92,12 @@ pub enum Command {
     Ended { conn: ConnId, status: Status },
     /// An operator's action: the driver names its origin, and its answer goes to `done`.
     Admin { actor: String, action: AdminAction, done: oneshot::Sender<AdminAnswer> },
+    /// A context write from a client outside a session: its answer goes to `done`.
+    ContextWrite {
+        writer: String,
+        write: lockstep_core::ContextWrite,
+        done: oneshot::Sender<Result<lockstep_core::context::Written, CoreError>>,
+    },
     /// Read the engine.
     Query(Query),
     /// Copy the committed data (see [`crate::backup`]): the driver only tells the request where
@@ -357,6 +365,8 @@ struct Driver<J> {
     answers: Vec<Answer>,
     /// Operators waiting for their actions' answers, by origin.
     waiting: HashMap<u64, oneshot::Sender<AdminAnswer>>,
+    /// Clients waiting for their context writes' answers, by origin.
+    context_waiting: HashMap<u64, oneshot::Sender<Result<lockstep_core::context::Written, CoreError>>>,
     next_origin: u64,
     /// Where the engine's decisions on collectives go.
     exchange: Arc<crate::collective::Exchange>,
@@ -384,6 +394,7 @@ pub async fn run<J: Journal>(
         ready: Vec::new(),
         answers: Vec::new(),
         waiting: HashMap::new(),
+        context_waiting: HashMap::new(),
         next_origin: 1,
         exchange,
         groups,
@@ -503,7 +514,7 @@ impl<J: Journal> Driver<J> {
                 if let Some(c) = self.conns.remove(&conn) {
                     // A session's reader reports the end of its stream (`Command::Ended`); a
                     // registry watch has no reader, so its stream going away ends it.
-                    if matches!(c.sink, ConnSink::Registry(_)) {
+                    if matches!(c.sink, ConnSink::Registry(_) | ConnSink::Context(_)) {
                         self.handle(now, Input::Disconnected { conn });
                     }
                 }
@@ -529,6 +540,12 @@ impl<J: Journal> Driver<J> {
                 self.waiting.insert(origin, done);
                 self.handle(now, Input::Admin { origin, actor, action });
             }
+            Command::ContextWrite { writer, write, done } => {
+                let origin = self.next_origin;
+                self.next_origin += 1;
+                self.context_waiting.insert(origin, done);
+                self.handle(now, Input::ContextWrite { origin, writer, write });
+            }
             Command::Query(query) => self.answers.push(query(&self.engine, now)),
             Command::Backup(request) => request.start(self.journal.database()),
         }
@@ -536,7 +553,9 @@ impl<J: Journal> Driver<J> {
 
     /// Commits the turn, then sends what it produced.
     fn end_turn(&mut self) -> Result<(), StoreError> {
-        let Driver { engine, journal, recorder, conns, ready, answers, waiting, exchange, groups, .. } = self;
+        let Driver {
+            engine, journal, recorder, conns, ready, answers, waiting, exchange, groups, context_waiting, ..
+        } = self;
         let turn = engine.ready();
         if !turn.changes().is_empty() {
             journal.commit(turn.changes())?;
@@ -566,6 +585,11 @@ impl<J: Journal> Driver<J> {
                 }
                 Output::Collective(event) => exchange.apply(event),
                 Output::Group(out) => groups.apply(out),
+                Output::ContextDone { origin, result } => {
+                    if let Some(done) = context_waiting.remove(&origin) {
+                        let _ = done.send(result);
+                    }
+                }
             }
         }
         if let Some(r) = recorder.as_mut() {

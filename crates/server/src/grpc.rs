@@ -20,6 +20,8 @@ use crate::admin::{actor, AdminToken};
 use crate::driver::{unexpected, Command, ConnSink, ConnStream, EngineHandle, Signal, CONN_CHANNEL_FRAMES};
 use crate::page::page;
 
+mod context;
+
 /// The lockstep gRPC service.
 #[derive(Clone)]
 pub struct Service {
@@ -34,7 +36,7 @@ pub struct Service {
     admin_token: AdminToken,
 }
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 impl Service {
     /// The service, for a transport that reads gRPC messages of at most `max_message_bytes`; a

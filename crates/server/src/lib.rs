@@ -34,6 +34,7 @@ use std::sync::Arc;
 use lockstep_core::{Config, Engine};
 use lockstep_proto::server::admin_server::AdminServer;
 use lockstep_proto::server::lockstep_server::LockstepServer;
+use lockstep_proto::server::shared_context_server::SharedContextServer;
 pub use lockstep_store::Durability;
 use lockstep_store::{Store, StoreError};
 use tokio::net::TcpListener;
@@ -352,15 +353,24 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     let admin_token = admin::AdminToken::new(options.admin_token);
     // Every call marks its connection as used (see `listener`), then the operators' calls are
     // checked for the token.
+    let service = grpc::Service::new(
+        engine.clone(),
+        max_message,
+        std::time::Duration::from_millis(options.connections.register_within_ms),
+        admin_token.clone(),
+    );
+    // Shared context is served beside the agents' service, by the same service value (one
+    // numbering of streams).
+    let context = tonic::service::interceptor::InterceptedService::new(
+        SharedContextServer::new(service.clone())
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message),
+        listener::mark_used,
+    );
     let agents = tonic::service::interceptor::InterceptedService::new(
-        LockstepServer::new(grpc::Service::new(
-            engine.clone(),
-            max_message,
-            std::time::Duration::from_millis(options.connections.register_within_ms),
-            admin_token.clone(),
-        ))
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(MAX_RESPONSE_BYTES),
+        LockstepServer::new(service)
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES),
         listener::mark_used,
     );
     let token_check = admin::token_check(admin_token);
@@ -386,7 +396,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     }
     let task = match admin_listener {
         None => {
-            let router = transport().add_service(agents).add_service(admin);
+            let router = transport().add_service(agents).add_service(context).add_service(admin);
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(&transport_stop_tx)))
         }
         Some((admin_listener, _)) => {
@@ -396,8 +406,10 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
                     .add_service(admin)
                     .serve_with_incoming_shutdown(admin_incoming, stopped(&transport_stop_tx)),
             );
-            let agents_task =
-                transport().add_service(agents).serve_with_incoming_shutdown(incoming, stopped(&transport_stop_tx));
+            let agents_task = transport()
+                .add_service(agents)
+                .add_service(context)
+                .serve_with_incoming_shutdown(incoming, stopped(&transport_stop_tx));
             tokio::spawn(async move {
                 let result = agents_task.await;
                 let _ = admin_task.await;

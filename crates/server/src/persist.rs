@@ -119,7 +119,38 @@ fn owned_change(c: Change) -> store::Change {
             ballot_json: json_text(&ballot),
         }),
         Change::VoteRemoved { namespace, vote_id } => store::Change::DeleteVote { namespace, vote_id },
+        Change::ContextRevision(image) => {
+            let image = *image;
+            let meta = ContextMeta { owner: image.owner, expires_at: image.expires_at };
+            let revision = image.revisions.into_iter().next_back().expect("a context change carries its version");
+            store::Change::PutContextVersion {
+                key: store::ContextKeyRecord {
+                    namespace: image.namespace.clone(),
+                    key: image.key.clone(),
+                    meta_json: json_text(&meta),
+                },
+                version: store::ContextVersionRecord {
+                    namespace: image.namespace,
+                    key: image.key,
+                    version: revision.version,
+                    revision_json: json_text(&revision),
+                },
+                oldest_retained: image.oldest_retained,
+            }
+        }
+        Change::ContextRemoved { namespace, key, version } => {
+            store::Change::DeleteContextKey { namespace, key, version }
+        }
     }
+}
+
+/// A context key's lifetime, as `context_keys.meta_json` keeps it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContextMeta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_at: Option<Time>,
 }
 
 /// A setting holding `value`.
@@ -207,6 +238,26 @@ pub fn from_store(snapshot: store::Snapshot) -> Result<Loaded, BadRecord> {
         }
         restored.votes.push(image);
     }
+    for k in snapshot.context {
+        let record = || format!("context key '{}' of namespace '{}'", k.key.key, k.key.namespace);
+        let meta: ContextMeta = decode(&record, "meta_json", &k.key.meta_json)?;
+        let mut revisions = Vec::with_capacity(k.versions.len());
+        for v in &k.versions {
+            let revision: lockstep_core::durable::ContextRevisionImage =
+                decode(&record, "revision_json", &v.revision_json)?;
+            latest = latest.max(revision.at);
+            revisions.push(revision);
+        }
+        restored.context.push(lockstep_core::durable::ContextKeyImage {
+            oldest_retained: revisions.first().map_or(0, |r| r.version),
+            namespace: k.key.namespace,
+            key: k.key.key,
+            owner: meta.owner,
+            expires_at: meta.expires_at,
+            revisions,
+        });
+    }
+    restored.context_revisions = snapshot.context_namespaces;
     for e in snapshot.audit {
         latest = latest.max(e.at_ms);
         let outcome = AuditOutcome::parse(&e.outcome)

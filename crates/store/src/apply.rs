@@ -61,6 +61,16 @@ const UPSERT_VOTE: &str = "
         vote_json = excluded.vote_json, created_at_ms = excluded.created_at_ms, finished_at_ms = excluded.finished_at_ms";
 const ADD_BALLOT: &str = "
     INSERT INTO vote_ballots (namespace, vote_id, agent_id, position, ballot_json, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const UPSERT_CONTEXT_KEY: &str = "
+    INSERT INTO context_keys (namespace, key, meta_json) VALUES (?1, ?2, ?3)
+    ON CONFLICT (namespace, key) DO UPDATE SET meta_json = excluded.meta_json";
+const ADD_CONTEXT_VERSION: &str =
+    "INSERT OR REPLACE INTO context_versions (namespace, key, version, revision_json) VALUES (?1, ?2, ?3, ?4)";
+const TRIM_CONTEXT_VERSIONS: &str = "DELETE FROM context_versions WHERE namespace = ?1 AND key = ?2 AND version < ?3";
+const DELETE_CONTEXT_KEY: &str = "DELETE FROM context_keys WHERE namespace = ?1 AND key = ?2";
+const SET_CONTEXT_NAMESPACE: &str = "
+    INSERT INTO context_namespaces (namespace, last_version) VALUES (?1, ?2)
+    ON CONFLICT (namespace) DO UPDATE SET last_version = max(last_version, excluded.last_version)";
 const DELETE_VOTE: &str = "DELETE FROM votes WHERE namespace = ?1 AND vote_id = ?2";
 
 impl Store {
@@ -168,6 +178,19 @@ fn write(tx: &Transaction<'_>, path: &Path, change: &Change) -> Result<(), Store
             .and_then(|mut stmt| stmt.execute(params![namespace, vote_id]))
             .map(drop)
             .map_err(|e| fail(e, format!("the removal of {}", vote_name(namespace, vote_id)))),
+        Change::PutContextVersion { key, version, oldest_retained } => {
+            put_context_version(tx, key, version, *oldest_retained)
+                .map_err(|e| e.into_store_error(path, || context_name(&key.namespace, &key.key)))
+        }
+        Change::DeleteContextKey { namespace, key, version } => {
+            let what = || format!("the removal of {}", context_name(namespace, key));
+            let v = int(*version, what)?;
+            tx.prepare_cached(DELETE_CONTEXT_KEY)
+                .and_then(|mut stmt| stmt.execute(params![namespace, key]))
+                .and_then(|_| tx.prepare_cached(SET_CONTEXT_NAMESPACE)?.execute(params![namespace, v]))
+                .map(drop)
+                .map_err(|e| fail(e, what()))
+        }
         Change::DeleteConfig { key } => tx
             .prepare_cached(DELETE_CONFIG)
             .and_then(|mut stmt| stmt.execute(params![key]))
@@ -213,6 +236,25 @@ fn upsert_sync_point(tx: &Transaction<'_>, p: &SyncPointRecord) -> Result<(), Re
         finished,
         p.result_json,
     ])?;
+    Ok(())
+}
+
+fn put_context_version(
+    tx: &Transaction<'_>,
+    key: &crate::records::ContextKeyRecord,
+    version: &crate::records::ContextVersionRecord,
+    oldest_retained: u64,
+) -> Result<(), RecordError> {
+    let v = int(version.version, || format!("version of {}", context_name(&key.namespace, &key.key)))?;
+    let oldest = int(oldest_retained, || format!("oldest version of {}", context_name(&key.namespace, &key.key)))?;
+    tx.prepare_cached(UPSERT_CONTEXT_KEY)?.execute(params![key.namespace, key.key, key.meta_json])?;
+    tx.prepare_cached(ADD_CONTEXT_VERSION)?.execute(params![
+        version.namespace,
+        version.key,
+        v,
+        version.revision_json
+    ])?;
+    tx.prepare_cached(TRIM_CONTEXT_VERSIONS)?.execute(params![key.namespace, key.key, oldest])?;
     Ok(())
 }
 
@@ -316,6 +358,10 @@ fn map_json(map: &BTreeMap<String, String>) -> String {
 
 pub(crate) fn agent_name(namespace: &str, agent_id: &str) -> String {
     format!("agent '{agent_id}' of namespace '{namespace}'")
+}
+
+pub(crate) fn context_name(namespace: &str, key: &str) -> String {
+    format!("context key '{key}' of namespace '{namespace}'")
 }
 
 pub(crate) fn vote_name(namespace: &str, vote_id: &str) -> String {

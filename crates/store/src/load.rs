@@ -9,7 +9,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, Row};
 
-use crate::apply::{agent_name, point_name, vote_name};
+use crate::apply::{agent_name, context_name, point_name, vote_name};
 use crate::error::{classify, StoreError};
 use crate::records::{
     AgentRecord, ArrivalRecord, AuditRecord, BallotRecord, ConfigRecord, LoadedSyncPoint, LoadedVote, Snapshot,
@@ -29,6 +29,19 @@ impl Store {
             audit: read_audit(&tx, path)?,
             config: read_config(&tx, path)?,
             votes: read_votes(&tx, path)?,
+            context: read_context(&tx, path)?,
+            context_namespaces: query(
+                &tx,
+                path,
+                "the context namespaces",
+                "SELECT namespace, last_version FROM context_namespaces ORDER BY namespace",
+                |row| {
+                    let namespace: String = row.get(0)?;
+                    let name = format!("the context of namespace '{namespace}'");
+                    let v = uint(path, &name, "last_version", row.get(1)?)?;
+                    Ok((namespace, v))
+                },
+            )?,
         };
         // Read-only: ending the transaction by rollback is the same as by commit.
         drop(tx);
@@ -175,6 +188,44 @@ fn read_sync_points(conn: &Connection, path: &Path) -> Result<Vec<LoadedSyncPoin
         });
     }
     Ok(loaded)
+}
+
+fn read_context(conn: &Connection, path: &Path) -> Result<Vec<crate::records::LoadedContextKey>, StoreError> {
+    use crate::records::{ContextKeyRecord, ContextVersionRecord, LoadedContextKey};
+    let keys = query(
+        conn,
+        path,
+        "the context keys",
+        "SELECT namespace, key, meta_json FROM context_keys ORDER BY namespace, key",
+        |row| Ok(ContextKeyRecord { namespace: row.get(0)?, key: row.get(1)?, meta_json: row.get(2)? }),
+    )?;
+    let versions = query(
+        conn,
+        path,
+        "the context versions",
+        "SELECT namespace, key, version, revision_json FROM context_versions ORDER BY namespace, key, version",
+        |row| {
+            let (namespace, key): (String, String) = (row.get(0)?, row.get(1)?);
+            let name = context_name(&namespace, &key);
+            Ok(ContextVersionRecord {
+                version: uint(path, &name, "version", row.get(2)?)?,
+                revision_json: row.get(3)?,
+                namespace,
+                key,
+            })
+        },
+    )?;
+    let mut by_key: HashMap<(String, String), Vec<ContextVersionRecord>> = HashMap::new();
+    for v in versions {
+        by_key.entry((v.namespace.clone(), v.key.clone())).or_default().push(v);
+    }
+    Ok(keys
+        .into_iter()
+        .map(|key| {
+            let versions = by_key.remove(&(key.namespace.clone(), key.key.clone())).unwrap_or_default();
+            LoadedContextKey { key, versions }
+        })
+        .collect())
 }
 
 fn read_votes(conn: &Connection, path: &Path) -> Result<Vec<LoadedVote>, StoreError> {

@@ -111,6 +111,30 @@ pub struct BallotRecord {
     pub at_ms: u64,
 }
 
+/// One shared context key (schema v4): its lifetime, as the engine's JSON.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContextKeyRecord {
+    pub namespace: String,
+    pub key: String,
+    pub meta_json: String,
+}
+
+/// One retained version of a context key (schema v4), as the engine's JSON.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContextVersionRecord {
+    pub namespace: String,
+    pub key: String,
+    pub version: u64,
+    pub revision_json: String,
+}
+
+/// A context key as loaded, with its versions oldest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadedContextKey {
+    pub key: ContextKeyRecord,
+    pub versions: Vec<ContextVersionRecord>,
+}
+
 /// One change to durable state. A batch of changes is applied in one transaction by
 /// [`Store::apply`](crate::Store::apply), in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,6 +167,12 @@ pub enum Change {
     AddBallot(BallotRecord),
     /// Forgets the vote and its ballots; nothing happens if it is not stored.
     DeleteVote { namespace: String, vote_id: String },
+    /// A context key's new version: inserts or updates the key, adds the version, and forgets the
+    /// key's versions older than `oldest_retained`.
+    PutContextVersion { key: ContextKeyRecord, version: ContextVersionRecord, oldest_retained: u64 },
+    /// Forgets a context key and its versions (nothing happens if it is not stored), and records
+    /// `version`, the deletion's, as its namespace's last if it is higher.
+    DeleteContextKey { namespace: String, key: String, version: u64 },
 }
 
 /// A vote as loaded, with its ballots in the order cast.
@@ -172,4 +202,8 @@ pub struct Snapshot {
     pub config: Vec<ConfigRecord>,
     /// Ordered by namespace, then vote id (schema v3).
     pub votes: Vec<LoadedVote>,
+    /// Ordered by namespace, then key (schema v4).
+    pub context: Vec<LoadedContextKey>,
+    /// Each namespace's last context version recorded by a deletion (schema v4).
+    pub context_namespaces: Vec<(String, u64)>,
 }

@@ -14,6 +14,9 @@
 //!   existing agent) and the audit log of operator actions is kept (`audit_log`, keyed by the
 //!   engine's audit sequence number).
 //! * **v3** — votes: `votes` and `vote_ballots` (cascading from their vote).
+//! * **v4 (context)** — shared context: `context_keys` (a key's lifetime), `context_versions` (its
+//!   retained versions, cascading from their key) and `context_namespaces` (each namespace's last
+//!   version given out, so that numbering goes on after deletions).
 
 use std::path::Path;
 
@@ -125,6 +128,31 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             );
         ",
     },
+    // The shared context migration.
+    Migration {
+        version: 4,
+        sql: "
+            CREATE TABLE context_keys (
+                namespace TEXT NOT NULL,
+                key       TEXT NOT NULL,
+                meta_json TEXT NOT NULL,   -- lifetime: owner, expiry
+                PRIMARY KEY (namespace, key)
+            );
+            -- One row per retained version; `version` is the namespace's number for the change.
+            CREATE TABLE context_versions (
+                namespace     TEXT NOT NULL,
+                key           TEXT NOT NULL,
+                version       INTEGER NOT NULL,
+                revision_json TEXT NOT NULL,   -- value, patch, writer, time
+                PRIMARY KEY (namespace, key, version),
+                FOREIGN KEY (namespace, key) REFERENCES context_keys (namespace, key) ON DELETE CASCADE
+            );
+            CREATE TABLE context_namespaces (
+                namespace    TEXT PRIMARY KEY NOT NULL,
+                last_version INTEGER NOT NULL
+            );
+        ",
+    },
 ];
 
 /// The schema version this code writes and understands.
@@ -163,7 +191,7 @@ mod tests {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version as usize, i + 1);
         }
-        assert_eq!(SCHEMA_VERSION, 3);
+        assert_eq!(SCHEMA_VERSION, 4);
     }
 
     #[test]
@@ -175,13 +203,14 @@ mod tests {
         // v1 has no audit log and no pause column yet.
         assert!(conn.prepare("SELECT seq FROM audit_log").is_err());
         migrate(&mut conn, path, MIGRATIONS).unwrap();
-        assert_eq!(version(&conn).unwrap(), 3);
+        assert_eq!(version(&conn).unwrap(), 4);
+        conn.prepare("SELECT revision_json FROM context_versions").unwrap();
         conn.prepare("SELECT seq FROM audit_log").unwrap();
         conn.prepare("SELECT paused FROM agents").unwrap();
         conn.prepare("SELECT ballot_json FROM vote_ballots").unwrap();
         // Running again is a no-op.
         migrate(&mut conn, path, MIGRATIONS).unwrap();
-        assert_eq!(version(&conn).unwrap(), 3);
+        assert_eq!(version(&conn).unwrap(), 4);
     }
 
     #[test]

@@ -34,6 +34,7 @@ from .group import (
     GroupStateBlob,
 )
 from .group import checksum as state_checksum
+from .context import Context, ContextBatch, ContextChange, ContextEntry, ContextWatch, ContextWritten
 from .errors import (
     AgentPaused,
     AlreadyRegistered,
@@ -63,6 +64,7 @@ from .errors import (
     CollectiveTimeout,
     CollectiveAborted,
     GroupStateFailed,
+    ContextConflict,
     RequestTimeout,
     ResourceExhausted,
     SessionClosed,
@@ -120,6 +122,13 @@ __all__ = [
     "StateWatch",
     "Feed",
     "RegistryWatch",
+    "Context",
+    "ContextBatch",
+    "ContextChange",
+    "ContextEntry",
+    "ContextWatch",
+    "ContextWritten",
+    "ContextConflict",
     "SynchronizedAgent",
     "AgentBase",
     "Command",

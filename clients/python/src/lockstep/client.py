@@ -42,6 +42,7 @@ from .v1 import lockstep_pb2_grpc as pb_grpc
 if TYPE_CHECKING:  # pragma: no cover
     from .admin import Admin
     from .agent import Agent
+    from .context import Context
 
 __all__ = ["Client", "RegistryWatch", "connect"]
 
@@ -143,6 +144,7 @@ class Client:
     ) -> None:
         self._channel = channel
         self._stub = pb_grpc.LockstepStub(channel)  # type: ignore[no-untyped-call]
+        self._context: "Optional[Context]" = None
         self.address = address
         """The ``host:port`` this client is connected to."""
         self.namespace = namespace
@@ -326,6 +328,15 @@ class Client:
                 return info
         raise NotFound(f"no agent '{agent_id}' is registered in namespace '{self.namespace or 'default'}'")
 
+    @property
+    def context(self) -> "Context":
+        """Shared context of this client's namespace (see :class:`lockstep.Context`)."""
+        from .context import Context
+
+        if self._context is None:
+            self._context = Context(self)
+        return self._context
+
     def watch_registry(self) -> "RegistryWatch":
         """Follow registry changes as they happen.
 
@@ -482,16 +493,32 @@ class Client:
             pass
 
 
-class RegistryWatch:
-    """An open registry watch: an async iterator of :class:`~lockstep.RegistryEvent`.
-
-    Also an async context manager; :meth:`close` ends it.
-    """
+class _StreamWatch:
+    """An open server stream the client ends when it closes (registry and context watches)."""
 
     def __init__(self, client: Client, call: Any) -> None:
         self._client = client
         self._call = call
         self._closed = False
+
+    def _cancel(self) -> None:
+        self._closed = True
+        self._call.cancel()
+
+    async def close(self) -> None:
+        """Stop watching."""
+        self._cancel()
+        try:
+            self._client._watches.remove(self)
+        except ValueError:
+            pass
+
+
+class RegistryWatch(_StreamWatch):
+    """An open registry watch: an async iterator of :class:`~lockstep.RegistryEvent`.
+
+    Also an async context manager; :meth:`close` ends it.
+    """
 
     def __aiter__(self) -> AsyncIterator[RegistryEvent]:
         return self._events()
@@ -522,17 +549,6 @@ class RegistryWatch:
             raise LockstepError("the registry watch ended")
         return RegistryEvent.from_proto(msg)
 
-    def _cancel(self) -> None:
-        self._closed = True
-        self._call.cancel()
-
-    async def close(self) -> None:
-        """Stop watching."""
-        self._cancel()
-        try:
-            self._client._watches.remove(self)
-        except ValueError:
-            pass
 
     async def started(self) -> None:
         """Wait until the server has accepted the watch.

@@ -115,6 +115,10 @@ class Reason(str, enum.Enum):
     GROUP_PUBLISH_ABORTED = "GROUP_PUBLISH_ABORTED"
     NO_GROUP_STATE = "NO_GROUP_STATE"
     CHECKSUM_MISMATCH = "CHECKSUM_MISMATCH"
+    CONTEXT_CONFLICT = "CONTEXT_CONFLICT"
+    UNKNOWN_CONTEXT_KEY = "UNKNOWN_CONTEXT_KEY"
+    UNKNOWN_CONTEXT_VERSION = "UNKNOWN_CONTEXT_VERSION"
+    CONTEXT_READ_ONLY = "CONTEXT_READ_ONLY"
 
     @classmethod
     def parse(cls, name: str) -> Optional["Reason"]:
@@ -495,6 +499,14 @@ class GroupStateFailed(LockstepError):
     refused by the server on a publish, or found by this client on a fetch)."""
 
     default_code = grpc.StatusCode.ABORTED
+class ContextConflict(FailedPrecondition):
+    """A context compare-and-set found the key at another version.
+
+    Attributes:
+        current_version: the key's current version (0: it does not exist). Read it again and retry.
+    """
+
+    current_version: int = 0
 
 
 _BY_CODE: Dict[grpc.StatusCode, Type[LockstepError]] = {
@@ -573,6 +585,10 @@ _BY_REASON: Dict[Reason, Type[LockstepError]] = {
     Reason.GROUP_BUSY: FailedPrecondition,
     Reason.GROUP_PUBLISH_ABORTED: GroupStateFailed,
     Reason.CHECKSUM_MISMATCH: GroupStateFailed,
+    Reason.CONTEXT_CONFLICT: ContextConflict,
+    Reason.UNKNOWN_CONTEXT_KEY: NotFound,
+    Reason.UNKNOWN_CONTEXT_VERSION: NotFound,
+    Reason.CONTEXT_READ_ONLY: FailedPrecondition,
 }
 
 
@@ -650,5 +666,7 @@ def error_from_rpc(exc: grpc.RpcError, *, what: str = "") -> LockstepError:
         # A collective's failure names its member and who is missing in the ErrorInfo.
         err.agent = info.metadata.get("agent", "")
         err.missing = tuple(m for m in info.metadata.get("missing", "").split(",") if m)
+    if isinstance(err, ContextConflict) and info is not None:
+        err.current_version = int(info.metadata.get("current_version", "0") or 0)
     err.__cause__ = exc
     return err

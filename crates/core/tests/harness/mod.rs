@@ -52,6 +52,8 @@ pub struct Harness {
     pub collective_events: Vec<lockstep_core::collective::CollectiveEvent>,
     /// What the engine told the shell's group store, in order.
     pub group_outputs: Vec<lockstep_core::GroupOutput>,
+    /// Answers to context writes made outside a session, by origin.
+    pub context_done: Vec<(u64, Result<lockstep_core::context::Written, CoreError>)>,
     next_origin: u64,
     /// The durable changes of every turn so far (what a store would have committed), until taken.
     changes: Vec<Change>,
@@ -70,6 +72,7 @@ impl Harness {
             admin_done: Vec::new(),
             collective_events: Vec::new(),
             group_outputs: Vec::new(),
+            context_done: Vec::new(),
             next_origin: 1_000,
             changes: Vec::new(),
             paused: BTreeSet::new(),
@@ -273,6 +276,7 @@ impl Harness {
                 Output::AdminDone { origin, result } => self.admin_done.push((origin, result)),
                 Output::Collective(event) => self.collective_events.push(event),
                 Output::Group(out) => self.group_outputs.push(out),
+                Output::ContextDone { origin, result } => self.context_done.push((origin, result)),
                 Output::Close(conn, reason) => {
                     let log = self.logs.entry(conn).or_default();
                     assert!(log.closed.is_none(), "{conn:?} closed twice: {:?} then {reason:?}", log.closed);

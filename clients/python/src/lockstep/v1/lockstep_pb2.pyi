@@ -80,7 +80,7 @@ class BackupResponse(_message.Message):
     def __init__(self, path: _Optional[str] = ..., bytes: _Optional[int] = ...) -> None: ...
 
 class ClientMessage(_message.Message):
-    __slots__ = ("request_id", "register", "heartbeat", "publish", "update_state", "set_status", "watch_state", "unwatch_state", "sync", "ack", "deregister", "command_result", "delivery_error", "agent_request", "respond", "open_vote", "cast_ballot", "join_group", "leave_group")
+    __slots__ = ("request_id", "register", "heartbeat", "publish", "update_state", "set_status", "watch_state", "unwatch_state", "sync", "ack", "deregister", "command_result", "delivery_error", "agent_request", "respond", "open_vote", "cast_ballot", "join_group", "leave_group", "context_write")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     REGISTER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +100,7 @@ class ClientMessage(_message.Message):
     CAST_BALLOT_FIELD_NUMBER: _ClassVar[int]
     JOIN_GROUP_FIELD_NUMBER: _ClassVar[int]
     LEAVE_GROUP_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_WRITE_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     register: Register
     heartbeat: Heartbeat
@@ -119,7 +120,8 @@ class ClientMessage(_message.Message):
     cast_ballot: CastBallot
     join_group: JoinGroup
     leave_group: LeaveGroup
-    def __init__(self, request_id: _Optional[int] = ..., register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., update_state: _Optional[_Union[UpdateState, _Mapping]] = ..., set_status: _Optional[_Union[SetStatus, _Mapping]] = ..., watch_state: _Optional[_Union[WatchState, _Mapping]] = ..., unwatch_state: _Optional[_Union[UnwatchState, _Mapping]] = ..., sync: _Optional[_Union[SyncArrive, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., deregister: _Optional[_Union[Deregister, _Mapping]] = ..., command_result: _Optional[_Union[CommandResult, _Mapping]] = ..., delivery_error: _Optional[_Union[DeliveryError, _Mapping]] = ..., agent_request: _Optional[_Union[AgentRequest, _Mapping]] = ..., respond: _Optional[_Union[Respond, _Mapping]] = ..., open_vote: _Optional[_Union[OpenVote, _Mapping]] = ..., cast_ballot: _Optional[_Union[CastBallot, _Mapping]] = ..., join_group: _Optional[_Union[JoinGroup, _Mapping]] = ..., leave_group: _Optional[_Union[LeaveGroup, _Mapping]] = ...) -> None: ...
+    context_write: ContextWrite
+    def __init__(self, request_id: _Optional[int] = ..., register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., update_state: _Optional[_Union[UpdateState, _Mapping]] = ..., set_status: _Optional[_Union[SetStatus, _Mapping]] = ..., watch_state: _Optional[_Union[WatchState, _Mapping]] = ..., unwatch_state: _Optional[_Union[UnwatchState, _Mapping]] = ..., sync: _Optional[_Union[SyncArrive, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., deregister: _Optional[_Union[Deregister, _Mapping]] = ..., command_result: _Optional[_Union[CommandResult, _Mapping]] = ..., delivery_error: _Optional[_Union[DeliveryError, _Mapping]] = ..., agent_request: _Optional[_Union[AgentRequest, _Mapping]] = ..., respond: _Optional[_Union[Respond, _Mapping]] = ..., open_vote: _Optional[_Union[OpenVote, _Mapping]] = ..., cast_ballot: _Optional[_Union[CastBallot, _Mapping]] = ..., join_group: _Optional[_Union[JoinGroup, _Mapping]] = ..., leave_group: _Optional[_Union[LeaveGroup, _Mapping]] = ..., context_write: _Optional[_Union[ContextWrite, _Mapping]] = ...) -> None: ...
 
 class AgentRequest(_message.Message):
     __slots__ = ("topic", "payload", "content_type", "timeout_ms")
@@ -359,7 +361,7 @@ class Registered(_message.Message):
     def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., lease_intervals: _Optional[int] = ..., resumed: bool = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., connection_heartbeats: bool = ...) -> None: ...
 
 class Reply(_message.Message):
-    __slots__ = ("request_id", "ok", "error", "state_version", "sync_result", "agent_response", "vote_outcome", "group_membership")
+    __slots__ = ("request_id", "ok", "error", "state_version", "sync_result", "agent_response", "vote_outcome", "group_membership", "context_written")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -368,6 +370,7 @@ class Reply(_message.Message):
     AGENT_RESPONSE_FIELD_NUMBER: _ClassVar[int]
     VOTE_OUTCOME_FIELD_NUMBER: _ClassVar[int]
     GROUP_MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_WRITTEN_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     ok: Ok
     error: Error
@@ -376,7 +379,8 @@ class Reply(_message.Message):
     agent_response: AgentResponse
     vote_outcome: VoteOutcome
     group_membership: GroupMembership
-    def __init__(self, request_id: _Optional[int] = ..., ok: _Optional[_Union[Ok, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., state_version: _Optional[_Union[StateVersion, _Mapping]] = ..., sync_result: _Optional[_Union[SyncResult, _Mapping]] = ..., agent_response: _Optional[_Union[AgentResponse, _Mapping]] = ..., vote_outcome: _Optional[_Union[VoteOutcome, _Mapping]] = ..., group_membership: _Optional[_Union[GroupMembership, _Mapping]] = ...) -> None: ...
+    context_written: ContextWritten
+    def __init__(self, request_id: _Optional[int] = ..., ok: _Optional[_Union[Ok, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., state_version: _Optional[_Union[StateVersion, _Mapping]] = ..., sync_result: _Optional[_Union[SyncResult, _Mapping]] = ..., agent_response: _Optional[_Union[AgentResponse, _Mapping]] = ..., vote_outcome: _Optional[_Union[VoteOutcome, _Mapping]] = ..., group_membership: _Optional[_Union[GroupMembership, _Mapping]] = ..., context_written: _Optional[_Union[ContextWritten, _Mapping]] = ...) -> None: ...
 
 class AgentResponse(_message.Message):
     __slots__ = ("payload", "content_type", "responder")
@@ -393,18 +397,20 @@ class Ok(_message.Message):
     def __init__(self) -> None: ...
 
 class Error(_message.Message):
-    __slots__ = ("code", "message", "missing_agents", "sync_id", "reason")
+    __slots__ = ("code", "message", "missing_agents", "sync_id", "reason", "current_version")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     MISSING_AGENTS_FIELD_NUMBER: _ClassVar[int]
     SYNC_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     code: int
     message: str
     missing_agents: _containers.RepeatedScalarFieldContainer[str]
     sync_id: str
     reason: str
-    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., missing_agents: _Optional[_Iterable[str]] = ..., sync_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    current_version: int
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., missing_agents: _Optional[_Iterable[str]] = ..., sync_id: _Optional[str] = ..., reason: _Optional[str] = ..., current_version: _Optional[int] = ...) -> None: ...
 
 class StateVersion(_message.Message):
     __slots__ = ("version",)
@@ -1415,3 +1421,131 @@ class ListGroupsResponse(_message.Message):
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     groups: _containers.RepeatedCompositeFieldContainer[GroupInfo]
     def __init__(self, groups: _Optional[_Iterable[_Union[GroupInfo, _Mapping]]] = ...) -> None: ...
+
+class ContextWrite(_message.Message):
+    __slots__ = ("key", "set_json", "patch_json", "delete", "expected_version", "lease", "ttl_ms")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SET_JSON_FIELD_NUMBER: _ClassVar[int]
+    PATCH_JSON_FIELD_NUMBER: _ClassVar[int]
+    DELETE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    set_json: str
+    patch_json: str
+    delete: bool
+    expected_version: int
+    lease: bool
+    ttl_ms: int
+    def __init__(self, key: _Optional[str] = ..., set_json: _Optional[str] = ..., patch_json: _Optional[str] = ..., delete: bool = ..., expected_version: _Optional[int] = ..., lease: bool = ..., ttl_ms: _Optional[int] = ...) -> None: ...
+
+class ContextWriteRequest(_message.Message):
+    __slots__ = ("namespace", "writer", "write")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    WRITER_FIELD_NUMBER: _ClassVar[int]
+    WRITE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    writer: str
+    write: ContextWrite
+    def __init__(self, namespace: _Optional[str] = ..., writer: _Optional[str] = ..., write: _Optional[_Union[ContextWrite, _Mapping]] = ...) -> None: ...
+
+class ContextWritten(_message.Message):
+    __slots__ = ("version", "previous_version", "expires_at_ms")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    previous_version: int
+    expires_at_ms: int
+    def __init__(self, version: _Optional[int] = ..., previous_version: _Optional[int] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
+
+class ContextGetRequest(_message.Message):
+    __slots__ = ("namespace", "key", "version")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    key: str
+    version: int
+    def __init__(self, namespace: _Optional[str] = ..., key: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class ContextValue(_message.Message):
+    __slots__ = ("key", "version", "value_json", "at_ms", "writer", "current_version", "expires_at_ms", "owner", "patch_json")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    VALUE_JSON_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    WRITER_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    PATCH_JSON_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    version: int
+    value_json: str
+    at_ms: int
+    writer: str
+    current_version: int
+    expires_at_ms: int
+    owner: str
+    patch_json: str
+    def __init__(self, key: _Optional[str] = ..., version: _Optional[int] = ..., value_json: _Optional[str] = ..., at_ms: _Optional[int] = ..., writer: _Optional[str] = ..., current_version: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., owner: _Optional[str] = ..., patch_json: _Optional[str] = ...) -> None: ...
+
+class ContextListRequest(_message.Message):
+    __slots__ = ("namespace", "prefix")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    prefix: str
+    def __init__(self, namespace: _Optional[str] = ..., prefix: _Optional[str] = ...) -> None: ...
+
+class ContextListResponse(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedCompositeFieldContainer[ContextValue]
+    def __init__(self, values: _Optional[_Iterable[_Union[ContextValue, _Mapping]]] = ...) -> None: ...
+
+class ContextHistoryResponse(_message.Message):
+    __slots__ = ("versions",)
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    versions: _containers.RepeatedCompositeFieldContainer[ContextValue]
+    def __init__(self, versions: _Optional[_Iterable[_Union[ContextValue, _Mapping]]] = ...) -> None: ...
+
+class ContextWatchRequest(_message.Message):
+    __slots__ = ("namespace", "key", "prefix", "from_version")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    key: str
+    prefix: str
+    from_version: int
+    def __init__(self, namespace: _Optional[str] = ..., key: _Optional[str] = ..., prefix: _Optional[str] = ..., from_version: _Optional[int] = ...) -> None: ...
+
+class ContextBatch(_message.Message):
+    __slots__ = ("reset", "changes", "resume_from")
+    RESET_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FROM_FIELD_NUMBER: _ClassVar[int]
+    reset: bool
+    changes: _containers.RepeatedCompositeFieldContainer[ContextChange]
+    resume_from: int
+    def __init__(self, reset: bool = ..., changes: _Optional[_Iterable[_Union[ContextChange, _Mapping]]] = ..., resume_from: _Optional[int] = ...) -> None: ...
+
+class ContextChange(_message.Message):
+    __slots__ = ("key", "base_version", "version", "value_json", "deleted", "gap")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    VALUE_JSON_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    GAP_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    base_version: int
+    version: int
+    value_json: str
+    deleted: bool
+    gap: bool
+    def __init__(self, key: _Optional[str] = ..., base_version: _Optional[int] = ..., version: _Optional[int] = ..., value_json: _Optional[str] = ..., deleted: bool = ..., gap: bool = ...) -> None: ...

@@ -1331,3 +1331,271 @@ class Admin(object):
             timeout,
             metadata,
             _registered_method=True)
+
+
+class SharedContextStub(object):
+    """---------------------------------------------------------------------------------------------
+    Shared context: per namespace, keys (dot-separated names) holding JSON values, each change a new
+    version (numbered per namespace), compare-and-set on the version, a bounded history per key,
+    watches on a key or a prefix resumable from a version. Keys under `system.` are kept by the
+    server and read-only. See "Shared context" in docs/PROTOCOL.md.
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Get = channel.unary_unary(
+                '/lockstep.v1.SharedContext/Get',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.ContextGetRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.ContextValue.FromString,
+                _registered_method=True)
+        self.List = channel.unary_unary(
+                '/lockstep.v1.SharedContext/List',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.ContextListRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.ContextListResponse.FromString,
+                _registered_method=True)
+        self.History = channel.unary_unary(
+                '/lockstep.v1.SharedContext/History',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.ContextGetRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.ContextHistoryResponse.FromString,
+                _registered_method=True)
+        self.Write = channel.unary_unary(
+                '/lockstep.v1.SharedContext/Write',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.ContextWriteRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.ContextWritten.FromString,
+                _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/lockstep.v1.SharedContext/Watch',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.ContextWatchRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.ContextBatch.FromString,
+                _registered_method=True)
+
+
+class SharedContextServicer(object):
+    """---------------------------------------------------------------------------------------------
+    Shared context: per namespace, keys (dot-separated names) holding JSON values, each change a new
+    version (numbered per namespace), compare-and-set on the version, a bounded history per key,
+    watches on a key or a prefix resumable from a version. Keys under `system.` are kept by the
+    server and read-only. See "Shared context" in docs/PROTOCOL.md.
+
+    """
+
+    def Get(self, request, context):
+        """A key's current value, or a retained version of it (UNKNOWN_CONTEXT_KEY, UNKNOWN_CONTEXT_VERSION).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def List(self, request, context):
+        """Every key under a prefix (empty: all), current values, in key order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def History(self, request, context):
+        """A key's retained versions, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Write(self, request, context):
+        """A write outside any session (no lease binding). Agents write on their session (ContextWrite).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Watch(self, request, context):
+        """Changes of a key or of the keys under a prefix. The first batch comes at once (possibly
+        empty): snapshots, or, resuming from `from_version`, what was missed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_SharedContextServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Get': grpc.unary_unary_rpc_method_handler(
+                    servicer.Get,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.ContextGetRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.ContextValue.SerializeToString,
+            ),
+            'List': grpc.unary_unary_rpc_method_handler(
+                    servicer.List,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.ContextListRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.ContextListResponse.SerializeToString,
+            ),
+            'History': grpc.unary_unary_rpc_method_handler(
+                    servicer.History,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.ContextGetRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.ContextHistoryResponse.SerializeToString,
+            ),
+            'Write': grpc.unary_unary_rpc_method_handler(
+                    servicer.Write,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.ContextWriteRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.ContextWritten.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.ContextWatchRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.ContextBatch.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'lockstep.v1.SharedContext', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('lockstep.v1.SharedContext', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class SharedContext(object):
+    """---------------------------------------------------------------------------------------------
+    Shared context: per namespace, keys (dot-separated names) holding JSON values, each change a new
+    version (numbered per namespace), compare-and-set on the version, a bounded history per key,
+    watches on a key or a prefix resumable from a version. Keys under `system.` are kept by the
+    server and read-only. See "Shared context" in docs/PROTOCOL.md.
+
+    """
+
+    @staticmethod
+    def Get(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.SharedContext/Get',
+            lockstep_dot_v1_dot_lockstep__pb2.ContextGetRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.ContextValue.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def List(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.SharedContext/List',
+            lockstep_dot_v1_dot_lockstep__pb2.ContextListRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.ContextListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def History(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.SharedContext/History',
+            lockstep_dot_v1_dot_lockstep__pb2.ContextGetRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.ContextHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Write(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.SharedContext/Write',
+            lockstep_dot_v1_dot_lockstep__pb2.ContextWriteRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.ContextWritten.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/lockstep.v1.SharedContext/Watch',
+            lockstep_dot_v1_dot_lockstep__pb2.ContextWatchRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.ContextBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
