@@ -1072,39 +1072,83 @@ impl ContextFeed {
         self.order.len()
     }
 
-    /// The next batch of at most `max_items` changes; `current` gives a key's (version, value).
+    /// The next batch of at most `max_items` changes and at most `max_bytes` of them (keys and
+    /// JSON text, as [`change_bytes`] counts), but at least one: so a batch stays under the
+    /// transport's message cap whatever is pending. A coalesced delta larger than `max_bytes` goes
+    /// as the value itself. `current` gives a key's (version, value).
     pub fn pop(
         &mut self,
         max_items: usize,
+        max_bytes: usize,
         current: impl Fn(&str) -> Option<(u64, Arc<Value>)>,
     ) -> Option<ContextBatch> {
         if self.is_empty() {
             return None;
         }
+        let snapshot = |key: &Arc<str>, gap: bool| {
+            current(key).map(|(version, value)| ContextChange {
+                key: key.clone(),
+                base_version: 0,
+                version,
+                value: (*value).clone(),
+                deleted: false,
+                gap,
+            })
+        };
         let mut changes = Vec::with_capacity(self.order.len().min(max_items));
+        let mut bytes = 0usize;
         while changes.len() < max_items.max(1) {
             let Some(key) = self.order.pop_front() else { break };
             let Some(pending) = self.pending.remove(&key) else { continue };
-            let change = match pending {
+            let change = match &pending {
                 Pending::Delta { base_version, version, delta, .. } => {
-                    ContextChange { key, base_version, version, value: delta, deleted: false, gap: false }
-                }
-                Pending::Snapshot { gap, .. } => match current(&key) {
-                    Some((version, value)) => {
-                        ContextChange { key, base_version: 0, version, value: (*value).clone(), deleted: false, gap }
+                    let change = ContextChange {
+                        key: key.clone(),
+                        base_version: *base_version,
+                        version: *version,
+                        value: delta.clone(),
+                        deleted: false,
+                        gap: false,
+                    };
+                    // Deletions inside a coalesced delta leave nulls that can outgrow the value.
+                    match change_bytes(&change) > max_bytes {
+                        true => snapshot(&key, false).unwrap_or(change),
+                        false => change,
                     }
+                }
+                Pending::Snapshot { gap, .. } => match snapshot(&key, *gap) {
+                    Some(change) => change,
                     None => continue,
                 },
-                Pending::Removed { version, .. } => {
-                    ContextChange { key, base_version: 0, version, value: Value::Null, deleted: true, gap: false }
-                }
+                Pending::Removed { version, .. } => ContextChange {
+                    key: key.clone(),
+                    base_version: 0,
+                    version: *version,
+                    value: Value::Null,
+                    deleted: true,
+                    gap: false,
+                },
             };
+            let size = change_bytes(&change);
+            if !changes.is_empty() && bytes.saturating_add(size) > max_bytes {
+                // The next batch's first: put back as it was.
+                self.pending.insert(key.clone(), pending);
+                self.order.push_front(key);
+                break;
+            }
+            bytes = bytes.saturating_add(size);
             changes.push(change);
         }
         let resume_from = self.pending.values().map(Pending::since).min().unwrap_or(self.high);
         let reset = std::mem::take(&mut self.reset);
         Some(ContextBatch { reset, changes, resume_from })
     }
+}
+
+/// The bytes a change takes in a batch: its key, its JSON text, and a bound for the field tags and
+/// numbers around them.
+pub fn change_bytes(change: &ContextChange) -> usize {
+    change.key.len() + if change.deleted { 0 } else { state::json_len(&change.value) } + 64
 }
 
 #[cfg(test)]
@@ -1290,7 +1334,9 @@ mod tests {
 
     fn drain(feed: &mut ContextFeed, c: &Context) -> Vec<ContextBatch> {
         std::iter::from_fn(|| {
-            feed.pop(100, |k| c.space("ns").and_then(|s| s.get(k)).map(|e| (e.version(), e.current().value.clone())))
+            feed.pop(100, usize::MAX, |k| {
+                c.space("ns").and_then(|s| s.get(k)).map(|e| (e.version(), e.current().value.clone()))
+            })
         })
         .collect()
     }
@@ -1385,12 +1431,34 @@ mod tests {
         feed.push(&apply(&mut c, 0, &set("a", json!(1))).unwrap()); // 1
         feed.push(&apply(&mut c, 0, &set("b", json!(1))).unwrap()); // 2
         feed.push(&apply(&mut c, 0, &set("a", json!(2))).unwrap()); // 3, coalesced into a's place
-        let first = feed.pop(1, |k| c.space("ns").unwrap().get(k).map(|e| (e.version(), e.current().value.clone())));
+        let first = feed
+            .pop(1, usize::MAX, |k| c.space("ns").unwrap().get(k).map(|e| (e.version(), e.current().value.clone())));
         let first = first.unwrap();
         assert_eq!(first.changes[0].version, 3);
         assert_eq!(first.resume_from, 1, "b (version 2) has not gone yet");
         let second = drain(&mut feed, &c).remove(0);
         assert_eq!(second.resume_from, 3);
+    }
+
+    #[test]
+    fn a_batch_is_bounded_by_bytes_and_always_carries_one_change() {
+        let mut c = Context::default();
+        let sel = Selector::Prefix("".into());
+        let mut feed = ContextFeed::new(ns(), sel.clone(), c.resume("ns", &sel, 0));
+        for k in ["a", "b", "c"] {
+            feed.push(&apply(&mut c, 0, &set(k, json!("x".repeat(500)))).unwrap());
+        }
+        let current = |k: &str| c.space("ns").unwrap().get(k).map(|e| (e.version(), e.current().value.clone()));
+        // Room for two changes of ~570 bytes (value, key, framing): one per batch at 1,000.
+        let sizes: Vec<usize> = std::iter::from_fn(|| feed.pop(100, 1_000, current)).map(|b| b.changes.len()).collect();
+        assert_eq!(sizes, vec![1, 1, 1]);
+        for k in ["a", "b"] {
+            feed.push(&apply(&mut c, 0, &set(k, json!("y".repeat(500)))).unwrap());
+        }
+        let current = |k: &str| c.space("ns").unwrap().get(k).map(|e| (e.version(), e.current().value.clone()));
+        let batch = feed.pop(100, 10, current).expect("a change waits");
+        assert_eq!(batch.changes.len(), 1, "a budget below one change still sends it");
+        assert_eq!(batch.resume_from, batch.changes[0].version, "b, still waiting, holds the resume point back");
     }
 
     #[test]

@@ -364,7 +364,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     let context = tonic::service::interceptor::InterceptedService::new(
         SharedContextServer::new(service.clone())
             .max_decoding_message_size(max_message)
-            .max_encoding_message_size(max_message),
+            .max_encoding_message_size(MAX_RESPONSE_BYTES),
         listener::mark_used,
     );
     let agents = tonic::service::interceptor::InterceptedService::new(

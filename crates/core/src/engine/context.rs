@@ -109,6 +109,7 @@ impl Engine {
 
     /// The next batch for a context watcher.
     pub(super) fn context_frame(&mut self, conn: ConnId, max_items: usize) -> Option<crate::io::Frame> {
+        let max_bytes = self.config.limits.frame_bytes();
         let Some(ConnRole::ContextWatcher(feed, first)) = self.conns.get_mut(&conn) else { return None };
         let context = &self.context;
         let ns = feed.ns.clone();
@@ -116,7 +117,7 @@ impl Engine {
             let space = if context::is_system(key) { Some(context.system()) } else { context.space(&ns) };
             space.and_then(|s| s.get(key)).map(|e| (e.version(), e.current().value.clone()))
         };
-        let batch = match feed.pop(max_items, current) {
+        let batch = match feed.pop(max_items, max_bytes, current) {
             Some(batch) => Some(batch),
             // The first batch goes even when empty: the watcher learns the version to resume from.
             None if *first => {
