@@ -9,16 +9,24 @@ async fn step(agent: &lockstep_client::Agent, grads: &[f32], step: u64) -> Resul
     agent.allreduce(&c, grads, ReduceOp::Mean).await
 }
 
-async fn late(agent: &lockstep_client::Agent, grads: &[f32]) -> Result<Vec<u8>, lockstep_client::Error> {
-    use lockstep_client::{state_checksum, Collective, ReduceOp};
+async fn catch_up(agent: &lockstep_client::Agent) -> Result<Vec<u8>, lockstep_client::Error> {
     let membership = agent.join_group("model").await?;
     println!("rank {} of {:?}", membership.rank, membership.members);
     let current = agent.fetch_group_state("model").await?; // its SHA-256 is checked here
-    let params: Vec<u8> = current.bytes.to_vec();
-    let c = Collective::replica("step-3", "model").checksum(state_checksum(&params));
+    Ok(current.bytes.to_vec())
+}
+
+async fn replica_step(
+    agent: &lockstep_client::Agent,
+    params: &[u8],
+    grads: &[f32],
+    step: u64,
+) -> Result<Vec<f32>, lockstep_client::Error> {
+    use lockstep_client::{state_checksum, Collective, ReduceOp};
+    let c = Collective::replica(format!("step-{step}"), "model").checksum(state_checksum(params));
     let out = agent.allreduce_outcome(&c, grads, ReduceOp::Mean).await?;
     assert!(out.diverged.is_empty(), "replicas that diverged: {:?}", out.diverged);
-    Ok(params)
+    Ok(out.result)
 }
 
 /// Parameters as the bytes of a replica group's state.
@@ -28,7 +36,7 @@ fn to_bytes(params: &[f32]) -> Vec<u8> {
 
 #[tokio::main]
 async fn main() -> Result<(), lockstep_client::Error> {
-    use lockstep_client::{state_checksum, Collective, ReduceOp};
+    use lockstep_client::state_checksum;
     let address = std::env::var("LOCKSTEP_ADDR").unwrap_or_else(|_| "127.0.0.1:7600".into());
     let client = Client::connect(&address).await?;
     let w0 = client.register(AgentOptions::new("worker-0", "worker")).await?;
@@ -49,19 +57,20 @@ async fn main() -> Result<(), lockstep_client::Error> {
     let published = w0.publish_group_state("model", to_bytes(&params)).await?;
     println!("published version {}", published.version);
 
-    // A third worker joins late, fetches the parameters and meets the others at step 3.
+    // A third worker joins late and catches up; then the three meet at step 3 (a collective over
+    // a replica group is over its members when the first call comes: after the join).
     let w2 = client.register(AgentOptions::new("worker-2", "worker")).await?;
-    let checksum = state_checksum(&to_bytes(&params));
-    let c = Collective::replica("step-3", "model").checksum(checksum.clone());
-    let grads = [1.0f32, 1.0, 1.0];
-    let (a, b, fetched) = tokio::join!(
-        w0.allreduce_outcome(&c, &grads, ReduceOp::Mean),
-        w1.allreduce_outcome(&c, &grads, ReduceOp::Mean),
-        late(&w2, &grads),
-    );
-    let (a, b, fetched) = (a?, b?, fetched?);
+    let fetched = catch_up(&w2).await?;
     assert_eq!(fetched, to_bytes(&params), "the late worker holds the published parameters");
-    assert!(a.diverged.is_empty() && b.diverged.is_empty());
-    println!("late worker caught up: {} bytes, checksum {checksum}, nobody diverged", fetched.len());
+    let grads = [1.0f32, 1.0, 1.0];
+    let held = to_bytes(&params);
+    let (a, b, c) = tokio::join!(
+        replica_step(&w0, &held, &grads, 3),
+        replica_step(&w1, &held, &grads, 3),
+        replica_step(&w2, &fetched, &grads, 3),
+    );
+    let (a, b, c) = (a?, b?, c?);
+    assert!(a == b && b == c, "every replica holds the same mean");
+    println!("late worker caught up: {} bytes, checksum {}, nobody diverged", fetched.len(), state_checksum(&fetched));
     Ok(())
 }
