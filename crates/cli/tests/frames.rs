@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use lockstep_client::{Participants, Reason, WatchTarget};
+use lockstep_client::{ContextWrites, Participants, Reason, WatchTarget};
 use serde_json::json;
 use support::{eventually, opts, Server};
 
@@ -131,6 +131,12 @@ async fn listings_larger_than_one_message_come_in_pages() {
         }
         agents.push(client.register(options).await.unwrap());
     }
+    let mut raw = lockstep_client::proto::lockstep_client::LockstepClient::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap()
+        .max_decoding_message_size(64 << 20);
+    let first = raw.list_agents(lockstep_client::proto::ListAgentsRequest::default()).await.unwrap().into_inner();
+    assert!(first.agents.len() < 12 && !first.next_page_token.is_empty(), "a first page of {}", first.agents.len());
     let listed = client.list_agents(Default::default()).await.expect("listed in pages");
     assert_eq!(
         listed.iter().map(|a| a.agent_id.as_str()).collect::<Vec<_>>(),
@@ -146,4 +152,22 @@ async fn listings_larger_than_one_message_come_in_pages() {
     let points = client.list_sync_points().await.expect("listed in pages");
     assert_eq!(points.len(), 2_500);
     assert!(points.windows(2).all(|w| w[0].sync_id < w[1].sync_id), "in id order, each once");
+
+    // Shared context: ten values of 200 KiB (2 MiB in all) list whole, in key order.
+    let context = client.context();
+    for i in 0..10 {
+        context.set(&format!("blobs.b{i}"), &json!("x".repeat(200 * 1024))).await.unwrap();
+    }
+    let mut raw =
+        lockstep_client::proto::shared_context_client::SharedContextClient::connect(format!("http://{}", server.addr))
+            .await
+            .unwrap();
+    let request = lockstep_client::proto::ContextListRequest { prefix: "blobs".into(), ..Default::default() };
+    let first = raw.list(request).await.unwrap().into_inner();
+    assert!(first.values.len() < 10 && !first.next_page_token.is_empty(), "a first page of {}", first.values.len());
+    let listed = context.list("blobs").await.expect("listed in pages");
+    assert_eq!(
+        listed.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+        (0..10).map(|i| format!("blobs.b{i}")).collect::<Vec<_>>()
+    );
 }

@@ -120,8 +120,21 @@ impl ContextClient {
 
     /// Every key under `prefix` (empty: all, the server's `system.*` keys included), in key order.
     pub async fn list(&self, prefix: &str) -> Result<Vec<Entry>, Error> {
-        let req = v1::ContextListRequest { namespace: self.namespace.clone(), prefix: prefix.to_owned() };
-        self.grpc.clone().list(req).await?.into_inner().values.into_iter().map(entry).collect()
+        let values = crate::every_page(|page_token| {
+            let mut grpc = self.grpc.clone();
+            let req = v1::ContextListRequest {
+                namespace: self.namespace.clone(),
+                prefix: prefix.to_owned(),
+                page_token,
+                page_size: 0,
+            };
+            async move {
+                let page = grpc.list(req).await?.into_inner();
+                Ok((page.values, page.next_page_token))
+            }
+        })
+        .await?;
+        values.into_iter().map(entry).collect()
     }
 
     /// The key's retained versions, oldest first.

@@ -29,9 +29,11 @@ impl SharedContext for Service {
         &self,
         request: Request<v1::ContextListRequest>,
     ) -> Result<Response<v1::ContextListResponse>, Status> {
-        let r = request.into_inner();
-        let reads = self.engine.query(move |e, _| e.context_list(&r.namespace, &r.prefix)).await?;
-        Ok(Response::new(v1::ContextListResponse { values: reads.iter().map(convert::context_value).collect() }))
+        let v1::ContextListRequest { namespace, prefix, page_token, page_size } = request.into_inner();
+        let reads = self.engine.query(move |e, _| e.context_list(&namespace, &prefix)).await?;
+        let (values, next_page_token) =
+            crate::page::page(&reads, |r| &r.key, &page_token, page_size, self.page_bytes(), convert::context_value);
+        Ok(Response::new(v1::ContextListResponse { values, next_page_token }))
     }
 
     async fn history(

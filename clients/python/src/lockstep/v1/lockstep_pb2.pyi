@@ -1493,18 +1493,24 @@ class ContextValue(_message.Message):
     def __init__(self, key: _Optional[str] = ..., version: _Optional[int] = ..., value_json: _Optional[str] = ..., at_ms: _Optional[int] = ..., writer: _Optional[str] = ..., current_version: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., owner: _Optional[str] = ..., patch_json: _Optional[str] = ...) -> None: ...
 
 class ContextListRequest(_message.Message):
-    __slots__ = ("namespace", "prefix")
+    __slots__ = ("namespace", "prefix", "page_token", "page_size")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     PREFIX_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     prefix: str
-    def __init__(self, namespace: _Optional[str] = ..., prefix: _Optional[str] = ...) -> None: ...
+    page_token: str
+    page_size: int
+    def __init__(self, namespace: _Optional[str] = ..., prefix: _Optional[str] = ..., page_token: _Optional[str] = ..., page_size: _Optional[int] = ...) -> None: ...
 
 class ContextListResponse(_message.Message):
-    __slots__ = ("values",)
+    __slots__ = ("values", "next_page_token")
     VALUES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     values: _containers.RepeatedCompositeFieldContainer[ContextValue]
-    def __init__(self, values: _Optional[_Iterable[_Union[ContextValue, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, values: _Optional[_Iterable[_Union[ContextValue, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ContextHistoryResponse(_message.Message):
     __slots__ = ("versions",)
