@@ -454,12 +454,30 @@ fn chunks(bytes: u64) -> u64 {
     bytes.div_ceil(COLLECTIVE_CHUNK_BYTES as u64)
 }
 
+/// How long a call that has its outcome keeps reading what its member still uploads.
+const DRAIN_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves one member's `Collective` call: its header joins, its chunks go into the transfer, and
 /// `out` gets the result and the outcome. `local`: the caller connected over loopback (only then
 /// may it have the shared-memory path). Returns when the call is over.
 pub async fn serve_member(
     engine: EngineHandle,
     mut inbound: Streaming<v1::CollectiveUpload>,
+    out: Out,
+    header_within: std::time::Duration,
+    local: bool,
+) {
+    member(engine, &mut inbound, out, header_within, local).await;
+    // The outcome is sent (or on its way): read on until the member ends its upload rather than
+    // drop the request, which can reset the stream before the outcome's trailers reach a client
+    // still sending (a refused member's chunks are in flight), and gRPC clients then report an
+    // internal error instead of the outcome.
+    let _ = tokio::time::timeout(DRAIN_WITHIN, async { while let Ok(Some(_)) = inbound.message().await {} }).await;
+}
+
+async fn member(
+    engine: EngineHandle,
+    inbound: &mut Streaming<v1::CollectiveUpload>,
     out: Out,
     header_within: std::time::Duration,
     local: bool,
@@ -530,8 +548,8 @@ pub async fn serve_member(
     let _remove = region.as_ref().map(|(r, _)| RemoveOnDrop(r.clone()));
     let upload = async {
         match &region {
-            Some((r, offer)) => upload_shm(&engine, &transfer, rank, &mut inbound, r, offer.array_bytes).await,
-            None => upload(&engine, &transfer, rank, &mut inbound).await,
+            Some((r, offer)) => upload_shm(&engine, &transfer, rank, inbound, r, offer.array_bytes).await,
+            None => upload(&engine, &transfer, rank, inbound).await,
         }
     };
     let failure = tokio::select! {
