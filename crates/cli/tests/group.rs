@@ -7,7 +7,8 @@
 //!   the header's checksum, a blob over the limit, a publisher that drops its stream midway (the
 //!   previous version stays current; the group is free for the next publish);
 //! * a collective over the group names the member whose state diverged from the published version;
-//! * the current version survives a restart of a server with a data directory.
+//! * the current version survives a restart of a server with a data directory, and a backup
+//!   (`lockstep backup --to FILE` writes the groups' state into `FILE.groups`) restores it.
 
 mod support;
 
@@ -228,4 +229,41 @@ async fn the_current_version_survives_a_restart() {
     let server = Server::start_durable(&listen, dir.path(), &[]);
     let d = agents(&server, &["d"]).await;
     assert_eq!(d[0].join_group("g").await.unwrap().state, None, "forgotten for good");
+}
+
+/// A backup takes the groups' state beside the database copy (`FILE.groups`); a server started on
+/// the copy with that directory as its `groups` has the versions as of the backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_takes_the_groups_state() {
+    let original = ScratchDir::new("group-backup-from");
+    let mut server = Server::start_durable(&free_listen_addr(), original.path(), &[]);
+    let a = agents(&server, &["a"]).await;
+    a[0].join_group("g").await.unwrap();
+    a[0].join_group("h").await.unwrap();
+    let kept = blob(300_000, 3);
+    let s = a[0].publish_group_state("g", kept.clone()).await.unwrap();
+    a[0].publish_group_state("h", blob(10, 4)).await.unwrap();
+    let file = original.join("copy.db");
+    let (ok, out, err) = server.cli_async(&["backup", "--to", file.to_str().unwrap()]).await;
+    assert!(ok, "backup failed: {out} {err}");
+    // Published after the backup: not in it.
+    a[0].publish_group_state("g", blob(20, 5)).await.unwrap();
+    let groups = original.join("copy.db.groups");
+    let files = std::fs::read_dir(&groups).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(files, 2, "one state file per group in {}", groups.display());
+    // A second backup to the same place is refused: neither the file nor its groups are replaced.
+    let (ok, _, err) = server.cli_async(&["backup", "--to", file.to_str().unwrap()]).await;
+    assert!(!ok && (reworded() || err.contains("already exists")), "{err}");
+    drop(a);
+    server.kill();
+
+    let restored = ScratchDir::new("group-backup-to");
+    std::fs::copy(&file, restored.join(lockstep_store::DB_FILE_NAME)).unwrap();
+    std::fs::rename(&groups, restored.join(lockstep_server::GROUPS_DIR_NAME)).unwrap();
+    let server = Server::start_durable(&free_listen_addr(), restored.path(), &[]);
+    let b = agents(&server, &["b"]).await;
+    assert_eq!(b[0].join_group("g").await.unwrap().state.map(|s| s.version), Some(1));
+    let got = b[0].fetch_group_state("g").await.unwrap();
+    assert_eq!((got.state.checksum, got.bytes), (s.checksum, kept));
+    assert_eq!(b[0].join_group("h").await.unwrap().state.map(|s| s.size), Some(10));
 }

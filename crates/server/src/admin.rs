@@ -247,7 +247,7 @@ impl Admin for AdminService {
         let asked = std::path::PathBuf::from(request.into_inner().path);
         let path = self.backup_dir.target(&asked)?;
         // Refused here at once while another backup runs; see `crate::backup`.
-        let (request, answer) = self.backups.request(path)?;
+        let (request, answer) = self.backups.request(path, self.engine.groups().dir())?;
         self.engine.send(Command::Backup(request)).await?;
         let bytes = answer.await.map_err(|_| shutting_down())??;
         Ok(Response::new(v1::BackupResponse { path: asked.display().to_string(), bytes }))

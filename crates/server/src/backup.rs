@@ -20,6 +20,13 @@
 //! 4. The copy runs on a blocking thread; the handler's call is answered when it ends, with the
 //!    copy's size or why it failed. The request holds its place (the "one at a time" permit) until
 //!    then, even if the operator's call was abandoned.
+//!
+//! Replica groups' state lives in files beside the database (`DIR/groups`, see [`crate::group`]),
+//! so a backup to `FILE` also takes them, into the directory `FILE.groups` ([`groups_path`]): each
+//! state file is hard-linked there (copied when the backup lies on another file system). That is a
+//! consistent copy for free: the server never changes a state file in place, it writes a new one
+//! and renames it over the old. The directory is written as `FILE.groups.partial` and renamed when
+//! whole; a backup that cannot take the groups fails as a whole, its database copy removed.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -95,7 +102,12 @@ pub struct Backups {
 impl Backups {
     /// A request to copy the database to `path`, and where its answer will come; refused with
     /// `FAILED_PRECONDITION` while another backup of this server runs.
-    pub fn request(&self, path: PathBuf) -> Result<(BackupRequest, oneshot::Receiver<BackupAnswer>), Status> {
+    /// `groups` is the directory of replica groups' state files, when the server keeps one.
+    pub fn request(
+        &self,
+        path: PathBuf,
+        groups: Option<PathBuf>,
+    ) -> Result<(BackupRequest, oneshot::Receiver<BackupAnswer>), Status> {
         if self.running.swap(true, Ordering::SeqCst) {
             return Err(reason::status(
                 Code::FailedPrecondition,
@@ -106,7 +118,7 @@ impl Backups {
         }
         let permit = Permit(self.running.clone());
         let (done, answer) = oneshot::channel();
-        Ok((BackupRequest { path, permit, done }, answer))
+        Ok((BackupRequest { path, groups, permit, done }, answer))
     }
 }
 
@@ -125,6 +137,7 @@ impl Drop for Permit {
 #[derive(Debug)]
 pub struct BackupRequest {
     path: PathBuf,
+    groups: Option<PathBuf>,
     permit: Permit,
     done: oneshot::Sender<BackupAnswer>,
 }
@@ -134,7 +147,7 @@ impl BackupRequest {
     /// requested path on a blocking thread, beside the caller, and answers when it is done.
     /// Returns at once; must be called within a tokio runtime.
     pub fn start(self, database: Option<&Path>) {
-        let BackupRequest { path, permit, done } = self;
+        let BackupRequest { path, groups, permit, done } = self;
         let Some(database) = database.map(Path::to_path_buf) else {
             drop(permit);
             let _ = done.send(Err(reason::status(
@@ -147,7 +160,7 @@ impl BackupRequest {
         };
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            let result = copy(&database, &path);
+            let result = copy(&database, &path, groups.as_deref());
             match &result {
                 Ok(bytes) => tracing::info!(path = %path.display(), bytes, took = ?started.elapsed(), "backup written"),
                 Err(e) => tracing::warn!(path = %path.display(), error = %e.message(), "backup failed"),
@@ -160,17 +173,97 @@ impl BackupRequest {
     }
 }
 
-/// Writes the copy and returns its size.
-fn copy(database: &Path, path: &Path) -> BackupAnswer {
+/// Writes the copy (the database, then the groups' state files) and returns its size.
+fn copy(database: &Path, path: &Path, groups: Option<&Path>) -> BackupAnswer {
+    let groups = groups.map(|from| (from, groups_path(path)));
+    // Refused before anything is written, like an existing database copy.
+    if let Some((_, to)) = &groups {
+        for taken in [to.clone(), partial_dir(to)] {
+            if std::fs::symlink_metadata(&taken).is_ok() {
+                return Err(failed(format!("{} already exists; it is never overwritten", taken.display())));
+            }
+        }
+    }
     Store::backup_file(database, path).map_err(|e| backup_status(&e))?;
-    std::fs::metadata(path)
-        .map(|m| m.len())
-        .map_err(|e| reason::status(Code::Internal, Reason::BackupFailed, e.to_string(), []))
+    let database_bytes = std::fs::metadata(path).map(|m| m.len()).map_err(|e| failed(e.to_string()));
+    let group_bytes = match &groups {
+        Some((from, to)) => copy_groups(from, to)
+            .map_err(|e| failed(format!("cannot copy the replica groups' state to {}: {e}", to.display()))),
+        None => Ok(0),
+    };
+    match (database_bytes, group_bytes) {
+        (Ok(d), Ok(g)) => Ok(d + g),
+        (Err(e), _) | (_, Err(e)) => {
+            // Whole or nothing: a database copy without its groups would restore them lost.
+            let _ = std::fs::remove_file(path);
+            Err(e)
+        }
+    }
+}
+
+/// Where a backup to `path` keeps the replica groups' state files: `path.groups`.
+pub fn groups_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".groups");
+    PathBuf::from(name)
+}
+
+fn partial_dir(dir: &Path) -> PathBuf {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
+/// Links (or copies) every state file of `from` into a new directory `to`, written beside it and
+/// renamed when whole; returns the bytes taken. Nothing is written when there are no groups.
+fn copy_groups(from: &Path, to: &Path) -> std::io::Result<u64> {
+    let states: Vec<PathBuf> = match std::fs::read_dir(from) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == crate::group::STATE_EXTENSION))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    if states.is_empty() {
+        return Ok(0);
+    }
+    let partial = partial_dir(to);
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(&partial)?;
+    let result = (|| {
+        let mut bytes = 0;
+        for state in &states {
+            let target = partial.join(state.file_name().expect("listed files have names"));
+            let linked = match std::fs::hard_link(state, &target) {
+                Ok(()) => Ok(()),
+                // The group was forgotten since the listing: it is not in the backup.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(_) => std::fs::copy(state, &target).and_then(|_| std::fs::File::open(&target)?.sync_all()),
+            };
+            linked?;
+            bytes += std::fs::metadata(&target)?.len();
+        }
+        std::fs::File::open(&partial)?.sync_all()?;
+        std::fs::rename(&partial, to)?;
+        std::fs::File::open(to.parent().unwrap_or(Path::new("/")))?.sync_all()?;
+        Ok(bytes)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&partial);
+    }
+    result
+}
+
+fn failed(message: String) -> Status {
+    reason::status(Code::FailedPrecondition, Reason::BackupFailed, message, [])
 }
 
 /// The status for a failed backup: the operator has to change something (the path, the disk).
 fn backup_status(e: &StoreError) -> Status {
-    reason::status(Code::FailedPrecondition, Reason::BackupFailed, e.to_string(), [])
+    failed(e.to_string())
 }
 
 #[cfg(test)]
@@ -206,23 +299,23 @@ mod tests {
     #[test]
     fn one_backup_at_a_time() {
         let backups = Backups::default();
-        let (first, _answer) = backups.request("/tmp/a.db".into()).unwrap();
-        let refused = backups.request("/tmp/b.db".into()).unwrap_err();
+        let (first, _answer) = backups.request("/tmp/a.db".into(), None).unwrap();
+        let refused = backups.request("/tmp/b.db".into(), None).unwrap_err();
         assert_eq!(refused.code(), Code::FailedPrecondition);
         assert!(refused.message().contains("already running"), "{}", refused.message());
         drop(first);
-        assert!(backups.request("/tmp/b.db".into()).is_ok(), "a request dropped unstarted frees its place");
+        assert!(backups.request("/tmp/b.db".into(), None).is_ok(), "a request dropped unstarted frees its place");
     }
 
     #[tokio::test]
     async fn an_in_memory_server_has_nothing_to_back_up() {
         let backups = Backups::default();
-        let (request, answer) = backups.request("/tmp/never.db".into()).unwrap();
+        let (request, answer) = backups.request("/tmp/never.db".into(), None).unwrap();
         request.start(None);
         let refused = answer.await.unwrap().unwrap_err();
         assert_eq!(refused.code(), Code::FailedPrecondition);
         assert!(refused.message().contains("--in-memory"), "{}", refused.message());
-        assert!(backups.request("/tmp/never.db".into()).is_ok());
+        assert!(backups.request("/tmp/never.db".into(), None).is_ok());
     }
 
     #[tokio::test]
@@ -233,13 +326,13 @@ mod tests {
         let backups = Backups::default();
         let target = dir.join("copy.db");
 
-        let (request, answer) = backups.request(target.clone()).unwrap();
+        let (request, answer) = backups.request(target.clone(), None).unwrap();
         request.start(Some(store.path()));
         let bytes = answer.await.unwrap().unwrap();
         assert_eq!(bytes, std::fs::metadata(&target).unwrap().len());
 
         // The place is free again; the existing copy is not overwritten.
-        let (request, answer) = backups.request(target.clone()).unwrap();
+        let (request, answer) = backups.request(target.clone(), None).unwrap();
         request.start(Some(store.path()));
         let refused = answer.await.unwrap().unwrap_err();
         assert_eq!(refused.code(), Code::FailedPrecondition);

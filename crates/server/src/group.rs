@@ -47,6 +47,9 @@ pub struct Blob {
     pub chunks: Vec<Bytes>,
 }
 
+/// The extension of a group's state file in `DIR/groups`.
+pub const STATE_EXTENSION: &str = "state";
+
 /// A group's key here: (namespace, group id).
 type Key = (String, String);
 
@@ -91,7 +94,7 @@ impl GroupStore {
     fn forget(&self, namespace: &str, group_id: &str) {
         self.current.lock().expect("not poisoned").remove(&(namespace.to_owned(), group_id.to_owned()));
         if let Some(dir) = self.dir() {
-            let path = dir.join(format!("{}.state", file_name(namespace, group_id)));
+            let path = dir.join(format!("{}.{STATE_EXTENSION}", file_name(namespace, group_id)));
             tokio::task::spawn_blocking(move || {
                 if let Err(e) = std::fs::remove_file(&path) {
                     if e.kind() != std::io::ErrorKind::NotFound {
@@ -116,7 +119,7 @@ impl GroupStore {
         entries.sort();
         for path in entries {
             match path.extension().and_then(|e| e.to_str()) {
-                Some("state") => {}
+                Some(STATE_EXTENSION) => {}
                 // A temporary file left by a crash mid-write: its version was never answered.
                 Some("partial") => {
                     let _ = std::fs::remove_file(&path);
@@ -141,7 +144,8 @@ impl GroupStore {
         Ok(restored)
     }
 
-    fn dir(&self) -> Option<PathBuf> {
+    /// The directory the current versions are kept in, when the server keeps a data directory.
+    pub fn dir(&self) -> Option<PathBuf> {
         self.dir.lock().expect("not poisoned").clone()
     }
 
@@ -202,7 +206,7 @@ fn write_state_file(dir: &Path, namespace: &str, group_id: &str, blob: &Blob) ->
     let f = f.into_inner().map_err(|e| e.into_error())?;
     f.sync_all()?;
     drop(f);
-    let target = dir.join(format!("{name}.state"));
+    let target = dir.join(format!("{name}.{STATE_EXTENSION}"));
     // A later version may have been written meanwhile (publishes answer in turn, files are
     // written beside): never replace it with an older one.
     if read_header(&target).is_ok_and(|h| h.version >= s.version) {
