@@ -769,6 +769,22 @@ fn median_rate(scenario: &str, runs: &[Row]) -> Row {
 /// A fresh data directory under the system's temporary directory, removed when dropped.
 struct DataDir(std::path::PathBuf);
 
+/// A server in this process on a loopback port, in memory (`durability` `None`) or on a fresh data
+/// directory labelled `label` (returned: the caller drops it after the server, which removes it).
+async fn in_process_server(
+    label: &str,
+    durability: Option<lockstep_server::Durability>,
+) -> anyhow::Result<(lockstep_server::RunningServer, Option<DataDir>)> {
+    use lockstep_server::Storage;
+    let data_dir = durability.map(|_| DataDir::new(label)).transpose()?;
+    let storage = match (&data_dir, durability) {
+        (Some(data_dir), Some(durability)) => Storage::DataDir { dir: data_dir.0.clone(), durability },
+        _ => Storage::InMemory,
+    };
+    let options = lockstep_server::Options { storage, ..lockstep_server::Options::new("127.0.0.1:0".parse()?) };
+    Ok((lockstep_server::start(options).await?, data_dir))
+}
+
 impl DataDir {
     fn new(label: &str) -> anyhow::Result<DataDir> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -796,7 +812,7 @@ const NORMAL_TARGET: f64 = 0.5;
 /// drift on the shared machine weighs on both alike; FULL (a documented figure, no target) runs once.
 /// Each configuration reports the median of its runs and its rate as a share of in-memory's.
 async fn durable_state_updates(n: usize, seconds: u64) -> anyhow::Result<(Vec<Row>, Value)> {
-    use lockstep_server::{Durability, Storage};
+    use lockstep_server::Durability;
     let configs = [("memory", None), ("normal", Some(Durability::Normal)), ("full", Some(Durability::Full))];
     let order = [0, 1, 1, 0, 2];
     eprintln!(
@@ -807,13 +823,7 @@ async fn durable_state_updates(n: usize, seconds: u64) -> anyhow::Result<(Vec<Ro
     let mut each = Vec::with_capacity(order.len());
     for (i, c) in order.into_iter().enumerate() {
         let (name, durability) = configs[c];
-        let data_dir = durability.map(|_| DataDir::new(name)).transpose()?;
-        let storage = match (&data_dir, durability) {
-            (Some(data_dir), Some(durability)) => Storage::DataDir { dir: data_dir.0.clone(), durability },
-            _ => Storage::InMemory,
-        };
-        let options = lockstep_server::Options { storage, ..lockstep_server::Options::new("127.0.0.1:0".parse()?) };
-        let server = lockstep_server::start(options).await?;
+        let (server, data_dir) = in_process_server(name, durability).await?;
         let row =
             state_writers(&server.local_addr().to_string(), &format!("durable-state-updates-{name}-{i}"), n, seconds)
                 .await;
@@ -853,7 +863,7 @@ async fn durable_state_updates(n: usize, seconds: u64) -> anyhow::Result<(Vec<Ro
 /// shared machine weighs on both alike). Each configuration reports the median of its
 /// runs; the distinct-keys row says its rate as a share of the state updates of the same servers.
 async fn context_cas(n: usize, seconds: u64) -> anyhow::Result<(Vec<Row>, Value)> {
-    use lockstep_server::{Durability, Storage};
+    use lockstep_server::Durability;
     let configs = [("memory", None), ("normal", Some(Durability::Normal))];
     // Memory, where the target is, four times; state first on even runs, CAS first on odd ones.
     let order = [0, 0, 1, 1, 0, 0];
@@ -865,13 +875,7 @@ async fn context_cas(n: usize, seconds: u64) -> anyhow::Result<(Vec<Row>, Value)
     let mut each = Vec::new();
     for (i, c) in order.into_iter().enumerate() {
         let (name, durability) = configs[c];
-        let data_dir = durability.map(|_| DataDir::new(name)).transpose()?;
-        let storage = match (&data_dir, durability) {
-            (Some(data_dir), Some(durability)) => Storage::DataDir { dir: data_dir.0.clone(), durability },
-            _ => Storage::InMemory,
-        };
-        let options = lockstep_server::Options { storage, ..lockstep_server::Options::new("127.0.0.1:0".parse()?) };
-        let server = lockstep_server::start(options).await?;
+        let (server, data_dir) = in_process_server(name, durability).await?;
         let addr = server.local_addr().to_string();
         let measured = async {
             let (state_name, distinct_name) =
