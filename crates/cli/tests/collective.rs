@@ -190,6 +190,7 @@ async fn a_member_breaking_off_mid_transfer_fails_everyone_with_the_same_reason(
         state_checksum: String::new(),
         shared_memory: false,
         shm_region: 0,
+        shm_result_region: 0,
     };
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let up = |kind| v1::CollectiveUpload { kind: Some(kind) };

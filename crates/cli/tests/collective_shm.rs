@@ -3,7 +3,8 @@
 //!
 //! * every collective over every type gives the same bytes (the reference reduction in rank
 //!   order) whether every member uses shared memory, none does, or some do;
-//! * the server offers a member a private (0600) file in /dev/shm and removes it when the
+//! * the server offers a member a private (0600) file in /dev/shm for its array, and for an
+//!   allreduce one shared result file for all the members on the path, and removes them when the
 //!   collective ends;
 //! * a member that breaks off mid-transfer over shared memory fails everyone with the same reason,
 //!   and no file of the collective is left;
@@ -101,6 +102,7 @@ async fn raw_join(server: &Server, agent: &Agent, id: &str, group: &[&str], leng
         timeout_ms: 0,
         shared_memory: shm,
         shm_region: 0,
+        shm_result_region: 0,
         state_checksum: String::new(),
     };
     let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -188,7 +190,9 @@ async fn a_member_breaking_off_over_shared_memory_fails_everyone_and_leaves_no_f
     assert_eq!(meta.permissions().mode() & 0o777, 0o600, "only the server's user may open it");
     assert_eq!(meta.len(), offer.size);
     assert_eq!((offer.array_offset, offer.array_bytes), (0, len * 4));
-    assert_eq!((offer.result_offset, offer.result_bytes), (len * 4, len * 4));
+    // An allreduce: the result is in the region shared by the members on this path, written once.
+    assert_eq!((offer.result_offset, offer.result_bytes), (0, len * 4));
+    assert_eq!(std::fs::metadata(&offer.result_path).map(|m| m.len()).ok(), Some(offer.result_size));
     // One chunk of four written and signalled, then the member is gone.
     x.signal(256 * 1024).await;
     drop(x);
@@ -213,7 +217,16 @@ async fn bad_signals_are_refused_naming_the_member() {
     // Beyond the array.
     let waiting = spawn_two(&agents, "beyond", len as usize);
     let mut x = raw_join(&server, &agents[2], "beyond", &["a", "b", "x"], len, true).await;
-    x.started().await.shared_memory.expect("offered");
+    let offer = x.started().await.shared_memory.expect("offered");
+    // An allreduce: its own region holds its array; its result is in the shared result region.
+    assert_eq!(
+        (offer.size, offer.array_bytes, offer.result_bytes, offer.result_offset),
+        (len * 4, len * 4, len * 4, 0)
+    );
+    assert!(offer.result_region != 0 && offer.result_region != offer.region, "{offer:?}");
+    assert_eq!(offer.result_size, len * 4);
+    let shared = std::fs::metadata(&offer.result_path).expect("the shared result file exists");
+    assert_eq!(shared.permissions().mode() & 0o777, 0o600);
     x.signal(len * 4 + 1).await;
     let status = x.failure().await;
     everyone_fails_naming_x(

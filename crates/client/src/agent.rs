@@ -389,6 +389,10 @@ struct Inner {
     /// The shared-memory region of this agent's last collective over shared memory, still mapped:
     /// the server hands it over again instead of a new one (see collective.rs).
     shm_region: Mutex<Option<(u64, Arc<lockstep_proto::shm::SharedRegion>)>>,
+    /// The shared result region of this agent's last such collective, still mapped; out of here
+    /// while a collective reads it (the server hands it over again only to a collective whose
+    /// members all name it, so never while one of them still reads it).
+    shm_result: Mutex<Option<(u64, Arc<lockstep_proto::shm::SharedRegion>)>>,
 }
 
 /// A registered agent. Cheap to clone; dropping the last clone ends the session cleanly: the agent
@@ -526,6 +530,7 @@ impl Agent {
                 requests_taken,
                 limits,
                 shm_region: Mutex::new(None),
+                shm_result: Mutex::new(None),
             }),
         };
         // Requests handed to the application answer through the agent (set before any is taken).
@@ -557,6 +562,18 @@ impl Agent {
     /// Keeps region `id` for the next collective over shared memory.
     pub(crate) fn keep_region(&self, id: u64, region: Arc<lockstep_proto::shm::SharedRegion>) {
         *self.inner.shm_region.lock().expect("not poisoned") = Some((id, region));
+    }
+
+    /// Takes the shared result region kept from this agent's last collective over shared memory,
+    /// for a collective that may read it.
+    pub(crate) fn take_result_region(&self) -> Option<(u64, Arc<lockstep_proto::shm::SharedRegion>)> {
+        self.inner.shm_result.lock().expect("not poisoned").take()
+    }
+
+    /// Keeps shared result region `id` for the next collective over shared memory (once this
+    /// agent no longer reads it).
+    pub(crate) fn keep_result_region(&self, kept: (u64, Arc<lockstep_proto::shm::SharedRegion>)) {
+        *self.inner.shm_result.lock().expect("not poisoned") = Some(kept);
     }
 
     pub fn resume_token(&self) -> String {

@@ -10,8 +10,9 @@
 //! **Shared memory.** A call made with [`Collective::shared_memory`] asks the server for the
 //! same-host path: when the server offers it (the agent is connected over loopback), the array is
 //! written into a file the server created in /dev/shm and mapped by both, the stream carries only
-//! small signals, and the result is read from the same file once the collective is done
-//! (docs/PROTOCOL.md, "Shared memory"). When the server does not offer it, the call uses the
+//! small signals, and the result is read from shared memory once the collective is done — for
+//! allreduce, broadcast and allgather from one region the server writes once for every member on
+//! the path (docs/PROTOCOL.md, "Shared memory"). When the server does not offer it, the call uses the
 //! stream as usual. The results are the same bytes either way. Ask for it only when this process
 //! can open the server's /dev/shm files (same host, same user, same /dev/shm): a member that cannot
 //! map the offered file fails the collective.
@@ -200,6 +201,9 @@ impl Agent {
         header.shared_memory = c.shared_memory;
         let kept = if c.shared_memory { self.kept_region() } else { None };
         header.shm_region = kept.as_ref().map_or(0, |(id, _)| *id);
+        // Out of the agent while this call may read it, so that no other call names it.
+        let kept_result = if c.shared_memory { self.take_result_region() } else { None };
+        header.shm_result_region = kept_result.as_ref().map_or(0, |(id, _)| *id);
         let header = v1::CollectiveUpload { kind: Some(Up::Header(header)) };
         // The array is encoded a chunk at a time as the transport takes it (flow control paces
         // it), so a large array is neither copied whole nor encoded in one long stretch that
@@ -232,7 +236,8 @@ impl Agent {
                     for part in array.chunks(SHM_STEP_BYTES / T::DTYPE.size()) {
                         buf.clear();
                         T::encode(part, &mut buf);
-                        if shared.region.write(offer.array_offset + written, &buf).is_err() {
+                        let wrote = shared.region.as_ref().map(|r| r.write(offer.array_offset + written, &buf));
+                        if !matches!(wrote, Some(Ok(()))) {
                             return; // an offer that does not hold the array: the receiver says so
                         }
                         written += buf.len() as u64;
@@ -265,10 +270,25 @@ impl Agent {
             tx.closed().await;
         };
         let consume = async move {
-            let mut results = grpc.collective(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
-            let (outcome, used) = receive::<T>(&mut results, path_tx, kept).await?;
-            if let Some((id, region)) = used {
+            let received = async {
+                let mut results = grpc.collective(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+                receive::<T>(&mut results, path_tx, (kept, kept_result.clone())).await
+            };
+            let (outcome, used) = match received.await {
+                Ok(r) => r,
+                Err(e) => {
+                    // Not read by this call any more, whatever happened to it.
+                    if let Some(k) = kept_result {
+                        self.keep_result_region(k);
+                    }
+                    return Err(e);
+                }
+            };
+            if let Some((id, region)) = used.0 {
                 self.keep_region(id, region);
+            }
+            if let Some(k) = used.1.or(kept_result) {
+                self.keep_result_region(k);
             }
             Ok(outcome)
         };
@@ -304,28 +324,32 @@ enum Path {
     Unusable,
 }
 
-/// A shared-memory member's region, as the server offered it.
+/// A shared-memory member's regions, as the server offered them: its own (for its array; none
+/// when it has no array and a shared result region) and the one its result is in (its own, or
+/// the collective's shared result region).
 struct Shared {
-    region: std::sync::Arc<SharedRegion>,
+    region: Option<std::sync::Arc<SharedRegion>>,
+    result: std::sync::Arc<SharedRegion>,
     offer: v1::CollectiveSharedMemory,
 }
 
 type Kept = Option<(u64, std::sync::Arc<SharedRegion>)>;
 
 /// Reads a collective's result and outcome from its stream; tells the producer (`path`) whether
-/// it has a shared-memory region, once the collective started. `kept`: the region this agent
-/// holds from before. Returns the result and the region used (to keep).
+/// it has a shared-memory region, once the collective started. `kept`: the regions this agent
+/// holds from before (its own, a shared result region). Returns the result and the regions used
+/// (to keep).
 async fn receive<T: Element>(
     results: &mut tonic::Streaming<v1::CollectiveDownload>,
     path: tokio::sync::oneshot::Sender<Path>,
-    kept: Kept,
-) -> Result<(CollectiveOutcome<T>, Kept), Error> {
+    kept: (Kept, Kept),
+) -> Result<(CollectiveOutcome<T>, (Kept, Kept)), Error> {
     let size = T::DTYPE.size();
     let mut result: Option<Vec<T>> = None;
     let mut diverged = (Vec::new(), String::new());
     let mut received = 0usize;
     let mut path = Some(path);
-    let mut region: Option<(std::sync::Arc<SharedRegion>, v1::CollectiveSharedMemory)> = None;
+    let mut shared: Option<(Shared, v1::CollectiveSharedMemory)> = None;
     // Why an offered region could not be used: the upload ends, which fails the collective for
     // everyone; the collective's outcome (that failure, or an earlier one) is what this call says.
     let mut unusable: Option<Error> = None;
@@ -344,9 +368,11 @@ async fn receive<T: Element>(
                 let mut chosen = Path::Stream;
                 if let Some(offer) = s.shared_memory {
                     match map_offer(&offer, &kept, s.result_length.saturating_mul(size as u64)) {
-                        Ok(mapped) => {
-                            chosen = Path::Shared(Shared { region: mapped.clone(), offer: offer.clone() });
-                            region = Some((mapped, offer));
+                        Ok((region, result)) => {
+                            let mapped =
+                                Shared { region: region.clone(), result: result.clone(), offer: offer.clone() };
+                            chosen = Path::Shared(mapped);
+                            shared = Some((Shared { region, result, offer: offer.clone() }, offer));
                         }
                         Err(e) => {
                             unusable = Some(e);
@@ -369,7 +395,7 @@ async fn receive<T: Element>(
             }
             Some(Down::Done(_)) => {
                 let mut out = result.ok_or_else(|| protocol("the collective ended before it started"))?;
-                if let Some((r, offer)) = &region {
+                if let Some((Shared { result: r, .. }, offer)) = &shared {
                     // A step at a time, yielding between steps: a large result is not decoded in one
                     // stretch that would hold up the agent's heartbeats on this thread.
                     let per_step = SHM_STEP_BYTES / size;
@@ -385,29 +411,51 @@ async fn receive<T: Element>(
                     return Err(protocol("the result came incomplete"));
                 }
                 let outcome = CollectiveOutcome { result: out, diverged: diverged.0, reference_checksum: diverged.1 };
-                return Ok((outcome, region.map(|(r, offer)| (offer.region, r))));
+                let used = match shared {
+                    Some((s, offer)) => {
+                        let result = (offer.result_region != 0).then_some((offer.result_region, s.result));
+                        (s.region.map(|r| (offer.region, r)), result)
+                    }
+                    None => (None, None),
+                };
+                return Ok((outcome, used));
             }
             None => return Err(protocol("an empty message")),
         }
     }
 }
 
-/// The region an offer names, mapped: the one this agent kept (an offer without a path), or the
-/// offered file.
+/// The regions an offer names, mapped: its own (none when it has none) and the one its result is
+/// in. A region is the one this agent kept (an offer without a path) or the offered file.
 fn map_offer(
     offer: &v1::CollectiveSharedMemory,
-    kept: &Kept,
+    kept: &(Kept, Kept),
     result_bytes: u64,
-) -> Result<std::sync::Arc<SharedRegion>, Error> {
+) -> Result<(Option<std::sync::Arc<SharedRegion>>, std::sync::Arc<SharedRegion>), Error> {
     if offer.result_bytes != result_bytes {
         return Err(protocol("a shared-memory result region of another size than the result"));
     }
+    let own = match (offer.size, offer.region) {
+        (0, 0) if offer.result_region != 0 && offer.array_bytes == 0 => None,
+        _ => Some(map_region(&offer.path, offer.size, offer.region, &kept.0)?),
+    };
+    let result = match (offer.result_region, &own) {
+        (0, Some(own)) => own.clone(),
+        (0, None) => return Err(protocol("offered no region for the result")),
+        (id, _) => map_region(&offer.result_path, offer.result_size, id, &kept.1)?,
+    };
+    Ok((own, result))
+}
+
+/// Region `id` of `size` bytes: `kept` when `path` is empty (the agent mapped it before), else the
+/// file at `path`.
+fn map_region(path: &str, size: u64, id: u64, kept: &Kept) -> Result<std::sync::Arc<SharedRegion>, Error> {
     match kept {
-        Some((id, r)) if offer.path.is_empty() && *id == offer.region && r.len() == offer.size => Ok(r.clone()),
-        _ if offer.path.is_empty() => Err(protocol("offered a region this agent does not hold")),
-        _ => SharedRegion::open(std::path::Path::new(&offer.path), offer.size)
+        Some((k, r)) if path.is_empty() && *k == id && r.len() == size => Ok(r.clone()),
+        _ if path.is_empty() => Err(protocol("offered a region this agent does not hold")),
+        _ => SharedRegion::open(std::path::Path::new(path), size)
             .map(std::sync::Arc::new)
-            .map_err(|e| Error::Input(format!("cannot map the collective's shared memory {}: {e}", offer.path))),
+            .map_err(|e| Error::Input(format!("cannot map the collective's shared memory {path}: {e}"))),
     }
 }
 

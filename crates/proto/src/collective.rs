@@ -135,6 +135,7 @@ pub fn join_to_wire(j: &CollectiveJoin) -> v1::CollectiveHeader {
         state_checksum: j.state_checksum.clone().unwrap_or_default(),
         shared_memory: false,
         shm_region: 0,
+        shm_result_region: 0,
     }
 }
 

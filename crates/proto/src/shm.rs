@@ -18,8 +18,10 @@
 //! * **Concurrent modification.** Each byte range has one writer at a time: the member writes its
 //!   array region and only then signals it (`CollectiveShmWritten`); the server reads a range only
 //!   after the signal covering it, and the member does not touch it again until the collective
-//!   ended. The server writes each range of the result region once, before it sends
-//!   `CollectiveDone`; the member reads it only after `CollectiveDone`. A process that breaks the
+//!   ended. The server writes each range of the result region (a member's own, or the one shared
+//!   by a collective's members) once, before it sends `CollectiveDone`; the members read it only
+//!   after `CollectiveDone`, and a shared result region is written again only for a collective
+//!   whose members all said they no longer read it. A process that breaks the
 //!   rule can only change the *values* read (any byte pattern is a valid `u8`, and nothing here or
 //!   in the reduction depends on values for memory safety): it garbles its own collective's
 //!   numbers, nothing else.

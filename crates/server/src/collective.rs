@@ -21,13 +21,17 @@
 //! (n × 4 MiB), plus n × 2 × 4 MiB of transport windows (received and not yet read, sent and not yet
 //! acknowledged), whatever the array size: n × 12 MiB in all (see [`budget_bytes`]).
 //!
-//! **Shared memory.** A member that asks for it and connected over loopback gets a region
-//! ([`lockstep_proto::shm::SharedRegion`]: a 0600 file in /dev/shm, or its agent's region kept from
-//! its last collective, see [`Pool`]) holding its array and then its result. Its signals
-//! (`CollectiveShmWritten`) take the place of chunks: each chunk they complete is `put` as a view of
-//! the region, through the same reduction as streamed chunks. Its results go through a queue of its
-//! own, which [`forward`] drains into the region, passing on only `CollectiveDone`. The file is
-//! removed at the member's first signal, and in any case when its call ends. Signals are checked
+//! **Shared memory.** Members that ask for it and connected over loopback get regions
+//! ([`lockstep_proto::shm::SharedRegion`]: 0600 files in /dev/shm, or regions kept from their last
+//! collective, see [`Pool`]), decided when the collective starts: each its own region for its
+//! array, and for allreduce, broadcast and allgather (where every member gets the same result) one
+//! **shared result region** that every shared-memory member maps and the exchange writes once, as
+//! each piece of the result is ready ([`Transfer::deliver`]). For reduce-scatter (or when no
+//! shared region can be made) a member's own region holds its result too, written by [`forward`]
+//! from a queue of its own. A member's signals (`CollectiveShmWritten`) take the place of chunks:
+//! each chunk they complete is `put` as a view of its region, through the same reduction as
+//! streamed chunks. A member's own file is removed at its first signal, and in any case when its
+//! call ends; the shared result file when the collective's last call ends. Signals are checked
 //! (never beyond the array, never going back), and every read and write is bounds-checked.
 //!
 //! **One outcome.** A stream that breaks, ends early or sends a chunk of the wrong size is
@@ -37,6 +41,7 @@
 //! stream ends with `CollectiveDone` or with the same error status.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -69,15 +74,52 @@ pub fn budget_bytes(members: usize) -> u64 {
 type Out = mpsc::Sender<Result<v1::CollectiveDownload, Status>>;
 
 /// What a member's call learns from the engine before its transfer starts: the transfer, its
-/// rank, and (when it asked for shared memory from loopback) the queue its result pieces come
-/// through, to be written into its region rather than sent.
-type Assigned = Result<(Arc<Transfer>, u32, Option<Queue>), Status>;
+/// rank, and (when it asked for shared memory from loopback and regions could be made) its part
+/// of the shared-memory path.
+type Assigned = Result<(Arc<Transfer>, u32, Option<Offered>), Status>;
 
 type Queue = mpsc::Receiver<Result<v1::CollectiveDownload, Status>>;
 
-/// A call waiting for its collective to start: where to say so, its result stream, and whether it
-/// may have the shared-memory path.
-type Waiting = (oneshot::Sender<Assigned>, Out, bool);
+/// An agent: (namespace, agent id).
+type AgentKey = (String, String);
+
+/// A region and its id.
+type Region = (u64, Arc<SharedRegion>);
+
+/// A region as offered: its id, mapping and file path (empty for a region handed over again,
+/// which its holders have mapped).
+type Offering = (u64, Arc<SharedRegion>, String);
+
+/// What a call that may have the shared-memory path (it asked, over loopback) brings: its agent
+/// and the regions it still holds mapped from earlier collectives (0: none).
+struct ShmAsk {
+    agent: AgentKey,
+    region: u64,
+    result_region: u64,
+}
+
+/// A call waiting for its collective to start: where to say so, its result stream, and its
+/// shared-memory request.
+type Waiting = (oneshot::Sender<Assigned>, Out, Option<ShmAsk>);
+
+/// A shared-memory member's part of a collective, decided when it starts.
+struct Offered {
+    /// Its own region (id and mapping), when it has an array (or receives its result there).
+    own: Option<Region>,
+    /// What it is told.
+    offer: v1::CollectiveSharedMemory,
+    /// Its result pieces, to be written into its own region: none when the collective has a shared
+    /// result region.
+    queue: Option<Queue>,
+}
+
+/// The region that holds a collective's result for every shared-memory member.
+struct SharedResult {
+    id: u64,
+    region: Arc<SharedRegion>,
+    /// The agents it is offered to (they map it).
+    holders: BTreeSet<AgentKey>,
+}
 
 /// Calls waiting for their collective to start, and transfers in progress.
 #[derive(Default)]
@@ -90,18 +132,33 @@ pub struct Exchange {
     next_region: AtomicU64,
 }
 
-/// Shared-memory regions between collectives: at most one per agent (the last one it used, mapped
-/// by it and by the server, its file already removed), at most [`POOL_MAX_BYTES`] in all, none
-/// unused for more than [`POOL_IDLE`]. Reusing one saves the fresh pages a new file costs (the
-/// kernel clears every page of it: more time than the collective's copies).
+/// Shared-memory regions between collectives, each with the agents that map it (besides the
+/// server): for each set of holders at most one region of each [`Use`] (the last one they used:
+/// clients keep only that one), at most [`POOL_MAX_BYTES`] in all, none unused for more than
+/// [`POOL_IDLE`]. Reusing one saves the fresh pages a new file costs (the kernel clears every page
+/// of it: more time than the collective's copies).
+///
+/// A region is handed over again only to a collective whose shared-memory members are exactly its
+/// holders, each naming it in its header — which a client does only once it has finished reading
+/// the region — so no member still reading an earlier result sees it overwritten.
 #[derive(Default)]
 struct Pool {
-    by_agent: HashMap<(String, String), Pooled>,
+    by_id: HashMap<u64, Pooled>,
     bytes: u64,
 }
 
+/// What a kept region served as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Use {
+    /// One member's own region (its array; its result without a shared result region).
+    Own,
+    /// A collective's shared result region.
+    Result,
+}
+
 struct Pooled {
-    id: u64,
+    use_: Use,
+    holders: BTreeSet<AgentKey>,
     region: Arc<SharedRegion>,
     since: std::time::Instant,
 }
@@ -113,33 +170,31 @@ pub const POOL_MAX_BYTES: u64 = 1 << 30;
 pub const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Pool {
-    /// Agent `key`'s region `id` if it is kept and holds at least `size` bytes (taken out: one
-    /// collective at a time uses it).
-    fn take(&mut self, key: &(String, String), id: u64, size: u64) -> Option<(u64, Arc<SharedRegion>)> {
-        let fits = self.by_agent.get(key).is_some_and(|p| p.id == id && p.region.len() >= size);
+    /// Region `id` if it is kept for `use_`, mapped by exactly `holders` and at least `size` bytes
+    /// long (taken out: one collective at a time uses it).
+    fn take(&mut self, id: u64, use_: Use, holders: &BTreeSet<AgentKey>, size: u64) -> Option<Arc<SharedRegion>> {
+        let fits =
+            self.by_id.get(&id).is_some_and(|p| p.use_ == use_ && &p.holders == holders && p.region.len() >= size);
         if !fits {
             return None;
         }
-        let p = self.by_agent.remove(key)?;
+        let p = self.by_id.remove(&id)?;
         self.bytes -= p.region.len();
-        Some((p.id, p.region))
+        Some(p.region)
     }
 
-    /// Keeps `region` as agent `key`'s (replacing the one it had), then lets go of idle regions
-    /// and of the oldest while over [`POOL_MAX_BYTES`].
-    fn give(&mut self, key: (String, String), id: u64, region: Arc<SharedRegion>) {
+    /// Keeps `region` (id `id`) as `holders`' region for `use_`, replacing the one they had, then
+    /// lets go of idle regions and of the oldest while over [`POOL_MAX_BYTES`].
+    fn give(&mut self, id: u64, use_: Use, holders: BTreeSet<AgentKey>, region: Arc<SharedRegion>) {
         let now = std::time::Instant::now();
-        self.bytes += region.len();
-        if let Some(old) = self.by_agent.insert(key, Pooled { id, region, since: now }) {
-            self.bytes -= old.region.len();
-        }
-        self.by_agent.retain(|_, p| now.duration_since(p.since) < POOL_IDLE);
-        self.bytes = self.by_agent.values().map(|p| p.region.len()).sum();
+        self.by_id.retain(|_, p| !(p.use_ == use_ && p.holders == holders) && now.duration_since(p.since) < POOL_IDLE);
+        self.by_id.insert(id, Pooled { use_, holders, region, since: now });
+        self.bytes = self.by_id.values().map(|p| p.region.len()).sum();
         while self.bytes > POOL_MAX_BYTES {
-            let Some(oldest) = self.by_agent.iter().min_by_key(|(_, p)| p.since).map(|(k, _)| k.clone()) else {
+            let Some(oldest) = self.by_id.iter().min_by_key(|(_, p)| p.since).map(|(k, _)| *k) else {
                 break;
             };
-            if let Some(p) = self.by_agent.remove(&oldest) {
+            if let Some(p) = self.by_id.remove(&oldest) {
                 self.bytes -= p.region.len();
             }
         }
@@ -159,48 +214,62 @@ impl Exchange {
                 let mut waiting = self.waiting.lock().expect("not poisoned");
                 let calls: Vec<_> = members.iter().map(|m| waiting.remove(&m.origin)).collect();
                 drop(waiting);
-                // A shared-memory member's results go through a queue of its own (as deep as a
-                // stream's), drained into its region by its call (see `forward`).
-                let mut queues: Vec<Option<Queue>> = Vec::with_capacity(calls.len());
-                let outs: Vec<Out> = calls
-                    .iter()
-                    .map(|c| match c {
-                        Some((_, _, true)) => {
-                            let (tx, rx) = mpsc::channel(RESULT_QUEUE);
-                            queues.push(Some(rx));
-                            tx
-                        }
-                        Some((_, out, false)) => {
-                            queues.push(None);
-                            out.clone()
-                        }
+                let n = members.len() as u32;
+                let mut shared = self.shared_result(&spec, n, &calls, serial);
+                let mut offered: Vec<Option<Offered>> = Vec::with_capacity(calls.len());
+                let mut outs: Vec<Out> = Vec::with_capacity(calls.len());
+                let mut holders = BTreeSet::new();
+                for (rank, call) in calls.iter().enumerate() {
+                    let (out, ask) = match call {
+                        Some((_, out, ask)) => (out.clone(), ask.as_ref()),
                         // The call went away meanwhile; its fault is on its way to the engine.
-                        None => {
-                            queues.push(None);
-                            mpsc::channel(1).0
+                        None => (mpsc::channel(1).0, None),
+                    };
+                    let part = ask.and_then(|ask| self.offer(ask, &spec, rank as u32, n, serial, shared.as_ref()));
+                    match part {
+                        Some((own, offer)) if shared.is_some() => {
+                            holders.insert(ask.expect("offered on request").agent.clone());
+                            offered.push(Some(Offered { own, offer, queue: None }));
+                            outs.push(out);
                         }
-                    })
-                    .collect();
+                        // Its results go through a queue of its own (as deep as a stream's),
+                        // drained into its region by its call (see `forward`).
+                        Some((own, offer)) => {
+                            let (tx, rx) = mpsc::channel(RESULT_QUEUE);
+                            offered.push(Some(Offered { own, offer, queue: Some(rx) }));
+                            outs.push(tx);
+                        }
+                        None => {
+                            offered.push(None);
+                            outs.push(out);
+                        }
+                    }
+                }
+                if holders.is_empty() {
+                    shared = None; // nobody maps it: its file goes with it
+                }
+                let streamed = offered.iter().map(|o| o.as_ref().is_none_or(|o| o.queue.is_some())).collect();
+                let shared = shared.map(|(id, region, _)| SharedResult { id, region, holders });
                 let transfer = Arc::new(Transfer::new(
                     namespace.to_string(),
                     collective_id.to_string(),
                     serial,
                     spec,
                     members,
-                    outs,
+                    Results { outs, streamed, shared },
                     (diverged, reference),
                 ));
-                for (rank, out) in transfer.outs.iter().enumerate() {
-                    if queues[rank].is_some() {
-                        continue; // its call says it started, with its region
+                for (rank, out) in transfer.results.outs.iter().enumerate() {
+                    if offered[rank].is_some() {
+                        continue; // its call says it started, with its regions
                     }
                     // A fresh channel: there is room for this first message.
                     let _ = out.try_send(Ok(down(Down::Started(transfer.started(rank as u32, None)))));
                 }
                 self.transfers.lock().expect("not poisoned").insert(serial, transfer.clone());
-                for ((rank, call), queue) in calls.into_iter().enumerate().zip(queues) {
+                for ((rank, call), part) in calls.into_iter().enumerate().zip(offered) {
                     if let Some((tx, ..)) = call {
-                        let _ = tx.send(Ok((transfer.clone(), rank as u32, queue)));
+                        let _ = tx.send(Ok((transfer.clone(), rank as u32, part)));
                     }
                 }
             }
@@ -215,6 +284,16 @@ impl Exchange {
                     }
                 }
                 if let Some(t) = self.transfers.lock().expect("not poisoned").remove(&serial) {
+                    // Every holder has its result: the region is kept for their next collective.
+                    // (A failed one's is not: pieces may still be on their way into it.)
+                    if let (Ok(()), Some(r)) = (&result, &t.results.shared) {
+                        self.pool.lock().expect("not poisoned").give(
+                            r.id,
+                            Use::Result,
+                            r.holders.clone(),
+                            r.region.clone(),
+                        );
+                    }
                     t.outcome.send_replace(Some(result));
                 }
             }
@@ -238,6 +317,103 @@ impl Exchange {
         convert::status(&e)
     }
 
+    /// The shared result region of a collective starting (id, mapping, file path; the path is
+    /// empty for a region handed over again), or `None` when its members' results differ
+    /// (reduce-scatter), none asked for shared memory, or no region can be made.
+    fn shared_result(&self, spec: &CollectiveSpec, n: u32, calls: &[Option<Waiting>], serial: u64) -> Option<Offering> {
+        if !matches!(
+            spec.kind,
+            CollectiveKind::Allreduce(_) | CollectiveKind::Broadcast { .. } | CollectiveKind::Allgather
+        ) {
+            return None;
+        }
+        let asks: Vec<&ShmAsk> = calls.iter().flatten().filter_map(|(_, _, ask)| ask.as_ref()).collect();
+        let claimed = asks.first()?.result_region;
+        let (_, size) = array_and_result_bytes(spec, 0, n);
+        if size == 0 || size > MAX_REGION_BYTES {
+            return None;
+        }
+        if claimed != 0 && asks.iter().all(|a| a.result_region == claimed) {
+            let holders = asks.iter().map(|a| a.agent.clone()).collect();
+            if let Some(r) = self.pool.lock().expect("not poisoned").take(claimed, Use::Result, &holders, size) {
+                return Some((claimed, r, String::new()));
+            }
+        }
+        self.create_region(size, serial, "result")
+    }
+
+    /// A shared-memory member's own region and what it is told, or `None` when it uses its
+    /// stream (there is nothing to share, its region would be too large, or none can be made).
+    /// `shared`: the collective's shared result region, if any (then its own region holds only its
+    /// array, and none is needed without one).
+    fn offer(
+        &self,
+        ask: &ShmAsk,
+        spec: &CollectiveSpec,
+        rank: u32,
+        n: u32,
+        serial: u64,
+        shared: Option<&Offering>,
+    ) -> Option<(Option<Region>, v1::CollectiveSharedMemory)> {
+        let (array_bytes, result_bytes) = array_and_result_bytes(spec, rank, n);
+        let size = match shared {
+            Some(_) => array_bytes,
+            None => array_bytes.checked_add(result_bytes)?,
+        };
+        let own = if size == 0 && shared.is_some() {
+            None
+        } else if size == 0 || size > MAX_REGION_BYTES {
+            return None;
+        } else {
+            let holder = BTreeSet::from([ask.agent.clone()]);
+            let kept = (ask.region != 0)
+                .then(|| self.pool.lock().expect("not poisoned").take(ask.region, Use::Own, &holder, size))
+                .flatten();
+            Some(match kept {
+                Some(r) => (ask.region, r, String::new()),
+                None => self.create_region(size, serial, &rank.to_string())?,
+            })
+        };
+        let (result_region, result_path, result_size, result_offset) = match shared {
+            Some((id, r, path)) => (*id, path.clone(), r.len(), 0),
+            None => (0, String::new(), 0, array_bytes),
+        };
+        let offer = v1::CollectiveSharedMemory {
+            path: own.as_ref().map(|(_, _, path)| path.clone()).unwrap_or_default(),
+            size: own.as_ref().map_or(0, |(_, r, _)| r.len()),
+            array_offset: 0,
+            array_bytes,
+            result_offset,
+            result_bytes,
+            region: own.as_ref().map_or(0, |(id, ..)| *id),
+            result_region,
+            result_path,
+            result_size,
+        };
+        Some((own.map(|(id, r, _)| (id, r)), offer))
+    }
+
+    /// A new region of `size` bytes in [`SHM_DIR`] (id, mapping, path), or `None` when the file
+    /// system is short of room or the file cannot be made.
+    fn create_region(&self, size: u64, serial: u64, label: &str) -> Option<Offering> {
+        let dir = Path::new(SHM_DIR);
+        if !has_room(dir, size) {
+            return None;
+        }
+        let id = self.next_region.fetch_add(1, Ordering::Relaxed) + 1;
+        let name = format!("{FILE_PREFIX}{}-{serial}-{label}-{:016x}", std::process::id(), rand::random::<u64>());
+        match SharedRegion::create(dir, &name, size) {
+            Ok(r) => {
+                let path = r.path().to_string_lossy().into_owned();
+                Some((id, Arc::new(r), path))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create a shared-memory region; the member uses its stream");
+                None
+            }
+        }
+    }
+
     /// Transfers in progress (for tests and metrics).
     pub fn transfers(&self) -> usize {
         self.transfers.lock().expect("not poisoned").len()
@@ -255,6 +431,16 @@ struct Slots {
     prefix: u64,
 }
 
+/// Where a collective's results go.
+struct Results {
+    /// Each member's result queue (its stream's, or its own to drain into its region).
+    outs: Vec<Out>,
+    /// `streamed[rank]`: rank receives result pieces through `outs[rank]` (not: the shared result
+    /// region holds its result, and only `CollectiveDone` goes there).
+    streamed: Vec<bool>,
+    shared: Option<SharedResult>,
+}
+
 /// One collective's transfer.
 pub struct Transfer {
     namespace: String,
@@ -262,7 +448,7 @@ pub struct Transfer {
     serial: u64,
     spec: CollectiveSpec,
     members: Vec<Member>,
-    outs: Vec<Out>,
+    results: Results,
     slots: Mutex<Slots>,
     /// Chunk indices fully reduced, from 0 on (members wait on it to stay within the window).
     prefix: watch::Sender<u64>,
@@ -285,7 +471,7 @@ impl Transfer {
         serial: u64,
         spec: CollectiveSpec,
         members: Vec<Member>,
-        outs: Vec<Out>,
+        results: Results,
         (diverged, reference): (Vec<String>, String),
     ) -> Self {
         let n = members.len() as u64;
@@ -301,7 +487,7 @@ impl Transfer {
             spec,
             sent_all: members.iter().map(|_| AtomicBool::new(false)).collect(),
             members,
-            outs,
+            results,
             slots: Mutex::new(Slots { pending: HashMap::new(), done: BTreeSet::new(), prefix: 0 }),
             prefix: watch::Sender::new(0),
             remaining: AtomicU64::new(remaining),
@@ -328,13 +514,6 @@ impl Transfer {
         }
     }
 
-    /// Bytes rank `rank` sends and receives.
-    fn array_and_result_bytes(&self, rank: u32) -> (u64, u64) {
-        let array = if self.spec.sends(rank) { self.spec.bytes() } else { 0 };
-        let result = self.spec.result_length(rank, self.n() as u32).saturating_mul(self.spec.dtype.size() as u64);
-        (array, result)
-    }
-
     /// Waits until the engine decided; `Err` with the status when the collective failed.
     async fn failed(&self) -> Status {
         let mut rx = self.outcome.subscribe();
@@ -354,16 +533,11 @@ impl Transfer {
         let chunk = COLLECTIVE_CHUNK_BYTES as u64;
         match self.spec.kind {
             CollectiveKind::Broadcast { .. } => {
-                for out in &self.outs {
-                    self.send(out, i * chunk, data.clone()).await;
-                }
+                self.deliver(i * chunk, data).await;
                 self.completed(engine, None).await;
             }
             CollectiveKind::Allgather => {
-                let at = rank as u64 * self.spec.bytes() + i * chunk;
-                for out in &self.outs {
-                    self.send(out, at, data.clone()).await;
-                }
+                self.deliver(rank as u64 * self.spec.bytes() + i * chunk, data).await;
                 self.completed(engine, None).await;
             }
             CollectiveKind::Allreduce(op) | CollectiveKind::ReduceScatter(op) => {
@@ -395,7 +569,7 @@ impl Transfer {
                 let result = Bytes::from(acc);
                 if let CollectiveKind::ReduceScatter(_) = self.spec.kind {
                     let (lo, hi) = (i * chunk / size, (i * chunk + result.len() as u64) / size);
-                    for (r, out) in self.outs.iter().enumerate() {
+                    for (r, out) in self.results.outs.iter().enumerate() {
                         let (a, b) = CollectiveSpec::block(self.spec.length, r as u32, self.n() as u32);
                         let (from, to) = (a.max(lo), b.min(hi));
                         if from < to {
@@ -404,13 +578,33 @@ impl Transfer {
                         }
                     }
                 } else {
-                    for out in &self.outs {
-                        self.send(out, i * chunk, result.clone()).await;
-                    }
+                    self.deliver(i * chunk, result).await;
                 }
                 self.completed(engine, Some(i)).await;
             }
         }
+    }
+
+    /// Puts a piece of the result (the same for every member) at `offset`: once into the shared
+    /// result region, if there is one, and to every member that receives pieces.
+    async fn deliver(&self, offset: u64, data: Bytes) {
+        if let Some(shared) = &self.results.shared {
+            // In bounds by construction (the region holds the whole result); a failure would be a
+            // bug here, and the members would read zeros: say so loudly.
+            if let Err(e) = shared.region.write(offset, &data) {
+                tracing::error!(error = %e, collective = %self.collective_id, "a result piece beyond the shared result region");
+            }
+        }
+        for (out, streamed) in self.results.outs.iter().zip(&self.results.streamed) {
+            if *streamed {
+                self.send(out, offset, data.clone()).await;
+            }
+        }
+    }
+
+    /// Whether some member receives result pieces through its queue.
+    fn any_streamed(&self) -> bool {
+        self.results.streamed.iter().any(|s| *s)
     }
 
     /// Hands a result piece to one member's stream, unless the collective failed meanwhile.
@@ -447,6 +641,22 @@ impl Transfer {
         };
         let _ = engine.send(Command::Input(input)).await;
     }
+}
+
+impl Drop for Transfer {
+    fn drop(&mut self) {
+        // Every member's call has ended: whoever maps the shared result region has it mapped.
+        if let Some(shared) = &self.results.shared {
+            shared.region.remove();
+        }
+    }
+}
+
+/// Bytes rank `rank` of `n` sends and receives.
+fn array_and_result_bytes(spec: &CollectiveSpec, rank: u32, n: u32) -> (u64, u64) {
+    let array = if spec.sends(rank) { spec.bytes() } else { 0 };
+    let result = spec.result_length(rank, n).saturating_mul(spec.dtype.size() as u64);
+    (array, result)
 }
 
 /// Chunks an array of `bytes` is sent in.
@@ -499,7 +709,7 @@ async fn member(
         Ok(Ok(None)) | Ok(Err(_)) => return,
     };
     let wants_shm = header.shared_memory && local;
-    let claimed_region = header.shm_region;
+    let (claimed_region, claimed_result) = (header.shm_region, header.shm_result_region);
     let join = match join_from_wire(header) {
         Ok(j) => j,
         Err(e) => return refuse(convert::status(&e)).await,
@@ -508,7 +718,9 @@ async fn member(
     let exchange = engine.exchange();
     let origin = exchange.next_origin.fetch_add(1, Ordering::Relaxed) + 1;
     let (tx, rx) = oneshot::channel();
-    exchange.waiting.lock().expect("not poisoned").insert(origin, (tx, out.clone(), wants_shm));
+    let ask =
+        wants_shm.then(|| ShmAsk { agent: agent_key.clone(), region: claimed_region, result_region: claimed_result });
+    exchange.waiting.lock().expect("not poisoned").insert(origin, (tx, out.clone(), ask));
     if engine.send(Command::Input(Input::CollectiveJoin { origin, join })).await.is_err() {
         return;
     }
@@ -526,29 +738,33 @@ async fn member(
             return fault("went away before the collective started".into()).await;
         }
     };
-    let (transfer, rank, queue) = match assigned {
+    let (transfer, rank, offered) = match assigned {
         Ok(Ok(a)) => a,
         Ok(Err(status)) => return refuse(status).await,
         Err(_) => return,
     };
-    // A shared-memory member: its region (or none, if it cannot be made: then the stream), the
-    // message saying it started, and its results drained from the queue into the region. The file
+    // A shared-memory member: the message saying it started, with its regions, and (without a
+    // shared result region) its results drained from its queue into its own region. Its own file
     // is removed when this call ends, whatever the outcome (the mappings stay until unused).
-    let mut region = None;
-    if let Some(queue) = queue {
-        region = offer_region(exchange, &transfer, rank, &agent_key, claimed_region);
-        let offer = region.as_ref().map(|(r, offer)| (r.clone(), offer.clone()));
-        let started = transfer.started(rank, offer.as_ref().map(|(_, o)| o.clone()));
+    let mut shm = None;
+    if let Some(Offered { own, offer, queue }) = offered {
+        let started = transfer.started(rank, Some(offer.clone()));
         if out.send(Ok(down(Down::Started(started)))).await.is_err() {
             drop(queue);
             return fault("went away before the collective started".into()).await;
         }
-        tokio::spawn(forward(queue, offer.map(|(r, o)| (r, o.result_offset, o.result_bytes)), out.clone()));
+        if let Some(queue) = queue {
+            let into = own.as_ref().map(|(_, r)| (r.clone(), offer.result_offset, offer.result_bytes));
+            tokio::spawn(forward(queue, into, out.clone()));
+        }
+        shm = Some((own, offer.array_bytes));
     }
-    let _remove = region.as_ref().map(|(r, _)| RemoveOnDrop(r.clone()));
+    let _remove = shm.as_ref().and_then(|(own, _)| own.as_ref()).map(|(_, r)| RemoveOnDrop(r.clone()));
     let upload = async {
-        match &region {
-            Some((r, offer)) => upload_shm(&engine, &transfer, rank, inbound, r, offer.array_bytes).await,
+        match &shm {
+            Some((own, array_bytes)) => {
+                upload_shm(&engine, &transfer, rank, inbound, own.as_ref().map(|(_, r)| r), *array_bytes).await
+            }
             None => upload(&engine, &transfer, rank, inbound).await,
         }
     };
@@ -581,11 +797,12 @@ async fn member(
         Ok(()) => {
             // Through the member's result queue: a shared-memory member's pieces are all in its
             // region before it learns it is done.
-            let _ = transfer.outs[rank as usize].send(Ok(down(Down::Done(v1::CollectiveDone {})))).await;
+            let _ = transfer.results.outs[rank as usize].send(Ok(down(Down::Done(v1::CollectiveDone {})))).await;
             // Done and mapped by the member (its signals said so): kept for its next collective.
             // (A failed one is not: pieces may still be on their way into it.)
-            if let (Some((r, offer)), true) = (&region, uploaded) {
-                exchange.pool.lock().expect("not poisoned").give(agent_key, offer.region, r.clone());
+            if let (Some((Some((id, r)), _)), true) = (&shm, uploaded) {
+                let holder = BTreeSet::from([agent_key]);
+                exchange.pool.lock().expect("not poisoned").give(*id, Use::Own, holder, r.clone());
             }
         }
         Err(s) => refuse(s).await,
@@ -630,54 +847,6 @@ async fn upload(
 /// stream. 2 GiB: a 1 GiB array (`limits.max_collective_bytes`' default) and its allreduce.
 pub const MAX_REGION_BYTES: u64 = 2 << 30;
 
-/// Creates rank `rank`'s region (array, then result) in [`SHM_DIR`], or `None` when there is
-/// nothing to share, it would be too large, the file system is short of room or the file cannot
-/// be made (the member then uses its stream).
-fn offer_region(
-    exchange: &Exchange,
-    transfer: &Transfer,
-    rank: u32,
-    agent: &(String, String),
-    claimed: u64,
-) -> Option<(Arc<SharedRegion>, v1::CollectiveSharedMemory)> {
-    let (array_bytes, result_bytes) = transfer.array_and_result_bytes(rank);
-    let size = array_bytes.checked_add(result_bytes)?;
-    let offer = |path: String, size: u64, region: u64| v1::CollectiveSharedMemory {
-        path,
-        size,
-        array_offset: 0,
-        array_bytes,
-        result_offset: array_bytes,
-        result_bytes,
-        region,
-    };
-    if size == 0 || size > MAX_REGION_BYTES {
-        return None;
-    }
-    if claimed != 0 {
-        if let Some((id, r)) = exchange.pool.lock().expect("not poisoned").take(agent, claimed, size) {
-            let len = r.len();
-            return Some((r, offer(String::new(), len, id)));
-        }
-    }
-    let dir = std::path::Path::new(SHM_DIR);
-    if !has_room(dir, size) {
-        return None;
-    }
-    let id = exchange.next_region.fetch_add(1, Ordering::Relaxed) + 1;
-    let name = format!("{FILE_PREFIX}{}-{}-{rank}-{:016x}", std::process::id(), transfer.serial, rand::random::<u64>());
-    match SharedRegion::create(dir, &name, size) {
-        Ok(r) => {
-            let o = offer(r.path().to_string_lossy().into_owned(), size, id);
-            Some((Arc::new(r), o))
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot create a shared-memory region; the member uses its stream");
-            None
-        }
-    }
-}
-
 /// Removes a region's file when the call that offered it ends.
 struct RemoveOnDrop(Arc<SharedRegion>);
 
@@ -711,15 +880,15 @@ async fn forward(mut queue: Queue, region: Option<(Arc<SharedRegion>, u64, u64)>
 }
 
 /// Reads a shared-memory member's signals: each says how much of its array (`array_bytes`, from
-/// the region's start) is written, and the chunks it completes go into the transfer straight from
-/// the region. A member with no array (a broadcast's non-root) signals 0 once: it has mapped the
-/// region. `Err` says why it broke off.
+/// the start of its own region) is written, and the chunks it completes go into the transfer
+/// straight from the region. A member with no array (a broadcast's non-root) signals 0 once: it has
+/// mapped its regions. `Err` says why it broke off.
 async fn upload_shm(
     engine: &EngineHandle,
     transfer: &Transfer,
     rank: u32,
     inbound: &mut Streaming<v1::CollectiveUpload>,
-    region: &Arc<SharedRegion>,
+    region: Option<&Arc<SharedRegion>>,
     array_bytes: u64,
 ) -> Result<(), String> {
     let total = chunks(array_bytes);
@@ -756,17 +925,22 @@ async fn upload_shm(
             ));
         }
         // Mapped by the member now: the file is no longer needed (the mappings keep the memory).
-        region.remove();
+        if let Some(region) = region {
+            region.remove();
+        }
         written = signalled;
         // A broadcast or allgather piece goes on to other members' queues, which may drain after
-        // this member's next collective reuses the region: those get a copy.
-        let forwarded = matches!(transfer.spec.kind, CollectiveKind::Broadcast { .. } | CollectiveKind::Allgather);
+        // this member's next collective reuses the region: those get a copy. (Into the shared
+        // result region it is written before `put` returns.)
+        let forwarded = matches!(transfer.spec.kind, CollectiveKind::Broadcast { .. } | CollectiveKind::Allgather)
+            && transfer.any_streamed();
         while next < total {
             let at = next * chunk;
             let due = (array_bytes - at).min(chunk);
             if at + due > written {
                 break;
             }
+            let region = region.ok_or("was given no region for its array")?;
             let mut data = region.bytes(at, due).map_err(|e| e.to_string())?;
             if forwarded {
                 data = Bytes::copy_from_slice(&data);
@@ -790,5 +964,40 @@ mod tests {
         assert_eq!(chunks(0), 0);
         assert_eq!(chunks(1), 1);
         assert_eq!(chunks(COLLECTIVE_CHUNK_BYTES as u64 * 3), 3);
+    }
+
+    fn key(agent: &str) -> AgentKey {
+        ("ns".to_owned(), agent.to_owned())
+    }
+
+    /// A kept region goes back only to the very agents that map it, for the same use, when large
+    /// enough; each set of holders keeps one region per use.
+    #[test]
+    fn a_kept_region_goes_back_only_to_exactly_its_holders() {
+        let dir = std::env::temp_dir().join(format!("lockstep-pool-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let region = |name: &str| Arc::new(SharedRegion::create(&dir, name, 4096).unwrap());
+        let abc: BTreeSet<AgentKey> = ["a", "b", "c"].map(key).into();
+        let ab: BTreeSet<AgentKey> = ["a", "b"].map(key).into();
+        let mut pool = Pool::default();
+        pool.give(1, Use::Result, abc.clone(), region("r1"));
+        assert!(pool.take(1, Use::Result, &ab, 16).is_none(), "c maps it too and may still read it");
+        assert!(pool.take(1, Use::Own, &abc, 16).is_none(), "kept as a result region");
+        assert!(pool.take(1, Use::Result, &abc, 4097).is_none(), "too small");
+        assert!(pool.take(2, Use::Result, &abc, 16).is_none(), "another id");
+        assert!(pool.take(1, Use::Result, &abc, 4096).is_some());
+        assert!(pool.take(1, Use::Result, &abc, 4096).is_none(), "taken: one collective at a time");
+        assert_eq!(pool.bytes, 0);
+        // The same holders' next region of a use replaces their last; other uses and holders stay.
+        pool.give(1, Use::Result, abc.clone(), region("r2"));
+        pool.give(2, Use::Own, [key("a")].into(), region("r3"));
+        pool.give(3, Use::Result, ab.clone(), region("r4"));
+        pool.give(4, Use::Result, abc.clone(), region("r5"));
+        assert!(pool.take(1, Use::Result, &abc, 16).is_none(), "replaced by region 4");
+        assert_eq!(pool.bytes, 3 * 4096);
+        assert!(pool.take(2, Use::Own, &[key("a")].into(), 16).is_some());
+        assert!(pool.take(3, Use::Result, &ab, 16).is_some());
+        assert!(pool.take(4, Use::Result, &abc, 16).is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1171,7 +1171,7 @@ class CollectiveGroup(_message.Message):
     def __init__(self, agents: _Optional[_Iterable[str]] = ..., role: _Optional[str] = ..., replica_group: _Optional[str] = ...) -> None: ...
 
 class CollectiveHeader(_message.Message):
-    __slots__ = ("namespace", "agent_id", "resume_token", "collective_id", "group", "kind", "dtype", "op", "root", "length", "timeout_ms", "state_checksum", "shared_memory", "shm_region")
+    __slots__ = ("namespace", "agent_id", "resume_token", "collective_id", "group", "kind", "dtype", "op", "root", "length", "timeout_ms", "state_checksum", "shared_memory", "shm_region", "shm_result_region")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -1186,6 +1186,7 @@ class CollectiveHeader(_message.Message):
     STATE_CHECKSUM_FIELD_NUMBER: _ClassVar[int]
     SHARED_MEMORY_FIELD_NUMBER: _ClassVar[int]
     SHM_REGION_FIELD_NUMBER: _ClassVar[int]
+    SHM_RESULT_REGION_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     agent_id: str
     resume_token: str
@@ -1200,7 +1201,8 @@ class CollectiveHeader(_message.Message):
     state_checksum: str
     shared_memory: bool
     shm_region: int
-    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., collective_id: _Optional[str] = ..., group: _Optional[_Union[CollectiveGroup, _Mapping]] = ..., kind: _Optional[_Union[CollectiveKind, str]] = ..., dtype: _Optional[_Union[ElementType, str]] = ..., op: _Optional[_Union[ReduceOp, str]] = ..., root: _Optional[int] = ..., length: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., state_checksum: _Optional[str] = ..., shared_memory: bool = ..., shm_region: _Optional[int] = ...) -> None: ...
+    shm_result_region: int
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., collective_id: _Optional[str] = ..., group: _Optional[_Union[CollectiveGroup, _Mapping]] = ..., kind: _Optional[_Union[CollectiveKind, str]] = ..., dtype: _Optional[_Union[ElementType, str]] = ..., op: _Optional[_Union[ReduceOp, str]] = ..., root: _Optional[int] = ..., length: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., state_checksum: _Optional[str] = ..., shared_memory: bool = ..., shm_region: _Optional[int] = ..., shm_result_region: _Optional[int] = ...) -> None: ...
 
 class CollectiveChunk(_message.Message):
     __slots__ = ("data",)
@@ -1225,7 +1227,7 @@ class CollectiveUpload(_message.Message):
     def __init__(self, header: _Optional[_Union[CollectiveHeader, _Mapping]] = ..., chunk: _Optional[_Union[CollectiveChunk, _Mapping]] = ..., shm_written: _Optional[_Union[CollectiveShmWritten, _Mapping]] = ...) -> None: ...
 
 class CollectiveSharedMemory(_message.Message):
-    __slots__ = ("path", "size", "array_offset", "array_bytes", "result_offset", "result_bytes", "region")
+    __slots__ = ("path", "size", "array_offset", "array_bytes", "result_offset", "result_bytes", "region", "result_region", "result_path", "result_size")
     PATH_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     ARRAY_OFFSET_FIELD_NUMBER: _ClassVar[int]
@@ -1233,6 +1235,9 @@ class CollectiveSharedMemory(_message.Message):
     RESULT_OFFSET_FIELD_NUMBER: _ClassVar[int]
     RESULT_BYTES_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
+    RESULT_REGION_FIELD_NUMBER: _ClassVar[int]
+    RESULT_PATH_FIELD_NUMBER: _ClassVar[int]
+    RESULT_SIZE_FIELD_NUMBER: _ClassVar[int]
     path: str
     size: int
     array_offset: int
@@ -1240,7 +1245,10 @@ class CollectiveSharedMemory(_message.Message):
     result_offset: int
     result_bytes: int
     region: int
-    def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ..., array_offset: _Optional[int] = ..., array_bytes: _Optional[int] = ..., result_offset: _Optional[int] = ..., result_bytes: _Optional[int] = ..., region: _Optional[int] = ...) -> None: ...
+    result_region: int
+    result_path: str
+    result_size: int
+    def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ..., array_offset: _Optional[int] = ..., array_bytes: _Optional[int] = ..., result_offset: _Optional[int] = ..., result_bytes: _Optional[int] = ..., region: _Optional[int] = ..., result_region: _Optional[int] = ..., result_path: _Optional[str] = ..., result_size: _Optional[int] = ...) -> None: ...
 
 class CollectiveStarted(_message.Message):
     __slots__ = ("rank", "members", "result_length", "diverged", "reference_checksum", "shared_memory")
