@@ -6,6 +6,8 @@
 //! * the server offers a member a private (0600) file in /dev/shm for its array, and for an
 //!   allreduce one shared result file for all the members on the path, and removes them when the
 //!   collective ends;
+//! * an agent running several collectives at once over shared memory, with groups that overlap,
+//!   gets each its own result: a shared result region is never written again under a reader;
 //! * a member that breaks off mid-transfer over shared memory fails everyone with the same reason,
 //!   and no file of the collective is left;
 //! * bad signals (beyond the array, going back, a signal from a member given no region) are refused
@@ -70,6 +72,44 @@ async fn shared_memory_network_and_mixed_groups_give_the_same_bytes() {
     let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
     let expected = reduce(f32::DTYPE, ReduceOp::Sum, &refs);
     assert!(outcomes.iter().all(|o| *o == expected), "every member on every path gets the reference bytes");
+    no_files_left(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_and_overlapping_collectives_each_get_their_own_result() {
+    let server = Server::start(&[]);
+    let agents = members(&server, &["m0", "m1", "m2"], "worker").await;
+    let len = 1 << 17; // 512 KiB of f32: two chunks, a result that takes a while to read
+                       // Each agent runs two chains of collectives at once, each chain one call after another: a call
+                       // of one chain starts while the other chain's last call may still be reading its result from
+                       // the shared result region. A third chain, of two of the agents, churns who holds what.
+    let results = all(&agents, |i, a| async move {
+        let chain = |name: &'static str, ids: &'static [&'static str], factor: f32| {
+            let a = a.clone();
+            async move {
+                for round in 0..8u32 {
+                    let base = factor * (round as f32 + 1.0);
+                    let c = Collective::agents(format!("{name}-{round}"), ids.iter().copied()).shared_memory(true);
+                    let n = if ids.len() == 3 { len } else { 1024 };
+                    let r = a.allreduce(&c, &vec![base; n], ReduceOp::Sum).await?;
+                    let want = base * ids.len() as f32;
+                    if let Some(k) = r.iter().position(|v| *v != want) {
+                        panic!("{name} round {round}: element {k} is {}, not {want}", r[k]);
+                    }
+                }
+                Ok::<_, Error>(())
+            }
+        };
+        let all3: &'static [&'static str] = &["m0", "m1", "m2"];
+        let two: &'static [&'static str] = &["m0", "m1"];
+        let (x, y) = tokio::join!(chain("x", all3, 1.0), chain("y", all3, 100.0));
+        let z = if i < 2 { chain("z", two, 10_000.0).await } else { Ok(()) };
+        x.and(y).and(z)
+    })
+    .await;
+    for (i, r) in results.into_iter().enumerate() {
+        r.unwrap_or_else(|e| panic!("m{i}: {e}"));
+    }
     no_files_left(&server).await;
 }
 
