@@ -115,3 +115,51 @@ async def test_another_length_is_named_and_a_missing_member_is_named_at_the_dead
             await agents[2].allreduce([1.0], group=["w0", "w1"], collective_id="outside")
     finally:
         await close(agents)
+
+
+def _server_shm_files(pid: int) -> List[str]:
+    import os
+
+    prefix = f"lockstep-shm-{pid}-"
+    try:
+        return [n for n in os.listdir("/dev/shm") if n.startswith(prefix)]
+    except FileNotFoundError:
+        return []
+
+
+async def test_shared_memory_members_get_the_same_bytes_as_stream_members(
+    client: lockstep.Client, server: Any
+) -> None:
+    """Members asking for shared memory (offered: they came over loopback) and members on the stream
+    mix in one collective and get the same results, over several rounds (the regions kept from the
+    last round are handed over again), for every kind; no file of the server is left in /dev/shm."""
+    agents = await members(client)
+    try:
+        n = 3 * 65536 + 5  # several chunks and signals, the last partial
+        data = [array.array("f", [float((k * 7 + i) % 23) - 11.0 for k in range(n)]) for i in range(3)]
+        for shm in ([True, True, True], [True, False, True]):
+            for round_ in range(3):
+                got = await asyncio.gather(
+                    *(a.allreduce(d, op="sum", group=IDS, shared_memory=s) for a, d, s in zip(agents, data, shm))
+                )
+                stream = await asyncio.gather(*(a.allreduce(d, op="sum", group=IDS) for a, d in zip(agents, data)))
+                assert got[0] == got[1] == got[2] == stream[0], f"round {round_}, shared memory {shm}"
+                assert isinstance(got[0], array.array) and len(got[0]) == n
+                # The shared-memory path was taken: the agents keep its regions for the next round.
+                assert all(a._shm_regions.own is not None for a, s in zip(agents, shm) if s)
+                assert all(a._shm_regions.result is not None for a, s in zip(agents, shm) if s)
+            bcast = await asyncio.gather(
+                *(a.broadcast(d, root=1, group=IDS, shared_memory=s) for a, d, s in zip(agents, data, shm))
+            )
+            assert bcast == [data[1]] * 3
+            gathered = await asyncio.gather(
+                *(a.allgather([i, -i], group=IDS, shared_memory=s) for i, (a, s) in enumerate(zip(agents, shm)))
+            )
+            assert gathered == [[0, 0, 1, -1, 2, -2]] * 3
+            scattered = await asyncio.gather(
+                *(a.reduce_scatter(list(range(6)), group=IDS, dtype="i32", shared_memory=s) for a, s in zip(agents, shm))
+            )
+            assert scattered == [[0, 3], [6, 9], [12, 15]]
+        await eventually(lambda: not _server_shm_files(server.proc.pid), what="the server's /dev/shm files removed")
+    finally:
+        await close(agents)

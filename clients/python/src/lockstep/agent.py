@@ -145,6 +145,8 @@ class Agent:
         self._background: Set["asyncio.Task[Any]"] = set()
         # Rounds of collectives called without an id, per group: the next id of each.
         self._collective_rounds: Dict[str, int] = {}
+        # Shared-memory regions kept mapped between collectives (see lockstep.collective).
+        self._shm_regions = _collective.Regions()
         self._closing = False
         self._closed = False
         self.close_reason: Optional[LockstepError] = None
@@ -799,6 +801,7 @@ class Agent:
         dtype: Optional[str] = None,
         checksum: Optional[str] = None,
         with_outcome: bool = False,
+        shared_memory: bool = False,
     ) -> Any:
         """The element-wise reduction (``op``: sum, mean, min, max, product) of every member's
         ``array``, in rank order; every member gets the same result, of its input's kind (list,
@@ -811,7 +814,11 @@ class Agent:
         presents a checksum of this member's state (:func:`lockstep.state_checksum` of its
         parameters, for example); with ``with_outcome=True`` the answer is a
         :class:`~lockstep.CollectiveOutcome` whose ``diverged`` names the members whose checksum
-        differs from the group's published version (or from the majority's)."""
+        differs from the group's published version (or from the majority's).
+
+        ``shared_memory=True`` (every collective method takes it) asks for the same-host
+        shared-memory path: arrays and results in /dev/shm instead of the stream, when the server
+        offers it (see :mod:`lockstep.collective`)."""
         return await self._collective(
             pb.COLLECTIVE_KIND_ALLREDUCE,
             array,
@@ -825,6 +832,7 @@ class Agent:
             replica_group=replica_group,
             checksum=checksum,
             with_outcome=with_outcome,
+            shared_memory=shared_memory,
         )
 
     async def broadcast(
@@ -837,10 +845,14 @@ class Agent:
         collective_id: Optional[str] = None,
         timeout: Optional[float] = None,
         dtype: Optional[str] = None,
+        shared_memory: bool = False,
     ) -> Any:
         """Rank ``root``'s array for every member. Every member passes an array of the same length
         and type; only the root's contents are sent."""
-        return await self._collective(pb.COLLECTIVE_KIND_BROADCAST, array, "sum", root, group, role, collective_id, timeout, dtype)
+        return await self._collective(
+            pb.COLLECTIVE_KIND_BROADCAST, array, "sum", root, group, role, collective_id, timeout, dtype,
+            shared_memory=shared_memory,
+        )
 
     async def allgather(
         self,
@@ -851,9 +863,13 @@ class Agent:
         collective_id: Optional[str] = None,
         timeout: Optional[float] = None,
         dtype: Optional[str] = None,
+        shared_memory: bool = False,
     ) -> Any:
         """Every member's array, concatenated in rank order."""
-        return await self._collective(pb.COLLECTIVE_KIND_ALLGATHER, array, "sum", 0, group, role, collective_id, timeout, dtype)
+        return await self._collective(
+            pb.COLLECTIVE_KIND_ALLGATHER, array, "sum", 0, group, role, collective_id, timeout, dtype,
+            shared_memory=shared_memory,
+        )
 
     async def reduce_scatter(
         self,
@@ -865,9 +881,13 @@ class Agent:
         collective_id: Optional[str] = None,
         timeout: Optional[float] = None,
         dtype: Optional[str] = None,
+        shared_memory: bool = False,
     ) -> Any:
         """This member's block of the reduction: rank r of n gets elements ``[r*L//n, (r+1)*L//n)``."""
-        return await self._collective(pb.COLLECTIVE_KIND_REDUCE_SCATTER, array, op, 0, group, role, collective_id, timeout, dtype)
+        return await self._collective(
+            pb.COLLECTIVE_KIND_REDUCE_SCATTER, array, op, 0, group, role, collective_id, timeout, dtype,
+            shared_memory=shared_memory,
+        )
 
     async def _collective(
         self,
@@ -884,6 +904,7 @@ class Agent:
         replica_group: Optional[str] = None,
         checksum: Optional[str] = None,
         with_outcome: bool = False,
+        shared_memory: bool = False,
     ) -> Any:
         name, payload, length, shape = _collective.encode(data, dtype)
         if collective_id is None:
@@ -913,7 +934,10 @@ class Agent:
             timeout=timeout,
         )
         send = kind != pb.COLLECTIVE_KIND_BROADCAST or group is None or (root < len(group) and group[root] == self.agent_id)
-        raw, diverged, reference = await _collective.run(self._client._stub, h, payload, send, _collective.itemsize(name))
+        regions = self._shm_regions if shared_memory else None
+        raw, diverged, reference = await _collective.run(
+            self._client._stub, h, payload, send, _collective.itemsize(name), regions
+        )
         result = _collective.decode(name, raw, shape)
         return _group.CollectiveOutcome(result, diverged, reference) if with_outcome else result
 

@@ -7,15 +7,25 @@ once. Arrays may be Python lists, :class:`array.array` or numpy arrays (numpy is
 used only when the caller passes a numpy array); the result has the input's kind. Every member gets
 the same bytes (the server reduces in rank order, left to right; see docs/PROTOCOL.md).
 
-This client always uses the stream: it never asks for the same-host shared-memory path (the Rust
-client does, with ``Collective::shared_memory``); both kinds of member mix in one collective.
+With ``shared_memory=True`` a member on the server's host asks for the shared-memory path (see
+docs/PROTOCOL.md, "Shared memory"): when the server offers it (the agent came over loopback), the
+array is written into a file the server created in /dev/shm, mapped with :mod:`mmap`, the stream
+carries only small signals, and the result is read from shared memory once the collective is done
+(for allreduce, broadcast and allgather from one region the server writes once for every member on
+the path). The agent keeps its last regions mapped (:class:`Regions`) and names them in its next
+call, which spares the kernel fresh pages. Members on either path mix in one collective and get the
+same bytes. Ask for it only when this process can open the server's /dev/shm files (same host, same
+user): a member that cannot map the offered file fails the collective.
 """
 
 from __future__ import annotations
 
 import array
+import asyncio
+import mmap
+import os
 import sys
-from typing import Any, AsyncIterator, Dict, Optional, Sequence, Tuple
+from typing import Any, AsyncIterator, Dict, Optional, Sequence, Tuple, Union
 
 import grpc
 
@@ -24,6 +34,39 @@ from .v1 import lockstep_pb2 as pb
 
 #: Bytes in every chunk but the last (the server's COLLECTIVE_CHUNK_BYTES).
 CHUNK_BYTES = 256 * 1024
+
+#: Bytes of the array written into shared memory between two signals.
+SHM_STEP_BYTES = 1 << 20
+
+#: A region kept mapped: (its id, the mapping).
+Kept = Optional[Tuple[int, mmap.mmap]]
+
+
+class Regions:
+    """The shared-memory regions an agent keeps mapped between collectives: its own last region and
+    the last shared result region. The result region is out of here while a call may read it, so
+    that no other call of the agent names it (the server hands it over again only when every member
+    names it, so never while one of them still reads it)."""
+
+    def __init__(self) -> None:
+        self.own: Kept = None
+        self.result: Kept = None
+
+
+def _map(path: str, size: int, region: int, kept: Kept) -> mmap.mmap:
+    """Region ``region`` of ``size`` bytes: ``kept`` when ``path`` is empty (mapped before), else the
+    file at ``path``."""
+    if not path:
+        if kept is not None and kept[0] == region and len(kept[1]) == size:
+            return kept[1]
+        raise LockstepError("collective: offered a shared-memory region this agent does not hold")
+    fd = os.open(path, os.O_RDWR)
+    try:
+        if os.fstat(fd).st_size != size or size == 0:
+            raise LockstepError(f"collective: {path} does not hold the {size} bytes offered")
+        return mmap.mmap(fd, size)
+    finally:
+        os.close(fd)
 
 #: dtype name -> (wire enum, array.array typecode candidates, numpy dtype string)
 _DTYPES: Dict[str, Tuple[int, str, str]] = {
@@ -89,18 +132,49 @@ def decode(name: str, raw: bytes, kind: str) -> Any:
     return typed if kind == "array" else typed.tolist()
 
 
+#: What the upload learns once the collective started: the stream path (``None``), the
+#: shared-memory path (its own region, if any, and the offer), or an offer it cannot use.
+_Path = Union[None, Tuple[Optional[mmap.mmap], pb.CollectiveSharedMemory], str]
+
+
 async def run(
     stub: Any,
     header: pb.CollectiveHeader,
     payload: bytes,
     send: bool,
     itemsize: int,
+    regions: Optional[Regions] = None,
 ) -> Tuple[bytes, Tuple[str, ...], str]:
-    """Sends ``header`` and (if ``send``) ``payload`` in chunks; returns the result's bytes, the
-    members whose state checksum diverged, and the checksum they were compared with."""
+    """Sends ``header`` and (if ``send``) ``payload`` — in chunks, or through shared memory when
+    ``regions`` is given and the server offers it; returns the result's bytes, the members whose
+    state checksum diverged, and the checksum they were compared with."""
+    kept_result: Kept = None
+    if regions is not None:
+        header.shared_memory = True
+        header.shm_region = regions.own[0] if regions.own else 0
+        kept_result, regions.result = regions.result, None
+        header.shm_result_region = kept_result[0] if kept_result else 0
+    path: "asyncio.Future[_Path]" = asyncio.get_running_loop().create_future()
 
     async def upload() -> AsyncIterator[pb.CollectiveUpload]:
         yield pb.CollectiveUpload(header=header)
+        if regions is not None:
+            chosen = await path
+            if isinstance(chosen, str):
+                return  # ending the upload fails the collective; the outcome says why
+            if chosen is not None:
+                own, offer = chosen
+                view = memoryview(payload) if send else memoryview(b"")
+                if len(view) and own is None:
+                    return
+                for at in range(0, len(view), SHM_STEP_BYTES):
+                    part = view[at : at + SHM_STEP_BYTES]
+                    start = offer.array_offset + at
+                    own[start : start + len(part)] = part  # type: ignore[index]
+                    yield pb.CollectiveUpload(shm_written=pb.CollectiveShmWritten(written=at + len(part)))
+                if not len(view):  # nothing to write (a broadcast's non-root): say it is mapped
+                    yield pb.CollectiveUpload(shm_written=pb.CollectiveShmWritten(written=0))
+                return
         if send:
             view = memoryview(payload)
             for at in range(0, len(view), CHUNK_BYTES):
@@ -110,24 +184,66 @@ async def run(
     result: Optional[bytearray] = None
     received = 0
     diverged: Tuple[Tuple[str, ...], str] = ((), "")
+    shared: Optional[Tuple[Optional[mmap.mmap], mmap.mmap, pb.CollectiveSharedMemory]] = None
+    unusable: Optional[LockstepError] = None
     try:
         async for msg in call:
             which = msg.WhichOneof("kind")
             if which == "started":
                 result = bytearray(msg.started.result_length * itemsize)
                 diverged = (tuple(msg.started.diverged), msg.started.reference_checksum)
+                chosen: _Path = None
+                if regions is not None and msg.started.HasField("shared_memory"):
+                    offer = msg.started.shared_memory
+                    try:
+                        if offer.result_bytes != len(result):
+                            raise LockstepError("collective: a shared-memory result of another size than the result")
+                        own = None
+                        if offer.size or offer.region or offer.array_bytes:
+                            own = _map(offer.path, offer.size, offer.region, regions.own)
+                        if offer.result_region:
+                            into = _map(offer.result_path, offer.result_size, offer.result_region, kept_result)
+                        elif own is not None:
+                            into = own
+                        else:
+                            raise LockstepError("collective: offered no region for the result")
+                        shared = (own, into, offer)
+                        chosen = (own, offer)
+                    except (OSError, LockstepError) as exc:
+                        unusable = exc if isinstance(exc, LockstepError) else LockstepError(
+                            f"collective: cannot map the collective's shared memory: {exc}"
+                        )
+                        chosen = "unusable"
+                if not path.done():
+                    path.set_result(chosen)
             elif which == "chunk":
                 if result is None or msg.chunk.offset + len(msg.chunk.data) > len(result):
                     raise LockstepError("collective: a result chunk outside the result")
                 result[msg.chunk.offset : msg.chunk.offset + len(msg.chunk.data)] = msg.chunk.data
                 received += len(msg.chunk.data)
             elif which == "done":
-                if result is None or received != len(result):
+                if result is None:
+                    raise LockstepError("collective: the collective ended before it started")
+                if shared is not None:
+                    own, into, offer = shared
+                    raw = into[offer.result_offset : offer.result_offset + offer.result_bytes]
+                    if regions is not None:
+                        if own is not None:
+                            regions.own = (offer.region, own)
+                        if offer.result_region:
+                            kept_result = (offer.result_region, into)
+                    return raw, diverged[0], diverged[1]
+                if received != len(result):
                     raise LockstepError("collective: the result came incomplete")
                 return bytes(result), diverged[0], diverged[1]
     except grpc.aio.AioRpcError as exc:
         raise error_from_rpc(exc, what="collective") from None
-    raise LockstepError("collective: the server ended the stream without an outcome")
+    finally:
+        if not path.done():
+            path.set_result("unusable")  # the call is over: the upload has nothing more to say
+        if regions is not None and regions.result is None:
+            regions.result = kept_result  # not read by this call any more
+    raise unusable or LockstepError("collective: the server ended the stream without an outcome")
 
 
 def header(
