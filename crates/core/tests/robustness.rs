@@ -541,6 +541,8 @@ proptest! {
                     }
                     Output::Group(_) => group_answers += 1,
                     Output::ContextDone { origin, .. } => *written.entry(origin).or_default() += 1,
+                    // No step retries tasks.
+                    Output::TaskRetried { .. } => prop_assert!(false, "no task retry was asked for"),
                     Output::Ready(_) | Output::Collective(CollectiveEvent::Start { .. }) => {}
                 }
             }
