@@ -143,10 +143,29 @@ async fn failures_past_the_maximum_dead_letter_and_an_operator_retries() {
     assert_eq!(errors, [(1, "runner", "timeout talking to the tool"), (2, "runner", "tool crashed")]);
     assert!(dead[1].errors[0].error.contains(&id), "{:?}", dead[1].errors);
 
+    // The CLI shows the same.
+    let (ok, out, err) = server.cli_async(&["tasks", "dead-letter", "--json"]).await;
+    assert!(ok, "{err}");
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0]["errors"][1]["error"], "tool crashed");
+    let (ok, out, _) = server.cli_async(&["tasks", "show", &id]).await;
+    assert!(ok && out.contains("attempt 2 by runner: tool crashed"), "{out}");
+    let (ok, out, _) = server.cli_async(&["tasks", "queues", "--json"]).await;
+    let queues: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let flaky = queues.iter().find(|q| q["type"] == "flaky").expect("a queue per type");
+    assert!(ok && flaky["dead_lettered"] == 1, "{out}");
+    let (ok, _, err) = server.cli_async(&["tasks", "retry", "nope"]).await;
+    assert!(!ok && !err.is_empty(), "an unknown task is refused");
+
     let err = client.tasks().retry(&child.replace('t', "x")).await.unwrap_err();
     assert_eq!(err.reason(), Some(Reason::UnknownTask));
-    let retried = client.tasks().retry(&id).await.unwrap();
-    assert_eq!((retried.state.as_str(), retried.failures), ("ready", 0));
+    let (ok, out, err) = server.cli_async(&["tasks", "retry", &id, "--json"]).await;
+    assert!(ok, "{err}");
+    let retried: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((retried["state"].as_str(), retried["failures"].as_u64()), (Some("ready"), Some(0)));
+    let (ok, out, _) = server.cli_async(&["tasks", "list", "--state", "ready"]).await;
+    assert!(ok && out.contains(&id) && out.contains("flaky"), "{out}");
     let err = client.tasks().retry(&id).await.unwrap_err();
     assert_eq!(err.reason(), Some(Reason::TaskNotDeadLettered));
     let a = runner.claim_task(["flaky"]).await.unwrap().expect("ready after the retry");
