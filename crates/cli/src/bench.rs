@@ -23,7 +23,10 @@
 //!   this process;
 //! * shared context (`context-cas`): compare-and-set writes per second of 100 writers on 100
 //!   distinct keys and on one hot key, beside agent state updates on the same fresh servers, in
-//!   memory and on a data dir at NORMAL.
+//!   memory and on a data dir at NORMAL;
+//! * task handoff (`task-handoff`): 10,000 tasks through 20 executors asking for work, from the
+//!   submit to an executor holding the task and from the completion to the submitter knowing (see
+//!   bench_tasks.rs).
 //!
 //! The server for every other scenario runs `--in-memory`: messages are never stored, and the cost
 //! of storage is what the durable scenario measures, side by side.
@@ -56,7 +59,7 @@ pub struct BenchArgs {
     quick: bool,
     /// Only scenarios whose name contains this, or one of these comma-separated words (fanout,
     /// rate, routing, barrier, vote, publish-confirm, command, request, delta, idle, backup,
-    /// durable, collective, context-cas).
+    /// durable, collective, context-cas, task-handoff).
     #[arg(long)]
     only: Option<String>,
     /// Agent counts to run (default 10,100,1000; with --quick 10,100).
@@ -101,7 +104,7 @@ struct Row {
     note: String,
 }
 
-fn hist() -> Histogram<u64> {
+pub(crate) fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
 }
 
@@ -1347,6 +1350,30 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let (context, v) = context_cas(100, seconds).await?;
         rows.extend(context);
         extra.insert("context_cas".into(), v);
+    }
+    if wanted("task-handoff") {
+        let tasks = if args.quick { 500 } else { 10_000 };
+        let h = crate::bench_tasks::measure(&addr, 20, tasks).await?;
+        let rate = h.tasks as f64 / h.elapsed.as_secs_f64().max(1e-9);
+        for (scenario, hist, what) in [
+            ("task-handoff-assign", &h.assigned, "submit → an executor holds the task"),
+            ("task-handoff-complete", &h.completed, "completion → the submitter holds the completed event"),
+        ] {
+            let row = Row {
+                scenario: scenario.into(),
+                n: h.executors,
+                rate,
+                offered_rate: None,
+                p50_us: hist.value_at_quantile(0.5),
+                p99_us: hist.value_at_quantile(0.99),
+                p999_us: hist.value_at_quantile(0.999),
+                lost: h.tasks - hist.len(),
+                count: hist.len(),
+                note: format!("{what}; {} tasks, at most one outstanding per executor", h.tasks),
+            };
+            eprintln!("{row:?}");
+            rows.push(row);
+        }
     }
     if wanted("durable-state-updates") {
         const WRITERS: usize = 100;

@@ -3,11 +3,13 @@
 mod admin;
 mod bench;
 mod bench_collective;
+mod bench_tasks;
 mod config;
 mod demo;
 mod monitor;
 mod shared_context;
 mod table;
+mod tasks;
 mod votes;
 
 use std::net::SocketAddr;
@@ -37,6 +39,8 @@ enum Action {
     Votes(votes::VotesArgs),
     /// Shared context: read, write, list and watch keys, and their version history.
     Context(shared_context::ContextArgs),
+    /// Task handoff: list, show, retry and the dead-letter list.
+    Tasks(tasks::TasksArgs),
     /// Collectives in progress (allreduce, broadcast, ...), with who is missing.
     Collectives(admin::CollectivesArgs),
     /// Replica groups: members with their ranks, the current state version, checksum and size.
@@ -238,6 +242,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Action::Sync(a) => admin::sync(a).await,
             Action::Votes(a) => votes::run(a).await,
             Action::Context(a) => shared_context::run(a).await,
+            Action::Tasks(a) => tasks::run(a).await,
             Action::Collectives(a) => admin::collectives(a).await,
             Action::Groups(t) => admin::groups(t).await,
             Action::Command(a) => admin::command(a).await,

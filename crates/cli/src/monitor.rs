@@ -80,6 +80,8 @@ pub struct Snapshot {
     pub health: Result<v1::HealthResponse, String>,
     /// The server's version, clock and message counters.
     pub info: v1::ServerInfoResponse,
+    /// Task queues of the monitored namespace, per type.
+    pub task_queues: Vec<v1::TaskQueue>,
 }
 
 /// An agent's health as the Admin API assesses it.
@@ -284,6 +286,8 @@ pub struct Model {
     /// The system's health, or why it is unknown.
     health: Result<SystemHealth, String>,
     rates: Option<Rates>,
+    /// Task queues per type, with the age of their oldest ready task.
+    task_queues: Vec<v1::TaskQueue>,
     last_counters: Option<Counters>,
     /// The selected agent, by id so that it stays selected while rows move. An action only ever
     /// targets an agent the operator picked and can see: when it leaves or is filtered out,
@@ -309,6 +313,7 @@ impl Model {
             sync_points: Vec::new(),
             health: Err("not read yet".into()),
             rates: None,
+            task_queues: Vec::new(),
             last_counters: None,
             selected: None,
             sort: SortColumn::Id,
@@ -321,7 +326,8 @@ impl Model {
 
     /// Replaces what is shown with a fresh snapshot of the server.
     pub fn apply(&mut self, snapshot: Snapshot) {
-        let Snapshot { agents, states, sync_points, votes, collectives, health, info } = snapshot;
+        let Snapshot { agents, states, sync_points, votes, collectives, health, info, task_queues } = snapshot;
+        self.task_queues = task_queues;
         let health_of: HashMap<(&str, &str), Health> = match &health {
             Ok(h) => h
                 .agents
@@ -645,7 +651,27 @@ fn draw_system(frame: &mut Frame, area: Rect, model: &Model) {
         )),
         None => Line::from("msgs/s  (measuring)"),
     };
-    frame.render_widget(Paragraph::new(vec![health, rates]).wrap(Wrap { trim: true }), text);
+    let mut lines = vec![health, rates];
+    // Task queues, the one whose oldest ready task waits longest first.
+    let mut queues: Vec<&v1::TaskQueue> = model.task_queues.iter().collect();
+    queues.sort_by_key(|q| (std::cmp::Reverse(q.oldest_ready_age_ms), q.r#type.clone()));
+    lines.extend(queues.into_iter().map(|q| {
+        let mut parts = vec![format!("{} ready", q.ready)];
+        if q.ready > 0 {
+            parts[0].push_str(&format!(", oldest {:.1}s", q.oldest_ready_age_ms as f64 / 1000.0));
+        }
+        parts.push(format!("{} held", q.held));
+        // Only what is there: the pane is narrow.
+        if q.waiting > 0 {
+            parts.push(format!("{} waiting", q.waiting));
+        }
+        if q.dead_lettered > 0 {
+            parts.push(format!("{} dead", q.dead_lettered));
+        }
+        let color = if q.dead_lettered > 0 { Color::Red } else { Color::Reset };
+        Line::from(format!("tasks {}: {}", q.r#type, parts.join(" · "))).fg(color)
+    }));
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), text);
     if let Ok(h) = &model.health {
         // The newest samples that fit, one column each, on a fixed 0-100 % scale.
         let percents: Vec<u64> = h.history.iter().map(|s| (s * 100.0).round() as u64).collect();
@@ -678,6 +704,8 @@ struct Server {
     admin: AdminClient,
     /// Whether any state field is shown (if not, states are not read at all).
     read_states: bool,
+    /// The monitored namespace, by its full name (for the task queues, listed for all).
+    namespace: String,
 }
 
 impl Server {
@@ -691,18 +719,21 @@ impl Server {
             Some(addr) => Client::connect(addr).await?.with_namespace(args.namespace.clone()).admin(token, actor)?,
             None => client.admin(token, actor)?,
         };
-        Ok(Server { client, admin, read_states: args.fields.iter().any(|f| !f.is_empty()) })
+        let namespace = lockstep_core::name::namespace_or_default(&args.namespace)?.to_owned();
+        Ok(Server { client, admin, read_states: args.fields.iter().any(|f| !f.is_empty()), namespace })
     }
 
     /// Reads everything shown, at once where the calls are independent.
     async fn snapshot(&self) -> Result<Snapshot, Error> {
-        let (agents, sync_points, votes, collectives, info, health) = tokio::join!(
+        let tasks = self.client.tasks();
+        let (agents, sync_points, votes, collectives, info, health, task_queues) = tokio::join!(
             self.client.list_agents(AgentFilter::default()),
             self.client.list_sync_points(),
             self.client.list_votes(),
             self.client.list_collectives(),
             self.client.server_info(),
             self.admin.health(),
+            tasks.queues(),
         );
         let agents = agents?;
         let mut states = HashMap::new();
@@ -736,6 +767,7 @@ impl Server {
             collectives: collectives?,
             health: health.map_err(|e| admin_error(&e)),
             info: info?,
+            task_queues: task_queues?.into_iter().filter(|q| q.namespace == self.namespace).collect(),
         })
     }
 
@@ -927,6 +959,15 @@ mod tests {
                 published: 100,
                 ..Default::default()
             },
+            task_queues: vec![v1::TaskQueue {
+                namespace: "default".into(),
+                r#type: "fetch".into(),
+                ready: 4,
+                held: 2,
+                dead_lettered: 1,
+                oldest_ready_age_ms: 2_500,
+                ..Default::default()
+            }],
         }
     }
 
@@ -993,6 +1034,15 @@ mod tests {
         assert!(!text.contains("trade-8"), "a decided vote waits for nobody:\n{text}");
         let c = text.lines().find(|l| l.contains("collective grad-12")).unwrap_or_else(|| panic!("{text}"));
         assert!(c.contains("2/3") && c.contains("w2") && c.contains("1.5s"), "{c}");
+    }
+
+    #[test]
+    fn task_queues_are_shown_per_type_with_the_age_of_their_oldest_ready_task() {
+        let text = screen(&model());
+        let line = text.lines().find(|l| l.contains("tasks fetch")).unwrap_or_else(|| panic!("{text}"));
+        for expected in ["4 ready", "oldest 2.5s", "2 held", "1 dead"] {
+            assert!(line.contains(expected), "{expected} missing from {line:?}");
+        }
     }
 
     #[test]

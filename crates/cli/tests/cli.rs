@@ -16,7 +16,7 @@ fn lockstep(args: &[&str]) -> (bool, String, String) {
 fn help_lists_every_command() {
     let (ok, out, _) = lockstep(&["--help"]);
     assert!(ok);
-    for cmd in ["serve", "demo", "agents", "sync", "bench"] {
+    for cmd in ["serve", "demo", "agents", "sync", "bench", "tasks"] {
         assert!(out.contains(cmd), "--help lacks {cmd}: {out}");
     }
     let (ok, out, _) = lockstep(&["sync", "--help"]);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use lockstep_client::{
-    proto as v1, Agent, AgentFilter, Client, ContextClient, ContextWrites, Participants, Reason, SyncResult,
+    proto as v1, Agent, AgentFilter, Client, ContextClient, ContextWrites, Participants, Reason, SyncResult, TaskSpec,
     WatchTarget,
 };
 use lockstep_store::{Durability, Snapshot, Store, DB_FILE_NAME};
@@ -378,13 +378,93 @@ async fn describe(agents: &[(&Agent, &Progress)], client: &Client) -> String {
     out
 }
 
+/// What a task submitter saw: the ids of acknowledged submissions (a submission answered
+/// `TASK_EXISTS` after a lost answer counts: the first one was applied).
+#[derive(Default)]
+struct SubmitLog {
+    acked: Vec<String>,
+    unanswered: u64,
+}
+
+/// Each attempt's deadline for the harness's tasks.
+const TASK_TIMEOUT_MS: u64 = 1500;
+
+/// Submits tasks `h-0`, `h-1`... until told to stop, each sent again (same id) until answered.
+async fn submit_loop(agent: Agent, mut stop: watch::Receiver<bool>) -> SubmitLog {
+    let mut log = SubmitLog::default();
+    let mut n = 0u64;
+    loop {
+        let id = format!("h-{n}");
+        // A short deadline: a task whose claim or completion answer was lost to a crash goes back soon.
+        let spec = TaskSpec::new("harness", json!({ "n": n })).id(&id).max_attempts(100).timeout_ms(TASK_TIMEOUT_MS);
+        let submit = tokio::time::timeout(UNANSWERED_AFTER, agent.submit_task(&spec));
+        match unless_stopped(&mut stop, submit).await {
+            None => return log,
+            Some(Ok(Ok(_))) => {
+                log.acked.push(id);
+                n += 1;
+            }
+            Some(Ok(Err(e))) if e.reason() == Some(Reason::TaskExists) => {
+                log.acked.push(id);
+                n += 1;
+            }
+            Some(Ok(Err(_))) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Some(Err(_)) => log.unanswered += 1,
+        }
+    }
+}
+
+/// What a task executor saw: each acknowledged completion as (task id, attempt).
+#[derive(Default)]
+struct ExecLog {
+    completed: Vec<(String, u32)>,
+    refused: u64,
+}
+
+/// Claims tasks and completes each with its attempt number until told to stop, then until none
+/// is ready.
+async fn execute_loop(agent: Agent, mut stop: watch::Receiver<bool>) -> ExecLog {
+    let mut log = ExecLog::default();
+    let mut idle_after_stop = 0;
+    loop {
+        let stopped = *stop.borrow();
+        let claim = tokio::time::timeout(UNANSWERED_AFTER, agent.claim_task(["harness"]));
+        let claimed = if stopped { Some(claim.await) } else { unless_stopped(&mut stop, claim).await };
+        let a = match claimed {
+            None => continue,
+            Some(Ok(Ok(Some(a)))) => a,
+            Some(Ok(Ok(None))) if stopped => {
+                idle_after_stop += 1;
+                // Nothing ready for longer than a task's deadline: everything held has come back.
+                if idle_after_stop * 50 > 2 * TASK_TIMEOUT_MS {
+                    return log;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            _ => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        idle_after_stop = 0;
+        let (id, attempt) = (a.id.clone(), a.attempt);
+        match tokio::time::timeout(UNANSWERED_AFTER, a.complete(&json!({ "attempt": attempt }))).await {
+            Ok(Ok(())) => log.completed.push((id, attempt)),
+            Ok(Err(e)) if matches!(e.reason(), Some(Reason::TaskNotHeld | Reason::TaskFinished)) => log.refused += 1,
+            _ => {}
+        }
+    }
+}
+
 /// N times (`LOCKSTEP_CRASH_KILLS`, default 20) the server is SIGKILLed at a random moment under
 /// load and started again on the same data directory: no acknowledged state update is lost or
 /// applied twice, versions never go back, every barrier round is released with all of its
 /// participants and the same result for each, the database passes an integrity check, every
 /// update in flight at a crash is answered (acknowledged or failed) and no arrival fails; two
 /// writers racing on one context key by compare-and-set lose no acknowledged write and apply none
-/// twice.
+/// twice; no acknowledged task submission or completion is lost, no task is completed twice, and
+/// every task is completed or dead-lettered in the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_harness() {
     const AGENTS: usize = 10;
@@ -416,6 +496,9 @@ async fn crash_harness() {
         .iter()
         .map(|a| tokio::spawn(context_loop(a.clone(), client.context(), stop.clone())))
         .collect();
+    // A task submitter and an executor.
+    let submitter = tokio::spawn(submit_loop(agents[BARRIER_AGENTS].clone(), stop.clone()));
+    let executor = tokio::spawn(execute_loop(agents[BARRIER_AGENTS + 1].clone(), stop.clone()));
 
     // Every agent gets an update acknowledged by the current server, then it dies at a random moment.
     let ack_counts = || progress.iter().map(|p| p.acked.load(Ordering::Relaxed)).collect::<Vec<_>>();
@@ -450,9 +533,13 @@ async fn crash_harness() {
     for task in context_writers {
         context_logs.push(task.await.unwrap());
     }
+    let submitted = submitter.await.unwrap();
+    // The executor goes on until nothing is ready.
+    let executed = executor.await.unwrap();
     // Requests abandoned at the stop may still be applied: let them land before reading.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let reader = server.client().await;
+    let tasks = reader.tasks().list("", "harness").await.unwrap();
     let mut served = BTreeMap::new();
     for agent in &agents {
         served.insert(agent.id().to_owned(), reader.get_state(agent.id()).await.unwrap());
@@ -467,6 +554,7 @@ async fn crash_harness() {
         Some((last.version, revision["value"]["n"].as_u64()?))
     });
     check_context(&context_logs, served_counter, stored_counter);
+    check_tasks(&submitted, &executed, &tasks, &db);
 
     let n_of = |state: &Value| state["n"].as_u64().unwrap_or_else(|| panic!("state without n: {state}"));
     for (agent, log) in agents.iter().zip(&updates) {
@@ -508,6 +596,46 @@ async fn crash_harness() {
     );
     assert_eq!(context_unanswered, 0, "context writes neither acknowledged nor failed within {UNANSWERED_AFTER:?}");
     assert!(context_acked > 0, "no context write was acknowledged");
+    println!(
+        "crash harness: {} task submissions acknowledged, {} completions acknowledged, {} refused",
+        submitted.acked.len(),
+        executed.completed.len(),
+        executed.refused
+    );
+    assert_eq!(submitted.unanswered, 0, "task submissions neither acknowledged nor failed in time");
+    assert!(!executed.completed.is_empty(), "no task completion was acknowledged");
+}
+
+/// Checks task handoff across the kills: every acknowledged submission is served and stored; every
+/// acknowledged completion stands with the output of the attempt that made it (so none was
+/// completed twice); every task ended completed or dead-lettered; the store holds what is served.
+fn check_tasks(submitted: &SubmitLog, executed: &ExecLog, tasks: &[v1::TaskInfo], db: &Snapshot) {
+    let served: BTreeMap<&str, &v1::TaskInfo> = tasks.iter().map(|t| (t.id.as_str(), t)).collect();
+    for id in &submitted.acked {
+        assert!(served.contains_key(id.as_str()), "acknowledged submission {id} lost");
+    }
+    let mut completions = BTreeSet::new();
+    for (id, attempt) in &executed.completed {
+        assert!(completions.insert(id), "task {id} acknowledged as completed twice");
+        let t = served.get(id.as_str()).unwrap_or_else(|| panic!("completed task {id} lost"));
+        assert_eq!(t.state, "completed", "{id}");
+        assert_eq!(
+            t.output_json,
+            json!({ "attempt": attempt }).to_string(),
+            "{id}: the acknowledged completion stands"
+        );
+    }
+    for t in tasks {
+        assert!(t.state == "completed" || t.state == "dead_lettered", "task {} ended {}", t.id, t.state);
+    }
+    for t in tasks {
+        let stored = db.tasks.iter().find(|r| r.task_id == t.id).unwrap_or_else(|| panic!("{} not stored", t.id));
+        let image: Value = serde_json::from_str(&stored.task_json).unwrap();
+        assert_eq!(image["state"], json!(t.state), "{}: stored vs served", t.id);
+        if t.state == "completed" {
+            assert_eq!(image["output"].to_string(), t.output_json, "{}: stored vs served", t.id);
+        }
+    }
 }
 
 /// Bad storage is refused at start with a non-zero exit and a message naming the problem, and is

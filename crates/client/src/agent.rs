@@ -393,6 +393,8 @@ struct Inner {
     /// while a collective reads it (the server hands it over again only to a collective whose
     /// members all name it, so never while one of them still reads it).
     shm_result: Mutex<Option<(u64, Arc<lockstep_proto::shm::SharedRegion>)>>,
+    /// Task assignments and events (see tasks.rs).
+    tasks: Arc<crate::tasks::TaskLink>,
 }
 
 /// A registered agent. Cheap to clone; dropping the last clone ends the session cleanly: the agent
@@ -467,12 +469,14 @@ impl Agent {
         let (requests_tx, requests_rx) = mpsc::channel(REQUEST_BUFFER);
         let requests_taken = Arc::new(AtomicBool::new(false));
         let this: Arc<OnceLock<Weak<Inner>>> = Default::default();
+        let tasks: Arc<crate::tasks::TaskLink> = Default::default();
         // Only a server that renews every session of a connection on one heartbeat lets the
         // sessions of a shared connection take turns.
         let beat = shared
             .filter(|_| registered.connection_heartbeats)
             .map(|beat| SharedBeat { beat, still_shared: Arc::new(AtomicBool::new(true)) });
         let reader = Reader {
+            tasks: tasks.clone(),
             left_shared: beat.as_ref().map(|b| b.still_shared.clone()),
             requests: requests_tx,
             requests_taken: requests_taken.clone(),
@@ -531,6 +535,7 @@ impl Agent {
                 limits,
                 shm_region: Mutex::new(None),
                 shm_result: Mutex::new(None),
+                tasks,
             }),
         };
         // Requests handed to the application answer through the agent (set before any is taken).
@@ -654,7 +659,7 @@ impl Agent {
         self.ended().unwrap_or_else(|| Error::SessionEnded("the session is closed".into()))
     }
 
-    async fn call(&self, kind: v1::client_message::Kind) -> Result<v1::reply::Outcome, Error> {
+    pub(crate) async fn call(&self, kind: v1::client_message::Kind) -> Result<v1::reply::Outcome, Error> {
         self.call_with(kind, false).await
     }
 
@@ -686,7 +691,7 @@ impl Agent {
         outcome
     }
 
-    async fn call_ok(&self, kind: v1::client_message::Kind) -> Result<(), Error> {
+    pub(crate) async fn call_ok(&self, kind: v1::client_message::Kind) -> Result<(), Error> {
         match self.call(kind).await? {
             v1::reply::Outcome::Error(e) => Err(e.into()),
             _ => Ok(()),
@@ -750,6 +755,10 @@ impl Agent {
     /// Applies a JSON merge patch (RFC 7386) to this agent's state; returns the new version.
     pub async fn update_state(&self, delta: &Value) -> Result<u64, Error> {
         self.update_state_json(delta.to_string()).await
+    }
+
+    pub(crate) fn task_link(&self) -> &crate::tasks::TaskLink {
+        &self.inner.tasks
     }
 
     /// Shared context written as this agent (see [`crate::AgentContext`]).
@@ -1022,6 +1031,7 @@ struct Reader {
     reconnect: Option<Reconnect>,
     /// Cleared when the session breaks (see [`SharedBeat`]).
     left_shared: Option<Arc<AtomicBool>>,
+    tasks: Arc<crate::tasks::TaskLink>,
 }
 
 /// What the reader needs to reconnect a broken session by itself.
@@ -1214,6 +1224,10 @@ impl Reader {
                             }
                         }
                     }
+                    // The work asked for is asked again: a restarted server does not keep it.
+                    if let (Some(work), Some(tx)) = (self.tasks.work(), self.outbound.upgrade()) {
+                        let _ = tx.send(msg(0, v1::client_message::Kind::TaskWork(work))).await;
+                    }
                     tracing::info!(resumed = registered.resumed, "lockstep session reconnected");
                     return Ok(inbound);
                 }
@@ -1244,6 +1258,8 @@ impl Reader {
                     Some(v1::server_message::Kind::Control(c)) => self.control(c),
                     Some(v1::server_message::Kind::Command(c)) => self.command(c).await,
                     Some(v1::server_message::Kind::IncomingRequest(r)) => self.incoming_request(r).await,
+                    Some(v1::server_message::Kind::TaskAssigned(a)) => self.tasks.assigned(a),
+                    Some(v1::server_message::Kind::TaskEvent(e)) => self.tasks.event(e),
                     Some(v1::server_message::Kind::Registered(_)) | None => {}
                 },
                 Ok(None) => return None,

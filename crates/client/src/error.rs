@@ -175,7 +175,7 @@ impl Error {
     fn from_parts(code: Code, detail: Detail, sync_id: String, missing: Vec<String>) -> Self {
         use Reason as R;
         match (detail.reason, code) {
-            (Some(R::InvalidArgument | R::NotRegistered | R::AlreadyRegisteredHere), _) => {
+            (Some(R::InvalidArgument | R::NotRegistered | R::AlreadyRegisteredHere | R::TaskCycle), _) => {
                 Error::InvalidArgument(detail)
             }
             (
@@ -186,7 +186,8 @@ impl Error {
                     | R::UnknownGroup
                     | R::NoGroupState
                     | R::UnknownContextKey
-                    | R::UnknownContextVersion,
+                    | R::UnknownContextVersion
+                    | R::UnknownTask,
                 ),
                 _,
             ) => Error::NotFound(detail),
@@ -196,8 +197,10 @@ impl Error {
             (Some(R::RequestTimeout), _) => Error::RequestTimedOut(detail),
             (Some(R::RequestAborted), _) => Error::RequestAborted(detail),
             (Some(R::RequestRefused), _) => Error::RequestRefused(detail),
-            (Some(R::AlreadyRegistered), _) => Error::AlreadyRegistered(detail),
-            (Some(R::Limit | R::SlowConsumer | R::MessageTooLarge), _) => Error::ResourceExhausted(detail),
+            (Some(R::AlreadyRegistered | R::TaskExists), _) => Error::AlreadyRegistered(detail),
+            (Some(R::Limit | R::SlowConsumer | R::MessageTooLarge | R::TaskInFlightLimit), _) => {
+                Error::ResourceExhausted(detail)
+            }
             (
                 Some(
                     R::SyncMismatch
@@ -208,7 +211,10 @@ impl Error {
                     | R::BreakerOpen
                     | R::NotGroupMember
                     | R::GroupBusy
-                    | R::ContextReadOnly,
+                    | R::ContextReadOnly
+                    | R::TaskNotHeld
+                    | R::TaskFinished
+                    | R::TaskNotDeadLettered,
                 ),
                 _,
             ) => Error::FailedPrecondition(detail),

@@ -47,6 +47,7 @@ mod context;
 mod error;
 mod group;
 mod limits;
+mod tasks;
 mod vote;
 
 use std::time::Duration;
@@ -66,6 +67,7 @@ pub use group::{state_checksum, GroupEvent, GroupMembership, GroupState, GroupSt
 pub use lockstep_proto::v1 as proto;
 use lockstep_proto::v1;
 use lockstep_proto::v1::lockstep_client::LockstepClient;
+pub use tasks::{Assignment, Assignments, Pinned as PinnedContext, TaskEvents, TaskInfo, TaskSpec, TasksClient};
 use tonic::transport::{Channel, Endpoint};
 pub use vote::{Ballot, Vote, VotePolicy, VoteWeight};
 
@@ -201,6 +203,11 @@ impl Client {
     pub async fn watch_registry(&self) -> Result<tonic::Streaming<v1::RegistryEvent>, Error> {
         let req = v1::WatchRegistryRequest { namespace: self.namespace.clone() };
         Ok(self.grpc.clone().watch_registry(req).await?.into_inner())
+    }
+
+    /// Tasks of this namespace (see [`TasksClient`]).
+    pub fn tasks(&self) -> TasksClient {
+        TasksClient::new(self.channel.clone(), self.namespace.clone(), MAX_MESSAGE)
     }
 
     /// Shared context of this namespace (see [`ContextClient`]).

@@ -92,6 +92,8 @@ pub enum Gated {
     Vote,
     /// Write shared context.
     Context,
+    /// Submit tasks, or ask for or claim work.
+    Tasks,
 }
 
 impl Gated {
@@ -103,6 +105,7 @@ impl Gated {
             Gated::Request => "send requests",
             Gated::Vote => "open votes or cast ballots",
             Gated::Context => "write shared context",
+            Gated::Tasks => "submit or take tasks",
         }
     }
 }

@@ -207,6 +207,8 @@ pub struct Config {
     pub breaker_max_isolated_percent: u32,
     /// Shared context: key, value and history limits.
     pub context: crate::context::ContextSettings,
+    /// Task handoff: sizes, counts and defaults.
+    pub tasks: crate::task::TaskSettings,
 }
 
 impl Default for Config {
@@ -228,6 +230,7 @@ impl Default for Config {
             breaker_agents: Default::default(),
             breaker_max_isolated_percent: 10,
             context: crate::context::ContextSettings::default(),
+            tasks: crate::task::TaskSettings::default(),
         }
     }
 }
@@ -271,6 +274,7 @@ impl Config {
         }
         self.commands.validate()?;
         self.context.validate().map_err(|e| format!("context: {e}"))?;
+        self.tasks.validate().map_err(|e| format!("tasks: {e}"))?;
         self.breaker.validate().map_err(|e| format!("breaker: {e}"))?;
         self.health.validate().map_err(|e| format!("health: {e}"))?;
         for (kind, map) in [("role", &self.breaker_roles), ("agent", &self.breaker_agents)] {

@@ -10,7 +10,8 @@
 //!
 //! Durable: agents (profile, last status, resume token, state and version, watches), sync points
 //! open and finished with their arrivals, the audit log, operators' pauses and the emergency stop,
-//! votes, context keys with their retained versions and lifetimes. The server-maintained
+//! votes, context keys with their retained versions and lifetimes, tasks (submissions with their
+//! pinned context, attempts, outputs and errors). The server-maintained
 //! `system.*` context keys are not kept: they are facts of the running server.
 //! Ephemeral by design: messages in flight and queued deliveries (at-most-once), sessions'
 //! connections, breaker states, health figures and operators' commands awaiting a reply.
@@ -132,6 +133,10 @@ pub enum Change {
     ContextRevision(Box<ContextKeyImage>),
     /// A context key was deleted at `version` (the namespace's numbering goes on from there).
     ContextRemoved { namespace: String, key: String, version: u64 },
+    /// A task was submitted or changed: keep it whole.
+    Task(Box<crate::task::TaskImage>),
+    /// A finished task was forgotten.
+    TaskRemoved { namespace: String, id: String },
 }
 
 /// One retained version of a context key as it is kept.
@@ -182,6 +187,12 @@ pub struct Restored {
     /// Each namespace's last context version given out (it may be a deletion's).
     #[serde(default)]
     pub context_revisions: Vec<(String, u64)>,
+    /// Tasks, whole.
+    #[serde(default)]
+    pub tasks: Vec<crate::task::TaskImage>,
+    /// Each namespace's last task submission number.
+    #[serde(default)]
+    pub task_seqs: Vec<(String, u64)>,
 }
 
 /// Why a sync point failed, as it is kept: the [`CoreError`] its waiters got, without the point's

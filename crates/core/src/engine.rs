@@ -50,6 +50,7 @@ use crate::turn::Ready;
 use crate::vote::{self, Cast, Decision, Opened, VoterFacts, Votes, Watcher};
 
 mod context;
+mod task;
 
 /// Asks whether an agent is registered, for the control plane's checks.
 fn registry_lookup(namespaces: &HashMap<Arc<str>, Namespace>) -> impl Fn(&str, &str) -> bool + '_ {
@@ -166,6 +167,11 @@ enum Timer {
         ns: Arc<str>,
         key: Arc<str>,
     },
+    /// A task's current attempt may have missed its deadline.
+    TaskDeadline {
+        ns: Arc<str>,
+        id: Arc<str>,
+    },
 }
 
 /// Something durable an input touched; turned into a [`Change`] with the current value when the
@@ -187,6 +193,9 @@ enum Touched {
     ContextRevision(Arc<str>, Arc<str>, u64),
     /// (namespace, context key, the version its deletion took).
     ContextRemoved(Arc<str>, Arc<str>, u64),
+    /// (namespace, task id): kept whole.
+    Task(Arc<str>, Arc<str>),
+    TaskRemoved(Arc<str>, Arc<str>),
 }
 
 /// What changed durably since the shell last took the changes.
@@ -209,6 +218,8 @@ enum ConnRole {
     RegistryWatcher(RegistryFeed),
     /// A context watch stream, and whether its first batch is still to go.
     ContextWatcher(Box<crate::context::ContextFeed>, bool),
+    /// A task event stream.
+    TaskWatcher(Box<task::TaskFeed>),
 }
 
 #[derive(Default)]
@@ -348,6 +359,10 @@ pub struct Engine {
     /// The facts behind `system.*` changed since they were last published, and when that was.
     system_dirty: bool,
     system_published: Option<Time>,
+    /// Task handoff (see [`crate::task`]).
+    tasks: crate::task::Tasks,
+    /// Task event streams by namespace.
+    task_watchers: HashMap<Arc<str>, Vec<ConnId>>,
 }
 
 /// Every agent's health and the system's, for the `health` command.
@@ -387,6 +402,8 @@ impl Engine {
             context_watcher_count: 0,
             system_dirty: false,
             system_published: None,
+            tasks: crate::task::Tasks::default(),
+            task_watchers: HashMap::new(),
         };
         // The first sample of system health is taken one interval in, when agents may have come.
         let first = engine.config.health.sample_interval_ms;
@@ -462,6 +479,15 @@ impl Engine {
                     self.outputs.push_back(Output::Close(conn, Some(e)));
                 }
             }
+            Input::TaskRetry { origin, namespace, id } => {
+                let result = self.retry_task(now, &namespace, &id);
+                self.outputs.push_back(Output::TaskRetried { origin, result });
+            }
+            Input::WatchTasks { conn, namespace } => {
+                if let Err(e) = self.watch_tasks(conn, &namespace) {
+                    self.outputs.push_back(Output::Close(conn, Some(e)));
+                }
+            }
         }
     }
 
@@ -528,6 +554,7 @@ impl Engine {
                 return frame;
             }
             ConnRole::ContextWatcher(..) => return self.context_frame(conn, max_items),
+            ConnRole::TaskWatcher(..) => return self.task_frame(conn),
             ConnRole::Agent { ns, agent } => (ns.clone(), agent.clone()),
         };
         let ns = self.namespaces.get_mut(&ns_key)?;
@@ -622,6 +649,10 @@ impl Engine {
                 Touched::ContextRemoved(ns, key, version) => {
                     Some(Change::ContextRemoved { namespace: ns.to_string(), key: key.to_string(), version })
                 }
+                Touched::Task(ns, id) => self.tasks.get(&ns, &id).ok().map(|t| Change::Task(Box::new(t.clone()))),
+                Touched::TaskRemoved(ns, id) => {
+                    Some(Change::TaskRemoved { namespace: ns.to_string(), id: id.to_string() })
+                }
             };
             out.extend(change);
         }
@@ -656,7 +687,18 @@ impl Engine {
     /// a name now refused).
     pub fn restore(&mut self, now: Time, restored: Restored) -> Result<(), CoreError> {
         self.now = self.now.max(now);
-        let Restored { agents, sync_points, audit, pauses, emergency, votes, context, context_revisions } = restored;
+        let Restored {
+            agents,
+            sync_points,
+            audit,
+            pauses,
+            emergency,
+            votes,
+            context,
+            context_revisions,
+            tasks,
+            task_seqs,
+        } = restored;
         let bad = |what: String, e: &dyn std::fmt::Display| CoreError::invalid("stored data", format!("{what}: {e}"));
         for image in &agents {
             let ns_name = name::namespace_or_default(&image.namespace)?;
@@ -727,6 +769,7 @@ impl Engine {
             self.timers.set(Timer::VoteRetention { ns, id }, at.saturating_add(self.config.sync_retention_ms));
         }
         self.restore_context(context, context_revisions)?;
+        self.restore_tasks(tasks, task_seqs);
         self.control.restore(audit, pauses, emergency);
         for (ns, agent) in self.all_agents() {
             if self.control.is_paused(&ns, &agent) {
@@ -912,6 +955,7 @@ impl Engine {
             Request::AgentRequest { .. } => Some(Gated::Request),
             Request::OpenVote { .. } | Request::CastBallot(_) => Some(Gated::Vote),
             Request::ContextWrite(_) => Some(Gated::Context),
+            Request::SubmitTask(_) | Request::TaskWork { .. } | Request::ClaimTask { .. } => Some(Gated::Tasks),
             _ => None,
         };
         if let Some(Err(refusal)) = gated.map(|action| self.control.check(&ns, &agent, action)) {
@@ -1006,6 +1050,25 @@ impl Engine {
                 let writer = crate::context::Writer { name: agent.clone(), agent: Some(agent.clone()) };
                 self.context_write(now, &ns, &writer, &write).map(Reply::ContextWritten)
             }
+            Request::SubmitTask(submit) => self.submit_task(now, &ns, &agent, *submit),
+            Request::TaskWork { kinds, max_in_flight } => self.task_work(now, &ns, &agent, kinds, max_in_flight),
+            Request::StopTaskWork => {
+                self.tasks.stop_work(&ns, &agent);
+                Ok(Reply::Ok)
+            }
+            Request::ClaimTask { kinds } => self.claim_task(now, &ns, &agent, kinds),
+            Request::StartTask { id, attempt } => {
+                let result = self.tasks.start(now, &ns, &agent, &id, attempt);
+                self.task_done(&ns, result)
+            }
+            Request::CompleteTask { id, attempt, output_json } => {
+                let result = self.tasks.complete(now, &ns, &agent, &id, attempt, &output_json, &self.config.tasks);
+                self.task_done(&ns, result)
+            }
+            Request::FailTask { id, attempt, error } => {
+                let result = self.tasks.fail(now, &ns, &agent, &id, attempt, &error, &self.config.tasks);
+                self.task_done(&ns, result)
+            }
             Request::Deregister => {
                 self.remove_agent(now, &ns, &agent, "left");
                 self.forget_conn(conn);
@@ -1038,6 +1101,7 @@ impl Engine {
                 self.reclaim_if_empty(&feed.ns);
             }
             Some(ConnRole::ContextWatcher(feed, _)) => self.context_watch_ended(conn, &feed),
+            Some(ConnRole::TaskWatcher(feed)) => self.task_watch_ended(conn, &feed.ns),
             None => {}
         }
     }
@@ -1159,6 +1223,7 @@ impl Engine {
                 self.publish_system_facts(now, true);
             }
             Timer::ContextExpiry { ns, key } => self.context_expired(now, &ns, &key),
+            Timer::TaskDeadline { ns, id } => self.task_deadline(now, &ns, &id),
 
             Timer::Commands => {
                 for finished in self.control.expire(now) {
@@ -1221,6 +1286,7 @@ impl Engine {
         self.collectives_gone(ns, agent, "lost its lease");
         self.groups_gone(ns, agent, "lost");
         self.context_agent_gone(ns, agent);
+        self.tasks_agent_gone(now, ns, agent, "lost its lease");
         for finished in self.control.agent_gone(now, ns, agent, "its lease was lost") {
             self.command_done(finished);
         }
@@ -1250,6 +1316,7 @@ impl Engine {
         self.collectives_gone(ns, agent, why);
         self.groups_gone(ns, agent, "left");
         self.context_agent_gone(ns, agent);
+        self.tasks_agent_gone(now, ns, agent, why);
         self.control.forget_agent(ns, agent);
         for finished in self.control.agent_gone(now, ns, agent, why) {
             self.command_done(finished);

@@ -164,6 +164,27 @@ pub enum CoreError {
 
     #[error("context key '{key}' is kept by the server (keys under `system.` are read-only)")]
     ContextReadOnly { key: String },
+
+    #[error("task '{id}' does not exist in namespace '{namespace}'")]
+    UnknownTask { namespace: String, id: String },
+
+    #[error("task '{id}' already exists; choose another id (or leave it empty for the server to name one)")]
+    TaskExists { id: String },
+
+    #[error("task '{id}' would depend on itself ({})", .path.join(" -> "))]
+    TaskCycle { id: String, path: Vec<String> },
+
+    #[error("agent '{agent}' does not hold attempt {attempt} of task '{id}': {now}")]
+    TaskNotHeld { id: String, agent: String, attempt: u32, now: String },
+
+    #[error("task '{id}' is already {state} (attempt {attempt}{}); exactly one completion is accepted", if .holder.is_empty() { String::new() } else { format!(", by '{}'", .holder) })]
+    TaskFinished { id: String, state: &'static str, attempt: u32, holder: String },
+
+    #[error("agent '{agent}' holds {held} tasks, its limit; complete or fail one first")]
+    TaskInFlightLimit { agent: String, held: u64, limit: u32 },
+
+    #[error("task '{id}' is {state}, not dead-lettered: only a dead-lettered task can be retried")]
+    TaskNotDeadLettered { id: String, state: &'static str },
 }
 
 fn list_versions(versions: &[u64]) -> String {
@@ -311,11 +332,26 @@ pub enum Reason {
     UnknownContextVersion,
     /// [`CoreError::ContextReadOnly`]: a write to a server-maintained `system.*` key.
     ContextReadOnly,
+    /// [`CoreError::UnknownTask`].
+    UnknownTask,
+    /// [`CoreError::TaskExists`]: a submission named an id already taken.
+    TaskExists,
+    /// [`CoreError::TaskCycle`]: a task's dependencies would form a cycle.
+    TaskCycle,
+    /// [`CoreError::TaskNotHeld`]: a completion or failure from an agent that does not hold the
+    /// task's current attempt (a superseded attempt, or another agent).
+    TaskNotHeld,
+    /// [`CoreError::TaskFinished`]: the task is already completed or dead-lettered.
+    TaskFinished,
+    /// [`CoreError::TaskInFlightLimit`]: a claim past the agent's in-flight limit.
+    TaskInFlightLimit,
+    /// [`CoreError::TaskNotDeadLettered`]: a retry of a task that is not dead-lettered.
+    TaskNotDeadLettered,
 }
 
 impl Reason {
     /// Every reason, in the order of the documentation.
-    pub const ALL: [Reason; 55] = [
+    pub const ALL: [Reason; 62] = [
         Reason::InvalidArgument,
         Reason::UnknownAgent,
         Reason::UnknownSyncPoint,
@@ -371,6 +407,13 @@ impl Reason {
         Reason::UnknownContextKey,
         Reason::UnknownContextVersion,
         Reason::ContextReadOnly,
+        Reason::UnknownTask,
+        Reason::TaskExists,
+        Reason::TaskCycle,
+        Reason::TaskNotHeld,
+        Reason::TaskFinished,
+        Reason::TaskInFlightLimit,
+        Reason::TaskNotDeadLettered,
     ];
 
     /// The stable name on the wire (`SCREAMING_SNAKE_CASE`); it never changes once published.
@@ -431,6 +474,13 @@ impl Reason {
             Reason::UnknownContextKey => "UNKNOWN_CONTEXT_KEY",
             Reason::UnknownContextVersion => "UNKNOWN_CONTEXT_VERSION",
             Reason::ContextReadOnly => "CONTEXT_READ_ONLY",
+            Reason::UnknownTask => "UNKNOWN_TASK",
+            Reason::TaskExists => "TASK_EXISTS",
+            Reason::TaskCycle => "TASK_CYCLE",
+            Reason::TaskNotHeld => "TASK_NOT_HELD",
+            Reason::TaskFinished => "TASK_FINISHED",
+            Reason::TaskInFlightLimit => "TASK_IN_FLIGHT_LIMIT",
+            Reason::TaskNotDeadLettered => "TASK_NOT_DEAD_LETTERED",
         }
     }
 
@@ -498,6 +548,13 @@ impl CoreError {
             | CoreError::CollectiveAborted { .. } => ErrorCode::Aborted,
             CoreError::SessionEnded { .. } | CoreError::NoResponders { .. } => ErrorCode::Unavailable,
             CoreError::ContextConflict { .. } | CoreError::ContextReadOnly { .. } => ErrorCode::FailedPrecondition,
+            CoreError::UnknownTask { .. } => ErrorCode::NotFound,
+            CoreError::TaskExists { .. } => ErrorCode::AlreadyExists,
+            CoreError::TaskCycle { .. } => ErrorCode::InvalidArgument,
+            CoreError::TaskNotHeld { .. } | CoreError::TaskFinished { .. } | CoreError::TaskNotDeadLettered { .. } => {
+                ErrorCode::FailedPrecondition
+            }
+            CoreError::TaskInFlightLimit { .. } => ErrorCode::ResourceExhausted,
             CoreError::UnknownContextKey { .. } | CoreError::UnknownContextVersion { .. } => ErrorCode::NotFound,
         }
     }
@@ -555,6 +612,13 @@ impl CoreError {
             CoreError::UnknownContextKey { .. } => Reason::UnknownContextKey,
             CoreError::UnknownContextVersion { .. } => Reason::UnknownContextVersion,
             CoreError::ContextReadOnly { .. } => Reason::ContextReadOnly,
+            CoreError::UnknownTask { .. } => Reason::UnknownTask,
+            CoreError::TaskExists { .. } => Reason::TaskExists,
+            CoreError::TaskCycle { .. } => Reason::TaskCycle,
+            CoreError::TaskNotHeld { .. } => Reason::TaskNotHeld,
+            CoreError::TaskFinished { .. } => Reason::TaskFinished,
+            CoreError::TaskInFlightLimit { .. } => Reason::TaskInFlightLimit,
+            CoreError::TaskNotDeadLettered { .. } => Reason::TaskNotDeadLettered,
         }
     }
 

@@ -134,6 +134,39 @@ pub enum Request {
     /// the writer (its namespace is used, whatever the write names). Answered with
     /// [`Reply::ContextWritten`].
     ContextWrite(crate::context::Write),
+    /// Submit a task (see [`crate::task`]); the agent is its submitter and hears its events.
+    /// Answered with [`Reply::TaskSubmitted`].
+    SubmitTask(Box<crate::task::Submit>),
+    /// Ask for work: ready tasks of `kinds` (empty: any) the agent is eligible for come as
+    /// [`Frame::TaskAssigned`], at most `max_in_flight` held at once (0: the server's limit),
+    /// until the session ends or [`Request::StopTaskWork`].
+    TaskWork {
+        kinds: Vec<String>,
+        max_in_flight: u32,
+    },
+    /// Stop asking for work (tasks held stay held).
+    StopTaskWork,
+    /// Claim the best ready task of `kinds` the agent can take. Answered with [`Reply::TaskClaimed`].
+    ClaimTask {
+        kinds: Vec<String>,
+    },
+    /// The holder of `attempt` of task `id` started it.
+    StartTask {
+        id: String,
+        attempt: u32,
+    },
+    /// The holder of `attempt` of task `id` completed it with this output.
+    CompleteTask {
+        id: String,
+        attempt: u32,
+        output_json: String,
+    },
+    /// The holder of `attempt` of task `id` failed it with this error.
+    FailTask {
+        id: String,
+        attempt: u32,
+        error: String,
+    },
 }
 
 /// Something that happened at the shell.
@@ -195,6 +228,10 @@ pub enum Input {
     /// A client opened a context watch stream on `selector` of `namespace`, resuming from version
     /// `from` (0: from nothing, a snapshot of every key covered).
     WatchContext { conn: ConnId, namespace: String, selector: crate::context::Selector, from: u64 },
+    /// An operator retries a dead-lettered task. Answered by [`Output::TaskRetried`] with `origin`.
+    TaskRetry { origin: u64, namespace: String, id: String },
+    /// A client opened a task event stream on `namespace`.
+    WatchTasks { conn: ConnId, namespace: String },
 }
 
 /// Who calls on a replica group's state from beside the session (as collectives do): the agent,
@@ -274,6 +311,8 @@ pub enum Output {
     Group(GroupOutput),
     /// A context write (sent with `origin`) is done, or was refused: answer the client.
     ContextDone { origin: u64, result: Result<crate::context::Written, CoreError> },
+    /// An operator's retry of a task (sent with `origin`) is done, or was refused.
+    TaskRetried { origin: u64, result: Result<(), CoreError> },
 }
 
 /// A message published on a topic, shared by every queue it is routed to.
@@ -368,6 +407,10 @@ pub enum Reply {
     Group(crate::replica_group::GroupView),
     /// A context write was applied.
     ContextWritten(crate::context::Written),
+    /// A task was submitted under this id.
+    TaskSubmitted(String),
+    /// A claim's task, if one was ready for the claimant.
+    TaskClaimed(Option<Box<crate::task::Assignment>>),
     Error(CoreError),
 }
 
@@ -414,6 +457,10 @@ pub enum Frame {
     },
     /// Changes of watched context keys, for a context watch stream.
     Context(crate::context::ContextBatch),
+    /// A task for this agent to execute (it asked for work).
+    TaskAssigned(Box<crate::task::Assignment>),
+    /// Something happened to a task this agent submitted, or, on a task watch, to any task.
+    TaskEvent(Arc<crate::task::TaskEvent>),
     /// Another agent's request for this one to answer (see [`crate::request`]).
     IncomingRequest {
         token: u64,

@@ -36,6 +36,10 @@
 //! history, lifetimes (lease, TTL), watches coalesced per key and resumable from a version, and the
 //! server-maintained `system.*` keys.
 //!
+//! [`task`] holds the rules of task handoff (the assignment registry): submissions pinning context,
+//! dependencies, assignment to agents asking for work, attempts fenced by number, retries and the
+//! dead-letter list.
+//!
 //! [`request`] holds the rules of request/reply between agents (who answers, deadlines, limits).
 //!
 //! [`collective`] holds the rules of collectives on numeric arrays (membership, ranks, one call for
@@ -70,6 +74,7 @@ pub mod replica_group;
 pub mod request;
 pub mod state;
 pub mod syncpoint;
+pub mod task;
 pub mod timer;
 pub mod topic;
 pub mod turn;

@@ -25,6 +25,8 @@ struct Kept {
     votes: BTreeMap<(String, String), VoteImage>,
     context: BTreeMap<(String, String), lockstep_core::durable::ContextKeyImage>,
     context_revisions: BTreeMap<String, u64>,
+    tasks: BTreeMap<(String, String), lockstep_core::task::TaskImage>,
+    task_seqs: BTreeMap<String, u64>,
 }
 
 impl Kept {
@@ -98,6 +100,14 @@ impl Kept {
                     let kept = self.context_revisions.entry(namespace).or_default();
                     *kept = (*kept).max(version);
                 }
+                Change::Task(t) => {
+                    let seq = self.task_seqs.entry(t.namespace.clone()).or_default();
+                    *seq = (*seq).max(t.seq);
+                    self.tasks.insert((t.namespace.clone(), t.id.clone()), *t);
+                }
+                Change::TaskRemoved { namespace, id } => {
+                    self.tasks.remove(&(namespace, id));
+                }
             }
         }
     }
@@ -112,6 +122,8 @@ impl Kept {
             votes: self.votes.values().cloned().collect(),
             context: self.context.values().cloned().collect(),
             context_revisions: self.context_revisions.iter().map(|(ns, v)| (ns.clone(), *v)).collect(),
+            tasks: self.tasks.values().cloned().collect(),
+            task_seqs: self.task_seqs.iter().map(|(ns, v)| (ns.clone(), *v)).collect(),
         }
     }
 }
@@ -319,4 +331,59 @@ fn context_keys_come_back_with_their_versions_history_and_lifetimes() {
     h2.advance_heartbeating(h2.now + 60_000, &[b]);
     assert!(h2.engine.context_get("", "ttl", None).is_err());
     assert!(h2.engine.context_get("", "bound", None).is_err());
+}
+
+#[test]
+fn tasks_come_back_whole_and_a_held_one_is_handed_out_again_and_completed_once() {
+    use lockstep_core::context::{Expect, Lifetime, Op, Write};
+    use lockstep_core::task::{Submit, TaskState};
+    let submit = |kind: &str, deps: &[&str]| {
+        Request::SubmitTask(Box::new(Submit {
+            kind: kind.into(),
+            input_json: "{}".into(),
+            context_keys: vec!["persona".into()],
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            ..Submit::default()
+        }))
+    };
+    let mut h = tracked();
+    let mut kept = Kept::default();
+    let planner = h.join("planner", "planner", &[]);
+    let runner = h.join("runner", "runner", &[]);
+    let persona = Write {
+        namespace: String::new(),
+        key: "persona".into(),
+        op: Op::Set(r#"{"tone":"terse"}"#.into()),
+        expect: Expect::Any,
+        lifetime: Lifetime::Permanent,
+    };
+    h.call(planner, Request::ContextWrite(persona));
+    let Reply::TaskSubmitted(first) = h.call(planner, submit("fetch", &[])) else { panic!() };
+    let Reply::TaskSubmitted(second) = h.call(planner, submit("parse", &[&first])) else { panic!() };
+    let Reply::TaskClaimed(Some(a)) = h.call(runner, Request::ClaimTask { kinds: vec![] }) else { panic!() };
+    h.call_ok(runner, Request::CompleteTask { id: a.id.to_string(), attempt: a.attempt, output_json: "1".into() });
+    let Reply::TaskClaimed(Some(held)) = h.call(runner, Request::ClaimTask { kinds: vec![] }) else { panic!() };
+    assert_eq!(&*held.id, second.as_str());
+    let mut h2 = restart(&mut h, &mut kept, 10);
+    let done = h2.engine.task_get("", &first).unwrap();
+    assert_eq!((done.state, done.output.clone()), (TaskState::Completed, Some(json!(1))));
+    let again = h2.engine.task_get("", &second).unwrap();
+    assert_eq!(
+        (again.state, again.failures, again.pinned[0].value.clone()),
+        (TaskState::Ready, 0, json!({"tone": "terse"}))
+    );
+    // The old holder comes back: its attempt was superseded; the new one completes, once.
+    let runner = h2.join("runner2", "runner", &[]);
+    let err = h2
+        .call_err(runner, Request::CompleteTask { id: second.clone(), attempt: held.attempt, output_json: "2".into() });
+    assert!(matches!(err, CoreError::TaskNotHeld { .. }), "{err}");
+    let Reply::TaskClaimed(Some(b)) = h2.call(runner, Request::ClaimTask { kinds: vec![] }) else { panic!() };
+    assert_eq!((&*b.id, b.attempt), (second.as_str(), held.attempt + 1));
+    h2.call_ok(runner, Request::CompleteTask { id: second.clone(), attempt: b.attempt, output_json: "2".into() });
+    let err =
+        h2.call_err(runner, Request::CompleteTask { id: second.clone(), attempt: b.attempt, output_json: "3".into() });
+    assert!(matches!(err, CoreError::TaskFinished { .. }), "{err}");
+    // Numbering goes on.
+    let Reply::TaskSubmitted(third) = h2.call(runner, submit("more", &[])) else { panic!() };
+    assert!(third != first && third != second, "{third}");
 }

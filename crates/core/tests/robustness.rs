@@ -92,10 +92,58 @@ fn context_write() -> impl Strategy<Value = lockstep_core::ContextWrite> {
     )
 }
 
+/// Task handoff's session requests, on a few ids so that they meet.
+fn task_request() -> impl Strategy<Value = Request> {
+    use lockstep_core::task::Submit;
+    let id = || prop::sample::select(vec!["", "t1", "t2", "x", "bad id"]).prop_map(String::from);
+    let kinds =
+        || prop::collection::vec(prop::sample::select(vec!["tool", "other", "bad kind"]).prop_map(String::from), 0..2);
+    let submit = (
+        id(),
+        prop::sample::select(vec!["tool", "other", "bad kind"]),
+        prop::sample::select(vec!["{}", "1", "{bad"]),
+        prop::collection::vec(prop::sample::select(vec!["k", "k.a", "nope"]).prop_map(String::from), 0..2),
+        prop::collection::vec(id(), 0..3),
+        prop_oneof![Just(0u64), 1u64..3_000, Just(u64::MAX)],
+        prop_oneof![Just(0u32), 1u32..3, Just(u32::MAX)],
+        prop::sample::select(vec!["", "worker", "nobody"]),
+    )
+        .prop_map(|(id, kind, input, context_keys, depends_on, timeout_ms, max_attempts, role)| {
+            Request::SubmitTask(Box::new(Submit {
+                id,
+                kind: kind.into(),
+                input_json: input.into(),
+                context_keys,
+                role: role.into(),
+                timeout_ms,
+                max_attempts,
+                depends_on,
+                ..Submit::default()
+            }))
+        });
+    let report =
+        (id(), 0u32..4, prop::sample::select(vec!["", "1", "{bad"]), 0u8..3).prop_map(|(id, attempt, text, which)| {
+            match which {
+                0 => Request::StartTask { id, attempt },
+                1 => Request::CompleteTask { id, attempt, output_json: text.into() },
+                _ => Request::FailTask { id, attempt, error: text.into() },
+            }
+        });
+    prop_oneof![
+        3 => submit,
+        1 => (kinds(), prop_oneof![Just(0u32), 1u32..3, Just(u32::MAX)])
+            .prop_map(|(kinds, max_in_flight)| Request::TaskWork { kinds, max_in_flight }),
+        1 => Just(Request::StopTaskWork),
+        2 => kinds().prop_map(|kinds| Request::ClaimTask { kinds }),
+        3 => report,
+    ]
+}
+
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         Just(Request::Heartbeat),
         context_write().prop_map(Request::ContextWrite),
+        task_request(),
         (topic(), prop::collection::vec(any::<u8>(), 0..64)).prop_map(|(topic, p)| Request::Publish {
             topic,
             payload: Bytes::from(p),
@@ -541,6 +589,8 @@ proptest! {
                     }
                     Output::Group(_) => group_answers += 1,
                     Output::ContextDone { origin, .. } => *written.entry(origin).or_default() += 1,
+                    // No step retries tasks.
+                    Output::TaskRetried { .. } => prop_assert!(false, "no task retry was asked for"),
                     Output::Ready(_) | Output::Collective(CollectiveEvent::Start { .. }) => {}
                 }
             }
@@ -556,6 +606,13 @@ proptest! {
             let groups = engine.list_groups("").unwrap();
             prop_assert!(groups.len() <= 2);
             prop_assert!(groups.iter().all(|g| g.members.len() <= 3));
+            // A task is held exactly when it has a holder, completed exactly when it has an output.
+            for t in engine.task_list("", None, None).unwrap() {
+                use lockstep_core::task::TaskState as S;
+                prop_assert_eq!(matches!(t.state, S::Assigned | S::Running), t.holder.is_some(), "{:?}", t);
+                prop_assert_eq!(t.state == S::Completed, t.output.is_some(), "{:?}", t);
+                prop_assert!(t.failures <= t.max_attempts, "{:?}", t);
+            }
             let held: u64 = groups.iter().filter_map(|g| g.state.as_ref()).map(|s| s.size).sum();
             prop_assert!(held <= 150, "{} bytes of group state held", held);
         }

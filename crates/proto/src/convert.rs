@@ -173,6 +173,7 @@ pub fn session_message(kind: Option<v1::client_message::Kind>) -> Result<Session
         Kind::JoinGroup(g) => core::Request::JoinGroup { group_id: g.group_id },
         Kind::LeaveGroup(g) => core::Request::LeaveGroup { group_id: g.group_id, forget_state: g.forget_state },
         Kind::ContextWrite(w) => core::Request::ContextWrite(context_write(String::new(), w)?),
+        other => crate::task::request(other).ok_or_else(|| malformed("this message is not a session request"))?,
     };
     Ok(SessionMessage::Request(request))
 }
@@ -346,6 +347,10 @@ fn reply(request_id: u64, reply: Reply) -> v1::Reply {
         Reply::Vote(o) => Outcome::VoteOutcome(vote_outcome(&o)),
         Reply::Group(v) => Outcome::GroupMembership(crate::group::membership(&v)),
         Reply::ContextWritten(w) => Outcome::ContextWritten(context_written(&w)),
+        Reply::TaskSubmitted(id) => Outcome::TaskSubmitted(v1::TaskSubmitted { id }),
+        Reply::TaskClaimed(a) => {
+            Outcome::TaskClaimed(v1::TaskClaimed { assignment: a.as_deref().map(crate::task::assignment) })
+        }
         Reply::Error(e) => Outcome::Error(error(&e)),
     };
     v1::Reply { request_id, outcome: Some(outcome) }
@@ -385,6 +390,8 @@ pub fn server_message(frame: Frame) -> Option<v1::ServerMessage> {
                 .collect(),
         }),
         Frame::Registry(_) | Frame::Context(_) => return None,
+        Frame::TaskAssigned(a) => Kind::TaskAssigned(crate::task::assignment(&a)),
+        Frame::TaskEvent(e) => Kind::TaskEvent(crate::task::event(&e)),
         Frame::Control(n) => {
             use v1::control::Kind as K;
             let kind = match n.kind {
@@ -698,6 +705,18 @@ mod tests {
             CoreError::UnknownContextKey { namespace: "ns".into(), key: "k".into() },
             CoreError::UnknownContextVersion { key: "k".into(), version: 1, retained: vec![3, 4] },
             CoreError::ContextReadOnly { key: "system.health".into() },
+            CoreError::UnknownTask { namespace: "ns".into(), id: "t1".into() },
+            CoreError::TaskExists { id: "t1".into() },
+            CoreError::TaskCycle { id: "t1".into(), path: vec!["t1".into(), "t1".into()] },
+            CoreError::TaskNotHeld {
+                id: "t1".into(),
+                agent: "a".into(),
+                attempt: 1,
+                now: "attempt 2 is held by 'b'".into(),
+            },
+            CoreError::TaskFinished { id: "t1".into(), state: "completed", attempt: 2, holder: "b".into() },
+            CoreError::TaskInFlightLimit { agent: "a".into(), held: 2, limit: 2 },
+            CoreError::TaskNotDeadLettered { id: "t1".into(), state: "ready" },
         ]
     }
 

@@ -71,12 +71,14 @@ pub enum ConnSink {
     Registry(mpsc::Sender<Result<Frame, Status>>),
     /// A context watch stream: like a registry watch, it has no reader.
     Context(mpsc::Sender<Result<Frame, Status>>),
+    /// A task event stream: like a registry watch, it has no reader.
+    Tasks(mpsc::Sender<Result<Frame, Status>>),
 }
 
 impl ConnSink {
     fn sender(&self) -> &mpsc::Sender<Result<Frame, Status>> {
         match self {
-            ConnSink::Session(tx) | ConnSink::Registry(tx) | ConnSink::Context(tx) => tx,
+            ConnSink::Session(tx) | ConnSink::Registry(tx) | ConnSink::Context(tx) | ConnSink::Tasks(tx) => tx,
         }
     }
 }
@@ -98,6 +100,8 @@ pub enum Command {
         write: lockstep_core::ContextWrite,
         done: oneshot::Sender<Result<lockstep_core::context::Written, CoreError>>,
     },
+    /// An operator's retry of a dead-lettered task: its answer goes to `done`.
+    TaskRetry { namespace: String, id: String, done: oneshot::Sender<Result<(), CoreError>> },
     /// Read the engine.
     Query(Query),
     /// Copy the committed data (see [`crate::backup`]): the driver only tells the request where
@@ -367,6 +371,8 @@ struct Driver<J> {
     waiting: HashMap<u64, oneshot::Sender<AdminAnswer>>,
     /// Clients waiting for their context writes' answers, by origin.
     context_waiting: HashMap<u64, oneshot::Sender<Result<lockstep_core::context::Written, CoreError>>>,
+    /// Clients waiting for their task retries' answers, by origin.
+    task_waiting: HashMap<u64, oneshot::Sender<Result<(), CoreError>>>,
     next_origin: u64,
     /// Where the engine's decisions on collectives go.
     exchange: Arc<crate::collective::Exchange>,
@@ -395,6 +401,7 @@ pub async fn run<J: Journal>(
         answers: Vec::new(),
         waiting: HashMap::new(),
         context_waiting: HashMap::new(),
+        task_waiting: HashMap::new(),
         next_origin: 1,
         exchange,
         groups,
@@ -514,7 +521,7 @@ impl<J: Journal> Driver<J> {
                 if let Some(c) = self.conns.remove(&conn) {
                     // A session's reader reports the end of its stream (`Command::Ended`); a
                     // registry watch has no reader, so its stream going away ends it.
-                    if matches!(c.sink, ConnSink::Registry(_) | ConnSink::Context(_)) {
+                    if matches!(c.sink, ConnSink::Registry(_) | ConnSink::Context(_) | ConnSink::Tasks(_)) {
                         self.handle(now, Input::Disconnected { conn });
                     }
                 }
@@ -546,6 +553,12 @@ impl<J: Journal> Driver<J> {
                 self.context_waiting.insert(origin, done);
                 self.handle(now, Input::ContextWrite { origin, writer, write });
             }
+            Command::TaskRetry { namespace, id, done } => {
+                let origin = self.next_origin;
+                self.next_origin += 1;
+                self.task_waiting.insert(origin, done);
+                self.handle(now, Input::TaskRetry { origin, namespace, id });
+            }
             Command::Query(query) => self.answers.push(query(&self.engine, now)),
             Command::Backup(request) => request.start(self.journal.database()),
         }
@@ -554,7 +567,18 @@ impl<J: Journal> Driver<J> {
     /// Commits the turn, then sends what it produced.
     fn end_turn(&mut self) -> Result<(), StoreError> {
         let Driver {
-            engine, journal, recorder, conns, ready, answers, waiting, exchange, groups, context_waiting, ..
+            engine,
+            journal,
+            recorder,
+            conns,
+            ready,
+            answers,
+            waiting,
+            exchange,
+            groups,
+            context_waiting,
+            task_waiting,
+            ..
         } = self;
         let turn = engine.ready();
         if !turn.changes().is_empty() {
@@ -587,6 +611,11 @@ impl<J: Journal> Driver<J> {
                 Output::Group(out) => groups.apply(out),
                 Output::ContextDone { origin, result } => {
                     if let Some(done) = context_waiting.remove(&origin) {
+                        let _ = done.send(result);
+                    }
+                }
+                Output::TaskRetried { origin, result } => {
+                    if let Some(done) = task_waiting.remove(&origin) {
                         let _ = done.send(result);
                     }
                 }

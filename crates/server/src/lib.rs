@@ -35,6 +35,7 @@ use lockstep_core::{Config, Engine};
 use lockstep_proto::server::admin_server::AdminServer;
 use lockstep_proto::server::lockstep_server::LockstepServer;
 use lockstep_proto::server::shared_context_server::SharedContextServer;
+use lockstep_proto::server::tasks_server::TasksServer;
 pub use lockstep_store::Durability;
 use lockstep_store::{Store, StoreError};
 use tokio::net::TcpListener;
@@ -367,6 +368,13 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
             .max_encoding_message_size(MAX_RESPONSE_BYTES),
         listener::mark_used,
     );
+    // Task handoff's reads, retries and watches, likewise.
+    let tasks = tonic::service::interceptor::InterceptedService::new(
+        TasksServer::new(service.clone())
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES),
+        listener::mark_used,
+    );
     let agents = tonic::service::interceptor::InterceptedService::new(
         LockstepServer::new(service)
             .max_decoding_message_size(max_message)
@@ -396,7 +404,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     }
     let task = match admin_listener {
         None => {
-            let router = transport().add_service(agents).add_service(context).add_service(admin);
+            let router = transport().add_service(agents).add_service(context).add_service(tasks).add_service(admin);
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(&transport_stop_tx)))
         }
         Some((admin_listener, _)) => {
@@ -409,6 +417,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
             let agents_task = transport()
                 .add_service(agents)
                 .add_service(context)
+                .add_service(tasks)
                 .serve_with_incoming_shutdown(incoming, stopped(&transport_stop_tx));
             tokio::spawn(async move {
                 let result = agents_task.await;

@@ -138,6 +138,13 @@ fn owned_change(c: Change) -> store::Change {
                 oldest_retained: image.oldest_retained,
             }
         }
+        Change::Task(task) => store::Change::PutTask(store::TaskRecord {
+            namespace: task.namespace.clone(),
+            task_id: task.id.clone(),
+            seq: task.seq,
+            task_json: json_text(&*task),
+        }),
+        Change::TaskRemoved { namespace, id } => store::Change::DeleteTask { namespace, task_id: id },
         Change::ContextRemoved { namespace, key, version } => {
             store::Change::DeleteContextKey { namespace, key, version }
         }
@@ -258,6 +265,13 @@ pub fn from_store(snapshot: store::Snapshot) -> Result<Loaded, BadRecord> {
         });
     }
     restored.context_revisions = snapshot.context_namespaces;
+    for t in snapshot.tasks {
+        let record = || format!("task '{}' of namespace '{}'", t.task_id, t.namespace);
+        let image: lockstep_core::task::TaskImage = decode(&record, "task_json", &t.task_json)?;
+        latest = latest.max(image.submitted_at).max(image.finished_at.unwrap_or(0));
+        restored.tasks.push(image);
+    }
+    restored.task_seqs = snapshot.task_namespaces;
     for e in snapshot.audit {
         latest = latest.max(e.at_ms);
         let outcome = AuditOutcome::parse(&e.outcome)

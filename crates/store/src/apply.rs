@@ -71,6 +71,13 @@ const DELETE_CONTEXT_KEY: &str = "DELETE FROM context_keys WHERE namespace = ?1 
 const SET_CONTEXT_NAMESPACE: &str = "
     INSERT INTO context_namespaces (namespace, last_version) VALUES (?1, ?2)
     ON CONFLICT (namespace) DO UPDATE SET last_version = max(last_version, excluded.last_version)";
+const PUT_TASK: &str = "
+    INSERT INTO tasks (namespace, task_id, seq, task_json) VALUES (?1, ?2, ?3, ?4)
+    ON CONFLICT (namespace, task_id) DO UPDATE SET seq = excluded.seq, task_json = excluded.task_json";
+const SET_TASK_NAMESPACE: &str = "
+    INSERT INTO task_namespaces (namespace, last_seq) VALUES (?1, ?2)
+    ON CONFLICT (namespace) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)";
+const DELETE_TASK: &str = "DELETE FROM tasks WHERE namespace = ?1 AND task_id = ?2";
 const DELETE_VOTE: &str = "DELETE FROM votes WHERE namespace = ?1 AND vote_id = ?2";
 
 impl Store {
@@ -191,6 +198,20 @@ fn write(tx: &Transaction<'_>, path: &Path, change: &Change) -> Result<(), Store
                 .map(drop)
                 .map_err(|e| fail(e, what()))
         }
+        Change::PutTask(t) => {
+            let what = || task_name(&t.namespace, &t.task_id);
+            let seq = int(t.seq, what)?;
+            tx.prepare_cached(PUT_TASK)
+                .and_then(|mut stmt| stmt.execute(params![t.namespace, t.task_id, seq, t.task_json]))
+                .and_then(|_| tx.prepare_cached(SET_TASK_NAMESPACE)?.execute(params![t.namespace, seq]))
+                .map(drop)
+                .map_err(|e| fail(e, what()))
+        }
+        Change::DeleteTask { namespace, task_id } => tx
+            .prepare_cached(DELETE_TASK)
+            .and_then(|mut stmt| stmt.execute(params![namespace, task_id]))
+            .map(drop)
+            .map_err(|e| fail(e, format!("the removal of {}", task_name(namespace, task_id)))),
         Change::DeleteConfig { key } => tx
             .prepare_cached(DELETE_CONFIG)
             .and_then(|mut stmt| stmt.execute(params![key]))
@@ -362,6 +383,10 @@ pub(crate) fn agent_name(namespace: &str, agent_id: &str) -> String {
 
 pub(crate) fn context_name(namespace: &str, key: &str) -> String {
     format!("context key '{key}' of namespace '{namespace}'")
+}
+
+pub(crate) fn task_name(namespace: &str, task_id: &str) -> String {
+    format!("task '{task_id}' of namespace '{namespace}'")
 }
 
 pub(crate) fn vote_name(namespace: &str, vote_id: &str) -> String {

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, Row};
 
-use crate::apply::{agent_name, context_name, point_name, vote_name};
+use crate::apply::{agent_name, context_name, point_name, task_name, vote_name};
 use crate::error::{classify, StoreError};
 use crate::records::{
     AgentRecord, ArrivalRecord, AuditRecord, BallotRecord, ConfigRecord, LoadedSyncPoint, LoadedVote, Snapshot,
@@ -39,6 +39,29 @@ impl Store {
                     let namespace: String = row.get(0)?;
                     let name = format!("the context of namespace '{namespace}'");
                     let v = uint(path, &name, "last_version", row.get(1)?)?;
+                    Ok((namespace, v))
+                },
+            )?,
+            tasks: query(
+                &tx,
+                path,
+                "the tasks",
+                "SELECT namespace, task_id, seq, task_json FROM tasks ORDER BY namespace, seq",
+                |row| {
+                    let (namespace, task_id): (String, String) = (row.get(0)?, row.get(1)?);
+                    let seq = uint(path, &task_name(&namespace, &task_id), "seq", row.get(2)?)?;
+                    Ok(crate::records::TaskRecord { namespace, task_id, seq, task_json: row.get(3)? })
+                },
+            )?,
+            task_namespaces: query(
+                &tx,
+                path,
+                "the task namespaces",
+                "SELECT namespace, last_seq FROM task_namespaces ORDER BY namespace",
+                |row| {
+                    let namespace: String = row.get(0)?;
+                    let name = format!("the tasks of namespace '{namespace}'");
+                    let v = uint(path, &name, "last_seq", row.get(1)?)?;
                     Ok((namespace, v))
                 },
             )?,

@@ -135,6 +135,16 @@ pub struct LoadedContextKey {
     pub versions: Vec<ContextVersionRecord>,
 }
 
+/// One task (schema v5), whole, as the engine's JSON.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskRecord {
+    pub namespace: String,
+    pub task_id: String,
+    /// Its submission number in the namespace.
+    pub seq: u64,
+    pub task_json: String,
+}
+
 /// One change to durable state. A batch of changes is applied in one transaction by
 /// [`Store::apply`](crate::Store::apply), in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -173,6 +183,11 @@ pub enum Change {
     /// Forgets a context key and its versions (nothing happens if it is not stored), and records
     /// `version`, the deletion's, as its namespace's last if it is higher.
     DeleteContextKey { namespace: String, key: String, version: u64 },
+    /// Inserts or replaces a task, and records its submission number as its namespace's last if
+    /// it is higher.
+    PutTask(TaskRecord),
+    /// Forgets a task; nothing happens if it is not stored.
+    DeleteTask { namespace: String, task_id: String },
 }
 
 /// A vote as loaded, with its ballots in the order cast.
@@ -206,4 +221,8 @@ pub struct Snapshot {
     pub context: Vec<LoadedContextKey>,
     /// Each namespace's last context version recorded by a deletion (schema v4).
     pub context_namespaces: Vec<(String, u64)>,
+    /// Ordered by namespace, then submission number (schema v5).
+    pub tasks: Vec<TaskRecord>,
+    /// Each namespace's last task submission number (schema v5).
+    pub task_namespaces: Vec<(String, u64)>,
 }

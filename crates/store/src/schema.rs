@@ -17,6 +17,9 @@
 //! * **v4 (context)** — shared context: `context_keys` (a key's lifetime), `context_versions` (its
 //!   retained versions, cascading from their key) and `context_namespaces` (each namespace's last
 //!   version given out, so that numbering goes on after deletions).
+//! * **v5 (tasks)** — task handoff: `tasks` (each task whole, as the engine's JSON) and
+//!   `task_namespaces` (each namespace's last submission number, so that numbering goes on past
+//!   forgotten tasks).
 
 use std::path::Path;
 
@@ -153,6 +156,23 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             );
         ",
     },
+    // The task handoff migration.
+    Migration {
+        version: 5,
+        sql: "
+            CREATE TABLE tasks (
+                namespace TEXT NOT NULL,
+                task_id   TEXT NOT NULL,
+                seq       INTEGER NOT NULL,   -- submission number in the namespace
+                task_json TEXT NOT NULL,      -- the task whole: input, pinned context, attempts, output
+                PRIMARY KEY (namespace, task_id)
+            );
+            CREATE TABLE task_namespaces (
+                namespace TEXT PRIMARY KEY NOT NULL,
+                last_seq  INTEGER NOT NULL
+            );
+        ",
+    },
 ];
 
 /// The schema version this code writes and understands.
@@ -191,7 +211,7 @@ mod tests {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version as usize, i + 1);
         }
-        assert_eq!(SCHEMA_VERSION, 4);
+        assert_eq!(SCHEMA_VERSION, 5);
     }
 
     #[test]
@@ -203,14 +223,15 @@ mod tests {
         // v1 has no audit log and no pause column yet.
         assert!(conn.prepare("SELECT seq FROM audit_log").is_err());
         migrate(&mut conn, path, MIGRATIONS).unwrap();
-        assert_eq!(version(&conn).unwrap(), 4);
+        assert_eq!(version(&conn).unwrap(), 5);
+        conn.prepare("SELECT task_json FROM tasks").unwrap();
         conn.prepare("SELECT revision_json FROM context_versions").unwrap();
         conn.prepare("SELECT seq FROM audit_log").unwrap();
         conn.prepare("SELECT paused FROM agents").unwrap();
         conn.prepare("SELECT ballot_json FROM vote_ballots").unwrap();
         // Running again is a no-op.
         migrate(&mut conn, path, MIGRATIONS).unwrap();
-        assert_eq!(version(&conn).unwrap(), 4);
+        assert_eq!(version(&conn).unwrap(), 5);
     }
 
     #[test]

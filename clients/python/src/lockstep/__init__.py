@@ -35,6 +35,7 @@ from .group import (
 )
 from .group import checksum as state_checksum
 from .context import Context, ContextBatch, ContextChange, ContextEntry, ContextWatch, ContextWritten
+from .tasks import Assignment, PinnedContext, TaskEvent, TaskInfo, Tasks, TaskWork
 from .errors import (
     AgentPaused,
     AlreadyRegistered,
@@ -128,6 +129,12 @@ __all__ = [
     "ContextEntry",
     "ContextWatch",
     "ContextWritten",
+    "Assignment",
+    "PinnedContext",
+    "TaskEvent",
+    "TaskInfo",
+    "Tasks",
+    "TaskWork",
     "ContextConflict",
     "SynchronizedAgent",
     "AgentBase",

@@ -36,6 +36,7 @@ import grpc.aio
 
 from . import collective as _collective
 from . import group as _group
+from . import tasks as _tasks
 from ._util import Opening, encode_payload, timeout_ms, to_json_text
 from .errors import (
     ConnectionLost,
@@ -191,6 +192,7 @@ class Agent:
         self.commands_refused = 0
         """Commands answered with an error because the application was not taking commands."""
         self._request_feed: Optional[Feed[IncomingRequest]] = None
+        self._tasks = _tasks.TaskLink(self)
         self.requests_refused = 0
         """Other agents' requests refused because the application was not taking requests."""
 
@@ -322,6 +324,8 @@ class Agent:
                     await self._send(pb.ClientMessage(watch_state=_selector_message(selector, pb.WatchState)))
                 except LockstepError:
                     pass
+            # The work asked for is asked again: a restarted server does not keep it.
+            await self._tasks.resumed()
             log.info(
                 "lockstep: agent '%s' %s its session", self.agent_id, "resumed" if new_reg.resumed else "re-registered"
             )
@@ -347,6 +351,7 @@ class Agent:
             self._command_feed._end()
         if self._request_feed is not None:
             self._request_feed._end()
+        self._tasks.end()
         for task in list(self._background):
             task.cancel()
         if self._role_task is not None:
@@ -459,6 +464,8 @@ class Agent:
             self._on_incoming_request(msg.incoming_request)
         elif kind == "registered":
             log.debug("lockstep: unexpected second 'registered' for agent '%s'", self.agent_id)
+        elif kind is not None:
+            self._tasks.on_message(kind, msg)
 
     def _report(self, error: LockstepError) -> None:
         self.async_errors.append(error)
@@ -1019,6 +1026,35 @@ class Agent:
         if reply.WhichOneof("outcome") != "agent_response":
             raise LockstepError(f"unexpected answer to request: {reply.WhichOneof('outcome')}")
         return Response.from_proto(reply.agent_response)
+
+    # ------------------------------------------------------------------------------------------
+    # task handoff (see tasks.py)
+
+    async def submit_task(self, type: str, input: Any, **options: Any) -> str:
+        """Submits a task; returns its id. ``options``: ``id``, ``context_keys`` (pinned at their
+        current versions), ``role``, ``capabilities``, ``priority``, ``timeout_ms``,
+        ``max_attempts``, ``depends_on`` (it runs once those are completed, with their outputs);
+        see :func:`lockstep.tasks.submit_message`."""
+        msg = _tasks.submit_message(type, input, **options)
+        reply = await self._tasks.call(pb.ClientMessage(submit_task=msg))
+        return str(reply.task_submitted.id)
+
+    def tasks(self, types: Iterable[str] = (), *, max_in_flight: int = 0) -> "_tasks.TaskWork":
+        """Asks for work: an async iterator of :class:`~lockstep.Assignment` for tasks of ``types``
+        (none: any) this agent may take, at most ``max_in_flight`` held at once (0: the server's
+        limit). Asking again replaces the request and ends the previous iterator."""
+        return _tasks.TaskWork(self._tasks, pb.TaskWork(types=list(types), max_in_flight=max_in_flight))
+
+    async def claim_task(self, types: Iterable[str] = ()) -> "Optional[_tasks.Assignment]":
+        """Claims the best ready task of ``types`` (none: any) this agent can take, if one is
+        ready. Past the agent's in-flight limit: ``TASK_IN_FLIGHT_LIMIT``."""
+        reply = await self._tasks.call(pb.ClientMessage(claim_task=pb.ClaimTask(types=list(types))))
+        claimed = reply.task_claimed
+        return _tasks.Assignment(self, claimed.assignment) if claimed.HasField("assignment") else None
+
+    def task_events(self) -> "Feed[_tasks.TaskEvent]":
+        """The events of the tasks this agent submits (from now on; read them)."""
+        return self._tasks.events()
 
     def requests(self) -> "Feed[IncomingRequest]":
         """Other agents' requests for this one to answer (:meth:`request`)::

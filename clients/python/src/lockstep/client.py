@@ -41,6 +41,7 @@ from .v1 import lockstep_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:  # pragma: no cover
     from .admin import Admin
+    from .tasks import Tasks
     from .agent import Agent
     from .context import Context
 
@@ -145,6 +146,7 @@ class Client:
         self._channel = channel
         self._stub = pb_grpc.LockstepStub(channel)  # type: ignore[no-untyped-call]
         self._context: "Optional[Context]" = None
+        self._tasks: "Optional[Tasks]" = None
         self.address = address
         """The ``host:port`` this client is connected to."""
         self.namespace = namespace
@@ -277,6 +279,16 @@ class Client:
     # ------------------------------------------------------------------------------------------
     # unary calls
 
+    async def _every_page(self, method: Any, request: Any, items: str) -> List[Any]:
+        """Every item of a paged listing: ``request`` sent again with each ``next_page_token``."""
+        out: List[Any] = []
+        while True:
+            resp = await self._call(method, request)
+            out.extend(getattr(resp, items))
+            if not resp.next_page_token:
+                return out
+            request.page_token = resp.next_page_token
+
     async def _call(self, method: Any, request: Any, *, metadata: Optional[Metadata] = None) -> Any:
         try:
             return await method(request, timeout=self.timeout, metadata=metadata)
@@ -327,6 +339,15 @@ class Client:
             if info.agent_id == agent_id:
                 return info
         raise NotFound(f"no agent '{agent_id}' is registered in namespace '{self.namespace or 'default'}'")
+
+    @property
+    def tasks(self) -> "Tasks":
+        """Tasks of this client's namespace (see :class:`lockstep.Tasks`)."""
+        from .tasks import Tasks
+
+        if self._tasks is None:
+            self._tasks = Tasks(self)
+        return self._tasks
 
     @property
     def context(self) -> "Context":

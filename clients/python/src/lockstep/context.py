@@ -135,13 +135,7 @@ class Context:
     async def list(self, prefix: str = "") -> List[ContextEntry]:
         """Every key under ``prefix`` (empty: all, the server's ``system.*`` keys included)."""
         req = pb.ContextListRequest(namespace=self._ns, prefix=prefix)
-        entries: List[ContextEntry] = []
-        while True:  # every page of the listing
-            resp = await self._client._call(self._stub.List, req)
-            entries.extend(ContextEntry.from_proto(v) for v in resp.values)
-            if not resp.next_page_token:
-                return entries
-            req.page_token = resp.next_page_token
+        return [ContextEntry.from_proto(v) for v in await self._client._every_page(self._stub.List, req, "values")]
 
     async def history(self, key: str) -> List[ContextEntry]:
         """The key's retained versions, oldest first."""

@@ -119,6 +119,13 @@ class Reason(str, enum.Enum):
     UNKNOWN_CONTEXT_KEY = "UNKNOWN_CONTEXT_KEY"
     UNKNOWN_CONTEXT_VERSION = "UNKNOWN_CONTEXT_VERSION"
     CONTEXT_READ_ONLY = "CONTEXT_READ_ONLY"
+    UNKNOWN_TASK = "UNKNOWN_TASK"
+    TASK_EXISTS = "TASK_EXISTS"
+    TASK_CYCLE = "TASK_CYCLE"
+    TASK_NOT_HELD = "TASK_NOT_HELD"
+    TASK_FINISHED = "TASK_FINISHED"
+    TASK_IN_FLIGHT_LIMIT = "TASK_IN_FLIGHT_LIMIT"
+    TASK_NOT_DEAD_LETTERED = "TASK_NOT_DEAD_LETTERED"
 
     @classmethod
     def parse(cls, name: str) -> Optional["Reason"]:
@@ -589,6 +596,14 @@ _BY_REASON: Dict[Reason, Type[LockstepError]] = {
     Reason.UNKNOWN_CONTEXT_KEY: NotFound,
     Reason.UNKNOWN_CONTEXT_VERSION: NotFound,
     Reason.CONTEXT_READ_ONLY: FailedPrecondition,
+    # Task handoff.
+    Reason.UNKNOWN_TASK: NotFound,
+    Reason.TASK_EXISTS: AlreadyRegistered,
+    Reason.TASK_CYCLE: InvalidArgument,
+    Reason.TASK_NOT_HELD: FailedPrecondition,
+    Reason.TASK_FINISHED: FailedPrecondition,
+    Reason.TASK_IN_FLIGHT_LIMIT: ResourceExhausted,
+    Reason.TASK_NOT_DEAD_LETTERED: FailedPrecondition,
 }
 
 

@@ -80,7 +80,7 @@ class BackupResponse(_message.Message):
     def __init__(self, path: _Optional[str] = ..., bytes: _Optional[int] = ...) -> None: ...
 
 class ClientMessage(_message.Message):
-    __slots__ = ("request_id", "register", "heartbeat", "publish", "update_state", "set_status", "watch_state", "unwatch_state", "sync", "ack", "deregister", "command_result", "delivery_error", "agent_request", "respond", "open_vote", "cast_ballot", "join_group", "leave_group", "context_write")
+    __slots__ = ("request_id", "register", "heartbeat", "publish", "update_state", "set_status", "watch_state", "unwatch_state", "sync", "ack", "deregister", "command_result", "delivery_error", "agent_request", "respond", "open_vote", "cast_ballot", "join_group", "leave_group", "context_write", "submit_task", "task_work", "stop_task_work", "claim_task", "start_task", "complete_task", "fail_task")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     REGISTER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +101,13 @@ class ClientMessage(_message.Message):
     JOIN_GROUP_FIELD_NUMBER: _ClassVar[int]
     LEAVE_GROUP_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_WRITE_FIELD_NUMBER: _ClassVar[int]
+    SUBMIT_TASK_FIELD_NUMBER: _ClassVar[int]
+    TASK_WORK_FIELD_NUMBER: _ClassVar[int]
+    STOP_TASK_WORK_FIELD_NUMBER: _ClassVar[int]
+    CLAIM_TASK_FIELD_NUMBER: _ClassVar[int]
+    START_TASK_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_TASK_FIELD_NUMBER: _ClassVar[int]
+    FAIL_TASK_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     register: Register
     heartbeat: Heartbeat
@@ -121,7 +128,14 @@ class ClientMessage(_message.Message):
     join_group: JoinGroup
     leave_group: LeaveGroup
     context_write: ContextWrite
-    def __init__(self, request_id: _Optional[int] = ..., register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., update_state: _Optional[_Union[UpdateState, _Mapping]] = ..., set_status: _Optional[_Union[SetStatus, _Mapping]] = ..., watch_state: _Optional[_Union[WatchState, _Mapping]] = ..., unwatch_state: _Optional[_Union[UnwatchState, _Mapping]] = ..., sync: _Optional[_Union[SyncArrive, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., deregister: _Optional[_Union[Deregister, _Mapping]] = ..., command_result: _Optional[_Union[CommandResult, _Mapping]] = ..., delivery_error: _Optional[_Union[DeliveryError, _Mapping]] = ..., agent_request: _Optional[_Union[AgentRequest, _Mapping]] = ..., respond: _Optional[_Union[Respond, _Mapping]] = ..., open_vote: _Optional[_Union[OpenVote, _Mapping]] = ..., cast_ballot: _Optional[_Union[CastBallot, _Mapping]] = ..., join_group: _Optional[_Union[JoinGroup, _Mapping]] = ..., leave_group: _Optional[_Union[LeaveGroup, _Mapping]] = ..., context_write: _Optional[_Union[ContextWrite, _Mapping]] = ...) -> None: ...
+    submit_task: SubmitTask
+    task_work: TaskWork
+    stop_task_work: StopTaskWork
+    claim_task: ClaimTask
+    start_task: StartTask
+    complete_task: CompleteTask
+    fail_task: FailTask
+    def __init__(self, request_id: _Optional[int] = ..., register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., update_state: _Optional[_Union[UpdateState, _Mapping]] = ..., set_status: _Optional[_Union[SetStatus, _Mapping]] = ..., watch_state: _Optional[_Union[WatchState, _Mapping]] = ..., unwatch_state: _Optional[_Union[UnwatchState, _Mapping]] = ..., sync: _Optional[_Union[SyncArrive, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., deregister: _Optional[_Union[Deregister, _Mapping]] = ..., command_result: _Optional[_Union[CommandResult, _Mapping]] = ..., delivery_error: _Optional[_Union[DeliveryError, _Mapping]] = ..., agent_request: _Optional[_Union[AgentRequest, _Mapping]] = ..., respond: _Optional[_Union[Respond, _Mapping]] = ..., open_vote: _Optional[_Union[OpenVote, _Mapping]] = ..., cast_ballot: _Optional[_Union[CastBallot, _Mapping]] = ..., join_group: _Optional[_Union[JoinGroup, _Mapping]] = ..., leave_group: _Optional[_Union[LeaveGroup, _Mapping]] = ..., context_write: _Optional[_Union[ContextWrite, _Mapping]] = ..., submit_task: _Optional[_Union[SubmitTask, _Mapping]] = ..., task_work: _Optional[_Union[TaskWork, _Mapping]] = ..., stop_task_work: _Optional[_Union[StopTaskWork, _Mapping]] = ..., claim_task: _Optional[_Union[ClaimTask, _Mapping]] = ..., start_task: _Optional[_Union[StartTask, _Mapping]] = ..., complete_task: _Optional[_Union[CompleteTask, _Mapping]] = ..., fail_task: _Optional[_Union[FailTask, _Mapping]] = ...) -> None: ...
 
 class AgentRequest(_message.Message):
     __slots__ = ("topic", "payload", "content_type", "timeout_ms")
@@ -273,7 +287,7 @@ class CommandResult(_message.Message):
     def __init__(self, command_id: _Optional[int] = ..., result_json: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ServerMessage(_message.Message):
-    __slots__ = ("registered", "reply", "deliveries", "state_changes", "control", "command", "incoming_request")
+    __slots__ = ("registered", "reply", "deliveries", "state_changes", "control", "command", "incoming_request", "task_assigned", "task_event")
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     REPLY_FIELD_NUMBER: _ClassVar[int]
     DELIVERIES_FIELD_NUMBER: _ClassVar[int]
@@ -281,6 +295,8 @@ class ServerMessage(_message.Message):
     CONTROL_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     INCOMING_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    TASK_ASSIGNED_FIELD_NUMBER: _ClassVar[int]
+    TASK_EVENT_FIELD_NUMBER: _ClassVar[int]
     registered: Registered
     reply: Reply
     deliveries: Deliveries
@@ -288,7 +304,9 @@ class ServerMessage(_message.Message):
     control: Control
     command: Command
     incoming_request: IncomingRequest
-    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., reply: _Optional[_Union[Reply, _Mapping]] = ..., deliveries: _Optional[_Union[Deliveries, _Mapping]] = ..., state_changes: _Optional[_Union[StateChanges, _Mapping]] = ..., control: _Optional[_Union[Control, _Mapping]] = ..., command: _Optional[_Union[Command, _Mapping]] = ..., incoming_request: _Optional[_Union[IncomingRequest, _Mapping]] = ...) -> None: ...
+    task_assigned: TaskAssignment
+    task_event: TaskEvent
+    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., reply: _Optional[_Union[Reply, _Mapping]] = ..., deliveries: _Optional[_Union[Deliveries, _Mapping]] = ..., state_changes: _Optional[_Union[StateChanges, _Mapping]] = ..., control: _Optional[_Union[Control, _Mapping]] = ..., command: _Optional[_Union[Command, _Mapping]] = ..., incoming_request: _Optional[_Union[IncomingRequest, _Mapping]] = ..., task_assigned: _Optional[_Union[TaskAssignment, _Mapping]] = ..., task_event: _Optional[_Union[TaskEvent, _Mapping]] = ...) -> None: ...
 
 class IncomingRequest(_message.Message):
     __slots__ = ("token", "topic", "payload", "content_type", "requester", "deadline_ms")
@@ -361,7 +379,7 @@ class Registered(_message.Message):
     def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., lease_intervals: _Optional[int] = ..., resumed: bool = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., connection_heartbeats: bool = ...) -> None: ...
 
 class Reply(_message.Message):
-    __slots__ = ("request_id", "ok", "error", "state_version", "sync_result", "agent_response", "vote_outcome", "group_membership", "context_written")
+    __slots__ = ("request_id", "ok", "error", "state_version", "sync_result", "agent_response", "vote_outcome", "group_membership", "context_written", "task_submitted", "task_claimed")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -371,6 +389,8 @@ class Reply(_message.Message):
     VOTE_OUTCOME_FIELD_NUMBER: _ClassVar[int]
     GROUP_MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    TASK_SUBMITTED_FIELD_NUMBER: _ClassVar[int]
+    TASK_CLAIMED_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     ok: Ok
     error: Error
@@ -380,7 +400,9 @@ class Reply(_message.Message):
     vote_outcome: VoteOutcome
     group_membership: GroupMembership
     context_written: ContextWritten
-    def __init__(self, request_id: _Optional[int] = ..., ok: _Optional[_Union[Ok, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., state_version: _Optional[_Union[StateVersion, _Mapping]] = ..., sync_result: _Optional[_Union[SyncResult, _Mapping]] = ..., agent_response: _Optional[_Union[AgentResponse, _Mapping]] = ..., vote_outcome: _Optional[_Union[VoteOutcome, _Mapping]] = ..., group_membership: _Optional[_Union[GroupMembership, _Mapping]] = ..., context_written: _Optional[_Union[ContextWritten, _Mapping]] = ...) -> None: ...
+    task_submitted: TaskSubmitted
+    task_claimed: TaskClaimed
+    def __init__(self, request_id: _Optional[int] = ..., ok: _Optional[_Union[Ok, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., state_version: _Optional[_Union[StateVersion, _Mapping]] = ..., sync_result: _Optional[_Union[SyncResult, _Mapping]] = ..., agent_response: _Optional[_Union[AgentResponse, _Mapping]] = ..., vote_outcome: _Optional[_Union[VoteOutcome, _Mapping]] = ..., group_membership: _Optional[_Union[GroupMembership, _Mapping]] = ..., context_written: _Optional[_Union[ContextWritten, _Mapping]] = ..., task_submitted: _Optional[_Union[TaskSubmitted, _Mapping]] = ..., task_claimed: _Optional[_Union[TaskClaimed, _Mapping]] = ...) -> None: ...
 
 class AgentResponse(_message.Message):
     __slots__ = ("payload", "content_type", "responder")
@@ -1563,3 +1585,273 @@ class ContextChange(_message.Message):
     deleted: bool
     gap: bool
     def __init__(self, key: _Optional[str] = ..., base_version: _Optional[int] = ..., version: _Optional[int] = ..., value_json: _Optional[str] = ..., deleted: bool = ..., gap: bool = ...) -> None: ...
+
+class SubmitTask(_message.Message):
+    __slots__ = ("id", "type", "input_json", "context_keys", "role", "capabilities", "priority", "timeout_ms", "max_attempts", "depends_on")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_KEYS_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    DEPENDS_ON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    type: str
+    input_json: str
+    context_keys: _containers.RepeatedScalarFieldContainer[str]
+    role: str
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    priority: int
+    timeout_ms: int
+    max_attempts: int
+    depends_on: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., input_json: _Optional[str] = ..., context_keys: _Optional[_Iterable[str]] = ..., role: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., max_attempts: _Optional[int] = ..., depends_on: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TaskSubmitted(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class TaskWork(_message.Message):
+    __slots__ = ("types", "max_in_flight")
+    TYPES_FIELD_NUMBER: _ClassVar[int]
+    MAX_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    types: _containers.RepeatedScalarFieldContainer[str]
+    max_in_flight: int
+    def __init__(self, types: _Optional[_Iterable[str]] = ..., max_in_flight: _Optional[int] = ...) -> None: ...
+
+class StopTaskWork(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ClaimTask(_message.Message):
+    __slots__ = ("types",)
+    TYPES_FIELD_NUMBER: _ClassVar[int]
+    types: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, types: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TaskClaimed(_message.Message):
+    __slots__ = ("assignment",)
+    ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
+    assignment: TaskAssignment
+    def __init__(self, assignment: _Optional[_Union[TaskAssignment, _Mapping]] = ...) -> None: ...
+
+class StartTask(_message.Message):
+    __slots__ = ("id", "attempt")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    attempt: int
+    def __init__(self, id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class CompleteTask(_message.Message):
+    __slots__ = ("id", "attempt", "output_json")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    attempt: int
+    output_json: str
+    def __init__(self, id: _Optional[str] = ..., attempt: _Optional[int] = ..., output_json: _Optional[str] = ...) -> None: ...
+
+class FailTask(_message.Message):
+    __slots__ = ("id", "attempt", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    attempt: int
+    error: str
+    def __init__(self, id: _Optional[str] = ..., attempt: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class TaskAssignment(_message.Message):
+    __slots__ = ("id", "type", "input_json", "pinned", "dependencies", "attempt", "deadline_ms", "priority", "submitter", "namespace")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    DEPENDENCIES_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTER_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    type: str
+    input_json: str
+    pinned: _containers.RepeatedCompositeFieldContainer[PinnedContext]
+    dependencies: _containers.RepeatedCompositeFieldContainer[DependencyOutput]
+    attempt: int
+    deadline_ms: int
+    priority: int
+    submitter: str
+    namespace: str
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., input_json: _Optional[str] = ..., pinned: _Optional[_Iterable[_Union[PinnedContext, _Mapping]]] = ..., dependencies: _Optional[_Iterable[_Union[DependencyOutput, _Mapping]]] = ..., attempt: _Optional[int] = ..., deadline_ms: _Optional[int] = ..., priority: _Optional[int] = ..., submitter: _Optional[str] = ..., namespace: _Optional[str] = ...) -> None: ...
+
+class PinnedContext(_message.Message):
+    __slots__ = ("key", "version", "value_json")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    VALUE_JSON_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    version: int
+    value_json: str
+    def __init__(self, key: _Optional[str] = ..., version: _Optional[int] = ..., value_json: _Optional[str] = ...) -> None: ...
+
+class DependencyOutput(_message.Message):
+    __slots__ = ("id", "output_json")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    output_json: str
+    def __init__(self, id: _Optional[str] = ..., output_json: _Optional[str] = ...) -> None: ...
+
+class TaskEvent(_message.Message):
+    __slots__ = ("namespace", "id", "kind", "agent", "attempt", "error", "output_json", "at_ms", "submitter")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTER_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    id: str
+    kind: str
+    agent: str
+    attempt: int
+    error: str
+    output_json: str
+    at_ms: int
+    submitter: str
+    def __init__(self, namespace: _Optional[str] = ..., id: _Optional[str] = ..., kind: _Optional[str] = ..., agent: _Optional[str] = ..., attempt: _Optional[int] = ..., error: _Optional[str] = ..., output_json: _Optional[str] = ..., at_ms: _Optional[int] = ..., submitter: _Optional[str] = ...) -> None: ...
+
+class TaskGetRequest(_message.Message):
+    __slots__ = ("namespace", "id")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    id: str
+    def __init__(self, namespace: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+
+class TaskListRequest(_message.Message):
+    __slots__ = ("namespace", "state", "type", "page_token", "page_size")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    state: str
+    type: str
+    page_token: str
+    page_size: int
+    def __init__(self, namespace: _Optional[str] = ..., state: _Optional[str] = ..., type: _Optional[str] = ..., page_token: _Optional[str] = ..., page_size: _Optional[int] = ...) -> None: ...
+
+class TaskListResponse(_message.Message):
+    __slots__ = ("tasks", "next_page_token")
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[TaskInfo]
+    next_page_token: str
+    def __init__(self, tasks: _Optional[_Iterable[_Union[TaskInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class TaskAttemptError(_message.Message):
+    __slots__ = ("attempt", "agent", "error", "at_ms")
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    attempt: int
+    agent: str
+    error: str
+    at_ms: int
+    def __init__(self, attempt: _Optional[int] = ..., agent: _Optional[str] = ..., error: _Optional[str] = ..., at_ms: _Optional[int] = ...) -> None: ...
+
+class TaskInfo(_message.Message):
+    __slots__ = ("namespace", "id", "type", "input_json", "pinned", "role", "capabilities", "priority", "timeout_ms", "max_attempts", "depends_on", "submitter", "submitted_at_ms", "state", "attempt", "failures", "holder", "deadline_ms", "output_json", "finished_at_ms", "errors")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    DEPENDS_ON_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTER_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    HOLDER_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    id: str
+    type: str
+    input_json: str
+    pinned: _containers.RepeatedCompositeFieldContainer[PinnedContext]
+    role: str
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    priority: int
+    timeout_ms: int
+    max_attempts: int
+    depends_on: _containers.RepeatedScalarFieldContainer[str]
+    submitter: str
+    submitted_at_ms: int
+    state: str
+    attempt: int
+    failures: int
+    holder: str
+    deadline_ms: int
+    output_json: str
+    finished_at_ms: int
+    errors: _containers.RepeatedCompositeFieldContainer[TaskAttemptError]
+    def __init__(self, namespace: _Optional[str] = ..., id: _Optional[str] = ..., type: _Optional[str] = ..., input_json: _Optional[str] = ..., pinned: _Optional[_Iterable[_Union[PinnedContext, _Mapping]]] = ..., role: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., max_attempts: _Optional[int] = ..., depends_on: _Optional[_Iterable[str]] = ..., submitter: _Optional[str] = ..., submitted_at_ms: _Optional[int] = ..., state: _Optional[str] = ..., attempt: _Optional[int] = ..., failures: _Optional[int] = ..., holder: _Optional[str] = ..., deadline_ms: _Optional[int] = ..., output_json: _Optional[str] = ..., finished_at_ms: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[TaskAttemptError, _Mapping]]] = ...) -> None: ...
+
+class TaskWatchRequest(_message.Message):
+    __slots__ = ("namespace",)
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    def __init__(self, namespace: _Optional[str] = ...) -> None: ...
+
+class TaskQueuesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TaskQueue(_message.Message):
+    __slots__ = ("namespace", "type", "waiting", "ready", "held", "completed", "dead_lettered", "oldest_ready_age_ms")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    DEAD_LETTERED_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_READY_AGE_MS_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    type: str
+    waiting: int
+    ready: int
+    held: int
+    completed: int
+    dead_lettered: int
+    oldest_ready_age_ms: int
+    def __init__(self, namespace: _Optional[str] = ..., type: _Optional[str] = ..., waiting: _Optional[int] = ..., ready: _Optional[int] = ..., held: _Optional[int] = ..., completed: _Optional[int] = ..., dead_lettered: _Optional[int] = ..., oldest_ready_age_ms: _Optional[int] = ...) -> None: ...
+
+class TaskQueuesResponse(_message.Message):
+    __slots__ = ("queues",)
+    QUEUES_FIELD_NUMBER: _ClassVar[int]
+    queues: _containers.RepeatedCompositeFieldContainer[TaskQueue]
+    def __init__(self, queues: _Optional[_Iterable[_Union[TaskQueue, _Mapping]]] = ...) -> None: ...

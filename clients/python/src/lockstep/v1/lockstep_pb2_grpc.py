@@ -1599,3 +1599,274 @@ class SharedContext(object):
             timeout,
             metadata,
             _registered_method=True)
+
+
+class TasksStub(object):
+    """---------------------------------------------------------------------------------------------
+    Task handoff (the assignment registry): agents submit tasks on their session, pinning context
+    keys at their current versions; the server hands ready tasks to agents that asked for work
+    (TaskWork) or that claim one (ClaimTask); the holder of an attempt starts, completes or fails it.
+    Submitters hear their tasks' events on their session; anyone may watch a namespace's events on
+    the Tasks service. See "Task handoff" in docs/PROTOCOL.md.
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Get = channel.unary_unary(
+                '/lockstep.v1.Tasks/Get',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.TaskGetRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.TaskInfo.FromString,
+                _registered_method=True)
+        self.List = channel.unary_unary(
+                '/lockstep.v1.Tasks/List',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.TaskListRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.TaskListResponse.FromString,
+                _registered_method=True)
+        self.Retry = channel.unary_unary(
+                '/lockstep.v1.Tasks/Retry',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.TaskGetRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.TaskInfo.FromString,
+                _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/lockstep.v1.Tasks/Watch',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.TaskWatchRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.TaskEvent.FromString,
+                _registered_method=True)
+        self.Queues = channel.unary_unary(
+                '/lockstep.v1.Tasks/Queues',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.TaskQueuesRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.TaskQueuesResponse.FromString,
+                _registered_method=True)
+
+
+class TasksServicer(object):
+    """---------------------------------------------------------------------------------------------
+    Task handoff (the assignment registry): agents submit tasks on their session, pinning context
+    keys at their current versions; the server hands ready tasks to agents that asked for work
+    (TaskWork) or that claim one (ClaimTask); the holder of an attempt starts, completes or fails it.
+    Submitters hear their tasks' events on their session; anyone may watch a namespace's events on
+    the Tasks service. See "Task handoff" in docs/PROTOCOL.md.
+
+    """
+
+    def Get(self, request, context):
+        """One task, whole (UNKNOWN_TASK).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def List(self, request, context):
+        """Tasks in submission order, filtered by state and type, in pages.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Retry(self, request, context):
+        """An operator retries a dead-lettered task: its attempts count from zero again
+        (TASK_NOT_DEAD_LETTERED otherwise).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Watch(self, request, context):
+        """Every task event of a namespace from now on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Queues(self, request, context):
+        """Task queues per namespace and type, with the age of the oldest ready task.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_TasksServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Get': grpc.unary_unary_rpc_method_handler(
+                    servicer.Get,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.TaskGetRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.TaskInfo.SerializeToString,
+            ),
+            'List': grpc.unary_unary_rpc_method_handler(
+                    servicer.List,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.TaskListRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.TaskListResponse.SerializeToString,
+            ),
+            'Retry': grpc.unary_unary_rpc_method_handler(
+                    servicer.Retry,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.TaskGetRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.TaskInfo.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.TaskWatchRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.TaskEvent.SerializeToString,
+            ),
+            'Queues': grpc.unary_unary_rpc_method_handler(
+                    servicer.Queues,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.TaskQueuesRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.TaskQueuesResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'lockstep.v1.Tasks', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('lockstep.v1.Tasks', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Tasks(object):
+    """---------------------------------------------------------------------------------------------
+    Task handoff (the assignment registry): agents submit tasks on their session, pinning context
+    keys at their current versions; the server hands ready tasks to agents that asked for work
+    (TaskWork) or that claim one (ClaimTask); the holder of an attempt starts, completes or fails it.
+    Submitters hear their tasks' events on their session; anyone may watch a namespace's events on
+    the Tasks service. See "Task handoff" in docs/PROTOCOL.md.
+
+    """
+
+    @staticmethod
+    def Get(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Tasks/Get',
+            lockstep_dot_v1_dot_lockstep__pb2.TaskGetRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.TaskInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def List(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Tasks/List',
+            lockstep_dot_v1_dot_lockstep__pb2.TaskListRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.TaskListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Retry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Tasks/Retry',
+            lockstep_dot_v1_dot_lockstep__pb2.TaskGetRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.TaskInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/lockstep.v1.Tasks/Watch',
+            lockstep_dot_v1_dot_lockstep__pb2.TaskWatchRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.TaskEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Queues(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Tasks/Queues',
+            lockstep_dot_v1_dot_lockstep__pb2.TaskQueuesRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.TaskQueuesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

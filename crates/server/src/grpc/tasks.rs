@@ -1,0 +1,83 @@
+//! The `Tasks` service: reads are queries on the engine; operators' retries and event watches are
+//! engine inputs. Agents submit, take and report tasks on their session.
+
+use lockstep_core::task::TaskState;
+use lockstep_core::{CoreError, Frame, Input};
+use lockstep_proto::convert;
+use lockstep_proto::server::tasks_server::Tasks;
+use lockstep_proto::v1;
+use tokio::sync::oneshot;
+use tonic::{Request, Response, Status};
+
+use super::{BoxStream, Service};
+use crate::driver::{shutting_down, Command, ConnSink};
+
+fn task_frame(frame: Frame) -> Option<v1::TaskEvent> {
+    match frame {
+        Frame::TaskEvent(e) => Some(lockstep_proto::task::event(&e)),
+        _ => None,
+    }
+}
+
+#[tonic::async_trait]
+impl Tasks for Service {
+    async fn get(&self, request: Request<v1::TaskGetRequest>) -> Result<Response<v1::TaskInfo>, Status> {
+        let r = request.into_inner();
+        let task = self.engine.query(move |e, _| e.task_get(&r.namespace, &r.id)).await?;
+        Ok(Response::new(lockstep_proto::task::info(&task)))
+    }
+
+    async fn list(&self, request: Request<v1::TaskListRequest>) -> Result<Response<v1::TaskListResponse>, Status> {
+        let v1::TaskListRequest { namespace, state, r#type, page_token, page_size } = request.into_inner();
+        let state = match state.as_str() {
+            "" => None,
+            s => Some(TaskState::parse(s).ok_or_else(|| {
+                convert::status(&CoreError::Invalid {
+                    what: "state",
+                    reason: format!("'{s}' is none of waiting, ready, assigned, running, completed, dead_lettered"),
+                })
+            })?),
+        };
+        let kind = (!r#type.is_empty()).then_some(r#type);
+        let tasks = self.engine.query(move |e, _| e.task_list(&namespace, state, kind.as_deref())).await?;
+        // Pages by submission number, zero-padded so that they sort as text.
+        let keyed: Vec<(String, lockstep_core::task::TaskImage)> =
+            tasks.into_iter().map(|t| (format!("{:020}", t.seq), t)).collect();
+        let (tasks, next_page_token) = crate::page::page(
+            &keyed,
+            |(k, _)| k,
+            &page_token,
+            page_size,
+            self.page_bytes(),
+            |(_, t)| lockstep_proto::task::info(t),
+        );
+        Ok(Response::new(v1::TaskListResponse { tasks, next_page_token }))
+    }
+
+    async fn retry(&self, request: Request<v1::TaskGetRequest>) -> Result<Response<v1::TaskInfo>, Status> {
+        let v1::TaskGetRequest { namespace, id } = request.into_inner();
+        let (done, answer) = oneshot::channel();
+        let command = Command::TaskRetry { namespace: namespace.clone(), id: id.clone(), done };
+        self.engine.send(command).await?;
+        answer.await.map_err(|_| shutting_down())?.map_err(|e| convert::status(&e))?;
+        let task = self.engine.query(move |e, _| e.task_get(&namespace, &id)).await?;
+        Ok(Response::new(lockstep_proto::task::info(&task)))
+    }
+
+    type WatchStream = BoxStream<v1::TaskEvent>;
+
+    async fn watch(&self, request: Request<v1::TaskWatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let r = request.into_inner();
+        let (conn, stream) = self.open(ConnSink::Tasks, task_frame).await?;
+        self.engine.send(Command::Input(Input::WatchTasks { conn, namespace: r.namespace })).await?;
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn queues(&self, _: Request<v1::TaskQueuesRequest>) -> Result<Response<v1::TaskQueuesResponse>, Status> {
+        let queues = self
+            .engine
+            .query(|e, now| Ok(e.task_queues().iter().map(|q| lockstep_proto::task::queue(q, now)).collect()))
+            .await?;
+        Ok(Response::new(v1::TaskQueuesResponse { queues }))
+    }
+}
