@@ -8,6 +8,7 @@ mod demo;
 mod monitor;
 mod shared_context;
 mod table;
+mod traces;
 mod votes;
 
 use std::net::SocketAddr;
@@ -37,6 +38,8 @@ enum Action {
     Votes(votes::VotesArgs),
     /// Shared context: read, write, list and watch keys, and their version history.
     Context(shared_context::ContextArgs),
+    /// Execution traces: the store's counters, one trace with its output, its lineage.
+    Traces(traces::TracesArgs),
     /// Collectives in progress (allreduce, broadcast, ...), with who is missing.
     Collectives(admin::CollectivesArgs),
     /// Replica groups: members with their ranks, the current state version, checksum and size.
@@ -238,6 +241,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Action::Sync(a) => admin::sync(a).await,
             Action::Votes(a) => votes::run(a).await,
             Action::Context(a) => shared_context::run(a).await,
+            Action::Traces(a) => traces::run(a).await,
             Action::Collectives(a) => admin::collectives(a).await,
             Action::Groups(t) => admin::groups(t).await,
             Action::Command(a) => admin::command(a).await,

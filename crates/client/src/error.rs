@@ -186,10 +186,13 @@ impl Error {
                     | R::UnknownGroup
                     | R::NoGroupState
                     | R::UnknownContextKey
-                    | R::UnknownContextVersion,
+                    | R::UnknownContextVersion
+                    | R::UnknownTrace,
                 ),
                 _,
             ) => Error::NotFound(detail),
+            (Some(R::TraceHashMismatch), _) => Error::InvalidArgument(detail),
+            (Some(R::TraceTooLarge), _) => Error::ResourceExhausted(detail),
             (Some(R::GroupPublishAborted | R::ChecksumMismatch), _) => Error::GroupStateFailed(detail),
             (Some(R::ContextConflict), _) => Error::Conflict { current_version: 0, message: detail },
             (Some(R::NoResponders), _) => Error::NoResponders(detail),
@@ -208,7 +211,9 @@ impl Error {
                     | R::BreakerOpen
                     | R::NotGroupMember
                     | R::GroupBusy
-                    | R::ContextReadOnly,
+                    | R::ContextReadOnly
+                    | R::TraceExists
+                    | R::TraceClaimed,
                 ),
                 _,
             ) => Error::FailedPrecondition(detail),

@@ -207,6 +207,8 @@ pub struct Config {
     pub breaker_max_isolated_percent: u32,
     /// Shared context: key, value and history limits.
     pub context: crate::context::ContextSettings,
+    /// Execution traces: output, input and store limits, retention.
+    pub traces: crate::trace::TraceSettings,
 }
 
 impl Default for Config {
@@ -228,6 +230,7 @@ impl Default for Config {
             breaker_agents: Default::default(),
             breaker_max_isolated_percent: 10,
             context: crate::context::ContextSettings::default(),
+            traces: crate::trace::TraceSettings::default(),
         }
     }
 }
@@ -271,6 +274,7 @@ impl Config {
         }
         self.commands.validate()?;
         self.context.validate().map_err(|e| format!("context: {e}"))?;
+        self.traces.validate().map_err(|e| format!("traces: {e}"))?;
         self.breaker.validate().map_err(|e| format!("breaker: {e}"))?;
         self.health.validate().map_err(|e| format!("health: {e}"))?;
         for (kind, map) in [("role", &self.breaker_roles), ("agent", &self.breaker_agents)] {

@@ -132,6 +132,10 @@ pub enum Change {
     ContextRevision(Box<ContextKeyImage>),
     /// A context key was deleted at `version` (the namespace's numbering goes on from there).
     ContextRemoved { namespace: String, key: String, version: u64 },
+    /// A trace was recorded or its pins changed: keep it as it is now (its inline output with it).
+    TracePut(Box<crate::trace::Trace>),
+    /// A trace was evicted.
+    TraceRemoved { namespace: String, id: String },
 }
 
 /// One retained version of a context key as it is kept.
@@ -182,6 +186,10 @@ pub struct Restored {
     /// Each namespace's last context version given out (it may be a deletion's).
     #[serde(default)]
     pub context_revisions: Vec<(String, u64)>,
+    /// Execution traces (those whose output is kept beside the engine only when their bytes are
+    /// there).
+    #[serde(default)]
+    pub traces: Vec<crate::trace::Trace>,
 }
 
 /// Why a sync point failed, as it is kept: the [`CoreError`] its waiters got, without the point's

@@ -50,6 +50,7 @@ use crate::turn::Ready;
 use crate::vote::{self, Cast, Decision, Opened, VoterFacts, Votes, Watcher};
 
 mod context;
+mod trace;
 
 /// Asks whether an agent is registered, for the control plane's checks.
 fn registry_lookup(namespaces: &HashMap<Arc<str>, Namespace>) -> impl Fn(&str, &str) -> bool + '_ {
@@ -166,6 +167,12 @@ enum Timer {
         ns: Arc<str>,
         key: Arc<str>,
     },
+    /// A `get_or_claim` call's wait may have run out.
+    TraceWait {
+        origin: u64,
+    },
+    /// The oldest unprotected trace may have come of age.
+    TraceRetention,
 }
 
 /// Something durable an input touched; turned into a [`Change`] with the current value when the
@@ -187,6 +194,8 @@ enum Touched {
     ContextRevision(Arc<str>, Arc<str>, u64),
     /// (namespace, context key, the version its deletion took).
     ContextRemoved(Arc<str>, Arc<str>, u64),
+    /// (namespace, trace id): recorded, pinned or unpinned, or evicted.
+    Trace(Arc<str>, Arc<str>),
 }
 
 /// What changed durably since the shell last took the changes.
@@ -342,6 +351,8 @@ pub struct Engine {
     groups: ReplicaGroups,
     /// Shared context (see [`crate::context`]).
     context: crate::context::Context,
+    /// Execution traces (see [`crate::trace`]).
+    traces: crate::trace::Traces,
     /// Context watch streams by namespace.
     context_watchers: HashMap<Arc<str>, Vec<ConnId>>,
     context_watcher_count: usize,
@@ -383,6 +394,7 @@ impl Engine {
             collectives: Collectives::default(),
             groups: ReplicaGroups::default(),
             context: crate::context::Context::default(),
+            traces: crate::trace::Traces::default(),
             context_watchers: HashMap::new(),
             context_watcher_count: 0,
             system_dirty: false,
@@ -462,6 +474,7 @@ impl Engine {
                     self.outputs.push_back(Output::Close(conn, Some(e)));
                 }
             }
+            Input::Trace(input) => self.trace_input(now, input),
         }
     }
 
@@ -622,6 +635,7 @@ impl Engine {
                 Touched::ContextRemoved(ns, key, version) => {
                     Some(Change::ContextRemoved { namespace: ns.to_string(), key: key.to_string(), version })
                 }
+                Touched::Trace(ns, id) => Some(self.trace_change(&ns, &id)),
             };
             out.extend(change);
         }
@@ -656,7 +670,8 @@ impl Engine {
     /// a name now refused).
     pub fn restore(&mut self, now: Time, restored: Restored) -> Result<(), CoreError> {
         self.now = self.now.max(now);
-        let Restored { agents, sync_points, audit, pauses, emergency, votes, context, context_revisions } = restored;
+        let Restored { agents, sync_points, audit, pauses, emergency, votes, context, context_revisions, traces } =
+            restored;
         let bad = |what: String, e: &dyn std::fmt::Display| CoreError::invalid("stored data", format!("{what}: {e}"));
         for image in &agents {
             let ns_name = name::namespace_or_default(&image.namespace)?;
@@ -727,6 +742,7 @@ impl Engine {
             self.timers.set(Timer::VoteRetention { ns, id }, at.saturating_add(self.config.sync_retention_ms));
         }
         self.restore_context(context, context_revisions)?;
+        self.restore_traces(traces);
         self.control.restore(audit, pauses, emergency);
         for (ns, agent) in self.all_agents() {
             if self.control.is_paused(&ns, &agent) {
@@ -1159,6 +1175,8 @@ impl Engine {
                 self.publish_system_facts(now, true);
             }
             Timer::ContextExpiry { ns, key } => self.context_expired(now, &ns, &key),
+            Timer::TraceWait { origin } => self.trace_wait_over(now, origin),
+            Timer::TraceRetention => self.trace_retention(now),
 
             Timer::Commands => {
                 for finished in self.control.expire(now) {
@@ -1221,6 +1239,7 @@ impl Engine {
         self.collectives_gone(ns, agent, "lost its lease");
         self.groups_gone(ns, agent, "lost");
         self.context_agent_gone(ns, agent);
+        self.traces_agent_gone(ns, agent);
         for finished in self.control.agent_gone(now, ns, agent, "its lease was lost") {
             self.command_done(finished);
         }
@@ -1250,6 +1269,7 @@ impl Engine {
         self.collectives_gone(ns, agent, why);
         self.groups_gone(ns, agent, "left");
         self.context_agent_gone(ns, agent);
+        self.traces_agent_gone(ns, agent);
         self.control.forget_agent(ns, agent);
         for finished in self.control.agent_gone(now, ns, agent, why) {
             self.command_done(finished);

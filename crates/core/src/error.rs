@@ -164,6 +164,24 @@ pub enum CoreError {
 
     #[error("context key '{key}' is kept by the server (keys under `system.` are read-only)")]
     ContextReadOnly { key: String },
+
+    #[error("trace '{id}' does not exist in namespace '{namespace}' (never recorded, or evicted)")]
+    UnknownTrace { namespace: String, id: String },
+
+    #[error("trace '{id}' is stored with another output (SHA-256 {stored}, not {given}); a trace never changes once recorded")]
+    TraceExists { id: String, stored: String, given: String },
+
+    #[error("agent '{holder}' holds the claim on trace '{id}'; wait for its record with get_or_claim, or record once the claim is yours")]
+    TraceClaimed { id: String, holder: String },
+
+    #[error("output of trace '{id}' is {size} bytes; the limit is {limit} (traces.max_output_bytes)")]
+    TraceTooLarge { id: String, size: u64, limit: u64 },
+
+    #[error("output of trace '{id}' does not match: {what}")]
+    TraceHashMismatch { id: String, what: String },
+
+    #[error("waited {waited_ms} ms for trace '{id}', which agent '{holder}' is computing; ask again to keep waiting")]
+    TraceWaitTimeout { id: String, holder: String, waited_ms: u64 },
 }
 
 fn list_versions(versions: &[u64]) -> String {
@@ -311,11 +329,23 @@ pub enum Reason {
     UnknownContextVersion,
     /// [`CoreError::ContextReadOnly`]: a write to a server-maintained `system.*` key.
     ContextReadOnly,
+    /// [`CoreError::UnknownTrace`]: no such trace (or a lineage names one).
+    UnknownTrace,
+    /// [`CoreError::TraceExists`]: the trace is stored with another output.
+    TraceExists,
+    /// [`CoreError::TraceClaimed`]: another agent holds the claim on the trace.
+    TraceClaimed,
+    /// [`CoreError::TraceTooLarge`]: the output is over `traces.max_output_bytes`.
+    TraceTooLarge,
+    /// [`CoreError::TraceHashMismatch`]: the output's bytes do not hash to the SHA-256 given.
+    TraceHashMismatch,
+    /// [`CoreError::TraceWaitTimeout`]: a `get_or_claim` waited its time out.
+    TraceWaitTimeout,
 }
 
 impl Reason {
     /// Every reason, in the order of the documentation.
-    pub const ALL: [Reason; 55] = [
+    pub const ALL: [Reason; 61] = [
         Reason::InvalidArgument,
         Reason::UnknownAgent,
         Reason::UnknownSyncPoint,
@@ -371,6 +401,12 @@ impl Reason {
         Reason::UnknownContextKey,
         Reason::UnknownContextVersion,
         Reason::ContextReadOnly,
+        Reason::UnknownTrace,
+        Reason::TraceExists,
+        Reason::TraceClaimed,
+        Reason::TraceTooLarge,
+        Reason::TraceHashMismatch,
+        Reason::TraceWaitTimeout,
     ];
 
     /// The stable name on the wire (`SCREAMING_SNAKE_CASE`); it never changes once published.
@@ -431,6 +467,12 @@ impl Reason {
             Reason::UnknownContextKey => "UNKNOWN_CONTEXT_KEY",
             Reason::UnknownContextVersion => "UNKNOWN_CONTEXT_VERSION",
             Reason::ContextReadOnly => "CONTEXT_READ_ONLY",
+            Reason::UnknownTrace => "UNKNOWN_TRACE",
+            Reason::TraceExists => "TRACE_EXISTS",
+            Reason::TraceClaimed => "TRACE_CLAIMED",
+            Reason::TraceTooLarge => "TRACE_TOO_LARGE",
+            Reason::TraceHashMismatch => "TRACE_HASH_MISMATCH",
+            Reason::TraceWaitTimeout => "TRACE_WAIT_TIMEOUT",
         }
     }
 
@@ -499,6 +541,11 @@ impl CoreError {
             CoreError::SessionEnded { .. } | CoreError::NoResponders { .. } => ErrorCode::Unavailable,
             CoreError::ContextConflict { .. } | CoreError::ContextReadOnly { .. } => ErrorCode::FailedPrecondition,
             CoreError::UnknownContextKey { .. } | CoreError::UnknownContextVersion { .. } => ErrorCode::NotFound,
+            CoreError::UnknownTrace { .. } => ErrorCode::NotFound,
+            CoreError::TraceExists { .. } | CoreError::TraceClaimed { .. } => ErrorCode::FailedPrecondition,
+            CoreError::TraceTooLarge { .. } => ErrorCode::ResourceExhausted,
+            CoreError::TraceHashMismatch { .. } => ErrorCode::InvalidArgument,
+            CoreError::TraceWaitTimeout { .. } => ErrorCode::DeadlineExceeded,
         }
     }
 
@@ -555,6 +602,12 @@ impl CoreError {
             CoreError::UnknownContextKey { .. } => Reason::UnknownContextKey,
             CoreError::UnknownContextVersion { .. } => Reason::UnknownContextVersion,
             CoreError::ContextReadOnly { .. } => Reason::ContextReadOnly,
+            CoreError::UnknownTrace { .. } => Reason::UnknownTrace,
+            CoreError::TraceExists { .. } => Reason::TraceExists,
+            CoreError::TraceClaimed { .. } => Reason::TraceClaimed,
+            CoreError::TraceTooLarge { .. } => Reason::TraceTooLarge,
+            CoreError::TraceHashMismatch { .. } => Reason::TraceHashMismatch,
+            CoreError::TraceWaitTimeout { .. } => Reason::TraceWaitTimeout,
         }
     }
 
@@ -580,6 +633,7 @@ impl CoreError {
             | CoreError::RequestAborted { responder, .. }
             | CoreError::RequestRefused { responder, .. } => Some(responder),
             CoreError::Paused(refusal) => Some(&refusal.agent),
+            CoreError::TraceClaimed { holder, .. } | CoreError::TraceWaitTimeout { holder, .. } => Some(holder),
             _ => None,
         }
     }

@@ -698,6 +698,12 @@ mod tests {
             CoreError::UnknownContextKey { namespace: "ns".into(), key: "k".into() },
             CoreError::UnknownContextVersion { key: "k".into(), version: 1, retained: vec![3, 4] },
             CoreError::ContextReadOnly { key: "system.health".into() },
+            CoreError::UnknownTrace { namespace: "ns".into(), id: "t".into() },
+            CoreError::TraceExists { id: "t".into(), stored: "a".into(), given: "b".into() },
+            CoreError::TraceClaimed { id: "t".into(), holder: "a".into() },
+            CoreError::TraceTooLarge { id: "t".into(), size: 2, limit: 1 },
+            CoreError::TraceHashMismatch { id: "t".into(), what: "no".into() },
+            CoreError::TraceWaitTimeout { id: "t".into(), holder: "a".into(), waited_ms: 5 },
         ]
     }
 

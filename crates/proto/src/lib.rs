@@ -23,4 +23,5 @@ pub mod group;
 pub mod reason;
 pub mod session;
 pub mod shm;
+pub mod trace;
 pub mod wire;

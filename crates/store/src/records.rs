@@ -135,6 +135,16 @@ pub struct LoadedContextKey {
     pub versions: Vec<ContextVersionRecord>,
 }
 
+/// One execution trace (schema v5): its metadata as the engine's JSON, and its output's bytes
+/// when they are kept inline.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TraceRecord {
+    pub namespace: String,
+    pub id: String,
+    pub meta_json: String,
+    pub inline: Option<Vec<u8>>,
+}
+
 /// One change to durable state. A batch of changes is applied in one transaction by
 /// [`Store::apply`](crate::Store::apply), in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -173,6 +183,10 @@ pub enum Change {
     /// Forgets a context key and its versions (nothing happens if it is not stored), and records
     /// `version`, the deletion's, as its namespace's last if it is higher.
     DeleteContextKey { namespace: String, key: String, version: u64 },
+    /// Inserts the trace or replaces it.
+    PutTrace(TraceRecord),
+    /// Forgets a trace; nothing happens if it is not stored.
+    DeleteTrace { namespace: String, id: String },
 }
 
 /// A vote as loaded, with its ballots in the order cast.
@@ -206,4 +220,6 @@ pub struct Snapshot {
     pub context: Vec<LoadedContextKey>,
     /// Each namespace's last context version recorded by a deletion (schema v4).
     pub context_namespaces: Vec<(String, u64)>,
+    /// Ordered by namespace, then id (schema v5).
+    pub traces: Vec<TraceRecord>,
 }

@@ -17,6 +17,9 @@
 //! * **v4 (context)** — shared context: `context_keys` (a key's lifetime), `context_versions` (its
 //!   retained versions, cascading from their key) and `context_namespaces` (each namespace's last
 //!   version given out, so that numbering goes on after deletions).
+//! * **v5 (traces)** — execution traces: `traces`, one row per trace (its metadata as the engine's
+//!   JSON, and its output's bytes when they are kept inline; larger outputs are kept beside the
+//!   database).
 
 use std::path::Path;
 
@@ -153,6 +156,19 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             );
         ",
     },
+    // The execution traces migration.
+    Migration {
+        version: 5,
+        sql: "
+            CREATE TABLE traces (
+                namespace   TEXT NOT NULL,
+                id          TEXT NOT NULL,
+                meta_json   TEXT NOT NULL,
+                inline      BLOB,
+                PRIMARY KEY (namespace, id)
+            );
+        ",
+    },
 ];
 
 /// The schema version this code writes and understands.
@@ -191,7 +207,7 @@ mod tests {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version as usize, i + 1);
         }
-        assert_eq!(SCHEMA_VERSION, 4);
+        assert_eq!(SCHEMA_VERSION, 5);
     }
 
     #[test]
@@ -203,14 +219,15 @@ mod tests {
         // v1 has no audit log and no pause column yet.
         assert!(conn.prepare("SELECT seq FROM audit_log").is_err());
         migrate(&mut conn, path, MIGRATIONS).unwrap();
-        assert_eq!(version(&conn).unwrap(), 4);
+        assert_eq!(version(&conn).unwrap(), 5);
+        conn.prepare("SELECT meta_json, inline FROM traces").unwrap();
         conn.prepare("SELECT revision_json FROM context_versions").unwrap();
         conn.prepare("SELECT seq FROM audit_log").unwrap();
         conn.prepare("SELECT paused FROM agents").unwrap();
         conn.prepare("SELECT ballot_json FROM vote_ballots").unwrap();
         // Running again is a no-op.
         migrate(&mut conn, path, MIGRATIONS).unwrap();
-        assert_eq!(version(&conn).unwrap(), 4);
+        assert_eq!(version(&conn).unwrap(), 5);
     }
 
     #[test]

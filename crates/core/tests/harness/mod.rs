@@ -54,6 +54,8 @@ pub struct Harness {
     pub group_outputs: Vec<lockstep_core::GroupOutput>,
     /// Answers to context writes made outside a session, by origin.
     pub context_done: Vec<(u64, Result<lockstep_core::context::Written, CoreError>)>,
+    /// Answers to trace calls, in order.
+    pub trace_events: Vec<lockstep_core::TraceEvent>,
     next_origin: u64,
     /// The durable changes of every turn so far (what a store would have committed), until taken.
     changes: Vec<Change>,
@@ -73,6 +75,7 @@ impl Harness {
             collective_events: Vec::new(),
             group_outputs: Vec::new(),
             context_done: Vec::new(),
+            trace_events: Vec::new(),
             next_origin: 1_000,
             changes: Vec::new(),
             paused: BTreeSet::new(),
@@ -277,6 +280,7 @@ impl Harness {
                 Output::Collective(event) => self.collective_events.push(event),
                 Output::Group(out) => self.group_outputs.push(out),
                 Output::ContextDone { origin, result } => self.context_done.push((origin, result)),
+                Output::Trace(event) => self.trace_events.push(event),
                 Output::Close(conn, reason) => {
                     let log = self.logs.entry(conn).or_default();
                     assert!(log.closed.is_none(), "{conn:?} closed twice: {:?} then {reason:?}", log.closed);
