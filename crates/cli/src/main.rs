@@ -3,6 +3,7 @@
 mod admin;
 mod bench;
 mod bench_collective;
+mod bench_traces;
 mod config;
 mod demo;
 mod monitor;
