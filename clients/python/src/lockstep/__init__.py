@@ -35,6 +35,7 @@ from .group import (
 )
 from .group import checksum as state_checksum
 from .context import Context, ContextBatch, ContextChange, ContextEntry, ContextWatch, ContextWritten
+from .traces import AgentTraces, Trace, TraceClaim, TraceInfo, TraceLineage, TraceStats, Traces
 from .errors import (
     AgentPaused,
     AlreadyRegistered,
@@ -129,6 +130,13 @@ __all__ = [
     "ContextWatch",
     "ContextWritten",
     "ContextConflict",
+    "Traces",
+    "AgentTraces",
+    "Trace",
+    "TraceClaim",
+    "TraceInfo",
+    "TraceLineage",
+    "TraceStats",
     "SynchronizedAgent",
     "AgentBase",
     "Command",

@@ -41,6 +41,7 @@ from .v1 import lockstep_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:  # pragma: no cover
     from .admin import Admin
+    from .traces import Traces
     from .agent import Agent
     from .context import Context
 
@@ -327,6 +328,13 @@ class Client:
             if info.agent_id == agent_id:
                 return info
         raise NotFound(f"no agent '{agent_id}' is registered in namespace '{self.namespace or 'default'}'")
+
+    @property
+    def traces(self) -> "Traces":
+        """Execution traces of this client's namespace, read from anywhere (see :class:`lockstep.Traces`)."""
+        from .traces import Traces
+
+        return Traces(self._channel, self.namespace)
 
     @property
     def context(self) -> "Context":

@@ -119,6 +119,12 @@ class Reason(str, enum.Enum):
     UNKNOWN_CONTEXT_KEY = "UNKNOWN_CONTEXT_KEY"
     UNKNOWN_CONTEXT_VERSION = "UNKNOWN_CONTEXT_VERSION"
     CONTEXT_READ_ONLY = "CONTEXT_READ_ONLY"
+    UNKNOWN_TRACE = "UNKNOWN_TRACE"
+    TRACE_EXISTS = "TRACE_EXISTS"
+    TRACE_CLAIMED = "TRACE_CLAIMED"
+    TRACE_TOO_LARGE = "TRACE_TOO_LARGE"
+    TRACE_HASH_MISMATCH = "TRACE_HASH_MISMATCH"
+    TRACE_WAIT_TIMEOUT = "TRACE_WAIT_TIMEOUT"
 
     @classmethod
     def parse(cls, name: str) -> Optional["Reason"]:
@@ -589,6 +595,13 @@ _BY_REASON: Dict[Reason, Type[LockstepError]] = {
     Reason.UNKNOWN_CONTEXT_KEY: NotFound,
     Reason.UNKNOWN_CONTEXT_VERSION: NotFound,
     Reason.CONTEXT_READ_ONLY: FailedPrecondition,
+    # Execution traces.
+    Reason.UNKNOWN_TRACE: NotFound,
+    Reason.TRACE_EXISTS: FailedPrecondition,
+    Reason.TRACE_CLAIMED: FailedPrecondition,
+    Reason.TRACE_TOO_LARGE: ResourceExhausted,
+    Reason.TRACE_HASH_MISMATCH: InvalidArgument,
+    Reason.TRACE_WAIT_TIMEOUT: DeadlineExceeded,
 }
 
 
