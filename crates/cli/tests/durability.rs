@@ -318,7 +318,7 @@ async fn trace_loop(agent: Agent, mut stop: watch::Receiver<bool>) -> TraceLog {
     let mut log = TraceLog::default();
     let mut n = 0u64;
     loop {
-        let size = if n % 2 == 0 { 200 } else { 100_000 };
+        let size = if n.is_multiple_of(2) { 200 } else { 100_000 };
         let output: Vec<u8> = (0..size).map(|i| ((i as u64 + n) % 251) as u8).collect();
         let sha = lockstep_client::state_checksum(&output);
         let (traces, input) = (agent.traces(), json!({ "n": n }));
