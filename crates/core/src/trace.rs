@@ -600,7 +600,8 @@ impl Traces {
         }
     }
 
-    /// The agent's session is gone: its claims pass on, its waits end.
+    /// The agent's session is gone: its claims pass on, its waits end (answered with
+    /// [`CoreError::UnknownAgent`]).
     pub fn agent_gone(&mut self, namespace: &str, agent: &str) -> Vec<Notice> {
         let mut notices = Vec::new();
         let mut keys: Vec<Key> = self.claims.keys().filter(|k| &*k.0 == namespace).cloned().collect();
@@ -609,8 +610,11 @@ impl Traces {
             let Some(c) = self.claims.get_mut(&k) else { continue };
             let mine: Vec<u64> = c.waiters.iter().filter(|w| &*w.agent == agent).map(|w| w.origin).collect();
             c.waiters.retain(|w| &*w.agent != agent);
+            // Their calls end: the session they waited for is gone.
             for origin in mine {
                 self.waiting.remove(&origin);
+                let error = CoreError::UnknownAgent { namespace: namespace.to_owned(), agent: agent.to_owned() };
+                notices.push(Notice::Failed { origin, error });
             }
             if &*c.holder == agent {
                 self.pass_claim(&k, &mut notices);
@@ -1075,8 +1079,9 @@ mod tests {
         t.get_or_claim(0, 1, &asker("a"), "tool", "2", 0, &s).unwrap();
         t.get_or_claim(0, 2, &asker("b"), "tool", "2", 0, &s).unwrap();
         t.get_or_claim(0, 3, &asker("c"), "tool", "2", 0, &s).unwrap();
-        // b leaves first: its wait ends; then a is lost: c gets the claim.
-        assert!(t.agent_gone("ns", "b").is_empty());
+        // b leaves first: its wait ends, answered; then a is lost: c gets the claim.
+        let n = t.agent_gone("ns", "b");
+        assert!(matches!(&n[..], [Notice::Failed { origin: 2, error: CoreError::UnknownAgent { .. } }]), "{n:?}");
         let n = t.agent_gone("ns", "a");
         assert!(matches!(&n[..], [Notice::Claimed { origin: 3, .. }]), "{n:?}");
         // c gives up: nobody waits, the claim ends.

@@ -154,7 +154,10 @@ impl Engine {
                     self.timers.cancel(&Timer::TraceWait { origin });
                     TraceEvent::Claimed { origin, id }
                 }
-                Notice::Failed { origin, error } => TraceEvent::Refused { origin, error },
+                Notice::Failed { origin, error } => {
+                    self.timers.cancel(&Timer::TraceWait { origin });
+                    TraceEvent::Refused { origin, error }
+                }
             };
             self.outputs.push_back(Output::Trace(event));
         }
