@@ -26,7 +26,9 @@
 //!   memory and on a data dir at NORMAL;
 //! * task handoff (`task-handoff`): 10,000 tasks through 20 executors asking for work, from the
 //!   submit to an executor holding the task and from the completion to the submitter knowing (see
-//!   bench_tasks.rs).
+//!   bench_tasks.rs);
+//! * execution traces (`bench_traces.rs`): lookup of a stored trace (p99 target ≤ 1 ms), and
+//!   rounds of 50 agents asking `get_or_claim` for one missing output at once (computed once).
 //!
 //! The server for every other scenario runs `--in-memory`: messages are never stored, and the cost
 //! of storage is what the durable scenario measures, side by side.
@@ -59,7 +61,7 @@ pub struct BenchArgs {
     quick: bool,
     /// Only scenarios whose name contains this, or one of these comma-separated words (fanout,
     /// rate, routing, barrier, vote, publish-confirm, command, request, delta, idle, backup,
-    /// durable, collective, context-cas, task-handoff).
+    /// durable, collective, context-cas, task-handoff, trace-lookup, trace-get-or-claim).
     #[arg(long)]
     only: Option<String>,
     /// Agent counts to run (default 10,100,1000; with --quick 10,100).
@@ -90,18 +92,18 @@ const PAYLOAD: usize = 256;
 
 /// One measured scenario.
 #[derive(Debug, Serialize)]
-struct Row {
-    scenario: String,
-    n: usize,
+pub(crate) struct Row {
+    pub(crate) scenario: String,
+    pub(crate) n: usize,
     /// Deliveries (or rounds) per second actually achieved.
-    rate: f64,
-    offered_rate: Option<f64>,
-    p50_us: u64,
-    p99_us: u64,
-    p999_us: u64,
-    lost: u64,
-    count: u64,
-    note: String,
+    pub(crate) rate: f64,
+    pub(crate) offered_rate: Option<f64>,
+    pub(crate) p50_us: u64,
+    pub(crate) p99_us: u64,
+    pub(crate) p999_us: u64,
+    pub(crate) lost: u64,
+    pub(crate) count: u64,
+    pub(crate) note: String,
 }
 
 pub(crate) fn hist() -> Histogram<u64> {
@@ -129,7 +131,7 @@ const PROGRESS_WAIT: Duration = Duration::from_secs(30);
 /// Registers `n` agents concurrently, agent `j` with `options(j)`, and returns them in order. Fails
 /// with the first agent that could not register, or when they are not all registered within
 /// [`REGISTER_WAIT`]: a scenario never starts (or waits to start) with fewer agents than it counts.
-async fn register_all(
+pub(crate) async fn register_all(
     client: &Client,
     n: usize,
     shared: bool,
@@ -461,7 +463,7 @@ async fn vote_rounds(addr: &str, n: usize, rounds: usize, shared: bool) -> anyho
 }
 
 /// Sequential round trips for `seconds`, each timed from its start to its end, as a row.
-async fn round_trips<F, Fut>(scenario: &str, seconds: u64, note: &str, mut once: F) -> anyhow::Result<Row>
+pub(crate) async fn round_trips<F, Fut>(scenario: &str, seconds: u64, note: &str, mut once: F) -> anyhow::Result<Row>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
@@ -1298,6 +1300,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if wanted("command") {
         rows.push(command_round_trip(&addr, seconds).await?);
+        eprintln!("{:?}", rows.last().expect("pushed"));
+    }
+    if wanted("trace-lookup") {
+        rows.push(crate::bench_traces::lookup_hit(&addr, seconds).await?);
+        eprintln!("{:?}", rows.last().expect("pushed"));
+    }
+    if wanted("trace-get-or-claim") {
+        rows.push(crate::bench_traces::get_or_claim(&addr, 50, seconds).await?);
         eprintln!("{:?}", rows.last().expect("pushed"));
     }
     if wanted("request") {

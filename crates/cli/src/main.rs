@@ -4,12 +4,14 @@ mod admin;
 mod bench;
 mod bench_collective;
 mod bench_tasks;
+mod bench_traces;
 mod config;
 mod demo;
 mod monitor;
 mod shared_context;
 mod table;
 mod tasks;
+mod traces;
 mod votes;
 
 use std::net::SocketAddr;
@@ -41,6 +43,8 @@ enum Action {
     Context(shared_context::ContextArgs),
     /// Task handoff: list, show, retry and the dead-letter list.
     Tasks(tasks::TasksArgs),
+    /// Execution traces: the store's counters, one trace with its output, its lineage.
+    Traces(traces::TracesArgs),
     /// Collectives in progress (allreduce, broadcast, ...), with who is missing.
     Collectives(admin::CollectivesArgs),
     /// Replica groups: members with their ranks, the current state version, checksum and size.
@@ -243,6 +247,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Action::Votes(a) => votes::run(a).await,
             Action::Context(a) => shared_context::run(a).await,
             Action::Tasks(a) => tasks::run(a).await,
+            Action::Traces(a) => traces::run(a).await,
             Action::Collectives(a) => admin::collectives(a).await,
             Action::Groups(t) => admin::groups(t).await,
             Action::Command(a) => admin::command(a).await,

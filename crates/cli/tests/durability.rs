@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use lockstep_client::{
-    proto as v1, Agent, AgentFilter, Client, ContextClient, ContextWrites, Participants, Reason, SyncResult, TaskSpec,
-    WatchTarget,
+    proto as v1, Agent, AgentFilter, Client, ContextClient, ContextWrites, Lineage, Participants, Reason, SyncResult,
+    TaskSpec, TraceOutput, WatchTarget,
 };
 use lockstep_store::{Durability, Snapshot, Store, DB_FILE_NAME};
 use serde_json::{json, Value};
@@ -302,6 +302,40 @@ async fn context_loop(agent: Agent, ctx: ContextClient, mut stop: watch::Receive
     }
 }
 
+/// What the trace recorder saw: each acknowledged record as (n, trace id, SHA-256 of its output),
+/// and how many calls got no answer in time.
+#[derive(Default)]
+struct TraceLog {
+    acked: Vec<(u64, String, String)>,
+    unanswered: u64,
+}
+
+/// Records tool calls `harness.tool` on `{"n": n}` until told to stop, outputs alternately small
+/// (kept in the database) and 100 KB (kept beside it in DIR/traces); a call that fails or gets
+/// no answer is made again with the same output (a retry of an applied record is answered with the
+/// stored trace).
+async fn trace_loop(agent: Agent, mut stop: watch::Receiver<bool>) -> TraceLog {
+    let mut log = TraceLog::default();
+    let mut n = 0u64;
+    loop {
+        let size = if n.is_multiple_of(2) { 200 } else { 100_000 };
+        let output: Vec<u8> = (0..size).map(|i| ((i as u64 + n) % 251) as u8).collect();
+        let sha = lockstep_client::state_checksum(&output);
+        let (traces, input) = (agent.traces(), json!({ "n": n }));
+        let record = traces.record("harness.tool", &input, TraceOutput::bytes(output), Lineage::default());
+        match unless_stopped(&mut stop, tokio::time::timeout(UNANSWERED_AFTER, record)).await {
+            None => return log,
+            Some(Ok(Ok(info))) => {
+                assert_eq!(info.sha256, sha, "the trace acknowledged is the output sent");
+                log.acked.push((n, info.id, sha));
+                n += 1;
+            }
+            Some(Ok(Err(_))) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Some(Err(_)) => log.unanswered += 1,
+        }
+    }
+}
+
 /// The key the harness's context writers increment.
 const COUNTER: &str = "harness.counter";
 
@@ -464,7 +498,9 @@ async fn execute_loop(agent: Agent, mut stop: watch::Receiver<bool>) -> ExecLog 
 /// update in flight at a crash is answered (acknowledged or failed) and no arrival fails; two
 /// writers racing on one context key by compare-and-set lose no acknowledged write and apply none
 /// twice; no acknowledged task submission or completion is lost, no task is completed twice, and
-/// every task is completed or dead-lettered in the end.
+/// every task is completed or dead-lettered in the end; every acknowledged trace record (small
+/// outputs in the database, large ones beside it) is served after the last restart with the bytes
+/// that were sent, and is in the database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_harness() {
     const AGENTS: usize = 10;
@@ -491,6 +527,8 @@ async fn crash_harness() {
         .iter()
         .map(|a| tokio::spawn(barrier_loop(a.clone(), peers.clone(), stop.clone())))
         .collect();
+    // One agent records tool calls as traces.
+    let tracer = tokio::spawn(trace_loop(agents[BARRIER_AGENTS].clone(), stop.clone()));
     // Two writers of shared context, racing on one key by compare-and-set.
     let context_writers: Vec<_> = agents[AGENTS - CONTEXT_WRITERS..]
         .iter()
@@ -536,6 +574,7 @@ async fn crash_harness() {
     let submitted = submitter.await.unwrap();
     // The executor goes on until nothing is ready.
     let executed = executor.await.unwrap();
+    let trace_log = tracer.await.unwrap();
     // Requests abandoned at the stop may still be applied: let them land before reading.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let reader = server.client().await;
@@ -546,6 +585,12 @@ async fn crash_harness() {
     }
     let counter = reader.context().get(COUNTER).await.expect("the counter was written");
     let served_counter = (counter.version, counter.value["n"].as_u64().unwrap());
+    // Every acknowledged record is served with the output that was sent.
+    for (n, id, sha) in &trace_log.acked {
+        let t = reader.traces().get(id).await.unwrap_or_else(|e| panic!("acknowledged trace {n} lost: {e}"));
+        assert_eq!(&t.info.sha256, sha, "trace {n}");
+        assert_eq!(lockstep_client::state_checksum(&t.output), *sha, "trace {n}'s bytes");
+    }
     server.kill();
     let db = load_db(dir.path());
     let stored_counter = db.context.iter().find(|k| k.key.key == COUNTER).and_then(|k| {
@@ -555,6 +600,11 @@ async fn crash_harness() {
     });
     check_context(&context_logs, served_counter, stored_counter);
     check_tasks(&submitted, &executed, &tasks, &db);
+    let stored_traces: BTreeSet<&str> = db.traces.iter().map(|t| t.id.as_str()).collect();
+    for (n, id, _) in &trace_log.acked {
+        assert!(stored_traces.contains(id.as_str()), "acknowledged trace {n} is not in the database");
+    }
+    assert!(!trace_log.acked.is_empty(), "no trace record was acknowledged");
 
     let n_of = |state: &Value| state["n"].as_u64().unwrap_or_else(|| panic!("state without n: {state}"));
     for (agent, log) in agents.iter().zip(&updates) {
@@ -581,10 +631,13 @@ async fn crash_harness() {
     let context_unanswered: u64 = context_logs.iter().map(|l| l.unanswered).sum();
     println!(
         "crash harness: {kills} kills, {acked} acknowledged updates by {AGENTS} agents, {} barrier rounds released \
-         to {BARRIER_AGENTS} agents, {context_acked} context CASes acknowledged (counter at {}), integrity check \
-         ok; {failed_count} updates failed in flight ({:?}), {} never answered, {} arrivals failed",
+         to {BARRIER_AGENTS} agents, {context_acked} context CASes acknowledged (counter at {}), {} trace records \
+         acknowledged ({} unanswered), integrity check ok; {failed_count} updates failed in flight ({:?}), {} never \
+         answered, {} arrivals failed",
         released.len(),
         served_counter.1,
+        trace_log.acked.len(),
+        trace_log.unanswered,
         failed.iter().take(3).collect::<Vec<_>>(),
         unanswered.len(),
         sync_errors.len(),

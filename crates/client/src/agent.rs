@@ -365,6 +365,8 @@ type Views = Arc<Mutex<HashMap<String, (u64, Value)>>>;
 
 struct Inner {
     grpc: LockstepClient<Channel>,
+    /// The connection the session opened on, for services beside it (traces).
+    channel: Channel,
     agent_id: String,
     namespace: String,
     resume_token: Arc<Mutex<String>>,
@@ -430,12 +432,13 @@ impl Agent {
     /// Opens a session on `grpc`'s connection; `shared` is that connection's heartbeat when other
     /// sessions may share it.
     pub(crate) async fn open(
-        mut grpc: LockstepClient<Channel>,
+        channel: Channel,
         endpoint: tonic::transport::Endpoint,
         namespace: &str,
         o: AgentOptions,
         shared: Option<Arc<ConnectionBeat>>,
     ) -> Result<Agent, Error> {
+        let mut grpc = crate::grpc_client(channel.clone());
         let (out_tx, out_rx) = mpsc::channel(OUTBOUND_BUFFER);
         let mut register = v1::Register {
             namespace: namespace.to_owned(),
@@ -512,6 +515,7 @@ impl Agent {
         let agent = Agent {
             inner: Arc::new(Inner {
                 grpc,
+                channel,
                 agent_id: registered.agent_id,
                 namespace: registered.namespace,
                 resume_token,
@@ -554,6 +558,11 @@ impl Agent {
     /// Presented by a new connection to take this session over.
     /// What a collective call needs: the service, the namespace, the agent and its current
     /// resume token (which proves the call comes from the agent's live session).
+    /// The session's connection (services beside the session use it).
+    pub(crate) fn channel(&self) -> Channel {
+        self.inner.channel.clone()
+    }
+
     pub(crate) fn collective_parts(&self) -> (LockstepClient<Channel>, String, String, String) {
         let i = &self.inner;
         (i.grpc.clone(), i.namespace.clone(), i.agent_id.clone(), self.resume_token())
@@ -759,6 +768,11 @@ impl Agent {
 
     pub(crate) fn task_link(&self) -> &crate::tasks::TaskLink {
         &self.inner.tasks
+    }
+
+    /// Execution traces as this agent: lookups, claims and records (see [`crate::AgentTraces`]).
+    pub fn traces(&self) -> crate::AgentTraces<'_> {
+        crate::AgentTraces { agent: self }
     }
 
     /// Shared context written as this agent (see [`crate::AgentContext`]).

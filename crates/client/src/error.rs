@@ -187,10 +187,13 @@ impl Error {
                     | R::NoGroupState
                     | R::UnknownContextKey
                     | R::UnknownContextVersion
-                    | R::UnknownTask,
+                    | R::UnknownTask
+                    | R::UnknownTrace,
                 ),
                 _,
             ) => Error::NotFound(detail),
+            (Some(R::TraceHashMismatch), _) => Error::InvalidArgument(detail),
+            (Some(R::TraceTooLarge), _) => Error::ResourceExhausted(detail),
             (Some(R::GroupPublishAborted | R::ChecksumMismatch), _) => Error::GroupStateFailed(detail),
             (Some(R::ContextConflict), _) => Error::Conflict { current_version: 0, message: detail },
             (Some(R::NoResponders), _) => Error::NoResponders(detail),
@@ -214,7 +217,9 @@ impl Error {
                     | R::ContextReadOnly
                     | R::TaskNotHeld
                     | R::TaskFinished
-                    | R::TaskNotDeadLettered,
+                    | R::TaskNotDeadLettered
+                    | R::TraceExists
+                    | R::TraceClaimed,
                 ),
                 _,
             ) => Error::FailedPrecondition(detail),

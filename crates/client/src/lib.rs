@@ -48,6 +48,7 @@ mod error;
 mod group;
 mod limits;
 mod tasks;
+mod trace;
 mod vote;
 
 use std::time::Duration;
@@ -69,6 +70,9 @@ use lockstep_proto::v1;
 use lockstep_proto::v1::lockstep_client::LockstepClient;
 pub use tasks::{Assignment, Assignments, Pinned as PinnedContext, TaskEvents, TaskInfo, TaskSpec, TasksClient};
 use tonic::transport::{Channel, Endpoint};
+pub use trace::{
+    AgentTraces, Claim, Lineage, Output as TraceOutput, Trace, TraceInfo, TraceLineage, TraceStats, TracesClient,
+};
 pub use vote::{Ballot, Vote, VotePolicy, VoteWeight};
 
 /// HTTP/2 flow-control windows, large so that a busy session never waits for window updates.
@@ -148,7 +152,7 @@ impl Client {
     /// co-located agents, [`Client::register_shared`] uses one connection for all of them.
     pub async fn register(&self, options: AgentOptions) -> Result<Agent, Error> {
         let channel = self.endpoint.connect().await.map_err(|e| connect_error(&self.addr, e))?;
-        Agent::open(grpc_client(channel), self.endpoint.clone(), &self.namespace, options, None).await
+        Agent::open(channel, self.endpoint.clone(), &self.namespace, options, None).await
     }
 
     /// Registers an agent whose session shares this client's connection with its queries and with
@@ -158,7 +162,7 @@ impl Client {
     /// per interval. After a reconnect, the session gets a connection of its own.
     pub async fn register_shared(&self, options: AgentOptions) -> Result<Agent, Error> {
         let beat = Some(self.beat.clone());
-        Agent::open(self.grpc.clone(), self.endpoint.clone(), &self.namespace, options, beat).await
+        Agent::open(self.channel.clone(), self.endpoint.clone(), &self.namespace, options, beat).await
     }
 
     /// The operators' API on this connection, presenting `token` if the server requires one and
@@ -208,6 +212,11 @@ impl Client {
     /// Tasks of this namespace (see [`TasksClient`]).
     pub fn tasks(&self) -> TasksClient {
         TasksClient::new(self.channel.clone(), self.namespace.clone(), MAX_MESSAGE)
+    }
+
+    /// Execution traces of this namespace, read from anywhere (see [`TracesClient`]).
+    pub fn traces(&self) -> TracesClient {
+        TracesClient::new(self.channel.clone(), self.namespace.clone())
     }
 
     /// Shared context of this namespace (see [`ContextClient`]).

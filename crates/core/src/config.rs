@@ -209,6 +209,8 @@ pub struct Config {
     pub context: crate::context::ContextSettings,
     /// Task handoff: sizes, counts and defaults.
     pub tasks: crate::task::TaskSettings,
+    /// Execution traces: output, input and store limits, retention.
+    pub traces: crate::trace::TraceSettings,
 }
 
 impl Default for Config {
@@ -231,6 +233,7 @@ impl Default for Config {
             breaker_max_isolated_percent: 10,
             context: crate::context::ContextSettings::default(),
             tasks: crate::task::TaskSettings::default(),
+            traces: crate::trace::TraceSettings::default(),
         }
     }
 }
@@ -275,6 +278,7 @@ impl Config {
         self.commands.validate()?;
         self.context.validate().map_err(|e| format!("context: {e}"))?;
         self.tasks.validate().map_err(|e| format!("tasks: {e}"))?;
+        self.traces.validate().map_err(|e| format!("traces: {e}"))?;
         self.breaker.validate().map_err(|e| format!("breaker: {e}"))?;
         self.health.validate().map_err(|e| format!("health: {e}"))?;
         for (kind, map) in [("role", &self.breaker_roles), ("agent", &self.breaker_agents)] {

@@ -127,14 +127,20 @@ fn validate_path(what: &'static str, key: &str, settings: &ContextSettings) -> R
             ),
         ));
     }
-    for segment in key.split('.') {
+    segments(what, key)
+}
+
+/// Checks `name` is dot-separated segments of ASCII letters, digits, `_` and `-` (context keys,
+/// tool names).
+pub(crate) fn segments(what: &'static str, name: &str) -> Result<(), CoreError> {
+    for segment in name.split('.') {
         if segment.is_empty() {
-            return Err(CoreError::invalid(what, format!("'{key}' has an empty segment; write a.b.c")));
+            return Err(CoreError::invalid(what, format!("'{name}' has an empty segment; write a.b.c")));
         }
         if let Some(bad) = segment.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
             return Err(CoreError::invalid(
                 what,
-                format!("'{key}' contains {bad:?}; use dot-separated segments of letters, digits, _ and -"),
+                format!("'{name}' contains {bad:?}; use dot-separated segments of letters, digits, _ and -"),
             ));
         }
     }

@@ -137,6 +137,10 @@ pub enum Change {
     Task(Box<crate::task::TaskImage>),
     /// A finished task was forgotten.
     TaskRemoved { namespace: String, id: String },
+    /// A trace was recorded or its pins changed: keep it as it is now (its inline output with it).
+    TracePut(Box<crate::trace::Trace>),
+    /// A trace was evicted.
+    TraceRemoved { namespace: String, id: String },
 }
 
 /// One retained version of a context key as it is kept.
@@ -193,6 +197,10 @@ pub struct Restored {
     /// Each namespace's last task submission number.
     #[serde(default)]
     pub task_seqs: Vec<(String, u64)>,
+    /// Execution traces (those whose output is kept beside the engine only when their bytes are
+    /// there).
+    #[serde(default)]
+    pub traces: Vec<crate::trace::Trace>,
 }
 
 /// Why a sync point failed, as it is kept: the [`CoreError`] its waiters got, without the point's

@@ -51,6 +51,7 @@ use crate::vote::{self, Cast, Decision, Opened, VoterFacts, Votes, Watcher};
 
 mod context;
 mod task;
+mod trace;
 
 /// Asks whether an agent is registered, for the control plane's checks.
 fn registry_lookup(namespaces: &HashMap<Arc<str>, Namespace>) -> impl Fn(&str, &str) -> bool + '_ {
@@ -172,6 +173,12 @@ enum Timer {
         ns: Arc<str>,
         id: Arc<str>,
     },
+    /// A `get_or_claim` call's wait may have run out.
+    TraceWait {
+        origin: u64,
+    },
+    /// The oldest unprotected trace may have come of age.
+    TraceRetention,
 }
 
 /// Something durable an input touched; turned into a [`Change`] with the current value when the
@@ -196,6 +203,8 @@ enum Touched {
     /// (namespace, task id): kept whole.
     Task(Arc<str>, Arc<str>),
     TaskRemoved(Arc<str>, Arc<str>),
+    /// (namespace, trace id): recorded, pinned or unpinned, or evicted.
+    Trace(Arc<str>, Arc<str>),
 }
 
 /// What changed durably since the shell last took the changes.
@@ -353,6 +362,8 @@ pub struct Engine {
     groups: ReplicaGroups,
     /// Shared context (see [`crate::context`]).
     context: crate::context::Context,
+    /// Execution traces (see [`crate::trace`]).
+    traces: crate::trace::Traces,
     /// Context watch streams by namespace.
     context_watchers: HashMap<Arc<str>, Vec<ConnId>>,
     context_watcher_count: usize,
@@ -398,6 +409,7 @@ impl Engine {
             collectives: Collectives::default(),
             groups: ReplicaGroups::default(),
             context: crate::context::Context::default(),
+            traces: crate::trace::Traces::default(),
             context_watchers: HashMap::new(),
             context_watcher_count: 0,
             system_dirty: false,
@@ -488,6 +500,7 @@ impl Engine {
                     self.outputs.push_back(Output::Close(conn, Some(e)));
                 }
             }
+            Input::Trace(input) => self.trace_input(now, input),
         }
     }
 
@@ -653,6 +666,7 @@ impl Engine {
                 Touched::TaskRemoved(ns, id) => {
                     Some(Change::TaskRemoved { namespace: ns.to_string(), id: id.to_string() })
                 }
+                Touched::Trace(ns, id) => Some(self.trace_change(&ns, &id)),
             };
             out.extend(change);
         }
@@ -698,6 +712,7 @@ impl Engine {
             context_revisions,
             tasks,
             task_seqs,
+            traces,
         } = restored;
         let bad = |what: String, e: &dyn std::fmt::Display| CoreError::invalid("stored data", format!("{what}: {e}"));
         for image in &agents {
@@ -770,6 +785,7 @@ impl Engine {
         }
         self.restore_context(context, context_revisions)?;
         self.restore_tasks(tasks, task_seqs);
+        self.restore_traces(traces);
         self.control.restore(audit, pauses, emergency);
         for (ns, agent) in self.all_agents() {
             if self.control.is_paused(&ns, &agent) {
@@ -1224,6 +1240,8 @@ impl Engine {
             }
             Timer::ContextExpiry { ns, key } => self.context_expired(now, &ns, &key),
             Timer::TaskDeadline { ns, id } => self.task_deadline(now, &ns, &id),
+            Timer::TraceWait { origin } => self.trace_wait_over(now, origin),
+            Timer::TraceRetention => self.trace_retention(now),
 
             Timer::Commands => {
                 for finished in self.control.expire(now) {
@@ -1287,6 +1305,7 @@ impl Engine {
         self.groups_gone(ns, agent, "lost");
         self.context_agent_gone(ns, agent);
         self.tasks_agent_gone(now, ns, agent, "lost its lease");
+        self.traces_agent_gone(ns, agent);
         for finished in self.control.agent_gone(now, ns, agent, "its lease was lost") {
             self.command_done(finished);
         }
@@ -1317,6 +1336,7 @@ impl Engine {
         self.groups_gone(ns, agent, "left");
         self.context_agent_gone(ns, agent);
         self.tasks_agent_gone(now, ns, agent, why);
+        self.traces_agent_gone(ns, agent);
         self.control.forget_agent(ns, agent);
         for finished in self.control.agent_gone(now, ns, agent, why) {
             self.command_done(finished);

@@ -185,6 +185,23 @@ pub enum CoreError {
 
     #[error("task '{id}' is {state}, not dead-lettered: only a dead-lettered task can be retried")]
     TaskNotDeadLettered { id: String, state: &'static str },
+    #[error("trace '{id}' does not exist in namespace '{namespace}' (never recorded, or evicted)")]
+    UnknownTrace { namespace: String, id: String },
+
+    #[error("trace '{id}' is stored with another output (SHA-256 {stored}, not {given}); a trace never changes once recorded")]
+    TraceExists { id: String, stored: String, given: String },
+
+    #[error("agent '{holder}' holds the claim on trace '{id}'; wait for its record with get_or_claim, or record once the claim is yours")]
+    TraceClaimed { id: String, holder: String },
+
+    #[error("output of trace '{id}' is {size} bytes; the limit is {limit} (traces.max_output_bytes)")]
+    TraceTooLarge { id: String, size: u64, limit: u64 },
+
+    #[error("output of trace '{id}' does not match: {what}")]
+    TraceHashMismatch { id: String, what: String },
+
+    #[error("waited {waited_ms} ms for trace '{id}', which agent '{holder}' is computing; ask again to keep waiting")]
+    TraceWaitTimeout { id: String, holder: String, waited_ms: u64 },
 }
 
 fn list_versions(versions: &[u64]) -> String {
@@ -347,11 +364,23 @@ pub enum Reason {
     TaskInFlightLimit,
     /// [`CoreError::TaskNotDeadLettered`]: a retry of a task that is not dead-lettered.
     TaskNotDeadLettered,
+    /// [`CoreError::UnknownTrace`]: no such trace (or a lineage names one).
+    UnknownTrace,
+    /// [`CoreError::TraceExists`]: the trace is stored with another output.
+    TraceExists,
+    /// [`CoreError::TraceClaimed`]: another agent holds the claim on the trace.
+    TraceClaimed,
+    /// [`CoreError::TraceTooLarge`]: the output is over `traces.max_output_bytes`.
+    TraceTooLarge,
+    /// [`CoreError::TraceHashMismatch`]: the output's bytes do not hash to the SHA-256 given.
+    TraceHashMismatch,
+    /// [`CoreError::TraceWaitTimeout`]: a `get_or_claim` waited its time out.
+    TraceWaitTimeout,
 }
 
 impl Reason {
     /// Every reason, in the order of the documentation.
-    pub const ALL: [Reason; 62] = [
+    pub const ALL: [Reason; 68] = [
         Reason::InvalidArgument,
         Reason::UnknownAgent,
         Reason::UnknownSyncPoint,
@@ -414,6 +443,12 @@ impl Reason {
         Reason::TaskFinished,
         Reason::TaskInFlightLimit,
         Reason::TaskNotDeadLettered,
+        Reason::UnknownTrace,
+        Reason::TraceExists,
+        Reason::TraceClaimed,
+        Reason::TraceTooLarge,
+        Reason::TraceHashMismatch,
+        Reason::TraceWaitTimeout,
     ];
 
     /// The stable name on the wire (`SCREAMING_SNAKE_CASE`); it never changes once published.
@@ -481,6 +516,12 @@ impl Reason {
             Reason::TaskFinished => "TASK_FINISHED",
             Reason::TaskInFlightLimit => "TASK_IN_FLIGHT_LIMIT",
             Reason::TaskNotDeadLettered => "TASK_NOT_DEAD_LETTERED",
+            Reason::UnknownTrace => "UNKNOWN_TRACE",
+            Reason::TraceExists => "TRACE_EXISTS",
+            Reason::TraceClaimed => "TRACE_CLAIMED",
+            Reason::TraceTooLarge => "TRACE_TOO_LARGE",
+            Reason::TraceHashMismatch => "TRACE_HASH_MISMATCH",
+            Reason::TraceWaitTimeout => "TRACE_WAIT_TIMEOUT",
         }
     }
 
@@ -556,6 +597,11 @@ impl CoreError {
             }
             CoreError::TaskInFlightLimit { .. } => ErrorCode::ResourceExhausted,
             CoreError::UnknownContextKey { .. } | CoreError::UnknownContextVersion { .. } => ErrorCode::NotFound,
+            CoreError::UnknownTrace { .. } => ErrorCode::NotFound,
+            CoreError::TraceExists { .. } | CoreError::TraceClaimed { .. } => ErrorCode::FailedPrecondition,
+            CoreError::TraceTooLarge { .. } => ErrorCode::ResourceExhausted,
+            CoreError::TraceHashMismatch { .. } => ErrorCode::InvalidArgument,
+            CoreError::TraceWaitTimeout { .. } => ErrorCode::DeadlineExceeded,
         }
     }
 
@@ -619,6 +665,12 @@ impl CoreError {
             CoreError::TaskFinished { .. } => Reason::TaskFinished,
             CoreError::TaskInFlightLimit { .. } => Reason::TaskInFlightLimit,
             CoreError::TaskNotDeadLettered { .. } => Reason::TaskNotDeadLettered,
+            CoreError::UnknownTrace { .. } => Reason::UnknownTrace,
+            CoreError::TraceExists { .. } => Reason::TraceExists,
+            CoreError::TraceClaimed { .. } => Reason::TraceClaimed,
+            CoreError::TraceTooLarge { .. } => Reason::TraceTooLarge,
+            CoreError::TraceHashMismatch { .. } => Reason::TraceHashMismatch,
+            CoreError::TraceWaitTimeout { .. } => Reason::TraceWaitTimeout,
         }
     }
 
@@ -644,6 +696,7 @@ impl CoreError {
             | CoreError::RequestAborted { responder, .. }
             | CoreError::RequestRefused { responder, .. } => Some(responder),
             CoreError::Paused(refusal) => Some(&refusal.agent),
+            CoreError::TraceClaimed { holder, .. } | CoreError::TraceWaitTimeout { holder, .. } => Some(holder),
             _ => None,
         }
     }

@@ -232,6 +232,60 @@ pub enum Input {
     TaskRetry { origin: u64, namespace: String, id: String },
     /// A client opened a task event stream on `namespace`.
     WatchTasks { conn: ConnId, namespace: String },
+    /// A call on the trace store (see [`crate::trace`]), answered by [`Output::Trace`] with its
+    /// origin.
+    Trace(TraceInput),
+}
+
+/// An agent's live session, proven by its resume token, as trace calls name it (beside the session,
+/// like replica groups' calls).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionCall {
+    pub namespace: String,
+    pub agent_id: String,
+    pub resume_token: String,
+}
+
+/// Calls on the trace store; `origin` is the shell's name for the call, unique per call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum TraceInput {
+    /// The trace of `tool` on `input` (JSON text) in `namespace`, or a miss. Needs no session.
+    Lookup { origin: u64, namespace: String, tool: String, input: String },
+    /// The trace `id` of `namespace`.
+    Get { origin: u64, namespace: String, id: String },
+    /// The trace, or the claim to compute it, or a wait of at most `wait_ms` (0: the longest).
+    GetOrClaim { origin: u64, call: SessionCall, tool: String, input: String, wait_ms: u64 },
+    /// May this record go ahead (its bytes not sent yet)? Changes nothing.
+    Check { origin: u64, call: SessionCall, record: Box<crate::trace::Record> },
+    /// Record a tool call (its bytes are inline, or kept by the shell under `output.blob`).
+    Record { origin: u64, call: SessionCall, record: Box<crate::trace::Record> },
+    /// The caller gives up its claim on `tool` and `input`.
+    Release { origin: u64, call: SessionCall, tool: String, input: String },
+    /// Call `origin` went away: it waits no more, and a claim it holds passes on.
+    Cancel { origin: u64 },
+}
+
+/// What the engine tells the shell's trace store.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TraceEvent {
+    /// Call `origin` gets the trace (a lookup's hit, a get, a wait that ended with a record).
+    Found { origin: u64, trace: Box<crate::trace::Trace> },
+    /// Lookup `origin` found nothing.
+    Miss { origin: u64 },
+    /// Call `origin` holds the claim on trace `id`: it computes and records it.
+    Claimed { origin: u64, id: String },
+    /// Call `origin` waits for another agent's record.
+    Waiting { origin: u64, id: String, holder: String },
+    /// Check `origin` may send its bytes.
+    Go { origin: u64, id: String },
+    /// Record `origin` is applied (`new`: false when the same trace was stored already).
+    Recorded { origin: u64, trace: Box<crate::trace::Trace>, new: bool },
+    /// Release `origin` is done.
+    Released { origin: u64 },
+    /// Call `origin` is refused or ended; nothing changed.
+    Refused { origin: u64, error: CoreError },
+    /// A trace was evicted: drop its blob (kept by the shell), if it has one.
+    Evicted(crate::trace::Evicted),
 }
 
 /// Who calls on a replica group's state from beside the session (as collectives do): the agent,
@@ -313,6 +367,8 @@ pub enum Output {
     ContextDone { origin: u64, result: Result<crate::context::Written, CoreError> },
     /// An operator's retry of a task (sent with `origin`) is done, or was refused.
     TaskRetried { origin: u64, result: Result<(), CoreError> },
+    /// Tell the trace store how a call goes (see [`TraceEvent`]).
+    Trace(TraceEvent),
 }
 
 /// A message published on a topic, shared by every queue it is routed to.

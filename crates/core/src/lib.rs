@@ -50,6 +50,10 @@
 //! events, one versioned state blob per group published by one member at a time, divergence at
 //! collectives); the blobs move in the shell.
 //!
+//! [`trace`] holds the rules of execution traces (canonical inputs and content hashes, records
+//! all or nothing, lookups, one claim per missing output with waiters, retention by bytes and age
+//! that spares pinned lineages, lineage queries); large outputs move and are kept in the shell.
+//!
 //! [`breaker`] (circuit breakers) and [`command`] (pause, emergency stop, operators' commands and
 //! their audit log) hold the rules of fault isolation and of the control plane, which the engine
 //! applies; [`health`] holds the rules of health assessment, which the engine feeds.
@@ -77,6 +81,7 @@ pub mod syncpoint;
 pub mod task;
 pub mod timer;
 pub mod topic;
+pub mod trace;
 pub mod turn;
 pub mod vote;
 
@@ -94,7 +99,8 @@ pub use error::{CoreError, ErrorCode, Reason, SessionEnd};
 pub use health::{AgentHealth, HealthHistory, HealthIssue, HealthReport, HealthSettings, HealthStatus};
 pub use io::{
     AdminAction, AdminOutcome, ConnId, ControlKind, ControlNotice, Delivery, Frame, GroupCall, GroupOutput, Input,
-    Message, Output, RegisterRequest, Registered, RegistryEvent, Reply, Request, StateChange, Time, WatchTarget,
+    Message, Output, RegisterRequest, Registered, RegistryEvent, Reply, Request, SessionCall, StateChange, Time,
+    TraceEvent, TraceInput, WatchTarget,
 };
 pub use registry::{AgentQuery, AgentStatus, AgentView, RegistryEventKind};
 pub use syncpoint::{Diagnosis, Participants, SyncOutcome, SyncState, SyncStatus, Waiter};

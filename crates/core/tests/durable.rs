@@ -27,6 +27,7 @@ struct Kept {
     context_revisions: BTreeMap<String, u64>,
     tasks: BTreeMap<(String, String), lockstep_core::task::TaskImage>,
     task_seqs: BTreeMap<String, u64>,
+    traces: BTreeMap<(String, String), lockstep_core::trace::Trace>,
 }
 
 impl Kept {
@@ -108,6 +109,12 @@ impl Kept {
                 Change::TaskRemoved { namespace, id } => {
                     self.tasks.remove(&(namespace, id));
                 }
+                Change::TracePut(t) => {
+                    self.traces.insert((t.namespace.clone(), t.id.clone()), *t);
+                }
+                Change::TraceRemoved { namespace, id } => {
+                    self.traces.remove(&(namespace, id));
+                }
             }
         }
     }
@@ -124,6 +131,7 @@ impl Kept {
             context_revisions: self.context_revisions.iter().map(|(ns, v)| (ns.clone(), *v)).collect(),
             tasks: self.tasks.values().cloned().collect(),
             task_seqs: self.task_seqs.iter().map(|(ns, v)| (ns.clone(), *v)).collect(),
+            traces: self.traces.values().cloned().collect(),
         }
     }
 }
@@ -386,4 +394,50 @@ fn tasks_come_back_whole_and_a_held_one_is_handed_out_again_and_completed_once()
     // Numbering goes on.
     let Reply::TaskSubmitted(third) = h2.call(runner, submit("more", &[])) else { panic!() };
     assert!(third != first && third != second, "{third}");
+}
+
+#[test]
+fn recorded_traces_come_back_with_their_outputs_lineage_and_counts_and_evicted_ones_stay_gone() {
+    use lockstep_core::trace::{Lineage, OutputKind, Record, TraceOutput};
+    use lockstep_core::{SessionCall, TraceEvent, TraceInput};
+    let mut h = Harness::new(Config {
+        traces: lockstep_core::trace::TraceSettings { max_traces: 2, ..Default::default() },
+        ..Config::default()
+    });
+    h.engine.track_changes();
+    let mut kept = Kept::default();
+    let a = h.join("a", "r", &[]);
+    let call =
+        SessionCall { namespace: String::new(), agent_id: "a".into(), resume_token: h.registered(a).resume_token };
+    let record = |h: &mut Harness, origin: u64, input: &str, out: &str, parents: Vec<String>| -> String {
+        let output = TraceOutput::inline(OutputKind::Json, bytes::Bytes::copy_from_slice(out.as_bytes()));
+        let record = Record {
+            tool: "tool".into(),
+            input: input.into(),
+            inline: output.inline.as_ref().map(|b| b.to_vec()),
+            output: TraceOutput { inline: None, ..output },
+            lineage: Lineage { parents, context: vec![] },
+            started_at: None,
+            duration_ms: 3,
+        };
+        h.engine
+            .handle(h.now, Input::Trace(TraceInput::Record { origin, call: call.clone(), record: Box::new(record) }));
+        h.pump();
+        match h.trace_events.pop() {
+            Some(TraceEvent::Recorded { trace, new: true, .. }) => trace.id,
+            other => panic!("{other:?}"),
+        }
+    };
+    let first = record(&mut h, 1, "1", "[1]", vec![]);
+    let second = record(&mut h, 2, "2", "[2]", vec![first.clone()]);
+    // A third evicts the least recently used, the first.
+    let third = record(&mut h, 3, "3", "[3]", vec![]);
+    let h2 = restart(&mut h, &mut kept, 10);
+    let stats = h2.engine.trace_stats();
+    assert_eq!((stats.traces, stats.bytes), (2, 6));
+    assert!(h2.engine.trace_show("", &first).is_err(), "an evicted trace stays evicted");
+    let t = h2.engine.trace_show("", &second).unwrap();
+    assert_eq!((t.output.inline.as_deref(), t.duration_ms, t.producer.as_str()), (Some(&b"[2]"[..]), 3, "a"));
+    assert_eq!(h2.engine.trace_lineage("", &second).unwrap().parents, vec![(first, false)]);
+    assert!(h2.engine.trace_show("", &third).is_ok());
 }

@@ -717,6 +717,12 @@ mod tests {
             CoreError::TaskFinished { id: "t1".into(), state: "completed", attempt: 2, holder: "b".into() },
             CoreError::TaskInFlightLimit { agent: "a".into(), held: 2, limit: 2 },
             CoreError::TaskNotDeadLettered { id: "t1".into(), state: "ready" },
+            CoreError::UnknownTrace { namespace: "ns".into(), id: "t".into() },
+            CoreError::TraceExists { id: "t".into(), stored: "a".into(), given: "b".into() },
+            CoreError::TraceClaimed { id: "t".into(), holder: "a".into() },
+            CoreError::TraceTooLarge { id: "t".into(), size: 2, limit: 1 },
+            CoreError::TraceHashMismatch { id: "t".into(), what: "no".into() },
+            CoreError::TraceWaitTimeout { id: "t".into(), holder: "a".into(), waited_ms: 5 },
         ]
     }
 

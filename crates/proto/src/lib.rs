@@ -24,4 +24,5 @@ pub mod reason;
 pub mod session;
 pub mod shm;
 pub mod task;
+pub mod trace;
 pub mod wire;

@@ -218,6 +218,8 @@ pub struct EngineHandle {
     exchange: Arc<crate::collective::Exchange>,
     /// Where replica groups' state blobs move and are kept (see [`crate::group`]).
     groups: Arc<crate::group::GroupStore>,
+    /// Where traces' outputs move and are kept (see [`crate::trace`]).
+    traces: Arc<crate::trace::TraceStore>,
 }
 
 /// The driver's ends of the channels an [`EngineHandle`] sends on.
@@ -227,6 +229,7 @@ pub struct Intake {
     signals: mpsc::UnboundedReceiver<Signal>,
     exchange: Arc<crate::collective::Exchange>,
     groups: Arc<crate::group::GroupStore>,
+    traces: Arc<crate::trace::TraceStore>,
 }
 
 impl EngineHandle {
@@ -242,9 +245,16 @@ impl EngineHandle {
         let (signals, signals_rx) = mpsc::unbounded_channel();
         let exchange = Arc::new(crate::collective::Exchange::default());
         let groups = Arc::new(crate::group::GroupStore::default());
-        let handle =
-            EngineHandle { commands, room: room.clone(), signals, exchange: exchange.clone(), groups: groups.clone() };
-        (handle, Intake { commands: commands_rx, room, signals: signals_rx, exchange, groups })
+        let traces = Arc::new(crate::trace::TraceStore::default());
+        let handle = EngineHandle {
+            commands,
+            room: room.clone(),
+            signals,
+            exchange: exchange.clone(),
+            groups: groups.clone(),
+            traces: traces.clone(),
+        };
+        (handle, Intake { commands: commands_rx, room, signals: signals_rx, exchange, groups, traces })
     }
 
     /// Hands a command to the driver, waiting for room in the intake (in the order room was
@@ -268,6 +278,11 @@ impl EngineHandle {
     /// Where replica groups' state blobs move and are kept.
     pub fn groups(&self) -> &Arc<crate::group::GroupStore> {
         &self.groups
+    }
+
+    /// Where traces' outputs move and are kept.
+    pub fn traces(&self) -> &Arc<crate::trace::TraceStore> {
+        &self.traces
     }
 
     /// Where connection streams report on themselves.
@@ -378,6 +393,8 @@ struct Driver<J> {
     exchange: Arc<crate::collective::Exchange>,
     /// Where the engine's decisions on replica groups' state go.
     groups: Arc<crate::group::GroupStore>,
+    /// Where the engine's answers on traces go.
+    traces: Arc<crate::trace::TraceStore>,
 }
 
 /// Runs the engine until every handle is gone or `shutdown` resolves, committing each turn's
@@ -391,7 +408,7 @@ pub async fn run<J: Journal>(
     journal: J,
     recorder: Option<Box<dyn Recorder>>,
 ) -> Result<(), StoreError> {
-    let Intake { mut commands, room, mut signals, exchange, groups } = intake;
+    let Intake { mut commands, room, mut signals, exchange, groups, traces } = intake;
     let mut d = Driver {
         engine,
         journal,
@@ -405,6 +422,7 @@ pub async fn run<J: Journal>(
         next_origin: 1,
         exchange,
         groups,
+        traces,
     };
     let mut failure = None;
     // Commands taken this turn, whose room goes back at its end.
@@ -578,6 +596,7 @@ impl<J: Journal> Driver<J> {
             groups,
             context_waiting,
             task_waiting,
+            traces,
             ..
         } = self;
         let turn = engine.ready();
@@ -609,6 +628,7 @@ impl<J: Journal> Driver<J> {
                 }
                 Output::Collective(event) => exchange.apply(event),
                 Output::Group(out) => groups.apply(out),
+                Output::Trace(event) => traces.apply(event),
                 Output::ContextDone { origin, result } => {
                     if let Some(done) = context_waiting.remove(&origin) {
                         let _ = done.send(result);

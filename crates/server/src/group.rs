@@ -280,7 +280,11 @@ pub async fn publish(
         GroupOutput::Refused { error, .. } => return Err(convert::status(&error)),
         _ => return Err(Status::internal("unexpected answer to a publish")),
     }
-    let received = receive(&mut inbound, header.size, idle).await;
+    let received = receive(&mut inbound, header.size, idle, |m: v1::GroupStateUpload| match m.kind {
+        Some(Up::Chunk(c)) => Some(c),
+        _ => None,
+    })
+    .await;
     let result = match received {
         Ok((chunks, checksum)) => {
             if !header.checksum.is_empty() && header.checksum != checksum {
@@ -319,11 +323,14 @@ pub async fn publish(
     }
 }
 
-/// Reads `size` bytes of chunks; their checksum, or why the upload broke off.
-async fn receive(
-    inbound: &mut Streaming<v1::GroupStateUpload>,
+/// Reads `size` bytes of chunks (each message's chunk as `chunk` finds it; `None`: the message is
+/// not a chunk); their checksum, or why the upload broke off. Serves replica groups' state and
+/// traces' outputs alike.
+pub(crate) async fn receive<M>(
+    inbound: &mut Streaming<M>,
     size: u64,
     idle: Duration,
+    chunk: fn(M) -> Option<Bytes>,
 ) -> Result<(Vec<Bytes>, String), String> {
     let mut chunks = Vec::new();
     let mut sum = Checksum::default();
@@ -331,8 +338,10 @@ async fn receive(
     while got < size {
         let chunk = match tokio::time::timeout(idle, inbound.message()).await {
             Err(_) => return Err(format!("no chunk came for {} ms after {got} of {size} bytes", idle.as_millis())),
-            Ok(Ok(Some(v1::GroupStateUpload { kind: Some(Up::Chunk(c)) }))) => c,
-            Ok(Ok(Some(_))) => return Err(format!("sent something other than a chunk after {got} of {size} bytes")),
+            Ok(Ok(Some(m))) => match chunk(m) {
+                Some(c) => c,
+                None => return Err(format!("sent something other than a chunk after {got} of {size} bytes")),
+            },
             Ok(Ok(None)) => return Err(format!("ended its stream after {got} of {size} bytes")),
             Ok(Err(s)) => return Err(format!("broke off after {got} of {size} bytes ({})", s.message())),
         };

@@ -22,6 +22,7 @@ use crate::page::page;
 
 mod context;
 mod tasks;
+mod trace;
 
 /// The lockstep gRPC service.
 #[derive(Clone)]

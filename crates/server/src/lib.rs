@@ -19,6 +19,7 @@ pub mod grpc;
 pub mod listener;
 pub mod page;
 pub mod persist;
+pub mod trace;
 
 /// The largest message the agents' service sends. Session frames and listing pages are bounded
 /// by the engine and by [`page`] to the message cap; what may exceed it is one item described on
@@ -36,6 +37,7 @@ use lockstep_proto::server::admin_server::AdminServer;
 use lockstep_proto::server::lockstep_server::LockstepServer;
 use lockstep_proto::server::shared_context_server::SharedContextServer;
 use lockstep_proto::server::tasks_server::TasksServer;
+use lockstep_proto::server::traces_server::TracesServer;
 pub use lockstep_store::Durability;
 use lockstep_store::{Store, StoreError};
 use tokio::net::TcpListener;
@@ -76,6 +78,8 @@ pub enum StartError {
     Record { path: PathBuf, source: std::io::Error },
     #[error("cannot use the replica groups' directory {}: {source}", dir.display())]
     GroupsDir { dir: PathBuf, source: std::io::Error },
+    #[error("cannot use the traces' directory {}: {source}", dir.display())]
+    TracesDir { dir: PathBuf, source: std::io::Error },
     #[error("cannot use the backup directory {}: {source}", dir.display())]
     BackupDir { dir: PathBuf, source: std::io::Error },
 }
@@ -189,6 +193,9 @@ pub enum Storage {
 
 /// The directory inside the data directory where replica groups' state is kept.
 pub const GROUPS_DIR_NAME: &str = "groups";
+
+/// The directory inside the data directory where traces' larger outputs are kept.
+pub const TRACES_DIR_NAME: &str = "traces";
 
 /// The lock file's name inside the data directory.
 pub const LOCK_FILE_NAME: &str = "lockstep.lock";
@@ -324,7 +331,22 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
                 .restore_group(&namespace, &group_id, state)
                 .map_err(|source| StartError::Restore { dir: dir.clone(), source: Box::new(source) })?;
         }
+        // Traces' larger outputs are kept in files beside the database too (see `trace`).
+        let traces_dir = dir.join(TRACES_DIR_NAME);
+        let present = engine_handle
+            .traces()
+            .open_dir(traces_dir.clone())
+            .map_err(|source| StartError::TracesDir { dir: traces_dir, source })?;
+        let referenced = o.engine.retain_trace_blobs(&present);
+        let removed = engine_handle.traces().remove_unreferenced(&present, &referenced);
+        if removed > 0 {
+            tracing::info!(
+                files = removed,
+                "removed trace outputs no trace references (left by an interrupted record)"
+            );
+        }
     }
+    engine_handle.traces().set_inline_bytes(config.traces.inline_bytes);
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let (transport_stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let stop = transport_stop_tx.clone();
@@ -375,6 +397,13 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
             .max_encoding_message_size(MAX_RESPONSE_BYTES),
         listener::mark_used,
     );
+    // Traces likewise; an output streams in chunks, so no message is larger than the cap.
+    let traces = tonic::service::interceptor::InterceptedService::new(
+        TracesServer::new(service.clone())
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES),
+        listener::mark_used,
+    );
     let agents = tonic::service::interceptor::InterceptedService::new(
         LockstepServer::new(service)
             .max_decoding_message_size(max_message)
@@ -404,7 +433,12 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     }
     let task = match admin_listener {
         None => {
-            let router = transport().add_service(agents).add_service(context).add_service(tasks).add_service(admin);
+            let router = transport()
+                .add_service(agents)
+                .add_service(context)
+                .add_service(tasks)
+                .add_service(traces)
+                .add_service(admin);
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(&transport_stop_tx)))
         }
         Some((admin_listener, _)) => {
@@ -418,6 +452,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
                 .add_service(agents)
                 .add_service(context)
                 .add_service(tasks)
+                .add_service(traces)
                 .serve_with_incoming_shutdown(incoming, stopped(&transport_stop_tx));
             tokio::spawn(async move {
                 let result = agents_task.await;

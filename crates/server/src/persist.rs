@@ -148,6 +148,13 @@ fn owned_change(c: Change) -> store::Change {
         Change::ContextRemoved { namespace, key, version } => {
             store::Change::DeleteContextKey { namespace, key, version }
         }
+        Change::TracePut(trace) => store::Change::PutTrace(store::TraceRecord {
+            namespace: trace.namespace.clone(),
+            id: trace.id.clone(),
+            meta_json: json_text(&*trace),
+            inline: trace.output.inline.as_ref().map(|b| b.to_vec()),
+        }),
+        Change::TraceRemoved { namespace, id } => store::Change::DeleteTrace { namespace, id },
     }
 }
 
@@ -272,6 +279,13 @@ pub fn from_store(snapshot: store::Snapshot) -> Result<Loaded, BadRecord> {
         restored.tasks.push(image);
     }
     restored.task_seqs = snapshot.task_namespaces;
+    for t in snapshot.traces {
+        let record = || format!("trace '{}' of namespace '{}'", t.id, t.namespace);
+        let mut trace: lockstep_core::trace::Trace = decode(&record, "meta_json", &t.meta_json)?;
+        latest = latest.max(trace.recorded_at);
+        trace.output.inline = t.inline.map(bytes::Bytes::from);
+        restored.traces.push(trace);
+    }
     for e in snapshot.audit {
         latest = latest.max(e.at_ms);
         let outcome = AuditOutcome::parse(&e.outcome)

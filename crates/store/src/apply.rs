@@ -67,6 +67,8 @@ const UPSERT_CONTEXT_KEY: &str = "
 const ADD_CONTEXT_VERSION: &str =
     "INSERT OR REPLACE INTO context_versions (namespace, key, version, revision_json) VALUES (?1, ?2, ?3, ?4)";
 const TRIM_CONTEXT_VERSIONS: &str = "DELETE FROM context_versions WHERE namespace = ?1 AND key = ?2 AND version < ?3";
+const PUT_TRACE: &str = "INSERT OR REPLACE INTO traces (namespace, id, meta_json, inline) VALUES (?1, ?2, ?3, ?4)";
+const DELETE_TRACE: &str = "DELETE FROM traces WHERE namespace = ?1 AND id = ?2";
 const DELETE_CONTEXT_KEY: &str = "DELETE FROM context_keys WHERE namespace = ?1 AND key = ?2";
 const SET_CONTEXT_NAMESPACE: &str = "
     INSERT INTO context_namespaces (namespace, last_version) VALUES (?1, ?2)
@@ -212,6 +214,16 @@ fn write(tx: &Transaction<'_>, path: &Path, change: &Change) -> Result<(), Store
             .and_then(|mut stmt| stmt.execute(params![namespace, task_id]))
             .map(drop)
             .map_err(|e| fail(e, format!("the removal of {}", task_name(namespace, task_id)))),
+        Change::PutTrace(t) => tx
+            .prepare_cached(PUT_TRACE)
+            .and_then(|mut stmt| stmt.execute(params![t.namespace, t.id, t.meta_json, t.inline]))
+            .map(drop)
+            .map_err(|e| fail(e, trace_name(&t.namespace, &t.id))),
+        Change::DeleteTrace { namespace, id } => tx
+            .prepare_cached(DELETE_TRACE)
+            .and_then(|mut stmt| stmt.execute(params![namespace, id]))
+            .map(drop)
+            .map_err(|e| fail(e, format!("the removal of {}", trace_name(namespace, id)))),
         Change::DeleteConfig { key } => tx
             .prepare_cached(DELETE_CONFIG)
             .and_then(|mut stmt| stmt.execute(params![key]))
@@ -379,6 +391,10 @@ fn map_json(map: &BTreeMap<String, String>) -> String {
 
 pub(crate) fn agent_name(namespace: &str, agent_id: &str) -> String {
     format!("agent '{agent_id}' of namespace '{namespace}'")
+}
+
+pub(crate) fn trace_name(namespace: &str, id: &str) -> String {
+    format!("trace '{id}' of namespace '{namespace}'")
 }
 
 pub(crate) fn context_name(namespace: &str, key: &str) -> String {

@@ -65,6 +65,20 @@ impl Store {
                     Ok((namespace, v))
                 },
             )?,
+            traces: query(
+                &tx,
+                path,
+                "the traces",
+                "SELECT namespace, id, meta_json, inline FROM traces ORDER BY namespace, id",
+                |row| {
+                    Ok(crate::records::TraceRecord {
+                        namespace: row.get(0)?,
+                        id: row.get(1)?,
+                        meta_json: row.get(2)?,
+                        inline: row.get(3)?,
+                    })
+                },
+            )?,
         };
         // Read-only: ending the transaction by rollback is the same as by commit.
         drop(tx);

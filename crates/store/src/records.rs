@@ -145,6 +145,16 @@ pub struct TaskRecord {
     pub task_json: String,
 }
 
+/// One execution trace (schema v6): its metadata as the engine's JSON, and its output's bytes
+/// when they are kept inline.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TraceRecord {
+    pub namespace: String,
+    pub id: String,
+    pub meta_json: String,
+    pub inline: Option<Vec<u8>>,
+}
+
 /// One change to durable state. A batch of changes is applied in one transaction by
 /// [`Store::apply`](crate::Store::apply), in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -188,6 +198,10 @@ pub enum Change {
     PutTask(TaskRecord),
     /// Forgets a task; nothing happens if it is not stored.
     DeleteTask { namespace: String, task_id: String },
+    /// Inserts the trace or replaces it.
+    PutTrace(TraceRecord),
+    /// Forgets a trace; nothing happens if it is not stored.
+    DeleteTrace { namespace: String, id: String },
 }
 
 /// A vote as loaded, with its ballots in the order cast.
@@ -225,4 +239,6 @@ pub struct Snapshot {
     pub tasks: Vec<TaskRecord>,
     /// Each namespace's last task submission number (schema v5).
     pub task_namespaces: Vec<(String, u64)>,
+    /// Ordered by namespace, then id (schema v6).
+    pub traces: Vec<TraceRecord>,
 }

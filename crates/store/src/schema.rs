@@ -20,6 +20,9 @@
 //! * **v5 (tasks)** — task handoff: `tasks` (each task whole, as the engine's JSON) and
 //!   `task_namespaces` (each namespace's last submission number, so that numbering goes on past
 //!   forgotten tasks).
+//! * **v6 (traces)** — execution traces: `traces`, one row per trace (its metadata as the engine's
+//!   JSON, and its output's bytes when they are kept inline; larger outputs are kept beside the
+//!   database).
 
 use std::path::Path;
 
@@ -173,6 +176,19 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             );
         ",
     },
+    // The execution traces migration.
+    Migration {
+        version: 6,
+        sql: "
+            CREATE TABLE traces (
+                namespace   TEXT NOT NULL,
+                id          TEXT NOT NULL,
+                meta_json   TEXT NOT NULL,
+                inline      BLOB,
+                PRIMARY KEY (namespace, id)
+            );
+        ",
+    },
 ];
 
 /// The schema version this code writes and understands.
@@ -211,7 +227,7 @@ mod tests {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version as usize, i + 1);
         }
-        assert_eq!(SCHEMA_VERSION, 5);
+        assert_eq!(SCHEMA_VERSION, 6);
     }
 
     #[test]
@@ -223,15 +239,16 @@ mod tests {
         // v1 has no audit log and no pause column yet.
         assert!(conn.prepare("SELECT seq FROM audit_log").is_err());
         migrate(&mut conn, path, MIGRATIONS).unwrap();
-        assert_eq!(version(&conn).unwrap(), 5);
+        assert_eq!(version(&conn).unwrap(), 6);
         conn.prepare("SELECT task_json FROM tasks").unwrap();
+        conn.prepare("SELECT meta_json, inline FROM traces").unwrap();
         conn.prepare("SELECT revision_json FROM context_versions").unwrap();
         conn.prepare("SELECT seq FROM audit_log").unwrap();
         conn.prepare("SELECT paused FROM agents").unwrap();
         conn.prepare("SELECT ballot_json FROM vote_ballots").unwrap();
         // Running again is a no-op.
         migrate(&mut conn, path, MIGRATIONS).unwrap();
-        assert_eq!(version(&conn).unwrap(), 5);
+        assert_eq!(version(&conn).unwrap(), 6);
     }
 
     #[test]

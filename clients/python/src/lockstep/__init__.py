@@ -36,6 +36,7 @@ from .group import (
 from .group import checksum as state_checksum
 from .context import Context, ContextBatch, ContextChange, ContextEntry, ContextWatch, ContextWritten
 from .tasks import Assignment, PinnedContext, TaskEvent, TaskInfo, Tasks, TaskWork
+from .traces import AgentTraces, Trace, TraceClaim, TraceInfo, TraceLineage, TraceStats, Traces
 from .errors import (
     AgentPaused,
     AlreadyRegistered,
@@ -136,6 +137,13 @@ __all__ = [
     "Tasks",
     "TaskWork",
     "ContextConflict",
+    "Traces",
+    "AgentTraces",
+    "Trace",
+    "TraceClaim",
+    "TraceInfo",
+    "TraceLineage",
+    "TraceStats",
     "SynchronizedAgent",
     "AgentBase",
     "Command",

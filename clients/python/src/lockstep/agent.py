@@ -71,6 +71,7 @@ from .v1 import lockstep_pb2 as pb
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import Client
+    from .traces import AgentTraces
 
 __all__ = ["Agent", "StateWatch", "Feed", "Participants"]
 
@@ -518,6 +519,13 @@ class Agent:
     def role(self) -> str:
         """The role this agent registered with."""
         return self._register_msg.role
+
+    @property
+    def traces(self) -> "AgentTraces":
+        """Execution traces as this agent: lookups, claims and records (see :class:`lockstep.AgentTraces`)."""
+        from .traces import AgentTraces
+
+        return AgentTraces(self)
 
     @property
     def resume_token(self) -> str:

@@ -42,6 +42,7 @@ from .v1 import lockstep_pb2_grpc as pb_grpc
 if TYPE_CHECKING:  # pragma: no cover
     from .admin import Admin
     from .tasks import Tasks
+    from .traces import Traces
     from .agent import Agent
     from .context import Context
 
@@ -348,6 +349,13 @@ class Client:
         if self._tasks is None:
             self._tasks = Tasks(self)
         return self._tasks
+
+    @property
+    def traces(self) -> "Traces":
+        """Execution traces of this client's namespace, read from anywhere (see :class:`lockstep.Traces`)."""
+        from .traces import Traces
+
+        return Traces(self._channel, self.namespace)
 
     @property
     def context(self) -> "Context":

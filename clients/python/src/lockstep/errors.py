@@ -126,6 +126,12 @@ class Reason(str, enum.Enum):
     TASK_FINISHED = "TASK_FINISHED"
     TASK_IN_FLIGHT_LIMIT = "TASK_IN_FLIGHT_LIMIT"
     TASK_NOT_DEAD_LETTERED = "TASK_NOT_DEAD_LETTERED"
+    UNKNOWN_TRACE = "UNKNOWN_TRACE"
+    TRACE_EXISTS = "TRACE_EXISTS"
+    TRACE_CLAIMED = "TRACE_CLAIMED"
+    TRACE_TOO_LARGE = "TRACE_TOO_LARGE"
+    TRACE_HASH_MISMATCH = "TRACE_HASH_MISMATCH"
+    TRACE_WAIT_TIMEOUT = "TRACE_WAIT_TIMEOUT"
 
     @classmethod
     def parse(cls, name: str) -> Optional["Reason"]:
@@ -604,6 +610,13 @@ _BY_REASON: Dict[Reason, Type[LockstepError]] = {
     Reason.TASK_FINISHED: FailedPrecondition,
     Reason.TASK_IN_FLIGHT_LIMIT: ResourceExhausted,
     Reason.TASK_NOT_DEAD_LETTERED: FailedPrecondition,
+    # Execution traces.
+    Reason.UNKNOWN_TRACE: NotFound,
+    Reason.TRACE_EXISTS: FailedPrecondition,
+    Reason.TRACE_CLAIMED: FailedPrecondition,
+    Reason.TRACE_TOO_LARGE: ResourceExhausted,
+    Reason.TRACE_HASH_MISMATCH: InvalidArgument,
+    Reason.TRACE_WAIT_TIMEOUT: DeadlineExceeded,
 }
 
 

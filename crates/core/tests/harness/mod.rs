@@ -56,6 +56,8 @@ pub struct Harness {
     pub context_done: Vec<(u64, Result<lockstep_core::context::Written, CoreError>)>,
     /// Operators' task retries answered, by origin.
     pub tasks_retried: Vec<(u64, Result<(), CoreError>)>,
+    /// Answers to trace calls, in order.
+    pub trace_events: Vec<lockstep_core::TraceEvent>,
     next_origin: u64,
     /// The durable changes of every turn so far (what a store would have committed), until taken.
     changes: Vec<Change>,
@@ -76,6 +78,7 @@ impl Harness {
             group_outputs: Vec::new(),
             context_done: Vec::new(),
             tasks_retried: Vec::new(),
+            trace_events: Vec::new(),
             next_origin: 1_000,
             changes: Vec::new(),
             paused: BTreeSet::new(),
@@ -281,6 +284,7 @@ impl Harness {
                 Output::Group(out) => self.group_outputs.push(out),
                 Output::ContextDone { origin, result } => self.context_done.push((origin, result)),
                 Output::TaskRetried { origin, result } => self.tasks_retried.push((origin, result)),
+                Output::Trace(event) => self.trace_events.push(event),
                 Output::Close(conn, reason) => {
                     let log = self.logs.entry(conn).or_default();
                     assert!(log.closed.is_none(), "{conn:?} closed twice: {:?} then {reason:?}", log.closed);

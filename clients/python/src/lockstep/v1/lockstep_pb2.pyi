@@ -1855,3 +1855,189 @@ class TaskQueuesResponse(_message.Message):
     QUEUES_FIELD_NUMBER: _ClassVar[int]
     queues: _containers.RepeatedCompositeFieldContainer[TaskQueue]
     def __init__(self, queues: _Optional[_Iterable[_Union[TaskQueue, _Mapping]]] = ...) -> None: ...
+
+class TraceSession(_message.Message):
+    __slots__ = ("namespace", "agent_id", "resume_token")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    agent_id: str
+    resume_token: str
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., resume_token: _Optional[str] = ...) -> None: ...
+
+class TraceContextRef(_message.Message):
+    __slots__ = ("key", "version")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    version: int
+    def __init__(self, key: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class TraceHeader(_message.Message):
+    __slots__ = ("session", "tool", "input_json", "json", "size", "sha256", "parents", "context", "started_at_ms", "duration_ms")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    PARENTS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    session: TraceSession
+    tool: str
+    input_json: str
+    json: bool
+    size: int
+    sha256: str
+    parents: _containers.RepeatedScalarFieldContainer[str]
+    context: _containers.RepeatedCompositeFieldContainer[TraceContextRef]
+    started_at_ms: int
+    duration_ms: int
+    def __init__(self, session: _Optional[_Union[TraceSession, _Mapping]] = ..., tool: _Optional[str] = ..., input_json: _Optional[str] = ..., json: bool = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., parents: _Optional[_Iterable[str]] = ..., context: _Optional[_Iterable[_Union[TraceContextRef, _Mapping]]] = ..., started_at_ms: _Optional[int] = ..., duration_ms: _Optional[int] = ...) -> None: ...
+
+class TraceUpload(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: TraceHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[TraceHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class TraceInfo(_message.Message):
+    __slots__ = ("namespace", "id", "tool", "input_json", "json", "size", "sha256", "producer", "recorded_at_ms", "started_at_ms", "duration_ms", "parents", "context", "pins", "new")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    PRODUCER_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    PARENTS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    PINS_FIELD_NUMBER: _ClassVar[int]
+    NEW_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    id: str
+    tool: str
+    input_json: str
+    json: bool
+    size: int
+    sha256: str
+    producer: str
+    recorded_at_ms: int
+    started_at_ms: int
+    duration_ms: int
+    parents: _containers.RepeatedScalarFieldContainer[str]
+    context: _containers.RepeatedCompositeFieldContainer[TraceContextRef]
+    pins: _containers.RepeatedScalarFieldContainer[str]
+    new: bool
+    def __init__(self, namespace: _Optional[str] = ..., id: _Optional[str] = ..., tool: _Optional[str] = ..., input_json: _Optional[str] = ..., json: bool = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., producer: _Optional[str] = ..., recorded_at_ms: _Optional[int] = ..., started_at_ms: _Optional[int] = ..., duration_ms: _Optional[int] = ..., parents: _Optional[_Iterable[str]] = ..., context: _Optional[_Iterable[_Union[TraceContextRef, _Mapping]]] = ..., pins: _Optional[_Iterable[str]] = ..., new: bool = ...) -> None: ...
+
+class TraceLookupRequest(_message.Message):
+    __slots__ = ("namespace", "tool", "input_json")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    tool: str
+    input_json: str
+    def __init__(self, namespace: _Optional[str] = ..., tool: _Optional[str] = ..., input_json: _Optional[str] = ...) -> None: ...
+
+class TraceGetRequest(_message.Message):
+    __slots__ = ("namespace", "id")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    id: str
+    def __init__(self, namespace: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+
+class TraceClaimRequest(_message.Message):
+    __slots__ = ("session", "tool", "input_json", "wait_ms")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    session: TraceSession
+    tool: str
+    input_json: str
+    wait_ms: int
+    def __init__(self, session: _Optional[_Union[TraceSession, _Mapping]] = ..., tool: _Optional[str] = ..., input_json: _Optional[str] = ..., wait_ms: _Optional[int] = ...) -> None: ...
+
+class TraceClaim(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class TraceMiss(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TraceDownload(_message.Message):
+    __slots__ = ("info", "chunk", "miss", "claim")
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    MISS_FIELD_NUMBER: _ClassVar[int]
+    CLAIM_FIELD_NUMBER: _ClassVar[int]
+    info: TraceInfo
+    chunk: bytes
+    miss: TraceMiss
+    claim: TraceClaim
+    def __init__(self, info: _Optional[_Union[TraceInfo, _Mapping]] = ..., chunk: _Optional[bytes] = ..., miss: _Optional[_Union[TraceMiss, _Mapping]] = ..., claim: _Optional[_Union[TraceClaim, _Mapping]] = ...) -> None: ...
+
+class TraceReleased(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TraceStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TraceStats(_message.Message):
+    __slots__ = ("traces", "bytes", "hits", "misses", "evictions", "recorded", "claims", "waiters", "pinned")
+    TRACES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    MISSES_FIELD_NUMBER: _ClassVar[int]
+    EVICTIONS_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    CLAIMS_FIELD_NUMBER: _ClassVar[int]
+    WAITERS_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    traces: int
+    bytes: int
+    hits: int
+    misses: int
+    evictions: int
+    recorded: int
+    claims: int
+    waiters: int
+    pinned: int
+    def __init__(self, traces: _Optional[int] = ..., bytes: _Optional[int] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ..., evictions: _Optional[int] = ..., recorded: _Optional[int] = ..., claims: _Optional[int] = ..., waiters: _Optional[int] = ..., pinned: _Optional[int] = ...) -> None: ...
+
+class TraceParent(_message.Message):
+    __slots__ = ("id", "stored")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    stored: bool
+    def __init__(self, id: _Optional[str] = ..., stored: bool = ...) -> None: ...
+
+class TraceLineage(_message.Message):
+    __slots__ = ("trace", "parents", "context", "children")
+    TRACE_FIELD_NUMBER: _ClassVar[int]
+    PARENTS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    trace: TraceInfo
+    parents: _containers.RepeatedCompositeFieldContainer[TraceParent]
+    context: _containers.RepeatedCompositeFieldContainer[TraceContextRef]
+    children: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, trace: _Optional[_Union[TraceInfo, _Mapping]] = ..., parents: _Optional[_Iterable[_Union[TraceParent, _Mapping]]] = ..., context: _Optional[_Iterable[_Union[TraceContextRef, _Mapping]]] = ..., children: _Optional[_Iterable[str]] = ...) -> None: ...

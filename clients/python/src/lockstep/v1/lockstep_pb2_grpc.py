@@ -1870,3 +1870,356 @@ class Tasks(object):
             timeout,
             metadata,
             _registered_method=True)
+
+
+class TracesStub(object):
+    """Execution traces: stored outputs of tool calls, per namespace, found by tool and canonical input
+    so that agents load a prior output instead of computing it again; one claim per missing output
+    so that concurrent agents compute it once. See "Execution traces" in docs/PROTOCOL.md.
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Record = channel.stream_unary(
+                '/lockstep.v1.Traces/Record',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.TraceUpload.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.TraceInfo.FromString,
+                _registered_method=True)
+        self.Lookup = channel.unary_stream(
+                '/lockstep.v1.Traces/Lookup',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.TraceLookupRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.TraceDownload.FromString,
+                _registered_method=True)
+        self.Get = channel.unary_stream(
+                '/lockstep.v1.Traces/Get',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.TraceGetRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.TraceDownload.FromString,
+                _registered_method=True)
+        self.GetOrClaim = channel.unary_stream(
+                '/lockstep.v1.Traces/GetOrClaim',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.TraceClaimRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.TraceDownload.FromString,
+                _registered_method=True)
+        self.Release = channel.unary_unary(
+                '/lockstep.v1.Traces/Release',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.TraceClaimRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.TraceReleased.FromString,
+                _registered_method=True)
+        self.Stats = channel.unary_unary(
+                '/lockstep.v1.Traces/Stats',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.TraceStatsRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.TraceStats.FromString,
+                _registered_method=True)
+        self.Lineage = channel.unary_unary(
+                '/lockstep.v1.Traces/Lineage',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.TraceGetRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.TraceLineage.FromString,
+                _registered_method=True)
+
+
+class TracesServicer(object):
+    """Execution traces: stored outputs of tool calls, per namespace, found by tool and canonical input
+    so that agents load a prior output instead of computing it again; one claim per missing output
+    so that concurrent agents compute it once. See "Execution traces" in docs/PROTOCOL.md.
+
+    """
+
+    def Record(self, request_iterator, context):
+        """Record a tool call: a TraceHeader first, then the output's bytes in chunks of at most 256 KiB.
+        Answered once the trace is durable (TRACE_TOO_LARGE, TRACE_CLAIMED, TRACE_EXISTS,
+        TRACE_HASH_MISMATCH, UNKNOWN_TRACE for a parent, INVALID_ARGUMENT).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Lookup(self, request, context):
+        """The trace of a tool on an input: `info` then the output's chunks, or one `miss`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Get(self, request, context):
+        """The trace with this id: `info` then chunks (UNKNOWN_TRACE).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOrClaim(self, request, context):
+        """The trace (`info` then chunks), or the claim to compute and record it (one `claim`). While
+        another agent holds the claim the call waits (at most wait_ms; TRACE_WAIT_TIMEOUT) and gets
+        the trace when it is recorded, or the claim when the holder gives up or its session goes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Release(self, request, context):
+        """Give up a claim held: the next waiter gets it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Stats(self, request, context):
+        """The store's counters.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Lineage(self, request, context):
+        """What a trace was computed from, and what was computed from it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_TracesServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Record': grpc.stream_unary_rpc_method_handler(
+                    servicer.Record,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.TraceUpload.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.TraceInfo.SerializeToString,
+            ),
+            'Lookup': grpc.unary_stream_rpc_method_handler(
+                    servicer.Lookup,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.TraceLookupRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.TraceDownload.SerializeToString,
+            ),
+            'Get': grpc.unary_stream_rpc_method_handler(
+                    servicer.Get,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.TraceGetRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.TraceDownload.SerializeToString,
+            ),
+            'GetOrClaim': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetOrClaim,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.TraceClaimRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.TraceDownload.SerializeToString,
+            ),
+            'Release': grpc.unary_unary_rpc_method_handler(
+                    servicer.Release,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.TraceClaimRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.TraceReleased.SerializeToString,
+            ),
+            'Stats': grpc.unary_unary_rpc_method_handler(
+                    servicer.Stats,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.TraceStatsRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.TraceStats.SerializeToString,
+            ),
+            'Lineage': grpc.unary_unary_rpc_method_handler(
+                    servicer.Lineage,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.TraceGetRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.TraceLineage.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'lockstep.v1.Traces', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('lockstep.v1.Traces', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Traces(object):
+    """Execution traces: stored outputs of tool calls, per namespace, found by tool and canonical input
+    so that agents load a prior output instead of computing it again; one claim per missing output
+    so that concurrent agents compute it once. See "Execution traces" in docs/PROTOCOL.md.
+
+    """
+
+    @staticmethod
+    def Record(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/lockstep.v1.Traces/Record',
+            lockstep_dot_v1_dot_lockstep__pb2.TraceUpload.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.TraceInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Lookup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/lockstep.v1.Traces/Lookup',
+            lockstep_dot_v1_dot_lockstep__pb2.TraceLookupRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.TraceDownload.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Get(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/lockstep.v1.Traces/Get',
+            lockstep_dot_v1_dot_lockstep__pb2.TraceGetRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.TraceDownload.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOrClaim(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/lockstep.v1.Traces/GetOrClaim',
+            lockstep_dot_v1_dot_lockstep__pb2.TraceClaimRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.TraceDownload.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Release(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Traces/Release',
+            lockstep_dot_v1_dot_lockstep__pb2.TraceClaimRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.TraceReleased.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Traces/Stats',
+            lockstep_dot_v1_dot_lockstep__pb2.TraceStatsRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.TraceStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Lineage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Traces/Lineage',
+            lockstep_dot_v1_dot_lockstep__pb2.TraceGetRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.TraceLineage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -1,0 +1,78 @@
+//! The `Traces` service: records stream in through the trace store (`crate::trace`), reads are
+//! engine inputs whose answers stream the output back; stats and lineage are queries.
+
+use lockstep_core::TraceInput;
+use lockstep_proto::server::traces_server::Traces;
+use lockstep_proto::{trace as wire, v1};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{BoxStream, Service};
+use crate::trace::{next_origin, read};
+
+#[tonic::async_trait]
+impl Traces for Service {
+    async fn record(&self, request: Request<Streaming<v1::TraceUpload>>) -> Result<Response<v1::TraceInfo>, Status> {
+        // In a task of its own: a caller that goes away midway leaves nothing half done.
+        let call = crate::trace::record(self.engine.clone(), request.into_inner(), self.register_within);
+        let info = tokio::spawn(call).await.map_err(|_| Status::internal("the record task failed"))??;
+        Ok(Response::new(info))
+    }
+
+    type LookupStream = BoxStream<v1::TraceDownload>;
+
+    async fn lookup(&self, request: Request<v1::TraceLookupRequest>) -> Result<Response<Self::LookupStream>, Status> {
+        let r = request.into_inner();
+        let origin = next_origin(&self.engine);
+        let input = TraceInput::Lookup { origin, namespace: r.namespace, tool: r.tool, input: r.input_json };
+        let down = read(self.engine.clone(), origin, input, false).await?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(down))))
+    }
+
+    type GetStream = BoxStream<v1::TraceDownload>;
+
+    async fn get(&self, request: Request<v1::TraceGetRequest>) -> Result<Response<Self::GetStream>, Status> {
+        let r = request.into_inner();
+        let origin = next_origin(&self.engine);
+        let down =
+            read(self.engine.clone(), origin, TraceInput::Get { origin, namespace: r.namespace, id: r.id }, false)
+                .await?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(down))))
+    }
+
+    type GetOrClaimStream = BoxStream<v1::TraceDownload>;
+
+    async fn get_or_claim(
+        &self,
+        request: Request<v1::TraceClaimRequest>,
+    ) -> Result<Response<Self::GetOrClaimStream>, Status> {
+        let r = request.into_inner();
+        let origin = next_origin(&self.engine);
+        let call = wire::session(r.session);
+        let input = TraceInput::GetOrClaim { origin, call, tool: r.tool, input: r.input_json, wait_ms: r.wait_ms };
+        let down = read(self.engine.clone(), origin, input, true).await?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(down))))
+    }
+
+    async fn release(&self, request: Request<v1::TraceClaimRequest>) -> Result<Response<v1::TraceReleased>, Status> {
+        Ok(Response::new(crate::trace::release(self.engine.clone(), request.into_inner()).await?))
+    }
+
+    async fn stats(&self, _request: Request<v1::TraceStatsRequest>) -> Result<Response<v1::TraceStats>, Status> {
+        let stats = self.engine.query(|e, _| Ok(e.trace_stats())).await?;
+        Ok(Response::new(wire::stats(&stats)))
+    }
+
+    async fn lineage(&self, request: Request<v1::TraceGetRequest>) -> Result<Response<v1::TraceLineage>, Status> {
+        let r = request.into_inner();
+        let lineage = self
+            .engine
+            .query(move |e, _| {
+                let trace = e.trace_show(&r.namespace, &r.id)?;
+                let lineage = e.trace_lineage(&r.namespace, &r.id)?;
+                Ok(wire::lineage(&trace, &lineage))
+            })
+            .await?;
+        Ok(Response::new(lineage))
+    }
+}
