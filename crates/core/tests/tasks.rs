@@ -134,3 +134,59 @@ fn bad_requests_are_refused_with_nothing_applied() {
     assert!(h.engine.task_list("", None, None).unwrap().is_empty());
     assert_eq!(h.engine.task_get("", "nope").unwrap_err().reason(), Reason::UnknownTask);
 }
+
+/// A completed task becomes the trace of its type on its input (producer: its executor; lineage:
+/// the traces of the tasks it depended on and the context versions pinned at its submission), and
+/// a task handed out pins the traces of its dependencies until it is done.
+#[test]
+fn completed_tasks_become_traces_with_their_lineage_and_open_tasks_pin_their_inputs() {
+    use lockstep_core::context::{Expect, Lifetime, Op, Write};
+    use lockstep_core::trace::{canonical, trace_id};
+    let mut h = Harness::new(Config::default());
+    let planner = h.join("planner", "planner", &[]);
+    let runner = h.join("runner", "runner", &[]);
+    let persona = Write {
+        namespace: String::new(),
+        key: "persona".into(),
+        op: Op::Set(r#"{"tone":"terse"}"#.into()),
+        expect: Expect::Any,
+        lifetime: Lifetime::Permanent,
+    };
+    h.call(planner, Request::ContextWrite(persona));
+    let fetch = id(h.call(
+        planner,
+        Request::SubmitTask(Box::new(Submit {
+            kind: "tool.fetch".into(),
+            input_json: r#"{"url": "u", "n": 1.0}"#.into(),
+            context_keys: vec!["persona".into()],
+            ..Submit::default()
+        })),
+    ));
+    let parse = id(h.call(
+        planner,
+        Request::SubmitTask(Box::new(Submit {
+            kind: "tool.parse".into(),
+            input_json: "{}".into(),
+            depends_on: vec![fetch.clone()],
+            ..Submit::default()
+        })),
+    ));
+    h.call_ok(runner, work(1));
+    h.call_ok(runner, Request::CompleteTask { id: fetch.clone(), attempt: 1, output_json: r#"{"page":"<p>"}"#.into() });
+    // Equal inputs however written: the trace is found by the canonical form.
+    let fetched = trace_id("tool.fetch", &canonical(&serde_json::json!({"n": 1, "url": "u"})));
+    let t = h.engine.trace_show("", &fetched).expect("the completed task's trace");
+    assert_eq!((t.tool.as_str(), t.producer.as_str()), ("tool.fetch", "runner"));
+    assert_eq!(t.output.inline.as_deref(), Some(&br#"{"page":"<p>"}"#[..]));
+    let lineage = h.engine.trace_lineage("", &fetched).unwrap();
+    assert_eq!(lineage.context.iter().map(|c| (c.key.as_str(), c.version)).collect::<Vec<_>>(), [("persona", 1)]);
+    // The dependent task is held by the runner now: it pins its input's trace.
+    assert_eq!(assigned(&h, runner).last(), Some(&(parse.clone(), 1)));
+    let pins = h.engine.trace_show("", &fetched).unwrap().pins;
+    assert_eq!(pins.iter().map(String::as_str).collect::<Vec<_>>(), [format!("task {parse}")], "{pins:?}");
+    h.call_ok(runner, Request::CompleteTask { id: parse.clone(), attempt: 1, output_json: "[1]".into() });
+    let parsed = trace_id("tool.parse", "{}");
+    assert_eq!(h.engine.trace_lineage("", &parsed).unwrap().parents, vec![(fetched.clone(), true)]);
+    assert_eq!(h.engine.trace_lineage("", &fetched).unwrap().children, vec![parsed]);
+    assert!(h.engine.trace_show("", &fetched).unwrap().pins.is_empty(), "unpinned once the dependent is done");
+}

@@ -3,6 +3,12 @@
 //! deadline of each attempt, executors lost or gone, operators' retries, and who hears what
 //! (submitters on their session, watchers on a task stream). The rules themselves are in
 //! [`crate::task`].
+//!
+//! Tasks meet execution traces ([`crate::trace`]) here: a completed task becomes the trace of its
+//! type (as the tool) on its input, produced by its executor, computed from the traces of the
+//! tasks it depended on and the context versions pinned at its submission; and while a task is
+//! held, the traces of its dependencies are pinned (owner `task <id>`), so retention does not
+//! evict what an open task was handed.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -11,7 +17,8 @@ use super::{ConnRole, Engine, Timer, Touched};
 use crate::error::CoreError;
 use crate::io::{ConnId, Frame, Output, Reply, Time};
 use crate::name;
-use crate::task::{Effects, Pinned, Submit, TaskEvent, TaskImage, Worker};
+use crate::task::{Effects, EventKind, Pinned, Submit, TaskEvent, TaskImage, Worker};
+use crate::trace::{canonical, trace_id, Asker, ContextRef, Lineage, OutputKind, Record, TraceOutput};
 
 /// A task watch stream: events not yet sent, oldest first.
 pub(super) struct TaskFeed {
@@ -122,13 +129,70 @@ impl Engine {
         for (id, at) in fx.deadlines {
             self.timers.set(Timer::TaskDeadline { ns: ns.clone(), id }, at);
         }
+        // Traces first: a completion may make its dependents ready and handed out in the same
+        // step, and they pin the trace it becomes.
+        for e in &fx.events {
+            match e.kind {
+                EventKind::Completed => {
+                    self.trace_completed(ns, e);
+                    self.trace_unpin(ns, &pin_owner(&e.id));
+                }
+                EventKind::DeadLettered => self.trace_unpin(ns, &pin_owner(&e.id)),
+                _ => {}
+            }
+        }
         for a in fx.assignments {
             let agent = a.agent.clone();
+            self.pin_dependency_traces(ns, &a.id);
             self.send_fenced(ns, &agent, Frame::TaskAssigned(Box::new(a)));
         }
         for e in fx.events {
             self.task_event(ns, e);
         }
+    }
+
+    /// The trace a task would have: its type as the tool, on its input.
+    fn task_trace_id(task: &TaskImage) -> String {
+        trace_id(&task.kind, &canonical(&task.input))
+    }
+
+    /// Task `id`, handed to an executor, pins the traces of the tasks it depends on.
+    fn pin_dependency_traces(&mut self, ns: &Arc<str>, id: &str) {
+        let Ok(task) = self.tasks.get(ns, id) else { return };
+        let traces: Vec<String> =
+            task.depends_on.iter().filter_map(|d| self.tasks.get(ns, d).ok()).map(Self::task_trace_id).collect();
+        for t in traces {
+            self.trace_pin(ns, &t, &pin_owner(id));
+        }
+    }
+
+    /// A completed task becomes a trace (see the module's notes). Best effort: a trace of that
+    /// tool and input stored already, or claimed by another agent, stays as it is, and a task type
+    /// that is no valid tool name records nothing; the output is kept with the task either way.
+    fn trace_completed(&mut self, ns: &Arc<str>, event: &TaskEvent) {
+        let Ok(task) = self.tasks.get(ns, &event.id) else { return };
+        let Some(output) = &task.output else { return };
+        let parents = task
+            .depends_on
+            .iter()
+            .filter_map(|d| self.tasks.get(ns, d).ok())
+            .map(Self::task_trace_id)
+            .filter(|t| self.traces.peek(ns, t).is_some())
+            .collect();
+        let context = task.pinned.iter().map(|p| ContextRef { key: p.key.clone(), version: p.version }).collect();
+        let bytes = bytes::Bytes::from(output.to_string());
+        let output = TraceOutput { inline: None, ..TraceOutput::inline(OutputKind::Json, bytes.clone()) };
+        let record = Record {
+            tool: task.kind.clone(),
+            input: task.input.to_string(),
+            output,
+            inline: Some(bytes.to_vec()),
+            lineage: Lineage { parents, context },
+            started_at: None,
+            duration_ms: 0,
+        };
+        let asker = Asker { namespace: ns.clone(), agent: Arc::from(event.agent.as_str()) };
+        let _ = self.trace_record(event.at, &asker, record);
     }
 
     /// Tells a task's submitter (if it is an agent here) and the namespace's task watchers.
@@ -255,4 +319,9 @@ impl Engine {
     pub fn task_queues(&self) -> Vec<crate::task::QueueView> {
         self.tasks.queues()
     }
+}
+
+/// The owner name under which task `id` pins traces.
+fn pin_owner(id: &str) -> String {
+    format!("task {id}")
 }

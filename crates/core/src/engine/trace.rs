@@ -116,7 +116,6 @@ impl Engine {
     }
 
     /// `owner` (an open task) pins trace `id`: it and its lineage are kept until unpinned.
-    #[allow(dead_code)] // called by task handoff, which pins the traces an open task reads
     pub(crate) fn trace_pin(&mut self, ns: &Arc<str>, id: &str, owner: &str) -> bool {
         let pinned = self.traces.pin(ns, id, owner);
         if pinned {
@@ -127,7 +126,6 @@ impl Engine {
     }
 
     /// `owner` unpins every trace of `ns` it pinned (a task closed).
-    #[allow(dead_code)] // called by task handoff when a task is completed or dead-lettered
     pub(crate) fn trace_unpin(&mut self, ns: &Arc<str>, owner: &str) {
         for id in self.traces.unpin(ns, owner) {
             self.touch(Touched::Trace(ns.clone(), Arc::from(id.as_str())));
