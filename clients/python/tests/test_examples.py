@@ -151,6 +151,24 @@ def test_train(server: ServerProcess) -> None:
     assert fitted == pytest.approx([2.0, -3.0, 0.5, 1.0], abs=0.1)
 
 
+def test_handoff(fast_server: ServerProcess) -> None:
+    out = run_example("handoff", fast_server.address)
+    assert "planner submitted t1 (fetch), t2 (parse), t3 (summarize)" in out
+    assert "runner-1 started tool.parse (t2, attempt 1)" in out
+    assert "runner-1 killed in the middle of the parse" in out
+    assert "planner heard: t2 failed (executor 'runner-1' lost its lease)" in out
+    assert "parse completed by runner-2 on attempt 2" in out
+    # The context as staged at submission (the persona's tone changed to chatty afterwards).
+    assert "summary: [terse, for the board] reports/q3: quarterly numbers for atlas" in out
+    found = lines_with(out, "planner-2 found the summary stored (produced by runner-2)")
+    assert len(found) == 1 and "without running a task" in found[0]
+    assert "traces: 3 stored, 1 hits" in out, "one trace per completed task; the lookup was a hit"
+    lineage = out.split("lineage:\n", 1)[1].splitlines()
+    assert [line.split(" {")[0].strip() for line in lineage[:3]] == ["tool.summarize", "tool.parse", "tool.fetch"]
+    assert lineage[2].strip().startswith("tool.fetch {'url': 'reports/q3'} by runner-1")
+    assert all("workspace.persona@v" in line and "workspace.meta@v" in line for line in lineage[:3])
+
+
 @pytest.mark.parametrize("name", ["quick_start", "barrier"])
 def test_examples_fail_cleanly_without_a_server(name: str) -> None:
     proc = subprocess.run(
