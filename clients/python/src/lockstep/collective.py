@@ -1,9 +1,9 @@
 """Collectives on numeric arrays: :meth:`lockstep.Agent.allreduce`, :meth:`~lockstep.Agent.broadcast`,
 :meth:`~lockstep.Agent.allgather` and :meth:`~lockstep.Agent.reduce_scatter`.
 
-Each call opens one ``Collective`` stream beside the agent's session, sends its header and its array
-once (little-endian, in chunks of 256 KiB, as fast as flow control lets it) and receives the result
-once. Arrays may be Python lists, :class:`array.array` or numpy arrays (numpy is optional: it is
+Each call opens one ``Collective`` stream beside the agent's session, sends its header, then — once
+the collective has started — its array once (little-endian, in chunks of 256 KiB, as fast as flow
+control lets it) and receives the result once. Arrays may be Python lists, :class:`array.array` or numpy arrays (numpy is optional: it is
 used only when the caller passes a numpy array); the result has the input's kind. Every member gets
 the same bytes (the server reduces in rank order, left to right; see docs/PROTOCOL.md).
 
@@ -158,23 +158,25 @@ async def run(
 
     async def upload() -> AsyncIterator[pb.CollectiveUpload]:
         yield pb.CollectiveUpload(header=header)
-        if regions is not None:
-            chosen = await path
-            if isinstance(chosen, str):
-                return  # ending the upload fails the collective; the outcome says why
-            if chosen is not None:
-                own, offer = chosen
-                view = memoryview(payload) if send else memoryview(b"")
-                if len(view) and own is None:
-                    return
-                for at in range(0, len(view), SHM_STEP_BYTES):
-                    part = view[at : at + SHM_STEP_BYTES]
-                    start = offer.array_offset + at
-                    own[start : start + len(part)] = part  # type: ignore[index]
-                    yield pb.CollectiveUpload(shm_written=pb.CollectiveShmWritten(written=at + len(part)))
-                if not len(view):  # nothing to write (a broadcast's non-root): say it is mapped
-                    yield pb.CollectiveUpload(shm_written=pb.CollectiveShmWritten(written=0))
+        # Nothing more until the collective started (the server reads no array before): a call
+        # refused at once then has no chunk in flight when its status comes, which gRPC's C core
+        # could report as "Internal error from Core" instead of the status.
+        chosen = await path
+        if isinstance(chosen, str):
+            return  # the call is over, or ending the upload fails the collective: the outcome says why
+        if chosen is not None:  # the shared-memory path
+            own, offer = chosen
+            view = memoryview(payload) if send else memoryview(b"")
+            if len(view) and own is None:
                 return
+            for at in range(0, len(view), SHM_STEP_BYTES):
+                part = view[at : at + SHM_STEP_BYTES]
+                start = offer.array_offset + at
+                own[start : start + len(part)] = part  # type: ignore[index]
+                yield pb.CollectiveUpload(shm_written=pb.CollectiveShmWritten(written=at + len(part)))
+            if not len(view):  # nothing to write (a broadcast's non-root): say it is mapped
+                yield pb.CollectiveUpload(shm_written=pb.CollectiveShmWritten(written=0))
+            return
         if send:
             view = memoryview(payload)
             for at in range(0, len(view), CHUNK_BYTES):
