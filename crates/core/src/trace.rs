@@ -427,7 +427,10 @@ pub struct Traces {
     /// Waiting call → the claim it waits on.
     waiting: HashMap<u64, Key>,
     total_bytes: u64,
-    pinned: usize,
+    /// Traces with at least one pin, and each owner's pins (namespace, owner → ids): so that
+    /// unpinning and finding what is protected never walk every trace.
+    pinned: BTreeSet<Key>,
+    pins_by_owner: HashMap<(Arc<str>, String), BTreeSet<Arc<str>>>,
     hits: u64,
     misses: u64,
     evictions: u64,
@@ -749,11 +752,7 @@ impl Traces {
     /// Pinned traces and every trace in their lineage.
     fn protected(&self) -> HashSet<Key> {
         let mut out = HashSet::new();
-        if self.pinned == 0 {
-            return out;
-        }
-        let mut todo: Vec<Key> =
-            self.traces.iter().filter(|(_, e)| !e.trace.pins.is_empty()).map(|(k, _)| k.clone()).collect();
+        let mut todo: Vec<Key> = self.pinned.iter().cloned().collect();
         while let Some(k) = todo.pop() {
             if !out.insert(k.clone()) {
                 continue;
@@ -817,8 +816,11 @@ impl Traces {
             self.children.entry(key(&trace.namespace, p)).or_default().insert(k.1.clone());
         }
         self.total_bytes += trace.output.size;
+        for owner in &trace.pins {
+            self.pins_by_owner.entry((k.0.clone(), owner.clone())).or_default().insert(k.1.clone());
+        }
         if !trace.pins.is_empty() {
-            self.pinned += 1;
+            self.pinned.insert(k.clone());
         }
         self.use_seq += 1;
         let used = (now.max(trace.recorded_at), self.use_seq);
@@ -832,9 +834,16 @@ impl Traces {
         self.lru.remove(&e.used);
         self.by_age.remove(&(e.trace.recorded_at, k.clone()));
         self.total_bytes -= e.trace.output.size;
-        if !e.trace.pins.is_empty() {
-            self.pinned -= 1;
+        for owner in &e.trace.pins {
+            let ok = (k.0.clone(), owner.clone());
+            if let Some(ids) = self.pins_by_owner.get_mut(&ok) {
+                ids.remove(&k.1);
+                if ids.is_empty() {
+                    self.pins_by_owner.remove(&ok);
+                }
+            }
         }
+        self.pinned.remove(k);
         for p in &e.trace.lineage.parents {
             let pk = key(&k.0, p);
             if let Some(set) = self.children.get_mut(&pk) {
@@ -870,27 +879,29 @@ impl Traces {
     /// `owner` pins trace `id` (it and its lineage are not evicted until unpinned); `false` if
     /// there is no such trace.
     pub fn pin(&mut self, namespace: &str, id: &str, owner: &str) -> bool {
-        let Some(e) = self.traces.get_mut(&key(namespace, id)) else { return false };
-        if e.trace.pins.is_empty() {
-            self.pinned += 1;
-        }
+        let k = key(namespace, id);
+        let Some(e) = self.traces.get_mut(&k) else { return false };
         e.trace.pins.insert(owner.to_owned());
+        self.pins_by_owner.entry((k.0.clone(), owner.to_owned())).or_default().insert(k.1.clone());
+        self.pinned.insert(k);
         true
     }
 
     /// `owner` unpins every trace of `namespace` it pinned; returns their ids.
     pub fn unpin(&mut self, namespace: &str, owner: &str) -> Vec<String> {
-        let mut ids = Vec::new();
-        for (k, e) in self.traces.iter_mut().filter(|(k, _)| &*k.0 == namespace) {
-            if e.trace.pins.remove(owner) {
-                ids.push(k.1.to_string());
+        let Some(ids) = self.pins_by_owner.remove(&(Arc::from(namespace), owner.to_owned())) else { return Vec::new() };
+        let mut unpinned = Vec::with_capacity(ids.len());
+        for id in ids {
+            let k = (Arc::from(namespace), id);
+            if let Some(e) = self.traces.get_mut(&k) {
+                e.trace.pins.remove(owner);
                 if e.trace.pins.is_empty() {
-                    self.pinned -= 1;
+                    self.pinned.remove(&k);
                 }
+                unpinned.push(k.1.to_string());
             }
         }
-        ids.sort();
-        ids
+        unpinned
     }
 
     /// What trace `id` was computed from, and what was computed from it.
@@ -920,7 +931,7 @@ impl Traces {
             recorded: self.recorded,
             claims: self.claims.len() as u64,
             waiters: self.waiting.len() as u64,
-            pinned: self.pinned as u64,
+            pinned: self.pinned.len() as u64,
         }
     }
 
