@@ -678,10 +678,15 @@ pub async fn serve_member(
     local: bool,
 ) {
     member(engine, &mut inbound, out, header_within, local).await;
-    // The outcome is sent (or on its way): read on until the member ends its upload rather than
-    // drop the request, which can reset the stream before the outcome's trailers reach a client
-    // still sending (a refused member's chunks are in flight), and gRPC clients then report an
-    // internal error instead of the outcome.
+    // The outcome is sent (or on its way): read on until the member ends its upload (see `drain`).
+    drain(&mut inbound).await;
+}
+
+/// Reads what a caller still uploads until it ends its upload (at most [`DRAIN_WITHIN`]), rather
+/// than drop the request: a dropped request can reset the stream before a refusal's trailers reach
+/// a client still sending (its chunks in flight), and gRPC clients then report an internal error
+/// instead of the status.
+pub(crate) async fn drain<T: prost::Message + Default>(inbound: &mut Streaming<T>) {
     let _ = tokio::time::timeout(DRAIN_WITHIN, async { while let Ok(Some(_)) = inbound.message().await {} }).await;
 }
 

@@ -273,6 +273,19 @@ pub async fn record(
     mut inbound: Streaming<v1::TraceUpload>,
     idle: Duration,
 ) -> Result<v1::TraceInfo, Status> {
+    let recorded = record_upload(engine, &mut inbound, idle).await;
+    if recorded.is_err() {
+        // Refused before the caller finished sending: its status goes once its upload ended.
+        crate::collective::drain(&mut inbound).await;
+    }
+    recorded
+}
+
+async fn record_upload(
+    engine: EngineHandle,
+    inbound: &mut Streaming<v1::TraceUpload>,
+    idle: Duration,
+) -> Result<v1::TraceInfo, Status> {
     let header = match tokio::time::timeout(idle, inbound.message()).await {
         Err(_) => return Err(Status::deadline_exceeded("no trace header came in time")),
         Ok(Ok(Some(v1::TraceUpload { kind: Some(Up::Header(h)) }))) => h,
@@ -296,7 +309,7 @@ pub async fn record(
         Answer { event: TraceEvent::Refused { error, .. }, .. } => return Err(convert::status(&error)),
         _ => return Err(Status::internal("unexpected answer to a trace check")),
     };
-    let (chunks, sha) = crate::group::receive(&mut inbound, header.size, idle, |m: v1::TraceUpload| match m.kind {
+    let (chunks, sha) = crate::group::receive(inbound, header.size, idle, |m: v1::TraceUpload| match m.kind {
         Some(Up::Chunk(c)) => Some(c),
         _ => None,
     })
