@@ -220,15 +220,17 @@ pub fn remove_stale(dir: &Path) -> usize {
 mod tests {
     use super::*;
 
-    fn dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("lockstep-shm-test-{}", std::process::id()));
+    /// A directory of the test's own: tests run in parallel, and one removing its directory must
+    /// not remove another's files.
+    fn dir(test: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("lockstep-shm-test-{}-{test}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
         d
     }
 
     #[test]
     fn a_region_is_shared_bounds_checked_private_and_removed() {
-        let d = dir();
+        let d = dir("shared");
         let made = Arc::new(SharedRegion::create(&d, "r1", 16).unwrap());
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(made.path()).unwrap().permissions().mode() & 0o777, 0o600);
@@ -257,8 +259,7 @@ mod tests {
 
     #[test]
     fn stale_files_of_gone_processes_are_removed() {
-        let d = dir().join("stale");
-        std::fs::create_dir_all(&d).unwrap();
+        let d = dir("stale");
         // Pid 0 never has a /proc entry; ours does.
         std::fs::write(d.join(format!("{FILE_PREFIX}0-1-0-x")), b"").unwrap();
         let ours = d.join(format!("{FILE_PREFIX}{}-1-0-x", std::process::id()));
