@@ -106,3 +106,23 @@ async def test_system_health_counts_the_agents(client: lockstep.Client) -> None:
         # The seed's spelling: syncbus.get_state('system_health').
         seed = await client.context.get_state("system_health")
         assert seed["total_agents"] == 2 and seed["health_score"] >= 0.8
+
+
+async def test_an_agents_lease_bound_key_goes_with_it(client: lockstep.Client) -> None:
+    ctx = client.context
+    with pytest.raises(lockstep.InvalidArgument) as outside:
+        await ctx.set("worker.lock", "me", lease=True)
+    assert outside.value.reason is lockstep.Reason.INVALID_ARGUMENT, "a lease needs an agent's session"
+    async with client.register("holder", role="worker") as agent:
+        held = await agent.context.set("worker.lock", {"by": "holder"}, expected_version=0, lease=True)
+        kept = await agent.context.patch("worker.note", {"by": "holder"})
+        with pytest.raises(lockstep.ContextConflict) as taken:
+            await agent.context.set("worker.lock", {"by": "other"}, expected_version=0, lease=True)
+        assert taken.value.current_version == held.version
+        entry = await ctx.get("worker.lock")
+        assert entry.value == {"by": "holder"} and entry.owner == "holder"
+        assert (await ctx.history("worker.note"))[-1].writer == "holder", "the agent is the writer"
+    # The agent left (deregistered): its lease-bound key went with it; the other stays.
+    with pytest.raises(lockstep.NotFound):
+        await ctx.get("worker.lock")
+    assert (await ctx.get("worker.note")).version == kept.version

@@ -34,7 +34,7 @@ from .group import (
     GroupStateBlob,
 )
 from .group import checksum as state_checksum
-from .context import Context, ContextBatch, ContextChange, ContextEntry, ContextWatch, ContextWritten
+from .context import AgentContext, Context, ContextBatch, ContextChange, ContextEntry, ContextWatch, ContextWritten
 from .tasks import Assignment, PinnedContext, TaskEvent, TaskInfo, Tasks, TaskWork
 from .traces import AgentTraces, Trace, TraceClaim, TraceInfo, TraceLineage, TraceStats, Traces
 from .errors import (
@@ -124,6 +124,7 @@ __all__ = [
     "StateWatch",
     "Feed",
     "RegistryWatch",
+    "AgentContext",
     "Context",
     "ContextBatch",
     "ContextChange",

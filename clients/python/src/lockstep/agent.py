@@ -40,6 +40,7 @@ from . import tasks as _tasks
 from ._util import Opening, encode_payload, timeout_ms, to_json_text
 from .errors import (
     ConnectionLost,
+    ContextConflict,
     InvalidArgument,
     LockstepError,
     NotFound,
@@ -71,6 +72,7 @@ from .v1 import lockstep_pb2 as pb
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import Client
+    from .context import AgentContext
     from .traces import AgentTraces
 
 __all__ = ["Agent", "StateWatch", "Feed", "Participants"]
@@ -432,7 +434,7 @@ class Agent:
 
     @staticmethod
     def _error(err: pb.Error, *, sync: bool = False) -> LockstepError:
-        return error_from_code(
+        error = error_from_code(
             status_code(err.code),
             err.message,
             sync_id=err.sync_id,
@@ -440,6 +442,9 @@ class Agent:
             sync=sync or bool(err.sync_id),
             reason=Reason.parse(err.reason),
         )
+        if isinstance(error, ContextConflict):
+            error.current_version = err.current_version
+        return error
 
     def _dispatch(self, msg: pb.ServerMessage) -> None:
         kind = msg.WhichOneof("kind")
@@ -519,6 +524,14 @@ class Agent:
     def role(self) -> str:
         """The role this agent registered with."""
         return self._register_msg.role
+
+    @property
+    def context(self) -> "AgentContext":
+        """Shared context of this agent's namespace, written as this agent on its session; writes
+        may be bound to its lease (see :class:`lockstep.AgentContext`)."""
+        from .context import AgentContext
+
+        return AgentContext(self)
 
     @property
     def traces(self) -> "AgentTraces":

@@ -24,9 +24,10 @@ from .v1 import lockstep_pb2 as pb
 from .v1 import lockstep_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .agent import Agent
     from .client import Client
 
-__all__ = ["Context", "ContextBatch", "ContextChange", "ContextEntry", "ContextWatch", "ContextWritten"]
+__all__ = ["AgentContext", "Context", "ContextBatch", "ContextChange", "ContextEntry", "ContextWatch", "ContextWritten"]
 
 
 @dataclass(frozen=True)
@@ -143,18 +144,36 @@ class Context:
         return [ContextEntry.from_proto(v) for v in resp.versions]
 
     async def set(
-        self, key: str, value: Any, *, expected_version: Optional[int] = None, ttl_ms: Optional[int] = None
+        self,
+        key: str,
+        value: Any,
+        *,
+        expected_version: Optional[int] = None,
+        ttl_ms: Optional[int] = None,
+        lease: bool = False,
     ) -> ContextWritten:
-        """Replace the key's value (compare-and-set with ``expected_version``; 0: must not exist)."""
+        """Replace the key's value (compare-and-set with ``expected_version``; 0: must not exist).
+
+        ``ttl_ms``: delete the key this long after the write. ``lease``: delete it when the writing
+        agent is lost or leaves — only an agent's own writes (``agent.context``) can be bound to
+        its lease; the server refuses it here with ``INVALID_ARGUMENT``.
+        """
         write = pb.ContextWrite(key=key, set_json=json.dumps(value))
-        return await self._write(write, expected_version, ttl_ms)
+        return await self._write(write, expected_version, ttl_ms, lease)
 
     async def patch(
-        self, key: str, patch: Any, *, expected_version: Optional[int] = None, ttl_ms: Optional[int] = None
+        self,
+        key: str,
+        patch: Any,
+        *,
+        expected_version: Optional[int] = None,
+        ttl_ms: Optional[int] = None,
+        lease: bool = False,
     ) -> ContextWritten:
-        """Apply an RFC 7386 merge patch to the key's value (``{}`` if it is absent)."""
+        """Apply an RFC 7386 merge patch to the key's value (``{}`` if it is absent); the options as
+        for :meth:`set`."""
         write = pb.ContextWrite(key=key, patch_json=json.dumps(patch))
-        return await self._write(write, expected_version, ttl_ms)
+        return await self._write(write, expected_version, ttl_ms, lease)
 
     async def cas(self, key: str, expected_version: int, value: Any) -> ContextWritten:
         """Replace the key's value if it is at ``expected_version`` (0: if it does not exist).
@@ -166,16 +185,23 @@ class Context:
 
     async def delete(self, key: str, *, expected_version: Optional[int] = None) -> ContextWritten:
         """Delete the key."""
-        return await self._write(pb.ContextWrite(key=key, delete=True), expected_version, None)
+        return await self._write(pb.ContextWrite(key=key, delete=True), expected_version, None, False)
 
-    async def _write(self, write: Any, expected_version: Optional[int], ttl_ms: Optional[int]) -> ContextWritten:
+    async def _write(
+        self, write: Any, expected_version: Optional[int], ttl_ms: Optional[int], lease: bool
+    ) -> ContextWritten:
         if expected_version is not None:
             write.expected_version = expected_version
         if ttl_ms is not None:
             write.ttl_ms = ttl_ms
-        req = pb.ContextWriteRequest(namespace=self._ns, writer=self.writer, write=write)
-        w = await self._client._call(self._stub.Write, req)
+        if lease:
+            write.lease = True
+        w = await self._send(write)
         return ContextWritten(w.version, w.previous_version, w.expires_at_ms)
+
+    async def _send(self, write: Any) -> Any:
+        req = pb.ContextWriteRequest(namespace=self._ns, writer=self.writer, write=write)
+        return await self._client._call(self._stub.Write, req)
 
     def watch(self, key: str, *, from_version: int = 0) -> "ContextWatch":
         """Watch one key (from ``from_version``; 0: its current value first)."""
@@ -189,6 +215,28 @@ class Context:
         watch = ContextWatch(self._client, self._stub.Watch(req), req.from_version)
         self._client._watches.append(watch)
         return watch
+
+
+class AgentContext(Context):
+    """Shared context of an agent's namespace, written as the agent on its session
+    (``agent.context``): the agent is the writer kept in the keys' histories, and a write may be
+    bound to the agent's lease (``lease=True``: the key is deleted when the agent is lost or leaves).
+    Reads and watches are those of :class:`Context`."""
+
+    def __init__(self, agent: "Agent") -> None:
+        super().__init__(agent.client, writer=agent.agent_id)
+        self._agent = agent
+
+    @property
+    def _ns(self) -> str:
+        return self._agent.namespace
+
+    async def _send(self, write: Any) -> Any:
+        reply = await self._agent._request(pb.ClientMessage(context_write=write))
+        self._agent._raise_if_error(reply)
+        if reply.WhichOneof("outcome") != "context_written":
+            raise LockstepError(f"unexpected answer to a context write: {reply.WhichOneof('outcome')}")
+        return reply.context_written
 
 
 class ContextWatch(_StreamWatch):
