@@ -80,11 +80,14 @@ async def test_failures_dead_letter_and_an_operator_retries(client: lockstep.Cli
         dead = await client.tasks.dead_letters()
         assert [t.id for t in dead] == [task_id]
         assert [e["error"] for e in dead[0].errors] == ["timeout talking to the tool", "tool crashed"]
+        admin = client.admin(actor="alice")
         with pytest.raises(lockstep.NotFound) as unknown:
-            await client.tasks.retry("nope")
+            await admin.retry_task("nope")
         assert unknown.value.reason is lockstep.Reason.UNKNOWN_TASK
-        retried = await client.tasks.retry(task_id)
+        retried = await admin.retry_task(task_id)
         assert (retried.state, retried.failures) == ("ready", 0)
+        audit = [e for e in await admin.audit_log() if e.command == "retry_task"]
+        assert [(e.actor, e.target, e.outcome) for e in audit] == [("alice", "nope", "refused"), ("alice", task_id, "ok")]
         task = await runner.claim_task(["flaky"])
         assert task is not None and task.attempt == 3
         await task.complete("ok")

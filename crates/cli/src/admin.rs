@@ -400,18 +400,18 @@ impl AdminTarget {
 }
 
 /// Where the agents' service is, and the admin token for the operators' actions it serves
-/// (forcing and cleaning up sync points).
+/// (forcing and cleaning up sync points, retrying tasks).
 #[derive(Args, Clone)]
 pub struct OperatorTarget {
     #[command(flatten)]
-    target: Target,
+    pub target: Target,
     /// The server's admin token.
     #[arg(long, env = "LOCKSTEP_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
 }
 
 impl OperatorTarget {
-    async fn admin(&self) -> anyhow::Result<lockstep_client::AdminClient> {
+    pub async fn admin(&self) -> anyhow::Result<lockstep_client::AdminClient> {
         operator(&self.target.addr, &self.target.namespace, self.token.as_deref()).await
     }
 }

@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 use lockstep_client::{proto as v1, TaskInfo};
 use serde_json::{json, Value};
 
-use crate::admin::Target;
+use crate::admin::{OperatorTarget, Target};
 use crate::table;
 
 #[derive(Args)]
@@ -32,11 +32,12 @@ enum TasksCommand {
         #[command(flatten)]
         target: Target,
     },
-    /// Retry a dead-lettered task (its attempts count from zero again).
+    /// Retry a dead-lettered task (its attempts count from zero again). An operator's action:
+    /// needs the admin token when the server has one; audited.
     Retry {
         id: String,
         #[command(flatten)]
-        target: Target,
+        target: OperatorTarget,
     },
     /// The dead-letter list, with every attempt's error.
     DeadLetter {
@@ -133,8 +134,8 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<()> {
             }
         }
         TasksCommand::Retry { id, target } => {
-            let t = target.client().await?.tasks().retry(&id).await?;
-            if target.json {
+            let t = target.admin().await?.retry_task(&id).await?;
+            if target.target.json {
                 println!("{}", serde_json::to_string_pretty(&task_json(&t))?);
             } else {
                 println!("task {} is {} again", t.id, t.state);

@@ -127,7 +127,7 @@ async fn a_missed_deadline_hands_the_task_on_and_the_late_completion_is_refused(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_past_the_maximum_dead_letter_and_an_operator_retries() {
-    let server = Server::start(&[]);
+    let server = Server::start(&["--admin-token", "s3cret"]);
     let client = server.client().await;
     let planner = client.register(opts("planner", "planner")).await.unwrap();
     let runner = client.register(opts("runner", "runner")).await.unwrap();
@@ -155,19 +155,31 @@ async fn failures_past_the_maximum_dead_letter_and_an_operator_retries() {
     let queues: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     let flaky = queues.iter().find(|q| q["type"] == "flaky").expect("a queue per type");
     assert!(ok && flaky["dead_lettered"] == 1, "{out}");
-    let (ok, _, err) = server.cli_async(&["tasks", "retry", "nope"]).await;
+    let (ok, _, err) = server.cli_async(&["tasks", "retry", "nope", "--token", "s3cret"]).await;
     assert!(!ok && !err.is_empty(), "an unknown task is refused");
 
-    let err = client.tasks().retry(&child.replace('t', "x")).await.unwrap_err();
+    // A retry is an operator's action: it needs the admin token, and it is audited.
+    let err = client.admin(None, None).unwrap().retry_task(&id).await.unwrap_err();
+    assert_eq!(err.reason(), Some(Reason::AdminTokenMissing), "{err:?}");
+    let err = client.admin(Some("wrong"), None).unwrap().retry_task(&id).await.unwrap_err();
+    assert_eq!(err.reason(), Some(Reason::AdminTokenWrong), "{err:?}");
+    let (ok, _, err) = server.cli_async(&["tasks", "retry", &id]).await;
+    assert!(!ok && err.contains("unauthenticated"), "{err}");
+    let admin = client.admin(Some("s3cret"), Some("alice")).unwrap();
+    let err = admin.retry_task(&child.replace('t', "x")).await.unwrap_err();
     assert_eq!(err.reason(), Some(Reason::UnknownTask));
-    let (ok, out, err) = server.cli_async(&["tasks", "retry", &id, "--json"]).await;
+    let (ok, out, err) = server.cli_async(&["tasks", "retry", &id, "--json", "--token", "s3cret"]).await;
     assert!(ok, "{err}");
     let retried: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!((retried["state"].as_str(), retried["failures"].as_u64()), (Some("ready"), Some(0)));
     let (ok, out, _) = server.cli_async(&["tasks", "list", "--state", "ready"]).await;
     assert!(ok && out.contains(&id) && out.contains("flaky"), "{out}");
-    let err = client.tasks().retry(&id).await.unwrap_err();
+    let err = admin.retry_task(&id).await.unwrap_err();
     assert_eq!(err.reason(), Some(Reason::TaskNotDeadLettered));
+    let audit = admin.audit_log(50).await.unwrap().entries;
+    let retries: Vec<_> = audit.iter().filter(|e| e.command == "retry_task").collect();
+    assert_eq!(retries.len(), 4, "every retry by an operator, refused or not: {retries:?}");
+    assert!(retries.iter().any(|e| e.actor == "alice" && e.target == id && e.outcome == "refused"), "{retries:?}");
     let a = runner.claim_task(["flaky"]).await.unwrap().expect("ready after the retry");
     assert_eq!(a.attempt, 3);
     a.complete(&json!("ok")).await.unwrap();

@@ -1,12 +1,13 @@
 //! The operators' client: pause and resume agents, stop and resume everyone, send commands to
 //! agents and wait for their answers, read status and the audit log, force and clean up sync
-//! points.
+//! points, retry dead-lettered tasks.
 
 use std::time::Duration;
 
 use lockstep_proto::v1;
 use lockstep_proto::v1::admin_client::AdminClient as Grpc;
 use lockstep_proto::v1::lockstep_client::LockstepClient;
+use lockstep_proto::v1::tasks_client::TasksClient;
 use serde_json::Value;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
@@ -40,6 +41,8 @@ pub struct AdminClient {
     /// The operators' actions served by the agents' service (sync points), with the same
     /// credentials.
     agents: LockstepClient<InterceptedService<Channel, Credentials>>,
+    /// The operators' actions served by the `Tasks` service (retries).
+    tasks: TasksClient<InterceptedService<Channel, Credentials>>,
     namespace: String,
 }
 
@@ -58,8 +61,9 @@ impl AdminClient {
         let actor = actor.map(|a| header("actor name", a.to_owned())).transpose()?;
         let credentials = Credentials { token, actor };
         let agents = LockstepClient::with_interceptor(channel.clone(), credentials.clone());
+        let tasks = TasksClient::with_interceptor(channel.clone(), credentials.clone());
         let grpc = Grpc::with_interceptor(channel, credentials);
-        Ok(AdminClient { grpc, agents, namespace })
+        Ok(AdminClient { grpc, agents, tasks, namespace })
     }
 
     fn agent(&self, agent_id: &str) -> v1::AgentRef {
@@ -152,6 +156,14 @@ impl AdminClient {
     pub async fn cleanup_sync_points(&self) -> Result<u32, Error> {
         let req = v1::CleanupSyncPointsRequest { namespace: self.namespace.clone() };
         Ok(self.agents.clone().cleanup_sync_points(req).await?.into_inner().removed)
+    }
+
+    /// Makes a dead-lettered task of the namespace ready again, its attempts counted from zero
+    /// (audited). Served by the `Tasks` service, like [`AdminClient::force_complete_sync`] by the
+    /// agents' service. Returns the task as it is now.
+    pub async fn retry_task(&self, id: &str) -> Result<v1::TaskInfo, Error> {
+        let req = v1::TaskGetRequest { namespace: self.namespace.clone(), id: id.to_owned() };
+        Ok(self.tasks.clone().retry(req).await?.into_inner())
     }
 
     /// Has the server write a consistent copy of its data to `path` (absolute, on the server's

@@ -385,12 +385,6 @@ impl TasksClient {
         self.list("dead_lettered", "").await
     }
 
-    /// Retries a dead-lettered task (its attempts count from zero again).
-    pub async fn retry(&self, id: &str) -> Result<TaskInfo, Error> {
-        let req = v1::TaskGetRequest { namespace: self.namespace.clone(), id: id.to_owned() };
-        Ok(self.grpc.clone().retry(req).await?.into_inner())
-    }
-
     /// Every task event of the namespace from now on.
     pub async fn watch(&self) -> Result<tonic::Streaming<v1::TaskEvent>, Error> {
         let req = v1::TaskWatchRequest { namespace: self.namespace.clone() };

@@ -491,10 +491,6 @@ impl Engine {
                     self.outputs.push_back(Output::Close(conn, Some(e)));
                 }
             }
-            Input::TaskRetry { origin, namespace, id } => {
-                let result = self.retry_task(now, &namespace, &id);
-                self.outputs.push_back(Output::TaskRetried { origin, result });
-            }
             Input::WatchTasks { conn, namespace } => {
                 if let Err(e) = self.watch_tasks(conn, &namespace) {
                     self.outputs.push_back(Output::Close(conn, Some(e)));
@@ -2564,7 +2560,7 @@ impl Engine {
                     Ok(s) => format!("released {} waiting agent(s)", s.arrived.len()),
                     Err(e) => e.to_string(),
                 };
-                self.audit_sync_action(now, actor, "force_complete_sync", &namespace, &sync_id, result.is_ok(), detail);
+                self.audit_action(now, actor, "force_complete_sync", &namespace, &sync_id, result.is_ok(), detail);
                 result.map(AdminOutcome::SyncForced)
             }
             A::CleanupSyncPoints { namespace } => {
@@ -2573,26 +2569,35 @@ impl Engine {
                     Ok(n) => format!("removed {n} finished sync point(s)"),
                     Err(e) => e.to_string(),
                 };
-                self.audit_sync_action(now, actor, "cleanup_sync_points", &namespace, "", result.is_ok(), detail);
+                self.audit_action(now, actor, "cleanup_sync_points", &namespace, "", result.is_ok(), detail);
                 result.map(AdminOutcome::Cleaned)
+            }
+            A::RetryTask { namespace, id } => {
+                let result = self.retry_task(now, &namespace, &id).map(|()| format!("task '{id}' is ready again"));
+                let detail = match &result {
+                    Ok(done) => done.clone(),
+                    Err(e) => e.to_string(),
+                };
+                self.audit_action(now, actor, "retry_task", &namespace, &id, result.is_ok(), detail);
+                result.map(AdminOutcome::Done)
             }
         })
     }
 
-    /// Writes an operator's action on sync points to the audit log.
+    /// Writes an operator's action on a sync point or a task (`target`) to the audit log.
     #[allow(clippy::too_many_arguments)]
-    fn audit_sync_action(
+    fn audit_action(
         &mut self,
         now: Time,
         actor: &str,
         command: &str,
         namespace: &str,
-        sync_id: &str,
+        target: &str,
         ok: bool,
         detail: String,
     ) {
         let outcome = if ok { AuditOutcome::Ok } else { AuditOutcome::Refused };
-        self.control.record(AuditEntry::new(now, actor, command, outcome).target(namespace, sync_id).detail(detail));
+        self.control.record(AuditEntry::new(now, actor, command, outcome).target(namespace, target).detail(detail));
     }
 
     /// Holds or releases one agent's deliveries, sets its status and tells it.

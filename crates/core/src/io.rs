@@ -228,8 +228,6 @@ pub enum Input {
     /// A client opened a context watch stream on `selector` of `namespace`, resuming from version
     /// `from` (0: from nothing, a snapshot of every key covered).
     WatchContext { conn: ConnId, namespace: String, selector: crate::context::Selector, from: u64 },
-    /// An operator retries a dead-lettered task. Answered by [`Output::TaskRetried`] with `origin`.
-    TaskRetry { origin: u64, namespace: String, id: String },
     /// A client opened a task event stream on `namespace`.
     WatchTasks { conn: ConnId, namespace: String },
     /// A call on the trace store (see [`crate::trace`]), answered by [`Output::Trace`] with its
@@ -333,6 +331,8 @@ pub enum AdminAction {
     ForceCompleteSync { namespace: String, sync_id: String },
     /// Remove the finished sync points of a namespace.
     CleanupSyncPoints { namespace: String },
+    /// Make a dead-lettered task ready again, its attempts counted from zero.
+    RetryTask { namespace: String, id: String },
 }
 
 /// What an operator's action did.
@@ -365,8 +365,6 @@ pub enum Output {
     Group(GroupOutput),
     /// A context write (sent with `origin`) is done, or was refused: answer the client.
     ContextDone { origin: u64, result: Result<crate::context::Written, CoreError> },
-    /// An operator's retry of a task (sent with `origin`) is done, or was refused.
-    TaskRetried { origin: u64, result: Result<(), CoreError> },
     /// Tell the trace store how a call goes (see [`TraceEvent`]).
     Trace(TraceEvent),
 }

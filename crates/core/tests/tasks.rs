@@ -7,7 +7,7 @@ mod harness;
 
 use harness::Harness;
 use lockstep_core::task::{EventKind, Submit, TaskEvent, TaskState};
-use lockstep_core::{Config, ConnId, CoreError, Frame, Input, Reason, Reply, Request};
+use lockstep_core::{AdminAction, AdminOutcome, Config, ConnId, CoreError, Frame, Input, Reason, Reply, Request};
 
 fn submit(kind: &str, timeout_ms: u64) -> Request {
     Request::SubmitTask(Box::new(Submit {
@@ -115,10 +115,16 @@ fn a_lost_executor_and_a_missed_deadline_lose_the_task_to_another() {
     h.advance_heartbeating(h.now + 11 * lease_ms, &[planner, steady]);
     assert_eq!(h.engine.task_get("", &first).unwrap().state, TaskState::DeadLettered);
     assert!(kinds(&h, planner).contains(&EventKind::DeadLettered));
-    h.engine.handle(h.now, Input::TaskRetry { origin: 7, namespace: String::new(), id: first.clone() });
-    h.pump();
-    assert!(matches!(h.tasks_retried.as_slice(), [(7, Ok(()))]));
+    let retried = h.admin(AdminAction::RetryTask { namespace: String::new(), id: first.clone() });
+    assert!(matches!(retried, Some(Ok(AdminOutcome::Done(_)))), "{retried:?}");
     assert_eq!(assigned(&h, steady).last(), Some(&(first.clone(), 4)));
+    let entry = h.engine.control().audit().entries().find(|e| e.command == "retry_task").cloned();
+    let entry = entry.expect("the retry is audited");
+    assert_eq!((entry.actor.as_str(), entry.target.as_str()), ("ops", first.as_str()));
+    // A task that is not dead-lettered is refused, and the refusal is audited too.
+    let refused = h.admin(AdminAction::RetryTask { namespace: String::new(), id: first.clone() });
+    assert!(matches!(refused, Some(Err(_))), "{refused:?}");
+    assert_eq!(h.engine.control().audit().entries().filter(|e| e.command == "retry_task").count(), 2);
 }
 
 #[test]

@@ -100,8 +100,6 @@ pub enum Command {
         write: lockstep_core::ContextWrite,
         done: oneshot::Sender<Result<lockstep_core::context::Written, CoreError>>,
     },
-    /// An operator's retry of a dead-lettered task: its answer goes to `done`.
-    TaskRetry { namespace: String, id: String, done: oneshot::Sender<Result<(), CoreError>> },
     /// Read the engine.
     Query(Query),
     /// Copy the committed data (see [`crate::backup`]): the driver only tells the request where
@@ -386,8 +384,6 @@ struct Driver<J> {
     waiting: HashMap<u64, oneshot::Sender<AdminAnswer>>,
     /// Clients waiting for their context writes' answers, by origin.
     context_waiting: HashMap<u64, oneshot::Sender<Result<lockstep_core::context::Written, CoreError>>>,
-    /// Clients waiting for their task retries' answers, by origin.
-    task_waiting: HashMap<u64, oneshot::Sender<Result<(), CoreError>>>,
     next_origin: u64,
     /// Where the engine's decisions on collectives go.
     exchange: Arc<crate::collective::Exchange>,
@@ -418,7 +414,6 @@ pub async fn run<J: Journal>(
         answers: Vec::new(),
         waiting: HashMap::new(),
         context_waiting: HashMap::new(),
-        task_waiting: HashMap::new(),
         next_origin: 1,
         exchange,
         groups,
@@ -571,12 +566,6 @@ impl<J: Journal> Driver<J> {
                 self.context_waiting.insert(origin, done);
                 self.handle(now, Input::ContextWrite { origin, writer, write });
             }
-            Command::TaskRetry { namespace, id, done } => {
-                let origin = self.next_origin;
-                self.next_origin += 1;
-                self.task_waiting.insert(origin, done);
-                self.handle(now, Input::TaskRetry { origin, namespace, id });
-            }
             Command::Query(query) => self.answers.push(query(&self.engine, now)),
             Command::Backup(request) => request.start(self.journal.database()),
         }
@@ -595,7 +584,6 @@ impl<J: Journal> Driver<J> {
             exchange,
             groups,
             context_waiting,
-            task_waiting,
             traces,
             ..
         } = self;
@@ -631,11 +619,6 @@ impl<J: Journal> Driver<J> {
                 Output::Trace(event) => traces.apply(event),
                 Output::ContextDone { origin, result } => {
                     if let Some(done) = context_waiting.remove(&origin) {
-                        let _ = done.send(result);
-                    }
-                }
-                Output::TaskRetried { origin, result } => {
-                    if let Some(done) = task_waiting.remove(&origin) {
                         let _ = done.send(result);
                     }
                 }

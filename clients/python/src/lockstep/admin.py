@@ -51,6 +51,7 @@ from .v1 import lockstep_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import Client
+    from .tasks import TaskInfo
 
 __all__ = ["Admin", "CommandInterface", "SystemStatus", "CONTROL_PLANE_COMMANDS"]
 
@@ -432,6 +433,10 @@ class Admin:
     async def cleanup(self) -> int:
         """Forget finished sync points; returns how many were removed."""
         return await self._client.cleanup_sync_points(metadata=self._metadata())
+
+    async def retry_task(self, id: str) -> "TaskInfo":
+        """Make a dead-lettered task ready again, its attempts counted from zero (audited)."""
+        return await self._client.tasks.retry(id, metadata=self._metadata())
 
     # ------------------------------------------------------------------------------------------
     # the seed's command interface

@@ -24,7 +24,7 @@ from .v1 import lockstep_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:  # pragma: no cover
     from .agent import Agent, Feed
-    from .client import Client
+    from .client import Client, Metadata
 
 __all__ = ["Assignment", "PinnedContext", "TaskEvent", "TaskInfo", "Tasks", "TaskWork"]
 
@@ -286,10 +286,19 @@ class Tasks:
         """The dead-letter list, each task with every attempt's error."""
         return await self.list("dead_lettered")
 
-    async def retry(self, id: str) -> TaskInfo:
-        """Retries a dead-lettered task: its attempts count from zero again."""
+    async def retry(self, id: str, *, metadata: Optional[Metadata] = None) -> TaskInfo:
+        """Retries a dead-lettered task: its attempts count from zero again.
+
+        An operator's action (audited): on a server with an admin token, call it through
+        :meth:`lockstep.Admin.retry_task` (or pass ``metadata=[("authorization", "Bearer <token>")]``).
+
+        Raises:
+            NotFound: no such task (``UNKNOWN_TASK``).
+            FailedPrecondition: it is not dead-lettered (``TASK_NOT_DEAD_LETTERED``).
+            Unauthenticated / PermissionDenied: the server's admin token is missing / wrong.
+        """
         req = pb.TaskGetRequest(namespace=self._ns, id=id)
-        return TaskInfo.from_proto(await self._client._call(self._stub.Retry, req))
+        return TaskInfo.from_proto(await self._client._call(self._stub.Retry, req, metadata=metadata))
 
     async def queues(self) -> List[Dict[str, Any]]:
         """Task queues per namespace and type: waiting, ready, held, completed, dead_lettered and

@@ -55,7 +55,6 @@ pub struct Harness {
     /// Answers to context writes made outside a session, by origin.
     pub context_done: Vec<(u64, Result<lockstep_core::context::Written, CoreError>)>,
     /// Operators' task retries answered, by origin.
-    pub tasks_retried: Vec<(u64, Result<(), CoreError>)>,
     /// Answers to trace calls, in order.
     pub trace_events: Vec<lockstep_core::TraceEvent>,
     next_origin: u64,
@@ -77,7 +76,6 @@ impl Harness {
             collective_events: Vec::new(),
             group_outputs: Vec::new(),
             context_done: Vec::new(),
-            tasks_retried: Vec::new(),
             trace_events: Vec::new(),
             next_origin: 1_000,
             changes: Vec::new(),
@@ -283,7 +281,6 @@ impl Harness {
                 Output::Collective(event) => self.collective_events.push(event),
                 Output::Group(out) => self.group_outputs.push(out),
                 Output::ContextDone { origin, result } => self.context_done.push((origin, result)),
-                Output::TaskRetried { origin, result } => self.tasks_retried.push((origin, result)),
                 Output::Trace(event) => self.trace_events.push(event),
                 Output::Close(conn, reason) => {
                     let log = self.logs.entry(conn).or_default();

@@ -1,16 +1,16 @@
-//! The `Tasks` service: reads are queries on the engine; operators' retries and event watches are
-//! engine inputs. Agents submit, take and report tasks on their session.
+//! The `Tasks` service: reads are queries on the engine; event watches are engine inputs, and
+//! operators' retries are admin actions (token checked, audited). Agents submit, take and report tasks on their session.
 
 use lockstep_core::task::TaskState;
-use lockstep_core::{CoreError, Frame, Input};
+use lockstep_core::{AdminAction, AdminOutcome, CoreError, Frame, Input};
 use lockstep_proto::convert;
 use lockstep_proto::server::tasks_server::Tasks;
 use lockstep_proto::v1;
-use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
 use super::{BoxStream, Service};
-use crate::driver::{shutting_down, Command, ConnSink};
+use crate::admin::actor;
+use crate::driver::{unexpected, Command, ConnSink};
 
 fn task_frame(frame: Frame) -> Option<v1::TaskEvent> {
     match frame {
@@ -54,12 +54,16 @@ impl Tasks for Service {
         Ok(Response::new(v1::TaskListResponse { tasks, next_page_token }))
     }
 
+    /// An operator's action: the admin token is checked and the retry audited.
     async fn retry(&self, request: Request<v1::TaskGetRequest>) -> Result<Response<v1::TaskInfo>, Status> {
+        self.admin_token.check(request.metadata())?;
+        let actor = actor(&request);
         let v1::TaskGetRequest { namespace, id } = request.into_inner();
-        let (done, answer) = oneshot::channel();
-        let command = Command::TaskRetry { namespace: namespace.clone(), id: id.clone(), done };
-        self.engine.send(command).await?;
-        answer.await.map_err(|_| shutting_down())?.map_err(|e| convert::status(&e))?;
+        let action = AdminAction::RetryTask { namespace: namespace.clone(), id: id.clone() };
+        match self.engine.admin(actor, action).await? {
+            AdminOutcome::Done(_) => {}
+            other => return Err(unexpected(&other)),
+        }
         let task = self.engine.query(move |e, _| e.task_get(&namespace, &id)).await?;
         Ok(Response::new(lockstep_proto::task::info(&task)))
     }
