@@ -94,6 +94,8 @@ pub enum Gated {
     Context,
     /// Submit tasks, or ask for or claim work.
     Tasks,
+    /// Record traces, or claim one to compute.
+    Traces,
 }
 
 impl Gated {
@@ -106,6 +108,7 @@ impl Gated {
             Gated::Vote => "open votes or cast ballots",
             Gated::Context => "write shared context",
             Gated::Tasks => "submit or take tasks",
+            Gated::Traces => "record or claim traces",
         }
     }
 }

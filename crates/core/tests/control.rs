@@ -161,3 +161,44 @@ fn an_agents_own_status_survives_a_pause() {
     h.admin_done(resume("a"));
     assert_eq!(h.status("a"), AgentStatus::Idle);
 }
+
+/// A paused agent may not claim or record traces (its other writes are refused alike); it may
+/// still look them up, and once resumed it claims as before.
+#[test]
+fn a_paused_agent_may_look_traces_up_but_not_claim_or_record_them() {
+    use lockstep_core::{Input, Reason, SessionCall, TraceEvent, TraceInput};
+    let mut h = Harness::new(Config::default());
+    let a = h.join("a", "runner", &[]);
+    let call = SessionCall { namespace: String::new(), agent_id: "a".into(), resume_token: h.token(a) };
+    let claim = |origin| {
+        Input::Trace(TraceInput::GetOrClaim {
+            origin,
+            call: call.clone(),
+            tool: "fetch".into(),
+            input: "{\"url\":\"x\"}".into(),
+            wait_ms: 0,
+        })
+    };
+    h.admin_done(pause("a"));
+    h.engine.handle(h.now, claim(1));
+    let lookup = TraceInput::Lookup {
+        origin: 2,
+        namespace: String::new(),
+        tool: "fetch".into(),
+        input: "{\"url\":\"x\"}".into(),
+    };
+    h.engine.handle(h.now, Input::Trace(lookup));
+    h.pump();
+    match &h.trace_events[..] {
+        [TraceEvent::Refused { origin: 1, error }, TraceEvent::Miss { origin: 2 }] => {
+            assert_eq!(error.reason(), Reason::Paused, "{error}");
+            assert!(error.to_string().contains("record or claim traces"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    h.trace_events.clear();
+    h.admin_done(resume("a"));
+    h.engine.handle(h.now, claim(3));
+    h.pump();
+    assert!(matches!(h.trace_events[..], [TraceEvent::Claimed { origin: 3, .. }]), "{:?}", h.trace_events);
+}

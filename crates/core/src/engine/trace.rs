@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::{Engine, Timer, Touched};
+use crate::command::Gated;
 use crate::durable::Change;
 use crate::error::CoreError;
 use crate::io::{Output, SessionCall, Time, TraceEvent, TraceInput};
@@ -40,14 +41,15 @@ impl Engine {
                 }
             }
             TraceInput::Check { origin, call, record } => {
-                let checked = self.trace_asker(&call).and_then(|a| self.traces.check(&a, &record, &self.config.traces));
+                let checked =
+                    self.trace_writer(&call).and_then(|a| self.traces.check(&a, &record, &self.config.traces));
                 match checked {
                     Ok(id) => TraceEvent::Go { origin, id },
                     Err(error) => TraceEvent::Refused { origin, error },
                 }
             }
             TraceInput::Record { origin, call, record } => {
-                match self.trace_asker(&call).and_then(|a| self.trace_record(now, &a, *record)) {
+                match self.trace_writer(&call).and_then(|a| self.trace_record(now, &a, *record)) {
                     Ok(r) => TraceEvent::Recorded { origin, trace: r.trace, new: r.new },
                     Err(error) => TraceEvent::Refused { origin, error },
                 }
@@ -79,6 +81,14 @@ impl Engine {
         Ok(Asker { namespace, agent })
     }
 
+    /// The agent of a call that records or claims a trace: refused while it is paused (or
+    /// everything is stopped), like its other writes. Lookups, reads and releases stay open.
+    fn trace_writer(&self, call: &SessionCall) -> Result<Asker, CoreError> {
+        let asker = self.trace_asker(call)?;
+        self.control.check(&asker.namespace, &asker.agent, Gated::Traces)?;
+        Ok(asker)
+    }
+
     fn trace_get_or_claim(
         &mut self,
         now: Time,
@@ -88,7 +98,7 @@ impl Engine {
         input: &str,
         wait_ms: u64,
     ) -> Result<TraceEvent, CoreError> {
-        let asker = self.trace_asker(call)?;
+        let asker = self.trace_writer(call)?;
         Ok(match self.traces.get_or_claim(now, origin, &asker, tool, input, wait_ms, &self.config.traces)? {
             ClaimOutcome::Hit(trace) => TraceEvent::Found { origin, trace },
             ClaimOutcome::Claimed { id } => TraceEvent::Claimed { origin, id },
