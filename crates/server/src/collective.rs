@@ -690,6 +690,22 @@ pub(crate) async fn drain<T: prost::Message + Default>(inbound: &mut Streaming<T
     let _ = tokio::time::timeout(DRAIN_WITHIN, async { while let Ok(Some(_)) = inbound.message().await {} }).await;
 }
 
+/// Serves a client-streaming upload (a trace record, a replica group's state) with `serve`; when it
+/// refuses, the refusal goes once the caller has ended its upload (see [`drain`]).
+pub(crate) async fn answer_after_upload<T, R>(
+    mut inbound: Streaming<T>,
+    serve: impl for<'a> FnOnce(&'a mut Streaming<T>) -> futures::future::BoxFuture<'a, Result<R, Status>>,
+) -> Result<R, Status>
+where
+    T: prost::Message + Default,
+{
+    let answer = serve(&mut inbound).await;
+    if answer.is_err() {
+        drain(&mut inbound).await;
+    }
+    answer
+}
+
 async fn member(
     engine: EngineHandle,
     inbound: &mut Streaming<v1::CollectiveUpload>,

@@ -256,10 +256,19 @@ fn read_state_file(path: &Path) -> std::io::Result<(FileHeader, Blob)> {
 }
 
 /// Serves one `PublishGroupState` call to its end (in a task of its own, so that a caller going
-/// away midway still tells the engine, which then keeps the previous version).
+/// away midway still tells the engine, which then keeps the previous version). A refusal goes once
+/// the caller has ended its upload.
 pub async fn publish(
     engine: EngineHandle,
-    mut inbound: Streaming<v1::GroupStateUpload>,
+    inbound: Streaming<v1::GroupStateUpload>,
+    idle: Duration,
+) -> Result<v1::GroupState, Status> {
+    crate::collective::answer_after_upload(inbound, |inbound| Box::pin(publish_upload(engine, inbound, idle))).await
+}
+
+async fn publish_upload(
+    engine: EngineHandle,
+    inbound: &mut Streaming<v1::GroupStateUpload>,
     idle: Duration,
 ) -> Result<v1::GroupState, Status> {
     let header = match tokio::time::timeout(idle, inbound.message()).await {
@@ -280,7 +289,7 @@ pub async fn publish(
         GroupOutput::Refused { error, .. } => return Err(convert::status(&error)),
         _ => return Err(Status::internal("unexpected answer to a publish")),
     }
-    let received = receive(&mut inbound, header.size, idle, |m: v1::GroupStateUpload| match m.kind {
+    let received = receive(inbound, header.size, idle, |m: v1::GroupStateUpload| match m.kind {
         Some(Up::Chunk(c)) => Some(c),
         _ => None,
     })

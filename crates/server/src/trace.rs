@@ -270,15 +270,10 @@ impl Drop for CancelOnDrop {
 /// leaves nothing half done).
 pub async fn record(
     engine: EngineHandle,
-    mut inbound: Streaming<v1::TraceUpload>,
+    inbound: Streaming<v1::TraceUpload>,
     idle: Duration,
 ) -> Result<v1::TraceInfo, Status> {
-    let recorded = record_upload(engine, &mut inbound, idle).await;
-    if recorded.is_err() {
-        // Refused before the caller finished sending: its status goes once its upload ended.
-        crate::collective::drain(&mut inbound).await;
-    }
-    recorded
+    crate::collective::answer_after_upload(inbound, |inbound| Box::pin(record_upload(engine, inbound, idle))).await
 }
 
 async fn record_upload(
