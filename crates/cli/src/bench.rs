@@ -632,96 +632,37 @@ async fn delta_bytes(addr: &str, updates: usize) -> anyhow::Result<(Row, Value)>
     Ok((row, json!({"delta_bytes": delta_bytes, "full_state_bytes": full_bytes, "ratio": ratio})))
 }
 
-/// `n` writers, each its own agent, each updating its own state and awaiting every acknowledgement,
-/// for `seconds`. Rate = acknowledged updates/s of all writers; latency = update sent → ack received.
-async fn state_writers(addr: &str, scenario: &str, n: usize, seconds: u64) -> anyhow::Result<Row> {
-    let client = Client::connect(addr).await?.with_namespace(format!("bench-{scenario}"));
-    let agents = register_all(&client, n, false, |j| AgentOptions::new(format!("writer-{j}"), "writer")).await?;
+/// A writer's step: `write(agent, j, done)` writes once as writer `j` (`done` writes counted so
+/// far) and answers whether the write counts (`false`: a CAS conflict, retried and counted apart).
+type Write = Arc<dyn Fn(Agent, usize, u64) -> futures::future::BoxFuture<'static, anyhow::Result<bool>> + Send + Sync>;
+
+/// Agent state updates: each writer merges a small object into its own state.
+fn state_write() -> Write {
     let pad = Arc::new("x".repeat(32));
-    let (row, _) = timed_writers(scenario, agents, seconds, move |agent, _, done| {
+    Arc::new(move |agent, _, done| {
         let pad = pad.clone();
-        async move {
+        Box::pin(async move {
             agent.update_state(&json!({"n": done, "pad": *pad})).await?;
             Ok(true)
-        }
+        })
     })
-    .await?;
-    Ok(row)
 }
 
-/// Runs `write(agent, j, done)` in a loop on each agent (writer `j`, `done` writes counted so far)
-/// for `seconds`, awaiting each; a write answering `true` counts, `false` (a CAS conflict) is
-/// retried and counted apart. Rate = counted writes/s of all writers; latency = sent → answered,
-/// for counted writes. Returns the row and the number of writes that did not count.
-async fn timed_writers<F, Fut>(scenario: &str, agents: Vec<Agent>, seconds: u64, write: F) -> anyhow::Result<(Row, u64)>
-where
-    F: Fn(Agent, usize, u64) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<bool>> + Send,
-{
-    let n = agents.len();
-    let start = Instant::now();
-    let mut writers = Vec::with_capacity(n);
-    for (j, agent) in agents.into_iter().enumerate() {
-        let write = write.clone();
-        writers.push(tokio::spawn(async move {
-            let deadline = Instant::now() + Duration::from_secs(seconds);
-            let (mut h, mut done, mut missed) = (hist(), 0u64, 0u64);
-            while Instant::now() < deadline {
-                let sent = Instant::now();
-                if write(agent.clone(), j, done).await? {
-                    h.record((sent.elapsed().as_micros() as u64).max(1))?;
-                    done += 1;
-                } else {
-                    missed += 1;
-                }
-            }
-            let last = Instant::now();
-            drop(agent);
-            anyhow::Ok((done, missed, last, h))
-        }));
-    }
-    let (mut h, mut done, mut missed, mut last) = (hist(), 0u64, 0u64, start);
-    for w in writers {
-        let (d, m, l, wh) = w.await??;
-        done += d;
-        missed += m;
-        last = last.max(l);
-        h.add(&wh)?;
-    }
-    let secs = (last - start).as_secs_f64().max(1e-9);
-    let row = Row {
-        scenario: scenario.to_owned(),
-        n,
-        rate: done as f64 / secs,
-        offered_rate: None,
-        p50_us: h.value_at_quantile(0.5),
-        p99_us: h.value_at_quantile(0.99),
-        p999_us: h.value_at_quantile(0.999),
-        lost: 0,
-        count: done,
-        note: format!("{done} updates acknowledged in {secs:.2} s"),
-    };
-    Ok((row, missed))
-}
-
-/// `n` writers, each its own agent, compare-and-setting shared context on their sessions for
-/// `seconds`: each on a key of its own (`hot`: false) or all on one key (`hot`: true), each write
-/// expecting the version the writer last saw (a conflict tells the current one, and the writer
-/// tries again with it). Rate = successful CAS writes/s.
-async fn cas_writers(addr: &str, scenario: &str, n: usize, seconds: u64, hot: bool) -> anyhow::Result<Row> {
+/// Compare-and-set writes of `n` writers: each on a key of its own (`hot`: false) or all on one key
+/// (`hot`: true), each expecting the version the writer last saw (a conflict tells the current one,
+/// and the writer tries again with it).
+fn cas_write(n: usize, hot: bool) -> Write {
     use lockstep_client::{ContextWrites, Error};
-    let client = Client::connect(addr).await?.with_namespace(format!("bench-{scenario}"));
-    let agents = register_all(&client, n, false, |j| AgentOptions::new(format!("cas-{j}"), "writer")).await?;
-    // The version each writer expects next (0: the key does not exist yet).
+    // The version each writer expects next (0: the key does not exist yet), and its key.
     let seen: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    let keys: Arc<Vec<String>> =
+        Arc::new((0..n).map(|j| if hot { "bench.hot".to_owned() } else { format!("bench.key-{j}") }).collect());
     let pad = Arc::new("x".repeat(32));
-    let (mut row, conflicts) = timed_writers(scenario, agents, seconds, move |agent, j, done| {
-        let (seen, pad) = (seen.clone(), pad.clone());
-        async move {
-            let key = if hot { "bench.hot".to_owned() } else { format!("bench.key-{j}") };
+    Arc::new(move |agent, j, done| {
+        let (seen, keys, pad) = (seen.clone(), keys.clone(), pad.clone());
+        Box::pin(async move {
             let expected = seen[j].load(Ordering::Relaxed);
-            let (writes, value) = (agent.context(), json!({"n": done, "pad": *pad}));
-            match writes.cas(&key, expected, &value).await {
+            match agent.context().cas(&keys[j], expected, &json!({"n": done, "pad": *pad})).await {
                 Ok(w) => {
                     seen[j].store(w.version, Ordering::Relaxed);
                     Ok(true)
@@ -732,10 +673,136 @@ async fn cas_writers(addr: &str, scenario: &str, n: usize, seconds: u64, hot: bo
                 }
                 Err(e) => Err(e.into()),
             }
-        }
+        })
     })
-    .await?;
-    row.note = format!("{} CAS writes acknowledged, {conflicts} conflicts", row.count);
+}
+
+/// `n` writers, each its own agent, each updating its own state and awaiting every acknowledgement,
+/// for `seconds`. Rate = acknowledged updates/s of all writers; latency = update sent → ack received.
+async fn state_writers(addr: &str, scenario: &str, n: usize, seconds: u64) -> anyhow::Result<Row> {
+    let client = Client::connect(addr).await?.with_namespace(format!("bench-{scenario}"));
+    let agents = register_all(&client, n, false, |j| AgentOptions::new(format!("writer-{j}"), "writer")).await?;
+    let tally = run_writers(&agents, Duration::from_secs(seconds), &state_write()).await?;
+    Ok(tally.row(scenario, n, "updates"))
+}
+
+/// What writers did in a timed run (or several, added up).
+struct Tally {
+    /// Writes that counted, and those that did not (CAS conflicts).
+    done: u64,
+    missed: u64,
+    /// Time spent writing: from each run's start to its last answer.
+    secs: f64,
+    /// Sent → answered, of the writes that counted (µs).
+    hist: Histogram<u64>,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Tally { done: 0, missed: 0, secs: 0.0, hist: hist() }
+    }
+
+    fn add(&mut self, other: &Tally) -> anyhow::Result<()> {
+        self.done += other.done;
+        self.missed += other.missed;
+        self.secs += other.secs;
+        self.hist.add(&other.hist)?;
+        Ok(())
+    }
+
+    /// Rate = counted writes per second of writing.
+    fn row(&self, scenario: &str, n: usize, what: &str) -> Row {
+        let secs = self.secs.max(1e-9);
+        Row {
+            scenario: scenario.to_owned(),
+            n,
+            rate: self.done as f64 / secs,
+            offered_rate: None,
+            p50_us: self.hist.value_at_quantile(0.5),
+            p99_us: self.hist.value_at_quantile(0.99),
+            p999_us: self.hist.value_at_quantile(0.999),
+            lost: 0,
+            count: self.done,
+            note: format!("{} {what} acknowledged in {secs:.2} s", self.done),
+        }
+    }
+}
+
+/// Runs `write` in a loop on each agent (writer `j` is `agents[j]`) for `duration`, awaiting each.
+async fn run_writers(agents: &[Agent], duration: Duration, write: &Write) -> anyhow::Result<Tally> {
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut writers = Vec::with_capacity(agents.len());
+    for (j, agent) in agents.iter().enumerate() {
+        let (write, agent) = (write.clone(), agent.clone());
+        writers.push(tokio::spawn(async move {
+            let (mut h, mut done, mut missed) = (hist(), 0u64, 0u64);
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                if write(agent.clone(), j, done).await? {
+                    h.record((sent.elapsed().as_micros() as u64).max(1))?;
+                    done += 1;
+                } else {
+                    missed += 1;
+                }
+            }
+            anyhow::Ok((done, missed, Instant::now(), h))
+        }));
+    }
+    let (mut tally, mut last) = (Tally::new(), start);
+    for w in writers {
+        let (done, missed, l, h) = w.await??;
+        tally.done += done;
+        tally.missed += missed;
+        last = last.max(l);
+        tally.hist.add(&h)?;
+    }
+    tally.secs = (last - start).as_secs_f64();
+    Ok(tally)
+}
+
+/// How many turns each of two compared measures gets on one server: they alternate in turns of
+/// `seconds / COMPARED_TURNS`, so that the load of a shared machine, which moves over seconds,
+/// weighs on both alike.
+const COMPARED_TURNS: u32 = 10;
+
+/// State updates and CAS writes on distinct keys, `n` writers each (agents of their own), on the
+/// server at `addr`, in alternating turns (see [`COMPARED_TURNS`]) adding up to `seconds` each;
+/// `cas_first` says which goes first.
+async fn state_against_cas(
+    addr: &str,
+    names: [&str; 2],
+    n: usize,
+    seconds: u64,
+    cas_first: bool,
+) -> anyhow::Result<[Row; 2]> {
+    let client = Client::connect(addr).await?;
+    let state_client = client.clone().with_namespace(format!("bench-{}", names[0]));
+    let cas_client = client.with_namespace(format!("bench-{}", names[1]));
+    let state_agents =
+        register_all(&state_client, n, false, |j| AgentOptions::new(format!("writer-{j}"), "writer")).await?;
+    let cas_agents = register_all(&cas_client, n, false, |j| AgentOptions::new(format!("cas-{j}"), "writer")).await?;
+    let (state, cas) = (state_write(), cas_write(n, false));
+    let turn = Duration::from_secs(seconds) / COMPARED_TURNS;
+    let (mut states, mut cases) = (Tally::new(), Tally::new());
+    for k in 0..2 * COMPARED_TURNS {
+        if (k % 2 == 0) != cas_first {
+            states.add(&run_writers(&state_agents, turn, &state).await?)?;
+        } else {
+            cases.add(&run_writers(&cas_agents, turn, &cas).await?)?;
+        }
+    }
+    Ok([states.row(names[0], n, "updates"), cases.row(names[1], n, "CAS writes")])
+}
+
+/// `n` writers, each its own agent, compare-and-setting shared context on their sessions for
+/// `seconds` (see [`cas_write`]). Rate = successful CAS writes/s.
+async fn cas_writers(addr: &str, scenario: &str, n: usize, seconds: u64, hot: bool) -> anyhow::Result<Row> {
+    let client = Client::connect(addr).await?.with_namespace(format!("bench-{scenario}"));
+    let agents = register_all(&client, n, false, |j| AgentOptions::new(format!("cas-{j}"), "writer")).await?;
+    let tally = run_writers(&agents, Duration::from_secs(seconds), &cas_write(n, hot)).await?;
+    let mut row = tally.row(scenario, n, "CAS writes");
+    row.note = format!("{} CAS writes acknowledged, {} conflicts", row.count, tally.missed);
     Ok(row)
 }
 
@@ -862,8 +929,9 @@ async fn durable_state_updates(n: usize, seconds: u64) -> anyhow::Result<(Vec<Ro
 }
 
 /// Shared context against agent state, on the same fresh in-process servers: per server, agent
-/// state updates of `n` writers (the baseline) and CAS on `n` distinct keys (which goes first
-/// alternates from one server to the next), then CAS on one hot key, in memory and on a data dir
+/// state updates of `n` writers (the baseline) and CAS on `n` distinct keys in alternating turns
+/// ([`state_against_cas`]; which goes first alternates from one server to the next), then CAS on
+/// one hot key, in memory and on a data dir
 /// at NORMAL, in the order memory, memory, NORMAL, NORMAL, memory, memory (so that drift on the
 /// shared machine weighs on both alike). Each configuration reports the median of its
 /// runs; the distinct-keys row says its rate as a share of the state updates of the same servers.
@@ -883,18 +951,10 @@ async fn context_cas(n: usize, seconds: u64) -> anyhow::Result<(Vec<Row>, Value)
         let (server, data_dir) = in_process_server(name, durability).await?;
         let addr = server.local_addr().to_string();
         let measured = async {
-            let (state_name, distinct_name) =
-                (format!("context-state-{name}-{i}"), format!("context-cas-distinct-{name}-{i}"));
-            let state = || state_writers(&addr, &state_name, n, seconds);
-            let distinct = || cas_writers(&addr, &distinct_name, n, seconds, false);
-            // Which of the two compared measures goes first alternates from one server to the next.
-            let (state, distinct) = if i % 2 == 0 {
-                let s = state().await?;
-                (s, distinct().await?)
-            } else {
-                let d = distinct().await?;
-                (state().await?, d)
-            };
+            let names = [format!("context-state-{name}-{i}"), format!("context-cas-distinct-{name}-{i}")];
+            // The two compared measures alternate in turns; which goes first alternates from one
+            // server to the next.
+            let [state, distinct] = state_against_cas(&addr, [&names[0], &names[1]], n, seconds, i % 2 == 1).await?;
             let hot = cas_writers(&addr, &format!("context-cas-hot-{name}-{i}"), n, seconds, true).await?;
             anyhow::Ok([state, distinct, hot])
         }
