@@ -239,6 +239,8 @@ fn admin_action() -> impl Strategy<Value = AdminAction> {
             }),
         (ns(), name()).prop_map(|(namespace, sync_id)| AdminAction::ForceCompleteSync { namespace, sync_id }),
         ns().prop_map(|namespace| AdminAction::CleanupSyncPoints { namespace }),
+        (ns(), prop::sample::select(vec!["", "t1", "t2", "bad id"]))
+            .prop_map(|(namespace, id)| AdminAction::RetryTask { namespace, id: id.into() }),
     ]
 }
 
