@@ -102,6 +102,8 @@ pub enum Command {
     },
     /// An operator's retry of a dead-lettered task: its answer goes to `done`.
     TaskRetry { namespace: String, id: String, done: oneshot::Sender<Result<(), CoreError>> },
+    /// A client's call on round series: its answer goes to `done`.
+    Round { call: lockstep_core::io::RoundCall, done: oneshot::Sender<Result<lockstep_core::io::RoundDone, CoreError>> },
     /// Read the engine.
     Query(Query),
     /// Copy the committed data (see [`crate::backup`]): the driver only tells the request where
@@ -388,6 +390,8 @@ struct Driver<J> {
     context_waiting: HashMap<u64, oneshot::Sender<Result<lockstep_core::context::Written, CoreError>>>,
     /// Clients waiting for their task retries' answers, by origin.
     task_waiting: HashMap<u64, oneshot::Sender<Result<(), CoreError>>>,
+    /// Clients waiting for their round calls' answers, by origin.
+    round_waiting: HashMap<u64, oneshot::Sender<Result<lockstep_core::io::RoundDone, CoreError>>>,
     next_origin: u64,
     /// Where the engine's decisions on collectives go.
     exchange: Arc<crate::collective::Exchange>,
@@ -419,6 +423,7 @@ pub async fn run<J: Journal>(
         waiting: HashMap::new(),
         context_waiting: HashMap::new(),
         task_waiting: HashMap::new(),
+        round_waiting: HashMap::new(),
         next_origin: 1,
         exchange,
         groups,
@@ -577,6 +582,12 @@ impl<J: Journal> Driver<J> {
                 self.task_waiting.insert(origin, done);
                 self.handle(now, Input::TaskRetry { origin, namespace, id });
             }
+            Command::Round { call, done } => {
+                let origin = self.next_origin;
+                self.next_origin += 1;
+                self.round_waiting.insert(origin, done);
+                self.handle(now, Input::Round { origin, call });
+            }
             Command::Query(query) => self.answers.push(query(&self.engine, now)),
             Command::Backup(request) => request.start(self.journal.database()),
         }
@@ -596,6 +607,7 @@ impl<J: Journal> Driver<J> {
             groups,
             context_waiting,
             task_waiting,
+            round_waiting,
             traces,
             ..
         } = self;
@@ -636,6 +648,11 @@ impl<J: Journal> Driver<J> {
                 }
                 Output::TaskRetried { origin, result } => {
                     if let Some(done) = task_waiting.remove(&origin) {
+                        let _ = done.send(result);
+                    }
+                }
+                Output::RoundDone { origin, result } => {
+                    if let Some(done) = round_waiting.remove(&origin) {
                         let _ = done.send(result);
                     }
                 }

@@ -412,7 +412,7 @@ mod tests {
         store.close().unwrap();
 
         let mut store = Store::open(tmp.path(), Durability::Normal).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 6);
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
         let snapshot = store.load().unwrap();
         let expected_agent = AgentRecord {
             namespace: "ns".into(),
