@@ -27,6 +27,8 @@
 //! * task handoff (`task-handoff`): 10,000 tasks through 20 executors asking for work, from the
 //!   submit to an executor holding the task and from the completion to the submitter knowing (see
 //!   bench_tasks.rs);
+//! * tick rounds (`tick-round`): rounds of 100 participants with one hung, from the opening to the
+//!   merged result delivered (see bench_rounds.rs);
 //! * execution traces (`bench_traces.rs`): lookup of a stored trace (p99 target ≤ 1 ms), and
 //!   rounds of 50 agents asking `get_or_claim` for one missing output at once (computed once).
 //!
@@ -61,7 +63,7 @@ pub struct BenchArgs {
     quick: bool,
     /// Only scenarios whose name contains this, or one of these comma-separated words (fanout,
     /// rate, routing, barrier, vote, publish-confirm, command, request, delta, idle, backup,
-    /// durable, collective, context-cas, task-handoff, trace-lookup, trace-get-or-claim).
+    /// durable, collective, context-cas, task-handoff, tick-round, trace-lookup, trace-get-or-claim).
     #[arg(long)]
     only: Option<String>,
     /// Agent counts to run (default 10,100,1000; with --quick 10,100).
@@ -1440,6 +1442,33 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 lost: h.tasks - hist.len(),
                 count: hist.len(),
                 note: format!("{what}; {} tasks, at most one outstanding per executor", h.tasks),
+            };
+            eprintln!("{row:?}");
+            rows.push(row);
+        }
+    }
+    if wanted("tick-round") {
+        let rounds = if args.quick { 10 } else { 100 };
+        let t = crate::bench_rounds::measure(&addr, 100, rounds).await?;
+        let timeout = crate::bench_rounds::TIMEOUT_MS;
+        for (scenario, hist, what) in [
+            ("tick-round-hung", &t.waited, format!("rounds asking the hung agent: open → merged result delivered; timeout {timeout} ms (target p99 ≤ {} ms)", timeout + 5)),
+            ("tick-round-isolated", &t.skipped, "rounds after the hung agent's breaker opened (it is skipped; replaced by a fresh hung agent)".to_owned()),
+        ] {
+            if hist.is_empty() {
+                continue;
+            }
+            let row = Row {
+                scenario: scenario.into(),
+                n: t.participants,
+                rate: (t.waited.len() + t.skipped.len()) as f64 / t.elapsed.as_secs_f64().max(1e-9),
+                offered_rate: None,
+                p50_us: hist.value_at_quantile(0.5),
+                p99_us: hist.value_at_quantile(0.99),
+                p999_us: hist.value_at_quantile(0.999),
+                lost: if scenario == "tick-round-hung" { t.late } else { 0 },
+                count: hist.len(),
+                note: what,
             };
             eprintln!("{row:?}");
             rows.push(row);

@@ -6,13 +6,17 @@
 //! 2. *decide*: strategies read the data they are interested in, update their state with deltas and
 //!    publish orders; the risk sentinel watches the strategies' state and publishes limits; each
 //!    brings its decision to the barrier as a payload, and everyone receives all of them.
+//!
+//! After the last round the server drives a few tick rounds (the SyncBus `tick()`): every strategy
+//! is asked for its book, the answers are merged into the context key `strategies.book` and the
+//! merged result is published on `ticks.strategies`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Args;
-use lockstep_client::{Agent, AgentOptions, Client, Participants, WatchTarget};
+use lockstep_client::{Agent, AgentOptions, Client, Participants, RoundParticipants, RoundSeriesSpec, WatchTarget};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
@@ -34,6 +38,10 @@ pub struct DemoArgs {
 
 const SYMBOLS: [&str; 3] = ["btc", "eth", "sol"];
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Server-driven tick rounds after the barrier rounds: how many, how often, how long each waits.
+const TICKS: u64 = 3;
+const TICK_CADENCE_MS: u64 = 200;
+const TICK_TIMEOUT_MS: u64 = 150;
 
 /// A strategy: its name and the topics it cares about.
 const STRATEGIES: [(&str, &[&str]); 3] = [
@@ -105,6 +113,8 @@ async fn strategy(
     interests: &'static [&'static str],
     rounds: u32,
     say: Say,
+    ticking: mpsc::UnboundedSender<()>,
+    mut ticks_over: watch::Receiver<bool>,
 ) -> anyhow::Result<(usize, usize)> {
     let id = format!("strategy-{name}");
     let agent = client
@@ -174,6 +184,18 @@ async fn strategy(
                 "barrier".into(),
                 format!("round-{round}/decide released; payloads exchanged: {}", decisions.join(", ")),
             ))?;
+        }
+    }
+    // Tick rounds: answer each with this strategy's book until the ticks are over.
+    let mut ticks = agent.rounds().expect("taken once");
+    ticking.send(())?;
+    loop {
+        tokio::select! {
+            tick = ticks.next() => {
+                let Some(tick) = tick else { break };
+                tick.answer(&json!({ "books": { id.as_str(): { "position": position, "pnl": (pnl * 100.0).round() / 100.0 } } })).await?;
+            }
+            _ = ticks_over.changed() => break,
         }
     }
     agent.close().await?;
@@ -281,6 +303,44 @@ async fn narrate(mut heard: mpsc::UnboundedReceiver<(u32, String, String)>) {
     }
 }
 
+/// The server drives `TICKS` tick rounds of every strategy and publishes each merged result.
+async fn tick_rounds(client: &Client, say: &Say) -> anyhow::Result<()> {
+    let monitor = client.register(AgentOptions::new("tick-monitor", "monitor").interests(["ticks.>"])).await?;
+    let mut results = monitor.deliveries().expect("taken once");
+    let mut spec =
+        RoundSeriesSpec::new("tick", RoundParticipants::Role("strategy".into()), TICK_TIMEOUT_MS, "strategies.book");
+    spec.topic = "ticks.strategies".into();
+    spec.cadence_ms = TICK_CADENCE_MS;
+    client.rounds().create(&spec).await?;
+    for _ in 0..TICKS {
+        let d = tokio::time::timeout(BARRIER_TIMEOUT, results.recv())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the tick monitor's session ended"))?;
+        let r: Value = serde_json::from_slice(&d.payload)?;
+        let books: Vec<String> = r["value"]["books"]
+            .as_object()
+            .map(|b| b.iter().map(|(id, v)| format!("{id} {:+}", v["position"].as_i64().unwrap_or(0))).collect())
+            .unwrap_or_default();
+        say.send((
+            0,
+            "tick".into(),
+            format!(
+                "round {} {} in {} ms: {} answered, missed {}; strategies.book v{}: {}",
+                r["round"],
+                r["closing"].as_str().unwrap_or("?"),
+                r["closed_at_ms"].as_u64().unwrap_or(0).saturating_sub(r["opened_at_ms"].as_u64().unwrap_or(0)),
+                r["answered"].as_array().map_or(0, Vec::len),
+                r["missed"].as_array().filter(|m| !m.is_empty()).map_or("nobody".into(), |m| format!("{m:?}")),
+                r["context_version"],
+                books.join(", ")
+            ),
+        ))?;
+    }
+    client.rounds().remove("tick").await?;
+    monitor.close().await?;
+    Ok(())
+}
+
 /// Breakers tuned so that a person sees one open and close within the demo.
 fn demo_config() -> lockstep_core::Config {
     lockstep_core::Config {
@@ -312,9 +372,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let breakers = tokio::spawn(watch_breakers(client.clone(), say.clone(), done.clone()));
     let recording = tokio::spawn(recorder(client.clone(), 2, done));
     let mut strategies = Vec::new();
+    let (ticking, mut ready) = mpsc::unbounded_channel();
+    let (end_ticks, ticks_over) = watch::channel(false);
     for (name, interests) in STRATEGIES {
-        strategies.push(tokio::spawn(strategy(client.clone(), name, interests, args.rounds, say.clone())));
+        let (ticking, ticks_over) = (ticking.clone(), ticks_over.clone());
+        let run = strategy(client.clone(), name, interests, args.rounds, say.clone(), ticking, ticks_over);
+        strategies.push(tokio::spawn(run));
     }
+    drop(ticking);
     let risk = tokio::spawn(sentinel(client.clone(), args.rounds, say.clone()));
     // Everyone else is registered before the market opens, so the first barrier's set is known.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -340,6 +405,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let report = admin.send_command("risk_sentinel", "report", &json!({}), BARRIER_TIMEOUT).await?;
     say.send((0, "operator".into(), format!("→ risk_sentinel: command 'report' answered {report}")))?;
     risk.await??;
+    for _ in STRATEGIES {
+        ready.recv().await.ok_or_else(|| anyhow::anyhow!("a strategy ended before the tick rounds"))?;
+    }
+    tick_rounds(&client, &say).await?;
+    let _ = end_ticks.send(true);
     let (mut delta_bytes, mut full_bytes) = (0, 0);
     for t in strategies {
         let (d, f) = t.await??;

@@ -3,11 +3,13 @@
 mod admin;
 mod bench;
 mod bench_collective;
+mod bench_rounds;
 mod bench_tasks;
 mod bench_traces;
 mod config;
 mod demo;
 mod monitor;
+mod rounds;
 mod shared_context;
 mod table;
 mod tasks;
@@ -43,6 +45,8 @@ enum Action {
     Context(shared_context::ContextArgs),
     /// Task handoff: list, show, retry and the dead-letter list.
     Tasks(tasks::TasksArgs),
+    /// Tick rounds: series and their retained rounds (who answered, who missed).
+    Rounds(rounds::RoundsArgs),
     /// Execution traces: the store's counters, one trace with its output, its lineage.
     Traces(traces::TracesArgs),
     /// Collectives in progress (allreduce, broadcast, ...), with who is missing.
@@ -247,6 +251,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Action::Votes(a) => votes::run(a).await,
             Action::Context(a) => shared_context::run(a).await,
             Action::Tasks(a) => tasks::run(a).await,
+            Action::Rounds(a) => rounds::run(a).await,
             Action::Traces(a) => traces::run(a).await,
             Action::Collectives(a) => admin::collectives(a).await,
             Action::Groups(t) => admin::groups(t).await,

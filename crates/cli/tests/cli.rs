@@ -69,6 +69,9 @@ fn the_demo_runs_a_swarm_through_phase_barriers_and_ends() {
         "→ risk_sentinel: command 'report' answered {\"exposure\":",
         "recorder: closed → open",
         "recorder: half_open → closed",
+        // Three server-driven tick rounds of the strategies, each merged into one new version.
+        "tick                   round 3 ",
+        "strategies.book v3: strategy-mean-revert ",
         "demo finished",
     ] {
         assert!(out.contains(expected), "demo output lacks {expected:?}:\n{out}");

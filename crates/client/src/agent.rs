@@ -397,6 +397,8 @@ struct Inner {
     shm_result: Mutex<Option<(u64, Arc<lockstep_proto::shm::SharedRegion>)>>,
     /// Task assignments and events (see tasks.rs).
     tasks: Arc<crate::tasks::TaskLink>,
+    /// Tick round inputs (see rounds.rs).
+    rounds: Arc<crate::rounds::RoundLink>,
 }
 
 /// A registered agent. Cheap to clone; dropping the last clone ends the session cleanly: the agent
@@ -473,6 +475,7 @@ impl Agent {
         let requests_taken = Arc::new(AtomicBool::new(false));
         let this: Arc<OnceLock<Weak<Inner>>> = Default::default();
         let tasks: Arc<crate::tasks::TaskLink> = Default::default();
+        let rounds: Arc<crate::rounds::RoundLink> = Default::default();
         // Only a server that renews every session of a connection on one heartbeat lets the
         // sessions of a shared connection take turns.
         let beat = shared
@@ -480,6 +483,7 @@ impl Agent {
             .map(|beat| SharedBeat { beat, still_shared: Arc::new(AtomicBool::new(true)) });
         let reader = Reader {
             tasks: tasks.clone(),
+            rounds: rounds.clone(),
             left_shared: beat.as_ref().map(|b| b.still_shared.clone()),
             requests: requests_tx,
             requests_taken: requests_taken.clone(),
@@ -540,6 +544,7 @@ impl Agent {
                 shm_region: Mutex::new(None),
                 shm_result: Mutex::new(None),
                 tasks,
+                rounds,
             }),
         };
         // Requests handed to the application answer through the agent (set before any is taken).
@@ -768,6 +773,10 @@ impl Agent {
 
     pub(crate) fn task_link(&self) -> &crate::tasks::TaskLink {
         &self.inner.tasks
+    }
+
+    pub(crate) fn round_link(&self) -> &crate::rounds::RoundLink {
+        &self.inner.rounds
     }
 
     /// Execution traces as this agent: lookups, claims and records (see [`crate::AgentTraces`]).
@@ -1046,6 +1055,7 @@ struct Reader {
     /// Cleared when the session breaks (see [`SharedBeat`]).
     left_shared: Option<Arc<AtomicBool>>,
     tasks: Arc<crate::tasks::TaskLink>,
+    rounds: Arc<crate::rounds::RoundLink>,
 }
 
 /// What the reader needs to reconnect a broken session by itself.
@@ -1274,6 +1284,7 @@ impl Reader {
                     Some(v1::server_message::Kind::IncomingRequest(r)) => self.incoming_request(r).await,
                     Some(v1::server_message::Kind::TaskAssigned(a)) => self.tasks.assigned(a),
                     Some(v1::server_message::Kind::TaskEvent(e)) => self.tasks.event(e),
+                    Some(v1::server_message::Kind::RoundInput(r)) => self.rounds.input(r),
                     Some(v1::server_message::Kind::Registered(_)) | None => {}
                 },
                 Ok(None) => return None,

@@ -188,7 +188,8 @@ impl Error {
                     | R::UnknownContextKey
                     | R::UnknownContextVersion
                     | R::UnknownTask
-                    | R::UnknownTrace,
+                    | R::UnknownTrace
+                    | R::UnknownRoundSeries,
                 ),
                 _,
             ) => Error::NotFound(detail),
@@ -200,7 +201,7 @@ impl Error {
             (Some(R::RequestTimeout), _) => Error::RequestTimedOut(detail),
             (Some(R::RequestAborted), _) => Error::RequestAborted(detail),
             (Some(R::RequestRefused), _) => Error::RequestRefused(detail),
-            (Some(R::AlreadyRegistered | R::TaskExists), _) => Error::AlreadyRegistered(detail),
+            (Some(R::AlreadyRegistered | R::TaskExists | R::RoundSeriesExists), _) => Error::AlreadyRegistered(detail),
             (Some(R::Limit | R::SlowConsumer | R::MessageTooLarge | R::TaskInFlightLimit), _) => {
                 Error::ResourceExhausted(detail)
             }
@@ -219,7 +220,11 @@ impl Error {
                     | R::TaskFinished
                     | R::TaskNotDeadLettered
                     | R::TraceExists
-                    | R::TraceClaimed,
+                    | R::TraceClaimed
+                    | R::NotARoundParticipant
+                    | R::RoundNotOpen
+                    | R::RoundAnswered
+                    | R::RoundInProgress,
                 ),
                 _,
             ) => Error::FailedPrecondition(detail),

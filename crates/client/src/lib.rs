@@ -47,6 +47,7 @@ mod context;
 mod error;
 mod group;
 mod limits;
+mod rounds;
 mod tasks;
 mod trace;
 mod vote;
@@ -68,6 +69,9 @@ pub use group::{state_checksum, GroupEvent, GroupMembership, GroupState, GroupSt
 pub use lockstep_proto::v1 as proto;
 use lockstep_proto::v1;
 use lockstep_proto::v1::lockstep_client::LockstepClient;
+pub use rounds::{
+    Participants as RoundParticipants, RoundInput, RoundInputs, RoundsClient, SeriesSpec as RoundSeriesSpec,
+};
 pub use tasks::{Assignment, Assignments, Pinned as PinnedContext, TaskEvents, TaskInfo, TaskSpec, TasksClient};
 use tonic::transport::{Channel, Endpoint};
 pub use trace::{
@@ -212,6 +216,11 @@ impl Client {
     /// Tasks of this namespace (see [`TasksClient`]).
     pub fn tasks(&self) -> TasksClient {
         TasksClient::new(self.channel.clone(), self.namespace.clone(), MAX_MESSAGE)
+    }
+
+    /// Tick round series of this namespace (see [`RoundsClient`]).
+    pub fn rounds(&self) -> RoundsClient {
+        RoundsClient::new(self.channel.clone(), self.namespace.clone(), MAX_MESSAGE)
     }
 
     /// Execution traces of this namespace, read from anywhere (see [`TracesClient`]).

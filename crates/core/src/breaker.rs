@@ -190,6 +190,8 @@ pub enum FailureKind {
     Overflow,
     /// The session ended with deliveries unacknowledged.
     Disconnected,
+    /// The agent did not answer a tick round before it closed.
+    RoundMissed,
 }
 
 impl FailureKind {
@@ -199,6 +201,7 @@ impl FailureKind {
             FailureKind::AgentError => "agent answered with an error",
             FailureKind::Overflow => "queue overflowed",
             FailureKind::Disconnected => "disconnected with deliveries unacknowledged",
+            FailureKind::RoundMissed => "tick round not answered in time",
         }
     }
 }

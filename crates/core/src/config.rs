@@ -211,6 +211,8 @@ pub struct Config {
     pub tasks: crate::task::TaskSettings,
     /// Execution traces: output, input and store limits, retention.
     pub traces: crate::trace::TraceSettings,
+    /// Tick rounds: sizes, counts, retention.
+    pub rounds: crate::round::RoundSettings,
 }
 
 impl Default for Config {
@@ -234,6 +236,7 @@ impl Default for Config {
             context: crate::context::ContextSettings::default(),
             tasks: crate::task::TaskSettings::default(),
             traces: crate::trace::TraceSettings::default(),
+            rounds: crate::round::RoundSettings::default(),
         }
     }
 }
@@ -278,6 +281,7 @@ impl Config {
         self.commands.validate()?;
         self.context.validate().map_err(|e| format!("context: {e}"))?;
         self.tasks.validate().map_err(|e| format!("tasks: {e}"))?;
+        self.rounds.validate().map_err(|e| format!("rounds: {e}"))?;
         self.traces.validate().map_err(|e| format!("traces: {e}"))?;
         self.breaker.validate().map_err(|e| format!("breaker: {e}"))?;
         self.health.validate().map_err(|e| format!("health: {e}"))?;

@@ -141,6 +141,11 @@ pub enum Change {
     TracePut(Box<crate::trace::Trace>),
     /// A trace was evicted.
     TraceRemoved { namespace: String, id: String },
+    // Tick rounds.
+    /// A round series was created, opened a round or closed one: keep it whole.
+    RoundSeries(Box<crate::round::SeriesImage>),
+    /// A round series was removed.
+    RoundSeriesRemoved { namespace: String, name: String },
 }
 
 /// One retained version of a context key as it is kept.
@@ -201,6 +206,9 @@ pub struct Restored {
     /// there).
     #[serde(default)]
     pub traces: Vec<crate::trace::Trace>,
+    /// Tick round series, with their numbering and retained rounds.
+    #[serde(default)]
+    pub rounds: Vec<crate::round::SeriesImage>,
 }
 
 /// Why a sync point failed, as it is kept: the [`CoreError`] its waiters got, without the point's

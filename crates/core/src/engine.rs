@@ -50,6 +50,7 @@ use crate::turn::Ready;
 use crate::vote::{self, Cast, Decision, Opened, VoterFacts, Votes, Watcher};
 
 mod context;
+mod round;
 mod task;
 mod trace;
 
@@ -179,6 +180,17 @@ enum Timer {
     },
     /// The oldest unprotected trace may have come of age.
     TraceRetention,
+    // Tick rounds.
+    /// A round series' open round may have reached its deadline.
+    RoundDeadline {
+        ns: Arc<str>,
+        series: Arc<str>,
+    },
+    /// A server-driven round series' next round is due.
+    RoundTick {
+        ns: Arc<str>,
+        series: Arc<str>,
+    },
 }
 
 /// Something durable an input touched; turned into a [`Change`] with the current value when the
@@ -205,6 +217,9 @@ enum Touched {
     TaskRemoved(Arc<str>, Arc<str>),
     /// (namespace, trace id): recorded, pinned or unpinned, or evicted.
     Trace(Arc<str>, Arc<str>),
+    // Tick rounds.
+    /// (namespace, series name): kept whole, or removed when it is gone.
+    RoundSeries(Arc<str>, Arc<str>),
 }
 
 /// What changed durably since the shell last took the changes.
@@ -374,6 +389,8 @@ pub struct Engine {
     tasks: crate::task::Tasks,
     /// Task event streams by namespace.
     task_watchers: HashMap<Arc<str>, Vec<ConnId>>,
+    /// Tick round series by (namespace, name) (see [`crate::round`]).
+    rounds: std::collections::BTreeMap<(Arc<str>, Arc<str>), crate::round::Series>,
 }
 
 /// Every agent's health and the system's, for the `health` command.
@@ -416,6 +433,7 @@ impl Engine {
             system_published: None,
             tasks: crate::task::Tasks::default(),
             task_watchers: HashMap::new(),
+            rounds: Default::default(),
         };
         // The first sample of system health is taken one interval in, when agents may have come.
         let first = engine.config.health.sample_interval_ms;
@@ -497,6 +515,10 @@ impl Engine {
                 }
             }
             Input::Trace(input) => self.trace_input(now, input),
+            Input::Round { origin, call } => {
+                let result = self.round_call(now, call);
+                self.outputs.push_back(Output::RoundDone { origin, result });
+            }
         }
     }
 
@@ -663,6 +685,7 @@ impl Engine {
                     Some(Change::TaskRemoved { namespace: ns.to_string(), id: id.to_string() })
                 }
                 Touched::Trace(ns, id) => Some(self.trace_change(&ns, &id)),
+                Touched::RoundSeries(ns, name) => Some(self.round_change(&ns, &name)),
             };
             out.extend(change);
         }
@@ -709,6 +732,7 @@ impl Engine {
             tasks,
             task_seqs,
             traces,
+            rounds,
         } = restored;
         let bad = |what: String, e: &dyn std::fmt::Display| CoreError::invalid("stored data", format!("{what}: {e}"));
         for image in &agents {
@@ -782,6 +806,7 @@ impl Engine {
         self.restore_context(context, context_revisions)?;
         self.restore_tasks(tasks, task_seqs);
         self.restore_traces(traces);
+        self.restore_rounds(now, rounds)?;
         self.control.restore(audit, pauses, emergency);
         for (ns, agent) in self.all_agents() {
             if self.control.is_paused(&ns, &agent) {
@@ -1081,6 +1106,9 @@ impl Engine {
                 let result = self.tasks.fail(now, &ns, &agent, &id, attempt, &error, &self.config.tasks);
                 self.task_done(&ns, result)
             }
+            Request::RoundAnswer { series, round, output_json } => {
+                self.round_answer(now, &ns, &agent, &series, round, &output_json)
+            }
             Request::Deregister => {
                 self.remove_agent(now, &ns, &agent, "left");
                 self.forget_conn(conn);
@@ -1238,6 +1266,8 @@ impl Engine {
             Timer::TaskDeadline { ns, id } => self.task_deadline(now, &ns, &id),
             Timer::TraceWait { origin } => self.trace_wait_over(now, origin),
             Timer::TraceRetention => self.trace_retention(now),
+            Timer::RoundDeadline { ns, series } => self.round_deadline(now, &ns, &series),
+            Timer::RoundTick { ns, series } => self.round_tick(now, &ns, &series),
 
             Timer::Commands => {
                 for finished in self.control.expire(now) {
@@ -1302,6 +1332,7 @@ impl Engine {
         self.context_agent_gone(ns, agent);
         self.tasks_agent_gone(now, ns, agent, "lost its lease");
         self.traces_agent_gone(ns, agent);
+        self.rounds_agent_gone(now, ns, agent, "lost its lease");
         for finished in self.control.agent_gone(now, ns, agent, "its lease was lost") {
             self.command_done(finished);
         }
@@ -1333,6 +1364,7 @@ impl Engine {
         self.context_agent_gone(ns, agent);
         self.tasks_agent_gone(now, ns, agent, why);
         self.traces_agent_gone(ns, agent);
+        self.rounds_agent_gone(now, ns, agent, why);
         self.control.forget_agent(ns, agent);
         for finished in self.control.agent_gone(now, ns, agent, why) {
             self.command_done(finished);

@@ -202,6 +202,25 @@ pub enum CoreError {
 
     #[error("waited {waited_ms} ms for trace '{id}', which agent '{holder}' is computing; ask again to keep waiting")]
     TraceWaitTimeout { id: String, holder: String, waited_ms: u64 },
+
+    // Tick rounds (see crate::round).
+    #[error("round series '{series}' does not exist in namespace '{namespace}'")]
+    UnknownRoundSeries { namespace: String, series: String },
+
+    #[error("round series '{series}' already exists with another spec; close it first, or choose another name")]
+    RoundSeriesExists { series: String },
+
+    #[error("agent '{agent}' is not a participant of round {round} of series '{series}'")]
+    NotARoundParticipant { series: String, round: u64, agent: String },
+
+    #[error("round {round} of series '{series}' is not open: {state}")]
+    RoundNotOpen { series: String, round: u64, state: String },
+
+    #[error("agent '{agent}' already answered round {round} of series '{series}'; one answer per round")]
+    RoundAnswered { series: String, round: u64, agent: String },
+
+    #[error("round {round} of series '{series}' is still open (until {deadline} ms); one round is open at a time")]
+    RoundInProgress { series: String, round: u64, deadline: u64 },
 }
 
 fn list_versions(versions: &[u64]) -> String {
@@ -376,11 +395,24 @@ pub enum Reason {
     TraceHashMismatch,
     /// [`CoreError::TraceWaitTimeout`]: a `get_or_claim` waited its time out.
     TraceWaitTimeout,
+    // Tick rounds.
+    /// [`CoreError::UnknownRoundSeries`]: no such round series.
+    UnknownRoundSeries,
+    /// [`CoreError::RoundSeriesExists`]: a series of that name exists with another spec.
+    RoundSeriesExists,
+    /// [`CoreError::NotARoundParticipant`]: an answer from an agent the round did not ask.
+    NotARoundParticipant,
+    /// [`CoreError::RoundNotOpen`]: an answer to a round that closed or is not open yet.
+    RoundNotOpen,
+    /// [`CoreError::RoundAnswered`]: a second answer to the same round.
+    RoundAnswered,
+    /// [`CoreError::RoundInProgress`]: an opening while the series' round is still open.
+    RoundInProgress,
 }
 
 impl Reason {
     /// Every reason, in the order of the documentation.
-    pub const ALL: [Reason; 68] = [
+    pub const ALL: [Reason; 74] = [
         Reason::InvalidArgument,
         Reason::UnknownAgent,
         Reason::UnknownSyncPoint,
@@ -449,6 +481,12 @@ impl Reason {
         Reason::TraceTooLarge,
         Reason::TraceHashMismatch,
         Reason::TraceWaitTimeout,
+        Reason::UnknownRoundSeries,
+        Reason::RoundSeriesExists,
+        Reason::NotARoundParticipant,
+        Reason::RoundNotOpen,
+        Reason::RoundAnswered,
+        Reason::RoundInProgress,
     ];
 
     /// The stable name on the wire (`SCREAMING_SNAKE_CASE`); it never changes once published.
@@ -522,6 +560,12 @@ impl Reason {
             Reason::TraceTooLarge => "TRACE_TOO_LARGE",
             Reason::TraceHashMismatch => "TRACE_HASH_MISMATCH",
             Reason::TraceWaitTimeout => "TRACE_WAIT_TIMEOUT",
+            Reason::UnknownRoundSeries => "UNKNOWN_ROUND_SERIES",
+            Reason::RoundSeriesExists => "ROUND_SERIES_EXISTS",
+            Reason::NotARoundParticipant => "NOT_A_ROUND_PARTICIPANT",
+            Reason::RoundNotOpen => "ROUND_NOT_OPEN",
+            Reason::RoundAnswered => "ROUND_ANSWERED",
+            Reason::RoundInProgress => "ROUND_IN_PROGRESS",
         }
     }
 
@@ -602,6 +646,12 @@ impl CoreError {
             CoreError::TraceTooLarge { .. } => ErrorCode::ResourceExhausted,
             CoreError::TraceHashMismatch { .. } => ErrorCode::InvalidArgument,
             CoreError::TraceWaitTimeout { .. } => ErrorCode::DeadlineExceeded,
+            CoreError::UnknownRoundSeries { .. } => ErrorCode::NotFound,
+            CoreError::RoundSeriesExists { .. } => ErrorCode::AlreadyExists,
+            CoreError::NotARoundParticipant { .. }
+            | CoreError::RoundNotOpen { .. }
+            | CoreError::RoundAnswered { .. }
+            | CoreError::RoundInProgress { .. } => ErrorCode::FailedPrecondition,
         }
     }
 
@@ -671,6 +721,12 @@ impl CoreError {
             CoreError::TraceTooLarge { .. } => Reason::TraceTooLarge,
             CoreError::TraceHashMismatch { .. } => Reason::TraceHashMismatch,
             CoreError::TraceWaitTimeout { .. } => Reason::TraceWaitTimeout,
+            CoreError::UnknownRoundSeries { .. } => Reason::UnknownRoundSeries,
+            CoreError::RoundSeriesExists { .. } => Reason::RoundSeriesExists,
+            CoreError::NotARoundParticipant { .. } => Reason::NotARoundParticipant,
+            CoreError::RoundNotOpen { .. } => Reason::RoundNotOpen,
+            CoreError::RoundAnswered { .. } => Reason::RoundAnswered,
+            CoreError::RoundInProgress { .. } => Reason::RoundInProgress,
         }
     }
 
@@ -691,7 +747,9 @@ impl CoreError {
             | CoreError::CollectiveMismatch { agent, .. }
             | CoreError::NotCollectiveMember { agent, .. }
             | CoreError::CollectiveAborted { agent, .. }
-            | CoreError::NotGroupMember { agent, .. } => Some(agent),
+            | CoreError::NotGroupMember { agent, .. }
+            | CoreError::NotARoundParticipant { agent, .. }
+            | CoreError::RoundAnswered { agent, .. } => Some(agent),
             CoreError::RequestTimeout { responder, .. }
             | CoreError::RequestAborted { responder, .. }
             | CoreError::RequestRefused { responder, .. } => Some(responder),

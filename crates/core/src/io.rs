@@ -167,6 +167,13 @@ pub enum Request {
         attempt: u32,
         error: String,
     },
+    // Tick rounds (see crate::round).
+    /// The agent's answer (a JSON object, merged as a merge patch) to round `round` of `series`.
+    RoundAnswer {
+        series: String,
+        round: u64,
+        output_json: String,
+    },
 }
 
 /// Something that happened at the shell.
@@ -233,6 +240,32 @@ pub enum Input {
     /// A call on the trace store (see [`crate::trace`]), answered by [`Output::Trace`] with its
     /// origin.
     Trace(TraceInput),
+    // Tick rounds (see crate::round).
+    /// A client's call on round series, answered by [`Output::RoundDone`] with `origin`.
+    Round { origin: u64, call: RoundCall },
+}
+
+/// A client's call on round series (see [`crate::round`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RoundCall {
+    /// Create a series (the same spec again is a no-op).
+    CreateSeries(Box<crate::round::SeriesSpec>),
+    /// Open the next round of a client-driven series with this input (JSON text); `round` is the
+    /// number the caller expects to open (0: the next), `driver` its name.
+    OpenRound { namespace: String, series: String, round: u64, input_json: String, driver: String },
+    /// Close a series: its open round closes now, and it is forgotten.
+    RemoveSeries { namespace: String, series: String },
+}
+
+/// What a round call did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoundDone {
+    /// The round opened (for an opening), or the series' last round.
+    pub round: u64,
+    /// When the round opened closes at the latest (0 for other calls).
+    pub deadline: Time,
+    /// The agents asked to answer the round opened, in id order.
+    pub participants: Vec<String>,
 }
 
 /// An agent's live session, proven by its resume token, as trace calls name it (beside the session,
@@ -367,6 +400,9 @@ pub enum Output {
     ContextDone { origin: u64, result: Result<crate::context::Written, CoreError> },
     /// Tell the trace store how a call goes (see [`TraceEvent`]).
     Trace(TraceEvent),
+    // Tick rounds.
+    /// A round call (sent with `origin`) is done, or was refused.
+    RoundDone { origin: u64, result: Result<RoundDone, CoreError> },
 }
 
 /// A message published on a topic, shared by every queue it is routed to.
@@ -522,6 +558,14 @@ pub enum Frame {
         payload: Bytes,
         content_type: String,
         requester: String,
+        deadline: Time,
+    },
+    // Tick rounds.
+    /// Round `round` of `series` asks this agent for its answer before `deadline`.
+    RoundInput {
+        series: Arc<str>,
+        round: u64,
+        input: Arc<str>,
         deadline: Time,
     },
 }

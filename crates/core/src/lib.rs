@@ -76,6 +76,7 @@ pub mod record;
 pub mod registry;
 pub mod replica_group;
 pub mod request;
+pub mod round;
 pub mod state;
 pub mod syncpoint;
 pub mod task;

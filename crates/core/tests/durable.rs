@@ -28,6 +28,7 @@ struct Kept {
     tasks: BTreeMap<(String, String), lockstep_core::task::TaskImage>,
     task_seqs: BTreeMap<String, u64>,
     traces: BTreeMap<(String, String), lockstep_core::trace::Trace>,
+    rounds: BTreeMap<(String, String), lockstep_core::round::SeriesImage>,
 }
 
 impl Kept {
@@ -115,6 +116,12 @@ impl Kept {
                 Change::TraceRemoved { namespace, id } => {
                     self.traces.remove(&(namespace, id));
                 }
+                Change::RoundSeries(s) => {
+                    self.rounds.insert((s.spec.namespace.clone(), s.spec.name.clone()), *s);
+                }
+                Change::RoundSeriesRemoved { namespace, name } => {
+                    self.rounds.remove(&(namespace, name));
+                }
             }
         }
     }
@@ -132,6 +139,7 @@ impl Kept {
             tasks: self.tasks.values().cloned().collect(),
             task_seqs: self.task_seqs.iter().map(|(ns, v)| (ns.clone(), *v)).collect(),
             traces: self.traces.values().cloned().collect(),
+            rounds: self.rounds.values().cloned().collect(),
         }
     }
 }

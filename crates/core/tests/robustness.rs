@@ -591,7 +591,8 @@ proptest! {
                     }
                     Output::Group(_) => group_answers += 1,
                     Output::ContextDone { origin, .. } => *written.entry(origin).or_default() += 1,
-                    // No step retries tasks.
+                    // No step makes round calls (crates/core/tests/rounds.rs has their tests).
+                    Output::RoundDone { .. } => prop_assert!(false, "no round call was made"),
                     // This fuzz sends no trace calls (crates/core/src/trace.rs has their tests).
                     Output::Trace(_) | Output::Ready(_) | Output::Collective(CollectiveEvent::Start { .. }) => {}
                 }

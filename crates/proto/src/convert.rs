@@ -173,6 +173,7 @@ pub fn session_message(kind: Option<v1::client_message::Kind>) -> Result<Session
         Kind::JoinGroup(g) => core::Request::JoinGroup { group_id: g.group_id },
         Kind::LeaveGroup(g) => core::Request::LeaveGroup { group_id: g.group_id, forget_state: g.forget_state },
         Kind::ContextWrite(w) => core::Request::ContextWrite(context_write(String::new(), w)?),
+        Kind::RoundAnswer(a) => crate::round::answer(a),
         other => crate::task::request(other).ok_or_else(|| malformed("this message is not a session request"))?,
     };
     Ok(SessionMessage::Request(request))
@@ -405,6 +406,12 @@ pub fn server_message(frame: Frame) -> Option<v1::ServerMessage> {
         Frame::Command { command_id, command, params, deadline } => {
             Kind::Command(v1::Command { command_id, command, params_json: params.to_string(), deadline_ms: deadline })
         }
+        Frame::RoundInput { series, round, input, deadline } => Kind::RoundInput(v1::RoundInput {
+            series: series.to_string(),
+            round,
+            input_json: input.to_string(),
+            deadline_ms: deadline,
+        }),
         Frame::IncomingRequest { token, topic, payload, content_type, requester, deadline } => {
             Kind::IncomingRequest(v1::IncomingRequest {
                 token,
@@ -723,6 +730,12 @@ mod tests {
             CoreError::TraceTooLarge { id: "t".into(), size: 2, limit: 1 },
             CoreError::TraceHashMismatch { id: "t".into(), what: "no".into() },
             CoreError::TraceWaitTimeout { id: "t".into(), holder: "a".into(), waited_ms: 5 },
+            CoreError::UnknownRoundSeries { namespace: "ns".into(), series: "s".into() },
+            CoreError::RoundSeriesExists { series: "s".into() },
+            CoreError::NotARoundParticipant { series: "s".into(), round: 1, agent: "a".into() },
+            CoreError::RoundNotOpen { series: "s".into(), round: 1, state: "closed".into() },
+            CoreError::RoundAnswered { series: "s".into(), round: 1, agent: "a".into() },
+            CoreError::RoundInProgress { series: "s".into(), round: 1, deadline: 5 },
         ]
     }
 

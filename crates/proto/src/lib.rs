@@ -21,6 +21,7 @@ pub mod collective;
 pub mod convert;
 pub mod group;
 pub mod reason;
+pub mod round;
 pub mod session;
 pub mod shm;
 pub mod task;

@@ -100,6 +100,8 @@ pub enum Command {
         write: lockstep_core::ContextWrite,
         done: oneshot::Sender<Result<lockstep_core::context::Written, CoreError>>,
     },
+    /// A client's call on round series: its answer goes to `done`.
+    Round { call: lockstep_core::io::RoundCall, done: oneshot::Sender<Result<lockstep_core::io::RoundDone, CoreError>> },
     /// Read the engine.
     Query(Query),
     /// Copy the committed data (see [`crate::backup`]): the driver only tells the request where
@@ -384,6 +386,8 @@ struct Driver<J> {
     waiting: HashMap<u64, oneshot::Sender<AdminAnswer>>,
     /// Clients waiting for their context writes' answers, by origin.
     context_waiting: HashMap<u64, oneshot::Sender<Result<lockstep_core::context::Written, CoreError>>>,
+    /// Clients waiting for their round calls' answers, by origin.
+    round_waiting: HashMap<u64, oneshot::Sender<Result<lockstep_core::io::RoundDone, CoreError>>>,
     next_origin: u64,
     /// Where the engine's decisions on collectives go.
     exchange: Arc<crate::collective::Exchange>,
@@ -414,6 +418,7 @@ pub async fn run<J: Journal>(
         answers: Vec::new(),
         waiting: HashMap::new(),
         context_waiting: HashMap::new(),
+        round_waiting: HashMap::new(),
         next_origin: 1,
         exchange,
         groups,
@@ -566,6 +571,12 @@ impl<J: Journal> Driver<J> {
                 self.context_waiting.insert(origin, done);
                 self.handle(now, Input::ContextWrite { origin, writer, write });
             }
+            Command::Round { call, done } => {
+                let origin = self.next_origin;
+                self.next_origin += 1;
+                self.round_waiting.insert(origin, done);
+                self.handle(now, Input::Round { origin, call });
+            }
             Command::Query(query) => self.answers.push(query(&self.engine, now)),
             Command::Backup(request) => request.start(self.journal.database()),
         }
@@ -584,6 +595,7 @@ impl<J: Journal> Driver<J> {
             exchange,
             groups,
             context_waiting,
+            round_waiting,
             traces,
             ..
         } = self;
@@ -619,6 +631,11 @@ impl<J: Journal> Driver<J> {
                 Output::Trace(event) => traces.apply(event),
                 Output::ContextDone { origin, result } => {
                     if let Some(done) = context_waiting.remove(&origin) {
+                        let _ = done.send(result);
+                    }
+                }
+                Output::RoundDone { origin, result } => {
+                    if let Some(done) = round_waiting.remove(&origin) {
                         let _ = done.send(result);
                     }
                 }

@@ -155,6 +155,12 @@ fn owned_change(c: Change) -> store::Change {
             inline: trace.output.inline.as_ref().map(|b| b.to_vec()),
         }),
         Change::TraceRemoved { namespace, id } => store::Change::DeleteTrace { namespace, id },
+        Change::RoundSeries(series) => store::Change::PutRoundSeries(store::RoundSeriesRecord {
+            namespace: series.spec.namespace.clone(),
+            name: series.spec.name.clone(),
+            series_json: json_text(&*series),
+        }),
+        Change::RoundSeriesRemoved { namespace, name } => store::Change::DeleteRoundSeries { namespace, name },
     }
 }
 
@@ -285,6 +291,12 @@ pub fn from_store(snapshot: store::Snapshot) -> Result<Loaded, BadRecord> {
         latest = latest.max(trace.recorded_at);
         trace.output.inline = t.inline.map(bytes::Bytes::from);
         restored.traces.push(trace);
+    }
+    for r in snapshot.round_series {
+        let record = || format!("round series '{}' of namespace '{}'", r.name, r.namespace);
+        let image: lockstep_core::round::SeriesImage = decode(&record, "series_json", &r.series_json)?;
+        latest = latest.max(image.retained.last().map_or(image.created_at, |k| k.closed_at));
+        restored.rounds.push(image);
     }
     for e in snapshot.audit {
         latest = latest.max(e.at_ms);

@@ -69,6 +69,8 @@ const ADD_CONTEXT_VERSION: &str =
 const TRIM_CONTEXT_VERSIONS: &str = "DELETE FROM context_versions WHERE namespace = ?1 AND key = ?2 AND version < ?3";
 const PUT_TRACE: &str = "INSERT OR REPLACE INTO traces (namespace, id, meta_json, inline) VALUES (?1, ?2, ?3, ?4)";
 const DELETE_TRACE: &str = "DELETE FROM traces WHERE namespace = ?1 AND id = ?2";
+const PUT_ROUND_SERIES: &str = "INSERT OR REPLACE INTO round_series (namespace, name, series_json) VALUES (?1, ?2, ?3)";
+const DELETE_ROUND_SERIES: &str = "DELETE FROM round_series WHERE namespace = ?1 AND name = ?2";
 const DELETE_CONTEXT_KEY: &str = "DELETE FROM context_keys WHERE namespace = ?1 AND key = ?2";
 const SET_CONTEXT_NAMESPACE: &str = "
     INSERT INTO context_namespaces (namespace, last_version) VALUES (?1, ?2)
@@ -224,6 +226,16 @@ fn write(tx: &Transaction<'_>, path: &Path, change: &Change) -> Result<(), Store
             .and_then(|mut stmt| stmt.execute(params![namespace, id]))
             .map(drop)
             .map_err(|e| fail(e, format!("the removal of {}", trace_name(namespace, id)))),
+        Change::PutRoundSeries(r) => tx
+            .prepare_cached(PUT_ROUND_SERIES)
+            .and_then(|mut stmt| stmt.execute(params![r.namespace, r.name, r.series_json]))
+            .map(drop)
+            .map_err(|e| fail(e, round_series_name(&r.namespace, &r.name))),
+        Change::DeleteRoundSeries { namespace, name } => tx
+            .prepare_cached(DELETE_ROUND_SERIES)
+            .and_then(|mut stmt| stmt.execute(params![namespace, name]))
+            .map(drop)
+            .map_err(|e| fail(e, format!("the removal of {}", round_series_name(namespace, name)))),
         Change::DeleteConfig { key } => tx
             .prepare_cached(DELETE_CONFIG)
             .and_then(|mut stmt| stmt.execute(params![key]))
@@ -399,6 +411,10 @@ pub(crate) fn trace_name(namespace: &str, id: &str) -> String {
 
 pub(crate) fn context_name(namespace: &str, key: &str) -> String {
     format!("context key '{key}' of namespace '{namespace}'")
+}
+
+pub(crate) fn round_series_name(namespace: &str, name: &str) -> String {
+    format!("round series '{name}' of namespace '{namespace}'")
 }
 
 pub(crate) fn task_name(namespace: &str, task_id: &str) -> String {

@@ -79,6 +79,19 @@ impl Store {
                     })
                 },
             )?,
+            round_series: query(
+                &tx,
+                path,
+                "the round series",
+                "SELECT namespace, name, series_json FROM round_series ORDER BY namespace, name",
+                |row| {
+                    Ok(crate::records::RoundSeriesRecord {
+                        namespace: row.get(0)?,
+                        name: row.get(1)?,
+                        series_json: row.get(2)?,
+                    })
+                },
+            )?,
         };
         // Read-only: ending the transaction by rollback is the same as by commit.
         drop(tx);

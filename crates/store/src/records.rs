@@ -155,6 +155,14 @@ pub struct TraceRecord {
     pub inline: Option<Vec<u8>>,
 }
 
+/// One tick round series (schema v8), whole, as the engine's JSON.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoundSeriesRecord {
+    pub namespace: String,
+    pub name: String,
+    pub series_json: String,
+}
+
 /// One change to durable state. A batch of changes is applied in one transaction by
 /// [`Store::apply`](crate::Store::apply), in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -202,6 +210,10 @@ pub enum Change {
     PutTrace(TraceRecord),
     /// Forgets a trace; nothing happens if it is not stored.
     DeleteTrace { namespace: String, id: String },
+    /// Inserts or replaces a round series.
+    PutRoundSeries(RoundSeriesRecord),
+    /// Forgets a round series; nothing happens if it is not stored.
+    DeleteRoundSeries { namespace: String, name: String },
 }
 
 /// A vote as loaded, with its ballots in the order cast.
@@ -241,4 +253,6 @@ pub struct Snapshot {
     pub task_namespaces: Vec<(String, u64)>,
     /// Ordered by namespace, then id (schema v6).
     pub traces: Vec<TraceRecord>,
+    /// Ordered by namespace, then name (schema v8).
+    pub round_series: Vec<RoundSeriesRecord>,
 }

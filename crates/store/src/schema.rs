@@ -23,6 +23,9 @@
 //! * **v6 (traces)** — execution traces: `traces`, one row per trace (its metadata as the engine's
 //!   JSON, and its output's bytes when they are kept inline; larger outputs are kept beside the
 //!   database).
+//! * **v7** — reserved for topic history (built on another branch; empty here).
+//! * **v8 (rounds)** — tick rounds: `round_series`, one row per series (its spec, last round
+//!   number and retained rounds, as the engine's JSON).
 
 use std::path::Path;
 
@@ -189,6 +192,22 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             );
         ",
     },
+    // Reserved for topic history (issue 12 item 1), built on another branch: the merge puts its
+    // migration here. Empty, so that the numbering of the ones after it holds.
+    Migration { version: 7, sql: "" },
+    // The tick rounds migration: each round series whole (its spec, its last round number, its
+    // retained rounds), rewritten when a round opens or closes.
+    Migration {
+        version: 8,
+        sql: "
+            CREATE TABLE round_series (
+                namespace   TEXT NOT NULL,
+                name        TEXT NOT NULL,
+                series_json TEXT NOT NULL,
+                PRIMARY KEY (namespace, name)
+            );
+        ",
+    },
 ];
 
 /// The schema version this code writes and understands.
@@ -222,12 +241,15 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path, migrations: &[Migratio
 mod tests {
     use super::*;
 
+    /// The latest schema version: the one place to change when a migration is added.
+    const LATEST: u32 = 8;
+
     #[test]
     fn migrations_are_numbered_in_order() {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version as usize, i + 1);
         }
-        assert_eq!(SCHEMA_VERSION, 6);
+        assert_eq!(SCHEMA_VERSION, LATEST);
     }
 
     #[test]
@@ -239,7 +261,8 @@ mod tests {
         // v1 has no audit log and no pause column yet.
         assert!(conn.prepare("SELECT seq FROM audit_log").is_err());
         migrate(&mut conn, path, MIGRATIONS).unwrap();
-        assert_eq!(version(&conn).unwrap(), 6);
+        assert_eq!(version(&conn).unwrap(), LATEST);
+        conn.prepare("SELECT series_json FROM round_series").unwrap();
         conn.prepare("SELECT task_json FROM tasks").unwrap();
         conn.prepare("SELECT meta_json, inline FROM traces").unwrap();
         conn.prepare("SELECT revision_json FROM context_versions").unwrap();
@@ -248,7 +271,7 @@ mod tests {
         conn.prepare("SELECT ballot_json FROM vote_ballots").unwrap();
         // Running again is a no-op.
         migrate(&mut conn, path, MIGRATIONS).unwrap();
-        assert_eq!(version(&conn).unwrap(), 6);
+        assert_eq!(version(&conn).unwrap(), LATEST);
     }
 
     #[test]

@@ -35,6 +35,7 @@ from .group import (
 )
 from .group import checksum as state_checksum
 from .context import AgentContext, Context, ContextBatch, ContextChange, ContextEntry, ContextWatch, ContextWritten
+from .rounds import RoundInfo, RoundInput, Rounds, RoundSeries
 from .tasks import Assignment, PinnedContext, TaskEvent, TaskInfo, Tasks, TaskWork
 from .traces import AgentTraces, Trace, TraceClaim, TraceInfo, TraceLineage, TraceStats, Traces
 from .errors import (
@@ -137,6 +138,10 @@ __all__ = [
     "TaskInfo",
     "Tasks",
     "TaskWork",
+    "RoundInfo",
+    "RoundInput",
+    "Rounds",
+    "RoundSeries",
     "ContextConflict",
     "Traces",
     "AgentTraces",

@@ -36,6 +36,7 @@ import grpc.aio
 
 from . import collective as _collective
 from . import group as _group
+from . import rounds as _rounds
 from . import tasks as _tasks
 from ._util import Opening, encode_payload, timeout_ms, to_json_text
 from .errors import (
@@ -196,6 +197,7 @@ class Agent:
         """Commands answered with an error because the application was not taking commands."""
         self._request_feed: Optional[Feed[IncomingRequest]] = None
         self._tasks = _tasks.TaskLink(self)
+        self._rounds = _rounds.RoundLink(self)
         self.requests_refused = 0
         """Other agents' requests refused because the application was not taking requests."""
 
@@ -355,6 +357,7 @@ class Agent:
         if self._request_feed is not None:
             self._request_feed._end()
         self._tasks.end()
+        self._rounds.end()
         for task in list(self._background):
             task.cancel()
         if self._role_task is not None:
@@ -471,7 +474,7 @@ class Agent:
         elif kind == "registered":
             log.debug("lockstep: unexpected second 'registered' for agent '%s'", self.agent_id)
         elif kind is not None:
-            self._tasks.on_message(kind, msg)
+            self._tasks.on_message(kind, msg) or self._rounds.on_message(kind, msg)
 
     def _report(self, error: LockstepError) -> None:
         self.async_errors.append(error)
@@ -1072,6 +1075,19 @@ class Agent:
         reply = await self._tasks.call(pb.ClientMessage(claim_task=pb.ClaimTask(types=list(types))))
         claimed = reply.task_claimed
         return _tasks.Assignment(self, claimed.assignment) if claimed.HasField("assignment") else None
+
+    def rounds(self) -> "Feed[_rounds.RoundInput]":
+        """The tick round inputs for this agent (kept from the start of the session)::
+
+            async for tick in agent.rounds():
+                await tick.answer({"signal": decide(tick.input)})
+        """
+        return self._rounds.feed
+
+    async def answer_round(self, series: str, round: int, output: Any) -> None:
+        """Answers round ``round`` of ``series`` with ``output`` (a JSON object)."""
+        msg = pb.RoundAnswer(series=series, round=round, output_json=json.dumps(output))
+        await self._tasks.call(pb.ClientMessage(round_answer=msg))
 
     def task_events(self) -> "Feed[_tasks.TaskEvent]":
         """The events of the tasks this agent submits (from now on; read them)."""

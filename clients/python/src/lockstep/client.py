@@ -351,6 +351,13 @@ class Client:
         return self._tasks
 
     @property
+    def rounds(self) -> "Rounds":
+        """Tick round series of this client's namespace (see :class:`lockstep.Rounds`)."""
+        from .rounds import Rounds
+
+        return Rounds(self)
+
+    @property
     def traces(self) -> "Traces":
         """Execution traces of this client's namespace, read from anywhere (see :class:`lockstep.Traces`)."""
         from .traces import Traces

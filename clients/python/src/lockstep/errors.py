@@ -132,6 +132,12 @@ class Reason(str, enum.Enum):
     TRACE_TOO_LARGE = "TRACE_TOO_LARGE"
     TRACE_HASH_MISMATCH = "TRACE_HASH_MISMATCH"
     TRACE_WAIT_TIMEOUT = "TRACE_WAIT_TIMEOUT"
+    UNKNOWN_ROUND_SERIES = "UNKNOWN_ROUND_SERIES"
+    ROUND_SERIES_EXISTS = "ROUND_SERIES_EXISTS"
+    NOT_A_ROUND_PARTICIPANT = "NOT_A_ROUND_PARTICIPANT"
+    ROUND_NOT_OPEN = "ROUND_NOT_OPEN"
+    ROUND_ANSWERED = "ROUND_ANSWERED"
+    ROUND_IN_PROGRESS = "ROUND_IN_PROGRESS"
 
     @classmethod
     def parse(cls, name: str) -> Optional["Reason"]:
@@ -617,6 +623,12 @@ _BY_REASON: Dict[Reason, Type[LockstepError]] = {
     Reason.TRACE_TOO_LARGE: ResourceExhausted,
     Reason.TRACE_HASH_MISMATCH: InvalidArgument,
     Reason.TRACE_WAIT_TIMEOUT: DeadlineExceeded,
+    Reason.UNKNOWN_ROUND_SERIES: NotFound,
+    Reason.ROUND_SERIES_EXISTS: AlreadyRegistered,
+    Reason.NOT_A_ROUND_PARTICIPANT: FailedPrecondition,
+    Reason.ROUND_NOT_OPEN: FailedPrecondition,
+    Reason.ROUND_ANSWERED: FailedPrecondition,
+    Reason.ROUND_IN_PROGRESS: FailedPrecondition,
 }
 
 

@@ -57,6 +57,8 @@ pub struct Harness {
     /// Operators' task retries answered, by origin.
     /// Answers to trace calls, in order.
     pub trace_events: Vec<lockstep_core::TraceEvent>,
+    /// Answers to round calls, by origin.
+    pub rounds_done: Vec<(u64, Result<lockstep_core::io::RoundDone, CoreError>)>,
     next_origin: u64,
     /// The durable changes of every turn so far (what a store would have committed), until taken.
     changes: Vec<Change>,
@@ -77,6 +79,7 @@ impl Harness {
             group_outputs: Vec::new(),
             context_done: Vec::new(),
             trace_events: Vec::new(),
+            rounds_done: Vec::new(),
             next_origin: 1_000,
             changes: Vec::new(),
             paused: BTreeSet::new(),
@@ -282,6 +285,7 @@ impl Harness {
                 Output::Group(out) => self.group_outputs.push(out),
                 Output::ContextDone { origin, result } => self.context_done.push((origin, result)),
                 Output::Trace(event) => self.trace_events.push(event),
+                Output::RoundDone { origin, result } => self.rounds_done.push((origin, result)),
                 Output::Close(conn, reason) => {
                     let log = self.logs.entry(conn).or_default();
                     assert!(log.closed.is_none(), "{conn:?} closed twice: {:?} then {reason:?}", log.closed);

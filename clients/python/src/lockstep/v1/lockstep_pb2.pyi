@@ -80,7 +80,7 @@ class BackupResponse(_message.Message):
     def __init__(self, path: _Optional[str] = ..., bytes: _Optional[int] = ...) -> None: ...
 
 class ClientMessage(_message.Message):
-    __slots__ = ("request_id", "register", "heartbeat", "publish", "update_state", "set_status", "watch_state", "unwatch_state", "sync", "ack", "deregister", "command_result", "delivery_error", "agent_request", "respond", "open_vote", "cast_ballot", "join_group", "leave_group", "context_write", "submit_task", "task_work", "stop_task_work", "claim_task", "start_task", "complete_task", "fail_task")
+    __slots__ = ("request_id", "register", "heartbeat", "publish", "update_state", "set_status", "watch_state", "unwatch_state", "sync", "ack", "deregister", "command_result", "delivery_error", "agent_request", "respond", "open_vote", "cast_ballot", "join_group", "leave_group", "context_write", "submit_task", "task_work", "stop_task_work", "claim_task", "start_task", "complete_task", "fail_task", "round_answer")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     REGISTER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +108,7 @@ class ClientMessage(_message.Message):
     START_TASK_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_TASK_FIELD_NUMBER: _ClassVar[int]
     FAIL_TASK_FIELD_NUMBER: _ClassVar[int]
+    ROUND_ANSWER_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     register: Register
     heartbeat: Heartbeat
@@ -135,7 +136,8 @@ class ClientMessage(_message.Message):
     start_task: StartTask
     complete_task: CompleteTask
     fail_task: FailTask
-    def __init__(self, request_id: _Optional[int] = ..., register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., update_state: _Optional[_Union[UpdateState, _Mapping]] = ..., set_status: _Optional[_Union[SetStatus, _Mapping]] = ..., watch_state: _Optional[_Union[WatchState, _Mapping]] = ..., unwatch_state: _Optional[_Union[UnwatchState, _Mapping]] = ..., sync: _Optional[_Union[SyncArrive, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., deregister: _Optional[_Union[Deregister, _Mapping]] = ..., command_result: _Optional[_Union[CommandResult, _Mapping]] = ..., delivery_error: _Optional[_Union[DeliveryError, _Mapping]] = ..., agent_request: _Optional[_Union[AgentRequest, _Mapping]] = ..., respond: _Optional[_Union[Respond, _Mapping]] = ..., open_vote: _Optional[_Union[OpenVote, _Mapping]] = ..., cast_ballot: _Optional[_Union[CastBallot, _Mapping]] = ..., join_group: _Optional[_Union[JoinGroup, _Mapping]] = ..., leave_group: _Optional[_Union[LeaveGroup, _Mapping]] = ..., context_write: _Optional[_Union[ContextWrite, _Mapping]] = ..., submit_task: _Optional[_Union[SubmitTask, _Mapping]] = ..., task_work: _Optional[_Union[TaskWork, _Mapping]] = ..., stop_task_work: _Optional[_Union[StopTaskWork, _Mapping]] = ..., claim_task: _Optional[_Union[ClaimTask, _Mapping]] = ..., start_task: _Optional[_Union[StartTask, _Mapping]] = ..., complete_task: _Optional[_Union[CompleteTask, _Mapping]] = ..., fail_task: _Optional[_Union[FailTask, _Mapping]] = ...) -> None: ...
+    round_answer: RoundAnswer
+    def __init__(self, request_id: _Optional[int] = ..., register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., update_state: _Optional[_Union[UpdateState, _Mapping]] = ..., set_status: _Optional[_Union[SetStatus, _Mapping]] = ..., watch_state: _Optional[_Union[WatchState, _Mapping]] = ..., unwatch_state: _Optional[_Union[UnwatchState, _Mapping]] = ..., sync: _Optional[_Union[SyncArrive, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., deregister: _Optional[_Union[Deregister, _Mapping]] = ..., command_result: _Optional[_Union[CommandResult, _Mapping]] = ..., delivery_error: _Optional[_Union[DeliveryError, _Mapping]] = ..., agent_request: _Optional[_Union[AgentRequest, _Mapping]] = ..., respond: _Optional[_Union[Respond, _Mapping]] = ..., open_vote: _Optional[_Union[OpenVote, _Mapping]] = ..., cast_ballot: _Optional[_Union[CastBallot, _Mapping]] = ..., join_group: _Optional[_Union[JoinGroup, _Mapping]] = ..., leave_group: _Optional[_Union[LeaveGroup, _Mapping]] = ..., context_write: _Optional[_Union[ContextWrite, _Mapping]] = ..., submit_task: _Optional[_Union[SubmitTask, _Mapping]] = ..., task_work: _Optional[_Union[TaskWork, _Mapping]] = ..., stop_task_work: _Optional[_Union[StopTaskWork, _Mapping]] = ..., claim_task: _Optional[_Union[ClaimTask, _Mapping]] = ..., start_task: _Optional[_Union[StartTask, _Mapping]] = ..., complete_task: _Optional[_Union[CompleteTask, _Mapping]] = ..., fail_task: _Optional[_Union[FailTask, _Mapping]] = ..., round_answer: _Optional[_Union[RoundAnswer, _Mapping]] = ...) -> None: ...
 
 class AgentRequest(_message.Message):
     __slots__ = ("topic", "payload", "content_type", "timeout_ms")
@@ -287,7 +289,7 @@ class CommandResult(_message.Message):
     def __init__(self, command_id: _Optional[int] = ..., result_json: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ServerMessage(_message.Message):
-    __slots__ = ("registered", "reply", "deliveries", "state_changes", "control", "command", "incoming_request", "task_assigned", "task_event")
+    __slots__ = ("registered", "reply", "deliveries", "state_changes", "control", "command", "incoming_request", "task_assigned", "task_event", "round_input")
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     REPLY_FIELD_NUMBER: _ClassVar[int]
     DELIVERIES_FIELD_NUMBER: _ClassVar[int]
@@ -297,6 +299,7 @@ class ServerMessage(_message.Message):
     INCOMING_REQUEST_FIELD_NUMBER: _ClassVar[int]
     TASK_ASSIGNED_FIELD_NUMBER: _ClassVar[int]
     TASK_EVENT_FIELD_NUMBER: _ClassVar[int]
+    ROUND_INPUT_FIELD_NUMBER: _ClassVar[int]
     registered: Registered
     reply: Reply
     deliveries: Deliveries
@@ -306,7 +309,8 @@ class ServerMessage(_message.Message):
     incoming_request: IncomingRequest
     task_assigned: TaskAssignment
     task_event: TaskEvent
-    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., reply: _Optional[_Union[Reply, _Mapping]] = ..., deliveries: _Optional[_Union[Deliveries, _Mapping]] = ..., state_changes: _Optional[_Union[StateChanges, _Mapping]] = ..., control: _Optional[_Union[Control, _Mapping]] = ..., command: _Optional[_Union[Command, _Mapping]] = ..., incoming_request: _Optional[_Union[IncomingRequest, _Mapping]] = ..., task_assigned: _Optional[_Union[TaskAssignment, _Mapping]] = ..., task_event: _Optional[_Union[TaskEvent, _Mapping]] = ...) -> None: ...
+    round_input: RoundInput
+    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., reply: _Optional[_Union[Reply, _Mapping]] = ..., deliveries: _Optional[_Union[Deliveries, _Mapping]] = ..., state_changes: _Optional[_Union[StateChanges, _Mapping]] = ..., control: _Optional[_Union[Control, _Mapping]] = ..., command: _Optional[_Union[Command, _Mapping]] = ..., incoming_request: _Optional[_Union[IncomingRequest, _Mapping]] = ..., task_assigned: _Optional[_Union[TaskAssignment, _Mapping]] = ..., task_event: _Optional[_Union[TaskEvent, _Mapping]] = ..., round_input: _Optional[_Union[RoundInput, _Mapping]] = ...) -> None: ...
 
 class IncomingRequest(_message.Message):
     __slots__ = ("token", "topic", "payload", "content_type", "requester", "deadline_ms")
@@ -2041,3 +2045,169 @@ class TraceLineage(_message.Message):
     context: _containers.RepeatedCompositeFieldContainer[TraceContextRef]
     children: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, trace: _Optional[_Union[TraceInfo, _Mapping]] = ..., parents: _Optional[_Iterable[_Union[TraceParent, _Mapping]]] = ..., context: _Optional[_Iterable[_Union[TraceContextRef, _Mapping]]] = ..., children: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RoundAnswer(_message.Message):
+    __slots__ = ("series", "round", "output_json")
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    series: str
+    round: int
+    output_json: str
+    def __init__(self, series: _Optional[str] = ..., round: _Optional[int] = ..., output_json: _Optional[str] = ...) -> None: ...
+
+class RoundInput(_message.Message):
+    __slots__ = ("series", "round", "input_json", "deadline_ms")
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    series: str
+    round: int
+    input_json: str
+    deadline_ms: int
+    def __init__(self, series: _Optional[str] = ..., round: _Optional[int] = ..., input_json: _Optional[str] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
+
+class RoundSeriesSpec(_message.Message):
+    __slots__ = ("namespace", "name", "agents", "role", "timeout_ms", "context_key", "topic", "cadence_ms", "merge_order", "input_json")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_KEY_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    CADENCE_MS_FIELD_NUMBER: _ClassVar[int]
+    MERGE_ORDER_FIELD_NUMBER: _ClassVar[int]
+    INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    name: str
+    agents: _containers.RepeatedScalarFieldContainer[str]
+    role: str
+    timeout_ms: int
+    context_key: str
+    topic: str
+    cadence_ms: int
+    merge_order: str
+    input_json: str
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., agents: _Optional[_Iterable[str]] = ..., role: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., context_key: _Optional[str] = ..., topic: _Optional[str] = ..., cadence_ms: _Optional[int] = ..., merge_order: _Optional[str] = ..., input_json: _Optional[str] = ...) -> None: ...
+
+class RoundSeriesRef(_message.Message):
+    __slots__ = ("namespace", "name")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    name: str
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class OpenRoundRequest(_message.Message):
+    __slots__ = ("namespace", "series", "round", "input_json", "driver")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    series: str
+    round: int
+    input_json: str
+    driver: str
+    def __init__(self, namespace: _Optional[str] = ..., series: _Optional[str] = ..., round: _Optional[int] = ..., input_json: _Optional[str] = ..., driver: _Optional[str] = ...) -> None: ...
+
+class RoundOpened(_message.Message):
+    __slots__ = ("round", "deadline_ms", "participants")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    deadline_ms: int
+    participants: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, round: _Optional[int] = ..., deadline_ms: _Optional[int] = ..., participants: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RoundMiss(_message.Message):
+    __slots__ = ("agent", "why")
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    WHY_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    why: str
+    def __init__(self, agent: _Optional[str] = ..., why: _Optional[str] = ...) -> None: ...
+
+class RoundAnswerInfo(_message.Message):
+    __slots__ = ("agent", "after_ms")
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    after_ms: int
+    def __init__(self, agent: _Optional[str] = ..., after_ms: _Optional[int] = ...) -> None: ...
+
+class RoundInfo(_message.Message):
+    __slots__ = ("series", "round", "open", "driver", "opened_at_ms", "deadline_ms", "closed_at_ms", "closing", "participants", "answered", "missed", "skipped", "context_version", "merge_error", "waiting")
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_FIELD_NUMBER: _ClassVar[int]
+    OPENED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    CLOSING_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_FIELD_NUMBER: _ClassVar[int]
+    MISSED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MERGE_ERROR_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
+    series: str
+    round: int
+    open: bool
+    driver: str
+    opened_at_ms: int
+    deadline_ms: int
+    closed_at_ms: int
+    closing: str
+    participants: _containers.RepeatedScalarFieldContainer[str]
+    answered: _containers.RepeatedCompositeFieldContainer[RoundAnswerInfo]
+    missed: _containers.RepeatedCompositeFieldContainer[RoundMiss]
+    skipped: _containers.RepeatedScalarFieldContainer[str]
+    context_version: int
+    merge_error: str
+    waiting: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, series: _Optional[str] = ..., round: _Optional[int] = ..., open: bool = ..., driver: _Optional[str] = ..., opened_at_ms: _Optional[int] = ..., deadline_ms: _Optional[int] = ..., closed_at_ms: _Optional[int] = ..., closing: _Optional[str] = ..., participants: _Optional[_Iterable[str]] = ..., answered: _Optional[_Iterable[_Union[RoundAnswerInfo, _Mapping]]] = ..., missed: _Optional[_Iterable[_Union[RoundMiss, _Mapping]]] = ..., skipped: _Optional[_Iterable[str]] = ..., context_version: _Optional[int] = ..., merge_error: _Optional[str] = ..., waiting: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RoundSeriesInfo(_message.Message):
+    __slots__ = ("spec", "created_at_ms", "last_round", "next_tick_ms", "open_round", "retained")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ROUND_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TICK_MS_FIELD_NUMBER: _ClassVar[int]
+    OPEN_ROUND_FIELD_NUMBER: _ClassVar[int]
+    RETAINED_FIELD_NUMBER: _ClassVar[int]
+    spec: RoundSeriesSpec
+    created_at_ms: int
+    last_round: int
+    next_tick_ms: int
+    open_round: RoundInfo
+    retained: _containers.RepeatedCompositeFieldContainer[RoundInfo]
+    def __init__(self, spec: _Optional[_Union[RoundSeriesSpec, _Mapping]] = ..., created_at_ms: _Optional[int] = ..., last_round: _Optional[int] = ..., next_tick_ms: _Optional[int] = ..., open_round: _Optional[_Union[RoundInfo, _Mapping]] = ..., retained: _Optional[_Iterable[_Union[RoundInfo, _Mapping]]] = ...) -> None: ...
+
+class ListRoundSeriesRequest(_message.Message):
+    __slots__ = ("namespace",)
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    def __init__(self, namespace: _Optional[str] = ...) -> None: ...
+
+class ListRoundSeriesResponse(_message.Message):
+    __slots__ = ("series",)
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    series: _containers.RepeatedCompositeFieldContainer[RoundSeriesInfo]
+    def __init__(self, series: _Optional[_Iterable[_Union[RoundSeriesInfo, _Mapping]]] = ...) -> None: ...
+
+class GetRoundRequest(_message.Message):
+    __slots__ = ("namespace", "series", "round")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    series: str
+    round: int
+    def __init__(self, namespace: _Optional[str] = ..., series: _Optional[str] = ..., round: _Optional[int] = ...) -> None: ...

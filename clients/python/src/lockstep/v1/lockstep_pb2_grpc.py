@@ -2223,3 +2223,298 @@ class Traces(object):
             timeout,
             metadata,
             _registered_method=True)
+
+
+class RoundsStub(object):
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateSeries = channel.unary_unary(
+                '/lockstep.v1.Rounds/CreateSeries',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.RoundSeriesSpec.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.RoundSeriesInfo.FromString,
+                _registered_method=True)
+        self.OpenRound = channel.unary_unary(
+                '/lockstep.v1.Rounds/OpenRound',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.OpenRoundRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.RoundOpened.FromString,
+                _registered_method=True)
+        self.RemoveSeries = channel.unary_unary(
+                '/lockstep.v1.Rounds/RemoveSeries',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.RoundSeriesRef.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.RoundSeriesInfo.FromString,
+                _registered_method=True)
+        self.ListSeries = channel.unary_unary(
+                '/lockstep.v1.Rounds/ListSeries',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.ListRoundSeriesRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.ListRoundSeriesResponse.FromString,
+                _registered_method=True)
+        self.GetSeries = channel.unary_unary(
+                '/lockstep.v1.Rounds/GetSeries',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.RoundSeriesRef.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.RoundSeriesInfo.FromString,
+                _registered_method=True)
+        self.GetRound = channel.unary_unary(
+                '/lockstep.v1.Rounds/GetRound',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.GetRoundRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.RoundInfo.FromString,
+                _registered_method=True)
+
+
+class RoundsServicer(object):
+    """Missing associated documentation comment in .proto file."""
+
+    def CreateSeries(self, request, context):
+        """Creates a round series; creating the same spec again is a no-op (ROUND_SERIES_EXISTS if another
+        spec has the name). A series with a cadence is driven by the server from now on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OpenRound(self, request, context):
+        """Opens the next round of a client-driven series with an input (ROUND_IN_PROGRESS while a round
+        of it is open).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveSeries(self, request, context):
+        """Removes a series: its open round closes now with the answers it has.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSeries(self, request, context):
+        """The series of a namespace (without their retained rounds).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSeries(self, request, context):
+        """One series with its open round and retained rounds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRound(self, request, context):
+        """One round, open or retained (round 0: the last opened).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_RoundsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateSeries': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSeries,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.RoundSeriesSpec.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.RoundSeriesInfo.SerializeToString,
+            ),
+            'OpenRound': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenRound,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.OpenRoundRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.RoundOpened.SerializeToString,
+            ),
+            'RemoveSeries': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveSeries,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.RoundSeriesRef.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.RoundSeriesInfo.SerializeToString,
+            ),
+            'ListSeries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSeries,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.ListRoundSeriesRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.ListRoundSeriesResponse.SerializeToString,
+            ),
+            'GetSeries': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSeries,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.RoundSeriesRef.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.RoundSeriesInfo.SerializeToString,
+            ),
+            'GetRound': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRound,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.GetRoundRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.RoundInfo.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'lockstep.v1.Rounds', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('lockstep.v1.Rounds', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Rounds(object):
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def CreateSeries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Rounds/CreateSeries',
+            lockstep_dot_v1_dot_lockstep__pb2.RoundSeriesSpec.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.RoundSeriesInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenRound(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Rounds/OpenRound',
+            lockstep_dot_v1_dot_lockstep__pb2.OpenRoundRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.RoundOpened.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveSeries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Rounds/RemoveSeries',
+            lockstep_dot_v1_dot_lockstep__pb2.RoundSeriesRef.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.RoundSeriesInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSeries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Rounds/ListSeries',
+            lockstep_dot_v1_dot_lockstep__pb2.ListRoundSeriesRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.ListRoundSeriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSeries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Rounds/GetSeries',
+            lockstep_dot_v1_dot_lockstep__pb2.RoundSeriesRef.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.RoundSeriesInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRound(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Rounds/GetRound',
+            lockstep_dot_v1_dot_lockstep__pb2.GetRoundRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.RoundInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
