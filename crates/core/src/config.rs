@@ -211,6 +211,8 @@ pub struct Config {
     pub tasks: crate::task::TaskSettings,
     /// Execution traces: output, input and store limits, retention.
     pub traces: crate::trace::TraceSettings,
+    /// Event-time streams: tick controllers and latency buffers, their limits and definitions.
+    pub streams: crate::streams::StreamSettings,
 }
 
 impl Default for Config {
@@ -234,6 +236,7 @@ impl Default for Config {
             context: crate::context::ContextSettings::default(),
             tasks: crate::task::TaskSettings::default(),
             traces: crate::trace::TraceSettings::default(),
+            streams: crate::streams::StreamSettings::default(),
         }
     }
 }
@@ -279,6 +282,7 @@ impl Config {
         self.context.validate().map_err(|e| format!("context: {e}"))?;
         self.tasks.validate().map_err(|e| format!("tasks: {e}"))?;
         self.traces.validate().map_err(|e| format!("traces: {e}"))?;
+        self.streams.validate(&self.limits).map_err(|e| format!("streams: {e}"))?;
         self.breaker.validate().map_err(|e| format!("breaker: {e}"))?;
         self.health.validate().map_err(|e| format!("health: {e}"))?;
         for (kind, map) in [("role", &self.breaker_roles), ("agent", &self.breaker_agents)] {

@@ -50,6 +50,7 @@ use crate::turn::Ready;
 use crate::vote::{self, Cast, Decision, Opened, VoterFacts, Votes, Watcher};
 
 mod context;
+mod streams;
 mod task;
 mod trace;
 
@@ -179,6 +180,17 @@ enum Timer {
     },
     /// The oldest unprotected trace may have come of age.
     TraceRetention,
+    // --- event-time streams
+    /// A tick controller's next source may have gone idle.
+    TickerIdle {
+        ns: Arc<str>,
+        id: Arc<str>,
+    },
+    /// A latency buffer's next provisional value may be due.
+    BufferDue {
+        ns: Arc<str>,
+        id: Arc<str>,
+    },
 }
 
 /// Something durable an input touched; turned into a [`Change`] with the current value when the
@@ -374,6 +386,10 @@ pub struct Engine {
     tasks: crate::task::Tasks,
     /// Task event streams by namespace.
     task_watchers: HashMap<Arc<str>, Vec<ConnId>>,
+    /// Tick controllers and latency buffers (see [`crate::streams`]).
+    streams: crate::streams::Streams,
+    /// The Unix time (ms) at which `now` was 0: event times are checked against it.
+    clock_origin_unix_ms: u64,
 }
 
 /// Every agent's health and the system's, for the `health` command.
@@ -416,12 +432,15 @@ impl Engine {
             system_published: None,
             tasks: crate::task::Tasks::default(),
             task_watchers: HashMap::new(),
+            streams: crate::streams::Streams::default(),
+            clock_origin_unix_ms: 0,
         };
         // The first sample of system health is taken one interval in, when agents may have come.
         let first = engine.config.health.sample_interval_ms;
         engine.timers.set(Timer::HealthSample, first);
         // `system.health` exists from the start, for every namespace to read.
         engine.refresh_system_facts(0);
+        engine.declare_streams();
         engine
     }
 
@@ -952,7 +971,8 @@ impl Engine {
             return;
         };
         let (ns, agent) = (ns.clone(), agent.clone());
-        let progress = matches!(request, Request::Publish { .. } | Request::UpdateState { .. });
+        let progress =
+            matches!(request, Request::Publish { .. } | Request::PublishEvent { .. } | Request::UpdateState { .. });
         self.heard_from(now, &ns, &agent, progress);
         if matches!(request, Request::Heartbeat) {
             // The sessions sharing this one's client connection are as alive as it is.
@@ -965,7 +985,7 @@ impl Engine {
             }
         }
         let gated = match &request {
-            Request::Publish { .. } => Some(Gated::Publish),
+            Request::Publish { .. } | Request::PublishEvent { .. } => Some(Gated::Publish),
             Request::UpdateState { .. } => Some(Gated::UpdateState),
             Request::Sync { .. } => Some(Gated::SyncArrive),
             Request::AgentRequest { .. } => Some(Gated::Request),
@@ -978,7 +998,7 @@ impl Engine {
             self.reply(&ns, &agent, request_id, Reply::Error(refusal.into()));
             return;
         }
-        if matches!(request, Request::Publish { .. } | Request::UpdateState { .. }) {
+        if matches!(request, Request::Publish { .. } | Request::PublishEvent { .. } | Request::UpdateState { .. }) {
             if let Some(b) = self.agent(&ns, &agent).map(|a| &a.breaker).filter(|b| b.is_open()) {
                 let err = CoreError::BreakerOpen {
                     agent: agent.to_string(),
@@ -992,7 +1012,15 @@ impl Engine {
         let result = match request {
             Request::Heartbeat => Ok(Reply::Ok),
             Request::Publish { topic, payload, content_type } => {
-                self.publish(&ns, &agent, &topic, payload, &content_type).map(|()| Reply::Ok)
+                let taken = (!self.streams.is_empty()).then(|| payload.clone());
+                let result = self.publish(&ns, &agent, &topic, payload, &content_type);
+                if let (Ok(()), Some(payload)) = (&result, taken) {
+                    self.streams_ingest(now, &ns, &agent, &topic, &payload, None);
+                }
+                result.map(|()| Reply::Ok)
+            }
+            Request::PublishEvent { topic, payload, content_type, event_time_ms } => {
+                self.publish_event(now, &ns, &agent, &topic, payload, &content_type, event_time_ms).map(|()| Reply::Ok)
             }
             Request::UpdateState { delta_json } => self.update_state(&ns, &agent, &delta_json).map(Reply::StateVersion),
             Request::SetStatus(status) => self.set_status(&ns, &agent, status).map(|()| Reply::Ok),
@@ -1242,6 +1270,8 @@ impl Engine {
             Timer::TaskDeadline { ns, id } => self.task_deadline(now, &ns, &id),
             Timer::TraceWait { origin } => self.trace_wait_over(now, origin),
             Timer::TraceRetention => self.trace_retention(now),
+            Timer::TickerIdle { ns, id } => self.ticker_idle(now, (ns, id)),
+            Timer::BufferDue { ns, id } => self.buffer_due(now, (ns, id)),
 
             Timer::Commands => {
                 for finished in self.control.expire(now) {
@@ -2566,6 +2596,9 @@ impl Engine {
                 };
                 self.audit_sync_action(now, actor, "force_complete_sync", &namespace, &sync_id, result.is_ok(), detail);
                 result.map(AdminOutcome::SyncForced)
+            }
+            A::CreateTicker(_) | A::CreateBuffer(_) | A::RemoveStream { .. } => {
+                self.streams_admin(now, actor, action).map(AdminOutcome::Done)
             }
             A::CleanupSyncPoints { namespace } => {
                 let result = self.cleanup_sync_points(&namespace);

@@ -202,6 +202,16 @@ pub enum CoreError {
 
     #[error("waited {waited_ms} ms for trace '{id}', which agent '{holder}' is computing; ask again to keep waiting")]
     TraceWaitTimeout { id: String, holder: String, waited_ms: u64 },
+
+    // --- event-time streams (tick controllers, latency buffers)
+    #[error("event time {event_time} ms is outside the accepted window [{earliest}, {latest}] around the server's time {server_time} ms (streams.event_time_past_ms / event_time_future_ms); check the publisher's clock")]
+    EventTimeOutOfRange { event_time: u64, server_time: u64, earliest: u64, latest: u64 },
+
+    #[error("a {kind} named '{id}' already exists in this namespace; remove it first or choose another id")]
+    StreamExists { kind: &'static str, id: String },
+
+    #[error("no {kind} named '{id}' exists in namespace '{namespace}'")]
+    UnknownStream { kind: &'static str, namespace: String, id: String },
 }
 
 fn list_versions(versions: &[u64]) -> String {
@@ -376,11 +386,18 @@ pub enum Reason {
     TraceHashMismatch,
     /// [`CoreError::TraceWaitTimeout`]: a `get_or_claim` waited its time out.
     TraceWaitTimeout,
+    // --- event-time streams
+    /// [`CoreError::EventTimeOutOfRange`]: a publish's event time is too far ahead or behind.
+    EventTimeOutOfRange,
+    /// [`CoreError::StreamExists`]: a tick controller or latency buffer of that id exists.
+    StreamExists,
+    /// [`CoreError::UnknownStream`]: no such tick controller or latency buffer.
+    UnknownStream,
 }
 
 impl Reason {
     /// Every reason, in the order of the documentation.
-    pub const ALL: [Reason; 68] = [
+    pub const ALL: [Reason; 71] = [
         Reason::InvalidArgument,
         Reason::UnknownAgent,
         Reason::UnknownSyncPoint,
@@ -449,6 +466,10 @@ impl Reason {
         Reason::TraceTooLarge,
         Reason::TraceHashMismatch,
         Reason::TraceWaitTimeout,
+        // --- event-time streams
+        Reason::EventTimeOutOfRange,
+        Reason::StreamExists,
+        Reason::UnknownStream,
     ];
 
     /// The stable name on the wire (`SCREAMING_SNAKE_CASE`); it never changes once published.
@@ -522,6 +543,9 @@ impl Reason {
             Reason::TraceTooLarge => "TRACE_TOO_LARGE",
             Reason::TraceHashMismatch => "TRACE_HASH_MISMATCH",
             Reason::TraceWaitTimeout => "TRACE_WAIT_TIMEOUT",
+            Reason::EventTimeOutOfRange => "EVENT_TIME_OUT_OF_RANGE",
+            Reason::StreamExists => "STREAM_EXISTS",
+            Reason::UnknownStream => "UNKNOWN_STREAM",
         }
     }
 
@@ -602,6 +626,9 @@ impl CoreError {
             CoreError::TraceTooLarge { .. } => ErrorCode::ResourceExhausted,
             CoreError::TraceHashMismatch { .. } => ErrorCode::InvalidArgument,
             CoreError::TraceWaitTimeout { .. } => ErrorCode::DeadlineExceeded,
+            CoreError::EventTimeOutOfRange { .. } => ErrorCode::InvalidArgument,
+            CoreError::StreamExists { .. } => ErrorCode::AlreadyExists,
+            CoreError::UnknownStream { .. } => ErrorCode::NotFound,
         }
     }
 
@@ -671,6 +698,9 @@ impl CoreError {
             CoreError::TraceTooLarge { .. } => Reason::TraceTooLarge,
             CoreError::TraceHashMismatch { .. } => Reason::TraceHashMismatch,
             CoreError::TraceWaitTimeout { .. } => Reason::TraceWaitTimeout,
+            CoreError::EventTimeOutOfRange { .. } => Reason::EventTimeOutOfRange,
+            CoreError::StreamExists { .. } => Reason::StreamExists,
+            CoreError::UnknownStream { .. } => Reason::UnknownStream,
         }
     }
 

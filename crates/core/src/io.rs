@@ -167,6 +167,16 @@ pub enum Request {
         attempt: u32,
         error: String,
     },
+    // --- event-time streams
+    /// A publish carrying its event time (ms since the Unix epoch): routed like
+    /// [`Request::Publish`], and taken by the tick controllers and latency buffers of its topic at
+    /// that time (see [`crate::streams`]).
+    PublishEvent {
+        topic: String,
+        payload: Bytes,
+        content_type: String,
+        event_time_ms: u64,
+    },
 }
 
 /// Something that happened at the shell.
@@ -333,6 +343,13 @@ pub enum AdminAction {
     ForceCompleteSync { namespace: String, sync_id: String },
     /// Remove the finished sync points of a namespace.
     CleanupSyncPoints { namespace: String },
+    // --- event-time streams (see [`crate::streams`]); answered with `AdminOutcome::Done`
+    /// Create a tick controller.
+    CreateTicker(crate::ticker::TickerSpec),
+    /// Create a latency buffer.
+    CreateBuffer(crate::latency::BufferSpec),
+    /// Remove a tick controller or latency buffer.
+    RemoveStream { kind: crate::streams::StreamKind, namespace: String, id: String },
 }
 
 /// What an operator's action did.

@@ -723,6 +723,10 @@ mod tests {
             CoreError::TraceTooLarge { id: "t".into(), size: 2, limit: 1 },
             CoreError::TraceHashMismatch { id: "t".into(), what: "no".into() },
             CoreError::TraceWaitTimeout { id: "t".into(), holder: "a".into(), waited_ms: 5 },
+            // --- event-time streams
+            CoreError::EventTimeOutOfRange { event_time: 1, server_time: 100_000, earliest: 50, latest: 200_000 },
+            CoreError::StreamExists { kind: "ticker", id: "bars".into() },
+            CoreError::UnknownStream { kind: "buffer", namespace: "ns".into(), id: "x".into() },
         ]
     }
 
