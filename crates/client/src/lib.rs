@@ -47,6 +47,7 @@ mod context;
 mod error;
 mod group;
 mod limits;
+mod streams;
 mod tasks;
 mod trace;
 mod vote;
@@ -68,6 +69,7 @@ pub use group::{state_checksum, GroupEvent, GroupMembership, GroupState, GroupSt
 pub use lockstep_proto::v1 as proto;
 use lockstep_proto::v1;
 use lockstep_proto::v1::lockstep_client::LockstepClient;
+pub use streams::{StreamKind, StreamsClient};
 pub use tasks::{Assignment, Assignments, Pinned as PinnedContext, TaskEvents, TaskInfo, TaskSpec, TasksClient};
 use tonic::transport::{Channel, Endpoint};
 pub use trace::{
@@ -217,6 +219,13 @@ impl Client {
     /// Execution traces of this namespace, read from anywhere (see [`TracesClient`]).
     pub fn traces(&self) -> TracesClient {
         TracesClient::new(self.channel.clone(), self.namespace.clone())
+    }
+
+    /// Tick controllers and latency buffers of this namespace (see [`StreamsClient`]); `token`
+    /// is the admin token creating and removing them needs when the server has one, `actor` the
+    /// name the audit log gives the caller.
+    pub fn streams(&self, token: Option<&str>, actor: Option<&str>) -> Result<StreamsClient, Error> {
+        StreamsClient::new(self.channel.clone(), self.namespace.clone(), token, actor)
     }
 
     /// Shared context of this namespace (see [`ContextClient`]).

@@ -145,6 +145,21 @@ impl StreamKind {
     }
 }
 
+/// A controller as listed: its definition, counters and sources.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TickerView {
+    pub spec: TickerSpec,
+    pub stats: crate::ticker::TickerStats,
+    pub sources: Vec<crate::ticker::SourceStatus>,
+}
+
+/// A buffer as listed: its definition and counters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BufferView {
+    pub spec: crate::latency::BufferSpec,
+    pub stats: crate::latency::BufferStats,
+}
+
 type Key = (Arc<str>, Arc<str>);
 
 /// Every controller and buffer, by (namespace, id).

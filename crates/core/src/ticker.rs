@@ -95,6 +95,10 @@ pub struct TickerSpec {
     /// What happens to late events.
     #[serde(default)]
     pub late: LatePolicy,
+    /// No tick is emitted (unless the buffer is full) before this many sources have been heard
+    /// from: a source not heard from yet cannot hold the watermark back (0: no wait).
+    #[serde(default)]
+    pub min_sources: u32,
 }
 
 /// Bounds on controllers, from [`crate::streams::StreamSettings`].
@@ -143,6 +147,12 @@ impl TickerSpec {
         }
         if self.idle_timeout_ms == 0 {
             return Err(CoreError::invalid("ticker idle_timeout_ms", "must be at least 1"));
+        }
+        if self.min_sources as usize > limits.max_sources {
+            return Err(CoreError::invalid(
+                "ticker min_sources",
+                format!("{} is over streams.max_sources ({})", self.min_sources, limits.max_sources),
+            ));
         }
         Ok(patterns)
     }
@@ -434,6 +444,9 @@ impl Ticker {
 
     /// Emits every open tick the watermark has passed.
     fn advance(&mut self, out: &mut Vec<Emission>) {
+        if self.sources.len() < self.spec.min_sources as usize {
+            return;
+        }
         let period = self.spec.period_ms;
         let watermark = self.watermark();
         while let Some((&tick, _)) = self.open.first_key_value() {
@@ -548,6 +561,7 @@ mod tests {
             idle_timeout_ms: 1_000,
             max_skew_ms: 0,
             late,
+            min_sources: 0,
         }
     }
 
@@ -599,6 +613,22 @@ mod tests {
         // The forced tick is closed: an event for it now is late.
         t.ingest(0, &ev("a", 40, &p));
         assert_eq!(t.stats().late_dropped, 1);
+    }
+
+    #[test]
+    fn nothing_goes_before_the_sources_expected_were_heard_from() {
+        let mut s = spec(LatePolicy::Drop);
+        s.min_sources = 2;
+        let mut t = Ticker::new(s, limits(), 0).unwrap();
+        let p = Bytes::from_static(b"1");
+        assert!(t.ingest(0, &ev("a", 150, &p)).is_empty());
+        assert!(t.ingest(0, &ev("a", 350, &p)).is_empty());
+        // b's first event is not late: nothing was closed while it was not heard from.
+        let out = t.ingest(0, &ev("b", 20, &p));
+        assert!(out.is_empty());
+        let out = t.ingest(0, &ev("b", 400, &p));
+        assert_eq!(out.iter().map(|e| e.tick).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(t.stats().late_dropped, 0);
     }
 
     #[test]

@@ -25,6 +25,7 @@ fn ticker(late: LatePolicy) -> TickerSpec {
         idle_timeout_ms: 5_000,
         max_skew_ms: 0,
         late,
+        min_sources: 0,
     }
 }
 

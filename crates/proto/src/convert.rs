@@ -109,7 +109,15 @@ pub fn session_message(kind: Option<v1::client_message::Kind>) -> Result<Session
     let request = match kind.ok_or_else(|| malformed("empty ClientMessage: set one of its kinds"))? {
         Kind::Register(r) => return Ok(SessionMessage::Register(r.into())),
         Kind::Heartbeat(_) => core::Request::Heartbeat,
-        Kind::Publish(p) => core::Request::Publish { topic: p.topic, payload: p.payload, content_type: p.content_type },
+        Kind::Publish(p) => match p.event_time_ms {
+            None => core::Request::Publish { topic: p.topic, payload: p.payload, content_type: p.content_type },
+            Some(event_time_ms) => core::Request::PublishEvent {
+                topic: p.topic,
+                payload: p.payload,
+                content_type: p.content_type,
+                event_time_ms,
+            },
+        },
         Kind::UpdateState(u) => core::Request::UpdateState { delta_json: u.delta_json },
         Kind::SetStatus(s) => core::Request::SetStatus(status_from_wire(s.status)?),
         Kind::WatchState(w) => {

@@ -23,6 +23,7 @@ pub mod group;
 pub mod reason;
 pub mod session;
 pub mod shm;
+pub mod streams;
 pub mod task;
 pub mod trace;
 pub mod wire;

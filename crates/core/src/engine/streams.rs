@@ -15,26 +15,10 @@ use super::{Engine, Timer};
 use crate::command::{AuditEntry, AuditOutcome};
 use crate::error::CoreError;
 use crate::io::{AdminAction, Time};
-use crate::latency::BufferStats;
-use crate::streams::{EventTimePolicy, StreamKind};
-use crate::ticker::{Event, SourceStatus, TickerSpec, TickerStats};
+use crate::streams::{BufferView, EventTimePolicy, StreamKind, TickerView};
+use crate::ticker::Event;
 
 type Key = (Arc<str>, Arc<str>);
-
-/// A controller as listed: its definition, counters and sources.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TickerView {
-    pub spec: TickerSpec,
-    pub stats: TickerStats,
-    pub sources: Vec<SourceStatus>,
-}
-
-/// A buffer as listed: its definition and counters.
-#[derive(Clone, Debug, PartialEq)]
-pub struct BufferView {
-    pub spec: crate::latency::BufferSpec,
-    pub stats: BufferStats,
-}
 
 impl Engine {
     /// Tells the engine the Unix time (ms) at which its clock read 0, so that publishers' event
