@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lockstep_client::{proto as v1, Agent, Deliveries, Reason, StreamKind};
 use serde_json::{json, Value};
-use support::{opts, Server};
+use support::{free_listen_addr, opts, ScratchDir, Server};
 
 /// The longest wait for anything, on a busy machine.
 const T: Duration = Duration::from_secs(20);
@@ -198,4 +198,50 @@ async fn a_latency_buffer_fills_an_overdue_sample_and_settles_it() {
     }
     assert_eq!(streams.buffers().await.unwrap().len(), 1);
     assert_eq!(streams.buffer("nope").await.unwrap_err().reason(), Some(Reason::UnknownStream));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_made_at_run_time_survives_a_crash_and_its_numbering_goes_on() {
+    let dir = ScratchDir::new("streams-crash");
+    let listen = free_listen_addr();
+    let mut server = Server::start_durable(&listen, dir.path(), &[]);
+    let client = server.client().await;
+    let spec = v1::TickerSpec {
+        id: "bars".into(),
+        inputs: vec!["trades.>".into()],
+        output: "ticks.bars".into(),
+        period_ms: 100,
+        idle_timeout_ms: 60_000,
+        ..Default::default()
+    };
+    client.streams(None, None).unwrap().create_ticker(spec.clone()).await.unwrap();
+    let consumer = client.register(opts("consumer", "analytics").interests(["ticks.>"])).await.unwrap();
+    let mut ticks = consumer.deliveries().unwrap();
+    let a = client.register(opts("a", "feed")).await.unwrap();
+    let base = (unix_ms() - 5_000) / 1_000 * 1_000;
+    event(&a, base + 150).await;
+    event(&a, base + 250).await;
+    assert_eq!(next_on(&mut ticks, "ticks.bars").await["tick"], base / 100 + 1);
+    // The tick was delivered, so where the numbering stands was committed before it: a SIGKILL
+    // loses nothing of it.
+    server.kill();
+
+    let server = Server::start_durable(&listen, dir.path(), &[]);
+    let client = server.client().await;
+    let streams = client.streams(None, None).unwrap();
+    let info = streams.ticker("bars").await.unwrap();
+    assert_eq!(info.spec.as_ref().unwrap().inputs, spec.inputs);
+    assert_eq!(info.stats.unwrap().next_tick, base / 100 + 2);
+    let consumer = client.register(opts("consumer2", "analytics").interests(["ticks.>"])).await.unwrap();
+    let mut ticks = consumer.deliveries().unwrap();
+    let a = client.register(opts("a2", "feed")).await.unwrap();
+    // An event of the tick emitted before the crash is late (dropped): that tick is not emitted
+    // again; the next one is.
+    event(&a, base + 120).await;
+    event(&a, base + 260).await;
+    event(&a, base + 330).await;
+    let tick = next_on(&mut ticks, "ticks.bars").await;
+    assert_eq!(tick["tick"], base / 100 + 2);
+    assert_eq!(tick_events(&tick), [("a2".to_owned(), base + 260)]);
+    assert_eq!(streams.ticker("bars").await.unwrap().stats.unwrap().late_dropped, 1);
 }

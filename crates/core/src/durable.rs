@@ -141,6 +141,11 @@ pub enum Change {
     TracePut(Box<crate::trace::Trace>),
     /// A trace was evicted.
     TraceRemoved { namespace: String, id: String },
+    // --- event-time streams
+    /// A tick controller or latency buffer was created, or a controller closed ticks: keep it.
+    Stream(Box<crate::streams::StreamImage>),
+    /// A tick controller or latency buffer was removed.
+    StreamRemoved { kind: crate::streams::StreamKind, namespace: String, id: String },
 }
 
 /// One retained version of a context key as it is kept.
@@ -201,6 +206,10 @@ pub struct Restored {
     /// there).
     #[serde(default)]
     pub traces: Vec<crate::trace::Trace>,
+    /// Tick controllers and latency buffers (definitions made at run time; where every
+    /// controller's numbering stands).
+    #[serde(default)]
+    pub streams: Vec<crate::streams::StreamImage>,
 }
 
 /// Why a sync point failed, as it is kept: the [`CoreError`] its waiters got, without the point's

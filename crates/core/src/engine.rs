@@ -217,6 +217,10 @@ enum Touched {
     TaskRemoved(Arc<str>, Arc<str>),
     /// (namespace, trace id): recorded, pinned or unpinned, or evicted.
     Trace(Arc<str>, Arc<str>),
+    // --- event-time streams
+    /// A controller or buffer was created, or a controller closed ticks.
+    Stream(crate::streams::StreamKind, Arc<str>, Arc<str>),
+    StreamRemoved(crate::streams::StreamKind, Arc<str>, Arc<str>),
 }
 
 /// What changed durably since the shell last took the changes.
@@ -686,6 +690,10 @@ impl Engine {
                     Some(Change::TaskRemoved { namespace: ns.to_string(), id: id.to_string() })
                 }
                 Touched::Trace(ns, id) => Some(self.trace_change(&ns, &id)),
+                Touched::Stream(kind, ns, id) => self.stream_change(kind, &ns, &id),
+                Touched::StreamRemoved(kind, ns, id) => {
+                    Some(Change::StreamRemoved { kind, namespace: ns.to_string(), id: id.to_string() })
+                }
             };
             out.extend(change);
         }
@@ -732,6 +740,7 @@ impl Engine {
             tasks,
             task_seqs,
             traces,
+            streams,
         } = restored;
         let bad = |what: String, e: &dyn std::fmt::Display| CoreError::invalid("stored data", format!("{what}: {e}"));
         for image in &agents {
@@ -805,6 +814,7 @@ impl Engine {
         self.restore_context(context, context_revisions)?;
         self.restore_tasks(tasks, task_seqs);
         self.restore_traces(traces);
+        self.restore_streams(streams)?;
         self.control.restore(audit, pauses, emergency);
         for (ns, agent) in self.all_agents() {
             if self.control.is_paused(&ns, &agent) {

@@ -129,7 +129,7 @@ impl StreamSettings {
 }
 
 /// Which kind of stream object an id names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StreamKind {
     Ticker,
@@ -158,6 +158,25 @@ pub struct TickerView {
 pub struct BufferView {
     pub spec: crate::latency::BufferSpec,
     pub stats: crate::latency::BufferStats,
+}
+
+/// A controller or buffer as it is kept: its definition, whether the settings declare it, and
+/// (controllers) where its numbering stands, so that a restart emits no tick number again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamImage {
+    pub kind: StreamKind,
+    pub namespace: String,
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticker: Option<TickerSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffer: Option<BufferSpec>,
+    /// Declared in the settings: restored only while they still declare it.
+    #[serde(default)]
+    pub declared: bool,
+    /// Every event time below this is in a closed tick.
+    #[serde(default)]
+    pub closed_before: u64,
 }
 
 type Key = (Arc<str>, Arc<str>);
@@ -256,6 +275,57 @@ impl Streams {
             namespace: k.0.to_string(),
             id: id.into(),
         })
+    }
+
+    /// How `kind` `id` of `namespace` is kept, if it exists.
+    pub fn image(&self, kind: StreamKind, namespace: &str, id: &str, declared: bool) -> Option<StreamImage> {
+        let mut image = StreamImage {
+            kind,
+            namespace: namespace.into(),
+            id: id.into(),
+            ticker: None,
+            buffer: None,
+            declared,
+            closed_before: 0,
+        };
+        match kind {
+            StreamKind::Ticker => {
+                let t = self.ticker(namespace, id).ok()?;
+                image.ticker = Some(t.spec().clone());
+                image.closed_before = t.closed_before();
+            }
+            StreamKind::Buffer => image.buffer = Some(self.buffer(namespace, id).ok()?.spec().clone()),
+        }
+        Some(image)
+    }
+
+    /// Takes back what was kept: controllers and buffers made at run time are made again (those
+    /// the settings declared exist already, and are not made again once the settings drop them);
+    /// every controller goes on from where its numbering stood.
+    pub fn restore(
+        &mut self,
+        images: Vec<StreamImage>,
+        settings: &StreamSettings,
+        limits: &crate::config::Limits,
+    ) -> Result<(), CoreError> {
+        for image in images {
+            let k = key(&image.namespace, &image.id)?;
+            match (image.kind, image.ticker, image.buffer) {
+                (StreamKind::Ticker, Some(spec), _) => match self.tickers.get_mut(&k) {
+                    Some(t) => t.resume_from(image.closed_before),
+                    None if !image.declared => {
+                        self.create_ticker(spec, settings, limits, image.closed_before)?;
+                    }
+                    None => {}
+                },
+                (StreamKind::Buffer, _, Some(spec)) if !image.declared && !self.buffers.contains_key(&k) => {
+                    self.create_buffer(spec, settings, limits)?;
+                }
+                (StreamKind::Buffer, _, Some(_)) => {}
+                _ => return Err(CoreError::invalid("stored stream", format!("'{}' has no definition", image.id))),
+            }
+        }
+        Ok(())
     }
 
     pub fn ticker_mut(&mut self, k: &Key) -> Option<&mut Ticker> {

@@ -292,6 +292,11 @@ impl Ticker {
         self.closed_before
     }
 
+    /// Goes on from where an earlier life of the controller left off (ticks below are closed).
+    pub fn resume_from(&mut self, closed_before: u64) {
+        self.closed_before = self.closed_before.max(closed_before - closed_before % self.spec.period_ms);
+    }
+
     /// Counts an event refused before it reached the controller (outside the event-time bounds).
     pub fn refuse(&mut self) {
         self.stats.refused += 1;

@@ -27,6 +27,26 @@ impl Engine {
         self.clock_origin_unix_ms = unix_ms;
     }
 
+    /// The change that keeps a controller or buffer as it is now.
+    pub(super) fn stream_change(&self, kind: StreamKind, ns: &str, id: &str) -> Option<crate::durable::Change> {
+        let declared = self.is_declared(kind, ns, id);
+        self.streams.image(kind, ns, id, declared).map(|i| crate::durable::Change::Stream(Box::new(i)))
+    }
+
+    /// Whether the settings declare `kind` `id` of `ns`.
+    fn is_declared(&self, kind: StreamKind, ns: &str, id: &str) -> bool {
+        let same = |namespace: &str, i: &str| crate::name::namespace_or_default(namespace).ok() == Some(ns) && i == id;
+        match kind {
+            StreamKind::Ticker => self.config.streams.tickers.iter().any(|t| same(&t.namespace, &t.id)),
+            StreamKind::Buffer => self.config.streams.buffers.iter().any(|b| same(&b.namespace, &b.id)),
+        }
+    }
+
+    /// Takes back the kept controllers and buffers.
+    pub(super) fn restore_streams(&mut self, images: Vec<crate::streams::StreamImage>) -> Result<(), CoreError> {
+        self.streams.restore(images, &self.config.streams, &self.config.limits)
+    }
+
     /// The server's time as Unix ms.
     fn unix_now(&self, now: Time) -> u64 {
         self.clock_origin_unix_ms.saturating_add(now)
@@ -118,6 +138,10 @@ impl Engine {
     }
 
     fn emit_ticks(&mut self, k: &Key, output: &str, out: Vec<crate::ticker::Emission>) {
+        // Ticks closed: where the numbering stands is kept before they go (persist before send).
+        if out.iter().any(|e| !e.correction) {
+            self.touch_stream(super::Touched::Stream(StreamKind::Ticker, k.0.clone(), k.1.clone()));
+        }
         for e in out {
             self.emit_stream(k, "ticker", output, e.payload);
         }
@@ -132,6 +156,14 @@ impl Engine {
         // Within the limits by construction (`streams.max_buffered_bytes` leaves room for a
         // tick's header under the payload limit; a buffer's message is small).
         let _ = self.publish(ns, &publisher, topic, Bytes::from(payload), "application/json");
+    }
+
+    /// Records a durable change of a controller or buffer once per turn.
+    fn touch_stream(&mut self, touched: super::Touched) {
+        let seen = self.changes.as_ref().is_some_and(|log| log.touched.contains(&touched));
+        if !seen {
+            self.touch(touched);
+        }
     }
 
     /// A controller's idle timer fired.
@@ -161,21 +193,28 @@ impl Engine {
         let (command, ns, id, result) = match action {
             AdminAction::CreateTicker(spec) => {
                 let (ns, id) = (spec.namespace.clone(), spec.id.clone());
-                let r = self.streams.create_ticker(spec, settings, limits, 0).map(|_| format!("created ticker '{id}'"));
+                let r = self.streams.create_ticker(spec, settings, limits, 0).map(|k| {
+                    self.touch(super::Touched::Stream(StreamKind::Ticker, k.0, k.1));
+                    format!("created ticker '{id}'")
+                });
                 ("create_ticker", ns, id, r)
             }
             AdminAction::CreateBuffer(spec) => {
                 let (ns, id) = (spec.namespace.clone(), spec.id.clone());
-                let r = self.streams.create_buffer(spec, settings, limits).map(|_| format!("created buffer '{id}'"));
+                let r = self.streams.create_buffer(spec, settings, limits).map(|k| {
+                    self.touch(super::Touched::Stream(StreamKind::Buffer, k.0, k.1));
+                    format!("created buffer '{id}'")
+                });
                 ("create_buffer", ns, id, r)
             }
             AdminAction::RemoveStream { kind, namespace, id } => {
                 let r = self.streams.remove(kind, &namespace, &id).map(|k| {
                     let timer = match kind {
-                        StreamKind::Ticker => Timer::TickerIdle { ns: k.0, id: k.1 },
-                        StreamKind::Buffer => Timer::BufferDue { ns: k.0, id: k.1 },
+                        StreamKind::Ticker => Timer::TickerIdle { ns: k.0.clone(), id: k.1.clone() },
+                        StreamKind::Buffer => Timer::BufferDue { ns: k.0.clone(), id: k.1.clone() },
                     };
                     self.timers.cancel(&timer);
+                    self.touch(super::Touched::StreamRemoved(kind, k.0, k.1));
                     format!("removed {} '{id}'", kind.as_str())
                 });
                 ("remove_stream", namespace, id, r)
