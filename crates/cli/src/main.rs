@@ -9,6 +9,7 @@ mod config;
 mod demo;
 mod monitor;
 mod shared_context;
+mod streams;
 mod table;
 mod tasks;
 mod traces;
@@ -45,6 +46,8 @@ enum Action {
     Tasks(tasks::TasksArgs),
     /// Execution traces: the store's counters, one trace with its output, its lineage.
     Traces(traces::TracesArgs),
+    /// Event-time streams: tick controllers and latency buffers, their counters and sources.
+    Streams(streams::StreamsArgs),
     /// Collectives in progress (allreduce, broadcast, ...), with who is missing.
     Collectives(admin::CollectivesArgs),
     /// Replica groups: members with their ranks, the current state version, checksum and size.
@@ -248,6 +251,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Action::Context(a) => shared_context::run(a).await,
             Action::Tasks(a) => tasks::run(a).await,
             Action::Traces(a) => traces::run(a).await,
+            Action::Streams(a) => streams::run(a).await,
             Action::Collectives(a) => admin::collectives(a).await,
             Action::Groups(t) => admin::groups(t).await,
             Action::Command(a) => admin::command(a).await,

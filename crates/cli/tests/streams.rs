@@ -138,25 +138,49 @@ async fn ticks_in_event_time_order_from_three_sources_with_a_correction_and_an_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_latency_buffer_fills_an_overdue_sample_and_settles_it() {
-    let server = Server::start(&[]);
+    // A controller declared in the configuration file exists from the start.
+    let dir = ScratchDir::new("streams-config");
+    let config = dir.join("lockstep.toml");
+    let declared =
+        "[[streams.tickers]]\nid = \"declared\"\ninputs = [\"feed.>\"]\noutput = \"bars\"\nperiod_ms = 1000\n";
+    std::fs::write(&config, declared).unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let (ok, out, err) = server.cli_async(&["streams", "tickers", "--json"]).await;
+    assert!(ok, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed[0]["id"], "declared");
+    assert_eq!(listed[0]["idle_timeout_ms"], 5_000);
+
     let client = server.client().await;
     let strict = client.register(opts("strict", "controller").interests(["arm.x.definitive"])).await.unwrap();
     let eager = client.register(opts("eager", "controller").interests(["arm.x.*"])).await.unwrap();
     let robot = client.register(opts("robot", "arm")).await.unwrap();
     let (mut strict_d, mut eager_d) = (strict.deliveries().unwrap(), eager.deliveries().unwrap());
     let streams = client.streams(None, None).unwrap();
-    let spec = v1::BufferSpec {
-        id: "arm-x".into(),
-        topic: "telemetry.arm".into(),
-        pointer: "/pose/x".into(),
-        cadence_ms: 100,
-        grace_ms: 50,
-        estimator: "linear".into(),
-        output: "arm.x".into(),
-        max_provisional: 3,
-        ..Default::default()
-    };
-    streams.create_buffer(spec).await.unwrap();
+    let create = [
+        "streams",
+        "create-buffer",
+        "arm-x",
+        "--topic",
+        "telemetry.arm",
+        "--pointer",
+        "/pose/x",
+        "--cadence-ms",
+        "100",
+        "--grace-ms",
+        "50",
+        "--estimator",
+        "linear",
+        "--output",
+        "arm.x",
+        "--max-provisional",
+        "3",
+    ];
+    let (ok, out, err) = server.cli_async(&create).await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "created buffer 'arm-x'");
+    let (ok, _, err) = server.cli_async(&create).await;
+    assert!(!ok && err.contains("already exists"), "{err}");
     // A ramp: x = t / 100 (event time in ms). Two samples, then silence.
     let start = unix_ms() - 1_000;
     for t in [start, start + 100] {
@@ -198,6 +222,14 @@ async fn a_latency_buffer_fills_an_overdue_sample_and_settles_it() {
     }
     assert_eq!(streams.buffers().await.unwrap().len(), 1);
     assert_eq!(streams.buffer("nope").await.unwrap_err().reason(), Some(Reason::UnknownStream));
+    let (ok, out, err) = server.cli_async(&["streams", "buffer", "arm-x", "--json"]).await;
+    assert!(ok, "{err}");
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown[0]["stats"]["samples"], 4);
+    assert_eq!(shown[0]["estimator"], "linear");
+    let (ok, _, _) = server.cli_async(&["streams", "remove", "buffer", "arm-x"]).await;
+    assert!(ok);
+    assert!(streams.buffers().await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,4 +276,15 @@ async fn a_controller_made_at_run_time_survives_a_crash_and_its_numbering_goes_o
     assert_eq!(tick["tick"], base / 100 + 2);
     assert_eq!(tick_events(&tick), [("a2".to_owned(), base + 260)]);
     assert_eq!(streams.ticker("bars").await.unwrap().stats.unwrap().late_dropped, 1);
+}
+
+#[test]
+fn a_bad_definition_in_the_configuration_file_is_refused_at_start_naming_it() {
+    let dir = ScratchDir::new("streams-bad-config");
+    let config = dir.join("lockstep.toml");
+    let text = "[[streams.tickers]]\nid = \"loop\"\ninputs = [\">\"]\noutput = \"ticks\"\nperiod_ms = 100\n";
+    std::fs::write(&config, text).unwrap();
+    let (refused, err) = support::serve_fails(&["--config", config.to_str().unwrap()]);
+    assert!(refused, "{err}");
+    assert!(err.contains("ticker 'loop'") && err.contains("own inputs"), "{err}");
 }
