@@ -146,55 +146,54 @@ fn buffer_json(b: &v1::BufferInfo) -> Value {
     })
 }
 
-fn print_tickers(tickers: &[v1::TickerInfo], json: bool) -> anyhow::Result<()> {
+/// Prints `items` as a JSON array, or as a table of `header` with one `row` each.
+fn print_list<T>(
+    items: &[T],
+    json: bool,
+    to_json: fn(&T) -> Value,
+    header: &[&str],
+    row: fn(&T) -> Vec<String>,
+) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&tickers.iter().map(ticker_json).collect::<Vec<_>>())?);
-        return Ok(());
+        println!("{}", serde_json::to_string_pretty(&items.iter().map(to_json).collect::<Vec<_>>())?);
+    } else {
+        print!("{}", table::render(header, &items.iter().map(row).collect::<Vec<_>>()));
     }
-    let rows: Vec<Vec<String>> = tickers
-        .iter()
-        .map(|t| {
-            let (spec, s) = (t.spec.clone().unwrap_or_default(), t.stats.unwrap_or_default());
-            let idle = t.sources.iter().filter(|s| s.idle).count();
-            vec![
-                spec.id,
-                format!("{} ms", spec.period_ms),
-                s.next_tick.to_string(),
-                s.events.to_string(),
-                s.ticks_emitted.to_string(),
-                format!("{}/{}/{}", s.late_dropped, s.late_next_tick, s.corrections),
-                format!("{} ({idle} idle)", t.sources.len()),
-                s.skew_violations.to_string(),
-            ]
-        })
-        .collect();
-    let header = ["ID", "PERIOD", "NEXT TICK", "EVENTS", "TICKS", "LATE D/N/C", "SOURCES", "SKEW"];
-    print!("{}", table::render(&header, &rows));
     Ok(())
 }
 
+fn print_tickers(tickers: &[v1::TickerInfo], json: bool) -> anyhow::Result<()> {
+    let header = ["ID", "PERIOD", "NEXT TICK", "EVENTS", "TICKS", "LATE D/N/C", "SOURCES", "SKEW"];
+    print_list(tickers, json, ticker_json, &header, |t| {
+        let (spec, s) = (t.spec.clone().unwrap_or_default(), t.stats.unwrap_or_default());
+        let idle = t.sources.iter().filter(|s| s.idle).count();
+        vec![
+            spec.id,
+            format!("{} ms", spec.period_ms),
+            s.next_tick.to_string(),
+            s.events.to_string(),
+            s.ticks_emitted.to_string(),
+            format!("{}/{}/{}", s.late_dropped, s.late_next_tick, s.corrections),
+            format!("{} ({idle} idle)", t.sources.len()),
+            s.skew_violations.to_string(),
+        ]
+    })
+}
+
 fn print_buffers(buffers: &[v1::BufferInfo], json: bool) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(&buffers.iter().map(buffer_json).collect::<Vec<_>>())?);
-        return Ok(());
-    }
-    let rows: Vec<Vec<String>> = buffers
-        .iter()
-        .map(|b| {
-            let (spec, s) = (b.spec.clone().unwrap_or_default(), b.stats.unwrap_or_default());
-            vec![
-                spec.id,
-                format!("{}{}", spec.topic, spec.pointer),
-                spec.estimator,
-                s.samples.to_string(),
-                format!("{:.1}%", s.provisional_share * 100.0),
-                format!("{:.4}", s.mean_abs_error),
-                format!("{:.4}", s.max_abs_error),
-            ]
-        })
-        .collect();
-    print!("{}", table::render(&["ID", "SERIES", "ESTIMATOR", "SAMPLES", "PROVISIONAL", "MEAN ERR", "MAX ERR"], &rows));
-    Ok(())
+    let header = ["ID", "SERIES", "ESTIMATOR", "SAMPLES", "PROVISIONAL", "MEAN ERR", "MAX ERR"];
+    print_list(buffers, json, buffer_json, &header, |b| {
+        let (spec, s) = (b.spec.clone().unwrap_or_default(), b.stats.unwrap_or_default());
+        vec![
+            spec.id,
+            format!("{}{}", spec.topic, spec.pointer),
+            spec.estimator,
+            s.samples.to_string(),
+            format!("{:.1}%", s.provisional_share * 100.0),
+            format!("{:.4}", s.mean_abs_error),
+            format!("{:.4}", s.max_abs_error),
+        ]
+    })
 }
 
 fn print_ack(detail: &str, json: bool) {

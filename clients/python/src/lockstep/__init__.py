@@ -36,6 +36,7 @@ from .group import (
 from .group import checksum as state_checksum
 from .context import Context, ContextBatch, ContextChange, ContextEntry, ContextWatch, ContextWritten
 from .tasks import Assignment, PinnedContext, TaskEvent, TaskInfo, Tasks, TaskWork
+from .streams import BufferInfo, Streams, TickerInfo
 from .traces import AgentTraces, Trace, TraceClaim, TraceInfo, TraceLineage, TraceStats, Traces
 from .errors import (
     AgentPaused,
@@ -138,6 +139,9 @@ __all__ = [
     "TaskWork",
     "ContextConflict",
     "Traces",
+    "Streams",
+    "TickerInfo",
+    "BufferInfo",
     "AgentTraces",
     "Trace",
     "TraceClaim",

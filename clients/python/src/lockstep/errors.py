@@ -132,6 +132,10 @@ class Reason(str, enum.Enum):
     TRACE_TOO_LARGE = "TRACE_TOO_LARGE"
     TRACE_HASH_MISMATCH = "TRACE_HASH_MISMATCH"
     TRACE_WAIT_TIMEOUT = "TRACE_WAIT_TIMEOUT"
+    # --- event-time streams
+    EVENT_TIME_OUT_OF_RANGE = "EVENT_TIME_OUT_OF_RANGE"
+    STREAM_EXISTS = "STREAM_EXISTS"
+    UNKNOWN_STREAM = "UNKNOWN_STREAM"
 
     @classmethod
     def parse(cls, name: str) -> Optional["Reason"]:
@@ -617,6 +621,10 @@ _BY_REASON: Dict[Reason, Type[LockstepError]] = {
     Reason.TRACE_TOO_LARGE: ResourceExhausted,
     Reason.TRACE_HASH_MISMATCH: InvalidArgument,
     Reason.TRACE_WAIT_TIMEOUT: DeadlineExceeded,
+    # --- event-time streams
+    Reason.EVENT_TIME_OUT_OF_RANGE: InvalidArgument,
+    Reason.STREAM_EXISTS: AlreadyRegistered,
+    Reason.UNKNOWN_STREAM: NotFound,
 }
 
 
