@@ -251,6 +251,9 @@ pub struct Ticker {
     sources: BTreeMap<Arc<str>, Source>,
     /// Open ticks by number, each with its events.
     open: BTreeMap<u64, Vec<Held>>,
+    /// Events in `open`, and their bytes (kept, not counted on every event).
+    held_events: usize,
+    held_bytes: usize,
     /// Every event time below this is in a closed tick (a multiple of the period).
     closed_before: u64,
     arrivals: u64,
@@ -271,6 +274,8 @@ impl Ticker {
             limits,
             sources: BTreeMap::new(),
             open: BTreeMap::new(),
+            held_events: 0,
+            held_bytes: 0,
             closed_before,
             arrivals: 0,
             stats: TickerStats { next_tick: 0, ..Default::default() },
@@ -385,8 +390,8 @@ impl Ticker {
     /// Its counters as they stand.
     pub fn stats(&self) -> TickerStats {
         let mut stats = self.stats.clone();
-        stats.buffered_events = self.open.values().map(|v| v.len() as u64).sum();
-        stats.buffered_bytes = self.buffered_bytes() as u64;
+        stats.buffered_events = self.held_events as u64;
+        stats.buffered_bytes = self.held_bytes as u64;
         stats.next_tick = self.closed_before / self.spec.period_ms;
         stats.watermark_ms = self.watermark();
         stats
@@ -410,11 +415,17 @@ impl Ticker {
     }
 
     fn hold(&mut self, tick: u64, held: Held) {
+        self.held_events += 1;
+        self.held_bytes += held.entry.len() + 1;
         self.open.entry(tick).or_default().push(held);
     }
 
-    fn buffered_bytes(&self) -> usize {
-        self.open.values().flatten().map(|h| h.entry.len() + 1).sum()
+    /// Takes the oldest open tick out of the buffer.
+    fn take_oldest(&mut self) -> Option<(u64, Vec<Held>)> {
+        let (tick, events) = self.open.pop_first()?;
+        self.held_events -= events.len();
+        self.held_bytes -= events.iter().map(|h| h.entry.len() + 1).sum::<usize>();
+        Some((tick, events))
     }
 
     /// A new source is about to come: at the limit, the idle source silent longest makes room.
@@ -436,11 +447,11 @@ impl Ticker {
     fn force_while_full(&mut self, out: &mut Vec<Emission>) {
         let period = self.spec.period_ms;
         loop {
-            let events: usize = self.open.values().map(Vec::len).sum();
-            if events <= self.limits.max_buffered_events && self.buffered_bytes() <= self.limits.max_buffered_bytes {
+            if self.held_events <= self.limits.max_buffered_events && self.held_bytes <= self.limits.max_buffered_bytes
+            {
                 return;
             }
-            let Some((tick, events)) = self.open.pop_first() else { return };
+            let Some((tick, events)) = self.take_oldest() else { return };
             self.stats.forced += 1;
             out.push(self.emit(tick, events, true));
             self.closed_before = self.closed_before.max((tick + 1).saturating_mul(period));
@@ -460,7 +471,7 @@ impl Ticker {
             if watermark.is_some_and(|w| w < end) {
                 break;
             }
-            let (_, events) = self.open.pop_first().expect("an open tick");
+            let (_, events) = self.take_oldest().expect("an open tick");
             out.push(self.emit(tick, events, false));
             self.closed_before = self.closed_before.max(end);
         }
