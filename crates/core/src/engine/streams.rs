@@ -47,6 +47,11 @@ impl Engine {
         self.streams.restore(images, &self.config.streams, &self.config.limits)
     }
 
+    /// The Unix time (ms) at which the engine's clock read 0.
+    pub fn clock_origin(&self) -> u64 {
+        self.clock_origin_unix_ms
+    }
+
     /// The server's time as Unix ms.
     fn unix_now(&self, now: Time) -> u64 {
         self.clock_origin_unix_ms.saturating_add(now)
