@@ -40,8 +40,9 @@ pub struct StreamSettings {
     /// Most events one controller holds in open ticks; beyond, its oldest open tick is emitted
     /// early (`forced`).
     pub max_buffered_events: usize,
-    /// Most bytes (of their tick entries) one controller holds; likewise. Also bounds one tick's
-    /// message: it must leave room for it under `limits.max_payload_bytes`.
+    /// Most bytes (of their tick entries) one controller holds; likewise. At most
+    /// `limits.max_payload_bytes` less 1 KiB (a tick's header) whatever it says: a tick is one
+    /// message.
     pub max_buffered_bytes: usize,
     /// Longest tick period, in milliseconds.
     pub max_period_ms: u64,
@@ -87,12 +88,6 @@ impl StreamSettings {
     /// Checks the settings and every declared definition; the server refuses to start otherwise,
     /// naming the definition at fault.
     pub fn validate(&self, limits: &crate::config::Limits) -> Result<(), String> {
-        if self.max_buffered_bytes.saturating_add(TICK_HEADER_BYTES) > limits.max_payload_bytes {
-            return Err(format!(
-                "max_buffered_bytes ({}) must leave {TICK_HEADER_BYTES} bytes under limits.max_payload_bytes ({}): a tick is one message",
-                self.max_buffered_bytes, limits.max_payload_bytes
-            ));
-        }
         if self.max_sources == 0 || self.max_buffered_events == 0 || self.max_period_ms == 0 {
             return Err("max_sources, max_buffered_events and max_period_ms must be at least 1".into());
         }
@@ -111,7 +106,8 @@ impl StreamSettings {
         TickerLimits {
             max_sources: self.max_sources,
             max_buffered_events: self.max_buffered_events,
-            max_buffered_bytes: self.max_buffered_bytes,
+            // A tick is one message: its entries leave room for its header under the payload limit.
+            max_buffered_bytes: self.max_buffered_bytes.min(limits.max_payload_bytes.saturating_sub(TICK_HEADER_BYTES)),
             max_period_ms: self.max_period_ms,
             max_topic_len: limits.max_topic_len,
         }
