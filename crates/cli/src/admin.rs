@@ -418,9 +418,14 @@ impl OperatorTarget {
 
 /// An operator's client on `addr`, named after the user running the command (for the audit log).
 async fn operator(addr: &str, namespace: &str, token: Option<&str>) -> anyhow::Result<lockstep_client::AdminClient> {
-    let actor = std::env::var("USER").ok().filter(|u| lockstep_core::name::validate("actor", u).is_ok());
     let client = Client::connect(addr).await?.with_namespace(namespace.to_owned());
-    Ok(client.admin(token, Some(actor.as_deref().unwrap_or("cli")))?)
+    Ok(client.admin(token, Some(&cli_actor()))?)
+}
+
+/// The operator's name in the audit log: the user running the command, or `cli`.
+pub(crate) fn cli_actor() -> String {
+    let actor = std::env::var("USER").ok().filter(|u| lockstep_core::name::validate("actor", u).is_ok());
+    actor.unwrap_or_else(|| "cli".into())
 }
 
 #[derive(Args)]

@@ -31,6 +31,9 @@
 //!   merged result delivered (see bench_rounds.rs);
 //! * execution traces (`bench_traces.rs`): lookup of a stored trace (p99 target ≤ 1 ms), and
 //!   rounds of 50 agents asking `get_or_claim` for one missing output at once (computed once).
+//! * event-time tick controller (`bench_streams.rs`): 10 sources at 10,000 events/s in total;
+//!   latency from an event's publish to the delivery of its tick (target p99 ≤ period + lateness
+//!   + 2 ms).
 //!
 //! The server for every other scenario runs `--in-memory`: messages are never stored, and the cost
 //! of storage is what the durable scenario measures, side by side.
@@ -64,6 +67,8 @@ pub struct BenchArgs {
     /// Only scenarios whose name contains this, or one of these comma-separated words (fanout,
     /// rate, routing, barrier, vote, publish-confirm, command, request, delta, idle, backup,
     /// durable, collective, context-cas, task-handoff, tick-round, trace-lookup, trace-get-or-claim).
+    /// durable, collective, context-cas, task-handoff, trace-lookup, trace-get-or-claim,
+    /// tick-controller).
     #[arg(long)]
     only: Option<String>,
     /// Agent counts to run (default 10,100,1000; with --quick 10,100).
@@ -1370,6 +1375,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if wanted("trace-get-or-claim") {
         rows.push(crate::bench_traces::get_or_claim(&addr, 50, seconds).await?);
+        eprintln!("{:?}", rows.last().expect("pushed"));
+    }
+    if wanted("tick-controller") {
+        rows.push(crate::bench_streams::tick_controller(&addr, 10_000, seconds).await?);
         eprintln!("{:?}", rows.last().expect("pushed"));
     }
     if wanted("request") {

@@ -4,6 +4,7 @@ mod admin;
 mod bench;
 mod bench_collective;
 mod bench_rounds;
+mod bench_streams;
 mod bench_tasks;
 mod bench_traces;
 mod config;
@@ -11,6 +12,7 @@ mod demo;
 mod monitor;
 mod rounds;
 mod shared_context;
+mod streams;
 mod table;
 mod tasks;
 mod traces;
@@ -49,6 +51,8 @@ enum Action {
     Rounds(rounds::RoundsArgs),
     /// Execution traces: the store's counters, one trace with its output, its lineage.
     Traces(traces::TracesArgs),
+    /// Event-time streams: tick controllers and latency buffers, their counters and sources.
+    Streams(streams::StreamsArgs),
     /// Collectives in progress (allreduce, broadcast, ...), with who is missing.
     Collectives(admin::CollectivesArgs),
     /// Replica groups: members with their ranks, the current state version, checksum and size.
@@ -253,6 +257,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Action::Tasks(a) => tasks::run(a).await,
             Action::Rounds(a) => rounds::run(a).await,
             Action::Traces(a) => traces::run(a).await,
+            Action::Streams(a) => streams::run(a).await,
             Action::Collectives(a) => admin::collectives(a).await,
             Action::Groups(t) => admin::groups(t).await,
             Action::Command(a) => admin::command(a).await,

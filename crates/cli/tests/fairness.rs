@@ -58,7 +58,7 @@ async fn a_flooding_client_does_not_starve_quiet_agents() {
         let payload = bytes::Bytes::from(vec![7u8; 1024]);
         let mut sent = 0u64;
         while !flood_stop.load(std::sync::atomic::Ordering::Relaxed) {
-            let publish = v1::Publish { topic: "flood".into(), payload: payload.clone(), content_type: String::new() };
+            let publish = v1::Publish { topic: "flood".into(), payload: payload.clone(), ..Default::default() };
             if tx.send(msg(0, Kind::Publish(publish))).await.is_err() {
                 break;
             }

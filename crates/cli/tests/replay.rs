@@ -97,6 +97,8 @@ async fn a_recorded_run_replays_to_the_same_outputs_and_state() {
     assert_eq!(admin_actions(|a| matches!(a, AdminAction::ForceCompleteSync { .. })), 1);
     assert_eq!(admin_actions(|a| matches!(a, AdminAction::CleanupSyncPoints { .. })), 1);
     assert!(steps.iter().any(|s| matches!(s, Step::Frame { frame: Some(_), .. })), "frames were recorded");
+    // Event times are checked against the recorded server's clock in the replay too.
+    assert!(matches!(steps.first(), Some(Step::ClockOrigin { unix_ms }) if *unix_ms > 0), "{:?}", steps.first());
 
     // The same state as the live server's.
     let replayed_state = engine.get_state("", "a").unwrap();

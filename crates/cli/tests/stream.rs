@@ -334,8 +334,7 @@ async fn a_message_over_the_cap_ends_the_stream_naming_the_limit_and_the_agent_i
     let cap = limits.max_grpc_message_bytes;
     assert_eq!(cap, 1024 + 64 * 1024);
 
-    let p =
-        v1::Publish { topic: "t".into(), payload: Bytes::from(vec![7; cap as usize + 1]), content_type: String::new() };
+    let p = v1::Publish { topic: "t".into(), payload: Bytes::from(vec![7; cap as usize + 1]), ..Default::default() };
     s.send(message(1, v1::client_message::Kind::Publish(p))).await;
     let status = s.end().await.expect("the stream ends with a status");
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");

@@ -22,6 +22,19 @@ pub struct Credentials {
     actor: Option<MetadataValue<Ascii>>,
 }
 
+impl Credentials {
+    /// The admin token (`Bearer` is added) and the operator's name, checked to fit a header.
+    pub(crate) fn new(token: Option<&str>, actor: Option<&str>) -> Result<Credentials, Error> {
+        let header = |what: &str, v: String| {
+            v.parse::<MetadataValue<Ascii>>().map_err(|_| Error::Input(format!("the {what} must be printable ASCII")))
+        };
+        let token =
+            token.filter(|t| !t.is_empty()).map(|t| header("admin token", format!("Bearer {t}"))).transpose()?;
+        let actor = actor.map(|a| header("actor name", a.to_owned())).transpose()?;
+        Ok(Credentials { token, actor })
+    }
+}
+
 impl tonic::service::Interceptor for Credentials {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(t) = &self.token {
@@ -53,13 +66,7 @@ impl AdminClient {
         token: Option<&str>,
         actor: Option<&str>,
     ) -> Result<Self, Error> {
-        let header = |what: &str, v: String| {
-            v.parse::<MetadataValue<Ascii>>().map_err(|_| Error::Input(format!("the {what} must be printable ASCII")))
-        };
-        let token =
-            token.filter(|t| !t.is_empty()).map(|t| header("admin token", format!("Bearer {t}"))).transpose()?;
-        let actor = actor.map(|a| header("actor name", a.to_owned())).transpose()?;
-        let credentials = Credentials { token, actor };
+        let credentials = Credentials::new(token, actor)?;
         let agents = LockstepClient::with_interceptor(channel.clone(), credentials.clone());
         let tasks = TasksClient::with_interceptor(channel.clone(), credentials.clone());
         let grpc = Grpc::with_interceptor(channel, credentials);

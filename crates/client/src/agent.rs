@@ -722,13 +722,42 @@ impl Agent {
     pub async fn publish_as(&self, topic: &str, payload: impl Into<Bytes>, content_type: &str) -> Result<(), Error> {
         lockstep_core::topic::validate_topic(topic, usize::MAX)
             .map_err(|e| Error::InvalidArgument(e.to_string().into()))?;
-        let p = v1::Publish { topic: topic.to_owned(), payload: payload.into(), content_type: content_type.to_owned() };
+        let p = v1::Publish {
+            topic: topic.to_owned(),
+            payload: payload.into(),
+            content_type: content_type.to_owned(),
+            event_time_ms: None,
+        };
         self.send(0, v1::client_message::Kind::Publish(p)).await
+    }
+
+    /// Publishes a message carrying its event time (ms since the Unix epoch), without waiting:
+    /// tick controllers and latency buffers place it by that time. A time outside the server's
+    /// bounds is refused (`EVENT_TIME_OUT_OF_RANGE`, in [`Agent::take_errors`]) or flagged.
+    pub async fn publish_at(&self, topic: &str, payload: impl Into<Bytes>, event_time_ms: u64) -> Result<(), Error> {
+        lockstep_core::topic::validate_topic(topic, usize::MAX)
+            .map_err(|e| Error::InvalidArgument(e.to_string().into()))?;
+        self.send(0, v1::client_message::Kind::Publish(event_publish(topic, payload.into(), event_time_ms))).await
+    }
+
+    /// [`Agent::publish_at`], waiting until the server has routed the message (or refused it).
+    pub async fn publish_at_confirmed(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        event_time_ms: u64,
+    ) -> Result<(), Error> {
+        self.call_ok(v1::client_message::Kind::Publish(event_publish(topic, payload.into(), event_time_ms))).await
     }
 
     /// Publishes and waits until the server has routed the message (or refused it).
     pub async fn publish_confirmed(&self, topic: &str, payload: impl Into<Bytes>) -> Result<(), Error> {
-        let p = v1::Publish { topic: topic.to_owned(), payload: payload.into(), content_type: String::new() };
+        let p = v1::Publish {
+            topic: topic.to_owned(),
+            payload: payload.into(),
+            content_type: String::new(),
+            event_time_ms: None,
+        };
         self.call_ok(v1::client_message::Kind::Publish(p)).await
     }
 
@@ -1464,5 +1493,15 @@ impl Reader {
         let (version, state) = next?;
         self.views.lock().expect("not poisoned").insert(c.agent_id.clone(), (version, state.clone()));
         Some((version, state))
+    }
+}
+
+/// A publish with an event time (JSON content, as tick controllers and buffers read it).
+fn event_publish(topic: &str, payload: Bytes, event_time_ms: u64) -> v1::Publish {
+    v1::Publish {
+        topic: topic.to_owned(),
+        payload,
+        content_type: "application/json".into(),
+        event_time_ms: Some(event_time_ms),
     }
 }

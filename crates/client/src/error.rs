@@ -194,6 +194,10 @@ impl Error {
                 _,
             ) => Error::NotFound(detail),
             (Some(R::TraceHashMismatch), _) => Error::InvalidArgument(detail),
+            // --- event-time streams
+            (Some(R::EventTimeOutOfRange), _) => Error::InvalidArgument(detail),
+            (Some(R::StreamExists), _) => Error::AlreadyRegistered(detail),
+            (Some(R::UnknownStream), _) => Error::NotFound(detail),
             (Some(R::TraceTooLarge), _) => Error::ResourceExhausted(detail),
             (Some(R::GroupPublishAborted | R::ChecksumMismatch), _) => Error::GroupStateFailed(detail),
             (Some(R::ContextConflict), _) => Error::Conflict { current_version: 0, message: detail },

@@ -48,6 +48,7 @@ mod error;
 mod group;
 mod limits;
 mod rounds;
+mod streams;
 mod tasks;
 mod trace;
 mod vote;
@@ -72,6 +73,7 @@ use lockstep_proto::v1::lockstep_client::LockstepClient;
 pub use rounds::{
     Participants as RoundParticipants, RoundInput, RoundInputs, RoundsClient, SeriesSpec as RoundSeriesSpec,
 };
+pub use streams::{StreamKind, StreamsClient};
 pub use tasks::{Assignment, Assignments, Pinned as PinnedContext, TaskEvents, TaskInfo, TaskSpec, TasksClient};
 use tonic::transport::{Channel, Endpoint};
 pub use trace::{
@@ -226,6 +228,13 @@ impl Client {
     /// Execution traces of this namespace, read from anywhere (see [`TracesClient`]).
     pub fn traces(&self) -> TracesClient {
         TracesClient::new(self.channel.clone(), self.namespace.clone())
+    }
+
+    /// Tick controllers and latency buffers of this namespace (see [`StreamsClient`]); `token`
+    /// is the admin token creating and removing them needs when the server has one, `actor` the
+    /// name the audit log gives the caller.
+    pub fn streams(&self, token: Option<&str>, actor: Option<&str>) -> Result<StreamsClient, Error> {
+        StreamsClient::new(self.channel.clone(), self.namespace.clone(), token, actor)
     }
 
     /// Shared context of this namespace (see [`ContextClient`]).

@@ -82,7 +82,7 @@ mod tests {
     }
 
     fn publish(n: usize) -> v1::ClientMessage {
-        let p = v1::Publish { topic: "t".into(), payload: Bytes::from(vec![0; n]), content_type: String::new() };
+        let p = v1::Publish { topic: "t".into(), payload: Bytes::from(vec![0; n]), ..Default::default() };
         v1::ClientMessage { request_id: 0, kind: Some(v1::client_message::Kind::Publish(p)) }
     }
 

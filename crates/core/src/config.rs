@@ -213,6 +213,8 @@ pub struct Config {
     pub traces: crate::trace::TraceSettings,
     /// Tick rounds: sizes, counts, retention.
     pub rounds: crate::round::RoundSettings,
+    /// Event-time streams: tick controllers and latency buffers, their limits and definitions.
+    pub streams: crate::streams::StreamSettings,
 }
 
 impl Default for Config {
@@ -237,6 +239,7 @@ impl Default for Config {
             tasks: crate::task::TaskSettings::default(),
             traces: crate::trace::TraceSettings::default(),
             rounds: crate::round::RoundSettings::default(),
+            streams: crate::streams::StreamSettings::default(),
         }
     }
 }
@@ -283,6 +286,7 @@ impl Config {
         self.tasks.validate().map_err(|e| format!("tasks: {e}"))?;
         self.rounds.validate().map_err(|e| format!("rounds: {e}"))?;
         self.traces.validate().map_err(|e| format!("traces: {e}"))?;
+        self.streams.validate(&self.limits).map_err(|e| format!("streams: {e}"))?;
         self.breaker.validate().map_err(|e| format!("breaker: {e}"))?;
         self.health.validate().map_err(|e| format!("health: {e}"))?;
         for (kind, map) in [("role", &self.breaker_roles), ("agent", &self.breaker_agents)] {

@@ -146,6 +146,11 @@ pub enum Change {
     RoundSeries(Box<crate::round::SeriesImage>),
     /// A round series was removed.
     RoundSeriesRemoved { namespace: String, name: String },
+    // --- event-time streams
+    /// A tick controller or latency buffer was created, or a controller closed ticks: keep it.
+    Stream(Box<crate::streams::StreamImage>),
+    /// A tick controller or latency buffer was removed.
+    StreamRemoved { kind: crate::streams::StreamKind, namespace: String, id: String },
 }
 
 /// One retained version of a context key as it is kept.
@@ -209,6 +214,10 @@ pub struct Restored {
     /// Tick round series, with their numbering and retained rounds.
     #[serde(default)]
     pub rounds: Vec<crate::round::SeriesImage>,
+    /// Tick controllers and latency buffers (definitions made at run time; where every
+    /// controller's numbering stands).
+    #[serde(default)]
+    pub streams: Vec<crate::streams::StreamImage>,
 }
 
 /// Why a sync point failed, as it is kept: the [`CoreError`] its waiters got, without the point's

@@ -51,6 +51,7 @@ use crate::vote::{self, Cast, Decision, Opened, VoterFacts, Votes, Watcher};
 
 mod context;
 mod round;
+mod streams;
 mod task;
 mod trace;
 
@@ -191,6 +192,17 @@ enum Timer {
         ns: Arc<str>,
         series: Arc<str>,
     },
+    // --- event-time streams
+    /// A tick controller's next source may have gone idle.
+    TickerIdle {
+        ns: Arc<str>,
+        id: Arc<str>,
+    },
+    /// A latency buffer's next provisional value may be due.
+    BufferDue {
+        ns: Arc<str>,
+        id: Arc<str>,
+    },
 }
 
 /// Something durable an input touched; turned into a [`Change`] with the current value when the
@@ -220,6 +232,10 @@ enum Touched {
     // Tick rounds.
     /// (namespace, series name): kept whole, or removed when it is gone.
     RoundSeries(Arc<str>, Arc<str>),
+    // --- event-time streams
+    /// A controller or buffer was created, or a controller closed ticks.
+    Stream(crate::streams::StreamKind, Arc<str>, Arc<str>),
+    StreamRemoved(crate::streams::StreamKind, Arc<str>, Arc<str>),
 }
 
 /// What changed durably since the shell last took the changes.
@@ -391,6 +407,10 @@ pub struct Engine {
     task_watchers: HashMap<Arc<str>, Vec<ConnId>>,
     /// Tick round series by (namespace, name) (see [`crate::round`]).
     rounds: std::collections::BTreeMap<(Arc<str>, Arc<str>), crate::round::Series>,
+    /// Tick controllers and latency buffers (see [`crate::streams`]).
+    streams: crate::streams::Streams,
+    /// The Unix time (ms) at which `now` was 0: event times are checked against it.
+    clock_origin_unix_ms: u64,
 }
 
 /// Every agent's health and the system's, for the `health` command.
@@ -434,12 +454,15 @@ impl Engine {
             tasks: crate::task::Tasks::default(),
             task_watchers: HashMap::new(),
             rounds: Default::default(),
+            streams: crate::streams::Streams::default(),
+            clock_origin_unix_ms: 0,
         };
         // The first sample of system health is taken one interval in, when agents may have come.
         let first = engine.config.health.sample_interval_ms;
         engine.timers.set(Timer::HealthSample, first);
         // `system.health` exists from the start, for every namespace to read.
         engine.refresh_system_facts(0);
+        engine.declare_streams();
         engine
     }
 
@@ -686,6 +709,10 @@ impl Engine {
                 }
                 Touched::Trace(ns, id) => Some(self.trace_change(&ns, &id)),
                 Touched::RoundSeries(ns, name) => Some(self.round_change(&ns, &name)),
+                Touched::Stream(kind, ns, id) => self.stream_change(kind, &ns, &id),
+                Touched::StreamRemoved(kind, ns, id) => {
+                    Some(Change::StreamRemoved { kind, namespace: ns.to_string(), id: id.to_string() })
+                }
             };
             out.extend(change);
         }
@@ -733,6 +760,7 @@ impl Engine {
             task_seqs,
             traces,
             rounds,
+            streams,
         } = restored;
         let bad = |what: String, e: &dyn std::fmt::Display| CoreError::invalid("stored data", format!("{what}: {e}"));
         for image in &agents {
@@ -807,6 +835,7 @@ impl Engine {
         self.restore_tasks(tasks, task_seqs);
         self.restore_traces(traces);
         self.restore_rounds(now, rounds)?;
+        self.restore_streams(streams)?;
         self.control.restore(audit, pauses, emergency);
         for (ns, agent) in self.all_agents() {
             if self.control.is_paused(&ns, &agent) {
@@ -973,7 +1002,8 @@ impl Engine {
             return;
         };
         let (ns, agent) = (ns.clone(), agent.clone());
-        let progress = matches!(request, Request::Publish { .. } | Request::UpdateState { .. });
+        let progress =
+            matches!(request, Request::Publish { .. } | Request::PublishEvent { .. } | Request::UpdateState { .. });
         self.heard_from(now, &ns, &agent, progress);
         if matches!(request, Request::Heartbeat) {
             // The sessions sharing this one's client connection are as alive as it is.
@@ -986,7 +1016,7 @@ impl Engine {
             }
         }
         let gated = match &request {
-            Request::Publish { .. } => Some(Gated::Publish),
+            Request::Publish { .. } | Request::PublishEvent { .. } => Some(Gated::Publish),
             Request::UpdateState { .. } => Some(Gated::UpdateState),
             Request::Sync { .. } => Some(Gated::SyncArrive),
             Request::AgentRequest { .. } => Some(Gated::Request),
@@ -999,7 +1029,7 @@ impl Engine {
             self.reply(&ns, &agent, request_id, Reply::Error(refusal.into()));
             return;
         }
-        if matches!(request, Request::Publish { .. } | Request::UpdateState { .. }) {
+        if matches!(request, Request::Publish { .. } | Request::PublishEvent { .. } | Request::UpdateState { .. }) {
             if let Some(b) = self.agent(&ns, &agent).map(|a| &a.breaker).filter(|b| b.is_open()) {
                 let err = CoreError::BreakerOpen {
                     agent: agent.to_string(),
@@ -1013,7 +1043,15 @@ impl Engine {
         let result = match request {
             Request::Heartbeat => Ok(Reply::Ok),
             Request::Publish { topic, payload, content_type } => {
-                self.publish(&ns, &agent, &topic, payload, &content_type).map(|()| Reply::Ok)
+                let taken = (!self.streams.is_empty()).then(|| payload.clone());
+                let result = self.publish(&ns, &agent, &topic, payload, &content_type);
+                if let (Ok(()), Some(payload)) = (&result, taken) {
+                    self.streams_ingest(now, &ns, &agent, &topic, &payload, None);
+                }
+                result.map(|()| Reply::Ok)
+            }
+            Request::PublishEvent { topic, payload, content_type, event_time_ms } => {
+                self.publish_event(now, &ns, &agent, &topic, payload, &content_type, event_time_ms).map(|()| Reply::Ok)
             }
             Request::UpdateState { delta_json } => self.update_state(&ns, &agent, &delta_json).map(Reply::StateVersion),
             Request::SetStatus(status) => self.set_status(&ns, &agent, status).map(|()| Reply::Ok),
@@ -1268,6 +1306,8 @@ impl Engine {
             Timer::TraceRetention => self.trace_retention(now),
             Timer::RoundDeadline { ns, series } => self.round_deadline(now, &ns, &series),
             Timer::RoundTick { ns, series } => self.round_tick(now, &ns, &series),
+            Timer::TickerIdle { ns, id } => self.ticker_idle(now, (ns, id)),
+            Timer::BufferDue { ns, id } => self.buffer_due(now, (ns, id)),
 
             Timer::Commands => {
                 for finished in self.control.expire(now) {
@@ -2594,6 +2634,9 @@ impl Engine {
                 };
                 self.audit_action(now, actor, "force_complete_sync", &namespace, &sync_id, result.is_ok(), detail);
                 result.map(AdminOutcome::SyncForced)
+            }
+            A::CreateTicker(_) | A::CreateBuffer(_) | A::RemoveStream { .. } => {
+                self.streams_admin(now, actor, action).map(AdminOutcome::Done)
             }
             A::CleanupSyncPoints { namespace } => {
                 let result = self.cleanup_sync_points(&namespace);

@@ -221,6 +221,15 @@ pub enum CoreError {
 
     #[error("round {round} of series '{series}' is still open (until {deadline} ms); one round is open at a time")]
     RoundInProgress { series: String, round: u64, deadline: u64 },
+    // --- event-time streams (tick controllers, latency buffers)
+    #[error("event time {event_time} ms is outside the accepted window [{earliest}, {latest}] around the server's time {server_time} ms (streams.event_time_past_ms / event_time_future_ms); check the publisher's clock")]
+    EventTimeOutOfRange { event_time: u64, server_time: u64, earliest: u64, latest: u64 },
+
+    #[error("a {kind} named '{id}' already exists in this namespace; remove it first or choose another id")]
+    StreamExists { kind: &'static str, id: String },
+
+    #[error("no {kind} named '{id}' exists in namespace '{namespace}'")]
+    UnknownStream { kind: &'static str, namespace: String, id: String },
 }
 
 fn list_versions(versions: &[u64]) -> String {
@@ -408,11 +417,18 @@ pub enum Reason {
     RoundAnswered,
     /// [`CoreError::RoundInProgress`]: an opening while the series' round is still open.
     RoundInProgress,
+    // --- event-time streams
+    /// [`CoreError::EventTimeOutOfRange`]: a publish's event time is too far ahead or behind.
+    EventTimeOutOfRange,
+    /// [`CoreError::StreamExists`]: a tick controller or latency buffer of that id exists.
+    StreamExists,
+    /// [`CoreError::UnknownStream`]: no such tick controller or latency buffer.
+    UnknownStream,
 }
 
 impl Reason {
     /// Every reason, in the order of the documentation.
-    pub const ALL: [Reason; 74] = [
+    pub const ALL: [Reason; 77] = [
         Reason::InvalidArgument,
         Reason::UnknownAgent,
         Reason::UnknownSyncPoint,
@@ -487,6 +503,10 @@ impl Reason {
         Reason::RoundNotOpen,
         Reason::RoundAnswered,
         Reason::RoundInProgress,
+        // --- event-time streams
+        Reason::EventTimeOutOfRange,
+        Reason::StreamExists,
+        Reason::UnknownStream,
     ];
 
     /// The stable name on the wire (`SCREAMING_SNAKE_CASE`); it never changes once published.
@@ -566,6 +586,9 @@ impl Reason {
             Reason::RoundNotOpen => "ROUND_NOT_OPEN",
             Reason::RoundAnswered => "ROUND_ANSWERED",
             Reason::RoundInProgress => "ROUND_IN_PROGRESS",
+            Reason::EventTimeOutOfRange => "EVENT_TIME_OUT_OF_RANGE",
+            Reason::StreamExists => "STREAM_EXISTS",
+            Reason::UnknownStream => "UNKNOWN_STREAM",
         }
     }
 
@@ -652,6 +675,9 @@ impl CoreError {
             | CoreError::RoundNotOpen { .. }
             | CoreError::RoundAnswered { .. }
             | CoreError::RoundInProgress { .. } => ErrorCode::FailedPrecondition,
+            CoreError::EventTimeOutOfRange { .. } => ErrorCode::InvalidArgument,
+            CoreError::StreamExists { .. } => ErrorCode::AlreadyExists,
+            CoreError::UnknownStream { .. } => ErrorCode::NotFound,
         }
     }
 
@@ -727,6 +753,9 @@ impl CoreError {
             CoreError::RoundNotOpen { .. } => Reason::RoundNotOpen,
             CoreError::RoundAnswered { .. } => Reason::RoundAnswered,
             CoreError::RoundInProgress { .. } => Reason::RoundInProgress,
+            CoreError::EventTimeOutOfRange { .. } => Reason::EventTimeOutOfRange,
+            CoreError::StreamExists { .. } => Reason::StreamExists,
+            CoreError::UnknownStream { .. } => Reason::UnknownStream,
         }
     }
 

@@ -174,6 +174,16 @@ pub enum Request {
         round: u64,
         output_json: String,
     },
+    // --- event-time streams
+    /// A publish carrying its event time (ms since the Unix epoch): routed like
+    /// [`Request::Publish`], and taken by the tick controllers and latency buffers of its topic at
+    /// that time (see [`crate::streams`]).
+    PublishEvent {
+        topic: String,
+        payload: Bytes,
+        content_type: String,
+        event_time_ms: u64,
+    },
 }
 
 /// Something that happened at the shell.
@@ -366,6 +376,13 @@ pub enum AdminAction {
     CleanupSyncPoints { namespace: String },
     /// Make a dead-lettered task ready again, its attempts counted from zero.
     RetryTask { namespace: String, id: String },
+    // --- event-time streams (see [`crate::streams`]); answered with `AdminOutcome::Done`
+    /// Create a tick controller.
+    CreateTicker(crate::ticker::TickerSpec),
+    /// Create a latency buffer.
+    CreateBuffer(crate::latency::BufferSpec),
+    /// Remove a tick controller or latency buffer.
+    RemoveStream { kind: crate::streams::StreamKind, namespace: String, id: String },
 }
 
 /// What an operator's action did.

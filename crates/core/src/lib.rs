@@ -54,6 +54,11 @@
 //! all or nothing, lookups, one claim per missing output with waiters, retention by bytes and age
 //! that spares pinned lineages, lineage queries); large outputs move and are kept in the shell.
 //!
+//! [`ticker`] holds the rules of event-time tick controllers (watermarks per source, idle
+//! sources, late policies, skew reports) and [`latency`] those of latency buffers (provisional
+//! values for overdue samples, settled with their error); [`streams`] holds both tables, their
+//! limits and the bounds on event times.
+//!
 //! [`breaker`] (circuit breakers) and [`command`] (pause, emergency stop, operators' commands and
 //! their audit log) hold the rules of fault isolation and of the control plane, which the engine
 //! applies; [`health`] holds the rules of health assessment, which the engine feeds.
@@ -69,6 +74,7 @@ pub mod error;
 pub mod feed;
 pub mod health;
 pub mod io;
+pub mod latency;
 pub mod lease;
 pub mod name;
 pub mod outbox;
@@ -78,8 +84,10 @@ pub mod replica_group;
 pub mod request;
 pub mod round;
 pub mod state;
+pub mod streams;
 pub mod syncpoint;
 pub mod task;
+pub mod ticker;
 pub mod timer;
 pub mod topic;
 pub mod trace;

@@ -23,6 +23,8 @@ pub enum Step {
     Outputs(Vec<String>),
     /// The shell pulled a frame for `conn` with at most `max_items` items, and got this.
     Frame { conn: ConnId, max_items: usize, frame: Option<String> },
+    /// The Unix time at which the engine's clock read 0 (see [`Engine::set_clock_origin`]).
+    ClockOrigin { unix_ms: u64 },
 }
 
 /// Where a replay parted from its recording.
@@ -61,6 +63,7 @@ impl<'e> Replay<'e> {
         match step {
             Step::Input { now, input } => self.engine.handle(*now, input.clone()),
             Step::Timeout { now } => self.engine.handle_timeout(*now),
+            Step::ClockOrigin { unix_ms } => self.engine.set_clock_origin(*unix_ms),
             Step::Outputs(recorded) => {
                 let mut out = self.engine.ready().committed();
                 let mut replayed = Vec::new();

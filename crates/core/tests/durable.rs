@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use harness::*;
 use lockstep_core::command::{AuditEntry, EmergencyStop};
 use lockstep_core::durable::{AgentImage, Change, PauseImage, Restored, SyncPointImage};
+use lockstep_core::streams::StreamKind;
 use lockstep_core::vote::VoteImage;
 use lockstep_core::{AgentStatus, Config, ConnId, CoreError, Engine, Input, Reply, Request, SyncState, WatchTarget};
 use serde_json::json;
@@ -29,6 +30,8 @@ struct Kept {
     task_seqs: BTreeMap<String, u64>,
     traces: BTreeMap<(String, String), lockstep_core::trace::Trace>,
     rounds: BTreeMap<(String, String), lockstep_core::round::SeriesImage>,
+    /// As the store keeps them: one setting per controller or buffer.
+    streams: BTreeMap<(StreamKind, String, String), lockstep_core::streams::StreamImage>,
 }
 
 impl Kept {
@@ -121,6 +124,12 @@ impl Kept {
                 }
                 Change::RoundSeriesRemoved { namespace, name } => {
                     self.rounds.remove(&(namespace, name));
+                },
+                Change::Stream(image) => {
+                    self.streams.insert((image.kind, image.namespace.clone(), image.id.clone()), *image);
+                }
+                Change::StreamRemoved { kind, namespace, id } => {
+                    self.streams.remove(&(kind, namespace, id));
                 }
             }
         }
@@ -140,6 +149,7 @@ impl Kept {
             task_seqs: self.task_seqs.iter().map(|(ns, v)| (ns.clone(), *v)).collect(),
             traces: self.traces.values().cloned().collect(),
             rounds: self.rounds.values().cloned().collect(),
+            streams: self.streams.values().cloned().collect(),
         }
     }
 }
@@ -448,4 +458,79 @@ fn recorded_traces_come_back_with_their_outputs_lineage_and_counts_and_evicted_o
     assert_eq!((t.output.inline.as_deref(), t.duration_ms, t.producer.as_str()), (Some(&b"[2]"[..]), 3, "a"));
     assert_eq!(h2.engine.trace_lineage("", &second).unwrap().parents, vec![(first, false)]);
     assert!(h2.engine.trace_show("", &third).is_ok());
+}
+
+#[test]
+fn tick_controllers_and_buffers_come_back_and_tick_numbering_goes_on_without_repeats() {
+    use lockstep_core::latency::{BufferSpec, Estimator};
+    use lockstep_core::ticker::{LatePolicy, TickerSpec};
+    use lockstep_core::AdminAction;
+    let mut h = tracked();
+    let mut kept = Kept::default();
+    let consumer = h.join("consumer", "analytics", &["ticks"]);
+    let a = h.join("a", "feed", &[]);
+    let (consumer_token, a_token) = (h.token(consumer), h.token(a));
+    let ticker = TickerSpec {
+        namespace: String::new(),
+        id: "bars".into(),
+        inputs: vec!["trades".into()],
+        output: "ticks".into(),
+        period_ms: 100,
+        lateness_ms: 0,
+        idle_timeout_ms: 60_000,
+        max_skew_ms: 0,
+        late: LatePolicy::NextTick,
+        min_sources: 0,
+    };
+    h.admin_done(AdminAction::CreateTicker(ticker.clone()));
+    let buffer = BufferSpec {
+        namespace: String::new(),
+        id: "x".into(),
+        topic: "pose".into(),
+        pointer: "/x".into(),
+        cadence_ms: 100,
+        grace_ms: 0,
+        estimator: Estimator::Linear,
+        output: "pose.x".into(),
+        max_provisional: 3,
+    };
+    h.admin_done(AdminAction::CreateBuffer(buffer));
+    let event = |t: u64| Request::PublishEvent {
+        topic: "trades".into(),
+        payload: json!({"t": t}).to_string().into(),
+        content_type: String::new(),
+        event_time_ms: t,
+    };
+    h.call_ok(a, event(150));
+    h.call_ok(a, event(250));
+    let ticks = |h: &Harness, conn| -> Vec<u64> {
+        h.deliveries(conn)
+            .iter()
+            .map(|d| serde_json::from_slice::<serde_json::Value>(&d.message.payload).unwrap()["tick"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(ticks(&h, consumer), [1]);
+
+    let mut h = restart(&mut h, &mut kept, 1_000);
+    assert_eq!(h.engine.list_tickers("").unwrap().len(), 1);
+    assert_eq!(h.engine.list_buffers("").unwrap().len(), 1);
+    assert_eq!(h.engine.ticker_status("", "bars").unwrap().spec, ticker);
+    assert_eq!(h.engine.ticker_status("", "bars").unwrap().stats.next_tick, 2);
+    let mut request = agent("consumer", "analytics", &["ticks"]);
+    request.resume_token = consumer_token;
+    let consumer = h.try_register(request);
+    let a = resume(&mut h, "a", "feed", &a_token);
+    // An event of tick 1 after the restart is late: tick 1 is not emitted a second time.
+    h.call_ok(a, event(120));
+    h.call_ok(a, event(260));
+    h.call_ok(a, event(330));
+    assert_eq!(ticks(&h, consumer), [2]);
+    let stats = h.engine.ticker_status("", "bars").unwrap().stats;
+    assert_eq!(stats.late_next_tick, 1);
+
+    // A removal is kept too.
+    h.admin_done(AdminAction::RemoveStream { kind: StreamKind::Buffer, namespace: String::new(), id: "x".into() });
+    let h = restart(&mut h, &mut kept, 1_000);
+    assert!(h.engine.list_buffers("").unwrap().is_empty());
+    assert_eq!(h.engine.ticker_status("", "bars").unwrap().stats.next_tick, 3);
 }

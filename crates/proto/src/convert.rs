@@ -109,7 +109,15 @@ pub fn session_message(kind: Option<v1::client_message::Kind>) -> Result<Session
     let request = match kind.ok_or_else(|| malformed("empty ClientMessage: set one of its kinds"))? {
         Kind::Register(r) => return Ok(SessionMessage::Register(r.into())),
         Kind::Heartbeat(_) => core::Request::Heartbeat,
-        Kind::Publish(p) => core::Request::Publish { topic: p.topic, payload: p.payload, content_type: p.content_type },
+        Kind::Publish(p) => match p.event_time_ms {
+            None => core::Request::Publish { topic: p.topic, payload: p.payload, content_type: p.content_type },
+            Some(event_time_ms) => core::Request::PublishEvent {
+                topic: p.topic,
+                payload: p.payload,
+                content_type: p.content_type,
+                event_time_ms,
+            },
+        },
         Kind::UpdateState(u) => core::Request::UpdateState { delta_json: u.delta_json },
         Kind::SetStatus(s) => core::Request::SetStatus(status_from_wire(s.status)?),
         Kind::WatchState(w) => {
@@ -736,6 +744,10 @@ mod tests {
             CoreError::RoundNotOpen { series: "s".into(), round: 1, state: "closed".into() },
             CoreError::RoundAnswered { series: "s".into(), round: 1, agent: "a".into() },
             CoreError::RoundInProgress { series: "s".into(), round: 1, deadline: 5 },
+            // --- event-time streams
+            CoreError::EventTimeOutOfRange { event_time: 1, server_time: 100_000, earliest: 50, latest: 200_000 },
+            CoreError::StreamExists { kind: "ticker", id: "bars".into() },
+            CoreError::UnknownStream { kind: "buffer", namespace: "ns".into(), id: "x".into() },
         ]
     }
 

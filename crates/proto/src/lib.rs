@@ -24,6 +24,7 @@ pub mod reason;
 pub mod round;
 pub mod session;
 pub mod shm;
+pub mod streams;
 pub mod task;
 pub mod trace;
 pub mod wire;

@@ -424,6 +424,9 @@ pub async fn run<J: Journal>(
         groups,
         traces,
     };
+    // A replay checks event times against the same clock.
+    let origin = d.engine.clock_origin();
+    d.record(|| Step::ClockOrigin { unix_ms: origin });
     let mut failure = None;
     // Commands taken this turn, whose room goes back at its end.
     let mut taken = 0;

@@ -37,6 +37,7 @@ use lockstep_proto::server::admin_server::AdminServer;
 use lockstep_proto::server::lockstep_server::LockstepServer;
 use lockstep_proto::server::rounds_server::RoundsServer;
 use lockstep_proto::server::shared_context_server::SharedContextServer;
+use lockstep_proto::server::streams_server::StreamsServer;
 use lockstep_proto::server::tasks_server::TasksServer;
 use lockstep_proto::server::traces_server::TracesServer;
 pub use lockstep_store::Durability;
@@ -248,6 +249,8 @@ fn open_data_dir(dir: &std::path::Path, durability: Durability, config: Config) 
     // The clock goes on from where the data left it, even if the machine's clock went back.
     let clock = driver::Clock::reading(unix_now.saturating_sub(origin).max(loaded.latest + 1));
     let mut engine = Engine::new(config);
+    // Event times are checked against the server's clock: the engine learns where it started.
+    engine.set_clock_origin(unix_now.saturating_sub(clock.now()));
     engine
         .restore(clock.now(), loaded.restored)
         .map_err(|source| StartError::Restore { dir: dir.to_path_buf(), source: Box::new(source) })?;
@@ -360,7 +363,11 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
         };
         let (result, lock) = match opened {
             None => {
-                let engine = Engine::new(config);
+                let mut engine = Engine::new(config);
+                let unix_now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                engine.set_clock_origin(unix_now);
                 (driver::run(engine, intake, shutdown, driver::Clock::new(), driver::InMemory, recorder).await, None)
             }
             Some(o) => (driver::run(o.engine, intake, shutdown, o.clock, o.store, recorder).await, Some(o.lock)),
@@ -412,6 +419,13 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
             .max_encoding_message_size(MAX_RESPONSE_BYTES),
         listener::mark_used,
     );
+    // Event-time streams likewise (creating and removing checks the admin token per call).
+    let streams = tonic::service::interceptor::InterceptedService::new(
+        StreamsServer::new(service.clone())
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES),
+        listener::mark_used,
+    );
     let agents = tonic::service::interceptor::InterceptedService::new(
         LockstepServer::new(service)
             .max_decoding_message_size(max_message)
@@ -447,6 +461,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
                 .add_service(tasks)
                 .add_service(traces)
                 .add_service(rounds)
+                .add_service(streams)
                 .add_service(admin);
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(&transport_stop_tx)))
         }
@@ -463,6 +478,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
                 .add_service(tasks)
                 .add_service(traces)
                 .add_service(rounds)
+                .add_service(streams)
                 .serve_with_incoming_shutdown(incoming, stopped(&transport_stop_tx));
             tokio::spawn(async move {
                 let result = agents_task.await;

@@ -5,7 +5,7 @@
 //! values serialized with serde (their stored shapes are described in `lockstep_core::durable`),
 //! so this module only decides which value goes in which column. Settings: `emergency_stop` (an
 //! [`EmergencyStop`]), `pause:<namespace>/<agent>` (a [`PauseImage`]), `clock_origin_unix_ms` and
-//! `engine_settings`. Anything stored that does not decode is refused with the record named, never
+//! `engine_settings`, `stream:<kind>:<namespace>/<id>` (a tick controller or latency buffer). Anything stored that does not decode is refused with the record named, never
 //! skipped.
 
 use lockstep_core::command::{AuditEntry, AuditOutcome, CommandId, EmergencyStop};
@@ -26,6 +26,10 @@ pub const ENGINE_SETTINGS: &str = "engine_settings";
 const EMERGENCY_STOP: &str = "emergency_stop";
 /// Settings `pause:<namespace>/<agent>` hold operators' pauses of single agents.
 const PAUSE_PREFIX: &str = "pause:";
+/// Settings `stream:<kind>:<namespace>/<id>` hold tick controllers and latency buffers (a
+/// [`StreamImage`](lockstep_core::streams::StreamImage)): a handful of small records, kept beside
+/// the pauses rather than in tables of their own.
+const STREAM_PREFIX: &str = "stream:";
 
 /// A stored record that cannot be turned back into engine state.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +107,10 @@ fn owned_change(c: Change) -> store::Change {
         }
         Change::EmergencyStop(None) => store::Change::DeleteConfig { key: EMERGENCY_STOP.into() },
         Change::EmergencyStop(Some(stop)) => setting(EMERGENCY_STOP, &stop),
+        Change::Stream(image) => setting(&stream_key(image.kind, &image.namespace, &image.id), &*image),
+        Change::StreamRemoved { kind, namespace, id } => {
+            store::Change::DeleteConfig { key: stream_key(kind, &namespace, &id) }
+        }
         Change::Vote(v) => store::Change::UpsertVote(store::VoteRecord {
             namespace: v.namespace.clone(),
             vote_id: v.spec.vote_id.clone(),
@@ -176,6 +184,10 @@ struct ContextMeta {
 /// A setting holding `value`.
 pub fn setting(key: &str, value: &impl Serialize) -> store::Change {
     store::Change::SetConfig(store::ConfigRecord { key: key.into(), value_json: json_text(value) })
+}
+
+fn stream_key(kind: lockstep_core::streams::StreamKind, namespace: &str, id: &str) -> String {
+    format!("{STREAM_PREFIX}{}:{namespace}/{id}", kind.as_str())
 }
 
 fn pause_key(namespace: &str, agent: &str) -> String {
@@ -330,6 +342,8 @@ pub fn from_store(snapshot: store::Snapshot) -> Result<Loaded, BadRecord> {
             // The key names the agent (older records hold only `actor` and `since`).
             (pause.namespace, pause.agent_id) = (namespace.into(), agent.into());
             restored.pauses.push(pause);
+        } else if c.key.starts_with(STREAM_PREFIX) {
+            restored.streams.push(decode(&record, "value", &c.value_json)?);
         }
     }
     Ok(Loaded { restored, clock_origin, latest, engine_settings })

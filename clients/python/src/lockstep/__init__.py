@@ -37,6 +37,7 @@ from .group import checksum as state_checksum
 from .context import AgentContext, Context, ContextBatch, ContextChange, ContextEntry, ContextWatch, ContextWritten
 from .rounds import RoundInfo, RoundInput, Rounds, RoundSeries
 from .tasks import Assignment, PinnedContext, TaskEvent, TaskInfo, Tasks, TaskWork
+from .streams import BufferInfo, Streams, TickerInfo
 from .traces import AgentTraces, Trace, TraceClaim, TraceInfo, TraceLineage, TraceStats, Traces
 from .errors import (
     AgentPaused,
@@ -144,6 +145,9 @@ __all__ = [
     "RoundSeries",
     "ContextConflict",
     "Traces",
+    "Streams",
+    "TickerInfo",
+    "BufferInfo",
     "AgentTraces",
     "Trace",
     "TraceClaim",

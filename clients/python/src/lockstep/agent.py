@@ -567,8 +567,14 @@ class Agent:
         *,
         content_type: Optional[str] = None,
         confirm: bool = False,
+        event_time_ms: Optional[int] = None,
     ) -> None:
         """Publish a message on ``topic`` to every agent whose interests match it.
+
+        ``event_time_ms`` (ms since the Unix epoch) is the event's time: tick controllers and
+        latency buffers place the message by it (see :class:`lockstep.Streams`). A time too far from
+        the server's clock is refused (``EVENT_TIME_OUT_OF_RANGE``) or flagged, per the server's
+        ``streams.event_time_policy``.
 
         ``payload`` may be ``bytes`` (sent as is), ``str`` (UTF-8 text) or any JSON-serialisable
         value (sent as ``application/json``); ``content_type`` overrides the inferred type.
@@ -585,7 +591,10 @@ class Agent:
         """
         _check_topic(topic)
         data, ctype = encode_payload(payload, content_type)
-        msg = pb.ClientMessage(publish=pb.Publish(topic=topic, payload=data, content_type=ctype))
+        publish = pb.Publish(topic=topic, payload=data, content_type=ctype)
+        if event_time_ms is not None:
+            publish.event_time_ms = event_time_ms
+        msg = pb.ClientMessage(publish=publish)
         if confirm:
             self._raise_if_error(await self._request(msg))
         else:

@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .admin import Admin
     from .tasks import Tasks
     from .traces import Traces
+    from .streams import Streams
     from .agent import Agent
     from .context import Context
 
@@ -363,6 +364,15 @@ class Client:
         from .traces import Traces
 
         return Traces(self._channel, self.namespace)
+
+    def streams(self, token: Optional[str] = None, *, actor: Optional[str] = None) -> "Streams":
+        """Tick controllers and latency buffers of this client's namespace (see
+        :class:`lockstep.Streams`); ``token`` is the admin token creating and removing them needs
+        when the server has one (default ``$LOCKSTEP_ADMIN_TOKEN``), ``actor`` the caller's name in
+        the audit log."""
+        from .streams import Streams
+
+        return Streams(self._channel, self.namespace, token=token, actor=actor, timeout=self.timeout)
 
     @property
     def context(self) -> "Context":

@@ -138,6 +138,10 @@ class Reason(str, enum.Enum):
     ROUND_NOT_OPEN = "ROUND_NOT_OPEN"
     ROUND_ANSWERED = "ROUND_ANSWERED"
     ROUND_IN_PROGRESS = "ROUND_IN_PROGRESS"
+    # --- event-time streams
+    EVENT_TIME_OUT_OF_RANGE = "EVENT_TIME_OUT_OF_RANGE"
+    STREAM_EXISTS = "STREAM_EXISTS"
+    UNKNOWN_STREAM = "UNKNOWN_STREAM"
 
     @classmethod
     def parse(cls, name: str) -> Optional["Reason"]:
@@ -629,6 +633,10 @@ _BY_REASON: Dict[Reason, Type[LockstepError]] = {
     Reason.ROUND_NOT_OPEN: FailedPrecondition,
     Reason.ROUND_ANSWERED: FailedPrecondition,
     Reason.ROUND_IN_PROGRESS: FailedPrecondition,
+    # --- event-time streams
+    Reason.EVENT_TIME_OUT_OF_RANGE: InvalidArgument,
+    Reason.STREAM_EXISTS: AlreadyRegistered,
+    Reason.UNKNOWN_STREAM: NotFound,
 }
 
 

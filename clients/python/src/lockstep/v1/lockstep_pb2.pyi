@@ -201,14 +201,16 @@ class Heartbeat(_message.Message):
     def __init__(self) -> None: ...
 
 class Publish(_message.Message):
-    __slots__ = ("topic", "payload", "content_type")
+    __slots__ = ("topic", "payload", "content_type", "event_time_ms")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     topic: str
     payload: bytes
     content_type: str
-    def __init__(self, topic: _Optional[str] = ..., payload: _Optional[bytes] = ..., content_type: _Optional[str] = ...) -> None: ...
+    event_time_ms: int
+    def __init__(self, topic: _Optional[str] = ..., payload: _Optional[bytes] = ..., content_type: _Optional[str] = ..., event_time_ms: _Optional[int] = ...) -> None: ...
 
 class UpdateState(_message.Message):
     __slots__ = ("delta_json",)
@@ -2211,3 +2213,177 @@ class GetRoundRequest(_message.Message):
     series: str
     round: int
     def __init__(self, namespace: _Optional[str] = ..., series: _Optional[str] = ..., round: _Optional[int] = ...) -> None: ...
+
+class TickerSpec(_message.Message):
+    __slots__ = ("namespace", "id", "inputs", "output", "period_ms", "lateness_ms", "idle_timeout_ms", "max_skew_ms", "late_policy", "min_sources")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_MS_FIELD_NUMBER: _ClassVar[int]
+    LATENESS_MS_FIELD_NUMBER: _ClassVar[int]
+    IDLE_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SKEW_MS_FIELD_NUMBER: _ClassVar[int]
+    LATE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    MIN_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    id: str
+    inputs: _containers.RepeatedScalarFieldContainer[str]
+    output: str
+    period_ms: int
+    lateness_ms: int
+    idle_timeout_ms: int
+    max_skew_ms: int
+    late_policy: str
+    min_sources: int
+    def __init__(self, namespace: _Optional[str] = ..., id: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., output: _Optional[str] = ..., period_ms: _Optional[int] = ..., lateness_ms: _Optional[int] = ..., idle_timeout_ms: _Optional[int] = ..., max_skew_ms: _Optional[int] = ..., late_policy: _Optional[str] = ..., min_sources: _Optional[int] = ...) -> None: ...
+
+class BufferSpec(_message.Message):
+    __slots__ = ("namespace", "id", "topic", "pointer", "cadence_ms", "grace_ms", "estimator", "output", "max_provisional")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    POINTER_FIELD_NUMBER: _ClassVar[int]
+    CADENCE_MS_FIELD_NUMBER: _ClassVar[int]
+    GRACE_MS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATOR_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    MAX_PROVISIONAL_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    id: str
+    topic: str
+    pointer: str
+    cadence_ms: int
+    grace_ms: int
+    estimator: str
+    output: str
+    max_provisional: int
+    def __init__(self, namespace: _Optional[str] = ..., id: _Optional[str] = ..., topic: _Optional[str] = ..., pointer: _Optional[str] = ..., cadence_ms: _Optional[int] = ..., grace_ms: _Optional[int] = ..., estimator: _Optional[str] = ..., output: _Optional[str] = ..., max_provisional: _Optional[int] = ...) -> None: ...
+
+class StreamAck(_message.Message):
+    __slots__ = ("detail",)
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    detail: str
+    def __init__(self, detail: _Optional[str] = ...) -> None: ...
+
+class StreamRef(_message.Message):
+    __slots__ = ("namespace", "kind", "id")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    kind: str
+    id: str
+    def __init__(self, namespace: _Optional[str] = ..., kind: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+
+class StreamListRequest(_message.Message):
+    __slots__ = ("namespace",)
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    def __init__(self, namespace: _Optional[str] = ...) -> None: ...
+
+class TickerSource(_message.Message):
+    __slots__ = ("publisher", "max_event_time_ms", "watermark_ms", "last_heard_ms", "idle", "events", "lag_ms")
+    PUBLISHER_FIELD_NUMBER: _ClassVar[int]
+    MAX_EVENT_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    WATERMARK_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARD_MS_FIELD_NUMBER: _ClassVar[int]
+    IDLE_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    LAG_MS_FIELD_NUMBER: _ClassVar[int]
+    publisher: str
+    max_event_time_ms: int
+    watermark_ms: int
+    last_heard_ms: int
+    idle: bool
+    events: int
+    lag_ms: int
+    def __init__(self, publisher: _Optional[str] = ..., max_event_time_ms: _Optional[int] = ..., watermark_ms: _Optional[int] = ..., last_heard_ms: _Optional[int] = ..., idle: bool = ..., events: _Optional[int] = ..., lag_ms: _Optional[int] = ...) -> None: ...
+
+class TickerStats(_message.Message):
+    __slots__ = ("events", "ticks_emitted", "corrections", "late_dropped", "late_next_tick", "forced", "idle_reports", "skew_violations", "skew_ms", "refused", "buffered_events", "buffered_bytes", "next_tick", "watermark_ms")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    TICKS_EMITTED_FIELD_NUMBER: _ClassVar[int]
+    CORRECTIONS_FIELD_NUMBER: _ClassVar[int]
+    LATE_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    LATE_NEXT_TICK_FIELD_NUMBER: _ClassVar[int]
+    FORCED_FIELD_NUMBER: _ClassVar[int]
+    IDLE_REPORTS_FIELD_NUMBER: _ClassVar[int]
+    SKEW_VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
+    SKEW_MS_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    BUFFERED_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    BUFFERED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TICK_FIELD_NUMBER: _ClassVar[int]
+    WATERMARK_MS_FIELD_NUMBER: _ClassVar[int]
+    events: int
+    ticks_emitted: int
+    corrections: int
+    late_dropped: int
+    late_next_tick: int
+    forced: int
+    idle_reports: int
+    skew_violations: int
+    skew_ms: int
+    refused: int
+    buffered_events: int
+    buffered_bytes: int
+    next_tick: int
+    watermark_ms: int
+    def __init__(self, events: _Optional[int] = ..., ticks_emitted: _Optional[int] = ..., corrections: _Optional[int] = ..., late_dropped: _Optional[int] = ..., late_next_tick: _Optional[int] = ..., forced: _Optional[int] = ..., idle_reports: _Optional[int] = ..., skew_violations: _Optional[int] = ..., skew_ms: _Optional[int] = ..., refused: _Optional[int] = ..., buffered_events: _Optional[int] = ..., buffered_bytes: _Optional[int] = ..., next_tick: _Optional[int] = ..., watermark_ms: _Optional[int] = ...) -> None: ...
+
+class TickerInfo(_message.Message):
+    __slots__ = ("spec", "stats", "sources")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    spec: TickerSpec
+    stats: TickerStats
+    sources: _containers.RepeatedCompositeFieldContainer[TickerSource]
+    def __init__(self, spec: _Optional[_Union[TickerSpec, _Mapping]] = ..., stats: _Optional[_Union[TickerStats, _Mapping]] = ..., sources: _Optional[_Iterable[_Union[TickerSource, _Mapping]]] = ...) -> None: ...
+
+class TickerList(_message.Message):
+    __slots__ = ("tickers",)
+    TICKERS_FIELD_NUMBER: _ClassVar[int]
+    tickers: _containers.RepeatedCompositeFieldContainer[TickerInfo]
+    def __init__(self, tickers: _Optional[_Iterable[_Union[TickerInfo, _Mapping]]] = ...) -> None: ...
+
+class BufferStats(_message.Message):
+    __slots__ = ("samples", "provisional", "settled", "provisional_share", "mean_abs_error", "max_abs_error", "invalid", "stale", "last_value", "last_time_ms", "outstanding")
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    PROVISIONAL_FIELD_NUMBER: _ClassVar[int]
+    SETTLED_FIELD_NUMBER: _ClassVar[int]
+    PROVISIONAL_SHARE_FIELD_NUMBER: _ClassVar[int]
+    MEAN_ABS_ERROR_FIELD_NUMBER: _ClassVar[int]
+    MAX_ABS_ERROR_FIELD_NUMBER: _ClassVar[int]
+    INVALID_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    LAST_VALUE_FIELD_NUMBER: _ClassVar[int]
+    LAST_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    OUTSTANDING_FIELD_NUMBER: _ClassVar[int]
+    samples: int
+    provisional: int
+    settled: int
+    provisional_share: float
+    mean_abs_error: float
+    max_abs_error: float
+    invalid: int
+    stale: int
+    last_value: float
+    last_time_ms: int
+    outstanding: int
+    def __init__(self, samples: _Optional[int] = ..., provisional: _Optional[int] = ..., settled: _Optional[int] = ..., provisional_share: _Optional[float] = ..., mean_abs_error: _Optional[float] = ..., max_abs_error: _Optional[float] = ..., invalid: _Optional[int] = ..., stale: _Optional[int] = ..., last_value: _Optional[float] = ..., last_time_ms: _Optional[int] = ..., outstanding: _Optional[int] = ...) -> None: ...
+
+class BufferInfo(_message.Message):
+    __slots__ = ("spec", "stats")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    spec: BufferSpec
+    stats: BufferStats
+    def __init__(self, spec: _Optional[_Union[BufferSpec, _Mapping]] = ..., stats: _Optional[_Union[BufferStats, _Mapping]] = ...) -> None: ...
+
+class BufferList(_message.Message):
+    __slots__ = ("buffers",)
+    BUFFERS_FIELD_NUMBER: _ClassVar[int]
+    buffers: _containers.RepeatedCompositeFieldContainer[BufferInfo]
+    def __init__(self, buffers: _Optional[_Iterable[_Union[BufferInfo, _Mapping]]] = ...) -> None: ...

@@ -2518,3 +2518,365 @@ class Rounds(object):
             timeout,
             metadata,
             _registered_method=True)
+
+
+class StreamsStub(object):
+    """---------------------------------------------------------------------------------------------
+    Event-time streams: tick controllers and latency buffers (issue 12 items 4 and 5)
+
+    Tick controllers align events published on their input topics by event time: tick k (events
+    with time in [k*period, (k+1)*period)) is published on the output topic, events in event-time
+    order, once every active source's watermark (its newest event time minus the lateness) has
+    passed its end. Latency buffers publish provisional values for overdue samples of a numeric
+    series on `<output>.provisional` and definitive samples (with the errors of the provisional
+    values they replace) on `<output>.definitive`. Creating and removing them is an operator's
+    action (admin token when the server has one; audited); reads are open.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateTicker = channel.unary_unary(
+                '/lockstep.v1.Streams/CreateTicker',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.TickerSpec.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.StreamAck.FromString,
+                _registered_method=True)
+        self.CreateBuffer = channel.unary_unary(
+                '/lockstep.v1.Streams/CreateBuffer',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.BufferSpec.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.StreamAck.FromString,
+                _registered_method=True)
+        self.GetTicker = channel.unary_unary(
+                '/lockstep.v1.Streams/GetTicker',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.StreamRef.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.TickerInfo.FromString,
+                _registered_method=True)
+        self.GetBuffer = channel.unary_unary(
+                '/lockstep.v1.Streams/GetBuffer',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.StreamRef.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.BufferInfo.FromString,
+                _registered_method=True)
+        self.ListTickers = channel.unary_unary(
+                '/lockstep.v1.Streams/ListTickers',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.StreamListRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.TickerList.FromString,
+                _registered_method=True)
+        self.ListBuffers = channel.unary_unary(
+                '/lockstep.v1.Streams/ListBuffers',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.StreamListRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.BufferList.FromString,
+                _registered_method=True)
+        self.Remove = channel.unary_unary(
+                '/lockstep.v1.Streams/Remove',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.StreamRef.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.StreamAck.FromString,
+                _registered_method=True)
+
+
+class StreamsServicer(object):
+    """---------------------------------------------------------------------------------------------
+    Event-time streams: tick controllers and latency buffers (issue 12 items 4 and 5)
+
+    Tick controllers align events published on their input topics by event time: tick k (events
+    with time in [k*period, (k+1)*period)) is published on the output topic, events in event-time
+    order, once every active source's watermark (its newest event time minus the lateness) has
+    passed its end. Latency buffers publish provisional values for overdue samples of a numeric
+    series on `<output>.provisional` and definitive samples (with the errors of the provisional
+    values they replace) on `<output>.definitive`. Creating and removing them is an operator's
+    action (admin token when the server has one; audited); reads are open.
+    """
+
+    def CreateTicker(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateBuffer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTicker(self, request, context):
+        """A controller with its counters and sources (UNKNOWN_STREAM).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBuffer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTickers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBuffers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Remove(self, request, context):
+        """Remove a controller or buffer (UNKNOWN_STREAM). What it held is not emitted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_StreamsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateTicker': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTicker,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.TickerSpec.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.StreamAck.SerializeToString,
+            ),
+            'CreateBuffer': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateBuffer,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.BufferSpec.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.StreamAck.SerializeToString,
+            ),
+            'GetTicker': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTicker,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.StreamRef.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.TickerInfo.SerializeToString,
+            ),
+            'GetBuffer': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBuffer,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.StreamRef.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.BufferInfo.SerializeToString,
+            ),
+            'ListTickers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTickers,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.StreamListRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.TickerList.SerializeToString,
+            ),
+            'ListBuffers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBuffers,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.StreamListRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.BufferList.SerializeToString,
+            ),
+            'Remove': grpc.unary_unary_rpc_method_handler(
+                    servicer.Remove,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.StreamRef.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.StreamAck.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'lockstep.v1.Streams', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('lockstep.v1.Streams', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Streams(object):
+    """---------------------------------------------------------------------------------------------
+    Event-time streams: tick controllers and latency buffers (issue 12 items 4 and 5)
+
+    Tick controllers align events published on their input topics by event time: tick k (events
+    with time in [k*period, (k+1)*period)) is published on the output topic, events in event-time
+    order, once every active source's watermark (its newest event time minus the lateness) has
+    passed its end. Latency buffers publish provisional values for overdue samples of a numeric
+    series on `<output>.provisional` and definitive samples (with the errors of the provisional
+    values they replace) on `<output>.definitive`. Creating and removing them is an operator's
+    action (admin token when the server has one; audited); reads are open.
+    """
+
+    @staticmethod
+    def CreateTicker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Streams/CreateTicker',
+            lockstep_dot_v1_dot_lockstep__pb2.TickerSpec.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.StreamAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateBuffer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Streams/CreateBuffer',
+            lockstep_dot_v1_dot_lockstep__pb2.BufferSpec.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.StreamAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTicker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Streams/GetTicker',
+            lockstep_dot_v1_dot_lockstep__pb2.StreamRef.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.TickerInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBuffer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Streams/GetBuffer',
+            lockstep_dot_v1_dot_lockstep__pb2.StreamRef.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.BufferInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTickers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Streams/ListTickers',
+            lockstep_dot_v1_dot_lockstep__pb2.StreamListRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.TickerList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBuffers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Streams/ListBuffers',
+            lockstep_dot_v1_dot_lockstep__pb2.StreamListRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.BufferList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Remove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Streams/Remove',
+            lockstep_dot_v1_dot_lockstep__pb2.StreamRef.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.StreamAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
