@@ -211,6 +211,8 @@ pub struct Config {
     pub tasks: crate::task::TaskSettings,
     /// Execution traces: output, input and store limits, retention.
     pub traces: crate::trace::TraceSettings,
+    /// Topic history: retention rules by topic pattern and their memory budget.
+    pub history: crate::history::HistorySettings,
 }
 
 impl Default for Config {
@@ -234,6 +236,7 @@ impl Default for Config {
             context: crate::context::ContextSettings::default(),
             tasks: crate::task::TaskSettings::default(),
             traces: crate::trace::TraceSettings::default(),
+            history: crate::history::HistorySettings::default(),
         }
     }
 }
@@ -279,6 +282,7 @@ impl Config {
         self.context.validate().map_err(|e| format!("context: {e}"))?;
         self.tasks.validate().map_err(|e| format!("tasks: {e}"))?;
         self.traces.validate().map_err(|e| format!("traces: {e}"))?;
+        self.history.validate(self.limits.max_topic_len).map_err(|e| format!("history.{e}"))?;
         self.breaker.validate().map_err(|e| format!("breaker: {e}"))?;
         self.health.validate().map_err(|e| format!("health: {e}"))?;
         for (kind, map) in [("role", &self.breaker_roles), ("agent", &self.breaker_agents)] {

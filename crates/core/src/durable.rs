@@ -141,6 +141,8 @@ pub enum Change {
     TracePut(Box<crate::trace::Trace>),
     /// A trace was evicted.
     TraceRemoved { namespace: String, id: String },
+    /// A store-kept topic's history changed (see [`crate::history`]).
+    History(crate::history::HistoryChange),
 }
 
 /// One retained version of a context key as it is kept.
@@ -201,6 +203,9 @@ pub struct Restored {
     /// there).
     #[serde(default)]
     pub traces: Vec<crate::trace::Trace>,
+    /// Store-kept topics of the history, with their kept messages.
+    #[serde(default)]
+    pub history: Vec<crate::history::KeptTopic>,
 }
 
 /// Why a sync point failed, as it is kept: the [`CoreError`] its waiters got, without the point's

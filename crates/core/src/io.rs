@@ -167,6 +167,19 @@ pub enum Request {
         attempt: u32,
         error: String,
     },
+    // --- Topic history (see [`crate::history`]) ---
+    /// Add `pattern` to the agent's interests and replay what retained topics it matches kept, as
+    /// `replay` asks: the replayed messages come before live ones, with no duplicate and no gap
+    /// at the seam (or a [`Frame::HistoryGap`] where retention dropped what was asked for).
+    Subscribe {
+        pattern: String,
+        #[serde(default)]
+        replay: crate::history::Replay,
+    },
+    /// Remove `pattern` from the agent's interests (and end a replay it started).
+    Unsubscribe {
+        pattern: String,
+    },
 }
 
 /// Something that happened at the shell.
@@ -378,6 +391,10 @@ pub struct Message {
     pub payload: Bytes,
     pub content_type: Arc<str>,
     pub publisher: Arc<str>,
+    /// On a retained topic (see [`crate::history`]): the topic's sequence number for this message
+    /// (from 1), and the server time it was published at. 0 and 0 elsewhere.
+    pub topic_seq: u64,
+    pub time: Time,
     /// The protocol layer's encoding of this message, made once by whichever connection sends it
     /// first and shared by all the others (the engine never reads it).
     pub wire: std::sync::OnceLock<Bytes>,
@@ -390,6 +407,8 @@ impl Message {
             payload,
             content_type: content_type.into(),
             publisher,
+            topic_seq: 0,
+            time: 0,
             wire: std::sync::OnceLock::new(),
         }
     }
@@ -404,6 +423,8 @@ impl std::fmt::Debug for Message {
             .field("payload", &self.payload)
             .field("content_type", &self.content_type)
             .field("publisher", &self.publisher)
+            .field("topic_seq", &self.topic_seq)
+            .field("time", &self.time)
             .finish()
     }
 }
@@ -526,6 +547,9 @@ pub enum Frame {
         requester: String,
         deadline: Time,
     },
+    // --- Topic history ---
+    /// A replay asked for messages retention had already dropped (see [`crate::history::Gap`]).
+    HistoryGap(crate::history::Gap),
 }
 
 /// What an operator did to an agent's right to act.

@@ -155,6 +155,18 @@ pub struct TraceRecord {
     pub inline: Option<Vec<u8>>,
 }
 
+/// One kept message of a store-kept topic (schema v7).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistoryMessageRecord {
+    pub namespace: String,
+    pub topic: String,
+    pub seq: u64,
+    pub at_ms: u64,
+    pub publisher: String,
+    pub content_type: String,
+    pub payload: Vec<u8>,
+}
+
 /// One change to durable state. A batch of changes is applied in one transaction by
 /// [`Store::apply`](crate::Store::apply), in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -202,6 +214,13 @@ pub enum Change {
     PutTrace(TraceRecord),
     /// Forgets a trace; nothing happens if it is not stored.
     DeleteTrace { namespace: String, id: String },
+    // --- Topic history (schema v7) ---
+    /// Keeps a message of a store-kept topic, and its seq as the topic's last if it is higher.
+    PutHistoryMessage(HistoryMessageRecord),
+    /// Forgets a topic's messages numbered below `before_seq` (its last seq stays).
+    TrimHistory { namespace: String, topic: String, before_seq: u64 },
+    /// Forgets a topic, its last seq and its messages.
+    DeleteHistoryTopic { namespace: String, topic: String },
 }
 
 /// A vote as loaded, with its ballots in the order cast.
@@ -241,4 +260,8 @@ pub struct Snapshot {
     pub task_namespaces: Vec<(String, u64)>,
     /// Ordered by namespace, then id (schema v6).
     pub traces: Vec<TraceRecord>,
+    /// Each store-kept topic's last sequence number: (namespace, topic, last seq), ordered (schema v7).
+    pub history_topics: Vec<(String, String, u64)>,
+    /// Ordered by namespace, topic, then seq (schema v7).
+    pub history_messages: Vec<HistoryMessageRecord>,
 }

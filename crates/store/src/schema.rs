@@ -20,6 +20,9 @@
 //! * **v5 (tasks)** — task handoff: `tasks` (each task whole, as the engine's JSON) and
 //!   `task_namespaces` (each namespace's last submission number, so that numbering goes on past
 //!   forgotten tasks).
+//! * **v7 (history)** — topic history: `history_topics` (each store-kept topic's last sequence
+//!   number, so numbering goes on after a restart even when nothing is kept) and
+//!   `history_messages` (the kept messages).
 //! * **v6 (traces)** — execution traces: `traces`, one row per trace (its metadata as the engine's
 //!   JSON, and its output's bytes when they are kept inline; larger outputs are kept beside the
 //!   database).
@@ -189,6 +192,28 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             );
         ",
     },
+    // The topic history migration.
+    Migration {
+        version: 7,
+        sql: "
+            CREATE TABLE history_topics (
+                namespace TEXT NOT NULL,
+                topic     TEXT NOT NULL,
+                last_seq  INTEGER NOT NULL,   -- numbering goes on from here after a restart
+                PRIMARY KEY (namespace, topic)
+            );
+            CREATE TABLE history_messages (
+                namespace    TEXT NOT NULL,
+                topic        TEXT NOT NULL,
+                seq          INTEGER NOT NULL,
+                at_ms        INTEGER NOT NULL,
+                publisher    TEXT NOT NULL,
+                content_type TEXT NOT NULL,
+                payload      BLOB NOT NULL,
+                PRIMARY KEY (namespace, topic, seq)
+            );
+        ",
+    },
 ];
 
 /// The schema version this code writes and understands.
@@ -222,12 +247,15 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path, migrations: &[Migratio
 mod tests {
     use super::*;
 
+    /// The newest schema version (the one place to change when a migration is added).
+    const LATEST: u32 = 7;
+
     #[test]
     fn migrations_are_numbered_in_order() {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version as usize, i + 1);
         }
-        assert_eq!(SCHEMA_VERSION, 6);
+        assert_eq!(SCHEMA_VERSION, LATEST);
     }
 
     #[test]
@@ -239,8 +267,10 @@ mod tests {
         // v1 has no audit log and no pause column yet.
         assert!(conn.prepare("SELECT seq FROM audit_log").is_err());
         migrate(&mut conn, path, MIGRATIONS).unwrap();
-        assert_eq!(version(&conn).unwrap(), 6);
+        assert_eq!(version(&conn).unwrap(), LATEST);
         conn.prepare("SELECT task_json FROM tasks").unwrap();
+        conn.prepare("SELECT last_seq FROM history_topics").unwrap();
+        conn.prepare("SELECT payload FROM history_messages").unwrap();
         conn.prepare("SELECT meta_json, inline FROM traces").unwrap();
         conn.prepare("SELECT revision_json FROM context_versions").unwrap();
         conn.prepare("SELECT seq FROM audit_log").unwrap();
@@ -248,7 +278,7 @@ mod tests {
         conn.prepare("SELECT ballot_json FROM vote_ballots").unwrap();
         // Running again is a no-op.
         migrate(&mut conn, path, MIGRATIONS).unwrap();
-        assert_eq!(version(&conn).unwrap(), 6);
+        assert_eq!(version(&conn).unwrap(), LATEST);
     }
 
     #[test]

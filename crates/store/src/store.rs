@@ -412,7 +412,7 @@ mod tests {
         store.close().unwrap();
 
         let mut store = Store::open(tmp.path(), Durability::Normal).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 6);
+        assert_eq!(store.schema_version().unwrap(), crate::SCHEMA_VERSION);
         let snapshot = store.load().unwrap();
         let expected_agent = AgentRecord {
             namespace: "ns".into(),
@@ -489,7 +489,7 @@ mod tests {
         let before = fs::read(&file).unwrap();
 
         let err = Store::open(tmp.path(), Durability::Normal).unwrap_err();
-        assert!(matches!(err, StoreError::NewerSchema { found: 99, supported: 6, .. }), "{err}");
+        assert!(matches!(err, StoreError::NewerSchema { found: 99, supported: crate::SCHEMA_VERSION, .. }), "{err}");
         assert!(err.to_string().contains("Upgrade lockstep"), "{err}");
         assert_eq!(fs::read(&file).unwrap(), before, "the file must not be touched");
     }
