@@ -35,6 +35,7 @@ from .group import (
 )
 from .group import checksum as state_checksum
 from .context import Context, ContextBatch, ContextChange, ContextEntry, ContextWatch, ContextWritten
+from .history import HistoryGap, TopicInfo
 from .tasks import Assignment, PinnedContext, TaskEvent, TaskInfo, Tasks, TaskWork
 from .traces import AgentTraces, Trace, TraceClaim, TraceInfo, TraceLineage, TraceStats, Traces
 from .errors import (
@@ -130,6 +131,8 @@ __all__ = [
     "ContextEntry",
     "ContextWatch",
     "ContextWritten",
+    "HistoryGap",
+    "TopicInfo",
     "Assignment",
     "PinnedContext",
     "TaskEvent",
