@@ -28,7 +28,9 @@
 //!   submit to an executor holding the task and from the completion to the submitter knowing (see
 //!   bench_tasks.rs);
 //! * execution traces (`bench_traces.rs`): lookup of a stored trace (p99 target ≤ 1 ms), and
-//!   rounds of 50 agents asking `get_or_claim` for one missing output at once (computed once).
+//!   rounds of 50 agents asking `get_or_claim` for one missing output at once (computed once);
+//! * topic history (`history-replay`, bench_history.rs): 100,000 retained messages replayed to a
+//!   new subscriber, in messages per second.
 //!
 //! The server for every other scenario runs `--in-memory`: messages are never stored, and the cost
 //! of storage is what the durable scenario measures, side by side.
@@ -61,7 +63,8 @@ pub struct BenchArgs {
     quick: bool,
     /// Only scenarios whose name contains this, or one of these comma-separated words (fanout,
     /// rate, routing, barrier, vote, publish-confirm, command, request, delta, idle, backup,
-    /// durable, collective, context-cas, task-handoff, trace-lookup, trace-get-or-claim).
+    /// durable, collective, context-cas, task-handoff, trace-lookup, trace-get-or-claim,
+    /// history-replay).
     #[arg(long)]
     only: Option<String>,
     /// Agent counts to run (default 10,100,1000; with --quick 10,100).
@@ -1384,6 +1387,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             eprintln!("{row:?}");
             rows.push(row);
         }
+    }
+    if wanted("history-replay") && args.addr.is_none() {
+        // Its own fresh server, with a retention rule.
+        let messages = if args.quick { 10_000 } else { 100_000 };
+        rows.push(crate::bench_history::replay(messages, 3).await?);
     }
     if wanted("durable-state-updates") {
         const WRITERS: usize = 100;

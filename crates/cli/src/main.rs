@@ -3,6 +3,7 @@
 mod admin;
 mod bench;
 mod bench_collective;
+mod bench_history;
 mod bench_tasks;
 mod bench_traces;
 mod config;

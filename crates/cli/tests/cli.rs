@@ -69,6 +69,7 @@ fn the_demo_runs_a_swarm_through_phase_barriers_and_ends() {
         "→ risk_sentinel: command 'report' answered {\"exposure\":",
         "recorder: closed → open",
         "recorder: half_open → closed",
+        "joined late; replayed 6 trades: market.btc.trades #1..#2, market.eth.trades #1..#2, market.sol.trades #1..#2",
         "demo finished",
     ] {
         assert!(out.contains(expected), "demo output lacks {expected:?}:\n{out}");
