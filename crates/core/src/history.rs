@@ -178,6 +178,12 @@ impl Cursor {
     pub fn is_empty(&self) -> bool {
         self.next.is_empty()
     }
+
+    /// Keeps only the topics `keep` says (the subscriber dropped an interest: the topics no
+    /// interest of it matches any more are replayed no further).
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.next.retain(|topic, _| keep(topic));
+    }
 }
 
 /// A message kept on a topic, with its place in the order of publication over every topic.

@@ -222,3 +222,32 @@ fn a_configuration_over_the_memory_budget_is_refused_naming_the_rule() {
     let err = c.validate().unwrap_err();
     assert!(err.contains("history.retain[1] (pattern 'big.>')"), "{err}");
 }
+
+#[test]
+fn unsubscribing_one_pattern_leaves_the_replay_of_another_whole() {
+    let mut h = Harness::new(config(vec![rule("m.*")], 2));
+    let p = h.join("pub", "feed", &[]);
+    for i in 1..=4 {
+        publish(&mut h, p, "m.a", &format!("a{i}"));
+        publish(&mut h, p, "m.b", &format!("b{i}"));
+    }
+    let s = h.join("s", "r", &[]);
+    h.pause(s);
+    h.send(s, Request::Subscribe { pattern: "m.a".into(), replay: Replay::SinceSeq(1) });
+    h.send(s, Request::Subscribe { pattern: "m.b".into(), replay: Replay::SinceSeq(1) });
+    h.send(s, Request::Unsubscribe { pattern: "m.b".into() });
+    publish(&mut h, p, "m.a", "a5");
+    publish(&mut h, p, "m.b", "b5");
+    h.unpause(s);
+    let got = received(&h, s);
+    // The queue held two when m.b was dropped (a1 and a2); m.a's replay went on to its live a5.
+    let a: Vec<u64> = got
+        .iter()
+        .filter_map(|g| match g {
+            Got::Msg(t, seq, _) if t == "m.a" => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(a, [1, 2, 3, 4, 5]);
+    assert!(got.iter().all(|g| !matches!(g, Got::Msg(t, 5, _) if t == "m.b")), "{got:?}");
+}

@@ -86,9 +86,16 @@ impl Engine {
             ));
         }
         n.routes.clear();
+        // A replay in progress goes on for the topics another interest still covers (their live
+        // messages wait in it); the others are replayed no further.
+        let key = (ns.clone(), agent.clone());
+        if let Some(cursor) = self.replays.get_mut(&key) {
+            cursor.retain(|topic| a.interests.iter().any(|p| p.matches(topic)));
+            if cursor.is_empty() {
+                self.replays.remove(&key);
+            }
+        }
         self.touch(super::Touched::Agent(ns.clone(), agent.clone()));
-        // A replay in progress ends with the interest: nothing of it is sent any more.
-        self.replays.remove(&(ns.clone(), agent.clone()));
         Ok(())
     }
 
