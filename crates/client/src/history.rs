@@ -93,7 +93,8 @@ impl Agent {
         Ok(())
     }
 
-    /// Removes `pattern` from this agent's interests (ending a replay it started).
+    /// Removes `pattern` from this agent's interests (a replay in progress goes on only for the
+    /// topics another interest still matches).
     pub async fn unsubscribe(&self, pattern: &str) -> Result<(), Error> {
         let u = v1::Unsubscribe { pattern: pattern.to_owned() };
         self.call_ok(v1::client_message::Kind::Unsubscribe(u)).await?;

@@ -176,7 +176,8 @@ pub enum Request {
         #[serde(default)]
         replay: crate::history::Replay,
     },
-    /// Remove `pattern` from the agent's interests (and end a replay it started).
+    /// Remove `pattern` from the agent's interests (a replay in progress goes on only for the
+    /// topics another interest still matches).
     Unsubscribe {
         pattern: String,
     },

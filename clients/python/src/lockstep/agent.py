@@ -998,7 +998,8 @@ class Agent:
             self._subscriptions.append(pattern)
 
     async def unsubscribe(self, pattern: str) -> None:
-        """Removes ``pattern`` from this agent's interests (ending a replay it started)."""
+        """Removes ``pattern`` from this agent's interests (a replay in progress goes on only for the
+        topics another interest still matches)."""
         self._raise_if_error(await self._request(pb.ClientMessage(unsubscribe=pb.Unsubscribe(pattern=pattern))))
         if pattern in self._subscriptions:
             self._subscriptions.remove(pattern)
