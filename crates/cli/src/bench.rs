@@ -31,6 +31,8 @@
 //!   merged result delivered (see bench_rounds.rs);
 //! * execution traces (`bench_traces.rs`): lookup of a stored trace (p99 target ≤ 1 ms), and
 //!   rounds of 50 agents asking `get_or_claim` for one missing output at once (computed once).
+//! * topic history (`history-replay`, bench_history.rs): 100,000 retained messages replayed to a
+//!   new subscriber, in messages per second.
 //! * event-time tick controller (`bench_streams.rs`): 10 sources at 10,000 events/s in total;
 //!   latency from an event's publish to the delivery of its tick (target p99 ≤ period + lateness
 //!   + 2 ms).
@@ -66,9 +68,8 @@ pub struct BenchArgs {
     quick: bool,
     /// Only scenarios whose name contains this, or one of these comma-separated words (fanout,
     /// rate, routing, barrier, vote, publish-confirm, command, request, delta, idle, backup,
-    /// durable, collective, context-cas, task-handoff, tick-round, trace-lookup, trace-get-or-claim).
-    /// durable, collective, context-cas, task-handoff, trace-lookup, trace-get-or-claim,
-    /// tick-controller).
+    /// durable, collective, context-cas, task-handoff, tick-round, trace-lookup, trace-get-or-claim,
+    /// tick-controller, history-replay).
     #[arg(long)]
     only: Option<String>,
     /// Agent counts to run (default 10,100,1000; with --quick 10,100).
@@ -1482,6 +1483,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             eprintln!("{row:?}");
             rows.push(row);
         }
+    }
+    if wanted("history-replay") && args.addr.is_none() {
+        // Its own fresh server, with a retention rule.
+        let messages = if args.quick { 10_000 } else { 100_000 };
+        rows.push(crate::bench_history::replay(messages, 3).await?);
     }
     if wanted("durable-state-updates") {
         const WRITERS: usize = 100;

@@ -390,6 +390,16 @@ mod tests {
                     }
                     .into()
                 }
+                // Topic history's retention rules: none by default, one here.
+                Value::Array(rules) if key == "retain" => rules.push(
+                    self::table(lockstep_core::history::RetainRule {
+                        pattern: "market.>".into(),
+                        keep: lockstep_core::history::Keep::Store,
+                        max_age_ms: 60_000,
+                        ..Default::default()
+                    })
+                    .into(),
+                ),
                 other => panic!("add a changed value for `{key}` ({other:?})"),
             }
         }

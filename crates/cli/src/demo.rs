@@ -10,13 +10,17 @@
 //! After the last round the server drives a few tick rounds (the SyncBus `tick()`): every strategy
 //! is asked for its book, the answers are merged into the context key `strategies.book` and the
 //! merged result is published on `ticks.strategies`.
+//! The market topics are retained (topic history): once the market closes, an auditor that joins
+//! late is replayed every trade, with its topic sequence number, before anything live.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Args;
-use lockstep_client::{Agent, AgentOptions, Client, Participants, RoundParticipants, RoundSeriesSpec, WatchTarget};
+use lockstep_client::{
+    Agent, AgentOptions, Client, Participants, Replay, RoundParticipants, RoundSeriesSpec, WatchTarget,
+};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
@@ -342,8 +346,41 @@ async fn tick_rounds(client: &Client, say: &Say) -> anyhow::Result<()> {
 }
 
 /// Breakers tuned so that a person sees one open and close within the demo.
+/// An auditor joins after the market closed and asks for every trade kept: they are replayed in
+/// order, each with its topic sequence number. Returns how many it got.
+async fn late_auditor(client: Client, rounds: u32, say: Say) -> anyhow::Result<usize> {
+    let agent = client.register(AgentOptions::new("auditor", "audit")).await?;
+    let mut deliveries = agent.deliveries().expect("taken once");
+    agent.subscribe("market.*.trades", Replay::SinceSeq(1)).await?;
+    let expected = rounds as usize * SYMBOLS.len();
+    let mut per_topic: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for _ in 0..expected {
+        let d = tokio::time::timeout(BARRIER_TIMEOUT, deliveries.recv()).await?.ok_or(anyhow::anyhow!("ended"))?;
+        per_topic.entry(d.topic.clone()).or_default().push(d.topic_seq);
+    }
+    let shown: Vec<String> = per_topic
+        .iter()
+        .map(|(t, seqs)| format!("{t} #{}..#{}", seqs.first().unwrap_or(&0), seqs.last().unwrap_or(&0)))
+        .collect();
+    say.send((0, "auditor".into(), format!("joined late; replayed {expected} trades: {}", shown.join(", "))))?;
+    agent.close().await?;
+    Ok(expected)
+}
+
+/// Breakers tuned so that a person sees one open and close within the demo; market data retained
+/// for late joiners.
 fn demo_config() -> lockstep_core::Config {
+    let history = lockstep_core::history::HistorySettings {
+        retain: vec![lockstep_core::history::RetainRule {
+            pattern: "market.>".into(),
+            max_messages: 1000,
+            max_topics: 8,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
     lockstep_core::Config {
+        history,
         breaker: lockstep_core::breaker::BreakerSettings {
             failure_threshold: 3,
             recovery_delay_ms: 500,
@@ -401,6 +438,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     ));
     let narrator = tokio::spawn(narrate(heard));
     market.await??;
+    late_auditor(client.clone(), args.rounds, say.clone()).await?;
     let admin = client.admin(None, Some("demo-operator"))?;
     let report = admin.send_command("risk_sentinel", "report", &json!({}), BARRIER_TIMEOUT).await?;
     say.send((0, "operator".into(), format!("→ risk_sentinel: command 'report' answered {report}")))?;

@@ -3,6 +3,7 @@
 mod admin;
 mod bench;
 mod bench_collective;
+mod bench_history;
 mod bench_rounds;
 mod bench_streams;
 mod bench_tasks;
@@ -15,6 +16,7 @@ mod shared_context;
 mod streams;
 mod table;
 mod tasks;
+mod topics;
 mod traces;
 mod votes;
 
@@ -57,6 +59,8 @@ enum Action {
     Collectives(admin::CollectivesArgs),
     /// Replica groups: members with their ranks, the current state version, checksum and size.
     Groups(admin::Target),
+    /// Retained topics (topic history): messages, bytes, first and last sequence numbers.
+    Topics(admin::Target),
     /// Steer agents: pause, resume, stop everyone, send commands.
     Command(admin::CommandArgs),
     /// Server status: agents by status, paused agents, emergency stop, counters.
@@ -260,6 +264,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Action::Streams(a) => streams::run(a).await,
             Action::Collectives(a) => admin::collectives(a).await,
             Action::Groups(t) => admin::groups(t).await,
+            Action::Topics(t) => topics::run(t).await,
             Action::Command(a) => admin::command(a).await,
             Action::Status(a) => admin::status(a).await,
             Action::Audit(a) => admin::audit(a).await,

@@ -72,6 +72,7 @@ fn the_demo_runs_a_swarm_through_phase_barriers_and_ends() {
         // Three server-driven tick rounds of the strategies, each merged into one new version.
         "tick                   round 3 ",
         "strategies.book v3: strategy-mean-revert ",
+        "joined late; replayed 6 trades: market.btc.trades #1..#2, market.eth.trades #1..#2, market.sol.trades #1..#2",
         "demo finished",
     ] {
         assert!(out.contains(expected), "demo output lacks {expected:?}:\n{out}");

@@ -110,6 +110,11 @@ pub struct Delivery {
     pub publisher: String,
     /// Messages dropped right before this one because this agent's queue overflowed.
     pub missed_before: u64,
+    /// On a retained topic (live or replayed): the topic's sequence number for this message; 0
+    /// on other topics.
+    pub topic_seq: u64,
+    /// On a retained topic: the server time (ms) it was published at; 0 on other topics.
+    pub time_ms: u64,
 }
 
 /// What a participant of a completed sync point receives: the whole outcome from
@@ -399,6 +404,8 @@ struct Inner {
     tasks: Arc<crate::tasks::TaskLink>,
     /// Tick round inputs (see rounds.rs).
     rounds: Arc<crate::rounds::RoundLink>,
+    /// Gap notices and subscriptions (see history.rs).
+    history: Arc<crate::history::HistoryLink>,
 }
 
 /// A registered agent. Cheap to clone; dropping the last clone ends the session cleanly: the agent
@@ -476,6 +483,7 @@ impl Agent {
         let this: Arc<OnceLock<Weak<Inner>>> = Default::default();
         let tasks: Arc<crate::tasks::TaskLink> = Default::default();
         let rounds: Arc<crate::rounds::RoundLink> = Default::default();
+        let history: Arc<crate::history::HistoryLink> = Default::default();
         // Only a server that renews every session of a connection on one heartbeat lets the
         // sessions of a shared connection take turns.
         let beat = shared
@@ -484,6 +492,7 @@ impl Agent {
         let reader = Reader {
             tasks: tasks.clone(),
             rounds: rounds.clone(),
+            history: history.clone(),
             left_shared: beat.as_ref().map(|b| b.still_shared.clone()),
             requests: requests_tx,
             requests_taken: requests_taken.clone(),
@@ -545,6 +554,7 @@ impl Agent {
                 shm_result: Mutex::new(None),
                 tasks,
                 rounds,
+                history,
             }),
         };
         // Requests handed to the application answer through the agent (set before any is taken).
@@ -798,6 +808,10 @@ impl Agent {
     /// Applies a JSON merge patch (RFC 7386) to this agent's state; returns the new version.
     pub async fn update_state(&self, delta: &Value) -> Result<u64, Error> {
         self.update_state_json(delta.to_string()).await
+    }
+
+    pub(crate) fn history_link(&self) -> &crate::history::HistoryLink {
+        &self.inner.history
     }
 
     pub(crate) fn task_link(&self) -> &crate::tasks::TaskLink {
@@ -1085,6 +1099,7 @@ struct Reader {
     left_shared: Option<Arc<AtomicBool>>,
     tasks: Arc<crate::tasks::TaskLink>,
     rounds: Arc<crate::rounds::RoundLink>,
+    history: Arc<crate::history::HistoryLink>,
 }
 
 /// What the reader needs to reconnect a broken session by itself.
@@ -1275,6 +1290,10 @@ impl Reader {
                                 let w = v1::WatchState { target: Some(target) };
                                 let _ = tx.send(msg(0, v1::client_message::Kind::WatchState(w))).await;
                             }
+                            // Likewise its subscriptions (live only).
+                            for s in self.history.resubscribe() {
+                                let _ = tx.send(msg(0, v1::client_message::Kind::Subscribe(s))).await;
+                            }
                         }
                     }
                     // The work asked for is asked again: a restarted server does not keep it.
@@ -1314,6 +1333,7 @@ impl Reader {
                     Some(v1::server_message::Kind::TaskAssigned(a)) => self.tasks.assigned(a),
                     Some(v1::server_message::Kind::TaskEvent(e)) => self.tasks.event(e),
                     Some(v1::server_message::Kind::RoundInput(r)) => self.rounds.input(r),
+                    Some(v1::server_message::Kind::HistoryGap(g)) => self.history.gap(g),
                     Some(v1::server_message::Kind::Registered(_)) | None => {}
                 },
                 Ok(None) => return None,
@@ -1370,6 +1390,8 @@ impl Reader {
                 content_type: d.content_type,
                 publisher: d.publisher,
                 missed_before,
+                topic_seq: d.topic_seq,
+                time_ms: d.time_ms,
             });
         }
         // A dropped receiver means the application does not read deliveries: discard.

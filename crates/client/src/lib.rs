@@ -46,6 +46,7 @@ mod collective;
 mod context;
 mod error;
 mod group;
+mod history;
 mod limits;
 mod rounds;
 mod streams;
@@ -67,6 +68,7 @@ pub use context::{
 };
 pub use error::{recovery, Detail, Error, Reason, Recovery};
 pub use group::{state_checksum, GroupEvent, GroupMembership, GroupState, GroupStateBlob, GROUP_EVENT_PREFIX};
+pub use history::{HistoryGap, Replay};
 pub use lockstep_proto::v1 as proto;
 use lockstep_proto::v1;
 use lockstep_proto::v1::lockstep_client::LockstepClient;

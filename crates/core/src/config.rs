@@ -215,6 +215,8 @@ pub struct Config {
     pub rounds: crate::round::RoundSettings,
     /// Event-time streams: tick controllers and latency buffers, their limits and definitions.
     pub streams: crate::streams::StreamSettings,
+    /// Topic history: retention rules by topic pattern and their memory budget.
+    pub history: crate::history::HistorySettings,
 }
 
 impl Default for Config {
@@ -240,6 +242,7 @@ impl Default for Config {
             traces: crate::trace::TraceSettings::default(),
             rounds: crate::round::RoundSettings::default(),
             streams: crate::streams::StreamSettings::default(),
+            history: crate::history::HistorySettings::default(),
         }
     }
 }
@@ -287,6 +290,7 @@ impl Config {
         self.rounds.validate().map_err(|e| format!("rounds: {e}"))?;
         self.traces.validate().map_err(|e| format!("traces: {e}"))?;
         self.streams.validate(&self.limits).map_err(|e| format!("streams: {e}"))?;
+        self.history.validate(self.limits.max_topic_len).map_err(|e| format!("history.{e}"))?;
         self.breaker.validate().map_err(|e| format!("breaker: {e}"))?;
         self.health.validate().map_err(|e| format!("health: {e}"))?;
         for (kind, map) in [("role", &self.breaker_roles), ("agent", &self.breaker_agents)] {

@@ -151,6 +151,8 @@ pub enum Change {
     Stream(Box<crate::streams::StreamImage>),
     /// A tick controller or latency buffer was removed.
     StreamRemoved { kind: crate::streams::StreamKind, namespace: String, id: String },
+    /// A store-kept topic's history changed (see [`crate::history`]).
+    History(crate::history::HistoryChange),
 }
 
 /// One retained version of a context key as it is kept.
@@ -218,6 +220,9 @@ pub struct Restored {
     /// controller's numbering stands).
     #[serde(default)]
     pub streams: Vec<crate::streams::StreamImage>,
+    /// Store-kept topics of the history, with their kept messages.
+    #[serde(default)]
+    pub history: Vec<crate::history::KeptTopic>,
 }
 
 /// Why a sync point failed, as it is kept: the [`CoreError`] its waiters got, without the point's

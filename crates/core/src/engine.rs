@@ -50,6 +50,7 @@ use crate::turn::Ready;
 use crate::vote::{self, Cast, Decision, Opened, VoterFacts, Votes, Watcher};
 
 mod context;
+mod history;
 mod round;
 mod streams;
 mod task;
@@ -85,6 +86,25 @@ fn check_payload(limits: &crate::config::Limits, len: usize, content_type: &str)
         ));
     }
     Ok(())
+}
+
+/// Adds `item` to an agent's `list` (its watches, its interests) unless it is there already;
+/// refused past `max` items. Returns whether it was added.
+fn add_bounded<T: PartialEq + Clone>(
+    list: &mut Vec<T>,
+    item: &T,
+    max: usize,
+    what: &'static str,
+    hint: &'static str,
+) -> Result<bool, CoreError> {
+    if list.contains(item) {
+        return Ok(false);
+    }
+    if list.len() >= max {
+        return Err(CoreError::Limit { what, limit: max as u64, hint });
+    }
+    list.push(item.clone());
+    Ok(true)
 }
 
 /// Route cache entries per namespace before the cache is cleared (it refills on demand).
@@ -202,6 +222,12 @@ enum Timer {
     BufferDue {
         ns: Arc<str>,
         id: Arc<str>,
+    },
+    // --- Topic history ---
+    /// The oldest message kept on a retained topic may have come of age.
+    HistoryAge {
+        ns: Arc<str>,
+        topic: Arc<str>,
     },
 }
 
@@ -411,6 +437,10 @@ pub struct Engine {
     streams: crate::streams::Streams,
     /// The Unix time (ms) at which `now` was 0: event times are checked against it.
     clock_origin_unix_ms: u64,
+    /// Topic history: retained topics (see [`crate::history`]).
+    topic_history: crate::history::History,
+    /// Replays in progress, by (namespace, agent).
+    replays: HashMap<(Arc<str>, Arc<str>), crate::history::Cursor>,
 }
 
 /// Every agent's health and the system's, for the `health` command.
@@ -438,6 +468,8 @@ impl Engine {
             now: 0,
             registrations: 0,
             history: HealthHistory::new(0, &config.health),
+            topic_history: crate::history::History::new(&config.history, config.limits.max_topic_len),
+            replays: HashMap::new(),
             config,
             changes: None,
             given_back: Vec::new(),
@@ -611,6 +643,10 @@ impl Engine {
             ConnRole::TaskWatcher(..) => return self.task_frame(conn),
             ConnRole::Agent { ns, agent } => (ns.clone(), agent.clone()),
         };
+        if !self.replays.is_empty() && self.replays.contains_key(&(ns_key.clone(), agent_key.clone())) {
+            // The frame about to be taken makes room: the replay refills it (its pacing).
+            self.replay_fill(&ns_key, &agent_key);
+        }
         let ns = self.namespaces.get_mut(&ns_key)?;
         let agent = ns.agents.get_mut(&agent_key)?;
         let mut outbox = std::mem::replace(&mut agent.outbox, Outbox::new(1, self.config.overflow_policy));
@@ -664,7 +700,10 @@ impl Engine {
     /// keep (for [`Engine::ready`]). Empty unless [`Engine::track_changes`] was called.
     fn take_changes(&mut self) -> Vec<Change> {
         let mut out = std::mem::take(&mut self.given_back);
+        // Taken every turn, kept or not, so that they never pile up in an engine that keeps nothing.
+        let history = self.topic_history.take_changes();
         let Some(mut log) = self.changes.take() else { return out };
+        out.extend(history.into_iter().map(Change::History));
         out.reserve(log.touched.len());
         for touched in log.touched.drain(..) {
             let change = match touched {
@@ -761,7 +800,9 @@ impl Engine {
             traces,
             rounds,
             streams,
+            history,
         } = restored;
+        self.history_restore(now, history);
         let bad = |what: String, e: &dyn std::fmt::Display| CoreError::invalid("stored data", format!("{what}: {e}"));
         for image in &agents {
             let ns_name = name::namespace_or_default(&image.namespace)?;
@@ -1147,6 +1188,18 @@ impl Engine {
             Request::RoundAnswer { series, round, output_json } => {
                 self.round_answer(now, &ns, &agent, &series, round, &output_json)
             }
+            Request::Subscribe { pattern, replay } => match self.subscribe(&ns, &agent, &pattern, replay) {
+                Ok(()) => {
+                    // The reply first, then what is replayed (fenced behind it).
+                    if request_id != 0 {
+                        self.reply(&ns, &agent, request_id, Reply::Ok);
+                    }
+                    self.replay_fill(&ns, &agent);
+                    return;
+                }
+                Err(e) => Err(e),
+            },
+            Request::Unsubscribe { pattern } => self.unsubscribe(&ns, &agent, &pattern).map(|()| Reply::Ok),
             Request::Deregister => {
                 self.remove_agent(now, &ns, &agent, "left");
                 self.forget_conn(conn);
@@ -1308,6 +1361,7 @@ impl Engine {
             Timer::RoundTick { ns, series } => self.round_tick(now, &ns, &series),
             Timer::TickerIdle { ns, id } => self.ticker_idle(now, (ns, id)),
             Timer::BufferDue { ns, id } => self.buffer_due(now, (ns, id)),
+            Timer::HistoryAge { ns, topic } => self.history_expire(now, ns, topic),
 
             Timer::Commands => {
                 for finished in self.control.expire(now) {
@@ -1373,6 +1427,7 @@ impl Engine {
         self.tasks_agent_gone(now, ns, agent, "lost its lease");
         self.traces_agent_gone(ns, agent);
         self.rounds_agent_gone(now, ns, agent, "lost its lease");
+        self.history_agent_gone(ns, agent);
         for finished in self.control.agent_gone(now, ns, agent, "its lease was lost") {
             self.command_done(finished);
         }
@@ -1405,6 +1460,7 @@ impl Engine {
         self.tasks_agent_gone(now, ns, agent, why);
         self.traces_agent_gone(ns, agent);
         self.rounds_agent_gone(now, ns, agent, why);
+        self.history_agent_gone(ns, agent);
         self.control.forget_agent(ns, agent);
         for finished in self.control.agent_gone(now, ns, agent, why) {
             self.command_done(finished);
@@ -1465,14 +1521,21 @@ impl Engine {
         let limits = &self.config.limits;
         topic::validate_topic(topic_name, limits.max_topic_len)?;
         check_payload(limits, payload.len(), content_type)?;
+        let message = self.history_message(ns, publisher, topic_name, payload, content_type)?;
         let n = self.namespaces.get_mut(ns).expect("a session's namespace exists");
         let subscribers = n.route(topic_name);
-        let message = Arc::new(Message::new(topic_name, payload, content_type, publisher.clone()));
         self.counters.published += 1;
         for sub in subscribers.iter() {
             let Some(agent) = n.agents.get_mut(sub) else {
                 continue;
             };
+            // A replay covering the topic hands this message out from the log, after what it
+            // replays: queued here too, it would come twice (see `engine::history`).
+            if !self.replays.is_empty()
+                && self.replays.get(&(ns.clone(), sub.clone())).is_some_and(|c| c.covers(topic_name))
+            {
+                continue;
+            }
             if agent.breaker.is_open() {
                 // Isolated: counted as missed, and reported as a gap once it recovers.
                 agent.outbox.drop_routed();
@@ -1904,17 +1967,10 @@ impl Engine {
         let max = self.config.limits.max_watches;
         let n = self.namespaces.get_mut(ns).expect("a session's namespace exists");
         let w = n.agents.get_mut(watcher).expect("a session's agent exists");
-        if w.watches.contains(&target) {
+        let hint = "watch by role or all instead of many single agents";
+        if !add_bounded(&mut w.watches, &target, max, "state watches per agent", hint)? {
             return Ok(());
         }
-        if w.watches.len() >= max {
-            return Err(CoreError::Limit {
-                what: "state watches per agent",
-                limit: max as u64,
-                hint: "watch by role or all instead of many single agents",
-            });
-        }
-        w.watches.push(target.clone());
         n.index_watch(watcher, &target, true);
         let mut covered: Vec<Arc<str>> =
             n.agents.values().filter(|a| a.watched_by(&target)).map(|a| a.id.clone()).collect();

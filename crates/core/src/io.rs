@@ -184,6 +184,20 @@ pub enum Request {
         content_type: String,
         event_time_ms: u64,
     },
+    // --- Topic history (see [`crate::history`]) ---
+    /// Add `pattern` to the agent's interests and replay what retained topics it matches kept, as
+    /// `replay` asks: the replayed messages come before live ones, with no duplicate and no gap
+    /// at the seam (or a [`Frame::HistoryGap`] where retention dropped what was asked for).
+    Subscribe {
+        pattern: String,
+        #[serde(default)]
+        replay: crate::history::Replay,
+    },
+    /// Remove `pattern` from the agent's interests (a replay in progress goes on only for the
+    /// topics another interest still matches).
+    Unsubscribe {
+        pattern: String,
+    },
 }
 
 /// Something that happened at the shell.
@@ -429,6 +443,10 @@ pub struct Message {
     pub payload: Bytes,
     pub content_type: Arc<str>,
     pub publisher: Arc<str>,
+    /// On a retained topic (see [`crate::history`]): the topic's sequence number for this message
+    /// (from 1), and the server time it was published at. 0 and 0 elsewhere.
+    pub topic_seq: u64,
+    pub time: Time,
     /// The protocol layer's encoding of this message, made once by whichever connection sends it
     /// first and shared by all the others (the engine never reads it).
     pub wire: std::sync::OnceLock<Bytes>,
@@ -441,6 +459,8 @@ impl Message {
             payload,
             content_type: content_type.into(),
             publisher,
+            topic_seq: 0,
+            time: 0,
             wire: std::sync::OnceLock::new(),
         }
     }
@@ -455,6 +475,8 @@ impl std::fmt::Debug for Message {
             .field("payload", &self.payload)
             .field("content_type", &self.content_type)
             .field("publisher", &self.publisher)
+            .field("topic_seq", &self.topic_seq)
+            .field("time", &self.time)
             .finish()
     }
 }
@@ -585,6 +607,9 @@ pub enum Frame {
         input: Arc<str>,
         deadline: Time,
     },
+    // --- Topic history ---
+    /// A replay asked for messages retention had already dropped (see [`crate::history::Gap`]).
+    HistoryGap(crate::history::Gap),
 }
 
 /// What an operator did to an agent's right to act.

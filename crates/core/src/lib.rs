@@ -73,6 +73,7 @@ pub mod engine;
 pub mod error;
 pub mod feed;
 pub mod health;
+pub mod history;
 pub mod io;
 pub mod latency;
 pub mod lease;

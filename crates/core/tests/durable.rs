@@ -12,7 +12,9 @@ use lockstep_core::command::{AuditEntry, EmergencyStop};
 use lockstep_core::durable::{AgentImage, Change, PauseImage, Restored, SyncPointImage};
 use lockstep_core::streams::StreamKind;
 use lockstep_core::vote::VoteImage;
-use lockstep_core::{AgentStatus, Config, ConnId, CoreError, Engine, Input, Reply, Request, SyncState, WatchTarget};
+use lockstep_core::{
+    AgentStatus, Config, ConnId, CoreError, Engine, Frame, Input, Reply, Request, SyncState, WatchTarget,
+};
 use serde_json::json;
 
 /// What a store would hold after applying the changes, in the engine's terms.
@@ -32,6 +34,7 @@ struct Kept {
     rounds: BTreeMap<(String, String), lockstep_core::round::SeriesImage>,
     /// As the store keeps them: one setting per controller or buffer.
     streams: BTreeMap<(StreamKind, String, String), lockstep_core::streams::StreamImage>,
+    history: BTreeMap<(String, String), lockstep_core::history::KeptTopic>,
 }
 
 impl Kept {
@@ -124,13 +127,14 @@ impl Kept {
                 }
                 Change::RoundSeriesRemoved { namespace, name } => {
                     self.rounds.remove(&(namespace, name));
-                },
+                }
                 Change::Stream(image) => {
                     self.streams.insert((image.kind, image.namespace.clone(), image.id.clone()), *image);
                 }
                 Change::StreamRemoved { kind, namespace, id } => {
                     self.streams.remove(&(kind, namespace, id));
                 }
+                Change::History(change) => self.apply_history(change),
             }
         }
     }
@@ -150,6 +154,32 @@ impl Kept {
             traces: self.traces.values().cloned().collect(),
             rounds: self.rounds.values().cloned().collect(),
             streams: self.streams.values().cloned().collect(),
+            history: self.history.values().cloned().collect(),
+        }
+    }
+
+    /// As the store keeps topic history: one row per message, the topic's last seq apart.
+    fn apply_history(&mut self, change: lockstep_core::history::HistoryChange) {
+        use lockstep_core::history::{HistoryChange, KeptTopic};
+        match change {
+            HistoryChange::Append(m) => {
+                let key = (m.namespace.clone(), m.topic.clone());
+                let topic = self.history.entry(key).or_insert_with(|| KeptTopic {
+                    namespace: m.namespace.clone(),
+                    topic: m.topic.clone(),
+                    ..KeptTopic::default()
+                });
+                topic.last_seq = topic.last_seq.max(m.seq);
+                topic.messages.push(*m);
+            }
+            HistoryChange::Trim { namespace, topic, before_seq } => {
+                if let Some(t) = self.history.get_mut(&(namespace, topic)) {
+                    t.messages.retain(|m| m.seq >= before_seq);
+                }
+            }
+            HistoryChange::Forget { namespace, topic } => {
+                self.history.remove(&(namespace, topic));
+            }
         }
     }
 }
@@ -533,4 +563,56 @@ fn tick_controllers_and_buffers_come_back_and_tick_numbering_goes_on_without_rep
     let h = restart(&mut h, &mut kept, 1_000);
     assert!(h.engine.list_buffers("").unwrap().is_empty());
     assert_eq!(h.engine.ticker_status("", "bars").unwrap().stats.next_tick, 3);
+}
+
+/// A store-kept topic's history is replayed after a restart as before, and its numbering goes on
+/// without repeats; a memory-kept topic is not kept.
+#[test]
+fn store_kept_topic_history_replays_after_a_restart_and_numbering_goes_on() {
+    use lockstep_core::history::{Gap, Keep, Replay, RetainRule};
+    let mut config = Config::default();
+    config.history.retain = vec![
+        RetainRule { pattern: "s.>".into(), keep: Keep::Store, max_messages: 3, ..RetainRule::default() },
+        RetainRule { pattern: "m".into(), ..RetainRule::default() },
+    ];
+    let mut a = Harness::new(config);
+    a.engine.track_changes();
+    let p = a.join("pub", "feed", &[]);
+    let publish = |h: &mut Harness, conn, topic: &str, i: u32| {
+        h.call_ok(
+            conn,
+            Request::Publish { topic: topic.into(), payload: i.to_string().into(), content_type: String::new() },
+        )
+    };
+    for i in 1..=4 {
+        publish(&mut a, p, "s.x", i);
+        publish(&mut a, p, "m", i);
+    }
+    let mut kept = Kept::default();
+    let mut b = restart(&mut a, &mut kept, 1_000);
+    let topics = b.engine.history_topics("").unwrap();
+    assert_eq!(topics.len(), 1, "{topics:?}");
+    assert_eq!(
+        (topics[0].topic.as_str(), topics[0].messages, topics[0].first_seq, topics[0].last_seq),
+        ("s.x", 3, 2, 4)
+    );
+    let p = b.join("pub2", "feed", &[]);
+    publish(&mut b, p, "s.x", 5);
+    let late = b.join("late", "audit", &[]);
+    b.call_ok(late, Request::Subscribe { pattern: "s.>".into(), replay: Replay::Last(10) });
+    let mut got = Vec::new();
+    for f in b.frames(late) {
+        match f {
+            Frame::HistoryGap(g) => got.push(format!("{g:?}")),
+            Frame::Deliveries(batch) => got.extend(
+                batch.iter().map(|d| format!("{}#{}={:?}", d.message.topic, d.message.topic_seq, d.message.payload)),
+            ),
+            _ => {}
+        }
+    }
+    let gap = Gap { topic: "s.x".into(), first: 1, last: 2 };
+    assert_eq!(got, [format!("{gap:?}"), "s.x#3=b\"3\"".into(), "s.x#4=b\"4\"".into(), "s.x#5=b\"5\"".into()]);
+    // Trimmed rows are gone from what is kept too.
+    let kept_topic = &kept.history[&("default".to_owned(), "s.x".to_owned())];
+    assert_eq!(kept_topic.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [2, 3, 4]);
 }

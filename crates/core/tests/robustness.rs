@@ -8,6 +8,7 @@ use lockstep_core::collective::{
     CollectiveEvent, CollectiveJoin, CollectiveKind, CollectiveSpec, DType, Group, ReduceOp,
 };
 use lockstep_core::command::CommandReply;
+use lockstep_core::history::{Replay, RetainRule};
 use lockstep_core::{
     AdminAction, AgentQuery, Config, ConnId, Engine, Frame, Input, Limits, Output, Participants, RegisterRequest,
     Request, WatchTarget,
@@ -202,6 +203,17 @@ fn request() -> impl Strategy<Value = Request> {
                 timeout_ms,
             }),
         name().prop_map(|group_id| Request::JoinGroup { group_id }),
+        (
+            prop::sample::select(vec!["m.>", "m.*", "risk", "all", "a..b", ""]),
+            prop_oneof![
+                Just(Replay::None),
+                (0u64..8).prop_map(Replay::Last),
+                (0u64..8).prop_map(Replay::SinceSeq),
+                (0u64..2_000).prop_map(Replay::SinceTime),
+            ],
+        )
+            .prop_map(|(pattern, replay)| Request::Subscribe { pattern: pattern.into(), replay }),
+        prop::sample::select(vec!["m.>", "risk", "nope"]).prop_map(|p| Request::Unsubscribe { pattern: p.into() }),
         (name(), any::<bool>()).prop_map(|(group_id, forget_state)| Request::LeaveGroup { group_id, forget_state }),
         (0u64..6, prop::collection::vec(any::<u8>(), 0..16), prop::sample::select(vec!["", "cannot"])).prop_map(
             |(token, p, error)| Request::Respond {
@@ -392,7 +404,16 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 fn small_config() -> Config {
+    // Retained topics (topic history): replays, trims by count and age, a topic limit.
+    let history = lockstep_core::history::HistorySettings {
+        retain: vec![
+            RetainRule { pattern: "m.*".into(), max_messages: 3, max_age_ms: 500, max_topics: 1, ..Default::default() },
+            RetainRule { pattern: "risk".into(), max_bytes: 40, ..Default::default() },
+        ],
+        ..Default::default()
+    };
     Config {
+        history,
         queue_capacity: 4,
         lost_retention_ms: 20_000,
         sync_retention_ms: 30_000,

@@ -182,6 +182,7 @@ pub fn session_message(kind: Option<v1::client_message::Kind>) -> Result<Session
         Kind::LeaveGroup(g) => core::Request::LeaveGroup { group_id: g.group_id, forget_state: g.forget_state },
         Kind::ContextWrite(w) => core::Request::ContextWrite(context_write(String::new(), w)?),
         Kind::RoundAnswer(a) => crate::round::answer(a),
+        k @ (Kind::Subscribe(_) | Kind::Unsubscribe(_)) => crate::history::request(k).expect("a history message"),
         other => crate::task::request(other).ok_or_else(|| malformed("this message is not a session request"))?,
     };
     Ok(SessionMessage::Request(request))
@@ -401,6 +402,7 @@ pub fn server_message(frame: Frame) -> Option<v1::ServerMessage> {
         Frame::Registry(_) | Frame::Context(_) => return None,
         Frame::TaskAssigned(a) => Kind::TaskAssigned(crate::task::assignment(&a)),
         Frame::TaskEvent(e) => Kind::TaskEvent(crate::task::event(&e)),
+        Frame::HistoryGap(g) => Kind::HistoryGap(crate::history::gap(&g)),
         Frame::Control(n) => {
             use v1::control::Kind as K;
             let kind = match n.kind {
@@ -444,6 +446,8 @@ fn encoded(m: &core::Message) -> bytes::Bytes {
                 payload: m.payload.clone(),
                 content_type: m.content_type.to_string(),
                 publisher: m.publisher.to_string(),
+                topic_seq: m.topic_seq,
+                time_ms: m.time,
             };
             d.encode_to_vec().into()
         })

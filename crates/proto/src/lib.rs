@@ -20,6 +20,7 @@ pub mod server {
 pub mod collective;
 pub mod convert;
 pub mod group;
+pub mod history;
 pub mod reason;
 pub mod round;
 pub mod session;

@@ -207,6 +207,7 @@ mod tests {
             payload: Bytes::from_static(b"xyz"),
             content_type: "t".into(),
             publisher: "p".into(),
+            ..Default::default()
         };
         let ours = Deliveries { first_seq: 7, missed_before: 2, items: vec![item.encode_to_vec().into(); 2] };
         let bytes = ours.encode_to_vec();

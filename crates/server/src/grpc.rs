@@ -21,6 +21,7 @@ use crate::driver::{unexpected, Command, ConnSink, ConnStream, EngineHandle, Sig
 use crate::page::page;
 
 mod context;
+mod history;
 mod rounds;
 mod streams;
 mod tasks;

@@ -34,6 +34,7 @@ use std::sync::Arc;
 
 use lockstep_core::{Config, Engine};
 use lockstep_proto::server::admin_server::AdminServer;
+use lockstep_proto::server::history_server::HistoryServer;
 use lockstep_proto::server::lockstep_server::LockstepServer;
 use lockstep_proto::server::rounds_server::RoundsServer;
 use lockstep_proto::server::shared_context_server::SharedContextServer;
@@ -426,6 +427,13 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
             .max_encoding_message_size(MAX_RESPONSE_BYTES),
         listener::mark_used,
     );
+    // Topic history's listing likewise.
+    let history = tonic::service::interceptor::InterceptedService::new(
+        HistoryServer::new(service.clone())
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES),
+        listener::mark_used,
+    );
     let agents = tonic::service::interceptor::InterceptedService::new(
         LockstepServer::new(service)
             .max_decoding_message_size(max_message)
@@ -462,6 +470,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
                 .add_service(traces)
                 .add_service(rounds)
                 .add_service(streams)
+                .add_service(history)
                 .add_service(admin);
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(&transport_stop_tx)))
         }
@@ -479,6 +488,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
                 .add_service(traces)
                 .add_service(rounds)
                 .add_service(streams)
+                .add_service(history)
                 .serve_with_incoming_shutdown(incoming, stopped(&transport_stop_tx));
             tokio::spawn(async move {
                 let result = agents_task.await;

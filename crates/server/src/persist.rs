@@ -169,6 +169,27 @@ fn owned_change(c: Change) -> store::Change {
             series_json: json_text(&*series),
         }),
         Change::RoundSeriesRemoved { namespace, name } => store::Change::DeleteRoundSeries { namespace, name },
+        Change::History(change) => history_change(change),
+    }
+}
+
+/// A change of store-kept topic history as the store keeps it.
+fn history_change(change: lockstep_core::history::HistoryChange) -> store::Change {
+    use lockstep_core::history::HistoryChange;
+    match change {
+        HistoryChange::Append(m) => store::Change::PutHistoryMessage(store::HistoryMessageRecord {
+            namespace: m.namespace,
+            topic: m.topic,
+            seq: m.seq,
+            at_ms: m.time,
+            publisher: m.publisher,
+            content_type: m.content_type,
+            payload: m.payload.to_vec(),
+        }),
+        HistoryChange::Trim { namespace, topic, before_seq } => {
+            store::Change::TrimHistory { namespace, topic, before_seq }
+        }
+        HistoryChange::Forget { namespace, topic } => store::Change::DeleteHistoryTopic { namespace, topic },
     }
 }
 
@@ -309,6 +330,40 @@ pub fn from_store(snapshot: store::Snapshot) -> Result<Loaded, BadRecord> {
         let image: lockstep_core::round::SeriesImage = decode(&record, "series_json", &r.series_json)?;
         latest = latest.max(image.retained.last().map_or(image.created_at, |k| k.closed_at));
         restored.rounds.push(image);
+    }
+    restored.history = snapshot
+        .history_topics
+        .into_iter()
+        .map(|(namespace, topic, last_seq)| lockstep_core::history::KeptTopic {
+            namespace,
+            topic,
+            last_seq,
+            messages: Vec::new(),
+        })
+        .collect();
+    // Both listings are ordered by (namespace, topic): each topic's messages follow in seq order.
+    let mut topics = restored.history.iter_mut().peekable();
+    for m in snapshot.history_messages {
+        latest = latest.max(m.at_ms);
+        while topics
+            .peek()
+            .is_some_and(|t| (t.namespace.as_str(), t.topic.as_str()) < (m.namespace.as_str(), m.topic.as_str()))
+        {
+            topics.next();
+        }
+        let Some(topic) = topics.peek_mut().filter(|t| t.namespace == m.namespace && t.topic == m.topic) else {
+            let record = format!("message {} of topic '{}' of namespace '{}'", m.seq, m.topic, m.namespace);
+            return Err(bad(record, "a kept message of a topic with no last sequence number"));
+        };
+        topic.messages.push(lockstep_core::history::KeptMessage {
+            seq: m.seq,
+            time: m.at_ms,
+            publisher: m.publisher,
+            content_type: m.content_type,
+            payload: m.payload.into(),
+            namespace: m.namespace,
+            topic: m.topic,
+        });
     }
     for e in snapshot.audit {
         latest = latest.max(e.at_ms);

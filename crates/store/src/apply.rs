@@ -71,6 +71,15 @@ const PUT_TRACE: &str = "INSERT OR REPLACE INTO traces (namespace, id, meta_json
 const DELETE_TRACE: &str = "DELETE FROM traces WHERE namespace = ?1 AND id = ?2";
 const PUT_ROUND_SERIES: &str = "INSERT OR REPLACE INTO round_series (namespace, name, series_json) VALUES (?1, ?2, ?3)";
 const DELETE_ROUND_SERIES: &str = "DELETE FROM round_series WHERE namespace = ?1 AND name = ?2";
+const PUT_HISTORY_MESSAGE: &str = "
+    INSERT OR REPLACE INTO history_messages (namespace, topic, seq, at_ms, publisher, content_type, payload)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+const SET_HISTORY_TOPIC: &str = "
+    INSERT INTO history_topics (namespace, topic, last_seq) VALUES (?1, ?2, ?3)
+    ON CONFLICT (namespace, topic) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)";
+const TRIM_HISTORY: &str = "DELETE FROM history_messages WHERE namespace = ?1 AND topic = ?2 AND seq < ?3";
+const DELETE_HISTORY_MESSAGES: &str = "DELETE FROM history_messages WHERE namespace = ?1 AND topic = ?2";
+const DELETE_HISTORY_TOPIC: &str = "DELETE FROM history_topics WHERE namespace = ?1 AND topic = ?2";
 const DELETE_CONTEXT_KEY: &str = "DELETE FROM context_keys WHERE namespace = ?1 AND key = ?2";
 const SET_CONTEXT_NAMESPACE: &str = "
     INSERT INTO context_namespaces (namespace, last_version) VALUES (?1, ?2)
@@ -236,6 +245,30 @@ fn write(tx: &Transaction<'_>, path: &Path, change: &Change) -> Result<(), Store
             .and_then(|mut stmt| stmt.execute(params![namespace, name]))
             .map(drop)
             .map_err(|e| fail(e, format!("the removal of {}", round_series_name(namespace, name)))),
+        Change::PutHistoryMessage(m) => {
+            let what = || history_name(&m.namespace, &m.topic);
+            let (seq, at) = (int(m.seq, what)?, int(m.at_ms, what)?);
+            tx.prepare_cached(PUT_HISTORY_MESSAGE)
+                .and_then(|mut stmt| {
+                    stmt.execute(params![m.namespace, m.topic, seq, at, m.publisher, m.content_type, m.payload])
+                })
+                .and_then(|_| tx.prepare_cached(SET_HISTORY_TOPIC)?.execute(params![m.namespace, m.topic, seq]))
+                .map(drop)
+                .map_err(|e| fail(e, what()))
+        }
+        Change::TrimHistory { namespace, topic, before_seq } => {
+            let before = int(*before_seq, || history_name(namespace, topic))?;
+            tx.prepare_cached(TRIM_HISTORY)
+                .and_then(|mut stmt| stmt.execute(params![namespace, topic, before]))
+                .map(drop)
+                .map_err(|e| fail(e, format!("the trimming of {}", history_name(namespace, topic))))
+        }
+        Change::DeleteHistoryTopic { namespace, topic } => tx
+            .prepare_cached(DELETE_HISTORY_MESSAGES)
+            .and_then(|mut stmt| stmt.execute(params![namespace, topic]))
+            .and_then(|_| tx.prepare_cached(DELETE_HISTORY_TOPIC)?.execute(params![namespace, topic]))
+            .map(drop)
+            .map_err(|e| fail(e, format!("the removal of {}", history_name(namespace, topic)))),
         Change::DeleteConfig { key } => tx
             .prepare_cached(DELETE_CONFIG)
             .and_then(|mut stmt| stmt.execute(params![key]))
@@ -403,6 +436,10 @@ fn map_json(map: &BTreeMap<String, String>) -> String {
 
 pub(crate) fn agent_name(namespace: &str, agent_id: &str) -> String {
     format!("agent '{agent_id}' of namespace '{namespace}'")
+}
+
+pub(crate) fn history_name(namespace: &str, topic: &str) -> String {
+    format!("the history of topic '{topic}' of namespace '{namespace}'")
 }
 
 pub(crate) fn trace_name(namespace: &str, id: &str) -> String {

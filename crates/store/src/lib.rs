@@ -56,8 +56,8 @@ mod testutil;
 pub use error::StoreError;
 pub use records::{
     AgentRecord, ArrivalRecord, AuditRecord, BallotRecord, Change, ConfigRecord, ContextKeyRecord,
-    ContextVersionRecord, LoadedContextKey, LoadedSyncPoint, LoadedVote, RoundSeriesRecord, Snapshot, SyncPointRecord,
-    TaskRecord, TraceRecord, VoteRecord,
+    ContextVersionRecord, HistoryMessageRecord, LoadedContextKey, LoadedSyncPoint, LoadedVote, RoundSeriesRecord,
+    Snapshot, SyncPointRecord, TaskRecord, TraceRecord, VoteRecord,
 };
 pub use schema::SCHEMA_VERSION;
 pub use store::{Durability, Store, StoreOptions, DB_FILE_NAME, DEFAULT_AUDIT_CAPACITY, DEFAULT_BUSY_TIMEOUT};

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, Row};
 
-use crate::apply::{agent_name, context_name, point_name, task_name, vote_name};
+use crate::apply::{agent_name, context_name, history_name, point_name, task_name, vote_name};
 use crate::error::{classify, StoreError};
 use crate::records::{
     AgentRecord, ArrivalRecord, AuditRecord, BallotRecord, ConfigRecord, LoadedSyncPoint, LoadedVote, Snapshot,
@@ -89,6 +89,37 @@ impl Store {
                         namespace: row.get(0)?,
                         name: row.get(1)?,
                         series_json: row.get(2)?,
+                    })
+                },
+            )?,
+            history_topics: query(
+                &tx,
+                path,
+                "the history topics",
+                "SELECT namespace, topic, last_seq FROM history_topics ORDER BY namespace, topic",
+                |row| {
+                    let (namespace, topic): (String, String) = (row.get(0)?, row.get(1)?);
+                    let last = uint(path, &history_name(&namespace, &topic), "last_seq", row.get(2)?)?;
+                    Ok((namespace, topic, last))
+                },
+            )?,
+            history_messages: query(
+                &tx,
+                path,
+                "the history messages",
+                "SELECT namespace, topic, seq, at_ms, publisher, content_type, payload FROM history_messages \
+                 ORDER BY namespace, topic, seq",
+                |row| {
+                    let (namespace, topic): (String, String) = (row.get(0)?, row.get(1)?);
+                    let name = history_name(&namespace, &topic);
+                    Ok(crate::records::HistoryMessageRecord {
+                        seq: uint(path, &name, "seq", row.get(2)?)?,
+                        at_ms: uint(path, &name, "at_ms", row.get(3)?)?,
+                        publisher: row.get(4)?,
+                        content_type: row.get(5)?,
+                        payload: row.get(6)?,
+                        namespace,
+                        topic,
                     })
                 },
             )?,

@@ -162,6 +162,17 @@ pub struct RoundSeriesRecord {
     pub name: String,
     pub series_json: String,
 }
+/// One kept message of a store-kept topic (schema v7).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistoryMessageRecord {
+    pub namespace: String,
+    pub topic: String,
+    pub seq: u64,
+    pub at_ms: u64,
+    pub publisher: String,
+    pub content_type: String,
+    pub payload: Vec<u8>,
+}
 
 /// One change to durable state. A batch of changes is applied in one transaction by
 /// [`Store::apply`](crate::Store::apply), in order.
@@ -214,6 +225,13 @@ pub enum Change {
     PutRoundSeries(RoundSeriesRecord),
     /// Forgets a round series; nothing happens if it is not stored.
     DeleteRoundSeries { namespace: String, name: String },
+    // --- Topic history (schema v7) ---
+    /// Keeps a message of a store-kept topic, and its seq as the topic's last if it is higher.
+    PutHistoryMessage(HistoryMessageRecord),
+    /// Forgets a topic's messages numbered below `before_seq` (its last seq stays).
+    TrimHistory { namespace: String, topic: String, before_seq: u64 },
+    /// Forgets a topic, its last seq and its messages.
+    DeleteHistoryTopic { namespace: String, topic: String },
 }
 
 /// A vote as loaded, with its ballots in the order cast.
@@ -255,4 +273,8 @@ pub struct Snapshot {
     pub traces: Vec<TraceRecord>,
     /// Ordered by namespace, then name (schema v8).
     pub round_series: Vec<RoundSeriesRecord>,
+    /// Each store-kept topic's last sequence number: (namespace, topic, last seq), ordered (schema v7).
+    pub history_topics: Vec<(String, String, u64)>,
+    /// Ordered by namespace, topic, then seq (schema v7).
+    pub history_messages: Vec<HistoryMessageRecord>,
 }

@@ -20,6 +20,9 @@
 //! * **v5 (tasks)** — task handoff: `tasks` (each task whole, as the engine's JSON) and
 //!   `task_namespaces` (each namespace's last submission number, so that numbering goes on past
 //!   forgotten tasks).
+//! * **v7 (history)** — topic history: `history_topics` (each store-kept topic's last sequence
+//!   number, so numbering goes on after a restart even when nothing is kept) and
+//!   `history_messages` (the kept messages).
 //! * **v6 (traces)** — execution traces: `traces`, one row per trace (its metadata as the engine's
 //!   JSON, and its output's bytes when they are kept inline; larger outputs are kept beside the
 //!   database).
@@ -192,9 +195,28 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             );
         ",
     },
-    // Reserved for topic history (issue 12 item 1), built on another branch: the merge puts its
-    // migration here. Empty, so that the numbering of the ones after it holds.
-    Migration { version: 7, sql: "" },
+    // The topic history migration.
+    Migration {
+        version: 7,
+        sql: "
+            CREATE TABLE history_topics (
+                namespace TEXT NOT NULL,
+                topic     TEXT NOT NULL,
+                last_seq  INTEGER NOT NULL,   -- numbering goes on from here after a restart
+                PRIMARY KEY (namespace, topic)
+            );
+            CREATE TABLE history_messages (
+                namespace    TEXT NOT NULL,
+                topic        TEXT NOT NULL,
+                seq          INTEGER NOT NULL,
+                at_ms        INTEGER NOT NULL,
+                publisher    TEXT NOT NULL,
+                content_type TEXT NOT NULL,
+                payload      BLOB NOT NULL,
+                PRIMARY KEY (namespace, topic, seq)
+            );
+        ",
+    },
     // The tick rounds migration: each round series whole (its spec, its last round number, its
     // retained rounds), rewritten when a round opens or closes.
     Migration {
@@ -264,6 +286,8 @@ mod tests {
         assert_eq!(version(&conn).unwrap(), LATEST);
         conn.prepare("SELECT series_json FROM round_series").unwrap();
         conn.prepare("SELECT task_json FROM tasks").unwrap();
+        conn.prepare("SELECT last_seq FROM history_topics").unwrap();
+        conn.prepare("SELECT payload FROM history_messages").unwrap();
         conn.prepare("SELECT meta_json, inline FROM traces").unwrap();
         conn.prepare("SELECT revision_json FROM context_versions").unwrap();
         conn.prepare("SELECT seq FROM audit_log").unwrap();

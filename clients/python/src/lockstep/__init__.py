@@ -36,6 +36,7 @@ from .group import (
 from .group import checksum as state_checksum
 from .context import AgentContext, Context, ContextBatch, ContextChange, ContextEntry, ContextWatch, ContextWritten
 from .rounds import RoundInfo, RoundInput, Rounds, RoundSeries
+from .history import HistoryGap, TopicInfo
 from .tasks import Assignment, PinnedContext, TaskEvent, TaskInfo, Tasks, TaskWork
 from .streams import BufferInfo, Streams, TickerInfo
 from .traces import AgentTraces, Trace, TraceClaim, TraceInfo, TraceLineage, TraceStats, Traces
@@ -133,6 +134,8 @@ __all__ = [
     "ContextEntry",
     "ContextWatch",
     "ContextWritten",
+    "HistoryGap",
+    "TopicInfo",
     "Assignment",
     "PinnedContext",
     "TaskEvent",

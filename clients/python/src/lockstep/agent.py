@@ -37,6 +37,7 @@ import grpc.aio
 from . import collective as _collective
 from . import group as _group
 from . import rounds as _rounds
+from . import history as _history
 from . import tasks as _tasks
 from ._util import Opening, encode_payload, timeout_ms, to_json_text
 from .errors import (
@@ -198,6 +199,9 @@ class Agent:
         self._request_feed: Optional[Feed[IncomingRequest]] = None
         self._tasks = _tasks.TaskLink(self)
         self._rounds = _rounds.RoundLink(self)
+        # Topic history: gap notices received, and the patterns subscribed to (again on a new session).
+        self._history_gaps: List[_history.HistoryGap] = []
+        self._subscriptions: List[str] = []
         self.requests_refused = 0
         """Other agents' requests refused because the application was not taking requests."""
 
@@ -329,6 +333,14 @@ class Agent:
                     await self._send(pb.ClientMessage(watch_state=_selector_message(selector, pb.WatchState)))
                 except LockstepError:
                     pass
+            if not new_reg.resumed:
+                # Likewise the subscriptions, live only: what to replay after a loss is the
+                # application's choice, from the topic sequence numbers it saw.
+                for pattern in self._subscriptions:
+                    try:
+                        await self._send(pb.ClientMessage(subscribe=pb.Subscribe(pattern=pattern)))
+                    except LockstepError:
+                        pass
             # The work asked for is asked again: a restarted server does not keep it.
             await self._tasks.resumed()
             log.info(
@@ -471,6 +483,8 @@ class Agent:
             self._on_command(msg.command)
         elif kind == "incoming_request":
             self._on_incoming_request(msg.incoming_request)
+        elif kind == "history_gap":
+            _history.keep_gap(self._history_gaps, _history.HistoryGap.from_proto(msg.history_gap))
         elif kind == "registered":
             log.debug("lockstep: unexpected second 'registered' for agent '%s'", self.agent_id)
         elif kind is not None:
@@ -982,6 +996,44 @@ class Agent:
         return _group.CollectiveOutcome(result, diverged, reference) if with_outcome else result
 
     # ------------------------------------------------------------------------------------------
+    # Topic history (see lockstep.history)
+
+    async def subscribe(
+        self,
+        pattern: str,
+        *,
+        last: Optional[int] = None,
+        since_seq: Optional[int] = None,
+        since_time_ms: Optional[int] = None,
+    ) -> None:
+        """Adds ``pattern`` to this agent's interests and replays what the retained topics it matches
+        kept — per topic the ``last`` N messages, everything ``since_seq``, or everything published
+        ``since_time_ms`` (server clock) — before any live message of those topics, in order, with no
+        duplicate and no gap at the seam. Returns once the server took the subscription; the
+        messages follow on :meth:`deliveries`, each with its ``topic_seq`` and ``time_ms``. Where
+        retention had already dropped what was asked for, :meth:`history_gaps` says which.
+
+        Raises:
+            InvalidArgument: a bad pattern (``INVALID_ARGUMENT``).
+            ResourceExhausted: past the server's ``limits.max_interests`` (``LIMIT``).
+        """
+        msg = _history.subscribe_message(pattern, last=last, since_seq=since_seq, since_time_ms=since_time_ms)
+        self._raise_if_error(await self._request(msg))
+        if pattern not in self._subscriptions:
+            self._subscriptions.append(pattern)
+
+    async def unsubscribe(self, pattern: str) -> None:
+        """Removes ``pattern`` from this agent's interests (a replay in progress goes on only for the
+        topics another interest still matches)."""
+        self._raise_if_error(await self._request(pb.ClientMessage(unsubscribe=pb.Unsubscribe(pattern=pattern))))
+        if pattern in self._subscriptions:
+            self._subscriptions.remove(pattern)
+
+    def history_gaps(self) -> "List[_history.HistoryGap]":
+        """The gap notices received since the last call, in the order they came."""
+        gaps, self._history_gaps = self._history_gaps, []
+        return gaps
+
     # Replica groups (see lockstep.group)
 
     async def join_group(self, group_id: str) -> "_group.GroupMembership":

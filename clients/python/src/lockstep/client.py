@@ -46,6 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .streams import Streams
     from .agent import Agent
     from .context import Context
+    from .history import TopicInfo
 
 __all__ = ["Client", "RegistryWatch", "connect"]
 
@@ -382,6 +383,21 @@ class Client:
         if self._context is None:
             self._context = Context(self)
         return self._context
+
+    async def topics(self, *, metadata: Optional[Metadata] = None) -> "List[TopicInfo]":
+        """The retained topics of this namespace (topic history), by name: the messages and bytes
+        each keeps, its first and last sequence numbers, its rule, whether it is stored."""
+        from .history import TopicInfo
+
+        stub = pb_grpc.HistoryStub(self._channel)  # type: ignore[no-untyped-call]
+        req = pb.ListTopicsRequest(namespace=self.namespace)
+        topics: List[TopicInfo] = []
+        while True:  # every page of the listing
+            resp = await self._call(stub.ListTopics, req, metadata=metadata)
+            topics.extend(TopicInfo.from_proto(t) for t in resp.topics)
+            if not resp.next_page_token:
+                return topics
+            req.page_token = resp.next_page_token
 
     def watch_registry(self) -> "RegistryWatch":
         """Follow registry changes as they happen.

@@ -248,6 +248,10 @@ class Delivery(_Payload):
     content_type: str = ""
     publisher: str = ""
     missed_before: int = 0
+    #: On a retained topic (live or replayed): the topic's sequence number for this message; 0 elsewhere.
+    topic_seq: int = 0
+    #: On a retained topic: the server time (ms) it was published at; 0 elsewhere.
+    time_ms: int = 0
 
     @classmethod
     def from_proto(cls, msg: pb.Delivery, *, seq: int, missed_before: int = 0) -> "Delivery":
@@ -259,6 +263,8 @@ class Delivery(_Payload):
             content_type=msg.content_type,
             publisher=msg.publisher,
             missed_before=missed_before,
+            topic_seq=msg.topic_seq,
+            time_ms=msg.time_ms,
         )
 
 

@@ -80,7 +80,7 @@ class BackupResponse(_message.Message):
     def __init__(self, path: _Optional[str] = ..., bytes: _Optional[int] = ...) -> None: ...
 
 class ClientMessage(_message.Message):
-    __slots__ = ("request_id", "register", "heartbeat", "publish", "update_state", "set_status", "watch_state", "unwatch_state", "sync", "ack", "deregister", "command_result", "delivery_error", "agent_request", "respond", "open_vote", "cast_ballot", "join_group", "leave_group", "context_write", "submit_task", "task_work", "stop_task_work", "claim_task", "start_task", "complete_task", "fail_task", "round_answer")
+    __slots__ = ("request_id", "register", "heartbeat", "publish", "update_state", "set_status", "watch_state", "unwatch_state", "sync", "ack", "deregister", "command_result", "delivery_error", "agent_request", "respond", "open_vote", "cast_ballot", "join_group", "leave_group", "context_write", "submit_task", "task_work", "stop_task_work", "claim_task", "start_task", "complete_task", "fail_task", "round_answer", "subscribe", "unsubscribe")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     REGISTER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +109,8 @@ class ClientMessage(_message.Message):
     COMPLETE_TASK_FIELD_NUMBER: _ClassVar[int]
     FAIL_TASK_FIELD_NUMBER: _ClassVar[int]
     ROUND_ANSWER_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    UNSUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     register: Register
     heartbeat: Heartbeat
@@ -137,7 +139,9 @@ class ClientMessage(_message.Message):
     complete_task: CompleteTask
     fail_task: FailTask
     round_answer: RoundAnswer
-    def __init__(self, request_id: _Optional[int] = ..., register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., update_state: _Optional[_Union[UpdateState, _Mapping]] = ..., set_status: _Optional[_Union[SetStatus, _Mapping]] = ..., watch_state: _Optional[_Union[WatchState, _Mapping]] = ..., unwatch_state: _Optional[_Union[UnwatchState, _Mapping]] = ..., sync: _Optional[_Union[SyncArrive, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., deregister: _Optional[_Union[Deregister, _Mapping]] = ..., command_result: _Optional[_Union[CommandResult, _Mapping]] = ..., delivery_error: _Optional[_Union[DeliveryError, _Mapping]] = ..., agent_request: _Optional[_Union[AgentRequest, _Mapping]] = ..., respond: _Optional[_Union[Respond, _Mapping]] = ..., open_vote: _Optional[_Union[OpenVote, _Mapping]] = ..., cast_ballot: _Optional[_Union[CastBallot, _Mapping]] = ..., join_group: _Optional[_Union[JoinGroup, _Mapping]] = ..., leave_group: _Optional[_Union[LeaveGroup, _Mapping]] = ..., context_write: _Optional[_Union[ContextWrite, _Mapping]] = ..., submit_task: _Optional[_Union[SubmitTask, _Mapping]] = ..., task_work: _Optional[_Union[TaskWork, _Mapping]] = ..., stop_task_work: _Optional[_Union[StopTaskWork, _Mapping]] = ..., claim_task: _Optional[_Union[ClaimTask, _Mapping]] = ..., start_task: _Optional[_Union[StartTask, _Mapping]] = ..., complete_task: _Optional[_Union[CompleteTask, _Mapping]] = ..., fail_task: _Optional[_Union[FailTask, _Mapping]] = ..., round_answer: _Optional[_Union[RoundAnswer, _Mapping]] = ...) -> None: ...
+    subscribe: Subscribe
+    unsubscribe: Unsubscribe
+    def __init__(self, request_id: _Optional[int] = ..., register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., update_state: _Optional[_Union[UpdateState, _Mapping]] = ..., set_status: _Optional[_Union[SetStatus, _Mapping]] = ..., watch_state: _Optional[_Union[WatchState, _Mapping]] = ..., unwatch_state: _Optional[_Union[UnwatchState, _Mapping]] = ..., sync: _Optional[_Union[SyncArrive, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., deregister: _Optional[_Union[Deregister, _Mapping]] = ..., command_result: _Optional[_Union[CommandResult, _Mapping]] = ..., delivery_error: _Optional[_Union[DeliveryError, _Mapping]] = ..., agent_request: _Optional[_Union[AgentRequest, _Mapping]] = ..., respond: _Optional[_Union[Respond, _Mapping]] = ..., open_vote: _Optional[_Union[OpenVote, _Mapping]] = ..., cast_ballot: _Optional[_Union[CastBallot, _Mapping]] = ..., join_group: _Optional[_Union[JoinGroup, _Mapping]] = ..., leave_group: _Optional[_Union[LeaveGroup, _Mapping]] = ..., context_write: _Optional[_Union[ContextWrite, _Mapping]] = ..., submit_task: _Optional[_Union[SubmitTask, _Mapping]] = ..., task_work: _Optional[_Union[TaskWork, _Mapping]] = ..., stop_task_work: _Optional[_Union[StopTaskWork, _Mapping]] = ..., claim_task: _Optional[_Union[ClaimTask, _Mapping]] = ..., start_task: _Optional[_Union[StartTask, _Mapping]] = ..., complete_task: _Optional[_Union[CompleteTask, _Mapping]] = ..., fail_task: _Optional[_Union[FailTask, _Mapping]] = ..., round_answer: _Optional[_Union[RoundAnswer, _Mapping]] = ..., subscribe: _Optional[_Union[Subscribe, _Mapping]] = ..., unsubscribe: _Optional[_Union[Unsubscribe, _Mapping]] = ...) -> None: ...
 
 class AgentRequest(_message.Message):
     __slots__ = ("topic", "payload", "content_type", "timeout_ms")
@@ -291,7 +295,7 @@ class CommandResult(_message.Message):
     def __init__(self, command_id: _Optional[int] = ..., result_json: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ServerMessage(_message.Message):
-    __slots__ = ("registered", "reply", "deliveries", "state_changes", "control", "command", "incoming_request", "task_assigned", "task_event", "round_input")
+    __slots__ = ("registered", "reply", "deliveries", "state_changes", "control", "command", "incoming_request", "task_assigned", "task_event", "round_input", "history_gap")
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     REPLY_FIELD_NUMBER: _ClassVar[int]
     DELIVERIES_FIELD_NUMBER: _ClassVar[int]
@@ -302,6 +306,7 @@ class ServerMessage(_message.Message):
     TASK_ASSIGNED_FIELD_NUMBER: _ClassVar[int]
     TASK_EVENT_FIELD_NUMBER: _ClassVar[int]
     ROUND_INPUT_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_GAP_FIELD_NUMBER: _ClassVar[int]
     registered: Registered
     reply: Reply
     deliveries: Deliveries
@@ -312,7 +317,8 @@ class ServerMessage(_message.Message):
     task_assigned: TaskAssignment
     task_event: TaskEvent
     round_input: RoundInput
-    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., reply: _Optional[_Union[Reply, _Mapping]] = ..., deliveries: _Optional[_Union[Deliveries, _Mapping]] = ..., state_changes: _Optional[_Union[StateChanges, _Mapping]] = ..., control: _Optional[_Union[Control, _Mapping]] = ..., command: _Optional[_Union[Command, _Mapping]] = ..., incoming_request: _Optional[_Union[IncomingRequest, _Mapping]] = ..., task_assigned: _Optional[_Union[TaskAssignment, _Mapping]] = ..., task_event: _Optional[_Union[TaskEvent, _Mapping]] = ..., round_input: _Optional[_Union[RoundInput, _Mapping]] = ...) -> None: ...
+    history_gap: HistoryGap
+    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., reply: _Optional[_Union[Reply, _Mapping]] = ..., deliveries: _Optional[_Union[Deliveries, _Mapping]] = ..., state_changes: _Optional[_Union[StateChanges, _Mapping]] = ..., control: _Optional[_Union[Control, _Mapping]] = ..., command: _Optional[_Union[Command, _Mapping]] = ..., incoming_request: _Optional[_Union[IncomingRequest, _Mapping]] = ..., task_assigned: _Optional[_Union[TaskAssignment, _Mapping]] = ..., task_event: _Optional[_Union[TaskEvent, _Mapping]] = ..., round_input: _Optional[_Union[RoundInput, _Mapping]] = ..., history_gap: _Optional[_Union[HistoryGap, _Mapping]] = ...) -> None: ...
 
 class IncomingRequest(_message.Message):
     __slots__ = ("token", "topic", "payload", "content_type", "requester", "deadline_ms")
@@ -481,16 +487,20 @@ class Deliveries(_message.Message):
     def __init__(self, first_seq: _Optional[int] = ..., missed_before: _Optional[int] = ..., items: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ...) -> None: ...
 
 class Delivery(_message.Message):
-    __slots__ = ("topic", "payload", "content_type", "publisher")
+    __slots__ = ("topic", "payload", "content_type", "publisher", "topic_seq", "time_ms")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     PUBLISHER_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_SEQ_FIELD_NUMBER: _ClassVar[int]
+    TIME_MS_FIELD_NUMBER: _ClassVar[int]
     topic: str
     payload: bytes
     content_type: str
     publisher: str
-    def __init__(self, topic: _Optional[str] = ..., payload: _Optional[bytes] = ..., content_type: _Optional[str] = ..., publisher: _Optional[str] = ...) -> None: ...
+    topic_seq: int
+    time_ms: int
+    def __init__(self, topic: _Optional[str] = ..., payload: _Optional[bytes] = ..., content_type: _Optional[str] = ..., publisher: _Optional[str] = ..., topic_seq: _Optional[int] = ..., time_ms: _Optional[int] = ...) -> None: ...
 
 class StateChanges(_message.Message):
     __slots__ = ("items",)
@@ -2387,3 +2397,67 @@ class BufferList(_message.Message):
     BUFFERS_FIELD_NUMBER: _ClassVar[int]
     buffers: _containers.RepeatedCompositeFieldContainer[BufferInfo]
     def __init__(self, buffers: _Optional[_Iterable[_Union[BufferInfo, _Mapping]]] = ...) -> None: ...
+
+class Subscribe(_message.Message):
+    __slots__ = ("pattern", "last", "since_seq", "since_time_ms")
+    PATTERN_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    SINCE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    SINCE_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    pattern: str
+    last: int
+    since_seq: int
+    since_time_ms: int
+    def __init__(self, pattern: _Optional[str] = ..., last: _Optional[int] = ..., since_seq: _Optional[int] = ..., since_time_ms: _Optional[int] = ...) -> None: ...
+
+class Unsubscribe(_message.Message):
+    __slots__ = ("pattern",)
+    PATTERN_FIELD_NUMBER: _ClassVar[int]
+    pattern: str
+    def __init__(self, pattern: _Optional[str] = ...) -> None: ...
+
+class HistoryGap(_message.Message):
+    __slots__ = ("topic", "first_seq", "last_seq")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    first_seq: int
+    last_seq: int
+    def __init__(self, topic: _Optional[str] = ..., first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ...) -> None: ...
+
+class ListTopicsRequest(_message.Message):
+    __slots__ = ("namespace", "page_token", "page_size")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    page_token: str
+    page_size: int
+    def __init__(self, namespace: _Optional[str] = ..., page_token: _Optional[str] = ..., page_size: _Optional[int] = ...) -> None: ...
+
+class TopicInfo(_message.Message):
+    __slots__ = ("topic", "messages", "bytes", "first_seq", "last_seq", "rule", "stored")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    messages: int
+    bytes: int
+    first_seq: int
+    last_seq: int
+    rule: str
+    stored: bool
+    def __init__(self, topic: _Optional[str] = ..., messages: _Optional[int] = ..., bytes: _Optional[int] = ..., first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ..., rule: _Optional[str] = ..., stored: bool = ...) -> None: ...
+
+class ListTopicsResponse(_message.Message):
+    __slots__ = ("topics", "next_page_token")
+    TOPICS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    topics: _containers.RepeatedCompositeFieldContainer[TopicInfo]
+    next_page_token: str
+    def __init__(self, topics: _Optional[_Iterable[_Union[TopicInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -2880,3 +2880,81 @@ class Streams(object):
             timeout,
             metadata,
             _registered_method=True)
+
+
+class HistoryStub(object):
+    """Retained topics: what the server keeps of each, for `lockstep topics`. Needs no session and no
+    admin token, like the other listings.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListTopics = channel.unary_unary(
+                '/lockstep.v1.History/ListTopics',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.ListTopicsRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.ListTopicsResponse.FromString,
+                _registered_method=True)
+
+
+class HistoryServicer(object):
+    """Retained topics: what the server keeps of each, for `lockstep topics`. Needs no session and no
+    admin token, like the other listings.
+    """
+
+    def ListTopics(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_HistoryServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListTopics': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTopics,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.ListTopicsRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.ListTopicsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'lockstep.v1.History', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('lockstep.v1.History', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class History(object):
+    """Retained topics: what the server keeps of each, for `lockstep topics`. Needs no session and no
+    admin token, like the other listings.
+    """
+
+    @staticmethod
+    def ListTopics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.History/ListTopics',
+            lockstep_dot_v1_dot_lockstep__pb2.ListTopicsRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.ListTopicsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
