@@ -386,6 +386,7 @@ mod tests {
                         "data_dir" => "/var/lib/lockstep",
                         "synchronous" => "full",
                         "overflow_policy" => "disconnect",
+                        "event_time_policy" => "flag",
                         other => panic!("add a changed value for the text setting `{other}`"),
                     }
                     .into()
@@ -400,8 +401,20 @@ mod tests {
                     })
                     .into(),
                 ),
+                // Event-time streams declared in the file: none by default, one of each here.
+                Value::Array(specs) if key == "tickers" => specs.push(spec::<lockstep_core::ticker::TickerSpec>(
+                    "id = 'bars'\ninputs = ['market.>']\noutput = 'bars'\nperiod_ms = 1000",
+                )),
+                Value::Array(specs) if key == "buffers" => specs.push(spec::<lockstep_core::latency::BufferSpec>(
+                    "id = 'arm-x'\ntopic = 'telemetry.arm'\npointer = '/pose/x'\ncadence_ms = 100\noutput = 'arm.x'",
+                )),
                 other => panic!("add a changed value for `{key}` ({other:?})"),
             }
         }
+    }
+
+    /// A definition as the file gives it, with every default it leaves out filled in.
+    fn spec<T: serde::de::DeserializeOwned + Serialize>(text: &str) -> Value {
+        self::table(toml::from_str::<T>(text).unwrap()).into()
     }
 }
