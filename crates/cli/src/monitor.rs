@@ -1,7 +1,9 @@
 //! `lockstep monitor`: a live full-screen view of a running server — its agents with chosen state
-//! fields, health, breaker and queue; the sync points, votes and collectives still waiting and who
-//! they wait for; system health and message rates — from which an operator pauses, resumes or restarts an
-//! agent.
+//! fields, health, breaker and queue; the sync points, votes, collectives and tick rounds still
+//! waiting and who they wait for; system health, message rates and task queues; the data plane
+//! (the last round of each series and whom it missed, tick controllers and their idle sources,
+//! latency buffers and their provisional share, retained topics) — from which an operator pauses,
+//! resumes or restarts an agent.
 //!
 //! Three layers, so that all but the first can be tested without a server or a terminal:
 //! * [`Server::snapshot`] reads a [`Snapshot`] (the only I/O besides the operator's actions);
@@ -20,7 +22,7 @@ use anyhow::Context;
 use clap::Args;
 use crossterm::event::{Event, EventStream, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use futures::StreamExt;
-use lockstep_client::{proto as v1, AdminClient, AgentFilter, Client, Error};
+use lockstep_client::{proto as v1, AdminClient, AgentFilter, Client, Error, StreamsClient};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
@@ -82,7 +84,27 @@ pub struct Snapshot {
     pub info: v1::ServerInfoResponse,
     /// Task queues of the monitored namespace, per type.
     pub task_queues: Vec<v1::TaskQueue>,
+    /// Rounds, tick controllers, latency buffers and retained topics of the namespace.
+    pub data_plane: DataPlane,
 }
+
+/// The data plane of the monitored namespace, as read at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct DataPlane {
+    /// Tick round series, each with its open round (shown beside the waiting sync points).
+    pub series: Vec<v1::RoundSeriesInfo>,
+    /// The last closed round of each series that has no open one (whom it missed matters).
+    pub last_rounds: Vec<v1::RoundInfo>,
+    pub tickers: Vec<v1::TickerInfo>,
+    pub buffers: Vec<v1::BufferInfo>,
+    pub topics: Vec<v1::TopicInfo>,
+}
+
+/// How many series' last rounds are read per refresh (the pane shows no more lines than this).
+const LAST_ROUNDS_READ: usize = 8;
+
+/// The most lines the data plane pane takes; what does not fit is counted in its title.
+const DATA_PLANE_LINES: usize = 8;
 
 /// An agent's health as the Admin API assesses it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -288,6 +310,8 @@ pub struct Model {
     rates: Option<Rates>,
     /// Task queues per type, with the age of their oldest ready task.
     task_queues: Vec<v1::TaskQueue>,
+    /// The data plane pane's lines, each with its colour (worst news first).
+    data_plane: Vec<(String, Color)>,
     last_counters: Option<Counters>,
     /// The selected agent, by id so that it stays selected while rows move. An action only ever
     /// targets an agent the operator picked and can see: when it leaves or is filtered out,
@@ -314,6 +338,7 @@ impl Model {
             health: Err("not read yet".into()),
             rates: None,
             task_queues: Vec::new(),
+            data_plane: Vec::new(),
             last_counters: None,
             selected: None,
             sort: SortColumn::Id,
@@ -326,8 +351,10 @@ impl Model {
 
     /// Replaces what is shown with a fresh snapshot of the server.
     pub fn apply(&mut self, snapshot: Snapshot) {
-        let Snapshot { agents, states, sync_points, votes, collectives, health, info, task_queues } = snapshot;
+        let Snapshot { agents, states, sync_points, votes, collectives, health, info, task_queues, data_plane } =
+            snapshot;
         self.task_queues = task_queues;
+        self.data_plane = data_plane_lines(&data_plane, info.now_ms);
         let health_of: HashMap<(&str, &str), Health> = match &health {
             Ok(h) => h
                 .agents
@@ -380,6 +407,14 @@ impl Model {
             required: c.members.len() as u32,
             missing: c.missing.clone(),
             waiting_ms: c.waiting_ms,
+        }));
+        // And open tick rounds for the participants that have not answered yet.
+        self.sync_points.extend(data_plane.series.iter().filter_map(|s| s.open_round.as_ref()).map(|r| SyncRow {
+            id: format!("round {} #{}", r.series, r.round),
+            arrived: r.answered.len(),
+            required: r.participants.len() as u32,
+            missing: r.waiting.clone(),
+            waiting_ms: info.now_ms.saturating_sub(r.opened_at_ms),
         }));
         self.health = health.map(|h| SystemHealth {
             score: h.score,
@@ -525,10 +560,16 @@ pub fn on_key(model: &mut Model, key: KeyEvent) -> Option<Action> {
 
 /// Renders the whole screen.
 pub fn draw(frame: &mut Frame, model: &Model) {
-    let [title, agents, bottom, status, help] = Layout::vertical([
+    // The data plane pane only takes room when there is something in it.
+    let data_plane_height = match model.data_plane.len() {
+        0 => 0,
+        n => n.min(DATA_PLANE_LINES) as u16 + 2,
+    };
+    let [title, agents, bottom, data_plane, status, help] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(4),
         Constraint::Length(9),
+        Constraint::Length(data_plane_height),
         Constraint::Length(1),
         Constraint::Length(1),
     ])
@@ -539,6 +580,9 @@ pub fn draw(frame: &mut Frame, model: &Model) {
     draw_agents(frame, agents, model);
     draw_sync_points(frame, sync_points, model);
     draw_system(frame, system, model);
+    if data_plane_height > 0 {
+        draw_data_plane(frame, data_plane, model);
+    }
     frame.render_widget(status_line(model), status);
     frame.render_widget(help_line(model), help);
 }
@@ -680,6 +724,116 @@ fn draw_system(frame: &mut Frame, area: Rect, model: &Model) {
     }
 }
 
+fn draw_data_plane(frame: &mut Frame, area: Rect, model: &Model) {
+    let shown = model.data_plane.len().min(DATA_PLANE_LINES);
+    let mut title = " Rounds, streams and retained topics ".to_owned();
+    if shown < model.data_plane.len() {
+        title += &format!("({} more not shown) ", model.data_plane.len() - shown);
+    }
+    let lines: Vec<Line> =
+        model.data_plane[..shown].iter().map(|(text, color)| Line::from(text.as_str()).fg(*color)).collect();
+    frame.render_widget(Paragraph::new(lines).block(Block::bordered().title(title)), area);
+}
+
+/// The data plane in lines, worst news first: rounds that missed someone, tick controllers with
+/// idle sources, late drops or skew, buffers with overdue samples; then the rest; then one line
+/// for the retained topics.
+fn data_plane_lines(plane: &DataPlane, now_ms: u64) -> Vec<(String, Color)> {
+    let mut lines: Vec<(u8, String, Color)> = Vec::new();
+    for series in &plane.series {
+        let Some(spec) = &series.spec else { continue };
+        if series.open_round.is_some() {
+            continue; // shown with the waiting sync points
+        }
+        let next = match series.next_tick_ms {
+            0 => String::new(),
+            at => format!(" · next in {:.1}s", at.saturating_sub(now_ms) as f64 / 1000.0),
+        };
+        let last = plane.last_rounds.iter().find(|r| r.series == spec.name && r.round == series.last_round);
+        match last {
+            None => lines.push((2, format!("round {}: none closed yet{next}", spec.name), Color::Reset)),
+            Some(r) if r.missed.is_empty() => lines.push((
+                2,
+                format!("round {} #{}: {}, {} answered{next}", spec.name, r.round, r.closing, r.answered.len()),
+                Color::Reset,
+            )),
+            Some(r) => {
+                let missed: Vec<String> = r.missed.iter().map(|m| format!("{} ({})", m.agent, m.why)).collect();
+                let text =
+                    format!("round {} #{}: {}, missed {}{next}", spec.name, r.round, r.closing, missed.join(", "));
+                lines.push((0, text, Color::Red));
+            }
+        }
+    }
+    for ticker in &plane.tickers {
+        let (Some(spec), Some(stats)) = (&ticker.spec, &ticker.stats) else { continue };
+        let idle: Vec<&str> = ticker.sources.iter().filter(|s| s.idle).map(|s| s.publisher.as_str()).collect();
+        let mut parts = vec![
+            format!("tick {}", stats.next_tick),
+            format!("{} events", stats.events),
+            format!("{} sources", ticker.sources.len()),
+        ];
+        if !idle.is_empty() {
+            parts.push(format!("idle: {}", idle.join(", ")));
+        }
+        for (count, what) in [
+            (stats.late_dropped, "late dropped"),
+            (stats.corrections, "corrections"),
+            (stats.skew_violations, "skew violations"),
+        ] {
+            if count > 0 {
+                parts.push(format!("{count} {what}"));
+            }
+        }
+        let worrying = !idle.is_empty() || stats.late_dropped > 0 || stats.skew_violations > 0;
+        let (rank, color) = if worrying { (1, Color::Yellow) } else { (2, Color::Reset) };
+        lines.push((rank, format!("ticker {}: {}", spec.id, parts.join(" · ")), color));
+    }
+    for buffer in &plane.buffers {
+        let (Some(spec), Some(stats)) = (&buffer.spec, &buffer.stats) else { continue };
+        let mut text = format!(
+            "buffer {}: {:.0}% provisional · mean error {:.3} · max {:.3}",
+            spec.id,
+            stats.provisional_share * 100.0,
+            stats.mean_abs_error,
+            stats.max_abs_error
+        );
+        if stats.outstanding > 0 {
+            text += &format!(" · {} overdue", stats.outstanding);
+        }
+        let (rank, color) = if stats.outstanding > 0 { (1, Color::Yellow) } else { (2, Color::Reset) };
+        lines.push((rank, text, color));
+    }
+    // Stable: within a rank, series, then controllers, then buffers, each in the server's order.
+    lines.sort_by_key(|(rank, _, _)| *rank);
+    let mut lines: Vec<(String, Color)> = lines.into_iter().map(|(_, text, color)| (text, color)).collect();
+    if !plane.topics.is_empty() {
+        let messages: u64 = plane.topics.iter().map(|t| t.messages).sum();
+        let bytes: u64 = plane.topics.iter().map(|t| t.bytes).sum();
+        let largest = plane.topics.iter().max_by_key(|t| (t.bytes, Reverse(t.topic.as_str()))).expect("not empty");
+        lines.push((
+            format!(
+                "topics: {} retained · {messages} messages · {} (largest: {} {})",
+                plane.topics.len(),
+                size_text(bytes),
+                largest.topic,
+                size_text(largest.bytes)
+            ),
+            Color::Reset,
+        ));
+    }
+    lines
+}
+
+/// A byte count as people read it.
+fn size_text(bytes: u64) -> String {
+    match bytes {
+        b if b < 1024 => format!("{b} B"),
+        b if b < 1024 * 1024 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)),
+    }
+}
+
 fn status_line(model: &Model) -> Line<'_> {
     if let Some(why) = &model.disconnected {
         return Line::from(format!("disconnected — retrying ({why})")).fg(Color::Red).bold();
@@ -702,6 +856,7 @@ fn help_line(model: &Model) -> Line<'_> {
 struct Server {
     client: Client,
     admin: AdminClient,
+    streams: StreamsClient,
     /// Whether any state field is shown (if not, states are not read at all).
     read_states: bool,
     /// The monitored namespace, by its full name (for the task queues, listed for all).
@@ -720,13 +875,14 @@ impl Server {
             None => client.admin(token, actor)?,
         };
         let namespace = lockstep_core::name::namespace_or_default(&args.namespace)?.to_owned();
-        Ok(Server { client, admin, read_states: args.fields.iter().any(|f| !f.is_empty()), namespace })
+        let streams = client.streams(None, None)?;
+        Ok(Server { client, admin, streams, read_states: args.fields.iter().any(|f| !f.is_empty()), namespace })
     }
 
     /// Reads everything shown, at once where the calls are independent.
     async fn snapshot(&self) -> Result<Snapshot, Error> {
         let tasks = self.client.tasks();
-        let (agents, sync_points, votes, collectives, info, health, task_queues) = tokio::join!(
+        let (agents, sync_points, votes, collectives, info, health, task_queues, data_plane) = tokio::join!(
             self.client.list_agents(AgentFilter::default()),
             self.client.list_sync_points(),
             self.client.list_votes(),
@@ -734,6 +890,7 @@ impl Server {
             self.client.server_info(),
             self.admin.health(),
             tasks.queues(),
+            self.data_plane(),
         );
         let agents = agents?;
         let mut states = HashMap::new();
@@ -768,7 +925,41 @@ impl Server {
             health: health.map_err(|e| admin_error(&e)),
             info: info?,
             task_queues: task_queues?.into_iter().filter(|q| q.namespace == self.namespace).collect(),
+            data_plane: data_plane?,
         })
+    }
+
+    /// The namespace's rounds, controllers, buffers and retained topics, with the last closed
+    /// round of the series that have no open one.
+    async fn data_plane(&self) -> Result<DataPlane, Error> {
+        let rounds = self.client.rounds();
+        let (series, tickers, buffers, topics) =
+            tokio::join!(rounds.list(), self.streams.tickers(), self.streams.buffers(), self.client.topics());
+        let series = series?;
+        let closed: Vec<(String, u64)> = series
+            .iter()
+            .filter(|s| s.open_round.is_none() && s.last_round > 0)
+            .filter_map(|s| Some((s.spec.as_ref()?.name.clone(), s.last_round)))
+            .take(LAST_ROUNDS_READ)
+            .collect();
+        let reads = futures::stream::iter(closed)
+            .map(|(name, round)| {
+                let rounds = rounds.clone();
+                async move { rounds.round(&name, round).await }
+            })
+            .buffered(LAST_ROUNDS_READ)
+            .collect::<Vec<_>>()
+            .await;
+        let mut last_rounds = Vec::new();
+        for read in reads {
+            match read {
+                Ok(round) => last_rounds.push(round),
+                // The series was removed, or the round left its retention, since the listing.
+                Err(e) if e.code() == tonic::Code::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(DataPlane { series, last_rounds, tickers: tickers?, buffers: buffers?, topics: topics? })
     }
 
     async fn steer(&self, action: &Action) -> Result<String, String> {
@@ -968,6 +1159,67 @@ mod tests {
                 oldest_ready_age_ms: 2_500,
                 ..Default::default()
             }],
+            data_plane: DataPlane::default(),
+        }
+    }
+
+    fn series(name: &str, last_round: u64, open_round: Option<v1::RoundInfo>) -> v1::RoundSeriesInfo {
+        v1::RoundSeriesInfo {
+            spec: Some(v1::RoundSeriesSpec { name: name.into(), ..Default::default() }),
+            last_round,
+            open_round,
+            ..Default::default()
+        }
+    }
+
+    /// Two series (one with an open round waiting for `slow`, one whose last round missed
+    /// `hung`), a controller with an idle source, a quiet controller, a buffer with an overdue
+    /// sample and two retained topics.
+    fn data_plane() -> DataPlane {
+        let open = v1::RoundInfo {
+            series: "quotes".into(),
+            round: 12,
+            open: true,
+            opened_at_ms: 9_000,
+            participants: vec!["fast".into(), "slow".into()],
+            answered: vec![v1::RoundAnswerInfo { agent: "fast".into(), after_ms: 3 }],
+            waiting: vec!["slow".into()],
+            ..Default::default()
+        };
+        let missed = v1::RoundInfo {
+            series: "tick".into(),
+            round: 41,
+            closing: "timeout".into(),
+            answered: vec![v1::RoundAnswerInfo { agent: "alpha".into(), after_ms: 5 }],
+            missed: vec![v1::RoundMiss { agent: "hung".into(), why: "timeout".into() }],
+            ..Default::default()
+        };
+        let ticker = |id: &str, idle: bool, late_dropped: u64| v1::TickerInfo {
+            spec: Some(v1::TickerSpec { id: id.into(), ..Default::default() }),
+            stats: Some(v1::TickerStats { events: 900, next_tick: 31, late_dropped, ..Default::default() }),
+            sources: vec![
+                v1::TickerSource { publisher: "feed-a".into(), ..Default::default() },
+                v1::TickerSource { publisher: "feed-b".into(), idle, ..Default::default() },
+            ],
+        };
+        DataPlane {
+            series: vec![series("quotes", 12, Some(open)), series("tick", 41, None)],
+            last_rounds: vec![missed],
+            tickers: vec![ticker("calm", false, 0), ticker("market", true, 2)],
+            buffers: vec![v1::BufferInfo {
+                spec: Some(v1::BufferSpec { id: "pose-x".into(), ..Default::default() }),
+                stats: Some(v1::BufferStats {
+                    provisional_share: 0.25,
+                    mean_abs_error: 0.0125,
+                    max_abs_error: 0.5,
+                    outstanding: 1,
+                    ..Default::default()
+                }),
+            }],
+            topics: vec![
+                v1::TopicInfo { topic: "feed.btc".into(), messages: 300, bytes: 3 * 1024, ..Default::default() },
+                v1::TopicInfo { topic: "feed.eth".into(), messages: 100, bytes: 512, ..Default::default() },
+            ],
         }
     }
 
@@ -1043,6 +1295,41 @@ mod tests {
         for expected in ["4 ready", "oldest 2.5s", "2 held", "1 dead"] {
             assert!(line.contains(expected), "{expected} missing from {line:?}");
         }
+    }
+
+    #[test]
+    fn the_data_plane_shows_rounds_misses_idle_sources_overdue_samples_and_retained_topics() {
+        let mut model = model();
+        let mut with_plane = snapshot();
+        with_plane.data_plane = data_plane();
+        model.apply(with_plane);
+        let text = screen(&model);
+        let line_of = |what: &str| text.lines().find(|l| l.contains(what)).unwrap_or_else(|| panic!("{what}:\n{text}"));
+        // The open round waits for `slow` like a sync point for its missing agents.
+        let open = line_of("round quotes #12");
+        assert!(open.contains("1/2") && open.contains("slow") && open.contains("1.0s"), "{open}");
+        let missed = line_of("round tick #41");
+        assert!(missed.contains("timeout") && missed.contains("missed hung (timeout)"), "{missed}");
+        let market = line_of("ticker market");
+        for expected in ["tick 31", "900 events", "2 sources", "idle: feed-b", "2 late dropped"] {
+            assert!(market.contains(expected), "{expected} missing from {market:?}");
+        }
+        assert!(!line_of("ticker calm").contains("idle"), "{text}");
+        let buffer = line_of("buffer pose-x");
+        for expected in ["25% provisional", "mean error 0.013", "max 0.500", "1 overdue"] {
+            assert!(buffer.contains(expected), "{expected} missing from {buffer:?}");
+        }
+        let topics = line_of("topics:");
+        assert!(topics.contains("2 retained · 400 messages · 3.5 KiB (largest: feed.btc 3.0 KiB)"), "{topics}");
+
+        // Worst news first: the missed round, then the worrying controller and buffer, then the rest.
+        let order: Vec<&str> = model.data_plane.iter().map(|(t, _)| t.split(':').next().unwrap()).collect();
+        assert_eq!(order, ["round tick #41", "ticker market", "buffer pose-x", "ticker calm", "topics"]);
+        assert_eq!(model.data_plane[0].1, Color::Red);
+
+        // Nothing in the data plane: the pane takes no room.
+        model.apply(snapshot());
+        assert!(!screen(&model).contains("Rounds, streams"), "{}", screen(&model));
     }
 
     #[test]

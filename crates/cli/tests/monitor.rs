@@ -6,7 +6,7 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lockstep_client::{proto as v1, AgentFilter, Participants};
+use lockstep_client::{proto as v1, AgentFilter, Participants, RoundParticipants, RoundSeriesSpec};
 use serde_json::json;
 use support::{eventually, opts, Server};
 
@@ -213,4 +213,52 @@ fn an_unreachable_server_is_a_plain_error_at_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("cannot connect to lockstep at 127.0.0.1:1"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_shows_open_rounds_whom_a_closed_round_missed_and_tick_controllers() {
+    let server = Server::start(&[]);
+    let client = server.client().await;
+    let alpha = client.register(opts("alpha", "strategy")).await.unwrap();
+    let hung = client.register(opts("hung", "strategy")).await.unwrap();
+    let (mut alpha_in, mut hung_in) = (alpha.rounds().unwrap(), hung.rounds().unwrap());
+    let both = || RoundParticipants::Agents(vec!["alpha".into(), "hung".into()]);
+    let rounds = client.rounds();
+    // `slow` waits a minute for its answers; `fast` gives up after 200 ms.
+    rounds.create(&RoundSeriesSpec::new("slow", both(), 60_000, "slow.merged")).await.unwrap();
+    rounds.create(&RoundSeriesSpec::new("fast", both(), 200, "fast.merged")).await.unwrap();
+    let bars = v1::TickerSpec {
+        id: "bars".into(),
+        inputs: vec!["trades.>".into()],
+        output: "ticks.bars".into(),
+        period_ms: 100,
+        ..Default::default()
+    };
+    client.streams(None, None).unwrap().create_ticker(bars).await.unwrap();
+
+    rounds.open("slow", &json!({}), 1).await.unwrap();
+    rounds.open("fast", &json!({}), 1).await.unwrap();
+    // alpha answers both rounds; hung takes its inputs and never answers.
+    for _ in 0..2 {
+        let input = tokio::time::timeout(SCREEN_WITHIN, alpha_in.next()).await.unwrap().unwrap();
+        input.answer(&json!({"alpha": 1})).await.unwrap();
+        tokio::time::timeout(SCREEN_WITHIN, hung_in.next()).await.unwrap().unwrap();
+    }
+
+    let monitor = Monitor::start("rounds", &["--addr", &server.addr, "--interval-ms", "200"]);
+    // The fast round may still be open at the first refresh: wait for its outcome.
+    let screen = monitor.shows(&["round slow #1", "round fast #1: timeout", "ticker bars"]).await;
+    let line = |what: &str| screen.lines().find(|l| l.contains(what)).unwrap().to_owned();
+    let open = line("round slow #1");
+    assert!(open.contains("1/2") && open.contains("hung"), "the open round waits for hung: {open}");
+    let missed = line("round fast #1");
+    assert!(missed.contains("timeout") && missed.contains("missed hung (timeout)"), "{missed}");
+    assert!(line("ticker bars").contains("0 sources"), "{screen}");
+
+    // Once hung answers, the slow round closes complete and no longer waits.
+    hung.answer_round("slow", 1, &json!({"hung": 1})).await.unwrap();
+    let screen = monitor.shows(&["round slow #1: complete, 2 answered"]).await;
+    assert!(!screen.lines().any(|l| l.contains("round slow #1") && l.contains("1/2")), "{screen}");
+    monitor.keys(&["q"]);
+    assert!(monitor.ends().await);
 }
