@@ -10,14 +10,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Build scripts are single-threaded; tonic-prost-build reads PROTOC from the environment.
     std::env::set_var("PROTOC", protoc);
     let proto = ["proto/lockstep/v1/lockstep.proto"];
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .build_server(false)
+        // What server reflection describes (`FILE_DESCRIPTOR_SET`).
+        .file_descriptor_set_path(out.join("lockstep_descriptor.bin"))
         .bytes(".lockstep.v1")
         // Hand-encoded so a routed message is encoded once for all its receivers (see wire.rs).
         .extern_path(".lockstep.v1.Deliveries", "crate::wire::Deliveries")
         .extern_path(".lockstep.v1.SyncResult", "crate::wire::SyncResult")
         .compile_protos(&proto, &["proto"])?;
-    let servers = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("server");
+    let servers = out.join("server");
     std::fs::create_dir_all(&servers)?;
     tonic_prost_build::configure()
         .build_client(false)

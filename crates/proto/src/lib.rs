@@ -10,6 +10,10 @@ pub mod v1 {
     tonic::include_proto!("lockstep.v1");
 }
 
+/// The encoded `FileDescriptorSet` of lockstep.proto: what server reflection tells tools such as
+/// grpcurl about lockstep's services and messages.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/lockstep_descriptor.bin"));
+
 /// The gRPC services, as the server implements them: the messages of [`v1`], except a session's
 /// client messages, which arrive undecoded ([`session::RawClientMessage`]).
 pub mod server {

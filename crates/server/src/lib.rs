@@ -16,9 +16,11 @@ pub mod collective;
 pub mod driver;
 pub mod group;
 pub mod grpc;
+pub mod health;
 pub mod listener;
 pub mod page;
 pub mod persist;
+pub mod reflection;
 pub mod trace;
 
 /// The largest message the agents' service sends. Session frames and listing pages are bounded
@@ -33,14 +35,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use lockstep_core::{Config, Engine};
-use lockstep_proto::server::admin_server::AdminServer;
-use lockstep_proto::server::history_server::HistoryServer;
-use lockstep_proto::server::lockstep_server::LockstepServer;
-use lockstep_proto::server::rounds_server::RoundsServer;
-use lockstep_proto::server::shared_context_server::SharedContextServer;
-use lockstep_proto::server::streams_server::StreamsServer;
-use lockstep_proto::server::tasks_server::TasksServer;
-use lockstep_proto::server::traces_server::TracesServer;
+use lockstep_proto::server::admin_server::{self, AdminServer};
+use lockstep_proto::server::history_server::{self, HistoryServer};
+use lockstep_proto::server::lockstep_server::{self, LockstepServer};
+use lockstep_proto::server::rounds_server::{self, RoundsServer};
+use lockstep_proto::server::shared_context_server::{self, SharedContextServer};
+use lockstep_proto::server::streams_server::{self, StreamsServer};
+use lockstep_proto::server::tasks_server::{self, TasksServer};
+use lockstep_proto::server::traces_server::{self, TracesServer};
 pub use lockstep_store::Durability;
 use lockstep_store::{Store, StoreError};
 use tokio::net::TcpListener;
@@ -265,6 +267,13 @@ fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
     Ok((listener, local))
 }
 
+/// `service`, marking the connection of every call as used (see `listener`).
+fn marking<S>(service: S) -> tonic::service::interceptor::InterceptedService<S, Interceptor> {
+    tonic::service::interceptor::InterceptedService::new(service, listener::mark_used)
+}
+
+type Interceptor = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
+
 fn transport() -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW)
@@ -356,8 +365,11 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     let (transport_stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let stop = transport_stop_tx.clone();
     let (failed_tx, failed_rx) = oneshot::channel();
-    // Shutdown order: the driver stops first and ends every open stream, then the transports,
-    // which wait for open streams, can finish.
+    let serving = health::Serving::default();
+    let engine_stopped = serving.clone();
+    // Shutdown order: the driver stops first and ends every open stream, then the health service
+    // says NOT_SERVING (ending its watches), then the transports, which wait for open streams,
+    // can finish.
     tokio::spawn(async move {
         let shutdown = async {
             let _ = shutdown_rx.await;
@@ -377,6 +389,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
         if let Err(e) = result {
             let _ = failed_tx.send(e);
         }
+        engine_stopped.stop();
         let _ = stop.send(());
     });
 
@@ -461,9 +474,23 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
              {exposed}: set an admin token (--admin-token, LOCKSTEP_ADMIN_TOKEN) or serve it on loopback (--admin-listen)"
         );
     }
+    // What each port serves, by gRPC name, for its health and reflection services.
+    let agent_services = [
+        lockstep_server::SERVICE_NAME,
+        shared_context_server::SERVICE_NAME,
+        tasks_server::SERVICE_NAME,
+        traces_server::SERVICE_NAME,
+        rounds_server::SERVICE_NAME,
+        streams_server::SERVICE_NAME,
+        history_server::SERVICE_NAME,
+    ];
     let task = match admin_listener {
         None => {
+            let services = [&agent_services[..], &[admin_server::SERVICE_NAME]].concat();
             let router = transport()
+                .add_service(marking(serving.service(&services)))
+                .add_service(marking(reflection::v1(&services)))
+                .add_service(marking(reflection::v1alpha(&services)))
                 .add_service(agents)
                 .add_service(context)
                 .add_service(tasks)
@@ -476,12 +503,19 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
         }
         Some((admin_listener, _)) => {
             let admin_incoming = listener::accepted(admin_listener, options.connections.clone(), counts);
+            let admin_services = [admin_server::SERVICE_NAME];
             let admin_task = tokio::spawn(
                 transport()
+                    .add_service(marking(serving.service(&admin_services)))
+                    .add_service(marking(reflection::v1(&admin_services)))
+                    .add_service(marking(reflection::v1alpha(&admin_services)))
                     .add_service(admin)
                     .serve_with_incoming_shutdown(admin_incoming, stopped(&transport_stop_tx)),
             );
             let agents_task = transport()
+                .add_service(marking(serving.service(&agent_services)))
+                .add_service(marking(reflection::v1(&agent_services)))
+                .add_service(marking(reflection::v1alpha(&agent_services)))
                 .add_service(agents)
                 .add_service(context)
                 .add_service(tasks)
