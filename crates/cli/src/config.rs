@@ -61,6 +61,9 @@ pub struct ServerConfig {
     pub synchronous: Synchronous,
     /// How many connections are kept open, and for how long an unused one (`[connections]`).
     pub connections: lockstep_server::listener::ConnectionLimits,
+    /// How log lines are written: `text` (for people; coloured only on a terminal) or `json`
+    /// (one object per line, for log collectors).
+    pub log_format: LogFormat,
     /// The engine's settings.
     pub engine: Config,
 }
@@ -76,9 +79,21 @@ impl Default for ServerConfig {
             in_memory: false,
             synchronous: Synchronous::Normal,
             connections: Default::default(),
+            log_format: LogFormat::Text,
             engine: Config::default(),
         }
     }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines; colour only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, with the event's fields.
+    Json,
 }
 
 /// When a commit is durable (SQLite's `synchronous`).
@@ -387,6 +402,7 @@ mod tests {
                         "synchronous" => "full",
                         "overflow_policy" => "disconnect",
                         "event_time_policy" => "flag",
+                        "log_format" => "json",
                         other => panic!("add a changed value for the text setting `{other}`"),
                     }
                     .into()

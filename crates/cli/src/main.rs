@@ -31,6 +31,10 @@ use clap::{Args, Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Action,
+    /// How log lines are written: text (coloured only on a terminal) or json (one object per
+    /// line). For `serve`, the config file's `log_format` applies when this is not given.
+    #[arg(long, global = true, env = "LOCKSTEP_LOG_FORMAT", value_enum)]
+    log_format: Option<config::LogFormat>,
 }
 
 #[derive(Subcommand)]
@@ -80,7 +84,7 @@ enum Action {
     BenchWorker(bench_collective::WorkerArgs),
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct ServeArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "LOCKSTEP_LISTEN")]
@@ -128,9 +132,26 @@ struct ServeArgs {
     record_inputs: Option<PathBuf>,
 }
 
-fn init_logging() {
+/// Logs to stderr at `LOCKSTEP_LOG`'s level (info by default), in `format`.
+fn init_logging(format: config::LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("LOCKSTEP_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        // Colour codes only for a person at a terminal, never into a file or a pipe.
+        config::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        config::LogFormat::Json => builder.json().flatten_event(true).with_ansi(false).init(),
+    }
+}
+
+/// The log format: the flag (or its variable); for `serve` without it, the configuration's.
+fn log_format(cli: &Cli) -> config::LogFormat {
+    match (&cli.command, cli.log_format) {
+        (_, Some(format)) => format,
+        // A configuration that cannot be read is reported by `serve` itself, after this.
+        (Action::Serve(args), None) => args.clone().settings().map(|s| s.log_format).unwrap_or_default(),
+        (_, None) => config::LogFormat::Text,
+    }
 }
 
 impl ServeArgs {
@@ -229,7 +250,7 @@ async fn shutdown_signal() -> anyhow::Result<()> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(log_format(&cli));
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

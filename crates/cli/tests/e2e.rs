@@ -393,13 +393,7 @@ async fn a_lost_participant_fails_the_barrier_promptly() {
     let client = server.client().await;
     let alive = client.register(opts("alive", "worker")).await.unwrap();
     // A raw session that registers and then goes silent (no heartbeats), like a hung process.
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let register = v1::Register { agent_id: "hung".into(), role: "worker".into(), ..Default::default() };
-    tx.send(v1::ClientMessage { request_id: 0, kind: Some(v1::client_message::Kind::Register(register)) })
-        .await
-        .unwrap();
-    let mut raw = v1::lockstep_client::LockstepClient::connect(format!("http://{}", server.addr)).await.unwrap();
-    let _stream = raw.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap();
+    let _silent = support::silent_session(&server.addr, "hung", "worker").await;
 
     let started = std::time::Instant::now();
     let set = Participants::Agents(vec!["alive".into(), "hung".into()]);
@@ -420,7 +414,6 @@ async fn a_lost_participant_fails_the_barrier_promptly() {
     let lost =
         client.list_agents(AgentFilter { status: Some(v1::AgentStatus::Lost), ..Default::default() }).await.unwrap();
     assert_eq!(lost.iter().map(|a| a.agent_id.as_str()).collect::<Vec<_>>(), vec!["hung"]);
-    drop(tx);
 }
 
 /// Agents registered on one shared connection route, meet at barriers and leave like any others.

@@ -137,13 +137,7 @@ async fn a_lost_voter_counts_as_missing_and_the_vote_decides_at_its_lease() {
     let s1 = client.register(opts("s1", "strategy")).await.unwrap();
     let s2 = client.register(opts("s2", "strategy")).await.unwrap();
     // A raw session that registers and then goes silent (no heartbeats), like a hung process.
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let register = v1::Register { agent_id: "s3".into(), role: "strategy".into(), ..Default::default() };
-    tx.send(v1::ClientMessage { request_id: 0, kind: Some(v1::client_message::Kind::Register(register)) })
-        .await
-        .unwrap();
-    let mut raw = v1::lockstep_client::LockstepClient::connect(format!("http://{}", server.addr)).await.unwrap();
-    let _stream = raw.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap();
+    let _silent = support::silent_session(&server.addr, "s3", "strategy").await;
 
     let vote = Vote::new("t", "go?", strategies(), ["go", "stop"])
         .policy(VotePolicy::Majority)
@@ -164,7 +158,6 @@ async fn a_lost_voter_counts_as_missing_and_the_vote_decides_at_its_lease() {
     let record = client.vote_status("t").await.unwrap();
     assert_eq!(record.missing, ["s3"]);
     assert_eq!(record.gone, ["s3"]);
-    drop(tx);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

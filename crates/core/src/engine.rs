@@ -38,6 +38,7 @@ use crate::io::{
 };
 use crate::lease::{Lease, SharedConnections};
 use crate::name;
+use crate::notice::{Notice, Notices, MISSING_NAMED};
 use crate::outbox::{Enqueued, Outbox};
 use crate::registry::{Agent, AgentQuery, AgentStatus, AgentView, Profile, RegistryEventKind, Session};
 use crate::replica_group::{self, GroupStatus, GroupView, ReplicaGroups};
@@ -395,6 +396,8 @@ pub struct Engine {
     /// Registry watchers over every namespace (`limits.max_registry_watchers`).
     registry_watchers: usize,
     outputs: VecDeque<Output>,
+    /// What operators should hear of, since the shell last took them (see `notice`).
+    notices: Notices,
     /// One timer per thing timed, removed with it.
     timers: Timers<Timer>,
     counters: Counters,
@@ -462,6 +465,7 @@ impl Engine {
             shared: SharedConnections::default(),
             registry_watchers: 0,
             outputs: VecDeque::new(),
+            notices: Notices::default(),
             timers: Timers::default(),
             counters: Counters::default(),
             control: ControlPlane::new(config.commands.clone()),
@@ -575,6 +579,12 @@ impl Engine {
                 self.outputs.push_back(Output::RoundDone { origin, result });
             }
         }
+    }
+
+    /// The notices since the last call (see `notice`): the shell logs them once the turn that
+    /// made them is committed.
+    pub fn take_notices(&mut self) -> Notices {
+        std::mem::take(&mut self.notices)
     }
 
     /// Ends the turn: hands over its durable changes, behind which its outputs and frames wait
@@ -1010,6 +1020,8 @@ impl Engine {
         self.timers.cancel(&Timer::LostRetention { ns: ns_key.clone(), agent: agent_key.clone() });
         self.arm_lease(&ns_key, &agent_key);
         if joined {
+            let role = self.agent(&ns_key, &agent_key).map_or_else(|| "".into(), |a| a.role.clone());
+            self.notices.push(Notice::AgentJoined { namespace: ns_key.clone(), agent: agent_key.clone(), role });
             self.registry_event(&ns_key, &agent_key, RegistryEventKind::Joined, None);
             self.resend_watched_states(&ns_key, &agent_key);
         }
@@ -1417,6 +1429,7 @@ impl Engine {
         let retention_ends = now.saturating_add(self.config.lost_retention_ms);
         self.timers.set(Timer::LostRetention { ns: ns.clone(), agent: agent.clone() }, retention_ends);
         self.touch(Touched::Agent(ns.clone(), agent.clone()));
+        self.notices.push(Notice::AgentLost { namespace: ns.clone(), agent: agent.clone() });
         self.registry_event(ns, agent, RegistryEventKind::Lost, Some(previous));
         self.participant_gone(now, ns, agent, "lost its lease");
         self.voter_gone(now, ns, agent);
@@ -1435,6 +1448,8 @@ impl Engine {
 
     /// The agent leaves the registry for good (deregistered, or forgotten after being lost).
     fn remove_agent(&mut self, now: Time, ns: &Arc<str>, agent: &Arc<str>, why: &str) {
+        let left = Notice::AgentLeft { namespace: ns.clone(), agent: agent.clone(), why: why.to_owned() };
+        self.notices.push(left);
         self.registry_event(ns, agent, RegistryEventKind::Left, None);
         let Some(n) = self.namespaces.get_mut(ns) else {
             return;
@@ -1557,6 +1572,7 @@ impl Engine {
                         self.shared.leave(conn);
                         self.conns.remove(&conn);
                         let err = CoreError::SlowConsumer { agent: sub.to_string(), capacity };
+                        self.notices.push(Notice::SlowConsumer { namespace: ns.clone(), agent: sub.clone(), capacity });
                         self.outputs.push_back(Output::Close(conn, Some(err)));
                     }
                     continue;
@@ -2126,6 +2142,19 @@ impl Engine {
             Ok(_) => self.counters.syncs_completed += 1,
             Err(_) => self.counters.syncs_failed += 1,
         }
+        let ended = match &result {
+            Ok(outcome) if outcome.forced => Some(("forced", outcome.late.iter().map(|a| a.to_string()).collect())),
+            Ok(_) => None,
+            Err(CoreError::SyncTimeout { missing, .. }) => Some(("timed_out", missing.clone())),
+            Err(CoreError::SyncAborted { missing, .. }) => Some(("aborted", missing.clone())),
+            Err(_) => Some(("failed", Vec::new())),
+        };
+        if let Some((outcome, mut missing)) = ended {
+            let missing_count = missing.len();
+            missing.truncate(MISSING_NAMED);
+            let (namespace, sync_id) = (ns.clone(), id.clone());
+            self.notices.push(Notice::SyncPointEnded { namespace, sync_id, outcome, missing, missing_count });
+        }
         let max_retained = self.config.limits.max_retained_sync_points;
         self.touch(Touched::SyncPoint(ns.clone(), id.clone()));
         let mut forgotten = Vec::new();
@@ -2549,6 +2578,14 @@ impl Engine {
     /// tell registry watchers.
     fn breaker_moved(&mut self, ns: &Arc<str>, agent: &Arc<str>, t: Transition) {
         self.counters.breaker_transitions += 1;
+        let why = t.reason.to_string();
+        self.notices.push(Notice::BreakerMoved {
+            namespace: ns.clone(),
+            agent: agent.clone(),
+            from: t.from,
+            to: t.to,
+            why,
+        });
         if t.to == BreakerState::Open {
             self.counters.breakers_opened += 1;
         }

@@ -78,6 +78,7 @@ pub mod io;
 pub mod latency;
 pub mod lease;
 pub mod name;
+pub mod notice;
 pub mod outbox;
 pub mod record;
 pub mod registry;

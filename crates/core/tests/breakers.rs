@@ -6,6 +6,7 @@ mod harness;
 
 use harness::{publish, restart, update, Harness};
 use lockstep_core::breaker::{BreakerSettings, BreakerState};
+use lockstep_core::notice::Notice;
 use lockstep_core::{Config, ConnId, ErrorCode, RegistryEventKind, Request};
 use serde_json::json;
 
@@ -116,6 +117,23 @@ fn reported_delivery_errors_open_the_breaker_and_restart_closes_it() {
     let detail = h.admin_done(restart("failing"));
     assert!(detail.contains("open → closed"), "{detail}");
     assert_eq!(breaker(&h, "failing"), BreakerState::Closed);
+    // Both moves are notices for the server's log, with their reasons.
+    let moves: Vec<(BreakerState, BreakerState, String)> = h
+        .engine
+        .take_notices()
+        .kept()
+        .iter()
+        .filter_map(|n| match n {
+            Notice::BreakerMoved { agent, from, to, why, .. } if &**agent == "failing" => {
+                Some((*from, *to, why.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(moves.len(), 2, "{moves:?}");
+    assert_eq!((moves[0].0, moves[0].1), (BreakerState::Closed, BreakerState::Open));
+    assert!(moves[0].2.contains('3'), "the reason names the failures: {}", moves[0].2);
+    assert_eq!((moves[1].0, moves[1].1), (BreakerState::Open, BreakerState::Closed));
     h.call_ok(failing, publish("feed", "ok again"));
     assert!(h.engine.control().audit().entries().any(|e| e.command == "restart_agent"));
     assert_eq!(h.admin_err(restart("nobody")).code(), ErrorCode::NotFound);

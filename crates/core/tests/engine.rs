@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use harness::{agent, agents, force, publish, sync_outcome, update, Harness, WatcherView};
+use lockstep_core::notice::Notice;
 use lockstep_core::outbox::Outbox;
 use lockstep_core::{
     AdminAction, AdminOutcome, AgentQuery, AgentStatus, Config, ConnId, CoreError, ErrorCode, Frame, Limits,
@@ -739,6 +740,9 @@ mod routing {
         assert_eq!(err.code(), ErrorCode::ResourceExhausted);
         assert_eq!(h.delivered_payloads(fast), ["1", "2", "3"], "other receivers are unaffected");
         assert!(!h.is_closed(publisher));
+        // The server's log hears of it (see notices.rs).
+        let slow_notice = Notice::SlowConsumer { namespace: "default".into(), agent: "slow".into(), capacity: 2 };
+        assert!(h.engine.take_notices().kept().contains(&slow_notice));
     }
 
     #[test]

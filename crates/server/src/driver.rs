@@ -395,6 +395,8 @@ struct Driver<J> {
     groups: Arc<crate::group::GroupStore>,
     /// Where the engine's answers on traces go.
     traces: Arc<crate::trace::TraceStore>,
+    /// The last audit log entry written to the server's log (see `event_log`).
+    audit_logged: u64,
 }
 
 /// Runs the engine until every handle is gone or `shutdown` resolves, committing each turn's
@@ -423,7 +425,11 @@ pub async fn run<J: Journal>(
         exchange,
         groups,
         traces,
+        audit_logged: 0,
     };
+    // What was restored from the data directory happened in an earlier run: not logged again.
+    d.audit_logged = d.engine.control().audit().last_seq();
+    drop(d.engine.take_notices());
     // A replay checks event times against the same clock.
     let origin = d.engine.clock_origin();
     d.record(|| Step::ClockOrigin { unix_ms: origin });
@@ -648,7 +654,21 @@ impl<J: Journal> Driver<J> {
             r.record(&Step::Outputs(outputs));
         }
         flush(&mut out, conns, ready, recorder);
+        self.log_events();
         Ok(())
+    }
+
+    /// Writes what the committed turn did that operators should hear of (see `event_log`).
+    fn log_events(&mut self) {
+        let notices = self.engine.take_notices();
+        if !notices.is_empty() {
+            crate::event_log::notices(&notices);
+        }
+        let audit = self.engine.control().audit();
+        if audit.last_seq() > self.audit_logged {
+            audit.since(self.audit_logged).for_each(crate::event_log::audit);
+            self.audit_logged = audit.last_seq();
+        }
     }
 }
 

@@ -14,6 +14,7 @@ pub mod admin;
 pub mod backup;
 pub mod collective;
 pub mod driver;
+pub mod event_log;
 pub mod group;
 pub mod grpc;
 pub mod health;

@@ -11,6 +11,30 @@ use lockstep_client::{AgentOptions, Client};
 
 pub mod collective;
 
+/// What a server started with [`Server::start_logging`] wrote to stderr, line by line, as it comes.
+#[derive(Clone, Default)]
+pub struct Log(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Log {
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().expect("not poisoned").clone()
+    }
+
+    /// The first line `wanted` accepts, waiting for it for at most `within`.
+    pub async fn line(&self, within: Duration, wanted: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(line) = self.lines().into_iter().find(|l| wanted(l)) {
+                return Some(line);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// Whether the servers started here reword every error message (`LOCKSTEP_REWORD_ERRORS=1`, passed
 /// on through the environment): assertions on a message's words are skipped then, while those on
 /// reasons, codes and behaviour still hold.
@@ -35,14 +59,23 @@ impl Server {
     /// names a `--data-dir`, the server keeps nothing (`--in-memory`), so that tests never write
     /// into the working directory.
     pub fn start_on(listen: &str, extra: &[&str]) -> Server {
-        Server::start_command(Command::new(env!("CARGO_BIN_EXE_lockstep")), listen, extra)
+        Server::start_command(Command::new(env!("CARGO_BIN_EXE_lockstep")), listen, extra, None)
+    }
+
+    /// As [`Server::start`], logging at info level into the returned [`Log`] (`extra` may set
+    /// the format).
+    pub fn start_logging(extra: &[&str]) -> (Server, Log) {
+        let log = Log::default();
+        let server =
+            Server::start_command(Command::new(env!("CARGO_BIN_EXE_lockstep")), "127.0.0.1:0", extra, Some(&log));
+        (server, log)
     }
 
     /// As [`Server::start`], with the process allowed at most `max_open_files` file descriptors.
     pub fn start_with_fd_limit(max_open_files: u32, extra: &[&str]) -> Server {
         let mut sh = Command::new("sh");
         sh.args(["-c", "ulimit -n \"$0\" && exec \"$@\"", &max_open_files.to_string(), env!("CARGO_BIN_EXE_lockstep")]);
-        Server::start_command(sh, "127.0.0.1:0", extra)
+        Server::start_command(sh, "127.0.0.1:0", extra, None)
     }
 
     /// The process's id.
@@ -50,17 +83,26 @@ impl Server {
         self.child.id()
     }
 
-    fn start_command(mut command: Command, listen: &str, extra: &[&str]) -> Server {
+    fn start_command(mut command: Command, listen: &str, extra: &[&str], log: Option<&Log>) -> Server {
         let storage: &[&str] = if extra.contains(&"--data-dir") { &[] } else { &["--in-memory"] };
+        let (level, stderr) = if log.is_some() { ("info", Stdio::piped()) } else { ("warn", Stdio::inherit()) };
         let mut child = command
             .args(["serve", "--listen", listen])
             .args(storage)
             .args(extra)
-            .env("LOCKSTEP_LOG", "warn")
+            .env("LOCKSTEP_LOG", level)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("lockstep binary runs");
+        if let Some(log) = log {
+            let (lines, stderr) = (log.0.clone(), child.stderr.take().expect("piped"));
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    lines.lock().expect("not poisoned").push(line);
+                }
+            });
+        }
         let mut out = BufReader::new(child.stdout.take().expect("piped"));
         let mut read = |prefix: &str| {
             let mut line = String::new();
@@ -254,4 +296,23 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A raw session that registers `agent_id` and then goes silent (no heartbeats, no reads), like a
+/// hung process: its agent is lost when its lease runs out. Dropping it ends the session.
+pub struct SilentSession {
+    _requests: tokio::sync::mpsc::Sender<lockstep_client::proto::ClientMessage>,
+    _replies: tonic::Response<tonic::Streaming<lockstep_client::proto::ServerMessage>>,
+}
+
+pub async fn silent_session(addr: &str, agent_id: &str, role: &str) -> SilentSession {
+    use lockstep_client::proto as v1;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let register = v1::Register { agent_id: agent_id.into(), role: role.into(), ..Default::default() };
+    tx.send(v1::ClientMessage { request_id: 0, kind: Some(v1::client_message::Kind::Register(register)) })
+        .await
+        .expect("the channel is open");
+    let mut raw = v1::lockstep_client::LockstepClient::connect(format!("http://{addr}")).await.expect("connects");
+    let replies = raw.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await.expect("a session");
+    SilentSession { _requests: tx, _replies: replies }
 }
