@@ -95,6 +95,10 @@ _NOTICE_BUFFER = 1000
 #: The longest error text an agent sends for a command (the server's default limit is 4096 bytes).
 _MAX_COMMAND_ERROR_BYTES = 4000
 
+#: The longest reason :meth:`Agent.report_delivery_error` sends (the exception text of a failed
+#: handler can be long; the breaker needs only to know that, and roughly why, it failed).
+MAX_DELIVERY_ERROR_CHARS = 1000
+
 
 def _selector_message(selector: Selector, cls: Any) -> Any:
     kind, value = selector
@@ -698,6 +702,19 @@ class Agent:
             await self._send(pb.ClientMessage(ack=pb.Ack(up_to_seq=upto)))
         except LockstepError:
             pass
+
+    async def report_delivery_error(self, seq: int, reason: str) -> None:
+        """Tell the server this agent could not process delivery ``seq``, and why.
+
+        It counts as a failure for this agent's circuit breaker, as a batch not acknowledged in time
+        does (enough of them isolate the agent until it recovers; its peers are not affected), and
+        acknowledges the delivery. :class:`lockstep.SynchronizedAgent` sends it, with the exception
+        text, whenever :meth:`~lockstep.SynchronizedAgent.on_delivery` raises. ``reason`` is cut to
+        :data:`MAX_DELIVERY_ERROR_CHARS` characters.
+        """
+        text = reason[:MAX_DELIVERY_ERROR_CHARS]
+        reply = await self._request(pb.ClientMessage(delivery_error=pb.DeliveryError(seq=seq, reason=text)))
+        self._raise_if_error(reply)
 
     # ------------------------------------------------------------------------------------------
     # own state and status
