@@ -25,7 +25,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional
 from ..admin import Admin
 from ..agent import Agent
 from ..client import Client
-from ..errors import CommandError, FailedPrecondition, InvalidArgument, LockstepError, NotFound
+from ..errors import CommandError, FailedPrecondition, InvalidArgument, LockstepError, NotFound, Reason
 from ..merge import merge_patch_between
 from ..models import AgentInfo, Command
 from ..rounds import RoundInput
@@ -204,6 +204,9 @@ class HighPerformanceSyncBus:
         client = await self._client()
         if name == "system_health":
             health = dict((await client.context.get("system.health")).value)
+            # The seed's exact share (the server rounds its own to four places).
+            total, healthy = int(health.get("total_agents", 0)), int(health.get("healthy_agents", 0))
+            health["health_score"] = healthy / total if total > 0 else 1.0
             health["performance_metrics"] = dict(self.performance_metrics)
             health["last_update"] = time.time()
             return health
@@ -402,7 +405,7 @@ class CommandInterface:
     async def _agent_action(self, params: Dict[str, Any], action: str) -> Dict[str, Any]:
         agent_id = params.get("agent_id")
         if not agent_id:
-            raise InvalidArgument(f"'{action}' needs the parameter 'agent_id'")
+            raise InvalidArgument(f"'{action}' needs the parameter 'agent_id'", reason=Reason.INVALID_ARGUMENT)
         admin = await self._admin_api()
         detail = await getattr(admin, action)(str(agent_id))
         if action == "restart_agent":
@@ -434,7 +437,9 @@ class CommandInterface:
     async def _send_command_to_agent(self, params: Dict[str, Any]) -> Dict[str, Any]:
         agent_id, command = params.get("agent_id"), params.get("command")
         if not agent_id or not command:
-            raise InvalidArgument("'send_command' needs the parameters 'agent_id' and 'command'")
+            raise InvalidArgument(
+                "'send_command' needs the parameters 'agent_id' and 'command'", reason=Reason.INVALID_ARGUMENT
+            )
         result = await (await self._admin_api()).send_command(str(agent_id), str(command), params.get("command_params"))
         return {"success": True, "agent_id": agent_id, "command": command, "result": result}
 
