@@ -9,6 +9,7 @@ would wait for the others forever). Each asserts the result the guide implies.
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 from pathlib import Path
 
@@ -237,3 +238,18 @@ async def _until(check, timeout: float = 10.0) -> None:  # type: ignore[no-untyp
     while not check():
         assert loop.time() < deadline, "not true in time"
         await asyncio.sleep(0.02)
+
+
+async def test_the_readme_migration_guide_example_prints_what_its_comments_say(
+    addr: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = [b for b in re.findall(r"^```python\n(.*?)^```", readme, re.M | re.S) if "lockstep.compat import" in b]
+    assert len(blocks) == 1, "the migration guide has one compat example"
+    namespace: dict = {}
+    exec(compile(blocks[0], "README-migration", "exec"), namespace)
+    await namespace["main"]()
+    printed = capsys.readouterr().out.splitlines()
+    # Each print's promised output is the comment beside it (or below it) in the README.
+    promised = [c.strip() for c in re.findall(r"#\s*(\[.*\])\s*$", blocks[0], re.M)]
+    assert printed == promised, (printed, promised)
