@@ -159,6 +159,36 @@ def test_compat_classes_start_an_embedded_server_without_lockstep_addr(tmp_path:
         time.sleep(0.05)
 
 
+KILLED_WITH_SERVER = """
+import time
+from lockstep.compat import server_address
+from lockstep.compat import _connection
+
+server_address()
+print(_connection._shared.proc.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_killed_script_takes_its_embedded_server_with_it(tmp_path: Path) -> None:
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_WITH_SERVER)
+    env = python_env()
+    env.pop("LOCKSTEP_ADDR", None)
+    env["LOCKSTEP_BIN"] = str(lockstep_bin())
+    proc = subprocess.Popen([PYTHON, str(script)], env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    pid = int(proc.stdout.readline())
+    assert _alive(pid)
+    proc.kill()  # SIGKILL: no atexit runs
+    proc.wait()
+    proc.stdout.close()
+    deadline = time.monotonic() + 10
+    while _alive(pid):
+        assert time.monotonic() < deadline, "the embedded server outlived its killed script"
+        time.sleep(0.05)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -211,3 +241,28 @@ def test_the_diagnostic_tool_takes_the_seed_flags(
     code, _, err = run("--diagnose", "nope")
     assert code == 1 and "error:" in err
     assert run()[0] == 2  # no flag: the help
+
+
+async def test_operators_calls_send_the_admin_token(server_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    srv = server_factory(admin_token="s3cret")
+    monkeypatch.setenv("LOCKSTEP_ADDR", srv.address)
+    synchronizer = AgentSynchronizer(timeout=30.0)
+    from lockstep.compat import SynchronizedAgent
+
+    waiting = asyncio.ensure_future(SynchronizedAgent("early", synchronizer).sync_with_agents("stuck", {"late"}))
+
+    async def arrived() -> bool:
+        status = synchronizer.get_sync_status("stuck")  # a query: no token needed
+        return status is not None and status["arrived"] == ["early"]
+
+    await eventually(arrived, what="the agent waits at the point")
+    with pytest.raises(lockstep.Unauthenticated):
+        synchronizer.force_complete_sync("stuck")
+    monkeypatch.setenv("LOCKSTEP_ADMIN_TOKEN", "wrong")
+    with pytest.raises(lockstep.PermissionDenied):
+        synchronizer.cleanup_completed_syncs()
+    monkeypatch.setenv("LOCKSTEP_ADMIN_TOKEN", "s3cret")
+    assert synchronizer.force_complete_sync("stuck") is True
+    assert await asyncio.wait_for(waiting, 10) is True
+    assert synchronizer.cleanup_completed_syncs() == 1
+    await synchronizer.close()

@@ -103,6 +103,10 @@ async def test_tick_calls_each_agent_with_its_interests_and_merges_the_results(a
     assert await syncbus.get_state('scanner_data') == {'signals': 2}
     assert syncbus.tick_count == 2 and syncbus.performance_metrics['ticks'] == 2
     assert syncbus.performance_metrics['tick_timeouts'] == 0
+    # update_state replaces an entry whole (the ticks' entries stay).
+    await syncbus.update_state('market_data', {'eth': 3000})
+    assert await syncbus.get_state('market_data') == {'eth': 3000}
+    assert await syncbus.get_state('scanner_data') == {'signals': 2}
     await syncbus.close()
 
 
@@ -228,4 +232,29 @@ async def test_monitor_system_snippet(addr: str) -> None:
 
     await monitor_system(1)
     assert warnings == []
+    await syncbus.close()
+
+
+class Slow:
+    async def update(self, data: Dict[str, Any]) -> Dict[str, Any]:
+        await asyncio.sleep(60)
+        return {"late": True}
+
+
+async def test_tick_bounds_each_agent_by_timeout_per_agent(addr: str) -> None:
+    timeout = 0.3
+    syncbus = HighPerformanceSyncBus(circuit_config={'timeout_per_agent': timeout})
+    assert syncbus.circuit_config['timeout_per_agent'] == timeout
+    scanner = Scanner()
+    syncbus.attach('slow', Slow())
+    syncbus.attach('scanner', scanner)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await syncbus.tick()
+    # The round closes at its deadline without the slow agent (well before its 60 s), the others'
+    # results merged.
+    assert loop.time() - started < 30
+    assert syncbus.performance_metrics['tick_timeouts'] == 1
+    assert await syncbus.get_state('scanner_data') == {'signals': 1}
+    assert await syncbus.get_state('late') is None
     await syncbus.close()

@@ -30,7 +30,8 @@ seed name                                        in lockstep.compat
 ================================================ ==================================================
 ``scripts.ai_agent.core.synchronizer``,          ``lockstep.compat`` (one package; the modules
 ``...core.sync_registry``, ``sync_diagnostic.py`` ``synchronizer``, ``sync_registry``, ``syncbus``,
-                                                 ``sync_diagnostic`` keep the seeds' concepts apart)
+                                                 ``command_interface``, ``sync_diagnostic`` keep
+                                                 the seeds' concepts apart)
 ``AgentSynchronizer.get_sync_status(id)``        the server's status dict (``state``, ``required``,
                                                  ``arrived``, ``missing``, ``deadline_ms``...);
                                                  ``None`` for an unknown id. The seed's sync point
@@ -103,7 +104,8 @@ from ..models import AgentStatus
 from ._connection import server_address
 from .sync_registry import SynchronizedAgentRegistry
 from .synchronizer import AgentSynchronizer, SynchronizedAgent
-from .syncbus import DEFAULT_CIRCUIT_CONFIG, CommandInterface, HighPerformanceSyncBus
+from .command_interface import CommandInterface
+from .syncbus import DEFAULT_CIRCUIT_CONFIG, HighPerformanceSyncBus
 
 __all__ = [
     "AgentStatus",

@@ -1,4 +1,4 @@
-"""The seed's ``HighPerformanceSyncBus`` and ``CommandInterface`` on lockstep.
+"""The seed's ``HighPerformanceSyncBus`` on lockstep (its ``CommandInterface`` is in :mod:`.command_interface`).
 
 The bus registers each agent with the server (interests default to ``['all']``, as in the seed)
 and keeps its session, acting for it: ``update_agent_state`` is the seed's shallow ``dict.update``
@@ -22,16 +22,15 @@ import time
 import uuid
 from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional
 
-from ..admin import Admin
 from ..agent import Agent
 from ..client import Client
-from ..errors import CommandError, FailedPrecondition, InvalidArgument, LockstepError, NotFound, Reason
+from ..errors import ContextConflict, FailedPrecondition, LockstepError, NotFound
 from ..merge import merge_patch_between
-from ..models import AgentInfo, Command
+from ..models import Command
 from ..rounds import RoundInput
 from ._connection import Connection
 
-__all__ = ["CommandInterface", "DEFAULT_CIRCUIT_CONFIG", "HighPerformanceSyncBus"]
+__all__ = ["DEFAULT_CIRCUIT_CONFIG", "HighPerformanceSyncBus"]
 
 log = logging.getLogger("lockstep.compat")
 
@@ -41,6 +40,9 @@ DEFAULT_CIRCUIT_CONFIG: Dict[str, float] = {"failure_threshold": 5, "recovery_de
 
 #: The role the bus registers its agents with (lockstep requires one).
 ROLE = "syncbus"
+
+#: How many times ``update_state`` tries its compare-and-set before it gives up.
+_CAS_ATTEMPTS = 5
 
 #: How often ``tick()`` looks whether its round has closed.
 _POLL_SECONDS = 0.01
@@ -213,18 +215,26 @@ class HighPerformanceSyncBus:
         return (await self._global_state(client)).get(name)
 
     async def update_state(self, name: str, value: Any) -> None:
-        """Set one global-state entry (the seed's ``update_state``), replacing it whole."""
+        """Set one global-state entry (the seed's ``update_state``), replacing it whole. Written with
+        compare-and-set, retried when a tick or another writer changed the state meanwhile.
+
+        Raises:
+            ContextConflict: the state changed under every one of the attempts.
+        """
         client = await self._client()
-        try:
-            entry = await client.context.get(self.context_key)
-            old, version = (entry.value if isinstance(entry.value, dict) else {}), entry.version
-        except NotFound:
-            old, version = {}, 0
-        patch = merge_patch_between(old, {**old, name: value})
-        if version:
-            await client.context.cas(self.context_key, version, {**old, name: value})
-        elif patch:
-            await client.context.patch(self.context_key, patch)
+        for attempt in range(_CAS_ATTEMPTS):
+            try:
+                entry = await client.context.get(self.context_key)
+            except NotFound:
+                await client.context.patch(self.context_key, {name: value})
+                return
+            old = entry.value if isinstance(entry.value, dict) else {}
+            try:
+                await client.context.cas(self.context_key, entry.version, {**old, name: value})
+                return
+            except ContextConflict:
+                if attempt == _CAS_ATTEMPTS - 1:
+                    raise
 
     @staticmethod
     def _filter_data_by_interests(categorized_data: Dict[str, Any], interests: List[str]) -> Dict[str, Any]:
@@ -348,104 +358,3 @@ async def _quietly(call: Awaitable[Any]) -> None:
         await call
     except LockstepError as exc:
         log.info("lockstep.compat: %s", exc)
-
-
-class CommandInterface:
-    """Human-system interaction with a bus (the seed's class): ``await
-    CommandInterface(syncbus).handle_command('status')``.
-
-    Operators' calls go through the server's ``Admin`` service with ``token`` (default
-    ``$LOCKSTEP_ADMIN_TOKEN``). An unknown command, a missing parameter or a refusal by the server
-    is returned as ``{'error': text, 'reason': lockstep's reason}`` rather than raised.
-    """
-
-    def __init__(self, syncbus: HighPerformanceSyncBus, token: Optional[str] = None) -> None:
-        if not isinstance(syncbus, HighPerformanceSyncBus):
-            raise TypeError(f"syncbus must be a HighPerformanceSyncBus, got {type(syncbus).__name__}")
-        self.syncbus = syncbus
-        self._token = token
-        self._admin: Optional[Admin] = None
-        self.command_handlers: Dict[str, Callable[[Dict[str, Any]], Awaitable[Dict[str, Any]]]] = {
-            "status": self._get_status,
-            "pause_agent": self._pause_agent,
-            "resume_agent": self._resume_agent,
-            "emergency_stop": self._emergency_stop,
-            "health": self._get_health_report,
-            "restart_agent": self._restart_agent,
-            "list_agents": self._list_agents,
-            "send_command": self._send_command_to_agent,
-        }
-
-    async def _admin_api(self) -> Admin:
-        client = await self.syncbus._client()
-        if self._admin is None or self._admin.client is not client:
-            self._admin = client.admin(token=self._token)
-        return self._admin
-
-    async def handle_command(self, command: str, params: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-        """Run one of the seed's commands: ``status``, ``pause_agent``, ``resume_agent``,
-        ``emergency_stop``, ``health``, ``restart_agent``, ``list_agents``, ``send_command``
-        (``agent_id``, ``command``, ``command_params``)."""
-        handler = self.command_handlers.get(command)
-        if handler is None:
-            return {"error": f"Unknown command: {command}", "reason": "UNKNOWN_COMMAND",
-                    "available_commands": sorted(self.command_handlers)}
-        try:
-            return await handler(dict(params or {}))
-        except (InvalidArgument, NotFound, FailedPrecondition, CommandError) as exc:
-            return {"error": str(exc), "reason": exc.reason.value if exc.reason else ""}
-
-    async def _get_status(self, params: Dict[str, Any]) -> Dict[str, Any]:
-        status = (await (await self._admin_api()).status()).to_dict()
-        status["tick_count"] = self.syncbus.tick_count
-        status["bus_agents"] = sorted(self.syncbus.subscriptions)
-        status["performance_metrics"] = dict(self.syncbus.performance_metrics)
-        return status
-
-    async def _agent_action(self, params: Dict[str, Any], action: str) -> Dict[str, Any]:
-        agent_id = params.get("agent_id")
-        if not agent_id:
-            raise InvalidArgument(f"'{action}' needs the parameter 'agent_id'", reason=Reason.INVALID_ARGUMENT)
-        admin = await self._admin_api()
-        detail = await getattr(admin, action)(str(agent_id))
-        if action == "restart_agent":
-            self.syncbus.performance_metrics["agent_restarts"] += 1
-        return {"success": True, "agent_id": agent_id, "detail": detail}
-
-    async def _pause_agent(self, params: Dict[str, Any]) -> Dict[str, Any]:
-        return await self._agent_action(params, "pause_agent")
-
-    async def _resume_agent(self, params: Dict[str, Any]) -> Dict[str, Any]:
-        return await self._agent_action(params, "resume_agent")
-
-    async def _restart_agent(self, params: Dict[str, Any]) -> Dict[str, Any]:
-        return await self._agent_action(params, "restart_agent")
-
-    async def _emergency_stop(self, params: Dict[str, Any]) -> Dict[str, Any]:
-        detail = await (await self._admin_api()).emergency_stop(str(params.get("reason") or "emergency_stop command"))
-        return {"success": True, "detail": detail}
-
-    async def _get_health_report(self, params: Dict[str, Any]) -> Dict[str, Any]:
-        report = (await (await self._admin_api()).health()).to_dict()
-        report["system_health"] = await self.syncbus.get_state("system_health")
-        return report
-
-    async def _list_agents(self, params: Dict[str, Any]) -> Dict[str, Any]:
-        agents = await (await self._admin_api()).list_agents()
-        return {"agents": [_agent_row(a) for a in agents], "total": len(agents)}
-
-    async def _send_command_to_agent(self, params: Dict[str, Any]) -> Dict[str, Any]:
-        agent_id, command = params.get("agent_id"), params.get("command")
-        if not agent_id or not command:
-            raise InvalidArgument(
-                "'send_command' needs the parameters 'agent_id' and 'command'", reason=Reason.INVALID_ARGUMENT
-            )
-        result = await (await self._admin_api()).send_command(str(agent_id), str(command), params.get("command_params"))
-        return {"success": True, "agent_id": agent_id, "command": command, "result": result}
-
-
-def _agent_row(info: AgentInfo) -> Dict[str, Any]:
-    """An agent as the seed's ``list_agents`` shows it: ``circuit_open`` beside lockstep's fields."""
-    row = info.to_dict()
-    row["circuit_open"] = info.breaker_state == "open"
-    return row
