@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, List
 
 import pytest
 
@@ -143,20 +143,12 @@ asyncio.run(main())
 
 
 def test_compat_classes_start_an_embedded_server_without_lockstep_addr(tmp_path: Path) -> None:
-    script = tmp_path / "embedded.py"
-    script.write_text(EMBEDDED_SCRIPT)
-    env = python_env()
-    env.pop("LOCKSTEP_ADDR", None)
-    env["LOCKSTEP_BIN"] = str(lockstep_bin())
-    proc = subprocess.run([PYTHON, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(_without_addr(tmp_path, EMBEDDED_SCRIPT), env=_env_without_addr(), capture_output=True,
+                          text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     ok, state, pid = proc.stdout.split()
     assert (ok, state) == ("True", "completed")
-    # The server went with the script.
-    deadline = time.monotonic() + 10
-    while _alive(int(pid)):
-        assert time.monotonic() < deadline, "the embedded server outlived its script"
-        time.sleep(0.05)
+    _wait_gone(int(pid), "the embedded server outlived its script")
 
 
 KILLED_WITH_SERVER = """
@@ -171,21 +163,36 @@ time.sleep(60)
 
 
 def test_a_killed_script_takes_its_embedded_server_with_it(tmp_path: Path) -> None:
-    script = tmp_path / "killed.py"
-    script.write_text(KILLED_WITH_SERVER)
-    env = python_env()
-    env.pop("LOCKSTEP_ADDR", None)
-    env["LOCKSTEP_BIN"] = str(lockstep_bin())
-    proc = subprocess.Popen([PYTHON, str(script)], env=env, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_without_addr(tmp_path, KILLED_WITH_SERVER), env=_env_without_addr(),
+                            stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     pid = int(proc.stdout.readline())
     assert _alive(pid)
     proc.kill()  # SIGKILL: no atexit runs
     proc.wait()
     proc.stdout.close()
+    _wait_gone(pid, "the embedded server outlived its killed script")
+
+
+def _without_addr(tmp_path: Path, source: str) -> List[str]:
+    """The command running ``source`` as a script."""
+    script = tmp_path / "script.py"
+    script.write_text(source)
+    return [PYTHON, str(script)]
+
+
+def _env_without_addr() -> Dict[str, str]:
+    """No ``LOCKSTEP_ADDR``: the compat classes start their embedded server with the test's binary."""
+    env = python_env()
+    env.pop("LOCKSTEP_ADDR", None)
+    env["LOCKSTEP_BIN"] = str(lockstep_bin())
+    return env
+
+
+def _wait_gone(pid: int, what: str) -> None:
     deadline = time.monotonic() + 10
     while _alive(pid):
-        assert time.monotonic() < deadline, "the embedded server outlived its killed script"
+        assert time.monotonic() < deadline, what
         time.sleep(0.05)
 
 
