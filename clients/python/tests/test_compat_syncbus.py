@@ -258,3 +258,58 @@ async def test_tick_bounds_each_agent_by_timeout_per_agent(addr: str) -> None:
     assert await syncbus.get_state('scanner_data') == {'signals': 1}
     assert await syncbus.get_state('late') is None
     await syncbus.close()
+
+
+class EnhancedAgent:
+    """The migration guide's new agent: processes its commands, then its data, on each update."""
+
+    def __init__(self) -> None:
+        self.command_queue: deque = deque()
+        self.is_paused = False
+        self.memory: List[Dict[str, Any]] = []
+
+    async def _process_commands(self) -> None:
+        """Process pending commands"""
+        while self.command_queue:
+            command_msg = self.command_queue.popleft()
+            command = command_msg.get('command')
+
+            if command == 'pause':
+                self.is_paused = True
+            elif command == 'resume':
+                self.is_paused = False
+            elif command == 'emergency_stop':
+                self.is_paused = True
+
+    async def update(self, data: Dict[str, Any]) -> Dict[str, Any]:
+        # Handle commands
+        await self._process_commands()
+
+        if self.is_paused:
+            return {}
+
+        # Store relevant data in memory
+        self.memory.append(data)
+        return {'trades': len(self.memory)}
+
+
+async def test_the_migration_guides_agent_takes_commands_between_ticks(addr: str) -> None:
+    sync_bus = HighPerformanceSyncBus()
+    agent_instance = EnhancedAgent()
+    # New way
+    sync_bus.attach('agent_name', agent_instance)
+    await sync_bus.register_agent('agent_name', interests=['market_data', 'trades'])
+    command_interface = CommandInterface(sync_bus)
+
+    await sync_bus.tick()
+    assert await sync_bus.get_state('trades') == 1
+    sent = await command_interface.handle_command(
+        'send_command', {'agent_id': 'agent_name', 'command': 'pause', 'command_params': {}})
+    assert sent['result'] == {'queued': True} and agent_instance.is_paused
+    await sync_bus.tick()
+    assert await sync_bus.get_state('trades') == 1 and len(agent_instance.memory) == 1  # paused: no work
+    await command_interface.handle_command('send_command', {'agent_id': 'agent_name', 'command': 'resume'})
+    await sync_bus.tick()
+    assert await sync_bus.get_state('trades') == 2
+    assert agent_instance.memory[-1] == {'trades': 1}  # its interests' share of the global state
+    await sync_bus.close()
