@@ -107,7 +107,8 @@ async def test_registry_agents_live_by_their_heartbeats(server_factory: Any, mon
     await registry.close()
 
 
-async def test_connect_embedded_starts_and_stops_a_private_server() -> None:
+async def test_connect_embedded_starts_and_stops_a_private_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOCKSTEP_BIN", str(lockstep_bin()))
     async with lockstep.connect(embedded=True) as client:
         server = client.embedded_server
         assert server is not None and server.running and server.address.startswith("127.0.0.1:")
@@ -126,6 +127,28 @@ async def test_no_binary_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch, tm
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(lockstep.ServerNotFound, match="cargo build"):
         await lockstep.connect(embedded=True)
+    # A binary that is not a lockstep server: the start fails, saying so, and nothing is left running.
+    monkeypatch.setenv("LOCKSTEP_BIN", "/bin/true")
+    with pytest.raises(lockstep.LockstepError, match="did not start"):
+        await lockstep.connect(embedded=True)
+
+
+def test_a_binary_next_to_the_package_is_found(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import lockstep.embedded as embedded
+
+    package = tmp_path / "lockstep"
+    (package / "bin").mkdir(parents=True)
+    (package / "bin" / "lockstep").symlink_to(lockstep_bin())
+    monkeypatch.setattr(embedded, "__file__", str(package / "embedded.py"))
+    monkeypatch.delenv("LOCKSTEP_BIN", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert embedded.find_server_binary() == package / "bin" / "lockstep"
+    server = embedded.EmbeddedServer()
+    try:
+        assert server.running and server.address.startswith("127.0.0.1:")
+    finally:
+        server.stop()
+    assert not server.running
 
 
 EMBEDDED_SCRIPT = """

@@ -2,8 +2,8 @@
 
 ``lockstep.connect(embedded=True)`` starts one and stops it when the client closes; the seed-API
 classes of :mod:`lockstep.compat` share one per process when ``LOCKSTEP_ADDR`` is not set. The
-binary is ``$LOCKSTEP_BIN``, else ``lockstep`` on ``PATH``, else a ``lockstep`` file next to this
-package (``lockstep/bin/lockstep`` or beside the package directory). Nothing is written to disk:
+binary is ``$LOCKSTEP_BIN``, else ``lockstep`` on ``PATH``, else one shipped next to this package's
+modules (``lockstep/bin/lockstep`` or ``lockstep/lockstep``). Nothing is written to disk:
 everything the server held is gone when it stops.
 """
 
@@ -50,7 +50,7 @@ def find_server_binary() -> Path:
     if on_path:
         return Path(on_path)
     here = Path(__file__).resolve().parent
-    for candidate in (here / "bin" / "lockstep", here.parent / "lockstep" / "lockstep", here.parent / "bin" / "lockstep"):
+    for candidate in (here / "bin" / "lockstep", here / "lockstep"):
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
     raise ServerNotFound(
