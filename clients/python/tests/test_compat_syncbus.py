@@ -141,6 +141,7 @@ async def test_a_failing_agent_is_isolated_and_the_command_interface_shows_it(ad
     assert health['total_agents'] == 3 and health['healthy_agents'] == 2
     assert health['health_score'] == 2 / 3
     assert health['performance_metrics']['ticks'] == 6 and 'last_update' in health
+    assert health['performance_metrics']['circuit_breaker_activations'] == 1
 
     # Restart agent circuit breaker
     restarted = await command_interface.handle_command('restart_agent', {'agent_id': 'broken'})

@@ -95,7 +95,7 @@ seed name                                        in lockstep.compat
 lockstep's additions: ``close()`` on every class (deregisters at once rather than at lease
 expiry), ``address=`` keywords, ``cleanup_completed_syncs()``, ``list_sync_points()``,
 ``unregister_agent()``, ``get_agent()``, ``list_agents()``, ``get_agent_state()``,
-``is_circuit_open()``.
+``is_circuit_open()``, ``metrics()`` (``performance_metrics`` with the server's breaker openings).
 """
 
 from __future__ import annotations

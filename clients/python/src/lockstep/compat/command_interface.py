@@ -67,7 +67,7 @@ class CommandInterface:
         status = (await (await self._admin_api()).status()).to_dict()
         status["tick_count"] = self.syncbus.tick_count
         status["bus_agents"] = sorted(self.syncbus.subscriptions)
-        status["performance_metrics"] = dict(self.syncbus.performance_metrics)
+        status["performance_metrics"] = await self.syncbus.metrics()
         return status
 
     async def _agent_action(self, params: Dict[str, Any], action: str) -> Dict[str, Any]:

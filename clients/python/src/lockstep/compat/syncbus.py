@@ -209,10 +209,18 @@ class HighPerformanceSyncBus:
             # The seed's exact share (the server rounds its own to four places).
             total, healthy = int(health.get("total_agents", 0)), int(health.get("healthy_agents", 0))
             health["health_score"] = healthy / total if total > 0 else 1.0
-            health["performance_metrics"] = dict(self.performance_metrics)
+            health["performance_metrics"] = await self.metrics()
             health["last_update"] = time.time()
             return health
         return (await self._global_state(client)).get(name)
+
+    async def metrics(self) -> Dict[str, Any]:
+        """The bus's ``performance_metrics``, with ``circuit_breaker_activations`` — how many times
+        the server opened its agents' breakers — brought up to date."""
+        client = await self._client()
+        opened = sum(a.breaker_opened for a in await client.list_agents() if a.agent_id in self.subscriptions)
+        self.performance_metrics["circuit_breaker_activations"] = opened
+        return dict(self.performance_metrics)
 
     async def update_state(self, name: str, value: Any) -> None:
         """Set one global-state entry (the seed's ``update_state``), replacing it whole. Written with
