@@ -18,7 +18,8 @@ import pytest
 from conftest import PYTHON, ServerProcess, python_env
 from lockstep.compat import AgentStatus, AgentSynchronizer, SynchronizedAgent, SynchronizedAgentRegistry
 
-# The guide's quick start, with its import changed (scripts.ai_agent.core.synchronizer → lockstep.compat).
+# The guide's quick start, with its import changed (scripts.ai_agent.core.synchronizer → lockstep.compat)
+# and its trailing spaces dropped.
 QUICK_START = '''
 import asyncio
 from lockstep.compat import AgentSynchronizer, SynchronizedAgent
@@ -30,25 +31,25 @@ synchronizer = AgentSynchronizer(timeout=30.0)
 class MyAgent(SynchronizedAgent):
     def run(self):
         return {"status": "completed"}
-    
+
     def validate_config(self):
         return True
-    
+
     async def do_work_then_sync(self):
         # Do some work
         print(f"[{self.name}] Working...")
         await asyncio.sleep(1.0)
-        
+
         # Sync with other agents
         other_agents = {"agent1", "agent2", "agent3"}
         success = await self.sync_with_agents("work_complete", other_agents)
-        
+
         print(f"[{self.name}] Sync result: {success}")
         return success
 
 # Usage
 agent1 = MyAgent("agent1", synchronizer)
-agent2 = MyAgent("agent2", synchronizer) 
+agent2 = MyAgent("agent2", synchronizer)
 agent3 = MyAgent("agent3", synchronizer)
 
 # Run coordinated work
