@@ -254,3 +254,24 @@ async def test_the_readme_migration_guide_example_prints_what_its_comments_say(
     # Each print's promised output is the comment beside it (or below it) in the README.
     promised = [c.strip() for c in re.findall(r"#\s*(\[.*\])\s*$", blocks[0], re.M)]
     assert printed == promised, (printed, promised)
+
+
+def test_coroutines_and_plain_functions_are_split_as_the_seeds_use_them() -> None:
+    import inspect
+
+    from lockstep.compat import CommandInterface, HighPerformanceSyncBus
+
+    awaited = [
+        SynchronizedAgentRegistry.register_agent, SynchronizedAgentRegistry.update_agent_status,
+        SynchronizedAgentRegistry.get_agents_with_sync_capability, SynchronizedAgentRegistry.heartbeat,
+        SynchronizedAgent.sync_with_agents, HighPerformanceSyncBus.register_agent,
+        HighPerformanceSyncBus.update_agent_state, HighPerformanceSyncBus.get_state, HighPerformanceSyncBus.tick,
+        CommandInterface.handle_command,
+    ]
+    plain = [
+        AgentSynchronizer.get_sync_status, AgentSynchronizer.diagnose_sync_issues,
+        AgentSynchronizer.force_complete_sync, HighPerformanceSyncBus.attach,
+        SynchronizedAgent.run, SynchronizedAgent.validate_config,
+    ]
+    assert [f.__qualname__ for f in awaited if not inspect.iscoroutinefunction(f)] == []
+    assert [f.__qualname__ for f in plain if inspect.iscoroutinefunction(f)] == []
