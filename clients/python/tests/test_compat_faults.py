@@ -296,3 +296,32 @@ async def test_operators_calls_send_the_admin_token(server_factory: Any, monkeyp
     assert await asyncio.wait_for(waiting, 10) is True
     assert synchronizer.cleanup_completed_syncs() == 1
     await synchronizer.close()
+
+
+BUS_WITH_ITS_BREAKER = """
+import asyncio
+from lockstep.compat import HighPerformanceSyncBus, CommandInterface
+
+class Broken:
+    async def update(self, data):
+        raise RuntimeError("no model")
+
+async def main():
+    syncbus = HighPerformanceSyncBus(circuit_config={'failure_threshold': 2})
+    syncbus.attach('broken', Broken())
+    syncbus.attach('fine', type('Fine', (), {'update': lambda self, data: {'ok': True}})())
+    for _ in range(2):
+        await syncbus.tick()
+    rows = (await CommandInterface(syncbus).handle_command('list_agents'))['agents']
+    print(sorted((a['agent_id'], a['circuit_open']) for a in rows))
+
+asyncio.run(main())
+"""
+
+
+def test_an_embedded_server_started_by_the_bus_gets_its_circuit_config(tmp_path: Path) -> None:
+    proc = subprocess.run(_without_addr(tmp_path, BUS_WITH_ITS_BREAKER), env=_env_without_addr(), capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    # Two failures open the breaker (the server's default would want five).
+    assert proc.stdout.strip() == "[('broken', True), ('fine', False)]"

@@ -76,6 +76,8 @@ async def test_registration_and_delta_updates(addr: str) -> None:
         HighPerformanceSyncBus(circuit_config={'failure_threshold': 0})
     with pytest.raises(ValueError):
         HighPerformanceSyncBus(circuit_config={'open_after': 3})
+    with pytest.raises(ValueError):
+        HighPerformanceSyncBus(circuit_config={'failure_threshold': 2.5})
     await syncbus.close()
 
 

@@ -61,7 +61,8 @@ seed name                                        in lockstep.compat
 ``_record_failure``, ``circuit_breakers``,       namespace); ``is_circuit_open(id)`` asks it;
 ``agent_health``                                 ``circuit_config`` ``failure_threshold`` /
                                                  ``recovery_delay`` are the server's ``[breaker]``
-                                                 settings (same defaults), read, not set, by the bus
+                                                 settings (same defaults): an embedded server the
+                                                 bus starts gets them, a running one keeps its own
 ``tick()`` results                               merged by the server as JSON merge patches by
                                                  agent id into the context key ``syncbus.state``
                                                  (nested dicts merge; the seed's global state is

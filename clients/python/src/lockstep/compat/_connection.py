@@ -11,30 +11,45 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import logging
 import os
 import threading
-from typing import Any, Awaitable, Callable, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 from ..client import Client, connect
 from ..embedded import EmbeddedServer
 
 T = TypeVar("T")
 
+log = logging.getLogger("lockstep.compat")
+
 _shared: Optional[EmbeddedServer] = None
+_shared_env: Dict[str, str] = {}
 _shared_lock = threading.Lock()
 
 
-def server_address() -> str:
+def server_address(env: Optional[Mapping[str, str]] = None) -> str:
     """``$LOCKSTEP_ADDR`` when set; otherwise the address of this process's embedded server,
-    started now if needed (``lockstep serve --in-memory``, stopped when the process exits)."""
+    started now if needed (``lockstep serve --in-memory``, stopped when the process exits).
+
+    ``env`` are settings for that server (``LOCKSTEP_<SECTION>__<KEY>`` variables) from the compat
+    object that needs it: they apply if it starts the server; one already running with other
+    values keeps its own, with a warning.
+    """
     address = os.environ.get("LOCKSTEP_ADDR")
     if address:
         return address
-    global _shared
+    global _shared, _shared_env
     with _shared_lock:
         if _shared is None or not _shared.running:
-            _shared = EmbeddedServer()
+            _shared = EmbeddedServer(env=env)
+            _shared_env = dict(env or {})
             atexit.register(_shared.stop)
+        else:
+            differing = {k: v for k, v in (env or {}).items() if _shared_env.get(k) != v}
+            if differing:
+                log.warning("lockstep.compat: the embedded server already runs; these settings do not apply: %s",
+                            differing)
         return _shared.address
 
 
@@ -52,9 +67,16 @@ class Connection:
     """A native client per event loop, to ``address`` (default: :func:`server_address`), with
     extra gRPC channel ``options``."""
 
-    def __init__(self, address: Optional[str] = None, *, options: Optional[Sequence[Tuple[str, Any]]] = None) -> None:
+    def __init__(
+        self,
+        address: Optional[str] = None,
+        *,
+        options: Optional[Sequence[Tuple[str, Any]]] = None,
+        embedded_env: Optional[Mapping[str, str]] = None,
+    ) -> None:
         self._address = address
         self._options = list(options or ())
+        self._embedded_env = dict(embedded_env or {})
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._opening: "Optional[asyncio.Task[Client]]" = None
 
@@ -62,7 +84,7 @@ class Connection:
     def address(self) -> str:
         """Where this connection goes (resolved, and an embedded server started, on first use)."""
         if self._address is None:
-            self._address = server_address()
+            self._address = server_address(self._embedded_env)
         return self._address
 
     async def client(self) -> Client:

@@ -56,7 +56,18 @@ def _check_circuit_config(config: Mapping[str, Any]) -> Dict[str, float]:
     for key, value in merged.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"circuit_config['{key}'] must be a positive number, got {value!r}")
+    if merged["failure_threshold"] != int(merged["failure_threshold"]):
+        raise ValueError(f"circuit_config['failure_threshold'] must be a whole number, got {merged['failure_threshold']!r}")
     return merged
+
+
+def breaker_env(config: Mapping[str, float]) -> Dict[str, str]:
+    """The server's ``[breaker]`` settings for ``circuit_config``, as environment variables."""
+    return {
+        "LOCKSTEP_BREAKER__FAILURE_THRESHOLD": str(int(config["failure_threshold"])),
+        "LOCKSTEP_BREAKER__RECOVERY_DELAY_MS": str(int(round(config["recovery_delay"] * 1000))),
+        "LOCKSTEP_BREAKER__TIMEOUT_PER_AGENT_MS": str(int(round(config["timeout_per_agent"] * 1000))),
+    }
 
 
 class HighPerformanceSyncBus:
@@ -66,8 +77,8 @@ class HighPerformanceSyncBus:
         address: the server's ``host:port``; default ``$LOCKSTEP_ADDR``, else an embedded server.
         circuit_config: the seed's settings; ``timeout_per_agent`` bounds each agent's ``update``
             in :meth:`tick`. ``failure_threshold`` and ``recovery_delay`` are the server's breaker
-            settings (its ``[breaker]`` section), whose defaults are the seed's: the bus reports them
-            but cannot change a running server's.
+            settings (its ``[breaker]`` section), whose defaults are the seed's: an embedded server
+            the bus starts gets all three; a running server (``$LOCKSTEP_ADDR``) keeps its own.
         context_key: the shared-context key holding the global state that ticks merge into.
         series: the name of the bus's tick round series (default: unique per bus).
 
@@ -86,7 +97,8 @@ class HighPerformanceSyncBus:
         self.circuit_config = _check_circuit_config(circuit_config or {})
         self.context_key = context_key
         self.series = series or f"syncbus.tick.{uuid.uuid4().hex[:12]}"
-        self.connection = Connection(address)
+        # An embedded server this bus starts gets the bus's breaker settings.
+        self.connection = Connection(address, embedded_env=breaker_env(self.circuit_config))
         self.agents: Dict[str, Any] = {}
         """Attached agent instances by name (:meth:`attach`)."""
         self.subscriptions: Dict[str, List[str]] = {}
