@@ -316,3 +316,21 @@ async def test_the_migration_guides_agent_takes_commands_between_ticks(addr: str
     assert await sync_bus.get_state('trades') == 2
     assert agent_instance.memory[-1] == {'trades': 1}  # its interests' share of the global state
     await sync_bus.close()
+
+
+async def test_messages_reach_the_update_queues_by_interest(addr: str, client: Any) -> None:
+    syncbus = HighPerformanceSyncBus()
+    await syncbus.register_agent('scanner', interests=['market_data', 'scanner_data'])
+    await syncbus.register_agent('trader')  # ['all']
+    async with client.register('exchange') as exchange:
+        await exchange.publish('market_data', {'btc': 64000}, confirm=True)
+        await exchange.publish('trades', {'id': 1}, confirm=True)
+
+        def routed() -> bool:
+            return len(syncbus.update_queues['trader']) == 2 and len(syncbus.update_queues['scanner']) == 1
+
+        await eventually(routed, what="each agent gets the messages its interests name")
+    assert [(m['topic'], m['data']) for m in syncbus.update_queues['scanner']] == [('market_data', {'btc': 64000})]
+    assert [m['topic'] for m in syncbus.update_queues['trader']] == ['market_data', 'trades']
+    assert syncbus.update_queues['trader'][0]['publisher'] == 'exchange'
+    await syncbus.close()

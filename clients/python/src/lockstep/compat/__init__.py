@@ -69,10 +69,12 @@ seed name                                        in lockstep.compat
                                                  that key); an agent that raises reports a
                                                  ``delivery_error``, one that times out is missed:
                                                  both count for its breaker
-``global_state``, ``agent_states``,              in the server: ``get_state(name)``,
-``update_queues``, ``lock``,                     ``get_agent_state(id)``; interest routing of
-``_notify_interested_agents``                    messages and state watches belong to the native
-                                                 API (``agent.deliveries()``, ``watch_state``)
+``global_state``, ``agent_states``, ``lock``,    in the server: ``get_state(name)``,
+``_notify_interested_agents``                    ``get_agent_state(id)``; state watches belong to
+                                                 the native API (``watch_state``).
+                                                 ``update_queues`` holds the messages routed to
+                                                 each agent by its interests (last 100), not
+                                                 other agents' state deltas
 ``global_state['market_data']`` deques,          not provided: market data is the application's;
 ``broadcast_market_update``, ``DataPipeline``,   publish it (``agent.publish``) or keep it in the
 ``MarketDataProcessor``, ``DataCategorizer``     shared context (``client.context``)

@@ -20,7 +20,8 @@ import logging
 import math
 import time
 import uuid
-from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional
+from collections import deque
+from typing import Any, Awaitable, Callable, Deque, Dict, List, Mapping, Optional
 
 from ..agent import Agent
 from ..client import Client
@@ -37,6 +38,9 @@ log = logging.getLogger("lockstep.compat")
 #: The seed's circuit breaker settings, which are also the server's defaults (``[breaker]``:
 #: ``failure_threshold = 5``, ``recovery_delay_ms = 30000``, ``timeout_per_agent_ms = 5000``).
 DEFAULT_CIRCUIT_CONFIG: Dict[str, float] = {"failure_threshold": 5, "recovery_delay": 30, "timeout_per_agent": 5.0}
+
+#: Messages kept per agent in :attr:`HighPerformanceSyncBus.update_queues` (the seed's queue size).
+UPDATE_QUEUE_SIZE = 100
 
 #: The role the bus registers its agents with (lockstep requires one).
 ROLE = "syncbus"
@@ -103,6 +107,11 @@ class HighPerformanceSyncBus:
         """Attached agent instances by name (:meth:`attach`)."""
         self.subscriptions: Dict[str, List[str]] = {}
         """Each registered agent's interests."""
+        self.update_queues: Dict[str, Deque[Dict[str, Any]]] = {}
+        """Messages routed to each registered agent by its interests (``topic``, ``data``,
+        ``publisher``, ``seq``), the last :data:`UPDATE_QUEUE_SIZE` kept, as in the seed. The bus
+        reads (and so acknowledges) them for its agents, whose breakers would otherwise count them
+        as unacknowledged."""
         self.tick_count = 0
         self.performance_metrics: Dict[str, Any] = {
             "ticks": 0,
@@ -144,7 +153,9 @@ class HighPerformanceSyncBus:
         agent = await client.register(agent_id, role=ROLE, interests=wanted)
         self.subscriptions[agent_id] = wanted
         self._sessions[agent_id] = agent
+        self.update_queues[agent_id] = deque(maxlen=UPDATE_QUEUE_SIZE)
         loop = asyncio.get_running_loop()
+        self._workers.append(loop.create_task(self._serve_deliveries(agent_id, agent)))
         self._workers.append(loop.create_task(self._serve_rounds(agent_id, agent)))
         self._workers.append(loop.create_task(self._serve_commands(agent_id, agent)))
 
@@ -305,6 +316,13 @@ class HighPerformanceSyncBus:
             self.performance_metrics["tick_timeouts"] += 1
             log.error("lockstep.compat: tick %d timed out; missed: %s", self.tick_count, info.missed)
 
+    async def _serve_deliveries(self, agent_id: str, agent: Agent) -> None:
+        """Keeps the agent's deliveries in its update queue (reading acknowledges them)."""
+        queue = self.update_queues[agent_id]
+        async for delivery in agent.deliveries():
+            queue.append({"topic": delivery.topic, "data": delivery.data, "publisher": delivery.publisher,
+                          "seq": delivery.seq})
+
     async def _serve_rounds(self, agent_id: str, agent: Agent) -> None:
         """Answers the agent's round inputs with its instance's ``update(data)``."""
         async for tick in agent.rounds():
@@ -369,6 +387,7 @@ class HighPerformanceSyncBus:
         self._series_agents = None
         self._sessions.clear()
         self.subscriptions.clear()
+        self.update_queues.clear()
         await self.connection.close()
 
 
