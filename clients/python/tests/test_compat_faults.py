@@ -90,12 +90,16 @@ async def test_registry_agents_live_by_their_heartbeats(server_factory: Any, mon
         await asyncio.sleep(lease / 20)
     assert (await registry.get_agent("worker_1"))["status"] == "active"
 
-    # ...and without them the server declares it lost, as the seed's registry marks silent agents.
-    async def gone() -> bool:
-        entry = await registry.get_agent("worker_1")
-        return entry is None or entry["status"] == "lost"
+    # ...and without them the server declares it lost, as the seed's registry marks silent agents,
+    # even while another agent of the same process heartbeats by itself.
+    async with lockstep.connect(srv.address) as other_client, other_client.register("busy_neighbour"):
 
-    await eventually(gone, timeout=10 * lease, what="an agent nobody heartbeats is lost")
+        async def gone() -> bool:
+            entry = await registry.get_agent("worker_1")
+            return entry is None or entry["status"] == "lost"
+
+        await eventually(gone, timeout=10 * lease, what="an agent nobody heartbeats is lost")
+        assert (await registry.get_agent("busy_neighbour"))["status"] == "active"
     assert await registry.heartbeat("nobody") is False
     assert await registry.update_agent_status("nobody", "syncing") is False
     with pytest.raises(ValueError):
