@@ -25,6 +25,7 @@ from .admin import Admin, CommandInterface, SystemStatus
 from .agent import Agent, Feed, StateWatch
 from .base import AgentBase, Command, SynchronizedAgent
 from .client import Client, RegistryWatch, connect
+from .embedded import EmbeddedServer, ServerNotFound
 from .group import (
     CollectiveOutcome,
     GroupEvent,
@@ -123,6 +124,8 @@ __all__ = [
     "default_address",
     "connect",
     "Client",
+    "EmbeddedServer",
+    "ServerNotFound",
     "Agent",
     "StateWatch",
     "Feed",

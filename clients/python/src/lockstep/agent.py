@@ -95,6 +95,10 @@ _NOTICE_BUFFER = 1000
 #: The longest error text an agent sends for a command (the server's default limit is 4096 bytes).
 _MAX_COMMAND_ERROR_BYTES = 4000
 
+#: The longest reason :meth:`Agent.report_delivery_error` sends (the exception text of a failed
+#: handler can be long; the breaker needs only to know that, and roughly why, it failed).
+MAX_DELIVERY_ERROR_CHARS = 1000
+
 
 def _selector_message(selector: Selector, cls: Any) -> Any:
     kind, value = selector
@@ -130,6 +134,7 @@ class Agent:
         delivery_buffer: int = 65536,
         reconnect: bool = True,
         on_error: Optional[Callable[[LockstepError], Any]] = None,
+        heartbeats: bool = True,
     ) -> None:
         self._client = client
         self._register_msg = request
@@ -147,7 +152,7 @@ class Agent:
         self._on_error = on_error
         self._runner: Optional["asyncio.Task[None]"] = None
         self._heartbeat: Optional["asyncio.Task[None]"] = None
-        self._heartbeats_suspended = False
+        self._heartbeats_suspended = not heartbeats
         self._background: Set["asyncio.Task[Any]"] = set()
         # Rounds of collectives called without an id, per group: the next id of each.
         self._collective_rounds: Dict[str, int] = {}
@@ -217,8 +222,11 @@ class Agent:
         delivery_buffer: int,
         reconnect: bool,
         on_error: Optional[Callable[[LockstepError], Any]],
+        heartbeats: bool = True,
     ) -> "Agent":
-        agent = cls(client, request, delivery_buffer=delivery_buffer, reconnect=reconnect, on_error=on_error)
+        agent = cls(
+            client, request, delivery_buffer=delivery_buffer, reconnect=reconnect, on_error=on_error, heartbeats=heartbeats
+        )
         agent._call, agent._reg = await agent._start_session(request)
         agent._connected.set()
         agent._runner = agent._loop.create_task(agent._run())
@@ -698,6 +706,25 @@ class Agent:
             await self._send(pb.ClientMessage(ack=pb.Ack(up_to_seq=upto)))
         except LockstepError:
             pass
+
+    async def heartbeat(self) -> None:
+        """Renew this agent's lease now. The session does it by itself every heartbeat interval;
+        an agent whose automatic heartbeats are off (``register(..., heartbeats=False)``) lives
+        only as long as it calls this within each lease."""
+        await self._send(pb.ClientMessage(heartbeat=pb.Heartbeat()))
+
+    async def report_delivery_error(self, seq: int, reason: str) -> None:
+        """Tell the server this agent could not process delivery ``seq``, and why.
+
+        It counts as a failure for this agent's circuit breaker, as a batch not acknowledged in time
+        does (enough of them isolate the agent until it recovers; its peers are not affected), and
+        acknowledges the delivery. :class:`lockstep.SynchronizedAgent` sends it, with the exception
+        text, whenever :meth:`~lockstep.SynchronizedAgent.on_delivery` raises. ``reason`` is cut to
+        :data:`MAX_DELIVERY_ERROR_CHARS` characters.
+        """
+        text = reason[:MAX_DELIVERY_ERROR_CHARS]
+        reply = await self._request(pb.ClientMessage(delivery_error=pb.DeliveryError(seq=seq, reason=text)))
+        self._raise_if_error(reply)
 
     # ------------------------------------------------------------------------------------------
     # own state and status

@@ -95,7 +95,9 @@ class SynchronizedAgent:
         self.stopped = False
         """True once :meth:`stop` was called (or ``emergency_stop`` received)."""
         self.handler_errors = 0
-        """How many times a hook raised; the agent logs it and goes on."""
+        """How many times a hook raised; the agent logs it and goes on (a raising
+        :meth:`on_delivery` is also reported to the server as a ``delivery_error``, a failure for
+        this agent's circuit breaker)."""
         self.client: Optional[Client] = None
         self.agent: Optional[Agent] = None
         self.state_watch: Optional[StateWatch] = None
@@ -136,7 +138,9 @@ class SynchronizedAgent:
         return None
 
     async def on_delivery(self, delivery: Delivery) -> None:
-        """Called for each message routed to this agent (not while paused)."""
+        """Called for each message routed to this agent (not while paused). If it raises, the
+        exception text goes to the server as a ``delivery_error``: a failure for this agent's
+        circuit breaker (see :meth:`lockstep.Agent.report_delivery_error`)."""
 
     async def on_state(self, view: StateView) -> None:
         """Called for each change of a watched agent's state (see the ``watch`` attribute)."""
@@ -295,9 +299,21 @@ class SynchronizedAgent:
                 return
             try:
                 await self.on_delivery(delivery)
-            except Exception:
+            except Exception as exc:
                 self.handler_errors += 1
                 log.exception("lockstep: %s.on_delivery failed on %s #%d", self.agent_id, delivery.topic, delivery.seq)
+                await self._report_delivery_error(delivery, exc)
+
+    async def _report_delivery_error(self, delivery: Delivery, exc: Exception) -> None:
+        """A processing error is a failure for this agent's circuit breaker on the server, as in
+        the seed's SyncBus: enough of them isolate this agent, and only it."""
+        if self.agent is None:
+            return
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        try:
+            await self.agent.report_delivery_error(delivery.seq, text)
+        except LockstepError as err:
+            log.warning("lockstep: %s could not report its failed delivery #%d: %s", self.agent_id, delivery.seq, err)
 
     async def _control_loop(self, notices: "Feed[ControlNotice]") -> None:
         async for notice in notices:

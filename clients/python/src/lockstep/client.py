@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .agent import Agent
     from .context import Context
     from .history import TopicInfo
+    from .embedded import EmbeddedServer
 
 __all__ = ["Client", "RegistryWatch", "connect"]
 
@@ -84,6 +85,7 @@ def connect(
     connect_timeout: float = 5.0,
     sync_timeout: Optional[float] = None,
     options: Optional[Sequence[Tuple[str, Any]]] = None,
+    embedded: bool = False,
 ) -> "Opening[Client]":
     """Connect to a lockstep server.
 
@@ -105,28 +107,61 @@ def connect(
         sync_timeout: the default barrier timeout in seconds for agents of this client (``None``: the
             server's default).
         options: extra gRPC channel options.
+        embedded: start a private server for this client (``lockstep serve --in-memory`` on a free
+            loopback port; the binary is ``$LOCKSTEP_BIN``, on ``PATH``, or next to the package)
+            and stop it when the client closes; ``address`` must not be given then. See
+            :class:`lockstep.EmbeddedServer`.
 
     Raises:
         Unavailable: the server could not be reached within ``connect_timeout``.
+        ServerNotFound: ``embedded`` and no server binary was found (the message says how to get one).
     """
+    if embedded and address is not None:
+        raise TypeError("give either an address or embedded=True, not both")
 
     async def _open() -> Client:
-        addr = _normalize_address(address or default_address())
-        channel = grpc.aio.insecure_channel(addr, options=channel_options(options))
+        server: "Optional[EmbeddedServer]" = None
+        if embedded:
+            from .embedded import EmbeddedServer
+
+            # Started from this thread (a few milliseconds): the server is tied to it.
+            server = EmbeddedServer()
         try:
-            await asyncio.wait_for(channel.channel_ready(), connect_timeout)
-        except asyncio.TimeoutError:
-            await channel.close()
-            raise Unavailable(
-                f"cannot reach a lockstep server at {addr} within {connect_timeout:g}s "
-                "(is `lockstep serve` running there?)"
-            ) from None
+            client = await _connect_to(server.address if server else address, namespace, timeout, connect_timeout,
+                                       sync_timeout, options)
         except BaseException:
-            await channel.close()
+            if server is not None:
+                server.stop()
             raise
-        return Client(channel, addr, namespace=namespace, timeout=timeout, sync_timeout=sync_timeout)
+        client._embedded = server
+        return client
 
     return Opening(_open)
+
+
+async def _connect_to(
+    address: Optional[str],
+    namespace: str,
+    timeout: Optional[float],
+    connect_timeout: float,
+    sync_timeout: Optional[float],
+    options: Optional[Sequence[Tuple[str, Any]]],
+) -> "Client":
+    """Open a channel to ``address`` and wait until the server accepts it."""
+    addr = _normalize_address(address or default_address())
+    channel = grpc.aio.insecure_channel(addr, options=channel_options(options))
+    try:
+        await asyncio.wait_for(channel.channel_ready(), connect_timeout)
+    except asyncio.TimeoutError:
+        await channel.close()
+        raise Unavailable(
+            f"cannot reach a lockstep server at {addr} within {connect_timeout:g}s "
+            "(is `lockstep serve` running there?)"
+        ) from None
+    except BaseException:
+        await channel.close()
+        raise
+    return Client(channel, addr, namespace=namespace, timeout=timeout, sync_timeout=sync_timeout)
 
 
 class Client:
@@ -162,6 +197,7 @@ class Client:
         self._watches: "List[RegistryWatch]" = []
         self._admins: "List[Admin]" = []
         self._closed = False
+        self._embedded: "Optional[EmbeddedServer]" = None
 
     # ------------------------------------------------------------------------------------------
     # lifecycle
@@ -172,13 +208,18 @@ class Client:
         return self._closed
 
     @property
+    def embedded_server(self) -> "Optional[EmbeddedServer]":
+        """The private server this client started (``connect(embedded=True)``), else ``None``."""
+        return self._embedded
+
+    @property
     def agents(self) -> "List[Agent]":
         """The agents registered through this client that are still open."""
         return [a for a in self._agents if not a.closed]
 
     async def close(self) -> None:
         """Deregister every agent of this client, end registry watches, close admins' own
-        connections, and close the connection."""
+        connections, and close the connection (and stop the client's embedded server, if any)."""
         if self._closed:
             return
         self._closed = True
@@ -190,6 +231,8 @@ class Client:
         for admin in list(self._admins):
             await admin.close()
         await self._channel.close()
+        if self._embedded is not None:
+            self._embedded.stop()
 
     async def __aenter__(self) -> "Client":
         return self
@@ -215,6 +258,7 @@ class Client:
         delivery_buffer: int = 65536,
         reconnect: bool = True,
         on_error: Optional[Callable[[LockstepError], Any]] = None,
+        heartbeats: bool = True,
     ) -> "Opening[Agent]":
         """Register an agent and open its session.
 
@@ -241,6 +285,9 @@ class Client:
             reconnect: resume the session with its resume token if the stream breaks.
             on_error: called with errors the server reports for requests that wanted no reply
                 (``publish`` without ``confirm``). Default: logged as warnings.
+            heartbeats: renew the lease by itself every heartbeat interval (default). With
+                ``False`` the agent lives as long as something renews it within each lease:
+                :meth:`Agent.heartbeat`, or any other message of the agent.
 
         Raises:
             AlreadyRegistered: another live session holds ``agent_id``.
@@ -267,6 +314,7 @@ class Client:
                 delivery_buffer=delivery_buffer,
                 reconnect=reconnect,
                 on_error=on_error,
+                heartbeats=heartbeats,
             )
             self._agents.append(agent)
             return agent
