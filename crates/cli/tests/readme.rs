@@ -5,7 +5,7 @@ mod support;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::Server;
 
@@ -61,21 +61,13 @@ fn run_example(server: &Server, name: &str) -> String {
         "{} is not built: `cargo test --workspace` builds the examples (or `cargo build -p lockstep-client --examples`)",
         exe.display()
     );
-    let mut child = Command::new(&exe)
+    let child = Command::new(&exe)
         .env("LOCKSTEP_ADDR", &server.addr)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("the example starts");
-    let started = Instant::now();
-    while child.try_wait().expect("waits").is_none() {
-        if started.elapsed() > HUNG_AFTER {
-            let _ = child.kill();
-            panic!("example {name} still running after {HUNG_AFTER:?}: it hangs");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().expect("output");
+    let out = support::finish_within(child, HUNG_AFTER, &format!("example {name}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

@@ -316,3 +316,17 @@ pub async fn silent_session(addr: &str, agent_id: &str, role: &str) -> SilentSes
     let replies = raw.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await.expect("a session");
     SilentSession { _requests: tx, _replies: replies }
 }
+
+/// Waits for `child` to end and returns its output; a child still running after `limit` is
+/// killed and the test fails naming `what`: it hangs.
+pub fn finish_within(mut child: Child, limit: Duration, what: &str) -> std::process::Output {
+    let started = Instant::now();
+    while child.try_wait().expect("waits").is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("{what} still running after {limit:?}: it hangs");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
