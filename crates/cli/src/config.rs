@@ -50,6 +50,10 @@ pub struct ServerConfig {
     pub admin_listen: Option<SocketAddr>,
     /// Require this token on every Admin call.
     pub admin_token: Option<String>,
+    /// Serve /metrics, /healthz and /readyz over HTTP here; unset: no HTTP listener.
+    pub http_listen: Option<SocketAddr>,
+    /// Let the HTTP listener bind beyond loopback although no admin token is set.
+    pub http_public: bool,
     /// Where durable state is kept (`DIR/lockstep.db`).
     pub data_dir: PathBuf,
     /// Where `lockstep backup` may write its copies (inside this directory); unset: the data
@@ -74,6 +78,8 @@ impl Default for ServerConfig {
             listen: DEFAULT_LISTEN.parse().expect("a valid address"),
             admin_listen: None,
             admin_token: None,
+            http_listen: None,
+            http_public: false,
             data_dir: DEFAULT_DATA_DIR.into(),
             backup_dir: None,
             in_memory: false,
@@ -371,6 +377,7 @@ mod tests {
         engine["breaker_agents"].as_table_mut().unwrap().insert("scanner".into(), overrides.into());
         changed.insert("admin_listen".into(), "127.0.0.1:7700".into());
         changed.insert("admin_token".into(), "secret".into());
+        changed.insert("http_listen".into(), "127.0.0.1:7680".into());
         changed.insert("backup_dir".into(), "/var/backups/lockstep".into());
 
         // The file's layout: the engine's sections at the top level, its own keys in [engine].

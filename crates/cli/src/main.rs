@@ -95,6 +95,12 @@ struct ServeArgs {
     /// Require this token on every Admin call (`authorization: Bearer <token>`).
     #[arg(long, env = "LOCKSTEP_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Serve /metrics (Prometheus), /healthz and /readyz over HTTP here (e.g. 127.0.0.1:7680).
+    #[arg(long, env = "LOCKSTEP_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
+    /// Let --http-listen bind beyond loopback although no admin token is set.
+    #[arg(long, env = "LOCKSTEP_HTTP_PUBLIC")]
+    http_public: bool,
     /// TOML configuration file (see docs/PROTOCOL.md for every key; `LOCKSTEP_<SECTION>__<KEY>`
     /// variables and these flags override it).
     #[arg(long, env = "LOCKSTEP_CONFIG")]
@@ -168,6 +174,8 @@ impl ServeArgs {
             ("listen", given(self.listen)?),
             ("admin_listen", given(self.admin_listen)?),
             ("admin_token", given(self.admin_token)?),
+            ("http_listen", given(self.http_listen)?),
+            ("http_public", given(self.http_public.then_some(true))?),
             ("data_dir", given(self.data_dir)?),
             ("backup_dir", given(self.backup_dir)?),
             ("in_memory", given(in_memory)?),
@@ -210,6 +218,8 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     let options = lockstep_server::Options {
         listen,
         admin_listen: settings.admin_listen,
+        http_listen: settings.http_listen,
+        http_public: settings.http_public,
         admin_token: settings.admin_token,
         engine: settings.engine,
         storage,
@@ -224,6 +234,9 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         writeln!(out, "lockstep listening on {}", server.local_addr())?;
         if server.admin_addr() != server.local_addr() {
             writeln!(out, "lockstep admin listening on {}", server.admin_addr())?;
+        }
+        if let Some(http) = server.http_addr() {
+            writeln!(out, "lockstep http listening on {http}")?;
         }
         out.flush()?;
     }

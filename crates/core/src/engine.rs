@@ -124,6 +124,19 @@ pub struct Counters {
     pub breakers_opened: u64,
 }
 
+/// The agents as the metrics endpoint reports them (see [`Engine::agent_gauges`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentGauges {
+    /// (namespace, status, agents), sorted.
+    pub by_status: Vec<(String, &'static str, u64)>,
+    /// Messages waiting in every agent's outbound queue.
+    pub queued: u64,
+    /// The deepest queue now.
+    pub deepest_queue: u64,
+    /// The deepest any queue has been.
+    pub high_water: u64,
+}
+
 /// A summary of the engine for `ServerInfo`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EngineInfo {
@@ -2920,6 +2933,25 @@ impl Engine {
             *counts.entry(a.status.as_str()).or_default() += 1;
         }
         counts
+    }
+
+    /// The agents as the metrics endpoint reports them: how many per namespace and status, and
+    /// their outbound queues (the messages waiting in all, the deepest now, the highest ever).
+    pub fn agent_gauges(&self) -> AgentGauges {
+        let mut gauges = AgentGauges::default();
+        for (ns, n) in &self.namespaces {
+            let mut by_status = std::collections::BTreeMap::new();
+            for a in n.agents.values() {
+                *by_status.entry(a.status.as_str()).or_insert(0u64) += 1;
+                let stats = a.outbox.stats();
+                gauges.queued += stats.queued as u64;
+                gauges.deepest_queue = gauges.deepest_queue.max(stats.queued as u64);
+                gauges.high_water = gauges.high_water.max(stats.high_water as u64);
+            }
+            gauges.by_status.extend(by_status.into_iter().map(|(status, count)| (ns.to_string(), status, count)));
+        }
+        gauges.by_status.sort();
+        gauges
     }
 
     // ---------------------------------------------------------------------------------------------

@@ -220,6 +220,8 @@ pub struct EngineHandle {
     groups: Arc<crate::group::GroupStore>,
     /// Where traces' outputs move and are kept (see [`crate::trace`]).
     traces: Arc<crate::trace::TraceStore>,
+    /// What the driver measures, for `/metrics` (see [`crate::metrics`]).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The driver's ends of the channels an [`EngineHandle`] sends on.
@@ -230,6 +232,9 @@ pub struct Intake {
     exchange: Arc<crate::collective::Exchange>,
     groups: Arc<crate::group::GroupStore>,
     traces: Arc<crate::trace::TraceStore>,
+    metrics: Arc<crate::metrics::Metrics>,
+    /// The intake's room when empty, to tell how many commands wait.
+    capacity: usize,
 }
 
 impl EngineHandle {
@@ -246,6 +251,7 @@ impl EngineHandle {
         let exchange = Arc::new(crate::collective::Exchange::default());
         let groups = Arc::new(crate::group::GroupStore::default());
         let traces = Arc::new(crate::trace::TraceStore::default());
+        let metrics = Arc::new(crate::metrics::Metrics::default());
         let handle = EngineHandle {
             commands,
             room: room.clone(),
@@ -253,8 +259,11 @@ impl EngineHandle {
             exchange: exchange.clone(),
             groups: groups.clone(),
             traces: traces.clone(),
+            metrics: metrics.clone(),
         };
-        (handle, Intake { commands: commands_rx, room, signals: signals_rx, exchange, groups, traces })
+        let intake =
+            Intake { commands: commands_rx, room, signals: signals_rx, exchange, groups, traces, metrics, capacity };
+        (handle, intake)
     }
 
     /// Hands a command to the driver, waiting for room in the intake (in the order room was
@@ -283,6 +292,11 @@ impl EngineHandle {
     /// Where traces' outputs move and are kept.
     pub fn traces(&self) -> &Arc<crate::trace::TraceStore> {
         &self.traces
+    }
+
+    /// What the driver measures (see [`crate::metrics`]).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// Where connection streams report on themselves.
@@ -397,6 +411,8 @@ struct Driver<J> {
     traces: Arc<crate::trace::TraceStore>,
     /// The last audit log entry written to the server's log (see `event_log`).
     audit_logged: u64,
+    /// Where turn and commit durations go (see [`crate::metrics`]).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Runs the engine until every handle is gone or `shutdown` resolves, committing each turn's
@@ -410,7 +426,7 @@ pub async fn run<J: Journal>(
     journal: J,
     recorder: Option<Box<dyn Recorder>>,
 ) -> Result<(), StoreError> {
-    let Intake { mut commands, room, mut signals, exchange, groups, traces } = intake;
+    let Intake { mut commands, room, mut signals, exchange, groups, traces, metrics, capacity } = intake;
     let mut d = Driver {
         engine,
         journal,
@@ -426,6 +442,7 @@ pub async fn run<J: Journal>(
         groups,
         traces,
         audit_logged: 0,
+        metrics: metrics.clone(),
     };
     // What was restored from the data directory happened in an earlier run: not logged again.
     d.audit_logged = d.engine.control().audit().last_seq();
@@ -451,6 +468,8 @@ pub async fn run<J: Journal>(
             _ = sleep_until(&clock, deadline) => Woke::Timer,
         };
         let now = clock.now();
+        let turn_started = Instant::now();
+        let backlog = capacity.saturating_sub(room.available_permits());
         // Before anything else, the engine learns if it could not run on time: a timer that should
         // have woken it long ago, or a command that waited long to be taken.
         let behind_since = match &woke {
@@ -501,6 +520,7 @@ pub async fn run<J: Journal>(
             failure = Some(e);
             break;
         }
+        metrics.turn(turn_started.elapsed(), backlog);
     }
     let status = match &failure {
         None => reason::status(
@@ -610,7 +630,11 @@ impl<J: Journal> Driver<J> {
         } = self;
         let turn = engine.ready();
         if !turn.changes().is_empty() {
+            let started = Instant::now();
             journal.commit(turn.changes())?;
+            if journal.database().is_some() {
+                self.metrics.commit(started.elapsed());
+            }
         }
         let mut out = turn.committed();
         for answer in answers.drain(..) {

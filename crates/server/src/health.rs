@@ -42,6 +42,11 @@ impl Serving {
         HealthServer::new(HealthService { serving: self.0.subscribe(), services: names.into() })
     }
 
+    /// Whether the server still serves (until [`Serving::stop`]).
+    pub fn is_serving(&self) -> bool {
+        *self.0.borrow()
+    }
+
     /// From now on every port answers `NOT_SERVING`, and open watches end.
     pub fn stop(&self) {
         self.0.send_replace(false);

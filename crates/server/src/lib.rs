@@ -18,7 +18,9 @@ pub mod event_log;
 pub mod group;
 pub mod grpc;
 pub mod health;
+pub mod http;
 pub mod listener;
+pub mod metrics;
 pub mod page;
 pub mod persist;
 pub mod reflection;
@@ -94,6 +96,7 @@ pub enum StartError {
 pub struct RunningServer {
     addr: SocketAddr,
     admin_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
     /// Resolves with the store's error if the driver stopped because a commit failed.
@@ -110,6 +113,11 @@ impl RunningServer {
     /// server was given a separate admin address).
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// Waits until the server stops by itself because it could not store a change, and says why;
@@ -170,6 +178,10 @@ pub struct Options {
     /// Where `Admin.Backup` may write (inside this directory, created if missing); `None`: the
     /// data directory.
     pub backup_dir: Option<PathBuf>,
+    /// Serve `/metrics`, `/healthz` and `/readyz` over HTTP here (see [`http`]); `None`: no HTTP.
+    pub http_listen: Option<SocketAddr>,
+    /// Let the HTTP listener bind beyond loopback although no admin token is set.
+    pub http_public: bool,
 }
 
 impl Options {
@@ -184,6 +196,8 @@ impl Options {
             record_inputs: None,
             connections: listener::ConnectionLimits::default(),
             backup_dir: None,
+            http_listen: None,
+            http_public: false,
         }
     }
 }
@@ -330,6 +344,20 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
         Some(a) => Some(bind(a)?),
         None => None,
     };
+    let http_listener = match options.http_listen {
+        Some(a) if !a.ip().is_loopback() && options.admin_token.is_none() && !options.http_public => {
+            return Err(StartError::Config(format!(
+                "the HTTP listener ({a}) would be reachable beyond loopback by anyone: serve it on loopback, \
+                 set an admin token, or opt in with http_public = true (--http-public)"
+            )));
+        }
+        Some(a) => Some(bind(a)?),
+        None => None,
+    };
+    let database = match &options.storage {
+        Storage::DataDir { dir, .. } => Some(dir.join(lockstep_store::DB_FILE_NAME)),
+        Storage::InMemory => None,
+    };
     let max_message = config.limits.max_message_bytes();
 
     let (engine_handle, intake) = driver::EngineHandle::new();
@@ -455,6 +483,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
         listener::mark_used,
     );
     let token_check = admin::token_check(admin_token);
+    let http_engine = engine.clone();
     let admin = AdminServer::with_interceptor(admin::AdminService::new(engine, backup_dir), move |request| {
         token_check(listener::mark_used(request)?)
     });
@@ -532,9 +561,20 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
             })
         }
     };
+    let http_addr = http_listener.as_ref().map(|(_, a)| *a);
+    if let Some((http_listener, _)) = http_listener {
+        let state = http::HttpState { engine: http_engine, serving: serving.clone(), database };
+        let stop = stopped(&transport_stop_tx);
+        tokio::spawn(async move {
+            if let Err(e) = http::serve(http_listener, state, stop).await {
+                tracing::error!(error = %e, "the HTTP listener stopped");
+            }
+        });
+    }
     Ok(RunningServer {
         addr,
         admin_addr: admin_addr.unwrap_or(addr),
+        http_addr,
         shutdown: Some(shutdown_tx),
         task,
         failed: Some(failed_rx),

@@ -46,6 +46,8 @@ pub struct Server {
     pub addr: String,
     /// The Admin API's address: `addr` unless started with `--admin-listen`.
     pub admin_addr: String,
+    /// The HTTP listener's address when started with `--http-listen`, else empty.
+    pub http_addr: String,
     child: Child,
 }
 
@@ -112,7 +114,9 @@ impl Server {
         let addr = read("lockstep listening on ");
         let admin_addr =
             if extra.contains(&"--admin-listen") { read("lockstep admin listening on ") } else { addr.clone() };
-        Server { addr, admin_addr, child }
+        let http_addr =
+            if extra.contains(&"--http-listen") { read("lockstep http listening on ") } else { String::new() };
+        Server { addr, admin_addr, http_addr, child }
     }
 
     /// Starts `lockstep serve --listen <listen> --data-dir <dir> <extra>`: durable state in `dir`.

@@ -1,0 +1,162 @@
+//! Prometheus metrics, in the OpenMetrics text format (through `prometheus-client`, the
+//! Prometheus project's Rust client), served at `/metrics` by the HTTP listener (`http`).
+//!
+//! Two sources: what the driver measures as it runs — each turn's duration and the commands
+//! waiting when it began, each store commit's duration ([`Metrics`], shared with the driver) — and
+//! what the engine counts, read once per scrape by a query ([`Scrape`]): agents by namespace and
+//! status, messages published, delivered and dropped, state updates, sync points by outcome,
+//! breaker transitions, outbound queues, audit log entries; plus the database file's size.
+//! Names start with `lockstep_`; the list is in docs/PROTOCOL.md ("HTTP listener").
+
+use std::time::Duration;
+
+use lockstep_core::engine::{AgentGauges, Counters};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// What the driver measures (cheap to update: a histogram observation per turn).
+#[derive(Debug)]
+pub struct Metrics {
+    turn_seconds: Histogram,
+    backlog: Gauge,
+    commit_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        // 25 µs to ~0.8 s, doubling: a turn or a commit outside that range is rare and still counted.
+        let buckets = || exponential_buckets(0.000_025, 2.0, 16);
+        Metrics {
+            turn_seconds: Histogram::new(buckets()),
+            backlog: Gauge::default(),
+            commit_seconds: Histogram::new(buckets()),
+        }
+    }
+}
+
+impl Metrics {
+    /// A driver turn took `took`; `backlog` commands were waiting when it began.
+    pub fn turn(&self, took: Duration, backlog: usize) {
+        self.turn_seconds.observe(took.as_secs_f64());
+        self.backlog.set(backlog as i64);
+    }
+
+    /// A store commit took `took`.
+    pub fn commit(&self, took: Duration) {
+        self.commit_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Everything, in the OpenMetrics text format.
+    pub fn render(&self, scrape: &Scrape) -> String {
+        let mut registry = Registry::with_prefix("lockstep");
+        let agents = Family::<Vec<(String, String)>, Gauge>::default();
+        for (namespace, status, count) in &scrape.agents.by_status {
+            let labels = vec![("namespace".to_owned(), namespace.clone()), ("status".to_owned(), (*status).to_owned())];
+            agents.get_or_create(&labels).set(*count as i64);
+        }
+        registry.register("agents", "Registered agents, by namespace and status", agents);
+        let c = &scrape.counters;
+        let counters = [
+            ("messages_published", "Messages published", c.published),
+            ("messages_delivered", "Messages routed to a receiver's queue", c.routed),
+            ("messages_dropped", "Messages dropped (full queue, isolated receiver), reported as gaps", c.dropped),
+            ("state_updates", "Agent state updates applied", c.state_updates),
+            ("breaker_transitions", "Circuit breaker transitions", c.breaker_transitions),
+            ("breakers_opened", "Circuit breakers opened", c.breakers_opened),
+            ("audit_entries", "Operator actions and commands recorded in the audit log", scrape.audit_entries),
+        ];
+        for (name, help, value) in counters {
+            let counter = Counter::<u64>::default();
+            counter.inc_by(value);
+            registry.register(name, help, counter);
+        }
+        let syncs = Family::<Vec<(String, String)>, Counter>::default();
+        for (outcome, value) in [("completed", c.syncs_completed), ("failed", c.syncs_failed)] {
+            syncs.get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())]).inc_by(value);
+        }
+        registry.register("sync_points", "Sync points finished, by outcome", syncs);
+        let gauges = [
+            ("outbound_queued", "Messages waiting in agents' outbound queues", scrape.agents.queued),
+            ("outbound_queue_deepest", "The deepest agent outbound queue now", scrape.agents.deepest_queue),
+            ("outbound_queue_high_water", "The deepest any agent outbound queue has been", scrape.agents.high_water),
+        ];
+        for (name, help, value) in gauges.into_iter().chain(scrape.database_bytes.map(|bytes| {
+            ("store_database_bytes", "Size of the SQLite database file (without its write-ahead log)", bytes)
+        })) {
+            let gauge = Gauge::<i64>::default();
+            gauge.set(value as i64);
+            registry.register(name, help, gauge);
+        }
+        registry.register(
+            "driver_turn_duration_seconds",
+            "Driver turns, from waking to sent",
+            self.turn_seconds.clone(),
+        );
+        registry.register("driver_input_backlog", "Commands waiting when the last turn began", self.backlog.clone());
+        registry.register(
+            "store_commit_duration_seconds",
+            "Store commits of a turn's changes (data directory only)",
+            self.commit_seconds.clone(),
+        );
+        let mut text = String::new();
+        encode(&mut text, &registry).expect("writing to a String does not fail");
+        text
+    }
+}
+
+/// What the engine counts, read for one scrape.
+#[derive(Clone, Debug, Default)]
+pub struct Scrape {
+    pub counters: Counters,
+    pub agents: AgentGauges,
+    pub audit_entries: u64,
+    /// The database file's size; `None` in memory.
+    pub database_bytes: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_names_every_metric_with_its_labels_and_values() {
+        let metrics = Metrics::default();
+        metrics.turn(Duration::from_micros(300), 7);
+        metrics.commit(Duration::from_millis(2));
+        let scrape = Scrape {
+            counters: Counters { published: 12, routed: 30, dropped: 1, syncs_completed: 4, ..Counters::default() },
+            agents: AgentGauges {
+                by_status: vec![("default".into(), "active", 3), ("desk".into(), "lost", 1)],
+                queued: 5,
+                deepest_queue: 4,
+                high_water: 9,
+            },
+            audit_entries: 2,
+            database_bytes: Some(4096),
+        };
+        let text = metrics.render(&scrape);
+        for line in [
+            "lockstep_agents{namespace=\"default\",status=\"active\"} 3",
+            "lockstep_agents{namespace=\"desk\",status=\"lost\"} 1",
+            "lockstep_messages_published_total 12",
+            "lockstep_messages_delivered_total 30",
+            "lockstep_messages_dropped_total 1",
+            "lockstep_sync_points_total{outcome=\"completed\"} 4",
+            "lockstep_audit_entries_total 2",
+            "lockstep_outbound_queue_high_water 9",
+            "lockstep_store_database_bytes 4096",
+            "lockstep_driver_input_backlog 7",
+            "lockstep_driver_turn_duration_seconds_count 1",
+            "lockstep_store_commit_duration_seconds_count 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        let in_memory = metrics.render(&Scrape::default());
+        assert!(!in_memory.contains("store_database_bytes"), "no database, no size: {in_memory}");
+    }
+}
