@@ -42,6 +42,11 @@ async fn metrics_health_and_readiness_over_http() {
         b.publish("feed", i.to_string()).await.unwrap();
     }
     b.publish_confirmed("feed", &b"last"[..]).await.unwrap();
+    // a reads (and so acknowledges) what it was sent.
+    let mut deliveries = a.deliveries().unwrap();
+    for _ in 0..11 {
+        tokio::time::timeout(Duration::from_secs(20), deliveries.recv()).await.unwrap().unwrap();
+    }
     let both = || Participants::Agents(vec!["a".into(), "b".into()]);
     let (x, y) = tokio::join!(
         a.sync("gate", both(), Duration::from_secs(20), Bytes::new()),
@@ -58,6 +63,14 @@ async fn metrics_health_and_readiness_over_http() {
     assert_eq!(sample(&text, "lockstep_messages_delivered_total"), Some(11.0), "{text}");
     assert_eq!(sample(&text, "lockstep_sync_points_total{outcome=\"completed\"}"), Some(1.0), "{text}");
     assert!(sample(&text, "lockstep_driver_turn_duration_seconds_count").is_some_and(|n| n > 0.0), "{text}");
+    assert_eq!(sample(&text, "lockstep_barrier_wait_seconds_count"), Some(1.0), "{text}");
+    assert!(sample(&text, "lockstep_barrier_wait_seconds_bucket{le=\"+Inf\"}") == Some(1.0), "{text}");
+    // Acknowledgements travel after the reads: the histogram fills once they reach the server.
+    let acked = || async {
+        let (_, _, text) = get(&server.http_addr, "/metrics").await;
+        sample(&text, "lockstep_delivery_ack_seconds_count").is_some_and(|n| n > 0.0)
+    };
+    assert!(support::eventually(Duration::from_secs(20), acked).await, "deliveries acknowledged are measured");
     assert!(!text.contains("lockstep_store_database_bytes"), "in memory there is no database:\n{text}");
     assert!(text.ends_with("# EOF\n"));
 

@@ -122,6 +122,10 @@ pub struct Counters {
     pub syncs_failed: u64,
     pub breaker_transitions: u64,
     pub breakers_opened: u64,
+    /// Sync points released (completed or forced): from their first arrival to the release.
+    pub barrier_wait: crate::distribution::Distribution,
+    /// Delivery batches acknowledged: from being sent to the acknowledgement.
+    pub delivery_ack: crate::distribution::Distribution,
 }
 
 /// The agents as the metrics endpoint reports them (see [`Engine::agent_gauges`]).
@@ -2155,6 +2159,9 @@ impl Engine {
             Ok(_) => self.counters.syncs_completed += 1,
             Err(_) => self.counters.syncs_failed += 1,
         }
+        if let (Ok(_), Some(point)) = (&result, self.point(ns, id)) {
+            self.counters.barrier_wait.record(now.saturating_sub(point.created_at()));
+        }
         let ended = match &result {
             Ok(outcome) if outcome.forced => Some(("forced", outcome.late.iter().map(|a| a.to_string()).collect())),
             Ok(_) => None,
@@ -2525,6 +2532,8 @@ impl Engine {
     /// The agent acknowledged every delivery up to `seq` (or, with `error`, failed the one at `seq`).
     fn acknowledged(&mut self, now: Time, ns: &Arc<str>, agent: &Arc<str>, seq: u64, error: Option<String>) {
         let capped = error.is_some() && self.isolation_capped(now, ns, agent);
+        // Recorded here and put back below: the agent borrows the engine meanwhile.
+        let mut ack_latency = self.counters.delivery_ack;
         let Some(a) = self.agent_mut(ns, agent) else { return };
         a.outbox.ack(seq);
         a.health.progress(now);
@@ -2532,6 +2541,7 @@ impl Engine {
         while let Some((_, sent)) = a.unacked.front().copied().filter(|(last, _)| *last <= seq) {
             a.unacked.pop_front();
             if error.is_none() {
+                ack_latency.record(now.saturating_sub(sent));
                 a.health.delivery_succeeded(now, now.saturating_sub(sent));
                 transitions.extend(a.breaker.record_success(now));
             }
@@ -2540,6 +2550,7 @@ impl Engine {
             a.health.delivery_failed(now);
             transitions.extend(a.breaker.record_failure_unless_capped(now, FailureKind::AgentError, capped));
         }
+        self.counters.delivery_ack = ack_latency;
         for t in transitions {
             self.breaker_moved(ns, agent, t);
         }

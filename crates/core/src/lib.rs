@@ -68,6 +68,7 @@ pub mod collective;
 pub mod command;
 pub mod config;
 pub mod context;
+pub mod distribution;
 pub mod durable;
 pub mod engine;
 pub mod error;

@@ -554,6 +554,11 @@ impl SyncPoint {
     }
 
     /// A snapshot of the point.
+    /// When the point was created (its first arrival).
+    pub fn created_at(&self) -> Time {
+        self.created_at
+    }
+
     pub fn status(&self) -> SyncStatus {
         SyncStatus {
             sync_id: self.id.clone(),

@@ -10,12 +10,15 @@
 
 use std::time::Duration;
 
+use lockstep_core::distribution::Distribution;
 use lockstep_core::engine::{AgentGauges, Counters};
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 /// What the driver measures (cheap to update: a histogram observation per turn).
@@ -92,6 +95,16 @@ impl Metrics {
             registry.register(name, help, gauge);
         }
         registry.register(
+            "barrier_wait_seconds",
+            "Sync points released: from the first arrival to the release (engine clock, ms resolution)",
+            Seconds(c.barrier_wait),
+        );
+        registry.register(
+            "delivery_ack_seconds",
+            "Delivery batches acknowledged: from sent to acknowledged (engine clock, ms resolution)",
+            Seconds(c.delivery_ack),
+        );
+        registry.register(
             "driver_turn_duration_seconds",
             "Driver turns, from waking to sent",
             self.turn_seconds.clone(),
@@ -105,6 +118,22 @@ impl Metrics {
         let mut text = String::new();
         encode(&mut text, &registry).expect("writing to a String does not fail");
         text
+    }
+}
+
+/// An engine distribution (milliseconds) as a Prometheus histogram in seconds.
+#[derive(Debug)]
+struct Seconds(Distribution);
+
+impl EncodeMetric for Seconds {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let buckets: Vec<(f64, u64)> =
+            self.0.buckets().map(|(bound, n)| (bound.map_or(f64::INFINITY, |ms| ms as f64 / 1000.0), n)).collect();
+        encoder.encode_histogram::<NoLabelSet>(self.0.sum_ms() as f64 / 1000.0, self.0.count(), &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
     }
 }
 
@@ -127,8 +156,18 @@ mod tests {
         let metrics = Metrics::default();
         metrics.turn(Duration::from_micros(300), 7);
         metrics.commit(Duration::from_millis(2));
+        let mut barrier_wait = Distribution::default();
+        barrier_wait.record(3);
+        barrier_wait.record(1_500);
         let scrape = Scrape {
-            counters: Counters { published: 12, routed: 30, dropped: 1, syncs_completed: 4, ..Counters::default() },
+            counters: Counters {
+                published: 12,
+                routed: 30,
+                dropped: 1,
+                syncs_completed: 4,
+                barrier_wait,
+                ..Counters::default()
+            },
             agents: AgentGauges {
                 by_status: vec![("default".into(), "active", 3), ("desk".into(), "lost", 1)],
                 queued: 5,
@@ -152,6 +191,12 @@ mod tests {
             "lockstep_driver_input_backlog 7",
             "lockstep_driver_turn_duration_seconds_count 1",
             "lockstep_store_commit_duration_seconds_count 1",
+            "lockstep_barrier_wait_seconds_count 2",
+            "lockstep_barrier_wait_seconds_sum 1.503",
+            "lockstep_barrier_wait_seconds_bucket{le=\"0.005\"} 1",
+            "lockstep_barrier_wait_seconds_bucket{le=\"2.0\"} 2",
+            "lockstep_barrier_wait_seconds_bucket{le=\"+Inf\"} 2",
+            "lockstep_delivery_ack_seconds_count 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
         }
