@@ -424,6 +424,11 @@ pub async fn run<J: Journal>(
         groups,
         traces,
     };
+    // Lookups' hits are served beside the engine from the trace store's index (see `trace`),
+    // kept current after every turn from the traces stored now.
+    d.engine.track_trace_index();
+    let stored = d.engine.take_trace_index();
+    d.traces.index(stored);
     // A replay checks event times against the same clock.
     let origin = d.engine.clock_origin();
     d.record(|| Step::ClockOrigin { unix_ms: origin });
@@ -602,11 +607,15 @@ impl<J: Journal> Driver<J> {
             traces,
             ..
         } = self;
+        // Taken before the commit, put in the trace store's index after it and before anything of
+        // the turn is answered: a lookup sent after a record's acknowledgement finds the trace.
+        let indexed = engine.take_trace_index();
         let turn = engine.ready();
         if !turn.changes().is_empty() {
             journal.commit(turn.changes())?;
         }
         let mut out = turn.committed();
+        traces.index(indexed);
         for answer in answers.drain(..) {
             answer();
         }
