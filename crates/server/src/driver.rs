@@ -535,12 +535,22 @@ impl<J: Journal> Driver<J> {
         self.engine.handle(now, input);
     }
 
+    /// Hands the engine the lookups' hits served from the trace store's index since its last
+    /// input (see `crate::trace`), before anything sent after their answers.
+    fn uses(&mut self, now: Time) {
+        for (namespace, id) in self.traces.take_used() {
+            self.handle(now, Input::Trace(lockstep_core::TraceInput::Used { namespace, id }));
+        }
+    }
+
     fn timeout(&mut self, now: Time) {
+        self.uses(now);
         self.record(|| Step::Timeout { now });
         self.engine.handle_timeout(now);
     }
 
     fn signal(&mut self, now: Time, signal: Signal) {
+        self.uses(now);
         match signal {
             Signal::Writable(conn) => self.ready.push(conn),
             Signal::Gone(conn) => {
@@ -556,6 +566,7 @@ impl<J: Journal> Driver<J> {
     }
 
     fn apply(&mut self, now: Time, cmd: Command) {
+        self.uses(now);
         match cmd {
             Command::Open { conn, sink, blocked } => {
                 self.conns.insert(conn, Conn { sink, blocked });

@@ -24,9 +24,10 @@
 //! store's **index** ([`TraceStore::hit`]): the traces the engine holds with their outputs inline,
 //! kept current by the driver after each turn's commit and before anything of the turn is
 //! answered ([`TraceStore::index`]), so a lookup sent after a record's acknowledgement finds the
-//! trace, and one sent after an eviction does not. The hit is then reported to the engine
-//! ([`TraceInput::Used`], before the call is answered), which counts it and uses the trace for
-//! retention as its own lookup would. Anything else — a miss, bad input, an output kept as a blob —
+//! trace, and one sent after an eviction does not. The hit is noted before the call is answered
+//! and handed to the engine by the driver before its next input ([`TraceInput::Used`]: no engine
+//! turn of its own), which counts it and uses the trace for retention as its own lookup would; so
+//! whatever is sent after the answer (a stats call, a record that evicts) comes after it. Anything else — a miss, bad input, an output kept as a blob —
 //! goes to the engine as before.
 //!
 //! [`Engine::retain_trace_blobs`]: lockstep_core::Engine::retain_trace_blobs
@@ -79,7 +80,15 @@ pub struct TraceStore {
     blob_seq: AtomicU64,
     /// Lookups' hits served beside the engine (see the module doc).
     index: RwLock<Index>,
+    /// Hits served from the index that the engine has not been told of yet (namespace, id), and
+    /// how many (read without the lock).
+    used: Mutex<Vec<(String, String)>>,
+    used_waiting: AtomicUsize,
 }
+
+/// At most this many hits served from the index wait for the driver's next input; past it a
+/// hit is handed to the engine at once (which also wakes the driver).
+pub const MAX_USES_WAITING: usize = 1024;
 
 /// The traces whose outputs the engine keeps inline, as of the last committed turn.
 #[derive(Default)]
@@ -124,6 +133,8 @@ impl Default for TraceStore {
             inline_bytes: AtomicUsize::new(lockstep_core::trace::TraceSettings::default().inline_bytes),
             blob_seq: AtomicU64::new(0),
             index: RwLock::default(),
+            used: Mutex::default(),
+            used_waiting: AtomicUsize::new(0),
         }
     }
 }
@@ -169,6 +180,30 @@ impl TraceStore {
                 }
             }
         }
+    }
+
+    /// Notes a hit served from the index, for the driver to hand to the engine before its next
+    /// input ([`TraceStore::take_used`]): the hit costs no engine turn of its own, and anything
+    /// sent after the lookup's answer still reaches the engine after it. Gives the hit back when
+    /// [`MAX_USES_WAITING`] already wait: the caller hands it to the engine itself.
+    pub fn note_used(&self, namespace: String, id: String) -> Option<(String, String)> {
+        let mut used = self.used.lock().expect("not poisoned");
+        if used.len() >= MAX_USES_WAITING {
+            return Some((namespace, id));
+        }
+        used.push((namespace, id));
+        self.used_waiting.store(used.len(), Ordering::Release);
+        None
+    }
+
+    /// The hits served from the index since the last call, in the order they were served.
+    pub fn take_used(&self) -> Vec<(String, String)> {
+        if self.used_waiting.load(Ordering::Acquire) == 0 {
+            return Vec::new();
+        }
+        let mut used = self.used.lock().expect("not poisoned");
+        self.used_waiting.store(0, Ordering::Release);
+        std::mem::take(&mut *used)
     }
 
     /// A lookup's hit from the index: the trace of `tool` on `input` in `namespace` if the engine
@@ -536,6 +571,26 @@ pub async fn release(engine: EngineHandle, r: v1::TraceClaimRequest) -> Result<v
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hits_served_wait_in_order_up_to_a_bound() {
+        let store = TraceStore::default();
+        assert!(store.take_used().is_empty());
+        for i in 0..MAX_USES_WAITING {
+            assert_eq!(store.note_used("ns".into(), i.to_string()), None);
+        }
+        // Past the bound the caller is given the hit back, to hand to the engine itself.
+        assert_eq!(store.note_used("ns".into(), "x".into()), Some(("ns".to_owned(), "x".to_owned())));
+        let used = store.take_used();
+        assert_eq!(used.len(), MAX_USES_WAITING);
+        assert_eq!(
+            (used[0].1.as_str(), used[MAX_USES_WAITING - 1].1.clone()),
+            ("0", (MAX_USES_WAITING - 1).to_string())
+        );
+        assert!(store.take_used().is_empty(), "each hit is handed over once");
+        assert_eq!(store.note_used("ns".into(), "y".into()), None);
+        assert_eq!(store.take_used(), vec![("ns".to_owned(), "y".to_owned())]);
+    }
 
     #[test]
     fn blobs_are_written_whole_and_leftovers_found() {

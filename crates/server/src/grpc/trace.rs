@@ -23,10 +23,14 @@ impl Traces for Service {
 
     async fn lookup(&self, request: Request<v1::TraceLookupRequest>) -> Result<Response<Self::LookupStream>, Status> {
         let r = request.into_inner();
-        // A hit on an inline output is answered here, from the index (see `crate::trace`); the
-        // engine hears of it before the answer goes, so counters and retention stay its own.
-        if let Some((namespace, id, hit)) = self.engine.traces().hit(&r.namespace, &r.tool, &r.input_json) {
-            self.engine.send(Command::Input(Input::Trace(TraceInput::Used { namespace, id }))).await?;
+        // A hit on an inline output is answered here, from the index (see `crate::trace`); it is
+        // noted before the answer goes, and the engine hears of it before its next input, so
+        // counters and retention stay its own.
+        let store = self.engine.traces();
+        if let Some((namespace, id, hit)) = store.hit(&r.namespace, &r.tool, &r.input_json) {
+            if let Some((namespace, id)) = store.note_used(namespace, id) {
+                self.engine.send(Command::Input(Input::Trace(TraceInput::Used { namespace, id }))).await?;
+            }
             return Ok(Response::new(hit.download(r.inline_output)));
         }
         let origin = next_origin(&self.engine);
