@@ -1,5 +1,6 @@
 """Execution traces against a real server: record and look up (equal inputs written differently
-hit), large outputs in chunks with lineage both ways, bad records refused with their reasons and
+hit), a lookup right after a record's acknowledgement hits and every hit is counted, large outputs
+in chunks with lineage both ways, bad records refused with their reasons and
 nothing stored, and 50 agents asking ``get_or_claim`` at once computing one output once."""
 
 from __future__ import annotations
@@ -43,6 +44,20 @@ async def test_record_lookup_lineage_and_bad_records(client: lockstep.Client) ->
             assert err.value.reason is reason, err.value
         after = await client.traces.stats()
         assert (after.traces, after.bytes) == (before.traces, before.bytes) == (2, before.bytes)
+
+
+async def test_a_lookup_after_a_record_hits_and_every_hit_counts(client: lockstep.Client) -> None:
+    async with client.register("runner", role="tool") as agent:
+        before = await client.traces.stats()
+        for n in range(5):
+            await agent.traces.record("t.small", {"n": n}, {"out": n, "pad": "x" * 500})
+            # The acknowledgement came: a lookup on another channel finds the trace (the small
+            # output in one message, beside its info).
+            hit = await client.traces.lookup("t.small", {"n": float(n)})
+            assert hit is not None and hit.json() == {"out": n, "pad": "x" * 500}
+        assert await client.traces.lookup("t.small", {"n": 99}) is None
+        after = await client.traces.stats()
+        assert (after.hits - before.hits, after.misses - before.misses) == (5, 1)
 
 
 async def test_fifty_agents_compute_one_output_once(client: lockstep.Client) -> None:

@@ -661,22 +661,30 @@ fn state_write() -> Write {
 /// and the writer tries again with it).
 fn cas_write(n: usize, hot: bool) -> Write {
     use lockstep_client::{ContextWrites, Error};
-    // The version each writer expects next (0: the key does not exist yet), and its key.
-    let seen: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
-    let keys: Arc<Vec<String>> =
-        Arc::new((0..n).map(|j| if hot { "bench.hot".to_owned() } else { format!("bench.key-{j}") }).collect());
-    let pad = Arc::new("x".repeat(32));
+    /// The version each writer expects next (0: the key does not exist yet), its key, and the
+    /// payload's padding: one shared value, so that a write clones one `Arc` as a state update
+    /// does (each clone is an atomic on a line all writers share).
+    struct Writers {
+        seen: Vec<AtomicU64>,
+        keys: Vec<String>,
+        pad: String,
+    }
+    let writers = Arc::new(Writers {
+        seen: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        keys: (0..n).map(|j| if hot { "bench.hot".to_owned() } else { format!("bench.key-{j}") }).collect(),
+        pad: "x".repeat(32),
+    });
     Arc::new(move |agent, j, done| {
-        let (seen, keys, pad) = (seen.clone(), keys.clone(), pad.clone());
+        let w = writers.clone();
         Box::pin(async move {
-            let expected = seen[j].load(Ordering::Relaxed);
-            match agent.context().cas(&keys[j], expected, &json!({"n": done, "pad": *pad})).await {
-                Ok(w) => {
-                    seen[j].store(w.version, Ordering::Relaxed);
+            let expected = w.seen[j].load(Ordering::Relaxed);
+            match agent.context().cas(&w.keys[j], expected, &json!({"n": done, "pad": w.pad})).await {
+                Ok(written) => {
+                    w.seen[j].store(written.version, Ordering::Relaxed);
                     Ok(true)
                 }
                 Err(Error::Conflict { current_version, .. }) => {
-                    seen[j].store(current_version, Ordering::Relaxed);
+                    w.seen[j].store(current_version, Ordering::Relaxed);
                     Ok(false)
                 }
                 Err(e) => Err(e.into()),

@@ -7,6 +7,9 @@
 //!   it, every other receives the recorded trace; a claim passes on when its holder gives up or
 //!   leaves.
 //! * Retention evicts the least recently used outputs past the configured bytes, counted.
+//! * Lookups' hits served beside the engine: a lookup after a record's acknowledgement hits, one
+//!   after an eviction misses, every hit is counted and uses its trace; a small output comes in
+//!   one message to callers that read it there, in chunks to the others.
 //! * Acknowledged records (inline and beside the database) survive a SIGKILL of the server.
 //! * The CLI shows stats, a trace and its lineage.
 
@@ -183,15 +186,26 @@ async fn fifty_agents_compute_one_output_once() {
     assert_eq!(e.reason(), Some(Reason::TraceWaitTimeout));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_evicts_least_recently_used_past_the_bytes() {
-    let dir = ScratchDir::new("traces-retention");
+/// A server keeping at most `total` bytes of outputs of at most `each` (inline up to 1000), a
+/// client of it and an agent recording.
+async fn with_retention(
+    name: &str,
+    total: u64,
+    each: u64,
+) -> (ScratchDir, Server, lockstep_client::Client, lockstep_client::Agent) {
+    let dir = ScratchDir::new(name);
     let config = dir.join("lockstep.toml");
-    std::fs::write(&config, "[traces]\nmax_total_bytes = 250000\nmax_output_bytes = 100000\ninline_bytes = 1000\n")
-        .unwrap();
+    let traces = format!("[traces]\nmax_total_bytes = {total}\nmax_output_bytes = {each}\ninline_bytes = 1000\n");
+    std::fs::write(&config, traces).unwrap();
     let server = Server::start(&["--config", config.to_str().unwrap()]);
     let client = server.client().await;
     let agent = client.register(opts("r", "tool")).await.unwrap();
+    (dir, server, client, agent)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_evicts_least_recently_used_past_the_bytes() {
+    let (_dir, _server, client, agent) = with_retention("traces-retention", 250_000, 100_000).await;
     let out = |n: u8| TraceOutput::bytes(vec![n; 100_000]);
     for n in 0..2u8 {
         agent.traces().record("t", &json!(n), out(n), Lineage::default()).await.unwrap();
@@ -208,6 +222,62 @@ async fn retention_evicts_least_recently_used_past_the_bytes() {
     assert_eq!((stats.traces, stats.bytes, stats.evictions), (2, 200_000, 1));
     let e = agent.traces().record("t", &json!(9), TraceOutput::bytes(vec![0; 100_001]), Lineage::default()).await;
     assert_eq!(e.unwrap_err().reason(), Some(Reason::TraceTooLarge));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_served_beside_the_engine_follow_records_and_evictions_and_are_counted() {
+    let (_dir, server, client, agent) = with_retention("traces-index", 3000, 1000).await;
+    let out = |n: u8| TraceOutput::bytes(vec![n; 900]);
+    // A lookup sent after a record's acknowledgement (on another connection) finds it.
+    for n in 0..3u8 {
+        agent.traces().record("t", &json!({"n": n}), out(n), Lineage::default()).await.unwrap();
+        let hit = client.traces().lookup("t", &json!({"n": n})).await.unwrap().expect("a hit right after the record");
+        assert_eq!(hit.output.as_ref(), &[n; 900][..]);
+    }
+    // Used again, 0 is kept; 1 is now the least recently used and goes when 3 needs room.
+    assert!(client.traces().lookup("t", &json!({"n": 0.0})).await.unwrap().is_some());
+    agent.traces().record("t", &json!({"n": 3}), out(3), Lineage::default()).await.unwrap();
+    assert_eq!(client.traces().lookup("t", &json!({"n": 1})).await.unwrap(), None, "evicted: no longer served");
+    for n in [0u8, 2, 3] {
+        let hit = client.traces().lookup("t", &json!({"n": n})).await.unwrap().expect("kept");
+        assert_eq!(hit.output.as_ref(), &[n; 900][..]);
+    }
+    // Every hit was counted by the engine before its answer went, and the one miss.
+    let stats = client.traces().stats().await.unwrap();
+    assert_eq!((stats.hits, stats.misses, stats.evictions, stats.traces, stats.bytes), (7, 1, 1, 3, 2700));
+
+    // At the wire: a caller that reads the output beside the info gets one message; one that
+    // does not (an older client) gets the info, then the output in a chunk.
+    let mut raw = v1::traces_client::TracesClient::new(
+        tonic::transport::Channel::from_shared(format!("http://{}", server.addr)).unwrap().connect().await.unwrap(),
+    );
+    for inline_output in [true, false] {
+        let r = v1::TraceLookupRequest {
+            namespace: String::new(),
+            tool: "t".into(),
+            input_json: r#"{"n":2}"#.into(),
+            inline_output,
+        };
+        let mut down = raw.lookup(r).await.unwrap().into_inner();
+        let mut messages = Vec::new();
+        while let Some(m) = down.message().await.unwrap() {
+            messages.push(m);
+        }
+        let info = match &messages[0].kind {
+            Some(v1::trace_download::Kind::Info(info)) => info.clone(),
+            other => panic!("the info first, not {other:?}"),
+        };
+        assert_eq!(info.size, 900);
+        if inline_output {
+            assert_eq!(messages.len(), 1, "one message");
+            assert_eq!(messages[0].output.as_ref(), &[2u8; 900][..]);
+        } else {
+            assert_eq!(messages.len(), 2, "the info, then one chunk");
+            assert!(messages[0].output.is_empty());
+            assert_eq!(messages[1].kind, Some(v1::trace_download::Kind::Chunk(bytes::Bytes::from(vec![2u8; 900]))));
+        }
+    }
+    assert_eq!(client.traces().stats().await.unwrap().hits, 9);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

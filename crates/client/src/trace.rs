@@ -116,6 +116,9 @@ async fn download(mut stream: tonic::Streaming<v1::TraceDownload>) -> Result<Opt
                 let size =
                     usize::try_from(i.size).map_err(|_| Error::Input("the output does not fit in memory".into()))?;
                 bytes.reserve_exact(size);
+                // A lookup's inline output comes with the info (servers that do not send it
+                // there send it in chunks).
+                bytes.extend_from_slice(&msg.output);
                 info = Some(i);
             }
             Some(Down::Chunk(c)) => bytes.extend_from_slice(&c),
@@ -164,6 +167,7 @@ impl TracesClient {
             namespace: self.namespace.clone(),
             tool: tool.to_owned(),
             input_json: input.to_string(),
+            inline_output: true,
         };
         hit(download(self.grpc.clone().lookup(r).await?.into_inner()).await?)
     }

@@ -517,9 +517,12 @@ impl Context {
                 hint: "delete the keys of a namespace no longer used",
             });
         }
-        let key: Arc<str> = write.key.as_str().into();
         let space = self.spaces.entry(ns.clone()).or_default();
-        let current = space.entries.get(&key);
+        // A key written before keeps its name (one allocation per key, not per write).
+        let (key, current) = match space.entries.get_key_value(write.key.as_str()) {
+            Some((key, entry)) => (key.clone(), Some(entry)),
+            None => (Arc::from(write.key.as_str()), None),
+        };
         let previous = current.map_or(0, Entry::version);
         let conflict = match write.expect {
             Expect::Any => false,

@@ -441,6 +441,9 @@ pub struct Engine {
     context: crate::context::Context,
     /// Execution traces (see [`crate::trace`]).
     traces: crate::trace::Traces,
+    /// Traces changed since the shell last took them, for its index of hits served beside the
+    /// engine; `None` unless [`Engine::track_trace_index`].
+    trace_index: Option<Vec<(Arc<str>, Arc<str>)>>,
     /// Context watch streams by namespace.
     context_watchers: HashMap<Arc<str>, Vec<ConnId>>,
     context_watcher_count: usize,
@@ -500,6 +503,7 @@ impl Engine {
             groups: ReplicaGroups::default(),
             context: crate::context::Context::default(),
             traces: crate::trace::Traces::default(),
+            trace_index: None,
             context_watchers: HashMap::new(),
             context_watcher_count: 0,
             system_dirty: false,
@@ -712,6 +716,10 @@ impl Engine {
     }
 
     fn touch(&mut self, touched: Touched) {
+        // Also kept for a shell's trace index, with or without a store.
+        if let (Touched::Trace(ns, id), Some(changed)) = (&touched, self.trace_index.as_mut()) {
+            changed.push((ns.clone(), id.clone()));
+        }
         let Some(log) = self.changes.as_mut() else { return };
         if let Touched::State(ns, agent) = &touched {
             if !log.state.insert((ns.clone(), agent.clone())) {

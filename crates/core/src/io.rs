@@ -318,6 +318,10 @@ pub enum TraceInput {
     Release { origin: u64, call: SessionCall, tool: String, input: String },
     /// Call `origin` went away: it waits no more, and a claim it holds passes on.
     Cancel { origin: u64 },
+    /// The shell served a lookup's hit on trace `id` of `namespace` from its index beside the
+    /// engine: it counts as a hit and uses the trace (for retention), as a lookup here would.
+    /// Nothing is answered.
+    Used { namespace: String, id: String },
 }
 
 /// What the engine tells the shell's trace store.

@@ -474,6 +474,18 @@ impl Traces {
         }
     }
 
+    /// A hit on trace `id` served beside the engine (see [`crate::io::TraceInput::Used`]): counted,
+    /// and the trace used, if it is still stored (it may have been evicted since).
+    pub fn used(&mut self, now: Time, namespace: &str, id: &str) {
+        self.hits += 1;
+        self.touch(now, &key(namespace, id));
+    }
+
+    /// The (namespace, id) of every stored trace.
+    pub fn keys(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<str>)> {
+        self.traces.keys().map(|(ns, id)| (ns, id))
+    }
+
     fn touch(&mut self, now: Time, k: &Key) {
         self.use_seq += 1;
         let used = (now, self.use_seq);
@@ -1130,6 +1142,23 @@ mod tests {
         assert_eq!(r.evicted.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), vec![a.clone()]);
         assert_eq!(t.lineage("ns", &b).unwrap().parents, vec![(a, false)]);
         assert_eq!(t.stats().evictions, 2);
+    }
+
+    #[test]
+    fn a_hit_served_beside_counts_and_uses_the_trace() {
+        let s = TraceSettings { max_total_bytes: 6, max_output_bytes: 6, ..Default::default() };
+        let mut t = Traces::default();
+        let a = t.record(1, &asker("x"), rec("t", "1", b"aaa", &[]), &s).unwrap().trace.id;
+        let b = t.record(2, &asker("x"), rec("t", "2", b"bbb", &[]), &s).unwrap().trace.id;
+        assert_eq!(t.keys().count(), 2);
+        // a, the older, is used: b is now the least recently used and goes first.
+        t.used(3, "ns", &a);
+        assert_eq!(t.stats().hits, 1);
+        let r = t.record(4, &asker("x"), rec("t", "3", b"ccc", &[]), &s).unwrap();
+        assert_eq!(r.evicted.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), vec![b.clone()]);
+        // A hit served just before an eviction still counts; nothing else changes.
+        t.used(5, "ns", &b);
+        assert_eq!((t.stats().hits, t.stats().misses, t.stats().traces), (2, 0, 2));
     }
 
     #[test]

@@ -476,10 +476,27 @@ fn recorded_traces_come_back_with_their_outputs_lineage_and_counts_and_evicted_o
             other => panic!("{other:?}"),
         }
     };
+    // A shell serving hits from an index of its own learns of every change.
+    h.engine.track_trace_index();
+    assert!(h.engine.take_trace_index().is_empty(), "nothing stored yet");
     let first = record(&mut h, 1, "1", "[1]", vec![]);
     let second = record(&mut h, 2, "2", "[2]", vec![first.clone()]);
     // A third evicts the least recently used, the first.
     let third = record(&mut h, 3, "3", "[3]", vec![]);
+    let changed = h.engine.take_trace_index();
+    let mut gone: Vec<String> = changed.iter().filter(|c| c.2.is_none()).map(|c| c.1.to_string()).collect();
+    let mut stored: Vec<String> = changed.iter().filter_map(|c| c.2.as_ref()).map(|t| t.id.clone()).collect();
+    stored.sort();
+    gone.sort();
+    let mut expected = vec![second.clone(), third.clone()];
+    expected.sort();
+    assert_eq!((gone, stored), (vec![first.clone()], expected));
+    assert!(h.engine.take_trace_index().is_empty(), "each change is taken once");
+    // A hit the shell served counts as the engine's own.
+    let ns = h.engine.trace_show("", &second).unwrap().namespace;
+    h.engine.handle(h.now, Input::Trace(TraceInput::Used { namespace: ns, id: second.clone() }));
+    h.pump();
+    assert_eq!((h.engine.trace_stats().hits, h.engine.trace_stats().misses), (1, 0));
     let h2 = restart(&mut h, &mut kept, 10);
     let stats = h2.engine.trace_stats();
     assert_eq!((stats.traces, stats.bytes), (2, 6));

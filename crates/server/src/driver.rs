@@ -447,6 +447,11 @@ pub async fn run<J: Journal>(
     // What was restored from the data directory happened in an earlier run: not logged again.
     d.audit_logged = d.engine.control().audit().last_seq();
     drop(d.engine.take_notices());
+    // Lookups' hits are served beside the engine from the trace store's index (see `trace`),
+    // kept current after every turn from the traces stored now.
+    d.engine.track_trace_index();
+    let stored = d.engine.take_trace_index();
+    d.traces.index(stored);
     // A replay checks event times against the same clock.
     let origin = d.engine.clock_origin();
     d.record(|| Step::ClockOrigin { unix_ms: origin });
@@ -556,12 +561,22 @@ impl<J: Journal> Driver<J> {
         self.engine.handle(now, input);
     }
 
+    /// Hands the engine the lookups' hits served from the trace store's index since its last
+    /// input (see `crate::trace`), before anything sent after their answers.
+    fn uses(&mut self, now: Time) {
+        for (namespace, id) in self.traces.take_used() {
+            self.handle(now, Input::Trace(lockstep_core::TraceInput::Used { namespace, id }));
+        }
+    }
+
     fn timeout(&mut self, now: Time) {
+        self.uses(now);
         self.record(|| Step::Timeout { now });
         self.engine.handle_timeout(now);
     }
 
     fn signal(&mut self, now: Time, signal: Signal) {
+        self.uses(now);
         match signal {
             Signal::Writable(conn) => self.ready.push(conn),
             Signal::Gone(conn) => {
@@ -577,6 +592,7 @@ impl<J: Journal> Driver<J> {
     }
 
     fn apply(&mut self, now: Time, cmd: Command) {
+        self.uses(now);
         match cmd {
             Command::Open { conn, sink, blocked } => {
                 self.conns.insert(conn, Conn { sink, blocked });
@@ -628,6 +644,9 @@ impl<J: Journal> Driver<J> {
             traces,
             ..
         } = self;
+        // Taken before the commit, put in the trace store's index after it and before anything of
+        // the turn is answered: a lookup sent after a record's acknowledgement finds the trace.
+        let indexed = engine.take_trace_index();
         let turn = engine.ready();
         if !turn.changes().is_empty() {
             let started = Instant::now();
@@ -637,6 +656,7 @@ impl<J: Journal> Driver<J> {
             }
         }
         let mut out = turn.committed();
+        traces.index(indexed);
         for answer in answers.drain(..) {
             answer();
         }

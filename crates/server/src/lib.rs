@@ -389,7 +389,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
             );
         }
     }
-    engine_handle.traces().set_inline_bytes(config.traces.inline_bytes);
+    engine_handle.traces().set_settings(&config.traces);
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let (transport_stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let stop = transport_stop_tx.clone();

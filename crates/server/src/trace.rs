@@ -20,17 +20,27 @@
 //! others from memory or from the file, opened when the engine's answer arrives so that an
 //! eviction right after cannot take them away mid-stream.
 //!
+//! A `Lookup`'s hit on a trace whose output is inline is served beside the engine, from this
+//! store's **index** ([`TraceStore::hit`]): the traces the engine holds with their outputs inline,
+//! kept current by the driver after each turn's commit and before anything of the turn is
+//! answered ([`TraceStore::index`]), so a lookup sent after a record's acknowledgement finds the
+//! trace, and one sent after an eviction does not. The hit is noted before the call is answered
+//! and handed to the engine by the driver before its next input ([`TraceInput::Used`]: no engine
+//! turn of its own), which counts it and uses the trace for retention as its own lookup would; so
+//! whatever is sent after the answer (a stats call, a record that evicts) comes after it. Anything else — a miss, bad input, an output kept as a blob —
+//! goes to the engine as before.
+//!
 //! [`Engine::retain_trace_blobs`]: lockstep_core::Engine::retain_trace_blobs
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use lockstep_core::trace::Trace;
+use lockstep_core::trace::{Trace, TraceSettings};
 use lockstep_core::{CoreError, Input, TraceEvent, TraceInput};
 use lockstep_proto::trace::{self as wire, TRACE_CHUNK_BYTES};
 use lockstep_proto::v1::trace_download::Kind as Down;
@@ -40,6 +50,7 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::{Status, Streaming};
 
 use crate::driver::{Command, EngineHandle};
+use crate::grpc::BoxStream;
 
 /// Where an answered trace's bytes are.
 pub enum Body {
@@ -67,6 +78,49 @@ pub struct TraceStore {
     inline_bytes: AtomicUsize,
     /// Makes blob names unique within this process (with the time, across restarts).
     blob_seq: AtomicU64,
+    /// Lookups' hits served beside the engine (see the module doc).
+    index: RwLock<Index>,
+    /// Hits served from the index that the engine has not been told of yet (namespace, id), and
+    /// how many (read without the lock).
+    used: Mutex<Vec<(String, String)>>,
+    used_waiting: AtomicUsize,
+}
+
+/// At most this many hits served from the index wait for the driver's next input; past it a
+/// hit is handed to the engine at once (which also wakes the driver).
+pub const MAX_USES_WAITING: usize = 1024;
+
+/// The traces whose outputs the engine keeps inline, as of the last committed turn.
+#[derive(Default)]
+struct Index {
+    /// The engine's settings, to check and canonicalise a lookup as it does.
+    settings: TraceSettings,
+    /// Namespace → trace id → the answer to a hit.
+    hits: HashMap<Arc<str>, HashMap<Arc<str>, Arc<Hit>>>,
+}
+
+/// A lookup's answer for one indexed trace: made once, when the trace is recorded or changed.
+pub struct Hit {
+    pub info: v1::TraceInfo,
+    /// The whole output (inline: at most `traces.inline_bytes`).
+    pub output: Bytes,
+}
+
+impl Hit {
+    /// The download of this hit: one message with the output beside the info when the caller
+    /// reads it there (`inline_output`), else the info, then the output in chunks.
+    pub fn download(&self, inline_output: bool) -> BoxStream<v1::TraceDownload> {
+        let info = Some(Down::Info(self.info.clone()));
+        let messages = if inline_output || self.output.is_empty() {
+            let output = if inline_output { self.output.clone() } else { Bytes::new() };
+            vec![v1::TraceDownload { kind: info, output }]
+        } else {
+            std::iter::once(v1::TraceDownload { kind: info, output: Bytes::new() })
+                .chain(chunked(&self.output).into_iter().map(chunk))
+                .collect()
+        };
+        Box::pin(tokio_stream::iter(messages.into_iter().map(Ok)))
+    }
 }
 
 impl Default for TraceStore {
@@ -78,14 +132,92 @@ impl Default for TraceStore {
             dir: Mutex::default(),
             inline_bytes: AtomicUsize::new(lockstep_core::trace::TraceSettings::default().inline_bytes),
             blob_seq: AtomicU64::new(0),
+            index: RwLock::default(),
+            used: Mutex::default(),
+            used_waiting: AtomicUsize::new(0),
         }
     }
 }
 
 impl TraceStore {
-    /// Outputs up to `bytes` are recorded inline from now on (the engine's setting).
-    pub fn set_inline_bytes(&self, bytes: usize) {
-        self.inline_bytes.store(bytes, Ordering::Relaxed);
+    /// The engine's trace settings: outputs up to `traces.inline_bytes` are recorded inline from
+    /// now on, and lookups served from the index are checked as the engine checks them.
+    pub fn set_settings(&self, settings: &TraceSettings) {
+        self.inline_bytes.store(settings.inline_bytes, Ordering::Relaxed);
+        self.index.write().expect("not poisoned").settings = settings.clone();
+    }
+
+    /// Brings the index up to date with the traces the engine changed (each as stored now, or
+    /// gone); called by the driver after each turn's commit, before the turn's answers.
+    pub fn index(&self, changed: Vec<(Arc<str>, Arc<str>, Option<Trace>)>) {
+        if changed.is_empty() {
+            return;
+        }
+        // Made before taking the lock: lookups wait only for the map's updates.
+        let changed: Vec<_> = changed
+            .into_iter()
+            .map(|(ns, id, trace)| {
+                let hit = trace.and_then(|t| {
+                    let output = t.output.inline.clone()?;
+                    Some(Arc::new(Hit { info: wire::info(&t, false), output }))
+                });
+                (ns, id, hit)
+            })
+            .collect();
+        let mut index = self.index.write().expect("not poisoned");
+        for (ns, id, hit) in changed {
+            match hit {
+                Some(hit) => {
+                    index.hits.entry(ns).or_default().insert(id, hit);
+                }
+                None => {
+                    if let Some(space) = index.hits.get_mut(&*ns) {
+                        space.remove(&*id);
+                        if space.is_empty() {
+                            index.hits.remove(&*ns);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Notes a hit served from the index, for the driver to hand to the engine before its next
+    /// input ([`TraceStore::take_used`]): the hit costs no engine turn of its own, and anything
+    /// sent after the lookup's answer still reaches the engine after it. Gives the hit back when
+    /// [`MAX_USES_WAITING`] already wait: the caller hands it to the engine itself.
+    pub fn note_used(&self, namespace: String, id: String) -> Option<(String, String)> {
+        let mut used = self.used.lock().expect("not poisoned");
+        if used.len() >= MAX_USES_WAITING {
+            return Some((namespace, id));
+        }
+        used.push((namespace, id));
+        self.used_waiting.store(used.len(), Ordering::Release);
+        None
+    }
+
+    /// The hits served from the index since the last call, in the order they were served.
+    pub fn take_used(&self) -> Vec<(String, String)> {
+        if self.used_waiting.load(Ordering::Acquire) == 0 {
+            return Vec::new();
+        }
+        let mut used = self.used.lock().expect("not poisoned");
+        self.used_waiting.store(0, Ordering::Release);
+        std::mem::take(&mut *used)
+    }
+
+    /// A lookup's hit from the index: the trace of `tool` on `input` in `namespace` if the engine
+    /// holds it with its output inline, with the namespace and id to report its use under.
+    /// `None` sends the lookup to the engine (a miss, bad input, or an output kept as a blob).
+    pub fn hit(&self, namespace: &str, tool: &str, input: &str) -> Option<(String, String, Arc<Hit>)> {
+        let ns = lockstep_core::name::namespace_or_default(namespace).ok()?;
+        let index = self.index.read().expect("not poisoned");
+        let space = index.hits.get(ns)?;
+        lockstep_core::trace::validate_tool(tool, &index.settings).ok()?;
+        let canonical = lockstep_core::trace::canonical_input(input, &index.settings).ok()?;
+        let id = lockstep_core::trace::trace_id(tool, &canonical);
+        let hit = space.get(id.as_str())?.clone();
+        Some((ns.to_owned(), id, hit))
     }
 
     /// Carries out what the engine decided (called by the driver after the turn's commit).
@@ -343,11 +475,18 @@ async fn record_upload(
 }
 
 /// What a read call streams back: the trace's info, then its bytes.
-pub type Download = mpsc::Receiver<Result<v1::TraceDownload, Status>>;
+pub type Download = BoxStream<v1::TraceDownload>;
 
 /// Asks the engine (`input`, made for `origin`) and streams its answer: a miss, a claim, or a
-/// trace with its bytes. `wait` keeps a call that waits for a claim cancellable.
-pub async fn read(engine: EngineHandle, origin: u64, input: TraceInput, wait: bool) -> Result<Download, Status> {
+/// trace with its bytes. `wait` keeps a call that waits for a claim cancellable;
+/// `inline_output`: the caller reads an inline output beside the info (see [`Hit::download`]).
+pub async fn read(
+    engine: EngineHandle,
+    origin: u64,
+    input: TraceInput,
+    wait: bool,
+    inline_output: bool,
+) -> Result<Download, Status> {
     let store = engine.traces().clone();
     let mut guard = CancelOnDrop { engine: engine.clone(), origin, armed: false };
     let (tx, rx) = oneshot::channel();
@@ -356,49 +495,37 @@ pub async fn read(engine: EngineHandle, origin: u64, input: TraceInput, wait: bo
     guard.armed = wait;
     let answer = rx.await.map_err(|_| Status::unavailable("the server is shutting down"))?;
     guard.armed = false;
-    let (out, down) = mpsc::channel(4);
+    let one = |kind| -> Download {
+        Box::pin(tokio_stream::once(Ok(v1::TraceDownload { kind: Some(kind), output: Bytes::new() })))
+    };
     match answer.event {
-        TraceEvent::Miss { .. } => {
-            let _ = out.try_send(Ok(v1::TraceDownload { kind: Some(Down::Miss(v1::TraceMiss {})) }));
-        }
-        TraceEvent::Claimed { id, .. } => {
-            let _ = out.try_send(Ok(v1::TraceDownload { kind: Some(Down::Claim(v1::TraceClaim { id })) }));
-        }
+        TraceEvent::Miss { .. } => Ok(one(Down::Miss(v1::TraceMiss {}))),
+        TraceEvent::Claimed { id, .. } => Ok(one(Down::Claim(v1::TraceClaim { id }))),
         TraceEvent::Found { trace, .. } => {
-            let first = v1::TraceDownload { kind: Some(Down::Info(wire::info(&trace, false))) };
-            stream_body(out, first, answer.body, trace.output.size);
+            if let Some(output) = trace.output.inline.clone() {
+                return Ok(Hit { info: wire::info(&trace, false), output }.download(inline_output));
+            }
+            let first = v1::TraceDownload { kind: Some(Down::Info(wire::info(&trace, false))), output: Bytes::new() };
+            Ok(stream_body(first, answer.body, trace.output.size))
         }
-        TraceEvent::Refused { error, .. } => return Err(convert::status(&error)),
-        _ => return Err(Status::internal("unexpected answer to a trace read")),
+        TraceEvent::Refused { error, .. } => Err(convert::status(&error)),
+        _ => Err(Status::internal("unexpected answer to a trace read")),
     }
-    Ok(down)
 }
 
-/// Sends `first`, then the body's chunks, as the caller takes them.
-fn stream_body(
-    out: mpsc::Sender<Result<v1::TraceDownload, Status>>,
-    first: v1::TraceDownload,
-    body: Option<Body>,
-    size: u64,
-) {
-    let chunk = |c: Bytes| Ok(v1::TraceDownload { kind: Some(Down::Chunk(c)) });
+fn chunk(c: Bytes) -> v1::TraceDownload {
+    v1::TraceDownload { kind: Some(Down::Chunk(c)), output: Bytes::new() }
+}
+
+/// `first`, then the body's chunks: from memory as they are, from a file as the caller takes them.
+fn stream_body(first: v1::TraceDownload, body: Option<Body>, size: u64) -> Download {
     match body {
-        None | Some(Body::Chunks(_)) if size == 0 => {
-            let _ = out.try_send(Ok(first));
-        }
+        None | Some(Body::Chunks(_)) if size == 0 => Box::pin(tokio_stream::once(Ok(first))),
         Some(Body::Chunks(chunks)) => {
-            tokio::spawn(async move {
-                if out.send(Ok(first)).await.is_err() {
-                    return;
-                }
-                for c in chunks {
-                    if out.send(chunk(c)).await.is_err() {
-                        return;
-                    }
-                }
-            });
+            Box::pin(tokio_stream::iter(std::iter::once(first).chain(chunks.into_iter().map(chunk)).map(Ok)))
         }
         Some(Body::File(mut file)) => {
+            let (out, down) = mpsc::channel(4);
             // Read on a blocking thread, one chunk at a time, as the caller takes them.
             tokio::task::spawn_blocking(move || {
                 if out.blocking_send(Ok(first)).is_err() {
@@ -413,15 +540,14 @@ fn stream_body(
                         return;
                     }
                     left -= buf.len() as u64;
-                    if out.blocking_send(chunk(Bytes::from(buf))).is_err() {
+                    if out.blocking_send(Ok(chunk(Bytes::from(buf)))).is_err() {
                         return;
                     }
                 }
             });
+            Box::pin(tokio_stream::wrappers::ReceiverStream::new(down))
         }
-        None => {
-            let _ = out.try_send(Err(Status::internal("a trace was answered without its output")));
-        }
+        None => Box::pin(tokio_stream::once(Err(Status::internal("a trace was answered without its output")))),
     }
 }
 
@@ -445,6 +571,26 @@ pub async fn release(engine: EngineHandle, r: v1::TraceClaimRequest) -> Result<v
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hits_served_wait_in_order_up_to_a_bound() {
+        let store = TraceStore::default();
+        assert!(store.take_used().is_empty());
+        for i in 0..MAX_USES_WAITING {
+            assert_eq!(store.note_used("ns".into(), i.to_string()), None);
+        }
+        // Past the bound the caller is given the hit back, to hand to the engine itself.
+        assert_eq!(store.note_used("ns".into(), "x".into()), Some(("ns".to_owned(), "x".to_owned())));
+        let used = store.take_used();
+        assert_eq!(used.len(), MAX_USES_WAITING);
+        assert_eq!(
+            (used[0].1.as_str(), used[MAX_USES_WAITING - 1].1.clone()),
+            ("0", (MAX_USES_WAITING - 1).to_string())
+        );
+        assert!(store.take_used().is_empty(), "each hit is handed over once");
+        assert_eq!(store.note_used("ns".into(), "y".into()), None);
+        assert_eq!(store.take_used(), vec![("ns".to_owned(), "y".to_owned())]);
+    }
 
     #[test]
     fn blobs_are_written_whole_and_leftovers_found() {

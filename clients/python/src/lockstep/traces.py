@@ -136,6 +136,10 @@ async def _download(call: Any, what: str) -> Union[None, Trace, TraceClaim]:
                 return TraceClaim(msg.claim.id)
             if kind == "info":
                 info = TraceInfo.from_proto(msg.info)
+                # A lookup's inline output comes with the info (else, or from an older server, in
+                # chunks).
+                if msg.output:
+                    parts.append(msg.output)
             elif kind == "chunk":
                 parts.append(msg.chunk)
     except grpc.aio.AioRpcError as exc:
@@ -163,7 +167,9 @@ class Traces:
 
     async def lookup(self, tool: str, input: Any) -> Optional[Trace]:
         """The stored output of ``tool`` on ``input`` (a JSON value), or ``None`` (a miss)."""
-        request = pb.TraceLookupRequest(namespace=self._namespace, tool=tool, input_json=_input_json(input))
+        request = pb.TraceLookupRequest(
+            namespace=self._namespace, tool=tool, input_json=_input_json(input), inline_output=True
+        )
         found = await _download(self._stub.Lookup(request), "trace lookup")
         return found if isinstance(found, Trace) else None
 

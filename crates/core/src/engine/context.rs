@@ -32,10 +32,11 @@ impl Engine {
             _ => None,
         };
         let written = Written { version: applied.version, previous: applied.previous, expires_at };
-        let timer = Timer::ContextExpiry { ns: ns_key.clone(), key: applied.key.clone() };
+        // Most writes have no TTL and had none: no timer to name.
+        let timer = || Timer::ContextExpiry { ns: ns_key.clone(), key: applied.key.clone() };
         match expires_at {
-            Some(at) => self.timers.set(timer, at),
-            None if applied.deleted || applied.expires_at.is_some() => self.timers.cancel(&timer),
+            Some(at) => self.timers.set(timer(), at),
+            None if applied.deleted || applied.expires_at.is_some() => self.timers.cancel(&timer()),
             None => {}
         }
         self.context_applied(applied);

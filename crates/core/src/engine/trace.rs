@@ -65,6 +65,10 @@ impl Engine {
                     Err(error) => TraceEvent::Refused { origin, error },
                 }
             }
+            TraceInput::Used { namespace, id } => {
+                self.traces.used(now, &namespace, &id);
+                return;
+            }
             TraceInput::Cancel { origin } => {
                 self.timers.cancel(&Timer::TraceWait { origin });
                 let notices = self.traces.cancel(now, origin, false);
@@ -224,6 +228,32 @@ impl Engine {
         }
         self.arm_trace_retention();
         kept
+    }
+
+    /// From now on, remembers which traces change (recorded, pinned or unpinned, evicted), for a
+    /// shell that serves lookups' hits from an index of its own ([`Engine::take_trace_index`]);
+    /// every trace stored now counts as changed.
+    pub fn track_trace_index(&mut self) {
+        self.trace_index = Some(self.traces.keys().map(|(ns, id)| (ns.clone(), id.clone())).collect());
+    }
+
+    /// The traces changed since the last call, each once: as stored now (`Some`), or gone
+    /// (`None`). Empty unless [`Engine::track_trace_index`] was called.
+    pub fn take_trace_index(&mut self) -> Vec<(Arc<str>, Arc<str>, Option<Trace>)> {
+        let Some(changed) = self.trace_index.as_mut() else { return Vec::new() };
+        if changed.is_empty() {
+            return Vec::new();
+        }
+        let mut changed = std::mem::take(changed);
+        changed.sort_unstable();
+        changed.dedup();
+        changed
+            .into_iter()
+            .map(|(ns, id)| {
+                let trace = self.traces.peek(&ns, &id).cloned();
+                (ns, id, trace)
+            })
+            .collect()
     }
 
     // ---------------------------------------------------------------------------------------------

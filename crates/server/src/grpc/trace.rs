@@ -1,13 +1,13 @@
 //! The `Traces` service: records stream in through the trace store (`crate::trace`), reads are
 //! engine inputs whose answers stream the output back; stats and lineage are queries.
 
-use lockstep_core::TraceInput;
+use lockstep_core::{Input, TraceInput};
 use lockstep_proto::server::traces_server::Traces;
 use lockstep_proto::{trace as wire, v1};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{BoxStream, Service};
+use crate::driver::Command;
 use crate::trace::{next_origin, read};
 
 #[tonic::async_trait]
@@ -23,10 +23,19 @@ impl Traces for Service {
 
     async fn lookup(&self, request: Request<v1::TraceLookupRequest>) -> Result<Response<Self::LookupStream>, Status> {
         let r = request.into_inner();
+        // A hit on an inline output is answered here, from the index (see `crate::trace`); it is
+        // noted before the answer goes, and the engine hears of it before its next input, so
+        // counters and retention stay its own.
+        let store = self.engine.traces();
+        if let Some((namespace, id, hit)) = store.hit(&r.namespace, &r.tool, &r.input_json) {
+            if let Some((namespace, id)) = store.note_used(namespace, id) {
+                self.engine.send(Command::Input(Input::Trace(TraceInput::Used { namespace, id }))).await?;
+            }
+            return Ok(Response::new(hit.download(r.inline_output)));
+        }
         let origin = next_origin(&self.engine);
         let input = TraceInput::Lookup { origin, namespace: r.namespace, tool: r.tool, input: r.input_json };
-        let down = read(self.engine.clone(), origin, input, false).await?;
-        Ok(Response::new(Box::pin(ReceiverStream::new(down))))
+        Ok(Response::new(read(self.engine.clone(), origin, input, false, r.inline_output).await?))
     }
 
     type GetStream = BoxStream<v1::TraceDownload>;
@@ -34,10 +43,8 @@ impl Traces for Service {
     async fn get(&self, request: Request<v1::TraceGetRequest>) -> Result<Response<Self::GetStream>, Status> {
         let r = request.into_inner();
         let origin = next_origin(&self.engine);
-        let down =
-            read(self.engine.clone(), origin, TraceInput::Get { origin, namespace: r.namespace, id: r.id }, false)
-                .await?;
-        Ok(Response::new(Box::pin(ReceiverStream::new(down))))
+        let input = TraceInput::Get { origin, namespace: r.namespace, id: r.id };
+        Ok(Response::new(read(self.engine.clone(), origin, input, false, false).await?))
     }
 
     type GetOrClaimStream = BoxStream<v1::TraceDownload>;
@@ -50,8 +57,7 @@ impl Traces for Service {
         let origin = next_origin(&self.engine);
         let call = wire::session(r.session);
         let input = TraceInput::GetOrClaim { origin, call, tool: r.tool, input: r.input_json, wait_ms: r.wait_ms };
-        let down = read(self.engine.clone(), origin, input, true).await?;
-        Ok(Response::new(Box::pin(ReceiverStream::new(down))))
+        Ok(Response::new(read(self.engine.clone(), origin, input, true, false).await?))
     }
 
     async fn release(&self, request: Request<v1::TraceClaimRequest>) -> Result<Response<v1::TraceReleased>, Status> {

@@ -1957,14 +1957,16 @@ class TraceInfo(_message.Message):
     def __init__(self, namespace: _Optional[str] = ..., id: _Optional[str] = ..., tool: _Optional[str] = ..., input_json: _Optional[str] = ..., json: bool = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., producer: _Optional[str] = ..., recorded_at_ms: _Optional[int] = ..., started_at_ms: _Optional[int] = ..., duration_ms: _Optional[int] = ..., parents: _Optional[_Iterable[str]] = ..., context: _Optional[_Iterable[_Union[TraceContextRef, _Mapping]]] = ..., pins: _Optional[_Iterable[str]] = ..., new: bool = ...) -> None: ...
 
 class TraceLookupRequest(_message.Message):
-    __slots__ = ("namespace", "tool", "input_json")
+    __slots__ = ("namespace", "tool", "input_json", "inline_output")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     TOOL_FIELD_NUMBER: _ClassVar[int]
     INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    INLINE_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     tool: str
     input_json: str
-    def __init__(self, namespace: _Optional[str] = ..., tool: _Optional[str] = ..., input_json: _Optional[str] = ...) -> None: ...
+    inline_output: bool
+    def __init__(self, namespace: _Optional[str] = ..., tool: _Optional[str] = ..., input_json: _Optional[str] = ..., inline_output: bool = ...) -> None: ...
 
 class TraceGetRequest(_message.Message):
     __slots__ = ("namespace", "id")
@@ -1997,16 +1999,18 @@ class TraceMiss(_message.Message):
     def __init__(self) -> None: ...
 
 class TraceDownload(_message.Message):
-    __slots__ = ("info", "chunk", "miss", "claim")
+    __slots__ = ("info", "chunk", "miss", "claim", "output")
     INFO_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     MISS_FIELD_NUMBER: _ClassVar[int]
     CLAIM_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
     info: TraceInfo
     chunk: bytes
     miss: TraceMiss
     claim: TraceClaim
-    def __init__(self, info: _Optional[_Union[TraceInfo, _Mapping]] = ..., chunk: _Optional[bytes] = ..., miss: _Optional[_Union[TraceMiss, _Mapping]] = ..., claim: _Optional[_Union[TraceClaim, _Mapping]] = ...) -> None: ...
+    output: bytes
+    def __init__(self, info: _Optional[_Union[TraceInfo, _Mapping]] = ..., chunk: _Optional[bytes] = ..., miss: _Optional[_Union[TraceMiss, _Mapping]] = ..., claim: _Optional[_Union[TraceClaim, _Mapping]] = ..., output: _Optional[bytes] = ...) -> None: ...
 
 class TraceReleased(_message.Message):
     __slots__ = ()
