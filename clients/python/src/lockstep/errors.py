@@ -142,6 +142,8 @@ class Reason(str, enum.Enum):
     EVENT_TIME_OUT_OF_RANGE = "EVENT_TIME_OUT_OF_RANGE"
     STREAM_EXISTS = "STREAM_EXISTS"
     UNKNOWN_STREAM = "UNKNOWN_STREAM"
+    # --- intake
+    SCHEMA_VIOLATION = "SCHEMA_VIOLATION"
 
     @classmethod
     def parse(cls, name: str) -> Optional["Reason"]:
@@ -637,6 +639,8 @@ _BY_REASON: Dict[Reason, Type[LockstepError]] = {
     Reason.EVENT_TIME_OUT_OF_RANGE: InvalidArgument,
     Reason.STREAM_EXISTS: AlreadyRegistered,
     Reason.UNKNOWN_STREAM: NotFound,
+    # --- intake
+    Reason.SCHEMA_VIOLATION: InvalidArgument,
 }
 
 
