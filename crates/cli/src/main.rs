@@ -10,6 +10,7 @@ mod bench_tasks;
 mod bench_traces;
 mod config;
 mod demo;
+mod intake;
 mod monitor;
 mod rounds;
 mod shared_context;
@@ -55,6 +56,8 @@ enum Action {
     Traces(traces::TracesArgs),
     /// Event-time streams: tick controllers and latency buffers, their counters and sources.
     Streams(streams::StreamsArgs),
+    /// The intake: the rule set (JSON Schemas, categorisation routes), its counters, replacing it.
+    Intake(intake::IntakeArgs),
     /// Collectives in progress (allreduce, broadcast, ...), with who is missing.
     Collectives(admin::CollectivesArgs),
     /// Replica groups: members with their ranks, the current state version, checksum and size.
@@ -262,6 +265,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Action::Rounds(a) => rounds::run(a).await,
             Action::Traces(a) => traces::run(a).await,
             Action::Streams(a) => streams::run(a).await,
+            Action::Intake(a) => intake::run(a).await,
             Action::Collectives(a) => admin::collectives(a).await,
             Action::Groups(t) => admin::groups(t).await,
             Action::Topics(t) => topics::run(t).await,

@@ -142,6 +142,16 @@ async fn records_are_validated_then_categorised_with_the_servers_envelope() {
     assert_eq!((stats.categorised, stats.unmatched), (3, 2));
     assert_eq!(stats.matched_by_rule["intake/market"], 1);
     assert_eq!(status.rules["routes"][0]["rules"][2]["name"], "risk");
+
+    // The same counters from the command line.
+    let (ok, out, err) = server.cli_async(&["intake", "stats", "--json"]).await;
+    assert!(ok, "{err}");
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((shown["version"].as_u64(), shown["refused"].as_u64()), (Some(1), Some(3)));
+    assert_eq!(shown["refused_by_publisher"]["default/feed"], 2);
+    assert_eq!(shown["matched_by_rule"]["intake/execution"], 1);
+    let (ok, out, _) = server.cli_async(&["intake", "stats"]).await;
+    assert!(ok && out.contains("refused by topic") && out.contains("intake/risk"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,6 +213,20 @@ async fn the_rule_set_is_replaced_at_run_time_versioned_audited_and_kept_over_a_
     let status = client.intake(None, None).unwrap().status().await.unwrap();
     assert_eq!((status.version, &status.rules), (2, &next_set));
     check(client, 2).await;
+
+    // From the command line, a TOML file: the next version; without the token, refused.
+    let file = dir.join("rules.toml");
+    std::fs::write(&file, "[[routes]]\ntopic = 'intake'\nunmatched = 'rest'\nrules = []\n").unwrap();
+    let file = file.to_str().unwrap();
+    let (ok, _, _) = server.cli_async(&["intake", "replace", file]).await;
+    assert!(!ok, "refused without the admin token");
+    let (ok, out, err) = server.cli_async(&["intake", "replace", file, "--token", "s3cret", "--json"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!({"version": 3}));
+    let (ok, out, _) = server.cli_async(&["intake", "show", "--json"]).await;
+    assert!(ok);
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((&shown["version"], &shown["rules"]["routes"][0]["unmatched"]), (&json!(3), &json!("rest")));
 }
 
 #[test]
