@@ -33,6 +33,7 @@ __all__ = [
     "Unavailable",
     "AlreadyRegistered",
     "InvalidArgument",
+    "SchemaViolation",
     "NotFound",
     "Unauthenticated",
     "PermissionDenied",
@@ -267,6 +268,18 @@ class InvalidArgument(LockstepError, ValueError):
     """The server refused the request's content (bad id, pattern, topic, JSON, participants...)."""
 
     default_code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class SchemaViolation(InvalidArgument):
+    """A published record is not JSON or fails the JSON Schema of its topic (``SCHEMA_VIOLATION``);
+    nothing of it was routed.
+
+    Attributes:
+        schema_errors: ``(path, reason)`` pairs: where in the record (a JSON pointer, "" for the
+            whole record) and why; at most ``intake.max_reported_errors`` of them.
+    """
+
+    schema_errors: Tuple[Tuple[str, str], ...] = ()
 
 
 class PayloadTooLarge(InvalidArgument):
@@ -640,7 +653,7 @@ _BY_REASON: Dict[Reason, Type[LockstepError]] = {
     Reason.STREAM_EXISTS: AlreadyRegistered,
     Reason.UNKNOWN_STREAM: NotFound,
     # --- intake
-    Reason.SCHEMA_VIOLATION: InvalidArgument,
+    Reason.SCHEMA_VIOLATION: SchemaViolation,
 }
 
 
