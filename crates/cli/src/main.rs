@@ -4,6 +4,7 @@ mod admin;
 mod bench;
 mod bench_collective;
 mod bench_history;
+mod bench_intake;
 mod bench_rounds;
 mod bench_streams;
 mod bench_tasks;

@@ -510,12 +510,12 @@ impl Intake {
         self.schemas.is_empty() && self.routes.is_empty()
     }
 
-    /// Takes a record published on `topic` by `publisher` (`namespace/agent`) at `now`: checks
+    /// Takes a record published on `topic` by `publisher` (`(namespace, agent)`) at `now`: checks
     /// it, then categorises it. `Ok(None)`: no rule concerns it, route it as published.
     pub fn take(
         &mut self,
         now: u64,
-        publisher: &str,
+        publisher: (&str, &str),
         topic: &str,
         payload: &[u8],
         limits: &IntakeSettings,
@@ -574,7 +574,7 @@ impl Intake {
         &mut self,
         i: usize,
         topic: &str,
-        publisher: &str,
+        (ns, agent): (&str, &str),
         record: Option<&Value>,
         limits: &IntakeSettings,
     ) -> Result<(), Refusal> {
@@ -596,13 +596,11 @@ impl Intake {
         let refusal = Refusal { topic: topic.to_owned(), violations, total, dead_letter: s.dead_letter.clone() };
         self.stats.refused += 1;
         *self.stats.refused_by_topic.entry(topic.to_owned()).or_default() += 1;
+        // Named only on a refusal: the accepted path allocates nothing for it.
+        let publisher = format!("{ns}/{agent}");
         let counted = &mut self.stats.refused_by_publisher;
-        let key = if counted.contains_key(publisher) || counted.len() < limits.max_counted_publishers {
-            publisher
-        } else {
-            "*"
-        };
-        *counted.entry(key.to_owned()).or_default() += 1;
+        let known = counted.contains_key(&publisher) || counted.len() < limits.max_counted_publishers;
+        *counted.entry(if known { publisher } else { "*".into() }).or_default() += 1;
         if refusal.dead_letter.is_some() {
             self.stats.dead_lettered += 1;
         }
@@ -651,7 +649,7 @@ mod tests {
     }
 
     fn take(i: &mut Intake, topic: &str, record: Value) -> Result<Option<Routed>, Refusal> {
-        i.take(7, "default/a", topic, record.to_string().as_bytes(), &settings(), 256)
+        i.take(7, ("default", "a"), topic, record.to_string().as_bytes(), &settings(), 256)
     }
 
     fn market() -> Intake {
@@ -680,7 +678,7 @@ mod tests {
         assert!(matches!(r.error(), CoreError::SchemaViolation { total: 2, .. }));
         let missing = take(&mut i, "intake", json!({})).unwrap_err();
         assert_eq!(missing.violations[0].path, "");
-        let not_json = i.take(7, "default/b", "intake", b"not json", &settings(), 256).unwrap_err();
+        let not_json = i.take(7, ("default", "b"), "intake", b"not json", &settings(), 256).unwrap_err();
         assert_eq!(not_json.violations[0].reason, "the record is not JSON");
         let s = i.stats();
         assert_eq!((s.validated, s.refused, s.dead_lettered), (3, 3, 3));
@@ -698,7 +696,7 @@ mod tests {
             256,
         )
         .unwrap();
-        let r = i.take(0, "p", "t", b"{}", &limits, 256).unwrap_err();
+        let r = i.take(0, ("ns", "p"), "t", b"{}", &limits, 256).unwrap_err();
         assert_eq!((r.violations.len(), r.total), (1, 3));
     }
 

@@ -30,9 +30,8 @@ impl Engine {
         }
         // Checked before the intake looks at it, so that a malformed topic is refused as such.
         crate::topic::validate_topic(topic, self.config.limits.max_topic_len)?;
-        let who = format!("{ns}/{publisher}");
         let (settings, max_topic_len) = (&self.config.intake, self.config.limits.max_topic_len);
-        match self.intake.take(now, &who, topic, &payload, settings, max_topic_len) {
+        match self.intake.take(now, (ns, publisher), topic, &payload, settings, max_topic_len) {
             Ok(None) => self.publish(ns, publisher, topic, payload, content_type),
             Ok(Some(routed)) => {
                 let mut envelope = routed.envelope;
