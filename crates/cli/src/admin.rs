@@ -414,6 +414,11 @@ impl OperatorTarget {
     pub async fn admin(&self) -> anyhow::Result<lockstep_client::AdminClient> {
         operator(&self.target.addr, &self.target.namespace, self.token.as_deref()).await
     }
+
+    /// The server's intake, as this operator.
+    pub async fn intake(&self) -> anyhow::Result<lockstep_client::IntakeClient> {
+        Ok(self.target.client().await?.intake(self.token.as_deref(), Some(&cli_actor()))?)
+    }
 }
 
 /// An operator's client on `addr`, named after the user running the command (for the audit log).

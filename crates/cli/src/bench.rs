@@ -33,6 +33,9 @@
 //!   rounds of 50 agents asking `get_or_claim` for one missing output at once (computed once).
 //! * topic history (`history-replay`, bench_history.rs): 100,000 retained messages replayed to a
 //!   new subscriber, in messages per second.
+//! * intake (`intake-validation-*`, bench_intake.rs): routing throughput of 256-byte JSON records
+//!   without intake rules, with a JSON Schema on the topic, and with the schema and a categorising
+//!   route, on fresh servers in the same run (target: the schema costs at most 30 %).
 //! * event-time tick controller (`bench_streams.rs`): 10 sources at 10,000 events/s in total;
 //!   latency from an event's publish to the delivery of its tick (target p99 ≤ period + lateness
 //!   + 2 ms).
@@ -69,7 +72,7 @@ pub struct BenchArgs {
     /// Only scenarios whose name contains this, or one of these comma-separated words (fanout,
     /// rate, routing, barrier, vote, publish-confirm, command, request, delta, idle, backup,
     /// durable, collective, context-cas, task-handoff, tick-round, trace-lookup, trace-get-or-claim,
-    /// tick-controller, history-replay).
+    /// tick-controller, history-replay, intake-validation).
     #[arg(long)]
     only: Option<String>,
     /// Agent counts to run (default 10,100,1000; with --quick 10,100).
@@ -1496,6 +1499,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         // Its own fresh server, with a retention rule.
         let messages = if args.quick { 10_000 } else { 100_000 };
         rows.push(crate::bench_history::replay(messages, 3).await?);
+    }
+    if wanted("intake-validation") && args.addr.is_none() {
+        // Fresh servers that differ only in their intake rule set.
+        let records = if args.quick { 20_000 } else { 200_000 };
+        rows.extend(crate::bench_intake::rows(records, if args.quick { 1 } else { 3 }).await?);
     }
     if wanted("durable-state-updates") {
         const WRITERS: usize = 100;

@@ -431,6 +431,16 @@ mod tests {
                 Value::Array(specs) if key == "buffers" => specs.push(spec::<lockstep_core::latency::BufferSpec>(
                     "id = 'arm-x'\ntopic = 'telemetry.arm'\npointer = '/pose/x'\ncadence_ms = 100\noutput = 'arm.x'",
                 )),
+                // The intake's rule set declared in the file: empty by default, a schema and a
+                // route here.
+                Value::Array(specs) if key == "schemas" => specs.push(spec::<lockstep_core::intake::SchemaSpec>(
+                    "topic = 'intake'\nschema = { type = 'object', required = ['kind'] }\ndead_letter = 'intake.dead'",
+                )),
+                Value::Array(specs) if key == "routes" => specs.push(spec::<lockstep_core::intake::RouteSpec>(
+                    "topic = 'intake'\nunmatched = 'intake.other'\nround_series = 'bus'\n\
+                     [[rules]]\nname = 'md'\ntarget = 'market_data.{/symbol}'\n\
+                     when = [{ pointer = '/kind', equals = 'tick' }, { pointer = '/px', min = 0, max = 1e9 }]",
+                )),
                 other => panic!("add a changed value for `{key}` ({other:?})"),
             }
         }

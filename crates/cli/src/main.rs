@@ -4,12 +4,14 @@ mod admin;
 mod bench;
 mod bench_collective;
 mod bench_history;
+mod bench_intake;
 mod bench_rounds;
 mod bench_streams;
 mod bench_tasks;
 mod bench_traces;
 mod config;
 mod demo;
+mod intake;
 mod monitor;
 mod rounds;
 mod shared_context;
@@ -59,6 +61,8 @@ enum Action {
     Traces(traces::TracesArgs),
     /// Event-time streams: tick controllers and latency buffers, their counters and sources.
     Streams(streams::StreamsArgs),
+    /// The intake: the rule set (JSON Schemas, categorisation routes), its counters, replacing it.
+    Intake(intake::IntakeArgs),
     /// Collectives in progress (allreduce, broadcast, ...), with who is missing.
     Collectives(admin::CollectivesArgs),
     /// Replica groups: members with their ranks, the current state version, checksum and size.
@@ -296,6 +300,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Action::Rounds(a) => rounds::run(a).await,
             Action::Traces(a) => traces::run(a).await,
             Action::Streams(a) => streams::run(a).await,
+            Action::Intake(a) => intake::run(a).await,
             Action::Collectives(a) => admin::collectives(a).await,
             Action::Groups(t) => admin::groups(t).await,
             Action::Topics(t) => topics::run(t).await,

@@ -26,8 +26,9 @@ use tonic_reflection::pb::v1alpha;
 
 const T: Duration = Duration::from_secs(20);
 
-const LOCKSTEP_SERVICES: [&str; 7] = [
+const LOCKSTEP_SERVICES: [&str; 8] = [
     "lockstep.v1.History",
+    "lockstep.v1.Intake",
     "lockstep.v1.Lockstep",
     "lockstep.v1.Rounds",
     "lockstep.v1.SharedContext",

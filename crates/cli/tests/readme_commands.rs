@@ -67,8 +67,10 @@ fn words(line: &str) -> Vec<String> {
     words
 }
 
-fn spawn(addr: &str, args: &[String]) -> Child {
+/// Runs `lockstep args` in `dir` (where the files the lines name are).
+fn spawn(dir: &std::path::Path, addr: &str, args: &[String]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .current_dir(dir)
         .args(args)
         .env("LOCKSTEP_ADDR", addr)
         .env("LOCKSTEP_LOG", "warn")
@@ -79,8 +81,8 @@ fn spawn(addr: &str, args: &[String]) -> Child {
 }
 
 /// Runs a command to its end; its standard output, or a panic saying how it failed.
-fn run(addr: &str, line: &str, args: &[String]) -> String {
-    let out = support::finish_within(spawn(addr, args), HUNG_AFTER, &format!("`{line}`"));
+fn run(dir: &std::path::Path, addr: &str, line: &str, args: &[String]) -> String {
+    let out = support::finish_within(spawn(dir, addr, args), HUNG_AFTER, &format!("`{line}`"));
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "`{line}` failed ({}):\n{stdout}\n{stderr}", out.status);
     assert!(!stdout.trim().is_empty(), "`{line}` printed nothing");
@@ -90,6 +92,10 @@ fn run(addr: &str, line: &str, args: &[String]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_lockstep_command_line_of_the_readme_runs_against_a_real_server() {
     let (data, backups) = (ScratchDir::new("readme-data"), ScratchDir::new("readme-backups"));
+    // The files the lines name, in the directory they run in: `intake replace rules.toml`.
+    let files = ScratchDir::new("readme-files");
+    let rules = "[[schemas]]\ntopic = \"intake\"\nschema = { type = \"object\", required = [\"kind\"] }\n";
+    std::fs::write(files.join("rules.toml"), rules).unwrap();
     let backups_arg = backups.path().to_str().unwrap().to_owned();
     let server = Server::start_durable(&free_listen_addr(), data.path(), &["--backup-dir", &backups_arg]);
     let client = server.client().await;
@@ -147,7 +153,7 @@ async fn every_lockstep_command_line_of_the_readme_runs_against_a_real_server() 
         let args: Vec<String> = words(&resolved).into_iter().skip(1).collect();
         if args.iter().any(|a| a == "watch") {
             // Runs until stopped: one line per change, so it is shown one.
-            let mut child = spawn(&server.addr, &args);
+            let mut child = spawn(files.path(), &server.addr, &args);
             let stdout = child.stdout.take().unwrap();
             let reader = std::thread::spawn(move || {
                 let mut first = String::new();
@@ -160,7 +166,7 @@ async fn every_lockstep_command_line_of_the_readme_runs_against_a_real_server() 
             let _ = child.wait();
             assert!(first.contains("workspace."), "`{line}` printed {first:?}");
         } else {
-            let out = run(&server.addr, line, &args);
+            let out = run(files.path(), &server.addr, line, &args);
             if line.contains("force-complete round-7") {
                 assert!(out.contains("round-7"), "{out}");
             }

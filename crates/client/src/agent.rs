@@ -115,6 +115,25 @@ pub struct Delivery {
     pub topic_seq: u64,
     /// On a retained topic: the server time (ms) it was published at; 0 on other topics.
     pub time_ms: u64,
+    /// A record the server's intake categorised: the envelope it stamped (see
+    /// [`IntakeClient`](crate::IntakeClient)); `None` for every other message.
+    pub intake: Option<IntakeEnvelope>,
+}
+
+/// What the server stamps on a record its intake moved onto a category topic (the publisher stays
+/// in [`Delivery::publisher`], as the record's data source).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IntakeEnvelope {
+    /// The intake's sequence number (from 1).
+    pub seq: u64,
+    /// The topic the record was published on.
+    pub categorised_from: String,
+    /// The server time (ms) it was taken at.
+    pub time_ms: u64,
+    /// The open round of the route's round series; 0 when none.
+    pub tick_id: u64,
+    /// The rule that matched (`<route topic>/<rule name>`); empty when none did.
+    pub rule: String,
 }
 
 /// What a participant of a completed sync point receives: the whole outcome from
@@ -1392,6 +1411,13 @@ impl Reader {
                 missed_before,
                 topic_seq: d.topic_seq,
                 time_ms: d.time_ms,
+                intake: (d.intake_seq != 0).then_some(IntakeEnvelope {
+                    seq: d.intake_seq,
+                    categorised_from: d.categorised_from,
+                    time_ms: d.intake_time_ms,
+                    tick_id: d.tick_id,
+                    rule: d.intake_rule,
+                }),
             });
         }
         // A dropped receiver means the application does not read deliveries: discard.

@@ -50,6 +50,14 @@ impl From<&str> for Detail {
     }
 }
 
+/// One schema error of a refused record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaError {
+    /// Where in the record, as a JSON pointer (empty: the whole record).
+    pub path: String,
+    pub reason: String,
+}
+
 /// A failed lockstep call.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
@@ -133,6 +141,11 @@ pub enum Error {
     /// key does not exist). Read it again and retry.
     #[error("conflict: {message}")]
     Conflict { current_version: u64, message: Detail },
+    /// A published record failed the JSON Schema of its topic (`SCHEMA_VIOLATION`): where in the
+    /// record (a JSON pointer) and why, at most `intake.max_reported_errors` of them. Nothing was
+    /// routed.
+    #[error("schema violation: {message}")]
+    SchemaViolation { errors: Vec<SchemaError>, message: Detail },
     /// Any other status from the server.
     #[error("{code:?}: {message}")]
     Other { code: Code, message: Detail },
@@ -196,6 +209,7 @@ impl Error {
             (Some(R::TraceHashMismatch), _) => Error::InvalidArgument(detail),
             // --- event-time streams
             (Some(R::EventTimeOutOfRange), _) => Error::InvalidArgument(detail),
+            (Some(R::SchemaViolation), _) => Error::SchemaViolation { errors: Vec::new(), message: detail },
             (Some(R::StreamExists), _) => Error::AlreadyRegistered(detail),
             (Some(R::UnknownStream), _) => Error::NotFound(detail),
             (Some(R::TraceTooLarge), _) => Error::ResourceExhausted(detail),
@@ -283,6 +297,7 @@ impl Error {
             | Error::CollectiveFailed { message: d, .. }
             | Error::GroupStateFailed(d)
             | Error::Conflict { message: d, .. }
+            | Error::SchemaViolation { message: d, .. }
             | Error::Other { message: d, .. } => d.reason,
         }
     }
@@ -291,7 +306,9 @@ impl Error {
     pub fn code(&self) -> Code {
         match self {
             Error::Connect { .. } | Error::SessionEnded(_) => Code::Unavailable,
-            Error::InvalidArgument(_) | Error::Input(_) | Error::TooLarge { .. } => Code::InvalidArgument,
+            Error::InvalidArgument(_) | Error::Input(_) | Error::TooLarge { .. } | Error::SchemaViolation { .. } => {
+                Code::InvalidArgument
+            }
             Error::AlreadyRegistered(_) => Code::AlreadyExists,
             Error::NotFound(_) => Code::NotFound,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
@@ -343,6 +360,10 @@ impl From<v1::Error> for Error {
         let detail = Detail::new(e.message.clone(), reason::of_error(&e));
         match Error::from_parts(Code::from_i32(e.code), detail, e.sync_id, e.missing_agents) {
             Error::Conflict { message, .. } => Error::Conflict { current_version: e.current_version, message },
+            Error::SchemaViolation { message, .. } => Error::SchemaViolation {
+                errors: e.schema_errors.into_iter().map(|s| SchemaError { path: s.path, reason: s.reason }).collect(),
+                message,
+            },
             other => other,
         }
     }
@@ -361,6 +382,7 @@ mod tests {
             sync_id: "s".into(),
             reason: "SYNC_TIMEOUT".into(),
             current_version: 0,
+            schema_errors: Vec::new(),
         }
         .into();
         let message = Detail::new("m", Some(Reason::SyncTimeout));

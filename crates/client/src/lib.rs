@@ -47,6 +47,7 @@ mod context;
 mod error;
 mod group;
 mod history;
+mod intake;
 mod limits;
 mod rounds;
 mod streams;
@@ -59,16 +60,17 @@ use std::time::Duration;
 pub use admin::AdminClient;
 pub use agent::{
     Agent, AgentOptions, ControlNotices, Deliveries, Delivery, IncomingCommand, IncomingCommands, IncomingRequest,
-    IncomingRequests, Participants, Response, StateUpdate, StateUpdates, SyncResult, WatchTarget,
+    IncomingRequests, IntakeEnvelope, Participants, Response, StateUpdate, StateUpdates, SyncResult, WatchTarget,
 };
 pub use collective::{Collective, CollectiveOutcome, DType, Element, Group, ReduceOp};
 pub use context::{
     write_message as context_write_message, AgentContext, ContextClient, ContextWatch, ContextWrites,
     Entry as ContextEntry, Op as ContextOp, WriteOptions, Written,
 };
-pub use error::{recovery, Detail, Error, Reason, Recovery};
+pub use error::{recovery, Detail, Error, Reason, Recovery, SchemaError};
 pub use group::{state_checksum, GroupEvent, GroupMembership, GroupState, GroupStateBlob, GROUP_EVENT_PREFIX};
 pub use history::{HistoryGap, Replay};
+pub use intake::{IntakeClient, IntakeStats, IntakeStatus};
 pub use lockstep_proto::v1 as proto;
 use lockstep_proto::v1;
 use lockstep_proto::v1::lockstep_client::LockstepClient;
@@ -237,6 +239,13 @@ impl Client {
     /// name the audit log gives the caller.
     pub fn streams(&self, token: Option<&str>, actor: Option<&str>) -> Result<StreamsClient, Error> {
         StreamsClient::new(self.channel.clone(), self.namespace.clone(), token, actor)
+    }
+
+    /// The server's intake rule set and counters (see [`IntakeClient`]); `token` is the admin
+    /// token replacing the set needs when the server has one, `actor` the name the audit log
+    /// gives the caller.
+    pub fn intake(&self, token: Option<&str>, actor: Option<&str>) -> Result<IntakeClient, Error> {
+        IntakeClient::new(self.channel.clone(), token, actor)
     }
 
     /// Shared context of this namespace (see [`ContextClient`]).

@@ -217,6 +217,8 @@ pub struct Config {
     pub streams: crate::streams::StreamSettings,
     /// Topic history: retention rules by topic pattern and their memory budget.
     pub history: crate::history::HistorySettings,
+    /// Intake: JSON Schemas and categorisation routes by topic pattern, and their limits.
+    pub intake: crate::intake::IntakeSettings,
 }
 
 impl Default for Config {
@@ -243,6 +245,7 @@ impl Default for Config {
             rounds: crate::round::RoundSettings::default(),
             streams: crate::streams::StreamSettings::default(),
             history: crate::history::HistorySettings::default(),
+            intake: crate::intake::IntakeSettings::default(),
         }
     }
 }
@@ -291,6 +294,7 @@ impl Config {
         self.traces.validate().map_err(|e| format!("traces: {e}"))?;
         self.streams.validate(&self.limits).map_err(|e| format!("streams: {e}"))?;
         self.history.validate(self.limits.max_topic_len).map_err(|e| format!("history.{e}"))?;
+        self.intake.validate(self.limits.max_topic_len).map_err(|e| format!("intake.{e}"))?;
         self.breaker.validate().map_err(|e| format!("breaker: {e}"))?;
         self.health.validate().map_err(|e| format!("health: {e}"))?;
         for (kind, map) in [("role", &self.breaker_roles), ("agent", &self.breaker_agents)] {

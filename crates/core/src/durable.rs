@@ -153,6 +153,8 @@ pub enum Change {
     StreamRemoved { kind: crate::streams::StreamKind, namespace: String, id: String },
     /// A store-kept topic's history changed (see [`crate::history`]).
     History(crate::history::HistoryChange),
+    /// The intake's rule set was replaced (see [`crate::intake`]): keep it and its version.
+    Intake(Box<crate::intake::IntakeImage>),
 }
 
 /// One retained version of a context key as it is kept.
@@ -223,6 +225,9 @@ pub struct Restored {
     /// Store-kept topics of the history, with their kept messages.
     #[serde(default)]
     pub history: Vec<crate::history::KeptTopic>,
+    /// The intake's rule set as an operator last replaced it (none: the file's is in force).
+    #[serde(default)]
+    pub intake: Option<crate::intake::IntakeImage>,
 }
 
 /// Why a sync point failed, as it is kept: the [`CoreError`] its waiters got, without the point's

@@ -52,6 +52,7 @@ use crate::vote::{self, Cast, Decision, Opened, VoterFacts, Votes, Watcher};
 
 mod context;
 mod history;
+mod intake;
 mod round;
 mod streams;
 mod task;
@@ -280,6 +281,9 @@ enum Touched {
     /// A controller or buffer was created, or a controller closed ticks.
     Stream(crate::streams::StreamKind, Arc<str>, Arc<str>),
     StreamRemoved(crate::streams::StreamKind, Arc<str>, Arc<str>),
+    // --- intake
+    /// The intake's rule set was replaced.
+    Intake,
 }
 
 /// What changed durably since the shell last took the changes.
@@ -464,6 +468,8 @@ pub struct Engine {
     topic_history: crate::history::History,
     /// Replays in progress, by (namespace, agent).
     replays: HashMap<(Arc<str>, Arc<str>), crate::history::Cursor>,
+    /// Validation and categorisation of published records (see [`crate::intake`]).
+    intake: crate::intake::Intake,
 }
 
 /// Every agent's health and the system's, for the `health` command.
@@ -494,6 +500,14 @@ impl Engine {
             history: HealthHistory::new(0, &config.health),
             topic_history: crate::history::History::new(&config.history, config.limits.max_topic_len),
             replays: HashMap::new(),
+            // Checked by `Config::validate`: the file's set is version 1.
+            intake: crate::intake::Intake::compile(
+                config.intake.rule_set(),
+                1,
+                &config.intake,
+                config.limits.max_topic_len,
+            )
+            .unwrap_or_default(),
             config,
             changes: None,
             given_back: Vec::new(),
@@ -787,6 +801,7 @@ impl Engine {
                 Touched::StreamRemoved(kind, ns, id) => {
                     Some(Change::StreamRemoved { kind, namespace: ns.to_string(), id: id.to_string() })
                 }
+                Touched::Intake => Some(self.intake_change()),
             };
             out.extend(change);
         }
@@ -836,6 +851,7 @@ impl Engine {
             rounds,
             streams,
             history,
+            intake,
         } = restored;
         self.history_restore(now, history);
         let bad = |what: String, e: &dyn std::fmt::Display| CoreError::invalid("stored data", format!("{what}: {e}"));
@@ -912,6 +928,7 @@ impl Engine {
         self.restore_traces(traces);
         self.restore_rounds(now, rounds)?;
         self.restore_streams(streams)?;
+        self.restore_intake(intake)?;
         self.control.restore(audit, pauses, emergency);
         for (ns, agent) in self.all_agents() {
             if self.control.is_paused(&ns, &agent) {
@@ -1122,7 +1139,7 @@ impl Engine {
             Request::Heartbeat => Ok(Reply::Ok),
             Request::Publish { topic, payload, content_type } => {
                 let taken = (!self.streams.is_empty()).then(|| payload.clone());
-                let result = self.publish(&ns, &agent, &topic, payload, &content_type);
+                let result = self.intake_publish(now, &ns, &agent, &topic, payload, &content_type);
                 if let (Ok(()), Some(payload)) = (&result, taken) {
                     self.streams_ingest(now, &ns, &agent, &topic, &payload, None);
                 }
@@ -1558,10 +1575,29 @@ impl Engine {
         payload: Bytes,
         content_type: &str,
     ) -> Result<(), CoreError> {
+        self.publish_enveloped(ns, publisher, topic_name, payload, content_type, None)
+    }
+
+    /// Routes a message; `envelope`: what the intake stamped on it (see `engine::intake`).
+    fn publish_enveloped(
+        &mut self,
+        ns: &Arc<str>,
+        publisher: &Arc<str>,
+        topic_name: &str,
+        payload: Bytes,
+        content_type: &str,
+        envelope: Option<crate::intake::Envelope>,
+    ) -> Result<(), CoreError> {
         let limits = &self.config.limits;
         topic::validate_topic(topic_name, limits.max_topic_len)?;
         check_payload(limits, payload.len(), content_type)?;
-        let message = self.history_message(ns, publisher, topic_name, payload, content_type)?;
+        let mut message = self.history_message(ns, publisher, topic_name, payload, content_type)?;
+        if let Some(envelope) = envelope {
+            // On a retained topic the kept copy goes without the envelope (replays do not carry it).
+            let mut m = Message::new(topic_name, message.payload.clone(), content_type, publisher.clone());
+            (m.topic_seq, m.time, m.intake) = (message.topic_seq, message.time, Some(Box::new(envelope)));
+            message = Arc::new(m);
+        }
         let n = self.namespaces.get_mut(ns).expect("a session's namespace exists");
         let subscribers = n.route(topic_name);
         self.counters.published += 1;
@@ -2763,6 +2799,7 @@ impl Engine {
             A::CreateTicker(_) | A::CreateBuffer(_) | A::RemoveStream { .. } => {
                 self.streams_admin(now, actor, action).map(AdminOutcome::Done)
             }
+            A::ReplaceIntake { rules_json } => self.replace_intake(now, actor, &rules_json).map(AdminOutcome::Done),
             A::CleanupSyncPoints { namespace } => {
                 let result = self.cleanup_sync_points(&namespace);
                 let detail = match &result {

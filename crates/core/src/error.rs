@@ -230,6 +230,20 @@ pub enum CoreError {
 
     #[error("no {kind} named '{id}' exists in namespace '{namespace}'")]
     UnknownStream { kind: &'static str, namespace: String, id: String },
+
+    // --- intake (validation and categorisation)
+    #[error(
+        "the record on '{topic}' fails its schema ({total} error(s)): {}",
+        crate::error::violations_text(violations)
+    )]
+    SchemaViolation { topic: String, violations: Vec<crate::intake::Violation>, total: usize },
+}
+
+/// The schema errors of a refusal, as `path: reason` separated by `; ` (the root is `/`).
+pub fn violations_text(violations: &[crate::intake::Violation]) -> String {
+    let shown: Vec<String> =
+        violations.iter().map(|v| format!("{}: {}", if v.path.is_empty() { "/" } else { &v.path }, v.reason)).collect();
+    shown.join("; ")
 }
 
 fn list_versions(versions: &[u64]) -> String {
@@ -424,11 +438,14 @@ pub enum Reason {
     StreamExists,
     /// [`CoreError::UnknownStream`]: no such tick controller or latency buffer.
     UnknownStream,
+    // --- intake
+    /// [`CoreError::SchemaViolation`]: a published record fails the JSON Schema of its topic.
+    SchemaViolation,
 }
 
 impl Reason {
     /// Every reason, in the order of the documentation.
-    pub const ALL: [Reason; 77] = [
+    pub const ALL: [Reason; 78] = [
         Reason::InvalidArgument,
         Reason::UnknownAgent,
         Reason::UnknownSyncPoint,
@@ -507,6 +524,8 @@ impl Reason {
         Reason::EventTimeOutOfRange,
         Reason::StreamExists,
         Reason::UnknownStream,
+        // --- intake
+        Reason::SchemaViolation,
     ];
 
     /// The stable name on the wire (`SCREAMING_SNAKE_CASE`); it never changes once published.
@@ -589,6 +608,7 @@ impl Reason {
             Reason::EventTimeOutOfRange => "EVENT_TIME_OUT_OF_RANGE",
             Reason::StreamExists => "STREAM_EXISTS",
             Reason::UnknownStream => "UNKNOWN_STREAM",
+            Reason::SchemaViolation => "SCHEMA_VIOLATION",
         }
     }
 
@@ -678,6 +698,7 @@ impl CoreError {
             CoreError::EventTimeOutOfRange { .. } => ErrorCode::InvalidArgument,
             CoreError::StreamExists { .. } => ErrorCode::AlreadyExists,
             CoreError::UnknownStream { .. } => ErrorCode::NotFound,
+            CoreError::SchemaViolation { .. } => ErrorCode::InvalidArgument,
         }
     }
 
@@ -756,6 +777,7 @@ impl CoreError {
             CoreError::EventTimeOutOfRange { .. } => Reason::EventTimeOutOfRange,
             CoreError::StreamExists { .. } => Reason::StreamExists,
             CoreError::UnknownStream { .. } => Reason::UnknownStream,
+            CoreError::SchemaViolation { .. } => Reason::SchemaViolation,
         }
     }
 

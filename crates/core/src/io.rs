@@ -401,6 +401,9 @@ pub enum AdminAction {
     CreateBuffer(crate::latency::BufferSpec),
     /// Remove a tick controller or latency buffer.
     RemoveStream { kind: crate::streams::StreamKind, namespace: String, id: String },
+    // --- intake (see [`crate::intake`]); answered with `AdminOutcome::Done`
+    /// Replace the intake's rule set (a [`crate::intake::RuleSet`] as JSON) as its next version.
+    ReplaceIntake { rules_json: String },
 }
 
 /// What an operator's action did.
@@ -451,6 +454,8 @@ pub struct Message {
     /// (from 1), and the server time it was published at. 0 and 0 elsewhere.
     pub topic_seq: u64,
     pub time: Time,
+    /// A record the intake categorised: the envelope the server stamped (see [`crate::intake`]).
+    pub intake: Option<Box<crate::intake::Envelope>>,
     /// The protocol layer's encoding of this message, made once by whichever connection sends it
     /// first and shared by all the others (the engine never reads it).
     pub wire: std::sync::OnceLock<Bytes>,
@@ -465,6 +470,7 @@ impl Message {
             publisher,
             topic_seq: 0,
             time: 0,
+            intake: None,
             wire: std::sync::OnceLock::new(),
         }
     }
@@ -481,6 +487,7 @@ impl std::fmt::Debug for Message {
             .field("publisher", &self.publisher)
             .field("topic_seq", &self.topic_seq)
             .field("time", &self.time)
+            .field("intake", &self.intake)
             .finish()
     }
 }

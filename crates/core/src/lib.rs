@@ -75,6 +75,7 @@ pub mod error;
 pub mod feed;
 pub mod health;
 pub mod history;
+pub mod intake;
 pub mod io;
 pub mod latency;
 pub mod lease;

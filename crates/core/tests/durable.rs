@@ -35,6 +35,8 @@ struct Kept {
     /// As the store keeps them: one setting per controller or buffer.
     streams: BTreeMap<(StreamKind, String, String), lockstep_core::streams::StreamImage>,
     history: BTreeMap<(String, String), lockstep_core::history::KeptTopic>,
+    /// As the store keeps it: one setting, replaced whole.
+    intake: Option<lockstep_core::intake::IntakeImage>,
 }
 
 impl Kept {
@@ -135,6 +137,7 @@ impl Kept {
                     self.streams.remove(&(kind, namespace, id));
                 }
                 Change::History(change) => self.apply_history(change),
+                Change::Intake(image) => self.intake = Some(*image),
             }
         }
     }
@@ -155,6 +158,7 @@ impl Kept {
             rounds: self.rounds.values().cloned().collect(),
             streams: self.streams.values().cloned().collect(),
             history: self.history.values().cloned().collect(),
+            intake: self.intake.clone(),
         }
     }
 
@@ -632,4 +636,29 @@ fn store_kept_topic_history_replays_after_a_restart_and_numbering_goes_on() {
     // Trimmed rows are gone from what is kept too.
     let kept_topic = &kept.history[&("default".to_owned(), "s.x".to_owned())];
     assert_eq!(kept_topic.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [2, 3, 4]);
+}
+
+/// A rule set an operator replaced is kept with its version: after a restart it is in force, not
+/// the configuration's; a refused replacement changes nothing kept.
+#[test]
+fn a_replaced_intake_rule_set_comes_back_with_its_version() {
+    use lockstep_core::AdminAction;
+    let mut h = tracked();
+    let mut kept = Kept::default();
+    let rules = json!({"routes": [{"topic": "in", "rules": [{"name": "all", "target": "out"}]}]});
+    h.admin_done(AdminAction::ReplaceIntake { rules_json: rules.to_string() });
+    let refused = AdminAction::ReplaceIntake { rules_json: json!({"routes": [{"topic": "in"}]}).to_string() };
+    assert!(matches!(h.admin_err(refused), lockstep_core::CoreError::Invalid { .. }));
+    assert_eq!(h.engine.intake_status().version, 2);
+    let mut h = restart(&mut h, &mut kept, 1_000);
+    let status = h.engine.intake_status();
+    let expected: lockstep_core::intake::RuleSet = serde_json::from_value(rules).unwrap();
+    assert_eq!((status.version, status.set), (2, expected));
+    let sink = h.join("sink", "analytics", &["out"]);
+    let a = h.join("a", "feed", &[]);
+    h.call_ok(a, Request::Publish { topic: "in".into(), payload: "{}".into(), content_type: String::new() });
+    let got = h.deliveries(sink);
+    assert_eq!(got.len(), 1);
+    let envelope = got[0].message.intake.as_deref().expect("categorised");
+    assert_eq!((&*envelope.from, &*envelope.rule, envelope.seq), ("in", "in/all", 1));
 }

@@ -41,6 +41,7 @@ pub fn error(e: &CoreError) -> v1::Error {
         sync_id: e.sync_id().unwrap_or_default().to_owned(),
         reason: e.reason().as_str().to_owned(),
         current_version: e.current_version().unwrap_or(0),
+        schema_errors: crate::intake::schema_errors(e),
     }
 }
 
@@ -441,14 +442,22 @@ fn encoded(m: &core::Message) -> bytes::Bytes {
     use prost::Message as _;
     m.wire
         .get_or_init(|| {
-            let d = v1::Delivery {
+            let mut d = v1::Delivery {
                 topic: m.topic.to_string(),
                 payload: m.payload.clone(),
                 content_type: m.content_type.to_string(),
                 publisher: m.publisher.to_string(),
                 topic_seq: m.topic_seq,
                 time_ms: m.time,
+                ..Default::default()
             };
+            if let Some(e) = &m.intake {
+                d.intake_seq = e.seq;
+                d.categorised_from = e.from.to_string();
+                d.intake_time_ms = e.time;
+                d.tick_id = e.tick;
+                d.intake_rule = e.rule.to_string();
+            }
             d.encode_to_vec().into()
         })
         .clone()
@@ -752,6 +761,15 @@ mod tests {
             CoreError::EventTimeOutOfRange { event_time: 1, server_time: 100_000, earliest: 50, latest: 200_000 },
             CoreError::StreamExists { kind: "ticker", id: "bars".into() },
             CoreError::UnknownStream { kind: "buffer", namespace: "ns".into(), id: "x".into() },
+            // --- intake
+            CoreError::SchemaViolation {
+                topic: "intake".into(),
+                violations: vec![lockstep_core::intake::Violation {
+                    path: "/price".into(),
+                    reason: "\"x\" is not of type \"number\"".into(),
+                }],
+                total: 1,
+            },
         ]
     }
 

@@ -25,6 +25,7 @@ pub mod collective;
 pub mod convert;
 pub mod group;
 pub mod history;
+pub mod intake;
 pub mod reason;
 pub mod round;
 pub mod session;

@@ -54,6 +54,18 @@ fn log(notice: &Notice) {
                 );
             }
         }
+        // Forced by an operator (whose action the audit line tells): no warning.
+        Notice::SyncPointEnded { namespace, sync_id, outcome: "forced", missing, missing_count } => {
+            let missing = missing.join(",");
+            tracing::info!(
+                namespace = &**namespace,
+                sync_id = &**sync_id,
+                outcome = "forced",
+                missing = missing.as_str(),
+                missing_count = *missing_count,
+                "sync point ended without everyone"
+            );
+        }
         Notice::SyncPointEnded { namespace, sync_id, outcome, missing, missing_count } => {
             let missing = missing.join(",");
             tracing::warn!(

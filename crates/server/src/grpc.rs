@@ -22,6 +22,7 @@ use crate::page::page;
 
 mod context;
 mod history;
+mod intake;
 mod rounds;
 mod streams;
 mod tasks;

@@ -40,6 +40,7 @@ use std::sync::Arc;
 use lockstep_core::{Config, Engine};
 use lockstep_proto::server::admin_server::{self, AdminServer};
 use lockstep_proto::server::history_server::{self, HistoryServer};
+use lockstep_proto::server::intake_server::{self, IntakeServer};
 use lockstep_proto::server::lockstep_server::{self, LockstepServer};
 use lockstep_proto::server::rounds_server::{self, RoundsServer};
 use lockstep_proto::server::shared_context_server::{self, SharedContextServer};
@@ -476,6 +477,13 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
             .max_encoding_message_size(MAX_RESPONSE_BYTES),
         listener::mark_used,
     );
+    // The intake's rule set likewise (replacing it checks the admin token per call).
+    let intake = tonic::service::interceptor::InterceptedService::new(
+        IntakeServer::new(service.clone())
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES),
+        listener::mark_used,
+    );
     let agents = tonic::service::interceptor::InterceptedService::new(
         LockstepServer::new(service)
             .max_decoding_message_size(max_message)
@@ -513,6 +521,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
         rounds_server::SERVICE_NAME,
         streams_server::SERVICE_NAME,
         history_server::SERVICE_NAME,
+        intake_server::SERVICE_NAME,
     ];
     let task = match admin_listener {
         None => {
@@ -528,6 +537,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
                 .add_service(rounds)
                 .add_service(streams)
                 .add_service(history)
+                .add_service(intake)
                 .add_service(admin);
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(&transport_stop_tx)))
         }
@@ -553,6 +563,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
                 .add_service(rounds)
                 .add_service(streams)
                 .add_service(history)
+                .add_service(intake)
                 .serve_with_incoming_shutdown(incoming, stopped(&transport_stop_tx));
             tokio::spawn(async move {
                 let result = agents_task.await;

@@ -5,7 +5,8 @@
 //! values serialized with serde (their stored shapes are described in `lockstep_core::durable`),
 //! so this module only decides which value goes in which column. Settings: `emergency_stop` (an
 //! [`EmergencyStop`]), `pause:<namespace>/<agent>` (a [`PauseImage`]), `clock_origin_unix_ms` and
-//! `engine_settings`, `stream:<kind>:<namespace>/<id>` (a tick controller or latency buffer). Anything stored that does not decode is refused with the record named, never
+//! `engine_settings`, `stream:<kind>:<namespace>/<id>` (a tick controller or latency buffer), `intake_rules` (the
+//! intake's replaced rule set). Anything stored that does not decode is refused with the record named, never
 //! skipped.
 
 use lockstep_core::command::{AuditEntry, AuditOutcome, CommandId, EmergencyStop};
@@ -30,6 +31,9 @@ const PAUSE_PREFIX: &str = "pause:";
 /// [`StreamImage`](lockstep_core::streams::StreamImage)): a handful of small records, kept beside
 /// the pauses rather than in tables of their own.
 const STREAM_PREFIX: &str = "stream:";
+/// The setting holding the intake's rule set as an operator last replaced it (an
+/// [`IntakeImage`](lockstep_core::intake::IntakeImage): the set and its version).
+const INTAKE_RULES: &str = "intake_rules";
 
 /// A stored record that cannot be turned back into engine state.
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +174,7 @@ fn owned_change(c: Change) -> store::Change {
         }),
         Change::RoundSeriesRemoved { namespace, name } => store::Change::DeleteRoundSeries { namespace, name },
         Change::History(change) => history_change(change),
+        Change::Intake(image) => setting(INTAKE_RULES, &*image),
     }
 }
 
@@ -399,6 +404,8 @@ pub fn from_store(snapshot: store::Snapshot) -> Result<Loaded, BadRecord> {
             restored.pauses.push(pause);
         } else if c.key.starts_with(STREAM_PREFIX) {
             restored.streams.push(decode(&record, "value", &c.value_json)?);
+        } else if c.key == INTAKE_RULES {
+            restored.intake = Some(decode(&record, "value", &c.value_json)?);
         }
     }
     Ok(Loaded { restored, clock_origin, latest, engine_settings })

@@ -40,6 +40,7 @@ from .rounds import RoundInfo, RoundInput, Rounds, RoundSeries
 from .history import HistoryGap, TopicInfo
 from .tasks import Assignment, PinnedContext, TaskEvent, TaskInfo, Tasks, TaskWork
 from .streams import BufferInfo, Streams, TickerInfo
+from .intake import Intake, IntakeStatus
 from .traces import AgentTraces, Trace, TraceClaim, TraceInfo, TraceLineage, TraceStats, Traces
 from .errors import (
     AgentPaused,
@@ -71,6 +72,7 @@ from .errors import (
     CollectiveAborted,
     GroupStateFailed,
     ContextConflict,
+    SchemaViolation,
     RequestTimeout,
     ResourceExhausted,
     SessionClosed,
@@ -93,6 +95,7 @@ from .models import (
     ControlKind,
     ControlNotice,
     Delivery,
+    IntakeEnvelope,
     EmergencyStopInfo,
     HealthReport,
     IncomingRequest,
@@ -150,6 +153,10 @@ __all__ = [
     "Rounds",
     "RoundSeries",
     "ContextConflict",
+    "SchemaViolation",
+    "Intake",
+    "IntakeStatus",
+    "IntakeEnvelope",
     "Traces",
     "Streams",
     "TickerInfo",

@@ -6,7 +6,7 @@ import json
 import os
 from typing import Any, Awaitable, Callable, Generator, Generic, Optional, Tuple, Type, TypeVar, Union
 
-__all__ = ["Opening", "encode_payload", "to_json_text", "timeout_ms", "DEFAULT_ADDRESS", "default_address"]
+__all__ = ["OperatorService", "Opening", "encode_payload", "to_json_text", "timeout_ms", "DEFAULT_ADDRESS", "default_address"]
 
 #: Where ``lockstep serve`` listens unless told otherwise.
 DEFAULT_ADDRESS = "127.0.0.1:7600"
@@ -80,3 +80,32 @@ def timeout_ms(timeout: Optional[float]) -> int:
         raise ValueError("timeout must not be negative")
     ms = int(round(timeout * 1000))
     return max(ms, 1) if timeout > 0 else 0
+
+
+class OperatorService:
+    """A gRPC service some of whose calls are operators' actions: every call carries the admin
+    token (default ``$LOCKSTEP_ADMIN_TOKEN``) and the caller's name for the audit log, when given."""
+
+    def __init__(self, stub: Any, *, token: Optional[str], actor: Optional[str], timeout: Optional[float]) -> None:
+        self._stub = stub
+        self._token = os.environ.get("LOCKSTEP_ADMIN_TOKEN") if token is None else token
+        self._actor = actor
+        self._timeout = timeout
+
+    def _metadata(self) -> Optional[list]:
+        metadata = []
+        if self._token:
+            metadata.append(("authorization", f"Bearer {self._token}"))
+        if self._actor:
+            metadata.append(("x-lockstep-actor", self._actor))
+        return metadata or None
+
+    async def _call(self, method: str, request: Any) -> Any:
+        import grpc
+
+        from .errors import error_from_rpc
+
+        try:
+            return await getattr(self._stub, method)(request, timeout=self._timeout, metadata=self._metadata())
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None

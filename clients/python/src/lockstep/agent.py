@@ -45,6 +45,7 @@ from .errors import (
     ContextConflict,
     InvalidArgument,
     LockstepError,
+    SchemaViolation,
     NotFound,
     Reason,
     Recovery,
@@ -467,6 +468,8 @@ class Agent:
         )
         if isinstance(error, ContextConflict):
             error.current_version = err.current_version
+        if isinstance(error, SchemaViolation):
+            error.schema_errors = tuple((e.path, e.reason) for e in err.schema_errors)
         return error
 
     def _dispatch(self, msg: pb.ServerMessage) -> None:

@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .tasks import Tasks
     from .traces import Traces
     from .streams import Streams
+    from .intake import Intake
     from .agent import Agent
     from .context import Context
     from .history import TopicInfo
@@ -422,6 +423,14 @@ class Client:
         from .streams import Streams
 
         return Streams(self._channel, self.namespace, token=token, actor=actor, timeout=self.timeout)
+
+    def intake(self, token: Optional[str] = None, *, actor: Optional[str] = None) -> "Intake":
+        """The server's intake rule set and counters (see :class:`lockstep.Intake`); ``token`` is
+        the admin token replacing the set needs when the server has one (default
+        ``$LOCKSTEP_ADMIN_TOKEN``), ``actor`` the caller's name in the audit log."""
+        from .intake import Intake
+
+        return Intake(self._channel, token=token, actor=actor, timeout=self.timeout)
 
     @property
     def context(self) -> "Context":

@@ -33,6 +33,7 @@ __all__ = [
     "Unavailable",
     "AlreadyRegistered",
     "InvalidArgument",
+    "SchemaViolation",
     "NotFound",
     "Unauthenticated",
     "PermissionDenied",
@@ -142,6 +143,8 @@ class Reason(str, enum.Enum):
     EVENT_TIME_OUT_OF_RANGE = "EVENT_TIME_OUT_OF_RANGE"
     STREAM_EXISTS = "STREAM_EXISTS"
     UNKNOWN_STREAM = "UNKNOWN_STREAM"
+    # --- intake
+    SCHEMA_VIOLATION = "SCHEMA_VIOLATION"
 
     @classmethod
     def parse(cls, name: str) -> Optional["Reason"]:
@@ -265,6 +268,18 @@ class InvalidArgument(LockstepError, ValueError):
     """The server refused the request's content (bad id, pattern, topic, JSON, participants...)."""
 
     default_code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class SchemaViolation(InvalidArgument):
+    """A published record is not JSON or fails the JSON Schema of its topic (``SCHEMA_VIOLATION``);
+    nothing of it was routed.
+
+    Attributes:
+        schema_errors: ``(path, reason)`` pairs: where in the record (a JSON pointer, "" for the
+            whole record) and why; at most ``intake.max_reported_errors`` of them.
+    """
+
+    schema_errors: Tuple[Tuple[str, str], ...] = ()
 
 
 class PayloadTooLarge(InvalidArgument):
@@ -637,6 +652,8 @@ _BY_REASON: Dict[Reason, Type[LockstepError]] = {
     Reason.EVENT_TIME_OUT_OF_RANGE: InvalidArgument,
     Reason.STREAM_EXISTS: AlreadyRegistered,
     Reason.UNKNOWN_STREAM: NotFound,
+    # --- intake
+    Reason.SCHEMA_VIOLATION: SchemaViolation,
 }
 
 

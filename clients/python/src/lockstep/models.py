@@ -235,6 +235,27 @@ class _Payload:
 
 
 @dataclass(frozen=True)
+class IntakeEnvelope:
+    """What the server stamps on a record its intake moved onto a category topic (the publisher
+    stays in :attr:`Delivery.publisher`, as the record's data source)."""
+
+    #: The intake's sequence number (from 1).
+    seq: int
+    #: The topic the record was published on.
+    categorised_from: str
+    #: The server time (ms) it was taken at.
+    time_ms: int
+    #: The open round of the route's round series; 0 when none.
+    tick_id: int
+    #: The rule that matched (``<route topic>/<rule name>``); empty when none did.
+    rule: str
+
+    @classmethod
+    def from_proto(cls, msg: pb.Delivery) -> "IntakeEnvelope":
+        return cls(msg.intake_seq, msg.categorised_from, msg.intake_time_ms, msg.tick_id, msg.intake_rule)
+
+
+@dataclass(frozen=True)
 class Delivery(_Payload):
     """A message routed to this agent because one of its interests matched the topic.
 
@@ -252,6 +273,8 @@ class Delivery(_Payload):
     topic_seq: int = 0
     #: On a retained topic: the server time (ms) it was published at; 0 elsewhere.
     time_ms: int = 0
+    #: A record the server's intake categorised: the envelope it stamped; ``None`` otherwise.
+    intake: Optional["IntakeEnvelope"] = None
 
     @classmethod
     def from_proto(cls, msg: pb.Delivery, *, seq: int, missed_before: int = 0) -> "Delivery":
@@ -265,6 +288,7 @@ class Delivery(_Payload):
             missed_before=missed_before,
             topic_seq=msg.topic_seq,
             time_ms=msg.time_ms,
+            intake=IntakeEnvelope.from_proto(msg) if msg.intake_seq else None,
         )
 
 

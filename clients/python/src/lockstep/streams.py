@@ -15,14 +15,12 @@ definitive values only, to ``<output>.*`` for provisional values with correction
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import grpc
 import grpc.aio
 
-from .errors import error_from_rpc
+from ._util import OperatorService
 from .v1 import lockstep_pb2 as pb
 from .v1 import lockstep_pb2_grpc as pb_grpc
 
@@ -82,7 +80,7 @@ class BufferInfo:
         return cls(_fields(b.spec), _fields(b.stats))
 
 
-class Streams:
+class Streams(OperatorService):
     """Tick controllers and latency buffers of one namespace."""
 
     def __init__(
@@ -94,25 +92,8 @@ class Streams:
         actor: Optional[str] = None,
         timeout: Optional[float] = None,
     ) -> None:
-        self._stub = pb_grpc.StreamsStub(channel)
+        super().__init__(pb_grpc.StreamsStub(channel), token=token, actor=actor, timeout=timeout)
         self.namespace = namespace
-        self._token = os.environ.get("LOCKSTEP_ADMIN_TOKEN") if token is None else token
-        self._actor = actor
-        self._timeout = timeout
-
-    def _metadata(self) -> Optional[List[Tuple[str, str]]]:
-        metadata = []
-        if self._token:
-            metadata.append(("authorization", f"Bearer {self._token}"))
-        if self._actor:
-            metadata.append(("x-lockstep-actor", self._actor))
-        return metadata or None
-
-    async def _call(self, method: str, request: Any) -> Any:
-        try:
-            return await getattr(self._stub, method)(request, timeout=self._timeout, metadata=self._metadata())
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from None
 
     async def create_ticker(
         self,

@@ -86,7 +86,7 @@ impl Engine {
                 return Err(e.clone());
             }
         }
-        self.publish(ns, publisher, topic, payload.clone(), content_type)?;
+        self.intake_publish(now, ns, publisher, topic, payload.clone(), content_type)?;
         if in_bounds.is_ok() {
             self.streams_ingest(now, ns, publisher, topic, &payload, Some(event_time));
         } else {

@@ -431,20 +431,22 @@ class Ok(_message.Message):
     def __init__(self) -> None: ...
 
 class Error(_message.Message):
-    __slots__ = ("code", "message", "missing_agents", "sync_id", "reason", "current_version")
+    __slots__ = ("code", "message", "missing_agents", "sync_id", "reason", "current_version", "schema_errors")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     MISSING_AGENTS_FIELD_NUMBER: _ClassVar[int]
     SYNC_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     CURRENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_ERRORS_FIELD_NUMBER: _ClassVar[int]
     code: int
     message: str
     missing_agents: _containers.RepeatedScalarFieldContainer[str]
     sync_id: str
     reason: str
     current_version: int
-    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., missing_agents: _Optional[_Iterable[str]] = ..., sync_id: _Optional[str] = ..., reason: _Optional[str] = ..., current_version: _Optional[int] = ...) -> None: ...
+    schema_errors: _containers.RepeatedCompositeFieldContainer[SchemaError]
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., missing_agents: _Optional[_Iterable[str]] = ..., sync_id: _Optional[str] = ..., reason: _Optional[str] = ..., current_version: _Optional[int] = ..., schema_errors: _Optional[_Iterable[_Union[SchemaError, _Mapping]]] = ...) -> None: ...
 
 class StateVersion(_message.Message):
     __slots__ = ("version",)
@@ -487,20 +489,30 @@ class Deliveries(_message.Message):
     def __init__(self, first_seq: _Optional[int] = ..., missed_before: _Optional[int] = ..., items: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ...) -> None: ...
 
 class Delivery(_message.Message):
-    __slots__ = ("topic", "payload", "content_type", "publisher", "topic_seq", "time_ms")
+    __slots__ = ("topic", "payload", "content_type", "publisher", "topic_seq", "time_ms", "intake_seq", "categorised_from", "intake_time_ms", "tick_id", "intake_rule")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     PUBLISHER_FIELD_NUMBER: _ClassVar[int]
     TOPIC_SEQ_FIELD_NUMBER: _ClassVar[int]
     TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    INTAKE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    CATEGORISED_FROM_FIELD_NUMBER: _ClassVar[int]
+    INTAKE_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    TICK_ID_FIELD_NUMBER: _ClassVar[int]
+    INTAKE_RULE_FIELD_NUMBER: _ClassVar[int]
     topic: str
     payload: bytes
     content_type: str
     publisher: str
     topic_seq: int
     time_ms: int
-    def __init__(self, topic: _Optional[str] = ..., payload: _Optional[bytes] = ..., content_type: _Optional[str] = ..., publisher: _Optional[str] = ..., topic_seq: _Optional[int] = ..., time_ms: _Optional[int] = ...) -> None: ...
+    intake_seq: int
+    categorised_from: str
+    intake_time_ms: int
+    tick_id: int
+    intake_rule: str
+    def __init__(self, topic: _Optional[str] = ..., payload: _Optional[bytes] = ..., content_type: _Optional[str] = ..., publisher: _Optional[str] = ..., topic_seq: _Optional[int] = ..., time_ms: _Optional[int] = ..., intake_seq: _Optional[int] = ..., categorised_from: _Optional[str] = ..., intake_time_ms: _Optional[int] = ..., tick_id: _Optional[int] = ..., intake_rule: _Optional[str] = ...) -> None: ...
 
 class StateChanges(_message.Message):
     __slots__ = ("items",)
@@ -2465,3 +2477,61 @@ class ListTopicsResponse(_message.Message):
     topics: _containers.RepeatedCompositeFieldContainer[TopicInfo]
     next_page_token: str
     def __init__(self, topics: _Optional[_Iterable[_Union[TopicInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class SchemaError(_message.Message):
+    __slots__ = ("path", "reason")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    reason: str
+    def __init__(self, path: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class IntakeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReplaceIntakeRequest(_message.Message):
+    __slots__ = ("rules_json",)
+    RULES_JSON_FIELD_NUMBER: _ClassVar[int]
+    rules_json: str
+    def __init__(self, rules_json: _Optional[str] = ...) -> None: ...
+
+class IntakeAck(_message.Message):
+    __slots__ = ("version", "detail")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    detail: str
+    def __init__(self, version: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class IntakeCount(_message.Message):
+    __slots__ = ("key", "count")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    count: int
+    def __init__(self, key: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class IntakeInfo(_message.Message):
+    __slots__ = ("version", "rules_json", "validated", "refused", "refused_by_topic", "refused_by_publisher", "dead_lettered", "categorised", "matched_by_rule", "unmatched")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    RULES_JSON_FIELD_NUMBER: _ClassVar[int]
+    VALIDATED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_BY_TOPIC_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_BY_PUBLISHER_FIELD_NUMBER: _ClassVar[int]
+    DEAD_LETTERED_FIELD_NUMBER: _ClassVar[int]
+    CATEGORISED_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_BY_RULE_FIELD_NUMBER: _ClassVar[int]
+    UNMATCHED_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    rules_json: str
+    validated: int
+    refused: int
+    refused_by_topic: _containers.RepeatedCompositeFieldContainer[IntakeCount]
+    refused_by_publisher: _containers.RepeatedCompositeFieldContainer[IntakeCount]
+    dead_lettered: int
+    categorised: int
+    matched_by_rule: _containers.RepeatedCompositeFieldContainer[IntakeCount]
+    unmatched: int
+    def __init__(self, version: _Optional[int] = ..., rules_json: _Optional[str] = ..., validated: _Optional[int] = ..., refused: _Optional[int] = ..., refused_by_topic: _Optional[_Iterable[_Union[IntakeCount, _Mapping]]] = ..., refused_by_publisher: _Optional[_Iterable[_Union[IntakeCount, _Mapping]]] = ..., dead_lettered: _Optional[int] = ..., categorised: _Optional[int] = ..., matched_by_rule: _Optional[_Iterable[_Union[IntakeCount, _Mapping]]] = ..., unmatched: _Optional[int] = ...) -> None: ...

@@ -2958,3 +2958,127 @@ class History(object):
             timeout,
             metadata,
             _registered_method=True)
+
+
+class IntakeStub(object):
+    """The intake's rule set: reading it needs no admin token; replacing it is an operator's action
+    (the admin token when the server has one; audited as `replace_intake`).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetIntake = channel.unary_unary(
+                '/lockstep.v1.Intake/GetIntake',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.IntakeRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.IntakeInfo.FromString,
+                _registered_method=True)
+        self.ReplaceIntake = channel.unary_unary(
+                '/lockstep.v1.Intake/ReplaceIntake',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.ReplaceIntakeRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.IntakeAck.FromString,
+                _registered_method=True)
+
+
+class IntakeServicer(object):
+    """The intake's rule set: reading it needs no admin token; replacing it is an operator's action
+    (the admin token when the server has one; audited as `replace_intake`).
+    """
+
+    def GetIntake(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplaceIntake(self, request, context):
+        """Replaces the whole rule set; it takes the next version. An invalid set is refused
+        (INVALID_ARGUMENT, naming the place of the problem, e.g. `routes[0].rules[2].target`) and
+        the set in force stays.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_IntakeServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetIntake': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIntake,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.IntakeRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.IntakeInfo.SerializeToString,
+            ),
+            'ReplaceIntake': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplaceIntake,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.ReplaceIntakeRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.IntakeAck.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'lockstep.v1.Intake', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('lockstep.v1.Intake', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Intake(object):
+    """The intake's rule set: reading it needs no admin token; replacing it is an operator's action
+    (the admin token when the server has one; audited as `replace_intake`).
+    """
+
+    @staticmethod
+    def GetIntake(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Intake/GetIntake',
+            lockstep_dot_v1_dot_lockstep__pb2.IntakeRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.IntakeInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplaceIntake(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Intake/ReplaceIntake',
+            lockstep_dot_v1_dot_lockstep__pb2.ReplaceIntakeRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.IntakeAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
