@@ -73,6 +73,13 @@ fn the_demo_runs_a_swarm_through_phase_barriers_and_ends() {
         "tick                   round 3 ",
         "strategies.book v3: strategy-mean-revert ",
         "joined late; replayed 6 trades: market.btc.trades #1..#2, market.eth.trades #1..#2, market.sol.trades #1..#2",
+        // The intake desk: one record refused by the schema (and dead-lettered), four categorised.
+        "refused {\"px\":\"n/a\",\"symbol\":\"sol\"}: the record: \"kind\" is a required property",
+        "market_data.btc ← {\"kind\":\"tick\",\"px\":64210.5,\"symbol\":\"BTC\"} (#1 from intake by rule intake/market)",
+        "execution_result ← {\"kind\":\"fill\",\"order\":\"o-17\",\"qty\":2} (#2 from intake by rule intake/execution)",
+        "risk_metrics ← {\"kind\":\"risk\",\"var\":0.12} (#3 from intake by rule intake/risk)",
+        "scanner_data ← {\"kind\":\"scan\",\"pattern\":\"breakout\",\"symbol\":\"eth\"} (#4 from intake by rule intake/scanner)",
+        "intake.dead ← {\"px\":\"n/a\",\"symbol\":\"sol\"} (dead-letter copy, as published)",
         "demo finished",
     ] {
         assert!(out.contains(expected), "demo output lacks {expected:?}:\n{out}");
