@@ -142,10 +142,10 @@ struct ServeArgs {
     record_inputs: Option<PathBuf>,
 }
 
-/// Logs to stderr at `LOCKSTEP_LOG`'s level (info by default), in `format`.
-fn init_logging(format: config::LogFormat) {
+/// Logs to stderr at `LOCKSTEP_LOG`'s level (by default `default_level`), in `format`.
+fn init_logging(format: config::LogFormat, default_level: &str) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LOCKSTEP_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LOCKSTEP_LOG").unwrap_or_else(|_| default_level.into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         // Colour codes only for a person at a terminal, never into a file or a pipe.
@@ -267,7 +267,13 @@ async fn shutdown_signal() -> anyhow::Result<()> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(log_format(&cli));
+    // The demo and the benchmark run servers in their own process and print what happens
+    // themselves: their servers' event lines (joins, breakers...) would only interleave.
+    let default_level = match cli.command {
+        Action::Demo(_) | Action::Bench(_) | Action::BenchWorker(_) => "error",
+        _ => "info",
+    };
+    init_logging(log_format(&cli), default_level);
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
