@@ -127,6 +127,18 @@ pub struct Counters {
     pub barrier_wait: crate::distribution::Distribution,
     /// Delivery batches acknowledged: from being sent to the acknowledgement.
     pub delivery_ack: crate::distribution::Distribution,
+    /// Delivery frames that told their receiver of messages it lost (`missed_before > 0`).
+    pub gap_notices: u64,
+    /// Votes decided with a choice, and votes that ended without one (tie, quorum, deadline).
+    pub votes_decided: u64,
+    pub votes_undecided: u64,
+    /// Collectives that completed for every member, and collectives that failed.
+    pub collectives_completed: u64,
+    pub collectives_failed: u64,
+    /// Tasks completed, attempts that failed, and tasks dead-lettered.
+    pub tasks_completed: u64,
+    pub task_attempts_failed: u64,
+    pub tasks_dead_lettered: u64,
 }
 
 /// The agents as the metrics endpoint reports them (see [`Engine::agent_gauges`]).
@@ -703,6 +715,10 @@ impl Engine {
         let agent = ns.agents.get_mut(&agent_key).expect("still there");
         agent.outbox = outbox;
         if let Some(Frame::Deliveries(batch)) = &frame {
+            // A batch never spans a gap: only its first delivery can carry one.
+            if batch.first().is_some_and(|d| d.missed_before > 0) {
+                self.counters.gap_notices += 1;
+            }
             // The acknowledgement deadline of this batch feeds the agent's breaker.
             let last = batch.last().map_or(0, |d| d.seq);
             agent.unacked.push_back((last, self.now));
@@ -1836,7 +1852,13 @@ impl Engine {
     /// Ends a collective the same way for every call that joined it.
     fn collective_finish(&mut self, key: &crate::collective::Key, result: Result<(), CoreError>) {
         self.timers.cancel(&Timer::Collective { ns: key.0.clone(), id: key.1.clone() });
+        let completed = result.is_ok();
         if let Some(event) = self.collectives.finish(key, result) {
+            if completed {
+                self.counters.collectives_completed += 1;
+            } else {
+                self.counters.collectives_failed += 1;
+            }
             self.outputs.push_back(Output::Collective(event));
         }
     }
@@ -2416,6 +2438,11 @@ impl Engine {
         if self.votes.get(&ns, &id).is_some() {
             let retention_ends = now.saturating_add(self.config.sync_retention_ms);
             self.timers.set(Timer::VoteRetention { ns: ns.clone(), id: id.clone() }, retention_ends);
+        }
+        if outcome.decided {
+            self.counters.votes_decided += 1;
+        } else {
+            self.counters.votes_undecided += 1;
         }
         let summary = if outcome.decided {
             format!("decided '{}' ({} ballot(s), {} missing)", outcome.choice, outcome.ballots, outcome.missing)

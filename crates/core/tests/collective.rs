@@ -169,6 +169,8 @@ fn faults_and_completions_from_the_exchange_end_it_once() {
     h.engine.handle(h.now, done);
     h.pump();
     assert!(matches!(events(&mut h).as_slice(), [CollectiveEvent::Finished { result: Ok(()), .. }]));
+    let counters = h.engine.info().counters;
+    assert_eq!((counters.collectives_completed, counters.collectives_failed), (1, 1), "each round counted once");
 }
 
 #[test]

@@ -691,6 +691,7 @@ mod routing {
         assert_eq!(h.deliveries(fast).len(), 10, "a fast receiver loses nothing");
         assert!(!h.is_closed(slow), "drop-oldest never disconnects");
         assert_eq!(h.engine.info().counters.dropped, 6);
+        assert_eq!(h.engine.info().counters.gap_notices, 1, "one frame told the receiver of its gap");
     }
 
     #[test]

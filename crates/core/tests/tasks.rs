@@ -115,6 +115,9 @@ fn a_lost_executor_and_a_missed_deadline_lose_the_task_to_another() {
     h.advance_heartbeating(h.now + 11 * lease_ms, &[planner, steady]);
     assert_eq!(h.engine.task_get("", &first).unwrap().state, TaskState::DeadLettered);
     assert!(kinds(&h, planner).contains(&EventKind::DeadLettered));
+    let counters = h.engine.info().counters;
+    assert_eq!((counters.tasks_dead_lettered, counters.tasks_completed), (1, 0));
+    assert_eq!(counters.task_attempts_failed, 3, "every lost attempt, the last before the dead letter too");
     let retried = h.admin(AdminAction::RetryTask { namespace: String::new(), id: first.clone() });
     assert!(matches!(retried, Some(Ok(AdminOutcome::Done(_)))), "{retried:?}");
     assert_eq!(assigned(&h, steady).last(), Some(&(first.clone(), 4)));

@@ -81,6 +81,8 @@ fn every_voter_and_the_executor_get_the_one_outcome() {
         assert!(Arc::ptr_eq(&outcome(h.reply(*c, *id)), &first), "one shared outcome");
     }
     assert!(Arc::ptr_eq(&outcome(h.reply(opener, open)), &first));
+    let counters = h.engine.info().counters;
+    assert_eq!((counters.votes_decided, counters.votes_undecided), (1, 0), "counted once, as decided");
     let published = directives(&h, executor);
     assert_eq!(published.len(), 1, "published once");
     assert_eq!(published[0]["directive"], "buy");

@@ -4,8 +4,9 @@
 //! Two sources: what the driver measures as it runs — each turn's duration and the commands
 //! waiting when it began, each store commit's duration ([`Metrics`], shared with the driver) — and
 //! what the engine counts, read once per scrape by a query ([`Scrape`]): agents by namespace and
-//! status, messages published, delivered and dropped, state updates, sync points by outcome,
-//! breaker transitions, outbound queues, audit log entries; plus the database file's size.
+//! status, messages published, delivered and dropped, gap notices, state updates, sync points,
+//! votes, collectives and tasks by outcome, breaker transitions, outbound queues, audit log
+//! entries; plus the database file's size.
 //! Names start with `lockstep_`; the list is in docs/PROTOCOL.md ("HTTP listener").
 
 use std::time::Duration;
@@ -71,17 +72,46 @@ impl Metrics {
             ("breaker_transitions", "Circuit breaker transitions", c.breaker_transitions),
             ("breakers_opened", "Circuit breakers opened", c.breakers_opened),
             ("audit_entries", "Operator actions and commands recorded in the audit log", scrape.audit_entries),
+            ("gap_notices", "Delivery frames that told their receiver how many messages it lost", c.gap_notices),
         ];
         for (name, help, value) in counters {
             let counter = Counter::<u64>::default();
             counter.inc_by(value);
             registry.register(name, help, counter);
         }
-        let syncs = Family::<Vec<(String, String)>, Counter>::default();
-        for (outcome, value) in [("completed", c.syncs_completed), ("failed", c.syncs_failed)] {
-            syncs.get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())]).inc_by(value);
+        let by_outcome: [(&str, &str, Outcomes); 4] = [
+            (
+                "sync_points",
+                "Sync points finished, by outcome",
+                &[("completed", c.syncs_completed), ("failed", c.syncs_failed)],
+            ),
+            (
+                "votes",
+                "Votes ended, by outcome (decided with a choice, or ended without one)",
+                &[("decided", c.votes_decided), ("undecided", c.votes_undecided)],
+            ),
+            (
+                "collectives",
+                "Collectives finished, by outcome",
+                &[("completed", c.collectives_completed), ("failed", c.collectives_failed)],
+            ),
+            (
+                "tasks",
+                "Task outcomes: completions, failed attempts (retried or dead-lettered after), dead letters",
+                &[
+                    ("completed", c.tasks_completed),
+                    ("attempt_failed", c.task_attempts_failed),
+                    ("dead_lettered", c.tasks_dead_lettered),
+                ],
+            ),
+        ];
+        for (name, help, outcomes) in by_outcome {
+            let family = Family::<Vec<(String, String)>, Counter>::default();
+            for (outcome, value) in outcomes {
+                family.get_or_create(&vec![("outcome".to_owned(), (*outcome).to_owned())]).inc_by(*value);
+            }
+            registry.register(name, help, family);
         }
-        registry.register("sync_points", "Sync points finished, by outcome", syncs);
         let gauges = [
             ("outbound_queued", "Messages waiting in agents' outbound queues", scrape.agents.queued),
             ("outbound_queue_deepest", "The deepest agent outbound queue now", scrape.agents.deepest_queue),
@@ -120,6 +150,9 @@ impl Metrics {
         text
     }
 }
+
+/// A counter family's samples: (outcome label, count).
+type Outcomes<'a> = &'a [(&'a str, u64)];
 
 /// An engine distribution (milliseconds) as a Prometheus histogram in seconds.
 #[derive(Debug)]
@@ -165,6 +198,10 @@ mod tests {
                 routed: 30,
                 dropped: 1,
                 syncs_completed: 4,
+                gap_notices: 3,
+                votes_decided: 5,
+                collectives_failed: 6,
+                tasks_dead_lettered: 7,
                 barrier_wait,
                 ..Counters::default()
             },
@@ -185,6 +222,12 @@ mod tests {
             "lockstep_messages_delivered_total 30",
             "lockstep_messages_dropped_total 1",
             "lockstep_sync_points_total{outcome=\"completed\"} 4",
+            "lockstep_gap_notices_total 3",
+            "lockstep_votes_total{outcome=\"decided\"} 5",
+            "lockstep_votes_total{outcome=\"undecided\"} 0",
+            "lockstep_collectives_total{outcome=\"failed\"} 6",
+            "lockstep_tasks_total{outcome=\"dead_lettered\"} 7",
+            "lockstep_tasks_total{outcome=\"completed\"} 0",
             "lockstep_audit_entries_total 2",
             "lockstep_outbound_queue_high_water 9",
             "lockstep_store_database_bytes 4096",

@@ -134,10 +134,15 @@ impl Engine {
         for e in &fx.events {
             match e.kind {
                 EventKind::Completed => {
+                    self.counters.tasks_completed += 1;
                     self.trace_completed(ns, e);
                     self.trace_unpin(ns, &pin_owner(&e.id));
                 }
-                EventKind::DeadLettered => self.trace_unpin(ns, &pin_owner(&e.id)),
+                EventKind::DeadLettered => {
+                    self.counters.tasks_dead_lettered += 1;
+                    self.trace_unpin(ns, &pin_owner(&e.id));
+                }
+                EventKind::Failed => self.counters.task_attempts_failed += 1,
                 _ => {}
             }
         }
