@@ -381,6 +381,17 @@ mod tests {
     }
 
     #[test]
+    fn the_one_opt_in_for_public_listeners_is_read_under_its_former_names_too() {
+        assert!(!with_flags("", &[]).allow_public);
+        assert!(with_flags("allow_public = true\n", &[]).allow_public);
+        assert!(with_flags("http_public = true\n", &[]).allow_public, "the file's former key");
+        assert!(with_flags("", &["--allow-public"]).allow_public);
+        assert!(with_flags("", &["--http-public"]).allow_public, "the former flag");
+        let c = with_flags("", &["--token-secret-file", "/etc/lockstep/secret"]);
+        assert_eq!(c.token_secret_file.as_deref(), Some(std::path::Path::new("/etc/lockstep/secret")));
+    }
+
+    #[test]
     fn a_data_dir_flag_keeps_state_even_if_the_file_said_in_memory() {
         let c = with_flags("in_memory = true\n", &["--data-dir", "/tmp/somewhere"]);
         assert!(matches!(c.storage(), lockstep_server::Storage::DataDir { ref dir, .. } if dir.ends_with("somewhere")));

@@ -734,6 +734,14 @@ async fn an_expired_token_is_refused_and_tokens_change_nothing_without_a_secret(
     let client = Client::connect_with_token(&server.addr, Some(&expired)).await.unwrap().with_namespace("a");
     let err = client.list_agents(Default::default()).await.unwrap_err();
     assert_eq!(err.reason(), Some(Reason::TokenExpired), "{err}");
+    // The CLI's query commands present `--auth-token` (or LOCKSTEP_TOKEN).
+    let reader = mint(&secret_file, &["--subject", "cli", "--namespace", "a"]);
+    let (ok, out, err) = server.cli(&["agents", "-n", "a", "--json", "--auth-token", &reader]);
+    assert!(ok && out.trim_start().starts_with('['), "{out}\n{err}");
+    let (ok, _, err) = server.cli(&["agents", "-n", "b", "--auth-token", &reader]);
+    assert!(!ok && !err.is_empty(), "namespace b is not the token's: {err}");
+    let (ok, _, _) = server.cli(&["agents", "-n", "a"]);
+    assert!(!ok, "no token: refused");
     // A server without a secret is open on loopback, as before.
     let open = Server::start(&[]);
     let client = Client::connect(&open.addr).await.unwrap().with_namespace("b");
