@@ -38,7 +38,13 @@ REWORDED = os.environ.get("LOCKSTEP_REWORD_ERRORS") == "1"
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 
 #: Environment variables that change how servers and admins authenticate or where Admin is served.
-ADMIN_ENV = ("LOCKSTEP_ADMIN_TOKEN", "LOCKSTEP_ADMIN_LISTEN", "LOCKSTEP_ADMIN_ADDR")
+ADMIN_ENV = (
+    "LOCKSTEP_ADMIN_TOKEN",
+    "LOCKSTEP_ADMIN_LISTEN",
+    "LOCKSTEP_ADMIN_ADDR",
+    "LOCKSTEP_TOKEN",
+    "LOCKSTEP_TOKEN_SECRET_FILE",
+)
 
 
 def lockstep_bin() -> Path:

@@ -19,11 +19,22 @@ pub struct Target {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// The token to present, for a server that requires one (`serve --token-secret-file`; mint
+    /// one with `lockstep token create`).
+    #[arg(long, env = "LOCKSTEP_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
 }
 
 impl Target {
     pub(crate) async fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::connect(&self.addr).await?.with_namespace(self.namespace.clone()))
+        self.client_at(&self.addr).await
+    }
+
+    /// A client of the server at `addr` (this one's, or its operators' listener), presenting
+    /// this target's token.
+    async fn client_at(&self, addr: &str) -> anyhow::Result<Client> {
+        let client = Client::connect_with_token(addr, self.auth_token.as_deref()).await?;
+        Ok(client.with_namespace(self.namespace.clone()))
     }
 }
 
@@ -395,7 +406,7 @@ pub struct AdminTarget {
 impl AdminTarget {
     async fn admin(&self) -> anyhow::Result<lockstep_client::AdminClient> {
         let addr = self.admin_addr.as_deref().unwrap_or(&self.target.addr);
-        operator(addr, &self.target.namespace, self.token.as_deref()).await
+        operator(&self.target, addr, self.token.as_deref()).await
     }
 }
 
@@ -412,7 +423,7 @@ pub struct OperatorTarget {
 
 impl OperatorTarget {
     pub async fn admin(&self) -> anyhow::Result<lockstep_client::AdminClient> {
-        operator(&self.target.addr, &self.target.namespace, self.token.as_deref()).await
+        operator(&self.target, &self.target.addr, self.token.as_deref()).await
     }
 
     /// The server's intake, as this operator.
@@ -422,9 +433,8 @@ impl OperatorTarget {
 }
 
 /// An operator's client on `addr`, named after the user running the command (for the audit log).
-async fn operator(addr: &str, namespace: &str, token: Option<&str>) -> anyhow::Result<lockstep_client::AdminClient> {
-    let client = Client::connect(addr).await?.with_namespace(namespace.to_owned());
-    Ok(client.admin(token, Some(&cli_actor()))?)
+async fn operator(target: &Target, addr: &str, token: Option<&str>) -> anyhow::Result<lockstep_client::AdminClient> {
+    Ok(target.client_at(addr).await?.admin(token, Some(&cli_actor()))?)
 }
 
 /// The operator's name in the audit log: the user running the command, or `cli`.

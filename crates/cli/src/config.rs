@@ -52,8 +52,14 @@ pub struct ServerConfig {
     pub admin_token: Option<String>,
     /// Serve /metrics, /healthz and /readyz over HTTP here; unset: no HTTP listener.
     pub http_listen: Option<SocketAddr>,
-    /// Let the HTTP listener bind beyond loopback although no admin token is set.
-    pub http_public: bool,
+    /// The file holding the secret tokens are signed with (at least 32 bytes): when set, every
+    /// call on the agents' and operators' services must present a token (see docs/PROTOCOL.md,
+    /// "Authentication"); unset: open access.
+    pub token_secret_file: Option<PathBuf>,
+    /// The one opt-in for listeners reachable beyond loopback without authentication (agents',
+    /// operators' or HTTP); `http_public` is its former name, still read.
+    #[serde(alias = "http_public")]
+    pub allow_public: bool,
     /// Where durable state is kept (`DIR/lockstep.db`).
     pub data_dir: PathBuf,
     /// Where `lockstep backup` may write its copies (inside this directory); unset: the data
@@ -79,7 +85,8 @@ impl Default for ServerConfig {
             admin_listen: None,
             admin_token: None,
             http_listen: None,
-            http_public: false,
+            token_secret_file: None,
+            allow_public: false,
             data_dir: DEFAULT_DATA_DIR.into(),
             backup_dir: None,
             in_memory: false,

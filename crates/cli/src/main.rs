@@ -18,6 +18,7 @@ mod shared_context;
 mod streams;
 mod table;
 mod tasks;
+mod token;
 mod topics;
 mod traces;
 mod votes;
@@ -69,6 +70,8 @@ enum Action {
     Groups(admin::Target),
     /// Retained topics (topic history): messages, bytes, first and last sequence numbers.
     Topics(admin::Target),
+    /// Signed tokens for servers that require them: mint one for agents, tools or operators.
+    Token(token::TokenArgs),
     /// Steer agents: pause, resume, stop everyone, send commands.
     Command(admin::CommandArgs),
     /// Server status: agents by status, paused agents, emergency stop, counters.
@@ -102,9 +105,14 @@ struct ServeArgs {
     /// Serve /metrics (Prometheus), /healthz and /readyz over HTTP here (e.g. 127.0.0.1:7680).
     #[arg(long, env = "LOCKSTEP_HTTP_LISTEN")]
     http_listen: Option<SocketAddr>,
-    /// Let --http-listen bind beyond loopback although no admin token is set.
-    #[arg(long, env = "LOCKSTEP_HTTP_PUBLIC")]
-    http_public: bool,
+    /// Require a signed token on every call of the agents' and operators' services; FILE holds
+    /// the secret (at least 32 bytes). Mint tokens with `lockstep token create`.
+    #[arg(long, env = "LOCKSTEP_TOKEN_SECRET_FILE", value_name = "FILE")]
+    token_secret_file: Option<PathBuf>,
+    /// Let a listener (agents', operators' or HTTP) be reachable beyond loopback without
+    /// authentication. (`--http-public` is its former name.)
+    #[arg(long, alias = "http-public", env = "LOCKSTEP_ALLOW_PUBLIC")]
+    allow_public: bool,
     /// TOML configuration file (see docs/PROTOCOL.md for every key; `LOCKSTEP_<SECTION>__<KEY>`
     /// variables and these flags override it).
     #[arg(long, env = "LOCKSTEP_CONFIG")]
@@ -179,7 +187,8 @@ impl ServeArgs {
             ("admin_listen", given(self.admin_listen)?),
             ("admin_token", given(self.admin_token)?),
             ("http_listen", given(self.http_listen)?),
-            ("http_public", given(self.http_public.then_some(true))?),
+            ("token_secret_file", given(self.token_secret_file)?),
+            ("allow_public", given(self.allow_public.then_some(true))?),
             ("data_dir", given(self.data_dir)?),
             ("backup_dir", given(self.backup_dir)?),
             ("in_memory", given(in_memory)?),
@@ -223,7 +232,11 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         listen,
         admin_listen: settings.admin_listen,
         http_listen: settings.http_listen,
-        http_public: settings.http_public,
+        allow_public: settings.allow_public,
+        token_key: match &settings.token_secret_file {
+            Some(path) => Some(token::read_key(path)?),
+            None => None,
+        },
         admin_token: settings.admin_token,
         engine: settings.engine,
         storage,
@@ -311,6 +324,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Action::Groups(t) => admin::groups(t).await,
             Action::Topics(t) => topics::run(t).await,
             Action::Command(a) => admin::command(a).await,
+            Action::Token(a) => token::run(a),
             Action::Status(a) => admin::status(a).await,
             Action::Audit(a) => admin::audit(a).await,
             Action::Backup(a) => admin::backup(a).await,
@@ -364,6 +378,17 @@ mod tests {
         assert_eq!(c.synchronous, config::Synchronous::Full);
         assert_eq!(c.admin_token.as_deref(), Some("t"));
         assert_eq!(c.listen.port(), 1);
+    }
+
+    #[test]
+    fn the_one_opt_in_for_public_listeners_is_read_under_its_former_names_too() {
+        assert!(!with_flags("", &[]).allow_public);
+        assert!(with_flags("allow_public = true\n", &[]).allow_public);
+        assert!(with_flags("http_public = true\n", &[]).allow_public, "the file's former key");
+        assert!(with_flags("", &["--allow-public"]).allow_public);
+        assert!(with_flags("", &["--http-public"]).allow_public, "the former flag");
+        let c = with_flags("", &["--token-secret-file", "/etc/lockstep/secret"]);
+        assert_eq!(c.token_secret_file.as_deref(), Some(std::path::Path::new("/etc/lockstep/secret")));
     }
 
     #[test]

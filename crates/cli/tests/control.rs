@@ -217,17 +217,22 @@ fn an_empty_admin_token_is_refused_at_start() {
     assert!(refused && err.contains("admin token is empty"), "{err}");
 }
 
-/// What `lockstep serve` logs at start, until it listens.
-fn start_log(listen: &str, extra: &[&str]) -> String {
-    use std::io::{BufRead, BufReader, Read};
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lockstep"))
+/// `lockstep serve --in-memory --listen <listen> <extra>`, logging warnings, its output piped.
+fn spawn_serve(listen: &str, extra: &[&str]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_lockstep"))
         .args(["serve", "--in-memory", "--listen", listen])
         .args(extra)
         .env("LOCKSTEP_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("lockstep binary runs");
+        .expect("lockstep binary runs")
+}
+
+/// What `lockstep serve` logs at start, until it listens.
+fn start_log(listen: &str, extra: &[&str]) -> String {
+    use std::io::{BufRead, BufReader, Read};
+    let mut child = spawn_serve(listen, extra);
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     assert!(line.starts_with("lockstep listening on"), "{line:?}");
@@ -238,13 +243,44 @@ fn start_log(listen: &str, extra: &[&str]) -> String {
     log
 }
 
+/// What `lockstep serve --listen <listen> <extra>` prints on stderr when it refuses to start
+/// (`None` if it starts after all: it is stopped then).
+fn start_refused(listen: &str, extra: &[&str]) -> Option<String> {
+    use std::io::Read;
+    let mut child = spawn_serve(listen, extra);
+    // A refusal comes before anything is bound; a server that starts says so on stdout.
+    let mut first = [0u8; 1];
+    let started = child.stdout.take().unwrap().read(&mut first).is_ok_and(|n| n > 0);
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    (!started).then_some(err)
+}
+
+/// Open access stays the default only on loopback: a listener beyond it without authentication is
+/// refused at start, unless the one opt-in (`--allow-public`) says the operator means it; then it
+/// is warned about.
 #[test]
-fn an_admin_api_open_beyond_loopback_is_warned_about() {
-    let warning = "Admin API";
-    let log = start_log("0.0.0.0:0", &[]);
+fn a_listener_beyond_loopback_needs_authentication_or_the_opt_in() {
+    let opt_in = "allow_public";
+    let refused = start_refused("0.0.0.0:0", &[]).expect("the agents' listener is refused");
+    assert!(refused.contains("agents' listener") && refused.contains(opt_in), "{refused}");
+    let refused = start_refused("127.0.0.1:0", &["--admin-listen", "0.0.0.0:0"]).expect("the operators' too");
+    assert!(refused.contains("Admin") && refused.contains(opt_in), "{refused}");
+    // An admin token guards a separate operators' listener.
+    assert!(start_refused("127.0.0.1:0", &["--admin-listen", "0.0.0.0:0", "--admin-token", "t"]).is_none());
+    let warning = "without authentication";
+    let log = start_log("0.0.0.0:0", &["--allow-public"]);
     assert!(log.contains(warning) && log.contains("WARN"), "{log}");
-    assert!(!start_log("0.0.0.0:0", &["--admin-token", "t"]).contains(warning));
-    assert!(!start_log("0.0.0.0:0", &["--admin-listen", "127.0.0.1:0"]).contains(warning));
-    assert!(start_log("127.0.0.1:0", &["--admin-listen", "0.0.0.0:0"]).contains(warning));
     assert!(!start_log("127.0.0.1:0", &[]).contains(warning));
+    let dir = support::ScratchDir::new("public-tokens");
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef").unwrap();
+    let log = start_log("0.0.0.0:0", &["--token-secret-file", secret.to_str().unwrap()]);
+    assert!(!log.contains(warning), "tokens are required: nothing to warn about\n{log}");
+    // A secret too short to be safe is refused, naming the file.
+    std::fs::write(&secret, "short").unwrap();
+    let refused = start_refused("127.0.0.1:0", &["--token-secret-file", secret.to_str().unwrap()]).unwrap();
+    assert!(refused.contains("at least 32") && refused.contains("secret"), "{refused}");
 }

@@ -96,6 +96,8 @@ async fn every_lockstep_command_line_of_the_readme_runs_against_a_real_server() 
     let files = ScratchDir::new("readme-files");
     let rules = "[[schemas]]\ntopic = \"intake\"\nschema = { type = \"object\", required = [\"kind\"] }\n";
     std::fs::write(files.join("rules.toml"), rules).unwrap();
+    // `token create --secret-file token-secret`.
+    std::fs::write(files.join("token-secret"), "a README secret of at least thirty-two bytes\n").unwrap();
     let backups_arg = backups.path().to_str().unwrap().to_owned();
     let server = Server::start_durable(&free_listen_addr(), data.path(), &["--backup-dir", &backups_arg]);
     let client = server.client().await;

@@ -4,18 +4,18 @@
 
 use std::time::Duration;
 
+use crate::Channel;
 use lockstep_proto::v1;
 use lockstep_proto::v1::admin_client::AdminClient as Grpc;
 use lockstep_proto::v1::lockstep_client::LockstepClient;
 use lockstep_proto::v1::tasks_client::TasksClient;
 use serde_json::Value;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 use crate::Error;
 
-/// Adds the admin token and the operator's name to every call.
+/// Adds the caller's token (an agent's, a tool's, an operator's) and the operator's name to every
+/// call.
 #[derive(Clone)]
 pub struct Credentials {
     token: Option<MetadataValue<Ascii>>,
@@ -28,10 +28,18 @@ impl Credentials {
         let header = |what: &str, v: String| {
             v.parse::<MetadataValue<Ascii>>().map_err(|_| Error::Input(format!("the {what} must be printable ASCII")))
         };
-        let token =
-            token.filter(|t| !t.is_empty()).map(|t| header("admin token", format!("Bearer {t}"))).transpose()?;
+        let token = token.filter(|t| !t.is_empty()).map(|t| header("token", format!("Bearer {t}"))).transpose()?;
         let actor = actor.map(|a| header("actor name", a.to_owned())).transpose()?;
         Ok(Credentials { token, actor })
+    }
+
+    /// These credentials with `token` and `actor` instead, where given.
+    pub(crate) fn with(&self, token: Option<&str>, actor: Option<&str>) -> Result<Credentials, Error> {
+        let given = Credentials::new(token, actor)?;
+        Ok(Credentials {
+            token: given.token.or_else(|| self.token.clone()),
+            actor: given.actor.or_else(|| self.actor.clone()),
+        })
     }
 }
 
@@ -50,27 +58,22 @@ impl tonic::service::Interceptor for Credentials {
 /// An operator's handle on a server's `Admin` service.
 #[derive(Clone)]
 pub struct AdminClient {
-    grpc: Grpc<InterceptedService<Channel, Credentials>>,
+    grpc: Grpc<Channel>,
     /// The operators' actions served by the agents' service (sync points), with the same
     /// credentials.
-    agents: LockstepClient<InterceptedService<Channel, Credentials>>,
+    agents: LockstepClient<Channel>,
     /// The operators' actions served by the `Tasks` service (retries).
-    tasks: TasksClient<InterceptedService<Channel, Credentials>>,
+    tasks: TasksClient<Channel>,
     namespace: String,
 }
 
 impl AdminClient {
-    pub(crate) fn new(
-        channel: Channel,
-        namespace: String,
-        token: Option<&str>,
-        actor: Option<&str>,
-    ) -> Result<Self, Error> {
-        let credentials = Credentials::new(token, actor)?;
-        let agents = LockstepClient::with_interceptor(channel.clone(), credentials.clone());
-        let tasks = TasksClient::with_interceptor(channel.clone(), credentials.clone());
-        let grpc = Grpc::with_interceptor(channel, credentials);
-        Ok(AdminClient { grpc, agents, tasks, namespace })
+    /// On `channel`, which carries the operator's credentials (see `Client::admin`).
+    pub(crate) fn new(channel: Channel, namespace: String) -> Self {
+        let agents = LockstepClient::new(channel.clone());
+        let tasks = TasksClient::new(channel.clone());
+        let grpc = Grpc::new(channel);
+        AdminClient { grpc, agents, tasks, namespace }
     }
 
     fn agent(&self, agent_id: &str) -> v1::AgentRef {

@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
+use crate::Channel;
 use bytes::Bytes;
 use lockstep_proto::v1;
 use lockstep_proto::v1::lockstep_client::LockstepClient;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
-use tonic::transport::Channel;
 
 use crate::error::{recovery, Recovery};
 use crate::limits::SessionLimits;
@@ -461,7 +461,7 @@ impl Agent {
     /// sessions may share it.
     pub(crate) async fn open(
         channel: Channel,
-        endpoint: tonic::transport::Endpoint,
+        endpoint: crate::Dialer,
         namespace: &str,
         o: AgentOptions,
         shared: Option<Arc<ConnectionBeat>>,
@@ -1123,7 +1123,7 @@ struct Reader {
 
 /// What the reader needs to reconnect a broken session by itself.
 struct Reconnect {
-    endpoint: tonic::transport::Endpoint,
+    endpoint: crate::Dialer,
     /// The registration, with the current resume token.
     register: v1::Register,
     resume_token: Arc<Mutex<String>>,

@@ -8,10 +8,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::Channel;
 use lockstep_proto::v1;
 use lockstep_proto::v1::shared_context_client::SharedContextClient;
 use serde_json::Value;
-use tonic::transport::Channel;
 
 use crate::Error;
 

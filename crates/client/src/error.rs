@@ -254,8 +254,21 @@ impl Error {
             (Some(R::SessionTakenOver | R::LeaseExpired | R::ServerShuttingDown | R::StoreFailed), _) => {
                 Error::SessionEnded(detail)
             }
-            (Some(R::AdminTokenMissing), _) => Error::Unauthenticated(detail),
-            (Some(R::AdminTokenWrong), _) => Error::PermissionDenied(detail),
+            (Some(R::AdminTokenMissing | R::TokenMissing | R::TokenInvalid | R::TokenExpired), _) => {
+                Error::Unauthenticated(detail)
+            }
+            (
+                Some(
+                    R::AdminTokenWrong
+                    | R::NamespaceDenied
+                    | R::PublishDenied
+                    | R::SubscribeDenied
+                    | R::AgentDenied
+                    | R::StateReadDenied
+                    | R::AdminDenied,
+                ),
+                _,
+            ) => Error::PermissionDenied(detail),
             (Some(R::CommandTimeout), _) => Error::CommandTimedOut(detail),
             (Some(R::CommandAborted), _) => Error::CommandAborted(detail),
             (Some(R::BackupFailed) | None, Code::InvalidArgument) => Error::InvalidArgument(detail),

@@ -6,19 +6,17 @@
 
 use std::collections::BTreeMap;
 
+use crate::Channel;
 pub use lockstep_core::intake::IntakeStats;
 use lockstep_proto::v1;
 use lockstep_proto::v1::intake_client::IntakeClient as Grpc;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
-use crate::admin::Credentials;
 use crate::Error;
 
 /// A handle on a server's `Intake` service.
 #[derive(Clone)]
 pub struct IntakeClient {
-    grpc: Grpc<InterceptedService<Channel, Credentials>>,
+    grpc: Grpc<Channel>,
 }
 
 /// The rule set in force and the intake's counters since the server started.
@@ -38,8 +36,9 @@ fn counts(items: Vec<v1::IntakeCount>) -> BTreeMap<String, u64> {
 }
 
 impl IntakeClient {
-    pub(crate) fn new(channel: Channel, token: Option<&str>, actor: Option<&str>) -> Result<Self, Error> {
-        Ok(IntakeClient { grpc: Grpc::with_interceptor(channel, Credentials::new(token, actor)?) })
+    /// On `channel`, which carries the caller's credentials (see `Client::intake`).
+    pub(crate) fn new(channel: Channel) -> Self {
+        IntakeClient { grpc: Grpc::new(channel) }
     }
 
     /// The rule set in force, its version and the counters.

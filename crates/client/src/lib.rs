@@ -58,6 +58,7 @@ mod vote;
 use std::time::Duration;
 
 pub use admin::AdminClient;
+use admin::Credentials;
 pub use agent::{
     Agent, AgentOptions, ControlNotices, Deliveries, Delivery, IncomingCommand, IncomingCommands, IncomingRequest,
     IncomingRequests, IntakeEnvelope, Participants, Response, StateUpdate, StateUpdates, SyncResult, WatchTarget,
@@ -79,7 +80,7 @@ pub use rounds::{
 };
 pub use streams::{StreamKind, StreamsClient};
 pub use tasks::{Assignment, Assignments, Pinned as PinnedContext, TaskEvents, TaskInfo, TaskSpec, TasksClient};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 pub use trace::{
     AgentTraces, Claim, Lineage, Output as TraceOutput, Trace, TraceInfo, TraceLineage, TraceStats, TracesClient,
 };
@@ -97,13 +98,38 @@ const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 /// agents registered with [`Client::register_shared`] share this one.
 #[derive(Clone)]
 pub struct Client {
-    endpoint: Endpoint,
+    endpoint: Dialer,
+    /// `channel`'s connection, for clients presenting other credentials on it (operators').
+    raw: tonic::transport::Channel,
     addr: String,
     channel: Channel,
     grpc: LockstepClient<Channel>,
     namespace: String,
     /// The heartbeat of the agents sharing `channel`'s connection.
     beat: std::sync::Arc<agent::ConnectionBeat>,
+}
+
+/// A connection to the server that adds the caller's credentials (its token, when it has one) to
+/// every call.
+pub(crate) type Channel = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Credentials>;
+
+/// Opens connections to one server, each presenting the same credentials.
+#[derive(Clone)]
+pub(crate) struct Dialer {
+    endpoint: Endpoint,
+    credentials: Credentials,
+}
+
+impl Dialer {
+    /// A new connection.
+    pub(crate) async fn connect(&self) -> Result<Channel, tonic::transport::Error> {
+        Ok(self.present(self.endpoint.connect().await?, self.credentials.clone()))
+    }
+
+    /// `channel`, presenting `credentials`.
+    fn present(&self, channel: tonic::transport::Channel, credentials: Credentials) -> Channel {
+        tonic::service::interceptor::InterceptedService::new(channel, credentials)
+    }
 }
 
 pub(crate) fn grpc_client(channel: Channel) -> LockstepClient<Channel> {
@@ -130,7 +156,17 @@ pub struct AgentFilter {
 impl Client {
     /// Connects to `addr` (`host:port` or `http://host:port`).
     pub async fn connect(addr: impl AsRef<str>) -> Result<Client, Error> {
+        Client::connect_with_token(addr, None).await
+    }
+
+    /// Connects to `addr` presenting `token` (`authorization: Bearer <token>`) on every call: on
+    /// its queries, and on every agent's session (checked when the session opens) — for a server
+    /// that requires tokens (`lockstep serve --token-secret-file`; mint them with
+    /// `lockstep token create`). The operators' clients made from it present it too, unless given
+    /// a token of their own.
+    pub async fn connect_with_token(addr: impl AsRef<str>, token: Option<&str>) -> Result<Client, Error> {
         let addr = addr.as_ref();
+        let credentials = Credentials::new(token, None)?;
         let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
         let endpoint = Endpoint::from_shared(uri)
             .map_err(|e| Error::Connect { addr: addr.to_owned(), reason: e.to_string() })?
@@ -141,8 +177,11 @@ impl Client {
             .max_frame_size(1024 * 1024)
             .connect_timeout(Duration::from_secs(5))
             .http2_keep_alive_interval(Duration::from_secs(10));
-        let channel = endpoint.connect().await.map_err(|e| connect_error(addr, e))?;
+        let endpoint = Dialer { endpoint, credentials };
+        let raw = endpoint.endpoint.connect().await.map_err(|e| connect_error(addr, e))?;
+        let channel = endpoint.present(raw.clone(), endpoint.credentials.clone());
         Ok(Client {
+            raw,
             endpoint,
             addr: addr.to_owned(),
             grpc: grpc_client(channel.clone()),
@@ -180,12 +219,17 @@ impl Client {
     /// ([`AdminClient::force_complete_sync`], [`AdminClient::cleanup_sync_points`]) are operators'
     /// actions too, served beside the agents' calls: they need the token as well.
     pub fn admin(&self, token: Option<&str>, actor: Option<&str>) -> Result<AdminClient, Error> {
-        AdminClient::new(self.channel.clone(), self.namespace.clone(), token, actor)
+        Ok(AdminClient::new(self.with_credentials(token, actor)?, self.namespace.clone()))
     }
 
     /// The operators' API of a server whose `Admin` service listens on its own address.
     pub async fn connect_admin(addr: &str, token: Option<&str>, actor: Option<&str>) -> Result<AdminClient, Error> {
         Client::connect(addr).await?.admin(token, actor)
+    }
+
+    /// This client's connection, presenting `token` (else this client's own) and naming `actor`.
+    fn with_credentials(&self, token: Option<&str>, actor: Option<&str>) -> Result<Channel, Error> {
+        Ok(self.endpoint.present(self.raw.clone(), self.endpoint.credentials.with(token, actor)?))
     }
 
     /// Agents matching `filter`, sorted by id (every page of the listing).
@@ -238,14 +282,14 @@ impl Client {
     /// is the admin token creating and removing them needs when the server has one, `actor` the
     /// name the audit log gives the caller.
     pub fn streams(&self, token: Option<&str>, actor: Option<&str>) -> Result<StreamsClient, Error> {
-        StreamsClient::new(self.channel.clone(), self.namespace.clone(), token, actor)
+        Ok(StreamsClient::new(self.with_credentials(token, actor)?, self.namespace.clone()))
     }
 
     /// The server's intake rule set and counters (see [`IntakeClient`]); `token` is the admin
     /// token replacing the set needs when the server has one, `actor` the name the audit log
     /// gives the caller.
     pub fn intake(&self, token: Option<&str>, actor: Option<&str>) -> Result<IntakeClient, Error> {
-        IntakeClient::new(self.channel.clone(), token, actor)
+        Ok(IntakeClient::new(self.with_credentials(token, actor)?))
     }
 
     /// Shared context of this namespace (see [`ContextClient`]).

@@ -11,12 +11,12 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context, Poll};
 
+use crate::Channel;
 use futures::Stream;
 use lockstep_proto::v1;
 use lockstep_proto::v1::rounds_client::RoundsClient as Grpc;
 use serde_json::Value;
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
 
 use crate::{Agent, Error};
 

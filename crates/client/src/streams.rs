@@ -4,12 +4,10 @@
 //! topic, a buffer's definitive samples on `<output>.definitive` and its provisional values on
 //! `<output>.provisional` (`<output>.*` for both).
 
+use crate::Channel;
 use lockstep_proto::v1;
 use lockstep_proto::v1::streams_client::StreamsClient as Grpc;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
-use crate::admin::Credentials;
 use crate::Error;
 
 /// Which kind of stream object a call names.
@@ -31,18 +29,14 @@ impl StreamKind {
 /// A handle on a server's `Streams` service, for one namespace.
 #[derive(Clone)]
 pub struct StreamsClient {
-    grpc: Grpc<InterceptedService<Channel, Credentials>>,
+    grpc: Grpc<Channel>,
     namespace: String,
 }
 
 impl StreamsClient {
-    pub(crate) fn new(
-        channel: Channel,
-        namespace: String,
-        token: Option<&str>,
-        actor: Option<&str>,
-    ) -> Result<Self, Error> {
-        Ok(StreamsClient { grpc: Grpc::with_interceptor(channel, Credentials::new(token, actor)?), namespace })
+    /// On `channel`, which carries the caller's credentials (see `Client::streams`).
+    pub(crate) fn new(channel: Channel, namespace: String) -> Self {
+        StreamsClient { grpc: Grpc::new(channel), namespace }
     }
 
     fn reference(&self, kind: StreamKind, id: &str) -> v1::StreamRef {

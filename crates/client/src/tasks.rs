@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::task::{Context, Poll};
 
+use crate::Channel;
 use futures::Stream;
 use lockstep_proto::v1;
 use lockstep_proto::v1::tasks_client::TasksClient as Grpc;
 use serde_json::Value;
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
 
 use crate::{Agent, Error};
 

@@ -8,6 +8,7 @@
 //! [`Client::traces`](crate::Client::traces) reads from anywhere (lookup, get, stats, lineage).
 //! Outputs travel in chunks of 256 KiB; their SHA-256 is checked on both sides.
 
+use crate::Channel;
 use bytes::Bytes;
 use lockstep_proto::group::Checksum;
 use lockstep_proto::trace::TRACE_CHUNK_BYTES;
@@ -16,7 +17,6 @@ use lockstep_proto::v1::trace_download::Kind as Down;
 use lockstep_proto::v1::trace_upload::Kind as Up;
 use lockstep_proto::v1::traces_client::TracesClient as Grpc;
 use serde_json::Value;
-use tonic::transport::Channel;
 
 use crate::{Agent, Detail, Error, Reason};
 

@@ -570,6 +570,12 @@ impl Engine {
             }
             Input::Disconnected { conn } => self.disconnected(conn),
             Input::Malformed { conn, request_id, reason } => self.malformed(conn, request_id, reason),
+            Input::Refused { conn, request_id, denial } => {
+                if let Some(ConnRole::Agent { ns, agent }) = self.conns.get(&conn) {
+                    let (ns, agent) = (ns.clone(), agent.clone());
+                    self.reply(&ns, &agent, request_id, Reply::Error(CoreError::Denied(denial)));
+                }
+            }
             Input::ServerStalled { since } => self.server_stalled(now, since),
             Input::Admin { origin, actor, action } => {
                 let result = self.admin(now, origin, &actor, action);

@@ -25,6 +25,8 @@ pub enum ErrorCode {
     /// The session is no longer usable (lease lost, taken over), or no agent can answer a request
     /// now.
     Unavailable,
+    /// The caller's token does not allow it (see [`crate::auth`]).
+    PermissionDenied,
 }
 
 /// A failure of an engine operation, with a message a person can act on.
@@ -237,6 +239,10 @@ pub enum CoreError {
         crate::error::violations_text(violations)
     )]
     SchemaViolation { topic: String, violations: Vec<crate::intake::Violation>, total: usize },
+
+    // --- permissions (see crate::auth)
+    #[error("{0}")]
+    Denied(crate::auth::Denial),
 }
 
 /// The schema errors of a refusal, as `path: reason` separated by `; ` (the root is `/`).
@@ -441,11 +447,31 @@ pub enum Reason {
     // --- intake
     /// [`CoreError::SchemaViolation`]: a published record fails the JSON Schema of its topic.
     SchemaViolation,
+    // --- authentication and permissions (see crate::auth)
+    /// No token was presented to a server that requires one (`UNAUTHENTICATED`).
+    TokenMissing,
+    /// The token does not verify: malformed, signed with another key, another algorithm, unknown
+    /// claims (`UNAUTHENTICATED`).
+    TokenInvalid,
+    /// The token expired, or is not valid yet (`UNAUTHENTICATED`).
+    TokenExpired,
+    /// The token does not allow the namespace named (`PERMISSION_DENIED`).
+    NamespaceDenied,
+    /// The token does not allow publishing on (or requesting) the topic (`PERMISSION_DENIED`).
+    PublishDenied,
+    /// The token does not allow subscribing to the pattern (`PERMISSION_DENIED`).
+    SubscribeDenied,
+    /// The token is bound to another agent id or role (`PERMISSION_DENIED`).
+    AgentDenied,
+    /// The token does not allow reading other agents' state (`PERMISSION_DENIED`).
+    StateReadDenied,
+    /// The token does not allow the operators' action (`PERMISSION_DENIED`).
+    AdminDenied,
 }
 
 impl Reason {
     /// Every reason, in the order of the documentation.
-    pub const ALL: [Reason; 78] = [
+    pub const ALL: [Reason; 87] = [
         Reason::InvalidArgument,
         Reason::UnknownAgent,
         Reason::UnknownSyncPoint,
@@ -526,6 +552,16 @@ impl Reason {
         Reason::UnknownStream,
         // --- intake
         Reason::SchemaViolation,
+        // --- authentication and permissions
+        Reason::TokenMissing,
+        Reason::TokenInvalid,
+        Reason::TokenExpired,
+        Reason::NamespaceDenied,
+        Reason::PublishDenied,
+        Reason::SubscribeDenied,
+        Reason::AgentDenied,
+        Reason::StateReadDenied,
+        Reason::AdminDenied,
     ];
 
     /// The stable name on the wire (`SCREAMING_SNAKE_CASE`); it never changes once published.
@@ -609,6 +645,15 @@ impl Reason {
             Reason::StreamExists => "STREAM_EXISTS",
             Reason::UnknownStream => "UNKNOWN_STREAM",
             Reason::SchemaViolation => "SCHEMA_VIOLATION",
+            Reason::TokenMissing => "TOKEN_MISSING",
+            Reason::TokenInvalid => "TOKEN_INVALID",
+            Reason::TokenExpired => "TOKEN_EXPIRED",
+            Reason::NamespaceDenied => "NAMESPACE_DENIED",
+            Reason::PublishDenied => "PUBLISH_DENIED",
+            Reason::SubscribeDenied => "SUBSCRIBE_DENIED",
+            Reason::AgentDenied => "AGENT_DENIED",
+            Reason::StateReadDenied => "STATE_READ_DENIED",
+            Reason::AdminDenied => "ADMIN_DENIED",
         }
     }
 
@@ -699,6 +744,7 @@ impl CoreError {
             CoreError::StreamExists { .. } => ErrorCode::AlreadyExists,
             CoreError::UnknownStream { .. } => ErrorCode::NotFound,
             CoreError::SchemaViolation { .. } => ErrorCode::InvalidArgument,
+            CoreError::Denied(_) => ErrorCode::PermissionDenied,
         }
     }
 
@@ -778,6 +824,7 @@ impl CoreError {
             CoreError::StreamExists { .. } => Reason::StreamExists,
             CoreError::UnknownStream { .. } => Reason::UnknownStream,
             CoreError::SchemaViolation { .. } => Reason::SchemaViolation,
+            CoreError::Denied(denial) => denial.reason(),
         }
     }
 

@@ -219,6 +219,11 @@ pub enum Input {
     /// A message on a registered session that the shell could not decode, and why: it is answered
     /// with `InvalidArgument` and counts as a failure for the agent's circuit breaker.
     Malformed { conn: ConnId, request_id: u64, reason: String },
+    /// A request on a registered session that the caller's token does not allow (see
+    /// [`crate::auth`]): the shell checked it and did not pass it on. It is answered with
+    /// `PermissionDenied` naming what was denied, and changes nothing else (no breaker failure: the
+    /// agent did what it was asked, its credentials did not allow it).
+    Refused { conn: ConnId, request_id: u64, denial: crate::auth::Denial },
     /// A client opened a registry watch stream.
     WatchRegistry { conn: ConnId, namespace: String },
     /// The stream ended without a goodbye: reset, cancelled, broken, or half-closed without

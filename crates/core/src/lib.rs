@@ -63,6 +63,7 @@
 //! their audit log) hold the rules of fault isolation and of the control plane, which the engine
 //! applies; [`health`] holds the rules of health assessment, which the engine feeds.
 
+pub mod auth;
 pub mod breaker;
 pub mod collective;
 pub mod command;

@@ -121,6 +121,25 @@ impl Pattern {
         }
         parts.next().is_none()
     }
+
+    /// Whether every topic `other` matches is also matched by this pattern (so that a permission
+    /// to subscribe to `self` admits a subscription to `other`). Token by token: `>` covers
+    /// whatever remains (one token or more), `*` covers one token of any kind but `>`, a literal
+    /// only the same literal.
+    pub fn covers(&self, other: &Pattern) -> bool {
+        let mut theirs = other.tokens.iter();
+        for token in &self.tokens {
+            let Some(their) = theirs.next() else { return false };
+            match (token, their) {
+                (PatternToken::Rest, _) => return true,
+                (PatternToken::One, PatternToken::Rest) => return false,
+                (PatternToken::One, _) => {}
+                (PatternToken::Literal(a), PatternToken::Literal(b)) if a == b => {}
+                (PatternToken::Literal(_), _) => return false,
+            }
+        }
+        theirs.next().is_none()
+    }
 }
 
 #[cfg(test)]
@@ -129,6 +148,23 @@ mod tests {
 
     fn p(s: &str) -> Pattern {
         Pattern::parse(s, 256).unwrap()
+    }
+
+    #[test]
+    fn a_pattern_covers_the_patterns_whose_topics_it_matches() {
+        assert!(p(">").covers(&p("a.b")));
+        assert!(p("all").covers(&p("a.>")));
+        assert!(p("a.>").covers(&p("a.b.>")));
+        assert!(p("a.>").covers(&p("a.*")));
+        assert!(!p("a.>").covers(&p(">")));
+        assert!(!p("a.>").covers(&p("a")));
+        assert!(p("a.*").covers(&p("a.b")));
+        assert!(p("a.*").covers(&p("a.*")));
+        assert!(!p("a.*").covers(&p("a.>")));
+        assert!(!p("a.*").covers(&p("a.b.c")));
+        assert!(p("a.b").covers(&p("a.b")));
+        assert!(!p("a.b").covers(&p("a.*")));
+        assert!(!p("a.b.c").covers(&p("a.b")));
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub fn grpc_code(code: ErrorCode) -> tonic::Code {
         ErrorCode::DeadlineExceeded => tonic::Code::DeadlineExceeded,
         ErrorCode::Aborted => tonic::Code::Aborted,
         ErrorCode::Unavailable => tonic::Code::Unavailable,
+        ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
     }
 }
 

@@ -1,8 +1,8 @@
 //! The operators' gRPC service (`Admin`): pause and resume agents, stop and resume everyone, send
 //! commands to agents and wait for their answers, read status and the audit log. Like the agents'
 //! service it holds no state: every action is an engine input ([`AdminAction`]) answered once its
-//! turn is committed, every read a query on the engine. Access is checked by [`token_check`]
-//! before any call reaches it.
+//! turn is committed, every read a query on the engine. Each call is checked by
+//! [`Gate::admin`](crate::auth::Gate::admin) first: the admin token, or a token allowing the action.
 
 use std::sync::Arc;
 
@@ -16,6 +16,7 @@ use subtle::ConstantTimeEq;
 use tonic::Code;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{Access, Gate};
 use crate::backup::{BackupDir, Backups};
 use crate::driver::{shutting_down, unexpected, Command, EngineHandle};
 
@@ -36,11 +37,14 @@ pub struct AdminService {
     backups: Backups,
     /// Where backups may be written.
     backup_dir: BackupDir,
+    /// Who may call (see `crate::auth`): each action is checked for its namespace, or for the
+    /// whole server.
+    gate: Gate,
 }
 
 impl AdminService {
-    pub fn new(engine: EngineHandle, backup_dir: BackupDir) -> Self {
-        AdminService { engine, backups: Backups::default(), backup_dir }
+    pub fn new(engine: EngineHandle, backup_dir: BackupDir, gate: Gate) -> Self {
+        AdminService { engine, backups: Backups::default(), backup_dir, gate }
     }
 
     /// Carries out an action that answers in words.
@@ -52,8 +56,15 @@ impl AdminService {
     }
 }
 
-/// Who is calling, as the caller says (a valid name), for the audit log.
+/// Who is calling, for the audit log: the subject of its token when it presented one (it cannot
+/// be claimed otherwise), else as the caller says (a valid name).
 pub fn actor<T>(request: &Request<T>) -> String {
+    if let Access::Principal(p) = Access::of(request) {
+        let sub = &p.claims().sub;
+        if lockstep_core::name::validate("actor", sub).is_ok() {
+            return sub.clone();
+        }
+    }
     request
         .metadata()
         .get(ACTOR_HEADER)
@@ -65,7 +76,7 @@ pub fn actor<T>(request: &Request<T>) -> String {
 
 /// The server's admin token, if it has one: operators' calls must present it as
 /// `authorization: Bearer <token>` (compared in constant time). Checked on every `Admin` call by
-/// [`token_check`], and by the agents' service on the operators' actions it serves
+/// [`Gate::admin`](crate::auth::Gate::admin), and by the agents' service on the operators' actions it serves
 /// (`ForceCompleteSync`, `CleanupSyncPoints`).
 #[derive(Clone, Default)]
 pub struct AdminToken(Option<Arc<[u8]>>);
@@ -74,6 +85,11 @@ impl AdminToken {
     /// `None` admits every call. (An empty token is refused when the server starts.)
     pub fn new(token: Option<String>) -> Self {
         AdminToken(token.map(|t| t.into_bytes().into()))
+    }
+
+    /// Whether `presented` is this token (compared in constant time); never, when none is set.
+    pub fn matches(&self, presented: &str) -> bool {
+        self.0.as_ref().is_some_and(|expected| bool::from(presented.as_bytes().ct_eq(expected)))
     }
 
     /// Admits a call with these headers, or says why not.
@@ -101,19 +117,14 @@ impl AdminToken {
     }
 }
 
-/// An interceptor that admits a call only with the server's admin token (every call when it has
-/// none).
-pub fn token_check(token: AdminToken) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
-    move |request: Request<()>| token.check(request.metadata()).map(|()| request)
-}
-
 fn ack(detail: String) -> Response<v1::AdminAck> {
     Response::new(v1::AdminAck { detail })
 }
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    async fn status(&self, _request: Request<v1::StatusRequest>) -> Result<Response<v1::StatusResponse>, Status> {
+    async fn status(&self, request: Request<v1::StatusRequest>) -> Result<Response<v1::StatusResponse>, Status> {
+        self.gate.admin(&request, "Status", None)?;
         let status = self
             .engine
             .query(|e, now| {
@@ -142,24 +153,28 @@ impl Admin for AdminService {
         Ok(Response::new(status))
     }
 
-    async fn health(&self, _request: Request<v1::HealthRequest>) -> Result<Response<v1::HealthResponse>, Status> {
+    async fn health(&self, request: Request<v1::HealthRequest>) -> Result<Response<v1::HealthResponse>, Status> {
+        self.gate.admin(&request, "Health", None)?;
         let health = self.engine.query(|e, now| Ok(convert::health(&e.health(now), now))).await?;
         Ok(Response::new(health))
     }
 
     async fn pause_agent(&self, request: Request<v1::AgentRef>) -> Result<Response<v1::AdminAck>, Status> {
+        self.gate.admin(&request, "PauseAgent", Some(&request.get_ref().namespace))?;
         let actor = actor(&request);
         let r = request.into_inner();
         self.words(actor, AdminAction::PauseAgent { namespace: r.namespace, agent_id: r.agent_id }).await
     }
 
     async fn resume_agent(&self, request: Request<v1::AgentRef>) -> Result<Response<v1::AdminAck>, Status> {
+        self.gate.admin(&request, "ResumeAgent", Some(&request.get_ref().namespace))?;
         let actor = actor(&request);
         let r = request.into_inner();
         self.words(actor, AdminAction::ResumeAgent { namespace: r.namespace, agent_id: r.agent_id }).await
     }
 
     async fn restart_agent(&self, request: Request<v1::AgentRef>) -> Result<Response<v1::AdminAck>, Status> {
+        self.gate.admin(&request, "RestartAgent", Some(&request.get_ref().namespace))?;
         let actor = actor(&request);
         let r = request.into_inner();
         self.words(actor, AdminAction::RestartAgent { namespace: r.namespace, agent_id: r.agent_id }).await
@@ -169,12 +184,14 @@ impl Admin for AdminService {
         &self,
         request: Request<v1::EmergencyStopRequest>,
     ) -> Result<Response<v1::AdminAck>, Status> {
+        self.gate.admin(&request, "EmergencyStop", None)?;
         let actor = actor(&request);
         let reason = request.into_inner().reason;
         self.words(actor, AdminAction::EmergencyStop { reason }).await
     }
 
     async fn resume_all(&self, request: Request<v1::ResumeAllRequest>) -> Result<Response<v1::AdminAck>, Status> {
+        self.gate.admin(&request, "ResumeAll", None)?;
         let actor = actor(&request);
         self.words(actor, AdminAction::ResumeAll).await
     }
@@ -183,6 +200,7 @@ impl Admin for AdminService {
         &self,
         request: Request<v1::SendCommandRequest>,
     ) -> Result<Response<v1::SendCommandResponse>, Status> {
+        self.gate.admin(&request, "SendCommand", Some(&request.get_ref().namespace))?;
         let actor = actor(&request);
         let r = request.into_inner();
         let (agent, command) = (r.agent_id.clone(), r.command.clone());
@@ -226,6 +244,7 @@ impl Admin for AdminService {
     }
 
     async fn audit_log(&self, request: Request<v1::AuditLogRequest>) -> Result<Response<v1::AuditLogResponse>, Status> {
+        self.gate.admin(&request, "AuditLog", None)?;
         let limit = match request.into_inner().limit {
             0 => DEFAULT_AUDIT_LIMIT,
             n => n as usize,
@@ -244,6 +263,7 @@ impl Admin for AdminService {
     }
 
     async fn backup(&self, request: Request<v1::BackupRequest>) -> Result<Response<v1::BackupResponse>, Status> {
+        self.gate.admin(&request, "Backup", None)?;
         let asked = std::path::PathBuf::from(request.into_inner().path);
         let path = self.backup_dir.target(&asked)?;
         // Refused here at once while another backup runs; see `crate::backup`.
@@ -268,13 +288,14 @@ mod tests {
 
     #[test]
     fn the_token_is_required_and_checked() {
-        let check = token_check(AdminToken::new(Some("s3cret".into())));
+        let token = AdminToken::new(Some("s3cret".into()));
+        let check = |r: Request<()>| token.check(r.metadata());
         assert_eq!(check(with_auth(None)).unwrap_err().code(), tonic::Code::Unauthenticated);
         assert_eq!(check(with_auth(Some("Bearer nope"))).unwrap_err().code(), tonic::Code::PermissionDenied);
         assert_eq!(check(with_auth(Some("s3cret"))).unwrap_err().code(), tonic::Code::PermissionDenied);
         assert_eq!(check(with_auth(Some("Bearer "))).unwrap_err().code(), tonic::Code::PermissionDenied);
         assert!(check(with_auth(Some("Bearer s3cret"))).is_ok());
-        let open = token_check(AdminToken::new(None));
-        assert!(open(with_auth(None)).is_ok());
+        assert!(AdminToken::new(None).check(with_auth(None).metadata()).is_ok());
+        assert!(token.matches("s3cret") && !token.matches("s3cre") && !AdminToken::new(None).matches(""));
     }
 }

@@ -672,12 +672,13 @@ const DRAIN_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 /// may it have the shared-memory path). Returns when the call is over.
 pub async fn serve_member(
     engine: EngineHandle,
+    access: crate::auth::Access,
     mut inbound: Streaming<v1::CollectiveUpload>,
     out: Out,
     header_within: std::time::Duration,
     local: bool,
 ) {
-    member(engine, &mut inbound, out, header_within, local).await;
+    member(engine, access, &mut inbound, out, header_within, local).await;
     // The outcome is sent (or on its way): read on until the member ends its upload (see `drain`).
     drain(&mut inbound).await;
 }
@@ -708,6 +709,7 @@ where
 
 async fn member(
     engine: EngineHandle,
+    access: crate::auth::Access,
     inbound: &mut Streaming<v1::CollectiveUpload>,
     out: Out,
     header_within: std::time::Duration,
@@ -729,6 +731,9 @@ async fn member(
         }
         Ok(Ok(None)) | Ok(Err(_)) => return,
     };
+    if let Err(denied) = access.act_as(&header.namespace, &header.agent_id) {
+        return refuse(denied).await;
+    }
     let wants_shm = header.shared_memory && local;
     let (claimed_region, claimed_result) = (header.shm_region, header.shm_result_region);
     let join = match join_from_wire(header) {

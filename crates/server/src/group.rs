@@ -260,14 +260,17 @@ fn read_state_file(path: &Path) -> std::io::Result<(FileHeader, Blob)> {
 /// the caller has ended its upload.
 pub async fn publish(
     engine: EngineHandle,
+    access: crate::auth::Access,
     inbound: Streaming<v1::GroupStateUpload>,
     idle: Duration,
 ) -> Result<v1::GroupState, Status> {
-    crate::collective::answer_after_upload(inbound, |inbound| Box::pin(publish_upload(engine, inbound, idle))).await
+    crate::collective::answer_after_upload(inbound, |inbound| Box::pin(publish_upload(engine, access, inbound, idle)))
+        .await
 }
 
 async fn publish_upload(
     engine: EngineHandle,
+    access: crate::auth::Access,
     inbound: &mut Streaming<v1::GroupStateUpload>,
     idle: Duration,
 ) -> Result<v1::GroupState, Status> {
@@ -281,6 +284,7 @@ async fn publish_upload(
         }
         Ok(Err(s)) => return Err(s),
     };
+    access.act_as(&header.namespace, &header.agent_id)?;
     let store = engine.groups().clone();
     let origin = store.origin();
     let call = publish_call(&header);

@@ -16,7 +16,8 @@ use rand::Rng;
 use tokio::sync::mpsc;
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use crate::admin::{actor, AdminToken};
+use crate::admin::actor;
+use crate::auth::{Access, Gate};
 use crate::driver::{unexpected, Command, ConnSink, ConnStream, EngineHandle, Signal, CONN_CHANNEL_FRAMES};
 use crate::page::page;
 
@@ -37,9 +38,10 @@ pub struct Service {
     max_message_bytes: usize,
     /// How long a new session stream may take to send its `register`.
     register_within: std::time::Duration,
-    /// Checked on the operators' actions this service serves (`ForceCompleteSync`,
-    /// `CleanupSyncPoints`): agents' own calls never need it.
-    admin_token: AdminToken,
+    /// What callers must present (see `crate::auth`): checked by every handler for the
+    /// namespace it serves, and on the operators' actions this service serves
+    /// (`ForceCompleteSync`, `CleanupSyncPoints`, creating streams, replacing the intake rules).
+    pub(crate) gate: Gate,
 }
 
 pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -47,15 +49,14 @@ pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Se
 impl Service {
     /// The service, for a transport that reads gRPC messages of at most `max_message_bytes`; a
     /// session stream that sends no `register` within `register_within` is ended with
-    /// `DEADLINE_EXCEEDED` (reason `NOT_REGISTERED`); the operators' actions it serves check
-    /// `admin_token`.
+    /// `DEADLINE_EXCEEDED` (reason `NOT_REGISTERED`); callers are held to what `gate` allows.
     pub fn new(
         engine: EngineHandle,
         max_message_bytes: usize,
         register_within: std::time::Duration,
-        admin_token: AdminToken,
+        gate: Gate,
     ) -> Self {
-        Service { engine, next_conn: Arc::new(AtomicU64::new(1)), max_message_bytes, register_within, admin_token }
+        Service { engine, next_conn: Arc::new(AtomicU64::new(1)), max_message_bytes, register_within, gate }
     }
 
     /// The bytes of items one page of a listing may carry: the message cap less what it leaves
@@ -105,7 +106,7 @@ async fn read_session(
     first_error: mpsc::Sender<Result<Frame, Status>>,
     max_message_bytes: usize,
     register_within: std::time::Duration,
-    connection: u64,
+    (connection, access): (u64, Access),
 ) {
     let gone = || {
         let _ = engine.signals().send(Signal::Gone(conn));
@@ -138,6 +139,13 @@ async fn read_session(
         Ok(None) => return gone(),
         Err(broken) => return refuse(stream_broke(&broken, max_message_bytes, NOTHING_REGISTERED)).await,
     };
+    // The token was checked when the stream opened; what it allows is checked here, before the
+    // engine sees the registration, and for each request after it.
+    if let Err(denial) = access.register(&request) {
+        return refuse(crate::auth::denied(&denial)).await;
+    }
+    // The session's agent for good: a second `register` on it is refused by the engine.
+    let agent_id = request.agent_id.clone();
     drop(first_error);
     let register = Input::Register { conn, request, new_token: new_token(), connection };
     if engine.send(Command::Input(register)).await.is_err() {
@@ -150,10 +158,14 @@ async fn read_session(
                     Ok(msg) => {
                         let request_id = msg.request_id;
                         match convert::session_message(msg.kind) {
-                            Ok(SessionMessage::Request(request)) => Input::Request { conn, request_id, request },
-                            Ok(SessionMessage::Register(r)) => {
-                                Input::Register { conn, request: r, new_token: String::new(), connection }
-                            }
+                            Ok(SessionMessage::Request(request)) => match access.session_request(&agent_id, &request) {
+                                Ok(()) => Input::Request { conn, request_id, request },
+                                Err(denial) => Input::Refused { conn, request_id, denial },
+                            },
+                            Ok(SessionMessage::Register(r)) => match access.register(&r) {
+                                Ok(()) => Input::Register { conn, request: r, new_token: String::new(), connection },
+                                Err(denial) => Input::Refused { conn, request_id, denial },
+                            },
                             Err(error) => Input::Malformed { conn, request_id, reason: malformed_reason(error) },
                         }
                     }
@@ -247,8 +259,10 @@ impl Lockstep for Service {
             .extensions()
             .get::<crate::listener::ConnInfo>()
             .is_some_and(|c| c.peer().ip().to_canonical().is_loopback());
+        let access = Access::of(&request);
         let member = crate::collective::serve_member(
             self.engine.clone(),
+            access,
             request.into_inner(),
             out,
             self.register_within,
@@ -263,7 +277,8 @@ impl Lockstep for Service {
         request: Request<Streaming<v1::GroupStateUpload>>,
     ) -> Result<Response<v1::GroupState>, Status> {
         // In a task of its own: a caller that goes away midway still has its publish ended.
-        let call = crate::group::publish(self.engine.clone(), request.into_inner(), self.register_within);
+        let access = Access::of(&request);
+        let call = crate::group::publish(self.engine.clone(), access, request.into_inner(), self.register_within);
         let state = tokio::spawn(call).await.map_err(|_| Status::internal("the publish task failed"))??;
         Ok(Response::new(state))
     }
@@ -274,6 +289,8 @@ impl Lockstep for Service {
         &self,
         request: Request<v1::FetchGroupStateRequest>,
     ) -> Result<Response<Self::FetchGroupStateStream>, Status> {
+        let r = request.get_ref();
+        Access::of(&request).act_as(&r.namespace, &r.agent_id)?;
         let messages = crate::group::fetch(self.engine.clone(), request.into_inner()).await?;
         Ok(Response::new(Box::pin(tokio_stream::iter(messages.into_iter().map(Ok)))))
     }
@@ -282,6 +299,7 @@ impl Lockstep for Service {
         &self,
         request: Request<v1::ListGroupsRequest>,
     ) -> Result<Response<v1::ListGroupsResponse>, Status> {
+        self.gate.namespace(&request, &request.get_ref().namespace)?;
         let ns = request.into_inner().namespace;
         let groups = self
             .engine
@@ -294,6 +312,7 @@ impl Lockstep for Service {
         &self,
         request: Request<v1::ListCollectivesRequest>,
     ) -> Result<Response<v1::ListCollectivesResponse>, Status> {
+        self.gate.namespace(&request, &request.get_ref().namespace)?;
         let ns = request.into_inner().namespace;
         let collectives = self
             .engine
@@ -321,6 +340,7 @@ impl Lockstep for Service {
         let first_error = first_error.expect("set by open");
         // Sessions of one client connection renew one another's leases (0: not known).
         let connection = request.extensions().get::<crate::listener::ConnInfo>().map_or(0, |c| c.id());
+        let access = Access::of(&request);
         let reader = read_session(
             conn,
             request.into_inner(),
@@ -328,7 +348,7 @@ impl Lockstep for Service {
             first_error,
             self.max_message_bytes,
             self.register_within,
-            connection,
+            (connection, access),
         );
         tokio::spawn(reader);
         Ok(Response::new(Box::pin(stream)))
@@ -338,6 +358,7 @@ impl Lockstep for Service {
         &self,
         request: Request<v1::ListAgentsRequest>,
     ) -> Result<Response<v1::ListAgentsResponse>, Status> {
+        self.gate.namespace(&request, &request.get_ref().namespace)?;
         let r = request.into_inner();
         let (ns, q) = query(&r.namespace, r.role, r.capability, r.status)?;
         let agents = self.engine.query(move |e, _| e.list_agents(&ns, &q)).await?;
@@ -350,6 +371,7 @@ impl Lockstep for Service {
         &self,
         request: Request<v1::WatchRegistryRequest>,
     ) -> Result<Response<Self::WatchRegistryStream>, Status> {
+        self.gate.namespace(&request, &request.get_ref().namespace)?;
         let namespace = request.into_inner().namespace;
         let (conn, stream) = self.open(ConnSink::Registry, registry_frame).await?;
         self.engine.send(Command::Input(Input::WatchRegistry { conn, namespace })).await?;
@@ -357,6 +379,8 @@ impl Lockstep for Service {
     }
 
     async fn get_state(&self, request: Request<v1::GetStateRequest>) -> Result<Response<v1::GetStateResponse>, Status> {
+        let asked = request.get_ref();
+        self.gate.read_state(&request, &asked.namespace, &asked.agent_id)?;
         let r = request.into_inner();
         let agent_id = r.agent_id.clone();
         let (version, state) = self.engine.query(move |e, _| e.get_state(&r.namespace, &r.agent_id)).await?;
@@ -367,6 +391,7 @@ impl Lockstep for Service {
         &self,
         request: Request<v1::ListSyncPointsRequest>,
     ) -> Result<Response<v1::ListSyncPointsResponse>, Status> {
+        self.gate.namespace(&request, &request.get_ref().namespace)?;
         let r = request.into_inner();
         let ns = r.namespace.clone();
         let (points, now) = self.engine.query(move |e, now| e.list_sync_points(&ns).map(|ps| (ps, now))).await?;
@@ -385,6 +410,7 @@ impl Lockstep for Service {
         &self,
         request: Request<v1::SyncStatusRequest>,
     ) -> Result<Response<v1::SyncPointStatus>, Status> {
+        self.gate.namespace(&request, &request.get_ref().namespace)?;
         let r = request.into_inner();
         let status = self
             .engine
@@ -397,6 +423,7 @@ impl Lockstep for Service {
         &self,
         request: Request<v1::SyncStatusRequest>,
     ) -> Result<Response<v1::SyncDiagnosis>, Status> {
+        self.gate.namespace(&request, &request.get_ref().namespace)?;
         let r = request.into_inner();
         let d = self
             .engine
@@ -409,6 +436,7 @@ impl Lockstep for Service {
         &self,
         request: Request<v1::ListVotesRequest>,
     ) -> Result<Response<v1::ListVotesResponse>, Status> {
+        self.gate.namespace(&request, &request.get_ref().namespace)?;
         let ns = request.into_inner().namespace;
         let votes = self
             .engine
@@ -418,6 +446,7 @@ impl Lockstep for Service {
     }
 
     async fn vote_status(&self, request: Request<v1::VoteStatusRequest>) -> Result<Response<v1::VoteRecord>, Status> {
+        self.gate.namespace(&request, &request.get_ref().namespace)?;
         let r = request.into_inner();
         let record = self
             .engine
@@ -430,6 +459,7 @@ impl Lockstep for Service {
         &self,
         request: Request<v1::VoteStatusRequest>,
     ) -> Result<Response<v1::VoteDiagnosis>, Status> {
+        self.gate.namespace(&request, &request.get_ref().namespace)?;
         let r = request.into_inner();
         let d = self
             .engine
@@ -442,7 +472,7 @@ impl Lockstep for Service {
         &self,
         request: Request<v1::SyncStatusRequest>,
     ) -> Result<Response<v1::SyncPointStatus>, Status> {
-        self.admin_token.check(request.metadata())?;
+        self.gate.admin(&request, "ForceCompleteSync", Some(&request.get_ref().namespace))?;
         let actor = actor(&request);
         let r = request.into_inner();
         let action = AdminAction::ForceCompleteSync { namespace: r.namespace, sync_id: r.sync_id };
@@ -459,7 +489,7 @@ impl Lockstep for Service {
         &self,
         request: Request<v1::CleanupSyncPointsRequest>,
     ) -> Result<Response<v1::CleanupSyncPointsResponse>, Status> {
-        self.admin_token.check(request.metadata())?;
+        self.gate.admin(&request, "CleanupSyncPoints", Some(&request.get_ref().namespace))?;
         let actor = actor(&request);
         let namespace = request.into_inner().namespace;
         let removed = match self.engine.admin(actor, AdminAction::CleanupSyncPoints { namespace }).await? {

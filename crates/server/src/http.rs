@@ -9,7 +9,7 @@
 //! What it guarantees: at most [`MAX_IN_FLIGHT`] requests are handled at once (more wait at the
 //! socket); requests carry no body it reads; a scrape costs one engine query, never a pass per
 //! agent on the engine's own time beyond counting them. Binding beyond loopback is refused by
-//! `start` unless an admin token is set or the operator opts in (`http_public`).
+//! `start` unless the operator opts in (`allow_public`): its endpoints ask for no token.
 
 use std::path::PathBuf;
 use std::time::Duration;

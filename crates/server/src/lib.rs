@@ -11,6 +11,7 @@
 //! store), and the driver commits every turn before acknowledging anything of it.
 
 pub mod admin;
+pub mod auth;
 pub mod backup;
 pub mod collective;
 pub mod driver;
@@ -165,8 +166,12 @@ pub struct Options {
     pub listen: SocketAddr,
     /// Serve the `Admin` service here, and only here, when set.
     pub admin_listen: Option<SocketAddr>,
-    /// When set, every `Admin` call must present it (`authorization: Bearer <token>`).
+    /// When set, every `Admin` call must present it (`authorization: Bearer <token>`); with
+    /// `token_key` set it also stands for an operator allowed everything.
     pub admin_token: Option<String>,
+    /// When set, every call on the agents' and operators' services must present a token signed
+    /// with this key (see [`auth`] and [`lockstep_core::auth`]); unset: open access.
+    pub token_key: Option<lockstep_core::auth::Key>,
     /// The engine's settings and limits.
     pub engine: Config,
     /// Where durable state lives.
@@ -181,8 +186,10 @@ pub struct Options {
     pub backup_dir: Option<PathBuf>,
     /// Serve `/metrics`, `/healthz` and `/readyz` over HTTP here (see [`http`]); `None`: no HTTP.
     pub http_listen: Option<SocketAddr>,
-    /// Let the HTTP listener bind beyond loopback although no admin token is set.
-    pub http_public: bool,
+    /// The one opt-in for listeners reachable beyond loopback without authentication: the
+    /// agents' listener without `token_key`, the operators' without `token_key` or `admin_token`,
+    /// and the HTTP listener (whose endpoints ask for no token). Without it `start` refuses them.
+    pub allow_public: bool,
 }
 
 impl Options {
@@ -198,7 +205,8 @@ impl Options {
             connections: listener::ConnectionLimits::default(),
             backup_dir: None,
             http_listen: None,
-            http_public: false,
+            token_key: None,
+            allow_public: false,
         }
     }
 }
@@ -277,6 +285,26 @@ fn open_data_dir(dir: &std::path::Path, durability: Durability, config: Config) 
     Ok(Opened { store, engine, clock, lock })
 }
 
+/// The listeners `options` would open beyond loopback with nothing asked of callers: the agents'
+/// listener without a token key; the operators' (their own, or the agents' when they share it)
+/// without a token key or an admin token; the HTTP listener, whose endpoints ask for no token.
+fn exposed_without_authentication(options: &Options) -> Vec<(&'static str, SocketAddr)> {
+    let public = |a: &SocketAddr| !a.ip().to_canonical().is_loopback();
+    let tokens = options.token_key.is_some();
+    let admin_guarded = tokens || options.admin_token.is_some();
+    let mut exposed = Vec::new();
+    if public(&options.listen) && !tokens {
+        exposed.push(("agents' listener", options.listen));
+    }
+    if let Some(a) = options.admin_listen.filter(|a| public(a) && !admin_guarded) {
+        exposed.push(("operators' (Admin) listener", a));
+    }
+    if let Some(a) = options.http_listen.filter(public) {
+        exposed.push(("HTTP listener", a));
+    }
+    exposed
+}
+
 fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
     let listener = listener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
     let local = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
@@ -300,6 +328,16 @@ fn transport() -> tonic::transport::Server {
 
 /// Binds the listeners and starts serving.
 pub async fn start(options: Options) -> Result<RunningServer, StartError> {
+    for (what, exposed) in exposed_without_authentication(&options) {
+        if !options.allow_public {
+            return Err(StartError::Config(format!(
+                "the {what} ({exposed}) would be reachable beyond loopback without authentication: listen on \
+                 loopback, configure authentication (token_secret_file for the agents' and operators' listeners, or \
+                 an admin token for a separate admin listener), or opt in with allow_public = true (--allow-public)"
+            )));
+        }
+        tracing::warn!(listener = what, addr = %exposed, "reachable beyond loopback without authentication (allow_public)");
+    }
     let config = options.engine;
     config.validate().map_err(StartError::Config)?;
     options.connections.validate().map_err(StartError::Config)?;
@@ -346,12 +384,6 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
         None => None,
     };
     let http_listener = match options.http_listen {
-        Some(a) if !a.ip().is_loopback() && options.admin_token.is_none() && !options.http_public => {
-            return Err(StartError::Config(format!(
-                "the HTTP listener ({a}) would be reachable beyond loopback by anyone: serve it on loopback, \
-                 set an admin token, or opt in with http_public = true (--http-public)"
-            )));
-        }
         Some(a) => Some(bind(a)?),
         None => None,
     };
@@ -424,15 +456,15 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     });
 
     let engine = engine_handle;
-    let token_set = options.admin_token.is_some();
     let admin_token = admin::AdminToken::new(options.admin_token);
-    // Every call marks its connection as used (see `listener`), then the operators' calls are
-    // checked for the token.
+    // Every call marks its connection as used (see `listener`), then its token is checked (see
+    // `auth`); each handler asks the gate what that token allows.
+    let gate = auth::Gate::new(options.token_key, admin_token);
     let service = grpc::Service::new(
         engine.clone(),
         max_message,
         std::time::Duration::from_millis(options.connections.register_within_ms),
-        admin_token.clone(),
+        gate.clone(),
     );
     // Shared context is served beside the agents' service, by the same service value (one
     // numbering of streams).
@@ -440,61 +472,59 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
         SharedContextServer::new(service.clone())
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(MAX_RESPONSE_BYTES),
-        listener::mark_used,
+        gate.interceptor(),
     );
     // Task handoff's reads, retries and watches, likewise.
     let tasks = tonic::service::interceptor::InterceptedService::new(
         TasksServer::new(service.clone())
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(MAX_RESPONSE_BYTES),
-        listener::mark_used,
+        gate.interceptor(),
     );
     // Traces likewise; an output streams in chunks, so no message is larger than the cap.
     let traces = tonic::service::interceptor::InterceptedService::new(
         TracesServer::new(service.clone())
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(MAX_RESPONSE_BYTES),
-        listener::mark_used,
+        gate.interceptor(),
     );
     // Tick rounds' series, openings and reads, likewise.
     let rounds = tonic::service::interceptor::InterceptedService::new(
         RoundsServer::new(service.clone())
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(MAX_RESPONSE_BYTES),
-        listener::mark_used,
+        gate.interceptor(),
     );
     // Event-time streams likewise (creating and removing checks the admin token per call).
     let streams = tonic::service::interceptor::InterceptedService::new(
         StreamsServer::new(service.clone())
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(MAX_RESPONSE_BYTES),
-        listener::mark_used,
+        gate.interceptor(),
     );
     // Topic history's listing likewise.
     let history = tonic::service::interceptor::InterceptedService::new(
         HistoryServer::new(service.clone())
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(MAX_RESPONSE_BYTES),
-        listener::mark_used,
+        gate.interceptor(),
     );
     // The intake's rule set likewise (replacing it checks the admin token per call).
     let intake = tonic::service::interceptor::InterceptedService::new(
         IntakeServer::new(service.clone())
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(MAX_RESPONSE_BYTES),
-        listener::mark_used,
+        gate.interceptor(),
     );
     let agents = tonic::service::interceptor::InterceptedService::new(
         LockstepServer::new(service)
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(MAX_RESPONSE_BYTES),
-        listener::mark_used,
+        gate.interceptor(),
     );
-    let token_check = admin::token_check(admin_token);
     let http_engine = engine.clone();
-    let admin = AdminServer::with_interceptor(admin::AdminService::new(engine, backup_dir), move |request| {
-        token_check(listener::mark_used(request)?)
-    });
+    let admin =
+        AdminServer::with_interceptor(admin::AdminService::new(engine, backup_dir, gate.clone()), gate.interceptor());
     let stopped = |tx: &tokio::sync::broadcast::Sender<()>| {
         let mut rx = tx.subscribe();
         async move {
@@ -504,14 +534,6 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     let counts = Arc::new(listener::Counts::default());
     let incoming = listener::accepted(listener, options.connections.clone(), counts.clone());
     let admin_addr = admin_listener.as_ref().map(|(_, a)| *a);
-    let exposed = admin_addr.unwrap_or(addr);
-    if !token_set && !exposed.ip().is_loopback() {
-        tracing::warn!(
-            admin = %exposed,
-            "the Admin API (pause, stop, commands, backups, forcing sync points) is open to anyone who can reach \
-             {exposed}: set an admin token (--admin-token, LOCKSTEP_ADMIN_TOKEN) or serve it on loopback (--admin-listen)"
-        );
-    }
     // What each port serves, by gRPC name, for its health and reflection services.
     let agent_services = [
         lockstep_server::SERVICE_NAME,

@@ -402,14 +402,17 @@ impl Drop for CancelOnDrop {
 /// leaves nothing half done).
 pub async fn record(
     engine: EngineHandle,
+    access: crate::auth::Access,
     inbound: Streaming<v1::TraceUpload>,
     idle: Duration,
 ) -> Result<v1::TraceInfo, Status> {
-    crate::collective::answer_after_upload(inbound, |inbound| Box::pin(record_upload(engine, inbound, idle))).await
+    crate::collective::answer_after_upload(inbound, |inbound| Box::pin(record_upload(engine, access, inbound, idle)))
+        .await
 }
 
 async fn record_upload(
     engine: EngineHandle,
+    access: crate::auth::Access,
     inbound: &mut Streaming<v1::TraceUpload>,
     idle: Duration,
 ) -> Result<v1::TraceInfo, Status> {
@@ -422,6 +425,8 @@ async fn record_upload(
         }
         Ok(Err(s)) => return Err(s),
     };
+    let session = header.session.clone().unwrap_or_default();
+    access.act_as(&session.namespace, &session.agent_id)?;
     let store = engine.traces().clone();
     let call = wire::session(header.session.clone());
     let mut rec = wire::record(&header, header.sha256.to_ascii_lowercase());

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -87,6 +88,7 @@ def connect(
     sync_timeout: Optional[float] = None,
     options: Optional[Sequence[Tuple[str, Any]]] = None,
     embedded: bool = False,
+    token: Optional[str] = None,
 ) -> "Opening[Client]":
     """Connect to a lockstep server.
 
@@ -112,6 +114,10 @@ def connect(
             loopback port; the binary is ``$LOCKSTEP_BIN``, on ``PATH``, or next to the package)
             and stop it when the client closes; ``address`` must not be given then. See
             :class:`lockstep.EmbeddedServer`.
+        token: for a server that requires tokens (``lockstep serve --token-secret-file``; mint
+            one with ``lockstep token create``): sent as ``authorization: Bearer <token>`` on
+            every call of this client and of its agents' sessions (default ``$LOCKSTEP_TOKEN``).
+            An admin token given to :meth:`Client.admin` takes its place on the operators' calls.
 
     Raises:
         Unavailable: the server could not be reached within ``connect_timeout``.
@@ -129,7 +135,7 @@ def connect(
             server = EmbeddedServer()
         try:
             client = await _connect_to(server.address if server else address, namespace, timeout, connect_timeout,
-                                       sync_timeout, options)
+                                       sync_timeout, options, token)
         except BaseException:
             if server is not None:
                 server.stop()
@@ -140,6 +146,54 @@ def connect(
     return Opening(_open)
 
 
+def _with_token(details: Any, bearer: str) -> Any:
+    """``details`` with ``authorization: <bearer>`` added, unless the call brings its own (an
+    operator's admin token)."""
+    pairs = list(details.metadata or ())
+    if any(k == "authorization" for k, _ in pairs):
+        return details
+    pairs.append(("authorization", bearer))
+    return grpc.aio.ClientCallDetails(
+        details.method, details.timeout, grpc.aio.Metadata(*pairs), details.credentials, details.wait_for_ready
+    )
+
+
+class _Bearer:
+    """What the four token interceptors share: the header value they add."""
+
+    def __init__(self, bearer: str) -> None:
+        self._bearer = bearer
+
+    def _details(self, details: Any) -> Any:
+        return _with_token(details, self._bearer)
+
+
+class _TokenUnaryUnary(_Bearer, grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _TokenUnaryStream(_Bearer, grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _TokenStreamUnary(_Bearer, grpc.aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._details(details), requests)
+
+
+class _TokenStreamStream(_Bearer, grpc.aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._details(details), requests)
+
+
+def _token_interceptors(token: str) -> List[Any]:
+    """Interceptors sending ``token`` on every kind of call."""
+    bearer = f"Bearer {token}"
+    return [_TokenUnaryUnary(bearer), _TokenUnaryStream(bearer), _TokenStreamUnary(bearer), _TokenStreamStream(bearer)]
+
+
 async def _connect_to(
     address: Optional[str],
     namespace: str,
@@ -147,10 +201,13 @@ async def _connect_to(
     connect_timeout: float,
     sync_timeout: Optional[float],
     options: Optional[Sequence[Tuple[str, Any]]],
+    token: Optional[str] = None,
 ) -> "Client":
     """Open a channel to ``address`` and wait until the server accepts it."""
     addr = _normalize_address(address or default_address())
-    channel = grpc.aio.insecure_channel(addr, options=channel_options(options))
+    token = token if token is not None else os.environ.get("LOCKSTEP_TOKEN") or None
+    interceptors = _token_interceptors(token) if token else None
+    channel = grpc.aio.insecure_channel(addr, options=channel_options(options), interceptors=interceptors)
     try:
         await asyncio.wait_for(channel.channel_ready(), connect_timeout)
     except asyncio.TimeoutError:

@@ -145,6 +145,16 @@ class Reason(str, enum.Enum):
     UNKNOWN_STREAM = "UNKNOWN_STREAM"
     # --- intake
     SCHEMA_VIOLATION = "SCHEMA_VIOLATION"
+    # Authentication and permissions (tokens).
+    TOKEN_MISSING = "TOKEN_MISSING"
+    TOKEN_INVALID = "TOKEN_INVALID"
+    TOKEN_EXPIRED = "TOKEN_EXPIRED"
+    NAMESPACE_DENIED = "NAMESPACE_DENIED"
+    PUBLISH_DENIED = "PUBLISH_DENIED"
+    SUBSCRIBE_DENIED = "SUBSCRIBE_DENIED"
+    AGENT_DENIED = "AGENT_DENIED"
+    STATE_READ_DENIED = "STATE_READ_DENIED"
+    ADMIN_DENIED = "ADMIN_DENIED"
 
     @classmethod
     def parse(cls, name: str) -> Optional["Reason"]:
@@ -310,15 +320,18 @@ class NotFound(LockstepError, LookupError):
 
 
 class Unauthenticated(LockstepError):
-    """The server wants credentials and none were sent (an ``Admin`` call without the server's admin
-    token: pass ``token=`` to :meth:`lockstep.Client.admin`, or set ``$LOCKSTEP_ADMIN_TOKEN``)."""
+    """The server wants credentials and none were sent, or they do not verify (an ``Admin`` call
+    without the server's admin token: pass ``token=`` to :meth:`lockstep.Client.admin`, or set
+    ``$LOCKSTEP_ADMIN_TOKEN``; a call to a server requiring tokens without a valid one: pass
+    ``token=`` to :func:`lockstep.connect`; ``.reason`` says which)."""
 
     default_code = grpc.StatusCode.UNAUTHENTICATED
 
 
 class PermissionDenied(LockstepError):
     """The credentials sent do not allow this operation (an ``Admin`` call with a token that is not the
-    server's)."""
+    server's; a token that does not allow the namespace, topic, agent or action: ``.reason`` says
+    which, e.g. ``NAMESPACE_DENIED``)."""
 
     default_code = grpc.StatusCode.PERMISSION_DENIED
 
@@ -654,6 +667,16 @@ _BY_REASON: Dict[Reason, Type[LockstepError]] = {
     Reason.UNKNOWN_STREAM: NotFound,
     # --- intake
     Reason.SCHEMA_VIOLATION: SchemaViolation,
+    # Tokens: missing or not valid, or valid but not allowing what was asked.
+    Reason.TOKEN_MISSING: Unauthenticated,
+    Reason.TOKEN_INVALID: Unauthenticated,
+    Reason.TOKEN_EXPIRED: Unauthenticated,
+    Reason.NAMESPACE_DENIED: PermissionDenied,
+    Reason.PUBLISH_DENIED: PermissionDenied,
+    Reason.SUBSCRIBE_DENIED: PermissionDenied,
+    Reason.AGENT_DENIED: PermissionDenied,
+    Reason.STATE_READ_DENIED: PermissionDenied,
+    Reason.ADMIN_DENIED: PermissionDenied,
 }
 
 

@@ -20,6 +20,7 @@ fn context_frame(frame: Frame) -> Option<v1::ContextBatch> {
 #[tonic::async_trait]
 impl SharedContext for Service {
     async fn get(&self, request: Request<v1::ContextGetRequest>) -> Result<Response<v1::ContextValue>, Status> {
+        self.gate.namespace(&request, &request.get_ref().namespace)?;
         let r = request.into_inner();
         let read = self.engine.query(move |e, _| e.context_get(&r.namespace, &r.key, r.version)).await?;
         Ok(Response::new(convert::context_value(&read)))
@@ -29,6 +30,7 @@ impl SharedContext for Service {
         &self,
         request: Request<v1::ContextListRequest>,
     ) -> Result<Response<v1::ContextListResponse>, Status> {
+        self.gate.namespace(&request, &request.get_ref().namespace)?;
         let v1::ContextListRequest { namespace, prefix, page_token, page_size } = request.into_inner();
         let reads = self.engine.query(move |e, _| e.context_list(&namespace, &prefix)).await?;
         let (values, next_page_token) =
@@ -40,6 +42,7 @@ impl SharedContext for Service {
         &self,
         request: Request<v1::ContextGetRequest>,
     ) -> Result<Response<v1::ContextHistoryResponse>, Status> {
+        self.gate.namespace(&request, &request.get_ref().namespace)?;
         let r = request.into_inner();
         let versions = self
             .engine
@@ -66,6 +69,7 @@ impl SharedContext for Service {
     }
 
     async fn write(&self, request: Request<v1::ContextWriteRequest>) -> Result<Response<v1::ContextWritten>, Status> {
+        self.gate.namespace(&request, &request.get_ref().namespace)?;
         let r = request.into_inner();
         let write = r.write.ok_or_else(|| Status::invalid_argument("a context write needs `write`"))?;
         let write = convert::context_write(r.namespace, write).map_err(|e| convert::status(&e))?;
@@ -80,6 +84,7 @@ impl SharedContext for Service {
     type WatchStream = BoxStream<v1::ContextBatch>;
 
     async fn watch(&self, request: Request<v1::ContextWatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        self.gate.namespace(&request, &request.get_ref().namespace)?;
         use v1::context_watch_request::Target;
         let r = request.into_inner();
         let selector = match r.target {

@@ -14,6 +14,7 @@ impl History for Service {
         &self,
         request: Request<v1::ListTopicsRequest>,
     ) -> Result<Response<v1::ListTopicsResponse>, Status> {
+        self.gate.namespace(&request, &request.get_ref().namespace)?;
         let v1::ListTopicsRequest { namespace, page_token, page_size } = request.into_inner();
         let topics = self.engine.query(move |e, _| e.history_topics(&namespace)).await?;
         let (topics, next_page_token) = crate::page::page(

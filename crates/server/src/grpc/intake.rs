@@ -13,7 +13,9 @@ use crate::driver::unexpected;
 
 #[tonic::async_trait]
 impl Intake for Service {
-    async fn get_intake(&self, _request: Request<v1::IntakeRequest>) -> Result<Response<v1::IntakeInfo>, Status> {
+    async fn get_intake(&self, request: Request<v1::IntakeRequest>) -> Result<Response<v1::IntakeInfo>, Status> {
+        // The rule set is the whole server's.
+        self.gate.every_namespace(&request)?;
         let view = self.engine.query(|e, _| Ok(e.intake_status())).await?;
         Ok(Response::new(lockstep_proto::intake::intake_info(&view)))
     }
@@ -22,7 +24,7 @@ impl Intake for Service {
         &self,
         request: Request<v1::ReplaceIntakeRequest>,
     ) -> Result<Response<v1::IntakeAck>, Status> {
-        self.admin_token.check(request.metadata())?;
+        self.gate.admin(&request, "ReplaceIntake", None)?;
         let actor = actor(&request);
         let rules_json = request.into_inner().rules_json;
         match self.engine.admin(actor, AdminAction::ReplaceIntake { rules_json }).await? {

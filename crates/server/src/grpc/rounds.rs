@@ -34,6 +34,7 @@ impl Rounds for Service {
         &self,
         request: Request<v1::RoundSeriesSpec>,
     ) -> Result<Response<v1::RoundSeriesInfo>, Status> {
+        self.gate.namespace(&request, &request.get_ref().namespace)?;
         let spec = wire::spec(request.into_inner()).map_err(|e| convert::status(&e))?;
         let (namespace, name) = (spec.namespace.clone(), spec.name.clone());
         self.round_call(RoundCall::CreateSeries(Box::new(spec))).await?;
@@ -41,6 +42,7 @@ impl Rounds for Service {
     }
 
     async fn open_round(&self, request: Request<v1::OpenRoundRequest>) -> Result<Response<v1::RoundOpened>, Status> {
+        self.gate.namespace(&request, &request.get_ref().namespace)?;
         let v1::OpenRoundRequest { namespace, series, round, input_json, driver } = request.into_inner();
         let done = self.round_call(RoundCall::OpenRound { namespace, series, round, input_json, driver }).await?;
         Ok(Response::new(v1::RoundOpened {
@@ -54,6 +56,7 @@ impl Rounds for Service {
         &self,
         request: Request<v1::RoundSeriesRef>,
     ) -> Result<Response<v1::RoundSeriesInfo>, Status> {
+        self.gate.namespace(&request, &request.get_ref().namespace)?;
         let v1::RoundSeriesRef { namespace, name } = request.into_inner();
         let before = self.series_now(namespace.clone(), name.clone()).await?;
         let done = self.round_call(RoundCall::RemoveSeries { namespace, series: name }).await?;
@@ -64,6 +67,7 @@ impl Rounds for Service {
         &self,
         request: Request<v1::ListRoundSeriesRequest>,
     ) -> Result<Response<v1::ListRoundSeriesResponse>, Status> {
+        self.gate.namespace(&request, &request.get_ref().namespace)?;
         let namespace = request.into_inner().namespace;
         let all = self.engine.query(move |e, _| e.round_series(&namespace)).await?;
         Ok(Response::new(v1::ListRoundSeriesResponse {
@@ -72,11 +76,13 @@ impl Rounds for Service {
     }
 
     async fn get_series(&self, request: Request<v1::RoundSeriesRef>) -> Result<Response<v1::RoundSeriesInfo>, Status> {
+        self.gate.namespace(&request, &request.get_ref().namespace)?;
         let v1::RoundSeriesRef { namespace, name } = request.into_inner();
         Ok(Response::new(self.series_now(namespace, name).await?))
     }
 
     async fn get_round(&self, request: Request<v1::GetRoundRequest>) -> Result<Response<v1::RoundInfo>, Status> {
+        self.gate.namespace(&request, &request.get_ref().namespace)?;
         let v1::GetRoundRequest { namespace, series, round } = request.into_inner();
         let name = series.clone();
         let view = self.engine.query(move |e, _| e.round_get(&namespace, &series, round)).await?;

@@ -22,12 +22,14 @@ fn task_frame(frame: Frame) -> Option<v1::TaskEvent> {
 #[tonic::async_trait]
 impl Tasks for Service {
     async fn get(&self, request: Request<v1::TaskGetRequest>) -> Result<Response<v1::TaskInfo>, Status> {
+        self.gate.namespace(&request, &request.get_ref().namespace)?;
         let r = request.into_inner();
         let task = self.engine.query(move |e, _| e.task_get(&r.namespace, &r.id)).await?;
         Ok(Response::new(lockstep_proto::task::info(&task)))
     }
 
     async fn list(&self, request: Request<v1::TaskListRequest>) -> Result<Response<v1::TaskListResponse>, Status> {
+        self.gate.namespace(&request, &request.get_ref().namespace)?;
         let v1::TaskListRequest { namespace, state, r#type, page_token, page_size } = request.into_inner();
         let state = match state.as_str() {
             "" => None,
@@ -56,7 +58,7 @@ impl Tasks for Service {
 
     /// An operator's action: the admin token is checked and the retry audited.
     async fn retry(&self, request: Request<v1::TaskGetRequest>) -> Result<Response<v1::TaskInfo>, Status> {
-        self.admin_token.check(request.metadata())?;
+        self.gate.admin(&request, "RetryTask", Some(&request.get_ref().namespace))?;
         let actor = actor(&request);
         let v1::TaskGetRequest { namespace, id } = request.into_inner();
         let action = AdminAction::RetryTask { namespace: namespace.clone(), id: id.clone() };
@@ -71,13 +73,19 @@ impl Tasks for Service {
     type WatchStream = BoxStream<v1::TaskEvent>;
 
     async fn watch(&self, request: Request<v1::TaskWatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        self.gate.namespace(&request, &request.get_ref().namespace)?;
         let r = request.into_inner();
         let (conn, stream) = self.open(ConnSink::Tasks, task_frame).await?;
         self.engine.send(Command::Input(Input::WatchTasks { conn, namespace: r.namespace })).await?;
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn queues(&self, _: Request<v1::TaskQueuesRequest>) -> Result<Response<v1::TaskQueuesResponse>, Status> {
+    async fn queues(
+        &self,
+        request: Request<v1::TaskQueuesRequest>,
+    ) -> Result<Response<v1::TaskQueuesResponse>, Status> {
+        // Queues of every namespace.
+        self.gate.every_namespace(&request)?;
         let queues = self
             .engine
             .query(|e, now| Ok(e.task_queues().iter().map(|q| lockstep_proto::task::queue(q, now)).collect()))

@@ -14,7 +14,8 @@ use crate::trace::{next_origin, read};
 impl Traces for Service {
     async fn record(&self, request: Request<Streaming<v1::TraceUpload>>) -> Result<Response<v1::TraceInfo>, Status> {
         // In a task of its own: a caller that goes away midway leaves nothing half done.
-        let call = crate::trace::record(self.engine.clone(), request.into_inner(), self.register_within);
+        let access = crate::auth::Access::of(&request);
+        let call = crate::trace::record(self.engine.clone(), access, request.into_inner(), self.register_within);
         let info = tokio::spawn(call).await.map_err(|_| Status::internal("the record task failed"))??;
         Ok(Response::new(info))
     }
@@ -22,6 +23,7 @@ impl Traces for Service {
     type LookupStream = BoxStream<v1::TraceDownload>;
 
     async fn lookup(&self, request: Request<v1::TraceLookupRequest>) -> Result<Response<Self::LookupStream>, Status> {
+        self.gate.namespace(&request, &request.get_ref().namespace)?;
         let r = request.into_inner();
         // A hit on an inline output is answered here, from the index (see `crate::trace`); it is
         // noted before the answer goes, and the engine hears of it before its next input, so
@@ -41,6 +43,7 @@ impl Traces for Service {
     type GetStream = BoxStream<v1::TraceDownload>;
 
     async fn get(&self, request: Request<v1::TraceGetRequest>) -> Result<Response<Self::GetStream>, Status> {
+        self.gate.namespace(&request, &request.get_ref().namespace)?;
         let r = request.into_inner();
         let origin = next_origin(&self.engine);
         let input = TraceInput::Get { origin, namespace: r.namespace, id: r.id };
@@ -53,6 +56,8 @@ impl Traces for Service {
         &self,
         request: Request<v1::TraceClaimRequest>,
     ) -> Result<Response<Self::GetOrClaimStream>, Status> {
+        let session = request.get_ref().session.clone().unwrap_or_default();
+        crate::auth::Access::of(&request).act_as(&session.namespace, &session.agent_id)?;
         let r = request.into_inner();
         let origin = next_origin(&self.engine);
         let call = wire::session(r.session);
@@ -61,15 +66,20 @@ impl Traces for Service {
     }
 
     async fn release(&self, request: Request<v1::TraceClaimRequest>) -> Result<Response<v1::TraceReleased>, Status> {
+        let session = request.get_ref().session.clone().unwrap_or_default();
+        crate::auth::Access::of(&request).act_as(&session.namespace, &session.agent_id)?;
         Ok(Response::new(crate::trace::release(self.engine.clone(), request.into_inner()).await?))
     }
 
-    async fn stats(&self, _request: Request<v1::TraceStatsRequest>) -> Result<Response<v1::TraceStats>, Status> {
+    async fn stats(&self, request: Request<v1::TraceStatsRequest>) -> Result<Response<v1::TraceStats>, Status> {
+        // Counts over every namespace.
+        self.gate.every_namespace(&request)?;
         let stats = self.engine.query(|e, _| Ok(e.trace_stats())).await?;
         Ok(Response::new(wire::stats(&stats)))
     }
 
     async fn lineage(&self, request: Request<v1::TraceGetRequest>) -> Result<Response<v1::TraceLineage>, Status> {
+        self.gate.namespace(&request, &request.get_ref().namespace)?;
         let r = request.into_inner();
         let lineage = self
             .engine
