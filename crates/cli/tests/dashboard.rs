@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use lockstep_client::Participants;
+use lockstep_client::{Participants, RoundParticipants, RoundSeriesSpec};
 use serde_json::Value;
 use support::{finish_within, opts, Server};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -169,6 +169,22 @@ async fn the_dashboard_its_update_stream_its_actions_and_the_listeners_limits() 
     assert_eq!(row["fields"][1].as_str().unwrap().chars().count(), 48, "values are cut: {row}");
     let next = events.snapshot().await;
     assert!(next["seq"].as_u64() > first["seq"].as_u64(), "updates keep coming: {} then {}", first["seq"], next["seq"]);
+    // An open tick round waits, like a sync point, for whom it names.
+    let both = RoundParticipants::Agents(vec!["alpha".into(), "beta".into()]);
+    client.rounds().create(&RoundSeriesSpec::new("tick", both, 600_000, "tick.merged")).await.unwrap();
+    client.rounds().open("tick", &serde_json::json!({}), 1).await.unwrap();
+    let round = async {
+        loop {
+            let s = events.snapshot().await;
+            if let Some(r) = s["sync_points"].as_array().unwrap().iter().find(|p| p["kind"] == "round") {
+                return r.clone();
+            }
+        }
+    };
+    let round = tokio::time::timeout(Duration::from_secs(20), round).await.expect("the round is shown");
+    assert_eq!(round["id"], "tick #1");
+    assert_eq!((round["arrived"].as_u64(), round["required"].as_u64()), (Some(0), Some(2)), "{round}");
+    assert_eq!(round["missing"], serde_json::json!(["alpha", "beta"]));
     // A view that cannot be: 400, saying why.
     let (status, _, body) = request(&http, "GET", "/dashboard/events?namespace=a%20b", &[], b"").await;
     assert_eq!(status, 400, "{body}");

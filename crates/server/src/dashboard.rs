@@ -266,6 +266,23 @@ pub fn read(e: &Engine, now: Time, namespace: &str, fields: &[String]) -> Value 
             "waiting_ms": c.waiting_ms,
         })
     }));
+    // Open tick rounds wait for their participants' answers as barriers wait for arrivals.
+    sync_points.extend(
+        e.round_series(ns)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|s| lockstep_proto::round::series_info(s, false).open_round)
+            .map(|r| {
+                json!({
+                    "kind": "round",
+                    "id": format!("{} #{}", r.series, r.round),
+                    "arrived": r.answered.len(),
+                    "required": r.participants.len(),
+                    "missing": r.waiting,
+                    "waiting_ms": now.saturating_sub(r.opened_at_ms),
+                })
+            }),
+    );
     let votes: Vec<Value> = e
         .list_votes(ns)
         .unwrap_or_default()
