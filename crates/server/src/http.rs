@@ -10,8 +10,9 @@
 //!   `dashboard`).
 //!
 //! What it guarantees: at most [`MAX_IN_FLIGHT`] requests are handled at once (more wait at the
-//! socket); at most `http_limit::MAX_CONNECTIONS` connections are open (more are answered 503)
-//! and a client that takes nothing for `http_limit::WRITE_STALL` is disconnected; a request body
+//! socket); at most `http_limit::MAX_CONNECTIONS` connections are open (more are answered 503),
+//! a client that takes nothing for `http_limit::WRITE_STALL` is disconnected and a connection
+//! idle for `http_limit::IDLE` closed; a request body
 //! is at most [`MAX_BODY_BYTES`] (more: 413); a scrape costs one engine query, never a pass per
 //! agent on the engine's own time beyond counting them, and the dashboard one query per update
 //! and view, whatever the number of pages. Binding beyond loopback is refused by `start` unless
@@ -112,6 +113,7 @@ pub async fn serve(
         listener,
         crate::http_limit::MAX_CONNECTIONS,
         crate::http_limit::WRITE_STALL,
+        crate::http_limit::IDLE,
         metrics,
     );
     axum::serve(listener, router(state)).with_graceful_shutdown(stopped).await
