@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of lockstep: formatting and lints, the Rust suites (unit, property, end-to-end
 # against a real server process) and the Python client's suite against a real server.
-# Installs what it needs: cargo fetches the Rust side, apt-get tmux (for the monitor's test); the
+# Installs what it needs: cargo fetches the Rust side, apt-get tmux (for the monitor's test) and,
+# with CI=true, chromium (for the dashboard's browser test, with npm's playwright-core); the
 # Python script makes its own venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,12 +16,21 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 # The end-to-end test of `lockstep monitor` runs it in a real terminal: tmux.
 command -v tmux >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y tmux)
+# The dashboard's browser test (crates/cli/tests/dashboard.rs) drives Debian's headless Chromium
+# with playwright-core (no browser of its own; the version pinned by the lockfile). In CI (as
+# root) both are installed here; elsewhere the test says what is missing and is skipped.
+if [ "${CI:-}" = "true" ] && [ ! -x /usr/bin/chromium ]; then
+  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+fi
+if command -v npm >/dev/null && { [ "${CI:-}" = "true" ] || [ -x /usr/bin/chromium ]; }; then
+  (cd crates/cli/tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
 cargo test --workspace --locked
 
 echo "== cargo test: client behaviour against a server that rewords every error message"
 # Clients must decide by error reasons alone (docs/PROTOCOL.md, "Error reasons"): with
 # LOCKSTEP_REWORD_ERRORS=1 the servers these tests start scramble every message and keep the reasons.
-LOCKSTEP_REWORD_ERRORS=1 cargo test -p lockstep --locked --test e2e --test control --test stream --test request --test vote --test collective --test collective_shm --test group --test context --test tasks --test traces --test rounds --test streams --test history --test intake --test auth
+LOCKSTEP_REWORD_ERRORS=1 cargo test -p lockstep --locked --test e2e --test control --test stream --test request --test vote --test collective --test collective_shm --test group --test context --test tasks --test traces --test rounds --test streams --test history --test intake --test auth --test dashboard
 
 if [ -f clients/python/scripts/test.sh ]; then
   echo "== python client"

@@ -299,6 +299,11 @@ impl EngineHandle {
         &self.metrics
     }
 
+    /// The same measurements, shared (for the HTTP listener's tasks, which outlive a borrow).
+    pub fn shared_metrics(&self) -> Arc<crate::metrics::Metrics> {
+        self.metrics.clone()
+    }
+
     /// Where connection streams report on themselves.
     pub fn signals(&self) -> mpsc::UnboundedSender<Signal> {
         self.signals.clone()

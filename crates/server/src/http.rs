@@ -4,20 +4,28 @@
 //! * `GET /healthz`: 200 while the process serves HTTP at all (liveness);
 //! * `GET /readyz`: 200 when the server takes sessions — the engine is turning (it answers a
 //!   query within [`READY_WITHIN`]) and has not stopped (a graceful shutdown, or a store that can
-//!   no longer commit, which stops it) — else 503 saying which.
+//!   no longer commit, which stops it) — else 503 saying which;
+//! * `GET /` and `GET /dashboard`: the live web dashboard, its live updates at
+//!   `GET /dashboard/events` and its operator actions at `POST /dashboard/api/{action}` (see
+//!   `dashboard`).
 //!
 //! What it guarantees: at most [`MAX_IN_FLIGHT`] requests are handled at once (more wait at the
-//! socket); requests carry no body it reads; a scrape costs one engine query, never a pass per
-//! agent on the engine's own time beyond counting them. Binding beyond loopback is refused by
-//! `start` unless the operator opts in (`allow_public`): its endpoints ask for no token.
+//! socket); at most `http_limit::MAX_CONNECTIONS` connections are open (more are answered 503),
+//! a client that takes nothing for `http_limit::WRITE_STALL` is disconnected and a connection
+//! idle for `http_limit::IDLE` closed; a request body
+//! is at most [`MAX_BODY_BYTES`] (more: 413); a scrape costs one engine query, never a pass per
+//! agent on the engine's own time beyond counting them, and the dashboard one query per update
+//! and view, whatever the number of pages. Binding beyond loopback is refused by `start` unless
+//! the operator opts in (`allow_public`): its endpoints ask for no token.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
 use axum::Router;
 
 use crate::driver::EngineHandle;
@@ -30,6 +38,9 @@ pub const READY_WITHIN: Duration = Duration::from_secs(2);
 /// Requests handled at once.
 pub const MAX_IN_FLIGHT: usize = 32;
 
+/// The largest request body read (the dashboard's actions); a larger one is answered 413.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
 /// What the handlers read.
 #[derive(Clone)]
 pub struct HttpState {
@@ -37,16 +48,28 @@ pub struct HttpState {
     pub serving: Serving,
     /// The database file, when the server keeps one.
     pub database: Option<PathBuf>,
+    /// The dashboard's feeds and the Admin service its actions go through.
+    pub dashboard: crate::dashboard::DashboardState,
 }
 
-/// The routes, bounded in requests in flight.
+/// The routes, bounded in requests in flight and in body size.
 pub fn router(state: HttpState) -> Router {
+    let dashboard = Router::new()
+        .route("/dashboard", get(crate::dashboard::page))
+        .route("/dashboard/app.js", get(crate::dashboard::script))
+        .route("/dashboard/app.css", get(crate::dashboard::style))
+        .route("/dashboard/events", get(crate::dashboard::events))
+        .route("/dashboard/api/{action}", post(crate::dashboard::action))
+        .with_state(state.dashboard.clone());
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(MAX_IN_FLIGHT))
+        .route("/", get(|| async { Redirect::to("/dashboard") }))
         .with_state(state)
+        .merge(dashboard)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(MAX_IN_FLIGHT))
 }
 
 async fn metrics(State(state): State<HttpState>) -> Response {
@@ -78,11 +101,20 @@ async fn ready(State(state): State<HttpState>) -> (StatusCode, &'static str) {
     }
 }
 
-/// Serves `router` on `listener` until `stopped` resolves.
+/// Serves `router` on `listener` until `stopped` resolves, within the connection limits of
+/// `http_limit`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: HttpState,
     stopped: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let metrics: Arc<crate::metrics::Metrics> = state.engine.shared_metrics();
+    let listener = crate::http_limit::Limited::new(
+        listener,
+        crate::http_limit::MAX_CONNECTIONS,
+        crate::http_limit::WRITE_STALL,
+        crate::http_limit::IDLE,
+        metrics,
+    );
     axum::serve(listener, router(state)).with_graceful_shutdown(stopped).await
 }

@@ -14,12 +14,14 @@ pub mod admin;
 pub mod auth;
 pub mod backup;
 pub mod collective;
+pub mod dashboard;
 pub mod driver;
 pub mod event_log;
 pub mod group;
 pub mod grpc;
 pub mod health;
 pub mod http;
+pub mod http_limit;
 pub mod listener;
 pub mod metrics;
 pub mod page;
@@ -523,8 +525,10 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
         gate.interceptor(),
     );
     let http_engine = engine.clone();
-    let admin =
-        AdminServer::with_interceptor(admin::AdminService::new(engine, backup_dir, gate.clone()), gate.interceptor());
+    let admin_service = admin::AdminService::new(engine, backup_dir, gate.clone());
+    // The dashboard's actions are calls of this same service (see `dashboard`).
+    let http_admin = (admin_service.clone(), gate.clone());
+    let admin = AdminServer::with_interceptor(admin_service, gate.interceptor());
     let stopped = |tx: &tokio::sync::broadcast::Sender<()>| {
         let mut rx = tx.subscribe();
         async move {
@@ -596,7 +600,14 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     };
     let http_addr = http_listener.as_ref().map(|(_, a)| *a);
     if let Some((http_listener, _)) = http_listener {
-        let state = http::HttpState { engine: http_engine, serving: serving.clone(), database };
+        let (admin, gate) = http_admin;
+        let dashboard = dashboard::DashboardState {
+            dashboard: Arc::new(dashboard::Dashboard::new(http_engine.clone())),
+            admin,
+            gate,
+            metrics: http_engine.shared_metrics(),
+        };
+        let state = http::HttpState { engine: http_engine, serving: serving.clone(), database, dashboard };
         let stop = stopped(&transport_stop_tx);
         tokio::spawn(async move {
             if let Err(e) = http::serve(http_listener, state, stop).await {

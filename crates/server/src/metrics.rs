@@ -28,6 +28,21 @@ pub struct Metrics {
     turn_seconds: Histogram,
     backlog: Gauge,
     commit_seconds: Histogram,
+    /// The HTTP listener's and the dashboard's clients (see `http_limit` and `dashboard`).
+    http: HttpCounters,
+}
+
+/// What the HTTP listener counts of its clients: each a counter, bumped by the listener's tasks.
+#[derive(Debug, Default)]
+struct HttpCounters {
+    /// Dashboard snapshots a page did not get because a newer one replaced them first.
+    coalesced: Counter,
+    /// Connections closed because their client took nothing written for the write stall.
+    dropped: Counter,
+    /// Connections refused past the connection limit.
+    refused: Counter,
+    /// Dashboard event streams refused past their limit.
+    streams_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -38,6 +53,7 @@ impl Default for Metrics {
             turn_seconds: Histogram::new(buckets()),
             backlog: Gauge::default(),
             commit_seconds: Histogram::new(buckets()),
+            http: HttpCounters::default(),
         }
     }
 }
@@ -52,6 +68,36 @@ impl Metrics {
     /// A store commit took `took`.
     pub fn commit(&self, took: Duration) {
         self.commit_seconds.observe(took.as_secs_f64());
+    }
+
+    /// `n` dashboard snapshots were skipped for a page that was slower than its feed.
+    pub fn dashboard_coalesced(&self, n: u64) {
+        self.http.coalesced.inc_by(n);
+    }
+
+    /// How many dashboard snapshots were skipped so far.
+    pub fn dashboard_coalesced_total(&self) -> u64 {
+        self.http.coalesced.get()
+    }
+
+    /// An HTTP client that took nothing for the write stall was disconnected.
+    pub fn http_client_dropped(&self) {
+        self.http.dropped.inc();
+    }
+
+    /// How many HTTP clients were disconnected for stalling.
+    pub fn http_clients_dropped_total(&self) -> u64 {
+        self.http.dropped.get()
+    }
+
+    /// A connection past the HTTP listener's limit was refused.
+    pub fn http_connection_refused(&self) {
+        self.http.refused.inc();
+    }
+
+    /// A dashboard event stream past its limit was refused.
+    pub fn dashboard_stream_refused(&self) {
+        self.http.streams_refused.inc();
     }
 
     /// Everything, in the OpenMetrics text format.
@@ -145,6 +191,31 @@ impl Metrics {
             "Store commits of a turn's changes (data directory only)",
             self.commit_seconds.clone(),
         );
+        let http = &self.http;
+        for (name, help, counter) in [
+            (
+                "dashboard_updates_coalesced",
+                "Dashboard snapshots a slow page skipped because a newer one replaced them",
+                &http.coalesced,
+            ),
+            (
+                "http_clients_dropped",
+                "HTTP connections closed because their client took nothing written to it for the write stall",
+                &http.dropped,
+            ),
+            (
+                "http_connections_refused",
+                "HTTP connections refused (503) past the listener's connection limit",
+                &http.refused,
+            ),
+            (
+                "dashboard_streams_refused",
+                "Dashboard event streams refused (503) past their limit",
+                &http.streams_refused,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
         let mut text = String::new();
         encode(&mut text, &registry).expect("writing to a String does not fail");
         text
@@ -240,6 +311,10 @@ mod tests {
             "lockstep_barrier_wait_seconds_bucket{le=\"2.0\"} 2",
             "lockstep_barrier_wait_seconds_bucket{le=\"+Inf\"} 2",
             "lockstep_delivery_ack_seconds_count 0",
+            "lockstep_dashboard_updates_coalesced_total 0",
+            "lockstep_http_clients_dropped_total 0",
+            "lockstep_http_connections_refused_total 0",
+            "lockstep_dashboard_streams_refused_total 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
         }
