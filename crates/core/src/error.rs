@@ -237,6 +237,10 @@ pub enum CoreError {
         crate::error::violations_text(violations)
     )]
     SchemaViolation { topic: String, violations: Vec<crate::intake::Violation>, total: usize },
+
+    // --- sync monitor (see crate::systems): its own error type, each with its own reason
+    #[error(transparent)]
+    Systems(crate::systems::SystemsError),
 }
 
 /// The schema errors of a refusal, as `path: reason` separated by `; ` (the root is `/`).
@@ -441,11 +445,32 @@ pub enum Reason {
     // --- intake
     /// [`CoreError::SchemaViolation`]: a published record fails the JSON Schema of its topic.
     SchemaViolation,
+    // --- sync monitor (crate::systems::SystemsError)
+    /// No system of that name is registered.
+    UnknownSystem,
+    /// The system was retired.
+    SystemRetired,
+    /// A system of that name exists with another definition.
+    SystemExists,
+    /// A measurement's unit is not known; the message lists the known ones.
+    UnknownUnit,
+    /// A measurement is negative, not finite, or too large.
+    BadMeasurement,
+    /// A dependency would close a cycle; the message names it.
+    DependencyCycle,
+    /// No such dependency is declared.
+    UnknownDependency,
+    /// No such incident (never opened, or no longer kept).
+    UnknownIncident,
+    /// The incident is resolved already.
+    IncidentResolved,
+    /// A reporter sent more events in one second than allowed.
+    EventRateLimited,
 }
 
 impl Reason {
     /// Every reason, in the order of the documentation.
-    pub const ALL: [Reason; 78] = [
+    pub const ALL: [Reason; 88] = [
         Reason::InvalidArgument,
         Reason::UnknownAgent,
         Reason::UnknownSyncPoint,
@@ -526,6 +551,17 @@ impl Reason {
         Reason::UnknownStream,
         // --- intake
         Reason::SchemaViolation,
+        // --- sync monitor
+        Reason::UnknownSystem,
+        Reason::SystemRetired,
+        Reason::SystemExists,
+        Reason::UnknownUnit,
+        Reason::BadMeasurement,
+        Reason::DependencyCycle,
+        Reason::UnknownDependency,
+        Reason::UnknownIncident,
+        Reason::IncidentResolved,
+        Reason::EventRateLimited,
     ];
 
     /// The stable name on the wire (`SCREAMING_SNAKE_CASE`); it never changes once published.
@@ -609,6 +645,16 @@ impl Reason {
             Reason::StreamExists => "STREAM_EXISTS",
             Reason::UnknownStream => "UNKNOWN_STREAM",
             Reason::SchemaViolation => "SCHEMA_VIOLATION",
+            Reason::UnknownSystem => "UNKNOWN_SYSTEM",
+            Reason::SystemRetired => "SYSTEM_RETIRED",
+            Reason::SystemExists => "SYSTEM_EXISTS",
+            Reason::UnknownUnit => "UNKNOWN_UNIT",
+            Reason::BadMeasurement => "BAD_MEASUREMENT",
+            Reason::DependencyCycle => "DEPENDENCY_CYCLE",
+            Reason::UnknownDependency => "UNKNOWN_DEPENDENCY",
+            Reason::UnknownIncident => "UNKNOWN_INCIDENT",
+            Reason::IncidentResolved => "INCIDENT_RESOLVED",
+            Reason::EventRateLimited => "EVENT_RATE_LIMITED",
         }
     }
 
@@ -699,6 +745,7 @@ impl CoreError {
             CoreError::StreamExists { .. } => ErrorCode::AlreadyExists,
             CoreError::UnknownStream { .. } => ErrorCode::NotFound,
             CoreError::SchemaViolation { .. } => ErrorCode::InvalidArgument,
+            CoreError::Systems(e) => e.code(),
         }
     }
 
@@ -778,6 +825,7 @@ impl CoreError {
             CoreError::StreamExists { .. } => Reason::StreamExists,
             CoreError::UnknownStream { .. } => Reason::UnknownStream,
             CoreError::SchemaViolation { .. } => Reason::SchemaViolation,
+            CoreError::Systems(e) => e.reason(),
         }
     }
 
