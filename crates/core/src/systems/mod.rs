@@ -380,24 +380,27 @@ impl SystemsSettings {
     }
 }
 
-/// One system and what the monitor knows of it.
+/// One system and what the monitor knows of it: what is kept of it (its [`SystemImage`], whose
+/// fields it derefs to) and its most recent events.
 #[derive(Clone, Debug, PartialEq)]
 pub struct System {
-    pub spec: SystemSpec,
-    pub registered_at: Time,
-    pub updated_at: Time,
-    pub retired_at: Option<Time>,
-    /// When its last successful sync happened.
-    pub last_success: Option<Time>,
-    pub last_status: Option<Status>,
-    pub last_drift_ms: Option<f64>,
-    pub stale: bool,
-    /// The number of its last event (numbering goes on across retirement and a new registration).
-    pub event_seq: u64,
-    /// Its events are those numbered above this (the number its current registration started at).
-    pub events_from: u64,
+    pub image: SystemImage,
     /// The most recent events, oldest first.
     pub events: VecDeque<Event>,
+}
+
+impl std::ops::Deref for System {
+    type Target = SystemImage;
+
+    fn deref(&self) -> &SystemImage {
+        &self.image
+    }
+}
+
+impl std::ops::DerefMut for System {
+    fn deref_mut(&mut self) -> &mut SystemImage {
+        &mut self.image
+    }
 }
 
 /// A system as kept (its events are kept beside it, one by one, by number).
@@ -408,6 +411,7 @@ pub struct SystemImage {
     pub updated_at: Time,
     #[serde(default)]
     pub retired_at: Option<Time>,
+    /// When its last successful sync happened.
     #[serde(default)]
     pub last_success: Option<Time>,
     #[serde(default)]
@@ -415,11 +419,13 @@ pub struct SystemImage {
     #[serde(default)]
     pub last_drift_ms: Option<f64>,
     pub stale: bool,
+    /// The number of its last event (numbering goes on across retirement and a new registration).
     pub event_seq: u64,
+    /// Its events are those numbered above this (the number its current registration started at).
     pub events_from: u64,
 }
 
-impl System {
+impl SystemImage {
     /// When it is (or was) stale: cadence + tolerance after its last success, or after its
     /// registration when it never succeeded.
     pub fn stale_at(&self) -> Time {
@@ -535,7 +541,7 @@ impl Systems {
             }
             None => {}
         }
-        let system = System {
+        let image = SystemImage {
             spec,
             registered_at: now,
             updated_at: now,
@@ -546,8 +552,8 @@ impl Systems {
             stale: false,
             event_seq,
             events_from: event_seq,
-            events: VecDeque::new(),
         };
+        let system = System { image, events: VecDeque::new() };
         self.systems.insert(key.clone(), system);
         let mut fx = Effects { touched: vec![key.clone()], ..Default::default() };
         self.refresh(now, &key, settings, &mut fx);
@@ -779,7 +785,7 @@ impl Systems {
 
     /// When `name` becomes stale, if it is active and not stale yet.
     pub fn stale_at(&self, name: &str) -> Option<Time> {
-        self.systems.get(name).filter(|s| s.retired_at.is_none() && !s.stale).map(System::stale_at)
+        self.systems.get(name).filter(|s| s.retired_at.is_none() && !s.stale).map(|s| s.stale_at())
     }
 
     /// The freshness timer of `name` fired at `now`: it becomes stale if its time has come.
@@ -934,18 +940,7 @@ impl Systems {
 
     /// The kept image of `name`.
     pub fn image(&self, name: &str) -> Option<SystemImage> {
-        self.systems.get(name).map(|s| SystemImage {
-            spec: s.spec.clone(),
-            registered_at: s.registered_at,
-            updated_at: s.updated_at,
-            retired_at: s.retired_at,
-            last_success: s.last_success,
-            last_status: s.last_status,
-            last_drift_ms: s.last_drift_ms,
-            stale: s.stale,
-            event_seq: s.event_seq,
-            events_from: s.events_from,
-        })
+        self.systems.get(name).map(|s| s.image.clone())
     }
 
     /// Event number `seq` of `name`, while it is kept.
@@ -970,21 +965,8 @@ impl Systems {
     ) -> Result<Effects, CoreError> {
         let bad = |what: String| CoreError::invalid("stored data", what);
         *self = Systems::default();
-        for i in systems {
-            let s = System {
-                spec: i.spec,
-                registered_at: i.registered_at,
-                updated_at: i.updated_at,
-                retired_at: i.retired_at,
-                last_success: i.last_success,
-                last_status: i.last_status,
-                last_drift_ms: i.last_drift_ms,
-                stale: i.stale,
-                event_seq: i.event_seq,
-                events_from: i.events_from,
-                events: VecDeque::new(),
-            };
-            self.systems.insert(Arc::from(s.spec.name.as_str()), s);
+        for image in systems {
+            self.systems.insert(Arc::from(image.spec.name.as_str()), System { image, events: VecDeque::new() });
         }
         for (name, seq, event) in events {
             let Some(s) = self.systems.get_mut(name.as_str()) else { continue };
