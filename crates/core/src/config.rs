@@ -219,6 +219,8 @@ pub struct Config {
     pub history: crate::history::HistorySettings,
     /// Intake: JSON Schemas and categorisation routes by topic pattern, and their limits.
     pub intake: crate::intake::IntakeSettings,
+    /// The sync monitor: limits on systems, dependencies, events and incidents.
+    pub systems: crate::systems::SystemsSettings,
 }
 
 impl Default for Config {
@@ -246,6 +248,7 @@ impl Default for Config {
             streams: crate::streams::StreamSettings::default(),
             history: crate::history::HistorySettings::default(),
             intake: crate::intake::IntakeSettings::default(),
+            systems: crate::systems::SystemsSettings::default(),
         }
     }
 }
@@ -295,6 +298,7 @@ impl Config {
         self.streams.validate(&self.limits).map_err(|e| format!("streams: {e}"))?;
         self.history.validate(self.limits.max_topic_len).map_err(|e| format!("history.{e}"))?;
         self.intake.validate(self.limits.max_topic_len).map_err(|e| format!("intake.{e}"))?;
+        self.systems.validate().map_err(|e| format!("systems.{e}"))?;
         self.breaker.validate().map_err(|e| format!("breaker: {e}"))?;
         self.health.validate().map_err(|e| format!("health: {e}"))?;
         for (kind, map) in [("role", &self.breaker_roles), ("agent", &self.breaker_agents)] {

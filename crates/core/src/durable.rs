@@ -11,7 +11,8 @@
 //! Durable: agents (profile, last status, resume token, state and version, watches), sync points
 //! open and finished with their arrivals, the audit log, operators' pauses and the emergency stop,
 //! votes, context keys with their retained versions and lifetimes, tasks (submissions with their
-//! pinned context, attempts, outputs and errors). The server-maintained
+//! pinned context, attempts, outputs and errors), the sync monitor's systems (their last events,
+//! dependencies, open and recent incidents). The server-maintained
 //! `system.*` context keys are not kept: they are facts of the running server.
 //! Ephemeral by design: messages in flight and queued deliveries (at-most-once), sessions'
 //! connections, breaker states, health figures and operators' commands awaiting a reply.
@@ -155,6 +156,18 @@ pub enum Change {
     History(crate::history::HistoryChange),
     /// The intake's rule set was replaced (see [`crate::intake`]): keep it and its version.
     Intake(Box<crate::intake::IntakeImage>),
+    // --- sync monitor (see [`crate::systems`])
+    /// A synced system was registered, updated, retired or changed state: keep it (without its
+    /// events).
+    SystemPut(Box<crate::systems::SystemImage>),
+    /// A synced system took event number `seq`: keep it, and at most the last `keep` of the
+    /// system's events.
+    SystemEvent { system: String, seq: u64, event: Box<crate::systems::Event>, keep: u64 },
+    /// A dependency was declared or reweighted (`Some(weight)`), or removed (`None`).
+    Dependency { upstream: String, downstream: String, weight: Option<f64> },
+    /// An incident opened or changed (resolved included): keep it, and at most the last `keep`
+    /// resolved incidents.
+    Incident { incident: Box<crate::systems::Incident>, keep: u64 },
 }
 
 /// One retained version of a context key as it is kept.
@@ -228,6 +241,18 @@ pub struct Restored {
     /// The intake's rule set as an operator last replaced it (none: the file's is in force).
     #[serde(default)]
     pub intake: Option<crate::intake::IntakeImage>,
+    /// The sync monitor's systems (see [`crate::systems`]).
+    #[serde(default)]
+    pub systems: Vec<crate::systems::SystemImage>,
+    /// Their kept events: (system, number, event), in number order per system.
+    #[serde(default)]
+    pub system_events: Vec<(String, u64, crate::systems::Event)>,
+    /// Dependencies: (upstream, downstream, weight).
+    #[serde(default)]
+    pub dependencies: Vec<(String, String, f64)>,
+    /// Incidents, open and resolved.
+    #[serde(default)]
+    pub incidents: Vec<crate::systems::Incident>,
 }
 
 /// Why a sync point failed, as it is kept: the [`CoreError`] its waiters got, without the point's

@@ -55,6 +55,7 @@ mod history;
 mod intake;
 mod round;
 mod streams;
+mod systems;
 mod task;
 mod trace;
 
@@ -260,6 +261,9 @@ enum Timer {
         ns: Arc<str>,
         topic: Arc<str>,
     },
+    // --- sync monitor
+    /// A synced system may have gone stale (no success within cadence + tolerance).
+    SystemStale(Arc<str>),
 }
 
 /// Something durable an input touched; turned into a [`Change`] with the current value when the
@@ -296,6 +300,15 @@ enum Touched {
     // --- intake
     /// The intake's rule set was replaced.
     Intake,
+    // --- sync monitor
+    /// A synced system's image changed.
+    System(Arc<str>),
+    /// A synced system took its event of this number.
+    SystemEvent(Arc<str>, u64),
+    /// A dependency (upstream, downstream) was declared, reweighted or removed.
+    Dependency(Arc<str>, Arc<str>),
+    /// An incident changed.
+    Incident(u64),
 }
 
 /// What changed durably since the shell last took the changes.
@@ -482,6 +495,8 @@ pub struct Engine {
     replays: HashMap<(Arc<str>, Arc<str>), crate::history::Cursor>,
     /// Validation and categorisation of published records (see [`crate::intake`]).
     intake: crate::intake::Intake,
+    /// The sync monitor (see [`crate::systems`]).
+    systems: crate::systems::Systems,
 }
 
 /// Every agent's health and the system's, for the `health` command.
@@ -539,6 +554,7 @@ impl Engine {
             rounds: Default::default(),
             streams: crate::streams::Streams::default(),
             clock_origin_unix_ms: 0,
+            systems: crate::systems::Systems::default(),
         };
         // The first sample of system health is taken one interval in, when agents may have come.
         let first = engine.config.health.sample_interval_ms;
@@ -630,6 +646,10 @@ impl Engine {
             Input::Round { origin, call } => {
                 let result = self.round_call(now, call);
                 self.outputs.push_back(Output::RoundDone { origin, result });
+            }
+            Input::Systems { origin, actor, call } => {
+                let result = self.systems_call(now, &actor, call);
+                self.outputs.push_back(Output::SystemsDone { origin, result });
             }
         }
     }
@@ -824,6 +844,10 @@ impl Engine {
                     Some(Change::StreamRemoved { kind, namespace: ns.to_string(), id: id.to_string() })
                 }
                 Touched::Intake => Some(self.intake_change()),
+                Touched::System(name) => self.system_change(&name),
+                Touched::SystemEvent(name, seq) => self.system_event_change(&name, seq),
+                Touched::Dependency(up, down) => Some(self.dependency_change(&up, &down)),
+                Touched::Incident(id) => self.incident_change(id),
             };
             out.extend(change);
         }
@@ -874,6 +898,10 @@ impl Engine {
             streams,
             history,
             intake,
+            systems,
+            system_events,
+            dependencies,
+            incidents,
         } = restored;
         self.history_restore(now, history);
         let bad = |what: String, e: &dyn std::fmt::Display| CoreError::invalid("stored data", format!("{what}: {e}"));
@@ -951,6 +979,7 @@ impl Engine {
         self.restore_rounds(now, rounds)?;
         self.restore_streams(streams)?;
         self.restore_intake(intake)?;
+        self.restore_systems(systems, system_events, dependencies, incidents)?;
         self.control.restore(audit, pauses, emergency);
         for (ns, agent) in self.all_agents() {
             if self.control.is_paused(&ns, &agent) {
@@ -1438,6 +1467,7 @@ impl Engine {
             Timer::TickerIdle { ns, id } => self.ticker_idle(now, (ns, id)),
             Timer::BufferDue { ns, id } => self.buffer_due(now, (ns, id)),
             Timer::HistoryAge { ns, topic } => self.history_expire(now, ns, topic),
+            Timer::SystemStale(name) => self.system_stale_timer(now, &name),
 
             Timer::Commands => {
                 for finished in self.control.expire(now) {
@@ -1497,6 +1527,7 @@ impl Engine {
         self.registry_event(ns, agent, RegistryEventKind::Lost, Some(previous));
         self.participant_gone(now, ns, agent, "lost its lease");
         self.voter_gone(now, ns, agent);
+        self.systems_agent_lost(now, ns, agent);
         self.requests_gone(ns, agent, "lost its lease");
         self.collectives_gone(ns, agent, "lost its lease");
         self.groups_gone(ns, agent, "lost");

@@ -243,6 +243,9 @@ pub enum CoreError {
     // --- permissions (see crate::auth)
     #[error("{0}")]
     Denied(crate::auth::Denial),
+    // --- sync monitor (see crate::systems): its own error type, each with its own reason
+    #[error(transparent)]
+    Systems(crate::systems::SystemsError),
 }
 
 /// The schema errors of a refusal, as `path: reason` separated by `; ` (the root is `/`).
@@ -467,11 +470,32 @@ pub enum Reason {
     StateReadDenied,
     /// The token does not allow the operators' action (`PERMISSION_DENIED`).
     AdminDenied,
+    // --- sync monitor (crate::systems::SystemsError)
+    /// No system of that name is registered.
+    UnknownSystem,
+    /// The system was retired.
+    SystemRetired,
+    /// A system of that name exists with another definition.
+    SystemExists,
+    /// A measurement's unit is not known; the message lists the known ones.
+    UnknownUnit,
+    /// A measurement is negative, not finite, or too large.
+    BadMeasurement,
+    /// A dependency would close a cycle; the message names it.
+    DependencyCycle,
+    /// No such dependency is declared.
+    UnknownDependency,
+    /// No such incident (never opened, or no longer kept).
+    UnknownIncident,
+    /// The incident is resolved already.
+    IncidentResolved,
+    /// A reporter sent more events in one second than allowed.
+    EventRateLimited,
 }
 
 impl Reason {
     /// Every reason, in the order of the documentation.
-    pub const ALL: [Reason; 87] = [
+    pub const ALL: [Reason; 97] = [
         Reason::InvalidArgument,
         Reason::UnknownAgent,
         Reason::UnknownSyncPoint,
@@ -562,6 +586,17 @@ impl Reason {
         Reason::AgentDenied,
         Reason::StateReadDenied,
         Reason::AdminDenied,
+        // --- sync monitor
+        Reason::UnknownSystem,
+        Reason::SystemRetired,
+        Reason::SystemExists,
+        Reason::UnknownUnit,
+        Reason::BadMeasurement,
+        Reason::DependencyCycle,
+        Reason::UnknownDependency,
+        Reason::UnknownIncident,
+        Reason::IncidentResolved,
+        Reason::EventRateLimited,
     ];
 
     /// The stable name on the wire (`SCREAMING_SNAKE_CASE`); it never changes once published.
@@ -654,6 +689,16 @@ impl Reason {
             Reason::AgentDenied => "AGENT_DENIED",
             Reason::StateReadDenied => "STATE_READ_DENIED",
             Reason::AdminDenied => "ADMIN_DENIED",
+            Reason::UnknownSystem => "UNKNOWN_SYSTEM",
+            Reason::SystemRetired => "SYSTEM_RETIRED",
+            Reason::SystemExists => "SYSTEM_EXISTS",
+            Reason::UnknownUnit => "UNKNOWN_UNIT",
+            Reason::BadMeasurement => "BAD_MEASUREMENT",
+            Reason::DependencyCycle => "DEPENDENCY_CYCLE",
+            Reason::UnknownDependency => "UNKNOWN_DEPENDENCY",
+            Reason::UnknownIncident => "UNKNOWN_INCIDENT",
+            Reason::IncidentResolved => "INCIDENT_RESOLVED",
+            Reason::EventRateLimited => "EVENT_RATE_LIMITED",
         }
     }
 
@@ -745,6 +790,7 @@ impl CoreError {
             CoreError::UnknownStream { .. } => ErrorCode::NotFound,
             CoreError::SchemaViolation { .. } => ErrorCode::InvalidArgument,
             CoreError::Denied(_) => ErrorCode::PermissionDenied,
+            CoreError::Systems(e) => e.code(),
         }
     }
 
@@ -825,6 +871,7 @@ impl CoreError {
             CoreError::UnknownStream { .. } => Reason::UnknownStream,
             CoreError::SchemaViolation { .. } => Reason::SchemaViolation,
             CoreError::Denied(denial) => denial.reason(),
+            CoreError::Systems(e) => e.reason(),
         }
     }
 

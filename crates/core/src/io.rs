@@ -272,6 +272,44 @@ pub enum Input {
     // Tick rounds (see crate::round).
     /// A client's call on round series, answered by [`Output::RoundDone`] with `origin`.
     Round { origin: u64, call: RoundCall },
+    // --- sync monitor (see crate::systems)
+    /// A call on the sync monitor by `actor` (for the audit log), answered by
+    /// [`Output::SystemsDone`] with `origin`.
+    Systems { origin: u64, actor: String, call: SystemsCall },
+}
+
+/// A call on the sync monitor (see [`crate::systems`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum SystemsCall {
+    /// Register a system (the same definition again is a no-op).
+    Register(crate::systems::SystemSpec),
+    /// Replace the definition of an active system.
+    Update(crate::systems::SystemSpec),
+    /// Retire a system.
+    Retire { name: String },
+    /// Declare `upstream → downstream` with an impact weight in (0, 1].
+    Depend { upstream: String, downstream: String, weight: f64 },
+    /// Remove a dependency.
+    Undepend { upstream: String, downstream: String },
+    /// A sync event.
+    Report(crate::systems::Report),
+    /// Acknowledge an open incident.
+    Ack { id: u64 },
+    /// Annotate an open incident.
+    Note { id: u64, text: String },
+    /// Resolve an open incident by hand.
+    Resolve { id: u64 },
+}
+
+/// What a sync monitor call did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SystemsDone {
+    /// What happened, in words.
+    pub detail: String,
+    /// The incident the call acted on (ack, note, resolve).
+    pub incident: Option<crate::systems::Incident>,
+    /// Incidents the call opened, repeated or resolved (an event that failed, a recovery).
+    pub changes: Vec<(crate::systems::Change, crate::systems::Incident)>,
 }
 
 /// A client's call on round series (see [`crate::round`]).
@@ -446,6 +484,9 @@ pub enum Output {
     // Tick rounds.
     /// A round call (sent with `origin`) is done, or was refused.
     RoundDone { origin: u64, result: Result<RoundDone, CoreError> },
+    // --- sync monitor
+    /// A sync monitor call (sent with `origin`) is done, or was refused.
+    SystemsDone { origin: u64, result: Result<SystemsDone, CoreError> },
 }
 
 /// A message published on a topic, shared by every queue it is routed to.

@@ -62,6 +62,9 @@
 //! [`breaker`] (circuit breakers) and [`command`] (pause, emergency stop, operators' commands and
 //! their audit log) hold the rules of fault isolation and of the control plane, which the engine
 //! applies; [`health`] holds the rules of health assessment, which the engine feeds.
+//!
+//! [`systems`] holds the rules of the infrastructure sync monitor: synced systems, their
+//! dependency graph and risk propagation, normalised sync events, freshness and incidents.
 
 pub mod auth;
 pub mod breaker;
@@ -91,6 +94,7 @@ pub mod round;
 pub mod state;
 pub mod streams;
 pub mod syncpoint;
+pub mod systems;
 pub mod task;
 pub mod ticker;
 pub mod timer;

@@ -37,6 +37,11 @@ struct Kept {
     history: BTreeMap<(String, String), lockstep_core::history::KeptTopic>,
     /// As the store keeps it: one setting, replaced whole.
     intake: Option<lockstep_core::intake::IntakeImage>,
+    /// As the store keeps the sync monitor: systems, events by number, edges, incidents by id.
+    systems: BTreeMap<String, lockstep_core::systems::SystemImage>,
+    system_events: BTreeMap<(String, u64), lockstep_core::systems::Event>,
+    dependencies: BTreeMap<(String, String), f64>,
+    incidents: BTreeMap<u64, lockstep_core::systems::Incident>,
 }
 
 impl Kept {
@@ -138,6 +143,29 @@ impl Kept {
                 }
                 Change::History(change) => self.apply_history(change),
                 Change::Intake(image) => self.intake = Some(*image),
+                Change::SystemPut(image) => {
+                    self.systems.insert(image.spec.name.clone(), *image);
+                }
+                Change::SystemEvent { system, seq, event, keep } => {
+                    self.system_events.retain(|(s, n), _| *s != system || n + keep > seq);
+                    self.system_events.insert((system, seq), *event);
+                }
+                Change::Dependency { upstream, downstream, weight } => match weight {
+                    Some(w) => {
+                        self.dependencies.insert((upstream, downstream), w);
+                    }
+                    None => {
+                        self.dependencies.remove(&(upstream, downstream));
+                    }
+                },
+                Change::Incident { incident, keep } => {
+                    self.incidents.insert(incident.id, *incident);
+                    let resolved: Vec<u64> =
+                        self.incidents.values().filter(|i| i.resolved_at.is_some()).map(|i| i.id).collect();
+                    for id in resolved.iter().rev().skip(keep as usize) {
+                        self.incidents.remove(id);
+                    }
+                }
             }
         }
     }
@@ -159,6 +187,10 @@ impl Kept {
             streams: self.streams.values().cloned().collect(),
             history: self.history.values().cloned().collect(),
             intake: self.intake.clone(),
+            systems: self.systems.values().cloned().collect(),
+            system_events: self.system_events.iter().map(|((s, n), e)| (s.clone(), *n, e.clone())).collect(),
+            dependencies: self.dependencies.iter().map(|((u, d), w)| (u.clone(), d.clone(), *w)).collect(),
+            incidents: self.incidents.values().cloned().collect(),
         }
     }
 
@@ -661,4 +693,65 @@ fn a_replaced_intake_rule_set_comes_back_with_its_version() {
     assert_eq!(got.len(), 1);
     let envelope = got[0].message.intake.as_deref().expect("categorised");
     assert_eq!((&*envelope.from, &*envelope.rule, envelope.seq), ("in", "in/all", 1));
+}
+
+#[test]
+fn synced_systems_come_back_with_dependencies_events_incidents_and_freshness() {
+    use lockstep_core::io::SystemsCall as C;
+    use lockstep_core::systems::{Criticality, Report, Status, SystemSpec};
+    let spec = |name: &str, cadence_ms| SystemSpec {
+        name: name.into(),
+        cadence_ms,
+        criticality: Criticality::High,
+        ..Default::default()
+    };
+    let report = |system: &str, status| {
+        C::Report(Report {
+            system: system.into(),
+            reporter: "collector".into(),
+            status: Some(status),
+            ..Default::default()
+        })
+    };
+    let mut config = Config::default();
+    config.systems.events_per_system = 2;
+    let mut h = Harness::new(config);
+    h.engine.track_changes();
+    let mut kept = Kept::default();
+    h.systems("ops", C::Register(spec("src", 10_000))).unwrap();
+    h.systems("ops", C::Register(spec("dash", 60_000))).unwrap();
+    h.systems("ops", C::Register(spec("old", 60_000))).unwrap();
+    h.systems("ops", C::Depend { upstream: "src".into(), downstream: "dash".into(), weight: 0.5 }).unwrap();
+    h.systems("ops", C::Depend { upstream: "old".into(), downstream: "dash".into(), weight: 1.0 }).unwrap();
+    h.systems("ops", C::Retire { name: "old".into() }).unwrap();
+    for t in [1_000, 2_000, 3_000] {
+        h.now = t;
+        h.systems("c", report("src", Status::Ok)).unwrap();
+    }
+    h.now = 4_000;
+    let failed = h.systems("c", report("dash", Status::Failed)).unwrap().changes[0].1.id;
+    h.systems("alice", C::Ack { id: failed }).unwrap();
+    let mut h = restart(&mut h, &mut kept, 1_000);
+    let t = h.engine.systems();
+    // The last two events of src, its last success, the edge that stayed, the open incident.
+    let src = t.get("src").unwrap();
+    assert_eq!(
+        (src.last_success, src.events.iter().map(|e| e.at).collect::<Vec<_>>()),
+        (Some(3_000), vec![2_000, 3_000])
+    );
+    assert!(t.get("old").unwrap().retired_at.is_some());
+    assert_eq!(t.dependencies(), [("src".to_string(), "dash".to_string(), 0.5)]);
+    let open = t.incidents_by_priority(&Config::default().systems);
+    assert_eq!((open.len(), open[0].id, open[0].acked_by.as_str()), (1, failed, "alice"));
+    assert_eq!(t.risk("dash"), (1.0, 1.0));
+    // Freshness goes on from the kept last success: src is stale at 3 000 + 10 000.
+    h.advance_to(12_999);
+    assert!(!h.engine.systems().get("src").unwrap().stale);
+    h.advance_to(13_000);
+    let open = h.engine.systems().incidents_by_priority(&Config::default().systems);
+    assert_eq!(open.len(), 2);
+    assert!(open.iter().any(|i| i.system == "src" && i.id > failed), "ids go on: {open:?}");
+    // Recovery after the restart resolves the incident opened before it.
+    let done = h.systems("c", report("dash", Status::Ok)).unwrap();
+    assert_eq!((done.changes[0].1.id, done.changes[0].1.duration(0)), (failed, 9_000));
 }

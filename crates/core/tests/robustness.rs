@@ -614,6 +614,8 @@ proptest! {
                     Output::ContextDone { origin, .. } => *written.entry(origin).or_default() += 1,
                     // No step makes round calls (crates/core/tests/rounds.rs has their tests).
                     Output::RoundDone { .. } => prop_assert!(false, "no round call was made"),
+                    // Nor sync monitor calls (crates/core/tests/systems.rs has their tests).
+                    Output::SystemsDone { .. } => prop_assert!(false, "no sync monitor call was made"),
                     // This fuzz sends no trace calls (crates/core/src/trace.rs has their tests).
                     Output::Trace(_) | Output::Ready(_) | Output::Collective(CollectiveEvent::Start { .. }) => {}
                 }

@@ -675,6 +675,7 @@ pub fn context_batch(frame: Frame) -> Option<v1::ContextBatch> {
 mod tests {
     use super::*;
     use lockstep_core::command::{EmergencyStop, Gated, PauseCause, Refusal};
+    use lockstep_core::systems::SystemsError;
     use lockstep_core::{Reason, SessionEnd};
 
     /// One error of every kind the engine makes, covering every engine reason.
@@ -771,6 +772,23 @@ mod tests {
                 }],
                 total: 1,
             },
+            // --- sync monitor
+            SystemsError::UnknownSystem { name: "s".into() }.into(),
+            SystemsError::SystemRetired { name: "s".into(), at: 5 }.into(),
+            SystemsError::SystemExists { name: "s".into() }.into(),
+            SystemsError::UnknownUnit {
+                field: "latency",
+                unit: "x".into(),
+                quantity: "a duration",
+                known: "ms".into(),
+            }
+            .into(),
+            SystemsError::BadMeasurement { field: "drift", value: "-1".into(), why: "negative".into() }.into(),
+            SystemsError::DependencyCycle { cycle: vec!["a".into(), "b".into(), "a".into()] }.into(),
+            SystemsError::UnknownDependency { upstream: "a".into(), downstream: "b".into() }.into(),
+            SystemsError::UnknownIncident { id: 1 }.into(),
+            SystemsError::IncidentResolved { id: 1, at: 5 }.into(),
+            SystemsError::RateLimited { reporter: "r".into(), limit: 1 }.into(),
         ]
     }
 

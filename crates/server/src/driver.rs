@@ -102,6 +102,12 @@ pub enum Command {
     },
     /// A client's call on round series: its answer goes to `done`.
     Round { call: lockstep_core::io::RoundCall, done: oneshot::Sender<Result<lockstep_core::io::RoundDone, CoreError>> },
+    /// A call on the sync monitor by `actor`.
+    Systems {
+        actor: String,
+        call: lockstep_core::io::SystemsCall,
+        done: oneshot::Sender<Result<lockstep_core::io::SystemsDone, CoreError>>,
+    },
     /// Read the engine.
     Query(Query),
     /// Copy the committed data (see [`crate::backup`]): the driver only tells the request where
@@ -407,6 +413,7 @@ struct Driver<J> {
     context_waiting: HashMap<u64, oneshot::Sender<Result<lockstep_core::context::Written, CoreError>>>,
     /// Clients waiting for their round calls' answers, by origin.
     round_waiting: HashMap<u64, oneshot::Sender<Result<lockstep_core::io::RoundDone, CoreError>>>,
+    systems_waiting: HashMap<u64, oneshot::Sender<Result<lockstep_core::io::SystemsDone, CoreError>>>,
     next_origin: u64,
     /// Where the engine's decisions on collectives go.
     exchange: Arc<crate::collective::Exchange>,
@@ -442,6 +449,7 @@ pub async fn run<J: Journal>(
         waiting: HashMap::new(),
         context_waiting: HashMap::new(),
         round_waiting: HashMap::new(),
+        systems_waiting: HashMap::new(),
         next_origin: 1,
         exchange,
         groups,
@@ -627,6 +635,12 @@ impl<J: Journal> Driver<J> {
                 self.round_waiting.insert(origin, done);
                 self.handle(now, Input::Round { origin, call });
             }
+            Command::Systems { actor, call, done } => {
+                let origin = self.next_origin;
+                self.next_origin += 1;
+                self.systems_waiting.insert(origin, done);
+                self.handle(now, Input::Systems { origin, actor, call });
+            }
             Command::Query(query) => self.answers.push(query(&self.engine, now)),
             Command::Backup(request) => request.start(self.journal.database()),
         }
@@ -646,6 +660,7 @@ impl<J: Journal> Driver<J> {
             groups,
             context_waiting,
             round_waiting,
+            systems_waiting,
             traces,
             ..
         } = self;
@@ -694,6 +709,11 @@ impl<J: Journal> Driver<J> {
                 }
                 Output::RoundDone { origin, result } => {
                     if let Some(done) = round_waiting.remove(&origin) {
+                        let _ = done.send(result);
+                    }
+                }
+                Output::SystemsDone { origin, result } => {
+                    if let Some(done) = systems_waiting.remove(&origin) {
                         let _ = done.send(result);
                     }
                 }

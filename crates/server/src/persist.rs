@@ -175,6 +175,24 @@ fn owned_change(c: Change) -> store::Change {
         Change::RoundSeriesRemoved { namespace, name } => store::Change::DeleteRoundSeries { namespace, name },
         Change::History(change) => history_change(change),
         Change::Intake(image) => setting(INTAKE_RULES, &*image),
+        Change::SystemPut(image) => {
+            store::Change::PutSystem { name: image.spec.name.clone(), system_json: json_text(&*image) }
+        }
+        Change::SystemEvent { system, seq, event, keep } => {
+            store::Change::PutSystemEvent { system, seq, event_json: json_text(&*event), keep }
+        }
+        Change::Dependency { upstream, downstream, weight: Some(w) } => {
+            store::Change::PutDependency { upstream, downstream, weight: json_text(&w) }
+        }
+        Change::Dependency { upstream, downstream, weight: None } => {
+            store::Change::DeleteDependency { upstream, downstream }
+        }
+        Change::Incident { incident, keep } => store::Change::PutIncident {
+            id: incident.id,
+            resolved: incident.resolved_at.is_some(),
+            incident_json: json_text(&*incident),
+            keep,
+        },
     }
 }
 
@@ -335,6 +353,21 @@ pub fn from_store(snapshot: store::Snapshot) -> Result<Loaded, BadRecord> {
         let image: lockstep_core::round::SeriesImage = decode(&record, "series_json", &r.series_json)?;
         latest = latest.max(image.retained.last().map_or(image.created_at, |k| k.closed_at));
         restored.rounds.push(image);
+    }
+    // The sync monitor's times are Unix milliseconds, not the engine's clock: not in `latest`.
+    for (name, json) in snapshot.systems {
+        restored.systems.push(decode(&|| format!("system '{name}'"), "system_json", &json)?);
+    }
+    for (system, seq, json) in snapshot.system_events {
+        let event = decode(&|| format!("event {seq} of system '{system}'"), "event_json", &json)?;
+        restored.system_events.push((system, seq, event));
+    }
+    for (upstream, downstream, weight) in snapshot.dependencies {
+        let w: f64 = decode(&|| format!("dependency '{upstream}' -> '{downstream}'"), "weight", &weight)?;
+        restored.dependencies.push((upstream, downstream, w));
+    }
+    for json in snapshot.incidents {
+        restored.incidents.push(decode(&|| "an incident".to_string(), "incident_json", &json)?);
     }
     restored.history = snapshot
         .history_topics
@@ -508,6 +541,62 @@ mod tests {
         let mut s = store::Store::open_in_memory().unwrap();
         s.apply(&to_store(&changes)).unwrap();
         from_store(s.load().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn synced_systems_events_dependencies_and_incidents_come_back_as_kept() {
+        use lockstep_core::systems::{Cause, Event, Incident, Status, SystemImage, SystemSpec};
+        let image = SystemImage {
+            spec: SystemSpec { name: "src".into(), cadence_ms: 1000, ..Default::default() },
+            registered_at: 1_700_000_000_000,
+            updated_at: 1_700_000_000_000,
+            retired_at: None,
+            last_success: Some(1_700_000_001_000),
+            last_status: Some(Status::Ok),
+            last_drift_ms: Some(0.1),
+            stale: false,
+            event_seq: 1,
+            events_from: 0,
+        };
+        let event = Event {
+            at: 1_700_000_001_000,
+            received: 1_700_000_001_001,
+            reporter: "c".into(),
+            status: Status::Ok,
+            drift_ms: Some(0.1),
+            latency_ms: Some(1.0 / 3.0),
+            records: None,
+            bytes: Some(5.0),
+        };
+        let incident = Incident {
+            id: 7,
+            system: "src".into(),
+            cause: Cause::Stale,
+            opened_at: 1,
+            count: 2,
+            last_seen: 3,
+            detail: "d".into(),
+            acked_by: "ops".into(),
+            acked_at: Some(2),
+            notes: Vec::new(),
+            resolved_at: None,
+            resolved_by: String::new(),
+            severity: 2,
+            score: 30,
+            at_risk: 1,
+        };
+        let loaded = round_trip(vec![
+            Change::SystemPut(Box::new(image.clone())),
+            Change::SystemEvent { system: "src".into(), seq: 1, event: Box::new(event.clone()), keep: 10 },
+            Change::Dependency { upstream: "src".into(), downstream: "dash".into(), weight: Some(0.1 + 0.2) },
+            Change::Incident { incident: Box::new(incident.clone()), keep: 10 },
+        ]);
+        let r = loaded.restored;
+        assert_eq!(r.systems, [image]);
+        assert_eq!(r.system_events, [("src".to_string(), 1, event)]);
+        // Weights come back exactly, not rounded.
+        assert_eq!(r.dependencies, [("src".to_string(), "dash".to_string(), 0.1 + 0.2)]);
+        assert_eq!(r.incidents, [incident]);
     }
 
     #[test]

@@ -92,6 +92,16 @@ const SET_TASK_NAMESPACE: &str = "
     ON CONFLICT (namespace) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)";
 const DELETE_TASK: &str = "DELETE FROM tasks WHERE namespace = ?1 AND task_id = ?2";
 const DELETE_VOTE: &str = "DELETE FROM votes WHERE namespace = ?1 AND vote_id = ?2";
+const PUT_SYSTEM: &str = "INSERT OR REPLACE INTO systems (name, system_json) VALUES (?1, ?2)";
+const PUT_SYSTEM_EVENT: &str = "INSERT OR REPLACE INTO system_events (system, seq, event_json) VALUES (?1, ?2, ?3)";
+const TRIM_SYSTEM_EVENTS: &str = "DELETE FROM system_events WHERE system = ?1 AND seq <= ?2";
+const PUT_DEPENDENCY: &str =
+    "INSERT OR REPLACE INTO system_dependencies (upstream, downstream, weight) VALUES (?1, ?2, ?3)";
+const DELETE_DEPENDENCY: &str = "DELETE FROM system_dependencies WHERE upstream = ?1 AND downstream = ?2";
+const PUT_INCIDENT: &str = "INSERT OR REPLACE INTO system_incidents (id, resolved, incident_json) VALUES (?1, ?2, ?3)";
+const TRIM_INCIDENTS: &str = "
+    DELETE FROM system_incidents WHERE resolved = 1 AND id NOT IN
+        (SELECT id FROM system_incidents WHERE resolved = 1 ORDER BY id DESC LIMIT ?1)";
 
 impl Store {
     /// Applies `batch` in order, in one transaction: all of it is committed, or none of it.
@@ -235,6 +245,39 @@ fn write(tx: &Transaction<'_>, path: &Path, change: &Change) -> Result<(), Store
             .and_then(|mut stmt| stmt.execute(params![namespace, id]))
             .map(drop)
             .map_err(|e| fail(e, format!("the removal of {}", trace_name(namespace, id)))),
+        Change::PutSystem { name, system_json } => tx
+            .prepare_cached(PUT_SYSTEM)
+            .and_then(|mut stmt| stmt.execute(params![name, system_json]))
+            .map(drop)
+            .map_err(|e| fail(e, format!("system '{name}'"))),
+        Change::PutSystemEvent { system, seq, event_json, keep } => {
+            let what = || format!("event {seq} of system '{system}'");
+            let (n, below) = (int(*seq, what)?, int(seq.saturating_sub(*keep), what)?);
+            tx.prepare_cached(PUT_SYSTEM_EVENT)
+                .and_then(|mut stmt| stmt.execute(params![system, n, event_json]))
+                .and_then(|_| tx.prepare_cached(TRIM_SYSTEM_EVENTS)?.execute(params![system, below]))
+                .map(drop)
+                .map_err(|e| fail(e, what()))
+        }
+        Change::PutDependency { upstream, downstream, weight } => tx
+            .prepare_cached(PUT_DEPENDENCY)
+            .and_then(|mut stmt| stmt.execute(params![upstream, downstream, weight]))
+            .map(drop)
+            .map_err(|e| fail(e, format!("dependency '{upstream}' -> '{downstream}'"))),
+        Change::DeleteDependency { upstream, downstream } => tx
+            .prepare_cached(DELETE_DEPENDENCY)
+            .and_then(|mut stmt| stmt.execute(params![upstream, downstream]))
+            .map(drop)
+            .map_err(|e| fail(e, format!("the removal of dependency '{upstream}' -> '{downstream}'"))),
+        Change::PutIncident { id, resolved, incident_json, keep } => {
+            let what = || format!("incident {id}");
+            let (n, keep) = (int(*id, what)?, int((*keep).max(1), what)?);
+            tx.prepare_cached(PUT_INCIDENT)
+                .and_then(|mut stmt| stmt.execute(params![n, resolved, incident_json]))
+                .and_then(|_| if *resolved { tx.prepare_cached(TRIM_INCIDENTS)?.execute(params![keep]) } else { Ok(0) })
+                .map(drop)
+                .map_err(|e| fail(e, what()))
+        }
         Change::PutRoundSeries(r) => tx
             .prepare_cached(PUT_ROUND_SERIES)
             .and_then(|mut stmt| stmt.execute(params![r.namespace, r.name, r.series_json]))

@@ -79,6 +79,38 @@ impl Store {
                     })
                 },
             )?,
+            systems: query(
+                &tx,
+                path,
+                "the synced systems",
+                "SELECT name, system_json FROM systems ORDER BY name",
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )?,
+            system_events: query(
+                &tx,
+                path,
+                "the synced systems' events",
+                "SELECT system, seq, event_json FROM system_events ORDER BY system, seq",
+                |row| {
+                    let system: String = row.get(0)?;
+                    let seq = uint(path, &format!("an event of system '{system}'"), "seq", row.get(1)?)?;
+                    Ok((system, seq, row.get(2)?))
+                },
+            )?,
+            dependencies: query(
+                &tx,
+                path,
+                "the dependencies",
+                "SELECT upstream, downstream, weight FROM system_dependencies ORDER BY upstream, downstream",
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )?,
+            incidents: query(
+                &tx,
+                path,
+                "the incidents",
+                "SELECT incident_json FROM system_incidents ORDER BY id",
+                |row| Ok(row.get(0)?),
+            )?,
             round_series: query(
                 &tx,
                 path,
@@ -467,5 +499,34 @@ mod tests {
         store.conn.execute("UPDATE agents SET capabilities_json = '[]', registered_at_ms = -1", []).unwrap();
         let err = store.load().unwrap_err();
         assert!(err.to_string().contains("registered_at_ms") && err.to_string().contains("-1 is negative"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod systems_tests {
+    use crate::{Change, Store};
+
+    #[test]
+    fn synced_systems_events_dependencies_and_incidents_are_kept_within_their_bounds() {
+        let mut store = Store::open_in_memory().unwrap();
+        let mut batch = vec![Change::PutSystem { name: "src".into(), system_json: "{\"v\":1}".into() }];
+        for seq in 1..=5 {
+            batch.push(Change::PutSystemEvent { system: "src".into(), seq, event_json: format!("{seq}"), keep: 2 });
+        }
+        batch.push(Change::PutDependency { upstream: "src".into(), downstream: "dash".into(), weight: "0.5".into() });
+        batch.push(Change::PutDependency { upstream: "src".into(), downstream: "gone".into(), weight: "1".into() });
+        batch.push(Change::DeleteDependency { upstream: "src".into(), downstream: "gone".into() });
+        for id in 1..=4 {
+            let resolved = id != 2;
+            batch.push(Change::PutIncident { id, resolved, incident_json: format!("{id}"), keep: 2 });
+        }
+        batch.push(Change::PutSystem { name: "src".into(), system_json: "{\"v\":2}".into() });
+        store.apply(&batch).unwrap();
+        let s = store.load().unwrap();
+        assert_eq!(s.systems, [("src".to_string(), "{\"v\":2}".to_string())]);
+        assert_eq!(s.system_events, [("src".to_string(), 4, "4".to_string()), ("src".to_string(), 5, "5".to_string())]);
+        assert_eq!(s.dependencies, [("src".to_string(), "dash".to_string(), "0.5".to_string())]);
+        // The open incident stays; of the resolved ones, the newest two (the highest id among them).
+        assert_eq!(s.incidents, ["2", "3", "4"]);
     }
 }

@@ -232,6 +232,19 @@ pub enum Change {
     TrimHistory { namespace: String, topic: String, before_seq: u64 },
     /// Forgets a topic, its last seq and its messages.
     DeleteHistoryTopic { namespace: String, topic: String },
+    // --- sync monitor (schema v9) ---
+    /// Inserts or replaces a synced system.
+    PutSystem { name: String, system_json: String },
+    /// Keeps event `seq` of `system`, and forgets the system's events numbered `seq - keep` and
+    /// below.
+    PutSystemEvent { system: String, seq: u64, event_json: String, keep: u64 },
+    /// Inserts or replaces a dependency with its weight (as text).
+    PutDependency { upstream: String, downstream: String, weight: String },
+    /// Forgets a dependency; nothing happens if it is not stored.
+    DeleteDependency { upstream: String, downstream: String },
+    /// Inserts or replaces an incident; a resolved one also forgets the resolved incidents beyond
+    /// the newest `keep` (at least 1: the highest id stays).
+    PutIncident { id: u64, resolved: bool, incident_json: String, keep: u64 },
 }
 
 /// A vote as loaded, with its ballots in the order cast.
@@ -277,4 +290,12 @@ pub struct Snapshot {
     pub history_topics: Vec<(String, String, u64)>,
     /// Ordered by namespace, topic, then seq (schema v7).
     pub history_messages: Vec<HistoryMessageRecord>,
+    /// Synced systems: (name, system JSON), ordered by name (schema v9).
+    pub systems: Vec<(String, String)>,
+    /// Their events: (system, seq, event JSON), ordered by system then seq (schema v9).
+    pub system_events: Vec<(String, u64, String)>,
+    /// Dependencies: (upstream, downstream, weight text), ordered (schema v9).
+    pub dependencies: Vec<(String, String, String)>,
+    /// Incidents as JSON, ordered by id (schema v9).
+    pub incidents: Vec<String>,
 }

@@ -29,6 +29,10 @@
 //! * **v7** — reserved for topic history (built on another branch; empty here).
 //! * **v8 (rounds)** — tick rounds: `round_series`, one row per series (its spec, last round
 //!   number and retained rounds, as the engine's JSON).
+//! * **v9 (systems)** — the sync monitor: `systems` (each synced system without its events, as the
+//!   engine's JSON), `system_events` (its last events by number), `system_dependencies` (edges
+//!   with their weight) and `system_incidents` (open incidents and the most recent resolved ones;
+//!   the highest id stays, so ids go on after a restart).
 
 use std::path::Path;
 
@@ -230,6 +234,34 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             );
         ",
     },
+    // The sync monitor migration: systems whole but for their events, which are rows of their own
+    // (one per event, the oldest beyond a system's bound dropped as new ones come).
+    Migration {
+        version: 9,
+        sql: "
+            CREATE TABLE systems (
+                name        TEXT PRIMARY KEY,
+                system_json TEXT NOT NULL
+            );
+            CREATE TABLE system_events (
+                system     TEXT NOT NULL,
+                seq        INTEGER NOT NULL,
+                event_json TEXT NOT NULL,
+                PRIMARY KEY (system, seq)
+            );
+            CREATE TABLE system_dependencies (
+                upstream   TEXT NOT NULL,
+                downstream TEXT NOT NULL,
+                weight     TEXT NOT NULL,   -- the weight as the engine wrote it (exact round trip)
+                PRIMARY KEY (upstream, downstream)
+            );
+            CREATE TABLE system_incidents (
+                id            INTEGER PRIMARY KEY,
+                resolved      INTEGER NOT NULL,
+                incident_json TEXT NOT NULL
+            );
+        ",
+    },
 ];
 
 /// The schema version this code writes and understands.
@@ -264,7 +296,7 @@ mod tests {
     use super::*;
 
     /// The latest schema version: the one place to change when a migration is added.
-    const LATEST: u32 = 8;
+    const LATEST: u32 = 9;
 
     #[test]
     fn migrations_are_numbered_in_order() {
@@ -285,6 +317,8 @@ mod tests {
         migrate(&mut conn, path, MIGRATIONS).unwrap();
         assert_eq!(version(&conn).unwrap(), LATEST);
         conn.prepare("SELECT series_json FROM round_series").unwrap();
+        conn.prepare("SELECT event_json FROM system_events").unwrap();
+        conn.prepare("SELECT incident_json FROM system_incidents").unwrap();
         conn.prepare("SELECT task_json FROM tasks").unwrap();
         conn.prepare("SELECT last_seq FROM history_topics").unwrap();
         conn.prepare("SELECT payload FROM history_messages").unwrap();

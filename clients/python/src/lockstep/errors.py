@@ -155,6 +155,17 @@ class Reason(str, enum.Enum):
     AGENT_DENIED = "AGENT_DENIED"
     STATE_READ_DENIED = "STATE_READ_DENIED"
     ADMIN_DENIED = "ADMIN_DENIED"
+    # --- sync monitor
+    UNKNOWN_SYSTEM = "UNKNOWN_SYSTEM"
+    SYSTEM_RETIRED = "SYSTEM_RETIRED"
+    SYSTEM_EXISTS = "SYSTEM_EXISTS"
+    UNKNOWN_UNIT = "UNKNOWN_UNIT"
+    BAD_MEASUREMENT = "BAD_MEASUREMENT"
+    DEPENDENCY_CYCLE = "DEPENDENCY_CYCLE"
+    UNKNOWN_DEPENDENCY = "UNKNOWN_DEPENDENCY"
+    UNKNOWN_INCIDENT = "UNKNOWN_INCIDENT"
+    INCIDENT_RESOLVED = "INCIDENT_RESOLVED"
+    EVENT_RATE_LIMITED = "EVENT_RATE_LIMITED"
 
     @classmethod
     def parse(cls, name: str) -> Optional["Reason"]:
@@ -677,6 +688,17 @@ _BY_REASON: Dict[Reason, Type[LockstepError]] = {
     Reason.AGENT_DENIED: PermissionDenied,
     Reason.STATE_READ_DENIED: PermissionDenied,
     Reason.ADMIN_DENIED: PermissionDenied,
+    # --- sync monitor
+    Reason.UNKNOWN_SYSTEM: NotFound,
+    Reason.SYSTEM_RETIRED: FailedPrecondition,
+    Reason.SYSTEM_EXISTS: AlreadyRegistered,
+    Reason.UNKNOWN_UNIT: InvalidArgument,
+    Reason.BAD_MEASUREMENT: InvalidArgument,
+    Reason.DEPENDENCY_CYCLE: InvalidArgument,
+    Reason.UNKNOWN_DEPENDENCY: NotFound,
+    Reason.UNKNOWN_INCIDENT: NotFound,
+    Reason.INCIDENT_RESOLVED: FailedPrecondition,
+    Reason.EVENT_RATE_LIMITED: ResourceExhausted,
 }
 
 

@@ -59,6 +59,8 @@ pub struct Harness {
     pub trace_events: Vec<lockstep_core::TraceEvent>,
     /// Answers to round calls, by origin.
     pub rounds_done: Vec<(u64, Result<lockstep_core::io::RoundDone, CoreError>)>,
+    /// Answers to sync monitor calls, by origin.
+    pub systems_done: Vec<(u64, Result<lockstep_core::io::SystemsDone, CoreError>)>,
     next_origin: u64,
     /// The durable changes of every turn so far (what a store would have committed), until taken.
     changes: Vec<Change>,
@@ -80,6 +82,7 @@ impl Harness {
             context_done: Vec::new(),
             trace_events: Vec::new(),
             rounds_done: Vec::new(),
+            systems_done: Vec::new(),
             next_origin: 1_000,
             changes: Vec::new(),
             paused: BTreeSet::new(),
@@ -286,6 +289,7 @@ impl Harness {
                 Output::ContextDone { origin, result } => self.context_done.push((origin, result)),
                 Output::Trace(event) => self.trace_events.push(event),
                 Output::RoundDone { origin, result } => self.rounds_done.push((origin, result)),
+                Output::SystemsDone { origin, result } => self.systems_done.push((origin, result)),
                 Output::Close(conn, reason) => {
                     let log = self.logs.entry(conn).or_default();
                     assert!(log.closed.is_none(), "{conn:?} closed twice: {:?} then {reason:?}", log.closed);
@@ -317,6 +321,21 @@ impl Harness {
         let origin = self.next_origin;
         self.next_origin += 1;
         self.admin_as(origin, action)
+    }
+
+    /// A sync monitor call by `actor`; its answer.
+    pub fn systems(
+        &mut self,
+        actor: &str,
+        call: lockstep_core::io::SystemsCall,
+    ) -> Result<lockstep_core::io::SystemsDone, CoreError> {
+        let origin = self.next_origin;
+        self.next_origin += 1;
+        self.engine.handle(self.now, Input::Systems { origin, actor: actor.into(), call });
+        self.pump();
+        let at =
+            self.systems_done.iter().position(|(o, _)| *o == origin).expect("a sync monitor call is answered at once");
+        self.systems_done.remove(at).1
     }
 
     /// An operator acts with `origin`; returns the answer if it came at once.

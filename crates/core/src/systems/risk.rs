@@ -1,0 +1,220 @@
+//! Risk of a synced system, a number in [0, 1]. A system's *own* risk comes from its own state;
+//! its *propagated* risk adds what its upstreams put at risk, attenuated by each edge's impact
+//! weight:
+//!
+//! ```text
+//! own(s)  = max of: 1.0 if its last event failed, 0.8 if stale, 0.5 if its last event was
+//!           degraded, 0.3 if its last drift exceeds its tolerance; 0 otherwise (and 0 if retired)
+//! risk(s) = max(own(s), max over upstreams u of weight(u → s) × risk(u))
+//! ```
+//!
+//! The rule is a maximum of products of weights ≤ 1 along paths, so it is well defined on the
+//! acyclic graph, never exceeds 1, fades with distance through weights below 1, and does not grow
+//! with the number of upstreams (a dashboard fed by ten lagging sources is as at risk as its most
+//! at-risk input, not ten times more).
+//!
+//! Propagation is incremental: when one system's own risk changes, only its downstream cone is
+//! visited, in topological order, and a system none of whose upstreams changed is skipped; if the
+//! system's own propagated risk does not change, nothing else is visited. The cost of one change
+//! is bounded by the size (systems + edges) of the changed system's downstream cone, never the
+//! whole graph.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::graph::Graph;
+
+/// Own risk of a failed system.
+pub const FAILED: f64 = 1.0;
+/// Own risk of a stale system (no success within cadence + tolerance).
+pub const STALE: f64 = 0.8;
+/// Own risk of a system whose last event was degraded.
+pub const DEGRADED: f64 = 0.5;
+/// Own risk of a system whose last drift exceeds its tolerance.
+pub const LAGGING: f64 = 0.3;
+
+/// The state own risk is computed from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OwnState {
+    pub failed: bool,
+    pub stale: bool,
+    pub degraded: bool,
+    pub lagging: bool,
+    pub retired: bool,
+}
+
+/// The own risk of a system in `state`.
+pub fn own(state: OwnState) -> f64 {
+    if state.retired {
+        return 0.0;
+    }
+    [(state.failed, FAILED), (state.stale, STALE), (state.degraded, DEGRADED), (state.lagging, LAGGING)]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, r)| r)
+        .fold(0.0, f64::max)
+}
+
+/// Own and propagated risk of every system, kept current one change at a time.
+#[derive(Clone, Debug, Default)]
+pub struct Risks {
+    own: BTreeMap<Arc<str>, f64>,
+    risk: BTreeMap<Arc<str>, f64>,
+    /// Systems visited by propagation since the start (for tests and the benchmark: the bound).
+    pub visited: u64,
+}
+
+impl Risks {
+    pub fn own(&self, system: &str) -> f64 {
+        self.own.get(system).copied().unwrap_or(0.0)
+    }
+
+    pub fn risk(&self, system: &str) -> f64 {
+        self.risk.get(system).copied().unwrap_or(0.0)
+    }
+
+    /// Forgets `system` (retired): call [`Risks::recompute`] on its former downstreams after.
+    pub fn forget(&mut self, system: &str) {
+        self.own.remove(system);
+        self.risk.remove(system);
+    }
+
+    /// Sets `system`'s own risk and propagates; returns the systems whose propagated risk changed,
+    /// with the new value, in topological order.
+    pub fn set_own(&mut self, graph: &Graph, system: &Arc<str>, own: f64) -> Vec<(Arc<str>, f64)> {
+        if own == 0.0 {
+            self.own.remove(system);
+        } else {
+            self.own.insert(system.clone(), own);
+        }
+        self.recompute(graph, system)
+    }
+
+    /// Recomputes `system`'s propagated risk (its upstreams changed) and its cone's; returns what
+    /// changed.
+    pub fn recompute(&mut self, graph: &Graph, system: &Arc<str>) -> Vec<(Arc<str>, f64)> {
+        let mut changed = Vec::new();
+        self.visited += 1;
+        if !self.update(graph, system) {
+            return changed;
+        }
+        changed.push((system.clone(), self.risk(system)));
+        let mut dirty: BTreeSet<Arc<str>> = BTreeSet::from([system.clone()]);
+        for node in graph.cone(system).into_iter().skip(1) {
+            self.visited += 1;
+            if !graph.upstreams(&node).any(|(u, _)| dirty.contains(u)) {
+                continue;
+            }
+            if self.update(graph, &node) {
+                changed.push((node.clone(), self.risk(&node)));
+                dirty.insert(node);
+            }
+        }
+        changed
+    }
+
+    /// Recomputes one system from its own risk and its upstreams'; whether it changed.
+    fn update(&mut self, graph: &Graph, system: &Arc<str>) -> bool {
+        let inherited = graph.upstreams(system).map(|(u, w)| w * self.risk(u)).fold(0.0, f64::max);
+        let new = self.own(system).max(inherited);
+        let old = self.risk(system);
+        if new == old {
+            return false;
+        }
+        if new == 0.0 {
+            self.risk.remove(system);
+        } else {
+            self.risk.insert(system.clone(), new);
+        }
+        true
+    }
+
+    /// What each system downstream of `system` would inherit if `system` were at risk `at`:
+    /// the largest product of weights along a path, times `at`; in topological order, without
+    /// `system` itself.
+    pub fn inherited(graph: &Graph, system: &Arc<str>, at: f64) -> Vec<(Arc<str>, f64)> {
+        let mut value: BTreeMap<Arc<str>, f64> = BTreeMap::from([(system.clone(), at)]);
+        let mut out = Vec::new();
+        for node in graph.cone(system).into_iter().skip(1) {
+            let v = graph.upstreams(&node).filter_map(|(u, w)| value.get(u).map(|r| w * r)).fold(0.0, f64::max);
+            value.insert(node.clone(), v);
+            out.push((node, v));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> Arc<str> {
+        Arc::from(s)
+    }
+
+    #[test]
+    fn own_risk_is_the_worst_state() {
+        assert_eq!(own(OwnState::default()), 0.0);
+        assert_eq!(own(OwnState { stale: true, lagging: true, ..Default::default() }), STALE);
+        assert_eq!(own(OwnState { failed: true, stale: true, ..Default::default() }), FAILED);
+        assert_eq!(own(OwnState { failed: true, retired: true, ..Default::default() }), 0.0);
+    }
+
+    #[test]
+    fn risk_is_the_max_of_weighted_upstream_paths() {
+        // s1 → t (0.5), s2 → t (1.0), t → d (0.5)
+        let mut g = Graph::default();
+        g.add(&a("s1"), &a("t"), 0.5).unwrap();
+        g.add(&a("s2"), &a("t"), 1.0).unwrap();
+        g.add(&a("t"), &a("d"), 0.5).unwrap();
+        let mut r = Risks::default();
+        let changed = r.set_own(&g, &a("s1"), STALE);
+        assert_eq!(changed, vec![(a("s1"), 0.8), (a("t"), 0.4), (a("d"), 0.2)]);
+        // A second upstream at risk: the max, not the sum.
+        r.set_own(&g, &a("s2"), LAGGING);
+        assert_eq!(r.risk("t"), 0.4);
+        r.set_own(&g, &a("s2"), FAILED);
+        assert_eq!((r.risk("t"), r.risk("d")), (1.0, 0.5));
+        // Own risk dominates an inherited one that is smaller.
+        r.set_own(&g, &a("d"), FAILED);
+        assert_eq!(r.risk("d"), 1.0);
+        // Recovery of both sources: only d's own risk is left.
+        r.set_own(&g, &a("s1"), 0.0);
+        r.set_own(&g, &a("s2"), 0.0);
+        assert_eq!((r.risk("t"), r.risk("d")), (0.0, 1.0));
+    }
+
+    #[test]
+    fn propagation_visits_only_the_changed_cone_and_stops_when_nothing_changes() {
+        // Two disjoint chains of 50: a change in one never visits the other.
+        let mut g = Graph::default();
+        for chain in ["x", "y"] {
+            for i in 0..49 {
+                g.add(&a(&format!("{chain}{i}")), &a(&format!("{chain}{}", i + 1)), 1.0).unwrap();
+            }
+        }
+        let mut r = Risks::default();
+        r.set_own(&g, &a("x0"), FAILED);
+        assert_eq!(r.visited, 50);
+        assert_eq!(r.risk("x49"), 1.0);
+        assert_eq!(r.risk("y49"), 0.0);
+        // The same own risk again changes nothing and visits one system.
+        r.set_own(&g, &a("x0"), FAILED);
+        assert_eq!(r.visited, 51);
+    }
+
+    #[test]
+    fn inherited_risk_is_the_best_path_product() {
+        // a → b (0.5) → d (1.0); a → c (0.9) → d (0.5)
+        let mut g = Graph::default();
+        g.add(&a("a"), &a("b"), 0.5).unwrap();
+        g.add(&a("b"), &a("d"), 1.0).unwrap();
+        g.add(&a("a"), &a("c"), 0.9).unwrap();
+        g.add(&a("c"), &a("d"), 0.5).unwrap();
+        let got: BTreeMap<_, _> = Risks::inherited(&g, &a("a"), 1.0).into_iter().collect();
+        assert_eq!(got[&a("b")], 0.5);
+        assert_eq!(got[&a("c")], 0.9);
+        assert_eq!(got[&a("d")], 0.5);
+        assert_eq!(got.len(), 3);
+    }
+}
