@@ -15,6 +15,9 @@
 //! * state: wire bytes of deltas versus broadcasting the full state;
 //! * idle agents: a fresh server's resident memory per agent and CPU with 100, 1,000 and 10,000
 //!   connected agents doing nothing but heartbeats (a server in its own process);
+//! * memory returned (`memory-return`): a fresh server's resident memory above its idle baseline
+//!   once 1,000 subscribers kept busy by a publisher (half of them never reading) have all left
+//!   (a server in its own process);
 //! * a backup of a 300 MB database under load: state update acknowledgements and barrier
 //!   releases of 100 agents while the copy runs (a server with a data directory in its own
 //!   process; not with `--quick`);
@@ -1225,6 +1228,115 @@ async fn idle_agents(n: usize, seconds: u64) -> anyhow::Result<(Row, Value)> {
     Ok((row, extra))
 }
 
+/// `n` subscribers (100 per connection; half of them never read) on a fresh server of its own,
+/// one publisher keeping them busy for `seconds`, then every agent leaves: the server's resident memory before any agent,
+/// at the end of the load, and once nobody is left and it has settled. The row's rate is what
+/// the server still holds above its idle baseline, in MiB (issue 16: at most 50).
+async fn memory_return(n: usize, seconds: u64) -> anyhow::Result<(Row, Value)> {
+    let (server, addr) = UnderTest::spawn(&["--in-memory"]).await?;
+    let pid = server.pid().context("the server runs in its own process")?;
+    let probe = Client::connect(&addr).await?.with_namespace("bench-memory");
+    probe.list_agents(AgentFilter::default()).await?;
+    let (rss_idle, _) = process_usage(pid)?;
+    let mut subscribers = Vec::with_capacity(n);
+    for group in 0..n.div_ceil(IDLE_AGENTS_PER_CONNECTION) {
+        let client = Client::connect(&addr).await?.with_namespace("bench-memory");
+        let size = IDLE_AGENTS_PER_CONNECTION.min(n - group * IDLE_AGENTS_PER_CONNECTION);
+        let first = group * IDLE_AGENTS_PER_CONNECTION;
+        subscribers.extend(
+            register_all(&client, size, true, |j| {
+                AgentOptions::new(format!("sub-{}", first + j), "subscriber").interests(["mem.feed"])
+            })
+            .await?,
+        );
+    }
+    let received = Arc::new(AtomicU64::new(0));
+    let mut readers = tokio::task::JoinSet::new();
+    // Half of them read, half never do: their queues fill and drop the oldest, as a slow
+    // consumer's would, so the server holds as much as its limits let it before they leave.
+    for agent in subscribers.iter().step_by(2) {
+        let mut deliveries = agent.deliveries().context("deliveries taken once")?;
+        let received = received.clone();
+        readers.spawn(async move {
+            while deliveries.recv().await.is_some() {
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    let publisher = Client::connect(&addr)
+        .await?
+        .with_namespace("bench-memory")
+        .register(AgentOptions::new("publisher", "publisher"))
+        .await?;
+    let payload = Bytes::from(vec![b'x'; 256]);
+    let mut published = 0u64;
+    let load_from = Instant::now();
+    while load_from.elapsed() < Duration::from_secs(seconds) {
+        // Confirmed every 100: the publisher runs ahead of its subscribers by the server's queues,
+        // not by an unbounded client buffer.
+        if published % 100 == 99 {
+            publisher.publish_confirmed("mem.feed", payload.clone()).await?;
+        } else {
+            publisher.publish("mem.feed", payload.clone()).await?;
+        }
+        published += 1;
+    }
+    let (rss_loaded, _) = process_usage(pid)?;
+    drop(publisher);
+    drop(subscribers);
+    readers.shutdown().await;
+    // Each said goodbye: none is kept for a lease. One that lost its lease during the load (a
+    // machine too busy for its heartbeats) would be kept, resumable, with its queue: the
+    // measurement would not be of a server that everyone left.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let listed = probe.list_agents(AgentFilter::default()).await?;
+        if listed.is_empty() {
+            break;
+        }
+        let lost = listed.iter().filter(|a| a.status == v1::AgentStatus::Lost as i32).count();
+        anyhow::ensure!(
+            Instant::now() < deadline && lost == 0,
+            "{} agents still listed after every one left, {lost} of them lost (their leases ran out under load)",
+            listed.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Settled: the server's periodic work (leases, retention, memory release) has had its turn.
+    tokio::time::sleep(MEMORY_SETTLE).await;
+    let (rss_after, _) = process_usage(pid)?;
+    server.stop().await?;
+    let held = rss_after.saturating_sub(rss_idle);
+    let row = Row {
+        scenario: "memory-return".into(),
+        n,
+        rate: held as f64 / (1 << 20) as f64,
+        offered_rate: None,
+        p50_us: 0,
+        p99_us: 0,
+        p999_us: 0,
+        lost: 0,
+        count: published,
+        note: format!(
+            "rate = server RSS above its idle baseline once every agent left, MiB (target <= 50); \
+             idle {} MiB, under load {} MiB, after {} MiB ({:?} settled); {published} published, {} \
+             delivered",
+            rss_idle >> 20,
+            rss_loaded >> 20,
+            rss_after >> 20,
+            MEMORY_SETTLE,
+            received.load(Ordering::Relaxed)
+        ),
+    };
+    let extra = json!({"n": n, "rss_idle_bytes": rss_idle, "rss_loaded_bytes": rss_loaded,
+        "rss_after_bytes": rss_after, "held_bytes": held, "published": published,
+        "delivered": received.load(Ordering::Relaxed)});
+    Ok((row, extra))
+}
+
+/// How long `memory-return` waits after the last agent is gone before it reads the server's memory.
+const MEMORY_SETTLE: Duration = Duration::from_secs(5);
+
 /// The server under test: a separate `lockstep serve` process (the default, so the server's tasks
 /// do not queue behind the benchmark's clients), or one inside this process.
 enum UnderTest {
@@ -1433,6 +1545,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             each.push(v);
         }
         extra.insert("idle".into(), Value::Array(each));
+    }
+    if wanted("memory") && args.addr.is_none() && !args.in_process {
+        let (row, v) = memory_return(if args.quick { 100 } else { 1000 }, seconds).await?;
+        eprintln!("{row:?}");
+        rows.push(row);
+        extra.insert("memory_return".into(), v);
     }
     // A server of its own with a data directory of about 300 MB: not with --quick (a smoke test)
     // nor against a server started elsewhere.
