@@ -17,7 +17,7 @@ echo "== cargo test"
 command -v tmux >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y tmux)
 cargo test --workspace --locked
 
-# The workspace suite includes lockstep-sim: the whole-engine simulation (200 seeds) and the fuzz
+# The workspace suite includes lockstep-sim: the whole-engine simulation (100 seeds) and the fuzz
 # corpus replayed through the fuzz targets' functions (docs/TESTING.md). The fuzz build itself is too
 # slow for CI; LOCKSTEP_FUZZ_SECONDS=N fuzzes each target for N seconds here as well.
 if [ -n "${LOCKSTEP_FUZZ_SECONDS:-}" ]; then

@@ -1,4 +1,4 @@
-//! The whole-engine simulation (`lockstep_sim::world`) over many seeds: 200 by default (the normal
+//! The whole-engine simulation (`lockstep_sim::world`) over many seeds: 100 by default (the normal
 //! suite), `LOCKSTEP_SIM_SEEDS=N` for N seeds (from `LOCKSTEP_SIM_FIRST_SEED`, default 0), or
 //! `LOCKSTEP_SIM_SEED=S` for one seed (what a failure message says to run, with a trace of every
 //! event under `LOCKSTEP_SIM_TRACE=1`).
@@ -19,7 +19,7 @@ fn every_seed_keeps_the_invariants() {
         Some(seed) => seed..seed + 1,
         None => {
             let first = env("LOCKSTEP_SIM_FIRST_SEED").unwrap_or(0);
-            first..first + env("LOCKSTEP_SIM_SEEDS").unwrap_or(200)
+            first..first + env("LOCKSTEP_SIM_SEEDS").unwrap_or(100)
         }
     };
     let started = Instant::now();
