@@ -27,6 +27,14 @@ if command -v npm >/dev/null && { [ "${CI:-}" = "true" ] || [ -x /usr/bin/chromi
 fi
 cargo test --workspace --locked
 
+# The workspace suite includes lockstep-sim: the whole-engine simulation (100 seeds) and the fuzz
+# corpus replayed through the fuzz targets' functions (docs/TESTING.md). The fuzz build itself is too
+# slow for CI; LOCKSTEP_FUZZ_SECONDS=N fuzzes each target for N seconds here as well.
+if [ -n "${LOCKSTEP_FUZZ_SECONDS:-}" ]; then
+  echo "== fuzz"
+  ./scripts/fuzz.sh "$LOCKSTEP_FUZZ_SECONDS"
+fi
+
 echo "== cargo test: client behaviour against a server that rewords every error message"
 # Clients must decide by error reasons alone (docs/PROTOCOL.md, "Error reasons"): with
 # LOCKSTEP_REWORD_ERRORS=1 the servers these tests start scramble every message and keep the reasons.

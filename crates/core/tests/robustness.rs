@@ -2,6 +2,10 @@
 //! footing: random sessions of valid and invalid requests, undecodable messages, operators'
 //! actions, disconnects and clock jumps, collectives and replica groups, on a manual clock, through the same turns as the server
 //! (every turn ends with `ready`, and outputs and frames come only from the committed turn).
+//!
+//! The step vocabulary ([`step`]) and the run with its invariants ([`run`]) are also the engine's
+//! fuzz target: `crates/sim` includes this file and drives the same generators from libFuzzer's
+//! bytes (see docs/TESTING.md).
 
 use bytes::Bytes;
 use lockstep_core::collective::{
@@ -256,8 +260,9 @@ fn admin_action() -> impl Strategy<Value = AdminAction> {
     ]
 }
 
+/// One thing that happens to the engine.
 #[derive(Clone, Debug)]
-enum Step {
+pub enum Step {
     Register {
         conn: u64,
         agent: String,
@@ -373,7 +378,8 @@ fn collective_step() -> impl Strategy<Value = Step> {
     ]
 }
 
-fn step() -> impl Strategy<Value = Step> {
+/// Any step, valid or not, on names that collide.
+pub fn step() -> impl Strategy<Value = Step> {
     let conn = 1u64..8;
     prop_oneof![
         3 => (conn.clone(), name(), name(), prop::collection::vec(topic(), 0..3), any::<bool>())
@@ -403,7 +409,8 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-fn small_config() -> Config {
+/// Small limits, so that a short run reaches them.
+pub fn small_config() -> Config {
     // Retained topics (topic history): replays, trims by count and age, a topic limit.
     let history = lockstep_core::history::HistorySettings {
         retain: vec![
@@ -458,199 +465,165 @@ proptest! {
 
     #[test]
     fn no_input_sequence_panics_the_engine(steps in prop::collection::vec(step(), 1..120)) {
-        let mut engine = Engine::new(small_config());
-        engine.track_changes();
-        let mut now = 0u64;
-        let mut closed = std::collections::HashSet::new();
-        // Operators' actions asked (by origin) and the answers each got.
-        let mut asked = 0u64;
-        let mut answers: std::collections::BTreeMap<u64, usize> = Default::default();
-        let mut watches = 0;
-        // Collective calls made (their origins are 1..=calls) and how many outcomes each got.
-        let mut calls = 0u64;
-        let mut told: std::collections::BTreeMap<u64, usize> = Default::default();
-        // Replica group calls and reports made, and the group store's answers (one each, at once).
-        let (mut group_calls, mut group_inputs, mut group_answers) = (0u64, 0usize, 0usize);
-        // Context writes from clients (origins 1..=writes) and the answers each got.
-        let mut writes = 0u64;
-        let mut written: std::collections::BTreeMap<u64, usize> = Default::default();
-        let mut context_watches = std::collections::HashSet::new();
-        for s in steps {
-            match s {
-                Step::Register { conn, agent, role, interests, token } => {
-                    let request = RegisterRequest {
-                        agent_id: agent,
-                        role,
-                        interests,
-                        resume_token: if token { format!("t{conn}") } else { String::new() },
-                        ..Default::default()
-                    };
-                    // Sessions 0-1, 2-3, ... share a client connection (0 is shared with nothing).
-                    let (conn, new_token, connection) = (ConnId(conn), format!("t{conn}"), conn / 2);
-                    engine.handle(now, Input::Register { conn, request, new_token, connection });
+        run(steps)?;
+    }
+}
+
+/// Applies `steps` to a new engine on the manual clock, checking the engine's bounds after every
+/// step and, once time has run far past every deadline, that everyone asking was answered once and
+/// that nothing is left behind.
+pub fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
+    let mut engine = Engine::new(small_config());
+    engine.track_changes();
+    let mut now = 0u64;
+    let mut closed = std::collections::HashSet::new();
+    // Operators' actions asked (by origin) and the answers each got.
+    let mut asked = 0u64;
+    let mut answers: std::collections::BTreeMap<u64, usize> = Default::default();
+    let mut watches = 0;
+    // Collective calls made (their origins are 1..=calls) and how many outcomes each got.
+    let mut calls = 0u64;
+    let mut told: std::collections::BTreeMap<u64, usize> = Default::default();
+    // Replica group calls and reports made, and the group store's answers (one each, at once).
+    let (mut group_calls, mut group_inputs, mut group_answers) = (0u64, 0usize, 0usize);
+    // Context writes from clients (origins 1..=writes) and the answers each got.
+    let mut writes = 0u64;
+    let mut written: std::collections::BTreeMap<u64, usize> = Default::default();
+    let mut context_watches = std::collections::HashSet::new();
+    for s in steps {
+        match s {
+            Step::Register { conn, agent, role, interests, token } => {
+                let request = RegisterRequest {
+                    agent_id: agent,
+                    role,
+                    interests,
+                    resume_token: if token { format!("t{conn}") } else { String::new() },
+                    ..Default::default()
+                };
+                // Sessions 0-1, 2-3, ... share a client connection (0 is shared with nothing).
+                let (conn, new_token, connection) = (ConnId(conn), format!("t{conn}"), conn / 2);
+                engine.handle(now, Input::Register { conn, request, new_token, connection });
+            }
+            Step::Request { conn, id, request } => {
+                engine.handle(now, Input::Request { conn: ConnId(conn), request_id: id, request })
+            }
+            Step::Disconnect { conn, goodbye } => {
+                if goodbye {
+                    let request = Request::Deregister;
+                    engine.handle(now, Input::Request { conn: ConnId(conn), request_id: 0, request });
                 }
-                Step::Request { conn, id, request } => engine.handle(now, Input::Request { conn: ConnId(conn), request_id: id, request }),
-                Step::Disconnect { conn, goodbye } => {
-                    if goodbye {
-                        let request = Request::Deregister;
-                        engine.handle(now, Input::Request { conn: ConnId(conn), request_id: 0, request });
-                    }
-                    engine.handle(now, Input::Disconnected { conn: ConnId(conn) });
+                engine.handle(now, Input::Disconnected { conn: ConnId(conn) });
+            }
+            Step::WatchRegistry { conn, ns } => {
+                watches += 1;
+                engine.handle(now, Input::WatchRegistry { conn: ConnId(conn + 100), namespace: ns });
+            }
+            Step::Advance(ms) => {
+                now += ms;
+                while let Some(d) = engine.next_deadline().filter(|d| *d <= now) {
+                    engine.handle_timeout(d);
                 }
-                Step::WatchRegistry { conn, ns } => {
-                    watches += 1;
-                    engine.handle(now, Input::WatchRegistry { conn: ConnId(conn + 100), namespace: ns });
-                }
-                Step::Advance(ms) => {
-                    now += ms;
-                    while let Some(d) = engine.next_deadline().filter(|d| *d <= now) {
-                        engine.handle_timeout(d);
-                    }
-                }
-                Step::Stall(ms) => {
-                    let since = engine.next_deadline().unwrap_or(now).min(now);
-                    now += ms;
-                    engine.handle(now, Input::ServerStalled { since });
-                }
-                Step::Drain { conn, max } => {
-                    let mut out = engine.ready().committed();
-                    while let Some(frame) = out.next_frame(ConnId(conn), max) {
-                        if let Frame::Deliveries(batch) = &frame {
-                            prop_assert!(batch.len() <= max);
-                            for w in batch.windows(2) {
-                                prop_assert_eq!(w[1].seq, w[0].seq + 1, "a batch is consecutive");
-                            }
+            }
+            Step::Stall(ms) => {
+                let since = engine.next_deadline().unwrap_or(now).min(now);
+                now += ms;
+                engine.handle(now, Input::ServerStalled { since });
+            }
+            Step::Drain { conn, max } => {
+                let mut out = engine.ready().committed();
+                while let Some(frame) = out.next_frame(ConnId(conn), max) {
+                    if let Frame::Deliveries(batch) = &frame {
+                        prop_assert!(batch.len() <= max);
+                        for w in batch.windows(2) {
+                            prop_assert_eq!(w[1].seq, w[0].seq + 1, "a batch is consecutive");
                         }
                     }
                 }
-                Step::Malformed { conn, id } => {
-                    engine.handle(now, Input::Malformed { conn: ConnId(conn), request_id: id, reason: "garbage".into() });
-                }
-                Step::Collective { conn, agent, id, group, spec, timeout_ms } => {
-                    calls += 1;
-                    let join = CollectiveJoin {
-                        namespace: String::new(),
-                        agent_id: agent,
-                        resume_token: format!("t{conn}"),
-                        collective_id: id,
-                        group,
-                        spec,
-                        timeout_ms,
-                        state_checksum: None,
-                    };
-                    engine.handle(now, Input::CollectiveJoin { origin: calls, join });
-                }
-                Step::GroupCall { conn, agent, group, size } => {
-                    group_calls += 1;
-                    group_inputs += 1;
-                    let call = lockstep_core::GroupCall {
-                        namespace: String::new(),
-                        agent_id: agent,
-                        resume_token: format!("t{conn}"),
-                        group_id: group,
-                    };
-                    let origin = group_calls;
-                    engine.handle(now, match size {
+            }
+            Step::Malformed { conn, id } => {
+                engine.handle(now, Input::Malformed { conn: ConnId(conn), request_id: id, reason: "garbage".into() });
+            }
+            Step::Collective { conn, agent, id, group, spec, timeout_ms } => {
+                calls += 1;
+                let join = CollectiveJoin {
+                    namespace: String::new(),
+                    agent_id: agent,
+                    resume_token: format!("t{conn}"),
+                    collective_id: id,
+                    group,
+                    spec,
+                    timeout_ms,
+                    state_checksum: None,
+                };
+                engine.handle(now, Input::CollectiveJoin { origin: calls, join });
+            }
+            Step::GroupCall { conn, agent, group, size } => {
+                group_calls += 1;
+                group_inputs += 1;
+                let call = lockstep_core::GroupCall {
+                    namespace: String::new(),
+                    agent_id: agent,
+                    resume_token: format!("t{conn}"),
+                    group_id: group,
+                };
+                let origin = group_calls;
+                engine.handle(
+                    now,
+                    match size {
                         Some(size) => Input::GroupPublish { origin, call, size },
                         None => Input::GroupFetch { origin, call },
-                    });
-                }
-                Step::GroupPublished { origin, ok } => {
-                    group_inputs += 1;
-                    let result = if ok { Ok("c".to_owned()) } else { Err("broke".to_owned()) };
-                    engine.handle(now, Input::GroupPublished { origin, result });
-                }
-                Step::CollectiveFault(origin) => {
-                    engine.handle(now, Input::CollectiveFault { origin, reason: "broke".into() });
-                }
-                Step::CollectiveTransferred { id, serial } => {
-                    let input = Input::CollectiveTransferred { namespace: "default".into(), collective_id: id, serial };
+                    },
+                );
+            }
+            Step::GroupPublished { origin, ok } => {
+                group_inputs += 1;
+                let result = if ok { Ok("c".to_owned()) } else { Err("broke".to_owned()) };
+                engine.handle(now, Input::GroupPublished { origin, result });
+            }
+            Step::CollectiveFault(origin) => {
+                engine.handle(now, Input::CollectiveFault { origin, reason: "broke".into() });
+            }
+            Step::CollectiveTransferred { id, serial } => {
+                let input = Input::CollectiveTransferred { namespace: "default".into(), collective_id: id, serial };
+                engine.handle(now, input);
+            }
+            Step::ContextWrite(write) => {
+                writes += 1;
+                engine.handle(now, Input::ContextWrite { origin: writes, writer: "cli".into(), write });
+            }
+            Step::WatchContext { conn, selector, from } => {
+                if context_watches.insert(conn) {
+                    let input =
+                        Input::WatchContext { conn: ConnId(conn + 200), namespace: String::new(), selector, from };
                     engine.handle(now, input);
                 }
-                Step::ContextWrite(write) => {
-                    writes += 1;
-                    engine.handle(now, Input::ContextWrite { origin: writes, writer: "cli".into(), write });
-                }
-                Step::WatchContext { conn, selector, from } => {
-                    if context_watches.insert(conn) {
-                        let input = Input::WatchContext { conn: ConnId(conn + 200), namespace: String::new(), selector, from };
-                        engine.handle(now, input);
-                    }
-                }
-                Step::DrainContext { conn, max } => {
-                    let mut out = engine.ready().committed();
-                    while let Some(frame) = out.next_frame(ConnId(conn + 200), max) {
-                        let Frame::Context(batch) = frame else { panic!("a context watch got {frame:?}") };
-                        prop_assert!(batch.changes.len() <= max);
-                    }
-                }
-                Step::Admin(action) => {
-                    asked += 1;
-                    engine.handle(now, Input::Admin { origin: asked, actor: "ops".into(), action });
-                }
-                Step::Query { sync_id, which } => {
-                    let _ = match which {
-                        0 => engine.diagnose_sync(now, "", &sync_id).map(|_| ()),
-                        1 => engine.sync_status("default", &sync_id).map(|_| ()),
-                        2 => engine.get_state("", &sync_id).map(|_| ()),
-                        _ => Ok(engine.health(now)).map(|_| ()),
-                    };
+            }
+            Step::DrainContext { conn, max } => {
+                let mut out = engine.ready().committed();
+                while let Some(frame) = out.next_frame(ConnId(conn + 200), max) {
+                    let Frame::Context(batch) = frame else { panic!("a context watch got {frame:?}") };
+                    prop_assert!(batch.changes.len() <= max);
                 }
             }
-            let mut out = engine.ready().committed();
-            while let Some(output) = out.poll_output() {
-                match output {
-                    Output::Close(conn, _) => {
-                        closed.insert(conn);
-                    }
-                    Output::AdminDone { origin, .. } => *answers.entry(origin).or_default() += 1,
-                    Output::Collective(CollectiveEvent::Refused { origin, .. }) => *told.entry(origin).or_default() += 1,
-                    Output::Collective(CollectiveEvent::Finished { origins, .. }) => {
-                        for o in origins {
-                            *told.entry(o).or_default() += 1;
-                        }
-                    }
-                    Output::Group(_) => group_answers += 1,
-                    Output::ContextDone { origin, .. } => *written.entry(origin).or_default() += 1,
-                    // No step makes round calls (crates/core/tests/rounds.rs has their tests).
-                    Output::RoundDone { .. } => prop_assert!(false, "no round call was made"),
-                    // Nor sync monitor calls (crates/core/tests/systems.rs has their tests).
-                    Output::SystemsDone { .. } => prop_assert!(false, "no sync monitor call was made"),
-                    // This fuzz sends no trace calls (crates/core/src/trace.rs has their tests).
-                    Output::Trace(_) | Output::Ready(_) | Output::Collective(CollectiveEvent::Start { .. }) => {}
-                }
+            Step::Admin(action) => {
+                asked += 1;
+                engine.handle(now, Input::Admin { origin: asked, actor: "ops".into(), action });
             }
-            // The engine's own bookkeeping stays within its limits.
-            let agents = engine.list_agents("", &AgentQuery::default()).unwrap();
-            prop_assert!(agents.len() <= 5);
-            for a in &agents {
-                prop_assert!(a.queue_depth <= 4);
+            Step::Query { sync_id, which } => {
+                let _ = match which {
+                    0 => engine.diagnose_sync(now, "", &sync_id).map(|_| ()),
+                    1 => engine.sync_status("default", &sync_id).map(|_| ()),
+                    2 => engine.get_state("", &sync_id).map(|_| ()),
+                    _ => Ok(engine.health(now)).map(|_| ()),
+                };
             }
-            prop_assert!(engine.list_sync_points("").unwrap().len() <= 3 + 2);
-            prop_assert!(engine.info().pending_requests <= 4);
-            prop_assert_eq!(group_answers, group_inputs, "every group call and report is answered at once");
-            let groups = engine.list_groups("").unwrap();
-            prop_assert!(groups.len() <= 2);
-            prop_assert!(groups.iter().all(|g| g.members.len() <= 3));
-            // A task is held exactly when it has a holder, completed exactly when it has an output.
-            for t in engine.task_list("", None, None).unwrap() {
-                use lockstep_core::task::TaskState as S;
-                prop_assert_eq!(matches!(t.state, S::Assigned | S::Running), t.holder.is_some(), "{:?}", t);
-                prop_assert_eq!(t.state == S::Completed, t.output.is_some(), "{:?}", t);
-                prop_assert!(t.failures <= t.max_attempts, "{:?}", t);
-            }
-            let held: u64 = groups.iter().filter_map(|g| g.state.as_ref()).map(|s| s.size).sum();
-            prop_assert!(held <= 150, "{} bytes of group state held", held);
-        }
-        // However the run went, every operator is answered exactly once: commands still waiting end
-        // by their timeout or their agent's lease.
-        now += 2 * 24 * 3600 * 1000;
-        while let Some(d) = engine.next_deadline().filter(|d| *d <= now) {
-            engine.handle_timeout(d);
         }
         let mut out = engine.ready().committed();
         while let Some(output) = out.poll_output() {
             match output {
+                Output::Close(conn, _) => {
+                    closed.insert(conn);
+                }
                 Output::AdminDone { origin, .. } => *answers.entry(origin).or_default() += 1,
                 Output::Collective(CollectiveEvent::Refused { origin, .. }) => *told.entry(origin).or_default() += 1,
                 Output::Collective(CollectiveEvent::Finished { origins, .. }) => {
@@ -658,28 +631,76 @@ proptest! {
                         *told.entry(o).or_default() += 1;
                     }
                 }
-                _ => {}
+                Output::Group(_) => group_answers += 1,
+                Output::ContextDone { origin, .. } => *written.entry(origin).or_default() += 1,
+                // No step makes round calls (crates/core/tests/rounds.rs has their tests).
+                Output::RoundDone { .. } => prop_assert!(false, "no round call was made"),
+                // Nor sync monitor calls (crates/core/tests/systems.rs has their tests).
+                Output::SystemsDone { .. } => prop_assert!(false, "no sync monitor call was made"),
+                // This fuzz sends no trace calls (crates/core/src/trace.rs has their tests).
+                Output::Trace(_) | Output::Ready(_) | Output::Collective(CollectiveEvent::Start { .. }) => {}
             }
         }
-        let expected: std::collections::BTreeMap<u64, usize> = (1..=asked).map(|o| (o, 1)).collect();
-        prop_assert_eq!(answers, expected, "each operator action is answered once");
-        let expected: std::collections::BTreeMap<u64, usize> = (1..=calls).map(|o| (o, 1)).collect();
-        prop_assert_eq!(told, expected, "each collective call is told its outcome once");
-        let expected: std::collections::BTreeMap<u64, usize> = (1..=writes).map(|o| (o, 1)).collect();
-        prop_assert_eq!(written, expected, "each context write is answered once");
-        // Every writer is gone: no key is bound to a lease any more, and every TTL has run out.
-        for key in engine.context_list("", "").unwrap() {
-            prop_assert!(key.owner.is_none() && key.expires_at.is_none(), "{key:?} outlived its lifetime");
+        // The engine's own bookkeeping stays within its limits.
+        let agents = engine.list_agents("", &AgentQuery::default()).unwrap();
+        prop_assert!(agents.len() <= 5);
+        for a in &agents {
+            prop_assert!(a.queue_depth <= 4);
         }
-        // Everything is gone by now (agents lost and forgotten, points past their retention): so
-        // are their timers and namespaces. Only the health sample's timer remains, and only
-        // namespaces a registry watch still holds.
-        let info = engine.info();
-        prop_assert_eq!(info.agents, 0);
-        prop_assert_eq!(info.timers, 1, "timers left behind");
-        prop_assert_eq!(info.pending_requests, 0, "requests left behind");
-        // A replica group's state outlives its members, and keeps its namespace.
-        let held = usize::from(!engine.list_groups("").unwrap().is_empty());
-        prop_assert!(info.namespaces <= watches + held, "{} namespaces, {} watches", info.namespaces, watches);
+        prop_assert!(engine.list_sync_points("").unwrap().len() <= 3 + 2);
+        prop_assert!(engine.info().pending_requests <= 4);
+        prop_assert_eq!(group_answers, group_inputs, "every group call and report is answered at once");
+        let groups = engine.list_groups("").unwrap();
+        prop_assert!(groups.len() <= 2);
+        prop_assert!(groups.iter().all(|g| g.members.len() <= 3));
+        // A task is held exactly when it has a holder, completed exactly when it has an output.
+        for t in engine.task_list("", None, None).unwrap() {
+            use lockstep_core::task::TaskState as S;
+            prop_assert_eq!(matches!(t.state, S::Assigned | S::Running), t.holder.is_some(), "{:?}", t);
+            prop_assert_eq!(t.state == S::Completed, t.output.is_some(), "{:?}", t);
+            prop_assert!(t.failures <= t.max_attempts, "{:?}", t);
+        }
+        let held: u64 = groups.iter().filter_map(|g| g.state.as_ref()).map(|s| s.size).sum();
+        prop_assert!(held <= 150, "{} bytes of group state held", held);
     }
+    // However the run went, every operator is answered exactly once: commands still waiting end
+    // by their timeout or their agent's lease.
+    now += 2 * 24 * 3600 * 1000;
+    while let Some(d) = engine.next_deadline().filter(|d| *d <= now) {
+        engine.handle_timeout(d);
+    }
+    let mut out = engine.ready().committed();
+    while let Some(output) = out.poll_output() {
+        match output {
+            Output::AdminDone { origin, .. } => *answers.entry(origin).or_default() += 1,
+            Output::Collective(CollectiveEvent::Refused { origin, .. }) => *told.entry(origin).or_default() += 1,
+            Output::Collective(CollectiveEvent::Finished { origins, .. }) => {
+                for o in origins {
+                    *told.entry(o).or_default() += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    let expected: std::collections::BTreeMap<u64, usize> = (1..=asked).map(|o| (o, 1)).collect();
+    prop_assert_eq!(answers, expected, "each operator action is answered once");
+    let expected: std::collections::BTreeMap<u64, usize> = (1..=calls).map(|o| (o, 1)).collect();
+    prop_assert_eq!(told, expected, "each collective call is told its outcome once");
+    let expected: std::collections::BTreeMap<u64, usize> = (1..=writes).map(|o| (o, 1)).collect();
+    prop_assert_eq!(written, expected, "each context write is answered once");
+    // Every writer is gone: no key is bound to a lease any more, and every TTL has run out.
+    for key in engine.context_list("", "").unwrap() {
+        prop_assert!(key.owner.is_none() && key.expires_at.is_none(), "{key:?} outlived its lifetime");
+    }
+    // Everything is gone by now (agents lost and forgotten, points past their retention): so
+    // are their timers and namespaces. Only the health sample's timer remains, and only
+    // namespaces a registry watch still holds.
+    let info = engine.info();
+    prop_assert_eq!(info.agents, 0);
+    prop_assert_eq!(info.timers, 1, "timers left behind");
+    prop_assert_eq!(info.pending_requests, 0, "requests left behind");
+    // A replica group's state outlives its members, and keeps its namespace.
+    let held = usize::from(!engine.list_groups("").unwrap().is_empty());
+    prop_assert!(info.namespaces <= watches + held, "{} namespaces, {} watches", info.namespaces, watches);
+    Ok(())
 }
