@@ -674,6 +674,7 @@ pub fn context_batch(frame: Frame) -> Option<v1::ContextBatch> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lockstep_core::auth::Denial;
     use lockstep_core::command::{EmergencyStop, Gated, PauseCause, Refusal};
     use lockstep_core::systems::SystemsError;
     use lockstep_core::{Reason, SessionEnd};
@@ -789,6 +790,12 @@ mod tests {
             SystemsError::UnknownIncident { id: 1 }.into(),
             SystemsError::IncidentResolved { id: 1, at: 5 }.into(),
             SystemsError::RateLimited { reporter: "r".into(), limit: 1 }.into(),
+            CoreError::Denied(Denial::Namespace { namespace: "b".into() }),
+            CoreError::Denied(Denial::Publish { topic: "t".into() }),
+            CoreError::Denied(Denial::Subscribe { pattern: "t.>".into() }),
+            CoreError::Denied(Denial::Agent { bound: "agent 'a'".into(), asked: "agent 'b'".into() }),
+            CoreError::Denied(Denial::ReadState { agents: "'b'".into() }),
+            CoreError::Denied(Denial::Admin { action: "PauseAgent".into() }),
         ]
     }
 
@@ -804,10 +811,10 @@ mod tests {
         let errors = every_core_error();
         let engine_reasons: std::collections::HashSet<Reason> = errors.iter().map(CoreError::reason).collect();
         // The rest are made by the server around the engine (shutting down, store, admin token,
-        // commands, backups, oversized messages); a new engine reason without a sample here would
-        // raise the count.
+        // commands, backups, oversized messages, tokens that do not verify); a new engine reason
+        // without a sample here would raise the count.
         let shell_made = Reason::ALL.iter().filter(|r| !engine_reasons.contains(r)).count();
-        assert_eq!(shell_made, 8, "every engine reason needs a sample above");
+        assert_eq!(shell_made, 11, "every engine reason needs a sample above");
         for e in &errors {
             let s = status(e);
             assert_eq!(crate::reason::of_status(&s), Some(e.reason()), "{e}");
