@@ -6,6 +6,8 @@
 # Python script makes its own venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A CI run builds once: incremental state would only take disk (~6 GB for this suite).
+if [ "${CI:-}" = "true" ]; then export CARGO_INCREMENTAL=0; fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
