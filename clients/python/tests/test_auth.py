@@ -72,3 +72,17 @@ async def test_no_token_and_a_foreign_token_are_unauthenticated(
         with pytest.raises(lockstep.Unauthenticated) as invalid:
             await client.list_agents()
         assert invalid.value.reason is lockstep.Reason.TOKEN_INVALID
+
+
+async def test_a_refused_registration_is_unauthenticated_every_time(secured: "tuple[ServerProcess, Path]") -> None:
+    # The refusal of a session must not overtake the registration the client writes as it opens
+    # the stream (gRPC's C core would then report INTERNAL): over many tries, every one is refused
+    # with its reason, on a connection already in use.
+    server, _ = secured
+    async with lockstep.connect(server.address, namespace="team-a") as client:
+        with pytest.raises(lockstep.Unauthenticated):
+            await client.list_agents()
+        for i in range(40):
+            with pytest.raises(lockstep.Unauthenticated) as refused:
+                await client.register(f"py-{i}", role="worker")
+            assert refused.value.reason is lockstep.Reason.TOKEN_MISSING

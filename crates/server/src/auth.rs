@@ -11,15 +11,22 @@
 //! token that does not verify or has expired) or `PERMISSION_DENIED` (a valid token that does not
 //! allow it), each with its stable reason.
 //!
+//! A session refused for its token is refused by [`SessionGate`] only once its first message (the
+//! registration) has arrived: a client writes that message as it opens the stream, and a refusal
+//! that overtakes the write makes some clients (gRPC's C core, under Python's client) report their
+//! own failed write, INTERNAL, instead of the refusal.
+//!
 //! Without a secret nothing is asked of agents (open access, allowed only on loopback unless the
 //! operator opts in; see `start`), and operators' actions check the admin token as before, when
 //! one is set. The health and reflection services stay open either way: they reveal no data.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use lockstep_core::auth::{Denial, Key, Principal, TokenError};
 use lockstep_core::{Reason, RegisterRequest, Request as SessionRequest, WatchTarget};
 use lockstep_proto::reason;
+use tonic::codegen::{http, Body, BoxFuture, Context, Pin, Poll, Service};
 use tonic::{Code, Request, Status};
 
 use crate::admin::AdminToken;
@@ -184,6 +191,67 @@ impl Gate {
                 [],
             )),
         }
+    }
+}
+
+/// The path of the agents' session stream, the one call [`SessionGate`] looks at.
+const SESSION_PATH: &str = "/lockstep.v1.Lockstep/Session";
+
+/// Wraps the agents' service (`S`, already behind [`Gate::interceptor`]): a session stream whose
+/// token the gate refuses is answered with the refusal after its first message arrived (or after
+/// `wait`, the time a session has to register), never before. Every other call, and every session
+/// the gate lets through, goes to `S` untouched.
+#[derive(Clone)]
+pub struct SessionGate<S> {
+    inner: S,
+    gate: Gate,
+    wait: std::time::Duration,
+}
+
+impl<S> SessionGate<S> {
+    /// `inner` behind this gate's check of sessions, a refused one held for at most `wait`.
+    pub fn new(inner: S, gate: Gate, wait: std::time::Duration) -> Self {
+        SessionGate { inner, gate, wait }
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for SessionGate<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> Service<http::Request<tonic::body::Body>> for SessionGate<S>
+where
+    S: Service<http::Request<tonic::body::Body>, Response = http::Response<B>, Error = Infallible>,
+    S::Future: Send + 'static,
+    B: Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError>,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        if request.uri().path() == SESSION_PATH {
+            let headers = tonic::metadata::MetadataMap::from_headers(request.headers().clone());
+            let probe = Request::from_parts(headers, http::Extensions::new(), ());
+            if let Err(refusal) = self.gate.authenticate(probe) {
+                let wait = self.wait;
+                return Box::pin(async move {
+                    let mut body = request.into_body();
+                    // Whatever arrives (a message, the end, an error, nothing in time), the answer
+                    // is the refusal.
+                    let _ =
+                        tokio::time::timeout(wait, std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx))).await;
+                    Ok(refusal.into_http())
+                });
+            }
+        }
+        let answer = self.inner.call(request);
+        Box::pin(async move { answer.await.map(|response| response.map(tonic::body::Body::new)) })
     }
 }
 

@@ -518,11 +518,16 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
             .max_encoding_message_size(MAX_RESPONSE_BYTES),
         gate.interceptor(),
     );
-    let agents = tonic::service::interceptor::InterceptedService::new(
-        LockstepServer::new(service)
-            .max_decoding_message_size(max_message)
-            .max_encoding_message_size(MAX_RESPONSE_BYTES),
-        gate.interceptor(),
+    // A session refused for its token is refused once its registration arrived (see `auth`).
+    let agents = auth::SessionGate::new(
+        tonic::service::interceptor::InterceptedService::new(
+            LockstepServer::new(service)
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(MAX_RESPONSE_BYTES),
+            gate.interceptor(),
+        ),
+        gate.clone(),
+        std::time::Duration::from_millis(options.connections.register_within_ms),
     );
     let http_engine = engine.clone();
     let admin_service = admin::AdminService::new(engine, backup_dir, gate.clone());

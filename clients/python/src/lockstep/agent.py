@@ -52,6 +52,7 @@ from .errors import (
     SessionClosed,
     error_from_code,
     error_from_rpc,
+    final_status,
     recovery,
     status_code,
 )
@@ -238,12 +239,13 @@ class Agent:
         try:
             await call.write(pb.ClientMessage(register=request))
             first = await call.read()
-        except grpc.RpcError as exc:
+        except (grpc.RpcError, asyncio.InvalidStateError):
+            # The call has ended (a refusal ends it at once): its own status says why.
+            status = await final_status(call)
             call.cancel()
-            raise error_from_rpc(exc, what=f"lockstep server at {self._client.address}") from None
-        except asyncio.InvalidStateError:
-            call.cancel()
-            raise ConnectionLost("the server ended the session before it was registered") from None
+            if status.code() == grpc.StatusCode.OK:
+                raise ConnectionLost("the server ended the session before it was registered") from None
+            raise error_from_rpc(status, what=f"lockstep server at {self._client.address}") from None
         except BaseException:
             call.cancel()
             raise

@@ -780,3 +780,15 @@ def error_from_rpc(exc: grpc.RpcError, *, what: str = "") -> LockstepError:
         err.current_version = int(info.metadata.get("current_version", "0") or 0)
     err.__cause__ = exc
     return err
+
+
+
+async def final_status(call: Any) -> grpc.aio.AioRpcError:
+    """The status an ended streaming ``call`` carries, as an error for :func:`error_from_rpc`.
+
+    A failed write or read may report less than the call's own status (a write refused with
+    "the RPC has already finished" says nothing of why).
+    """
+    return grpc.aio.AioRpcError(
+        await call.code(), await call.initial_metadata(), await call.trailing_metadata(), await call.details()
+    )
