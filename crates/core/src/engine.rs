@@ -571,6 +571,10 @@ impl Engine {
 
     /// Applies one input at time `now`.
     pub fn handle(&mut self, now: Time, input: Input) {
+        let since = match &input {
+            Input::ServerStalled { since } => self.stall_began(*since),
+            _ => 0,
+        };
         self.now = self.now.max(now);
         match input {
             Input::Register { conn, request, new_token, connection } => {
@@ -592,7 +596,7 @@ impl Engine {
                     self.reply(&ns, &agent, request_id, Reply::Error(CoreError::Denied(denial)));
                 }
             }
-            Input::ServerStalled { since } => self.server_stalled(now, since),
+            Input::ServerStalled { .. } => self.server_stalled(now, since),
             Input::Admin { origin, actor, action } => {
                 let result = self.admin(now, origin, &actor, action);
                 // A command that went out answers later, when the agent does (`command_done`).
@@ -697,6 +701,15 @@ impl Engine {
     /// The earliest time at which [`Engine::handle_timeout`] has work to do.
     pub fn next_deadline(&self) -> Option<Time> {
         self.timers.next_deadline()
+    }
+
+    /// When a stall that the shell dates from `since` (an overdue timer's deadline, or when a
+    /// waiting command was handed over) really began: not before the engine's last input or timer,
+    /// since it was running then. A timer restored overdue from the store (its deadline passed
+    /// while the server was down) is no stall of a server that has just started: leases given at
+    /// the restart are not moved by the downtime.
+    pub fn stall_began(&self, since: Time) -> Time {
+        since.max(self.now)
     }
 
     /// Fires every timer due at `now`: lost leases, barrier deadlines, retention ends, delivery

@@ -372,6 +372,33 @@ fn agents_that_do_not_come_back_are_lost_when_their_fresh_lease_ends_and_their_b
 }
 
 #[test]
+fn a_downtime_is_no_stall_and_leaves_the_fresh_leases_of_a_restart_as_they_are() {
+    let mut a = tracked();
+    let (w1, _w2) = (a.join("w1", "worker", &[]), a.join("w2", "worker", &[]));
+    // A barrier whose deadline passes while the server is down: its timer comes back overdue.
+    a.arrive(w1, "r", agents(&["w1", "w2"]), 1_000, "");
+    let mut kept = Kept::default();
+    let mut b = restart(&mut a, &mut kept, 30_000);
+    let restarted = b.now;
+    let overdue = b.engine.next_deadline().expect("the barrier's deadline");
+    assert!(overdue < restarted, "the deadline ({overdue}) passed during the downtime");
+    // A shell dates a stall from its earliest deadline; the engine has just started, so none began.
+    assert_eq!(b.engine.stall_began(overdue), restarted);
+    b.engine.handle(restarted, Input::ServerStalled { since: overdue });
+    let lease = b.config().lease_ms();
+    b.advance_to(restarted + lease - 1);
+    assert_eq!(b.status("w1"), AgentStatus::Active, "resumable with its token until its lease ends");
+    let refused = b.try_register(agent("w1", "worker", &[]));
+    assert!(matches!(b.close_error(refused), CoreError::AlreadyRegistered { .. }));
+    b.advance_to(restarted + lease);
+    assert_eq!(b.status("w1"), AgentStatus::Lost, "the downtime did not stretch the lease");
+    // A client that never received its token (the stream broke before) can register the id again.
+    let again = b.try_register(agent("w1", "worker", &[]));
+    assert!(!b.is_closed(again), "{:?}", b.log(again));
+    assert!(!b.registered(again).resumed);
+}
+
+#[test]
 fn pauses_the_emergency_stop_and_the_audit_log_survive_a_restart() {
     let mut a = tracked();
     let (w1, _w2) = (a.join("w1", "worker", &[]), a.join("w2", "worker", &[]));

@@ -494,7 +494,7 @@ pub async fn run<J: Journal>(
             Woke::Command(_, handed_over) => Some(clock.time_of(*handed_over)),
             _ => None,
         };
-        if let Some(since) = deadline.into_iter().chain(behind_since).min() {
+        if let Some(since) = deadline.into_iter().chain(behind_since).min().map(|t| d.engine.stall_began(t)) {
             let behind_ms = now.saturating_sub(since);
             if behind_ms >= d.engine.config().stall_threshold_ms() {
                 if behind_ms >= d.engine.config().lease_ms() {

@@ -348,8 +348,10 @@ impl World {
             // The server's turn: a timer found late first reports the stall (as the driver does),
             // then every timer due and every event of this instant.
             if let Some(engine) = self.engine.as_mut() {
-                if let Some(since) =
-                    engine.next_deadline().filter(|d| now.saturating_sub(*d) >= engine.config().stall_threshold_ms())
+                if let Some(since) = engine
+                    .next_deadline()
+                    .map(|d| engine.stall_began(d))
+                    .filter(|d| now.saturating_sub(*d) >= engine.config().stall_threshold_ms())
                 {
                     engine.handle(now, Input::ServerStalled { since });
                 }
@@ -393,7 +395,10 @@ impl World {
         let mut out = turn.committed();
         let mut closed = Vec::new();
         while let Some(output) = out.poll_output() {
-            if let Output::Close(conn, _) = output {
+            if let Output::Close(conn, reason) = output {
+                if self.trace {
+                    eprintln!("{:>6} Close {{ conn: {conn:?}, reason: {reason:?} }}", self.now);
+                }
                 closed.push(conn);
             }
         }

@@ -13,36 +13,15 @@ fn env(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|v| v.parse().unwrap_or_else(|_| panic!("{name} must be a number, not {v:?}")))
 }
 
-/// Seeds that find a fault not fixed yet, each with what it finds. The default run leaves them
-/// out and [`known_failures_still_fail`] runs them and asserts they still fail, so a fix makes
-/// that test fail until the seed is taken off this list (and a run of one seed, or of a range
-/// holding it, reports it as the failure it is).
-const KNOWN_FAILING: &[(u64, &str)] = &[(
-    90,
-    "an agent whose Registered frame was lost (its stream broke before the client read it) keeps \
-     re-registering without a resume token and is refused for 30 s after the faults stop: the \
-     server still holds the first session; not yet root-caused (simulation model or lease rule)",
-)];
-
-#[test]
-fn known_failures_still_fail() {
-    for (seed, what) in KNOWN_FAILING {
-        assert!(world::run(*seed).is_err(), "seed {seed} passes now: take it off KNOWN_FAILING ({what})");
-    }
-}
-
 #[test]
 fn every_seed_keeps_the_invariants() {
-    let (seeds, default_run) = match env("LOCKSTEP_SIM_SEED") {
-        Some(seed) => (seed..seed + 1, false),
+    let seeds = match env("LOCKSTEP_SIM_SEED") {
+        Some(seed) => seed..seed + 1,
         None => {
             let first = env("LOCKSTEP_SIM_FIRST_SEED").unwrap_or(0);
-            let count = env("LOCKSTEP_SIM_SEEDS");
-            (first..first + count.unwrap_or(100), count.is_none())
+            first..first + env("LOCKSTEP_SIM_SEEDS").unwrap_or(100)
         }
     };
-    // Only the default run (the normal suite) leaves the known failures out.
-    let skipped = |seed: u64| default_run && KNOWN_FAILING.iter().any(|(s, _)| *s == seed);
     let started = Instant::now();
     let next = AtomicU64::new(seeds.start);
     let failures = Mutex::new(Vec::new());
@@ -54,9 +33,6 @@ fn every_seed_keeps_the_invariants() {
                 let seed = next.fetch_add(1, Ordering::Relaxed);
                 if seed >= seeds.end {
                     break;
-                }
-                if skipped(seed) {
-                    continue;
                 }
                 match world::run(seed) {
                     Ok(r) => {
