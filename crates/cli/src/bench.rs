@@ -1167,27 +1167,43 @@ fn process_usage(pid: u32) -> anyhow::Result<(u64, Duration)> {
     Ok((rss_kb * 1024, Duration::from_millis(ticks * 10)))
 }
 
+/// A fresh server in its own process with the default settings, and `n` agents of `namespace`
+/// registered on it, [`IDLE_AGENTS_PER_CONNECTION`] to a connection (`options` gets each agent's
+/// number): what the idle and memory scenarios measure. The server's resident memory is read once
+/// it is listening and has answered a call, before any agent.
+struct Populated {
+    server: UnderTest,
+    addr: String,
+    pid: u32,
+    /// A client of `namespace` that registered nothing, to list the agents.
+    probe: Client,
+    rss_before: u64,
+    agents: Vec<Agent>,
+}
+
+async fn populated(namespace: &str, n: usize, options: impl Fn(usize) -> AgentOptions) -> anyhow::Result<Populated> {
+    let (server, addr) = UnderTest::spawn(&["--in-memory"]).await?;
+    let pid = server.pid().context("the server runs in its own process")?;
+    let probe = Client::connect(&addr).await?.with_namespace(namespace);
+    probe.list_agents(AgentFilter::default()).await?;
+    let (rss_before, _) = process_usage(pid)?;
+    let mut agents = Vec::with_capacity(n);
+    for group in 0..n.div_ceil(IDLE_AGENTS_PER_CONNECTION) {
+        let client = Client::connect(&addr).await?.with_namespace(namespace);
+        let size = IDLE_AGENTS_PER_CONNECTION.min(n - group * IDLE_AGENTS_PER_CONNECTION);
+        let first = group * IDLE_AGENTS_PER_CONNECTION;
+        agents.extend(register_all(&client, size, true, |j| options(first + j)).await?);
+    }
+    Ok(Populated { server, addr, pid, probe, rss_before, agents })
+}
+
 /// `n` agents registered and then idle (only their heartbeats) on a fresh server in its own process
 /// with the default settings: the server's resident memory per agent (against the same server
 /// before any agent) and its CPU over `seconds` of idleness. Agents share connections by
 /// [`IDLE_AGENTS_PER_CONNECTION`]. The row's rate is the server's CPU in percent of one core.
 async fn idle_agents(n: usize, seconds: u64) -> anyhow::Result<(Row, Value)> {
-    let (server, addr) = UnderTest::spawn(&["--in-memory"]).await?;
-    let UnderTest::Process(child) = &server else { unreachable!("spawned") };
-    let pid = child.0.id();
-    // Settled: the server is listening and has answered one call.
-    let probe = Client::connect(&addr).await?.with_namespace("bench-idle");
-    probe.list_agents(AgentFilter::default()).await?;
-    let (rss_before, _) = process_usage(pid)?;
-    let mut agents = Vec::with_capacity(n);
-    for group in 0..n.div_ceil(IDLE_AGENTS_PER_CONNECTION) {
-        let client = Client::connect(&addr).await?.with_namespace("bench-idle");
-        let size = IDLE_AGENTS_PER_CONNECTION.min(n - group * IDLE_AGENTS_PER_CONNECTION);
-        let first = group * IDLE_AGENTS_PER_CONNECTION;
-        agents.extend(
-            register_all(&client, size, true, |j| AgentOptions::new(format!("idle-{}", first + j), "idle")).await?,
-        );
-    }
+    let Populated { server, pid, probe, rss_before, agents, .. } =
+        populated("bench-idle", n, |j| AgentOptions::new(format!("idle-{j}"), "idle")).await?;
     let heartbeat = agents.first().map(|a| a.heartbeat_interval()).unwrap_or_default();
     // Let the registrations' work pass before measuring idleness.
     tokio::time::sleep(heartbeat * 2).await;
@@ -1233,23 +1249,9 @@ async fn idle_agents(n: usize, seconds: u64) -> anyhow::Result<(Row, Value)> {
 /// at the end of the load, and once nobody is left and it has settled. The row's rate is what
 /// the server still holds above its idle baseline, in MiB (issue 16: at most 50).
 async fn memory_return(n: usize, seconds: u64) -> anyhow::Result<(Row, Value)> {
-    let (server, addr) = UnderTest::spawn(&["--in-memory"]).await?;
-    let pid = server.pid().context("the server runs in its own process")?;
-    let probe = Client::connect(&addr).await?.with_namespace("bench-memory");
-    probe.list_agents(AgentFilter::default()).await?;
-    let (rss_idle, _) = process_usage(pid)?;
-    let mut subscribers = Vec::with_capacity(n);
-    for group in 0..n.div_ceil(IDLE_AGENTS_PER_CONNECTION) {
-        let client = Client::connect(&addr).await?.with_namespace("bench-memory");
-        let size = IDLE_AGENTS_PER_CONNECTION.min(n - group * IDLE_AGENTS_PER_CONNECTION);
-        let first = group * IDLE_AGENTS_PER_CONNECTION;
-        subscribers.extend(
-            register_all(&client, size, true, |j| {
-                AgentOptions::new(format!("sub-{}", first + j), "subscriber").interests(["mem.feed"])
-            })
-            .await?,
-        );
-    }
+    let Populated { server, addr, pid, probe, rss_before: rss_idle, agents: subscribers } =
+        populated("bench-memory", n, |j| AgentOptions::new(format!("sub-{j}"), "subscriber").interests(["mem.feed"]))
+            .await?;
     let received = Arc::new(AtomicU64::new(0));
     let mut readers = tokio::task::JoinSet::new();
     // Half of them read, half never do: their queues fill and drop the oldest, as a slow
