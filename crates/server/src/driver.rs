@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lockstep_core::durable::Change;
+use lockstep_core::notice::Notice;
 use lockstep_core::record::Step;
 use lockstep_core::{
     AdminAction, AdminOutcome, ConnId, CoreError, Engine, Frame, Input, Output, Reason, Sendable, Time,
@@ -228,6 +229,8 @@ pub struct EngineHandle {
     traces: Arc<crate::trace::TraceStore>,
     /// What the driver measures, for `/metrics` (see [`crate::metrics`]).
     metrics: Arc<crate::metrics::Metrics>,
+    /// Where the driver says that agents left (see [`crate::memory`]).
+    departures: crate::memory::Departures,
 }
 
 /// The driver's ends of the channels an [`EngineHandle`] sends on.
@@ -239,6 +242,7 @@ pub struct Intake {
     groups: Arc<crate::group::GroupStore>,
     traces: Arc<crate::trace::TraceStore>,
     metrics: Arc<crate::metrics::Metrics>,
+    departures: crate::memory::Departures,
     /// The intake's room when empty, to tell how many commands wait.
     capacity: usize,
 }
@@ -258,6 +262,7 @@ impl EngineHandle {
         let groups = Arc::new(crate::group::GroupStore::default());
         let traces = Arc::new(crate::trace::TraceStore::default());
         let metrics = Arc::new(crate::metrics::Metrics::default());
+        let departures = crate::memory::Departures::default();
         let handle = EngineHandle {
             commands,
             room: room.clone(),
@@ -266,9 +271,19 @@ impl EngineHandle {
             groups: groups.clone(),
             traces: traces.clone(),
             metrics: metrics.clone(),
+            departures: departures.clone(),
         };
-        let intake =
-            Intake { commands: commands_rx, room, signals: signals_rx, exchange, groups, traces, metrics, capacity };
+        let intake = Intake {
+            commands: commands_rx,
+            room,
+            signals: signals_rx,
+            exchange,
+            groups,
+            traces,
+            metrics,
+            departures,
+            capacity,
+        };
         (handle, intake)
     }
 
@@ -308,6 +323,11 @@ impl EngineHandle {
     /// The same measurements, shared (for the HTTP listener's tasks, which outlive a borrow).
     pub fn shared_metrics(&self) -> Arc<crate::metrics::Metrics> {
         self.metrics.clone()
+    }
+
+    /// Where the driver says that agents left, for the memory release (see [`crate::memory`]).
+    pub fn departures(&self) -> crate::memory::Departures {
+        self.departures.clone()
     }
 
     /// Where connection streams report on themselves.
@@ -425,6 +445,8 @@ struct Driver<J> {
     audit_logged: u64,
     /// Where turn and commit durations go (see [`crate::metrics`]).
     metrics: Arc<crate::metrics::Metrics>,
+    /// Told when agents leave, for the memory release (see [`crate::memory`]).
+    departures: crate::memory::Departures,
 }
 
 /// Runs the engine until every handle is gone or `shutdown` resolves, committing each turn's
@@ -438,7 +460,7 @@ pub async fn run<J: Journal>(
     journal: J,
     recorder: Option<Box<dyn Recorder>>,
 ) -> Result<(), StoreError> {
-    let Intake { mut commands, room, mut signals, exchange, groups, traces, metrics, capacity } = intake;
+    let Intake { mut commands, room, mut signals, exchange, groups, traces, metrics, departures, capacity } = intake;
     let mut d = Driver {
         engine,
         journal,
@@ -456,6 +478,7 @@ pub async fn run<J: Journal>(
         traces,
         audit_logged: 0,
         metrics: metrics.clone(),
+        departures,
     };
     // What was restored from the data directory happened in an earlier run: not logged again.
     d.audit_logged = d.engine.control().audit().last_seq();
@@ -732,6 +755,11 @@ impl<J: Journal> Driver<J> {
         let notices = self.engine.take_notices();
         if !notices.is_empty() {
             crate::event_log::notices(&notices);
+        }
+        // (A turn with more notices than are kept may have lost departures among them.)
+        let left = |n: &Notice| matches!(n, Notice::AgentLeft { .. } | Notice::AgentLost { .. });
+        if notices.kept().iter().any(left) || notices.dropped() > 0 {
+            self.departures.happened();
         }
         let audit = self.engine.control().audit();
         if audit.last_seq() > self.audit_logged {

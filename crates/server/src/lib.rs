@@ -23,6 +23,7 @@ pub mod health;
 pub mod http;
 pub mod http_limit;
 pub mod listener;
+pub mod memory;
 pub mod metrics;
 pub mod page;
 pub mod persist;
@@ -425,6 +426,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
         }
     }
     engine_handle.traces().set_settings(&config.traces);
+    let departures = engine_handle.departures();
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let (transport_stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let stop = transport_stop_tx.clone();
@@ -603,6 +605,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
             })
         }
     };
+    tokio::spawn(memory::release_after_departures(departures, stopped(&transport_stop_tx)));
     let http_addr = http_listener.as_ref().map(|(_, a)| *a);
     if let Some((http_listener, _)) = http_listener {
         let (admin, gate) = http_admin;
