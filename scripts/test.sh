@@ -40,7 +40,7 @@ fi
 echo "== cargo test: client behaviour against a server that rewords every error message"
 # Clients must decide by error reasons alone (docs/PROTOCOL.md, "Error reasons"): with
 # LOCKSTEP_REWORD_ERRORS=1 the servers these tests start scramble every message and keep the reasons.
-LOCKSTEP_REWORD_ERRORS=1 cargo test -p lockstep --locked --test e2e --test control --test stream --test request --test vote --test collective --test collective_shm --test group --test context --test tasks --test traces --test rounds --test streams --test history --test intake --test auth --test dashboard
+LOCKSTEP_REWORD_ERRORS=1 cargo test -p lockstep --locked --test e2e --test control --test stream --test request --test vote --test collective --test collective_shm --test group --test context --test tasks --test traces --test rounds --test streams --test history --test intake --test systems --test auth --test dashboard
 
 if [ -f clients/python/scripts/test.sh ]; then
   echo "== python client"

@@ -426,6 +426,11 @@ impl OperatorTarget {
         operator(&self.target, &self.target.addr, self.token.as_deref()).await
     }
 
+    /// The server's sync monitor, as this operator.
+    pub async fn systems(&self) -> anyhow::Result<lockstep_client::SystemsClient> {
+        Ok(self.target.client().await?.systems(self.token.as_deref(), Some(&cli_actor()))?)
+    }
+
     /// The server's intake, as this operator.
     pub async fn intake(&self) -> anyhow::Result<lockstep_client::IntakeClient> {
         Ok(self.target.client().await?.intake(self.token.as_deref(), Some(&cli_actor()))?)

@@ -16,6 +16,7 @@ mod monitor;
 mod rounds;
 mod shared_context;
 mod streams;
+mod systems;
 mod table;
 mod tasks;
 mod token;
@@ -64,6 +65,12 @@ enum Action {
     Streams(streams::StreamsArgs),
     /// The intake: the rule set (JSON Schemas, categorisation routes), its counters, replacing it.
     Intake(intake::IntakeArgs),
+    /// Synced systems: freshness, risk, events; register, update, retire, report.
+    Systems(systems::SystemsArgs),
+    /// Dependencies between synced systems (upstream → downstream, impact weight).
+    Deps(systems::DepsArgs),
+    /// Incidents on synced systems, most urgent first; acknowledge, annotate, resolve.
+    Incidents(systems::IncidentsArgs),
     /// Collectives in progress (allreduce, broadcast, ...), with who is missing.
     Collectives(admin::CollectivesArgs),
     /// Replica groups: members with their ranks, the current state version, checksum and size.
@@ -320,6 +327,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Action::Traces(a) => traces::run(a).await,
             Action::Streams(a) => streams::run(a).await,
             Action::Intake(a) => intake::run(a).await,
+            Action::Systems(a) => systems::run(a).await,
+            Action::Deps(a) => systems::run_deps(a).await,
+            Action::Incidents(a) => systems::run_incidents(a).await,
             Action::Collectives(a) => admin::collectives(a).await,
             Action::Groups(t) => admin::groups(t).await,
             Action::Topics(t) => topics::run(t).await,

@@ -1,12 +1,12 @@
 //! End-to-end: authentication and permissions against a real `lockstep serve --token-secret-file`.
 //!
 //! * The isolation matrix: every RPC of every service (agents', shared context, tasks, traces,
-//!   rounds, streams, history, intake, operators') is called as every kind of principal — no token,
-//!   a token signed with another secret, an agent of namespace `a`, an agent of `a` limited to a
-//!   few topics and bound to another id, an operator token, the server's admin token, a principal
-//!   of every namespace without operators' rights — against namespaces `a` and `b`, and each
-//!   outcome is the one the table says: allowed (whatever the call then answers), refused as
-//!   unauthenticated, or denied with the reason naming what.
+//!   rounds, streams, history, intake, sync monitor, operators') is called as every kind of
+//!   principal — no token, a token signed with another secret, an agent of namespace `a`, an agent
+//!   of `a` limited to a few topics and bound to another id, an operator token, the server's admin
+//!   token, a principal of every namespace without operators' rights — against namespaces `a` and
+//!   `b`, and each outcome is the one the table says: allowed (whatever the call then answers),
+//!   refused as unauthenticated, or denied with the reason naming what.
 //! * Inside a session: publishes, subscriptions and watches are held to the token's patterns and
 //!   state permission, refused with their reason while the session goes on; what is denied is not
 //!   delivered.
@@ -217,6 +217,7 @@ struct Clients {
     streams: v1::streams_client::StreamsClient<Ch>,
     history: v1::history_client::HistoryClient<Ch>,
     intake: v1::intake_client::IntakeClient<Ch>,
+    systems: v1::systems_client::SystemsClient<Ch>,
 }
 
 impl Clients {
@@ -234,7 +235,8 @@ impl Clients {
             rounds: v1::rounds_client::RoundsClient::new(ch.clone()),
             streams: v1::streams_client::StreamsClient::new(ch.clone()),
             history: v1::history_client::HistoryClient::new(ch.clone()),
-            intake: v1::intake_client::IntakeClient::new(ch),
+            intake: v1::intake_client::IntakeClient::new(ch.clone()),
+            systems: v1::systems_client::SystemsClient::new(ch),
         }
     }
 }
@@ -585,6 +587,65 @@ fn table() -> Vec<(&'static str, Rule, Call)> {
                 unary(c.intake.replace_intake(v1::ReplaceIntakeRequest { rules_json: "not json".into() })).await
             })
         }),
+        // The sync monitor is the whole server's: reading and reporting need every namespace,
+        // changes are operators' actions. Each call names nothing that exists, so an allowed one
+        // is refused past the permissions and changes nothing.
+        ("Systems.Register", AdminGlobal, |mut c, _| {
+            Box::pin(async move { unary(c.systems.register(v1::SystemSpec::default())).await })
+        }),
+        ("Systems.Update", AdminGlobal, |mut c, _| {
+            Box::pin(async move { unary(c.systems.update(v1::SystemSpec::default())).await })
+        }),
+        ("Systems.Retire", AdminGlobal, |mut c, _| {
+            Box::pin(async move { unary(c.systems.retire(v1::SystemRef { name: "nothing".into() })).await })
+        }),
+        ("Systems.Depend", AdminGlobal, |mut c, _| {
+            Box::pin(async move {
+                let r = v1::DependencyRequest { upstream: "x".into(), downstream: "y".into(), weight: 1.0 };
+                unary(c.systems.depend(r)).await
+            })
+        }),
+        ("Systems.Undepend", AdminGlobal, |mut c, _| {
+            Box::pin(async move {
+                let r = v1::DependencyRequest { upstream: "x".into(), downstream: "y".into(), weight: 1.0 };
+                unary(c.systems.undepend(r)).await
+            })
+        }),
+        ("Systems.Report", EveryNamespace, |mut c, _| {
+            Box::pin(async move {
+                let r = v1::SyncEventReport { system: "nothing".into(), status: "ok".into(), ..Default::default() };
+                unary(c.systems.report(r)).await
+            })
+        }),
+        ("Systems.List", EveryNamespace, |mut c, _| {
+            Box::pin(async move { unary(c.systems.list(v1::SystemListRequest::default())).await })
+        }),
+        ("Systems.Show", EveryNamespace, |mut c, _| {
+            Box::pin(async move { unary(c.systems.show(v1::SystemRef { name: "nothing".into() })).await })
+        }),
+        ("Systems.BlastRadius", EveryNamespace, |mut c, _| {
+            Box::pin(async move {
+                let r = v1::BlastRadiusRequest { name: "nothing".into(), ..Default::default() };
+                unary(c.systems.blast_radius(r)).await
+            })
+        }),
+        ("Systems.Dependencies", EveryNamespace, |mut c, _| {
+            Box::pin(async move { unary(c.systems.dependencies(v1::DependenciesRequest::default())).await })
+        }),
+        ("Systems.Incidents", EveryNamespace, |mut c, _| {
+            Box::pin(async move { unary(c.systems.incidents(v1::IncidentsRequest::default())).await })
+        }),
+        ("Systems.AckIncident", AdminGlobal, |mut c, _| {
+            Box::pin(async move { unary(c.systems.ack_incident(v1::IncidentRef { id: 999 })).await })
+        }),
+        ("Systems.NoteIncident", AdminGlobal, |mut c, _| {
+            Box::pin(async move {
+                unary(c.systems.note_incident(v1::IncidentNoteRequest { id: 999, text: "n".into() })).await
+            })
+        }),
+        ("Systems.ResolveIncident", AdminGlobal, |mut c, _| {
+            Box::pin(async move { unary(c.systems.resolve_incident(v1::IncidentRef { id: 999 })).await })
+        }),
         ("Admin.Status", AdminGlobal, |mut c, _| {
             Box::pin(async move { unary(c.admin.status(v1::StatusRequest {})).await })
         }),
@@ -669,9 +730,9 @@ async fn every_rpc_as_every_principal_against_every_namespace() {
         }
     }
     assert!(wrong.is_empty(), "{} of {checked} outcomes differ:\n{}", wrong.len(), wrong.join("\n"));
-    // 9 services' RPCs (all of them: a new RPC must be added here), 7 callers, 2 namespaces.
-    assert_eq!(table.len(), 61);
-    assert_eq!(checked, 61 * 7 * 2);
+    // 10 services' RPCs (all of them: a new RPC must be added here), 7 callers, 2 namespaces.
+    assert_eq!(table.len(), 75);
+    assert_eq!(checked, 75 * 7 * 2);
 }
 
 #[tokio::test]

@@ -26,13 +26,14 @@ use tonic_reflection::pb::v1alpha;
 
 const T: Duration = Duration::from_secs(20);
 
-const LOCKSTEP_SERVICES: [&str; 8] = [
+const LOCKSTEP_SERVICES: [&str; 9] = [
     "lockstep.v1.History",
     "lockstep.v1.Intake",
     "lockstep.v1.Lockstep",
     "lockstep.v1.Rounds",
     "lockstep.v1.SharedContext",
     "lockstep.v1.Streams",
+    "lockstep.v1.Systems",
     "lockstep.v1.Tasks",
     "lockstep.v1.Traces",
 ];

@@ -175,9 +175,15 @@ async fn every_lockstep_command_line_of_the_readme_runs_against_a_real_server() 
         }
         ran += 1;
     }
-    // The README shows 38 such lines today: far fewer means the extraction broke.
-    assert!(ran >= 35, "only {ran} lines ran: {lines:#?}");
+    // The README shows 49 such lines today: far fewer means the extraction broke.
+    assert!(ran >= 46, "only {ran} lines ran: {lines:#?}");
     assert!(backups.path().join("lockstep-2026-11-21.db").exists(), "the backup line wrote its copy");
     let retried = client.tasks().get("t12").await.unwrap();
     assert_eq!(retried.state, "ready", "the retry line made t12 ready again: {retried:?}");
+    // The sync monitor's lines: feed failed, report at half its risk, incident 1 noted and resolved.
+    let systems = client.systems(None, None).unwrap();
+    assert_eq!(systems.show("report").await.unwrap().status.risk, 0.5);
+    let incident = systems.incidents(true).await.unwrap().into_iter().find(|i| i.id == 1).expect("incident 1");
+    assert_eq!((incident.system.as_str(), incident.notes.len()), ("feed", 1));
+    assert!(incident.resolved_at.is_some() && incident.resolved_by != "auto", "{incident:?}");
 }

@@ -51,6 +51,7 @@ mod intake;
 mod limits;
 mod rounds;
 mod streams;
+pub mod systems;
 mod tasks;
 mod trace;
 mod vote;
@@ -79,6 +80,7 @@ pub use rounds::{
     Participants as RoundParticipants, RoundInput, RoundInputs, RoundsClient, SeriesSpec as RoundSeriesSpec,
 };
 pub use streams::{StreamKind, StreamsClient};
+pub use systems::{Dependency, SystemDetail, SystemStatus, SystemsAck, SystemsClient};
 pub use tasks::{Assignment, Assignments, Pinned as PinnedContext, TaskEvents, TaskInfo, TaskSpec, TasksClient};
 use tonic::transport::Endpoint;
 pub use trace::{
@@ -290,6 +292,13 @@ impl Client {
     /// gives the caller.
     pub fn intake(&self, token: Option<&str>, actor: Option<&str>) -> Result<IntakeClient, Error> {
         Ok(IntakeClient::new(self.with_credentials(token, actor)?))
+    }
+
+    /// The server's sync monitor (see [`SystemsClient`]); `token` is the admin token changing
+    /// the registry and acting on incidents needs when the server has one, `actor` the name the
+    /// audit log gives the caller.
+    pub fn systems(&self, token: Option<&str>, actor: Option<&str>) -> Result<SystemsClient, Error> {
+        Ok(SystemsClient::new(self.with_credentials(token, actor)?))
     }
 
     /// Shared context of this namespace (see [`ContextClient`]).

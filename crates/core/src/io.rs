@@ -310,6 +310,8 @@ pub struct SystemsDone {
     pub incident: Option<crate::systems::Incident>,
     /// Incidents the call opened, repeated or resolved (an event that failed, a recovery).
     pub changes: Vec<(crate::systems::Change, crate::systems::Incident)>,
+    /// The server's time of the call, Unix ms (the sync monitor's clock).
+    pub at: Time,
 }
 
 /// A client's call on round series (see [`crate::round`]).

@@ -31,6 +31,7 @@ pub mod round;
 pub mod session;
 pub mod shm;
 pub mod streams;
+pub mod systems;
 pub mod task;
 pub mod trace;
 pub mod wire;

@@ -26,6 +26,7 @@ mod history;
 mod intake;
 mod rounds;
 mod streams;
+mod systems;
 mod tasks;
 mod trace;
 

@@ -49,6 +49,7 @@ use lockstep_proto::server::lockstep_server::{self, LockstepServer};
 use lockstep_proto::server::rounds_server::{self, RoundsServer};
 use lockstep_proto::server::shared_context_server::{self, SharedContextServer};
 use lockstep_proto::server::streams_server::{self, StreamsServer};
+use lockstep_proto::server::systems_server::{self, SystemsServer};
 use lockstep_proto::server::tasks_server::{self, TasksServer};
 use lockstep_proto::server::traces_server::{self, TracesServer};
 pub use lockstep_store::Durability;
@@ -520,6 +521,13 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
             .max_encoding_message_size(MAX_RESPONSE_BYTES),
         gate.interceptor(),
     );
+    // The sync monitor likewise (its changes check the admin token per call).
+    let systems = tonic::service::interceptor::InterceptedService::new(
+        SystemsServer::new(service.clone())
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES),
+        gate.interceptor(),
+    );
     // A session refused for its token is refused once its registration arrived (see `auth`).
     let agents = auth::SessionGate::new(
         tonic::service::interceptor::InterceptedService::new(
@@ -555,6 +563,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
         streams_server::SERVICE_NAME,
         history_server::SERVICE_NAME,
         intake_server::SERVICE_NAME,
+        systems_server::SERVICE_NAME,
     ];
     let task = match admin_listener {
         None => {
@@ -571,6 +580,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
                 .add_service(streams)
                 .add_service(history)
                 .add_service(intake)
+                .add_service(systems)
                 .add_service(admin);
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(&transport_stop_tx)))
         }
@@ -597,6 +607,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
                 .add_service(streams)
                 .add_service(history)
                 .add_service(intake)
+                .add_service(systems)
                 .serve_with_incoming_shutdown(incoming, stopped(&transport_stop_tx));
             tokio::spawn(async move {
                 let result = agents_task.await;

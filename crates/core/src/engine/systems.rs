@@ -78,7 +78,7 @@ impl Engine {
                 let fx = t.report(unix, &report, &settings)?;
                 let changes = fx.incidents.clone();
                 self.systems_effects(now, SERVER, fx);
-                return Ok(SystemsDone { detail: "event taken".into(), incident: None, changes });
+                return Ok(SystemsDone { detail: "event taken".into(), incident: None, changes, at: unix });
             }
             SystemsCall::Ack { id } => (
                 "ack_incident",
@@ -111,7 +111,7 @@ impl Engine {
         // The operator's own action on an incident is audited above; publish it without a second entry.
         let audited = if incident.is_some() { actor } else { SERVER };
         self.systems_effects_by(now, audited, fx, incident.is_some());
-        Ok(SystemsDone { detail, incident, changes })
+        Ok(SystemsDone { detail, incident, changes, at: unix })
     }
 
     /// The freshness timer of `name` fired.

@@ -460,7 +460,7 @@ pub struct SystemView {
 }
 
 /// One system of a blast radius.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Impact {
     pub system: String,
     pub criticality: Criticality,
@@ -1020,6 +1020,11 @@ impl Systems {
             downstreams: pairs(&mut self.graph.downstreams(name)),
             open_incidents: self.incidents.open_of(name),
         })
+    }
+
+    /// The ids of the open incidents of `name`.
+    pub fn open_incidents_of(&self, name: &str) -> Vec<u64> {
+        self.incidents.open_of(name)
     }
 
     /// Every system's name, in order.

@@ -2535,3 +2535,302 @@ class IntakeInfo(_message.Message):
     matched_by_rule: _containers.RepeatedCompositeFieldContainer[IntakeCount]
     unmatched: int
     def __init__(self, version: _Optional[int] = ..., rules_json: _Optional[str] = ..., validated: _Optional[int] = ..., refused: _Optional[int] = ..., refused_by_topic: _Optional[_Iterable[_Union[IntakeCount, _Mapping]]] = ..., refused_by_publisher: _Optional[_Iterable[_Union[IntakeCount, _Mapping]]] = ..., dead_lettered: _Optional[int] = ..., categorised: _Optional[int] = ..., matched_by_rule: _Optional[_Iterable[_Union[IntakeCount, _Mapping]]] = ..., unmatched: _Optional[int] = ...) -> None: ...
+
+class SystemSpec(_message.Message):
+    __slots__ = ("name", "kind", "cadence_ms", "tolerance_ms", "criticality", "owner", "metadata", "agents")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CADENCE_MS_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCE_MS_FIELD_NUMBER: _ClassVar[int]
+    CRITICALITY_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    cadence_ms: int
+    tolerance_ms: int
+    criticality: str
+    owner: str
+    metadata: _containers.ScalarMap[str, str]
+    agents: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., cadence_ms: _Optional[int] = ..., tolerance_ms: _Optional[int] = ..., criticality: _Optional[str] = ..., owner: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., agents: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SystemRef(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DependencyRequest(_message.Message):
+    __slots__ = ("upstream", "downstream", "weight")
+    UPSTREAM_FIELD_NUMBER: _ClassVar[int]
+    DOWNSTREAM_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    upstream: str
+    downstream: str
+    weight: float
+    def __init__(self, upstream: _Optional[str] = ..., downstream: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
+
+class Measure(_message.Message):
+    __slots__ = ("value", "unit")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    value: float
+    unit: str
+    def __init__(self, value: _Optional[float] = ..., unit: _Optional[str] = ...) -> None: ...
+
+class SyncEventReport(_message.Message):
+    __slots__ = ("system", "reporter", "status", "at", "drift", "latency", "records", "bytes")
+    SYSTEM_FIELD_NUMBER: _ClassVar[int]
+    REPORTER_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    system: str
+    reporter: str
+    status: str
+    at: int
+    drift: Measure
+    latency: Measure
+    records: Measure
+    bytes: Measure
+    def __init__(self, system: _Optional[str] = ..., reporter: _Optional[str] = ..., status: _Optional[str] = ..., at: _Optional[int] = ..., drift: _Optional[_Union[Measure, _Mapping]] = ..., latency: _Optional[_Union[Measure, _Mapping]] = ..., records: _Optional[_Union[Measure, _Mapping]] = ..., bytes: _Optional[_Union[Measure, _Mapping]] = ...) -> None: ...
+
+class IncidentChange(_message.Message):
+    __slots__ = ("change", "incident")
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    INCIDENT_FIELD_NUMBER: _ClassVar[int]
+    change: str
+    incident: IncidentInfo
+    def __init__(self, change: _Optional[str] = ..., incident: _Optional[_Union[IncidentInfo, _Mapping]] = ...) -> None: ...
+
+class SystemsAck(_message.Message):
+    __slots__ = ("detail", "changes")
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    detail: str
+    changes: _containers.RepeatedCompositeFieldContainer[IncidentChange]
+    def __init__(self, detail: _Optional[str] = ..., changes: _Optional[_Iterable[_Union[IncidentChange, _Mapping]]] = ...) -> None: ...
+
+class SyncEvent(_message.Message):
+    __slots__ = ("at", "received", "reporter", "status", "drift_ms", "latency_ms", "records", "bytes")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    REPORTER_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_MS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    at: int
+    received: int
+    reporter: str
+    status: str
+    drift_ms: float
+    latency_ms: float
+    records: float
+    bytes: float
+    def __init__(self, at: _Optional[int] = ..., received: _Optional[int] = ..., reporter: _Optional[str] = ..., status: _Optional[str] = ..., drift_ms: _Optional[float] = ..., latency_ms: _Optional[float] = ..., records: _Optional[float] = ..., bytes: _Optional[float] = ...) -> None: ...
+
+class SystemInfo(_message.Message):
+    __slots__ = ("spec", "registered_at", "updated_at", "retired_at", "last_success", "last_status", "last_drift_ms", "stale", "stale_at", "own_risk", "risk", "open_incidents")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    RETIRED_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    LAST_STATUS_FIELD_NUMBER: _ClassVar[int]
+    LAST_DRIFT_MS_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    STALE_AT_FIELD_NUMBER: _ClassVar[int]
+    OWN_RISK_FIELD_NUMBER: _ClassVar[int]
+    RISK_FIELD_NUMBER: _ClassVar[int]
+    OPEN_INCIDENTS_FIELD_NUMBER: _ClassVar[int]
+    spec: SystemSpec
+    registered_at: int
+    updated_at: int
+    retired_at: int
+    last_success: int
+    last_status: str
+    last_drift_ms: float
+    stale: bool
+    stale_at: int
+    own_risk: float
+    risk: float
+    open_incidents: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, spec: _Optional[_Union[SystemSpec, _Mapping]] = ..., registered_at: _Optional[int] = ..., updated_at: _Optional[int] = ..., retired_at: _Optional[int] = ..., last_success: _Optional[int] = ..., last_status: _Optional[str] = ..., last_drift_ms: _Optional[float] = ..., stale: bool = ..., stale_at: _Optional[int] = ..., own_risk: _Optional[float] = ..., risk: _Optional[float] = ..., open_incidents: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SystemListRequest(_message.Message):
+    __slots__ = ("include_retired", "page_token", "page_size")
+    INCLUDE_RETIRED_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    include_retired: bool
+    page_token: str
+    page_size: int
+    def __init__(self, include_retired: bool = ..., page_token: _Optional[str] = ..., page_size: _Optional[int] = ...) -> None: ...
+
+class SystemListResponse(_message.Message):
+    __slots__ = ("systems", "next_page_token")
+    SYSTEMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    systems: _containers.RepeatedCompositeFieldContainer[SystemInfo]
+    next_page_token: str
+    def __init__(self, systems: _Optional[_Iterable[_Union[SystemInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class Dependency(_message.Message):
+    __slots__ = ("upstream", "downstream", "weight")
+    UPSTREAM_FIELD_NUMBER: _ClassVar[int]
+    DOWNSTREAM_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    upstream: str
+    downstream: str
+    weight: float
+    def __init__(self, upstream: _Optional[str] = ..., downstream: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
+
+class SystemDetail(_message.Message):
+    __slots__ = ("system", "upstreams", "downstreams", "events")
+    SYSTEM_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAMS_FIELD_NUMBER: _ClassVar[int]
+    DOWNSTREAMS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    system: SystemInfo
+    upstreams: _containers.RepeatedCompositeFieldContainer[Dependency]
+    downstreams: _containers.RepeatedCompositeFieldContainer[Dependency]
+    events: _containers.RepeatedCompositeFieldContainer[SyncEvent]
+    def __init__(self, system: _Optional[_Union[SystemInfo, _Mapping]] = ..., upstreams: _Optional[_Iterable[_Union[Dependency, _Mapping]]] = ..., downstreams: _Optional[_Iterable[_Union[Dependency, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[SyncEvent, _Mapping]]] = ...) -> None: ...
+
+class BlastRadiusRequest(_message.Message):
+    __slots__ = ("name", "page_token", "page_size")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    page_token: str
+    page_size: int
+    def __init__(self, name: _Optional[str] = ..., page_token: _Optional[str] = ..., page_size: _Optional[int] = ...) -> None: ...
+
+class Impact(_message.Message):
+    __slots__ = ("system", "criticality", "inherited", "risk")
+    SYSTEM_FIELD_NUMBER: _ClassVar[int]
+    CRITICALITY_FIELD_NUMBER: _ClassVar[int]
+    INHERITED_FIELD_NUMBER: _ClassVar[int]
+    RISK_FIELD_NUMBER: _ClassVar[int]
+    system: str
+    criticality: str
+    inherited: float
+    risk: float
+    def __init__(self, system: _Optional[str] = ..., criticality: _Optional[str] = ..., inherited: _Optional[float] = ..., risk: _Optional[float] = ...) -> None: ...
+
+class BlastRadiusResponse(_message.Message):
+    __slots__ = ("impacts", "next_page_token")
+    IMPACTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    impacts: _containers.RepeatedCompositeFieldContainer[Impact]
+    next_page_token: str
+    def __init__(self, impacts: _Optional[_Iterable[_Union[Impact, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DependenciesRequest(_message.Message):
+    __slots__ = ("page_token", "page_size")
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    page_token: str
+    page_size: int
+    def __init__(self, page_token: _Optional[str] = ..., page_size: _Optional[int] = ...) -> None: ...
+
+class DependenciesResponse(_message.Message):
+    __slots__ = ("dependencies", "next_page_token")
+    DEPENDENCIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    dependencies: _containers.RepeatedCompositeFieldContainer[Dependency]
+    next_page_token: str
+    def __init__(self, dependencies: _Optional[_Iterable[_Union[Dependency, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class IncidentNote(_message.Message):
+    __slots__ = ("at", "by", "text")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    at: int
+    by: str
+    text: str
+    def __init__(self, at: _Optional[int] = ..., by: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+
+class IncidentInfo(_message.Message):
+    __slots__ = ("id", "system", "cause", "opened_at", "count", "last_seen", "detail", "acked_by", "acked_at", "notes", "resolved_at", "resolved_by", "severity", "score", "at_risk", "duration_ms")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SYSTEM_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
+    OPENED_AT_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    ACKED_BY_FIELD_NUMBER: _ClassVar[int]
+    ACKED_AT_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_AT_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_BY_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    AT_RISK_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    system: str
+    cause: str
+    opened_at: int
+    count: int
+    last_seen: int
+    detail: str
+    acked_by: str
+    acked_at: int
+    notes: _containers.RepeatedCompositeFieldContainer[IncidentNote]
+    resolved_at: int
+    resolved_by: str
+    severity: int
+    score: int
+    at_risk: int
+    duration_ms: int
+    def __init__(self, id: _Optional[int] = ..., system: _Optional[str] = ..., cause: _Optional[str] = ..., opened_at: _Optional[int] = ..., count: _Optional[int] = ..., last_seen: _Optional[int] = ..., detail: _Optional[str] = ..., acked_by: _Optional[str] = ..., acked_at: _Optional[int] = ..., notes: _Optional[_Iterable[_Union[IncidentNote, _Mapping]]] = ..., resolved_at: _Optional[int] = ..., resolved_by: _Optional[str] = ..., severity: _Optional[int] = ..., score: _Optional[int] = ..., at_risk: _Optional[int] = ..., duration_ms: _Optional[int] = ...) -> None: ...
+
+class IncidentsRequest(_message.Message):
+    __slots__ = ("include_resolved", "page_token", "page_size")
+    INCLUDE_RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    include_resolved: bool
+    page_token: str
+    page_size: int
+    def __init__(self, include_resolved: bool = ..., page_token: _Optional[str] = ..., page_size: _Optional[int] = ...) -> None: ...
+
+class IncidentsResponse(_message.Message):
+    __slots__ = ("incidents", "next_page_token")
+    INCIDENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    incidents: _containers.RepeatedCompositeFieldContainer[IncidentInfo]
+    next_page_token: str
+    def __init__(self, incidents: _Optional[_Iterable[_Union[IncidentInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class IncidentRef(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...
+
+class IncidentNoteRequest(_message.Message):
+    __slots__ = ("id", "text")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    text: str
+    def __init__(self, id: _Optional[int] = ..., text: _Optional[str] = ...) -> None: ...

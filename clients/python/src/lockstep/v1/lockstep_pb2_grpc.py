@@ -3082,3 +3082,669 @@ class Intake(object):
             timeout,
             metadata,
             _registered_method=True)
+
+
+class SystemsStub(object):
+    """---------------------------------------------------------------------------------------------
+    Sync monitor: synced systems, dependencies, risk, incidents (see "Sync monitor" in
+    docs/PROTOCOL.md). The monitor is the whole server's: reading it and reporting events need a
+    caller of every namespace (anyone without tokens); changing the registry and the dependencies
+    and acting on incidents are operators' actions (the admin token when the server has one;
+    audited under the caller's name). Times are Unix milliseconds; 0 means none.
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Register = channel.unary_unary(
+                '/lockstep.v1.Systems/Register',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.SystemSpec.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.SystemsAck.FromString,
+                _registered_method=True)
+        self.Update = channel.unary_unary(
+                '/lockstep.v1.Systems/Update',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.SystemSpec.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.SystemsAck.FromString,
+                _registered_method=True)
+        self.Retire = channel.unary_unary(
+                '/lockstep.v1.Systems/Retire',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.SystemRef.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.SystemsAck.FromString,
+                _registered_method=True)
+        self.Depend = channel.unary_unary(
+                '/lockstep.v1.Systems/Depend',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.DependencyRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.SystemsAck.FromString,
+                _registered_method=True)
+        self.Undepend = channel.unary_unary(
+                '/lockstep.v1.Systems/Undepend',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.DependencyRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.SystemsAck.FromString,
+                _registered_method=True)
+        self.Report = channel.unary_unary(
+                '/lockstep.v1.Systems/Report',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.SyncEventReport.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.SystemsAck.FromString,
+                _registered_method=True)
+        self.List = channel.unary_unary(
+                '/lockstep.v1.Systems/List',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.SystemListRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.SystemListResponse.FromString,
+                _registered_method=True)
+        self.Show = channel.unary_unary(
+                '/lockstep.v1.Systems/Show',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.SystemRef.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.SystemDetail.FromString,
+                _registered_method=True)
+        self.BlastRadius = channel.unary_unary(
+                '/lockstep.v1.Systems/BlastRadius',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.BlastRadiusRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.BlastRadiusResponse.FromString,
+                _registered_method=True)
+        self.Dependencies = channel.unary_unary(
+                '/lockstep.v1.Systems/Dependencies',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.DependenciesRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.DependenciesResponse.FromString,
+                _registered_method=True)
+        self.Incidents = channel.unary_unary(
+                '/lockstep.v1.Systems/Incidents',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.IncidentsRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.IncidentsResponse.FromString,
+                _registered_method=True)
+        self.AckIncident = channel.unary_unary(
+                '/lockstep.v1.Systems/AckIncident',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.IncidentRef.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.IncidentInfo.FromString,
+                _registered_method=True)
+        self.NoteIncident = channel.unary_unary(
+                '/lockstep.v1.Systems/NoteIncident',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.IncidentNoteRequest.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.IncidentInfo.FromString,
+                _registered_method=True)
+        self.ResolveIncident = channel.unary_unary(
+                '/lockstep.v1.Systems/ResolveIncident',
+                request_serializer=lockstep_dot_v1_dot_lockstep__pb2.IncidentRef.SerializeToString,
+                response_deserializer=lockstep_dot_v1_dot_lockstep__pb2.IncidentInfo.FromString,
+                _registered_method=True)
+
+
+class SystemsServicer(object):
+    """---------------------------------------------------------------------------------------------
+    Sync monitor: synced systems, dependencies, risk, incidents (see "Sync monitor" in
+    docs/PROTOCOL.md). The monitor is the whole server's: reading it and reporting events need a
+    caller of every namespace (anyone without tokens); changing the registry and the dependencies
+    and acting on incidents are operators' actions (the admin token when the server has one;
+    audited under the caller's name). Times are Unix milliseconds; 0 means none.
+
+    """
+
+    def Register(self, request, context):
+        """Registers a system (the same definition again is a no-op; another one under a registered
+        name is SYSTEM_EXISTS).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Update(self, request, context):
+        """Replaces the definition of an active system, keeping its state and events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Retire(self, request, context):
+        """Retires a system: its open incidents are resolved and its dependencies removed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Depend(self, request, context):
+        """Declares `upstream -> downstream` with an impact weight in (0, 1] (again: sets the weight).
+        An edge that would close a cycle is DEPENDENCY_CYCLE, the message naming the cycle.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Undepend(self, request, context):
+        """Removes a dependency (the weight is ignored).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Report(self, request, context):
+        """A sync event, in the reporter's units; `changes` are the incidents it opened, repeated or
+        resolved.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def List(self, request, context):
+        """The systems (by name, in pages), with their state and risk.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Show(self, request, context):
+        """One system: its state, risk, neighbours, open incidents and kept events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BlastRadius(self, request, context):
+        """What depends on a system, transitively, in topological order (in pages).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Dependencies(self, request, context):
+        """Every dependency (by upstream, then downstream; in pages).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Incidents(self, request, context):
+        """The open incidents in priority order, then the kept resolved ones if asked (in pages).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AckIncident(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def NoteIncident(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveIncident(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_SystemsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Register': grpc.unary_unary_rpc_method_handler(
+                    servicer.Register,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.SystemSpec.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.SystemsAck.SerializeToString,
+            ),
+            'Update': grpc.unary_unary_rpc_method_handler(
+                    servicer.Update,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.SystemSpec.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.SystemsAck.SerializeToString,
+            ),
+            'Retire': grpc.unary_unary_rpc_method_handler(
+                    servicer.Retire,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.SystemRef.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.SystemsAck.SerializeToString,
+            ),
+            'Depend': grpc.unary_unary_rpc_method_handler(
+                    servicer.Depend,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.DependencyRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.SystemsAck.SerializeToString,
+            ),
+            'Undepend': grpc.unary_unary_rpc_method_handler(
+                    servicer.Undepend,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.DependencyRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.SystemsAck.SerializeToString,
+            ),
+            'Report': grpc.unary_unary_rpc_method_handler(
+                    servicer.Report,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.SyncEventReport.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.SystemsAck.SerializeToString,
+            ),
+            'List': grpc.unary_unary_rpc_method_handler(
+                    servicer.List,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.SystemListRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.SystemListResponse.SerializeToString,
+            ),
+            'Show': grpc.unary_unary_rpc_method_handler(
+                    servicer.Show,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.SystemRef.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.SystemDetail.SerializeToString,
+            ),
+            'BlastRadius': grpc.unary_unary_rpc_method_handler(
+                    servicer.BlastRadius,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.BlastRadiusRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.BlastRadiusResponse.SerializeToString,
+            ),
+            'Dependencies': grpc.unary_unary_rpc_method_handler(
+                    servicer.Dependencies,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.DependenciesRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.DependenciesResponse.SerializeToString,
+            ),
+            'Incidents': grpc.unary_unary_rpc_method_handler(
+                    servicer.Incidents,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.IncidentsRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.IncidentsResponse.SerializeToString,
+            ),
+            'AckIncident': grpc.unary_unary_rpc_method_handler(
+                    servicer.AckIncident,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.IncidentRef.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.IncidentInfo.SerializeToString,
+            ),
+            'NoteIncident': grpc.unary_unary_rpc_method_handler(
+                    servicer.NoteIncident,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.IncidentNoteRequest.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.IncidentInfo.SerializeToString,
+            ),
+            'ResolveIncident': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveIncident,
+                    request_deserializer=lockstep_dot_v1_dot_lockstep__pb2.IncidentRef.FromString,
+                    response_serializer=lockstep_dot_v1_dot_lockstep__pb2.IncidentInfo.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'lockstep.v1.Systems', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('lockstep.v1.Systems', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Systems(object):
+    """---------------------------------------------------------------------------------------------
+    Sync monitor: synced systems, dependencies, risk, incidents (see "Sync monitor" in
+    docs/PROTOCOL.md). The monitor is the whole server's: reading it and reporting events need a
+    caller of every namespace (anyone without tokens); changing the registry and the dependencies
+    and acting on incidents are operators' actions (the admin token when the server has one;
+    audited under the caller's name). Times are Unix milliseconds; 0 means none.
+
+    """
+
+    @staticmethod
+    def Register(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Systems/Register',
+            lockstep_dot_v1_dot_lockstep__pb2.SystemSpec.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.SystemsAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Update(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Systems/Update',
+            lockstep_dot_v1_dot_lockstep__pb2.SystemSpec.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.SystemsAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Retire(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Systems/Retire',
+            lockstep_dot_v1_dot_lockstep__pb2.SystemRef.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.SystemsAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Depend(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Systems/Depend',
+            lockstep_dot_v1_dot_lockstep__pb2.DependencyRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.SystemsAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Undepend(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Systems/Undepend',
+            lockstep_dot_v1_dot_lockstep__pb2.DependencyRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.SystemsAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Report(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Systems/Report',
+            lockstep_dot_v1_dot_lockstep__pb2.SyncEventReport.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.SystemsAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def List(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Systems/List',
+            lockstep_dot_v1_dot_lockstep__pb2.SystemListRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.SystemListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Show(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Systems/Show',
+            lockstep_dot_v1_dot_lockstep__pb2.SystemRef.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.SystemDetail.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BlastRadius(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Systems/BlastRadius',
+            lockstep_dot_v1_dot_lockstep__pb2.BlastRadiusRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.BlastRadiusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Dependencies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Systems/Dependencies',
+            lockstep_dot_v1_dot_lockstep__pb2.DependenciesRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.DependenciesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Incidents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Systems/Incidents',
+            lockstep_dot_v1_dot_lockstep__pb2.IncidentsRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.IncidentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AckIncident(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Systems/AckIncident',
+            lockstep_dot_v1_dot_lockstep__pb2.IncidentRef.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.IncidentInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def NoteIncident(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Systems/NoteIncident',
+            lockstep_dot_v1_dot_lockstep__pb2.IncidentNoteRequest.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.IncidentInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveIncident(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lockstep.v1.Systems/ResolveIncident',
+            lockstep_dot_v1_dot_lockstep__pb2.IncidentRef.SerializeToString,
+            lockstep_dot_v1_dot_lockstep__pb2.IncidentInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
