@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
+use lockstep_client::systems::trend::{Quantiles, WindowStats};
 use lockstep_client::systems::{Criticality, Incident, Kind, Measure, Quantity, Report, Status, SystemSpec};
 use lockstep_client::{SystemStatus, SystemsAck, SystemsClient};
 use serde_json::json;
@@ -308,6 +309,16 @@ fn print_incident(i: &Incident, as_json: bool) -> anyhow::Result<()> {
 
 const INCIDENT_HEADERS: [&str; 9] = ["ID", "SEV", "SCORE", "SYSTEM", "CAUSE", "COUNT", "AT RISK", "STATE", "DETAIL"];
 
+/// One trend window in a line: events, latency and drift quantiles, freshness attainment.
+fn window_line(w: &WindowStats) -> String {
+    let q = |q: &Quantiles| {
+        let v = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
+        format!("p50 {} / p95 {} / p99 {} ms", v(q.p50), v(q.p95), v(q.p99))
+    };
+    let fresh = w.attainment.map_or("-".to_owned(), |a| format!("{:.1}%", a * 100.0));
+    format!("{} events, latency {}, drift {}, fresh {fresh} of the time", w.events, q(&w.latency_ms), q(&w.drift_ms))
+}
+
 async fn show(client: &SystemsClient, name: &str, as_json: bool) -> anyhow::Result<()> {
     let d = client.show(name).await?;
     let blast = client.blast_radius(name).await?;
@@ -335,6 +346,10 @@ async fn show(client: &SystemsClient, name: &str, as_json: bool) -> anyhow::Resu
         s.spec.tolerance_ms,
         ids(&s.open_incidents)
     );
+    for (label, w) in [("last hour", &d.trends.hour), ("last day", &d.trends.day)] {
+        println!("{label}: {}", window_line(w));
+    }
+    println!("direction: {}", d.trends.direction.as_str());
     for (what, deps) in [("upstream", &d.upstreams), ("downstream", &d.downstreams)] {
         for dep in deps.iter() {
             let other = if what == "upstream" { &dep.upstream } else { &dep.downstream };

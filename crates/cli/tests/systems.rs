@@ -171,6 +171,11 @@ async fn a_system_nobody_reports_on_goes_stale_by_itself_and_a_success_resolves_
         ack.changes.iter().any(|(c, i)| *c == Change::Resolved && i.id == stale.id),
         "the success resolves the stale incident: {ack:?}"
     );
+    // The stale spell shows in the freshness-SLO attainment of both windows.
+    let trends = ops.show("feed").await.unwrap().trends;
+    assert_eq!((trends.hour.events, trends.day.events), (1, 1));
+    let (hour, day) = (trends.hour.attainment.unwrap(), trends.day.attainment.unwrap());
+    assert!(hour < 1.0 && hour > 0.0 && (hour - day).abs() < 1e-9, "{trends:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,6 +233,11 @@ async fn operators_act_on_incidents_from_the_cli_with_the_admin_token_and_are_au
     let id = json(&out)["changes"][0]["incident"]["id"].as_u64().expect("an incident opened");
     let event = anyone.show("orders").await.unwrap().events.pop().expect("kept");
     assert_eq!((event.latency_ms, event.bytes, event.records), (Some(1500.0), Some(2_097_152.0), Some(30.0)));
+    let latency = anyone.show("orders").await.unwrap().trends.hour.latency_ms;
+    assert!((latency.p99.unwrap() - 1500.0).abs() <= 30.0, "within 2 %: {latency:?}");
+    let (ok, out, err) = server.cli_async(&["systems", "show", "orders"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("last hour: 1 events, latency p50 ") && out.contains("direction: "), "{out}");
 
     let id_text = id.to_string();
     let (ok, _, err) = server.cli_async(&["incidents", "ack", &id_text]).await;
@@ -336,6 +346,7 @@ async fn a_restart_keeps_systems_dependencies_open_incidents_and_events() {
     let opened = ops.report(&report("src-b", Status::Failed)).await.unwrap().changes[0].1.clone();
     let latency = Report { latency: Some(Measure::new(2.0, "min")), ..report("src-a", Status::Ok) };
     ops.report(&latency).await.unwrap();
+    let trends_before = ops.show("src-a").await.unwrap().trends;
     drop(client);
     server.kill();
 
@@ -349,6 +360,12 @@ async fn a_restart_keeps_systems_dependencies_open_incidents_and_events() {
     assert!((clean.risk - 0.5).abs() < 1e-9, "risk recomputed after the restart: {clean:?}");
     let events = ops.show("src-a").await.unwrap().events;
     assert_eq!(events.last().and_then(|e| e.latency_ms), Some(120_000.0));
+    let trends = ops.show("src-a").await.unwrap().trends;
+    assert_eq!(
+        (trends.hour.events, trends.hour.latency_ms),
+        (trends_before.hour.events, trends_before.hour.latency_ms)
+    );
+    assert_eq!(trends.day.latency_ms, trends_before.day.latency_ms);
     // Recovery after the restart resolves the kept incident.
     let ack = ops.report(&report("src-b", Status::Ok)).await.unwrap();
     assert!(ack.changes.iter().any(|(c, i)| *c == Change::Resolved && i.id == opened.id), "{ack:?}");

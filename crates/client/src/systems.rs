@@ -9,8 +9,10 @@
 use serde::Serialize;
 
 use crate::{every_page, Channel, Error};
+pub use lockstep_core::systems::trend;
 pub use lockstep_core::systems::{
-    Cause, Change, Criticality, Event, Impact, Incident, Kind, Measure, Note, Quantity, Report, Status, SystemSpec,
+    Cause, Change, Criticality, Direction, Event, Impact, Incident, Kind, Measure, Note, Quantity, Report, Status,
+    SystemSpec, TrendView,
 };
 use lockstep_proto::systems as wire;
 use lockstep_proto::v1;
@@ -59,6 +61,9 @@ pub struct SystemDetail {
     pub downstreams: Vec<Dependency>,
     /// The kept events, oldest first, in canonical units (ms, records, bytes).
     pub events: Vec<Event>,
+    /// Rolling quantiles of latency and drift and freshness-SLO attainment over the last hour
+    /// and the last day, and the direction.
+    pub trends: TrendView,
 }
 
 /// What a change or a report did: in words, and the incidents it opened, repeated or resolved.
@@ -172,6 +177,7 @@ impl SystemsClient {
             upstreams: d.upstreams.into_iter().map(dependency).collect(),
             downstreams: d.downstreams.into_iter().map(dependency).collect(),
             events: d.events.into_iter().map(wire::event).collect::<Result<_, _>>().map_err(|e| invalid("event", e))?,
+            trends: wire::trends(d.trends.unwrap_or_default()).map_err(|e| invalid("trends", e))?,
         })
     }
 

@@ -163,6 +163,8 @@ pub enum Change {
     /// A synced system took event number `seq`: keep it, and at most the last `keep` of the
     /// system's events.
     SystemEvent { system: String, seq: u64, event: Box<crate::systems::Event>, keep: u64 },
+    /// A synced system's trends changed enough to keep them (see `systems::trend`).
+    SystemTrend { system: String, trend: Box<crate::systems::trend::Trend> },
     /// A dependency was declared or reweighted (`Some(weight)`), or removed (`None`).
     Dependency { upstream: String, downstream: String, weight: Option<f64> },
     /// An incident opened or changed (resolved included): keep it, and at most the last `keep`
@@ -253,6 +255,9 @@ pub struct Restored {
     /// Incidents, open and resolved.
     #[serde(default)]
     pub incidents: Vec<crate::systems::Incident>,
+    /// Systems' trends as last kept: (system, trend).
+    #[serde(default)]
+    pub system_trends: Vec<(String, crate::systems::trend::Trend)>,
 }
 
 /// Why a sync point failed, as it is kept: the [`CoreError`] its waiters got, without the point's

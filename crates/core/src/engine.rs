@@ -305,6 +305,8 @@ enum Touched {
     System(Arc<str>),
     /// A synced system took its event of this number.
     SystemEvent(Arc<str>, u64),
+    /// A synced system's trends are due to be kept.
+    SystemTrend(Arc<str>),
     /// A dependency (upstream, downstream) was declared, reweighted or removed.
     Dependency(Arc<str>, Arc<str>),
     /// An incident changed.
@@ -859,6 +861,7 @@ impl Engine {
                 Touched::Intake => Some(self.intake_change()),
                 Touched::System(name) => self.system_change(&name),
                 Touched::SystemEvent(name, seq) => self.system_event_change(&name, seq),
+                Touched::SystemTrend(name) => self.system_trend_change(&name),
                 Touched::Dependency(up, down) => Some(self.dependency_change(&up, &down)),
                 Touched::Incident(id) => self.incident_change(id),
             };
@@ -915,6 +918,7 @@ impl Engine {
             system_events,
             dependencies,
             incidents,
+            system_trends,
         } = restored;
         self.history_restore(now, history);
         let bad = |what: String, e: &dyn std::fmt::Display| CoreError::invalid("stored data", format!("{what}: {e}"));
@@ -992,7 +996,7 @@ impl Engine {
         self.restore_rounds(now, rounds)?;
         self.restore_streams(streams)?;
         self.restore_intake(intake)?;
-        self.restore_systems(systems, system_events, dependencies, incidents)?;
+        self.restore_systems(systems, system_events, dependencies, incidents, system_trends)?;
         self.control.restore(audit, pauses, emergency);
         for (ns, agent) in self.all_agents() {
             if self.control.is_paused(&ns, &agent) {

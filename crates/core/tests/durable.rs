@@ -42,6 +42,7 @@ struct Kept {
     system_events: BTreeMap<(String, u64), lockstep_core::systems::Event>,
     dependencies: BTreeMap<(String, String), f64>,
     incidents: BTreeMap<u64, lockstep_core::systems::Incident>,
+    system_trends: BTreeMap<String, lockstep_core::systems::Trend>,
 }
 
 impl Kept {
@@ -158,6 +159,9 @@ impl Kept {
                         self.dependencies.remove(&(upstream, downstream));
                     }
                 },
+                Change::SystemTrend { system, trend } => {
+                    self.system_trends.insert(system, *trend);
+                }
                 Change::Incident { incident, keep } => {
                     self.incidents.insert(incident.id, *incident);
                     let resolved: Vec<u64> =
@@ -191,6 +195,7 @@ impl Kept {
             system_events: self.system_events.iter().map(|((s, n), e)| (s.clone(), *n, e.clone())).collect(),
             dependencies: self.dependencies.iter().map(|((u, d), w)| (u.clone(), d.clone(), *w)).collect(),
             incidents: self.incidents.values().cloned().collect(),
+            system_trends: self.system_trends.iter().map(|(s, t)| (s.clone(), t.clone())).collect(),
         }
     }
 
@@ -781,4 +786,50 @@ fn synced_systems_come_back_with_dependencies_events_incidents_and_freshness() {
     // Recovery after the restart resolves the incident opened before it.
     let done = h.systems("c", report("dash", Status::Ok)).unwrap();
     assert_eq!((done.changes[0].1.id, done.changes[0].1.duration(0)), (failed, 9_000));
+}
+
+#[test]
+fn trends_come_back_whole_with_the_events_taken_after_they_were_last_kept() {
+    use lockstep_core::io::SystemsCall as C;
+    use lockstep_core::systems::{Measure, Report, Status, SystemSpec};
+    let report = |latency_ms: f64| {
+        C::Report(Report {
+            system: "src".into(),
+            reporter: "collector".into(),
+            status: Some(Status::Ok),
+            latency: Some(Measure::new(latency_ms, "ms")),
+            ..Default::default()
+        })
+    };
+    let mut config = Config::default();
+    // Trends are kept every 2 events.
+    config.systems.events_per_system = 4;
+    let mut h = Harness::new(config);
+    h.engine.track_changes();
+    let mut kept = Kept::default();
+    h.systems("ops", C::Register(SystemSpec { name: "src".into(), cadence_ms: 1_000, ..Default::default() })).unwrap();
+    for (i, latency) in [10.0, 20.0, 30.0, 40.0, 50.0].into_iter().enumerate() {
+        h.now = 100 * (i as u64 + 1);
+        h.systems("c", report(latency)).unwrap();
+    }
+    // Stale from 1 500 (cadence after the last success) until a success at 2 500.
+    h.advance_to(2_000);
+    assert!(h.engine.systems().get("src").unwrap().stale);
+    h.now = 2_500;
+    h.systems("c", report(60.0)).unwrap();
+    h.now = 2_600;
+    h.systems("c", report(70.0)).unwrap();
+    let at = h.engine.systems_now(3_000);
+    let before = h.engine.systems().trend("src", at).unwrap();
+    assert_eq!(before.hour.events, 7);
+    assert!((before.hour.attainment.unwrap() - (1.0 - 1_000.0 / 3_000.0)).abs() < 1e-9, "{before:?}");
+    let h = restart(&mut h, &mut kept, 1_000);
+    // The 7th event came after the trend was last kept (at the 6th): folded in again.
+    let after = h.engine.systems().trend("src", at).unwrap();
+    assert_eq!(after, before);
+    // Of 10, 20, ... 70 ms: p50 is the 4th value, p99 the 6th (rank ⌊q × (n − 1)⌋), within 2 %.
+    let q = after.hour.latency_ms;
+    let near = |got: Option<f64>, want: f64| (got.unwrap() - want).abs() <= want * lockstep_core::systems::trend::ALPHA;
+    assert!(near(q.p50, 40.0) && near(q.p99, 60.0), "{q:?}");
+    assert_eq!(h.engine.systems().get("src").unwrap().trend.folded, 7);
 }

@@ -3,8 +3,10 @@
 //! what it knows; the clients do the reverse. Names of kinds, criticalities, statuses, causes and
 //! changes travel as the words PROTOCOL.md gives; an empty kind or criticality is the default.
 
+use lockstep_core::systems::trend::{Quantiles, WindowStats};
 use lockstep_core::systems::{
-    Cause, Change, Criticality, Event, Impact, Incident, Kind, Measure, Note, Report, Status, System, SystemSpec,
+    Cause, Change, Criticality, Direction, Event, Impact, Incident, Kind, Measure, Note, Report, Status, System,
+    SystemSpec, TrendView,
 };
 use lockstep_core::{CoreError, Time};
 
@@ -236,4 +238,55 @@ pub fn changes(changes: Vec<v1::IncidentChange>) -> Result<Vec<(Change, Incident
             Ok((change(&c.change)?, incident(i)?))
         })
         .collect()
+}
+
+fn quantiles_to_wire(q: &Quantiles) -> v1::Quantiles {
+    v1::Quantiles { p50: q.p50, p95: q.p95, p99: q.p99 }
+}
+
+fn window_to_wire(w: &WindowStats) -> v1::TrendWindow {
+    v1::TrendWindow {
+        window_ms: w.window_ms,
+        events: w.events,
+        latency_ms: Some(quantiles_to_wire(&w.latency_ms)),
+        drift_ms: Some(quantiles_to_wire(&w.drift_ms)),
+        attainment: w.attainment,
+    }
+}
+
+/// A system's trends for the wire.
+pub fn trends_to_wire(t: &TrendView) -> v1::SystemTrends {
+    v1::SystemTrends {
+        hour: Some(window_to_wire(&t.hour)),
+        day: Some(window_to_wire(&t.day)),
+        direction: t.direction.as_str().into(),
+    }
+}
+
+fn quantiles(q: Option<v1::Quantiles>) -> Quantiles {
+    let q = q.unwrap_or_default();
+    Quantiles { p50: q.p50, p95: q.p95, p99: q.p99 }
+}
+
+fn window(w: Option<v1::TrendWindow>) -> WindowStats {
+    let w = w.unwrap_or_default();
+    WindowStats {
+        window_ms: w.window_ms,
+        events: w.events,
+        latency_ms: quantiles(w.latency_ms),
+        drift_ms: quantiles(w.drift_ms),
+        attainment: w.attainment,
+    }
+}
+
+/// A system's trends from the wire.
+pub fn trends(t: v1::SystemTrends) -> Result<TrendView, CoreError> {
+    let direction = [Direction::Improving, Direction::Steady, Direction::Worsening]
+        .into_iter()
+        .find(|d| d.as_str() == t.direction)
+        .ok_or_else(|| CoreError::Invalid {
+            what: "trend direction",
+            reason: format!("'{}'; one of improving, steady, worsening", t.direction),
+        })?;
+    Ok(TrendView { hour: window(t.hour), day: window(t.day), direction })
 }

@@ -181,6 +181,9 @@ fn owned_change(c: Change) -> store::Change {
         Change::SystemEvent { system, seq, event, keep } => {
             store::Change::PutSystemEvent { system, seq, event_json: json_text(&*event), keep }
         }
+        Change::SystemTrend { system, trend } => {
+            store::Change::PutSystemTrend { system, trend_json: json_text(&*trend) }
+        }
         Change::Dependency { upstream, downstream, weight: Some(w) } => {
             store::Change::PutDependency { upstream, downstream, weight: json_text(&w) }
         }
@@ -368,6 +371,10 @@ pub fn from_store(snapshot: store::Snapshot) -> Result<Loaded, BadRecord> {
     }
     for json in snapshot.incidents {
         restored.incidents.push(decode(&|| "an incident".to_string(), "incident_json", &json)?);
+    }
+    for (system, json) in snapshot.system_trends {
+        let trend = decode(&|| format!("the trends of system '{system}'"), "trend_json", &json)?;
+        restored.system_trends.push((system, trend));
     }
     restored.history = snapshot
         .history_topics

@@ -95,6 +95,7 @@ const DELETE_VOTE: &str = "DELETE FROM votes WHERE namespace = ?1 AND vote_id = 
 const PUT_SYSTEM: &str = "INSERT OR REPLACE INTO systems (name, system_json) VALUES (?1, ?2)";
 const PUT_SYSTEM_EVENT: &str = "INSERT OR REPLACE INTO system_events (system, seq, event_json) VALUES (?1, ?2, ?3)";
 const TRIM_SYSTEM_EVENTS: &str = "DELETE FROM system_events WHERE system = ?1 AND seq <= ?2";
+const PUT_SYSTEM_TREND: &str = "INSERT OR REPLACE INTO system_trends (system, trend_json) VALUES (?1, ?2)";
 const PUT_DEPENDENCY: &str =
     "INSERT OR REPLACE INTO system_dependencies (upstream, downstream, weight) VALUES (?1, ?2, ?3)";
 const DELETE_DEPENDENCY: &str = "DELETE FROM system_dependencies WHERE upstream = ?1 AND downstream = ?2";
@@ -259,6 +260,11 @@ fn write(tx: &Transaction<'_>, path: &Path, change: &Change) -> Result<(), Store
                 .map(drop)
                 .map_err(|e| fail(e, what()))
         }
+        Change::PutSystemTrend { system, trend_json } => tx
+            .prepare_cached(PUT_SYSTEM_TREND)
+            .and_then(|mut stmt| stmt.execute(params![system, trend_json]))
+            .map(drop)
+            .map_err(|e| fail(e, format!("the trends of system '{system}'"))),
         Change::PutDependency { upstream, downstream, weight } => tx
             .prepare_cached(PUT_DEPENDENCY)
             .and_then(|mut stmt| stmt.execute(params![upstream, downstream, weight]))

@@ -111,6 +111,13 @@ impl Store {
                 "SELECT incident_json FROM system_incidents ORDER BY id",
                 |row| Ok(row.get(0)?),
             )?,
+            system_trends: query(
+                &tx,
+                path,
+                "the synced systems' trends",
+                "SELECT system, trend_json FROM system_trends ORDER BY system",
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )?,
             round_series: query(
                 &tx,
                 path,
@@ -507,7 +514,7 @@ mod systems_tests {
     use crate::{Change, Store};
 
     #[test]
-    fn synced_systems_events_dependencies_and_incidents_are_kept_within_their_bounds() {
+    fn synced_systems_events_dependencies_incidents_and_trends_are_kept_within_their_bounds() {
         let mut store = Store::open_in_memory().unwrap();
         let mut batch = vec![Change::PutSystem { name: "src".into(), system_json: "{\"v\":1}".into() }];
         for seq in 1..=5 {
@@ -521,6 +528,8 @@ mod systems_tests {
             batch.push(Change::PutIncident { id, resolved, incident_json: format!("{id}"), keep: 2 });
         }
         batch.push(Change::PutSystem { name: "src".into(), system_json: "{\"v\":2}".into() });
+        batch.push(Change::PutSystemTrend { system: "src".into(), trend_json: "{\"t\":1}".into() });
+        batch.push(Change::PutSystemTrend { system: "src".into(), trend_json: "{\"t\":2}".into() });
         store.apply(&batch).unwrap();
         let s = store.load().unwrap();
         assert_eq!(s.systems, [("src".to_string(), "{\"v\":2}".to_string())]);
@@ -528,5 +537,7 @@ mod systems_tests {
         assert_eq!(s.dependencies, [("src".to_string(), "dash".to_string(), "0.5".to_string())]);
         // The open incident stays; of the resolved ones, the newest two (the highest id among them).
         assert_eq!(s.incidents, ["2", "3", "4"]);
+        // A system's trends: the last written.
+        assert_eq!(s.system_trends, [("src".to_string(), "{\"t\":2}".to_string())]);
     }
 }

@@ -238,6 +238,8 @@ pub enum Change {
     /// Keeps event `seq` of `system`, and forgets the system's events numbered `seq - keep` and
     /// below.
     PutSystemEvent { system: String, seq: u64, event_json: String, keep: u64 },
+    /// Inserts or replaces a system's trends (schema v10).
+    PutSystemTrend { system: String, trend_json: String },
     /// Inserts or replaces a dependency with its weight (as text).
     PutDependency { upstream: String, downstream: String, weight: String },
     /// Forgets a dependency; nothing happens if it is not stored.
@@ -298,4 +300,6 @@ pub struct Snapshot {
     pub dependencies: Vec<(String, String, String)>,
     /// Incidents as JSON, ordered by id (schema v9).
     pub incidents: Vec<String>,
+    /// Systems' trends: (system, trend JSON), ordered by system (schema v10).
+    pub system_trends: Vec<(String, String)>,
 }

@@ -33,6 +33,8 @@
 //!   engine's JSON), `system_events` (its last events by number), `system_dependencies` (edges
 //!   with their weight) and `system_incidents` (open incidents and the most recent resolved ones;
 //!   the highest id stays, so ids go on after a restart).
+//! * **v10 (system trends)** — `system_trends`: each synced system's trends (rolling quantile
+//!   sketches and stale time, as the engine's JSON), kept every so many events.
 
 use std::path::Path;
 
@@ -262,6 +264,16 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             );
         ",
     },
+    // Trends of the sync monitor's systems: one row per system, replaced as it changes.
+    Migration {
+        version: 10,
+        sql: "
+            CREATE TABLE system_trends (
+                system     TEXT PRIMARY KEY,
+                trend_json TEXT NOT NULL
+            );
+        ",
+    },
 ];
 
 /// The schema version this code writes and understands.
@@ -296,7 +308,7 @@ mod tests {
     use super::*;
 
     /// The latest schema version: the one place to change when a migration is added.
-    const LATEST: u32 = 9;
+    const LATEST: u32 = 10;
 
     #[test]
     fn migrations_are_numbered_in_order() {

@@ -145,6 +145,9 @@ impl Engine {
         for (name, seq) in fx.events {
             self.touch(Touched::SystemEvent(name, seq));
         }
+        for name in fx.trends {
+            self.touch(Touched::SystemTrend(name));
+        }
         for (up, down) in fx.deps {
             self.touch(Touched::Dependency(up, down));
         }
@@ -197,6 +200,12 @@ impl Engine {
         Some(Kept::SystemEvent { system: name.to_owned(), seq, event: Box::new(event), keep })
     }
 
+    /// The change that keeps the trends of `name` as they are now.
+    pub(super) fn system_trend_change(&self, name: &str) -> Option<Kept> {
+        let trend = self.systems.get(name)?.trend.clone();
+        Some(Kept::SystemTrend { system: name.to_owned(), trend: Box::new(trend) })
+    }
+
     /// The change that keeps the dependency `up → down` as it is now (its weight, or gone).
     pub(super) fn dependency_change(&self, up: &str, down: &str) -> Kept {
         let weight = self.systems.graph().weight(up, down);
@@ -218,9 +227,10 @@ impl Engine {
         events: Vec<(String, u64, Event)>,
         dependencies: Vec<(String, String, f64)>,
         incidents: Vec<Incident>,
+        trends: Vec<(String, crate::systems::trend::Trend)>,
     ) -> Result<(), CoreError> {
         let settings = self.config.systems.clone();
-        let fx = self.systems.restore(systems, events, dependencies, incidents, &settings)?;
+        let fx = self.systems.restore(systems, events, dependencies, incidents, trends, &settings)?;
         let origin = self.clock_origin();
         for (name, at) in fx.timers {
             if let Some(at) = at {

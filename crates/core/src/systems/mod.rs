@@ -27,6 +27,7 @@
 pub mod graph;
 pub mod incident;
 pub mod risk;
+pub mod trend;
 pub mod units;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -41,6 +42,7 @@ use crate::name;
 pub use graph::Graph;
 pub use incident::{Cause, Change, Incident, Incidents, Note};
 pub use risk::{OwnState, Risks};
+pub use trend::{Direction, Trend, TrendView};
 pub use units::{Measure, Quantity};
 
 /// Longest cadence or tolerance: 30 days, in milliseconds.
@@ -387,6 +389,9 @@ pub struct System {
     pub image: SystemImage,
     /// The most recent events, oldest first.
     pub events: VecDeque<Event>,
+    /// Its trends (kept apart from the image: they change with every event, and are kept every
+    /// so many events).
+    pub trend: Trend,
 }
 
 impl std::ops::Deref for System {
@@ -486,6 +491,8 @@ pub struct Effects {
     pub events: Vec<(Arc<str>, u64)>,
     /// Dependencies declared, reweighted or removed (to keep: [`Graph::weight`]).
     pub deps: Vec<(Arc<str>, Arc<str>)>,
+    /// Systems whose trends are due to be kept (to keep: [`System::trend`]).
+    pub trends: Vec<Arc<str>>,
 }
 
 impl Effects {
@@ -496,6 +503,7 @@ impl Effects {
         self.touched.extend(other.touched);
         self.events.extend(other.events);
         self.deps.extend(other.deps);
+        self.trends.extend(other.trends);
     }
 }
 
@@ -553,7 +561,7 @@ impl Systems {
             event_seq,
             events_from: event_seq,
         };
-        let system = System { image, events: VecDeque::new() };
+        let system = System { image, events: VecDeque::new(), trend: Trend::default() };
         self.systems.insert(key.clone(), system);
         let mut fx = Effects { touched: vec![key.clone()], ..Default::default() };
         self.refresh(now, &key, settings, &mut fx);
@@ -734,12 +742,19 @@ impl Systems {
         }
         let detail = format!("{} reported by '{}'", status.as_str(), event.reporter);
         s.event_seq += 1;
+        s.trend.add(s.event_seq, event.at.min(now), event.latency_ms, event.drift_ms);
+        // Kept every half of the kept events: those after it are folded in again on a restart.
+        let trend_due = s.trend.due(settings.events_per_system as u64 / 2);
         s.events.push_back(event);
         while s.events.len() > settings.events_per_system.max(1) {
             s.events.pop_front();
         }
         let mut fx =
             Effects { touched: vec![key.clone()], events: vec![(key.clone(), s.event_seq)], ..Default::default() };
+        if trend_due {
+            s.trend.kept = s.trend.folded;
+            fx.trends.push(key.clone());
+        }
         if status.is_success() {
             if let Some(i) = self.incidents.recover(key, Cause::Failed, now, "auto", settings.max_resolved_incidents) {
                 fx.incidents.push((Change::Resolved, i));
@@ -805,6 +820,15 @@ impl Systems {
         if stale != s.stale {
             s.stale = stale;
             fx.touched.push(key.clone());
+            // Stale time counts from when it was due; freshness from when the success came.
+            if stale {
+                let due = s.stale_at();
+                s.trend.went_stale(due);
+            } else {
+                s.trend.went_fresh(now);
+            }
+            s.trend.kept = s.trend.folded;
+            fx.trends.push(key.clone());
             if stale {
                 let detail = match s.last_success {
                     Some(t) => format!("no successful sync since {t} ms"),
@@ -961,15 +985,26 @@ impl Systems {
         events: Vec<(String, u64, Event)>,
         dependencies: Vec<(String, String, f64)>,
         incidents: Vec<Incident>,
+        trends: Vec<(String, Trend)>,
         settings: &SystemsSettings,
     ) -> Result<Effects, CoreError> {
         let bad = |what: String| CoreError::invalid("stored data", what);
         *self = Systems::default();
         for image in systems {
-            self.systems.insert(Arc::from(image.spec.name.as_str()), System { image, events: VecDeque::new() });
+            let key = Arc::from(image.spec.name.as_str());
+            self.systems.insert(key, System { image, events: VecDeque::new(), trend: Trend::default() });
+        }
+        for (name, trend) in trends {
+            if let Some(s) = self.systems.get_mut(name.as_str()) {
+                s.trend = trend;
+            }
         }
         for (name, seq, event) in events {
             let Some(s) = self.systems.get_mut(name.as_str()) else { continue };
+            // Events taken after the trend was last kept are folded in again.
+            if seq > s.trend.folded && seq > s.events_from {
+                s.trend.add(seq, event.at, event.latency_ms, event.drift_ms);
+            }
             if seq > s.events_from && seq <= s.event_seq {
                 s.events.push_back(event);
                 while s.events.len() > settings.events_per_system.max(1) {
@@ -1030,6 +1065,12 @@ impl Systems {
     /// Every system's name, in order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.systems.keys().map(|k| &**k)
+    }
+
+    /// The trends of `name` at `now`.
+    pub fn trend(&self, name: &str, now: Time) -> Result<TrendView, CoreError> {
+        let s = self.systems.get(name).ok_or_else(|| SystemsError::UnknownSystem { name: name.to_owned() })?;
+        Ok(s.trend.view(now, s.registered_at))
     }
 
     /// The own risk and propagated risk of `name`.

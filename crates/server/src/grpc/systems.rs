@@ -161,9 +161,10 @@ impl Systems for Service {
         let name = request.into_inner().name;
         let detail = self
             .engine
-            .query(read(move |e, _| {
+            .query(read(move |e, now| {
                 let t = e.systems();
                 let view = t.view(&name)?;
+                let trends = t.trend(&name, now)?;
                 let s = state(t, &name).expect("shown by the table");
                 let deps = |pairs: &[(String, f64)], up: bool| {
                     pairs
@@ -180,6 +181,7 @@ impl Systems for Service {
                     upstreams: deps(&view.upstreams, true),
                     downstreams: deps(&view.downstreams, false),
                     events: view.system.events.iter().map(wire::event_to_wire).collect(),
+                    trends: Some(wire::trends_to_wire(&trends)),
                 })
             }))
             .await?;

@@ -2700,16 +2700,52 @@ class Dependency(_message.Message):
     def __init__(self, upstream: _Optional[str] = ..., downstream: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class SystemDetail(_message.Message):
-    __slots__ = ("system", "upstreams", "downstreams", "events")
+    __slots__ = ("system", "upstreams", "downstreams", "events", "trends")
     SYSTEM_FIELD_NUMBER: _ClassVar[int]
     UPSTREAMS_FIELD_NUMBER: _ClassVar[int]
     DOWNSTREAMS_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    TRENDS_FIELD_NUMBER: _ClassVar[int]
     system: SystemInfo
     upstreams: _containers.RepeatedCompositeFieldContainer[Dependency]
     downstreams: _containers.RepeatedCompositeFieldContainer[Dependency]
     events: _containers.RepeatedCompositeFieldContainer[SyncEvent]
-    def __init__(self, system: _Optional[_Union[SystemInfo, _Mapping]] = ..., upstreams: _Optional[_Iterable[_Union[Dependency, _Mapping]]] = ..., downstreams: _Optional[_Iterable[_Union[Dependency, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[SyncEvent, _Mapping]]] = ...) -> None: ...
+    trends: SystemTrends
+    def __init__(self, system: _Optional[_Union[SystemInfo, _Mapping]] = ..., upstreams: _Optional[_Iterable[_Union[Dependency, _Mapping]]] = ..., downstreams: _Optional[_Iterable[_Union[Dependency, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[SyncEvent, _Mapping]]] = ..., trends: _Optional[_Union[SystemTrends, _Mapping]] = ...) -> None: ...
+
+class Quantiles(_message.Message):
+    __slots__ = ("p50", "p95", "p99")
+    P50_FIELD_NUMBER: _ClassVar[int]
+    P95_FIELD_NUMBER: _ClassVar[int]
+    P99_FIELD_NUMBER: _ClassVar[int]
+    p50: float
+    p95: float
+    p99: float
+    def __init__(self, p50: _Optional[float] = ..., p95: _Optional[float] = ..., p99: _Optional[float] = ...) -> None: ...
+
+class TrendWindow(_message.Message):
+    __slots__ = ("window_ms", "events", "latency_ms", "drift_ms", "attainment")
+    WINDOW_MS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_MS_FIELD_NUMBER: _ClassVar[int]
+    ATTAINMENT_FIELD_NUMBER: _ClassVar[int]
+    window_ms: int
+    events: int
+    latency_ms: Quantiles
+    drift_ms: Quantiles
+    attainment: float
+    def __init__(self, window_ms: _Optional[int] = ..., events: _Optional[int] = ..., latency_ms: _Optional[_Union[Quantiles, _Mapping]] = ..., drift_ms: _Optional[_Union[Quantiles, _Mapping]] = ..., attainment: _Optional[float] = ...) -> None: ...
+
+class SystemTrends(_message.Message):
+    __slots__ = ("hour", "day", "direction")
+    HOUR_FIELD_NUMBER: _ClassVar[int]
+    DAY_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    hour: TrendWindow
+    day: TrendWindow
+    direction: str
+    def __init__(self, hour: _Optional[_Union[TrendWindow, _Mapping]] = ..., day: _Optional[_Union[TrendWindow, _Mapping]] = ..., direction: _Optional[str] = ...) -> None: ...
 
 class BlastRadiusRequest(_message.Message):
     __slots__ = ("name", "page_token", "page_size")
