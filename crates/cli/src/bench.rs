@@ -42,6 +42,10 @@
 //! * event-time tick controller (`bench_streams.rs`): 10 sources at 10,000 events/s in total;
 //!   latency from an event's publish to the delivery of its tick (target p99 ≤ period + lateness
 //!   + 2 ms).
+//! * sync monitor (`systems-*`, bench_systems.rs): 10,000 systems and 20,000 dependencies on a
+//!   server keeping its data in SQLite, 1,000 sync events/s: event ingestion (target p99 ≤ 2 ms),
+//!   stale detection and risk of systems nobody reports on (target: within 1 s), and the server's
+//!   memory for the graph (target ≤ 300 MB).
 //!
 //! The server for every other scenario runs `--in-memory`: messages are never stored, and the cost
 //! of storage is what the durable scenario measures, side by side.
@@ -75,7 +79,7 @@ pub struct BenchArgs {
     /// Only scenarios whose name contains this, or one of these comma-separated words (fanout,
     /// rate, routing, barrier, vote, publish-confirm, command, request, delta, idle, backup,
     /// durable, collective, context-cas, task-handoff, tick-round, trace-lookup, trace-get-or-claim,
-    /// tick-controller, history-replay, intake-validation).
+    /// tick-controller, history-replay, intake-validation, systems).
     #[arg(long)]
     only: Option<String>,
     /// Agent counts to run (default 10,100,1000; with --quick 10,100).
@@ -1152,7 +1156,7 @@ async fn backup_under_load() -> anyhow::Result<Vec<Row>> {
 const IDLE_AGENTS_PER_CONNECTION: usize = 100;
 
 /// What the kernel says of a process: resident memory (bytes) and CPU time used so far.
-fn process_usage(pid: u32) -> anyhow::Result<(u64, Duration)> {
+pub(crate) fn process_usage(pid: u32) -> anyhow::Result<(u64, Duration)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let rss_kb: u64 = status
         .lines()
@@ -1341,7 +1345,7 @@ const MEMORY_SETTLE: Duration = Duration::from_secs(5);
 
 /// The server under test: a separate `lockstep serve` process (the default, so the server's tasks
 /// do not queue behind the benchmark's clients), or one inside this process.
-enum UnderTest {
+pub(crate) enum UnderTest {
     Process(ServerProcess),
     InProcess(lockstep_server::RunningServer),
     Elsewhere,
@@ -1349,7 +1353,7 @@ enum UnderTest {
 
 /// A `lockstep serve` child process, killed when dropped: a benchmark that fails half-way (a
 /// worker lost, a wait timed out) does not leave its server running.
-struct ServerProcess(std::process::Child);
+pub(crate) struct ServerProcess(std::process::Child);
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
@@ -1372,7 +1376,7 @@ impl UnderTest {
     }
 
     /// `lockstep serve --listen 127.0.0.1:0` with `args`, in its own process.
-    async fn spawn(args: &[&str]) -> anyhow::Result<(UnderTest, String)> {
+    pub(crate) async fn spawn(args: &[&str]) -> anyhow::Result<(UnderTest, String)> {
         use std::io::BufRead;
         let mut child = std::process::Command::new(std::env::current_exe()?)
             .args(["serve", "--listen", "127.0.0.1:0"])
@@ -1391,14 +1395,14 @@ impl UnderTest {
     }
 
     /// The server's process id, when it runs in a process of its own.
-    fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         match self {
             UnderTest::Process(child) => Some(child.0.id()),
             _ => None,
         }
     }
 
-    async fn stop(self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
         match self {
             UnderTest::InProcess(server) => server.shutdown().await?,
             UnderTest::Process(mut child) => {
@@ -1563,6 +1567,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let (context, v) = context_cas(100, seconds).await?;
         rows.extend(context);
         extra.insert("context_cas".into(), v);
+    }
+    // A server of its own (its memory is measured), keeping its data in SQLite.
+    if wanted("systems") && args.addr.is_none() && !args.in_process {
+        let (scale, secs) = if args.quick {
+            (crate::bench_systems::Scale::QUICK, 5)
+        } else {
+            (crate::bench_systems::Scale::FULL, seconds.max(10))
+        };
+        let (systems, v) = crate::bench_systems::measure(scale, secs).await?;
+        for row in &systems {
+            eprintln!("{row:?}");
+        }
+        rows.extend(systems);
+        extra.insert("systems".into(), v);
     }
     if wanted("task-handoff") {
         let tasks = if args.quick { 500 } else { 10_000 };

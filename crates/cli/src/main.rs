@@ -7,6 +7,7 @@ mod bench_history;
 mod bench_intake;
 mod bench_rounds;
 mod bench_streams;
+mod bench_systems;
 mod bench_tasks;
 mod bench_traces;
 mod config;

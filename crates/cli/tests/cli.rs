@@ -147,3 +147,22 @@ fn the_idle_benchmark_reports_the_servers_memory_and_cpu() {
     assert!((0.0..=100.0 * cores).contains(&cpu), "{idle}");
     std::fs::remove_file(&file).unwrap();
 }
+
+#[test]
+fn the_sync_monitor_benchmark_ingests_every_event_and_sees_every_canary_go_stale() {
+    let file = std::env::temp_dir().join(format!("lockstep-bench-systems-{}.json", std::process::id()));
+    let (ok, _, err) = lockstep(&["bench", "--quick", "--only", "systems", "--json", file.to_str().unwrap()]);
+    assert!(ok, "bench --only systems failed: {err}");
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let rows = doc["rows"].as_array().unwrap();
+    let scenarios: Vec<&str> = rows.iter().map(|r| r["scenario"].as_str().unwrap()).collect();
+    assert_eq!(scenarios, ["systems-ingest", "systems-freshness"]);
+    // --quick: 1,000 systems, 200 events/s for 5 s, 10 canaries nobody reports on.
+    assert_eq!((rows[0]["count"].as_u64(), rows[0]["lost"].as_u64()), (Some(1_000), Some(0)), "{rows:?}");
+    assert_eq!((rows[1]["count"].as_u64(), rows[1]["lost"].as_u64()), (Some(10), Some(0)), "{rows:?}");
+    let figures = &doc["extra"]["systems"];
+    assert_eq!(figures["systems"], 1_000);
+    // Two upstreams for each system from the 100th, four downstreams per canary.
+    assert_eq!(figures["dependencies"], 890 * 2 + 10 * 4, "{figures}");
+    std::fs::remove_file(&file).unwrap();
+}
