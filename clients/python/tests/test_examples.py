@@ -8,7 +8,7 @@ from typing import Any, List
 
 import pytest
 
-from conftest import PYTHON, ServerProcess, python_env
+from conftest import PYTHON, REWORDED, ServerProcess, python_env
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -167,6 +167,68 @@ def test_handoff(fast_server: ServerProcess) -> None:
     assert [line.split(" {")[0].strip() for line in lineage[:3]] == ["tool.summarize", "tool.parse", "tool.fetch"]
     assert lineage[2].strip().startswith("tool.fetch {'url': 'reports/q3'} by runner-1")
     assert all("workspace.persona@v" in line and "workspace.meta@v" in line for line in lineage[:3])
+
+
+def test_pipeline_monitor(server: ServerProcess) -> None:
+    out = run_example("pipeline_monitor", server.address)
+    assert "registered 6 systems and 6 dependencies:" in out
+    assert "refused (DEPENDENCY_CYCLE): " in out
+    if not REWORDED:
+        assert "dashboard -> orders -> normalize -> revenue -> dashboard" in out, "the cycle is named"
+    # Units as sent, kept in canonical units.
+    assert "revenue    latency 0.05 min -> 3000 ms, bytes 2.5 MiB -> 2621440 B" in out
+    assert "orders     latency 350 ms -> 350 ms, records 1200 rows -> 1200 records" in out
+    # Nobody reports fx-rates: the server's timer makes it stale, cadence + tolerance after its last success.
+    stale = lines_with(out, "fx-rates went stale by itself (stale=True)")
+    assert len(stale) == 1 and "cadence 500 ms + tolerance 500 ms" in stale[0], out
+    assert int(stale[0].split(" ms after its last success")[0].rsplit(" ", 1)[1]) >= 1000
+    # Risk by the rule: max(own, weight x upstream risk); stale is 0.8, fx-rates -> normalize weighs 0.5.
+    risks = out.split("\nrisk (own")[1:]
+    assert len(risks) == 2
+    first, second = (r.splitlines()[1:7] for r in risks)
+    assert [" ".join(line.split()[:5]) for line in first] == [
+        "orders own 0.00 risk 0.00",
+        "fx-rates own 0.80 risk 0.80",
+        "normalize own 0.00 risk 0.40",
+        "enrich own 0.00 risk 0.00",
+        "revenue own 0.00 risk 0.40",
+        "dashboard own 0.00 risk 0.40",
+    ]
+    assert "<- 0.5 x fx-rates 0.80" in first[2]
+    assert [" ".join(line.split()[:5]) for line in second] == [
+        "orders own 0.00 risk 0.00",
+        "fx-rates own 0.80 risk 0.80",
+        "normalize own 1.00 risk 1.00",
+        "enrich own 0.00 risk 0.00",
+        "revenue own 0.00 risk 1.00",
+        "dashboard own 0.00 risk 1.00",
+    ], "a failure (1.0) does not add to the stale source's share: the best path counts"
+    # The blast radius in topological order, each inheriting 0.5 if fx-rates failed.
+    blast = out.split("blast radius of fx-rates", 1)[1].splitlines()[1:4]
+    assert [line.split()[0] for line in blast] == ["normalize", "revenue", "dashboard"]
+    assert all("inherits 0.50  risk now 0.40" in line for line in blast), blast
+    # Priority: both severity 1 (the critical dashboard at risk); normalize's score 10x2 + 3 + 4 = 27
+    # comes before fx-rates' 10x1 + 2 + 3 + 4 = 19, though it opened later.
+    ranked = out.split("open incidents, most urgent first:\n", 1)[1].splitlines()[:2]
+    assert ranked[0].startswith("  1. #"), ranked
+    assert ranked[0].endswith("normalize failed: severity 1, score 27, 2 downstream at risk"), ranked
+    assert ranked[1].startswith("  2. #"), ranked
+    assert ranked[1].endswith("fx-rates stale: severity 1, score 19, 3 downstream at risk"), ranked
+    assert "acknowledged by pipeline-operator" in out
+    # The strategy heard every change on systems.incidents, pausing and resuming.
+    heard = lines_with(out, "strategy heard:")
+    assert [line.split(": ", 2)[1].split(" ", 2)[2] for line in heard] == [
+        "opened", "opened", "acknowledged", "annotated", "resolved", "resolved"
+    ], heard
+    assert heard[0].endswith("fx-rates stale (severity 1, score 19) -> pausing")
+    assert heard[-1].endswith("-> resuming")
+    # Recovery resolves both, with their durations.
+    for system, cause in (("fx-rates", "stale"), ("normalize", "failed")):
+        resolved = lines_with(out, f"{system} recovered: incident #")
+        assert len(resolved) == 1 and f"({cause}) resolved by auto after " in resolved[0], out
+        assert float(resolved[0].rsplit("after ", 1)[1].rstrip(" s")) >= 0
+    assert "open incidents: none" in out
+    assert lines_with(out, "risk now:")[0].count(" 0.00") == 6
 
 
 @pytest.mark.parametrize("name", ["quick_start", "barrier"])

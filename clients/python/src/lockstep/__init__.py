@@ -41,6 +41,22 @@ from .history import HistoryGap, TopicInfo
 from .tasks import Assignment, PinnedContext, TaskEvent, TaskInfo, Tasks, TaskWork
 from .streams import BufferInfo, Streams, TickerInfo
 from .intake import Intake, IntakeStatus
+from .systems import (
+    INCIDENTS_TOPIC,
+    Dependency,
+    Impact,
+    Incident,
+    IncidentChange,
+    IncidentNote,
+    Measure,
+    MeasureLike,
+    SyncEvent,
+    SystemDetail,
+    SystemInfo,
+    SystemSpec,
+    Systems,
+    SystemsAck,
+)
 from .traces import AgentTraces, Trace, TraceClaim, TraceInfo, TraceLineage, TraceStats, Traces
 from .errors import (
     AgentPaused,
@@ -157,6 +173,20 @@ __all__ = [
     "Intake",
     "IntakeStatus",
     "IntakeEnvelope",
+    "Systems",
+    "SystemsAck",
+    "SystemSpec",
+    "SystemInfo",
+    "SystemDetail",
+    "Dependency",
+    "Impact",
+    "Incident",
+    "IncidentChange",
+    "IncidentNote",
+    "Measure",
+    "MeasureLike",
+    "SyncEvent",
+    "INCIDENTS_TOPIC",
     "Traces",
     "Streams",
     "TickerInfo",

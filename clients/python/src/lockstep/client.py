@@ -46,6 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .traces import Traces
     from .streams import Streams
     from .intake import Intake
+    from .systems import Systems
     from .agent import Agent
     from .context import Context
     from .history import TopicInfo
@@ -488,6 +489,16 @@ class Client:
         from .intake import Intake
 
         return Intake(self._channel, token=token, actor=actor, timeout=self.timeout)
+
+    def systems(self, token: Optional[str] = None, *, actor: Optional[str] = None) -> "Systems":
+        """The server's sync monitor: synced systems, their dependencies, freshness, risk and
+        incidents (see :class:`lockstep.Systems`). Reading and reporting are open; registering,
+        declaring dependencies and acting on incidents are operators' actions: ``token`` is the
+        admin token they need when the server has one (default ``$LOCKSTEP_ADMIN_TOKEN``),
+        ``actor`` the caller's name in the audit log."""
+        from .systems import Systems
+
+        return Systems(self._channel, token=token, actor=actor, timeout=self.timeout)
 
     @property
     def context(self) -> "Context":
