@@ -48,5 +48,5 @@ if [ -f clients/python/scripts/test.sh ]; then
   LOCKSTEP_BIN="$PWD/target/debug/lockstep" bash clients/python/scripts/test.sh
   echo "== python client behaviour against a server that rewords every error message"
   LOCKSTEP_REWORD_ERRORS=1 LOCKSTEP_BIN="$PWD/target/debug/lockstep" bash clients/python/scripts/test.sh \
-    tests/test_lifecycle.py tests/test_control.py tests/test_sync.py tests/test_request.py tests/test_vote.py tests/test_collective.py tests/test_group.py tests/test_context.py tests/test_tasks.py tests/test_traces.py tests/test_rounds.py tests/test_streams.py tests/test_history.py tests/test_delivery_error.py tests/test_compat_syncbus.py tests/test_intake.py tests/test_auth.py
+    tests/test_lifecycle.py tests/test_control.py tests/test_sync.py tests/test_request.py tests/test_vote.py tests/test_collective.py tests/test_group.py tests/test_context.py tests/test_tasks.py tests/test_traces.py tests/test_rounds.py tests/test_streams.py tests/test_history.py tests/test_delivery_error.py tests/test_compat_syncbus.py tests/test_intake.py tests/test_systems.py tests/test_auth.py
 fi

@@ -97,6 +97,12 @@ async def test_registry_show_and_units_converted_to_canonical_ones(client: locks
     assert (event.latency_ms, event.bytes, event.records, event.drift_ms) == (1500.0, 2_097_152.0, 30.0, 250.0)
     assert detail.info.last_success == event.at and detail.info.last_status == "ok"
     assert detail.info.stale_at == event.at + HOUR + 300_000
+    # Trends: the one event in both windows, its latency within the sketch's 2 %.
+    trends = detail.trends
+    assert (trends.hour.events, trends.day.events, trends.direction) == (1, 1, "steady")
+    assert trends.hour.latency_ms.p99 is not None and abs(trends.hour.latency_ms.p99 - 1500.0) <= 30.0
+    assert trends.hour.drift_ms.p50 is not None and abs(trends.hour.drift_ms.p50 - 250.0) <= 5.0
+    assert trends.hour.attainment == 1.0 and trends.hour.window_ms == HOUR
     # Degraded (0.5) beats drift beyond the tolerance (0.3); drift alone is 0.3.
     await ops.report("orders", "degraded", reporter="ingest-1", drift=(10, "min"))
     assert (await ops.show("orders")).info.own_risk == 0.5

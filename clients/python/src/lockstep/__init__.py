@@ -56,6 +56,8 @@ from .systems import (
     SystemSpec,
     Systems,
     SystemsAck,
+    Trends,
+    TrendWindow,
 )
 from .traces import AgentTraces, Trace, TraceClaim, TraceInfo, TraceLineage, TraceStats, Traces
 from .errors import (
@@ -186,6 +188,8 @@ __all__ = [
     "Measure",
     "MeasureLike",
     "SyncEvent",
+    "Trends",
+    "TrendWindow",
     "INCIDENTS_TOPIC",
     "Traces",
     "Streams",

@@ -52,12 +52,15 @@ __all__ = [
     "INCIDENTS_TOPIC",
     "Measure",
     "MeasureLike",
+    "Quantiles",
     "SyncEvent",
     "SystemDetail",
     "SystemInfo",
     "SystemSpec",
     "Systems",
     "SystemsAck",
+    "Trends",
+    "TrendWindow",
 ]
 
 #: The topic of the default namespace on which the server publishes every incident change.
@@ -253,14 +256,64 @@ class SyncEvent:
 
 
 @dataclass(frozen=True)
+class Quantiles:
+    """p50, p95 and p99 (``None``: no data), each within 2 % of a value of the data at that rank."""
+
+    p50: Optional[float]
+    p95: Optional[float]
+    p99: Optional[float]
+
+    @classmethod
+    def from_proto(cls, q: Any) -> "Quantiles":
+        return cls(_optional(q, "p50"), _optional(q, "p95"), _optional(q, "p99"))
+
+
+@dataclass(frozen=True)
+class TrendWindow:
+    """One window of a system's trends: its events, latency and drift quantiles (ms), and the
+    share of the window the system was fresh (``attainment``; ``None`` for a window of no time)."""
+
+    window_ms: int
+    events: int
+    latency_ms: Quantiles
+    drift_ms: Quantiles
+    attainment: Optional[float]
+
+    @classmethod
+    def from_proto(cls, w: Any) -> "TrendWindow":
+        return cls(
+            window_ms=w.window_ms,
+            events=w.events,
+            latency_ms=Quantiles.from_proto(w.latency_ms),
+            drift_ms=Quantiles.from_proto(w.drift_ms),
+            attainment=_optional(w, "attainment"),
+        )
+
+
+@dataclass(frozen=True)
+class Trends:
+    """A system's trends over the last hour and the last day, and its ``direction``
+    (``improving``, ``steady`` or ``worsening``: the rule is under "Trends" in docs/PROTOCOL.md)."""
+
+    hour: TrendWindow
+    day: TrendWindow
+    direction: str
+
+    @classmethod
+    def from_proto(cls, t: Any) -> "Trends":
+        return cls(TrendWindow.from_proto(t.hour), TrendWindow.from_proto(t.day), t.direction)
+
+
+@dataclass(frozen=True)
 class SystemDetail:
-    """One system (``info``), its upstreams and downstreams with their weights, and its kept
-    events, oldest first."""
+    """One system (``info``), its upstreams and downstreams with their weights, its kept events,
+    oldest first, and its trends."""
 
     info: SystemInfo
     upstreams: Tuple[Dependency, ...]
     downstreams: Tuple[Dependency, ...]
     events: Tuple[SyncEvent, ...]
+    trends: Trends
 
     @classmethod
     def from_proto(cls, d: Any) -> "SystemDetail":
@@ -269,6 +322,7 @@ class SystemDetail:
             upstreams=tuple(Dependency.from_proto(u) for u in d.upstreams),
             downstreams=tuple(Dependency.from_proto(u) for u in d.downstreams),
             events=tuple(SyncEvent.from_proto(e) for e in d.events),
+            trends=Trends.from_proto(d.trends),
         )
 
 
