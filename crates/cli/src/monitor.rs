@@ -2,8 +2,9 @@
 //! fields, health, breaker and queue; the sync points, votes, collectives and tick rounds still
 //! waiting and who they wait for; system health, message rates and task queues; the data plane
 //! (the last round of each series and whom it missed, tick controllers and their idle sources,
-//! latency buffers and their provisional share, retained topics) — from which an operator pauses,
-//! resumes or restarts an agent.
+//! latency buffers and their provisional share, retained topics); the synced systems of the sync
+//! monitor (open incidents in priority order, stale and at-risk systems) — from which an operator
+//! pauses, resumes or restarts an agent.
 //!
 //! Three layers, so that all but the first can be tested without a server or a terminal:
 //! * [`Server::snapshot`] reads a [`Snapshot`] (the only I/O besides the operator's actions);
@@ -22,7 +23,10 @@ use anyhow::Context;
 use clap::Args;
 use crossterm::event::{Event, EventStream, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use futures::StreamExt;
-use lockstep_client::{proto as v1, AdminClient, AgentFilter, Client, Error, StreamsClient};
+use lockstep_client::systems::{Incident, Status};
+use lockstep_client::{
+    proto as v1, AdminClient, AgentFilter, Client, Error, StreamsClient, SystemStatus, SystemsClient,
+};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
@@ -86,7 +90,26 @@ pub struct Snapshot {
     pub task_queues: Vec<v1::TaskQueue>,
     /// Rounds, tick controllers, latency buffers and retained topics of the namespace.
     pub data_plane: DataPlane,
+    /// The sync monitor's systems and open incidents, or why they could not be read.
+    pub systems: Result<SyncedSystems, String>,
 }
+
+/// The sync monitor as read at one moment (it is the whole server's, not the namespace's).
+#[derive(Clone, Debug, Default)]
+pub struct SyncedSystems {
+    /// Active systems, by name.
+    pub systems: Vec<SystemStatus>,
+    /// Open incidents, most urgent first.
+    pub incidents: Vec<Incident>,
+    /// When they were read, Unix ms (the incidents' ages are counted from it).
+    pub read_at: u64,
+}
+
+/// The most lines the synced systems pane takes; what does not fit is counted in its title.
+const SYSTEMS_LINES: usize = 8;
+
+/// A system counts as at risk from this propagated risk (the server's default `at_risk_percent`).
+const AT_RISK: f64 = 0.3;
 
 /// The data plane of the monitored namespace, as read at one moment.
 #[derive(Clone, Debug, Default)]
@@ -312,6 +335,8 @@ pub struct Model {
     task_queues: Vec<v1::TaskQueue>,
     /// The data plane pane's lines, each with its colour (worst news first).
     data_plane: Vec<(String, Color)>,
+    /// The synced systems pane's lines, each with its colour (open incidents first).
+    systems: Vec<(String, Color)>,
     last_counters: Option<Counters>,
     /// The selected agent, by id so that it stays selected while rows move. An action only ever
     /// targets an agent the operator picked and can see: when it leaves or is filtered out,
@@ -339,6 +364,7 @@ impl Model {
             rates: None,
             task_queues: Vec::new(),
             data_plane: Vec::new(),
+            systems: Vec::new(),
             last_counters: None,
             selected: None,
             sort: SortColumn::Id,
@@ -351,10 +377,21 @@ impl Model {
 
     /// Replaces what is shown with a fresh snapshot of the server.
     pub fn apply(&mut self, snapshot: Snapshot) {
-        let Snapshot { agents, states, sync_points, votes, collectives, health, info, task_queues, data_plane } =
-            snapshot;
+        let Snapshot {
+            agents,
+            states,
+            sync_points,
+            votes,
+            collectives,
+            health,
+            info,
+            task_queues,
+            data_plane,
+            systems,
+        } = snapshot;
         self.task_queues = task_queues;
         self.data_plane = data_plane_lines(&data_plane, info.now_ms);
+        self.systems = systems_lines(&systems);
         let health_of: HashMap<(&str, &str), Health> = match &health {
             Ok(h) => h
                 .agents
@@ -565,11 +602,16 @@ pub fn draw(frame: &mut Frame, model: &Model) {
         0 => 0,
         n => n.min(DATA_PLANE_LINES) as u16 + 2,
     };
-    let [title, agents, bottom, data_plane, status, help] = Layout::vertical([
+    let systems_height = match model.systems.len() {
+        0 => 0,
+        n => n.min(SYSTEMS_LINES) as u16 + 2,
+    };
+    let [title, agents, bottom, data_plane, systems, status, help] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(4),
         Constraint::Length(9),
         Constraint::Length(data_plane_height),
+        Constraint::Length(systems_height),
         Constraint::Length(1),
         Constraint::Length(1),
     ])
@@ -581,7 +623,10 @@ pub fn draw(frame: &mut Frame, model: &Model) {
     draw_sync_points(frame, sync_points, model);
     draw_system(frame, system, model);
     if data_plane_height > 0 {
-        draw_data_plane(frame, data_plane, model);
+        draw_lines(frame, data_plane, " Rounds, streams and retained topics ", &model.data_plane, DATA_PLANE_LINES);
+    }
+    if systems_height > 0 {
+        draw_lines(frame, systems, " Synced systems ", &model.systems, SYSTEMS_LINES);
     }
     frame.render_widget(status_line(model), status);
     frame.render_widget(help_line(model), help);
@@ -724,15 +769,77 @@ fn draw_system(frame: &mut Frame, area: Rect, model: &Model) {
     }
 }
 
-fn draw_data_plane(frame: &mut Frame, area: Rect, model: &Model) {
-    let shown = model.data_plane.len().min(DATA_PLANE_LINES);
-    let mut title = " Rounds, streams and retained topics ".to_owned();
-    if shown < model.data_plane.len() {
-        title += &format!("({} more not shown) ", model.data_plane.len() - shown);
+/// A pane of coloured lines under `title`, at most `most` of them (the rest counted in the title).
+fn draw_lines(frame: &mut Frame, area: Rect, title: &str, lines: &[(String, Color)], most: usize) {
+    let shown = lines.len().min(most);
+    let mut title = title.to_owned();
+    if shown < lines.len() {
+        title += &format!("({} more not shown) ", lines.len() - shown);
     }
-    let lines: Vec<Line> =
-        model.data_plane[..shown].iter().map(|(text, color)| Line::from(text.as_str()).fg(*color)).collect();
+    let lines: Vec<Line> = lines[..shown].iter().map(|(text, color)| Line::from(text.as_str()).fg(*color)).collect();
     frame.render_widget(Paragraph::new(lines).block(Block::bordered().title(title)), area);
+}
+
+/// The synced systems in lines, most urgent first: each open incident in the server's priority
+/// order (red at severity 1 or 2), then the stale systems, then those at risk (highest first),
+/// then one line of counts. Nothing when the server has no systems.
+fn systems_lines(read: &Result<SyncedSystems, String>) -> Vec<(String, Color)> {
+    let s = match read {
+        Ok(s) if s.systems.is_empty() && s.incidents.is_empty() => return Vec::new(),
+        Ok(s) => s,
+        Err(why) => return vec![(format!("sync monitor not readable: {why}"), Color::Yellow)],
+    };
+    let mut lines = Vec::new();
+    for i in &s.incidents {
+        let acked = if i.acked_by.is_empty() { String::new() } else { format!(" · acked by {}", i.acked_by) };
+        let color = if i.severity <= 2 { Color::Red } else { Color::Yellow };
+        lines.push((
+            format!(
+                "incident #{} {} {}: severity {}, score {}, {} downstream at risk, open {:.0}s{acked}",
+                i.id,
+                i.system,
+                i.cause.as_str(),
+                i.severity,
+                i.score,
+                i.at_risk,
+                s.read_at.saturating_sub(i.opened_at) as f64 / 1000.0
+            ),
+            color,
+        ));
+    }
+    let names = |mut list: Vec<String>| {
+        let more = list.len().saturating_sub(6);
+        list.truncate(6);
+        let mut text = list.join(", ");
+        if more > 0 {
+            text += &format!(" (+{more})");
+        }
+        text
+    };
+    let stale: Vec<String> = s.systems.iter().filter(|x| x.stale).map(|x| x.spec.name.clone()).collect();
+    if !stale.is_empty() {
+        lines.push((format!("stale: {}", names(stale.clone())), Color::Yellow));
+    }
+    let mut at_risk: Vec<&SystemStatus> = s.systems.iter().filter(|x| x.risk >= AT_RISK).collect();
+    at_risk.sort_by(|a, b| b.risk.total_cmp(&a.risk).then_with(|| a.spec.name.cmp(&b.spec.name)));
+    if !at_risk.is_empty() {
+        let list = at_risk.iter().map(|x| format!("{} {:.0}%", x.spec.name, x.risk * 100.0)).collect();
+        lines.push((format!("at risk: {}", names(list)), Color::Yellow));
+    }
+    let failed = s.systems.iter().filter(|x| x.last_status == Some(Status::Failed)).count();
+    lines.push((
+        format!(
+            "systems: {} · {} fresh · {} stale · {} failed · {} at risk · {} open incidents",
+            s.systems.len(),
+            s.systems.len() - stale.len(),
+            stale.len(),
+            failed,
+            at_risk.len(),
+            s.incidents.len()
+        ),
+        Color::Reset,
+    ));
+    lines
 }
 
 /// The data plane in lines, worst news first: rounds that missed someone, tick controllers with
@@ -857,6 +964,7 @@ struct Server {
     client: Client,
     admin: AdminClient,
     streams: StreamsClient,
+    systems: SystemsClient,
     /// Whether any state field is shown (if not, states are not read at all).
     read_states: bool,
     /// The monitored namespace, by its full name (for the task queues, listed for all).
@@ -876,13 +984,15 @@ impl Server {
         };
         let namespace = lockstep_core::name::namespace_or_default(&args.namespace)?.to_owned();
         let streams = client.streams(None, None)?;
-        Ok(Server { client, admin, streams, read_states: args.fields.iter().any(|f| !f.is_empty()), namespace })
+        let systems = client.systems(None, None)?;
+        let read_states = args.fields.iter().any(|f| !f.is_empty());
+        Ok(Server { client, admin, streams, systems, read_states, namespace })
     }
 
     /// Reads everything shown, at once where the calls are independent.
     async fn snapshot(&self) -> Result<Snapshot, Error> {
         let tasks = self.client.tasks();
-        let (agents, sync_points, votes, collectives, info, health, task_queues, data_plane) = tokio::join!(
+        let (agents, sync_points, votes, collectives, info, health, task_queues, data_plane, systems) = tokio::join!(
             self.client.list_agents(AgentFilter::default()),
             self.client.list_sync_points(),
             self.client.list_votes(),
@@ -891,6 +1001,7 @@ impl Server {
             self.admin.health(),
             tasks.queues(),
             self.data_plane(),
+            self.synced_systems(),
         );
         let agents = agents?;
         let mut states = HashMap::new();
@@ -926,7 +1037,16 @@ impl Server {
             info: info?,
             task_queues: task_queues?.into_iter().filter(|q| q.namespace == self.namespace).collect(),
             data_plane: data_plane?,
+            systems: systems.map_err(|e| e.to_string()),
         })
+    }
+
+    /// The sync monitor's active systems and open incidents.
+    async fn synced_systems(&self) -> Result<SyncedSystems, Error> {
+        let (systems, incidents) = tokio::join!(self.systems.list(false), self.systems.incidents(false));
+        let read_at =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        Ok(SyncedSystems { systems: systems?, incidents: incidents?, read_at })
     }
 
     /// The namespace's rounds, controllers, buffers and retained topics, with the last closed
@@ -1160,6 +1280,7 @@ mod tests {
                 ..Default::default()
             }],
             data_plane: DataPlane::default(),
+            systems: Ok(SyncedSystems::default()),
         }
     }
 
@@ -1295,6 +1416,83 @@ mod tests {
         for expected in ["4 ready", "oldest 2.5s", "2 held", "1 dead"] {
             assert!(line.contains(expected), "{expected} missing from {line:?}");
         }
+    }
+
+    fn synced(name: &str, stale: bool, last: Option<Status>, risk: f64) -> SystemStatus {
+        SystemStatus {
+            spec: lockstep_client::systems::SystemSpec { name: name.into(), ..Default::default() },
+            registered_at: 0,
+            updated_at: 0,
+            retired_at: None,
+            last_success: None,
+            last_status: last,
+            last_drift_ms: None,
+            stale,
+            stale_at: None,
+            own_risk: risk,
+            risk,
+            open_incidents: Vec::new(),
+        }
+    }
+
+    fn incident(id: u64, system: &str, cause: lockstep_client::systems::Cause, severity: u8) -> Incident {
+        Incident {
+            id,
+            system: system.into(),
+            cause,
+            opened_at: 10_000,
+            count: 1,
+            last_seen: 10_000,
+            detail: String::new(),
+            acked_by: if id == 2 { "alice".into() } else { String::new() },
+            acked_at: None,
+            notes: Vec::new(),
+            resolved_at: None,
+            resolved_by: String::new(),
+            severity,
+            score: 20 + id as u32,
+            at_risk: 3,
+        }
+    }
+
+    #[test]
+    fn the_synced_systems_pane_shows_incidents_by_priority_then_stale_and_at_risk_systems() {
+        use lockstep_client::systems::Cause;
+        let mut model = model();
+        let mut with_systems = snapshot();
+        with_systems.systems = Ok(SyncedSystems {
+            systems: vec![
+                synced("feed", true, Some(Status::Ok), 0.8),
+                synced("clean", false, Some(Status::Failed), 1.0),
+                synced("report", false, None, 0.4),
+                synced("archive", false, None, 0.1),
+            ],
+            // As the server lists them: most urgent first.
+            incidents: vec![incident(2, "clean", Cause::Failed, 1), incident(1, "feed", Cause::Stale, 3)],
+            read_at: 75_000,
+        });
+        model.apply(with_systems);
+        let text = screen(&model);
+        let line_of = |what: &str| text.lines().find(|l| l.contains(what)).unwrap_or_else(|| panic!("{what}:\n{text}"));
+        let first = line_of("incident #2 clean failed");
+        for expected in ["severity 1", "score 22", "3 downstream at risk", "open 65s", "acked by alice"] {
+            assert!(first.contains(expected), "{expected} missing from {first:?}");
+        }
+        assert!(line_of("stale: feed").contains("stale: feed"));
+        assert!(line_of("at risk:").contains("at risk: clean 100%, feed 80%, report 40%"), "{text}");
+        let counts = line_of("systems: 4");
+        assert!(counts.contains("3 fresh · 1 stale · 1 failed · 3 at risk · 2 open incidents"), "{counts}");
+        let order: Vec<&str> = model.systems.iter().map(|(t, _)| t.split(':').next().unwrap()).collect();
+        assert_eq!(order, ["incident #2 clean failed", "incident #1 feed stale", "stale", "at risk", "systems"]);
+        assert_eq!((model.systems[0].1, model.systems[1].1), (Color::Red, Color::Yellow));
+
+        // A caller not allowed to read the monitor is told so; a server without systems shows none.
+        let mut refused = snapshot();
+        refused.systems = Err("permission denied".into());
+        model.apply(refused);
+        assert!(screen(&model).contains("sync monitor not readable: permission denied"));
+        model.apply(snapshot());
+        assert!(!screen(&model).contains("Synced systems"), "{}", screen(&model));
     }
 
     #[test]

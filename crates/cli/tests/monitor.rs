@@ -262,3 +262,37 @@ async fn the_monitor_shows_open_rounds_whom_a_closed_round_missed_and_tick_contr
     monitor.keys(&["q"]);
     assert!(monitor.ends().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_shows_stale_and_failed_systems_their_incidents_by_priority_and_the_risk_downstream() {
+    use lockstep_client::systems::{Criticality, Report, Status, SystemSpec};
+    let server = Server::start(&[]);
+    let client = server.client().await;
+    let ops = client.systems(None, None).unwrap();
+    let spec = |name: &str, cadence_ms, criticality| SystemSpec {
+        name: name.into(),
+        cadence_ms,
+        criticality,
+        ..Default::default()
+    };
+    // `feed` goes stale 300 ms after its registration; `orders` fails; `report` is fed by both.
+    ops.register(&spec("feed", 300, Criticality::Low)).await.unwrap();
+    ops.register(&spec("orders", 3_600_000, Criticality::Critical)).await.unwrap();
+    ops.register(&spec("report", 3_600_000, Criticality::High)).await.unwrap();
+    ops.depend("feed", "report", 0.5).await.unwrap();
+    ops.depend("orders", "report", 1.0).await.unwrap();
+    let failed =
+        Report { system: "orders".into(), reporter: "etl".into(), status: Some(Status::Failed), ..Default::default() };
+    ops.report(&failed).await.unwrap();
+
+    let monitor = Monitor::start("systems", &["--addr", &server.addr, "--interval-ms", "200"]);
+    let screen = monitor.shows(&["Synced systems", "incident #1 orders failed", "stale: feed", "at risk:"]).await;
+    let lines: Vec<&str> = screen.lines().collect();
+    let at = |what: &str| lines.iter().position(|l| l.contains(what)).unwrap_or_else(|| panic!("{what}:\n{screen}"));
+    // The critical failure comes before the low-criticality staleness.
+    assert!(at("incident #1 orders failed") < at("feed stale"), "{screen}");
+    assert!(lines[at("at risk:")].contains("orders 100%, report 100%, feed 80%"), "{screen}");
+    assert!(lines[at("systems: 3")].contains("1 stale · 1 failed"), "{screen}");
+    monitor.keys(&["q"]);
+    assert!(monitor.ends().await);
+}
