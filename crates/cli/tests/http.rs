@@ -12,25 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use lockstep_client::Participants;
-use support::{free_listen_addr, opts, serve_fails, ScratchDir, Server};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// `GET path` over a connection of its own: (status code, headers, body).
-async fn get(addr: &str, path: &str) -> (u16, String, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(20), stream.read_to_string(&mut response)).await.unwrap().unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
-    let status = head.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("a status code");
-    (status, head.to_lowercase(), body.to_owned())
-}
-
-/// The value of the sample `name` (exactly, labels included) in an OpenMetrics text.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
+use support::{free_listen_addr, http_get as get, opts, sample, serve_fails, ScratchDir, Server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_health_and_readiness_over_http() {

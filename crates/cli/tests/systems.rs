@@ -20,7 +20,7 @@ use std::time::Duration;
 use lockstep_client::systems::{Change, Criticality, Kind, Measure, Report, Status, SystemSpec};
 use lockstep_client::{Client, Reason, SystemsClient};
 use serde_json::Value;
-use support::{eventually, free_listen_addr, opts, reworded, ScratchDir, Server};
+use support::{eventually, free_listen_addr, http_get, opts, reworded, sample, ScratchDir, Server};
 
 /// The longest wait for anything, on a busy machine.
 const T: Duration = Duration::from_secs(20);
@@ -276,7 +276,7 @@ async fn bad_input_gets_its_reason_and_changes_nothing() {
     let dir = ScratchDir::new("systems-limits");
     let config = dir.join("lockstep.toml");
     std::fs::write(&config, "[systems]\nmax_events_per_reporter_per_sec = 5\n").unwrap();
-    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let server = Server::start(&["--config", config.to_str().unwrap(), "--http-listen", "127.0.0.1:0"]);
     let client = server.client().await;
     let ops = client.systems(None, None).unwrap();
     ops.register(&spec("ledger", Kind::Dataset, Criticality::Low)).await.unwrap();
@@ -318,6 +318,11 @@ async fn bad_input_gets_its_reason_and_changes_nothing() {
     assert!(limited.iter().all(|e| e.reason() == Some(Reason::EventRateLimited)), "{limited:?}");
     let other = Report { reporter: "another".into(), ..report("ledger", Status::Ok) };
     ops.report(&other).await.expect("another reporter is not limited");
+    // Counted, for operators: in the server's metrics.
+    let (status, _, metrics) = http_get(&server.http_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    let refused = sample(&metrics, "lockstep_system_events_total{outcome=\"rate_limited\"}");
+    assert_eq!(refused, Some(limited.len() as f64), "{metrics}");
 
     // Retired: events and dependencies naming it are refused; it stays listed as retired.
     ops.register(&spec("ticks", Kind::Dataset, Criticality::Low)).await.unwrap();

@@ -77,15 +77,15 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         .engine
         .query(|e, _| {
             let info = e.info();
-            Ok((info.counters, e.agent_gauges(), e.control().audit().last_seq()))
+            Ok((info.counters, e.agent_gauges(), e.control().audit().last_seq(), e.systems().gauges()))
         })
         .await;
-    let (counters, agents, audit_entries) = match read {
+    let (counters, agents, audit_entries, systems) = match read {
         Ok(read) => read,
         Err(status) => return (StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", status.message())).into_response(),
     };
     let database_bytes = state.database.as_ref().and_then(|path| std::fs::metadata(path).ok()).map(|m| m.len());
-    let scrape = Scrape { counters, agents, audit_entries, database_bytes };
+    let scrape = Scrape { counters, agents, audit_entries, database_bytes, systems };
     let text = state.engine.metrics().render(&scrape);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
 }

@@ -6,13 +6,14 @@
 //! what the engine counts, read once per scrape by a query ([`Scrape`]): agents by namespace and
 //! status, messages published, delivered and dropped, gap notices, state updates, sync points,
 //! votes, collectives and tasks by outcome, breaker transitions, outbound queues, audit log
-//! entries; plus the database file's size.
+//! entries, the sync monitor's systems, open incidents and events; plus the database file's size.
 //! Names start with `lockstep_`; the list is in docs/PROTOCOL.md ("HTTP listener").
 
 use std::time::Duration;
 
 use lockstep_core::distribution::Distribution;
 use lockstep_core::engine::{AgentGauges, Counters};
+use lockstep_core::systems::SystemsGauges;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
@@ -125,7 +126,8 @@ impl Metrics {
             counter.inc_by(value);
             registry.register(name, help, counter);
         }
-        let by_outcome: [(&str, &str, Outcomes); 4] = [
+        let s = &scrape.systems;
+        let by_outcome: [(&str, &str, Outcomes); 5] = [
             (
                 "sync_points",
                 "Sync points finished, by outcome",
@@ -150,6 +152,11 @@ impl Metrics {
                     ("dead_lettered", c.tasks_dead_lettered),
                 ],
             ),
+            (
+                "system_events",
+                "Sync events reported to the sync monitor: taken, or refused by the per-reporter rate limit",
+                &[("accepted", s.events_accepted), ("rate_limited", s.events_rate_limited)],
+            ),
         ];
         for (name, help, outcomes) in by_outcome {
             let family = Family::<Vec<(String, String)>, Counter>::default();
@@ -163,7 +170,17 @@ impl Metrics {
             ("outbound_queue_deepest", "The deepest agent outbound queue now", scrape.agents.deepest_queue),
             ("outbound_queue_high_water", "The deepest any agent outbound queue has been", scrape.agents.high_water),
         ];
-        for (name, help, value) in gauges.into_iter().chain(scrape.database_bytes.map(|bytes| {
+        let synced = Family::<Vec<(String, String)>, Gauge>::default();
+        for (state, count) in [("fresh", s.fresh), ("stale", s.stale)] {
+            synced.get_or_create(&vec![("state".to_owned(), state.to_owned())]).set(count as i64);
+        }
+        registry.register("synced_systems", "Active systems of the sync monitor, by freshness", synced);
+        let gauges = gauges.into_iter().chain([(
+            "system_incidents_open",
+            "Open incidents of the sync monitor",
+            s.open_incidents,
+        )]);
+        for (name, help, value) in gauges.chain(scrape.database_bytes.map(|bytes| {
             ("store_database_bytes", "Size of the SQLite database file (without its write-ahead log)", bytes)
         })) {
             let gauge = Gauge::<i64>::default();
@@ -249,6 +266,8 @@ pub struct Scrape {
     pub audit_entries: u64,
     /// The database file's size; `None` in memory.
     pub database_bytes: Option<u64>,
+    /// The sync monitor's counts.
+    pub systems: SystemsGauges,
 }
 
 #[cfg(test)]
@@ -284,6 +303,13 @@ mod tests {
             },
             audit_entries: 2,
             database_bytes: Some(4096),
+            systems: SystemsGauges {
+                fresh: 5,
+                stale: 2,
+                open_incidents: 3,
+                events_accepted: 40,
+                events_rate_limited: 6,
+            },
         };
         let text = metrics.render(&scrape);
         for line in [
@@ -302,6 +328,11 @@ mod tests {
             "lockstep_audit_entries_total 2",
             "lockstep_outbound_queue_high_water 9",
             "lockstep_store_database_bytes 4096",
+            "lockstep_synced_systems{state=\"fresh\"} 5",
+            "lockstep_synced_systems{state=\"stale\"} 2",
+            "lockstep_system_incidents_open 3",
+            "lockstep_system_events_total{outcome=\"accepted\"} 40",
+            "lockstep_system_events_total{outcome=\"rate_limited\"} 6",
             "lockstep_driver_input_backlog 7",
             "lockstep_driver_turn_duration_seconds_count 1",
             "lockstep_store_commit_duration_seconds_count 1",

@@ -334,3 +334,23 @@ pub fn finish_within(mut child: Child, limit: Duration, what: &str) -> std::proc
     }
     child.wait_with_output().expect("output")
 }
+
+/// `GET path` over a connection of its own: (status code, headers in lower case, body).
+#[allow(dead_code)] // not every test binary reads HTTP
+pub async fn http_get(addr: &str, path: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_string(&mut response)).await.unwrap().unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("a status code");
+    (status, head.to_lowercase(), body.to_owned())
+}
+
+/// The value of the sample `name` (exactly, labels included) in an OpenMetrics text.
+#[allow(dead_code)]
+pub fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}

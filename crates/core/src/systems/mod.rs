@@ -476,6 +476,18 @@ pub struct Impact {
     pub risk: f64,
 }
 
+/// Counts of the sync monitor for the server's metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SystemsGauges {
+    /// Active systems, fresh and stale.
+    pub fresh: u64,
+    pub stale: u64,
+    pub open_incidents: u64,
+    /// Events taken, and refused by the per-reporter rate limit, since the start.
+    pub events_accepted: u64,
+    pub events_rate_limited: u64,
+}
+
 /// What a call changed that the engine must act on.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Effects {
@@ -1076,6 +1088,26 @@ impl Systems {
     /// The own risk and propagated risk of `name`.
     pub fn risk(&self, name: &str) -> (f64, f64) {
         (self.risks.own(name), self.risks.risk(name))
+    }
+
+    /// What the server's metrics show of the sync monitor now.
+    pub fn gauges(&self) -> SystemsGauges {
+        let active = self.systems.values().filter(|s| s.retired_at.is_none());
+        let (mut fresh, mut stale) = (0, 0);
+        for s in active {
+            if s.stale {
+                stale += 1;
+            } else {
+                fresh += 1;
+            }
+        }
+        SystemsGauges {
+            fresh,
+            stale,
+            open_incidents: self.incidents.open().count() as u64,
+            events_accepted: self.events_accepted,
+            events_rate_limited: self.rate_limited,
+        }
     }
 
     /// Systems visited by risk propagation since the start.
