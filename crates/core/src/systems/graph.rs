@@ -1,8 +1,10 @@
 //! The dependency graph between synced systems: edges upstream → downstream, each with an impact
 //! weight in (0, 1]. It guarantees the graph stays acyclic (an edge closing a cycle is refused,
-//! naming the cycle), and gives the two walks the risk rules need: the downstream cone of one
-//! system in topological order (for incremental propagation and blast radius), and a system's
-//! upstreams with their weights. No walk ever covers more than the cone of the system asked about.
+//! naming the cycle), and gives what the risk rules need: a *level* per system such that every
+//! edge goes from a lower level to a higher one (so propagation can take changed systems in level
+//! order and handle each once, after all of its upstreams), the downstream cone of one system in
+//! topological order (for the blast radius and severity), and a system's upstreams with their
+//! weights. No walk ever covers more than the cone of the system asked about.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -17,6 +19,9 @@ pub struct Graph {
     /// upstream → (downstream → weight)
     down: BTreeMap<Arc<str>, BTreeMap<Arc<str>, f64>>,
     edges: usize,
+    /// Levels above 0: every edge goes from a lower level to a higher one. Levels only rise (a
+    /// removed edge leaves them as they are, which keeps the rule true).
+    levels: BTreeMap<Arc<str>, u32>,
 }
 
 /// Checks an impact weight: a finite number in (0, 1].
@@ -46,22 +51,44 @@ impl Graph {
         self.down.get(upstream).and_then(|d| d.get(downstream)).copied()
     }
 
+    /// The level of `system`: above the level of each of its upstreams.
+    pub fn level(&self, system: &str) -> u32 {
+        self.levels.get(system).copied().unwrap_or(0)
+    }
+
     /// Declares `upstream → downstream` with `weight` (a second declaration sets the weight).
     /// Refused when it would close a cycle: the error names it, `upstream` first and last.
     /// Returns whether the edge is new.
     pub fn add(&mut self, upstream: &Arc<str>, downstream: &Arc<str>, weight: f64) -> Result<bool, SystemsError> {
         check_weight(weight)?;
-        if let Some(path) = self.path(downstream, upstream) {
-            let mut cycle: Vec<String> = vec![upstream.to_string()];
-            cycle.extend(path.iter().map(|s| s.to_string()));
-            return Err(SystemsError::DependencyCycle { cycle });
+        // A path downstream → upstream would climb levels: none can exist when the downstream
+        // is already above the upstream, the usual case.
+        if self.level(downstream) <= self.level(upstream) {
+            if let Some(path) = self.path(downstream, upstream) {
+                let mut cycle: Vec<String> = vec![upstream.to_string()];
+                cycle.extend(path.iter().map(|s| s.to_string()));
+                return Err(SystemsError::DependencyCycle { cycle });
+            }
         }
         let new = self.down.entry(upstream.clone()).or_default().insert(downstream.clone(), weight).is_none();
         self.up.entry(downstream.clone()).or_default().insert(upstream.clone(), weight);
         if new {
             self.edges += 1;
         }
+        self.raise(downstream, self.level(upstream) + 1);
         Ok(new)
+    }
+
+    /// Lifts `system` to `at_least` and its downstreams above it, as far as needed.
+    fn raise(&mut self, system: &Arc<str>, at_least: u32) {
+        let mut stack = vec![(system.clone(), at_least)];
+        while let Some((s, level)) = stack.pop() {
+            if self.level(&s) >= level {
+                continue;
+            }
+            self.levels.insert(s.clone(), level);
+            stack.extend(self.downstreams(&s).map(|(d, _)| (d.clone(), level + 1)));
+        }
     }
 
     /// Removes `upstream → downstream`; `false` when it was not declared.
@@ -93,6 +120,7 @@ impl Graph {
         for u in &ups {
             self.remove(u, system);
         }
+        self.levels.remove(system);
         downs
     }
 

@@ -90,24 +90,18 @@ impl Risks {
         self.recompute(graph, system)
     }
 
-    /// Recomputes `system`'s propagated risk (its upstreams changed) and its cone's; returns what
-    /// changed.
+    /// Recomputes `system`'s propagated risk (its upstreams changed) and, where it changes, its
+    /// downstreams', transitively; returns what changed, in the order handled. Systems are taken
+    /// in the graph's level order, so each is handled once, after every upstream that changed:
+    /// the cost is the systems that change and their direct downstreams, not the whole cone.
     pub fn recompute(&mut self, graph: &Graph, system: &Arc<str>) -> Vec<(Arc<str>, f64)> {
         let mut changed = Vec::new();
-        self.visited += 1;
-        if !self.update(graph, system) {
-            return changed;
-        }
-        changed.push((system.clone(), self.risk(system)));
-        let mut dirty: BTreeSet<Arc<str>> = BTreeSet::from([system.clone()]);
-        for node in graph.cone(system).into_iter().skip(1) {
+        let mut next: BTreeSet<(u32, Arc<str>)> = BTreeSet::from([(graph.level(system), system.clone())]);
+        while let Some((_, node)) = next.pop_first() {
             self.visited += 1;
-            if !graph.upstreams(&node).any(|(u, _)| dirty.contains(u)) {
-                continue;
-            }
             if self.update(graph, &node) {
                 changed.push((node.clone(), self.risk(&node)));
-                dirty.insert(node);
+                next.extend(graph.downstreams(&node).map(|(d, _)| (graph.level(d), d.clone())));
             }
         }
         changed
@@ -201,6 +195,52 @@ mod tests {
         // The same own risk again changes nothing and visits one system.
         r.set_own(&g, &a("x0"), FAILED);
         assert_eq!(r.visited, 51);
+    }
+
+    #[test]
+    fn a_change_that_fades_out_visits_what_changed_and_its_direct_downstreams_only() {
+        // A fan: hub → m0..m99, each m → its own chain of 20. m5 is failed already, so when hub
+        // goes stale (0.8 through weight 1) every m but m5 changes, and the chains below them;
+        // then hub failing (1.0) changes m5 too.
+        let mut g = Graph::default();
+        for i in 0..100 {
+            g.add(&a("hub"), &a(&format!("m{i}")), 1.0).unwrap();
+            for j in 0..20 {
+                let (from, to) =
+                    (if j == 0 { format!("m{i}") } else { format!("c{i}.{j}") }, format!("c{i}.{}", j + 1));
+                g.add(&a(&from), &a(&to), 1.0).unwrap();
+            }
+        }
+        let mut r = Risks::default();
+        r.set_own(&g, &a("m5"), FAILED);
+        let before = r.visited;
+        // The chain below m5 is at 1.0 and stays: hub's 0.8 changes nothing there. m5 is
+        // visited (its upstream changed) but not its chain.
+        r.set_own(&g, &a("hub"), STALE);
+        assert_eq!(r.visited - before, 1 + 99 * 21 + 1, "hub, 99 changed chains, m5");
+        assert_eq!((r.risk("c7.20"), r.risk("c5.20")), (0.8, 1.0));
+        // Every edge climbs a level, so each system is handled once, after its upstreams.
+        for i in 0..100 {
+            assert!(g.level("hub") < g.level(&format!("m{i}")));
+            assert!(g.level(&format!("c{i}.19")) < g.level(&format!("c{i}.20")));
+        }
+    }
+
+    #[test]
+    fn a_late_edge_lifts_the_levels_below_it() {
+        // b → c first, then a chain x0 → … → x5 → b: b and c must end above x5.
+        let mut g = Graph::default();
+        g.add(&a("b"), &a("c"), 1.0).unwrap();
+        for i in 0..5 {
+            g.add(&a(&format!("x{i}")), &a(&format!("x{}", i + 1)), 1.0).unwrap();
+        }
+        g.add(&a("x5"), &a("b"), 0.5).unwrap();
+        assert!(g.level("x5") < g.level("b") && g.level("b") < g.level("c"));
+        let mut r = Risks::default();
+        r.set_own(&g, &a("x0"), FAILED);
+        assert_eq!((r.risk("b"), r.risk("c")), (0.5, 0.5));
+        // A cycle through the lifted levels is still refused.
+        assert!(g.add(&a("c"), &a("x2"), 1.0).is_err());
     }
 
     #[test]
