@@ -1570,17 +1570,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     // A server of its own (its memory is measured), keeping its data in SQLite.
     if wanted("systems") && args.addr.is_none() && !args.in_process {
-        let (scale, secs) = if args.quick {
-            (crate::bench_systems::Scale::QUICK, 5)
+        use crate::bench_systems::Scale;
+        let runs: &[(Scale, u64)] = if args.quick {
+            &[(Scale::QUICK, 5)]
         } else {
-            (crate::bench_systems::Scale::FULL, seconds.max(10))
+            &[(Scale::FULL, seconds.max(10)), (Scale::DENSE, seconds.max(10))]
         };
-        let (systems, v) = crate::bench_systems::measure(scale, secs).await?;
-        for row in &systems {
-            eprintln!("{row:?}");
+        let mut figures = Vec::new();
+        for &(scale, secs) in runs {
+            let (systems, v) = crate::bench_systems::measure(scale, secs).await?;
+            for row in &systems {
+                eprintln!("{row:?}");
+            }
+            rows.extend(systems);
+            figures.push(v);
         }
-        rows.extend(systems);
-        extra.insert("systems".into(), v);
+        extra.insert("systems".into(), Value::Array(figures));
     }
     if wanted("task-handoff") {
         let tasks = if args.quick { 500 } else { 10_000 };

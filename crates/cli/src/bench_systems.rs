@@ -2,9 +2,11 @@
 //! data in SQLite (the default):
 //!
 //! * **the graph**: 10,000 systems and 20,000 dependencies — 9,900 systems with a 1-hour cadence
-//!   (and a 5-minute tolerance),
-//!   each from the 100th fed by two of the 500 systems before it, and 100 *canaries* (3-second
-//!   cadence, never reported on) each feeding four of them (`--quick`: a tenth of each);
+//!   (and a 5-minute tolerance) in 100 pipelines of 99, each system fed by two of the ten before it
+//!   in its pipeline (the second by the first), and 100 *canaries* (3-second cadence, never
+//!   reported on) each feeding five of them across pipelines (`--quick`: a tenth of each). Then
+//!   again on a *dense* graph (`systems-dense-*`, not with `--quick`): each system from the 100th
+//!   fed by two of the 500 before it, so a change reaches thousands of systems;
 //! * **ingestion**: sync events at a fixed 1,000 per second (`--quick`: 200) for the run's seconds,
 //!   on random systems, with latency and drift in mixed units, 1 % of them `failed` (each moves
 //!   the system's risk and propagates it downstream); each timed from the call to its answer,
@@ -31,7 +33,7 @@ use tokio::sync::Mutex;
 
 use crate::bench::{hist, process_usage, Row, UnderTest};
 
-/// The scenario's size: the full one, or a tenth (`--quick`).
+/// The scenario's size: the full one, or a tenth (`--quick`), and the graph's shape.
 #[derive(Clone, Copy)]
 pub struct Scale {
     /// Systems reported on.
@@ -40,18 +42,35 @@ pub struct Scale {
     canaries: usize,
     /// Events per second.
     rate: u64,
+    /// One graph across every system (each fed by two of the 500 before it: a change reaches
+    /// thousands of systems) instead of pipelines of 99.
+    dense: bool,
 }
 
 impl Scale {
-    pub const FULL: Scale = Scale { regular: 9_900, canaries: 100, rate: 1_000 };
-    pub const QUICK: Scale = Scale { regular: 990, canaries: 10, rate: 200 };
+    pub const FULL: Scale = Scale { regular: 9_900, canaries: 100, rate: 1_000, dense: false };
+    pub const DENSE: Scale = Scale { dense: true, ..Scale::FULL };
+    pub const QUICK: Scale = Scale { regular: 990, canaries: 10, rate: 200, dense: false };
+
+    /// The rows' names start with this.
+    fn name(self) -> &'static str {
+        if self.dense {
+            "systems-dense"
+        } else {
+            "systems"
+        }
+    }
 }
 
-/// Upstreams of each regular system from the 100th, among the `WINDOW` systems before it.
+/// Upstreams of each regular system (but the first of a pipeline, and the second, which has one).
 const UPSTREAMS: usize = 2;
-const WINDOW: usize = 500;
+/// Systems per pipeline, and how far back in it a system's upstreams are.
+const PIPELINE: usize = 99;
+const PIPELINE_WINDOW: usize = 10;
+/// How far back a system's upstreams are in the dense graph (from its 100th system).
+const DENSE_WINDOW: usize = 500;
 /// Downstreams of each canary.
-const CANARY_FANOUT: usize = 4;
+const CANARY_FANOUT: usize = 5;
 const CANARY_CADENCE_MS: u64 = 3_000;
 /// Calls in flight while the graph is built.
 const SETUP_CONCURRENCY: usize = 32;
@@ -95,10 +114,21 @@ type Edges = Vec<(String, String)>;
 /// The graph's edges: the regular ones, then the canaries'.
 fn edges(scale: Scale, rng: &mut rand::rngs::StdRng) -> (Edges, Edges) {
     let mut regular_edges = Vec::new();
-    for j in 100..scale.regular {
+    for j in 0..scale.regular {
+        // Where j's upstreams may be: the systems before it in its pipeline (or the graph).
+        let first = if scale.dense {
+            if j < 100 {
+                continue;
+            }
+            j.saturating_sub(DENSE_WINDOW)
+        } else {
+            let start = j - j % PIPELINE;
+            start.max(j.saturating_sub(PIPELINE_WINDOW))
+        };
+        let wanted = UPSTREAMS.min(j - first);
         let mut ups: Vec<usize> = Vec::new();
-        while ups.len() < UPSTREAMS {
-            let u = rng.random_range(j.saturating_sub(WINDOW)..j);
+        while ups.len() < wanted {
+            let u = rng.random_range(first..j);
             if !ups.contains(&u) {
                 ups.push(u);
             }
@@ -211,7 +241,7 @@ async fn run(scale: Scale, server: &UnderTest, addr: &str, seconds: u64) -> anyh
     let sent = ingest.len() + lost;
     let rows = vec![
         Row {
-            scenario: "systems-ingest".into(),
+            scenario: format!("{}-ingest", scale.name()),
             n: scale.regular + scale.canaries,
             rate: ingest.len() as f64 / elapsed.as_secs_f64(),
             offered_rate: Some(scale.rate as f64),
@@ -228,7 +258,7 @@ async fn run(scale: Scale, server: &UnderTest, addr: &str, seconds: u64) -> anyh
             ),
         },
         Row {
-            scenario: "systems-freshness".into(),
+            scenario: format!("{}-freshness", scale.name()),
             n: scale.canaries,
             rate: seen.len() as f64,
             offered_rate: None,
@@ -246,6 +276,7 @@ async fn run(scale: Scale, server: &UnderTest, addr: &str, seconds: u64) -> anyh
         },
     ];
     let v = json!({
+        "graph": if scale.dense { "dense" } else { "pipelines" },
         "systems": scale.regular + scale.canaries,
         "dependencies": deps,
         "build_seconds": build_time.as_secs_f64(),

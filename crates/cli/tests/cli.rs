@@ -160,9 +160,10 @@ fn the_sync_monitor_benchmark_ingests_every_event_and_sees_every_canary_go_stale
     // --quick: 1,000 systems, 200 events/s for 5 s, 10 canaries nobody reports on.
     assert_eq!((rows[0]["count"].as_u64(), rows[0]["lost"].as_u64()), (Some(1_000), Some(0)), "{rows:?}");
     assert_eq!((rows[1]["count"].as_u64(), rows[1]["lost"].as_u64()), (Some(10), Some(0)), "{rows:?}");
-    let figures = &doc["extra"]["systems"];
-    assert_eq!(figures["systems"], 1_000);
-    // Two upstreams for each system from the 100th, four downstreams per canary.
-    assert_eq!(figures["dependencies"], 890 * 2 + 10 * 4, "{figures}");
+    let figures = &doc["extra"]["systems"][0];
+    assert_eq!((figures["systems"].as_u64(), figures["graph"].as_str()), (Some(1_000), Some("pipelines")));
+    // 10 pipelines of 99: one upstream for the second system of each, two for the 97 after it;
+    // five downstreams per canary.
+    assert_eq!(figures["dependencies"], 10 * (1 + 97 * 2) + 10 * 5, "{figures}");
     std::fs::remove_file(&file).unwrap();
 }
