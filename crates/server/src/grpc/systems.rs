@@ -32,12 +32,11 @@ fn state<'a>(t: &'a Table, name: &str) -> Option<SystemState<'a>> {
 
 impl Service {
     /// Carries out `call` as `actor` on the engine's turn; its outcome once committed.
-    async fn systems_call(&self, actor: String, call: SystemsCall) -> Result<(SystemsDone, Time), Status> {
+    async fn systems_call(&self, actor: String, call: SystemsCall) -> Result<SystemsDone, Status> {
         let (done, answer) = oneshot::channel();
         self.engine.send(Command::Systems { actor, call, done }).await?;
         let done = answer.await.map_err(|_| shutting_down())?.map_err(|e| convert::status(&e))?;
-        let at = done.at;
-        Ok((done, at))
+        Ok(done)
     }
 
     /// An operator's change to the registry or the dependencies.
@@ -50,8 +49,11 @@ impl Service {
         self.gate.admin(&request, rpc, None)?;
         let actor = actor(&request);
         let call = call(request.into_inner()).map_err(|e| convert::status(&e))?;
-        let (done, now) = self.systems_call(actor, call).await?;
-        Ok(Response::new(v1::SystemsAck { detail: done.detail, changes: wire::changes_to_wire(&done.changes, now) }))
+        let done = self.systems_call(actor, call).await?;
+        Ok(Response::new(v1::SystemsAck {
+            changes: wire::changes_to_wire(&done.changes, done.at),
+            detail: done.detail,
+        }))
     }
 
     /// An operator's action on an incident; the incident as it is after.
@@ -63,9 +65,9 @@ impl Service {
     ) -> Result<Response<v1::IncidentInfo>, Status> {
         self.gate.admin(&request, rpc, None)?;
         let actor = actor(&request);
-        let (done, now) = self.systems_call(actor, call(request.into_inner())).await?;
+        let done = self.systems_call(actor, call(request.into_inner())).await?;
         let incident = done.incident.ok_or_else(|| Status::internal("the engine acted on no incident"))?;
-        Ok(Response::new(wire::incident_to_wire(&incident, now)))
+        Ok(Response::new(wire::incident_to_wire(&incident, done.at)))
     }
 
     /// One page of a listing in an order of the monitor's own (priority, topological): `items`
@@ -127,8 +129,11 @@ impl Systems for Service {
         self.gate.every_namespace(&request)?;
         let actor = actor(&request);
         let report = wire::report(request.into_inner()).map_err(|e| convert::status(&e))?;
-        let (done, now) = self.systems_call(actor, SystemsCall::Report(report)).await?;
-        Ok(Response::new(v1::SystemsAck { detail: done.detail, changes: wire::changes_to_wire(&done.changes, now) }))
+        let done = self.systems_call(actor, SystemsCall::Report(report)).await?;
+        Ok(Response::new(v1::SystemsAck {
+            changes: wire::changes_to_wire(&done.changes, done.at),
+            detail: done.detail,
+        }))
     }
 
     async fn list(&self, request: Request<v1::SystemListRequest>) -> Result<Response<v1::SystemListResponse>, Status> {
