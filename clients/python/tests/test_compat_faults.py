@@ -100,6 +100,17 @@ async def test_registry_agents_live_by_their_heartbeats(server_factory: Any, mon
 
         await eventually(gone, timeout=10 * lease, what="an agent nobody heartbeats is lost")
         assert (await registry.get_agent("busy_neighbour"))["status"] == "active"
+        # It stays lost: its session is not resumed behind the registry's back...
+        await asyncio.sleep(lease / 2)
+        assert await gone(), await registry.get_agent("worker_1")
+        assert await registry.update_agent_status("worker_1", "syncing") is False
+    # ...until a heartbeat revives it, with the role and capabilities it had.
+    assert await registry.heartbeat("worker_1")
+    revived = await registry.get_agent("worker_1")
+    assert revived is not None and revived["status"] == "active" and revived["role"] == "data_processor", revived
+    assert revived["sync_capabilities"] == ["data_sync"], revived
+    assert await registry.unregister_agent("worker_1")
+    assert await registry.heartbeat("worker_1") is False
     assert await registry.heartbeat("nobody") is False
     assert await registry.update_agent_status("nobody", "syncing") is False
     with pytest.raises(ValueError):

@@ -268,7 +268,10 @@ class Agent:
                 lost = ConnectionLost(
                     f"the session of agent '{self.agent_id}' broke: {error or 'the server ended it'}"
                 )
-                resuming = bool(self._reconnect and resumable)
+                # An agent that renews its lease only when asked (heartbeats off) and lost it was
+                # silent as its owner let it be: resuming would undo the loss its silence meant.
+                silenced = self._heartbeats_suspended and error is not None and error.reason is Reason.LEASE_EXPIRED
+                resuming = bool(self._reconnect and resumable and not silenced)
                 self._fail_pending(lost, keep=self._resend if resuming else ())
                 if error is None:
                     error = LockstepError(f"the server ended the session of agent '{self.agent_id}'")

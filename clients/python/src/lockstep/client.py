@@ -346,7 +346,8 @@ class Client:
                 (``publish`` without ``confirm``). Default: logged as warnings.
             heartbeats: renew the lease by itself every heartbeat interval (default). With
                 ``False`` the agent lives as long as something renews it within each lease:
-                :meth:`Agent.heartbeat`, or any other message of the agent.
+                :meth:`Agent.heartbeat`, or any other message of the agent. A lease lost that way
+                ends the session for good (``close_reason`` says so): it is not resumed.
 
         Raises:
             AlreadyRegistered: another live session holds ``agent_id``.

@@ -6,17 +6,18 @@ connection and then acts on its behalf — status, heartbeats — as the seed's 
 agent's lease is renewed by :meth:`SynchronizedAgentRegistry.heartbeat` (and by anything else the
 registry sends on the same connection), not by itself: an agent nobody heartbeats within the
 server's lease (``heartbeat_interval_ms × lease_intervals``, 3 s by default) is declared lost,
-as the seed's registry marks silent agents. ``auto_heartbeat=True`` keeps them alive instead.
+as the seed's registry marks silent agents, and stays lost until :meth:`heartbeat` is called for
+it again, which registers it anew. ``auto_heartbeat=True`` keeps them alive instead.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from ..agent import Agent
 from ..client import Client
-from ..errors import AlreadyRegistered, LockstepError, SessionClosed
+from ..errors import AlreadyRegistered, LockstepError, Reason, SessionClosed
 from ..models import AgentInfo, AgentStatus
 from ._connection import Connection
 
@@ -59,16 +60,15 @@ class SynchronizedAgentRegistry:
         self.auto_heartbeat = auto_heartbeat
         self.connection = Connection(address, options=OWN_CONNECTION)
         self._agents: Dict[str, Agent] = {}
+        # What each agent was registered with, to register it again after a lost lease.
+        self._profiles: Dict[str, Tuple[str, List[str]]] = {}
 
     async def _client(self) -> Client:
         return await self.connection.client()
 
     def _live(self, agent_id: str) -> Optional[Agent]:
         agent = self._agents.get(agent_id)
-        if agent is None or agent.closed:
-            self._agents.pop(agent_id, None)
-            return None
-        return agent
+        return None if agent is None or agent.closed else agent
 
     async def register_agent(self, agent_id: str, role: str, sync_capabilities: Iterable[str] = ()) -> bool:
         """Register ``agent_id`` with its ``role`` and ``sync_capabilities``; ``True`` once it is.
@@ -84,20 +84,21 @@ class SynchronizedAgentRegistry:
             raise TypeError("sync_capabilities must be a list of capability names, not one string")
         if self._live(agent_id) is not None:
             return True
+        capabilities = list(sync_capabilities)
         client = await self._client()
         try:
-            agent = await client.register(
-                agent_id, role=role, capabilities=list(sync_capabilities), heartbeats=self.auto_heartbeat
-            )
+            agent = await client.register(agent_id, role=role, capabilities=capabilities, heartbeats=self.auto_heartbeat)
         except AlreadyRegistered as exc:
             log.warning("lockstep.compat: cannot register '%s': %s", agent_id, exc)
             return False
         self._agents[agent_id] = agent
+        self._profiles[agent_id] = (role, capabilities)
         return True
 
     async def unregister_agent(self, agent_id: str) -> bool:
         """Deregister an agent this registry registered; ``False`` if it holds none of that id."""
         agent = self._agents.pop(agent_id, None)
+        self._profiles.pop(agent_id, None)
         if agent is None:
             return False
         await agent.close()
@@ -121,7 +122,16 @@ class SynchronizedAgentRegistry:
         return True
 
     async def heartbeat(self, agent_id: str) -> bool:
-        """Renew the agent's lease now; ``False`` when this registry holds no live agent of that id."""
+        """Renew the agent's lease now; ``False`` when this registry holds no agent of that id.
+
+        An agent the server declared lost (nobody heartbeat it within a lease) is registered again,
+        with the role and capabilities it had, as the seed's heartbeat revives a silent agent.
+        """
+        ended = self._agents.get(agent_id)
+        if ended is not None and ended.closed and ended.close_reason is not None:
+            if ended.close_reason.reason is Reason.LEASE_EXPIRED:
+                role, capabilities = self._profiles[agent_id]
+                return await self.register_agent(agent_id, role, capabilities)
         agent = self._live(agent_id)
         if agent is None:
             return False
@@ -155,4 +165,5 @@ class SynchronizedAgentRegistry:
     async def close(self) -> None:
         """Deregister this registry's agents and close its connection (lockstep's addition)."""
         self._agents.clear()
+        self._profiles.clear()
         await self.connection.close()
