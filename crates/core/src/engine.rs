@@ -113,6 +113,10 @@ fn add_bounded<T: PartialEq + Clone>(
 /// Route cache entries per namespace before the cache is cleared (it refills on demand).
 const ROUTE_CACHE_MAX: usize = 4096;
 
+/// The work, in systems visited, after which [`Engine::handle_timeout`] leaves the rest of the
+/// timers due for the next turn (see there).
+pub const FRESHNESS_WORK_PER_TURN: u64 = 500;
+
 /// Server-wide counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -714,11 +718,21 @@ impl Engine {
         since.max(self.now)
     }
 
-    /// Fires every timer due at `now`: lost leases, barrier deadlines, retention ends, delivery
-    /// acknowledgement deadlines, breaker probes, command timeouts, health samples.
+    /// Fires the timers due at `now`, in time order: lost leases, barrier deadlines, retention
+    /// ends, delivery acknowledgement deadlines, breaker probes, command timeouts, health samples,
+    /// synced systems' freshness.
+    ///
+    /// Freshness checks stop for the call once they have done [`FRESHNESS_WORK_PER_TURN`] work
+    /// (systems visited by risk propagation and incident assessment, a measure that does not
+    /// depend on the machine): each check may open an incident and propagate risk through a large
+    /// part of the dependency graph, and a burst of systems falling due together must not hold up
+    /// everything else for its whole length. What is left stays due ([`Engine::next_deadline`] is
+    /// in the past), so the shell calls again on its next turn, after the inputs that were waiting.
     pub fn handle_timeout(&mut self, now: Time) {
         self.now = self.now.max(now);
-        while let Some(timer) = self.timers.pop_due(now) {
+        let start = self.systems.work();
+        while self.systems.work() - start < FRESHNESS_WORK_PER_TURN {
+            let Some(timer) = self.timers.pop_due(now) else { break };
             self.fire(now, timer);
         }
     }

@@ -112,7 +112,7 @@ pub use config::{Config, Limits, OverflowPolicy};
 pub use context::{
     ContextBatch, ContextChange, ContextSettings, Expect, Lifetime, Op as ContextOp, Selector, Write as ContextWrite,
 };
-pub use engine::{Counters, Engine, EngineInfo, HealthOverview};
+pub use engine::{Counters, Engine, EngineInfo, HealthOverview, FRESHNESS_WORK_PER_TURN};
 pub use error::{CoreError, ErrorCode, Reason, SessionEnd};
 pub use health::{AgentHealth, HealthHistory, HealthIssue, HealthReport, HealthSettings, HealthStatus};
 pub use io::{

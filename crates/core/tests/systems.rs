@@ -334,3 +334,37 @@ fn an_agent_tied_to_a_system_losing_its_lease_is_a_failure_of_the_system() {
     assert_eq!((open[0].system.as_str(), open[0].cause), ("warehouse", Cause::Failed));
     assert!(open[0].detail.contains("lease:default/loader"), "{}", open[0].detail);
 }
+
+#[test]
+fn a_burst_of_systems_falling_due_is_checked_over_several_turns_and_none_is_missed() {
+    // A system with no dependencies costs two systems visited when it goes stale: its own risk
+    // propagated, its incident assessed.
+    let budget = lockstep_core::FRESHNESS_WORK_PER_TURN as usize;
+    let per_turn = budget / 2;
+    let mut h = Harness::new(Config::default());
+    let n = 2 * per_turn + 2;
+    let name = |i: usize| format!("feed-{i:04}");
+    for i in 0..n {
+        register(&mut h, spec(&name(i), 1_000, 0, Criticality::Medium));
+    }
+    let stale = |h: &Harness| (0..n).filter(|i| h.engine.systems().get(&name(*i)).unwrap().stale).count();
+    // One call does one turn's worth of work; what is left stays due for the next turn...
+    h.now = 1_000;
+    let work = h.engine.systems().work();
+    h.engine.handle_timeout(h.now);
+    assert_eq!(stale(&h), per_turn);
+    assert_eq!(h.engine.systems().work() - work, budget as u64);
+    assert!(h.engine.next_deadline().is_some_and(|d| d <= h.now), "the rest is still due");
+    // ...and an input between turns is taken at once: here, a success of one not checked yet.
+    report(&mut h, event(&name(n - 1), Status::Ok));
+    let mut turns = 1;
+    while h.engine.next_deadline().is_some_and(|d| d <= h.now) {
+        h.engine.handle_timeout(h.now);
+        turns += 1;
+    }
+    assert_eq!(turns, 3);
+    assert_eq!(stale(&h), n - 1, "every system due went stale but the one that reported");
+    let open = h.engine.systems().incidents_by_priority(&Config::default().systems);
+    assert_eq!(open.len(), n - 1);
+    assert!(open.iter().all(|i| i.opened_at == 1_000), "each is dated when it was checked, at its due time");
+}

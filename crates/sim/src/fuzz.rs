@@ -67,7 +67,7 @@ pub fn session_frame(data: &[u8]) {
     // Whatever it started (a sync point, a request, a lease), time running out ends cleanly. (In
     // a few jumps: the health sample's timer comes back forever.)
     for now in [1_000, 60_000, 3_600_000, 2 * 24 * 3_600_000] {
-        if engine.next_deadline().is_some_and(|d| d <= now) {
+        while engine.next_deadline().is_some_and(|d| d <= now) {
             engine.handle_timeout(now);
             drain(&mut engine);
         }

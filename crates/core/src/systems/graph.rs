@@ -6,22 +6,26 @@
 //! topological order (for the blast radius and severity), and a system's upstreams with their
 //! weights. No walk ever covers more than the cone of the system asked about.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use fnv::{FnvHashMap, FnvHashSet};
 
 use super::SystemsError;
 
-/// Upstream → downstream edges with their impact weights, kept both ways.
+/// Upstream → downstream edges with their impact weights, kept both ways. Systems are found by
+/// hash (every step of a walk is a lookup); each one's edges are kept in name order, which makes
+/// every walk's order deterministic.
 #[derive(Clone, Debug, Default)]
 pub struct Graph {
     /// downstream → (upstream → weight)
-    up: BTreeMap<Arc<str>, BTreeMap<Arc<str>, f64>>,
+    up: FnvHashMap<Arc<str>, BTreeMap<Arc<str>, f64>>,
     /// upstream → (downstream → weight)
-    down: BTreeMap<Arc<str>, BTreeMap<Arc<str>, f64>>,
+    down: FnvHashMap<Arc<str>, BTreeMap<Arc<str>, f64>>,
     edges: usize,
     /// Levels above 0: every edge goes from a lower level to a higher one. Levels only rise (a
     /// removed edge leaves them as they are, which keeps the rule true).
-    levels: BTreeMap<Arc<str>, u32>,
+    levels: FnvHashMap<Arc<str>, u32>,
 }
 
 /// Checks an impact weight: a finite number in (0, 1].
@@ -140,8 +144,8 @@ impl Graph {
             return Some(vec![from.clone()]);
         }
         // Iterative depth-first search: a long chain must not overflow the stack.
-        let mut parent: BTreeMap<Arc<str>, Arc<str>> = BTreeMap::new();
-        let mut seen: BTreeSet<Arc<str>> = BTreeSet::from([from.clone()]);
+        let mut parent: FnvHashMap<Arc<str>, Arc<str>> = FnvHashMap::default();
+        let mut seen: FnvHashSet<Arc<str>> = FnvHashSet::from_iter([from.clone()]);
         let mut stack = vec![from.clone()];
         while let Some(node) = stack.pop() {
             for (next, _) in self.downstreams(&node) {
@@ -170,7 +174,7 @@ impl Graph {
     /// and edges, nothing outside it.
     pub fn cone(&self, system: &Arc<str>) -> Vec<Arc<str>> {
         // Reverse post-order of a depth-first search is a topological order of what it reached.
-        let mut seen: BTreeSet<Arc<str>> = BTreeSet::from([system.clone()]);
+        let mut seen: FnvHashSet<Arc<str>> = FnvHashSet::from_iter([system.clone()]);
         let mut post = Vec::new();
         let mut stack: Vec<(Arc<str>, Vec<Arc<str>>)> = vec![(system.clone(), self.children(system))];
         while let Some((_, children)) = stack.last_mut() {

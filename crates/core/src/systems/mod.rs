@@ -537,6 +537,8 @@ pub struct Systems {
     pub rate_limited: u64,
     /// Events accepted since the start.
     pub events_accepted: u64,
+    /// Systems visited to assess incidents since the start (see [`Systems::work`]).
+    assessed: u64,
 }
 
 impl Systems {
@@ -878,13 +880,19 @@ impl Systems {
     /// * score: 10 × the system's criticality + the sum of the criticalities at risk (1 low ..
     ///   4 critical).
     pub fn assess(&self, system: &str, settings: &SystemsSettings) -> (u8, u32, u32) {
-        let Some((key, s)) = self.systems.get_key_value(system) else { return (4, 0, 0) };
+        self.assess_walking(system, settings).0
+    }
+
+    /// [`Systems::assess`], and how many systems it visited.
+    fn assess_walking(&self, system: &str, settings: &SystemsSettings) -> ((u8, u32, u32), u64) {
+        let Some((key, s)) = self.systems.get_key_value(system) else { return ((4, 0, 0), 0) };
         let threshold = f64::from(settings.at_risk_percent) / 100.0;
         let own = s.spec.criticality.rank();
         let (mut impact, mut score, mut at_risk) = (own, 10 * own, 0u32);
-        for d in self.graph.cone(key).into_iter().skip(1) {
-            if self.risks.risk(&d) >= threshold {
-                let c = self.systems[&d].spec.criticality.rank();
+        let cone = self.graph.cone(key);
+        for d in cone.iter().skip(1) {
+            if self.risks.risk(d) >= threshold {
+                let c = self.systems[d].spec.criticality.rank();
                 impact = impact.max(c);
                 score += c;
                 at_risk += 1;
@@ -894,7 +902,14 @@ impl Systems {
         if at_risk >= settings.widespread && severity > 1 {
             severity -= 1;
         }
-        (severity, score, at_risk)
+        ((severity, score, at_risk), cone.len() as u64)
+    }
+
+    /// The work done since the start, in systems visited: by risk propagation and by incident
+    /// assessments. It is a measure of cost that does not depend on the machine, so that the
+    /// engine can bound a turn's work and stay deterministic.
+    pub fn work(&self) -> u64 {
+        self.risks.visited + self.assessed
     }
 
     /// Assesses the incidents just opened (repeats keep their assessment: cheap under floods).
@@ -903,7 +918,8 @@ impl Systems {
             if *change != Change::Opened || i.resolved_at.is_some() {
                 continue;
             }
-            let (severity, score, at_risk) = self.assess(&i.system, settings);
+            let ((severity, score, at_risk), visited) = self.assess_walking(&i.system, settings);
+            self.assessed += visited;
             (i.severity, i.score, i.at_risk) = (severity, score, at_risk);
             if let Some(open) = self.incidents.get_open_mut(i.id) {
                 (open.severity, open.score, open.at_risk) = (severity, score, at_risk);

@@ -19,8 +19,10 @@
 //! is bounded by the size (systems + edges) of the changed system's downstream cone, never the
 //! whole graph.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
+
+use fnv::FnvHashMap;
 
 use super::graph::Graph;
 
@@ -58,8 +60,8 @@ pub fn own(state: OwnState) -> f64 {
 /// Own and propagated risk of every system, kept current one change at a time.
 #[derive(Clone, Debug, Default)]
 pub struct Risks {
-    own: BTreeMap<Arc<str>, f64>,
-    risk: BTreeMap<Arc<str>, f64>,
+    own: FnvHashMap<Arc<str>, f64>,
+    risk: FnvHashMap<Arc<str>, f64>,
     /// Systems visited by propagation since the start (for tests and the benchmark: the bound).
     pub visited: u64,
 }
@@ -127,7 +129,7 @@ impl Risks {
     /// the largest product of weights along a path, times `at`; in topological order, without
     /// `system` itself.
     pub fn inherited(graph: &Graph, system: &Arc<str>, at: f64) -> Vec<(Arc<str>, f64)> {
-        let mut value: BTreeMap<Arc<str>, f64> = BTreeMap::from([(system.clone(), at)]);
+        let mut value: FnvHashMap<Arc<str>, f64> = FnvHashMap::from_iter([(system.clone(), at)]);
         let mut out = Vec::new();
         for node in graph.cone(system).into_iter().skip(1) {
             let v = graph.upstreams(&node).filter_map(|(u, w)| value.get(u).map(|r| w * r)).fold(0.0, f64::max);
@@ -141,6 +143,7 @@ impl Risks {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn a(s: &str) -> Arc<str> {
         Arc::from(s)
