@@ -156,6 +156,10 @@ struct ServeArgs {
     /// replayed into a fresh engine (debugging; needs --in-memory).
     #[arg(long, value_name = "FILE")]
     record_inputs: Option<PathBuf>,
+    /// Stop (as on SIGTERM) when standard input is closed: a program that starts a private server
+    /// with a pipe on its input gets it stopped when that program ends, even when it is killed.
+    #[arg(long)]
+    stop_with_stdin: bool,
 }
 
 /// Logs to stderr at `LOCKSTEP_LOG`'s level (by default `default_level`), in `format`.
@@ -230,6 +234,7 @@ impl ServeArgs {
 
 async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     let record_inputs = args.record_inputs.take();
+    let stop_with_stdin = args.stop_with_stdin;
     let settings = args.settings()?;
     let storage = settings.storage();
     if let lockstep_server::Storage::DataDir { dir, durability } = &storage {
@@ -268,6 +273,7 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(addr = %server.local_addr(), "serving");
     tokio::select! {
         signal = shutdown_signal() => signal?,
+        () = stdin_closed(), if stop_with_stdin => tracing::info!("standard input closed"),
         failure = server.failure() => {
             return Err(anyhow::Error::new(failure).context("the server stopped: it could not store a change"));
         }
@@ -275,6 +281,27 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     server.shutdown().await.context("server stopped with an error")?;
     Ok(())
+}
+
+/// Resolves once standard input reaches its end (or cannot be read): what is written to it is
+/// ignored.
+async fn stdin_closed() {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // A thread of its own: reading a pipe blocks, and nothing else waits on it.
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 512];
+        let mut input = std::io::stdin().lock();
+        loop {
+            match input.read(&mut buf) {
+                Ok(0) => break,
+                Err(e) if e.kind() != std::io::ErrorKind::Interrupted => break,
+                _ => {}
+            }
+        }
+        let _ = tx.send(());
+    });
+    let _ = rx.await;
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

@@ -167,3 +167,39 @@ fn the_sync_monitor_benchmark_ingests_every_event_and_sees_every_canary_go_stale
     assert_eq!(figures["dependencies"], 10 * (1 + 97 * 2) + 10 * 5, "{figures}");
     std::fs::remove_file(&file).unwrap();
 }
+
+#[test]
+fn a_server_told_to_stop_with_its_input_stops_when_the_input_closes() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args(["serve", "--in-memory", "--listen", "127.0.0.1:0", "--stop-with-stdin"])
+        .env("LOCKSTEP_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line).expect("reads");
+    let addr = line.trim().strip_prefix("lockstep listening on ").expect("the listening line").to_owned();
+    // What is written to its input is ignored: it goes on serving.
+    let mut input = child.stdin.take().expect("piped");
+    input.write_all(b"anything\n").expect("writes");
+    input.flush().expect("flushes");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(child.try_wait().expect("waits").is_none(), "still serving");
+    assert!(std::net::TcpStream::connect(&addr).is_ok(), "still accepting on {addr}");
+    // Its input closed (as when the program holding the pipe ends): it stops, cleanly.
+    drop(input);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waits") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the server did not stop after its input closed");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+}

@@ -12,9 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import List, Mapping, Optional
@@ -60,21 +58,6 @@ def find_server_binary() -> Path:
     )
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """On Linux, the server gets SIGTERM when the thread that started it ends, as when its process
-    dies (even by SIGKILL): a killed script leaves no server behind."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
-def _linux_main_thread() -> bool:
-    return sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread()
-
-
 class EmbeddedServer:
     """One running ``lockstep serve --in-memory --listen 127.0.0.1:0``; :meth:`stop` ends it.
 
@@ -85,22 +68,24 @@ class EmbeddedServer:
 
     def __init__(self, *, env: Optional[Mapping[str, str]] = None, args: Optional[List[str]] = None) -> None:
         binary = find_server_binary()
-        cmd = [str(binary), "serve", "--in-memory", "--listen", "127.0.0.1:0", *(args or [])]
+        # The server stops when its input closes, i.e. when this process ends, even by SIGKILL.
+        cmd = [str(binary), "serve", "--in-memory", "--listen", "127.0.0.1:0", "--stop-with-stdin", *(args or [])]
         full_env = dict(os.environ)
         full_env.update(env or {})
         # The private server is ours alone: it listens on loopback, so no admin token is needed.
         for name in ("LOCKSTEP_ADMIN_TOKEN", "LOCKSTEP_ADMIN_LISTEN", "LOCKSTEP_LISTEN", "LOCKSTEP_DATA_DIR", "LOCKSTEP_CONFIG"):
             if name not in (env or {}):
                 full_env.pop(name, None)
+        # No code runs in the child before exec (preexec_fn is not safe in a process with threads,
+        # and a gRPC client always has some): the pipe on its input, held only here, ties the
+        # server's life to this process instead.
         self.proc = subprocess.Popen(
             cmd,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             text=True,
             env=full_env,
-            # Only from the main thread: the signal follows the thread that started the server.
-            preexec_fn=_die_with_parent if _linux_main_thread() else None,
         )
         self.address = self._read_address()
         """The ``host:port`` the server listens on."""
@@ -135,8 +120,9 @@ class EmbeddedServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc.stdout is not None and not self.proc.stdout.closed:
-            self.proc.stdout.close()
+        for pipe in (self.proc.stdout, self.proc.stdin):
+            if pipe is not None and not pipe.closed:
+                pipe.close()
 
     def __repr__(self) -> str:
         return f"<lockstep.EmbeddedServer {self.address} running={self.running}>"
