@@ -559,6 +559,11 @@ class Agent:
         return self._register_msg.role
 
     @property
+    def capabilities(self) -> List[str]:
+        """The capabilities this agent registered with."""
+        return list(self._register_msg.capabilities)
+
+    @property
     def context(self) -> "AgentContext":
         """Shared context of this agent's namespace, written as this agent on its session; writes
         may be bound to its lease (see :class:`lockstep.AgentContext`)."""

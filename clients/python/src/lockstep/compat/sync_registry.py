@@ -13,7 +13,7 @@ it again, which registers it anew. ``auto_heartbeat=True`` keeps them alive inst
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 from ..agent import Agent
 from ..client import Client
@@ -60,8 +60,6 @@ class SynchronizedAgentRegistry:
         self.auto_heartbeat = auto_heartbeat
         self.connection = Connection(address, options=OWN_CONNECTION)
         self._agents: Dict[str, Agent] = {}
-        # What each agent was registered with, to register it again after a lost lease.
-        self._profiles: Dict[str, Tuple[str, List[str]]] = {}
 
     async def _client(self) -> Client:
         return await self.connection.client()
@@ -84,21 +82,20 @@ class SynchronizedAgentRegistry:
             raise TypeError("sync_capabilities must be a list of capability names, not one string")
         if self._live(agent_id) is not None:
             return True
-        capabilities = list(sync_capabilities)
         client = await self._client()
         try:
-            agent = await client.register(agent_id, role=role, capabilities=capabilities, heartbeats=self.auto_heartbeat)
+            agent = await client.register(
+                agent_id, role=role, capabilities=list(sync_capabilities), heartbeats=self.auto_heartbeat
+            )
         except AlreadyRegistered as exc:
             log.warning("lockstep.compat: cannot register '%s': %s", agent_id, exc)
             return False
         self._agents[agent_id] = agent
-        self._profiles[agent_id] = (role, capabilities)
         return True
 
     async def unregister_agent(self, agent_id: str) -> bool:
         """Deregister an agent this registry registered; ``False`` if it holds none of that id."""
         agent = self._agents.pop(agent_id, None)
-        self._profiles.pop(agent_id, None)
         if agent is None:
             return False
         await agent.close()
@@ -128,10 +125,9 @@ class SynchronizedAgentRegistry:
         with the role and capabilities it had, as the seed's heartbeat revives a silent agent.
         """
         ended = self._agents.get(agent_id)
-        if ended is not None and ended.closed and ended.close_reason is not None:
-            if ended.close_reason.reason is Reason.LEASE_EXPIRED:
-                role, capabilities = self._profiles[agent_id]
-                return await self.register_agent(agent_id, role, capabilities)
+        reason = ended.close_reason.reason if ended is not None and ended.close_reason is not None else None
+        if ended is not None and ended.closed and reason is Reason.LEASE_EXPIRED:
+            return await self.register_agent(agent_id, ended.role, ended.capabilities)
         agent = self._live(agent_id)
         if agent is None:
             return False
@@ -165,5 +161,4 @@ class SynchronizedAgentRegistry:
     async def close(self) -> None:
         """Deregister this registry's agents and close its connection (lockstep's addition)."""
         self._agents.clear()
-        self._profiles.clear()
         await self.connection.close()
