@@ -28,7 +28,7 @@ use lockstep_client::{
 };
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::table;
 
@@ -279,8 +279,15 @@ async fn recorder(client: Client, failing_rounds: u64, mut done: watch::Receiver
     Ok(())
 }
 
-/// Narrates every circuit breaker transition, until `done`.
-async fn watch_breakers(client: Client, say: Say, mut done: watch::Receiver<bool>) -> anyhow::Result<()> {
+/// Narrates every circuit breaker transition, until `done`; says on `recovered` when the
+/// recorder's breaker has closed again (after its narration, so that it is never cut off).
+async fn watch_breakers(
+    client: Client,
+    say: Say,
+    mut done: watch::Receiver<bool>,
+    recovered: oneshot::Sender<()>,
+) -> anyhow::Result<()> {
+    let mut recovered = Some(recovered);
     let mut events = client.watch_registry().await?;
     let mut last: BTreeMap<String, String> = BTreeMap::new();
     loop {
@@ -293,6 +300,11 @@ async fn watch_breakers(client: Client, say: Say, mut done: watch::Receiver<bool
                 let Some(a) = e.agent else { continue };
                 let before = last.insert(a.agent_id.clone(), a.breaker_state.clone()).unwrap_or_else(|| "closed".into());
                 say.send((0, "breaker".into(), format!("{}: {before} → {}", a.agent_id, a.breaker_state)))?;
+                if a.agent_id == "recorder" && a.breaker_state == "closed" && before != "closed" {
+                    if let Some(tx) = recovered.take() {
+                        let _ = tx.send(());
+                    }
+                }
             }
             _ = done.changed() => break,
         }
@@ -483,7 +495,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let client = Client::connect(&addr).await?;
     let (say, heard) = mpsc::unbounded_channel();
     let (finish, done) = watch::channel(false);
-    let breakers = tokio::spawn(watch_breakers(client.clone(), say.clone(), done.clone()));
+    let (recovered_tx, recovered) = oneshot::channel();
+    let breakers = tokio::spawn(watch_breakers(client.clone(), say.clone(), done.clone(), recovered_tx));
     let recording = tokio::spawn(recorder(client.clone(), 2, done));
     let mut strategies = Vec::new();
     let (ticking, mut ready) = mpsc::unbounded_channel();
@@ -532,15 +545,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         delta_bytes += d;
         full_bytes += f;
     }
-    // The recorder copes again: wait (bounded) for its breaker to close.
-    let deadline = tokio::time::Instant::now() + BARRIER_TIMEOUT;
-    while tokio::time::Instant::now() < deadline {
-        let agents = client.list_agents(Default::default()).await?;
-        if agents.iter().any(|a| a.agent_id == "recorder" && a.breaker_state == "closed" && a.breaker_opened > 0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The recorder copes again: wait (bounded) until its breaker's closing has been told.
+    let _ = tokio::time::timeout(BARRIER_TIMEOUT, recovered).await;
     let _ = finish.send(true);
     breakers.await??;
     recording.await??;
