@@ -23,6 +23,41 @@ pub struct Target {
     /// one with `lockstep token create`).
     #[arg(long, env = "LOCKSTEP_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// TLS towards a server that serves it (`serve --tls-cert`).
+#[derive(Args, Clone, Default)]
+pub struct TlsArgs {
+    /// Connect over TLS, checking the server's certificate against this CA (PEM).
+    #[arg(long, env = "LOCKSTEP_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// The client certificate (PEM) to present, for a server that asks for one
+    /// (`serve --tls-client-ca`); needs --tls-key and --tls-ca.
+    #[arg(long, env = "LOCKSTEP_TLS_CERT", value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "LOCKSTEP_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+}
+
+impl TlsArgs {
+    /// The client's TLS options, read from the files named (none: plain TCP).
+    pub fn options(&self) -> anyhow::Result<Option<lockstep_client::TlsOptions>> {
+        let Some(ca) = &self.tls_ca else { return Ok(None) };
+        let mut tls = lockstep_client::TlsOptions::from_ca_file(ca)?;
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            tls = tls.identity_files(cert, key)?;
+        }
+        Ok(Some(tls))
+    }
+
+    /// A client of the server at `addr` presenting `token`.
+    pub async fn connect(&self, addr: &str, token: Option<&str>) -> anyhow::Result<Client> {
+        let options = lockstep_client::ConnectOptions { token: token.map(str::to_owned), tls: self.options()? };
+        Ok(Client::connect_with(addr, options).await?)
+    }
 }
 
 impl Target {
@@ -33,7 +68,7 @@ impl Target {
     /// A client of the server at `addr` (this one's, or its operators' listener), presenting
     /// this target's token.
     async fn client_at(&self, addr: &str) -> anyhow::Result<Client> {
-        let client = Client::connect_with_token(addr, self.auth_token.as_deref()).await?;
+        let client = self.tls.connect(addr, self.auth_token.as_deref()).await?;
         Ok(client.with_namespace(self.namespace.clone()))
     }
 }

@@ -71,6 +71,9 @@ pub struct ServerConfig {
     pub synchronous: Synchronous,
     /// How many connections are kept open, and for how long an unused one (`[connections]`).
     pub connections: lockstep_server::listener::ConnectionLimits,
+    /// TLS on every listener (`[tls]`: `cert_file`, `key_file`, optional `client_ca_file` and
+    /// `client_certificates`); unset: plain TCP.
+    pub tls: Option<lockstep_server::tls::TlsFiles>,
     /// How log lines are written: `text` (for people; coloured only on a terminal) or `json`
     /// (one object per line, for log collectors).
     pub log_format: LogFormat,
@@ -92,6 +95,7 @@ impl Default for ServerConfig {
             in_memory: false,
             synchronous: Synchronous::Normal,
             connections: Default::default(),
+            tls: None,
             log_format: LogFormat::Text,
             engine: Config::default(),
         }

@@ -10,6 +10,7 @@ mod bench_streams;
 mod bench_systems;
 mod bench_tasks;
 mod bench_traces;
+mod certs;
 mod config;
 mod demo;
 mod intake;
@@ -80,6 +81,8 @@ enum Action {
     Topics(admin::Target),
     /// Signed tokens for servers that require them: mint one for agents, tools or operators.
     Token(token::TokenArgs),
+    /// A private CA with server and client certificates, to try TLS (`serve --tls-cert`).
+    Certs(certs::CertsArgs),
     /// Steer agents: pause, resume, stop everyone, send commands.
     Command(admin::CommandArgs),
     /// Server status: agents by status, paused agents, emergency stop, counters.
@@ -97,6 +100,7 @@ enum Action {
     /// One participant process of the collectives benchmark (started by `lockstep bench`).
     #[command(hide = true)]
     BenchWorker(bench_collective::WorkerArgs),
+
 }
 
 #[derive(Args, Clone)]
@@ -121,6 +125,16 @@ struct ServeArgs {
     /// authentication. (`--http-public` is its former name.)
     #[arg(long, alias = "http-public", env = "LOCKSTEP_ALLOW_PUBLIC")]
     allow_public: bool,
+    /// Serve every listener (agents', operators', HTTP) over TLS with this certificate chain
+    /// (PEM); needs --tls-key. `lockstep certs` makes a private CA and certificates to try it.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require clients to present a certificate signed by this CA (PEM) on every listener.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
     /// TOML configuration file (see docs/PROTOCOL.md for every key; `LOCKSTEP_<SECTION>__<KEY>`
     /// variables and these flags override it).
     #[arg(long, env = "LOCKSTEP_CONFIG")]
@@ -201,6 +215,9 @@ impl ServeArgs {
             ("http_listen", given(self.http_listen)?),
             ("token_secret_file", given(self.token_secret_file)?),
             ("allow_public", given(self.allow_public.then_some(true))?),
+            ("tls.cert_file", given(self.tls_cert)?),
+            ("tls.key_file", given(self.tls_key)?),
+            ("tls.client_ca_file", given(self.tls_client_ca)?),
             ("data_dir", given(self.data_dir)?),
             ("backup_dir", given(self.backup_dir)?),
             ("in_memory", given(in_memory)?),
@@ -256,6 +273,7 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         record_inputs,
         connections: settings.connections,
         backup_dir: settings.backup_dir,
+        tls: settings.tls.as_ref().map(lockstep_server::tls::Tls::load).transpose()?,
     };
     let mut server = lockstep_server::start(options).await?;
     {
@@ -363,6 +381,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Action::Topics(t) => topics::run(t).await,
             Action::Command(a) => admin::command(a).await,
             Action::Token(a) => token::run(a),
+            Action::Certs(a) => certs::run(a),
             Action::Status(a) => admin::status(a).await,
             Action::Audit(a) => admin::audit(a).await,
             Action::Backup(a) => admin::backup(a).await,

@@ -51,6 +51,8 @@ pub struct MonitorArgs {
     /// The Admin API's address, when the server serves it apart (`serve --admin-listen`).
     #[arg(long, env = "LOCKSTEP_ADMIN_ADDR")]
     admin_addr: Option<String>,
+    #[command(flatten)]
+    tls: crate::admin::TlsArgs,
     /// Top-level fields of each agent's state to show as columns (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "confidence,last_signal,pnl")]
     fields: Vec<String>,
@@ -973,13 +975,15 @@ struct Server {
 
 impl Server {
     async fn connect(args: &MonitorArgs) -> anyhow::Result<Server> {
-        let client = Client::connect(&args.addr).await?.with_namespace(args.namespace.clone());
+        let client = args.tls.connect(&args.addr, None).await?.with_namespace(args.namespace.clone());
         // The audit log names the operator: the login name when it is a valid name.
         let user = std::env::var("USER").ok().filter(|u| lockstep_core::name::validate("actor", u).is_ok());
         let actor = Some(user.as_deref().unwrap_or("monitor"));
         let token = args.token.as_deref();
         let admin = match &args.admin_addr {
-            Some(addr) => Client::connect(addr).await?.with_namespace(args.namespace.clone()).admin(token, actor)?,
+            Some(addr) => {
+                args.tls.connect(addr, None).await?.with_namespace(args.namespace.clone()).admin(token, actor)?
+            }
             None => client.admin(token, actor)?,
         };
         let namespace = lockstep_core::name::namespace_or_default(&args.namespace)?.to_owned();

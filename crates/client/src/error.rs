@@ -350,9 +350,25 @@ impl Error {
     }
 }
 
+/// `message` followed by its causes' (`a: b: c`), skipping a cause that only repeats
+/// what was already said. The transport's errors say little on their own ("transport error"):
+/// the cause is what names a refused certificate or a peer that does not speak TLS.
+pub(crate) fn with_causes(message: String, mut cause: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut text = message;
+    while let Some(e) = cause {
+        let said = e.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        cause = e.source();
+    }
+    text
+}
+
 impl From<tonic::Status> for Error {
     fn from(s: tonic::Status) -> Self {
-        let detail = Detail::new(s.message(), reason::of_status(&s));
+        let detail =
+            Detail::new(with_causes(s.message().to_owned(), std::error::Error::source(&s)), reason::of_status(&s));
         // What the status names, for the errors that carry it (a collective's member and missing).
         let named = |key: &str| reason::named(&s, key);
         let missing: Vec<String> = named("missing").split(',').filter(|m| !m.is_empty()).map(str::to_owned).collect();

@@ -53,6 +53,7 @@ mod rounds;
 mod streams;
 pub mod systems;
 mod tasks;
+mod tls;
 mod trace;
 mod vote;
 
@@ -82,6 +83,7 @@ pub use rounds::{
 pub use streams::{StreamKind, StreamsClient};
 pub use systems::{Dependency, SystemDetail, SystemStatus, SystemsAck, SystemsClient};
 pub use tasks::{Assignment, Assignments, Pinned as PinnedContext, TaskEvents, TaskInfo, TaskSpec, TasksClient};
+pub use tls::TlsOptions;
 use tonic::transport::Endpoint;
 pub use trace::{
     AgentTraces, Claim, Lineage, Output as TraceOutput, Trace, TraceInfo, TraceLineage, TraceStats, TracesClient,
@@ -138,13 +140,29 @@ pub(crate) fn grpc_client(channel: Channel) -> LockstepClient<Channel> {
     LockstepClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE)
 }
 
-fn connect_error(addr: &str, e: impl std::fmt::Display) -> Error {
-    Error::Connect { addr: addr.to_owned(), reason: format!("{e}: is `lockstep serve` running there?") }
+fn connect_error(addr: &str, e: tonic::transport::Error) -> Error {
+    Error::Connect {
+        addr: addr.to_owned(),
+        reason: format!(
+            "{}: is `lockstep serve` running there?",
+            error::with_causes(e.to_string(), std::error::Error::source(&e))
+        ),
+    }
 }
 
 /// The request naming one sync point of `namespace`.
 pub(crate) fn sync_request(namespace: &str, sync_id: &str) -> v1::SyncStatusRequest {
     v1::SyncStatusRequest { namespace: namespace.to_owned(), sync_id: sync_id.to_owned() }
+}
+
+/// How [`Client::connect_with`] connects: the token to present and TLS, both optional.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectOptions {
+    /// Presented as `authorization: Bearer <token>` on every call (see
+    /// [`Client::connect_with_token`]).
+    pub token: Option<String>,
+    /// Connect over TLS, checking the server's certificate against this CA.
+    pub tls: Option<TlsOptions>,
 }
 
 /// Filters for [`Client::list_agents`]; empty fields match anything.
@@ -167,11 +185,31 @@ impl Client {
     /// `lockstep token create`). The operators' clients made from it present it too, unless given
     /// a token of their own.
     pub async fn connect_with_token(addr: impl AsRef<str>, token: Option<&str>) -> Result<Client, Error> {
+        Client::connect_with(addr, ConnectOptions { token: token.map(str::to_owned), tls: None }).await
+    }
+
+    /// Connects to `addr` as `options` say: presenting a token, over TLS. With TLS, `addr` is
+    /// `host:port` or `https://host:port`.
+    pub async fn connect_with(addr: impl AsRef<str>, options: ConnectOptions) -> Result<Client, Error> {
         let addr = addr.as_ref();
-        let credentials = Credentials::new(token, None)?;
-        let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
-        let endpoint = Endpoint::from_shared(uri)
-            .map_err(|e| Error::Connect { addr: addr.to_owned(), reason: e.to_string() })?
+        let credentials = Credentials::new(options.token.as_deref(), None)?;
+        let scheme = if options.tls.is_some() { "https" } else { "http" };
+        let uri = if addr.contains("://") { addr.to_owned() } else { format!("{scheme}://{addr}") };
+        let refused = |reason: String| Error::Connect { addr: addr.to_owned(), reason };
+        match (uri.split("://").next(), &options.tls) {
+            (Some("https"), None) => {
+                return Err(refused("an https:// address needs TLS options: the CA to check the server against".into()))
+            }
+            (Some("http"), Some(_)) => {
+                return Err(refused("TLS options were given for an http:// address: use https:// or host:port".into()))
+            }
+            _ => {}
+        }
+        let mut endpoint = Endpoint::from_shared(uri).map_err(|e| refused(e.to_string()))?;
+        if let Some(tls) = &options.tls {
+            endpoint = endpoint.tls_config(tls.config()).map_err(|e| refused(e.to_string()))?;
+        }
+        let endpoint = endpoint
             .tcp_nodelay(true)
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)

@@ -256,9 +256,7 @@ impl Lockstep for Service {
     ) -> Result<Response<Self::CollectiveStream>, Status> {
         let (out, results) = mpsc::channel(crate::collective::RESULT_QUEUE);
         // Only a caller on this host may be offered shared memory.
-        let local = request
-            .extensions()
-            .get::<crate::listener::ConnInfo>()
+        let local = crate::listener::conn_info(request.extensions())
             .is_some_and(|c| c.peer().ip().to_canonical().is_loopback());
         let access = Access::of(&request);
         let member = crate::collective::serve_member(
@@ -340,7 +338,7 @@ impl Lockstep for Service {
             .await?;
         let first_error = first_error.expect("set by open");
         // Sessions of one client connection renew one another's leases (0: not known).
-        let connection = request.extensions().get::<crate::listener::ConnInfo>().map_or(0, |c| c.id());
+        let connection = crate::listener::conn_info(request.extensions()).map_or(0, |c| c.id());
         let access = Access::of(&request);
         let reader = read_session(
             conn,

@@ -102,10 +102,11 @@ async fn ready(State(state): State<HttpState>) -> (StatusCode, &'static str) {
 }
 
 /// Serves `router` on `listener` until `stopped` resolves, within the connection limits of
-/// `http_limit`.
+/// `http_limit`, over TLS when `tls` is given.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: HttpState,
+    tls: Option<crate::tls::Tls>,
     stopped: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let metrics: Arc<crate::metrics::Metrics> = state.engine.shared_metrics();
@@ -116,5 +117,11 @@ pub async fn serve(
         crate::http_limit::IDLE,
         metrics,
     );
-    axum::serve(listener, router(state)).with_graceful_shutdown(stopped).await
+    match tls {
+        None => axum::serve(listener, router(state)).with_graceful_shutdown(stopped).await,
+        Some(tls) => {
+            let listener = crate::tls::TlsListener::new(listener, &tls);
+            axum::serve(listener, router(state)).with_graceful_shutdown(stopped).await
+        }
+    }
 }

@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod page;
 pub mod persist;
 pub mod reflection;
+pub mod tls;
 pub mod trace;
 
 /// The largest message the agents' service sends. Session frames and listing pages are bounded
@@ -96,6 +97,8 @@ pub enum StartError {
     TracesDir { dir: PathBuf, source: std::io::Error },
     #[error("cannot use the backup directory {}: {source}", dir.display())]
     BackupDir { dir: PathBuf, source: std::io::Error },
+    #[error("cannot serve TLS on {addr}: {source}")]
+    Tls { addr: SocketAddr, source: tonic::transport::Error },
 }
 
 /// A running server.
@@ -194,6 +197,9 @@ pub struct Options {
     /// agents' listener without `token_key`, the operators' without `token_key` or `admin_token`,
     /// and the HTTP listener (whose endpoints ask for no token). Without it `start` refuses them.
     pub allow_public: bool,
+    /// Serve every listener (agents', operators' and HTTP) over TLS with these settings
+    /// (see [`tls`]); `None`: plain TCP.
+    pub tls: Option<tls::Tls>,
 }
 
 impl Options {
@@ -211,6 +217,7 @@ impl Options {
             http_listen: None,
             token_key: None,
             allow_public: false,
+            tls: None,
         }
     }
 }
@@ -292,7 +299,11 @@ fn open_data_dir(dir: &std::path::Path, durability: Durability, config: Config) 
 /// The listeners `options` would open beyond loopback with nothing asked of callers: the agents'
 /// listener without a token key; the operators' (their own, or the agents' when they share it)
 /// without a token key or an admin token; the HTTP listener, whose endpoints ask for no token.
+/// TLS requiring client certificates authenticates every caller of every listener.
 fn exposed_without_authentication(options: &Options) -> Vec<(&'static str, SocketAddr)> {
+    if options.tls.as_ref().is_some_and(tls::Tls::authenticates_clients) {
+        return Vec::new();
+    }
     let public = |a: &SocketAddr| !a.ip().to_canonical().is_loopback();
     let tokens = options.token_key.is_some();
     let admin_guarded = tokens || options.admin_token.is_some();
@@ -322,12 +333,17 @@ fn marking<S>(service: S) -> tonic::service::interceptor::InterceptedService<S, 
 
 type Interceptor = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
 
-fn transport() -> tonic::transport::Server {
-    tonic::transport::Server::builder()
+/// The gRPC transport of the listener on `addr`, over TLS when `tls` is given.
+fn transport(addr: SocketAddr, tls: Option<&tls::Tls>) -> Result<tonic::transport::Server, StartError> {
+    let server = tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME)
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)));
+    match tls {
+        None => Ok(server),
+        Some(tls) => server.tls_config(tls.grpc()).map_err(|source| StartError::Tls { addr, source }),
+    }
 }
 
 /// Binds the listeners and starts serving.
@@ -568,7 +584,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     let task = match admin_listener {
         None => {
             let services = [&agent_services[..], &[admin_server::SERVICE_NAME]].concat();
-            let router = transport()
+            let router = transport(addr, options.tls.as_ref())?
                 .add_service(marking(serving.service(&services)))
                 .add_service(marking(reflection::v1(&services)))
                 .add_service(marking(reflection::v1alpha(&services)))
@@ -584,18 +600,18 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
                 .add_service(admin);
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(&transport_stop_tx)))
         }
-        Some((admin_listener, _)) => {
+        Some((admin_listener, admin_addr)) => {
             let admin_incoming = listener::accepted(admin_listener, options.connections.clone(), counts);
             let admin_services = [admin_server::SERVICE_NAME];
             let admin_task = tokio::spawn(
-                transport()
+                transport(admin_addr, options.tls.as_ref())?
                     .add_service(marking(serving.service(&admin_services)))
                     .add_service(marking(reflection::v1(&admin_services)))
                     .add_service(marking(reflection::v1alpha(&admin_services)))
                     .add_service(admin)
                     .serve_with_incoming_shutdown(admin_incoming, stopped(&transport_stop_tx)),
             );
-            let agents_task = transport()
+            let agents_task = transport(addr, options.tls.as_ref())?
                 .add_service(marking(serving.service(&agent_services)))
                 .add_service(marking(reflection::v1(&agent_services)))
                 .add_service(marking(reflection::v1alpha(&agent_services)))
@@ -628,8 +644,9 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
         };
         let state = http::HttpState { engine: http_engine, serving: serving.clone(), database, dashboard };
         let stop = stopped(&transport_stop_tx);
+        let tls = options.tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = http::serve(http_listener, state, stop).await {
+            if let Err(e) = http::serve(http_listener, state, tls, stop).await {
                 tracing::error!(error = %e, "the HTTP listener stopped");
             }
         });

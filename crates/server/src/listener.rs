@@ -166,9 +166,16 @@ impl ConnInfo {
     }
 }
 
+/// The connection a request came on, over plain TCP or TLS.
+pub fn conn_info(extensions: &tonic::Extensions) -> Option<&ConnInfo> {
+    extensions
+        .get::<ConnInfo>()
+        .or_else(|| extensions.get::<tonic::transport::server::TlsConnectInfo<ConnInfo>>().map(|tls| tls.get_ref()))
+}
+
 /// A server-wide interceptor marking the connection of every request as used.
 pub fn mark_used(request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-    if let Some(info) = request.extensions().get::<ConnInfo>() {
+    if let Some(info) = conn_info(request.extensions()) {
         info.mark_used();
     }
     Ok(request)

@@ -25,6 +25,7 @@ from .admin import Admin, CommandInterface, SystemStatus
 from .agent import Agent, Feed, StateWatch
 from .base import AgentBase, Command, SynchronizedAgent
 from .client import Client, RegistryWatch, connect
+from .tls import Tls
 from .embedded import EmbeddedServer, ServerNotFound
 from .group import (
     CollectiveOutcome,
@@ -145,6 +146,7 @@ __all__ = [
     "default_address",
     "connect",
     "Client",
+    "Tls",
     "EmbeddedServer",
     "ServerNotFound",
     "Agent",

@@ -167,6 +167,7 @@ class Admin:
         address: Optional[str] = None,
     ) -> None:
         from .client import _normalize_address, channel_options
+        from .tls import open_channel
 
         if actor is not None and not _valid_name(actor):
             raise InvalidArgument(
@@ -183,7 +184,7 @@ class Admin:
         """Where this admin sends its ``Admin`` calls."""
         self._own_channel: Optional[grpc.aio.Channel] = None
         if target != client.address:
-            self._own_channel = grpc.aio.insecure_channel(target, options=channel_options())
+            self._own_channel = open_channel(target, channel_options(), client.tls)
         self._stub = pb_grpc.AdminStub(self._own_channel or client._channel)  # type: ignore[no-untyped-call]
 
     @property

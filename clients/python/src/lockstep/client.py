@@ -37,6 +37,7 @@ from .models import (
     VoteRecord,
 )
 from .group import GroupInfo
+from .tls import Tls, open_channel
 from .v1 import lockstep_pb2 as pb
 from .v1 import lockstep_pb2_grpc as pb_grpc
 
@@ -90,6 +91,7 @@ def connect(
     options: Optional[Sequence[Tuple[str, Any]]] = None,
     embedded: bool = False,
     token: Optional[str] = None,
+    tls: "Optional[Tls]" = None,
 ) -> "Opening[Client]":
     """Connect to a lockstep server.
 
@@ -119,6 +121,10 @@ def connect(
             one with ``lockstep token create``): sent as ``authorization: Bearer <token>`` on
             every call of this client and of its agents' sessions (default ``$LOCKSTEP_TOKEN``).
             An admin token given to :meth:`Client.admin` takes its place on the operators' calls.
+        tls: connect over TLS (:class:`lockstep.Tls`: the CA to check the server against, and the
+            client certificate for a server that asks for one); default from ``$LOCKSTEP_TLS_CA``,
+            ``$LOCKSTEP_TLS_CERT`` and ``$LOCKSTEP_TLS_KEY``, else plain TCP. An admin on a separate
+            address connects the same way.
 
     Raises:
         Unavailable: the server could not be reached within ``connect_timeout``.
@@ -126,6 +132,8 @@ def connect(
     """
     if embedded and address is not None:
         raise TypeError("give either an address or embedded=True, not both")
+    if embedded and tls is not None:
+        raise TypeError("an embedded server listens on loopback without TLS: give no tls with embedded=True")
 
     async def _open() -> Client:
         server: "Optional[EmbeddedServer]" = None
@@ -136,7 +144,8 @@ def connect(
             server = EmbeddedServer()
         try:
             client = await _connect_to(server.address if server else address, namespace, timeout, connect_timeout,
-                                       sync_timeout, options, token)
+                                       sync_timeout, options, token,
+                                       None if server else (tls if tls is not None else Tls.from_env()))
         except BaseException:
             if server is not None:
                 server.stop()
@@ -203,24 +212,28 @@ async def _connect_to(
     sync_timeout: Optional[float],
     options: Optional[Sequence[Tuple[str, Any]]],
     token: Optional[str] = None,
+    tls: "Optional[Tls]" = None,
 ) -> "Client":
-    """Open a channel to ``address`` and wait until the server accepts it."""
+    """Open a channel to ``address`` (over TLS when ``tls`` is given) and wait until the server
+    accepts it."""
     addr = _normalize_address(address or default_address())
     token = token if token is not None else os.environ.get("LOCKSTEP_TOKEN") or None
     interceptors = _token_interceptors(token) if token else None
-    channel = grpc.aio.insecure_channel(addr, options=channel_options(options), interceptors=interceptors)
+    channel = open_channel(addr, channel_options(options), tls, interceptors)
     try:
         await asyncio.wait_for(channel.channel_ready(), connect_timeout)
     except asyncio.TimeoutError:
         await channel.close()
+        hint = ("over TLS: does the server trust this client's certificate, and this client the server's CA?"
+                if tls is not None else "if it serves TLS, connect with tls=lockstep.Tls(...)")
         raise Unavailable(
             f"cannot reach a lockstep server at {addr} within {connect_timeout:g}s "
-            "(is `lockstep serve` running there?)"
+            f"(is `lockstep serve` running there? {hint})"
         ) from None
     except BaseException:
         await channel.close()
         raise
-    return Client(channel, addr, namespace=namespace, timeout=timeout, sync_timeout=sync_timeout)
+    return Client(channel, addr, namespace=namespace, timeout=timeout, sync_timeout=sync_timeout, tls=tls)
 
 
 class Client:
@@ -239,8 +252,11 @@ class Client:
         namespace: str = "",
         timeout: Optional[float] = 10.0,
         sync_timeout: Optional[float] = None,
+        tls: "Optional[Tls]" = None,
     ) -> None:
         self._channel = channel
+        self.tls = tls
+        """How this client connected over TLS (``None``: plain TCP)."""
         self._stub = pb_grpc.LockstepStub(channel)  # type: ignore[no-untyped-call]
         self._context: "Optional[Context]" = None
         self._tasks: "Optional[Tasks]" = None
