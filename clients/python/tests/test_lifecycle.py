@@ -6,7 +6,7 @@ import asyncio
 import socket
 import time
 from pathlib import Path
-from typing import List, Optional, Set
+from typing import Callable, List, Optional, Set
 
 import pytest
 
@@ -100,6 +100,8 @@ class Proxy:
         self.transports: Set[asyncio.StreamWriter] = set()
         self.handlers: Set["asyncio.Task[None]"] = set()
         self.port = 0
+        self.refusing = False
+        """While set, new connections are closed at once (the server is out of reach)."""
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -109,6 +111,9 @@ class Proxy:
         task = asyncio.current_task()
         if task is not None:
             self.handlers.add(task)
+        if self.refusing:
+            writer.transport.abort()
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
@@ -186,6 +191,48 @@ async def test_a_broken_stream_is_resumed(server: ServerProcess) -> None:
                 assert (await watch.wait_for_version("source", 2, timeout=5)) == {"v": 2}
             await agent.close()
             assert agent.close_reason is None
+    finally:
+        await proxy.close()
+
+
+async def test_an_agent_lost_while_out_of_reach_learns_on_resuming_what_it_missed(
+    server_factory: Callable[..., ServerProcess]
+) -> None:
+    """Messages queued for an agent out of reach are dropped when its lease runs out; when it comes
+    back and resumes, the server tells it how many at once, though nothing more is published."""
+    server = server_factory("--heartbeat-interval-ms", "200")
+    proxy = Proxy(server.port)
+    await proxy.start()
+    try:
+        async with lockstep.connect(server.address) as direct, lockstep.connect(f"127.0.0.1:{proxy.port}") as client:
+            agent = await client.register("far", interests=["jobs"])
+            async with direct.register("publisher") as publisher:
+                proxy.refusing = True
+                proxy.cut()
+
+                async def far() -> lockstep.AgentInfo:
+                    return next(a for a in await direct.list_agents() if a.agent_id == "far")
+
+                # Until the server noticed the stream is gone, what it routes goes out on the broken
+                # stream: publish until messages wait in the queue.
+                published = 0
+                while (await far()).queue_depth < 2:
+                    assert published < 100, "messages never queued for the agent out of reach"
+                    await publisher.publish("jobs", f"while away {published}", confirm=True)
+                    published += 1
+                queued = (await far()).queue_depth
+
+                async def far_is_lost() -> bool:
+                    return (await far()).status is lockstep.AgentStatus.LOST
+
+                await eventually(far_is_lost, timeout=15, what="the agent's lease runs out")
+                proxy.refusing = False
+                await eventually(lambda: agent.reconnects == 1, timeout=30, what="the session is resumed")
+                assert agent.registration.resumed
+                assert agent.missed_while_away == queued
+                await publisher.publish("jobs", "after", confirm=True)
+                delivery = await agent.next_delivery(timeout=10)
+                assert (delivery.data, delivery.missed_before) == ("after", 0)
     finally:
         await proxy.close()
 

@@ -345,6 +345,59 @@ async fn raw_session(
     (tx, stream)
 }
 
+/// Messages queued for an agent whose stream broke are dropped when its lease runs out; when it
+/// resumes, the server tells it how many at once, though nothing more is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_resuming_after_it_was_lost_learns_at_once_what_it_missed() {
+    let server = Server::start(&["--heartbeat-interval-ms", "200"]);
+    let client = server.client().await;
+    let publisher = client.register(opts("publisher", "feed")).await.unwrap();
+    let mut grpc = v1::lockstep_client::LockstepClient::connect(format!("http://{}", server.addr)).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let register = v1::Register {
+        agent_id: "sub".into(),
+        role: "worker".into(),
+        interests: vec!["jobs".into()],
+        ..Default::default()
+    };
+    tx.send(v1::ClientMessage { request_id: 0, kind: Some(v1::client_message::Kind::Register(register)) })
+        .await
+        .unwrap();
+    let mut stream = grpc.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let Some(v1::server_message::Kind::Registered(registered)) = stream.message().await.unwrap().unwrap().kind else {
+        panic!("registration comes first");
+    };
+    // The stream breaks (a reset, not a goodbye): the agent is kept for its lease, and messages
+    // published meanwhile wait in its queue.
+    drop((tx, stream, grpc));
+    let sub = || {
+        let client = client.clone();
+        async move {
+            let agents = client.list_agents(AgentFilter::default()).await.unwrap();
+            agents.into_iter().find(|a| a.agent_id == "sub").expect("sub is registered")
+        }
+    };
+    // Until the server noticed the stream is gone, what it routes goes out on the broken stream:
+    // publish until messages wait in the queue.
+    let mut published = 0;
+    while sub().await.queue_depth < 2 {
+        assert!(published < 100, "messages never queued for the agent whose stream broke");
+        publisher.publish_confirmed("jobs", format!("while away {published}")).await.unwrap();
+        published += 1;
+    }
+    let queued = sub().await.queue_depth;
+    let lost = || async { sub().await.status == v1::AgentStatus::Lost as i32 };
+    assert!(eventually(T, lost).await, "the lease ran out");
+
+    let back =
+        client.register(opts("sub", "worker").interests(["jobs"]).resume_token(registered.resume_token)).await.unwrap();
+    assert_eq!(back.missed_while_away(), queued, "told on resuming, with nothing published since");
+    publisher.publish_confirmed("jobs", "after").await.unwrap();
+    let mut deliveries = back.deliveries().unwrap();
+    let next = tokio::time::timeout(T, deliveries.recv()).await.unwrap().unwrap();
+    assert_eq!((&next.payload[..], next.missed_before), (&b"after"[..], 0), "not counted twice");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_heartbeat_keeps_every_session_of_its_connection_alive() {
     // Leases of 3 × 300 ms: the test lasts more than three of them.

@@ -387,6 +387,17 @@ impl StateUpdates {
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<v1::reply::Outcome, Error>>>>>;
 type Views = Arc<Mutex<HashMap<String, (u64, Value)>>>;
 
+/// Adds the messages a registration reported lost to the agent's count, and says so.
+fn report_missed(missed: &AtomicU64, now_reported: u64) {
+    if now_reported > 0 {
+        missed.fetch_add(now_reported, Ordering::Relaxed);
+        tracing::warn!(
+            messages = now_reported,
+            "messages routed to this agent were dropped while its session was away"
+        );
+    }
+}
+
 struct Inner {
     grpc: LockstepClient<Channel>,
     /// The connection the session opened on, for services beside it (traces).
@@ -412,6 +423,9 @@ struct Inner {
     requests: Mutex<Option<IncomingRequests>>,
     requests_taken: Arc<AtomicBool>,
     limits: SessionLimits,
+    /// Messages the server reported lost at registrations and resumptions (see
+    /// [`Agent::missed_while_away`]).
+    missed: Arc<AtomicU64>,
     /// The shared-memory region of this agent's last collective over shared memory, still mapped:
     /// the server hands it over again instead of a new one (see collective.rs).
     shm_region: Mutex<Option<(u64, Arc<lockstep_proto::shm::SharedRegion>)>>,
@@ -481,6 +495,8 @@ impl Agent {
         register.resume_token = registered.resume_token.clone();
         let limits = SessionLimits::default();
         limits.set(registered.limits);
+        let missed = Arc::new(AtomicU64::new(0));
+        report_missed(&missed, registered.missed_messages);
         let resume_token = Arc::new(Mutex::new(registered.resume_token.clone()));
         let (new_conn_tx, new_conn_rx) = mpsc::unbounded_channel();
         tokio::spawn(pump(out_rx, conn, new_conn_rx));
@@ -530,6 +546,7 @@ impl Agent {
             outbound: out_tx.downgrade(),
             async_errors: async_errors.clone(),
             limits: limits.clone(),
+            missed: missed.clone(),
             reconnect: o.reconnect_for.map(|limit| Reconnect {
                 endpoint,
                 register,
@@ -569,6 +586,7 @@ impl Agent {
                 requests: Mutex::new(Some(IncomingRequests(requests_rx))),
                 requests_taken,
                 limits,
+                missed,
                 shm_region: Mutex::new(None),
                 shm_result: Mutex::new(None),
                 tasks,
@@ -633,6 +651,15 @@ impl Agent {
     /// are sent ([`Error::TooLarge`]).
     pub fn limits(&self) -> Option<v1::Limits> {
         self.inner.limits.get()
+    }
+
+    /// How many messages routed to this agent it will never receive because they were dropped
+    /// while its session was away (the server discards a lost agent's queue) or as its queue
+    /// overflowed with nothing after them, as the server reported when the session registered
+    /// or resumed; summed over the agent's life. Losses between messages are reported with the
+    /// next delivery instead ([`Delivery::missed_before`]).
+    pub fn missed_while_away(&self) -> u64 {
+        self.inner.missed.load(Ordering::Relaxed)
     }
 
     /// The heartbeat interval the server asked for (heartbeats are sent automatically).
@@ -1113,6 +1140,7 @@ struct Reader {
     /// The agent, for the requests handed to the application to answer through.
     agent: Arc<OnceLock<Weak<Inner>>>,
     limits: SessionLimits,
+    missed: Arc<AtomicU64>,
     reconnect: Option<Reconnect>,
     /// Cleared when the session breaks (see [`SharedBeat`]).
     left_shared: Option<Arc<AtomicBool>>,
@@ -1298,6 +1326,7 @@ impl Reader {
                     r.register.resume_token = registered.resume_token.clone();
                     // A restarted server may run with other limits.
                     self.limits.set(registered.limits);
+                    report_missed(&self.missed, registered.missed_messages);
                     *r.resume_token.lock().expect("not poisoned") = registered.resume_token;
                     let _ = r.new_conn.send(Some(conn));
                     self.grpc = grpc;

@@ -1114,6 +1114,7 @@ impl Engine {
             limits: Box::new(config.limits.clone()),
             queue_capacity: config.queue_capacity,
             connection_heartbeats: true,
+            missed_messages: agent.outbox.take_trailing_gap(),
         };
         // Registration goes ahead of anything queued while the session was away.
         agent.outbox.push_control_front(Frame::Registered(registered));

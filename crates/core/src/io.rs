@@ -619,6 +619,11 @@ pub struct Registered {
     /// A heartbeat on any session of a client connection renews every session on it: a client
     /// need send only one per connection and interval.
     pub connection_heartbeats: bool,
+    /// Messages routed to this agent that it will never receive and has not been told of: those
+    /// dropped while its session was away (its queue is discarded when it is lost), or as its
+    /// queue overflowed after the last message queued. Told here, at once, rather than with the
+    /// next delivery, which may never come; the next delivery does not count them again.
+    pub missed_messages: u64,
 }
 
 /// One unit the shell sends on a connection. A `Deliveries` batch is consecutive: only its first

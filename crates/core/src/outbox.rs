@@ -192,6 +192,16 @@ impl Outbox {
         self.stats.dropped += 1;
     }
 
+    /// Takes the gap the next queued message would report, when nothing is queued (with messages
+    /// queued, a gap after them must be reported after them, and stays for the next message).
+    pub fn take_trailing_gap(&mut self) -> u64 {
+        if self.messages.is_empty() {
+            std::mem::take(&mut self.missed)
+        } else {
+            0
+        }
+    }
+
     /// Drops every queued message (the session ended), counting them as dropped and remembering the
     /// gap so that a resumed session is told.
     /// Returns how many were dropped.

@@ -425,6 +425,34 @@ mod leases {
     }
 
     #[test]
+    fn an_agent_resuming_after_it_was_lost_is_told_at_once_what_it_missed() {
+        let mut h = harness();
+        let conn = h.join("a", "w", &["jobs"]);
+        let publisher = h.join("p", "w", &[]);
+        h.disconnect(conn);
+        h.call_ok(publisher, publish("jobs", "queued-1"));
+        h.call_ok(publisher, publish("jobs", "queued-2"));
+        // The lease runs out: the agent is lost, and its queue with it.
+        h.advance_heartbeating(3_500, &[publisher]);
+        assert_eq!(h.status("a"), AgentStatus::Lost);
+
+        let back = h.try_register(RegisterRequest { resume_token: h.token(conn), ..agent("a", "w", &["jobs"]) });
+        let registered = h.registered(back);
+        assert!(registered.resumed);
+        assert_eq!(registered.missed_messages, 2, "told on resuming, with nothing published since");
+        assert!(h.deliveries(back).is_empty());
+        // The next delivery does not count them again; its sequence number shows the gap.
+        h.call_ok(publisher, publish("jobs", "after"));
+        let got = h.deliveries(back);
+        assert_eq!(got.iter().map(|d| (d.seq, d.missed_before)).collect::<Vec<_>>(), [(3, 0)]);
+        // A fresh agent, or one that missed nothing, is told of nothing.
+        assert_eq!(h.registered(publisher).missed_messages, 0);
+        h.disconnect(back);
+        let again = h.try_register(RegisterRequest { resume_token: h.token(back), ..agent("a", "w", &["jobs"]) });
+        assert_eq!(h.registered(again).missed_messages, 0);
+    }
+
+    #[test]
     fn an_id_registered_again_after_leaving_gets_a_fresh_lease() {
         let mut h = harness();
         let first = h.join("a", "w", &[]);

@@ -382,6 +382,7 @@ pub fn server_message(frame: Frame) -> Option<v1::ServerMessage> {
             resumed: r.resumed,
             limits: Some(limits(&r.limits, r.queue_capacity)),
             connection_heartbeats: r.connection_heartbeats,
+            missed_messages: r.missed_messages,
         }),
         Frame::Reply { request_id, reply: r } => Kind::Reply(reply(request_id, r)),
         Frame::Deliveries(items) => Kind::Deliveries(crate::wire::Deliveries {

@@ -168,6 +168,12 @@ class Agent:
         """The latest errors the server reported for requests that wanted no reply."""
         self.reconnects = 0
         """How many times the session was resumed after its stream broke."""
+        self.missed_while_away = 0
+        """How many messages routed to this agent it will never receive because they were dropped
+        while its session was away (the server discards a lost agent's queue) or as its queue
+        overflowed with nothing after them, as the server reported when the session registered or
+        resumed; summed over the agent's life. Losses between messages are reported with the next
+        delivery instead (``Delivery.missed_before``)."""
 
         # deliveries
         self._deliveries: Deque[Delivery] = collections.deque()
@@ -230,6 +236,7 @@ class Agent:
             client, request, delivery_buffer=delivery_buffer, reconnect=reconnect, on_error=on_error, heartbeats=heartbeats
         )
         agent._call, agent._reg = await agent._start_session(request)
+        agent._count_missed(agent._reg)
         agent._connected.set()
         agent._runner = agent._loop.create_task(agent._run())
         return agent
@@ -307,6 +314,12 @@ class Agent:
         except asyncio.InvalidStateError:
             return ConnectionLost("the session stream ended"), True
 
+    def _count_missed(self, reg: Registration) -> None:
+        if reg.missed_messages:
+            self.missed_while_away += reg.missed_messages
+            log.warning("lockstep: %d messages routed to agent '%s' were dropped while its session was away",
+                        reg.missed_messages, self.agent_id)
+
     async def _resume(self) -> bool:
         reg = self._reg
         assert reg is not None
@@ -335,6 +348,7 @@ class Agent:
             self._call = call
             self._reg = new_reg
             self.reconnects += 1
+            self._count_missed(new_reg)
             if not new_reg.resumed:
                 # A new session: the server starts this agent afresh, and tells it first if it is paused.
                 self._consumed_seq = self._acked_seq = 0

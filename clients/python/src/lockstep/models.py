@@ -1122,6 +1122,9 @@ class Registration:
     resumed: bool = False
     #: The limits in force (all 0 from a server that predates announcing them).
     limits: Limits = Limits()
+    #: Messages routed to the agent that it will never receive and had not been told of (dropped
+    #: while its session was away, or as its queue overflowed with nothing after them).
+    missed_messages: int = 0
 
     @classmethod
     def from_proto(cls, msg: pb.Registered) -> "Registration":
@@ -1133,6 +1136,7 @@ class Registration:
             lease_intervals=msg.lease_intervals,
             resumed=msg.resumed,
             limits=Limits.from_proto(msg.limits),
+            missed_messages=msg.missed_messages,
         )
 
     @property

@@ -371,7 +371,7 @@ class Command(_message.Message):
     def __init__(self, command_id: _Optional[int] = ..., command: _Optional[str] = ..., params_json: _Optional[str] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
 
 class Registered(_message.Message):
-    __slots__ = ("namespace", "agent_id", "resume_token", "heartbeat_interval_ms", "lease_intervals", "resumed", "limits", "connection_heartbeats")
+    __slots__ = ("namespace", "agent_id", "resume_token", "heartbeat_interval_ms", "lease_intervals", "resumed", "limits", "connection_heartbeats", "missed_messages")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -380,6 +380,7 @@ class Registered(_message.Message):
     RESUMED_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     CONNECTION_HEARTBEATS_FIELD_NUMBER: _ClassVar[int]
+    MISSED_MESSAGES_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     agent_id: str
     resume_token: str
@@ -388,7 +389,8 @@ class Registered(_message.Message):
     resumed: bool
     limits: Limits
     connection_heartbeats: bool
-    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., lease_intervals: _Optional[int] = ..., resumed: bool = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., connection_heartbeats: bool = ...) -> None: ...
+    missed_messages: int
+    def __init__(self, namespace: _Optional[str] = ..., agent_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., lease_intervals: _Optional[int] = ..., resumed: bool = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., connection_heartbeats: bool = ..., missed_messages: _Optional[int] = ...) -> None: ...
 
 class Reply(_message.Message):
     __slots__ = ("request_id", "ok", "error", "state_version", "sync_result", "agent_response", "vote_outcome", "group_membership", "context_written", "task_submitted", "task_claimed")
