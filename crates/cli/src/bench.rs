@@ -1346,16 +1346,16 @@ const MEMORY_SETTLE: Duration = Duration::from_secs(5);
 /// The server under test: a separate `lockstep serve` process (the default, so the server's tasks
 /// do not queue behind the benchmark's clients), or one inside this process.
 pub(crate) enum UnderTest {
-    Process(ServerProcess),
+    Process(KillOnDrop),
     InProcess(lockstep_server::RunningServer),
     Elsewhere,
 }
 
-/// A `lockstep serve` child process, killed when dropped: a benchmark that fails half-way (a
-/// worker lost, a wait timed out) does not leave its server running.
-pub(crate) struct ServerProcess(std::process::Child);
+/// A child process (a `lockstep serve`, a worker), killed when dropped: a benchmark that fails
+/// half-way (a worker lost, a wait timed out) does not leave its server running.
+pub(crate) struct KillOnDrop(pub(crate) std::process::Child);
 
-impl Drop for ServerProcess {
+impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -1391,7 +1391,7 @@ impl UnderTest {
             .trim()
             .strip_prefix("lockstep listening on ")
             .with_context(|| format!("unexpected output from lockstep serve: {line:?}"))?;
-        Ok((UnderTest::Process(ServerProcess(child)), addr.to_owned()))
+        Ok((UnderTest::Process(KillOnDrop(child)), addr.to_owned()))
     }
 
     /// The server's process id, when it runs in a process of its own.

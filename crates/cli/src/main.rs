@@ -17,6 +17,7 @@ mod intake;
 mod monitor;
 mod rounds;
 mod shared_context;
+mod soak;
 mod streams;
 mod systems;
 mod table;
@@ -100,7 +101,12 @@ enum Action {
     /// One participant process of the collectives benchmark (started by `lockstep bench`).
     #[command(hide = true)]
     BenchWorker(bench_collective::WorkerArgs),
-
+    /// Minutes of load with agents and the server killed: memory over time, latencies, and no
+    /// acknowledged write lost (a server with a data directory, in its own process).
+    Soak(soak::SoakArgs),
+    /// One process of agents of the soak (started by `lockstep soak`).
+    #[command(hide = true)]
+    SoakWorker(soak::WorkerArgs),
 }
 
 #[derive(Args, Clone)]
@@ -336,7 +342,9 @@ fn main() -> std::process::ExitCode {
     // The demo and the benchmark run servers in their own process and print what happens
     // themselves: their servers' event lines (joins, breakers...) would only interleave.
     let default_level = match cli.command {
-        Action::Demo(_) | Action::Bench(_) | Action::BenchWorker(_) => "error",
+        Action::Demo(_) | Action::Bench(_) | Action::BenchWorker(_) | Action::Soak(_) | Action::SoakWorker(_) => {
+            "error"
+        }
         _ => "info",
     };
     init_logging(log_format(&cli), default_level);
@@ -389,6 +397,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Action::Monitor(a) => monitor::run(a).await,
             Action::Bench(a) => bench::run(a).await,
             Action::BenchWorker(a) => bench_collective::worker(a).await,
+            Action::Soak(a) => soak::run(a).await,
+            Action::SoakWorker(a) => soak::worker(a).await,
         }
     });
     runtime.block_on(command)?

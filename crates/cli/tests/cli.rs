@@ -106,6 +106,28 @@ fn the_benchmark_runs_and_writes_json() {
     std::fs::remove_file(&file).unwrap();
 }
 
+/// The soak, shortened: agents in two worker processes, one killed, the server killed and
+/// restarted; every acknowledged write is still there, and it says so having checked.
+#[test]
+fn the_soak_kills_agents_and_the_server_and_loses_no_acknowledged_write() {
+    let file = std::env::temp_dir().join(format!("lockstep-soak-{}.json", std::process::id()));
+    let args = ["soak", "--agents", "20", "--workers", "2", "--group", "5", "--period-ms", "500", "--seconds", "16"];
+    let faults = ["--kill-every-s", "4", "--restart-at-s", "9", "--json", file.to_str().unwrap()];
+    let (ok, _, err) = lockstep(&[&args[..], &faults[..]].concat());
+    assert!(ok, "soak failed: {err}");
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(doc["server_restarts"], 1, "{doc}");
+    assert!(doc["worker_kills"].as_u64().unwrap() >= 1, "{doc}");
+    assert_eq!(doc["lost_acknowledged_writes"], 0, "{doc}");
+    assert!(doc["checks"]["after_kills"]["agents"].as_u64().unwrap() > 0, "the killed agents were checked: {doc}");
+    assert!(doc["checks"]["at_the_end"]["agents"].as_u64().unwrap() >= 20, "every agent at the end: {doc}");
+    for measure in ["acknowledged_writes", "deliveries", "barrier_rounds"] {
+        assert!(doc[measure].as_u64().unwrap() > 0, "{measure}: {doc}");
+    }
+    assert!(!doc["rss_bytes"].as_array().unwrap().is_empty(), "{doc}");
+    std::fs::remove_file(&file).unwrap();
+}
+
 #[test]
 fn the_round_trip_benchmarks_time_real_round_trips() {
     for (only, scenario) in
