@@ -59,3 +59,31 @@ impl TlsOptions {
         config
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Client, ConnectOptions, Error, TlsOptions};
+
+    async fn refusal(addr: &str, tls: Option<TlsOptions>) -> String {
+        match Client::connect_with(addr, ConnectOptions { token: None, tls }).await {
+            Err(Error::Connect { reason, .. }) => reason,
+            Err(other) => panic!("refused for another reason: {other}"),
+            Ok(_) => panic!("connected to {addr}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_scheme_that_contradicts_the_tls_options_is_refused_before_connecting() {
+        let tls = TlsOptions::new(&b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n"[..]);
+        assert!(refusal("https://127.0.0.1:1", None).await.contains("needs TLS options"));
+        assert!(refusal("http://127.0.0.1:1", Some(tls)).await.contains("use https:// or host:port"));
+    }
+
+    #[test]
+    fn files_that_cannot_be_read_are_named() {
+        let err = TlsOptions::from_ca_file("/nonexistent/ca.pem").unwrap_err().to_string();
+        assert!(err.contains("CA certificate file /nonexistent/ca.pem"), "{err}");
+        let err = TlsOptions::new(Vec::new()).identity_files("/nonexistent/c.pem", "/k.pem").unwrap_err().to_string();
+        assert!(err.contains("client certificate file /nonexistent/c.pem"), "{err}");
+    }
+}
