@@ -322,6 +322,23 @@ impl Totals {
     }
 }
 
+/// The server's data directory, removed when the soak ends, however it ends.
+struct DataDir(std::path::PathBuf);
+
+impl DataDir {
+    fn create() -> anyhow::Result<DataDir> {
+        let dir = std::env::temp_dir().join(format!("lockstep-soak-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(DataDir(dir))
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn start_server(listen: &str, data: &std::path::Path) -> anyhow::Result<KillOnDrop> {
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .args(["serve", "--listen", listen, "--data-dir", data.to_str().context("a UTF-8 path")?])
@@ -364,15 +381,17 @@ fn start_worker(
     Ok(KillOnDrop(child))
 }
 
-/// Checks acknowledged counters against the server: (agents checked, agents whose counter on the
-/// server is lower than what was acknowledged to them). Agents the server no longer knows are
-/// not checked: a killed worker's agents are forgotten after `lost_retention_ms`.
+/// What checking acknowledged counters against the server found.
 #[derive(Clone, Copy, Default, Serialize)]
 struct Checked {
+    /// Agents checked.
     agents: u64,
+    /// Agents whose counter on the server is lower than what was acknowledged to them.
     lost: u64,
 }
 
+/// Checks each agent's acknowledged counter against the server. Agents the server no longer knows
+/// are not checked: a killed worker's agents are forgotten after `lost_retention_ms`.
 async fn check(client: &Client, acked: &[(String, u64)]) -> Checked {
     let mut checked = Checked::default();
     for (id, counter) in acked {
@@ -395,13 +414,12 @@ fn percentile(h: &Option<Histogram<u64>>, q: f64) -> f64 {
 pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.workers > 0 && args.agents >= args.workers, "give at least one agent per worker");
     anyhow::ensure!(args.group > 0, "--group must be at least 1");
-    let data = std::env::temp_dir().join(format!("lockstep-soak-{}", std::process::id()));
-    std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
+    let data = DataDir::create()?;
     let addr = {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         format!("127.0.0.1:{port}")
     };
-    let mut server = start_server(&addr, &data)?;
+    let mut server = start_server(&addr, &data.0)?;
     let totals = Arc::new(Mutex::new(Totals::default()));
     let per_worker = args.agents / args.workers;
     let mut generation = vec![0u32; args.workers];
@@ -450,7 +468,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
             eprintln!("soak: killing the server (SIGKILL) and starting it again");
             drop(server);
             tokio::time::sleep(Duration::from_secs(1)).await;
-            server = start_server(&addr, &data)?;
+            server = start_server(&addr, &data.0)?;
         }
         // No kill close to the restart (10 s, or half the kill period if shorter): the restart's
         // reconnections and a worker's death would blur into one another.
@@ -485,7 +503,6 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     let at_the_end = check(&client, &acked).await;
     drop(workers);
     drop(server);
-    let _ = std::fs::remove_dir_all(&data);
 
     let t = totals.lock().expect("not poisoned");
     let at_minute_2 = rss.iter().find(|(s, _)| *s >= 120).map(|(_, b)| *b);
