@@ -1362,6 +1362,27 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// `lockstep serve --listen LISTEN ARGS` in its own process, logging at `log_level`, once it
+/// listens: the process and the address it listens on.
+pub(crate) fn spawn_serve(listen: &str, args: &[&str], log_level: &str) -> anyhow::Result<(KillOnDrop, String)> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["serve", "--listen", listen])
+        .args(args)
+        .env("LOCKSTEP_LOG", log_level)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot start `lockstep serve`")?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut line)?;
+    let addr = line
+        .trim()
+        .strip_prefix("lockstep listening on ")
+        .with_context(|| format!("unexpected output from lockstep serve: {line:?}"))?
+        .to_owned();
+    Ok((KillOnDrop(child), addr))
+}
+
 impl UnderTest {
     async fn start(in_process: bool, addr: Option<String>) -> anyhow::Result<(UnderTest, String)> {
         if let Some(addr) = addr {
@@ -1377,21 +1398,8 @@ impl UnderTest {
 
     /// `lockstep serve --listen 127.0.0.1:0` with `args`, in its own process.
     pub(crate) async fn spawn(args: &[&str]) -> anyhow::Result<(UnderTest, String)> {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(std::env::current_exe()?)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .env("LOCKSTEP_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .context("cannot start `lockstep serve`")?;
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut line)?;
-        let addr = line
-            .trim()
-            .strip_prefix("lockstep listening on ")
-            .with_context(|| format!("unexpected output from lockstep serve: {line:?}"))?;
-        Ok((UnderTest::Process(KillOnDrop(child)), addr.to_owned()))
+        let (child, addr) = spawn_serve("127.0.0.1:0", args, "warn")?;
+        Ok((UnderTest::Process(child), addr))
     }
 
     /// The server's process id, when it runs in a process of its own.

@@ -340,17 +340,9 @@ impl Drop for DataDir {
 }
 
 fn start_server(listen: &str, data: &std::path::Path) -> anyhow::Result<KillOnDrop> {
-    let mut child = std::process::Command::new(std::env::current_exe()?)
-        .args(["serve", "--listen", listen, "--data-dir", data.to_str().context("a UTF-8 path")?])
-        // Warnings would be one line per agent of every killed worker.
-        .env("LOCKSTEP_LOG", "error")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .context("cannot start `lockstep serve`")?;
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut line)?;
-    anyhow::ensure!(line.starts_with("lockstep listening on"), "unexpected output from lockstep serve: {line:?}");
-    Ok(KillOnDrop(child))
+    let data = data.to_str().context("a UTF-8 path")?;
+    // Warnings would be one line per agent of every killed worker.
+    Ok(crate::bench::spawn_serve(listen, &["--data-dir", data], "error")?.0)
 }
 
 /// Starts a worker whose reports are added to `totals` as they arrive.
