@@ -344,7 +344,9 @@ enum ConnRole {
 #[derive(Default)]
 struct Namespace {
     agents: HashMap<Arc<str>, Agent>,
-    sync_points: HashMap<Arc<str>, SyncPoint>,
+    /// Boxed: a namespace keeps up to `max_retained_sync_points` finished points, and a table of
+    /// whole points would hold twice that room for them.
+    sync_points: HashMap<Arc<str>, Box<SyncPoint>>,
     open_sync_points: usize,
     /// Finished sync points, oldest first, for bounded retention.
     finished: VecDeque<Arc<str>>,
@@ -987,7 +989,7 @@ impl Engine {
                 }
                 Some(at) => finished.push((at, ns_key.clone(), id.clone())),
             }
-            n.sync_points.insert(id, point);
+            n.sync_points.insert(id, Box::new(point));
         }
         finished.sort();
         for (at, ns, id) in finished {
@@ -2241,7 +2243,13 @@ impl Engine {
                 });
             }
             let required: std::collections::BTreeSet<Arc<str>> = match &participants {
-                Participants::Agents(ids) => ids.iter().map(|s| Arc::from(s.as_str())).collect(),
+                // The registry's ids where it has them: a retained point then holds no copies.
+                Participants::Agents(ids) => ids
+                    .iter()
+                    .map(|s| {
+                        n.agents.get_key_value(s.as_str()).map_or_else(|| Arc::from(s.as_str()), |(k, _)| k.clone())
+                    })
+                    .collect(),
                 Participants::Count(_) => Default::default(),
                 Participants::Role(role) => {
                     n.agents.values().filter(|a| a.is_live() && *a.role == **role).map(|a| a.id.clone()).collect()
@@ -2249,7 +2257,7 @@ impl Engine {
             };
             participants.validate_quorum(quorum, required.len())?;
             let point = SyncPoint::new(sync_id, participants.clone(), quorum, required, now, timeout_ms);
-            n.sync_points.insert(id.clone(), point);
+            n.sync_points.insert(id.clone(), Box::new(point));
             n.open_sync_points += 1;
         }
         let n = self.namespaces.get_mut(ns).expect("present");
@@ -2389,7 +2397,7 @@ impl Engine {
 
     /// The point, looked up by keys the engine already holds (no name checks).
     fn point(&self, ns: &str, id: &str) -> Option<&SyncPoint> {
-        self.namespaces.get(ns)?.sync_points.get(id)
+        self.namespaces.get(ns)?.sync_points.get(id).map(|p| &**p)
     }
 
     fn sync_point(&self, namespace: &str, sync_id: &str) -> Result<&SyncPoint, CoreError> {
@@ -3142,7 +3150,7 @@ impl Engine {
         let Some(n) = self.namespaces.get(ns) else {
             return Ok(Vec::new());
         };
-        let mut out: Vec<SyncStatus> = n.sync_points.values().map(SyncPoint::status).collect();
+        let mut out: Vec<SyncStatus> = n.sync_points.values().map(|p| p.status()).collect();
         out.sort_by(|a, b| a.sync_id.cmp(&b.sync_id));
         Ok(out)
     }

@@ -116,15 +116,15 @@ impl Participants {
         }
         Ok(())
     }
+}
 
-    fn same_as(&self, other: &Participants) -> bool {
-        match (self, other) {
-            (Participants::Agents(a), Participants::Agents(b)) => {
-                a.iter().collect::<BTreeSet<_>>() == b.iter().collect::<BTreeSet<_>>()
-            }
-            _ => self == other,
-        }
-    }
+/// Who must arrive, as a point keeps it. An explicit set is the point's `required` set itself, so
+/// that its ids are not kept twice: a point is kept for its whole retention after it finishes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Kind {
+    Agents,
+    Count(u32),
+    Role(String),
 }
 
 /// What every waiter of a completed point receives.
@@ -278,7 +278,7 @@ pub struct Diagnosis {
 #[derive(Clone, Debug)]
 pub struct SyncPoint {
     id: String,
-    participants: Participants,
+    kind: Kind,
     /// With a quorum k, the point is released when k of `required` have arrived.
     quorum: Option<u32>,
     /// The resolved set for explicit and role points; empty for counts.
@@ -288,12 +288,17 @@ pub struct SyncPoint {
     /// Participants of a quorum point that were lost or left before arriving, while enough others
     /// could still arrive (kept in memory only: after a restart they count as able to arrive).
     gone: BTreeSet<Arc<str>>,
+    /// Arrivals with their requests, until the point is released: then its outcome holds who
+    /// arrived and what each brought, and `arrived_at` when (a point that timed out or failed
+    /// keeps its arrivals).
     arrivals: Vec<Arrival>,
+    arrived_at: Vec<Time>,
     state: SyncState,
     created_at: Time,
     deadline: Time,
     finished_at: Option<Time>,
-    result: Option<Result<Arc<SyncOutcome>, CoreError>>,
+    /// The error boxed: most points complete, and a finished point is kept for its retention.
+    result: Option<Result<Arc<SyncOutcome>, Box<CoreError>>>,
     /// The most bytes of ids and payloads the outcome may carry (see [`SyncPoint::limit_outcome`]).
     max_outcome_bytes: usize,
     /// The outcome's bytes known so far, framing included: the required ids, and what each
@@ -316,19 +321,25 @@ impl SyncPoint {
         timeout_ms: u64,
     ) -> Self {
         let outcome_bytes = required.iter().map(|r| r.len() + OUTCOME_ITEM_FRAMING).sum();
-        let required_count = match (&participants, quorum) {
-            (Participants::Count(n), _) => *n as usize,
+        let kind = match participants {
+            Participants::Agents(_) => Kind::Agents,
+            Participants::Count(n) => Kind::Count(n),
+            Participants::Role(role) => Kind::Role(role),
+        };
+        let required_count = match (&kind, quorum) {
+            (Kind::Count(n), _) => *n as usize,
             (_, Some(k)) => k as usize,
             _ => required.len(),
         };
         SyncPoint {
             id,
-            participants,
+            kind,
             quorum,
             required,
             required_count,
             gone: BTreeSet::new(),
             arrivals: Vec::new(),
+            arrived_at: Vec::new(),
             state: SyncState::Waiting,
             created_at: now,
             deadline: now.saturating_add(timeout_ms),
@@ -349,8 +360,8 @@ impl SyncPoint {
     /// What an arrival of `agent` with `payload_len` bytes adds to the outcome's bytes (its id
     /// too for a count, whose ids are not known beforehand).
     fn outcome_share(&self, agent: &str, payload_len: usize) -> usize {
-        let id = match self.participants {
-            Participants::Count(_) => agent.len() + OUTCOME_ITEM_FRAMING,
+        let id = match self.kind {
+            Kind::Count(_) => agent.len() + OUTCOME_ITEM_FRAMING,
             _ => 0,
         };
         id + payload_len + OUTCOME_ITEM_FRAMING
@@ -358,6 +369,28 @@ impl SyncPoint {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Who must arrive, as the first arrival defined it (an explicit set sorted).
+    pub fn participants(&self) -> Participants {
+        match &self.kind {
+            Kind::Agents => Participants::Agents(self.required.iter().map(|r| r.to_string()).collect()),
+            Kind::Count(n) => Participants::Count(*n),
+            Kind::Role(role) => Participants::Role(role.clone()),
+        }
+    }
+
+    /// Whether `requested` describes this point as its first arrival did (an explicit set in any
+    /// order; validated sets hold no id twice).
+    fn defined_as(&self, requested: &Participants) -> bool {
+        match (&self.kind, requested) {
+            (Kind::Agents, Participants::Agents(ids)) => {
+                ids.len() == self.required.len() && ids.iter().all(|id| self.required.contains(id.as_str()))
+            }
+            (Kind::Count(n), Participants::Count(m)) => n == m,
+            (Kind::Role(a), Participants::Role(b)) => a == b,
+            _ => false,
+        }
     }
 
     pub fn state(&self) -> SyncState {
@@ -384,7 +417,16 @@ impl SyncPoint {
     }
 
     fn has_arrived(&self, agent: &str) -> bool {
-        self.arrivals.iter().any(|a| &*a.agent == agent)
+        self.arrived().any(|a| &**a == agent)
+    }
+
+    /// The agents that arrived, in order.
+    fn arrived(&self) -> impl Iterator<Item = &Arc<str>> {
+        let released = match &self.result {
+            Some(Ok(outcome)) => &outcome.arrival_order[..],
+            _ => &[],
+        };
+        self.arrivals.iter().map(|a| &a.agent).chain(released)
     }
 
     /// Records `waiter.agent` arriving with `payload`; `waiter.request_id` is answered on release,
@@ -414,20 +456,20 @@ impl SyncPoint {
                     let waiter = Waiter { agent: agent.clone(), request_id, position: position as u32, summary };
                     Ok(Arrived::AlreadyFinished(waiter.reply(outcome)))
                 }
-                (Err(e), _) => Ok(Arrived::AlreadyFinished(Reply::Error(e.clone()))),
+                (Err(e), _) => Ok(Arrived::AlreadyFinished(Reply::Error((**e).clone()))),
                 (Ok(_), None) => {
                     Err(CoreError::SyncFinished { sync_id: self.id.clone(), outcome: self.state.as_str().into() })
                 }
             };
         }
-        if !self.participants.same_as(requested) || self.quorum != requested_quorum {
+        if !self.defined_as(requested) || self.quorum != requested_quorum {
             return Err(CoreError::SyncMismatch {
                 sync_id: self.id.clone(),
-                existing: self.participants.describe_quorum(self.quorum),
+                existing: self.participants().describe_quorum(self.quorum),
                 requested: requested.describe_quorum(requested_quorum),
             });
         }
-        if !matches!(self.participants, Participants::Count(_)) && !self.required.contains(agent) {
+        if !matches!(self.kind, Kind::Count(_)) && !self.required.contains(agent) {
             return Err(CoreError::NotAParticipant {
                 sync_id: self.id.clone(),
                 agent: agent.to_string(),
@@ -469,14 +511,23 @@ impl SyncPoint {
             digest: SyncOutcome::digest_of(self.arrivals.iter().map(|a| (&*a.agent, &a.payload[..]))),
             wire: std::sync::OnceLock::new(),
         });
+        let waiters = self.waiters();
         self.close(now, state, Ok(outcome.clone()));
-        (self.waiters(), outcome)
+        // The point is kept for its retention: the outcome holds who arrived and what each
+        // brought, so only when is kept beside it.
+        // (Collected from a borrow: collecting from the vector itself would reuse its allocation.)
+        self.arrived_at = self.arrivals.iter().map(|a| a.at).collect();
+        self.arrivals = Vec::new();
+        (waiters, outcome)
     }
 
     fn close(&mut self, now: Time, state: SyncState, result: Result<Arc<SyncOutcome>, CoreError>) {
         self.state = state;
         self.finished_at = Some(now);
-        self.result = Some(result);
+        self.result = Some(result.map_err(Box::new));
+        // Kept for its retention as it is now: no room for arrivals that will not come.
+        self.arrivals.shrink_to_fit();
+        self.gone = BTreeSet::new();
     }
 
     fn waiters(&self) -> Vec<Waiter> {
@@ -495,12 +546,12 @@ impl SyncPoint {
     }
 
     fn describe_required(&self) -> String {
-        let of = match &self.participants {
-            Participants::Role(role) => {
+        let of = match &self.kind {
+            Kind::Role(role) => {
                 let names: Vec<&str> = self.required.iter().map(|r| &**r).collect();
                 format!("role {role}: {{{}}}", names.join(", "))
             }
-            other => other.describe(),
+            _ => self.participants().describe(),
         };
         match self.quorum {
             Some(k) => format!("{k} of {of}"),
@@ -567,10 +618,15 @@ impl SyncPoint {
             quorum: self.quorum,
             required: self.required.iter().map(|r| r.to_string()).collect(),
             required_count: self.required_count as u32,
-            arrived: self.arrivals.iter().map(|a| a.agent.to_string()).collect(),
+            arrived: self.arrived().map(|a| a.to_string()).collect(),
             missing: self.missing(),
             created_at: self.created_at,
-            waiting_since: self.arrivals.first().map_or(self.created_at, |a| a.at),
+            waiting_since: self
+                .arrivals
+                .first()
+                .map(|a| a.at)
+                .or(self.arrived_at.first().copied())
+                .unwrap_or(self.created_at),
             deadline: self.deadline,
             finished_at: self.finished_at,
             failure: match &self.result {
@@ -585,7 +641,7 @@ impl SyncPoint {
         SyncPointImage {
             namespace: namespace.to_owned(),
             sync_id: self.id.clone(),
-            participants: self.participants.clone(),
+            participants: self.participants(),
             quorum: self.quorum,
             required: self.required.iter().map(|r| r.to_string()).collect(),
             created_at: self.created_at,
@@ -602,13 +658,18 @@ impl SyncPoint {
 
     /// The arrival at `position` in the arrival order, as it is kept, if it is `agent`'s.
     pub fn arrival_image(&self, position: u32, agent: &str) -> Option<ArrivalImage> {
-        let a = self.arrivals.get(position as usize).filter(|a| &*a.agent == agent)?;
-        Some(ArrivalImage { agent_id: a.agent.to_string(), payload: a.payload.clone(), at: a.at })
+        let p = position as usize;
+        let (id, payload, at) = match (&self.result, self.arrivals.get(p)) {
+            (_, Some(a)) => (&a.agent, &a.payload, a.at),
+            (Some(Ok(o)), None) => (o.arrival_order.get(p)?, o.payloads.get(p)?, *self.arrived_at.get(p)?),
+            _ => return None,
+        };
+        (&**id == agent).then(|| ArrivalImage { agent_id: id.to_string(), payload: payload.clone(), at })
     }
 
     /// How many agents have arrived.
     pub fn arrival_count(&self) -> usize {
-        self.arrivals.len()
+        self.arrived().count()
     }
 
     /// Rebuilds a kept point. Restored arrivals have no request to answer (request id 0): their
@@ -667,7 +728,7 @@ impl SyncPoint {
             SyncState::Forced => {
                 issues.push(format!(
                     "released by force with {} of {} participants",
-                    self.arrivals.len(),
+                    self.arrival_count(),
                     self.required_count
                 ));
                 if !status.missing.is_empty() {
@@ -718,7 +779,7 @@ impl SyncPoint {
                     }
                 }
             }
-            if let Participants::Count(n) = self.participants {
+            if let Kind::Count(n) = self.kind {
                 if live_agents < n as usize {
                     issues.push(format!("the namespace has {live_agents} live agents but this point needs {n}"));
                     recs.push("start more agents, or force-complete the point if fewer are enough".into());
@@ -912,6 +973,38 @@ mod tests {
         assert!(matches!(sp.arrive(4, w("z", 5), Bytes::new(), &p, Some(2)), Err(CoreError::SyncFinished { .. })));
         assert_eq!(sp.status().participants, "2 of {a, b, c, d}");
         assert_eq!(sp.status().required_count, 2);
+    }
+
+    #[test]
+    fn a_released_point_keeps_who_arrived_once_in_its_outcome() {
+        let (p, req) = explicit(&["c", "a", "b"]);
+        let mut sp = SyncPoint::new("s".into(), p.clone(), None, req, 0, 1000);
+        for (i, agent) in ["b", "c"].into_iter().enumerate() {
+            let payload = Bytes::from(format!("from {agent}"));
+            assert_eq!(sp.arrive(10 + i as u64, w(agent, 1), payload, &p, None).unwrap(), Arrived::Waiting);
+        }
+        // Any order of the same set is the same definition; the kept definition is the set, sorted.
+        let reordered = explicit(&["b", "c", "a"]).0;
+        let Arrived::Released { outcome, .. } = sp.arrive(12, w("a", 2), "from a".into(), &reordered, None).unwrap()
+        else {
+            panic!("the last of the set releases the point")
+        };
+        assert_eq!(sp.participants(), explicit(&["a", "b", "c"]).0);
+        assert!(sp.arrivals.is_empty(), "the outcome holds the arrivals; the point keeps only their times");
+        assert_eq!(sp.arrived_at, [10, 11, 12]);
+        assert_eq!(sp.arrival_count(), 3);
+        let status = sp.status();
+        assert_eq!(
+            (status.arrived, status.missing, status.waiting_since),
+            (vec!["b".into(), "c".into(), "a".into()], vec![], 10)
+        );
+        for (position, agent) in ["b", "c", "a"].into_iter().enumerate() {
+            let image = sp.arrival_image(position as u32, agent).expect("kept");
+            assert_eq!((image.agent_id.as_str(), image.at), (agent, 10 + position as u64));
+            assert_eq!(image.payload, outcome.payloads[position]);
+            assert!(sp.arrival_image(position as u32, "z").is_none(), "another agent's place");
+        }
+        assert!(sp.arrival_image(3, "a").is_none());
     }
 
     #[test]
