@@ -125,6 +125,61 @@ async fn state_and_versions_survive_sigkill_and_agents_resume() {
     assert_eq!(client.get_state("worker").await.unwrap(), (worker_version + 1, json!({"b": {"d": 3}})));
 }
 
+/// Established TCP connections of this machine to `port` on loopback, from /proc/net/tcp.
+fn connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp is readable");
+    // Fields: sl, local address, remote address (hex ip:port), state (01: established), ...
+    let remote = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(2).is_some_and(|r| r.ends_with(&remote)) && fields.get(3) == Some(&"01")
+        })
+        .count()
+}
+
+/// An agent keeps one connection across a server restart: its session reconnects on the
+/// connection its queries use. (Each reconnection used to dial a connection of its own, and the
+/// agent's next query brought the first one back too: two per agent after a restart.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_holds_one_connection_across_a_restart() {
+    let dir = ScratchDir::new("one-connection");
+    let listen = free_listen_addr();
+    let port: u16 = listen.rsplit(':').next().unwrap().parse().unwrap();
+    let mut server = Server::start_durable(&listen, dir.path(), &[]);
+    let client = server.client().await;
+    let agents = [
+        client.register(opts("a", "worker")).await.unwrap(),
+        client.register(opts("b", "worker")).await.unwrap(),
+        client.register_shared(opts("c", "worker")).await.unwrap(),
+    ];
+    for agent in &agents {
+        agent.update_state(&json!({"n": 1})).await.unwrap();
+        assert_eq!(agent.get_state(agent.id()).await.unwrap().0, 1);
+    }
+    // The client's own connection (shared by c), and a and b's.
+    assert_eq!(connections_to(port), 3);
+
+    server.kill();
+    drop(client);
+    let server = Server::start_durable(&listen, dir.path(), &[]);
+    all_sessions_back(&agents).await;
+    for agent in &agents {
+        assert_eq!(agent.update_state(&json!({"n": 2})).await.unwrap(), 2);
+        assert_eq!(agent.get_state(agent.id()).await.unwrap(), (2, json!({"n": 2})));
+    }
+    assert!(
+        eventually(T, || async { connections_to(port) == 3 }).await,
+        "{} connections to the restarted server for 3 agents",
+        connections_to(port)
+    );
+    let other = server.client().await;
+    assert_eq!(other.get_state("c").await.unwrap().0, 2);
+    assert_eq!(connections_to(port), 4, "the new client's own");
+}
+
 /// A barrier two of three agents were waiting at when the server was killed completes after the
 /// restart when the third arrives: the waiting calls are carried over, the arrivals (and their
 /// payloads) were kept, and nobody is counted twice.

@@ -475,7 +475,6 @@ impl Agent {
     /// sessions may share it.
     pub(crate) async fn open(
         channel: Channel,
-        endpoint: crate::Dialer,
         namespace: &str,
         o: AgentOptions,
         shared: Option<Arc<ConnectionBeat>>,
@@ -548,7 +547,7 @@ impl Agent {
             limits: limits.clone(),
             missed: missed.clone(),
             reconnect: o.reconnect_for.map(|limit| Reconnect {
-                endpoint,
+                channel: channel.clone(),
                 register,
                 resume_token: resume_token.clone(),
                 watches: watches.clone(),
@@ -1151,7 +1150,11 @@ struct Reader {
 
 /// What the reader needs to reconnect a broken session by itself.
 struct Reconnect {
-    endpoint: crate::Dialer,
+    /// The session's connection: it connects again by itself when it is next used, and the
+    /// agent's queries use it too, so that an agent holds one connection however often it
+    /// reconnects (a new one per reconnection doubled the server's connections after a restart,
+    /// once the queries had reconnected the first).
+    channel: Channel,
     /// The registration, with the current resume token.
     register: v1::Register,
     resume_token: Arc<Mutex<String>>,
@@ -1315,9 +1318,7 @@ impl Reader {
             tokio::time::sleep(delay.mul_f64(jitter)).await;
             delay = (delay * 2).min(RECONNECT_MAX_DELAY);
             let attempt = async {
-                let channel =
-                    r.endpoint.connect().await.map_err(|e| Error::SessionEnded(format!("reconnecting: {e}").into()))?;
-                let mut grpc = crate::grpc_client(channel);
+                let mut grpc = crate::grpc_client(r.channel.clone());
                 let opened = open_session(&mut grpc, &r.register).await?;
                 Ok::<_, Error>((grpc, opened))
             };

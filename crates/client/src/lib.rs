@@ -241,17 +241,18 @@ impl Client {
     /// co-located agents, [`Client::register_shared`] uses one connection for all of them.
     pub async fn register(&self, options: AgentOptions) -> Result<Agent, Error> {
         let channel = self.endpoint.connect().await.map_err(|e| connect_error(&self.addr, e))?;
-        Agent::open(channel, self.endpoint.clone(), &self.namespace, options, None).await
+        Agent::open(channel, &self.namespace, options, None).await
     }
 
     /// Registers an agent whose session shares this client's connection with its queries and with
     /// every other agent registered this way: one HTTP/2 connection (and one server-side socket)
     /// for many co-located agents. The agents sharing it take turns to heartbeat: the server renews
     /// every session of a connection on one heartbeat, so a thousand idle agents cost one heartbeat
-    /// per interval. After a reconnect, the session gets a connection of its own.
+    /// per interval. A session that reconnects stays on this connection (it connects again by
+    /// itself) but heartbeats on its own from then on.
     pub async fn register_shared(&self, options: AgentOptions) -> Result<Agent, Error> {
         let beat = Some(self.beat.clone());
-        Agent::open(self.channel.clone(), self.endpoint.clone(), &self.namespace, options, beat).await
+        Agent::open(self.channel.clone(), &self.namespace, options, beat).await
     }
 
     /// The operators' API on this connection, presenting `token` if the server requires one and
