@@ -7,7 +7,9 @@
 //! soak-worker`, hidden), `--agents / --workers` each; every `--period-ms` each agent writes a
 //! counter into its state (acknowledged with a version), publishes the time to its group's topic
 //! (its group of `--group` agents of the same worker subscribes to it), and every second period
-//! meets its group at a barrier. Each agent watches its neighbour's state, and every tenth
+//! meets its group at a barrier (waiting a period and a half at most: every member's wait ends
+//! at the same instant, so a group out of step meets again at its next round). Each agent
+//! watches its neighbour's state, and every tenth
 //! period reads its own state back from the server. Workers report what was acknowledged and
 //! their latencies on their standard output, once a second.
 //!
@@ -60,6 +62,13 @@ pub struct SoakArgs {
     /// Agents per barrier group (of one worker).
     #[arg(long, default_value_t = 10)]
     group: usize,
+    /// How long the server keeps finished sync points and lost agents, in seconds
+    /// (`engine.sync_retention_ms` and `engine.lost_retention_ms`; 0: the server's defaults, 10
+    /// and 5 minutes). Under a minute by default, so that by minute 2, where the growth is
+    /// measured from, these windows are full: the growth is then what stays, not the windows
+    /// filling (at the defaults they fill for the first 5 and 10 minutes of this load).
+    #[arg(long, default_value_t = 60)]
+    retention_s: u64,
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -137,7 +146,8 @@ struct Shared {
 }
 
 /// Every call an agent makes is answered within this (the server's own deadlines are shorter: a
-/// barrier's is 5 periods), else it is counted as unanswered and the agent goes on.
+/// barrier's is at most a period and a half), else it is counted as unanswered and the agent goes
+/// on.
 const ANSWER_WITHIN: Duration = Duration::from_secs(60);
 
 /// `call`, or `None` (counted and named) when it is not answered within [`ANSWER_WITHIN`].
@@ -262,10 +272,21 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
                     }
                 }
                 if tick.is_multiple_of(2) {
+                    // Every member's wait at a round ends at the same instant, half a period
+                    // before the next round: members that fell out of step (one waiting at a
+                    // round, another at the next after a slow call) meet again at the next. With
+                    // a timeout of its own from each arrival, they leapfrogged one another for
+                    // good, each waiting out a timeout at a round the other had left.
+                    let ends = start + period * (tick as u32 + 1) + period / 2;
+                    let Some(timeout) =
+                        ends.checked_duration_since(tokio::time::Instant::now()).filter(|t| t.as_millis() > 0)
+                    else {
+                        continue;
+                    };
                     let round = format!("{prefix}g{group}r{}", tick / 2);
                     let participants = Participants::Agents(members.clone());
                     let t = Instant::now();
-                    let arrival = agent.sync(&round, participants, period * 5, Bytes::new());
+                    let arrival = agent.sync(&round, participants, timeout, Bytes::new());
                     let Some(met) = answered(&shared, "barrier arrival", id, arrival).await else { continue };
                     let mut s = shared.lock().expect("not poisoned");
                     match met {
@@ -339,10 +360,25 @@ impl Drop for DataDir {
     }
 }
 
-fn start_server(listen: &str, data: &std::path::Path) -> anyhow::Result<KillOnDrop> {
+/// Writes the server's configuration into `dir` (its retention, see [`SoakArgs::retention_s`]):
+/// the `--config` argument to start it with, if any.
+fn server_config(dir: &std::path::Path, retention_s: u64) -> anyhow::Result<Option<String>> {
+    if retention_s == 0 {
+        return Ok(None);
+    }
+    let ms = retention_s.saturating_mul(1000);
+    let path = dir.join("soak.toml");
+    std::fs::write(&path, format!("[engine]\nsync_retention_ms = {ms}\nlost_retention_ms = {ms}\n"))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(Some(path.to_str().context("a UTF-8 path")?.to_owned()))
+}
+
+fn start_server(listen: &str, data: &std::path::Path, config: Option<&str>) -> anyhow::Result<KillOnDrop> {
     let data = data.to_str().context("a UTF-8 path")?;
+    let mut args = vec!["--data-dir", data];
+    args.extend(config.iter().flat_map(|c| ["--config", c]));
     // Warnings would be one line per agent of every killed worker.
-    Ok(crate::bench::spawn_serve(listen, &["--data-dir", data], "error")?.0)
+    Ok(crate::bench::spawn_serve(listen, &args, "error")?.0)
 }
 
 /// Starts a worker whose reports are added to `totals` as they arrive.
@@ -411,7 +447,8 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         format!("127.0.0.1:{port}")
     };
-    let mut server = start_server(&addr, &data.0)?;
+    let config = server_config(&data.0, args.retention_s)?;
+    let mut server = start_server(&addr, &data.0, config.as_deref())?;
     let totals = Arc::new(Mutex::new(Totals::default()));
     let per_worker = args.agents / args.workers;
     let mut generation = vec![0u32; args.workers];
@@ -426,8 +463,12 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut next_kill = Duration::from_secs(args.kill_every_s);
     let mut next_sample = Duration::ZERO;
+    let retention = match args.retention_s {
+        0 => "the server's default retention".to_owned(),
+        s => format!("finished sync points and lost agents kept {s} s"),
+    };
     eprintln!(
-        "soak: {} agents in {} workers against {addr} for {} s",
+        "soak: {} agents in {} workers against {addr} for {} s ({retention})",
         per_worker * args.workers,
         args.workers,
         args.seconds
@@ -460,7 +501,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
             eprintln!("soak: killing the server (SIGKILL) and starting it again");
             drop(server);
             tokio::time::sleep(Duration::from_secs(1)).await;
-            server = start_server(&addr, &data.0)?;
+            server = start_server(&addr, &data.0, config.as_deref())?;
         }
         // No kill close to the restart (10 s, or half the kill period if shorter): the restart's
         // reconnections and a worker's death would blur into one another.
@@ -506,7 +547,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     let lost = t.counts.lost_writes + after_kills.lost + at_the_end.lost;
     let result = json!({
         "agents": per_worker * args.workers, "workers": args.workers, "seconds": args.seconds,
-        "period_ms": args.period_ms, "group": args.group, "worker_kills": kills, "server_restarts": u32::from(restarted),
+        "period_ms": args.period_ms, "group": args.group, "server_retention_s": args.retention_s, "worker_kills": kills, "server_restarts": u32::from(restarted),
         "rss_bytes": rss, "rss_growth_percent_from_minute_2": growth,
         "state_ack_ms": {"p50": percentile(&t.state, 0.5), "p99": percentile(&t.state, 0.99)},
         "delivery_ms": {"p50": percentile(&t.delivery, 0.5), "p99": percentile(&t.delivery, 0.99)},
