@@ -547,7 +547,6 @@ impl Agent {
             limits: limits.clone(),
             missed: missed.clone(),
             reconnect: o.reconnect_for.map(|limit| Reconnect {
-                channel: channel.clone(),
                 register,
                 resume_token: resume_token.clone(),
                 watches: watches.clone(),
@@ -1150,11 +1149,6 @@ struct Reader {
 
 /// What the reader needs to reconnect a broken session by itself.
 struct Reconnect {
-    /// The session's connection: it connects again by itself when it is next used, and the
-    /// agent's queries use it too, so that an agent holds one connection however often it
-    /// reconnects (a new one per reconnection doubled the server's connections after a restart,
-    /// once the queries had reconnected the first).
-    channel: Channel,
     /// The registration, with the current resume token.
     register: v1::Register,
     resume_token: Arc<Mutex<String>>,
@@ -1317,20 +1311,18 @@ impl Reader {
             let jitter = rand::random_range(0.75..1.25);
             tokio::time::sleep(delay.mul_f64(jitter)).await;
             delay = (delay * 2).min(RECONNECT_MAX_DELAY);
-            let attempt = async {
-                let mut grpc = crate::grpc_client(r.channel.clone());
-                let opened = open_session(&mut grpc, &r.register).await?;
-                Ok::<_, Error>((grpc, opened))
-            };
-            match attempt.await {
-                Ok((grpc, (inbound, registered, conn))) => {
+            // On the session's connection, which connects again by itself when it is next used:
+            // the agent's queries use it too, so that an agent holds one connection however often
+            // it reconnects (a new one per reconnection doubled the server's connections after a
+            // restart, once the queries had brought the first back).
+            match open_session(&mut self.grpc, &r.register).await {
+                Ok((inbound, registered, conn)) => {
                     r.register.resume_token = registered.resume_token.clone();
                     // A restarted server may run with other limits.
                     self.limits.set(registered.limits);
                     report_missed(&self.missed, registered.missed_messages);
                     *r.resume_token.lock().expect("not poisoned") = registered.resume_token;
                     let _ = r.new_conn.send(Some(conn));
-                    self.grpc = grpc;
                     if !registered.resumed {
                         // A new session: the server no longer knows this agent's watches.
                         let watches = r.watches.lock().expect("not poisoned").clone();
