@@ -27,11 +27,12 @@ fi
 if command -v npm >/dev/null && { [ "${CI:-}" = "true" ] || [ -x /usr/bin/chromium ]; }; then
   (cd crates/cli/tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
-cargo test --workspace --locked
+# The workspace suite includes lockstep-sim: the whole-engine simulation and the fuzz corpus replayed
+# through the fuzz targets' functions (docs/TESTING.md). The simulation runs 300 seeds here (100 in
+# a bare `cargo test`; LOCKSTEP_SIM_SEEDS=N to choose). The fuzz build itself is too slow for CI;
+# LOCKSTEP_FUZZ_SECONDS=N fuzzes each target for N seconds here as well.
+LOCKSTEP_SIM_SEEDS="${LOCKSTEP_SIM_SEEDS:-300}" cargo test --workspace --locked
 
-# The workspace suite includes lockstep-sim: the whole-engine simulation (100 seeds) and the fuzz
-# corpus replayed through the fuzz targets' functions (docs/TESTING.md). The fuzz build itself is too
-# slow for CI; LOCKSTEP_FUZZ_SECONDS=N fuzzes each target for N seconds here as well.
 if [ -n "${LOCKSTEP_FUZZ_SECONDS:-}" ]; then
   echo "== fuzz"
   ./scripts/fuzz.sh "$LOCKSTEP_FUZZ_SECONDS"

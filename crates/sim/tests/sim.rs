@@ -1,5 +1,5 @@
-//! The whole-engine simulation (`lockstep_sim::world`) over many seeds: 100 by default (the normal
-//! suite), `LOCKSTEP_SIM_SEEDS=N` for N seeds (from `LOCKSTEP_SIM_FIRST_SEED`, default 0), or
+//! The whole-engine simulation (`lockstep_sim::world`) over many seeds: 100 by default (300 in the
+//! README's test command, `scripts/test.sh`), `LOCKSTEP_SIM_SEEDS=N` for N seeds (from `LOCKSTEP_SIM_FIRST_SEED`, default 0), or
 //! `LOCKSTEP_SIM_SEED=S` for one seed (what a failure message says to run, with a trace of every
 //! event under `LOCKSTEP_SIM_TRACE=1`).
 
