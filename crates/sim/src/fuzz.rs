@@ -100,6 +100,11 @@ fn drain(engine: &mut Engine) -> Vec<Frame> {
 /// answered once at the end; a violation panics with what was violated.
 pub fn engine_steps(data: &[u8]) {
     let steps = steps_from(data);
+    if std::env::var("LOCKSTEP_FUZZ_PRINT").is_ok() {
+        for s in &steps {
+            eprintln!("{s:?}");
+        }
+    }
     if let Err(e) = robustness::run(steps) {
         panic!("{e}");
     }
