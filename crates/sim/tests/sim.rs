@@ -1,7 +1,7 @@
 //! The whole-engine simulation (`lockstep_sim::world`) over many seeds: 100 by default (300 in the
-//! README's test command, `scripts/test.sh`), `LOCKSTEP_SIM_SEEDS=N` for N seeds (from `LOCKSTEP_SIM_FIRST_SEED`, default 0), or
-//! `LOCKSTEP_SIM_SEED=S` for one seed (what a failure message says to run, with a trace of every
-//! event under `LOCKSTEP_SIM_TRACE=1`).
+//! README's test command, `scripts/test.sh`), `LOCKSTEP_SIM_SEEDS=N` for N seeds (from
+//! `LOCKSTEP_SIM_FIRST_SEED`, default 0), or `LOCKSTEP_SIM_SEED=S` for one seed (what a failure
+//! message says to run, with a trace of every event under `LOCKSTEP_SIM_TRACE=1`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
