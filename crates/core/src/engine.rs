@@ -1654,6 +1654,7 @@ impl Engine {
     // ---------------------------------------------------------------------------------------------
     // Routing
 
+    /// Routes a message published on `topic_name`, once the topic is found valid.
     fn publish(
         &mut self,
         ns: &Arc<str>,
@@ -1662,10 +1663,13 @@ impl Engine {
         payload: Bytes,
         content_type: &str,
     ) -> Result<(), CoreError> {
+        topic::validate_topic(topic_name, self.config.limits.max_topic_len)?;
         self.publish_enveloped(ns, publisher, topic_name, payload, content_type, None)
     }
 
-    /// Routes a message; `envelope`: what the intake stamped on it (see `engine::intake`).
+    /// Routes a message on a topic already found valid (by [`Engine::publish`]; the intake checks
+    /// a topic before it looks at the record, and its targets are valid by construction);
+    /// `envelope`: what the intake stamped on it (see `engine::intake`).
     fn publish_enveloped(
         &mut self,
         ns: &Arc<str>,
@@ -1676,7 +1680,6 @@ impl Engine {
         envelope: Option<crate::intake::Envelope>,
     ) -> Result<(), CoreError> {
         let limits = &self.config.limits;
-        topic::validate_topic(topic_name, limits.max_topic_len)?;
         check_payload(limits, payload.len(), content_type)?;
         let mut message = self.history_message(ns, publisher, topic_name, payload, content_type)?;
         if let Some(envelope) = envelope {

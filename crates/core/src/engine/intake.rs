@@ -32,12 +32,13 @@ impl Engine {
         crate::topic::validate_topic(topic, self.config.limits.max_topic_len)?;
         let (settings, max_topic_len) = (&self.config.intake, self.config.limits.max_topic_len);
         match self.intake.take(now, (ns, publisher), topic, &payload, settings, max_topic_len) {
-            Ok(None) => self.publish(ns, publisher, topic, payload, content_type),
+            Ok(None) => self.publish_enveloped(ns, publisher, topic, payload, content_type, None),
             Ok(Some(routed)) => {
                 let mut envelope = routed.envelope;
                 if let (Some(e), Some(series)) = (envelope.as_mut(), routed.round_series.as_deref()) {
                     e.tick = self.open_round_number(ns, series);
                 }
+                // A target is a valid topic: built and checked by the intake, or checked with the set.
                 self.publish_enveloped(ns, publisher, &routed.topic, payload, content_type, envelope)
             }
             Err(refusal) => {
