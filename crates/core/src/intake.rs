@@ -25,8 +25,13 @@
 //!   (`schemas[1].schema: ...`, `routes[0].rules[2].when[0].pointer: ...`); a set with a problem is
 //!   refused whole and the one in force stays. Each accepted replacement takes the next version.
 //!
+//! A record is read in place ([`crate::json_tape`]), and one that every check passes is decided
+//! without building its `serde_json::Value`; any other is decided again from its `Value`, which
+//! names the errors of a refusal. Both readings give the same verdict and the same routing.
+//!
 //! Deterministic: no clock (time is an argument) and no I/O.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -34,7 +39,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Number, Value};
 
 use crate::error::CoreError;
+use crate::json_tape::{Parsed, Tape, TapeJson, TapeNode};
 use crate::topic::{validate_topic, Pattern};
+use jsonschema::json::Node as _;
 
 /// Limits of the intake and the rule set the TOML file declares (`[intake]`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -274,12 +281,12 @@ fn parse_target(target: &str, max_topic_len: usize) -> Result<Vec<Piece>, String
     Ok(pieces)
 }
 
-fn fill_target(pieces: &[Piece], record: &Value, max_topic_len: usize) -> Option<String> {
+fn fill_target(pieces: &[Piece], record: Record<'_>, max_topic_len: usize) -> Option<String> {
     let mut out = String::new();
     for p in pieces {
         match p {
             Piece::Text(t) => out.push_str(t),
-            Piece::Pointer(ptr) => match record.pointer(ptr)? {
+            Piece::Pointer(ptr) => match record.pointer(ptr)?.as_ref() {
                 Value::String(s) => out.push_str(&s.to_lowercase()),
                 Value::Number(n) if n.is_i64() || n.is_u64() => out.push_str(&n.to_string()),
                 _ => return None,
@@ -289,9 +296,47 @@ fn fill_target(pieces: &[Piece], record: &Value, max_topic_len: usize) -> Option
     validate_topic(&out, max_topic_len).ok().map(|()| out)
 }
 
+/// A record as the rules read it: in place, or as a `serde_json::Value` (the two read alike).
+#[derive(Clone, Copy)]
+enum Record<'r> {
+    InPlace(TapeNode<'r>),
+    Value(&'r Value),
+}
+
+impl<'r> Record<'r> {
+    /// The value at JSON pointer `ptr`.
+    fn pointer(&self, ptr: &str) -> Option<Cow<'r, Value>> {
+        match self {
+            Record::InPlace(node) => node.pointer(ptr).map(|n| n.to_value()),
+            Record::Value(v) => v.pointer(ptr).map(Cow::Borrowed),
+        }
+    }
+}
+
+/// A record that passed every check: how many schemas checked it, and where it goes.
+struct Pass {
+    validated: u64,
+    to: Destination,
+}
+
+enum Destination {
+    /// No route covers its topic.
+    AsPublished,
+    /// Route `.0` covers it and no rule matched.
+    Unmatched(usize),
+    Category {
+        route: usize,
+        target: String,
+        rule: Arc<str>,
+    },
+}
+
 struct CompiledSchema {
     pattern: Pattern,
+    /// Checks a record as a `serde_json::Value`, and names its errors.
     validator: jsonschema::Validator,
+    /// The same schema over a record read in place (see [`crate::json_tape`]).
+    on_tapes: jsonschema::Validator<TapeJson>,
     dead_letter: Option<Arc<str>>,
 }
 
@@ -436,9 +481,11 @@ impl Intake {
                     limits.max_schema_bytes
                 )));
             }
-            let validator = jsonschema::validator_for(&s.schema).map_err(|e| {
+            let schema_error = |e: jsonschema::ValidationError| {
                 invalid(format!("{place}.schema{}: {e}", pointer_suffix(&e.instance_path().to_string())))
-            })?;
+            };
+            let validator = jsonschema::validator_for(&s.schema).map_err(schema_error)?;
+            let on_tapes = jsonschema::options_for::<TapeJson>().build(&s.schema).map_err(schema_error)?;
             let dead_letter =
                 s.dead_letter.as_deref().map(|t| topic(&format!("{place}.dead_letter"), t)).transpose()?;
             if let Some(dl) = &dead_letter {
@@ -446,7 +493,7 @@ impl Intake {
                     return Err(invalid(format!("{place}.dead_letter: '{dl}' is covered by the schema itself")));
                 }
             }
-            schemas.push(CompiledSchema { pattern, validator, dead_letter });
+            schemas.push(CompiledSchema { pattern, validator, on_tapes, dead_letter });
         }
         let mut routes = Vec::with_capacity(set.routes.len());
         for (i, r) in set.routes.iter().enumerate() {
@@ -521,11 +568,33 @@ impl Intake {
         limits: &IntakeSettings,
         max_topic_len: usize,
     ) -> Result<Option<Routed>, Refusal> {
-        let schema = self.schemas.iter().position(|s| s.pattern.matches(topic));
+        let schema = self.schema_of(topic);
         let route = self.routes.iter().position(|r| r.pattern.matches(topic));
         if schema.is_none() && route.is_none() {
             return Ok(None);
         }
+        // Most records pass: read in place, such a record is decided without building its `Value`.
+        if let Parsed::Tape(tape) = Tape::parse(payload) {
+            if let Some(pass) = self.passes(tape.root(), schema, route, max_topic_len) {
+                return Ok(self.apply(now, topic, pass));
+            }
+        }
+        // Not JSON, a name given twice, or refused: the record as a `Value` decides, and names the
+        // errors of a refusal.
+        self.take_value(now, publisher, (topic, payload), (schema, route), limits, max_topic_len)
+    }
+
+    /// [`Intake::take`] reading the record as a `serde_json::Value`, given the schema and the route
+    /// covering its topic.
+    fn take_value(
+        &mut self,
+        now: u64,
+        publisher: (&str, &str),
+        (topic, payload): (&str, &[u8]),
+        (schema, route): (Option<usize>, Option<usize>),
+        limits: &IntakeSettings,
+        max_topic_len: usize,
+    ) -> Result<Option<Routed>, Refusal> {
         let record: Option<Value> = serde_json::from_slice(payload).ok();
         if let Some(i) = schema {
             self.check(i, topic, publisher, record.as_ref(), limits)?;
@@ -535,22 +604,72 @@ impl Intake {
             // Not JSON and no schema asked for it: no predicate can hold.
             return Ok(Some(self.unmatched(now, r, topic)));
         };
-        let route = &self.routes[r];
-        let found = route.rules.iter().find_map(|rule| {
-            rule.when
-                .iter()
-                .all(|(ptr, t)| t.holds(record.pointer(ptr)))
-                .then(|| fill_target(&rule.target, &record, max_topic_len).map(|t| (t, rule.name.clone())))
-                .flatten()
-        });
-        let Some((target, rule)) = found else { return Ok(Some(self.unmatched(now, r, topic))) };
-        let round_series = route.round_series.clone();
-        if let Some(i) = self.schemas.iter().position(|s| s.pattern.matches(&target)) {
+        let Some((target, rule)) = self.pick(r, Record::Value(&record), max_topic_len) else {
+            return Ok(Some(self.unmatched(now, r, topic)));
+        };
+        if let Some(i) = self.schema_of(&target) {
             self.check(i, &target, publisher, Some(&record), limits)?;
         }
+        Ok(Some(self.categorised(now, r, topic, target, rule)))
+    }
+
+    /// The schema covering `topic`: the first whose pattern matches.
+    fn schema_of(&self, topic: &str) -> Option<usize> {
+        self.schemas.iter().position(|s| s.pattern.matches(topic))
+    }
+
+    /// What becomes of a record read in place that every check passes; `None` when one does not
+    /// (the caller reads the record as a `Value` to name the errors). Changes nothing.
+    fn passes(
+        &self,
+        record: TapeNode<'_>,
+        schema: Option<usize>,
+        route: Option<usize>,
+        max_topic_len: usize,
+    ) -> Option<Pass> {
+        let valid = |i: usize| self.schemas[i].on_tapes.is_valid(record);
+        if schema.is_some_and(|i| !valid(i)) {
+            return None;
+        }
+        let validated = u64::from(schema.is_some());
+        let Some(r) = route else { return Some(Pass { validated, to: Destination::AsPublished }) };
+        let Some((target, rule)) = self.pick(r, Record::InPlace(record), max_topic_len) else {
+            return Some(Pass { validated, to: Destination::Unmatched(r) });
+        };
+        let target_schema = self.schema_of(&target);
+        if target_schema.is_some_and(|i| !valid(i)) {
+            return None;
+        }
+        let validated = validated + u64::from(target_schema.is_some());
+        Some(Pass { validated, to: Destination::Category { route: r, target, rule } })
+    }
+
+    /// Counts and routes a record that passed.
+    fn apply(&mut self, now: u64, topic: &str, pass: Pass) -> Option<Routed> {
+        self.stats.validated += pass.validated;
+        match pass.to {
+            Destination::AsPublished => None,
+            Destination::Unmatched(r) => Some(self.unmatched(now, r, topic)),
+            Destination::Category { route, target, rule } => Some(self.categorised(now, route, topic, target, rule)),
+        }
+    }
+
+    /// The first rule of route `r` whose predicates all hold, with the target it names.
+    fn pick(&self, r: usize, record: Record<'_>, max_topic_len: usize) -> Option<(String, Arc<str>)> {
+        self.routes[r].rules.iter().find_map(|rule| {
+            rule.when
+                .iter()
+                .all(|(ptr, t)| t.holds(record.pointer(ptr).as_deref()))
+                .then(|| fill_target(&rule.target, record, max_topic_len).map(|t| (t, rule.name.clone())))
+                .flatten()
+        })
+    }
+
+    fn categorised(&mut self, now: u64, r: usize, topic: &str, target: String, rule: Arc<str>) -> Routed {
         self.stats.categorised += 1;
         *self.stats.matched_by_rule.entry(rule.to_string()).or_default() += 1;
-        Ok(Some(Routed { topic: target, envelope: Some(self.envelope(now, topic, rule)), round_series }))
+        let round_series = self.routes[r].round_series.clone();
+        Routed { topic: target, envelope: Some(self.envelope(now, topic, rule)), round_series }
     }
 
     fn envelope(&mut self, now: u64, from: &str, rule: Arc<str>) -> Envelope {
@@ -684,6 +803,94 @@ mod tests {
         assert_eq!((s.validated, s.refused, s.dead_lettered), (3, 3, 3));
         assert_eq!(s.refused_by_topic["intake"], 3);
         assert_eq!((s.refused_by_publisher["default/a"], s.refused_by_publisher["default/b"]), (2, 1));
+    }
+
+    #[test]
+    fn a_topic_under_a_schema_only_passes_valid_records_and_names_the_errors_of_the_others() {
+        // No route: valid records are checked in place, the others as values.
+        let mut i = compiled(json!({"schemas": [{"topic": "px", "schema": {"type": "object", "required": ["px"],
+            "properties": {"px": {"type": "number", "minimum": 0}}}}]}));
+        let mut publish = |bytes: &[u8]| i.take(7, ("default", "a"), "px", bytes, &settings(), 256);
+        assert_eq!(publish(br#"{"px": 1.5, "note": "caf\u00e9"}"#), Ok(None));
+        let refused = publish(br#"{"px": -1}"#).unwrap_err();
+        assert_eq!((refused.violations[0].path.as_str(), refused.total), ("/px", 1));
+        assert_eq!(publish(b"[1, 2").unwrap_err().violations[0].reason, "the record is not JSON");
+        // A name given twice: the last value counts, as for any JSON value.
+        assert_eq!(publish(br#"{"px": -1, "px": 2}"#), Ok(None));
+        assert_eq!(publish(br#"{"px": 2, "px": -1}"#).unwrap_err().violations[0].path, "/px");
+        let s = i.stats();
+        assert_eq!((s.validated, s.refused), (5, 3));
+    }
+
+    proptest::proptest! {
+        /// Records read in place end as they end read as values: the same verdict, errors,
+        /// routing, envelopes and counters.
+        #[test]
+        fn reading_in_place_decides_as_reading_a_value(records in proptest::collection::vec(record(), 1..12)) {
+            let (mut fast, mut reference) = (market_with_category_schema(), market_with_category_schema());
+            for (topic, bytes) in &records {
+                let by_tape = fast.take(7, ("default", "a"), topic, bytes, &settings(), 256);
+                let (schema, route) = (reference.schema_of(topic), reference.routes.iter().position(|r| r.pattern.matches(topic)));
+                let by_value = if schema.is_none() && route.is_none() {
+                    Ok(None)
+                } else {
+                    reference.take_value(7, ("default", "a"), (topic, bytes), (schema, route), &settings(), 256)
+                };
+                proptest::prop_assert_eq!(by_tape, by_value, "{} on {}", String::from_utf8_lossy(bytes), topic);
+            }
+            proptest::prop_assert_eq!(fast.stats(), reference.stats());
+        }
+    }
+
+    /// The market rule set, with a schema on one category topic and one on a topic no route reads.
+    fn market_with_category_schema() -> Intake {
+        compiled(json!({
+            "schemas": [
+                {"topic": "intake", "schema": {"type": "object", "required": ["kind"],
+                    "properties": {"kind": {"type": "string"}, "px": {"type": "number"}}}, "dead_letter": "dead"},
+                {"topic": "market_data.*", "schema": {"required": ["px"], "properties": {"px": {"minimum": 0}}}},
+                {"topic": "plain", "schema": {"type": "array", "items": {"type": "integer"}}}
+            ],
+            "routes": [{"topic": "intake", "rules": [
+                {"name": "md", "when": [{"pointer": "/kind", "equals": "tick"}, {"pointer": "/symbol", "exists": true}],
+                 "target": "market_data.{/symbol}"},
+                {"name": "exec", "when": [{"pointer": "/kind", "one_of": ["fill", "cancel"]}], "target": "execution_result"},
+                {"name": "risk", "when": [{"pointer": "/var", "min": 0, "max": 1}], "target": "risk_metrics"},
+            ]}, {"topic": "loose", "unmatched": "other", "rules": [
+                {"name": "first", "when": [{"pointer": "/0", "equals": 1}], "target": "first.{/1}"}]}]
+        }))
+    }
+
+    /// A topic and a record: mostly JSON near the rules' shapes, some not JSON, some naming a
+    /// member twice.
+    fn record() -> impl proptest::strategy::Strategy<Value = (String, Vec<u8>)> {
+        use proptest::prelude::*;
+        let topic = prop_oneof![Just("intake"), Just("plain"), Just("loose"), Just("elsewhere")];
+        let scalar = prop_oneof![
+            Just(json!("tick")),
+            Just(json!("fill")),
+            Just(json!("BTC")),
+            Just(json!("Eth")),
+            Just(json!(1)),
+            Just(json!(-3)),
+            Just(json!(0.5)),
+            Just(json!(2.0)),
+            Just(json!(null)),
+            Just(json!(true)),
+            Just(json!("")),
+        ];
+        let member = (prop_oneof![Just("kind"), Just("symbol"), Just("px"), Just("var"), Just("n")], scalar.clone());
+        let object = proptest::collection::vec(member, 0..5)
+            .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()).to_string());
+        let array = proptest::collection::vec(scalar, 0..4).prop_map(|a| Value::Array(a).to_string());
+        let text = prop_oneof![
+            6 => object,
+            2 => array,
+            1 => Just(r#"{"kind": 1, "kind": "tick", "symbol": "X1"}"#.to_owned()),
+            1 => Just(r#"{"kind": "tick", "symbol": "ok", "px": 1, "px": -1}"#.to_owned()),
+            1 => Just("{not json".to_owned()),
+        ];
+        (topic, text).prop_map(|(t, x)| (t.to_owned(), x.into_bytes()))
     }
 
     #[test]

@@ -81,6 +81,7 @@ pub mod health;
 pub mod history;
 pub mod intake;
 pub mod io;
+pub mod json_tape;
 pub mod latency;
 pub mod lease;
 pub mod name;
