@@ -644,6 +644,24 @@ mod tests {
             prop_assert_eq!(found.as_ref(), v.pointer(&p), "{} in {}", p, text);
         }
 
+        /// Any bytes: read in place exactly when they read as a `Value`, and then read back as it.
+        #[test]
+        fn any_bytes_read_in_place_exactly_when_they_read_as_a_value(
+            text in proptest::collection::vec(
+                prop_oneof![Just(b'{'), Just(b'}'), Just(b'['), Just(b']'), Just(b'"'), Just(b':'), Just(b','),
+                    Just(b'1'), Just(b'-'), Just(b'.'), Just(b'e'), Just(b'a'), Just(b'\\'), Just(b' '), Just(0xc3),
+                    Just(0xa9), any::<u8>()],
+                0..40,
+            )
+        ) {
+            let as_value = serde_json::from_slice::<Value>(&text);
+            match Tape::parse(&text) {
+                Parsed::Tape(t) => prop_assert_eq!(Some(t.root().to_value().into_owned()), as_value.ok()),
+                Parsed::DuplicateNames => prop_assert!(as_value.is_ok()),
+                Parsed::NotJson => prop_assert!(as_value.is_err()),
+            }
+        }
+
         /// A tape validates as the `Value` of the same bytes, valid or not.
         #[test]
         fn a_tape_validates_as_the_value_of_the_same_bytes(v in value(), pick in 0usize..6) {
