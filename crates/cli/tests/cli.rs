@@ -106,6 +106,24 @@ fn the_benchmark_runs_and_writes_json() {
     std::fs::remove_file(&file).unwrap();
 }
 
+/// A fixed rate under 1,000 messages/s, and one that is not a multiple of it, is offered as asked
+/// (the publisher once counted in whole messages per millisecond and sent nothing below 1,000/s).
+#[test]
+fn the_fixed_rate_fan_out_offers_low_rates_as_asked() {
+    let file = std::env::temp_dir().join(format!("lockstep-bench-rate-{}.json", std::process::id()));
+    let args = ["bench", "--quick", "--only", "fanout-rate", "--sizes", "3", "--rate", "150", "--json"];
+    let (ok, _, err) = lockstep(&[&args[..], &[file.to_str().unwrap()]].concat());
+    assert!(ok, "bench failed: {err}");
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let row = &doc["rows"][0];
+    assert_eq!(row["scenario"], "fanout-rate", "{doc}");
+    // `--quick`: one second, so 150 messages to each of the 3 subscribers.
+    assert_eq!((row["count"].as_u64(), row["lost"].as_u64()), (Some(450), Some(0)), "{row}");
+    let (ok, _, err) = lockstep(&["bench", "--quick", "--only", "fanout-rate", "--rate", "0"]);
+    assert!(!ok && err.contains("--rate"), "a rate of 0 is refused: {err}");
+    std::fs::remove_file(&file).unwrap();
+}
+
 /// The soak, shortened: agents in two worker processes, one killed, the server killed and
 /// restarted; every acknowledged write is still there, and it says so having checked.
 #[test]
