@@ -91,8 +91,8 @@ pub struct BenchArgs {
     /// Measure an already running server at this address instead of starting one.
     #[arg(long, conflicts_with = "in_process")]
     addr: Option<String>,
-    /// Barrier participants share one HTTP/2 connection (`Client::register_shared`) instead of
-    /// each having its own.
+    /// The agents of the barrier, vote, fan-out and routing scenarios share one HTTP/2 connection
+    /// (`Client::register_shared`, as co-located agents would) instead of each having its own.
     #[arg(long)]
     shared_connections: bool,
     /// Milliseconds each barrier participant works between rounds (0: back to back).
@@ -199,8 +199,9 @@ struct SubResult {
 
 /// 1 publisher; `n` subscribers; message i goes to topic `topics[i % topics.len()]`; subscriber j
 /// listens on `topics[j % topics.len()]`.
-async fn fanout(addr: &str, scenario: &str, n: usize, topics: usize, pace: Pace) -> anyhow::Result<Row> {
-    fanout_with_hung(addr, scenario, n, 0, topics, pace).await
+/// `shared`: the subscribers share one connection (co-located agents), else each has its own.
+async fn fanout(addr: &str, scenario: &str, n: usize, topics: usize, pace: Pace, shared: bool) -> anyhow::Result<Row> {
+    fanout_with_hung(addr, scenario, n, 0, topics, pace, shared).await
 }
 
 /// [`fanout`] with `hung` more subscribers on the first topic that never read what they are sent
@@ -212,9 +213,10 @@ async fn fanout_with_hung(
     hung: usize,
     topics: usize,
     pace: Pace,
+    shared: bool,
 ) -> anyhow::Result<Row> {
     let ns = format!("bench-{scenario}-{n}");
-    // Each agent gets its own HTTP/2 connection from the client library.
+    // Each agent gets its own HTTP/2 connection from the client library, unless `shared`.
     let client = Client::connect(addr).await?.with_namespace(&ns);
     let mut stuck = Vec::with_capacity(hung);
     for k in 0..hung {
@@ -232,7 +234,7 @@ async fn fanout_with_hung(
     let progress: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
     // Subscribers wake a blocked publisher now and then instead of it spinning on the counters.
     let moved = Arc::new(tokio::sync::Notify::new());
-    let subscribers = register_all(&client, n, false, |j| {
+    let subscribers = register_all(&client, n, shared, |j| {
         AgentOptions::new(format!("sub-{j}"), "subscriber").interests([topic_names[j % topics].clone()])
     })
     .await?;
@@ -1440,16 +1442,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "lockstep bench: server {placement} on {addr}; {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    let shared = args.shared_connections;
     for &n in sizes {
         if wanted("fanout-saturation") {
             let messages = if args.quick { 2_000 } else { (4_000_000 / n as u64).clamp(20_000, 200_000) };
-            rows.push(fanout(&addr, "fanout-saturation", n, 1, Pace::Saturate { messages, window: 512 }).await?);
+            rows.push(
+                fanout(&addr, "fanout-saturation", n, 1, Pace::Saturate { messages, window: 512 }, shared).await?,
+            );
             eprintln!("{:?}", rows.last().expect("pushed"));
         }
     }
     for &n in sizes {
         if wanted("fanout-rate") {
-            rows.push(fanout(&addr, "fanout-rate", n, 1, Pace::Rate { rate: args.rate, seconds }).await?);
+            rows.push(fanout(&addr, "fanout-rate", n, 1, Pace::Rate { rate: args.rate, seconds }, shared).await?);
             eprintln!("{:?}", rows.last().expect("pushed"));
         }
     }
@@ -1459,8 +1464,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let pace = || Pace::Rate { rate: 2_000, seconds };
         let (mut none, mut one) = (Vec::new(), Vec::new());
         for round in 0..3 {
-            let a = fanout_with_hung(&addr, &format!("hung-none-{round}"), 100, 0, 1, pace()).await?;
-            let b = fanout_with_hung(&addr, &format!("hung-one-{round}"), 99, 1, 1, pace()).await?;
+            let a = fanout_with_hung(&addr, &format!("hung-none-{round}"), 100, 0, 1, pace(), false).await?;
+            let b = fanout_with_hung(&addr, &format!("hung-one-{round}"), 99, 1, 1, pace(), false).await?;
             eprintln!("{a:?}\n{b:?}");
             none.push(a);
             one.push(b);
@@ -1469,7 +1474,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         rows.push(median_p99("healthy-with-1-hung", one));
     }
     if wanted("routing") {
-        rows.push(fanout(&addr, "interest-routing", 100, 10, Pace::Rate { rate: args.rate, seconds }).await?);
+        rows.push(fanout(&addr, "interest-routing", 100, 10, Pace::Rate { rate: args.rate, seconds }, shared).await?);
         eprintln!("{:?}", rows.last().expect("pushed"));
     }
     for &n in sizes {
