@@ -568,8 +568,7 @@ impl Intake {
         limits: &IntakeSettings,
         max_topic_len: usize,
     ) -> Result<Option<Routed>, Refusal> {
-        let schema = self.schema_of(topic);
-        let route = self.routes.iter().position(|r| r.pattern.matches(topic));
+        let (schema, route) = (self.schema_of(topic), self.route_of(topic));
         if schema.is_none() && route.is_none() {
             return Ok(None);
         }
@@ -616,6 +615,11 @@ impl Intake {
     /// The schema covering `topic`: the first whose pattern matches.
     fn schema_of(&self, topic: &str) -> Option<usize> {
         self.schemas.iter().position(|s| s.pattern.matches(topic))
+    }
+
+    /// The route covering `topic`: the first whose pattern matches.
+    fn route_of(&self, topic: &str) -> Option<usize> {
+        self.routes.iter().position(|r| r.pattern.matches(topic))
     }
 
     /// What becomes of a record read in place that every check passes; `None` when one does not
@@ -830,12 +834,8 @@ mod tests {
             let (mut fast, mut reference) = (market_with_category_schema(), market_with_category_schema());
             for (topic, bytes) in &records {
                 let by_tape = fast.take(7, ("default", "a"), topic, bytes, &settings(), 256);
-                let (schema, route) = (reference.schema_of(topic), reference.routes.iter().position(|r| r.pattern.matches(topic)));
-                let by_value = if schema.is_none() && route.is_none() {
-                    Ok(None)
-                } else {
-                    reference.take_value(7, ("default", "a"), (topic, bytes), (schema, route), &settings(), 256)
-                };
+                let covering = (reference.schema_of(topic), reference.route_of(topic));
+                let by_value = reference.take_value(7, ("default", "a"), (topic, bytes), covering, &settings(), 256);
                 proptest::prop_assert_eq!(by_tape, by_value, "{} on {}", String::from_utf8_lossy(bytes), topic);
             }
             proptest::prop_assert_eq!(fast.stats(), reference.stats());
