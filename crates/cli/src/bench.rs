@@ -1701,6 +1701,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         let doc = json!({
             "machine": {"cores": std::thread::available_parallelism().map_or(0, |n| n.get()), "os": std::env::consts::OS, "arch": std::env::consts::ARCH},
+            "binary": binary_measures(),
             "server": placement,
             "rows": rows,
             "extra": extra,
@@ -1710,4 +1711,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     server.stop().await?;
     Ok(())
+}
+
+/// The build that ran the benchmark: its file's size (the release binary is kept under 25 MB,
+/// docs/BENCHMARKS.md) and what it does on a panic (`abort` in release builds), so that a results
+/// file says which binary its figures are of.
+fn binary_measures() -> serde_json::Value {
+    let exe = std::env::current_exe().ok();
+    let bytes = exe.as_ref().and_then(|p| std::fs::metadata(p).ok()).map(|m| m.len());
+    json!({
+        "path": exe.map(|p| p.display().to_string()),
+        "bytes": bytes,
+        "panic": if cfg!(panic = "abort") { "abort" } else { "unwind" },
+    })
 }

@@ -103,6 +103,10 @@ fn the_benchmark_runs_and_writes_json() {
         assert_eq!(row["count"], 20, "{row}");
         assert!(row["p99_us"].as_u64().unwrap() > 0, "{row}");
     }
+    // The results name the binary they are of: its size, and what a panic does (tests unwind).
+    let binary = std::fs::metadata(env!("CARGO_BIN_EXE_lockstep")).unwrap().len();
+    assert_eq!(doc["binary"]["bytes"], binary, "{}", doc["binary"]);
+    assert_eq!(doc["binary"]["panic"], "unwind", "{}", doc["binary"]);
     std::fs::remove_file(&file).unwrap();
 }
 
