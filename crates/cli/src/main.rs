@@ -192,6 +192,26 @@ fn init_logging(format: config::LogFormat, default_level: &str) {
         config::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         config::LogFormat::Json => builder.json().flatten_event(true).with_ansi(false).init(),
     }
+    log_panics();
+}
+
+/// Makes every panic one error event too, in the log's format (with `--log-format json`, a line
+/// that log pipelines keep), before the standard hook prints it and, with `RUST_BACKTRACE=1`, its
+/// backtrace. Release builds abort on panic, so this is the last event lockstep logs
+/// (docs/ARCHITECTURE.md, "Durability").
+fn log_panics() {
+    let standard = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = (payload.downcast_ref::<&str>().copied())
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let location = info.location().map(ToString::to_string).unwrap_or_default();
+        let thread = std::thread::current().name().unwrap_or("(unnamed)").to_owned();
+        let aborts = cfg!(panic = "abort");
+        tracing::error!(panic = message, location, thread, aborts, "lockstep panicked");
+        standard(info);
+    }));
 }
 
 /// The log format: the flag (or its variable); for `serve` without it, the configuration's.
@@ -407,6 +427,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_is_one_error_event_in_the_log() {
+        use std::sync::{Arc, Mutex};
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let sink = written.clone();
+        let log =
+            tracing_subscriber::fmt().json().flatten_event(true).with_writer(move || Lines(sink.clone())).finish();
+        log_panics();
+        // The hook runs on the panicking thread, whose subscriber this is.
+        let outcome = tracing::subscriber::with_default(log, || {
+            std::panic::catch_unwind(|| panic!("the turn broke an invariant: {}", 7))
+        });
+        assert!(outcome.is_err());
+        let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        let line =
+            text.lines().find(|l| l.contains("lockstep panicked")).unwrap_or_else(|| panic!("no event in {text:?}"));
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(event["level"], "ERROR", "{event}");
+        assert_eq!(event["panic"], "the turn broke an invariant: 7", "{event}");
+        assert!(event["location"].as_str().unwrap().starts_with("crates/cli/src/main.rs:"), "{event}");
+        assert_eq!(event["aborts"], false, "tests unwind: {event}");
+    }
 
     fn serve_args(flags: &[&str]) -> ServeArgs {
         let argv = ["lockstep", "serve"].iter().chain(flags);
