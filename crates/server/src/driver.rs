@@ -4,8 +4,10 @@
 //! ([`INTAKE_CAPACITY`] commands, see [`EngineHandle`]), and wait for room when it is full: a client
 //! that floods the server is held back by its own connection's HTTP/2 flow control, and since room
 //! is handed out in the order it was asked for, one busy connection cannot starve the others. The driver applies commands to the
-//! engine in turns (up to [`MAX_INPUTS_PER_TURN`] inputs, plus timers that fell due), and every turn
-//! ends the same way, as the engine's types demand (see [`lockstep_core::turn`]):
+//! engine in turns (up to [`MAX_INPUTS_PER_TURN`] inputs, or timers that fell due: timers that fall
+//! due while inputs are taken get a turn of their own after the inputs' turn, so that answers never
+//! wait for timer work), and every turn ends the same way, as the engine's types demand (see
+//! [`lockstep_core::turn`]):
 //!
 //! 1. [`Engine::ready`] hands over the turn's durable changes;
 //! 2. the [`Journal`] commits them (SQLite in one transaction, or nothing with `--in-memory`);
@@ -552,11 +554,17 @@ pub async fn run<J: Journal>(
         while let Ok(signal) = signals.try_recv() {
             d.signal(now, signal);
         }
-        // Timers may be due after a long turn, too.
+        // Timers may be due after a long turn, too. Their work (a burst of synced systems falling
+        // due, each walking part of the dependency graph) goes in a turn of its own, after the
+        // inputs' turn is committed and answered: the inputs' answers never wait for it.
+        let mut ended = Ok(());
         if d.engine.next_deadline().is_some_and(|t| t <= clock.now()) {
-            d.timeout(clock.now());
+            ended = d.end_turn();
+            if ended.is_ok() {
+                d.timeout(clock.now());
+            }
         }
-        if let Err(e) = d.end_turn() {
+        if let Err(e) = ended.and_then(|()| d.end_turn()) {
             tracing::error!(error = %e, "a commit failed; stopping without acknowledging the uncommitted changes");
             failure = Some(e);
             break;
@@ -1031,6 +1039,44 @@ mod tests {
         let outcome = r.handle.admin("ops".into(), action).await.unwrap();
         assert!(matches!(outcome, AdminOutcome::Done(ref words) if words.contains("paused")), "{outcome:?}");
         assert!(journal.committed().iter().any(|c| matches!(c, Change::Paused(p) if p.agent_id == "a")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timers_due_while_commands_wait_get_a_turn_of_their_own_after_the_answers() {
+        use lockstep_core::Participants;
+        let journal = FakeJournal::default();
+        let r = start(journal.clone(), 64);
+        let mut a = open(&r, 1, "a", &[]).await;
+        let mut b = open(&r, 2, "b", &[]).await;
+        for s in [&mut a, &mut b] {
+            assert!(matches!(s.rx.recv().await, Some(Ok(Frame::Registered(_)))));
+        }
+        let sync = Request::Sync {
+            sync_id: "s".into(),
+            participants: Participants::Count(2),
+            timeout_ms: 100,
+            payload: Bytes::new(),
+            summary: false,
+            quorum: None,
+        };
+        request(&r, &a, 1, sync).await;
+        settle(&r).await;
+        // b's update waits in the intake when the clock passes the barrier's deadline: the driver
+        // wakes to both at once.
+        request(&r, &b, 2, Request::UpdateState { delta_json: r#"{"x":1}"#.into() }).await;
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert_eq!(reply_id(&b.rx.recv().await.unwrap().unwrap()), Some(2));
+        assert_eq!(reply_id(&a.rx.recv().await.unwrap().unwrap()), Some(1), "the barrier timed out");
+        settle(&r).await;
+        let commits = journal.commits.lock().unwrap().clone();
+        let turn_of = |what: fn(&Change) -> bool| commits.iter().rposition(|c| c.iter().any(what));
+        let update = turn_of(|c| matches!(c, Change::State { .. })).expect("the update was committed");
+        let timeout = turn_of(|c| matches!(c, Change::SyncPoint(p) if p.state == lockstep_core::SyncState::TimedOut))
+            .expect("the timeout was committed");
+        assert!(
+            update < timeout,
+            "the update's turn ({update}) must come before the timer's ({timeout}): {commits:#?}"
+        );
     }
 
     #[tokio::test]
