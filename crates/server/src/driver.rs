@@ -557,14 +557,9 @@ pub async fn run<J: Journal>(
         // Timers may be due after a long turn, too. Their work (a burst of synced systems falling
         // due, each walking part of the dependency graph) goes in a turn of its own, after the
         // inputs' turn is committed and answered: the inputs' answers never wait for it.
-        let mut ended = Ok(());
-        if d.engine.next_deadline().is_some_and(|t| t <= clock.now()) {
-            ended = d.end_turn();
-            if ended.is_ok() {
-                d.timeout(clock.now());
-            }
-        }
-        if let Err(e) = ended.and_then(|()| d.end_turn()) {
+        let due = d.engine.next_deadline().is_some_and(|t| t <= clock.now());
+        let inputs_ended = if due { d.end_turn().map(|()| d.timeout(clock.now())) } else { Ok(()) };
+        if let Err(e) = inputs_ended.and_then(|()| d.end_turn()) {
             tracing::error!(error = %e, "a commit failed; stopping without acknowledging the uncommitted changes");
             failure = Some(e);
             break;

@@ -199,7 +199,7 @@ impl Metrics {
         );
         registry.register(
             "driver_turn_duration_seconds",
-            "Driver turns, from waking to sent",
+            "Driver wake-ups, from waking to sent (the inputs' turn, and the turn of timers still due after it)",
             self.turn_seconds.clone(),
         );
         registry.register("driver_input_backlog", "Commands waiting when the last turn began", self.backlog.clone());
