@@ -41,7 +41,7 @@ fi
 echo "== cargo test: client behaviour against a server that rewords every error message"
 # Clients must decide by error reasons alone (docs/PROTOCOL.md, "Error reasons"): with
 # LOCKSTEP_REWORD_ERRORS=1 the servers these tests start scramble every message and keep the reasons.
-LOCKSTEP_REWORD_ERRORS=1 cargo test -p lockstep --locked --test e2e --test control --test stream --test request --test vote --test collective --test collective_shm --test group --test context --test tasks --test traces --test rounds --test streams --test history --test intake --test systems --test auth --test dashboard
+LOCKSTEP_REWORD_ERRORS=1 cargo test -p lockstep --locked --test e2e --test control --test stream --test request --test vote --test collective --test collective_shm --test group --test context --test tasks --test traces --test rounds --test streams --test history --test intake --test systems --test auth --test dashboard --test lean
 
 if [ -f clients/python/scripts/test.sh ]; then
   echo "== python client"
@@ -49,5 +49,5 @@ if [ -f clients/python/scripts/test.sh ]; then
   LOCKSTEP_BIN="$PWD/target/debug/lockstep" bash clients/python/scripts/test.sh
   echo "== python client behaviour against a server that rewords every error message"
   LOCKSTEP_REWORD_ERRORS=1 LOCKSTEP_BIN="$PWD/target/debug/lockstep" bash clients/python/scripts/test.sh \
-    tests/test_lifecycle.py tests/test_control.py tests/test_sync.py tests/test_request.py tests/test_vote.py tests/test_collective.py tests/test_group.py tests/test_context.py tests/test_tasks.py tests/test_traces.py tests/test_rounds.py tests/test_streams.py tests/test_history.py tests/test_delivery_error.py tests/test_compat_syncbus.py tests/test_intake.py tests/test_systems.py tests/test_auth.py
+    tests/test_lifecycle.py tests/test_control.py tests/test_sync.py tests/test_request.py tests/test_vote.py tests/test_collective.py tests/test_group.py tests/test_context.py tests/test_tasks.py tests/test_traces.py tests/test_rounds.py tests/test_streams.py tests/test_history.py tests/test_delivery_error.py tests/test_compat_syncbus.py tests/test_intake.py tests/test_systems.py tests/test_auth.py tests/test_lean.py
 fi

@@ -95,6 +95,11 @@ pub struct BenchArgs {
     /// (`Client::register_shared`, as co-located agents would) instead of each having its own.
     #[arg(long)]
     shared_connections: bool,
+    /// Every agent of the barrier, vote, fan-out, routing, publish-confirm, command and request
+    /// scenarios runs its session over the lean transport (`Client::register_lean`: a plain TCP
+    /// connection of its own) instead of gRPC.
+    #[arg(long, conflicts_with = "shared_connections")]
+    lean: bool,
     /// Milliseconds each barrier participant works between rounds (0: back to back).
     #[arg(long, default_value_t = 0)]
     barrier_work_ms: u64,
@@ -139,6 +144,55 @@ fn age_us(epoch: Instant, payload: &[u8]) -> u64 {
     (epoch.elapsed().as_nanos() as u64).saturating_sub(sent) / 1000
 }
 
+/// How a scenario's agents reach the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Link {
+    /// A gRPC connection per agent (`Client::register`).
+    Own,
+    /// One gRPC connection for every agent of the scenario (`Client::register_shared`).
+    Shared,
+    /// A lean-transport connection per agent (`Client::register_lean`).
+    Lean,
+}
+
+impl Link {
+    fn of(args: &BenchArgs) -> Link {
+        match (args.shared_connections, args.lean) {
+            (true, _) => Link::Shared,
+            (_, true) => Link::Lean,
+            _ => Link::Own,
+        }
+    }
+
+    /// Registers an agent this way.
+    async fn register(self, client: &Client, options: AgentOptions) -> Result<Agent, lockstep_client::Error> {
+        match self {
+            Link::Own => client.register(options).await,
+            Link::Shared => client.register_shared(options).await,
+            Link::Lean => client.register_lean(options).await,
+        }
+    }
+
+    /// How a lone agent of the scenario (a publisher, a responder) connects: sharing makes no
+    /// sense for one.
+    fn alone(self) -> Link {
+        if self == Link::Shared {
+            Link::Own
+        } else {
+            self
+        }
+    }
+
+    /// In words, for a row's note.
+    fn describe(self) -> &'static str {
+        match self {
+            Link::Own => "a connection per agent",
+            Link::Shared => "one shared connection",
+            Link::Lean => "a lean-transport connection per agent",
+        }
+    }
+}
+
 /// How long the bench waits for all of a scenario's agents to register before it fails.
 const REGISTER_WAIT: Duration = Duration::from_secs(60);
 /// How long a subscriber waits for its next delivery before it counts the rest as lost.
@@ -152,7 +206,7 @@ const PROGRESS_WAIT: Duration = Duration::from_secs(30);
 pub(crate) async fn register_all(
     client: &Client,
     n: usize,
-    shared: bool,
+    link: Link,
     options: impl Fn(usize) -> AgentOptions,
 ) -> anyhow::Result<Vec<Agent>> {
     let mut pending = tokio::task::JoinSet::new();
@@ -160,7 +214,7 @@ pub(crate) async fn register_all(
         let (client, options) = (client.clone(), options(j));
         pending.spawn(async move {
             let id = options.agent_id.clone();
-            let agent = if shared { client.register_shared(options).await } else { client.register(options).await };
+            let agent = link.register(&client, options).await;
             (j, agent.with_context(|| format!("agent {id} could not register")))
         });
     }
@@ -199,9 +253,9 @@ struct SubResult {
 
 /// 1 publisher; `n` subscribers; message i goes to topic `topics[i % topics.len()]`; subscriber j
 /// listens on `topics[j % topics.len()]`.
-/// `shared`: the subscribers share one connection (co-located agents), else each has its own.
-async fn fanout(addr: &str, scenario: &str, n: usize, topics: usize, pace: Pace, shared: bool) -> anyhow::Result<Row> {
-    fanout_with_hung(addr, scenario, n, 0, topics, pace, shared).await
+/// `link`: how the subscribers and the publisher connect.
+async fn fanout(addr: &str, scenario: &str, n: usize, topics: usize, pace: Pace, link: Link) -> anyhow::Result<Row> {
+    fanout_with_hung(addr, scenario, n, 0, topics, pace, link).await
 }
 
 /// [`fanout`] with `hung` more subscribers on the first topic that never read what they are sent
@@ -213,10 +267,9 @@ async fn fanout_with_hung(
     hung: usize,
     topics: usize,
     pace: Pace,
-    shared: bool,
+    link: Link,
 ) -> anyhow::Result<Row> {
     let ns = format!("bench-{scenario}-{n}");
-    // Each agent gets its own HTTP/2 connection from the client library, unless `shared`.
     let client = Client::connect(addr).await?.with_namespace(&ns);
     let mut stuck = Vec::with_capacity(hung);
     for k in 0..hung {
@@ -234,7 +287,7 @@ async fn fanout_with_hung(
     let progress: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
     // Subscribers wake a blocked publisher now and then instead of it spinning on the counters.
     let moved = Arc::new(tokio::sync::Notify::new());
-    let subscribers = register_all(&client, n, shared, |j| {
+    let subscribers = register_all(&client, n, link, |j| {
         AgentOptions::new(format!("sub-{j}"), "subscriber").interests([topic_names[j % topics].clone()])
     })
     .await?;
@@ -265,7 +318,7 @@ async fn fanout_with_hung(
             anyhow::Ok(r)
         }));
     }
-    let publisher = client.register(AgentOptions::new("publisher", "publisher")).await?;
+    let publisher = link.alone().register(&client, AgentOptions::new("publisher", "publisher")).await?;
     let start = Instant::now();
     match pace {
         Pace::Saturate { messages, window } => {
@@ -352,8 +405,8 @@ fn median_p99(scenario: &str, mut runs: Vec<Row>) -> Row {
 struct BarrierMode {
     /// Work between rounds.
     work: Duration,
-    /// One HTTP/2 connection for every agent.
-    shared: bool,
+    /// How the agents connect.
+    link: Link,
     /// Released with summaries (`Agent::sync_summary`) rather than the whole outcome.
     summary: bool,
 }
@@ -370,11 +423,11 @@ impl BarrierMode {
 
 /// `rounds` barrier rounds of `n` agents; per round, from the last arrival to the last release.
 async fn barrier(addr: &str, n: usize, rounds: usize, mode: BarrierMode) -> anyhow::Result<Row> {
-    let BarrierMode { work, shared, summary } = mode;
+    let BarrierMode { work, link, summary } = mode;
     let ns = format!("bench-{}-{n}", mode.scenario());
     let client = Client::connect(addr).await?.with_namespace(&ns);
     let epoch = Instant::now();
-    let agents = register_all(&client, n, shared, |j| AgentOptions::new(format!("p-{j}"), "participant")).await?;
+    let agents = register_all(&client, n, link, |j| AgentOptions::new(format!("p-{j}"), "participant")).await?;
     let mut tasks = Vec::with_capacity(n);
     for agent in agents {
         tasks.push(tokio::spawn(async move {
@@ -399,7 +452,7 @@ async fn barrier(addr: &str, n: usize, rounds: usize, mode: BarrierMode) -> anyh
     }
     let note = format!(
         "rate = rounds/s; latency = last arrival → last release; {}; {}",
-        if shared { "one shared connection" } else { "a connection per agent" },
+        link.describe(),
         if summary { "released with summaries" } else { "released with the whole outcome" }
     );
     rounds_row(mode.scenario(), n, rounds, tasks, note).await
@@ -447,12 +500,12 @@ async fn rounds_row(
 /// last ballot sent to the last voter holding the outcome — the barrier's measure, for votes.
 /// Voter 0 opens the next round's vote before it casts in this one, so no ballot finds its vote
 /// unopened.
-async fn vote_rounds(addr: &str, n: usize, rounds: usize, shared: bool) -> anyhow::Result<Row> {
+async fn vote_rounds(addr: &str, n: usize, rounds: usize, link: Link) -> anyhow::Result<Row> {
     use lockstep_client::{Ballot, Vote};
     let ns = format!("bench-vote-{n}");
     let client = Client::connect(addr).await?.with_namespace(&ns);
     let epoch = Instant::now();
-    let agents = register_all(&client, n, shared, |j| AgentOptions::new(format!("v-{j}"), "voter")).await?;
+    let agents = register_all(&client, n, link, |j| AgentOptions::new(format!("v-{j}"), "voter")).await?;
     let vote = move |r: usize| {
         Vote::new(&format!("round-{r}"), "bench", Participants::Count(n as u32), ["a", "b"])
             .timeout(Duration::from_secs(60))
@@ -475,10 +528,7 @@ async fn vote_rounds(addr: &str, n: usize, rounds: usize, shared: bool) -> anyho
             anyhow::Ok(times)
         }));
     }
-    let note = format!(
-        "rate = votes/s; latency = last ballot → last voter holding the outcome; {}",
-        if shared { "one shared connection" } else { "a connection per agent" }
-    );
+    let note = format!("rate = votes/s; latency = last ballot → last voter holding the outcome; {}", link.describe());
     rounds_row("vote", n, rounds, tasks, note).await
 }
 
@@ -513,9 +563,9 @@ where
 
 /// One agent publishing with confirmation (the server's acknowledgement that the message was
 /// routed), one publish at a time.
-async fn publish_confirm(addr: &str, seconds: u64) -> anyhow::Result<Row> {
+async fn publish_confirm(addr: &str, seconds: u64, link: Link) -> anyhow::Result<Row> {
     let client = Client::connect(addr).await?.with_namespace("bench-publish-confirm");
-    let agent = client.register(AgentOptions::new("publisher", "publisher")).await?;
+    let agent = link.alone().register(&client, AgentOptions::new("publisher", "publisher")).await?;
     let payload = Bytes::from(vec![0u8; PAYLOAD]);
     round_trips("publish-confirm", seconds, "publish → routed acknowledgement", || async {
         Ok(agent.publish_confirmed("bench.confirm", payload.clone()).await?)
@@ -524,9 +574,9 @@ async fn publish_confirm(addr: &str, seconds: u64) -> anyhow::Result<Row> {
 }
 
 /// An operator's command to an agent that answers at once: admin → server → agent → server → admin.
-async fn command_round_trip(addr: &str, seconds: u64) -> anyhow::Result<Row> {
+async fn command_round_trip(addr: &str, seconds: u64, link: Link) -> anyhow::Result<Row> {
     let client = Client::connect(addr).await?.with_namespace("bench-command");
-    let agent = client.register(AgentOptions::new("responder", "responder")).await?;
+    let agent = link.alone().register(&client, AgentOptions::new("responder", "responder")).await?;
     let mut commands = agent.commands().context("commands")?;
     let responder = tokio::spawn(async move {
         while let Some(command) = commands.recv().await {
@@ -546,9 +596,10 @@ async fn command_round_trip(addr: &str, seconds: u64) -> anyhow::Result<Row> {
 
 /// One agent's request answered at once by another: requester → server → responder → server →
 /// requester.
-async fn request_reply(addr: &str, seconds: u64) -> anyhow::Result<Row> {
+async fn request_reply(addr: &str, seconds: u64, link: Link) -> anyhow::Result<Row> {
     let client = Client::connect(addr).await?.with_namespace("bench-request");
-    let agent = client.register(AgentOptions::new("responder", "responder").interests(["bench.ask"])).await?;
+    let agent =
+        link.alone().register(&client, AgentOptions::new("responder", "responder").interests(["bench.ask"])).await?;
     let mut requests = agent.requests().context("requests")?;
     let responder = tokio::spawn(async move {
         while let Some(request) = requests.recv().await {
@@ -556,7 +607,7 @@ async fn request_reply(addr: &str, seconds: u64) -> anyhow::Result<Row> {
             let _ = request.respond(payload).await;
         }
     });
-    let requester = client.register(AgentOptions::new("requester", "requester")).await?;
+    let requester = link.alone().register(&client, AgentOptions::new("requester", "requester")).await?;
     let payload = Bytes::from(vec![0u8; PAYLOAD]);
     let row = round_trips("request-reply", seconds, "request → responder's answer", || async {
         requester.request("bench.ask", payload.clone(), DELIVERY_WAIT).await?;
@@ -709,7 +760,7 @@ fn cas_write(n: usize, hot: bool) -> Write {
 /// for `seconds`. Rate = acknowledged updates/s of all writers; latency = update sent → ack received.
 async fn state_writers(addr: &str, scenario: &str, n: usize, seconds: u64) -> anyhow::Result<Row> {
     let client = Client::connect(addr).await?.with_namespace(format!("bench-{scenario}"));
-    let agents = register_all(&client, n, false, |j| AgentOptions::new(format!("writer-{j}"), "writer")).await?;
+    let agents = register_all(&client, n, Link::Own, |j| AgentOptions::new(format!("writer-{j}"), "writer")).await?;
     let tally = run_writers(&agents, Duration::from_secs(seconds), &state_write()).await?;
     Ok(tally.row(scenario, n, "updates"))
 }
@@ -808,8 +859,9 @@ async fn state_against_cas(
     let state_client = client.clone().with_namespace(format!("bench-{}", names[0]));
     let cas_client = client.with_namespace(format!("bench-{}", names[1]));
     let state_agents =
-        register_all(&state_client, n, false, |j| AgentOptions::new(format!("writer-{j}"), "writer")).await?;
-    let cas_agents = register_all(&cas_client, n, false, |j| AgentOptions::new(format!("cas-{j}"), "writer")).await?;
+        register_all(&state_client, n, Link::Own, |j| AgentOptions::new(format!("writer-{j}"), "writer")).await?;
+    let cas_agents =
+        register_all(&cas_client, n, Link::Own, |j| AgentOptions::new(format!("cas-{j}"), "writer")).await?;
     let (state, cas) = (state_write(), cas_write(n, false));
     let turn = Duration::from_secs(seconds) / COMPARED_TURNS;
     let (mut states, mut cases) = (Tally::new(), Tally::new());
@@ -827,7 +879,7 @@ async fn state_against_cas(
 /// `seconds` (see [`cas_write`]). Rate = successful CAS writes/s.
 async fn cas_writers(addr: &str, scenario: &str, n: usize, seconds: u64, hot: bool) -> anyhow::Result<Row> {
     let client = Client::connect(addr).await?.with_namespace(format!("bench-{scenario}"));
-    let agents = register_all(&client, n, false, |j| AgentOptions::new(format!("cas-{j}"), "writer")).await?;
+    let agents = register_all(&client, n, Link::Own, |j| AgentOptions::new(format!("cas-{j}"), "writer")).await?;
     let tally = run_writers(&agents, Duration::from_secs(seconds), &cas_write(n, hot)).await?;
     let mut row = tally.row(scenario, n, "CAS writes");
     row.note = format!("{} CAS writes acknowledged, {} conflicts", row.count, tally.missed);
@@ -1059,7 +1111,8 @@ async fn backup_under_load() -> anyhow::Result<Vec<Row>> {
     let settings = ["--data-dir", dir, "--heartbeat-interval-ms", &heartbeat, "--lease-intervals", &intervals];
     let (server, addr) = UnderTest::spawn(&settings).await?;
     let client = Client::connect(&addr).await?.with_namespace("bench-backup");
-    let agents = register_all(&client, BACKUP_AGENTS, false, |j| AgentOptions::new(format!("w-{j}"), "worker")).await?;
+    let agents =
+        register_all(&client, BACKUP_AGENTS, Link::Own, |j| AgentOptions::new(format!("w-{j}"), "worker")).await?;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::with_capacity(BACKUP_AGENTS);
     for (j, agent) in agents.into_iter().enumerate() {
@@ -1198,7 +1251,7 @@ async fn populated(namespace: &str, n: usize, options: impl Fn(usize) -> AgentOp
         let client = Client::connect(&addr).await?.with_namespace(namespace);
         let size = IDLE_AGENTS_PER_CONNECTION.min(n - group * IDLE_AGENTS_PER_CONNECTION);
         let first = group * IDLE_AGENTS_PER_CONNECTION;
-        agents.extend(register_all(&client, size, true, |j| options(first + j)).await?);
+        agents.extend(register_all(&client, size, Link::Shared, |j| options(first + j)).await?);
     }
     Ok(Populated { server, addr, pid, probe, rss_before, agents })
 }
@@ -1391,11 +1444,15 @@ impl UnderTest {
             return Ok((UnderTest::Elsewhere, addr));
         }
         if in_process {
-            let server = lockstep_server::start(lockstep_server::Options::new("127.0.0.1:0".parse()?)).await?;
+            let options = lockstep_server::Options {
+                lean_listen: Some("127.0.0.1:0".parse()?),
+                ..lockstep_server::Options::new("127.0.0.1:0".parse()?)
+            };
+            let server = lockstep_server::start(options).await?;
             let addr = server.local_addr().to_string();
             return Ok((UnderTest::InProcess(server), addr));
         }
-        UnderTest::spawn(&["--in-memory"]).await
+        UnderTest::spawn(&["--in-memory", "--lean-listen", "127.0.0.1:0"]).await
     }
 
     /// `lockstep serve --listen 127.0.0.1:0` with `args`, in its own process.
@@ -1442,19 +1499,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "lockstep bench: server {placement} on {addr}; {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    let shared = args.shared_connections;
+    let link = Link::of(&args);
     for &n in sizes {
         if wanted("fanout-saturation") {
             let messages = if args.quick { 2_000 } else { (4_000_000 / n as u64).clamp(20_000, 200_000) };
-            rows.push(
-                fanout(&addr, "fanout-saturation", n, 1, Pace::Saturate { messages, window: 512 }, shared).await?,
-            );
+            rows.push(fanout(&addr, "fanout-saturation", n, 1, Pace::Saturate { messages, window: 512 }, link).await?);
             eprintln!("{:?}", rows.last().expect("pushed"));
         }
     }
     for &n in sizes {
         if wanted("fanout-rate") {
-            rows.push(fanout(&addr, "fanout-rate", n, 1, Pace::Rate { rate: args.rate, seconds }, shared).await?);
+            rows.push(fanout(&addr, "fanout-rate", n, 1, Pace::Rate { rate: args.rate, seconds }, link).await?);
             eprintln!("{:?}", rows.last().expect("pushed"));
         }
     }
@@ -1464,8 +1519,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let pace = || Pace::Rate { rate: 2_000, seconds };
         let (mut none, mut one) = (Vec::new(), Vec::new());
         for round in 0..3 {
-            let a = fanout_with_hung(&addr, &format!("hung-none-{round}"), 100, 0, 1, pace(), false).await?;
-            let b = fanout_with_hung(&addr, &format!("hung-one-{round}"), 99, 1, 1, pace(), false).await?;
+            let a = fanout_with_hung(&addr, &format!("hung-none-{round}"), 100, 0, 1, pace(), Link::Own).await?;
+            let b = fanout_with_hung(&addr, &format!("hung-one-{round}"), 99, 1, 1, pace(), Link::Own).await?;
             eprintln!("{a:?}\n{b:?}");
             none.push(a);
             one.push(b);
@@ -1474,7 +1529,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         rows.push(median_p99("healthy-with-1-hung", one));
     }
     if wanted("routing") {
-        rows.push(fanout(&addr, "interest-routing", 100, 10, Pace::Rate { rate: args.rate, seconds }, shared).await?);
+        rows.push(fanout(&addr, "interest-routing", 100, 10, Pace::Rate { rate: args.rate, seconds }, link).await?);
         eprintln!("{:?}", rows.last().expect("pushed"));
     }
     for &n in sizes {
@@ -1487,11 +1542,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 300
             };
             for summary in [false, true] {
-                let mode = BarrierMode {
-                    work: Duration::from_millis(args.barrier_work_ms),
-                    shared: args.shared_connections,
-                    summary,
-                };
+                let mode =
+                    BarrierMode { work: Duration::from_millis(args.barrier_work_ms), link: Link::of(&args), summary };
                 rows.push(barrier(&addr, n, rounds, mode).await?);
                 eprintln!("{:?}", rows.last().expect("pushed"));
             }
@@ -1500,16 +1552,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for &n in sizes {
         if wanted("vote") {
             let rounds = if args.quick { 20 } else { 300 };
-            rows.push(vote_rounds(&addr, n, rounds, args.shared_connections).await?);
+            rows.push(vote_rounds(&addr, n, rounds, Link::of(&args)).await?);
             eprintln!("{:?}", rows.last().expect("pushed"));
         }
     }
     if wanted("publish-confirm") {
-        rows.push(publish_confirm(&addr, seconds).await?);
+        rows.push(publish_confirm(&addr, seconds, Link::of(&args)).await?);
         eprintln!("{:?}", rows.last().expect("pushed"));
     }
     if wanted("command") {
-        rows.push(command_round_trip(&addr, seconds).await?);
+        rows.push(command_round_trip(&addr, seconds, Link::of(&args)).await?);
         eprintln!("{:?}", rows.last().expect("pushed"));
     }
     if wanted("trace-lookup") {
@@ -1525,7 +1577,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         eprintln!("{:?}", rows.last().expect("pushed"));
     }
     if wanted("request") {
-        rows.push(request_reply(&addr, seconds).await?);
+        rows.push(request_reply(&addr, seconds, Link::of(&args)).await?);
         eprintln!("{:?}", rows.last().expect("pushed"));
     }
     if wanted("collective") {

@@ -32,9 +32,10 @@ pub struct TickRounds {
 pub async fn measure(addr: &str, participants: usize, rounds: u64) -> anyhow::Result<TickRounds> {
     let client = Client::connect(addr).await?.with_namespace("bench-tick-round");
     let role = "bench-tick";
-    let agents =
-        crate::bench::register_all(&client, participants - 1, false, |j| AgentOptions::new(format!("p-{j}"), role))
-            .await?;
+    let agents = crate::bench::register_all(&client, participants - 1, crate::bench::Link::Own, |j| {
+        AgentOptions::new(format!("p-{j}"), role)
+    })
+    .await?;
     let mut answering = Vec::new();
     for agent in agents {
         let mut inputs = agent.rounds().context("round inputs are taken once")?;

@@ -42,11 +42,12 @@ pub async fn tick_controller(addr: &str, rate: u64, seconds: u64) -> anyhow::Res
     streams.create_ticker(spec).await?;
     let consumer = client.register(AgentOptions::new("consumer", "analytics").interests(["bench.ticks"])).await?;
     let mut ticks = consumer.deliveries().expect("taken once");
-    let sources: Vec<Arc<_>> = register_all(&client, SOURCES, false, |j| AgentOptions::new(format!("s{j}"), "feed"))
-        .await?
-        .into_iter()
-        .map(Arc::new)
-        .collect();
+    let sources: Vec<Arc<_>> =
+        register_all(&client, SOURCES, crate::bench::Link::Own, |j| AgentOptions::new(format!("s{j}"), "feed"))
+            .await?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
     // One clock for send and receive: microseconds since `epoch`, carried in the payload.
     let epoch = Instant::now();
     let per_source = (rate / SOURCES as u64).max(1);

@@ -40,11 +40,12 @@ pub async fn lookup_hit(addr: &str, seconds: u64) -> anyhow::Result<Row> {
 /// Rounds of `n` agents asking for one missing output at once.
 pub async fn get_or_claim(addr: &str, n: usize, seconds: u64) -> anyhow::Result<Row> {
     let client = Client::connect(addr).await?.with_namespace("bench-claims");
-    let agents: Vec<Arc<_>> = register_all(&client, n, true, |j| AgentOptions::new(format!("a{j}"), "tool"))
-        .await?
-        .into_iter()
-        .map(Arc::new)
-        .collect();
+    let agents: Vec<Arc<_>> =
+        register_all(&client, n, crate::bench::Link::Shared, |j| AgentOptions::new(format!("a{j}"), "tool"))
+            .await?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
     let mut h = hist();
     let start = Instant::now();
     let deadline = start + Duration::from_secs(seconds);

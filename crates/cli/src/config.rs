@@ -52,6 +52,9 @@ pub struct ServerConfig {
     pub admin_token: Option<String>,
     /// Serve /metrics, /healthz and /readyz over HTTP here; unset: no HTTP listener.
     pub http_listen: Option<SocketAddr>,
+    /// Serve agent sessions over the lean transport here too (length-delimited protobuf frames
+    /// over TCP, for agents on this host; no TLS); unset: gRPC only.
+    pub lean_listen: Option<SocketAddr>,
     /// The file holding the secret tokens are signed with (at least 32 bytes): when set, every
     /// call on the agents' and operators' services must present a token (see docs/PROTOCOL.md,
     /// "Authentication"); unset: open access.
@@ -88,6 +91,7 @@ impl Default for ServerConfig {
             admin_listen: None,
             admin_token: None,
             http_listen: None,
+            lean_listen: None,
             token_secret_file: None,
             allow_public: false,
             data_dir: DEFAULT_DATA_DIR.into(),

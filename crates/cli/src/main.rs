@@ -123,6 +123,10 @@ struct ServeArgs {
     /// Serve /metrics (Prometheus), /healthz and /readyz over HTTP here (e.g. 127.0.0.1:7680).
     #[arg(long, env = "LOCKSTEP_HTTP_LISTEN")]
     http_listen: Option<SocketAddr>,
+    /// Serve agent sessions over the lean transport here too (e.g. 127.0.0.1:7602): plain TCP
+    /// frames for agents on this host, without TLS (see docs/PROTOCOL.md, "The lean transport").
+    #[arg(long, env = "LOCKSTEP_LEAN_LISTEN")]
+    lean_listen: Option<SocketAddr>,
     /// Require a signed token on every call of the agents' and operators' services; FILE holds
     /// the secret (at least 32 bytes). Mint tokens with `lockstep token create`.
     #[arg(long, env = "LOCKSTEP_TOKEN_SECRET_FILE", value_name = "FILE")]
@@ -239,6 +243,7 @@ impl ServeArgs {
             ("admin_listen", given(self.admin_listen)?),
             ("admin_token", given(self.admin_token)?),
             ("http_listen", given(self.http_listen)?),
+            ("lean_listen", given(self.lean_listen)?),
             ("token_secret_file", given(self.token_secret_file)?),
             ("allow_public", given(self.allow_public.then_some(true))?),
             ("tls.cert_file", given(self.tls_cert)?),
@@ -288,6 +293,7 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         listen,
         admin_listen: settings.admin_listen,
         http_listen: settings.http_listen,
+        lean_listen: settings.lean_listen,
         allow_public: settings.allow_public,
         token_key: match &settings.token_secret_file {
             Some(path) => Some(token::read_key(path)?),

@@ -33,6 +33,11 @@ impl Credentials {
         Ok(Credentials { token, actor })
     }
 
+    /// The token presented (without `Bearer `), if any.
+    pub(crate) fn token(&self) -> Option<String> {
+        self.token.as_ref().and_then(|t| t.to_str().ok()).and_then(|t| t.strip_prefix("Bearer ")).map(str::to_owned)
+    }
+
     /// These credentials with `token` and `actor` instead, where given.
     pub(crate) fn with(&self, token: Option<&str>, actor: Option<&str>) -> Result<Credentials, Error> {
         let given = Credentials::new(token, actor)?;

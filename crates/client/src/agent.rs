@@ -26,7 +26,7 @@ const DELIVERY_BATCHES: usize = 16;
 /// state: the view of every watched agent is always current.
 const STATE_UPDATE_BUFFER: usize = 1024;
 /// Client messages buffered before sending waits.
-const OUTBOUND_BUFFER: usize = 1024;
+pub(crate) const OUTBOUND_BUFFER: usize = 1024;
 
 /// What an agent registers as.
 #[derive(Clone, Debug, Default)]
@@ -371,6 +371,15 @@ pub const DEFAULT_RECONNECT_FOR: Duration = Duration::from_secs(60);
 const RECONNECT_FIRST_DELAY: Duration = Duration::from_millis(50);
 const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
 
+/// Acknowledgements are sent at most this often: a batch arriving sooner after the last
+/// acknowledgement has its acknowledgement held until then, and a later batch's replaces it (one
+/// acknowledgement covers every batch before it). A lone batch is acknowledged at once. At a
+/// steady stream of small batches this takes the acknowledgements, which cost the server as much
+/// as the deliveries, from one per batch to one per interval; it is far below the breaker's
+/// acknowledgement timeout (`breaker.timeout_per_agent_ms`, 5 s by default) and the health's
+/// slow-acknowledgement threshold (`health.slow_ack_p99_ms`, 1 s).
+const ACK_EVERY: Duration = Duration::from_millis(10);
+
 /// Commands and notices buffered for the application.
 const CONTROL_BUFFER: usize = 64;
 
@@ -478,6 +487,7 @@ impl Agent {
         namespace: &str,
         o: AgentOptions,
         shared: Option<Arc<ConnectionBeat>>,
+        transport: Transport,
     ) -> Result<Agent, Error> {
         let mut grpc = crate::grpc_client(channel.clone());
         let (out_tx, out_rx) = mpsc::channel(OUTBOUND_BUFFER);
@@ -490,7 +500,7 @@ impl Agent {
             metadata: o.metadata.into_iter().collect(),
             resume_token: o.resume_token.unwrap_or_default(),
         };
-        let (inbound, registered, conn) = open_session(&mut grpc, &register).await?;
+        let (inbound, registered, conn) = open_session(&mut grpc, &transport, &register).await?;
         register.resume_token = registered.resume_token.clone();
         let limits = SessionLimits::default();
         limits.set(registered.limits);
@@ -536,6 +546,7 @@ impl Agent {
             notices: notices_tx,
             paused: paused.clone(),
             grpc: grpc.clone(),
+            transport,
             namespace: registered.namespace.clone(),
             pending: pending.clone(),
             resend: resend.clone(),
@@ -546,6 +557,9 @@ impl Agent {
             async_errors: async_errors.clone(),
             limits: limits.clone(),
             missed: missed.clone(),
+            held_ack: None,
+            // So that the first batch is acknowledged at once.
+            last_ack: tokio::time::Instant::now().checked_sub(ACK_EVERY).unwrap_or_else(tokio::time::Instant::now),
             reconnect: o.reconnect_for.map(|limit| Reconnect {
                 register,
                 resume_token: resume_token.clone(),
@@ -1121,6 +1135,8 @@ async fn heartbeat(outbound: mpsc::WeakSender<v1::ClientMessage>, interval: Dura
 
 struct Reader {
     grpc: LockstepClient<Channel>,
+    /// How the session reconnects: as it first connected.
+    transport: Transport,
     namespace: String,
     pending: Pending,
     resend: Resend,
@@ -1139,6 +1155,9 @@ struct Reader {
     agent: Arc<OnceLock<Weak<Inner>>>,
     limits: SessionLimits,
     missed: Arc<AtomicU64>,
+    /// An acknowledgement waiting for [`ACK_EVERY`] to pass since the last one sent.
+    held_ack: Option<u64>,
+    last_ack: tokio::time::Instant,
     reconnect: Option<Reconnect>,
     /// Cleared when the session breaks (see [`SharedBeat`]).
     left_shared: Option<Arc<AtomicBool>>,
@@ -1163,17 +1182,39 @@ type Watches = Arc<Mutex<Vec<v1::watch_state::Target>>>;
 /// Requests in flight to send again after a reconnection, by id.
 type Resend = Arc<Mutex<HashMap<u64, v1::ClientMessage>>>;
 
+/// How an agent's session reaches the server: a gRPC stream on the agent's channel, or a lean
+/// connection of its own (see `crate::lean`).
+#[derive(Clone, Debug)]
+pub(crate) enum Transport {
+    Grpc,
+    Lean(crate::lean::Dialer),
+}
+
 /// Registers on a new session stream: the stream, the server's answer, and where to send.
 async fn open_session(
     grpc: &mut LockstepClient<Channel>,
+    transport: &Transport,
     register: &v1::Register,
 ) -> Result<(tonic::Streaming<v1::ServerMessage>, v1::Registered, mpsc::Sender<v1::ClientMessage>), Error> {
-    let (conn_tx, conn_rx) = mpsc::channel(OUTBOUND_BUFFER);
-    conn_tx
-        .send(msg(0, v1::client_message::Kind::Register(register.clone())))
-        .await
-        .map_err(|_| Error::SessionEnded("could not queue the registration".into()))?;
-    let mut inbound = grpc.session(tokio_stream::wrappers::ReceiverStream::new(conn_rx)).await?.into_inner();
+    // The registration is queued before the stream opens: a server refusing the session's token
+    // answers once its first message has arrived (see the server's `auth`).
+    let queue = |tx: mpsc::Sender<v1::ClientMessage>| async move {
+        tx.send(msg(0, v1::client_message::Kind::Register(register.clone())))
+            .await
+            .map_err(|_| Error::SessionEnded("could not queue the registration".into()))
+            .map(|()| tx)
+    };
+    let (mut inbound, conn_tx) = match transport {
+        Transport::Grpc => {
+            let (conn_tx, conn_rx) = mpsc::channel(OUTBOUND_BUFFER);
+            let conn_tx = queue(conn_tx).await?;
+            (grpc.session(tokio_stream::wrappers::ReceiverStream::new(conn_rx)).await?.into_inner(), conn_tx)
+        }
+        Transport::Lean(dialer) => {
+            let (inbound, conn_tx) = dialer.open().await?;
+            (inbound, queue(conn_tx).await?)
+        }
+    };
     match inbound.message().await? {
         Some(v1::ServerMessage { kind: Some(v1::server_message::Kind::Registered(r)) }) => Ok((inbound, r, conn_tx)),
         Some(other) => Err(Error::Other {
@@ -1244,6 +1285,8 @@ impl Reader {
         loop {
             // `None`: the server ended the stream normally (after a deregistration): nothing to resume.
             let ended = self.serve(inbound).await;
+            // Sequence numbers are the ended session's: a new one acknowledges its own.
+            self.held_ack = None;
             if let Some(shared) = &self.left_shared {
                 shared.store(false, Ordering::Relaxed);
             }
@@ -1315,7 +1358,7 @@ impl Reader {
             // the agent's queries use it too, so that an agent holds one connection however often
             // it reconnects (a new one per reconnection doubled the server's connections after a
             // restart, once the queries had brought the first back).
-            match open_session(&mut self.grpc, &r.register).await {
+            match open_session(&mut self.grpc, &self.transport, &r.register).await {
                 Ok((inbound, registered, conn)) => {
                     r.register.resume_token = registered.resume_token.clone();
                     // A restarted server may run with other limits.
@@ -1363,7 +1406,19 @@ impl Reader {
     /// Reads one session until it ends; returns why (`None` when the server ended it normally).
     async fn serve(&mut self, mut inbound: tonic::Streaming<v1::ServerMessage>) -> Option<Error> {
         loop {
-            match inbound.message().await {
+            let next = if self.held_ack.is_some() {
+                tokio::select! {
+                    biased;
+                    next = inbound.message() => next,
+                    () = tokio::time::sleep_until(self.last_ack + ACK_EVERY) => {
+                        self.send_held_ack().await;
+                        continue;
+                    }
+                }
+            } else {
+                inbound.message().await
+            };
+            match next {
                 Ok(Some(m)) => match m.kind {
                     Some(v1::server_message::Kind::Reply(r)) => self.reply(r),
                     Some(v1::server_message::Kind::Deliveries(d)) => self.deliver(d).await,
@@ -1446,8 +1501,18 @@ impl Reader {
         let _ = self.deliveries.send(out).await;
         // Acknowledged once handed to the application: an agent that stops reading stops
         // acknowledging, which is how its breaker learns it is stuck.
+        self.held_ack = Some(last);
+        if self.last_ack.elapsed() >= ACK_EVERY {
+            self.send_held_ack().await;
+        }
+    }
+
+    /// Sends the held acknowledgement, if any.
+    async fn send_held_ack(&mut self) {
+        let Some(up_to_seq) = self.held_ack.take() else { return };
+        self.last_ack = tokio::time::Instant::now();
         if let Some(tx) = self.outbound.upgrade() {
-            let _ = tx.send(msg(0, v1::client_message::Kind::Ack(v1::Ack { up_to_seq: last }))).await;
+            let _ = tx.send(msg(0, v1::client_message::Kind::Ack(v1::Ack { up_to_seq }))).await;
         }
     }
 

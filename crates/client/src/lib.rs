@@ -48,6 +48,7 @@ mod error;
 mod group;
 mod history;
 mod intake;
+mod lean;
 mod limits;
 mod rounds;
 mod streams;
@@ -241,7 +242,7 @@ impl Client {
     /// co-located agents, [`Client::register_shared`] uses one connection for all of them.
     pub async fn register(&self, options: AgentOptions) -> Result<Agent, Error> {
         let channel = self.endpoint.connect().await.map_err(|e| connect_error(&self.addr, e))?;
-        Agent::open(channel, &self.namespace, options, None).await
+        Agent::open(channel, &self.namespace, options, None, agent::Transport::Grpc).await
     }
 
     /// Registers an agent whose session shares this client's connection with its queries and with
@@ -252,7 +253,32 @@ impl Client {
     /// itself) but heartbeats on its own from then on.
     pub async fn register_shared(&self, options: AgentOptions) -> Result<Agent, Error> {
         let beat = Some(self.beat.clone());
-        Agent::open(self.channel.clone(), &self.namespace, options, beat).await
+        Agent::open(self.channel.clone(), &self.namespace, options, beat, agent::Transport::Grpc).await
+    }
+
+    /// Registers an agent whose session runs over the server's lean transport (`lockstep serve
+    /// --lean-listen`): a TCP connection of its own carrying length-delimited protobuf frames
+    /// instead of a gRPC stream, for agents on the server's host that want the lowest latency per
+    /// message (docs/PROTOCOL.md, "The lean transport"). The agent behaves as one registered with
+    /// [`Client::register`]; its queries use this client's connection. The lean listener is
+    /// found with `ServerInfo` on the same host as this client's address; the transport has no
+    /// TLS, so a client connected over TLS is refused.
+    pub async fn register_lean(&self, options: AgentOptions) -> Result<Agent, Error> {
+        let refused = |reason: String| Error::Connect { addr: self.addr.clone(), reason };
+        if self.endpoint.endpoint.uri().scheme_str() == Some("https") {
+            return Err(refused("the lean transport has no TLS; register over gRPC (register) instead".into()));
+        }
+        let port = self.server_info().await?.lean_port;
+        if port == 0 {
+            return Err(refused("the server serves no lean transport (start it with --lean-listen)".into()));
+        }
+        let host = self.endpoint.endpoint.uri().host().unwrap_or("127.0.0.1").to_owned();
+        let dialer = lean::Dialer {
+            addr: format!("{host}:{port}"),
+            token: self.endpoint.credentials.token().unwrap_or_default(),
+            max_message: MAX_MESSAGE,
+        };
+        Agent::open(self.channel.clone(), &self.namespace, options, None, agent::Transport::Lean(dialer)).await
     }
 
     /// The operators' API on this connection, presenting `token` if the server requires one and

@@ -26,6 +26,7 @@ pub mod convert;
 pub mod group;
 pub mod history;
 pub mod intake;
+pub mod lean;
 pub mod reason;
 pub mod round;
 pub mod session;

@@ -127,7 +127,9 @@ impl Gate {
 
     /// Checks the token of a call and leaves its [`Access`] in the request's extensions.
     pub fn authenticate(&self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(key) = &self.key else { return Ok(request) };
+        if self.key.is_none() {
+            return Ok(request);
+        }
         let Some(value) = request.metadata().get("authorization") else {
             return Err(unauthenticated(&TokenError::Missing));
         };
@@ -136,14 +138,23 @@ impl Gate {
                 "the `authorization` header must be `Bearer <token>`".into(),
             )));
         };
-        let access = if self.admin_token.matches(token) {
-            Access::Root
-        } else {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            Access::Principal(Arc::new(key.verify(token, now).map_err(|e| unauthenticated(&e))?))
-        };
+        let access = self.access(Some(token))?;
         request.extensions_mut().insert(access);
         Ok(request)
+    }
+
+    /// What `token` allows (`None` or empty: no token was presented), as for a call presenting it:
+    /// how the lean transport checks the token of its `LeanHello`.
+    pub fn access(&self, token: Option<&str>) -> Result<Access, Status> {
+        let Some(key) = &self.key else { return Ok(Access::Open) };
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return Err(unauthenticated(&TokenError::Missing));
+        };
+        if self.admin_token.matches(token) {
+            return Ok(Access::Root);
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Ok(Access::Principal(Arc::new(key.verify(token, now).map_err(|e| unauthenticated(&e))?)))
     }
 
     /// The interceptor of every service that needs a caller: marks its connection as used (see

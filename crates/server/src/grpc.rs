@@ -43,6 +43,8 @@ pub struct Service {
     /// namespace it serves, and on the operators' actions this service serves
     /// (`ForceCompleteSync`, `CleanupSyncPoints`, creating streams, replacing the intake rules).
     pub(crate) gate: Gate,
+    /// The port of the lean agent transport (`crate::lean`), told by `ServerInfo` (0: none).
+    lean_port: u16,
 }
 
 pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -57,7 +59,19 @@ impl Service {
         register_within: std::time::Duration,
         gate: Gate,
     ) -> Self {
-        Service { engine, next_conn: Arc::new(AtomicU64::new(1)), max_message_bytes, register_within, gate }
+        Service {
+            engine,
+            next_conn: Arc::new(AtomicU64::new(1)),
+            max_message_bytes,
+            register_within,
+            gate,
+            lean_port: 0,
+        }
+    }
+
+    /// The same service, telling clients (in `ServerInfo`) that the lean transport listens on `port`.
+    pub fn with_lean_port(self, port: u16) -> Self {
+        Service { lean_port: port, ..self }
     }
 
     /// The bytes of items one page of a listing may carry: the message cap less what it leaves
@@ -76,6 +90,47 @@ impl Service {
         let blocked = Arc::new(AtomicBool::new(false));
         self.engine.send(Command::Open { conn, sink: sink(tx), blocked: blocked.clone() }).await?;
         Ok((conn, ConnStream::new(rx, conn, blocked, self.engine.signals(), convert)))
+    }
+}
+
+impl Service {
+    /// Opens a session whose client messages come from `inbound` (a gRPC stream's, or a lean
+    /// connection's read through the same decoder), on client connection
+    /// `connection` (0: not known), for a caller with `access`: what the server sends it comes
+    /// out of the stream returned, which ends with the status the session ended with.
+    pub(crate) async fn open_session(
+        &self,
+        inbound: Streaming<RawClientMessage>,
+        connection: u64,
+        access: Access,
+    ) -> Result<ConnStream<v1::ServerMessage>, Status> {
+        let mut first_error = None;
+        let (conn, stream) = self
+            .open(
+                |tx| {
+                    first_error = Some(tx.clone());
+                    ConnSink::Session(tx)
+                },
+                convert::server_message,
+            )
+            .await?;
+        let first_error = first_error.expect("set by open");
+        let reader = read_session(
+            conn,
+            inbound,
+            self.engine.clone(),
+            first_error,
+            self.max_message_bytes,
+            self.register_within,
+            (connection, access),
+        );
+        tokio::spawn(reader);
+        Ok(stream)
+    }
+
+    /// The transport's cap on one message.
+    pub(crate) fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
     }
 }
 
@@ -152,6 +207,9 @@ async fn read_session(
     if engine.send(Command::Input(register)).await.is_err() {
         return;
     }
+    // Whether the client said goodbye: its stream's end is then the session's normal end, not a
+    // broken stream, even when the end is read before the engine has removed the agent.
+    let mut said_goodbye = false;
     let status = loop {
         match inbound.message().await {
             Ok(Some(raw)) => {
@@ -160,7 +218,10 @@ async fn read_session(
                         let request_id = msg.request_id;
                         match convert::session_message(msg.kind) {
                             Ok(SessionMessage::Request(request)) => match access.session_request(&agent_id, &request) {
-                                Ok(()) => Input::Request { conn, request_id, request },
+                                Ok(()) => {
+                                    said_goodbye |= matches!(request, lockstep_core::Request::Deregister);
+                                    Input::Request { conn, request_id, request }
+                                }
                                 Err(denial) => Input::Refused { conn, request_id, denial },
                             },
                             Ok(SessionMessage::Register(r)) => match access.register(&r) {
@@ -179,6 +240,9 @@ async fn read_session(
             Ok(None) => {
                 // A half-close, and also a reset: tonic reports a cancelled request stream as
                 // its normal end (so does hyper for RST_STREAM(NO_ERROR)).
+                if said_goodbye {
+                    break Status::ok("the agent deregistered");
+                }
                 tracing::debug!(conn = conn.0, "a session stream ended without deregister");
                 break ended_without_goodbye();
             }
@@ -326,30 +390,10 @@ impl Lockstep for Service {
         &self,
         request: Request<Streaming<RawClientMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        let mut first_error = None;
-        let (conn, stream) = self
-            .open(
-                |tx| {
-                    first_error = Some(tx.clone());
-                    ConnSink::Session(tx)
-                },
-                convert::server_message,
-            )
-            .await?;
-        let first_error = first_error.expect("set by open");
         // Sessions of one client connection renew one another's leases (0: not known).
         let connection = crate::listener::conn_info(request.extensions()).map_or(0, |c| c.id());
         let access = Access::of(&request);
-        let reader = read_session(
-            conn,
-            request.into_inner(),
-            self.engine.clone(),
-            first_error,
-            self.max_message_bytes,
-            self.register_within,
-            (connection, access),
-        );
-        tokio::spawn(reader);
+        let stream = self.open_session(request.into_inner(), connection, access).await?;
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -502,9 +546,10 @@ impl Lockstep for Service {
         &self,
         _request: Request<v1::ServerInfoRequest>,
     ) -> Result<Response<v1::ServerInfoResponse>, Status> {
+        let lean_port = u32::from(self.lean_port);
         let info = self
             .engine
-            .query(|e, now| {
+            .query(move |e, now| {
                 let info = e.info();
                 let c = e.config();
                 Ok(v1::ServerInfoResponse {
@@ -517,6 +562,7 @@ impl Lockstep for Service {
                     published: info.counters.published,
                     delivered: info.counters.routed,
                     dropped: info.counters.dropped,
+                    lean_port,
                 })
             })
             .await?;

@@ -22,6 +22,7 @@ pub mod grpc;
 pub mod health;
 pub mod http;
 pub mod http_limit;
+pub mod lean;
 pub mod listener;
 pub mod memory;
 pub mod metrics;
@@ -106,6 +107,7 @@ pub struct RunningServer {
     addr: SocketAddr,
     admin_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
+    lean_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
     /// Resolves with the store's error if the driver stopped because a commit failed.
@@ -127,6 +129,11 @@ impl RunningServer {
     /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// The address of the lean agent transport, when it is served.
+    pub fn lean_addr(&self) -> Option<SocketAddr> {
+        self.lean_addr
     }
 
     /// Waits until the server stops by itself because it could not store a change, and says why;
@@ -200,6 +207,9 @@ pub struct Options {
     /// Serve every listener (agents', operators' and HTTP) over TLS with these settings
     /// (see [`tls`]); `None`: plain TCP.
     pub tls: Option<tls::Tls>,
+    /// Serve agent sessions over the lean transport here too (see [`lean`]); `None`: not at all.
+    /// It has no TLS: with `tls` set it must be a loopback address.
+    pub lean_listen: Option<SocketAddr>,
 }
 
 impl Options {
@@ -218,6 +228,7 @@ impl Options {
             token_key: None,
             allow_public: false,
             tls: None,
+            lean_listen: None,
         }
     }
 }
@@ -317,6 +328,9 @@ fn exposed_without_authentication(options: &Options) -> Vec<(&'static str, Socke
     if let Some(a) = options.http_listen.filter(public) {
         exposed.push(("HTTP listener", a));
     }
+    if let Some(a) = options.lean_listen.filter(|a| public(a) && !tokens) {
+        exposed.push(("lean agents' listener", a));
+    }
     exposed
 }
 
@@ -407,6 +421,16 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
         Some(a) => Some(bind(a)?),
         None => None,
     };
+    let lean_listener = match options.lean_listen {
+        Some(a) if options.tls.is_some() && !a.ip().to_canonical().is_loopback() => {
+            return Err(StartError::Config(format!(
+                "the lean agents' listener ({a}) has no TLS and the server is configured for TLS: give it a loopback \
+                 address (it is meant for agents on the server's host) or leave it out"
+            )))
+        }
+        Some(a) => Some(bind(a)?),
+        None => None,
+    };
     let database = match &options.storage {
         Storage::DataDir { dir, .. } => Some(dir.join(lockstep_store::DB_FILE_NAME)),
         Storage::InMemory => None,
@@ -486,7 +510,9 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
         max_message,
         std::time::Duration::from_millis(options.connections.register_within_ms),
         gate.clone(),
-    );
+    )
+    .with_lean_port(lean_listener.as_ref().map_or(0, |(_, a)| a.port()));
+    let lean_service = service.clone();
     // Shared context is served beside the agents' service, by the same service value (one
     // numbering of streams).
     let context = tonic::service::interceptor::InterceptedService::new(
@@ -601,7 +627,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(&transport_stop_tx)))
         }
         Some((admin_listener, admin_addr)) => {
-            let admin_incoming = listener::accepted(admin_listener, options.connections.clone(), counts);
+            let admin_incoming = listener::accepted(admin_listener, options.connections.clone(), counts.clone());
             let admin_services = [admin_server::SERVICE_NAME];
             let admin_task = tokio::spawn(
                 transport(admin_addr, options.tls.as_ref())?
@@ -632,6 +658,11 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
             })
         }
     };
+    let lean_addr = lean_listener.as_ref().map(|(_, a)| *a);
+    if let Some((lean_listener, _)) = lean_listener {
+        let incoming = listener::accepted(lean_listener, options.connections.clone(), counts.clone());
+        tokio::spawn(lean::serve(incoming, lean_service, gate.clone(), stopped(&transport_stop_tx)));
+    }
     tokio::spawn(memory::release_after_departures(departures, stopped(&transport_stop_tx)));
     let http_addr = http_listener.as_ref().map(|(_, a)| *a);
     if let Some((http_listener, _)) = http_listener {
@@ -655,6 +686,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
         addr,
         admin_addr: admin_addr.unwrap_or(addr),
         http_addr,
+        lean_addr,
         shutdown: Some(shutdown_tx),
         task,
         failed: Some(failed_rx),

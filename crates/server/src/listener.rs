@@ -190,6 +190,13 @@ pub struct Connection {
     first_request: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
+impl Connection {
+    /// What is known of the connection: its id, its peer, whether it carried a request.
+    pub fn info(&self) -> &ConnInfo {
+        &self.info
+    }
+}
+
 impl tonic::transport::server::Connected for Connection {
     type ConnectInfo = ConnInfo;
 

@@ -77,6 +77,7 @@ from .v1 import lockstep_pb2 as pb
 if TYPE_CHECKING:  # pragma: no cover
     from .client import Client
     from .context import AgentContext
+    from .lean import LeanDialer
     from .traces import AgentTraces
 
 __all__ = ["Agent", "StateWatch", "Feed", "Participants"]
@@ -126,6 +127,10 @@ class Agent:
 
     Operators reach the agent through the server: :attr:`paused` and :meth:`control_notices` follow
     their pauses and emergency stops, and :meth:`commands` yields the commands they send.
+
+    The session runs over a gRPC stream on the client's connection, or over the server's lean
+    transport (``client.register(..., transport="lean")``: a TCP connection of its own, see
+    :mod:`lockstep.lean`); the agent behaves the same either way (:attr:`transport` says which).
     """
 
     def __init__(
@@ -137,9 +142,12 @@ class Agent:
         reconnect: bool = True,
         on_error: Optional[Callable[[LockstepError], Any]] = None,
         heartbeats: bool = True,
+        lean: "Optional[LeanDialer]" = None,
     ) -> None:
         self._client = client
         self._register_msg = request
+        # Where the lean transport's connections go; None: the session is a gRPC stream.
+        self._lean = lean
         self._reg: Optional[Registration] = None
         self._call: Any = None
         self._loop = asyncio.get_running_loop()
@@ -231,9 +239,16 @@ class Agent:
         reconnect: bool,
         on_error: Optional[Callable[[LockstepError], Any]],
         heartbeats: bool = True,
+        lean: "Optional[LeanDialer]" = None,
     ) -> "Agent":
         agent = cls(
-            client, request, delivery_buffer=delivery_buffer, reconnect=reconnect, on_error=on_error, heartbeats=heartbeats
+            client,
+            request,
+            delivery_buffer=delivery_buffer,
+            reconnect=reconnect,
+            on_error=on_error,
+            heartbeats=heartbeats,
+            lean=lean,
         )
         agent._call, agent._reg = await agent._start_session(request)
         agent._count_missed(agent._reg)
@@ -242,7 +257,11 @@ class Agent:
         return agent
 
     async def _start_session(self, request: pb.Register) -> Tuple[Any, Registration]:
-        call = self._client._stub.Session()
+        # Over gRPC a call on the client's channel; over the lean transport a connection of its
+        # own, which reads, writes and ends as the call does (lockstep.lean.LeanCall), so that
+        # everything below and the whole session treat both alike. A lean connection that cannot
+        # be opened raises Unavailable, which a resumption retries.
+        call = self._client._stub.Session() if self._lean is None else await self._lean.open()
         try:
             await call.write(pb.ClientMessage(register=request))
             first = await call.read()
@@ -596,6 +615,12 @@ class Agent:
     def resume_token(self) -> str:
         """Pass it as ``resume_token`` to :meth:`lockstep.Client.register` to take this session over."""
         return self.registration.resume_token
+
+    @property
+    def transport(self) -> str:
+        """How the session reaches the server: ``"grpc"`` (a stream on the client's connection) or
+        ``"lean"`` (the server's lean transport)."""
+        return "grpc" if self._lean is None else "lean"
 
     @property
     def closed(self) -> bool:

@@ -13,6 +13,7 @@ from typing import (
     Dict,
     Iterable,
     List,
+    Literal,
     Mapping,
     Optional,
     Sequence,
@@ -24,7 +25,7 @@ import grpc
 import grpc.aio
 
 from ._util import Opening, default_address
-from .errors import LockstepError, Unavailable, error_from_rpc
+from .errors import InvalidArgument, LockstepError, NotSupported, Unavailable, error_from_rpc
 from .models import (
     AgentInfo,
     AgentStatus,
@@ -52,6 +53,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .context import Context
     from .history import TopicInfo
     from .embedded import EmbeddedServer
+    from .lean import LeanDialer
 
 __all__ = ["Client", "RegistryWatch", "connect"]
 
@@ -68,6 +70,12 @@ def _normalize_address(address: str) -> str:
         if address.startswith(scheme):
             address = address[len(scheme):]
     return address.rstrip("/")
+
+
+def _host_of(address: str) -> str:
+    """The host of a ``host:port`` address (``[::1]:7600`` gives ``::1``)."""
+    host = address.rsplit(":", 1)[0] if ":" in address else address
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
 def channel_options(extra: Optional[Sequence[Tuple[str, Any]]] = None) -> List[Tuple[str, Any]]:
@@ -233,7 +241,7 @@ async def _connect_to(
     except BaseException:
         await channel.close()
         raise
-    return Client(channel, addr, namespace=namespace, timeout=timeout, sync_timeout=sync_timeout, tls=tls)
+    return Client(channel, addr, namespace=namespace, timeout=timeout, sync_timeout=sync_timeout, tls=tls, token=token)
 
 
 class Client:
@@ -253,10 +261,13 @@ class Client:
         timeout: Optional[float] = 10.0,
         sync_timeout: Optional[float] = None,
         tls: "Optional[Tls]" = None,
+        token: Optional[str] = None,
     ) -> None:
         self._channel = channel
         self.tls = tls
         """How this client connected over TLS (``None``: plain TCP)."""
+        # Presented by lean sessions in their hello (gRPC calls carry it through interceptors).
+        self._token = token or ""
         self._stub = pb_grpc.LockstepStub(channel)  # type: ignore[no-untyped-call]
         self._context: "Optional[Context]" = None
         self._tasks: "Optional[Tasks]" = None
@@ -334,6 +345,7 @@ class Client:
         reconnect: bool = True,
         on_error: Optional[Callable[[LockstepError], Any]] = None,
         heartbeats: bool = True,
+        transport: 'Literal["grpc", "lean"]' = "grpc",
     ) -> "Opening[Agent]":
         """Register an agent and open its session.
 
@@ -364,17 +376,32 @@ class Client:
                 ``False`` the agent lives as long as something renews it within each lease:
                 :meth:`Agent.heartbeat`, or any other message of the agent. A lease lost that way
                 ends the session for good (``close_reason`` says so): it is not resumed.
+            transport: how the session reaches the server. ``"grpc"`` (default): a stream on this
+                client's connection. ``"lean"``: the server's lean transport (``lockstep serve
+                --lean-listen``), a plain TCP connection of the agent's own carrying
+                length-delimited protobuf frames instead of a gRPC stream, for agents on the
+                server's host that want the lowest latency per message (docs/PROTOCOL.md, "The
+                lean transport"). The agent behaves exactly as over gRPC (same messages, errors
+                and resumption); its queries still use this client's connection. The lean
+                listener is found with :meth:`server_info` on this client's host; the transport
+                has no TLS.
 
         Raises:
             AlreadyRegistered: another live session holds ``agent_id``.
-            InvalidArgument: a bad id, role, pattern or metadata.
+            InvalidArgument: a bad id, role, pattern or metadata; or an unknown ``transport``.
             ResourceExhausted: a server limit (agents per namespace, interests) was hit.
+            NotSupported: ``transport="lean"`` on a client connected over TLS, or to a server
+                that serves no lean transport.
         """
         from .agent import Agent
+
+        if transport not in ("grpc", "lean"):
+            raise InvalidArgument(f"unknown transport {transport!r}: 'grpc' or 'lean'")
 
         async def _open() -> Agent:
             if self._closed:
                 raise LockstepError("the client is closed")
+            lean = await self._lean_dialer() if transport == "lean" else None
             request = pb.Register(
                 namespace=self.namespace,
                 agent_id=agent_id,
@@ -391,11 +418,29 @@ class Client:
                 reconnect=reconnect,
                 on_error=on_error,
                 heartbeats=heartbeats,
+                lean=lean,
             )
             self._agents.append(agent)
             return agent
 
         return Opening(_open)
+
+    async def _lean_dialer(self) -> "LeanDialer":
+        """Where this client's lean sessions connect: the port the server advertises, on the host
+        of this client's address, presenting this client's token."""
+        from .lean import LeanDialer
+
+        if self.tls is not None:
+            raise NotSupported(
+                "the lean transport has no TLS and this client is connected over TLS; "
+                "register over gRPC (transport='grpc') instead"
+            )
+        port = (await self.server_info()).lean_port
+        if port == 0:
+            raise NotSupported(
+                f"the server at {self.address} serves no lean transport (start it with --lean-listen)"
+            )
+        return LeanDialer(host=_host_of(self.address), port=port, token=self._token)
 
     def _forget(self, agent: "Agent") -> None:
         try:

@@ -882,6 +882,9 @@ class ServerInfo:
     published: int
     delivered: int
     dropped: int
+    lean_port: int = 0
+    """The port of the server's lean agent transport on its host (``lockstep serve --lean-listen``;
+    ``client.register(..., transport="lean")``); 0 when it serves none."""
 
     @classmethod
     def from_proto(cls, msg: pb.ServerInfoResponse) -> "ServerInfo":
@@ -895,6 +898,7 @@ class ServerInfo:
             published=msg.published,
             delivered=msg.delivered,
             dropped=msg.dropped,
+            lean_port=msg.lean_port,
         )
 
 

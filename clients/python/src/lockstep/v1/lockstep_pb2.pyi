@@ -79,6 +79,24 @@ class BackupResponse(_message.Message):
     bytes: int
     def __init__(self, path: _Optional[str] = ..., bytes: _Optional[int] = ...) -> None: ...
 
+class LeanHello(_message.Message):
+    __slots__ = ("version", "token")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    token: str
+    def __init__(self, version: _Optional[int] = ..., token: _Optional[str] = ...) -> None: ...
+
+class LeanEnd(_message.Message):
+    __slots__ = ("code", "message", "details")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    details: bytes
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., details: _Optional[bytes] = ...) -> None: ...
+
 class ClientMessage(_message.Message):
     __slots__ = ("request_id", "register", "heartbeat", "publish", "update_state", "set_status", "watch_state", "unwatch_state", "sync", "ack", "deregister", "command_result", "delivery_error", "agent_request", "respond", "open_vote", "cast_ballot", "join_group", "leave_group", "context_write", "submit_task", "task_work", "stop_task_work", "claim_task", "start_task", "complete_task", "fail_task", "round_answer", "subscribe", "unsubscribe")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
@@ -750,7 +768,7 @@ class ServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerInfoResponse(_message.Message):
-    __slots__ = ("version", "now_ms", "heartbeat_interval_ms", "lease_intervals", "limits", "agents", "published", "delivered", "dropped")
+    __slots__ = ("version", "now_ms", "heartbeat_interval_ms", "lease_intervals", "limits", "agents", "published", "delivered", "dropped", "lean_port")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     NOW_MS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
@@ -760,6 +778,7 @@ class ServerInfoResponse(_message.Message):
     PUBLISHED_FIELD_NUMBER: _ClassVar[int]
     DELIVERED_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
+    LEAN_PORT_FIELD_NUMBER: _ClassVar[int]
     version: str
     now_ms: int
     heartbeat_interval_ms: int
@@ -769,7 +788,8 @@ class ServerInfoResponse(_message.Message):
     published: int
     delivered: int
     dropped: int
-    def __init__(self, version: _Optional[str] = ..., now_ms: _Optional[int] = ..., heartbeat_interval_ms: _Optional[int] = ..., lease_intervals: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., agents: _Optional[int] = ..., published: _Optional[int] = ..., delivered: _Optional[int] = ..., dropped: _Optional[int] = ...) -> None: ...
+    lean_port: int
+    def __init__(self, version: _Optional[str] = ..., now_ms: _Optional[int] = ..., heartbeat_interval_ms: _Optional[int] = ..., lease_intervals: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., agents: _Optional[int] = ..., published: _Optional[int] = ..., delivered: _Optional[int] = ..., dropped: _Optional[int] = ..., lean_port: _Optional[int] = ...) -> None: ...
 
 class AgentRef(_message.Message):
     __slots__ = ("namespace", "agent_id")

@@ -1,0 +1,263 @@
+//! End-to-end: agent sessions over the lean transport (`lockstep serve --lean-listen`,
+//! `Client::register_lean`) behave as gRPC sessions do — they meet gRPC agents on topics, at
+//! barriers and in requests, carry tokens, end with the same errors, resume after the server
+//! restarts — and the lean listener refuses what is not its protocol with a clear END frame.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use lockstep_client::{AgentFilter, Error, Participants, Reason};
+use lockstep_proto::{lean, v1};
+use prost::Message;
+use support::{eventually, opts, ScratchDir, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const T: Duration = Duration::from_secs(10);
+
+fn lean_server(extra: &[&str]) -> Server {
+    Server::start(&[&["--lean-listen", "127.0.0.1:0"], extra].concat())
+}
+
+#[tokio::test]
+async fn lean_and_grpc_agents_meet_on_topics_at_barriers_and_in_requests() {
+    let server = lean_server(&[]);
+    let client = server.client().await;
+    let lean = client.register_lean(opts("lean", "worker").interests(["to.lean", "ask.lean"])).await.unwrap();
+    let grpc = client.register(opts("grpc", "worker").interests(["to.grpc"])).await.unwrap();
+
+    // Both ways on topics.
+    let (mut at_lean, mut at_grpc) = (lean.deliveries().unwrap(), grpc.deliveries().unwrap());
+    grpc.publish_confirmed("to.lean", &b"from grpc"[..]).await.unwrap();
+    lean.publish_confirmed("to.grpc", &b"from lean"[..]).await.unwrap();
+    let d = tokio::time::timeout(T, at_lean.recv()).await.unwrap().unwrap();
+    assert_eq!((d.topic.as_str(), &d.payload[..], d.publisher.as_str()), ("to.lean", &b"from grpc"[..], "grpc"));
+    let d = tokio::time::timeout(T, at_grpc.recv()).await.unwrap().unwrap();
+    assert_eq!((&d.payload[..], d.publisher.as_str()), (&b"from lean"[..], "lean"));
+
+    // A barrier of the two.
+    let everyone = Participants::Count(2);
+    let (a, b) =
+        tokio::join!(lean.sync("meet", everyone.clone(), T, &b"l"[..]), grpc.sync("meet", everyone, T, &b"g"[..]));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!((a.count, b.count), (2, 2));
+    assert_eq!(a.arrival_order, b.arrival_order);
+
+    // A request answered over the lean session.
+    let mut requests = lean.requests().unwrap();
+    let responder = tokio::spawn(async move {
+        let r = requests.recv().await.expect("a request");
+        let echo = [&b"echo: "[..], &r.payload[..]].concat();
+        r.respond(echo).await.expect("answered");
+    });
+    let answer = grpc.request("ask.lean", &b"ping"[..], T).await.unwrap();
+    assert_eq!(&answer.payload[..], b"echo: ping");
+    responder.await.unwrap();
+
+    // State written over lean is read over gRPC.
+    lean.update_state(&serde_json::json!({"step": 7})).await.unwrap();
+    let (_, state) = client.get_state("lean").await.unwrap();
+    assert_eq!(state["step"], 7);
+}
+
+#[tokio::test]
+async fn a_lean_session_is_refused_with_the_same_errors_as_a_grpc_one() {
+    let server = lean_server(&[]);
+    let client = server.client().await;
+    let _held = client.register(opts("taken", "worker")).await.unwrap();
+    let over_lean = client.register_lean(opts("taken", "worker")).await.err().expect("refused over lean");
+    let over_grpc = client.register(opts("taken", "worker")).await.err().expect("refused over gRPC");
+    assert_eq!(over_lean.reason(), over_grpc.reason());
+    assert_eq!(over_lean.reason(), Some(Reason::AlreadyRegistered));
+
+    let invalid = client.register_lean(opts("not a valid id!", "worker")).await.err().expect("refused");
+    assert!(matches!(invalid, Error::InvalidArgument(_)), "{invalid:?}");
+}
+
+#[tokio::test]
+async fn closing_a_lean_agent_removes_it_at_once() {
+    let server = lean_server(&[]);
+    let client = server.client().await;
+    let agent = client.register_lean(opts("leaving", "worker")).await.unwrap();
+    assert_eq!(client.list_agents(AgentFilter::default()).await.unwrap().len(), 1);
+    let handle = agent.clone();
+    agent.close().await.unwrap();
+    assert!(client.list_agents(AgentFilter::default()).await.unwrap().is_empty(), "deregistered at once");
+    assert!(matches!(handle.ended(), Some(Error::SessionEnded(_))), "ended normally: {:?}", handle.ended());
+
+    // A client that says goodbye and closes its side at once (as the Python client does) gets the
+    // normal end too, however the two are read.
+    let addr = lean_addr(&client).await;
+    let hello = (lean::HELLO, v1::LeanHello { version: 1, token: String::new() }.encode_to_vec());
+    let goodbye =
+        v1::ClientMessage { request_id: 0, kind: Some(v1::client_message::Kind::Deregister(v1::Deregister {})) };
+    for k in 0..5 {
+        let frames =
+            [hello.clone(), (lean::MESSAGE, register(&format!("brief-{k}"))), (lean::MESSAGE, goodbye.encode_to_vec())];
+        let end = exchange_then(&mut TcpStream::connect(&addr).await.unwrap(), &frames, true).await;
+        assert_eq!(end.code, 0, "{end:?}");
+    }
+    assert!(client.list_agents(AgentFilter::default()).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_server_without_a_lean_listener_is_named_as_the_reason() {
+    let server = Server::start(&[]);
+    let client = server.client().await;
+    let refused = client.register_lean(opts("a", "worker")).await.err().expect("refused");
+    assert!(matches!(&refused, Error::Connect { reason, .. } if reason.contains("--lean-listen")), "{refused}");
+}
+
+#[tokio::test]
+async fn a_lean_agent_resumes_its_session_after_the_server_restarts() {
+    let dir = ScratchDir::new("lean-resume");
+    let (listen, lean_listen) = (support::free_listen_addr(), support::free_listen_addr());
+    let data = dir.path().to_str().unwrap().to_owned();
+    let flags = ["--lean-listen", &lean_listen];
+    let mut server = Server::start_durable(&listen, dir.path(), &flags);
+    let client = server.client().await;
+    let agent = client.register_lean(opts("survivor", "worker").interests(["news"])).await.unwrap();
+    let mut deliveries = agent.deliveries().unwrap();
+    server.kill();
+    let server = Server::start_durable(&listen, std::path::Path::new(&data), &flags);
+    let client = server.client().await;
+    let publisher = client.register(opts("publisher", "feed")).await.unwrap();
+    // The agent reconnects by itself over lean; once it is back, what is published reaches it.
+    let listed =
+        || async { client.list_agents(AgentFilter::default()).await.unwrap().iter().any(|a| a.agent_id == "survivor") };
+    assert!(eventually(T, listed).await, "the lean agent came back");
+    publisher.publish_confirmed("news", &b"after"[..]).await.unwrap();
+    let d = tokio::time::timeout(T, deliveries.recv()).await.expect("in time").expect("the session lives");
+    assert_eq!(&d.payload[..], b"after");
+    assert!(agent.ended().is_none(), "{:?}", agent.ended());
+}
+
+#[tokio::test]
+async fn a_lean_session_presents_its_token() {
+    let dir = ScratchDir::new("lean-token");
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "a lean-transport test secret of more than 32 bytes").unwrap();
+    let token = {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lockstep"))
+            .args([
+                "token",
+                "create",
+                "--secret-file",
+                secret.to_str().unwrap(),
+                "--subject",
+                "a",
+                "--namespace",
+                "default",
+                "--agent",
+                "a",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let server = lean_server(&["--token-secret-file", secret.to_str().unwrap()]);
+    let with = lockstep_client::Client::connect_with_token(&server.addr, Some(&token)).await.unwrap();
+    with.register_lean(opts("a", "worker")).await.expect("a valid token registers");
+
+    // Without a token the hello is refused as a gRPC call without one is.
+    let mut raw = TcpStream::connect(lean_addr(&with).await).await.unwrap();
+    let end =
+        exchange(&mut raw, &[(lean::HELLO, v1::LeanHello { version: 1, token: String::new() }.encode_to_vec())]).await;
+    assert_eq!(end.code, tonic::Code::Unauthenticated as i32, "{end:?}");
+}
+
+/// The lean listener's address, as the server tells it.
+async fn lean_addr(client: &lockstep_client::Client) -> String {
+    format!("127.0.0.1:{}", client.server_info().await.unwrap().lean_port)
+}
+
+/// Sends `frames` on a raw lean connection and reads until the server's END frame.
+async fn exchange(raw: &mut TcpStream, frames: &[(u8, Vec<u8>)]) -> v1::LeanEnd {
+    exchange_then(raw, frames, false).await
+}
+
+/// [`exchange`], closing the connection's write side after the frames when `half_close`.
+async fn exchange_then(raw: &mut TcpStream, frames: &[(u8, Vec<u8>)], half_close: bool) -> v1::LeanEnd {
+    let mut out = Vec::new();
+    for (kind, payload) in frames {
+        out.push(*kind);
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        out.extend_from_slice(payload);
+    }
+    raw.write_all(&out).await.unwrap();
+    if half_close {
+        raw.shutdown().await.unwrap();
+    }
+    let mut buf = BytesMut::new();
+    loop {
+        while buf.len() >= lean::HEADER_BYTES {
+            let len = u32::from_be_bytes(buf[1..5].try_into().unwrap()) as usize;
+            if buf.len() < lean::HEADER_BYTES + len {
+                break;
+            }
+            let frame = buf.split_to(lean::HEADER_BYTES + len);
+            if lean::kind(&frame) == Some(lean::END) {
+                return v1::LeanEnd::decode(lean::payload(frame)).unwrap();
+            }
+        }
+        let n = tokio::time::timeout(T, raw.read_buf(&mut buf)).await.expect("the server answers").unwrap();
+        assert!(n > 0, "the connection closed without an END frame");
+    }
+}
+
+fn register(id: &str) -> Vec<u8> {
+    let register = v1::Register { agent_id: id.into(), role: "worker".into(), ..Default::default() };
+    v1::ClientMessage { request_id: 0, kind: Some(v1::client_message::Kind::Register(register)) }.encode_to_vec()
+}
+
+#[tokio::test]
+async fn the_lean_listener_refuses_what_is_not_its_protocol_with_a_clear_end() {
+    let dir = ScratchDir::new("lean-limits");
+    let file = dir.join("lockstep.toml");
+    std::fs::write(&file, "[limits]\nmax_payload_bytes = 1024\n").unwrap();
+    let server = lean_server(&["--config", file.to_str().unwrap()]);
+    let client = server.client().await;
+    let addr = lean_addr(&client).await;
+    let hello = || (lean::HELLO, v1::LeanHello { version: 1, token: String::new() }.encode_to_vec());
+
+    // A first frame that is not a hello.
+    let end = exchange(&mut TcpStream::connect(&addr).await.unwrap(), &[(lean::MESSAGE, register("a"))]).await;
+    assert_eq!(end.code, tonic::Code::InvalidArgument as i32);
+    assert!(support::reworded() || end.message.contains("HELLO"), "{}", end.message);
+
+    // A version this server does not speak.
+    let v9 = v1::LeanHello { version: 9, token: String::new() }.encode_to_vec();
+    let end = exchange(&mut TcpStream::connect(&addr).await.unwrap(), &[(lean::HELLO, v9)]).await;
+    assert_eq!(end.code, tonic::Code::InvalidArgument as i32);
+    assert!(support::reworded() || end.message.contains("version"), "{}", end.message);
+
+    // A session whose first message is not a registration.
+    let heartbeat =
+        v1::ClientMessage { request_id: 0, kind: Some(v1::client_message::Kind::Heartbeat(v1::Heartbeat::default())) }
+            .encode_to_vec();
+    let end = exchange(&mut TcpStream::connect(&addr).await.unwrap(), &[hello(), (lean::MESSAGE, heartbeat)]).await;
+    assert_eq!(end.code, tonic::Code::InvalidArgument as i32, "{end:?}");
+    assert!(support::reworded() || end.message.contains("register"), "{}", end.message);
+
+    // A frame over the message cap ends the session as an oversized gRPC message does, and the
+    // agent keeps its lease (it may resume).
+    let over = vec![0u8; 2 * 1024 * 1024];
+    let end = exchange(
+        &mut TcpStream::connect(&addr).await.unwrap(),
+        &[hello(), (lean::MESSAGE, register("big")), (lean::MESSAGE, over)],
+    )
+    .await;
+    assert_eq!(end.code, tonic::Code::ResourceExhausted as i32, "{end:?}");
+    let agents = client.list_agents(AgentFilter::default()).await.unwrap();
+    assert!(agents.iter().any(|a| a.agent_id == "big"), "the agent is kept for its lease");
+}
+
+#[test]
+fn a_lean_listener_beyond_loopback_needs_authentication() {
+    let (failed, stderr) = support::serve_fails(&["--lean-listen", "0.0.0.0:0"]);
+    assert!(failed);
+    assert!(stderr.contains("lean agents' listener"), "{stderr}");
+}
