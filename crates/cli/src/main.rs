@@ -318,6 +318,9 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         if let Some(http) = server.http_addr() {
             writeln!(out, "lockstep http listening on {http}")?;
         }
+        if let Some(lean) = server.lean_addr() {
+            writeln!(out, "lockstep lean listening on {lean}")?;
+        }
         out.flush()?;
     }
     tracing::info!(addr = %server.local_addr(), "serving");

@@ -221,6 +221,7 @@ async fn the_lean_listener_refuses_what_is_not_its_protocol_with_a_clear_end() {
     let server = lean_server(&["--config", file.to_str().unwrap()]);
     let client = server.client().await;
     let addr = lean_addr(&client).await;
+    assert_eq!(server.lean_addr, addr, "serve prints the address ServerInfo tells");
     let hello = || (lean::HELLO, v1::LeanHello { version: 1, token: String::new() }.encode_to_vec());
 
     // A first frame that is not a hello.

@@ -48,6 +48,8 @@ pub struct Server {
     pub admin_addr: String,
     /// The HTTP listener's address when started with `--http-listen`, else empty.
     pub http_addr: String,
+    /// The lean transport's address when started with `--lean-listen`, else empty.
+    pub lean_addr: String,
     child: Child,
 }
 
@@ -116,7 +118,9 @@ impl Server {
             if extra.contains(&"--admin-listen") { read("lockstep admin listening on ") } else { addr.clone() };
         let http_addr =
             if extra.contains(&"--http-listen") { read("lockstep http listening on ") } else { String::new() };
-        Server { addr, admin_addr, http_addr, child }
+        let lean_addr =
+            if extra.contains(&"--lean-listen") { read("lockstep lean listening on ") } else { String::new() };
+        Server { addr, admin_addr, http_addr, lean_addr, child }
     }
 
     /// Starts `lockstep serve --listen <listen> --data-dir <dir> <extra>`: durable state in `dir`.
