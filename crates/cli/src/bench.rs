@@ -1429,7 +1429,11 @@ pub(crate) fn spawn_serve(listen: &str, args: &[&str], log_level: &str) -> anyho
         .spawn()
         .context("cannot start `lockstep serve`")?;
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut line)?;
+    let mut stdout = std::io::BufReader::new(child.stdout.take().context("no stdout")?);
+    stdout.read_line(&mut line)?;
+    // The server goes on printing (its other listeners' addresses): keep its stdout open and
+    // drained, or its next line would fail on a closed pipe and end it.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
     let addr = line
         .trim()
         .strip_prefix("lockstep listening on ")
