@@ -91,14 +91,16 @@ pub struct BenchArgs {
     /// Measure an already running server at this address instead of starting one.
     #[arg(long, conflicts_with = "in_process")]
     addr: Option<String>,
-    /// The agents of the barrier, vote, fan-out and routing scenarios share one HTTP/2 connection
-    /// (`Client::register_shared`, as co-located agents would) instead of each having its own.
+    /// The agents of the barrier, vote, fan-out and routing scenarios share one connection (as
+    /// co-located agents would) instead of each having its own: one HTTP/2 connection
+    /// (`Client::register_shared`), or with `--lean` one lean connection
+    /// (`Client::register_lean_shared`).
     #[arg(long)]
     shared_connections: bool,
     /// Every agent of the barrier, vote, fan-out, routing, publish-confirm, command and request
     /// scenarios runs its session over the lean transport (`Client::register_lean`: a plain TCP
-    /// connection of its own) instead of gRPC.
-    #[arg(long, conflicts_with = "shared_connections")]
+    /// connection of its own, or a shared one with `--shared-connections`) instead of gRPC.
+    #[arg(long)]
     lean: bool,
     /// Milliseconds each barrier participant works between rounds (0: back to back).
     #[arg(long, default_value_t = 0)]
@@ -153,14 +155,18 @@ pub(crate) enum Link {
     Shared,
     /// A lean-transport connection per agent (`Client::register_lean`).
     Lean,
+    /// One lean-transport connection for every agent of the scenario
+    /// (`Client::register_lean_shared`).
+    LeanShared,
 }
 
 impl Link {
     fn of(args: &BenchArgs) -> Link {
         match (args.shared_connections, args.lean) {
-            (true, _) => Link::Shared,
-            (_, true) => Link::Lean,
-            _ => Link::Own,
+            (true, true) => Link::LeanShared,
+            (true, false) => Link::Shared,
+            (false, true) => Link::Lean,
+            (false, false) => Link::Own,
         }
     }
 
@@ -170,16 +176,17 @@ impl Link {
             Link::Own => client.register(options).await,
             Link::Shared => client.register_shared(options).await,
             Link::Lean => client.register_lean(options).await,
+            Link::LeanShared => client.register_lean_shared(options).await,
         }
     }
 
     /// How a lone agent of the scenario (a publisher, a responder) connects: sharing makes no
     /// sense for one.
     fn alone(self) -> Link {
-        if self == Link::Shared {
-            Link::Own
-        } else {
-            self
+        match self {
+            Link::Shared => Link::Own,
+            Link::LeanShared => Link::Lean,
+            other => other,
         }
     }
 
@@ -189,6 +196,7 @@ impl Link {
             Link::Own => "a connection per agent",
             Link::Shared => "one shared connection",
             Link::Lean => "a lean-transport connection per agent",
+            Link::LeanShared => "one shared lean-transport connection",
         }
     }
 }

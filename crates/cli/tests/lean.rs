@@ -2,6 +2,8 @@
 //! `Client::register_lean`) behave as gRPC sessions do — they meet gRPC agents on topics, at
 //! barriers and in requests, carry tokens, end with the same errors, resume after the server
 //! restarts — and the lean listener refuses what is not its protocol with a clear END frame.
+//! Agents sharing one multiplexed lean connection (`Client::register_lean_shared`) keep their
+//! sessions apart: each gets its own deliveries, replies and end.
 
 mod support;
 
@@ -90,7 +92,7 @@ async fn closing_a_lean_agent_removes_it_at_once() {
     // A client that says goodbye and closes its side at once (as the Python client does) gets the
     // normal end too, however the two are read.
     let addr = lean_addr(&client).await;
-    let hello = (lean::HELLO, v1::LeanHello { version: 1, token: String::new() }.encode_to_vec());
+    let hello = (lean::HELLO, v1::LeanHello { version: 1, token: String::new(), multiplex: false }.encode_to_vec());
     let goodbye =
         v1::ClientMessage { request_id: 0, kind: Some(v1::client_message::Kind::Deregister(v1::Deregister {})) };
     for k in 0..5 {
@@ -120,18 +122,231 @@ async fn a_lean_agent_resumes_its_session_after_the_server_restarts() {
     let client = server.client().await;
     let agent = client.register_lean(opts("survivor", "worker").interests(["news"])).await.unwrap();
     let mut deliveries = agent.deliveries().unwrap();
+    let sharing = client.register_lean_shared(opts("sharing", "worker").interests(["news"])).await.unwrap();
+    let mut shared_deliveries = sharing.deliveries().unwrap();
     server.kill();
     let server = Server::start_durable(&listen, std::path::Path::new(&data), &flags);
     let client = server.client().await;
     let publisher = client.register(opts("publisher", "feed")).await.unwrap();
     // The agent reconnects by itself over lean; once it is back, what is published reaches it.
-    let listed =
-        || async { client.list_agents(AgentFilter::default()).await.unwrap().iter().any(|a| a.agent_id == "survivor") };
-    assert!(eventually(T, listed).await, "the lean agent came back");
+    let listed = || async {
+        let agents = client.list_agents(AgentFilter::default()).await.unwrap();
+        ["survivor", "sharing"].iter().all(|id| agents.iter().any(|a| a.agent_id == *id))
+    };
+    assert!(eventually(T, listed).await, "both lean agents came back");
     publisher.publish_confirmed("news", &b"after"[..]).await.unwrap();
-    let d = tokio::time::timeout(T, deliveries.recv()).await.expect("in time").expect("the session lives");
-    assert_eq!(&d.payload[..], b"after");
+    for deliveries in [&mut deliveries, &mut shared_deliveries] {
+        let d = tokio::time::timeout(T, deliveries.recv()).await.expect("in time").expect("the session lives");
+        assert_eq!(&d.payload[..], b"after");
+    }
     assert!(agent.ended().is_none(), "{:?}", agent.ended());
+    assert!(sharing.ended().is_none(), "{:?}", sharing.ended());
+}
+
+#[tokio::test]
+async fn agents_sharing_a_lean_connection_keep_their_sessions_apart() {
+    let server = lean_server(&[]);
+    let client = server.client().await;
+    const N: u32 = 40;
+    let mut agents = Vec::new();
+    for j in 0..N {
+        let options = opts(&format!("s{j}"), "worker").interests([format!("to.s{j}"), "to.all".to_owned()]);
+        agents.push(client.register_lean_shared(options).await.unwrap());
+    }
+    // Clones of the client share the connection too.
+    agents.push(client.clone().register_lean_shared(opts("clone", "worker")).await.unwrap());
+    let lean_port = client.server_info().await.unwrap().lean_port;
+    assert_eq!(connections_to(lean_port as u16), 1, "every agent on one lean connection");
+
+    // Each gets what is published to it alone, and what is published to all, nothing else.
+    let publisher = client.register(opts("publisher", "feed")).await.unwrap();
+    let mut inboxes: Vec<_> = agents[..N as usize].iter().map(|a| a.deliveries().unwrap()).collect();
+    for j in 0..N {
+        publisher.publish_confirmed(&format!("to.s{j}"), format!("for s{j}").into_bytes()).await.unwrap();
+    }
+    publisher.publish_confirmed("to.all", &b"for all"[..]).await.unwrap();
+    for (j, inbox) in inboxes.iter_mut().enumerate() {
+        let own = tokio::time::timeout(T, inbox.recv()).await.unwrap().unwrap();
+        assert_eq!(own.payload, format!("for s{j}").into_bytes());
+        let all = tokio::time::timeout(T, inbox.recv()).await.unwrap().unwrap();
+        assert_eq!(&all.payload[..], b"for all");
+        assert!(inbox.try_recv().is_none(), "s{j} got nothing else");
+    }
+
+    // A barrier of them all, each answered on its own session; replies to requests too.
+    let rounds = agents.iter().map(|a| a.sync("all", Participants::Count(N + 1), T, a.id().as_bytes().to_vec()));
+    let outcomes = futures::future::join_all(rounds).await;
+    for outcome in outcomes {
+        let outcome = outcome.unwrap();
+        assert_eq!(outcome.count, N + 1);
+    }
+    let writes = agents.iter().map(|a| a.update_state_json(serde_json::json!({"me": a.id()}).to_string()));
+    let versions = futures::future::join_all(writes).await;
+    assert!(versions.into_iter().all(|v| v.unwrap() >= 1));
+    let (_, state) = client.get_state("s7").await.unwrap();
+    assert_eq!(state["me"], "s7");
+
+    // One leaves; the others keep their sessions on the connection.
+    agents.remove(3).close().await.unwrap();
+    let ids: Vec<String> =
+        client.list_agents(AgentFilter::default()).await.unwrap().into_iter().map(|a| a.agent_id).collect();
+    assert!(!ids.contains(&"s3".to_owned()) && ids.contains(&"s4".to_owned()), "{ids:?}");
+    publisher.publish_confirmed("to.all", &b"again"[..]).await.unwrap();
+    let d = tokio::time::timeout(T, inboxes[4].recv()).await.unwrap().unwrap();
+    assert_eq!(&d.payload[..], b"again");
+    assert!(agents.iter().all(|a| a.ended().is_none()));
+}
+
+/// Established TCP connections of this machine to loopback port `port` (from `/proc/net/tcp`).
+fn connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let remote_port = fields[2].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            remote_port == Some(port) && fields[3] == "01"
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn a_multiplexed_connection_opens_and_ends_each_session_apart() {
+    let server = lean_server(&[]);
+    let client = server.client().await;
+    let addr = lean_addr(&client).await;
+    let mut raw = TcpStream::connect(&addr).await.unwrap();
+    let hello = v1::LeanHello { version: 1, token: String::new(), multiplex: true };
+    let mut out = BytesMut::new();
+    lean::put_frame(&mut out, lean::HELLO, &hello);
+    let message = |kind| v1::ClientMessage { request_id: 0, kind: Some(kind) };
+    let register = |id: &str| {
+        message(v1::client_message::Kind::Register(v1::Register {
+            agent_id: id.into(),
+            role: "worker".into(),
+            ..Default::default()
+        }))
+    };
+    lean::put_session_message(&mut out, 1, &register("m1"));
+    lean::put_session_message(&mut out, 2, &register("m2"));
+    // Session 3 opens without registering: only it is refused.
+    lean::put_session_message(&mut out, 3, &message(v1::client_message::Kind::Heartbeat(v1::Heartbeat {})));
+    raw.write_all(&out).await.unwrap();
+    let mut reader = SessionFrames::default();
+    let (mut registered, mut refused) = (Vec::new(), None);
+    while registered.len() < 2 || refused.is_none() {
+        match reader.next(&mut raw).await {
+            (id, SessionFrame::Message(m)) if matches!(m.kind, Some(v1::server_message::Kind::Registered(_))) => {
+                registered.push(id)
+            }
+            (id, SessionFrame::End(end)) => refused = Some((id, end.code)),
+            _ => {}
+        }
+    }
+    registered.sort();
+    assert_eq!(registered, [1, 2]);
+    assert_eq!(refused, Some((3, tonic::Code::InvalidArgument as i32)));
+    eventually(T, || async { client.list_agents(AgentFilter::default()).await.unwrap().len() == 2 }).await;
+
+    // Session 1 says goodbye and closes its side: it ends normally, alone.
+    out.clear();
+    lean::put_session_message(&mut out, 1, &message(v1::client_message::Kind::Deregister(v1::Deregister {})));
+    lean::put_session_frame(&mut out, lean::SESSION_CLOSE, 1, None);
+    raw.write_all(&out).await.unwrap();
+    loop {
+        if let (1, SessionFrame::End(end)) = reader.next(&mut raw).await {
+            assert_eq!(end.code, 0, "{end:?}");
+            break;
+        }
+    }
+    let ids: Vec<String> =
+        client.list_agents(AgentFilter::default()).await.unwrap().into_iter().map(|a| a.agent_id).collect();
+    assert_eq!(ids, ["m2"]);
+
+    // A frame that is not a session's breaks the connection: m2's stream breaks, its lease is kept.
+    out.clear();
+    lean::put_frame(&mut out, lean::MESSAGE, &v1::Heartbeat {});
+    raw.write_all(&out).await.unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(T, raw.read_to_end(&mut rest)).await.expect("the server closes it");
+    assert!(closed.is_ok(), "{closed:?}");
+    let ids: Vec<String> =
+        client.list_agents(AgentFilter::default()).await.unwrap().into_iter().map(|a| a.agent_id).collect();
+    assert_eq!(ids, ["m2"], "kept for its lease");
+}
+
+#[tokio::test]
+async fn a_multiplexed_connection_refuses_a_session_past_its_limit() {
+    let server = lean_server(&[]);
+    let client = server.client().await;
+    let mut raw = TcpStream::connect(lean_addr(&client).await).await.unwrap();
+    let mut out = BytesMut::new();
+    lean::put_frame(&mut out, lean::HELLO, &v1::LeanHello { version: 1, token: String::new(), multiplex: true });
+    // Sessions that have opened and sent the first byte of a message: open, waiting for the rest.
+    const LIMIT: u32 = 10_000;
+    for id in 0..=LIMIT {
+        lean::put_session_data(&mut out, id, &[0]);
+    }
+    raw.write_all(&out).await.unwrap();
+    let mut reader = SessionFrames::default();
+    let (id, frame) = reader.next(&mut raw).await;
+    let SessionFrame::End(end) = frame else { panic!("the first frame back is an END") };
+    assert_eq!((id, end.code), (LIMIT, tonic::Code::ResourceExhausted as i32), "{end:?}");
+    assert!(support::reworded() || end.message.contains("10000"), "{}", end.message);
+}
+
+/// What a multiplexed connection's server side sent one session.
+enum SessionFrame {
+    Message(v1::ServerMessage),
+    End(v1::LeanEnd),
+}
+
+/// Reads a multiplexed connection's frames, joining each session's bytes into whole messages.
+#[derive(Default)]
+struct SessionFrames {
+    buf: BytesMut,
+    streams: std::collections::HashMap<u32, BytesMut>,
+    ready: std::collections::VecDeque<(u32, SessionFrame)>,
+}
+
+impl SessionFrames {
+    async fn next(&mut self, raw: &mut TcpStream) -> (u32, SessionFrame) {
+        loop {
+            if let Some(next) = self.ready.pop_front() {
+                return next;
+            }
+            while self.buf.len() >= lean::HEADER_BYTES {
+                let len = u32::from_be_bytes(self.buf[1..5].try_into().unwrap()) as usize;
+                if self.buf.len() < lean::HEADER_BYTES + len {
+                    break;
+                }
+                let frame = self.buf.split_to(lean::HEADER_BYTES + len);
+                let kind = lean::kind(&frame);
+                let (id, payload) = lean::session_payload(frame).expect("a session id");
+                if kind == Some(lean::SESSION_END) {
+                    self.ready.push_back((id, SessionFrame::End(v1::LeanEnd::decode(payload).unwrap())));
+                    continue;
+                }
+                assert_eq!(kind, Some(lean::SESSION_DATA));
+                let stream = self.streams.entry(id).or_default();
+                stream.extend_from_slice(&payload);
+                while stream.len() >= 5 {
+                    let len = u32::from_be_bytes(stream[1..5].try_into().unwrap()) as usize;
+                    if stream.len() < 5 + len {
+                        break;
+                    }
+                    let m = stream.split_to(5 + len).split_off(5);
+                    self.ready.push_back((id, SessionFrame::Message(v1::ServerMessage::decode(m).unwrap())));
+                }
+            }
+            if self.ready.is_empty() {
+                let n =
+                    tokio::time::timeout(T, raw.read_buf(&mut self.buf)).await.expect("the server answers").unwrap();
+                assert!(n > 0, "the connection closed");
+            }
+        }
+    }
 }
 
 #[tokio::test]
@@ -164,8 +379,11 @@ async fn a_lean_session_presents_its_token() {
 
     // Without a token the hello is refused as a gRPC call without one is.
     let mut raw = TcpStream::connect(lean_addr(&with).await).await.unwrap();
-    let end =
-        exchange(&mut raw, &[(lean::HELLO, v1::LeanHello { version: 1, token: String::new() }.encode_to_vec())]).await;
+    let end = exchange(
+        &mut raw,
+        &[(lean::HELLO, v1::LeanHello { version: 1, token: String::new(), multiplex: false }.encode_to_vec())],
+    )
+    .await;
     assert_eq!(end.code, tonic::Code::Unauthenticated as i32, "{end:?}");
 }
 
@@ -222,7 +440,7 @@ async fn the_lean_listener_refuses_what_is_not_its_protocol_with_a_clear_end() {
     let client = server.client().await;
     let addr = lean_addr(&client).await;
     assert_eq!(server.lean_addr, addr, "serve prints the address ServerInfo tells");
-    let hello = || (lean::HELLO, v1::LeanHello { version: 1, token: String::new() }.encode_to_vec());
+    let hello = || (lean::HELLO, v1::LeanHello { version: 1, token: String::new(), multiplex: false }.encode_to_vec());
 
     // A first frame that is not a hello.
     let end = exchange(&mut TcpStream::connect(&addr).await.unwrap(), &[(lean::MESSAGE, register("a"))]).await;
@@ -230,7 +448,7 @@ async fn the_lean_listener_refuses_what_is_not_its_protocol_with_a_clear_end() {
     assert!(support::reworded() || end.message.contains("HELLO"), "{}", end.message);
 
     // A version this server does not speak.
-    let v9 = v1::LeanHello { version: 9, token: String::new() }.encode_to_vec();
+    let v9 = v1::LeanHello { version: 9, token: String::new(), multiplex: false }.encode_to_vec();
     let end = exchange(&mut TcpStream::connect(&addr).await.unwrap(), &[(lean::HELLO, v9)]).await;
     assert_eq!(end.code, tonic::Code::InvalidArgument as i32);
     assert!(support::reworded() || end.message.contains("version"), "{}", end.message);

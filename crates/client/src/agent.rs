@@ -1182,12 +1182,14 @@ type Watches = Arc<Mutex<Vec<v1::watch_state::Target>>>;
 /// Requests in flight to send again after a reconnection, by id.
 type Resend = Arc<Mutex<HashMap<u64, v1::ClientMessage>>>;
 
-/// How an agent's session reaches the server: a gRPC stream on the agent's channel, or a lean
-/// connection of its own (see `crate::lean`).
+/// How an agent's session reaches the server: a gRPC stream on the agent's channel, a lean
+/// connection of its own, or a lean connection shared with the client's other lean agents (see
+/// `crate::lean`).
 #[derive(Clone, Debug)]
 pub(crate) enum Transport {
     Grpc,
     Lean(crate::lean::Dialer),
+    LeanShared(Arc<crate::lean::Mux>),
 }
 
 /// Registers on a new session stream: the stream, the server's answer, and where to send.
@@ -1212,6 +1214,10 @@ async fn open_session(
         }
         Transport::Lean(dialer) => {
             let (inbound, conn_tx) = dialer.open().await?;
+            (inbound, queue(conn_tx).await?)
+        }
+        Transport::LeanShared(mux) => {
+            let (inbound, conn_tx) = mux.open().await?;
             (inbound, queue(conn_tx).await?)
         }
     };

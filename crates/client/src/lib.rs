@@ -112,6 +112,8 @@ pub struct Client {
     namespace: String,
     /// The heartbeat of the agents sharing `channel`'s connection.
     beat: std::sync::Arc<agent::ConnectionBeat>,
+    /// The lean connection shared by the agents registered with [`Client::register_lean_shared`].
+    lean: std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<lean::Mux>>>>,
 }
 
 /// A connection to the server that adds the caller's credentials (its token, when it has one) to
@@ -229,6 +231,7 @@ impl Client {
             channel,
             namespace: String::new(),
             beat: std::sync::Arc::new(agent::ConnectionBeat::new()),
+            lean: Default::default(),
         })
     }
 
@@ -264,6 +267,35 @@ impl Client {
     /// found with `ServerInfo` on the same host as this client's address; the transport has no
     /// TLS, so a client connected over TLS is refused.
     pub async fn register_lean(&self, options: AgentOptions) -> Result<Agent, Error> {
+        let dialer = self.lean_dialer().await?;
+        Agent::open(self.channel.clone(), &self.namespace, options, None, agent::Transport::Lean(dialer)).await
+    }
+
+    /// Registers an agent whose session runs over the server's lean transport on one connection
+    /// shared with this client's (and its clones') other agents registered this way: each frame
+    /// names its session, one write carries what every session has ready and one read what the
+    /// server sent to all of them, so that many co-located agents cost a few system calls per round
+    /// instead of one or more each (docs/PROTOCOL.md, "The lean transport"). The agents take turns
+    /// to heartbeat, as with [`Client::register_shared`]. The sessions share the connection's
+    /// order: an agent that stops reading what it is sent holds up the others once its buffer is
+    /// full; give such an agent a connection of its own ([`Client::register_lean`]). When the
+    /// connection breaks each session resumes by the reconnection policy on a new shared one.
+    pub async fn register_lean_shared(&self, options: AgentOptions) -> Result<Agent, Error> {
+        let dialer = self.lean_dialer().await?;
+        let mux = {
+            let mut shared = self.lean.lock().expect("lean connection lock");
+            match shared.as_ref().filter(|mux| mux.serves(&dialer)) {
+                Some(mux) => mux.clone(),
+                None => shared.insert(std::sync::Arc::new(lean::Mux::new(dialer))).clone(),
+            }
+        };
+        let beat = Some(mux.beat.clone());
+        Agent::open(self.channel.clone(), &self.namespace, options, beat, agent::Transport::LeanShared(mux)).await
+    }
+
+    /// Where this client's lean sessions connect: the server's lean listener, found with
+    /// `ServerInfo`, on the host this client reaches the server at.
+    async fn lean_dialer(&self) -> Result<lean::Dialer, Error> {
         let refused = |reason: String| Error::Connect { addr: self.addr.clone(), reason };
         if self.endpoint.endpoint.uri().scheme_str() == Some("https") {
             return Err(refused("the lean transport has no TLS; register over gRPC (register) instead".into()));
@@ -273,12 +305,11 @@ impl Client {
             return Err(refused("the server serves no lean transport (start it with --lean-listen)".into()));
         }
         let host = self.endpoint.endpoint.uri().host().unwrap_or("127.0.0.1").to_owned();
-        let dialer = lean::Dialer {
+        Ok(lean::Dialer {
             addr: format!("{host}:{port}"),
             token: self.endpoint.credentials.token().unwrap_or_default(),
             max_message: MAX_MESSAGE,
-        };
-        Agent::open(self.channel.clone(), &self.namespace, options, None, agent::Transport::Lean(dialer)).await
+        })
     }
 
     /// The operators' API on this connection, presenting `token` if the server requires one and

@@ -1,7 +1,8 @@
 //! The lean agent transport: agent sessions over plain TCP frames instead of gRPC streams (the
 //! framing is `lockstep_proto::lean`; docs/PROTOCOL.md, "The lean transport").
 //!
-//! Each accepted connection carries one session. It goes through the same listener rules as the
+//! Each accepted connection carries one session, or many when its hello asks to multiplex (one
+//! client's co-located agents on one connection). It goes through the same listener rules as the
 //! gRPC listeners (`crate::listener`: TCP_NODELAY, connection limits, a first frame within
 //! `connections.first_request_within_ms`), must open with a `LeanHello` whose token the gate
 //! checks as it checks a gRPC call's, and is then read by the same session reader as a gRPC
@@ -13,9 +14,12 @@
 //! is a gRPC length-prefixed message, so the connection's frames are handed to tonic's own decoder
 //! and the session's messages are encoded by tonic's own encoder (`EncodeBody`, as for a gRPC
 //! response), which gathers every message ready when the writer wakes into one buffer: one
-//! `write` each time. The transport has no TLS: with TLS configured, `start` accepts it on
+//! `write` each time. On a multiplexed connection every session's stream is read and encoded the
+//! same way; the frames of all sessions are cut from one reader, and one writer gathers what every
+//! session has ready into one `write`. The transport has no TLS: with TLS configured, `start` accepts it on
 //! loopback only.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -30,12 +34,12 @@ use lockstep_proto::v1;
 use lockstep_proto::{lean, reason};
 use prost::Message;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tonic::codec::{Codec as _, EncodeBody, SingleMessageCompressionOverride, Streaming};
 use tonic::{Code, Status};
 
-use crate::auth::Gate;
+use crate::auth::{Access, Gate};
 use crate::grpc::{BoxStream, Service};
 use crate::listener::Connection;
 
@@ -70,11 +74,14 @@ async fn connection(conn: Connection, service: Service, gate: Gate) {
         Some(Err(e)) => Err(broken(&e, max_message)),
         None => return,
     };
-    let access = match hello.and_then(|token| gate.access(Some(&token))) {
-        Ok(access) => access,
+    let (access, multiplex) = match hello.and_then(|h| Ok((gate.access(Some(&h.token))?, h.multiplex))) {
+        Ok(accepted) => accepted,
         Err(refusal) => return end_with(&mut wr, &refusal).await,
     };
     info.mark_used();
+    if multiplex {
+        return multiplexed(frames, wr, service, access, info.id()).await;
+    }
     let (closed_tx, closed) = oneshot::channel();
     // The session's reader gets a tonic stream, as for a gRPC session (the same decoder, the same
     // message cap and its refusal).
@@ -86,16 +93,15 @@ async fn connection(conn: Connection, service: Service, gate: Gate) {
         Err(refusal) => return end_with(&mut wr, &refusal).await,
     };
     let out: BoxStream<v1::ServerMessage> = Box::pin(out);
-    let body = EncodeBody::new_server(codec.encoder(), out, None, SingleMessageCompressionOverride::default(), None);
-    if let Err(e) = write_session(body, &mut wr).await {
+    if let Err(e) = write_session(encoded(out), &mut wr).await {
         tracing::debug!(peer = %info.peer(), error = %e, "a lean connection could not be written");
     }
     // The session is over: stop reading the connection too, so that the socket closes.
     let _ = closed_tx.send(());
 }
 
-/// The token of a lean connection's first frame, which must be a `LeanHello` of this version.
-fn hello(frame: BytesMut) -> Result<String, Status> {
+/// A lean connection's first frame, which must be a `LeanHello` of this version.
+fn hello(frame: BytesMut) -> Result<v1::LeanHello, Status> {
     let refuse = |why: String| reason::status(Code::InvalidArgument, Reason::InvalidArgument, why, []);
     if lean::kind(&frame) != Some(lean::HELLO) {
         return Err(refuse(format!(
@@ -112,7 +118,7 @@ fn hello(frame: BytesMut) -> Result<String, Status> {
             hello.version
         )));
     }
-    Ok(hello.token)
+    Ok(hello)
 }
 
 /// Ends a connection whose session never opened with `status`.
@@ -133,33 +139,190 @@ fn broken(e: &io::Error, max_message: usize) -> Status {
     }
 }
 
-/// Writes what the session sends until it ends: the encoder's buffers as they come (each holds
-/// every message that was ready), then the session's status as the END frame.
-async fn write_session(
-    body: EncodeBody<
-        impl tonic::codec::Encoder<Item = v1::ServerMessage, Error = Status>,
-        BoxStream<v1::ServerMessage>,
-    >,
-    wr: &mut WriteHalf<Connection>,
-) -> io::Result<()> {
-    let mut body = std::pin::pin!(body);
-    let status = loop {
-        match std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+/// What a session sends, as it goes on the connection: the next bytes of its stream (gRPC
+/// length-prefixed messages, every one ready when the encoder was polled), then its status.
+enum Piece {
+    Data(Bytes),
+    End(Status),
+}
+
+/// A session's messages as [`Piece`]s: tonic's encoder (as for a gRPC response) gathers every
+/// message ready into one buffer; the status the session ends with comes last.
+fn encoded(out: BoxStream<v1::ServerMessage>) -> impl Stream<Item = Piece> + Send {
+    let mut codec = Codec::<v1::ServerMessage, RawClientMessage>::default();
+    let body = EncodeBody::new_server(codec.encoder(), out, None, SingleMessageCompressionOverride::default(), None);
+    futures::stream::unfold(Some(Box::pin(body)), |body| async move {
+        let mut body = body?;
+        let status = match std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
             Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => wr.write_all(&data).await?,
+                Ok(data) => return Some((Piece::Data(data), Some(body))),
                 Err(frame) => {
                     let trailers = frame.into_trailers().ok();
-                    break trailers.as_ref().and_then(Status::from_header_map).unwrap_or_else(|| Status::ok(""));
+                    trailers.as_ref().and_then(Status::from_header_map).unwrap_or_else(|| Status::ok(""))
                 }
             },
-            Some(Err(status)) => break status,
-            None => break Status::ok(""),
+            Some(Err(status)) => status,
+            None => Status::ok(""),
+        };
+        Some((Piece::End(status), None))
+    })
+}
+
+/// Writes what a lone session sends until it ends (each piece in one `write`), then the
+/// session's status as the END frame.
+async fn write_session(pieces: impl Stream<Item = Piece>, wr: &mut WriteHalf<Connection>) -> io::Result<()> {
+    let mut pieces = std::pin::pin!(pieces);
+    let mut status = Status::ok("");
+    while let Some(piece) = pieces.next().await {
+        match piece {
+            Piece::Data(data) => wr.write_all(&data).await?,
+            Piece::End(end) => status = end,
         }
-    };
+    }
     let mut end = BytesMut::new();
     lean::put_frame(&mut end, lean::END, &lean::end(&status));
     wr.write_all(&end).await?;
     wr.shutdown().await
+}
+
+/// Chunks of a session's stream a multiplexed connection holds for the session while it opens
+/// or reads slowly; past them the connection's reader waits (TCP then holds the client back).
+const SESSION_BUFFER: usize = 16;
+
+/// Sessions one multiplexed connection may have open at once; a session opened past it ends at
+/// once with RESOURCE_EXHAUSTED (reason LIMIT).
+pub const MAX_SESSIONS_PER_CONNECTION: usize = 10_000;
+
+/// A multiplexed lean connection after its hello: opens a session for each new session id, hands
+/// each SESSION_DATA to its session's reader, ends a session's inbound stream at SESSION_CLOSE,
+/// and writes what every session sends. When the connection closes or breaks, every session's
+/// stream ends as a broken gRPC stream does (leases kept; clients resume).
+async fn multiplexed(
+    mut frames: FramedRead<ReadHalf<Connection>, LengthDelimitedCodec>,
+    wr: WriteHalf<Connection>,
+    service: Service,
+    access: Access,
+    connection: u64,
+) {
+    frames.decoder_mut().set_max_frame_length(lean::MAX_SESSION_PAYLOAD);
+    let (opened_tx, opened) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(write_sessions(opened, wr));
+    let mut sessions: HashMap<u32, mpsc::Sender<Bytes>> = HashMap::new();
+    // Ids of new sessions increase, so that a late frame of a session that ended opens nothing.
+    let mut next_new = 0u32;
+    let why = loop {
+        let frame = match frames.next().await {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => break e.to_string(),
+            None => break "closed by the client".to_owned(),
+        };
+        let kind = lean::kind(&frame);
+        let Some((id, data)) = lean::session_payload(frame) else {
+            break "a multiplexed frame without a session id".to_owned();
+        };
+        match kind {
+            Some(lean::SESSION_DATA) => {
+                if !sessions.contains_key(&id) && id >= next_new {
+                    next_new = id.wrapping_add(1);
+                    if sessions.len() >= MAX_SESSIONS_PER_CONNECTION {
+                        // Sessions the server ended may not have been closed by the client yet.
+                        sessions.retain(|_, tx| !tx.is_closed());
+                    }
+                    if sessions.len() >= MAX_SESSIONS_PER_CONNECTION {
+                        let _ = opened_tx.send(tagged(id, refused(too_many_sessions())));
+                        continue;
+                    }
+                    let (tx, rx) = mpsc::channel(SESSION_BUFFER);
+                    sessions.insert(id, tx);
+                    tokio::spawn(open(id, rx, service.clone(), access.clone(), connection, opened_tx.clone()));
+                }
+                let Some(tx) = sessions.get(&id) else { continue };
+                if tx.send(data).await.is_err() {
+                    // The session is over: what it was still sent has nobody to read it.
+                    sessions.remove(&id);
+                }
+            }
+            Some(lean::SESSION_CLOSE) => {
+                sessions.remove(&id);
+            }
+            other => break format!("a frame of kind {:#x} on a multiplexed connection", other.unwrap_or_default()),
+        }
+    };
+    tracing::debug!(sessions = sessions.len(), why, "a multiplexed lean connection stopped being read");
+    // Every session still open sees its stream break; the writer ends once each has ended.
+    drop((sessions, opened_tx));
+    if let Ok(Err(e)) = writer.await {
+        tracing::debug!(error = %e, "a multiplexed lean connection could not be written");
+    }
+}
+
+/// Opens session `id` of a multiplexed connection, reading its stream's bytes from `rx`, and
+/// hands what it sends to the connection's writer (a refusal: only its END).
+async fn open(
+    id: u32,
+    rx: mpsc::Receiver<Bytes>,
+    service: Service,
+    access: Access,
+    connection: u64,
+    writer: mpsc::UnboundedSender<lean::Outbound<(u32, Piece)>>,
+) {
+    let mut codec = Codec::<v1::ServerMessage, RawClientMessage>::default();
+    let body = SessionInbound { rx };
+    let max_message = service.max_message_bytes();
+    let inbound = Streaming::new_request(codec.decoder(), body, None, Some(max_message));
+    let pieces: Pieces = match service.open_session(inbound, connection, access).await {
+        Ok(out) => Box::pin(encoded(Box::pin(out))),
+        Err(refusal) => refused(refusal),
+    };
+    let _ = writer.send(tagged(id, pieces));
+}
+
+/// Session `id`'s pieces, each naming it, for the connection's writer.
+fn tagged(id: u32, pieces: Pieces) -> lean::Outbound<(u32, Piece)> {
+    Box::pin(pieces.map(move |piece| (id, piece)))
+}
+
+type Pieces = Pin<Box<dyn Stream<Item = Piece> + Send>>;
+
+/// What a session refused before it opened sends: its END.
+fn refused(status: Status) -> Pieces {
+    Box::pin(futures::stream::iter([Piece::End(status)]))
+}
+
+fn too_many_sessions() -> Status {
+    let why = format!(
+        "a multiplexed lean connection carries at most {MAX_SESSIONS_PER_CONNECTION} sessions at once; open another connection"
+    );
+    reason::status(Code::ResourceExhausted, Reason::Limit, why, [])
+}
+
+/// Writes what the sessions of a multiplexed connection send (each piece as SESSION_DATA or
+/// SESSION_END frames of its session, everything ready in one `write`) until no session is left
+/// and none can open.
+async fn write_sessions(
+    opened: mpsc::UnboundedReceiver<lean::Outbound<(u32, Piece)>>,
+    wr: WriteHalf<Connection>,
+) -> io::Result<()> {
+    lean::write_sessions(opened, wr, |buf, (id, piece)| match piece {
+        Piece::Data(data) => lean::put_session_data(buf, id, &data),
+        Piece::End(status) => lean::put_session_frame(buf, lean::SESSION_END, id, Some(&lean::end(&status))),
+    })
+    .await
+}
+
+/// A multiplexed session's stream, as the body of a gRPC request for tonic's decoder: the bytes
+/// of its SESSION_DATA frames, until SESSION_CLOSE or the connection's end (the sender dropped).
+struct SessionInbound {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl Body for SessionInbound {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        self.get_mut().rx.poll_recv(cx).map(|data| data.map(|d| Ok(Frame::data(d))))
+    }
 }
 
 /// A lean session's client messages as the body of a gRPC request, for tonic's decoder: its
