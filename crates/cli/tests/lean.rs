@@ -158,6 +158,15 @@ async fn agents_sharing_a_lean_connection_keep_their_sessions_apart() {
     let lean_port = client.server_info().await.unwrap().lean_port;
     assert_eq!(connections_to(lean_port as u16), 1, "every agent on one lean connection");
 
+    // Many registering at once: whichever sends first, each session opens.
+    let other = server.client().await.with_namespace("crowd");
+    let crowd = (0..200).map(|j| other.register_lean_shared(opts(&format!("c{j}"), "worker")));
+    let crowd = tokio::time::timeout(T, futures::future::join_all(crowd)).await.expect("all registered in time");
+    let refused: Vec<String> = crowd.iter().filter_map(|r| r.as_ref().err().map(|e| e.to_string())).collect();
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(connections_to(lean_port as u16), 2, "one more connection, for the other client");
+    drop(crowd);
+
     // Each gets what is published to it alone, and what is published to all, nothing else.
     let publisher = client.register(opts("publisher", "feed")).await.unwrap();
     let mut inboxes: Vec<_> = agents[..N as usize].iter().map(|a| a.deliveries().unwrap()).collect();
@@ -247,6 +256,18 @@ async fn a_multiplexed_connection_opens_and_ends_each_session_apart() {
     registered.sort();
     assert_eq!(registered, [1, 2]);
     assert_eq!(refused, Some((3, tonic::Code::InvalidArgument as i32)));
+
+    // A new session must have a higher id than those opened before it: one that has not is told.
+    out.clear();
+    lean::put_session_message(&mut out, 0, &register("late"));
+    raw.write_all(&out).await.unwrap();
+    loop {
+        if let (0, SessionFrame::End(end)) = reader.next(&mut raw).await {
+            assert_eq!(end.code, tonic::Code::InvalidArgument as i32, "{end:?}");
+            assert!(support::reworded() || end.message.contains("must increase"), "{}", end.message);
+            break;
+        }
+    }
     eventually(T, || async { client.list_agents(AgentFilter::default()).await.unwrap().len() == 2 }).await;
 
     // Session 1 says goodbye and closes its side: it ends normally, alone.

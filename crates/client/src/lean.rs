@@ -109,7 +109,8 @@ type Sessions = Arc<Mutex<Option<HashMap<u32, mpsc::Sender<Frame<Bytes>>>>>>;
 struct MuxConn {
     next_id: AtomicU32,
     sessions: Sessions,
-    opened: mpsc::UnboundedSender<lean::Outbound<(u32, Option<v1::ClientMessage>)>>,
+    /// New sessions in the order of their ids (the writer opens each at once, in that order).
+    opened: mpsc::UnboundedSender<lean::Opened<(u32, Option<v1::ClientMessage>)>>,
 }
 
 impl Mux {
@@ -138,7 +139,7 @@ impl Mux {
                 let outbound = tokio_stream::wrappers::ReceiverStream::new(rx)
                     .map(move |m| (id, Some(m)))
                     .chain(futures::stream::iter([(id, None)]));
-                if registered.is_some() && conn.opened.send(Box::pin(outbound)).is_ok() {
+                if registered.is_some() && conn.opened.send((Some(id), Box::pin(outbound))).is_ok() {
                     let frames = tokio_stream::wrappers::ReceiverStream::new(in_rx).map(Ok);
                     return Ok((self.dialer.streaming(Inbound::new(frames)), tx));
                 }
@@ -199,7 +200,7 @@ async fn read_sessions(mut frames: FramedRead<OwnedReadHalf, LengthDelimitedCode
 /// until the connection is forgotten and its sessions have ended, or a write fails (the reader
 /// reports the broken connection to every session).
 async fn write_sessions(
-    opened: mpsc::UnboundedReceiver<lean::Outbound<(u32, Option<v1::ClientMessage>)>>,
+    opened: mpsc::UnboundedReceiver<lean::Opened<(u32, Option<v1::ClientMessage>)>>,
     wr: OwnedWriteHalf,
 ) {
     let _ = lean::write_sessions(opened, wr, |buf, (id, message)| match message {

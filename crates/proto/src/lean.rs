@@ -25,7 +25,8 @@
 //!   the client. A [`SESSION_DATA`] frame carries the next bytes of that session's stream, as a
 //!   gRPC stream's body would: gRPC length-prefixed messages, which a frame may cut anywhere (at
 //!   most [`SESSION_CHUNK`] bytes per frame, so that one session's large message does not hold
-//!   the connection's other sessions for long). The first SESSION_DATA of an id opens a session;
+//!   the connection's other sessions for long). The first SESSION_DATA of an id (empty, from the
+//!   Rust client) opens a session, and the ids of new sessions increase;
 //!   [`SESSION_CLOSE`] (client → server, no more bytes) ends its side as closing the connection
 //!   ends a lone session's; [`SESSION_END`] (server → client, a [`v1::LeanEnd`]) is its last
 //!   frame. The sessions share the connection's order: one whose reader stops holds the others
@@ -78,7 +79,11 @@ pub const SESSION_ID_BYTES: usize = 4;
 
 /// Appends [`SESSION_DATA`] frames carrying `data` for `session` to `buf`, cut into pieces of at
 /// most [`SESSION_CHUNK`] bytes.
+/// An empty `data` makes one empty frame (which opens a session).
 pub fn put_session_data(buf: &mut BytesMut, session: u32, data: &[u8]) {
+    if data.is_empty() {
+        put_session_header(buf, SESSION_DATA, session, 0);
+    }
     for piece in data.chunks(SESSION_CHUNK) {
         put_session_header(buf, SESSION_DATA, session, piece.len());
         buf.put_slice(piece);
@@ -133,15 +138,22 @@ pub const MAX_SESSION_PAYLOAD: usize = SESSION_ID_BYTES + SESSION_CHUNK;
 /// the session's frames.
 pub type Outbound<T> = Pin<Box<dyn Stream<Item = T> + Send>>;
 
+/// A session handed to a multiplexed connection's writer: its id when the writer should open it
+/// (see [`write_sessions`]), and its outbound.
+pub type Opened<T> = (Option<u32>, Outbound<T>);
+
 /// The bytes a multiplexed connection's writer gathers before it writes, when more are ready.
 pub const COALESCE_BYTES: usize = 256 * 1024;
 
 /// Writes what the sessions of a multiplexed connection send: every item of every session handed
 /// in through `opened`, appended to one buffer by `put`, everything ready when the writer wakes
-/// in one `write` (up to [`COALESCE_BYTES`] gathered first). Returns once `opened` is closed and
-/// every session's outbound has ended (after shutting the writer down), or a write failed.
+/// in one `write` (up to [`COALESCE_BYTES`] gathered first). A session handed in with its id
+/// (the client's side) first gets an empty [`SESSION_DATA`] frame at once, which opens it: so
+/// sessions open in the order they were handed in, whichever of them then sends first. Returns
+/// once `opened` is closed and every session's outbound has ended (after shutting the writer
+/// down), or a write failed.
 pub async fn write_sessions<T, W: AsyncWrite + Unpin>(
-    mut opened: mpsc::UnboundedReceiver<Outbound<T>>,
+    mut opened: mpsc::UnboundedReceiver<Opened<T>>,
     mut wr: W,
     mut put: impl FnMut(&mut BytesMut, T),
 ) -> std::io::Result<()> {
@@ -151,7 +163,12 @@ pub async fn write_sessions<T, W: AsyncWrite + Unpin>(
     loop {
         tokio::select! {
             session = opened.recv(), if more => match session {
-                Some(session) => all.push(session),
+                Some((opens, session)) => {
+                    if let Some(id) = opens {
+                        put_session_data(&mut buf, id, &[]);
+                    }
+                    all.push(session);
+                }
                 None => more = false,
             },
             Some(item) = all.next(), if !all.is_empty() => put(&mut buf, item),

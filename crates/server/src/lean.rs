@@ -229,14 +229,22 @@ async fn multiplexed(
                         sessions.retain(|_, tx| !tx.is_closed());
                     }
                     if sessions.len() >= MAX_SESSIONS_PER_CONNECTION {
-                        let _ = opened_tx.send(tagged(id, refused(too_many_sessions())));
+                        let _ = opened_tx.send((None, tagged(id, refused(too_many_sessions()))));
                         continue;
                     }
                     let (tx, rx) = mpsc::channel(SESSION_BUFFER);
                     sessions.insert(id, tx);
                     tokio::spawn(open(id, rx, service.clone(), access.clone(), connection, opened_tx.clone()));
                 }
-                let Some(tx) = sessions.get(&id) else { continue };
+                let Some(tx) = sessions.get(&id) else {
+                    // A late frame of a session that ended, or a new session out of order: end it
+                    // (again), so that a client that broke the order hears why.
+                    let _ = opened_tx.send((None, tagged(id, refused(not_open(id, next_new)))));
+                    continue;
+                };
+                if data.is_empty() {
+                    continue;
+                }
                 if tx.send(data).await.is_err() {
                     // The session is over: what it was still sent has nobody to read it.
                     sessions.remove(&id);
@@ -264,7 +272,7 @@ async fn open(
     service: Service,
     access: Access,
     connection: u64,
-    writer: mpsc::UnboundedSender<lean::Outbound<(u32, Piece)>>,
+    writer: mpsc::UnboundedSender<lean::Opened<(u32, Piece)>>,
 ) {
     let mut codec = Codec::<v1::ServerMessage, RawClientMessage>::default();
     let body = SessionInbound { rx };
@@ -274,7 +282,7 @@ async fn open(
         Ok(out) => Box::pin(encoded(Box::pin(out))),
         Err(refusal) => refused(refusal),
     };
-    let _ = writer.send(tagged(id, pieces));
+    let _ = writer.send((None, tagged(id, pieces)));
 }
 
 /// Session `id`'s pieces, each naming it, for the connection's writer.
@@ -289,6 +297,14 @@ fn refused(status: Status) -> Pieces {
     Box::pin(futures::stream::iter([Piece::End(status)]))
 }
 
+fn not_open(id: u32, next_new: u32) -> Status {
+    let why = format!(
+        "session {id} is not open on this multiplexed lean connection: it ended, or it was opened after session {} (the ids of new sessions must increase)",
+        next_new.wrapping_sub(1)
+    );
+    reason::status(Code::InvalidArgument, Reason::InvalidArgument, why, [])
+}
+
 fn too_many_sessions() -> Status {
     let why = format!(
         "a multiplexed lean connection carries at most {MAX_SESSIONS_PER_CONNECTION} sessions at once; open another connection"
@@ -300,7 +316,7 @@ fn too_many_sessions() -> Status {
 /// SESSION_END frames of its session, everything ready in one `write`) until no session is left
 /// and none can open.
 async fn write_sessions(
-    opened: mpsc::UnboundedReceiver<lean::Outbound<(u32, Piece)>>,
+    opened: mpsc::UnboundedReceiver<lean::Opened<(u32, Piece)>>,
     wr: WriteHalf<Connection>,
 ) -> io::Result<()> {
     lean::write_sessions(opened, wr, |buf, (id, piece)| match piece {
