@@ -80,12 +80,14 @@ class BackupResponse(_message.Message):
     def __init__(self, path: _Optional[str] = ..., bytes: _Optional[int] = ...) -> None: ...
 
 class LeanHello(_message.Message):
-    __slots__ = ("version", "token")
+    __slots__ = ("version", "token", "multiplex")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MULTIPLEX_FIELD_NUMBER: _ClassVar[int]
     version: int
     token: str
-    def __init__(self, version: _Optional[int] = ..., token: _Optional[str] = ...) -> None: ...
+    multiplex: bool
+    def __init__(self, version: _Optional[int] = ..., token: _Optional[str] = ..., multiplex: bool = ...) -> None: ...
 
 class LeanEnd(_message.Message):
     __slots__ = ("code", "message", "details")
