@@ -106,6 +106,56 @@ async fn a_reader_that_falls_behind_is_told_exactly_how_many_it_missed() {
     assert_eq!(slow_info.dropped, missed, "drops are counted per agent");
 }
 
+/// The server sends a reader at most `engine.max_in_flight` messages ahead of its
+/// acknowledgements; the rest wait in its queue (counted there) and go out as it acknowledges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_is_sent_no_more_than_max_in_flight_ahead_of_its_acknowledgements() {
+    let dir = support::ScratchDir::new("in-flight");
+    let config = dir.join("lockstep.toml");
+    std::fs::write(&config, "[engine]\nmax_in_flight = 10\n").unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let client = server.client().await;
+    let mut grpc = v1::lockstep_client::LockstepClient::connect(format!("http://{}", server.addr)).await.unwrap();
+    let (tx, mut stream) = raw_session(&mut grpc, "reader", &["feed"]).await;
+    let publisher = client.register(opts("publisher", "feed")).await.unwrap();
+    for i in 0..50 {
+        publisher.publish("feed", format!("m{i}")).await.unwrap();
+    }
+    publisher.publish_confirmed("elsewhere", "").await.unwrap();
+    // Reads frames until `n` deliveries arrived in all; returns their sequence numbers.
+    async fn read_until(stream: &mut tonic::Streaming<v1::ServerMessage>, seqs: &mut Vec<u64>, n: usize) {
+        while seqs.len() < n {
+            let message = tokio::time::timeout(T, stream.message()).await.expect("in time").unwrap().unwrap();
+            if let Some(v1::server_message::Kind::Deliveries(d)) = message.kind {
+                assert_eq!(d.missed_before, 0, "nothing is dropped: 50 fit in the queue");
+                seqs.extend((0..d.items.len() as u64).map(|i| d.first_seq + i));
+            }
+        }
+    }
+    let mut seqs = Vec::new();
+    read_until(&mut stream, &mut seqs, 10).await;
+    assert_eq!(seqs, (1..=10).collect::<Vec<u64>>(), "ten in flight, in order");
+    let queue_depth = || {
+        let client = client.clone();
+        async move {
+            let agents = client.list_agents(AgentFilter::default()).await.unwrap();
+            agents.into_iter().find(|a| a.agent_id == "reader").expect("registered").queue_depth
+        }
+    };
+    assert_eq!(queue_depth().await, 40, "the other forty wait in the server for acknowledgements");
+    // Each acknowledgement lets as many more go as it acknowledged.
+    while seqs.len() < 50 {
+        let up_to_seq = *seqs.last().unwrap();
+        tx.send(v1::ClientMessage { request_id: 0, kind: Some(v1::client_message::Kind::Ack(v1::Ack { up_to_seq })) })
+            .await
+            .unwrap();
+        let more = seqs.len() + 10;
+        read_until(&mut stream, &mut seqs, more).await;
+        assert_eq!(queue_depth().await, 50 - seqs.len() as u64, "no more than ten ahead of the acknowledgement");
+    }
+    assert_eq!(seqs, (1..=50).collect::<Vec<u64>>());
+}
+
 #[tokio::test]
 async fn watchers_converge_on_the_owners_state() {
     let server = Server::start(&[]);
@@ -331,13 +381,16 @@ async fn barrier_timeout_names_the_agents_that_never_arrived() {
     assert_eq!(v["status"]["missing"], json!(["ghost", "late"]));
 }
 
-/// A raw session on `grpc`'s connection that registers `id` and then sends only what `tx` is given.
+/// A raw session on `grpc`'s connection that registers `id` (with `interests`) and then sends only
+/// what `tx` is given.
 async fn raw_session(
     grpc: &mut v1::lockstep_client::LockstepClient<tonic::transport::Channel>,
     id: &str,
+    interests: &[&str],
 ) -> (tokio::sync::mpsc::Sender<v1::ClientMessage>, tonic::Streaming<v1::ServerMessage>) {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let register = v1::Register { agent_id: id.into(), role: "worker".into(), ..Default::default() };
+    let interests = interests.iter().map(|i| i.to_string()).collect();
+    let register = v1::Register { agent_id: id.into(), role: "worker".into(), interests, ..Default::default() };
     tx.send(v1::ClientMessage { request_id: 0, kind: Some(v1::client_message::Kind::Register(register)) })
         .await
         .unwrap();
@@ -406,9 +459,9 @@ async fn one_heartbeat_keeps_every_session_of_its_connection_alive() {
     let url = format!("http://{}", server.addr);
     let mut shared = v1::lockstep_client::LockstepClient::connect(url.clone()).await.unwrap();
     let mut elsewhere = v1::lockstep_client::LockstepClient::connect(url).await.unwrap();
-    let (beating, _s1) = raw_session(&mut shared, "beating").await;
-    let (_quiet_tx, _s2) = raw_session(&mut shared, "quiet").await;
-    let (_alone_tx, _s3) = raw_session(&mut elsewhere, "alone").await;
+    let (beating, _s1) = raw_session(&mut shared, "beating", &[]).await;
+    let (_quiet_tx, _s2) = raw_session(&mut shared, "quiet", &[]).await;
+    let (_alone_tx, _s3) = raw_session(&mut elsewhere, "alone", &[]).await;
     // Agents of the Rust client on one shared connection, which take turns to heartbeat.
     let mut turns = Vec::new();
     for i in 0..5 {

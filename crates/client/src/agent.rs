@@ -380,6 +380,11 @@ const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
 /// slow-acknowledgement threshold (`health.slow_ack_p99_ms`, 1 s).
 const ACK_EVERY: Duration = Duration::from_millis(10);
 
+/// Deliveries held unacknowledged that are acknowledged at once, whatever [`ACK_EVERY`] says: the
+/// server sends at most `engine.max_in_flight` messages (2,048 by default) ahead of the
+/// acknowledgements, so a busy reader acknowledges well before that to keep messages flowing.
+const ACK_AT_ONCE: u64 = 512;
+
 /// Commands and notices buffered for the application.
 const CONTROL_BUFFER: usize = 64;
 
@@ -558,6 +563,7 @@ impl Agent {
             limits: limits.clone(),
             missed: missed.clone(),
             held_ack: None,
+            held_count: 0,
             // So that the first batch is acknowledged at once.
             last_ack: tokio::time::Instant::now().checked_sub(ACK_EVERY).unwrap_or_else(tokio::time::Instant::now),
             reconnect: o.reconnect_for.map(|limit| Reconnect {
@@ -1157,6 +1163,8 @@ struct Reader {
     missed: Arc<AtomicU64>,
     /// An acknowledgement waiting for [`ACK_EVERY`] to pass since the last one sent.
     held_ack: Option<u64>,
+    /// Deliveries the held acknowledgement covers.
+    held_count: u64,
     last_ack: tokio::time::Instant,
     reconnect: Option<Reconnect>,
     /// Cleared when the session breaks (see [`SharedBeat`]).
@@ -1293,6 +1301,7 @@ impl Reader {
             let ended = self.serve(inbound).await;
             // Sequence numbers are the ended session's: a new one acknowledges its own.
             self.held_ack = None;
+            self.held_count = 0;
             if let Some(shared) = &self.left_shared {
                 shared.store(false, Ordering::Relaxed);
             }
@@ -1470,6 +1479,7 @@ impl Reader {
         else {
             return;
         };
+        let n = batch.items.len() as u64;
         let mut out = Vec::with_capacity(batch.items.len());
         for (i, raw) in batch.items.into_iter().enumerate() {
             let d = match v1::Delivery::decode(raw) {
@@ -1508,7 +1518,8 @@ impl Reader {
         // Acknowledged once handed to the application: an agent that stops reading stops
         // acknowledging, which is how its breaker learns it is stuck.
         self.held_ack = Some(last);
-        if self.last_ack.elapsed() >= ACK_EVERY {
+        self.held_count += n;
+        if self.held_count >= ACK_AT_ONCE || self.last_ack.elapsed() >= ACK_EVERY {
             self.send_held_ack().await;
         }
     }
@@ -1516,6 +1527,7 @@ impl Reader {
     /// Sends the held acknowledgement, if any.
     async fn send_held_ack(&mut self) {
         let Some(up_to_seq) = self.held_ack.take() else { return };
+        self.held_count = 0;
         self.last_ack = tokio::time::Instant::now();
         if let Some(tx) = self.outbound.upgrade() {
             let _ = tx.send(msg(0, v1::client_message::Kind::Ack(v1::Ack { up_to_seq }))).await;

@@ -183,6 +183,10 @@ pub struct Config {
     pub queue_capacity: usize,
     /// What happens when that queue is full.
     pub overflow_policy: OverflowPolicy,
+    /// Most messages sent to an agent and not yet acknowledged; the rest wait in its queue (under
+    /// the overflow policy) for acknowledgements to make room. Bounds what a slow reader has
+    /// waiting in transport buffers, and so the age of what it reads.
+    pub max_in_flight: usize,
     /// Timeout of a sync point whose creator asked for none, in milliseconds.
     pub default_sync_timeout_ms: u64,
     /// How long a finished sync point is kept for diagnosis, in milliseconds.
@@ -230,6 +234,7 @@ impl Default for Config {
             lease_intervals: 3,
             lost_retention_ms: 5 * 60 * 1000,
             queue_capacity: 1024,
+            max_in_flight: 2048,
             overflow_policy: OverflowPolicy::DropOldest,
             default_sync_timeout_ms: 30_000,
             sync_retention_ms: 10 * 60 * 1000,
@@ -289,6 +294,9 @@ impl Config {
         }
         if self.queue_capacity == 0 {
             return Err("queue_capacity must be at least 1".into());
+        }
+        if self.max_in_flight == 0 {
+            return Err("max_in_flight must be at least 1".into());
         }
         self.commands.validate()?;
         self.context.validate().map_err(|e| format!("context: {e}"))?;

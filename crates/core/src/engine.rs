@@ -597,6 +597,7 @@ impl Engine {
                 }
             }
             Input::Disconnected { conn } => self.disconnected(conn),
+            Input::Alive { connection, at } => self.shared.heard(connection, at.min(now)),
             Input::Malformed { conn, request_id, reason } => self.malformed(conn, request_id, reason),
             Input::Refused { conn, request_id, denial } => {
                 if let Some(ConnRole::Agent { ns, agent }) = self.conns.get(&conn) {
@@ -763,7 +764,7 @@ impl Engine {
         }
         let ns = self.namespaces.get_mut(&ns_key)?;
         let agent = ns.agents.get_mut(&agent_key)?;
-        let mut outbox = std::mem::replace(&mut agent.outbox, Outbox::new(1, self.config.overflow_policy));
+        let mut outbox = std::mem::replace(&mut agent.outbox, Outbox::new(1, 1, self.config.overflow_policy));
         let agents = &ns.agents;
         let max_bytes = self.config.limits.frame_bytes();
         let frame = outbox
@@ -1134,6 +1135,7 @@ impl Engine {
         // The new connection has been told nothing yet: a `Ready` given to an earlier connection
         // that never drained it (stuck, broken, too slow) must not keep this one waiting.
         agent.outbox.notified = false;
+        agent.outbox.new_connection();
         if let Some(old) = closed_old {
             self.forget_conn(old);
             let cause = SessionEnd::TakenOver;
@@ -1413,10 +1415,15 @@ impl Engine {
                 let Some(n) = self.namespaces.get_mut(&ns) else {
                     return;
                 };
-                let Some(lease) = n.agents.get(&agent).and_then(|a| a.session.as_ref()).map(|s| s.lease) else {
+                let Some(session) = n.agents.get_mut(&agent).and_then(|a| a.session.as_mut()) else {
                     return;
                 };
-                if lease.expired(now) {
+                // Bytes read from its connection since its last message was applied (they may
+                // still wait to be applied) show the client alive as of the read.
+                if let Some(heard) = session.conn.and_then(|c| self.shared.last_heard(c)) {
+                    session.lease.renew(heard);
+                }
+                if session.lease.expired(now) {
                     self.lose_agent(now, &ns, &agent);
                 } else {
                     self.arm_lease(&ns, &agent);
@@ -2705,6 +2712,8 @@ impl Engine {
         for t in transitions {
             self.breaker_moved(ns, agent, t);
         }
+        // The acknowledgement made room in flight for messages that waited for it.
+        self.notify(ns, agent);
     }
 
     /// Whether a failure of `agent` must not open its breaker now: it would, but the namespace

@@ -9,6 +9,14 @@
 //! [`SharedConnections`] knows which sessions share a connection. A client that knows this sends one
 //! heartbeat per connection and interval instead of one per agent, which is what keeps thousands of
 //! idle agents cheap.
+//!
+//! A client's traffic renews its leases when it reaches the server, not when the engine gets to
+//! it: the shell reports the bytes read from each client connection ([`crate::Input::Alive`],
+//! dated when they were read, a few times per heartbeat interval at most), and a lease that runs
+//! out is renewed from its session's connection's last read before the agent is declared lost.
+//! Under overload a client's messages can wait behind a backlog of other inputs for longer than a
+//! lease; its connection's flow-control updates and acknowledgements still show it alive. (One
+//! time kept per connection: a report costs the same for one session or a thousand.)
 
 use std::collections::HashMap;
 
@@ -58,6 +66,8 @@ pub type ConnectionId = u64;
 pub struct SharedConnections {
     connection_of: HashMap<ConnId, ConnectionId>,
     sessions: HashMap<ConnectionId, Vec<ConnId>>,
+    /// When bytes were last read from each connection that carries sessions.
+    heard: HashMap<ConnectionId, Time>,
 }
 
 impl SharedConnections {
@@ -76,8 +86,23 @@ impl SharedConnections {
             sessions.retain(|c| *c != conn);
             if sessions.is_empty() {
                 self.sessions.remove(&connection);
+                self.heard.remove(&connection);
             }
         }
+    }
+
+    /// Bytes were read from client connection `connection` at `at` (nothing is kept for a
+    /// connection without sessions).
+    pub fn heard(&mut self, connection: ConnectionId, at: Time) {
+        if self.sessions.contains_key(&connection) {
+            let last = self.heard.entry(connection).or_insert(at);
+            *last = (*last).max(at);
+        }
+    }
+
+    /// When bytes were last read from the client connection session `conn` runs on.
+    pub fn last_heard(&self, conn: ConnId) -> Option<Time> {
+        self.heard.get(self.connection_of.get(&conn)?).copied()
     }
 
     /// The other sessions on `conn`'s client connection.
@@ -107,6 +132,13 @@ mod tests {
         assert_eq!(shared.peers(ConnId(1)).collect::<Vec<_>>(), [ConnId(2), ConnId(3)]);
         assert_eq!(shared.peers(ConnId(4)).count(), 0);
         assert_eq!(shared.peers(ConnId(5)).count(), 0, "connection 0 is shared with nothing");
+        shared.heard(7, 500);
+        shared.heard(7, 400);
+        shared.heard(0, 500);
+        shared.heard(9, 500);
+        assert_eq!((shared.last_heard(ConnId(2)), shared.last_heard(ConnId(4))), (Some(500), None));
+        assert_eq!(shared.last_heard(ConnId(5)), None, "connection 0 is not heard");
+        assert!(!shared.heard.contains_key(&9), "nothing is kept for a connection without sessions");
         shared.leave(ConnId(2));
         assert_eq!(shared.peers(ConnId(3)).collect::<Vec<_>>(), [ConnId(1)]);
         shared.leave(ConnId(1));
@@ -115,7 +147,7 @@ mod tests {
         shared.leave(ConnId(4));
         shared.leave(ConnId(5));
         assert_eq!(shared.connections(), 0, "nothing is kept for connections without sessions");
-        assert!(shared.connection_of.is_empty());
+        assert!(shared.connection_of.is_empty() && shared.heard.is_empty());
     }
 
     #[test]

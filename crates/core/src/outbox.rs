@@ -11,6 +11,11 @@
 //! * Routed messages go through a queue of `capacity`. When it is full the overflow policy decides:
 //!   drop the oldest (counted, and the next message sent carries `missed_before`), or disconnect.
 //!   Sequence numbers are assigned on entry, so a receiver also sees a gap in `seq`.
+//! * At most `max_in_flight` messages are in flight: sent and not yet acknowledged. Past that, messages
+//!   wait in the queue (where the overflow policy applies to them) until acknowledgements make
+//!   room, so that what a slow reader has not taken stays here, where it is counted and reported,
+//!   instead of piling up in transport buffers where it only ages. A new connection starts with
+//!   nothing in flight.
 //! * State changes of watched agents are coalesced per watched agent: one pending entry each, the
 //!   patches composed, or replaced by a snapshot where composition cannot be exact. Their number is
 //!   bounded by the number of agents watched.
@@ -60,6 +65,7 @@ pub struct OutboxStats {
 #[derive(Debug)]
 pub struct Outbox {
     capacity: usize,
+    max_in_flight: usize,
     policy: OverflowPolicy,
     /// Frames with their fence: `Some(seq)` waits for messages up to `seq` and pending state.
     control: VecDeque<(Frame, Option<u64>)>,
@@ -73,12 +79,19 @@ pub struct Outbox {
     pub(crate) notified: bool,
     /// Paused: hold everything but control frames.
     held: bool,
+    /// The sequence number of the last message sent, and of the last one the agent acknowledged
+    /// (or that was sent before its current connection): the difference is what is in flight.
+    sent_through: u64,
+    acked_through: u64,
 }
 
 impl Outbox {
-    pub fn new(capacity: usize, policy: OverflowPolicy) -> Self {
+    /// A queue of `capacity` messages under `policy`, sending at most `max_in_flight` ahead of
+    /// the agent's acknowledgements.
+    pub fn new(capacity: usize, max_in_flight: usize, policy: OverflowPolicy) -> Self {
         Outbox {
             capacity,
+            max_in_flight,
             policy,
             control: VecDeque::new(),
             messages: VecDeque::new(),
@@ -89,12 +102,29 @@ impl Outbox {
             stats: OutboxStats::default(),
             notified: false,
             held: false,
+            sent_through: 0,
+            acked_through: 0,
         }
     }
 
     /// Whether anything waits to be sent now.
     pub fn has_frames(&self) -> bool {
-        !self.control.is_empty() || (!self.held && (!self.messages.is_empty() || !self.state_order.is_empty()))
+        let messages = !self.messages.is_empty() && self.in_flight_room() > 0;
+        !self.control.is_empty() || (!self.held && (messages || !self.state_order.is_empty()))
+    }
+
+    /// How many more messages may be sent before acknowledgements come back. (Sequence numbers
+    /// dropped between two sent batches count as in flight until an acknowledgement passes them:
+    /// the bound errs on the safe side.)
+    fn in_flight_room(&self) -> usize {
+        let in_flight = self.sent_through.saturating_sub(self.acked_through);
+        self.max_in_flight.saturating_sub(usize::try_from(in_flight).unwrap_or(usize::MAX))
+    }
+
+    /// The agent's session moved to a new connection: what was in flight on the old one will never
+    /// be acknowledged.
+    pub fn new_connection(&mut self) {
+        self.acked_through = self.sent_through;
     }
 
     /// Holds (paused) or releases deliveries and state changes.
@@ -254,12 +284,13 @@ impl Outbox {
         }
     }
 
-    /// Acknowledges deliveries up to `seq` (counted for health).
+    /// Acknowledges deliveries up to `seq` (counted for health, and making room in flight).
     pub fn ack(&mut self, up_to: u64) {
         let up_to = up_to.min(self.next_seq.saturating_sub(1));
         if up_to > self.stats.acked {
             self.stats.acked = up_to;
         }
+        self.acked_through = self.acked_through.max(up_to.min(self.sent_through));
     }
 
     /// The next frame to send: a control frame whose fence is passed, else pending state changes,
@@ -345,8 +376,9 @@ impl Outbox {
                 return Some(Frame::StateChanges(changes));
             }
         }
-        if !self.messages.is_empty() {
-            let max_items = max_items.min(waits_for.unwrap_or(usize::MAX)).max(1);
+        let room = self.in_flight_room();
+        if !self.messages.is_empty() && room > 0 {
+            let max_items = max_items.min(waits_for.unwrap_or(usize::MAX)).min(room).max(1);
             // A batch ends before the next gap, so its sequence numbers are consecutive, and before
             // the item that would take it over `max_bytes`.
             let mut bytes = 0usize;
@@ -361,6 +393,7 @@ impl Outbox {
             }
             let batch: Vec<Delivery> = self.messages.drain(..n).collect();
             self.stats.delivered += n as u64;
+            self.sent_through = batch.last().map_or(self.sent_through, |d| d.seq);
             return Some(Frame::Deliveries(batch));
         }
         None
@@ -395,7 +428,7 @@ mod tests {
 
     #[test]
     fn a_batch_is_bounded_by_bytes_as_well_as_by_count_and_always_carries_one() {
-        let mut o = Outbox::new(100, OverflowPolicy::DropOldest);
+        let mut o = Outbox::new(100, 1024, OverflowPolicy::DropOldest);
         let big = |i: u8| Arc::new(Message::new("t", Bytes::from(vec![i; 600]), "", "p".into()));
         for i in 0..3 {
             o.push_message(big(i));
@@ -419,7 +452,7 @@ mod tests {
 
     #[test]
     fn a_composed_delta_larger_than_a_frame_is_sent_as_the_state_itself() {
-        let mut o = Outbox::new(100, OverflowPolicy::DropOldest);
+        let mut o = Outbox::new(100, 1024, OverflowPolicy::DropOldest);
         let a: Arc<str> = "a".into();
         // Keys set and deleted again leave their nulls in the composed delta.
         for v in 1..=50u64 {
@@ -431,11 +464,15 @@ mod tests {
         assert_eq!((changes[0].base_version, changes[0].version, &changes[0].delta), (0, 50, &json!({"kept": 1})));
     }
 
+    /// Takes every frame, acknowledging each batch as a reading agent does.
     fn drain(o: &mut Outbox) -> Vec<Delivery> {
         let mut out = vec![];
         while let Some(f) = o.next_frame(100, usize::MAX, |_| None) {
             match f {
-                Frame::Deliveries(d) => out.extend(d),
+                Frame::Deliveries(d) => {
+                    o.ack(d.last().expect("a batch has an item").seq);
+                    out.extend(d);
+                }
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -443,8 +480,46 @@ mod tests {
     }
 
     #[test]
+    fn no_more_than_the_capacity_is_in_flight_until_acknowledged() {
+        let mut o = Outbox::new(3, 3, OverflowPolicy::DropOldest);
+        for i in 0..3 {
+            o.push_message(msg(i));
+        }
+        let Some(Frame::Deliveries(first)) = o.next_frame(2, usize::MAX, |_| None) else { panic!() };
+        assert_eq!(first.len(), 2);
+        o.push_message(msg(3));
+        let Some(Frame::Deliveries(second)) = o.next_frame(100, usize::MAX, |_| None) else { panic!() };
+        assert_eq!(second.iter().map(|d| d.seq).collect::<Vec<_>>(), [3], "one more fills the flight");
+        assert!(!o.has_frames(), "messages wait for acknowledgements, and nothing is announced");
+        assert!(o.next_frame(100, usize::MAX, |_| None).is_none());
+        // Waiting, they are under the queue's policy: the oldest goes, and is reported.
+        for i in 4..7 {
+            o.push_message(msg(i));
+        }
+        // A reply fenced behind them waits as they do.
+        o.push_reply(9, Reply::Ok);
+        assert!(o.next_frame(100, usize::MAX, |_| None).is_none());
+        o.ack(2);
+        assert!(o.has_frames());
+        let Some(Frame::Deliveries(third)) = o.next_frame(100, usize::MAX, |_| None) else { panic!() };
+        assert_eq!(third.iter().map(|d| (d.seq, d.missed_before)).collect::<Vec<_>>(), [(5, 1), (6, 0)]);
+        // 3, 5 and 6 are in flight (and 4, dropped between two batches, is counted with them
+        // until an acknowledgement passes it).
+        assert!(o.next_frame(100, usize::MAX, |_| None).is_none());
+        // A new connection starts with nothing in flight: what was sent on the old one is gone.
+        o.new_connection();
+        let Some(Frame::Deliveries(fourth)) = o.next_frame(100, usize::MAX, |_| None) else { panic!() };
+        assert_eq!(fourth.iter().map(|d| d.seq).collect::<Vec<_>>(), [7]);
+        let Some(Frame::Reply { request_id: 9, .. }) = o.next_frame(100, usize::MAX, |_| None) else { panic!() };
+        // An acknowledgement past what was sent makes no more room than what was sent.
+        o.push_message(msg(7));
+        o.ack(1_000);
+        assert_eq!(drain(&mut o).iter().map(|d| d.seq).collect::<Vec<_>>(), [8]);
+    }
+
+    #[test]
     fn drop_oldest_counts_and_reports_the_gap() {
-        let mut o = Outbox::new(3, OverflowPolicy::DropOldest);
+        let mut o = Outbox::new(3, 1024, OverflowPolicy::DropOldest);
         for i in 0..5 {
             o.push_message(msg(i));
         }
@@ -459,7 +534,7 @@ mod tests {
 
     #[test]
     fn reported_gaps_always_add_up_to_dropped() {
-        let mut o = Outbox::new(2, OverflowPolicy::DropOldest);
+        let mut o = Outbox::new(2, 1024, OverflowPolicy::DropOldest);
         let mut received = vec![];
         for i in 0..50 {
             o.push_message(msg(i));
@@ -482,7 +557,7 @@ mod tests {
     #[test]
     fn batches_never_span_a_gap() {
         // Under the disconnect policy a refused message leaves a gap in the middle of the queue.
-        let mut o = Outbox::new(2, OverflowPolicy::Disconnect);
+        let mut o = Outbox::new(2, 1024, OverflowPolicy::Disconnect);
         o.push_message(msg(0)); // seq 1
         o.push_message(msg(1)); // seq 2
         assert_eq!(o.push_message(msg(2)), Enqueued::Overflow); // seq 3, missed
@@ -492,13 +567,14 @@ mod tests {
         o.push_message(msg(4)); // seq 5, after a gap of 2
         let Some(Frame::Deliveries(second)) = o.next_frame(100, usize::MAX, |_| None) else { panic!() };
         assert_eq!(second.iter().map(|d| (d.seq, d.missed_before)).collect::<Vec<_>>(), vec![(2, 0)]);
+        o.ack(2);
         let Some(Frame::Deliveries(third)) = o.next_frame(100, usize::MAX, |_| None) else { panic!() };
         assert_eq!(third.iter().map(|d| (d.seq, d.missed_before)).collect::<Vec<_>>(), vec![(5, 2)]);
     }
 
     #[test]
     fn disconnect_policy_refuses_at_the_limit() {
-        let mut o = Outbox::new(2, OverflowPolicy::Disconnect);
+        let mut o = Outbox::new(2, 1024, OverflowPolicy::Disconnect);
         assert_eq!(o.push_message(msg(0)), Enqueued::Queued);
         assert_eq!(o.push_message(msg(1)), Enqueued::Queued);
         assert_eq!(o.push_message(msg(2)), Enqueued::Overflow);
@@ -506,7 +582,7 @@ mod tests {
 
     #[test]
     fn discarded_messages_are_reported_on_the_next_delivery() {
-        let mut o = Outbox::new(4, OverflowPolicy::DropOldest);
+        let mut o = Outbox::new(4, 1024, OverflowPolicy::DropOldest);
         o.push_message(msg(0));
         o.push_message(msg(1));
         o.discard_messages();
@@ -518,7 +594,7 @@ mod tests {
 
     #[test]
     fn state_deltas_coalesce_per_agent() {
-        let mut o = Outbox::new(4, OverflowPolicy::DropOldest);
+        let mut o = Outbox::new(4, 1024, OverflowPolicy::DropOldest);
         let a: Arc<str> = "a".into();
         o.push_state_delta(&a, 1, &json!({"x": 1}));
         o.push_state_delta(&a, 2, &json!({"y": 2}));
@@ -531,7 +607,7 @@ mod tests {
 
     #[test]
     fn inexpressible_composition_becomes_a_snapshot() {
-        let mut o = Outbox::new(4, OverflowPolicy::DropOldest);
+        let mut o = Outbox::new(4, 1024, OverflowPolicy::DropOldest);
         let a: Arc<str> = "a".into();
         o.push_state_delta(&a, 5, &json!({"n": 1}));
         o.push_state_delta(&a, 6, &json!({"n": {"k": 1}}));
@@ -546,7 +622,7 @@ mod tests {
 
     #[test]
     fn a_reply_waits_for_what_was_queued_before_it() {
-        let mut o = Outbox::new(8, OverflowPolicy::DropOldest);
+        let mut o = Outbox::new(8, 1024, OverflowPolicy::DropOldest);
         let a: Arc<str> = "a".into();
         o.push_message(msg(0));
         o.push_message(msg(1));
@@ -565,7 +641,7 @@ mod tests {
 
     #[test]
     fn a_held_outbox_sends_only_control_frames_and_catches_up_on_release() {
-        let mut o = Outbox::new(8, OverflowPolicy::DropOldest);
+        let mut o = Outbox::new(8, 1024, OverflowPolicy::DropOldest);
         let a: Arc<str> = "a".into();
         o.set_held(true);
         o.push_message(msg(0));
@@ -591,7 +667,7 @@ mod tests {
 
     #[test]
     fn registration_goes_before_everything() {
-        let mut o = Outbox::new(8, OverflowPolicy::DropOldest);
+        let mut o = Outbox::new(8, 1024, OverflowPolicy::DropOldest);
         o.push_message(msg(0));
         o.push_reply(1, Reply::Ok);
         o.push_control_front(Frame::Reply { request_id: 99, reply: Reply::Ok });

@@ -232,7 +232,7 @@ impl Agent {
             state: Value::Object(Map::new()),
             state_version: 0,
             watches: Vec::new(),
-            outbox: Outbox::new(config.queue_capacity, config.overflow_policy),
+            outbox: Outbox::new(config.queue_capacity, config.max_in_flight, config.overflow_policy),
             breaker,
             unacked: Default::default(),
             ack_timer: false,

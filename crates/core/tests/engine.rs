@@ -293,17 +293,20 @@ mod leases {
         );
     }
 
+    /// Registers `id` on a new session of client connection `connection`.
+    fn on_connection(h: &mut Harness, id: &str, connection: u64) -> ConnId {
+        let conn = h.open_conn();
+        h.register_on_connection(conn, agent(id, "w", &[]), connection);
+        assert_eq!(h.registered(conn).agent_id, id);
+        assert!(h.registered(conn).connection_heartbeats);
+        conn
+    }
+
     #[test]
     fn a_heartbeat_renews_every_session_of_its_client_connection_and_no_other() {
         let mut h = harness();
         let lease = h.config().lease_ms();
-        let on = |h: &mut Harness, id: &str, connection: u64| {
-            let conn = h.open_conn();
-            h.register_on_connection(conn, agent(id, "w", &[]), connection);
-            assert_eq!(h.registered(conn).agent_id, id);
-            assert!(h.registered(conn).connection_heartbeats);
-            conn
-        };
+        let on = on_connection;
         let a = on(&mut h, "a", 7);
         let b = on(&mut h, "b", 7);
         let c = on(&mut h, "c", 7);
@@ -325,6 +328,29 @@ mod leases {
         assert_eq!(h.status("b"), AgentStatus::Lost);
         assert_eq!(h.status("c"), AgentStatus::Active);
         assert!(!h.is_closed(c));
+    }
+
+    #[test]
+    fn bytes_read_from_a_connection_renew_its_sessions_as_of_the_read() {
+        let mut h = harness();
+        let lease = h.config().lease_ms();
+        let on = on_connection;
+        on(&mut h, "a", 7);
+        on(&mut h, "b", 7);
+        on(&mut h, "other", 8);
+        // No message of theirs is applied; the shell reports bytes read from connection 7.
+        h.advance_to(lease - 100);
+        h.engine.handle(h.now, lockstep_core::Input::Alive { connection: 7, at: lease - 100 });
+        h.engine.handle(h.now, lockstep_core::Input::Alive { connection: 9, at: lease - 100 });
+        h.pump();
+        h.advance_to(lease + 100);
+        assert_eq!((h.status("a"), h.status("b")), (AgentStatus::Active, AgentStatus::Active));
+        assert_eq!(h.status("other"), AgentStatus::Lost, "connection 8 said nothing");
+        // A read reported late counts as of when it happened: it does not stretch the lease.
+        h.engine.handle(h.now, lockstep_core::Input::Alive { connection: 7, at: 500 });
+        h.pump();
+        h.advance_to(2 * lease - 100);
+        assert_eq!((h.status("a"), h.status("b")), (AgentStatus::Lost, AgentStatus::Lost));
     }
 
     #[test]
@@ -1083,7 +1109,7 @@ mod state {
     fn pending_state_changes_stay_bounded_by_the_number_of_watched_agents() {
         // One slow watcher, one busy owner: however many updates, one pending entry, and once it
         // is sent nothing remains.
-        let mut outbox = Outbox::new(8, OverflowPolicy::DropOldest);
+        let mut outbox = Outbox::new(8, 1024, OverflowPolicy::DropOldest);
         let owner: Arc<str> = "o".into();
         for version in 1..=1000 {
             outbox.push_state_delta(&owner, version, &json!({"v": version}));

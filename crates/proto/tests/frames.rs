@@ -61,7 +61,7 @@ proptest! {
     #[test]
     fn every_frame_fits_the_message_cap(limits in limits(), offers in prop::collection::vec(offer(), 1..40)) {
         let cap = limits.max_message_bytes();
-        let mut outbox = Outbox::new(10_000, OverflowPolicy::DropOldest);
+        let mut outbox = Outbox::new(10_000, 10_000, OverflowPolicy::DropOldest);
         let mut states: Vec<Value> = vec![json!({}); 8];
         let mut sent_messages = 0u64;
         let mut versions = [0u64; 8];

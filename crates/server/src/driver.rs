@@ -126,6 +126,12 @@ pub enum Signal {
     Writable(ConnId),
     /// A connection's outbound stream was dropped by the transport.
     Gone(ConnId),
+    /// Bytes were read at `at` from client connection `connection` (as the listener numbers it):
+    /// a sign of life of every session on it, whenever their messages get their turn.
+    Alive { connection: u64, at: Instant },
+    /// Session `conn` acknowledged deliveries: the latest sequence number is in `up_to`, which the
+    /// driver takes (leaving 0) when it applies it; the session's reader signals again only then.
+    Acked { conn: ConnId, up_to: Arc<std::sync::atomic::AtomicU64> },
 }
 
 /// Where the driver commits each turn's durable changes.
@@ -534,7 +540,7 @@ pub async fn run<J: Journal>(
             }
         }
         match woke {
-            Woke::Signal(signal) => d.signal(now, signal),
+            Woke::Signal(signal) => d.signal(now, &clock, signal),
             Woke::Command(cmd, _) => {
                 d.apply(now, cmd);
                 taken += 1;
@@ -552,7 +558,7 @@ pub async fn run<J: Journal>(
         }
         room.add_permits(std::mem::take(&mut taken));
         while let Ok(signal) = signals.try_recv() {
-            d.signal(now, signal);
+            d.signal(now, &clock, signal);
         }
         // Timers may be due after a long turn, too. Their work (a burst of synced systems falling
         // due, each walking part of the dependency graph) goes in a turn of its own, after the
@@ -614,10 +620,18 @@ impl<J: Journal> Driver<J> {
         self.engine.handle_timeout(now);
     }
 
-    fn signal(&mut self, now: Time, signal: Signal) {
+    fn signal(&mut self, now: Time, clock: &Clock, signal: Signal) {
         self.uses(now);
         match signal {
             Signal::Writable(conn) => self.ready.push(conn),
+            Signal::Alive { connection, at } => self.handle(now, Input::Alive { connection, at: clock.time_of(at) }),
+            Signal::Acked { conn, up_to } => {
+                let up_to = up_to.swap(0, Ordering::AcqRel);
+                if up_to > 0 {
+                    let request = lockstep_core::Request::Ack { up_to };
+                    self.handle(now, Input::Request { conn, request_id: 0, request });
+                }
+            }
             Signal::Gone(conn) => {
                 if let Some(c) = self.conns.remove(&conn) {
                     // A session's reader reports the end of its stream (`Command::Ended`); a

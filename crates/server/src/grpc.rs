@@ -149,7 +149,8 @@ fn new_token() -> String {
 
 /// Reads a session's client messages and feeds them to the driver until the stream ends. Each
 /// message waits for room in the driver's intake before the next is read, so a client sending
-/// faster than the engine applies is slowed by its own connection's flow control.
+/// faster than the engine applies is slowed by its own connection's flow control; acknowledgements
+/// alone go ahead as a signal (see `Signal::Acked`).
 ///
 /// Messages are decoded here ([`RawClientMessage`]): one that is not a valid `ClientMessage` is
 /// answered with `INVALID_ARGUMENT` and the stream goes on. However the stream ends — reset,
@@ -210,6 +211,8 @@ async fn read_session(
     // Whether the client said goodbye: its stream's end is then the session's normal end, not a
     // broken stream, even when the end is read before the engine has removed the agent.
     let mut said_goodbye = false;
+    // The session's latest acknowledgement not yet taken by the driver (0: none).
+    let acked = Arc::new(AtomicU64::new(0));
     let status = loop {
         match inbound.message().await {
             Ok(Some(raw)) => {
@@ -218,6 +221,18 @@ async fn read_session(
                         let request_id = msg.request_id;
                         match convert::session_message(msg.kind) {
                             Ok(SessionMessage::Request(request)) => match access.session_request(&agent_id, &request) {
+                                // Acknowledgements skip the intake: under load they would wait
+                                // behind other clients' requests while the server holds back
+                                // this agent's deliveries for them (`engine.max_in_flight`) and
+                                // its breaker counts them late. Only the latest counts, so they
+                                // are merged into one signal per session at a time.
+                                Ok(()) if matches!(request, lockstep_core::Request::Ack { up_to } if up_to > 0) => {
+                                    let lockstep_core::Request::Ack { up_to } = request else { unreachable!() };
+                                    if acked.fetch_max(up_to, Ordering::AcqRel) == 0 {
+                                        let _ = engine.signals().send(Signal::Acked { conn, up_to: acked.clone() });
+                                    }
+                                    continue;
+                                }
                                 Ok(()) => {
                                     said_goodbye |= matches!(request, lockstep_core::Request::Deregister);
                                     Input::Request { conn, request_id, request }
