@@ -224,11 +224,11 @@ pub enum Input {
     /// `PermissionDenied` naming what was denied, and changes nothing else (no breaker failure: the
     /// agent did what it was asked, its credentials did not allow it).
     Refused { conn: ConnId, request_id: u64, denial: crate::auth::Denial },
-    /// Bytes arrived at `at` on client connection `connection` (as [`Input::Register`] names
-    /// it): a sign of life of every session on it, taken when it reached the server rather than when
-    /// the messages it carried get their turn, so that a client whose messages wait behind a
-    /// backlog of other inputs is not declared lost for the server's delay (see [`crate::lease`]).
-    /// The shell reports a connection at most a few times per heartbeat interval.
+    /// A session on client connection `connection` (as [`Input::Register`] names it) sent a
+    /// message, read at `at`: a sign of life of every session on that connection, taken when it
+    /// reached the server rather than when the message gets its turn, so that a client whose
+    /// messages wait behind a backlog of other inputs is not declared lost for the server's delay
+    /// (see [`crate::lease`]). The shell reports a session at most four times a second.
     Alive { connection: u64, at: Time },
     /// A client opened a registry watch stream.
     WatchRegistry { conn: ConnId, namespace: String },

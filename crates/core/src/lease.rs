@@ -11,12 +11,15 @@
 //! idle agents cheap.
 //!
 //! A client's traffic renews its leases when it reaches the server, not when the engine gets to
-//! it: the shell reports the bytes read from each client connection ([`crate::Input::Alive`],
-//! dated when they were read, a few times per heartbeat interval at most), and a lease that runs
-//! out is renewed from its session's connection's last read before the agent is declared lost.
-//! Under overload a client's messages can wait behind a backlog of other inputs for longer than a
-//! lease; its connection's flow-control updates and acknowledgements still show it alive. (One
-//! time kept per connection: a report costs the same for one session or a thousand.)
+//! it: the shell reports the session messages it reads from each client connection
+//! ([`crate::Input::Alive`], dated when they were read, at most four times a second per session),
+//! and a lease that runs out is renewed from its session's connection's last report before the
+//! agent is declared lost. Under overload a client's messages can wait behind a backlog of other
+//! inputs for longer than a lease; its acknowledgements and heartbeats still show it alive when
+//! they are read. Only session messages count: a connection's other calls (queries, watches) say
+//! nothing of its agents, and an agent whose client stopped its automatic heartbeats must still be
+//! lost when nobody on its connection speaks for it. (One time kept per connection: a report costs
+//! the same for one session or a thousand.)
 
 use std::collections::HashMap;
 

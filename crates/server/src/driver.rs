@@ -126,8 +126,9 @@ pub enum Signal {
     Writable(ConnId),
     /// A connection's outbound stream was dropped by the transport.
     Gone(ConnId),
-    /// Bytes were read at `at` from client connection `connection` (as the listener numbers it):
-    /// a sign of life of every session on it, whenever their messages get their turn.
+    /// A session on client connection `connection` (as the listener numbers it) sent a message,
+    /// read at `at`: a sign of life of every session on that connection, whenever the message
+    /// gets its turn.
     Alive { connection: u64, at: Instant },
     /// Session `conn` acknowledged deliveries: the latest sequence number is in `up_to`, which the
     /// driver takes (leaving 0) when it applies it; the session's reader signals again only then.

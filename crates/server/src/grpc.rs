@@ -213,9 +213,18 @@ async fn read_session(
     let mut said_goodbye = false;
     // The session's latest acknowledgement not yet taken by the driver (0: none).
     let acked = Arc::new(AtomicU64::new(0));
+    // When the session's last sign of life went to the driver ahead of the intake.
+    let mut signed: Option<tokio::time::Instant> = None;
     let status = loop {
         match inbound.message().await {
             Ok(Some(raw)) => {
+                // The message renews the leases of its connection's sessions as of now, however
+                // long it then waits for room in the intake (see `lockstep_core::lease`).
+                let now = tokio::time::Instant::now();
+                if connection != 0 && signed.is_none_or(|t| now.duration_since(t) >= SIGN_OF_LIFE_EVERY) {
+                    signed = Some(now);
+                    let _ = engine.signals().send(Signal::Alive { connection, at: now });
+                }
                 let input = match raw.decode() {
                     Ok(msg) => {
                         let request_id = msg.request_id;
@@ -269,6 +278,9 @@ async fn read_session(
     };
     let _ = engine.send(Command::Ended { conn, status }).await;
 }
+
+/// A session's messages are reported as signs of life ahead of the intake at most this often.
+const SIGN_OF_LIFE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What becomes of a session whose stream broke after it registered.
 const LEASE_KEPT: &str = "the agent keeps its lease and may resume with its resume token on a new stream";

@@ -468,16 +468,6 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     }
     engine_handle.traces().set_settings(&config.traces);
     let departures = engine_handle.departures();
-    // A client's bytes renew its sessions' leases when they are read (see `lockstep_core::lease`):
-    // four reports per heartbeat interval at most, so a lease never runs short by more than a
-    // quarter of an interval between the last report and the last byte.
-    let signals = engine_handle.signals();
-    let life = listener::SignsOfLife::new(
-        std::time::Duration::from_millis((config.heartbeat_interval_ms / 4).max(1)),
-        move |connection, at| {
-            let _ = signals.send(driver::Signal::Alive { connection, at });
-        },
-    );
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let (transport_stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let stop = transport_stop_tx.clone();
@@ -603,7 +593,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
         }
     };
     let counts = Arc::new(listener::Counts::default());
-    let incoming = listener::accepted(listener, options.connections.clone(), counts.clone(), life.clone());
+    let incoming = listener::accepted(listener, options.connections.clone(), counts.clone());
     let admin_addr = admin_listener.as_ref().map(|(_, a)| *a);
     // What each port serves, by gRPC name, for its health and reflection services.
     let agent_services = [
@@ -637,8 +627,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(&transport_stop_tx)))
         }
         Some((admin_listener, admin_addr)) => {
-            let admin_incoming =
-                listener::accepted(admin_listener, options.connections.clone(), counts.clone(), life.clone());
+            let admin_incoming = listener::accepted(admin_listener, options.connections.clone(), counts.clone());
             let admin_services = [admin_server::SERVICE_NAME];
             let admin_task = tokio::spawn(
                 transport(admin_addr, options.tls.as_ref())?
@@ -671,7 +660,7 @@ pub async fn start(options: Options) -> Result<RunningServer, StartError> {
     };
     let lean_addr = lean_listener.as_ref().map(|(_, a)| *a);
     if let Some((lean_listener, _)) = lean_listener {
-        let incoming = listener::accepted(lean_listener, options.connections.clone(), counts.clone(), life);
+        let incoming = listener::accepted(lean_listener, options.connections.clone(), counts.clone());
         tokio::spawn(lean::serve(incoming, lean_service, gate.clone(), stopped(&transport_stop_tx)));
     }
     tokio::spawn(memory::release_after_departures(departures, stopped(&transport_stop_tx)));

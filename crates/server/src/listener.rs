@@ -9,9 +9,6 @@
 //!   closed as soon as it is accepted (and logged), so one client cannot take every file descriptor;
 //! * a connection that carries no request within [`ConnectionLimits::first_request_within_ms`] of
 //!   being accepted is closed: idle sockets do not pile up;
-//! * every read of a client's bytes is reported to the engine as a sign of life of the connection's
-//!   sessions ([`SignsOfLife`]), at most a few times per heartbeat interval, so that a client's
-//!   traffic renews its leases when it arrives, not when the engine gets to its messages;
 //! * when the process runs out of file descriptors (or the system of memory for sockets), the
 //!   accept loop waits and retries with a growing pause instead of spinning on the error, and
 //!   accepts again as soon as descriptors are free.
@@ -184,37 +181,13 @@ pub fn mark_used(request: tonic::Request<()>) -> Result<tonic::Request<()>, toni
     Ok(request)
 }
 
-/// Where a listener reports that a connection's client sent something: the connection's id and
-/// when its bytes were read. Reported at most once per `every` per connection, however many reads.
-#[derive(Clone)]
-pub struct SignsOfLife {
-    report: Arc<dyn Fn(u64, tokio::time::Instant) + Send + Sync>,
-    every: Duration,
-}
-
-impl SignsOfLife {
-    /// Reports through `report`, at most once per `every` for each connection.
-    pub fn new(every: Duration, report: impl Fn(u64, tokio::time::Instant) + Send + Sync + 'static) -> Self {
-        SignsOfLife { report: Arc::new(report), every }
-    }
-}
-
-impl std::fmt::Debug for SignsOfLife {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SignsOfLife").field("every", &self.every).finish_non_exhaustive()
-    }
-}
-
-/// An accepted connection: the socket, its place in the counts, its deadline for a first request,
-/// and where its client's signs of life go.
+/// An accepted connection: the socket, its place in the counts, and its deadline for a first
+/// request.
 #[derive(Debug)]
 pub struct Connection {
     stream: TcpStream,
     info: ConnInfo,
     first_request: Option<Pin<Box<tokio::time::Sleep>>>,
-    life: SignsOfLife,
-    /// When a sign of life was last reported.
-    reported: Option<tokio::time::Instant>,
 }
 
 impl Connection {
@@ -243,16 +216,7 @@ impl AsyncRead for Connection {
                 return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "no request on this connection")));
             }
         }
-        let before = buf.filled().len();
-        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            let now = tokio::time::Instant::now();
-            if this.reported.is_none_or(|t| now.duration_since(t) >= this.life.every) {
-                this.reported = Some(now);
-                (this.life.report)(this.info.id(), now);
-            }
-        }
-        read
+        Pin::new(&mut this.stream).poll_read(cx, buf)
     }
 }
 
@@ -307,19 +271,16 @@ impl Throttled {
     }
 }
 
-/// The connections `listener` accepts, within `limits` counted in `counts`; their clients' signs
-/// of life go to `life`.
+/// The connections `listener` accepts, within `limits` counted in `counts`.
 pub fn accepted(
     listener: TcpListener,
     limits: ConnectionLimits,
     counts: Arc<Counts>,
-    life: SignsOfLife,
 ) -> impl Stream<Item = io::Result<Connection>> {
     struct Loop {
         listener: TcpListener,
         limits: ConnectionLimits,
         counts: Arc<Counts>,
-        life: SignsOfLife,
         refused: Throttled,
         starved: Throttled,
     }
@@ -327,7 +288,6 @@ pub fn accepted(
         listener,
         limits,
         counts,
-        life,
         refused: Throttled { last: None, held: 0 },
         starved: Throttled { last: None, held: 0 },
     };
@@ -364,8 +324,7 @@ pub fn accepted(
             let info = ConnInfo(Arc::new(shared));
             let within = Duration::from_millis(s.limits.first_request_within_ms);
             let first_request = Some(Box::pin(tokio::time::sleep(within)));
-            let life = s.life.clone();
-            return Some((Ok(Connection { stream, info, first_request, life, reported: None }), s));
+            return Some((Ok(Connection { stream, info, first_request }), s));
         }
     })
 }
@@ -380,56 +339,11 @@ mod tests {
         ConnectionLimits { max_total, max_per_peer, first_request_within_ms: 60_000, register_within_ms: 60_000 }
     }
 
-    /// Signs of life nobody listens to.
-    fn unheard() -> SignsOfLife {
-        SignsOfLife::new(Duration::from_secs(1), |_, _| {})
-    }
-
-    #[tokio::test]
-    async fn reads_of_a_clients_bytes_are_reported_at_most_once_per_interval() {
-        use tokio::io::AsyncWriteExt as _;
-        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let reports = Arc::new(Mutex::new(Vec::new()));
-        let seen = reports.clone();
-        let life = SignsOfLife::new(Duration::from_millis(200), move |id, at| seen.lock().unwrap().push((id, at)));
-        let mut incoming = Box::pin(accepted(listener, limits(10, 10), Arc::default(), life));
-        let mut client = TcpStream::connect(addr).await.unwrap();
-        let mut server_side = incoming.next().await.unwrap().unwrap();
-        let id = server_side.info.id();
-        let mut buf = [0u8; 1];
-        let start = tokio::time::Instant::now();
-        // Reads in quick succession: one report.
-        for _ in 0..5 {
-            client.write_all(b"x").await.unwrap();
-            server_side.read_exact(&mut buf).await.unwrap();
-        }
-        let quick = start.elapsed();
-        // A read after the interval: a second report, dated when it was read.
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        client.write_all(b"y").await.unwrap();
-        let before = tokio::time::Instant::now();
-        server_side.read_exact(&mut buf).await.unwrap();
-        let got = reports.lock().unwrap().clone();
-        assert!(got.iter().all(|(i, _)| *i == id), "{got:?}");
-        if quick < Duration::from_millis(200) {
-            assert_eq!(got.len(), 2, "{got:?}");
-        } else {
-            // A machine slow enough to take the interval over five reads reports more often.
-            assert!(got.len() >= 2, "{got:?}");
-        }
-        assert!(got.last().unwrap().1 >= before, "the report is dated at the read");
-        // An end of stream is no sign of life.
-        drop(client);
-        assert_eq!(server_side.read(&mut buf).await.unwrap(), 0);
-        assert_eq!(reports.lock().unwrap().len(), got.len());
-    }
-
     #[tokio::test]
     async fn accepted_connections_have_nagle_off() {
         let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut incoming = Box::pin(accepted(listener, limits(10, 10), Arc::default(), unheard()));
+        let mut incoming = Box::pin(accepted(listener, limits(10, 10), Arc::default()));
         let client = TcpStream::connect(addr).await.unwrap();
         let server_side = incoming.next().await.expect("a connection").expect("accepted");
         assert!(server_side.stream.nodelay().unwrap(), "TCP_NODELAY must be set on the server's side");
@@ -447,7 +361,7 @@ mod tests {
         let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let counts = Arc::new(Counts::default());
-        let mut incoming = Box::pin(accepted(listener, limits(10, 2), counts.clone(), unheard()));
+        let mut incoming = Box::pin(accepted(listener, limits(10, 2), counts.clone()));
         let _a = TcpStream::connect(addr).await.unwrap();
         let first = incoming.next().await.unwrap().unwrap();
         let _b = TcpStream::connect(addr).await.unwrap();
@@ -489,7 +403,7 @@ mod tests {
         let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let limits = ConnectionLimits { first_request_within_ms: 200, ..limits(10, 10) };
-        let mut incoming = Box::pin(accepted(listener, limits, Arc::default(), unheard()));
+        let mut incoming = Box::pin(accepted(listener, limits, Arc::default()));
         let _idle_client = TcpStream::connect(addr).await.unwrap();
         let mut idle = incoming.next().await.unwrap().unwrap();
         let _used_client = TcpStream::connect(addr).await.unwrap();
