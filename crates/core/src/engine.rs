@@ -1418,7 +1418,7 @@ impl Engine {
                 let Some(session) = n.agents.get_mut(&agent).and_then(|a| a.session.as_mut()) else {
                     return;
                 };
-                // Bytes read from its connection since its last message was applied (they may
+                // Messages read from its connection since its last one was applied (they may
                 // still wait to be applied) show the client alive as of the read.
                 if let Some(heard) = session.conn.and_then(|c| self.shared.last_heard(c)) {
                     session.lease.renew(heard);

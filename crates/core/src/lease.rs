@@ -69,7 +69,7 @@ pub type ConnectionId = u64;
 pub struct SharedConnections {
     connection_of: HashMap<ConnId, ConnectionId>,
     sessions: HashMap<ConnectionId, Vec<ConnId>>,
-    /// When bytes were last read from each connection that carries sessions.
+    /// When a session message was last read from each connection that carries sessions.
     heard: HashMap<ConnectionId, Time>,
 }
 
@@ -94,7 +94,7 @@ impl SharedConnections {
         }
     }
 
-    /// Bytes were read from client connection `connection` at `at` (nothing is kept for a
+    /// A session message was read from client connection `connection` at `at` (nothing is kept for a
     /// connection without sessions).
     pub fn heard(&mut self, connection: ConnectionId, at: Time) {
         if self.sessions.contains_key(&connection) {
@@ -103,7 +103,7 @@ impl SharedConnections {
         }
     }
 
-    /// When bytes were last read from the client connection session `conn` runs on.
+    /// When a message was last read from the client connection session `conn` runs on.
     pub fn last_heard(&self, conn: ConnId) -> Option<Time> {
         self.heard.get(self.connection_of.get(&conn)?).copied()
     }

@@ -215,6 +215,8 @@ async fn read_session(
     let acked = Arc::new(AtomicU64::new(0));
     // When the session's last sign of life went to the driver ahead of the intake.
     let mut signed: Option<tokio::time::Instant> = None;
+    // Signs of life and acknowledgements go ahead of the intake, as signals.
+    let signals = engine.signals();
     let status = loop {
         match inbound.message().await {
             Ok(Some(raw)) => {
@@ -223,7 +225,7 @@ async fn read_session(
                 let now = tokio::time::Instant::now();
                 if connection != 0 && signed.is_none_or(|t| now.duration_since(t) >= SIGN_OF_LIFE_EVERY) {
                     signed = Some(now);
-                    let _ = engine.signals().send(Signal::Alive { connection, at: now });
+                    let _ = signals.send(Signal::Alive { connection, at: now });
                 }
                 let input = match raw.decode() {
                     Ok(msg) => {
@@ -238,7 +240,7 @@ async fn read_session(
                                 Ok(()) if matches!(request, lockstep_core::Request::Ack { up_to } if up_to > 0) => {
                                     let lockstep_core::Request::Ack { up_to } = request else { unreachable!() };
                                     if acked.fetch_max(up_to, Ordering::AcqRel) == 0 {
-                                        let _ = engine.signals().send(Signal::Acked { conn, up_to: acked.clone() });
+                                        let _ = signals.send(Signal::Acked { conn, up_to: acked.clone() });
                                     }
                                     continue;
                                 }
