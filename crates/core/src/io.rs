@@ -228,7 +228,8 @@ pub enum Input {
     /// message, read at `at`: a sign of life of every session on that connection, taken when it
     /// reached the server rather than when the message gets its turn, so that a client whose
     /// messages wait behind a backlog of other inputs is not declared lost for the server's delay
-    /// (see [`crate::lease`]). The shell reports a session at most four times a second.
+    /// (see [`crate::lease`]). The shell reports only messages that have to wait for room in its
+    /// intake, at most four times a second per session.
     Alive { connection: u64, at: Time },
     /// A client opened a registry watch stream.
     WatchRegistry { conn: ConnId, namespace: String },

@@ -11,9 +11,10 @@
 //! idle agents cheap.
 //!
 //! A client's traffic renews its leases when it reaches the server, not when the engine gets to
-//! it: the shell reports the session messages it reads from each client connection
-//! ([`crate::Input::Alive`], dated when they were read, at most four times a second per session),
-//! and a lease that runs out is renewed from its session's connection's last report before the
+//! it: the shell reports the session messages it reads from each client connection that have to
+//! wait for room in its intake ([`crate::Input::Alive`], dated when they were read, at most four
+//! times a second per session; a message with room renews the leases when it is applied), and a
+//! lease that runs out is renewed from its session's connection's last report before the
 //! agent is declared lost. Under overload a client's messages can wait behind a backlog of other
 //! inputs for longer than a lease; its acknowledgements and heartbeats still show it alive when
 //! they are read. Only session messages count: a connection's other calls (queries, watches) say

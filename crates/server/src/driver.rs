@@ -127,8 +127,8 @@ pub enum Signal {
     /// A connection's outbound stream was dropped by the transport.
     Gone(ConnId),
     /// A session on client connection `connection` (as the listener numbers it) sent a message,
-    /// read at `at`: a sign of life of every session on that connection, whenever the message
-    /// gets its turn.
+    /// read at `at`, that has to wait for room in the intake: a sign of life of every session on
+    /// that connection, whenever the message gets its turn.
     Alive { connection: u64, at: Instant },
     /// Session `conn` acknowledged deliveries: the latest sequence number is in `up_to`, which the
     /// driver takes (leaving 0) when it applies it; the session's reader signals again only then.
@@ -299,9 +299,17 @@ impl EngineHandle {
     /// Hands a command to the driver, waiting for room in the intake (in the order room was
     /// asked for: the semaphore is fair, and a free permit goes to a waiter before anyone else).
     pub async fn send(&self, cmd: Command) -> Result<(), Status> {
+        self.send_or_else(cmd, || {}).await
+    }
+
+    /// [`EngineHandle::send`], calling `waiting` first if the command has to wait for room.
+    pub async fn send_or_else(&self, cmd: Command, waiting: impl FnOnce()) -> Result<(), Status> {
         let permit = match self.room.try_acquire() {
             Ok(permit) => permit,
-            Err(tokio::sync::TryAcquireError::NoPermits) => self.room.acquire().await.map_err(|_| shutting_down())?,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                waiting();
+                self.room.acquire().await.map_err(|_| shutting_down())?
+            }
             Err(tokio::sync::TryAcquireError::Closed) => return Err(shutting_down()),
         };
         // The driver gives the room back when it has taken the command.

@@ -213,20 +213,15 @@ async fn read_session(
     let mut said_goodbye = false;
     // The session's latest acknowledgement not yet taken by the driver (0: none).
     let acked = Arc::new(AtomicU64::new(0));
-    // When the session's last sign of life went to the driver ahead of the intake.
+    // When the session's last sign of life went to the driver ahead of the intake (sent only for
+    // a message that has to wait for room in it).
     let mut signed: Option<tokio::time::Instant> = None;
     // Signs of life and acknowledgements go ahead of the intake, as signals.
     let signals = engine.signals();
     let status = loop {
         match inbound.message().await {
             Ok(Some(raw)) => {
-                // The message renews the leases of its connection's sessions as of now, however
-                // long it then waits for room in the intake (see `lockstep_core::lease`).
-                let now = tokio::time::Instant::now();
-                if connection != 0 && signed.is_none_or(|t| now.duration_since(t) >= SIGN_OF_LIFE_EVERY) {
-                    signed = Some(now);
-                    let _ = signals.send(Signal::Alive { connection, at: now });
-                }
+                let read_at = tokio::time::Instant::now();
                 let input = match raw.decode() {
                     Ok(msg) => {
                         let request_id = msg.request_id;
@@ -259,7 +254,17 @@ async fn read_session(
                     }
                     Err(u) => Input::Malformed { conn, request_id: u.request_id, reason: u.reason },
                 };
-                if engine.send(Command::Input(input)).await.is_err() {
+                // A message that must wait for room in the intake renews the leases of its
+                // connection's sessions as of its read, however long it then waits (see
+                // `lockstep_core::lease`); one that has room renews them when the engine takes it,
+                // soon enough, without a signal of its own.
+                let sign_of_life = || {
+                    if connection != 0 && signed.is_none_or(|t| read_at.duration_since(t) >= SIGN_OF_LIFE_EVERY) {
+                        signed = Some(read_at);
+                        let _ = signals.send(Signal::Alive { connection, at: read_at });
+                    }
+                };
+                if engine.send_or_else(Command::Input(input), sign_of_life).await.is_err() {
                     return;
                 }
             }
@@ -281,7 +286,8 @@ async fn read_session(
     let _ = engine.send(Command::Ended { conn, status }).await;
 }
 
-/// A session's messages are reported as signs of life ahead of the intake at most this often.
+/// A session's messages waiting for room in the intake are reported as signs of life ahead of it
+/// at most this often.
 const SIGN_OF_LIFE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What becomes of a session whose stream broke after it registered.
