@@ -529,8 +529,12 @@ struct Window {
 #[derive(Clone, Debug, Default)]
 pub struct Systems {
     systems: BTreeMap<Arc<str>, System>,
+    /// Every system has an id in it from its registration on, edges or not.
     graph: Graph,
     risks: Risks,
+    /// Each system's criticality by graph id, as in its spec: an assessment reads it for every
+    /// system at risk in a cone, by index rather than by name.
+    criticality: Vec<Criticality>,
     incidents: Incidents,
     reporters: BTreeMap<String, Window>,
     /// Events refused by the per-reporter rate limit since the start.
@@ -577,6 +581,7 @@ impl Systems {
         };
         let system = System { image, events: VecDeque::new(), trend: Trend::default() };
         self.systems.insert(key.clone(), system);
+        self.index(&key);
         let mut fx = Effects { touched: vec![key.clone()], ..Default::default() };
         self.refresh(now, &key, settings, &mut fx);
         Ok(fx)
@@ -589,6 +594,7 @@ impl Systems {
         let s = self.systems.get_mut(&key).expect("active");
         s.spec = spec;
         s.updated_at = now;
+        self.index(&key);
         let mut fx = Effects { touched: vec![key.clone()], ..Default::default() };
         self.refresh(now, &key, settings, &mut fx);
         Ok(fx)
@@ -619,6 +625,17 @@ impl Systems {
         }
         fx.timers.push((key, None));
         Ok(fx)
+    }
+
+    /// Gives system `key` its graph id if it has none (risk and the walks go by id, and a system
+    /// may have its own risk before any edge) and records its criticality by that id.
+    fn index(&mut self, key: &Arc<str>) {
+        let criticality = self.systems[key].spec.criticality;
+        let id = self.graph.intern(key) as usize;
+        if self.criticality.len() <= id {
+            self.criticality.resize(id + 1, Criticality::default());
+        }
+        self.criticality[id] = criticality;
     }
 
     /// The active system named `name`, or why not.
@@ -885,14 +902,15 @@ impl Systems {
 
     /// [`Systems::assess`], and how many systems it visited.
     fn assess_walking(&self, system: &str, settings: &SystemsSettings) -> ((u8, u32, u32), u64) {
-        let Some((key, s)) = self.systems.get_key_value(system) else { return ((4, 0, 0), 0) };
+        let Some(s) = self.systems.get(system) else { return ((4, 0, 0), 0) };
+        let id = self.graph.id(system).expect("a registered system has a graph id");
         let threshold = f64::from(settings.at_risk_percent) / 100.0;
         let own = s.spec.criticality.rank();
         let (mut impact, mut score, mut at_risk) = (own, 10 * own, 0u32);
-        let cone = self.graph.cone(key);
-        for d in cone.iter().skip(1) {
-            if self.risks.risk(d) >= threshold {
-                let c = self.systems[d].spec.criticality.rank();
+        let cone = self.graph.cone_ids(id);
+        for &d in &cone[1..] {
+            if self.risks.risk_of(d) >= threshold {
+                let c = self.criticality[d as usize].rank();
                 impact = impact.max(c);
                 score += c;
                 at_risk += 1;
@@ -1019,8 +1037,9 @@ impl Systems {
         let bad = |what: String| CoreError::invalid("stored data", what);
         *self = Systems::default();
         for image in systems {
-            let key = Arc::from(image.spec.name.as_str());
-            self.systems.insert(key, System { image, events: VecDeque::new(), trend: Trend::default() });
+            let key: Arc<str> = Arc::from(image.spec.name.as_str());
+            self.systems.insert(key.clone(), System { image, events: VecDeque::new(), trend: Trend::default() });
+            self.index(&key);
         }
         for (name, trend) in trends {
             if let Some(s) = self.systems.get_mut(name.as_str()) {

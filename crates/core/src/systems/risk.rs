@@ -17,9 +17,11 @@
 //! visited, in topological order, and a system none of whose upstreams changed is skipped; if the
 //! system's own propagated risk does not change, nothing else is visited. The cost of one change
 //! is bounded by the size (systems + edges) of the changed system's downstream cone, never the
-//! whole graph.
+//! whole graph. Risks are kept by the graph's system ids (see [`Graph`]), so each step of a walk
+//! is an array index, not a lookup by name.
 
-use std::collections::BTreeSet;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use fnv::FnvHashMap;
@@ -58,83 +60,143 @@ pub fn own(state: OwnState) -> f64 {
 }
 
 /// Own and propagated risk of every system, kept current one change at a time.
+///
+/// Kept by graph id: a system must have one (an edge, or [`Graph::intern`]) before its own risk
+/// is set. Reading by name needs no graph: the names come from the graph, as of the last call
+/// that was handed it (a name given an id since was never at risk).
 #[derive(Clone, Debug, Default)]
 pub struct Risks {
-    own: FnvHashMap<Arc<str>, f64>,
-    risk: FnvHashMap<Arc<str>, f64>,
+    /// By id: own risk (0 for none).
+    own: Vec<f64>,
+    /// By id: propagated risk (0 for none).
+    risk: Vec<f64>,
+    /// By id: waiting to be handled by the propagation under way; all false between calls.
+    queued: Vec<bool>,
+    /// The graph's ids by name (the ids of `own`, `risk` and `queued`).
+    ids: FnvHashMap<Arc<str>, u32>,
     /// Systems visited by propagation since the start (for tests and the benchmark: the bound).
     pub visited: u64,
 }
 
+/// Systems waiting to be handled as (level, id), lowest level first.
+type Queue = BinaryHeap<Reverse<(u32, u32)>>;
+
 impl Risks {
     pub fn own(&self, system: &str) -> f64 {
-        self.own.get(system).copied().unwrap_or(0.0)
+        self.by_name(&self.own, system)
     }
 
     pub fn risk(&self, system: &str) -> f64 {
-        self.risk.get(system).copied().unwrap_or(0.0)
+        self.by_name(&self.risk, system)
+    }
+
+    /// The propagated risk of system `id` of the graph.
+    pub fn risk_of(&self, id: u32) -> f64 {
+        self.risk.get(id as usize).copied().unwrap_or(0.0)
+    }
+
+    fn by_name(&self, values: &[f64], system: &str) -> f64 {
+        self.ids.get(system).and_then(|&id| values.get(id as usize)).copied().unwrap_or(0.0)
     }
 
     /// Forgets `system` (retired): call [`Risks::recompute`] on its former downstreams after.
     pub fn forget(&mut self, system: &str) {
-        self.own.remove(system);
-        self.risk.remove(system);
+        if let Some(&id) = self.ids.get(system) {
+            self.own[id as usize] = 0.0;
+            self.risk[id as usize] = 0.0;
+        }
     }
 
     /// Sets `system`'s own risk and propagates; returns the systems whose propagated risk changed,
     /// with the new value, in topological order.
+    ///
+    /// # Panics
+    ///
+    /// When the graph has no id for `system` (see [`Graph::intern`]).
     pub fn set_own(&mut self, graph: &Graph, system: &Arc<str>, own: f64) -> Vec<(Arc<str>, f64)> {
-        if own == 0.0 {
-            self.own.remove(system);
-        } else {
-            self.own.insert(system.clone(), own);
-        }
-        self.recompute(graph, system)
+        self.catch_up(graph);
+        let id = graph.id(system).expect("a system has a graph id before its own risk is set");
+        self.own[id as usize] = own;
+        self.propagate(graph, id)
     }
 
     /// Recomputes `system`'s propagated risk (its upstreams changed) and, where it changes, its
-    /// downstreams', transitively; returns what changed, in the order handled. Systems are taken
-    /// in the graph's level order, so each is handled once, after every upstream that changed:
-    /// the cost is the systems that change and their direct downstreams, not the whole cone.
+    /// downstreams', transitively; returns what changed, in the order handled.
     pub fn recompute(&mut self, graph: &Graph, system: &Arc<str>) -> Vec<(Arc<str>, f64)> {
+        self.catch_up(graph);
+        match graph.id(system) {
+            Some(id) => self.propagate(graph, id),
+            None => {
+                // Without an id it has no upstreams and no own risk: visited, and unchanged.
+                self.visited += 1;
+                Vec::new()
+            }
+        }
+    }
+
+    /// Takes in the ids the graph gave since the last call: ids are dense and never reused, so
+    /// the new ones are those from the count known before.
+    fn catch_up(&mut self, graph: &Graph) {
+        let count = graph.node_count();
+        for id in self.own.len()..count {
+            let id = id as u32;
+            self.ids.insert(graph.name(id).clone(), id);
+        }
+        self.own.resize(count, 0.0);
+        self.risk.resize(count, 0.0);
+        self.queued.resize(count, false);
+    }
+
+    /// Recomputes system `id` and, where it changes, its downstreams, transitively; returns what
+    /// changed, in the order handled. Systems are taken in the graph's level order (within a
+    /// level, by id), so each is handled once, after every upstream that changed: the cost is the
+    /// systems that change and their direct downstreams, not the whole cone.
+    fn propagate(&mut self, graph: &Graph, id: u32) -> Vec<(Arc<str>, f64)> {
         let mut changed = Vec::new();
-        let mut next: BTreeSet<(u32, Arc<str>)> = BTreeSet::from([(graph.level(system), system.clone())]);
-        while let Some((_, node)) = next.pop_first() {
+        let mut next = Queue::new();
+        self.enqueue(&mut next, graph, id);
+        while let Some(Reverse((_, node))) = next.pop() {
+            // Never queued again: only its upstreams queue it, and they are all at lower levels,
+            // taken already.
+            self.queued[node as usize] = false;
             self.visited += 1;
-            if self.update(graph, &node) {
-                changed.push((node.clone(), self.risk(&node)));
-                next.extend(graph.downstreams(&node).map(|(d, _)| (graph.level(d), d.clone())));
+            if self.update(graph, node) {
+                changed.push((graph.name(node).clone(), self.risk[node as usize]));
+                for &(d, _) in graph.down_ids(node) {
+                    self.enqueue(&mut next, graph, d);
+                }
             }
         }
         changed
     }
 
-    /// Recomputes one system from its own risk and its upstreams'; whether it changed.
-    fn update(&mut self, graph: &Graph, system: &Arc<str>) -> bool {
-        let inherited = graph.upstreams(system).map(|(u, w)| w * self.risk(u)).fold(0.0, f64::max);
-        let new = self.own(system).max(inherited);
-        let old = self.risk(system);
-        if new == old {
-            return false;
+    /// Queues system `id`, unless it waits already.
+    fn enqueue(&mut self, next: &mut Queue, graph: &Graph, id: u32) {
+        if !std::mem::replace(&mut self.queued[id as usize], true) {
+            next.push(Reverse((graph.level_of(id), id)));
         }
-        if new == 0.0 {
-            self.risk.remove(system);
-        } else {
-            self.risk.insert(system.clone(), new);
-        }
-        true
+    }
+
+    /// Recomputes system `id` from its own risk and its upstreams'; whether it changed.
+    fn update(&mut self, graph: &Graph, id: u32) -> bool {
+        let inherited = graph.up_ids(id).iter().map(|&(u, w)| w * self.risk[u as usize]).fold(0.0, f64::max);
+        let new = self.own[id as usize].max(inherited);
+        let old = std::mem::replace(&mut self.risk[id as usize], new);
+        new != old
     }
 
     /// What each system downstream of `system` would inherit if `system` were at risk `at`:
     /// the largest product of weights along a path, times `at`; in topological order, without
     /// `system` itself.
     pub fn inherited(graph: &Graph, system: &Arc<str>, at: f64) -> Vec<(Arc<str>, f64)> {
-        let mut value: FnvHashMap<Arc<str>, f64> = FnvHashMap::from_iter([(system.clone(), at)]);
+        let Some(id) = graph.id(system) else { return Vec::new() };
+        // Only the cone has a value: an upstream outside it passes nothing on.
+        let mut value: FnvHashMap<u32, f64> = FnvHashMap::from_iter([(id, at)]);
         let mut out = Vec::new();
-        for node in graph.cone(system).into_iter().skip(1) {
-            let v = graph.upstreams(&node).filter_map(|(u, w)| value.get(u).map(|r| w * r)).fold(0.0, f64::max);
-            value.insert(node.clone(), v);
-            out.push((node, v));
+        for node in graph.cone_ids(id).into_iter().skip(1) {
+            let v = graph.up_ids(node).iter().filter_map(|(u, w)| value.get(u).map(|r| w * r)).fold(0.0, f64::max);
+            value.insert(node, v);
+            out.push((graph.name(node).clone(), v));
         }
         out
     }
