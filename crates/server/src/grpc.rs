@@ -226,25 +226,26 @@ async fn read_session(
                     Ok(msg) => {
                         let request_id = msg.request_id;
                         match convert::session_message(msg.kind) {
-                            Ok(SessionMessage::Request(request)) => match access.session_request(&agent_id, &request) {
-                                // Acknowledgements skip the intake: under load they would wait
-                                // behind other clients' requests while the server holds back
-                                // this agent's deliveries for them (`engine.max_in_flight`) and
-                                // its breaker counts them late. Only the latest counts, so they
-                                // are merged into one signal per session at a time.
-                                Ok(()) if matches!(request, lockstep_core::Request::Ack { up_to } if up_to > 0) => {
-                                    let lockstep_core::Request::Ack { up_to } = request else { unreachable!() };
-                                    if acked.fetch_max(up_to, Ordering::AcqRel) == 0 {
-                                        let _ = signals.send(Signal::Acked { conn, up_to: acked.clone() });
+                            Ok(SessionMessage::Request(request)) => {
+                                match (access.session_request(&agent_id, &request), request) {
+                                    // Acknowledgements skip the intake: under load they would wait
+                                    // behind other clients' requests while the server holds back
+                                    // this agent's deliveries for them (`engine.max_in_flight`) and
+                                    // its breaker counts them late. Only the latest counts, so they
+                                    // are merged into one signal per session at a time.
+                                    (Ok(()), lockstep_core::Request::Ack { up_to }) if up_to > 0 => {
+                                        if acked.fetch_max(up_to, Ordering::AcqRel) == 0 {
+                                            let _ = signals.send(Signal::Acked { conn, up_to: acked.clone() });
+                                        }
+                                        continue;
                                     }
-                                    continue;
+                                    (Ok(()), request) => {
+                                        said_goodbye |= matches!(request, lockstep_core::Request::Deregister);
+                                        Input::Request { conn, request_id, request }
+                                    }
+                                    (Err(denial), _) => Input::Refused { conn, request_id, denial },
                                 }
-                                Ok(()) => {
-                                    said_goodbye |= matches!(request, lockstep_core::Request::Deregister);
-                                    Input::Request { conn, request_id, request }
-                                }
-                                Err(denial) => Input::Refused { conn, request_id, denial },
-                            },
+                            }
                             Ok(SessionMessage::Register(r)) => match access.register(&r) {
                                 Ok(()) => Input::Register { conn, request: r, new_token: String::new(), connection },
                                 Err(denial) => Input::Refused { conn, request_id, denial },
