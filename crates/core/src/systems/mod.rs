@@ -495,8 +495,6 @@ pub struct Effects {
     pub incidents: Vec<(Change, Incident)>,
     /// Freshness timers: set at the time, or cancel (`None`).
     pub timers: Vec<(Arc<str>, Option<Time>)>,
-    /// Systems whose propagated risk changed, with the new value.
-    pub risks: Vec<(Arc<str>, f64)>,
     /// Systems whose kept image changed (to keep: [`Systems::image`]).
     pub touched: Vec<Arc<str>>,
     /// Events taken: (system, number) (to keep: [`Systems::event`]).
@@ -511,7 +509,6 @@ impl Effects {
     fn extend(&mut self, other: Effects) {
         self.incidents.extend(other.incidents);
         self.timers.extend(other.timers);
-        self.risks.extend(other.risks);
         self.touched.extend(other.touched);
         self.events.extend(other.events);
         self.deps.extend(other.deps);
@@ -619,9 +616,8 @@ impl Systems {
         fx.deps.extend(self.graph.downstreams(&key).map(|(d, _)| (key.clone(), d.clone())));
         let downs = self.graph.remove_system(&key);
         self.risks.forget(&key);
-        fx.risks.push((key.clone(), 0.0));
         for d in downs {
-            fx.risks.extend(self.risks.recompute(&self.graph, &d));
+            self.risks.recompute(&self.graph, &d);
         }
         fx.timers.push((key, None));
         Ok(fx)
@@ -669,8 +665,8 @@ impl Systems {
             .into());
         }
         self.graph.add(&up, &down, weight)?;
-        let risks = self.risks.recompute(&self.graph, &down);
-        Ok(Effects { risks, deps: vec![(up, down)], ..Default::default() })
+        self.risks.recompute(&self.graph, &down);
+        Ok(Effects { deps: vec![(up, down)], ..Default::default() })
     }
 
     /// Removes `upstream → downstream`.
@@ -684,8 +680,8 @@ impl Systems {
         }
         let down = self.systems.get_key_value(downstream).map(|(k, _)| k.clone()).expect("edges join systems");
         let up = self.systems.get_key_value(upstream).map(|(k, _)| k.clone()).expect("edges join systems");
-        let risks = self.risks.recompute(&self.graph, &down);
-        Ok(Effects { risks, deps: vec![(up, down)], ..Default::default() })
+        self.risks.recompute(&self.graph, &down);
+        Ok(Effects { deps: vec![(up, down)], ..Default::default() })
     }
 
     /// Every dependency as (upstream, downstream, weight), by upstream then downstream.
@@ -879,7 +875,7 @@ impl Systems {
         fx.timers.push((key.clone(), (!s.stale).then(|| s.stale_at())));
         let own = risk::own(s.own_state());
         if own != self.risks.own(key) {
-            fx.risks.extend(self.risks.set_own(&self.graph, key, own));
+            self.risks.set_own(&self.graph, key, own);
         }
         self.reassess_with(fx, settings);
     }
@@ -907,8 +903,8 @@ impl Systems {
         let threshold = f64::from(settings.at_risk_percent) / 100.0;
         let own = s.spec.criticality.rank();
         let (mut impact, mut score, mut at_risk) = (own, 10 * own, 0u32);
-        let cone = self.graph.cone_ids(id);
-        for &d in &cone[1..] {
+        let below = self.graph.downstream_ids(id);
+        for &d in &below {
             if self.risks.risk_of(d) >= threshold {
                 let c = self.criticality[d as usize].rank();
                 impact = impact.max(c);
@@ -920,7 +916,7 @@ impl Systems {
         if at_risk >= settings.widespread && severity > 1 {
             severity -= 1;
         }
-        ((severity, score, at_risk), cone.len() as u64)
+        ((severity, score, at_risk), below.len() as u64 + 1)
     }
 
     /// The work done since the start, in systems visited: by risk propagation and by incident
