@@ -284,12 +284,13 @@ async def test_dependencies_risk_blast_radius_and_incidents_in_priority_order(cl
         await risks(ops),
         {"src-a": 1.0, "src-b": 1.0, "clean": 1.0, "enrich": 1.0, "report": 1.0, "dashboard": 1.0},
     )
-    # Both severity 1 (the critical dashboard at risk); src-a: 10 x 3 + 2 + 2 + 3 + 4 = 41 first,
-    # src-b: 10 x 2 + 2 + 3 + 4 = 29.
+    # src-a puts all four at risk (severity 1, the critical dashboard among them): 10 x 3 + 2 + 2 +
+    # 3 + 4 = 41. src-b still passes on only 0.5 to clean (and 0.25 beyond): what src-a puts at
+    # risk is src-a's incident's, so src-b stays at severity 3, score 22.
     ranked = await ops.incidents()
     assert [(i.system, i.severity, i.score, i.at_risk) for i in ranked] == [
         ("src-a", 1, 41, 4),
-        ("src-b", 1, 29, 3),
+        ("src-b", 3, 22, 1),
     ]
     assert all(i.open and i.duration_ms >= 0 for i in ranked)
     assert (await ops.show("clean")).info.open_incidents == ()

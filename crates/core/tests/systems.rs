@@ -248,6 +248,15 @@ fn incidents_are_listed_by_severity_from_criticality_and_downstream_at_risk() {
     // Same severity and score: the older incident (low-alone, opened first) comes first.
     assert_eq!(open.last().map(|i| i.system.as_str()), Some("low-src"));
     assert_eq!(open.iter().find(|i| i.system == "low-src").unwrap().severity, 4);
+    // What another source puts at risk is not this incident's: with a second, strong source
+    // failed, the dashboard is at risk 1.0, but the weak source still passes on only 0.2.
+    register(&mut h, spec("strong-src", 60_000, 0, Criticality::Low));
+    depend(&mut h, "strong-src", "dash", 1.0);
+    report(&mut h, event("strong-src", Status::Failed));
+    assert_eq!(h.engine.systems().risk("dash").1, 1.0);
+    let open = h.engine.systems().incidents_by_priority(&Config::default().systems);
+    let of = |s: &str| open.iter().find(|i| i.system == s).map(|i| (i.severity, i.score, i.at_risk)).unwrap();
+    assert_eq!((of("strong-src"), of("low-src")), ((1, 14, 1), (4, 10, 0)));
 }
 
 #[test]

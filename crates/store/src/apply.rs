@@ -47,9 +47,11 @@ const DELETE_SYNC_POINT: &str = "DELETE FROM sync_points WHERE namespace = ?1 AN
 const APPEND_AUDIT: &str = "
     INSERT INTO audit_log (seq, at_ms, actor, command, command_id, namespace, target, params, outcome, detail)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
-// Keeps the newest `?1 + 1` entries by sequence number (no assumption that numbers are contiguous).
-const TRIM_AUDIT: &str =
-    "DELETE FROM audit_log WHERE seq < (SELECT seq FROM audit_log ORDER BY seq DESC LIMIT 1 OFFSET ?1)";
+const COUNT_AUDIT: &str = "SELECT count(*) FROM audit_log";
+// Drops the oldest `?1` entries by sequence number (no assumption that numbers are contiguous).
+// It walks only the entries it drops: finding the newest `capacity` instead (ORDER BY seq DESC
+// OFFSET capacity) walked all ten thousand kept entries of every audited batch, 0.2 ms a commit.
+const TRIM_AUDIT: &str = "DELETE FROM audit_log WHERE seq IN (SELECT seq FROM audit_log ORDER BY seq LIMIT ?1)";
 const SET_CONFIG: &str = "
     INSERT INTO config (key, value_json) VALUES (?1, ?2)
     ON CONFLICT (key) DO UPDATE SET value_json = excluded.value_json";
@@ -125,19 +127,35 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(write_error("the batch (starting its transaction)"))?;
-        let mut audited = false;
+        let mut appended: u64 = 0;
         for change in batch {
             write(&tx, path, change)?;
-            audited |= matches!(change, Change::AppendAudit(_));
+            appended += u64::from(matches!(change, Change::AppendAudit(_)));
         }
-        if audited {
-            // A capacity beyond SQLite's integers means "keep all" (a negative OFFSET would mean 0).
-            let keep_beyond_newest = i64::try_from(self.audit_capacity.saturating_sub(1)).unwrap_or(i64::MAX);
-            tx.prepare_cached(TRIM_AUDIT)
-                .and_then(|mut stmt| stmt.execute([keep_beyond_newest]))
-                .map_err(write_error("the audit log (dropping its oldest entries)"))?;
-        }
+        let audit_rows = if appended > 0 {
+            // Counted once (with this batch's entries), then kept: the store is the only writer
+            // of the audit log.
+            let rows = match self.audit_rows {
+                Some(rows) => rows + appended,
+                None => tx
+                    .query_row(COUNT_AUDIT, [], |row| row.get::<_, i64>(0))
+                    .map_err(write_error("the audit log (counting its entries)"))? as u64,
+            };
+            let excess = rows.saturating_sub(u64::try_from(self.audit_capacity).unwrap_or(u64::MAX));
+            let dropped = if excess == 0 {
+                0
+            } else {
+                tx.prepare_cached(TRIM_AUDIT)
+                    .and_then(|mut stmt| stmt.execute([i64::try_from(excess).unwrap_or(i64::MAX)]))
+                    .map_err(write_error("the audit log (dropping its oldest entries)"))?
+            };
+            Some(rows - dropped as u64)
+        } else {
+            self.audit_rows
+        };
         tx.commit().map_err(write_error("the batch (committing it)"))?;
+        // Only a committed batch changes the count (a failed one left the log as it was).
+        self.audit_rows = audit_rows;
         if let Some(checkpointer) = &self.checkpointer {
             checkpointer.committed();
         }
@@ -518,6 +536,7 @@ pub(crate) fn point_name(namespace: &str, sync_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{Durability, StoreOptions};
     use crate::testutil::*;
 
     fn store() -> Store {
@@ -675,11 +694,32 @@ mod tests {
         let err = store.apply(&[Change::AppendAudit(audit(6))]).unwrap_err();
         assert!(err.to_string().contains("audit entry 6"), "{err}");
         assert_eq!(store.load().unwrap().audit, vec![audit(3), audit(4), audit(6)]);
+        // The refused batch left the count as it was: the next entry drops exactly the oldest.
+        store.apply(&[Change::AppendAudit(audit(8))]).unwrap();
+        let seqs: Vec<u64> = store.load().unwrap().audit.iter().map(|a| a.seq).collect();
+        assert_eq!(seqs, [4, 6, 8]);
 
         // A capacity beyond what SQLite counts keeps everything.
         store.audit_capacity = usize::MAX;
         store.apply(&[Change::AppendAudit(audit(7))]).unwrap();
         assert_eq!(store.load().unwrap().audit.len(), 4);
+    }
+
+    #[test]
+    fn a_log_reopened_with_a_smaller_capacity_is_cut_to_it_at_the_next_entry() {
+        let tmp = tempfile::tempdir().unwrap();
+        let open = |capacity| {
+            let options = StoreOptions { audit_capacity: capacity, ..StoreOptions::new(Durability::Normal) };
+            Store::open_with(tmp.path(), options).unwrap()
+        };
+        let mut store = open(10);
+        store.apply(&(1..=6).map(|seq| Change::AppendAudit(audit(seq))).collect::<Vec<_>>()).unwrap();
+        drop(store);
+        let mut store = open(3);
+        assert_eq!(store.load().unwrap().audit.len(), 6, "opening drops nothing");
+        store.apply(&[Change::AppendAudit(audit(7))]).unwrap();
+        let seqs: Vec<u64> = store.load().unwrap().audit.iter().map(|a| a.seq).collect();
+        assert_eq!(seqs, [5, 6, 7]);
     }
 
     #[test]

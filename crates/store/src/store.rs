@@ -89,6 +89,9 @@ pub struct Store {
     /// The database file (`:memory:` for an in-memory store), for messages.
     pub(crate) path: PathBuf,
     pub(crate) audit_capacity: usize,
+    /// Entries in the audit log, counted by the first batch that appends to it and kept current
+    /// since, so that dropping the oldest costs what is dropped (`None`: not counted yet).
+    pub(crate) audit_rows: Option<u64>,
     /// Checkpoints the write-ahead log beside the writer (`None` in memory).
     pub(crate) checkpointer: Option<crate::checkpoint::Checkpointer>,
 }
@@ -113,7 +116,7 @@ impl Store {
         configure(&conn, &path, Durability::Normal)?;
         schema::migrate(&mut conn, &path, MIGRATIONS)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        Ok(Store { conn, path, audit_capacity: DEFAULT_AUDIT_CAPACITY, checkpointer: None })
+        Ok(Store { conn, path, audit_capacity: DEFAULT_AUDIT_CAPACITY, audit_rows: None, checkpointer: None })
     }
 
     /// Opens with only `migrations` known (tests open at an older version this way) and SQLite
@@ -182,7 +185,13 @@ impl Store {
         conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(|e| classify(&path, e, open_error))?;
         let checkpointer = crate::checkpoint::Checkpointer::start(&path, options.busy_timeout)
             .map_err(|e| classify(&path, e, open_error))?;
-        Ok(Store { conn, path, audit_capacity: options.audit_capacity.max(1), checkpointer: Some(checkpointer) })
+        Ok(Store {
+            conn,
+            path,
+            audit_capacity: options.audit_capacity.max(1),
+            audit_rows: None,
+            checkpointer: Some(checkpointer),
+        })
     }
 
     /// The database file (`:memory:` for an in-memory store).

@@ -204,25 +204,6 @@ impl Graph {
         &self.down[id as usize]
     }
 
-    /// Everything downstream of system `id`, transitively, without `id`, in no promised order: the
-    /// cone as a set, for walks that only count (incident assessment). Cheaper than
-    /// [`Graph::cone_ids`]: one stack, no post-order to build and reverse.
-    pub fn downstream_ids(&self, id: u32) -> Vec<u32> {
-        let mut seen = Bits::new(self.node_count());
-        seen.insert(id);
-        let mut reached = Vec::new();
-        let mut stack = vec![id];
-        while let Some(node) = stack.pop() {
-            for &(child, _) in &self.down[node as usize] {
-                if seen.insert(child) {
-                    reached.push(child);
-                    stack.push(child);
-                }
-            }
-        }
-        reached
-    }
-
     /// System `id` and everything downstream of it, transitively, in a topological order (`id`
     /// first; every system after all of its upstreams within the cone). Costs the cone's systems
     /// and edges (and one bit per system of the graph, cleared), nothing outside it.
@@ -482,12 +463,6 @@ mod tests {
             let cone = g.cone(&a(root));
             let by_id: Vec<Arc<str>> = g.cone_ids(g.id(root).unwrap()).iter().map(|&c| g.name(c).clone()).collect();
             assert_eq!(cone, by_id, "cone and cone_ids agree, order included");
-            let mut below: Vec<Arc<str>> =
-                g.downstream_ids(g.id(root).unwrap()).iter().map(|&c| g.name(c).clone()).collect();
-            below.sort();
-            let mut expected = cone[1..].to_vec();
-            expected.sort();
-            assert_eq!(below, expected, "downstream_ids is the cone without its root");
             assert_eq!(cone[0], a(root));
             let members: BTreeSet<Arc<str>> = cone.iter().cloned().collect();
             assert_eq!(members.len(), cone.len(), "each system once");

@@ -885,8 +885,10 @@ impl Systems {
     /// Severity (1 most severe .. 4), score and downstream systems at risk of an incident on
     /// `system`:
     ///
-    /// * at risk: the systems downstream of it (transitively) whose propagated risk is at least
-    ///   `at_risk_percent` %;
+    /// * at risk: the systems downstream of it that inherit at least `at_risk_percent` % from it:
+    ///   its own risk times the best product of weights along a path to them (what its blast
+    ///   radius shows, scaled by its own risk). A system at risk only through another source is
+    ///   that source's incident's, not this one's;
     /// * impact: the highest criticality among the system and those at risk; severity is
     ///   1 for critical, 2 high, 3 medium, 4 low, one step more severe (at most 1) when `widespread`
     ///   or more systems are at risk;
@@ -896,27 +898,26 @@ impl Systems {
         self.assess_walking(system, settings).0
     }
 
-    /// [`Systems::assess`], and how many systems it visited.
+    /// [`Systems::assess`], and how many systems it visited. The walk stops where what the system
+    /// passes on falls below the threshold: it costs the systems at risk, not the whole cone.
     fn assess_walking(&self, system: &str, settings: &SystemsSettings) -> ((u8, u32, u32), u64) {
         let Some(s) = self.systems.get(system) else { return ((4, 0, 0), 0) };
         let id = self.graph.id(system).expect("a registered system has a graph id");
         let threshold = f64::from(settings.at_risk_percent) / 100.0;
         let own = s.spec.criticality.rank();
-        let (mut impact, mut score, mut at_risk) = (own, 10 * own, 0u32);
-        let below = self.graph.downstream_ids(id);
-        for &d in &below {
-            if self.risks.risk_of(d) >= threshold {
-                let c = self.criticality[d as usize].rank();
-                impact = impact.max(c);
-                score += c;
-                at_risk += 1;
-            }
+        let (mut impact, mut score) = (own, 10 * own);
+        let at_risk = Risks::passed_on(&self.graph, id, self.risks.own_of(id), threshold);
+        for &(d, _) in &at_risk {
+            let c = self.criticality[d as usize].rank();
+            impact = impact.max(c);
+            score += c;
         }
+        let at_risk = u32::try_from(at_risk.len()).unwrap_or(u32::MAX);
         let mut severity = 5 - impact as u8;
         if at_risk >= settings.widespread && severity > 1 {
             severity -= 1;
         }
-        ((severity, score, at_risk), below.len() as u64 + 1)
+        ((severity, score, at_risk), u64::from(at_risk) + 1)
     }
 
     /// The work done since the start, in systems visited: by risk propagation and by incident

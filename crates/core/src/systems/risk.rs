@@ -22,9 +22,10 @@
 //! level (every edge climbs at least one level, so the walk only ever moves up): taking the next
 //! one costs nothing, where a priority queue cost a logarithm per system of a large cone.
 
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use fnv::FnvHashMap;
+use fnv::{FnvHashMap, FnvHashSet};
 
 use super::graph::Graph;
 
@@ -93,6 +94,11 @@ impl Risks {
     /// The propagated risk of system `id` of the graph.
     pub fn risk_of(&self, id: u32) -> f64 {
         self.risk.get(id as usize).copied().unwrap_or(0.0)
+    }
+
+    /// The own risk of system `id` of the graph.
+    pub fn own_of(&self, id: u32) -> f64 {
+        self.own.get(id as usize).copied().unwrap_or(0.0)
     }
 
     fn by_name(&self, values: &[f64], system: &str) -> f64 {
@@ -194,6 +200,38 @@ impl Risks {
         let new = self.own[id as usize].max(inherited);
         let old = std::mem::replace(&mut self.risk[id as usize], new);
         new != old
+    }
+
+    /// The systems downstream of system `id` that inherit at least `at_least` from it when it is
+    /// at risk `at`, each with what it inherits (`at` times the best product of weights along a
+    /// path), in no promised order.
+    ///
+    /// The walk stops wherever what is passed on falls below `at_least`: weights are at most 1,
+    /// so it only fades further along. It costs the systems it returns and their direct
+    /// downstreams, however large the cone.
+    pub fn passed_on(graph: &Graph, id: u32, at: f64, at_least: f64) -> Vec<(u32, f64)> {
+        // Best first: a system is settled with the first (largest) value it is taken with, as
+        // every value still waiting is no larger and only shrinks further on. Values are in
+        // [0, 1], where the order of the bits of an f64 is the order of the numbers.
+        let mut settled = FnvHashSet::default();
+        let mut waiting = BinaryHeap::from([(at.to_bits(), id)]);
+        let mut out = Vec::new();
+        while let Some((bits, node)) = waiting.pop() {
+            if !settled.insert(node) {
+                continue;
+            }
+            let value = f64::from_bits(bits);
+            if node != id {
+                out.push((node, value));
+            }
+            for &(d, w) in graph.down_ids(node) {
+                let passed = value * w;
+                if passed >= at_least && !settled.contains(&d) {
+                    waiting.push((passed.to_bits(), d));
+                }
+            }
+        }
+        out
     }
 
     /// What each system downstream of `system` would inherit if `system` were at risk `at`:
@@ -314,6 +352,27 @@ mod tests {
         risk
     }
 
+    /// System `i` of a [`drawn`] graph.
+    fn name(i: u32) -> Arc<str> {
+        a(&format!("s{i:02}"))
+    }
+
+    /// A graph of 60 systems with the drawn edges (system, how far on, weight in tenths), each
+    /// from a system to one after it: acyclic whatever was drawn.
+    fn drawn(edges: &[(u32, u32, u8)]) -> Graph {
+        let mut g = Graph::default();
+        for i in 0..60 {
+            g.intern(&name(i));
+        }
+        for &(u, step, w) in edges {
+            let d = (u + step).min(59);
+            if d != u {
+                g.add(&name(u), &name(d), f64::from(w) / 10.0).unwrap();
+            }
+        }
+        g
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
 
@@ -324,18 +383,7 @@ mod tests {
             edges in proptest::collection::vec((0u32..60, 1u32..8, 1u8..=10), 1..200),
             changes in proptest::collection::vec((0u32..60, 0usize..5), 1..40),
         ) {
-            // Each edge goes from a system to one after it: acyclic whatever was drawn.
-            let name = |i: u32| a(&format!("s{i:02}"));
-            let mut g = Graph::default();
-            for i in 0..60 {
-                g.intern(&name(i));
-            }
-            for (u, step, w) in edges {
-                let d = (u + step).min(59);
-                if d != u {
-                    g.add(&name(u), &name(d), f64::from(w) / 10.0).unwrap();
-                }
-            }
+            let g = drawn(&edges);
             let mut r = Risks::default();
             let levels = [0.0, LAGGING, DEGRADED, STALE, FAILED];
             for (system, level) in changes {
@@ -345,6 +393,29 @@ mod tests {
                     proptest::prop_assert_eq!(r.risk_of(id), expected[id as usize], "{}", g.name(id));
                 }
             }
+        }
+
+        /// The walk that stops below a threshold finds exactly the systems of the whole cone that
+        /// inherit at least that much, with the same values.
+        #[test]
+        fn what_is_passed_on_is_the_cone_cut_at_the_threshold(
+            edges in proptest::collection::vec((0u32..60, 1u32..8, 1u8..=10), 1..200),
+            root in 0u32..60,
+            level in 0usize..5,
+            percent in 1u8..=100,
+        ) {
+            let g = drawn(&edges);
+            let at = [0.0, LAGGING, DEGRADED, STALE, FAILED][level];
+            let at_least = f64::from(percent) / 100.0;
+            let mut got: Vec<(Arc<str>, f64)> = Risks::passed_on(&g, g.id(&name(root)).unwrap(), at, at_least)
+                .into_iter()
+                .map(|(id, v)| (g.name(id).clone(), v))
+                .collect();
+            got.sort_by(|x, y| x.0.cmp(&y.0));
+            let mut expected: Vec<(Arc<str>, f64)> =
+                Risks::inherited(&g, &name(root), at).into_iter().filter(|(_, v)| *v >= at_least).collect();
+            expected.sort_by(|x, y| x.0.cmp(&y.0));
+            proptest::prop_assert_eq!(got, expected);
         }
     }
 
