@@ -71,7 +71,13 @@ const ADD_CONTEXT_VERSION: &str =
 const TRIM_CONTEXT_VERSIONS: &str = "DELETE FROM context_versions WHERE namespace = ?1 AND key = ?2 AND version < ?3";
 const PUT_TRACE: &str = "INSERT OR REPLACE INTO traces (namespace, id, meta_json, inline) VALUES (?1, ?2, ?3, ?4)";
 const DELETE_TRACE: &str = "DELETE FROM traces WHERE namespace = ?1 AND id = ?2";
-const PUT_ROUND_SERIES: &str = "INSERT OR REPLACE INTO round_series (namespace, name, series_json) VALUES (?1, ?2, ?3)";
+// Rows rewritten whole, often (a series every round, a system every event, its trends), are
+// upserts: INSERT OR REPLACE deletes the row and inserts it again under a new rowid, which dirties
+// the old row's page, the last page and the key's index page; an upsert rewrites the row where it
+// is, and dirties only its page.
+const PUT_ROUND_SERIES: &str = "
+    INSERT INTO round_series (namespace, name, series_json) VALUES (?1, ?2, ?3)
+    ON CONFLICT (namespace, name) DO UPDATE SET series_json = excluded.series_json";
 const DELETE_ROUND_SERIES: &str = "DELETE FROM round_series WHERE namespace = ?1 AND name = ?2";
 const PUT_HISTORY_MESSAGE: &str = "
     INSERT OR REPLACE INTO history_messages (namespace, topic, seq, at_ms, publisher, content_type, payload)
@@ -94,10 +100,14 @@ const SET_TASK_NAMESPACE: &str = "
     ON CONFLICT (namespace) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)";
 const DELETE_TASK: &str = "DELETE FROM tasks WHERE namespace = ?1 AND task_id = ?2";
 const DELETE_VOTE: &str = "DELETE FROM votes WHERE namespace = ?1 AND vote_id = ?2";
-const PUT_SYSTEM: &str = "INSERT OR REPLACE INTO systems (name, system_json) VALUES (?1, ?2)";
+const PUT_SYSTEM: &str = "
+    INSERT INTO systems (name, system_json) VALUES (?1, ?2)
+    ON CONFLICT (name) DO UPDATE SET system_json = excluded.system_json";
 const PUT_SYSTEM_EVENT: &str = "INSERT OR REPLACE INTO system_events (system, seq, event_json) VALUES (?1, ?2, ?3)";
 const TRIM_SYSTEM_EVENTS: &str = "DELETE FROM system_events WHERE system = ?1 AND seq <= ?2";
-const PUT_SYSTEM_TREND: &str = "INSERT OR REPLACE INTO system_trends (system, trend_json) VALUES (?1, ?2)";
+const PUT_SYSTEM_TREND: &str = "
+    INSERT INTO system_trends (system, trend_json) VALUES (?1, ?2)
+    ON CONFLICT (system) DO UPDATE SET trend_json = excluded.trend_json";
 const PUT_DEPENDENCY: &str =
     "INSERT OR REPLACE INTO system_dependencies (upstream, downstream, weight) VALUES (?1, ?2, ?3)";
 const DELETE_DEPENDENCY: &str = "DELETE FROM system_dependencies WHERE upstream = ?1 AND downstream = ?2";
@@ -720,6 +730,23 @@ mod tests {
         store.apply(&[Change::AppendAudit(audit(7))]).unwrap();
         let seqs: Vec<u64> = store.load().unwrap().audit.iter().map(|a| a.seq).collect();
         assert_eq!(seqs, [5, 6, 7]);
+    }
+
+    #[test]
+    fn a_round_series_put_again_replaces_the_kept_one() {
+        let mut store = store();
+        let series = |namespace: &str, json: &str| {
+            Change::PutRoundSeries(crate::records::RoundSeriesRecord {
+                namespace: namespace.into(),
+                name: "ticks".into(),
+                series_json: json.into(),
+            })
+        };
+        store.apply(&[series("a", "{\"round\":1}"), series("b", "{\"round\":1}")]).unwrap();
+        store.apply(&[series("a", "{\"round\":2}")]).unwrap();
+        let kept: Vec<(String, String)> =
+            store.load().unwrap().round_series.into_iter().map(|r| (r.namespace, r.series_json)).collect();
+        assert_eq!(kept, [("a".into(), "{\"round\":2}".into()), ("b".into(), "{\"round\":1}".into())]);
     }
 
     #[test]
