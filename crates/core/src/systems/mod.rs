@@ -529,8 +529,8 @@ pub struct Systems {
     /// Every system has an id in it from its registration on, edges or not.
     graph: Graph,
     risks: Risks,
-    /// Each system's criticality by graph id, as in its spec: an assessment reads it for every
-    /// system at risk in a cone, by index rather than by name.
+    /// Each system's criticality by graph id, as in its spec: an assessment reads it for each
+    /// system it finds at risk, by index rather than by name.
     criticality: Vec<Criticality>,
     incidents: Incidents,
     reporters: BTreeMap<String, Window>,
