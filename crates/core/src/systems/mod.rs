@@ -894,14 +894,11 @@ impl Systems {
     ///   or more systems are at risk;
     /// * score: 10 × the system's criticality + the sum of the criticalities at risk (1 low ..
     ///   4 critical).
+    ///
+    /// The walk stops where what the system passes on falls below the threshold: it costs the
+    /// systems at risk, not the whole cone.
     pub fn assess(&self, system: &str, settings: &SystemsSettings) -> (u8, u32, u32) {
-        self.assess_walking(system, settings).0
-    }
-
-    /// [`Systems::assess`], and how many systems it visited. The walk stops where what the system
-    /// passes on falls below the threshold: it costs the systems at risk, not the whole cone.
-    fn assess_walking(&self, system: &str, settings: &SystemsSettings) -> ((u8, u32, u32), u64) {
-        let Some(s) = self.systems.get(system) else { return ((4, 0, 0), 0) };
+        let Some(s) = self.systems.get(system) else { return (4, 0, 0) };
         let id = self.graph.id(system).expect("a registered system has a graph id");
         let threshold = f64::from(settings.at_risk_percent) / 100.0;
         let own = s.spec.criticality.rank();
@@ -917,7 +914,7 @@ impl Systems {
         if at_risk >= settings.widespread && severity > 1 {
             severity -= 1;
         }
-        ((severity, score, at_risk), u64::from(at_risk) + 1)
+        (severity, score, at_risk)
     }
 
     /// The work done since the start, in systems visited: by risk propagation and by incident
@@ -933,8 +930,9 @@ impl Systems {
             if *change != Change::Opened || i.resolved_at.is_some() {
                 continue;
             }
-            let ((severity, score, at_risk), visited) = self.assess_walking(&i.system, settings);
-            self.assessed += visited;
+            let (severity, score, at_risk) = self.assess(&i.system, settings);
+            // The walk settles the system and those at risk.
+            self.assessed += u64::from(at_risk) + 1;
             (i.severity, i.score, i.at_risk) = (severity, score, at_risk);
             if let Some(open) = self.incidents.get_open_mut(i.id) {
                 (open.severity, open.score, open.at_risk) = (severity, score, at_risk);
